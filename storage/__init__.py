@@ -1,0 +1,1 @@
+"""Ringmon storage package."""

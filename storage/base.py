@@ -1,0 +1,119 @@
+"""The storage interface every backend implements, and the writer interface scrapers use."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Sequence
+
+import numpy as np
+
+from storage.matchers import Matcher
+from storage.model import SampleBatch, Series
+
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+MINUTE_MS = 60_000
+
+
+class Resolution(str, Enum):
+    """Stored resolutions: raw samples, 1-minute and 1-hour rollups."""
+
+    RAW = "raw"
+    MINUTE = "1m"
+    HOUR = "1h"
+
+    @property
+    def step_ms(self) -> int:
+        return {"raw": 0, "1m": MINUTE_MS, "1h": HOUR_MS}[self.value]
+
+
+# Rollup aggregate columns kept per (series, minute|hour) bucket.
+AGGREGATES = ("count", "sum", "min", "max", "last", "increase")
+
+
+@dataclass(slots=True)
+class SeriesData:
+    """Samples of one series over a time range, as NumPy columns.
+
+    For raw data ``values`` holds the samples. For rollups ``timestamps`` are bucket
+    starts, ``values`` holds the bucket's last value and ``agg`` every aggregate column.
+    """
+
+    series: Series
+    timestamps: np.ndarray  # int64 milliseconds, ascending
+    values: np.ndarray  # float64, bit-exact (stale NaNs preserved)
+    resolution: Resolution = Resolution.RAW
+    agg: dict[str, np.ndarray] | None = field(default=None)
+
+    def __len__(self) -> int:
+        return int(self.timestamps.shape[0])
+
+
+class StorageError(Exception):
+    """A storage operation failed; the message says which and why."""
+
+
+class Storage(abc.ABC):
+    """What the rest of Ringmon needs of a store. All methods are coroutines."""
+
+    @abc.abstractmethod
+    async def write(self, batch: SampleBatch) -> None:
+        """Persist a batch (idempotent: writing the same samples twice stores them once)."""
+
+    @abc.abstractmethod
+    async def select(
+        self,
+        matchers: Sequence[Matcher],
+        start_ms: int,
+        end_ms: int,
+        resolution: Resolution = Resolution.RAW,
+    ) -> list[SeriesData]:
+        """Series matching all matchers with their samples in [start_ms, end_ms]."""
+
+    @abc.abstractmethod
+    async def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Series]:
+        """Series matching all matchers that have data in the range (from the index)."""
+
+    @abc.abstractmethod
+    async def label_names(
+        self, start_ms: int, end_ms: int, matchers: Sequence[Matcher] = ()
+    ) -> list[str]:
+        """Sorted label names of series active in the range."""
+
+    @abc.abstractmethod
+    async def label_values(
+        self, name: str, start_ms: int, end_ms: int, matchers: Sequence[Matcher] = ()
+    ) -> list[str]:
+        """Sorted values of one label over series active in the range."""
+
+    async def close(self) -> None:  # pragma: no cover - default no-op
+        """Release connections and threads."""
+
+
+class SampleWriter(abc.ABC):
+    """Where scrapers put samples. ``append`` may wait: that wait is the backpressure."""
+
+    @abc.abstractmethod
+    async def append(self, batch: SampleBatch) -> None: ...
+
+    async def flush(self) -> None:
+        """Wait until everything appended so far is stored (or spooled)."""
+
+    async def close(self) -> None:
+        await self.flush()
+
+    def queue_depth(self) -> int:
+        return 0
+
+
+class DirectWriter(SampleWriter):
+    """A writer that stores each batch straight through a ``Storage`` (embedded mode)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    async def append(self, batch: SampleBatch) -> None:
+        if len(batch):
+            await self.storage.write(batch)

@@ -1,0 +1,13 @@
+"""Session-wide test setup: real services are started once per session by the fixture plugins."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CONFORMANCE = ROOT.parent / "shared" / "conformance"
+sys.path.insert(0, str(ROOT))
+
+# Each plugin owns one service's session fixture (start once, non-default port, temp data dir).
+pytest_plugins = ["fixtures_zookeeper", "fixtures_cassandra"]

@@ -1,0 +1,1 @@
+"""Cassandra session fixture (filled in by the storage work)."""

@@ -1,0 +1,1 @@
+"""ZooKeeper session fixture (filled in by the discovery work)."""
