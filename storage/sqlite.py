@@ -1,0 +1,266 @@
+"""Embedded SQLite backend of the storage interface (standalone mode).
+
+It keeps the logical schema of the Cassandra backend at small scale:
+
+- ``series``: one row per series (id, metric, labels as JSON, target);
+- ``series_day``: the series index, one row per (day, metric, series) with data that day,
+  so a selection by metric name and time range reads only the days asked for;
+- ``raw_samples``: one row per (series, day, ts) - raw data bucketed by day;
+- rollup tables are added by the rollup job's schema.
+
+Floats are stored as their 64-bit pattern (an INTEGER), so NaN payloads such as stale
+markers survive bit for bit (SQLite itself would turn NaN into NULL). All SQL runs on
+two dedicated threads - one writer, one reader - over a WAL database, never on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from storage.base import DAY_MS, Resolution, SeriesData, Storage, StorageError
+from storage.matchers import Matcher, match_all, metric_name_of
+from storage.model import SampleBatch, Series
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS series (
+    series_id INTEGER PRIMARY KEY,
+    metric    TEXT NOT NULL,
+    labels    TEXT NOT NULL,
+    target    TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS series_day (
+    day       INTEGER NOT NULL,
+    metric    TEXT NOT NULL,
+    series_id INTEGER NOT NULL,
+    PRIMARY KEY (day, metric, series_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS raw_samples (
+    series_id INTEGER NOT NULL,
+    day       INTEGER NOT NULL,
+    ts        INTEGER NOT NULL,
+    value     INTEGER NOT NULL,
+    PRIMARY KEY (series_id, day, ts)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
+"""
+
+
+def _floats_to_bits(values: Sequence[float]) -> list[int]:
+    return np.asarray(values, dtype=np.float64).view(np.int64).tolist()
+
+
+def _bits_to_floats(bits: list[int]) -> np.ndarray:
+    return np.asarray(bits, dtype=np.int64).view(np.float64)
+
+
+class SQLiteStorage(Storage):
+    """Storage in one SQLite file. ``SQLiteStorage.open(path)`` creates it if needed."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-w")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-r")
+        self._local = threading.local()
+        self._known_days: set[tuple[int, int]] = set()  # (series_id, day) already indexed
+        self._series_cache: dict[int, Series] = {}
+        self._closed = False
+        with self._connect() as con:
+            con.executescript(SCHEMA)
+
+    @classmethod
+    async def open(cls, path: str | Path) -> "SQLiteStorage":
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, cls, path)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        return con
+
+    def _con(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._connect()
+            self._local.con = con
+        return con
+
+    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: object) -> T:
+        if self._closed:
+            raise StorageError("storage is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(pool, fn, *args)
+        except sqlite3.Error as exc:
+            raise StorageError(f"sqlite {self.path}: {exc}") from exc
+
+    async def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the writer thread (for schema extensions such as rollups)."""
+        return await self._run(self._writer, lambda: fn(self._con()))
+
+    async def run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the reader thread."""
+        return await self._run(self._reader, lambda: fn(self._con()))
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def write(self, batch: SampleBatch) -> None:
+        if len(batch):
+            await self._run(self._writer, self._write_sync, batch)
+
+    def _write_sync(self, batch: SampleBatch) -> None:
+        con = self._con()
+        new_series = []
+        new_days = []
+        rows = []
+        bits = _floats_to_bits(batch.values)
+        for s, ts, b in zip(batch.series, batch.timestamps, bits, strict=True):
+            day = ts // DAY_MS
+            key = (s.id, day)
+            if key not in self._known_days:
+                self._known_days.add(key)
+                if s.id not in self._series_cache:
+                    self._series_cache[s.id] = s
+                    new_series.append((s.id, s.metric, json.dumps(s.labels), batch.target))
+                new_days.append((day, s.metric, s.id))
+            rows.append((s.id, day, ts, b))
+        con.execute("BEGIN")
+        try:
+            if new_series:
+                con.executemany(
+                    "INSERT OR IGNORE INTO series (series_id, metric, labels, target) VALUES (?,?,?,?)",
+                    new_series,
+                )
+            if new_days:
+                con.executemany(
+                    "INSERT OR IGNORE INTO series_day (day, metric, series_id) VALUES (?,?,?)", new_days
+                )
+            con.executemany(
+                "INSERT OR REPLACE INTO raw_samples (series_id, day, ts, value) VALUES (?,?,?,?)", rows
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            # The index cache may now claim rows that were rolled back; forget it.
+            self._known_days.clear()
+            raise
+
+    async def delete_raw_before(self, ts_ms: int) -> int:
+        """Retention: drop raw samples older than ``ts_ms`` (whole days only). Returns rows deleted."""
+
+        def run(con: sqlite3.Connection) -> int:
+            day = ts_ms // DAY_MS
+            cur = con.execute("DELETE FROM raw_samples WHERE day < ?", (day,))
+            con.execute("DELETE FROM series_day WHERE day < ?", (day,))
+            self._known_days = {k for k in self._known_days if k[1] >= day}
+            return cur.rowcount
+
+        return await self.run_write(run)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _lookup_series(self, con: sqlite3.Connection, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Series]:
+        d0, d1 = start_ms // DAY_MS, end_ms // DAY_MS
+        metric = metric_name_of(matchers)
+        if metric is not None:
+            ids = con.execute(
+                "SELECT DISTINCT series_id FROM series_day WHERE day BETWEEN ? AND ? AND metric = ?",
+                (d0, d1, metric),
+            ).fetchall()
+        else:
+            ids = con.execute(
+                "SELECT DISTINCT series_id FROM series_day WHERE day BETWEEN ? AND ?", (d0, d1)
+            ).fetchall()
+        out = []
+        missing = [i for (i,) in ids if i not in self._series_cache]
+        for chunk in range(0, len(missing), 500):
+            part = missing[chunk : chunk + 500]
+            q = f"SELECT series_id, labels FROM series WHERE series_id IN ({','.join('?' * len(part))})"
+            for sid, labels in con.execute(q, part):
+                self._series_cache[sid] = Series(sid, tuple(tuple(p) for p in json.loads(labels)))
+        for (sid,) in ids:
+            s = self._series_cache.get(sid)
+            if s is not None and match_all(matchers, s.labels):
+                out.append(s)
+        out.sort(key=lambda s: s.labels)
+        return out
+
+    def _select_sync(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
+        con = self._con()
+        out = []
+        d0, d1 = start_ms // DAY_MS, end_ms // DAY_MS
+        for s in self._lookup_series(con, matchers, start_ms, end_ms):
+            rows = con.execute(
+                "SELECT ts, value FROM raw_samples WHERE series_id = ? AND day BETWEEN ? AND ?"
+                " AND ts BETWEEN ? AND ? ORDER BY day, ts",
+                (s.id, d0, d1, start_ms, end_ms),
+            ).fetchall()
+            if not rows:
+                continue
+            ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vals = _bits_to_floats([r[1] for r in rows])
+            out.append(SeriesData(s, ts, vals, Resolution.RAW))
+        return out
+
+    async def select(
+        self,
+        matchers: Sequence[Matcher],
+        start_ms: int,
+        end_ms: int,
+        resolution: Resolution = Resolution.RAW,
+    ) -> list[SeriesData]:
+        if resolution is not Resolution.RAW:
+            reader = getattr(self, "select_rollup", None)
+            if reader is None:
+                raise StorageError(f"resolution {resolution.value} is not available in this store")
+            return await reader(matchers, start_ms, end_ms, resolution)
+        return await self._run(self._reader, self._select_sync, matchers, start_ms, end_ms)
+
+    async def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Series]:
+        return await self._run(
+            self._reader, lambda: self._lookup_series(self._con(), matchers, start_ms, end_ms)
+        )
+
+    async def label_names(self, start_ms: int, end_ms: int, matchers: Sequence[Matcher] = ()) -> list[str]:
+        found = await self.series(matchers, start_ms, end_ms)
+        return sorted({k for s in found for k, _ in s.labels})
+
+    async def label_values(
+        self, name: str, start_ms: int, end_ms: int, matchers: Sequence[Matcher] = ()
+    ) -> list[str]:
+        found = await self.series(matchers, start_ms, end_ms)
+        return sorted({v for s in found for k, v in s.labels if k == name})
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        for pool in (self._writer, self._reader):
+            await loop.run_in_executor(pool, self._close_thread_con)
+            pool.shutdown(wait=True)
+        self._closed = True
+
+    def _close_thread_con(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None
