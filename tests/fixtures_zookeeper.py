@@ -1,1 +1,42 @@
-"""ZooKeeper session fixture (filled in by the discovery work)."""
+"""ZooKeeper session fixture: one real standalone server per test session.
+
+``zookeeper`` starts Debian's ZooKeeper once, on a free port with its data under the
+session's temp dir, and kills it at session end. It yields the ``ZooKeeperServer``:
+``.hosts`` ("127.0.0.1:port") for clients, ``.stop()`` / ``.start()`` for outage tests
+(same port, same data; a test that stops it must start it again, e.g. in ``finally``).
+``zk_root`` gives each test its own fresh znode root so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from services.zookeeper.zkserver import ZooKeeperError, ZooKeeperServer
+
+ZOOKEEPER_JAR = "/usr/share/java/zookeeper.jar"
+
+
+@pytest.fixture(scope="session")
+def zookeeper(tmp_path_factory):
+    if not os.path.exists(ZOOKEEPER_JAR):
+        pytest.fail(f"ZooKeeper is not installed ({ZOOKEEPER_JAR} missing): run `make system-deps`")
+    server = ZooKeeperServer(tmp_path_factory.mktemp("zookeeper"))
+    try:
+        server.start(wait=True, timeout=90.0)
+    except ZooKeeperError as exc:
+        server.stop(kill=True)
+        pytest.fail(f"could not start the test ZooKeeper: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop(kill=True)
+
+
+@pytest.fixture
+def zk_root(zookeeper) -> str:
+    """A znode root unique to the test (e.g. ``/t-3f2a...``), under which it puts its tree."""
+    zookeeper.start()  # a no-op when it runs; brings it back if an earlier test left it stopped
+    return f"/t-{uuid.uuid4().hex[:12]}"
