@@ -12,8 +12,8 @@ import pkgutil
 import sys
 
 import cli
-from cli.logs import setup_logging
 from cli.errors import UserError
+from cli.logs import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Sequence
 
 import numpy as np
 
@@ -88,7 +88,7 @@ class Storage(abc.ABC):
     ) -> list[str]:
         """Sorted values of one label over series active in the range."""
 
-    async def close(self) -> None:  # pragma: no cover - default no-op
+    async def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Release connections and threads."""
 
 
@@ -98,7 +98,7 @@ class SampleWriter(abc.ABC):
     @abc.abstractmethod
     async def append(self, batch: SampleBatch) -> None: ...
 
-    async def flush(self) -> None:
+    async def flush(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Wait until everything appended so far is stored (or spooled)."""
 
     async def close(self) -> None:

@@ -1,0 +1,225 @@
+"""The Ringmon YAML configuration: typed sections with defaults, validated on load.
+
+Every mistake is reported as ``<file>: <dotted.key>: <what was expected>``; unknown keys
+are errors (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cli.errors import UserError
+
+
+class ConfigError(UserError):
+    """The config file is wrong; the message names file, key and expectation."""
+
+
+class Duration(float):
+    """Seconds; written in YAML as a number or a Prometheus duration such as ``15s`` or ``1h30m``."""
+
+
+_DUR_RE = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
+_DUR_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
+
+
+def parse_duration(text: str) -> float:
+    """Prometheus duration syntax to seconds; raises ValueError on anything else."""
+    m = _DUR_RE.match(text.strip())
+    if not text.strip() or not m or not any(m.groups()):
+        raise ValueError(f"not a duration: {text!r} (use e.g. 10s, 1m30s, 2h)")
+    return float(sum(int(g) * u for g, u in zip(m.groups(), _DUR_UNITS, strict=True) if g))
+
+
+# -- sections ----------------------------------------------------------------------------------
+
+
+@dataclass
+class SQLiteConfig:
+    path: str = "data/ringmon.db"
+
+
+@dataclass
+class CassandraConfig:
+    hosts: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    port: int = 9042
+    keyspace: str = "ringmon"
+    replication_factor: int = 1
+    spool_dir: str = "data/spool"
+    max_in_flight: int = 256
+
+
+@dataclass
+class StorageConfig:
+    backend: str = "sqlite"  # sqlite | cassandra
+    sqlite: SQLiteConfig = field(default_factory=SQLiteConfig)
+    cassandra: CassandraConfig = field(default_factory=CassandraConfig)
+
+    def validate(self, where: str) -> None:
+        if self.backend not in ("sqlite", "cassandra"):
+            raise ValueError(f"{where}.backend: expected 'sqlite' or 'cassandra', got {self.backend!r}")
+
+
+@dataclass
+class ZooKeeperConfig:
+    hosts: str = "127.0.0.1:2181"
+    session_timeout: Duration = Duration(10.0)
+
+
+@dataclass
+class DiscoveryConfig:
+    static_file: str = ""  # YAML: pools -> settings and hosts
+    zookeeper: ZooKeeperConfig | None = None
+    refresh_interval: Duration = Duration(30.0)
+
+
+@dataclass
+class ScrapeDefaults:
+    interval: Duration = Duration(10.0)
+    timeout: Duration = Duration(5.0)
+
+
+@dataclass
+class LocalAgents:
+    """Agents standalone mode runs in-process, each a distinct target on its own port."""
+
+    pool: str = "local"
+    count: int = 1
+    synthetic_load_rps: float = 0.0
+
+
+@dataclass
+class WebConfig:
+    listen: str = "127.0.0.1:8080"
+
+
+@dataclass
+class RulesConfig:
+    files: list[str] = field(default_factory=list)
+    evaluation_interval: Duration = Duration(15.0)
+
+
+@dataclass
+class RingmonConfig:
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    scrape: ScrapeDefaults = field(default_factory=ScrapeDefaults)
+    agents: list[LocalAgents] = field(default_factory=list)
+    web: WebConfig = field(default_factory=WebConfig)
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    data_dir: str = "data"
+    source: str = ""  # the file it came from (not a YAML key)
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is Duration:
+        return "duration (e.g. 10s)"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    if origin in (list, tuple):
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"mapping of {_type_name(typing.get_args(tp)[1])}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, where)
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return _build(tp, value, where)
+    if tp is Duration:
+        if isinstance(value, bool):
+            pass
+        elif isinstance(value, int | float):
+            return Duration(float(value))
+        elif isinstance(value, str):
+            try:
+                return Duration(parse_duration(value))
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+        raise ValueError(f"{where}: expected a duration (e.g. 10s), got {type(value).__name__} {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        _, item = typing.get_args(tp)
+        return {str(k): _convert(item, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (str, int, float, bool):
+        if type(value) is not tp:
+            raise ValueError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+        return value
+    return value
+
+
+def _build(cls: Any, data: dict, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise ValueError(f"{path}: unknown key (known keys here: {', '.join(sorted(names))})")
+        kwargs[key] = _convert(hints[key], value, path)
+    obj = cls(**kwargs)
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        check(where or "config")
+    return obj
+
+
+def config_from_dict(data: dict | None, source: str = "<config>") -> RingmonConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        cfg = _build(RingmonConfig, data, "")
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    cfg.source = source
+    return cfg
+
+
+def load_config(path: str | Path) -> RingmonConfig:
+    """Read and validate a config file; raises ConfigError with file, key and expectation."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    return config_from_dict(data, str(p))

@@ -1,0 +1,161 @@
+"""Standalone mode: every component in one process on embedded parts.
+
+SQLite storage, static-file discovery plus in-process host agents, one scrape pool, the
+query engine and the web server (pages and the Prometheus HTTP API). ``make run`` starts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from query.engine import Engine
+from scraper.pool import ScrapePool
+from web.app import create_app
+
+from agent.server import AgentServer
+from cli.config import RingmonConfig
+from cli.wiring import make_storage, make_writer, serve_app
+from discovery.static import StaticDiscovery
+from discovery.target import ScrapeSettings, Target
+from storage.base import SampleWriter, Storage
+
+log = logging.getLogger("ringmon.standalone")
+
+
+@dataclass
+class Standalone:
+    """The running standalone system; ``start`` brings it up, ``stop`` takes it down in order."""
+
+    cfg: RingmonConfig
+    storage: Storage | None = None
+    writer: SampleWriter | None = None
+    agents: list[AgentServer] = field(default_factory=list)
+    static: StaticDiscovery | None = None
+    pool: ScrapePool | None = None
+    engine: Engine | None = None
+    runner: web.AppRunner | None = None
+    web_port: int = 0
+    _tasks: list[asyncio.Task] = field(default_factory=list)
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        # Validate what can fail on input before anything starts listening.
+        if cfg.discovery.static_file:
+            try:
+                self.static = StaticDiscovery(cfg.discovery.static_file)
+            except ValueError as exc:
+                from cli.errors import UserError
+
+                raise UserError(str(exc)) from None
+        self.storage = await make_storage(cfg.storage)
+        self.writer = await make_writer(cfg.storage, self.storage)
+        for spec in cfg.agents:
+            for _ in range(spec.count):
+                agent = AgentServer("127.0.0.1", 0, pool=spec.pool, synthetic_load_rps=spec.synthetic_load_rps)
+                await agent.start()
+                self.agents.append(agent)
+        self.pool = ScrapePool(self.writer, name="standalone")
+        await self.pool.sync(self.targets())
+        self.engine = Engine(self.storage)
+        app = create_app(
+            engine=self.engine,
+            pools_provider=self.pools_summary,
+            targets_provider=self.targets_health,
+        )
+        try:
+            from query.api import add_api_routes
+
+            add_api_routes(app, self.engine, self.storage)
+        except ImportError:  # pragma: no cover - the API module ships with the query package
+            log.warning("Prometheus HTTP API not available")
+        self.runner, self.web_port = await serve_app(app, cfg.web.listen, "web")
+        self._tasks.append(asyncio.create_task(self._refresh_loop(), name="discovery-refresh"))
+        log.info(
+            "standalone started",
+            extra={"web": f"http://127.0.0.1:{self.web_port}/", "agents": len(self.agents), "targets": len(self.targets())},
+        )
+
+    def targets(self) -> list[Target]:
+        settings = ScrapeSettings(interval_s=float(self.cfg.scrape.interval), timeout_s=float(self.cfg.scrape.timeout))
+        out = [Target(pool=a.pool, address=a.address, settings=settings) for a in self.agents]
+        if self.static is not None:
+            out.extend(self.static.targets())
+        return out
+
+    async def _refresh_loop(self) -> None:
+        interval = max(1.0, float(self.cfg.discovery.refresh_interval))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                assert self.pool is not None
+                await self.pool.sync(self.targets())
+            except Exception:  # keep scraping the last assignment whatever discovery does
+                log.exception("target refresh failed")
+
+    async def targets_health(self) -> list[dict]:
+        assert self.pool is not None
+        out = []
+        for h in self.pool.health():
+            d = h.to_dict()
+            d.setdefault("owner", "standalone")
+            out.append(d)
+        return out
+
+    async def pools_summary(self) -> list[dict]:
+        health = {h["key"]: h for h in await self.targets_health()}
+        pools: dict[str, dict] = {}
+        for t in self.targets():
+            p = pools.setdefault(t.pool, {"name": t.pool, "running": 0, "hosts": [], "settings": t.settings.to_dict()})
+            if t.status == "ALIVE":
+                p["running"] += 1
+            h = health.get(t.key, {})
+            p["hosts"].append(
+                {
+                    "address": t.address,
+                    "status": t.status,
+                    "health": h.get("health", "unknown"),
+                    "last_scrape": h.get("last_scrape"),
+                    "last_error": h.get("last_error", ""),
+                }
+            )
+        return sorted(pools.values(), key=lambda p: p["name"])
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.pool is not None:
+            await self.pool.stop()
+        for a in self.agents:
+            await a.stop()
+        if self.writer is not None:
+            await self.writer.close()
+        if self.storage is not None:
+            await self.storage.close()
+
+
+async def run_standalone(cfg: RingmonConfig) -> None:
+    """Run until SIGINT/SIGTERM, then stop cleanly."""
+    system = Standalone(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    started = time.monotonic()
+    try:
+        await system.start()
+        print(
+            f"Ringmon standalone is up: http://127.0.0.1:{system.web_port}/  "
+            f"({len(system.agents)} local agents, started in {time.monotonic() - started:.1f}s; Ctrl-C stops)",
+            flush=True,
+        )
+        await stop.wait()
+    finally:
+        await system.stop()

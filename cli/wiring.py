@@ -1,0 +1,68 @@
+"""Builds the shared parts of a process from its config: storage, writer, listen addresses."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from cli.config import StorageConfig
+from cli.errors import UserError
+from storage.base import DirectWriter, SampleWriter, Storage
+
+log = logging.getLogger("ringmon.wiring")
+
+
+async def make_storage(cfg: StorageConfig) -> Storage:
+    """Open the configured backend (SQLite file or Cassandra cluster)."""
+    if cfg.backend == "sqlite":
+        from storage.sqlite import SQLiteStorage
+
+        return await SQLiteStorage.open(cfg.sqlite.path)
+    from storage.cassandra import CassandraStorage  # imported late: needs the driver's event loop
+
+    c = cfg.cassandra
+    return await CassandraStorage.connect(
+        hosts=c.hosts, port=c.port, keyspace=c.keyspace, replication_factor=c.replication_factor
+    )
+
+
+async def make_writer(cfg: StorageConfig, storage: Storage) -> SampleWriter:
+    """Scrapers write through this: direct for SQLite, batched with a disk spool for Cassandra."""
+    if cfg.backend == "sqlite":
+        return DirectWriter(storage)
+    from storage.writer import BatchingWriter
+
+    w = BatchingWriter(storage, spool_dir=Path(cfg.cassandra.spool_dir), max_in_flight=cfg.cassandra.max_in_flight)
+    await w.start()
+    return w
+
+
+def split_listen(listen: str, what: str = "listen") -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not (0 <= int(port) <= 65535):
+        raise UserError(f"{what}: expected HOST:PORT, got {listen!r}")
+    return host or "127.0.0.1", int(port)
+
+
+async def serve_app(app: web.Application, listen: str, what: str = "web") -> tuple[web.AppRunner, int]:
+    """Start an aiohttp app on HOST:PORT; a busy port is one clear line, not a traceback."""
+    host, port = split_listen(listen, what)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        if exc.errno == errno.EADDRINUSE:
+            raise UserError(f"{what}: cannot listen on {host}:{port}: address already in use") from None
+        raise UserError(f"{what}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bound = port
+    server = getattr(site, "_server", None)
+    if server is not None and server.sockets:
+        bound = server.sockets[0].getsockname()[1]
+    log.info("listening", extra={"component": what, "address": f"{host}:{bound}"})
+    return runner, bound

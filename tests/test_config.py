@@ -1,0 +1,93 @@
+"""Config loading: defaults, durations, and errors that name file, key and expected type."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cli.config import ConfigError, load_config, parse_duration
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_shipped_standalone_config_loads() -> None:
+    cfg = load_config(ROOT / "configs" / "standalone.yaml")
+    assert cfg.storage.backend == "sqlite"
+    assert cfg.scrape.interval == 10.0
+    assert cfg.web.listen == "127.0.0.1:8080"
+    assert sum(a.count for a in cfg.agents) >= 3
+
+
+@pytest.mark.parametrize(
+    "text, key, expected",
+    [
+        ("scrape:\n  intervl: 10s\n", "scrape.intervl", "unknown key"),
+        ("scrape:\n  interval: fast\n", "scrape.interval", "not a duration"),
+        ("web:\n  listen: 8080\n", "web.listen", "expected str, got int"),
+        ("agents:\n  - pool: web\n    count: three\n", "agents[0].count", "expected int, got str"),
+        ("agents: {pool: web}\n", "agents", "expected list of mapping"),
+        ("storage:\n  backend: postgres\n", "storage.backend", "expected 'sqlite' or 'cassandra'"),
+        ("storage:\n  sqlite: [a]\n", "storage.sqlite", "expected a mapping"),
+    ],
+)
+def test_bad_config_names_file_key_and_type(tmp_path: Path, text: str, key: str, expected: str) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    msg = str(err.value)
+    assert str(f) in msg and key in msg and expected in msg, msg
+
+
+def test_invalid_yaml_names_line(tmp_path: Path) -> None:
+    f = tmp_path / "broken.yaml"
+    f.write_text("web:\n  listen: [\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: line \d+ column \d+ invalid YAML"):
+        load_config(f)
+
+
+def test_durations() -> None:
+    assert parse_duration("1h30m") == 5400.0
+    assert parse_duration("250ms") == 0.25
+    with pytest.raises(ValueError):
+        parse_duration("10 s")
+
+
+def _run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_cli_bad_config_is_one_clear_line(tmp_path: Path) -> None:
+    f = tmp_path / "typo.yaml"
+    f.write_text("web:\n  lisen: 127.0.0.1:0\n")
+    res = _run_cli("standalone", "--config", str(f))
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    assert f"{f}: web.lisen: unknown key" in res.stderr
+
+
+def test_cli_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        f = tmp_path / "busy.yaml"
+        f.write_text(
+            f"storage:\n  sqlite:\n    path: {tmp_path / 'db.sqlite'}\nagents: []\nweb:\n  listen: 127.0.0.1:{port}\n"
+        )
+        res = _run_cli("standalone", "--config", str(f))
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use" in res.stderr
+
+
+def test_cli_help_lists_subcommands() -> None:
+    res = _run_cli("--help")
+    assert res.returncode == 0
+    assert "standalone" in res.stdout
