@@ -1,1 +1,68 @@
-"""Cassandra session fixture (filled in by the storage work)."""
+"""Cassandra session fixture: one real local Cassandra 5.0 node per test session.
+
+``cassandra`` starts the node once (free non-default ports, data under a temp dir) and
+returns the ``CassandraNode`` (``.host``, ``.port``, ``.stop()``, ``.start()`` - the same node
+with the same data and ports, for outage tests). ``cassandra_storage`` gives each test
+module a ``CassandraStorage`` on a fresh keyspace. Tests using either get the ``cassandra``
+marker, so ``-m "not cassandra"`` skips them.
+
+For a quick edit-test loop, ``RINGMON_TEST_CASSANDRA_DIR=<dir>`` reuses a node started with
+``python services/cassandra/cassandra_node.py start --dir <dir> ...`` instead of starting one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+
+import pytest
+
+from services.cassandra.cassandra_node import CassandraNode, free_port
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if {"cassandra", "cassandra_storage"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.cassandra)
+
+
+@pytest.fixture(scope="session")
+def cassandra(tmp_path_factory):
+    reuse = os.environ.get("RINGMON_TEST_CASSANDRA_DIR")
+    if reuse:
+        node = CassandraNode.load(reuse)
+        node.start(timeout_s=240)
+        yield node
+        return
+    node = CassandraNode(
+        tmp_path_factory.mktemp("cassandra"),
+        native_port=free_port(),
+        heap="1g",
+        fast_unsafe=True,
+    )
+    node.start(timeout_s=240)
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+def fresh_keyspace(prefix: str) -> str:
+    """A keyspace name that is unique per call (Cassandra names: letters, digits, _ ; <= 48)."""
+    base = re.sub(r"[^a-z0-9_]", "_", prefix.lower())[:30]
+    return f"t_{base}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def cassandra_storage(cassandra, request):
+    """A ``CassandraStorage`` on a fresh keyspace (schema created) for the test module."""
+    from storage.cassandra import CassandraStorage
+
+    keyspace = fresh_keyspace(request.module.__name__.rsplit(".", 1)[-1])
+    store = CassandraStorage.connect_sync([cassandra.host], cassandra.port, keyspace, create_schema=True)
+    try:
+        yield store
+    finally:
+        store.drop_keyspace_sync()
+        store.shutdown()
