@@ -1,0 +1,724 @@
+"""The ZooKeeper registry of pools, their hosts and the live scrapers (on kazoo).
+
+Layout under the root (``/ringmon`` by default)::
+
+    <root>/pools/<pool>                     data: JSON scrape settings (ScrapeSettings.to_dict)
+    <root>/pools/<pool>/members/member_<n>  data: Finagle serverset JSON, status ALIVE/STOPPING
+    <root>/scrapers/<id>                    ephemeral, data: JSON {"id", "listen", "started"}
+
+Agents register ephemerally (their node vanishes with their session); ``ringmon register
+host`` registers persistently. A stock Prometheus with ``serverset_sd_configs`` on
+``<root>/pools/<pool>/members`` discovers the same hosts.
+
+``Registry.start(watch=True)`` keeps an in-memory ``RegistryView`` current with watches and
+calls listeners on every change (plain callables in kazoo's thread, or coroutine-friendly
+callables scheduled into an asyncio loop with ``call_soon_threadsafe``). On a SUSPENDED or
+LOST session the last known view is kept; after a new session the ephemeral nodes this
+process owns are created again. Every session transition is logged.
+
+Blocking calls (every CRUD method) belong in an executor when called from asyncio code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import (
+    BadVersionError,
+    KazooException,
+    NodeExistsError,
+    NoNodeError,
+    NotEmptyError,
+)
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.recipe.watchers import ChildrenWatch, DataWatch
+
+from discovery.target import ScrapeSettings, Target
+from discovery.validation import (
+    check_address,
+    check_pool_name,
+    check_scraper_id,
+    settings_from_json,
+    split_host_port,
+)
+
+log = logging.getLogger("ringmon.discovery.registry")
+
+DEFAULT_ROOT = "/ringmon"
+MEMBER_PREFIX = "member_"
+ALIVE = "ALIVE"
+STOPPING = "STOPPING"
+# Finagle's serverset statuses; we write ALIVE and STOPPING and read any of them.
+STATUSES = ("ALIVE", "STOPPING", "STARTING", "STOPPED", "DEAD", "WARNING", "UNKNOWN")
+
+
+class RegistryError(Exception):
+    """A registry operation failed in a way the operator can act on; the message says how."""
+
+
+class UnknownPoolError(RegistryError):
+    def __init__(self, pool: str, known: list[str] | None = None) -> None:
+        hint = f" (known pools: {', '.join(sorted(known))})" if known else " (no pools are registered)"
+        super().__init__(f"unknown pool {pool!r}{hint}; create it with `ringmon register pool {pool}`")
+        self.pool = pool
+
+
+class PoolExistsError(RegistryError):
+    pass
+
+
+class PoolNotEmptyError(RegistryError):
+    pass
+
+
+class ZooKeeperUnavailableError(RegistryError):
+    pass
+
+
+# -- data model --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Member:
+    """One host of a pool as registered under ``members/``."""
+
+    pool: str
+    node: str  # member_0000000007
+    host: str
+    port: int
+    status: str = ALIVE
+    ephemeral: bool = False
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def serverset_json(host: str, port: int, status: str = ALIVE) -> bytes:
+    """Finagle serverset member data, the shape Prometheus' serverset discovery reads."""
+    return json.dumps(
+        {"serviceEndpoint": {"host": host, "port": port}, "additionalEndpoints": {}, "status": status},
+        sort_keys=True,
+    ).encode()
+
+
+def parse_serverset(data: bytes) -> tuple[str, int, str]:
+    """(host, port, status) from serverset JSON; ValueError if it is not one."""
+    try:
+        doc = json.loads(data.decode())
+        ep = doc["serviceEndpoint"]
+        host, port = ep["host"], ep["port"]
+        status = doc.get("status", ALIVE)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not serverset JSON: {exc}") from None
+    if not isinstance(host, str) or not host or isinstance(port, bool) or not isinstance(port, int):
+        raise ValueError("serviceEndpoint needs a string host and an integer port")
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}")
+    return host, port, status
+
+
+@dataclass(frozen=True)
+class RegistryView:
+    """An immutable snapshot of what the registry holds (what watches saw last)."""
+
+    pools: dict[str, ScrapeSettings] = field(default_factory=dict)
+    members: dict[str, tuple[Member, ...]] = field(default_factory=dict)
+    scrapers: tuple[str, ...] = ()
+    connected: bool = False
+    version: int = 0
+
+    def alive_count(self, pool: str) -> int:
+        return sum(1 for m in self.members.get(pool, ()) if m.status == ALIVE)
+
+    def status_counts(self, pool: str) -> dict[str, int]:
+        out = {ALIVE: 0, STOPPING: 0}
+        for m in self.members.get(pool, ()):
+            out[m.status] = out.get(m.status, 0) + 1
+        return out
+
+    def targets(self, include_stopping: bool = False) -> list[Target]:
+        """One Target per distinct (pool, address) of a registered pool; ALIVE members only by default."""
+        out: dict[str, Target] = {}
+        for pool in sorted(self.pools):
+            settings = self.pools[pool]
+            for m in sorted(self.members.get(pool, ()), key=lambda m: (m.status != ALIVE, m.node)):
+                if m.status != ALIVE and not (include_stopping and m.status == STOPPING):
+                    continue
+                t = Target(pool=pool, address=m.address, settings=settings, status=m.status)
+                out.setdefault(t.key, t)
+        return list(out.values())
+
+
+@dataclass
+class _Owned:
+    """An ephemeral node this process owns and re-creates after a session loss."""
+
+    kind: str  # "member" or "scraper"
+    base: str  # full path (scraper) or the members dir (member, sequential)
+    data: bytes
+    path: str = ""
+
+
+class MemberRegistration:
+    """Handle of an ephemeral host registration (what an agent holds)."""
+
+    def __init__(self, registry: "Registry", owned: _Owned, pool: str, address: str) -> None:
+        self._registry = registry
+        self._owned = owned
+        self.pool = pool
+        self.address = address
+
+    @property
+    def path(self) -> str:
+        return self._owned.path
+
+    def set_status(self, status: str) -> None:
+        self._registry._set_owned_status(self._owned, status)
+
+    def remove(self) -> None:
+        self._registry._drop_owned(self._owned)
+
+
+Listener = Callable[[RegistryView], Any]
+
+
+# -- the registry ------------------------------------------------------------------------------
+
+
+class Registry:
+    """Pools, members and scrapers in ZooKeeper, with a watched in-memory view."""
+
+    def __init__(
+        self,
+        hosts: str,
+        root: str = DEFAULT_ROOT,
+        session_timeout: float = 10.0,
+        connect_timeout: float = 15.0,
+        client: KazooClient | None = None,
+    ) -> None:
+        if not root.startswith("/") or root.endswith("/") and root != "/":
+            raise ValueError(f"invalid ZooKeeper root {root!r}: expected an absolute path like /ringmon")
+        self.hosts = hosts
+        self.root = root.rstrip("/") or ""
+        self.connect_timeout = connect_timeout
+        self.zk = client or KazooClient(
+            hosts=hosts,
+            timeout=session_timeout,
+            connection_retry={"max_tries": -1, "delay": 0.1, "backoff": 2, "max_delay": 1.0},
+            command_retry={"max_tries": 5, "delay": 0.1, "backoff": 2, "max_delay": 1.0},
+        )
+        self._lock = threading.RLock()
+        self._pools: dict[str, ScrapeSettings] = {}
+        self._members: dict[str, dict[str, Member]] = {}
+        self._scrapers: tuple[str, ...] = ()
+        self._view = RegistryView()
+        self._version = 0
+        self._listeners: list[tuple[Listener, asyncio.AbstractEventLoop | None]] = []
+        self._owned: list[_Owned] = []
+        self._watched_pools: set[str] = set()
+        self._members_watched: set[str] = set()
+        self._watched_members: set[str] = set()
+        self._watching = False
+        self._had_session = False
+        self._lost = False
+        self._stopping = False
+        self._session_id: int | None = None
+        self.zk.add_listener(self._on_state)
+
+    # -- paths --------------------------------------------------------------------------------
+
+    @property
+    def pools_path(self) -> str:
+        return f"{self.root}/pools"
+
+    @property
+    def scrapers_path(self) -> str:
+        return f"{self.root}/scrapers"
+
+    def pool_path(self, pool: str) -> str:
+        return f"{self.pools_path}/{pool}"
+
+    def members_path(self, pool: str) -> str:
+        return f"{self.pools_path}/{pool}/members"
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, watch: bool = True) -> "Registry":
+        """Connect (bounded by ``connect_timeout``), create the base paths, start the watches."""
+        try:
+            self.zk.start(timeout=self.connect_timeout)
+        except (KazooTimeoutError, KazooException, OSError) as exc:
+            try:
+                self.zk.stop()
+                self.zk.close()
+            except KazooException:
+                pass
+            raise ZooKeeperUnavailableError(
+                f"cannot reach ZooKeeper at {self.hosts} within {self.connect_timeout:g}s ({exc or type(exc).__name__})"
+            ) from None
+        self._session_id = self.zk.client_id[0] if self.zk.client_id else None
+        self._had_session = True
+        self.zk.retry(self.zk.ensure_path, self.pools_path)
+        self.zk.retry(self.zk.ensure_path, self.scrapers_path)
+        if watch:
+            self._watching = True
+            ChildrenWatch(self.zk, self.pools_path, self._on_pools)
+            ChildrenWatch(self.zk, self.scrapers_path, self._on_scrapers)
+            self._publish()
+        return self
+
+    def stop(self) -> None:
+        """Remove owned ephemeral nodes, close the session (ephemerals vanish at once)."""
+        self._stopping = True
+        with self._lock:
+            owned, self._owned = list(self._owned), []
+        for o in owned:
+            try:
+                if o.path:
+                    self.zk.delete(o.path)
+            except (NoNodeError, KazooException):
+                pass
+        try:
+            self.zk.stop()
+            self.zk.close()
+        except KazooException:
+            pass
+
+    def __enter__(self) -> "Registry":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def session_id(self) -> int | None:
+        return self._session_id
+
+    # -- listeners and view -------------------------------------------------------------------
+
+    @property
+    def view(self) -> RegistryView:
+        return self._view
+
+    def add_listener(self, callback: Listener, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Call ``callback(view)`` after every change; inside ``loop`` (thread-safe) when given."""
+        with self._lock:
+            self._listeners.append((callback, loop))
+
+    def remove_listener(self, callback: Listener) -> None:
+        with self._lock:
+            self._listeners = [(cb, lp) for cb, lp in self._listeners if cb is not callback]
+
+    def _publish(self) -> None:
+        with self._lock:
+            self._version += 1
+            self._view = RegistryView(
+                pools=dict(self._pools),
+                members={p: tuple(sorted(ms.values(), key=lambda m: m.node)) for p, ms in self._members.items()},
+                scrapers=self._scrapers,
+                connected=self.zk.state == KazooState.CONNECTED,
+                version=self._version,
+            )
+            view = self._view
+            listeners = list(self._listeners)
+        for cb, loop in listeners:
+            try:
+                if loop is None:
+                    cb(view)
+                elif not loop.is_closed():
+                    loop.call_soon_threadsafe(cb, view)
+            except Exception:  # noqa: BLE001 - a broken listener must not stop the watches
+                log.exception("registry listener failed", extra={"listener": repr(cb)})
+
+    # -- session handling ---------------------------------------------------------------------
+
+    def _on_state(self, state: str) -> None:
+        """kazoo calls this from its connection thread: log, and never block here."""
+        if self._stopping:
+            return
+        if state == KazooState.SUSPENDED:
+            log.warning("zookeeper session suspended, keeping last known view", extra={"hosts": self.hosts})
+        elif state == KazooState.LOST:
+            self._lost = True
+            log.error("zookeeper session lost, keeping last known view", extra={"hosts": self.hosts})
+        elif state == KazooState.CONNECTED and self._had_session:
+            sid = self.zk.client_id[0] if self.zk.client_id else None
+            new_session = self._lost or (sid is not None and sid != self._session_id)
+            self._session_id = sid
+            log.info(
+                "zookeeper session " + ("re-established (new session)" if new_session else "resumed"),
+                extra={"hosts": self.hosts, "session": f"{sid:#x}" if sid else None},
+            )
+            if new_session:
+                self._lost = False
+                self.zk.handler.spawn(self._recreate_owned)
+        if self._watching:
+            self.zk.handler.spawn(self._publish)
+
+    def _recreate_owned(self) -> None:
+        with self._lock:
+            owned = list(self._owned)
+        for o in owned:
+            try:
+                self._create_owned(o, recreate=True)
+                log.info("ephemeral node re-created", extra={"kind": o.kind, "path": o.path})
+            except Exception as exc:  # noqa: BLE001 - logged; retried on the next new session
+                log.error("could not re-create ephemeral node", extra={"kind": o.kind, "base": o.base, "error": str(exc)})
+
+    def _create_owned(self, o: _Owned, recreate: bool = False) -> None:
+        if o.kind == "member":
+            o.path = self.zk.create(o.base + "/" + MEMBER_PREFIX, o.data, ephemeral=True, sequence=True)
+            return
+        deadline = time.monotonic() + max(self.zk._session_timeout / 1000.0 * 1.5, 3.0)  # noqa: SLF001
+        while True:
+            try:
+                self.zk.create(o.base, o.data, ephemeral=True, makepath=True)
+                o.path = o.base
+                return
+            except NodeExistsError:
+                _, stat = self.zk.get(o.base)
+                if stat.ephemeralOwner == (self.zk.client_id or (None,))[0]:
+                    o.path = o.base
+                    return
+                # the node of an earlier session of this id: it goes away when that session expires
+                if time.monotonic() > deadline:
+                    raise RegistryError(
+                        f"{o.base} is held by another live session (owner {stat.ephemeralOwner:#x}): "
+                        "is another process running with the same id?"
+                    ) from None
+                time.sleep(0.2)
+
+    def _set_owned_status(self, o: _Owned, status: str) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"invalid status {status!r}: expected one of {', '.join(STATUSES)}")
+        host, port, _ = parse_serverset(o.data)
+        o.data = serverset_json(host, port, status)
+        if o.path:
+            self.zk.retry(self.zk.set, o.path, o.data)
+
+    def _drop_owned(self, o: _Owned) -> None:
+        with self._lock:
+            if o in self._owned:
+                self._owned.remove(o)
+        if o.path:
+            try:
+                self.zk.retry(self.zk.delete, o.path)
+            except NoNodeError:
+                pass
+
+    # -- watches ------------------------------------------------------------------------------
+
+    def _on_pools(self, names: list[str]) -> bool | None:
+        if self._stopping:
+            return False
+        names_set = set(names)
+        with self._lock:
+            gone = set(self._pools) - names_set | (self._watched_pools - names_set)
+            for p in gone:
+                self._pools.pop(p, None)
+                self._members.pop(p, None)
+                self._watched_pools.discard(p)
+                self._members_watched.discard(p)
+            new = sorted(n for n in names_set - self._watched_pools)
+            self._watched_pools |= set(new)
+        for p in new:
+            DataWatch(self.zk, self.pool_path(p), self._pool_data_watcher(p))
+        if gone:
+            self._publish()
+        return None
+
+    def _pool_data_watcher(self, pool: str) -> Callable[..., bool | None]:
+        path = self.pool_path(pool)
+
+        def on_data(data: bytes | None, stat: Any, event: Any = None) -> bool | None:
+            if self._stopping:
+                return False
+            if stat is None:  # pool deleted
+                with self._lock:
+                    self._pools.pop(pool, None)
+                    self._members.pop(pool, None)
+                    self._watched_pools.discard(pool)
+                    self._members_watched.discard(pool)
+                self._publish()
+                return False
+            try:
+                settings = settings_from_json(json.loads(data.decode())) if data else ScrapeSettings()
+            except ValueError as exc:
+                with self._lock:
+                    settings = self._pools.get(pool, ScrapeSettings())
+                log.error("invalid pool settings in zookeeper, keeping the last good ones",
+                          extra={"path": path, "error": str(exc)})
+            with self._lock:
+                self._pools[pool] = settings
+                self._members.setdefault(pool, {})
+                start_members = pool not in self._members_watched
+                self._members_watched.add(pool)
+            if start_members:
+                try:
+                    self.zk.ensure_path(self.members_path(pool))
+                except KazooException as exc:
+                    log.error("cannot create members node", extra={"path": self.members_path(pool), "error": str(exc)})
+                ChildrenWatch(self.zk, self.members_path(pool), self._members_watcher(pool))
+            self._publish()
+            return None
+
+        return on_data
+
+    def _members_watcher(self, pool: str) -> Callable[[list[str]], bool | None]:
+        def on_children(children: list[str]) -> bool | None:
+            if self._stopping:
+                return False
+            nodes = {c for c in children if c.startswith(MEMBER_PREFIX)}
+            with self._lock:
+                if pool not in self._members_watched:
+                    return False
+                current = self._members.setdefault(pool, {})
+                removed = [n for n in current if n not in nodes]
+                for n in removed:
+                    current.pop(n, None)
+                new = sorted(n for n in nodes if f"{pool}/{n}" not in self._watched_members)
+                self._watched_members |= {f"{pool}/{n}" for n in new}
+                self._watched_members -= {f"{pool}/{n}" for n in removed}
+            for n in new:
+                DataWatch(self.zk, f"{self.members_path(pool)}/{n}", self._member_data_watcher(pool, n))
+            if removed:
+                self._publish()
+            return None
+
+        return on_children
+
+    def _member_data_watcher(self, pool: str, node: str) -> Callable[..., bool | None]:
+        path = f"{self.members_path(pool)}/{node}"
+
+        def on_data(data: bytes | None, stat: Any, event: Any = None) -> bool | None:
+            if self._stopping:
+                return False
+            if stat is None:
+                with self._lock:
+                    self._watched_members.discard(f"{pool}/{node}")
+                    existed = self._members.get(pool, {}).pop(node, None) is not None
+                if existed:
+                    self._publish()
+                return False
+            try:
+                host, port, status = parse_serverset(data or b"")
+            except ValueError as exc:
+                log.error("ignoring member with invalid serverset data", extra={"path": path, "error": str(exc)})
+                return None
+            member = Member(pool, node, host, port, status, ephemeral=bool(stat.ephemeralOwner))
+            with self._lock:
+                if pool not in self._members_watched or f"{pool}/{node}" not in self._watched_members:
+                    return False
+                self._members.setdefault(pool, {})[node] = member
+            self._publish()
+            return None
+
+        return on_data
+
+    def _on_scrapers(self, ids: list[str]) -> bool | None:
+        if self._stopping:
+            return False
+        with self._lock:
+            self._scrapers = tuple(sorted(ids))
+        self._publish()
+        return None
+
+    # -- pools --------------------------------------------------------------------------------
+
+    def list_pools(self) -> dict[str, ScrapeSettings]:
+        """Pools and their settings, read now (not from the view)."""
+        out = {}
+        for name in sorted(self.zk.retry(self.zk.get_children, self.pools_path)):
+            try:
+                out[name] = self.get_pool(name)
+            except UnknownPoolError:
+                continue
+        return out
+
+    def get_pool(self, pool: str) -> ScrapeSettings:
+        check_pool_name(pool)
+        try:
+            data, _ = self.zk.retry(self.zk.get, self.pool_path(pool))
+        except NoNodeError:
+            raise UnknownPoolError(pool, self.zk.retry(self.zk.get_children, self.pools_path)) from None
+        if not data:
+            return ScrapeSettings()
+        try:
+            return settings_from_json(json.loads(data.decode()))
+        except ValueError as exc:
+            raise RegistryError(f"pool {pool!r} holds invalid settings in ZooKeeper: {exc}") from None
+
+    def create_pool(self, pool: str, settings: ScrapeSettings | None = None, update: bool = False) -> bool:
+        """Create a pool (with its ``members`` node); with ``update`` an existing pool gets the new
+        settings. Returns True when created, False when updated."""
+        check_pool_name(pool)
+        settings = settings or ScrapeSettings()
+        data = json.dumps(settings.to_dict(), sort_keys=True).encode()
+        tx = self.zk.transaction()
+        tx.create(self.pool_path(pool), data)
+        tx.create(self.members_path(pool), b"")
+        results = self.zk.retry(tx.commit)
+        if not any(isinstance(r, Exception) for r in results):
+            return True
+        if any(isinstance(r, NodeExistsError) for r in results):
+            if not update:
+                raise PoolExistsError(f"pool {pool!r} already exists (use --update to change its settings)")
+            self.zk.retry(self.zk.set, self.pool_path(pool), data)
+            self.zk.retry(self.zk.ensure_path, self.members_path(pool))
+            return False
+        raise RegistryError(f"cannot create pool {pool!r}: {results}")
+
+    def delete_pool(self, pool: str, force: bool = False) -> int:
+        """Delete a pool. Refused while it has members unless ``force``; returns members removed."""
+        check_pool_name(pool)
+        if not self.zk.retry(self.zk.exists, self.pool_path(pool)):
+            raise UnknownPoolError(pool, self.zk.retry(self.zk.get_children, self.pools_path))
+        members = self.members(pool)
+        if members and not force:
+            raise PoolNotEmptyError(
+                f"pool {pool!r} still has {len(members)} member(s): deregister them first or use --force"
+            )
+        try:
+            self.zk.retry(self.zk.delete, self.pool_path(pool), recursive=True)
+        except NotEmptyError:
+            raise RegistryError(f"pool {pool!r} changed while deleting it; try again") from None
+        return len(members)
+
+    # -- members ------------------------------------------------------------------------------
+
+    def members(self, pool: str) -> list[Member]:
+        """Members of a pool, read now; UnknownPoolError when the pool does not exist."""
+        check_pool_name(pool)
+        if not self.zk.retry(self.zk.exists, self.pool_path(pool)):
+            raise UnknownPoolError(pool, self.zk.retry(self.zk.get_children, self.pools_path))
+        out = []
+        try:
+            children = self.zk.retry(self.zk.get_children, self.members_path(pool))
+        except NoNodeError:
+            return []
+        for node in sorted(children):
+            if not node.startswith(MEMBER_PREFIX):
+                continue
+            try:
+                data, stat = self.zk.retry(self.zk.get, f"{self.members_path(pool)}/{node}")
+                host, port, status = parse_serverset(data)
+            except NoNodeError:
+                continue
+            except ValueError as exc:
+                log.warning("skipping invalid member", extra={"pool": pool, "node": node, "error": str(exc)})
+                continue
+            out.append(Member(pool, node, host, port, status, ephemeral=bool(stat.ephemeralOwner)))
+        return out
+
+    def register_host(self, pool: str, address: str, status: str = ALIVE) -> tuple[str, bool]:
+        """Register a host persistently (``ringmon register host``). Idempotent: returns
+        (path, created) and does not add a second node for an address already registered
+        persistently."""
+        address = check_address(address)
+        host, port = split_host_port(address)
+        for m in self.members(pool):
+            if m.address == address and not m.ephemeral:
+                return f"{self.members_path(pool)}/{m.node}", False
+        self.zk.retry(self.zk.ensure_path, self.members_path(pool))
+        path = self.zk.create(
+            f"{self.members_path(pool)}/{MEMBER_PREFIX}", serverset_json(host, port, status), sequence=True
+        )
+        return path, True
+
+    def deregister_host(self, pool: str, address: str) -> int:
+        """Remove every member node of ``address`` in ``pool``; returns how many were removed."""
+        address = check_address(address)
+        removed = 0
+        for m in self.members(pool):
+            if m.address == address:
+                try:
+                    self.zk.retry(self.zk.delete, f"{self.members_path(pool)}/{m.node}")
+                    removed += 1
+                except NoNodeError:
+                    pass
+        return removed
+
+    def register_ephemeral(self, pool: str, address: str, status: str = ALIVE) -> MemberRegistration:
+        """Register this process's host ephemerally (agents); re-created after a session loss."""
+        address = check_address(address)
+        host, port = split_host_port(address)
+        if not self.zk.retry(self.zk.exists, self.pool_path(pool)):
+            check_pool_name(pool)
+            raise UnknownPoolError(pool, self.zk.retry(self.zk.get_children, self.pools_path))
+        self.zk.retry(self.zk.ensure_path, self.members_path(pool))
+        owned = _Owned("member", self.members_path(pool), serverset_json(host, port, status))
+        self._create_owned(owned)
+        with self._lock:
+            self._owned.append(owned)
+        return MemberRegistration(self, owned, pool, address)
+
+    def set_member_status(self, pool: str, node: str, status: str) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"invalid status {status!r}: expected one of {', '.join(STATUSES)}")
+        path = f"{self.members_path(pool)}/{node}"
+        while True:
+            data, stat = self.zk.retry(self.zk.get, path)
+            host, port, _ = parse_serverset(data)
+            try:
+                self.zk.retry(self.zk.set, path, serverset_json(host, port, status), version=stat.version)
+                return
+            except BadVersionError:
+                continue
+
+    # -- scrapers -----------------------------------------------------------------------------
+
+    def join_scrapers(self, scraper_id: str, info: dict | None = None) -> str:
+        """Hold ``<root>/scrapers/<id>`` (ephemeral) for as long as this registry runs."""
+        check_scraper_id(scraper_id)
+        data = json.dumps({"id": scraper_id, "started": time.time(), **(info or {})}, sort_keys=True).encode()
+        owned = _Owned("scraper", f"{self.scrapers_path}/{scraper_id}", data)
+        self._create_owned(owned)
+        with self._lock:
+            self._owned.append(owned)
+        return owned.path
+
+    def leave_scrapers(self, scraper_id: str) -> None:
+        with self._lock:
+            owned = [o for o in self._owned if o.kind == "scraper" and o.base.endswith("/" + scraper_id)]
+        for o in owned:
+            self._drop_owned(o)
+
+    def scrapers(self) -> dict[str, dict]:
+        """Live scrapers and what each published about itself, read now."""
+        out = {}
+        for sid in sorted(self.zk.retry(self.zk.get_children, self.scrapers_path)):
+            try:
+                data, _ = self.zk.retry(self.zk.get, f"{self.scrapers_path}/{sid}")
+                out[sid] = json.loads(data.decode()) if data else {}
+            except NoNodeError:
+                continue
+            except ValueError:
+                out[sid] = {}
+        return out
+
+
+class ZooKeeperDiscovery:
+    """The scraper's view of ZooKeeper: the targets of every registered pool, kept current.
+
+    ``targets()`` returns the targets of the last known view, so it keeps answering while
+    ZooKeeper is unreachable.
+    """
+
+    def __init__(self, registry: Registry, include_stopping: bool = False) -> None:
+        self.registry = registry
+        self.include_stopping = include_stopping
+
+    def targets(self) -> list[Target]:
+        return self.registry.view.targets(self.include_stopping)
+
+    def scrapers(self) -> tuple[str, ...]:
+        return self.registry.view.scrapers
