@@ -1,0 +1,351 @@
+"""Compressed sample blocks: one series' timestamps and float columns in a few hundred bytes.
+
+A block holds ``count`` samples: int64 millisecond timestamps and one or more float64
+columns (raw samples have one column; rollup blocks carry count/sum/min/max/last/increase).
+Decoding returns exactly what was encoded, bit for bit: NaN payloads (stale markers),
+-0.0, infinities and subnormals included. Everything is vectorised with NumPy: there is
+no Python loop per sample, only per column and per candidate decimal scale.
+
+Layout (version 1)::
+
+    header   u8 version | u8 ncols | varint count | zigzag-varint first_ts | zigzag-varint step
+    payload  raw DEFLATE (zlib, wbits=-15) of:
+             timestamps: planes(zigzag(delta_i - step))          for i in 1..count-1
+             per column: u8 mode, then
+               mode 0 (xor):     8 byte planes of bits_i XOR bits_{i-1}
+               mode 1 (decimal): u8 k, planes(zigzag(m_i - m_{i-1})) where value = m / 10**k,
+                                 u8 has_exceptions [, packbits(mask), raw bits of exceptions]
+
+``step`` is the block's median interval, so at a steady scrape interval every encoded
+timestamp is 0 (delta-of-delta against the steady interval); jitter costs a few bits.
+Values that are decimals with few digits (counters of bytes, CPU seconds with 2 decimals,
+gauges such as load averages) are turned into integers and delta-encoded; values that are
+not (stale markers, NaN, -0.0, full-precision floats) are exceptions stored raw. A column
+where decimals do not pay off falls back to XOR against the previous value's bits.
+``planes(u)`` is: u8 width w (bytes needed by the largest value), then the w low byte
+planes of the uint64 array, each contiguous - the high planes of small numbers are zeros
+together, which DEFLATE squeezes to almost nothing.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+VERSION = 1
+MAX_DECIMALS = 12  # largest k tried for value = m / 10**k
+MAX_EXACT_INT = float(2**53)
+COMPRESS_LEVEL = 6
+MODE_XOR = 0
+MODE_DECIMAL = 1
+
+_POW10 = [10.0**k for k in range(MAX_DECIMALS + 1)]
+
+
+class BlockError(ValueError):
+    """A block could not be decoded (truncated, corrupt or from a newer version)."""
+
+
+@dataclass(slots=True)
+class Block:
+    """A decoded block: timestamps (int64 ms) and float64 columns of equal length."""
+
+    timestamps: np.ndarray
+    columns: list[np.ndarray]
+
+    @property
+    def values(self) -> np.ndarray:
+        """The first column (the samples of a raw block)."""
+        return self.columns[0]
+
+    def __len__(self) -> int:
+        return int(self.timestamps.shape[0])
+
+
+# -- scalar varints (a handful per block) ---------------------------------------------------
+
+
+def _put_varint(out: bytearray, u: int) -> None:
+    while True:
+        b = u & 0x7F
+        u >>= 7
+        if u:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return
+
+
+def _zigzag_int(x: int) -> int:
+    return (x << 1) if x >= 0 else ((-x) << 1) - 1
+
+
+def _unzigzag_int(u: int) -> int:
+    return (u >> 1) if not u & 1 else -((u + 1) >> 1)
+
+
+def _get_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        if pos >= len(buf):
+            raise BlockError("truncated block header")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 70:
+            raise BlockError("corrupt varint in block header")
+
+
+# -- vectorised pieces ----------------------------------------------------------------------
+
+
+def _zigzag(x: np.ndarray) -> np.ndarray:
+    """int64 -> uint64 with small magnitudes (either sign) mapped to small numbers."""
+    x = x.astype(np.int64, copy=False)
+    return ((x << 1) ^ (x >> 63)).view(np.uint64)
+
+
+def _unzigzag(u: np.ndarray) -> np.ndarray:
+    u = u.astype(np.uint64, copy=False)
+    return ((u >> np.uint64(1)) ^ (np.uint64(0) - (u & np.uint64(1)))).view(np.int64)
+
+
+def _planes(u: np.ndarray, out: list[bytes]) -> None:
+    """Append width byte and the low byte planes of a uint64 array."""
+    if u.size == 0:
+        out.append(b"\x00")
+        return
+    width = (int(u.max()).bit_length() + 7) // 8
+    out.append(bytes((width,)))
+    if width:
+        b = u.astype("<u8", copy=False).view(np.uint8).reshape(-1, 8)[:, :width]
+        out.append(np.ascontiguousarray(b.T).tobytes())
+
+
+def _read_planes(buf: memoryview, pos: int, n: int) -> tuple[np.ndarray, int]:
+    if pos >= len(buf):
+        raise BlockError("truncated block payload")
+    width = buf[pos]
+    pos += 1
+    if width > 8:
+        raise BlockError(f"corrupt block: byte width {width}")
+    end = pos + width * n
+    if end > len(buf):
+        raise BlockError("truncated block payload")
+    out = np.zeros((n, 8), dtype=np.uint8)
+    if width and n:
+        out[:, :width] = np.frombuffer(buf[pos:end], dtype=np.uint8).reshape(width, n).T
+    return out.view("<u8").reshape(n).astype(np.uint64, copy=False), end
+
+
+def _choose_decimals(values: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """Smallest scale k such that most values are exactly m / 10**k with |m| < 2**53.
+
+    Returns (k, m as int64 with exceptions forward-filled, exception mask) or None when
+    fewer than half of the values qualify (then XOR encoding is used).
+    """
+    bits = values.view(np.int64)
+    n = values.shape[0]
+    best: tuple[int, np.ndarray, np.ndarray] | None = None
+    best_ok = 0
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite = np.isfinite(values)
+        for k in range(MAX_DECIMALS + 1):
+            p = _POW10[k]
+            # "+ 0.0" turns -0.0 into 0.0, as the int64 the decoder sees would.
+            m = (np.rint(values * p) if k else np.rint(values)) + 0.0
+            ok = finite & (np.abs(m) < MAX_EXACT_INT)
+            ok &= (np.where(ok, m, 0.0) / p).view(np.int64) == bits
+            n_ok = int(np.count_nonzero(ok))
+            if n_ok > best_ok:
+                best, best_ok = (k, m, ok), n_ok
+                if n_ok == n:
+                    break
+    if best is None or best_ok * 2 < n:
+        return None
+    k, m, ok = best
+    m = np.where(ok, m, 0.0).astype(np.int64)
+    if best_ok < n:
+        # Forward-fill exceptions with the previous good integer so their delta is 0.
+        idx = np.where(ok, np.arange(n), -1)
+        np.maximum.accumulate(idx, out=idx)
+        m = np.where(idx >= 0, m[np.maximum(idx, 0)], 0)
+    return k, m, ~ok
+
+
+def _encode_column(values: np.ndarray, out: list[bytes]) -> None:
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    dec = _choose_decimals(values) if values.size else None
+    if dec is None:
+        bits = values.view(np.uint64)
+        x = bits.copy()
+        x[1:] ^= bits[:-1]
+        out.append(bytes((MODE_XOR,)))
+        if x.size:
+            out.append(
+                np.ascontiguousarray(x.astype("<u8", copy=False).view(np.uint8).reshape(-1, 8).T).tobytes()
+            )
+        return
+    k, m, exc = dec
+    out.append(bytes((MODE_DECIMAL, k)))
+    d = np.empty_like(m)
+    d[0] = m[0]
+    np.subtract(m[1:], m[:-1], out=d[1:])
+    _planes(_zigzag(d), out)
+    if exc.any():
+        out.append(b"\x01")
+        out.append(np.packbits(exc).tobytes())
+        out.append(values.view("<u8")[exc].tobytes())
+    else:
+        out.append(b"\x00")
+
+
+def _decode_column(buf: memoryview, pos: int, n: int) -> tuple[np.ndarray, int]:
+    if pos >= len(buf):
+        raise BlockError("truncated block payload")
+    mode = buf[pos]
+    pos += 1
+    if mode == MODE_XOR:
+        end = pos + 8 * n
+        if end > len(buf):
+            raise BlockError("truncated block payload")
+        x = np.ascontiguousarray(np.frombuffer(buf[pos:end], dtype=np.uint8).reshape(8, n).T)
+        bits = np.bitwise_xor.accumulate(x.view("<u8").reshape(n).astype(np.uint64))
+        return bits.view(np.float64), end
+    if mode != MODE_DECIMAL:
+        raise BlockError(f"corrupt block: column mode {mode}")
+    if pos >= len(buf):
+        raise BlockError("truncated block payload")
+    k = buf[pos]
+    pos += 1
+    if k > MAX_DECIMALS:
+        raise BlockError(f"corrupt block: decimal scale {k}")
+    zz, pos = _read_planes(buf, pos, n)
+    m = np.cumsum(_unzigzag(zz), dtype=np.int64)
+    values = m.astype(np.float64) / _POW10[k] if k else m.astype(np.float64)
+    if pos >= len(buf):
+        raise BlockError("truncated block payload")
+    has_exc = buf[pos]
+    pos += 1
+    if has_exc:
+        nbytes = (n + 7) // 8
+        if pos + nbytes > len(buf):
+            raise BlockError("truncated block payload")
+        mask = np.unpackbits(np.frombuffer(buf[pos : pos + nbytes], dtype=np.uint8), count=n).astype(bool)
+        pos += nbytes
+        n_exc = int(np.count_nonzero(mask))
+        end = pos + 8 * n_exc
+        if end > len(buf):
+            raise BlockError("truncated block payload")
+        bits = values.view(np.uint64)
+        bits[mask] = np.frombuffer(buf[pos:end], dtype="<u8")
+        pos = end
+    return values, pos
+
+
+# -- public API -----------------------------------------------------------------------------
+
+
+def encode_columns(
+    timestamps: np.ndarray | Sequence[int], columns: Sequence[np.ndarray] | Mapping[str, np.ndarray]
+) -> bytes:
+    """Encode timestamps and float64 columns of the same length into one block."""
+    ts = np.ascontiguousarray(timestamps, dtype=np.int64)
+    cols = list(columns.values()) if isinstance(columns, Mapping) else list(columns)
+    n = int(ts.shape[0])
+    if not 1 <= len(cols) <= 255:
+        raise ValueError(f"a block holds 1 to 255 columns, got {len(cols)}")
+    arrays = [np.ascontiguousarray(c, dtype=np.float64) for c in cols]
+    for i, a in enumerate(arrays):
+        if a.ndim != 1 or a.shape[0] != n:
+            raise ValueError(f"column {i} has shape {a.shape}, timestamps have {n} samples")
+    first = int(ts[0]) if n else 0
+    step = 0
+    parts: list[bytes] = []
+    if n > 1:
+        deltas = np.diff(ts)  # wraps modulo 2**64 like the decoder's cumsum
+        step = int(np.partition(deltas, deltas.shape[0] // 2)[deltas.shape[0] // 2])
+        _planes(_zigzag(deltas - np.int64(step)), parts)
+    for a in arrays:
+        _encode_column(a, parts)
+    header = bytearray((VERSION, len(arrays)))
+    _put_varint(header, n)
+    _put_varint(header, _zigzag_int(first))
+    _put_varint(header, _zigzag_int(step))
+    comp = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, -15)
+    return bytes(header) + comp.compress(b"".join(parts)) + comp.flush()
+
+
+def encode_block(timestamps: np.ndarray | Sequence[int], values: np.ndarray | Sequence[float]) -> bytes:
+    """Encode one series' raw samples (timestamps in ms, float64 values)."""
+    return encode_columns(timestamps, [np.asarray(values, dtype=np.float64)])
+
+
+def block_header(data: bytes) -> tuple[int, int, int, int]:
+    """(version, ncols, count, first_ts) of a block without decompressing it."""
+    version, ncols, count, first, _step, _pos = _parse_header(memoryview(data))
+    return version, ncols, count, first
+
+
+def _parse_header(buf: memoryview) -> tuple[int, int, int, int, int, int]:
+    if len(buf) < 2:
+        raise BlockError("truncated block header")
+    version, ncols = buf[0], buf[1]
+    if version != VERSION:
+        raise BlockError(f"block version {version} is not supported (this code reads {VERSION})")
+    count, pos = _get_varint(buf, 2)
+    first_z, pos = _get_varint(buf, pos)
+    step_z, pos = _get_varint(buf, pos)
+    first, step = _unzigzag_int(first_z), _unzigzag_int(step_z)
+    if not (-(2**63) <= first < 2**63 and -(2**63) <= step < 2**63):
+        raise BlockError("corrupt block header")
+    return version, ncols, count, first, step, pos
+
+
+def decode_columns(data: bytes) -> Block:
+    """Decode a block into timestamps and its columns, bit for bit as encoded."""
+    buf = memoryview(data)
+    _v, ncols, n, first, step, pos = _parse_header(buf)
+    if n > 1 << 31:
+        raise BlockError(f"corrupt block: count {n}")
+    try:
+        d = zlib.decompressobj(-15)
+        payload = memoryview(d.decompress(buf[pos:], (ncols * 9 + 16) * max(n, 1) + 64))
+    except zlib.error as exc:
+        raise BlockError(f"corrupt block payload: {exc}") from exc
+    if not d.eof:
+        raise BlockError("truncated block payload")
+    ts = np.empty(n, dtype=np.int64)
+    p = 0
+    if n:
+        ts[0] = first
+    if n > 1:
+        zz, p = _read_planes(payload, 0, n - 1)
+        deltas = _unzigzag(zz) + np.int64(step)
+        ts[1:] = deltas
+        np.cumsum(ts, out=ts)
+    cols = []
+    for _ in range(ncols):
+        if n:
+            col, p = _decode_column(payload, p, n)
+        else:
+            col, p = np.empty(0, dtype=np.float64), p + 1
+        cols.append(col)
+    if p != len(payload):
+        raise BlockError(f"corrupt block: {len(payload) - p} bytes left over after {ncols} columns")
+    return Block(ts, cols)
+
+
+def decode_block(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a raw-sample block into (timestamps int64 ms, values float64)."""
+    b = decode_columns(data)
+    if len(b.columns) != 1:
+        raise BlockError(f"expected a raw block with 1 column, found {len(b.columns)}")
+    return b.timestamps, b.columns[0]

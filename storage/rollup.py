@@ -1,0 +1,222 @@
+"""Rollup aggregates: 1-minute buckets from raw samples, 1-hour buckets from 1-minute ones.
+
+Pure, vectorised functions over one series at a time. A bucket ``[t, t + step)`` keeps:
+
+- ``count``: samples in the bucket that are values (stale markers excluded, NaN included);
+- ``sum``: their sum in time order (NaN or +Inf/-Inf propagate as in IEEE arithmetic);
+- ``min`` / ``max``: ignoring NaN unless every sample is NaN (as ``min_over_time`` does);
+  on ties the earlier sample wins (so -0.0 vs 0.0 keeps the first seen);
+- ``last``: the last value in the bucket (may be NaN, never a stale marker);
+- ``increase``: the reset-aware counter increase attributed to the bucket.
+
+Counter increase, exactly: take the series' samples in time order, drop stale markers
+(like PromQL range selectors do), and keep only finite values - the *counter chain*.
+For every consecutive pair (p, c) of the chain with ``c.ts - p.ts <= max_gap_ms``
+(default 5 minutes, PromQL's lookback) the increment is ``c - p`` when ``c >= p`` and
+``c`` when ``c < p`` (a drop is a reset to zero, then growth to ``c``). The increment
+belongs to the bucket holding ``c``, the later sample; pairs further apart than the gap
+contribute nothing (the series was gone). Hence the increases of consecutive buckets sum
+to the total increase over them, whatever bucket boundaries lie between samples, and an
+hour's increase is the sum of its minutes'. To attribute the first pair of a window, the
+window's raw read starts ``max_gap_ms`` before the window (samples before the window
+serve only as the chain's previous value).
+
+Buckets are emitted only where ``count > 0``. The 1-hour rollup from 1-minute rows gives
+the same count, min, max, last and increase pairs as from raw; ``sum`` and ``increase``
+are then sums of partial sums, equal to the raw ones exactly for integer-valued data below
+2**53 and up to float rounding otherwise. ``count`` is carried as float64 so that every
+aggregate fits a float column of a block (see ``storage.blocks.encode_columns``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from storage.base import AGGREGATES, HOUR_MS, MINUTE_MS
+from storage.model import STALE_NAN_BITS
+
+DEFAULT_MAX_GAP_MS = 5 * MINUTE_MS
+
+
+@dataclass(slots=True)
+class Rollup:
+    """Aggregates of one series: ``timestamps`` are bucket starts (int64 ms, ascending)."""
+
+    timestamps: np.ndarray
+    count: np.ndarray
+    sum: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    last: np.ndarray
+    increase: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.timestamps.shape[0])
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The aggregate columns by name, in ``storage.base.AGGREGATES`` order."""
+        return {name: getattr(self, name) for name in AGGREGATES}
+
+    @classmethod
+    def from_columns(cls, timestamps: np.ndarray, columns: Mapping[str, np.ndarray]) -> "Rollup":
+        missing = [name for name in AGGREGATES if name not in columns]
+        if missing:
+            raise ValueError(f"rollup columns missing: {', '.join(missing)}")
+        return cls(
+            np.asarray(timestamps, dtype=np.int64),
+            *(np.asarray(columns[name], dtype=np.float64) for name in AGGREGATES),
+        )
+
+    @classmethod
+    def empty(cls) -> "Rollup":
+        f = np.empty(0, dtype=np.float64)
+        return cls(np.empty(0, dtype=np.int64), f, f.copy(), f.copy(), f.copy(), f.copy(), f.copy())
+
+    def slice(self, start_ms: int, end_ms: int) -> "Rollup":
+        """The buckets starting in [start_ms, end_ms)."""
+        lo, hi = np.searchsorted(self.timestamps, [start_ms, end_ms])
+        return Rollup(self.timestamps[lo:hi], *(getattr(self, n)[lo:hi] for n in AGGREGATES))
+
+    def bit_equal(self, other: "Rollup") -> bool:
+        """True when both hold the same buckets with bit-identical aggregates."""
+        if not np.array_equal(self.timestamps, other.timestamps):
+            return False
+        return all(
+            np.array_equal(getattr(self, n).view(np.int64), getattr(other, n).view(np.int64))
+            for n in AGGREGATES
+        )
+
+
+def stale_mask(values: np.ndarray) -> np.ndarray:
+    """True where a value is the staleness marker (compared bit for bit)."""
+    return np.ascontiguousarray(values, dtype=np.float64).view(np.uint64) == np.uint64(STALE_NAN_BITS)
+
+
+def _segments(bucket: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start offsets of runs of equal (non-decreasing) bucket numbers, and the run keys."""
+    if bucket.size == 0:
+        return np.empty(0, dtype=np.intp), bucket
+    change = np.flatnonzero(bucket[1:] != bucket[:-1]) + 1
+    starts = np.concatenate(([0], change)).astype(np.intp)
+    return starts, bucket[starts]
+
+
+def _fmin_first(a: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per-segment min ignoring NaN (NaN only if all NaN); ties keep the first."""
+    return _extreme(a, starts, np.less)
+
+
+def _fmax_first(a: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    return _extreme(a, starts, np.greater)
+
+
+def _extreme(a: np.ndarray, starts: np.ndarray, better: np.ufunc) -> np.ndarray:
+    # Vectorised "first strictly better, NaN ignored": sort each segment's indexes by
+    # (segment, NaN last, value, position) and take each segment's first element.
+    n = a.shape[0]
+    seg = np.zeros(n, dtype=np.int64)
+    if starts.size > 1:
+        seg[starts[1:]] = 1
+    seg = np.cumsum(seg)
+    key = a if better is np.less else -a
+    nan = np.isnan(a)
+    # lexsort: last key is primary. -0.0 and 0.0 compare equal in value, so the position
+    # key decides between them: the earlier one wins, as in a left-to-right scan.
+    order = np.lexsort((np.arange(n), np.where(nan, 0.0, key), nan, seg))
+    first_of_seg = np.concatenate(([True], seg[order][1:] != seg[order][:-1]))
+    return a[order[first_of_seg]]
+
+
+def rollup_raw(
+    timestamps: np.ndarray,
+    values: np.ndarray,
+    start_ms: int,
+    end_ms: int,
+    step_ms: int = MINUTE_MS,
+    max_gap_ms: int = DEFAULT_MAX_GAP_MS,
+) -> Rollup:
+    """Aggregate one series' raw samples into ``step_ms`` buckets over [start_ms, end_ms).
+
+    ``start_ms`` must be a multiple of ``step_ms``. Samples before ``start_ms`` (at most
+    ``max_gap_ms`` before matter) only provide the counter chain's previous value;
+    samples at or after ``end_ms`` are ignored. Input need not be sorted.
+    """
+    if step_ms <= 0 or start_ms % step_ms or end_ms < start_ms:
+        raise ValueError(f"bad rollup range [{start_ms}, {end_ms}) step {step_ms}")
+    ts = np.asarray(timestamps, dtype=np.int64)
+    vals = np.asarray(values, dtype=np.float64)
+    if ts.shape != vals.shape:
+        raise ValueError(f"{ts.shape[0]} timestamps but {vals.shape[0]} values")
+    if ts.size > 1 and np.any(ts[1:] < ts[:-1]):
+        order = np.argsort(ts, kind="stable")
+        ts, vals = ts[order], vals[order]
+    keep = ts < end_ms
+    keep &= ~stale_mask(vals)
+    ts, vals = ts[keep], vals[keep]
+
+    # Counter chain over finite values, including the carry before the window.
+    chain = np.isfinite(vals)
+    cts, cv = ts[chain], vals[chain]
+    inc_bucket = np.empty(0, dtype=np.int64)
+    inc = np.empty(0, dtype=np.float64)
+    if cts.size > 1:
+        prev_ts, prev_v = cts[:-1], cv[:-1]
+        cur_ts, cur_v = cts[1:], cv[1:]
+        pair = (cur_ts >= start_ms) & (cur_ts - prev_ts <= max_gap_ms)
+        d = np.where(cur_v >= prev_v, cur_v - prev_v, cur_v)[pair]
+        inc_bucket = (cur_ts[pair] - start_ms) // step_ms
+        inc = d
+
+    inside = ts >= start_ms
+    ts, vals = ts[inside], vals[inside]
+    if ts.size == 0:
+        return Rollup.empty()
+    bucket = (ts - start_ms) // step_ms
+    starts, keys = _segments(bucket)
+    ends = np.concatenate((starts[1:], [ts.shape[0]]))
+    nb = keys.shape[0]
+    count = (ends - starts).astype(np.float64)
+    # np.add.reduceat sums pairwise for long runs; sum left to right for exact repeatability
+    # with any scalar loop: bincount adds weights in input order.
+    local = np.repeat(np.arange(nb), ends - starts)
+    total = np.bincount(local, weights=vals, minlength=nb) if nb else np.empty(0)
+    # bincount turns -0.0 sums into 0.0 exactly as 0.0 + (-0.0) does in a scalar loop.
+    increase = np.zeros(nb, dtype=np.float64)
+    if inc.size:
+        pos = np.searchsorted(keys, inc_bucket)
+        increase = np.bincount(pos, weights=inc, minlength=nb)
+    return Rollup(
+        timestamps=start_ms + keys * step_ms,
+        count=count,
+        sum=total,
+        min=_fmin_first(vals, starts),
+        max=_fmax_first(vals, starts),
+        last=vals[ends - 1],
+        increase=increase,
+    )
+
+
+def rollup_rollup(src: Rollup, step_ms: int = HOUR_MS) -> Rollup:
+    """Coarser buckets (``step_ms``, a multiple of the source step) from finer rollups."""
+    if step_ms <= 0:
+        raise ValueError(f"bad rollup step {step_ms}")
+    if len(src) == 0:
+        return Rollup.empty()
+    ts = src.timestamps
+    bucket = ts // step_ms
+    starts, keys = _segments(bucket)
+    ends = np.concatenate((starts[1:], [ts.shape[0]]))
+    nb = keys.shape[0]
+    local = np.repeat(np.arange(nb), ends - starts)
+    return Rollup(
+        timestamps=keys * step_ms,
+        count=np.bincount(local, weights=src.count, minlength=nb),
+        sum=np.bincount(local, weights=src.sum, minlength=nb),
+        min=_fmin_first(src.min, starts),
+        max=_fmax_first(src.max, starts),
+        last=src.last[ends - 1],
+        increase=np.bincount(local, weights=src.increase, minlength=nb),
+    )
