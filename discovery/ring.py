@@ -1,0 +1,86 @@
+"""The scraper ring: which scraper owns which target.
+
+Every scraper builds the same ``uhashring.HashRing`` over the ids of the live scrapers
+(``<root>/scrapers/*`` in ZooKeeper) and scrapes exactly the targets whose key
+(``pool/host:port``) maps to itself. Identical inputs give identical rings in every
+process, so a target has one owner at steady state; a scraper joining or leaving moves
+only the targets that land on, or leave from, that scraper.
+
+``DEFAULT_VNODES`` was chosen with ``bench/ring_sim.py`` (figures in its docstring and
+the README): the smallest count that keeps max/mean load near the target at 10-200
+scrapers while ring building stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
+
+from uhashring import HashRing
+
+from discovery.target import Target
+
+DEFAULT_VNODES = 1000
+
+T = TypeVar("T", bound=Target)
+
+
+def _hash_key(key: str) -> int:
+    """128-bit md5 of the key (uhashring's own scheme, spelled out so every process agrees)."""
+    return int.from_bytes(hashlib.md5(key.encode("utf-8"), usedforsecurity=False).digest(), "big")
+
+
+class ScraperRing:
+    """A consistent-hash ring over scraper ids."""
+
+    def __init__(self, scraper_ids: Iterable[str] = (), vnodes: int = DEFAULT_VNODES) -> None:
+        if vnodes < 1:
+            raise ValueError(f"vnodes must be at least 1, got {vnodes}")
+        self.vnodes = vnodes
+        self.members: tuple[str, ...] = tuple(sorted(set(scraper_ids)))
+        self._ring = HashRing(nodes=list(self.members), vnodes=vnodes, hash_fn=_hash_key)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __contains__(self, scraper_id: object) -> bool:
+        return scraper_id in self.members
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ScraperRing) and (self.members, self.vnodes) == (other.members, other.vnodes)
+
+    def __hash__(self) -> int:
+        return hash((self.members, self.vnodes))
+
+    def __repr__(self) -> str:
+        return f"ScraperRing({list(self.members)!r}, vnodes={self.vnodes})"
+
+    def owner(self, key: str) -> str | None:
+        """The scraper that owns ``key`` (None on an empty ring)."""
+        if not self.members:
+            return None
+        return self._ring.get_node(key)
+
+    def assignment(self, targets: Sequence[T], me: str) -> list[T]:
+        """The targets ``me`` scrapes: those whose key maps to ``me``."""
+        if me not in self.members:
+            return []
+        return [t for t in targets if self._ring.get_node(t.key) == me]
+
+    def split(self, targets: Sequence[T]) -> dict[str, list[T]]:
+        """Every scraper's share (scrapers without targets included, with an empty list)."""
+        out: dict[str, list[T]] = {m: [] for m in self.members}
+        if not self.members:
+            return out
+        for t in targets:
+            out[self._ring.get_node(t.key)].append(t)
+        return out
+
+    def counts(self, keys: Iterable[str]) -> dict[str, int]:
+        """How many of ``keys`` each scraper owns."""
+        out = dict.fromkeys(self.members, 0)
+        if self.members:
+            for k in keys:
+                out[self._ring.get_node(k)] += 1
+        return out
