@@ -1,0 +1,610 @@
+"""Cassandra backend of the storage interface.
+
+Prepared statements only. Every driver call is ``execute_async`` bridged to an asyncio future
+(the driver's own I/O thread completes it; the event loop never blocks). Writes are grouped
+per partition: one scrape of one target (same hour) is one UNLOGGED single-partition batch
+of ``raw_recent`` rows; index rows for series first seen in a time bucket are batched per
+index partition. Reads of raw samples become NumPy columns
+(``NumpyProtocolHandler``), so a 24 h read of one series is a handful of requests.
+
+Floats are stored as CQL ``double``: 8 raw IEEE bytes end to end, so NaN payloads (stale
+markers) survive bit for bit (tested).
+
+The series index (see storage/schema.py) selects by metric name and label matchers over a
+time range and reads only index partitions of that range's buckets; every index partition
+read is recorded in ``index_reads`` (a counter of (table, bucket)) so tests can prove it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import struct
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from cassandra import ConsistencyLevel, OperationTimedOut, Unavailable, WriteTimeout
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    ExecutionProfile,
+    NoHostAvailable,
+    ResponseFuture,
+    Session,
+)
+from cassandra.connection import ConnectionException
+from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.query import BatchStatement, BatchType, PreparedStatement, tuple_factory
+
+from storage import schema as sch
+from storage.base import Resolution, SeriesData, Storage, StorageError
+from storage.matchers import Matcher, MatchOp, match_all
+from storage.model import METRIC_NAME, SampleBatch, Series
+
+log = logging.getLogger(__name__)
+
+MAX_ROWS_PER_BATCH = 1000  # rows of one partition per UNLOGGED batch
+SERIES_LOOKUP_CHUNK = 100  # ids per `series_id IN ?` lookup
+RAW_READ_SERIES_CHUNK = 100
+RAW_READ_HOURS_CHUNK = 48
+RAW_FETCH_SIZE = 20_000
+
+# Errors that mean "Cassandra is down or slow right now": the writer spools and retries.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    NoHostAvailable,
+    OperationTimedOut,
+    WriteTimeout,
+    Unavailable,
+    ConnectionException,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when retrying later can succeed (node down, timeout, overload)."""
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    name = type(exc).__name__
+    return name in {"OverloadedErrorMessage", "ConnectionShutdown", "ConnectionBusy", "ReadTimeout"}
+
+
+class TransientStorageError(StorageError):
+    """Cassandra is unavailable or too slow; the same write can be retried later."""
+
+
+_I4 = struct.Struct(">i")
+_I2 = struct.Struct(">h")
+
+
+def _be8_list(values: Sequence[int] | np.ndarray, dtype: str) -> list[bytes]:
+    """Each value as its 8-byte big-endian CQL encoding (bigint '>i8' or double '>f8')."""
+    raw = np.asarray(values, dtype=dtype).tobytes()
+    return [raw[i : i + 8] for i in range(0, len(raw), 8)]
+
+
+def shard_of(series_id: int) -> int:
+    return series_id % sch.INDEX_SHARDS
+
+
+def value_shard(value: str) -> int:
+    return zlib.crc32(value.encode()) % sch.INDEX_SHARDS
+
+
+ALL_SHARDS = list(range(sch.INDEX_SHARDS))
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesInfo:
+    series: Series
+    targets: frozenset[str]
+
+
+class CassandraStorage(Storage):
+    """Storage on a Cassandra keyspace created by ``storage.schema.create_schema``."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        session: Session,
+        keyspace: str,
+        consistency: int = ConsistencyLevel.LOCAL_ONE,
+        now_ms=None,
+    ) -> None:
+        self.cluster = cluster
+        self.session = session
+        self.keyspace = keyspace
+        self.consistency = consistency
+        self._now_ms = now_ms
+        self.index_reads: Counter[tuple[str, int]] = Counter()  # (table, bucket) -> partitions read
+        self._indexed: dict[tuple[str, int], set[int]] = {}  # (level, bucket) -> series ids indexed
+        self._label_values_done: set[tuple[str, int, str, str]] = set()
+        self._label_names_done: set[tuple[str, int, str]] = set()
+        self._series_info: dict[int, SeriesInfo] = {}
+        self._prepare()
+
+    # -- connection -------------------------------------------------------------------------
+
+    @classmethod
+    def connect_sync(
+        cls,
+        hosts: Sequence[str],
+        port: int,
+        keyspace: str = "ringmon",
+        *,
+        create_schema: bool = False,
+        spec: sch.SchemaSpec | None = None,
+        consistency: int = ConsistencyLevel.LOCAL_ONE,
+        connect_timeout_s: float = 10.0,
+        request_timeout_s: float = 10.0,
+    ) -> "CassandraStorage":
+        """Connect (blocking; call from a thread or at start-up) and prepare statements."""
+        profile = ExecutionProfile(
+            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+            consistency_level=consistency,
+            request_timeout=request_timeout_s,
+            row_factory=tuple_factory,
+        )
+        cluster = Cluster(
+            list(hosts),
+            port=port,
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+            reconnection_policy=ConstantReconnectionPolicy(1.0, max_attempts=None),
+            connect_timeout=connect_timeout_s,
+            control_connection_timeout=connect_timeout_s,
+            idle_heartbeat_interval=5,
+            idle_heartbeat_timeout=5,
+            protocol_version=5,
+        )
+        try:
+            session = cluster.connect()
+            if create_schema:
+                sch.create_schema(session, spec or sch.SchemaSpec(keyspace=keyspace))
+            elif sch.schema_version(session, keyspace) is None:
+                raise StorageError(
+                    f"keyspace {keyspace!r} has no Ringmon schema: run `ringmon storage init --keyspace {keyspace}`"
+                )
+        except NoHostAvailable as exc:
+            cluster.shutdown()
+            raise StorageError(f"cannot reach Cassandra at {','.join(hosts)}:{port}: {exc}") from None
+        except Exception:
+            cluster.shutdown()
+            raise
+        return cls(cluster, session, keyspace, consistency)
+
+    @classmethod
+    async def connect(cls, hosts: Sequence[str], port: int, keyspace: str = "ringmon", **kw) -> "CassandraStorage":
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, lambda: cls.connect_sync(hosts, port, keyspace, **kw))
+
+    def shutdown(self) -> None:
+        self.cluster.shutdown()
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.shutdown)
+
+    def drop_keyspace_sync(self) -> None:
+        self.session.execute(f"DROP KEYSPACE IF EXISTS {self.keyspace}", timeout=60)
+
+    def _prepare(self) -> None:
+        p = self.session.prepare
+        ks = self.keyspace
+        self.ps_insert_raw: PreparedStatement = p(
+            f"INSERT INTO {ks}.raw_recent (target, hour, series_id, ts, value) VALUES (?, ?, ?, ?, ?)"
+        )
+        self.ps_insert_series = p(f"UPDATE {ks}.series SET metric = ?, labels = ?, targets = targets + ? WHERE series_id = ?")
+        self.ps_series_lookup = p(f"SELECT series_id, labels, targets FROM {ks}.series WHERE series_id IN ?")
+        self.ps_read_raw = p(
+            f"SELECT series_id, ts, value FROM {ks}.raw_recent WHERE target = ? AND hour IN ? "
+            "AND series_id IN ? AND ts >= ? AND ts <= ?"
+        )
+        self.ps_read_raw.fetch_size = RAW_FETCH_SIZE
+        self.ps_index: dict[str, dict[str, PreparedStatement]] = {}
+        for level in sch.INDEX_LEVELS:
+            s = level.suffix
+            self.ps_index[s] = {
+                "series_ins": p(f"INSERT INTO {ks}.series_{s} (metric, bucket, shard, series_id) VALUES (?, ?, ?, ?)"),
+                "post_ins": p(
+                    f"INSERT INTO {ks}.postings_{s} (metric, bucket, name, shard, value, series_id) VALUES (?, ?, ?, ?, ?, ?)"
+                ),
+                "lv_ins": p(f"INSERT INTO {ks}.label_values_{s} (bucket, name, shard, value) VALUES (?, ?, ?, ?)"),
+                "ln_ins": p(f"INSERT INTO {ks}.label_names_{s} (bucket, name) VALUES (?, ?)"),
+                "series_all": p(
+                    f"SELECT series_id FROM {ks}.series_{s} WHERE metric = ? AND bucket = ? AND shard IN ?"
+                ),
+                "post_eq": p(
+                    f"SELECT series_id FROM {ks}.postings_{s} WHERE metric = ? AND bucket = ? AND name = ? "
+                    "AND shard IN ? AND value = ?"
+                ),
+                "post_all": p(
+                    f"SELECT value, series_id FROM {ks}.postings_{s} WHERE metric = ? AND bucket = ? AND name = ? "
+                    "AND shard IN ?"
+                ),
+                "lv_read": p(f"SELECT value FROM {ks}.label_values_{s} WHERE bucket = ? AND name = ? AND shard IN ?"),
+                "ln_read": p(f"SELECT name FROM {ks}.label_names_{s} WHERE bucket = ?"),
+            }
+        for ps in (self.ps_insert_raw, self.ps_insert_series):
+            ps.consistency_level = self.consistency
+
+    # -- async bridge -----------------------------------------------------------------------
+
+    def _bridge(self, rf: ResponseFuture, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
+        """An asyncio future completed (with all pages) from the driver's I/O thread."""
+        fut = loop.create_future()
+        pages: list = []
+
+        def done(rows) -> None:
+            pages.append(rows)
+            if rf.has_more_pages:
+                rf.start_fetching_next_page()
+                return
+            loop.call_soon_threadsafe(_resolve, fut, pages)
+
+        def failed(exc: BaseException) -> None:
+            loop.call_soon_threadsafe(_reject, fut, exc)
+
+        rf.add_callbacks(done, failed)
+        return fut
+
+    async def execute(self, statement, params=None, *, session: Session | None = None) -> list:
+        """Run one statement asynchronously; returns the list of result pages."""
+        s = session or self.session
+        loop = asyncio.get_running_loop()
+        try:
+            return await self._bridge(s.execute_async(statement, params), loop)
+        except StorageError:
+            raise
+        except Exception as exc:
+            if is_transient(exc):
+                raise TransientStorageError(f"cassandra unavailable: {type(exc).__name__}: {exc}") from exc
+            raise StorageError(f"cassandra request failed: {type(exc).__name__}: {exc}") from exc
+
+    async def _rows(self, statement, params) -> list:
+        pages = await self.execute(statement, params)
+        return [r for page in pages for r in page]
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        if self._now_ms is not None:
+            return int(self._now_ms())
+        import time
+
+        return int(time.time() * 1000)
+
+    async def write(self, batch: SampleBatch) -> None:
+        if not len(batch):
+            return
+        ids = [s.id for s in batch.series]
+        await self.write_columns(batch.target, ids, batch.timestamps, batch.values, batch.series)
+
+    async def write_columns(
+        self,
+        target: str,
+        series_ids: Sequence[int] | np.ndarray,
+        timestamps: Sequence[int] | np.ndarray,
+        values: Sequence[float] | np.ndarray,
+        series_defs: Iterable[Series] = (),
+    ) -> None:
+        """Write samples given as columns; index the series in ``series_defs`` not yet indexed.
+
+        Samples of series never indexed by anyone must come with their ``Series`` in
+        ``series_defs`` (the writer's spool keeps them for that reason). Idempotent.
+        """
+        ts_arr = np.asarray(timestamps, dtype=np.int64)
+        if ts_arr.size == 0:
+            return
+        ids_arr = np.asarray(series_ids, dtype=np.int64)
+        vals_arr = np.asarray(values, dtype=np.float64)
+        index_stmts, marks = self._index_statements(target, series_defs, ts_arr, ids_arr)
+        statements = index_stmts + self._raw_batches(target, ids_arr, ts_arr, vals_arr)
+        results = await asyncio.gather(*(self.execute(s) for s in statements), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            transient = [e for e in errors if isinstance(e, TransientStorageError)]
+            raise (transient[0] if transient else errors[0])
+        self._commit_marks(marks)
+
+    def _raw_batches(self, target: str, ids: np.ndarray, ts: np.ndarray, vals: np.ndarray) -> list[BatchStatement]:
+        hours = ts // sch.RAW_BUCKET_MS
+        out = []
+        tgt = target.encode()
+        qid = self.ps_insert_raw.query_id
+        if hours[0] == hours[-1] and (hours.size == 1 or (hours.min() == hours.max())):
+            groups = [(int(hours[0]), np.arange(ts.size))]
+        else:
+            groups = [(int(h), np.nonzero(hours == h)[0]) for h in np.unique(hours)]
+        for hour, idx in groups:
+            hb = _I4.pack(hour)
+            g_ids = _be8_list(ids[idx], ">i8")
+            g_ts = _be8_list(ts[idx], ">i8")
+            g_vals = _be8_list(vals[idx], ">f8")
+            for lo in range(0, len(g_ids), MAX_ROWS_PER_BATCH):
+                b = BatchStatement(BatchType.UNLOGGED, consistency_level=self.consistency)
+                # The first row goes through bind() to set the routing key (token-aware).
+                b.add(self.ps_insert_raw, (target, hour, int(ids[idx[lo]]), int(ts[idx[lo]]), float(vals[idx[lo]])))
+                rows = b._statements_and_parameters  # pre-serialised values: no per-row bind()
+                for i in range(lo + 1, min(lo + MAX_ROWS_PER_BATCH, len(g_ids))):
+                    rows.append((True, qid, [tgt, hb, g_ids[i], g_ts[i], g_vals[i]]))
+                out.append(b)
+        return out
+
+    def _index_statements(
+        self, target: str, series_defs: Iterable[Series], ts: np.ndarray, ids: np.ndarray
+    ) -> tuple[list[BatchStatement], list]:
+        """Index rows for (series, bucket) pairs not yet indexed, batched per partition."""
+        defs = {s.id: s for s in series_defs}
+        if not defs:
+            return [], []
+        lo, hi = int(ts.min()), int(ts.max())
+        groups: dict[tuple, list[tuple[PreparedStatement, tuple]]] = {}
+        marks: list = []
+        new_series: list[Series] = []
+        for level in sch.INDEX_LEVELS:
+            s = level.suffix
+            ps = self.ps_index[s]
+            for bucket in range(lo // level.bucket_ms, hi // level.bucket_ms + 1):
+                if lo // level.bucket_ms != hi // level.bucket_ms:
+                    # Mixed-bucket batch (rare): only series with samples in this bucket.
+                    in_bucket = set(ids[(ts // level.bucket_ms) == bucket].tolist())
+                else:
+                    in_bucket = None
+                done = self._indexed.get((s, bucket), set())
+                for sid, series in defs.items():
+                    if sid in done or (in_bucket is not None and sid not in in_bucket):
+                        continue
+                    if level is sch.INDEX_LEVELS[-1]:
+                        new_series.append(series)
+                    metric = series.metric
+                    shard = shard_of(sid)
+                    groups.setdefault(("s", s, metric, bucket, shard), []).append(
+                        (ps["series_ins"], (metric, bucket, shard, sid))
+                    )
+                    for name, value in series.labels:
+                        if name != METRIC_NAME:
+                            groups.setdefault(("p", s, metric, bucket, name, shard), []).append(
+                                (ps["post_ins"], (metric, bucket, name, shard, value, sid))
+                            )
+                        lv_key = (s, bucket, name, value)
+                        if lv_key not in self._label_values_done:
+                            vs = value_shard(value)
+                            groups.setdefault(("v", s, bucket, name, vs), []).append(
+                                (ps["lv_ins"], (bucket, name, vs, value))
+                            )
+                            marks.append(("lv", lv_key))
+                        ln_key = (s, bucket, name)
+                        if ln_key not in self._label_names_done:
+                            groups.setdefault(("n", s, bucket), []).append((ps["ln_ins"], (bucket, name)))
+                            marks.append(("ln", ln_key))
+                    marks.append(("ix", (s, bucket), sid))
+        tset = frozenset((target,))
+        for series in {x.id: x for x in new_series}.values():
+            labels = json.dumps(series.labels, separators=(",", ":"))
+            groups[("series", series.id)] = [(self.ps_insert_series, (series.metric, labels, tset, series.id))]
+        stmts = []
+        for rows in groups.values():
+            b = BatchStatement(BatchType.UNLOGGED, consistency_level=self.consistency)
+            seen = set()
+            for ps, params in rows:
+                if params not in seen:
+                    seen.add(params)
+                    b.add(ps, params)
+            stmts.append(b)
+        return stmts, marks
+
+    def _commit_marks(self, marks: list) -> None:
+        for m in marks:
+            if m[0] == "ix":
+                self._indexed.setdefault(m[1], set()).add(m[2])
+            elif m[0] == "lv":
+                self._label_values_done.add(m[1])
+            else:
+                self._label_names_done.add(m[1])
+        if len(self._indexed) > 8:  # forget old buckets (keep the newest few per level)
+            for level in sch.INDEX_LEVELS:
+                keys = sorted(k for k in self._indexed if k[0] == level.suffix)
+                for k in keys[:-3]:
+                    del self._indexed[k]
+        if len(self._label_values_done) > 2_000_000:
+            self._label_values_done.clear()
+            self._label_names_done.clear()
+
+    def is_indexed(self, series_id: int, ts_ms: int) -> bool:
+        """True when this process has stored the index rows of ``series_id`` for ``ts_ms``'s buckets."""
+        return all(
+            series_id in self._indexed.get((lv.suffix, ts_ms // lv.bucket_ms), ()) for lv in sch.INDEX_LEVELS
+        )
+
+    # -- index reads ------------------------------------------------------------------------
+
+    def _level_for(self, start_ms: int, end_ms: int) -> sch.IndexLevel:
+        day = sch.INDEX_LEVELS[0]
+        n_days = end_ms // day.bucket_ms - start_ms // day.bucket_ms + 1
+        if n_days <= 32 and start_ms >= self.now_ms() - (day.ttl_s - 86_400) * 1000:
+            return day
+        if n_days <= 2:  # old but short range: day buckets are still the tightest that exist
+            return day
+        return sch.INDEX_LEVELS[1]
+
+    async def _index_rows(self, level: str, key: str, params: tuple, bucket: int, shards: int) -> list:
+        self.index_reads[(key.split("_")[0] + "_" + level, bucket)] += shards
+        return await self._rows(self.ps_index[level][key], params)
+
+    async def _metric_names(self, level: sch.IndexLevel, buckets: range, matchers: Sequence[Matcher]) -> list[str]:
+        name_ms = [m for m in matchers if m.name == METRIC_NAME]
+        for m in name_ms:
+            if m.op is MatchOp.EQ:
+                return [m.value] if all(x.matches_value(m.value) for x in name_ms) else []
+        rows = await asyncio.gather(
+            *(
+                self._index_rows(level.suffix, "lv_read", (b, METRIC_NAME, ALL_SHARDS), b, len(ALL_SHARDS))
+                for b in buckets
+            )
+        )
+        names = {r[0] for page in rows for r in page}
+        return sorted(n for n in names if all(m.matches_value(n) for m in name_ms))
+
+    async def _ids_in_bucket(self, level: str, metric: str, bucket: int, matchers: Sequence[Matcher]) -> set[int]:
+        label_ms = [m for m in matchers if m.name != METRIC_NAME]
+        n = len(ALL_SHARDS)
+        need_all = not label_ms or any(m.matches_empty for m in label_ms)
+        tasks = []
+        if need_all:
+            tasks.append(self._index_rows(level, "series_all", (metric, bucket, ALL_SHARDS), bucket, n))
+        for m in label_ms:
+            if m.op is MatchOp.EQ and m.value != "":
+                tasks.append(self._index_rows(level, "post_eq", (metric, bucket, m.name, ALL_SHARDS, m.value), bucket, n))
+            elif m.op is MatchOp.NE and m.value != "":
+                # Matches empty: complement of the "= value" slice.
+                tasks.append(self._index_rows(level, "post_eq", (metric, bucket, m.name, ALL_SHARDS, m.value), bucket, n))
+            else:
+                tasks.append(self._index_rows(level, "post_all", (metric, bucket, m.name, ALL_SHARDS), bucket, n))
+        results = await asyncio.gather(*tasks)
+        it = iter(results)
+        current: set[int] | None = {r[0] for r in next(it)} if need_all else None
+        for m, rows in zip(label_ms, it, strict=True):
+            if m.op is MatchOp.EQ and m.value != "":
+                hit = {r[0] for r in rows}
+                current = hit if current is None else current & hit
+            elif m.op is MatchOp.NE and m.value != "":
+                assert current is not None
+                current -= {r[0] for r in rows}
+            elif m.matches_empty:
+                # Series whose value of this label does not match are excluded; series
+                # without the label match (missing == "").
+                assert current is not None
+                current -= {sid for value, sid in rows if not m.matches_value(value)}
+            else:
+                hit = {sid for value, sid in rows if m.matches_value(value)}
+                current = hit if current is None else current & hit
+            if not current:
+                return set()
+        return current or set()
+
+    async def _select_ids(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> set[int]:
+        if end_ms < start_ms:
+            return set()
+        level = self._level_for(start_ms, end_ms)
+        buckets = range(start_ms // level.bucket_ms, end_ms // level.bucket_ms + 1)
+        metrics = await self._metric_names(level, buckets, matchers)
+        parts = await asyncio.gather(
+            *(self._ids_in_bucket(level.suffix, metric, b, matchers) for metric in metrics for b in buckets)
+        )
+        out: set[int] = set()
+        for p in parts:
+            out |= p
+        return out
+
+    async def _infos(self, ids: Iterable[int]) -> dict[int, SeriesInfo]:
+        ids = list(ids)
+        missing = [i for i in ids if i not in self._series_info]
+        chunks = [missing[i : i + SERIES_LOOKUP_CHUNK] for i in range(0, len(missing), SERIES_LOOKUP_CHUNK)]
+        for rows in await asyncio.gather(*(self._rows(self.ps_series_lookup, (c,)) for c in chunks)):
+            for sid, labels, targets in rows:
+                lab = tuple((k, v) for k, v in json.loads(labels))
+                self._series_info[sid] = SeriesInfo(Series(sid, lab), frozenset(targets or ()))
+        if len(self._series_info) > 2_000_000:
+            keep = {i: self._series_info[i] for i in ids if i in self._series_info}
+            self._series_info = keep
+        return {i: self._series_info[i] for i in ids if i in self._series_info}
+
+    async def _select_series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesInfo]:
+        ids = await self._select_ids(matchers, start_ms, end_ms)
+        infos = await self._infos(ids)
+        # Exactness net: the index narrows, the labels decide (hash collisions, label edits).
+        return [i for i in infos.values() if match_all(list(matchers), i.series.labels)]
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Series]:
+        infos = await self._select_series(matchers, start_ms, end_ms)
+        return sorted((i.series for i in infos), key=lambda s: s.labels)
+
+    async def label_names(self, start_ms: int, end_ms: int, matchers: Sequence[Matcher] = ()) -> list[str]:
+        if matchers:
+            names = {k for s in await self.series(matchers, start_ms, end_ms) for k, _ in s.labels}
+            return sorted(names)
+        level = self._level_for(start_ms, end_ms)
+        buckets = range(start_ms // level.bucket_ms, end_ms // level.bucket_ms + 1)
+        pages = await asyncio.gather(*(self._index_rows(level.suffix, "ln_read", (b,), b, 1) for b in buckets))
+        return sorted({r[0] for rows in pages for r in rows})
+
+    async def label_values(
+        self, name: str, start_ms: int, end_ms: int, matchers: Sequence[Matcher] = ()
+    ) -> list[str]:
+        if matchers:
+            values = {s.get(name) for s in await self.series(matchers, start_ms, end_ms)}
+            return sorted(v for v in values if v != "")
+        level = self._level_for(start_ms, end_ms)
+        buckets = range(start_ms // level.bucket_ms, end_ms // level.bucket_ms + 1)
+        pages = await asyncio.gather(
+            *(
+                self._index_rows(level.suffix, "lv_read", (b, name, ALL_SHARDS), b, len(ALL_SHARDS))
+                for b in buckets
+            )
+        )
+        return sorted({r[0] for rows in pages for r in rows})
+
+    async def select(
+        self,
+        matchers: Sequence[Matcher],
+        start_ms: int,
+        end_ms: int,
+        resolution: Resolution = Resolution.RAW,
+    ) -> list[SeriesData]:
+        if resolution is not Resolution.RAW:
+            raise StorageError(f"reading {resolution.value} rollups from Cassandra comes with the rollup job")
+        infos = await self._select_series(matchers, start_ms, end_ms)
+        if not infos:
+            return []
+        return await self.read_raw(infos, start_ms, end_ms)
+
+    async def read_raw(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int) -> list[SeriesData]:
+        """Raw samples of known series in [start_ms, end_ms] from ``raw_recent``."""
+        by_target: dict[str, list[int]] = {}
+        for info in infos:
+            for t in info.targets:
+                by_target.setdefault(t, []).append(info.series.id)
+        hours = list(range(start_ms // sch.RAW_BUCKET_MS, end_ms // sch.RAW_BUCKET_MS + 1))
+        tasks = []
+        for target, ids in by_target.items():
+            ids.sort()
+            for i in range(0, len(ids), RAW_READ_SERIES_CHUNK):
+                for h in range(0, len(hours), RAW_READ_HOURS_CHUNK):
+                    params = (target, hours[h : h + RAW_READ_HOURS_CHUNK], ids[i : i + RAW_READ_SERIES_CHUNK], start_ms, end_ms)
+                    tasks.append(self.execute(self.ps_read_raw, params))
+        rows = [r for res in await asyncio.gather(*tasks) for page in res for r in page]
+        if not rows:
+            return []
+        sid = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        ts = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        val = np.fromiter((r[2] for r in rows), dtype=np.float64, count=len(rows))
+        order = np.lexsort((ts, sid))
+        sid, ts, val = sid[order], ts[order], val[order]
+        # Drop duplicate (series, ts) pairs (a series seen under two targets in one hour).
+        keep = np.ones(sid.size, dtype=bool)
+        keep[1:] = (sid[1:] != sid[:-1]) | (ts[1:] != ts[:-1])
+        sid, ts, val = sid[keep], ts[keep], val[keep]
+        cuts = np.nonzero(sid[1:] != sid[:-1])[0] + 1
+        info_by_id = {i.series.id: i for i in infos}
+        out = []
+        for s_ids, s_ts, s_val in zip(np.split(sid, cuts), np.split(ts, cuts), np.split(val, cuts), strict=True):
+            info = info_by_id.get(int(s_ids[0]))
+            if info is not None:
+                out.append(SeriesData(info.series, s_ts.copy(), s_val.copy()))
+        out.sort(key=lambda d: d.series.labels)
+        return out
+
+
+def _resolve(fut: asyncio.Future, value) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _reject(fut: asyncio.Future, exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

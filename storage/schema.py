@@ -1,0 +1,241 @@
+"""Cassandra schema of Ringmon: keyspace, time-bucketed tables, TTLs, TWCS windows, version.
+
+One table per resolution and purpose, each with its own ``default_time_to_live`` and a
+TimeWindowCompactionStrategy whose window is about 1/24 of that TTL (so about 24-30 SSTable
+windows live per table and whole SSTables expire). ``create_schema`` is idempotent
+(``IF NOT EXISTS``) and records ``schema_version`` in ``meta``. See
+docs/ARCHITECTURE.md ("Cassandra storage") for the design and its partition-size arithmetic.
+
+Buckets (all integers derived from the sample timestamp in ms):
+
+- ``raw_recent``: partition ``(target, hour)`` where hour = ts // 1 h, clustered by
+  ``(series_id, ts)``: one scrape of one target is one single-partition batch;
+- ``raw_blocks``: sealed compressed blocks, partition ``(series_id, day)`` (rollup job);
+- ``rollup_1m``: partition ``(series_id, day)``; ``rollup_1h``: partition
+  ``(series_id, bucket)`` with bucket = ts // 32 days;
+- index (two levels, same shape): ``series_day``/``postings_day``/``label_values_day``
+  bucketed by day, and ``..._month`` bucketed by 32-day periods for long ranges.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from storage.base import DAY_MS, HOUR_MS
+
+SCHEMA_VERSION = 1
+
+RAW_BUCKET_MS = HOUR_MS  # raw_recent partition width
+BLOCK_BUCKET_MS = DAY_MS  # raw_blocks partition width
+ROLLUP_1M_BUCKET_MS = DAY_MS
+ROLLUP_1H_BUCKET_MS = 32 * DAY_MS
+INDEX_SHARDS = 16  # postings / series_* partitions per (metric, bucket[, label])
+
+
+@dataclass(frozen=True)
+class IndexLevel:
+    """One granularity of the series index: its table suffix, bucket width and TTL."""
+
+    suffix: str
+    bucket_ms: int
+    ttl_s: int
+
+
+DAY_S = 86_400
+# Retention (issue 6): raw 7 d, 1 m 30 d, 1 h 365 d, plus a margin for late sealing/rollup.
+DEFAULT_TTLS_S: dict[str, int] = {
+    "raw_recent": 8 * DAY_S,
+    "raw_blocks": 8 * DAY_S,
+    "rollup_1m": 32 * DAY_S,
+    "rollup_1h": 370 * DAY_S,
+    "series": 400 * DAY_S,
+    "index_day": 32 * DAY_S,  # covers raw and 1 m ranges
+    "index_month": 400 * DAY_S,  # covers 1 h ranges
+}
+
+INDEX_LEVELS = (
+    IndexLevel("day", DAY_MS, DEFAULT_TTLS_S["index_day"]),
+    IndexLevel("month", 32 * DAY_MS, DEFAULT_TTLS_S["index_month"]),
+)
+
+_NAME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]{0,47}$")
+
+
+@dataclass
+class SchemaSpec:
+    """What ``ringmon storage init`` creates: keyspace, replication and per-table TTLs."""
+
+    keyspace: str = "ringmon"
+    replication: dict[str, str | int] = field(
+        default_factory=lambda: {"class": "SimpleStrategy", "replication_factor": 1}
+    )
+    ttls_s: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_TTLS_S))
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.keyspace):
+            raise ValueError(
+                f"invalid keyspace name {self.keyspace!r}: letters, digits and _, starting with a letter, max 48"
+            )
+        for k, v in self.ttls_s.items():
+            if k not in DEFAULT_TTLS_S:
+                raise ValueError(f"unknown table TTL key {k!r} (known: {', '.join(DEFAULT_TTLS_S)})")
+            if not isinstance(v, int) or v <= 0:
+                raise ValueError(f"TTL of {k} must be a positive number of seconds, got {v!r}")
+
+
+def parse_replication(text: str) -> dict[str, str | int]:
+    """``"1"`` -> SimpleStrategy rf 1; ``"dc1:3,dc2:2"`` -> NetworkTopologyStrategy."""
+    text = text.strip()
+    if text.isdigit():
+        return {"class": "SimpleStrategy", "replication_factor": int(text)}
+    out: dict[str, str | int] = {"class": "NetworkTopologyStrategy"}
+    for part in text.split(","):
+        dc, sep, rf = part.partition(":")
+        if not sep or not dc.strip() or not rf.strip().isdigit():
+            raise ValueError(f"invalid replication {text!r}: use N or dc1:N,dc2:M")
+        out[dc.strip()] = int(rf)
+    return out
+
+
+def twcs_window(ttl_s: int) -> tuple[str, int]:
+    """TWCS (unit, size) giving about 24 windows over the TTL (at least 1 hour)."""
+    hours = max(1, round(ttl_s / 3600 / 24))
+    if hours >= 24:
+        return "DAYS", max(1, round(hours / 24))
+    return "HOURS", hours
+
+
+def _options(ttl_s: int, order: str = "") -> str:
+    unit, size = twcs_window(ttl_s)
+    opts = [
+        f"default_time_to_live = {ttl_s}",
+        "compaction = {'class': 'TimeWindowCompactionStrategy', "
+        f"'compaction_window_unit': '{unit}', 'compaction_window_size': {size}}}",
+        "compression = {'class': 'LZ4Compressor', 'chunk_length_in_kb': 16}",
+        # TTL'd data never gets tombstones of its own: expire whole SSTables quickly.
+        f"gc_grace_seconds = {3 * 3600}",
+    ]
+    if order:
+        opts.insert(0, f"CLUSTERING ORDER BY ({order})")
+    return " AND ".join(opts)
+
+
+def table_statements(spec: SchemaSpec) -> list[tuple[str, str]]:
+    """(table name, CREATE TABLE statement) for every table, in creation order."""
+    ks, t = spec.keyspace, spec.ttls_s
+    stmts = [
+        (
+            "meta",
+            f"CREATE TABLE IF NOT EXISTS {ks}.meta (key text PRIMARY KEY, value text)",
+        ),
+        (
+            "raw_recent",
+            f"CREATE TABLE IF NOT EXISTS {ks}.raw_recent (target text, hour int, series_id bigint, "
+            "ts bigint, value double, PRIMARY KEY ((target, hour), series_id, ts)) WITH "
+            + _options(t["raw_recent"], "series_id ASC, ts ASC"),
+        ),
+        (
+            "raw_blocks",
+            f"CREATE TABLE IF NOT EXISTS {ks}.raw_blocks (series_id bigint, day int, start_ts bigint, "
+            "end_ts bigint, count int, codec tinyint, data blob, "
+            "PRIMARY KEY ((series_id, day), start_ts)) WITH " + _options(t["raw_blocks"], "start_ts ASC"),
+        ),
+        (
+            "rollup_1m",
+            f"CREATE TABLE IF NOT EXISTS {ks}.rollup_1m (series_id bigint, day int, ts bigint, "
+            "count int, sum double, min double, max double, last double, increase double, "
+            "PRIMARY KEY ((series_id, day), ts)) WITH " + _options(t["rollup_1m"], "ts ASC"),
+        ),
+        (
+            "rollup_1h",
+            f"CREATE TABLE IF NOT EXISTS {ks}.rollup_1h (series_id bigint, bucket int, ts bigint, "
+            "count int, sum double, min double, max double, last double, increase double, "
+            "PRIMARY KEY ((series_id, bucket), ts)) WITH " + _options(t["rollup_1h"], "ts ASC"),
+        ),
+        (
+            "series",
+            f"CREATE TABLE IF NOT EXISTS {ks}.series (series_id bigint PRIMARY KEY, metric text, "
+            "labels text, targets set<text>) WITH default_time_to_live = " + str(t["series"]),
+        ),
+    ]
+    for level in INDEX_LEVELS:
+        ttl = t[f"index_{level.suffix}"]
+        s = level.suffix
+        stmts += [
+            (
+                f"series_{s}",
+                f"CREATE TABLE IF NOT EXISTS {ks}.series_{s} (metric text, bucket int, shard smallint, "
+                "series_id bigint, PRIMARY KEY ((metric, bucket, shard), series_id)) WITH "
+                + _options(ttl, "series_id ASC"),
+            ),
+            (
+                f"postings_{s}",
+                f"CREATE TABLE IF NOT EXISTS {ks}.postings_{s} (metric text, bucket int, name text, "
+                "shard smallint, value text, series_id bigint, "
+                "PRIMARY KEY ((metric, bucket, name, shard), value, series_id)) WITH "
+                + _options(ttl, "value ASC, series_id ASC"),
+            ),
+            (
+                f"label_values_{s}",
+                f"CREATE TABLE IF NOT EXISTS {ks}.label_values_{s} (bucket int, name text, shard smallint, "
+                "value text, PRIMARY KEY ((bucket, name, shard), value)) WITH " + _options(ttl, "value ASC"),
+            ),
+            (
+                f"label_names_{s}",
+                f"CREATE TABLE IF NOT EXISTS {ks}.label_names_{s} (bucket int, name text, "
+                "PRIMARY KEY ((bucket), name)) WITH " + _options(ttl, "name ASC"),
+            ),
+        ]
+    return stmts
+
+
+def keyspace_statement(spec: SchemaSpec) -> str:
+    repl = ", ".join(
+        f"'{k}': {v}" if isinstance(v, int) else f"'{k}': '{v}'" for k, v in spec.replication.items()
+    )
+    return f"CREATE KEYSPACE IF NOT EXISTS {spec.keyspace} WITH replication = {{{repl}}}"
+
+
+def create_schema(session, spec: SchemaSpec) -> list[str]:
+    """Create keyspace and tables if missing (blocking driver calls); returns tables created.
+
+    Idempotent: existing tables are left as they are. Records ``schema_version``.
+    """
+    session.execute(keyspace_statement(spec), timeout=60)
+    existing = {
+        r[0]
+        for r in session.execute(
+            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s", (spec.keyspace,)
+        )
+    }
+    created = []
+    for name, stmt in table_statements(spec):
+        if name not in existing:
+            session.execute(stmt, timeout=60)
+            created.append(name)
+    row = session.execute(
+        f"SELECT value FROM {spec.keyspace}.meta WHERE key = 'schema_version'"
+    ).one()
+    if row is not None and int(row[0]) > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"keyspace {spec.keyspace} has schema version {row[0]}, newer than this Ringmon ({SCHEMA_VERSION})"
+        )
+    session.execute(
+        f"INSERT INTO {spec.keyspace}.meta (key, value) VALUES ('schema_version', %s)", (str(SCHEMA_VERSION),)
+    )
+    session.execute(
+        f"INSERT INTO {spec.keyspace}.meta (key, value) VALUES ('index_shards', %s)", (str(INDEX_SHARDS),)
+    )
+    return created
+
+
+def schema_version(session, keyspace: str) -> int | None:
+    """The recorded schema version of ``keyspace``, or None when not initialised."""
+    rows = session.execute(
+        "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s AND table_name = 'meta'", (keyspace,)
+    )
+    if rows.one() is None:
+        return None
+    row = session.execute(f"SELECT value FROM {keyspace}.meta WHERE key = 'schema_version'").one()
+    return int(row[0]) if row else None
