@@ -674,6 +674,23 @@ class Registry:
             except BadVersionError:
                 continue
 
+    def snapshot(self) -> RegistryView:
+        """The whole registry read now, without watches (for one-shot commands)."""
+        pools = self.list_pools()
+        members = {}
+        for pool in pools:
+            try:
+                members[pool] = tuple(self.members(pool))
+            except UnknownPoolError:
+                continue
+        pools = {p: s for p, s in pools.items() if p in members}
+        return RegistryView(
+            pools=pools,
+            members=members,
+            scrapers=tuple(self.scrapers()),
+            connected=self.zk.connected,
+        )
+
     # -- scrapers -----------------------------------------------------------------------------
 
     def join_scrapers(self, scraper_id: str, info: dict | None = None) -> str:
