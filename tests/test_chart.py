@@ -1,0 +1,186 @@
+"""SVG chart rendering: axes, units, gaps, stacking, thresholds, escaping, limits."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import xml.etree.ElementTree as ET
+import zoneinfo
+
+import numpy as np
+import pytest
+
+from web.chart import (
+    ChartSeries,
+    ChartSpec,
+    humanize,
+    legend_name,
+    render_chart,
+    series_from_result,
+    time_ticks,
+    y_ticks,
+)
+
+NS = {"s": "http://www.w3.org/2000/svg"}
+T0 = int(dt.datetime(2026, 11, 25, 7, 6, 40, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def parse(svg: str) -> ET.Element:
+    return ET.fromstring(svg)  # also proves the output is well-formed XML
+
+
+def lines(root: ET.Element) -> dict[str, str]:
+    return {
+        p.get("data-name"): p.get("d")
+        for p in root.iter("{http://www.w3.org/2000/svg}path")
+        if p.get("class") == "line"
+    }
+
+
+def test_one_path_per_series_with_gaps_split_into_subpaths():
+    ts = np.arange(T0, T0 + 60 * 15_000, 15_000)
+    a = ChartSeries("a", ts, np.linspace(0, 1, len(ts)))
+    vals = np.ones(len(ts))
+    vals[10:13] = np.nan  # missing values
+    b = ChartSeries("b", ts, vals)
+    keep = np.r_[0:30, 40:60]  # missing timestamps
+    c = ChartSeries("c", ts[keep], np.ones(len(keep)))
+    root = parse(render_chart([a, b, c], ChartSpec(step_ms=15_000)))
+    d = lines(root)
+    assert set(d) == {"a", "b", "c"}
+    assert d["a"].count("M") == 1 and d["b"].count("M") == 2 and d["c"].count("M") == 2
+    # Without a step the median spacing detects the same gap.
+    assert lines(parse(render_chart([c])))["c"].count("M") == 2
+
+
+def test_isolated_points_are_visible_and_every_point_has_a_title():
+    ts = np.array([T0, T0 + 15_000, T0 + 60_000, T0 + 120_000, T0 + 135_000])
+    root = parse(render_chart([ChartSeries("x", ts, [1, 2, 3, 4, 5])], ChartSpec(step_ms=15_000)))
+    circles = list(root.iter("{http://www.w3.org/2000/svg}circle"))
+    assert len(circles) == 5
+    assert [c.get("class") for c in circles].count("iso") == 1  # the lone point at T0+60s
+    titles = [c.find("s:title", NS).text for c in circles]
+    assert titles[2] == "x\n2026-11-25 07:07:40: 3"
+
+
+def test_tooltips_dropped_beyond_the_point_budget_but_isolated_points_stay():
+    ts = np.arange(T0, T0 + 100 * 1000, 1000)
+    svg = render_chart([ChartSeries("x", ts, np.ones(100))], ChartSpec(max_point_titles=50))
+    assert "<circle" not in svg and len(lines(parse(svg))["x"]) > 100
+
+
+def test_stacked_mode_draws_areas_on_top_of_each_other():
+    ts = np.arange(T0, T0 + 10 * 1000, 1000)
+    spec = ChartSpec(mode="stacked", y_min=0, y_max=4, height=140)
+    root = parse(
+        render_chart([ChartSeries("a", ts, np.ones(10)), ChartSeries("b", ts, np.ones(10) * 2)], spec)
+    )
+    areas = [p for p in root.iter("{http://www.w3.org/2000/svg}path") if p.get("class") == "area"]
+    assert len(areas) == 2
+    ys = {
+        name: {float(pt.split(",")[1]) for pt in re.findall(r"[\d.]+,[\d.]+", d)}
+        for name, d in lines(root).items()
+    }
+    # plot: top 12, height 140-12-26 = 102; b's top is at 3 of 4, a's at 1 of 4.
+    assert sorted(ys["a"]) == pytest.approx([12 + 102 * 3 / 4], abs=0.1)
+    assert sorted(ys["b"]) == pytest.approx([12 + 102 * 1 / 4], abs=0.1)
+    tips = [t.text for t in root.iter("{http://www.w3.org/2000/svg}title")]
+    assert any(t and t.startswith("b\n") and t.endswith(": 2") for t in tips)  # own value, not cumulative
+
+
+def test_threshold_line_and_range_include_it():
+    ts = np.arange(T0, T0 + 10_000, 1000)
+    svg = render_chart([ChartSeries("x", ts, np.ones(10))], ChartSpec(thresholds=[5.0]))
+    root = parse(svg)
+    th = [e for e in root.iter("{http://www.w3.org/2000/svg}line") if e.get("class") == "threshold"]
+    assert len(th) == 1 and th[0].find("s:title", NS).text == "threshold 5"
+
+
+def test_hostile_names_are_escaped_everywhere():
+    hostile = '"><script>alert(1)</script><x y="'
+    ts = np.arange(T0, T0 + 5000, 1000)
+    svg = render_chart(
+        [ChartSeries(hostile, ts, np.ones(5)), ChartSeries("L" * 10000, ts, np.ones(5))],
+        ChartSpec(title=hostile),
+    )
+    assert "<script" not in svg and "<x " not in svg
+    root = parse(svg)
+    assert root.get("aria-label") == hostile
+    assert hostile in lines(root)
+    legend_texts = [
+        t.text for t in root.iter("{http://www.w3.org/2000/svg}text") if t.text and t.text.startswith("LLL")
+    ]
+    assert legend_texts and len(legend_texts[0]) == 60  # truncated in the legend, full name in its title
+
+
+def test_no_data_and_series_limit():
+    assert "No data" in render_chart([], ChartSpec(start_ms=T0, end_ms=T0 + 3600_000))
+    ts = np.arange(T0, T0 + 5000, 1000)
+    many = [ChartSeries(f"s{i:03d}", ts, np.ones(5) * i) for i in range(60)]
+    svg = render_chart(many, ChartSpec(max_series=40))
+    assert len(lines(parse(svg))) == 40 and "showing 40 of 60 series" in svg
+
+
+def test_humanized_units():
+    assert humanize(0, "bytes") == "0 B"
+    assert humanize(1536, "bytes") == "1.5 KiB"
+    assert humanize(25 * 2**30, "bytes") == "25 GiB"
+    assert humanize(2_500_000, "bytes/s") == "2.38 MiB/s"
+    assert humanize(0.25, "seconds") == "250 ms"
+    assert humanize(0.000012, "seconds") == "12 µs"
+    assert humanize(5400, "seconds") == "1.5 h"
+    assert humanize(42.123, "percent") == "42.1%"
+    assert humanize(0.5, "ratio") == "50%"
+    assert humanize(1234, "/s") == "1.23k/s"
+    assert humanize(0.3, "none") == "0.3"
+    assert humanize(0.0005, "none") == "500µ"
+    assert humanize(2.5e9) == "2.5G"
+    assert humanize(float("nan")) == "no value"
+
+
+def test_y_ticks_are_round_and_cover_the_data():
+    lo, hi, ticks = y_ticks(0, 0.37, "none")
+    assert (lo, hi) == (0, 0.4) and len(ticks) == 5
+    lo, hi, ticks = y_ticks(0, 25e9, "bytes")
+    assert all(t % 2**30 == 0 for t in ticks) and hi >= 25e9  # whole GiB steps
+    lo, hi, ticks = y_ticks(-3, 7, "none")
+    assert lo <= -3 and hi >= 7 and 0 in ticks
+
+
+def test_time_ticks_are_round_in_the_viewers_zone():
+    end = T0 + 3600_000
+    ticks = time_ticks(T0, end, dt.UTC, 8)
+    assert [label for _, label in ticks][:2] == ["07:10", "07:20"]
+    assert all(t % 600_000 == 0 for t, _ in ticks)
+    kolkata = zoneinfo.ZoneInfo("Asia/Kolkata")  # UTC+5:30: round local times are :30 UTC
+    kt = time_ticks(T0, end, kolkata, 8)
+    assert kt[0][1] == "12:40" and all(
+        dt.datetime.fromtimestamp(t / 1000, kolkata).minute % 10 == 0 for t, _ in kt
+    )
+    day = time_ticks(T0 - 7 * 86400_000, T0, dt.UTC, 8)
+    assert all(dt.datetime.fromtimestamp(t / 1000, dt.UTC).hour == 0 for t, _ in day)
+    year = time_ticks(T0 - 365 * 86400_000, T0, dt.UTC, 8)
+    assert all(dt.datetime.fromtimestamp(t / 1000, dt.UTC).day == 1 for t, _ in year)
+    svg = render_chart([ChartSeries("x", [T0, end], [1, 2])], ChartSpec(start_ms=T0, end_ms=end, tz=kolkata))
+    assert ">IST<" in svg
+
+
+def test_legend_templates_and_results():
+    assert legend_name({"__name__": "up", "job": "a", "instance": "h:1"}) == 'up{instance="h:1", job="a"}'
+    assert legend_name({"mode": "idle", "cpu": "0"}, "cpu {{cpu}} {{ mode }} {{nope}}") == "cpu 0 idle "
+
+    class R:
+        type = "matrix"
+        scalar = None
+        series = [
+            type("S", (), {"labels": {"mode": m}, "timestamps": [T0], "values": [1.0]}) for m in ("b", "a")
+        ]
+
+    assert [s.name for s in series_from_result(R(), "{{mode}}")] == ["a", "b"]
+
+
+def test_bad_spec_is_refused():
+    with pytest.raises(ValueError, match="unit: expected one of"):
+        ChartSpec(unit="furlongs")
+    with pytest.raises(ValueError, match="mode: expected one of"):
+        ChartSpec(mode="pie")

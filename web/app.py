@@ -1,0 +1,350 @@
+"""The Ringmon web pages: aiohttp handlers rendering Jinja2 templates with server-side SVG charts.
+
+``create_app(engine=..., pools_provider=..., targets_provider=...)`` builds the application.
+Pages work without JavaScript; every value is escaped (autoescape on, charts escape their
+own text); every response carries security headers (a CSP without inline scripts or
+styles, nosniff, no framing, a strict referrer policy). Other routes (the Prometheus HTTP
+API, ``/metrics``) may be added to the returned app before it starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import jinja2
+from aiohttp import web
+from markupsafe import Markup
+
+from web import chart
+from web.providers import (
+    PoolsProvider,
+    PoolSummary,
+    QueryEngine,
+    TargetHealth,
+    TargetsProvider,
+    coerce_pool,
+    coerce_target,
+)
+from web.timerange import PRESETS, REFRESH_CHOICES, TimeRange, parse_time_range
+
+log = logging.getLogger("ringmon.web")
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES_DIR = HERE / "templates"
+STATIC_DIR = HERE / "static"
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+# Paths whose errors are not turned into HTML pages (JSON APIs mounted by other packages).
+NON_HTML_PREFIXES = ("/api/", "/metrics", "/-/")
+
+ENGINE = web.AppKey("engine", object)
+POOLS = web.AppKey("pools_provider", object)
+TARGETS = web.AppKey("targets_provider", object)
+JINJA = web.AppKey("jinja", jinja2.Environment)
+TITLE = web.AppKey("title", str)
+
+NAV = (("/", "Overview"), ("/pools", "Pools"), ("/targets", "Targets"))
+
+HOST_CPU_EXPR = "sum by (mode) (rate(node_cpu_seconds_total{{job={job}, instance={instance}}}[{window}]))"
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def promql_string(value: str) -> str:
+    """A PromQL double-quoted string literal holding ``value`` exactly (no query injection)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
+
+
+def path_segment(value: object) -> str:
+    """``value`` quoted to be one URL path segment (slashes included)."""
+    return quote(str(value), safe="")
+
+
+def _ago(ts: float | None, now: float | None = None) -> str:
+    if ts is None:
+        return "never"
+    delta = (time.time() if now is None else now) - float(ts)
+    if delta < 0:
+        return "just now"
+    if delta < 90:
+        return f"{delta:.0f}s ago"
+    if delta < 5400:
+        return f"{delta / 60:.0f}m ago"
+    if delta < 2 * 86400:
+        return f"{delta / 3600:.1f}h ago"
+    return f"{delta / 86400:.0f}d ago"
+
+
+def _abs_time(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return chart.format_time(int(float(ts) * 1000))
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else chart.humanize(float(value), "seconds")
+
+
+def make_jinja() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=True,  # every template, whatever its extension
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["ago"] = _ago
+    env.filters["abs_time"] = _abs_time
+    env.filters["seconds"] = _seconds
+    env.filters["humanize"] = chart.humanize
+    env.filters["pathseg"] = path_segment
+    env.globals["urlencode"] = urlencode
+    env.globals["RANGE_PRESETS"] = PRESETS
+    env.globals["REFRESH_CHOICES"] = REFRESH_CHOICES
+    env.globals["NAV"] = list(NAV)
+    return env
+
+
+def render(request: web.Request, template: str, *, status: int = 200, **context: Any) -> web.Response:
+    env = request.app[JINJA]
+    context.setdefault("page_title", "")
+    context.setdefault("time_range", None)
+    context.setdefault("errors", [])
+    html = env.get_template(template).render(
+        app_title=request.app[TITLE],
+        path=request.path,
+        request_query=dict(request.query),
+        now_text=chart.format_time(int(time.time() * 1000)),
+        **context,
+    )
+    return web.Response(text=html, content_type="text/html", status=status)
+
+
+async def _call_provider(
+    provider: Callable[[], Awaitable[Sequence[Any]]], what: str
+) -> tuple[list[Any], str]:
+    """The provider's items, or an empty list and a one-line error for the page."""
+    try:
+        return list(await provider()), ""
+    except Exception as exc:
+        log.exception("provider failed", extra={"provider": what})
+        return [], f"{what} are unavailable: {type(exc).__name__}: {exc}"
+
+
+async def load_pools(request: web.Request) -> tuple[list[PoolSummary], str]:
+    raw, err = await _call_provider(request.app[POOLS], "pools")
+    pools = []
+    for item in raw:
+        try:
+            pools.append(coerce_pool(item))
+        except (TypeError, ValueError) as exc:
+            err = err or f"a pool summary could not be read: {exc}"
+    pools.sort(key=lambda p: p.name)
+    return pools, err
+
+
+async def load_targets(request: web.Request) -> tuple[list[TargetHealth], str]:
+    raw, err = await _call_provider(request.app[TARGETS], "targets")
+    targets = []
+    for item in raw:
+        try:
+            targets.append(coerce_target(item))
+        except (TypeError, ValueError) as exc:
+            err = err or f"a target could not be read: {exc}"
+    targets.sort(key=lambda t: (t.pool, t.address, t.key))
+    return targets, err
+
+
+async def range_chart(
+    engine: QueryEngine,
+    expr: str,
+    tr: TimeRange,
+    *,
+    title: str,
+    unit: str = "none",
+    mode: str = "line",
+    legend: str | None = None,
+    thresholds: Sequence[float] = (),
+    width: int = 800,
+    height: int = 240,
+) -> tuple[Markup, str, int]:
+    """Run ``expr`` over the page's range and draw it: (svg, error message, series count)."""
+    try:
+        result = await engine.range_query(expr, tr.start_ms, tr.end_ms, tr.step_ms)
+        series = chart.series_from_result(result, legend)
+        err = "; ".join(getattr(result, "warnings", None) or [])
+    except Exception as exc:  # a bad or failing query is shown on its panel, not as a 500
+        if not _is_query_error(exc):
+            log.exception("range query failed", extra={"expr": expr})
+        series, err = [], f"{type(exc).__name__}: {exc}"
+    spec = chart.ChartSpec(
+        title=title,
+        unit=unit,
+        mode=mode,
+        width=width,
+        height=height,
+        start_ms=tr.start_ms,
+        end_ms=tr.end_ms,
+        step_ms=tr.step_ms,
+        tz=tr.tz,
+        thresholds=thresholds,
+    )
+    return Markup(chart.render_chart(series, spec)), err, len(series)
+
+
+def _is_query_error(exc: Exception) -> bool:
+    return any(c.__name__ == "QueryError" for c in type(exc).__mro__)
+
+
+# -- handlers ------------------------------------------------------------------------------------
+
+
+async def overview(request: web.Request) -> web.Response:
+    pools, perr = await load_pools(request)
+    targets, terr = await load_targets(request)
+    up = sum(1 for t in targets if t.health == "up")
+    down = sum(1 for t in targets if t.health == "down")
+    return render(
+        request,
+        "overview.html",
+        pools=pools,
+        running=sum(p.running for p in pools),
+        targets_total=len(targets),
+        targets_up=up,
+        targets_down=down,
+        problem_targets=[t for t in targets if t.health == "down"][:20],
+        errors=[e for e in (perr, terr) if e],
+    )
+
+
+async def pools_page(request: web.Request) -> web.Response:
+    pools, err = await load_pools(request)
+    return render(request, "pools.html", page_title="Pools", pools=pools, errors=[err] if err else [])
+
+
+async def targets_page(request: web.Request) -> web.Response:
+    targets, err = await load_targets(request)
+    pool = request.query.get("pool", "")
+    health = request.query.get("health", "")
+    shown = [t for t in targets if (not pool or t.pool == pool) and (not health or t.health == health)]
+    return render(
+        request,
+        "targets.html",
+        page_title="Targets",
+        targets=shown,
+        total=len(targets),
+        pool_filter=pool,
+        health_filter=health,
+        pool_names=sorted({t.pool for t in targets}),
+        errors=[err] if err else [],
+    )
+
+
+async def host_page(request: web.Request) -> web.Response:
+    pool = request.match_info["pool"]
+    instance = request.match_info["instance"]
+    tr = parse_time_range(request.query)
+    expr = HOST_CPU_EXPR.format(
+        job=promql_string(pool), instance=promql_string(instance), window=tr.rate_window
+    )
+    svg, chart_error, count = await range_chart(
+        request.app[ENGINE], expr, tr, title=f"CPU usage by mode: {instance}", unit="cores", legend="{{mode}}"
+    )
+    targets, terr = await load_targets(request)
+    target = next((t for t in targets if t.pool == pool and t.address == instance), None)
+    return render(
+        request,
+        "host.html",
+        page_title=f"Host {instance}",
+        pool=pool,
+        instance=instance,
+        target=target,
+        expr=expr,
+        cpu_chart=svg,
+        chart_error=chart_error,
+        series_count=count,
+        time_range=tr,
+        errors=tr.errors + ([terr] if terr else []),
+    )
+
+
+async def healthy(request: web.Request) -> web.Response:
+    return web.Response(text=f"{request.app[TITLE]} is Healthy.\n")
+
+
+# -- middleware and signals ----------------------------------------------------------------------
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if response.content_type == "text/html":
+        response.headers.setdefault("Cache-Control", "no-store")
+
+
+@web.middleware
+async def error_pages(request: web.Request, handler: Callable) -> web.StreamResponse:
+    """HTML error pages for page routes; no traceback ever reaches the browser."""
+    if request.path.startswith(NON_HTML_PREFIXES):
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.status != 404 else f"There is no page at {request.path}."
+        return render(request, "error.html", status=exc.status, page_title=exc.reason, message=message)
+    except Exception:
+        log.exception("page failed", extra={"path": request.path})
+        return render(
+            request,
+            "error.html",
+            status=500,
+            page_title="Internal error",
+            message="The page could not be rendered; the server log has the details.",
+        )
+    if isinstance(response, web.Response) and response.content_type == "text/html":
+        response.enable_compression()  # gzip/deflate if the client accepts it
+    return response
+
+
+def create_app(
+    *,
+    engine: QueryEngine,
+    pools_provider: PoolsProvider,
+    targets_provider: TargetsProvider,
+    title: str = "Ringmon",
+    middlewares: Sequence[Callable] = (),
+) -> web.Application:
+    """The web application; ``middlewares`` run outside ours (e.g. request instrumentation)."""
+    app = web.Application(middlewares=[*middlewares, error_pages])
+    app[ENGINE] = engine
+    app[POOLS] = pools_provider
+    app[TARGETS] = targets_provider
+    app[TITLE] = title
+    app[JINJA] = make_jinja()
+    app.on_response_prepare.append(_security_headers)
+    app.router.add_get("/", overview, name="overview")
+    app.router.add_get("/pools", pools_page, name="pools")
+    app.router.add_get("/targets", targets_page, name="targets")
+    app.router.add_get("/host/{pool}/{instance}", host_page, name="host")
+    app.router.add_get("/-/healthy", healthy, name="healthy")
+    app.router.add_static("/static/", STATIC_DIR, name="static")
+    return app

@@ -1,0 +1,551 @@
+"""Server-side SVG charts: series of (timestamp, value) points to one self-contained <svg>.
+
+Pure functions, no I/O: ``render_chart(series, ChartSpec(...))`` returns SVG markup with
+a time axis of round ticks in the viewer's zone, a y axis with humanised values in the
+panel's unit, one ``<path>`` per series (line mode) or stacked filled areas, gaps where
+points are missing, a ``<title>`` tooltip per point, threshold lines and a legend. Every
+piece of text is escaped, so label values cannot inject markup. Presentation is set with
+SVG attributes and classes (no ``style=``), so a strict CSP needs no ``unsafe-inline``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from html import escape
+from typing import Any
+
+import numpy as np
+
+# Distinct colours (Tableau 10 + two), cycled with a dash pattern past the first round.
+PALETTE = (
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
+    "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac", "#1f77b4", "#17becf",
+)  # fmt: skip
+DASHES = ("", "6 3", "2 2", "8 3 2 3")
+
+UNITS = ("none", "bytes", "bytes/s", "seconds", "percent", "ratio", "/s", "cores")
+MODES = ("line", "stacked")
+
+_SI = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+_SI_SMALL = ((1e-3, "m"), (1e-6, "µ"), (1e-9, "n"))
+_BINARY = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
+# Candidate time-axis tick spacings in seconds; months and years are handled by calendar.
+_TIME_STEPS = (
+    1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 2 * 3600, 3 * 3600, 6 * 3600,
+    12 * 3600, 86400, 2 * 86400, 7 * 86400, 14 * 86400,
+)  # fmt: skip
+_MONTH = 30 * 86400
+_YEAR = 365 * 86400
+
+
+@dataclass
+class ChartSeries:
+    """One line: its legend name, label set, timestamps (ms) and values (NaN = missing)."""
+
+    name: str
+    timestamps: Sequence[int] | np.ndarray
+    values: Sequence[float] | np.ndarray
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ChartSpec:
+    """How to draw: size, unit, mode and the time window.
+
+    ``step_ms`` is the query step: consecutive points further apart than 1.5 steps are a gap.
+    Without it the median spacing of the data is used.
+    """
+
+    title: str = ""
+    unit: str = "none"
+    mode: str = "line"
+    width: int = 800
+    height: int = 240  # plot area plus axes; the legend adds below
+    start_ms: int | None = None
+    end_ms: int | None = None
+    step_ms: int | None = None
+    tz: dt.tzinfo = dt.UTC
+    thresholds: Sequence[float] = ()
+    y_min: float | None = None
+    y_max: float | None = None
+    max_series: int = 40
+    max_point_titles: int = 5000  # beyond this many points, no per-point tooltips (page weight)
+    legend: bool = True
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise ValueError(f"unit: expected one of {', '.join(UNITS)}, got {self.unit!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {self.mode!r}")
+
+
+# -- number and time formatting ------------------------------------------------------------------
+
+
+def _trim(x: float, digits: int = 3) -> str:
+    """``x`` with about ``digits`` significant digits and no trailing zeros."""
+    if x == 0:
+        return "0"
+    mag = math.floor(math.log10(abs(x)))
+    decimals = max(0, digits - 1 - mag)
+    text = f"{x:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _si(v: float) -> str:
+    a = abs(v)
+    for scale, prefix in _SI:
+        if a >= scale:
+            return f"{_trim(v / scale)}{prefix}"
+    if a and a < 0.001:
+        for scale, prefix in _SI_SMALL:
+            if a >= scale:
+                return f"{_trim(v / scale)}{prefix}"
+    return _trim(v)
+
+
+def _binary(v: float) -> str:
+    a = abs(v)
+    i = 0
+    while a >= 1024 and i < len(_BINARY) - 1:
+        a /= 1024
+        i += 1
+    return f"{_trim(math.copysign(a, v))} {_BINARY[i]}"
+
+
+def _duration(v: float) -> str:
+    a = abs(v)
+    if a == 0:
+        return "0 s"
+    if a < 1e-6:
+        return f"{_trim(v * 1e9)} ns"
+    if a < 1e-3:
+        return f"{_trim(v * 1e6)} µs"
+    if a < 1:
+        return f"{_trim(v * 1e3)} ms"
+    if a < 60:
+        return f"{_trim(v)} s"
+    if a < 3600:
+        return f"{_trim(v / 60)} min"
+    if a < 86400:
+        return f"{_trim(v / 3600)} h"
+    return f"{_trim(v / 86400)} d"
+
+
+def humanize(value: float, unit: str = "none") -> str:
+    """A value as an operator reads it: ``1.5 GiB``, ``250 ms``, ``42%``, ``1.2k/s``."""
+    if value is None or math.isnan(value):
+        return "no value"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if unit == "bytes":
+        return _binary(value)
+    if unit == "bytes/s":
+        return _binary(value) + "/s"
+    if unit == "seconds":
+        return _duration(value)
+    if unit == "percent":
+        return f"{_trim(value)}%"
+    if unit == "ratio":
+        return f"{_trim(value * 100)}%"
+    if unit == "/s":
+        return f"{_si(value)}/s"
+    if unit == "cores":
+        return _si(value)
+    return _si(value)
+
+
+def format_time(ts_ms: int, tz: dt.tzinfo = dt.UTC) -> str:
+    """``2026-11-25 16:00:05 UTC`` in ``tz``."""
+    t = dt.datetime.fromtimestamp(ts_ms / 1000, tz)
+    return t.strftime("%Y-%m-%d %H:%M:%S ") + (t.tzname() or "")
+
+
+def nice_step(raw: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 x 10^k that is at least ``raw``."""
+    if raw <= 0 or not math.isfinite(raw):
+        return 1.0
+    base = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 2.5, 5, 10):
+        if m * base >= raw * (1 - 1e-9):
+            return m * base
+    return 10 * base
+
+
+def y_ticks(lo: float, hi: float, unit: str, max_ticks: int = 6) -> tuple[float, float, list[float]]:
+    """Round axis bounds and tick values covering [lo, hi]; bytes step in powers of 1024."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        lo, hi = 0.0, 1.0
+    if hi <= lo:
+        hi = lo + (abs(lo) or 1.0)
+    scale = 1.0
+    if unit in ("bytes", "bytes/s"):
+        while max(abs(lo), abs(hi)) / scale >= 1024:
+            scale *= 1024
+    step = nice_step((hi - lo) / scale / max(max_ticks - 1, 1)) * scale
+    first = math.floor(lo / step + 1e-9) * step
+    last = math.ceil(hi / step - 1e-9) * step
+    n = int(round((last - first) / step))
+    ticks = [first + i * step for i in range(n + 1)]
+    return first, last, ticks
+
+
+def time_ticks(start_ms: int, end_ms: int, tz: dt.tzinfo, max_ticks: int) -> list[tuple[int, str]]:
+    """Round-valued ticks (ms, label) in ``tz`` between start and end."""
+    span = max((end_ms - start_ms) / 1000, 1.0)
+    max_ticks = max(max_ticks, 2)
+    step = next((s for s in _TIME_STEPS if span / s <= max_ticks), None)
+    start = dt.datetime.fromtimestamp(start_ms / 1000, tz)
+    out: list[tuple[int, str]] = []
+    if step is not None and step < 86400:
+        offset = start.utcoffset().total_seconds() if start.utcoffset() else 0.0
+        t = math.ceil((start_ms / 1000 + offset) / step) * step - offset
+        while t * 1000 <= end_ms and len(out) <= max_ticks + 1:
+            local = dt.datetime.fromtimestamp(t, tz)
+            if local.hour == 0 and local.minute == 0 and local.second == 0 and span > 3600:
+                label = local.strftime("%b %d")
+            elif step < 60:
+                label = local.strftime("%H:%M:%S")
+            else:
+                label = local.strftime("%H:%M")
+            out.append((int(round(t * 1000)), label))
+            t += step
+        return out
+    if step is not None:  # whole days from local midnight
+        days = step // 86400
+        day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+        if day < start:
+            day += dt.timedelta(days=1)
+        if days == 7:
+            day += dt.timedelta(days=(7 - day.weekday()) % 7)  # weeks start on Monday
+        while day.timestamp() * 1000 <= end_ms and len(out) <= max_ticks + 1:
+            out.append((int(day.timestamp() * 1000), day.strftime("%b %d")))
+            day = (day + dt.timedelta(days=days)).replace(hour=0)
+        return out
+    months = next(m for m in (1, 2, 3, 6, 12, 24, 60, 120) if span / (m * _MONTH) <= max_ticks)
+    year, month = start.year, start.month
+    month += 1 if (start.day, start.hour, start.minute) != (1, 0, 0) else 0
+    while True:
+        year += (month - 1) // 12
+        month = (month - 1) % 12 + 1
+        if (month - 1) % months == 0:
+            t = dt.datetime(year, month, 1, tzinfo=tz)
+            if t.timestamp() * 1000 > end_ms or len(out) > max_ticks + 1:
+                break
+            out.append(
+                (int(t.timestamp() * 1000), t.strftime("%b %Y" if month == 1 or months >= 12 else "%b"))
+            )
+        month += 1
+    return out
+
+
+# -- series helpers ------------------------------------------------------------------------------
+
+_TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def legend_name(labels: Mapping[str, str], template: str | None = None) -> str:
+    """The legend text of a series: the template with ``{{label}}`` filled, else its label set."""
+    if template:
+        return _TEMPLATE.sub(lambda m: str(labels.get(m.group(1), "")), template)
+    name = labels.get("__name__", "")
+    rest = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k != "__name__")
+    if rest:
+        return f"{name}{{{rest}}}"
+    return name or "{}"
+
+
+def series_from_result(result: Any, legend: str | None = None) -> list[ChartSeries]:
+    """Chart series from a ``query.result.QueryResult`` (matrix or vector; scalar as one series)."""
+    out: list[ChartSeries] = []
+    if getattr(result, "type", None) == "scalar" and result.scalar is not None:
+        ts, v = result.scalar
+        return [ChartSeries("scalar", [ts], [v], {})]
+    for s in getattr(result, "series", None) or ():
+        out.append(ChartSeries(legend_name(s.labels, legend), s.timestamps, s.values, dict(s.labels)))
+    out.sort(key=lambda s: s.name)
+    return out
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+MARGIN_LEFT = 70
+MARGIN_RIGHT = 16
+MARGIN_TOP = 12
+AXIS_HEIGHT = 26
+LEGEND_ROW = 18
+CHAR_W = 6.6  # average glyph width at the legend's font size
+LEGEND_MAX_CHARS = 60
+_clip_ids = itertools.count(1)  # clipPath ids unique within a page of many charts
+
+
+def _attr(value: object) -> str:
+    return escape(str(value), quote=True)
+
+
+def _f(x: float) -> str:
+    return f"{x:.1f}".rstrip("0").rstrip(".") if x != int(x) else str(int(x))
+
+
+@dataclass
+class _Prepared:
+    series: ChartSeries
+    ts: np.ndarray
+    vals: np.ndarray
+    base: np.ndarray  # the stack baseline under each point (zeros in line mode)
+
+
+def _prepare(series: Sequence[ChartSeries], spec: ChartSpec) -> list[_Prepared]:
+    out: list[_Prepared] = []
+    for s in series:
+        ts = np.asarray(s.timestamps, dtype=np.int64)
+        vals = np.asarray(s.values, dtype=np.float64)
+        if ts.shape != vals.shape:
+            raise ValueError(f"series {s.name!r}: {len(ts)} timestamps but {len(vals)} values")
+        order = np.argsort(ts, kind="stable")
+        ts, vals = ts[order], vals[order]
+        vals = np.where(np.isfinite(vals), vals, np.nan)
+        out.append(_Prepared(s, ts, vals, np.zeros_like(vals)))
+    if spec.mode == "stacked":
+        running: dict[int, float] = {}
+        for p in out:
+            base = np.array([running.get(int(t), 0.0) for t in p.ts], dtype=np.float64)
+            p.base = base
+            for t, b, v in zip(p.ts, base, p.vals, strict=True):
+                if not math.isnan(v):
+                    running[int(t)] = b + v
+    return out
+
+
+def _gap_ms(prepared: list[_Prepared], spec: ChartSpec) -> float:
+    if spec.step_ms:
+        return spec.step_ms * 1.5
+    diffs = [np.diff(p.ts) for p in prepared if len(p.ts) > 1]
+    if not diffs:
+        return math.inf
+    return float(np.median(np.concatenate(diffs))) * 1.5
+
+
+def _segments(ts: np.ndarray, vals: np.ndarray, gap_ms: float) -> list[tuple[int, int]]:
+    """Index ranges [i, j) of consecutive present points without a gap between them."""
+    segs: list[tuple[int, int]] = []
+    start = None
+    for i in range(len(ts)):
+        if math.isnan(vals[i]):
+            if start is not None:
+                segs.append((start, i))
+                start = None
+            continue
+        if start is not None and ts[i] - ts[i - 1] > gap_ms:
+            segs.append((start, i))
+            start = i
+        elif start is None:
+            start = i
+    if start is not None:
+        segs.append((start, len(ts)))
+    return segs
+
+
+def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -> str:
+    """The whole chart as one ``<svg>`` element (a string safe to embed in HTML)."""
+    spec = spec or ChartSpec()
+    all_series = list(series)
+    shown = all_series[: spec.max_series]
+    prepared = _prepare(shown, spec)
+
+    present = [p for p in prepared if np.any(~np.isnan(p.vals))]
+    t_lo = spec.start_ms if spec.start_ms is not None else min((int(p.ts[0]) for p in present), default=0)
+    t_hi = spec.end_ms if spec.end_ms is not None else max((int(p.ts[-1]) for p in present), default=t_lo + 1)
+    if t_hi <= t_lo:
+        t_hi = t_lo + 1000
+
+    lows = [float(np.nanmin(p.vals + p.base)) for p in present]
+    highs = [float(np.nanmax(p.vals + p.base)) for p in present]
+    lows += list(spec.thresholds)
+    highs += list(spec.thresholds)
+    data_lo = min(lows, default=0.0)
+    data_hi = max(highs, default=1.0)
+    lo = spec.y_min if spec.y_min is not None else min(0.0, data_lo)
+    hi = spec.y_max if spec.y_max is not None else data_hi
+    y_lo, y_hi, yt = y_ticks(lo, hi, spec.unit)
+    if spec.y_min is not None:
+        y_lo = spec.y_min
+    if spec.y_max is not None:
+        y_hi = spec.y_max
+    yt = [t for t in yt if y_lo - 1e-9 * abs(y_hi - y_lo) <= t <= y_hi + 1e-9 * abs(y_hi - y_lo)]
+
+    width = max(spec.width, 200)
+    plot_w = width - MARGIN_LEFT - MARGIN_RIGHT
+    plot_h = max(spec.height - MARGIN_TOP - AXIS_HEIGHT, 40)
+    left, top = MARGIN_LEFT, MARGIN_TOP
+    bottom = top + plot_h
+
+    def x(t: float) -> float:
+        return left + (t - t_lo) / (t_hi - t_lo) * plot_w
+
+    def y(v: float) -> float:
+        return bottom - (v - y_lo) / ((y_hi - y_lo) or 1.0) * plot_h
+
+    # Legend layout: items flow left to right in rows.
+    legend_items: list[tuple[float, float, int]] = []
+    legend_h = 0
+    if spec.legend and shown:
+        lx, row = left, 0
+        for i, s in enumerate(shown):
+            text_len = min(len(s.name), LEGEND_MAX_CHARS) or 2
+            w = 18 + text_len * CHAR_W + 14
+            if lx + w > width - MARGIN_RIGHT and lx > left:
+                row += 1
+                lx = left
+            legend_items.append((lx, row, i))
+            lx += w
+        legend_h = (row + 1) * LEGEND_ROW + 6
+        if len(all_series) > len(shown):
+            legend_h += LEGEND_ROW
+    height = top + plot_h + AXIS_HEIGHT + legend_h
+
+    parts: list[str] = []
+    label = spec.title or "chart"
+    parts.append(
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{_attr(label)}" '
+        f'data-unit="{_attr(spec.unit)}" data-mode="{_attr(spec.mode)}" '
+        f'data-start="{t_lo}" data-end="{t_hi}">'
+    )
+    parts.append(f"<title>{escape(label)}</title>")
+    parts.append(
+        f'<rect class="plot-bg" x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none"/>'
+    )
+
+    # Y grid and labels.
+    parts.append('<g class="axis y-axis" font-size="11" text-anchor="end">')
+    for v in yt:
+        yy = y(v)
+        parts.append(
+            f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{_f(yy)}" y2="{_f(yy)}" '
+            f'stroke="#ddd" stroke-width="1"/>'
+            f'<text x="{left - 6}" y="{_f(yy + 4)}">{escape(humanize(v, spec.unit))}</text>'
+        )
+    parts.append("</g>")
+
+    # Time axis.
+    n_ticks = max(int(plot_w // 90), 2)
+    parts.append('<g class="axis x-axis" font-size="11" text-anchor="middle">')
+    parts.append(
+        f'<line x1="{left}" x2="{left + plot_w}" y1="{bottom}" y2="{bottom}" stroke="#999" stroke-width="1"/>'
+    )
+    for t, text in time_ticks(t_lo, t_hi, spec.tz, n_ticks):
+        xx = x(t)
+        if xx < left - 0.5 or xx > left + plot_w + 0.5:
+            continue
+        parts.append(
+            f'<line class="tick" x1="{_f(xx)}" x2="{_f(xx)}" y1="{bottom}" y2="{bottom + 4}" stroke="#999"/>'
+            f'<text x="{_f(xx)}" y="{bottom + 16}" data-ts="{t}">{escape(text)}</text>'
+        )
+    tzname = dt.datetime.fromtimestamp(t_hi / 1000, spec.tz).tzname() or ""
+    parts.append(
+        f'<text class="tz" x="{left + plot_w}" y="{bottom + AXIS_HEIGHT - 1}" text-anchor="end" '
+        f'font-size="10" fill="#777">{escape(tzname)}</text>'
+    )
+    parts.append("</g>")
+
+    if not present:
+        parts.append(
+            f'<text class="no-data" x="{_f(left + plot_w / 2)}" y="{_f(top + plot_h / 2)}" '
+            f'text-anchor="middle" font-size="14" fill="#888">No data</text>'
+        )
+
+    # Series.
+    gap = _gap_ms(prepared, spec)
+    total_points = sum(int(np.count_nonzero(~np.isnan(p.vals))) for p in prepared)
+    with_titles = total_points <= spec.max_point_titles
+    clip_id = f"clip{next(_clip_ids)}"
+    parts.append(
+        f'<clipPath id="{clip_id}"><rect x="{left}" y="{top - 2}" width="{plot_w}" height="{plot_h + 4}"/></clipPath>'
+    )
+    parts.append(f'<g class="series" clip-path="url(#{clip_id})" data-count="{len(prepared)}">')
+    for i, p in enumerate(prepared):
+        colour = PALETTE[i % len(PALETTE)]
+        dash = DASHES[(i // len(PALETTE)) % len(DASHES)]
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        segs = _segments(p.ts, p.vals, gap)
+        d_line: list[str] = []
+        d_area: list[str] = []
+        for a, b in segs:
+            pts = [(x(float(p.ts[k])), y(float(p.vals[k] + p.base[k]))) for k in range(a, b)]
+            d_line.append("M" + " L".join(f"{_f(px)},{_f(py)}" for px, py in pts))
+            if spec.mode == "stacked":
+                under = [(x(float(p.ts[k])), y(float(p.base[k]))) for k in range(b - 1, a - 1, -1)]
+                ring = pts + under
+                d_area.append("M" + " L".join(f"{_f(px)},{_f(py)}" for px, py in ring) + " Z")
+        name = _attr(p.series.name)
+        parts.append(f'<g class="s" data-name="{name}" fill="{colour}" fill-opacity="0">')
+        if d_area:
+            parts.append(f'<path class="area" d="{" ".join(d_area)}" fill-opacity="0.35" stroke="none"/>')
+        parts.append(
+            f'<path class="line" d="{" ".join(d_line)}" fill="none" stroke="{colour}" '
+            f'stroke-width="1.5" stroke-linejoin="round"{dash_attr} data-name="{name}" '
+            f'data-segments="{len(segs)}"/>'
+        )
+        # Point markers: invisible until hovered (they carry the tooltip); isolated points,
+        # which draw no line, are always visible.
+        tip_name = escape(p.series.name)
+        for a, b in segs:
+            isolated = b - a == 1
+            if not (with_titles or isolated):
+                continue
+            for k in range(a, b):
+                v = float(p.vals[k])
+                cx, cy = x(float(p.ts[k])), y(v + float(p.base[k]))
+                extra = ' class="iso" fill-opacity="1"' if isolated else ""
+                title = ""
+                if with_titles:
+                    when = dt.datetime.fromtimestamp(int(p.ts[k]) / 1000, spec.tz).strftime(
+                        "%Y-%m-%d %H:%M:%S"
+                    )
+                    title = f"<title>{tip_name}\n{when}: {escape(humanize(v, spec.unit))}</title>"
+                parts.append(f'<circle cx="{_f(cx)}" cy="{_f(cy)}" r="3"{extra}>{title}</circle>')
+        parts.append("</g>")
+    parts.append("</g>")
+
+    # Thresholds.
+    for th in spec.thresholds:
+        if y_lo <= th <= y_hi:
+            yy = _f(y(th))
+            parts.append(
+                f'<line class="threshold" x1="{left}" x2="{left + plot_w}" y1="{yy}" y2="{yy}" '
+                f'stroke="#d62728" stroke-width="1.5" stroke-dasharray="5 4">'
+                f"<title>threshold {escape(humanize(th, spec.unit))}</title></line>"
+            )
+
+    # Legend.
+    if legend_items:
+        ly0 = bottom + AXIS_HEIGHT + 4
+        parts.append('<g class="legend" font-size="11">')
+        for lx, row, i in legend_items:
+            s = shown[i]
+            colour = PALETTE[i % len(PALETTE)]
+            yy = ly0 + row * LEGEND_ROW
+            text = s.name if len(s.name) <= LEGEND_MAX_CHARS else s.name[: LEGEND_MAX_CHARS - 1] + "…"
+            parts.append(
+                f'<g class="legend-item"><title>{escape(s.name)}</title>'
+                f'<rect x="{_f(lx)}" y="{_f(yy)}" width="12" height="10" fill="{colour}"/>'
+                f'<text x="{_f(lx + 16)}" y="{_f(yy + 9)}">{escape(text or "{}")}</text></g>'
+            )
+        if len(all_series) > len(shown):
+            yy = ly0 + (legend_items[-1][1] + 1) * LEGEND_ROW
+            parts.append(
+                f'<text class="more" x="{left}" y="{_f(yy + 9)}" fill="#a00">'
+                f"showing {len(shown)} of {len(all_series)} series</text>"
+            )
+        parts.append("</g>")
+    parts.append("</svg>")
+    return "".join(parts)

@@ -1,0 +1,128 @@
+"""What the web pages read besides the query engine: pool summaries and target health.
+
+The CLI wires two async callables into ``create_app``: ``pools_provider()`` and
+``targets_provider()``. They may return these dataclasses or plain dicts with the same
+keys; ``coerce_pool`` / ``coerce_target`` turn either into the dataclass the templates use
+(unknown keys are ignored, missing ones take defaults).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from query.result import QueryResult
+
+
+@dataclass(frozen=True)
+class HostHealth:
+    """One host of a pool as the pools page shows it."""
+
+    address: str
+    status: str = "ALIVE"  # serverset status from discovery
+    health: str = "unknown"  # up | down | unknown (from the last scrape)
+    last_scrape: float | None = None  # unix seconds
+    last_error: str = ""
+
+
+@dataclass(frozen=True)
+class PoolSummary:
+    """A pool: its name, how many servers are running (ALIVE members), and its hosts."""
+
+    name: str
+    running: int = 0
+    hosts: tuple[HostHealth, ...] = ()
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def up(self) -> int:
+        return sum(1 for h in self.hosts if h.health == "up")
+
+    @property
+    def down(self) -> int:
+        return sum(1 for h in self.hosts if h.health == "down")
+
+
+@dataclass(frozen=True)
+class TargetHealth:
+    """A scrape target's last outcome as the targets page shows it."""
+
+    key: str
+    pool: str = ""
+    address: str = ""
+    url: str = ""
+    health: str = "unknown"  # up | down | unknown
+    last_scrape: float | None = None  # unix seconds of the last attempt
+    last_duration_s: float | None = None
+    last_error: str = ""
+    owner: str = ""  # the scraper that owns the target
+
+    @property
+    def link_url(self) -> str:
+        """The URL if it is safe to put in an href (http or https only), else empty."""
+        u = self.url.strip()
+        return u if u.lower().startswith(("http://", "https://")) else ""
+
+
+PoolsProvider = Callable[[], Awaitable[Sequence["PoolSummary | Mapping[str, Any]"]]]
+TargetsProvider = Callable[[], Awaitable[Sequence["TargetHealth | Mapping[str, Any]"]]]
+
+
+class QueryEngine(Protocol):
+    """The part of ``query.engine.Engine`` the pages use."""
+
+    async def range_query(self, expr: str, start_ms: int, end_ms: int, step_ms: int) -> QueryResult: ...
+
+    async def instant_query(self, expr: str, time_ms: int) -> QueryResult: ...
+
+
+def _pick(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+def _num(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def coerce_host(obj: HostHealth | Mapping[str, Any]) -> HostHealth:
+    if isinstance(obj, HostHealth):
+        return obj
+    d = _pick(HostHealth, obj)
+    d["address"] = str(d.get("address", ""))
+    d["last_scrape"] = _num(d.get("last_scrape"))
+    for k in ("status", "health", "last_error"):
+        if k in d:
+            d[k] = "" if d[k] is None else str(d[k])
+    return HostHealth(**d)
+
+
+def coerce_pool(obj: PoolSummary | Mapping[str, Any]) -> PoolSummary:
+    if isinstance(obj, PoolSummary):
+        return obj
+    d = _pick(PoolSummary, obj)
+    d["name"] = str(d.get("name", ""))
+    d["running"] = int(d.get("running") or 0)
+    d["hosts"] = tuple(coerce_host(h) for h in d.get("hosts") or ())
+    d["settings"] = dict(d.get("settings") or {})
+    return PoolSummary(**d)
+
+
+def coerce_target(obj: TargetHealth | Mapping[str, Any]) -> TargetHealth:
+    if isinstance(obj, TargetHealth):
+        return obj
+    d = _pick(TargetHealth, obj)
+    d["key"] = str(d.get("key", ""))
+    d["last_scrape"] = _num(d.get("last_scrape"))
+    d["last_duration_s"] = _num(d.get("last_duration_s"))
+    for k in ("pool", "address", "url", "health", "last_error", "owner"):
+        if k in d:
+            d[k] = "" if d[k] is None else str(d[k])
+    return TargetHealth(**d)
