@@ -1,0 +1,86 @@
+"""Per-pool scrape configuration beyond interval/timeout: limits, relabelling, honor_* flags.
+
+``ScrapeConfig.from_dict`` reads the YAML mapping of a pool's ``scrape`` section; an
+unknown key or a value of the wrong type raises ValueError naming the key and the
+expected type. Pool-level interval/timeout/path/scheme/labels stay in
+``discovery.target.ScrapeSettings``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from scraper.relabel import RelabelConfig, parse_relabel_configs
+
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+# key -> (expected type description, converter)
+_INT_KEYS = ("sample_limit", "label_limit", "label_name_length_limit", "label_value_length_limit")
+_BOOL_KEYS = ("honor_labels", "honor_timestamps", "strict_openmetrics")
+# Keys owned by discovery.target.ScrapeSettings that may sit in the same YAML section.
+SETTINGS_KEYS = frozenset({"interval", "timeout", "path", "scheme", "labels"})
+
+
+def parse_size(value: Any, where: str) -> int:
+    """``10MB``, ``512KiB``, ``1048576`` -> bytes."""
+    if isinstance(value, bool):
+        raise ValueError(f"{where}: expected a size (bytes or e.g. '10MB'), got bool")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{where}: must not be negative")
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m:
+            return int(float(m.group(1)) * _UNITS[(m.group(2) or "B").lower()])
+    raise ValueError(f"{where}: expected a size (bytes or e.g. '10MB'), got {value!r}")
+
+
+@dataclass(frozen=True)
+class ScrapeConfig:
+    """Limits and relabelling for every target of a pool (0 means "no limit")."""
+
+    body_size_limit: int = 0
+    sample_limit: int = 0
+    label_limit: int = 0
+    label_name_length_limit: int = 0
+    label_value_length_limit: int = 0
+    honor_labels: bool = False
+    honor_timestamps: bool = True
+    strict_openmetrics: bool = False
+    relabel_configs: tuple[RelabelConfig, ...] = ()
+    metric_relabel_configs: tuple[RelabelConfig, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "scrape", *, allow_settings_keys: bool = True) -> ScrapeConfig:
+        """Validate and build from a YAML mapping (``where`` prefixes every error message)."""
+        if d is None:
+            return cls()
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
+        kwargs: dict[str, Any] = {}
+        for key, value in d.items():
+            path = f"{where}.{key}"
+            if key in _INT_KEYS:
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise ValueError(f"{path}: expected a non-negative integer, got {value!r}")
+                kwargs[key] = value
+            elif key in _BOOL_KEYS:
+                if not isinstance(value, bool):
+                    raise ValueError(f"{path}: expected a boolean, got {type(value).__name__}")
+                kwargs[key] = value
+            elif key == "body_size_limit":
+                kwargs[key] = parse_size(value, path)
+            elif key in ("relabel_configs", "metric_relabel_configs"):
+                kwargs[key] = parse_relabel_configs(value, path)
+            elif allow_settings_keys and key in SETTINGS_KEYS:
+                continue
+            else:
+                allowed = sorted(set(_INT_KEYS) | set(_BOOL_KEYS) | {"body_size_limit", "relabel_configs",
+                                                                     "metric_relabel_configs"})
+                raise ValueError(f"{path}: unknown key (allowed: {', '.join(allowed)})")
+        return cls(**kwargs)

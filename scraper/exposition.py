@@ -1,0 +1,625 @@
+"""Exposition format parsers: Prometheus text 0.0.4 and OpenMetrics 1.0 text.
+
+Both parsers work line by line on a state object so that the scrape cache
+(``scraper.fastpath``) can run the full parser only on lines it has not seen
+before. ``parse(body, fmt)`` parses a whole body and raises ``ParseError``
+(``line N: reason``) on the first problem; with ``strict=True`` the OpenMetrics
+parser also enforces the value and grouping rules of the spec (counter values
+non-negative, histogram bucket order, ``_count`` equals the ``+Inf`` bucket...).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+FMT_TEXT = "text"
+FMT_OPENMETRICS = "openmetrics"
+
+# What Prometheus sends: prefer OpenMetrics, fall back to text 0.0.4.
+ACCEPT_HEADER = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+METRIC_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+# OpenMetrics "realnumber": plain decimal, no hex, no underscores.
+OM_DECIMAL_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+OM_SPECIAL = {"+inf": math.inf, "-inf": -math.inf, "inf": math.inf, "+infinity": math.inf,
+              "-infinity": -math.inf, "infinity": math.inf, "nan": math.nan}
+GO_INT_RE = re.compile(r"[+-]?[0-9]+")
+
+TEXT_TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped"})
+OM_TYPES = frozenset({"counter", "gauge", "histogram", "gaugehistogram", "stateset", "info", "summary",
+                      "unknown"})
+# Sample-name suffixes each OpenMetrics type owns ("" is the family name itself).
+OM_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
+    "summary": ("", "_count", "_sum", "_created"),
+    "stateset": ("",),
+    "info": ("_info",),
+    "unknown": ("",),
+}
+EXEMPLAR_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket",), "gaugehistogram": ("_bucket",)}
+EXEMPLAR_MAX_RUNES = 128
+
+
+class ParseError(ValueError):
+    """A body that is not valid exposition text; ``str()`` is ``line N: reason``."""
+
+    def __init__(self, line_no: int, reason: str) -> None:
+        super().__init__(f"line {line_no}: {reason}")
+        self.line_no = line_no
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class ParsedSample:
+    """One sample line. ``labels`` excludes ``__name__`` and keeps exposition order."""
+
+    name: str
+    labels: list[tuple[str, str]]
+    value: float
+    timestamp_ms: int | None
+    series_text: str  # the line up to (not including) the value, exactly as served
+    family: str
+    line_no: int = 0
+    exemplar: tuple[list[tuple[str, str]], float, float | None] | None = None
+    value_text: str = ""
+
+
+def content_format(content_type: str | None) -> str:
+    """Pick the parser from a response Content-Type (text 0.0.4 unless OpenMetrics)."""
+    if content_type and content_type.split(";", 1)[0].strip().lower() == "application/openmetrics-text":
+        return FMT_OPENMETRICS
+    return FMT_TEXT
+
+
+# ---------------------------------------------------------------------------- numbers
+
+
+def parse_go_float(tok: str) -> float:
+    """A float as Go's strconv.ParseFloat reads it (what text 0.0.4 uses); ValueError if not."""
+    if not tok or "_" in tok or tok != tok.strip():
+        raise ValueError(tok)
+    low = tok.lower()
+    if "x" in low:
+        sign = -1.0 if low.startswith("-") else 1.0
+        body = low.lstrip("+-")
+        if not body.startswith("0x") or "p" not in body:
+            raise ValueError(tok)
+        return sign * float.fromhex(body)
+    return float(tok)
+
+
+def parse_om_number(tok: str) -> float:
+    """An OpenMetrics number: decimal or ±Inf/NaN; no hex, underscores or blanks."""
+    if OM_DECIMAL_RE.fullmatch(tok):
+        return float(tok)
+    special = OM_SPECIAL.get(tok.lower())
+    if special is None:
+        raise ValueError(tok)
+    return special
+
+
+def om_timestamp_ms(tok: str) -> int:
+    """OpenMetrics timestamps are seconds (maybe fractional); returns milliseconds."""
+    if not OM_DECIMAL_RE.fullmatch(tok):
+        raise ValueError(tok)
+    if "e" in tok or "E" in tok or len(tok) > 15:
+        from decimal import Decimal
+
+        return int((Decimal(tok) * 1000).to_integral_value())
+    return round(float(tok) * 1000)
+
+
+# ---------------------------------------------------------------------------- labels
+
+
+def _unescape_label_value(raw: str, strict: bool, line_no: int) -> str:
+    if "\\" not in raw:
+        return raw
+    out = []
+    i = 0
+    n = len(raw)
+    while i < n:
+        c = raw[i]
+        if c == "\\" and i + 1 < n:
+            nxt = raw[i + 1]
+            if nxt == "\\":
+                out.append("\\")
+            elif nxt == '"':
+                out.append('"')
+            elif nxt == "n":
+                out.append("\n")
+            elif strict:
+                raise ParseError(line_no, f"invalid escape sequence '\\{nxt}' in label value")
+            else:
+                out.append("\\" + nxt)
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def _skip_blanks(s: str, i: int) -> int:
+    n = len(s)
+    while i < n and (s[i] == " " or s[i] == "\t"):
+        i += 1
+    return i
+
+
+def parse_label_set(s: str, i: int, line_no: int, *, text: bool) -> tuple[list[tuple[str, str]], int]:
+    """Parse ``{...}`` starting just after the ``{``; returns labels and the index after ``}``.
+
+    ``text=True``: text 0.0.4 rules (blanks allowed, trailing comma allowed, only \\\\ \\" \\n
+    escapes). ``text=False``: OpenMetrics (no blanks, no trailing comma, other escapes literal).
+    """
+    labels: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    n = len(s)
+    after_comma = False
+    while True:
+        if text:
+            i = _skip_blanks(s, i)
+        if i >= n:
+            raise ParseError(line_no, "unterminated label set (missing '}')")
+        if s[i] == "}":
+            if after_comma and not text:
+                raise ParseError(line_no, "trailing comma in label set")
+            return labels, i + 1
+        if labels and not after_comma:
+            raise ParseError(line_no, f"expected ',' or '}}' in label set at column {i + 1}")
+        m = LABEL_NAME_RE.match(s, i)
+        if m is None:
+            raise ParseError(line_no, f"invalid label name at column {i + 1}")
+        name = m.group()
+        i = m.end()
+        if text:
+            i = _skip_blanks(s, i)
+        if i >= n or s[i] != "=":
+            raise ParseError(line_no, f"expected '=' after label name {name!r}")
+        i += 1
+        if text:
+            i = _skip_blanks(s, i)
+        if i >= n or s[i] != '"':
+            raise ParseError(line_no, f"label {name!r} value must be a double-quoted string")
+        start = i + 1
+        j = start
+        while True:
+            q = s.find('"', j)
+            if q < 0:
+                raise ParseError(line_no, f"unterminated value of label {name!r}")
+            # count the backslashes just before the quote: odd means escaped
+            k = q - 1
+            while k >= start and s[k] == "\\":
+                k -= 1
+            if (q - 1 - k) % 2 == 0:
+                break
+            j = q + 1
+        value = _unescape_label_value(s[start:q], text, line_no)
+        i = q + 1
+        if name == "__name__":
+            raise ParseError(line_no, "label name '__name__' is reserved")
+        if name in seen:
+            raise ParseError(line_no, f"duplicate label name {name!r}")
+        seen.add(name)
+        labels.append((name, value))
+        if text:
+            i = _skip_blanks(s, i)
+        after_comma = False
+        if i < n and s[i] == ",":
+            after_comma = True
+            i += 1
+
+
+def _unescape_help(raw: str, strict: bool, line_no: int) -> str:
+    if "\\" not in raw:
+        return raw
+    out = []
+    i = 0
+    while i < len(raw):
+        c = raw[i]
+        if c == "\\" and i + 1 < len(raw):
+            nxt = raw[i + 1]
+            if nxt == "\\":
+                out.append("\\")
+            elif nxt == "n":
+                out.append("\n")
+            elif nxt == '"' and not strict:
+                out.append('"')
+            elif strict:
+                raise ParseError(line_no, f"invalid escape sequence '\\{nxt}' in HELP text")
+            else:
+                out.append("\\" + nxt)
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------- text 0.0.4
+
+
+@dataclass
+class TextState:
+    """What the text 0.0.4 parser remembers between lines of one body."""
+
+    types: dict[str, str] = field(default_factory=dict)
+    helps: set[str] = field(default_factory=set)
+    with_samples: set[str] = field(default_factory=set)
+    meta_names: dict[str, int] = field(default_factory=dict)
+
+    def family_of(self, name: str) -> str:
+        """expfmt's rule: a declared name, else a summary/histogram base it extends, else itself."""
+        if name in self.types:
+            return name
+        for suffix, kinds in (("_count", ("summary", "histogram")), ("_sum", ("summary", "histogram")),
+                              ("_bucket", ("histogram",))):
+            if name.endswith(suffix):
+                base = name[: -len(suffix)]
+                if self.types.get(base) in kinds:
+                    return base
+        return name
+
+    def metadata(self, line: str, line_no: int) -> str | None:
+        """Handle a comment line; returns the family a HELP/TYPE line names, else None."""
+        s = line.lstrip(" \t")
+        i = _skip_blanks(s, 1)  # after '#'
+        j = i
+        while j < len(s) and s[j] not in " \t":
+            j += 1
+        keyword = s[i:j]
+        if keyword not in ("HELP", "TYPE"):
+            return None
+        i = _skip_blanks(s, j)
+        if i >= len(s):
+            return None  # "# HELP" alone is an ordinary comment
+        j = i
+        while j < len(s) and s[j] not in " \t":
+            j += 1
+        name = s[i:j]
+        if not METRIC_NAME_RE.fullmatch(name):
+            raise ParseError(line_no, f"invalid metric name {name!r} in {keyword} line")
+        if j >= len(s):
+            return None  # no text after the name: an ordinary comment, as expfmt reads it
+        rest = s[_skip_blanks(s, j):]
+        if keyword == "HELP":
+            if name in self.helps:
+                raise ParseError(line_no, f"second HELP line for metric name {name!r}")
+            _unescape_help(rest, True, line_no)
+            self.helps.add(name)
+        else:
+            kind = rest.rstrip(" \t")
+            if kind not in TEXT_TYPES:
+                raise ParseError(line_no, f"unknown metric type {kind!r} for {name!r}")
+            if name in self.types or name in self.with_samples:
+                raise ParseError(
+                    line_no, f"second TYPE line for metric name {name!r}, or TYPE reported after samples"
+                )
+            self.types[name] = kind
+        return name
+
+    def sample(self, line: str, line_no: int) -> ParsedSample:
+        """Parse one sample line (raises ParseError)."""
+        n = len(line)
+        i = _skip_blanks(line, 0)
+        m = METRIC_NAME_RE.match(line, i)
+        if m is None:
+            raise ParseError(line_no, "invalid or missing metric name")
+        name = m.group()
+        i = _skip_blanks(line, m.end())
+        labels: list[tuple[str, str]] = []
+        if i < n and line[i] == "{":
+            labels, i = parse_label_set(line, i + 1, line_no, text=True)
+        elif i == m.end() and i < n:
+            raise ParseError(line_no, f"invalid character {line[i]!r} after metric name {name!r}")
+        series_end = i
+        i = _skip_blanks(line, i)
+        j = i
+        while j < n and line[j] not in " \t":
+            j += 1
+        tok = line[i:j]
+        if not tok:
+            raise ParseError(line_no, f"missing value for {name!r}")
+        try:
+            value = parse_go_float(tok)
+        except ValueError:
+            raise ParseError(line_no, f"invalid value {tok!r} for {name!r}") from None
+        i = _skip_blanks(line, j)
+        ts: int | None = None
+        if i < n:
+            j = i
+            while j < n and line[j] not in " \t":
+                j += 1
+            ttok = line[i:j]
+            if not GO_INT_RE.fullmatch(ttok):
+                raise ParseError(line_no, f"invalid timestamp {ttok!r} (text format wants integer ms)")
+            ts = int(ttok)
+            if not -(2**63) <= ts < 2**63:
+                raise ParseError(line_no, f"timestamp {ttok!r} out of range")
+            if _skip_blanks(line, j) < n:
+                raise ParseError(line_no, "unexpected text after timestamp")
+        family = self.family_of(name)
+        kind = self.types.get(family)
+        if kind == "summary" and name == family:
+            for k, v in labels:
+                if k == "quantile":
+                    try:
+                        parse_go_float(v)
+                    except ValueError:
+                        raise ParseError(line_no, f"invalid quantile {v!r}") from None
+        elif kind == "histogram" and name == family + "_bucket":
+            for k, v in labels:
+                if k == "le":
+                    try:
+                        parse_go_float(v)
+                    except ValueError:
+                        raise ParseError(line_no, f"invalid le bucket bound {v!r}") from None
+        return ParsedSample(name, labels, value, ts, line[:series_end], family, line_no, None, tok)
+
+
+# ---------------------------------------------------------------------------- OpenMetrics
+
+
+@dataclass
+class OMState:
+    """What the OpenMetrics parser remembers between lines of one body."""
+
+    types: dict[str, str] = field(default_factory=dict)
+    helps: set[str] = field(default_factory=set)
+    units: set[str] = field(default_factory=set)
+    families: list[str] = field(default_factory=list)  # in order of appearance
+    owned_names: dict[str, str] = field(default_factory=dict)  # sample name -> family
+    with_samples: set[str] = field(default_factory=set)
+    current: str | None = None  # family of the last metadata or sample line
+
+    def _open_family(self, name: str, kind: str | None, line_no: int) -> None:
+        if name in self.owned_names and self.owned_names[name] != name:
+            raise ParseError(line_no, f"metric family {name!r} clashes with family {self.owned_names[name]!r}")
+        if kind is not None:
+            for suffix in OM_SUFFIXES[kind]:
+                owner = self.owned_names.get(name + suffix)
+                if owner is not None and owner != name:
+                    raise ParseError(line_no, f"metric family {name!r} clashes with family {owner!r}")
+        if name not in self.families and name not in self.owned_names:
+            self.families.append(name)
+        for suffix in OM_SUFFIXES[kind or "unknown"]:
+            self.owned_names.setdefault(name + suffix, name)
+        self.owned_names[name] = name
+
+    def metadata(self, line: str, line_no: int) -> str:
+        """Handle a ``# HELP|TYPE|UNIT`` line (any other ``#`` line is an error)."""
+        if line == "# EOF":
+            raise ParseError(line_no, "unexpected # EOF")
+        parts = line.split(" ", 3)
+        if len(parts) < 4 or parts[0] != "#" or parts[1] not in ("HELP", "TYPE", "UNIT"):
+            if len(parts) >= 2 and parts[0] == "#" and parts[1] in ("HELP", "TYPE", "UNIT"):
+                raise ParseError(line_no, f"{parts[1]} line needs a metric name and a value")
+            raise ParseError(line_no, "invalid comment line (only # HELP, # TYPE, # UNIT and # EOF allowed)")
+        _, keyword, name, rest = parts
+        if not METRIC_NAME_RE.fullmatch(name):
+            raise ParseError(line_no, f"invalid metric name {name!r} in {keyword} line")
+        if name in self.with_samples:
+            raise ParseError(line_no, f"{keyword} line for {name!r} after its samples")
+        if self.current != name and name in self.owned_names and self.owned_names[name] == name:
+            raise ParseError(line_no, f"metadata for {name!r} is not contiguous with its family")
+        if keyword == "HELP":
+            if name in self.helps:
+                raise ParseError(line_no, f"second HELP line for {name!r}")
+            _unescape_help(rest, False, line_no)
+            self.helps.add(name)
+        elif keyword == "TYPE":
+            if rest not in OM_TYPES:
+                raise ParseError(line_no, f"unknown metric type {rest!r} for {name!r}")
+            if name in self.types:
+                raise ParseError(line_no, f"second TYPE line for {name!r}")
+            self.types[name] = rest
+        else:
+            if name in self.units:
+                raise ParseError(line_no, f"second UNIT line for {name!r}")
+            if rest and not name.endswith("_" + rest):
+                raise ParseError(line_no, f"metric name {name!r} must end with its unit '_{rest}'")
+            if rest and self.types.get(name) in ("info", "stateset"):
+                raise ParseError(line_no, f"{self.types[name]} metric {name!r} cannot have a unit")
+            self.units.add(name)
+        self._open_family(name, self.types.get(name), line_no)
+        if keyword == "TYPE":
+            for suffix in OM_SUFFIXES[rest]:
+                self.owned_names[name + suffix] = name
+        self.current = name
+        return name
+
+    def family_of(self, name: str) -> tuple[str, str]:
+        """The family a sample name belongs to (the current one if it owns the name) and its type."""
+        cur = self.current
+        if cur is not None:
+            kind = self.types.get(cur, "unknown")
+            if name.startswith(cur):
+                suffix = name[len(cur):]
+                if suffix in OM_SUFFIXES[kind]:
+                    return cur, kind
+        return name, "unknown"
+
+    def sample(self, line: str, line_no: int) -> ParsedSample:
+        """Parse one OpenMetrics sample line (raises ParseError)."""
+        m = METRIC_NAME_RE.match(line)
+        if m is None:
+            raise ParseError(line_no, "invalid or missing metric name")
+        name = m.group()
+        i = m.end()
+        n = len(line)
+        labels: list[tuple[str, str]] = []
+        if i < n and line[i] == "{":
+            labels, i = parse_label_set(line, i + 1, line_no, text=False)
+        series_end = i
+        if i >= n or line[i] != " ":
+            raise ParseError(line_no, f"expected a single space then the value after {line[:i]!r}")
+        i += 1
+        j = line.find(" ", i)
+        if j < 0:
+            j = n
+        tok = line[i:j]
+        try:
+            value = parse_om_number(tok)
+        except ValueError:
+            raise ParseError(line_no, f"invalid value {tok!r}") from None
+        ts = None
+        exemplar = None
+        if j < n:
+            rest = line[j + 1:]
+            if rest.startswith("# ") or rest == "#":
+                exemplar = self._exemplar(rest, line_no)
+            else:
+                k = rest.find(" ")
+                ttok = rest if k < 0 else rest[:k]
+                try:
+                    ts = om_timestamp_ms(ttok)
+                except (ValueError, ArithmeticError):
+                    raise ParseError(line_no, f"invalid timestamp {ttok!r}") from None
+                if k >= 0:
+                    ex = rest[k + 1:]
+                    if not ex.startswith("# "):
+                        raise ParseError(line_no, "unexpected text after timestamp")
+                    exemplar = self._exemplar(ex, line_no)
+        family, kind = self.family_of(name)
+        if family != self.current:
+            if family in self.owned_names:
+                raise ParseError(line_no, f"samples of {family!r} are not contiguous with their family")
+            self._open_family(family, None, line_no)
+            self.current = family
+        if exemplar is not None and not any(name == family + s for s in EXEMPLAR_SUFFIXES.get(kind, ())):
+            raise ParseError(line_no, f"exemplars are not allowed on {name!r} ({kind})")
+        self._check_type_labels(name, family, kind, labels, line_no)
+        return ParsedSample(name, labels, value, ts, line[:series_end], family, line_no, exemplar, tok)
+
+    @staticmethod
+    def _check_type_labels(name: str, family: str, kind: str, labels: list[tuple[str, str]],
+                           line_no: int) -> None:
+        d = dict(labels)
+        if kind in ("histogram", "gaugehistogram") and name == family + "_bucket":
+            le = d.get("le")
+            if le is None:
+                raise ParseError(line_no, f"{kind} bucket {name!r} without an 'le' label")
+            try:
+                bound = parse_om_number(le)
+            except ValueError:
+                raise ParseError(line_no, f"invalid le bound {le!r}") from None
+            if math.isinf(bound) and le not in ("+Inf", "-Inf"):
+                raise ParseError(line_no, f"non-canonical le bound {le!r} (use +Inf)")
+            if math.isnan(bound):
+                raise ParseError(line_no, "le bound cannot be NaN")
+        elif kind == "summary" and name == family:
+            q = d.get("quantile")
+            if q is None:
+                raise ParseError(line_no, f"summary quantile sample {name!r} without a 'quantile' label")
+            try:
+                qv = parse_om_number(q)
+            except ValueError:
+                raise ParseError(line_no, f"invalid quantile {q!r}") from None
+            if not 0.0 <= qv <= 1.0:
+                raise ParseError(line_no, f"quantile {q!r} outside [0, 1]")
+        elif kind == "stateset" and family not in d:
+            raise ParseError(line_no, f"stateset sample {name!r} needs a label named {family!r}")
+
+    def _exemplar(self, text: str, line_no: int) -> tuple[list[tuple[str, str]], float, float | None]:
+        # text starts with "# "
+        if not text.startswith("# {"):
+            raise ParseError(line_no, "exemplar must look like '# {labels} value [timestamp]'")
+        labels, i = parse_label_set(text, 3, line_no, text=False)
+        runes = sum(len(k) + len(v) for k, v in labels)
+        if runes > EXEMPLAR_MAX_RUNES:
+            raise ParseError(line_no, f"exemplar labels have {runes} characters, more than {EXEMPLAR_MAX_RUNES}")
+        rest = text[i:]
+        if not rest.startswith(" ") or rest == " ":
+            raise ParseError(line_no, "exemplar needs a space and a value after its labels")
+        parts = rest[1:].split(" ")
+        if len(parts) > 2 or any(p == "" for p in parts):
+            raise ParseError(line_no, "malformed exemplar value/timestamp")
+        try:
+            ev = parse_om_number(parts[0])
+        except ValueError:
+            raise ParseError(line_no, f"invalid exemplar value {parts[0]!r}") from None
+        ets = None
+        if len(parts) == 2:
+            if not OM_DECIMAL_RE.fullmatch(parts[1]):
+                raise ParseError(line_no, f"invalid exemplar timestamp {parts[1]!r}")
+            ets = float(parts[1])
+        return labels, ev, ets
+
+
+# ---------------------------------------------------------------------------- whole bodies
+
+
+def split_body(body: bytes, fmt: str) -> list[bytes]:
+    """The lines of a body, after the format's framing checks (final newline / # EOF)."""
+    if fmt == FMT_OPENMETRICS:
+        if body.endswith(b"# EOF\n"):
+            content = body[:-6]
+        elif body.endswith(b"# EOF"):
+            content = body[:-5]
+        else:
+            idx = body.find(b"# EOF")
+            line_no = body.count(b"\n", 0, idx) + 1 if idx >= 0 else body.count(b"\n") + 1
+            if idx >= 0 and (idx == 0 or body[idx - 1:idx] == b"\n"):
+                raise ParseError(line_no, "text after # EOF")
+            raise ParseError(line_no, "missing # EOF at the end of the body")
+        if content and not content.endswith(b"\n"):
+            raise ParseError(content.count(b"\n") + 1, "# EOF must start a line")
+        lines = content.split(b"\n")
+        lines.pop()  # after the last newline (content ends with \n or is empty)
+        return lines
+    if body and not body.endswith(b"\n"):
+        raise ParseError(body.count(b"\n") + 1, "the last line must end with a newline")
+    lines = body.split(b"\n")
+    lines.pop()
+    return lines
+
+
+def decode_line(raw: bytes, line_no: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParseError(line_no, "invalid UTF-8") from None
+
+
+def parse(body: bytes, fmt: str = FMT_TEXT, *, strict: bool = False) -> list[ParsedSample]:
+    """Parse a whole body into samples; ``ParseError`` says which line and why."""
+    lines = split_body(body, fmt)
+    out: list[ParsedSample] = []
+    if fmt == FMT_OPENMETRICS:
+        om = OMState()
+        for no, raw in enumerate(lines, 1):
+            line = decode_line(raw, no)
+            if not line:
+                raise ParseError(no, "blank line")
+            if line[0] == "#":
+                om.metadata(line, no)
+            else:
+                out.append(om.sample(line, no))
+                om.with_samples.add(out[-1].family)
+        if strict:
+            from scraper.omcheck import check_families
+
+            check_families(out, om.types)
+        return out
+    st = TextState()
+    for no, raw in enumerate(lines, 1):
+        line = decode_line(raw, no)
+        s = line.lstrip(" \t")
+        if not s:
+            continue
+        if s[0] == "#":
+            st.metadata(line, no)
+        else:
+            smp = st.sample(line, no)
+            st.with_samples.add(smp.family)
+            out.append(smp)
+    return out

@@ -1,0 +1,325 @@
+"""The per-target scrape cache: parse a body into series and values at little more than a float per line.
+
+Most lines of a scrape repeat the series text of the previous scrape. ``ScrapeCache``
+keeps, per series text (the bytes before the value), the final ``Series`` after target
+labels, ``metric_relabel_configs`` and limits (or ``None`` when relabelling drops it).
+The hot loop splits each line at its last space, looks the left part up and parses the
+right part as a float; anything it does not recognise (comments, new series, lines with
+timestamps or exemplars) goes through the full parser in ``scraper.exposition``.
+
+Cached entries are only valid under the same metadata (HELP/TYPE/UNIT lines) before
+them: a running hash of those lines is stored with each entry and compared on use.
+Each entry also carries the scrape generation that last saw it, which gives series
+added, duplicates and the series that disappeared (staleness) without per-scrape sets.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Generator
+from dataclasses import dataclass, field
+
+from scraper.config import ScrapeConfig
+from scraper.exposition import (
+    FMT_OPENMETRICS,
+    OMState,
+    ParsedSample,
+    ParseError,
+    TextState,
+    decode_line,
+    parse,
+    split_body,
+)
+from scraper.relabel import relabel
+from storage.model import METRIC_NAME, METRIC_NAME_RE, Series
+
+CHUNK_LINES = 20_000  # lines between yields to the event loop
+
+# entry slots
+_CTX, _SERIES, _GEN, _FAMILY, _EXPLICIT_TS = range(5)
+
+
+class ScrapeError(Exception):
+    """A scrape rejected as a whole; ``reason`` is a short label for metrics."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class ScrapeOutcome:
+    """What one body turned into."""
+
+    series: list[Series] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    explicit_ts: list[tuple[int, int]] = field(default_factory=list)  # (index, ms) overrides
+    stale: list[Series] = field(default_factory=list)
+    samples_scraped: int = 0
+    series_added: int = 0
+    duplicates: int = 0
+
+
+class _LineError(Exception):
+    def __init__(self, line: bytes, err: ParseError | ScrapeError) -> None:
+        self.line = line
+        self.err = err
+
+
+class ScrapeCache:
+    """Parsed-series cache and staleness tracker of one target's scrape loop."""
+
+    def __init__(self, target_labels: dict[str, str], config: ScrapeConfig | None = None) -> None:
+        self.target_labels = dict(target_labels)
+        self.config = config or ScrapeConfig()
+        self.entries: dict[bytes, list] = {}
+        self.gen = 1
+        self.prev_count = 0  # entries seen by the last successful scrape
+        self.last_series: list[Series] = []  # series of the last successful scrape
+        # per-scrape state used by the slow path
+        self._state: TextState | OMState = TextState()
+        self._ctx = 0
+        self._fam: str | None = None
+        self._fmt = ""
+
+    # ------------------------------------------------------------------ public
+
+    def process(self, body: bytes, fmt: str) -> Generator[None, None, ScrapeOutcome]:
+        """Parse ``body``; a generator that yields between chunks and returns the outcome.
+
+        Raises ParseError or ScrapeError (limits); call ``failed()`` afterwards then.
+        """
+        gen = self.gen
+        try:
+            if fmt == FMT_OPENMETRICS and self.config.strict_openmetrics:
+                parse(body, fmt, strict=True)
+            lines = split_body(body, fmt)
+            out = yield from self._run(lines, fmt, gen)
+        except BaseException:
+            self.gen = gen + 2  # nothing carries this generation's "previous" stamp
+            raise
+        self.gen = gen + 1
+        return out
+
+    def failed(self) -> list[Series]:
+        """The target is down: forget the last scrape; returns the series to mark stale."""
+        stale = self.last_series
+        self.last_series = []
+        self.prev_count = 0
+        return stale
+
+    # ------------------------------------------------------------------ internals
+
+    def _run(self, lines: list[bytes], fmt: str, gen: int) -> Generator[None, None, ScrapeOutcome]:
+        prev = gen - 1
+        out = ScrapeOutcome()
+        out_series = out.series
+        out_values = out.values
+        sa = out_series.append
+        va = out_values.append
+        get = self.entries.get
+        slow = self._slow
+        self._state = OMState() if fmt == FMT_OPENMETRICS else TextState()
+        self._fmt = fmt
+        self._ctx = ctx = 0
+        self._fam = fam = None
+        # slow-path entries seen, series added, duplicates, slow entries not in the previous scrape,
+        # slow-path sample lines
+        self._slow_dups = 0
+        self._counts = counts = [0, 0, 0, 0, 0]
+        enter = self._enter
+        hits = 0
+        nonprev = 0
+        sample_limit = self.config.sample_limit
+        try:
+            for start in range(0, len(lines), CHUNK_LINES):
+                for line in lines[start:start + CHUNK_LINES]:
+                    key, _, val = line.rpartition(b" ")
+                    e = get(key)
+                    if e is not None and e[0] == ctx:
+                        try:
+                            v = float(val)
+                        except ValueError:
+                            pass
+                        else:
+                            g = e[2]
+                            if g != prev:
+                                if g == gen:
+                                    counts[2] += 1
+                                    continue
+                                nonprev += 1
+                                if e[1] is not None:
+                                    counts[1] += 1
+                            e[2] = gen
+                            f = e[3]
+                            if f is not fam:
+                                fam = f
+                                enter(f, line)
+                            s = e[1]
+                            if s is not None:
+                                sa(s)
+                                va(v)
+                            hits += 1
+                            continue
+                    slow(line, out, gen)
+                    ctx = self._ctx
+                    fam = self._fam
+                if sample_limit and len(out_series) > sample_limit:
+                    raise ScrapeError(
+                        "sample_limit",
+                        f"sample_limit exceeded: more than {sample_limit} samples after metric relabelling",
+                    )
+                if start + CHUNK_LINES < len(lines):
+                    yield
+        except _LineError as le:
+            no = next((i for i, x in enumerate(lines, 1) if x is le.line), 0)
+            if isinstance(le.err, ParseError):
+                raise ParseError(no, le.err.reason) from None
+            raise ScrapeError(le.err.reason, f"line {no}: {le.err}") from None
+        seen = hits + counts[0]
+        out.duplicates = counts[2]
+        out.samples_scraped = hits + counts[4] + (counts[2] - self._slow_dups)
+        out.series_added = counts[1]
+        if seen - (nonprev + counts[3]) < self.prev_count or len(self.entries) > 2 * seen + 1000:
+            out.stale = self._sweep(gen, prev, out_series)
+        self.prev_count = seen
+        self.last_series = out_series
+        return out
+
+    def _sweep(self, gen: int, prev: int, current: list[Series]) -> list[Series]:
+        """Series seen last scrape but not this one; drops entries this scrape did not see."""
+        gone = [e for e in self.entries.values() if e[2] == prev and e[1] is not None and not e[4]]
+        stale: list[Series] = []
+        if gone:
+            now = {s.id for s in current}
+            done: set[int] = set()
+            for e in gone:
+                s = e[1]
+                if s.id not in now and s.id not in done:
+                    done.add(s.id)
+                    stale.append(s)
+        self.entries = {k: e for k, e in self.entries.items() if e[2] == gen}
+        return stale
+
+    def _enter(self, family: str, line: bytes) -> None:
+        """A sample of another family than the previous line's: ordering rules per format."""
+        st = self._state
+        if isinstance(st, OMState):
+            if family in st.with_samples:
+                raise _LineError(line, ParseError(0, f"samples of {family!r} are not contiguous with their family"))
+            if family != st.current:
+                if family in st.owned_names:
+                    raise _LineError(
+                        line, ParseError(0, f"samples of {family!r} are not contiguous with their family")
+                    )
+                try:
+                    st._open_family(family, None, 0)
+                except ParseError as exc:
+                    raise _LineError(line, exc) from None
+                st.current = family
+        st.with_samples.add(family)
+        self._fam = family
+
+    def _slow(self, line: bytes, out: ScrapeOutcome, gen: int) -> None:
+        """Everything the hot loop did not take: metadata, blank lines, new or unusual samples."""
+        st = self._state
+        try:
+            text = decode_line(line, 0)
+            if isinstance(st, OMState):
+                if not text:
+                    raise ParseError(0, "blank line")
+                if text[0] == "#":
+                    st.metadata(text, 0)
+                    self._ctx = hash((self._ctx, line))
+                    self._fam = None
+                    return
+            else:
+                stripped = text.lstrip(" \t")
+                if not stripped:
+                    return
+                if stripped[0] == "#":
+                    if st.metadata(text, 0) is not None:
+                        self._ctx = hash((self._ctx, line))
+                    return
+            p = st.sample(text, 0)
+        except ParseError as exc:
+            raise _LineError(line, exc) from None
+        family = sys.intern(p.family)
+        if family is not self._fam:
+            self._enter(family, line)
+        key = p.series_text.encode()
+        e = self.entries.get(key)
+        explicit = p.timestamp_ms is not None and self.config.honor_timestamps
+        if e is None or e[0] != self._ctx:
+            try:
+                series = self._build(p)
+            except ScrapeError as exc:
+                raise _LineError(line, exc) from None
+            e = [self._ctx, series, -1, family, explicit]
+            self.entries[key] = e
+        counts = self._counts
+        counts[4] += 1
+        g = e[2]
+        if g == gen and not explicit:
+            counts[2] += 1
+            self._slow_dups += 1
+            return
+        if g != gen:
+            counts[0] += 1
+            if g != gen - 1:
+                counts[3] += 1
+                if e[1] is not None:
+                    counts[1] += 1
+        e[2] = gen
+        e[4] = explicit
+        if e[1] is not None:
+            out.series.append(e[1])
+            out.values.append(p.value)
+            if explicit:
+                out.explicit_ts.append((len(out.series) - 1, p.timestamp_ms))
+
+    def _build(self, p: ParsedSample) -> Series | None:
+        """Target labels (honor_labels rules), metric relabelling and label limits for one series."""
+        cfg = self.config
+        labels = dict(p.labels)
+        for k, v in self.target_labels.items():
+            if k in labels:
+                if cfg.honor_labels:
+                    if labels[k] == "":
+                        labels[k] = v
+                    continue
+                ek = "exported_" + k
+                while ek in labels:
+                    ek = "exported_" + ek
+                labels[ek] = labels[k]
+            labels[k] = v
+        labels[METRIC_NAME] = p.name
+        if cfg.metric_relabel_configs:
+            res = relabel(labels, cfg.metric_relabel_configs)
+            if res is None:
+                return None
+            labels = res
+        final = tuple(sorted((k, v) for k, v in labels.items() if v != ""))
+        name = labels.get(METRIC_NAME, "")
+        if not name or not METRIC_NAME_RE.match(name):
+            return None
+        if cfg.label_limit and len(final) > cfg.label_limit:
+            raise ScrapeError(
+                "label_limit",
+                f"label_limit exceeded (metric {name!r}: {len(final)} labels, limit {cfg.label_limit})",
+            )
+        if cfg.label_name_length_limit or cfg.label_value_length_limit:
+            for k, v in final:
+                if cfg.label_name_length_limit and len(k) > cfg.label_name_length_limit:
+                    raise ScrapeError(
+                        "label_name_length_limit",
+                        f"label_name_length_limit exceeded (metric {name!r}, label name {k[:50]!r}: "
+                        f"{len(k)} characters, limit {cfg.label_name_length_limit})",
+                    )
+                if cfg.label_value_length_limit and len(v) > cfg.label_value_length_limit:
+                    raise ScrapeError(
+                        "label_value_length_limit",
+                        f"label_value_length_limit exceeded (metric {name!r}, label {k!r}: value of "
+                        f"{len(v)} characters, limit {cfg.label_value_length_limit})",
+                    )
+        return Series.of(final)

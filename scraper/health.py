@@ -1,0 +1,29 @@
+"""The per-target scrape status the web pages and the API show."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+UP = "up"
+DOWN = "down"
+UNKNOWN = "unknown"
+
+
+@dataclass
+class TargetHealth:
+    """The last scrape of one target as seen by its scrape loop."""
+
+    target: str  # pool/host:port
+    pool: str
+    address: str
+    url: str
+    health: str = UNKNOWN  # up | down | unknown
+    last_scrape: float = 0.0  # unix seconds of the last scrape start, 0 = never
+    last_duration_s: float = 0.0
+    last_error: str = ""
+    samples_scraped: int = 0
+    interval_s: float = 0.0
+    labels: dict[str, str] | None = None  # target labels after relabel_configs
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,236 @@
+"""One target's scrape loop: fetch on a hash-derived phase of the interval, parse, write.
+
+Every scrape writes the target's samples plus the five synthetic series Prometheus
+writes (``up``, ``scrape_duration_seconds``, ``scrape_samples_scraped``,
+``scrape_samples_post_metric_relabeling``, ``scrape_series_added``) and stale markers
+for series that disappeared, or for every series when the scrape failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import time
+
+import aiohttp
+
+from discovery.target import Target
+from scraper.config import ScrapeConfig
+from scraper.exposition import ACCEPT_HEADER, ParseError, content_format
+from scraper.fastpath import ScrapeCache, ScrapeError, ScrapeOutcome
+from scraper.health import DOWN, UP, TargetHealth
+from scraper.selfmetrics import ScraperMetrics, scraper_metrics
+from scraper.targetlabels import ResolvedTarget, resolve_target
+from storage.base import SampleWriter
+from storage.model import METRIC_NAME, STALE_NAN, SampleBatch, Series
+
+log = logging.getLogger(__name__)
+
+SYNTHETIC = (
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+)
+USER_AGENT = "ringmon-scraper/0.1"
+
+
+def scrape_offset_s(key: str, interval_s: float) -> float:
+    """The target's stable phase within its interval, derived from a hash of its key."""
+    h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+    interval_ms = max(1, round(interval_s * 1000))
+    return (h % interval_ms) / 1000.0
+
+
+def next_slot(now: float, interval_s: float, offset_s: float) -> float:
+    """The first time >= now that is ``offset_s`` past a multiple of the interval."""
+    base = math.floor((now - offset_s) / interval_s) * interval_s + offset_s
+    return base if base >= now else base + interval_s
+
+
+class ScrapeLoop:
+    """Scrapes one target every interval over a shared aiohttp session."""
+
+    def __init__(
+        self,
+        target: Target,
+        writer: SampleWriter,
+        session: aiohttp.ClientSession,
+        *,
+        config: ScrapeConfig | None = None,
+        pool_name: str = "scraper",
+        metrics: ScraperMetrics | None = None,
+        resolved: ResolvedTarget | None = None,
+    ) -> None:
+        self.target = target
+        self.config = config or ScrapeConfig()
+        self.writer = writer
+        self.session = session
+        self.pool_name = pool_name
+        self.metrics = metrics or scraper_metrics()
+        res = resolved or resolve_target(target, self.config)
+        if res is None:
+            raise ValueError(f"target {target.key} is dropped by relabel_configs")
+        self.labels = res.labels
+        self.url = res.url
+        s = target.settings
+        self.interval_s = max(0.001, s.interval_s)
+        self.timeout_s = max(0.001, min(s.timeout_s, self.interval_s))
+        self.offset_s = scrape_offset_s(target.key, self.interval_s)
+        self.health = TargetHealth(
+            target=target.key, pool=target.pool, address=target.address, url=self.url,
+            interval_s=self.interval_s, labels=dict(self.labels),
+        )
+        self.cache = ScrapeCache(self.labels, self.config)
+        self.synthetic = [Series.of(tuple(sorted({**self.labels, METRIC_NAME: n}.items()))) for n in SYNTHETIC]
+        self.headers = {
+            "Accept": ACCEPT_HEADER,
+            "User-Agent": USER_AGENT,
+            "X-Prometheus-Scrape-Timeout-Seconds": f"{self.timeout_s:g}",
+        }
+        self.scrape_times: list[float] = []  # recent scrape start times (unix s), for tests and pages
+        self._task: asyncio.Task | None = None
+        self._m_failures = {}
+        self._m_scrapes = self.metrics.scrapes.labels(pool_name)
+        self._m_duration = self.metrics.duration.labels(pool_name)
+        self._m_samples = self.metrics.samples.labels(pool_name)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"scrape {self.target.key}")
+
+    async def stop(self, *, mark_stale: bool = False) -> None:
+        """Stop the loop; with ``mark_stale`` write stale markers for everything it wrote."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        if mark_stale:
+            stale = self.cache.failed() + self.synthetic
+            batch = SampleBatch(self.target.key)
+            ts = int(time.time() * 1000)
+            batch.series = stale
+            batch.timestamps = [ts] * len(stale)
+            batch.values = [STALE_NAN] * len(stale)
+            try:
+                await self.writer.append(batch)
+                self._m_samples.inc(len(batch))
+            except Exception as exc:  # noqa: BLE001 - shutting down; say so and move on
+                log.warning("stale markers for %s not written: %s", self.target.key, exc)
+
+    async def _run(self) -> None:
+        next_t = next_slot(time.time(), self.interval_s, self.offset_s)
+        while True:
+            delay = next_t - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                await self.scrape_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a writer failure must not kill the loop
+                log.exception("scrape of %s failed unexpectedly", self.target.key)
+            next_t += self.interval_s
+            now = time.time()
+            if next_t < now:  # fell behind (slow writer): skip the missed slots, keep the phase
+                next_t = next_slot(now, self.interval_s, self.offset_s)
+
+    # ------------------------------------------------------------------ one scrape
+
+    async def fetch(self) -> tuple[bytes, str]:
+        """GET the target within the timeout and body size limit; returns (body, format)."""
+        limit = self.config.body_size_limit
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async with self.session.get(self.url, headers=self.headers) as resp:
+                    if resp.status != 200:
+                        raise ScrapeError("http_status", f"server returned HTTP status {resp.status} {resp.reason}")
+                    fmt = content_format(resp.headers.get("Content-Type"))
+                    if not limit:
+                        return await resp.read(), fmt
+                    if resp.content_length is not None and resp.content_length > limit and not resp.headers.get(
+                        "Content-Encoding"
+                    ):
+                        raise ScrapeError(
+                            "body_size_limit",
+                            f"body size limit exceeded: Content-Length {resp.content_length} > {limit} bytes",
+                        )
+                    chunks = []
+                    total = 0
+                    async for chunk in resp.content.iter_any():
+                        total += len(chunk)
+                        if total > limit:
+                            raise ScrapeError("body_size_limit", f"body size limit exceeded: more than {limit} bytes")
+                        chunks.append(chunk)
+                    return b"".join(chunks), fmt
+        except TimeoutError:
+            raise ScrapeError("timeout", f"scrape timed out after {self.timeout_s:g}s") from None
+        except aiohttp.ClientError as exc:
+            raise ScrapeError("connection", f"{type(exc).__name__}: {exc}") from None
+
+    async def scrape_once(self) -> ScrapeOutcome | None:
+        """Scrape now, write the batch; returns the outcome (None when the scrape failed)."""
+        start = time.time()
+        ts_ms = int(start * 1000)
+        self.scrape_times.append(start)
+        if len(self.scrape_times) > 1000:
+            del self.scrape_times[:500]
+        self._m_scrapes.inc()
+        out: ScrapeOutcome | None = None
+        error = ""
+        reason = ""
+        try:
+            body, fmt = await self.fetch()
+            proc = self.cache.process(body, fmt)
+            try:
+                while True:
+                    next(proc)
+                    await asyncio.sleep(0)
+            except StopIteration as stop:
+                out = stop.value
+        except ScrapeError as exc:
+            error, reason = str(exc), exc.reason
+        except ParseError as exc:
+            error, reason = f"parse error: {exc}", "parse"
+        duration = time.time() - start
+        batch = SampleBatch(self.target.key)
+        if out is not None:
+            n = len(out.series)
+            batch.series = out.series + out.stale + self.synthetic
+            values = out.values
+            values.extend([STALE_NAN] * len(out.stale))
+            values.extend((1.0, duration, float(out.samples_scraped), float(n), float(out.series_added)))
+            batch.values = values
+            timestamps = [ts_ms] * len(batch.series)
+            for idx, explicit in out.explicit_ts:
+                timestamps[idx] = explicit
+            batch.timestamps = timestamps
+            self.health.health = UP
+            self.health.last_error = ""
+            self.health.samples_scraped = out.samples_scraped
+        else:
+            stale = self.cache.failed()
+            batch.series = stale + self.synthetic
+            batch.values = [STALE_NAN] * len(stale) + [0.0, duration, 0.0, 0.0, 0.0]
+            batch.timestamps = [ts_ms] * len(batch.series)
+            self.health.health = DOWN
+            self.health.last_error = error
+            self.health.samples_scraped = 0
+            m = self._m_failures.get(reason)
+            if m is None:
+                m = self._m_failures[reason] = self.metrics.failures.labels(self.pool_name, reason)
+            m.inc()
+        self.health.last_scrape = start
+        self.health.last_duration_s = duration
+        await self.writer.append(batch)
+        self._m_samples.inc(len(batch))
+        self._m_duration.observe(time.time() - start)
+        return out

@@ -1,0 +1,168 @@
+"""Prometheus relabelling: ``relabel_configs`` (targets) and ``metric_relabel_configs`` (series).
+
+Actions: replace, keep, drop, keepequal, dropequal, hashmod, labelmap, labeldrop,
+labelkeep, lowercase, uppercase. Regexes are anchored at both ends as in Prometheus;
+``$1``/``${1}``/``$name``/``${name}`` expand in ``target_label`` and ``replacement``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from storage.model import LABEL_NAME_RE
+
+ACTIONS = (
+    "replace", "keep", "drop", "keepequal", "dropequal", "hashmod", "labelmap", "labeldrop", "labelkeep",
+    "lowercase", "uppercase",
+)
+_NEEDS_TARGET = {"replace", "hashmod", "lowercase", "uppercase", "keepequal", "dropequal"}
+_KEYS = {"source_labels": "list of strings", "separator": "string", "target_label": "string",
+         "regex": "string", "modulus": "integer", "replacement": "string", "action": "string"}
+_TEMPLATE_RE = re.compile(r"\$(?:\$|\{([a-zA-Z0-9_]+)\}|([a-zA-Z0-9_]+))")
+
+
+def expand(template: str, m: re.Match[str]) -> str:
+    """Go regexp.Expand: ``$1``, ``${1}``, ``$name``; unknown groups expand to ''; ``$$`` is '$'."""
+    if "$" not in template:
+        return template
+
+    def sub(t: re.Match[str]) -> str:
+        if t.group(0) == "$$":
+            return "$"
+        ref = t.group(1) or t.group(2)
+        try:
+            val = m.group(int(ref)) if ref.isdigit() else m.group(ref)
+        except IndexError:
+            return ""
+        return val or ""
+
+    return _TEMPLATE_RE.sub(sub, template)
+
+
+def _hashmod(value: str, modulus: int) -> int:
+    digest = hashlib.md5(value.encode()).digest()
+    return int.from_bytes(digest[8:], "big") % modulus
+
+
+@dataclass(frozen=True)
+class RelabelConfig:
+    """One relabelling step."""
+
+    action: str = "replace"
+    source_labels: tuple[str, ...] = ()
+    separator: str = ";"
+    target_label: str = ""
+    regex: str = "(.*)"
+    modulus: int = 0
+    replacement: str = "$1"
+    compiled: re.Pattern[str] = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "compiled", re.compile(f"^(?:{self.regex})$", re.DOTALL))
+        except re.error as exc:
+            raise ValueError(f"invalid regex {self.regex!r}: {exc}") from None
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "relabel_config") -> RelabelConfig:
+        """Build from YAML; an unknown key, wrong type or bad value raises ValueError naming it."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
+        for k, v in d.items():
+            if k not in _KEYS:
+                raise ValueError(f"{where}: unknown key {k!r} (allowed: {', '.join(sorted(_KEYS))})")
+            want = _KEYS[k]
+            if want == "string" and not isinstance(v, str):
+                raise ValueError(f"{where}.{k}: expected {want}, got {type(v).__name__}")
+            if want == "integer" and (not isinstance(v, int) or isinstance(v, bool)):
+                raise ValueError(f"{where}.{k}: expected {want}, got {type(v).__name__}")
+            if want == "list of strings" and (
+                not isinstance(v, list) or not all(isinstance(x, str) for x in v)
+            ):
+                raise ValueError(f"{where}.{k}: expected {want}, got {v!r}")
+        action = d.get("action", "replace").lower()
+        if action not in ACTIONS:
+            raise ValueError(f"{where}.action: unknown action {action!r} (one of {', '.join(ACTIONS)})")
+        kwargs: dict[str, Any] = {"action": action}
+        if "source_labels" in d:
+            kwargs["source_labels"] = tuple(d["source_labels"])
+        for k in ("separator", "target_label", "regex", "replacement", "modulus"):
+            if k in d:
+                kwargs[k] = d[k]
+        try:
+            cfg = cls(**kwargs)
+        except ValueError as exc:
+            raise ValueError(f"{where}.regex: {exc}") from None
+        if action in _NEEDS_TARGET and not cfg.target_label:
+            raise ValueError(f"{where}: action {action!r} needs target_label")
+        if action == "hashmod" and cfg.modulus <= 0:
+            raise ValueError(f"{where}.modulus: action 'hashmod' needs a positive integer modulus")
+        if action in ("lowercase", "uppercase", "keepequal", "dropequal", "hashmod") and not LABEL_NAME_RE.match(
+            cfg.target_label
+        ):
+            raise ValueError(f"{where}.target_label: {cfg.target_label!r} is not a valid label name")
+        if action in ("labeldrop", "labelkeep") and ("source_labels" in d or "target_label" in d):
+            raise ValueError(f"{where}: action {action!r} takes only regex")
+        return cfg
+
+
+def parse_relabel_configs(items: Any, where: str) -> tuple[RelabelConfig, ...]:
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise ValueError(f"{where}: expected a list, got {type(items).__name__}")
+    return tuple(RelabelConfig.from_dict(d, f"{where}[{i}]") for i, d in enumerate(items))
+
+
+def relabel(labels: dict[str, str], configs: tuple[RelabelConfig, ...]) -> dict[str, str] | None:
+    """Apply configs in order to a label dict (changed in place); None when the set is dropped."""
+    for cfg in configs:
+        action = cfg.action
+        if action in ("labeldrop", "labelkeep", "labelmap"):
+            rx = cfg.compiled
+            if action == "labelmap":
+                for name in list(labels):
+                    m = rx.match(name)
+                    if m:
+                        labels[expand(cfg.replacement, m)] = labels[name]
+            else:
+                keep = action == "labelkeep"
+                for name in list(labels):
+                    if (rx.match(name) is not None) != keep:
+                        del labels[name]
+            continue
+        value = cfg.separator.join(labels.get(n, "") for n in cfg.source_labels)
+        if action == "replace":
+            m = cfg.compiled.match(value)
+            if m is None:
+                continue
+            target = expand(cfg.target_label, m)
+            if not LABEL_NAME_RE.match(target):
+                continue
+            res = expand(cfg.replacement, m)
+            if res:
+                labels[target] = res
+            else:
+                labels.pop(target, None)
+        elif action == "keep":
+            if cfg.compiled.match(value) is None:
+                return None
+        elif action == "drop":
+            if cfg.compiled.match(value) is not None:
+                return None
+        elif action == "keepequal":
+            if value != labels.get(cfg.target_label, ""):
+                return None
+        elif action == "dropequal":
+            if value == labels.get(cfg.target_label, ""):
+                return None
+        elif action == "hashmod":
+            labels[cfg.target_label] = str(_hashmod(value, cfg.modulus))
+        elif action == "lowercase":
+            labels[cfg.target_label] = value.lower()
+        elif action == "uppercase":
+            labels[cfg.target_label] = value.upper()
+    return labels

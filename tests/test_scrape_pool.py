@@ -1,0 +1,179 @@
+"""ScrapePool/ScrapeLoop against real local HTTP targets: sync, health, synthetic series, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+from aiohttp import web
+
+from discovery.target import ScrapeSettings, Target
+from scraper.loop import SYNTHETIC, ScrapeLoop, next_slot, scrape_offset_s
+from scraper.memwriter import MemoryWriter
+from scraper.pool import ScrapePool
+from storage.model import is_stale
+
+BODY = b"""# HELP http_requests_total Requests.
+# TYPE http_requests_total counter
+http_requests_total{method="get",code="200"} 1027
+http_requests_total{method="post",code="500"} 3
+# TYPE temp gauge
+temp{job="exporter-job"} 21.5
+"""
+
+
+class Target_:
+    """A tiny local exporter whose body and status the test controls."""
+
+    def __init__(self) -> None:
+        self.body = BODY
+        self.status = 200
+        self.content_type = "text/plain; version=0.0.4"
+        self.hits = 0
+        self.delay = 0.0
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.hits += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return web.Response(body=self.body, status=self.status, headers={"Content-Type": self.content_type})
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_get("/metrics", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+async def exporter():
+    t = Target_()
+    await t.start()
+    yield t
+    await t.stop()
+
+
+async def _wait(cond, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        if loop.time() > end:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def _values(writer: MemoryWriter, key: str) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for b in writer.for_target(key):
+        for s, v in zip(b.series, b.values, strict=True):
+            out.setdefault(s.metric + str(sorted(s.as_dict().items())), []).append(v)
+    return out
+
+
+async def test_scrape_once_labels_values_and_synthetic(exporter):
+    t = Target("web", f"127.0.0.1:{exporter.port}", ScrapeSettings(interval_s=1, timeout_s=1,
+                                                                  labels=(("dc", "east"),)))
+    w = MemoryWriter()
+    pool = ScrapePool(w, name="t1")
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        loop = ScrapeLoop(t, w, session, metrics=pool.metrics)
+        out = await loop.scrape_once()
+    assert out is not None
+    (batch,) = w.batches
+    assert batch.target == "web/" + t.address
+    got = {tuple(sorted(s.as_dict().items())): v for s, v in zip(batch.series, batch.values, strict=True)}
+    inst = t.address
+    assert got[(("__name__", "http_requests_total"), ("code", "200"), ("dc", "east"), ("instance", inst),
+                ("job", "web"), ("method", "get"))] == 1027
+    # conflicting "job" from the exporter is kept as exported_job
+    assert got[(("__name__", "temp"), ("dc", "east"), ("exported_job", "exporter-job"), ("instance", inst),
+                ("job", "web"))] == 21.5
+    names = {s.metric: v for s, v in zip(batch.series, batch.values, strict=True)}
+    for n in SYNTHETIC:
+        assert n in names
+    assert names["up"] == 1.0
+    assert names["scrape_samples_scraped"] == 3
+    assert names["scrape_samples_post_metric_relabeling"] == 3
+    assert names["scrape_series_added"] == 3
+    assert len(set(batch.timestamps)) == 1
+    assert loop.health.health == "up" and loop.health.samples_scraped == 3
+
+
+async def test_pool_sync_health_and_down_target(exporter):
+    w = MemoryWriter()
+    pool = ScrapePool(w, name="t2")
+    live = Target("web", f"127.0.0.1:{exporter.port}", ScrapeSettings(interval_s=0.2, timeout_s=0.2))
+    dead = Target("web", "127.0.0.1:1", ScrapeSettings(interval_s=0.2, timeout_s=0.2))
+    try:
+        await pool.sync([live, dead])
+        await _wait(lambda: all(h.last_scrape for h in pool.health()))
+        by_key = {h.target: h for h in pool.health()}
+        assert by_key[live.key].health == "up"
+        assert by_key[dead.key].health == "down" and by_key[dead.key].last_error
+        d = by_key[dead.key].to_dict()
+        assert d["url"] == "http://127.0.0.1:1/metrics" and d["health"] == "down"
+        ups = {b.target: v for b in w.batches for s, v in zip(b.series, b.values, strict=True) if s.metric == "up"}
+        assert ups[live.key] == 1.0 and ups[dead.key] == 0.0
+        first_loop = pool.loops[live.key]
+        # same targets: nothing restarts
+        await pool.sync([live, dead])
+        assert pool.loops[live.key] is first_loop
+        # changed settings: that loop restarts, the other does not
+        dead_loop = pool.loops[dead.key]
+        live2 = Target("web", live.address, ScrapeSettings(interval_s=0.3, timeout_s=0.2))
+        await pool.sync([live2, dead])
+        assert pool.loops[live.key] is not first_loop and pool.loops[dead.key] is dead_loop
+        # removed target: its loop stops and its series get stale markers
+        n_before = len(w.batches)
+        await pool.sync([dead])
+        assert live.key not in pool.loops
+        stale_batches = [b for b in w.batches[n_before:] if b.target == live.key]
+        assert stale_batches and all(is_stale(v) for v in stale_batches[-1].values)
+    finally:
+        await pool.stop()
+    assert pool.health() == []
+
+
+async def test_failed_scrape_marks_down_with_reason_and_stale(exporter):
+    w = MemoryWriter()
+    t = Target("web", f"127.0.0.1:{exporter.port}", ScrapeSettings(interval_s=1, timeout_s=1))
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        loop = ScrapeLoop(t, w, session)
+        assert await loop.scrape_once() is not None
+        exporter.status = 500
+        assert await loop.scrape_once() is None
+        assert "HTTP status 500" in loop.health.last_error
+        b = w.batches[-1]
+        vals = {s.metric: v for s, v in zip(b.series, b.values, strict=True) if s.metric in SYNTHETIC}
+        assert vals["up"] == 0.0
+        stale = [s for s, v in zip(b.series, b.values, strict=True) if is_stale(v)]
+        assert {s.metric for s in stale} == {"http_requests_total", "temp"}
+        exporter.status = 200
+        exporter.body = b"ok 1\nbroken{ 2\n"
+        assert await loop.scrape_once() is None
+        assert loop.health.last_error.startswith("parse error: line 2:")
+
+
+def test_offset_is_stable_and_spread():
+    a = scrape_offset_s("web/h1:9100", 10)
+    assert a == scrape_offset_s("web/h1:9100", 10)
+    offsets = {round(scrape_offset_s(f"web/h{i}:9100", 10), 1) for i in range(200)}
+    assert len(offsets) > 50  # spread over the interval, not bunched
+    assert all(0 <= scrape_offset_s(f"web/h{i}:9100", 10) < 10 for i in range(200))
+    slot = next_slot(1000.3, 10, a)
+    assert slot >= 1000.3 and math.isclose((slot - a) % 10, 0, abs_tol=1e-6)
