@@ -1,0 +1,317 @@
+"""Lossless batching writer from scrapers to Cassandra, with a disk spool for outages.
+
+``BatchingWriter.append(batch)`` first appends the batch to the local spool (write-ahead:
+nothing appended is lost when the process dies), then:
+
+- DIRECT mode: sends it at once as single-partition UNLOGGED batches
+  (``CassandraStorage.write_columns``: one batch per (target, hour) partition, index rows
+  for new series batched per index partition), with at most ``max_in_flight`` appends in
+  flight. When that many are in flight, ``append`` waits: that wait is the backpressure to
+  the scraper. A record is acknowledged when Cassandra stored it; a spool segment is deleted
+  when all its records are acknowledged.
+- SPOOLING mode (entered when a write fails because Cassandra is down or times out, when a
+  free slot takes longer than ``slow_after_s``, or at start when the spool holds a backlog):
+  ``append`` only writes to disk and returns. A replay task reads the spool in order from the
+  oldest unacknowledged record and sends it (bounded in flight, retrying every
+  ``retry_interval_s`` while Cassandra is unreachable); once it has caught up with the end
+  of the spool the writer goes back to DIRECT, in the same event-loop step, so no record is
+  skipped. Writes are idempotent upserts, so a record sent twice (replay after a partial
+  failure or a restart) is stored once.
+
+``queue_depth()`` is the number of appended records not yet stored in Cassandra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from storage.base import DAY_MS, SampleWriter, StorageError
+from storage.cassandra import CassandraStorage, TransientStorageError
+from storage.model import SampleBatch, Series
+from storage.spool import Position, Spool, SpooledBatch, decode_batch, encode_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WriterStats:
+    """Counters for /metrics and tests."""
+
+    appended_batches: int = 0
+    appended_samples: int = 0
+    stored_batches: int = 0
+    replayed_batches: int = 0
+    failed_writes: int = 0
+    dropped_batches: int = 0  # permanent errors (bad data); logged with the reason
+    mode_changes: list[tuple[float, str]] = field(default_factory=list)
+
+
+class BatchingWriter(SampleWriter):
+    """Spooling, batching, bounded-in-flight writer on a ``CassandraStorage``."""
+
+    DIRECT = "direct"
+    SPOOLING = "spooling"
+
+    def __init__(
+        self,
+        storage: CassandraStorage,
+        spool_dir: str | Path,
+        *,
+        max_in_flight: int = 64,
+        slow_after_s: float = 2.0,
+        retry_interval_s: float = 1.0,
+        fsync_interval_s: float = 1.0,
+        segment_bytes: int = 64 << 20,
+        max_spool_bytes: int = 20 << 30,
+    ) -> None:
+        self.storage = storage
+        self.spool = Spool(spool_dir, segment_bytes=segment_bytes, fsync_interval_s=fsync_interval_s)
+        self.max_in_flight = max_in_flight
+        self.slow_after_s = slow_after_s
+        self.retry_interval_s = retry_interval_s
+        self.max_spool_bytes = max_spool_bytes
+        self.stats = WriterStats()
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._unacked: dict[int, set[int]] = {}  # segment -> offsets of records not yet stored
+        self._fully_known: set[int] = set()  # segments whose every record is in _unacked (or acked)
+        self._labeled: dict[int, set[int]] = {}  # day -> series ids whose labels are in the spool
+        self._tasks: set[asyncio.Task] = set()
+        self._progress = asyncio.Event()
+        self._closed = False
+        self._syncing = False
+        backlog = [s for s in self.spool.backlog if self.spool.size(s) > 0]
+        for s in self.spool.backlog:
+            if self.spool.size(s) == 0:
+                self.spool.delete(s)
+        self.mode = self.SPOOLING if backlog else self.DIRECT
+        self._cursor: Position | None = Position(backlog[0], 0) if backlog else None
+        self._replayer: asyncio.Task | None = None
+        if backlog:
+            log.info("spool holds %d segment(s) from a previous run: replaying", len(backlog))
+            self._start_replayer()
+
+    # -- SampleWriter -----------------------------------------------------------------------
+
+    def queue_depth(self) -> int:
+        unacked = sum(len(v) for v in self._unacked.values())
+        unknown = len([s for s in self.spool.segments() if s not in self._fully_known])
+        return unacked + unknown
+
+    async def append(self, batch: SampleBatch) -> None:
+        if self._closed:
+            raise StorageError("writer is closed")
+        n = len(batch)
+        if not n:
+            return
+        while self.spool.total_bytes() > self.max_spool_bytes:
+            # Lossless backpressure: the disk budget is full, wait for replay to free it.
+            await self._wait_progress(self.retry_interval_s)
+        ids = np.fromiter((s.id for s in batch.series), dtype=np.int64, count=n)
+        ts = np.asarray(batch.timestamps, dtype=np.int64)
+        vals = np.asarray(batch.values, dtype=np.float64)
+        defs = self._defs_to_spool(batch.series, ts)
+        pos = self.spool.append(encode_batch(batch.target, ids, ts, vals, defs))
+        self._unacked.setdefault(pos.segment, set()).add(pos.offset)
+        self._fully_known.add(pos.segment)
+        self.stats.appended_batches += 1
+        self.stats.appended_samples += n
+        self._maybe_sync()
+        if self.mode != self.DIRECT:
+            return
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.slow_after_s)
+        except TimeoutError:
+            self._enter_spooling(pos, "Cassandra slow: no free write slot")
+            return
+        if self.mode != self.DIRECT:  # switched while we waited
+            self._slots.release()
+            return
+        self._spawn(self._send(pos, SpooledBatch(batch.target, ids, ts, vals, defs), replay=False))
+
+    async def flush(self) -> None:
+        """Wait until every record appended so far is stored, or spooled while Cassandra is away."""
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if self.queue_depth() == 0 or self.mode == self.SPOOLING:
+                return
+            await self._wait_progress(0.5)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until the spool is fully replayed and stored; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.queue_depth() == 0 and self.mode == self.DIRECT:
+                return True
+            await self._wait_progress(min(0.5, max(0.01, deadline - time.monotonic())))
+        return False
+
+    async def close(self) -> None:
+        """Flush what can be sent now; the rest stays spooled for the next start."""
+        if self._closed:
+            return
+        await self.flush()
+        self._closed = True
+        if self._replayer:
+            self._replayer.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, *([self._replayer] if self._replayer else []), return_exceptions=True)
+        self._delete_done_segments()
+        await asyncio.get_running_loop().run_in_executor(None, self.spool.close)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _defs_to_spool(self, series: list[Series], ts: np.ndarray) -> list[Series]:
+        """Series whose index rows may be missing for their day: their labels go in the record."""
+        days = ts // DAY_MS
+        if days.size and days[0] == days[-1]:
+            day_list = None
+            day0 = int(days[0])
+            labeled = self._labeled.setdefault(day0, set())
+        else:
+            day_list = days.tolist()
+        out = []
+        for i, s in enumerate(series):
+            if day_list is not None:
+                day = day_list[i]
+                labeled = self._labeled.setdefault(day, set())
+            else:
+                day = day0
+            if s.id in labeled:
+                continue
+            labeled.add(s.id)
+            if not self.storage.is_indexed(s.id, int(day) * DAY_MS):
+                out.append(s)
+        if len(self._labeled) > 3:
+            for d in sorted(self._labeled)[:-3]:
+                del self._labeled[d]
+        return out
+
+    def _spawn(self, coro) -> None:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _send(self, pos: Position, rec: SpooledBatch, replay: bool) -> bool:
+        """Store one record; True when stored (or dropped as permanently bad)."""
+        try:
+            await self.storage.write_columns(rec.target, rec.series_ids, rec.timestamps, rec.values, rec.series_defs)
+        except TransientStorageError as exc:
+            self.stats.failed_writes += 1
+            self._enter_spooling(pos, str(exc))
+            return False
+        except StorageError as exc:
+            self.stats.dropped_batches += 1
+            log.error("dropping a batch of %d samples of target %s: %s", len(rec), rec.target, exc)
+            self._ack(pos)
+            return True
+        finally:
+            self._slots.release()
+            self._progress.set()
+        if replay:
+            self.stats.replayed_batches += 1
+        self.stats.stored_batches += 1
+        self._ack(pos)
+        return True
+
+    def _ack(self, pos: Position) -> None:
+        offs = self._unacked.get(pos.segment)
+        if offs is not None:
+            offs.discard(pos.offset)
+        self._delete_done_segments()
+
+    def _delete_done_segments(self) -> None:
+        for seg in list(self._unacked):
+            if seg == self.spool.active or self._unacked[seg] or seg not in self._fully_known:
+                continue
+            if self._cursor is not None and self._cursor.segment <= seg:
+                continue  # the replayer has yet to read past it
+            del self._unacked[seg]
+            self.spool.delete(seg)
+
+    def _enter_spooling(self, pos: Position, why: str) -> None:
+        if self._cursor is None or pos < self._cursor:
+            self._cursor = pos
+        if self.mode != self.SPOOLING:
+            self.mode = self.SPOOLING
+            self.stats.mode_changes.append((time.time(), self.SPOOLING))
+            log.warning("writer spooling to %s: %s", self.spool.dir, why)
+        self._start_replayer()
+        self._progress.set()
+
+    def _start_replayer(self) -> None:
+        if self._replayer is None or self._replayer.done():
+            self._replayer = asyncio.get_running_loop().create_task(self._replay())
+
+    async def _replay(self) -> None:
+        """Send spooled records in order from the cursor; go DIRECT once caught up."""
+        pending: set[asyncio.Task] = set()
+        while not self._closed:
+            done = {t for t in pending if t.done()}
+            pending -= done
+            if any(not t.result() for t in done):
+                # Cassandra still away: let the in-flight ones finish, wait, retry from the cursor.
+                if pending:
+                    await asyncio.wait(pending)
+                    pending = set()
+                await asyncio.sleep(self.retry_interval_s)
+                continue
+            cur = self._cursor
+            assert cur is not None
+            item = self.spool.read(cur)
+            if item is None:
+                nxt = self.spool.next_segment(cur.segment)
+                if cur.segment != self.spool.active and nxt is not None:
+                    self._fully_known.add(cur.segment)
+                    self._unacked.setdefault(cur.segment, set())
+                    self._cursor = Position(nxt, 0)
+                    self._delete_done_segments()
+                    continue
+                if pending:
+                    # At the end of the spool: wait for in-flight replays before switching.
+                    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                if self._cursor == cur and cur.segment == self.spool.active and self.spool.read(cur) is None:
+                    # Caught up; no await between the check and the switch, so no append slips by.
+                    self.mode = self.DIRECT
+                    self._cursor = None
+                    self.stats.mode_changes.append((time.time(), self.DIRECT))
+                    log.info("writer spool replayed: back to direct writes")
+                    self._delete_done_segments()
+                    self._progress.set()
+                    return
+                continue
+            payload, after = item
+            self._unacked.setdefault(cur.segment, set()).add(cur.offset)
+            try:
+                rec = decode_batch(payload)
+            except (ValueError, UnicodeDecodeError) as exc:
+                log.error("spool record %s unreadable (%s): skipped", cur, exc)
+                self._ack(cur)
+                self._cursor = after
+                continue
+            await self._slots.acquire()
+            if self._cursor != cur:  # rewound by a failure meanwhile
+                self._slots.release()
+                continue
+            self._cursor = after
+            pending.add(asyncio.get_running_loop().create_task(self._send(cur, rec, replay=True)))
+
+    def _maybe_sync(self) -> None:
+        if self.spool.sync_due() and not self._syncing:
+            self._syncing = True
+            fut = asyncio.get_running_loop().run_in_executor(None, self.spool.sync)
+            fut.add_done_callback(lambda _f: setattr(self, "_syncing", False))
+
+    async def _wait_progress(self, timeout_s: float) -> None:
+        self._progress.clear()
+        try:
+            await asyncio.wait_for(self._progress.wait(), timeout_s)
+        except TimeoutError:
+            pass
