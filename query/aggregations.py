@@ -1,0 +1,302 @@
+"""Aggregation operators (sum, avg, count, min, max, group, stddev, stdvar, topk, bottomk,
+quantile, count_values, limitk, limit_ratio) with by/without, vectorised over steps.
+
+Sums use Kahan/Neumaier compensation and ``avg`` switches to an incremental mean on
+overflow, as upstream Prometheus does, so results agree to the last bits.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from query import parse as P
+from query.errors import QueryError
+from query.values import InstantVector, Labels, Scalar, String, merge_same_labels
+from storage.model import LABEL_NAME_RE
+
+if TYPE_CHECKING:
+    from query.engine import Evaluator
+
+
+def kahan_inc(inc: np.ndarray, s: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Neumaier-compensated ``s + inc`` (upstream ``kahanSumInc``), elementwise."""
+    t = s + inc
+    big = np.abs(s) >= np.abs(inc)
+    nc = c + np.where(big, (s - t) + inc, (inc - t) + s)
+    nc = np.where(np.isinf(t), 0.0, nc)
+    return t, nc
+
+
+def format_float(v: float) -> str:
+    """Go's ``strconv.FormatFloat(v, 'f', -1, 64)``: shortest digits, never an exponent."""
+    if v != v:
+        return "NaN"
+    if v == float("inf"):
+        return "+Inf"
+    if v == float("-inf"):
+        return "-Inf"
+    s = format(Decimal(repr(v)), "f")
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    if s == "-0":
+        return "-0"
+    return s
+
+
+def group_key_fn(node: P.Aggregate):
+    if node.without:
+        skip = set(node.grouping) | {"__name__"}
+
+        def key(lab: Labels) -> Labels:
+            return tuple(p for p in lab if p[0] not in skip)
+    else:
+        keep = set(node.grouping)
+
+        def key(lab: Labels) -> Labels:
+            return tuple(p for p in lab if p[0] in keep)
+    return key
+
+
+def eval_aggregate(ev: "Evaluator", node: P.Aggregate, times: np.ndarray):
+    vec = ev.eval(node.expr, times)
+    if not isinstance(vec, InstantVector):
+        raise QueryError(f"aggregation {node.op} expects an instant vector")
+    steps = len(times)
+    param = ev.eval(node.param, times) if node.param is not None else None
+    op = node.op
+    keyf = group_key_fn(node)
+    keys: list[Labels] = []
+    key_index: dict[Labels, int] = {}
+    gid = np.empty(len(vec), dtype=np.int64)
+    for i, lab in enumerate(vec.labels):
+        k = keyf(lab)
+        g = key_index.get(k)
+        if g is None:
+            g = key_index[k] = len(keys)
+            keys.append(k)
+        gid[i] = g
+    if op in ("topk", "bottomk", "limitk", "limit_ratio"):
+        return _select_k(op, vec, gid, len(keys), param, steps)
+    if op == "quantile":
+        if not isinstance(param, Scalar):
+            raise QueryError("quantile parameter must be a scalar")
+        return _quantile(vec, gid, keys, param.values, steps)
+    if op == "count_values":
+        if not isinstance(param, String):
+            raise QueryError("count_values parameter must be a string")
+        return _count_values(vec, gid, keys, param.value, steps)
+    if len(vec) == 0:
+        return InstantVector.empty(steps)
+    return _simple(op, vec, gid, keys, steps)
+
+
+def _positions(gid: np.ndarray, ngroups: int) -> np.ndarray:
+    """(groups x max group size) matrix of row indices, padded with -1, in input order."""
+    sizes = np.bincount(gid, minlength=ngroups)
+    width = int(sizes.max()) if len(sizes) else 0
+    idx = np.full((ngroups, width), -1, dtype=np.int64)
+    fill = np.zeros(ngroups, dtype=np.int64)
+    for row, g in enumerate(gid.tolist()):
+        idx[g, fill[g]] = row
+        fill[g] += 1
+    return idx
+
+
+def _simple(op: str, vec: InstantVector, gid: np.ndarray, keys: list[Labels], steps: int) -> InstantVector:
+    G = len(keys)
+    idx = _positions(gid, G)
+    shape = (G, steps)
+    cnt = np.zeros(shape)
+    s = np.zeros(shape)
+    c = np.zeros(shape)
+    mean = np.zeros(shape)
+    incr = np.zeros(shape, dtype=bool)
+    for j in range(idx.shape[1]):
+        rows = idx[:, j]
+        valid = rows >= 0
+        r = np.where(valid, rows, 0)
+        p = vec.present[r] & valid[:, None]
+        if not p.any():
+            continue
+        v = np.where(p, vec.values[r], 0.0)
+        first = p & (cnt == 0)
+        more = p & (cnt > 0)
+        if op == "count" or op == "group":
+            cnt += p
+            continue
+        if op in ("sum",):
+            t, nc = kahan_inc(v, s, c)
+            s = np.where(more, t, np.where(first, v, s))
+            c = np.where(more, nc, np.where(first, 0.0, c))
+        elif op == "avg":
+            cnt_new = cnt + p
+            t, nc = kahan_inc(v, s, c)
+            direct = more & ~incr
+            ok = ~np.isinf(t)
+            upd = direct & ok
+            s = np.where(upd, t, np.where(first, v, s))
+            c = np.where(upd, nc, np.where(first, 0.0, c))
+            switch = direct & ~ok
+            if switch.any():
+                prev = np.where(switch, cnt, 1.0)
+                mean = np.where(switch, s / prev, mean)
+                c = np.where(switch, c / prev, c)
+                incr = incr | switch
+            use_inc = more & incr
+            if use_inc.any():
+                n = np.where(use_inc, cnt_new, 1.0)
+                q = (n - 1) / n
+                t2, nc2 = kahan_inc(v / n, q * mean, q * c)
+                mean = np.where(use_inc, t2, mean)
+                c = np.where(use_inc, nc2, c)
+            cnt = cnt_new
+            continue
+        elif op == "max":
+            s = np.where(first, v, np.where(more, np.where((s < v) | np.isnan(s), v, s), s))
+        elif op == "min":
+            s = np.where(first, v, np.where(more, np.where((s > v) | np.isnan(s), v, s), s))
+        elif op in ("stddev", "stdvar"):
+            n = cnt + p
+            nn = np.where(n > 0, n, 1.0)
+            delta = v - mean
+            new_mean = np.where(first, v, mean + delta / nn)
+            s = np.where(more, s + delta * (v - new_mean), np.where(first, 0.0, s))
+            mean = np.where(p, new_mean, mean)
+        else:
+            raise QueryError(f"unknown aggregation {op}")
+        cnt += p
+    present = cnt > 0
+    if op == "count":
+        values = cnt.astype(np.float64)
+    elif op == "group":
+        values = np.ones(shape)
+    elif op == "sum":
+        values = s + c
+    elif op == "avg":
+        safe = np.where(cnt > 0, cnt, 1.0)
+        values = np.where(incr, mean + c, (s + c) / safe)
+    elif op in ("min", "max"):
+        values = s
+    elif op == "stdvar":
+        values = s / np.where(cnt > 0, cnt, 1.0)
+    else:
+        values = np.sqrt(s / np.where(cnt > 0, cnt, 1.0))
+    return InstantVector(list(keys), values, present).compact()
+
+
+def _k_values(param: object, steps: int, op: str) -> np.ndarray:
+    if not isinstance(param, Scalar):
+        raise QueryError(f"{op} parameter must be a scalar")
+    return param.values
+
+
+def _select_k(op: str, vec: InstantVector, gid: np.ndarray, ngroups: int, param, steps: int) -> InstantVector:
+    kv = _k_values(param, steps, op)
+    n = len(vec)
+    selected = np.zeros((n, steps), dtype=bool)
+    order: list[int] = []
+    seen: set[int] = set()
+    groups = [np.nonzero(gid == g)[0] for g in range(ngroups)]
+    for t in range(steps):
+        kf = float(kv[t])
+        if kf != kf:
+            raise QueryError(f"Parameter value is NaN for {op}")
+        if op == "limit_ratio":
+            if kf < -1 or kf > 1:
+                raise QueryError(f"Ratio value {kf} is out of range [-1, 1]")
+        elif abs(kf) >= 2**63:
+            raise QueryError(f"Scalar value {kf} overflows int64")
+        k = int(kf) if op != "limit_ratio" else 0
+        if op != "limit_ratio" and k < 1:
+            continue
+        for rows in groups:
+            rows = rows[vec.present[rows, t]]
+            if len(rows) == 0:
+                continue
+            if op == "limitk":
+                pick = rows[:k]
+            elif op == "limit_ratio":
+                pick = _ratio_pick(vec, rows, kf)
+            else:
+                vals = vec.values[rows, t]
+                nan = np.isnan(vals)
+                key = -vals if op == "topk" else vals
+                srt = np.lexsort((np.arange(len(rows)), key, nan))
+                pick = rows[srt[:k]]
+            selected[pick, t] = True
+            if t == 0 or len(order) < n:
+                for r in pick.tolist():
+                    if r not in seen:
+                        seen.add(r)
+                        order.append(r)
+    out = InstantVector(vec.labels, vec.values, vec.present & selected).take(order) if order else InstantVector.empty(steps)
+    return out
+
+
+def _ratio_pick(vec: InstantVector, rows: np.ndarray, ratio: float) -> np.ndarray:
+    import hashlib
+
+    out = []
+    for r in rows.tolist():
+        h = int.from_bytes(hashlib.blake2b(repr(vec.labels[r]).encode(), digest_size=8).digest(), "little")
+        frac = h / 2**64
+        if (ratio >= 0 and frac < ratio) or (ratio < 0 and frac >= 1 + ratio):
+            out.append(r)
+    return np.asarray(out, dtype=np.int64)
+
+
+def quantile_of(q: float, values: np.ndarray) -> float:
+    """Upstream ``quantile``: NaNs sort first, linear interpolation between ranks."""
+    if len(values) == 0 or q != q:
+        return float("nan")
+    if q < 0:
+        return float("-inf")
+    if q > 1:
+        return float("inf")
+    nan = np.isnan(values)
+    vals = np.concatenate([values[nan], np.sort(values[~nan])])
+    n = len(vals)
+    rank = q * (n - 1)
+    lower = max(0, int(np.floor(rank)))
+    upper = min(n - 1, lower + 1)
+    weight = rank - np.floor(rank)
+    return float(vals[lower] * (1 - weight) + vals[upper] * weight)
+
+
+def _quantile(vec: InstantVector, gid: np.ndarray, keys: list[Labels], q: np.ndarray, steps: int) -> InstantVector:
+    G = len(keys)
+    values = np.zeros((G, steps))
+    present = np.zeros((G, steps), dtype=bool)
+    for g in range(G):
+        rows = np.nonzero(gid == g)[0]
+        for t in range(steps):
+            p = vec.present[rows, t]
+            if not p.any():
+                continue
+            values[g, t] = quantile_of(float(q[t]), vec.values[rows[p], t])
+            present[g, t] = True
+    return InstantVector(list(keys), values, present).compact()
+
+
+def _count_values(vec: InstantVector, gid: np.ndarray, keys: list[Labels], label: str, steps: int) -> InstantVector:
+    if not LABEL_NAME_RE.match(label):
+        raise QueryError(f"invalid label name {label!r}")
+    out: dict[Labels, np.ndarray] = {}
+    for i in range(len(vec)):
+        base = dict(keys[gid[i]])
+        for t in np.nonzero(vec.present[i])[0].tolist():
+            d = dict(base)
+            d[label] = format_float(float(vec.values[i, t]))
+            lab = tuple(sorted(d.items()))
+            arr = out.get(lab)
+            if arr is None:
+                arr = out[lab] = np.zeros(steps)
+            arr[t] += 1
+    if not out:
+        return InstantVector.empty(steps)
+    labels = list(out)
+    values = np.array([out[k] for k in labels])
+    return merge_same_labels(InstantVector(labels, values, values > 0))

@@ -1,0 +1,929 @@
+"""The PromQL function library for float samples.
+
+Range functions (rate, *_over_time, ...) compute every step's window of every series with
+NumPy index arithmetic (searchsorted windows, prefix sums, sparse tables) and fall back to
+exact per-window loops only where floating-point cancellation would change the result.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from query import parse as P
+from query.aggregations import quantile_of
+from query.errors import QueryError
+from query.values import (
+    InstantVector,
+    Labels,
+    RangeVector,
+    Scalar,
+    String,
+    labels_get,
+    merge_same_labels,
+    without_name,
+)
+from storage.model import LABEL_NAME_RE
+
+if TYPE_CHECKING:
+    from query.engine import Evaluator
+
+LD = np.longdouble
+_LD_EPS = float(np.finfo(np.longdouble).eps)
+
+
+# ------------------------------------------------------------------ small helpers
+def _kahan(inc: float, s: float, c: float) -> tuple[float, float]:
+    t = s + inc
+    if math.isinf(t):
+        c = 0.0
+    elif abs(s) >= abs(inc):
+        c += (s - t) + inc
+    else:
+        c += (inc - t) + s
+    return t, c
+
+
+def _scalar_arg(ev: "Evaluator", node: P.Node, times: np.ndarray, fname: str) -> np.ndarray:
+    v = ev.eval(node, times)
+    if not isinstance(v, Scalar):
+        raise QueryError(f"expected scalar argument in call to function {fname!r}")
+    return v.values
+
+
+def _string_arg(node: P.Node, fname: str) -> str:
+    if not isinstance(node, P.StringLit):
+        raise QueryError(f"expected string argument in call to function {fname!r}")
+    return node.value
+
+
+def _vector_arg(ev: "Evaluator", node: P.Node, times: np.ndarray, fname: str) -> InstantVector:
+    v = ev.eval(node, times)
+    if not isinstance(v, InstantVector):
+        raise QueryError(f"expected instant vector argument in call to function {fname!r}")
+    return v
+
+
+def _range_arg(ev: "Evaluator", node: P.Node, times: np.ndarray, fname: str) -> RangeVector:
+    v = ev.eval(node, times)
+    if not isinstance(v, RangeVector):
+        raise QueryError(f"expected range vector argument in call to function {fname!r}")
+    return v
+
+
+def _finish(labels: list[Labels], values: list[np.ndarray], present: list[np.ndarray], steps: int) -> InstantVector:
+    if not labels:
+        return InstantVector.empty(steps)
+    vec = InstantVector(labels, np.array(values, dtype=np.float64), np.array(present, dtype=bool))
+    return merge_same_labels(vec.compact())
+
+
+# --------------------------------------------------------------- window reducers
+def window_sums(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Kahan-accurate sums of ``v[lo:hi]`` per step."""
+    out = np.zeros(len(lo))
+    if not ok.any():
+        return out
+    exact = np.zeros(len(lo), dtype=bool)
+    if np.isfinite(v).all():
+        cs = np.concatenate([[LD(0)], np.cumsum(v.astype(LD))])
+        acs = np.concatenate([[LD(0)], np.cumsum(np.abs(v).astype(LD))])
+        est = (cs[hi] - cs[lo]).astype(np.float64)
+        bound = (acs[hi] * LD(len(v) * 2 * _LD_EPS)).astype(np.float64)
+        out = est
+        exact = ok & (bound > 1e-13 * np.abs(est))
+    else:
+        exact = ok.copy()
+    for t in np.nonzero(exact)[0].tolist():
+        s = c = 0.0
+        for x in v[lo[t] : hi[t]].tolist():
+            s, c = _kahan(x, s, c)
+        out[t] = s + c
+    return out
+
+
+def window_reduce(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, ok: np.ndarray, fn: np.ufunc) -> np.ndarray:
+    """``fn``-reduction (np.fmax / np.fmin) of ``v[lo:hi]`` per step via a sparse table."""
+    n = len(v)
+    lo_c = np.where(ok, lo, 0)
+    hi_c = np.where(ok, hi, 1)
+    length = np.maximum(hi_c - lo_c, 1)
+    levels = [v]
+    k = 1
+    while (1 << k) <= n:
+        prev = levels[-1]
+        half = 1 << (k - 1)
+        levels.append(fn(prev[:-half], prev[half:]))
+        k += 1
+    lvl = np.floor(np.log2(length)).astype(np.int64)
+    out = np.zeros(len(lo))
+    for L in np.unique(lvl[ok]).tolist():
+        sel = ok & (lvl == L)
+        table = levels[L]
+        a = table[lo_c[sel]]
+        b = table[hi_c[sel] - (1 << L)]
+        out[sel] = fn(a, b)
+    return out
+
+
+def _loop_windows(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, ok: np.ndarray, f: Callable[[list[float]], float]) -> np.ndarray:
+    out = np.zeros(len(lo))
+    for t in np.nonzero(ok)[0].tolist():
+        out[t] = f(v[lo[t] : hi[t]].tolist())
+    return out
+
+
+# ------------------------------------------------------------ range functions
+RangeCompute = Callable[[RangeVector, int, np.ndarray, np.ndarray, list], tuple[np.ndarray, np.ndarray]]
+
+
+def _range_function(
+    ev: "Evaluator",
+    node: P.Call,
+    times: np.ndarray,
+    compute: RangeCompute,
+    *,
+    keep_name: bool = False,
+    range_index: int = 0,
+    scalar_args: tuple[int, ...] = (),
+) -> InstantVector:
+    rv = _range_arg(ev, node.args[range_index], times, node.name)
+    extra = [_scalar_arg(ev, node.args[i], times, node.name) for i in scalar_args]
+    labels, values, present = [], [], []
+    for i, lab in enumerate(rv.labels):
+        ev.check_deadline()
+        lo, hi = rv.windows(i)
+        vals, ok = compute(rv, i, lo, hi, extra)
+        if not ok.any():
+            continue
+        labels.append(lab if keep_name else without_name(lab))
+        values.append(np.where(ok, vals, 0.0))
+        present.append(ok)
+    return _finish(labels, values, present, len(times))
+
+
+def _extrapolated(is_counter: bool, is_rate: bool) -> RangeCompute:
+    def compute(rv: RangeVector, i: int, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
+        ts, v = rv.ts[i], rv.vals[i]
+        n = hi - lo
+        ok = n >= 2
+        if not ok.any():
+            return np.zeros(len(lo)), ok
+        first = np.where(ok, lo, 0)
+        last = np.where(ok, hi - 1, 0)
+        fv, lv = v[first], v[last]
+        ft, lt = ts[first], ts[last]
+        result = lv - fv
+        if is_counter and len(v) > 1:
+            pairs = np.zeros(len(v))
+            pairs[1:] = np.where(v[1:] < v[:-1], v[:-1], 0.0)
+            if pairs.any():
+                cc = np.cumsum(pairs)
+                result = result + (cc[last] - cc[first])
+        range_start = rv.ends - rv.range_ms
+        to_start = (ft - range_start) / 1000.0
+        to_end = (rv.ends - lt) / 1000.0
+        sampled = (lt - ft) / 1000.0
+        avg = sampled / np.where(ok, n - 1, 1)
+        threshold = avg * 1.1
+        to_start = np.where(to_start >= threshold, avg / 2, to_start)
+        if is_counter:
+            zero_ok = (result > 0) & (fv >= 0)
+            to_zero = np.where(zero_ok, sampled * (fv / np.where(result != 0, result, 1.0)), np.inf)
+            to_start = np.where(zero_ok & (to_zero < to_start), to_zero, to_start)
+        to_end = np.where(to_end >= threshold, avg / 2, to_end)
+        factor = (sampled + to_start + to_end) / np.where(sampled != 0, sampled, np.nan)
+        if is_rate:
+            factor = factor / (rv.range_ms / 1000.0)
+        return result * factor, ok
+
+    return compute
+
+
+def _instant_value(is_rate: bool) -> RangeCompute:
+    def compute(rv: RangeVector, i: int, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
+        ts, v = rv.ts[i], rv.vals[i]
+        ok = (hi - lo) >= 2
+        last = np.where(ok, hi - 1, 1)
+        prev = last - 1
+        lv, pv = v[last], v[prev]
+        dt = (ts[last] - ts[prev]).astype(np.float64)
+        ok &= dt != 0
+        if is_rate:
+            res = np.where(lv < pv, lv, lv - pv) / (dt / 1000.0)
+        else:
+            res = lv - pv
+        return res, ok
+
+    return compute
+
+
+def _changes_like(kind: str) -> RangeCompute:
+    def compute(rv: RangeVector, i: int, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
+        v = rv.vals[i]
+        ok = (hi - lo) >= 1
+        ind = np.zeros(len(v))
+        if len(v) > 1:
+            a, b = v[:-1], v[1:]
+            if kind == "changes":
+                ind[1:] = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+            else:
+                ind[1:] = b < a
+        cc = np.concatenate([[0.0], np.cumsum(ind)])
+        first = np.where(ok, lo, 0)
+        last = np.where(ok, hi, 0)
+        # pairs (j-1, j) with lo < j < hi
+        res = cc[last] - cc[np.minimum(first + 1, last)]
+        return res, ok
+
+    return compute
+
+
+def _over_time(kind: str) -> RangeCompute:
+    def compute(rv: RangeVector, i: int, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
+        v = rv.vals[i]
+        n = hi - lo
+        ok = n >= 1
+        if not ok.any():
+            return np.zeros(len(lo)), ok
+        if kind == "count":
+            return n.astype(np.float64), ok
+        if kind == "present":
+            return np.ones(len(lo)), ok
+        if kind == "last":
+            return v[np.where(ok, hi - 1, 0)], ok
+        if kind == "first":
+            return v[np.where(ok, lo, 0)], ok
+        if kind == "sum":
+            return window_sums(v, lo, hi, ok), ok
+        if kind == "avg":
+            return _avg_windows(v, lo, hi, ok), ok
+        if kind == "max":
+            return window_reduce(v, lo, hi, ok, np.fmax), ok
+        if kind == "min":
+            return window_reduce(v, lo, hi, ok, np.fmin), ok
+        if kind in ("stddev", "stdvar"):
+            f = _stddev if kind == "stddev" else _stdvar
+            return _loop_windows(v, lo, hi, ok, f), ok
+        if kind == "mad":
+            return _loop_windows(v, lo, hi, ok, _mad), ok
+        if kind == "quantile":
+            q = extra[0]
+            out = np.zeros(len(lo))
+            for t in np.nonzero(ok)[0].tolist():
+                out[t] = quantile_of(float(q[t]), v[lo[t] : hi[t]])
+            return out, ok
+        if kind in ("ts_of_max", "ts_of_min", "ts_of_last", "ts_of_first"):
+            ts = rv.ts[i]
+            out = np.zeros(len(lo))
+            for t in np.nonzero(ok)[0].tolist():
+                w = v[lo[t] : hi[t]]
+                if kind == "ts_of_last":
+                    j = len(w) - 1
+                elif kind == "ts_of_first":
+                    j = 0
+                else:
+                    j = 0
+                    for k in range(1, len(w)):
+                        better = w[k] >= w[j] if kind == "ts_of_max" else w[k] <= w[j]
+                        if better or math.isnan(w[j]):
+                            j = k
+                out[t] = ts[lo[t] + j] / 1000.0
+            return out, ok
+        raise QueryError(f"unknown function {kind}_over_time")
+
+    return compute
+
+
+def _avg_windows(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    n = np.where(ok, hi - lo, 1).astype(np.float64)
+    if np.isfinite(v).all() and np.abs(v).max(initial=0.0) < 1e300:
+        return window_sums(v, lo, hi, ok) / n
+
+    def avg(w: list[float]) -> float:
+        s, count, mean, c, incremental = w[0], 1.0, 0.0, 0.0, False
+        for k, x in enumerate(w[1:]):
+            count = float(k + 2)
+            if not incremental:
+                ns, nc = _kahan(x, s, c)
+                if not math.isinf(ns):
+                    s, c = ns, nc
+                    continue
+                incremental = True
+                mean = s / (count - 1)
+                c /= count - 1
+            q = (count - 1) / count
+            mean, c = _kahan(x / count, q * mean, q * c)
+        if incremental:
+            return mean + c
+        return s / count + c / count
+
+    return _loop_windows(v, lo, hi, ok, avg)
+
+
+def _stdvar(w: list[float]) -> float:
+    count = mean = c_mean = aux = c_aux = 0.0
+    for x in w:
+        count += 1
+        delta = x - (mean + c_mean)
+        mean, c_mean = _kahan(delta / count, mean, c_mean)
+        aux, c_aux = _kahan(delta * (x - (mean + c_mean)), aux, c_aux)
+    return (aux + c_aux) / count
+
+
+def _stddev(w: list[float]) -> float:
+    return math.sqrt(_stdvar(w))
+
+
+def _mad(w: list[float]) -> float:
+    arr = np.asarray(w)
+    med = quantile_of(0.5, arr)
+    return quantile_of(0.5, np.abs(arr - med))
+
+
+def linear_regression(ts: list[int], vs: list[float], intercept_time: int) -> tuple[float, float]:
+    n = 0.0
+    sx = cx = sy = cy = sxy = cxy = sx2 = cx2 = 0.0
+    init_y = vs[0]
+    const_y = True
+    for k, (t, y) in enumerate(zip(ts, vs, strict=False)):
+        if const_y and k > 0 and y != init_y:
+            const_y = False
+        n += 1.0
+        x = (t - intercept_time) / 1e3
+        sx, cx = _kahan(x, sx, cx)
+        sy, cy = _kahan(y, sy, cy)
+        sxy, cxy = _kahan(x * y, sxy, cxy)
+        sx2, cx2 = _kahan(x * x, sx2, cx2)
+    if const_y:
+        if math.isinf(init_y):
+            return math.nan, math.nan
+        return 0.0, init_y
+    sx += cx
+    sy += cy
+    sxy += cxy
+    sx2 += cx2
+    cov = sxy - sx * sy / n
+    var = sx2 - sx * sx / n
+    slope = cov / var if var != 0 else (math.nan if cov == 0 else math.copysign(math.inf, cov))
+    intercept = sy / n - slope * sx / n
+    return slope, intercept
+
+
+def _deriv(rv: RangeVector, i: int, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
+    ts, v = rv.ts[i], rv.vals[i]
+    ok = (hi - lo) >= 2
+    out = np.zeros(len(lo))
+    for t in np.nonzero(ok)[0].tolist():
+        a, b = lo[t], hi[t]
+        slope, _ = linear_regression(ts[a:b].tolist(), v[a:b].tolist(), int(ts[a]))
+        out[t] = slope
+    return out, ok
+
+
+def _predict_linear(ev: "Evaluator", node: P.Call) -> RangeCompute:
+    def compute(rv: RangeVector, i: int, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
+        ts, v = rv.ts[i], rv.vals[i]
+        dur = extra[0]
+        ok = (hi - lo) >= 2
+        out = np.zeros(len(lo))
+        base = _intercept_times(ev, node.args[0], rv)
+        for t in np.nonzero(ok)[0].tolist():
+            a, b = lo[t], hi[t]
+            slope, icpt = linear_regression(ts[a:b].tolist(), v[a:b].tolist(), int(base[t]))
+            out[t] = icpt + slope * float(dur[t])
+        return out, ok
+
+    return compute
+
+
+def _intercept_times(ev: "Evaluator", arg: P.Node, rv: RangeVector) -> np.ndarray:
+    at = None
+    if isinstance(arg, P.MatrixSel):
+        at = arg.vector.at
+    elif isinstance(arg, P.Subquery):
+        at = arg.at
+    if at is not None:
+        return np.full(len(rv.eval_times), ev.start_ms, dtype=np.int64)
+    return rv.eval_times
+
+
+def _double_exp_smoothing(rv: RangeVector, i: int, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
+    v = rv.vals[i]
+    sf_all, tf_all = extra
+    ok = (hi - lo) >= 2
+    out = np.zeros(len(lo))
+    for t in np.nonzero(ok)[0].tolist():
+        sf, tf = float(sf_all[t]), float(tf_all[t])
+        if not 0 < sf < 1:
+            raise QueryError(f"invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:f}")
+        if not 0 < tf < 1:
+            raise QueryError(f"invalid trend factor. Expected: 0 < tf < 1, got: {tf:f}")
+        w = v[lo[t] : hi[t]].tolist()
+        s0, s1 = 0.0, w[0]
+        b = w[1] - w[0]
+        for k in range(1, len(w)):
+            x = sf * w[k]
+            if k - 1 != 0:
+                b = tf * (s1 - s0) + (1 - tf) * b
+            y = (1 - sf) * (s1 + b)
+            s0, s1 = s1, x + y
+        out[t] = s1
+    return out, ok
+
+
+# ----------------------------------------------------------- instant functions
+def _math(fn: Callable[[np.ndarray], np.ndarray]):
+    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray):
+        vec = _vector_arg(ev, node.args[0], times, node.name)
+        return merge_same_labels(InstantVector([without_name(lab) for lab in vec.labels], fn(vec.values), vec.present))
+
+    return impl
+
+
+def _sgn(x: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(x), np.nan, np.sign(x))
+
+
+def _round(ev: "Evaluator", node: P.Call, times: np.ndarray):
+    vec = _vector_arg(ev, node.args[0], times, node.name)
+    to = _scalar_arg(ev, node.args[1], times, node.name) if len(node.args) > 1 else np.ones(len(times))
+    inv = 1.0 / to
+    vals = np.floor(vec.values * inv + 0.5) / inv
+    return merge_same_labels(InstantVector([without_name(lab) for lab in vec.labels], vals, vec.present))
+
+
+def _clamp(kind: str):
+    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray):
+        vec = _vector_arg(ev, node.args[0], times, node.name)
+        vals = vec.values
+        present = vec.present
+        if kind == "clamp":
+            lo = _scalar_arg(ev, node.args[1], times, node.name)
+            hi = _scalar_arg(ev, node.args[2], times, node.name)
+            vals = _go_max(lo[None, :], _go_min(hi[None, :], vals))
+            present = present & ~(hi < lo)[None, :]
+        elif kind == "clamp_min":
+            lo = _scalar_arg(ev, node.args[1], times, node.name)
+            vals = _go_max(lo[None, :], vals)
+        else:
+            hi = _scalar_arg(ev, node.args[1], times, node.name)
+            vals = _go_min(hi[None, :], vals)
+        return merge_same_labels(InstantVector([without_name(lab) for lab in vec.labels], vals, present).compact())
+
+    return impl
+
+
+def _go_max(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.maximum(a, b)
+
+
+def _go_min(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.minimum(a, b)
+
+
+def _time(ev: "Evaluator", node: P.Call, times: np.ndarray):
+    return Scalar(times / 1000.0)
+
+
+def _pi(ev: "Evaluator", node: P.Call, times: np.ndarray):
+    return Scalar(np.full(len(times), math.pi))
+
+
+def _vector(ev: "Evaluator", node: P.Call, times: np.ndarray):
+    s = _scalar_arg(ev, node.args[0], times, node.name)
+    return InstantVector([()], s[None, :].copy(), np.ones((1, len(times)), dtype=bool))
+
+
+def _scalar(ev: "Evaluator", node: P.Call, times: np.ndarray):
+    vec = _vector_arg(ev, node.args[0], times, node.name)
+    if len(vec) == 0:
+        return Scalar(np.full(len(times), np.nan))
+    count = vec.present.sum(axis=0)
+    val = np.where(vec.present, vec.values, 0.0).sum(axis=0)
+    return Scalar(np.where(count == 1, val, np.nan))
+
+
+def _timestamp(ev: "Evaluator", node: P.Call, times: np.ndarray):
+    arg = node.args[0]
+    if isinstance(arg, P.VectorSel):
+        vec = ev.eval_selector(arg, times, sample_times=True)
+    else:
+        vec = _vector_arg(ev, arg, times, node.name)
+        vec = InstantVector(vec.labels, np.broadcast_to(times / 1000.0, vec.values.shape).copy(), vec.present)
+    return merge_same_labels(InstantVector([without_name(lab) for lab in vec.labels], vec.values, vec.present))
+
+
+def _absent_labels(arg: P.Node) -> Labels:
+    if isinstance(arg, P.MatrixSel):
+        arg = arg.vector
+    if not isinstance(arg, P.VectorSel):
+        return ()
+    out: dict[str, str] = {}
+    has: set[str] = set()
+    for m in arg.matchers:
+        if m.name == "__name__":
+            continue
+        if m.op.value == "=" and m.name not in has:
+            out[m.name] = m.value
+            has.add(m.name)
+        else:
+            out.pop(m.name, None)
+    return tuple(sorted((k, v) for k, v in out.items() if v != ""))
+
+
+def _absent(ev: "Evaluator", node: P.Call, times: np.ndarray):
+    vec = _vector_arg(ev, node.args[0], times, node.name)
+    missing = ~vec.present.any(axis=0) if len(vec) else np.ones(len(times), dtype=bool)
+    return InstantVector([_absent_labels(node.args[0])], np.ones((1, len(times))), missing[None, :]).compact()
+
+
+def _absent_over_time(ev: "Evaluator", node: P.Call, times: np.ndarray):
+    rv = _range_arg(ev, node.args[0], times, node.name)
+    has = np.zeros(len(times), dtype=bool)
+    for i in range(len(rv.labels)):
+        lo, hi = rv.windows(i)
+        has |= hi > lo
+    return InstantVector([_absent_labels(node.args[0])], np.ones((1, len(times))), ~has[None, :]).compact()
+
+
+def _sort(desc: bool):
+    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray):
+        vec = _vector_arg(ev, node.args[0], times, node.name)
+        if len(vec) == 0 or len(times) != 1:
+            return vec
+        v = vec.values[:, 0]
+        nan = np.isnan(v)
+        if desc:
+            order = np.lexsort((-v, nan))
+        else:
+            order = np.lexsort((v, nan))
+        return vec.take(order)
+
+    return impl
+
+
+def _sort_by_label(desc: bool):
+    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray):
+        vec = _vector_arg(ev, node.args[0], times, node.name)
+        names = [_string_arg(a, node.name) for a in node.args[1:]]
+        if len(vec) == 0:
+            return vec
+
+        def key(i: int) -> tuple:
+            lab = vec.labels[i]
+            return tuple(_natural_key(labels_get(lab, n)) for n in names) + (lab,)
+
+        order = sorted(range(len(vec)), key=key, reverse=desc)
+        return vec.take(order)
+
+    return impl
+
+
+def _natural_key(s: str) -> tuple:
+    parts = re.split(r"(\d+)", s)
+    return tuple((0, int(p), p) if p.isdigit() else (1, 0, p) for p in parts if p != "")
+
+
+_GO_GROUP_REF = re.compile(r"\$(?:\$|\{([^}]*)\}|([A-Za-z0-9_]+))")
+
+
+def _go_expand(template: str, m: re.Match[str]) -> str:
+    def repl(g: re.Match[str]) -> str:
+        if g.group(0) == "$$":
+            return "$"
+        name = g.group(1) if g.group(1) is not None else g.group(2)
+        if name.isdigit():
+            idx = int(name)
+            if idx <= (m.re.groups or 0):
+                return m.group(idx) or ""
+            return ""
+        try:
+            return m.group(name) or ""
+        except IndexError:
+            return ""
+
+    return _GO_GROUP_REF.sub(repl, template)
+
+
+
+def _valid_label_name(name: str) -> bool:
+    return bool(name) and (LABEL_NAME_RE.match(name) is not None or _utf8_ok(name))
+
+
+def _utf8_ok(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _label_replace(ev: "Evaluator", node: P.Call, times: np.ndarray):
+    vec = _vector_arg(ev, node.args[0], times, node.name)
+    dst = _string_arg(node.args[1], node.name)
+    repl = _string_arg(node.args[2], node.name)
+    src = _string_arg(node.args[3], node.name)
+    rx_text = _string_arg(node.args[4], node.name)
+    try:
+        rx = re.compile(f"^(?s:{_go_regex(rx_text)})$")
+    except re.error as exc:
+        raise QueryError(f"invalid regular expression in label_replace(): {rx_text}: {exc}") from None
+    if not _valid_label_name(dst):
+        raise QueryError(f"invalid destination label name in label_replace(): {dst}")
+    labels = []
+    for lab in vec.labels:
+        m = rx.match(labels_get(lab, src))
+        if m is None:
+            labels.append(lab)
+            continue
+        val = _go_expand(repl, m)
+        d = dict(lab)
+        if val:
+            d[dst] = val
+        else:
+            d.pop(dst, None)
+        labels.append(tuple(sorted(d.items())))
+    return merge_same_labels(InstantVector(labels, vec.values, vec.present))
+
+
+def _go_regex(text: str) -> str:
+    # RE2 named groups (?P<name>...) are valid Python; (?<name>...) is not before 3.12.
+    return re.sub(r"\(\?<([A-Za-z_][A-Za-z0-9_]*)>", r"(?P<\1>", text)
+
+
+def _label_join(ev: "Evaluator", node: P.Call, times: np.ndarray):
+    vec = _vector_arg(ev, node.args[0], times, node.name)
+    dst = _string_arg(node.args[1], node.name)
+    sep = _string_arg(node.args[2], node.name)
+    srcs = [_string_arg(a, node.name) for a in node.args[3:]]
+    if not _valid_label_name(dst):
+        raise QueryError(f"invalid destination label name in label_join(): {dst}")
+    labels = []
+    for lab in vec.labels:
+        val = sep.join(labels_get(lab, s) for s in srcs)
+        d = dict(lab)
+        if val:
+            d[dst] = val
+        else:
+            d.pop(dst, None)
+        labels.append(tuple(sorted(d.items())))
+    return merge_same_labels(InstantVector(labels, vec.values, vec.present))
+
+
+_DATE_FUNCS = {"day_of_month", "day_of_week", "day_of_year", "days_in_month", "hour", "minute", "month", "year"}
+
+
+def _date_func(ev: "Evaluator", node: P.Call, times: np.ndarray):
+    if node.args:
+        vec = _vector_arg(ev, node.args[0], times, node.name)
+        labels = [without_name(lab) for lab in vec.labels]
+        secs = vec.values
+        present = vec.present
+    else:
+        labels = [()]
+        secs = (times / 1000.0)[None, :]
+        present = np.ones((1, len(times)), dtype=bool)
+    finite = np.isfinite(secs)
+    s = np.where(finite, np.trunc(np.where(finite, secs, 0.0)), 0.0).astype(np.int64)
+    dt = s.astype("datetime64[s]")
+    days = dt.astype("datetime64[D]")
+    months = dt.astype("datetime64[M]")
+    years = dt.astype("datetime64[Y]")
+    name = node.name
+    if name == "year":
+        out = years.astype(np.int64) + 1970
+    elif name == "month":
+        out = (months.astype(np.int64) % 12) + 1
+    elif name == "day_of_month":
+        out = (days - months.astype("datetime64[D]")).astype(np.int64) + 1
+    elif name == "day_of_year":
+        out = (days - years.astype("datetime64[D]")).astype(np.int64) + 1
+    elif name == "day_of_week":
+        out = (days.astype(np.int64) + 4) % 7
+    elif name == "days_in_month":
+        out = ((months + 1).astype("datetime64[D]") - months.astype("datetime64[D]")).astype(np.int64)
+    elif name == "hour":
+        out = (s // 3600) % 24
+    else:
+        out = (s // 60) % 60
+    vals = np.where(finite, out.astype(np.float64), np.nan)
+    return merge_same_labels(InstantVector(labels, vals, present))
+
+
+def _le_value(text: str) -> float | None:
+    try:
+        t = text.strip()
+        if t.lower() in ("+inf", "inf"):
+            return math.inf
+        if t.lower() == "-inf":
+            return -math.inf
+        return float(t)
+    except ValueError:
+        return None
+
+
+def _almost_equal(a: float, b: float, eps: float) -> bool:
+    if math.isnan(a) and math.isnan(b):
+        return True
+    if a == b:
+        return True
+    abs_sum = abs(a) + abs(b)
+    diff = abs(a - b)
+    min_normal = 2.2250738585072014e-308
+    if a == 0 or b == 0 or abs_sum < min_normal:
+        return diff < eps * min_normal
+    return diff / min(abs_sum, 1.7976931348623157e308) < eps
+
+
+def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """Upstream ``BucketQuantile`` for classic histograms: (upper bound, cumulative count) pairs."""
+    if math.isnan(q):
+        return math.nan
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    buckets = sorted(buckets, key=lambda b: b[0])
+    if not buckets or not math.isinf(buckets[-1][0]) or buckets[-1][0] < 0:
+        return math.nan
+    merged: list[list[float]] = []
+    for ub, cnt in buckets:
+        if merged and merged[-1][0] == ub:
+            merged[-1][1] += cnt
+        else:
+            merged.append([ub, cnt])
+    prev = merged[0][1]
+    for k in range(1, len(merged)):
+        cur = merged[k][1]
+        if cur == prev:
+            continue
+        if _almost_equal(prev, cur, 1e-12):
+            merged[k][1] = prev
+            continue
+        if cur < prev:
+            merged[k][1] = prev
+            continue
+        prev = cur
+    if len(merged) < 2:
+        return math.nan
+    observations = merged[-1][1]
+    if observations == 0:
+        return math.nan
+    rank = q * observations
+    b = len(merged) - 1
+    for k in range(len(merged) - 1):
+        if merged[k][1] >= rank:
+            b = k
+            break
+    if b == len(merged) - 1:
+        return merged[-2][0]
+    if b == 0 and merged[0][0] <= 0:
+        return merged[0][0]
+    start = 0.0
+    end = merged[b][0]
+    count = merged[b][1]
+    if b > 0:
+        start = merged[b - 1][0]
+        count -= merged[b - 1][1]
+        rank -= merged[b - 1][1]
+    return start + (end - start) * (rank / count)
+
+
+def _histogram_quantile(ev: "Evaluator", node: P.Call, times: np.ndarray):
+    q = _scalar_arg(ev, node.args[0], times, node.name)
+    vec = _vector_arg(ev, node.args[1], times, node.name)
+    groups: dict[Labels, list[tuple[float, int]]] = {}
+    for i, lab in enumerate(vec.labels):
+        le_text = None
+        for k, v in lab:
+            if k == "le":
+                le_text = v
+        if le_text is None:
+            continue
+        le = _le_value(le_text)
+        if le is None:
+            continue
+        key = tuple(p for p in lab if p[0] not in ("le", "__name__"))
+        groups.setdefault(key, []).append((le, i))
+    labels, values, present = [], [], []
+    for key, items in groups.items():
+        rows = [i for _, i in items]
+        p = vec.present[rows].any(axis=0)
+        out = np.zeros(len(times))
+        for t in np.nonzero(p)[0].tolist():
+            bk = [(le, float(vec.values[i, t])) for le, i in items if vec.present[i, t]]
+            out[t] = bucket_quantile(float(q[t]), bk)
+        labels.append(key)
+        values.append(out)
+        present.append(p)
+    return _finish(labels, values, present, len(times))
+
+
+def _native_only(ev: "Evaluator", node: P.Call, times: np.ndarray):
+    for a in node.args:
+        ev.eval(a, times)
+    return InstantVector.empty(len(times))
+
+
+# ---------------------------------------------------------------- dispatch table
+def eval_call(ev: "Evaluator", node: P.Call, times: np.ndarray):
+    name = node.name
+    rf = _RANGE_FUNCS.get(name)
+    if rf is not None:
+        compute, keep, range_index, scalars = rf
+        return _range_function(ev, node, times, compute, keep_name=keep, range_index=range_index, scalar_args=scalars)
+    if name == "predict_linear":
+        return _range_function(ev, node, times, _predict_linear(ev, node), scalar_args=(1,))
+    impl = _FUNCS.get(name)
+    if impl is None:
+        raise QueryError(f"unknown function with name {name!r}")
+    return impl(ev, node, times)
+
+
+_RANGE_FUNCS: dict[str, tuple[RangeCompute, bool, int, tuple[int, ...]]] = {
+    "rate": (_extrapolated(True, True), False, 0, ()),
+    "increase": (_extrapolated(True, False), False, 0, ()),
+    "delta": (_extrapolated(False, False), False, 0, ()),
+    "irate": (_instant_value(True), False, 0, ()),
+    "idelta": (_instant_value(False), False, 0, ()),
+    "changes": (_changes_like("changes"), False, 0, ()),
+    "resets": (_changes_like("resets"), False, 0, ()),
+    "deriv": (_deriv, False, 0, ()),
+    "avg_over_time": (_over_time("avg"), False, 0, ()),
+    "sum_over_time": (_over_time("sum"), False, 0, ()),
+    "count_over_time": (_over_time("count"), False, 0, ()),
+    "min_over_time": (_over_time("min"), False, 0, ()),
+    "max_over_time": (_over_time("max"), False, 0, ()),
+    "last_over_time": (_over_time("last"), True, 0, ()),
+    "first_over_time": (_over_time("first"), True, 0, ()),
+    "present_over_time": (_over_time("present"), False, 0, ()),
+    "stddev_over_time": (_over_time("stddev"), False, 0, ()),
+    "stdvar_over_time": (_over_time("stdvar"), False, 0, ()),
+    "mad_over_time": (_over_time("mad"), False, 0, ()),
+    "quantile_over_time": (_over_time("quantile"), False, 1, (0,)),
+    "ts_of_max_over_time": (_over_time("ts_of_max"), False, 0, ()),
+    "ts_of_min_over_time": (_over_time("ts_of_min"), False, 0, ()),
+    "ts_of_last_over_time": (_over_time("ts_of_last"), False, 0, ()),
+    "ts_of_first_over_time": (_over_time("ts_of_first"), False, 0, ()),
+    "double_exponential_smoothing": (_double_exp_smoothing, False, 0, (1, 2)),
+    "holt_winters": (_double_exp_smoothing, False, 0, (1, 2)),
+}
+
+_FUNCS: dict[str, Callable] = {
+    "abs": _math(np.abs),
+    "ceil": _math(np.ceil),
+    "floor": _math(np.floor),
+    "exp": _math(np.exp),
+    "sqrt": _math(np.sqrt),
+    "ln": _math(np.log),
+    "log2": _math(np.log2),
+    "log10": _math(np.log10),
+    "sgn": _math(_sgn),
+    "sin": _math(np.sin),
+    "cos": _math(np.cos),
+    "tan": _math(np.tan),
+    "asin": _math(np.arcsin),
+    "acos": _math(np.arccos),
+    "atan": _math(np.arctan),
+    "sinh": _math(np.sinh),
+    "cosh": _math(np.cosh),
+    "tanh": _math(np.tanh),
+    "asinh": _math(np.arcsinh),
+    "acosh": _math(np.arccosh),
+    "atanh": _math(np.arctanh),
+    "deg": _math(np.degrees),
+    "rad": _math(np.radians),
+    "round": _round,
+    "clamp": _clamp("clamp"),
+    "clamp_min": _clamp("clamp_min"),
+    "clamp_max": _clamp("clamp_max"),
+    "time": _time,
+    "pi": _pi,
+    "vector": _vector,
+    "scalar": _scalar,
+    "timestamp": _timestamp,
+    "absent": _absent,
+    "absent_over_time": _absent_over_time,
+    "sort": _sort(False),
+    "sort_desc": _sort(True),
+    "sort_by_label": _sort_by_label(False),
+    "sort_by_label_desc": _sort_by_label(True),
+    "label_replace": _label_replace,
+    "label_join": _label_join,
+    "histogram_quantile": _histogram_quantile,
+    "histogram_count": _native_only,
+    "histogram_sum": _native_only,
+    "histogram_avg": _native_only,
+    "histogram_fraction": _native_only,
+    "histogram_stddev": _native_only,
+    "histogram_stdvar": _native_only,
+}
+for _name in _DATE_FUNCS:
+    _FUNCS[_name] = _date_func
+
+__all__ = ["eval_call", "bucket_quantile", "linear_regression", "String"]

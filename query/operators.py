@@ -1,0 +1,263 @@
+"""Binary operators: arithmetic, comparison (with ``bool``) and set operators, with vector
+matching (on/ignoring, group_left/group_right) evaluated over all steps at once."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from query import parse as P
+from query.errors import QueryError
+from query.values import (
+    InstantVector,
+    Labels,
+    Scalar,
+    format_labels,
+    merge_same_labels,
+    without_name,
+)
+
+if TYPE_CHECKING:
+    from query.engine import Evaluator
+
+ARITHMETIC = {"+", "-", "*", "/", "%", "^", "atan2"}
+COMPARISON = {"==", "!=", ">", "<", ">=", "<="}
+SET_OPS = {"and", "or", "unless"}
+
+
+def arith(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "/":
+        return a / b
+    if op == "%":
+        return np.fmod(a, b)
+    if op == "^":
+        return np.power(a, b)
+    if op == "atan2":
+        return np.arctan2(a, b)
+    raise QueryError(f"unknown arithmetic operator {op}")
+
+
+def compare(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if op == "==":
+        return a == b
+    if op == "!=":
+        return a != b
+    if op == ">":
+        return a > b
+    if op == "<":
+        return a < b
+    if op == ">=":
+        return a >= b
+    if op == "<=":
+        return a <= b
+    raise QueryError(f"unknown comparison operator {op}")
+
+
+def eval_binary(ev: "Evaluator", node: P.Binary, times: np.ndarray):
+    lhs = ev.eval(node.lhs, times)
+    rhs = ev.eval(node.rhs, times)
+    op = node.op
+    if isinstance(lhs, Scalar) and isinstance(rhs, Scalar):
+        if op in COMPARISON:
+            if not node.return_bool:
+                raise QueryError("comparisons between scalars must use BOOL modifier")
+            return Scalar(compare(op, lhs.values, rhs.values).astype(np.float64))
+        return Scalar(arith(op, lhs.values, rhs.values))
+    if isinstance(lhs, InstantVector) and isinstance(rhs, Scalar):
+        return _vector_scalar(op, lhs, rhs.values, node.return_bool, swap=False)
+    if isinstance(lhs, Scalar) and isinstance(rhs, InstantVector):
+        return _vector_scalar(op, rhs, lhs.values, node.return_bool, swap=True)
+    if isinstance(lhs, InstantVector) and isinstance(rhs, InstantVector):
+        if op in SET_OPS:
+            return _set_op(node, lhs, rhs)
+        return _vector_vector(node, lhs, rhs)
+    raise QueryError(f"binary operator {op!r} is not defined between these operand types")
+
+
+def _vector_scalar(op: str, vec: InstantVector, s: np.ndarray, return_bool: bool, swap: bool) -> InstantVector:
+    if op in SET_OPS:
+        raise QueryError(f"set operator {op} not allowed in binary scalar expression")
+    row = s[None, :]
+    a, b = (row, vec.values) if swap else (vec.values, row)
+    if op in COMPARISON:
+        ok = compare(op, a, b)
+        if return_bool:
+            values = ok.astype(np.float64)
+            present = vec.present
+            labels = [without_name(lab) for lab in vec.labels]
+        else:
+            values = vec.values
+            present = vec.present & ok
+            labels = vec.labels
+    else:
+        values = arith(op, a, b)
+        present = vec.present
+        labels = [without_name(lab) for lab in vec.labels]
+    return merge_same_labels(InstantVector(labels, values, present)).compact()
+
+
+def _signature_fn(node: P.Binary):
+    names = tuple(sorted(set(node.match_labels)))
+    if node.on:
+        def sig(lab: Labels) -> tuple:
+            d = dict(lab)
+            return tuple(d.get(n, "") for n in names)
+    else:
+        skip = set(names) | {"__name__"}
+
+        def sig(lab: Labels) -> tuple:
+            return tuple(p for p in lab if p[0] not in skip)
+    return sig
+
+
+def _match_labels_str(node: P.Binary, lab: Labels) -> str:
+    d = dict(lab)
+    if node.on:
+        pairs = [(n, d.get(n, "")) for n in sorted(set(node.match_labels)) if d.get(n, "")]
+    else:
+        skip = set(node.match_labels) | {"__name__"}
+        pairs = [(k, v) for k, v in lab if k not in skip]
+    return "{" + ", ".join(f'{k}="{v}"' for k, v in pairs) + "}"
+
+
+def _set_op(node: P.Binary, lhs: InstantVector, rhs: InstantVector) -> InstantVector:
+    sig = _signature_fn(node)
+    steps = lhs.steps
+
+    def any_present(vec: InstantVector) -> dict[tuple, np.ndarray]:
+        out: dict[tuple, np.ndarray] = {}
+        for i, lab in enumerate(vec.labels):
+            k = sig(lab)
+            cur = out.get(k)
+            out[k] = vec.present[i].copy() if cur is None else (cur | vec.present[i])
+        return out
+
+    none = np.zeros(steps, dtype=bool)
+    if node.op in ("and", "unless"):
+        rsig = any_present(rhs)
+        present = lhs.present.copy()
+        for i, lab in enumerate(lhs.labels):
+            m = rsig.get(sig(lab), none)
+            present[i] &= m if node.op == "and" else ~m
+        return InstantVector(lhs.labels, lhs.values, present).compact()
+    lsig = any_present(lhs)
+    rpresent = rhs.present.copy()
+    for i, lab in enumerate(rhs.labels):
+        rpresent[i] &= ~lsig.get(sig(lab), none)
+    out = InstantVector(
+        lhs.labels + rhs.labels,
+        np.concatenate([lhs.values, rhs.values]) if len(lhs) or len(rhs) else lhs.values,
+        np.concatenate([lhs.present, rpresent]) if len(lhs) or len(rhs) else lhs.present,
+    )
+    return out.compact()
+
+
+def _vector_vector(node: P.Binary, lhs: InstantVector, rhs: InstantVector) -> InstantVector:
+    op = node.op
+    card = node.card
+    if card == "many-to-many":
+        raise QueryError(f"many-to-many matching is only allowed for set operators, not {op}")
+    sig = _signature_fn(node)
+    many, one = (rhs, lhs) if card == "one-to-many" else (lhs, rhs)
+    one_side = "left" if card == "one-to-many" else "right"
+    steps = lhs.steps
+    drop_name = op in ARITHMETIC or node.return_bool
+    include = node.include
+
+    one_by_sig: dict[tuple, list[int]] = {}
+    for i, lab in enumerate(one.labels):
+        one_by_sig.setdefault(sig(lab), []).append(i)
+    for rows in one_by_sig.values():
+        if len(rows) > 1:
+            counts = one.present[rows].sum(axis=0)
+            if (counts > 1).any():
+                step = int(np.argmax(counts > 1))
+                dup = [r for r in rows if one.present[r, step]][:2]
+                raise QueryError(
+                    f"found duplicate series for the match group {_match_labels_str(node, one.labels[dup[0]])} "
+                    f"on the {one_side} hand-side of the operation: [{format_labels(one.labels[dup[0]])}, "
+                    f"{format_labels(one.labels[dup[1]])}];many-to-many matching not allowed: "
+                    "matching labels must be unique on one side"
+                )
+
+    def result_labels(m_lab: Labels, o_lab: Labels) -> Labels:
+        d = dict(m_lab)
+        if drop_name:
+            d.pop("__name__", None)
+        if card == "one-to-one" and node.has_matching:
+            if node.on:
+                keep = set(node.match_labels)
+                d = {k: v for k, v in d.items() if k in keep}
+            else:
+                for n in node.match_labels:
+                    d.pop(n, None)
+        if include:
+            o = dict(o_lab)
+            for n in include:
+                v = o.get(n, "")
+                if v:
+                    d[n] = v
+                else:
+                    d.pop(n, None)
+        return tuple(sorted(d.items()))
+
+    out_labels: list[Labels] = []
+    out_values: list[np.ndarray] = []
+    out_present: list[np.ndarray] = []
+    many_by_sig: dict[tuple, list[int]] = {}
+    for i, lab in enumerate(many.labels):
+        many_by_sig.setdefault(sig(lab), []).append(i)
+    for k, mrows in many_by_sig.items():
+        orows = one_by_sig.get(k)
+        if not orows:
+            continue
+        kept_total = np.zeros(steps, dtype=np.int64)
+        group_out: dict[Labels, np.ndarray] = {}
+        for m in mrows:
+            for o in orows:
+                mask = many.present[m] & one.present[o]
+                if not mask.any():
+                    continue
+                if card == "one-to-many":
+                    vl, vr = one.values[o], many.values[m]
+                else:
+                    vl, vr = many.values[m], one.values[o]
+                if op in COMPARISON:
+                    ok = compare(op, vl, vr)
+                    if node.return_bool:
+                        value = ok.astype(np.float64)
+                        keep = mask
+                    else:
+                        value = vl
+                        keep = mask & ok
+                else:
+                    value = arith(op, vl, vr)
+                    keep = mask
+                if not keep.any():
+                    continue
+                lab = result_labels(many.labels[m], one.labels[o])
+                if card == "one-to-one":
+                    kept_total += keep
+                    if (kept_total > 1).any():
+                        raise QueryError(
+                            "multiple matches for labels: many-to-one matching must be explicit "
+                            "(group_left/group_right)"
+                        )
+                else:
+                    prev = group_out.get(lab)
+                    if prev is not None and (prev & keep).any():
+                        raise QueryError("multiple matches for labels: grouping labels must ensure unique matches")
+                    group_out[lab] = keep if prev is None else (prev | keep)
+                out_labels.append(lab)
+                out_values.append(np.where(keep, value, 0.0))
+                out_present.append(keep)
+    if not out_labels:
+        return InstantVector.empty(steps)
+    return merge_same_labels(InstantVector(out_labels, np.array(out_values), np.array(out_present, dtype=bool)))

@@ -1,0 +1,337 @@
+"""PromQL text -> the engine's own expression tree (via the ``promql-parser`` package).
+
+The tree uses plain dataclasses with durations in milliseconds so the evaluator never
+touches the parser's wrapper objects. Parse errors carry a character position.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from dataclasses import dataclass
+
+import promql_parser as pp
+
+from query.errors import ParseError
+from storage.matchers import Matcher, MatchOp
+
+# ---------------------------------------------------------------------------- tree
+
+
+@dataclass(eq=False)
+class NumberLit:
+    value: float
+
+
+@dataclass(eq=False)
+class StringLit:
+    value: str
+
+
+@dataclass(eq=False)
+class VectorSel:
+    matchers: tuple[Matcher, ...]
+    offset_ms: int = 0
+    at: int | str | None = None  # ms, "start", "end" or None
+    text: str = ""
+
+    @property
+    def key(self) -> tuple:
+        return tuple(sorted((m.name, m.op.value, m.value) for m in self.matchers))
+
+
+@dataclass(eq=False)
+class MatrixSel:
+    vector: VectorSel
+    range_ms: int
+
+
+@dataclass(eq=False)
+class Subquery:
+    expr: "Node"
+    range_ms: int
+    step_ms: int  # 0 = engine default
+    offset_ms: int = 0
+    at: int | str | None = None
+
+
+@dataclass(eq=False)
+class Call:
+    name: str
+    args: list["Node"]
+
+
+@dataclass(eq=False)
+class Aggregate:
+    op: str
+    expr: "Node"
+    param: "Node | None" = None
+    without: bool = False
+    grouping: tuple[str, ...] = ()
+
+
+@dataclass(eq=False)
+class Binary:
+    op: str
+    lhs: "Node"
+    rhs: "Node"
+    return_bool: bool = False
+    card: str = "one-to-one"  # one-to-one | many-to-one | one-to-many | many-to-many
+    on: bool = False
+    match_labels: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()
+    has_matching: bool = False
+    fill_lhs: float | None = None
+    fill_rhs: float | None = None
+
+
+@dataclass(eq=False)
+class Negate:
+    expr: "Node"
+
+
+Node = NumberLit | StringLit | VectorSel | MatrixSel | Subquery | Call | Aggregate | Binary | Negate
+
+# Value types of expressions, as Prometheus names them in errors.
+SCALAR, VECTOR, MATRIX, STRING = "scalar", "vector", "matrix", "string"
+
+# ------------------------------------------------------------------ @ value rewrite
+
+# The parser cannot represent negative `@` times (it panics converting them), so every
+# numeric `@` value is shifted by this many seconds before parsing and shifted back after.
+_AT_SHIFT_S = 10_000_000_000
+_TOKEN_RE = re.compile(
+    r"""(?P<str>"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|`[^`]*`?)"""
+    r"""|(?P<comment>\#[^\n]*)"""
+    r"""|(?P<at>@\s*(?P<atnum>[+-]?\s*(?:0[xX][0-9a-fA-F]+|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[iI][nN][fF]|[nN][aA][nN])))"""
+    r"""|(?P<ident>[a-zA-Z_:][a-zA-Z0-9_:.]*)"""
+    r"""|(?P<num>(?:0[xX][0-9a-fA-F]+|[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)(?:[a-zA-Z]+[0-9]*)*)"""
+    r"""|(?P<ws>\s+)"""
+    r"""|(?P<op>==|!=|>=|<=|=~|!~|.)""",
+    re.S,
+)
+
+
+def _tokens(text: str) -> list[re.Match[str]]:
+    return list(_TOKEN_RE.finditer(text))
+
+
+def _shift_at_values(text: str) -> str:
+    out = []
+    pos = 0
+    for m in _tokens(text):
+        if m.group("at"):
+            raw = m.group("atnum").replace(" ", "")
+            try:
+                v = float(int(raw, 16)) if raw.lower().lstrip("+-").startswith("0x") else float(raw)
+                if raw.startswith("-") and raw.lower().lstrip("+-").startswith("0x"):
+                    v = -abs(v)
+            except ValueError:
+                continue
+            if v != v or v in (float("inf"), float("-inf")):
+                raise ParseError(f"timestamp out of bounds for @ modifier: {raw}", m.start("atnum"), text)
+            out.append(text[pos : m.start()])
+            out.append(f"@ {v + _AT_SHIFT_S:.3f}")
+            pos = m.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+# --------------------------------------------------------------------- error position
+
+
+def _error_position(text: str, message: str) -> int:
+    """Best-effort 0-based offset of a syntax error (the parser reports none)."""
+    toks = _tokens(text)
+    # Unterminated strings and unbalanced brackets are found lexically.
+    stack: list[tuple[str, int]] = []
+    pairs = {")": "(", "]": "[", "}": "{"}
+    for m in toks:
+        s = m.group(0)
+        if m.group("str"):
+            if len(s) < 2 or s[-1] != s[0]:
+                return m.start()
+        elif s in "([{" and m.group("op"):
+            stack.append((s, m.start()))
+        elif s in ")]}" and m.group("op"):
+            if not stack or stack[-1][0] != pairs[s]:
+                return m.start()
+            stack.pop()
+    if stack and ("unclosed" in message or "end of input" in message):
+        return stack[-1][1]
+    # Otherwise: the first token whose prefix fails with the same message as the whole text.
+    significant = [m for m in toks if not m.group("ws") and not m.group("comment")]
+    for m in significant[:400]:
+        try:
+            pp.parse(text[: m.end()])
+        except BaseException as exc:  # noqa: BLE001 - the parser may panic
+            if str(exc) == message:
+                return m.start()
+    return len(text.rstrip()) if "end of input" in message else 0
+
+
+# -------------------------------------------------------------------------- convert
+
+
+def _ms(td: _dt.timedelta | None) -> int:
+    if td is None:
+        return 0
+    return td.days * 86_400_000 + td.seconds * 1000 + td.microseconds // 1000
+
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+
+
+def _at(node: object) -> int | str | None:
+    at = getattr(node, "at", None)
+    if at is None:
+        return None
+    kind = at.type
+    if kind == pp.AtModifierType.Start:
+        return "start"
+    if kind == pp.AtModifierType.End:
+        return "end"
+    when = at.at
+    delta = when - _EPOCH
+    ms = delta.days * 86_400_000 + delta.seconds * 1000 + round(delta.microseconds / 1000)
+    return ms - _AT_SHIFT_S * 1000
+
+
+_MATCH_OPS = [
+    (pp.MatchOp.Equal, MatchOp.EQ),
+    (pp.MatchOp.NotEqual, MatchOp.NE),
+    (pp.MatchOp.Re, MatchOp.RE),
+    (pp.MatchOp.NotRe, MatchOp.NRE),
+]
+
+
+def _match_op(op: object) -> MatchOp:
+    for theirs, ours in _MATCH_OPS:
+        if op == theirs:
+            return ours
+    raise ValueError(f"unknown match operator {op}")
+
+
+def _selector(vs: pp.VectorSelector, text: str) -> VectorSel:
+    ms: list[Matcher] = []
+    if vs.name:
+        ms.append(Matcher("__name__", MatchOp.EQ, vs.name))
+    pm = vs.matchers
+    if pm.or_matchers:
+        raise ParseError("'or' inside label matchers is not supported", 0, text)
+    for m in pm.matchers:
+        try:
+            ms.append(Matcher(m.name, _match_op(m.op), m.value))
+        except ValueError as exc:
+            raise ParseError(str(exc), 0, text) from None
+    if not any(not m.matches_empty for m in ms):
+        raise ParseError(
+            f"vector selector must contain at least one non-empty matcher: {vs}", 0, text
+        )
+    return VectorSel(tuple(ms), _ms(vs.offset), _at(vs), str(vs))
+
+
+_CARD = [
+    (pp.VectorMatchCardinality.OneToOne, "one-to-one"),
+    (pp.VectorMatchCardinality.ManyToOne, "many-to-one"),
+    (pp.VectorMatchCardinality.OneToMany, "one-to-many"),
+    (pp.VectorMatchCardinality.ManyToMany, "many-to-many"),
+]
+
+
+def _card(card: object) -> str:
+    for theirs, ours in _CARD:
+        if card == theirs:
+            return ours
+    raise ValueError(f"unknown vector matching {card}")
+
+
+def _convert(e: object, text: str) -> Node:
+    if isinstance(e, pp.ParenExpr):
+        return _convert(e.expr, text)
+    if isinstance(e, pp.NumberLiteral):
+        return NumberLit(float(e.val))
+    if isinstance(e, pp.StringLiteral):
+        return StringLit(e.val)
+    if isinstance(e, pp.VectorSelector):
+        return _selector(e, text)
+    if isinstance(e, pp.MatrixSelector):
+        return MatrixSel(_selector(e.vector_selector, text), _ms(e.range))
+    if isinstance(e, pp.SubqueryExpr):
+        return Subquery(_convert(e.expr, text), _ms(e.range), _ms(e.step), _ms(e.offset), _at(e))
+    if isinstance(e, pp.UnaryExpr):
+        return Negate(_convert(e.expr, text))
+    if isinstance(e, pp.Call):
+        return Call(e.func.name, [_convert(a, text) for a in e.args])
+    if isinstance(e, pp.AggregateExpr):
+        mod = e.modifier
+        without = mod is not None and mod.type == pp.AggModifierType.Without
+        grouping = tuple(mod.labels) if mod is not None else ()
+        param = _convert(e.param, text) if e.param is not None else None
+        return Aggregate(str(e.op), _convert(e.expr, text), param, without, grouping)
+    if isinstance(e, pp.BinaryExpr):
+        mod = e.modifier
+        b = Binary(str(e.op).strip(), _convert(e.lhs, text), _convert(e.rhs, text))
+        if mod is not None:
+            b.return_bool = bool(mod.return_bool)
+            b.card = _card(mod.card)
+            if mod.matching is not None:
+                b.has_matching = True
+                b.on = mod.matching.type == pp.LabelModifierType.Include
+                b.match_labels = tuple(mod.matching.labels)
+            b.include = tuple(mod.group_labels or ())
+            fv = mod.fill_values
+            if fv is not None:
+                b.fill_lhs = fv.lhs
+                b.fill_rhs = fv.rhs
+        if b.op in ("and", "or", "unless"):
+            b.card = "many-to-many"
+        return b
+    raise ParseError(f"unsupported expression {type(e).__name__}: {e}", 0, text)
+
+
+def parse(text: str) -> Node:
+    """Parse PromQL into the engine's tree; raises ``ParseError`` with a position."""
+    if not text.strip():
+        raise ParseError("no expression found in input", 0, text)
+    shifted = _shift_at_values(text)
+    try:
+        ast = pp.parse(shifted)
+    except BaseException as exc:  # noqa: BLE001 - the Rust parser may raise PanicException
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        msg = str(exc) or type(exc).__name__
+        raise ParseError(msg, _error_position(text, msg), text) from None
+    try:
+        return _convert(ast, text)
+    except ParseError:
+        raise
+    except BaseException as exc:  # noqa: BLE001
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise ParseError(str(exc), 0, text) from None
+
+
+def value_type(node: Node) -> str:
+    """The PromQL value type an expression evaluates to."""
+    if isinstance(node, NumberLit):
+        return SCALAR
+    if isinstance(node, StringLit):
+        return STRING
+    if isinstance(node, VectorSel):
+        return VECTOR
+    if isinstance(node, (MatrixSel, Subquery)):
+        return MATRIX
+    if isinstance(node, Negate):
+        return value_type(node.expr)
+    if isinstance(node, Aggregate):
+        return VECTOR
+    if isinstance(node, Binary):
+        if value_type(node.lhs) == SCALAR and value_type(node.rhs) == SCALAR:
+            return SCALAR
+        return VECTOR
+    if isinstance(node, Call):
+        if node.name in ("time", "scalar", "pi"):
+            return SCALAR
+        return VECTOR
+    raise TypeError(node)

@@ -1,0 +1,138 @@
+"""Intermediate values of PromQL evaluation, laid out for NumPy over all evaluation steps.
+
+An instant vector evaluated at T steps is a (series x T) value matrix plus a presence mask;
+a range vector keeps each series' samples and the per-step window ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from query.errors import QueryError
+from storage.model import STALE_NAN_BITS
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class InstantVector:
+    labels: list[Labels]
+    values: np.ndarray  # (n, T) float64
+    present: np.ndarray  # (n, T) bool
+
+    @classmethod
+    def empty(cls, steps: int) -> "InstantVector":
+        return cls([], np.zeros((0, steps)), np.zeros((0, steps), dtype=bool))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def steps(self) -> int:
+        return int(self.values.shape[1])
+
+    def take(self, rows: np.ndarray | list[int]) -> "InstantVector":
+        rows = np.asarray(rows, dtype=np.int64)
+        return InstantVector([self.labels[i] for i in rows], self.values[rows], self.present[rows])
+
+    def compact(self) -> "InstantVector":
+        """Drop series that have no point at any step."""
+        keep = self.present.any(axis=1)
+        if keep.all():
+            return self
+        return self.take(np.nonzero(keep)[0])
+
+
+@dataclass
+class Scalar:
+    values: np.ndarray  # (T,)
+
+
+@dataclass
+class String:
+    value: str
+
+
+@dataclass
+class RangeVector:
+    """Samples per series plus, per step, the right edge of the window (left-open)."""
+
+    labels: list[Labels]
+    ts: list[np.ndarray]
+    vals: list[np.ndarray]
+    ends: np.ndarray  # (T,) int64 window right edges
+    range_ms: int
+    eval_times: np.ndarray  # (T,) step times (for functions that need them)
+
+    def windows(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) sample index bounds per step: samples ``lo <= j < hi`` are in the window."""
+        ts = self.ts[i]
+        lo = np.searchsorted(ts, self.ends - self.range_ms, "right")
+        hi = np.searchsorted(ts, self.ends, "right")
+        return lo, hi
+
+
+Value = InstantVector | Scalar | String | RangeVector
+
+
+def stale_mask(values: np.ndarray) -> np.ndarray:
+    return values.view(np.uint64) == np.uint64(STALE_NAN_BITS)
+
+
+def without_name(labels: Labels) -> Labels:
+    if labels and labels[0][0] == "__name__":
+        return labels[1:]
+    return tuple(p for p in labels if p[0] != "__name__")
+
+
+def labels_get(labels: Labels, name: str) -> str:
+    for k, v in labels:
+        if k == name:
+            return v
+    return ""
+
+
+def labels_set(labels: Labels, name: str, value: str) -> Labels:
+    d = dict(labels)
+    if value == "":
+        d.pop(name, None)
+    else:
+        d[name] = value
+    return tuple(sorted(d.items()))
+
+
+def format_labels(labels: Labels) -> str:
+    name = labels_get(labels, "__name__")
+    rest = ", ".join(f'{k}="{v}"' for k, v in labels if k != "__name__")
+    return f"{name}{{{rest}}}"
+
+
+def merge_same_labels(vec: InstantVector) -> InstantVector:
+    """Merge series that share a label set; an overlap at one step is an error (as upstream)."""
+    index: dict[Labels, list[int]] = {}
+    for i, lab in enumerate(vec.labels):
+        index.setdefault(lab, []).append(i)
+    if len(index) == len(vec.labels):
+        return vec
+    labels, values, present = [], [], []
+    for lab, rows in index.items():
+        if len(rows) == 1:
+            labels.append(lab)
+            values.append(vec.values[rows[0]])
+            present.append(vec.present[rows[0]])
+            continue
+        p = vec.present[rows]
+        if (p.sum(axis=0) > 1).any():
+            raise QueryError("vector cannot contain metrics with the same labelset")
+        v = np.where(p, vec.values[rows], 0.0).sum(axis=0)
+        labels.append(lab)
+        values.append(v)
+        present.append(p.any(axis=0))
+    n = vec.steps
+    return InstantVector(
+        labels,
+        np.array(values).reshape(len(labels), n),
+        np.array(present, dtype=bool).reshape(len(labels), n),
+    )

@@ -1,0 +1,84 @@
+"""Engine basics over MemoryStorage: selectors, staleness, errors, limits, result shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from query.engine import Engine
+from query.errors import ParseError, QueryError, QueryLimitError
+from query.memory import MemoryStorage
+from storage.model import STALE_NAN, Series, make_labels
+
+
+def _storage() -> MemoryStorage:
+    st = MemoryStorage()
+    for h in range(3):
+        for mode in ("user", "idle"):
+            s = Series.of(make_labels("cpu", host=f"h{h}", mode=mode))
+            ts = np.arange(0, 3_600_000, 15_000)
+            st.add_series(s, ts, np.arange(len(ts)) * 1.5 * (h + 1))
+    return st
+
+
+async def test_instant_selector_and_rate() -> None:
+    eng = Engine(_storage())
+    r = await eng.instant_query("cpu{host='h1'}", 1_800_000)
+    assert r.type == "vector"
+    assert [s.labels["mode"] for s in r.series] == ["idle", "user"]
+    assert r.series[0].values[0] == 120 * 3.0
+    r = await eng.instant_query("sum by (mode) (rate(cpu[5m]))", 1_800_000)
+    assert {s.labels["mode"]: round(float(s.values[0]), 9) for s in r.series} == {"idle": 0.6, "user": 0.6}
+
+
+async def test_range_query_shape() -> None:
+    eng = Engine(_storage())
+    r = await eng.range_query("sum(rate(cpu[5m]))", 600_000, 1_200_000, 60_000)
+    assert r.type == "matrix" and len(r.series) == 1
+    assert r.series[0].timestamps.tolist() == list(range(600_000, 1_200_001, 60_000))
+    np.testing.assert_allclose(r.series[0].values, 1.2)
+
+
+async def test_staleness_ends_lookback() -> None:
+    st = MemoryStorage()
+    s = Series.of(make_labels("up", job="a"))
+    st.add_series(s, np.array([0, 15_000, 30_000]), np.array([1.0, 1.0, STALE_NAN]))
+    eng = Engine(st)
+    assert len((await eng.instant_query("up", 20_000)).series) == 1
+    assert (await eng.instant_query("up", 40_000)).series == []
+    # Without the marker the sample would be visible for 5 minutes.
+    assert len((await eng.instant_query("up offset 20s", 40_000)).series) == 1
+
+
+async def test_parse_error_has_position() -> None:
+    eng = Engine(MemoryStorage())
+    with pytest.raises(ParseError) as exc:
+        await eng.instant_query("sum(rate(foo[5m])", 0)
+    assert exc.value.position == 3
+    assert str(exc.value).startswith("1:4: parse error")
+    with pytest.raises(ParseError) as exc:
+        await eng.instant_query("foo bar", 0)
+    assert exc.value.position == 4
+
+
+async def test_sample_limit() -> None:
+    eng = Engine(_storage(), max_samples=100)
+    with pytest.raises(QueryLimitError, match="too many samples"):
+        await eng.instant_query("count_over_time(cpu[1h])", 3_600_000)
+
+
+async def test_range_query_rejects_matrix() -> None:
+    eng = Engine(_storage())
+    with pytest.raises(QueryError, match="range vector"):
+        await eng.range_query("cpu[5m]", 0, 60_000, 15_000)
+
+
+async def test_negative_at_and_offset() -> None:
+    st = MemoryStorage()
+    s = Series.of(make_labels("m"))
+    st.add_series(s, np.array([-100_000, 0, 100_000]), np.array([1.0, 2.0, 3.0]))
+    eng = Engine(st)
+    r = await eng.instant_query("m @ -50", 100_000)
+    assert r.series[0].values[0] == 1.0
+    r = await eng.instant_query("m offset -100s", 0)
+    assert r.series[0].values[0] == 3.0
