@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from storage.base import AGGREGATES, HOUR_MS, MINUTE_MS
+from storage.base import AGGREGATES, DAY_MS, HOUR_MS, MINUTE_MS, Resolution
 from storage.model import STALE_NAN_BITS
 
 DEFAULT_MAX_GAP_MS = 5 * MINUTE_MS
@@ -220,3 +220,30 @@ def rollup_rollup(src: Rollup, step_ms: int = HOUR_MS) -> Rollup:
         last=src.last[ends - 1],
         increase=np.bincount(local, weights=src.increase, minlength=nb),
     )
+
+
+RAW_RETENTION_MS = 7 * DAY_MS
+MINUTE_RETENTION_MS = 30 * DAY_MS
+_ORDER = (Resolution.RAW, Resolution.MINUTE, Resolution.HOUR)
+
+
+def choose_resolution(start_ms: int, now_ms: int, step_ms: int = 0) -> Resolution:
+    """The resolution to read for a range starting at ``start_ms``.
+
+    Age decides the finest resolution still kept: raw within 7 days, 1 m within 30 days,
+    1 h beyond. A ``step_ms`` (pass the smallest duration the query needs: its step and
+    any range-vector window) may make a coarser one enough: 1 h when step >= 1 h, 1 m when
+    step >= 1 m. The coarser of the two is returned.
+    """
+    age = now_ms - start_ms
+    by_age = (
+        Resolution.RAW
+        if age <= RAW_RETENTION_MS
+        else (Resolution.MINUTE if age <= MINUTE_RETENTION_MS else Resolution.HOUR)
+    )
+    by_step = (
+        Resolution.HOUR
+        if step_ms >= HOUR_MS
+        else (Resolution.MINUTE if step_ms >= MINUTE_MS else Resolution.RAW)
+    )
+    return max(by_age, by_step, key=_ORDER.index)

@@ -1,0 +1,392 @@
+"""The rollup job: seal closed windows of raw samples into blocks, write 1m and 1h rollups.
+
+Time is cut into windows of ``window_ms`` (a whole number of hours dividing a day,
+default 2 h), series into ``shards`` by ``series_id % shards``. For one (shard, window):
+
+1. read the shard's raw samples in ``[start - max_gap, end)`` from the store (the
+   samples before ``start`` only carry counters into the window, see ``storage.rollup``);
+2. per series, encode the samples inside the window into one block
+   (``storage.blocks.encode_block``) keyed by (series, window start);
+3. compute 1-minute rollups from raw and 1-hour rollups from the 1-minute ones;
+4. write blocks, 1m rows, 1h rows - all upserts keyed by (series, start), so a rerun
+   of a window rewrites identical rows;
+5. advance the shard's checkpoint (kept in the store) to ``end``.
+
+A window is closed once ``now >= end + grace_ms``. Copies of the job take shards with a
+``ShardLease`` (ZooKeeper or local locks); a copy only works shards it holds, and since
+every step is idempotent a lease lost mid-window costs duplicate work, never wrong rows.
+``backfill(from, to)`` redoes every window of a range for every shard without touching
+checkpoints. The job's own metrics live in its ``CollectorRegistry``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TextIO, runtime_checkable
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from storage.base import DAY_MS, HOUR_MS, MINUTE_MS, Resolution, SeriesData
+from storage.blocks import encode_block
+from storage.rollup import DEFAULT_MAX_GAP_MS, Rollup, rollup_raw, rollup_rollup
+from storage.rollup_lease import ShardLease
+
+log = logging.getLogger("ringmon.rollup")
+
+DEFAULT_WINDOW_MS = 2 * HOUR_MS
+DEFAULT_SHARDS = 16
+DEFAULT_GRACE_MS = 5 * MINUTE_MS
+JOB_NAME = "rollup"
+
+
+@dataclass(frozen=True, slots=True)
+class SealedBlock:
+    """One series' raw samples of one window, compressed (``storage.blocks`` format)."""
+
+    series_id: int
+    start_ms: int  # window start: the block's key, stable across reruns
+    end_ms: int  # window end (exclusive)
+    count: int  # samples in the block
+    first_ts: int
+    last_ts: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RollupRows:
+    """One series' rollup buckets of one window at one resolution."""
+
+    series_id: int
+    rollup: Rollup
+
+
+@runtime_checkable
+class RollupStore(Protocol):
+    """What the rollup job needs of a backend (additive to ``storage.base.Storage``).
+
+    See /work/helper-notes/rollup-store-contract.md (mirrored in docs by the lead).
+    """
+
+    async def read_raw_window(self, shard: int, shards: int, start_ms: int, end_ms: int) -> list[SeriesData]:
+        """Raw samples with ts in [start_ms, end_ms) of every series with
+        ``series_id % shards == shard`` (Python modulo) that has samples there.
+
+        Bit-exact values (stale markers kept), timestamps ascending and unique per
+        series; sealed blocks and unsealed rows merged. Order of series is free.
+        """
+        ...
+
+    async def write_blocks(self, blocks: Sequence[SealedBlock]) -> None:
+        """Upsert blocks keyed by (series_id, start_ms)."""
+        ...
+
+    async def write_rollups(self, resolution: Resolution, rows: Sequence[RollupRows]) -> None:
+        """Upsert buckets keyed by (series_id, bucket start) with all six aggregates."""
+        ...
+
+    async def get_checkpoint(self, job: str, shard: int) -> int | None:
+        """End (ms) of the last window done contiguously for this shard, or None."""
+        ...
+
+    async def set_checkpoint(self, job: str, shard: int, window_end_ms: int) -> None:
+        """Record progress; never moves a checkpoint backwards."""
+        ...
+
+
+class RollupMetrics:
+    """The job's own metrics, in a registry the process serves on /metrics."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.windows_done = Counter(
+            "ringmon_rollup_windows_total", "Shard windows sealed and rolled up", ["mode"], registry=r
+        )
+        self.samples_sealed = Counter(
+            "ringmon_rollup_samples_sealed_total", "Raw samples sealed into blocks", registry=r
+        )
+        self.block_bytes = Counter(
+            "ringmon_rollup_block_bytes_total", "Bytes of sealed blocks written", registry=r
+        )
+        self.rollup_points = Counter(
+            "ringmon_rollup_points_total", "Rollup buckets written", ["resolution"], registry=r
+        )
+        self.errors = Counter(
+            "ringmon_rollup_errors_total", "Shard windows that failed (retried later)", registry=r
+        )
+        self.lag = Gauge(
+            "ringmon_rollup_lag_seconds",
+            "Now minus the oldest checkpoint of the shards this copy looked at",
+            registry=r,
+        )
+        self.shards_held = Gauge(
+            "ringmon_rollup_shards_held", "Shards this copy held in its last pass", registry=r
+        )
+        self.window_seconds = Histogram(
+            "ringmon_rollup_window_duration_seconds",
+            "Time to seal and roll up one shard window",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal stream (plain lines when not a TTY)."""
+
+    def __init__(self, total: int, label: str, stream: TextIO | None = None, width: int = 30) -> None:
+        self.total = max(total, 0)
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self.done = 0
+        self.started = time.monotonic()
+        self._last_draw = 0.0
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.done >= self.total or now - self._last_draw >= (0.2 if self._tty else 5.0):
+            self._last_draw = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        frac = self.done / self.total if self.total else 1.0
+        filled = int(frac * self.width)
+        elapsed = now - self.started
+        eta = (elapsed / self.done * (self.total - self.done)) if self.done else 0.0
+        line = (
+            f"{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} "
+            f"{frac * 100:5.1f}% {elapsed:6.1f}s elapsed, eta {eta:6.1f}s"
+        )
+        self.stream.write(("\r" + line) if self._tty else (line + "\n"))
+        self.stream.flush()
+
+    def close(self) -> None:
+        self._draw(time.monotonic())
+        if self._tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+@dataclass(slots=True)
+class WindowResult:
+    """What one shard window produced (for logs, metrics and tests)."""
+
+    shard: int
+    start_ms: int
+    end_ms: int
+    series: int = 0
+    samples: int = 0
+    block_bytes: int = 0
+    minute_points: int = 0
+    hour_points: int = 0
+
+
+def compute_window(
+    data: Sequence[SeriesData], start_ms: int, end_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS
+) -> tuple[list[SealedBlock], list[RollupRows], list[RollupRows]]:
+    """Blocks, 1m rows and 1h rows of one window from its raw samples (CPU only, pure)."""
+    blocks: list[SealedBlock] = []
+    minutes: list[RollupRows] = []
+    hours: list[RollupRows] = []
+    for sd in sorted(data, key=lambda d: d.series.id):
+        ts = np.asarray(sd.timestamps, dtype=np.int64)
+        vals = np.asarray(sd.values, dtype=np.float64)
+        if ts.size > 1 and np.any(ts[1:] < ts[:-1]):
+            order = np.argsort(ts, kind="stable")
+            ts, vals = ts[order], vals[order]
+        lo, hi = np.searchsorted(ts, [start_ms, end_ms])
+        if hi > lo:
+            w_ts, w_vals = ts[lo:hi], vals[lo:hi]
+            blocks.append(
+                SealedBlock(
+                    sd.series.id,
+                    start_ms,
+                    end_ms,
+                    int(hi - lo),
+                    int(w_ts[0]),
+                    int(w_ts[-1]),
+                    encode_block(w_ts, w_vals),
+                )
+            )
+        m = rollup_raw(ts, vals, start_ms, end_ms, MINUTE_MS, max_gap_ms)
+        if len(m):
+            minutes.append(RollupRows(sd.series.id, m))
+            hours.append(RollupRows(sd.series.id, rollup_rollup(m, HOUR_MS)))
+    return blocks, minutes, hours
+
+
+def window_floor(ts_ms: int, window_ms: int) -> int:
+    return ts_ms // window_ms * window_ms
+
+
+@dataclass
+class RollupJob:
+    """Seals and rolls up closed windows shard by shard; see the module docstring."""
+
+    store: RollupStore
+    lease: ShardLease
+    window_ms: int = DEFAULT_WINDOW_MS
+    shards: int = DEFAULT_SHARDS
+    grace_ms: int = DEFAULT_GRACE_MS
+    max_gap_ms: int = DEFAULT_MAX_GAP_MS
+    job: str = JOB_NAME
+    max_windows_per_pass: int = 24  # per shard, so one shard's backlog does not starve others
+    metrics: RollupMetrics = field(default_factory=RollupMetrics)
+    now_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+
+    def __post_init__(self) -> None:
+        if self.window_ms <= 0 or self.window_ms % HOUR_MS or DAY_MS % self.window_ms:
+            raise ValueError(
+                f"rollup window must be a whole number of hours dividing a day, got {self.window_ms / HOUR_MS:g} h"
+            )
+        if not 1 <= self.shards <= 4096:
+            raise ValueError(f"rollup shards must be between 1 and 4096, got {self.shards}")
+        if self.grace_ms < 0 or self.max_gap_ms < 0:
+            raise ValueError("rollup grace and max gap must not be negative")
+
+    def closed_until(self, now_ms: int | None = None) -> int:
+        """End of the newest window that is closed at ``now_ms``."""
+        now = self.now_ms() if now_ms is None else now_ms
+        return window_floor(now - self.grace_ms, self.window_ms)
+
+    async def process_window(self, shard: int, start_ms: int, mode: str = "live") -> WindowResult:
+        """Seal and roll up one shard window (idempotent)."""
+        end_ms = start_ms + self.window_ms
+        t0 = time.monotonic()
+        data = await self.store.read_raw_window(shard, self.shards, start_ms - self.max_gap_ms, end_ms)
+        loop = asyncio.get_running_loop()
+        blocks, minutes, hours = await loop.run_in_executor(
+            None, compute_window, data, start_ms, end_ms, self.max_gap_ms
+        )
+        if blocks:
+            await self.store.write_blocks(blocks)
+        if minutes:
+            await self.store.write_rollups(Resolution.MINUTE, minutes)
+            await self.store.write_rollups(Resolution.HOUR, hours)
+        res = WindowResult(
+            shard,
+            start_ms,
+            end_ms,
+            series=len(minutes),
+            samples=sum(b.count for b in blocks),
+            block_bytes=sum(len(b.data) for b in blocks),
+            minute_points=sum(len(r.rollup) for r in minutes),
+            hour_points=sum(len(r.rollup) for r in hours),
+        )
+        m = self.metrics
+        m.windows_done.labels(mode).inc()
+        m.samples_sealed.inc(res.samples)
+        m.block_bytes.inc(res.block_bytes)
+        m.rollup_points.labels("1m").inc(res.minute_points)
+        m.rollup_points.labels("1h").inc(res.hour_points)
+        m.window_seconds.observe(time.monotonic() - t0)
+        return res
+
+    async def run_once(self, initial_start_ms: int | None = None) -> list[WindowResult]:
+        """One pass over all shards: catch up every shard this copy can lease.
+
+        A shard without a checkpoint starts at ``initial_start_ms`` (default: the newest
+        closed window only - older data is the business of ``backfill``).
+        """
+        closed = self.closed_until()
+        done: list[WindowResult] = []
+        oldest: int | None = None
+        held = 0
+        for shard in self._shard_order():
+            if not await self.lease.try_acquire(shard):
+                continue
+            held += 1
+            try:
+                ckpt = await self.store.get_checkpoint(self.job, shard)
+                if ckpt is None:
+                    ckpt = (
+                        window_floor(initial_start_ms, self.window_ms)
+                        if initial_start_ms is not None
+                        else max(closed - self.window_ms, 0)
+                    )
+                    # Record where this shard starts, so a failure of its first window
+                    # is retried from here rather than from a later default.
+                    await self.store.set_checkpoint(self.job, shard, ckpt)
+                n = 0
+                while ckpt + self.window_ms <= closed and n < self.max_windows_per_pass:
+                    if not self.lease.held(shard):
+                        log.warning("rollup lease on shard %d lost; leaving it to another copy", shard)
+                        break
+                    try:
+                        done.append(await self.process_window(shard, ckpt))
+                    except Exception:
+                        self.metrics.errors.inc()
+                        log.exception("rollup of shard %d window %d failed; will retry", shard, ckpt)
+                        break
+                    ckpt += self.window_ms
+                    await self.store.set_checkpoint(self.job, shard, ckpt)
+                    n += 1
+                oldest = ckpt if oldest is None else min(oldest, ckpt)
+            finally:
+                await self.lease.release(shard)
+        self.metrics.shards_held.set(held)
+        if oldest is not None:
+            self.metrics.lag.set(max(0.0, (self.now_ms() - oldest) / 1000.0))
+        return done
+
+    def _shard_order(self) -> list[int]:
+        # Start at a different shard on every pass so copies spread over the shards.
+        first = (self.now_ms() // 1000) % self.shards
+        return [(first + i) % self.shards for i in range(self.shards)]
+
+    async def run_forever(self, stop: asyncio.Event, interval_s: float = 60.0) -> None:
+        """Pass after pass until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                results = await self.run_once()
+                if results:
+                    log.info(
+                        "rollup pass: %d shard windows, %d samples sealed",
+                        len(results),
+                        sum(r.samples for r in results),
+                    )
+            except Exception:
+                self.metrics.errors.inc()
+                log.exception("rollup pass failed")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+            except TimeoutError:
+                pass
+
+    async def backfill(
+        self, from_ms: int, to_ms: int, progress: ProgressBar | None = None, lease_wait_s: float = 600.0
+    ) -> list[WindowResult]:
+        """Redo every window overlapping [from_ms, to_ms) for every shard (checkpoints untouched).
+
+        Waits (bounded by ``lease_wait_s`` per shard) for shards other copies hold.
+        """
+        if to_ms <= from_ms:
+            raise ValueError("backfill range is empty: FROM must be before TO")
+        first = window_floor(from_ms, self.window_ms)
+        last = min(to_ms, self.closed_until())
+        starts = list(range(first, last, self.window_ms))
+        if progress is not None:
+            progress.total = len(starts) * self.shards
+        done: list[WindowResult] = []
+        for shard in range(self.shards):
+            deadline = time.monotonic() + lease_wait_s
+            while not await self.lease.try_acquire(shard):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"shard {shard} stayed leased by another copy for {lease_wait_s:g}s")
+                await asyncio.sleep(0.5)
+            try:
+                for start in starts:
+                    done.append(await self.process_window(shard, start, mode="backfill"))
+                    if progress is not None:
+                        progress.update()
+            finally:
+                await self.lease.release(shard)
+        return done

@@ -1,0 +1,314 @@
+"""The rollup job on SQLite: output equals brute force, reruns and concurrent copies change nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sqlite3
+
+import numpy as np
+import pytest
+from test_rollup import assert_equal_rollups, brute_force
+
+from storage.base import HOUR_MS, MINUTE_MS, Resolution
+from storage.blocks import decode_block
+from storage.matchers import Matcher, MatchOp
+from storage.model import STALE_NAN, SampleBatch, Series, make_labels
+from storage.rollup import Rollup, rollup_raw, rollup_rollup
+from storage.rollup_job import ProgressBar, RollupJob, RollupRows, SealedBlock, compute_window
+from storage.rollup_lease import LocalShardLease, ZooKeeperShardLease
+from storage.sqlite_rollup import SQLiteRollupStorage
+
+DAY0 = 1_699_920_000_000  # a day boundary (ms)
+T0 = DAY0 + 2 * HOUR_MS
+HOURS = 6
+T_END = T0 + HOURS * HOUR_MS
+WINDOW = 2 * HOUR_MS
+SHARDS = 4
+
+
+def generate(seed: int = 5) -> dict[Series, tuple[np.ndarray, np.ndarray, str]]:
+    """Series of 3 targets: counters with resets, gauges, NaN, stale markers, gaps, jitter."""
+    rng = np.random.default_rng(seed)
+    out: dict[Series, tuple[np.ndarray, np.ndarray, str]] = {}
+    for t in range(3):
+        target = f"web/h{t}:9100"
+        step = (10_000, 15_000, 30_000)[t]
+        n = (T_END + 10 * MINUTE_MS - T0) // step
+        ts = T0 - 10 * MINUTE_MS + np.arange(n, dtype=np.int64) * step + rng.integers(-3, 4, n)
+        gap = rng.integers(n // 4, n // 2)
+        keep = np.ones(n, dtype=bool)
+        keep[gap : gap + 40] = False  # an outage longer than the 5-minute gap limit
+        keep[gap + 100 : gap + 103] = False  # a short one
+        ts = ts[keep]
+        m = ts.shape[0]
+        for k in range(8):
+            labels = make_labels(
+                "gen_metric_total" if k < 5 else "gen_gauge", instance=f"h{t}:9100", k=str(k)
+            )
+            if k < 5:
+                v = float(rng.integers(0, 1000)) + np.cumsum(rng.integers(0, 100, m)).astype(np.float64)
+                for r in rng.integers(1, m, 2):
+                    v[r:] -= v[r - 1] - rng.integers(0, 5)
+                v = np.round(v / (10 ** (k % 3)), k % 3)
+            else:
+                v = rng.normal(0, 100, m)
+            v[rng.integers(0, m, 3)] = float("nan")
+            v[rng.integers(0, m, 2)] = STALE_NAN
+            v[rng.integers(0, m, 1)] = -0.0
+            out[Series.of(labels)] = (ts.copy(), v, target)
+    return out
+
+
+async def load(store: SQLiteRollupStorage, data) -> None:
+    by_target: dict[str, SampleBatch] = {}
+    for s, (ts, v, target) in data.items():
+        b = by_target.setdefault(target, SampleBatch(target))
+        for t, x in zip(ts.tolist(), v.tolist(), strict=True):
+            b.add(s, t, x)
+    for b in by_target.values():
+        await store.write(b)
+
+
+def dump(path) -> dict[str, list[tuple]]:
+    con = sqlite3.connect(path)
+    try:
+        return {
+            t: con.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
+            for t in ("raw_blocks", "rollup_1m", "rollup_1h")
+        }
+    finally:
+        con.close()
+
+
+def make_job(store, lease_dir, now=T_END + HOUR_MS, **kw) -> RollupJob:
+    return RollupJob(
+        store, LocalShardLease(lease_dir), window_ms=WINDOW, shards=SHARDS, now_ms=lambda: now, **kw
+    )
+
+
+@pytest.fixture
+def data():
+    return generate()
+
+
+@pytest.fixture
+async def store(tmp_path, data):
+    s = await SQLiteRollupStorage.open(tmp_path / "ringmon.db")
+    await load(s, data)
+    yield s
+    await s.close()
+
+
+async def test_job_output_equals_brute_force(store, data, tmp_path):
+    job = make_job(store, tmp_path / "locks")
+    done = await job.run_once(initial_start_ms=T0)
+    assert len(done) == SHARDS * HOURS * HOUR_MS // WINDOW
+    for s, (ts, v, _) in data.items():
+        minutes = await store.read_rollup(Resolution.MINUTE, s.id, T0, T_END)
+        got = {
+            int(t): {k: float(c[i]) for k, c in minutes.columns().items()}
+            for i, t in enumerate(minutes.timestamps)
+        }
+        assert_equal_rollups(got, brute_force(ts, v, T0, T_END, MINUTE_MS))
+        hours = await store.read_rollup(Resolution.HOUR, s.id, T0, T_END)
+        assert hours.bit_equal(rollup_rollup(rollup_raw(ts, v, T0, T_END, MINUTE_MS), HOUR_MS))
+        hour_raw = {
+            int(t): {k: float(c[i]) for k, c in hours.columns().items()}
+            for i, t in enumerate(hours.timestamps)
+        }
+        assert_equal_rollups(hour_raw, brute_force(ts, v, T0, T_END, HOUR_MS), exact_sums=False)
+    # Blocks decode to exactly the raw samples of their window.
+    con = sqlite3.connect(tmp_path / "ringmon.db")
+    blocks = con.execute("SELECT series_id, start_ts, end_ts, count, data FROM raw_blocks").fetchall()
+    con.close()
+    by_id = {s.id: d for s, d in data.items()}
+    assert len(blocks) == len(data) * HOURS * HOUR_MS // WINDOW
+    for sid, start, end, count, blob in blocks:
+        ts, v, _ = by_id[sid]
+        inside = (ts >= start) & (ts < end)
+        got_ts, got_v = decode_block(blob)
+        assert count == int(inside.sum())
+        np.testing.assert_array_equal(got_ts, ts[inside])
+        np.testing.assert_array_equal(got_v.view(np.uint64), v[inside].view(np.uint64))
+
+
+async def test_rerun_changes_nothing(store, tmp_path):
+    job = make_job(store, tmp_path / "locks")
+    await job.run_once(initial_start_ms=T0)
+    before = dump(tmp_path / "ringmon.db")
+    out = io.StringIO()
+    await job.backfill(T0, T_END, progress=ProgressBar(0, "backfill", stream=out))
+    assert dump(tmp_path / "ringmon.db") == before
+    assert f"{SHARDS * HOURS // 2}/{SHARDS * HOURS // 2}" in out.getvalue()
+    # Nothing new is closed: a further pass does nothing.
+    assert await job.run_once() == []
+
+
+async def test_resumes_from_checkpoints(store, data, tmp_path):
+    await make_job(store, tmp_path / "locks", now=T0 + 3 * HOUR_MS).run_once(initial_start_ms=T0)
+    assert [await store.get_checkpoint("rollup", s) for s in range(SHARDS)] == [T0 + WINDOW] * SHARDS
+    await make_job(store, tmp_path / "locks").run_once()
+    assert [await store.get_checkpoint("rollup", s) for s in range(SHARDS)] == [T_END] * SHARDS
+    other = await SQLiteRollupStorage.open(tmp_path / "fresh.db")
+    try:
+        await load(other, data)
+        await make_job(other, tmp_path / "locks2").run_once(initial_start_ms=T0)
+    finally:
+        await other.close()
+    assert dump(tmp_path / "ringmon.db") == dump(tmp_path / "fresh.db")
+
+
+async def test_two_copies_at_once_equal_one(data, tmp_path):
+    single = await SQLiteRollupStorage.open(tmp_path / "single.db")
+    await load(single, data)
+    await make_job(single, tmp_path / "l1").run_once(initial_start_ms=T0)
+    await single.close()
+
+    a = await SQLiteRollupStorage.open(tmp_path / "pair.db")
+    await load(a, data)
+    b = await SQLiteRollupStorage.open(tmp_path / "pair.db")
+    job_a, job_b = make_job(a, tmp_path / "l2"), make_job(b, tmp_path / "l2")
+    ra, rb = await asyncio.gather(job_a.run_once(initial_start_ms=T0), job_b.run_once(initial_start_ms=T0))
+    # A second pass of both picks up whatever a held-shard skip left behind.
+    ra += await job_a.run_once(initial_start_ms=T0)
+    rb += await job_b.run_once(initial_start_ms=T0)
+    await a.close()
+    await b.close()
+    keys = [(r.shard, r.start_ms) for r in ra + rb]
+    assert len(keys) == len(set(keys)) == SHARDS * HOURS * HOUR_MS // WINDOW
+    assert dump(tmp_path / "pair.db") == dump(tmp_path / "single.db")
+
+
+async def test_failed_window_is_retried_and_metrics(store, tmp_path):
+    class Flaky:
+        def __init__(self, inner):
+            self.inner = inner
+            self.fail = 1
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        async def write_rollups(self, resolution, rows):
+            if self.fail:
+                self.fail -= 1
+                raise OSError("disk full")
+            await self.inner.write_rollups(resolution, rows)
+
+    job = make_job(Flaky(store), tmp_path / "locks")
+    first = await job.run_once(initial_start_ms=T0)
+    # The first shard's first window fails: that shard stops (checkpoints stay contiguous).
+    assert len(first) == SHARDS * 3 - 3
+    reg = job.metrics.registry
+    assert reg.get_sample_value("ringmon_rollup_errors_total") == 1
+    assert reg.get_sample_value("ringmon_rollup_lag_seconds") == pytest.approx((T_END + HOUR_MS - T0) / 1000)
+    second = await job.run_once()
+    assert len(second) == 3
+    assert reg.get_sample_value("ringmon_rollup_windows_total", {"mode": "live"}) == SHARDS * 3
+    assert reg.get_sample_value("ringmon_rollup_lag_seconds") == pytest.approx(HOUR_MS / 1000)
+    assert reg.get_sample_value("ringmon_rollup_samples_sealed_total") > 0
+
+
+async def test_held_shard_is_skipped(store, tmp_path):
+    other = LocalShardLease(tmp_path / "locks")
+    assert await other.try_acquire(1)
+    done = await make_job(store, tmp_path / "locks").run_once(initial_start_ms=T0)
+    assert {r.shard for r in done} == {0, 2, 3}
+    await other.close()
+
+
+async def test_select_rollup_through_storage_interface(store, data, tmp_path):
+    await make_job(store, tmp_path / "locks").run_once(initial_start_ms=T0)
+    got = await store.select([Matcher("__name__", MatchOp.EQ, "gen_gauge")], T0, T_END, Resolution.HOUR)
+    assert len(got) == 9
+    for d in got:
+        assert d.resolution is Resolution.HOUR and set(d.agg) == {
+            "count",
+            "sum",
+            "min",
+            "max",
+            "last",
+            "increase",
+        }
+        np.testing.assert_array_equal(d.values.view(np.uint64), d.agg["last"].view(np.uint64))
+        assert d.timestamps.tolist() == [T0 + h * HOUR_MS for h in range(HOURS)]
+
+
+def test_compute_window_is_deterministic(data):
+    from storage.base import SeriesData
+
+    sds = [SeriesData(s, ts, v) for s, (ts, v, _) in data.items()]
+    a = compute_window(sds, T0, T0 + WINDOW)
+    b = compute_window(list(reversed(sds)), T0, T0 + WINDOW)
+    assert a[0] == b[0]
+    for x, y in zip(a[1] + a[2], b[1] + b[2], strict=True):
+        assert isinstance(x, RollupRows) and x.series_id == y.series_id and x.rollup.bit_equal(y.rollup)
+    assert all(isinstance(blk, SealedBlock) for blk in a[0])
+    assert isinstance(a[1][0].rollup, Rollup)
+
+
+def test_bad_window_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="whole number of hours dividing a day"):
+        RollupJob(None, LocalShardLease(tmp_path), window_ms=5 * HOUR_MS)  # type: ignore[arg-type]
+
+
+@pytest.mark.zookeeper
+async def test_zookeeper_lease_is_exclusive(zookeeper, zk_root):
+    from kazoo.client import KazooClient
+
+    c1, c2 = KazooClient(hosts=zookeeper.hosts), KazooClient(hosts=zookeeper.hosts)
+    c1.start(timeout=30)
+    c2.start(timeout=30)
+    try:
+        l1 = ZooKeeperShardLease(c1, root=f"{zk_root}/rollup/locks", identifier="one")
+        l2 = ZooKeeperShardLease(c2, root=f"{zk_root}/rollup/locks", identifier="two")
+        assert await l1.try_acquire(3)
+        assert l1.held(3)
+        assert not await l2.try_acquire(3)
+        assert await l2.try_acquire(4)
+        await l1.release(3)
+        assert not l1.held(3)
+        assert await l2.try_acquire(3)
+        c2.stop()  # session gone: its locks go with it
+        c2.close()
+        assert await l1.try_acquire(3)
+        await l1.close()
+    finally:
+        for c in (c1, c2):
+            try:
+                c.stop()
+                c.close()
+            except Exception:
+                pass
+
+
+@pytest.mark.zookeeper
+async def test_two_copies_with_zookeeper_leases(zookeeper, zk_root, data, tmp_path):
+    from kazoo.client import KazooClient
+
+    single = await SQLiteRollupStorage.open(tmp_path / "single.db")
+    await load(single, data)
+    await make_job(single, tmp_path / "l1").run_once(initial_start_ms=T0)
+    await single.close()
+
+    clients = [KazooClient(hosts=zookeeper.hosts) for _ in range(2)]
+    stores = []
+    try:
+        jobs = []
+        for i, c in enumerate(clients):
+            c.start(timeout=30)
+            s = await SQLiteRollupStorage.open(tmp_path / "pair.db")
+            stores.append(s)
+            if i == 0:
+                await load(s, data)
+            lease = ZooKeeperShardLease(c, root=f"{zk_root}/rollup/locks", identifier=f"copy{i}")
+            jobs.append(RollupJob(s, lease, window_ms=WINDOW, shards=SHARDS, now_ms=lambda: T_END + HOUR_MS))
+        for _ in range(2):
+            await asyncio.gather(*(j.run_once(initial_start_ms=T0) for j in jobs))
+    finally:
+        for s in stores:
+            await s.close()
+        for c in clients:
+            c.stop()
+            c.close()
+    assert dump(tmp_path / "pair.db") == dump(tmp_path / "single.db")
