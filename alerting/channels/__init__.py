@@ -1,0 +1,1 @@
+"""Notification channels: webhook, PagerDuty, phone (Twilio-style), email, Alertmanager forwarding."""

@@ -1,0 +1,146 @@
+"""What every channel implements, the delivery error it raises, and shared config helpers."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import aiohttp
+
+from alerting.notifier.model import Notification
+from alerting.template import TemplateError, parse_template
+
+
+class DeliveryError(Exception):
+    """A channel could not deliver; ``retryable`` says whether backing off and retrying may help."""
+
+    def __init__(self, message: str, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class ChannelConfigError(ValueError):
+    """A channel's config is wrong; the message names the key."""
+
+
+class Integration(abc.ABC):
+    """One configured destination of a receiver (e.g. the second webhook of receiver "ops")."""
+
+    kind: str = "integration"
+
+    def __init__(self, index: int, send_resolved: bool) -> None:
+        self.index = index
+        self.send_resolved = send_resolved
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}[{self.index}]"
+
+    @abc.abstractmethod
+    async def notify(self, n: Notification, session: aiohttp.ClientSession) -> None:
+        """Deliver ``n``; raise DeliveryError on failure."""
+
+
+def render(template_text: str, n: Notification, name: str) -> str:
+    """Expand a channel template (Alertmanager-like data: .Status, .Alerts, .CommonLabels ...)."""
+    try:
+        return parse_template(template_text, name, predefined=()).expand(n.template_data())
+    except TemplateError as exc:
+        return f"<error expanding template: {exc}>"
+
+
+def check_template(text: str, where: str) -> str:
+    try:
+        parse_template(text, where, predefined=())
+    except TemplateError as exc:
+        raise ChannelConfigError(f"{where}: invalid template: {exc.reason} (line {exc.line})") from None
+    return text
+
+
+class Opts:
+    """Typed access to one channel's YAML mapping; unknown keys are errors."""
+
+    def __init__(self, data: Any, where: str, known: tuple[str, ...]) -> None:
+        if not isinstance(data, dict):
+            raise ChannelConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+        unknown = sorted(set(map(str, data)) - set(known))
+        if unknown:
+            raise ChannelConfigError(f"{where}.{unknown[0]}: unknown key (known keys here: {', '.join(known)})")
+        self.data = data
+        self.where = where
+
+    def str(self, key: str, default: str | None = None) -> str:
+        v = self.data.get(key, default)
+        if v is None:
+            raise ChannelConfigError(f"{self.where}.{key}: required")
+        if isinstance(v, bool) or not isinstance(v, str | int | float):
+            raise ChannelConfigError(f"{self.where}.{key}: expected a string, got {type(v).__name__}")
+        return str(v)
+
+    def bool(self, key: str, default: bool) -> bool:
+        v = self.data.get(key, default)
+        if not isinstance(v, bool):
+            raise ChannelConfigError(f"{self.where}.{key}: expected true or false, got {v!r}")
+        return v
+
+    def num(self, key: str, default: float) -> float:
+        v = self.data.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ChannelConfigError(f"{self.where}.{key}: expected a number, got {v!r}")
+        return float(v)
+
+    def duration(self, key: str, default: float) -> float:
+        from alerting.durations import DurationError, parse_duration_ms
+
+        v = self.data.get(key)
+        if v is None:
+            return default
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return float(v)
+        try:
+            return parse_duration_ms(str(v)) / 1000.0
+        except DurationError as exc:
+            raise ChannelConfigError(f"{self.where}.{key}: {exc}") from None
+
+    def str_list(self, key: str, default: list[str] | None = None) -> list[str]:
+        v = self.data.get(key, default)
+        if v is None:
+            raise ChannelConfigError(f"{self.where}.{key}: required")
+        if isinstance(v, str):
+            return [x.strip() for x in v.split(",") if x.strip()]
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise ChannelConfigError(f"{self.where}.{key}: expected a list of strings")
+        return list(v)
+
+    def str_map(self, key: str) -> dict[str, str]:
+        v = self.data.get(key) or {}
+        if not isinstance(v, dict):
+            raise ChannelConfigError(f"{self.where}.{key}: expected a mapping")
+        return {str(k): str(x) for k, x in v.items()}
+
+    def url(self, key: str, default: str | None = None) -> str:
+        u = self.str(key, default)
+        if not u.startswith(("http://", "https://")):
+            raise ChannelConfigError(f"{self.where}.{key}: expected an http:// or https:// URL, got {u!r}")
+        return u
+
+
+async def post(
+    session: aiohttp.ClientSession,
+    url: str,
+    timeout_s: float,
+    what: str,
+    ok: tuple[int, ...] = (200, 201, 202, 204),
+    **kwargs: Any,
+) -> tuple[int, str]:
+    """POST and classify the answer: 2xx ok; 429 and 5xx retryable; other 4xx permanent."""
+    try:
+        async with session.post(url, timeout=aiohttp.ClientTimeout(total=timeout_s), **kwargs) as resp:
+            body = await resp.text()
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise DeliveryError(f"{what}: {url}: {type(exc).__name__}: {exc}", retryable=True) from None
+    if status in ok or 200 <= status < 300:
+        return status, body
+    retryable = status == 429 or status >= 500
+    raise DeliveryError(f"{what}: {url} answered {status}: {body[:200]}", retryable=retryable)

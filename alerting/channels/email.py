@@ -1,0 +1,147 @@
+"""Email over SMTP: text and HTML bodies from templates; STARTTLS, implicit TLS and auth configurable.
+
+smtplib runs in a worker thread so the event loop never blocks on the mail server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import socket
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+import aiohttp
+
+from alerting.channels.base import (
+    ChannelConfigError,
+    DeliveryError,
+    Integration,
+    Opts,
+    check_template,
+    render,
+)
+from alerting.notifier.model import Notification
+
+DEFAULT_SUBJECT = ('[{{ .Status | toUpper }}{{ if eq .Status "firing" }}:{{ .Firing }}{{ end }}] '
+                   '{{ .CommonLabels.alertname }}{{ range $k, $v := .GroupLabels }}{{ if ne $k "alertname" }} {{ $k }}={{ $v }}{{ end }}{{ end }}')
+DEFAULT_TEXT = """{{ range .Alerts }}[{{ .Status }}] {{ .Labels.alertname }}
+{{ range $k, $v := .Labels }}  {{ $k }} = {{ $v }}
+{{ end }}{{ range $k, $v := .Annotations }}  {{ $k }}: {{ $v }}
+{{ end }}  since {{ .StartsAt }}
+{{ end }}{{ if .ExternalURL }}
+{{ .ExternalURL }}
+{{ end }}"""
+DEFAULT_HTML = """<html><body><h2>{{ .Status | toUpper }}: {{ .CommonLabels.alertname | html }}</h2>
+{{ range .Alerts }}<h3>[{{ .Status }}] {{ .Labels.alertname | html }}</h3><table>
+{{ range $k, $v := .Labels }}<tr><td>{{ $k | html }}</td><td>{{ $v | html }}</td></tr>
+{{ end }}</table>{{ range $k, $v := .Annotations }}<p><b>{{ $k | html }}</b>: {{ $v | html }}</p>
+{{ end }}<p>since {{ .StartsAt }}</p>{{ end }}</body></html>"""
+
+
+class EmailIntegration(Integration):
+    kind = "email"
+    KEYS = ("to", "from", "smarthost", "hello", "auth_username", "auth_password", "starttls", "require_tls",
+            "tls", "tls_insecure_skip_verify", "ca_file", "subject", "text", "html", "send_resolved", "headers",
+            "timeout")
+
+    def __init__(self, index: int, to: list[str], sender: str, host: str, port: int, *, hello: str = "",
+                 username: str = "", password: str = "", starttls: str = "opportunistic", implicit_tls: bool = False,
+                 insecure: bool = False, ca_file: str = "", subject: str = DEFAULT_SUBJECT, text: str = DEFAULT_TEXT,
+                 html: str = DEFAULT_HTML, send_resolved: bool = True, headers: dict[str, str] | None = None,
+                 timeout_s: float = 15.0) -> None:
+        super().__init__(index, send_resolved)
+        self.to = to
+        self.sender = sender
+        self.host = host
+        self.port = port
+        self.hello = hello or socket.getfqdn()
+        self.username = username
+        self.password = password
+        self.starttls = starttls  # "never" | "opportunistic" | "required"
+        self.implicit_tls = implicit_tls
+        self.insecure = insecure
+        self.ca_file = ca_file
+        self.subject = subject
+        self.text = text
+        self.html = html
+        self.headers = headers or {}
+        self.timeout_s = timeout_s
+
+    @classmethod
+    def from_config(cls, index: int, data: dict, where: str, defaults: dict | None = None) -> EmailIntegration:
+        merged = {**(defaults or {}), **data}
+        o = Opts(merged, where, cls.KEYS)
+        host, sep, port = o.str("smarthost").rpartition(":")
+        if not sep or not port.isdigit():
+            raise ChannelConfigError(f"{where}.smarthost: expected HOST:PORT, got {o.str('smarthost')!r}")
+        require = o.bool("require_tls", False)
+        starttls = o.str("starttls", "required" if require else "opportunistic")
+        if starttls not in ("never", "opportunistic", "required"):
+            raise ChannelConfigError(f"{where}.starttls: expected never, opportunistic or required, got {starttls!r}")
+        to = o.str_list("to")
+        if not to:
+            raise ChannelConfigError(f"{where}.to: at least one address is required")
+        return cls(index, to, o.str("from"), host, int(port), hello=o.str("hello", ""),
+                   username=o.str("auth_username", ""), password=o.str("auth_password", ""), starttls=starttls,
+                   implicit_tls=o.bool("tls", False), insecure=o.bool("tls_insecure_skip_verify", False),
+                   ca_file=o.str("ca_file", ""),
+                   subject=check_template(o.str("subject", DEFAULT_SUBJECT), f"{where}.subject"),
+                   text=check_template(o.str("text", DEFAULT_TEXT), f"{where}.text"),
+                   html=check_template(o.str("html", DEFAULT_HTML), f"{where}.html"),
+                   send_resolved=o.bool("send_resolved", True), headers=o.str_map("headers"),
+                   timeout_s=o.duration("timeout", 15.0))
+
+    def message(self, n: Notification) -> EmailMessage:
+        msg = EmailMessage()
+        msg["Subject"] = render(self.subject, n, "email.subject").replace("\n", " ")[:998]
+        msg["From"] = self.sender
+        msg["To"] = ", ".join(self.to)
+        msg["Date"] = formatdate(localtime=False)
+        msg["Message-Id"] = make_msgid(domain="ringmon")
+        for k, v in self.headers.items():
+            msg[k] = v
+        msg.set_content(render(self.text, n, "email.text"))
+        if self.html:
+            msg.add_alternative(render(self.html, n, "email.html"), subtype="html")
+        return msg
+
+    def _tls_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=self.ca_file or None)
+        if self.insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def _send_sync(self, msg: EmailMessage) -> None:
+        try:
+            if self.implicit_tls:
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, local_hostname=self.hello,
+                                                      timeout=self.timeout_s, context=self._tls_context())
+            else:
+                smtp = smtplib.SMTP(self.host, self.port, local_hostname=self.hello, timeout=self.timeout_s)
+            with smtp:
+                smtp.ehlo()
+                if not self.implicit_tls and self.starttls != "never":
+                    if smtp.has_extn("starttls"):
+                        smtp.starttls(context=self._tls_context())
+                        smtp.ehlo()
+                    elif self.starttls == "required":
+                        raise DeliveryError(f"email: {self.host}:{self.port} does not offer STARTTLS (required)", retryable=False)
+                if self.username:
+                    smtp.login(self.username, self.password)
+                refused = smtp.send_message(msg)
+                if refused:
+                    raise DeliveryError(f"email: recipients refused: {sorted(refused)}", retryable=False)
+        except smtplib.SMTPAuthenticationError as exc:
+            raise DeliveryError(f"email: authentication failed: {exc.smtp_code} {exc.smtp_error!r}", retryable=False) from None
+        except smtplib.SMTPResponseException as exc:
+            retry = 400 <= exc.smtp_code < 500
+            raise DeliveryError(f"email: server answered {exc.smtp_code} {exc.smtp_error!r}", retryable=retry) from None
+        except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            raise DeliveryError(f"email: {self.host}:{self.port}: {type(exc).__name__}: {exc}", retryable=True) from None
+
+    async def notify(self, n: Notification, session: aiohttp.ClientSession) -> None:
+        msg = self.message(n)
+        await asyncio.get_running_loop().run_in_executor(None, self._send_sync, msg)

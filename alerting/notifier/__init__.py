@@ -1,0 +1,1 @@
+"""The notification pipeline: grouping, routing, inhibition, silences, dedup and delivery."""
