@@ -41,6 +41,8 @@ class FakeEngine:
 
     async def instant_query(self, expr, time_ms):
         self.calls.append((expr, time_ms))
+        if self.fail:
+            raise self.fail
         return QueryResult("vector", [])
 
 

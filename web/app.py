@@ -9,9 +9,11 @@ API, ``/metrics``) may be added to the returned app before it starts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -21,6 +23,8 @@ from aiohttp import web
 from markupsafe import Markup
 
 from web import chart
+from web.dashboards import DEFAULT_DIR as DEFAULT_DASHBOARDS
+from web.dashboards import Dashboard, DashboardStore, expand
 from web.providers import (
     PoolsProvider,
     PoolSummary,
@@ -57,8 +61,18 @@ POOLS = web.AppKey("pools_provider", object)
 TARGETS = web.AppKey("targets_provider", object)
 JINJA = web.AppKey("jinja", jinja2.Environment)
 TITLE = web.AppKey("title", str)
+DASHBOARDS = web.AppKey("dashboards", DashboardStore)
 
-NAV = (("/", "Overview"), ("/pools", "Pools"), ("/targets", "Targets"))
+NAV = (
+    ("/", "Overview"),
+    ("/pools", "Pools"),
+    ("/targets", "Targets"),
+    ("/dashboards", "Dashboards"),
+    ("/query", "Query"),
+)
+MAX_EXPR_LEN = 10_000
+MAX_TABLE_ROWS = 500
+PANEL_WIDTH = {"half": 640, "full": 1300}
 
 HOST_CPU_EXPR = "sum by (mode) (rate(node_cpu_seconds_total{{job={job}, instance={instance}}}[{window}]))"
 
@@ -285,6 +299,175 @@ async def host_page(request: web.Request) -> web.Response:
     )
 
 
+async def dashboards_index(request: web.Request) -> web.Response:
+    store = request.app[DASHBOARDS]
+    return render(
+        request,
+        "dashboards.html",
+        page_title="Dashboards",
+        dashboards=store.all(),
+        load_errors=store.errors,
+    )
+
+
+async def _variable_values(
+    engine: QueryEngine, dash: Dashboard, query: Mapping[str, str], tr: TimeRange
+) -> tuple[dict[str, str], dict[str, list[str]], list[str]]:
+    """Each variable's value (request, else default, else first option) and its options."""
+    values: dict[str, str] = {}
+    options: dict[str, list[str]] = {}
+    errors: list[str] = []
+    builtins = _builtins(tr)
+    for var in dash.variables:
+        value = (query.get(var.name) or var.default or "").strip()
+        opts: list[str] = []
+        if var.options_query:
+            expr = expand(var.options_query, values, builtins)
+            try:
+                result = await engine.instant_query(expr, tr.end_ms)
+                opts = sorted({s.labels.get(var.options_label, "") for s in result.series} - {""})
+            except Exception as exc:
+                errors.append(f"{var.label}: choices unavailable: {type(exc).__name__}: {exc}")
+        if not value and opts:
+            value = opts[0]
+        if value and value not in opts and var.options_query:
+            opts = [value, *opts]
+        values[var.name] = value
+        options[var.name] = opts
+    return values, options, errors
+
+
+def _builtins(tr: TimeRange) -> dict[str, str]:
+    from web.timerange import format_duration_s
+
+    return {
+        "__rate_interval": tr.rate_window,
+        "__interval": format_duration_s(tr.step_s),
+        "__range": format_duration_s(tr.range_s),
+    }
+
+
+async def _panel_chart(
+    engine: QueryEngine, panel: Any, values: Mapping[str, str], tr: TimeRange
+) -> dict[str, Any]:
+    builtins = _builtins(tr)
+    exprs = [(expand(q.expr, values, builtins), q.legend or None) for q in panel.queries]
+    results = await asyncio.gather(
+        *(engine.range_query(e, tr.start_ms, tr.end_ms, tr.step_ms) for e, _ in exprs), return_exceptions=True
+    )
+    series: list[chart.ChartSeries] = []
+    errors: list[str] = []
+    for (expr, legend), res in zip(exprs, results, strict=True):
+        if isinstance(res, BaseException):
+            if not isinstance(res, Exception):
+                raise res
+            if not _is_query_error(res):
+                log.error("panel query failed", extra={"expr": expr, "error": repr(res)})
+            errors.append(f"{type(res).__name__}: {res}")
+            continue
+        series.extend(chart.series_from_result(res, legend))
+        errors.extend(getattr(res, "warnings", None) or [])
+    spec = chart.ChartSpec(
+        title=panel.title,
+        unit=panel.unit,
+        mode=panel.mode,
+        width=PANEL_WIDTH.get(panel.width, 640),
+        height=220,
+        start_ms=tr.start_ms,
+        end_ms=tr.end_ms,
+        step_ms=tr.step_ms,
+        tz=tr.tz,
+        thresholds=panel.thresholds,
+    )
+    return {
+        "panel": panel,
+        "svg": Markup(chart.render_chart(series, spec)),
+        "errors": errors,
+        "exprs": [e for e, _ in exprs],
+        "series_count": len(series),
+    }
+
+
+async def dashboard_page(request: web.Request) -> web.Response:
+    dash = request.app[DASHBOARDS].get(request.match_info["name"])
+    if dash is None:
+        raise web.HTTPNotFound(text=f"There is no dashboard named {request.match_info['name']!r}.")
+    engine = request.app[ENGINE]
+    tr = parse_time_range(request.query)
+    values, options, var_errors = await _variable_values(engine, dash, request.query, tr)
+    panels = await asyncio.gather(*(_panel_chart(engine, p, values, tr) for p in dash.panels))
+    return render(
+        request,
+        "dashboard.html",
+        page_title=dash.title,
+        dashboard=dash,
+        panels=panels,
+        values=values,
+        options=options,
+        time_range=tr,
+        errors=tr.errors + var_errors,
+    )
+
+
+def _cell(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    return repr(float(value)) if not float(value).is_integer() or abs(value) >= 1e15 else str(int(value))
+
+
+async def query_page(request: web.Request) -> web.Response:
+    """Ad-hoc PromQL: a chart over the range and a table of the values at its end."""
+    expr = request.query.get("expr", "").strip()
+    tr = parse_time_range(request.query)
+    errors = list(tr.errors)
+    svg = None
+    rows: list[dict[str, Any]] = []
+    truncated = 0
+    error_position = None
+    if len(expr) > MAX_EXPR_LEN:
+        errors.append(f"expr: at most {MAX_EXPR_LEN} characters, got {len(expr)}")
+        expr_run = ""
+    else:
+        expr_run = expr
+    if expr_run:
+        engine = request.app[ENGINE]
+        svg, chart_error, _ = await range_chart(engine, expr_run, tr, title=expr_run, width=1300, height=320)
+        try:
+            result = await engine.instant_query(expr_run, tr.end_ms)
+            if result.type == "scalar" and result.scalar is not None:
+                rows.append({"labels": "scalar", "value": _cell(result.scalar[1])})
+            elif result.type == "string" and result.string is not None:
+                rows.append({"labels": "string", "value": result.string[1]})
+            for s in result.series:
+                if len(rows) >= MAX_TABLE_ROWS:
+                    truncated += 1
+                    continue
+                v = _cell(float(s.values[-1])) if len(s.values) else ""
+                rows.append({"labels": chart.legend_name(s.labels), "value": v})
+        except Exception as exc:
+            if not _is_query_error(exc):
+                log.exception("instant query failed", extra={"expr": expr_run})
+            line, col = getattr(exc, "line", None), getattr(exc, "column", None)
+            if line is not None:
+                error_position = (line, col)
+            errors.append(f"{type(exc).__name__}: {exc}")
+            chart_error = ""
+        if chart_error and chart_error not in " ".join(errors):
+            errors.append(chart_error)
+    return render(
+        request,
+        "query.html",
+        page_title="Query",
+        expr=expr,
+        chart_svg=svg,
+        rows=rows,
+        truncated=truncated,
+        error_position=error_position,
+        time_range=tr,
+        errors=errors,
+    )
+
+
 async def healthy(request: web.Request) -> web.Response:
     return web.Response(text=f"{request.app[TITLE]} is Healthy.\n")
 
@@ -331,20 +514,31 @@ def create_app(
     pools_provider: PoolsProvider,
     targets_provider: TargetsProvider,
     title: str = "Ringmon",
+    dashboards_dirs: Sequence[str | Path] | None = None,
     middlewares: Sequence[Callable] = (),
 ) -> web.Application:
-    """The web application; ``middlewares`` run outside ours (e.g. request instrumentation)."""
+    """The web application.
+
+    ``dashboards_dirs``: directories of dashboard YAML files (default: the dashboards shipped
+    in ``web/dashboards``). ``middlewares`` run outside ours (e.g. request instrumentation).
+    """
     app = web.Application(middlewares=[*middlewares, error_pages])
     app[ENGINE] = engine
     app[POOLS] = pools_provider
     app[TARGETS] = targets_provider
     app[TITLE] = title
     app[JINJA] = make_jinja()
+    app[DASHBOARDS] = DashboardStore(
+        list(dashboards_dirs) if dashboards_dirs is not None else [DEFAULT_DASHBOARDS]
+    )
     app.on_response_prepare.append(_security_headers)
     app.router.add_get("/", overview, name="overview")
     app.router.add_get("/pools", pools_page, name="pools")
     app.router.add_get("/targets", targets_page, name="targets")
     app.router.add_get("/host/{pool}/{instance}", host_page, name="host")
+    app.router.add_get("/dashboards", dashboards_index, name="dashboards")
+    app.router.add_get("/d/{name}", dashboard_page, name="dashboard")
+    app.router.add_get("/query", query_page, name="query")
     app.router.add_get("/-/healthy", healthy, name="healthy")
     app.router.add_static("/static/", STATIC_DIR, name="static")
     return app

@@ -1,7 +1,8 @@
 """The time window of a page from its query string: range presets, custom from/to, step, zone.
 
-``?range=6h`` (presets 1h, 6h, 24h, 7d, 30d, 1y or any duration such as ``90m``),
-``?from=2026-11-25T10:00&to=2026-11-25T12:00`` (local to ``tz``) or unix seconds,
+``?range=6h`` (presets 1h, 6h, 24h, 7d, 30d, 1y or any duration such as ``90m``), or
+``?range=custom&from=2026-11-25T10:00&to=2026-11-25T12:00`` (local to ``tz``, or unix
+seconds; ``from``/``to`` are read only when ``range`` is ``custom`` or absent),
 ``?tz=Europe/Berlin`` and ``?refresh=30s``. Bad values fall back to defaults and are
 reported in ``TimeRange.errors`` so the page can say what it ignored.
 """
@@ -125,9 +126,10 @@ class TimeRange:
         """``YYYY-MM-DDTHH:MM`` in the page's zone, for ``<input type=datetime-local>``."""
         return dt.datetime.fromtimestamp(ts_ms / 1000, self.tz).strftime("%Y-%m-%dT%H:%M")
 
-    def preset_params(self, preset: str) -> dict[str, str]:
-        """Parameters for the same page over the last ``preset`` (zone and refresh kept)."""
-        params = {"range": preset}
+    def preset_params(self, preset: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Parameters for the same page over the last ``preset`` (zone, refresh, ``extra`` kept)."""
+        params = dict(extra or {})
+        params["range"] = preset
         if self.tz_name != "UTC":
             params["tz"] = self.tz_name
         if self.refresh != "off":
@@ -138,6 +140,7 @@ class TimeRange:
         """The parameters that reproduce this range (for links that keep it)."""
         params: dict[str, str] = {}
         if self.range_key == "custom":
+            params["range"] = "custom"
             params["from"] = str(self.start_ms // 1000)
             params["to"] = str(self.end_ms // 1000)
         else:
@@ -169,7 +172,8 @@ def parse_time_range(
 
     start = end = None
     range_key = DEFAULT_RANGE
-    if (query.get("from") or "").strip():
+    wants_custom = (query.get("range") or "custom").strip() == "custom"
+    if wants_custom and (query.get("from") or "").strip():
         try:
             start = _parse_instant(query["from"], tz)
             end = _parse_instant(query["to"], tz) if (query.get("to") or "").strip() else now
@@ -183,6 +187,8 @@ def parse_time_range(
             start = end = None
     if start is None:
         key = (query.get("range") or DEFAULT_RANGE).strip()
+        if key == "custom":
+            key = DEFAULT_RANGE
         try:
             span = parse_duration_s(key)
             if span > MAX_RANGE_S:

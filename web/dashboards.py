@@ -1,0 +1,313 @@
+"""Dashboards defined in YAML: panels of PromQL with title, unit, legend template and mode.
+
+    title: Host
+    description: Everything the agent exposes for one host.
+    variables:
+      - name: instance            # used as $instance in expressions (inside "..." strings)
+        label: Host
+        options_query: up         # optional: choices are this label's values in the result
+        options_label: instance
+        default: ""
+    panels:
+      - title: CPU by mode
+        unit: cores               # none, bytes, bytes/s, seconds, percent, ratio, /s, cores
+        mode: stacked             # line (default) or stacked
+        width: half               # half (default) or full
+        thresholds: [0.9]
+        queries:                  # or a single `expr:` with an optional `legend:`
+          - expr: sum by (mode) (rate(node_cpu_seconds_total{instance="$instance"}[$__rate_interval]))
+            legend: "{{mode}}"
+
+``load_dashboard_file`` validates everything and raises ``DashboardError`` naming the file,
+the dotted key and what was expected. ``DashboardStore`` reads a directory of ``*.yaml``
+files, re-reads when they change, and keeps bad files out (listing their errors) so one
+broken file never takes the pages down. ``expand`` substitutes ``$variables`` safely.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from web.chart import MODES, UNITS
+
+log = logging.getLogger("ringmon.web.dashboards")
+
+DEFAULT_DIR = Path(__file__).resolve().parent / "dashboards"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_VAR_REF = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+BUILTIN_VARS = ("__rate_interval", "__interval", "__range")
+MAX_VALUE_LEN = 1024
+
+
+class DashboardError(ValueError):
+    """A dashboard file is invalid; the message is ``<file>: <key>: <what was expected>``."""
+
+
+@dataclass(frozen=True)
+class PanelQuery:
+    expr: str
+    legend: str = ""
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    queries: tuple[PanelQuery, ...]
+    unit: str = "none"
+    mode: str = "line"
+    width: str = "half"
+    thresholds: tuple[float, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    label: str = ""
+    default: str = ""
+    options_query: str = ""
+    options_label: str = ""
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    name: str  # from the file name; the URL is /d/<name>
+    title: str
+    panels: tuple[Panel, ...]
+    description: str = ""
+    variables: tuple[Variable, ...] = ()
+    source: str = ""
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def _type(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def _str(data: Mapping, key: str, where: str, *, required: bool = False, default: str = "") -> str:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise DashboardError(f"{where}.{key}: required (a string)")
+        return default
+    if not isinstance(value, str):
+        raise DashboardError(f"{where}.{key}: expected a string, got {_type(value)}")
+    return value
+
+
+def _check_keys(data: Any, allowed: Sequence[str], where: str) -> Mapping:
+    if not isinstance(data, Mapping):
+        raise DashboardError(f"{where}: expected a mapping, got {_type(data)}")
+    for key in data:
+        if key not in allowed:
+            raise DashboardError(f"{where}.{key}: unknown key (known keys here: {', '.join(allowed)})")
+    return data
+
+
+def _panel(data: Any, where: str, var_names: set[str]) -> Panel:
+    d = _check_keys(
+        data,
+        ("title", "expr", "legend", "queries", "unit", "mode", "width", "thresholds", "description"),
+        where,
+    )
+    title = _str(d, "title", where, required=True)
+    unit = _str(d, "unit", where, default="none")
+    if unit not in UNITS:
+        raise DashboardError(f"{where}.unit: expected one of {', '.join(UNITS)}, got {unit!r}")
+    mode = _str(d, "mode", where, default="line")
+    if mode not in MODES:
+        raise DashboardError(f"{where}.mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    width = _str(d, "width", where, default="half")
+    if width not in ("half", "full"):
+        raise DashboardError(f"{where}.width: expected 'half' or 'full', got {width!r}")
+    queries: list[PanelQuery] = []
+    if "expr" in d and "queries" in d:
+        raise DashboardError(f"{where}: give either expr (one query) or queries (a list), not both")
+    if "expr" in d:
+        queries.append(PanelQuery(_str(d, "expr", where, required=True), _str(d, "legend", where)))
+    elif "queries" in d:
+        raw = d["queries"]
+        if not isinstance(raw, list) or not raw:
+            raise DashboardError(
+                f"{where}.queries: expected a non-empty list of {{expr, legend}}, got {_type(raw)}"
+            )
+        for i, q in enumerate(raw):
+            qw = f"{where}.queries[{i}]"
+            qd = _check_keys(q, ("expr", "legend"), qw)
+            queries.append(PanelQuery(_str(qd, "expr", qw, required=True), _str(qd, "legend", qw)))
+    else:
+        raise DashboardError(f"{where}: a panel needs expr (a PromQL string) or queries (a list)")
+    for i, q in enumerate(queries):
+        if not q.expr.strip():
+            raise DashboardError(f"{where}.queries[{i}].expr: must not be empty")
+        for m in _VAR_REF.finditer(q.expr):
+            ref = m.group(1) or m.group(2)
+            if ref not in var_names and ref not in BUILTIN_VARS:
+                raise DashboardError(
+                    f"{where}.expr: ${ref} is not a variable of this dashboard "
+                    f"(variables: {', '.join(sorted(var_names | set(BUILTIN_VARS)))})"
+                )
+    thresholds = d.get("thresholds") or []
+    if not isinstance(thresholds, list) or not all(
+        isinstance(t, int | float) and not isinstance(t, bool) for t in thresholds
+    ):
+        raise DashboardError(f"{where}.thresholds: expected a list of numbers, got {thresholds!r}")
+    return Panel(
+        title=title,
+        queries=tuple(queries),
+        unit=unit,
+        mode=mode,
+        width=width,
+        thresholds=tuple(float(t) for t in thresholds),
+        description=_str(d, "description", where),
+    )
+
+
+def dashboard_from_dict(data: Any, name: str, source: str) -> Dashboard:
+    """Validate a parsed YAML document; errors are ``DashboardError("<source>: <key>: ...")``."""
+    try:
+        d = _check_keys(data, ("title", "description", "variables", "panels"), "dashboard")
+        variables: list[Variable] = []
+        raw_vars = d.get("variables") or []
+        if not isinstance(raw_vars, list):
+            raise DashboardError(f"variables: expected a list, got {_type(raw_vars)}")
+        for i, v in enumerate(raw_vars):
+            vw = f"variables[{i}]"
+            vd = _check_keys(v, ("name", "label", "default", "options_query", "options_label"), vw)
+            vname = _str(vd, "name", vw, required=True)
+            if not _VAR_NAME.match(vname) or vname.startswith("__"):
+                raise DashboardError(
+                    f"{vw}.name: expected a name like 'instance' (letters, digits, _), got {vname!r}"
+                )
+            if any(existing.name == vname for existing in variables):
+                raise DashboardError(f"{vw}.name: {vname!r} is defined twice")
+            oq, ol = _str(vd, "options_query", vw), _str(vd, "options_label", vw)
+            if bool(oq) != bool(ol):
+                raise DashboardError(f"{vw}: options_query and options_label go together")
+            default = vd.get("default", "")
+            if not isinstance(default, str | int | float) or isinstance(default, bool):
+                raise DashboardError(f"{vw}.default: expected a string, got {_type(default)}")
+            variables.append(Variable(vname, _str(vd, "label", vw) or vname, str(default), oq, ol))
+        names = {v.name for v in variables}
+        raw_panels = d.get("panels")
+        if not isinstance(raw_panels, list) or not raw_panels:
+            raise DashboardError(f"panels: expected a non-empty list of panels, got {_type(raw_panels)}")
+        panels = tuple(_panel(p, f"panels[{i}]", names) for i, p in enumerate(raw_panels))
+        title = _str(d, "title", "dashboard", required=True)
+        return Dashboard(name, title, panels, _str(d, "description", "dashboard"), tuple(variables), source)
+    except DashboardError as exc:
+        msg = str(exc).removeprefix("dashboard.").removeprefix("dashboard: ")
+        raise DashboardError(f"{source}: {msg}") from None
+
+
+def load_dashboard_file(path: str | Path) -> Dashboard:
+    p = Path(path)
+    name = p.stem.lower()
+    if not _NAME.match(name):
+        raise DashboardError(f"{p}: the file name must be a slug like 'fleet.yaml' (a-z, 0-9, -, _)")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DashboardError(f"{p}: cannot read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise DashboardError(f"{p}: {where}invalid YAML: {problem}") from None
+    return dashboard_from_dict(data, name, str(p))
+
+
+# -- the store -----------------------------------------------------------------------------------
+
+
+@dataclass
+class DashboardStore:
+    """Dashboards of one or more directories, re-read when a file changes."""
+
+    dirs: Sequence[str | Path] = (DEFAULT_DIR,)
+    _stamp: tuple = ()
+    _dashboards: dict[str, Dashboard] = field(default_factory=dict)
+    _errors: list[str] = field(default_factory=list)
+
+    def _files(self) -> list[Path]:
+        files: list[Path] = []
+        for d in self.dirs:
+            p = Path(d)
+            if p.is_dir():
+                files.extend(sorted([*p.glob("*.yaml"), *p.glob("*.yml")]))
+        return files
+
+    def _refresh(self) -> None:
+        files = self._files()
+        stamp = []
+        for f in files:
+            try:
+                st = f.stat()
+                stamp.append((str(f), st.st_mtime_ns, st.st_size))
+            except OSError:
+                continue
+        if tuple(stamp) == self._stamp and self._stamp:
+            return
+        dashboards: dict[str, Dashboard] = {}
+        errors: list[str] = []
+        for f in files:
+            try:
+                dash = load_dashboard_file(f)
+            except DashboardError as exc:
+                errors.append(str(exc))
+                log.warning("dashboard skipped", extra={"error": str(exc)})
+                continue
+            if dash.name in dashboards:
+                errors.append(
+                    f"{f}: a dashboard named {dash.name!r} is already loaded from {dashboards[dash.name].source}"
+                )
+                continue
+            dashboards[dash.name] = dash
+        self._stamp = tuple(stamp)
+        self._dashboards = dashboards
+        self._errors = errors
+
+    def all(self) -> list[Dashboard]:
+        self._refresh()
+        return sorted(self._dashboards.values(), key=lambda d: d.title.lower())
+
+    def get(self, name: str) -> Dashboard | None:
+        self._refresh()
+        return self._dashboards.get(name)
+
+    @property
+    def errors(self) -> list[str]:
+        self._refresh()
+        return list(self._errors)
+
+
+# -- expansion -----------------------------------------------------------------------------------
+
+
+def escape_value(value: str) -> str:
+    """A variable value made safe inside a PromQL double-quoted string."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+
+
+def expand(expr: str, values: Mapping[str, str], builtins: Mapping[str, str]) -> str:
+    """``expr`` with ``$name`` / ``${name}`` replaced; user values are escaped for "..." strings."""
+
+    def sub(m: re.Match[str]) -> str:
+        ref = m.group(1) or m.group(2)
+        if ref in builtins:
+            return builtins[ref]
+        return escape_value(values.get(ref, "")[:MAX_VALUE_LEN])
+
+    return _VAR_REF.sub(sub, expr)
