@@ -293,6 +293,19 @@ class Registry:
         except KazooException:
             pass
 
+    def stop_session_abruptly(self) -> None:
+        """End the session without removing anything first: ZooKeeper drops this process's
+        ephemeral nodes as it would after a crash (at once here, after the session timeout
+        there). For tests and drills."""
+        self._stopping = True
+        with self._lock:
+            self._owned = []
+        try:
+            self.zk.stop()
+            self.zk.close()
+        except KazooException:
+            pass
+
     def __enter__(self) -> "Registry":
         return self.start()
 
