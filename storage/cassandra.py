@@ -52,6 +52,7 @@ SERIES_LOOKUP_CHUNK = 100  # ids per `series_id IN ?` lookup
 RAW_READ_SERIES_CHUNK = 100
 RAW_READ_HOURS_CHUNK = 48
 RAW_FETCH_SIZE = 20_000
+MAX_CONCURRENT_REQUESTS = 512  # per write_columns / read call
 
 # Errors that mean "Cassandra is down or slow right now": the writer spools and retries.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -302,7 +303,7 @@ class CassandraStorage(Storage):
         vals_arr = np.asarray(values, dtype=np.float64)
         index_stmts, marks = self._index_statements(target, series_defs, ts_arr, ids_arr)
         statements = index_stmts + self._raw_batches(target, ids_arr, ts_arr, vals_arr)
-        results = await asyncio.gather(*(self.execute(s) for s in statements), return_exceptions=True)
+        results = await _gather_waves([self.execute(s) for s in statements], return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             transient = [e for e in errors if isinstance(e, TransientStorageError)]
@@ -503,7 +504,7 @@ class CassandraStorage(Storage):
         ids = list(ids)
         missing = [i for i in ids if i not in self._series_info]
         chunks = [missing[i : i + SERIES_LOOKUP_CHUNK] for i in range(0, len(missing), SERIES_LOOKUP_CHUNK)]
-        for rows in await asyncio.gather(*(self._rows(self.ps_series_lookup, (c,)) for c in chunks)):
+        for rows in await _gather_waves([self._rows(self.ps_series_lookup, (c,)) for c in chunks]):
             for sid, labels, targets in rows:
                 lab = tuple((k, v) for k, v in json.loads(labels))
                 self._series_info[sid] = SeriesInfo(Series(sid, lab), frozenset(targets or ()))
@@ -577,7 +578,7 @@ class CassandraStorage(Storage):
                 for h in range(0, len(hours), RAW_READ_HOURS_CHUNK):
                     params = (target, hours[h : h + RAW_READ_HOURS_CHUNK], ids[i : i + RAW_READ_SERIES_CHUNK], start_ms, end_ms)
                     tasks.append(self.execute(self.ps_read_raw, params))
-        rows = [r for res in await asyncio.gather(*tasks) for page in res for r in page]
+        rows = [r for res in await _gather_waves(tasks) for page in res for r in page]
         if not rows:
             return []
         sid = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -598,6 +599,20 @@ class CassandraStorage(Storage):
                 out.append(SeriesData(info.series, s_ts.copy(), s_val.copy()))
         out.sort(key=lambda d: d.series.labels)
         return out
+
+
+async def _gather_waves(coros: list, limit: int = MAX_CONCURRENT_REQUESTS, return_exceptions: bool = False) -> list:
+    """``asyncio.gather`` in waves of ``limit`` so a huge write or read never floods the driver."""
+    if len(coros) <= limit:
+        return await asyncio.gather(*coros, return_exceptions=return_exceptions)
+    out: list = []
+    try:
+        for i in range(0, len(coros), limit):
+            out += await asyncio.gather(*coros[i : i + limit], return_exceptions=return_exceptions)
+    finally:
+        for c in coros[len(out) + limit :]:
+            c.close()  # a wave failed: the rest never starts
+    return out
 
 
 def _resolve(fut: asyncio.Future, value) -> None:

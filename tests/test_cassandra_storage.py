@@ -1,0 +1,161 @@
+"""Cassandra backend beyond the contract: schema, TTLs, freshness, and index selection at 100k series."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import numpy as np
+import pytest
+
+from storage import schema as sch
+from storage.base import DAY_MS, HOUR_MS
+from storage.matchers import Matcher, MatchOp, match_all
+from storage.model import SampleBatch, Series, make_labels
+
+pytestmark = pytest.mark.cassandra
+
+
+def _rows(store, cql: str, params=()) -> list:
+    return list(store.session.execute(cql, params))
+
+
+def test_schema_is_idempotent_and_versioned(cassandra_storage) -> None:
+    store = cassandra_storage
+    again = sch.create_schema(store.session, sch.SchemaSpec(keyspace=store.keyspace))
+    assert again == []  # nothing created twice
+    assert sch.schema_version(store.session, store.keyspace) == sch.SCHEMA_VERSION
+    tables = {
+        r[0]: (r[1], r[2])
+        for r in _rows(
+            store,
+            "SELECT table_name, default_time_to_live, compaction FROM system_schema.tables WHERE keyspace_name = %s",
+            (store.keyspace,),
+        )
+    }
+    for name, ttl_key in [("raw_recent", "raw_recent"), ("rollup_1m", "rollup_1m"), ("rollup_1h", "rollup_1h")]:
+        ttl, compaction = tables[name]
+        assert ttl == sch.DEFAULT_TTLS_S[ttl_key]
+        assert compaction["class"].endswith("TimeWindowCompactionStrategy")
+        unit, size = sch.twcs_window(ttl)
+        assert compaction["compaction_window_unit"] == unit and int(compaction["compaction_window_size"]) == size
+    assert tables["postings_day"][0] == sch.DEFAULT_TTLS_S["index_day"]
+
+
+def test_twcs_windows_are_about_a_24th_of_the_ttl() -> None:
+    assert sch.twcs_window(8 * 86_400) == ("HOURS", 8)
+    assert sch.twcs_window(32 * 86_400) == ("DAYS", 1)
+    assert sch.twcs_window(370 * 86_400) == ("DAYS", 15)
+
+
+async def test_ttl_of_written_cells_matches_table(cassandra_storage) -> None:
+    store = cassandra_storage
+    s = Series.of(make_labels("ttl_check", job="t"))
+    ts = int(time.time() * 1000)
+    b = SampleBatch("ttl/h:1")
+    b.add(s, ts, 1.0)
+    await store.write(b)
+    (ttl,) = _rows(
+        store,
+        f"SELECT TTL(value) FROM {store.keyspace}.raw_recent WHERE target = %s AND hour = %s AND series_id = %s",
+        ("ttl/h:1", ts // HOUR_MS, s.id),
+    )[0]
+    assert sch.DEFAULT_TTLS_S["raw_recent"] - 60 <= ttl <= sch.DEFAULT_TTLS_S["raw_recent"]
+    (ttl,) = _rows(store, f"SELECT TTL(labels) FROM {store.keyspace}.series WHERE series_id = %s", (s.id,))[0]
+    assert sch.DEFAULT_TTLS_S["series"] - 60 <= ttl <= sch.DEFAULT_TTLS_S["series"]
+
+
+async def test_recent_samples_readable_right_after_write(cassandra_storage) -> None:
+    store = cassandra_storage
+    s = Series.of(make_labels("fresh_check", job="f", instance="h:1"))
+    now = int(time.time() * 1000)
+    b = SampleBatch("f/h:1")
+    b.add(s, now, 3.25)
+    await store.write(b)
+    got = await store.select([Matcher("__name__", MatchOp.EQ, "fresh_check")], now - 1000, now + 1000)
+    assert [d.values.tolist() for d in got] == [[3.25]]
+
+
+async def test_raw_batch_spanning_an_hour_boundary(cassandra_storage) -> None:
+    store = cassandra_storage
+    s = Series.of(make_labels("hour_edge", job="e"))
+    h = (int(time.time() * 1000) // HOUR_MS) * HOUR_MS
+    stamps = [h - 2000, h - 1, h, h + 1]
+    await store.write_columns("e/h:1", [s.id] * 4, stamps, [1.0, 2.0, 3.0, 4.0], [s])
+    got = await store.select([Matcher("__name__", MatchOp.EQ, "hour_edge")], h - 10_000, h + 10_000)
+    assert got[0].timestamps.tolist() == stamps and got[0].values.tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+# -- 100k series: exact label-matcher selection touching only the queried buckets ----------
+
+METRICS = ["sel_cpu", "sel_mem", "sel_disk", "sel_net"]
+JOBS = ["node", "db", "web", "cache", "queue"]
+MODES = ["idle", "user", "system", "iowait"]
+
+
+def _generate(n: int, seed: int) -> list[Series]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        labels = {
+            "job": JOBS[i % 5],
+            "instance": f"h{i % 1000}:9100",
+            "mode": MODES[(i // 5) % 4],
+            "idx": str(i),
+        }
+        if rnd.random() < 0.3:
+            labels["path"] = rnd.choice(["/", "/var", "/home"])
+        out.append(Series.of(make_labels(METRICS[(i // 20) % 4], **labels)))
+    return out
+
+
+async def _write_all(store, series: list[Series], ts: int) -> None:
+    by_target: dict[str, list[Series]] = {}
+    for s in series:
+        by_target.setdefault(f"{s.get('job')}/shard{s.id % 4}", []).append(s)
+    for target, group in by_target.items():
+        ids = np.array([s.id for s in group], dtype=np.int64)
+        await store.write_columns(target, ids, np.full(ids.size, ts), np.arange(ids.size, dtype=np.float64), group)
+
+
+SELECTIONS = [
+    [("__name__", "=", "sel_cpu"), ("job", "=", "db")],
+    [("__name__", "=", "sel_cpu"), ("instance", "=", "h7:9100")],
+    [("__name__", "=", "sel_mem"), ("job", "!=", "node"), ("mode", "=~", "idle|user")],
+    [("__name__", "=", "sel_disk"), ("instance", "=~", "h1[0-9]:9100"), ("mode", "!~", "i.*")],
+    [("__name__", "=", "sel_net"), ("path", "=", "")],
+    [("__name__", "=", "sel_net"), ("path", "!=", ""), ("job", "=", "web")],
+    [("__name__", "=~", "sel_(cpu|mem)"), ("instance", "=", "h42:9100")],
+    [("__name__", "=", "sel_cpu"), ("path", "=~", "/v.*|"), ("job", "=", "cache"), ("instance", "=~", "h9.*")],
+    [("__name__", "=", "sel_cpu"), ("job", "=", "nope")],
+    [("__name__", "!~", "sel_(cpu|mem|disk)"), ("idx", "=~", "1234.")],
+]
+
+
+async def test_label_matchers_exact_on_100k_series_and_bucket_local(cassandra_storage) -> None:
+    store = cassandra_storage
+    day = int(time.time() * 1000) // DAY_MS - 1  # yesterday, well inside the day index TTL
+    t_query = day * DAY_MS + 6 * HOUR_MS
+    series = _generate(100_000, seed=1)
+    await _write_all(store, series, t_query)
+    # Other days carry other series (and some of the same): they must not be read or returned.
+    before = _generate(2_000, seed=2)
+    before = [Series.of(s.labels + (("zz_other", "before"),)) for s in before]
+    await _write_all(store, before, t_query - 2 * DAY_MS)
+    await _write_all(store, series[:500], t_query + 2 * DAY_MS)
+
+    for spec in SELECTIONS:
+        ms = [Matcher(n, MatchOp(op), v) for n, op, v in spec]
+        store.index_reads.clear()
+        got = await store.series(ms, t_query - HOUR_MS, t_query + HOUR_MS)
+        expected = {s.id for s in series if match_all(ms, s.labels)}
+        assert {s.id for s in got} == expected, spec
+        # Only index partitions of the queried range's day bucket were read.
+        assert store.index_reads, spec
+        assert {bucket for (_table, bucket) in store.index_reads} == {day}, (spec, store.index_reads)
+        assert all(t.endswith("_day") for (t, _b) in store.index_reads)
+
+    ms = [Matcher("__name__", MatchOp.EQ, "sel_cpu"), Matcher("instance", MatchOp.EQ, "h7:9100")]
+    data = await store.select(ms, t_query - HOUR_MS, t_query + HOUR_MS)
+    assert {d.series.id for d in data} == {s.id for s in series if match_all(ms, s.labels)}
+    assert all(d.timestamps.tolist() == [t_query] for d in data)
