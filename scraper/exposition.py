@@ -269,8 +269,9 @@ class TextState:
                     return base
         return name
 
-    def metadata(self, line: str, line_no: int) -> str | None:
-        """Handle a comment line; returns the family a HELP/TYPE line names, else None."""
+    @staticmethod
+    def parse_meta(line: str, line_no: int) -> tuple[str, str, str] | None:
+        """Syntax of a comment line: (HELP|TYPE, name, text/type), or None for an ordinary comment."""
         s = line.lstrip(" \t")
         i = _skip_blanks(s, 1)  # after '#'
         j = i
@@ -292,20 +293,32 @@ class TextState:
             return None  # no text after the name: an ordinary comment, as expfmt reads it
         rest = s[_skip_blanks(s, j):]
         if keyword == "HELP":
+            _unescape_help(rest, True, line_no)
+        else:
+            rest = rest.rstrip(" \t")
+            if rest not in TEXT_TYPES:
+                raise ParseError(line_no, f"unknown metric type {rest!r} for {name!r}")
+        return keyword, name, rest
+
+    def apply_meta(self, meta: tuple[str, str, str], line_no: int) -> str:
+        """The per-body rules of a HELP/TYPE line (no repeats, TYPE before samples)."""
+        keyword, name, rest = meta
+        if keyword == "HELP":
             if name in self.helps:
                 raise ParseError(line_no, f"second HELP line for metric name {name!r}")
-            _unescape_help(rest, True, line_no)
             self.helps.add(name)
         else:
-            kind = rest.rstrip(" \t")
-            if kind not in TEXT_TYPES:
-                raise ParseError(line_no, f"unknown metric type {kind!r} for {name!r}")
             if name in self.types or name in self.with_samples:
                 raise ParseError(
                     line_no, f"second TYPE line for metric name {name!r}, or TYPE reported after samples"
                 )
-            self.types[name] = kind
+            self.types[name] = rest
         return name
+
+    def metadata(self, line: str, line_no: int) -> str | None:
+        """Handle a comment line; returns the family a HELP/TYPE line names, else None."""
+        meta = self.parse_meta(line, line_no)
+        return None if meta is None else self.apply_meta(meta, line_no)
 
     def sample(self, line: str, line_no: int) -> ParsedSample:
         """Parse one sample line (raises ParseError)."""
@@ -395,8 +408,9 @@ class OMState:
             self.owned_names.setdefault(name + suffix, name)
         self.owned_names[name] = name
 
-    def metadata(self, line: str, line_no: int) -> str:
-        """Handle a ``# HELP|TYPE|UNIT`` line (any other ``#`` line is an error)."""
+    @staticmethod
+    def parse_meta(line: str, line_no: int) -> tuple[str, str, str]:
+        """Syntax of a ``# HELP|TYPE|UNIT`` line (any other ``#`` line is an error)."""
         if line == "# EOF":
             raise ParseError(line_no, "unexpected # EOF")
         parts = line.split(" ", 3)
@@ -407,6 +421,18 @@ class OMState:
         _, keyword, name, rest = parts
         if not METRIC_NAME_RE.fullmatch(name):
             raise ParseError(line_no, f"invalid metric name {name!r} in {keyword} line")
+        if keyword == "HELP":
+            _unescape_help(rest, False, line_no)
+        elif keyword == "TYPE":
+            if rest not in OM_TYPES:
+                raise ParseError(line_no, f"unknown metric type {rest!r} for {name!r}")
+        elif rest and not name.endswith("_" + rest):
+            raise ParseError(line_no, f"metric name {name!r} must end with its unit '_{rest}'")
+        return keyword, name, rest
+
+    def apply_meta(self, meta: tuple[str, str, str], line_no: int) -> str:
+        """The per-body rules: no repeats, metadata before samples and contiguous, no clashes."""
+        keyword, name, rest = meta
         if name in self.with_samples:
             raise ParseError(line_no, f"{keyword} line for {name!r} after its samples")
         if self.current != name and name in self.owned_names and self.owned_names[name] == name:
@@ -414,19 +440,14 @@ class OMState:
         if keyword == "HELP":
             if name in self.helps:
                 raise ParseError(line_no, f"second HELP line for {name!r}")
-            _unescape_help(rest, False, line_no)
             self.helps.add(name)
         elif keyword == "TYPE":
-            if rest not in OM_TYPES:
-                raise ParseError(line_no, f"unknown metric type {rest!r} for {name!r}")
             if name in self.types:
                 raise ParseError(line_no, f"second TYPE line for {name!r}")
             self.types[name] = rest
         else:
             if name in self.units:
                 raise ParseError(line_no, f"second UNIT line for {name!r}")
-            if rest and not name.endswith("_" + rest):
-                raise ParseError(line_no, f"metric name {name!r} must end with its unit '_{rest}'")
             if rest and self.types.get(name) in ("info", "stateset"):
                 raise ParseError(line_no, f"{self.types[name]} metric {name!r} cannot have a unit")
             self.units.add(name)
@@ -436,6 +457,10 @@ class OMState:
                 self.owned_names[name + suffix] = name
         self.current = name
         return name
+
+    def metadata(self, line: str, line_no: int) -> str:
+        """Handle a ``# HELP|TYPE|UNIT`` line (any other ``#`` line is an error)."""
+        return self.apply_meta(self.parse_meta(line, line_no), line_no)
 
     def family_of(self, name: str) -> tuple[str, str]:
         """The family a sample name belongs to (the current one if it owns the name) and its type."""
@@ -490,7 +515,10 @@ class OMState:
                         raise ParseError(line_no, "unexpected text after timestamp")
                     exemplar = self._exemplar(ex, line_no)
         family, kind = self.family_of(name)
-        if family != self.current:
+        if family != self.current or (kind == "unknown" and self.types.get(family, "unknown") != "unknown"):
+            if family == self.current:
+                raise ParseError(line_no, f"sample name {name!r} is not valid for {self.types[family]} "
+                                          f"family {family!r}")
             if family in self.owned_names:
                 raise ParseError(line_no, f"samples of {family!r} are not contiguous with their family")
             self._open_family(family, None, line_no)

@@ -35,6 +35,8 @@ from storage.model import METRIC_NAME, METRIC_NAME_RE, Series
 
 CHUNK_LINES = 20_000  # lines between yields to the event loop
 
+_MISSING = object()
+
 # entry slots
 _CTX, _SERIES, _GEN, _FAMILY, _EXPLICIT_TS = range(5)
 
@@ -81,6 +83,9 @@ class ScrapeCache:
         self._ctx = 0
         self._fam: str | None = None
         self._fmt = ""
+        # per format: comment line -> its parsed syntax (None for an ordinary comment)
+        self._metas: dict[str, dict[bytes, tuple[str, str, str] | None]] = {}
+        self._meta: dict[bytes, tuple[str, str, str] | None] = {}
 
     # ------------------------------------------------------------------ public
 
@@ -121,6 +126,7 @@ class ScrapeCache:
         slow = self._slow
         self._state = OMState() if fmt == FMT_OPENMETRICS else TextState()
         self._fmt = fmt
+        self._meta = self._metas.setdefault(fmt, {})
         self._ctx = ctx = 0
         self._fam = fam = None
         # slow-path entries seen, series added, duplicates, slow entries not in the previous scrape,
@@ -223,24 +229,32 @@ class ScrapeCache:
     def _slow(self, line: bytes, out: ScrapeOutcome, gen: int) -> None:
         """Everything the hot loop did not take: metadata, blank lines, new or unusual samples."""
         st = self._state
+        meta = self._meta.get(line, _MISSING)
         try:
-            text = decode_line(line, 0)
-            if isinstance(st, OMState):
-                if not text:
-                    raise ParseError(0, "blank line")
-                if text[0] == "#":
-                    st.metadata(text, 0)
+            if meta is _MISSING:
+                text = decode_line(line, 0)
+                if isinstance(st, OMState):
+                    if not text:
+                        raise ParseError(0, "blank line")
+                    if text[0] == "#":
+                        meta = st.parse_meta(text, 0)
+                else:
+                    stripped = text.lstrip(" \t")
+                    if not stripped:
+                        meta = None
+                    elif stripped[0] == "#":
+                        meta = st.parse_meta(text, 0)
+                if meta is not _MISSING:
+                    if len(self._meta) > 100_000:
+                        self._meta.clear()
+                    self._meta[line] = meta
+            if meta is not _MISSING:
+                if meta is not None:
+                    st.apply_meta(meta, 0)
                     self._ctx = hash((self._ctx, line))
-                    self._fam = None
-                    return
-            else:
-                stripped = text.lstrip(" \t")
-                if not stripped:
-                    return
-                if stripped[0] == "#":
-                    if st.metadata(text, 0) is not None:
-                        self._ctx = hash((self._ctx, line))
-                    return
+                    if isinstance(st, OMState):
+                        self._fam = None
+                return
             p = st.sample(text, 0)
         except ParseError as exc:
             raise _LineError(line, exc) from None
