@@ -13,16 +13,16 @@ import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from query.engine import Engine
-from scraper.pool import ScrapePool
-from web.app import create_app
 
 from agent.server import AgentServer
 from cli.config import RingmonConfig
 from cli.wiring import make_storage, make_writer, serve_app
 from discovery.static import StaticDiscovery
 from discovery.target import ScrapeSettings, Target
+from query.engine import Engine
+from scraper.pool import ScrapePool
 from storage.base import SampleWriter, Storage
+from web.app import create_app
 
 log = logging.getLogger("ringmon.standalone")
 
@@ -102,6 +102,7 @@ class Standalone:
         out = []
         for h in self.pool.health():
             d = h.to_dict()
+            d["key"] = h.target
             d.setdefault("owner", "standalone")
             out.append(d)
         return out

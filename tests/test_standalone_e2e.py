@@ -1,0 +1,166 @@
+"""End to end in standalone mode: the real ``ringmon standalone`` process scrapes agents into
+SQLite and serves pages whose chart is read back from storage.
+
+The test runs its own agent with a counter it controls, plus a target that is down, as
+static targets; standalone adds its in-process agents (one with synthetic request load).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client import Counter
+
+from agent.server import AgentServer
+from storage.matchers import Matcher, MatchOp
+from storage.sqlite import SQLiteStorage
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _wait_for(predicate, what: str, timeout: float = 60.0, every: float = 0.25):
+    """Poll an async predicate until it returns a truthy value (bounded)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await predicate()
+        if last:
+            return last
+        await asyncio.sleep(every)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def _eq(name: str, value: str) -> Matcher:
+    return Matcher(name, MatchOp.EQ, value)
+
+
+async def test_standalone_scrapes_stores_and_charts(tmp_path: Path) -> None:
+    agent = AgentServer("127.0.0.1", 0)
+    marker = Counter("e2e_marker", "counter set by the test", registry=agent.registry)
+    await agent.start()
+    dead = f"127.0.0.1:{_free_port()}"
+    web_port = _free_port()
+    db = tmp_path / "ringmon.db"
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(
+        "pools:\n"
+        "  e2e:\n    interval: 1s\n    timeout: 1s\n"
+        f"    hosts: ['{agent.address}', '{dead}']\n"
+    )
+    cfg = tmp_path / "standalone.yaml"
+    cfg.write_text(
+        f"storage:\n  sqlite:\n    path: {db}\n"
+        f"discovery:\n  static_file: {targets}\n  refresh_interval: 1s\n"
+        "scrape:\n  interval: 1s\n  timeout: 1s\n"
+        "agents:\n  - pool: web\n    count: 2\n    synthetic_load_rps: 10\n"
+        f"web:\n  listen: 127.0.0.1:{web_port}\n"
+    )
+    marker.inc(41)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "standalone", "--config", str(cfg)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    base = f"http://127.0.0.1:{web_port}"
+    store = None
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def healthy() -> bool:
+                if proc.poll() is not None:
+                    raise AssertionError(f"standalone exited early:\n{proc.stdout.read()}")
+                try:
+                    async with http.get(f"{base}/-/healthy") as r:
+                        return r.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await _wait_for(healthy, "standalone web to answer")
+            store = await SQLiteStorage.open(db)
+            now = lambda: int(time.time() * 1000)  # noqa: E731
+
+            async def marker_values(expected: float):
+                got = await store.select([_eq("__name__", "e2e_marker_total")], now() - 120_000, now())
+                vals = [float(v) for d in got for v in d.values]
+                return vals if expected in vals else None
+
+            await _wait_for(lambda: marker_values(41.0), "the first marker value stored")
+            marker.inc(1000.5)
+            vals = await _wait_for(lambda: marker_values(1041.5), "the second marker value stored")
+            # Every stored sample is a value the agent served, and nothing else.
+            assert set(vals) <= {41.0, 1041.5}, vals
+            got = await store.select([_eq("__name__", "e2e_marker_total")], now() - 120_000, now())
+            assert len(got) == 1
+            assert got[0].series.get("job") == "e2e" and got[0].series.get("instance") == agent.address
+
+            async def up_of(instance: str):
+                d = await store.select([_eq("__name__", "up"), _eq("instance", instance)], now() - 120_000, now())
+                return d[0].values.tolist() if d and len(d[0]) >= 2 else None
+
+            assert set(await _wait_for(lambda: up_of(agent.address), "up of the live target")) == {1.0}
+            assert set(await _wait_for(lambda: up_of(dead), "up of the dead target")) == {0.0}
+            dur = await store.select([_eq("__name__", "scrape_duration_seconds"), _eq("instance", agent.address)], now() - 120_000, now())
+            assert dur and all(0 <= v < 1.0 for v in dur[0].values)
+
+            # Requests per second has real data from the synthetic load of the web agents.
+            async def requests():
+                d = await store.select([_eq("__name__", "http_requests_total"), _eq("job", "web")], now() - 120_000, now())
+                return d if sum(len(x) for x in d) >= 2 else None
+
+            await _wait_for(requests, "synthetic http_requests_total samples")
+
+            # The host page charts CPU per mode from storage: one SVG path per mode.
+            async def cpu_series():
+                d = await store.select([_eq("__name__", "node_cpu_seconds_total"), _eq("job", "web")], now() - 120_000, now())
+                return d if d and all(len(x) >= 3 for x in d) else None
+
+            cpu = await _wait_for(cpu_series, "three CPU samples per series")
+            instance = cpu[0].series.get("instance")
+            modes = {d.series.get("mode") for d in cpu if d.series.get("instance") == instance}
+            async with http.get(f"{base}/host/web/{instance}") as r:
+                assert r.status == 200
+                page = await r.text()
+            assert "<svg" in page
+            names = re.findall(r'<path class="line"[^>]*data-name="([^"]*)"', page)
+            assert len(names) == len(modes), (names, modes)
+            for mode in modes:
+                assert sum(1 for n in names if re.search(rf"\b{re.escape(mode)}\b", n)) == 1, (mode, names)
+
+            for path in ("/", "/pools", "/targets"):
+                async with http.get(base + path) as r:
+                    assert r.status == 200, path
+                    body = await r.text()
+                    if path == "/targets":
+                        assert agent.address in body and dead in body
+    finally:
+        if store is not None:
+            await store.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        await agent.stop()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out, out
