@@ -92,12 +92,18 @@ def _num(value: Any) -> float | None:
         return None
 
 
+def _when(value: Any) -> float | None:
+    """A unix time; 0 or negative means "never" (the scraper's convention)."""
+    t = _num(value)
+    return t if t is not None and t > 0 else None
+
+
 def coerce_host(obj: HostHealth | Mapping[str, Any]) -> HostHealth:
     if isinstance(obj, HostHealth):
         return obj
     d = _pick(HostHealth, obj)
     d["address"] = str(d.get("address", ""))
-    d["last_scrape"] = _num(d.get("last_scrape"))
+    d["last_scrape"] = _when(d.get("last_scrape"))
     for k in ("status", "health", "last_error"):
         if k in d:
             d[k] = "" if d[k] is None else str(d[k])
@@ -119,8 +125,10 @@ def coerce_target(obj: TargetHealth | Mapping[str, Any]) -> TargetHealth:
     if isinstance(obj, TargetHealth):
         return obj
     d = _pick(TargetHealth, obj)
-    d["key"] = str(d.get("key", ""))
-    d["last_scrape"] = _num(d.get("last_scrape"))
+    # The scraper's own health record names the key "target".
+    key = d.get("key") or obj.get("target") or f"{d.get('pool', '')}/{d.get('address', '')}"
+    d["key"] = str(key)
+    d["last_scrape"] = _when(d.get("last_scrape"))
     d["last_duration_s"] = _num(d.get("last_duration_s"))
     for k in ("pool", "address", "url", "health", "last_error", "owner"):
         if k in d:
