@@ -1,0 +1,144 @@
+"""Which alerter evaluates which rule group: exactly one at a time.
+
+``LocalOwnership`` owns everything (one alerter). ``ZooKeeperOwnership`` registers this
+alerter as an ephemeral node under ``/ringmon/alerters`` and places groups on a consistent
+hash ring (uhashring) over the live alerter ids; every alerter computes the same ring, so each
+group has one owner, and when an alerter dies its session expires and its groups move.
+Without a ZooKeeper session an alerter owns nothing (another may have taken over), so a
+partition never produces two evaluators of one group for longer than a session timeout.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import logging
+import os
+import socket
+import threading
+import uuid
+
+from uhashring import HashRing
+
+log = logging.getLogger("ringmon.alerting.ownership")
+
+ALERTERS_PATH = "/ringmon/alerters"
+
+
+def _hash_key(key: str) -> int:
+    return int.from_bytes(hashlib.md5(key.encode("utf-8"), usedforsecurity=False).digest(), "big")
+
+
+class GroupOwnership(abc.ABC):
+    @abc.abstractmethod
+    def owns(self, group_key: str) -> bool: ...
+
+    def start(self) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+    def members(self) -> list[str]:
+        return []
+
+
+class LocalOwnership(GroupOwnership):
+    """A single alerter: every group is ours."""
+
+    def owns(self, group_key: str) -> bool:
+        return True
+
+
+class RingOwnership(GroupOwnership):
+    """Ownership by a consistent-hash ring over member ids (the membership is fed in)."""
+
+    def __init__(self, my_id: str, vnodes: int = 160) -> None:
+        self.my_id = my_id
+        self.vnodes = vnodes
+        self._lock = threading.Lock()
+        self._members: tuple[str, ...] = ()
+        self._ring: HashRing | None = None
+        self.active = False
+
+    def set_members(self, members: list[str]) -> None:
+        ms = tuple(sorted(set(members)))
+        with self._lock:
+            if ms == self._members and self._ring is not None:
+                return
+            self._members = ms
+            self._ring = HashRing(nodes=list(ms), vnodes=self.vnodes, hash_fn=_hash_key) if ms else None
+        log.info("alerter ring: %d members %s", len(ms), ", ".join(ms))
+
+    def members(self) -> list[str]:
+        return list(self._members)
+
+    def owner_of(self, group_key: str) -> str | None:
+        with self._lock:
+            if self._ring is None:
+                return None
+            return self._ring.get_node(group_key)
+
+    def owns(self, group_key: str) -> bool:
+        return self.active and self.owner_of(group_key) == self.my_id
+
+
+class ZooKeeperOwnership(RingOwnership):
+    """Members are the ephemeral children of ``/ringmon/alerters``, watched through kazoo."""
+
+    def __init__(self, hosts: str, my_id: str | None = None, root: str = ALERTERS_PATH,
+                 session_timeout_s: float = 10.0, vnodes: int = 160) -> None:
+        super().__init__(my_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}", vnodes)
+        self.hosts = hosts
+        self.root = root.rstrip("/")
+        self.session_timeout_s = session_timeout_s
+        self.zk = None
+
+    def start(self) -> None:
+        from kazoo.client import KazooClient, KazooState
+
+        self.zk = KazooClient(hosts=self.hosts, timeout=self.session_timeout_s)
+
+        def on_state(state: str) -> None:
+            if state == KazooState.LOST:
+                self.active = False
+                log.warning("ZooKeeper session lost: this alerter evaluates no group until it re-registers")
+                assert self.zk is not None
+                self.zk.handler.spawn(self._register)
+            elif state == KazooState.SUSPENDED:
+                log.warning("ZooKeeper connection suspended; keeping the current assignment")
+            elif state == KazooState.CONNECTED:
+                log.info("ZooKeeper connected")
+
+        self.zk.add_listener(on_state)
+        self.zk.start(timeout=max(5.0, self.session_timeout_s))
+        self._register()
+
+    def _register(self) -> None:
+        from kazoo.exceptions import NodeExistsError
+
+        assert self.zk is not None
+        try:
+            self.zk.ensure_path(self.root)
+            try:
+                self.zk.create(f"{self.root}/{self.my_id}", b"", ephemeral=True)
+            except NodeExistsError:
+                pass
+            self.zk.ChildrenWatch(self.root, self._on_children)
+        except Exception as exc:  # retried on the next state change
+            log.warning("cannot register alerter in ZooKeeper: %s", exc)
+
+    def _on_children(self, children: list[str]) -> bool:
+        self.set_members(children)
+        self.active = self.my_id in children
+        return True
+
+    def stop(self) -> None:
+        if self.zk is not None:
+            self.active = False
+            try:
+                self.zk.stop()
+                self.zk.close()
+            except Exception as exc:
+                log.debug("closing ZooKeeper: %s", exc)
+            self.zk = None
