@@ -1,0 +1,129 @@
+"""Parser details: escapes, special floats, timestamp units, formats, and cache == parser."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from scraper.exposition import (
+    ACCEPT_HEADER,
+    FMT_OPENMETRICS,
+    FMT_TEXT,
+    ParseError,
+    content_format,
+    parse,
+)
+from scraper.fastpath import ScrapeCache
+from storage.model import format_labels
+
+
+def run(cache, body, fmt=FMT_TEXT):
+    proc = cache.process(body, fmt)
+    try:
+        while True:
+            next(proc)
+    except StopIteration as stop:
+        return stop.value
+
+
+def test_content_type_picks_parser():
+    assert content_format("application/openmetrics-text; version=1.0.0; charset=utf-8") == FMT_OPENMETRICS
+    assert content_format("text/plain; version=0.0.4; charset=utf-8") == FMT_TEXT
+    assert content_format(None) == FMT_TEXT
+    assert content_format("application/json") == FMT_TEXT
+    assert ACCEPT_HEADER.startswith("application/openmetrics-text;version=1.0.0,")
+    assert "text/plain;version=0.0.4;q=0.5" in ACCEPT_HEADER
+
+
+def test_text_escapes_specials_and_ms_timestamps():
+    body = (
+        b'a{p="x\\\\y",q="say \\"hi\\"",r="l1\\nl2"} +Inf 1700000000123\n'
+        b"b -Inf\n"
+        b"c NaN\n"
+        b"d 1e-3\n"
+        b'e{le="0.5"}\t\t7   \n'
+    )
+    s = parse(body, FMT_TEXT)
+    assert s[0].labels == [("p", "x\\y"), ("q", 'say "hi"'), ("r", "l1\nl2")]
+    assert s[0].value == math.inf and s[0].timestamp_ms == 1700000000123
+    assert s[1].value == -math.inf and math.isnan(s[2].value) and s[3].value == 0.001
+    assert s[4].value == 7 and s[4].timestamp_ms is None
+
+
+def test_openmetrics_timestamps_are_seconds_and_exemplars_parse():
+    body = (
+        b"# TYPE a counter\n"
+        b'a_total{x="1"} 3 1700000000.5 # {trace_id="abc"} 1.5 1700000000.25\n'
+        b"a_created 1700000000\n"
+        b"# EOF\n"
+    )
+    s = parse(body, FMT_OPENMETRICS, strict=True)
+    assert s[0].timestamp_ms == 1700000000500
+    assert s[0].exemplar == ([("trace_id", "abc")], 1.5, 1700000000.25)
+    assert s[1].name == "a_created" and s[1].family == "a"
+
+
+@pytest.mark.parametrize(
+    "body,where",
+    [
+        (b"ok 1\nbad{a=1} 2\n", "line 2"),
+        (b"ok 1\nok2 1 2 3\n", "line 2"),
+        (b'x{a="\\q"} 1\n', "line 1"),
+        (b"# TYPE x counter\n# TYPE x gauge\n", "line 2"),
+        (b"x 1_000\n", "line 1"),
+    ],
+)
+def test_text_errors_say_line_and_reason(body, where):
+    with pytest.raises(ParseError) as exc:
+        parse(body, FMT_TEXT)
+    assert str(exc.value).startswith(where + ": ")
+    cache = ScrapeCache({})
+    with pytest.raises(ParseError) as exc2:
+        run(cache, body)
+    assert str(exc2.value) == str(exc.value)
+
+
+def test_invalid_utf8_is_rejected():
+    with pytest.raises(ParseError, match="line 2: invalid UTF-8"):
+        run(ScrapeCache({}), b"a 1\nb{x=\"\xff\"} 1\n")
+
+
+def _random_body(rng: random.Random, n: int) -> bytes:
+    lines = []
+    for f in range(n):
+        kind = rng.choice(["counter", "gauge", "untyped"])
+        lines.append(f"# HELP m{f} help {f} with \\\\ and \\n")
+        lines.append(f"# TYPE m{f} {kind}")
+        for j in range(rng.randint(1, 4)):
+            val = rng.choice(["NaN", "+Inf", "-Inf", repr(rng.uniform(-1e9, 1e9)), str(rng.randint(0, 10**12))])
+            lab = "" if j == 0 else rng.choice([f'{{a="{j}"}}', f'{{a="t{j}",b="x y \\" z"}}', f'{{ a = "s{j}" , }}'])
+            ts = rng.choice(["", "", f" {rng.randint(0, 2**40)}"])
+            sep = rng.choice([" ", " ", "\t"])
+            lines.append(f"m{f}{lab}{sep}{val}{ts}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_cache_equals_full_parser_on_random_bodies():
+    rng = random.Random(7)
+    cache = ScrapeCache({"job": "j", "instance": "h:1"})
+    for _round in range(6):
+        body = _random_body(rng, 40)
+        want = parse(body, FMT_TEXT)
+        for _ in range(2):  # cold then warm
+            out = run(cache, body)
+            got = {format_labels(s.labels): (v, None) for s, v in zip(out.series, out.values, strict=True)}
+            exp = {}
+            for s in want:
+                labels = dict(s.labels)
+                labels.update({"job": "j", "instance": "h:1", "__name__": s.name})
+                key = format_labels(tuple(sorted(labels.items())))
+                exp.setdefault(key, (s.value, None))
+            assert got.keys() == exp.keys()
+            for k, (v, _) in exp.items():
+                g = got[k][0]
+                assert g == v or (math.isnan(g) and math.isnan(v))
+            ts = dict(out.explicit_ts)
+            explicit = [s.timestamp_ms for s in want if s.timestamp_ms is not None]
+            assert sorted(ts.values()) == sorted(explicit)
