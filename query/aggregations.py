@@ -80,17 +80,23 @@ def eval_aggregate(ev: "Evaluator", node: P.Aggregate, times: np.ndarray):
         gid[i] = g
     if op in ("topk", "bottomk", "limitk", "limit_ratio"):
         return _select_k(op, vec, gid, len(keys), param, steps)
+    group_drop = np.zeros(len(keys), dtype=bool)
+    if len(vec):
+        np.logical_or.at(group_drop, gid, vec.drops())
     if op == "quantile":
         if not isinstance(param, Scalar):
             raise QueryError("quantile parameter must be a scalar")
-        return _quantile(vec, gid, keys, param.values, steps)
-    if op == "count_values":
+        out = _quantile(vec, gid, keys, param.values, steps)
+    elif op == "count_values":
         if not isinstance(param, String):
             raise QueryError("count_values parameter must be a string")
         return _count_values(vec, gid, keys, param.value, steps)
-    if len(vec) == 0:
+    elif len(vec) == 0:
         return InstantVector.empty(steps)
-    return _simple(op, vec, gid, keys, steps)
+    else:
+        out = _simple(op, vec, gid, keys, steps)
+    out.drop = group_drop
+    return out.compact()
 
 
 def _positions(gid: np.ndarray, ngroups: int) -> np.ndarray:
@@ -114,6 +120,7 @@ def _simple(op: str, vec: InstantVector, gid: np.ndarray, keys: list[Labels], st
     c = np.zeros(shape)
     mean = np.zeros(shape)
     incr = np.zeros(shape, dtype=bool)
+    bad = np.zeros(shape, dtype=bool)
     for j in range(idx.shape[1]):
         rows = idx[:, j]
         valid = rows >= 0
@@ -165,6 +172,7 @@ def _simple(op: str, vec: InstantVector, gid: np.ndarray, keys: list[Labels], st
             new_mean = np.where(first, v, mean + delta / nn)
             s = np.where(more, s + delta * (v - new_mean), np.where(first, 0.0, s))
             mean = np.where(p, new_mean, mean)
+            bad |= p & ~np.isfinite(v)
         else:
             raise QueryError(f"unknown aggregation {op}")
         cnt += p
@@ -181,10 +189,10 @@ def _simple(op: str, vec: InstantVector, gid: np.ndarray, keys: list[Labels], st
     elif op in ("min", "max"):
         values = s
     elif op == "stdvar":
-        values = s / np.where(cnt > 0, cnt, 1.0)
+        values = np.where(bad, np.nan, s / np.where(cnt > 0, cnt, 1.0))
     else:
-        values = np.sqrt(s / np.where(cnt > 0, cnt, 1.0))
-    return InstantVector(list(keys), values, present).compact()
+        values = np.where(bad, np.nan, np.sqrt(s / np.where(cnt > 0, cnt, 1.0)))
+    return InstantVector(list(keys), values, present)
 
 
 def _k_values(param: object, steps: int, op: str) -> np.ndarray:
@@ -232,7 +240,9 @@ def _select_k(op: str, vec: InstantVector, gid: np.ndarray, ngroups: int, param,
                     if r not in seen:
                         seen.add(r)
                         order.append(r)
-    out = InstantVector(vec.labels, vec.values, vec.present & selected).take(order) if order else InstantVector.empty(steps)
+    if not order:
+        return InstantVector.empty(steps)
+    out = InstantVector(vec.labels, vec.values, vec.present & selected, vec.drop).take(order)
     return out
 
 
@@ -278,7 +288,7 @@ def _quantile(vec: InstantVector, gid: np.ndarray, keys: list[Labels], q: np.nda
                 continue
             values[g, t] = quantile_of(float(q[t]), vec.values[rows[p], t])
             present[g, t] = True
-    return InstantVector(list(keys), values, present).compact()
+    return InstantVector(list(keys), values, present)
 
 
 def _count_values(vec: InstantVector, gid: np.ndarray, keys: list[Labels], label: str, steps: int) -> InstantVector:

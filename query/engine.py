@@ -21,7 +21,7 @@ from query.values import (
     Scalar,
     String,
     Value,
-    merge_same_labels,
+    drop_names,
     stale_mask,
 )
 from storage.base import Resolution, SeriesData, Storage, StorageError
@@ -63,7 +63,9 @@ class Evaluator:
         max_samples: int,
         deadline: float,
         subquery_step_ms: int = DEFAULT_SUBQUERY_STEP_MS,
+        step_ms: int = 0,
     ) -> None:
+        self.step_ms = step_ms
         self.fetched = fetched
         self.start_ms = start_ms
         self.end_ms = end_ms
@@ -129,11 +131,7 @@ class Evaluator:
             if isinstance(v, Scalar):
                 return Scalar(-v.values)
             if isinstance(v, InstantVector):
-                from query.values import without_name
-
-                return merge_same_labels(
-                    InstantVector([without_name(lab) for lab in v.labels], -v.values, v.present)
-                )
+                return InstantVector(v.labels, -v.values, v.present).with_drop(True)
             raise QueryError("unary minus needs a scalar or instant vector")
         if isinstance(node, P.Binary):
             from query.operators import eval_binary
@@ -212,6 +210,8 @@ class Evaluator:
         grid, ends = self.subquery_grid(node, times)
         self.check_size(1, len(grid))
         inner = self.eval(node.expr, grid)
+        if isinstance(inner, InstantVector):
+            inner = drop_names(inner)
         if isinstance(inner, Scalar):
             inner = InstantVector([()], inner.values[None, :], np.ones((1, len(grid)), dtype=bool))
         if not isinstance(inner, InstantVector):
@@ -327,6 +327,7 @@ class Engine:
             max_samples=self.max_samples,
             deadline=deadline,
             subquery_step_ms=self.subquery_step_ms,
+            step_ms=step,
         )
         plans: dict[tuple, FetchPlan] = {}
         _plan_fetches(node, int(times[0]), int(times[-1]), ev, plans)
@@ -379,7 +380,7 @@ class Engine:
             out.sort(key=lambda s: sorted(s.labels.items()))
             return QueryResult("matrix", out)
         assert isinstance(value, InstantVector)
-        value = merge_same_labels(value)
+        value = drop_names(value)
         if instant:
             series = [
                 ResultSeries(dict(lab), times[:1].copy(), value.values[i, :1].copy())

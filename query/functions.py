@@ -17,6 +17,7 @@ import numpy as np
 from query import parse as P
 from query.aggregations import quantile_of
 from query.errors import QueryError
+from query.parse import go_regex
 from query.values import (
     InstantVector,
     Labels,
@@ -25,7 +26,6 @@ from query.values import (
     String,
     labels_get,
     merge_same_labels,
-    without_name,
 )
 from storage.model import LABEL_NAME_RE
 
@@ -75,11 +75,13 @@ def _range_arg(ev: "Evaluator", node: P.Node, times: np.ndarray, fname: str) -> 
     return v
 
 
-def _finish(labels: list[Labels], values: list[np.ndarray], present: list[np.ndarray], steps: int) -> InstantVector:
+def _finish(
+    labels: list[Labels], values: list[np.ndarray], present: list[np.ndarray], steps: int, drop: bool = True
+) -> InstantVector:
     if not labels:
         return InstantVector.empty(steps)
     vec = InstantVector(labels, np.array(values, dtype=np.float64), np.array(present, dtype=bool))
-    return merge_same_labels(vec.compact())
+    return vec.with_drop(drop).compact()
 
 
 # --------------------------------------------------------------- window reducers
@@ -160,10 +162,10 @@ def _range_function(
         vals, ok = compute(rv, i, lo, hi, extra)
         if not ok.any():
             continue
-        labels.append(lab if keep_name else without_name(lab))
+        labels.append(lab)
         values.append(np.where(ok, vals, 0.0))
         present.append(ok)
-    return _finish(labels, values, present, len(times))
+    return _finish(labels, values, present, len(times), drop=not keep_name)
 
 
 def _extrapolated(is_counter: bool, is_rate: bool) -> RangeCompute:
@@ -341,6 +343,8 @@ def _stddev(w: list[float]) -> float:
 
 def _mad(w: list[float]) -> float:
     arr = np.asarray(w)
+    if np.isnan(arr).any():
+        return math.nan
     med = quantile_of(0.5, arr)
     return quantile_of(0.5, np.abs(arr - med))
 
@@ -440,7 +444,7 @@ def _double_exp_smoothing(rv: RangeVector, i: int, lo: np.ndarray, hi: np.ndarra
 def _math(fn: Callable[[np.ndarray], np.ndarray]):
     def impl(ev: "Evaluator", node: P.Call, times: np.ndarray):
         vec = _vector_arg(ev, node.args[0], times, node.name)
-        return merge_same_labels(InstantVector([without_name(lab) for lab in vec.labels], fn(vec.values), vec.present))
+        return InstantVector(vec.labels, fn(vec.values), vec.present).with_drop(True)
 
     return impl
 
@@ -454,7 +458,7 @@ def _round(ev: "Evaluator", node: P.Call, times: np.ndarray):
     to = _scalar_arg(ev, node.args[1], times, node.name) if len(node.args) > 1 else np.ones(len(times))
     inv = 1.0 / to
     vals = np.floor(vec.values * inv + 0.5) / inv
-    return merge_same_labels(InstantVector([without_name(lab) for lab in vec.labels], vals, vec.present))
+    return InstantVector(vec.labels, vals, vec.present).with_drop(True)
 
 
 def _clamp(kind: str):
@@ -473,7 +477,7 @@ def _clamp(kind: str):
         else:
             hi = _scalar_arg(ev, node.args[1], times, node.name)
             vals = _go_min(hi[None, :], vals)
-        return merge_same_labels(InstantVector([without_name(lab) for lab in vec.labels], vals, present).compact())
+        return InstantVector(vec.labels, vals, present).with_drop(True).compact()
 
     return impl
 
@@ -515,7 +519,7 @@ def _timestamp(ev: "Evaluator", node: P.Call, times: np.ndarray):
     else:
         vec = _vector_arg(ev, arg, times, node.name)
         vec = InstantVector(vec.labels, np.broadcast_to(times / 1000.0, vec.values.shape).copy(), vec.present)
-    return merge_same_labels(InstantVector([without_name(lab) for lab in vec.labels], vec.values, vec.present))
+    return InstantVector(vec.labels, vec.values, vec.present).with_drop(True)
 
 
 def _absent_labels(arg: P.Node) -> Labels:
@@ -630,13 +634,14 @@ def _label_replace(ev: "Evaluator", node: P.Call, times: np.ndarray):
     src = _string_arg(node.args[3], node.name)
     rx_text = _string_arg(node.args[4], node.name)
     try:
-        rx = re.compile(f"^(?s:{_go_regex(rx_text)})$")
+        rx = re.compile(f"^(?s:{go_regex(rx_text)})$")
     except re.error as exc:
         raise QueryError(f"invalid regular expression in label_replace(): {rx_text}: {exc}") from None
     if not _valid_label_name(dst):
         raise QueryError(f"invalid destination label name in label_replace(): {dst}")
     labels = []
-    for lab in vec.labels:
+    drop = vec.drops().copy()
+    for i, lab in enumerate(vec.labels):
         m = rx.match(labels_get(lab, src))
         if m is None:
             labels.append(lab)
@@ -647,13 +652,16 @@ def _label_replace(ev: "Evaluator", node: P.Call, times: np.ndarray):
             d[dst] = val
         else:
             d.pop(dst, None)
+        if dst == "__name__":
+            drop[i] = False
         labels.append(tuple(sorted(d.items())))
-    return merge_same_labels(InstantVector(labels, vec.values, vec.present))
+    return _check_unique(InstantVector(labels, vec.values, vec.present, drop))
 
 
-def _go_regex(text: str) -> str:
-    # RE2 named groups (?P<name>...) are valid Python; (?<name>...) is not before 3.12.
-    return re.sub(r"\(\?<([A-Za-z_][A-Za-z0-9_]*)>", r"(?P<\1>", text)
+def _check_unique(vec: InstantVector) -> InstantVector:
+    """label_replace/label_join must not create two series with one label set at one step."""
+    merge_same_labels(InstantVector(vec.labels, vec.values, vec.present))
+    return vec
 
 
 def _label_join(ev: "Evaluator", node: P.Call, times: np.ndarray):
@@ -664,15 +672,18 @@ def _label_join(ev: "Evaluator", node: P.Call, times: np.ndarray):
     if not _valid_label_name(dst):
         raise QueryError(f"invalid destination label name in label_join(): {dst}")
     labels = []
-    for lab in vec.labels:
+    drop = vec.drops().copy()
+    for i, lab in enumerate(vec.labels):
         val = sep.join(labels_get(lab, s) for s in srcs)
         d = dict(lab)
         if val:
             d[dst] = val
         else:
             d.pop(dst, None)
+        if dst == "__name__":
+            drop[i] = False
         labels.append(tuple(sorted(d.items())))
-    return merge_same_labels(InstantVector(labels, vec.values, vec.present))
+    return _check_unique(InstantVector(labels, vec.values, vec.present, drop))
 
 
 _DATE_FUNCS = {"day_of_month", "day_of_week", "day_of_year", "days_in_month", "hour", "minute", "month", "year"}
@@ -681,7 +692,7 @@ _DATE_FUNCS = {"day_of_month", "day_of_week", "day_of_year", "days_in_month", "h
 def _date_func(ev: "Evaluator", node: P.Call, times: np.ndarray):
     if node.args:
         vec = _vector_arg(ev, node.args[0], times, node.name)
-        labels = [without_name(lab) for lab in vec.labels]
+        labels = vec.labels
         secs = vec.values
         present = vec.present
     else:
@@ -712,7 +723,7 @@ def _date_func(ev: "Evaluator", node: P.Call, times: np.ndarray):
     else:
         out = (s // 60) % 60
     vals = np.where(finite, out.astype(np.float64), np.nan)
-    return merge_same_labels(InstantVector(labels, vals, present))
+    return InstantVector(labels, vals, present).with_drop(True)
 
 
 def _le_value(text: str) -> float | None:
@@ -808,7 +819,7 @@ def _histogram_quantile(ev: "Evaluator", node: P.Call, times: np.ndarray):
         le = _le_value(le_text)
         if le is None:
             continue
-        key = tuple(p for p in lab if p[0] not in ("le", "__name__"))
+        key = tuple(p for p in lab if p[0] != "le")
         groups.setdefault(key, []).append((le, i))
     labels, values, present = [], [], []
     for key, items in groups.items():
@@ -822,6 +833,145 @@ def _histogram_quantile(ev: "Evaluator", node: P.Call, times: np.ndarray):
         values.append(out)
         present.append(p)
     return _finish(labels, values, present, len(times))
+
+
+def _query_scalar(kind: str):
+    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray):
+        n = len(times)
+        if kind == "start":
+            return Scalar(np.full(n, ev.start_ms / 1000.0))
+        if kind == "end":
+            return Scalar(np.full(n, ev.end_ms / 1000.0))
+        if kind == "step":
+            return Scalar(np.full(n, ev.step_ms / 1000.0))
+        return Scalar(np.full(n, (ev.end_ms - ev.start_ms) / 1000.0))
+
+    return impl
+
+
+def _min_max_of(is_min: bool):
+    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray):
+        a = _scalar_arg(ev, node.args[0], times, node.name)
+        b = _scalar_arg(ev, node.args[1], times, node.name)
+        return Scalar(np.minimum(a, b) if is_min else np.maximum(a, b))
+
+    return impl
+
+
+def bucket_fraction(lower: float, upper: float, buckets: list[tuple[float, float]]) -> float:
+    """Fraction of observations between ``lower`` and ``upper`` in a classic histogram.
+
+    Buckets of infinite width contribute nothing when a bound falls inside them; the first
+    bucket starts at 0 when its upper bound is positive (as upstream assumes)."""
+    buckets = sorted(buckets, key=lambda b: b[0])
+    if not buckets or not math.isinf(buckets[-1][0]) or buckets[-1][0] < 0:
+        return math.nan
+    merged: list[list[float]] = []
+    for ub, cnt in buckets:
+        if merged and merged[-1][0] == ub:
+            merged[-1][1] += cnt
+        else:
+            merged.append([ub, cnt])
+    count = merged[-1][1]
+    if count == 0 or math.isnan(lower) or math.isnan(upper):
+        return math.nan
+    if lower >= upper:
+        return 0.0
+    rank = lower_rank = upper_rank = 0.0
+    lower_set = upper_set = False
+    for i, (ub, bcount) in enumerate(merged):
+        if i == 0:
+            lb = 0.0 if ub > 0 else -math.inf
+        else:
+            lb = merged[i - 1][0]
+
+        def interp(v: float, lb: float = lb, ub: float = ub, bcount: float = bcount, rank: float = rank) -> float:
+            if math.isinf(lb):
+                return bcount
+            if math.isinf(ub):
+                return rank
+            return rank + (bcount - rank) * (v - lb) / (ub - lb)
+
+        if not lower_set and lb >= lower:
+            lower_rank, lower_set = rank, True
+        if not upper_set and lb >= upper:
+            upper_rank, upper_set = rank, True
+        if lower_set and upper_set:
+            break
+        if not lower_set and lb < lower < ub:
+            lower_rank, lower_set = interp(lower), True
+        if not upper_set and lb < upper < ub:
+            upper_rank, upper_set = interp(upper), True
+        if lower_set and upper_set:
+            break
+        rank = bcount
+    if not lower_set or lower_rank > count:
+        lower_rank = count
+    if not upper_set or upper_rank > count:
+        upper_rank = count
+    return (upper_rank - lower_rank) / count
+
+
+def _bucket_groups(vec: InstantVector) -> dict[Labels, list[tuple[float, int]]]:
+    groups: dict[Labels, list[tuple[float, int]]] = {}
+    for i, lab in enumerate(vec.labels):
+        le_text = labels_get(lab, "le")
+        if le_text == "":
+            continue
+        le = _le_value(le_text)
+        if le is None:
+            continue
+        key = tuple(p for p in lab if p[0] != "le")
+        groups.setdefault(key, []).append((le, i))
+    return groups
+
+
+def _histogram_fraction(ev: "Evaluator", node: P.Call, times: np.ndarray):
+    lower = _scalar_arg(ev, node.args[0], times, node.name)
+    upper = _scalar_arg(ev, node.args[1], times, node.name)
+    vec = _vector_arg(ev, node.args[2], times, node.name)
+    labels, values, present = [], [], []
+    for key, items in _bucket_groups(vec).items():
+        rows = [i for _, i in items]
+        p = vec.present[rows].any(axis=0)
+        out = np.zeros(len(times))
+        for t in np.nonzero(p)[0].tolist():
+            bk = [(le, float(vec.values[i, t])) for le, i in items if vec.present[i, t]]
+            out[t] = bucket_fraction(float(lower[t]), float(upper[t]), bk)
+        labels.append(key)
+        values.append(out)
+        present.append(p)
+    return _finish(labels, values, present, len(times))
+
+
+def _quantile_label(q: float) -> str:
+    if q != q:
+        return "NaN"
+    if math.isinf(q):
+        return "+Inf" if q > 0 else "-Inf"
+    return repr(float(q))
+
+
+def _histogram_quantiles(ev: "Evaluator", node: P.Call, times: np.ndarray):
+    vec = _vector_arg(ev, node.args[0], times, node.name)
+    label = _string_arg(node.args[1], node.name)
+    qs = [_scalar_arg(ev, a, times, node.name) for a in node.args[2:]]
+    labels, values, present = [], [], []
+    for key, items in _bucket_groups(vec).items():
+        rows = [i for _, i in items]
+        p = vec.present[rows].any(axis=0)
+        for q in qs:
+            out = np.zeros(len(times))
+            for t in np.nonzero(p)[0].tolist():
+                bk = [(le, float(vec.values[i, t])) for le, i in items if vec.present[i, t]]
+                out[t] = bucket_quantile(float(q[t]), bk)
+            d = dict(key)
+            d[label] = _quantile_label(float(q[0]))
+            labels.append(tuple(sorted(d.items())))
+            values.append(out)
+            present.append(p)
+    vec_out = _finish(labels, values, present, len(times))
+    return _check_unique(vec_out)
 
 
 def _native_only(ev: "Evaluator", node: P.Call, times: np.ndarray):
@@ -919,7 +1069,14 @@ _FUNCS: dict[str, Callable] = {
     "histogram_count": _native_only,
     "histogram_sum": _native_only,
     "histogram_avg": _native_only,
-    "histogram_fraction": _native_only,
+    "histogram_fraction": _histogram_fraction,
+    "histogram_quantiles": _histogram_quantiles,
+    "start": _query_scalar("start"),
+    "end": _query_scalar("end"),
+    "step": _query_scalar("step"),
+    "range": _query_scalar("range"),
+    "min_of": _min_max_of(True),
+    "max_of": _min_max_of(False),
     "histogram_stddev": _native_only,
     "histogram_stdvar": _native_only,
 }

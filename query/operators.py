@@ -15,7 +15,6 @@ from query.values import (
     Scalar,
     format_labels,
     merge_same_labels,
-    without_name,
 )
 
 if TYPE_CHECKING:
@@ -89,18 +88,9 @@ def _vector_scalar(op: str, vec: InstantVector, s: np.ndarray, return_bool: bool
     if op in COMPARISON:
         ok = compare(op, a, b)
         if return_bool:
-            values = ok.astype(np.float64)
-            present = vec.present
-            labels = [without_name(lab) for lab in vec.labels]
-        else:
-            values = vec.values
-            present = vec.present & ok
-            labels = vec.labels
-    else:
-        values = arith(op, a, b)
-        present = vec.present
-        labels = [without_name(lab) for lab in vec.labels]
-    return merge_same_labels(InstantVector(labels, values, present)).compact()
+            return InstantVector(vec.labels, ok.astype(np.float64), vec.present).with_drop(True)
+        return InstantVector(vec.labels, vec.values, vec.present & ok, vec.drop).compact()
+    return InstantVector(vec.labels, arith(op, a, b), vec.present).with_drop(True)
 
 
 def _signature_fn(node: P.Binary):
@@ -146,15 +136,16 @@ def _set_op(node: P.Binary, lhs: InstantVector, rhs: InstantVector) -> InstantVe
         for i, lab in enumerate(lhs.labels):
             m = rsig.get(sig(lab), none)
             present[i] &= m if node.op == "and" else ~m
-        return InstantVector(lhs.labels, lhs.values, present).compact()
+        return InstantVector(lhs.labels, lhs.values, present, lhs.drop).compact()
     lsig = any_present(lhs)
     rpresent = rhs.present.copy()
     for i, lab in enumerate(rhs.labels):
         rpresent[i] &= ~lsig.get(sig(lab), none)
     out = InstantVector(
         lhs.labels + rhs.labels,
-        np.concatenate([lhs.values, rhs.values]) if len(lhs) or len(rhs) else lhs.values,
-        np.concatenate([lhs.present, rpresent]) if len(lhs) or len(rhs) else lhs.present,
+        np.concatenate([lhs.values, rhs.values]),
+        np.concatenate([lhs.present, rpresent]),
+        np.concatenate([lhs.drops(), rhs.drops()]),
     )
     return out.compact()
 
@@ -189,8 +180,6 @@ def _vector_vector(node: P.Binary, lhs: InstantVector, rhs: InstantVector) -> In
 
     def result_labels(m_lab: Labels, o_lab: Labels) -> Labels:
         d = dict(m_lab)
-        if drop_name:
-            d.pop("__name__", None)
         if card == "one-to-one" and node.has_matching:
             if node.on:
                 keep = set(node.match_labels)
@@ -211,6 +200,8 @@ def _vector_vector(node: P.Binary, lhs: InstantVector, rhs: InstantVector) -> In
     out_labels: list[Labels] = []
     out_values: list[np.ndarray] = []
     out_present: list[np.ndarray] = []
+    out_drop: list[bool] = []
+    many_drop = many.drops()
     many_by_sig: dict[tuple, list[int]] = {}
     for i, lab in enumerate(many.labels):
         many_by_sig.setdefault(sig(lab), []).append(i)
@@ -229,6 +220,13 @@ def _vector_vector(node: P.Binary, lhs: InstantVector, rhs: InstantVector) -> In
                     vl, vr = one.values[o], many.values[m]
                 else:
                     vl, vr = many.values[m], one.values[o]
+                if card == "one-to-one":
+                    kept_total += mask
+                    if (kept_total > 1).any():
+                        raise QueryError(
+                            "multiple matches for labels: many-to-one matching must be explicit "
+                            "(group_left/group_right)"
+                        )
                 if op in COMPARISON:
                     ok = compare(op, vl, vr)
                     if node.return_bool:
@@ -243,14 +241,7 @@ def _vector_vector(node: P.Binary, lhs: InstantVector, rhs: InstantVector) -> In
                 if not keep.any():
                     continue
                 lab = result_labels(many.labels[m], one.labels[o])
-                if card == "one-to-one":
-                    kept_total += keep
-                    if (kept_total > 1).any():
-                        raise QueryError(
-                            "multiple matches for labels: many-to-one matching must be explicit "
-                            "(group_left/group_right)"
-                        )
-                else:
+                if card != "one-to-one":
                     prev = group_out.get(lab)
                     if prev is not None and (prev & keep).any():
                         raise QueryError("multiple matches for labels: grouping labels must ensure unique matches")
@@ -258,6 +249,9 @@ def _vector_vector(node: P.Binary, lhs: InstantVector, rhs: InstantVector) -> In
                 out_labels.append(lab)
                 out_values.append(np.where(keep, value, 0.0))
                 out_present.append(keep)
+                out_drop.append(drop_name or bool(many_drop[m]))
     if not out_labels:
         return InstantVector.empty(steps)
-    return merge_same_labels(InstantVector(out_labels, np.array(out_values), np.array(out_present, dtype=bool)))
+    return merge_same_labels(
+        InstantVector(out_labels, np.array(out_values), np.array(out_present, dtype=bool), np.array(out_drop))
+    )

@@ -103,7 +103,7 @@ _AT_SHIFT_S = 10_000_000_000
 _TOKEN_RE = re.compile(
     r"""(?P<str>"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|`[^`]*`?)"""
     r"""|(?P<comment>\#[^\n]*)"""
-    r"""|(?P<at>@\s*(?P<atnum>[+-]?\s*(?:0[xX][0-9a-fA-F]+|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[iI][nN][fF]|[nN][aA][nN])))"""
+    r"""|(?P<at>@\s*(?P<atnum>[+-]?\s*(?:(?:[0-9]+(?:ms|[smhdwy]))+(?![0-9a-zA-Z_])|0[xX][0-9a-fA-F]+|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[iI][nN][fF]|[nN][aA][nN])))"""
     r"""|(?P<ident>[a-zA-Z_:][a-zA-Z0-9_:.]*)"""
     r"""|(?P<num>(?:0[xX][0-9a-fA-F]+|[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)(?:[a-zA-Z]+[0-9]*)*)"""
     r"""|(?P<ws>\s+)"""
@@ -116,6 +116,83 @@ def _tokens(text: str) -> list[re.Match[str]]:
     return list(_TOKEN_RE.finditer(text))
 
 
+_DURATION_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000, "y": 31_536_000_000}
+
+
+def _number_or_duration_s(raw: str) -> float:
+    sign = -1.0 if raw.startswith("-") else 1.0
+    body = raw.lstrip("+-")
+    if body.lower().startswith("0x"):
+        return sign * float(int(body, 16))
+    parts = re.findall(r"([0-9]+)(ms|[smhdwy])", body)
+    if parts and "".join(a + b for a, b in parts) == body:
+        return sign * sum(int(a) * _DURATION_UNITS_MS[b] for a, b in parts) / 1000.0
+    return sign * float(body)
+
+
+def go_regex(pattern: str) -> str:
+    """Translate RE2-only syntax to Python ``re``: inline flags such as ``(?i)`` in the middle
+    of a pattern apply to the rest of their group, and ``(?<name>`` named groups."""
+    if "(?" not in pattern:
+        return pattern
+    out: list[str] = []
+    pending = [0]  # closers owed per open group depth
+    i = 0
+    in_class = False
+    n = len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+            out.append(c)
+            i += 1
+            continue
+        if c == "[":
+            in_class = True
+            out.append(c)
+            i += 1
+            if i < n and pattern[i] == "^":
+                out.append("^")
+                i += 1
+            if i < n and pattern[i] == "]":
+                out.append("]")
+                i += 1
+            continue
+        if c == "(":
+            m = re.match(r"\(\?([imsU-]+)\)", pattern[i:])
+            if m:
+                flags = m.group(1).replace("U", "")
+                if flags and flags != "-":
+                    out.append(f"(?{flags}:")
+                    pending[-1] += 1
+                i += len(m.group(0))
+                continue
+            m = re.match(r"\(\?<([A-Za-z_][A-Za-z0-9_]*)>", pattern[i:])
+            if m:
+                out.append(f"(?P<{m.group(1)}>")
+                i += len(m.group(0))
+                pending.append(0)
+                continue
+            pending.append(0)
+            out.append(c)
+            i += 1
+            continue
+        if c == ")" and len(pending) > 1:
+            out.append(")" * pending.pop())
+            out.append(")")
+            i += 1
+            continue
+        out.append(c)
+        i += 1
+    out.append(")" * pending[0])
+    return "".join(out)
+
+
 def _shift_at_values(text: str) -> str:
     out = []
     pos = 0
@@ -123,9 +200,7 @@ def _shift_at_values(text: str) -> str:
         if m.group("at"):
             raw = m.group("atnum").replace(" ", "")
             try:
-                v = float(int(raw, 16)) if raw.lower().lstrip("+-").startswith("0x") else float(raw)
-                if raw.startswith("-") and raw.lower().lstrip("+-").startswith("0x"):
-                    v = -abs(v)
+                v = _number_or_duration_s(raw)
             except ValueError:
                 continue
             if v != v or v in (float("inf"), float("-inf")):
@@ -221,7 +296,10 @@ def _selector(vs: pp.VectorSelector, text: str) -> VectorSel:
         raise ParseError("'or' inside label matchers is not supported", 0, text)
     for m in pm.matchers:
         try:
-            ms.append(Matcher(m.name, _match_op(m.op), m.value))
+            op = _match_op(m.op)
+            value = _go_string(m.value, text)
+            value = go_regex(value) if op in (MatchOp.RE, MatchOp.NRE) else value
+            ms.append(Matcher(m.name, op, value))
         except ValueError as exc:
             raise ParseError(str(exc), 0, text) from None
     if not any(not m.matches_empty for m in ms):
@@ -246,13 +324,31 @@ def _card(card: object) -> str:
     raise ValueError(f"unknown vector matching {card}")
 
 
+_BYTE_ESCAPE = re.compile(r"\\(?:x[89a-fA-F][0-9a-fA-F]|[23][0-7][0-7])")
+
+
+def _go_string(value: str, text: str) -> str:
+    """The parser turns each ``\\xHH`` escape into one code point; Go strings hold bytes, so
+    re-read such strings as UTF-8 (and reject byte sequences that are not UTF-8)."""
+    if not _BYTE_ESCAPE.search(text) or not any("\x80" <= ch <= "\xff" for ch in value):
+        return value
+    try:
+        raw = value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParseError(f"invalid UTF-8 in string {value!r}", 0, text) from None
+
+
 def _convert(e: object, text: str) -> Node:
     if isinstance(e, pp.ParenExpr):
         return _convert(e.expr, text)
     if isinstance(e, pp.NumberLiteral):
         return NumberLit(float(e.val))
     if isinstance(e, pp.StringLiteral):
-        return StringLit(e.val)
+        return StringLit(_go_string(e.val, text))
     if isinstance(e, pp.VectorSelector):
         return _selector(e, text)
     if isinstance(e, pp.MatrixSelector):
@@ -331,7 +427,7 @@ def value_type(node: Node) -> str:
             return SCALAR
         return VECTOR
     if isinstance(node, Call):
-        if node.name in ("time", "scalar", "pi"):
+        if node.name in ("time", "scalar", "pi", "start", "end", "step", "range", "min_of", "max_of"):
             return SCALAR
         return VECTOR
     raise TypeError(node)

@@ -18,9 +18,20 @@ Labels = tuple[tuple[str, str], ...]
 
 @dataclass
 class InstantVector:
+    """``drop[i]`` marks a series whose ``__name__`` goes at the end (delayed name removal)."""
+
     labels: list[Labels]
     values: np.ndarray  # (n, T) float64
     present: np.ndarray  # (n, T) bool
+    drop: np.ndarray | None = None  # (n,) bool
+
+    def drops(self) -> np.ndarray:
+        if self.drop is None:
+            return np.zeros(len(self.labels), dtype=bool)
+        return self.drop
+
+    def with_drop(self, flag: bool) -> "InstantVector":
+        return InstantVector(self.labels, self.values, self.present, np.full(len(self.labels), flag))
 
     @classmethod
     def empty(cls, steps: int) -> "InstantVector":
@@ -35,12 +46,13 @@ class InstantVector:
 
     def take(self, rows: np.ndarray | list[int]) -> "InstantVector":
         rows = np.asarray(rows, dtype=np.int64)
-        return InstantVector([self.labels[i] for i in rows], self.values[rows], self.present[rows])
+        drop = self.drop[rows] if self.drop is not None else None
+        return InstantVector([self.labels[i] for i in rows], self.values[rows], self.present[rows], drop)
 
     def compact(self) -> "InstantVector":
         """Drop series that have no point at any step."""
         keep = self.present.any(axis=1)
-        if keep.all():
+        if keep.all() and len(keep):
             return self
         return self.take(np.nonzero(keep)[0])
 
@@ -109,6 +121,14 @@ def format_labels(labels: Labels) -> str:
     return f"{name}{{{rest}}}"
 
 
+def drop_names(vec: InstantVector) -> InstantVector:
+    """Apply delayed name removal: strip ``__name__`` where flagged, then merge equal label sets."""
+    if vec.drop is None or not vec.drop.any():
+        return merge_same_labels(InstantVector(vec.labels, vec.values, vec.present))
+    labels = [without_name(lab) if d else lab for lab, d in zip(vec.labels, vec.drop.tolist(), strict=True)]
+    return merge_same_labels(InstantVector(labels, vec.values, vec.present))
+
+
 def merge_same_labels(vec: InstantVector) -> InstantVector:
     """Merge series that share a label set; an overlap at one step is an error (as upstream)."""
     index: dict[Labels, list[int]] = {}
@@ -116,8 +136,10 @@ def merge_same_labels(vec: InstantVector) -> InstantVector:
         index.setdefault(lab, []).append(i)
     if len(index) == len(vec.labels):
         return vec
-    labels, values, present = [], [], []
+    drops = vec.drops()
+    labels, values, present, drop = [], [], [], []
     for lab, rows in index.items():
+        drop.append(bool(drops[rows].any()))
         if len(rows) == 1:
             labels.append(lab)
             values.append(vec.values[rows[0]])
@@ -135,4 +157,5 @@ def merge_same_labels(vec: InstantVector) -> InstantVector:
         labels,
         np.array(values).reshape(len(labels), n),
         np.array(present, dtype=bool).reshape(len(labels), n),
+        np.array(drop, dtype=bool),
     )
