@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from xml.sax.saxutils import escape
 
 import aiohttp
@@ -66,13 +67,14 @@ class PhoneIntegration(Integration):
         return f"{self.base_url}/2010-04-01/Accounts/{self.account_sid}/{what}.json"
 
     async def notify(self, n: Notification, session: aiohttp.ClientSession) -> None:
-        auth = aiohttp.BasicAuth(self.account_sid, self.auth_token)
+        token = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        headers = {"Authorization": f"Basic {token}"}
         spoken = render(self.spoken_text, n, "phone.spoken_text")
         text = render(self.sms_text, n, "phone.sms_text")[:1600]
         for to in self.to_numbers:
             if self.voice:
                 form = {"To": to, "From": self.from_number, "Twiml": twiml_say(spoken, self.voice_name, self.repeat)}
-                await post(session, self._url("Calls"), self.timeout_s, "phone call", data=form, auth=auth)
+                await post(session, self._url("Calls"), self.timeout_s, "phone call", data=form, headers=headers)
             if self.sms:
                 form = {"To": to, "From": self.from_number, "Body": text}
-                await post(session, self._url("Messages"), self.timeout_s, "sms", data=form, auth=auth)
+                await post(session, self._url("Messages"), self.timeout_s, "sms", data=form, headers=headers)
