@@ -238,6 +238,7 @@ async def overview(request: web.Request) -> web.Response:
     return render(
         request,
         "overview.html",
+        page_title="Overview",
         pools=pools,
         running=sum(p.running for p in pools),
         targets_total=len(targets),
@@ -468,6 +469,10 @@ async def query_page(request: web.Request) -> web.Response:
     )
 
 
+async def favicon(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "favicon.svg", headers={"Content-Type": "image/svg+xml"})
+
+
 async def healthy(request: web.Request) -> web.Response:
     return web.Response(text=f"{request.app[TITLE]} is Healthy.\n")
 
@@ -540,5 +545,6 @@ def create_app(
     app.router.add_get("/d/{name}", dashboard_page, name="dashboard")
     app.router.add_get("/query", query_page, name="query")
     app.router.add_get("/-/healthy", healthy, name="healthy")
+    app.router.add_get("/favicon.ico", favicon, name="favicon")
     app.router.add_static("/static/", STATIC_DIR, name="static")
     return app
