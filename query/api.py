@@ -1,0 +1,419 @@
+"""Prometheus HTTP API v1 over our engine: query, query_range, series, labels, label values,
+status/buildinfo; GET and POST form, the upstream JSON shapes and error format.
+
+Mount with ``add_api_routes(app, engine, storage)`` (optionally with a ``RangeQueryCache``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from query.engine import Engine
+from query.errors import ParseError, QueryError, QueryLimitError, QueryTimeoutError
+from query.parse import MatrixSel, VectorSel
+from query.parse import parse as parse_promql
+from query.result import QueryResult
+from storage.base import Storage, StorageError
+from storage.matchers import Matcher
+
+if TYPE_CHECKING:
+    from query.cache import RangeQueryCache
+
+API_VERSION = "2.53.0-ringmon"
+MIN_TIME_MS = -9_223_372_036_854_775 // 1000 * 1000
+MAX_TIME_MS = 9_223_372_036_854_775 // 1000 * 1000
+
+
+class ApiError(Exception):
+    """An error answered in the Prometheus format."""
+
+    STATUS = {"bad_data": 400, "execution": 422, "timeout": 503, "canceled": 499, "internal": 500, "not_found": 404}
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+    def response(self) -> web.Response:
+        return web.json_response(
+            {"status": "error", "errorType": self.error_type, "error": self.message},
+            status=self.STATUS.get(self.error_type, 500),
+        )
+
+
+# ----------------------------------------------------------------- formatting
+def format_value(v: float) -> str:
+    """Sample values as upstream writes them (Go ``FormatFloat(v, 'f', -1, 64)``)."""
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    r = repr(float(v))
+    if "e" in r or "E" in r:
+        from decimal import Decimal
+
+        r = format(Decimal(r), "f")
+    if r.endswith(".0"):
+        r = r[:-2]
+    return r
+
+
+def format_ts(ms: int) -> float | int:
+    """Timestamps as float seconds with millisecond precision (ints stay ints)."""
+    ms = int(ms)
+    if ms % 1000 == 0:
+        return ms // 1000
+    return round(ms / 1000.0, 3)
+
+
+def result_json(res: QueryResult) -> dict[str, Any]:
+    if res.type == "scalar":
+        ts, v = res.scalar or (0, math.nan)
+        result: Any = [format_ts(ts), format_value(v)]
+    elif res.type == "string":
+        ts, s = res.string or (0, "")
+        result = [format_ts(ts), s]
+    elif res.type == "vector":
+        result = [
+            {"metric": s.labels, "value": [format_ts(int(s.timestamps[0])), format_value(float(s.values[0]))]}
+            for s in res.series
+        ]
+    else:
+        result = [
+            {
+                "metric": s.labels,
+                "values": [
+                    [format_ts(t), format_value(v)]
+                    for t, v in zip(s.timestamps.tolist(), s.values.tolist(), strict=True)
+                ],
+            }
+            for s in res.series
+        ]
+    return {"resultType": res.type, "result": result}
+
+
+def success(data: Any, warnings: list[str] | None = None) -> web.Response:
+    body: dict[str, Any] = {"status": "success", "data": data}
+    if warnings:
+        body["warnings"] = warnings
+    return web.json_response(body)
+
+
+# ------------------------------------------------------------------- parsing
+_DURATION_RE = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
+
+
+def parse_time_ms(text: str, name: str) -> int:
+    """Unix seconds (float) or RFC 3339, as the Prometheus API accepts."""
+    t = text.strip()
+    try:
+        v = float(t)
+        if math.isnan(v) or math.isinf(v):
+            raise ValueError
+        return int(round(v * 1000))
+    except ValueError:
+        pass
+    try:
+        iso = t.replace("Z", "+00:00")
+        dt = _dt.datetime.fromisoformat(iso)
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=_dt.UTC)
+        return int(round(dt.timestamp() * 1000))
+    except ValueError:
+        raise ApiError("bad_data", f'invalid parameter "{name}": cannot parse "{text}" to a valid timestamp') from None
+
+
+def parse_duration_ms(text: str, name: str) -> int:
+    t = text.strip()
+    try:
+        v = float(t)
+        if math.isnan(v) or math.isinf(v):
+            raise ValueError
+        return int(round(v * 1000))
+    except ValueError:
+        pass
+    m = _DURATION_RE.match(t)
+    if t and m and any(m.groups()):
+        units = (31_536_000_000, 604_800_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
+        return sum(int(g) * u for g, u in zip(m.groups(), units, strict=True) if g)
+    raise ApiError("bad_data", f'invalid parameter "{name}": cannot parse "{text}" to a valid duration')
+
+
+async def _params(request: web.Request) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for k, v in request.query.items():
+        out.setdefault(k, []).append(v)
+    if request.method == "POST":
+        ctype = request.content_type or ""
+        if ctype not in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
+            raise ApiError("bad_data", f"unsupported content type {ctype!r}: use a form")
+        form = await request.post()
+        for k, v in form.items():
+            out.setdefault(k, []).append(str(v))
+    return out
+
+
+def _one(params: dict[str, list[str]], name: str) -> str | None:
+    vals = params.get(name)
+    return vals[-1] if vals else None
+
+
+def _matchers_of(selectors: list[str]) -> list[list[Matcher]]:
+    out = []
+    for sel in selectors:
+        try:
+            node = parse_promql(sel)
+        except ParseError as exc:
+            raise ApiError("bad_data", f'invalid parameter "match[]": {exc}') from None
+        if isinstance(node, MatrixSel):
+            node = node.vector
+        if not isinstance(node, VectorSel):
+            raise ApiError("bad_data", f'invalid parameter "match[]": {sel!r} is not a series selector')
+        out.append(list(node.matchers))
+    return out
+
+
+def _range_params(params: dict[str, list[str]]) -> tuple[int, int]:
+    start = _one(params, "start")
+    end = _one(params, "end")
+    s = parse_time_ms(start, "start") if start else MIN_TIME_MS
+    e = parse_time_ms(end, "end") if end else MAX_TIME_MS
+    if e < s:
+        raise ApiError("bad_data", 'invalid parameter "end": end timestamp must not be before start time')
+    return s, e
+
+
+def _limit(params: dict[str, list[str]]) -> int:
+    text = _one(params, "limit")
+    if not text:
+        return 0
+    try:
+        n = int(text)
+    except ValueError:
+        raise ApiError("bad_data", f'invalid parameter "limit": cannot parse "{text}" to a valid limit') from None
+    if n < 0:
+        raise ApiError("bad_data", 'invalid parameter "limit": limit must be non-negative')
+    return n
+
+
+def _query_error(exc: QueryError, param: str = "query") -> ApiError:
+    if isinstance(exc, ParseError):
+        return ApiError("bad_data", f'invalid parameter "{param}": {exc}')
+    if isinstance(exc, QueryTimeoutError):
+        return ApiError("timeout", str(exc))
+    if isinstance(exc, QueryLimitError):
+        return ApiError("execution", str(exc))
+    return ApiError("execution", str(exc))
+
+
+# ------------------------------------------------------------------- handlers
+class PrometheusApi:
+    """Handlers of the v1 API bound to one engine, storage and optional range cache."""
+
+    def __init__(self, engine: Engine, storage: Storage, cache: "RangeQueryCache | None" = None) -> None:
+        self.engine = engine
+        self.storage = storage
+        self.cache = cache
+
+    async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
+        try:
+            params = await _params(request)
+            return await handler(params)
+        except ApiError as exc:
+            return exc.response()
+        except QueryError as exc:
+            return _query_error(exc).response()
+        except StorageError as exc:
+            return ApiError("internal", f"storage error: {exc}").response()
+
+    async def query(self, request: web.Request) -> web.StreamResponse:
+        async def run(params: dict[str, list[str]]) -> web.Response:
+            expr = _one(params, "query")
+            if not expr:
+                raise ApiError("bad_data", 'invalid parameter "query": query must not be empty')
+            t = _one(params, "time")
+            ts = parse_time_ms(t, "time") if t else int(time.time() * 1000)
+            try:
+                res = await self.engine.instant_query(expr, ts)
+            except QueryError as exc:
+                raise _query_error(exc) from None
+            return success(result_json(res), res.warnings)
+
+        return await self._guard(request, run)
+
+    async def query_range(self, request: web.Request) -> web.StreamResponse:
+        async def run(params: dict[str, list[str]]) -> web.Response:
+            expr = _one(params, "query")
+            if not expr:
+                raise ApiError("bad_data", 'invalid parameter "query": query must not be empty')
+            for name in ("start", "end", "step"):
+                if not _one(params, name):
+                    raise ApiError("bad_data", f'invalid parameter "{name}": missing')
+            start = parse_time_ms(_one(params, "start") or "", "start")
+            end = parse_time_ms(_one(params, "end") or "", "end")
+            if end < start:
+                raise ApiError("bad_data", 'invalid parameter "end": end timestamp must not be before start time')
+            step = parse_duration_ms(_one(params, "step") or "", "step")
+            if step <= 0:
+                raise ApiError(
+                    "bad_data",
+                    'invalid parameter "step": zero or negative query resolution step widths are not accepted. '
+                    "Try a positive integer",
+                )
+            if (end - start) // step > 11_000:
+                raise ApiError(
+                    "bad_data",
+                    "exceeded maximum resolution of 11,000 points per timeseries. "
+                    "Try decreasing the query resolution (?step=XX)",
+                )
+            try:
+                if self.cache is not None:
+                    res = await self.cache.range_query(expr, start, end, step)
+                else:
+                    res = await self.engine.range_query(expr, start, end, step)
+            except QueryError as exc:
+                raise _query_error(exc) from None
+            return success(result_json(res), res.warnings)
+
+        return await self._guard(request, run)
+
+    async def series(self, request: web.Request) -> web.StreamResponse:
+        async def run(params: dict[str, list[str]]) -> web.Response:
+            selectors = params.get("match[]", [])
+            if not selectors:
+                raise ApiError("bad_data", "no match[] parameter provided")
+            start, end = _range_params(params)
+            limit = _limit(params)
+            seen: dict[tuple, dict[str, str]] = {}
+            for ms in _matchers_of(selectors):
+                for s in await self.storage.series(ms, start, end):
+                    seen.setdefault(s.labels, dict(s.labels))
+            data = [seen[k] for k in sorted(seen)]
+            warnings = []
+            if limit and len(data) > limit:
+                data = data[:limit]
+                warnings.append("results truncated due to limit")
+            return success(data, warnings)
+
+        return await self._guard(request, run)
+
+    async def labels(self, request: web.Request) -> web.StreamResponse:
+        async def run(params: dict[str, list[str]]) -> web.Response:
+            start, end = _range_params(params)
+            limit = _limit(params)
+            names: set[str] = set()
+            selectors = params.get("match[]", [])
+            if selectors:
+                for ms in _matchers_of(selectors):
+                    names.update(await self.storage.label_names(start, end, ms))
+            else:
+                names.update(await self.storage.label_names(start, end))
+            data = sorted(names)
+            warnings = []
+            if limit and len(data) > limit:
+                data = data[:limit]
+                warnings.append("results truncated due to limit")
+            return success(data, warnings)
+
+        return await self._guard(request, run)
+
+    async def label_values(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+
+        async def run(params: dict[str, list[str]]) -> web.Response:
+            label = name
+            if label.startswith("U__"):
+                label = _unescape_label(label)
+            if not label:
+                raise ApiError("bad_data", f"invalid label name: {name!r}")
+            start, end = _range_params(params)
+            limit = _limit(params)
+            values: set[str] = set()
+            selectors = params.get("match[]", [])
+            if selectors:
+                for ms in _matchers_of(selectors):
+                    values.update(await self.storage.label_values(label, start, end, ms))
+            else:
+                values.update(await self.storage.label_values(label, start, end))
+            data = sorted(values)
+            warnings = []
+            if limit and len(data) > limit:
+                data = data[:limit]
+                warnings.append("results truncated due to limit")
+            return success(data, warnings)
+
+        return await self._guard(request, run)
+
+    async def buildinfo(self, request: web.Request) -> web.StreamResponse:
+        return success(
+            {
+                "version": API_VERSION,
+                "revision": "ringmon",
+                "branch": "main",
+                "buildUser": "ringmon",
+                "buildDate": "",
+                "goVersion": "python",
+            }
+        )
+
+
+def _unescape_label(text: str) -> str:
+    """Prometheus' ``U__`` label-name escaping (``_2e_`` -> ``.``, ``__`` -> ``_``)."""
+    body = text[3:]
+    out = []
+    i = 0
+    while i < len(body):
+        if body.startswith("__", i):
+            out.append("_")
+            i += 2
+        elif body[i] == "_":
+            j = body.find("_", i + 1)
+            if j < 0:
+                return text
+            try:
+                out.append(chr(int(body[i + 1 : j], 16)))
+            except ValueError:
+                return text
+            i = j + 1
+        else:
+            out.append(body[i])
+            i += 1
+    return "".join(out)
+
+
+def add_api_routes(
+    app: web.Application,
+    engine: Engine,
+    storage: Storage,
+    cache: "RangeQueryCache | None" = None,
+    prefix: str = "/api/v1",
+) -> PrometheusApi:
+    """Mount the Prometheus-compatible API under ``prefix``; returns the handler object."""
+    api = PrometheusApi(engine, storage, cache)
+    for path, handler in (
+        ("/query", api.query),
+        ("/query_range", api.query_range),
+        ("/series", api.series),
+        ("/labels", api.labels),
+        ("/label/{name}/values", api.label_values),
+        ("/status/buildinfo", api.buildinfo),
+    ):
+        app.router.add_route("GET", prefix + path, handler)
+        app.router.add_route("POST", prefix + path, handler)
+    return api
+
+
+def make_app(engine: Engine, storage: Storage, cache: "RangeQueryCache | None" = None) -> web.Application:
+    """A standalone aiohttp application serving only the query API."""
+    app = web.Application()
+    add_api_routes(app, engine, storage, cache)
+    return app
+
+
+__all__ = ["ApiError", "PrometheusApi", "add_api_routes", "make_app", "result_json", "format_value"]
