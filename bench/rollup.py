@@ -194,6 +194,159 @@ async def _bench_sqlite(n_hosts: int, hours: int, tmp: str) -> None:
     await store.close()
 
 
+def _space_used(node, keyspace: str, table: str) -> int:
+    out = node.nodetool("tablestats", f"{keyspace}.{table}")
+    for line in out.splitlines():
+        if "Space used (live):" in line:
+            return int(line.split(":")[1].strip())
+    raise RuntimeError(f"no 'Space used (live)' in tablestats of {keyspace}.{table}")
+
+
+def bench_cassandra(n_hosts: int, hours: int, node_dir: str, tmp: str) -> None:
+    import asyncio
+    import time
+    from pathlib import Path
+
+    from services.cassandra.cassandra_node import CassandraNode, free_port
+    from storage.base import DAY_MS, HOUR_MS, MINUTE_MS, Resolution, SeriesData
+    from storage.cassandra_rollup import CassandraRollupStorage
+    from storage.model import SampleBatch, Series, make_labels
+    from storage.rollup import rollup_raw, rollup_rollup
+    from storage.rollup_job import RollupJob, RollupRows, compute_window
+    from storage.rollup_lease import LocalShardLease
+
+    print(f"\n== Cassandra 5.0 (local node, 1 g heap): {n_hosts} hosts x {hours} h sealed ==")
+    if node_dir:
+        node = CassandraNode.load(node_dir)
+        node.start(timeout_s=300)
+        own = False
+    else:
+        node = CassandraNode(Path(tmp) / "cassandra", native_port=free_port(), heap="1g", fast_unsafe=True)
+        t = time.perf_counter()
+        node.start(timeout_s=300)
+        own = True
+        print(f"  node started in {time.perf_counter() - t:.0f} s")
+    keyspace = f"bench_rollup_{int(time.time())}"
+    store = CassandraRollupStorage.connect_sync([node.host], node.port, keyspace, create_schema=True)
+    window = 2 * HOUR_MS
+    t0 = 1_700_000_000_000 // DAY_MS * DAY_MS
+
+    async def seal_bulk() -> tuple[int, int, int, float, float]:
+        """compute_window + writes of blocks and rollups, window after window (no raw read)."""
+        rng = np.random.default_rng(9)
+        hosts = [node_exporter_host(rng, hours * 360 + 30, t0 - 300_000, late=True) for _ in range(n_hosts)]
+        sds = [
+            SeriesData(Series.of(make_labels("bench", h=str(h), i=str(i))), ts, v)
+            for h, host in enumerate(hosts)
+            for i, (ts, v) in enumerate(host)
+        ]
+        sealed = minutes = hours_n = 0
+        cpu = wall = 0.0
+        for w in range(hours * HOUR_MS // window):
+            start = t0 + w * window
+            lo_hi = [np.searchsorted(d.timestamps, [start - 300_000, start + window]) for d in sds]
+            part = [
+                SeriesData(d.series, d.timestamps[a:b], d.values[a:b])
+                for d, (a, b) in zip(sds, lo_hi, strict=True)
+            ]
+            c, t = time.process_time(), time.perf_counter()
+            blocks, m, h = compute_window(part, start, start + window)
+            await store.write_blocks(blocks)
+            await store.write_rollups(Resolution.MINUTE, m)
+            await store.write_rollups(Resolution.HOUR, h)
+            cpu += time.process_time() - c
+            wall += time.perf_counter() - t
+            sealed += sum(b.count for b in blocks)
+            minutes += sum(len(r.rollup) for r in m)
+            hours_n += sum(len(r.rollup) for r in h)
+        return sealed, minutes, hours_n, cpu, wall
+
+    async def end_to_end() -> tuple[int, float, float]:
+        """The job itself over raw rows written to raw_recent (2 hosts, 2 windows)."""
+        rng = np.random.default_rng(10)
+        base = t0 + 2 * DAY_MS
+        for h in range(2):
+            batch = SampleBatch(f"bench/e2e{h}:9100")
+            for i, (ts, v) in enumerate(node_exporter_host(rng, 2 * 720, base, late=True)):
+                s = Series.of(make_labels("bench_e2e", h=str(h), i=str(i)))
+                batch.series.extend([s] * len(ts))
+                batch.timestamps.extend(ts.tolist())
+                batch.values.extend(v.tolist())
+            await store.write(batch)
+        job = RollupJob(store, LocalShardLease(f"{tmp}/locks"), shards=1, now_ms=lambda: base + 5 * HOUR_MS)
+        c, t = time.process_time(), time.perf_counter()
+        done = await job.run_once(initial_start_ms=base)
+        return sum(r.samples for r in done), time.process_time() - c, time.perf_counter() - t
+
+    async def reads() -> tuple[list[float], list[float]]:
+        rng = np.random.default_rng(11)
+        now = t0 + 400 * DAY_MS
+        ids = []
+        for k in range(5):
+            ts = now - 365 * DAY_MS + np.arange(365 * 8640, dtype=np.int64) * 10_000
+            v = np.cumsum(rng.poisson(1000, ts.shape[0])).astype(np.float64)
+            m = rollup_raw(ts, v, int(ts[0]), now, MINUTE_MS)
+            sid = 10_000 + k
+            await store.write_rollups(Resolution.MINUTE, [RollupRows(sid, m.slice(now - 30 * DAY_MS, now))])
+            await store.write_rollups(Resolution.HOUR, [RollupRows(sid, rollup_rollup(m, HOUR_MS))])
+            ids.append(sid)
+        await asyncio.get_running_loop().run_in_executor(None, node.nodetool, "flush", keyspace)
+        lat_m, lat_h = [], []
+        for _ in range(6):
+            for sid in ids:
+                t = time.perf_counter()
+                r = await store.read_rollup(Resolution.MINUTE, sid, now - 30 * DAY_MS, now)
+                lat_m.append(time.perf_counter() - t)
+                assert len(r) == 30 * 1440
+                t = time.perf_counter()
+                r = await store.read_rollup(Resolution.HOUR, sid, now - 365 * DAY_MS, now)
+                lat_h.append(time.perf_counter() - t)
+                assert len(r) >= 365 * 24
+        return lat_m[len(ids) :], lat_h[len(ids) :]
+
+    try:
+        sealed, minutes, hours_n, cpu, wall = asyncio.run(seal_bulk())
+        print(
+            f"  sealed {sealed:,} samples + {minutes:,} 1m + {hours_n:,} 1h points: {sealed / cpu:,.0f} samples/s "
+            f"per core (CPU), {sealed / wall:,.0f} samples/s wall (seal + rollup + Cassandra writes)"
+        )
+        for table in ("raw_blocks", "rollup_1m", "rollup_1h"):
+            node.nodetool("flush", keyspace, table)
+            node.nodetool("compact", keyspace, table)
+        raw_b = _space_used(node, keyspace, "raw_blocks")
+        m_b = _space_used(node, keyspace, "rollup_1m")
+        h_b = _space_used(node, keyspace, "rollup_1h")
+        print(
+            f"  on disk after flush + compaction (LZ4 16 KB chunks): raw_blocks {raw_b:,} B = "
+            f"{raw_b / sealed:.3f} bytes per sealed raw sample"
+        )
+        print(
+            f"  rollup_1m {m_b:,} B = {m_b / minutes:.1f} bytes per 1m point; "
+            f"rollup_1h {h_b:,} B = {h_b / hours_n:.1f} bytes per 1h point"
+        )
+        n, cpu, wall = asyncio.run(end_to_end())
+        print(
+            f"  RollupJob end to end (raw_recent read + seal + rollup + writes): {n:,} samples, "
+            f"{n / cpu:,.0f} samples/s per core (CPU), {n / wall:,.0f} samples/s wall"
+        )
+        lat_m, lat_h = asyncio.run(reads())
+        print(
+            f"  read one series, 30 d of 1m (43,200 points): p50 {np.median(lat_m) * 1000:.1f} ms, "
+            f"p99 {np.percentile(lat_m, 99) * 1000:.1f} ms"
+        )
+        print(
+            f"  read one series, 1 y of 1h (8,760 points): p50 {np.median(lat_h) * 1000:.1f} ms, "
+            f"p99 {np.percentile(lat_h, 99) * 1000:.1f} ms"
+        )
+    finally:
+        try:
+            store.drop_keyspace_sync()
+        finally:
+            store.shutdown()
+            if own:
+                node.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import asyncio
@@ -215,9 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(_bench_sqlite(max(1, args.hosts // 2), args.sqlite_hours, tmp))
         if args.cassandra:
-            from bench.rollup_cassandra import run as run_cassandra
-
-            run_cassandra(args.hosts, args.cassandra_dir, tmp)
+            bench_cassandra(args.hosts, args.cassandra_hours, args.cassandra_dir, tmp)
     return 0
 
 

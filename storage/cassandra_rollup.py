@@ -1,0 +1,203 @@
+"""The rollup store on Cassandra: sealed blocks, 1m/1h rollup rows, checkpoints.
+
+``CassandraRollupMixin`` adds the ``RollupStore`` methods (``storage.rollup_job``) plus
+rollup and block reads to ``storage.cassandra.CassandraStorage``, using its session,
+keyspace and async ``execute``; ``CassandraRollupStorage`` is the combined class. It
+writes the tables ``storage.schema`` creates:
+
+- ``raw_blocks``  ((series_id, day), start_ts): one row per series and window;
+- ``rollup_1m``   ((series_id, day), ts) and ``rollup_1h`` ((series_id, bucket), ts) with
+  bucket = ts // 32 days: one unlogged batch per partition per window (never across
+  partitions);
+- checkpoints as ``meta`` rows keyed ``rollup:<job>:<shard>``.
+
+``read_raw_window`` here goes through the public ``select`` (all series of the window,
+filtered by shard): correct for every shard count, but each shard reads the whole
+window. A backend that can list one shard's series from its index should override it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import numpy as np
+from cassandra.query import BatchStatement, BatchType
+
+from storage.base import AGGREGATES, DAY_MS, Resolution, SeriesData
+from storage.blocks import VERSION as BLOCK_VERSION
+from storage.blocks import decode_block
+from storage.cassandra import CassandraStorage
+from storage.matchers import Matcher, MatchOp
+from storage.model import METRIC_NAME
+from storage.rollup import Rollup
+from storage.rollup_job import RollupRows, SealedBlock
+
+ROLLUP_1H_BUCKET_MS = 32 * DAY_MS
+MAX_IN_FLIGHT = 128
+_COLS = ", ".join(AGGREGATES)
+
+
+def _partition(resolution: Resolution, ts_ms: int) -> int:
+    if resolution is Resolution.MINUTE:
+        return ts_ms // DAY_MS
+    if resolution is Resolution.HOUR:
+        return ts_ms // ROLLUP_1H_BUCKET_MS
+    raise ValueError(f"no rollup table for resolution {resolution.value}")
+
+
+class CassandraRollupMixin:
+    """RollupStore for ``CassandraStorage`` (needs ``session``, ``keyspace``, ``execute``, ``select``)."""
+
+    _rollup_ps: dict | None = None
+
+    async def _ps(self) -> dict:
+        if self._rollup_ps is None:
+            ks = self.keyspace  # type: ignore[attr-defined]
+            p = self.session.prepare  # type: ignore[attr-defined]
+
+            def prepare() -> dict:
+                return {
+                    "block_ins": p(
+                        f"INSERT INTO {ks}.raw_blocks (series_id, day, start_ts, end_ts, count, codec, data)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    ),
+                    "block_read": p(
+                        f"SELECT start_ts, data FROM {ks}.raw_blocks WHERE series_id = ? AND day = ?"
+                        " AND start_ts >= ? AND start_ts < ?"
+                    ),
+                    "1m_ins": p(
+                        f"INSERT INTO {ks}.rollup_1m (series_id, day, ts, {_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    ),
+                    "1h_ins": p(
+                        f"INSERT INTO {ks}.rollup_1h (series_id, bucket, ts, {_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    ),
+                    "1m_read": p(
+                        f"SELECT ts, {_COLS} FROM {ks}.rollup_1m WHERE series_id = ? AND day = ? AND ts >= ? AND ts <= ?"
+                    ),
+                    "1h_read": p(
+                        f"SELECT ts, {_COLS} FROM {ks}.rollup_1h WHERE series_id = ? AND bucket = ? AND ts >= ? AND ts <= ?"
+                    ),
+                    "meta_get": p(f"SELECT value FROM {ks}.meta WHERE key = ?"),
+                    "meta_set": p(f"INSERT INTO {ks}.meta (key, value) VALUES (?, ?)"),
+                }
+
+            self._rollup_ps = await asyncio.get_running_loop().run_in_executor(None, prepare)
+        return self._rollup_ps
+
+    async def _bounded(self, calls: list) -> None:
+        sem = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+        async def one(stmt, params) -> None:
+            async with sem:
+                await self.execute(stmt, params)  # type: ignore[attr-defined]
+
+        await asyncio.gather(*(one(s, p) for s, p in calls))
+
+    # -- RollupStore ------------------------------------------------------------------------
+
+    async def read_raw_window(self, shard: int, shards: int, start_ms: int, end_ms: int) -> list[SeriesData]:
+        every = [Matcher(METRIC_NAME, MatchOp.RE, ".+")]
+        data = await self.select(every, start_ms, end_ms - 1)  # type: ignore[attr-defined]
+        return [d for d in data if d.series.id % shards == shard]
+
+    async def write_blocks(self, blocks: Sequence[SealedBlock]) -> None:
+        ps = (await self._ps())["block_ins"]
+        await self._bounded(
+            [
+                (
+                    ps,
+                    (b.series_id, b.start_ms // DAY_MS, b.start_ms, b.end_ms, b.count, BLOCK_VERSION, b.data),
+                )
+                for b in blocks
+            ]
+        )
+
+    async def write_rollups(self, resolution: Resolution, rows: Sequence[RollupRows]) -> None:
+        ps = (await self._ps())["1m_ins" if resolution is Resolution.MINUTE else "1h_ins"]
+        calls = []
+        for r in rows:
+            ro = r.rollup
+            if not len(ro):
+                continue
+            parts = np.asarray(
+                [_partition(resolution, int(t)) for t in (ro.timestamps[0], ro.timestamps[-1])]
+            )
+            ts = ro.timestamps.tolist()
+            cols = [ro.count.astype(np.int64).tolist()] + [getattr(ro, n).tolist() for n in AGGREGATES[1:]]
+            by_part: dict[int, list[tuple]] = {}
+            if parts[0] == parts[1]:
+                by_part[int(parts[0])] = [
+                    (r.series_id, int(parts[0]), t, *c) for t, *c in zip(ts, *cols, strict=True)
+                ]
+            else:
+                for t, *c in zip(ts, *cols, strict=True):
+                    p = _partition(resolution, t)
+                    by_part.setdefault(p, []).append((r.series_id, p, t, *c))
+            for part_rows in by_part.values():
+                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+                for params in part_rows:
+                    batch.add(ps, params)
+                calls.append((batch, None))
+        await self._bounded(calls)
+
+    async def get_checkpoint(self, job: str, shard: int) -> int | None:
+        ps = (await self._ps())["meta_get"]
+        pages = await self.execute(ps, (f"rollup:{job}:{shard}",))  # type: ignore[attr-defined]
+        rows = [r for page in pages for r in page]
+        return int(rows[0][0]) if rows else None
+
+    async def set_checkpoint(self, job: str, shard: int, window_end_ms: int) -> None:
+        # Written only by the lease holder, with increasing values: a plain upsert suffices.
+        ps = (await self._ps())["meta_set"]
+        await self.execute(ps, (f"rollup:{job}:{shard}", str(window_end_ms)))  # type: ignore[attr-defined]
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def read_blocks(self, series_id: int, start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray]:
+        """Samples in [start_ms, end_ms) of one series from its sealed blocks, bit-exact."""
+        ps = (await self._ps())["block_read"]
+        days = range(start_ms // DAY_MS, (end_ms - 1) // DAY_MS + 1)
+        # A block keyed by window start w holds [w, w + window): start from the day's first window.
+        pages = await asyncio.gather(
+            *(self.execute(ps, (series_id, d, d * DAY_MS, min(end_ms, (d + 1) * DAY_MS))) for d in days)  # type: ignore[attr-defined]
+        )
+        blocks = [decode_block(row[1]) for day_pages in pages for page in day_pages for row in page]
+        if not blocks:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        ts = np.concatenate([b[0] for b in blocks])
+        vals = np.concatenate([b[1] for b in blocks])
+        keep = (ts >= start_ms) & (ts < end_ms)
+        return ts[keep], vals[keep]
+
+    async def read_rollup(self, resolution: Resolution, series_id: int, start_ms: int, end_ms: int) -> Rollup:
+        """Buckets of one series with start in [start_ms, end_ms], one query per partition."""
+        ps = (await self._ps())["1m_read" if resolution is Resolution.MINUTE else "1h_read"]
+        parts = range(_partition(resolution, start_ms), _partition(resolution, end_ms) + 1)
+        pages = await asyncio.gather(*(self.execute(ps, (series_id, p, start_ms, end_ms)) for p in parts))  # type: ignore[attr-defined]
+        rows = [row for part in pages for page in part for row in page]
+        if not rows:
+            return Rollup.empty()
+        ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        cols = {
+            name: np.array([r[i + 1] for r in rows], dtype=np.float64) for i, name in enumerate(AGGREGATES)
+        }
+        return Rollup.from_columns(ts, cols)
+
+    async def select_rollup(
+        self, matchers: Sequence[Matcher], start_ms: int, end_ms: int, resolution: Resolution
+    ) -> list[SeriesData]:
+        """Rollup buckets of matching series (``values`` = ``last``, ``agg`` = all six)."""
+        found = await self.series(matchers, start_ms, end_ms)  # type: ignore[attr-defined]
+        rollups = await asyncio.gather(*(self.read_rollup(resolution, s.id, start_ms, end_ms) for s in found))
+        out = [
+            SeriesData(s, r.timestamps, r.last, resolution, r.columns())
+            for s, r in zip(found, rollups, strict=True)
+            if len(r)
+        ]
+        out.sort(key=lambda d: d.series.labels)
+        return out
+
+
+class CassandraRollupStorage(CassandraRollupMixin, CassandraStorage):
+    """Cassandra storage with the rollup store."""
