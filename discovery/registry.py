@@ -191,6 +191,15 @@ class MemberRegistration:
 Listener = Callable[[RegistryView], Any]
 
 
+@dataclass(eq=False)
+class _PoolWatch:
+    """The watches of one incarnation of a pool znode; a re-created pool gets a new one, so
+    callbacks of the old incarnation recognise themselves as stale."""
+
+    members_watched: bool = False
+    nodes: set[str] = field(default_factory=set)
+
+
 # -- the registry ------------------------------------------------------------------------------
 
 
@@ -219,14 +228,16 @@ class Registry:
         self._lock = threading.RLock()
         self._pools: dict[str, ScrapeSettings] = {}
         self._members: dict[str, dict[str, Member]] = {}
+        self._pool_members: dict[str, tuple[Member, ...]] = {}
+        self._dirty_pools: set[str] = set()
+        self._flush_scheduled = False
+        self.publish_delay_s = 0.02
         self._scrapers: tuple[str, ...] = ()
         self._view = RegistryView()
         self._version = 0
         self._listeners: list[tuple[Listener, asyncio.AbstractEventLoop | None]] = []
         self._owned: list[_Owned] = []
-        self._watched_pools: set[str] = set()
-        self._members_watched: set[str] = set()
-        self._watched_members: set[str] = set()
+        self._pool_watches: dict[str, _PoolWatch] = {}
         self._watching = False
         self._had_session = False
         self._lost = False
@@ -273,7 +284,7 @@ class Registry:
             self._watching = True
             ChildrenWatch(self.zk, self.pools_path, self._on_pools)
             ChildrenWatch(self.zk, self.scrapers_path, self._on_scrapers)
-            self._publish()
+            self._flush()  # the first watch callbacks ran synchronously: the view is complete now
         return self
 
     def stop(self) -> None:
@@ -331,12 +342,37 @@ class Registry:
         with self._lock:
             self._listeners = [(cb, lp) for cb, lp in self._listeners if cb is not callback]
 
-    def _publish(self) -> None:
+    def _publish(self, pool: str | None = None) -> None:
+        """Note a change (of ``pool``, when given) and schedule one view rebuild shortly.
+
+        Watch events come in bursts (a pool of 100 hosts is 100 events); rebuilding and
+        notifying once per burst keeps the cost linear in the changes, not quadratic."""
         with self._lock:
+            if pool is not None:
+                self._dirty_pools.add(pool)
+            if self._flush_scheduled:
+                return
+            self._flush_scheduled = True
+        timer = threading.Timer(self.publish_delay_s, self._flush)
+        timer.daemon = True
+        timer.start()
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._flush_scheduled = False
+            for pool in self._dirty_pools:
+                members = self._members.get(pool)
+                if members is None:
+                    self._pool_members.pop(pool, None)
+                else:
+                    self._pool_members[pool] = tuple(sorted(members.values(), key=lambda m: m.node))
+            self._dirty_pools.clear()
+            for pool in [p for p in self._pool_members if p not in self._members]:
+                del self._pool_members[pool]
             self._version += 1
             self._view = RegistryView(
                 pools=dict(self._pools),
-                members={p: tuple(sorted(ms.values(), key=lambda m: m.node)) for p, ms in self._members.items()},
+                members=dict(self._pool_members),
                 scrapers=self._scrapers,
                 connected=self.zk.state == KazooState.CONNECTED,
                 version=self._version,
@@ -435,33 +471,40 @@ class Registry:
             return False
         names_set = set(names)
         with self._lock:
-            gone = set(self._pools) - names_set | (self._watched_pools - names_set)
+            gone = (set(self._pools) | set(self._pool_watches)) - names_set
             for p in gone:
-                self._pools.pop(p, None)
-                self._members.pop(p, None)
-                self._watched_pools.discard(p)
-                self._members_watched.discard(p)
-            new = sorted(n for n in names_set - self._watched_pools)
-            self._watched_pools |= set(new)
-        for p in new:
-            DataWatch(self.zk, self.pool_path(p), self._pool_data_watcher(p))
-        if gone:
-            self._publish()
+                self._forget_pool(p)
+            new = sorted(names_set - set(self._pool_watches))
+            watches = {p: _PoolWatch() for p in new}
+            self._pool_watches.update(watches)
+        for p, w in watches.items():
+            DataWatch(self.zk, self.pool_path(p), self._pool_data_watcher(p, w))
+        for p in gone:
+            self._publish(p)
         return None
 
-    def _pool_data_watcher(self, pool: str) -> Callable[..., bool | None]:
+    def _forget_pool(self, pool: str) -> None:
+        """Drop a pool from the view; its watches see they are stale and stop (lock held)."""
+        self._pools.pop(pool, None)
+        self._members.pop(pool, None)
+        self._pool_watches.pop(pool, None)
+
+    def _current(self, pool: str, w: "_PoolWatch") -> bool:
+        return self._pool_watches.get(pool) is w
+
+    def _pool_data_watcher(self, pool: str, w: "_PoolWatch") -> Callable[..., bool | None]:
         path = self.pool_path(pool)
 
         def on_data(data: bytes | None, stat: Any, event: Any = None) -> bool | None:
             if self._stopping:
                 return False
-            if stat is None:  # pool deleted
-                with self._lock:
-                    self._pools.pop(pool, None)
-                    self._members.pop(pool, None)
-                    self._watched_pools.discard(pool)
-                    self._members_watched.discard(pool)
-                self._publish()
+            with self._lock:
+                if not self._current(pool, w):
+                    return False
+                if stat is None:  # pool deleted
+                    self._forget_pool(pool)
+            if stat is None:
+                self._publish(pool)
                 return False
             try:
                 settings = settings_from_json(json.loads(data.decode())) if data else ScrapeSettings()
@@ -471,45 +514,47 @@ class Registry:
                 log.error("invalid pool settings in zookeeper, keeping the last good ones",
                           extra={"path": path, "error": str(exc)})
             with self._lock:
+                if not self._current(pool, w):
+                    return False
                 self._pools[pool] = settings
                 self._members.setdefault(pool, {})
-                start_members = pool not in self._members_watched
-                self._members_watched.add(pool)
+                start_members = not w.members_watched
+                w.members_watched = True
             if start_members:
                 try:
                     self.zk.ensure_path(self.members_path(pool))
                 except KazooException as exc:
                     log.error("cannot create members node", extra={"path": self.members_path(pool), "error": str(exc)})
-                ChildrenWatch(self.zk, self.members_path(pool), self._members_watcher(pool))
-            self._publish()
+                ChildrenWatch(self.zk, self.members_path(pool), self._members_watcher(pool, w))
+            self._publish(pool)
             return None
 
         return on_data
 
-    def _members_watcher(self, pool: str) -> Callable[[list[str]], bool | None]:
+    def _members_watcher(self, pool: str, w: "_PoolWatch") -> Callable[[list[str]], bool | None]:
         def on_children(children: list[str]) -> bool | None:
             if self._stopping:
                 return False
             nodes = {c for c in children if c.startswith(MEMBER_PREFIX)}
             with self._lock:
-                if pool not in self._members_watched:
+                if not self._current(pool, w):
                     return False
                 current = self._members.setdefault(pool, {})
                 removed = [n for n in current if n not in nodes]
                 for n in removed:
                     current.pop(n, None)
-                new = sorted(n for n in nodes if f"{pool}/{n}" not in self._watched_members)
-                self._watched_members |= {f"{pool}/{n}" for n in new}
-                self._watched_members -= {f"{pool}/{n}" for n in removed}
+                new = sorted(nodes - w.nodes)
+                w.nodes |= set(new)
+                w.nodes -= set(removed)
             for n in new:
-                DataWatch(self.zk, f"{self.members_path(pool)}/{n}", self._member_data_watcher(pool, n))
+                DataWatch(self.zk, f"{self.members_path(pool)}/{n}", self._member_data_watcher(pool, n, w))
             if removed:
-                self._publish()
+                self._publish(pool)
             return None
 
         return on_children
 
-    def _member_data_watcher(self, pool: str, node: str) -> Callable[..., bool | None]:
+    def _member_data_watcher(self, pool: str, node: str, w: "_PoolWatch") -> Callable[..., bool | None]:
         path = f"{self.members_path(pool)}/{node}"
 
         def on_data(data: bytes | None, stat: Any, event: Any = None) -> bool | None:
@@ -517,10 +562,12 @@ class Registry:
                 return False
             if stat is None:
                 with self._lock:
-                    self._watched_members.discard(f"{pool}/{node}")
+                    if not self._current(pool, w):
+                        return False
+                    w.nodes.discard(node)
                     existed = self._members.get(pool, {}).pop(node, None) is not None
                 if existed:
-                    self._publish()
+                    self._publish(pool)
                 return False
             try:
                 host, port, status = parse_serverset(data or b"")
@@ -529,10 +576,10 @@ class Registry:
                 return None
             member = Member(pool, node, host, port, status, ephemeral=bool(stat.ephemeralOwner))
             with self._lock:
-                if pool not in self._members_watched or f"{pool}/{node}" not in self._watched_members:
+                if not self._current(pool, w) or node not in w.nodes:
                     return False
                 self._members.setdefault(pool, {})[node] = member
-            self._publish()
+            self._publish(pool)
             return None
 
         return on_data
@@ -618,11 +665,12 @@ class Registry:
             children = self.zk.retry(self.zk.get_children, self.members_path(pool))
         except NoNodeError:
             return []
-        for node in sorted(children):
-            if not node.startswith(MEMBER_PREFIX):
-                continue
+        nodes = sorted(c for c in children if c.startswith(MEMBER_PREFIX))
+        # one round trip for all members: the reads are pipelined on the session
+        pending = [(node, self.zk.get_async(f"{self.members_path(pool)}/{node}")) for node in nodes]
+        for node, result in pending:
             try:
-                data, stat = self.zk.retry(self.zk.get, f"{self.members_path(pool)}/{node}")
+                data, stat = result.get(timeout=self.connect_timeout)
                 host, port, status = parse_serverset(data)
             except NoNodeError:
                 continue

@@ -19,6 +19,7 @@ from discovery.registry import (
     UnknownPoolError,
     ZooKeeperDiscovery,
     ZooKeeperUnavailableError,
+    serverset_json,
 )
 from discovery.target import ScrapeSettings
 from services.zookeeper.zkserver import free_port
@@ -217,3 +218,30 @@ def test_invalid_member_data_is_skipped_not_fatal(registries):
 
 def test_registry_error_is_the_base_of_operator_errors():
     assert issubclass(UnknownPoolError, RegistryError) and issubclass(PoolExistsError, RegistryError)
+
+
+def test_a_pool_deleted_and_created_again_is_watched_again(registries):
+    watcher = registries()
+    writer = registries(watch=False)
+    for round_ in range(3):
+        writer.create_pool("again", ScrapeSettings(interval_s=float(round_ + 1), timeout_s=1.0))
+        for i in range(3):  # sequence numbers restart at member_0000000000 in a new pool znode
+            writer.register_host("again", f"10.9.{round_}.{i}:80")
+        expected = [f"again/10.9.{round_}.{i}:80" for i in range(3)]
+        wait_for(lambda: [t.key for t in watcher.view.targets()] == expected  # noqa: B023
+                 and watcher.view.pools["again"].interval_s == round_ + 1, what=f"round {round_}")  # noqa: B023
+        writer.delete_pool("again", force=True)
+        wait_for(lambda: "again" not in watcher.view.pools and not watcher.view.targets(), what="pool gone")
+
+
+def test_a_burst_of_registrations_is_seen_completely(registries):
+    watcher = registries()
+    writer = registries(watch=False)
+    versions = []
+    watcher.add_listener(lambda view: versions.append(view.version))
+    writer.create_pool("burst")
+    for i in range(200):  # straight creates: register_host's duplicate check would dominate the time
+        writer.zk.create(writer.members_path("burst") + "/member_", serverset_json(f"10.8.{i // 100}.{i % 100}", 80),
+                         sequence=True)
+    wait_for(lambda: watcher.view.alive_count("burst") == 200, what="200 members")
+    print(f"200 registrations -> {len(versions)} view rebuilds")

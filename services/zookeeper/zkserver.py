@@ -83,6 +83,7 @@ class ZooKeeperServer:
     tick_ms: int = 200
     min_session_ms: int = 400
     max_session_ms: int = 60_000
+    force_sync: bool = False  # tests and dev clusters trade fsync per write for speed
     java: str = "java"
 
     def __post_init__(self) -> None:
@@ -134,6 +135,7 @@ class ZooKeeperServer:
             host=self.host,
             min_session_ms=self.min_session_ms,
             max_session_ms=self.max_session_ms,
+            force_sync="yes" if self.force_sync else "no",
         )
         self.cfg_path.write_text(text)
         return self.cfg_path
@@ -257,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="client port (default: the one in DIR/zoo.cfg, else 2281)")
     parser.add_argument("--tick-ms", type=int, default=200, help="ZooKeeper tickTime in ms")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness")
+    parser.add_argument("--force-sync", action="store_true", help="fsync the transaction log on every write")
     args = parser.parse_args(argv)
-    server = ZooKeeperServer(Path(args.dir), port=args.port or 0, tick_ms=args.tick_ms)
+    server = ZooKeeperServer(Path(args.dir), port=args.port or 0, tick_ms=args.tick_ms, force_sync=args.force_sync)
     if not args.port and not server._port_from_cfg():
         server.port = 2281
     try:
