@@ -65,6 +65,7 @@ class ScraperOptions:
     record_interval: float = 10.0
     static_file: str = ""
     static_refresh: float = 30.0
+    connect_timeout: float = 15.0
 
 
 class PoolMembersRecorder:
@@ -128,7 +129,8 @@ class ScraperProcess:
         self.pool = ScrapePool(writer, name=opts.scraper_id, registry=self.metrics_registry)
         self.static = StaticDiscovery(opts.static_file) if opts.static_file else None
         self.registry = registry or Registry(
-            opts.zookeeper, root=opts.zookeeper_root, session_timeout=opts.session_timeout
+            opts.zookeeper, root=opts.zookeeper_root, session_timeout=opts.session_timeout,
+            connect_timeout=opts.connect_timeout,
         )
         self.coordinator: ShardCoordinator | None = None
         self.recorder: PoolMembersRecorder | None = None
@@ -291,6 +293,7 @@ def options_from(args: argparse.Namespace, cfg) -> ScraperOptions:
         record_interval=float(cfg.scrape.interval),
         static_file=cfg.discovery.static_file or "",
         static_refresh=float(cfg.discovery.refresh_interval),
+        connect_timeout=args.connect_timeout,
     )
 
 
@@ -334,4 +337,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--zookeeper-root", metavar="PATH", help="default /ringmon (or $RINGMON_ZOOKEEPER_ROOT)")
     p.add_argument("--vnodes", type=int, help=f"virtual nodes per scraper (default {DEFAULT_VNODES}; "
                    "every scraper must use the same)")
+    p.add_argument("--connect-timeout", type=float, default=15.0, metavar="SECONDS",
+                   help="give up at start when ZooKeeper cannot be reached this long (default: %(default)s)")
     p.set_defaults(func=lambda args: asyncio.run(run_scraper(args)))
