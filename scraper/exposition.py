@@ -121,38 +121,43 @@ def om_timestamp_ms(tok: str) -> int:
 # ---------------------------------------------------------------------------- labels
 
 
-def _unescape_label_value(raw: str, strict: bool, line_no: int) -> str:
+_ESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
+_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
+_HELP_ESCAPES = {"\\": "\\", "n": "\n"}
+
+
+def _unescape(raw: str, table: dict[str, str], strict: bool, what: str, line_no: int) -> str:
+    """Resolve backslash escapes with C-speed scanning; unknown ones error (strict) or stay as written."""
     if "\\" not in raw:
         return raw
-    out = []
-    i = 0
-    n = len(raw)
-    while i < n:
-        c = raw[i]
-        if c == "\\" and i + 1 < n:
-            nxt = raw[i + 1]
-            if nxt == "\\":
-                out.append("\\")
-            elif nxt == '"':
-                out.append('"')
-            elif nxt == "n":
-                out.append("\n")
-            elif strict:
-                raise ParseError(line_no, f"invalid escape sequence '\\{nxt}' in label value")
-            else:
-                out.append("\\" + nxt)
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
+
+    def sub(m: re.Match[str]) -> str:
+        rep = table.get(m.group(1))
+        if rep is not None:
+            return rep
+        if strict:
+            raise ParseError(line_no, f"invalid escape sequence '\\{m.group(1)}' in {what}")
+        return m.group(0)
+
+    return _ESCAPE_RE.sub(sub, raw)
+
+
+def _unescape_label_value(raw: str, strict: bool, line_no: int) -> str:
+    return _unescape(raw, _ESCAPES, strict, "label value", line_no)
+
+
+_BLANKS_RE = re.compile(r"[ \t]*")
+# the inside of a double-quoted label value: runs of plain characters and backslash escapes
+_QUOTED_BODY_RE = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
+_TOKEN_RE = re.compile(r"[^ \t]*")
 
 
 def _skip_blanks(s: str, i: int) -> int:
-    n = len(s)
-    while i < n and (s[i] == " " or s[i] == "\t"):
-        i += 1
-    return i
+    return _BLANKS_RE.match(s, i).end()  # type: ignore[union-attr]
+
+
+def _token_end(s: str, i: int) -> int:
+    return _TOKEN_RE.match(s, i).end()  # type: ignore[union-attr]
 
 
 def parse_label_set(s: str, i: int, line_no: int, *, text: bool) -> tuple[list[tuple[str, str]], int]:
@@ -191,18 +196,9 @@ def parse_label_set(s: str, i: int, line_no: int, *, text: bool) -> tuple[list[t
         if i >= n or s[i] != '"':
             raise ParseError(line_no, f"label {name!r} value must be a double-quoted string")
         start = i + 1
-        j = start
-        while True:
-            q = s.find('"', j)
-            if q < 0:
-                raise ParseError(line_no, f"unterminated value of label {name!r}")
-            # count the backslashes just before the quote: odd means escaped
-            k = q - 1
-            while k >= start and s[k] == "\\":
-                k -= 1
-            if (q - 1 - k) % 2 == 0:
-                break
-            j = q + 1
+        q = _QUOTED_BODY_RE.match(s, start).end()  # type: ignore[union-attr]
+        if q >= n or s[q] != '"':
+            raise ParseError(line_no, f"unterminated value of label {name!r}")
         value = _unescape_label_value(s[start:q], text, line_no)
         i = q + 1
         if name == "__name__":
@@ -220,29 +216,8 @@ def parse_label_set(s: str, i: int, line_no: int, *, text: bool) -> tuple[list[t
 
 
 def _unescape_help(raw: str, strict: bool, line_no: int) -> str:
-    if "\\" not in raw:
-        return raw
-    out = []
-    i = 0
-    while i < len(raw):
-        c = raw[i]
-        if c == "\\" and i + 1 < len(raw):
-            nxt = raw[i + 1]
-            if nxt == "\\":
-                out.append("\\")
-            elif nxt == "n":
-                out.append("\n")
-            elif nxt == '"' and not strict:
-                out.append('"')
-            elif strict:
-                raise ParseError(line_no, f"invalid escape sequence '\\{nxt}' in HELP text")
-            else:
-                out.append("\\" + nxt)
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
+    # text 0.0.4 HELP knows \\ and \n only; OpenMetrics also \" and keeps unknown escapes
+    return _unescape(raw, _HELP_ESCAPES if strict else _ESCAPES, strict, "HELP text", line_no)
 
 
 # ---------------------------------------------------------------------------- text 0.0.4
@@ -274,18 +249,14 @@ class TextState:
         """Syntax of a comment line: (HELP|TYPE, name, text/type), or None for an ordinary comment."""
         s = line.lstrip(" \t")
         i = _skip_blanks(s, 1)  # after '#'
-        j = i
-        while j < len(s) and s[j] not in " \t":
-            j += 1
-        keyword = s[i:j]
-        if keyword not in ("HELP", "TYPE"):
+        keyword = s[i:i + 4]
+        j = i + 4
+        if keyword not in ("HELP", "TYPE") or (j < len(s) and s[j] not in " \t"):
             return None
         i = _skip_blanks(s, j)
         if i >= len(s):
             return None  # "# HELP" alone is an ordinary comment
-        j = i
-        while j < len(s) and s[j] not in " \t":
-            j += 1
+        j = _token_end(s, i)
         name = s[i:j]
         if not METRIC_NAME_RE.fullmatch(name):
             raise ParseError(line_no, f"invalid metric name {name!r} in {keyword} line")
@@ -336,9 +307,7 @@ class TextState:
             raise ParseError(line_no, f"invalid character {line[i]!r} after metric name {name!r}")
         series_end = i
         i = _skip_blanks(line, i)
-        j = i
-        while j < n and line[j] not in " \t":
-            j += 1
+        j = _token_end(line, i)
         tok = line[i:j]
         if not tok:
             raise ParseError(line_no, f"missing value for {name!r}")
@@ -349,9 +318,7 @@ class TextState:
         i = _skip_blanks(line, j)
         ts: int | None = None
         if i < n:
-            j = i
-            while j < n and line[j] not in " \t":
-                j += 1
+            j = _token_end(line, i)
             ttok = line[i:j]
             if not GO_INT_RE.fullmatch(ttok):
                 raise ParseError(line_no, f"invalid timestamp {ttok!r} (text format wants integer ms)")

@@ -244,7 +244,7 @@ class ScrapeCache:
                         meta = None
                     elif stripped[0] == "#":
                         meta = st.parse_meta(text, 0)
-                if meta is not _MISSING:
+                if meta is not _MISSING and len(line) <= 4096:
                     if len(self._meta) > 100_000:
                         self._meta.clear()
                     self._meta[line] = meta

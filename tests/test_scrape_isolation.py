@@ -1,0 +1,120 @@
+"""Bad targets (hanging, 500-ing, garbage, 50 MB bodies) never delay another target's schedule.
+
+Measured by the fast target's own scrape timestamps: over a window it must get
+(nearly) every scheduled scrape while the bad targets misbehave alongside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+
+from discovery.target import ScrapeSettings, Target
+from scraper.config import ScrapeConfig
+from scraper.memwriter import MemoryWriter
+from scraper.pool import ScrapePool
+
+# The misbehaving targets run in their own process so that only the scraper shares our event loop.
+SERVER = r"""
+import asyncio
+from aiohttp import web
+
+FIFTY_MB = 50 * 1024 * 1024
+head = b"first_line 1\n"
+big = head + b"#" * (FIFTY_MB - len(head) - 20) + b"\nnot a valid line\n"
+
+
+async def fast(request):
+    return web.Response(body=b"fast_metric 1\n", content_type="text/plain")
+
+
+async def hang(request):
+    await asyncio.sleep(3600)
+    return web.Response(body=b"")
+
+
+async def huge(request):
+    resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+    await resp.prepare(request)
+    for i in range(0, len(big), 1 << 20):
+        await resp.write(big[i:i + (1 << 20)])
+    await resp.write_eof()
+    return resp
+
+
+async def error500(request):
+    return web.Response(status=500, text="boom")
+
+
+async def garbage(request):
+    return web.Response(body=b"\x00\xff{{{ not metrics\n" * 1000, content_type="text/plain")
+
+
+async def main():
+    app = web.Application()
+    for path, h in {"/fast": fast, "/hang": hang, "/huge": huge, "/huge_limited": huge, "/500": error500,
+                    "/garbage": garbage}.items():
+        app.router.add_get(path, h)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(site._server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def targets():
+    proc = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        line = proc.stdout.readline()  # the port once listening; b"" if the process died
+        assert line.strip().isdigit(), "target server did not start"
+        yield f"127.0.0.1:{int(line)}"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+async def test_bad_targets_do_not_delay_a_fast_target(targets):
+    interval = 0.25
+    window = 6.0
+    fast = Target("fast", targets, ScrapeSettings(interval_s=interval, timeout_s=0.2, path="/fast"))
+    bad_settings = dict(interval_s=1.0, timeout_s=0.9)
+    bad = [
+        Target("hang", targets, ScrapeSettings(path="/hang", **bad_settings)),
+        Target("huge", targets, ScrapeSettings(path="/huge", interval_s=3.0, timeout_s=2.9)),
+        Target("huge_limited", targets, ScrapeSettings(path="/huge_limited", **bad_settings)),
+        Target("e500", targets, ScrapeSettings(path="/500", **bad_settings)),
+        Target("garbage", targets, ScrapeSettings(path="/garbage", **bad_settings)),
+    ]
+    writer = MemoryWriter(keep=False)
+    pool = ScrapePool(writer, name="isolation", configs={"huge_limited": ScrapeConfig(body_size_limit=1_000_000)})
+    try:
+        await pool.sync([fast, *bad])
+        await asyncio.sleep(window)
+        health = {h.pool: h for h in pool.health()}
+        times = list(pool.loops[fast.key].scrape_times)
+    finally:
+        await pool.stop()
+    # every bad target was really tried and failed for its own reason
+    assert "timed out" in health["hang"].last_error
+    assert "body size limit exceeded" in health["huge_limited"].last_error
+    assert "HTTP status 500" in health["e500"].last_error
+    assert health["garbage"].last_error.startswith("parse error: line 1:")
+    assert health["huge"].last_scrape > 0
+    assert health["huge"].last_error in ("", ) or "line" in health["huge"].last_error or "timed out" in \
+        health["huge"].last_error
+    assert health["fast"].health == "up"
+    # the fast target kept its schedule: nearly every slot in the window was scraped
+    expected = window / interval
+    assert len(times) >= 0.75 * expected, (len(times), expected, [round(b - a, 3) for a, b in zip(times, times[1:], strict=False)])
+    # and the slots stayed on its phase: consecutive scrapes are about one interval apart
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    on_time = sum(1 for g in gaps if g < 2 * interval)
+    assert on_time >= 0.9 * len(gaps), str([round(g, 3) for g in gaps])
