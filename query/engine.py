@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +25,8 @@ from query.values import (
     drop_names,
     stale_mask,
 )
-from storage.base import Resolution, SeriesData, Storage, StorageError
+from storage.base import MINUTE_MS, Resolution, SeriesData, Storage, StorageError
+from storage.rollup import DEFAULT_MAX_GAP_MS, RAW_RETENTION_MS, choose_resolution, rollup_raw
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
 
@@ -38,6 +40,10 @@ class FetchPlan:
     end_ms: int
     resolution: Resolution = Resolution.RAW
     data: list[SeriesData] = field(default_factory=list)
+
+    @property
+    def bucket_ms(self) -> int:
+        return self.resolution.step_ms
 
 
 @dataclass
@@ -73,7 +79,11 @@ class Evaluator:
         self.max_samples = max_samples
         self.deadline = deadline
         self.subquery_step_ms = subquery_step_ms
-        self._clean: dict[tuple, list[tuple[tuple, np.ndarray, np.ndarray]]] = {}
+        self._clean: dict[tuple, list[tuple[tuple, np.ndarray, np.ndarray, dict | None]]] = {}
+        # Resolution chosen per selector node (by id) in planning; RAW when absent.
+        self.sel_res: dict[int, Resolution] = {}
+        self.now_ms = 0
+        self.downsample = False
 
     # -------------------------------------------------------------- helpers
     def check_deadline(self) -> None:
@@ -96,20 +106,28 @@ class Evaluator:
             return self.end_ms
         return int(at)  # type: ignore[arg-type]
 
-    def _series_of(self, sel: P.VectorSel, drop_stale: bool) -> list[tuple[tuple, np.ndarray, np.ndarray]]:
-        key = (sel.key, drop_stale)
+    def plan_of(self, sel: P.VectorSel) -> FetchPlan | None:
+        return self.fetched.get((sel.key, self.sel_res.get(id(sel), Resolution.RAW)))
+
+    def _series_of(self, sel: P.VectorSel, drop_stale: bool) -> list[tuple[tuple, np.ndarray, np.ndarray, dict | None]]:
+        """(labels, timestamps, values, rollup columns) per series; rollup buckets are placed
+        at their last millisecond and carry their ``last`` value as the sample value."""
+        plan = self.plan_of(sel)
+        key = (sel.key, self.sel_res.get(id(sel), Resolution.RAW), drop_stale)
         hit = self._clean.get(key)
         if hit is not None:
             return hit
-        plan = self.fetched.get(sel.key)
         out = []
         for d in plan.data if plan is not None else []:
             ts, vals = d.timestamps, d.values
+            if d.resolution is not Resolution.RAW and d.agg is not None:
+                out.append((d.series.labels, ts + (d.resolution.step_ms - 1), d.agg["last"], d.agg))
+                continue
             if drop_stale:
                 st = stale_mask(vals)
                 if st.any():
                     ts, vals = ts[~st], vals[~st]
-            out.append((d.series.labels, ts, vals))
+            out.append((d.series.labels, ts, vals, None))
         self._clean[key] = out
         return out
 
@@ -152,7 +170,7 @@ class Evaluator:
         refs = (np.full(len(times), at, dtype=np.int64) if at is not None else times) - sel.offset_ms
         labels, values, present = [], [], []
         T = len(times)
-        for lab, ts, vals in self._series_of(sel, False):
+        for lab, ts, vals, _agg in self._series_of(sel, False):
             idx = np.searchsorted(ts, refs, "right") - 1
             ok = idx >= 0
             idxc = np.where(ok, idx, 0)
@@ -172,11 +190,14 @@ class Evaluator:
     def eval_matrix(self, node: P.MatrixSel, times: np.ndarray) -> RangeVector:
         at = self.at_ms(node.vector.at)
         ends = (np.full(len(times), at, dtype=np.int64) if at is not None else times) - node.vector.offset_ms
-        labels, tss, valss = [], [], []
-        lo_all = ends.min() - node.range_ms if len(ends) else 0
+        labels, tss, valss, aggs = [], [], [], []
+        plan = self.plan_of(node.vector)
+        bucket = plan.bucket_ms if plan is not None else 0
+        range_ms = max(node.range_ms, bucket)
+        lo_all = ends.min() - range_ms if len(ends) else 0
         hi_all = ends.max() if len(ends) else 0
         total = 0
-        for lab, ts, vals in self._series_of(node.vector, True):
+        for lab, ts, vals, agg in self._series_of(node.vector, True):
             lo = np.searchsorted(ts, lo_all, "right")
             hi = np.searchsorted(ts, hi_all, "right")
             if hi <= lo:
@@ -184,12 +205,16 @@ class Evaluator:
             labels.append(lab)
             tss.append(ts[lo:hi])
             valss.append(vals[lo:hi])
+            if agg is not None:
+                aggs.append({k: v[lo:hi] for k, v in agg.items()})
             total += hi - lo
         if total > self.max_samples:
             raise QueryLimitError(
                 f"query processing would load too many samples into memory in query execution "
                 f"({total} samples > limit of {self.max_samples})"
             )
+        if bucket:
+            return RangeVector(labels, tss, valss, ends, range_ms, times, aggs, bucket)
         return RangeVector(labels, tss, valss, ends, node.range_ms, times)
 
     def subquery_grid(self, node: P.Subquery, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -225,19 +250,40 @@ class Evaluator:
         return RangeVector(labels, tss, valss, ends, node.range_ms, times)
 
 
+# Functions whose result from rollup rows equals (rate/increase, *_over_time aggregates) or
+# closely follows (the rest, from each bucket's last value) the result from raw samples.
+ROLLUP_FUNCTIONS = {
+    "rate", "increase", "avg_over_time", "sum_over_time", "count_over_time", "min_over_time",
+    "max_over_time", "last_over_time", "present_over_time", "absent_over_time", "delta",
+    "deriv", "predict_linear", "changes", "resets", "irate", "idelta", "quantile_over_time",
+    "stddev_over_time", "stdvar_over_time", "first_over_time", "timestamp", "mad_over_time",
+}
+
+
 def _plan_fetches(
     node: P.Node,
     tmin: int,
     tmax: int,
     ev: Evaluator,
     out: dict[tuple, FetchPlan],
+    step_ms: int = 0,
+    func: str | None = None,
 ) -> None:
-    """Walk the tree noting for every selector the time range it reads."""
+    """Walk the tree noting for every selector the time range and resolution it reads.
 
-    def need(sel: P.VectorSel, lo: int, hi: int) -> None:
-        plan = out.get(sel.key)
+    ``step_ms`` is the spacing of the evaluation times (0 for an instant query) and ``func``
+    the function a range selector feeds."""
+
+    def need(sel: P.VectorSel, lo: int, hi: int, window_ms: int | None) -> None:
+        res = Resolution.RAW
+        if ev.downsample and (func is None or func in ROLLUP_FUNCTIONS):
+            hint = step_ms if window_ms is None else (min(step_ms, window_ms) if step_ms else 0)
+            res = choose_resolution(lo, ev.now_ms, hint)
+        ev.sel_res[id(sel)] = res
+        key = (sel.key, res)
+        plan = out.get(key)
         if plan is None:
-            out[sel.key] = FetchPlan(sel.matchers, lo, hi)
+            out[key] = FetchPlan(sel.matchers, lo, hi, res)
         else:
             plan.start_ms = min(plan.start_ms, lo)
             plan.end_ms = max(plan.end_ms, hi)
@@ -245,28 +291,29 @@ def _plan_fetches(
     if isinstance(node, P.VectorSel):
         at = ev.at_ms(node.at)
         lo, hi = (at, at) if at is not None else (tmin, tmax)
-        need(node, lo - node.offset_ms - ev.lookback_ms + 1, hi - node.offset_ms)
+        need(node, lo - node.offset_ms - ev.lookback_ms + 1, hi - node.offset_ms, None)
     elif isinstance(node, P.MatrixSel):
         at = ev.at_ms(node.vector.at)
         lo, hi = (at, at) if at is not None else (tmin, tmax)
         v = node.vector
-        need(v, lo - v.offset_ms - node.range_ms + 1, hi - v.offset_ms)
+        need(v, lo - v.offset_ms - node.range_ms + 1, hi - v.offset_ms, node.range_ms)
     elif isinstance(node, P.Subquery):
         grid, _ = ev.subquery_grid(node, np.array([tmin, tmax], dtype=np.int64))
         if len(grid):
-            _plan_fetches(node.expr, int(grid[0]), int(grid[-1]), ev, out)
+            sub_step = node.step_ms or ev.subquery_step_ms
+            _plan_fetches(node.expr, int(grid[0]), int(grid[-1]), ev, out, sub_step)
     elif isinstance(node, P.Negate):
-        _plan_fetches(node.expr, tmin, tmax, ev, out)
+        _plan_fetches(node.expr, tmin, tmax, ev, out, step_ms)
     elif isinstance(node, P.Binary):
-        _plan_fetches(node.lhs, tmin, tmax, ev, out)
-        _plan_fetches(node.rhs, tmin, tmax, ev, out)
+        _plan_fetches(node.lhs, tmin, tmax, ev, out, step_ms)
+        _plan_fetches(node.rhs, tmin, tmax, ev, out, step_ms)
     elif isinstance(node, P.Aggregate):
-        _plan_fetches(node.expr, tmin, tmax, ev, out)
+        _plan_fetches(node.expr, tmin, tmax, ev, out, step_ms)
         if node.param is not None:
-            _plan_fetches(node.param, tmin, tmax, ev, out)
+            _plan_fetches(node.param, tmin, tmax, ev, out, step_ms)
     elif isinstance(node, P.Call):
         for a in node.args:
-            _plan_fetches(a, tmin, tmax, ev, out)
+            _plan_fetches(a, tmin, tmax, ev, out, step_ms, node.name)
 
 
 class Engine:
@@ -280,7 +327,16 @@ class Engine:
         max_samples: int = 50_000_000,
         timeout_s: float = 30.0,
         subquery_step_ms: int = DEFAULT_SUBQUERY_STEP_MS,
+        downsample: bool = True,
+        now_ms: Callable[[], int] | None = None,
+        rollup_lag_ms: int = 5 * MINUTE_MS,
     ) -> None:
+        """``downsample``: read 1m/1h rollups where the data's age or the query step allow
+        (falls back to raw when the store has none). ``rollup_lag_ms``: how far behind now
+        the rollup job may be; buckets that recent are computed from raw samples."""
+        self.downsample = downsample
+        self.now_ms = now_ms or (lambda: int(time.time() * 1000))
+        self.rollup_lag_ms = rollup_lag_ms
         self.storage = storage
         self.lookback_ms = lookback_ms
         self.max_samples = max_samples
@@ -329,8 +385,10 @@ class Engine:
             subquery_step_ms=self.subquery_step_ms,
             step_ms=step,
         )
+        ev.downsample = self.downsample
+        ev.now_ms = self.now_ms()
         plans: dict[tuple, FetchPlan] = {}
-        _plan_fetches(node, int(times[0]), int(times[-1]), ev, plans)
+        _plan_fetches(node, int(times[0]), int(times[-1]), ev, plans, 0 if instant else step)
         stats = QueryStats()
         t0 = time.monotonic()
         await self._fetch(plans, deadline, stats)
@@ -344,7 +402,15 @@ class Engine:
 
     async def _fetch(self, plans: dict[tuple, FetchPlan], deadline: float, stats: QueryStats) -> None:
         async def one(plan: FetchPlan) -> None:
-            plan.data = await self.storage.select(list(plan.matchers), plan.start_ms, plan.end_ms, plan.resolution)
+            if plan.resolution is Resolution.RAW:
+                plan.data = await self.storage.select(list(plan.matchers), plan.start_ms, plan.end_ms)
+                return
+            try:
+                await self._fetch_rollup(plan)
+            except StorageError:
+                # The store keeps no rollups (or not this one): read raw samples instead.
+                plan.resolution = Resolution.RAW
+                plan.data = await self.storage.select(list(plan.matchers), plan.start_ms, plan.end_ms)
 
         remaining = deadline - time.monotonic()
         try:
@@ -360,6 +426,48 @@ class Engine:
                 f"query processing would load too many samples into memory in query execution "
                 f"({stats.samples} samples > limit of {self.max_samples})"
             )
+
+    async def _fetch_rollup(self, plan: FetchPlan) -> None:
+        """Rollup rows for the plan; the newest buckets (which the rollup job may not have
+        written yet) are computed from raw samples."""
+        res = plan.resolution
+        step = res.step_ms
+        lo = (plan.start_ms // step) * step
+        now = self.now_ms()
+        tail = ((now - self.rollup_lag_ms - step) // step) * step
+        matchers = list(plan.matchers)
+        rows = await self.storage.select(matchers, lo, plan.end_ms, res)
+        if rows:
+            # The rollup job writes a window for all series at once: where its newest row
+            # ends is how far it has got (it may lag more than ``rollup_lag_ms``).
+            written = max(int(d.timestamps[-1]) + step for d in rows if len(d))
+            tail = min(tail, written)
+        else:
+            tail = lo
+        tail = max(tail, lo, ((now - RAW_RETENTION_MS) // step + 1) * step)
+        if plan.end_ms < tail:
+            plan.data = rows
+            return
+        raw = await self.storage.select(matchers, tail - DEFAULT_MAX_GAP_MS, plan.end_ms)
+        by_id: dict[int, SeriesData] = {}
+        for d in rows:
+            keep = d.timestamps < tail
+            agg = {k: v[keep] for k, v in (d.agg or {}).items()}
+            by_id[d.series.id] = SeriesData(d.series, d.timestamps[keep], d.values[keep], res, agg)
+        for d in raw:
+            r = rollup_raw(d.timestamps, d.values, tail, plan.end_ms + 1, step)
+            if len(r) == 0:
+                continue
+            old = by_id.get(d.series.id)
+            cols = r.columns()
+            if old is None or len(old) == 0:
+                by_id[d.series.id] = SeriesData(d.series, r.timestamps, cols["last"], res, cols)
+            else:
+                agg = {k: np.concatenate([old.agg[k], cols[k]]) for k in cols} if old.agg else cols
+                by_id[d.series.id] = SeriesData(
+                    d.series, np.concatenate([old.timestamps, r.timestamps]), agg["last"], res, agg
+                )
+        plan.data = sorted((d for d in by_id.values() if len(d)), key=lambda d: d.series.labels)
 
     def _evaluate(self, ev: Evaluator, node: P.Node, times: np.ndarray, instant: bool) -> QueryResult:
         with np.errstate(all="ignore"):

@@ -986,6 +986,8 @@ def eval_call(ev: "Evaluator", node: P.Call, times: np.ndarray):
     rf = _RANGE_FUNCS.get(name)
     if rf is not None:
         compute, keep, range_index, scalars = rf
+        if name in _ROLLUP_COMPUTE and _is_rollup_arg(ev, node.args[range_index]):
+            compute = _ROLLUP_COMPUTE[name]
         return _range_function(ev, node, times, compute, keep_name=keep, range_index=range_index, scalar_args=scalars)
     if name == "predict_linear":
         return _range_function(ev, node, times, _predict_linear(ev, node), scalar_args=(1,))
@@ -994,6 +996,54 @@ def eval_call(ev: "Evaluator", node: P.Call, times: np.ndarray):
         raise QueryError(f"unknown function with name {name!r}")
     return impl(ev, node, times)
 
+
+def _is_rollup_arg(ev: "Evaluator", arg: P.Node) -> bool:
+    if not isinstance(arg, P.MatrixSel):
+        return False
+    plan = ev.plan_of(arg.vector)
+    return plan is not None and plan.bucket_ms > 0
+
+
+def _rollup_column_sum(column: str, per_second: bool = False) -> RangeCompute:
+    def compute(rv: RangeVector, i: int, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
+        ok = hi > lo
+        agg = rv.agg[i] if rv.agg is not None else {}
+        total = window_sums(agg[column], lo, hi, ok)
+        if per_second:
+            total = total / (rv.range_ms / 1000.0)
+        return total, ok
+
+    return compute
+
+
+def _rollup_avg(rv: RangeVector, i: int, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
+    ok = hi > lo
+    agg = rv.agg[i] if rv.agg is not None else {}
+    s = window_sums(agg["sum"], lo, hi, ok)
+    c = window_sums(agg["count"], lo, hi, ok)
+    ok &= c > 0
+    return s / np.where(c > 0, c, 1.0), ok
+
+
+def _rollup_extreme(column: str, fn: np.ufunc) -> RangeCompute:
+    def compute(rv: RangeVector, i: int, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
+        ok = hi > lo
+        agg = rv.agg[i] if rv.agg is not None else {}
+        return window_reduce(agg[column], lo, hi, ok, fn), ok
+
+    return compute
+
+
+# Range functions computed from rollup aggregates instead of the buckets' last values.
+_ROLLUP_COMPUTE: dict[str, RangeCompute] = {
+    "rate": _rollup_column_sum("increase", per_second=True),
+    "increase": _rollup_column_sum("increase"),
+    "sum_over_time": _rollup_column_sum("sum"),
+    "count_over_time": _rollup_column_sum("count"),
+    "avg_over_time": _rollup_avg,
+    "min_over_time": _rollup_extreme("min", np.fmin),
+    "max_over_time": _rollup_extreme("max", np.fmax),
+}
 
 _RANGE_FUNCS: dict[str, tuple[RangeCompute, bool, int, tuple[int, ...]]] = {
     "rate": (_extrapolated(True, True), False, 0, ()),

@@ -2,7 +2,8 @@
 
 Raw samples are kept per series in sorted NumPy arrays. Rollup rows (1m/1h) can be
 loaded explicitly with ``put_rollup`` or derived from raw data with ``build_rollups``;
-``select_calls`` counts selects so tests can observe caching.
+``select_calls`` / ``select_log`` record selects so tests can observe caching and the
+resolution read.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from storage.base import AGGREGATES, Resolution, SeriesData, Storage, StorageError
+from storage.base import HOUR_MS, MINUTE_MS, Resolution, SeriesData, Storage, StorageError
 from storage.matchers import Matcher, match_all
-from storage.model import STALE_NAN_BITS, SampleBatch, Series
+from storage.model import SampleBatch, Series
+from storage.rollup import rollup_raw, rollup_rollup
 
 
 @dataclass
@@ -49,6 +51,7 @@ class MemoryStorage(Storage):
         self._rollups: dict[Resolution, dict[int, SeriesData]] = {}
         self.select_calls = 0
         self.selected_samples = 0
+        self.select_log: list[tuple[str, int, int]] = []  # (resolution, start, end) per select
 
     # ----------------------------------------------------------------- writing
     async def write(self, batch: SampleBatch) -> None:
@@ -86,13 +89,21 @@ class MemoryStorage(Storage):
             raise StorageError("put_rollup needs 1m/1h data with its aggregate columns")
         self._rollups.setdefault(data.resolution, {})[data.series.id] = data
 
-    def build_rollups(self, resolution: Resolution) -> None:
-        """Derive rollup rows for every series from the raw samples held."""
+    def build_rollups(self, resolution: Resolution, until_ms: int | None = None) -> None:
+        """Derive rollup rows from the raw samples held (as the rollup job does), for
+        buckets starting before ``until_ms`` (all when None)."""
         for col in self._series.values():
             ts, vals = col.arrays()
-            data = rollup_of(col.series, ts, vals, resolution)
-            if data is not None:
-                self.put_rollup(data)
+            if len(ts) == 0:
+                continue
+            end = int(ts[-1]) + 1 if until_ms is None else until_ms
+            start = (int(ts[0]) // MINUTE_MS) * MINUTE_MS
+            r = rollup_raw(ts, vals, start, max(end, start), MINUTE_MS)
+            if resolution is Resolution.HOUR:
+                r = rollup_rollup(r, HOUR_MS)
+            if len(r):
+                cols = r.columns()
+                self.put_rollup(SeriesData(col.series, r.timestamps, cols["last"], resolution, cols))
 
     # ----------------------------------------------------------------- reading
     def all_series(self) -> list[Series]:
@@ -106,6 +117,7 @@ class MemoryStorage(Storage):
         resolution: Resolution = Resolution.RAW,
     ) -> list[SeriesData]:
         self.select_calls += 1
+        self.select_log.append((resolution.value, start_ms, end_ms))
         out: list[SeriesData] = []
         if resolution is not Resolution.RAW:
             rows = self._rollups.get(resolution)
@@ -162,37 +174,3 @@ class MemoryStorage(Storage):
             if v:
                 values.add(v)
         return sorted(values)
-
-
-def rollup_of(series: Series, ts: np.ndarray, vals: np.ndarray, resolution: Resolution) -> SeriesData | None:
-    """Aggregate raw samples into buckets of ``resolution`` (count,sum,min,max,last,increase).
-
-    Stale markers are skipped. ``increase`` is the reset-aware counter increase between
-    consecutive samples whose later sample falls in the bucket (so bucket increases add
-    up exactly over any run of buckets).
-    """
-    step = resolution.step_ms
-    if step <= 0:
-        raise StorageError("rollups need a 1m or 1h resolution")
-    bits = vals.view(np.uint64)
-    keep = bits != np.uint64(STALE_NAN_BITS)
-    ts, vals = ts[keep], vals[keep]
-    if len(ts) == 0:
-        return None
-    bucket = (ts // step) * step
-    starts, first_idx = np.unique(bucket, return_index=True)
-    ends = np.append(first_idx[1:], len(ts))
-    inc_pairs = np.zeros(len(ts))
-    if len(ts) > 1:
-        d = np.diff(vals)
-        inc_pairs[1:] = np.where(d >= 0, d, vals[1:])
-    agg: dict[str, np.ndarray] = {
-        "count": (ends - first_idx).astype(np.float64),
-        "sum": np.add.reduceat(vals, first_idx),
-        "min": np.minimum.reduceat(vals, first_idx),
-        "max": np.maximum.reduceat(vals, first_idx),
-        "last": vals[ends - 1],
-        "increase": np.add.reduceat(inc_pairs, first_idx),
-    }
-    assert set(agg) == set(AGGREGATES)
-    return SeriesData(series, starts.astype(np.int64), agg["last"].copy(), resolution, agg)

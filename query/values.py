@@ -77,6 +77,10 @@ class RangeVector:
     ends: np.ndarray  # (T,) int64 window right edges
     range_ms: int
     eval_times: np.ndarray  # (T,) step times (for functions that need them)
+    # Rollup input: per series the aggregate columns (count, sum, min, max, last, increase)
+    # of buckets ending at ``ts``; None for raw samples.
+    agg: list[dict[str, np.ndarray]] | None = None
+    resolution_ms: int = 0
 
     def windows(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(lo, hi) sample index bounds per step: samples ``lo <= j < hi`` are in the window."""

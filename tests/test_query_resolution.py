@@ -1,0 +1,157 @@
+"""Resolution choice: raw within 7 days, 1m within 30 days, 1h beyond (or the coarsest the
+step allows), with rate/increase/*_over_time mapped onto the stored aggregates.
+
+MemoryStorage serves rollup rows that this test computes itself from the raw samples, so the
+expected values below come from raw data by plain loops, independently of the engine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from query.engine import Engine
+from query.memory import MemoryStorage
+from storage.base import HOUR_MS, MINUTE_MS, Resolution, SeriesData
+from storage.model import Series, make_labels
+
+DAY = 86_400_000
+NOW = 1_750_000_000_000 // HOUR_MS * HOUR_MS
+START = NOW - 40 * DAY
+GAP = 5 * MINUTE_MS
+
+
+def _raw() -> dict[Series, tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(7)
+    ts = START + np.arange(0, 40 * DAY, MINUTE_MS, dtype=np.int64) + 13_000  # scrapes 13 s into each minute
+    inc = rng.integers(0, 50, len(ts)).astype(np.float64)
+    counter = np.cumsum(inc)
+    counter[len(ts) // 2 :] -= counter[len(ts) // 2]  # a counter reset halfway
+    gauge = np.round(rng.normal(100, 20, len(ts)), 3)
+    return {
+        Series.of(make_labels("c_total", s="a")): (ts, counter),
+        Series.of(make_labels("g", s="a")): (ts, gauge),
+    }
+
+
+def _rollup(ts: np.ndarray, vals: np.ndarray, step: int, until: int) -> dict[str, np.ndarray]:
+    """Bucket aggregates by plain loops: the reference the engine's results are checked against."""
+    buckets: dict[int, dict[str, float]] = {}
+    prev_t = prev_v = None
+    for t, v in zip(ts.tolist(), vals.tolist(), strict=True):
+        if t >= until:
+            break
+        b = t // step * step
+        row = buckets.setdefault(b, {"count": 0, "sum": 0.0, "min": v, "max": v, "last": v, "increase": 0.0})
+        row["count"] += 1
+        row["sum"] += v
+        row["min"] = min(row["min"], v)
+        row["max"] = max(row["max"], v)
+        row["last"] = v
+        if prev_t is not None and t - prev_t <= GAP:
+            row["increase"] += v - prev_v if v >= prev_v else v
+        prev_t, prev_v = t, v
+    keys = sorted(buckets)
+    out = {k: np.array([buckets[b][k] for b in keys], dtype=np.float64) for k in ("count", "sum", "min", "max", "last", "increase")}
+    out["ts"] = np.array(keys, dtype=np.int64)
+    return out
+
+
+def _increase_between(ts: np.ndarray, vals: np.ndarray, lo: int, hi: int) -> float:
+    """Reset-aware increase of sample pairs whose later sample lies in [lo, hi)."""
+    j = np.nonzero((ts[1:] >= lo) & (ts[1:] < hi) & (np.diff(ts) <= GAP))[0] + 1
+    total = 0.0
+    for k in j.tolist():
+        total += vals[k] - vals[k - 1] if vals[k] >= vals[k - 1] else vals[k]
+    return total
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[MemoryStorage, dict]:
+    raw = _raw()
+    st = MemoryStorage()
+    for s, (ts, vals) in raw.items():
+        st.add_series(s, ts, vals)
+        for res in (Resolution.MINUTE, Resolution.HOUR):
+            # The rollup job lags: no rows for the last hour.
+            r = _rollup(ts, vals, res.step_ms, NOW - HOUR_MS)
+            st.put_rollup(SeriesData(s, r["ts"], r["last"], res, {k: r[k] for k in r if k != "ts"}))
+    return st, {s.metric: v for s, v in raw.items()}
+
+
+async def test_one_hour_rows_beyond_30_days(data) -> None:
+    st, raw = data
+    eng = Engine(st, now_ms=lambda: NOW)
+    st.select_log.clear()
+    lo, hi = NOW - 39 * DAY, NOW - 38 * DAY
+    res = await eng.range_query("rate(c_total[1h])", lo, hi, HOUR_MS)
+    assert {r for r, _, _ in st.select_log} == {"1h"}
+    ts, vals = raw["c_total"]
+    got = res.series[0]
+    assert len(got.timestamps) == 25
+    for t, v in zip(got.timestamps.tolist(), got.values.tolist(), strict=True):
+        assert v == pytest.approx(_increase_between(ts, vals, t - HOUR_MS, t) / 3600, rel=1e-12)
+    # A 1-year panel of rate(x[5m]) reads the same 1h rows; windows widen to the bucket.
+    st.select_log.clear()
+    res5 = await eng.range_query("increase(c_total[5m])", lo, hi, HOUR_MS)
+    assert {r for r, _, _ in st.select_log} == {"1h"}
+    np.testing.assert_allclose(res5.series[0].values, got.values * 3600, rtol=1e-12)
+    # Plain selectors read the bucket's last value.
+    resg = await eng.range_query("g", lo, hi, HOUR_MS)
+    gts, gvals = raw["g"]
+    for t, v in zip(resg.series[0].timestamps.tolist(), resg.series[0].values.tolist(), strict=True):
+        assert v == gvals[np.searchsorted(gts, t) - 1]
+
+
+async def test_minute_rows_within_30_days(data) -> None:
+    st, raw = data
+    eng = Engine(st, now_ms=lambda: NOW)
+    lo, hi = NOW - 10 * DAY, NOW - 10 * DAY + 6 * HOUR_MS
+    st.select_log.clear()
+    avg = await eng.range_query("avg_over_time(g[5m])", lo, hi, 5 * MINUTE_MS)
+    mx = await eng.range_query("max_over_time(g[5m])", lo, hi, 5 * MINUTE_MS)
+    cnt = await eng.range_query("count_over_time(g[5m])", lo, hi, 5 * MINUTE_MS)
+    assert {r for r, _, _ in st.select_log} == {"1m"}
+    ts, vals = raw["g"]
+    for k, t in enumerate(avg.series[0].timestamps.tolist()):
+        window = vals[(ts >= t - 5 * MINUTE_MS) & (ts < t)]
+        assert avg.series[0].values[k] == pytest.approx(window.mean(), rel=1e-12)
+        assert mx.series[0].values[k] == window.max()
+        assert cnt.series[0].values[k] == len(window) == 5
+
+
+async def test_raw_within_7_days_and_for_fine_steps(data) -> None:
+    st, raw = data
+    eng = Engine(st, now_ms=lambda: NOW)
+    st.select_log.clear()
+    await eng.instant_query("rate(c_total[5m])", NOW - 2 * DAY)
+    await eng.range_query("rate(c_total[5m])", NOW - 3 * HOUR_MS, NOW, 15_000)
+    assert {r for r, _, _ in st.select_log} == {"raw"}
+    # Without downsampling every read is raw, however old.
+    st.select_log.clear()
+    await Engine(st, now_ms=lambda: NOW, downsample=False).range_query("rate(c_total[1h])", START, NOW, HOUR_MS)
+    assert {r for r, _, _ in st.select_log} == {"raw"}
+
+
+async def test_recent_buckets_come_from_raw(data) -> None:
+    """24 h at a 1 m step reads 1m rows; the last hour (not rolled up yet) is built from raw."""
+    st, raw = data
+    eng = Engine(st, now_ms=lambda: NOW)
+    st.select_log.clear()
+    res = await eng.range_query("increase(c_total[5m])", NOW - DAY, NOW, MINUTE_MS)
+    assert "1m" in {r for r, _, _ in st.select_log}
+    got = res.series[0]
+    assert got.timestamps[-1] == NOW and len(got.timestamps) == 1441
+    ts, vals = raw["c_total"]
+    for t, v in zip(got.timestamps.tolist(), got.values.tolist(), strict=True):
+        assert v == _increase_between(ts, vals, t - 5 * MINUTE_MS, t)
+
+
+async def test_falls_back_to_raw_without_rollups() -> None:
+    st = MemoryStorage()
+    for s, (ts, vals) in _raw().items():
+        st.add_series(s, ts, vals)
+    eng = Engine(st, now_ms=lambda: NOW)
+    res = await eng.range_query("rate(c_total[1h])", NOW - 39 * DAY, NOW - 38 * DAY, HOUR_MS)
+    assert len(res.series) == 1 and len(res.series[0].values) == 25
+    assert st.select_log[-1][0] == "raw"
