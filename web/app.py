@@ -12,17 +12,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
 
-import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
 from web import chart
+from web.alerting_pages import AlertingViews, add_alerting_routes, add_login_routes
+from web.auth import Auth, auth_middleware
+from web.common import (
+    AUTH,
+    BASE_NAV,
+    CONTENT_SECURITY_POLICY,
+    DASHBOARDS,
+    ENGINE,
+    JINJA,
+    NAV,
+    NON_HTML_PREFIXES,
+    POOLS,
+    SECURITY_HEADERS,
+    STATIC_DIR,
+    TARGETS,
+    TITLE,
+    is_query_error,
+    make_jinja,
+    promql_string,
+    render,
+)
 from web.dashboards import DEFAULT_DIR as DEFAULT_DASHBOARDS
 from web.dashboards import Dashboard, DashboardStore, expand
 from web.providers import (
@@ -34,121 +52,17 @@ from web.providers import (
     coerce_pool,
     coerce_target,
 )
-from web.timerange import PRESETS, REFRESH_CHOICES, TimeRange, parse_time_range
+from web.timerange import TimeRange, parse_time_range
+
+__all__ = ["CONTENT_SECURITY_POLICY", "create_app", "promql_string"]
 
 log = logging.getLogger("ringmon.web")
 
-HERE = Path(__file__).resolve().parent
-TEMPLATES_DIR = HERE / "templates"
-STATIC_DIR = HERE / "static"
-
-CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
-# Paths whose errors are not turned into HTML pages (JSON APIs mounted by other packages).
-NON_HTML_PREFIXES = ("/api/", "/metrics", "/-/")
-
-ENGINE = web.AppKey("engine", object)
-POOLS = web.AppKey("pools_provider", object)
-TARGETS = web.AppKey("targets_provider", object)
-JINJA = web.AppKey("jinja", jinja2.Environment)
-TITLE = web.AppKey("title", str)
-DASHBOARDS = web.AppKey("dashboards", DashboardStore)
-
-NAV = (
-    ("/", "Overview"),
-    ("/pools", "Pools"),
-    ("/targets", "Targets"),
-    ("/dashboards", "Dashboards"),
-    ("/query", "Query"),
-)
 MAX_EXPR_LEN = 10_000
 MAX_TABLE_ROWS = 500
 PANEL_WIDTH = {"half": 640, "full": 1300}
 
 HOST_CPU_EXPR = "sum by (mode) (rate(node_cpu_seconds_total{{job={job}, instance={instance}}}[{window}]))"
-
-
-# -- helpers -------------------------------------------------------------------------------------
-
-
-def promql_string(value: str) -> str:
-    """A PromQL double-quoted string literal holding ``value`` exactly (no query injection)."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    return f'"{escaped}"'
-
-
-def path_segment(value: object) -> str:
-    """``value`` quoted to be one URL path segment (slashes included)."""
-    return quote(str(value), safe="")
-
-
-def _ago(ts: float | None, now: float | None = None) -> str:
-    if ts is None:
-        return "never"
-    delta = (time.time() if now is None else now) - float(ts)
-    if delta < 0:
-        return "just now"
-    if delta < 90:
-        return f"{delta:.0f}s ago"
-    if delta < 5400:
-        return f"{delta / 60:.0f}m ago"
-    if delta < 2 * 86400:
-        return f"{delta / 3600:.1f}h ago"
-    return f"{delta / 86400:.0f}d ago"
-
-
-def _abs_time(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    return chart.format_time(int(float(ts) * 1000))
-
-
-def _seconds(value: float | None) -> str:
-    return "" if value is None else chart.humanize(float(value), "seconds")
-
-
-def make_jinja() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-        autoescape=True,  # every template, whatever its extension
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["ago"] = _ago
-    env.filters["abs_time"] = _abs_time
-    env.filters["seconds"] = _seconds
-    env.filters["humanize"] = chart.humanize
-    env.filters["pathseg"] = path_segment
-    env.globals["urlencode"] = urlencode
-    env.globals["RANGE_PRESETS"] = PRESETS
-    env.globals["REFRESH_CHOICES"] = REFRESH_CHOICES
-    env.globals["NAV"] = list(NAV)
-    return env
-
-
-def render(request: web.Request, template: str, *, status: int = 200, **context: Any) -> web.Response:
-    env = request.app[JINJA]
-    context.setdefault("page_title", "")
-    context.setdefault("time_range", None)
-    context.setdefault("errors", [])
-    html = env.get_template(template).render(
-        app_title=request.app[TITLE],
-        path=request.path,
-        request_query=dict(request.query),
-        now_text=chart.format_time(int(time.time() * 1000)),
-        **context,
-    )
-    return web.Response(text=html, content_type="text/html", status=status)
 
 
 async def _call_provider(
@@ -205,7 +119,7 @@ async def range_chart(
         series = chart.series_from_result(result, legend)
         err = "; ".join(getattr(result, "warnings", None) or [])
     except Exception as exc:  # a bad or failing query is shown on its panel, not as a 500
-        if not _is_query_error(exc):
+        if not is_query_error(exc):
             log.exception("range query failed", extra={"expr": expr})
         series, err = [], f"{type(exc).__name__}: {exc}"
     spec = chart.ChartSpec(
@@ -221,10 +135,6 @@ async def range_chart(
         thresholds=thresholds,
     )
     return Markup(chart.render_chart(series, spec)), err, len(series)
-
-
-def _is_query_error(exc: Exception) -> bool:
-    return any(c.__name__ == "QueryError" for c in type(exc).__mro__)
 
 
 # -- handlers ------------------------------------------------------------------------------------
@@ -362,7 +272,7 @@ async def _panel_chart(
         if isinstance(res, BaseException):
             if not isinstance(res, Exception):
                 raise res
-            if not _is_query_error(res):
+            if not is_query_error(res):
                 log.error("panel query failed", extra={"expr": expr, "error": repr(res)})
             errors.append(f"{type(res).__name__}: {res}")
             continue
@@ -446,7 +356,7 @@ async def query_page(request: web.Request) -> web.Response:
                 v = _cell(float(s.values[-1])) if len(s.values) else ""
                 rows.append({"labels": chart.legend_name(s.labels), "value": v})
         except Exception as exc:
-            if not _is_query_error(exc):
+            if not is_query_error(exc):
                 log.exception("instant query failed", extra={"expr": expr_run})
             line, col = getattr(exc, "line", None), getattr(exc, "column", None)
             if line is not None:
@@ -520,14 +430,21 @@ def create_app(
     targets_provider: TargetsProvider,
     title: str = "Ringmon",
     dashboards_dirs: Sequence[str | Path] | None = None,
+    alerting: AlertingViews | None = None,
+    auth: Auth | None = None,
     middlewares: Sequence[Callable] = (),
 ) -> web.Application:
     """The web application.
 
     ``dashboards_dirs``: directories of dashboard YAML files (default: the dashboards shipped
-    in ``web/dashboards``). ``middlewares`` run outside ours (e.g. request instrumentation).
+    in ``web/dashboards``). ``alerting``: the alerts, silences and rules pages and the rule
+    editor (absent: those pages are not mounted). ``auth``: users who may change things
+    (absent or without users: nothing can be changed from the browser). ``middlewares`` run
+    outside ours (e.g. request instrumentation).
     """
-    app = web.Application(middlewares=[*middlewares, error_pages])
+    auth = auth if auth is not None else Auth(users={})
+    app = web.Application(middlewares=[*middlewares, error_pages, auth_middleware(auth)])
+    app[AUTH] = auth
     app[ENGINE] = engine
     app[POOLS] = pools_provider
     app[TARGETS] = targets_provider
@@ -547,4 +464,9 @@ def create_app(
     app.router.add_get("/-/healthy", healthy, name="healthy")
     app.router.add_get("/favicon.ico", favicon, name="favicon")
     app.router.add_static("/static/", STATIC_DIR, name="static")
+    nav = list(BASE_NAV)
+    if alerting is not None:
+        nav.extend(add_alerting_routes(app, alerting))
+    add_login_routes(app)
+    app[NAV] = nav
     return app

@@ -1,0 +1,205 @@
+"""Logins, sessions and CSRF tokens for the pages that change things (silences, rule editor).
+
+Users come from the config as ``name -> password hash``; hashes are scrypt with a random
+salt (``hash_password``), checked in constant time off the event loop. A session is a
+signed cookie (HMAC-SHA256 over user and expiry; HttpOnly, SameSite=Strict). Every form
+carries a CSRF token: the HMAC of a random per-browser cookie, so a page on another site
+can neither read nor forge it; every POST without the matching token is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+SESSION_COOKIE = "ringmon_session"
+CSRF_COOKIE = "ringmon_csrf"
+CSRF_FIELD = "csrf_token"
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+
+# Typed request keys where aiohttp has them (3.12+), plain strings before.
+_RequestKey = getattr(web, "RequestKey", None)
+USER_KEY = _RequestKey("ringmon_user", object) if _RequestKey else "ringmon_user"
+CSRF_KEY = _RequestKey("ringmon_csrf_form_token", str) if _RequestKey else "ringmon_csrf_form_token"
+NEW_CSRF_COOKIE_KEY = (
+    _RequestKey("ringmon_new_csrf_cookie", str) if _RequestKey else "ringmon_new_csrf_cookie"
+)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def hash_password(password: str, *, n: int = SCRYPT_N) -> str:
+    """``scrypt$<n>$<r>$<p>$<salt>$<hash>`` for the config file's ``password_hash``."""
+    if not password:
+        raise ValueError("the password must not be empty")
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
+    return f"scrypt${n}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+
+
+def check_password_hash(encoded: str) -> None:
+    """Raise ValueError unless ``encoded`` is a hash ``hash_password`` could have made."""
+    parts = encoded.split("$")
+    if len(parts) != 6 or parts[0] != "scrypt":
+        raise ValueError("expected scrypt$N$r$p$salt$hash (make one with `ringmon hash-password`)")
+    try:
+        n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
+        _unb64(parts[4])
+        _unb64(parts[5])
+    except (ValueError, TypeError):
+        raise ValueError("the scrypt parameters, salt or hash are malformed") from None
+    if n < 2**10 or n & (n - 1) or not (1 <= r <= 64) or not (1 <= p <= 16):
+        raise ValueError("scrypt parameters out of range")
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """Whether ``password`` matches ``encoded`` (constant-time compare; False on a bad hash)."""
+    try:
+        check_password_hash(encoded)
+        _, n, r, p, salt, want = encoded.split("$")
+        got = hashlib.scrypt(
+            password.encode(),
+            salt=_unb64(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(_unb64(want)),
+            maxmem=2**27,
+        )
+    except ValueError:
+        return False
+    return hmac.compare_digest(got, _unb64(want))
+
+
+@dataclass
+class Auth:
+    """The users who may log in and the key that signs sessions and CSRF tokens.
+
+    ``secret``: keep it stable across restarts (and equal across web processes) to keep
+    sessions valid; a random one is made when none is given.
+    """
+
+    users: Mapping[str, str] = field(default_factory=dict)  # name -> password hash
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    session_ttl_s: float = 12 * 3600
+    secure_cookies: bool = False  # set when served over HTTPS
+
+    def __post_init__(self) -> None:
+        for name, encoded in self.users.items():
+            try:
+                check_password_hash(encoded)
+            except ValueError as exc:
+                raise ValueError(f"users.{name}.password_hash: {exc}") from None
+        # A user that does not exist still costs one scrypt, so timing does not reveal names.
+        self._dummy_hash = hash_password(secrets.token_hex(8))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.users)
+
+    def _sign(self, purpose: str, payload: str) -> str:
+        return _b64(hmac.new(self.secret, f"{purpose}:{payload}".encode(), hashlib.sha256).digest())
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    async def authenticate(self, user: str, password: str) -> bool:
+        encoded = self.users.get(user)
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(None, verify_password, password, encoded or self._dummy_hash)
+        return ok and encoded is not None
+
+    def session_value(self, user: str, now: float | None = None) -> str:
+        exp = int((time.time() if now is None else now) + self.session_ttl_s)
+        payload = _b64(json.dumps({"u": user, "exp": exp}, separators=(",", ":")).encode())
+        return f"{payload}.{self._sign('session', payload)}"
+
+    def user_from_session(self, value: str | None, now: float | None = None) -> str | None:
+        if not value or "." not in value:
+            return None
+        payload, sig = value.rsplit(".", 1)
+        if not hmac.compare_digest(sig, self._sign("session", payload)):
+            return None
+        try:
+            data = json.loads(_unb64(payload))
+            user, exp = str(data["u"]), float(data["exp"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        if exp < (time.time() if now is None else now) or user not in self.users:
+            return None
+        return user
+
+    def set_session(self, response: web.StreamResponse, user: str) -> None:
+        response.set_cookie(
+            SESSION_COOKIE,
+            self.session_value(user),
+            max_age=int(self.session_ttl_s),
+            httponly=True,
+            samesite="Strict",
+            secure=self.secure_cookies,
+            path="/",
+        )
+
+    def clear_session(self, response: web.StreamResponse) -> None:
+        response.del_cookie(SESSION_COOKIE, path="/")
+
+    # -- CSRF -------------------------------------------------------------------------------
+
+    def csrf_for(self, cookie_value: str) -> str:
+        return self._sign("csrf", cookie_value)
+
+    def check_csrf(self, request: web.Request, form: Mapping[str, str]) -> None:
+        """Raise 403 unless the form's token matches this browser's CSRF cookie."""
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        token = str(form.get(CSRF_FIELD, ""))
+        if not cookie or not token or not hmac.compare_digest(token, self.csrf_for(cookie)):
+            raise web.HTTPForbidden(
+                text="The form's security token is missing or stale. Reload the page and submit it again."
+            )
+
+
+def auth_middleware(auth: Auth):
+    """Puts the logged-in user and this browser's CSRF form token on every request."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        if len(cookie) < 20:
+            cookie = secrets.token_urlsafe(24)
+            request[NEW_CSRF_COOKIE_KEY] = cookie
+        request[CSRF_KEY] = auth.csrf_for(cookie)
+        request[USER_KEY] = auth.user_from_session(request.cookies.get(SESSION_COOKIE))
+        response = await handler(request)
+        if (
+            NEW_CSRF_COOKIE_KEY in request
+            and isinstance(response, web.StreamResponse)
+            and not response.prepared
+        ):
+            response.set_cookie(
+                CSRF_COOKIE, cookie, httponly=True, samesite="Strict", secure=auth.secure_cookies, path="/"
+            )
+        return response
+
+    return middleware
+
+
+def safe_next(target: str | None) -> str:
+    """A local path to return to after login (never another site)."""
+    t = (target or "").strip()
+    if not t.startswith("/") or t.startswith("//") or "\\" in t or any(ord(c) < 32 for c in t):
+        return "/"
+    return t
