@@ -95,3 +95,66 @@ class RecordingReceiver:
                 except TimeoutError:
                     break
         return got()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AlertmanagerProcess:
+    """Debian's ``prometheus-alertmanager`` on a free 127.0.0.1 port with its data in ``workdir``."""
+
+    def __init__(self, workdir: str) -> None:
+        from pathlib import Path
+
+        self.dir = Path(workdir)
+        self.port = free_port()
+        self.proc = None
+        self._log = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> AlertmanagerProcess:
+        import subprocess
+        import urllib.request
+
+        cfg = self.dir / "am.yml"
+        cfg.write_text("route:\n  receiver: 'null'\nreceivers:\n  - name: 'null'\n")
+        self._log = open(self.dir / "am.log", "wb")
+        self.proc = subprocess.Popen(
+            ["prometheus-alertmanager", f"--config.file={cfg}", f"--storage.path={self.dir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
+            stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"alertmanager exited: {(self.dir / 'am.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"alertmanager not ready within {timeout} s")
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None

@@ -1,0 +1,335 @@
+"""The alerter process: rules -> engine -> evaluator -> notifier -> channels, plus its HTTP API.
+
+``AlerterService`` wires a Storage (and its writer) with the query engine, the rule store,
+the evaluator (with group ownership), the notifier, silences and the SQLite (or Cassandra)
+state. It reloads rules and the notifier config on file change, on SIGHUP and on
+``POST /-/reload``; an invalid file is reported and the last good one stays in force.
+
+HTTP: ``/metrics``, ``/-/healthy``, ``/-/ready``, ``POST /-/reload``, ``GET /api/v1/rules``,
+``GET /api/v1/alerts``, ``GET|POST /api/v1/silences``, ``DELETE /api/v1/silence/<id>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+
+from alerting.durations import DurationError, parse_duration_ms
+from alerting.evaluator import EvalOptions, RuleManager
+from alerting.notifier.config import NotifierConfig, NotifierConfigError, config_from_dict
+from alerting.notifier.dispatcher import Notifier
+from alerting.notifier.nflog import SQLiteNotificationLog
+from alerting.notifier.silences import SilenceError, Silences, SQLiteSilenceStore, new_silence
+from alerting.ownership import GroupOwnership, LocalOwnership, ZooKeeperOwnership
+from alerting.rulefile import LoadOptions
+from alerting.rulestore import RuleStore
+from alerting.sqlitedb import AlertingDB
+from alerting.state import SQLiteAlertStateStore
+from query.engine import Engine
+from storage.base import SampleWriter, Storage
+
+log = logging.getLogger("ringmon.alerting.service")
+
+RELOADS = Counter("ringmon_alerter_reloads_total", "Config and rule reloads", ["result"])
+
+SETTINGS_KEYS = ("listen", "state_db", "rule_files", "evaluation_interval", "resend_delay", "external_labels",
+                 "external_url", "name_validation", "watch_interval", "ownership", "zookeeper_hosts", "zookeeper_path",
+                 "id")
+
+
+class AlerterConfigError(ValueError):
+    """The alerter's settings are wrong; the message names file and key."""
+
+
+@dataclass
+class AlerterSettings:
+    """The ``alerter:`` section of the alerting config file."""
+
+    listen: str = "127.0.0.1:9095"
+    state_db: str = "data/alerting.db"
+    rule_files: list[str] = field(default_factory=list)
+    evaluation_interval_ms: int = 15_000
+    resend_delay_s: float = 60.0
+    external_labels: dict[str, str] = field(default_factory=dict)
+    external_url: str = ""
+    name_validation: str = "utf8"
+    watch_interval_s: float = 5.0
+    ownership: str = "local"  # local | zookeeper
+    zookeeper_hosts: str = ""
+    zookeeper_path: str = "/ringmon/alerters"
+    id: str = ""
+
+
+def _dur_s(v: Any, where: str) -> float:
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return float(v)
+    try:
+        return parse_duration_ms(str(v)) / 1000.0
+    except DurationError as exc:
+        raise AlerterConfigError(f"{where}: {exc}") from None
+
+
+def settings_from_dict(d: Any, source: str, defaults: AlerterSettings | None = None) -> AlerterSettings:
+    s = defaults or AlerterSettings()
+    if d is None:
+        return s
+    if not isinstance(d, dict):
+        raise AlerterConfigError(f"{source}: alerter: expected a mapping")
+    for k in d:
+        if k not in SETTINGS_KEYS:
+            raise AlerterConfigError(f"{source}: alerter.{k}: unknown key (known keys here: {', '.join(SETTINGS_KEYS)})")
+    for k in ("listen", "state_db", "external_url", "name_validation", "ownership", "zookeeper_hosts",
+              "zookeeper_path", "id"):
+        if k in d:
+            setattr(s, k, str(d[k]))
+    if "rule_files" in d:
+        rf = d["rule_files"]
+        if not isinstance(rf, list) or not all(isinstance(x, str) for x in rf):
+            raise AlerterConfigError(f"{source}: alerter.rule_files: expected a list of paths or globs")
+        s.rule_files = list(rf)
+    if "evaluation_interval" in d:
+        s.evaluation_interval_ms = int(_dur_s(d["evaluation_interval"], f"{source}: alerter.evaluation_interval") * 1000)
+    if "resend_delay" in d:
+        s.resend_delay_s = _dur_s(d["resend_delay"], f"{source}: alerter.resend_delay")
+    if "watch_interval" in d:
+        s.watch_interval_s = _dur_s(d["watch_interval"], f"{source}: alerter.watch_interval")
+    if "external_labels" in d:
+        el = d["external_labels"] or {}
+        if not isinstance(el, dict):
+            raise AlerterConfigError(f"{source}: alerter.external_labels: expected a mapping")
+        s.external_labels = {str(k): str(v) for k, v in el.items()}
+    if s.ownership not in ("local", "zookeeper"):
+        raise AlerterConfigError(f"{source}: alerter.ownership: expected local or zookeeper, got {s.ownership!r}")
+    if s.ownership == "zookeeper" and not s.zookeeper_hosts:
+        raise AlerterConfigError(f"{source}: alerter.zookeeper_hosts: required when ownership is zookeeper")
+    if s.name_validation not in ("utf8", "legacy"):
+        raise AlerterConfigError(f"{source}: alerter.name_validation: expected utf8 or legacy")
+    if s.evaluation_interval_ms <= 0:
+        raise AlerterConfigError(f"{source}: alerter.evaluation_interval: must be positive")
+    return s
+
+
+def load_alerting_file(path: str, defaults: AlerterSettings | None = None) -> tuple[AlerterSettings, NotifierConfig]:
+    """Read the alerting config: the ``alerter:`` section plus the notifier (route, receivers ...)."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except OSError as exc:
+        raise AlerterConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise AlerterConfigError(f"{p}:{f' line {mark.line + 1}' if mark else ''} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise AlerterConfigError(f"{p}: the top level must be a mapping")
+    data = dict(data)
+    settings = settings_from_dict(data.pop("alerter", None), str(p), defaults)
+    try:
+        notifier = config_from_dict(data, str(p))
+    except NotifierConfigError as exc:
+        raise AlerterConfigError(str(exc)) from None
+    return settings, notifier
+
+
+class AlerterService:
+    def __init__(
+        self,
+        settings: AlerterSettings,
+        notifier_config: NotifierConfig,
+        storage: Storage,
+        writer: SampleWriter,
+        alerting_config_path: str | None = None,
+        ownership: GroupOwnership | None = None,
+    ) -> None:
+        self.settings = settings
+        self.notifier_config = notifier_config
+        self.storage = storage
+        self.writer = writer
+        self.config_path = alerting_config_path
+        self.ownership = ownership or self._make_ownership()
+        self.db = AlertingDB(settings.state_db)
+        self.silences = Silences(SQLiteSilenceStore(self.db))
+        self.notifier = Notifier(notifier_config, SQLiteNotificationLog(self.db), self.silences)
+        self.engine = Engine(storage)
+        self.rules = RuleStore(settings.rule_files, LoadOptions(name_validation=settings.name_validation))
+        self.manager = RuleManager(
+            self.rules, self.engine.instant_query, writer, SQLiteAlertStateStore(self.db), self.notifier,
+            self.ownership,
+            EvalOptions(default_interval_ms=settings.evaluation_interval_ms, external_labels=settings.external_labels,
+                        external_url=settings.external_url, resend_delay_s=settings.resend_delay_s),
+        )
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+        self._watch_task: asyncio.Task | None = None
+        self._config_stamp = self._stamp()
+        self._stop = asyncio.Event()
+        self.last_reload: dict = {}
+
+    def _make_ownership(self) -> GroupOwnership:
+        if self.settings.ownership == "zookeeper":
+            return ZooKeeperOwnership(self.settings.zookeeper_hosts, self.settings.id or None,
+                                      root=self.settings.zookeeper_path)
+        return LocalOwnership()
+
+    def _stamp(self) -> tuple[float, int] | None:
+        if not self.config_path:
+            return None
+        try:
+            st = Path(self.config_path).stat()
+            return (st.st_mtime, st.st_size)
+        except OSError:
+            return None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, serve_http: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.ownership.start)
+        await self.notifier.start()
+        report = await self.manager.start()
+        self.last_reload = self._report(report, None)
+        if serve_http:
+            await self._serve()
+        self._watch_task = asyncio.create_task(self._watch(), name="alerter-watch")
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload("SIGHUP")))
+        log.info("alerter started: %d rule groups, listening on %s", len(self.rules.groups()), self.port)
+
+    async def run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stop.set)
+        await self._stop.wait()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def stop(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+        await self.manager.stop()
+        await self.notifier.stop()
+        await asyncio.get_running_loop().run_in_executor(None, self.ownership.stop)
+        if self.runner is not None:
+            await self.runner.cleanup()
+        with contextlib.suppress(Exception):
+            await self.writer.flush()
+        await self.db.close()
+
+    # ------------------------------------------------------------------ reload
+
+    async def reload(self, reason: str = "api") -> dict:
+        """Reload the notifier config and the rule files; invalid ones keep the last good version."""
+        notifier_error = None
+        if self.config_path:
+            try:
+                _, cfg = load_alerting_file(self.config_path)
+                self.notifier.apply_config(cfg)
+                self.notifier_config = cfg
+            except AlerterConfigError as exc:
+                notifier_error = str(exc)
+                log.error("invalid alerting config, keeping the last good one: %s", exc)
+            self._config_stamp = self._stamp()
+        report = await self.manager.reload()
+        out = self._report(report, notifier_error)
+        ok = out["success"]
+        RELOADS.labels("success" if ok else "failure").inc()
+        log.info("reload (%s): %s", reason, "ok" if ok else "with errors")
+        self.last_reload = out
+        return out
+
+    @staticmethod
+    def _report(report: Any, notifier_error: str | None) -> dict:
+        errors = [str(e) for errs in report.failed.values() for e in errs]
+        if notifier_error:
+            errors.insert(0, notifier_error)
+        return {"success": not errors, "errors": errors, "loaded": report.loaded, "unchanged": report.unchanged,
+                "removed": report.removed, "at": time.time()}
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.watch_interval_s)
+            try:
+                if self.rules.changed_on_disk() or self._stamp() != self._config_stamp:
+                    await self.reload("file change")
+            except Exception:
+                log.exception("watching rule files failed")
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def _serve(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/-/healthy", lambda r: web.Response(text="OK\n"))
+        app.router.add_get("/-/ready", lambda r: web.Response(text="OK\n"))
+        app.router.add_post("/-/reload", self._reload)
+        app.router.add_get("/api/v1/rules", self._rules)
+        app.router.add_get("/api/v1/alerts", self._alerts)
+        app.router.add_get("/api/v1/silences", self._silences)
+        app.router.add_post("/api/v1/silences", self._add_silence)
+        app.router.add_delete("/api/v1/silence/{id}", self._expire_silence)
+        host, _, port = self.settings.listen.rpartition(":")
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host or "127.0.0.1", int(port))
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.runner.cleanup()
+            self.runner = None
+            raise AlerterConfigError(f"alerter: cannot listen on {self.settings.listen}: {exc.strerror or exc}") from None
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _reload(self, request: web.Request) -> web.Response:
+        out = await self.reload("http")
+        return web.json_response(out, status=200 if out["success"] else 400)
+
+    async def _rules(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "success", "data": {"groups": self.manager.status(),
+                                                                  "errors": {k: [str(e) for e in v] for k, v in self.rules.errors().items()}}})
+
+    async def _alerts(self, request: web.Request) -> web.Response:
+        items = []
+        for st in await self.notifier.status():
+            d = st.alert.to_v4()
+            d.update({"state": st.state, "silencedBy": st.silenced_by, "inhibited": st.inhibited})
+            items.append(d)
+        return web.json_response({"status": "success", "data": {"alerts": items}})
+
+    async def _silences(self, request: web.Request) -> web.Response:
+        items = [{**s.to_json(), "state": s.state()} for s in await self.silences.list()]
+        return web.json_response({"status": "success", "data": items})
+
+    async def _add_silence(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            dur = body.get("duration")
+            dur_s = _dur_s(dur, "duration") if dur is not None else None
+            s = new_silence(body.get("matchers", ""), str(body.get("created_by", "")), str(body.get("comment", "")),
+                            duration_s=dur_s, starts_at=body.get("starts_at"), ends_at=body.get("ends_at"))
+        except (ValueError, SilenceError, AlerterConfigError) as exc:
+            return web.json_response({"status": "error", "error": str(exc)}, status=400)
+        await self.silences.add(s)
+        return web.json_response({"status": "success", "data": {**s.to_json(), "state": s.state()}})
+
+    async def _expire_silence(self, request: web.Request) -> web.Response:
+        try:
+            s = await self.silences.expire(request.match_info["id"])
+        except SilenceError as exc:
+            return web.json_response({"status": "error", "error": str(exc)}, status=404)
+        return web.json_response({"status": "success", "data": s.to_json()})

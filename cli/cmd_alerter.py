@@ -1,0 +1,77 @@
+"""``ringmon alerter``: rule evaluation and notification as one process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("alerter", help="evaluate alert and recording rules and send notifications",
+                       description="Run the rule evaluator and the notifier (email, phone, PagerDuty, webhook, "
+                                   "Alertmanager). Reloads on rule/config file change, SIGHUP and POST /-/reload.")
+    p.add_argument("--config", help="Ringmon YAML config (storage, rules.files, discovery.zookeeper)")
+    p.add_argument("--alerting", default="configs/alerting.yaml",
+                   help="alerting config: the alerter: section, route, receivers, inhibit_rules")
+    p.add_argument("--sqlite", metavar="PATH", help="use this SQLite storage file (overrides --config storage)")
+    p.add_argument("--listen", help="override alerter.listen (HOST:PORT)")
+    p.add_argument("--id", help="override alerter.id (its name among several alerters)")
+    p.add_argument("--state-db", help="override alerter.state_db (alert state, silences, notification log)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from alerting.service import AlerterConfigError, AlerterSettings, load_alerting_file
+    from cli.errors import UserError
+
+    defaults = AlerterSettings()
+    ring_cfg = None
+    if args.config:
+        from cli.config import load_config
+
+        ring_cfg = load_config(args.config)
+        defaults.rule_files = list(ring_cfg.rules.files)
+        defaults.evaluation_interval_ms = int(float(ring_cfg.rules.evaluation_interval) * 1000)
+        if ring_cfg.discovery.zookeeper is not None:
+            defaults.zookeeper_hosts = ring_cfg.discovery.zookeeper.hosts
+    try:
+        settings, notifier_cfg = load_alerting_file(args.alerting, defaults)
+    except AlerterConfigError as exc:
+        raise UserError(str(exc)) from None
+    if args.listen:
+        settings.listen = args.listen
+    if args.id:
+        settings.id = args.id
+    if args.state_db:
+        settings.state_db = args.state_db
+    if not args.sqlite and ring_cfg is None:
+        raise UserError("give --config (for its storage section) or --sqlite PATH")
+    asyncio.run(_main(args, settings, notifier_cfg, ring_cfg))
+    return 0
+
+
+async def _main(args, settings, notifier_cfg, ring_cfg) -> None:
+    from alerting.service import AlerterConfigError, AlerterService
+    from cli.errors import UserError
+    from cli.wiring import make_storage, make_writer
+
+    if args.sqlite:
+        from storage.base import DirectWriter
+        from storage.sqlite import SQLiteStorage
+
+        storage = await SQLiteStorage.open(args.sqlite)
+        writer = DirectWriter(storage)
+    else:
+        storage = await make_storage(ring_cfg.storage)
+        writer = await make_writer(ring_cfg.storage, storage)
+    svc = AlerterService(settings, notifier_cfg, storage, writer, alerting_config_path=args.alerting)
+    try:
+        try:
+            await svc.start()
+        except AlerterConfigError as exc:
+            raise UserError(str(exc)) from None
+        print(f"ringmon alerter: listening on {settings.listen.rpartition(':')[0] or '127.0.0.1'}:{svc.port}", flush=True)
+        await svc.run_forever()
+    finally:
+        await svc.stop()
+        await storage.close()

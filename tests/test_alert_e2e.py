@@ -1,0 +1,337 @@
+"""End to end: ``ringmon alerter`` processes on SQLite storage, real receivers on 127.0.0.1.
+
+aiosmtpd for email, HTTP recorders checking the webhook, PagerDuty and Twilio-style payloads,
+and Debian's prometheus-alertmanager receiving forwarded alerts (checked through its API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pathlib
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from alerting.testing import AlertmanagerProcess, RecordingReceiver, free_port
+from storage.model import SampleBatch, Series, make_labels
+from storage.sqlite import SQLiteStorage
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd API
+        self.messages.append(envelope.original_content or envelope.content)
+        return "250 OK"
+
+
+RULES = """groups:
+  - name: e2e
+    interval: 300ms
+    rules:
+      - alert: HighLoad
+        expr: e2e_load > 5
+        labels: {severity: page}
+        annotations:
+          summary: "load {{ $value }} on {{ $labels.instance }}"
+"""
+
+
+def _alerting_yaml(tmp: pathlib.Path, port: int, hook: str, pd: str, phone: str, smtp_port: int, am: str,
+                   group_wait: float = 0.2, extra: dict | None = None, rules: str = "rules.yml") -> pathlib.Path:
+    cfg = {
+        "alerter": {"listen": f"127.0.0.1:{port}", "state_db": str(tmp / "state.db"),
+                    "rule_files": [str(tmp / rules)], "evaluation_interval": "300ms", "resend_delay": "1s",
+                    "watch_interval": "300ms", **(extra or {})},
+        "global": {"retry_initial": 0.1, "retry_max": 0.5},
+        "route": {"receiver": "all", "group_by": ["alertname", "instance"], "group_wait": group_wait,
+                  "group_interval": 1.0, "repeat_interval": "1h"},
+        "receivers": [{
+            "name": "all",
+            "webhook_configs": [{"url": hook}],
+            "pagerduty_configs": [{"routing_key": "rk", "url": pd}] if pd else [],
+            "phone_configs": [{"base_url": phone, "account_sid": "AC1", "auth_token": "t", "from": "+1",
+                               "to": ["+2"]}] if phone else [],
+            "email_configs": [{"to": "oncall@example.org", "from": "ringmon@example.org",
+                               "smarthost": f"127.0.0.1:{smtp_port}", "starttls": "never"}] if smtp_port else [],
+            "alertmanager_configs": [{"url": am}] if am else [],
+        }],
+    }
+    path = tmp / "alerting.yaml"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+class Alerter:
+    """One ``ringmon alerter`` subprocess."""
+
+    def __init__(self, tmp: pathlib.Path, config: pathlib.Path, port: int, name: str = "a") -> None:
+        self.tmp, self.config, self.port, self.name = tmp, config, port, name
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Alerter:
+        log = open(self.tmp / f"alerter-{self.name}.log", "ab")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "alerter", "--sqlite", str(self.tmp / "storage.db"),
+             "--alerting", str(self.config), "--id", f"alerter-{self.name}"],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"alerter exited: {self.log()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("alerter not ready within 30 s")
+
+    def log(self) -> str:
+        return (self.tmp / f"alerter-{self.name}.log").read_text(errors="replace")
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+            return json.loads(r.read())
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+async def _write(storage: SQLiteStorage, value: float, instance: str = "h1:9100", metric: str = "e2e_load") -> None:
+    b = SampleBatch(f"e2e/{instance}")
+    b.add(Series.of(make_labels(metric, instance=instance, job="e2e")), int(time.time() * 1000), value)
+    await storage.write(b)
+
+
+def _firing_in_state_db(path: pathlib.Path) -> bool:
+    try:
+        con = sqlite3.connect(path, timeout=5)
+        try:
+            rows = con.execute("SELECT body FROM alert_state").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+    return any(json.loads(r[0])["state"] == "firing" for r in rows)
+
+
+async def _until(pred, timeout: float, step: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        await asyncio.sleep(step)
+    return pred()
+
+
+@pytest.fixture
+async def receivers(tmp_path: pathlib.Path):
+    hook = await RecordingReceiver().start()
+    box = Mailbox()
+    smtp = Controller(box, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    am = AlertmanagerProcess(str(tmp_path)).start()
+    try:
+        yield hook, box, smtp, am
+    finally:
+        smtp.stop()
+        am.stop()
+        await hook.stop()
+
+
+async def _am_alerts(url: str) -> list[dict]:
+    def get() -> list[dict]:
+        with urllib.request.urlopen(url + "/api/v2/alerts?active=true&silenced=true&inhibited=true&unprocessed=true",
+                                    timeout=5) as r:
+            return [a for a in json.loads(r.read()) if a["labels"].get("alertname") == "HighLoad"]
+
+    return await asyncio.get_running_loop().run_in_executor(None, get)
+
+
+async def test_rule_fires_notifies_every_channel_once_then_resolves_once(tmp_path: pathlib.Path, receivers) -> None:
+    hook, box, smtp, am = receivers
+    (tmp_path / "rules.yml").write_text(RULES)
+    port = free_port()
+    cfg = _alerting_yaml(tmp_path, port, hook.url + "/hook", hook.url + "/pd", hook.url + "/tw", smtp.port, am.url)
+    storage = await SQLiteStorage.open(tmp_path / "storage.db")
+    alerter = Alerter(tmp_path, cfg, port).start()
+    try:
+        await _write(storage, 10)
+        got = await hook.wait_for(1, timeout=20, path_prefix="/hook")
+        assert len(got) == 1, alerter.log()
+        assert got[0].body["status"] == "firing"
+        a = got[0].body["alerts"][0]
+        assert a["labels"] == {"alertname": "HighLoad", "instance": "h1:9100", "job": "e2e", "severity": "page"}
+        assert a["annotations"] == {"summary": "load 10 on h1:9100"}
+        assert len(await hook.wait_for(1, timeout=10, path_prefix="/pd")) == 1
+        assert len(await hook.wait_for(2, timeout=10, path_prefix="/tw")) == 2  # a call and an SMS
+        assert await _until(lambda: len(box.messages) == 1, 10)
+        am_alerts = await _am_alerts(am.url)
+        assert len(am_alerts) == 1 and am_alerts[0]["status"]["state"] == "active"
+        await asyncio.sleep(2.5)  # several evaluations and group intervals: nothing is sent again
+        counts = [len([r for r in hook.requests if r.path.startswith(p)]) for p in ("/hook", "/pd", "/tw")]
+        assert counts == [1, 1, 2] and len(box.messages) == 1
+
+        await _write(storage, 1)  # the condition clears
+        got = await hook.wait_for(2, timeout=20, path_prefix="/hook")
+        assert len(got) == 2 and got[1].body["status"] == "resolved"
+        pd = await hook.wait_for(2, timeout=10, path_prefix="/pd")
+        assert pd[1].body["event_action"] == "resolve" and pd[1].body["dedup_key"] == pd[0].body["dedup_key"]
+        assert await _until(lambda: len(box.messages) == 2, 10)
+        assert b"RESOLVED" in box.messages[1]
+        for _ in range(50):
+            if not await _am_alerts(am.url):
+                break
+            await asyncio.sleep(0.2)
+        assert await _am_alerts(am.url) == []
+        await asyncio.sleep(2.5)
+        counts = [len([r for r in hook.requests if r.path.startswith(p)]) for p in ("/hook", "/pd", "/tw")]
+        assert counts == [2, 2, 2] and len(box.messages) == 2  # phone: send_resolved is off
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert 'ringmon_notifications_total{integration="webhook"} 2.0' in metrics
+    finally:
+        alerter.stop()
+        await storage.close()
+
+
+async def test_killed_between_firing_and_delivery_delivers_once_after_restart(tmp_path: pathlib.Path) -> None:
+    hook = await RecordingReceiver().start()
+    (tmp_path / "rules.yml").write_text(RULES)
+    port = free_port()
+    cfg = _alerting_yaml(tmp_path, port, hook.url + "/hook", "", "", 0, "", group_wait=5.0)
+    storage = await SQLiteStorage.open(tmp_path / "storage.db")
+    alerter = Alerter(tmp_path, cfg, port).start()
+    try:
+        await _write(storage, 10)
+        assert await _until(lambda: _firing_in_state_db(tmp_path / "state.db"), 20), alerter.log()
+        alerter.kill()  # firing and saved, but group_wait (5 s) has not passed: nothing delivered
+        assert hook.requests == []
+        alerter = Alerter(tmp_path, cfg, port, name="b").start()
+        got = await hook.wait_for(1, timeout=20, path_prefix="/hook")
+        assert len(got) == 1 and got[0].body["status"] == "firing"
+        await asyncio.sleep(3)
+        assert len(hook.requests) == 1
+        # and once delivered, another restart does not re-send
+        alerter.kill()
+        alerter = Alerter(tmp_path, cfg, port, name="c").start()
+        await asyncio.sleep(3)
+        assert len(hook.requests) == 1
+    finally:
+        alerter.stop()
+        await storage.close()
+        await hook.stop()
+
+
+async def test_receiver_failing_then_recovering_gets_it_once(tmp_path: pathlib.Path) -> None:
+    # The issue says 500 for 30 s; 4 s exercises the same backoff path without a 30 s test.
+    first: list[float] = []
+
+    def status(i: int, path: str) -> int:
+        if not first:
+            first.append(time.monotonic())
+        return 500 if time.monotonic() - first[0] < 4.0 else 200
+
+    hook = await RecordingReceiver(status_for=status).start()
+    (tmp_path / "rules.yml").write_text(RULES)
+    port = free_port()
+    cfg = _alerting_yaml(tmp_path, port, hook.url + "/hook", "", "", 0, "")
+    storage = await SQLiteStorage.open(tmp_path / "storage.db")
+    alerter = Alerter(tmp_path, cfg, port).start()
+    try:
+        await _write(storage, 10)
+        got = await hook.wait_for(1, timeout=30, path_prefix="/hook")
+        assert len(got) == 1 and hook.attempts > 2, alerter.log()
+        await asyncio.sleep(3)
+        assert len(hook.requests) == 1
+    finally:
+        alerter.stop()
+        await storage.close()
+        await hook.stop()
+
+
+@pytest.mark.zookeeper
+async def test_two_alerters_split_groups_and_notify_once(tmp_path: pathlib.Path, zookeeper, zk_root: str) -> None:
+    hook = await RecordingReceiver().start()
+    groups = "\n".join(
+        f"""  - name: g{i}
+    interval: 300ms
+    rules:
+      - alert: Load{i}
+        expr: e2e_load{{instance="h{i}:9100"}} > 5
+""" for i in range(6))
+    (tmp_path / "rules.yml").write_text("groups:\n" + groups)
+    ports = [free_port(), free_port()]
+    alerters = []
+    storage = await SQLiteStorage.open(tmp_path / "storage.db")
+    try:
+        for name, port in zip("ab", ports, strict=True):
+            d = tmp_path / name
+            d.mkdir()
+            cfg = _alerting_yaml(d, port, hook.url + "/hook", "", "", 0, "", extra={
+                "ownership": "zookeeper", "zookeeper_hosts": zookeeper.hosts,
+                "zookeeper_path": f"{zk_root}/alerters",
+                "state_db": str(tmp_path / "state.db"), "rule_files": [str(tmp_path / "rules.yml")]})
+            alerters.append(Alerter(d, cfg, port, name=name))
+            (d / "storage.db").symlink_to(tmp_path / "storage.db")
+        for a in alerters:
+            a.start()
+
+        def owned() -> list[set[str]]:
+            return [{g["name"] for g in a.get("/api/v1/rules")["data"]["groups"] if g["owned"]} for a in alerters]
+
+        assert await _until(lambda: all(owned()) and set.union(*owned()) == {f"g{i}" for i in range(6)}
+                            and not set.intersection(*owned()), 20), owned()
+
+        def evals() -> list[dict[str, float]]:
+            out = []
+            for a in alerters:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{a.port}/metrics", timeout=5).read().decode()
+                d = {}
+                for line in text.splitlines():
+                    if line.startswith("ringmon_rule_evaluations_total{"):
+                        g = line.split('group="')[1].split('"')[0]
+                        d[g] = float(line.rsplit(" ", 1)[1])
+                out.append(d)
+            return out
+
+        before = evals()
+        await asyncio.sleep(2)
+        after = evals()
+        for i in range(6):
+            g = f"g{i}"
+            moved = [after[k].get(g, 0) - before[k].get(g, 0) for k in range(2)]
+            assert sum(1 for m in moved if m > 0) == 1, (g, moved)
+        for i in range(6):
+            await _write(storage, 10, instance=f"h{i}:9100")
+        got = await hook.wait_for(6, timeout=20, path_prefix="/hook")
+        assert sorted(r.body["alerts"][0]["labels"]["alertname"] for r in got) == [f"Load{i}" for i in range(6)]
+        await asyncio.sleep(2.5)
+        assert len(hook.requests) == 6  # each notification once
+    finally:
+        for a in alerters:
+            a.stop()
+        await storage.close()
+        await hook.stop()
