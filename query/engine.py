@@ -335,6 +335,7 @@ class Engine:
         (falls back to raw when the store has none). ``rollup_lag_ms``: how far behind now
         the rollup job may be; buckets that recent are computed from raw samples."""
         self.downsample = downsample
+        self._rollups_unavailable_until = 0.0
         self.now_ms = now_ms or (lambda: int(time.time() * 1000))
         self.rollup_lag_ms = rollup_lag_ms
         self.storage = storage
@@ -405,12 +406,15 @@ class Engine:
             if plan.resolution is Resolution.RAW:
                 plan.data = await self.storage.select(list(plan.matchers), plan.start_ms, plan.end_ms)
                 return
-            try:
-                await self._fetch_rollup(plan)
-            except StorageError:
-                # The store keeps no rollups (or not this one): read raw samples instead.
-                plan.resolution = Resolution.RAW
-                plan.data = await self.storage.select(list(plan.matchers), plan.start_ms, plan.end_ms)
+            if time.monotonic() >= self._rollups_unavailable_until:
+                try:
+                    await self._fetch_rollup(plan)
+                    return
+                except StorageError:
+                    # The store keeps no rollups: read raw samples (and stop asking for a while).
+                    self._rollups_unavailable_until = time.monotonic() + 60.0
+            plan.resolution = Resolution.RAW
+            plan.data = await self.storage.select(list(plan.matchers), plan.start_ms, plan.end_ms)
 
         remaining = deadline - time.monotonic()
         try:

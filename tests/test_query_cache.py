@@ -1,0 +1,117 @@
+"""Range-query cache: reuse across refreshes (counted in storage selects) and results equal
+to uncached evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from query.cache import RangeQueryCache
+from query.engine import Engine
+from query.memory import MemoryStorage
+from storage.model import Series, make_labels
+
+MIN = 60_000
+HOUR = 3_600_000
+NOW = 1_750_000_000_000 // HOUR * HOUR
+
+
+class Clock:
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def _storage(until: int) -> MemoryStorage:
+    st = MemoryStorage()
+    rng = np.random.default_rng(3)
+    ts = np.arange(NOW - 26 * HOUR, until + 1, 15_000, dtype=np.int64)
+    for h in range(4):
+        for mode in ("idle", "user"):
+            s = Series.of(make_labels("cpu_total", host=f"h{h}", mode=mode))
+            vals = np.cumsum(rng.random(len(ts)) * 15)
+            if h == 3:  # one series that disappears for an hour
+                gone = (ts > NOW - 10 * HOUR) & (ts < NOW - 9 * HOUR)
+                st.add_series(s, ts[~gone], vals[~gone])
+            else:
+                st.add_series(s, ts, vals)
+    return st
+
+
+def _same(a, b) -> None:
+    assert a.type == b.type == "matrix"
+    assert [s.labels for s in a.series] == [s.labels for s in b.series]
+    for x, y in zip(a.series, b.series, strict=True):
+        np.testing.assert_array_equal(x.timestamps, y.timestamps)
+        np.testing.assert_array_equal(x.values, y.values)
+
+
+EXPRS = [
+    "sum by (mode) (rate(cpu_total[5m]))",
+    "rate(cpu_total{host='h3'}[5m])",
+    "topk(2, rate(cpu_total[5m]))",
+    "max_over_time(cpu_total[1h:5m])",
+    "cpu_total offset 30m",
+    "absent(cpu_total{host='h3'})",
+    "count(cpu_total) + 1",
+]
+
+
+@pytest.mark.parametrize("expr", EXPRS)
+async def test_cached_equals_uncached(expr: str) -> None:
+    clock = Clock(NOW)
+    st = _storage(NOW)
+    eng = Engine(st, now_ms=clock)
+    cache = RangeQueryCache(eng, now_ms=clock)
+    for shift in (0, 1, 2, 7, 61):  # dashboard refreshes, a minute apart and later
+        clock.now = NOW + shift * MIN
+        st.add_series(st.all_series()[0], np.array([clock.now]), np.array([1e9]))
+        start, end = clock.now - 24 * HOUR, clock.now
+        _same(await cache.range_query(expr, start, end, MIN), await eng.range_query(expr, start, end, MIN))
+    assert cache.stats.hits > 0
+
+
+async def test_refresh_reuses_chunks() -> None:
+    clock = Clock(NOW)
+    st = _storage(NOW)
+    eng = Engine(st, now_ms=clock, downsample=False)
+    cache = RangeQueryCache(eng, now_ms=clock)
+    q = "sum by (mode) (rate(cpu_total[5m]))"
+    await cache.range_query(q, NOW - 24 * HOUR, NOW, MIN)
+    first = st.selected_samples
+    assert st.select_calls == 1 and cache.stats.misses == 25
+    # Refresh one minute later: 23 complete hours come from the cache; only the chunks
+    # reaching into the last 5 minutes (the last hour and the new one) are recomputed.
+    clock.now = NOW + MIN
+    st.select_calls = st.selected_samples = 0
+    res = await cache.range_query(q, NOW + MIN - 24 * HOUR, NOW + MIN, MIN)
+    assert st.select_calls == 1
+    assert st.selected_samples < first / 10
+    assert cache.stats.hits == 23
+    assert res.series[0].timestamps[0] == NOW + MIN - 24 * HOUR and len(res.series[0].timestamps) == 1441
+    # A window entirely in the past is served without touching storage.
+    st.select_calls = 0
+    await cache.range_query(q, NOW - 20 * HOUR, NOW - 10 * HOUR - MIN, MIN)
+    assert st.select_calls == 0
+
+
+async def test_range_dependent_queries_bypass() -> None:
+    clock = Clock(NOW)
+    st = _storage(NOW)
+    eng = Engine(st, now_ms=clock)
+    cache = RangeQueryCache(eng, now_ms=clock)
+    for _ in range(2):
+        res = await cache.range_query("cpu_total @ start()", NOW - 2 * HOUR, NOW, MIN)
+        _same(res, await eng.range_query("cpu_total @ start()", NOW - 2 * HOUR, NOW, MIN))
+    assert cache.stats.bypassed == 2 and len(cache) == 0
+
+
+async def test_eviction_bounds_memory() -> None:
+    clock = Clock(NOW)
+    st = _storage(NOW)
+    eng = Engine(st, now_ms=clock)
+    cache = RangeQueryCache(eng, now_ms=clock, max_points=2000)
+    await cache.range_query("cpu_total", NOW - 24 * HOUR, NOW, MIN)
+    assert cache._points <= 2000 and cache.stats.evicted > 0
