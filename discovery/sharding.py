@@ -17,6 +17,7 @@ Fault behaviour:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -84,6 +85,9 @@ class ShardCoordinator:
         self._dirty = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._ring_cache: ScraperRing | None = None
+        self._owner_cache: dict[str, str | None] = {}
+        # one worker: computations run one at a time and in order
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"ring-{scraper_id}")
         self._absent_since: float | None = None
         self._joined = False
         self._listeners: list[Callable[[Assignment], object]] = []
@@ -103,7 +107,7 @@ class ShardCoordinator:
         deadline = loop.time() + ready_timeout
         while self.me not in self.registry.view.scrapers and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        self._recompute()
+        await self._recompute()
         self._task = asyncio.create_task(self._run(), name=f"shard-coordinator-{self.me}")
 
     async def stop(self, close_registry: bool = True) -> None:
@@ -115,6 +119,7 @@ class ShardCoordinator:
                 await self._task
             self._task = None
         self.registry.remove_listener(self._on_view)
+        self._executor.shutdown(wait=False)
         loop = asyncio.get_running_loop()
         with contextlib.suppress(Exception):
             await loop.run_in_executor(None, self.registry.leave_scrapers, self.me)
@@ -147,19 +152,43 @@ class ShardCoordinator:
             await asyncio.sleep(self.settle_s)  # let a burst of watch events land
             self._dirty.clear()
             try:
-                self._recompute()
+                await self._recompute()
             except Exception:  # noqa: BLE001 - keep the last assignment, try again on the next change
                 log.exception("could not recompute the assignment", extra={"scraper": self.me})
 
     def _ring_for(self, ids: tuple[str, ...]) -> ScraperRing:
         if self._ring_cache is None or self._ring_cache.members != tuple(sorted(set(ids))):
             self._ring_cache = ScraperRing(ids, vnodes=self.vnodes)
+            self._owner_cache = {}
         return self._ring_cache
 
-    def _recompute(self) -> None:
+    def _compute(self, view: RegistryView) -> Assignment:
+        """Ring and share for a view (CPU-bound: runs in an executor thread)."""
+        targets = list(view.targets())
+        if self.extra_targets is not None:
+            seen = {t.key for t in targets}
+            targets += [t for t in self.extra_targets() if t.key not in seen]
+        targets.sort(key=lambda t: t.key)
+        ring = self._ring_for(view.scrapers)
+        owners = self._owner_cache
+        owned = []
+        for t in targets:
+            owner = owners.get(t.key)
+            if owner is None:
+                owner = owners[t.key] = ring.owner(t.key)
+            if owner == self.me:
+                owned.append(t)
+        if len(owners) > 2 * len(targets) + 1000:  # forget targets long gone
+            live = {t.key for t in targets}
+            self._owner_cache = {k: v for k, v in owners.items() if k in live}
+        return Assignment(
+            me=self.me, ring=ring, targets=tuple(targets), owned=tuple(owned),
+            connected=view.connected, view_version=view.version,
+        )
+
+    async def _recompute(self) -> None:
         view = self.registry.view
-        ids = view.scrapers
-        if self._joined and self.me not in ids:
+        if self._joined and self.me not in view.scrapers:
             now = time.monotonic()
             if self._absent_since is None:
                 self._absent_since = now
@@ -169,17 +198,7 @@ class ShardCoordinator:
                 return
         elif self._absent_since is not None:
             self._absent_since = None
-        targets = list(view.targets())
-        if self.extra_targets is not None:
-            seen = {t.key for t in targets}
-            targets += [t for t in self.extra_targets() if t.key not in seen]
-        targets.sort(key=lambda t: t.key)
-        ring = self._ring_for(ids)
-        owned = tuple(ring.assignment(targets, self.me))
-        new = Assignment(
-            me=self.me, ring=ring, targets=tuple(targets), owned=owned,
-            connected=view.connected, view_version=view.version,
-        )
+        new = await asyncio.get_running_loop().run_in_executor(self._executor, self._compute, view)
         old = self.assignment
         changed = new.owned != old.owned or new.ring != old.ring
         self.assignment = new
@@ -188,8 +207,8 @@ class ShardCoordinator:
             lost = old.owned_keys - new.owned_keys
             log.info(
                 "assignment changed",
-                extra={"scraper": self.me, "scrapers": len(ring), "targets": len(targets), "owned": len(owned),
-                       "gained": len(gained), "released": len(lost)},
+                extra={"scraper": self.me, "scrapers": len(new.ring), "targets": len(new.targets),
+                       "owned": len(new.owned), "gained": len(gained), "released": len(lost)},
             )
             self.updated.set()
             for cb in list(self._listeners):
