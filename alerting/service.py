@@ -44,7 +44,7 @@ RELOADS = Counter("ringmon_alerter_reloads_total", "Config and rule reloads", ["
 
 SETTINGS_KEYS = ("listen", "state_db", "rule_files", "evaluation_interval", "resend_delay", "external_labels",
                  "external_url", "name_validation", "watch_interval", "ownership", "zookeeper_hosts", "zookeeper_path",
-                 "id")
+                 "id", "state_backend")
 
 
 class AlerterConfigError(ValueError):
@@ -68,6 +68,7 @@ class AlerterSettings:
     zookeeper_hosts: str = ""
     zookeeper_path: str = "/ringmon/alerters"
     id: str = ""
+    state_backend: str = "auto"  # auto (Cassandra when the storage is), sqlite, cassandra
 
 
 def _dur_s(v: Any, where: str) -> float:
@@ -89,7 +90,7 @@ def settings_from_dict(d: Any, source: str, defaults: AlerterSettings | None = N
         if k not in SETTINGS_KEYS:
             raise AlerterConfigError(f"{source}: alerter.{k}: unknown key (known keys here: {', '.join(SETTINGS_KEYS)})")
     for k in ("listen", "state_db", "external_url", "name_validation", "ownership", "zookeeper_hosts",
-              "zookeeper_path", "id"):
+              "zookeeper_path", "id", "state_backend"):
         if k in d:
             setattr(s, k, str(d[k]))
     if "rule_files" in d:
@@ -112,6 +113,8 @@ def settings_from_dict(d: Any, source: str, defaults: AlerterSettings | None = N
         raise AlerterConfigError(f"{source}: alerter.ownership: expected local or zookeeper, got {s.ownership!r}")
     if s.ownership == "zookeeper" and not s.zookeeper_hosts:
         raise AlerterConfigError(f"{source}: alerter.zookeeper_hosts: required when ownership is zookeeper")
+    if s.state_backend not in ("auto", "sqlite", "cassandra"):
+        raise AlerterConfigError(f"{source}: alerter.state_backend: expected auto, sqlite or cassandra")
     if s.name_validation not in ("utf8", "legacy"):
         raise AlerterConfigError(f"{source}: alerter.name_validation: expected utf8 or legacy")
     if s.evaluation_interval_ms <= 0:
@@ -157,12 +160,28 @@ class AlerterService:
         self.config_path = alerting_config_path
         self.ownership = ownership or self._make_ownership()
         self.db = AlertingDB(settings.state_db)
-        self.silences = Silences(SQLiteSilenceStore(self.db))
-        self.notifier = Notifier(notifier_config, SQLiteNotificationLog(self.db), self.silences)
+        use_cassandra = settings.state_backend == "cassandra" or (
+            settings.state_backend == "auto" and type(storage).__name__ == "CassandraStorage")
+        if use_cassandra:
+            from alerting.cassandra_stores import (
+                CassandraAlertStateStore,
+                CassandraNotificationLog,
+                CassandraSilenceStore,
+            )
+
+            state_store: Any = CassandraAlertStateStore(storage)
+            nflog: Any = CassandraNotificationLog(storage)
+            silence_store: Any = CassandraSilenceStore(storage)
+        else:
+            state_store = SQLiteAlertStateStore(self.db)
+            nflog = SQLiteNotificationLog(self.db)
+            silence_store = SQLiteSilenceStore(self.db)
+        self.silences = Silences(silence_store)
+        self.notifier = Notifier(notifier_config, nflog, self.silences)
         self.engine = Engine(storage)
         self.rules = RuleStore(settings.rule_files, LoadOptions(name_validation=settings.name_validation))
         self.manager = RuleManager(
-            self.rules, self.engine.instant_query, writer, SQLiteAlertStateStore(self.db), self.notifier,
+            self.rules, self.engine.instant_query, writer, state_store, self.notifier,
             self.ownership,
             EvalOptions(default_interval_ms=settings.evaluation_interval_ms, external_labels=settings.external_labels,
                         external_url=settings.external_url, resend_delay_s=settings.resend_delay_s),
