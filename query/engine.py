@@ -26,7 +26,7 @@ from query.values import (
     stale_mask,
 )
 from storage.base import MINUTE_MS, Resolution, SeriesData, Storage, StorageError
-from storage.rollup import DEFAULT_MAX_GAP_MS, RAW_RETENTION_MS, choose_resolution, rollup_raw
+from storage.rollup import DEFAULT_MAX_GAP_MS, RAW_RETENTION_MS, choose_resolution
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
 
@@ -316,6 +316,59 @@ def _plan_fetches(
             _plan_fetches(a, tmin, tmax, ev, out, step_ms, node.name)
 
 
+def bucketize(
+    data: list[SeriesData], start_ms: int, end_ms: int, step_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS
+) -> list[tuple[SeriesData, np.ndarray, dict[str, np.ndarray]]]:
+    """Rollup rows of [start_ms, end_ms) for many series at once, with the rollup job's
+    semantics (``storage.rollup.rollup_raw``): stale markers dropped, the counter increase of
+    each pair of finite samples at most ``max_gap_ms`` apart goes to the later sample's
+    bucket. Samples before ``start_ms`` only serve as the previous value."""
+    parts = [(i, d) for i, d in enumerate(data) if len(d)]
+    if not parts:
+        return []
+    ts = np.concatenate([d.timestamps for _, d in parts])
+    vals = np.concatenate([d.values for _, d in parts])
+    sidx = np.concatenate([np.full(len(d), k, dtype=np.int64) for k, (_, d) in enumerate(parts)])
+    keep = ~stale_mask(vals) & (ts < end_ms)
+    ts, vals, sidx = ts[keep], vals[keep], sidx[keep]
+    nb = max(1, (end_ms - start_ms + step_ms - 1) // step_ms)
+    # counter chain over finite values of each series
+    fin = np.isfinite(vals)
+    cts, cv, cs = ts[fin], vals[fin], sidx[fin]
+    inside = ts >= start_ms
+    ts_in, vals_in, s_in = ts[inside], vals[inside], sidx[inside]
+    if len(ts_in) == 0:
+        return []
+    key = s_in * nb + (ts_in - start_ms) // step_ms
+    starts = np.concatenate([[0], np.nonzero(np.diff(key))[0] + 1])
+    ends = np.append(starts[1:], len(key))
+    ukeys = key[starts]
+    cols = {
+        "count": (ends - starts).astype(np.float64),
+        "sum": np.add.reduceat(vals_in, starts),
+        "min": np.fmin.reduceat(vals_in, starts),
+        "max": np.fmax.reduceat(vals_in, starts),
+        "last": vals_in[ends - 1],
+        "increase": np.zeros(len(starts)),
+    }
+    if len(cts) > 1:
+        pair = (cs[1:] == cs[:-1]) & (cts[1:] >= start_ms) & (cts[1:] - cts[:-1] <= max_gap_ms)
+        cur, prev = cv[1:][pair], cv[:-1][pair]
+        inc = np.where(cur >= prev, cur - prev, cur)
+        pkey = cs[1:][pair] * nb + (cts[1:][pair] - start_ms) // step_ms
+        pos = np.searchsorted(ukeys, pkey)
+        cols["increase"] = np.bincount(pos, weights=inc, minlength=len(ukeys))
+    series_of = ukeys // nb
+    bucket_ts = start_ms + (ukeys % nb) * step_ms
+    bounds = np.searchsorted(series_of, np.arange(len(parts) + 1))
+    out = []
+    for k, (_, d) in enumerate(parts):
+        a, b = int(bounds[k]), int(bounds[k + 1])
+        if b > a:
+            out.append((d, bucket_ts[a:b], {name: col[a:b] for name, col in cols.items()}))
+    return out
+
+
 class Engine:
     """Evaluates PromQL over a Storage. Safe to share between tasks."""
 
@@ -336,6 +389,7 @@ class Engine:
         the rollup job may be; buckets that recent are computed from raw samples."""
         self.downsample = downsample
         self._rollups_unavailable_until = 0.0
+        self.thread_threshold = 200_000  # samples fetched above which evaluation runs in a thread
         self.now_ms = now_ms or (lambda: int(time.time() * 1000))
         self.rollup_lag_ms = rollup_lag_ms
         self.storage = storage
@@ -396,7 +450,11 @@ class Engine:
         stats.fetch_s = time.monotonic() - t0
         ev.fetched = plans
         t1 = time.monotonic()
-        result = self._evaluate(ev, node, times, instant)
+        if stats.samples >= self.thread_threshold:
+            # Keep the event loop responsive while a big query computes.
+            result = await asyncio.to_thread(self._evaluate, ev, node, times, instant)
+        else:
+            result = self._evaluate(ev, node, times, instant)
         stats.eval_s = time.monotonic() - t1
         self.last_stats = stats
         return result
@@ -458,18 +516,14 @@ class Engine:
             keep = d.timestamps < tail
             agg = {k: v[keep] for k, v in (d.agg or {}).items()}
             by_id[d.series.id] = SeriesData(d.series, d.timestamps[keep], d.values[keep], res, agg)
-        for d in raw:
-            r = rollup_raw(d.timestamps, d.values, tail, plan.end_ms + 1, step)
-            if len(r) == 0:
-                continue
+        for d, bucket_ts, cols in bucketize(raw, tail, plan.end_ms + 1, step):
             old = by_id.get(d.series.id)
-            cols = r.columns()
             if old is None or len(old) == 0:
-                by_id[d.series.id] = SeriesData(d.series, r.timestamps, cols["last"], res, cols)
+                by_id[d.series.id] = SeriesData(d.series, bucket_ts, cols["last"], res, cols)
             else:
                 agg = {k: np.concatenate([old.agg[k], cols[k]]) for k in cols} if old.agg else cols
                 by_id[d.series.id] = SeriesData(
-                    d.series, np.concatenate([old.timestamps, r.timestamps]), agg["last"], res, agg
+                    d.series, np.concatenate([old.timestamps, bucket_ts]), agg["last"], res, agg
                 )
         plan.data = sorted((d for d in by_id.values() if len(d)), key=lambda d: d.series.labels)
 
