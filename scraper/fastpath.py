@@ -37,6 +37,20 @@ CHUNK_LINES = 20_000  # lines between yields to the event loop
 
 _MISSING = object()
 
+# Label pairs shared by every series that has them ("job", "mode"="user", ...): one tuple each.
+_PAIRS: dict[tuple[str, str], tuple[str, str]] = {}
+_PAIRS_MAX = 2_000_000
+
+
+def intern_pair(pair: tuple[str, str]) -> tuple[str, str]:
+    """The one shared instance of a (name, value) pair (bounded: forgets all when too big)."""
+    got = _PAIRS.get(pair)
+    if got is None:
+        if len(_PAIRS) >= _PAIRS_MAX:
+            _PAIRS.clear()
+        _PAIRS[pair] = got = pair
+    return got
+
 # entry slots
 _CTX, _SERIES, _GEN, _FAMILY, _EXPLICIT_TS = range(5)
 
@@ -313,7 +327,7 @@ class ScrapeCache:
             if res is None:
                 return None
             labels = res
-        final = tuple(sorted((k, v) for k, v in labels.items() if v != ""))
+        final = tuple(sorted(intern_pair((k, v)) for k, v in labels.items() if v != ""))
         name = labels.get(METRIC_NAME, "")
         if not name or not METRIC_NAME_RE.match(name):
             return None
