@@ -32,6 +32,7 @@ from web.common import (
     NAV,
     NON_HTML_PREFIXES,
     POOLS,
+    RANGE_ENGINE,
     SECURITY_HEADERS,
     STATIC_DIR,
     TARGETS,
@@ -190,7 +191,12 @@ async def host_page(request: web.Request) -> web.Response:
         job=promql_string(pool), instance=promql_string(instance), window=tr.rate_window
     )
     svg, chart_error, count = await range_chart(
-        request.app[ENGINE], expr, tr, title=f"CPU usage by mode: {instance}", unit="cores", legend="{{mode}}"
+        request.app[RANGE_ENGINE],
+        expr,
+        tr,
+        title=f"CPU usage by mode: {instance}",
+        unit="cores",
+        legend="{{mode}}",
     )
     targets, terr = await load_targets(request)
     target = next((t for t in targets if t.pool == pool and t.address == instance), None)
@@ -306,7 +312,8 @@ async def dashboard_page(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     tr = parse_time_range(request.query)
     values, options, var_errors = await _variable_values(engine, dash, request.query, tr)
-    panels = await asyncio.gather(*(_panel_chart(engine, p, values, tr) for p in dash.panels))
+    ranges = request.app[RANGE_ENGINE]
+    panels = await asyncio.gather(*(_panel_chart(ranges, p, values, tr) for p in dash.panels))
     return render(
         request,
         "dashboard.html",
@@ -342,7 +349,9 @@ async def query_page(request: web.Request) -> web.Response:
         expr_run = expr
     if expr_run:
         engine = request.app[ENGINE]
-        svg, chart_error, _ = await range_chart(engine, expr_run, tr, title=expr_run, width=1300, height=320)
+        svg, chart_error, _ = await range_chart(
+            request.app[RANGE_ENGINE], expr_run, tr, title=expr_run, width=1300, height=320
+        )
         try:
             result = await engine.instant_query(expr_run, tr.end_ms)
             if result.type == "scalar" and result.scalar is not None:
@@ -432,6 +441,7 @@ def create_app(
     dashboards_dirs: Sequence[str | Path] | None = None,
     alerting: AlertingViews | None = None,
     auth: Auth | None = None,
+    range_cache: Any = None,
     middlewares: Sequence[Callable] = (),
 ) -> web.Application:
     """The web application.
@@ -439,13 +449,16 @@ def create_app(
     ``dashboards_dirs``: directories of dashboard YAML files (default: the dashboards shipped
     in ``web/dashboards``). ``alerting``: the alerts, silences and rules pages and the rule
     editor (absent: those pages are not mounted). ``auth``: users who may change things
-    (absent or without users: nothing can be changed from the browser). ``middlewares`` run
-    outside ours (e.g. request instrumentation).
+    (absent or without users: nothing can be changed from the browser). ``range_cache``: an
+    object with the engine's ``range_query`` (e.g. ``query.cache.RangeQueryCache``) that
+    charts use instead of the engine. ``middlewares`` run outside ours (e.g. request
+    instrumentation).
     """
     auth = auth if auth is not None else Auth(users={})
     app = web.Application(middlewares=[*middlewares, error_pages, auth_middleware(auth)])
     app[AUTH] = auth
     app[ENGINE] = engine
+    app[RANGE_ENGINE] = range_cache if range_cache is not None else engine
     app[POOLS] = pools_provider
     app[TARGETS] = targets_provider
     app[TITLE] = title

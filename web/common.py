@@ -34,6 +34,7 @@ SECURITY_HEADERS = {
 NON_HTML_PREFIXES = ("/api/", "/metrics", "/-/")
 
 ENGINE = web.AppKey("engine", object)
+RANGE_ENGINE = web.AppKey("range_engine", object)  # a range-query cache, or the engine itself
 POOLS = web.AppKey("pools_provider", object)
 TARGETS = web.AppKey("targets_provider", object)
 JINJA = web.AppKey("jinja", jinja2.Environment)

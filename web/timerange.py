@@ -202,4 +202,14 @@ def parse_time_range(
         start = now - span
     assert end is not None
     step = choose_step_s(end - start, points)
-    return TimeRange(int(start * 1000), int(end * 1000), step * 1000, range_key, tz, tz_name, refresh, errors)
+    if range_key == "custom":
+        return TimeRange(
+            int(start * 1000), int(end * 1000), step * 1000, range_key, tz, tz_name, refresh, errors
+        )
+    # "Last N": the window ends at the next step boundary, so refreshes evaluate the same
+    # step grid (a range-query cache reuses every complete chunk) and the newest samples,
+    # less than a step old, are still inside the last step's lookback.
+    span_ms = int(round((end - start) * 1000))
+    step_ms = step * 1000
+    end_ms = -(-int(end * 1000) // step_ms) * step_ms
+    return TimeRange(end_ms - span_ms, end_ms, step * 1000, range_key, tz, tz_name, refresh, errors)
