@@ -26,7 +26,17 @@ DEFAULT_FEATURES = ParserFeatures()
 
 
 def check_expr(expr: str, features: ParserFeatures = DEFAULT_FEATURES) -> object:
-    """Parse ``expr``; returns the AST or raises PromQLSyntaxError."""
+    """Parse ``expr``; returns the AST or raises PromQLSyntaxError (``line:col: parse error: ...``)."""
+    try:
+        from query.errors import ParseError
+        from query.parse import parse as engine_parse
+    except ImportError:  # engine not available: the raw parser still checks syntax
+        engine_parse = None
+    if engine_parse is not None:
+        try:
+            engine_parse(expr)
+        except ParseError as exc:
+            raise PromQLSyntaxError(str(exc)) from None
     try:
         ast = promql_parser.parse(expr)
     except ValueError as exc:

@@ -291,8 +291,8 @@ class AlerterService:
     async def _serve(self) -> None:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/-/healthy", lambda r: web.Response(text="OK\n"))
-        app.router.add_get("/-/ready", lambda r: web.Response(text="OK\n"))
+        app.router.add_get("/-/healthy", self._ok)
+        app.router.add_get("/-/ready", self._ok)
         app.router.add_post("/-/reload", self._reload)
         app.router.add_get("/api/v1/rules", self._rules)
         app.router.add_get("/api/v1/alerts", self._alerts)
@@ -310,6 +310,9 @@ class AlerterService:
             self.runner = None
             raise AlerterConfigError(f"alerter: cannot listen on {self.settings.listen}: {exc.strerror or exc}") from None
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def _ok(self, request: web.Request) -> web.Response:
+        return web.Response(text="OK\n")
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
