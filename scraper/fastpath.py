@@ -162,6 +162,10 @@ class ScrapeCache:
                         except ValueError:
                             pass
                         else:
+                            f = e[3]
+                            if f is not fam:
+                                fam = f
+                                enter(f, line)
                             g = e[2]
                             if g != prev:
                                 if g == gen:
@@ -171,10 +175,6 @@ class ScrapeCache:
                                 if e[1] is not None:
                                     counts[1] += 1
                             e[2] = gen
-                            f = e[3]
-                            if f is not fam:
-                                fam = f
-                                enter(f, line)
                             s = e[1]
                             if s is not None:
                                 sa(s)

@@ -127,3 +127,48 @@ def test_cache_equals_full_parser_on_random_bodies():
             ts = dict(out.explicit_ts)
             explicit = [s.timestamp_ms for s in want if s.timestamp_ms is not None]
             assert sorted(ts.values()) == sorted(explicit)
+
+
+@pytest.mark.parametrize(
+    "fmt,good,bad",
+    [
+        (FMT_TEXT, b"a 1\n", b"a 1\n# TYPE a counter\n"),
+        (FMT_TEXT, b"# TYPE a counter\na 1\n", b"a 1\n# TYPE a counter\n"),
+        (FMT_TEXT, b"# TYPE h histogram\nh_bucket{le=\"1\"} 1\n", b"# TYPE h histogram\nh_bucket{le=\"x\"} 1\n"),
+        (FMT_OPENMETRICS, b"# TYPE a counter\na_total 1\nb 1\n# EOF\n", b"# TYPE a counter\nb 1\na_total 1\n# EOF\n"),
+        (FMT_OPENMETRICS, b"a 1\nb 1\n# EOF\n", b"a 1\nb 1\na 2\n# EOF\n"),
+        (FMT_OPENMETRICS, b"# TYPE a gauge\na 1\n# EOF\n", b"# TYPE a gauge\na 1\n# HELP a late\n# EOF\n"),
+        (FMT_OPENMETRICS, b"a 1\n# EOF\n", b"a 1\n\n# EOF\n"),
+        (FMT_OPENMETRICS, b"a 1\n# EOF\n", b"a 1\n"),
+    ],
+)
+def test_warm_cache_still_rejects_what_the_parser_rejects(fmt, good, bad):
+    """Lines the cache knows from a good body must not let a reordered or broken body through."""
+    with pytest.raises(ParseError):
+        parse(bad, fmt)
+    cache = ScrapeCache({})
+    run(cache, good, fmt)
+    run(cache, good, fmt)
+    with pytest.raises(ParseError):
+        run(cache, bad, fmt)
+    out = run(cache, good, fmt)  # and it recovers
+    assert out.series
+
+
+def test_self_metrics_on_a_given_registry():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from scraper.memwriter import MemoryWriter
+    from scraper.pool import ScrapePool
+
+    reg = CollectorRegistry()
+    pool = ScrapePool(MemoryWriter(), name="selftest", registry=reg)
+    pool.metrics.scrapes.labels("selftest").inc()
+    text = generate_latest(reg).decode()
+    for name in ("ringmon_scraper_scrapes_total", "ringmon_scraper_scrape_failures_total",
+                 "ringmon_scraper_scrape_duration_seconds", "ringmon_scraper_samples_appended_total",
+                 "ringmon_scraper_writer_queue_depth", "ringmon_scraper_targets"):
+        assert name in text
+    assert 'ringmon_scraper_writer_queue_depth{scraper="selftest"} 0.0' in text
+    # a second pool on the same registry shares the metric set instead of failing
+    ScrapePool(MemoryWriter(), name="selftest2", registry=reg)
