@@ -154,7 +154,14 @@ class GroupRunner:
             log.info("restored %d alerts of group %s", n, self.key)
 
     def forget(self) -> None:
-        """Another alerter owns the group now; its state will be reloaded if we get it back."""
+        """Another alerter owns the group now; its state will be reloaded if we get it back.
+
+        The notifier drops this group's alerts without notifying: the new owner re-sends them
+        and the shared notification log keeps them from being delivered twice.
+        """
+        drop = getattr(self.sink, "drop", None)
+        if drop is not None:
+            drop({fingerprint({**self.options.external_labels, **r.labels}) for r in self.records()})
         self.alerts = {}
         self.previous = {}
         self.restored = False

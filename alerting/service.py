@@ -44,7 +44,7 @@ RELOADS = Counter("ringmon_alerter_reloads_total", "Config and rule reloads", ["
 
 SETTINGS_KEYS = ("listen", "state_db", "rule_files", "evaluation_interval", "resend_delay", "external_labels",
                  "external_url", "name_validation", "watch_interval", "ownership", "zookeeper_hosts", "zookeeper_path",
-                 "id", "state_backend")
+                 "zookeeper_session_timeout", "id", "state_backend")
 
 
 class AlerterConfigError(ValueError):
@@ -67,6 +67,7 @@ class AlerterSettings:
     ownership: str = "local"  # local | zookeeper
     zookeeper_hosts: str = ""
     zookeeper_path: str = "/ringmon/alerters"
+    zookeeper_session_timeout_s: float = 10.0
     id: str = ""
     state_backend: str = "auto"  # auto (Cassandra when the storage is), sqlite, cassandra
 
@@ -102,6 +103,8 @@ def settings_from_dict(d: Any, source: str, defaults: AlerterSettings | None = N
         s.evaluation_interval_ms = int(_dur_s(d["evaluation_interval"], f"{source}: alerter.evaluation_interval") * 1000)
     if "resend_delay" in d:
         s.resend_delay_s = _dur_s(d["resend_delay"], f"{source}: alerter.resend_delay")
+    if "zookeeper_session_timeout" in d:
+        s.zookeeper_session_timeout_s = _dur_s(d["zookeeper_session_timeout"], f"{source}: alerter.zookeeper_session_timeout")
     if "watch_interval" in d:
         s.watch_interval_s = _dur_s(d["watch_interval"], f"{source}: alerter.watch_interval")
     if "external_labels" in d:
@@ -196,7 +199,8 @@ class AlerterService:
     def _make_ownership(self) -> GroupOwnership:
         if self.settings.ownership == "zookeeper":
             return ZooKeeperOwnership(self.settings.zookeeper_hosts, self.settings.id or None,
-                                      root=self.settings.zookeeper_path)
+                                      root=self.settings.zookeeper_path,
+                                      session_timeout_s=self.settings.zookeeper_session_timeout_s)
         return LocalOwnership()
 
     def _stamp(self) -> tuple[float, int] | None:

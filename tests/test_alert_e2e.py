@@ -292,7 +292,7 @@ async def test_two_alerters_split_groups_and_notify_once(tmp_path: pathlib.Path,
             d.mkdir()
             cfg = _alerting_yaml(d, port, hook.url + "/hook", "", "", 0, "", extra={
                 "ownership": "zookeeper", "zookeeper_hosts": zookeeper.hosts,
-                "zookeeper_path": f"{zk_root}/alerters",
+                "zookeeper_path": f"{zk_root}/alerters", "zookeeper_session_timeout": "4s",
                 "state_db": str(tmp_path / "state.db"), "rule_files": [str(tmp_path / "rules.yml")]})
             alerters.append(Alerter(d, cfg, port, name=name))
             (d / "storage.db").symlink_to(tmp_path / "storage.db")
@@ -330,6 +330,27 @@ async def test_two_alerters_split_groups_and_notify_once(tmp_path: pathlib.Path,
         assert sorted(r.body["alerts"][0]["labels"]["alertname"] for r in got) == [f"Load{i}" for i in range(6)]
         await asyncio.sleep(2.5)
         assert len(hook.requests) == 6  # each notification once
+
+        # Failover: alerter a dies; when its session expires b takes its groups over, resumes
+        # their firing alerts from the shared state and does not notify again.
+        lost = owned()[0]
+        alerters[0].kill()
+        b = alerters[1]
+
+        def b_owns_all() -> bool:
+            return {g["name"] for g in b.get("/api/v1/rules")["data"]["groups"] if g["owned"]} == {f"g{i}" for i in range(6)}
+
+        assert await _until(b_owns_all, 30)
+        await asyncio.sleep(2.5)
+        assert len(hook.requests) == 6, [r.body["alerts"][0]["labels"] for r in hook.requests[6:]]
+        for i in range(6):
+            await _write(storage, 1, instance=f"h{i}:9100")
+        got = await hook.wait_for(12, timeout=20, path_prefix="/hook")
+        resolved = sorted(r.body["alerts"][0]["labels"]["alertname"] for r in got[6:])
+        assert resolved == [f"Load{i}" for i in range(6)] and all(r.body["status"] == "resolved" for r in got[6:])
+        assert lost  # a owned some groups before it died
+        await asyncio.sleep(2)
+        assert len(hook.requests) == 12
     finally:
         for a in alerters:
             a.stop()

@@ -222,6 +222,14 @@ class Notifier:
             self.alerts[a.fingerprint] = a
             self._route(a)
 
+    def drop(self, fingerprints: set[str]) -> None:
+        """Forget alerts silently: another alerter evaluates their rule group now and notifies for them."""
+        for fp in fingerprints:
+            self.alerts.pop(fp, None)
+        for g in list(self.groups.values()):
+            for fp in fingerprints:
+                g.alerts.pop(fp, None)
+
     def _route(self, a: Alert) -> None:
         for route in self.config.route.match(a.labels):
             key = route.group_key(a.labels)
