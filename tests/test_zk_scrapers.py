@@ -163,7 +163,18 @@ async def test_three_scrapers_share_sixty_targets(zookeeper, zk_root, tmp_path):
     )
     for address in targets.addresses:  # the test plays the hosts' agents: ephemeral registrations
         await loop.run_in_executor(None, agents.register_ephemeral, "web", address)
-    all_keys = {f"web/{a}" for a in targets.addresses}
+    # and one real `ringmon agent` process in its own pool
+    await loop.run_in_executor(
+        None, agents.create_pool, "hosts", ScrapeSettings(interval_s=INTERVAL_S, timeout_s=0.5)
+    )
+    agent_address = f"127.0.0.1:{free_port()}"
+    agent_log = open(tmp_path / "agent.log", "wb")
+    agent = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli.main", "agent", "--pool", "hosts", "--listen", agent_address,
+        "--zookeeper", zookeeper.hosts, "--zookeeper-root", zk_root, "--session-timeout", f"{SESSION_TIMEOUT_S:g}",
+        cwd=ROOT, stdout=agent_log, stderr=agent_log, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    all_keys = {f"web/{a}" for a in targets.addresses} | {f"hosts/{agent_address}"}
     scrapers = [Scraper(f"s{i}", tmp_path, zookeeper.hosts, zk_root) for i in range(3)]
     session = aiohttp.ClientSession()
     try:
@@ -183,6 +194,8 @@ async def test_three_scrapers_share_sixty_targets(zookeeper, zk_root, tmp_path):
         t0 = time.time() + 0.5
         await asyncio.sleep(4.5)
         window = targets.since(t0)
+        agent_health = [t for d in docs.values() for t in d["targets"] if t["pool"] == "hosts"]
+        assert len(agent_health) == 1 and agent_health[0]["address"] == agent_address
         assert all(len(ts) >= 2 for ts in window.values()), {a: len(ts) for a, ts in window.items() if len(ts) < 2}
         assert duplicate_scrapes(window) == {}
 
@@ -199,13 +212,13 @@ async def test_three_scrapers_share_sixty_targets(zookeeper, zk_root, tmp_path):
         for sid in after:
             assert before[sid] <= after[sid], f"a target of surviving scraper {sid} moved"
         assert set().union(*(after[sid] - before[sid] for sid in after)) == victim_keys
-        victim_addresses = [k.split("/", 1)[1] for k in victim_keys]
+        victim_addresses = [k.split("/", 1)[1] for k in victim_keys if k.startswith("web/")]
         deadline = time.monotonic() + 60
         while not all(targets.since(killed_at)[a] for a in victim_addresses):
             assert time.monotonic() < deadline, "the killed scraper's targets were not scraped again"
             await asyncio.sleep(0.05)
         takeover = max(min(targets.since(killed_at)[a]) for a in victim_addresses) - killed_at
-        print(f"SIGKILL: {len(victim_keys)} targets scraped again by the survivors {takeover:.2f}s after the kill "
+        print(f"SIGKILL: {len(victim_addresses)} targets scraped again by the survivors {takeover:.2f}s after the kill "
               f"(session timeout {SESSION_TIMEOUT_S:g}s + 2 intervals = {SESSION_TIMEOUT_S + 2 * INTERVAL_S:g}s)")
         assert sum(d["recorder"] for d in docs.values()) == 1
 
@@ -220,7 +233,7 @@ async def test_three_scrapers_share_sixty_targets(zookeeper, zk_root, tmp_path):
         joined = {sid: set(d["owned"]) for sid, d in docs.items()}
         moved = {k for sid in after for k in after[sid] - joined[sid]}
         assert moved == joined["s3"]
-        print(f"join: {len(moved)}/{N_TARGETS} targets moved = {len(moved) / N_TARGETS:.3f} (1/N = {1 / 3:.3f})")
+        print(f"join: {len(moved)}/{len(all_keys)} targets moved = {len(moved) / len(all_keys):.3f} (1/N = {1 / 3:.3f})")
 
         # -- ZooKeeper away for OUTAGE_S: scraping goes on, registrations come back
         await asyncio.sleep(2 * INTERVAL_S)  # let the loops that moved settle
@@ -243,7 +256,8 @@ async def test_three_scrapers_share_sixty_targets(zookeeper, zk_root, tmp_path):
         try:
             await async_wait_for(
                 lambda: sorted(checker.scrapers()) == ["s0", "s2", "s3"]
-                and sorted(m.address for m in checker.members("web") if m.ephemeral) == sorted(targets.addresses),
+                and sorted(m.address for m in checker.members("web") if m.ephemeral) == sorted(targets.addresses)
+                and [(m.address, m.ephemeral) for m in checker.members("hosts")] == [(agent_address, True)],
                 timeout=60, what="ephemeral scrapers and members back after the outage")
         finally:
             await loop.run_in_executor(None, checker.stop)
@@ -259,8 +273,16 @@ async def test_three_scrapers_share_sixty_targets(zookeeper, zk_root, tmp_path):
         await session.close()
         await loop.run_in_executor(None, agents.stop)
         await targets.stop()
+        if agent.returncode is None:
+            agent.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(agent.wait(), 20)
+            except TimeoutError:
+                agent.kill()
+                await agent.wait()
+        agent_log.close()
 
-    # exactly the recorder wrote the pool member counts; they say 60 running
+    # the recorder(s) wrote the pool member counts; they say 60 running
     from storage.matchers import Matcher, MatchOp
     from storage.sqlite import SQLiteStorage
 
