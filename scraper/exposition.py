@@ -220,6 +220,32 @@ def _unescape_help(raw: str, strict: bool, line_no: int) -> str:
     return _unescape(raw, _HELP_ESCAPES if strict else _ESCAPES, strict, "HELP text", line_no)
 
 
+# The common shape of a series, matched in one go: name{a="x",b="y"} with no blanks; anything
+# else (blanks, errors) goes through the general parser, which also words the errors.
+_PAIR = r'[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*(?:\\.[^"\\]*)*"'
+_TEXT_SERIES_RE = re.compile(rf"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{{((?:{_PAIR},)*(?:{_PAIR})?)\}})?(?=[ \t]+[^ \t{{]|$)")
+_OM_SERIES_RE = re.compile(rf"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{{((?:{_PAIR}(?:,{_PAIR})*)?)\}})?(?= |$)")
+_PAIR_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"\\]*(?:\\.[^"\\]*)*)"')
+
+
+def _simple_series(rx: re.Pattern[str], line: str, line_no: int) -> tuple[str, list[tuple[str, str]], int] | None:
+    """(name, labels, end) for a plainly written series, or None to use the general parser."""
+    m = rx.match(line)
+    if m is None:
+        return None
+    inner = m.group(2)
+    if not inner:
+        return m.group(1), [], m.end()
+    pairs = _PAIR_RE.findall(inner)
+    names = {k for k, _ in pairs}
+    if len(names) != len(pairs) or "__name__" in names:
+        return None  # the general parser says what is wrong
+    if "\\" in inner:
+        text = rx is _TEXT_SERIES_RE
+        pairs = [(k, _unescape_label_value(v, text, line_no)) for k, v in pairs]
+    return m.group(1), pairs, m.end()
+
+
 # ---------------------------------------------------------------------------- text 0.0.4
 
 
@@ -294,17 +320,21 @@ class TextState:
     def sample(self, line: str, line_no: int) -> ParsedSample:
         """Parse one sample line (raises ParseError)."""
         n = len(line)
-        i = _skip_blanks(line, 0)
-        m = METRIC_NAME_RE.match(line, i)
-        if m is None:
-            raise ParseError(line_no, "invalid or missing metric name")
-        name = m.group()
-        i = _skip_blanks(line, m.end())
-        labels: list[tuple[str, str]] = []
-        if i < n and line[i] == "{":
-            labels, i = parse_label_set(line, i + 1, line_no, text=True)
-        elif i == m.end() and i < n:
-            raise ParseError(line_no, f"invalid character {line[i]!r} after metric name {name!r}")
+        simple = _simple_series(_TEXT_SERIES_RE, line, line_no)
+        if simple is not None:
+            name, labels, i = simple
+        else:
+            i = _skip_blanks(line, 0)
+            m = METRIC_NAME_RE.match(line, i)
+            if m is None:
+                raise ParseError(line_no, "invalid or missing metric name")
+            name = m.group()
+            i = _skip_blanks(line, m.end())
+            labels = []
+            if i < n and line[i] == "{":
+                labels, i = parse_label_set(line, i + 1, line_no, text=True)
+            elif i == m.end() and i < n:
+                raise ParseError(line_no, f"invalid character {line[i]!r} after metric name {name!r}")
         series_end = i
         i = _skip_blanks(line, i)
         j = _token_end(line, i)
@@ -442,15 +472,19 @@ class OMState:
 
     def sample(self, line: str, line_no: int) -> ParsedSample:
         """Parse one OpenMetrics sample line (raises ParseError)."""
-        m = METRIC_NAME_RE.match(line)
-        if m is None:
-            raise ParseError(line_no, "invalid or missing metric name")
-        name = m.group()
-        i = m.end()
         n = len(line)
-        labels: list[tuple[str, str]] = []
-        if i < n and line[i] == "{":
-            labels, i = parse_label_set(line, i + 1, line_no, text=False)
+        simple = _simple_series(_OM_SERIES_RE, line, line_no)
+        if simple is not None:
+            name, labels, i = simple
+        else:
+            m = METRIC_NAME_RE.match(line)
+            if m is None:
+                raise ParseError(line_no, "invalid or missing metric name")
+            name = m.group()
+            i = m.end()
+            labels = []
+            if i < n and line[i] == "{":
+                labels, i = parse_label_set(line, i + 1, line_no, text=False)
         series_end = i
         if i >= n or line[i] != " ":
             raise ParseError(line_no, f"expected a single space then the value after {line[:i]!r}")
