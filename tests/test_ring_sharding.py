@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from zk_helpers import async_wait_for
+from zk_helpers import async_wait_for, expire_session
 
 from discovery.registry import Registry
 from discovery.sharding import ShardCoordinator
@@ -97,6 +97,34 @@ async def test_assignment_is_kept_while_zookeeper_is_down(zookeeper, zk_root):
         await async_wait_for(lambda: all(c.registry.view.connected for c in coords), timeout=30)
         await async_wait_for(lambda: shares(coords) == before and all(len(c.assignment.ring) == 2 for c in coords),
                              timeout=30, what="same shares after the outage")
+    finally:
+        for c in coords:
+            await c.stop()
+        await loop.run_in_executor(None, admin.stop)
+
+
+async def test_a_scraper_whose_session_expires_keeps_scraping_and_rejoins(zookeeper, zk_root):
+    loop = asyncio.get_running_loop()
+    admin = await loop.run_in_executor(None, lambda: Registry(zookeeper.hosts, root=zk_root).start(watch=False))
+    await loop.run_in_executor(None, admin.create_pool, "api")
+    for i in range(20):
+        await loop.run_in_executor(None, admin.register_host, "api", f"127.0.0.1:{22000 + i}")
+    all_keys = {f"api/127.0.0.1:{22000 + i}" for i in range(20)}
+    coords = [ShardCoordinator(Registry(zookeeper.hosts, root=zk_root, session_timeout=4.0), f"e{i}", settle_s=0.05)
+              for i in range(2)]
+    try:
+        for c in coords:
+            await c.start()
+        await async_wait_for(lambda: partition_ok(coords, all_keys) and all(len(c.assignment.ring) == 2 for c in coords))
+        before = shares(coords)
+        history: list[int] = []
+        coords[0].add_listener(lambda a: history.append(len(a.owned)))
+        old_session = coords[0].registry.session_id
+        await loop.run_in_executor(None, expire_session, zookeeper.hosts, coords[0].registry.zk)
+        await async_wait_for(lambda: coords[0].registry.session_id not in (None, old_session), what="new session")
+        await async_wait_for(lambda: shares(coords) == before and all(len(c.assignment.ring) == 2 for c in coords),
+                             timeout=30, what="back to the same shares")
+        assert 0 not in history, f"the expired scraper dropped its targets meanwhile: {history}"
     finally:
         for c in coords:
             await c.stop()
