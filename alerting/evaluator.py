@@ -534,4 +534,4 @@ def _fmt(v: float) -> str:
         return "NaN"
     if math.isinf(v):
         return "+Inf" if v > 0 else "-Inf"
-    return repr(v)
+    return f"{v:.10e}"  # Go's strconv.FormatFloat(v, 'e', 10, 64), as Prometheus' API prints it

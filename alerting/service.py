@@ -6,7 +6,7 @@ state. It reloads rules and the notifier config on file change, on SIGHUP and on
 ``POST /-/reload``; an invalid file is reported and the last good one stays in force.
 
 HTTP: ``/metrics``, ``/-/healthy``, ``/-/ready``, ``POST /-/reload``, ``GET /api/v1/rules``,
-``GET /api/v1/alerts``, ``GET|POST /api/v1/silences``, ``DELETE /api/v1/silence/<id>``.
+``GET /api/v1/alerts`` (Prometheus shapes), ``GET /api/v1/notifier/alerts``, ``GET|POST /api/v1/silences``, ``DELETE /api/v1/silence/<id>``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from alerting.durations import DurationError, parse_duration_ms
 from alerting.evaluator import EvalOptions, RuleManager
 from alerting.notifier.config import NotifierConfig, NotifierConfigError, config_from_dict
 from alerting.notifier.dispatcher import Notifier
+from alerting.notifier.model import rfc3339
 from alerting.notifier.nflog import SQLiteNotificationLog
 from alerting.notifier.silences import SilenceError, Silences, SQLiteSilenceStore, new_silence
 from alerting.ownership import GroupOwnership, LocalOwnership, ZooKeeperOwnership
@@ -238,6 +239,8 @@ class AlerterService:
         self._stop.set()
 
     async def stop(self) -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         if self._watch_task is not None:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -300,6 +303,7 @@ class AlerterService:
         app.router.add_post("/-/reload", self._reload)
         app.router.add_get("/api/v1/rules", self._rules)
         app.router.add_get("/api/v1/alerts", self._alerts)
+        app.router.add_get("/api/v1/notifier/alerts", self._notifier_alerts)
         app.router.add_get("/api/v1/silences", self._silences)
         app.router.add_post("/api/v1/silences", self._add_silence)
         app.router.add_delete("/api/v1/silence/{id}", self._expire_silence)
@@ -325,11 +329,43 @@ class AlerterService:
         out = await self.reload("http")
         return web.json_response(out, status=200 if out["success"] else 400)
 
+    def rules_api(self) -> dict:
+        """``/api/v1/rules`` data in Prometheus' shape (timestamps RFC3339, values as strings)."""
+        groups = []
+        for g in self.manager.status():
+            g = dict(g)
+            g["lastEvaluation"] = rfc3339(g["lastEvaluation"] or None)
+            rules = []
+            for r in g["rules"]:
+                r = dict(r)
+                r["lastEvaluation"] = rfc3339(r["lastEvaluation"] or None)
+                if "alerts" in r:
+                    r["alerts"] = [{**a, "activeAt": rfc3339(a["activeAt"])} for a in r["alerts"]]
+                rules.append(r)
+            g["rules"] = rules
+            groups.append(g)
+        return {"groups": groups, "errors": {k: [str(e) for e in v] for k, v in self.rules.errors().items()}}
+
+    def alerts_api(self) -> list[dict]:
+        """``/api/v1/alerts`` data as Prometheus returns it: pending and firing alerts of owned groups."""
+        out = []
+        for g in self.manager.status():
+            if not g["owned"]:
+                continue
+            for r in g["rules"]:
+                for a in r.get("alerts", []):
+                    out.append({"labels": a["labels"], "annotations": a["annotations"], "state": a["state"],
+                                "activeAt": rfc3339(a["activeAt"]), "value": a["value"]})
+        return out
+
     async def _rules(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "success", "data": {"groups": self.manager.status(),
-                                                                  "errors": {k: [str(e) for e in v] for k, v in self.rules.errors().items()}}})
+        return web.json_response({"status": "success", "data": self.rules_api()})
 
     async def _alerts(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "success", "data": {"alerts": self.alerts_api()}})
+
+    async def _notifier_alerts(self, request: web.Request) -> web.Response:
+        """The notifier's view (Alertmanager-like): active, suppressed (silenced/inhibited) or resolved."""
         items = []
         for st in await self.notifier.status():
             d = st.alert.to_v4()

@@ -126,12 +126,16 @@ async def test_silence_api_and_cli_over_http(service) -> None:
     _temp(storage, 80)
 
     async def suppressed() -> bool:
-        async with aiohttp.ClientSession() as s, s.get(url + "/api/v1/alerts") as r:
+        async with aiohttp.ClientSession() as s, s.get(url + "/api/v1/notifier/alerts") as r:
             alerts = (await r.json())["data"]["alerts"]
         return bool(alerts) and alerts[0]["state"] == "suppressed"
 
     assert await _until(suppressed, 5)
     assert await hook.wait_for(1, timeout=1) == []
+    async with aiohttp.ClientSession() as s, s.get(url + "/api/v1/alerts") as r:
+        (prom,) = (await r.json())["data"]["alerts"]  # Prometheus' /api/v1/alerts shape
+    assert prom["state"] == "firing" and prom["value"] == "8.0000000000e+01" and prom["activeAt"].endswith("Z")
+    assert prom["labels"] == {"alertname": "Hot", "instance": "a"}
     async with aiohttp.ClientSession() as s, s.get(url + "/api/v1/silences") as r:
         (sil,) = (await r.json())["data"]
     assert sil["created_by"] == "ops" and sil["comment"] == "drill" and sil["state"] == "active"
