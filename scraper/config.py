@@ -84,3 +84,29 @@ class ScrapeConfig:
                                                                      "metric_relabel_configs"})
                 raise ValueError(f"{path}: unknown key (allowed: {', '.join(allowed)})")
         return cls(**kwargs)
+
+
+def scrape_configs_from_dict(data: Any, where: str = "scrape") -> tuple[ScrapeConfig, dict[str, ScrapeConfig]]:
+    """A whole ``scrape:`` section: defaults for every pool plus ``pools: {name: {...}}`` overrides.
+
+    Pool entries are laid over the defaults key by key (a pool's ``metric_relabel_configs``
+    replaces the default list). Interval/timeout/path/scheme/labels keys are skipped here
+    (they belong to ``ScrapeSettings``). Returns ``(default_config, {pool: config})``.
+    """
+    if data is None:
+        return ScrapeConfig(), {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    base = {k: v for k, v in data.items() if k != "pools"}
+    default = ScrapeConfig.from_dict(base, where)
+    pools = data.get("pools") or {}
+    if not isinstance(pools, dict):
+        raise ValueError(f"{where}.pools: expected a mapping of pool name to settings, got {type(pools).__name__}")
+    per_pool: dict[str, ScrapeConfig] = {}
+    for name, overrides in pools.items():
+        if overrides is not None and not isinstance(overrides, dict):
+            raise ValueError(f"{where}.pools.{name}: expected a mapping, got {type(overrides).__name__}")
+        merged = {**base, **(overrides or {})}
+        ScrapeConfig.from_dict(overrides or {}, f"{where}.pools.{name}")  # errors name the pool's key
+        per_pool[str(name)] = ScrapeConfig.from_dict(merged, f"{where}.pools.{name}")
+    return default, per_pool

@@ -157,3 +157,17 @@ def test_honor_timestamps():
     assert out.explicit_ts == [(0, 1000)]
     out = _scrape(ScrapeCache({}, ScrapeConfig(honor_timestamps=False)), body)
     assert out.explicit_ts == []
+
+
+def test_scrape_section_defaults_and_pool_overrides():
+    from scraper.config import scrape_configs_from_dict
+
+    default, pools = scrape_configs_from_dict({
+        "interval": "10s", "sample_limit": 1000, "body_size_limit": "1MiB",
+        "pools": {"node": {"sample_limit": 50, "honor_labels": True}, "web": None},
+    })
+    assert default.sample_limit == 1000 and default.body_size_limit == 2**20
+    assert pools["node"].sample_limit == 50 and pools["node"].honor_labels
+    assert pools["node"].body_size_limit == 2**20 and pools["web"] == default
+    with pytest.raises(ValueError, match=r"scrape\.pools\.node\.label_limit: expected a non-negative integer"):
+        scrape_configs_from_dict({"pools": {"node": {"label_limit": -1}}})
