@@ -177,3 +177,54 @@ def test_offset_is_stable_and_spread():
     assert all(0 <= scrape_offset_s(f"web/h{i}:9100", 10) < 10 for i in range(200))
     slot = next_slot(1000.3, 10, a)
     assert slot >= 1000.3 and math.isclose((slot - a) % 10, 0, abs_tol=1e-6)
+
+
+async def test_accept_header_openmetrics_by_content_type_and_gzip():
+    import gzip
+
+    import aiohttp
+
+    from scraper.config import ScrapeConfig
+    from scraper.exposition import ACCEPT_HEADER
+
+    seen = {}
+    om_body = b"# TYPE a counter\na_total{x=\"1\"} 5 1700000000.250\n# EOF\n"
+
+    async def om(request):
+        seen["accept"] = request.headers.get("Accept")
+        seen["timeout"] = request.headers.get("X-Prometheus-Scrape-Timeout-Seconds")
+        return web.Response(body=om_body, headers={
+            "Content-Type": "application/openmetrics-text; version=1.0.0; charset=utf-8"})
+
+    big = b"".join(b"m_%d 1\n" % i for i in range(5000))
+
+    async def gz(request):
+        return web.Response(body=gzip.compress(big), headers={"Content-Type": "text/plain; version=0.0.4",
+                                                               "Content-Encoding": "gzip"})
+
+    app = web.Application()
+    app.router.add_get("/om", om)
+    app.router.add_get("/gz", gz)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    addr = f"127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    try:
+        w = MemoryWriter()
+        async with aiohttp.ClientSession() as session:
+            loop = ScrapeLoop(Target("om", addr, ScrapeSettings(interval_s=2, timeout_s=1.5, path="/om")), w, session)
+            out = await loop.scrape_once()
+            assert out is not None, loop.health.last_error
+            assert seen == {"accept": ACCEPT_HEADER, "timeout": "1.5"}
+            b = w.batches[-1]
+            (ts,) = [t for s, t in zip(b.series, b.timestamps, strict=True) if s.metric == "a_total"]
+            assert ts == 1700000000250  # OpenMetrics seconds -> ms
+            # the body size limit applies to the decompressed body
+            gz_target = Target("gz", addr, ScrapeSettings(interval_s=2, timeout_s=1.5, path="/gz"))
+            small = ScrapeLoop(gz_target, w, session, config=ScrapeConfig(body_size_limit=len(big) - 1))
+            assert await small.scrape_once() is None and "body size limit" in small.health.last_error
+            ok = ScrapeLoop(gz_target, w, session, config=ScrapeConfig(body_size_limit=len(big)))
+            assert (await ok.scrape_once()).samples_scraped == 5000
+    finally:
+        await runner.cleanup()
