@@ -287,7 +287,8 @@ def options_from(args: argparse.Namespace, cfg) -> ScraperOptions:
         scraper_id=scraper_id,
         listen=listen,
         zookeeper=zookeeper,
-        zookeeper_root=pick("zookeeper_root", "zookeeper_root", os.environ.get("RINGMON_ZOOKEEPER_ROOT", "/ringmon")),
+        zookeeper_root=pick("zookeeper_root", "zookeeper_root", getattr(zk_cfg, "root", None)
+                            or os.environ.get("RINGMON_ZOOKEEPER_ROOT", "/ringmon")),
         session_timeout=float(zk_cfg.session_timeout) if zk_cfg else 10.0,
         vnodes=vnodes,
         record_interval=float(cfg.scrape.interval),
