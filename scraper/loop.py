@@ -13,6 +13,7 @@ import hashlib
 import logging
 import math
 import time
+from collections import deque
 
 import aiohttp
 
@@ -36,6 +37,7 @@ SYNTHETIC = (
     "scrape_series_added",
 )
 USER_AGENT = "ringmon-scraper/0.1"
+SCRAPE_TIMES_KEPT = 64
 
 
 def scrape_offset_s(key: str, interval_s: float) -> float:
@@ -91,7 +93,8 @@ class ScrapeLoop:
             "User-Agent": USER_AGENT,
             "X-Prometheus-Scrape-Timeout-Seconds": f"{self.timeout_s:g}",
         }
-        self.scrape_times: list[float] = []  # recent scrape start times (unix s), for tests and pages
+        # recent scrape start times (unix s), for tests and pages
+        self.scrape_times: deque[float] = deque(maxlen=SCRAPE_TIMES_KEPT)
         self._task: asyncio.Task | None = None
         self._m_failures = {}
         self._m_scrapes = self.metrics.scrapes.labels(pool_name)
@@ -181,8 +184,6 @@ class ScrapeLoop:
         start = time.time()
         ts_ms = int(start * 1000)
         self.scrape_times.append(start)
-        if len(self.scrape_times) > 1000:
-            del self.scrape_times[:500]
         self._m_scrapes.inc()
         out: ScrapeOutcome | None = None
         error = ""
