@@ -181,7 +181,7 @@ class GroupRunner:
                 res = await self.query(rule.expr, query_ts)
                 samples = _samples(res)
                 if rule.is_alert:
-                    self._eval_alert(rule, rid, samples, query_ts, batch)
+                    await self._eval_alert(rule, rid, samples, query_ts, batch)
                 else:
                     self._eval_record(rule, rid, samples, query_ts, batch)
                 h.health, h.last_error = "ok", ""
@@ -230,26 +230,52 @@ class GroupRunner:
 
     # ------------------------------------------------------------------ alerting rules
 
-    def _eval_alert(self, rule: Rule, rid: str, samples: list[tuple[dict[str, str], float]], ts_ms: int,
-                    batch: SampleBatch) -> None:
+    async def _expand_all(self, rule: Rule, samples: list[tuple[dict[str, str], float]], ts_ms: int
+                          ) -> list[tuple[dict[str, str], float, dict[str, str], dict[str, str]]]:
+        """Expand label and annotation templates per sample; templates calling ``query`` run in a
+        worker thread whose queries go back to the engine on this loop."""
+        opts = self.options
+        rule_labels = {**self.group.labels, **rule.labels}
+        uses_query = any("query" in t for t in [*rule_labels.values(), *rule.annotations.values()])
+        loop = asyncio.get_running_loop()
+
+        def query_sync(expr: str) -> list[dict]:
+            res = asyncio.run_coroutine_threadsafe(self.query(expr, ts_ms), loop).result(timeout=30)
+            if res.type == "scalar" and res.scalar is not None:
+                return [{"Labels": {}, "Value": float(res.scalar[1])}]
+            return [{"Labels": dict(s.labels), "Value": float(s.values[-1])} for s in res.series if len(s.values)]
+
+        def expand(base: dict[str, str], v: float) -> tuple[dict[str, str], dict[str, str]]:
+            q = query_sync if uses_query else None
+            lab = {k: expand_alert_template(t, f"__alert_{rule.name}", base, v, opts.external_labels,
+                                            opts.external_url, q) for k, t in rule_labels.items()}
+            ann = {k: expand_alert_template(t, f"__alert_{rule.name}", base, v, opts.external_labels,
+                                            opts.external_url, q) for k, t in rule.annotations.items()}
+            return lab, ann
+
+        out = []
+        for labels, v in samples:
+            base = {k: val for k, val in labels.items() if k != "__name__"}
+            if uses_query:
+                lab, ann = await loop.run_in_executor(None, expand, base, v)
+            else:
+                lab, ann = expand(base, v)
+            out.append((base, v, lab, ann))
+        return out
+
+    async def _eval_alert(self, rule: Rule, rid: str, samples: list[tuple[dict[str, str], float]], ts_ms: int,
+                          batch: SampleBatch) -> None:
         ts = ts_ms / 1000.0
         opts = self.options
         found: dict[str, tuple[dict[str, str], dict[str, str], float]] = {}
-        rule_labels = {**self.group.labels, **rule.labels}
-        for labels, v in samples:
-            base = {k: val for k, val in labels.items() if k != "__name__"}
+        for base, v, expanded, ann in await self._expand_all(rule, samples, ts_ms):
             final = dict(base)
-            for k, text in rule_labels.items():
-                val = expand_alert_template(text, f"__alert_{rule.name}", base, v, opts.external_labels, opts.external_url)
+            for k, val in expanded.items():
                 if val == "":
                     final.pop(k, None)
                 else:
                     final[k] = val
             final["alertname"] = rule.name
-            ann = {
-                k: expand_alert_template(text, f"__alert_{rule.name}", base, v, opts.external_labels, opts.external_url)
-                for k, text in rule.annotations.items()
-            }
             fp = fingerprint(final)
             if fp in found:
                 raise RuleEvalError("vector contains metrics with the same labelset after applying alert labels")
@@ -319,7 +345,8 @@ class GroupRunner:
         for rec in self.records():
             if rec.state == PENDING:
                 continue
-            if rec.resolved_at > rec.last_sent_at or rec.last_sent_at + opts.resend_delay_s <= ts:
+            never_sent = rec.last_sent_at == 0.0
+            if never_sent or rec.resolved_at > rec.last_sent_at or rec.last_sent_at + opts.resend_delay_s <= ts:
                 out.append(rec)
         return out
 

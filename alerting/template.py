@@ -370,6 +370,20 @@ def _not_available(name: str) -> Callable[..., Any]:
     return run
 
 
+def _samples_arg(v: Any, fn: str) -> list[dict]:
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise ValueError(f"{fn}: expected query results, got {type(v).__name__}")
+    return v
+
+
+def _sample_arg(v: Any, fn: str) -> dict:
+    if not isinstance(v, dict):
+        raise ValueError(f"{fn}: expected one query result (e.g. from first), got {type(v).__name__}")
+    return v
+
+
 def _println(*a: Any) -> str:
     return " ".join(to_text(x) for x in a) + "\n"
 
@@ -429,11 +443,12 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "graphLink": lambda expr: "/graph?g0.expr=" + urllib.parse.quote_plus(str(expr)) + "&g0.tab=0",
     "tableLink": lambda expr: "/graph?g0.expr=" + urllib.parse.quote_plus(str(expr)) + "&g0.tab=1",
     "query": _not_available("query"),
-    "first": _not_available("first"),
-    "label": _not_available("label"),
-    "value": _not_available("value"),
-    "strvalue": _not_available("strvalue"),
-    "sortByLabel": _not_available("sortByLabel"),
+    "first": lambda samples: _samples_arg(samples, "first")[0] if _samples_arg(samples, "first") else None,
+    "label": lambda name, sample: (_sample_arg(sample, "label").get("Labels") or {}).get(name, ""),
+    "value": lambda sample: _sample_arg(sample, "value").get("Value"),
+    "strvalue": lambda sample: (_sample_arg(sample, "strvalue").get("Labels") or {}).get("__value__", ""),
+    "sortByLabel": lambda name, samples: sorted(_samples_arg(samples, "sortByLabel"),
+                                                key=lambda x: (x.get("Labels") or {}).get(name, "")),
 }
 
 # ----------------------------------------------------------------------------------- lexer
@@ -1169,12 +1184,16 @@ def expand_alert_template(
     value: float,
     external_labels: dict[str, str] | None = None,
     external_url: str = "",
+    query: Callable[[str], list[dict]] | None = None,
 ) -> str:
-    """Expand one alert label/annotation template; Prometheus-style error text on failure."""
+    """Expand one alert label/annotation template; Prometheus-style error text on failure.
+
+    ``query(expr)`` (blocking) backs the ``query`` function: a list of {"Labels", "Value"}.
+    """
     if "{{" not in text:
         return text
     try:
-        tmpl = parse_template(text, name)
+        tmpl = parse_template(text, name, funcs={"query": query} if query else None)
         data, variables = alert_template_data(labels, value, external_labels, external_url)
         return tmpl.expand(data, variables)
     except TemplateError as exc:

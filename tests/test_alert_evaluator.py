@@ -221,3 +221,26 @@ def test_zookeeper_ownership_splits_groups_and_moves_them_when_an_alerter_leaves
     finally:
         a.stop()
         b.stop()
+
+
+async def test_annotation_templates_can_query_the_engine(tmp_path: pathlib.Path) -> None:
+    storage, sink = MemoryStorage(), Sink()
+    _up(storage, 0, 0, "web-1:9100")
+    _up(storage, 0, 1, "web-2:9100")
+    text = """groups:
+- name: q
+  rules:
+  - alert: SomeDown
+    expr: up == 0
+    annotations:
+      summary: "{{ with query \\"count(up == 1)\\" }}{{ . | first | value }}{{ end }} still up"
+      first_up: '{{ range query "up == 1" }}{{ label "instance" . }}{{ end }}'
+"""
+    group = parse_rule_text(text, "q.yml").groups[0]
+    db = AlertingDB(tmp_path / "s.db")
+    runner = GroupRunner(group, Engine(storage).instant_query, DirectWriter(storage), SQLiteAlertStateStore(db), sink,
+                         EvalOptions())
+    await runner.evaluate(0)
+    (a,) = sink.received
+    assert a.annotations == {"summary": "1 still up", "first_up": "web-2:9100"}
+    await db.close()
