@@ -72,6 +72,7 @@ class StorageConfig:
 class ZooKeeperConfig:
     hosts: str = "127.0.0.1:2181"
     session_timeout: Duration = Duration(10.0)
+    root: str = "/ringmon"  # the znode under which pools, members and scrapers live
 
 
 @dataclass
@@ -85,6 +86,16 @@ class DiscoveryConfig:
 class ScrapeDefaults:
     interval: Duration = Duration(10.0)
     timeout: Duration = Duration(5.0)
+
+
+@dataclass
+class ScraperConfig:
+    """One member of the scraper ring (cluster mode); command-line flags override these."""
+
+    id: str = ""  # default: <hostname>-<port>
+    listen: str = "127.0.0.1:9400"  # /metrics and /targets
+    vnodes: int = 1000  # virtual nodes per scraper on the hash ring (see bench/ring_sim.py)
+    zookeeper_root: str = ""  # default: discovery.zookeeper.root
 
 
 @dataclass
@@ -112,6 +123,7 @@ class RingmonConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     scrape: ScrapeDefaults = field(default_factory=ScrapeDefaults)
+    scraper: ScraperConfig = field(default_factory=ScraperConfig)
     agents: list[LocalAgents] = field(default_factory=list)
     web: WebConfig = field(default_factory=WebConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
