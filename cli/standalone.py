@@ -11,6 +11,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
@@ -41,6 +42,7 @@ class Standalone:
     runner: web.AppRunner | None = None
     web_port: int = 0
     _tasks: list[asyncio.Task] = field(default_factory=list)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -75,6 +77,7 @@ class Standalone:
             log.warning("Prometheus HTTP API not available")
         self.runner, self.web_port = await serve_app(app, cfg.web.listen, "web")
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="discovery-refresh"))
+        self._tasks.append(asyncio.create_task(self._rollup_loop(), name="rollup"))
         log.info(
             "standalone started",
             extra={"web": f"http://127.0.0.1:{self.web_port}/", "agents": len(self.agents), "targets": len(self.targets())},
@@ -96,6 +99,14 @@ class Standalone:
                 await self.pool.sync(self.targets())
             except Exception:  # keep scraping the last assignment whatever discovery does
                 log.exception("target refresh failed")
+
+    async def _rollup_loop(self) -> None:
+        """The rollup job in-process: seal closed raw windows, write 1 m and 1 h aggregates."""
+        from storage.rollup_job import RollupJob
+        from storage.rollup_lease import LocalShardLease
+
+        job = RollupJob(self.storage, LocalShardLease(Path(self.cfg.data_dir) / "rollup-locks"))  # type: ignore[arg-type]
+        await job.run_forever(self._stopping, interval_s=60.0)
 
     async def targets_health(self) -> list[dict]:
         assert self.pool is not None
@@ -127,6 +138,7 @@ class Standalone:
         return sorted(pools.values(), key=lambda p: p["name"])
 
     async def stop(self) -> None:
+        self._stopping.set()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -16,17 +16,16 @@ log = logging.getLogger("ringmon.wiring")
 
 
 async def make_storage(cfg: StorageConfig) -> Storage:
-    """Open the configured backend (SQLite file or Cassandra cluster)."""
+    """Open the configured backend (SQLite file or Cassandra cluster), rollup tables included,
+    so every process reads raw, 1-minute and 1-hour data through the same object."""
     if cfg.backend == "sqlite":
-        from storage.sqlite import SQLiteStorage
+        from storage.sqlite_rollup import SQLiteRollupStorage
 
-        return await SQLiteStorage.open(cfg.sqlite.path)
-    from storage.cassandra import CassandraStorage  # imported late: needs the driver's event loop
+        return await SQLiteRollupStorage.open(cfg.sqlite.path)
+    from storage.cassandra_rollup import CassandraRollupStorage  # imported late: the driver is heavy
 
     c = cfg.cassandra
-    return await CassandraStorage.connect(
-        hosts=c.hosts, port=c.port, keyspace=c.keyspace, replication_factor=c.replication_factor
-    )
+    return await CassandraRollupStorage.connect(hosts=c.hosts, port=c.port, keyspace=c.keyspace)
 
 
 async def make_writer(cfg: StorageConfig, storage: Storage) -> SampleWriter:
@@ -36,7 +35,9 @@ async def make_writer(cfg: StorageConfig, storage: Storage) -> SampleWriter:
     from storage.writer import BatchingWriter
 
     w = BatchingWriter(storage, spool_dir=Path(cfg.cassandra.spool_dir), max_in_flight=cfg.cassandra.max_in_flight)
-    await w.start()
+    start = getattr(w, "start", None)  # the writer starts its replay task by itself when it has none
+    if start is not None:
+        await start()
     return w
 
 
