@@ -30,5 +30,16 @@ lint: $(STAMP)
 bench: $(STAMP) system-deps
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+# A local cluster: ZooKeeper, Cassandra, 3 scrapers, rollup, alerter, web, 10 pools x 10 hosts.
+cluster: $(STAMP)
+	$(BIN)/python -m cli.cluster up
+
+cluster-down:
+	$(BIN)/python -m cli.cluster down
+
+# Failure drills against their own cluster (run/drills/); prints what was lost and recovery times.
+drills: $(STAMP)
+	$(BIN)/python -m drills
+
 clean:
 	rm -rf $(VENV) .cache build *.egg-info
