@@ -244,3 +244,29 @@ async def test_annotation_templates_can_query_the_engine(tmp_path: pathlib.Path)
     (a,) = sink.received
     assert a.annotations == {"summary": "1 still up", "first_up": "web-2:9100"}
     await db.close()
+
+
+async def test_group_limit_and_duplicate_labelsets_are_rule_errors(tmp_path: pathlib.Path) -> None:
+    storage = MemoryStorage()
+    for i in range(3):
+        _up(storage, 0, 0, f"h{i}:1")
+    text = """groups:
+- name: lim
+  limit: 2
+  rules:
+  - alert: Down
+    expr: up == 0
+  - record: collapsed
+    expr: up
+    labels: {instance: same}
+"""
+    group = parse_rule_text(text, "l.yml").groups[0]
+    db = AlertingDB(tmp_path / "s.db")
+    runner = GroupRunner(group, Engine(storage).instant_query, DirectWriter(storage), SQLiteAlertStateStore(db), None,
+                         EvalOptions())
+    await runner.evaluate(0)
+    down, collapsed = runner.health.values()
+    assert down.health == "err" and "exceeded limit of 2 with 3 alerts" in down.last_error
+    assert collapsed.health == "err" and "same labelset" in collapsed.last_error
+    assert runner.active_alerts() == []
+    await db.close()

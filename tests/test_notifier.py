@@ -246,3 +246,23 @@ async def test_continue_routes_to_two_receivers_once_each(tmp_path: pathlib.Path
     await n.stop()
     await r.stop()
     await db.close()
+
+
+async def test_inhibited_alert_is_not_sent_while_its_source_fires(receiver: RecordingReceiver, tmp_path: pathlib.Path) -> None:
+    db = AlertingDB(tmp_path / "a.db")
+    cfg = _cfg(receiver.url)
+    cfg["inhibit_rules"] = [{"source_matchers": ['alertname="PoolDown"'], "target_matchers": ['severity="warning"'],
+                             "equal": ["pool"]}]
+    n = await _notifier(cfg, db)
+    await n.receive([_alert("PoolDown", pool="web"), _alert("HighCPU", severity="warning", pool="web"),
+                     _alert("HighCPU", severity="warning", pool="db")])
+    got = await receiver.wait_for(2, timeout=5)
+    sent = sorted((r.body["groupLabels"]["alertname"], a["labels"].get("pool")) for r in got for a in r.body["alerts"])
+    assert sent == [("HighCPU", "db"), ("PoolDown", "web")]
+    await n.receive([_alert("PoolDown", resolved=True, pool="web")])  # source resolved: target goes out
+    got = await receiver.wait_for(4, timeout=5)
+    later = [(r.body["status"], sorted(a["labels"].get("pool") for a in r.body["alerts"] if a["status"] == "firing"))
+             for r in got[2:]]
+    assert ("firing", ["db", "web"]) in later and ("resolved", []) in later
+    await n.stop()
+    await db.close()
