@@ -63,10 +63,22 @@ def test_isolated_points_are_visible_and_every_point_has_a_title():
     assert titles[2] == "x\n2026-11-25 07:07:40: 3"
 
 
-def test_tooltips_dropped_beyond_the_point_budget_but_isolated_points_stay():
+def test_beyond_the_point_budget_one_tooltip_per_time_step_lists_every_series():
     ts = np.arange(T0, T0 + 100 * 1000, 1000)
-    svg = render_chart([ChartSeries("x", ts, np.ones(100))], ChartSpec(max_point_titles=50))
-    assert "<circle" not in svg and len(lines(parse(svg))["x"]) > 100
+    b = np.full(100, 2.5)
+    b[50] = np.nan
+    svg = render_chart(
+        [ChartSeries("a", ts, np.ones(100)), ChartSeries("b", ts, b)], ChartSpec(max_point_titles=50)
+    )
+    assert "<circle" not in svg and len(lines(parse(svg))["a"]) > 100
+    root = parse(svg)
+    cols = [r for r in root.iter("{http://www.w3.org/2000/svg}rect") if r.find("s:title", NS) is not None]
+    assert len(cols) == 100
+    titles = [r.find("s:title", NS).text for r in cols]
+    assert titles[0] == "2026-11-25 07:06:40\na: 1\nb: 2.5"
+    assert titles[50] == "2026-11-25 07:07:30\na: 1"  # b has no value then
+    widths = [float(r.get("width")) for r in cols]
+    assert sum(widths) == pytest.approx(800 - 70 - 16, abs=3)  # the bands tile the plot (0.1 px rounding)
 
 
 def test_stacked_mode_draws_areas_on_top_of_each_other():

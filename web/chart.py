@@ -75,7 +75,9 @@ class ChartSpec:
     y_min: float | None = None
     y_max: float | None = None
     max_series: int = 40
-    max_point_titles: int = 5000  # beyond this many points, no per-point tooltips (page weight)
+    # Up to this many points each gets its own tooltip; beyond it (page weight) one tooltip
+    # per time step lists every series' value at that time.
+    max_point_titles: int = 1500
     legend: bool = True
 
     def __post_init__(self) -> None:
@@ -92,6 +94,9 @@ def _trim(x: float, digits: int = 3) -> str:
     """``x`` with about ``digits`` significant digits and no trailing zeros."""
     if x == 0:
         return "0"
+    if 1e-4 <= abs(x) < 1000:  # the common case, in one formatting call
+        text = f"{x:.{digits}g}"
+        return text if "e" not in text else f"{x:f}".rstrip("0").rstrip(".")
     mag = math.floor(math.log10(abs(x)))
     decimals = max(0, digits - 1 - mag)
     text = f"{x:.{decimals}f}"
@@ -354,6 +359,44 @@ def _segments(ts: np.ndarray, vals: np.ndarray, gap_ms: float) -> list[tuple[int
     return segs
 
 
+def _column_tooltips(
+    prepared: list[_Prepared],
+    spec: ChartSpec,
+    x_scale: float,
+    t_lo: int,
+    left: float,
+    top: float,
+    plot_w: float,
+    plot_h: float,
+    when,
+) -> str:
+    """One invisible band per time step whose tooltip lists each series' value then."""
+    by_ts: dict[int, list[str]] = {}
+    for p in prepared:
+        name = escape(p.series.name)
+        for t, v in zip(p.ts.tolist(), p.vals.tolist(), strict=True):
+            if v == v:  # not NaN
+                by_ts.setdefault(t, []).append(f"{name}: {humanize(v, spec.unit)}")
+    stamps = sorted(by_ts)
+    if not stamps:
+        return ""
+    xs = [(t - t_lo) * x_scale + left for t in stamps]
+    out = ['<g class="cols" fill="#000" fill-opacity="0">']
+    for i, t in enumerate(stamps):
+        lo = left if i == 0 else (xs[i - 1] + xs[i]) / 2
+        hi = left + plot_w if i == len(stamps) - 1 else (xs[i] + xs[i + 1]) / 2
+        lo, hi = max(lo, left), min(hi, left + plot_w)
+        if hi <= lo:
+            continue
+        lines = "\n".join(by_ts[t])
+        out.append(
+            f'<rect x="{lo:.1f}" y="{top}" width="{hi - lo:.1f}" height="{plot_h}">'
+            f"<title>{when(t)}\n{lines}</title></rect>"
+        )
+    out.append("</g>")
+    return "".join(out)
+
+
 def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -> str:
     """The whole chart as one ``<svg>`` element (a string safe to embed in HTML)."""
     spec = spec or ChartSpec()
@@ -472,20 +515,34 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
         f'<clipPath id="{clip_id}"><rect x="{left}" y="{top - 2}" width="{plot_w}" height="{plot_h + 4}"/></clipPath>'
     )
     parts.append(f'<g class="series" clip-path="url(#{clip_id})" data-count="{len(prepared)}">')
+    x_scale = plot_w / (t_hi - t_lo)
+    y_scale = plot_h / ((y_hi - y_lo) or 1.0)
+    when_cache: dict[int, str] = {}  # series of one chart share their timestamps
+
+    def when(ts_ms: int) -> str:
+        text = when_cache.get(ts_ms)
+        if text is None:
+            text = dt.datetime.fromtimestamp(ts_ms / 1000, spec.tz).strftime("%Y-%m-%d %H:%M:%S")
+            when_cache[ts_ms] = text
+        return text
+
     for i, p in enumerate(prepared):
         colour = PALETTE[i % len(PALETTE)]
         dash = DASHES[(i // len(PALETTE)) % len(DASHES)]
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
         segs = _segments(p.ts, p.vals, gap)
+        # Pixel coordinates of every point at once, as text with one decimal.
+        xs = ((p.ts - t_lo) * x_scale + left).round(1).tolist()
+        tops = p.vals + p.base
+        ys = (bottom - (np.nan_to_num(tops) - y_lo) * y_scale).round(1).tolist()
         d_line: list[str] = []
         d_area: list[str] = []
         for a, b in segs:
-            pts = [(x(float(p.ts[k])), y(float(p.vals[k] + p.base[k]))) for k in range(a, b)]
-            d_line.append("M" + " L".join(f"{_f(px)},{_f(py)}" for px, py in pts))
+            d_line.append("M" + " L".join([f"{xs[k]:g},{ys[k]:g}" for k in range(a, b)]))
             if spec.mode == "stacked":
-                under = [(x(float(p.ts[k])), y(float(p.base[k]))) for k in range(b - 1, a - 1, -1)]
-                ring = pts + under
-                d_area.append("M" + " L".join(f"{_f(px)},{_f(py)}" for px, py in ring) + " Z")
+                base_ys = (bottom - (p.base[a:b] - y_lo) * y_scale).round(1).tolist()
+                under = " L".join([f"{xs[a + k]:g},{base_ys[k]:g}" for k in range(b - a - 1, -1, -1)])
+                d_area.append(d_line[-1] + " L" + under + " Z")
         name = _attr(p.series.name)
         parts.append(f'<g class="s" data-name="{name}" fill="{colour}" fill-opacity="0">')
         if d_area:
@@ -496,25 +553,27 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
             f'data-segments="{len(segs)}"/>'
         )
         # Point markers: invisible until hovered (they carry the tooltip); isolated points,
-        # which draw no line, are always visible.
+        # which draw no line, are always visible. Humanised numbers hold no markup characters.
         tip_name = escape(p.series.name)
+        ts_list = p.ts.tolist()
+        vals_list = p.vals.tolist()
         for a, b in segs:
             isolated = b - a == 1
             if not (with_titles or isolated):
                 continue
+            extra = ' class="iso" fill-opacity="1"' if isolated else ""
             for k in range(a, b):
-                v = float(p.vals[k])
-                cx, cy = x(float(p.ts[k])), y(v + float(p.base[k]))
-                extra = ' class="iso" fill-opacity="1"' if isolated else ""
-                title = ""
-                if with_titles:
-                    when = dt.datetime.fromtimestamp(int(p.ts[k]) / 1000, spec.tz).strftime(
-                        "%Y-%m-%d %H:%M:%S"
-                    )
-                    title = f"<title>{tip_name}\n{when}: {escape(humanize(v, spec.unit))}</title>"
-                parts.append(f'<circle cx="{_f(cx)}" cy="{_f(cy)}" r="3"{extra}>{title}</circle>')
+                title = (
+                    f"<title>{tip_name}\n{when(ts_list[k])}: {humanize(vals_list[k], spec.unit)}</title>"
+                    if with_titles
+                    else ""
+                )
+                parts.append(f'<circle cx="{xs[k]:g}" cy="{ys[k]:g}" r="3"{extra}>{title}</circle>')
         parts.append("</g>")
     parts.append("</g>")
+
+    if not with_titles and present:
+        parts.append(_column_tooltips(prepared, spec, x_scale, t_lo, left, top, plot_w, plot_h, when))
 
     # Thresholds.
     for th in spec.thresholds:

@@ -1,0 +1,206 @@
+"""Render-time benchmark of the Fleet dashboard: p50/p99 over 24 h and 30 d for N hosts.
+
+    python -m web.benchmark [--hosts 100] [--runs 20]
+
+Builds an in-memory store holding what the Fleet dashboard reads for every host (CPU,
+memory, file system, network, HTTP requests, up): raw samples and 1-minute rollups for the
+last day, 1-hour rollups for 31 days, as the rollup job would have written them. Then it
+requests ``/d/fleet`` through the real web app over HTTP on 127.0.0.1 and prints the time
+to the full page, cold and with a warm range-query cache (``query.cache.RangeQueryCache``)
+and without any cache. Prints figures; asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+
+import numpy as np
+from aiohttp.test_utils import TestClient, TestServer
+
+from query.engine import Engine
+from query.memory import MemoryStorage
+from storage.base import HOUR_MS, MINUTE_MS, Resolution, SeriesData
+from storage.model import Series, labels_from_dict
+from storage.rollup import rollup_raw, rollup_rollup
+from web import chart
+from web.app import create_app
+
+RAW_INTERVAL_MS = 30_000
+ROLLUP_SOURCE_MS = 300_000  # the samples the 31-day hourly rollups are computed from
+DAY_MS = 86_400_000
+
+
+def _series(pools: int, hosts_per_pool: int) -> list[tuple[dict[str, str], str, float]]:
+    """(labels, kind, level): kind is counter (level = rate per second) or gauge."""
+    out = []
+    for p in range(pools):
+        job = f"pool{p:02d}"
+        for h in range(hosts_per_pool):
+            base = {"job": job, "instance": f"10.{p}.0.{h}:9100"}
+            rng = np.random.default_rng(p * 1000 + h)
+            out.append(({"__name__": "up", **base}, "gauge", 1.0))
+            for cpu in ("0", "1"):
+                idle = float(rng.uniform(0.3, 0.9))
+                out.append(
+                    (
+                        {"__name__": "node_cpu_seconds_total", "cpu": cpu, "mode": "idle", **base},
+                        "counter",
+                        idle,
+                    )
+                )
+                out.append(
+                    (
+                        {"__name__": "node_cpu_seconds_total", "cpu": cpu, "mode": "user", **base},
+                        "counter",
+                        1 - idle,
+                    )
+                )
+            total = 16 * 2**30
+            out.append(({"__name__": "node_memory_MemTotal_bytes", **base}, "gauge", total))
+            out.append(
+                (
+                    {"__name__": "node_memory_MemAvailable_bytes", **base},
+                    "gauge",
+                    total * rng.uniform(0.2, 0.8),
+                )
+            )
+            fs = {"device": "/dev/vda", "fstype": "ext4", "mountpoint": "/", **base}
+            out.append(({"__name__": "node_filesystem_size_bytes", **fs}, "gauge", 200e9))
+            out.append(
+                ({"__name__": "node_filesystem_avail_bytes", **fs}, "gauge", 200e9 * rng.uniform(0.1, 0.9))
+            )
+            out.append(
+                ({"__name__": "node_network_receive_bytes_total", "device": "eth0", **base}, "counter", 1e6)
+            )
+            out.append(
+                ({"__name__": "node_network_receive_bytes_total", "device": "lo", **base}, "counter", 1e4)
+            )
+            rps = float(rng.uniform(5, 50))
+            out.append(
+                ({"__name__": "http_requests_total", "method": "GET", "code": "200", **base}, "counter", rps)
+            )
+            out.append(
+                (
+                    {"__name__": "http_requests_total", "method": "GET", "code": "500", **base},
+                    "counter",
+                    rps / 50,
+                )
+            )
+    return out
+
+
+def _values(ts: np.ndarray, kind: str, level: float, rng: np.random.Generator) -> np.ndarray:
+    if kind == "counter":
+        steps = np.diff(ts, prepend=ts[0]) / 1000 * level * rng.uniform(0.8, 1.2, len(ts))
+        return np.cumsum(steps)
+    return level * (1 + 0.05 * np.sin(ts / 3.6e6) + rng.normal(0, 0.01, len(ts)))
+
+
+def build_store(hosts: int, now_ms: int) -> tuple[MemoryStorage, int]:
+    pools = max(1, hosts // 10)
+    storage = MemoryStorage()
+    long_start = (now_ms - 31 * DAY_MS) // HOUR_MS * HOUR_MS
+    day_start = (now_ms - DAY_MS - 2 * HOUR_MS) // MINUTE_MS * MINUTE_MS
+    long_ts = np.arange(long_start, now_ms, ROLLUP_SOURCE_MS, dtype=np.int64)
+    raw_ts = np.arange(day_start, now_ms, RAW_INTERVAL_MS, dtype=np.int64)
+    specs = _series(pools, max(1, hosts // pools))
+    rng = np.random.default_rng(7)
+    for labels, kind, level in specs:
+        series = Series.of(labels_from_dict(labels))
+        raw_vals = _values(raw_ts, kind, level, rng)
+        storage.add_series(series, raw_ts, raw_vals)
+        minute = rollup_raw(raw_ts, raw_vals, day_start, now_ms // MINUTE_MS * MINUTE_MS, MINUTE_MS)
+        cols = minute.columns()
+        storage.put_rollup(SeriesData(series, minute.timestamps, cols["last"], Resolution.MINUTE, cols))
+        long_minute = rollup_raw(
+            long_ts, _values(long_ts, kind, level, rng), long_start, now_ms // HOUR_MS * HOUR_MS, MINUTE_MS
+        )
+        hour = rollup_rollup(long_minute, HOUR_MS)
+        cols = hour.columns()
+        storage.put_rollup(SeriesData(series, hour.timestamps, cols["last"], Resolution.HOUR, cols))
+    return storage, len(specs)
+
+
+class RenderTimer:
+    """Adds up the time spent drawing charts (synchronous, so the sum is wall time)."""
+
+    def __init__(self) -> None:
+        self.spent = 0.0
+        self._inner = chart.render_chart
+
+    def __call__(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return self._inner(*args, **kwargs)
+        finally:
+            self.spent += time.perf_counter() - t0
+
+
+async def _time_page(client: TestClient, path: str) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    resp = await client.get(path)
+    body = await resp.read()
+    elapsed = time.perf_counter() - t0
+    if resp.status != 200 or b'<p class="error">' in body:
+        raise SystemExit(f"{path}: HTTP {resp.status} or a panel error; the benchmark would be meaningless")
+    return elapsed, len(body)
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, int(round(q / 100 * (len(ordered) - 1)))))
+    return ordered[k]
+
+
+async def run(hosts: int, runs: int) -> None:
+    now_ms = int(time.time() * 1000)
+    t0 = time.perf_counter()
+    storage, n_series = build_store(hosts, now_ms)
+    print(f"store: {hosts} hosts, {n_series} series, built in {time.perf_counter() - t0:.1f} s")
+    engine = Engine(storage)
+    try:
+        from query.cache import RangeQueryCache
+
+        cache = RangeQueryCache(engine)
+    except ImportError:  # pragma: no cover - the cache ships with the query package
+        cache = None
+
+    async def none():
+        return []
+
+    timer = RenderTimer()
+    chart.render_chart = timer  # web.app calls it through the module
+    variants = [("no cache", None)] + ([("warm cache", cache)] if cache is not None else [])
+    for label, range_cache in variants:
+        app = create_app(engine=engine, pools_provider=none, targets_provider=none, range_cache=range_cache)
+        client = TestClient(TestServer(app, host="127.0.0.1"))
+        await client.start_server()
+        try:
+            for span in ("24h", "30d"):
+                path = f"/d/fleet?range={span}"
+                cold, size = await _time_page(client, path)
+                timer.spent = 0.0
+                times = [(await _time_page(client, path))[0] for _ in range(runs)]
+                render_share = timer.spent / max(sum(times), 1e-9)
+                print(
+                    f"Fleet {span:>3} {label:>10}: first {cold * 1000:7.1f} ms  "
+                    f"p50 {statistics.median(times) * 1000:7.1f} ms  p99 {_pct(times, 99) * 1000:7.1f} ms  "
+                    f"({runs} runs, {render_share:.0%} drawing charts, page {size / 1024:.0f} KiB)"
+                )
+        finally:
+            await client.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hosts", type=int, default=100)
+    ap.add_argument("--runs", type=int, default=20)
+    args = ap.parse_args()
+    asyncio.run(run(args.hosts, args.runs))
+
+
+if __name__ == "__main__":
+    main()
