@@ -223,6 +223,8 @@ class FleetView:
             if not force and time.monotonic() - self._health_at < self.opts.health_cache_s:
                 return
             ids = self.scraper_ids()
+            if any(not self.scraper_info.get(sid, {}).get("listen") for sid in ids):
+                await self._refresh_scraper_info()  # a scraper joined since the last read
             for gone in set(self.docs) - set(ids):
                 del self.docs[gone]
             await asyncio.gather(*(self._fetch(sid) for sid in ids))
@@ -376,6 +378,7 @@ class ClusterWeb:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         assert self.fleet is not None
+        await self.fleet.refresh_health()  # keeps the scraper reachability gauges current (cached)
         view = self.fleet.view()
         self.metrics.zk_connected.set(1 if view.connected else 0)
         if self.fleet.view_confirmed:
