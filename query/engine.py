@@ -23,6 +23,7 @@ from query.values import (
     String,
     Value,
     drop_names,
+    flat_windows,
     stale_mask,
 )
 from storage.base import MINUTE_MS, Resolution, SeriesData, Storage, StorageError
@@ -44,6 +45,17 @@ class FetchPlan:
     @property
     def bucket_ms(self) -> int:
         return self.resolution.step_ms
+
+
+@dataclass
+class FlatSeries:
+    """A selector's series in flat arrays: series ``i`` is ``offsets[i]:offsets[i+1]``."""
+
+    labels: list[tuple]
+    ts: np.ndarray
+    vals: np.ndarray
+    offsets: np.ndarray
+    agg: dict[str, np.ndarray] | None
 
 
 @dataclass
@@ -79,7 +91,7 @@ class Evaluator:
         self.max_samples = max_samples
         self.deadline = deadline
         self.subquery_step_ms = subquery_step_ms
-        self._clean: dict[tuple, list[tuple[tuple, np.ndarray, np.ndarray, dict | None]]] = {}
+        self._flat: dict[tuple, FlatSeries] = {}
         # Resolution chosen per selector node (by id) in planning; RAW when absent.
         self.sel_res: dict[int, Resolution] = {}
         self.now_ms = 0
@@ -109,27 +121,41 @@ class Evaluator:
     def plan_of(self, sel: P.VectorSel) -> FetchPlan | None:
         return self.fetched.get((sel.key, self.sel_res.get(id(sel), Resolution.RAW)))
 
-    def _series_of(self, sel: P.VectorSel, drop_stale: bool) -> list[tuple[tuple, np.ndarray, np.ndarray, dict | None]]:
-        """(labels, timestamps, values, rollup columns) per series; rollup buckets are placed
-        at their last millisecond and carry their ``last`` value as the sample value."""
+    def flat_of(self, sel: P.VectorSel, drop_stale: bool) -> "FlatSeries":
+        """All series of a selector in flat arrays (cached per query). Rollup buckets are
+        placed at their last millisecond with their ``last`` value as the sample value."""
         plan = self.plan_of(sel)
         key = (sel.key, self.sel_res.get(id(sel), Resolution.RAW), drop_stale)
-        hit = self._clean.get(key)
+        hit = self._flat.get(key)
         if hit is not None:
             return hit
-        out = []
-        for d in plan.data if plan is not None else []:
-            ts, vals = d.timestamps, d.values
-            if d.resolution is not Resolution.RAW and d.agg is not None:
-                out.append((d.series.labels, ts + (d.resolution.step_ms - 1), d.agg["last"], d.agg))
-                continue
+        data = [d for d in (plan.data if plan is not None else []) if len(d)]
+        labels = [d.series.labels for d in data]
+        if not data:
+            flat = FlatSeries([], np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(1, dtype=np.int64), None)
+        elif data[0].resolution is not Resolution.RAW and data[0].agg is not None:
+            shift = data[0].resolution.step_ms - 1
+            agg = {k: np.concatenate([d.agg[k] for d in data]) for k in data[0].agg}  # type: ignore[index]
+            ts = np.concatenate([d.timestamps for d in data]) + shift
+            offsets = np.zeros(len(data) + 1, dtype=np.int64)
+            offsets[1:] = np.cumsum([len(d) for d in data])
+            flat = FlatSeries(labels, ts, agg["last"], offsets, agg)
+        else:
+            ts = np.concatenate([d.timestamps for d in data])
+            vals = np.concatenate([d.values for d in data])
+            counts = np.array([len(d) for d in data], dtype=np.int64)
             if drop_stale:
                 st = stale_mask(vals)
                 if st.any():
-                    ts, vals = ts[~st], vals[~st]
-            out.append((d.series.labels, ts, vals, None))
-        self._clean[key] = out
-        return out
+                    sidx = np.repeat(np.arange(len(data)), counts)
+                    keep = ~st
+                    ts, vals = ts[keep], vals[keep]
+                    counts = np.bincount(sidx[keep], minlength=len(data)).astype(np.int64)
+            offsets = np.zeros(len(data) + 1, dtype=np.int64)
+            offsets[1:] = np.cumsum(counts)
+            flat = FlatSeries(labels, ts, vals, offsets, None)
+        self._flat[key] = flat
+        return flat
 
     # ------------------------------------------------------------------ eval
     def eval(self, node: P.Node, times: np.ndarray) -> Value:
@@ -168,54 +194,39 @@ class Evaluator:
     def eval_selector(self, sel: P.VectorSel, times: np.ndarray, sample_times: bool = False) -> InstantVector:
         at = self.at_ms(sel.at)
         refs = (np.full(len(times), at, dtype=np.int64) if at is not None else times) - sel.offset_ms
-        labels, values, present = [], [], []
+        flat = self.flat_of(sel, False)
         T = len(times)
-        for lab, ts, vals, _agg in self._series_of(sel, False):
-            idx = np.searchsorted(ts, refs, "right") - 1
-            ok = idx >= 0
-            idxc = np.where(ok, idx, 0)
-            ok &= ts[idxc] > refs - self.lookback_ms
-            v = vals[idxc]
-            ok &= ~stale_mask(v)
-            if not ok.any():
-                continue
-            labels.append(lab)
-            values.append(ts[idxc] / 1000.0 if sample_times else v)
-            present.append(ok)
-        self.check_size(len(labels), T)
-        if not labels:
+        n = len(flat.labels)
+        if n == 0 or len(flat.ts) == 0:
             return InstantVector.empty(T)
-        return InstantVector(labels, np.array(values), np.array(present, dtype=bool))
+        lo, hi = flat_windows(flat.ts, flat.offsets, refs - self.lookback_ms, refs)
+        ok = hi > lo
+        idx = np.where(ok, hi - 1, 0)
+        v = flat.vals[idx]
+        ok &= ~stale_mask(v)
+        keep = ok.any(axis=1)
+        self.check_size(int(keep.sum()), T)
+        values = flat.ts[idx] / 1000.0 if sample_times else v
+        rows = np.nonzero(keep)[0]
+        if len(rows) == n:
+            return InstantVector(flat.labels, values, ok)
+        return InstantVector([flat.labels[i] for i in rows], values[rows], ok[rows])
 
     def eval_matrix(self, node: P.MatrixSel, times: np.ndarray) -> RangeVector:
         at = self.at_ms(node.vector.at)
         ends = (np.full(len(times), at, dtype=np.int64) if at is not None else times) - node.vector.offset_ms
-        labels, tss, valss, aggs = [], [], [], []
         plan = self.plan_of(node.vector)
         bucket = plan.bucket_ms if plan is not None else 0
         range_ms = max(node.range_ms, bucket)
-        lo_all = ends.min() - range_ms if len(ends) else 0
-        hi_all = ends.max() if len(ends) else 0
-        total = 0
-        for lab, ts, vals, agg in self._series_of(node.vector, True):
-            lo = np.searchsorted(ts, lo_all, "right")
-            hi = np.searchsorted(ts, hi_all, "right")
-            if hi <= lo:
-                continue
-            labels.append(lab)
-            tss.append(ts[lo:hi])
-            valss.append(vals[lo:hi])
-            if agg is not None:
-                aggs.append({k: v[lo:hi] for k, v in agg.items()})
-            total += hi - lo
-        if total > self.max_samples:
+        flat = self.flat_of(node.vector, True)
+        if len(flat.ts) > self.max_samples:
             raise QueryLimitError(
                 f"query processing would load too many samples into memory in query execution "
-                f"({total} samples > limit of {self.max_samples})"
+                f"({len(flat.ts)} samples > limit of {self.max_samples})"
             )
-        if bucket:
-            return RangeVector(labels, tss, valss, ends, range_ms, times, aggs, bucket)
-        return RangeVector(labels, tss, valss, ends, node.range_ms, times)
+        return RangeVector(
+            flat.labels, flat.ts, flat.vals, flat.offsets, ends, range_ms, times, flat.agg, bucket
+        )
 
     def subquery_grid(self, node: P.Subquery, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(inner evaluation times, window ends) of a subquery evaluated at ``times``."""
@@ -247,7 +258,7 @@ class Evaluator:
             labels.append(lab)
             tss.append(grid[p])
             valss.append(inner.values[i][p])
-        return RangeVector(labels, tss, valss, ends, node.range_ms, times)
+        return RangeVector.from_lists(labels, tss, valss, ends, node.range_ms, times)
 
 
 # Functions whose result from rollup rows equals (rate/increase, *_over_time aggregates) or

@@ -109,7 +109,10 @@ def window_sums(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, ok: np.ndarray) -
 
 
 def window_reduce(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, ok: np.ndarray, fn: np.ufunc) -> np.ndarray:
-    """``fn``-reduction (np.fmax / np.fmin) of ``v[lo:hi]`` per step via a sparse table."""
+    """``fn``-reduction (np.fmax / np.fmin) of ``v[lo:hi]`` per window via a sparse table
+    (windows of any shape)."""
+    if lo.ndim != 1:
+        return window_reduce(v, lo.ravel(), hi.ravel(), ok.ravel(), fn).reshape(lo.shape)
     n = len(v)
     lo_c = np.where(ok, lo, 0)
     hi_c = np.where(ok, hi, 1)
@@ -143,6 +146,162 @@ def _loop_windows(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, ok: np.ndarray,
 RangeCompute = Callable[[RangeVector, int, np.ndarray, np.ndarray, list], tuple[np.ndarray, np.ndarray]]
 
 
+class _SeriesLists:
+    """Per-series views of a RangeVector, built once for the per-series function loop."""
+
+    def __init__(self, rv: RangeVector) -> None:
+        self.labels = rv.labels
+        self.ts = rv.ts
+        self.vals = rv.vals
+        self.agg = rv.agg
+        self.ends = rv.ends
+        self.range_ms = rv.range_ms
+        self.eval_times = rv.eval_times
+        self.resolution_ms = rv.resolution_ms
+
+
+# Batched range functions: (range vector, lo, hi as (series, steps) flat indices, scalar args)
+# -> (values, present), both (series, steps).
+BatchedCompute = Callable[[RangeVector, np.ndarray, np.ndarray, list], tuple[np.ndarray, np.ndarray]]
+
+
+def _series_starts_mask(rv: RangeVector) -> np.ndarray:
+    starts = np.zeros(len(rv.vals_flat), dtype=bool)
+    first = rv.offsets[:-1][np.diff(rv.offsets) > 0]
+    starts[first] = True
+    return starts
+
+
+def _b_extrapolated(is_counter: bool, is_rate: bool) -> BatchedCompute:
+    def compute(rv: RangeVector, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
+        ts, v = rv.ts_flat, rv.vals_flat
+        n = hi - lo
+        ok = n >= 2
+        if not ok.any():
+            return np.zeros(lo.shape), ok
+        first = np.where(ok, lo, 0)
+        last = np.where(ok, hi - 1, 0)
+        fv, lv = v[first], v[last]
+        ft, lt = ts[first], ts[last]
+        result = lv - fv
+        if is_counter and len(v) > 1:
+            pairs = np.zeros(len(v))
+            pairs[1:] = np.where(v[1:] < v[:-1], v[:-1], 0.0)
+            pairs[_series_starts_mask(rv)] = 0.0
+            if pairs.any():
+                cc = np.cumsum(pairs)
+                result = result + (cc[last] - cc[first])
+        ends = rv.ends[None, :]
+        to_start = (ft - (ends - rv.range_ms)) / 1000.0
+        to_end = (ends - lt) / 1000.0
+        sampled = (lt - ft) / 1000.0
+        avg = sampled / np.where(ok, n - 1, 1)
+        threshold = avg * 1.1
+        to_start = np.where(to_start >= threshold, avg / 2, to_start)
+        if is_counter:
+            zero_ok = (result > 0) & (fv >= 0)
+            to_zero = np.where(zero_ok, sampled * (fv / np.where(result != 0, result, 1.0)), np.inf)
+            to_start = np.where(zero_ok & (to_zero < to_start), to_zero, to_start)
+        to_end = np.where(to_end >= threshold, avg / 2, to_end)
+        factor = (sampled + to_start + to_end) / np.where(sampled != 0, sampled, np.nan)
+        if is_rate:
+            factor = factor / (rv.range_ms / 1000.0)
+        return result * factor, ok
+
+    return compute
+
+
+def _b_instant_value(is_rate: bool) -> BatchedCompute:
+    def compute(rv: RangeVector, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
+        ts, v = rv.ts_flat, rv.vals_flat
+        ok = (hi - lo) >= 2
+        if not ok.any():
+            return np.zeros(lo.shape), ok
+        last = np.where(ok, hi - 1, 1)
+        prev = last - 1
+        lv, pv = v[last], v[prev]
+        dt = (ts[last] - ts[prev]).astype(np.float64)
+        ok &= dt != 0
+        if is_rate:
+            return np.where(lv < pv, lv, lv - pv) / (dt / 1000.0), ok
+        return lv - pv, ok
+
+    return compute
+
+
+def _b_changes_like(kind: str) -> BatchedCompute:
+    def compute(rv: RangeVector, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
+        v = rv.vals_flat
+        ok = hi > lo
+        ind = np.zeros(len(v))
+        if len(v) > 1:
+            a, b = v[:-1], v[1:]
+            if kind == "changes":
+                ind[1:] = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+            else:
+                ind[1:] = b < a
+            ind[_series_starts_mask(rv)] = 0.0
+        cc = np.concatenate([[0.0], np.cumsum(ind)])
+        first = np.where(ok, lo, 0)
+        last = np.where(ok, hi, 0)
+        return cc[last] - cc[np.minimum(first + 1, last)], ok
+
+    return compute
+
+
+def _b_simple(kind: str) -> BatchedCompute:
+    def compute(rv: RangeVector, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
+        ok = hi > lo
+        if kind == "count":
+            return (hi - lo).astype(np.float64), ok
+        if kind == "present":
+            return np.ones(lo.shape), ok
+        if not ok.any():
+            return np.zeros(lo.shape), ok
+        if kind == "last":
+            return rv.vals_flat[np.where(ok, hi - 1, 0)], ok
+        if kind == "first":
+            return rv.vals_flat[np.where(ok, lo, 0)], ok
+        fn = np.fmax if kind == "max" else np.fmin
+        column = rv.vals_flat if rv.agg_flat is None else rv.agg_flat[kind]
+        return window_reduce(column, lo, hi, ok, fn), ok
+
+    return compute
+
+
+def segmented_window_sums(
+    v: np.ndarray, offsets: np.ndarray, lo: np.ndarray, hi: np.ndarray, ok: np.ndarray
+) -> np.ndarray:
+    """Kahan-accurate window sums for (series, steps) windows of flat per-series arrays."""
+    out = np.zeros(lo.shape)
+    for i in range(len(offsets) - 1):
+        a, b = int(offsets[i]), int(offsets[i + 1])
+        if b > a and ok[i].any():
+            out[i] = window_sums(v[a:b], lo[i] - a, hi[i] - a, ok[i])
+    return out
+
+
+def _b_rollup_sum(column: str, per_second: bool = False) -> BatchedCompute:
+    def compute(rv: RangeVector, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
+        ok = hi > lo
+        agg = rv.agg_flat or {}
+        total = segmented_window_sums(agg[column], rv.offsets, lo, hi, ok)
+        if per_second:
+            total = total / (rv.range_ms / 1000.0)
+        return total, ok
+
+    return compute
+
+
+def _b_rollup_avg(rv: RangeVector, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
+    ok = hi > lo
+    agg = rv.agg_flat or {}
+    s = segmented_window_sums(agg["sum"], rv.offsets, lo, hi, ok)
+    c = segmented_window_sums(agg["count"], rv.offsets, lo, hi, ok)
+    ok &= c > 0
+    return s / np.where(c > 0, c, 1.0), ok
+
+
 def _range_function(
     ev: "Evaluator",
     node: P.Call,
@@ -152,14 +311,25 @@ def _range_function(
     keep_name: bool = False,
     range_index: int = 0,
     scalar_args: tuple[int, ...] = (),
+    batched: "BatchedCompute | None" = None,
 ) -> InstantVector:
     rv = _range_arg(ev, node.args[range_index], times, node.name)
     extra = [_scalar_arg(ev, node.args[i], times, node.name) for i in scalar_args]
+    if batched is not None:
+        lo, hi = rv.windows_all()
+        vals, ok = batched(rv, lo, hi, extra)
+        rows = np.nonzero(ok.any(axis=1))[0] if len(rv.labels) else np.zeros(0, dtype=np.int64)
+        if len(rows) == 0:
+            return InstantVector.empty(len(times))
+        ok = ok[rows]
+        out = InstantVector([rv.labels[i] for i in rows], np.where(ok, vals[rows], 0.0), ok)
+        return out.with_drop(not keep_name)
+    lists = _SeriesLists(rv)
     labels, values, present = [], [], []
     for i, lab in enumerate(rv.labels):
         ev.check_deadline()
         lo, hi = rv.windows(i)
-        vals, ok = compute(rv, i, lo, hi, extra)
+        vals, ok = compute(lists, i, lo, hi, extra)  # type: ignore[arg-type]
         if not ok.any():
             continue
         labels.append(lab)
@@ -986,9 +1156,13 @@ def eval_call(ev: "Evaluator", node: P.Call, times: np.ndarray):
     rf = _RANGE_FUNCS.get(name)
     if rf is not None:
         compute, keep, range_index, scalars = rf
-        if name in _ROLLUP_COMPUTE and _is_rollup_arg(ev, node.args[range_index]):
-            compute = _ROLLUP_COMPUTE[name]
-        return _range_function(ev, node, times, compute, keep_name=keep, range_index=range_index, scalar_args=scalars)
+        batched = _BATCHED.get(name)
+        if _is_rollup_arg(ev, node.args[range_index]):
+            batched = _BATCHED_ROLLUP.get(name, batched if name in _BATCHED_ON_LAST else None)
+            compute = _ROLLUP_COMPUTE.get(name, compute)
+        return _range_function(
+            ev, node, times, compute, keep_name=keep, range_index=range_index, scalar_args=scalars, batched=batched
+        )
     if name == "predict_linear":
         return _range_function(ev, node, times, _predict_linear(ev, node), scalar_args=(1,))
     impl = _FUNCS.get(name)
@@ -1043,6 +1217,33 @@ _ROLLUP_COMPUTE: dict[str, RangeCompute] = {
     "avg_over_time": _rollup_avg,
     "min_over_time": _rollup_extreme("min", np.fmin),
     "max_over_time": _rollup_extreme("max", np.fmax),
+}
+
+_BATCHED: dict[str, BatchedCompute] = {
+    "rate": _b_extrapolated(True, True),
+    "increase": _b_extrapolated(True, False),
+    "delta": _b_extrapolated(False, False),
+    "irate": _b_instant_value(True),
+    "idelta": _b_instant_value(False),
+    "changes": _b_changes_like("changes"),
+    "resets": _b_changes_like("resets"),
+    "count_over_time": _b_simple("count"),
+    "present_over_time": _b_simple("present"),
+    "last_over_time": _b_simple("last"),
+    "first_over_time": _b_simple("first"),
+    "max_over_time": _b_simple("max"),
+    "min_over_time": _b_simple("min"),
+}
+# Batched functions whose rollup form reads the buckets' last values (same code).
+_BATCHED_ON_LAST = {"delta", "irate", "idelta", "changes", "resets", "last_over_time", "first_over_time", "present_over_time"}
+_BATCHED_ROLLUP: dict[str, BatchedCompute] = {
+    "rate": _b_rollup_sum("increase", per_second=True),
+    "increase": _b_rollup_sum("increase"),
+    "sum_over_time": _b_rollup_sum("sum"),
+    "count_over_time": _b_rollup_sum("count"),
+    "avg_over_time": _b_rollup_avg,
+    "max_over_time": _b_simple("max"),
+    "min_over_time": _b_simple("min"),
 }
 
 _RANGE_FUNCS: dict[str, tuple[RangeCompute, bool, int, tuple[int, ...]]] = {

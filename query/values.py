@@ -69,25 +69,87 @@ class String:
 
 @dataclass
 class RangeVector:
-    """Samples per series plus, per step, the right edge of the window (left-open)."""
+    """Samples of many series in flat arrays (series ``i`` is ``offsets[i]:offsets[i+1]``,
+    ascending in time) plus, per step, the right edge of each (left-open) window."""
 
     labels: list[Labels]
-    ts: list[np.ndarray]
-    vals: list[np.ndarray]
+    ts_flat: np.ndarray  # int64
+    vals_flat: np.ndarray  # float64
+    offsets: np.ndarray  # (n+1,) int64
     ends: np.ndarray  # (T,) int64 window right edges
     range_ms: int
     eval_times: np.ndarray  # (T,) step times (for functions that need them)
-    # Rollup input: per series the aggregate columns (count, sum, min, max, last, increase)
-    # of buckets ending at ``ts``; None for raw samples.
-    agg: list[dict[str, np.ndarray]] | None = None
+    # Rollup input: the aggregate columns (count, sum, min, max, last, increase) of buckets
+    # ending at ``ts_flat``, flat like the values; None for raw samples.
+    agg_flat: dict[str, np.ndarray] | None = None
     resolution_ms: int = 0
 
+    @classmethod
+    def from_lists(
+        cls,
+        labels: list[Labels],
+        ts: list[np.ndarray],
+        vals: list[np.ndarray],
+        ends: np.ndarray,
+        range_ms: int,
+        eval_times: np.ndarray,
+    ) -> "RangeVector":
+        offsets = np.zeros(len(ts) + 1, dtype=np.int64)
+        if ts:
+            offsets[1:] = np.cumsum([len(t) for t in ts])
+            ts_flat = np.concatenate(ts).astype(np.int64, copy=False)
+            vals_flat = np.concatenate(vals).astype(np.float64, copy=False)
+        else:
+            ts_flat, vals_flat = np.zeros(0, dtype=np.int64), np.zeros(0)
+        return cls(labels, ts_flat, vals_flat, offsets, ends, range_ms, eval_times)
+
+    @property
+    def ts(self) -> list[np.ndarray]:
+        o = self.offsets
+        return [self.ts_flat[o[i] : o[i + 1]] for i in range(len(self.labels))]
+
+    @property
+    def vals(self) -> list[np.ndarray]:
+        o = self.offsets
+        return [self.vals_flat[o[i] : o[i + 1]] for i in range(len(self.labels))]
+
+    @property
+    def agg(self) -> list[dict[str, np.ndarray]] | None:
+        if self.agg_flat is None:
+            return None
+        o = self.offsets
+        return [{k: c[o[i] : o[i + 1]] for k, c in self.agg_flat.items()} for i in range(len(self.labels))]
+
     def windows(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """(lo, hi) sample index bounds per step: samples ``lo <= j < hi`` are in the window."""
-        ts = self.ts[i]
+        """Series ``i``'s (lo, hi) sample index bounds per step (indices into its own run)."""
+        ts = self.ts_flat[self.offsets[i] : self.offsets[i + 1]]
         lo = np.searchsorted(ts, self.ends - self.range_ms, "right")
         hi = np.searchsorted(ts, self.ends, "right")
         return lo, hi
+
+    def windows_all(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) of shape (series, steps) as indices into the flat arrays."""
+        return flat_windows(self.ts_flat, self.offsets, self.ends - self.range_ms, self.ends)
+
+
+def flat_windows(
+    ts_flat: np.ndarray, offsets: np.ndarray, lo_edges: np.ndarray, hi_edges: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per series and step, the flat index range of samples with lo_edge < ts <= hi_edge."""
+    n = len(offsets) - 1
+    steps = len(hi_edges)
+    if n == 0 or len(ts_flat) == 0:
+        z = np.broadcast_to(offsets[:-1, None], (n, steps)).copy()
+        return z, z.copy()
+    base = min(int(ts_flat.min()), int(lo_edges.min()))
+    top = max(int(ts_flat.max()), int(hi_edges.max()))
+    span = top - base + 2
+    sidx = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+    key = sidx * span + (ts_flat - base)
+    rows = np.arange(n, dtype=np.int64)[:, None] * span
+    lo = np.searchsorted(key, (rows + (lo_edges - base)[None, :]).ravel(), "right").reshape(n, steps)
+    hi = np.searchsorted(key, (rows + (hi_edges - base)[None, :]).ravel(), "right").reshape(n, steps)
+    return lo, hi
 
 
 Value = InstantVector | Scalar | String | RangeVector
