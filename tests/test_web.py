@@ -279,3 +279,13 @@ async def test_health_and_404(client):
     assert (await get(client, "/-/healthy")).startswith("Ringmon is Healthy")
     body = await get(client, "/no/such/page", status=404)
     assert "There is no page at /no/such/page." in body and "Traceback" not in body
+
+
+async def test_chosen_time_zone_is_remembered(client):
+    resp = await client.get("/host/web/h:1?tz=Asia/Kolkata")
+    body = await resp.text()
+    assert ">IST<" in body and resp.cookies["ringmon_tz"].value == "Asia/Kolkata"
+    body = await get(client, "/host/web/h:1")  # the cookie carries the zone
+    assert ">IST<" in body and 'name="tz" value="Asia/Kolkata"' in body
+    body = await get(client, "/host/web/h:1?tz=UTC")
+    assert ">UTC<" in body

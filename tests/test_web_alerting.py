@@ -141,6 +141,12 @@ async def test_alerts_page_shows_firing_alerts_escaped(rig):
     assert "No pending alerts" in await page(rig.client, "/alerts?state=pending")
 
 
+async def test_overview_counts_alerts(rig):
+    body = await page(rig.client, "/")
+    assert re.search(r'<span class="num">1</span> alerts firing', body)
+    assert re.search(r'<span class="num">0</span> alerts pending', body)
+
+
 async def test_rules_page_shows_groups_health_and_file_errors(rig):
     body = await page(rig.client, "/rules")
     assert "HostOnFire" in body and "job:one" in body and "every 1 h" in body

@@ -20,7 +20,7 @@ from aiohttp import web
 from markupsafe import Markup
 
 from web import chart
-from web.alerting_pages import AlertingViews, add_alerting_routes, add_login_routes
+from web.alerting_pages import ALERTING, AlertingViews, add_alerting_routes, add_login_routes
 from web.auth import Auth, auth_middleware
 from web.common import (
     AUTH,
@@ -64,6 +64,22 @@ MAX_TABLE_ROWS = 500
 PANEL_WIDTH = {"half": 640, "full": 1300}
 
 HOST_CPU_EXPR = "sum by (mode) (rate(node_cpu_seconds_total{{job={job}, instance={instance}}}[{window}]))"
+
+
+TZ_COOKIE = "ringmon_tz"
+_RequestKey = getattr(web, "RequestKey", None)
+REMEMBER_TZ = _RequestKey("ringmon_remember_tz", str) if _RequestKey else "ringmon_remember_tz"
+
+
+def page_time_range(request: web.Request) -> TimeRange:
+    """The page's window; the zone comes from ``?tz=`` or, failing that, the zone cookie."""
+    query = dict(request.query)
+    if not query.get("tz") and request.cookies.get(TZ_COOKIE):
+        query["tz"] = request.cookies[TZ_COOKIE]
+    tr = parse_time_range(query)
+    if request.query.get("tz") and tr.tz_name == request.query["tz"].strip():
+        request[REMEMBER_TZ] = tr.tz_name
+    return tr
 
 
 async def _call_provider(
@@ -146,6 +162,7 @@ async def overview(request: web.Request) -> web.Response:
     targets, terr = await load_targets(request)
     up = sum(1 for t in targets if t.health == "up")
     down = sum(1 for t in targets if t.health == "down")
+    alert_counts = await _alert_counts(request)
     return render(
         request,
         "overview.html",
@@ -156,8 +173,28 @@ async def overview(request: web.Request) -> web.Response:
         targets_up=up,
         targets_down=down,
         problem_targets=[t for t in targets if t.health == "down"][:20],
+        alert_counts=alert_counts,
         errors=[e for e in (perr, terr) if e],
     )
+
+
+async def _alert_counts(request: web.Request) -> dict[str, int] | None:
+    """Firing and pending alerts for the overview, when this process evaluates rules."""
+    views = request.app.get(ALERTING)
+    if views is None or views.rules_status is None:
+        return None
+    try:
+        groups = await views.rules_status()
+    except Exception:
+        log.exception("rules status failed")
+        return None
+    counts = {"firing": 0, "pending": 0}
+    for g in groups:
+        for r in g.get("rules", []):
+            for a in r.get("alerts", []):
+                if a.get("state") in counts:
+                    counts[a["state"]] += 1
+    return counts
 
 
 async def pools_page(request: web.Request) -> web.Response:
@@ -186,7 +223,7 @@ async def targets_page(request: web.Request) -> web.Response:
 async def host_page(request: web.Request) -> web.Response:
     pool = request.match_info["pool"]
     instance = request.match_info["instance"]
-    tr = parse_time_range(request.query)
+    tr = page_time_range(request)
     expr = HOST_CPU_EXPR.format(
         job=promql_string(pool), instance=promql_string(instance), window=tr.rate_window
     )
@@ -310,7 +347,7 @@ async def dashboard_page(request: web.Request) -> web.Response:
     if dash is None:
         raise web.HTTPNotFound(text=f"There is no dashboard named {request.match_info['name']!r}.")
     engine = request.app[ENGINE]
-    tr = parse_time_range(request.query)
+    tr = page_time_range(request)
     values, options, var_errors = await _variable_values(engine, dash, request.query, tr)
     ranges = request.app[RANGE_ENGINE]
     panels = await asyncio.gather(*(_panel_chart(ranges, p, values, tr) for p in dash.panels))
@@ -336,7 +373,7 @@ def _cell(value: float) -> str:
 async def query_page(request: web.Request) -> web.Response:
     """Ad-hoc PromQL: a chart over the range and a table of the values at its end."""
     expr = request.query.get("expr", "").strip()
-    tr = parse_time_range(request.query)
+    tr = page_time_range(request)
     errors = list(tr.errors)
     svg = None
     rows: list[dict[str, Any]] = []
@@ -429,6 +466,9 @@ async def error_pages(request: web.Request, handler: Callable) -> web.StreamResp
         )
     if isinstance(response, web.Response) and response.content_type == "text/html":
         response.enable_compression()  # gzip/deflate if the client accepts it
+    zone = request.get(REMEMBER_TZ)
+    if zone and isinstance(response, web.StreamResponse):  # the viewer chose a zone: keep it
+        response.set_cookie(TZ_COOKIE, zone, max_age=365 * 86400, httponly=True, samesite="Lax", path="/")
     return response
 
 
