@@ -103,34 +103,38 @@ class ZooKeeperOwnership(RingOwnership):
             if state == KazooState.LOST:
                 self.active = False
                 log.warning("ZooKeeper session lost: this alerter evaluates no group until it re-registers")
-                assert self.zk is not None
-                self.zk.handler.spawn(self._register)
             elif state == KazooState.SUSPENDED:
                 log.warning("ZooKeeper connection suspended; keeping the current assignment")
             elif state == KazooState.CONNECTED:
-                log.info("ZooKeeper connected")
+                assert self.zk is not None
+                self.zk.handler.spawn(self._register)  # a new session needs our ephemeral node again
 
         self.zk.add_listener(on_state)
         self.zk.start(timeout=max(5.0, self.session_timeout_s))
         self._register()
+        # The recipe re-reads the children after reconnects and session loss.
+        self.zk.ChildrenWatch(self.root, self._on_children)
 
     def _register(self) -> None:
         from kazoo.exceptions import NodeExistsError
 
-        assert self.zk is not None
+        if self.zk is None:
+            return
         try:
             self.zk.ensure_path(self.root)
             try:
                 self.zk.create(f"{self.root}/{self.my_id}", b"", ephemeral=True)
             except NodeExistsError:
                 pass
-            self.zk.ChildrenWatch(self.root, self._on_children)
-        except Exception as exc:  # retried on the next state change
+        except Exception as exc:  # retried on the next (re)connection
             log.warning("cannot register alerter in ZooKeeper: %s", exc)
 
     def _on_children(self, children: list[str]) -> bool:
         self.set_members(children)
         self.active = self.my_id in children
+        if not self.active and self.zk is not None and self.zk.connected:
+            # e.g. the node we found at start belonged to our previous, now expired, session
+            self.zk.handler.spawn(self._register)
         return True
 
     def stop(self) -> None:

@@ -270,3 +270,35 @@ async def test_group_limit_and_duplicate_labelsets_are_rule_errors(tmp_path: pat
     assert collapsed.health == "err" and "same labelset" in collapsed.last_error
     assert runner.active_alerts() == []
     await db.close()
+
+
+@pytest.mark.zookeeper
+def test_zookeeper_ownership_comes_back_after_a_zookeeper_restart(zookeeper, zk_root: str) -> None:
+    import time
+
+    from alerting.ownership import ZooKeeperOwnership
+
+    a = ZooKeeperOwnership(zookeeper.hosts, "alerter-a", root=f"{zk_root}/alerters", session_timeout_s=4)
+    a.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not a.owns("g"):
+            time.sleep(0.05)
+        assert a.owns("g")
+        zookeeper.stop()
+        try:
+            time.sleep(1)
+        finally:
+            zookeeper.start()
+        def registered() -> bool:
+            try:
+                return a.zk is not None and a.zk.exists(f"{zk_root}/alerters/alerter-a") is not None
+            except Exception:  # still reconnecting
+                return False
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (a.owns("g") and registered()):
+            time.sleep(0.1)
+        assert a.owns("g") and registered() and a.members() == ["alerter-a"]
+    finally:
+        a.stop()
