@@ -15,6 +15,7 @@ import hashlib
 import logging
 import math
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -367,10 +368,20 @@ class GroupRunner:
                 annotations=dict(rec.annotations),
                 starts_at=rec.fired_at or rec.active_at,
                 ends_at=rec.resolved_at if resolved else rec.valid_until,
-                generator_url=self.options.external_url,
+                generator_url=self._generator_url(rec.rule),
             ))
         await self._save()
         await self.sink.receive(alerts)
+
+    def _generator_url(self, rid: str) -> str:
+        """A link to the rule's expression on the web UI (Prometheus' ``generatorURL``)."""
+        base = self.options.external_url.rstrip("/")
+        if not base:
+            return ""
+        for rule, i in zip(self.group.rules, self.ids, strict=True):
+            if i == rid:
+                return f"{base}/graph?g0.expr={urllib.parse.quote_plus(rule.expr)}&g0.tab=1"
+        return base
 
     def active_alerts(self) -> list[AlertStateRecord]:
         return [r for r in self.records() if r.state != INACTIVE]
