@@ -196,3 +196,40 @@ async def test_query_page_shows_parse_error_position(tmp_path):
     finally:
         await c.close()
     assert "ParseError: 1:4: parse error" in body and "error at line 1, column 4" in body
+
+
+def test_alert_threshold_is_the_compared_constant():
+    from web.dashboards import alert_threshold
+
+    assert alert_threshold('1 - avg by (job) (rate(node_cpu_seconds_total{mode="idle"}[2m])) > 0.9') == 0.9
+    assert alert_threshold("0.05 > node_filesystem_avail_bytes / node_filesystem_size_bytes") == 0.05
+    assert alert_threshold("up == 0") == 0.0
+    assert alert_threshold("up > bool 0") is None
+    assert alert_threshold("rate(x[5m])") is None
+    assert alert_threshold("sum(") is None
+
+
+async def test_panel_draws_the_threshold_of_its_alert(tmp_path):
+    from web.alerting_pages import AlertingViews
+
+    write(
+        tmp_path,
+        "demo.yaml",
+        "title: D\npanels:\n  - title: CPU\n    expr: up\n    alert: HighCPU\n    unit: ratio\n",
+    )
+
+    async def status():
+        return [{"name": "g", "rules": [{"type": "alerting", "name": "HighCPU", "query": "cpu_busy > 0.85"}]}]
+
+    async def empty():
+        return []
+
+    app = create_app(engine=FakeEngine(), pools_provider=empty, targets_provider=empty, dashboards_dirs=[tmp_path],
+                     alerting=AlertingViews(rules_status=status))  # fmt: skip
+    c = TestClient(TestServer(app))
+    await c.start_server()
+    try:
+        body = await (await c.get("/d/demo")).text()
+    finally:
+        await c.close()
+    assert "<title>threshold 85%</title>" in body

@@ -43,7 +43,7 @@ from web.common import (
     render,
 )
 from web.dashboards import DEFAULT_DIR as DEFAULT_DASHBOARDS
-from web.dashboards import Dashboard, DashboardStore, expand
+from web.dashboards import Dashboard, DashboardStore, alert_threshold, expand
 from web.providers import (
     PoolsProvider,
     PoolSummary,
@@ -301,8 +301,33 @@ def _builtins(tr: TimeRange) -> dict[str, str]:
     }
 
 
+async def _alert_thresholds(request: web.Request, dash: Dashboard) -> dict[str, float]:
+    """Threshold of each alerting rule a panel of ``dash`` names (rules of this process)."""
+    wanted = {p.alert for p in dash.panels if p.alert}
+    views = request.app.get(ALERTING)
+    if not wanted or views is None or views.rules_status is None:
+        return {}
+    try:
+        groups = await views.rules_status()
+    except Exception:
+        log.exception("rules status failed")
+        return {}
+    out: dict[str, float] = {}
+    for g in groups:
+        for r in g.get("rules", []):
+            if r.get("type") == "alerting" and r.get("name") in wanted and r["name"] not in out:
+                value = alert_threshold(r.get("query", ""))
+                if value is not None:
+                    out[r["name"]] = value
+    return out
+
+
 async def _panel_chart(
-    engine: QueryEngine, panel: Any, values: Mapping[str, str], tr: TimeRange
+    engine: QueryEngine,
+    panel: Any,
+    values: Mapping[str, str],
+    tr: TimeRange,
+    extra_thresholds: Sequence[float] = (),
 ) -> dict[str, Any]:
     builtins = _builtins(tr)
     exprs = [(expand(q.expr, values, builtins), q.legend or None) for q in panel.queries]
@@ -331,7 +356,7 @@ async def _panel_chart(
         end_ms=tr.end_ms,
         step_ms=tr.step_ms,
         tz=tr.tz,
-        thresholds=panel.thresholds,
+        thresholds=tuple(sorted(set(panel.thresholds) | set(extra_thresholds))),
     )
     return {
         "panel": panel,
@@ -350,7 +375,13 @@ async def dashboard_page(request: web.Request) -> web.Response:
     tr = page_time_range(request)
     values, options, var_errors = await _variable_values(engine, dash, request.query, tr)
     ranges = request.app[RANGE_ENGINE]
-    panels = await asyncio.gather(*(_panel_chart(ranges, p, values, tr) for p in dash.panels))
+    alert_lines = await _alert_thresholds(request, dash)
+    panels = await asyncio.gather(
+        *(
+            _panel_chart(ranges, p, values, tr, [alert_lines[p.alert]] if p.alert in alert_lines else [])
+            for p in dash.panels
+        )
+    )
     return render(
         request,
         "dashboard.html",

@@ -14,6 +14,7 @@
         mode: stacked             # line (default) or stacked
         width: half               # half (default) or full
         thresholds: [0.9]
+        alert: HighCPU            # also draw the threshold this alerting rule compares with
         queries:                  # or a single `expr:` with an optional `legend:`
           - expr: sum by (mode) (rate(node_cpu_seconds_total{instance="$instance"}[$__rate_interval]))
             legend: "{{mode}}"
@@ -66,6 +67,7 @@ class Panel:
     width: str = "half"
     thresholds: tuple[float, ...] = ()
     description: str = ""
+    alert: str = ""  # an alerting rule whose threshold is drawn on the panel
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ def _check_keys(data: Any, allowed: Sequence[str], where: str) -> Mapping:
 def _panel(data: Any, where: str, var_names: set[str]) -> Panel:
     d = _check_keys(
         data,
-        ("title", "expr", "legend", "queries", "unit", "mode", "width", "thresholds", "description"),
+        ("title", "expr", "legend", "queries", "unit", "mode", "width", "thresholds", "description", "alert"),
         where,
     )
     title = _str(d, "title", where, required=True)
@@ -170,6 +172,7 @@ def _panel(data: Any, where: str, var_names: set[str]) -> Panel:
         width=width,
         thresholds=tuple(float(t) for t in thresholds),
         description=_str(d, "description", where),
+        alert=_str(d, "alert", where),
     )
 
 
@@ -311,3 +314,21 @@ def expand(expr: str, values: Mapping[str, str], builtins: Mapping[str, str]) ->
         return escape_value(values.get(ref, "")[:MAX_VALUE_LEN])
 
     return _VAR_REF.sub(sub, expr)
+
+
+COMPARISONS = (">", ">=", "<", "<=", "==", "!=")
+
+
+def alert_threshold(expr: str) -> float | None:
+    """The constant an alert expression compares against (``... > 0.9`` -> 0.9), if any."""
+    from query.parse import Binary, NumberLit, parse
+
+    try:
+        node = parse(expr)
+    except Exception:
+        return None
+    if isinstance(node, Binary) and node.op in COMPARISONS and not node.return_bool:
+        for side in (node.rhs, node.lhs):
+            if isinstance(side, NumberLit):
+                return float(side.value)
+    return None
