@@ -31,6 +31,9 @@ OM_SPECIAL = {"+inf": math.inf, "-inf": -math.inf, "inf": math.inf, "+infinity":
               "-infinity": -math.inf, "infinity": math.inf, "nan": math.nan}
 GO_INT_RE = re.compile(r"[+-]?[0-9]+")
 
+# A text-format comment that is not HELP/TYPE: skipped without decoding ("# HELP"/"# TYPE" need a
+# blank or the end of the line after them to count).
+TEXT_PLAIN_COMMENT_RE = re.compile(rb"[ \t]*#(?![ \t]*(?:HELP|TYPE)(?:[ \t]|$))")
 TEXT_TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped"})
 OM_TYPES = frozenset({"counter", "gauge", "histogram", "gaugehistogram", "stateset", "info", "summary",
                       "unknown"})
@@ -641,6 +644,8 @@ def parse(body: bytes, fmt: str = FMT_TEXT, *, strict: bool = False) -> list[Par
         return out
     st = TextState()
     for no, raw in enumerate(lines, 1):
+        if TEXT_PLAIN_COMMENT_RE.match(raw):
+            continue
         line = decode_line(raw, no)
         s = line.lstrip(" \t")
         if not s:

@@ -16,12 +16,14 @@ added, duplicates and the series that disappeared (staleness) without per-scrape
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
 
 from scraper.config import ScrapeConfig
 from scraper.exposition import (
     FMT_OPENMETRICS,
+    TEXT_PLAIN_COMMENT_RE,
     OMState,
     ParsedSample,
     ParseError,
@@ -33,7 +35,10 @@ from scraper.exposition import (
 from scraper.relabel import relabel
 from storage.model import METRIC_NAME, METRIC_NAME_RE, Series
 
-CHUNK_LINES = 20_000  # lines between yields to the event loop
+SLICE_LINES = 1000  # lines between looks at the clock
+YIELD_AFTER_S = 0.005  # give the event loop a turn at least this often
+META_CACHE_MAX_LINE = 4096
+
 
 _MISSING = object()
 
@@ -152,8 +157,10 @@ class ScrapeCache:
         nonprev = 0
         sample_limit = self.config.sample_limit
         try:
-            for start in range(0, len(lines), CHUNK_LINES):
-                for line in lines[start:start + CHUNK_LINES]:
+            clock = time.perf_counter
+            last_yield = clock()
+            for start in range(0, len(lines), SLICE_LINES):
+                for line in lines[start:start + SLICE_LINES]:
                     key, _, val = line.rpartition(b" ")
                     e = get(key)
                     if e is not None and e[0] == ctx:
@@ -189,10 +196,12 @@ class ScrapeCache:
                         "sample_limit",
                         f"sample_limit exceeded: more than {sample_limit} samples after metric relabelling",
                     )
-                if start + CHUNK_LINES < len(lines):
+                if start + SLICE_LINES < len(lines) and clock() - last_yield >= YIELD_AFTER_S:
                     yield
+                    last_yield = clock()
         except _LineError as le:
-            no = next((i for i, x in enumerate(lines, 1) if x is le.line), 0)
+            # the failing line is in the current slice: find its number without walking the body
+            no = next((start + i for i, x in enumerate(lines[start:start + SLICE_LINES], 1) if x is le.line), 0)
             if isinstance(le.err, ParseError):
                 raise ParseError(no, le.err.reason) from None
             raise ScrapeError(le.err.reason, f"line {no}: {le.err}") from None
@@ -243,8 +252,10 @@ class ScrapeCache:
     def _slow(self, line: bytes, out: ScrapeOutcome, gen: int) -> None:
         """Everything the hot loop did not take: metadata, blank lines, new or unusual samples."""
         st = self._state
-        meta = self._meta.get(line, _MISSING)
+        meta = self._meta.get(line, _MISSING) if len(line) <= META_CACHE_MAX_LINE else _MISSING
         try:
+            if meta is _MISSING and not isinstance(st, OMState) and TEXT_PLAIN_COMMENT_RE.match(line):
+                return  # an ordinary text-format comment: nothing to decode or remember
             if meta is _MISSING:
                 text = decode_line(line, 0)
                 if isinstance(st, OMState):
@@ -258,7 +269,7 @@ class ScrapeCache:
                         meta = None
                     elif stripped[0] == "#":
                         meta = st.parse_meta(text, 0)
-                if meta is not _MISSING and len(line) <= 4096:
+                if meta is not _MISSING and len(line) <= META_CACHE_MAX_LINE:
                     if len(self._meta) > 100_000:
                         self._meta.clear()
                     self._meta[line] = meta
