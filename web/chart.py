@@ -341,22 +341,13 @@ def _gap_ms(prepared: list[_Prepared], spec: ChartSpec) -> float:
 
 def _segments(ts: np.ndarray, vals: np.ndarray, gap_ms: float) -> list[tuple[int, int]]:
     """Index ranges [i, j) of consecutive present points without a gap between them."""
-    segs: list[tuple[int, int]] = []
-    start = None
-    for i in range(len(ts)):
-        if math.isnan(vals[i]):
-            if start is not None:
-                segs.append((start, i))
-                start = None
-            continue
-        if start is not None and ts[i] - ts[i - 1] > gap_ms:
-            segs.append((start, i))
-            start = i
-        elif start is None:
-            start = i
-    if start is not None:
-        segs.append((start, len(ts)))
-    return segs
+    idx = np.flatnonzero(~np.isnan(vals))
+    if idx.size == 0:
+        return []
+    breaks = (np.diff(idx) > 1) | (np.diff(ts[idx]) > gap_ms)
+    starts = np.concatenate(([idx[0]], idx[1:][breaks]))
+    ends = np.concatenate((idx[:-1][breaks] + 1, [idx[-1] + 1]))
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
 def _column_tooltips(
