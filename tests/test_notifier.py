@@ -90,7 +90,8 @@ def test_inhibition_needs_equal_labels_and_firing_source() -> None:
     now = time.time()
     assert inh.inhibited(tgt, [src, tgt, other], now)
     assert not inh.inhibited(other, [src, tgt, other], now)
-    assert not inh.inhibited(tgt, [_alert("NodeDown", resolved=True, severity="critical", cluster="a")], now)
+    gone = _alert("NodeDown", resolved=True, severity="critical", cluster="a")
+    assert not inh.inhibited(tgt, [gone], time.time())
 
 
 def test_dedup_rule() -> None:
