@@ -13,7 +13,14 @@ import promql_parser
 
 
 class PromQLSyntaxError(ValueError):
-    """The expression does not parse; the message reads like Prometheus' ``parse error: ...``."""
+    """The expression does not parse; the message reads like Prometheus' ``parse error: ...``.
+
+    ``line`` is the 1-based line inside the expression (0 when unknown).
+    """
+
+    def __init__(self, message: str, line: int = 0) -> None:
+        super().__init__(message)
+        self.line = line
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,7 @@ def check_expr(expr: str, features: ParserFeatures = DEFAULT_FEATURES) -> object
         try:
             engine_parse(expr)
         except ParseError as exc:
-            raise PromQLSyntaxError(str(exc)) from None
+            raise PromQLSyntaxError(str(exc), exc.line) from None
     try:
         ast = promql_parser.parse(expr)
     except ValueError as exc:

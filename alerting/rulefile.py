@@ -292,7 +292,12 @@ def _parse_rule(node: YNode, index: int, gwhere: str, col: _Collector, options: 
             try:
                 check_expr(expr, options.features)
             except PromQLSyntaxError as exc:
-                col.add(enode.line, f"{where}: could not parse expression: {exc}")
+                line_no = enode.line
+                if exc.line and enode.style in ("|", ">"):  # block scalar: text starts on the next line
+                    line_no = enode.line + exc.line
+                elif exc.line and enode.style == "":
+                    line_no = enode.line + exc.line - 1
+                col.add(line_no, f"{where}: could not parse expression: {exc}")
     if not expr.strip():
         col.add(fields["expr"][1].line if "expr" in fields else line, f"{where}: field 'expr' must be set in rule")
     rule = Rule(kind="record" if record and not alert else "alert", name=name, expr=expr, line=line)

@@ -36,6 +36,7 @@ class YNode:
     column: int
     text: str = ""
     tag: str = ""
+    style: str = ""  # scalar style: "" plain, "'" or '"' quoted, "|" literal, ">" folded
 
     @property
     def is_null(self) -> bool:
@@ -81,7 +82,7 @@ def _convert(loader: yaml.SafeLoader, node: yaml.Node, seen: dict[int, YNode]) -
     line, col = node.start_mark.line + 1, node.start_mark.column + 1
     if isinstance(node, yaml.ScalarNode):
         value = loader.construct_object(node, deep=True)
-        out = YNode("scalar", value, line, col, text=node.value, tag=node.tag)
+        out = YNode("scalar", value, line, col, text=node.value, tag=node.tag, style=node.style or "")
         seen[key] = out
         return out
     if isinstance(node, yaml.SequenceNode):

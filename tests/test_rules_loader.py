@@ -113,3 +113,9 @@ def test_atomic_write_refuses_invalid_text(tmp_path: pathlib.Path) -> None:
     assert f.read_text() == GOOD
     assert write_rule_file_atomically(str(f), GOOD.replace("api", "web")) == []
     assert "web" in f.read_text()
+
+
+def test_parse_error_inside_a_multiline_expr_points_at_its_line() -> None:
+    text = "groups:\n- name: g\n  rules:\n  - record: x\n    expr: |\n      a +\n        b +\n        rate(c)\n"
+    errs = _errors(text)
+    assert errs[0].startswith("r.yml:8:") and "parse error" in errs[0], errs
