@@ -77,7 +77,7 @@ class ChartSpec:
     max_series: int = 40
     # Up to this many points each gets its own tooltip; beyond it (page weight) one tooltip
     # per time step lists every series' value at that time.
-    max_point_titles: int = 1500
+    max_point_titles: int = 1000
     legend: bool = True
 
     def __post_init__(self) -> None:
