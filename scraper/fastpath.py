@@ -87,6 +87,28 @@ class _LineError(Exception):
         self.err = err
 
 
+def _drop_repeated_series(out: ScrapeOutcome) -> bool:
+    """Keep the first sample of a series that several lines map to (as Prometheus does: later
+    ones are duplicates for the same timestamp). Returns whether any were found."""
+    explicit = {i for i, _ in out.explicit_ts}
+    ids: set[int] = set()
+    repeated: list[int] = []
+    for i, s in enumerate(out.series):
+        if s.id in ids and i not in explicit:
+            repeated.append(i)
+        ids.add(s.id)
+    if not repeated:
+        return False
+    drop = set(repeated)
+    keep = [i for i in range(len(out.series)) if i not in drop]
+    new_index = {old: new for new, old in enumerate(keep)}
+    out.series = [out.series[i] for i in keep]
+    out.values = [out.values[i] for i in keep]
+    out.explicit_ts = [(new_index[i], ts) for i, ts in out.explicit_ts if i in new_index]
+    out.duplicates += len(repeated)
+    return True
+
+
 class ScrapeCache:
     """Parsed-series cache and staleness tracker of one target's scrape loop."""
 
@@ -105,6 +127,7 @@ class ScrapeCache:
         # per format: comment line -> its parsed syntax (None for an ordinary comment)
         self._metas: dict[str, dict[bytes, tuple[str, str, str] | None]] = {}
         self._meta: dict[bytes, tuple[str, str, str] | None] = {}
+        self._aliased = False  # the last check found one series under two texts
 
     # ------------------------------------------------------------------ public
 
@@ -209,10 +232,13 @@ class ScrapeCache:
         out.duplicates = counts[2]
         out.samples_scraped = hits + counts[4] + (counts[2] - self._slow_dups)
         out.series_added = counts[1]
+        if counts[1] or self._aliased:
+            # two different texts for one series (e.g. after metric relabelling): first one wins
+            self._aliased = _drop_repeated_series(out)
         if seen - (nonprev + counts[3]) < self.prev_count or len(self.entries) > 2 * seen + 1000:
-            out.stale = self._sweep(gen, prev, out_series)
+            out.stale = self._sweep(gen, prev, out.series)
         self.prev_count = seen
-        self.last_series = out_series
+        self.last_series = out.series
         return out
 
     def _sweep(self, gen: int, prev: int, current: list[Series]) -> list[Series]:

@@ -172,3 +172,22 @@ def test_self_metrics_on_a_given_registry():
     assert 'ringmon_scraper_writer_queue_depth{scraper="selftest"} 0.0' in text
     # a second pool on the same registry shares the metric set instead of failing
     ScrapePool(MemoryWriter(), name="selftest2", registry=reg)
+
+
+def test_one_series_under_two_texts_keeps_the_first_sample():
+    from scraper.config import ScrapeConfig
+    from scraper.relabel import parse_relabel_configs
+
+    cache = ScrapeCache({"job": "j"})
+    body = b'a{x="1"} 1\na{ x = "1" } 2\nb 3\n'
+    for _ in range(3):  # cold, warm, warm
+        out = run(cache, body)
+        assert [(s.metric, v) for s, v in zip(out.series, out.values, strict=True)] == [("a", 1.0), ("b", 3.0)]
+        assert out.duplicates == 1 and out.samples_scraped == 3
+    # a relabelling collision behaves the same, and goes away when the collision does
+    cfg = ScrapeConfig(metric_relabel_configs=parse_relabel_configs([{"action": "labeldrop", "regex": "x"}], "t"))
+    cache = ScrapeCache({}, cfg)
+    out = run(cache, b'c{x="1"} 1\nc{x="2"} 2\n')
+    assert out.values == [1.0] and out.duplicates == 1
+    out = run(cache, b'c{x="2"} 5\n')
+    assert out.values == [5.0] and out.duplicates == 0 and not out.stale
