@@ -47,6 +47,31 @@ class FetchPlan:
         return self.resolution.step_ms
 
 
+class LazyColumns(dict):
+    """Rollup aggregate columns of many series, concatenated only when first read."""
+
+    def __init__(self, data: list[SeriesData]) -> None:
+        super().__init__()
+        self._data = data
+        self._names = tuple((data[0].agg or {}).keys()) if data else ()
+
+    def __missing__(self, name: str) -> np.ndarray:
+        if name not in self._names:
+            raise KeyError(name)
+        col = np.concatenate([d.agg[name] for d in self._data])  # type: ignore[index]
+        self[name] = col
+        return col
+
+    def keys(self):  # type: ignore[override]
+        return self._names
+
+    def items(self):  # type: ignore[override]
+        return [(k, self[k]) for k in self._names]
+
+    def __iter__(self):
+        return iter(self._names)
+
+
 @dataclass
 class FlatSeries:
     """A selector's series in flat arrays: series ``i`` is ``offsets[i]:offsets[i+1]``."""
@@ -130,28 +155,34 @@ class Evaluator:
         if hit is not None:
             return hit
         data = [d for d in (plan.data if plan is not None else []) if len(d)]
-        labels = [d.series.labels for d in data]
+        labels, counts_list = [], []
+        for d in data:  # consecutive parts of one series form one run
+            if labels and d.series.labels == labels[-1]:
+                counts_list[-1] += len(d)
+            else:
+                labels.append(d.series.labels)
+                counts_list.append(len(d))
         if not data:
             flat = FlatSeries([], np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(1, dtype=np.int64), None)
         elif data[0].resolution is not Resolution.RAW and data[0].agg is not None:
             shift = data[0].resolution.step_ms - 1
-            agg = {k: np.concatenate([d.agg[k] for d in data]) for k in data[0].agg}  # type: ignore[index]
+            agg = LazyColumns(data)
             ts = np.concatenate([d.timestamps for d in data]) + shift
-            offsets = np.zeros(len(data) + 1, dtype=np.int64)
-            offsets[1:] = np.cumsum([len(d) for d in data])
-            flat = FlatSeries(labels, ts, agg["last"], offsets, agg)
+            offsets = np.zeros(len(labels) + 1, dtype=np.int64)
+            offsets[1:] = np.cumsum(counts_list)
+            flat = FlatSeries(labels, ts, agg["last"], offsets, agg)  # type: ignore[arg-type]
         else:
             ts = np.concatenate([d.timestamps for d in data])
             vals = np.concatenate([d.values for d in data])
-            counts = np.array([len(d) for d in data], dtype=np.int64)
+            counts = np.array(counts_list, dtype=np.int64)
             if drop_stale:
                 st = stale_mask(vals)
                 if st.any():
-                    sidx = np.repeat(np.arange(len(data)), counts)
+                    sidx = np.repeat(np.arange(len(labels)), counts)
                     keep = ~st
                     ts, vals = ts[keep], vals[keep]
-                    counts = np.bincount(sidx[keep], minlength=len(data)).astype(np.int64)
-            offsets = np.zeros(len(data) + 1, dtype=np.int64)
+                    counts = np.bincount(sidx[keep], minlength=len(labels)).astype(np.int64)
+            offsets = np.zeros(len(labels) + 1, dtype=np.int64)
             offsets[1:] = np.cumsum(counts)
             flat = FlatSeries(labels, ts, vals, offsets, None)
         self._flat[key] = flat
@@ -522,21 +553,20 @@ class Engine:
             plan.data = rows
             return
         raw = await self.storage.select(matchers, tail - DEFAULT_MAX_GAP_MS, plan.end_ms)
-        by_id: dict[int, SeriesData] = {}
+        # One series may come in two parts (stored rows, then rows built from raw); flat_of
+        # joins consecutive parts of a series.
+        parts: dict[int, list[SeriesData]] = {}
         for d in rows:
-            keep = d.timestamps < tail
-            agg = {k: v[keep] for k, v in (d.agg or {}).items()}
-            by_id[d.series.id] = SeriesData(d.series, d.timestamps[keep], d.values[keep], res, agg)
+            cut = int(np.searchsorted(d.timestamps, tail, "left"))
+            if cut == len(d):
+                parts[d.series.id] = [d]
+            elif cut > 0:
+                agg = {k: v[:cut] for k, v in (d.agg or {}).items()}
+                parts[d.series.id] = [SeriesData(d.series, d.timestamps[:cut], d.values[:cut], res, agg)]
         for d, bucket_ts, cols in bucketize(raw, tail, plan.end_ms + 1, step):
-            old = by_id.get(d.series.id)
-            if old is None or len(old) == 0:
-                by_id[d.series.id] = SeriesData(d.series, bucket_ts, cols["last"], res, cols)
-            else:
-                agg = {k: np.concatenate([old.agg[k], cols[k]]) for k in cols} if old.agg else cols
-                by_id[d.series.id] = SeriesData(
-                    d.series, np.concatenate([old.timestamps, bucket_ts]), agg["last"], res, agg
-                )
-        plan.data = sorted((d for d in by_id.values() if len(d)), key=lambda d: d.series.labels)
+            parts.setdefault(d.series.id, []).append(SeriesData(d.series, bucket_ts, cols["last"], res, cols))
+        ordered = sorted(parts.values(), key=lambda ps: ps[0].series.labels)
+        plan.data = [p for ps in ordered for p in ps]
 
     def _evaluate(self, ev: Evaluator, node: P.Node, times: np.ndarray, instant: bool) -> QueryResult:
         with np.errstate(all="ignore"):

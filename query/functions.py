@@ -97,7 +97,9 @@ def window_sums(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, ok: np.ndarray) -
         est = (cs[hi] - cs[lo]).astype(np.float64)
         bound = (acs[hi] * LD(len(v) * 2 * _LD_EPS)).astype(np.float64)
         out = est
-        exact = ok & (bound > 1e-13 * np.abs(est))
+        # worst-case rounding of the prefix sums; where it could reach 1e-10 of the result
+        # (cancellation, as in 1e100 + 1 - 1e100) the window is summed exactly instead
+        exact = ok & (bound > 1e-10 * np.abs(est))
     else:
         exact = ok.copy()
     for t in np.nonzero(exact)[0].tolist():

@@ -141,6 +141,16 @@ def flat_windows(
     if n == 0 or len(ts_flat) == 0:
         z = np.broadcast_to(offsets[:-1, None], (n, steps)).copy()
         return z, z.copy()
+    if len(ts_flat) > 64 * n:
+        # Long series: a search per series beats building one big composite key.
+        lo = np.empty((n, steps), dtype=np.int64)
+        hi = np.empty((n, steps), dtype=np.int64)
+        for i in range(n):
+            a, b = int(offsets[i]), int(offsets[i + 1])
+            run = ts_flat[a:b]
+            lo[i] = np.searchsorted(run, lo_edges, "right") + a
+            hi[i] = np.searchsorted(run, hi_edges, "right") + a
+        return lo, hi
     base = min(int(ts_flat.min()), int(lo_edges.min()))
     top = max(int(ts_flat.max()), int(hi_edges.max()))
     span = top - base + 2

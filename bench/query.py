@@ -1,0 +1,163 @@
+"""Query latency of typical dashboard panels, cold and through the range-query cache.
+
+``sum by (mode) (rate(node_cpu_seconds_total[R]))`` over 100 hosts x 8 CPU modes for 1 h,
+24 h, 30 d and 1 y windows, with Grafana-like steps (about 1000 points; R = max(5m, step)).
+Data lives in a MemoryStorage: raw 15 s samples for the last 25 h, 1-minute rollup rows
+for the last 25 h (the rollup job lagging 2 minutes) and 1-hour rows for a year, so the
+figures are the engine's (planning, resolution choice, evaluation), not a database's.
+
+Run: ``.venv/bin/python bench/query.py [--hosts 100] [--runs 15]``. Goals: 24 h <= 100 ms p50
+cold, any cached refresh <= 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from query.cache import RangeQueryCache  # noqa: E402
+from query.engine import Engine, bucketize  # noqa: E402
+from query.memory import MemoryStorage  # noqa: E402
+from storage.base import HOUR_MS, MINUTE_MS, Resolution, SeriesData  # noqa: E402
+from storage.model import Series, make_labels  # noqa: E402
+
+DAY_MS = 24 * HOUR_MS
+MODES = ("idle", "user", "system", "iowait", "irq", "softirq", "steal", "nice")
+SCRAPE_MS = 15_000
+
+
+def build(hosts: int, now: int) -> MemoryStorage:
+    rng = np.random.default_rng(1)
+    st = MemoryStorage()
+    raw_ts = np.arange(now - 25 * HOUR_MS, now + 1, SCRAPE_MS, dtype=np.int64)
+    hour_ts = np.arange((now - 366 * DAY_MS) // HOUR_MS * HOUR_MS, now - HOUR_MS, HOUR_MS, dtype=np.int64)
+    raw_data = []
+    for h in range(hosts):
+        for mode in MODES:
+            s = Series.of(make_labels("node_cpu_seconds_total", instance=f"host-{h:03d}:9100", job="node", mode=mode))
+            speed = 0.7 if mode == "idle" else 0.3 / 7
+            vals = 1e6 + np.cumsum(rng.random(len(raw_ts)) * 2 * speed * SCRAPE_MS / 1000)
+            st.add_series(s, raw_ts, vals)
+            raw_data.append(SeriesData(s, raw_ts, vals))
+            inc = rng.random(len(hour_ts)) * 2 * speed * 3600
+            last = 1e6 + np.cumsum(inc)
+            cols = {
+                "count": np.full(len(hour_ts), 240.0),
+                "sum": last * 240 - inc * 120,
+                "min": last - inc,
+                "max": last,
+                "last": last,
+                "increase": inc,
+            }
+            st.put_rollup(SeriesData(s, hour_ts, last, Resolution.HOUR, cols))
+    # 1-minute rows as the rollup job writes them, two minutes behind.
+    minute_end = (now - 2 * MINUTE_MS) // MINUTE_MS * MINUTE_MS
+    for d, bucket_ts, cols in bucketize(raw_data, (now - 25 * HOUR_MS) // MINUTE_MS * MINUTE_MS, minute_end, MINUTE_MS):
+        st.put_rollup(SeriesData(d.series, bucket_ts, cols["last"], Resolution.MINUTE, cols))
+    for d in raw_data:  # settle the store's lazily sorted arrays before timing
+        st.add_series(d.series, d.timestamps[:0], d.values[:0])
+    for col in st._series.values():
+        col.arrays()
+    return st
+
+
+PANELS = [
+    # name, window, step
+    ("1 h", HOUR_MS, 15_000),
+    ("24 h", DAY_MS, 60_000),
+    ("30 d", 30 * DAY_MS, HOUR_MS),
+    ("1 y", 365 * DAY_MS, 8 * HOUR_MS),
+]
+
+
+def expr_for(step_ms: int) -> str:
+    rng_s = max(300, step_ms // 1000)
+    return f"sum by (mode) (rate(node_cpu_seconds_total[{rng_s}s]))"
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs) * 1000, q))
+
+
+class Clock:
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+async def measure(st: MemoryStorage, data_end: int, runs: int, downsample: bool) -> list[dict]:
+    rows = []
+    for name, window, step in PANELS:
+        expr = expr_for(step)
+        end0 = (data_end - 10 * MINUTE_MS) // step * step
+        clock = Clock(end0)
+        cold = []
+        selects = 0
+        for _ in range(runs):
+            eng = Engine(st, now_ms=clock, downsample=downsample)
+            st.select_log.clear()
+            t = time.perf_counter()
+            res = await eng.range_query(expr, end0 - window, end0, step)
+            cold.append(time.perf_counter() - t)
+            selects = {r for r, _, _ in st.select_log}
+        points = sum(len(s.values) for s in res.series)
+        eng = Engine(st, now_ms=clock, downsample=downsample)
+        cache = RangeQueryCache(eng, now_ms=clock)
+        await cache.range_query(expr, end0 - window, end0, step)
+        cached = []
+        for k in range(1, runs + 1):
+            # A dashboard refresh: the window moves on by one step.
+            shift = (k % 10 + 1) * min(step, MINUTE_MS)
+            clock.now = end0 + shift
+            t = time.perf_counter()
+            await cache.range_query(expr, end0 + shift - window, end0 + shift, step)
+            cached.append(time.perf_counter() - t)
+        rows.append(
+            {
+                "panel": name,
+                "step": f"{step // 1000}s",
+                "read": "+".join(sorted(selects)),
+                "points": points,
+                "cold_p50": pct(cold, 50),
+                "cold_p99": pct(cold, 99),
+                "cached_p50": pct(cached, 50),
+                "cached_p99": pct(cached, 99),
+            }
+        )
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hosts", type=int, default=100)
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--raw-only", action="store_true", help="also measure with downsampling off")
+    args = ap.parse_args()
+    now = int(time.time() * 1000) // MINUTE_MS * MINUTE_MS
+    t = time.perf_counter()
+    st = build(args.hosts, now)
+    print(f"data: {args.hosts * len(MODES)} series, built in {time.perf_counter() - t:.1f}s", flush=True)
+    modes = [True, False] if args.raw_only else [True]
+    for downsample in modes:
+        rows = asyncio.run(measure(st, now, args.runs, downsample))
+        print(f"\nsum by (mode) (rate(node_cpu_seconds_total[max(5m, step)])), downsample={downsample}")
+        print(f"{'panel':<6} {'step':>6} {'read':>8} {'points':>7} {'cold p50':>9} {'cold p99':>9} {'cached p50':>11} {'cached p99':>11}")
+        for r in rows:
+            print(
+                f"{r['panel']:<6} {r['step']:>6} {r['read']:>8} {r['points']:>7} {r['cold_p50']:>7.1f}ms {r['cold_p99']:>7.1f}ms"
+                f" {r['cached_p50']:>9.1f}ms {r['cached_p99']:>9.1f}ms"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
