@@ -310,3 +310,24 @@ async def test_rule_editor_validates_diffs_saves_keeps_history_and_reloads(rig):
     resp = await c.post("/rules/edit", data={"file": path, "text": RULES, "base": new_base, "action": "save",
                                              "csrf_token": token})  # fmt: skip
     assert resp.status == 200 and rig.rule_file.read_text() == RULES and rig.reloads == 2
+
+
+async def test_repeated_failed_logins_are_throttled(rig):
+    for _ in range(5):
+        assert (await login(rig.client, password="guess")).status == 401
+    resp = await login(rig.client)  # even the right password waits now
+    assert resp.status == 429 and "Too many failed logins; try again in" in await resp.text()
+    rig.auth._failures.clear()
+    assert (await login(rig.client)).status == 303
+
+
+async def test_form_from_another_site_is_refused(rig):
+    await login(rig.client)
+    token = csrf(await page(rig.client, "/silences"))
+    resp = await rig.client.post(
+        "/silences",
+        data={"matchers": 'alertname="X"', "duration": "1h", "comment": "c", "csrf_token": token},
+        headers={"Origin": "https://evil.example"},
+        allow_redirects=False,
+    )
+    assert resp.status == 403 and "another site" in await resp.text()

@@ -2,7 +2,8 @@
 
 Users come from the config as ``name -> password hash``; hashes are scrypt with a random
 salt (``hash_password``), checked in constant time off the event loop. A session is a
-signed cookie (HMAC-SHA256 over user and expiry; HttpOnly, SameSite=Strict). Every form
+signed cookie (HMAC-SHA256 over user and expiry; HttpOnly, SameSite=Strict). Repeated
+failed logins for one user name or from one address are refused for a while. Every form
 carries a CSRF token: the HMAC of a random per-browser cookie, so a page on another site
 can neither read nor forge it; every POST without the matching token is refused.
 """
@@ -16,8 +17,10 @@ import hmac
 import json
 import secrets
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -98,6 +101,8 @@ class Auth:
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     session_ttl_s: float = 12 * 3600
     secure_cookies: bool = False  # set when served over HTTPS
+    max_failures: int = 5  # failed logins per user name or client address ...
+    failure_window_s: float = 300.0  # ... within this window, then that key waits it out
 
     def __post_init__(self) -> None:
         for name, encoded in self.users.items():
@@ -107,6 +112,7 @@ class Auth:
                 raise ValueError(f"users.{name}.password_hash: {exc}") from None
         # A user that does not exist still costs one scrypt, so timing does not reveal names.
         self._dummy_hash = hash_password(secrets.token_hex(8))
+        self._failures: dict[str, deque[float]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -116,6 +122,28 @@ class Auth:
         return _b64(hmac.new(self.secret, f"{purpose}:{payload}".encode(), hashlib.sha256).digest())
 
     # -- sessions ---------------------------------------------------------------------------
+
+    def login_blocked(self, key: str, now: float | None = None) -> float:
+        """Seconds until ``key`` (a user name or a client address) may try again; 0 if it may."""
+        t = time.monotonic() if now is None else now
+        fails = self._failures.get(key)
+        if not fails:
+            return 0.0
+        while fails and t - fails[0] > self.failure_window_s:
+            fails.popleft()
+        if len(fails) < self.max_failures:
+            return 0.0
+        return max(0.0, self.failure_window_s - (t - fails[0]))
+
+    def note_failure(self, key: str, now: float | None = None) -> None:
+        t = time.monotonic() if now is None else now
+        fails = self._failures.setdefault(key, deque(maxlen=self.max_failures))
+        fails.append(t)
+        if len(self._failures) > 10_000:  # bounded memory under a spray of names
+            self._failures.pop(next(iter(self._failures)))
+
+    def note_success(self, key: str) -> None:
+        self._failures.pop(key, None)
 
     async def authenticate(self, user: str, password: str) -> bool:
         encoded = self.users.get(user)
@@ -163,7 +191,11 @@ class Auth:
         return self._sign("csrf", cookie_value)
 
     def check_csrf(self, request: web.Request, form: Mapping[str, str]) -> None:
-        """Raise 403 unless the form's token matches this browser's CSRF cookie."""
+        """Raise 403 unless the form's token matches this browser's CSRF cookie (and, when the
+        browser says where the form came from, it came from this site)."""
+        origin = request.headers.get("Origin")
+        if origin and origin != "null" and urlsplit(origin).netloc != request.host:
+            raise web.HTTPForbidden(text="The form was sent from another site.")
         cookie = request.cookies.get(CSRF_COOKIE, "")
         token = str(form.get(CSRF_FIELD, ""))
         if not cookie or not token or not hmac.compare_digest(token, self.csrf_for(cookie)):
