@@ -1,0 +1,179 @@
+"""``ringmon query``: evaluate PromQL against the configured store, or serve the Prometheus
+HTTP API on its own.
+
+    ringmon query instant --config ringmon.yaml 'sum by (job) (up)' [--time T]
+    ringmon query range --config ringmon.yaml 'rate(x[5m])' --start T --end T --step 60s
+    ringmon query serve --config ringmon.yaml --listen 127.0.0.1:9091
+
+Times are Unix seconds or RFC 3339; ``now``, ``now-1h`` style relative times work too.
+Output is one line per series (``labels => value @ time``) or JSON with ``-o json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import time
+
+from cli.errors import UserError
+
+
+def _parse_time(text: str | None, what: str) -> int:
+    from query.api import ApiError, parse_duration_ms, parse_time_ms
+
+    now = int(time.time() * 1000)
+    if text is None or text == "now":
+        return now
+    m = re.fullmatch(r"now\s*-\s*(\S+)", text)
+    try:
+        if m:
+            return now - parse_duration_ms(m.group(1), what)
+        return parse_time_ms(text, what)
+    except ApiError as exc:
+        raise UserError(f"--{what}: {exc.message}") from None
+
+
+def _format(res, fmt: str) -> str:
+    from query.api import format_value, result_json
+
+    if fmt == "json":
+        return json.dumps(result_json(res), indent=2)
+    lines = []
+    if res.type == "scalar":
+        ts, v = res.scalar
+        return f"scalar => {format_value(v)} @[{ts / 1000:g}]"
+    if res.type == "string":
+        return f"string => {res.string[1]!r}"
+    for s in res.series:
+        name = s.labels.get("__name__", "")
+        rest = ", ".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()) if k != "__name__")
+        lab = f"{name}{{{rest}}}"
+        if res.type == "vector":
+            lines.append(f"{lab} => {format_value(float(s.values[0]))} @[{int(s.timestamps[0]) / 1000:g}]")
+        else:
+            pts = "\n".join(
+                f"  {format_value(v)} @[{t / 1000:g}]"
+                for t, v in zip(s.timestamps.tolist(), s.values.tolist(), strict=True)
+            )
+            lines.append(f"{lab} =>\n{pts}")
+    return "\n".join(lines)
+
+
+async def _with_engine(args: argparse.Namespace, fn):
+    from cli.config import load_config
+    from cli.wiring import make_storage
+    from query.engine import Engine
+
+    cfg = load_config(args.config)
+    try:
+        storage = await make_storage(cfg.storage)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line for the operator
+        raise UserError(f"storage: cannot open the {cfg.storage.backend} backend: {exc}") from None
+    try:
+        engine = Engine(storage, timeout_s=args.timeout, max_samples=args.max_samples)
+        return await fn(engine, storage)
+    finally:
+        await storage.close()
+
+
+def run_instant(args: argparse.Namespace) -> int:
+    from query.errors import QueryError
+
+    t = _parse_time(args.time, "time")
+
+    async def go(engine, storage) -> int:
+        try:
+            res = await engine.instant_query(args.expr, t)
+        except QueryError as exc:
+            raise UserError(f"query: {exc}") from None
+        print(_format(res, args.output))
+        return 0
+
+    return asyncio.run(_with_engine(args, go))
+
+
+def run_range(args: argparse.Namespace) -> int:
+    from query.api import ApiError, parse_duration_ms
+    from query.errors import QueryError
+
+    end = _parse_time(args.end, "end")
+    start = _parse_time(args.start, "start") if args.start else end - 3_600_000
+    try:
+        step = parse_duration_ms(args.step, "step")
+    except ApiError as exc:
+        raise UserError(f"--step: {exc.message}") from None
+
+    async def go(engine, storage) -> int:
+        try:
+            res = await engine.range_query(args.expr, start, end, step)
+        except QueryError as exc:
+            raise UserError(f"query: {exc}") from None
+        print(_format(res, args.output))
+        return 0
+
+    return asyncio.run(_with_engine(args, go))
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from cli.wiring import serve_app
+    from query.api import add_api_routes
+    from query.cache import RangeQueryCache
+
+    async def go(engine, storage) -> int:
+        app = web.Application()
+        add_api_routes(app, engine, storage, RangeQueryCache(engine))
+        runner, port = await serve_app(app, args.listen, "query")
+        print(f"Prometheus API on http://{args.listen.rpartition(':')[0] or '127.0.0.1'}:{port}/api/v1/", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+        return 0
+
+    try:
+        return asyncio.run(_with_engine(args, go))
+    except KeyboardInterrupt:
+        return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "query",
+        help="evaluate PromQL against the store, or serve the Prometheus API",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    qsub = p.add_subparsers(dest="query_command", metavar="ACTION")
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--config", required=True, help="YAML config (its storage section is used)")
+        q.add_argument("--timeout", type=float, default=30.0, help="query time limit in seconds")
+        q.add_argument("--max-samples", type=int, default=50_000_000, help="samples one query may load")
+
+    inst = qsub.add_parser("instant", help="instant query", description="Evaluate an instant query.")
+    common(inst)
+    inst.add_argument("expr", help="PromQL expression")
+    inst.add_argument("--time", help="evaluation time (default: now)")
+    inst.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    inst.set_defaults(func=run_instant)
+
+    rng = qsub.add_parser("range", help="range query", description="Evaluate a range query.")
+    common(rng)
+    rng.add_argument("expr", help="PromQL expression")
+    rng.add_argument("--start", help="start time (default: end - 1h)")
+    rng.add_argument("--end", help="end time (default: now)")
+    rng.add_argument("--step", default="60s", help="resolution step (default: %(default)s)")
+    rng.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    rng.set_defaults(func=run_range)
+
+    srv = qsub.add_parser("serve", help="serve the Prometheus HTTP API v1 only", description=run_serve.__doc__)
+    common(srv)
+    srv.add_argument("--listen", default="127.0.0.1:9091", help="HOST:PORT (default: %(default)s)")
+    srv.set_defaults(func=run_serve)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
