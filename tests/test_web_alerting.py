@@ -176,7 +176,7 @@ async def test_login_logout_and_csrf(rig):
     resp = await login(c)
     assert resp.status == 303 and resp.headers["Location"] == "/rules"
     set_cookie = resp.headers.getall("Set-Cookie")
-    assert any("ringmon_session=" in h and "HttpOnly" in h and "SameSite=Strict" in h for h in set_cookie)
+    assert any("ringmon_session=" in h and "HttpOnly" in h and "SameSite=Lax" in h for h in set_cookie)
     body = await page(c, "/")
     assert '<span class="user">ops</span>' in body
     resp = await c.post("/logout", data={"csrf_token": csrf(body)}, allow_redirects=False)

@@ -2,7 +2,8 @@
 
 Users come from the config as ``name -> password hash``; hashes are scrypt with a random
 salt (``hash_password``), checked in constant time off the event loop. A session is a
-signed cookie (HMAC-SHA256 over user and expiry; HttpOnly, SameSite=Strict). Repeated
+signed cookie (HMAC-SHA256 over user and expiry; HttpOnly, SameSite=Lax, so a link from an
+alert e-mail arrives logged in while no other site can POST with it). Repeated
 failed logins for one user name or from one address are refused for a while. Every form
 carries a CSRF token: the HMAC of a random per-browser cookie, so a page on another site
 can neither read nor forge it; every POST without the matching token is refused.
@@ -177,7 +178,7 @@ class Auth:
             self.session_value(user),
             max_age=int(self.session_ttl_s),
             httponly=True,
-            samesite="Strict",
+            samesite="Lax",
             secure=self.secure_cookies,
             path="/",
         )
@@ -222,7 +223,7 @@ def auth_middleware(auth: Auth):
             and not response.prepared
         ):
             response.set_cookie(
-                CSRF_COOKIE, cookie, httponly=True, samesite="Strict", secure=auth.secure_cookies, path="/"
+                CSRF_COOKIE, cookie, httponly=True, samesite="Lax", secure=auth.secure_cookies, path="/"
             )
         return response
 
