@@ -331,3 +331,21 @@ async def test_form_from_another_site_is_refused(rig):
         allow_redirects=False,
     )
     assert resp.status == 403 and "another site" in await resp.text()
+
+
+async def test_rule_text_cannot_break_out_of_the_editor(rig):
+    await login(rig.client)
+    path = str(rig.rule_file)
+    body = await page(rig.client, f"/rules/edit?file={path}")
+    token, base = csrf(body), re.search(r'name="base" value="([^"]+)"', body).group(1)
+    hostile = RULES.replace('is on "fire"', 'is on "fire" </textarea><script>alert(1)</script>')
+    for action in ("preview", "save"):
+        resp = await rig.client.post(
+            "/rules/edit",
+            data={"file": path, "text": hostile, "base": base, "action": action, "csrf_token": token},
+        )
+        body = await resp.text()
+        assert resp.status == 200, body[:300]
+        assert "<script>" not in body and body.count("</textarea>") == 1
+        assert "&lt;/textarea&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert rig.rule_file.read_text() == hostile
