@@ -130,3 +130,34 @@ async def test_real_agent_scraped_and_shown_by_every_dashboard():
         assert "No data" not in section, title
     fleet_up = re.search(r"<h2>Servers up per pool</h2>(.*?)</section>", pages["fleet"], re.S).group(1)
     assert 'data-name="web"' in fleet_up and 'data-name="db"' in fleet_up
+
+
+async def test_targets_from_store_reads_up_and_scrape_duration():
+    from web.providers import targets_from_store
+
+    storage = MemoryStorage()
+    now_ms = int(time.time()) * 1000
+    ts = np.arange(now_ms - 60_000, now_ms + 1, 10_000, dtype=np.int64)
+
+    def put(name, values, **labels):
+        storage.add_series(
+            Series.of(labels_from_dict({"__name__": name, **labels})), ts, np.asarray(values, float)
+        )
+
+    put("up", np.ones(len(ts)), job="web", instance="h1:9100")
+    put("up", [1, 1, 1, 1, 0, 0, 0], job="web", instance="h2:9100")
+    put("scrape_duration_seconds", np.full(len(ts), 0.02), job="web", instance="h1:9100")
+    gone = Series.of(labels_from_dict({"__name__": "up", "job": "old", "instance": "gone:1"}))
+    storage.add_series(gone, np.array([now_ms - 3_600_000]), np.array([1.0]))  # older than the lookback
+
+    targets = await targets_from_store(Engine(storage), now_ms=now_ms, owner_of=lambda k: f"owner-of-{k}")
+    by_key = {t.key: t for t in targets}
+    assert set(by_key) == {"web/h1:9100", "web/h2:9100"}
+    assert by_key["web/h1:9100"].health == "up" and by_key["web/h2:9100"].health == "down"
+    assert (
+        by_key["web/h1:9100"].last_scrape == now_ms / 1000 and by_key["web/h1:9100"].last_duration_s == 0.02
+    )
+    assert (
+        by_key["web/h2:9100"].last_duration_s is None
+        and by_key["web/h2:9100"].owner == "owner-of-web/h2:9100"
+    )

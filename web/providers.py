@@ -134,3 +134,44 @@ def coerce_target(obj: TargetHealth | Mapping[str, Any]) -> TargetHealth:
         if k in d:
             d[k] = "" if d[k] is None else str(d[k])
     return TargetHealth(**d)
+
+
+async def targets_from_store(
+    engine: QueryEngine,
+    *,
+    now_ms: int,
+    lookback: str = "5m",
+    owner_of: Callable[[str], str] | None = None,
+) -> list[TargetHealth]:
+    """Target health read back from the store, for a web process without its own scraper.
+
+    Every scrape writes ``up`` and ``scrape_duration_seconds`` (job = pool, instance =
+    address); the newest of each within ``lookback`` gives health, last scrape time and
+    duration. ``owner_of(key)`` names the scraper that owns a target (e.g. from the ring).
+    """
+    up = await engine.instant_query(f"last_over_time(up[{lookback}])", now_ms)
+    when = await engine.instant_query(f"timestamp(last_over_time(up[{lookback}]))", now_ms)
+    took = await engine.instant_query(f"last_over_time(scrape_duration_seconds[{lookback}])", now_ms)
+
+    def key(labels: Mapping[str, str]) -> tuple[str, str]:
+        return labels.get("job", ""), labels.get("instance", "")
+
+    def latest(result: QueryResult) -> dict[tuple[str, str], float]:
+        return {key(s.labels): float(s.values[-1]) for s in result.series if len(s.values)}
+
+    seen_at, durations = latest(when), latest(took)
+    out = []
+    for (job, instance), value in sorted(latest(up).items()):
+        k = f"{job}/{instance}"
+        out.append(
+            TargetHealth(
+                key=k,
+                pool=job,
+                address=instance,
+                health="up" if value == 1 else "down",
+                last_scrape=seen_at.get((job, instance)),
+                last_duration_s=durations.get((job, instance)),
+                owner=owner_of(k) if owner_of else "",
+            )
+        )
+    return out
