@@ -283,25 +283,74 @@ def segmented_window_sums(
     return out
 
 
+class _DenseGrid:
+    """Rollup rows on their regular bucket grid: (series x buckets) cells, and per step the
+    bucket index range [lo, hi) of its window (the same for every series)."""
+
+    def __init__(self, rv: RangeVector, sidx: np.ndarray, col: np.ndarray, nb: int, lo: np.ndarray, hi: np.ndarray):
+        self.rv, self.sidx, self.col, self.nb, self.lo, self.hi = rv, sidx, col, nb, lo, hi
+        self.n = len(rv.labels)
+
+    def window_sums(self, values: np.ndarray) -> np.ndarray:
+        dense = np.zeros((self.n, self.nb + 1))
+        dense[self.sidx, self.col + 1] = values
+        cs = np.cumsum(dense, axis=1)
+        return cs[:, self.hi] - cs[:, self.lo]
+
+
+_DENSE_MAX_CELLS = 40_000_000
+
+
+def _dense_rollup_windows(rv: RangeVector) -> tuple[_DenseGrid, None] | None:
+    res = rv.resolution_ms
+    if res <= 0 or rv.agg_flat is None or len(rv.ts_flat) == 0:
+        return None
+    bucket = (rv.ts_flat - (res - 1)) // res
+    g0 = int(bucket.min())
+    nb = int(bucket.max()) - g0 + 1
+    n = len(rv.labels)
+    if n * (nb + 1) > _DENSE_MAX_CELLS:
+        return None
+    sidx = np.repeat(np.arange(n, dtype=np.int64), np.diff(rv.offsets))
+    col = bucket - g0
+    grid_end = (g0 + np.arange(nb, dtype=np.int64)) * res + (res - 1)
+    lo = np.searchsorted(grid_end, rv.ends - rv.range_ms, "right")
+    hi = np.searchsorted(grid_end, rv.ends, "right")
+    return _DenseGrid(rv, sidx, col, nb, lo, hi), None
+
+
 def _b_rollup_sum(column: str, per_second: bool = False) -> BatchedCompute:
-    def compute(rv: RangeVector, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
-        ok = hi > lo
+    def compute(rv: RangeVector, lo, hi, extra: list) -> tuple[np.ndarray, np.ndarray]:
         agg = rv.agg_flat or {}
-        total = segmented_window_sums(agg[column], rv.offsets, lo, hi, ok)
+        if isinstance(lo, _DenseGrid):
+            grid = lo
+            total = grid.window_sums(agg[column])
+            ok = grid.window_sums(np.ones(len(rv.ts_flat))) > 0
+        else:
+            ok = hi > lo
+            total = segmented_window_sums(agg[column], rv.offsets, lo, hi, ok)
         if per_second:
             total = total / (rv.range_ms / 1000.0)
         return total, ok
 
+    compute.dense = True  # type: ignore[attr-defined]
     return compute
 
 
-def _b_rollup_avg(rv: RangeVector, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
-    ok = hi > lo
+def _b_rollup_avg(rv: RangeVector, lo, hi, extra: list) -> tuple[np.ndarray, np.ndarray]:
     agg = rv.agg_flat or {}
-    s = segmented_window_sums(agg["sum"], rv.offsets, lo, hi, ok)
-    c = segmented_window_sums(agg["count"], rv.offsets, lo, hi, ok)
-    ok &= c > 0
+    if isinstance(lo, _DenseGrid):
+        s = lo.window_sums(agg["sum"])
+        c = lo.window_sums(agg["count"])
+    else:
+        ok = hi > lo
+        s = segmented_window_sums(agg["sum"], rv.offsets, lo, hi, ok)
+        c = segmented_window_sums(agg["count"], rv.offsets, lo, hi, ok)
+    ok = c > 0
     return s / np.where(c > 0, c, 1.0), ok
+
+
+_b_rollup_avg.dense = True  # type: ignore[attr-defined]
 
 
 def _range_function(
@@ -318,8 +367,12 @@ def _range_function(
     rv = _range_arg(ev, node.args[range_index], times, node.name)
     extra = [_scalar_arg(ev, node.args[i], times, node.name) for i in scalar_args]
     if batched is not None:
-        lo, hi = rv.windows_all()
-        vals, ok = batched(rv, lo, hi, extra)
+        dense = _dense_rollup_windows(rv) if getattr(batched, "dense", False) else None
+        if dense is not None:
+            vals, ok = batched(rv, dense[0], dense[1], extra)
+        else:
+            lo, hi = rv.windows_all()
+            vals, ok = batched(rv, lo, hi, extra)
         rows = np.nonzero(ok.any(axis=1))[0] if len(rv.labels) else np.zeros(0, dtype=np.int64)
         if len(rows) == 0:
             return InstantVector.empty(len(times))
