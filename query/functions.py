@@ -631,13 +631,7 @@ def _predict_linear(ev: "Evaluator", node: P.Call) -> RangeCompute:
 
 
 def _intercept_times(ev: "Evaluator", arg: P.Node, rv: RangeVector) -> np.ndarray:
-    at = None
-    if isinstance(arg, P.MatrixSel):
-        at = arg.vector.at
-    elif isinstance(arg, P.Subquery):
-        at = arg.at
-    if at is not None:
-        return np.full(len(rv.eval_times), ev.start_ms, dtype=np.int64)
+    """predict_linear predicts from each step's own time, also under ``@`` (as upstream)."""
     return rv.eval_times
 
 

@@ -185,10 +185,17 @@ def _almost_equal(a: float, b: float, eps: float = 1e-6) -> bool:
     return diff / min(abs_sum, 1.7976931348623157e308) < eps
 
 
+_RANGE_DEPENDENT = re.compile(r"\b(?:start|end|step|range)\s*\(\s*\)")
+
+
 class Runner:
-    def __init__(self) -> None:
+    """``range_variant``: like upstream, also run each passing instant case as a range query
+    from t-1m to t+1m (step 1m) and require the middle step to equal the instant result."""
+
+    def __init__(self, range_variant: bool = True) -> None:
         self.storage = MemoryStorage()
         self.engine = Engine(self.storage, lookback_ms=300_000, max_samples=50_000_000)
+        self.range_variant = range_variant
         self.histogram_names: set[str] = set()
         self.histogram_unnamed = False
 
@@ -268,7 +275,29 @@ class Runner:
             msg = self.compare(case, res)
         except Exception as exc:  # noqa: BLE001
             return CaseResult(case, False, f"bad expectation: {type(exc).__name__}: {exc}")
+        if not msg and self.range_variant and case.kind == "instant" and res.type in ("vector", "scalar"):
+            if not _RANGE_DEPENDENT.search(case.expr):
+                msg = await self._range_variant(case, res)
         return CaseResult(case, msg == "", msg)
+
+    async def _range_variant(self, case: Case, inst) -> str:
+        t = case.start_ms
+        try:
+            res = await self.engine.range_query(case.expr, t - 60_000, t + 60_000, 60_000)
+        except QueryError as exc:
+            return f"range variant failed: {exc}"
+        got: dict[tuple, float] = {}
+        for s in res.series:
+            hit = np.nonzero(s.timestamps == t)[0]
+            if len(hit):
+                got[tuple(sorted(s.labels.items()))] = float(s.values[hit[0]])
+        if inst.type == "scalar":
+            want = {(): inst.scalar[1]}
+        else:
+            want = {tuple(sorted(s.labels.items())): float(s.values[0]) for s in inst.series}
+        if set(got) != set(want) or any(not _almost_equal(got[k], want[k]) for k in want):
+            return f"range variant (t-1m..t+1m) middle step differs: {sorted(got.items())[:3]} vs {sorted(want.items())[:3]}"
+        return ""
 
     def compare(self, case: Case, res) -> str:
         if case.string is not None:
