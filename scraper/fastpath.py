@@ -15,10 +15,12 @@ added, duplicates and the series that disappeared (staleness) without per-scrape
 
 from __future__ import annotations
 
+import operator
 import sys
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from scraper.config import ScrapeConfig
 from scraper.exposition import (
@@ -57,7 +59,8 @@ def intern_pair(pair: tuple[str, str]) -> tuple[str, str]:
     return got
 
 # entry slots
-_CTX, _SERIES, _GEN, _FAMILY, _EXPLICIT_TS = range(5)
+_CTX, _SERIES, _GEN, _FAMILY, _EXPLICIT_TS, _KEY = range(6)
+PLAN_SLICE_LINES = 20_000  # lines per step of the layout check (a yield may follow each)
 
 
 class ScrapeError(Exception):
@@ -109,6 +112,83 @@ def _drop_repeated_series(out: ScrapeOutcome) -> bool:
     return True
 
 
+def _getter(idx: list[int]) -> Callable[[Sequence[bytes]], tuple[bytes, ...]]:
+    """``itemgetter`` that always returns a tuple (also for 0 or 1 index)."""
+    if not idx:
+        return lambda _seq: ()
+    if len(idx) == 1:
+        i = idx[0]
+        return lambda seq: (seq[i],)
+    return operator.itemgetter(*idx)
+
+
+@dataclass(slots=True)
+class _PlanSegment:
+    """Up to PLAN_SLICE_LINES lines of a layout (indices relative to the segment start)."""
+
+    start: int
+    end: int
+    other: Callable[[Sequence[bytes]], tuple[bytes, ...]]
+    other_lines: tuple[bytes, ...]
+    samples: Callable[[Sequence[bytes]], tuple[bytes, ...]]
+    prefixes: tuple[bytes, ...]  # series text + " " of each kept sample line
+    dropped: Callable[[Sequence[bytes]], tuple[bytes, ...]]
+    dropped_prefixes: tuple[bytes, ...]
+
+
+@dataclass(slots=True)
+class LayoutPlan:
+    """A clean scrape's line layout: the full text of the lines that are not samples (comments,
+    blank lines) and, for each sample line, its text up to the value and its series.
+
+    A body equal to it everywhere but in the sample values is the same scrape with new values:
+    its series, their order, its validity and staleness (none) are the planned scrape's, and
+    only the values need reading, which C-level ``map`` calls do without a per-line Python loop.
+    """
+
+    fmt: str
+    n_lines: int
+    segments: list[_PlanSegment]
+    series: list[Series]
+    samples_scraped: int
+
+    def apply(self, lines: list[bytes]) -> Generator[None, None, ScrapeOutcome | None]:
+        """The outcome for ``lines``, or None when the layout differs or a value is not a float."""
+        startswith = bytes.startswith
+        removeprefix = bytes.removeprefix
+        om = self.fmt == FMT_OPENMETRICS
+        values: list[float] = []
+        clock = time.perf_counter
+        last_yield = clock()
+        try:
+            for seg in self.segments:
+                chunk = lines[seg.start:seg.end]
+                if seg.other(chunk) != seg.other_lines:
+                    return None
+                kept = seg.samples(chunk)
+                if not all(map(startswith, kept, seg.prefixes)):
+                    return None
+                vals = list(map(removeprefix, kept, seg.prefixes))
+                dropped = seg.dropped(chunk)
+                if dropped:
+                    if not all(map(startswith, dropped, seg.dropped_prefixes)):
+                        return None
+                    dvals = list(map(removeprefix, dropped, seg.dropped_prefixes))
+                    for _ in map(float, dvals):
+                        pass
+                    if om and any(map(bytes.__contains__, dvals, repeat(b" "))):
+                        return None
+                if om and any(map(bytes.__contains__, vals, repeat(b" "))):
+                    return None  # OpenMetrics allows exactly one space before the value
+                values.extend(map(float, vals))
+                if clock() - last_yield >= YIELD_AFTER_S:
+                    yield
+                    last_yield = clock()
+        except ValueError:
+            return None  # the line-by-line path says where and why
+        return ScrapeOutcome(series=self.series, values=values, samples_scraped=self.samples_scraped)
+
+
 class ScrapeCache:
     """Parsed-series cache and staleness tracker of one target's scrape loop."""
 
@@ -128,6 +208,9 @@ class ScrapeCache:
         self._metas: dict[str, dict[bytes, tuple[str, str, str] | None]] = {}
         self._meta: dict[bytes, tuple[str, str, str] | None] = {}
         self._aliased = False  # the last check found one series under two texts
+        self._plan: LayoutPlan | None = None
+        self._plan_misses = 0
+        self._scrapes = 0
 
     # ------------------------------------------------------------------ public
 
@@ -141,18 +224,73 @@ class ScrapeCache:
             if fmt == FMT_OPENMETRICS and self.config.strict_openmetrics:
                 parse(body, fmt, strict=True)
             lines = split_body(body, fmt)
+            plan = self._plan
+            if plan is not None and plan.fmt == fmt and plan.n_lines == len(lines):
+                fast = yield from plan.apply(lines)
+                if fast is not None:
+                    self._plan_misses = 0
+                    return fast  # same lines as the scrape the plan came from: stamps stay valid
+                self._plan_misses += 1
+            self._plan = None
             out = yield from self._run(lines, fmt, gen)
         except BaseException:
+            self._plan = None
             self.gen = gen + 2  # nothing carries this generation's "previous" stamp
             raise
         self.gen = gen + 1
+        self._scrapes += 1
+        if self._plan_misses < 3 or self._scrapes % 16 == 0:  # targets whose layout churns: try rarely
+            self._plan = self._make_plan(lines, fmt, out)
+        self.last_series = out.series
         return out
+
+    def _make_plan(self, lines: list[bytes], fmt: str, out: ScrapeOutcome) -> LayoutPlan | None:
+        """Record the line layout of a clean scrape so an identical layout skips the per-line work."""
+        if out.duplicates or out.explicit_ts or self._aliased:
+            return None
+        get = self.entries.get
+        segments: list[_PlanSegment] = []
+        series: list[Series] = []
+        n_samples = 0
+        for start in range(0, len(lines), PLAN_SLICE_LINES):
+            other_idx: list[int] = []
+            other_lines: list[bytes] = []
+            sample_idx: list[int] = []
+            prefixes: list[bytes] = []
+            dropped_idx: list[int] = []
+            dropped_prefixes: list[bytes] = []
+            chunk = lines[start:start + PLAN_SLICE_LINES]
+            for i, line in enumerate(chunk):
+                key, sep, _val = line.rpartition(b" ")
+                e = get(key) if sep else None
+                if e is None:
+                    head = line.lstrip(b" \t")[:1]
+                    if head and head != b"#":
+                        return None  # a sample line the layout cannot carry (timestamp, exemplar, spacing)
+                    other_idx.append(i)
+                    other_lines.append(line)
+                elif e[1] is None:
+                    dropped_idx.append(i)
+                    dropped_prefixes.append(e[5] + b" ")
+                else:
+                    sample_idx.append(i)
+                    prefixes.append(e[5] + b" ")
+                    series.append(e[1])
+            n_samples += len(sample_idx) + len(dropped_idx)
+            segments.append(_PlanSegment(
+                start, start + len(chunk), _getter(other_idx), tuple(other_lines), _getter(sample_idx),
+                tuple(prefixes), _getter(dropped_idx), tuple(dropped_prefixes),
+            ))
+        if series != out.series:
+            return None
+        return LayoutPlan(fmt, len(lines), segments, series, n_samples)
 
     def failed(self) -> list[Series]:
         """The target is down: forget the last scrape; returns the series to mark stale."""
         stale = self.last_series
         self.last_series = []
         self.prev_count = 0
+        self._plan = None
         return stale
 
     # ------------------------------------------------------------------ internals
@@ -238,7 +376,6 @@ class ScrapeCache:
         if seen - (nonprev + counts[3]) < self.prev_count or len(self.entries) > 2 * seen + 1000:
             out.stale = self._sweep(gen, prev, out.series)
         self.prev_count = seen
-        self.last_series = out.series
         return out
 
     def _sweep(self, gen: int, prev: int, current: list[Series]) -> list[Series]:
@@ -320,7 +457,7 @@ class ScrapeCache:
                 series = self._build(p)
             except ScrapeError as exc:
                 raise _LineError(line, exc) from None
-            e = [self._ctx, series, -1, family, explicit]
+            e = [self._ctx, series, -1, family, explicit, key]
             self.entries[key] = e
         counts = self._counts
         counts[4] += 1

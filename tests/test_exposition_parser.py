@@ -191,3 +191,68 @@ def test_one_series_under_two_texts_keeps_the_first_sample():
     assert out.values == [1.0] and out.duplicates == 1
     out = run(cache, b'c{x="2"} 5\n')
     assert out.values == [5.0] and out.duplicates == 0 and not out.stale
+
+
+def _warm(cache, body, fmt=FMT_TEXT):
+    """Scrape twice so the next body with the same layout takes the layout plan."""
+    run(cache, body, fmt)
+    run(cache, body, fmt)
+    assert cache._plan is not None
+
+
+def test_layout_plan_reads_new_values_and_keeps_staleness_right():
+    cache = ScrapeCache({"job": "j"})
+    _warm(cache, b"# TYPE a gauge\na 1\nb{x=\"1\"} 2\nc 3\n")
+    for v in range(5):  # same layout, new values: no new series, nothing stale
+        out = run(cache, b"# TYPE a gauge\na %d\nb{x=\"1\"} %d.5\nc -Inf\n" % (v, v))
+        assert out.values == [v, v + 0.5, -math.inf] and out.series_added == 0 and not out.stale
+        assert out.samples_scraped == 3
+    # a series disappears after several planned scrapes: exactly it is marked stale
+    out = run(cache, b"# TYPE a gauge\na 1\nc 3\n")
+    assert [s.metric for s in out.stale] == ["b"]
+    # a failure after planned scrapes marks the last good series stale
+    _warm(cache, b"a 1\nc 3\n")
+    with pytest.raises(ParseError):
+        run(cache, b"a 1\nc 3 x y\n")
+    assert sorted(s.metric for s in cache.failed()) == ["a", "c"]
+
+
+@pytest.mark.parametrize(
+    "fmt,good,bad,error",
+    [
+        (FMT_TEXT, b"a 1\nb 2\n", b"a 1\nb zz\n", "line 2: invalid value 'zz'"),
+        (FMT_TEXT, b"# TYPE a gauge\na 1\n", b"# TYPE a summary\na 1\n", None),  # comment text changed
+        (FMT_TEXT, b"# TYPE h histogram\nh_bucket{le=\"1\"} 1\n", b"# TYPE h histogram\nh_bucket{le=\"1\"}  1\n",
+         None),
+        (FMT_OPENMETRICS, b"a 1\nb 2\n# EOF\n", b"a 1\nb  2\n# EOF\n", "line 2:"),
+        (FMT_OPENMETRICS, b"a 1\nb 2\n# EOF\n", b"a 1\nb 2 \n# EOF\n", "line 2:"),
+    ],
+)
+def test_layout_plan_falls_back_to_the_line_parser(fmt, good, bad, error):
+    cache = ScrapeCache({})
+    _warm(cache, good, fmt)
+    if error is None:
+        try:
+            want = parse(bad, fmt)
+        except ParseError:
+            want = None
+        if want is not None:
+            out = run(cache, bad, fmt)
+            assert out.values == [s.value for s in want]
+        return
+    with pytest.raises(ParseError, match=error):
+        run(cache, bad, fmt)
+
+
+def test_layout_plan_checks_values_of_dropped_lines():
+    from scraper.config import ScrapeConfig
+    from scraper.relabel import parse_relabel_configs
+
+    cfg = ScrapeConfig(metric_relabel_configs=parse_relabel_configs(
+        [{"action": "drop", "source_labels": ["__name__"], "regex": "gone"}], "t"))
+    cache = ScrapeCache({}, cfg)
+    _warm(cache, b"keep 1\ngone 2\n")
+    out = run(cache, b"keep 5\ngone 6\n")
+    assert out.values == [5.0] and out.samples_scraped == 2
+    with pytest.raises(ParseError, match="line 2: invalid value"):
+        run(cache, b"keep 5\ngone six\n")
