@@ -202,6 +202,13 @@ def _limit(params: dict[str, list[str]]) -> int:
     return n
 
 
+def _timeout(params: dict[str, list[str]]) -> float | None:
+    text = _one(params, "timeout")
+    if not text:
+        return None
+    return parse_duration_ms(text, "timeout") / 1000.0
+
+
 def _query_error(exc: QueryError, param: str = "query") -> ApiError:
     if isinstance(exc, ParseError):
         return ApiError("bad_data", f'invalid parameter "{param}": {exc}')
@@ -240,7 +247,7 @@ class PrometheusApi:
             t = _one(params, "time")
             ts = parse_time_ms(t, "time") if t else int(time.time() * 1000)
             try:
-                res = await self.engine.instant_query(expr, ts)
+                res = await self.engine.instant_query(expr, ts, timeout_s=_timeout(params))
             except QueryError as exc:
                 raise _query_error(exc) from None
             return success(result_json(res), res.warnings)
@@ -273,10 +280,11 @@ class PrometheusApi:
                     "Try decreasing the query resolution (?step=XX)",
                 )
             try:
-                if self.cache is not None:
+                timeout_s = _timeout(params)
+                if self.cache is not None and timeout_s is None:
                     res = await self.cache.range_query(expr, start, end, step)
                 else:
-                    res = await self.engine.range_query(expr, start, end, step)
+                    res = await self.engine.range_query(expr, start, end, step, timeout_s=timeout_s)
             except QueryError as exc:
                 raise _query_error(exc) from None
             return success(result_json(res), res.warnings)
@@ -350,6 +358,13 @@ class PrometheusApi:
 
         return await self._guard(request, run)
 
+    async def metadata(self, request: web.Request) -> web.StreamResponse:
+        """Metric metadata is not stored: an empty answer keeps clients such as Grafana happy."""
+        return success({})
+
+    async def query_exemplars(self, request: web.Request) -> web.StreamResponse:
+        return success([])
+
     async def buildinfo(self, request: web.Request) -> web.StreamResponse:
         return success(
             {
@@ -403,6 +418,8 @@ def add_api_routes(
         ("/labels", api.labels),
         ("/label/{name}/values", api.label_values),
         ("/status/buildinfo", api.buildinfo),
+        ("/metadata", api.metadata),
+        ("/query_exemplars", api.query_exemplars),
     ):
         app.router.add_route("GET", prefix + path, handler)
         app.router.add_route("POST", prefix + path, handler)

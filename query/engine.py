@@ -442,22 +442,27 @@ class Engine:
         self.last_stats = QueryStats()
 
     # ------------------------------------------------------------------ API
-    async def instant_query(self, expr: str, time_ms: int) -> QueryResult:
-        return await self._run(expr, int(time_ms), int(time_ms), 0, instant=True)
+    async def instant_query(self, expr: str, time_ms: int, *, timeout_s: float | None = None) -> QueryResult:
+        """Evaluate ``expr`` at ``time_ms``; ``timeout_s`` may only shorten the engine's limit."""
+        return await self._run(expr, int(time_ms), int(time_ms), 0, instant=True, timeout_s=timeout_s)
 
-    async def range_query(self, expr: str, start_ms: int, end_ms: int, step_ms: int) -> QueryResult:
+    async def range_query(
+        self, expr: str, start_ms: int, end_ms: int, step_ms: int, *, timeout_s: float | None = None
+    ) -> QueryResult:
         start_ms, end_ms, step_ms = int(start_ms), int(end_ms), int(step_ms)
         if step_ms <= 0:
             raise QueryError("zero or negative query resolution step widths are not accepted")
         if end_ms < start_ms:
             raise QueryError("end timestamp must not be before start time")
-        return await self._run(expr, start_ms, end_ms, step_ms, instant=False)
+        return await self._run(expr, start_ms, end_ms, step_ms, instant=False, timeout_s=timeout_s)
 
     def parse(self, expr: str) -> P.Node:
         return P.parse(expr)
 
     # ------------------------------------------------------------- internals
-    async def _run(self, expr: str, start: int, end: int, step: int, *, instant: bool) -> QueryResult:
+    async def _run(
+        self, expr: str, start: int, end: int, step: int, *, instant: bool, timeout_s: float | None = None
+    ) -> QueryResult:
         node = P.parse(expr)
         vtype = P.value_type(node)
         if not instant and vtype not in (P.SCALAR, P.VECTOR):
@@ -465,7 +470,8 @@ class Engine:
                 f'invalid expression type "{ "range vector" if vtype == P.MATRIX else vtype}" '
                 "for range query, must be Scalar or instant Vector"
             )
-        deadline = time.monotonic() + self.timeout_s
+        limit_s = self.timeout_s if timeout_s is None else min(self.timeout_s, max(timeout_s, 0.0))
+        deadline = time.monotonic() + limit_s
         times = np.array([start], dtype=np.int64) if instant else np.arange(start, end + 1, step, dtype=np.int64)
         if len(times) > 11_000 and not instant:
             raise QueryError(

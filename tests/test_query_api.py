@@ -100,6 +100,9 @@ async def test_errors(server: str) -> None:
     assert status == 400
     status, body = await _get(server + "/api/v1/series")
     assert status == 400 and body["error"] == "no match[] parameter provided"
+    # The time limit (here cut to zero by the request): 503, errorType timeout.
+    status, body = await _get(server + "/api/v1/query", query="sum(rate(node_cpu_seconds_total[1h]))", timeout="0s")
+    assert status == 503 and body["errorType"] == "timeout" and "timed out" in body["error"]
 
 
 async def test_series_labels_values(server: str) -> None:
