@@ -73,6 +73,11 @@ class Rig:
             reload_rules=reload,
             history_dir=tmp_path / "history",
         )
+        # What the CLI would write: the same views straight from the parts.
+        plain = AlertingViews.from_parts(
+            manager=self.manager, silences=self.silences, history_dir=tmp_path / "history"
+        )
+        assert plain.rule_store is self.store and plain.reload_rules == self.manager.reload
         self.auth = Auth(users={"ops": hash_password("s3cret pass", n=2**10)})
         self.engine = engine
 

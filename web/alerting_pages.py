@@ -41,6 +41,28 @@ class AlertingViews:
     reload_rules: Callable[[], Awaitable[Any]] | None = None  # RuleManager.reload -> ReloadReport
     history_dir: str | Path | None = None
 
+    @classmethod
+    def from_parts(
+        cls,
+        *,
+        manager: Any = None,
+        silences: Any = None,
+        rule_store: Any = None,
+        history_dir: str | Path | None = None,
+    ) -> AlertingViews:
+        """Views over an in-process ``RuleManager`` (status and reload), ``Silences`` and rules."""
+
+        async def status() -> list[dict]:
+            return manager.status()
+
+        return cls(
+            rules_status=status if manager is not None else None,
+            silences=silences,
+            rule_store=rule_store if rule_store is not None else getattr(manager, "rules", None),
+            reload_rules=manager.reload if manager is not None else None,
+            history_dir=history_dir,
+        )
+
     def editable_files(self) -> list[str]:
         if self.rule_store is None:
             return []
