@@ -30,6 +30,8 @@ from storage.base import MINUTE_MS, Resolution, SeriesData, Storage, StorageErro
 from storage.rollup import DEFAULT_MAX_GAP_MS, RAW_RETENTION_MS, choose_resolution
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
+# Raw reads longer than this are split, checking the sample limit after each piece.
+RAW_FETCH_PIECE_MS = 2 * 86_400_000
 
 
 @dataclass
@@ -507,10 +509,50 @@ class Engine:
         self.last_stats = stats
         return result
 
+    async def _select_raw(self, plan: FetchPlan, loaded: list[int]) -> list[SeriesData]:
+        """Raw samples of a plan; long ranges are read in pieces so that a query over the
+        sample limit stops after one piece instead of loading everything first."""
+        matchers = list(plan.matchers)
+        span = plan.end_ms - plan.start_ms
+        if span <= RAW_FETCH_PIECE_MS:
+            data = await self.storage.select(matchers, plan.start_ms, plan.end_ms)
+            loaded[0] += sum(len(d) for d in data)
+            self._check_loaded(loaded[0])
+            return data
+        pieces: dict[int, list[SeriesData]] = {}
+        lo = plan.start_ms
+        while lo <= plan.end_ms:
+            hi = min(lo + RAW_FETCH_PIECE_MS - 1, plan.end_ms)
+            for d in await self.storage.select(matchers, lo, hi):
+                if len(d):
+                    pieces.setdefault(d.series.id, []).append(d)
+                    loaded[0] += len(d)
+            self._check_loaded(loaded[0])
+            lo = hi + 1
+        out = []
+        for parts in pieces.values():
+            if len(parts) == 1:
+                out.append(parts[0])
+            else:
+                ts = np.concatenate([p.timestamps for p in parts])
+                vals = np.concatenate([p.values for p in parts])
+                out.append(SeriesData(parts[0].series, ts, vals))
+        out.sort(key=lambda d: d.series.labels)
+        return out
+
+    def _check_loaded(self, samples: int) -> None:
+        if samples > self.max_samples:
+            raise QueryLimitError(
+                f"query processing would load too many samples into memory in query execution "
+                f"(more than the limit of {self.max_samples} samples)"
+            )
+
     async def _fetch(self, plans: dict[tuple, FetchPlan], deadline: float, stats: QueryStats) -> None:
+        loaded = [0]
+
         async def one(plan: FetchPlan) -> None:
             if plan.resolution is Resolution.RAW:
-                plan.data = await self.storage.select(list(plan.matchers), plan.start_ms, plan.end_ms)
+                plan.data = await self._select_raw(plan, loaded)
                 return
             if time.monotonic() >= self._rollups_unavailable_until:
                 try:
@@ -520,7 +562,7 @@ class Engine:
                     # The store keeps no rollups: read raw samples (and stop asking for a while).
                     self._rollups_unavailable_until = time.monotonic() + 60.0
             plan.resolution = Resolution.RAW
-            plan.data = await self.storage.select(list(plan.matchers), plan.start_ms, plan.end_ms)
+            plan.data = await self._select_raw(plan, loaded)
 
         remaining = deadline - time.monotonic()
         try:

@@ -82,3 +82,18 @@ async def test_negative_at_and_offset() -> None:
     assert r.series[0].values[0] == 1.0
     r = await eng.instant_query("m offset -100s", 0)
     assert r.series[0].values[0] == 3.0
+
+
+async def test_sample_limit_stops_long_reads_early() -> None:
+    """A raw read over many days stops at the first piece that crosses the limit."""
+    st = MemoryStorage()
+    s = Series.of(make_labels("m"))
+    ts = np.arange(0, 10 * 86_400_000, 60_000)
+    st.add_series(s, ts, np.ones(len(ts)))
+    eng = Engine(st, max_samples=3000, downsample=False)
+    with pytest.raises(QueryLimitError):
+        await eng.instant_query("count_over_time(m[10d])", 10 * 86_400_000)
+    assert st.selected_samples <= 2 * 2880 + 1  # one two-day piece read, not ten days
+    st.selected_samples = 0
+    r = await Engine(st, downsample=False).instant_query("count_over_time(m[10d])", 10 * 86_400_000)
+    assert r.series[0].values[0] == len(ts) - 1  # pieces join into one series (window is left-open)
