@@ -1,6 +1,6 @@
 """Render-time benchmark of the Fleet dashboard: p50/p99 over 24 h and 30 d for N hosts.
 
-    python -m web.benchmark [--hosts 100] [--runs 20]
+    python bench/web.py [--hosts 100] [--runs 20]
 
 Builds an in-memory store holding what the Fleet dashboard reads for every host (CPU,
 memory, file system, network, HTTP requests, up): raw samples and 1-minute rollups for the
