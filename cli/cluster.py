@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 BASE_CONFIG = REPO / "configs" / "cluster" / "ringmon.yaml"
 SELF_POOL = "ringmon"
 SIM_COUNTER = "ringmon_sim_seconds_total"
+SIM_SCRAPES = "ringmon_sim_scrapes_total"
 
 
 # -- settings ----------------------------------------------------------------------------------
@@ -70,6 +71,9 @@ class ClusterSettings:
     synthetic_load_rps: float = 0.2
     zookeeper_root: str = "/ringmon"
     base_config: str = str(BASE_CONFIG)
+    alerting_template: str = str(REPO / "configs" / "cluster" / "alerting.yaml")
+    light_hosts: bool = False  # simulated hosts without the host collector (fewer series, for drills)
+    start_sink: bool = True  # the webhook sink; drills serve their own receiver on sink_listen
 
     @property
     def path(self) -> Path:
@@ -225,13 +229,13 @@ def write_configs(s: ClusterSettings) -> dict[str, Path]:
 
 def write_alerting_config(s: ClusterSettings) -> Path:
     """configs/cluster/alerting.yaml with this cluster's addresses."""
-    doc = yaml.safe_load((REPO / "configs" / "cluster" / "alerting.yaml").read_text())
+    doc = yaml.safe_load(Path(s.alerting_template).read_text())
     a = doc["alerter"]
     a["listen"] = s.alerter_listen
     a["state_db"] = str(s.path / "data" / "alerting.db")
     a["zookeeper_hosts"] = f"127.0.0.1:{s.zookeeper_port}"
     a["external_url"] = f"http://{s.web_listen}"
-    a["rule_files"] = [str(REPO / f) for f in a.get("rule_files", []) if (REPO / f).exists()]
+    a["rule_files"] = [str(REPO / f) for f in a.get("rule_files", []) if (REPO / f).exists() or Path(f).is_absolute()]
     for r in doc.get("receivers", []):
         for w in r.get("webhook_configs", []):
             w["url"] = f"http://{s.sink_listen}/alerts"
@@ -266,7 +270,9 @@ def _check_ports(s: ClusterSettings, with_alerter: bool) -> None:
     wanted = [("web", s.web_listen), ("rollup", s.rollup_listen)]
     wanted += [(f"scraper-{i + 1}", s.scraper_listen(i)) for i in range(s.scrapers)]
     if with_alerter:
-        wanted += [("alerter", s.alerter_listen), ("notification sink", s.sink_listen)]
+        wanted.append(("alerter", s.alerter_listen))
+        if s.start_sink:
+            wanted.append(("notification sink", s.sink_listen))
     busy = [f"{n} {addr}" for n, addr in wanted if not port_free(addr)]
     if busy:
         raise ClusterError(f"ports already in use: {', '.join(busy)} (stop what uses them, or pick others: "
@@ -362,7 +368,7 @@ def up(s: ClusterSettings, wait_fleet_s: float = 120.0) -> int:
         launcher.spawn(f"agents-{pool}", [
             sys.executable, "-m", "cli.cluster", "agents", "--pool", pool, "--count", str(s.hosts_per_pool),
             "--zookeeper", zk_hosts, "--zookeeper-root", s.zookeeper_root,
-            "--synthetic-load-rps", str(s.synthetic_load_rps),
+            "--synthetic-load-rps", str(s.synthetic_load_rps), *(["--light"] if s.light_hosts else []),
         ], kind="agents")
     say(f"started {s.pools * s.hosts_per_pool} simulated hosts in {s.pools} processes")
 
@@ -385,8 +391,9 @@ def up(s: ClusterSettings, wait_fleet_s: float = 120.0) -> int:
     launcher.spawn("rollup", ringmon_cmd("rollup", "--config", str(configs["ringmon"]),
                                          "--metrics-listen", s.rollup_listen), metrics=s.rollup_listen)
     if with_alerter:
-        launcher.spawn("sink", [sys.executable, "-m", "cli.cluster", "sink", "--listen", s.sink_listen,
-                                "--out", str(s.path / "notifications.jsonl")], kind="sink")
+        if s.start_sink:
+            launcher.spawn("sink", [sys.executable, "-m", "cli.cluster", "sink", "--listen", s.sink_listen,
+                                    "--out", str(s.path / "notifications.jsonl")], kind="sink")
         alerting = write_alerting_config(s)
         launcher.spawn("alerter", ringmon_cmd("alerter", "--config", str(configs["alerter"]), "--alerting",
                                               str(alerting), "--listen", s.alerter_listen, "--id", "alerter-1"),
@@ -440,7 +447,7 @@ Ringmon cluster is up ({len(state.processes)} processes, PIDs in {s.path / 'pids
   ZooKeeper              127.0.0.1:{s.zookeeper_port} (root {s.zookeeper_root})
   Cassandra              127.0.0.1:{s.cassandra_port}
   logs                   {s.path / 'logs'}/
-  stop                   make cluster-down
+  stop                   {"make cluster-down" if s.dir == ClusterSettings.dir else f".venv/bin/python -m cli.cluster down --dir {s.dir}"}
 """, flush=True)
 
 
@@ -535,6 +542,45 @@ def down(s: ClusterSettings) -> int:
     return 0
 
 
+def find_process(s: ClusterSettings, name: str) -> Proc:
+    state = ClusterState.load(s.path / "pids.json")
+    for p in state.processes:
+        if p.name == name:
+            return p
+    raise ClusterError(f"no process {name!r} in {s.path / 'pids.json'}")
+
+
+def signal_process(s: ClusterSettings, name: str, sig: int) -> Proc:
+    """Send ``sig`` to a process of the cluster (checked to still run its command)."""
+    p = find_process(s, name)
+    if not pid_alive(p.pid) or not runs_command(p.pid, p.cmd):
+        raise ClusterError(f"{name} (pid {p.pid}) is not running")
+    os.kill(p.pid, sig)
+    return p
+
+
+def wait_exit(pid: int, timeout_s: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def restart_process(s: ClusterSettings, name: str) -> Proc:
+    """Start ``name`` again with its recorded command (after it stopped); pids.json is updated."""
+    state_path = s.path / "pids.json"
+    state = ClusterState.load(state_path)
+    old = next((p for p in state.processes if p.name == name), None)
+    if old is None:
+        raise ClusterError(f"no process {name!r} in {state_path}")
+    if pid_alive(old.pid) and runs_command(old.pid, old.cmd):
+        raise ClusterError(f"{name} (pid {old.pid}) still runs")
+    state.processes = [p for p in state.processes if p.name != name]
+    return Launcher(s, state, state_path).spawn(old.name, old.cmd, old.kind, old.metrics)
+
+
 def wipe(s: ClusterSettings) -> int:
     if (s.path / "pids.json").exists():
         raise ClusterError("the cluster is running: `make cluster-down` first")
@@ -561,7 +607,30 @@ class SimSecondsCollector:
         yield c
 
 
-async def run_agents(pool: str, count: int, zookeeper: str, root: str, rps: float, session_timeout: float) -> int:
+class SimScrapesCollector:
+    """``ringmon_sim_scrapes_total``: how many times this host's /metrics was served, this one
+    included. Stored values of one target are consecutive integers unless a served scrape was
+    lost (or failed, which the scraper records as ``up`` 0): the drills count the holes."""
+
+    def __init__(self) -> None:
+        self.served = 0
+
+    def describe(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        yield CounterMetricFamily(SIM_SCRAPES, "Times this simulated host's /metrics was served.")
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        self.served += 1
+        c = CounterMetricFamily(SIM_SCRAPES, "Times this simulated host's /metrics was served.")
+        c.add_metric([], float(self.served))
+        yield c
+
+
+async def run_agents(pool: str, count: int, zookeeper: str, root: str, rps: float, session_timeout: float,
+                     light: bool = False) -> int:
     from agent.server import AgentServer
     from discovery.registry import STOPPING, Registry, RegistryError
 
@@ -569,7 +638,8 @@ async def run_agents(pool: str, count: int, zookeeper: str, root: str, rps: floa
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    agents = [AgentServer("127.0.0.1", 0, pool=pool, synthetic_load_rps=rps, extra_collectors=[SimSecondsCollector()])
+    agents = [AgentServer("127.0.0.1", 0, pool=pool, synthetic_load_rps=rps, host_metrics=not light,
+                          extra_collectors=[SimSecondsCollector(), SimScrapesCollector()])
               for _ in range(count)]
     for a in agents:
         await a.start()
@@ -673,6 +743,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--zookeeper-root", default="/ringmon")
     a.add_argument("--synthetic-load-rps", type=float, default=0.0)
     a.add_argument("--session-timeout", type=float, default=10.0)
+    a.add_argument("--light", action="store_true", help="no host collector: only the simulated counters")
     k = sub.add_parser("sink", help="(internal) webhook receiver appending notifications to a file")
     k.add_argument("--listen", required=True)
     k.add_argument("--out", required=True)
@@ -682,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run_sink(args.listen, args.out))
         if args.action == "agents":
             return asyncio.run(run_agents(args.pool, args.count, args.zookeeper, args.zookeeper_root,
-                                          args.synthetic_load_rps, args.session_timeout))
+                                          args.synthetic_load_rps, args.session_timeout, args.light))
         s = ClusterSettings(dir=args.dir)
         if args.action == "up":
             for k in ("web_listen", "zookeeper_port", "cassandra_port", "cassandra_heap", "pools", "hosts_per_pool",
