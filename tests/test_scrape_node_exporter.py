@@ -89,7 +89,7 @@ async def test_node_exporter_series_stored_with_served_values(node_exporter, tmp
         async with aiohttp.ClientSession() as session:
             loop = RecordingLoop(target, DirectWriter(storage), session)
             loop.bodies = []
-            for _ in range(2):  # cold, then the cached fast path
+            for _ in range(3):  # cold, then the cached paths (per line, then the layout plan)
                 out = await loop.scrape_once()
                 assert out is not None, loop.health.last_error
                 await asyncio.sleep(0.2)
