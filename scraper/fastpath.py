@@ -11,6 +11,13 @@ Cached entries are only valid under the same metadata (HELP/TYPE/UNIT lines) bef
 them: a running hash of those lines is stored with each entry and compared on use.
 Each entry also carries the scrape generation that last saw it, which gives series
 added, duplicates and the series that disappeared (staleness) without per-scrape sets.
+
+On top of that, a clean scrape leaves a ``LayoutPlan``: when the next body has the same
+lines except for the sample values (the usual case), its values are read with C-level
+``map`` calls and the series list of the planned scrape is reused as is.
+
+Known leniency of both cached paths: a value is read with Python's ``float()``, which also
+takes digit-group underscores (``1_000``); the full parser (first sight of a line) rejects them.
 """
 
 from __future__ import annotations
