@@ -228,3 +228,28 @@ async def test_accept_header_openmetrics_by_content_type_and_gzip():
             assert (await ok.scrape_once()).samples_scraped == 5000
     finally:
         await runner.cleanup()
+
+
+async def test_sync_with_changed_pool_config_restarts_only_that_pool(exporter):
+    from scraper.config import ScrapeConfig
+
+    w = MemoryWriter()
+    a = Target("web", f"127.0.0.1:{exporter.port}", ScrapeSettings(interval_s=5, timeout_s=1))
+    b = Target("db", "127.0.0.1:1", ScrapeSettings(interval_s=5, timeout_s=1))
+    pool = ScrapePool(w, name="t3", configs={"web": ScrapeConfig(sample_limit=100)})
+    try:
+        await pool.sync([a, b])
+        la, lb = pool.loops[a.key], pool.loops[b.key]
+        assert la.config.sample_limit == 100 and lb.config == ScrapeConfig()
+        await pool.sync([a, b], configs={"web": ScrapeConfig(sample_limit=100)})  # unchanged
+        assert pool.loops[a.key] is la and pool.loops[b.key] is lb
+        await pool.sync([a, b], configs={"web": ScrapeConfig(sample_limit=2)})
+        assert pool.loops[a.key] is not la and pool.loops[b.key] is lb
+        assert pool.loops[a.key].config.sample_limit == 2
+        # a pool whose relabel_configs drop the target has no loop, and says so
+        drop = ScrapeConfig.from_dict({"relabel_configs": [{"action": "drop", "source_labels": ["job"],
+                                                             "regex": "db"}]})
+        await pool.sync([a, b], configs={"db": drop})
+        assert b.key not in pool.loops and b.key in pool.dropped
+    finally:
+        await pool.stop()
