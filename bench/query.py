@@ -115,11 +115,11 @@ async def measure(st: MemoryStorage, data_end: int, runs: int, downsample: bool)
         await cache.range_query(expr, end0 - window, end0, step)
         cached = []
         for k in range(1, runs + 1):
-            # A dashboard refresh: the window moves on by one step.
-            shift = (k % 10 + 1) * min(step, MINUTE_MS)
-            clock.now = end0 + shift
+            # A dashboard refresh a minute later; like Grafana, the window is aligned to the step.
+            clock.now = end0 + k * MINUTE_MS
+            end = clock.now // step * step
             t = time.perf_counter()
-            await cache.range_query(expr, end0 + shift - window, end0 + shift, step)
+            await cache.range_query(expr, end - window, end, step)
             cached.append(time.perf_counter() - t)
         rows.append(
             {

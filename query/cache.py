@@ -2,7 +2,7 @@
 chunks are kept (LRU, bounded by points) and reused across dashboard refreshes; chunks that
 reach into the recent past are always recomputed.
 
-A chunk covers the evaluation steps ``phase + k*chunk_len ... phase + (k+1)*chunk_len - step``
+A chunk covers ``chunk_steps`` evaluation steps ``phase + k*chunk_len ... phase + (k+1)*chunk_len - step``
 of one (expression, step, phase) where ``phase = start % step``; a result at a step does
 not depend on the query's other steps, so chunks computed by different requests combine.
 Queries whose value depends on the query range (``@ start()``/``@ end()``, ``start()``,
@@ -67,17 +67,18 @@ class RangeQueryCache:
         engine: Engine,
         *,
         recent_ms: int = 300_000,
-        chunk_target_ms: int = 3_600_000,
+        chunk_steps: int = 32,
         max_points: int = 5_000_000,
         ttl_s: float = 3600.0,
         now_ms: Callable[[], int] | None = None,
     ) -> None:
-        """``recent_ms``: chunks whose last step is newer than now - recent_ms are recomputed on
-        every request (late samples may still arrive). ``ttl_s``: a chunk is dropped after
+        """``chunk_steps``: evaluation steps per chunk (queries with the same step share chunks
+        whatever their window). ``recent_ms``: chunks whose last step is newer than
+        now - recent_ms are recomputed on every request (late samples may still arrive). ``ttl_s``: a chunk is dropped after
         this long even if complete (picks up backfilled data eventually)."""
         self.engine = engine
         self.recent_ms = recent_ms
-        self.chunk_target_ms = chunk_target_ms
+        self.chunk_steps = max(1, chunk_steps)
         self.max_points = max_points
         self.ttl_s = ttl_s
         self.now_ms = now_ms or engine.now_ms
@@ -107,7 +108,7 @@ class RangeQueryCache:
             self.stats.bypassed += 1
             return await self.engine.range_query(expr, start_ms, end_ms, step_ms)
         phase = start_ms % step_ms
-        chunk_len = step_ms * max(1, self.chunk_target_ms // step_ms)
+        chunk_len = step_ms * self.chunk_steps
         base = (expr.strip(), step_ms, phase, chunk_len)
         k_first = (start_ms - phase) // chunk_len
         k_last = (end_ms - phase) // chunk_len
