@@ -30,6 +30,7 @@ OM_DECIMAL_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+
 OM_SPECIAL = {"+inf": math.inf, "-inf": -math.inf, "inf": math.inf, "+infinity": math.inf,
               "-infinity": -math.inf, "infinity": math.inf, "nan": math.nan}
 GO_INT_RE = re.compile(r"[+-]?[0-9]+")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # A text-format comment that is not HELP/TYPE: skipped without decoding ("# HELP"/"# TYPE" need a
 # blank or the end of the line after them to count).
@@ -96,7 +97,10 @@ def parse_go_float(tok: str) -> float:
         body = low.lstrip("+-")
         if not body.startswith("0x") or "p" not in body:
             raise ValueError(tok)
-        return sign * float.fromhex(body)
+        try:
+            return sign * float.fromhex(body)
+        except OverflowError:
+            raise ValueError(tok) from None  # Go: "value out of range"
     return float(tok)
 
 
@@ -117,8 +121,15 @@ def om_timestamp_ms(tok: str) -> int:
     if "e" in tok or "E" in tok or len(tok) > 15:
         from decimal import Decimal
 
-        return int((Decimal(tok) * 1000).to_integral_value())
-    return round(float(tok) * 1000)
+        d = Decimal(tok)
+        if d.adjusted() > 17:  # |seconds| >= 1e18 is past int64 ms: saturate, never build a huge int
+            return INT64_MAX if d > 0 else INT64_MIN
+        ms = int((d * 1000).to_integral_value())
+    else:
+        ms = round(float(tok) * 1000)
+    # Valid OpenMetrics (the conformance suite has a 20-digit timestamp) but no int64 millisecond
+    # time: saturate, as Prometheus' float->int64 conversion does; storage then sees an absurd time.
+    return min(max(ms, INT64_MIN), INT64_MAX)
 
 
 # ---------------------------------------------------------------------------- labels
@@ -355,7 +366,9 @@ class TextState:
             ttok = line[i:j]
             if not GO_INT_RE.fullmatch(ttok):
                 raise ParseError(line_no, f"invalid timestamp {ttok!r} (text format wants integer ms)")
-            ts = int(ttok)
+            # (bound the digits first: int() refuses over 4300 digits and would raise ValueError)
+            digits = ttok.lstrip("+-").lstrip("0") or "0"
+            ts = (-int(digits) if ttok[0] == "-" else int(digits)) if len(digits) <= 19 else 2**63
             if not -(2**63) <= ts < 2**63:
                 raise ParseError(line_no, f"timestamp {ttok!r} out of range")
             if _skip_blanks(line, j) < n:
