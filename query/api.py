@@ -179,6 +179,12 @@ def _matchers_of(selectors: list[str]) -> list[list[Matcher]]:
     return out
 
 
+# Metadata lookups (series, labels, label values) never reach further than the longest
+# retention (1-hour rollups, a year) nor past tomorrow: clients such as promtool send
+# "all time" by default and the series index is partitioned by day.
+METADATA_LOOKBACK_MS = 366 * 86_400_000
+
+
 def _range_params(params: dict[str, list[str]]) -> tuple[int, int]:
     start = _one(params, "start")
     end = _one(params, "end")
@@ -186,7 +192,10 @@ def _range_params(params: dict[str, list[str]]) -> tuple[int, int]:
     e = parse_time_ms(end, "end") if end else MAX_TIME_MS
     if e < s:
         raise ApiError("bad_data", 'invalid parameter "end": end timestamp must not be before start time')
-    return s, e
+    now = int(time.time() * 1000)
+    s = max(s, now - METADATA_LOOKBACK_MS)
+    e = min(e, now + 86_400_000)
+    return s, max(s, e)
 
 
 def _limit(params: dict[str, list[str]]) -> int:
