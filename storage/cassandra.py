@@ -88,6 +88,37 @@ def _be8_list(values: Sequence[int] | np.ndarray, dtype: str) -> list[bytes]:
     return [raw[i : i + 8] for i in range(0, len(raw), 8)]
 
 
+_I8 = struct.Struct(">q")
+
+
+def _text_set(values: frozenset[str]) -> bytes:
+    parts = [_I4.pack(len(values))]
+    for v in values:
+        b = v.encode()
+        parts += [_I4.pack(len(b)), b]
+    return b"".join(parts)
+
+
+# CQL encodings of index rows (values in the order of the statement's bind markers).
+def _enc_series(r: tuple) -> list[bytes]:
+    return [r[0].encode(), _text_set(r[1]), r[2].encode(), _I4.pack(r[3]), _I2.pack(r[4]), _I8.pack(r[5])]
+
+
+def _enc_posting(r: tuple) -> list[bytes]:
+    return [r[0].encode(), _I4.pack(r[1]), r[2].encode(), _I2.pack(r[3]), r[4].encode(), _I8.pack(r[5])]
+
+
+def _enc_label_value(r: tuple) -> list[bytes]:
+    return [_I4.pack(r[0]), r[1].encode(), _I2.pack(r[2]), r[3].encode()]
+
+
+def _enc_label_name(r: tuple) -> list[bytes]:
+    return [_I4.pack(r[0]), r[1].encode()]
+
+
+_ENCODERS: dict[bytes, object] = {}  # prepared query id -> encoder, filled by _prepare
+
+
 def shard_of(series_id: int) -> int:
     return series_id % sch.INDEX_SHARDS
 
@@ -122,7 +153,8 @@ class CassandraStorage(Storage):
         self.consistency = consistency
         self._now_ms = now_ms
         self.index_reads: Counter[tuple[str, int]] = Counter()  # (table, bucket) -> partitions read
-        self._indexed: dict[tuple[str, int], set[int]] = {}  # (level, bucket) -> series ids indexed
+        # (level, bucket) -> {series id: target it was indexed under}
+        self._indexed: dict[tuple[str, int], dict[int, str]] = {}
         self._label_values_done: set[tuple[str, int, str, str]] = set()
         self._label_names_done: set[tuple[str, int, str]] = set()
         self._series_info: dict[int, SeriesInfo] = {}
@@ -197,8 +229,6 @@ class CassandraStorage(Storage):
         self.ps_insert_raw: PreparedStatement = p(
             f"INSERT INTO {ks}.raw_recent (target, hour, series_id, ts, value) VALUES (?, ?, ?, ?, ?)"
         )
-        self.ps_insert_series = p(f"UPDATE {ks}.series SET metric = ?, labels = ?, targets = targets + ? WHERE series_id = ?")
-        self.ps_series_lookup = p(f"SELECT series_id, labels, targets FROM {ks}.series WHERE series_id IN ?")
         self.ps_read_raw = p(
             f"SELECT series_id, ts, value FROM {ks}.raw_recent WHERE target = ? AND hour IN ? "
             "AND series_id IN ? AND ts >= ? AND ts <= ?"
@@ -208,7 +238,14 @@ class CassandraStorage(Storage):
         for level in sch.INDEX_LEVELS:
             s = level.suffix
             self.ps_index[s] = {
-                "series_ins": p(f"INSERT INTO {ks}.series_{s} (metric, bucket, shard, series_id) VALUES (?, ?, ?, ?)"),
+                "series_ins": p(
+                    f"UPDATE {ks}.series_{s} SET labels = ?, targets = targets + ? "
+                    "WHERE metric = ? AND bucket = ? AND shard = ? AND series_id = ?"
+                ),
+                "series_lookup": p(
+                    f"SELECT series_id, labels, targets FROM {ks}.series_{s} "
+                    "WHERE metric = ? AND bucket = ? AND shard = ? AND series_id IN ?"
+                ),
                 "post_ins": p(
                     f"INSERT INTO {ks}.postings_{s} (metric, bucket, name, shard, value, series_id) VALUES (?, ?, ?, ?, ?, ?)"
                 ),
@@ -228,8 +265,15 @@ class CassandraStorage(Storage):
                 "lv_read": p(f"SELECT value FROM {ks}.label_values_{s} WHERE bucket = ? AND name = ? AND shard IN ?"),
                 "ln_read": p(f"SELECT name FROM {ks}.label_names_{s} WHERE bucket = ?"),
             }
-        for ps in (self.ps_insert_raw, self.ps_insert_series):
-            ps.consistency_level = self.consistency
+        for ps in self.ps_index.values():
+            for key, enc in (
+                ("series_ins", _enc_series),
+                ("post_ins", _enc_posting),
+                ("lv_ins", _enc_label_value),
+                ("ln_ins", _enc_label_name),
+            ):
+                _ENCODERS[ps[key].query_id] = enc
+        self.ps_insert_raw.consistency_level = self.consistency
 
     # -- async bridge -----------------------------------------------------------------------
 
@@ -337,70 +381,77 @@ class CassandraStorage(Storage):
     def _index_statements(
         self, target: str, series_defs: Iterable[Series], ts: np.ndarray, ids: np.ndarray
     ) -> tuple[list[BatchStatement], list]:
-        """Index rows for (series, bucket) pairs not yet indexed, batched per partition."""
+        """Index rows for (series, bucket) pairs not yet indexed (or seen under a new target),
+        batched per index partition with pre-serialised values."""
         defs = {s.id: s for s in series_defs}
         if not defs:
             return [], []
         lo, hi = int(ts.min()), int(ts.max())
-        groups: dict[tuple, list[tuple[PreparedStatement, tuple]]] = {}
+        groups: dict[tuple, tuple[PreparedStatement, list[tuple]]] = {}
         marks: list = []
-        new_series: list[Series] = []
+        tgt_set = frozenset((target,))
         for level in sch.INDEX_LEVELS:
             s = level.suffix
             ps = self.ps_index[s]
+            ps_series, ps_post, ps_lv, ps_ln = ps["series_ins"], ps["post_ins"], ps["lv_ins"], ps["ln_ins"]
             for bucket in range(lo // level.bucket_ms, hi // level.bucket_ms + 1):
                 if lo // level.bucket_ms != hi // level.bucket_ms:
                     # Mixed-bucket batch (rare): only series with samples in this bucket.
                     in_bucket = set(ids[(ts // level.bucket_ms) == bucket].tolist())
                 else:
                     in_bucket = None
-                done = self._indexed.get((s, bucket), set())
+                done = self._indexed.get((s, bucket), {})
                 for sid, series in defs.items():
-                    if sid in done or (in_bucket is not None and sid not in in_bucket):
+                    if done.get(sid) == target or (in_bucket is not None and sid not in in_bucket):
                         continue
-                    if level is sch.INDEX_LEVELS[-1]:
-                        new_series.append(series)
                     metric = series.metric
                     shard = shard_of(sid)
-                    groups.setdefault(("s", s, metric, bucket, shard), []).append(
-                        (ps["series_ins"], (metric, bucket, shard, sid))
-                    )
+                    labels = json.dumps(series.labels, separators=(",", ":"))
+                    key = ("s", s, metric, bucket, shard)
+                    if key not in groups:
+                        groups[key] = (ps_series, [])
+                    groups[key][1].append((labels, tgt_set, metric, bucket, shard, sid))
                     for name, value in series.labels:
                         if name != METRIC_NAME:
-                            groups.setdefault(("p", s, metric, bucket, name, shard), []).append(
-                                (ps["post_ins"], (metric, bucket, name, shard, value, sid))
-                            )
+                            key = ("p", s, metric, bucket, name, shard)
+                            if key not in groups:
+                                groups[key] = (ps_post, [])
+                            groups[key][1].append((metric, bucket, name, shard, value, sid))
                         lv_key = (s, bucket, name, value)
                         if lv_key not in self._label_values_done:
                             vs = value_shard(value)
-                            groups.setdefault(("v", s, bucket, name, vs), []).append(
-                                (ps["lv_ins"], (bucket, name, vs, value))
-                            )
+                            key = ("v", s, bucket, name, vs)
+                            if key not in groups:
+                                groups[key] = (ps_lv, [])
+                            groups[key][1].append((bucket, name, vs, value))
                             marks.append(("lv", lv_key))
                         ln_key = (s, bucket, name)
                         if ln_key not in self._label_names_done:
-                            groups.setdefault(("n", s, bucket), []).append((ps["ln_ins"], (bucket, name)))
+                            key = ("n", s, bucket)
+                            if key not in groups:
+                                groups[key] = (ps_ln, [])
+                            groups[key][1].append((bucket, name))
                             marks.append(("ln", ln_key))
-                    marks.append(("ix", (s, bucket), sid))
-        tset = frozenset((target,))
-        for series in {x.id: x for x in new_series}.values():
-            labels = json.dumps(series.labels, separators=(",", ":"))
-            groups[("series", series.id)] = [(self.ps_insert_series, (series.metric, labels, tset, series.id))]
+                    marks.append(("ix", (s, bucket), sid, target))
         stmts = []
-        for rows in groups.values():
-            b = BatchStatement(BatchType.UNLOGGED, consistency_level=self.consistency)
-            seen = set()
-            for ps, params in rows:
-                if params not in seen:
-                    seen.add(params)
-                    b.add(ps, params)
-            stmts.append(b)
+        for ps, rows in groups.values():
+            rows = list(dict.fromkeys(rows))  # the same label value twice in one call
+            enc = _ENCODERS[ps.query_id]
+            for lo_i in range(0, len(rows), MAX_ROWS_PER_BATCH):
+                chunk = rows[lo_i : lo_i + MAX_ROWS_PER_BATCH]
+                b = BatchStatement(BatchType.UNLOGGED, consistency_level=self.consistency)
+                b.add(ps, chunk[0])  # bound normally once: sets the routing key
+                out = b._statements_and_parameters
+                qid = ps.query_id
+                for row in chunk[1:]:
+                    out.append((True, qid, enc(row)))
+                stmts.append(b)
         return stmts, marks
 
     def _commit_marks(self, marks: list) -> None:
         for m in marks:
             if m[0] == "ix":
-                self._indexed.setdefault(m[1], set()).add(m[2])
+                self._indexed.setdefault(m[1], {})[m[2]] = m[3]
             elif m[0] == "lv":
                 self._label_values_done.add(m[1])
             else:
@@ -414,10 +465,11 @@ class CassandraStorage(Storage):
             self._label_values_done.clear()
             self._label_names_done.clear()
 
-    def is_indexed(self, series_id: int, ts_ms: int) -> bool:
-        """True when this process has stored the index rows of ``series_id`` for ``ts_ms``'s buckets."""
+    def is_indexed(self, series_id: int, ts_ms: int, target: str) -> bool:
+        """True when this process stored the index rows of ``series_id`` (under ``target``) for ``ts_ms``."""
         return all(
-            series_id in self._indexed.get((lv.suffix, ts_ms // lv.bucket_ms), ()) for lv in sch.INDEX_LEVELS
+            self._indexed.get((lv.suffix, ts_ms // lv.bucket_ms), {}).get(series_id) == target
+            for lv in sch.INDEX_LEVELS
         )
 
     # -- index reads ------------------------------------------------------------------------
@@ -486,36 +538,55 @@ class CassandraStorage(Storage):
                 return set()
         return current or set()
 
-    async def _select_ids(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> set[int]:
-        if end_ms < start_ms:
-            return set()
+    async def _select_ids(
+        self, matchers: Sequence[Matcher], start_ms: int, end_ms: int
+    ) -> tuple[sch.IndexLevel, dict[tuple[str, int], set[int]]]:
+        """Matching series ids per (metric, bucket) of the index level that covers the range."""
         level = self._level_for(start_ms, end_ms)
+        if end_ms < start_ms:
+            return level, {}
         buckets = range(start_ms // level.bucket_ms, end_ms // level.bucket_ms + 1)
         metrics = await self._metric_names(level, buckets, matchers)
-        parts = await asyncio.gather(
-            *(self._ids_in_bucket(level.suffix, metric, b, matchers) for metric in metrics for b in buckets)
-        )
-        out: set[int] = set()
-        for p in parts:
-            out |= p
+        keys = [(metric, b) for metric in metrics for b in buckets]
+        parts = await _gather_waves([self._ids_in_bucket(level.suffix, m, b, matchers) for m, b in keys])
+        return level, {k: p for k, p in zip(keys, parts, strict=True) if p}
+
+    async def _infos(self, level: sch.IndexLevel, found: dict[tuple[str, int], set[int]]) -> dict[int, SeriesInfo]:
+        """Labels and targets of the found series: from the cache, else from ``series_<level>``."""
+        out: dict[int, SeriesInfo] = {}
+        lookups = []
+        ps = self.ps_index[level.suffix]["series_lookup"]
+        for (metric, bucket), ids in found.items():
+            by_shard: dict[int, list[int]] = {}
+            for sid in ids:
+                if sid in out:
+                    continue
+                cached = self._series_info.get(sid)
+                if cached is not None:
+                    out[sid] = cached
+                else:
+                    by_shard.setdefault(shard_of(sid), []).append(sid)
+            for shard, sids in by_shard.items():
+                for i in range(0, len(sids), SERIES_LOOKUP_CHUNK):
+                    lookups.append(self._rows(ps, (metric, bucket, shard, sids[i : i + SERIES_LOOKUP_CHUNK])))
+        if lookups:
+            merged: dict[int, tuple[Series, set[str]]] = {}
+            for rows in await _gather_waves(lookups):
+                for sid, labels, targets in rows:
+                    if sid not in merged:
+                        merged[sid] = (Series(sid, tuple((k, v) for k, v in json.loads(labels))), set())
+                    merged[sid][1].update(targets or ())
+            if len(self._series_info) > 1_000_000:
+                self._series_info.clear()
+            for sid, (series, targets) in merged.items():
+                info = SeriesInfo(series, frozenset(targets))
+                out[sid] = info
+                self._series_info[sid] = info
         return out
 
-    async def _infos(self, ids: Iterable[int]) -> dict[int, SeriesInfo]:
-        ids = list(ids)
-        missing = [i for i in ids if i not in self._series_info]
-        chunks = [missing[i : i + SERIES_LOOKUP_CHUNK] for i in range(0, len(missing), SERIES_LOOKUP_CHUNK)]
-        for rows in await _gather_waves([self._rows(self.ps_series_lookup, (c,)) for c in chunks]):
-            for sid, labels, targets in rows:
-                lab = tuple((k, v) for k, v in json.loads(labels))
-                self._series_info[sid] = SeriesInfo(Series(sid, lab), frozenset(targets or ()))
-        if len(self._series_info) > 2_000_000:
-            keep = {i: self._series_info[i] for i in ids if i in self._series_info}
-            self._series_info = keep
-        return {i: self._series_info[i] for i in ids if i in self._series_info}
-
     async def _select_series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesInfo]:
-        ids = await self._select_ids(matchers, start_ms, end_ms)
-        infos = await self._infos(ids)
+        level, found = await self._select_ids(matchers, start_ms, end_ms)
+        infos = await self._infos(level, found)
         # Exactness net: the index narrows, the labels decide (hash collisions, label edits).
         return [i for i in infos.values() if match_all(list(matchers), i.series.labels)]
 

@@ -13,7 +13,8 @@ Buckets (all integers derived from the sample timestamp in ms):
 - ``raw_blocks``: sealed compressed blocks, partition ``(series_id, day)`` (rollup job);
 - ``rollup_1m``: partition ``(series_id, day)``; ``rollup_1h``: partition
   ``(series_id, bucket)`` with bucket = ts // 32 days;
-- index (two levels, same shape): ``series_day``/``postings_day``/``label_values_day``
+- index (two levels, same shape): ``series_day`` (series of a metric with their labels and
+  targets), ``postings_day`` (label -> series), ``label_values_day``, ``label_names_day``
   bucketed by day, and ``..._month`` bucketed by 32-day periods for long ranges.
 """
 
@@ -30,7 +31,7 @@ RAW_BUCKET_MS = HOUR_MS  # raw_recent partition width
 BLOCK_BUCKET_MS = DAY_MS  # raw_blocks partition width
 ROLLUP_1M_BUCKET_MS = DAY_MS
 ROLLUP_1H_BUCKET_MS = 32 * DAY_MS
-INDEX_SHARDS = 16  # postings / series_* partitions per (metric, bucket[, label])
+INDEX_SHARDS = 32  # series_* / postings partitions per (metric, bucket[, label])
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,6 @@ DEFAULT_TTLS_S: dict[str, int] = {
     "raw_blocks": 8 * DAY_S,
     "rollup_1m": 32 * DAY_S,
     "rollup_1h": 370 * DAY_S,
-    "series": 400 * DAY_S,
     "index_day": 32 * DAY_S,  # covers raw and 1 m ranges
     "index_month": 400 * DAY_S,  # covers 1 h ranges
 }
@@ -153,11 +153,6 @@ def table_statements(spec: SchemaSpec) -> list[tuple[str, str]]:
             "count int, sum double, min double, max double, last double, increase double, "
             "PRIMARY KEY ((series_id, bucket), ts)) WITH " + _options(t["rollup_1h"], "ts ASC"),
         ),
-        (
-            "series",
-            f"CREATE TABLE IF NOT EXISTS {ks}.series (series_id bigint PRIMARY KEY, metric text, "
-            "labels text, targets set<text>) WITH default_time_to_live = " + str(t["series"]),
-        ),
     ]
     for level in INDEX_LEVELS:
         ttl = t[f"index_{level.suffix}"]
@@ -166,7 +161,8 @@ def table_statements(spec: SchemaSpec) -> list[tuple[str, str]]:
             (
                 f"series_{s}",
                 f"CREATE TABLE IF NOT EXISTS {ks}.series_{s} (metric text, bucket int, shard smallint, "
-                "series_id bigint, PRIMARY KEY ((metric, bucket, shard), series_id)) WITH "
+                "series_id bigint, labels text, targets set<text>, "
+                "PRIMARY KEY ((metric, bucket, shard), series_id)) WITH "
                 + _options(ttl, "series_id ASC"),
             ),
             (

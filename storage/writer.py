@@ -24,6 +24,7 @@ nothing appended is lost when the process dies), then:
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,38 @@ class WriterStats:
     failed_writes: int = 0
     dropped_batches: int = 0  # permanent errors (bad data); logged with the reason
     mode_changes: list[tuple[float, str]] = field(default_factory=list)
+    last_error: str = ""
+
+
+class _Slots:
+    """A counting semaphore whose timed acquire never leaks a slot (unlike wait_for on 3.11)."""
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
+
+    async def acquire(self, timeout_s: float | None = None) -> bool:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await asyncio.wait({fut}, timeout=timeout_s)
+        finally:
+            if not fut.done():
+                fut.cancel()
+        if fut.cancelled():
+            return False
+        return True  # release() handed its slot to us
+
+    def release(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(True)
+                return
+        self.free += 1
 
 
 class BatchingWriter(SampleWriter):
@@ -77,10 +110,10 @@ class BatchingWriter(SampleWriter):
         self.retry_interval_s = retry_interval_s
         self.max_spool_bytes = max_spool_bytes
         self.stats = WriterStats()
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._slots = _Slots(max_in_flight)
         self._unacked: dict[int, set[int]] = {}  # segment -> offsets of records not yet stored
-        self._fully_known: set[int] = set()  # segments whose every record is in _unacked (or acked)
-        self._labeled: dict[int, set[int]] = {}  # day -> series ids whose labels are in the spool
+        self._fully_known: set[int] = {self.spool.active}  # segments whose records are all in _unacked (or acked)
+        self._labeled: dict[int, dict[int, str]] = {}  # day -> {series id: target} labeled in the spool
         self._tasks: set[asyncio.Task] = set()
         self._progress = asyncio.Event()
         self._closed = False
@@ -115,7 +148,7 @@ class BatchingWriter(SampleWriter):
         ids = np.fromiter((s.id for s in batch.series), dtype=np.int64, count=n)
         ts = np.asarray(batch.timestamps, dtype=np.int64)
         vals = np.asarray(batch.values, dtype=np.float64)
-        defs = self._defs_to_spool(batch.series, ts)
+        defs = self._defs_to_spool(batch.target, batch.series, ts)
         pos = self.spool.append(encode_batch(batch.target, ids, ts, vals, defs))
         self._unacked.setdefault(pos.segment, set()).add(pos.offset)
         self._fully_known.add(pos.segment)
@@ -124,9 +157,7 @@ class BatchingWriter(SampleWriter):
         self._maybe_sync()
         if self.mode != self.DIRECT:
             return
-        try:
-            await asyncio.wait_for(self._slots.acquire(), self.slow_after_s)
-        except TimeoutError:
+        if not await self._slots.acquire(self.slow_after_s):
             self._enter_spooling(pos, "Cassandra slow: no free write slot")
             return
         if self.mode != self.DIRECT:  # switched while we waited
@@ -134,9 +165,9 @@ class BatchingWriter(SampleWriter):
             return
         self._spawn(self._send(pos, SpooledBatch(batch.target, ids, ts, vals, defs), replay=False))
 
-    async def flush(self) -> None:
+    async def flush(self, timeout_s: float = 600.0) -> None:
         """Wait until every record appended so far is stored, or spooled while Cassandra is away."""
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.queue_depth() == 0 or self.mode == self.SPOOLING:
                 return
@@ -155,7 +186,7 @@ class BatchingWriter(SampleWriter):
         """Flush what can be sent now; the rest stays spooled for the next start."""
         if self._closed:
             return
-        await self.flush()
+        await self.flush(timeout_s=10.0)  # whatever is not stored by then stays in the spool
         self._closed = True
         if self._replayer:
             self._replayer.cancel()
@@ -167,26 +198,27 @@ class BatchingWriter(SampleWriter):
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _defs_to_spool(self, series: list[Series], ts: np.ndarray) -> list[Series]:
-        """Series whose index rows may be missing for their day: their labels go in the record."""
+    def _defs_to_spool(self, target: str, series: list[Series], ts: np.ndarray) -> list[Series]:
+        """Series whose index rows may be missing for their day: their labels go in the record.
+
+        Once a record carrying a series' labels for a day (and target) is in the spool, later
+        records need not repeat them: replay always starts at or before that record, or that
+        record was stored, index rows included.
+        """
         days = ts // DAY_MS
-        if days.size and days[0] == days[-1]:
-            day_list = None
-            day0 = int(days[0])
-            labeled = self._labeled.setdefault(day0, set())
-        else:
-            day_list = days.tolist()
+        one_day = bool(days.size) and days.min() == days.max()
+        day_list = None if one_day else days.tolist()
+        day = int(days[0]) if days.size else 0
+        labeled = self._labeled.setdefault(day, {})
         out = []
         for i, s in enumerate(series):
             if day_list is not None:
                 day = day_list[i]
-                labeled = self._labeled.setdefault(day, set())
-            else:
-                day = day0
-            if s.id in labeled:
+                labeled = self._labeled.setdefault(day, {})
+            if labeled.get(s.id) == target:
                 continue
-            labeled.add(s.id)
-            if not self.storage.is_indexed(s.id, int(day) * DAY_MS):
+            labeled[s.id] = target
+            if not self.storage.is_indexed(s.id, day * DAY_MS, target):
                 out.append(s)
         if len(self._labeled) > 3:
             for d in sorted(self._labeled)[:-3]:
@@ -203,10 +235,12 @@ class BatchingWriter(SampleWriter):
         try:
             await self.storage.write_columns(rec.target, rec.series_ids, rec.timestamps, rec.values, rec.series_defs)
         except TransientStorageError as exc:
+            self.stats.last_error = str(exc)
             self.stats.failed_writes += 1
             self._enter_spooling(pos, str(exc))
             return False
         except StorageError as exc:
+            self.stats.last_error = str(exc)
             self.stats.dropped_batches += 1
             log.error("dropping a batch of %d samples of target %s: %s", len(rec), rec.target, exc)
             self._ack(pos)
@@ -251,11 +285,23 @@ class BatchingWriter(SampleWriter):
 
     async def _replay(self) -> None:
         """Send spooled records in order from the cursor; go DIRECT once caught up."""
+        while not self._closed:
+            try:
+                await self._replay_until_caught_up()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug must not stop replay for good: log, wait, go on
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("spool replay failed; retrying in %.1fs", self.retry_interval_s)
+                await asyncio.sleep(self.retry_interval_s)
+
+    async def _replay_until_caught_up(self) -> None:
         pending: set[asyncio.Task] = set()
         while not self._closed:
             done = {t for t in pending if t.done()}
             pending -= done
-            if any(not t.result() for t in done):
+            if any(t.exception() is not None or not t.result() for t in done):
                 # Cassandra still away: let the in-flight ones finish, wait, retry from the cursor.
                 if pending:
                     await asyncio.wait(pending)
