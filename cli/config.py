@@ -110,6 +110,13 @@ class LocalAgents:
 @dataclass
 class WebConfig:
     listen: str = "127.0.0.1:8080"
+    # Users who may change things from the browser (rule editor, silences):
+    # name -> scrypt hash from `ringmon hash-password`. None configured: read-only pages.
+    users: dict[str, str] = field(default_factory=dict)
+    session_secret: str = ""  # signs sessions and CSRF tokens; empty: random per start
+    secure_cookies: bool = False  # set when served over HTTPS
+    dashboards_dirs: list[str] = field(default_factory=list)  # extra YAML dashboards (shipped ones always load)
+    rules_history_dir: str = ""  # rule editor history; default <data_dir>/rules-history
 
 
 @dataclass
@@ -127,6 +134,7 @@ class RingmonConfig:
     agents: list[LocalAgents] = field(default_factory=list)
     web: WebConfig = field(default_factory=WebConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    alerting: str = ""  # the alerting file (alerter: section, route, receivers); empty: no alerter
     data_dir: str = "data"
     source: str = ""  # the file it came from (not a YAML key)
 

@@ -12,11 +12,16 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from agent.instrumentation import instrument_middleware
 from agent.server import AgentServer
 from cli.config import RingmonConfig
+from cli.errors import UserError
+from cli.webparts import alerting_views, web_app_options
 from cli.wiring import make_storage, make_writer, serve_app
 from discovery.static import StaticDiscovery
 from discovery.target import ScrapeSettings, Target
@@ -41,6 +46,8 @@ class Standalone:
     engine: Engine | None = None
     runner: web.AppRunner | None = None
     web_port: int = 0
+    alerter: Any = None  # alerting.service.AlerterService when an alerting file is configured
+    metrics_registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -51,8 +58,6 @@ class Standalone:
             try:
                 self.static = StaticDiscovery(cfg.discovery.static_file)
             except ValueError as exc:
-                from cli.errors import UserError
-
                 raise UserError(str(exc)) from None
         self.storage = await make_storage(cfg.storage)
         self.writer = await make_writer(cfg.storage, self.storage)
@@ -64,11 +69,19 @@ class Standalone:
         self.pool = ScrapePool(self.writer, name="standalone")
         await self.pool.sync(self.targets())
         self.engine = Engine(self.storage)
+        views = None
+        if cfg.alerting:
+            await self._start_alerter()
+            assert self.alerter is not None
+            views = alerting_views(cfg, self.alerter.manager, self.alerter.silences)
         app = create_app(
             engine=self.engine,
             pools_provider=self.pools_summary,
             targets_provider=self.targets_health,
+            middlewares=[instrument_middleware(self.metrics_registry)],
+            **web_app_options(cfg, self.engine, views),
         )
+        app.router.add_get("/metrics", self._metrics)
         try:
             from query.api import add_api_routes
 
@@ -76,6 +89,7 @@ class Standalone:
         except ImportError:  # pragma: no cover - the API module ships with the query package
             log.warning("Prometheus HTTP API not available")
         self.runner, self.web_port = await serve_app(app, cfg.web.listen, "web")
+        await self.pool.sync(self.targets())
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="discovery-refresh"))
         self._tasks.append(asyncio.create_task(self._rollup_loop(), name="rollup"))
         log.info(
@@ -86,9 +100,33 @@ class Standalone:
     def targets(self) -> list[Target]:
         settings = ScrapeSettings(interval_s=float(self.cfg.scrape.interval), timeout_s=float(self.cfg.scrape.timeout))
         out = [Target(pool=a.pool, address=a.address, settings=settings) for a in self.agents]
+        if self.web_port:  # Ringmon scrapes itself: its own /metrics is a target of pool "ringmon"
+            out.append(Target(pool="ringmon", address=f"127.0.0.1:{self.web_port}", settings=settings))
         if self.static is not None:
             out.extend(self.static.targets())
         return out
+
+    async def _start_alerter(self) -> None:
+        """Rule evaluation and notification in-process, from the alerting file."""
+        from alerting.service import AlerterConfigError, AlerterService, AlerterSettings, load_alerting_file
+
+        cfg = self.cfg
+        defaults = AlerterSettings(
+            rule_files=list(cfg.rules.files),
+            evaluation_interval_ms=int(float(cfg.rules.evaluation_interval) * 1000),
+            state_db=str(Path(cfg.data_dir) / "alerting.db"),
+        )
+        try:
+            settings, notifier_cfg = load_alerting_file(cfg.alerting, defaults)
+            assert self.storage is not None and self.writer is not None
+            self.alerter = AlerterService(settings, notifier_cfg, self.storage, self.writer, alerting_config_path=cfg.alerting)
+            await self.alerter.start(serve_http=False)
+        except AlerterConfigError as exc:
+            raise UserError(str(exc)) from None
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics_registry) + generate_latest(REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _refresh_loop(self) -> None:
         interval = max(1.0, float(self.cfg.discovery.refresh_interval))
@@ -144,6 +182,8 @@ class Standalone:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.runner is not None:
             await self.runner.cleanup()
+        if self.alerter is not None:
+            await self.alerter.stop()
         if self.pool is not None:
             await self.pool.stop()
         for a in self.agents:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from prometheus_client import Counter
 
 from agent.server import AgentServer
@@ -64,8 +65,36 @@ async def test_standalone_scrapes_stores_and_charts(tmp_path: Path) -> None:
         "  e2e:\n    interval: 1s\n    timeout: 1s\n"
         f"    hosts: ['{agent.address}', '{dead}']\n"
     )
+    # A real webhook receiver for the alert the dead target raises.
+    received: list[dict] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(text="ok")
+
+    hook_app = web.Application()
+    hook_app.router.add_post("/hook", hook)
+    hook_runner = web.AppRunner(hook_app)
+    await hook_runner.setup()
+    hook_site = web.TCPSite(hook_runner, "127.0.0.1", 0)
+    await hook_site.start()
+    hook_port = hook_site._server.sockets[0].getsockname()[1]
+    rules = tmp_path / "rules.yml"
+    rules.write_text(
+        "groups:\n- name: e2e\n  interval: 1s\n  rules:\n"
+        "  - alert: E2ETargetDown\n    expr: up{job=\"e2e\"} == 0\n"
+        "    labels: {severity: page}\n    annotations: {summary: '{{ $labels.instance }} is down'}\n"
+    )
+    alerting = tmp_path / "alerting.yaml"
+    alerting.write_text(
+        f"alerter:\n  rule_files: ['{rules}']\n  state_db: {tmp_path / 'alerting.db'}\n"
+        "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 1s\n"
+        "  repeat_interval: 1h\n"
+        f"receivers:\n- name: hook\n  webhook_configs:\n  - url: http://127.0.0.1:{hook_port}/hook\n"
+    )
     cfg = tmp_path / "standalone.yaml"
     cfg.write_text(
+        f"data_dir: {tmp_path / 'data'}\nalerting: {alerting}\n"
         f"storage:\n  sqlite:\n    path: {db}\n"
         f"discovery:\n  static_file: {targets}\n  refresh_interval: 1s\n"
         "scrape:\n  interval: 1s\n  timeout: 1s\n"
@@ -146,7 +175,19 @@ async def test_standalone_scrapes_stores_and_charts(tmp_path: Path) -> None:
             for mode in modes:
                 assert sum(1 for n in names if re.search(rf"\b{re.escape(mode)}\b", n)) == 1, (mode, names)
 
-            for path in ("/", "/pools", "/targets"):
+            # The alert on the dead target reached the webhook, with its labels and annotation.
+            async def firing():
+                return [a for p in received for a in p.get("alerts", []) if a.get("status") == "firing"]
+
+            alerts = await _wait_for(firing, "the E2ETargetDown notification")
+            assert {a["labels"]["instance"] for a in alerts} == {dead}
+            assert alerts[0]["labels"]["alertname"] == "E2ETargetDown"
+            assert alerts[0]["annotations"]["summary"] == f"{dead} is down"
+
+            # Ringmon scrapes itself in standalone too.
+            assert set(await _wait_for(lambda: up_of(f"127.0.0.1:{web_port}"), "up of Ringmon itself")) == {1.0}
+
+            for path in ("/", "/pools", "/targets", "/alerts", "/rules", "/dashboards", "/d/fleet", "/metrics"):
                 async with http.get(base + path) as r:
                     assert r.status == 200, path
                     body = await r.text()
@@ -162,5 +203,6 @@ async def test_standalone_scrapes_stores_and_charts(tmp_path: Path) -> None:
             proc.kill()
             out, _ = proc.communicate()
         await agent.stop()
+        await hook_runner.cleanup()
     assert proc.returncode == 0, out
     assert "Traceback" not in out, out
