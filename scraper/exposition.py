@@ -56,7 +56,11 @@ EXEMPLAR_MAX_RUNES = 128
 class ParseError(ValueError):
     """A body that is not valid exposition text; ``str()`` is ``line N: reason``."""
 
+    MAX_REASON = 240  # reasons quote the bad text: keep a pathological token from flooding last_error
+
     def __init__(self, line_no: int, reason: str) -> None:
+        if len(reason) > self.MAX_REASON:
+            reason = reason[: self.MAX_REASON] + "..."
         super().__init__(f"line {line_no}: {reason}")
         self.line_no = line_no
         self.reason = reason
