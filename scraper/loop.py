@@ -201,6 +201,11 @@ class ScrapeLoop:
             error, reason = str(exc), exc.reason
         except ParseError as exc:
             error, reason = f"parse error: {exc}", "parse"
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a bug of ours must not leave the target's state stale or unreported
+            log.exception("scrape of %s failed inside the scraper", self.target.key)
+            error, reason = f"internal error: {type(exc).__name__}: {exc}", "internal"
         duration = time.time() - start
         batch = SampleBatch(self.target.key)
         if out is not None:
