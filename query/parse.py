@@ -386,10 +386,43 @@ def _convert(e: object, text: str) -> Node:
     raise ParseError(f"unsupported expression {type(e).__name__}: {e}", 0, text)
 
 
+# Nesting the parser may see: deeper expressions crash the native parser (stack overflow at a
+# few thousand chained operators), take it seconds (its time grows with the square of the
+# depth) and could not be converted or evaluated anyway (Python's recursion limit).
+MAX_NESTING = 1000
+_NESTING_OPS = frozenset({"+", "-", "*", "/", "%", "^", "==", "!=", "<", ">", "<=", ">="})
+_NESTING_WORDS = frozenset({"and", "or", "unless", "atan2"})
+
+
+def _check_nesting(text: str) -> None:
+    """ParseError when open brackets plus operators outside label matchers exceed MAX_NESTING."""
+    depth = braces = load = 0
+    for m in _tokens(text):
+        s = m.group(0)
+        if m.group("op"):
+            if s in "([{":
+                depth += 1
+                braces += s == "{"
+            elif s in ")]}":
+                depth = max(depth - 1, 0)
+                braces = max(braces - (s == "}"), 0)
+            elif s in _NESTING_OPS and not braces:
+                load += 1
+        elif m.group("ident") and s.lower() in _NESTING_WORDS and not braces:
+            load += 1
+        if depth + load > MAX_NESTING:
+            raise ParseError(
+                f"expression nested too deeply (more than {MAX_NESTING} levels of brackets and operators)",
+                m.start(),
+                text,
+            )
+
+
 def parse(text: str) -> Node:
     """Parse PromQL into the engine's tree; raises ``ParseError`` with a position."""
     if not text.strip():
         raise ParseError("no expression found in input", 0, text)
+    _check_nesting(text)
     shifted = _shift_at_values(text)
     try:
         ast = pp.parse(shifted)
