@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -413,6 +414,14 @@ def bucketize(
     return out
 
 
+async def _nesting_guard(run: Coroutine[Any, Any, QueryResult]) -> QueryResult:
+    """A query too deep for the recursive planner/evaluator is a QueryError, not a RecursionError."""
+    try:
+        return await run
+    except RecursionError:
+        raise QueryError("query is nested too deeply to evaluate") from None
+
+
 class Engine:
     """Evaluates PromQL over a Storage. Safe to share between tasks."""
 
@@ -446,7 +455,7 @@ class Engine:
     # ------------------------------------------------------------------ API
     async def instant_query(self, expr: str, time_ms: int, *, timeout_s: float | None = None) -> QueryResult:
         """Evaluate ``expr`` at ``time_ms``; ``timeout_s`` may only shorten the engine's limit."""
-        return await self._run(expr, int(time_ms), int(time_ms), 0, instant=True, timeout_s=timeout_s)
+        return await _nesting_guard(self._run(expr, int(time_ms), int(time_ms), 0, instant=True, timeout_s=timeout_s))
 
     async def range_query(
         self, expr: str, start_ms: int, end_ms: int, step_ms: int, *, timeout_s: float | None = None
@@ -456,7 +465,7 @@ class Engine:
             raise QueryError("zero or negative query resolution step widths are not accepted")
         if end_ms < start_ms:
             raise QueryError("end timestamp must not be before start time")
-        return await self._run(expr, start_ms, end_ms, step_ms, instant=False, timeout_s=timeout_s)
+        return await _nesting_guard(self._run(expr, start_ms, end_ms, step_ms, instant=False, timeout_s=timeout_s))
 
     def parse(self, expr: str) -> P.Node:
         return P.parse(expr)
