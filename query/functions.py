@@ -291,6 +291,17 @@ class _DenseGrid:
         self.rv, self.sidx, self.col, self.nb, self.lo, self.hi = rv, sidx, col, nb, lo, hi
         self.n = len(rv.labels)
 
+    def presence(self) -> np.ndarray:
+        """(series, steps): whether the window holds at least one bucket of the series."""
+        counts = np.diff(self.rv.offsets)
+        has = counts > 0
+        first = np.where(has, self.col[np.minimum(self.rv.offsets[:-1], len(self.col) - 1)], 0)
+        last = np.where(has, self.col[np.maximum(self.rv.offsets[1:] - 1, 0)], -1)
+        if np.array_equal(last - first + 1, np.where(has, counts, 0)):
+            # No gaps: a window holds data iff it overlaps [first, last].
+            return (self.lo[None, :] <= last[:, None]) & (self.hi[None, :] > first[:, None]) & has[:, None]
+        return self.window_sums(np.ones(len(self.col))) > 0
+
     def window_sums(self, values: np.ndarray) -> np.ndarray:
         dense = np.zeros((self.n, self.nb + 1))
         dense[self.sidx, self.col + 1] = values
@@ -325,7 +336,7 @@ def _b_rollup_sum(column: str, per_second: bool = False) -> BatchedCompute:
         if isinstance(lo, _DenseGrid):
             grid = lo
             total = grid.window_sums(agg[column])
-            ok = grid.window_sums(np.ones(len(rv.ts_flat))) > 0
+            ok = grid.presence()
         else:
             ok = hi > lo
             total = segmented_window_sums(agg[column], rv.offsets, lo, hi, ok)

@@ -180,3 +180,22 @@ def test_bucketize_matches_rollup_job() -> None:
         np.testing.assert_array_equal(ref.timestamps, bucket_ts)
         for name, col in ref.columns().items():
             np.testing.assert_allclose(cols[name], col, rtol=1e-12, equal_nan=True)
+
+
+async def test_rollup_gaps_leave_steps_empty() -> None:
+    """A series missing for a while (gap in its rows) has no value for windows in the gap."""
+    st = MemoryStorage()
+    s = Series.of(make_labels("c_total", s="gap"))
+    t0 = NOW - 20 * DAY
+    buckets = t0 + np.arange(120, dtype=np.int64) * MINUTE_MS
+    keep = (buckets < t0 + 30 * MINUTE_MS) | (buckets >= t0 + 60 * MINUTE_MS)
+    b = buckets[keep]
+    cols = {k: np.ones(len(b)) for k in ("count", "sum", "min", "max", "last", "increase")}
+    st.put_rollup(SeriesData(s, b, cols["last"], Resolution.MINUTE, cols))
+    eng = Engine(st, now_ms=lambda: NOW)
+    res = await eng.range_query("increase(c_total[5m])", t0 + 10 * MINUTE_MS, t0 + 100 * MINUTE_MS, MINUTE_MS)
+    got = dict(zip(res.series[0].timestamps.tolist(), res.series[0].values.tolist(), strict=True))
+    assert got[t0 + 30 * MINUTE_MS] == 5  # buckets 25..29
+    assert t0 + 40 * MINUTE_MS not in got  # window 35..39 falls in the gap
+    assert got[t0 + 63 * MINUTE_MS] == 3  # buckets 60..62
+    assert got[t0 + 100 * MINUTE_MS] == 5
