@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cli.config import ConfigError, load_config, parse_duration
+from cli.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,3 +92,22 @@ def test_cli_help_lists_subcommands() -> None:
     res = _run_cli("--help")
     assert res.returncode == 0
     assert "standalone" in res.stdout
+
+
+def test_hash_password_and_users_config(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "cli.main", "hash-password", "--stdin"],
+        cwd=ROOT, input="s3cret\n", capture_output=True, text=True, timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    hashed = res.stdout.strip()
+    from cli.config import config_from_dict
+    from cli.webparts import make_auth
+    from web.auth import Auth
+
+    cfg = config_from_dict({"web": {"users": {"ops": hashed}, "session_secret": "x"}}, "t.yaml")
+    auth = make_auth(cfg)
+    assert isinstance(auth, Auth) and auth.enabled
+    bad = config_from_dict({"web": {"users": {"ops": "plain-text"}}}, "t.yaml")
+    with pytest.raises(UserError, match=r"t\.yaml: web\.users\.ops"):
+        make_auth(bad)
