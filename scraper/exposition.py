@@ -233,9 +233,11 @@ def parse_label_set(s: str, i: int, line_no: int, *, text: bool) -> tuple[list[t
             i += 1
 
 
-def _unescape_help(raw: str, strict: bool, line_no: int) -> str:
-    # text 0.0.4 HELP knows \\ and \n only; OpenMetrics also \" and keeps unknown escapes
-    return _unescape(raw, _HELP_ESCAPES if strict else _ESCAPES, strict, "HELP text", line_no)
+def _unescape_help(raw: str, text: bool, line_no: int) -> str:
+    """HELP text: text 0.0.4 knows \\\\ and \\n, OpenMetrics also \\". Unknown escapes stay as
+    written in both: HELP is documentation, and rejecting a whole scrape over it (as expfmt
+    would) helps no one; the Prometheus server accepts them too."""
+    return _unescape(raw, _HELP_ESCAPES if text else _ESCAPES, False, "HELP text", line_no)
 
 
 # The common shape of a series, matched in one go: name{a="x",b="y"} with no blanks; anything
