@@ -7,6 +7,7 @@ Mount with ``add_api_routes(app, engine, storage)`` (optionally with a ``RangeQu
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import math
 import re
 import time
@@ -24,6 +25,8 @@ from storage.matchers import Matcher
 
 if TYPE_CHECKING:
     from query.cache import RangeQueryCache
+
+log = logging.getLogger("ringmon.query.api")
 
 API_VERSION = "2.53.0-ringmon"
 MIN_TIME_MS = -9_223_372_036_854_775 // 1000 * 1000
@@ -247,6 +250,9 @@ class PrometheusApi:
             return _query_error(exc).response()
         except StorageError as exc:
             return ApiError("internal", f"storage error: {exc}").response()
+        except Exception as exc:  # noqa: BLE001 - answer in the API's format, log the details
+            log.exception("query API request failed: %s %s", request.method, request.path_qs)
+            return ApiError("internal", f"internal error: {type(exc).__name__}: {exc}").response()
 
     async def query(self, request: web.Request) -> web.StreamResponse:
         async def run(params: dict[str, list[str]]) -> web.Response:
