@@ -289,3 +289,10 @@ async def test_chosen_time_zone_is_remembered(client):
     assert ">IST<" in body and 'name="tz" value="Asia/Kolkata"' in body
     body = await get(client, "/host/web/h:1?tz=UTC")
     assert ">UTC<" in body
+
+
+async def test_prometheus_graph_links_lead_to_the_query_page(client):
+    # Alert generatorURLs use Prometheus' /graph?g0.expr=...; they must land on our query page.
+    r = await client.get("/graph?g0.expr=up%20%3D%3D%200&g0.tab=1", allow_redirects=False)
+    assert r.status == 302
+    assert r.headers["Location"] == "/query?expr=up+%3D%3D+0"

@@ -15,6 +15,7 @@ import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 from markupsafe import Markup
@@ -401,6 +402,11 @@ def _cell(value: float) -> str:
     return repr(float(value)) if not float(value).is_integer() or abs(value) >= 1e15 else str(int(value))
 
 
+async def graph_redirect(request: web.Request) -> web.Response:
+    """Prometheus-style links (an alert's generatorURL, ``graphLink``): ``/graph?g0.expr=...``."""
+    raise web.HTTPFound("/query?" + urlencode({"expr": request.query.get("g0.expr", "")}))
+
+
 async def query_page(request: web.Request) -> web.Response:
     """Ad-hoc PromQL: a chart over the range and a table of the values at its end."""
     expr = request.query.get("expr", "").strip()
@@ -545,6 +551,7 @@ def create_app(
     app.router.add_get("/dashboards", dashboards_index, name="dashboards")
     app.router.add_get("/d/{name}", dashboard_page, name="dashboard")
     app.router.add_get("/query", query_page, name="query")
+    app.router.add_get("/graph", graph_redirect, name="graph")
     app.router.add_get("/-/healthy", healthy, name="healthy")
     app.router.add_get("/favicon.ico", favicon, name="favicon")
     app.router.add_static("/static/", STATIC_DIR, name="static")
