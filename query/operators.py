@@ -117,6 +117,15 @@ def _match_labels_str(node: P.Binary, lab: Labels) -> str:
     return "{" + ", ".join(f'{k}="{v}"' for k, v in pairs) + "}"
 
 
+def _group_labels(node: P.Binary, lab: Labels) -> Labels:
+    """The labels that define a match group (what ``on``/``ignoring`` compare)."""
+    if node.on:
+        keep = set(node.match_labels)
+        return tuple(p for p in lab if p[0] in keep)
+    skip = set(node.match_labels) | {"__name__"}
+    return tuple(p for p in lab if p[0] not in skip)
+
+
 def _set_op(node: P.Binary, lhs: InstantVector, rhs: InstantVector) -> InstantVector:
     sig = _signature_fn(node)
     steps = lhs.steps
@@ -205,21 +214,44 @@ def _vector_vector(node: P.Binary, lhs: InstantVector, rhs: InstantVector) -> In
     many_by_sig: dict[tuple, list[int]] = {}
     for i, lab in enumerate(many.labels):
         many_by_sig.setdefault(sig(lab), []).append(i)
+    fill_one, fill_many = node.fill_rhs, node.fill_lhs  # sides as matched (group_right swaps)
+
+    def emit(lab: Labels, vl: np.ndarray, vr: np.ndarray, mask: np.ndarray, drop: bool,
+             group_out: dict[Labels, np.ndarray] | None) -> None:
+        if op in COMPARISON:
+            ok = compare(op, vl, vr)
+            if node.return_bool:
+                value, keep = ok.astype(np.float64), mask
+            else:
+                value, keep = vl, mask & ok
+        else:
+            value, keep = arith(op, vl, vr), mask
+        if not keep.any():
+            return
+        if group_out is not None:
+            prev = group_out.get(lab)
+            if prev is not None and (prev & keep).any():
+                raise QueryError("multiple matches for labels: grouping labels must ensure unique matches")
+            group_out[lab] = keep if prev is None else (prev | keep)
+        out_labels.append(lab)
+        out_values.append(np.where(keep, value, 0.0))
+        out_present.append(keep)
+        out_drop.append(drop)
+
+    def oriented(m_vals: np.ndarray, o_vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (o_vals, m_vals) if card == "one-to-many" else (m_vals, o_vals)
+
+    none = np.zeros(steps, dtype=bool)
     for k, mrows in many_by_sig.items():
-        orows = one_by_sig.get(k)
-        if not orows:
-            continue
+        orows = one_by_sig.get(k, [])
         kept_total = np.zeros(steps, dtype=np.int64)
-        group_out: dict[Labels, np.ndarray] = {}
+        group_out: dict[Labels, np.ndarray] | None = None if card == "one-to-one" else {}
+        o_any = one.present[orows].any(axis=0) if orows else none
         for m in mrows:
             for o in orows:
                 mask = many.present[m] & one.present[o]
                 if not mask.any():
                     continue
-                if card == "one-to-many":
-                    vl, vr = one.values[o], many.values[m]
-                else:
-                    vl, vr = many.values[m], one.values[o]
                 if card == "one-to-one":
                     kept_total += mask
                     if (kept_total > 1).any():
@@ -227,29 +259,24 @@ def _vector_vector(node: P.Binary, lhs: InstantVector, rhs: InstantVector) -> In
                             "multiple matches for labels: many-to-one matching must be explicit "
                             "(group_left/group_right)"
                         )
-                if op in COMPARISON:
-                    ok = compare(op, vl, vr)
-                    if node.return_bool:
-                        value = ok.astype(np.float64)
-                        keep = mask
-                    else:
-                        value = vl
-                        keep = mask & ok
-                else:
-                    value = arith(op, vl, vr)
-                    keep = mask
-                if not keep.any():
-                    continue
-                lab = result_labels(many.labels[m], one.labels[o])
-                if card != "one-to-one":
-                    prev = group_out.get(lab)
-                    if prev is not None and (prev & keep).any():
-                        raise QueryError("multiple matches for labels: grouping labels must ensure unique matches")
-                    group_out[lab] = keep if prev is None else (prev | keep)
-                out_labels.append(lab)
-                out_values.append(np.where(keep, value, 0.0))
-                out_present.append(keep)
-                out_drop.append(drop_name or bool(many_drop[m]))
+                vl, vr = oriented(many.values[m], one.values[o])
+                emit(result_labels(many.labels[m], one.labels[o]), vl, vr, mask, drop_name or bool(many_drop[m]), group_out)
+            if fill_one is not None:
+                mask = many.present[m] & ~o_any
+                if mask.any():
+                    vl, vr = oriented(many.values[m], np.full(steps, fill_one))
+                    emit(result_labels(many.labels[m], ()), vl, vr, mask, drop_name or bool(many_drop[m]), group_out)
+    if fill_many is not None:
+        # Match groups only the "one" side has: one series with the group's labels.
+        for k, orows in one_by_sig.items():
+            o_any = one.present[orows].any(axis=0)
+            m_any = many.present[many_by_sig[k]].any(axis=0) if k in many_by_sig else none
+            mask = o_any & ~m_any
+            if not mask.any():
+                continue
+            o_vals = np.where(one.present[orows], one.values[orows], 0.0).sum(axis=0)
+            vl, vr = oriented(np.full(steps, fill_many), o_vals)
+            emit(_group_labels(node, one.labels[orows[0]]), vl, vr, mask, False, None)
     if not out_labels:
         return InstantVector.empty(steps)
     return merge_same_labels(

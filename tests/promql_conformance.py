@@ -26,7 +26,6 @@ SKIPPED_FILES: dict[str, str] = {
     "native_histograms.test": "native histograms (the engine handles float samples only)",
     "duration_expression.test": "experimental duration expressions (parser does not support them)",
     "extended_vectors.test": "experimental anchored/smoothed range selectors",
-    "fill-modifier.test": "experimental fill() binop modifiers",
     "info.test": "experimental info() function",
     "limit.test": "experimental limitk/limit_ratio",
     "start_timestamps.test": "experimental start (created) timestamps",
