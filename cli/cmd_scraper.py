@@ -28,7 +28,8 @@ import os
 import signal
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -66,6 +67,8 @@ class ScraperOptions:
     static_file: str = ""
     static_refresh: float = 30.0
     connect_timeout: float = 15.0
+    scrape_default: Any = None  # scraper.config.ScrapeConfig: limits and relabelling for every pool
+    scrape_pools: dict[str, Any] = field(default_factory=dict)  # per-pool ScrapeConfig overrides
 
 
 class PoolMembersRecorder:
@@ -126,7 +129,10 @@ class ScraperProcess:
         self.writer = writer
         self.metrics_registry = CollectorRegistry()
         ProcessCollector(registry=self.metrics_registry)
-        self.pool = ScrapePool(writer, name=opts.scraper_id, registry=self.metrics_registry)
+        self.pool = ScrapePool(
+            writer, name=opts.scraper_id, registry=self.metrics_registry,
+            default_config=opts.scrape_default, configs=opts.scrape_pools,
+        )
         self.static = StaticDiscovery(opts.static_file) if opts.static_file else None
         self.registry = registry or Registry(
             opts.zookeeper, root=opts.zookeeper_root, session_timeout=opts.session_timeout,
@@ -280,6 +286,7 @@ def options_from(args: argparse.Namespace, cfg) -> ScraperOptions:
         check_scraper_id(scraper_id)
     except ValueError as exc:
         raise UserError(f"--id: {exc}") from None
+    scrape_default, scrape_pools = cfg.scrape.engine_configs()
     vnodes = int(pick("vnodes", "vnodes", DEFAULT_VNODES))
     if vnodes < 1:
         raise UserError(f"--vnodes: expected a positive number, got {vnodes}")
@@ -295,6 +302,8 @@ def options_from(args: argparse.Namespace, cfg) -> ScraperOptions:
         static_file=cfg.discovery.static_file or "",
         static_refresh=float(cfg.discovery.refresh_interval),
         connect_timeout=args.connect_timeout,
+        scrape_default=scrape_default,
+        scrape_pools=scrape_pools,
     )
 
 

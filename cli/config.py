@@ -84,8 +84,28 @@ class DiscoveryConfig:
 
 @dataclass
 class ScrapeDefaults:
+    """Scrape interval and timeout for local agents, and the scrape engine's settings.
+
+    Every other key (limits, relabelling, ``pools: {name: {...}}`` overrides) belongs to
+    ``scraper.config`` and is validated there; ``engine`` holds them.
+    """
+
     interval: Duration = Duration(10.0)
     timeout: Duration = Duration(5.0)
+    engine: dict[str, Any] = field(default_factory=dict)
+
+    OPEN_KEYS = "engine"  # unknown keys of this section are collected here, then validated
+
+    def validate(self, where: str) -> None:
+        from scraper.config import scrape_configs_from_dict
+
+        scrape_configs_from_dict(self.engine, where)
+
+    def engine_configs(self) -> tuple[Any, dict[str, Any]]:
+        """``(default ScrapeConfig, {pool: ScrapeConfig})`` for ``ScrapePool``."""
+        from scraper.config import scrape_configs_from_dict
+
+        return scrape_configs_from_dict(self.engine, "scrape")
 
 
 @dataclass
@@ -202,8 +222,12 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
 
 def _build(cls: Any, data: dict, where: str) -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
-    kwargs = {}
+    open_field = getattr(cls, "OPEN_KEYS", None)
+    names = {f.name for f in dataclasses.fields(cls) if f.name not in ("source", open_field)}
+    kwargs: dict[str, Any] = {}
+    if open_field:
+        kwargs[open_field] = {k: v for k, v in data.items() if k not in names}
+        data = {k: v for k, v in data.items() if k in names}
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in names:

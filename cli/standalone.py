@@ -66,7 +66,8 @@ class Standalone:
                 agent = AgentServer("127.0.0.1", 0, pool=spec.pool, synthetic_load_rps=spec.synthetic_load_rps)
                 await agent.start()
                 self.agents.append(agent)
-        self.pool = ScrapePool(self.writer, name="standalone")
+        default_cfg, pool_cfgs = cfg.scrape.engine_configs()
+        self.pool = ScrapePool(self.writer, name="standalone", default_config=default_cfg, configs=pool_cfgs)
         await self.pool.sync(self.targets())
         self.engine = Engine(self.storage)
         views = None

@@ -111,3 +111,18 @@ def test_hash_password_and_users_config(tmp_path: Path) -> None:
     bad = config_from_dict({"web": {"users": {"ops": "plain-text"}}}, "t.yaml")
     with pytest.raises(UserError, match=r"t\.yaml: web\.users\.ops"):
         make_auth(bad)
+
+
+def test_scrape_engine_keys_are_validated_by_the_scraper(tmp_path: Path) -> None:
+    f = tmp_path / "limits.yaml"
+    f.write_text(
+        "scrape:\n  interval: 5s\n  sample_limit: 100\n  pools:\n    web:\n      label_limit: 3\n"
+        "      metric_relabel_configs:\n        - {action: drop, source_labels: [__name__], regex: go_.*}\n"
+    )
+    cfg = load_config(f)
+    default, pools = cfg.scrape.engine_configs()
+    assert cfg.scrape.interval == 5.0
+    assert default.sample_limit == 100 and pools["web"].sample_limit == 100 and pools["web"].label_limit == 3
+    f.write_text("scrape:\n  sample_limit: lots\n")
+    with pytest.raises(ConfigError, match=r"limits\.yaml: scrape\.sample_limit"):
+        load_config(f)
