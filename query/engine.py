@@ -597,7 +597,20 @@ class Engine:
         now = self.now_ms()
         tail = ((now - self.rollup_lag_ms - step) // step) * step
         matchers = list(plan.matchers)
-        rows = await self.storage.select(matchers, lo, plan.end_ms, res)
+        raw_floor = ((now - RAW_RETENTION_MS) // step + 1) * step
+        guess = max(tail, lo, raw_floor)
+        # Read the raw tail where the rollup job usually is, alongside the rollup rows.
+        raw_task = None
+        if plan.end_ms >= guess:
+            raw_task = asyncio.ensure_future(
+                self.storage.select(matchers, guess - DEFAULT_MAX_GAP_MS, plan.end_ms)
+            )
+        try:
+            rows = await self.storage.select(matchers, lo, plan.end_ms, res)
+        except BaseException:
+            if raw_task is not None:
+                raw_task.cancel()
+            raise
         if rows:
             # The rollup job writes a window for all series at once: where its newest row
             # ends is how far it has got (it may lag more than ``rollup_lag_ms``).
@@ -605,11 +618,18 @@ class Engine:
             tail = min(tail, written)
         else:
             tail = lo
-        tail = max(tail, lo, ((now - RAW_RETENTION_MS) // step + 1) * step)
+        tail = max(tail, lo, raw_floor)
         if plan.end_ms < tail:
+            if raw_task is not None:
+                raw_task.cancel()
             plan.data = rows
             return
-        raw = await self.storage.select(matchers, tail - DEFAULT_MAX_GAP_MS, plan.end_ms)
+        if raw_task is not None and tail >= guess:
+            raw = await raw_task
+        else:
+            if raw_task is not None:
+                raw_task.cancel()
+            raw = await self.storage.select(matchers, tail - DEFAULT_MAX_GAP_MS, plan.end_ms)
         # One series may come in two parts (stored rows, then rows built from raw); flat_of
         # joins consecutive parts of a series.
         parts: dict[int, list[SeriesData]] = {}
