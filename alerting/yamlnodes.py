@@ -71,6 +71,8 @@ def compose(text: str) -> YNode | None:
         raise YamlError(line, reason) from None
     except yaml.YAMLError as exc:
         raise YamlError(0, str(exc)) from None
+    except RecursionError:
+        raise YamlError(loader.line + 1, "nested too deeply") from None
     finally:
         loader.dispose()
 
@@ -81,7 +83,11 @@ def _convert(loader: yaml.SafeLoader, node: yaml.Node, seen: dict[int, YNode]) -
         return seen[key]
     line, col = node.start_mark.line + 1, node.start_mark.column + 1
     if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_object(node, deep=True)
+        try:
+            value = loader.construct_object(node, deep=True)
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+            # PyYAML's constructors raise these for e.g. "2001-13-45", "!!int abc", "!!timestamp x"
+            raise YamlError(line, f"invalid {node.tag.rsplit(':', 1)[-1]} value {node.value[:40]!r}: {exc}") from None
         out = YNode("scalar", value, line, col, text=node.value, tag=node.tag, style=node.style or "")
         seen[key] = out
         return out
