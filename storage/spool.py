@@ -153,7 +153,12 @@ class Spool:
             return None
         fd = self._read_fds.get(pos.segment)
         if fd is None:
-            fd = os.open(self._path(pos.segment), os.O_RDONLY)
+            try:
+                fd = os.open(self._path(pos.segment), os.O_RDONLY)
+            except FileNotFoundError:
+                log.error("spool segment %s vanished (removed by someone else?)", self._path(pos.segment))
+                self._sizes[pos.segment] = 0
+                return None
             self._read_fds[pos.segment] = fd
         head = os.pread(fd, _FRAME.size, pos.offset)
         length, crc = _FRAME.unpack(head)

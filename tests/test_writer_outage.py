@@ -90,7 +90,7 @@ async def _scenario(cassandra, store: CassandraStorage, spool: Path, child_dir: 
     }
     expected: dict[int, list[tuple[int, float]]] = {s.id: [] for group in series.values() for s in group}
     child_log = child_dir / "acked.log"
-    child = _spawn_child(cassandra.port, store.keyspace, child_dir / "spool", child_log, "append")
+    child = _spawn_child(cassandra.port, store.keyspace, child_dir / "child_spool", child_log, "append")
     events: dict[str, float] = {}
     spooled_seen = False
 
@@ -156,7 +156,7 @@ async def _scenario(cassandra, store: CassandraStorage, spool: Path, child_dir: 
         diag += f" free={writer._slots.free} waiters={len(writer._slots._waiters)} tasks={len(writer._tasks)}\n"
         diag += buf.getvalue() + "".join(traceback.format_stack(limit=1))
     await writer.close()
-    restarted = _spawn_child(cassandra.port, store.keyspace, child_dir / "spool", child_log, "replay")
+    restarted = _spawn_child(cassandra.port, store.keyspace, child_dir / "child_spool", child_log, "replay")
     try:
         rc = await loop.run_in_executor(None, lambda: restarted.wait(timeout=240))
     except subprocess.TimeoutExpired:
@@ -183,7 +183,7 @@ def outage_run(cassandra, tmp_path_factory):
     store = CassandraStorage.connect_sync([cassandra.host], cassandra.port, fresh_keyspace("outage"), create_schema=True)
     base = tmp_path_factory.mktemp("outage")
     try:
-        yield store, asyncio.run(_scenario(cassandra, store, base / "spool", base))
+        yield store, asyncio.run(_scenario(cassandra, store, base / "writer_spool", base))
     finally:
         store.drop_keyspace_sync()
         store.shutdown()
