@@ -231,7 +231,7 @@ def bench_cassandra(n_hosts: int, hours: int, node_dir: str, tmp: str) -> None:
     window = 2 * HOUR_MS
     t0 = 1_700_000_000_000 // DAY_MS * DAY_MS
 
-    async def seal_bulk() -> tuple[int, int, int, float, float]:
+    async def seal_bulk() -> tuple[int, int, int, dict[str, float], float]:
         """compute_window + writes of blocks and rollups, window after window (no raw read)."""
         rng = np.random.default_rng(9)
         hosts = [node_exporter_host(rng, hours * 360 + 30, t0 - 300_000, late=True) for _ in range(n_hosts)]
@@ -241,7 +241,8 @@ def bench_cassandra(n_hosts: int, hours: int, node_dir: str, tmp: str) -> None:
             for i, (ts, v) in enumerate(host)
         ]
         sealed = minutes = hours_n = 0
-        cpu = wall = 0.0
+        cpu = {"compute": 0.0, "blocks": 0.0, "rollups": 0.0}
+        wall = 0.0
         for w in range(hours * HOUR_MS // window):
             start = t0 + w * window
             lo_hi = [np.searchsorted(d.timestamps, [start - 300_000, start + window]) for d in sds]
@@ -249,13 +250,19 @@ def bench_cassandra(n_hosts: int, hours: int, node_dir: str, tmp: str) -> None:
                 SeriesData(d.series, d.timestamps[a:b], d.values[a:b])
                 for d, (a, b) in zip(sds, lo_hi, strict=True)
             ]
-            c, t = time.process_time(), time.perf_counter()
+            t = time.perf_counter()
+            c = time.process_time()
             blocks, m, h = compute_window(part, start, start + window)
+            c2 = time.process_time()
             await store.write_blocks(blocks)
+            c3 = time.process_time()
             await store.write_rollups(Resolution.MINUTE, m)
             await store.write_rollups(Resolution.HOUR, h)
-            cpu += time.process_time() - c
+            c4 = time.process_time()
             wall += time.perf_counter() - t
+            cpu["compute"] += c2 - c
+            cpu["blocks"] += c3 - c2
+            cpu["rollups"] += c4 - c3
             sealed += sum(b.count for b in blocks)
             minutes += sum(len(r.rollup) for r in m)
             hours_n += sum(len(r.rollup) for r in h)
@@ -266,13 +273,13 @@ def bench_cassandra(n_hosts: int, hours: int, node_dir: str, tmp: str) -> None:
         rng = np.random.default_rng(10)
         base = t0 + 2 * DAY_MS
         for h in range(2):
-            batch = SampleBatch(f"bench/e2e{h}:9100")
-            for i, (ts, v) in enumerate(node_exporter_host(rng, 2 * 720, base, late=True)):
-                s = Series.of(make_labels("bench_e2e", h=str(h), i=str(i)))
-                batch.series.extend([s] * len(ts))
-                batch.timestamps.extend(ts.tolist())
-                batch.values.extend(v.tolist())
-            await store.write(batch)
+            host = node_exporter_host(rng, 2 * 720, base, late=True)
+            series = [Series.of(make_labels("bench_e2e", h=str(h), i=str(i))) for i in range(len(host))]
+            values = np.array([v for _, v in host])
+            for j, ts in enumerate(host[0][0].tolist()):  # one batch per scrape, as a scraper writes
+                await store.write(
+                    SampleBatch(f"bench/e2e{h}:9100", series, [ts] * len(series), values[:, j].tolist())
+                )
         job = RollupJob(store, LocalShardLease(f"{tmp}/locks"), shards=1, now_ms=lambda: base + 5 * HOUR_MS)
         c, t = time.process_time(), time.perf_counter()
         done = await job.run_once(initial_start_ms=base)
@@ -306,9 +313,16 @@ def bench_cassandra(n_hosts: int, hours: int, node_dir: str, tmp: str) -> None:
 
     try:
         sealed, minutes, hours_n, cpu, wall = asyncio.run(seal_bulk())
+        print(f"  sealed {sealed:,} samples into blocks, wrote {minutes:,} 1m + {hours_n:,} 1h rollup rows:")
         print(
-            f"  sealed {sealed:,} samples + {minutes:,} 1m + {hours_n:,} 1h points: {sealed / cpu:,.0f} samples/s "
-            f"per core (CPU), {sealed / wall:,.0f} samples/s wall (seal + rollup + Cassandra writes)"
+            f"    encode + rollup math {sealed / cpu['compute']:,.0f} samples/s per core; block writes "
+            f"{sealed / cpu['blocks']:,.0f}; seal = math + block writes "
+            f"{sealed / (cpu['compute'] + cpu['blocks']):,.0f} samples/s per core"
+        )
+        print(
+            f"    1m/1h row writes {sealed / cpu['rollups']:,.0f} raw samples/s per core "
+            f"({minutes / cpu['rollups']:,.0f} rows/s); all together {sealed / sum(cpu.values()):,.0f} samples/s "
+            f"per core, {sealed / wall:,.0f} samples/s wall"
         )
         for table in ("raw_blocks", "rollup_1m", "rollup_1h"):
             node.nodetool("flush", keyspace, table)
@@ -359,15 +373,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hosts", type=int, default=10, help="node_exporter-like hosts (~600 series each)")
     p.add_argument("--sqlite-hours", type=int, default=4, help="hours of raw data for the SQLite job run")
     p.add_argument("--cassandra", action="store_true", help="also measure on a local Cassandra node")
+    p.add_argument("--cassandra-hours", type=int, default=24, help="hours of data sealed into Cassandra")
     p.add_argument(
         "--cassandra-dir", default="", help="reuse a node started with services/cassandra/cassandra_node.py"
     )
+    p.add_argument("--only-cassandra", action="store_true", help="skip the codec and SQLite figures")
     args = p.parse_args(argv)
-    bench_codec(args.hosts)
-    bench_seal_and_rollup(args.hosts)
+    if not args.only_cassandra:
+        bench_codec(args.hosts)
+        bench_seal_and_rollup(args.hosts)
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(_bench_sqlite(max(1, args.hosts // 2), args.sqlite_hours, tmp))
-        if args.cassandra:
+        if not args.only_cassandra:
+            asyncio.run(_bench_sqlite(max(1, args.hosts // 2), args.sqlite_hours, tmp))
+        if args.cassandra or args.only_cassandra:
             bench_cassandra(args.hosts, args.cassandra_hours, args.cassandra_dir, tmp)
     return 0
 

@@ -106,8 +106,13 @@ async def _open_store(cfg):
         raise UserError(
             "rollup on Cassandra is not available in this build (storage/cassandra_rollup.py)"
         ) from None
+    from storage.base import StorageError
+
     c = cfg.storage.cassandra
-    return await CassandraRollupStorage.connect(hosts=c.hosts, port=c.port, keyspace=c.keyspace)
+    try:
+        return await CassandraRollupStorage.connect(hosts=c.hosts, port=c.port, keyspace=c.keyspace)
+    except StorageError as exc:
+        raise UserError(str(exc)) from None
 
 
 async def _main(args, cfg, window_ms: int, grace_ms: int, interval_s: float, backfill) -> int:

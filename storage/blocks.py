@@ -10,14 +10,19 @@ Layout (version 1)::
 
     header   u8 version | u8 ncols | varint count | zigzag-varint first_ts | zigzag-varint step
     payload  raw DEFLATE (zlib, wbits=-15) of:
-             timestamps: planes(zigzag(delta_i - step))          for i in 1..count-1
+             timestamps (count >= 2): u8 mode, then for i in 1..count-1
+               mode 0 (delta): planes(zigzag(delta_i - step))
+               mode 1 (grid):  planes(zigzag(k_i - k_(i-1) - 1)), planes(zigzag(offset_i))
+                               where ts_i = ts_0 + k_i * step + offset_i (k_0 = 0)
              per column: u8 mode, then
                mode 0 (xor):     8 byte planes of bits_i XOR bits_{i-1}
                mode 1 (decimal): u8 k, planes(zigzag(m_i - m_{i-1})) where value = m / 10**k,
                                  u8 has_exceptions [, packbits(mask), raw bits of exceptions]
 
 ``step`` is the block's median interval, so at a steady scrape interval every encoded
-timestamp is 0 (delta-of-delta against the steady interval); jitter costs a few bits.
+timestamp is 0 (delta-of-delta against the steady interval) in either mode; the grid mode
+keeps a missed scrape to one small number and a scraper's wake-up lateness (0-2 ms, always
+late) to its own size rather than the difference of two; the cheaper mode is chosen per block.
 Values that are decimals with few digits (counters of bytes, CPU seconds with 2 decimals,
 gauges such as load averages) are turned into integers and delta-encoded; values that are
 not (stale markers, NaN, -0.0, full-precision floats) are exceptions stored raw. A column
@@ -41,6 +46,8 @@ MAX_EXACT_INT = float(2**53)
 COMPRESS_LEVEL = 6
 MODE_XOR = 0
 MODE_DECIMAL = 1
+TS_DELTA = 0
+TS_GRID = 1
 
 _POW10 = [10.0**k for k in range(MAX_DECIMALS + 1)]
 
@@ -180,6 +187,38 @@ def _choose_decimals(values: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] |
     return k, m, ~ok
 
 
+def _encode_timestamps(ts: np.ndarray, out: list[bytes]) -> int:
+    """Append the timestamp section (n >= 2); returns the block's step (median interval).
+
+    Mode 0 stores ``delta_i - step``. Mode 1 stores each timestamp as a slot number on the
+    grid ``ts_0 + k * step`` (as ``k_i - k_(i-1) - 1``: 0 at a steady interval, 1 for a
+    missed scrape) plus its offset from that slot (a scraper's wake-up lateness). The mode
+    with the smaller sum of zigzagged numbers is kept. All arithmetic wraps modulo 2**64
+    exactly as the decoder's, so any int64 timestamps round-trip.
+    """
+    deltas = np.diff(ts)
+    step = int(np.partition(deltas, deltas.shape[0] // 2)[deltas.shape[0] // 2])
+    zd = _zigzag(deltas - np.int64(step))
+    if step > 0:
+        with np.errstate(over="ignore"):
+            rel = ts[1:] - ts[0]
+            k = (rel + np.int64(step // 2)) // np.int64(step)
+            off = rel - k * np.int64(step)
+            dk = np.empty_like(k)
+            dk[0] = k[0]  # the slot before k[0] is ts_0 own slot 0; "- 1" is applied below
+            np.subtract(k[1:], k[:-1], out=dk[1:])
+            dk -= 1
+        zk, zo = _zigzag(dk), _zigzag(off)
+        if float(zk.sum(dtype=np.float64)) + float(zo.sum(dtype=np.float64)) < float(zd.sum(dtype=np.float64)):
+            out.append(bytes((TS_GRID,)))
+            _planes(zk, out)
+            _planes(zo, out)
+            return step
+    out.append(bytes((TS_DELTA,)))
+    _planes(zd, out)
+    return step
+
+
 def _encode_column(values: np.ndarray, out: list[bytes]) -> None:
     values = np.ascontiguousarray(values, dtype=np.float64)
     dec = _choose_decimals(values) if values.size else None
@@ -270,9 +309,7 @@ def encode_columns(
     step = 0
     parts: list[bytes] = []
     if n > 1:
-        deltas = np.diff(ts)  # wraps modulo 2**64 like the decoder's cumsum
-        step = int(np.partition(deltas, deltas.shape[0] // 2)[deltas.shape[0] // 2])
-        _planes(_zigzag(deltas - np.int64(step)), parts)
+        step = _encode_timestamps(ts, parts)
     for a in arrays:
         _encode_column(a, parts)
     header = bytearray((VERSION, len(arrays)))
@@ -317,7 +354,7 @@ def decode_columns(data: bytes) -> Block:
         raise BlockError(f"corrupt block: count {n}")
     try:
         d = zlib.decompressobj(-15)
-        payload = memoryview(d.decompress(buf[pos:], (ncols * 9 + 16) * max(n, 1) + 64))
+        payload = memoryview(d.decompress(buf[pos:], (ncols * 17 + 17) * max(n, 1) + 64 * (ncols + 1)))
     except zlib.error as exc:
         raise BlockError(f"corrupt block payload: {exc}") from exc
     if not d.eof:
@@ -327,10 +364,21 @@ def decode_columns(data: bytes) -> Block:
     if n:
         ts[0] = first
     if n > 1:
-        zz, p = _read_planes(payload, 0, n - 1)
-        deltas = _unzigzag(zz) + np.int64(step)
-        ts[1:] = deltas
-        np.cumsum(ts, out=ts)
+        if not payload:
+            raise BlockError("truncated block payload")
+        ts_mode = payload[0]
+        with np.errstate(over="ignore"):
+            if ts_mode == TS_DELTA:
+                zz, p = _read_planes(payload, 1, n - 1)
+                ts[1:] = _unzigzag(zz) + np.int64(step)
+                np.cumsum(ts, out=ts)
+            elif ts_mode == TS_GRID:
+                zk, p = _read_planes(payload, 1, n - 1)
+                zo, p = _read_planes(payload, p, n - 1)
+                k = np.cumsum(_unzigzag(zk) + np.int64(1), dtype=np.int64)
+                ts[1:] = k * np.int64(step) + _unzigzag(zo) + np.int64(first)
+            else:
+                raise BlockError(f"corrupt block: timestamp mode {ts_mode}")
     cols = []
     for _ in range(ncols):
         if n:

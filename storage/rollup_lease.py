@@ -17,10 +17,13 @@ from __future__ import annotations
 import abc
 import asyncio
 import fcntl
+import logging
 import os
 import socket
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("ringmon.rollup")
 
 
 class ShardLease(abc.ABC):
@@ -99,7 +102,13 @@ class ZooKeeperShardLease(ShardLease):
         if lock is None:
             lock = self.client.Lock(f"{self.root}/shard-{shard}", self.identifier)
         loop = asyncio.get_running_loop()
-        got = await loop.run_in_executor(None, lambda: lock.acquire(blocking=False))
+        try:
+            got = await loop.run_in_executor(None, lambda: lock.acquire(blocking=False))
+        except Exception as exc:  # ZooKeeper unreachable or session lost: not ours this pass
+            log.warning(
+                "cannot take rollup shard %d lease in ZooKeeper: %s: %s", shard, type(exc).__name__, exc
+            )
+            return False
         if got:
             self._locks[shard] = lock
         return bool(got)

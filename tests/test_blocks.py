@@ -163,3 +163,25 @@ def test_garbage_never_crashes_with_anything_but_block_error(garbage):
         decode_columns(b"\x01\x01" + garbage)
     except BlockError:
         pass
+
+
+def test_worst_case_payload_decodes():
+    """Decimal mode with wide integers and many exceptions: the largest payload per sample."""
+    rng = np.random.default_rng(0)
+    n = 1000
+    ts = rng.integers(-(2**62), 2**62, n)
+    vals = rng.integers(-(2**52), 2**52, n).astype(np.float64)
+    exc = rng.random(n) < 0.45
+    vals[exc] = rng.integers(0, 2**63, int(exc.sum())).view(np.float64)
+    for k in range(3):
+        with np.errstate(invalid="ignore"):
+            scaled = vals.copy() if k == 0 else np.round(vals / 10**k, k)
+        assert_roundtrip(ts, scaled)
+
+
+def test_missed_scrapes_and_lateness_stay_cheap():
+    rng = np.random.default_rng(1)
+    slots = np.sort(rng.choice(800, 720, replace=False))  # ~80 missed scrapes
+    ts = 1_700_000_000_000 + slots * 10_000 + rng.choice([0, 0, 0, 1, 2], 720)
+    data = assert_roundtrip(ts, np.ones(720))
+    assert len(data) < 720 * 0.6

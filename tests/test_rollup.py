@@ -177,3 +177,17 @@ def test_carry_before_window_and_gap_limit():
 def test_bad_range_is_rejected():
     with pytest.raises(ValueError, match="bad rollup range"):
         rollup_raw(np.array([1]), np.array([1.0]), 30_000, 60_000, MINUTE_MS)
+
+
+def test_choose_resolution_by_age_and_step():
+    from storage.base import DAY_MS, Resolution
+    from storage.rollup import choose_resolution
+
+    now = 1_700_000_000_000
+    assert choose_resolution(now - 6 * DAY_MS, now) is Resolution.RAW
+    assert choose_resolution(now - 8 * DAY_MS, now) is Resolution.MINUTE
+    assert choose_resolution(now - 29 * DAY_MS, now) is Resolution.MINUTE
+    assert choose_resolution(now - 31 * DAY_MS, now) is Resolution.HOUR
+    assert choose_resolution(now - DAY_MS, now, step_ms=5 * MINUTE_MS) is Resolution.MINUTE
+    assert choose_resolution(now - DAY_MS, now, step_ms=HOUR_MS) is Resolution.HOUR
+    assert choose_resolution(now - 40 * DAY_MS, now, step_ms=15_000) is Resolution.HOUR

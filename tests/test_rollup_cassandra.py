@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 from fixtures_cassandra import fresh_keyspace
 from test_rollup import assert_equal_rollups, brute_force
-from test_rollup_job import HOURS, SHARDS, T0, T_END, WINDOW, generate, load
+from test_rollup_job import HOURS, SHARDS, T0, T_END, WINDOW, generate
 
 from storage.base import HOUR_MS, MINUTE_MS, Resolution
 from storage.matchers import Matcher, MatchOp
@@ -29,6 +31,26 @@ def cassandra_rollup(cassandra):
     finally:
         store.drop_keyspace_sync()
         store.shutdown()
+
+
+async def load(store, data) -> None:
+    """Write like scrapers do: one batch per target and timestamp; retry timeouts (writes are idempotent)."""
+    from storage.cassandra import TransientStorageError
+    from storage.model import SampleBatch
+
+    batches: dict[tuple[str, int], SampleBatch] = {}
+    for s, (ts, v, target) in data.items():
+        for t, x in zip(ts.tolist(), v.tolist(), strict=True):
+            batches.setdefault((target, t), SampleBatch(target)).add(s, t, x)
+    for b in batches.values():
+        for attempt in range(6):
+            try:
+                await store.write(b)
+                break
+            except TransientStorageError:
+                if attempt == 5:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
 
 
 async def snapshot(store, data) -> dict:

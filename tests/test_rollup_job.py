@@ -312,3 +312,19 @@ async def test_two_copies_with_zookeeper_leases(zookeeper, zk_root, data, tmp_pa
             c.stop()
             c.close()
     assert dump(tmp_path / "pair.db") == dump(tmp_path / "single.db")
+
+
+async def test_sqlite_retention_of_blocks_and_rollups(store, tmp_path):
+    await make_job(store, tmp_path / "locks").run_once(initial_start_ms=T0)
+    before = dump(tmp_path / "ringmon.db")
+    cut = T0 + WINDOW
+    assert await store.delete_blocks_before(cut) == sum(1 for r in before["raw_blocks"] if r[2] <= cut)
+    assert await store.delete_rollups_before(Resolution.MINUTE, cut) == sum(
+        1 for r in before["rollup_1m"] if r[1] < cut
+    )
+    assert await store.delete_rollups_before(Resolution.HOUR, cut) == sum(
+        1 for r in before["rollup_1h"] if r[1] < cut
+    )
+    after = dump(tmp_path / "ringmon.db")
+    assert all(r[1] >= cut for r in after["raw_blocks"]) and after["rollup_1h"]
+    assert all(r[1] >= cut for t in ("rollup_1m", "rollup_1h") for r in after[t])
