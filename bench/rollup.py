@@ -282,7 +282,11 @@ def bench_cassandra(n_hosts: int, hours: int, node_dir: str, tmp: str) -> None:
                 )
         job = RollupJob(store, LocalShardLease(f"{tmp}/locks"), shards=1, now_ms=lambda: base + 5 * HOUR_MS)
         c, t = time.process_time(), time.perf_counter()
-        done = await job.run_once(initial_start_ms=base)
+        done = []
+        for _ in range(5):  # a pass that hits a timeout leaves the window for the next pass
+            done += await job.run_once(initial_start_ms=base)
+            if await store.get_checkpoint("rollup", 0) == base + 4 * HOUR_MS:
+                break
         return sum(r.samples for r in done), time.process_time() - c, time.perf_counter() - t
 
     async def reads() -> tuple[list[float], list[float]]:

@@ -209,7 +209,9 @@ def _encode_timestamps(ts: np.ndarray, out: list[bytes]) -> int:
             np.subtract(k[1:], k[:-1], out=dk[1:])
             dk -= 1
         zk, zo = _zigzag(dk), _zigzag(off)
-        if float(zk.sum(dtype=np.float64)) + float(zo.sum(dtype=np.float64)) < float(zd.sum(dtype=np.float64)):
+        if float(zk.sum(dtype=np.float64)) + float(zo.sum(dtype=np.float64)) < float(
+            zd.sum(dtype=np.float64)
+        ):
             out.append(bytes((TS_GRID,)))
             _planes(zk, out)
             _planes(zo, out)
