@@ -24,7 +24,7 @@ import pytest
 from query.engine import Engine
 from query.errors import QueryError
 from query.memory import MemoryStorage
-from storage.model import Series, make_labels
+from storage.model import SampleBatch, Series, make_labels
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
@@ -246,10 +246,7 @@ def reference(tmp_path_factory):
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(f"prometheus did not start: {(work / 'prometheus.log').read_text()[-2000:]}")
             time.sleep(0.2)
-        storage = MemoryStorage()
-        for s, (ts, vals) in data.items():
-            storage.add_series(s, ts, vals)
-        yield url, Engine(storage, downsample=False)
+        yield url, data, work
     finally:
         proc.terminate()
         try:
@@ -351,7 +348,27 @@ def test_expression_count() -> None:
     assert len(EXPRESSIONS) >= 60
 
 
-async def test_same_results_as_prometheus(reference) -> None:
-    url, engine = reference
-    failures = await asyncio.wait_for(_run_all(url, engine), timeout=600)
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_same_results_as_prometheus(reference, backend: str) -> None:
+    """Our engine over MemoryStorage, and over the SQLite backend written through
+    ``Storage.write`` (the path scrapers use), against the same Prometheus."""
+    url, data, work = reference
+    if backend == "memory":
+        storage = MemoryStorage()
+        for s, (ts, vals) in data.items():
+            storage.add_series(s, ts, vals)
+    else:
+        from storage.sqlite import SQLiteStorage
+
+        storage = await SQLiteStorage.open(work / f"ringmon-{time.monotonic_ns()}.db")
+        for s, (ts, vals) in data.items():
+            batch = SampleBatch(target="differential/test:1")
+            for t, v in zip(ts.tolist(), vals.tolist(), strict=True):
+                batch.add(s, t, v)
+            await storage.write(batch)
+    try:
+        engine = Engine(storage, downsample=False)
+        failures = await asyncio.wait_for(_run_all(url, engine), timeout=600)
+    finally:
+        await storage.close()
     assert not failures, f"{len(failures)} differences:\n" + "\n".join(failures[:40])
