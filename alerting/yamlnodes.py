@@ -58,7 +58,10 @@ class YNode:
 
 def compose(text: str) -> YNode | None:
     """Parse one YAML document into positioned nodes; None for an empty document."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # the reader already rejects e.g. NUL bytes here
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, text) from None
     try:
         root = loader.get_single_node()
         if root is None:
@@ -69,12 +72,20 @@ def compose(text: str) -> YNode | None:
         line = mark.line + 1 if mark else 0
         reason = " ".join(p for p in (exc.context, exc.problem) if p) or str(exc)
         raise YamlError(line, reason) from None
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, text) from None
     except yaml.YAMLError as exc:
         raise YamlError(0, str(exc)) from None
     except RecursionError:
         raise YamlError(loader.line + 1, "nested too deeply") from None
     finally:
         loader.dispose()
+
+
+def _reader_error(exc: yaml.reader.ReaderError, text: str) -> YamlError:
+    """A character YAML does not allow (control characters, NUL), at its line."""
+    line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else 0
+    return YamlError(line, f"unacceptable character #x{exc.character:04x}: {exc.reason}")
 
 
 def _convert(loader: yaml.SafeLoader, node: yaml.Node, seen: dict[int, YNode]) -> YNode:
