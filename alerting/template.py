@@ -589,7 +589,8 @@ def _lex(text: str, name: str) -> list[Tok]:
                     pos = m.end()
                 elif pos + 1 < n and text[pos + 1].isdigit():
                     m2 = _NUM_RE.match(text, pos)
-                    assert m2
+                    if not m2:  # a non-ASCII digit (str.isdigit is wider than the number syntax)
+                        raise TemplateError(name, line, f"bad number syntax near {text[pos:pos + 10]!r}")
                     toks.append(Tok("number", _number(m2.group(0)), line))
                     pos = m2.end()
                 else:
@@ -606,7 +607,8 @@ def _lex(text: str, name: str) -> list[Tok]:
                 pos = m.end()
             elif ch.isalpha() or ch == "_":
                 m = _IDENT_RE.match(text, pos)
-                assert m
+                if not m:  # a non-ASCII letter (str.isalpha is wider than the identifier syntax)
+                    raise TemplateError(name, line, f"unexpected {ch!r} in command")
                 word = m.group(0)
                 if word in ("true", "false"):
                     toks.append(Tok("bool", word == "true", line))
