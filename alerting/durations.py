@@ -28,6 +28,8 @@ def parse_duration_ms(text: str) -> int:
     m = _DURATION_RE.match(s)
     if not s or not m or not any(m.groups()):
         raise DurationError(f'not a valid duration string: "{text}" (use e.g. 30s, 5m, 1h30m)')
+    if any(g and len(g) > 18 for g in m.groups()):  # int() refuses >4300 digits; Prometheus caps at int64
+        raise DurationError(f'duration out of range: "{str(text)[:40]}"')
     return sum(int(g) * ms for g, (_, ms) in zip(m.groups(), _UNITS_MS, strict=True) if g)
 
 
