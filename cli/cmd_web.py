@@ -51,6 +51,8 @@ class WebOptions:
     scraper_timeout_s: float = 2.0
     health_cache_s: float = 3.0
     vnodes: int = 0  # 0: discovery.ring.DEFAULT_VNODES
+    alerters: list[str] = field(default_factory=list)  # alerter HOST:PORT or URL (--alerter)
+    alerting_file: str = ""  # the alerters' alerting file (rule files, listen, state backend)
 
 
 class WebMetrics:
@@ -333,10 +335,12 @@ class ClusterWeb:
         self.storage = None
         self.engine = None
         self.fleet: FleetView | None = None
+        self.alerters = None  # web.alerting_remote.RemoteAlerters
         self.runner: web.AppRunner | None = None
         self.port = 0
 
     async def start(self) -> None:
+        from cli.webparts import web_app_options
         from cli.wiring import make_storage, serve_app
         from query.api import add_api_routes
         from query.engine import Engine
@@ -349,6 +353,11 @@ class ClusterWeb:
         except Exception as exc:  # noqa: BLE001 - one line for the operator, not a traceback
             raise UserError(f"storage: cannot open the {self.cfg.storage.backend} backend: {exc}") from None
         self.engine = Engine(self.storage)
+        try:
+            views = self._alerting_views()
+        except UserError:
+            await self.stop()
+            raise
         self.fleet = FleetView(self.opts, self.engine, self.metrics)
         await self.fleet.start()
         app = create_app(
@@ -356,6 +365,7 @@ class ClusterWeb:
             pools_provider=self.fleet.pools_summary,
             targets_provider=self.fleet.targets_health,
             middlewares=[self.metrics.middleware()],
+            **web_app_options(self.cfg, self.engine, views),
         )
         add_api_routes(app, self.engine, self.storage)
         app.router.add_get("/metrics", self._metrics, name="metrics")
@@ -366,10 +376,27 @@ class ClusterWeb:
             await self.stop()
             raise
 
+    def _alerting_views(self):
+        """Alerts, silences, rules and the rule editor over the alerters' HTTP APIs."""
+        from pathlib import Path
+
+        from web.alerting_remote import cluster_alerting_views
+
+        history = self.cfg.web.rules_history_dir or str(Path(self.cfg.data_dir) / "rules-history")
+        try:
+            views, self.alerters = cluster_alerting_views(
+                alerter_addresses=self.opts.alerters, alerting_file=self.opts.alerting_file,
+                rule_files=list(self.cfg.rules.files), storage=self.storage, history_dir=history)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        return views
+
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+        if self.alerters is not None:
+            await self.alerters.close()
         if self.fleet is not None:
             await self.fleet.stop()
         if self.storage is not None:
@@ -402,6 +429,8 @@ def options_from(args: argparse.Namespace, cfg) -> WebOptions:
         zookeeper_root=args.zookeeper_root or os.environ.get("RINGMON_ZOOKEEPER_ROOT", "/ringmon"),
         session_timeout=float(zk_cfg.session_timeout) if zk_cfg else 10.0,
         scraper_timeout_s=args.scraper_timeout,
+        alerters=list(getattr(args, "alerter", None) or []),
+        alerting_file=getattr(args, "alerting", None) or cfg.alerting,
     )
 
 
@@ -434,4 +463,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--zookeeper-root", metavar="PATH", help="default /ringmon (or $RINGMON_ZOOKEEPER_ROOT)")
     p.add_argument("--scraper-timeout", type=float, default=2.0, metavar="SECONDS",
                    help="timeout of each fetch of a scraper's /targets (default: %(default)s)")
+    p.add_argument("--alerter", action="append", metavar="HOST:PORT",
+                   help="an alerter's HTTP API for the alert, silence and rule pages (repeatable; "
+                        "default: alerter.listen of the alerting file)")
+    p.add_argument("--alerting", metavar="PATH",
+                   help="the alerters' alerting file: rule files the editor edits, alerter address, "
+                        "state backend (default: the config's alerting key)")
     p.set_defaults(func=lambda args: asyncio.run(run_web(args)))
