@@ -31,6 +31,7 @@ class _Chunk:
     series: dict[Labels, tuple[np.ndarray, np.ndarray]]
     points: int
     created: float
+    upto: int = -(2**62)  # the last step whose result this chunk holds (all steps up to it)
 
 
 @dataclass
@@ -113,29 +114,44 @@ class RangeQueryCache:
         k_first = (start_ms - phase) // chunk_len
         k_last = (end_ms - phase) // chunk_len
         now = self.now_ms()
+        # Steps up to here are settled: their results may be kept.
+        settled = now - self.recent_ms
         wall = time.monotonic()
         parts: dict[int, _Chunk] = {}
-        missing: list[int] = []
+        todo: list[tuple[int, int]] = []  # (chunk, first step to compute)
         for k in range(k_first, k_last + 1):
+            c_first = phase + k * chunk_len
+            c_last = c_first + chunk_len - step_ms
             chunk = self._chunks.get((*base, k))
             if chunk is not None and wall - chunk.created <= self.ttl_s:
                 self._chunks.move_to_end((*base, k))
                 parts[k] = chunk
-                self.stats.hits += 1
+                if chunk.upto >= min(c_last, end_ms):
+                    self.stats.hits += 1
+                    continue
+                # A chunk kept in part (its newest steps were recent): compute the rest.
+                todo.append((k, chunk.upto + step_ms))
             else:
-                missing.append(k)
+                todo.append((k, c_first))
         warnings: list[str] = []
-        for run in _runs(missing):
-            q_start = phase + run[0] * chunk_len
-            q_end = min(phase + (run[-1] + 1) * chunk_len - step_ms, end_ms)
+        for run in _runs(todo, phase, chunk_len):
+            q_start = run[0][1]
+            q_end = min(phase + (run[-1][0] + 1) * chunk_len - step_ms, end_ms)
             res = await self.engine.range_query(expr, q_start, q_end, step_ms)
             warnings.extend(res.warnings)
-            for k, chunk in self._split(res, run, phase, chunk_len).items():
-                parts[k] = chunk
+            ks = [k for k, _ in run]
+            for k, fresh in self._split(res, ks, phase, chunk_len).items():
                 self.stats.misses += 1
-                last_step = phase + (k + 1) * chunk_len - step_ms
-                if last_step <= q_end and last_step + self.recent_ms <= now:
-                    self._store((*base, k), chunk)
+                c_first = phase + k * chunk_len
+                c_last = c_first + chunk_len - step_ms
+                old = parts.get(k)
+                merged = _join(old, fresh) if old is not None else fresh
+                parts[k] = merged
+                keep_upto = min(c_last, q_end)
+                if keep_upto > settled:
+                    keep_upto = c_first + ((settled - c_first) // step_ms) * step_ms
+                if keep_upto >= c_first:
+                    self._store((*base, k), _prefix(merged, keep_upto))
         return _merge(parts, start_ms, end_ms, warnings)
 
     def _split(self, res: QueryResult, run: list[int], phase: int, chunk_len: int) -> dict[int, _Chunk]:
@@ -163,14 +179,36 @@ class RangeQueryCache:
             self.stats.evicted += 1
 
 
-def _runs(ks: list[int]) -> list[list[int]]:
-    runs: list[list[int]] = []
-    for k in ks:
-        if runs and runs[-1][-1] == k - 1:
-            runs[-1].append(k)
+def _runs(todo: list[tuple[int, int]], phase: int, chunk_len: int) -> list[list[tuple[int, int]]]:
+    """Group chunks to compute into contiguous runs (one engine query each); a chunk
+    computed from its middle (kept in part) can only start a run."""
+    runs: list[list[tuple[int, int]]] = []
+    for k, first in todo:
+        whole = first == phase + k * chunk_len
+        if runs and runs[-1][-1][0] == k - 1 and whole:
+            runs[-1].append((k, first))
         else:
-            runs.append([k])
+            runs.append([(k, first)])
     return runs
+
+
+def _join(old: _Chunk, fresh: _Chunk) -> _Chunk:
+    series = dict(old.series)
+    for lab, (ts, vals) in fresh.series.items():
+        prev = series.get(lab)
+        series[lab] = (ts, vals) if prev is None else (np.concatenate([prev[0], ts]), np.concatenate([prev[1], vals]))
+    return _Chunk(series, old.points + fresh.points, old.created, max(old.upto, fresh.upto))
+
+
+def _prefix(chunk: _Chunk, upto: int) -> _Chunk:
+    series = {}
+    points = 0
+    for lab, (ts, vals) in chunk.series.items():
+        n = int(np.searchsorted(ts, upto, "right"))
+        if n:
+            series[lab] = (ts[:n], vals[:n])
+            points += n
+    return _Chunk(series, points, chunk.created, upto)
 
 
 def _merge(parts: dict[int, _Chunk], start_ms: int, end_ms: int, warnings: list[str]) -> QueryResult:

@@ -33,6 +33,8 @@ from storage.rollup import DEFAULT_MAX_GAP_MS, RAW_RETENTION_MS, choose_resoluti
 DEFAULT_SUBQUERY_STEP_MS = 60_000
 # Raw reads longer than this are split, checking the sample limit after each piece.
 RAW_FETCH_PIECE_MS = 2 * 86_400_000
+# Rollup reads that start this recently are built from raw samples alone (one read).
+RECENT_FROM_RAW_MS = 2 * 3_600_000
 
 
 @dataclass
@@ -598,6 +600,16 @@ class Engine:
         tail = ((now - self.rollup_lag_ms - step) // step) * step
         matchers = list(plan.matchers)
         raw_floor = ((now - RAW_RETENTION_MS) // step + 1) * step
+        if lo >= now - RECENT_FROM_RAW_MS and lo >= raw_floor:
+            # Recent windows only (a cache refresh): build the buckets from raw samples,
+            # which gives the rollup job's rows exactly, with one read.
+            raw = await self.storage.select(matchers, lo - DEFAULT_MAX_GAP_MS, plan.end_ms)
+            built = bucketize(raw, lo, plan.end_ms + 1, step)
+            plan.data = sorted(
+                (SeriesData(d.series, bts, cols["last"], res, cols) for d, bts, cols in built),
+                key=lambda d: d.series.labels,
+            )
+            return
         guess = max(tail, lo, raw_floor)
         # Read the raw tail where the rollup job usually is, alongside the rollup rows.
         raw_task = None
