@@ -130,6 +130,17 @@ def value_shard(value: str) -> int:
 ALL_SHARDS = list(range(sch.INDEX_SHARDS))
 
 
+def posting_shard(value: str, series_id: int) -> int:
+    """Postings of one label value spread over POSTING_SPREAD of the shards (by series id)."""
+    return (zlib.crc32(value.encode()) + series_id % sch.POSTING_SPREAD) % sch.INDEX_SHARDS
+
+
+def posting_shards(value: str) -> list[int]:
+    """The shards holding the postings of ``value``: an "=" lookup reads only these."""
+    base = zlib.crc32(value.encode())
+    return sorted({(base + j) % sch.INDEX_SHARDS for j in range(sch.POSTING_SPREAD)})
+
+
 @dataclass(frozen=True, slots=True)
 class SeriesInfo:
     series: Series
@@ -413,10 +424,11 @@ class CassandraStorage(Storage):
                     groups[key][1].append((labels, tgt_set, metric, bucket, shard, sid))
                     for name, value in series.labels:
                         if name != METRIC_NAME:
-                            key = ("p", s, metric, bucket, name, shard)
+                            pshard = posting_shard(value, sid)
+                            key = ("p", s, metric, bucket, name, pshard)
                             if key not in groups:
                                 groups[key] = (ps_post, [])
-                            groups[key][1].append((metric, bucket, name, shard, value, sid))
+                            groups[key][1].append((metric, bucket, name, pshard, value, sid))
                         lv_key = (s, bucket, name, value)
                         if lv_key not in self._label_values_done:
                             vs = value_shard(value)
@@ -509,11 +521,12 @@ class CassandraStorage(Storage):
         if need_all:
             tasks.append(self._index_rows(level, "series_all", (metric, bucket, ALL_SHARDS), bucket, n))
         for m in label_ms:
-            if m.op is MatchOp.EQ and m.value != "":
-                tasks.append(self._index_rows(level, "post_eq", (metric, bucket, m.name, ALL_SHARDS, m.value), bucket, n))
-            elif m.op is MatchOp.NE and m.value != "":
-                # Matches empty: complement of the "= value" slice.
-                tasks.append(self._index_rows(level, "post_eq", (metric, bucket, m.name, ALL_SHARDS, m.value), bucket, n))
+            if m.op in (MatchOp.EQ, MatchOp.NE) and m.value != "":
+                # "=" reads the value's slice; "!=" (matches empty) subtracts that slice.
+                shards = posting_shards(m.value)
+                tasks.append(
+                    self._index_rows(level, "post_eq", (metric, bucket, m.name, shards, m.value), bucket, len(shards))
+                )
             else:
                 tasks.append(self._index_rows(level, "post_all", (metric, bucket, m.name, ALL_SHARDS), bucket, n))
         results = await asyncio.gather(*tasks)
@@ -652,9 +665,10 @@ class CassandraStorage(Storage):
         rows = [r for res in await _gather_waves(tasks) for page in res for r in page]
         if not rows:
             return []
-        sid = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        ts = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
-        val = np.fromiter((r[2] for r in rows), dtype=np.float64, count=len(rows))
+        c_sid, c_ts, c_val = zip(*rows, strict=True)
+        sid = np.array(c_sid, dtype=np.int64)
+        ts = np.array(c_ts, dtype=np.int64)
+        val = np.array(c_val, dtype=np.float64)
         order = np.lexsort((ts, sid))
         sid, ts, val = sid[order], ts[order], val[order]
         # Drop duplicate (series, ts) pairs (a series seen under two targets in one hour).

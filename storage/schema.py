@@ -32,6 +32,7 @@ BLOCK_BUCKET_MS = DAY_MS  # raw_blocks partition width
 ROLLUP_1M_BUCKET_MS = DAY_MS
 ROLLUP_1H_BUCKET_MS = 32 * DAY_MS
 INDEX_SHARDS = 32  # series_* / postings partitions per (metric, bucket[, label])
+POSTING_SPREAD = 8  # shards one label value's postings spread over (an "=" lookup reads these)
 
 
 @dataclass(frozen=True)
@@ -220,9 +221,8 @@ def create_schema(session, spec: SchemaSpec) -> list[str]:
     session.execute(
         f"INSERT INTO {spec.keyspace}.meta (key, value) VALUES ('schema_version', %s)", (str(SCHEMA_VERSION),)
     )
-    session.execute(
-        f"INSERT INTO {spec.keyspace}.meta (key, value) VALUES ('index_shards', %s)", (str(INDEX_SHARDS),)
-    )
+    for key, value in (("index_shards", INDEX_SHARDS), ("posting_spread", POSTING_SPREAD)):
+        session.execute(f"INSERT INTO {spec.keyspace}.meta (key, value) VALUES (%s, %s)", (key, str(value)))
     return created
 
 

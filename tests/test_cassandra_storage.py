@@ -61,8 +61,16 @@ async def test_ttl_of_written_cells_matches_table(cassandra_storage) -> None:
         ("ttl/h:1", ts // HOUR_MS, s.id),
     )[0]
     assert sch.DEFAULT_TTLS_S["raw_recent"] - 60 <= ttl <= sch.DEFAULT_TTLS_S["raw_recent"]
-    (ttl,) = _rows(store, f"SELECT TTL(labels) FROM {store.keyspace}.series WHERE series_id = %s", (s.id,))[0]
-    assert sch.DEFAULT_TTLS_S["series"] - 60 <= ttl <= sch.DEFAULT_TTLS_S["series"]
+    from storage.cassandra import shard_of
+
+    for level in sch.INDEX_LEVELS:
+        (ttl,) = _rows(
+            store,
+            f"SELECT TTL(labels) FROM {store.keyspace}.series_{level.suffix} "
+            "WHERE metric = %s AND bucket = %s AND shard = %s AND series_id = %s",
+            ("ttl_check", ts // level.bucket_ms, shard_of(s.id), s.id),
+        )[0]
+        assert level.ttl_s - 60 <= ttl <= level.ttl_s
 
 
 async def test_recent_samples_readable_right_after_write(cassandra_storage) -> None:
