@@ -316,6 +316,12 @@ async def test_a_bad_alerter_address_is_a_one_line_error(tmp_path, zookeeper, zk
                                    zookeeper_root=zk_root, alerters=["not an address"]))
     with pytest.raises(UserError, match=r"alerter address 'not an address': expected HOST:PORT"):
         await server.start()
+    missing = tmp_path / "no-such-alerting.yaml"
+    server = ClusterWeb(web_config(tmp_path, zookeeper, None),
+                        WebOptions(listen=f"127.0.0.1:{free_port()}", zookeeper=zookeeper.hosts,
+                                   zookeeper_root=zk_root, alerting_file=str(missing)))
+    with pytest.raises(UserError, match=rf"{re.escape(str(missing))}: cannot read"):
+        await server.start()
     with pytest.raises(ValueError, match="expected http://HOST:PORT"):
         alerter_url("ftp://x:1")
     assert alerter_url("0.0.0.0:9467") == "http://127.0.0.1:9467"
@@ -406,3 +412,80 @@ def test_merge_prefers_the_owner_then_the_latest_evaluation() -> None:
     (g,) = merge_rule_status([("http://a", [group(False, "2026-01-01T00:00:09Z", 0)]),
                               ("http://c", [group(False, "0001-01-01T00:00:00Z", 0)])])
     assert g["alerter"] == "http://a" and g["rules"][0]["lastEvaluation"] == 1767225609.0
+
+
+async def test_silences_go_through_the_shared_cassandra_store(tmp_path, zookeeper, zk_root, cassandra,
+                                                               cassandra_storage) -> None:
+    """Cassandra storage: the web server writes silences into the keyspace the alerter reads,
+    so they work with no alerter reachable from the web server at all."""
+    hook = await RecordingReceiver().start()
+    rules = tmp_path / "svc.rules.yml"
+    rules.write_text(RULES)
+    path = alerting_file(tmp_path, "c1", [str(rules)], hook.url + "/hook")
+    settings, ncfg = load_alerting_file(str(path))
+    alerter = AlerterService(settings, ncfg, cassandra_storage, DirectWriter(cassandra_storage),
+                             alerting_config_path=str(path))
+    await alerter.start(serve_http=True)
+    cfg = config_from_dict({
+        "storage": {"backend": "cassandra", "cassandra": {
+            "hosts": [cassandra.host], "port": cassandra.port, "keyspace": cassandra_storage.keyspace,
+            "spool_dir": str(tmp_path / "spool")}},
+        "discovery": {"zookeeper": {"hosts": zookeeper.hosts, "session_timeout": "4s"}},
+        "web": {"users": {"ops": hash_password(PASSWORD, n=2**10)}, "session_secret": "test secret"},
+        "data_dir": str(tmp_path / "data"),
+        "alerting": str(path),
+    })
+    dead = f"127.0.0.1:{free_port()}"
+    web_port = free_port()
+    server = ClusterWeb(cfg, WebOptions(listen=f"127.0.0.1:{web_port}", zookeeper=zookeeper.hosts,
+                                        zookeeper_root=zk_root, alerters=[dead], alerting_file=str(path)))
+    await server.start()
+    browser = Browser(f"http://127.0.0.1:{web_port}")
+    try:
+        assert server.storage is not None and type(server.storage).__name__ != "CassandraStorage"  # a subclass
+        await browser.login()
+        form = await browser.get("/silences")
+        status, body, _ = await browser.post("/silences", {
+            "matchers": 'alertname="Hot"', "duration": "1h", "comment": "shared", "csrf_token": csrf(form)})
+        assert status == 303, body[:400]
+        (silence,) = [s for s in await alerter.silences.list() if s.comment == "shared"]
+        assert silence.is_active()
+
+        b = SampleBatch("t")
+        b.add(Series.of(make_labels("svc_temp", instance="a")), int(time.time() * 1000), 80.0)
+        await cassandra_storage.write(b)
+        url = alerter_url(alerter.settings.listen)
+
+        async def notifier_state() -> str | None:
+            async with aiohttp.ClientSession() as s, s.get(url + "/api/v1/notifier/alerts") as r:
+                alerts = (await r.json())["data"]["alerts"]
+            return alerts[0]["state"] if alerts else None
+
+        assert await until(lambda: _is(notifier_state(), "suppressed"), 20), await notifier_state()
+        assert await hook.wait_for(1, timeout=1.0) == []
+        page = await browser.get("/silences")
+        status, body, _ = await browser.post(f"/silences/{silence.id}/expire", {"csrf_token": csrf(page)})
+        assert status == 303, body[:400]
+        assert len(await hook.wait_for(1, timeout=15.0)) == 1  # expired in the web: the alerter notifies
+        assert "rule status unavailable" in await browser.get("/alerts")  # the web never reached the alerter
+    finally:
+        await browser.close()
+        await server.stop()
+        await alerter.stop()
+        await hook.stop()
+
+
+def test_command_line_alerters_and_alerting_file(tmp_path) -> None:
+    import argparse
+
+    from cli.cmd_web import options_from, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    cfg = config_from_dict({"discovery": {"zookeeper": {"hosts": "127.0.0.1:1"}}, "alerting": "conf/alerting.yaml"})
+    args = parser.parse_args(["web", "--config", "x.yaml", "--alerter", "a:9467", "--alerter", "http://b:9467"])
+    opts = options_from(args, cfg)
+    assert opts.alerters == ["a:9467", "http://b:9467"] and opts.alerting_file == "conf/alerting.yaml"
+    args = parser.parse_args(["web", "--config", "x.yaml", "--alerting", "other.yaml"])
+    opts = options_from(args, cfg)
+    assert opts.alerters == [] and opts.alerting_file == "other.yaml"

@@ -367,6 +367,13 @@ def remote_alerting_views(
     )
 
 
+def shares_alerting_state(state_backend: str, storage: Any) -> bool:
+    """Whether the alerters keep state and silences in the Cassandra keyspace of ``storage``
+    (``cassandra``, or ``auto`` on any Cassandra storage class, rollup-aware ones included)."""
+    is_cassandra = any(c.__name__ == "CassandraStorage" for c in type(storage).__mro__)
+    return state_backend == "cassandra" or (state_backend == "auto" and is_cassandra)
+
+
 def cluster_alerting_views(
     *,
     alerter_addresses: Sequence[str],
@@ -386,10 +393,8 @@ def cluster_alerting_views(
         settings, _ = load_alerting_file(alerting_file, settings)
     addresses = list(alerter_addresses) or ([settings.listen] if alerting_file and discover is None else [])
     alerters = RemoteAlerters(addresses, discover=discover)
-    shared = settings.state_backend == "cassandra" or (
-        settings.state_backend == "auto" and type(storage).__name__ == "CassandraStorage")
     store: SilenceStore | None = None
-    if shared:
+    if shares_alerting_state(settings.state_backend, storage):
         from alerting.cassandra_stores import CassandraSilenceStore
 
         store = CassandraSilenceStore(storage)
@@ -408,6 +413,7 @@ def cluster_alerting_views(
 
 __all__ = [
     "cluster_alerting_views",
+    "shares_alerting_state",
     "AlerterUnavailable",
     "RemoteAlerters",
     "RemoteReloadReport",
