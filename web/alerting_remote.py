@@ -155,10 +155,16 @@ class RemoteAlerters:
         urls: Sequence[str] = (),
         discover: Callable[[], Awaitable[list[str]]] | None = None,
         timeout_s: float = 3.0,
+        status_cache_s: float = 1.0,
     ) -> None:
         self.static_urls = [alerter_url(u) for u in urls]
         self.discover = discover
         self.timeout_s = timeout_s
+        # Pages that ask at once (overview, dashboards, alerts) share one round of requests.
+        self.status_cache_s = status_cache_s
+        self._status: list[dict] | None = None
+        self._status_at = 0.0
+        self._status_lock = asyncio.Lock()
         self.file_errors: dict[str, list[str]] = {}  # rule file errors the alerters reported last
         self.last_errors: dict[str, str] = {}  # alerter -> why the last call failed
         self._session: aiohttp.ClientSession | None = None
@@ -215,7 +221,19 @@ class RemoteAlerters:
         return answers, failures
 
     async def rules_status(self) -> list[dict]:
-        """Every alerter's groups merged (``RuleManager.status()`` shape); raises when none answers."""
+        """Every alerter's groups merged (``RuleManager.status()`` shape); raises when none answers.
+        Answers are reused for ``status_cache_s`` (a reload forgets them)."""
+        async with self._status_lock:
+            if self._status is not None and time.monotonic() - self._status_at < self.status_cache_s:
+                return [dict(g) for g in self._status]
+            groups = await self._fetch_status()
+            self._status, self._status_at = groups, time.monotonic()
+            return [dict(g) for g in groups]
+
+    def forget_status(self) -> None:
+        self._status = None
+
+    async def _fetch_status(self) -> list[dict]:
         answers, failures = await self._each("GET", "/api/v1/rules")
         per_alerter = []
         file_errors: dict[str, list[str]] = {}
@@ -237,6 +255,7 @@ class RemoteAlerters:
 
     async def reload(self, rule_paths: Sequence[str] = ()) -> RemoteReloadReport:
         """``POST /-/reload`` to every alerter; raises when none answers."""
+        self.forget_status()
         answers, failures = await self._each("POST", "/-/reload")
         report = RemoteReloadReport(unreachable=dict(failures))
         for url, status, doc in answers:
@@ -251,6 +270,7 @@ class RemoteAlerters:
                 f"{_host(u)} {w}" for u, w in report.unreachable.items()))
         for url, why in report.unreachable.items():
             log.warning("alerter did not reload", extra={"alerter": url, "error": why})
+        self.forget_status()  # a page load during the reload may have cached the old rules
         return report
 
 
