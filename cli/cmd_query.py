@@ -20,10 +20,10 @@ import time
 from cli.errors import UserError
 
 
-def _parse_time(text: str | None, what: str) -> int:
+def _parse_time(text: str | None, what: str, now: int | None = None) -> int:
     from query.api import ApiError, parse_duration_ms, parse_time_ms
 
-    now = int(time.time() * 1000)
+    now = int(time.time() * 1000) if now is None else now
     if text is None or text == "now":
         return now
     m = re.fullmatch(r"now\s*-\s*(\S+)", text)
@@ -100,8 +100,9 @@ def run_range(args: argparse.Namespace) -> int:
     from query.api import ApiError, parse_duration_ms
     from query.errors import QueryError
 
-    end = _parse_time(args.end, "end")
-    start = _parse_time(args.start, "start") if args.start else end - 3_600_000
+    now = int(time.time() * 1000)  # one "now" for both ends
+    end = _parse_time(args.end, "end", now)
+    start = _parse_time(args.start, "start", now) if args.start else end - 3_600_000
     try:
         step = parse_duration_ms(args.step, "step")
     except ApiError as exc:

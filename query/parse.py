@@ -234,15 +234,43 @@ def _error_position(text: str, message: str) -> int:
             stack.pop()
     if stack and ("unclosed" in message or "end of input" in message):
         return stack[-1][1]
-    # Otherwise: the first token whose prefix fails with the same message as the whole text.
+    # Otherwise: the first token after which no short completion makes the text valid.
     significant = [m for m in toks if not m.group("ws") and not m.group("comment")]
-    for m in significant[:400]:
-        try:
-            pp.parse(text[: m.end()])
-        except BaseException as exc:  # noqa: BLE001 - the parser may panic
-            if str(exc) == message:
-                return m.start()
-    return len(text.rstrip()) if "end of input" in message else 0
+    for m in significant[:200]:
+        if not _viable_prefix(text[: m.end()]):
+            return m.start()
+    return len(text.rstrip())
+
+
+# To decide whether a prefix can still become valid PromQL: append a filler, close the
+# brackets left open, and maybe add an operand.
+_FILLERS = ("", " x", " 1", "(x)", "x[5m]", " x[5m]", ' "x"', "[5m]", "5m]", '=""', '""', "x")
+_TAILS = ("", " (x)", " x")
+_CLOSER = {"(": ")", "[": "]", "{": "}"}
+
+
+def _closers(text: str) -> str:
+    stack: list[str] = []
+    for m in _tokens(text):
+        s = m.group(0)
+        if m.group("op") and s in "([{":
+            stack.append(_CLOSER[s])
+        elif m.group("op") and s in ")]}" and stack:
+            stack.pop()
+    return "".join(reversed(stack))
+
+
+def _viable_prefix(prefix: str) -> bool:
+    for filler in _FILLERS:
+        body = prefix + filler
+        closed = body + _closers(body)
+        for tail in _TAILS:
+            try:
+                pp.parse(closed + tail)
+                return True
+            except BaseException:  # noqa: BLE001, S112 - the parser may panic; try the next
+                continue
+    return False
 
 
 # -------------------------------------------------------------------------- convert
