@@ -36,6 +36,8 @@ def parse_duration(text: str) -> float:
     m = _DUR_RE.match(text.strip())
     if not text.strip() or not m or not any(m.groups()):
         raise ValueError(f"not a duration: {text!r} (use e.g. 10s, 1m30s, 2h)")
+    if any(g and len(g) > 15 for g in m.groups()):  # int() refuses >4300 digits, float() overflows
+        raise ValueError(f"duration out of range: {text[:40]!r}")
     return float(sum(int(g) * u for g, u in zip(m.groups(), _DUR_UNITS, strict=True) if g))
 
 
@@ -194,7 +196,10 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if isinstance(value, bool):
             pass
         elif isinstance(value, int | float):
-            return Duration(float(value))
+            try:
+                return Duration(float(value))
+            except OverflowError:
+                raise ValueError(f"{where}: duration out of range: {str(value)[:40]}...") from None
         elif isinstance(value, str):
             try:
                 return Duration(parse_duration(value))
@@ -260,10 +265,16 @@ def load_config(path: str | Path) -> RingmonConfig:
         text = p.read_text()
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: line {exc.object[: exc.start].count(10) + 1}: not valid UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{p}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # PyYAML constructors: 2001-13-45, !!int x
+        raise ConfigError(f"{p}: invalid YAML value: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: invalid YAML: nested too deeply") from None
     return config_from_dict(data, str(p))
