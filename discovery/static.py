@@ -76,12 +76,18 @@ def load_static_targets(path: str | os.PathLike[str]) -> list[Target]:
         text = p.read_text()
     except OSError as exc:
         raise ValueError(f"{p}: cannot read static targets file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{p}: line {exc.object[: exc.start].count(10) + 1}: not valid UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" line {mark.line + 1} column {mark.column + 1}:" if mark else ""
         raise ValueError(f"{p}:{at} invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # PyYAML constructors: 2001-13-45, !!int x
+        raise ValueError(f"{p}: invalid YAML value: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{p}: invalid YAML: nested too deeply") from None
     return targets_from_dict(data, str(p))
 
 
