@@ -78,6 +78,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration (e.g. 10s), got {value!r}")
     if isinstance(value, int | float):
+        if isinstance(value, int) and abs(value) > 10**15:  # also keeps float() from overflowing
+            raise ValueError(f"expected a duration (e.g. 10s), got a number too large: {str(value)[:40]}...")
         seconds = float(value)
     elif isinstance(value, str):
         text = value.strip()
@@ -87,6 +89,8 @@ def parse_duration(value: Any) -> float:
                 seconds = float(text)
             except ValueError:
                 raise ValueError(f"expected a duration (e.g. 10s, 1m30s), got {value!r}") from None
+        elif any(g and len(g) > 15 for g in m.groups()):  # int() refuses >4300 digits, float() overflows
+            raise ValueError(f"duration out of range: {text[:40]!r}")
         else:
             seconds = float(sum(int(g) * u for g, u in zip(m.groups(), _DURATION_UNITS, strict=True) if g))
     else:
