@@ -36,7 +36,10 @@ def parse_size(value: Any, where: str) -> int:
     if isinstance(value, str):
         m = _SIZE_RE.match(value)
         if m:
-            return int(float(m.group(1)) * _UNITS[(m.group(2) or "B").lower()])
+            size = float(m.group(1)) * _UNITS[(m.group(2) or "B").lower()]
+            if size > 2**62:  # also infinity, which int() cannot take
+                raise ValueError(f"{where}: size too large: {value[:40]!r}")
+            return int(size)
     raise ValueError(f"{where}: expected a size (bytes or e.g. '10MB'), got {value!r}")
 
 
