@@ -386,10 +386,16 @@ class ClusterWeb:
         try:
             views, self.alerters = cluster_alerting_views(
                 alerter_addresses=self.opts.alerters, alerting_file=self.opts.alerting_file,
-                rule_files=list(self.cfg.rules.files), storage=self.storage, history_dir=history)
+                rule_files=list(self.cfg.rules.files), storage=self.storage, history_dir=history,
+                zookeeper_client=self._zookeeper_client)
         except ValueError as exc:
             raise UserError(str(exc)) from None
         return views
+
+    def _zookeeper_client(self):
+        """The registry's kazoo client once connected (alerters publish their address there)."""
+        reg = self.fleet.registry if self.fleet is not None else None
+        return reg.zk if reg is not None else None
 
     async def stop(self) -> None:
         if self.runner is not None:

@@ -489,3 +489,70 @@ def test_command_line_alerters_and_alerting_file(tmp_path) -> None:
     args = parser.parse_args(["web", "--config", "x.yaml", "--alerting", "other.yaml"])
     opts = options_from(args, cfg)
     assert opts.alerters == [] and opts.alerting_file == "other.yaml"
+
+
+async def test_alerters_found_through_their_zookeeper_nodes(tmp_path, zookeeper, zk_root) -> None:
+    """With ZooKeeper ownership and no --alerter, the web server reads the alerters' addresses
+    from their ownership nodes. Until a node carries one it falls back to alerter.listen of the
+    file. The JSON the test puts into the real nodes is the format ownership must publish."""
+    from kazoo.client import KazooClient
+
+    hook = await RecordingReceiver().start()
+    files = []
+    for i in range(3):
+        f = tmp_path / f"g{i}.rules.yml"
+        f.write_text(f"groups:\n  - name: g{i}\n    interval: 200ms\n    rules:\n"
+                     f"      - alert: Always{i}\n        expr: vector({i})\n")
+        files.append(str(f))
+    node_path = f"{zk_root}/alerters"
+    zk = {"ownership": "zookeeper", "zookeeper_hosts": zookeeper.hosts, "zookeeper_path": node_path,
+          "zookeeper_session_timeout": "4s"}
+    paths = [alerting_file(tmp_path, name, files, hook.url + "/hook", id=name, **zk) for name in ("a1", "a2")]
+    alerters = [(await start_alerter(p))[0] for p in paths]
+    web_port = free_port()
+    server = ClusterWeb(web_config(tmp_path, zookeeper, None),
+                        WebOptions(listen=f"127.0.0.1:{web_port}", zookeeper=zookeeper.hosts, zookeeper_root=zk_root,
+                                   session_timeout=4.0, alerting_file=str(paths[0])))
+    await server.start()
+    admin = KazooClient(hosts=zookeeper.hosts)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, lambda: admin.start(timeout=10))
+    try:
+        assert server.alerters is not None
+        assert await server.alerters.urls() == [alerter_url(alerters[0].settings.listen)]  # nodes carry no address
+        for a in alerters:
+            data = json.dumps({"listen": a.settings.listen}).encode()
+            await loop.run_in_executor(None, admin.set, f"{node_path}/{a.settings.id}", data)
+
+        async def both() -> list[str] | None:
+            urls = await server.alerters.urls()
+            return urls if len(urls) == 2 else None
+
+        assert sorted(await until(both, 10) or []) == sorted(alerter_url(a.settings.listen) for a in alerters)
+        server.alerters.forget_status()
+
+        async def all_owned() -> list[dict] | None:
+            server.alerters.forget_status()
+            groups = await server.alerters.rules_status()
+            return groups if len(groups) == 3 and all(g["owned"] and g["lastEvaluation"] for g in groups) else None
+
+        groups = await until(all_owned, 10)
+        assert groups, await server.alerters.rules_status()
+        owners = {g["name"]: a.settings.listen for a in alerters for g in a.manager.status() if g["owned"]}
+        assert {g["name"]: g["alerter"] for g in groups} == {n: alerter_url(u) for n, u in owners.items()}
+        page = await browser_get(web_port, "/rules")
+        assert page.count("<h2>g") == 3 and "evaluated by another alerter" not in page
+    finally:
+        await loop.run_in_executor(None, admin.stop)
+        await server.stop()
+        for a in alerters:
+            await a.stop()
+        await hook.stop()
+
+
+async def browser_get(port: int, path: str) -> str:
+    b = Browser(f"http://127.0.0.1:{port}")
+    try:
+        return await b.get(path)
+    finally:
+        await b.close()

@@ -12,6 +12,7 @@ host or a shared config directory). Silences go to the shared silence store when
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -156,9 +157,11 @@ class RemoteAlerters:
         discover: Callable[[], Awaitable[list[str]]] | None = None,
         timeout_s: float = 3.0,
         status_cache_s: float = 1.0,
+        fallback_urls: Sequence[str] = (),
     ) -> None:
         self.static_urls = [alerter_url(u) for u in urls]
         self.discover = discover
+        self.fallback_urls = [alerter_url(u) for u in fallback_urls]  # when nothing else is known
         self.timeout_s = timeout_s
         # Pages that ask at once (overview, dashboards, alerts) share one round of requests.
         self.status_cache_s = status_cache_s
@@ -177,7 +180,8 @@ class RemoteAlerters:
             except Exception as exc:  # noqa: BLE001 - discovery away: the configured ones still work
                 log.warning("alerter discovery failed", extra={"error": str(exc)})
         seen: set[str] = set()
-        return [u for u in [*self.static_urls, *found] if not (u in seen or seen.add(u))]
+        urls = [u for u in [*self.static_urls, *found] if not (u in seen or seen.add(u))]
+        return urls or list(self.fallback_urls)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -387,6 +391,45 @@ def remote_alerting_views(
     )
 
 
+def read_alerter_addresses(zk: Any, path: str) -> list[str]:
+    """Listen addresses the alerters published in their ownership nodes (``<path>/<id>`` holding
+    JSON ``{"listen": "HOST:PORT"}``); nodes without one are skipped. Blocking (kazoo)."""
+    from kazoo.exceptions import NoNodeError
+
+    try:
+        children = sorted(zk.get_children(path))
+    except NoNodeError:
+        return []
+    out = []
+    for child in children:
+        try:
+            data, _ = zk.get(f"{path.rstrip('/')}/{child}")
+            listen = json.loads(data.decode()).get("listen") if data else None
+        except NoNodeError:
+            continue  # gone since the listing
+        except (ValueError, AttributeError):
+            log.warning("alerter node without a readable address", extra={"node": f"{path}/{child}"})
+            continue
+        if isinstance(listen, str) and listen:
+            try:
+                out.append(alerter_url(listen))
+            except ValueError as exc:
+                log.warning("alerter node with a bad address", extra={"node": f"{path}/{child}", "error": str(exc)})
+    return out
+
+
+def zookeeper_alerter_addresses(client: Callable[[], Any], path: str) -> Callable[[], Awaitable[list[str]]]:
+    """A ``RemoteAlerters.discover`` reading ``read_alerter_addresses`` through ``client()``."""
+
+    async def discover() -> list[str]:
+        zk = client()
+        if zk is None or not getattr(zk, "connected", False):
+            return []
+        return await asyncio.get_running_loop().run_in_executor(None, read_alerter_addresses, zk, path)
+
+    return discover
+
+
 def shares_alerting_state(state_backend: str, storage: Any) -> bool:
     """Whether the alerters keep state and silences in the Cassandra keyspace of ``storage``
     (``cassandra``, or ``auto`` on any Cassandra storage class, rollup-aware ones included)."""
@@ -401,18 +444,23 @@ def cluster_alerting_views(
     rule_files: Sequence[str],
     storage: Any,
     history_dir: str | Path | None,
-    discover: Callable[[], Awaitable[list[str]]] | None = None,
+    zookeeper_client: Callable[[], Any] | None = None,
 ) -> tuple[AlertingViews, RemoteAlerters]:
     """Views for ``ringmon web``: rule files, alerter address and state backend as the alerter
-    sees them (its alerting file when given, read like ``ringmon alerter`` does), the
-    ``--alerter`` addresses first. Raises ``ValueError`` (``AlerterConfigError``) naming file and key."""
+    sees them (its alerting file when given, read like ``ringmon alerter`` does). Alerters are
+    the ``--alerter`` addresses, plus those published in ZooKeeper when ownership is
+    ``zookeeper`` (``zookeeper_client`` returns a connected kazoo client or None), else
+    ``alerter.listen`` of the file. Raises ``ValueError`` (``AlerterConfigError``) naming file and key."""
     from alerting.service import AlerterSettings, load_alerting_file
 
     settings = AlerterSettings(rule_files=list(rule_files))
     if alerting_file:
         settings, _ = load_alerting_file(alerting_file, settings)
-    addresses = list(alerter_addresses) or ([settings.listen] if alerting_file and discover is None else [])
-    alerters = RemoteAlerters(addresses, discover=discover)
+    discover = None
+    if settings.ownership == "zookeeper" and zookeeper_client is not None:
+        discover = zookeeper_alerter_addresses(zookeeper_client, settings.zookeeper_path)
+    alerters = RemoteAlerters(alerter_addresses, discover=discover,
+                              fallback_urls=[settings.listen] if alerting_file else [])
     store: SilenceStore | None = None
     if shares_alerting_state(settings.state_backend, storage):
         from alerting.cassandra_stores import CassandraSilenceStore
@@ -433,6 +481,8 @@ def cluster_alerting_views(
 
 __all__ = [
     "cluster_alerting_views",
+    "read_alerter_addresses",
+    "zookeeper_alerter_addresses",
     "shares_alerting_state",
     "AlerterUnavailable",
     "RemoteAlerters",
