@@ -11,6 +11,7 @@ writes the tables ``storage.schema`` creates:
   partitions);
 - checkpoints as ``meta`` rows keyed ``rollup:<job>:<shard>``.
 
+Raw reads older than ``recent_raw_keep_ms`` merge sealed blocks in (``select``).
 ``read_raw_window`` here goes through the public ``select`` (all series of the window,
 filtered by shard): correct for every shard count, but each shard reads the whole
 window. A backend that can list one shard's series from its index should override it.
@@ -33,6 +34,7 @@ from storage.matchers import Matcher, MatchOp
 from storage.model import METRIC_NAME
 from storage.rollup import Rollup
 from storage.rollup_job import RollupRows, SealedBlock
+from storage.schema import DEFAULT_TTLS_S
 
 ROLLUP_1H_BUCKET_MS = 32 * DAY_MS
 MAX_IN_FLIGHT = 48
@@ -50,7 +52,15 @@ def _partition(resolution: Resolution, ts_ms: int) -> int:
 
 
 class CassandraRollupMixin:
-    """RollupStore for ``CassandraStorage`` (needs ``session``, ``keyspace``, ``execute``, ``select``)."""
+    """RollupStore for ``CassandraStorage`` (needs ``session``, ``keyspace``, ``execute``, ``select``).
+
+    ``select`` answers 1m/1h reads from the rollup tables, and raw reads reaching further back
+    than ``recent_raw_keep_ms`` (how long ``raw_recent`` keeps rows; default: its table TTL, so
+    blocks are read only once raw_recent has a shorter TTL than raw_blocks) from the sealed
+    blocks merged with whatever recent rows remain.
+    """
+
+    recent_raw_keep_ms: int = DEFAULT_TTLS_S["raw_recent"] * 1000
 
     _rollup_ps: dict | None = None
     _rollup_np_session = None  # a session whose results are NumPy columns (fast rollup reads)
@@ -184,6 +194,45 @@ class CassandraRollupMixin:
         await self.execute(ps, (f"rollup:{job}:{shard}", str(window_end_ms)))  # type: ignore[attr-defined]
 
     # -- reads ------------------------------------------------------------------------------
+
+    async def select(
+        self,
+        matchers: Sequence[Matcher],
+        start_ms: int,
+        end_ms: int,
+        resolution: Resolution = Resolution.RAW,
+    ) -> list[SeriesData]:
+        if resolution is not Resolution.RAW:
+            return await self.select_rollup(matchers, start_ms, end_ms, resolution)
+        recent = await super().select(matchers, start_ms, end_ms)  # type: ignore[misc]
+        horizon = self.now_ms() - self.recent_raw_keep_ms  # type: ignore[attr-defined]
+        if start_ms >= horizon:
+            return recent
+        # Older part: sealed blocks, for every matching series (some may have no rows left).
+        found = await self.series(matchers, start_ms, end_ms)  # type: ignore[attr-defined]
+        sealed = await asyncio.gather(*(self.read_blocks(s.id, start_ms, end_ms + 1) for s in found))
+        by_id = {d.series.id: d for d in recent}
+        out = []
+        for s, (b_ts, b_vals) in zip(found, sealed, strict=True):
+            rows = by_id.pop(s.id, None)
+            if rows is None:
+                if b_ts.size:
+                    out.append(SeriesData(s, b_ts, b_vals, Resolution.RAW))
+                continue
+            if not b_ts.size:
+                out.append(rows)
+                continue
+            # Rows first: on equal timestamps the stable sort keeps the row (same value anyway).
+            ts = np.concatenate([rows.timestamps, b_ts])
+            vals = np.concatenate([rows.values, b_vals])
+            order = np.argsort(ts, kind="stable")
+            ts, vals = ts[order], vals[order]
+            keep = np.ones(ts.shape[0], dtype=bool)
+            keep[1:] = ts[1:] != ts[:-1]
+            out.append(SeriesData(rows.series, ts[keep], vals[keep], Resolution.RAW))
+        out.extend(by_id.values())
+        out.sort(key=lambda d: d.series.labels)
+        return out
 
     async def read_blocks(self, series_id: int, start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray]:
         """Samples in [start_ms, end_ms) of one series from its sealed blocks, bit-exact."""
