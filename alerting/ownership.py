@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -93,6 +94,16 @@ class ZooKeeperOwnership(RingOwnership):
         self.root = root.rstrip("/")
         self.session_timeout_s = session_timeout_s
         self.zk = None
+        self.node_data = b""  # {"listen": "host:port"} once the alerter serves HTTP
+
+    def publish_address(self, listen: str) -> None:
+        """Write where this alerter's HTTP API is into its node (the web finds alerters there)."""
+        self.node_data = json.dumps({"listen": listen}).encode()
+        if self.zk is not None and self.zk.connected:
+            try:
+                self.zk.set(f"{self.root}/{self.my_id}", self.node_data)
+            except Exception as exc:  # the next registration writes it
+                log.warning("cannot publish alerter address in ZooKeeper: %s", exc)
 
     def start(self) -> None:
         from kazoo.client import KazooClient, KazooState
@@ -123,7 +134,7 @@ class ZooKeeperOwnership(RingOwnership):
         try:
             self.zk.ensure_path(self.root)
             try:
-                self.zk.create(f"{self.root}/{self.my_id}", b"", ephemeral=True)
+                self.zk.create(f"{self.root}/{self.my_id}", self.node_data, ephemeral=True)
             except NodeExistsError:
                 pass
         except Exception as exc:  # retried on the next (re)connection

@@ -48,6 +48,13 @@ SETTINGS_KEYS = ("listen", "state_db", "rule_files", "evaluation_interval", "res
                  "zookeeper_session_timeout", "id", "state_backend")
 
 
+def uses_cassandra_state(state_backend: str, storage: Any) -> bool:
+    """Whether alert state, silences and the notification log live in the Cassandra keyspace of
+    ``storage``: ``cassandra``, or ``auto`` on any Cassandra storage class (rollup-aware ones too)."""
+    is_cassandra = any(c.__name__ == "CassandraStorage" for c in type(storage).__mro__)
+    return state_backend == "cassandra" or (state_backend == "auto" and is_cassandra)
+
+
 class AlerterConfigError(ValueError):
     """The alerter's settings are wrong; the message names file and key."""
 
@@ -164,9 +171,7 @@ class AlerterService:
         self.config_path = alerting_config_path
         self.ownership = ownership or self._make_ownership()
         self.db = AlertingDB(settings.state_db)
-        use_cassandra = settings.state_backend == "cassandra" or (
-            settings.state_backend == "auto" and type(storage).__name__ == "CassandraStorage")
-        if use_cassandra:
+        if uses_cassandra_state(settings.state_backend, storage):
             from alerting.cassandra_stores import (
                 CassandraAlertStateStore,
                 CassandraNotificationLog,
@@ -223,6 +228,10 @@ class AlerterService:
         self.last_reload = self._report(report, None)
         if serve_http:
             await self._serve()
+            publish = getattr(self.ownership, "publish_address", None)
+            if publish is not None:
+                host = self.settings.listen.rpartition(":")[0] or "127.0.0.1"
+                await loop.run_in_executor(None, publish, f"{host}:{self.port}")
         self._watch_task = asyncio.create_task(self._watch(), name="alerter-watch")
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload("SIGHUP")))

@@ -492,9 +492,8 @@ def test_command_line_alerters_and_alerting_file(tmp_path) -> None:
 
 
 async def test_alerters_found_through_their_zookeeper_nodes(tmp_path, zookeeper, zk_root) -> None:
-    """With ZooKeeper ownership and no --alerter, the web server reads the alerters' addresses
-    from their ownership nodes. Until a node carries one it falls back to alerter.listen of the
-    file. The JSON the test puts into the real nodes is the format ownership must publish."""
+    """With ZooKeeper ownership and no --alerter, the web server reads the addresses the
+    alerters publish in their ownership nodes."""
     from kazoo.client import KazooClient
 
     hook = await RecordingReceiver().start()
@@ -519,10 +518,9 @@ async def test_alerters_found_through_their_zookeeper_nodes(tmp_path, zookeeper,
     await loop.run_in_executor(None, lambda: admin.start(timeout=10))
     try:
         assert server.alerters is not None
-        assert await server.alerters.urls() == [alerter_url(alerters[0].settings.listen)]  # nodes carry no address
-        for a in alerters:
-            data = json.dumps({"listen": a.settings.listen}).encode()
-            await loop.run_in_executor(None, admin.set, f"{node_path}/{a.settings.id}", data)
+        for a in alerters:  # each alerter wrote its own address into its node
+            raw, _ = await loop.run_in_executor(None, admin.get, f"{node_path}/{a.settings.id}")
+            assert json.loads(raw) == {"listen": a.settings.listen}
 
         async def both() -> list[str] | None:
             urls = await server.alerters.urls()

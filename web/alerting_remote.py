@@ -431,10 +431,10 @@ def zookeeper_alerter_addresses(client: Callable[[], Any], path: str) -> Callabl
 
 
 def shares_alerting_state(state_backend: str, storage: Any) -> bool:
-    """Whether the alerters keep state and silences in the Cassandra keyspace of ``storage``
-    (``cassandra``, or ``auto`` on any Cassandra storage class, rollup-aware ones included)."""
-    is_cassandra = any(c.__name__ == "CassandraStorage" for c in type(storage).__mro__)
-    return state_backend == "cassandra" or (state_backend == "auto" and is_cassandra)
+    """Whether the alerters keep state and silences in the Cassandra keyspace of ``storage``."""
+    from alerting.service import uses_cassandra_state
+
+    return uses_cassandra_state(state_backend, storage)
 
 
 def cluster_alerting_views(
