@@ -435,7 +435,7 @@ def options_from(args: argparse.Namespace, cfg) -> WebOptions:
         zookeeper_root=args.zookeeper_root or os.environ.get("RINGMON_ZOOKEEPER_ROOT", "/ringmon"),
         session_timeout=float(zk_cfg.session_timeout) if zk_cfg else 10.0,
         scraper_timeout_s=args.scraper_timeout,
-        alerters=list(getattr(args, "alerter", None) or []),
+        alerters=list(getattr(args, "alerter", None) or cfg.web.alerters),
         alerting_file=getattr(args, "alerting", None) or cfg.alerting,
     )
 

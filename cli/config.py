@@ -139,6 +139,9 @@ class WebConfig:
     secure_cookies: bool = False  # set when served over HTTPS
     dashboards_dirs: list[str] = field(default_factory=list)  # extra YAML dashboards (shipped ones always load)
     rules_history_dir: str = ""  # rule editor history; default <data_dir>/rules-history
+    # Cluster mode: alerter HTTP APIs (HOST:PORT) for the alert, rule and silence pages.
+    # Empty: the addresses alerters publish in ZooKeeper, else alerter.listen of `alerting`.
+    alerters: list[str] = field(default_factory=list)
 
 
 @dataclass
