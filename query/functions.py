@@ -285,14 +285,19 @@ def segmented_window_sums(
 
 class _DenseGrid:
     """Rollup rows on their regular bucket grid: (series x buckets) cells, and per step the
-    bucket index range [lo, hi) of its window (the same for every series)."""
+    bucket index range [lo, hi) of its window (the same for every series). ``full`` when
+    every series has every bucket (the common case): the flat column is then the grid."""
 
-    def __init__(self, rv: RangeVector, sidx: np.ndarray, col: np.ndarray, nb: int, lo: np.ndarray, hi: np.ndarray):
-        self.rv, self.sidx, self.col, self.nb, self.lo, self.hi = rv, sidx, col, nb, lo, hi
+    def __init__(
+        self, rv: RangeVector, col: np.ndarray, nb: int, lo: np.ndarray, hi: np.ndarray, full: bool
+    ) -> None:
+        self.rv, self.col, self.nb, self.lo, self.hi, self.full = rv, col, nb, lo, hi, full
         self.n = len(rv.labels)
 
     def presence(self) -> np.ndarray:
         """(series, steps): whether the window holds at least one bucket of the series."""
+        if self.full:
+            return np.broadcast_to((self.hi > self.lo)[None, :], (self.n, len(self.hi))).copy()
         counts = np.diff(self.rv.offsets)
         has = counts > 0
         first = np.where(has, self.col[np.minimum(self.rv.offsets[:-1], len(self.col) - 1)], 0)
@@ -304,7 +309,11 @@ class _DenseGrid:
 
     def window_sums(self, values: np.ndarray) -> np.ndarray:
         dense = np.zeros((self.n, self.nb + 1))
-        dense[self.sidx, self.col + 1] = values
+        if self.full:
+            dense[:, 1:] = values.reshape(self.n, self.nb)
+        else:
+            sidx = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.rv.offsets))
+            dense[sidx, self.col + 1] = values
         cs = np.cumsum(dense, axis=1)
         return cs[:, self.hi] - cs[:, self.lo]
 
@@ -322,12 +331,13 @@ def _dense_rollup_windows(rv: RangeVector) -> tuple[_DenseGrid, None] | None:
     n = len(rv.labels)
     if n * (nb + 1) > _DENSE_MAX_CELLS:
         return None
-    sidx = np.repeat(np.arange(n, dtype=np.int64), np.diff(rv.offsets))
     col = bucket - g0
+    counts = np.diff(rv.offsets)
+    full = bool((counts == nb).all()) and bool((col[rv.offsets[:-1]] == 0).all())
     grid_end = (g0 + np.arange(nb, dtype=np.int64)) * res + (res - 1)
     lo = np.searchsorted(grid_end, rv.ends - rv.range_ms, "right")
     hi = np.searchsorted(grid_end, rv.ends, "right")
-    return _DenseGrid(rv, sidx, col, nb, lo, hi), None
+    return _DenseGrid(rv, col, nb, lo, hi, full), None
 
 
 def _b_rollup_sum(column: str, per_second: bool = False) -> BatchedCompute:
