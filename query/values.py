@@ -169,10 +169,15 @@ def stale_mask(values: np.ndarray) -> np.ndarray:
     return values.view(np.uint64) == np.uint64(STALE_NAN_BITS)
 
 
+# Labels that describe the metric name and go with it (Prometheus' type-and-unit labels).
+NAME_LABELS = frozenset(("__name__", "__type__", "__unit__"))
+
+
 def without_name(labels: Labels) -> Labels:
-    if labels and labels[0][0] == "__name__":
-        return labels[1:]
-    return tuple(p for p in labels if p[0] != "__name__")
+    """The label set without the metric name (and the ``__type__``/``__unit__`` that go with it)."""
+    if not any(k in NAME_LABELS for k, _ in labels):
+        return labels
+    return tuple(p for p in labels if p[0] not in NAME_LABELS)
 
 
 def labels_get(labels: Labels, name: str) -> str:

@@ -29,7 +29,6 @@ SKIPPED_FILES: dict[str, str] = {
     "info.test": "experimental info() function",
     "limit.test": "experimental limitk/limit_ratio",
     "start_timestamps.test": "experimental start (created) timestamps",
-    "type_and_unit.test": "experimental __type__/__unit__ labels",
 }
 
 _DUR_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|y|w|d|h|m|s)")
