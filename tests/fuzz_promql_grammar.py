@@ -83,6 +83,12 @@ def _p(draw: st.DrawFn, text: str) -> str:
     return f"({text})" if draw(st.integers(0, 4)) == 0 else text
 
 
+def _operand(text: str) -> str:
+    """An operand of a vector binary operation: compound ones in parentheses, so that operator
+    precedence cannot regroup them (``a <= bool on(x) 1 != b`` is ``(a <= ...) != b``)."""
+    return f"({text})" if " " in text else text
+
+
 @st.composite
 def exprs(draw: st.DrawFn, kind: str, depth: int = 3) -> str:
     """A well-typed expression of ``kind`` (scalar, vector, matrix, string)."""
@@ -161,18 +167,18 @@ def exprs(draw: st.DrawFn, kind: str, depth: int = 3) -> str:
     # binary operations
     if choice == 7:
         op = draw(st.sampled_from(SETOPS))
-        lhs, rhs = draw(exprs(VECTOR, depth - 1)), draw(exprs(VECTOR, depth - 1))
+        lhs, rhs = _operand(draw(exprs(VECTOR, depth - 1))), _operand(draw(exprs(VECTOR, depth - 1)))
         match = draw(_matching(allow_group=False))
         return _p(draw, f"{lhs} {op}{match} {rhs}")
     op = draw(st.sampled_from(ARITH + COMPARE))
     bool_mod = " bool" if op in COMPARE and draw(st.booleans()) else ""
     if choice == 8:
-        s = draw(exprs(SCALAR, depth - 1))
-        v = draw(exprs(VECTOR, depth - 1))
+        s = _operand(draw(exprs(SCALAR, depth - 1)))
+        v = _operand(draw(exprs(VECTOR, depth - 1)))
         if op == "atan2":
             op = "+"
         return _p(draw, f"{s} {op}{bool_mod} {v}" if draw(st.booleans()) else f"{v} {op}{bool_mod} {s}")
-    lhs, rhs = draw(exprs(VECTOR, depth - 1)), draw(exprs(VECTOR, depth - 1))
+    lhs, rhs = _operand(draw(exprs(VECTOR, depth - 1))), _operand(draw(exprs(VECTOR, depth - 1)))
     return _p(draw, f"{lhs} {op}{bool_mod}{draw(_matching(allow_group=True))} {rhs}")
 
 
