@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import pathlib
 import statistics
 import sys
@@ -46,7 +47,7 @@ async def bench_write(store: CassandraStorage, spool: pathlib.Path, seconds: flo
     # Warm-up: index the series (first sight writes index rows), not counted.
     for target, series in groups.items():
         await writer.append(SampleBatch(target, series, [ts] * per, [0.0] * per))
-    await writer.flush()
+    await writer.drain(600)
     n = 0
     t0, c0 = time.perf_counter(), time.process_time()
     k = 0
@@ -55,9 +56,13 @@ async def bench_write(store: CassandraStorage, spool: pathlib.Path, seconds: flo
         for target, series in groups.items():
             await writer.append(SampleBatch(target, series, [ts + k * 10] * per, [float(k)] * per))
             n += per
-    await writer.flush()
+    stored = await writer.drain(900)  # the clock stops when every sample is in Cassandra
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(f"write: {n} samples in {wall:.1f}s = {n / wall:,.0f} samples/s (one process, {targets} targets x {per} series)")
+    spooled = any(m == writer.SPOOLING for _t, m in writer.stats.mode_changes)
+    print(
+        f"write: {n} samples stored in {wall:.1f}s = {n / wall:,.0f} samples/s "
+        f"(one process, {targets} targets x {per} series; all stored: {stored}; spooled meanwhile: {spooled})"
+    )
     print(f"write: Python CPU {cpu / n * 1e6:.2f} us/sample ({cpu / wall * 100:.0f}% of one core)")
     print(f"write: mode={writer.mode} spooled_bytes={writer.spool.total_bytes()} stats={writer.stats}")
     await writer.close()
@@ -70,7 +75,7 @@ async def load_day(store: CassandraStorage, spool: pathlib.Path, end_ms: int, pe
     start = end_ms - DAY_MS
     for ts in range(start, end_ms + 1, 10_000):
         await writer.append(SampleBatch("read/r1:9100", series, [ts] * per, [ts / 1000.0] * per))
-    await writer.flush()
+    await writer.drain(900)
     await writer.close()
     return series
 
@@ -97,6 +102,7 @@ async def bench_read(store: CassandraStorage, series: list[Series], end_ms: int,
 
 
 def main() -> int:
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--targets", type=int, default=40)
@@ -133,6 +139,7 @@ def main() -> int:
 
             asyncio.run(run())
         finally:
+            print(f"machine: load average {os.getloadavg()[0]:.1f} at end")
             store.drop_keyspace_sync()
             store.shutdown()
             if own:
