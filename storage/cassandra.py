@@ -244,7 +244,12 @@ class CassandraStorage(Storage):
             f"SELECT series_id, ts, value FROM {ks}.raw_recent WHERE target = ? AND hour IN ? "
             "AND series_id IN ? AND ts >= ? AND ts <= ?"
         )
+        self.ps_read_raw_one = p(
+            f"SELECT ts, value FROM {ks}.raw_recent WHERE target = ? AND hour IN ? "
+            "AND series_id = ? AND ts >= ? AND ts <= ?"
+        )
         self.ps_read_raw.fetch_size = RAW_FETCH_SIZE
+        self.ps_read_raw_one.fetch_size = RAW_FETCH_SIZE
         self.ps_index: dict[str, dict[str, PreparedStatement]] = {}
         for level in sch.INDEX_LEVELS:
             s = level.suffix
@@ -656,19 +661,37 @@ class CassandraStorage(Storage):
                 by_target.setdefault(t, []).append(info.series.id)
         hours = list(range(start_ms // sch.RAW_BUCKET_MS, end_ms // sch.RAW_BUCKET_MS + 1))
         tasks = []
+        singles: list[int | None] = []  # the series id of a one-series read (rows are ts, value)
         for target, ids in by_target.items():
             ids.sort()
             for i in range(0, len(ids), RAW_READ_SERIES_CHUNK):
+                chunk = ids[i : i + RAW_READ_SERIES_CHUNK]
                 for h in range(0, len(hours), RAW_READ_HOURS_CHUNK):
-                    params = (target, hours[h : h + RAW_READ_HOURS_CHUNK], ids[i : i + RAW_READ_SERIES_CHUNK], start_ms, end_ms)
-                    tasks.append(self.execute(self.ps_read_raw, params))
-        rows = [r for res in await _gather_waves(tasks) for page in res for r in page]
-        if not rows:
+                    hs = hours[h : h + RAW_READ_HOURS_CHUNK]
+                    if len(chunk) == 1:
+                        tasks.append(self.execute(self.ps_read_raw_one, (target, hs, chunk[0], start_ms, end_ms)))
+                        singles.append(chunk[0])
+                    else:
+                        tasks.append(self.execute(self.ps_read_raw, (target, hs, chunk, start_ms, end_ms)))
+                        singles.append(None)
+        parts_sid, parts_ts, parts_val = [], [], []
+        for single, pages in zip(singles, await _gather_waves(tasks), strict=True):
+            rows = [r for page in pages for r in page]
+            if not rows:
+                continue
+            cols = list(zip(*rows, strict=True))
+            if single is not None:
+                parts_sid.append(np.full(len(rows), single, dtype=np.int64))
+                cols.insert(0, ())
+            else:
+                parts_sid.append(np.array(cols[0], dtype=np.int64))
+            parts_ts.append(np.array(cols[1], dtype=np.int64))
+            parts_val.append(np.array(cols[2], dtype=np.float64))
+        if not parts_ts:
             return []
-        c_sid, c_ts, c_val = zip(*rows, strict=True)
-        sid = np.array(c_sid, dtype=np.int64)
-        ts = np.array(c_ts, dtype=np.int64)
-        val = np.array(c_val, dtype=np.float64)
+        sid = np.concatenate(parts_sid)
+        ts = np.concatenate(parts_ts)
+        val = np.concatenate(parts_val)
         order = np.lexsort((ts, sid))
         sid, ts, val = sid[order], ts[order], val[order]
         # Drop duplicate (series, ts) pairs (a series seen under two targets in one hour).
