@@ -470,3 +470,11 @@ def test_large_pathological_bodies_are_bounded(fmt):
         if fmt == FMT_OPENMETRICS and not body.endswith(b"# EOF"):
             body += b"# EOF\n"
         check_mutant(b"", body, fmt)
+
+
+def test_time_bound_reports_a_hang():
+    """The hang check itself: a busy loop is interrupted and reported as a failure."""
+    with pytest.raises(AssertionError, match="hang: busy loop"):
+        with time_bound("busy loop", 0.2):
+            while True:
+                pass
