@@ -177,9 +177,10 @@ class DrillRunner:
         self.write_alerting()
         await self.receiver.start()
         log(f"bringing up the drill cluster in {self.s.path}")
-        rc = await loop.run_in_executor(None, cl.up, self.s, 240.0)
-        if rc != 0:
-            raise cl.ClusterError("the drill cluster did not come up complete (see above)")
+        await loop.run_in_executor(None, cl.up, self.s, 0.0)
+        ok = await loop.run_in_executor(None, lambda: cl.check(f"http://{self.s.web_listen}", self.s, 300.0))
+        if not ok:
+            raise cl.ClusterError("the drill cluster did not come up complete within 300 s (see above)")
         from cli.config import load_config
         from cli.wiring import make_storage
 
