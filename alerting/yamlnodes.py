@@ -78,6 +78,10 @@ def compose(text: str) -> YNode | None:
         raise YamlError(0, str(exc)) from None
     except RecursionError:
         raise YamlError(loader.line + 1, "nested too deeply") from None
+    except YamlError:
+        raise
+    except ValueError as exc:  # the scanner itself: chr() of an escape such as "\U00110000"
+        raise YamlError(loader.line + 1, str(exc)) from None
     finally:
         loader.dispose()
 
