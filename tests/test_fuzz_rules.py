@@ -216,6 +216,7 @@ def test_huge_and_deep_rule_files_are_bounded():
         b"groups:\n- name: g\n  limit: " + b"9" * 5000 + b"\n",
         b"x: 2001-13-45\n",
         b"groups:\n- name: !!int abc\n",
+        b'groups:\n- name: "\\U00110000"\n',  # the YAML scanner raised ValueError (chr() out of range)
         b"\xff\xfe" + "groups: []\n".encode("utf-16-le"),
     ]
     for i, data in enumerate(docs):
