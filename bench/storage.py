@@ -34,7 +34,20 @@ from storage.model import SampleBatch, Series, make_labels  # noqa: E402
 from storage.writer import BatchingWriter  # noqa: E402
 
 
-async def bench_write(store: CassandraStorage, spool: pathlib.Path, seconds: float, targets: int, per: int) -> None:
+def process_cpu_s(pid: int | None) -> float:
+    """User+system CPU seconds of a process (the Cassandra JVM), from /proc."""
+    if not pid:
+        return 0.0
+    try:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def bench_write(
+    store: CassandraStorage, spool: pathlib.Path, seconds: float, targets: int, per: int, node_pid: int | None
+) -> None:
     writer = BatchingWriter(store, spool, max_in_flight=64, slow_after_s=30)
     groups = {
         f"bench/h{t}:9100": [
@@ -49,7 +62,7 @@ async def bench_write(store: CassandraStorage, spool: pathlib.Path, seconds: flo
         await writer.append(SampleBatch(target, series, [ts] * per, [0.0] * per))
     await writer.drain(600)
     n = 0
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0, j0 = time.perf_counter(), time.process_time(), process_cpu_s(node_pid)
     k = 0
     while time.perf_counter() - t0 < seconds:
         k += 1
@@ -58,12 +71,15 @@ async def bench_write(store: CassandraStorage, spool: pathlib.Path, seconds: flo
             n += per
     stored = await writer.drain(900)  # the clock stops when every sample is in Cassandra
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    jvm = process_cpu_s(node_pid) - j0
     spooled = any(m == writer.SPOOLING for _t, m in writer.stats.mode_changes)
     print(
         f"write: {n} samples stored in {wall:.1f}s = {n / wall:,.0f} samples/s "
         f"(one process, {targets} targets x {per} series; all stored: {stored}; spooled meanwhile: {spooled})"
     )
     print(f"write: Python CPU {cpu / n * 1e6:.2f} us/sample ({cpu / wall * 100:.0f}% of one core)")
+    if jvm:
+        print(f"write: Cassandra CPU {jvm / n * 1e6:.2f} us/sample ({jvm / wall * 100:.0f}% of one core)")
     print(f"write: mode={writer.mode} spooled_bytes={writer.spool.total_bytes()} stats={writer.stats}")
     await writer.close()
 
@@ -127,7 +143,7 @@ def main() -> int:
         try:
 
             async def run() -> None:
-                await bench_write(store, tmp / "spool-w", a.seconds, a.targets, a.series)
+                await bench_write(store, tmp / "spool-w", a.seconds, a.targets, a.series, node.pid)
                 end_ms = (int(time.time() * 1000) // 10_000) * 10_000
                 t0 = time.perf_counter()
                 series = await load_day(store, tmp / "spool-r", end_ms, a.read_series)
