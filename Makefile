@@ -31,14 +31,14 @@ bench: $(STAMP) system-deps
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # A local cluster: ZooKeeper, Cassandra, 3 scrapers, rollup, alerter, web, 10 pools x 10 hosts.
-cluster: $(STAMP)
+cluster: $(STAMP) system-deps
 	$(BIN)/python -m cli.cluster up
 
 cluster-down:
 	$(BIN)/python -m cli.cluster down
 
 # Failure drills against their own cluster (run/drills/); prints what was lost and recovery times.
-drills: $(STAMP)
+drills: $(STAMP) system-deps
 	$(BIN)/python -m drills
 
 clean:
