@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench cluster cluster-down drills system-deps venv clean
+.PHONY: run test lint bench load fuzz cluster cluster-down drills system-deps venv clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,8 +27,17 @@ test: $(STAMP) system-deps
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# Benchmarks print figures; none asserts a time. The 10-minute load run and the fuzzing run
+# have their own targets.
+BENCHES := scrape storage rollup query web ring_sim alert_latency
 bench: $(STAMP) system-deps
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
+
+load: $(STAMP) system-deps
+	$(BIN)/python bench/load.py --minutes 10
+
+fuzz: $(STAMP)
+	$(BIN)/python bench/fuzz.py
 
 # A local cluster: ZooKeeper, Cassandra, 3 scrapers, rollup, alerter, web, 10 pools x 10 hosts.
 cluster: $(STAMP) system-deps

@@ -15,10 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from aiohttp.test_utils import TestClient, TestServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project, not bench/, first
 
 from query.engine import Engine
 from query.memory import MemoryStorage
