@@ -7,7 +7,8 @@ Properties:
   values) yields the same series and values;
 - byte-mutated conformance seeds either parse or raise ``ParseError`` whose message is
   ``line N: ...`` with N inside the body, in lenient and strict mode, and the scrape cache
-  (warmed on the unmutated seed) agrees with the parser on success, failure and line;
+  (warmed on the unmutated seed) agrees with the parser on success, failure and line (the
+  strict OpenMetrics cache with the strict parser on success or failure);
 - every call returns within a hard time bound.
 """
 
@@ -22,6 +23,7 @@ from fuzz_harness import exposition_seeds, fuzz_settings, mutated, time_bound
 from hypothesis import given
 from hypothesis import strategies as st
 
+from scraper.config import ScrapeConfig
 from scraper.exposition import FMT_OPENMETRICS, FMT_TEXT, ParseError, parse
 from scraper.fastpath import ScrapeCache, ScrapeError
 
@@ -408,6 +410,20 @@ def check_mutant(seed_body: bytes, body: bytes, fmt: str) -> None:
         assert all(same_float(a, b) for a, b in zip(c_res.values, want_values, strict=True))
     else:
         assert c_res.line_no == res.line_no, f"parser: {res} / scrape cache: {c_res}"
+    if fmt == FMT_OPENMETRICS:
+        strict = ScrapeCache({}, ScrapeConfig(strict_openmetrics=True))
+        with time_bound("strict ScrapeCache.process of a mutated body"):
+            try:
+                run_cache(strict, seed_body, fmt)
+            except (ParseError, ScrapeError):
+                pass
+            try:
+                run_cache(strict, body, fmt)
+                sc_ok = True
+            except ParseError as exc:
+                check_parse_error(exc, body)
+                sc_ok = False
+        assert sc_ok == s_ok, f"strict parser {'ok' if s_ok else s_res} vs strict scrape cache"
 
 
 SMALL_SEEDS = [s for s in SEEDS if len(s[1]) <= 4096]
