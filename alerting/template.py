@@ -1100,7 +1100,7 @@ class _Exec:
         else:  # a bare function name used as an argument: call with no args
             try:
                 return self.funcs[op.value]()
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, KeyError, IndexError, OverflowError, re.error) as exc:  # as in command()
                 raise self.err(op.line, f"error calling {op.value}: {exc}") from None
         for f in op.fields:
             base = self.field(base, f, op.line)
