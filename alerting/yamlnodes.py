@@ -80,7 +80,7 @@ def compose(text: str) -> YNode | None:
         raise YamlError(loader.line + 1, "nested too deeply") from None
     except YamlError:
         raise
-    except ValueError as exc:  # the scanner itself: chr() of an escape such as "\U00110000"
+    except (ValueError, OverflowError) as exc:  # the scanner itself: chr() of an escape such as "\U00110000"
         raise YamlError(loader.line + 1, str(exc)) from None
     finally:
         loader.dispose()
@@ -100,8 +100,8 @@ def _convert(loader: yaml.SafeLoader, node: yaml.Node, seen: dict[int, YNode]) -
     if isinstance(node, yaml.ScalarNode):
         try:
             value = loader.construct_object(node, deep=True)
-        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
-            # PyYAML's constructors raise these for e.g. "2001-13-45", "!!int abc", "!!timestamp x"
+        except (ValueError, TypeError, AttributeError, OverflowError, IndexError) as exc:
+            # PyYAML's constructors raise these for e.g. "2001-13-45", "!!int abc", "!!timestamp x", '!!int ""'
             raise YamlError(line, f"invalid {node.tag.rsplit(':', 1)[-1]} value {node.value[:40]!r}: {exc}") from None
         out = YNode("scalar", value, line, col, text=node.value, tag=node.tag, style=node.style or "")
         seen[key] = out
