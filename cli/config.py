@@ -276,7 +276,7 @@ def load_config(path: str | Path) -> RingmonConfig:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{p}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # PyYAML constructors: 2001-13-45, !!int x
+    except (ValueError, TypeError, AttributeError, OverflowError, IndexError) as exc:  # PyYAML: 2001-13-45, !!int ""
         raise ConfigError(f"{p}: invalid YAML value: {exc}") from None
     except RecursionError:
         raise ConfigError(f"{p}: invalid YAML: nested too deeply") from None

@@ -84,7 +84,7 @@ def load_static_targets(path: str | os.PathLike[str]) -> list[Target]:
         mark = getattr(exc, "problem_mark", None)
         at = f" line {mark.line + 1} column {mark.column + 1}:" if mark else ""
         raise ValueError(f"{p}:{at} invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
-    except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # PyYAML constructors: 2001-13-45, !!int x
+    except (ValueError, TypeError, AttributeError, OverflowError, IndexError) as exc:  # PyYAML: 2001-13-45, !!int ""
         raise ValueError(f"{p}: invalid YAML value: {exc}") from None
     except RecursionError:
         raise ValueError(f"{p}: invalid YAML: nested too deeply") from None
