@@ -237,7 +237,8 @@ def test_pathological_config_files():
     for data in (b"x: 2001-13-45\n", b"data_dir: !!int abc\n", b"a: " + b"[" * 1200 + b"]" * 1200 + b"\n",
                  b"\xff\xfe\x00", b"scrape:\n  interval: " + b"9" * 400 + b"\n",
                  b"scrape:\n  interval: " + b"9" * 400 + b"s\n", b"\x00data_dir: x\n",
-                 b"scrape:\n  body_size_limit: " + b"9" * 400 + b"MB\n", b'data_dir: "\\U00110000"\n'):
+                 b"scrape:\n  body_size_limit: " + b"9" * 400 + b"MB\n", b'data_dir: "\\U00110000"\n',
+                 b'data_dir: "\\UFFFFFFFF"\n', b'data_dir: !!int ""\n'):
         check_config_bytes(data)
     for data in (b"pools:\n  a:\n    interval: 2001-13-45\n", b"pools: " + b"[" * 1200 + b"]" * 1200 + b"\n",
                  b"\xff\xfe\x00", b"pools:\n  a:\n    interval: " + b"9" * 400 + b"\n",

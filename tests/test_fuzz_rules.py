@@ -217,10 +217,19 @@ def test_huge_and_deep_rule_files_are_bounded():
         b"x: 2001-13-45\n",
         b"groups:\n- name: !!int abc\n",
         b'groups:\n- name: "\\U00110000"\n',  # the YAML scanner raised ValueError (chr() out of range)
+        b'groups:\n- name: "\\UFFFFFFFF"\n',  # ... and OverflowError
+        b'groups:\n- name: !!int ""\n',  # the int constructor raised IndexError
         b"\xff\xfe" + "groups: []\n".encode("utf-16-le"),
     ]
     for i, data in enumerate(docs):
         load_bytes(data, f"huge{i}.yml")
+
+
+def test_template_function_without_arguments_is_a_template_error():
+    """``and``/``or`` named as an argument are called with no arguments (IndexError before)."""
+    for text in ("{{ print and }}", "{{ print or }}", "{{ len (or) }}"):
+        with time_bound("expand_alert_template"):
+            assert expand_alert_template(text, "t", {}, 1.0).startswith("<error expanding template: ")
 
 
 def test_template_expansion_with_special_values():
