@@ -174,6 +174,30 @@ def _series_starts_mask(rv: RangeVector) -> np.ndarray:
     return starts
 
 
+def _extrapolate(
+    result: np.ndarray, ok: np.ndarray, n: np.ndarray, ft: np.ndarray, lt: np.ndarray, fv: np.ndarray,
+    ends: np.ndarray, range_ms: int, is_counter: bool, is_rate: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prometheus' extrapolation of rate/increase/delta to the range edges (``extrapolatedRate``):
+    extend by the gap to each edge unless it exceeds 1.1x the average sample interval (then by
+    half an interval), never below a counter's zero point; per second for ``rate``."""
+    to_start = (ft - (ends - range_ms)) / 1000.0
+    to_end = (ends - lt) / 1000.0
+    sampled = (lt - ft) / 1000.0
+    avg = sampled / np.where(ok, n - 1, 1)
+    threshold = avg * 1.1
+    to_start = np.where(to_start >= threshold, avg / 2, to_start)
+    if is_counter:
+        zero_ok = (result > 0) & (fv >= 0)
+        to_zero = np.where(zero_ok, sampled * (fv / np.where(result != 0, result, 1.0)), np.inf)
+        to_start = np.where(zero_ok & (to_zero < to_start), to_zero, to_start)
+    to_end = np.where(to_end >= threshold, avg / 2, to_end)
+    factor = (sampled + to_start + to_end) / np.where(sampled != 0, sampled, np.nan)
+    if is_rate:
+        factor = factor / (range_ms / 1000.0)
+    return result * factor, ok
+
+
 def _b_extrapolated(is_counter: bool, is_rate: bool) -> BatchedCompute:
     def compute(rv: RangeVector, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
         ts, v = rv.ts_flat, rv.vals_flat
@@ -193,22 +217,7 @@ def _b_extrapolated(is_counter: bool, is_rate: bool) -> BatchedCompute:
             if pairs.any():
                 cc = np.cumsum(pairs)
                 result = result + (cc[last] - cc[first])
-        ends = rv.ends[None, :]
-        to_start = (ft - (ends - rv.range_ms)) / 1000.0
-        to_end = (ends - lt) / 1000.0
-        sampled = (lt - ft) / 1000.0
-        avg = sampled / np.where(ok, n - 1, 1)
-        threshold = avg * 1.1
-        to_start = np.where(to_start >= threshold, avg / 2, to_start)
-        if is_counter:
-            zero_ok = (result > 0) & (fv >= 0)
-            to_zero = np.where(zero_ok, sampled * (fv / np.where(result != 0, result, 1.0)), np.inf)
-            to_start = np.where(zero_ok & (to_zero < to_start), to_zero, to_start)
-        to_end = np.where(to_end >= threshold, avg / 2, to_end)
-        factor = (sampled + to_start + to_end) / np.where(sampled != 0, sampled, np.nan)
-        if is_rate:
-            factor = factor / (rv.range_ms / 1000.0)
-        return result * factor, ok
+        return _extrapolate(result, ok, n, ft, lt, fv, rv.ends[None, :], rv.range_ms, is_counter, is_rate)
 
     return compute
 
@@ -432,22 +441,7 @@ def _extrapolated(is_counter: bool, is_rate: bool) -> RangeCompute:
             if pairs.any():
                 cc = np.cumsum(pairs)
                 result = result + (cc[last] - cc[first])
-        range_start = rv.ends - rv.range_ms
-        to_start = (ft - range_start) / 1000.0
-        to_end = (rv.ends - lt) / 1000.0
-        sampled = (lt - ft) / 1000.0
-        avg = sampled / np.where(ok, n - 1, 1)
-        threshold = avg * 1.1
-        to_start = np.where(to_start >= threshold, avg / 2, to_start)
-        if is_counter:
-            zero_ok = (result > 0) & (fv >= 0)
-            to_zero = np.where(zero_ok, sampled * (fv / np.where(result != 0, result, 1.0)), np.inf)
-            to_start = np.where(zero_ok & (to_zero < to_start), to_zero, to_start)
-        to_end = np.where(to_end >= threshold, avg / 2, to_end)
-        factor = (sampled + to_start + to_end) / np.where(sampled != 0, sampled, np.nan)
-        if is_rate:
-            factor = factor / (rv.range_ms / 1000.0)
-        return result * factor, ok
+        return _extrapolate(result, ok, n, ft, lt, fv, rv.ends, rv.range_ms, is_counter, is_rate)
 
     return compute
 
