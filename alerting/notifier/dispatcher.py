@@ -159,12 +159,17 @@ class Notifier:
         self._stopping.clear()
         self._gc_task = asyncio.create_task(self._gc_loop(), name="notifier-gc")
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop sending. A delivery under way may finish and be logged (for ``grace_s`` at most),
+        so a clean restart never re-sends what was delivered; anything left is cancelled."""
         self._stopping.set()
         tasks = [g.task for g in self.groups.values() if g.task is not None]
         if self._gc_task is not None:
             tasks.append(self._gc_task)
-        for t in tasks:
+        pending: set[asyncio.Task] = set()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+        for t in pending:
             t.cancel()
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
