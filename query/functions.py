@@ -880,16 +880,21 @@ def _label_replace(ev: "Evaluator", node: P.Call, times: np.ndarray):
         if m is None:
             labels.append(lab)
             continue
-        val = _go_expand(repl, m)
-        d = dict(lab)
-        if val:
-            d[dst] = val
-        else:
-            d.pop(dst, None)
-        if dst == "__name__":
-            drop[i] = False
-        labels.append(tuple(sorted(d.items())))
+        labels.append(_set_label(lab, dst, _go_expand(repl, m), drop, i))
     return _check_unique(InstantVector(labels, vec.values, vec.present, drop))
+
+
+def _set_label(lab: tuple, dst: str, val: str, drop: np.ndarray, i: int) -> tuple:
+    """``lab`` with ``dst`` set to ``val`` (removed when empty), as label_replace/label_join do;
+    writing ``__name__`` keeps the name on this series."""
+    d = dict(lab)
+    if val:
+        d[dst] = val
+    else:
+        d.pop(dst, None)
+    if dst == "__name__":
+        drop[i] = False
+    return tuple(sorted(d.items()))
 
 
 def _check_unique(vec: InstantVector) -> InstantVector:
@@ -908,15 +913,7 @@ def _label_join(ev: "Evaluator", node: P.Call, times: np.ndarray):
     labels = []
     drop = vec.drops().copy()
     for i, lab in enumerate(vec.labels):
-        val = sep.join(labels_get(lab, s) for s in srcs)
-        d = dict(lab)
-        if val:
-            d[dst] = val
-        else:
-            d.pop(dst, None)
-        if dst == "__name__":
-            drop[i] = False
-        labels.append(tuple(sorted(d.items())))
+        labels.append(_set_label(lab, dst, sep.join(labels_get(lab, s) for s in srcs), drop, i))
     return _check_unique(InstantVector(labels, vec.values, vec.present, drop))
 
 
