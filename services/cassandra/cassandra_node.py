@@ -32,6 +32,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(HERE.parent.parent))
+
+from services.proc import free_port, pid_alive  # noqa: E402
+
 REPO = HERE.parent.parent
 DEFAULT_LIB_DIR = REPO / ".cache" / "cassandra-lib"
 YAML_TEMPLATE = HERE / "cassandra.yaml.in"
@@ -80,13 +85,6 @@ LOGBACK_XML = """<configuration scan="false">
 
 class NodeError(RuntimeError):
     """The node could not be installed, started, reached or stopped; the message says why."""
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def find_java() -> str:
@@ -263,20 +261,7 @@ class CassandraNode:
 
     def is_running(self) -> bool:
         pid = self.pid or self._read_pid()
-        if not pid:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        # A zombie child counts as gone.
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                return f.read().split(")")[-1].split()[0] != "Z"
-        except OSError:
-            return False
+        return bool(pid) and pid_alive(pid)
 
     def is_ready(self) -> bool:
         return _cql_startup_ok(self.host, self.native_port)

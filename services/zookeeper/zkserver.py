@@ -25,6 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(HERE.parent.parent))
+
+from services.proc import free_port, pid_alive  # noqa: E402
+
 # slf4j-simple first: the glob holds several slf4j bindings and would otherwise pick a silent one.
 # ZooKeeper then logs to stderr, which goes to <dir>/zookeeper.out.
 CLASSPATH = "/usr/share/java/slf4j-simple.jar:/usr/share/zookeeper/*:/usr/share/java/*"
@@ -34,13 +39,6 @@ JVM_OPTS = ["-Xms64m", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"
 
 class ZooKeeperError(RuntimeError):
     """The local ZooKeeper could not be started, reached or stopped; the message says why."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def four_letter_word(host: str, port: int, word: str, timeout: float = 2.0) -> str:
@@ -57,20 +55,6 @@ def four_letter_word(host: str, port: int, word: str, timeout: float = 2.0) -> s
             return b"".join(chunks).decode(errors="replace")
     except OSError:
         return ""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 @dataclass
@@ -146,7 +130,7 @@ class ZooKeeperServer:
             pid = int(self.pid_path.read_text().strip())
         except (OSError, ValueError):
             return None
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return None
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -221,13 +205,13 @@ class ZooKeeperServer:
             return
         os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _pid_alive(pid):
+        while time.monotonic() < deadline and pid_alive(pid):
             self._reap()
             time.sleep(0.05)
-        if _pid_alive(pid):
+        if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 5.0
-            while time.monotonic() < deadline and _pid_alive(pid):
+            while time.monotonic() < deadline and pid_alive(pid):
                 self._reap()
                 time.sleep(0.05)
         self._reap()
