@@ -11,12 +11,49 @@ from __future__ import annotations
 
 import os
 import uuid
+import weakref
 
 import pytest
+from kazoo.client import KazooClient
 
 from services.zookeeper.zkserver import ZooKeeperError, ZooKeeperServer
 
 ZOOKEEPER_JAR = "/usr/share/java/zookeeper.jar"
+
+# Every KazooClient started in this process, with the test that started it, so clients a test
+# forgot to close are closed before the server goes away (their reconnect loop would otherwise
+# log into streams pytest has already closed) and the leaking tests are named.
+_started_clients: weakref.WeakKeyDictionary[KazooClient, str] = weakref.WeakKeyDictionary()
+_current_test = "<session>"
+_original_start = KazooClient.start
+
+
+def _tracking_start(self: KazooClient, *args, **kwargs):
+    _started_clients[self] = _current_test
+    return _original_start(self, *args, **kwargs)
+
+
+KazooClient.start = _tracking_start  # type: ignore[method-assign]
+
+
+def pytest_runtest_setup(item):
+    global _current_test
+    _current_test = item.nodeid
+
+
+def _close_leftover_clients() -> list[str]:
+    """Stop and close clients still connecting; return the tests that started them."""
+    leaked = []
+    for client, nodeid in list(_started_clients.items()):
+        if client._stopped.is_set():
+            continue
+        leaked.append(nodeid)
+        try:
+            client.stop()
+            client.close()
+        except Exception:  # noqa: BLE001 - best effort at session end
+            pass
+    return leaked
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +69,9 @@ def zookeeper(tmp_path_factory):
     try:
         yield server
     finally:
+        leaked = _close_leftover_clients()
+        if leaked:
+            print(f"\nkazoo clients left open (closed at session end) by: {sorted(set(leaked))}")
         server.stop(kill=True)
 
 
