@@ -41,6 +41,8 @@ from pathlib import Path
 
 import yaml
 
+from services.proc import pid_alive
+
 REPO = Path(__file__).resolve().parent.parent
 BASE_CONFIG = REPO / "configs" / "cluster" / "ringmon.yaml"
 SELF_POOL = "ringmon"
@@ -141,20 +143,6 @@ def port_free(listen: str) -> bool:
         except OSError:
             return False
     return True
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def runs_command(pid: int, cmd: list[str]) -> bool:

@@ -1,0 +1,1 @@
+"""Local service runners (ZooKeeper, Cassandra) for tests, `make cluster` and developers."""

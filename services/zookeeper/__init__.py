@@ -1,0 +1,1 @@
+"""Run a local standalone ZooKeeper from Debian's package."""
