@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
@@ -36,6 +35,7 @@ from alerting.rulefile import LoadOptions
 from alerting.rulestore import RuleStore
 from alerting.sqlitedb import AlertingDB
 from alerting.state import SQLiteAlertStateStore
+from common.yamlfile import YamlFileError, load_yaml_file
 from query.engine import Engine
 from storage.base import SampleWriter, Storage
 
@@ -137,12 +137,9 @@ def load_alerting_file(path: str, defaults: AlerterSettings | None = None) -> tu
     """Read the alerting config: the ``alerter:`` section plus the notifier (route, receivers ...)."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as exc:
-        raise AlerterConfigError(f"{p}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise AlerterConfigError(f"{p}:{f' line {mark.line + 1}' if mark else ''} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        data = load_yaml_file(p)
+    except YamlFileError as exc:
+        raise AlerterConfigError(str(exc)) from None
     if not isinstance(data, dict):
         raise AlerterConfigError(f"{p}: the top level must be a mapping")
     data = dict(data)

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cli.errors import UserError
+from common.yamlfile import YamlFileError, load_yaml_file
 
 
 class ConfigError(UserError):
@@ -265,19 +264,7 @@ def load_config(path: str | Path) -> RingmonConfig:
     """Read and validate a config file; raises ConfigError with file, key and expectation."""
     p = Path(path)
     try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{p}: line {exc.object[: exc.start].count(10) + 1}: not valid UTF-8") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    except (ValueError, TypeError, AttributeError, OverflowError, IndexError) as exc:  # PyYAML: 2001-13-45, !!int ""
-        raise ConfigError(f"{p}: invalid YAML value: {exc}") from None
-    except RecursionError:
-        raise ConfigError(f"{p}: invalid YAML: nested too deeply") from None
+        data = load_yaml_file(p, "config")
+    except YamlFileError as exc:
+        raise ConfigError(str(exc)) from None
     return config_from_dict(data, str(p))

@@ -21,8 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from common.yamlfile import load_yaml_file
 from discovery.target import Target
 from discovery.validation import check_address, check_pool_name, settings_from_mapping
 
@@ -72,22 +71,7 @@ def targets_from_dict(data: Any, source: str = "<static>") -> list[Target]:
 def load_static_targets(path: str | os.PathLike[str]) -> list[Target]:
     """Read and validate a static targets file."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ValueError(f"{p}: cannot read static targets file: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{p}: line {exc.object[: exc.start].count(10) + 1}: not valid UTF-8") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" line {mark.line + 1} column {mark.column + 1}:" if mark else ""
-        raise ValueError(f"{p}:{at} invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
-    except (ValueError, TypeError, AttributeError, OverflowError, IndexError) as exc:  # PyYAML: 2001-13-45, !!int ""
-        raise ValueError(f"{p}: invalid YAML value: {exc}") from None
-    except RecursionError:
-        raise ValueError(f"{p}: invalid YAML: nested too deeply") from None
+    data = load_yaml_file(p, "static targets file")  # YamlFileError is a ValueError
     return targets_from_dict(data, str(p))
 
 

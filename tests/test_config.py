@@ -47,7 +47,7 @@ def test_bad_config_names_file_key_and_type(tmp_path: Path, text: str, key: str,
 def test_invalid_yaml_names_line(tmp_path: Path) -> None:
     f = tmp_path / "broken.yaml"
     f.write_text("web:\n  listen: [\n")
-    with pytest.raises(ConfigError, match=r"broken\.yaml: line \d+ column \d+ invalid YAML"):
+    with pytest.raises(ConfigError, match=r"broken\.yaml: line \d+ column \d+: invalid YAML"):
         load_config(f)
 
 

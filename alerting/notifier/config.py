@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from alerting.channels.alertmanager import AlertmanagerIntegration
 from alerting.channels.base import ChannelConfigError, Integration
 from alerting.channels.email import EmailIntegration
@@ -21,6 +19,7 @@ from alerting.durations import DurationError, parse_duration_ms
 from alerting.notifier.inhibit import InhibitRule
 from alerting.notifier.matchers import MatcherSyntaxError, parse_matchers
 from alerting.notifier.routing import Route
+from common.yamlfile import YamlFileError, load_yaml_file
 from storage.matchers import Matcher, MatchOp
 
 
@@ -217,15 +216,10 @@ def _build(data: Any, source: str) -> NotifierConfig:
 
 
 def load_notifier_config(path: str | Path) -> NotifierConfig:
+    """Read and validate a notifier config file (route, receivers, inhibit rules)."""
     p = Path(path)
     try:
-        text = p.read_text()
-    except OSError as exc:
-        raise NotifierConfigError(f"{p}: cannot read: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise NotifierConfigError(f"{p}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        data = load_yaml_file(p)
+    except YamlFileError as exc:
+        raise NotifierConfigError(str(exc)) from None
     return config_from_dict(data, str(p))

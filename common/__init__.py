@@ -1,0 +1,1 @@
+"""Leaf helpers any Ringmon package may import; nothing here imports the rest of Ringmon."""
