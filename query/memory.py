@@ -3,7 +3,8 @@
 Raw samples are kept per series in sorted NumPy arrays. Rollup rows (1m/1h) can be
 loaded explicitly with ``put_rollup`` or derived from raw data with ``build_rollups``;
 ``select_calls`` / ``select_log`` record selects so tests can observe caching and the
-resolution read.
+resolution read. Which series a set of matchers selects is remembered until a series is
+added (or rollup rows are stored), so repeated queries skip the label matching.
 """
 
 from __future__ import annotations
@@ -18,28 +19,43 @@ from storage.matchers import Matcher, match_all
 from storage.model import SampleBatch, Series
 from storage.rollup import rollup_raw, rollup_rollup
 
+_FAR = 2**62
+
+
+def _bounds(ts: np.ndarray, start_ms: int, end_ms: int) -> list[int]:
+    """[lo, hi) of the sorted timestamps ``ts`` within [start_ms, end_ms]."""
+    return np.searchsorted(ts, (max(min(start_ms, _FAR), -_FAR), max(min(end_ms, _FAR), -_FAR) + 1)).tolist()
+
 
 @dataclass
 class _Column:
+    """One series' samples: sorted NumPy arrays plus writes not merged into them yet (kept
+    out of Python lists between queries, so a big store costs the garbage collector nothing)."""
+
     series: Series
-    ts: list[int] = field(default_factory=list)
-    vals: list[float] = field(default_factory=list)
-    arr_ts: np.ndarray | None = None
-    arr_vals: np.ndarray | None = None
+    arr_ts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    arr_vals: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    pending: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    pending_ts: list[int] = field(default_factory=list)
+    pending_vals: list[float] = field(default_factory=list)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.arr_ts is None or self.arr_vals is None:
-            ts = np.asarray(self.ts, dtype=np.int64)
-            vals = np.asarray(self.vals, dtype=np.float64)
-            order = np.argsort(ts, kind="stable")
-            ts, vals = ts[order], vals[order]
-            if len(ts) > 1:
+        if self.pending_ts:
+            ts = np.asarray(self.pending_ts, dtype=np.int64)
+            self.pending.append((ts, np.asarray(self.pending_vals, dtype=np.float64)))
+            self.pending_ts, self.pending_vals = [], []
+        if self.pending:
+            ts = np.concatenate([self.arr_ts, *(p[0] for p in self.pending)])
+            vals = np.concatenate([self.arr_vals, *(p[1] for p in self.pending)])
+            self.pending = []
+            if len(ts) > 1 and not bool(np.all(ts[1:] > ts[:-1])):
+                order = np.argsort(ts, kind="stable")
+                ts, vals = ts[order], vals[order]
                 # Idempotent writes: the last write of a timestamp wins.
                 keep = np.ones(len(ts), dtype=bool)
                 keep[:-1] = ts[1:] != ts[:-1]
                 ts, vals = ts[keep], vals[keep]
             self.arr_ts, self.arr_vals = ts, vals
-            self.ts, self.vals = ts.tolist(), vals.tolist()
         return self.arr_ts, self.arr_vals
 
 
@@ -52,6 +68,9 @@ class MemoryStorage(Storage):
         self.select_calls = 0
         self.selected_samples = 0
         self.select_log: list[tuple[str, int, int]] = []  # (resolution, start, end) per select
+        # (matchers, resolution) -> matching columns (raw) or series ids (rollups), sorted by
+        # labels; valid while no series is added and no rollup rows are stored.
+        self._selections: dict[tuple, list] = {}
 
     # ----------------------------------------------------------------- writing
     async def write(self, batch: SampleBatch) -> None:
@@ -65,29 +84,30 @@ class MemoryStorage(Storage):
         col = self._series.get(series.id)
         if col is None:
             col = self._series[series.id] = _Column(series)
-        if col.arr_ts is not None:
-            col.arr_ts = col.arr_vals = None
-        col.ts.append(ts_ms)
-        col.vals.append(value)
+            self._selections.clear()
+        col.pending_ts.append(ts_ms)
+        col.pending_vals.append(value)
 
     def add_series(self, series: Series, ts: np.ndarray, values: np.ndarray) -> None:
         """Bulk-load samples of one series (appended to what is there)."""
         col = self._series.get(series.id)
         if col is None:
             col = self._series[series.id] = _Column(series)
-        col.arr_ts = col.arr_vals = None
-        col.ts.extend(np.asarray(ts, dtype=np.int64).tolist())
-        col.vals.extend(np.asarray(values, dtype=np.float64).tolist())
+            self._selections.clear()
+        if len(ts):
+            col.pending.append((np.array(ts, dtype=np.int64), np.array(values, dtype=np.float64)))
 
     def clear(self) -> None:
         self._series.clear()
         self._rollups.clear()
+        self._selections.clear()
 
     def put_rollup(self, data: SeriesData) -> None:
         """Store precomputed rollup rows for one series at ``data.resolution``."""
         if data.resolution is Resolution.RAW or data.agg is None:
             raise StorageError("put_rollup needs 1m/1h data with its aggregate columns")
         self._rollups.setdefault(data.resolution, {})[data.series.id] = data
+        self._selections.clear()
 
     def build_rollups(self, resolution: Resolution, until_ms: int | None = None) -> None:
         """Derive rollup rows from the raw samples held (as the rollup job does), for
@@ -109,6 +129,26 @@ class MemoryStorage(Storage):
     def all_series(self) -> list[Series]:
         return sorted((c.series for c in self._series.values()), key=lambda s: s.labels)
 
+    def _selected(self, matchers: Sequence[Matcher], resolution: Resolution) -> list:
+        """Columns (raw) or rollup series ids matching ``matchers``, sorted by labels."""
+        key = (tuple(matchers), resolution)
+        hit = self._selections.get(key)
+        if hit is not None:
+            return hit
+        ms = list(matchers)
+        if resolution is Resolution.RAW:
+            cols = [c for c in self._series.values() if match_all(ms, c.series.labels)]
+            cols.sort(key=lambda c: c.series.labels)
+            hit = cols
+        else:
+            rows = self._rollups.get(resolution, {})
+            found = [d.series for d in rows.values() if match_all(ms, d.series.labels)]
+            hit = [s.id for s in sorted(found, key=lambda s: s.labels)]
+        if len(self._selections) > 1000:
+            self._selections.clear()
+        self._selections[key] = hit
+        return hit
+
     async def select(
         self,
         matchers: Sequence[Matcher],
@@ -123,40 +163,29 @@ class MemoryStorage(Storage):
             rows = self._rollups.get(resolution)
             if rows is None:
                 raise StorageError(f"resolution {resolution.value} is not available in this store")
-            for _sid, d in rows.items():
-                if not match_all(list(matchers), d.series.labels):
-                    continue
-                lo = int(np.searchsorted(d.timestamps, start_ms, "left"))
-                hi = int(np.searchsorted(d.timestamps, end_ms, "right"))
+            for sid in self._selected(matchers, resolution):
+                d = rows[sid]
+                lo, hi = _bounds(d.timestamps, start_ms, end_ms)
                 if hi > lo:
                     agg = {k: v[lo:hi] for k, v in (d.agg or {}).items()}
                     out.append(SeriesData(d.series, d.timestamps[lo:hi], d.values[lo:hi], resolution, agg))
                     self.selected_samples += hi - lo
-            out.sort(key=lambda d: d.series.labels)
             return out
-        for col in self._series.values():
-            if not match_all(list(matchers), col.series.labels):
-                continue
+        for col in self._selected(matchers, resolution):
             ts, vals = col.arrays()
-            lo = int(np.searchsorted(ts, start_ms, "left"))
-            hi = int(np.searchsorted(ts, end_ms, "right"))
+            lo, hi = _bounds(ts, start_ms, end_ms)
             if hi > lo:
                 out.append(SeriesData(col.series, ts[lo:hi], vals[lo:hi]))
                 self.selected_samples += hi - lo
-        out.sort(key=lambda d: d.series.labels)
         return out
 
     async def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Series]:
         out = []
-        for col in self._series.values():
-            if not match_all(list(matchers), col.series.labels):
-                continue
+        for col in self._selected(matchers, Resolution.RAW):
             ts, _ = col.arrays()
-            lo = int(np.searchsorted(ts, start_ms, "left"))
-            hi = int(np.searchsorted(ts, end_ms, "right"))
+            lo, hi = _bounds(ts, start_ms, end_ms)
             if hi > lo:
                 out.append(col.series)
-        out.sort(key=lambda s: s.labels)
         return out
 
     async def label_names(self, start_ms: int, end_ms: int, matchers: Sequence[Matcher] = ()) -> list[str]:
