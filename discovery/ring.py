@@ -26,7 +26,8 @@ Moves are always only to a joining scraper or from a leaving one (0 stray moves)
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from bisect import bisect
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
 from uhashring import HashRing
@@ -52,6 +53,11 @@ class ScraperRing:
         self.vnodes = vnodes
         self.members: tuple[str, ...] = tuple(sorted(set(scraper_ids)))
         self._ring = HashRing(nodes=list(self.members), vnodes=vnodes, hash_fn=_hash_key)
+        # the continuum as two parallel lists (uhashring's points, sorted): fast batch
+        # lookups and walks along the ring that agree with ``HashRing.get_node``
+        points = self._ring.get_points()
+        self._points: list[int] = [p for p, _ in points]
+        self._point_owner: list[str] = [n for _, n in points]
 
     def __len__(self) -> int:
         return len(self.members)
@@ -73,6 +79,35 @@ class ScraperRing:
         if not self.members:
             return None
         return self._ring.get_node(key)
+
+    def owners(self, keys: Iterable[str]) -> list[str]:
+        """``owner(k)`` for each key, in order (the same answers, without per-call overhead)."""
+        points, point_owner = self._points, self._point_owner
+        if not points:
+            return [None for _ in keys]  # type: ignore[misc]
+        n = len(points)
+        out = []
+        for k in keys:
+            pos = bisect(points, int.from_bytes(hashlib.md5(k.encode("utf-8"), usedforsecurity=False).digest(), "big"))
+            out.append(point_owner[pos if pos < n else 0])
+        return out
+
+    def walk(self, key: str) -> Iterator[str]:
+        """The distinct scrapers met going clockwise from ``key``: its owner first, then the
+        scraper that would own it if the owner left, and so on (every member once)."""
+        points, point_owner = self._points, self._point_owner
+        n = len(points)
+        if not n:
+            return
+        pos = bisect(points, _hash_key(key))
+        seen: set[str] = set()
+        for i in range(n):
+            node = point_owner[(pos + i) % n]
+            if node not in seen:
+                seen.add(node)
+                yield node
+                if len(seen) == len(self.members):
+                    return
 
     def assignment(self, targets: Sequence[T], me: str) -> list[T]:
         """The targets ``me`` scrapes: those whose key maps to ``me``."""
