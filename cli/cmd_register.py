@@ -5,7 +5,7 @@
     ringmon deregister pool NAME [--force]
     ringmon deregister host POOL HOST:PORT
     ringmon pools [--json]
-    ringmon ring [--json]
+    ringmon ring [--json]          # per scraper: targets, ring share, ring overrides in/out
 
 Every command takes ``--zookeeper HOSTS`` (default: $RINGMON_ZOOKEEPER or 127.0.0.1:2181)
 and ``--zookeeper-root`` (default: $RINGMON_ZOOKEEPER_ROOT or /ringmon).
@@ -23,6 +23,7 @@ from collections.abc import Callable
 from kazoo.exceptions import KazooException
 
 from cli.errors import UserError
+from discovery.balance import OverridesDoc, capacity, resolve_owners
 from discovery.registry import ALIVE, STOPPING, Registry, RegistryError
 from discovery.ring import DEFAULT_VNODES, ScraperRing
 from discovery.target import ScrapeSettings
@@ -181,27 +182,62 @@ def show_pools(reg: Registry, args: argparse.Namespace) -> int:
 
 
 def show_ring(reg: Registry, args: argparse.Namespace) -> int:
+    """Each scraper's targets: its ring share, minus the targets overridden away from it,
+    plus those overridden to it (the stored bounded-load plan, ``<root>/ring/overrides``)."""
     view = reg.snapshot()
     scrapers = reg.scrapers()
     vnodes = {int(info.get("vnodes", DEFAULT_VNODES)) for info in scrapers.values()} or {DEFAULT_VNODES}
     ring = ScraperRing(scrapers, vnodes=min(vnodes))
-    targets = view.targets()
-    shares = ring.split(targets)
+    keys = [t.key for t in view.targets()]
+    try:
+        plan = OverridesDoc.decode(view.ring_overrides, view.ring_overrides_version)
+    except ValueError as exc:
+        print(f"warning: ignoring {reg.overrides_path}: {exc}", file=sys.stderr)
+        plan = OverridesDoc()
+    ring_owners = ring.owners(keys)
+    owners = resolve_owners(ring, plan.overrides, keys)
+    count = dict.fromkeys(ring.members, 0)
+    ring_count = dict.fromkeys(ring.members, 0)
+    moved_in = dict.fromkeys(ring.members, 0)
+    moved_out = dict.fromkeys(ring.members, 0)
+    for home, owner in zip(ring_owners, owners, strict=True):
+        if owner is None:
+            continue
+        count[owner] += 1
+        ring_count[home] += 1
+        if owner != home:
+            moved_in[owner] += 1
+            moved_out[home] += 1
+    active = sum(moved_in.values())
     rows = [
-        {"scraper": sid, "listen": scrapers[sid].get("listen", ""), "targets": len(shares.get(sid, []))}
+        {"scraper": sid, "listen": scrapers[sid].get("listen", ""), "targets": count[sid],
+         "ring_targets": ring_count[sid], "overrides_in": moved_in[sid], "overrides_out": moved_out[sid]}
         for sid in ring.members
     ]
+    current = plan.members == ring.members
+    cap = capacity(len(keys), len(ring), plan.cap_factor) if ring.members else 0
     if args.json:
-        json.dump({"vnodes": ring.vnodes, "targets": len(targets), "scrapers": rows}, sys.stdout, indent=2)
+        json.dump({"vnodes": ring.vnodes, "targets": len(keys), "scrapers": rows, "overrides": active,
+                   "overrides_stored": len(plan), "overrides_version": plan.version, "plan_current": current,
+                   "planned_for": list(plan.members), "cap_factor": plan.cap_factor, "cap": cap},
+                  sys.stdout, indent=2)
         print()
         return 0
     if len(vnodes) > 1:
         print(f"warning: scrapers disagree on vnodes {sorted(vnodes)}: they compute different rings", file=sys.stderr)
     if not rows:
-        print(f"no scrapers running; {len(targets)} target(s) unowned")
+        print(f"no scrapers running; {len(keys)} target(s) unowned")
         return 0
-    _print_table([("SCRAPER", "LISTEN", "TARGETS")] + [(r["scraper"], r["listen"] or "-", str(r["targets"])) for r in rows])
-    print(f"{len(targets)} targets on {len(rows)} scrapers (vnodes {ring.vnodes})")
+    _print_table([("SCRAPER", "LISTEN", "TARGETS", "RING", "OVERRIDDEN_IN", "OVERRIDDEN_OUT")] + [
+        (r["scraper"], r["listen"] or "-", str(r["targets"]), str(r["ring_targets"]), str(r["overrides_in"]),
+         str(r["overrides_out"])) for r in rows])
+    print(f"{len(keys)} targets on {len(rows)} scrapers (vnodes {ring.vnodes}); {active} ring overrides, "
+          f"cap {cap} targets per scraper (x{plan.cap_factor:g} the mean)")
+    if plan.version < 0:
+        print("no overrides stored yet: the ring alone decides")
+    elif not current:
+        print(f"the stored plan (version {plan.version}) was made for other scrapers "
+              f"({', '.join(plan.members) or 'none'}); the leader has not planned for these yet")
     return 0
 
 
@@ -255,7 +291,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_zookeeper_args(ps)
     ps.set_defaults(func=_run(show_pools))
 
-    pr = sub.add_parser("ring", help="live scrapers and how many targets each owns")
+    pr = sub.add_parser("ring", help="live scrapers and how many targets each owns (ring overrides included)")
     pr.add_argument("--json", action="store_true", help="print JSON")
     add_zookeeper_args(pr)
     pr.set_defaults(func=_run(show_ring))

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from cli.main import main
+from discovery.balance import OverridesDoc
 from discovery.registry import Registry
+from discovery.ring import ScraperRing
 from services.zookeeper.zkserver import free_port
 
 pytestmark = pytest.mark.zookeeper
@@ -113,7 +115,23 @@ def test_ring_shows_each_scraper_and_its_share(ringmon, zookeeper, zk_root):
         assert sum(s["targets"] for s in doc["scrapers"]) == 30
         assert doc["scrapers"][1]["listen"] == "127.0.0.1:9501"
         code, out, _ = ringmon("ring")
-        assert "30 targets on 3 scrapers" in out and out.splitlines()[0].split() == ["SCRAPER", "LISTEN", "TARGETS"]
+        assert "30 targets on 3 scrapers" in out and out.splitlines()[0].split()[:3] == ["SCRAPER", "LISTEN", "TARGETS"]
+        assert "no overrides stored yet" in out
+
+        # a stored plan moves one target away from its ring owner: counted where it is scraped
+        ring = ScraperRing(["scraper-0", "scraper-1", "scraper-2"])
+        key = "web/10.0.1.0:9100"
+        home = ring.owner(key)
+        other = next(s for s in ring.members if s != home)
+        plan = OverridesDoc(ring.members, {key: other}, vnodes=ring.vnodes, targets=30)
+        regs[0].write_overrides(plan.encode(), -1)
+        doc = json.loads(ringmon("ring", "--json")[1])
+        rows = {r["scraper"]: r for r in doc["scrapers"]}
+        assert doc["overrides"] == 1 and doc["plan_current"] and doc["overrides_version"] == 0
+        assert rows[other]["targets"] == rows[other]["ring_targets"] + 1 and rows[other]["overrides_in"] == 1
+        assert rows[home]["targets"] == rows[home]["ring_targets"] - 1 and rows[home]["overrides_out"] == 1
+        assert sum(r["targets"] for r in rows.values()) == 30
+        assert "1 ring overrides" in ringmon("ring")[1]
     finally:
         for reg in regs:
             reg.stop()
