@@ -5,6 +5,9 @@ Layout under the root (``/ringmon`` by default)::
     <root>/pools/<pool>                     data: JSON scrape settings (ScrapeSettings.to_dict)
     <root>/pools/<pool>/members/member_<n>  data: Finagle serverset JSON, status ALIVE/STOPPING
     <root>/scrapers/<id>                    ephemeral, data: JSON {"id", "listen", "started"}
+    <root>/ring/overrides                   data: the ring's bounded-load overrides, written by
+                                            the lowest live scraper id with a version check
+                                            (discovery.balance.OverridesDoc; JSON, zlib if large)
 
 Agents register ephemerally (their node vanishes with their session); ``ringmon register
 host`` registers persistently. A stock Prometheus with ``serverset_sd_configs`` on
@@ -83,6 +86,10 @@ class ZooKeeperUnavailableError(RegistryError):
     pass
 
 
+class StaleOverridesError(RegistryError):
+    """The overrides znode changed since it was read (another writer won): read it again."""
+
+
 # -- data model --------------------------------------------------------------------------------
 
 
@@ -135,6 +142,8 @@ class RegistryView:
     scrapers: tuple[str, ...] = ()
     connected: bool = False
     version: int = 0
+    ring_overrides: bytes | None = None  # data of <root>/ring/overrides (None: no znode)
+    ring_overrides_version: int = -1  # its znode version (-1: no znode)
 
     def alive_count(self, pool: str) -> int:
         return sum(1 for m in self.members.get(pool, ()) if m.status == ALIVE)
@@ -233,6 +242,7 @@ class Registry:
         self._flush_scheduled = False
         self.publish_delay_s = 0.02
         self._scrapers: tuple[str, ...] = ()
+        self._overrides: tuple[bytes | None, int] = (None, -1)
         self._view = RegistryView()
         self._version = 0
         self._listeners: list[tuple[Listener, asyncio.AbstractEventLoop | None]] = []
@@ -254,6 +264,14 @@ class Registry:
     @property
     def scrapers_path(self) -> str:
         return f"{self.root}/scrapers"
+
+    @property
+    def ring_path(self) -> str:
+        return f"{self.root}/ring"
+
+    @property
+    def overrides_path(self) -> str:
+        return f"{self.root}/ring/overrides"
 
     def pool_path(self, pool: str) -> str:
         return f"{self.pools_path}/{pool}"
@@ -284,6 +302,7 @@ class Registry:
             self._watching = True
             ChildrenWatch(self.zk, self.pools_path, self._on_pools)
             ChildrenWatch(self.zk, self.scrapers_path, self._on_scrapers)
+            DataWatch(self.zk, self.overrides_path, self._on_overrides)
             self._flush()  # the first watch callbacks ran synchronously: the view is complete now
         return self
 
@@ -376,6 +395,8 @@ class Registry:
                 scrapers=self._scrapers,
                 connected=self.zk.state == KazooState.CONNECTED,
                 version=self._version,
+                ring_overrides=self._overrides[0],
+                ring_overrides_version=self._overrides[1],
             )
             view = self._view
             listeners = list(self._listeners)
@@ -592,6 +613,14 @@ class Registry:
         self._publish()
         return None
 
+    def _on_overrides(self, data: bytes | None, stat: Any, event: Any = None) -> bool | None:
+        if self._stopping:
+            return False
+        with self._lock:
+            self._overrides = (data, stat.version) if stat is not None else (None, -1)
+        self._publish()
+        return None
+
     # -- pools --------------------------------------------------------------------------------
 
     def list_pools(self) -> dict[str, ScrapeSettings]:
@@ -745,11 +774,14 @@ class Registry:
             except UnknownPoolError:
                 continue
         pools = {p: s for p, s in pools.items() if p in members}
+        overrides, overrides_version = self.read_overrides()
         return RegistryView(
             pools=pools,
             members=members,
             scrapers=tuple(self.scrapers()),
             connected=self.zk.connected,
+            ring_overrides=overrides,
+            ring_overrides_version=overrides_version,
         )
 
     # -- scrapers -----------------------------------------------------------------------------
@@ -782,6 +814,31 @@ class Registry:
             except ValueError:
                 out[sid] = {}
         return out
+
+
+    # -- ring overrides -----------------------------------------------------------------------
+
+    def read_overrides(self) -> tuple[bytes | None, int]:
+        """(data, znode version) of ``<root>/ring/overrides``, read now; (None, -1) when absent."""
+        try:
+            data, stat = self.zk.retry(self.zk.get, self.overrides_path)
+        except NoNodeError:
+            return None, -1
+        return data, stat.version
+
+    def write_overrides(self, data: bytes, expected_version: int) -> int:
+        """Replace the overrides if the znode is still at ``expected_version`` (-1: create it);
+        returns the new version. StaleOverridesError when someone else wrote first."""
+        try:
+            if expected_version < 0:
+                self.zk.retry(self.zk.ensure_path, self.ring_path)
+                self.zk.retry(self.zk.create, self.overrides_path, data)
+                return 0
+            return self.zk.retry(self.zk.set, self.overrides_path, data, version=expected_version).version
+        except (BadVersionError, NodeExistsError, NoNodeError):
+            raise StaleOverridesError(
+                f"{self.overrides_path} changed since version {expected_version} was read"
+            ) from None
 
 
 class ZooKeeperDiscovery:

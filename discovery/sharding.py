@@ -2,13 +2,23 @@
 
 ``ShardCoordinator`` joins ``<root>/scrapers/<id>``, watches the registry and, after each
 burst of changes (coalesced for ``settle_s``), rebuilds the ring over the live scraper ids
-and computes this scraper's share of the targets. Consumers read ``assignment`` and wait on
+and computes this scraper's share of the targets: those whose owner is this scraper, where
+the owner is the target's override in ``<root>/ring/overrides`` when that scraper is alive,
+else its ring owner (``discovery.balance``). Consumers read ``assignment`` and wait on
 ``updated`` (an ``asyncio.Event``) to resync their scrape loops; nothing here knows how
 scraping works.
 
+The leader (the lowest live scraper id) also plans: after each settled change it runs
+``plan_overrides`` from the stored overrides (and the ring they were planned on) and, when
+the plan differs, writes it with a version check, so a stale leader cannot clobber a newer
+plan. Until the new plan is stored, followers apply the stored overrides to the new ring:
+a survivor's targets never move, and a leaver's targets go to their ring successors, then
+perhaps once more to a scraper below cap when the plan arrives. A new leader (the old one
+died) reads the stored plan and goes on from it.
+
 Fault behaviour:
-- ZooKeeper unreachable (SUSPENDED/LOST): the registry keeps its last view, so the
-  assignment does not change and scraping goes on.
+- ZooKeeper unreachable (SUSPENDED/LOST): the registry keeps its last view and overrides,
+  so the assignment does not change and scraping goes on; the leader does not plan.
 - This scraper missing from the live ids while it is joined (the moment between a new
   session and its node being re-created): the previous assignment is kept for
   ``absent_grace_s``; only a longer absence empties it.
@@ -21,10 +31,19 @@ import concurrent.futures
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 
-from discovery.registry import Registry, RegistryView
+from kazoo.exceptions import KazooException
+
+from discovery.balance import (
+    DEFAULT_CAP_FACTOR,
+    OverridesDoc,
+    OverridesTooLargeError,
+    plan_overrides,
+    resolve_owner,
+)
+from discovery.registry import Registry, RegistryError, RegistryView, StaleOverridesError
 from discovery.ring import DEFAULT_VNODES, ScraperRing
 from discovery.target import Target
 
@@ -36,7 +55,7 @@ POOL_MEMBERS_KEY = "ringmon/pool-members-recorder"
 
 @dataclass(frozen=True)
 class Assignment:
-    """One consistent answer to "what do I scrape": the ring, every target, my share."""
+    """One consistent answer to "what do I scrape": the ring, its overrides, every target, my share."""
 
     me: str
     ring: ScraperRing
@@ -45,16 +64,25 @@ class Assignment:
     connected: bool = False
     view_version: int = 0
     computed_at: float = field(default_factory=time.time)
+    overrides: Mapping[str, str] = field(default_factory=dict, hash=False)  # key -> scraper (stored plan)
+    overrides_version: int = -1  # znode version of the stored plan (-1: none)
+    planned_for: tuple[str, ...] = ()  # the scrapers the stored plan was made for
 
     @property
     def owned_keys(self) -> frozenset[str]:
         return frozenset(t.key for t in self.owned)
 
+    @property
+    def plan_current(self) -> bool:
+        """True when the stored plan was made for the live scrapers (no leader work pending)."""
+        return self.planned_for == self.ring.members
+
     def owner(self, key: str) -> str | None:
-        return self.ring.owner(key)
+        """Who scrapes ``key``: its override when that scraper is alive, else its ring owner."""
+        return resolve_owner(self.ring, self.overrides, key)
 
     def is_owner(self, key: str) -> bool:
-        return self.ring.owner(key) == self.me
+        return self.owner(key) == self.me
 
 
 class ShardCoordinator:
@@ -66,6 +94,7 @@ class ShardCoordinator:
         scraper_id: str,
         *,
         vnodes: int = DEFAULT_VNODES,
+        cap_factor: float = DEFAULT_CAP_FACTOR,
         info: dict | None = None,
         extra_targets: Callable[[], list[Target]] | None = None,
         settle_s: float = 0.2,
@@ -73,7 +102,10 @@ class ShardCoordinator:
     ) -> None:
         self.registry = registry
         self.me = scraper_id
+        if cap_factor < 1.0:
+            raise ValueError(f"cap_factor must be at least 1.0, got {cap_factor}")
         self.vnodes = vnodes
+        self.cap_factor = cap_factor
         self.info = {"vnodes": vnodes, **(info or {})}
         self.extra_targets = extra_targets
         self.settle_s = settle_s
@@ -86,6 +118,12 @@ class ShardCoordinator:
         self._task: asyncio.Task | None = None
         self._ring_cache: ScraperRing | None = None
         self._owner_cache: dict[str, str | None] = {}
+        self._other_rings: dict[tuple[tuple[str, ...], int], ScraperRing] = {}  # rings of earlier plans
+        self._doc = OverridesDoc()  # the stored plan, as last read
+        self._doc_data: bytes | None = None
+        self._plan_signature: tuple | None = None  # inputs of the last plan this leader made
+        self._written_version: int | None = None  # the version this leader wrote, until the watch shows it
+        self._loop: asyncio.AbstractEventLoop | None = None
         # one worker: computations run one at a time and in order
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"ring-{scraper_id}")
         self._absent_since: float | None = None
@@ -96,7 +134,7 @@ class ShardCoordinator:
 
     async def start(self, connect: bool = True, ready_timeout: float = 15.0) -> None:
         """Connect (unless the registry runs already), join the scrapers, compute the first share."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         if connect:
             await loop.run_in_executor(None, self.registry.start)
         self.registry.add_listener(self._on_view, loop)
@@ -162,28 +200,106 @@ class ShardCoordinator:
             self._owner_cache = {}
         return self._ring_cache
 
+    def _ring_of(self, members: tuple[str, ...], vnodes: int) -> ScraperRing:
+        """The ring a stored plan was made on (kept for the next plans)."""
+        if self._ring_cache is not None and (self._ring_cache.members, self._ring_cache.vnodes) == (members, vnodes):
+            return self._ring_cache
+        ring = self._other_rings.get((members, vnodes))
+        if ring is None:
+            ring = ScraperRing(members, vnodes=vnodes)
+            while len(self._other_rings) >= 3:
+                self._other_rings.pop(next(iter(self._other_rings)))
+            self._other_rings[(members, vnodes)] = ring
+        return ring
+
+    def _stored_plan(self, view: RegistryView) -> OverridesDoc:
+        """The overrides of the view, decoded once per znode version; bad data keeps the last good."""
+        data, version = view.ring_overrides, view.ring_overrides_version
+        if version == self._doc.version and data == self._doc_data:
+            return self._doc
+        if self._written_version is not None and 0 <= version < self._written_version:
+            return self._doc  # our own write has not come back through the watch yet
+        self._written_version = None
+        try:
+            doc = OverridesDoc.decode(data, version)
+        except ValueError as exc:
+            log.error("invalid ring overrides in zookeeper, keeping the last good ones",
+                      extra={"scraper": self.me, "error": str(exc), "version": version})
+            doc = replace(self._doc, version=version)  # the leader overwrites it at this version
+        self._doc, self._doc_data = doc, data
+        return doc
+
+    def _is_leader(self, view: RegistryView) -> bool:
+        return self._joined and view.connected and bool(view.scrapers) and view.scrapers[0] == self.me
+
+    def _plan(self, view: RegistryView, ring: ScraperRing, keys: list[str], doc: OverridesDoc) -> OverridesDoc:
+        """Leader only: plan from the stored overrides and store the plan when it changed."""
+        signature = (ring.members, ring.vnodes, hash(tuple(keys)), doc.version)
+        if signature == self._plan_signature:
+            return doc
+        previous_ring = self._ring_of(doc.members, doc.vnodes or ring.vnodes) if doc.members else None
+        started = time.perf_counter()
+        plan = plan_overrides(ring, keys, doc.overrides, self.cap_factor, previous_ring=previous_ring)
+        plan_s = time.perf_counter() - started
+        self._plan_signature = signature
+        if plan == dict(doc.overrides) and doc.members == ring.members:
+            return doc
+        new = OverridesDoc(ring.members, plan, self.cap_factor, ring.vnodes, len(keys))
+        try:
+            data = new.encode()
+            version = self.registry.write_overrides(data, doc.version)
+        except StaleOverridesError:
+            # someone wrote first (a leader of another view): its data arrives by the watch
+            log.info("ring overrides changed under us; planning again from the stored ones",
+                     extra={"scraper": self.me, "read_version": doc.version})
+            self._plan_signature = None
+            return doc
+        except OverridesTooLargeError as exc:
+            log.error("cannot store the ring overrides", extra={"scraper": self.me, "error": str(exc)})
+            return doc
+        except (KazooException, RegistryError, OSError) as exc:
+            log.warning("could not store the ring overrides; retrying", extra={"scraper": self.me, "error": str(exc)})
+            self._plan_signature = None
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._dirty.set)
+            return doc
+        log.info("ring overrides planned", extra={
+            "scraper": self.me, "scrapers": len(ring), "targets": len(keys), "overrides": len(plan),
+            "bytes": len(data), "version": version, "plan_ms": round(plan_s * 1000, 1)})
+        stored = replace(new, version=version)
+        self._doc, self._doc_data, self._written_version = stored, data, version
+        return stored
+
     def _compute(self, view: RegistryView) -> Assignment:
-        """Ring and share for a view (CPU-bound: runs in an executor thread)."""
+        """Ring, overrides and share for a view (CPU-bound: runs in an executor thread)."""
         targets = list(view.targets())
         if self.extra_targets is not None:
             seen = {t.key for t in targets}
             targets += [t for t in self.extra_targets() if t.key not in seen]
         targets.sort(key=lambda t: t.key)
         ring = self._ring_for(view.scrapers)
+        doc = self._stored_plan(view)
+        if self._is_leader(view):
+            doc = self._plan(view, ring, [t.key for t in targets], doc)
+        overrides = doc.overrides
+        live = set(ring.members)
         owners = self._owner_cache
         owned = []
         for t in targets:
-            owner = owners.get(t.key)
-            if owner is None:
-                owner = owners[t.key] = ring.owner(t.key)
+            owner = overrides.get(t.key)
+            if owner is None or owner not in live:
+                owner = owners.get(t.key)
+                if owner is None:
+                    owner = owners[t.key] = ring.owner(t.key)
             if owner == self.me:
                 owned.append(t)
         if len(owners) > 2 * len(targets) + 1000:  # forget targets long gone
-            live = {t.key for t in targets}
-            self._owner_cache = {k: v for k, v in owners.items() if k in live}
+            keys = {t.key for t in targets}
+            self._owner_cache = {k: v for k, v in owners.items() if k in keys}
         return Assignment(
             me=self.me, ring=ring, targets=tuple(targets), owned=tuple(owned),
             connected=view.connected, view_version=view.version,
+            overrides=overrides, overrides_version=doc.version, planned_for=doc.members,
         )
 
     async def _recompute(self) -> None:
@@ -200,7 +316,7 @@ class ShardCoordinator:
             self._absent_since = None
         new = await asyncio.get_running_loop().run_in_executor(self._executor, self._compute, view)
         old = self.assignment
-        changed = new.owned != old.owned or new.ring != old.ring
+        changed = new.owned != old.owned or new.ring != old.ring or new.overrides_version != old.overrides_version
         self.assignment = new
         if changed:
             gained = new.owned_keys - old.owned_keys
@@ -208,7 +324,8 @@ class ShardCoordinator:
             log.info(
                 "assignment changed",
                 extra={"scraper": self.me, "scrapers": len(new.ring), "targets": len(new.targets),
-                       "owned": len(new.owned), "gained": len(gained), "released": len(lost)},
+                       "owned": len(new.owned), "gained": len(gained), "released": len(lost),
+                       "overrides": len(new.overrides), "overrides_version": new.overrides_version},
             )
             self.updated.set()
             for cb in list(self._listeners):

@@ -1,9 +1,10 @@
 """Acceptance: 3 `ringmon scraper` processes share 60 targets through ZooKeeper and the ring.
 
 Real processes, real ZooKeeper, real HTTP targets on 127.0.0.1. Checks, in order:
-steady state (every target owned and scraped by exactly one scraper), SIGKILL of one
-scraper (its targets taken over by the others, no survivor's target moved; the takeover
-time is printed), a scraper joining (the moved fraction is printed), and ZooKeeper
+steady state (every target owned and scraped by exactly one scraper, as the stored ring
+overrides and the ring say), SIGKILL of one scraper (its targets taken over by the others,
+no survivor's target moved, not even in the interim before the leader's new plan; the
+takeover time is printed), a scraper joining (the moved fraction is printed), and ZooKeeper
 stopped for ``RINGMON_TEST_ZK_OUTAGE_S`` seconds (default 30): every target keeps being
 scraped, and the ephemeral nodes of the scrapers and of the targets' registrations are
 there after it returns.
@@ -27,7 +28,9 @@ import pytest
 from aiohttp import web
 from zk_helpers import async_wait_for
 
+from discovery.balance import OverridesDoc
 from discovery.registry import Registry
+from discovery.ring import ScraperRing
 from discovery.target import ScrapeSettings
 from services.zookeeper.zkserver import free_port
 
@@ -136,19 +139,45 @@ async def documents(session, scrapers: list[Scraper]) -> dict[str, dict] | None:
     return {s.sid: d for s, d in zip(scrapers, docs, strict=True)}
 
 
-def steady(docs: dict[str, dict] | None, all_keys: set[str]) -> bool:
+def steady(docs: dict[str, dict] | None, all_keys: set[str], plan: OverridesDoc | None = None) -> bool:
     """Every scraper sees the same ring of all of them; shares are disjoint and complete, and
-    each scraper runs loops for exactly its share."""
+    each scraper runs loops for exactly its share. With ``plan`` (the stored overrides, read
+    from ZooKeeper): the plan was made for these scrapers and the shares are what it says."""
     if not docs:
         return False
     ids = sorted(docs)
     owned = [set(d["owned"]) for d in docs.values()]
-    return (
+    ok = (
         all(d["ring"]["members"] == ids for d in docs.values())
         and set().union(*owned) == all_keys
         and sum(len(o) for o in owned) == len(all_keys)
         and all({t["target"] for t in d["targets"]} == set(d["owned"]) for d in docs.values())
     )
+    if ok and plan is not None:
+        ring = ScraperRing(ids)
+        ok = list(plan.members) == ids and all(plan.owner(ring, k) == sid for sid, d in docs.items() for k in d["owned"])
+    return ok
+
+
+async def stored_plan(registry: Registry) -> OverridesDoc:
+    data, version = await asyncio.get_running_loop().run_in_executor(None, registry.read_overrides)
+    return OverridesDoc.decode(data, version)
+
+
+async def wait_steady(session, scrapers: list[Scraper], all_keys: set[str], registry: Registry, what: str,
+                      timeout: float = 60, poll: float = 0.2, extra=None) -> tuple[dict[str, dict], OverridesDoc]:
+    """Poll until ``steady`` with the stored plan; ``extra(docs)`` runs on every poll."""
+    deadline = time.monotonic() + timeout
+    while True:
+        docs = await documents(session, scrapers)
+        if extra is not None and docs:
+            extra(docs)
+        plan = await stored_plan(registry)
+        if steady(docs, all_keys, plan):
+            return docs, plan
+        assert time.monotonic() < deadline, f"{what}: {docs and {k: len(v['owned']) for k, v in docs.items()}}"
+        assert all(s.proc.returncode is None for s in scrapers), [s.log.read_text()[-2000:] for s in scrapers]
+        await asyncio.sleep(poll)
 
 
 async def test_three_scrapers_share_sixty_targets(zookeeper, zk_root, tmp_path):
@@ -180,14 +209,9 @@ async def test_three_scrapers_share_sixty_targets(zookeeper, zk_root, tmp_path):
     try:
         for s in scrapers:
             await s.start()
-        docs = None
-        deadline = time.monotonic() + 60
-        while not steady(docs := await documents(session, scrapers), all_keys):
-            assert time.monotonic() < deadline, f"no steady state: {docs and {k: len(v['owned']) for k, v in docs.items()}}"
-            assert all(s.proc.returncode is None for s in scrapers), [s.log.read_text()[-2000:] for s in scrapers]
-            await asyncio.sleep(0.2)
+        docs, plan = await wait_steady(session, scrapers, all_keys, agents, "no steady state")
         before = {sid: set(d["owned"]) for sid, d in docs.items()}
-        print(f"\nsteady state: shares {dict((k, len(v)) for k, v in before.items())}")
+        print(f"\nsteady state: shares {dict((k, len(v)) for k, v in before.items())}, {len(plan)} ring overrides")
         assert sum(d["recorder"] for d in docs.values()) == 1
 
         # -- steady state: each target scraped, and by one scraper only
@@ -204,10 +228,13 @@ async def test_three_scrapers_share_sixty_targets(zookeeper, zk_root, tmp_path):
         victim_keys = before[victim.sid]
         killed_at = time.time()
         await victim.stop(signal.SIGKILL)
-        deadline = time.monotonic() + 60
-        while not steady(docs := await documents(session, scrapers), all_keys):
-            assert time.monotonic() < deadline, "survivors did not take over"
-            await asyncio.sleep(0.1)
+
+        def no_survivor_target_dropped(docs: dict[str, dict]) -> None:
+            for sid, d in docs.items():
+                assert before[sid] <= set(d["owned"]), f"a target of surviving scraper {sid} moved (interim)"
+
+        docs, plan = await wait_steady(session, scrapers, all_keys, agents, "survivors did not take over",
+                                       poll=0.1, extra=no_survivor_target_dropped)
         after = {sid: set(d["owned"]) for sid, d in docs.items()}
         for sid in after:
             assert before[sid] <= after[sid], f"a target of surviving scraper {sid} moved"
@@ -226,14 +253,12 @@ async def test_three_scrapers_share_sixty_targets(zookeeper, zk_root, tmp_path):
         joiner = Scraper("s3", tmp_path, zookeeper.hosts, zk_root)
         await joiner.start()
         scrapers.append(joiner)
-        deadline = time.monotonic() + 60
-        while not steady(docs := await documents(session, scrapers), all_keys):
-            assert time.monotonic() < deadline, "no steady state after the join"
-            await asyncio.sleep(0.2)
+        docs, plan = await wait_steady(session, scrapers, all_keys, agents, "no steady state after the join")
         joined = {sid: set(d["owned"]) for sid, d in docs.items()}
         moved = {k for sid in after for k in after[sid] - joined[sid]}
-        assert moved == joined["s3"]
-        print(f"join: {len(moved)}/{len(all_keys)} targets moved = {len(moved) / len(all_keys):.3f} (1/N = {1 / 3:.3f})")
+        assert joined["s3"] <= moved and len(moved) / len(all_keys) <= 0.5
+        print(f"join: {len(moved)}/{len(all_keys)} targets moved = {len(moved) / len(all_keys):.3f} (1/N = {1 / 3:.3f}; "
+              f"{len(moved - joined['s3'])} not to the joiner), {len(plan)} ring overrides")
 
         # -- ZooKeeper away for OUTAGE_S: scraping goes on, registrations come back
         await asyncio.sleep(2 * INTERVAL_S)  # let the loops that moved settle
@@ -262,7 +287,7 @@ async def test_three_scrapers_share_sixty_targets(zookeeper, zk_root, tmp_path):
         finally:
             await loop.run_in_executor(None, checker.stop)
         deadline = time.monotonic() + 60
-        while not (steady(docs := await documents(session, scrapers), all_keys)
+        while not (steady(docs := await documents(session, scrapers), all_keys, await stored_plan(agents))
                    and all(d["zookeeper_connected"] for d in docs.values())):
             assert time.monotonic() < deadline, "no steady state after the outage"
             await asyncio.sleep(0.2)
