@@ -183,13 +183,18 @@ class StatusCollector:
             return None, f"{url}: {_err(exc) if str(exc) else type(exc).__name__}"
 
     async def _scrapers(self, view, info: dict[str, dict]) -> dict[str, dict]:
+        from discovery.balance import OverridesDoc, loads
         from discovery.ring import DEFAULT_VNODES, ScraperRing
 
         docs: dict[str, dict] = {}
         if view is None:
             return docs
         ring = ScraperRing(view.scrapers, DEFAULT_VNODES)
-        self.report.ring_expected = ring.counts(t.key for t in view.targets())
+        try:  # the ring's bounded-load overrides count where the targets are scraped
+            overrides = OverridesDoc.decode(view.ring_overrides).overrides
+        except ValueError:
+            overrides = {}
+        self.report.ring_expected = loads(ring, overrides, (t.key for t in view.targets()))
 
         async def one(sid: str) -> None:
             listen = str(info.get(sid, {}).get("listen", ""))
