@@ -249,6 +249,7 @@ class FleetView:
         return out
 
     async def targets_health(self) -> list[dict]:
+        from discovery.balance import OverridesDoc, resolve_owner
         from discovery.ring import DEFAULT_VNODES, ScraperRing
 
         await self.refresh_health()
@@ -268,6 +269,10 @@ class FleetView:
                 by_key.setdefault(key, rec)
         view = self.view()
         ring = ScraperRing(view.scrapers or tuple(self.scraper_info), self.opts.vnodes or DEFAULT_VNODES)
+        try:  # the ring's bounded-load overrides: the owner is the scraper that scrapes the target
+            overrides = OverridesDoc.decode(view.ring_overrides).overrides
+        except ValueError:
+            overrides = {}
         missing = [t for t in view.targets() if t.key not in by_key]
         up = await self._up_values() if missing else {}
         for t in missing:
@@ -278,7 +283,7 @@ class FleetView:
                 "address": t.address,
                 "url": t.url,
                 "health": "unknown" if value is None else ("up" if value == 1.0 else "down"),
-                "owner": ring.owner(t.key) or "",
+                "owner": resolve_owner(ring, overrides, t.key) or "",
                 "last_error": "" if value is not None else "no scraper reported this target yet",
             }
         return sorted(by_key.values(), key=lambda r: r["key"])
