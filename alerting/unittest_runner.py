@@ -24,7 +24,7 @@ import yaml
 
 from alerting.durations import DurationError, format_duration_ms, parse_duration_ms
 from alerting.evaluator import EvalOptions, GroupRunner
-from alerting.promql_check import ParserFeatures
+from alerting.promql_check import NO_OPTIONAL_FEATURES, ParserFeatures
 from alerting.rulefile import LoadOptions, RuleFileError, RuleGroup, load_rule_file
 from alerting.state import FIRING, MemoryAlertStateStore
 from query.engine import Engine
@@ -48,7 +48,8 @@ class UnsupportedFeature(UnitTestError):
 @dataclass
 class RunOptions:
     run_patterns: list[str] = field(default_factory=list)  # --run: only test groups matching one
-    features: ParserFeatures = field(default_factory=lambda: ParserFeatures(at_modifier=False, negative_offset=False))
+    # promtool's defaults: every optional PromQL feature off until --enable-feature names it.
+    features: ParserFeatures = NO_OPTIONAL_FEATURES
     ignore_unknown_fields: bool = False
     skip_native_histograms: bool = False
 

@@ -4,6 +4,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from alerting.promql_check import ParserFeatures
+
+
+_FEATURE_HELP = ("PromQL parser features, as promtool's --enable-feature (comma-separated or repeated): "
+                 "promql-experimental-functions, promql-extended-range-selectors, promql-binop-fill-modifiers, "
+                 "promql-at-modifier, promql-negative-offset (rules test only; always on in check), "
+                 "promql-duration-expr (always on)")
+
+
+def _features(flags: list[str], base: "ParserFeatures") -> "ParserFeatures":
+    from alerting.promql_check import features_from_flags
+    from cli.errors import UserError
+
+    names = [f for v in flags for f in v.split(",") if f.strip()]
+    try:
+        return features_from_flags(names, base)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="lint checks to run (default: duplicate-rules)")
     c.add_argument("--lint-fatal", action="store_true", help="make lint warnings fail with exit code 3")
     c.add_argument("--ignore-unknown-fields", action="store_true", help="accept unknown keys in rule files")
+    c.add_argument("--enable-feature", action="append", default=[], metavar="FEATURE", help=_FEATURE_HELP)
     c.add_argument("--legacy-names", action="store_true",
                    help="validate label/annotation names with the legacy [a-zA-Z_][a-zA-Z0-9_]* rule")
     c.set_defaults(func=run_check)
@@ -23,8 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("files", nargs="+", metavar="FILE")
     t.add_argument("--run", action="append", default=[], metavar="REGEX",
                    help="only run test groups whose name matches (repeatable)")
-    t.add_argument("--enable-feature", action="append", default=[], metavar="FEATURE",
-                   help="promql-at-modifier / promql-negative-offset (comma-separated or repeated)")
+    t.add_argument("--enable-feature", action="append", default=[], metavar="FEATURE", help=_FEATURE_HELP)
     t.add_argument("--ignore-unknown-fields", action="store_true", help="accept unknown keys in test and rule files")
     t.add_argument("--skip-native-histograms", action="store_true",
                    help="skip native-histogram inputs and expectations (the engine has no native histograms)")
@@ -33,10 +54,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from alerting.promql_check import ParserFeatures
     from alerting.rulefile import LoadOptions, RuleFileError, find_duplicates, load_rule_file
 
+    # As promtool check rules: @ and negative offsets always parse; the rest need --enable-feature.
+    base = ParserFeatures(at_modifier=True, negative_offset=True, experimental_functions=False,
+                          extended_range_selectors=False, binop_fill_modifiers=False)
     opts = LoadOptions(name_validation="legacy" if args.legacy_names else "utf8",
-                       ignore_unknown_fields=args.ignore_unknown_fields)
+                       ignore_unknown_fields=args.ignore_unknown_fields,
+                       features=_features(args.enable_feature, base))
     failed = lint_failed = False
     for path in args.files:
         print(f"Checking {path}")
@@ -65,20 +91,10 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_test(args: argparse.Namespace) -> int:
-    from alerting.promql_check import ParserFeatures
+    from alerting.promql_check import NO_OPTIONAL_FEATURES
     from alerting.unittest_runner import RunOptions, run_unit_tests
 
-    feats = {f.strip() for v in args.enable_feature for f in v.split(",") if f.strip()}
-    known = {"promql-at-modifier", "promql-negative-offset", "at-modifier", "negative-offset"}
-    unknown = feats - known
-    if unknown:
-        from cli.errors import UserError
-
-        raise UserError(f"unknown feature {sorted(unknown)[0]!r} (known: promql-at-modifier, promql-negative-offset)")
-    features = ParserFeatures(
-        at_modifier=bool(feats & {"promql-at-modifier", "at-modifier"}),
-        negative_offset=bool(feats & {"promql-negative-offset", "negative-offset"}),
-    )
+    features = _features(args.enable_feature, NO_OPTIONAL_FEATURES)
     opts = RunOptions(run_patterns=args.run, features=features, ignore_unknown_fields=args.ignore_unknown_fields,
                       skip_native_histograms=args.skip_native_histograms)
     code, results = run_unit_tests(args.files, opts)

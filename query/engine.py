@@ -228,6 +228,10 @@ class Evaluator:
         raise QueryError(f"unsupported expression {type(node).__name__}")
 
     def eval_selector(self, sel: P.VectorSel, times: np.ndarray, sample_times: bool = False) -> InstantVector:
+        if sel.modifier == "smoothed" and not sample_times:
+            from query.extended import smoothed_selector
+
+            return smoothed_selector(self, sel, times)
         at = self.at_ms(sel.at)
         refs = (np.full(len(times), at, dtype=np.int64) if at is not None else times) - sel.offset_ms
         flat = self.flat_of(sel, False)
@@ -323,7 +327,7 @@ def _plan_fetches(
 
     def need(sel: P.VectorSel, lo: int, hi: int, window_ms: int | None) -> None:
         res = Resolution.RAW
-        if ev.downsample and (func is None or func in ROLLUP_FUNCTIONS):
+        if ev.downsample and sel.modifier is None and (func is None or func in ROLLUP_FUNCTIONS):
             hint = step_ms if window_ms is None else (min(step_ms, window_ms) if step_ms else 0)
             res = choose_resolution(lo, ev.now_ms, hint)
         ev.sel_res[id(sel)] = res
@@ -338,12 +342,17 @@ def _plan_fetches(
     if isinstance(node, P.VectorSel):
         at = ev.at_ms(node.at)
         lo, hi = (at, at) if at is not None else (tmin, tmax)
-        need(node, lo - node.offset_ms - ev.lookback_ms + 1, hi - node.offset_ms, None)
+        ahead = ev.lookback_ms if node.modifier == "smoothed" else 0  # interpolation reads the next sample
+        need(node, lo - node.offset_ms - ev.lookback_ms + 1, hi - node.offset_ms + ahead, None)
     elif isinstance(node, P.MatrixSel):
         at = ev.at_ms(node.vector.at)
         lo, hi = (at, at) if at is not None else (tmin, tmax)
         v = node.vector
-        need(v, lo - v.offset_ms - node.range_ms + 1, hi - v.offset_ms, node.range_ms)
+        # anchored/smoothed also read around the window: back by the lookback delta, and
+        # smoothed forward too (the sample after the right edge).
+        before = ev.lookback_ms if v.modifier else 0
+        ahead = ev.lookback_ms if v.modifier == "smoothed" else 0
+        need(v, lo - v.offset_ms - node.range_ms + 1 - before, hi - v.offset_ms + ahead, node.range_ms)
     elif isinstance(node, P.Subquery):
         grid, _ = ev.subquery_grid(node, np.array([tmin, tmax], dtype=np.int64))
         if len(grid):

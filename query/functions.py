@@ -1214,6 +1214,11 @@ def _native_only(ev: "Evaluator", node: P.Call, times: np.ndarray):
 # ---------------------------------------------------------------- dispatch table
 def eval_call(ev: "Evaluator", node: P.Call, times: np.ndarray):
     name = node.name
+    for arg in node.args:
+        if isinstance(arg, P.MatrixSel) and arg.vector.modifier is not None:
+            from query.extended import eval_extended_range
+
+            return eval_extended_range(ev, node, arg, times)
     rf = _RANGE_FUNCS.get(name)
     if rf is not None:
         compute, keep, range_index, scalars = rf

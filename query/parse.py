@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import promql_parser as pp
 
 from query.errors import ParseError
+from query.preparse import MODIFIER_LABEL, preparse
 from storage.matchers import Matcher, MatchOp
 
 # ---------------------------------------------------------------------------- tree
@@ -34,6 +35,7 @@ class VectorSel:
     offset_ms: int = 0
     at: int | str | None = None  # ms, "start", "end" or None
     text: str = ""
+    modifier: str | None = None  # "anchored" | "smoothed" (extended range selectors)
 
     @property
     def key(self) -> tuple:
@@ -266,7 +268,7 @@ def _viable_prefix(prefix: str) -> bool:
         closed = body + _closers(body)
         for tail in _TAILS:
             try:
-                pp.parse(closed + tail)
+                pp.parse(preparse(closed + tail).text)
                 return True
             except BaseException:  # noqa: BLE001, S112 - the parser may panic; try the next
                 continue
@@ -322,7 +324,11 @@ def _selector(vs: pp.VectorSelector, text: str) -> VectorSel:
     pm = vs.matchers
     if pm.or_matchers:
         raise ParseError("'or' inside label matchers is not supported", 0, text)
+    modifier = None
     for m in pm.matchers:
+        if m.name == MODIFIER_LABEL:
+            modifier = m.value
+            continue
         try:
             op = _match_op(m.op)
             value = _go_string(m.value, text)
@@ -334,7 +340,10 @@ def _selector(vs: pp.VectorSelector, text: str) -> VectorSel:
         raise ParseError(
             f"vector selector must contain at least one non-empty matcher: {vs}", 0, text
         )
-    return VectorSel(tuple(ms), _ms(vs.offset), _at(vs), str(vs))
+    shown = str(vs)
+    if modifier is not None:
+        shown = re.sub(rf',?\s*{MODIFIER_LABEL}="\w+"', "", shown).replace("{, ", "{") + f" {modifier}"
+    return VectorSel(tuple(ms), _ms(vs.offset), _at(vs), shown, modifier)
 
 
 _CARD = [
@@ -448,10 +457,33 @@ def _check_nesting(text: str) -> None:
 
 def parse(text: str) -> Node:
     """Parse PromQL into the engine's tree; raises ``ParseError`` with a position."""
+    return parse_with_features(text)[0]
+
+
+FEATURE_EXPERIMENTAL_FUNCTIONS = "experimental_functions"
+FEATURE_FILL_MODIFIERS = "binop_fill_modifiers"
+# Functions and aggregations Prometheus gates behind --enable-feature=promql-experimental-functions.
+EXPERIMENTAL_FUNCTIONS = frozenset({
+    "sort_by_label", "sort_by_label_desc", "mad_over_time", "ts_of_max_over_time", "ts_of_min_over_time",
+    "ts_of_last_over_time", "ts_of_first_over_time", "first_over_time", "double_exponential_smoothing",
+    "info", "histogram_quantiles", "limitk", "limit_ratio",
+})
+# Range functions each extended range selector modifier may feed (as Prometheus allows).
+MODIFIER_FUNCTIONS = {
+    "anchored": ("changes", "delta", "increase", "rate", "resets"),
+    "smoothed": ("delta", "increase", "rate"),
+}
+
+
+def parse_with_features(text: str) -> tuple[Node, frozenset[str]]:
+    """Parse and also name the optional language features the expression uses
+    (``duration_expr``, ``extended_range_selectors``, ``binop_fill_modifiers``,
+    ``experimental_functions``), so callers can gate them like promtool's feature flags."""
     if not text.strip():
         raise ParseError("no expression found in input", 0, text)
     _check_nesting(text)
-    shifted = _shift_at_values(text)
+    pre = preparse(text)
+    shifted = _shift_at_values(pre.text)
     try:
         ast = pp.parse(shifted)
     except BaseException as exc:  # noqa: BLE001 - the Rust parser may raise PanicException
@@ -460,13 +492,61 @@ def parse(text: str) -> Node:
         msg = str(exc) or type(exc).__name__
         raise ParseError(msg, _error_position(text, msg), text) from None
     try:
-        return _convert(ast, text)
+        node = _convert(ast, text)
     except ParseError:
         raise
     except BaseException as exc:  # noqa: BLE001
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         raise ParseError(str(exc), 0, text) from None
+    features = set(pre.features)
+    _check_modifiers(node, None, text, features)
+    return node, frozenset(features)
+
+
+def _modifier_error(mod: str, context: str, text: str) -> ParseError:
+    allowed = ", ".join(MODIFIER_FUNCTIONS[mod])
+    return ParseError(f"{mod} modifier can only be used with: {allowed} - not with {context}", _keyword_pos(text, mod), text)
+
+
+def _keyword_pos(text: str, word: str) -> int:
+    m = re.search(rf"\b{word}\b", text, re.I)
+    return m.start() if m else 0
+
+
+def _check_modifiers(node: Node, parent: Node | None, text: str, features: set[str]) -> None:
+    """Where anchored/smoothed may appear; note fill modifiers and experimental functions."""
+    if isinstance(node, VectorSel):
+        if node.modifier == "anchored" and not isinstance(parent, MatrixSel):
+            raise ParseError("anchored modifier can only be used on range selectors", _keyword_pos(text, "anchored"), text)
+        return
+    if isinstance(node, MatrixSel):
+        mod = node.vector.modifier
+        if mod is not None:
+            if not isinstance(parent, Call):
+                raise _modifier_error(mod, "a range vector result" if parent is None else "this expression", text)
+            if parent.name not in MODIFIER_FUNCTIONS[mod]:
+                raise _modifier_error(mod, parent.name, text)
+        _check_modifiers(node.vector, node, text, features)
+        return
+    if isinstance(node, Call):
+        if node.name in EXPERIMENTAL_FUNCTIONS:
+            features.add(FEATURE_EXPERIMENTAL_FUNCTIONS)
+        for a in node.args:
+            _check_modifiers(a, node, text, features)
+    elif isinstance(node, Aggregate):
+        if node.op in EXPERIMENTAL_FUNCTIONS:
+            features.add(FEATURE_EXPERIMENTAL_FUNCTIONS)
+        if node.param is not None:
+            _check_modifiers(node.param, node, text, features)
+        _check_modifiers(node.expr, node, text, features)
+    elif isinstance(node, Binary):
+        if node.fill_lhs is not None or node.fill_rhs is not None:
+            features.add(FEATURE_FILL_MODIFIERS)
+        _check_modifiers(node.lhs, node, text, features)
+        _check_modifiers(node.rhs, node, text, features)
+    elif isinstance(node, (Negate, Subquery)):
+        _check_modifiers(node.expr, node, text, features)
 
 
 def value_type(node: Node) -> str:

@@ -56,14 +56,28 @@ _CHECK = [e for e in EXP["check_rules"]]
 
 @pytest.mark.parametrize("entry", _CHECK, ids=lambda e: e["file"])
 def test_check_rules_exit_codes(entry: dict) -> None:
-    if entry.get("parser_features"):
-        pytest.xfail("promql-parser 0.12 has no duration arithmetic in ranges nor anchored/smoothed selectors")
     argv = ["rules", "check", str(PROMTOOL / entry["file"])]
+    for f in entry.get("parser_features", []):
+        argv += ["--enable-feature", f]
     if entry.get("lint_fatal"):
         argv.append("--lint-fatal")
     if entry.get("ignore_unknown_fields"):
         argv.append("--ignore-unknown-fields")
     assert main(argv) == entry["exit"]
+
+
+def test_features_yml_needs_its_parser_features(capsys: pytest.CaptureFixture) -> None:
+    """Like promtool, each optional syntax is rejected until its --enable-feature is given."""
+    path = str(PROMTOOL / "features.yml")
+    assert main(["rules", "check", path]) == 1
+    err = capsys.readouterr().err
+    for flag in ("promql-experimental-functions", "promql-extended-range-selectors", "promql-binop-fill-modifiers"):
+        assert f"--enable-feature={flag}" in err
+    assert "promql-duration-expr" not in err  # duration expressions need no flag
+    assert main(["rules", "check", "--enable-feature",
+                 "promql-experimental-functions,promql-extended-range-selectors", path]) == 1
+    assert "binop-fill-modifiers" in capsys.readouterr().err
+    assert main(["rules", "check", "--enable-feature", "promql-bogus", path]) != 0
 
 
 def test_check_reports_file_line_reason(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture) -> None:
