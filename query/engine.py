@@ -372,56 +372,104 @@ def _plan_fetches(
             _plan_fetches(a, tmin, tmax, ev, out, step_ms, node.name)
 
 
+def _segment_ids(n: int, starts: np.ndarray) -> np.ndarray:
+    """For ``n`` elements cut at ``starts`` (ascending, starting with 0): each element's segment."""
+    mark = np.zeros(n, dtype=np.intp)
+    mark[starts[1:]] = 1
+    return np.cumsum(mark, out=mark)
+
+
 def bucketize(
     data: list[SeriesData], start_ms: int, end_ms: int, step_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS
 ) -> list[tuple[SeriesData, np.ndarray, dict[str, np.ndarray]]]:
-    """Rollup rows of [start_ms, end_ms) for many series at once, with the rollup job's
-    semantics (``storage.rollup.rollup_raw``): stale markers dropped, the counter increase of
-    each pair of finite samples at most ``max_gap_ms`` apart goes to the later sample's
-    bucket. Samples before ``start_ms`` only serve as the previous value."""
-    parts = [(i, d) for i, d in enumerate(data) if len(d)]
-    if not parts:
+    """Rollup rows of [start_ms, end_ms) for many series at once, as the rollup job writes
+    them (``storage.rollup``): stale markers dropped, the counter increase of each pair of
+    finite samples at most ``max_gap_ms`` apart goes to the later sample's bucket, sums
+    added left to right. Sums and increases of buckets coarser than a minute add up minute
+    sums as the job does (``rollup_rollup``), so count, sum, last and increase equal the
+    job's rows bit for bit. Samples before ``start_ms`` only serve as the previous value."""
+    parts = [d for d in data if len(d)]
+    if not parts or end_ms <= start_ms:
         return []
-    ts = np.concatenate([d.timestamps for _, d in parts])
-    vals = np.concatenate([d.values for _, d in parts])
-    sidx = np.concatenate([np.full(len(d), k, dtype=np.int64) for k, (_, d) in enumerate(parts)])
-    keep = ~stale_mask(vals) & (ts < end_ms)
-    ts, vals, sidx = ts[keep], vals[keep], sidx[keep]
-    nb = max(1, (end_ms - start_ms + step_ms - 1) // step_ms)
-    # counter chain over finite values of each series
+    fine = step_ms
+    if step_ms > MINUTE_MS and step_ms % MINUTE_MS == 0 and start_ms % MINUTE_MS == 0:
+        fine = MINUTE_MS
+    counts = np.fromiter((len(d) for d in parts), dtype=np.int64, count=len(parts))
+    ts = np.concatenate([d.timestamps for d in parts])
+    vals = np.concatenate([d.values for d in parts])
+    drop = stale_mask(vals)
+    drop |= ts >= end_ms
+    if drop.any():
+        keep = ~drop
+        counts = np.add.reduceat(keep, np.concatenate(([0], np.cumsum(counts)[:-1]))).astype(np.int64)
+        ts, vals = ts[keep], vals[keep]
+    n = len(ts)
+    if n == 0:
+        return []
+    offsets = np.concatenate(([0], np.cumsum(counts)))
+    heads = offsets[1:-1]
+    heads = np.unique(heads[(heads > 0) & (heads < n)])  # first sample of each series but the first
+    # Counter increase of each sample from the previous finite sample of its series (the
+    # counter chain skips NaN and infinities) when at most max_gap_ms before it.
+    inc = np.zeros(n)
     fin = np.isfinite(vals)
-    cts, cv, cs = ts[fin], vals[fin], sidx[fin]
-    inside = ts >= start_ms
-    ts_in, vals_in, s_in = ts[inside], vals[inside], sidx[inside]
-    if len(ts_in) == 0:
-        return []
-    key = s_in * nb + (ts_in - start_ms) // step_ms
-    starts = np.concatenate([[0], np.nonzero(np.diff(key))[0] + 1])
-    ends = np.append(starts[1:], len(key))
-    ukeys = key[starts]
+    if fin.all():
+        if n > 1:
+            cur = vals[1:]
+            step_inc = cur - vals[:-1]
+            np.copyto(step_inc, cur, where=step_inc < 0)  # a drop is a reset to zero
+            ok = ts[1:] - ts[:-1] <= max_gap_ms
+            ok[heads - 1] = False
+            inc[1:] = np.where(ok, step_inc, 0.0)
+    else:
+        chain = np.flatnonzero(fin)
+        if len(chain) > 1:
+            cts, cur, prev = ts[chain], vals[chain[1:]], vals[chain[:-1]]
+            cser = np.searchsorted(offsets[1:], chain, "right")
+            ok = (cser[1:] == cser[:-1]) & (cts[1:] - cts[:-1] <= max_gap_ms)
+            inc[chain[1:]] = np.where(ok, np.where(cur >= prev, cur - prev, cur), 0.0)
+    # Fine rows per (series, bucket); bucket -1 collects the samples before the window.
+    b = (ts - start_ms) // fine
+    np.maximum(b, -1, out=b)
+    change = b[1:] != b[:-1]
+    change[heads - 1] = True
+    starts = np.concatenate(([0], np.flatnonzero(change) + 1))
+    # bincount adds in input order (left to right), like the rollup job.
+    row = _segment_ids(n, starts)
+    total = np.bincount(row, weights=vals, minlength=len(starts))
+    increase = np.bincount(row, weights=inc, minlength=len(starts))
+    rb = b[starts]
+    if fine != step_ms:
+        # Coarse rows from the fine ones: sums of the fine sums, in order.
+        rb = rb // (step_ms // fine)
+        change = rb[1:] != rb[:-1]
+        change[np.searchsorted(starts, heads) - 1] = True
+        cut = np.concatenate(([0], np.flatnonzero(change) + 1))
+        local = _segment_ids(len(starts), cut)
+        total = np.bincount(local, weights=total, minlength=len(cut))
+        increase = np.bincount(local, weights=increase, minlength=len(cut))
+        starts, rb = starts[cut], rb[cut]
+    ends = np.append(starts[1:], n)
+    rser = np.searchsorted(offsets[1:], starts, "right")
     cols = {
         "count": (ends - starts).astype(np.float64),
-        "sum": np.add.reduceat(vals_in, starts),
-        "min": np.fmin.reduceat(vals_in, starts),
-        "max": np.fmax.reduceat(vals_in, starts),
-        "last": vals_in[ends - 1],
-        "increase": np.zeros(len(starts)),
+        "sum": total,
+        "min": np.fmin.reduceat(vals, starts),
+        "max": np.fmax.reduceat(vals, starts),
+        "last": vals[ends - 1],
+        "increase": increase,
     }
-    if len(cts) > 1:
-        pair = (cs[1:] == cs[:-1]) & (cts[1:] >= start_ms) & (cts[1:] - cts[:-1] <= max_gap_ms)
-        cur, prev = cv[1:][pair], cv[:-1][pair]
-        inc = np.where(cur >= prev, cur - prev, cur)
-        pkey = cs[1:][pair] * nb + (cts[1:][pair] - start_ms) // step_ms
-        pos = np.searchsorted(ukeys, pkey)
-        cols["increase"] = np.bincount(pos, weights=inc, minlength=len(ukeys))
-    series_of = ukeys // nb
-    bucket_ts = start_ms + (ukeys % nb) * step_ms
-    bounds = np.searchsorted(series_of, np.arange(len(parts) + 1))
+    inside = rb >= 0
+    if not inside.all():
+        rb, rser = rb[inside], rser[inside]
+        cols = {name: col[inside] for name, col in cols.items()}
+    bucket_ts = start_ms + rb * step_ms
+    bounds = np.searchsorted(rser, np.arange(len(parts) + 1)).tolist()
     out = []
-    for k, (_, d) in enumerate(parts):
-        a, b = int(bounds[k]), int(bounds[k + 1])
-        if b > a:
-            out.append((d, bucket_ts[a:b], {name: col[a:b] for name, col in cols.items()}))
+    for k, d in enumerate(parts):
+        a, z = bounds[k], bounds[k + 1]
+        if z > a:
+            out.append((d, bucket_ts[a:z], {name: col[a:z] for name, col in cols.items()}))
     return out
 
 
@@ -606,7 +654,8 @@ class Engine:
         step = res.step_ms
         lo = (plan.start_ms // step) * step
         now = self.now_ms()
-        tail = ((now - self.rollup_lag_ms - step) // step) * step
+        # Buckets that ended more than rollup_lag_ms ago are complete: read them where written.
+        tail = ((now - self.rollup_lag_ms) // step) * step
         matchers = list(plan.matchers)
         raw_floor = ((now - RAW_RETENTION_MS) // step + 1) * step
         if lo >= now - RECENT_FROM_RAW_MS and lo >= raw_floor:
