@@ -3,8 +3,9 @@
     ringmon scraper --config configs/cluster.yaml --id scraper-1 --listen 127.0.0.1:9401
 
 Joins ``<root>/scrapers/<id>`` in ZooKeeper, builds the hash ring over the live scraper ids
-and scrapes only the targets whose key maps to itself (ZooKeeper pools, plus the static
-file's targets when the config names one). When scrapers or targets change, the scrape
+and scrapes only the targets whose key maps to itself, or that the ring's bounded-load
+overrides (``<root>/ring/overrides``, planned by the lowest live id) give it (ZooKeeper
+pools, plus the static file's targets when the config names one). When scrapers or targets change, the scrape
 pool is synced: only the loops that moved start or stop. While ZooKeeper is unreachable
 it keeps scraping its last assignment.
 
@@ -248,7 +249,8 @@ class ScraperProcess:
         return {
             "scraper": self.opts.scraper_id,
             "zookeeper_connected": self.registry.view.connected,
-            "ring": {"members": list(a.ring.members), "vnodes": a.ring.vnodes},
+            "ring": {"members": list(a.ring.members), "vnodes": a.ring.vnodes, "overrides": len(a.overrides),
+                     "overrides_version": a.overrides_version, "plan_current": a.plan_current},
             "recorder": self.coordinator.is_recorder(),
             "known_targets": len(a.targets),
             "owned": sorted(t.key for t in a.owned),

@@ -155,7 +155,9 @@ def steady(docs: dict[str, dict] | None, all_keys: set[str], plan: OverridesDoc 
     )
     if ok and plan is not None:
         ring = ScraperRing(ids)
-        ok = list(plan.members) == ids and all(plan.owner(ring, k) == sid for sid, d in docs.items() for k in d["owned"])
+        ok = (list(plan.members) == ids
+              and all(d["ring"]["overrides_version"] == plan.version and d["ring"]["plan_current"] for d in docs.values())
+              and all(plan.owner(ring, k) == sid for sid, d in docs.items() for k in d["owned"]))
     return ok
 
 
