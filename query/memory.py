@@ -22,9 +22,9 @@ from storage.rollup import rollup_raw, rollup_rollup
 _FAR = 2**62
 
 
-def _bounds(ts: np.ndarray, start_ms: int, end_ms: int) -> list[int]:
-    """[lo, hi) of the sorted timestamps ``ts`` within [start_ms, end_ms]."""
-    return np.searchsorted(ts, (max(min(start_ms, _FAR), -_FAR), max(min(end_ms, _FAR), -_FAR) + 1)).tolist()
+def _bounds(start_ms: int, end_ms: int) -> np.ndarray:
+    """Search keys giving [lo, hi) of [start_ms, end_ms] in sorted int64 timestamps."""
+    return np.array([max(min(start_ms, _FAR), -_FAR), max(min(end_ms, _FAR), -_FAR) + 1], dtype=np.int64)
 
 
 @dataclass
@@ -159,13 +159,14 @@ class MemoryStorage(Storage):
         self.select_calls += 1
         self.select_log.append((resolution.value, start_ms, end_ms))
         out: list[SeriesData] = []
+        keys = _bounds(start_ms, end_ms)
         if resolution is not Resolution.RAW:
             rows = self._rollups.get(resolution)
             if rows is None:
                 raise StorageError(f"resolution {resolution.value} is not available in this store")
             for sid in self._selected(matchers, resolution):
                 d = rows[sid]
-                lo, hi = _bounds(d.timestamps, start_ms, end_ms)
+                lo, hi = d.timestamps.searchsorted(keys).tolist()
                 if hi > lo:
                     agg = {k: v[lo:hi] for k, v in (d.agg or {}).items()}
                     out.append(SeriesData(d.series, d.timestamps[lo:hi], d.values[lo:hi], resolution, agg))
@@ -173,7 +174,7 @@ class MemoryStorage(Storage):
             return out
         for col in self._selected(matchers, resolution):
             ts, vals = col.arrays()
-            lo, hi = _bounds(ts, start_ms, end_ms)
+            lo, hi = ts.searchsorted(keys).tolist()
             if hi > lo:
                 out.append(SeriesData(col.series, ts[lo:hi], vals[lo:hi]))
                 self.selected_samples += hi - lo
@@ -181,9 +182,10 @@ class MemoryStorage(Storage):
 
     async def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Series]:
         out = []
+        keys = _bounds(start_ms, end_ms)
         for col in self._selected(matchers, Resolution.RAW):
             ts, _ = col.arrays()
-            lo, hi = _bounds(ts, start_ms, end_ms)
+            lo, hi = ts.searchsorted(keys).tolist()
             if hi > lo:
                 out.append(col.series)
         return out
