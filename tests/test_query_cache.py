@@ -9,6 +9,7 @@ import pytest
 from query.cache import RangeQueryCache
 from query.engine import Engine
 from query.memory import MemoryStorage
+from storage.base import Resolution
 from storage.model import Series, make_labels
 
 MIN = 60_000
@@ -40,12 +41,15 @@ def _storage(until: int) -> MemoryStorage:
     return st
 
 
-def _same(a, b) -> None:
+def _same(a, b, rtol: float = 0.0) -> None:
     assert a.type == b.type == "matrix"
     assert [s.labels for s in a.series] == [s.labels for s in b.series]
     for x, y in zip(a.series, b.series, strict=True):
         np.testing.assert_array_equal(x.timestamps, y.timestamps)
-        np.testing.assert_array_equal(x.values, y.values)
+        if rtol:
+            np.testing.assert_allclose(x.values, y.values, rtol=rtol, atol=0)
+        else:
+            np.testing.assert_array_equal(x.values, y.values)
 
 
 EXPRS = [
@@ -116,3 +120,82 @@ async def test_eviction_bounds_memory() -> None:
     cache = RangeQueryCache(eng, now_ms=clock, max_points=2000)
     await cache.range_query("cpu_total", NOW - 24 * HOUR, NOW, MIN)
     assert cache._points <= 2000 and cache.stats.evicted > 0
+
+
+DAY = 24 * HOUR
+
+
+def _rollup_store(now: int) -> MemoryStorage:
+    """40 days of counters (2-minute samples, 15 s for the last two days; one reset, one gap)
+    with 1m and 1h rows written by the rollup job's own functions up to an hour ago."""
+    st = MemoryStorage()
+    rng = np.random.default_rng(11)
+    ts = np.concatenate(
+        [
+            np.arange(now - 40 * DAY, now - 2 * DAY, 120_000, dtype=np.int64),
+            np.arange(now - 2 * DAY, now + 1, 15_000, dtype=np.int64),
+        ]
+    )
+    for h in range(3):
+        for mode in ("idle", "user"):
+            s = Series.of(make_labels("cpu_total", host=f"h{h}", mode=mode))
+            vals = np.cumsum(rng.random(len(ts)) * 7.3)
+            if h == 1:
+                vals[len(ts) // 3 :] -= vals[len(ts) // 3]  # a counter reset
+            keep = ~((ts > now - 3 * HOUR) & (ts < now - 2 * HOUR)) if h == 2 else slice(None)
+            st.add_series(s, ts[keep], vals[keep])
+    _run_rollup_job(st, now - HOUR)
+    return st
+
+
+def _run_rollup_job(st: MemoryStorage, until: int) -> None:
+    st.build_rollups(Resolution.MINUTE, until // MIN * MIN)
+    st.build_rollups(Resolution.HOUR, until // HOUR * HOUR)
+
+
+@pytest.mark.parametrize(
+    ("window", "step", "resolution"),
+    [(DAY, MIN, "1m"), (30 * DAY, HOUR, "1h"), (39 * DAY, 8 * HOUR, "1h")],
+)
+async def test_refresh_after_new_samples_equals_uncached(window: int, step: int, resolution: str) -> None:
+    """Dashboard refreshes a minute apart while samples keep arriving and the rollup job
+    catches up: every cached answer equals an uncached evaluation at that moment, on the 1m
+    and 1h rollup paths (stored rows, plus the newest buckets built from raw).
+
+    Equal up to 1e-12 relative: the engine sums a rollup window from prefix sums over the
+    whole query range, so the last bits of a step's value depend on where the query starts
+    (two uncached queries over different ranges differ the same way). A wrong bucket, a
+    missing tail or a stale chunk would be off by far more."""
+    clock = Clock(NOW)
+    st = _rollup_store(NOW)
+    eng = Engine(st, now_ms=clock)
+    cache = RangeQueryCache(eng, now_ms=clock)
+    expr = f"sum by (mode) (rate(cpu_total[{max(300, step // 1000)}s]))"
+    rng = np.random.default_rng(2)
+    series = st.all_series()
+    last = {s.id: float(st._series[s.id].arrays()[1][-1]) for s in series}
+    refreshed = 0
+    written = NOW
+    for minute in range(0, 75):
+        clock.now = NOW + minute * MIN
+        # Scrapes land in storage 20-40 s after their timestamp: the newest steps of each
+        # answer lack samples that arrive before the next refresh.
+        landed = clock.now - 20_000 - 20_000 * (minute % 2)
+        for t in range(written + 15_000, landed + 1, 15_000):
+            for s in series:
+                last[s.id] += float(rng.random() * 7.3)
+                st.add_sample(s, t, last[s.id])
+            written = t
+        if minute in (20, 61):  # the rollup job writes the next window's rows
+            _run_rollup_job(st, clock.now - 10 * MIN)
+        end = clock.now // step * step
+        st.select_log.clear()
+        got = await cache.range_query(expr, end - window, end, step)
+        if minute == 0:
+            assert resolution in {r for r, _, _ in st.select_log}
+        else:
+            refreshed += bool(st.select_log)
+        want = await eng.range_query(expr, end - window, end, step)
+        _same(got, want, rtol=1e-12)
+        assert len(got.series) == 2 and len(got.series[0].timestamps) > window // step // 2
+    assert cache.stats.hits > 0 and refreshed > 0
