@@ -28,9 +28,16 @@ from alerting.promql_check import NO_OPTIONAL_FEATURES, ParserFeatures
 from alerting.rulefile import LoadOptions, RuleFileError, RuleGroup, load_rule_file
 from alerting.state import FIRING, MemoryAlertStateStore
 from query.engine import Engine
+from query.histogram import (
+    FloatHistogram,
+    HistogramError,
+    expand_histogram,
+    parse_histogram,
+    split_series_values,
+)
 from query.memory import MemoryStorage
 from storage.base import DirectWriter
-from storage.model import STALE_NAN, SampleBatch, Series, labels_from_dict
+from storage.model import STALE_NAN, Series, labels_from_dict
 
 TEST_FILE_KEYS = ("rule_files", "evaluation_interval", "group_eval_order", "tests", "fuzzy_compare")
 TEST_GROUP_KEYS = ("name", "interval", "input_series", "alert_rule_test", "promql_expr_test", "external_labels",
@@ -42,7 +49,7 @@ class UnitTestError(ValueError):
 
 
 class UnsupportedFeature(UnitTestError):
-    """Input the engine cannot represent (native histograms)."""
+    """Input the engine cannot represent (kept for callers; native histograms are supported)."""
 
 
 @dataclass
@@ -79,14 +86,22 @@ def _num(text: str) -> float:
     return float(text)
 
 
-def expand_values(text: str) -> list[float | None]:
-    """``1+2x3 _ stale 5`` -> [1, 3, 5, 7, None, STALE, 5] (None = no sample at that step)."""
-    out: list[float | None] = []
+def expand_values(text: str) -> list[float | FloatHistogram | None]:
+    """``1+2x3 _ stale 5`` -> [1, 3, 5, 7, None, STALE, 5] (None = no sample at that step);
+    native histogram items (``{{...}}``, ``{{a}}+{{b}}xN``, ``{{a}}xN``) give FloatHistograms."""
+    out: list[float | FloatHistogram | None] = []
     s = str(text).strip()
-    if "{{" in s:
-        raise UnsupportedFeature("native histogram samples are not supported by the Ringmon engine")
-    for tok in s.split():
-        if tok == "_":
+    try:
+        items = split_series_values(s)
+    except HistogramError as exc:
+        raise UnitTestError(str(exc)) from None
+    for tok in items:
+        if tok.startswith("{{"):
+            try:
+                out.extend(expand_histogram(tok))
+            except HistogramError as exc:
+                raise UnitTestError(f"{exc} (in series values {text!r})") from None
+        elif tok == "_":
             out.append(None)
         elif tok == "stale":
             out.append(STALE_NAN)
@@ -264,19 +279,17 @@ class UnitTestRunner:
             if not isinstance(item, dict) or "series" not in item:
                 raise UnitTestError(f"{label}: input_series[{j}]: needs 'series' and 'values'")
             labels = parse_series_labels(item["series"])
-            try:
-                values = expand_values(str(item.get("values", "")))
-            except UnsupportedFeature as exc:
-                if not self.options.skip_native_histograms:
-                    raise
-                skipped.append(f"{label}: input series {item['series']!r}: {exc}")
+            raw_values = str(item.get("values", ""))
+            if self.options.skip_native_histograms and "{{" in raw_values:
+                skipped.append(f"{label}: input series {item['series']!r}: native histogram input skipped")
                 continue
+            values = expand_values(raw_values)
             s = Series.of(labels_from_dict(labels))
-            batch = SampleBatch("unittest")
             for k, v in enumerate(values):
-                if v is not None:
-                    batch.add(s, start_ms + k * interval_ms, v)
-            storage.write_sync(batch)
+                if isinstance(v, FloatHistogram):
+                    storage.add_histogram(s, start_ms + k * interval_ms, v)
+                elif v is not None:
+                    storage.add_sample(s, start_ms + k * interval_ms, v)
         ext = {str(k): str(v) for k, v in (tg.get("external_labels") or {}).items()}
         engine = Engine(storage)
         query = self._query_fn(engine)
@@ -333,16 +346,21 @@ class UnitTestRunner:
         for et_test in expr_tests:
             expr = str(et_test.get("expr", ""))
             et = _duration(et_test.get("eval_time"), "eval_time")
-            exp_samples = []
+            exp_samples: list[tuple[dict, float | str]] = []
             skip = False
             for es in et_test.get("exp_samples") or []:
-                if "histogram" in es:
+                lab = parse_series_labels(es["labels"]) if es.get("labels") else {}
+                if es.get("histogram"):
                     if self.options.skip_native_histograms:
                         skip = True
                         break
-                    raise UnsupportedFeature("native histogram expectations are not supported by the Ringmon engine")
-                lab = parse_series_labels(es["labels"]) if es.get("labels") else {}
-                exp_samples.append((lab, float(es.get("value", 0))))
+                    try:
+                        hist = parse_histogram(str(es["histogram"]))
+                    except HistogramError as exc:
+                        raise UnitTestError(f"{label}: expr {expr!r}: {exc}") from None
+                    exp_samples.append((lab, hist.test_expression()))
+                else:
+                    exp_samples.append((lab, float(es.get("value", 0))))
             if skip:
                 skipped.append(f"{label}: expr {expr!r} at {format_duration_ms(et)} (native histograms)")
                 continue
@@ -353,9 +371,9 @@ class UnitTestRunner:
                 continue
             if res.type == "scalar":
                 assert res.scalar is not None
-                got = [({}, float(res.scalar[1]))]
+                got: list[tuple[dict, float | str]] = [({}, float(res.scalar[1]))]
             elif res.type == "vector":
-                got = [(dict(s.labels), float(s.values[-1])) for s in res.series if len(s.values)]
+                got = [(dict(s.labels), _sample_value(storage, float(s.values[-1]))) for s in res.series if len(s.values)]
             else:
                 errors.append(f"{label}: expr: {expr!r}: result is a {res.type}, expected a vector or scalar")
                 continue
@@ -377,18 +395,30 @@ class UnitTestRunner:
         return query
 
 
-def _samples_equal(exp: list[tuple[dict, float]], got: list[tuple[dict, float]], fuzzy: bool) -> bool:
+def _sample_value(storage: MemoryStorage, v: float) -> float | str:
+    """A result value: a float, or a native histogram's canonical test expression."""
+    h = storage.histogram(v)
+    return h.test_expression() if h is not None else v
+
+
+def _samples_equal(exp: list[tuple[dict, float | str]], got: list[tuple[dict, float | str]], fuzzy: bool) -> bool:
+    """Same label sets with equal floats, or identical histogram test expressions (as promtool)."""
     if len(exp) != len(got):
         return False
     key = lambda x: sorted(x[0].items())  # noqa: E731
     for (el, ev), (gl, gv) in zip(sorted(exp, key=key), sorted(got, key=key), strict=True):
-        if el != gl or not _float_eq(ev, gv, fuzzy):
+        if el != gl or isinstance(ev, str) != isinstance(gv, str):
+            return False
+        if isinstance(ev, str) or isinstance(gv, str):
+            if ev != gv:
+                return False
+        elif not _float_eq(ev, gv, fuzzy):
             return False
     return True
 
 
-def _fmt_samples(items: list[tuple[dict, float]]) -> str:
-    return "[" + ", ".join(f"{_fmt_labels(lab)} {v!r}" for lab, v in items) + "]"
+def _fmt_samples(items: list[tuple[dict, float | str]]) -> str:
+    return "[" + ", ".join(f"{_fmt_labels(lab)} {v if isinstance(v, str) else repr(v)}" for lab, v in items) + "]"
 
 
 def _fmt_alerts(items: list[tuple[dict, dict]]) -> str:

@@ -126,6 +126,9 @@ class Evaluator:
         self.sel_res: dict[int, Resolution] = {}
         self.now_ms = 0
         self.downsample = False
+        # Native histogram table of the store (MemoryStorage.histogram), None elsewhere.
+        self.hist_lookup: Callable[[float], Any] | None = None
+        self._parents: list[P.Node] = []
 
     # -------------------------------------------------------------- helpers
     def check_deadline(self) -> None:
@@ -196,6 +199,20 @@ class Evaluator:
     # ------------------------------------------------------------------ eval
     def eval(self, node: P.Node, times: np.ndarray) -> Value:
         self.check_deadline()
+        if self.hist_lookup is None:
+            return self._eval(node, times)
+        # A store with native histogram samples: know each node's parent, so a selector can
+        # refuse to hand histograms to an operation that would treat them as floats.
+        self._parents.append(node)
+        try:
+            value = self._eval(node, times)
+        finally:
+            self._parents.pop()
+        if isinstance(node, (P.VectorSel, P.MatrixSel)):
+            check_histogram_use(value, self._parents[-1] if self._parents else None)
+        return value
+
+    def _eval(self, node: P.Node, times: np.ndarray) -> Value:
         if isinstance(node, P.NumberLit):
             return Scalar(np.full(len(times), node.value))
         if isinstance(node, P.StringLit):
@@ -560,6 +577,7 @@ class Engine:
         )
         ev.downsample = self.downsample
         ev.now_ms = self.now_ms()
+        ev.hist_lookup = getattr(self.storage, "histogram", None)
         plans: dict[tuple, FetchPlan] = {}
         _plan_fetches(node, int(times[0]), int(times[-1]), ev, plans, 0 if instant else step)
         stats = QueryStats()
@@ -751,6 +769,43 @@ class Engine:
                 series.append(ResultSeries(dict(lab), times[p], value.values[i][p]))
         series.sort(key=lambda s: sorted(s.labels.items()))
         return QueryResult("matrix", series)
+
+
+def check_histogram_use(value: Value, parent: P.Node | None) -> None:
+    """QueryError when histogram samples would reach an operation that has no histogram support."""
+    from query.histogram import ref_mask
+
+    if isinstance(value, InstantVector):
+        has = bool(len(value.labels)) and bool((ref_mask(value.values) & value.present).any())
+    elif isinstance(value, RangeVector):
+        has = bool(len(value.vals_flat)) and bool(ref_mask(value.vals_flat).any())
+    else:
+        return
+    if not has or parent is None:
+        return
+    if isinstance(parent, P.Call) and parent.name in HISTOGRAM_FUNCTIONS:
+        return
+    if isinstance(parent, P.Binary) and parent.op in ("and", "or", "unless"):
+        return
+    if isinstance(parent, P.Call):
+        what = f"{parent.name}()"
+    elif isinstance(parent, P.Aggregate):
+        what = f"the {parent.op} aggregation"
+    elif isinstance(parent, P.Binary):
+        what = f"the {parent.op} operator"
+    elif isinstance(parent, P.Negate):
+        what = "unary minus"
+    else:
+        what = "subqueries"
+    raise QueryError(f"native histograms are not supported by {what}")
+
+
+# Functions that take native histogram samples (they read counts/sums, or only presence and
+# timestamps, or pass the sample through unchanged).
+HISTOGRAM_FUNCTIONS = frozenset({
+    "histogram_count", "histogram_sum", "histogram_avg", "timestamp", "absent", "absent_over_time",
+    "present_over_time", "count_over_time", "last_over_time",
+})
 
 
 def _is_sorted_output(node: P.Node) -> bool:

@@ -1211,6 +1211,30 @@ def _native_only(ev: "Evaluator", node: P.Call, times: np.ndarray):
     return InstantVector.empty(len(times))
 
 
+def _histogram_field(kind: str):
+    """histogram_count / histogram_sum / histogram_avg of native histogram samples (float
+    samples give nothing, as upstream)."""
+
+    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray):
+        vec = _vector_arg(ev, node.args[0], times, node.name)
+        lookup = ev.hist_lookup
+        if lookup is None or not len(vec):
+            return InstantVector.empty(len(times))
+        from query.histogram import ref_mask
+
+        mask = ref_mask(vec.values) & vec.present
+        out = np.zeros(vec.values.shape)
+        for i, k in zip(*np.nonzero(mask), strict=True):
+            h = lookup(float(vec.values[i, k]))
+            if h is None:
+                mask[i, k] = False
+                continue
+            out[i, k] = h.count if kind == "count" else h.sum if kind == "sum" else h.sum / h.count
+        return InstantVector(vec.labels, out, mask).with_drop(True).compact()
+
+    return impl
+
+
 # ---------------------------------------------------------------- dispatch table
 def eval_call(ev: "Evaluator", node: P.Call, times: np.ndarray):
     name = node.name
@@ -1383,9 +1407,9 @@ _FUNCS: dict[str, Callable] = {
     "label_replace": _label_replace,
     "label_join": _label_join,
     "histogram_quantile": _histogram_quantile,
-    "histogram_count": _native_only,
-    "histogram_sum": _native_only,
-    "histogram_avg": _native_only,
+    "histogram_count": _histogram_field("count"),
+    "histogram_sum": _histogram_field("sum"),
+    "histogram_avg": _histogram_field("avg"),
     "histogram_fraction": _histogram_fraction,
     "histogram_quantiles": _histogram_quantiles,
     "start": _query_scalar("start"),

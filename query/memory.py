@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from query.histogram import FloatHistogram, decode_ref, encode_ref
 from storage.base import HOUR_MS, MINUTE_MS, Resolution, SeriesData, Storage, StorageError
 from storage.matchers import Matcher, match_all
 from storage.model import SampleBatch, Series
@@ -38,6 +39,7 @@ class _Column:
     pending: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     pending_ts: list[int] = field(default_factory=list)
     pending_vals: list[float] = field(default_factory=list)
+    last_hist: FloatHistogram | None = None  # the previous sample, when it was a histogram
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         if self.pending_ts:
@@ -65,6 +67,7 @@ class MemoryStorage(Storage):
     def __init__(self) -> None:
         self._series: dict[int, _Column] = {}
         self._rollups: dict[Resolution, dict[int, SeriesData]] = {}
+        self._histograms: list[FloatHistogram] = []
         self.select_calls = 0
         self.selected_samples = 0
         self.select_log: list[tuple[str, int, int]] = []  # (resolution, start, end) per select
@@ -87,6 +90,28 @@ class MemoryStorage(Storage):
             self._selections.clear()
         col.pending_ts.append(ts_ms)
         col.pending_vals.append(value)
+        if decode_ref(value) is None:
+            col.last_hist = None
+
+    def add_histogram(self, series: Series, ts_ms: int, h: FloatHistogram) -> None:
+        """Append a native histogram sample (in time order). Its counter-reset hint is set as
+        a TSDB chunk reports it on read: a series' first histogram keeps its own hint, later
+        ones are ``not_reset`` unless a reset is detected (``reset``); gauges stay gauges."""
+        col = self._series.get(series.id)
+        prev = col.last_hist if col is not None else None
+        h = h.copy()
+        if prev is not None and h.hint != "gauge":
+            h.hint = "reset" if (h.hint == "reset" or h.detect_reset(prev)) else "not_reset"
+        self._histograms.append(h)
+        self.add_sample(series, ts_ms, encode_ref(len(self._histograms) - 1))
+        self._series[series.id].last_hist = h
+
+    def histogram(self, value: float) -> FloatHistogram | None:
+        """The histogram a stored value refers to (None for a float sample)."""
+        idx = decode_ref(value)
+        if idx is None or idx >= len(self._histograms):
+            return None
+        return self._histograms[idx]
 
     def add_series(self, series: Series, ts: np.ndarray, values: np.ndarray) -> None:
         """Bulk-load samples of one series (appended to what is there)."""
@@ -100,6 +125,7 @@ class MemoryStorage(Storage):
     def clear(self) -> None:
         self._series.clear()
         self._rollups.clear()
+        self._histograms.clear()
         self._selections.clear()
 
     def put_rollup(self, data: SeriesData) -> None:

@@ -14,9 +14,6 @@ from cli.main import main
 
 PROMTOOL = CONFORMANCE / "promtool-rules"
 EXP = json.loads((PROMTOOL / "expectations.json").read_text())
-# The engine has no native histograms: unittest.yml's histogram inputs/expectations are skipped
-# explicitly (and the file fails without the flag, see below).
-NEEDS_HISTOGRAM_SKIP = {"unittest.yml"}
 
 
 def _id(e: dict) -> str:
@@ -32,14 +29,37 @@ def test_unit_test_files_exit_codes(entry: dict, capsys: pytest.CaptureFixture) 
         argv += ["--enable-feature", f"promql-{f.replace('_', '-')}"]
     if entry.get("ignore_unknown_fields"):
         argv.append("--ignore-unknown-fields")
-    if entry["file"] in NEEDS_HISTOGRAM_SKIP:
-        argv.append("--skip-native-histograms")
     assert main(argv) == entry["exit"], capsys.readouterr()
 
 
-def test_unittest_yml_without_histogram_skip_fails_clearly(capsys: pytest.CaptureFixture) -> None:
-    assert main(["rules", "test", str(PROMTOOL / "unittest.yml")]) == 1
-    assert "native histogram" in capsys.readouterr().err
+def test_a_changed_histogram_expectation_fails(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture) -> None:
+    """Histogram samples are compared like promtool: canonical text, counter-reset hint included."""
+    shutil.copy(PROMTOOL / "rules.yml", tmp_path / "rules.yml")
+    text = (PROMTOOL / "unittest.yml").read_text()
+    for old, new in (("{{count:4 sum:5.6 counter_reset_hint:not_reset buckets:[4]}}", "{{count:4 sum:5.6 buckets:[4]}}"),
+                     ("{{count:2 sum:3 counter_reset_hint:not_reset buckets:[2]}}",
+                      "{{count:2 sum:3 counter_reset_hint:not_reset buckets:[1 1]}}")):
+        assert old in text
+        (tmp_path / "t.yml").write_text(text.replace(old, new))
+        assert main(["rules", "test", str(tmp_path / "t.yml")]) == 1
+        err = capsys.readouterr().err
+        assert "got: [test_histogram_" in err and "{{" in err
+    # Reordered fields and an explicit zero are the same histogram.
+    (tmp_path / "t.yml").write_text(text.replace(
+        "{{count:4 sum:5.6 counter_reset_hint:not_reset buckets:[4]}}",
+        "{{buckets:[4] offset:0 counter_reset_hint:not_reset sum:5.6 z_bucket:0 count:4}}"))
+    assert main(["rules", "test", str(tmp_path / "t.yml")]) == 0
+
+
+def test_histogram_arithmetic_in_a_unit_test_fails_clearly(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "t.yml").write_text(
+        "tests:\n- interval: 1m\n  input_series:\n  - series: h\n    values: '{{count:2 sum:3 buckets:[2]}}x3'\n"
+        "  promql_expr_test:\n  - expr: h * 2\n    eval_time: 1m\n    exp_samples: []\n"
+        "  - expr: histogram_count(h)\n    eval_time: 2m\n    exp_samples: [{value: 2}]\n")
+    assert main(["rules", "test", str(tmp_path / "t.yml")]) == 1
+    err = capsys.readouterr().err
+    assert "native histograms are not supported by the * operator" in err
+    assert "histogram_count" not in err
 
 
 def test_a_changed_expectation_fails(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture) -> None:
@@ -47,7 +67,7 @@ def test_a_changed_expectation_fails(tmp_path: pathlib.Path, capsys: pytest.Capt
     text = (PROMTOOL / "unittest.yml").read_text()
     text = text.replace('description: "localhost:9090 of job prometheus', 'description: "localhost:9091 of job prometheus')
     (tmp_path / "t.yml").write_text(text)
-    assert main(["rules", "test", "--skip-native-histograms", str(tmp_path / "t.yml")]) == 1
+    assert main(["rules", "test", str(tmp_path / "t.yml")]) == 1
     assert "alertname: InstanceDown, time: 1d" in capsys.readouterr().err
 
 
