@@ -577,7 +577,8 @@ class Engine:
         )
         ev.downsample = self.downsample
         ev.now_ms = self.now_ms()
-        ev.hist_lookup = getattr(self.storage, "histogram", None)
+        if getattr(self.storage, "has_histograms", False):  # MemoryStorage holding histogram samples
+            ev.hist_lookup = self.storage.histogram  # type: ignore[attr-defined]
         plans: dict[tuple, FetchPlan] = {}
         _plan_fetches(node, int(times[0]), int(times[-1]), ev, plans, 0 if instant else step)
         stats = QueryStats()

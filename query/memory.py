@@ -106,6 +106,10 @@ class MemoryStorage(Storage):
         self.add_sample(series, ts_ms, encode_ref(len(self._histograms) - 1))
         self._series[series.id].last_hist = h
 
+    @property
+    def has_histograms(self) -> bool:
+        return bool(self._histograms)
+
     def histogram(self, value: float) -> FloatHistogram | None:
         """The histogram a stored value refers to (None for a float sample)."""
         idx = decode_ref(value)
