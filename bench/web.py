@@ -7,13 +7,15 @@ memory, file system, network, HTTP requests, up): raw samples and 1-minute rollu
 last day, 1-hour rollups for 31 days, as the rollup job would have written them. Then it
 requests ``/d/fleet`` through the real web app over HTTP on 127.0.0.1 and prints the time
 to the full page, cold and with a warm range-query cache (``query.cache.RangeQueryCache``)
-and without any cache. Prints figures; asserts nothing about time.
+and without any cache, with the page's size as HTML and on the wire (deflated), and the
+machine's load average. Prints figures; asserts nothing about time.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -143,14 +145,15 @@ class RenderTimer:
             self.spent += time.perf_counter() - t0
 
 
-async def _time_page(client: TestClient, path: str) -> tuple[float, int]:
+async def _time_page(client: TestClient, path: str) -> tuple[float, int, int]:
+    """(seconds to the whole page, its size as HTML, its size on the wire)."""
     t0 = time.perf_counter()
     resp = await client.get(path)
     body = await resp.read()
     elapsed = time.perf_counter() - t0
     if resp.status != 200 or b'<p class="error">' in body:
         raise SystemExit(f"{path}: HTTP {resp.status} or a panel error; the benchmark would be meaningless")
-    return elapsed, len(body)
+    return elapsed, len(body), int(resp.headers.get("Content-Length", len(body)))
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -164,6 +167,7 @@ async def run(hosts: int, runs: int) -> None:
     t0 = time.perf_counter()
     storage, n_series = build_store(hosts, now_ms)
     print(f"store: {hosts} hosts, {n_series} series, built in {time.perf_counter() - t0:.1f} s")
+    print("load average: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     engine = Engine(storage)
     try:
         from query.cache import RangeQueryCache
@@ -185,17 +189,19 @@ async def run(hosts: int, runs: int) -> None:
         try:
             for span in ("24h", "30d"):
                 path = f"/d/fleet?range={span}"
-                cold, size = await _time_page(client, path)
+                cold, size, wire = await _time_page(client, path)
                 timer.spent = 0.0
                 times = [(await _time_page(client, path))[0] for _ in range(runs)]
                 render_share = timer.spent / max(sum(times), 1e-9)
                 print(
                     f"Fleet {span:>3} {label:>10}: first {cold * 1000:7.1f} ms  "
                     f"p50 {statistics.median(times) * 1000:7.1f} ms  p99 {_pct(times, 99) * 1000:7.1f} ms  "
-                    f"({runs} runs, {render_share:.0%} drawing charts, page {size / 1024:.0f} KiB)"
+                    f"({runs} runs, {render_share:.0%} drawing charts, "
+                    f"page {size / 1024:.0f} KiB, {wire / 1024:.0f} KiB deflated)"
                 )
         finally:
             await client.close()
+    print("load average: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""SVG chart rendering: axes, units, gaps, stacking, thresholds, escaping, limits."""
+"""SVG chart rendering: axes, units, gaps, stacking, thresholds, escaping, limits, thinning, tooltips."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from web.chart import (
     ChartSeries,
     ChartSpec,
     humanize,
+    humanize_many,
     legend_name,
     render_chart,
     series_from_result,
@@ -79,6 +80,84 @@ def test_beyond_the_point_budget_one_tooltip_per_time_step_lists_every_series():
     assert titles[50] == "2026-11-25 07:07:30\na: 1"  # b has no value then
     widths = [float(r.get("width")) for r in cols]
     assert sum(widths) == pytest.approx(800 - 70 - 16, abs=3)  # the bands tile the plot (0.1 px rounding)
+
+
+def points_of(d: str) -> list[list[tuple[float, float]]]:
+    """The (x, y) points of each subpath of a path's ``d``."""
+    return [
+        [(float(x), float(y)) for x, y in re.findall(r"(-?[\d.]+),(-?[\d.]+)", sub)]
+        for sub in d.split("M")[1:]
+    ]
+
+
+def test_dense_series_are_thinned_keeping_each_pixel_columns_extremes_and_the_gaps():
+    n = 20_000
+    ts = T0 + np.arange(n) * 1000
+    rng = np.random.default_rng(3)
+    vals = 1 + 0.5 * np.sin(np.arange(n) / 700) + rng.normal(0, 0.05, n)
+    vals[4321], vals[15000] = 1.95, 0.02  # a one-sample spike and dip
+    vals[9000:9400] = np.nan  # missing data
+    spec = ChartSpec(y_min=0, y_max=2, start_ms=int(ts[0]), end_ms=int(ts[-1]), step_ms=1000)
+    root = parse(render_chart([ChartSeries("x", ts, vals)], spec))
+    subpaths = points_of(lines(root)["x"])
+    assert len(subpaths) == 2  # the gap stays
+    plot_w, plot_h, left, top = 800 - 70 - 16, 240 - 12 - 26, 70, 12
+    drawn = [pt for sub in subpaths for pt in sub]
+    assert len(drawn) <= 4 * (plot_w + 2)  # at most first, last, low, high per column and segment
+    xs = left + (ts - ts[0]) / (ts[-1] - ts[0]) * plot_w
+    ys = top + plot_h - vals / 2 * plot_h
+    drawn_by_col: dict[int, set[float]] = {}
+    for x, y in drawn:  # x is rounded to 0.1 px: a point at 74.0 may be from column 73
+        for col in {int(np.floor(x + 1e-6)), int(np.floor(x - 0.05))}:
+            drawn_by_col.setdefault(col, set()).add(y)
+    ok = ~np.isnan(vals)
+    for col in np.unique(np.floor(xs[ok]).astype(int)):
+        in_col = ok & (np.floor(xs).astype(int) == col)
+        want = {round(float(ys[in_col].min()), 1), round(float(ys[in_col].max()), 1)}
+        assert want <= drawn_by_col.get(int(col), set()), f"column {col}"
+    all_y = [y for _, y in drawn]
+    assert min(all_y) == pytest.approx(top + plot_h - 1.95 / 2 * plot_h, abs=0.06)  # the spike
+    assert max(all_y) == pytest.approx(top + plot_h - 0.02 / 2 * plot_h, abs=0.06)  # the dip
+
+
+def test_sparse_series_are_drawn_point_for_point():
+    ts = np.arange(T0, T0 + 240 * 15_000, 15_000)
+    vals = np.sin(np.arange(240) / 10)
+    root = parse(render_chart([ChartSeries("x", ts, vals)], ChartSpec(width=640)))
+    assert sum(map(len, points_of(lines(root)["x"]))) == 240
+
+
+def test_dense_steps_share_hover_bands_that_give_each_series_range():
+    ts = np.arange(T0, T0 + 600 * 1000, 1000)  # 600 steps on 714 px: 1.2 px apart
+    a = np.ones(600)
+    a[300] = 7  # a spike inside one band
+    b = np.full(600, 2.0)
+    svg = render_chart([ChartSeries("a", ts, a), ChartSeries("b", ts, b)], ChartSpec())
+    root = parse(svg)
+    assert "<circle" not in svg  # 1200 points: over the per-point tooltip budget
+    bands = [r for r in root.iter("{http://www.w3.org/2000/svg}rect") if r.find("s:title", NS) is not None]
+    widths = [float(r.get("width")) for r in bands]
+    assert sum(widths) == pytest.approx(714, abs=0.5) and len(bands) <= 714 / 6 + 1
+    assert min(widths[1:-1]) >= 5.9
+    titles = [r.find("s:title", NS).text for r in bands]
+    assert titles[0].startswith("2026-11-25 07:06:40 – 07:06:4") and titles[0].endswith("\na: 1\nb: 2")
+    spiked = [t for t in titles if "a: 1 – 7" in t]
+    assert len(spiked) == 1 and "b: 2" in spiked[0]
+    at_spike = dt.datetime.fromtimestamp((T0 + 300_000) / 1000, dt.UTC).strftime("%H:%M:%S")
+    first, last = re.match(r"\S+ (\S+) – (\S+)", spiked[0]).groups()
+    assert first <= at_spike <= last
+
+
+def test_humanize_many_matches_humanize():
+    rng = np.random.default_rng(5)
+    values = np.concatenate(
+        [
+            rng.normal(0, 1, 500) * 10.0 ** rng.integers(-12, 19, 500),
+            [0, np.nan, np.inf, -np.inf, 999.5, 999.95, 1000, 1023.99 * 1024, 1e-4, 9.99e-5, 1e-9, 1e-10],
+        ]
+    )
+    for unit in ("none", "bytes", "bytes/s", "seconds", "percent", "ratio", "/s", "cores"):
+        assert humanize_many(values, unit) == [humanize(v, unit) for v in values.tolist()], unit
 
 
 def test_stacked_mode_draws_areas_on_top_of_each_other():

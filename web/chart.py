@@ -11,6 +11,7 @@ SVG attributes and classes (no ``style=``), so a strict CSP needs no ``unsafe-in
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import math
 import re
@@ -168,6 +169,68 @@ def humanize(value: float, unit: str = "none") -> str:
     return _si(value)
 
 
+_SI_SCALES = np.array([1.0] + [s for s, _ in _SI] + [s for s, _ in _SI_SMALL])
+_SI_PREFIXES = np.array([""] + [p for _, p in _SI] + [p for _, p in _SI_SMALL], dtype=object)
+_fmt3g = "{:.3g}".format
+
+
+def _trim_many(x: np.ndarray) -> list[str]:
+    """``[_trim(v) for v in x]``, with the common case (1e-4 <= |v| < 1000) in one pass."""
+    out = list(map(_fmt3g, x.tolist()))
+    a = np.abs(x)
+    for i in np.flatnonzero(~((a >= 1e-4) & (a < 1000))).tolist():
+        out[i] = _trim(float(x[i]))
+    return [t if "e" not in t else _trim(float(x[i])) for i, t in enumerate(out)]
+
+
+def _si_many(v: np.ndarray) -> list[str]:
+    a = np.abs(v)
+    idx = np.zeros(len(v), dtype=np.intp)
+    for k in range(len(_SI_SMALL), 0, -1):  # the largest small scale the value reaches
+        k_at = len(_SI) + k
+        idx = np.where((a > 0) & (a < 0.001) & (a >= _SI_SCALES[k_at]), k_at, idx)
+    for k in range(len(_SI), 0, -1):  # the largest scale the value reaches
+        idx = np.where(a >= _SI_SCALES[k], k, idx)
+    texts = _trim_many(v / _SI_SCALES[idx])
+    return list(map(str.__add__, texts, _SI_PREFIXES[idx].tolist()))
+
+
+def _binary_many(v: np.ndarray) -> list[str]:
+    a = np.abs(v)
+    i = np.zeros(len(v), dtype=np.intp)
+    for k in range(1, len(_BINARY)):
+        i = np.where(a >= 1024.0**k, k, i)
+    texts = _trim_many(np.copysign(a / (1024.0**i), v))
+    suffixes = (" " + np.array(_BINARY, dtype=object))[i].tolist()
+    return list(map(str.__add__, texts, suffixes))
+
+
+def humanize_many(values: Sequence[float] | np.ndarray, unit: str = "none") -> list[str]:
+    """``[humanize(v, unit) for v in values]``, computed a whole array at a time."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1:
+        v = v.reshape(-1)
+    odd = ~np.isfinite(v) | (v == 0)
+    if unit == "seconds" or len(v) < 8:
+        return [humanize(x, unit) for x in v.tolist()]
+    clean = np.where(odd, 1.0, v)
+    if unit in ("bytes", "bytes/s"):
+        out = _binary_many(clean)
+        if unit == "bytes/s":
+            out = [t + "/s" for t in out]
+    elif unit == "percent":
+        out = [t + "%" for t in _trim_many(clean)]
+    elif unit == "ratio":
+        out = [t + "%" for t in _trim_many(clean * 100)]
+    elif unit == "/s":
+        out = [t + "/s" for t in _si_many(clean)]
+    else:
+        out = _si_many(clean)
+    for i in np.flatnonzero(odd).tolist():
+        out[i] = humanize(float(v[i]), unit)
+    return out
+
+
 def format_time(ts_ms: int, tz: dt.tzinfo = dt.UTC) -> str:
     """``2026-11-25 16:00:05 UTC`` in ``tz``."""
     t = dt.datetime.fromtimestamp(ts_ms / 1000, tz)
@@ -315,18 +378,20 @@ def _prepare(series: Sequence[ChartSeries], spec: ChartSpec) -> list[_Prepared]:
         vals = np.asarray(s.values, dtype=np.float64)
         if ts.shape != vals.shape:
             raise ValueError(f"series {s.name!r}: {len(ts)} timestamps but {len(vals)} values")
-        order = np.argsort(ts, kind="stable")
-        ts, vals = ts[order], vals[order]
+        if len(ts) > 1 and np.any(ts[1:] < ts[:-1]):
+            order = np.argsort(ts, kind="stable")
+            ts, vals = ts[order], vals[order]
         vals = np.where(np.isfinite(vals), vals, np.nan)
         out.append(_Prepared(s, ts, vals, np.zeros_like(vals)))
-    if spec.mode == "stacked":
-        running: dict[int, float] = {}
+    if spec.mode == "stacked" and out:
+        # Each series sits on the running total of the ones before it at the same timestamp.
+        grid = np.unique(np.concatenate([p.ts for p in out]))
+        running = np.zeros(len(grid))
         for p in out:
-            base = np.array([running.get(int(t), 0.0) for t in p.ts], dtype=np.float64)
-            p.base = base
-            for t, b, v in zip(p.ts, base, p.vals, strict=True):
-                if not math.isnan(v):
-                    running[int(t)] = b + v
+            at = np.searchsorted(grid, p.ts)
+            p.base = running[at]
+            ok = ~np.isnan(p.vals)
+            running[at[ok]] = p.base[ok] + p.vals[ok]
     return out
 
 
@@ -350,39 +415,102 @@ def _segments(ts: np.ndarray, vals: np.ndarray, gap_ms: float) -> list[tuple[int
     return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
-def _column_tooltips(
-    prepared: list[_Prepared],
-    spec: ChartSpec,
-    x_scale: float,
-    t_lo: int,
-    left: float,
-    top: float,
-    plot_w: float,
-    plot_h: float,
-    when,
-) -> str:
-    """One invisible band per time step whose tooltip lists each series' value then."""
-    by_ts: dict[int, list[str]] = {}
-    for p in prepared:
-        name = escape(p.series.name)
-        for t, v in zip(p.ts.tolist(), p.vals.tolist(), strict=True):
-            if v == v:  # not NaN
-                by_ts.setdefault(t, []).append(f"{name}: {humanize(v, spec.unit)}")
-    stamps = sorted(by_ts)
-    if not stamps:
+THIN_ABOVE_PER_PX = 2  # a series with more points than this per pixel column is thinned
+TIP_BAND_PX = 6.0  # hover bands are at least this wide (one per time step when steps are wider)
+
+
+@functools.lru_cache(maxsize=16384)
+def _when(ts_ms: int, tz: dt.tzinfo) -> str:
+    return dt.datetime.fromtimestamp(ts_ms / 1000, tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _px(coords: np.ndarray) -> list[str]:
+    """Pixel coordinates as text with one decimal (``12.3``; ``repr`` of the rounded float)."""
+    return list(map(repr, coords.round(1).tolist()))
+
+
+def _thin(
+    xs: np.ndarray, tops: np.ndarray, segs: list[tuple[int, int]], plot_w: float
+) -> tuple[np.ndarray | None, list[tuple[int, int]]]:
+    """Min/max decimation (M4) of a series denser than ``THIN_ABOVE_PER_PX`` points per pixel.
+
+    Within each gap-free segment, per 1-px column, keeps the first, last, lowest and highest
+    point, so the drawn line covers exactly the pixels the full line would (spikes stay) and
+    gaps stay where they were. Returns the kept indices (None: keep all) and the segments
+    as ranges of the kept points.
+    """
+    present = sum(b - a for a, b in segs)
+    if present <= THIN_ABOVE_PER_PX * max(plot_w, 1.0):
+        return None, segs
+    idx = np.concatenate([np.arange(a, b) for a, b in segs])
+    seg_of = np.repeat(np.arange(len(segs)), [b - a for a, b in segs])
+    cols = np.clip(np.floor(xs[idx]), -1, plot_w * 4).astype(np.int64) + 1
+    key = seg_of * (int(plot_w * 4) + 3) + cols  # non-decreasing: segments and x both ascend
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    ends = np.r_[starts[1:], len(key)]
+    by_value = np.lexsort((tops[idx], key))  # groups keep their places; low to high inside
+    kept = np.unique(
+        np.concatenate((idx[starts], idx[ends - 1], idx[by_value[starts]], idx[by_value[ends - 1]]))
+    )
+    lo = np.searchsorted(kept, [a for a, _ in segs])
+    hi = np.searchsorted(kept, [b for _, b in segs])
+    return kept, list(zip(lo.tolist(), hi.tolist(), strict=True))
+
+
+def _band_tooltips(
+    prepared: list[_Prepared], spec: ChartSpec, x_scale: float, t_lo: int, left: float, top: float,
+    plot_w: float, plot_h: float,
+) -> str:  # fmt: skip
+    """Invisible hover bands, one per time step or per ``TIP_BAND_PX`` if steps are denser.
+
+    A band's tooltip gives its time (or first - last time) and each series' value there, or
+    its lowest - highest value when the band spans several steps (spikes stay visible).
+    """
+    present = [p.ts[~np.isnan(p.vals)] for p in prepared]
+    stamps = np.unique(np.concatenate(present)) if present else np.empty(0, np.int64)
+    if not stamps.size:
         return ""
-    xs = [(t - t_lo) * x_scale + left for t in stamps]
-    out = ['<g class="cols" fill="#000" fill-opacity="0">']
-    for i, t in enumerate(stamps):
-        lo = left if i == 0 else (xs[i - 1] + xs[i]) / 2
-        hi = left + plot_w if i == len(stamps) - 1 else (xs[i] + xs[i + 1]) / 2
-        lo, hi = max(lo, left), min(hi, left + plot_w)
-        if hi <= lo:
+    xs = (stamps - t_lo) * x_scale + left
+    col = np.floor((xs - left) / TIP_BAND_PX)
+    starts = np.flatnonzero(np.r_[True, col[1:] != col[:-1]])
+    ends = np.r_[starts[1:], len(stamps)]
+    band_of = np.repeat(np.arange(len(starts)), ends - starts)
+    edges = np.empty(len(starts) + 1)
+    edges[0], edges[-1] = left, left + plot_w
+    edges[1:-1] = (xs[ends[:-1] - 1] + xs[starts[1:]]) / 2
+    edges = np.clip(edges, left, left + plot_w).round(1)
+    lines: list[list[str]] = [[] for _ in starts]
+    for p, ts in zip(prepared, present, strict=True):
+        if not ts.size:
             continue
-        lines = "\n".join(by_ts[t])
+        vals = p.vals[~np.isnan(p.vals)]
+        bands = band_of[np.searchsorted(stamps, ts)]
+        first = np.flatnonzero(np.r_[True, bands[1:] != bands[:-1]])
+        low = np.minimum.reduceat(vals, first)
+        high = np.maximum.reduceat(vals, first)
+        texts = humanize_many(low, spec.unit)
+        spread = np.flatnonzero(low != high)
+        if spread.size:
+            for k, text in zip(spread.tolist(), humanize_many(high[spread], spec.unit), strict=True):
+                if text != texts[k]:
+                    texts[k] = f"{texts[k]} – {text}"
+        prefix = escape(p.series.name) + ": "
+        for band, text in zip(bands[first].tolist(), texts, strict=True):
+            lines[band].append(prefix + text)
+    x_text = _px(edges)
+    widths = _px(np.diff(edges))
+    first_ts, last_ts = stamps[starts].tolist(), stamps[ends - 1].tolist()
+    out = ['<g class="cols" fill="#000" fill-opacity="0">']
+    for k, band_lines in enumerate(lines):
+        if edges[k + 1] <= edges[k]:
+            continue
+        when = _when(first_ts[k], spec.tz)
+        if last_ts[k] != first_ts[k]:
+            to = _when(last_ts[k], spec.tz)
+            when += " – " + (to[11:] if to[:10] == when[:10] else to)
         out.append(
-            f'<rect x="{lo:.1f}" y="{top}" width="{hi - lo:.1f}" height="{plot_h}">'
-            f"<title>{when(t)}\n{lines}</title></rect>"
+            f'<rect x="{x_text[k]}" y="{top}" width="{widths[k]}" height="{plot_h}">'
+            f"<title>{when}\n{chr(10).join(band_lines)}</title></rect>"
         )
     out.append("</g>")
     return "".join(out)
@@ -499,41 +627,45 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
 
     # Series.
     gap = _gap_ms(prepared, spec)
-    total_points = sum(int(np.count_nonzero(~np.isnan(p.vals))) for p in prepared)
+    x_scale = plot_w / (t_hi - t_lo)
+    y_scale = plot_h / ((y_hi - y_lo) or 1.0)
+    drawn: list[tuple[_Prepared, np.ndarray, list[str], np.ndarray, list[tuple[int, int]]]] = []
+    for p in prepared:  # (series, kept indices, x text and y of each kept point, gap-free segments)
+        segs = _segments(p.ts, p.vals, gap)
+        xs = (p.ts - t_lo) * x_scale + left
+        tops = p.vals + p.base
+        kept, segs = _thin(xs, tops, segs, plot_w)
+        keep = np.arange(len(xs)) if kept is None else kept
+        ys = bottom - (np.nan_to_num(tops[keep]) - y_lo) * y_scale
+        drawn.append((p, keep, [], ys, segs))
+    # Series of a chart mostly share their timestamps: each x is turned into text once.
+    stamps = np.unique(np.concatenate([p.ts[keep] for p, keep, *_ in drawn])) if drawn else None
+    if stamps is not None and stamps.size:
+        stamp_x = np.array(_px((stamps - t_lo) * x_scale + left), dtype=object)
+        for p, keep, x_txt, *_ in drawn:
+            x_txt.extend(stamp_x[np.searchsorted(stamps, p.ts[keep])].tolist())
+    total_points = sum(b - a for *_, segs in drawn for a, b in segs)
     with_titles = total_points <= spec.max_point_titles
     clip_id = f"clip{next(_clip_ids)}"
     parts.append(
         f'<clipPath id="{clip_id}"><rect x="{left}" y="{top - 2}" width="{plot_w}" height="{plot_h + 4}"/></clipPath>'
     )
     parts.append(f'<g class="series" clip-path="url(#{clip_id})" data-count="{len(prepared)}">')
-    x_scale = plot_w / (t_hi - t_lo)
-    y_scale = plot_h / ((y_hi - y_lo) or 1.0)
-    when_cache: dict[int, str] = {}  # series of one chart share their timestamps
-
-    def when(ts_ms: int) -> str:
-        text = when_cache.get(ts_ms)
-        if text is None:
-            text = dt.datetime.fromtimestamp(ts_ms / 1000, spec.tz).strftime("%Y-%m-%d %H:%M:%S")
-            when_cache[ts_ms] = text
-        return text
-
-    for i, p in enumerate(prepared):
+    for i, (p, keep, x_txt, ys, segs) in enumerate(drawn):
         colour = PALETTE[i % len(PALETTE)]
         dash = DASHES[(i // len(PALETTE)) % len(DASHES)]
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-        segs = _segments(p.ts, p.vals, gap)
-        # Pixel coordinates of every point at once, as text with one decimal.
-        xs = ((p.ts - t_lo) * x_scale + left).round(1).tolist()
-        tops = p.vals + p.base
-        ys = (bottom - (np.nan_to_num(tops) - y_lo) * y_scale).round(1).tolist()
-        d_line: list[str] = []
+        # Pixel coordinates of every point at once, one decimal; "M x,y x,y ..." (implicit L).
+        y_txt = _px(ys)
+        points = [f"{a},{b}" for a, b in zip(x_txt, y_txt, strict=True)]
+        d_line = ["M" + " ".join(points[a:b]) for a, b in segs]
         d_area: list[str] = []
-        for a, b in segs:
-            d_line.append("M" + " L".join([f"{xs[k]:g},{ys[k]:g}" for k in range(a, b)]))
-            if spec.mode == "stacked":
-                base_ys = (bottom - (p.base[a:b] - y_lo) * y_scale).round(1).tolist()
-                under = " L".join([f"{xs[a + k]:g},{base_ys[k]:g}" for k in range(b - a - 1, -1, -1)])
-                d_area.append(d_line[-1] + " L" + under + " Z")
+        if spec.mode == "stacked":
+            base_txt = _px(bottom - (p.base[keep] - y_lo) * y_scale)
+            under = [f"{a},{b}" for a, b in zip(x_txt, base_txt, strict=True)]
+            d_area = [
+                f"{line} L{' '.join(under[a:b][::-1])} Z" for line, (a, b) in zip(d_line, segs, strict=True)
+            ]
         name = _attr(p.series.name)
         parts.append(f'<g class="s" data-name="{name}" fill="{colour}" fill-opacity="0">')
         if d_area:
@@ -545,26 +677,24 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
         )
         # Point markers: invisible until hovered (they carry the tooltip); isolated points,
         # which draw no line, are always visible. Humanised numbers hold no markup characters.
-        tip_name = escape(p.series.name)
-        ts_list = p.ts.tolist()
-        vals_list = p.vals.tolist()
-        for a, b in segs:
-            isolated = b - a == 1
-            if not (with_titles or isolated):
-                continue
-            extra = ' class="iso" fill-opacity="1"' if isolated else ""
-            for k in range(a, b):
-                title = (
-                    f"<title>{tip_name}\n{when(ts_list[k])}: {humanize(vals_list[k], spec.unit)}</title>"
-                    if with_titles
-                    else ""
-                )
-                parts.append(f'<circle cx="{xs[k]:g}" cy="{ys[k]:g}" r="3"{extra}>{title}</circle>')
+        marked = [(a, b) for a, b in segs if with_titles or b - a == 1]
+        if marked:
+            tip = escape(p.series.name) + "\n"
+            at = np.concatenate([np.arange(a, b) for a, b in marked])
+            texts = humanize_many(p.vals[keep[at]], spec.unit) if with_titles else None
+            stamps = p.ts[keep[at]].tolist()
+            n = 0
+            for a, b in marked:
+                extra = ' class="iso" fill-opacity="1"' if b - a == 1 else ""
+                for k in range(a, b):
+                    title = f"<title>{tip}{_when(stamps[n], spec.tz)}: {texts[n]}</title>" if texts else ""
+                    parts.append(f'<circle cx="{x_txt[k]}" cy="{y_txt[k]}" r="3"{extra}>{title}</circle>')
+                    n += 1
         parts.append("</g>")
     parts.append("</g>")
 
     if not with_titles and present:
-        parts.append(_column_tooltips(prepared, spec, x_scale, t_lo, left, top, plot_w, plot_h, when))
+        parts.append(_band_tooltips(prepared, spec, x_scale, t_lo, left, top, plot_w, plot_h))
 
     # Thresholds.
     for th in spec.thresholds:
