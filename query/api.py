@@ -321,9 +321,10 @@ class PrometheusApi:
             try:
                 timeout_s = _timeout(params)
                 if self.cache is not None and timeout_s is None:
-                    res = await self.cache.range_query(expr, start, end, step)
-                else:
-                    res = await self.engine.range_query(expr, start, end, step, timeout_s=timeout_s)
+                    # The cache keeps its chunks' points as JSON text: a refresh only formats new ones.
+                    body = await self.cache.range_query_json(expr, start, end, step)
+                    return web.Response(text=body, content_type="application/json")
+                res = await self.engine.range_query(expr, start, end, step, timeout_s=timeout_s)
             except QueryError as exc:
                 raise _query_error(exc) from None
             return success(result_json(res), res.warnings)

@@ -7,10 +7,15 @@ of one (expression, step, phase) where ``phase = start % step``; a result at a s
 not depend on the query's other steps, so chunks computed by different requests combine.
 Queries whose value depends on the query range (``@ start()``/``@ end()``, ``start()``,
 ``end()``, ``range()``, ``step()``) bypass the cache.
+
+``range_query_json`` answers with the Prometheus API body directly: each chunk keeps its
+points formatted as JSON text (made once, when first asked for), so a refresh formats only
+the points it computed and joins the rest.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -32,6 +37,14 @@ class _Chunk:
     points: int
     created: float
     upto: int = -(2**62)  # the last step whose result this chunk holds (all steps up to it)
+    # Per series: its points as JSON text ``[t,"v"],[t,"v"]...`` and where each point starts
+    # in it (one more entry: the text's length + 1), made by ``text()`` when first needed.
+    _text: dict[Labels, tuple[str, np.ndarray]] | None = None
+
+    def text(self) -> dict[Labels, tuple[str, np.ndarray]]:
+        if self._text is None:
+            self._text = {lab: _points_text(ts, vals) for lab, (ts, vals) in self.series.items()}
+        return self._text
 
 
 @dataclass
@@ -76,7 +89,9 @@ class RangeQueryCache:
         """``chunk_steps``: evaluation steps per chunk (queries with the same step share chunks
         whatever their window). ``recent_ms``: chunks whose last step is newer than
         now - recent_ms are recomputed on every request (late samples may still arrive). ``ttl_s``: a chunk is dropped after
-        this long even if complete (picks up backfilled data eventually)."""
+        this long even if complete (picks up backfilled data eventually). ``max_points``
+        bounds what is kept: a point takes 16 bytes, plus about 30 bytes of JSON text once
+        served by ``range_query_json``."""
         self.engine = engine
         self.recent_ms = recent_ms
         self.chunk_steps = max(1, chunk_steps)
@@ -105,6 +120,26 @@ class RangeQueryCache:
         return hit
 
     async def range_query(self, expr: str, start_ms: int, end_ms: int, step_ms: int) -> QueryResult:
+        got = await self._collect(expr, start_ms, end_ms, step_ms)
+        if isinstance(got, QueryResult):
+            return got
+        parts, warnings = got
+        return _merge(parts, start_ms, end_ms, warnings)
+
+    async def range_query_json(self, expr: str, start_ms: int, end_ms: int, step_ms: int) -> str:
+        """``range_query`` as the Prometheus API's JSON body (``{"status":"success",...}``)."""
+        got = await self._collect(expr, start_ms, end_ms, step_ms)
+        if isinstance(got, QueryResult):
+            whole = _Chunk({tuple(sorted(s.labels.items())): (s.timestamps, s.values) for s in got.series}, 0, 0.0)
+            return _merge_json({0: whole}, start_ms, end_ms, got.warnings)
+        parts, warnings = got
+        return _merge_json(parts, start_ms, end_ms, warnings)
+
+    async def _collect(
+        self, expr: str, start_ms: int, end_ms: int, step_ms: int
+    ) -> QueryResult | tuple[dict[int, _Chunk], list[str]]:
+        """The chunks covering [start_ms, end_ms] (cached, completed or computed), or the
+        engine's answer for a query the cache does not take."""
         if step_ms <= 0 or end_ms < start_ms or not self._is_cacheable(expr):
             self.stats.bypassed += 1
             return await self.engine.range_query(expr, start_ms, end_ms, step_ms)
@@ -152,7 +187,7 @@ class RangeQueryCache:
                     keep_upto = c_first + ((settled - c_first) // step_ms) * step_ms
                 if keep_upto >= c_first:
                     self._store((*base, k), _prefix(merged, keep_upto))
-        return _merge(parts, start_ms, end_ms, warnings)
+        return parts, warnings
 
     def _split(self, res: QueryResult, run: list[int], phase: int, chunk_len: int) -> dict[int, _Chunk]:
         out = {k: _Chunk({}, 0, time.monotonic()) for k in run}
@@ -224,3 +259,38 @@ def _merge(parts: dict[int, _Chunk], start_ms: int, end_ms: int, warnings: list[
         if keep.any():
             series.append(ResultSeries(dict(lab), ts[keep], vals[keep]))
     return QueryResult("matrix", series, warnings=sorted(set(warnings)))
+
+
+def _points_text(ts: np.ndarray, vals: np.ndarray) -> tuple[str, np.ndarray]:
+    """One series' points as the API writes them, and the offset of each point in the text."""
+    from query.api import format_timestamps, format_values
+
+    pairs = [f'[{t},"{v}"]' for t, v in zip(format_timestamps(ts), format_values(vals), strict=True)]
+    starts = np.zeros(len(pairs) + 1, dtype=np.int64)
+    starts[1:] = np.cumsum(np.fromiter(map(len, pairs), dtype=np.int64, count=len(pairs)) + 1)
+    return ",".join(pairs), starts
+
+
+def _merge_json(parts: dict[int, _Chunk], start_ms: int, end_ms: int, warnings: list[str]) -> str:
+    pieces: dict[Labels, list[str]] = {}
+    for k in sorted(parts):
+        chunk = parts[k]
+        texts = chunk.text()
+        for lab, (ts, _) in chunk.series.items():
+            if not len(ts):
+                continue
+            text, starts = texts[lab]
+            if ts[0] >= start_ms and ts[-1] <= end_ms:
+                piece = text
+            else:
+                a, b = int(np.searchsorted(ts, start_ms, "left")), int(np.searchsorted(ts, end_ms, "right"))
+                if b <= a:
+                    continue
+                piece = text[int(starts[a]) : int(starts[b]) - 1]
+            pieces.setdefault(lab, []).append(piece)
+    result = ",".join(
+        f'{{"metric":{json.dumps(dict(lab))},"values":[{",".join(pieces[lab])}]}}'
+        for lab in sorted(pieces)
+    )
+    tail = f',"warnings":{json.dumps(sorted(set(warnings)))}' if warnings else ""
+    return f'{{"status":"success","data":{{"resultType":"matrix","result":[{result}]}}{tail}}}'

@@ -199,3 +199,32 @@ async def test_refresh_after_new_samples_equals_uncached(window: int, step: int,
         _same(got, want, rtol=1e-12)
         assert len(got.series) == 2 and len(got.series[0].timestamps) > window // step // 2
     assert cache.stats.hits > 0 and refreshed > 0
+
+
+@pytest.mark.parametrize("expr", [*EXPRS, "cpu_total @ start()", "vector(1) * 0.1", "cpu_total * 1e20 / 3"])
+async def test_json_answer_equals_formatted_result(expr: str) -> None:
+    """``range_query_json`` (chunks kept as JSON text) gives the body the API would build
+    from the uncached result, across refreshes and for windows cutting chunks anywhere."""
+    import json
+
+    from query.api import result_json
+
+    clock = Clock(NOW)
+    st = _storage(NOW)
+    eng = Engine(st, now_ms=clock)
+    cache = RangeQueryCache(eng, now_ms=clock)
+    for shift, (start, end, step) in enumerate(
+        [
+            (NOW - 6 * HOUR, NOW, MIN),
+            (NOW - 6 * HOUR + 7 * MIN, NOW - 13 * MIN, MIN),
+            (NOW - 5 * HOUR, NOW + MIN, MIN),
+            (NOW - 2 * HOUR - 17_500, NOW - 17_500, 15_000),
+        ]
+    ):
+        clock.now = NOW + shift * MIN
+        got = json.loads(await cache.range_query_json(expr, start, end, step))
+        res = await eng.range_query(expr, start, end, step)
+        want = {"status": "success", "data": result_json(res)}
+        if res.warnings:
+            want["warnings"] = res.warnings
+        assert got == json.loads(json.dumps(want))
