@@ -695,7 +695,8 @@ class Engine:
                 self.storage.select(matchers, guess - DEFAULT_MAX_GAP_MS, plan.end_ms)
             )
         try:
-            rows = await self.storage.select(matchers, lo, plan.end_ms, res)
+            # Rows from ``guess`` on are never used (the tail starts at or before it).
+            rows = await self.storage.select(matchers, lo, min(plan.end_ms, guess - 1), res)
         except BaseException:
             if raw_task is not None:
                 raw_task.cancel()
@@ -723,12 +724,15 @@ class Engine:
         # joins consecutive parts of a series.
         parts: dict[int, list[SeriesData]] = {}
         for d in rows:
-            cut = int(np.searchsorted(d.timestamps, tail, "left"))
-            if cut == len(d):
-                parts[d.series.id] = [d]
-            elif cut > 0:
+            if not len(d):
+                continue
+            if int(d.timestamps[-1]) >= tail:
+                cut = int(np.searchsorted(d.timestamps, tail, "left"))
+                if cut == 0:
+                    continue
                 agg = {k: v[:cut] for k, v in (d.agg or {}).items()}
-                parts[d.series.id] = [SeriesData(d.series, d.timestamps[:cut], d.values[:cut], res, agg)]
+                d = SeriesData(d.series, d.timestamps[:cut], d.values[:cut], res, agg)
+            parts[d.series.id] = [d]
         for d, bucket_ts, cols in bucketize(raw, tail, plan.end_ms + 1, step):
             parts.setdefault(d.series.id, []).append(SeriesData(d.series, bucket_ts, cols["last"], res, cols))
         ordered = sorted(parts.values(), key=lambda ps: ps[0].series.labels)
