@@ -4,8 +4,15 @@ Prepared statements only. Every driver call is ``execute_async`` bridged to an a
 (the driver's own I/O thread completes it; the event loop never blocks). Writes are grouped
 per partition: one scrape of one target (same hour) is one UNLOGGED single-partition batch
 of ``raw_recent`` rows; index rows for series first seen in a time bucket are batched per
-index partition. Reads of raw samples become NumPy columns
-(``NumpyProtocolHandler``), so a 24 h read of one series is a handful of requests.
+index partition.
+
+Raw reads: one request per (target, series chunk, hour chunk), all concurrent, each small
+enough (``RAW_REQUEST_SERIES_HOURS``) to run unpaged - a paged multi-partition ``IN`` makes
+Cassandra walk the partitions one after another, an unpaged one reads them together. Their
+results are decoded straight into NumPy columns by ``ColumnarProtocolHandler`` (a second
+session): rows of fixed 8-byte cells are one ``np.frombuffer``, no Python object per cell.
+(The driver's own ``NumpyProtocolHandler`` is unusable with NumPy 2: it calls the removed
+``ndarray.newbyteorder`` and the driver swallows the error, returning no rows at all.)
 
 Floats are stored as CQL ``double``: 8 raw IEEE bytes end to end, so NaN payloads (stale
 markers) survive bit for bit (tested).
@@ -21,6 +28,7 @@ import asyncio
 import json
 import logging
 import struct
+import sys
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -37,7 +45,9 @@ from cassandra.cluster import (
     Session,
 )
 from cassandra.connection import ConnectionException
+from cassandra.cqltypes import DoubleType, LongType
 from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.protocol import ProtocolHandler, ResultMessage, read_int
 from cassandra.query import BatchStatement, BatchType, PreparedStatement, tuple_factory
 
 from storage import schema as sch
@@ -50,8 +60,9 @@ log = logging.getLogger(__name__)
 MAX_ROWS_PER_BATCH = 1000  # rows of one partition per UNLOGGED batch
 SERIES_LOOKUP_CHUNK = 100  # ids per `series_id IN ?` lookup
 RAW_READ_SERIES_CHUNK = 100
-RAW_READ_HOURS_CHUNK = 48
-RAW_FETCH_SIZE = 20_000
+# Series x hour partitions per raw read request; requests are unpaged, so this bounds a
+# response: 128 series-hours = 46k rows at a 10 s interval (~1.6 MB), 461k at 1 s (~16 MB).
+RAW_REQUEST_SERIES_HOURS = 128
 MAX_CONCURRENT_REQUESTS = 512  # per write_columns / read call
 
 # Errors that mean "Cassandra is down or slow right now": the writer spools and retries.
@@ -119,6 +130,64 @@ def _enc_label_name(r: tuple) -> list[bytes]:
 _ENCODERS: dict[bytes, object] = {}  # prepared query id -> encoder, filled by _prepare
 
 
+# -- columnar result decoding ------------------------------------------------------------------
+
+_RowsMessage = ProtocolHandler.message_types_by_opcode[ResultMessage.opcode]  # the driver's (Cython) one
+_FIXED8 = {LongType: ">i8", DoubleType: ">f8"}  # CQL types whose cells are always 8 bytes
+
+
+class ColumnarResultMessage(_RowsMessage):
+    """A RESULT whose columns are all ``bigint``/``double`` becomes ``{column: numpy array}``.
+
+    Such a row is, per cell, a 4-byte length (8) and 8 big-endian bytes, so the whole page
+    is one structured ``np.frombuffer``. Anything else (other types, a null cell, column
+    encryption) is decoded by the driver's own parser into the usual list of tuples.
+    """
+
+    def recv_results_rows(self, f, protocol_version, user_type_map, result_metadata, column_encryption_policy):
+        start = f.tell()
+        self.recv_results_metadata(f, user_type_map)
+        meta = self.column_metadata or result_metadata
+        types = [_FIXED8.get(m[3]) for m in meta] if meta else [None]
+        if column_encryption_policy is None and None not in types:
+            n = read_int(f)
+            row = np.dtype([x for i, t in enumerate(types) for x in ((f"n{i}", ">i4"), (f"c{i}", t))])
+            body = f.read()
+            if len(body) == n * row.itemsize:
+                cells = np.frombuffer(body, dtype=row, count=n)
+                if all(bool((cells[f"n{i}"] == 8).all()) for i in range(len(types))):
+                    self.column_names = [m[2] for m in meta]
+                    self.column_types = [m[3] for m in meta]
+                    self.parsed_rows = {m[2]: _native(cells[f"c{i}"]) for i, m in enumerate(meta)}
+                    return
+        f.seek(start)
+        _RowsMessage.recv_results_rows(self, f, protocol_version, user_type_map, result_metadata, column_encryption_policy)
+
+
+def _native(column: np.ndarray) -> np.ndarray:
+    """A contiguous native-endian copy of a big-endian column, moved byte for byte (NaN payloads kept)."""
+    big = np.ascontiguousarray(column)
+    if sys.byteorder == "big":
+        return big
+    return big.byteswap().view(big.dtype.newbyteorder("="))
+
+
+class ColumnarProtocolHandler(ProtocolHandler):
+    """The driver's protocol handler with ``ColumnarResultMessage`` for RESULT messages."""
+
+    message_types_by_opcode = {**ProtocolHandler.message_types_by_opcode, ResultMessage.opcode: ColumnarResultMessage}
+
+
+def page_columns(page, names: Sequence[str], dtypes: Sequence[str]) -> list[np.ndarray]:
+    """The named columns of one result page as arrays (columnar dict or list of tuples)."""
+    if isinstance(page, dict):
+        return [page[n] for n in names]
+    rows = list(page or ())
+    if not rows:
+        return [np.empty(0, dtype=d) for d in dtypes]
+    return [np.array(c, dtype=d) for c, d in zip(zip(*rows, strict=True), dtypes, strict=True)]
+
+
 def shard_of(series_id: int) -> int:
     return series_id % sch.INDEX_SHARDS
 
@@ -170,6 +239,10 @@ class CassandraStorage(Storage):
         self._label_names_done: set[tuple[str, int, str]] = set()
         self._series_info: dict[int, SeriesInfo] = {}
         self._prepare()
+        # Raw reads run on a session of their own whose results are NumPy columns.
+        self.columnar_session = cluster.connect()
+        self.columnar_session.client_protocol_handler = ColumnarProtocolHandler
+        self._prepare_raw_reads(self.columnar_session)
 
     # -- connection -------------------------------------------------------------------------
 
@@ -240,16 +313,6 @@ class CassandraStorage(Storage):
         self.ps_insert_raw: PreparedStatement = p(
             f"INSERT INTO {ks}.raw_recent (target, hour, series_id, ts, value) VALUES (?, ?, ?, ?, ?)"
         )
-        self.ps_read_raw = p(
-            f"SELECT series_id, ts, value FROM {ks}.raw_recent WHERE target = ? AND hour IN ? "
-            "AND series_id IN ? AND ts >= ? AND ts <= ?"
-        )
-        self.ps_read_raw_one = p(
-            f"SELECT ts, value FROM {ks}.raw_recent WHERE target = ? AND hour IN ? "
-            "AND series_id = ? AND ts >= ? AND ts <= ?"
-        )
-        self.ps_read_raw.fetch_size = RAW_FETCH_SIZE
-        self.ps_read_raw_one.fetch_size = RAW_FETCH_SIZE
         self.ps_index: dict[str, dict[str, PreparedStatement]] = {}
         for level in sch.INDEX_LEVELS:
             s = level.suffix
@@ -291,6 +354,21 @@ class CassandraStorage(Storage):
                 _ENCODERS[ps[key].query_id] = enc
         self.ps_insert_raw.consistency_level = self.consistency
 
+    def _prepare_raw_reads(self, session: Session) -> None:
+        p = session.prepare
+        ks = self.keyspace
+        self.ps_read_raw = p(
+            f"SELECT series_id, ts, value FROM {ks}.raw_recent WHERE target = ? AND hour IN ? "
+            "AND series_id IN ? AND ts >= ? AND ts <= ?"
+        )
+        self.ps_read_raw_one = p(
+            f"SELECT ts, value FROM {ks}.raw_recent WHERE target = ? AND hour IN ? "
+            "AND series_id = ? AND ts >= ? AND ts <= ?"
+        )
+        for ps in (self.ps_read_raw, self.ps_read_raw_one):
+            ps.fetch_size = None  # unpaged: requests are bounded by RAW_REQUEST_SERIES_HOURS
+            ps.consistency_level = self.consistency
+
     # -- async bridge -----------------------------------------------------------------------
 
     def _bridge(self, rf: ResponseFuture, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
@@ -323,6 +401,23 @@ class CassandraStorage(Storage):
             if is_transient(exc):
                 raise TransientStorageError(f"cassandra unavailable: {type(exc).__name__}: {exc}") from exc
             raise StorageError(f"cassandra request failed: {type(exc).__name__}: {exc}") from exc
+
+    async def execute_columnar(self, statement, params) -> list:
+        """``execute`` on the columnar session (pages of bigint/double columns are dicts of arrays).
+
+        The driver shuts a session's pool down when a heartbeat on its idle connection fails
+        and, while another session still has the host open, never renews it ("Pool is
+        shutdown" for good). Then this read runs on the main session (tuple rows) and the
+        columnar pools are renewed for the next one.
+        """
+        try:
+            return await self.execute(statement, params, session=self.columnar_session)
+        except TransientStorageError as exc:
+            if "Pool is shutdown" not in str(exc):
+                raise
+            log.warning("columnar read session lost its pool; renewing it, reading on the main session")
+            self.columnar_session.update_created_pools()
+            return await self.execute(statement, params)
 
     async def _rows(self, statement, params) -> list:
         pages = await self.execute(statement, params)
@@ -653,51 +748,63 @@ class CassandraStorage(Storage):
             return []
         return await self.read_raw(infos, start_ms, end_ms)
 
-    async def read_raw(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int) -> list[SeriesData]:
-        """Raw samples of known series in [start_ms, end_ms] from ``raw_recent``."""
+    async def read_raw(
+        self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int, hours: Sequence[int] | None = None
+    ) -> list[SeriesData]:
+        """Raw samples of known series in [start_ms, end_ms] from ``raw_recent``.
+
+        ``hours`` limits the read to those hour partitions (default: every hour of the range).
+        """
         by_target: dict[str, list[int]] = {}
         for info in infos:
             for t in info.targets:
                 by_target.setdefault(t, []).append(info.series.id)
-        hours = list(range(start_ms // sch.RAW_BUCKET_MS, end_ms // sch.RAW_BUCKET_MS + 1))
+        if hours is None:
+            hours = range(start_ms // sch.RAW_BUCKET_MS, end_ms // sch.RAW_BUCKET_MS + 1)
+        hours = sorted(hours)
+        if not hours:
+            return []
         tasks = []
         singles: list[int | None] = []  # the series id of a one-series read (rows are ts, value)
         for target, ids in by_target.items():
             ids.sort()
             for i in range(0, len(ids), RAW_READ_SERIES_CHUNK):
                 chunk = ids[i : i + RAW_READ_SERIES_CHUNK]
-                for h in range(0, len(hours), RAW_READ_HOURS_CHUNK):
-                    hs = hours[h : h + RAW_READ_HOURS_CHUNK]
+                per = max(1, RAW_REQUEST_SERIES_HOURS // len(chunk))
+                for h in range(0, len(hours), per):
+                    hs = hours[h : h + per]
                     if len(chunk) == 1:
-                        tasks.append(self.execute(self.ps_read_raw_one, (target, hs, chunk[0], start_ms, end_ms)))
+                        params = (target, hs, chunk[0], start_ms, end_ms)
+                        tasks.append(self.execute_columnar(self.ps_read_raw_one, params))
                         singles.append(chunk[0])
                     else:
-                        tasks.append(self.execute(self.ps_read_raw, (target, hs, chunk, start_ms, end_ms)))
+                        tasks.append(self.execute_columnar(self.ps_read_raw, (target, hs, chunk, start_ms, end_ms)))
                         singles.append(None)
         parts_sid, parts_ts, parts_val = [], [], []
         for single, pages in zip(singles, await _gather_waves(tasks), strict=True):
-            rows = [r for page in pages for r in page]
-            if not rows:
-                continue
-            cols = list(zip(*rows, strict=True))
-            if single is not None:
-                parts_sid.append(np.full(len(rows), single, dtype=np.int64))
-                cols.insert(0, ())
-            else:
-                parts_sid.append(np.array(cols[0], dtype=np.int64))
-            parts_ts.append(np.array(cols[1], dtype=np.int64))
-            parts_val.append(np.array(cols[2], dtype=np.float64))
+            for page in pages:
+                if single is not None:
+                    ts, val = page_columns(page, ("ts", "value"), ("i8", "f8"))
+                    sid = np.full(ts.size, single, dtype=np.int64)
+                else:
+                    sid, ts, val = page_columns(page, ("series_id", "ts", "value"), ("i8", "i8", "f8"))
+                if ts.size:
+                    parts_sid.append(sid)
+                    parts_ts.append(ts)
+                    parts_val.append(val)
         if not parts_ts:
             return []
         sid = np.concatenate(parts_sid)
         ts = np.concatenate(parts_ts)
         val = np.concatenate(parts_val)
-        order = np.lexsort((ts, sid))
-        sid, ts, val = sid[order], ts[order], val[order]
-        # Drop duplicate (series, ts) pairs (a series seen under two targets in one hour).
-        keep = np.ones(sid.size, dtype=bool)
-        keep[1:] = (sid[1:] != sid[:-1]) | (ts[1:] != ts[:-1])
-        sid, ts, val = sid[keep], ts[keep], val[keep]
+        sorted_already = (sid[0] == sid[-1] and bool((sid == sid[0]).all()) and bool((ts[1:] > ts[:-1]).all()))
+        if not sorted_already:  # one series of one target read in hour order needs nothing
+            order = np.lexsort((ts, sid))
+            sid, ts, val = sid[order], ts[order], val[order]
+            # Drop duplicate (series, ts) pairs (a series seen under two targets in one hour).
+            keep = np.ones(sid.size, dtype=bool)
+            keep[1:] = (sid[1:] != sid[:-1]) | (ts[1:] != ts[:-1])
+            sid, ts, val = sid[keep], ts[keep], val[keep]
         cuts = np.nonzero(sid[1:] != sid[:-1])[0] + 1
         info_by_id = {i.series.id: i for i in infos}
         out = []

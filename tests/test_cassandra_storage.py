@@ -11,7 +11,7 @@ import pytest
 from storage import schema as sch
 from storage.base import DAY_MS, HOUR_MS
 from storage.matchers import Matcher, MatchOp, match_all
-from storage.model import SampleBatch, Series, make_labels
+from storage.model import STALE_NAN, SampleBatch, Series, make_labels
 
 pytestmark = pytest.mark.cassandra
 
@@ -92,6 +92,53 @@ async def test_raw_batch_spanning_an_hour_boundary(cassandra_storage) -> None:
     await store.write_columns("e/h:1", [s.id] * 4, stamps, [1.0, 2.0, 3.0, 4.0], [s])
     got = await store.select([Matcher("__name__", MatchOp.EQ, "hour_edge")], h - 10_000, h + 10_000)
     assert got[0].timestamps.tolist() == stamps and got[0].values.tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+async def test_raw_reads_decode_to_numpy_columns_bit_exact(cassandra_storage) -> None:
+    """The columnar session turns bigint/double rows into arrays (NaN payloads, -0.0, inf kept);
+    other results (a text column) still come back as tuples."""
+    store = cassandra_storage
+    a = Series.of(make_labels("columnar_check", job="c", idx="a"))
+    b = Series.of(make_labels("columnar_check", job="c", idx="b"))
+    h = (int(time.time() * 1000) // HOUR_MS) * HOUR_MS - 3 * HOUR_MS
+    stamps = np.array([h - 5, h, h + 1, h + HOUR_MS + 7, h + 2 * HOUR_MS], dtype=np.int64)
+    vals = np.array([STALE_NAN, -0.0, np.inf, 1e-310, 123.456], dtype=np.float64)
+    n = stamps.size
+    await store.write_columns("c/h:1", [a.id] * n + [b.id] * n, np.tile(stamps, 2), np.tile(vals, 2), [a, b])
+    hours = sorted({int(t) // HOUR_MS for t in stamps})
+    pages = await store.execute_columnar(store.ps_read_raw_one, ("c/h:1", hours, a.id, h - 10, h + 3 * HOUR_MS))
+    assert pages and all(isinstance(p, dict) for p in pages)
+    assert pages[0]["ts"].dtype == np.int64 and pages[0]["value"].dtype == np.float64
+    got = await store.select([Matcher("__name__", MatchOp.EQ, "columnar_check")], h - 10, h + 3 * HOUR_MS)
+    assert [d.series.id for d in got] == sorted([a.id, b.id], key=lambda i: (a if i == a.id else b).labels)
+    for d in got:
+        assert d.timestamps.tolist() == stamps.tolist()
+        assert d.values.view(np.uint64).tolist() == vals.view(np.uint64).tolist()
+    text = await store.execute(
+        f"SELECT value FROM {store.keyspace}.meta WHERE key = 'schema_version'", session=store.columnar_session
+    )
+    assert [list(p) for p in text] == [[(str(sch.SCHEMA_VERSION),)]]
+
+
+async def test_raw_reads_survive_a_shut_down_columnar_pool(cassandra_storage, caplog) -> None:
+    """The driver never renews a pool it shut down after a failed idle heartbeat while another
+    session keeps the host up: the read falls back to the main session and the pool is renewed."""
+    store = cassandra_storage
+    s = Series.of(make_labels("pool_check", job="p"))
+    now = int(time.time() * 1000)
+    await store.write_columns("p/h:1", [s.id, s.id], [now - 1000, now], [1.0, 2.0], [s])
+    for pool in list(store.columnar_session._pools.values()):
+        pool.shutdown()
+    ms = [Matcher("__name__", MatchOp.EQ, "pool_check")]
+    got = await store.select(ms, now - 5000, now)
+    assert [d.values.tolist() for d in got] == [[1.0, 2.0]]
+    assert "columnar read session lost its pool" in caplog.text
+    for _ in range(100):  # the renewal runs on the driver's executor
+        if all(not p.is_shutdown for p in store.columnar_session._pools.values()):
+            break
+        time.sleep(0.05)
+    pages = await store.execute_columnar(store.ps_read_raw_one, ("p/h:1", [now // HOUR_MS], s.id, now - 5000, now))
+    assert [p["value"].tolist() for p in pages if isinstance(p, dict)] in ([[2.0]], [[1.0, 2.0]])
 
 
 # -- 100k series: exact label-matcher selection touching only the queried buckets ----------
