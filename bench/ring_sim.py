@@ -18,6 +18,8 @@ moved <= 1.2/N:
     .venv/bin/python bench/ring_sim.py                              # the defaults
     .venv/bin/python bench/ring_sim.py --cap-factor 1.03 1.05 1.08  # compare cap factors
     .venv/bin/python bench/ring_sim.py --trials 5 --vnodes 500      # more id sets, other vnodes
+    .venv/bin/python bench/ring_sim.py --scrapers 50 --churn 20     # 20 alternating joins/leaves:
+                                                                    # do the overrides pile up?
 
 The "binomial" column is the floor of any stateless placement: keys hashed straight to a
 uniformly random scraper (per-scraper counts are binomial).
@@ -123,6 +125,28 @@ def simulate(keys: list[str], n: int, vnodes: int, cap_factors: list[float], see
     return out
 
 
+def churn(keys: list[str], n: int, vnodes: int, cap_factor: float, rounds: int, seed: int = 11) -> None:
+    """Alternate joins and leaves of random scrapers, each planned from the last plan."""
+    rnd = random.Random(seed)
+    ids = [f"scraper-{rnd.getrandbits(48):012x}" for _ in range(n)]
+    ring = ScraperRing(ids, vnodes=vnodes)
+    plan = plan_overrides(ring, keys, {}, cap_factor)
+    print(f"churn at ~{n} scrapers, cap {cap_factor:g}: round 0: {len(plan)} overrides")
+    for r in range(1, rounds + 1):
+        if r % 2:
+            new_ids = [*ids, f"scraper-{rnd.getrandbits(48):012x}"]
+        else:
+            leaver = rnd.choice(ids)
+            new_ids = [i for i in ids if i != leaver]
+        new_ring = ScraperRing(new_ids, vnodes=vnodes)
+        new_plan = plan_overrides(new_ring, keys, plan, cap_factor, previous_ring=ring)
+        before, after = resolve_owners(ring, plan, keys), resolve_owners(new_ring, new_plan, keys)
+        mx = spread(after, new_ring.members)[0]
+        print(f"  round {r:>2} ({'join' if r % 2 else 'leave'}, {len(new_ids)} scrapers): {len(new_plan):>5} overrides, "
+              f"moved {moved(before, after) / len(keys):.4f} (1.2/N {1.2 / len(ids):.4f}), max/mean {mx:.3f}")
+        ids, ring, plan = new_ids, new_ring, new_plan
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--targets", type=int, default=100_000)
@@ -130,8 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vnodes", type=int, default=DEFAULT_VNODES)
     p.add_argument("--cap-factor", type=float, nargs="+", default=[DEFAULT_CAP_FACTOR])
     p.add_argument("--trials", type=int, default=3, help="scraper-id sets per case (figures are the worst)")
+    p.add_argument("--churn", type=int, default=0, metavar="ROUNDS",
+                   help="instead: alternate ROUNDS joins and leaves at each --scrapers count, printing each round")
     args = p.parse_args(argv)
     keys = target_keys(args.targets)
+    if args.churn:
+        for n in args.scrapers:
+            churn(keys, n, args.vnodes, args.cap_factor[0], args.churn)
+        return 0
     started = time.perf_counter()
     print(f"ring_sim: {args.targets} targets, vnodes {args.vnodes}, worst of {args.trials} scraper-id sets; "
           "plan, one join, one leave")

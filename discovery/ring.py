@@ -1,13 +1,15 @@
-"""The scraper ring: which scraper owns which target.
+"""The scraper ring: which scraper owns which target, before bounded-load overrides.
 
 Every scraper builds the same ``uhashring.HashRing`` over the ids of the live scrapers
-(``<root>/scrapers/*`` in ZooKeeper) and scrapes exactly the targets whose key
-(``pool/host:port``) maps to itself. Identical inputs give identical rings in every
-process, so a target has one owner at steady state; a scraper joining or leaving moves
-only the targets that land on, or leave from, that scraper.
+(``<root>/scrapers/*`` in ZooKeeper). A target's ring owner is the scraper its key
+(``pool/host:port``) maps to; identical inputs give identical rings in every process, and a
+scraper joining or leaving moves only the targets that land on, or leave from, that
+scraper. The scraper that actually scrapes a target is its ring owner unless the shared
+overrides (``discovery.balance``, ``<root>/ring/overrides``) name another one: the ring
+alone cannot hold max/mean <= 1.10 at 200 scrapers (table below), the overrides cap it.
 
 ``DEFAULT_VNODES`` = 1000 was chosen with ``bench/ring_sim.py`` (100,000 targets, worst of
-3 scraper-id sets; goal max/mean <= 1.10 and moved <= 1.2/N)::
+3 scraper-id sets; goal max/mean <= 1.10 and moved <= 1.2/N). The pure ring::
 
     scrapers  max/mean  floor*  moved on join  moved on leave  1.2/N   ring build
           10     1.074   1.018         0.0926          0.1016  0.120      14 ms
@@ -18,9 +20,14 @@ only the targets that land on, or leave from, that scraper.
       scrapers each owns ~500 targets and binomial noise alone puts the fullest at
       ~1.12 x mean, so no placement by key hash can reach 1.10 there; vnodes only remove
       the ring's own share of the imbalance (500 vnodes: 1.186, 2000: 1.23, 4000: 1.16 -
-      dominated by key noise, while build time grows linearly).
+      dominated by key noise, while build time grows linearly). Any stateless scheme in
+      which a leave moves only the leaver's keys is a per-key preference order over
+      scrapers, so its shares are binomial too: reaching 1.10 needs state (the overrides),
+      which bring max/mean to 1.05 at 10, 50 and 200 scrapers (see discovery/balance.py).
 
 Moves are always only to a joining scraper or from a leaving one (0 stray moves).
+``walk(key)`` lists the scrapers in the order they would own ``key`` as owners leave: the
+overrides send a shed target to the first of them with room.
 """
 
 from __future__ import annotations
