@@ -551,6 +551,7 @@ class Engine:
         self, expr: str, start: int, end: int, step: int, *, instant: bool, timeout_s: float | None = None
     ) -> QueryResult:
         node = P.parse(expr)
+        P.bind_step(node, step)  # durations written with step() (0 for an instant query)
         vtype = P.value_type(node)
         if not instant and vtype not in (P.SCALAR, P.VECTOR):
             raise QueryError(

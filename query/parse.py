@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import promql_parser as pp
 
 from query.errors import ParseError
-from query.preparse import MODIFIER_LABEL, preparse
+from query.preparse import MODIFIER_LABEL, StepDuration, preparse
 from storage.matchers import Matcher, MatchOp
 
 # ---------------------------------------------------------------------------- tree
@@ -36,6 +36,7 @@ class VectorSel:
     at: int | str | None = None  # ms, "start", "end" or None
     text: str = ""
     modifier: str | None = None  # "anchored" | "smoothed" (extended range selectors)
+    step_durations: dict[str, StepDuration] | None = None  # field -> duration using step()
 
     @property
     def key(self) -> tuple:
@@ -46,6 +47,7 @@ class VectorSel:
 class MatrixSel:
     vector: VectorSel
     range_ms: int
+    step_durations: dict[str, StepDuration] | None = None
 
 
 @dataclass(eq=False)
@@ -55,6 +57,7 @@ class Subquery:
     step_ms: int  # 0 = engine default
     offset_ms: int = 0
     at: int | str | None = None
+    step_durations: dict[str, StepDuration] | None = None
 
 
 @dataclass(eq=False)
@@ -501,7 +504,45 @@ def parse_with_features(text: str) -> tuple[Node, frozenset[str]]:
         raise ParseError(str(exc), 0, text) from None
     features = set(pre.features)
     _check_modifiers(node, None, text, features)
+    if pre.step_durations:
+        _attach_step_durations(node, pre.step_durations)
     return node, frozenset(features)
+
+
+_DURATION_FIELDS = ("range_ms", "step_ms", "offset_ms")
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, MatrixSel):
+        return [node.vector]
+    if isinstance(node, (Subquery, Negate)):
+        return [node.expr]
+    if isinstance(node, Call):
+        return list(node.args)
+    if isinstance(node, Aggregate):
+        return [node.expr] + ([node.param] if node.param is not None else [])
+    if isinstance(node, Binary):
+        return [node.lhs, node.rhs]
+    return []
+
+
+def _attach_step_durations(node: Node, table: dict[int, StepDuration]) -> None:
+    """Find the placeholder durations the pre-parser wrote and note what they stand for."""
+    found = {f: table[getattr(node, f)] for f in _DURATION_FIELDS if getattr(node, f, None) in table}
+    if found:
+        node.step_durations = found  # type: ignore[union-attr]
+    for child in _children(node):
+        _attach_step_durations(child, table)
+
+
+def bind_step(node: Node, step_ms: int) -> None:
+    """Set every duration that uses ``step()`` for a query with this step (0 = instant)."""
+    sd = getattr(node, "step_durations", None)
+    if sd:
+        for f, dur in sd.items():
+            setattr(node, f, dur.value_ms(step_ms))
+    for child in _children(node):
+        bind_step(child, step_ms)
 
 
 def _modifier_error(mod: str, context: str, text: str) -> ParseError:

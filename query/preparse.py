@@ -5,7 +5,9 @@ comments are tokens of their own, so nothing inside them is ever touched):
 
 * duration expressions: ``foo[1m * 2]``, ``foo[5m:30s+30s]``, ``foo offset (1h / 2)``.
   Constant arithmetic (``+ - * / % ^``, parentheses, numbers as seconds, durations,
-  ``min_of``/``max_of``) is folded into a literal ``<n>ms`` duration.
+  ``min_of``/``max_of``) is folded into a literal ``<n>ms`` duration; one using ``step()``
+  becomes a placeholder duration that ``query.parse.bind_step`` sets for each query.
+  ``range()`` is refused (the range-query cache would evaluate it per chunk).
 * extended range selectors: ``foo[5m] anchored`` / ``foo smoothed``. The keyword is removed
   and the selector gets a marker matcher (``MODIFIER_LABEL``) that ``query.parse`` turns
   back into ``VectorSel.modifier``.
@@ -116,13 +118,19 @@ def duration_seconds(text: str) -> float:
 # ------------------------------------------------------------------ duration arithmetic
 
 
-class _DurationExpr:
-    """Recursive-descent evaluation of a constant duration expression (value in seconds)."""
+class _NeedsStep(Exception):
+    """The duration uses step(): it is known only when a query runs."""
 
-    def __init__(self, toks: list[Token], text: str) -> None:
+
+class _DurationExpr:
+    """Recursive-descent evaluation of a duration expression (value in seconds). ``step_s``
+    is the query step for ``step()``; None while parsing (``_NeedsStep`` is raised then)."""
+
+    def __init__(self, toks: list[Token], text: str, step_s: float | None = None) -> None:
         self.toks = toks
         self.i = 0
         self.text = text
+        self.step_s = step_s
 
     def error(self, msg: str, tok: Token | None = None) -> ParseError:
         pos = tok.start if tok is not None else (self.toks[-1].end if self.toks else 0)
@@ -207,24 +215,71 @@ class _DurationExpr:
             b = self.sum()
             self.expect(")")
             return min(a, b) if tok.low == "min_of" else max(a, b)
+        if tok.kind == "ident" and tok.low == "step":
+            self.expect("(")
+            self.expect(")")
+            if self.step_s is None:
+                raise _NeedsStep
+            return self.step_s
         if tok.kind == "ident" and tok.low in _QUERY_DURATION_FUNCS:
             raise self.error(f"{tok.low}() in a duration is not supported by the Ringmon engine", tok)
         raise self.error(f"unexpected {tok.text!r} in duration expression", tok)
 
 
-def _fold(toks: list[Token], text: str, what: str, positive: bool) -> str | None:
-    """Replacement text for a duration operand, or None when it is a plain literal already."""
-    if len(toks) == 1 and toks[0].kind in ("dur", "num"):
-        return None
-    if len(toks) == 2 and toks[0].text in ("+", "-") and toks[1].kind in ("dur", "num"):
-        return None
-    seconds = _DurationExpr(toks, text).run()
+# Placeholder durations stand for step()-dependent ones until a query binds them.
+PLACEHOLDER_BASE_MS = 1_000_000_000_000
+
+
+def format_ms(ms: int) -> str:
+    """``5400000`` -> ``1h30m``: a duration literal the parser reads (it keeps each unit's
+    number below 2**32, so a plain ``<n>ms`` would overflow beyond 49 days)."""
+    if ms == 0:
+        return "0s"
+    sign, rest = ("-" if ms < 0 else ""), abs(ms)
+    out = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        n, rest = divmod(rest, size)
+        if n:
+            out.append(f"{n}{unit}")
+    return sign + "".join(out)
+
+
+@dataclass
+class StepDuration:
+    """A duration that uses ``step()``: evaluated for each query (``value_ms``)."""
+
+    toks: list[Token]
+    text: str
+    what: str
+    positive: bool
+
+    def value_ms(self, step_ms: int) -> int:
+        return _to_ms(_DurationExpr(self.toks, self.text, step_ms / 1000.0).run(), self.toks, self.text,
+                      self.what, self.positive)
+
+
+def _to_ms(seconds: float, toks: list[Token], text: str, what: str, positive: bool) -> int:
     if math.isnan(seconds) or math.isinf(seconds) or abs(seconds) > 9.2e15:
         raise ParseError(f"{what} out of range: {seconds:g}s", toks[0].start, text)
     ms = round(seconds * 1000)
     if positive and ms <= 0:
         raise ParseError(f"{what} must be greater than 0", toks[0].start, text)
-    return f"{ms}ms"
+    return ms
+
+
+def _fold(toks: list[Token], text: str, what: str, positive: bool, deferred: dict[int, StepDuration]) -> str | None:
+    """Replacement text for a duration operand, or None when it is a plain literal already."""
+    if len(toks) == 1 and toks[0].kind in ("dur", "num"):
+        return None
+    if len(toks) == 2 and toks[0].text in ("+", "-") and toks[1].kind in ("dur", "num"):
+        return None
+    try:
+        seconds = _DurationExpr(toks, text).run()
+    except _NeedsStep:
+        placeholder = PLACEHOLDER_BASE_MS + len(deferred)
+        deferred[placeholder] = StepDuration(toks, text, what, positive)
+        return format_ms(placeholder)
+    return format_ms(_to_ms(seconds, toks, text, what, positive))
 
 
 # --------------------------------------------------------------------------- rewriting
@@ -234,6 +289,7 @@ def _fold(toks: list[Token], text: str, what: str, positive: bool) -> str | None
 class Preparsed:
     text: str
     features: set[str] = field(default_factory=set)
+    step_durations: dict[int, StepDuration] = field(default_factory=dict)  # placeholder ms -> duration
 
 
 @dataclass
@@ -285,6 +341,7 @@ def preparse(text: str) -> Preparsed:
     sig = [t for t in tokenize(text) if t.kind not in ("ws", "comment")]
     edits: list[tuple[int, int, str]] = []
     features: set[str] = set()
+    deferred: dict[int, StepDuration] = {}
     last: _Selector | None = None  # selector that may still take modifiers
     after_subquery: Token | None = None
     i = 0
@@ -316,7 +373,7 @@ def preparse(text: str) -> Preparsed:
                 if not part:
                     continue
                 what = "subquery step" if k == 1 else "range"
-                new = _fold(part, text, what, positive=True)
+                new = _fold(part, text, what, True, deferred)
                 if new is not None:
                     edits.append((part[0].start, part[-1].end, new))
                     features.add(FEATURE_DURATION_EXPR)
@@ -330,8 +387,10 @@ def preparse(text: str) -> Preparsed:
         ):
             end = _offset_operand_end(sig, i + 1, text)
             operand = sig[i + 1 : end]
-            new = _fold(operand, text, "offset", positive=False)
-            if new is not None:
+            new = _fold(operand, text, "offset", False, deferred)
+            if new == "0s":  # the parser rejects a zero offset literal; no offset is the same
+                edits.append((t.start, operand[-1].end, ""))
+            elif new is not None:
                 edits.append((operand[0].start, operand[-1].end, new))
                 features.add(FEATURE_DURATION_EXPR)
             i = end
@@ -374,7 +433,7 @@ def preparse(text: str) -> Preparsed:
         last = after_subquery = None
         i += 1
     if not edits:
-        return Preparsed(text, features)
+        return Preparsed(text, features, deferred)
     out: list[str] = []
     pos = 0
     for start, end, new in sorted(edits, key=lambda e: (e[0], e[1])):
@@ -382,4 +441,4 @@ def preparse(text: str) -> Preparsed:
         out.append(new)
         pos = max(pos, end)
     out.append(text[pos:])
-    return Preparsed("".join(out), features)
+    return Preparsed("".join(out), features, deferred)

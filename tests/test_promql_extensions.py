@@ -61,6 +61,23 @@ def test_range_duration_arithmetic(expr: str, range_ms: int) -> None:
     assert parse(expr).range_ms == range_ms  # type: ignore[attr-defined]
 
 
+def test_long_and_zero_durations() -> None:
+    assert parse("x[60d * 2]").range_ms == 120 * 86_400_000  # type: ignore[attr-defined]
+    assert parse("x offset (1m - 1m)").offset_ms == 0  # type: ignore[attr-defined]
+
+
+async def test_step_in_durations_is_bound_per_query() -> None:
+    eng = _engine({"m": (1_000, [float(i) for i in range(101)])})
+    r = await eng.range_query("count_over_time(m[step()])", 50_000, 60_000, 10_000)
+    assert r.series[0].values.tolist() == [10, 10]
+    r = await eng.range_query("count_over_time(m[step() + 1])", 50_000, 60_000, 5_000)
+    assert r.series[0].values.tolist() == [6, 6, 6]
+    r = await eng.range_query("m offset min_of(step(), 1s) + 8000", 50_000, 60_000, 5_000)
+    assert r.series[0].values.tolist() == [8049, 8054, 8059]
+    with pytest.raises(ParseError, match="range must be greater than 0"):
+        await eng.instant_query("count_over_time(m[step()])", 50_000)  # an instant query's step is 0
+
+
 def test_offset_takes_one_operand_unless_parenthesised() -> None:
     n = parse("x offset 100 + 2")
     assert n.op == "+" and n.lhs.offset_ms == 100_000  # type: ignore[attr-defined]
@@ -80,7 +97,7 @@ def test_offset_takes_one_operand_unless_parenthesised() -> None:
         ("rate(x[1m/0])", "division by zero", 10),
         ("rate(x[1m*])", "unexpected end of duration expression", 11),
         ('up{a="b"} +\n rate(x[1m+foo])', "unexpected 'foo'", 12),
-        ("x[step()]", "step() in a duration is not supported", 3),
+        ("x[range()]", "range() in a duration is not supported", 3),
     ],
 )
 def test_duration_errors_point_into_the_original_text(expr: str, message: str, column: int) -> None:
