@@ -316,7 +316,7 @@ class ShardCoordinator:
             self._absent_since = None
         new = await asyncio.get_running_loop().run_in_executor(self._executor, self._compute, view)
         old = self.assignment
-        changed = new.owned != old.owned or new.ring != old.ring or new.overrides_version != old.overrides_version
+        changed = new.owned != old.owned or new.ring != old.ring
         self.assignment = new
         if changed:
             gained = new.owned_keys - old.owned_keys
