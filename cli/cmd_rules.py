@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--enable-feature", action="append", default=[], metavar="FEATURE", help=_FEATURE_HELP)
     t.add_argument("--ignore-unknown-fields", action="store_true", help="accept unknown keys in test and rule files")
     t.add_argument("--skip-native-histograms", action="store_true",
-                   help="skip native-histogram inputs and expectations (the engine has no native histograms)")
+                   help="skip native-histogram inputs and expectations (not needed: they are supported; kept for old scripts)")
     t.set_defaults(func=run_test)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 

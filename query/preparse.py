@@ -336,8 +336,26 @@ def _offset_operand_end(sig: list[Token], i: int, text: str) -> int:
     return j + 1
 
 
+_ANY_BRACKET = re.compile(r"\[[^\]]*\]?")
+_PLAIN_BRACKET = re.compile(r"\[\s*[0-9A-Za-z]*\s*(?::\s*[0-9A-Za-z]*\s*)?\]")
+_OFFSET_WORD = re.compile(r"offset", re.I)
+_PLAIN_OFFSET = re.compile(r"offset\s+[+-]?\s*[0-9]", re.I)
+
+
+def _nothing_to_rewrite(text: str) -> bool:
+    """Cheap, conservative test: no modifier words, only literal ranges and offsets."""
+    low = text.lower()
+    if "anchored" in low or "smoothed" in low:
+        return False
+    if "[" in text and len(_ANY_BRACKET.findall(text)) != len(_PLAIN_BRACKET.findall(text)):
+        return False
+    return "offset" not in low or len(_OFFSET_WORD.findall(text)) == len(_PLAIN_OFFSET.findall(text))
+
+
 def preparse(text: str) -> Preparsed:
     """Rewrite duration expressions and range modifiers into syntax ``promql-parser`` reads."""
+    if _nothing_to_rewrite(text):
+        return Preparsed(text)
     sig = [t for t in tokenize(text) if t.kind not in ("ws", "comment")]
     edits: list[tuple[int, int, str]] = []
     features: set[str] = set()
