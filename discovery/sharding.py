@@ -123,6 +123,7 @@ class ShardCoordinator:
         self._doc_data: bytes | None = None
         self._plan_signature: tuple | None = None  # inputs of the last plan this leader made
         self._written_version: int | None = None  # the version this leader wrote, until the watch shows it
+        self._doc_invalid = False  # the stored data did not decode: the leader rewrites it
         self._loop: asyncio.AbstractEventLoop | None = None
         # one worker: computations run one at a time and in order
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"ring-{scraper_id}")
@@ -220,9 +221,11 @@ class ShardCoordinator:
         if self._written_version is not None and 0 <= version < self._written_version:
             return self._doc  # our own write has not come back through the watch yet
         self._written_version = None
+        self._doc_invalid = False
         try:
             doc = OverridesDoc.decode(data, version)
         except ValueError as exc:
+            self._doc_invalid = True
             log.error("invalid ring overrides in zookeeper, keeping the last good ones",
                       extra={"scraper": self.me, "error": str(exc), "version": version})
             doc = replace(self._doc, version=version)  # the leader overwrites it at this version
@@ -242,7 +245,7 @@ class ShardCoordinator:
         plan = plan_overrides(ring, keys, doc.overrides, self.cap_factor, previous_ring=previous_ring)
         plan_s = time.perf_counter() - started
         self._plan_signature = signature
-        if plan == dict(doc.overrides) and doc.members == ring.members:
+        if plan == dict(doc.overrides) and doc.members == ring.members and not self._doc_invalid:
             return doc
         new = OverridesDoc(ring.members, plan, self.cap_factor, ring.vnodes, len(keys))
         try:
@@ -268,6 +271,7 @@ class ShardCoordinator:
             "bytes": len(data), "version": version, "plan_ms": round(plan_s * 1000, 1)})
         stored = replace(new, version=version)
         self._doc, self._doc_data, self._written_version = stored, data, version
+        self._doc_invalid = False
         return stored
 
     def _compute(self, view: RegistryView) -> Assignment:

@@ -208,3 +208,41 @@ async def test_bounded_loads_through_zookeeper_and_leader_handover(zookeeper, zk
         for c in coords:
             await c.stop()
         await loop.run_in_executor(None, admin.stop)
+
+
+async def test_garbage_in_the_overrides_znode_is_survived_and_replaced(zookeeper, zk_root):
+    loop = asyncio.get_running_loop()
+    admin = await loop.run_in_executor(None, lambda: Registry(zookeeper.hosts, root=zk_root).start(watch=False))
+    await loop.run_in_executor(None, admin.create_pool, "junk")
+    for i in range(90):
+        await loop.run_in_executor(None, admin.register_host, "junk", f"127.0.0.1:{24000 + i}")
+    all_keys = {f"junk/127.0.0.1:{24000 + i}" for i in range(90)}
+    coords = [ShardCoordinator(Registry(zookeeper.hosts, root=zk_root, session_timeout=4.0), sid, vnodes=4,
+                               settle_s=0.05) for sid in ("g0", "g1", "g2")]
+    try:
+        for c in coords:
+            await c.start()
+        await async_wait_for(lambda: settled(coords, all_keys), what="a plan for 3 scrapers")
+        before = shares(coords)
+        assert coords[0].assignment.overrides, "vnodes 4 should need overrides"
+        _, version = await loop.run_in_executor(None, admin.read_overrides)
+        await loop.run_in_executor(None, admin.write_overrides, b"\x00 not a plan", version)
+
+        async def valid_again() -> bool:
+            data, v = await loop.run_in_executor(None, admin.read_overrides)
+            try:
+                return v > version + 1 and OverridesDoc.decode(data, v).members == ("g0", "g1", "g2")
+            except ValueError:
+                return False
+
+        deadline = loop.time() + 15
+        while not await valid_again():
+            assert loop.time() < deadline, "the leader did not replace the invalid overrides"
+            assert shares(coords) == before, "an invalid plan changed the shares"
+            await asyncio.sleep(0.05)
+        await async_wait_for(lambda: settled(coords, all_keys), what="settled on the rewritten plan")
+        assert shares(coords) == before
+    finally:
+        for c in coords:
+            await c.stop()
+        await loop.run_in_executor(None, admin.stop)
