@@ -317,3 +317,47 @@ def split_series_values(text: str) -> list[str]:
         out.append(text[i:j])
         i = j
     return out
+
+
+# ------------------------------------------------------------------- HTTP API shape
+
+# Prometheus' bucket boundary rules in the JSON API.
+_OPEN_LEFT, _OPEN_RIGHT, _CLOSED_BOTH = 0, 1, 3
+
+
+def _exp_upper(index: int, schema: int) -> float:
+    return 2.0 ** (index * 2.0 ** -schema)
+
+
+def api_buckets(h: FloatHistogram) -> list[tuple[int, float, float, float]]:
+    """Non-empty buckets as (boundary rule, lower, upper, count), lowest first: negative
+    buckets, the zero bucket, then positive ones (as Prometheus' API lists them)."""
+    out: list[tuple[int, float, float, float]] = []
+    if h.uses_custom_buckets:
+        bounds = [-math.inf, *h.custom_values, math.inf]
+        for i, c in enumerate(h.pos_buckets):
+            k = h.pos_offset + i
+            if c != 0 and 0 <= k < len(bounds) - 1:
+                out.append((_OPEN_LEFT, bounds[k], bounds[k + 1], c))
+        return out
+    for i in range(len(h.neg_buckets) - 1, -1, -1):
+        c, k = h.neg_buckets[i], h.neg_offset + i
+        if c != 0:
+            out.append((_OPEN_RIGHT, -_exp_upper(k, h.schema), -_exp_upper(k - 1, h.schema), c))
+    if h.zero_count != 0:
+        out.append((_CLOSED_BOTH, -h.zero_threshold, h.zero_threshold, h.zero_count))
+    for i, c in enumerate(h.pos_buckets):
+        k = h.pos_offset + i
+        if c != 0:
+            out.append((_OPEN_LEFT, _exp_upper(k - 1, h.schema), _exp_upper(k, h.schema), c))
+    return out
+
+
+def api_json(h: FloatHistogram, fmt=go_g) -> dict:
+    """The ``histogram`` object of a Prometheus API sample: ``{"count", "sum", "buckets"}``
+    with numbers as strings (``fmt`` formats them; pass the API's float formatter)."""
+    body: dict = {"count": fmt(h.count), "sum": fmt(h.sum)}
+    buckets = [[rule, fmt(lo), fmt(hi), fmt(c)] for rule, lo, hi, c in api_buckets(h)]
+    if buckets:
+        body["buckets"] = buckets
+    return body

@@ -128,3 +128,16 @@ async def test_selectors_return_histograms_and_everything_else_refuses_them() ->
                     ("-h", "unary minus"), ("max_over_time(h[5m:1m])", "subqueries")):
         with pytest.raises(QueryError, match=re.escape(f"native histograms are not supported by {what}")):
             await eng.instant_query(q, 240_000)
+
+
+def test_api_json_shape() -> None:
+    from query.histogram import api_json
+
+    h = parse_histogram("{{schema:0 count:9 sum:20 z_bucket:1 z_bucket_w:0.001 buckets:[1 2] offset:1 n_buckets:[3 0 2]}}")
+    assert api_json(h) == {"count": "9", "sum": "20", "buckets": [
+        [1, "-4", "-2", "2"], [1, "-1", "-0.5", "3"], [3, "-0.001", "0.001", "1"], [0, "1", "2", "1"], [0, "2", "4", "2"]]}
+    c = parse_histogram("{{schema:-53 count:3 sum:7 custom_values:[5 10] buckets:[1 0 2]}}")
+    assert api_json(c)["buckets"] == [[0, "-Inf", "5", "1"], [0, "10", "+Inf", "2"]]
+    assert "buckets" not in api_json(parse_histogram("{{count:0}}"))
+    s1 = parse_histogram("{{schema:1 count:1 buckets:[1] offset:1}}")
+    assert api_json(s1)["buckets"][0][1:3] == ["1", go_g(2 ** 0.5)]
