@@ -2,10 +2,13 @@
 
 A test file names ``rule_files`` (relative to itself), ``evaluation_interval``, optional
 ``fuzzy_compare`` and ``tests``: each with ``input_series`` (expanding notation such as
-``0+10x100 _ stale``), ``interval``, ``start_timestamp``, ``external_labels``,
+``0+10x100 _ stale``, native histograms ``{{count:2 buckets:[2]}}+{{count:1}}x3``), ``interval``,
+``start_timestamp``, ``external_labels``,
 ``alert_rule_test`` and ``promql_expr_test``. Rules are evaluated from the start up to the
 last eval time at ``evaluation_interval`` (or each group's own interval); alert tests compare
 firing alerts at their eval time, expression tests run after all rule evaluations.
+Histogram results are compared as promtool does: by their canonical ``{{...}}`` text, with the
+counter-reset hint the store reports (``not_reset`` after a series' first histogram sample).
 Exit codes follow promtool: 0 all passed, 1 a failure or an invalid file.
 """
 
