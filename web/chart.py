@@ -175,12 +175,16 @@ _fmt3g = "{:.3g}".format
 
 
 def _trim_many(x: np.ndarray) -> list[str]:
-    """``[_trim(v) for v in x]``, with the common case (1e-4 <= |v| < 1000) in one pass."""
+    """``[_trim(v) for v in x]``, with the common case in one formatting pass.
+
+    ``.3g`` writes no exponent for 1e-4 <= |v| < 999.5 (from 999.5 it rounds to ``1e+03``);
+    the rest go through ``_trim``.
+    """
     out = list(map(_fmt3g, x.tolist()))
     a = np.abs(x)
-    for i in np.flatnonzero(~((a >= 1e-4) & (a < 1000))).tolist():
+    for i in np.flatnonzero(~((a >= 1e-4) & (a < 999.5))).tolist():
         out[i] = _trim(float(x[i]))
-    return [t if "e" not in t else _trim(float(x[i])) for i, t in enumerate(out)]
+    return out
 
 
 def _si_many(v: np.ndarray) -> list[str]:
@@ -479,24 +483,34 @@ def _band_tooltips(
     edges[0], edges[-1] = left, left + plot_w
     edges[1:-1] = (xs[ends[:-1] - 1] + xs[starts[1:]]) / 2
     edges = np.clip(edges, left, left + plot_w).round(1)
-    lines: list[list[str]] = [[] for _ in starts]
+    # Each series' lowest and highest value per band, all series' numbers humanised at once.
+    n_bands = len(starts)
+    lows: list[np.ndarray] = []
+    highs: list[np.ndarray] = []
+    placed: list[tuple[str, np.ndarray]] = []  # (series name, the bands it has values in)
     for p, ts in zip(prepared, present, strict=True):
         if not ts.size:
             continue
         vals = p.vals[~np.isnan(p.vals)]
         bands = band_of[np.searchsorted(stamps, ts)]
         first = np.flatnonzero(np.r_[True, bands[1:] != bands[:-1]])
-        low = np.minimum.reduceat(vals, first)
-        high = np.maximum.reduceat(vals, first)
-        texts = humanize_many(low, spec.unit)
-        spread = np.flatnonzero(low != high)
-        if spread.size:
-            for k, text in zip(spread.tolist(), humanize_many(high[spread], spec.unit), strict=True):
-                if text != texts[k]:
-                    texts[k] = f"{texts[k]} – {text}"
-        prefix = escape(p.series.name) + ": "
-        for band, text in zip(bands[first].tolist(), texts, strict=True):
-            lines[band].append(prefix + text)
+        lows.append(np.minimum.reduceat(vals, first))
+        highs.append(np.maximum.reduceat(vals, first))
+        placed.append((escape(p.series.name) + ": ", bands[first]))
+    low, high = np.concatenate(lows), np.concatenate(highs)
+    texts = np.array(humanize_many(low, spec.unit), dtype=object)
+    spread = np.flatnonzero(low != high)
+    if spread.size:
+        high_texts = np.array(humanize_many(high[spread], spec.unit), dtype=object)
+        differs = high_texts != texts[spread]
+        at = spread[differs]
+        texts[at] = texts[at] + " – " + high_texts[differs]
+    table = np.full((len(placed), n_bands), "", dtype=object)  # one row per series
+    offset = 0
+    for row, (prefix, bands) in enumerate(placed):
+        table[row, bands] = prefix + texts[offset : offset + len(bands)]
+        offset += len(bands)
+    lines = ["\n".join(filter(None, column)) for column in table.T.tolist()]
     x_text = _px(edges)
     widths = _px(np.diff(edges))
     first_ts, last_ts = stamps[starts].tolist(), stamps[ends - 1].tolist()
@@ -510,7 +524,7 @@ def _band_tooltips(
             when += " – " + (to[11:] if to[:10] == when[:10] else to)
         out.append(
             f'<rect x="{x_text[k]}" y="{top}" width="{widths[k]}" height="{plot_h}">'
-            f"<title>{when}\n{chr(10).join(band_lines)}</title></rect>"
+            f"<title>{when}\n{band_lines}</title></rect>"
         )
     out.append("</g>")
     return "".join(out)
@@ -629,6 +643,12 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
     gap = _gap_ms(prepared, spec)
     x_scale = plot_w / (t_hi - t_lo)
     y_scale = plot_h / ((y_hi - y_lo) or 1.0)
+
+    def y_px(values: np.ndarray) -> np.ndarray:
+        # Far off-chart points (a fixed y range) are clipped anyway: keep their text finite.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.clip(bottom - (values - y_lo) * y_scale, -1e6, 1e6)
+
     drawn: list[tuple[_Prepared, np.ndarray, list[str], np.ndarray, list[tuple[int, int]]]] = []
     for p in prepared:  # (series, kept indices, x text and y of each kept point, gap-free segments)
         segs = _segments(p.ts, p.vals, gap)
@@ -636,7 +656,7 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
         tops = p.vals + p.base
         kept, segs = _thin(xs, tops, segs, plot_w)
         keep = np.arange(len(xs)) if kept is None else kept
-        ys = bottom - (np.nan_to_num(tops[keep]) - y_lo) * y_scale
+        ys = y_px(np.nan_to_num(tops[keep]))
         drawn.append((p, keep, [], ys, segs))
     # Series of a chart mostly share their timestamps: each x is turned into text once.
     stamps = np.unique(np.concatenate([p.ts[keep] for p, keep, *_ in drawn])) if drawn else None
@@ -661,7 +681,7 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
         d_line = ["M" + " ".join(points[a:b]) for a, b in segs]
         d_area: list[str] = []
         if spec.mode == "stacked":
-            base_txt = _px(bottom - (p.base[keep] - y_lo) * y_scale)
+            base_txt = _px(y_px(p.base[keep]))
             under = [f"{a},{b}" for a, b in zip(x_txt, base_txt, strict=True)]
             d_area = [
                 f"{line} L{' '.join(under[a:b][::-1])} Z" for line, (a, b) in zip(d_line, segs, strict=True)
