@@ -17,6 +17,8 @@ import numpy as np
 from query import parse as P
 from query.errors import QueryError, QueryLimitError, QueryTimeoutError
 from query.result import QueryResult, ResultSeries
+from query.rollup_tail import TailMemo, combine, concat, fine_rows, fine_step
+from query.rollup_tail import bucketize as bucketize  # re-exported: the bench and tests import it from here
 from query.values import (
     InstantVector,
     RangeVector,
@@ -389,107 +391,6 @@ def _plan_fetches(
             _plan_fetches(a, tmin, tmax, ev, out, step_ms, node.name)
 
 
-def _segment_ids(n: int, starts: np.ndarray) -> np.ndarray:
-    """For ``n`` elements cut at ``starts`` (ascending, starting with 0): each element's segment."""
-    mark = np.zeros(n, dtype=np.intp)
-    mark[starts[1:]] = 1
-    return np.cumsum(mark, out=mark)
-
-
-def bucketize(
-    data: list[SeriesData], start_ms: int, end_ms: int, step_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS
-) -> list[tuple[SeriesData, np.ndarray, dict[str, np.ndarray]]]:
-    """Rollup rows of [start_ms, end_ms) for many series at once, as the rollup job writes
-    them (``storage.rollup``): stale markers dropped, the counter increase of each pair of
-    finite samples at most ``max_gap_ms`` apart goes to the later sample's bucket, sums
-    added left to right. Sums and increases of buckets coarser than a minute add up minute
-    sums as the job does (``rollup_rollup``), so count, sum, last and increase equal the
-    job's rows bit for bit. Samples before ``start_ms`` only serve as the previous value."""
-    parts = [d for d in data if len(d)]
-    if not parts or end_ms <= start_ms:
-        return []
-    fine = step_ms
-    if step_ms > MINUTE_MS and step_ms % MINUTE_MS == 0 and start_ms % MINUTE_MS == 0:
-        fine = MINUTE_MS
-    counts = np.fromiter((len(d) for d in parts), dtype=np.int64, count=len(parts))
-    ts = np.concatenate([d.timestamps for d in parts])
-    vals = np.concatenate([d.values for d in parts])
-    drop = stale_mask(vals)
-    drop |= ts >= end_ms
-    if drop.any():
-        keep = ~drop
-        counts = np.add.reduceat(keep, np.concatenate(([0], np.cumsum(counts)[:-1]))).astype(np.int64)
-        ts, vals = ts[keep], vals[keep]
-    n = len(ts)
-    if n == 0:
-        return []
-    offsets = np.concatenate(([0], np.cumsum(counts)))
-    heads = offsets[1:-1]
-    heads = np.unique(heads[(heads > 0) & (heads < n)])  # first sample of each series but the first
-    # Counter increase of each sample from the previous finite sample of its series (the
-    # counter chain skips NaN and infinities) when at most max_gap_ms before it.
-    inc = np.zeros(n)
-    fin = np.isfinite(vals)
-    if fin.all():
-        if n > 1:
-            cur = vals[1:]
-            step_inc = cur - vals[:-1]
-            np.copyto(step_inc, cur, where=step_inc < 0)  # a drop is a reset to zero
-            ok = ts[1:] - ts[:-1] <= max_gap_ms
-            ok[heads - 1] = False
-            inc[1:] = np.where(ok, step_inc, 0.0)
-    else:
-        chain = np.flatnonzero(fin)
-        if len(chain) > 1:
-            cts, cur, prev = ts[chain], vals[chain[1:]], vals[chain[:-1]]
-            cser = np.searchsorted(offsets[1:], chain, "right")
-            ok = (cser[1:] == cser[:-1]) & (cts[1:] - cts[:-1] <= max_gap_ms)
-            inc[chain[1:]] = np.where(ok, np.where(cur >= prev, cur - prev, cur), 0.0)
-    # Fine rows per (series, bucket); bucket -1 collects the samples before the window.
-    b = (ts - start_ms) // fine
-    np.maximum(b, -1, out=b)
-    change = b[1:] != b[:-1]
-    change[heads - 1] = True
-    starts = np.concatenate(([0], np.flatnonzero(change) + 1))
-    # bincount adds in input order (left to right), like the rollup job.
-    row = _segment_ids(n, starts)
-    total = np.bincount(row, weights=vals, minlength=len(starts))
-    increase = np.bincount(row, weights=inc, minlength=len(starts))
-    rb = b[starts]
-    if fine != step_ms:
-        # Coarse rows from the fine ones: sums of the fine sums, in order.
-        rb = rb // (step_ms // fine)
-        change = rb[1:] != rb[:-1]
-        change[np.searchsorted(starts, heads) - 1] = True
-        cut = np.concatenate(([0], np.flatnonzero(change) + 1))
-        local = _segment_ids(len(starts), cut)
-        total = np.bincount(local, weights=total, minlength=len(cut))
-        increase = np.bincount(local, weights=increase, minlength=len(cut))
-        starts, rb = starts[cut], rb[cut]
-    ends = np.append(starts[1:], n)
-    rser = np.searchsorted(offsets[1:], starts, "right")
-    cols = {
-        "count": (ends - starts).astype(np.float64),
-        "sum": total,
-        "min": np.fmin.reduceat(vals, starts),
-        "max": np.fmax.reduceat(vals, starts),
-        "last": vals[ends - 1],
-        "increase": increase,
-    }
-    inside = rb >= 0
-    if not inside.all():
-        rb, rser = rb[inside], rser[inside]
-        cols = {name: col[inside] for name, col in cols.items()}
-    bucket_ts = start_ms + rb * step_ms
-    bounds = np.searchsorted(rser, np.arange(len(parts) + 1)).tolist()
-    out = []
-    for k, d in enumerate(parts):
-        a, z = bounds[k], bounds[k + 1]
-        if z > a:
-            out.append((d, bucket_ts[a:z], {name: col[a:z] for name, col in cols.items()}))
-    return out
-
-
 async def _nesting_guard(run: Coroutine[Any, Any, QueryResult]) -> QueryResult:
     """A query too deep for the recursive planner/evaluator is a QueryError, not a RecursionError."""
     try:
@@ -512,15 +413,19 @@ class Engine:
         downsample: bool = True,
         now_ms: Callable[[], int] | None = None,
         rollup_lag_ms: int = 5 * MINUTE_MS,
+        tail_memo: bool = True,
     ) -> None:
         """``downsample``: read 1m/1h rollups where the data's age or the query step allow
         (falls back to raw when the store has none). ``rollup_lag_ms``: how far behind now
-        the rollup job may be; buckets that recent are computed from raw samples."""
+        the rollup job may be; buckets that recent are computed from raw samples.
+        ``tail_memo``: keep the minute rows built from raw samples for complete minutes a
+        few minutes, so that refreshes read only the newest raw samples."""
         self.downsample = downsample
         self._rollups_unavailable_until = 0.0
         self.thread_threshold = 200_000  # samples fetched above which evaluation runs in a thread
         self.now_ms = now_ms or (lambda: int(time.time() * 1000))
         self.rollup_lag_ms = rollup_lag_ms
+        self.tail_memo = TailMemo() if tail_memo else None
         self.storage = storage
         self.lookback_ms = lookback_ms
         self.max_samples = max_samples
@@ -681,19 +586,16 @@ class Engine:
         if lo >= now - RECENT_FROM_RAW_MS and lo >= raw_floor:
             # Recent windows only (a cache refresh): build the buckets from raw samples,
             # which gives the rollup job's rows exactly, with one read.
-            raw = await self.storage.select(matchers, lo - DEFAULT_MAX_GAP_MS, plan.end_ms)
-            built = bucketize(raw, lo, plan.end_ms + 1, step)
-            plan.data = sorted(
-                (SeriesData(d.series, bts, cols["last"], res, cols) for d, bts, cols in built),
-                key=lambda d: d.series.labels,
-            )
+            plan.data = await self._rows_from_raw(matchers, lo, plan.end_ms + 1, step, res, now)
             return
         guess = max(tail, lo, raw_floor)
         # Read the raw tail where the rollup job usually is, alongside the rollup rows.
         raw_task = None
+        raw_from = guess
         if plan.end_ms >= guess:
+            raw_from = self._memo_reach(matchers, guess, step) or guess
             raw_task = asyncio.ensure_future(
-                self.storage.select(matchers, guess - DEFAULT_MAX_GAP_MS, plan.end_ms)
+                self.storage.select(matchers, raw_from - DEFAULT_MAX_GAP_MS, plan.end_ms)
             )
         try:
             # Rows from ``guess`` on are never used (the tail starts at or before it).
@@ -715,12 +617,12 @@ class Engine:
                 raw_task.cancel()
             plan.data = rows
             return
+        prefetched = None
         if raw_task is not None and tail >= guess:
-            raw = await raw_task
-        else:
-            if raw_task is not None:
-                raw_task.cancel()
-            raw = await self.storage.select(matchers, tail - DEFAULT_MAX_GAP_MS, plan.end_ms)
+            prefetched = (raw_from, await raw_task)
+        elif raw_task is not None:
+            raw_task.cancel()
+        built = await self._rows_from_raw(matchers, tail, plan.end_ms + 1, step, res, now, prefetched)
         # One series may come in two parts (stored rows, then rows built from raw); flat_of
         # joins consecutive parts of a series.
         parts: dict[int, list[SeriesData]] = {}
@@ -734,10 +636,53 @@ class Engine:
                 agg = {k: v[:cut] for k, v in (d.agg or {}).items()}
                 d = SeriesData(d.series, d.timestamps[:cut], d.values[:cut], res, agg)
             parts[d.series.id] = [d]
-        for d, bucket_ts, cols in bucketize(raw, tail, plan.end_ms + 1, step):
-            parts.setdefault(d.series.id, []).append(SeriesData(d.series, bucket_ts, cols["last"], res, cols))
+        for d in built:
+            parts.setdefault(d.series.id, []).append(d)
         ordered = sorted(parts.values(), key=lambda ps: ps[0].series.labels)
         plan.data = [p for ps in ordered for p in ps]
+
+    def _memo_reach(self, matchers: list, start_ms: int, step_ms: int) -> int | None:
+        if self.tail_memo is None:
+            return None
+        fine = fine_step(start_ms, step_ms)
+        return self.tail_memo.reach((tuple(matchers), fine, DEFAULT_MAX_GAP_MS), start_ms)
+
+    async def _rows_from_raw(
+        self,
+        matchers: list,
+        start_ms: int,
+        end_ms: int,
+        step_ms: int,
+        res: Resolution,
+        now: int,
+        prefetched: tuple[int, list[SeriesData]] | None = None,
+    ) -> list[SeriesData]:
+        """Rollup rows of [start_ms, end_ms) built from raw samples as the rollup job builds
+        them (sorted by labels). Minute rows of complete minutes are kept in the tail memo and
+        taken from it, so raw samples are read only from where the memo ends. ``prefetched``:
+        raw samples already read from (that time - the counter gap) on."""
+        fine = fine_step(start_ms, step_ms)
+        key = (tuple(matchers), fine, DEFAULT_MAX_GAP_MS)
+        whole = end_ms // fine * fine  # fine buckets before this hold every sample they will get
+        hit = self.tail_memo.lookup(key, start_ms, whole) if self.tail_memo is not None else None
+        built, need_from = hit if hit is not None else (None, start_ms)
+        if need_from < end_ms:
+            if prefetched is not None and prefetched[0] <= need_from:
+                raw = prefetched[1]
+            else:
+                raw = await self.storage.select(matchers, need_from - DEFAULT_MAX_GAP_MS, end_ms - 1)
+            fresh = fine_rows(raw, need_from, end_ms, fine)
+            built = fresh if built is None else concat(built, fresh)
+        assert built is not None
+        if self.tail_memo is not None:
+            complete = min((now - self.rollup_lag_ms) // fine * fine, whole)
+            if complete > start_ms:
+                self.tail_memo.store(key, built.between(start_ms, complete), start_ms, complete)
+        if fine != step_ms:
+            built = combine(built, start_ms, step_ms)
+        out = built.parts(res)
+        out.sort(key=lambda d: d.series.labels)
+        return out
 
     def _evaluate(self, ev: Evaluator, node: P.Node, times: np.ndarray, instant: bool) -> QueryResult:
         with np.errstate(all="ignore"):

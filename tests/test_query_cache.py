@@ -195,10 +195,12 @@ async def test_refresh_after_new_samples_equals_uncached(window: int, step: int,
             assert resolution in {r for r, _, _ in st.select_log}
         else:
             refreshed += bool(st.select_log)
-        want = await eng.range_query(expr, end - window, end, step)
+        # From scratch: a new engine with no memo of the rows it built from raw samples.
+        want = await Engine(st, now_ms=clock, tail_memo=False).range_query(expr, end - window, end, step)
         _same(got, want, rtol=1e-12)
         assert len(got.series) == 2 and len(got.series[0].timestamps) > window // step // 2
     assert cache.stats.hits > 0 and refreshed > 0
+    assert eng.tail_memo is not None and eng.tail_memo.hits > 0
 
 
 @pytest.mark.parametrize("expr", [*EXPRS, "cpu_total @ start()", "vector(1) * 0.1", "cpu_total * 1e20 / 3"])

@@ -1,0 +1,290 @@
+"""Rollup rows built from raw samples, for the buckets the rollup job has not written yet.
+
+``fine_rows`` turns the raw samples of many series into minute rows exactly as the rollup job
+does (``storage.rollup.rollup_raw``), ``combine`` adds minute rows up into coarser buckets
+as the job does (``rollup_rollup``), so count, sum, last and increase equal the job's rows
+bit for bit. ``TailMemo`` keeps the minute rows of complete minutes (older than the rollup
+lag) per selector for a few minutes: a dashboard refresh then reads raw samples only for
+the newest minutes instead of the whole unrolled tail (up to the job's 2 h window).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from query.values import stale_mask
+from storage.base import MINUTE_MS, Resolution, SeriesData
+from storage.model import Series
+from storage.rollup import DEFAULT_MAX_GAP_MS
+
+AGG_NAMES = ("count", "sum", "min", "max", "last", "increase")
+
+
+def _segment_ids(n: int, starts: np.ndarray) -> np.ndarray:
+    """For ``n`` elements cut at ``starts`` (ascending, starting with 0): each element's segment."""
+    mark = np.zeros(n, dtype=np.intp)
+    mark[starts[1:]] = 1
+    return np.cumsum(mark, out=mark)
+
+
+@dataclass
+class Rows:
+    """Rollup rows of many series in flat arrays, grouped by series (``series`` order), then
+    by bucket start ``ts``; ``sidx`` is each row's index into ``series``."""
+
+    series: list[Series]
+    sidx: np.ndarray
+    ts: np.ndarray
+    cols: dict[str, np.ndarray]
+
+    @classmethod
+    def empty(cls) -> "Rows":
+        return cls([], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), {k: np.zeros(0) for k in AGG_NAMES})
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    def between(self, lo: int, hi: int) -> "Rows":
+        """The rows of buckets starting in [lo, hi)."""
+        keep = (self.ts >= lo) & (self.ts < hi)
+        if keep.all():
+            return self
+        return Rows(self.series, self.sidx[keep], self.ts[keep], {k: v[keep] for k, v in self.cols.items()})
+
+    def bounds(self) -> list[int]:
+        """Row range of every series: series ``i`` is rows ``bounds[i]:bounds[i+1]``."""
+        return np.searchsorted(self.sidx, np.arange(len(self.series) + 1)).tolist()
+
+    def parts(self, resolution: Resolution) -> list[SeriesData]:
+        """One SeriesData per series with rows (bucket starts, ``last`` as the value)."""
+        out = []
+        bounds = self.bounds()
+        cols = self.cols
+        last = cols["last"]
+        for k, s in enumerate(self.series):
+            a, z = bounds[k], bounds[k + 1]
+            if z > a:
+                out.append(SeriesData(s, self.ts[a:z], last[a:z], resolution, {n: c[a:z] for n, c in cols.items()}))
+        return out
+
+
+def fine_rows(
+    data: list[SeriesData], start_ms: int, end_ms: int, step_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS
+) -> Rows:
+    """Rows of ``step_ms`` buckets over [start_ms, end_ms) from raw samples, with the rollup
+    job's semantics: stale markers dropped, the counter increase of each pair of finite
+    samples at most ``max_gap_ms`` apart goes to the later sample's bucket, sums added left
+    to right. Samples before ``start_ms`` only serve as the previous value."""
+    parts = [d for d in data if len(d)]
+    if not parts or end_ms <= start_ms:
+        return Rows.empty()
+    counts = np.fromiter((len(d) for d in parts), dtype=np.int64, count=len(parts))
+    ts = np.concatenate([d.timestamps for d in parts])
+    vals = np.concatenate([d.values for d in parts])
+    drop = stale_mask(vals)
+    drop |= ts >= end_ms
+    if drop.any():
+        keep = ~drop
+        counts = np.add.reduceat(keep, np.concatenate(([0], np.cumsum(counts)[:-1]))).astype(np.int64)
+        ts, vals = ts[keep], vals[keep]
+    n = len(ts)
+    if n == 0:
+        return Rows.empty()
+    offsets = np.concatenate(([0], np.cumsum(counts)))
+    heads = offsets[1:-1]
+    heads = np.unique(heads[(heads > 0) & (heads < n)])  # first sample of each series but the first
+    # Counter increase of each sample from the previous finite sample of its series (the
+    # counter chain skips NaN and infinities) when at most max_gap_ms before it.
+    inc = np.zeros(n)
+    fin = np.isfinite(vals)
+    if fin.all():
+        if n > 1:
+            cur = vals[1:]
+            step_inc = cur - vals[:-1]
+            np.copyto(step_inc, cur, where=step_inc < 0)  # a drop is a reset to zero
+            ok = ts[1:] - ts[:-1] <= max_gap_ms
+            ok[heads - 1] = False
+            inc[1:] = np.where(ok, step_inc, 0.0)
+    else:
+        chain = np.flatnonzero(fin)
+        if len(chain) > 1:
+            cts, cur, prev = ts[chain], vals[chain[1:]], vals[chain[:-1]]
+            cser = np.searchsorted(offsets[1:], chain, "right")
+            ok = (cser[1:] == cser[:-1]) & (cts[1:] - cts[:-1] <= max_gap_ms)
+            inc[chain[1:]] = np.where(ok, np.where(cur >= prev, cur - prev, cur), 0.0)
+    # Rows per (series, bucket); bucket -1 collects the samples before the window.
+    b = (ts - start_ms) // step_ms
+    np.maximum(b, -1, out=b)
+    change = b[1:] != b[:-1]
+    change[heads - 1] = True
+    starts = np.concatenate(([0], np.flatnonzero(change) + 1))
+    ends = np.append(starts[1:], n)
+    row = _segment_ids(n, starts)
+    nrows = len(starts)
+    # bincount adds in input order (left to right), like the rollup job.
+    cols = {
+        "count": (ends - starts).astype(np.float64),
+        "sum": np.bincount(row, weights=vals, minlength=nrows),
+        "min": np.fmin.reduceat(vals, starts),
+        "max": np.fmax.reduceat(vals, starts),
+        "last": vals[ends - 1],
+        "increase": np.bincount(row, weights=inc, minlength=nrows),
+    }
+    rb = b[starts]
+    sidx = np.searchsorted(offsets[1:], starts, "right")
+    inside = rb >= 0
+    if not inside.all():
+        rb, sidx = rb[inside], sidx[inside]
+        cols = {k: v[inside] for k, v in cols.items()}
+    return Rows([d.series for d in parts], sidx, start_ms + rb * step_ms, cols)
+
+
+def combine(rows: Rows, start_ms: int, step_ms: int) -> Rows:
+    """Coarser buckets (``step_ms`` from ``start_ms``) from finer rows, as ``rollup_rollup``
+    makes them: count, sum and increase added up in order, min/max of the minima/maxima."""
+    if not len(rows):
+        return rows
+    b = (rows.ts - start_ms) // step_ms
+    change = (b[1:] != b[:-1]) | (rows.sidx[1:] != rows.sidx[:-1])
+    cut = np.concatenate(([0], np.flatnonzero(change) + 1))
+    ends = np.append(cut[1:], len(b))
+    local = _segment_ids(len(b), cut)
+    c = rows.cols
+    cols = {
+        "count": np.bincount(local, weights=c["count"], minlength=len(cut)),
+        "sum": np.bincount(local, weights=c["sum"], minlength=len(cut)),
+        "min": np.fmin.reduceat(c["min"], cut),
+        "max": np.fmax.reduceat(c["max"], cut),
+        "last": c["last"][ends - 1],
+        "increase": np.bincount(local, weights=c["increase"], minlength=len(cut)),
+    }
+    return Rows(rows.series, rows.sidx[cut], start_ms + b[cut] * step_ms, cols)
+
+
+def concat(older: Rows, newer: Rows) -> Rows:
+    """The rows of both (``newer``'s buckets all after ``older``'s), grouped by series."""
+    if not len(older):
+        return newer
+    if not len(newer):
+        return older
+    if [s.id for s in older.series] == [s.id for s in newer.series]:
+        series = older.series
+        a_map = b_map = np.arange(len(series), dtype=np.int64)
+    else:
+        by_id = {s.id: s for s in older.series}
+        by_id.update((s.id, s) for s in newer.series)
+        series = sorted(by_id.values(), key=lambda s: s.labels)
+        index = {s.id: i for i, s in enumerate(series)}
+        a_map = np.array([index[s.id] for s in older.series], dtype=np.int64)
+        b_map = np.array([index[s.id] for s in newer.series], dtype=np.int64)
+    sidx = np.concatenate([a_map[older.sidx], b_map[newer.sidx]])
+    order = np.argsort(sidx, kind="stable")
+    return Rows(
+        series,
+        sidx[order],
+        np.concatenate([older.ts, newer.ts])[order],
+        {k: np.concatenate([older.cols[k], newer.cols[k]])[order] for k in AGG_NAMES},
+    )
+
+
+def fine_step(start_ms: int, step_ms: int) -> int:
+    """The bucket width rows are first built at: a minute when ``step_ms`` is made of minutes."""
+    if step_ms > MINUTE_MS and step_ms % MINUTE_MS == 0 and start_ms % MINUTE_MS == 0:
+        return MINUTE_MS
+    return step_ms
+
+
+def bucketize(
+    data: list[SeriesData], start_ms: int, end_ms: int, step_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS
+) -> list[tuple[SeriesData, np.ndarray, dict[str, np.ndarray]]]:
+    """Rollup rows of [start_ms, end_ms) for many series at once, as the rollup job writes
+    them (coarse buckets from minute rows): per series with rows, (its data, bucket starts,
+    aggregate columns)."""
+    parts = [d for d in data if len(d)]
+    fine = fine_step(start_ms, step_ms)
+    rows = fine_rows(parts, start_ms, end_ms, fine, max_gap_ms)
+    if fine != step_ms:
+        rows = combine(rows, start_ms, step_ms)
+    if not len(rows):
+        return []
+    bounds = rows.bounds()
+    out = []
+    for k, d in enumerate(parts):
+        a, z = bounds[k], bounds[k + 1]
+        if z > a:
+            out.append((d, rows.ts[a:z], {n: c[a:z] for n, c in rows.cols.items()}))
+    return out
+
+
+@dataclass
+class _Memo:
+    rows: Rows
+    start_ms: int
+    end_ms: int
+    created: float
+
+
+class TailMemo:
+    """Minute rows of complete minutes per selector (key), reused while fresh.
+
+    Complete means older than the engine's rollup lag, the same assumption the rollup job
+    and the range cache make about late samples; ``ttl_s`` bounds how long a backfill can go
+    unseen. At most ``max_rows`` rows are kept (least recently used dropped first).
+    """
+
+    def __init__(self, max_rows: int = 1_000_000, ttl_s: float = 600.0) -> None:
+        self.max_rows = max_rows
+        self.ttl_s = ttl_s
+        self._entries: OrderedDict[tuple, list[_Memo]] = OrderedDict()
+        self._rows = 0
+        self.hits = 0
+
+    def _best(self, key: tuple, start_ms: int) -> _Memo | None:
+        wall = time.monotonic()
+        best = None
+        for m in self._entries.get(key, ()):
+            if wall - m.created <= self.ttl_s and m.start_ms <= start_ms < m.end_ms:
+                if best is None or m.end_ms > best.end_ms:
+                    best = m
+        return best
+
+    def reach(self, key: tuple, start_ms: int) -> int | None:
+        """Where the kept rows from ``start_ms`` on end (None: none kept)."""
+        best = self._best(key, start_ms)
+        return None if best is None else best.end_ms
+
+    def lookup(self, key: tuple, start_ms: int, end_ms: int) -> tuple[Rows, int] | None:
+        """Kept rows of buckets in [start_ms, min(end_ms, their end)), and that end."""
+        best = self._best(key, start_ms)
+        if best is None:
+            return None
+        upto = min(best.end_ms, end_ms)
+        if upto <= start_ms:
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return best.rows.between(start_ms, upto), upto
+
+    def store(self, key: tuple, rows: Rows, start_ms: int, end_ms: int) -> None:
+        if end_ms <= start_ms or len(rows) > self.max_rows:
+            return
+        wall = time.monotonic()
+        kept = [
+            m
+            for m in self._entries.pop(key, [])
+            if wall - m.created <= self.ttl_s and not (start_ms <= m.start_ms and m.end_ms <= end_ms)
+        ][-3:]
+        kept.append(_Memo(rows, start_ms, end_ms, wall))
+        self._entries[key] = kept
+        self._rows = sum(len(m.rows) for ms in self._entries.values() for m in ms)
+        while self._rows > self.max_rows and self._entries:
+            _, dropped = self._entries.popitem(last=False)
+            self._rows -= sum(len(m.rows) for m in dropped)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._rows = 0
