@@ -15,7 +15,15 @@ PROMQL_DIR = CONFORMANCE / "promql"
 FILES = sorted(PROMQL_DIR.glob("*.test"))
 
 # Float-sample cases that do not pass yet, as "file:line" of the eval command.
-KNOWN_FAILURES: set[str] = set()
+# range() inside a duration is refused: the range cache evaluates chunks with their own
+# start and end, so its value would differ per chunk (see query/preparse.py).
+KNOWN_FAILURES: set[str] = {
+    "duration_expression.test:232",
+    "duration_expression.test:235",
+    "duration_expression.test:238",
+    "duration_expression.test:241",
+    "duration_expression.test:250",
+}
 
 _results: dict[str, FileResult] = {}
 
