@@ -217,7 +217,16 @@ class SeriesInfo:
 
 
 class CassandraStorage(Storage):
-    """Storage on a Cassandra keyspace created by ``storage.schema.create_schema``."""
+    """Storage on a Cassandra keyspace created by ``storage.schema.create_schema``.
+
+    A write carrying samples older than ``late_after_ms`` (a spool replay, a backfill) also
+    upserts ``raw_late`` rows for their hours with the time of the write, at most once a
+    minute per hour: blocks sealed before that may miss those samples (see
+    ``storage.cassandra_rollup``). Keep ``late_after_ms`` well under the rollup grace.
+    """
+
+    late_after_ms: int = 60_000
+    LATE_REMARK_MS = 60_000  # re-mark an hour at most this often (marks carry the write time)
 
     def __init__(
         self,
@@ -238,6 +247,7 @@ class CassandraStorage(Storage):
         self._label_values_done: set[tuple[str, int, str, str]] = set()
         self._label_names_done: set[tuple[str, int, str]] = set()
         self._series_info: dict[int, SeriesInfo] = {}
+        self._late_marked: dict[int, int] = {}  # hour -> when this process last marked it late
         self._prepare()
         # Raw reads run on a session of their own whose results are NumPy columns.
         self.columnar_session = cluster.connect()
@@ -281,10 +291,17 @@ class CassandraStorage(Storage):
             session = cluster.connect()
             if create_schema:
                 sch.create_schema(session, spec or sch.SchemaSpec(keyspace=keyspace))
-            elif sch.schema_version(session, keyspace) is None:
-                raise StorageError(
-                    f"keyspace {keyspace!r} has no Ringmon schema: run `ringmon storage init --keyspace {keyspace}`"
-                )
+            else:
+                version = sch.schema_version(session, keyspace)
+                if version is None:
+                    raise StorageError(
+                        f"keyspace {keyspace!r} has no Ringmon schema: run `ringmon storage init --keyspace {keyspace}`"
+                    )
+                if version < sch.SCHEMA_VERSION:
+                    raise StorageError(
+                        f"keyspace {keyspace!r} has schema version {version}, this Ringmon needs "
+                        f"{sch.SCHEMA_VERSION}: run `ringmon storage init --keyspace {keyspace}` (adds the missing tables)"
+                    )
         except NoHostAvailable as exc:
             cluster.shutdown()
             raise StorageError(f"cannot reach Cassandra at {','.join(hosts)}:{port}: {exc}") from None
@@ -313,6 +330,8 @@ class CassandraStorage(Storage):
         self.ps_insert_raw: PreparedStatement = p(
             f"INSERT INTO {ks}.raw_recent (target, hour, series_id, ts, value) VALUES (?, ?, ?, ?, ?)"
         )
+        self.ps_late_ins = p(f"INSERT INTO {ks}.raw_late (day, hour, written_at) VALUES (?, ?, ?)")
+        self.ps_late_read = p(f"SELECT hour, written_at FROM {ks}.raw_late WHERE day = ?")
         self.ps_index: dict[str, dict[str, PreparedStatement]] = {}
         for level in sch.INDEX_LEVELS:
             s = level.suffix
@@ -457,13 +476,40 @@ class CassandraStorage(Storage):
         ids_arr = np.asarray(series_ids, dtype=np.int64)
         vals_arr = np.asarray(values, dtype=np.float64)
         index_stmts, marks = self._index_statements(target, series_defs, ts_arr, ids_arr)
-        statements = index_stmts + self._raw_batches(target, ids_arr, ts_arr, vals_arr)
+        late_stmts, late_marks = self._late_statements(ts_arr)
+        statements = index_stmts + late_stmts + self._raw_batches(target, ids_arr, ts_arr, vals_arr)
         results = await _gather_waves([self.execute(s) for s in statements], return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             transient = [e for e in errors if isinstance(e, TransientStorageError)]
             raise (transient[0] if transient else errors[0])
         self._commit_marks(marks)
+        if late_marks:
+            if len(self._late_marked) > 10_000:
+                self._late_marked.clear()
+            self._late_marked.update(late_marks)
+
+    def _late_statements(self, ts: np.ndarray) -> tuple[list, dict[int, int]]:
+        """``raw_late`` upserts for the hours of samples older than ``late_after_ms``."""
+        now = self.now_ms()
+        cutoff = now - self.late_after_ms
+        if int(ts.min()) >= cutoff:
+            return [], {}
+        stmts, marks = [], {}
+        for hour in np.unique(ts[ts < cutoff] // sch.RAW_BUCKET_MS).tolist():
+            last = self._late_marked.get(hour)
+            if last is not None and 0 <= now - last < self.LATE_REMARK_MS:
+                continue
+            stmts.append(self.ps_late_ins.bind((hour * sch.RAW_BUCKET_MS // sch.BLOCK_BUCKET_MS, hour, now)))
+            marks[hour] = now
+        return stmts, marks
+
+    async def late_hours(self, start_ms: int, end_ms: int) -> dict[int, int]:
+        """Hours in [start_ms, end_ms] that got late writes -> time of the newest such write (ms)."""
+        days = range(start_ms // sch.BLOCK_BUCKET_MS, end_ms // sch.BLOCK_BUCKET_MS + 1)
+        pages = await asyncio.gather(*(self.execute(self.ps_late_read, (d,)) for d in days))
+        lo, hi = start_ms // sch.RAW_BUCKET_MS, end_ms // sch.RAW_BUCKET_MS
+        return {h: w for day in pages for page in day for h, w in page if lo <= h <= hi}
 
     def _raw_batches(self, target: str, ids: np.ndarray, ts: np.ndarray, vals: np.ndarray) -> list[BatchStatement]:
         hours = ts // sch.RAW_BUCKET_MS

@@ -11,10 +11,20 @@ writes the tables ``storage.schema`` creates:
   partitions);
 - checkpoints as ``meta`` rows keyed ``rollup:<job>:<shard>``.
 
-Raw reads older than ``recent_raw_keep_ms`` merge sealed blocks in (``select``).
-``read_raw_window`` here goes through the public ``select`` (all series of the window,
-filtered by shard): correct for every shard count, but each shard reads the whole
-window. A backend that can list one shard's series from its index should override it.
+Raw reads (``select``) take sealed windows from ``raw_blocks`` and only the rest from
+``raw_recent`` rows: a 24 h read of one series is about a dozen compressed blocks plus the
+last hours of rows instead of 8,640 rows. Per series, an hour is read from blocks when a
+block covers it and no late write (``raw_late``, see ``storage.cassandra``) reached that
+hour less than ``late_seal_margin_ms`` before the block was written; otherwise its rows are
+read too and merged (rows win on equal timestamps). The last ``RECENT_RAW_MS`` are always
+read from rows, concurrently with the blocks, and any hour without a block (not sealed yet,
+a gap, a window larger than ``BLOCK_LOOKBACK_MS``) falls back to rows, so a read is never
+less complete than the rows alone.
+
+``read_raw_window`` (the rollup job's input) reads rows, and blocks only for ranges older
+than ``recent_raw_keep_ms``, through ``select_rows`` (all series of the window, filtered by
+shard): correct for every shard count, but each shard reads the whole window. A backend
+that can list one shard's series from its index should override it.
 """
 
 from __future__ import annotations
@@ -23,17 +33,16 @@ import asyncio
 from collections.abc import Sequence
 
 import numpy as np
-from cassandra.protocol import NumpyProtocolHandler
 from cassandra.query import BatchStatement, BatchType
 
-from storage.base import AGGREGATES, DAY_MS, Resolution, SeriesData
+from storage.base import AGGREGATES, DAY_MS, HOUR_MS, MINUTE_MS, Resolution, SeriesData
 from storage.blocks import VERSION as BLOCK_VERSION
 from storage.blocks import decode_block
-from storage.cassandra import CassandraStorage, TransientStorageError
+from storage.cassandra import CassandraStorage, SeriesInfo, TransientStorageError
 from storage.matchers import Matcher, MatchOp
 from storage.model import METRIC_NAME
 from storage.rollup import Rollup
-from storage.rollup_job import RollupRows, SealedBlock
+from storage.rollup_job import DEFAULT_GRACE_MS, DEFAULT_WINDOW_MS, RollupRows, SealedBlock
 from storage.schema import DEFAULT_TTLS_S
 
 ROLLUP_1H_BUCKET_MS = 32 * DAY_MS
@@ -41,6 +50,10 @@ MAX_IN_FLIGHT = 48
 WRITE_ATTEMPTS = 5  # upserts are idempotent: a timed-out write is safe to repeat
 BATCH_ROWS = 120  # one 2 h window of 1m rows (~7 KB): under Cassandra's 50 KB batch fail threshold
 _COLS = ", ".join(AGGREGATES)
+# Always read from rows: the span that cannot be sealed yet with the default window and grace.
+RECENT_RAW_MS = DEFAULT_WINDOW_MS + DEFAULT_GRACE_MS
+BLOCK_LOOKBACK_MS = 6 * HOUR_MS  # blocks starting this long before a read's start are found
+BLOCK_READ_SERIES_CHUNK = 16  # series per block request (unpaged: <= 16 x 24 blocks)
 
 
 def _partition(resolution: Resolution, ts_ms: int) -> int:
@@ -52,18 +65,19 @@ def _partition(resolution: Resolution, ts_ms: int) -> int:
 
 
 class CassandraRollupMixin:
-    """RollupStore for ``CassandraStorage`` (needs ``session``, ``keyspace``, ``execute``, ``select``).
+    """RollupStore for ``CassandraStorage`` (needs ``session``, ``keyspace``, ``execute``, ``read_raw``).
 
-    ``select`` answers 1m/1h reads from the rollup tables, and raw reads reaching further back
-    than ``recent_raw_keep_ms`` (how long ``raw_recent`` keeps rows; default: its table TTL, so
-    blocks are read only once raw_recent has a shorter TTL than raw_blocks) from the sealed
-    blocks merged with whatever recent rows remain.
+    ``select`` answers 1m/1h reads from the rollup tables and raw reads from sealed blocks
+    plus rows (module docstring). ``recent_raw_keep_ms`` (how long ``raw_recent`` keeps
+    rows; default: its table TTL) only decides when ``read_raw_window`` adds blocks.
     """
 
     recent_raw_keep_ms: int = DEFAULT_TTLS_S["raw_recent"] * 1000
+    # A block is trusted for an hour only if written this long after the hour's newest late
+    # write: covers that write's time in flight, the seal's own read-to-write time and skew.
+    late_seal_margin_ms: int = 15 * MINUTE_MS
 
     _rollup_ps: dict | None = None
-    _rollup_np_session = None  # a session whose results are NumPy columns (fast rollup reads)
 
     async def _ps(self) -> dict:
         if self._rollup_ps is None:
@@ -71,7 +85,7 @@ class CassandraRollupMixin:
             p = self.session.prepare  # type: ignore[attr-defined]
 
             def prepare() -> dict:
-                return {
+                out = {
                     "block_ins": p(
                         f"INSERT INTO {ks}.raw_blocks (series_id, day, start_ts, end_ts, count, codec, data)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -79,6 +93,10 @@ class CassandraRollupMixin:
                     "block_read": p(
                         f"SELECT start_ts, data FROM {ks}.raw_blocks WHERE series_id = ? AND day = ?"
                         " AND start_ts >= ? AND start_ts < ?"
+                    ),
+                    "blocks_read": p(
+                        f"SELECT series_id, start_ts, end_ts, WRITETIME(data), data FROM {ks}.raw_blocks"
+                        " WHERE series_id IN ? AND day = ? AND start_ts >= ? AND start_ts <= ?"
                     ),
                     "1m_ins": p(
                         f"INSERT INTO {ks}.rollup_1m (series_id, day, ts, {_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -95,25 +113,11 @@ class CassandraRollupMixin:
                     "meta_get": p(f"SELECT value FROM {ks}.meta WHERE key = ?"),
                     "meta_set": p(f"INSERT INTO {ks}.meta (key, value) VALUES (?, ?)"),
                 }
-
-            def numpy_session() -> tuple:
-                session = self.cluster.connect()  # type: ignore[attr-defined]
-                session.client_protocol_handler = NumpyProtocolHandler  # default profile: tuple rows
-                q = session.prepare
-                return session, {
-                    "1m_read": q(
-                        f"SELECT ts, {_COLS} FROM {ks}.rollup_1m WHERE series_id = ? AND day = ? AND ts >= ? AND ts <= ?"
-                    ),
-                    "1h_read": q(
-                        f"SELECT ts, {_COLS} FROM {ks}.rollup_1h WHERE series_id = ? AND bucket = ? AND ts >= ? AND ts <= ?"
-                    ),
-                }
+                out["blocks_read"].fetch_size = None  # bounded by BLOCK_READ_SERIES_CHUNK
+                return out
 
             loop = asyncio.get_running_loop()
-            ps = await loop.run_in_executor(None, prepare)
-            self._rollup_np_session, np_ps = await loop.run_in_executor(None, numpy_session)
-            ps["np_1m_read"], ps["np_1h_read"] = np_ps["1m_read"], np_ps["1h_read"]
-            self._rollup_ps = ps
+            self._rollup_ps = await loop.run_in_executor(None, prepare)
         return self._rollup_ps
 
     async def _bounded(self, calls: list) -> None:
@@ -137,7 +141,7 @@ class CassandraRollupMixin:
 
     async def read_raw_window(self, shard: int, shards: int, start_ms: int, end_ms: int) -> list[SeriesData]:
         every = [Matcher(METRIC_NAME, MatchOp.RE, ".+")]
-        data = await self.select(every, start_ms, end_ms - 1)  # type: ignore[attr-defined]
+        data = await self.select_rows(every, start_ms, end_ms - 1)
         return [d for d in data if d.series.id % shards == shard]
 
     async def write_blocks(self, blocks: Sequence[SealedBlock]) -> None:
@@ -204,7 +208,101 @@ class CassandraRollupMixin:
     ) -> list[SeriesData]:
         if resolution is not Resolution.RAW:
             return await self.select_rollup(matchers, start_ms, end_ms, resolution)
-        recent = await super().select(matchers, start_ms, end_ms)  # type: ignore[misc]
+        if end_ms < start_ms:
+            return []
+        infos = await self._select_series(matchers, start_ms, end_ms)  # type: ignore[attr-defined]
+        if not infos:
+            return []
+        return await self.read_sealed_and_rows(infos, start_ms, end_ms)
+
+    async def read_sealed_and_rows(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int) -> list[SeriesData]:
+        """Raw samples of known series in [start_ms, end_ms]: sealed blocks where they can be
+        trusted, ``raw_recent`` rows for everything else (see the module docstring)."""
+        hours = range(start_ms // HOUR_MS, end_ms // HOUR_MS + 1)
+        first_hot = (self.now_ms() - RECENT_RAW_MS) // HOUR_MS  # type: ignore[attr-defined]
+        cold = [h for h in hours if h < first_hot]
+        hot = [h for h in hours if h >= first_hot]
+        if not cold:
+            return await self.read_raw(infos, start_ms, end_ms, hot)  # type: ignore[attr-defined]
+        cold_end = min(end_ms, first_hot * HOUR_MS - 1)
+        blocks, late, hot_rows = await asyncio.gather(
+            self.read_blocks_of([i.series.id for i in infos], start_ms, cold_end),
+            self.late_hours(start_ms, cold_end),  # type: ignore[attr-defined]
+            self.read_raw(infos, start_ms, end_ms, hot) if hot else _no_rows(),  # type: ignore[attr-defined]
+        )
+        # Per series: the cold hours whose rows must be read too (no trusted block covers them).
+        need_by_hours: dict[tuple[int, ...], list[SeriesInfo]] = {}
+        for info in infos:
+            trusted: set[int] = set()
+            for b_start, b_end, written_us, _ in blocks.get(info.series.id, ()):
+                for h in range(b_start // HOUR_MS, -(-b_end // HOUR_MS)):
+                    mark = late.get(h)
+                    if mark is None or written_us // 1000 >= mark + self.late_seal_margin_ms:
+                        trusted.add(h)
+            need = tuple(h for h in cold if h not in trusted)
+            if need:
+                need_by_hours.setdefault(need, []).append(info)
+        cold_rows = await asyncio.gather(
+            *(self.read_raw(group, start_ms, cold_end, list(need)) for need, group in need_by_hours.items())  # type: ignore[attr-defined]
+        )
+        rows_by_id: dict[int, list[SeriesData]] = {}
+        for part in (hot_rows, *cold_rows):
+            for d in part:
+                rows_by_id.setdefault(d.series.id, []).append(d)
+        out = []
+        for info in infos:
+            sid = info.series.id
+            ts_parts = [d.timestamps for d in rows_by_id.get(sid, ())]  # rows first: they win ties
+            val_parts = [d.values for d in rows_by_id.get(sid, ())]
+            for _, _, _, data in blocks.get(sid, ()):
+                b_ts, b_vals = decode_block(data)
+                lo = np.searchsorted(b_ts, start_ms, side="left")
+                hi = np.searchsorted(b_ts, cold_end, side="right")
+                ts_parts.append(b_ts[lo:hi])
+                val_parts.append(b_vals[lo:hi])
+            n = sum(p.size for p in ts_parts)
+            if not n:
+                continue
+            ts = np.concatenate(ts_parts) if len(ts_parts) > 1 else ts_parts[0]
+            vals = np.concatenate(val_parts) if len(val_parts) > 1 else val_parts[0]
+            if ts.size > 1 and not bool((ts[1:] > ts[:-1]).all()):
+                order = np.argsort(ts, kind="stable")
+                ts, vals = ts[order], vals[order]
+                keep = np.ones(ts.size, dtype=bool)
+                keep[1:] = ts[1:] != ts[:-1]
+                ts, vals = ts[keep], vals[keep]
+            out.append(SeriesData(info.series, ts, vals, Resolution.RAW))
+        out.sort(key=lambda d: d.series.labels)
+        return out
+
+    async def read_blocks_of(
+        self, series_ids: Sequence[int], start_ms: int, end_ms: int
+    ) -> dict[int, list[tuple[int, int, int, bytes]]]:
+        """Sealed blocks overlapping [start_ms, end_ms] (those starting up to BLOCK_LOOKBACK_MS
+        before it): series id -> [(window start, window end, write time in us, data)] by start."""
+        ps = (await self._ps())["blocks_read"]
+        ids = sorted(set(series_ids))
+        calls = []
+        for d in range(start_ms // DAY_MS, end_ms // DAY_MS + 1):
+            lo = max(d * DAY_MS, start_ms - BLOCK_LOOKBACK_MS)
+            hi = min((d + 1) * DAY_MS - 1, end_ms)
+            for i in range(0, len(ids), BLOCK_READ_SERIES_CHUNK):
+                calls.append(self.execute(ps, (ids[i : i + BLOCK_READ_SERIES_CHUNK], d, lo, hi)))  # type: ignore[attr-defined]
+        out: dict[int, list[tuple[int, int, int, bytes]]] = {}
+        for pages in await asyncio.gather(*calls):
+            for page in pages:
+                for sid, b_start, b_end, written_us, data in page:
+                    if b_end > start_ms and data:
+                        out.setdefault(sid, []).append((b_start, b_end, written_us or 0, data))
+        for blocks in out.values():
+            blocks.sort(key=lambda b: b[0])
+        return out
+
+    async def select_rows(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
+        """Raw samples from ``raw_recent`` rows, merged with sealed blocks only when the range
+        reaches back past ``recent_raw_keep_ms`` (the rollup job's input: a rerun of a window
+        reseals from its rows while they exist)."""
+        recent = await CassandraStorage.select(self, matchers, start_ms, end_ms)  # type: ignore[arg-type]
         horizon = self.now_ms() - self.recent_raw_keep_ms  # type: ignore[attr-defined]
         if start_ms >= horizon:
             return recent
@@ -281,3 +379,7 @@ class CassandraRollupMixin:
 
 class CassandraRollupStorage(CassandraRollupMixin, CassandraStorage):
     """Cassandra storage with the rollup store."""
+
+
+async def _no_rows() -> list[SeriesData]:
+    return []

@@ -11,6 +11,9 @@ Buckets (all integers derived from the sample timestamp in ms):
 - ``raw_recent``: partition ``(target, hour)`` where hour = ts // 1 h, clustered by
   ``(series_id, ts)``: one scrape of one target is one single-partition batch;
 - ``raw_blocks``: sealed compressed blocks, partition ``(series_id, day)`` (rollup job);
+- ``raw_late``: partition ``day``, one row per hour that got a late write (samples older
+  than ``CassandraStorage.late_after_ms`` when written, e.g. a spool replay) and when: a
+  sealed block older than that write may miss samples, so reads merge that hour's rows in;
 - ``rollup_1m``: partition ``(series_id, day)``; ``rollup_1h``: partition
   ``(series_id, bucket)`` with bucket = ts // 32 days;
 - index (two levels, same shape): ``series_day`` (series of a metric with their labels and
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 
 from storage.base import DAY_MS, HOUR_MS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: raw_late (``ringmon storage init`` on a version-1 keyspace adds it)
 
 RAW_BUCKET_MS = HOUR_MS  # raw_recent partition width
 BLOCK_BUCKET_MS = DAY_MS  # raw_blocks partition width
@@ -141,6 +144,11 @@ def table_statements(spec: SchemaSpec) -> list[tuple[str, str]]:
             f"CREATE TABLE IF NOT EXISTS {ks}.raw_blocks (series_id bigint, day int, start_ts bigint, "
             "end_ts bigint, count int, codec tinyint, data blob, "
             "PRIMARY KEY ((series_id, day), start_ts)) WITH " + _options(t["raw_blocks"], "start_ts ASC"),
+        ),
+        (
+            "raw_late",
+            f"CREATE TABLE IF NOT EXISTS {ks}.raw_late (day int, hour int, written_at bigint, "
+            "PRIMARY KEY ((day), hour)) WITH " + _options(t["raw_recent"], "hour ASC"),
         ),
         (
             "rollup_1m",

@@ -42,6 +42,46 @@ def test_schema_is_idempotent_and_versioned(cassandra_storage) -> None:
     assert tables["postings_day"][0] == sch.DEFAULT_TTLS_S["index_day"]
 
 
+def test_older_schema_version_asks_for_storage_init_which_upgrades_it(cassandra) -> None:
+    from fixtures_cassandra import fresh_keyspace
+
+    from storage.base import StorageError
+    from storage.cassandra import CassandraStorage
+
+    ks = fresh_keyspace("upgrade")
+    store = CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks, create_schema=True)
+    try:
+        store.session.execute(f"DROP TABLE {ks}.raw_late", timeout=60)
+        store.session.execute(f"INSERT INTO {ks}.meta (key, value) VALUES ('schema_version', '1')")
+        with pytest.raises(StorageError, match=f"schema version 1.*ringmon storage init --keyspace {ks}"):
+            CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks)
+        assert sch.create_schema(store.session, sch.SchemaSpec(keyspace=ks)) == ["raw_late"]
+        assert sch.schema_version(store.session, ks) == sch.SCHEMA_VERSION == 2
+        CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks).shutdown()
+    finally:
+        store.drop_keyspace_sync()
+        store.shutdown()
+
+
+async def test_late_writes_mark_their_hours(cassandra_storage) -> None:
+    """Samples older than late_after_ms when written mark their hour in raw_late with the write time."""
+    store = cassandra_storage
+    s = Series.of(make_labels("late_check", job="l"))
+    now = int(time.time() * 1000)
+    old = now - 3 * HOUR_MS
+    await store.write_columns("l/h:1", [s.id, s.id], [now - 1000, now], [1.0, 2.0], [s])
+    assert await store.late_hours(now - 4 * HOUR_MS, now) == {}
+    await store.write_columns("l/h:1", [s.id, s.id], [old, now], [3.0, 4.0], [s])
+    marks = await store.late_hours(now - 4 * HOUR_MS, now)
+    assert list(marks) == [old // HOUR_MS] and now - 5000 <= marks[old // HOUR_MS] <= int(time.time() * 1000)
+    (ttl,) = _rows(
+        store,
+        f"SELECT TTL(written_at) FROM {store.keyspace}.raw_late WHERE day = %s AND hour = %s",
+        (old // DAY_MS, old // HOUR_MS),
+    )[0]
+    assert sch.DEFAULT_TTLS_S["raw_recent"] - 60 <= ttl <= sch.DEFAULT_TTLS_S["raw_recent"]
+
+
 def test_twcs_windows_are_about_a_24th_of_the_ttl() -> None:
     assert sch.twcs_window(8 * 86_400) == ("HOURS", 8)
     assert sch.twcs_window(32 * 86_400) == ("DAYS", 1)
