@@ -17,7 +17,7 @@ import numpy as np
 from query import parse as P
 from query.errors import QueryError, QueryLimitError, QueryTimeoutError
 from query.result import QueryResult, ResultSeries
-from query.rollup_tail import TailMemo, combine, concat, fine_rows, fine_step
+from query.rollup_tail import Rows, TailMemo, combine, concat, fine_rows, fine_step
 from query.rollup_tail import bucketize as bucketize  # re-exported: the bench and tests import it from here
 from query.values import (
     InstantVector,
@@ -645,7 +645,7 @@ class Engine:
         if self.tail_memo is None:
             return None
         fine = fine_step(start_ms, step_ms)
-        return self.tail_memo.reach((tuple(matchers), fine, DEFAULT_MAX_GAP_MS), start_ms)
+        return self.tail_memo.reach((tuple(matchers), fine, step_ms, DEFAULT_MAX_GAP_MS), start_ms)
 
     async def _rows_from_raw(
         self,
@@ -658,26 +658,33 @@ class Engine:
         prefetched: tuple[int, list[SeriesData]] | None = None,
     ) -> list[SeriesData]:
         """Rollup rows of [start_ms, end_ms) built from raw samples as the rollup job builds
-        them (sorted by labels). Minute rows of complete minutes are kept in the tail memo and
-        taken from it, so raw samples are read only from where the memo ends. ``prefetched``:
-        raw samples already read from (that time - the counter gap) on."""
+        them (sorted by labels). The rows of complete minutes are kept in the tail memo (the
+        last bucket possibly in part) and taken from it, so raw samples are read only from
+        where the memo ends. ``prefetched``: raw samples already read from (that time - the
+        counter gap) on."""
         fine = fine_step(start_ms, step_ms)
-        key = (tuple(matchers), fine, DEFAULT_MAX_GAP_MS)
+        key = (tuple(matchers), fine, step_ms, DEFAULT_MAX_GAP_MS)
         whole = end_ms // fine * fine  # fine buckets before this hold every sample they will get
         hit = self.tail_memo.lookup(key, start_ms, whole) if self.tail_memo is not None else None
-        built, need_from = hit if hit is not None else (None, start_ms)
+        kept, need_from = hit if hit is not None else (Rows.empty(), start_ms)
+        fresh = Rows.empty()
         if need_from < end_ms:
             if prefetched is not None and prefetched[0] <= need_from:
                 raw = prefetched[1]
             else:
                 raw = await self.storage.select(matchers, need_from - DEFAULT_MAX_GAP_MS, end_ms - 1)
             fresh = fine_rows(raw, need_from, end_ms, fine)
-            built = fresh if built is None else concat(built, fresh)
-        assert built is not None
-        if self.tail_memo is not None:
-            complete = min((now - self.rollup_lag_ms) // fine * fine, whole)
-            if complete > start_ms:
-                self.tail_memo.store(key, built.between(start_ms, complete), start_ms, complete)
+        complete = min((now - self.rollup_lag_ms) // fine * fine, whole)
+        if complete > need_from:
+            # Fold the minutes now complete into the kept rows (sums stay in time order, as
+            # the rollup job adds them) and keep those for the next refresh.
+            kept = concat(kept, fresh.between(need_from, complete))
+            if fine != step_ms:
+                kept = combine(kept, start_ms, step_ms)
+            fresh = fresh.between(complete, end_ms)
+            if self.tail_memo is not None:
+                self.tail_memo.store(key, kept, start_ms, complete)
+        built = concat(kept, fresh)
         if fine != step_ms:
             built = combine(built, start_ms, step_ms)
         out = built.parts(res)

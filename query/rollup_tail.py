@@ -181,13 +181,29 @@ def concat(older: Rows, newer: Rows) -> Rows:
         index = {s.id: i for i, s in enumerate(series)}
         a_map = np.array([index[s.id] for s in older.series], dtype=np.int64)
         b_map = np.array([index[s.id] for s in newer.series], dtype=np.int64)
-    sidx = np.concatenate([a_map[older.sidx], b_map[newer.sidx]])
-    order = np.argsort(sidx, kind="stable")
+    # Place every row directly (no sort): a series' older rows, then its newer ones.
+    a_s, b_s = a_map[older.sidx], b_map[newer.sidx]
+    a_cnt = np.bincount(a_s, minlength=len(series))
+    first = np.concatenate(([0], np.cumsum(a_cnt + np.bincount(b_s, minlength=len(series)))[:-1]))
+
+    def rank(rows: Rows) -> np.ndarray:
+        return np.arange(len(rows)) - np.searchsorted(rows.sidx, rows.sidx)
+
+    pos_a = first[a_s] + rank(older)
+    pos_b = first[b_s] + a_cnt[b_s] + rank(newer)
+    n = len(older) + len(newer)
+
+    def place(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        out = np.empty(n, dtype=x.dtype)
+        out[pos_a] = x
+        out[pos_b] = y
+        return out
+
     return Rows(
         series,
-        sidx[order],
-        np.concatenate([older.ts, newer.ts])[order],
-        {k: np.concatenate([older.cols[k], newer.cols[k]])[order] for k in AGG_NAMES},
+        place(a_s, b_s),
+        place(older.ts, newer.ts),
+        {k: place(older.cols[k], newer.cols[k]) for k in AGG_NAMES},
     )
 
 
@@ -229,7 +245,9 @@ class _Memo:
 
 
 class TailMemo:
-    """Minute rows of complete minutes per selector (key), reused while fresh.
+    """Rows built from the complete minutes of [start, end) per selector and bucket width
+    (key), reused while fresh. The last bucket may be partial: its aggregates over its
+    complete minutes, to which newer minutes are added in order as the rollup job adds them.
 
     Complete means older than the engine's rollup lag, the same assumption the rollup job
     and the range cache make about late samples; ``ttl_s`` bounds how long a backfill can go
@@ -258,16 +276,14 @@ class TailMemo:
         return None if best is None else best.end_ms
 
     def lookup(self, key: tuple, start_ms: int, end_ms: int) -> tuple[Rows, int] | None:
-        """Kept rows of buckets in [start_ms, min(end_ms, their end)), and that end."""
+        """Kept rows from ``start_ms`` (a bucket start) up to where they end, and that end,
+        when it is at most ``end_ms`` (the last kept bucket may hold only its first minutes)."""
         best = self._best(key, start_ms)
-        if best is None:
-            return None
-        upto = min(best.end_ms, end_ms)
-        if upto <= start_ms:
+        if best is None or best.end_ms > end_ms:
             return None
         self._entries.move_to_end(key)
         self.hits += 1
-        return best.rows.between(start_ms, upto), upto
+        return best.rows.between(start_ms, best.end_ms), best.end_ms
 
     def store(self, key: tuple, rows: Rows, start_ms: int, end_ms: int) -> None:
         if end_ms <= start_ms or len(rows) > self.max_rows:
