@@ -82,12 +82,22 @@ def test_beyond_the_point_budget_one_tooltip_per_time_step_lists_every_series():
     assert sum(widths) == pytest.approx(800 - 70 - 16, abs=3)  # the bands tile the plot (0.1 px rounding)
 
 
+NUMBER = r"-?(?:\d+(?:\.\d)?|\.\d)"
+SUBPATH = re.compile(rf"M{NUMBER},{NUMBER}(?:l{NUMBER},{NUMBER}(?: {NUMBER},{NUMBER})*)?")
+
+
 def points_of(d: str) -> list[list[tuple[float, float]]]:
-    """The (x, y) points of each subpath of a path's ``d``."""
-    return [
-        [(float(x), float(y)) for x, y in re.findall(r"(-?[\d.]+),(-?[\d.]+)", sub)]
-        for sub in d.split("M")[1:]
-    ]
+    """The absolute (x, y) points of each subpath ``M x,y l dx,dy dx,dy ...`` of a line's ``d``."""
+    out = []
+    for sub in d.split(" M"):
+        sub = sub if sub.startswith("M") else "M" + sub
+        assert SUBPATH.fullmatch(sub), sub  # one decimal at most, relative steps after the first
+        nums = [float(v) for v in re.findall(NUMBER, sub)]
+        points = [(nums[0], nums[1])]
+        for dx, dy in zip(nums[2::2], nums[3::2], strict=True):
+            points.append((round(points[-1][0] + dx, 1), round(points[-1][1] + dy, 1)))
+        out.append(points)
+    return out
 
 
 def test_dense_series_are_thinned_keeping_each_pixel_columns_extremes_and_the_gaps():
@@ -168,13 +178,19 @@ def test_stacked_mode_draws_areas_on_top_of_each_other():
     )
     areas = [p for p in root.iter("{http://www.w3.org/2000/svg}path") if p.get("class") == "area"]
     assert len(areas) == 2
-    ys = {
-        name: {float(pt.split(",")[1]) for pt in re.findall(r"[\d.]+,[\d.]+", d)}
-        for name, d in lines(root).items()
-    }
+    ys = {name: {y for sub in points_of(d) for _, y in sub} for name, d in lines(root).items()}
     # plot: top 12, height 140-12-26 = 102; b's top is at 3 of 4, a's at 1 of 4.
     assert sorted(ys["a"]) == pytest.approx([12 + 102 * 3 / 4], abs=0.1)
     assert sorted(ys["b"]) == pytest.approx([12 + 102 * 1 / 4], abs=0.1)
+    # Each area runs along its line and back along the top of the one below (the axis for a).
+    for area, under in zip(areas, (12 + 102, 12 + 102 * 3 / 4), strict=True):
+        d = area.get("d")
+        assert d.endswith(" Z") and " L" in d
+        along, back = d.removesuffix(" Z").split(" L")
+        top_points = points_of(along)[0]
+        back_points = points_of("M" + back)[0]
+        assert [x for x, _ in back_points] == [x for x, _ in reversed(top_points)]
+        assert [y for _, y in back_points] == pytest.approx([under] * len(back_points), abs=0.1)
     tips = [t.text for t in root.iter("{http://www.w3.org/2000/svg}title")]
     assert any(t and t.startswith("b\n") and t.endswith(": 2") for t in tips)  # own value, not cumulative
 
