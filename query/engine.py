@@ -17,7 +17,7 @@ import numpy as np
 from query import parse as P
 from query.errors import QueryError, QueryLimitError, QueryTimeoutError
 from query.result import QueryResult, ResultSeries
-from query.rollup_tail import Rows, TailMemo, combine, concat, fine_rows, fine_step
+from query.rollup_tail import Rows, TailMemo, combine, concat, fine_rows, fine_step, rows_of
 from query.rollup_tail import bucketize as bucketize  # re-exported: the bench and tests import it from here
 from query.values import (
     InstantVector,
@@ -48,6 +48,8 @@ class FetchPlan:
     end_ms: int
     resolution: Resolution = Resolution.RAW
     data: list[SeriesData] = field(default_factory=list)
+    # Rollup rows in flat arrays (instead of ``data``) when the fetch assembled them so.
+    rows: Rows | None = None
 
     @property
     def bucket_ms(self) -> int:
@@ -88,6 +90,17 @@ class FlatSeries:
     vals: np.ndarray
     offsets: np.ndarray
     agg: dict[str, np.ndarray] | None
+
+
+def _flat_rows(rows: Rows, resolution: Resolution) -> FlatSeries:
+    """Rollup rows as a selector's flat series (buckets at their last millisecond)."""
+    counts = np.bincount(rows.sidx, minlength=len(rows.series))
+    present = np.flatnonzero(counts).tolist()
+    offsets = np.zeros(len(present) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(counts[present])
+    ts = rows.ts + (resolution.step_ms - 1)
+    agg = dict(rows.cols)
+    return FlatSeries([rows.series[i].labels for i in present], ts, agg["last"], offsets, agg)
 
 
 @dataclass
@@ -164,6 +177,10 @@ class Evaluator:
         hit = self._flat.get(key)
         if hit is not None:
             return hit
+        if plan is not None and plan.rows is not None:
+            flat = _flat_rows(plan.rows, plan.resolution)
+            self._flat[key] = flat
+            return flat
         data = [d for d in (plan.data if plan is not None else []) if len(d)]
         labels, counts_list = [], []
         for d in data:  # consecutive parts of one series form one run
@@ -566,6 +583,7 @@ class Engine:
             raise QueryError(f"storage error: {exc}") from exc
         stats.selects = len(plans)
         stats.samples = sum(len(d) for p in plans.values() for d in p.data)
+        stats.samples += sum(len(p.rows) for p in plans.values() if p.rows is not None)
         if stats.samples > self.max_samples:
             raise QueryLimitError(
                 f"query processing would load too many samples into memory in query execution "
@@ -586,7 +604,7 @@ class Engine:
         if lo >= now - RECENT_FROM_RAW_MS and lo >= raw_floor:
             # Recent windows only (a cache refresh): build the buckets from raw samples,
             # which gives the rollup job's rows exactly, with one read.
-            plan.data = await self._rows_from_raw(matchers, lo, plan.end_ms + 1, step, res, now)
+            plan.rows = await self._rows_from_raw(matchers, lo, plan.end_ms + 1, step, now)
             return
         guess = max(tail, lo, raw_floor)
         # Read the raw tail where the rollup job usually is, alongside the rollup rows.
@@ -622,7 +640,12 @@ class Engine:
             prefetched = (raw_from, await raw_task)
         elif raw_task is not None:
             raw_task.cancel()
-        built = await self._rows_from_raw(matchers, tail, plan.end_ms + 1, step, res, now, prefetched)
+        built = await self._rows_from_raw(matchers, tail, plan.end_ms + 1, step, now, prefetched)
+        stored = rows_of(rows)
+        if stored is not None:
+            # Stored rows then rows built from raw, per series, in flat arrays.
+            plan.rows = concat(stored.between(lo, tail), built).by_labels()
+            return
         # One series may come in two parts (stored rows, then rows built from raw); flat_of
         # joins consecutive parts of a series.
         parts: dict[int, list[SeriesData]] = {}
@@ -636,7 +659,7 @@ class Engine:
                 agg = {k: v[:cut] for k, v in (d.agg or {}).items()}
                 d = SeriesData(d.series, d.timestamps[:cut], d.values[:cut], res, agg)
             parts[d.series.id] = [d]
-        for d in built:
+        for d in built.parts(res):
             parts.setdefault(d.series.id, []).append(d)
         ordered = sorted(parts.values(), key=lambda ps: ps[0].series.labels)
         plan.data = [p for ps in ordered for p in ps]
@@ -653,12 +676,11 @@ class Engine:
         start_ms: int,
         end_ms: int,
         step_ms: int,
-        res: Resolution,
         now: int,
         prefetched: tuple[int, list[SeriesData]] | None = None,
-    ) -> list[SeriesData]:
+    ) -> Rows:
         """Rollup rows of [start_ms, end_ms) built from raw samples as the rollup job builds
-        them (sorted by labels). The rows of complete minutes are kept in the tail memo (the
+        them (series sorted by labels). The rows of complete minutes are kept in the tail memo (the
         last bucket possibly in part) and taken from it, so raw samples are read only from
         where the memo ends. ``prefetched``: raw samples already read from (that time - the
         counter gap) on."""
@@ -687,9 +709,7 @@ class Engine:
         built = concat(kept, fresh)
         if fine != step_ms:
             built = combine(built, start_ms, step_ms)
-        out = built.parts(res)
-        out.sort(key=lambda d: d.series.labels)
-        return out
+        return built.by_labels()
 
     def _evaluate(self, ev: Evaluator, node: P.Node, times: np.ndarray, instant: bool) -> QueryResult:
         with np.errstate(all="ignore"):

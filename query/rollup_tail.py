@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from query.values import stale_mask
-from storage.base import MINUTE_MS, Resolution, SeriesData
+from storage.base import AGGREGATES, MINUTE_MS, Resolution, SeriesData
 from storage.model import Series
 from storage.rollup import DEFAULT_MAX_GAP_MS
 
-AGG_NAMES = ("count", "sum", "min", "max", "last", "increase")
+AGG_NAMES = AGGREGATES
 
 
 def _segment_ids(n: int, starts: np.ndarray) -> np.ndarray:
@@ -59,6 +59,19 @@ class Rows:
         """Row range of every series: series ``i`` is rows ``bounds[i]:bounds[i+1]``."""
         return np.searchsorted(self.sidx, np.arange(len(self.series) + 1)).tolist()
 
+    def by_labels(self) -> "Rows":
+        """The same rows with the series ordered by their labels."""
+        order = sorted(range(len(self.series)), key=lambda i: self.series[i].labels)
+        if order == list(range(len(self.series))):
+            return self
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        sidx = rank[self.sidx]
+        keep = np.argsort(sidx, kind="stable")
+        return Rows(
+            [self.series[i] for i in order], sidx[keep], self.ts[keep], {k: v[keep] for k, v in self.cols.items()}
+        )
+
     def parts(self, resolution: Resolution) -> list[SeriesData]:
         """One SeriesData per series with rows (bucket starts, ``last`` as the value)."""
         out = []
@@ -70,6 +83,23 @@ class Rows:
             if z > a:
                 out.append(SeriesData(s, self.ts[a:z], last[a:z], resolution, {n: c[a:z] for n, c in cols.items()}))
         return out
+
+
+def rows_of(data: list[SeriesData]) -> Rows | None:
+    """Stored rollup rows (one SeriesData per series, each with every aggregate column) as
+    Rows; None when a column is missing."""
+    parts = [d for d in data if len(d)]
+    if not parts:
+        return Rows.empty()
+    if any(d.agg is None or any(k not in d.agg for k in AGG_NAMES) for d in parts):
+        return None
+    counts = np.fromiter((len(d) for d in parts), dtype=np.int64, count=len(parts))
+    return Rows(
+        [d.series for d in parts],
+        np.repeat(np.arange(len(parts), dtype=np.int64), counts),
+        np.concatenate([d.timestamps for d in parts]),
+        {k: np.concatenate([d.agg[k] for d in parts]) for k in AGG_NAMES},  # type: ignore[index]
+    )
 
 
 def fine_rows(
