@@ -12,7 +12,8 @@ targets).
 ``plan_overrides`` is a pure function of (ring, target keys, previous overrides, the ring
 those were planned on, cap factor):
 
-1. every previous override whose scraper is alive and whose target still exists is kept;
+1. every previous override whose scraper is alive and whose target still exists is kept,
+   except those of targets whose ring owner just joined (they go to it as on the pure ring);
 2. each scraper's load is counted against ``cap = ceil(cap_factor * targets / scrapers)``;
 3. a scraper above cap sheds its excess: first targets it did not hold under the previous
    plan (arrivals: a leaver's orphans, a joiner's takings, new targets), then targets
@@ -117,12 +118,16 @@ def plan_overrides(
     else:
         prev_home, prev_live = previous_ring.owners(keys), set(previous_ring.members)
 
+    joiners = live - prev_live
     owner: list[str] = []
     held_before: list[str | None] = []
     for k, h, ph in zip(keys, home, prev_home, strict=True):
         o = previous_overrides.get(k)
         held_before.append(o if o is not None and o in prev_live else ph)
-        owner.append(o if o is not None and o in live else h)
+        # a target whose ring owner just joined goes to it, overridden or not, as on the pure
+        # ring (it comes back below if the joiner is full): a scraper that leaves and comes
+        # back gets its ring share back instead of leaving it spread by overrides
+        owner.append(o if o is not None and o in live and h not in joiners else h)
 
     cap = capacity(len(keys), len(members), cap_factor)
     load = Counter(owner)
