@@ -1,6 +1,6 @@
 """Render-time benchmark of the Fleet dashboard: p50/p99 over 24 h and 30 d for N hosts.
 
-    python bench/web.py [--hosts 100] [--runs 20]
+    python bench/web.py [--hosts 100] [--runs 20] [--screenshot DIR]
 
 Builds an in-memory store holding what the Fleet dashboard reads for every host (CPU,
 memory, file system, network, HTTP requests, up): raw samples and 1-minute rollups for the
@@ -8,7 +8,9 @@ last day, 1-hour rollups for 31 days, as the rollup job would have written them.
 requests ``/d/fleet`` through the real web app over HTTP on 127.0.0.1 and prints the time
 to the full page, cold and with a warm range-query cache (``query.cache.RangeQueryCache``)
 and without any cache, with the page's size as HTML and on the wire (deflated), and the
-machine's load average. Prints figures; asserts nothing about time.
+machine's load average. Prints figures; asserts nothing about time. ``--screenshot DIR``
+also saves full-page Chromium screenshots of the dashboard over 24 h and 30 d
+(``fleet-24h.png``, ``fleet-30d.png``; Debian's /usr/bin/chromium driven by Playwright).
 """
 
 from __future__ import annotations
@@ -166,7 +168,25 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-async def run(hosts: int, runs: int) -> None:
+async def _screenshots(base_url: str, out_dir: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chromium = os.environ.get("RINGMON_CHROMIUM", "/usr/bin/chromium")
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 900})
+            for span in ("24h", "30d"):
+                await page.goto(f"{base_url}/d/fleet?range={span}")
+                path = out_dir / f"fleet-{span}.png"
+                await page.screenshot(path=str(path), full_page=True)
+                print(f"screenshot: {path}")
+        finally:
+            await browser.close()
+
+
+async def run(hosts: int, runs: int, screenshot_dir: Path | None = None) -> None:
     now_ms = int(time.time() * 1000)
     t0 = time.perf_counter()
     storage, n_series = build_store(hosts, now_ms)
@@ -205,6 +225,8 @@ async def run(hosts: int, runs: int) -> None:
                     f"({runs} runs, {render_share:.0%} drawing charts, "
                     f"page {size / 1024:.0f} KiB, {wire / 1024:.0f} KiB deflated)"
                 )
+            if screenshot_dir is not None and range_cache is not None:
+                await _screenshots(str(client.make_url("")).rstrip("/"), screenshot_dir)
         finally:
             await client.close()
     print("load average: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
@@ -214,8 +236,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, default=100)
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--screenshot", type=Path, metavar="DIR", help="also save screenshots of the pages here")
     args = ap.parse_args()
-    asyncio.run(run(args.hosts, args.runs))
+    asyncio.run(run(args.hosts, args.runs, args.screenshot))
 
 
 if __name__ == "__main__":
