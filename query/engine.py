@@ -17,7 +17,7 @@ import numpy as np
 from query import parse as P
 from query.errors import QueryError, QueryLimitError, QueryTimeoutError
 from query.result import QueryResult, ResultSeries
-from query.rollup_tail import Rows, TailMemo, combine, concat, fine_rows, fine_step, rows_of
+from query.rollup_tail import Rows, TailMemo, combine, concat, fine_rows, fine_step
 from query.rollup_tail import bucketize as bucketize  # re-exported: the bench and tests import it from here
 from query.values import (
     InstantVector,
@@ -29,7 +29,7 @@ from query.values import (
     flat_windows,
     stale_mask,
 )
-from storage.base import MINUTE_MS, Resolution, SeriesData, Storage, StorageError
+from storage.base import AGGREGATES, MINUTE_MS, Resolution, SeriesData, Storage, StorageError
 from storage.rollup import DEFAULT_MAX_GAP_MS, RAW_RETENTION_MS, choose_resolution
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
@@ -48,8 +48,9 @@ class FetchPlan:
     end_ms: int
     resolution: Resolution = Resolution.RAW
     data: list[SeriesData] = field(default_factory=list)
-    # Rollup rows in flat arrays (instead of ``data``) when the fetch assembled them so.
-    rows: Rows | None = None
+    # The selector's series already in flat arrays (instead of ``data``), when the fetch
+    # assembled them so (rollup rows built from raw samples).
+    flat: "FlatSeries | None" = None
 
     @property
     def bucket_ms(self) -> int:
@@ -90,6 +91,70 @@ class FlatSeries:
     vals: np.ndarray
     offsets: np.ndarray
     agg: dict[str, np.ndarray] | None
+
+
+class PieceColumns(dict):
+    """Rollup aggregate columns of many series, each series from a stored part and/or a
+    range of rows built from raw samples, concatenated only when first read."""
+
+    def __init__(self, pieces: list[tuple[dict | None, int, int]], built: Rows) -> None:
+        super().__init__()
+        self._pieces = pieces
+        self._built = built
+
+    def __missing__(self, name: str) -> np.ndarray:
+        if name not in AGGREGATES:
+            raise KeyError(name)
+        made = self._built.cols[name]
+        arrays = []
+        for agg, a, b in self._pieces:
+            if agg is not None:
+                arrays.append(agg[name])
+            if b > a:
+                arrays.append(made[a:b])
+        col = np.concatenate(arrays) if arrays else np.zeros(0)
+        self[name] = col
+        return col
+
+    def keys(self):  # type: ignore[override]
+        return AGGREGATES
+
+    def items(self):  # type: ignore[override]
+        return [(k, self[k]) for k in AGGREGATES]
+
+    def __iter__(self):
+        return iter(AGGREGATES)
+
+
+def _flat_parts(stored: list[SeriesData], built: Rows, resolution: Resolution) -> FlatSeries:
+    """Stored rollup rows, then rows built from raw samples, per series (by labels), flat."""
+    entries: dict[int, list] = {}
+    for d in stored:
+        if len(d):
+            entries[d.series.id] = [d.series.labels, d, 0, 0]
+    bounds = built.bounds() if len(built) else [0] * (len(built.series) + 1)
+    for k, series in enumerate(built.series):
+        a, b = bounds[k], bounds[k + 1]
+        if b > a:
+            e = entries.get(series.id)
+            if e is None:
+                entries[series.id] = [series.labels, None, a, b]
+            else:
+                e[2], e[3] = a, b
+    ordered = sorted(entries.values(), key=lambda e: e[0])
+    pieces = [(e[1].agg if e[1] is not None else None, e[2], e[3]) for e in ordered]
+    counts = [(len(e[1]) if e[1] is not None else 0) + e[3] - e[2] for e in ordered]
+    ts_parts = []
+    for e in ordered:
+        if e[1] is not None:
+            ts_parts.append(e[1].timestamps)
+        if e[3] > e[2]:
+            ts_parts.append(built.ts[e[2] : e[3]])
+    ts = (np.concatenate(ts_parts) if ts_parts else np.zeros(0, dtype=np.int64)) + (resolution.step_ms - 1)
+    offsets = np.zeros(len(ordered) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(counts)
+    agg = PieceColumns(pieces, built)
+    return FlatSeries([e[0] for e in ordered], ts, agg["last"], offsets, agg)  # type: ignore[arg-type]
 
 
 def _flat_rows(rows: Rows, resolution: Resolution) -> FlatSeries:
@@ -177,10 +242,8 @@ class Evaluator:
         hit = self._flat.get(key)
         if hit is not None:
             return hit
-        if plan is not None and plan.rows is not None:
-            flat = _flat_rows(plan.rows, plan.resolution)
-            self._flat[key] = flat
-            return flat
+        if plan is not None and plan.flat is not None:
+            return plan.flat
         data = [d for d in (plan.data if plan is not None else []) if len(d)]
         labels, counts_list = [], []
         for d in data:  # consecutive parts of one series form one run
@@ -583,7 +646,7 @@ class Engine:
             raise QueryError(f"storage error: {exc}") from exc
         stats.selects = len(plans)
         stats.samples = sum(len(d) for p in plans.values() for d in p.data)
-        stats.samples += sum(len(p.rows) for p in plans.values() if p.rows is not None)
+        stats.samples += sum(len(p.flat.ts) for p in plans.values() if p.flat is not None)
         if stats.samples > self.max_samples:
             raise QueryLimitError(
                 f"query processing would load too many samples into memory in query execution "
@@ -604,7 +667,7 @@ class Engine:
         if lo >= now - RECENT_FROM_RAW_MS and lo >= raw_floor:
             # Recent windows only (a cache refresh): build the buckets from raw samples,
             # which gives the rollup job's rows exactly, with one read.
-            plan.rows = await self._rows_from_raw(matchers, lo, plan.end_ms + 1, step, now)
+            plan.flat = _flat_rows(await self._rows_from_raw(matchers, lo, plan.end_ms + 1, step, now), res)
             return
         guess = max(tail, lo, raw_floor)
         # Read the raw tail where the rollup job usually is, alongside the rollup rows.
@@ -641,24 +704,19 @@ class Engine:
         elif raw_task is not None:
             raw_task.cancel()
         built = await self._rows_from_raw(matchers, tail, plan.end_ms + 1, step, now, prefetched)
-        stored = rows_of(rows)
-        if stored is not None:
-            # Stored rows then rows built from raw, per series, in flat arrays.
-            plan.rows = concat(stored.between(lo, tail), built).by_labels()
+        cut = []
+        for d in rows:
+            if len(d) and int(d.timestamps[-1]) >= tail:  # (rows are read up to the tail)
+                n = int(np.searchsorted(d.timestamps, tail, "left"))
+                agg = {k: v[:n] for k, v in (d.agg or {}).items()}
+                d = SeriesData(d.series, d.timestamps[:n], d.values[:n], res, agg)
+            cut.append(d)
+        if all(d.agg is not None and all(k in d.agg for k in AGGREGATES) for d in cut if len(d)):
+            plan.flat = _flat_parts(cut, built, res)
             return
         # One series may come in two parts (stored rows, then rows built from raw); flat_of
         # joins consecutive parts of a series.
-        parts: dict[int, list[SeriesData]] = {}
-        for d in rows:
-            if not len(d):
-                continue
-            if int(d.timestamps[-1]) >= tail:
-                cut = int(np.searchsorted(d.timestamps, tail, "left"))
-                if cut == 0:
-                    continue
-                agg = {k: v[:cut] for k, v in (d.agg or {}).items()}
-                d = SeriesData(d.series, d.timestamps[:cut], d.values[:cut], res, agg)
-            parts[d.series.id] = [d]
+        parts: dict[int, list[SeriesData]] = {d.series.id: [d] for d in cut if len(d)}
         for d in built.parts(res):
             parts.setdefault(d.series.id, []).append(d)
         ordered = sorted(parts.values(), key=lambda ps: ps[0].series.labels)
