@@ -14,7 +14,9 @@ the plan differs, writes it with a version check, so a stale leader cannot clobb
 plan. Until the new plan is stored, followers apply the stored overrides to the new ring:
 a survivor's targets never move, and a leaver's targets go to their ring successors, then
 perhaps once more to a scraper below cap when the plan arrives. A new leader (the old one
-died) reads the stored plan and goes on from it.
+died) reads the stored plan and goes on from it. The leader plans with targets that vanished
+less than ``target_grace_s`` ago still counted, so a flap (an agent's session expiring and
+its registration coming back) leaves the plan, and so every share, as it was.
 
 Fault behaviour:
 - ZooKeeper unreachable (SUSPENDED/LOST): the registry keeps its last view and overrides,
@@ -99,6 +101,7 @@ class ShardCoordinator:
         extra_targets: Callable[[], list[Target]] | None = None,
         settle_s: float = 0.2,
         absent_grace_s: float | None = None,
+        target_grace_s: float = 30.0,
     ) -> None:
         self.registry = registry
         self.me = scraper_id
@@ -109,6 +112,7 @@ class ShardCoordinator:
         self.info = {"vnodes": vnodes, **(info or {})}
         self.extra_targets = extra_targets
         self.settle_s = settle_s
+        self.target_grace_s = target_grace_s
         self.absent_grace_s = absent_grace_s if absent_grace_s is not None else max(
             2.0, registry.zk._session_timeout / 1000.0  # noqa: SLF001 - the negotiated-for timeout
         )
@@ -124,6 +128,8 @@ class ShardCoordinator:
         self._plan_signature: tuple | None = None  # inputs of the last plan this leader made
         self._written_version: int | None = None  # the version this leader wrote, until the watch shows it
         self._doc_invalid = False  # the stored data did not decode: the leader rewrites it
+        self._planned_keys: frozenset[str] = frozenset()  # what the leader planned on last
+        self._gone: dict[str, float] = {}  # targets that vanished, and since when (leader only)
         self._loop: asyncio.AbstractEventLoop | None = None
         # one worker: computations run one at a time and in order
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"ring-{scraper_id}")
@@ -235,6 +241,21 @@ class ShardCoordinator:
     def _is_leader(self, view: RegistryView) -> bool:
         return self._joined and view.connected and bool(view.scrapers) and view.scrapers[0] == self.me
 
+    def _planning_keys(self, targets: list[Target]) -> list[str]:
+        """The live targets plus those gone for less than ``target_grace_s`` (leader only)."""
+        now = time.monotonic()
+        current = {t.key for t in targets}
+        for k in self._planned_keys - current:
+            self._gone.setdefault(k, now)
+        for k in [k for k, since in self._gone.items() if k in current or now - since >= self.target_grace_s]:
+            del self._gone[k]
+        if self._gone and self._loop is not None:  # plan again once the oldest grace is over
+            wait = max(0.0, min(self._gone.values()) + self.target_grace_s - now) + 0.05
+            self._loop.call_soon_threadsafe(self._loop.call_later, wait, self._dirty.set)
+        keys = current | self._gone.keys()
+        self._planned_keys = frozenset(keys)
+        return sorted(keys)
+
     def _plan(self, view: RegistryView, ring: ScraperRing, keys: list[str], doc: OverridesDoc) -> OverridesDoc:
         """Leader only: plan from the stored overrides and store the plan when it changed."""
         signature = (ring.members, ring.vnodes, hash(tuple(keys)), doc.version)
@@ -284,7 +305,7 @@ class ShardCoordinator:
         ring = self._ring_for(view.scrapers)
         doc = self._stored_plan(view)
         if self._is_leader(view):
-            doc = self._plan(view, ring, [t.key for t in targets], doc)
+            doc = self._plan(view, ring, self._planning_keys(targets), doc)
         overrides = doc.overrides
         live = set(ring.members)
         owners = self._owner_cache

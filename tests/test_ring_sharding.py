@@ -246,3 +246,49 @@ async def test_garbage_in_the_overrides_znode_is_survived_and_replaced(zookeeper
         for c in coords:
             await c.stop()
         await loop.run_in_executor(None, admin.stop)
+
+
+async def test_a_target_flap_leaves_the_plan_alone_and_a_removal_is_planned_after_the_grace(zookeeper, zk_root):
+    loop = asyncio.get_running_loop()
+    admin = await loop.run_in_executor(None, lambda: Registry(zookeeper.hosts, root=zk_root).start(watch=False))
+    await loop.run_in_executor(None, admin.create_pool, "flap")
+    addresses = [f"127.0.0.1:{25000 + i}" for i in range(90)]
+    for a in addresses:
+        await loop.run_in_executor(None, admin.register_host, "flap", a)
+    all_keys = {f"flap/{a}" for a in addresses}
+    coords = [ShardCoordinator(Registry(zookeeper.hosts, root=zk_root, session_timeout=4.0), sid, vnodes=4,
+                               settle_s=0.05, target_grace_s=3.0) for sid in ("f0", "f1", "f2")]
+    try:
+        for c in coords:
+            await c.start()
+        await async_wait_for(lambda: settled(coords, all_keys), what="a plan for 3 scrapers")
+        before, version = shares(coords), coords[0].assignment.overrides_version
+        assert coords[0].assignment.overrides, "vnodes 4 should need overrides"
+
+        # 40 hosts vanish and come back (new member nodes, same addresses) within the grace
+        for a in addresses[:40]:
+            await loop.run_in_executor(None, admin.deregister_host, "flap", a)
+        remaining = all_keys - {f"flap/{a}" for a in addresses[:40]}
+        await async_wait_for(lambda: partition_ok(coords, remaining), what="the 40 hosts gone")
+        for a in addresses[:40]:
+            await loop.run_in_executor(None, admin.register_host, "flap", a)
+        await async_wait_for(lambda: settled(coords, all_keys), what="the 40 hosts back")
+        assert shares(coords) == before and all(c.assignment.overrides_version == version for c in coords)
+
+        # a removal that lasts: planned once the grace is over (the plan counts 60 targets)
+        for a in addresses[:30]:
+            await loop.run_in_executor(None, admin.deregister_host, "flap", a)
+        remaining = all_keys - {f"flap/{a}" for a in addresses[:30]}
+
+        def replanned() -> bool:
+            data, v = admin.read_overrides()
+            return OverridesDoc.decode(data, v).targets == 60
+
+        await async_wait_for(lambda: settled(coords, remaining), what="the 30 hosts gone")
+        await async_wait_for(replanned, timeout=20, what="a plan for the 60 remaining targets")
+        await async_wait_for(lambda: settled(coords, remaining), what="settled on the new plan")
+        assert max(len(v) for v in shares(coords).values()) <= capacity(60, 3)
+    finally:
+        for c in coords:
+            await c.stop()
+        await loop.run_in_executor(None, admin.stop)
