@@ -7,7 +7,16 @@ a running one, then prints:
   scrape-shaped batches (one target, hundreds of series, one timestamp);
 - CPU microseconds per sample on the Python side (process CPU time / samples);
 - select latency p50/p99 for one series over 1 h and 24 h of raw data (10 s interval),
-  after a memtable flush so reads come from SSTables.
+  after a memtable flush so reads come from SSTables, in two forms:
+  "24h raw, unsealed rows" - every sample a ``raw_recent`` row (``CassandraStorage.select``,
+  as before the rollup job has run), and "24h as the services read it" - after the real
+  ``RollupJob`` sealed the closed 2 h windows, through ``CassandraRollupStorage.select``
+  (what ``make_storage`` gives ``ringmon web``/``query`` in cluster mode): sealed blocks
+  plus the rows of the last hours.
+
+The read data (24 h x ``--read-series`` series of one target) lives in a keyspace of its
+own, loaded in a burst but as if scraped live (no late-write marks: ``late_after_ms`` is
+lifted while loading).
 
 Usage: python bench/storage.py [--seconds 20] [--targets 40] [--series 500] [--dir NODE_DIR]
 """
@@ -29,8 +38,11 @@ sys.path.insert(0, str(ROOT))
 from services.cassandra.cassandra_node import CassandraNode, free_port  # noqa: E402
 from storage.base import DAY_MS, HOUR_MS  # noqa: E402
 from storage.cassandra import CassandraStorage  # noqa: E402
+from storage.cassandra_rollup import CassandraRollupStorage  # noqa: E402
 from storage.matchers import Matcher, MatchOp  # noqa: E402
 from storage.model import SampleBatch, Series, make_labels  # noqa: E402
+from storage.rollup_job import RollupJob  # noqa: E402
+from storage.rollup_lease import LocalShardLease  # noqa: E402
 from storage.writer import BatchingWriter  # noqa: E402
 
 
@@ -85,7 +97,8 @@ async def bench_write(
 
 
 async def load_day(store: CassandraStorage, spool: pathlib.Path, end_ms: int, per: int) -> list[Series]:
-    """24 h of one target at a 10 s interval for ``per`` series."""
+    """24 h of one target at a 10 s interval for ``per`` series, written as if scraped live."""
+    store.late_after_ms = 10 * DAY_MS  # a burst of old samples, but no replay: no late-write marks
     writer = BatchingWriter(store, spool, max_in_flight=64, slow_after_s=30)
     series = [Series.of(make_labels("bench_read", instance="r1:9100", job="read", idx=str(i))) for i in range(per)]
     start = end_ms - DAY_MS
@@ -93,11 +106,12 @@ async def load_day(store: CassandraStorage, spool: pathlib.Path, end_ms: int, pe
         await writer.append(SampleBatch("read/r1:9100", series, [ts] * per, [ts / 1000.0] * per))
     await writer.drain(900)
     await writer.close()
+    del store.late_after_ms
     return series
 
 
-async def bench_read(store: CassandraStorage, series: list[Series], end_ms: int, rounds: int) -> None:
-    for label, span in (("1h", HOUR_MS), ("24h", DAY_MS)):
+async def bench_read(select, series: list[Series], end_ms: int, rounds: int, spans) -> None:
+    for label, span in spans:
         lat = []
         n = 0
         for r in range(rounds + 3):
@@ -108,13 +122,39 @@ async def bench_read(store: CassandraStorage, series: list[Series], end_ms: int,
                 Matcher("idx", MatchOp.EQ, s.get("idx")),
             ]
             t0 = time.perf_counter()
-            got = await store.select(ms, end_ms - span, end_ms)
+            got = await select(ms, end_ms - span, end_ms)
             dt = time.perf_counter() - t0
             if r >= 3:  # the first rounds warm the series cache
                 lat.append(dt)
                 n = len(got[0]) if got else 0
         q = statistics.quantiles(lat, n=100)
         print(f"read {label}: one series, {n} samples: p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms ({rounds} selects)")
+
+
+async def bench_reads(store: CassandraRollupStorage, node: CassandraNode, tmp: pathlib.Path, a) -> None:
+    end_ms = (int(time.time() * 1000) // 10_000) * 10_000
+    loop = asyncio.get_running_loop()
+    t0 = time.perf_counter()
+    series = await load_day(store, tmp / "spool-r", end_ms, a.read_series)
+    print(f"read: loaded 24h x {a.read_series} series in {time.perf_counter() - t0:.1f}s")
+    await loop.run_in_executor(None, node.nodetool, "flush", store.keyspace)
+    print("read: memtables flushed (reads come from SSTables)")
+
+    def rows_only(ms, lo, hi):
+        return CassandraStorage.select(store, ms, lo, hi)
+
+    await bench_read(rows_only, series, end_ms, a.rounds, (("1h", HOUR_MS), ("24h raw, unsealed rows", DAY_MS)))
+
+    job = RollupJob(store, LocalShardLease(tmp / "locks"), shards=1)
+    t0 = time.perf_counter()
+    done = await job.backfill(end_ms - DAY_MS - job.window_ms, end_ms)
+    await loop.run_in_executor(None, node.nodetool, "flush", store.keyspace)
+    print(
+        f"read: rollup job sealed {len(done)} windows ({sum(r.samples for r in done)} samples, "
+        f"{sum(r.block_bytes for r in done) / max(1, sum(r.samples for r in done)):.2f} B/sample) "
+        f"in {time.perf_counter() - t0:.1f}s, up to {time.strftime('%H:%M', time.gmtime(job.closed_until() / 1000))} UTC"
+    )
+    await bench_read(store.select, series, end_ms, a.rounds, (("24h as the services read it (sealed blocks + recent rows)", DAY_MS),))
 
 
 def main() -> int:
@@ -140,24 +180,19 @@ def main() -> int:
         port = node.port
         keyspace = f"bench_{int(time.time())}"
         store = CassandraStorage.connect_sync(["127.0.0.1"], port, keyspace, create_schema=True)
+        read_store = CassandraRollupStorage.connect_sync(["127.0.0.1"], port, keyspace + "_r", create_schema=True)
         try:
 
             async def run() -> None:
                 await bench_write(store, tmp / "spool-w", a.seconds, a.targets, a.series, node.pid)
-                end_ms = (int(time.time() * 1000) // 10_000) * 10_000
-                t0 = time.perf_counter()
-                series = await load_day(store, tmp / "spool-r", end_ms, a.read_series)
-                print(f"read: loaded 24h x {a.read_series} series in {time.perf_counter() - t0:.1f}s")
-                if True:
-                    await asyncio.get_running_loop().run_in_executor(None, node.nodetool, "flush", keyspace)
-                    print("read: memtables flushed (reads come from SSTables)")
-                await bench_read(store, series, end_ms, a.rounds)
+                await bench_reads(read_store, node, tmp, a)
 
             asyncio.run(run())
         finally:
             print(f"machine: load average {os.getloadavg()[0]:.1f} at end")
-            store.drop_keyspace_sync()
-            store.shutdown()
+            for st in (store, read_store):
+                st.drop_keyspace_sync()
+                st.shutdown()
             if own:
                 node.stop()
     return 0
