@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import textwrap
 
+import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from test_web import HOSTILE, FakeEngine
@@ -233,3 +234,49 @@ async def test_panel_draws_the_threshold_of_its_alert(tmp_path):
     finally:
         await c.close()
     assert "<title>threshold 85%</title>" in body
+
+
+class FleetEngine(VarEngine):
+    """Eleven pools and a hostile one at every step of the window: (i + 1) % each, one spike."""
+
+    async def range_query(self, expr, start_ms, end_ms, step_ms):
+        self.calls.append((expr, start_ms, end_ms, step_ms))
+        ts = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
+        out = []
+        for i, job in enumerate([f"pool{i:02d}" for i in range(11)] + [HOSTILE]):
+            values = np.full(len(ts), (i + 1) / 100)
+            if job == "pool03":
+                values[100] = 0.99
+            out.append(ResultSeries({"job": job}, ts, values))
+        return QueryResult("matrix", out)
+
+
+async def test_dense_panel_hover_bands_list_every_series_and_keep_the_spike(tmp_path):
+    write(
+        tmp_path,
+        "many.yaml",
+        'title: M\npanels:\n  - {title: Up, expr: up, legend: "{{job}}", unit: ratio}\n',
+    )
+    c = await client_for(tmp_path, FleetEngine())
+    try:
+        body = await (await c.get("/d/many?range=30d")).text()
+    finally:
+        await c.close()
+    svg = re.search(r"<svg.*?</svg>", body, re.S).group(0)
+    # 12 x 241 points: over the per-point tooltip budget, so hover bands carry the values.
+    assert "<circle" not in svg
+    lines = re.findall(r'<path class="line" d="([^"]*)"', svg)
+    assert len(lines) == 12 and all(d.count(",") == 241 for d in lines)  # every step drawn
+    bands = re.findall(r'<rect x="[\d.]+" y="\d+" width="([\d.]+)" height="\d+"><title>([^<]*)</title>', svg)
+    plot_w = 640 - 70 - 16
+    assert 241 / 3 <= len(bands) <= plot_w / 6 + 1
+    assert sum(float(w) for w, _ in bands) == pytest.approx(plot_w, abs=0.5)
+    for _, title in bands:
+        rows = title.split("\n")[1:]
+        assert len(rows) == 12  # every series
+        assert {f"pool{i:02d}: {i + 1}%" for i in range(11) if i != 3} <= set(rows)
+        assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;: 12%" in rows
+    pool03 = [row for _, title in bands for row in title.split("\n") if row.startswith("pool03: ")]
+    assert len(pool03) == len(bands) and pool03.count("pool03: 4% – 99%") == 1  # the one-step spike
+    assert set(pool03) == {"pool03: 4%", "pool03: 4% – 99%"}
+    assert "<script" not in body
