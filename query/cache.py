@@ -145,7 +145,10 @@ class RangeQueryCache:
             return await self.engine.range_query(expr, start_ms, end_ms, step_ms)
         phase = start_ms % step_ms
         chunk_len = step_ms * self.chunk_steps
-        base = (expr.strip(), step_ms, phase, chunk_len)
+        # Parts of requests reading different resolutions (by the age of their start) are
+        # kept apart; each part is computed reading what its whole request reads.
+        reads = self.engine.planned_resolutions(expr, start_ms, end_ms, step_ms)
+        base = (expr.strip(), step_ms, phase, chunk_len, reads)
         k_first = (start_ms - phase) // chunk_len
         k_last = (end_ms - phase) // chunk_len
         now = self.now_ms()
@@ -172,7 +175,7 @@ class RangeQueryCache:
         for run in _runs(todo, phase, chunk_len):
             q_start = run[0][1]
             q_end = min(phase + (run[-1][0] + 1) * chunk_len - step_ms, end_ms)
-            res = await self.engine.range_query(expr, q_start, q_end, step_ms)
+            res = await self.engine.range_query(expr, q_start, q_end, step_ms, resolution_start_ms=start_ms)
             warnings.extend(res.warnings)
             ks = [k for k, _ in run]
             for k, fresh in self._split(res, ks, phase, chunk_len).items():

@@ -206,6 +206,9 @@ class Evaluator:
         self.sel_res: dict[int, Resolution] = {}
         self.now_ms = 0
         self.downsample = False
+        # Resolutions are chosen as if the query started this much earlier (a range cache
+        # computing part of a longer query makes the part read what the whole reads).
+        self.res_shift_ms = 0
         # Native histogram table of the store (MemoryStorage.histogram), None elsewhere.
         self.hist_lookup: Callable[[float], Any] | None = None
         self._parents: list[P.Node] = []
@@ -428,7 +431,9 @@ def _plan_fetches(
         res = Resolution.RAW
         if ev.downsample and sel.modifier is None and (func is None or func in ROLLUP_FUNCTIONS):
             hint = step_ms if window_ms is None else (min(step_ms, window_ms) if step_ms else 0)
-            res = choose_resolution(lo, ev.now_ms, hint)
+            res = choose_resolution(lo - ev.res_shift_ms, ev.now_ms, hint)
+        if window_ms is not None and res.step_ms > window_ms:
+            lo -= res.step_ms - window_ms  # the window widens to a whole bucket (eval_matrix)
         ev.sel_res[id(sel)] = res
         key = (sel.key, res)
         plan = out.get(key)
@@ -519,21 +524,64 @@ class Engine:
         return await _nesting_guard(self._run(expr, int(time_ms), int(time_ms), 0, instant=True, timeout_s=timeout_s))
 
     async def range_query(
-        self, expr: str, start_ms: int, end_ms: int, step_ms: int, *, timeout_s: float | None = None
+        self,
+        expr: str,
+        start_ms: int,
+        end_ms: int,
+        step_ms: int,
+        *,
+        timeout_s: float | None = None,
+        resolution_start_ms: int | None = None,
     ) -> QueryResult:
+        """``resolution_start_ms``: choose each selector's resolution as if the query started
+        there (the range cache passes the start of the request it computes a part of)."""
         start_ms, end_ms, step_ms = int(start_ms), int(end_ms), int(step_ms)
         if step_ms <= 0:
             raise QueryError("zero or negative query resolution step widths are not accepted")
         if end_ms < start_ms:
             raise QueryError("end timestamp must not be before start time")
-        return await _nesting_guard(self._run(expr, start_ms, end_ms, step_ms, instant=False, timeout_s=timeout_s))
+        run = self._run(
+            expr, start_ms, end_ms, step_ms, instant=False, timeout_s=timeout_s, resolution_start_ms=resolution_start_ms
+        )
+        return await _nesting_guard(run)
+
+    def planned_resolutions(self, expr: str, start_ms: int, end_ms: int, step_ms: int) -> tuple:
+        """(selector, resolution) pairs a range query would read, without reading (the range
+        cache keeps parts of queries reading different resolutions apart)."""
+        if not self.downsample or step_ms <= 0 or end_ms < start_ms:
+            return ()
+        node = P.parse(expr)
+        P.bind_step(node, step_ms)
+        ev = Evaluator(
+            {},
+            start_ms,
+            end_ms,
+            lookback_ms=self.lookback_ms,
+            max_samples=self.max_samples,
+            deadline=float("inf"),
+            subquery_step_ms=self.subquery_step_ms,
+            step_ms=step_ms,
+        )
+        ev.downsample = True
+        ev.now_ms = self.now_ms()
+        plans: dict[tuple, FetchPlan] = {}
+        _plan_fetches(node, start_ms, start_ms + (end_ms - start_ms) // step_ms * step_ms, ev, plans, step_ms)
+        return tuple(sorted((repr(key[0]), key[1].value) for key in plans))
 
     def parse(self, expr: str) -> P.Node:
         return P.parse(expr)
 
     # ------------------------------------------------------------- internals
     async def _run(
-        self, expr: str, start: int, end: int, step: int, *, instant: bool, timeout_s: float | None = None
+        self,
+        expr: str,
+        start: int,
+        end: int,
+        step: int,
+        *,
+        instant: bool,
+        timeout_s: float | None = None,
+        resolution_start_ms: int | None = None,
     ) -> QueryResult:
         node = P.parse(expr)
         P.bind_step(node, step)  # durations written with step() (0 for an instant query)
@@ -563,6 +611,8 @@ class Engine:
         )
         ev.downsample = self.downsample
         ev.now_ms = self.now_ms()
+        if resolution_start_ms is not None and not instant:
+            ev.res_shift_ms = int(times[0]) - int(resolution_start_ms)
         if getattr(self.storage, "has_histograms", False):  # MemoryStorage holding histogram samples
             ev.hist_lookup = self.storage.histogram  # type: ignore[attr-defined]
         plans: dict[tuple, FetchPlan] = {}

@@ -155,7 +155,8 @@ def _run_rollup_job(st: MemoryStorage, until: int) -> None:
 
 @pytest.mark.parametrize(
     ("window", "step", "resolution"),
-    [(DAY, MIN, "1m"), (30 * DAY, HOUR, "1h"), (39 * DAY, 8 * HOUR, "1h")],
+    # 35 d at 10 m: 1h rows by the age of the start while refreshes alone would read 1m rows.
+    [(DAY, MIN, "1m"), (30 * DAY, HOUR, "1h"), (39 * DAY, 8 * HOUR, "1h"), (35 * DAY, 10 * MIN, "1h")],
 )
 async def test_refresh_after_new_samples_equals_uncached(window: int, step: int, resolution: str) -> None:
     """Dashboard refreshes a minute apart while samples keep arriving and the rollup job
