@@ -85,23 +85,6 @@ class Rows:
         return out
 
 
-def rows_of(data: list[SeriesData]) -> Rows | None:
-    """Stored rollup rows (one SeriesData per series, each with every aggregate column) as
-    Rows; None when a column is missing."""
-    parts = [d for d in data if len(d)]
-    if not parts:
-        return Rows.empty()
-    if any(d.agg is None or any(k not in d.agg for k in AGG_NAMES) for d in parts):
-        return None
-    counts = np.fromiter((len(d) for d in parts), dtype=np.int64, count=len(parts))
-    return Rows(
-        [d.series for d in parts],
-        np.repeat(np.arange(len(parts), dtype=np.int64), counts),
-        np.concatenate([d.timestamps for d in parts]),
-        {k: np.concatenate([d.agg[k] for d in parts]) for k in AGG_NAMES},  # type: ignore[index]
-    )
-
-
 def fine_rows(
     data: list[SeriesData], start_ms: int, end_ms: int, step_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS
 ) -> Rows:
