@@ -189,7 +189,12 @@ class RangeQueryCache:
                 if keep_upto > settled:
                     keep_upto = c_first + ((settled - c_first) // step_ms) * step_ms
                 if keep_upto >= c_first:
-                    self._store((*base, k), _prefix(merged, keep_upto))
+                    if all(ts[-1] <= keep_upto for ts, _ in merged.series.values() if len(ts)):
+                        # All of it is kept: the same object, so text made for this answer stays.
+                        merged.upto = keep_upto
+                        self._store((*base, k), merged)
+                    else:
+                        self._store((*base, k), _prefix(merged, keep_upto))
         return parts, warnings
 
     def _split(self, res: QueryResult, run: list[int], phase: int, chunk_len: int) -> dict[int, _Chunk]:
@@ -235,18 +240,36 @@ def _join(old: _Chunk, fresh: _Chunk) -> _Chunk:
     for lab, (ts, vals) in fresh.series.items():
         prev = series.get(lab)
         series[lab] = (ts, vals) if prev is None else (np.concatenate([prev[0], ts]), np.concatenate([prev[1], vals]))
-    return _Chunk(series, old.points + fresh.points, old.created, max(old.upto, fresh.upto))
+    out = _Chunk(series, old.points + fresh.points, old.created, max(old.upto, fresh.upto))
+    if old._text is not None:
+        # Keep the text made for the old points; format only the fresh ones.
+        text = dict(old._text)
+        for lab, (t, starts) in fresh.text().items():
+            prev_text = text.get(lab)
+            if prev_text is None or not prev_text[0]:
+                text[lab] = (t, starts)
+            elif t:
+                pt, ps = prev_text
+                text[lab] = (pt + "," + t, np.concatenate([ps[:-1], starts + ps[-1]]))
+        out._text = text
+    return out
 
 
 def _prefix(chunk: _Chunk, upto: int) -> _Chunk:
     series = {}
+    text = {} if chunk._text is not None else None
     points = 0
     for lab, (ts, vals) in chunk.series.items():
         n = int(np.searchsorted(ts, upto, "right"))
         if n:
             series[lab] = (ts[:n], vals[:n])
             points += n
-    return _Chunk(series, points, chunk.created, upto)
+            if text is not None:
+                t, starts = chunk._text[lab]  # type: ignore[index]
+                text[lab] = (t if n == len(ts) else t[: int(starts[n]) - 1], starts[: n + 1])
+    out = _Chunk(series, points, chunk.created, upto)
+    out._text = text
+    return out
 
 
 def _merge(parts: dict[int, _Chunk], start_ms: int, end_ms: int, warnings: list[str]) -> QueryResult:
