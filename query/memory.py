@@ -9,7 +9,7 @@ added (or rollup rows are stored), so repeated queries skip the label matching.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +26,27 @@ _FAR = 2**62
 def _bounds(start_ms: int, end_ms: int) -> np.ndarray:
     """Search keys giving [lo, hi) of [start_ms, end_ms] in sorted int64 timestamps."""
     return np.array([max(min(start_ms, _FAR), -_FAR), max(min(end_ms, _FAR), -_FAR) + 1], dtype=np.int64)
+
+
+class _AggView(Mapping):
+    """The aggregate columns of rows [lo, hi) of one series, sliced when read."""
+
+    __slots__ = ("_cols", "_lo", "_hi")
+
+    def __init__(self, cols: dict[str, np.ndarray], lo: int, hi: int) -> None:
+        self._cols, self._lo, self._hi = cols, lo, hi
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._cols[name][self._lo : self._hi]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._cols
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._cols)
+
+    def __len__(self) -> int:
+        return len(self._cols)
 
 
 @dataclass
@@ -198,8 +219,8 @@ class MemoryStorage(Storage):
                 d = rows[sid]
                 lo, hi = d.timestamps.searchsorted(keys).tolist()
                 if hi > lo:
-                    agg = {k: v[lo:hi] for k, v in (d.agg or {}).items()}
-                    out.append(SeriesData(d.series, d.timestamps[lo:hi], d.values[lo:hi], resolution, agg))
+                    agg = _AggView(d.agg or {}, lo, hi)
+                    out.append(SeriesData(d.series, d.timestamps[lo:hi], d.values[lo:hi], resolution, agg))  # type: ignore[arg-type]
                     self.selected_samples += hi - lo
             return out
         for col in self._selected(matchers, resolution):
