@@ -761,7 +761,9 @@ class Engine:
                 agg = {k: v[:n] for k, v in (d.agg or {}).items()}
                 d = SeriesData(d.series, d.timestamps[:n], d.values[:n], res, agg)
             cut.append(d)
-        if all(d.agg is not None and all(k in d.agg for k in AGGREGATES) for d in cut if len(d)):
+        first = next((d for d in cut if len(d)), None)
+        if first is None or (first.agg is not None and all(k in first.agg for k in AGGREGATES)):
+            # (a store returns every aggregate column of every series, or none)
             plan.flat = _flat_parts(cut, built, res)
             return
         # One series may come in two parts (stored rows, then rows built from raw); flat_of
