@@ -171,23 +171,22 @@ def humanize(value: float, unit: str = "none") -> str:
 
 _SI_SCALES = np.array([1.0] + [s for s, _ in _SI] + [s for s, _ in _SI_SMALL])
 _SI_PREFIXES = np.array([""] + [p for _, p in _SI] + [p for _, p in _SI_SMALL], dtype=object)
-_fmt3g = "{:.3g}".format
 
 
-def _trim_many(x: np.ndarray) -> list[str]:
-    """``[_trim(v) for v in x]``, with the common case in one formatting pass.
+def _trim_many(x: np.ndarray, suffix: str = "") -> list[str]:
+    """``[_trim(v) + suffix for v in x]``, with the common case in one formatting pass.
 
     ``.3g`` writes no exponent for 1e-4 <= |v| < 999.5 (from 999.5 it rounds to ``1e+03``);
     the rest go through ``_trim``.
     """
-    out = list(map(_fmt3g, x.tolist()))
+    out = list(map(("{:.3g}" + suffix).format, x.tolist()))  # suffixes are "%", "/s": no braces
     a = np.abs(x)
     for i in np.flatnonzero(~((a >= 1e-4) & (a < 999.5))).tolist():
-        out[i] = _trim(float(x[i]))
+        out[i] = _trim(float(x[i])) + suffix
     return out
 
 
-def _si_many(v: np.ndarray) -> list[str]:
+def _si_many(v: np.ndarray, suffix: str = "") -> list[str]:
     a = np.abs(v)
     idx = np.zeros(len(v), dtype=np.intp)
     for k in range(len(_SI_SMALL), 0, -1):  # the largest small scale the value reaches
@@ -195,17 +194,19 @@ def _si_many(v: np.ndarray) -> list[str]:
         idx = np.where((a > 0) & (a < 0.001) & (a >= _SI_SCALES[k_at]), k_at, idx)
     for k in range(len(_SI), 0, -1):  # the largest scale the value reaches
         idx = np.where(a >= _SI_SCALES[k], k, idx)
+    if not idx.any():
+        return _trim_many(v, suffix)
     texts = _trim_many(v / _SI_SCALES[idx])
-    return list(map(str.__add__, texts, _SI_PREFIXES[idx].tolist()))
+    return list(map(str.__add__, texts, (_SI_PREFIXES + suffix)[idx].tolist()))
 
 
-def _binary_many(v: np.ndarray) -> list[str]:
+def _binary_many(v: np.ndarray, suffix: str = "") -> list[str]:
     a = np.abs(v)
     i = np.zeros(len(v), dtype=np.intp)
     for k in range(1, len(_BINARY)):
         i = np.where(a >= 1024.0**k, k, i)
     texts = _trim_many(np.copysign(a / (1024.0**i), v))
-    suffixes = (" " + np.array(_BINARY, dtype=object))[i].tolist()
+    suffixes = (" " + np.array(_BINARY, dtype=object) + suffix)[i].tolist()
     return list(map(str.__add__, texts, suffixes))
 
 
@@ -219,15 +220,13 @@ def humanize_many(values: Sequence[float] | np.ndarray, unit: str = "none") -> l
         return [humanize(x, unit) for x in v.tolist()]
     clean = np.where(odd, 1.0, v)
     if unit in ("bytes", "bytes/s"):
-        out = _binary_many(clean)
-        if unit == "bytes/s":
-            out = [t + "/s" for t in out]
+        out = _binary_many(clean, unit.removeprefix("bytes"))
     elif unit == "percent":
-        out = [t + "%" for t in _trim_many(clean)]
+        out = _trim_many(clean, "%")
     elif unit == "ratio":
-        out = [t + "%" for t in _trim_many(clean * 100)]
+        out = _trim_many(clean * 100, "%")
     elif unit == "/s":
-        out = [t + "/s" for t in _si_many(clean)]
+        out = _si_many(clean, "/s")
     else:
         out = _si_many(clean)
     for i in np.flatnonzero(odd).tolist():
@@ -512,8 +511,8 @@ def _band_tooltips(
         return ""
     xs = (stamps - t_lo) * x_scale + left
     col = np.floor((xs - left) / TIP_BAND_PX)
-    starts = np.flatnonzero(np.r_[True, col[1:] != col[:-1]])
-    ends = np.r_[starts[1:], len(stamps)]
+    starts = np.flatnonzero(np.concatenate(([True], col[1:] != col[:-1])))
+    ends = np.append(starts[1:], len(stamps))
     band_of = np.repeat(np.arange(len(starts)), ends - starts)
     edges = np.empty(len(starts) + 1)
     edges[0], edges[-1] = left, left + plot_w
@@ -521,19 +520,23 @@ def _band_tooltips(
     edges = np.clip(edges, left, left + plot_w).round(1)
     # Each series' lowest and highest value per band, all series' numbers humanised at once.
     n_bands = len(starts)
-    lows: list[np.ndarray] = []
-    highs: list[np.ndarray] = []
-    placed: list[tuple[str, np.ndarray]] = []  # (series name, the bands it has values in)
-    for p, ts in zip(prepared, present, strict=True):
-        if not ts.size:
-            continue
-        vals = p.vals[~np.isnan(p.vals)]
-        bands = band_of[np.searchsorted(stamps, ts)]
-        first = np.flatnonzero(np.r_[True, bands[1:] != bands[:-1]])
-        lows.append(np.minimum.reduceat(vals, first))
-        highs.append(np.maximum.reduceat(vals, first))
-        placed.append((escape(p.series.name) + ": ", bands[first]))
-    low, high = np.concatenate(lows), np.concatenate(highs)
+    shown = [(p, ts) for p, ts in zip(prepared, present, strict=True) if ts.size]
+    prefixes = np.array([escape(p.series.name) + ": " for p, _ in shown], dtype=object)
+    if all(len(ts) == len(stamps) for _, ts in shown):  # the usual case: every series at every step
+        matrix = np.stack([p.vals[~np.isnan(p.vals)] for p, _ in shown])
+        low = np.minimum.reduceat(matrix, starts, axis=1).ravel()
+        high = np.maximum.reduceat(matrix, starts, axis=1).ravel()
+        placed = [np.arange(n_bands)] * len(shown)
+    else:
+        lows, highs, placed = [], [], []  # and the bands each series has values in
+        for p, ts in shown:
+            vals = p.vals[~np.isnan(p.vals)]
+            bands = band_of[np.searchsorted(stamps, ts)]
+            first = np.flatnonzero(np.concatenate(([True], bands[1:] != bands[:-1])))
+            lows.append(np.minimum.reduceat(vals, first))
+            highs.append(np.maximum.reduceat(vals, first))
+            placed.append(bands[first])
+        low, high = np.concatenate(lows), np.concatenate(highs)
     texts = np.array(humanize_many(low, spec.unit), dtype=object)
     spread = np.flatnonzero(low != high)
     if spread.size:
@@ -541,10 +544,10 @@ def _band_tooltips(
         differs = high_texts != texts[spread]
         at = spread[differs]
         texts[at] = texts[at] + " – " + high_texts[differs]
-    table = np.full((len(placed), n_bands), "", dtype=object)  # one row per series
+    table = np.full((len(shown), n_bands), "", dtype=object)  # one row per series
     offset = 0
-    for row, (prefix, bands) in enumerate(placed):
-        table[row, bands] = prefix + texts[offset : offset + len(bands)]
+    for row, bands in enumerate(placed):
+        table[row, bands] = prefixes[row] + texts[offset : offset + len(bands)]
         offset += len(bands)
     lines = ["\n".join(filter(None, column)) for column in table.T.tolist()]
     x_text = _px(edges)
@@ -683,7 +686,7 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
     def y_px(values: np.ndarray) -> np.ndarray:
         # Far off-chart points (a fixed y range) are clipped anyway: keep their text finite.
         with np.errstate(over="ignore", invalid="ignore"):
-            return np.clip(bottom - (values - y_lo) * y_scale, -1e6, 1e6)
+            return np.minimum(np.maximum(bottom - (values - y_lo) * y_scale, -1e6), 1e6)
 
     def tenths(px: np.ndarray) -> np.ndarray:
         return np.rint(px * 10).astype(np.int64)
@@ -695,7 +698,7 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
         tops = p.vals + p.base
         kept, segs = _thin(xs, tops, segs, plot_w)
         keep = np.arange(len(xs)) if kept is None else kept
-        x10 = tenths(np.clip(xs[keep], -1e6, 1e6))
+        x10 = tenths(np.minimum(np.maximum(xs[keep], -1e6), 1e6))
         drawn.append((p, keep, x10, tenths(y_px(np.nan_to_num(tops[keep]))), segs))
     total_points = sum(b - a for *_, segs in drawn for a, b in segs)
     with_titles = total_points <= spec.max_point_titles
