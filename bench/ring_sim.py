@@ -12,6 +12,7 @@ moved <= 1.2/N:
   interim state where followers apply the old overrides to the new ring;
 - double moves: orphans that moved once to their ring successor (interim) and once more
   when the leader's plan arrived;
+- flap: targets not back on their scraper after the leaver comes back (same id);
 - overrides count, their document size in bytes (as written to ZooKeeper) and plan time;
 - the pure ring's max/mean and moves, for comparison (the "ring" columns).
 
@@ -101,6 +102,7 @@ def simulate(keys: list[str], n: int, vnodes: int, cap_factors: list[float], see
             t0 = time.perf_counter()
             plans.append(plan_overrides(ring, keys, prev, c, previous_ring=prev_ring))
             times.append(time.perf_counter() - t0)
+        rejoin = plan_overrides(joined, keys, plans[2], c, previous_ring=left)  # the leaver comes back
         f0 = resolve_owners(base, plans[0], keys)
         f1 = resolve_owners(joined, plans[1], keys)
         f2 = resolve_owners(left, plans[2], keys)
@@ -118,6 +120,7 @@ def simulate(keys: list[str], n: int, vnodes: int, cap_factors: list[float], see
             "stray_leave": sum(1 for a, b in zip(f1, f2, strict=True) if a != b and a != leaver)
             + sum(1 for a, b in zip(f1, interim, strict=True) if a != b and a != leaver),
             "double_moves": sum(1 for a, b, d in zip(f1, interim, f2, strict=True) if a != b and b != d),
+            "flap": moved(f1, resolve_owners(joined, rejoin, keys)),
             "overrides": max(len(p) for p in plans),
             "bytes": max(len(d) for d in docs),
             "plan_ms": max(times) * 1000,
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ring_sim: {args.targets} targets, vnodes {args.vnodes}, worst of {args.trials} scraper-id sets; "
           "plan, one join, one leave")
     print(f"{'N':>4} {'cap':>5} | {'max/mean':>8} {'min/mean':>8} {'join':>7} {'leave':>7} {'1.2/N':>7} "
-          f"{'stray':>5} {'spills':>6} {'double':>6} {'overr':>6} {'bytes':>7} {'plan_ms':>7} | "
+          f"{'stray':>5} {'spills':>6} {'double':>6} {'flap':>5} {'overr':>6} {'bytes':>7} {'plan_ms':>7} | "
           f"{'ring max':>8} {'binom':>6} {'r.join':>7} {'r.leave':>7} {'r.stray':>7} | goal")
     ok = True
     for n in args.scrapers:
@@ -183,12 +186,13 @@ def main(argv: list[str] | None = None) -> int:
             ok = ok and meets
             print(f"{n:>4} {c:>5.2f} | {w['max_mean']:>8.3f} {w['min_mean']:>8.3f} {w['moved_join']:>7.4f} "
                   f"{w['moved_leave']:>7.4f} {limit:>7.4f} {w['stray_leave']:>5} {w['join_spills']:>6} "
-                  f"{w['double_moves']:>6} {w['overrides']:>6} {w['bytes']:>7} {w['plan_ms']:>7.0f} | "
+                  f"{w['double_moves']:>6} {w['flap']:>5} {w['overrides']:>6} {w['bytes']:>7} {w['plan_ms']:>7.0f} | "
                   f"{w['ring_max']:>8.3f} {binom:>6.3f} {w['ring_join']:>7.4f} {w['ring_leave']:>7.4f} "
                   f"{w['ring_stray']:>7} | {'met' if meets else 'MISSED'}")
     print("columns: join/leave = fraction of targets moved; stray = survivors' targets moved on the leave "
           "(final and interim, must be 0); spills = targets moved on the join not to the joiner (count); "
-          "double = orphans moved twice (interim, then plan); overr = overrides; bytes = znode data")
+          "double = orphans moved twice (interim, then plan); flap = targets not back where they were after "
+          "the leaver rejoins; overr = overrides; bytes = znode data")
     print(f"all goals {'met' if ok else 'NOT met'}; {time.perf_counter() - started:.1f}s")
     return 0 if ok else 1
 
