@@ -3,9 +3,15 @@
 Pure functions, no I/O: ``render_chart(series, ChartSpec(...))`` returns SVG markup with
 a time axis of round ticks in the viewer's zone, a y axis with humanised values in the
 panel's unit, one ``<path>`` per series (line mode) or stacked filled areas, gaps where
-points are missing, a ``<title>`` tooltip per point, threshold lines and a legend. Every
+points are missing, tooltips (SVG ``<title>``), threshold lines and a legend. Every
 piece of text is escaped, so label values cannot inject markup. Presentation is set with
 SVG attributes and classes (no ``style=``), so a strict CSP needs no ``unsafe-inline``.
+
+Page weight: a series with more than two points per pixel column is thinned to the first,
+last, lowest and highest point of each column (M4), so spikes and gaps stay; paths are
+relative steps in tenths of a pixel. Up to ``max_point_titles`` points each carry their own
+tooltip; beyond that, invisible hover bands (one per step, at least ``TIP_BAND_PX`` wide)
+list every series' value, or its lowest - highest value when a band spans several steps.
 """
 
 from __future__ import annotations
@@ -76,8 +82,8 @@ class ChartSpec:
     y_min: float | None = None
     y_max: float | None = None
     max_series: int = 40
-    # Up to this many points each gets its own tooltip; beyond it (page weight) one tooltip
-    # per time step lists every series' value at that time.
+    # Up to this many drawn points each gets its own tooltip; beyond it (page weight) one
+    # hover band per time step (at least TIP_BAND_PX wide) lists every series' value there.
     max_point_titles: int = 1000
     legend: bool = True
 
