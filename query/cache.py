@@ -6,7 +6,10 @@ A chunk covers ``chunk_steps`` evaluation steps ``phase + k*chunk_len ... phase 
 of one (expression, step, phase) where ``phase = start % step``; a result at a step does
 not depend on the query's other steps, so chunks computed by different requests combine.
 Queries whose value depends on the query range (``@ start()``/``@ end()``, ``start()``,
-``end()``, ``range()``, ``step()``) bypass the cache.
+``end()``, ``range()``, ``step()``) bypass the cache. Chunks are also keyed by the
+resolutions (raw/1m/1h) the whole request reads, and computed reading those
+(``Engine.range_query(resolution_start_ms=...)``), so a refresh answers what an uncached
+query would.
 
 ``range_query_json`` answers with the Prometheus API body directly: each chunk keeps its
 points formatted as JSON text (made once, when first asked for), so a refresh formats only
