@@ -45,7 +45,7 @@ from cassandra.cluster import (
     Session,
 )
 from cassandra.connection import ConnectionException
-from cassandra.cqltypes import DoubleType, LongType
+from cassandra.cqltypes import DoubleType, Int32Type, LongType
 from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.protocol import ProtocolHandler, ResultMessage, read_int
 from cassandra.query import BatchStatement, BatchType, PreparedStatement, tuple_factory
@@ -133,14 +133,14 @@ _ENCODERS: dict[bytes, object] = {}  # prepared query id -> encoder, filled by _
 # -- columnar result decoding ------------------------------------------------------------------
 
 _RowsMessage = ProtocolHandler.message_types_by_opcode[ResultMessage.opcode]  # the driver's (Cython) one
-_FIXED8 = {LongType: ">i8", DoubleType: ">f8"}  # CQL types whose cells are always 8 bytes
+_FIXED = {LongType: ">i8", DoubleType: ">f8", Int32Type: ">i4"}  # CQL types of fixed-size cells
 
 
 class ColumnarResultMessage(_RowsMessage):
-    """A RESULT whose columns are all ``bigint``/``double`` becomes ``{column: numpy array}``.
+    """A RESULT whose columns are all ``bigint``/``double``/``int`` becomes ``{column: numpy array}``.
 
-    Such a row is, per cell, a 4-byte length (8) and 8 big-endian bytes, so the whole page
-    is one structured ``np.frombuffer``. Anything else (other types, a null cell, column
+    Such a row is, per cell, a 4-byte length (8 or 4) and that many big-endian bytes, so the
+    whole page is one structured ``np.frombuffer``. Anything else (other types, a null cell, column
     encryption) is decoded by the driver's own parser into the usual list of tuples.
     """
 
@@ -148,14 +148,14 @@ class ColumnarResultMessage(_RowsMessage):
         start = f.tell()
         self.recv_results_metadata(f, user_type_map)
         meta = self.column_metadata or result_metadata
-        types = [_FIXED8.get(m[3]) for m in meta] if meta else [None]
+        types = [_FIXED.get(m[3]) for m in meta] if meta else [None]
         if column_encryption_policy is None and None not in types:
             n = read_int(f)
             row = np.dtype([x for i, t in enumerate(types) for x in ((f"n{i}", ">i4"), (f"c{i}", t))])
             body = f.read()
             if len(body) == n * row.itemsize:
                 cells = np.frombuffer(body, dtype=row, count=n)
-                if all(bool((cells[f"n{i}"] == 8).all()) for i in range(len(types))):
+                if all(bool((cells[f"n{i}"] == int(t[-1])).all()) for i, t in enumerate(types)):
                     self.column_names = [m[2] for m in meta]
                     self.column_types = [m[3] for m in meta]
                     self.parsed_rows = {m[2]: _native(cells[f"c{i}"]) for i, m in enumerate(meta)}

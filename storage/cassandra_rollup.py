@@ -38,7 +38,7 @@ from cassandra.query import BatchStatement, BatchType
 from storage.base import AGGREGATES, DAY_MS, HOUR_MS, MINUTE_MS, Resolution, SeriesData
 from storage.blocks import VERSION as BLOCK_VERSION
 from storage.blocks import decode_block
-from storage.cassandra import CassandraStorage, SeriesInfo, TransientStorageError
+from storage.cassandra import CassandraStorage, SeriesInfo, TransientStorageError, page_columns
 from storage.matchers import Matcher, MatchOp
 from storage.model import METRIC_NAME
 from storage.rollup import Rollup
@@ -352,14 +352,18 @@ class CassandraRollupMixin:
         """Buckets of one series with start in [start_ms, end_ms], one query per partition."""
         ps = (await self._ps())["1m_read" if resolution is Resolution.MINUTE else "1h_read"]
         parts = range(_partition(resolution, start_ms), _partition(resolution, end_ms) + 1)
-        pages = await asyncio.gather(*(self.execute(ps, (series_id, p, start_ms, end_ms)) for p in parts))  # type: ignore[attr-defined]
-        rows = [row for part in pages for page in part for row in page]
-        if not rows:
+        # Columnar session: ts/count/doubles come back as NumPy columns, no Python row objects.
+        parts_pages = await asyncio.gather(
+            *(self.execute_columnar(ps, (series_id, p, start_ms, end_ms)) for p in parts)  # type: ignore[attr-defined]
+        )
+        names = ("ts", *AGGREGATES)
+        dtypes = ("i8",) + ("f8",) * len(AGGREGATES)
+        columns = [page_columns(page, names, dtypes) for pages in parts_pages for page in pages]
+        columns = [c for c in columns if c[0].size]
+        if not columns:
             return Rollup.empty()
-        ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        cols = {
-            name: np.array([r[i + 1] for r in rows], dtype=np.float64) for i, name in enumerate(AGGREGATES)
-        }
+        ts = np.concatenate([c[0] for c in columns])
+        cols = {name: np.concatenate([c[i + 1] for c in columns]) for i, name in enumerate(AGGREGATES)}
         return Rollup.from_columns(ts, cols)
 
     async def select_rollup(
