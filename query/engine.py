@@ -247,14 +247,17 @@ class Evaluator:
             return hit
         if plan is not None and plan.flat is not None:
             return plan.flat
-        data = [d for d in (plan.data if plan is not None else []) if len(d)]
+        data = [d for d in (plan.data if plan is not None else []) if d.timestamps.shape[0]]
         labels, counts_list = [], []
+        prev = None
         for d in data:  # consecutive parts of one series form one run
-            if labels and d.series.labels == labels[-1]:
-                counts_list[-1] += len(d)
+            n = d.timestamps.shape[0]
+            if prev is not None and (d.series is prev or d.series.labels == prev.labels):
+                counts_list[-1] += n
             else:
                 labels.append(d.series.labels)
-                counts_list.append(len(d))
+                counts_list.append(n)
+            prev = d.series
         if not data:
             flat = FlatSeries([], np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(1, dtype=np.int64), None)
         elif data[0].resolution is not Resolution.RAW and data[0].agg is not None:
