@@ -20,6 +20,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from test_web_alerting import BAD_RULES, NEW_RULES, Rig
 
+from query.engine import Engine
 from query.memory import MemoryStorage
 from storage.model import Series, labels_from_dict
 from web.app import create_app
@@ -196,6 +197,49 @@ async def test_dashboards_show_the_written_data(site, browser):
     up = await page.locator("section.panel", has_text="Servers up per pool").locator("path.line").count()
     assert up == 2
     assert problems == []
+
+
+async def test_dense_dashboard_hover_bands_show_the_written_data(browser):
+    """Twelve pools: over the per-point tooltip budget, so hover bands carry every pool's value."""
+    storage = MemoryStorage()
+    now_s = int(time.time())
+    ts = np.arange(now_s - 7200, now_s + 1, 15, dtype=np.int64)
+    elapsed = (ts - ts[0]).astype(np.float64)
+    for i in range(12):
+        base = {"job": f"pool{i:02d}", "instance": f"10.9.{i}.1:9100"}
+        for name, values in (("up", np.ones(len(ts))), ("http_requests_total", elapsed * (i + 1))):
+            storage.add_series(Series.of(labels_from_dict({"__name__": name, **base})), ts * 1000, values)
+    server = TestServer(
+        create_app(engine=Engine(storage), pools_provider=pools_provider, targets_provider=targets_provider),
+        host="127.0.0.1",
+    )
+    await server.start_server()
+    try:
+        page, problems = await open_page(browser)
+        await page.goto(str(server.make_url("/d/fleet?range=1h")))
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SHOTS / "fleet-12-pools.png"), full_page=True)
+        section = page.locator(
+            "section.panel", has=page.locator("h2", has_text=re.compile("^Requests per second per pool$"))
+        )
+        assert await section.locator("svg circle").count() == 0  # 12 x 241 points: no per-point titles
+        titles = await section.locator("svg g.cols rect title").all_text_contents()
+        assert 241 / 3 <= len(titles) <= (640 - 70 - 16) / 6 + 1  # bands of 2-3 steps, >= 6 px
+        written = [f"pool{i:02d}: {i + 1}/s" for i in range(12)]
+        # Every band lists every pool at the rate written (the newest steps' windows reach
+        # past the last sample, so the last bands are left out).
+        assert [t.split("\n")[1:] for t in titles[:-3]] == [written] * (len(titles) - 3)
+        # Hovering anywhere on the plot lands on a band (its tooltip).
+        box = await section.locator("svg.chart").bounding_box()
+        hit = await page.evaluate(
+            "([x, y]) => { const e = document.elementFromPoint(x, y); "
+            "return e.tagName + '|' + (e.querySelector('title') || {}).textContent; }",
+            [box["x"] + 300, box["y"] + 100],
+        )
+        assert hit.startswith("rect|") and hit.endswith("pool11: 12/s")
+        assert problems == []
+    finally:
+        await server.close()
 
 
 async def chart_window(page) -> tuple[int, int]:
