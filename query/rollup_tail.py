@@ -3,9 +3,11 @@
 ``fine_rows`` turns the raw samples of many series into minute rows exactly as the rollup job
 does (``storage.rollup.rollup_raw``), ``combine`` adds minute rows up into coarser buckets
 as the job does (``rollup_rollup``), so count, sum, last and increase equal the job's rows
-bit for bit. ``TailMemo`` keeps the minute rows of complete minutes (older than the rollup
-lag) per selector for a few minutes: a dashboard refresh then reads raw samples only for
-the newest minutes instead of the whole unrolled tail (up to the job's 2 h window).
+bit for bit. ``TailMemo`` keeps, per selector and bucket width, the rows built from the
+complete minutes (older than the rollup lag; the last bucket in part) for a few minutes: a
+dashboard refresh then reads raw samples only for the newest minutes instead of the whole
+unrolled tail (up to the job's 2 h window) and adds them to the kept rows in time order,
+as the job would.
 """
 
 from __future__ import annotations
