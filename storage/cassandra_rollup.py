@@ -252,20 +252,22 @@ class CassandraRollupMixin:
         out = []
         for info in infos:
             sid = info.series.id
-            ts_parts = [d.timestamps for d in rows_by_id.get(sid, ())]  # rows first: they win ties
-            val_parts = [d.values for d in rows_by_id.get(sid, ())]
+            parts = [(d.timestamps, d.values) for d in rows_by_id.get(sid, ())]  # rows first: they win ties
             for _, _, _, data in blocks.get(sid, ()):
                 b_ts, b_vals = decode_block(data)
                 lo = np.searchsorted(b_ts, start_ms, side="left")
                 hi = np.searchsorted(b_ts, cold_end, side="right")
-                ts_parts.append(b_ts[lo:hi])
-                val_parts.append(b_vals[lo:hi])
-            n = sum(p.size for p in ts_parts)
-            if not n:
+                parts.append((b_ts[lo:hi], b_vals[lo:hi]))
+            parts = [p for p in parts if p[0].size]
+            if not parts:
                 continue
-            ts = np.concatenate(ts_parts) if len(ts_parts) > 1 else ts_parts[0]
-            vals = np.concatenate(val_parts) if len(val_parts) > 1 else val_parts[0]
+            # Usually the parts do not overlap: in order of their first sample they join sorted.
+            joined = sorted(parts, key=lambda p: int(p[0][0]))
+            ts = np.concatenate([p[0] for p in joined])
+            vals = np.concatenate([p[1] for p in joined])
             if ts.size > 1 and not bool((ts[1:] > ts[:-1]).all()):
+                ts = np.concatenate([p[0] for p in parts])
+                vals = np.concatenate([p[1] for p in parts])
                 order = np.argsort(ts, kind="stable")
                 ts, vals = ts[order], vals[order]
                 keep = np.ones(ts.size, dtype=bool)
