@@ -286,3 +286,42 @@ def test_rows_built_from_raw_equal_the_rollup_jobs_bit_for_bit() -> None:
                     np.testing.assert_array_equal(cols[name], col)
                 else:
                     assert cols[name].tobytes() == col.tobytes(), name
+
+
+async def test_api_range_answers_with_and_without_cache_agree() -> None:
+    """Over real HTTP: /api/v1/query_range served from the cache's JSON text answers what the
+    uncached handler answers (body, status, content type), errors included."""
+    import aiohttp
+    from aiohttp import web
+
+    from query.api import add_api_routes
+
+    clock = Clock(NOW)
+    st = _storage(NOW)
+    eng = Engine(st, now_ms=clock)
+    runners, urls = [], []
+    for cache in (None, RangeQueryCache(eng, now_ms=clock)):
+        app = web.Application()
+        add_api_routes(app, eng, st, cache)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        urls.append(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}")  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as http:
+            queries = ["sum by (mode) (rate(cpu_total[5m]))", "cpu_total{host='h3'}", "rate(cpu_total[5m"]
+            for shift, query in enumerate(queries):
+                clock.now = NOW + shift * MIN
+                start, end = (clock.now - 3 * HOUR) / 1000, clock.now / 1000
+                params = {"query": query, "start": str(start), "end": str(end), "step": "60"}
+                answers = []
+                for url in urls:
+                    async with http.get(f"{url}/api/v1/query_range", params=params) as resp:
+                        answers.append((resp.status, resp.content_type, await resp.json()))
+                assert answers[0] == answers[1]
+                assert answers[0][0] == (400 if query.endswith("[5m") else 200)
+    finally:
+        for runner in runners:
+            await runner.cleanup()
