@@ -158,6 +158,14 @@ def test_dense_steps_share_hover_bands_that_give_each_series_range():
     assert first <= at_spike <= last
 
 
+def test_hover_bands_place_values_by_timestamp_when_series_differ():
+    a = ChartSeries("a", [T0, T0 + 1000, T0 + 2000], [1, 2, 3])
+    b = ChartSeries("b", [T0, T0, T0 + 1000], [5, 6, 7])  # a repeated timestamp, none at T0 + 2 s
+    root = parse(render_chart([a, b], ChartSpec(max_point_titles=1)))
+    titles = [r.find("s:title", NS).text for r in root.iter("{http://www.w3.org/2000/svg}rect") if len(r)]
+    assert [t.split("\n", 1)[1] for t in titles] == ["a: 1\nb: 5 – 6", "a: 2\nb: 7", "a: 3"]
+
+
 def test_humanize_many_matches_humanize():
     rng = np.random.default_rng(5)
     values = np.concatenate(

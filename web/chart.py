@@ -528,7 +528,7 @@ def _band_tooltips(
     n_bands = len(starts)
     shown = [(p, ts) for p, ts in zip(prepared, present, strict=True) if ts.size]
     prefixes = np.array([escape(p.series.name) + ": " for p, _ in shown], dtype=object)
-    if all(len(ts) == len(stamps) for _, ts in shown):  # the usual case: every series at every step
+    if all(np.array_equal(ts, stamps) for _, ts in shown):  # the usual case: every series at every step
         matrix = np.stack([p.vals[~np.isnan(p.vals)] for p, _ in shown])
         low = np.minimum.reduceat(matrix, starts, axis=1).ravel()
         high = np.maximum.reduceat(matrix, starts, axis=1).ravel()
