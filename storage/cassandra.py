@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 MAX_ROWS_PER_BATCH = 1000  # rows of one partition per UNLOGGED batch
 SERIES_LOOKUP_CHUNK = 100  # ids per `series_id IN ?` lookup
 RAW_READ_SERIES_CHUNK = 100
+POSTING_PROBE_ROWS = 20_000  # a label value's postings read unpaged up to this many series
 # Series x hour partitions per raw read request; requests are unpaged, so this bounds a
 # response: 128 series-hours = 46k rows at a 10 s interval (~1.6 MB), 461k at 1 s (~16 MB).
 RAW_REQUEST_SERIES_HOURS = 128
@@ -356,6 +357,10 @@ class CassandraStorage(Storage):
                     f"SELECT series_id FROM {ks}.postings_{s} WHERE metric = ? AND bucket = ? AND name = ? "
                     "AND shard IN ? AND value = ?"
                 ),
+                "post_eq_probe": p(
+                    f"SELECT series_id FROM {ks}.postings_{s} WHERE metric = ? AND bucket = ? AND name = ? "
+                    "AND shard IN ? AND value = ? LIMIT ?"
+                ),
                 "post_all": p(
                     f"SELECT value, series_id FROM {ks}.postings_{s} WHERE metric = ? AND bucket = ? AND name = ? "
                     "AND shard IN ?"
@@ -364,6 +369,7 @@ class CassandraStorage(Storage):
                 "ln_read": p(f"SELECT name FROM {ks}.label_names_{s} WHERE bucket = ?"),
             }
         for ps in self.ps_index.values():
+            ps["post_eq_probe"].fetch_size = None  # bounded by its LIMIT: see _posting_ids
             for key, enc in (
                 ("series_ins", _enc_series),
                 ("post_ins", _enc_posting),
@@ -659,6 +665,17 @@ class CassandraStorage(Storage):
         names = {r[0] for page in rows for r in page}
         return sorted(n for n in names if all(m.matches_value(n) for m in name_ms))
 
+    async def _posting_ids(self, level: str, metric: str, bucket: int, name: str, value: str) -> list:
+        """Postings of one label value: its shards read unpaged (Cassandra reads the partitions
+        of an unpaged ``IN`` together, a paged one partition after partition) up to
+        ``POSTING_PROBE_ROWS``; a longer list is read again, paged."""
+        shards = posting_shards(value)
+        params = (metric, bucket, name, shards, value)
+        rows = await self._index_rows(level, "post_eq_probe", (*params, POSTING_PROBE_ROWS + 1), bucket, len(shards))
+        if len(rows) > POSTING_PROBE_ROWS:
+            rows = await self._rows(self.ps_index[level]["post_eq"], params)
+        return rows
+
     async def _ids_in_bucket(self, level: str, metric: str, bucket: int, matchers: Sequence[Matcher]) -> set[int]:
         label_ms = [m for m in matchers if m.name != METRIC_NAME]
         n = len(ALL_SHARDS)
@@ -669,10 +686,7 @@ class CassandraStorage(Storage):
         for m in label_ms:
             if m.op in (MatchOp.EQ, MatchOp.NE) and m.value != "":
                 # "=" reads the value's slice; "!=" (matches empty) subtracts that slice.
-                shards = posting_shards(m.value)
-                tasks.append(
-                    self._index_rows(level, "post_eq", (metric, bucket, m.name, shards, m.value), bucket, len(shards))
-                )
+                tasks.append(self._posting_ids(level, metric, bucket, m.name, m.value))
             else:
                 tasks.append(self._index_rows(level, "post_all", (metric, bucket, m.name, ALL_SHARDS), bucket, n))
         results = await asyncio.gather(*tasks)

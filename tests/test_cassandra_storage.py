@@ -181,6 +181,21 @@ async def test_raw_reads_survive_a_shut_down_columnar_pool(cassandra_storage, ca
     assert [p["value"].tolist() for p in pages if isinstance(p, dict)] in ([[2.0]], [[1.0, 2.0]])
 
 
+@pytest.mark.parametrize("probe_rows", [5, 6, 1000])
+async def test_long_posting_lists_are_read_whole(cassandra_storage, monkeypatch, probe_rows) -> None:
+    """A label value's postings are probed unpaged up to POSTING_PROBE_ROWS; longer lists are
+    read again, paged: either way every series comes back."""
+    import storage.cassandra as cas
+
+    store = cassandra_storage
+    monkeypatch.setattr(cas, "POSTING_PROBE_ROWS", probe_rows)
+    now = int(time.time() * 1000)
+    series = [Series.of(make_labels("probe_check", job="same", idx=str(i))) for i in range(6)]
+    await store.write_columns("pr/h:1", [s.id for s in series], [now] * 6, [1.0] * 6, series)
+    got = await store.series([Matcher("__name__", MatchOp.EQ, "probe_check"), Matcher("job", MatchOp.EQ, "same")], now - 1000, now)
+    assert sorted(s.id for s in got) == sorted(s.id for s in series)
+
+
 # -- 100k series: exact label-matcher selection touching only the queried buckets ----------
 
 METRICS = ["sel_cpu", "sel_mem", "sel_disk", "sel_net"]
