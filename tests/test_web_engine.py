@@ -70,6 +70,32 @@ async def test_host_chart_shows_the_stored_cpu_rates_with_a_gap():
         assert all(float(v) <= rate + 1e-9 for v in values)
 
 
+async def test_rate_chart_ends_at_now_without_a_dip():
+    """A "last 24h" page evaluates its 10-minute step grid up to the last boundary at or before
+    now and adds one point at now itself; no step lies in the future, where the rate window
+    would be partly empty and the line would drop at the right edge."""
+    storage = MemoryStorage()
+    now_s = int(time.time())
+    ts = np.arange(now_s - 26 * 3600, now_s + 1, 15, dtype=np.int64)
+    rates = {"user": 0.5, "idle": 1.25}
+    for mode, rate in rates.items():
+        labels = {"__name__": "node_cpu_seconds_total", "cpu": "0", "mode": mode, "job": "web", "instance": "h:9100"}
+        storage.add_series(Series.of(labels_from_dict(labels)), ts * 1000, (ts - ts[0]) * rate)
+    c = await client_for(Engine(storage))
+    try:
+        resp = await c.get("/host/web/h:9100", params={"range": "24h"})
+        body = await resp.text()
+    finally:
+        await c.close()
+    assert resp.status == 200
+    for mode, rate in rates.items():
+        points = re.findall(rf"<title>{mode}\n([\d: -]+): ([^<]+)</title>", body)
+        # 24 h of 10-minute steps (145 points), or 146 with the point at now between two steps.
+        assert len(points) in (145, 146), len(points)
+        assert [v for _, v in points] == [f"{rate:g}"] * len(points), points[-3:]
+        assert len(set(t for t, _ in points)) == len(points)
+
+
 async def test_real_agent_scraped_and_shown_by_every_dashboard():
     storage = MemoryStorage()
     agent = AgentServer(pool="web", synthetic_load_rps=50)

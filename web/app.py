@@ -10,6 +10,7 @@ API, ``/metrics``) may be added to the returned app before it starts.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -17,9 +18,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import numpy as np
 from aiohttp import web
 from markupsafe import Markup
 
+from query.result import ResultSeries
 from web import chart
 from web.alerting_pages import ALERTING, AlertingViews, add_alerting_routes, add_login_routes
 from web.auth import Auth, auth_middleware
@@ -118,11 +121,50 @@ async def load_targets(request: web.Request) -> tuple[list[TargetHealth], str]:
     return targets, err
 
 
+async def query_to_now(ranges: QueryEngine, instant: QueryEngine | None, expr: str, tr: TimeRange) -> Any:
+    """``expr`` over the page's step grid plus, when the page's now is past the grid's last
+    step, one more point at now from an instant query: the chart reaches now without
+    evaluating a step in the future (whose rate window would be partly empty). A failing
+    instant query costs only that point."""
+    result = await ranges.range_query(expr, tr.start_ms, tr.end_ms, tr.step_ms)
+    now_ms = tr.now_ms if tr.now_ms is not None else tr.end_ms
+    if instant is None or now_ms <= tr.end_ms or getattr(result, "type", "matrix") != "matrix":
+        return result
+    try:
+        head = await instant.instant_query(expr, now_ms)
+    except Exception as exc:
+        log.warning("instant query for the newest point failed", extra={"expr": expr, "error": repr(exc)})
+        return result
+    return with_point_at(result, head, now_ms)
+
+
+def with_point_at(result: Any, head: Any, ts_ms: int) -> Any:
+    """A copy of the matrix ``result`` with the instant result ``head`` appended at ``ts_ms``
+    (series matched by labels; a series only in ``head`` gets that one point)."""
+    if head.type == "scalar" and head.scalar is not None:
+        points = {(): float(head.scalar[1])}
+    else:
+        points = {tuple(sorted(s.labels.items())): float(s.values[-1]) for s in head.series if len(s.values)}
+    if not points:
+        return result
+    ts = np.array([ts_ms], dtype=np.int64)
+    series = []
+    for s in result.series:
+        value = points.pop(tuple(sorted(s.labels.items())), None)
+        if value is None:
+            series.append(s)
+        else:
+            series.append(ResultSeries(s.labels, np.append(s.timestamps, ts), np.append(s.values, value)))
+    series.extend(ResultSeries(dict(k), ts, np.array([v])) for k, v in points.items())
+    return dataclasses.replace(result, series=series)
+
+
 async def range_chart(
     engine: QueryEngine,
     expr: str,
     tr: TimeRange,
     *,
+    instant: QueryEngine | None = None,
     title: str,
     unit: str = "none",
     mode: str = "line",
@@ -131,9 +173,12 @@ async def range_chart(
     width: int = 800,
     height: int = 240,
 ) -> tuple[Markup, str, int]:
-    """Run ``expr`` over the page's range and draw it: (svg, error message, series count)."""
+    """Run ``expr`` over the page's range and draw it: (svg, error message, series count).
+
+    ``engine`` answers the range query (perhaps through the range cache); ``instant``, when
+    given, adds the point at the page's now (see ``query_to_now``)."""
     try:
-        result = await engine.range_query(expr, tr.start_ms, tr.end_ms, tr.step_ms)
+        result = await query_to_now(engine, instant, expr, tr)
         series = chart.series_from_result(result, legend)
         err = "; ".join(getattr(result, "warnings", None) or [])
     except Exception as exc:  # a bad or failing query is shown on its panel, not as a 500
@@ -147,7 +192,7 @@ async def range_chart(
         width=width,
         height=height,
         start_ms=tr.start_ms,
-        end_ms=tr.end_ms,
+        end_ms=tr.now_ms,
         step_ms=tr.step_ms,
         tz=tr.tz,
         thresholds=thresholds,
@@ -232,6 +277,7 @@ async def host_page(request: web.Request) -> web.Response:
         request.app[RANGE_ENGINE],
         expr,
         tr,
+        instant=request.app[ENGINE],
         title=f"CPU usage by mode: {instance}",
         unit="cores",
         legend="{{mode}}",
@@ -279,7 +325,7 @@ async def _variable_values(
         if var.options_query:
             expr = expand(var.options_query, values, builtins)
             try:
-                result = await engine.instant_query(expr, tr.end_ms)
+                result = await engine.instant_query(expr, tr.now_ms)
                 opts = sorted({s.labels.get(var.options_label, "") for s in result.series} - {""})
             except Exception as exc:
                 errors.append(f"{var.label}: choices unavailable: {type(exc).__name__}: {exc}")
@@ -329,12 +375,11 @@ async def _panel_chart(
     values: Mapping[str, str],
     tr: TimeRange,
     extra_thresholds: Sequence[float] = (),
+    instant: QueryEngine | None = None,
 ) -> dict[str, Any]:
     builtins = _builtins(tr)
     exprs = [(expand(q.expr, values, builtins), q.legend or None) for q in panel.queries]
-    results = await asyncio.gather(
-        *(engine.range_query(e, tr.start_ms, tr.end_ms, tr.step_ms) for e, _ in exprs), return_exceptions=True
-    )
+    results = await asyncio.gather(*(query_to_now(engine, instant, e, tr) for e, _ in exprs), return_exceptions=True)
     series: list[chart.ChartSeries] = []
     errors: list[str] = []
     for (expr, legend), res in zip(exprs, results, strict=True):
@@ -354,7 +399,7 @@ async def _panel_chart(
         width=PANEL_WIDTH.get(panel.width, 640),
         height=220,
         start_ms=tr.start_ms,
-        end_ms=tr.end_ms,
+        end_ms=tr.now_ms,
         step_ms=tr.step_ms,
         tz=tr.tz,
         thresholds=tuple(sorted(set(panel.thresholds) | set(extra_thresholds))),
@@ -379,7 +424,9 @@ async def dashboard_page(request: web.Request) -> web.Response:
     alert_lines = await _alert_thresholds(request, dash)
     panels = await asyncio.gather(
         *(
-            _panel_chart(ranges, p, values, tr, [alert_lines[p.alert]] if p.alert in alert_lines else [])
+            _panel_chart(
+                ranges, p, values, tr, [alert_lines[p.alert]] if p.alert in alert_lines else [], request.app[ENGINE]
+            )
             for p in dash.panels
         )
     )
@@ -424,10 +471,10 @@ async def query_page(request: web.Request) -> web.Response:
     if expr_run:
         engine = request.app[ENGINE]
         svg, chart_error, _ = await range_chart(
-            request.app[RANGE_ENGINE], expr_run, tr, title=expr_run, width=1300, height=320
+            request.app[RANGE_ENGINE], expr_run, tr, instant=engine, title=expr_run, width=1300, height=320
         )
         try:
-            result = await engine.instant_query(expr_run, tr.end_ms)
+            result = await engine.instant_query(expr_run, tr.now_ms)
             if result.type == "scalar" and result.scalar is not None:
                 rows.append({"labels": "scalar", "value": _cell(result.scalar[1])})
             elif result.type == "string" and result.string is not None:

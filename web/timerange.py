@@ -104,6 +104,13 @@ class TimeRange:
     tz_name: str
     refresh: str = "off"
     errors: list[str] = field(default_factory=list)
+    # The moment the page shows as "now": after ``end_ms`` (the last step of the grid) by
+    # less than a step for a "last N" window; equal to it for a custom window.
+    now_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.now_ms is None:
+            self.now_ms = self.end_ms
 
     @property
     def range_s(self) -> float:
@@ -206,10 +213,12 @@ def parse_time_range(
         return TimeRange(
             int(start * 1000), int(end * 1000), step * 1000, range_key, tz, tz_name, refresh, errors
         )
-    # "Last N": the window ends at the next step boundary, so refreshes evaluate the same
-    # step grid (a range-query cache reuses every complete chunk) and the newest samples,
-    # less than a step old, are still inside the last step's lookback.
+    # "Last N": the step grid ends at the last step boundary at or before now, so refreshes
+    # evaluate the same grid (a range-query cache reuses every complete chunk), and charts
+    # add one point at ``now_ms`` itself. Not the next boundary: a step in the future sees
+    # only part of its rate window, so every rate panel would dip at its right edge.
     span_ms = int(round((end - start) * 1000))
     step_ms = step * 1000
-    end_ms = -(-int(end * 1000) // step_ms) * step_ms
-    return TimeRange(end_ms - span_ms, end_ms, step * 1000, range_key, tz, tz_name, refresh, errors)
+    now_ms = int(end * 1000)
+    end_ms = now_ms // step_ms * step_ms
+    return TimeRange(end_ms - span_ms, end_ms, step_ms, range_key, tz, tz_name, refresh, errors, now_ms)
