@@ -14,7 +14,8 @@ each owned target, JSON) on ``--listen``. Exactly one scraper (the ring owner of
 key) records ``ringmon_pool_members{pool,status}`` once per scrape interval.
 
 Settings come from the config's ``storage``, ``discovery.zookeeper`` and ``scrape``
-sections; ``--id``, ``--listen``, ``--zookeeper``, ``--zookeeper-root`` and ``--vnodes``
+sections (and ``scraper:`` for id, listen, vnodes, ring_cap_factor); ``--id``, ``--listen``,
+``--zookeeper``, ``--zookeeper-root``, ``--vnodes`` and ``--ring-cap-factor``
 override or complete them.
 """
 
@@ -43,6 +44,7 @@ from prometheus_client import (
 )
 
 from cli.errors import UserError
+from discovery.balance import DEFAULT_CAP_FACTOR
 from discovery.registry import ALIVE, STOPPING, Registry, RegistryError
 from discovery.ring import DEFAULT_VNODES
 from discovery.sharding import Assignment, ShardCoordinator
@@ -64,6 +66,7 @@ class ScraperOptions:
     zookeeper_root: str = "/ringmon"
     session_timeout: float = 10.0
     vnodes: int = DEFAULT_VNODES
+    cap_factor: float = DEFAULT_CAP_FACTOR  # bounded loads, used when this scraper leads
     record_interval: float = 10.0
     static_file: str = ""
     static_refresh: float = 30.0
@@ -171,7 +174,7 @@ class ScraperProcess:
         self.runner, self.port = await serve_app(app, self.opts.listen, "scraper")
         host = self.opts.listen.rpartition(":")[0] or "127.0.0.1"
         self.coordinator = ShardCoordinator(
-            self.registry, self.opts.scraper_id, vnodes=self.opts.vnodes,
+            self.registry, self.opts.scraper_id, vnodes=self.opts.vnodes, cap_factor=self.opts.cap_factor,
             info={"listen": f"{host}:{self.port}", "pid": os.getpid()},
             extra_targets=self.static.targets if self.static else None,
         )
@@ -292,6 +295,9 @@ def options_from(args: argparse.Namespace, cfg) -> ScraperOptions:
     vnodes = int(pick("vnodes", "vnodes", DEFAULT_VNODES))
     if vnodes < 1:
         raise UserError(f"--vnodes: expected a positive number, got {vnodes}")
+    cap_factor = float(pick("ring_cap_factor", "ring_cap_factor", DEFAULT_CAP_FACTOR))
+    if not 1.0 <= cap_factor <= 4.0:
+        raise UserError(f"--ring-cap-factor: expected a number from 1.0 to 4.0, got {cap_factor:g}")
     return ScraperOptions(
         scraper_id=scraper_id,
         listen=listen,
@@ -300,6 +306,7 @@ def options_from(args: argparse.Namespace, cfg) -> ScraperOptions:
                             or os.environ.get("RINGMON_ZOOKEEPER_ROOT", "/ringmon")),
         session_timeout=float(zk_cfg.session_timeout) if zk_cfg else 10.0,
         vnodes=vnodes,
+        cap_factor=cap_factor,
         record_interval=float(cfg.scrape.interval),
         static_file=cfg.discovery.static_file or "",
         static_refresh=float(cfg.discovery.refresh_interval),
@@ -349,6 +356,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--zookeeper-root", metavar="PATH", help="default /ringmon (or $RINGMON_ZOOKEEPER_ROOT)")
     p.add_argument("--vnodes", type=int, help=f"virtual nodes per scraper (default {DEFAULT_VNODES}; "
                    "every scraper must use the same)")
+    p.add_argument("--ring-cap-factor", type=float, metavar="X",
+                   help=f"bounded loads: no scraper owns more than X times the mean share of targets "
+                        f"(default {DEFAULT_CAP_FACTOR}; the leader's value is used)")
     p.add_argument("--connect-timeout", type=float, default=15.0, metavar="SECONDS",
                    help="give up at start when ZooKeeper cannot be reached this long (default: %(default)s)")
     p.set_defaults(func=lambda args: asyncio.run(run_scraper(args)))

@@ -117,6 +117,15 @@ class ScraperConfig:
     listen: str = "127.0.0.1:9400"  # /metrics and /targets
     vnodes: int = 1000  # virtual nodes per scraper on the hash ring (see bench/ring_sim.py)
     zookeeper_root: str = ""  # default: discovery.zookeeper.root
+    # Bounded loads: no scraper owns more than this times the mean share of targets. The
+    # leader's value is the one used (it plans the overrides; see discovery/balance.py).
+    ring_cap_factor: float = 1.05
+
+    def validate(self, where: str) -> None:
+        if self.vnodes < 1:
+            raise ValueError(f"{where}.vnodes: expected a positive number, got {self.vnodes}")
+        if not 1.0 <= self.ring_cap_factor <= 4.0:
+            raise ValueError(f"{where}.ring_cap_factor: expected a number from 1.0 to 4.0, got {self.ring_cap_factor}")
 
 
 @dataclass

@@ -33,6 +33,8 @@ def test_shipped_standalone_config_loads() -> None:
         ("agents: {pool: web}\n", "agents", "expected list of mapping"),
         ("storage:\n  backend: postgres\n", "storage.backend", "expected 'sqlite' or 'cassandra'"),
         ("storage:\n  sqlite: [a]\n", "storage.sqlite", "expected a mapping"),
+        ("scraper:\n  ring_cap_factor: 0.9\n", "scraper.ring_cap_factor", "expected a number from 1.0 to 4.0"),
+        ("scraper:\n  vnodes: 0\n", "scraper.vnodes", "expected a positive number"),
     ],
 )
 def test_bad_config_names_file_key_and_type(tmp_path: Path, text: str, key: str, expected: str) -> None:
@@ -126,3 +128,21 @@ def test_scrape_engine_keys_are_validated_by_the_scraper(tmp_path: Path) -> None
     f.write_text("scrape:\n  sample_limit: lots\n")
     with pytest.raises(ConfigError, match=r"limits\.yaml: scrape\.sample_limit"):
         load_config(f)
+
+
+def test_scraper_ring_cap_factor_from_config_and_flag(tmp_path: Path) -> None:
+    import argparse
+
+    from cli.cmd_scraper import options_from
+    from discovery.balance import DEFAULT_CAP_FACTOR
+
+    f = tmp_path / "scraper.yaml"
+    f.write_text("discovery:\n  zookeeper: {hosts: '127.0.0.1:1'}\nscraper:\n  ring_cap_factor: 1.2\n")
+    cfg = load_config(f)
+    flags = dict(id="s-1", listen=None, zookeeper=None, zookeeper_root=None, vnodes=None, connect_timeout=1.0)
+    assert options_from(argparse.Namespace(**flags, ring_cap_factor=None), cfg).cap_factor == 1.2
+    assert options_from(argparse.Namespace(**flags, ring_cap_factor=1.1), cfg).cap_factor == 1.1
+    with pytest.raises(UserError, match="--ring-cap-factor: expected a number from 1.0 to 4.0, got 0.5"):
+        options_from(argparse.Namespace(**flags, ring_cap_factor=0.5), cfg)
+    f.write_text("discovery:\n  zookeeper: {hosts: '127.0.0.1:1'}\n")
+    assert options_from(argparse.Namespace(**flags, ring_cap_factor=None), load_config(f)).cap_factor == DEFAULT_CAP_FACTOR
