@@ -9,7 +9,11 @@ writes the tables ``storage.schema`` creates:
 - ``rollup_1m``   ((series_id, day), ts) and ``rollup_1h`` ((series_id, bucket), ts) with
   bucket = ts // 32 days: one unlogged batch per partition per window (never across
   partitions);
-- checkpoints as ``meta`` rows keyed ``rollup:<job>:<shard>``.
+- checkpoints as ``meta`` rows keyed ``rollup:<job>:<shard>`` (the late pass's cursors are
+  checkpoints of job ``<job>:late``: ``rollup:<job>:late:<shard>``).
+
+``late_marks_since`` reads ``raw_late`` (written by ``storage.cassandra`` for late writes)
+for the days of the last ``late_marks_lookback_ms``: one small partition per day.
 
 Raw reads (``select``) take sealed windows from ``raw_blocks`` and only the rest from
 ``raw_recent`` rows: a 24 h read of one series is about a dozen compressed blocks plus the
@@ -35,15 +39,21 @@ from collections.abc import Sequence
 import numpy as np
 from cassandra.query import BatchStatement, BatchType
 
-from storage.base import AGGREGATES, DAY_MS, HOUR_MS, MINUTE_MS, Resolution, SeriesData
+from storage.base import AGGREGATES, DAY_MS, HOUR_MS, Resolution, SeriesData
 from storage.blocks import VERSION as BLOCK_VERSION
 from storage.blocks import decode_block
 from storage.cassandra import CassandraStorage, SeriesInfo, TransientStorageError, page_columns
 from storage.matchers import Matcher, MatchOp
 from storage.model import METRIC_NAME
 from storage.rollup import Rollup
-from storage.rollup_job import DEFAULT_GRACE_MS, DEFAULT_WINDOW_MS, RollupRows, SealedBlock
-from storage.schema import DEFAULT_TTLS_S
+from storage.rollup_job import (
+    DEFAULT_GRACE_MS,
+    DEFAULT_LATE_SETTLE_MS,
+    DEFAULT_WINDOW_MS,
+    RollupRows,
+    SealedBlock,
+)
+from storage.schema import BLOCK_BUCKET_MS, DEFAULT_TTLS_S, RAW_BUCKET_MS
 
 ROLLUP_1H_BUCKET_MS = 32 * DAY_MS
 MAX_IN_FLIGHT = 48
@@ -75,7 +85,9 @@ class CassandraRollupMixin:
     recent_raw_keep_ms: int = DEFAULT_TTLS_S["raw_recent"] * 1000
     # A block is trusted for an hour only if written this long after the hour's newest late
     # write: covers that write's time in flight, the seal's own read-to-write time and skew.
-    late_seal_margin_ms: int = 15 * MINUTE_MS
+    late_seal_margin_ms: int = DEFAULT_LATE_SETTLE_MS
+    # Late marks are looked for in the days of samples up to this old (1m rollups live 32 d).
+    late_marks_lookback_ms: int = DEFAULT_TTLS_S["rollup_1m"] * 1000 + DAY_MS
 
     _rollup_ps: dict | None = None
 
@@ -196,6 +208,22 @@ class CassandraRollupMixin:
         # Written only by the lease holder, with increasing values: a plain upsert suffices.
         ps = (await self._ps())["meta_set"]
         await self.execute(ps, (f"rollup:{job}:{shard}", str(window_end_ms)))  # type: ignore[attr-defined]
+
+    async def late_marks_since(self, cursor_ms: int) -> list[tuple[int, int]]:
+        """``(hour start ms, written at ms)`` of the ``raw_late`` rows written after ``cursor_ms``
+        for hours in the last ``late_marks_lookback_ms`` (one query per day partition)."""
+        now = self.now_ms()  # type: ignore[attr-defined]
+        first = (now - self.late_marks_lookback_ms) // BLOCK_BUCKET_MS
+        days = range(max(first, 0), now // BLOCK_BUCKET_MS + 1)
+        ps = self.ps_late_read  # type: ignore[attr-defined]
+        pages = await asyncio.gather(*(self.execute(ps, (d,)) for d in days))  # type: ignore[attr-defined]
+        return [
+            (int(hour) * RAW_BUCKET_MS, int(written))
+            for day in pages
+            for page in day
+            for hour, written in page
+            if written is not None and written > cursor_ms
+        ]
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -17,6 +17,17 @@ A window is closed once ``now >= end + grace_ms``. Copies of the job take shards
 every step is idempotent a lease lost mid-window costs duplicate work, never wrong rows.
 ``backfill(from, to)`` redoes every window of a range for every shard without touching
 checkpoints. The job's own metrics live in its ``CollectorRegistry``.
+
+Late samples: a write carrying samples older than the store's ``late_after_ms`` (a spool
+replay after an outage, an operator backfill) leaves a late mark (hour, time of the write)
+in the store. After the normal windows, ``run_once`` makes a *late pass*: per shard held, it
+reads the marks after the shard's late cursor (a checkpoint of job ``<job>:late``: the last
+mark handled, by write time then hour) and, for every mark whose write is settled (older
+than ``late_settle_ms``), redoes the windows the hour feeds (its own, and the next one when
+counters carry over the boundary) if they are already behind the shard's checkpoint;
+windows not sealed yet will read the rows anyway. At most ``late_windows_per_pass`` windows
+per shard and pass; the cursor advances over marks fully handled only, so the rest follows
+in the next pass and a failed window is retried.
 """
 
 from __future__ import annotations
@@ -42,6 +53,10 @@ log = logging.getLogger("ringmon.rollup")
 DEFAULT_WINDOW_MS = 2 * HOUR_MS
 DEFAULT_SHARDS = 16
 DEFAULT_GRACE_MS = 5 * MINUTE_MS
+# A late mark is acted on once its write is this old: covers the write's time in flight and
+# clock skew between writers and the job; equal to the Cassandra read path's margin for
+# trusting a block over a late hour's rows, so a resealed block is trusted by reads.
+DEFAULT_LATE_SETTLE_MS = 15 * MINUTE_MS
 JOB_NAME = "rollup"
 
 
@@ -96,6 +111,15 @@ class RollupStore(Protocol):
 
     async def set_checkpoint(self, job: str, shard: int, window_end_ms: int) -> None:
         """Record progress; never moves a checkpoint backwards."""
+        ...
+
+    async def late_marks_since(self, cursor_ms: int) -> list[tuple[int, int]]:
+        """Late marks written after ``cursor_ms``: ``(hour start ms, written at ms)`` per hour
+        that received samples older than the store's ``late_after_ms`` (newest write per hour).
+
+        Optional for a backend: without it the job makes no late pass. The job keeps its
+        cursor per shard with ``get_checkpoint`` / ``set_checkpoint`` under job ``<job>:late``.
+        """
         ...
 
 
@@ -187,6 +211,7 @@ class WindowResult:
     block_bytes: int = 0
     minute_points: int = 0
     hour_points: int = 0
+    mode: str = "live"  # live, backfill or late
 
 
 def compute_window(
@@ -227,6 +252,23 @@ def window_floor(ts_ms: int, window_ms: int) -> int:
     return ts_ms // window_ms * window_ms
 
 
+# The late cursor is the last late mark handled, (written at ms, hour start ms), ordered as a
+# pair (one write marks several hours with the same time) and packed into one int so it
+# keeps as a checkpoint: hour index (ms // 1 h, < 2**21 until year 2209) in the low bits.
+_LATE_HOUR_BITS = 21
+
+
+def pack_late_cursor(written_ms: int, hour_start_ms: int) -> int:
+    hour = hour_start_ms // HOUR_MS
+    if not 0 <= hour < 1 << _LATE_HOUR_BITS:
+        raise ValueError(f"late mark hour {hour_start_ms} ms is outside the cursor's range")
+    return (written_ms << _LATE_HOUR_BITS) | hour
+
+
+def unpack_late_cursor(cursor: int) -> tuple[int, int]:
+    return cursor >> _LATE_HOUR_BITS, (cursor & ((1 << _LATE_HOUR_BITS) - 1)) * HOUR_MS
+
+
 @dataclass
 class RollupJob:
     """Seals and rolls up closed windows shard by shard; see the module docstring."""
@@ -239,6 +281,8 @@ class RollupJob:
     max_gap_ms: int = DEFAULT_MAX_GAP_MS
     job: str = JOB_NAME
     max_windows_per_pass: int = 24  # per shard, so one shard's backlog does not starve others
+    late_windows_per_pass: int = 12  # per shard: windows redone for late samples in one pass
+    late_settle_ms: int = DEFAULT_LATE_SETTLE_MS
     metrics: RollupMetrics = field(default_factory=RollupMetrics)
     now_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
 
@@ -249,8 +293,10 @@ class RollupJob:
             )
         if not 1 <= self.shards <= 4096:
             raise ValueError(f"rollup shards must be between 1 and 4096, got {self.shards}")
-        if self.grace_ms < 0 or self.max_gap_ms < 0:
-            raise ValueError("rollup grace and max gap must not be negative")
+        if self.grace_ms < 0 or self.max_gap_ms < 0 or self.late_settle_ms < 0:
+            raise ValueError("rollup grace, late settle time and max gap must not be negative")
+        if self.late_windows_per_pass < 1:
+            raise ValueError("rollup late windows per pass must be at least 1")
 
     def closed_until(self, now_ms: int | None = None) -> int:
         """End of the newest window that is closed at ``now_ms``."""
@@ -280,6 +326,7 @@ class RollupJob:
             block_bytes=sum(len(b.data) for b in blocks),
             minute_points=sum(len(r.rollup) for r in minutes),
             hour_points=sum(len(r.rollup) for r in hours),
+            mode=mode,
         )
         m = self.metrics
         m.windows_done.labels(mode).inc()
@@ -335,7 +382,79 @@ class RollupJob:
         self.metrics.shards_held.set(held)
         if oldest is not None:
             self.metrics.lag.set(max(0.0, (self.now_ms() - oldest) / 1000.0))
+        done.extend(await self.late_pass())
         return done
+
+    @property
+    def late_cursor_job(self) -> str:
+        """The checkpoint name under which each shard's late cursor is kept."""
+        return f"{self.job}:late"
+
+    def windows_fed_by_hour(self, hour_start_ms: int) -> list[int]:
+        """Starts of the windows whose output depends on samples of this hour: its own window
+        and, when counters carry over (``max_gap_ms``) into the next window, that one too."""
+        first = window_floor(hour_start_ms, self.window_ms)
+        last = window_floor(hour_start_ms + HOUR_MS - 1 + self.max_gap_ms, self.window_ms)
+        return list(range(first, last + 1, self.window_ms))
+
+    async def late_pass(self) -> list[WindowResult]:
+        """Redo sealed windows that received late samples (see the module docstring)."""
+        read_marks = getattr(self.store, "late_marks_since", None)
+        if read_marks is None:
+            return []
+        settled = self.now_ms() - self.late_settle_ms
+        fetched: tuple[int, list[tuple[int, int]]] | None = None  # (since, marks as (written, hour))
+        done: list[WindowResult] = []
+        for shard in self._shard_order():
+            if not await self.lease.try_acquire(shard):
+                continue
+            try:
+                ckpt = await self.store.get_checkpoint(self.job, shard)
+                if ckpt is None:
+                    continue  # nothing sealed yet: the first windows will read every row
+                stored = await self.store.get_checkpoint(self.late_cursor_job, shard)
+                cursor = unpack_late_cursor(stored) if stored is not None else (-1, -1)
+                since = cursor[0] - 1  # marks written in the cursor's ms may be left to do
+                if fetched is None or since < fetched[0]:
+                    marks = [(int(w), int(h)) for h, w in await read_marks(since)]
+                    fetched = (since, sorted(m for m in marks if m[1] >= 0))
+                todo = [m for m in fetched[1] if m > cursor and m[0] <= settled]
+                if not todo:
+                    continue
+                handled = await self._redo_late(shard, ckpt, todo, done)
+                if handled is not None:
+                    await self.store.set_checkpoint(self.late_cursor_job, shard, pack_late_cursor(*handled))
+            finally:
+                await self.lease.release(shard)
+        return done
+
+    async def _redo_late(
+        self, shard: int, ckpt: int, todo: list[tuple[int, int]], done: list[WindowResult]
+    ) -> tuple[int, int] | None:
+        """Redo the sealed windows fed by the ``todo`` marks ((written, hour) ascending) for one
+        shard, at most ``late_windows_per_pass`` of them (one mark's windows are not split);
+        returns the last mark fully handled, the shard's new cursor (None: none handled)."""
+        redone: set[int] = set()
+        handled: tuple[int, int] | None = None
+        for mark in todo:
+            pending = [
+                w for w in self.windows_fed_by_hour(mark[1]) if w + self.window_ms <= ckpt and w not in redone
+            ]
+            if pending and redone and len(redone) + len(pending) > self.late_windows_per_pass:
+                break  # the rest in the next pass
+            for start in pending:
+                if not self.lease.held(shard):
+                    log.warning("rollup lease on shard %d lost during the late pass", shard)
+                    return handled
+                try:
+                    done.append(await self.process_window(shard, start, mode="late"))
+                except Exception:
+                    self.metrics.errors.inc()
+                    log.exception("late rollup of shard %d window %d failed; will retry", shard, start)
+                    return handled
+                redone.add(start)
+            handled = mark
+        return handled
 
     def _shard_order(self) -> list[int]:
         # Start at a different shard on every pass so copies spread over the shards.

@@ -6,6 +6,9 @@ It keeps the logical schema of the Cassandra backend at small scale:
 - ``series_day``: the series index, one row per (day, metric, series) with data that day,
   so a selection by metric name and time range reads only the days asked for;
 - ``raw_samples``: one row per (series, day, ts) - raw data bucketed by day;
+- ``raw_late``: one row per hour that got a late write (samples older than
+  ``late_after_ms`` when written: a spool replay, a backfill) with the time of the newest
+  such write, like Cassandra's ``raw_late``; the rollup job reseals those windows;
 - rollup tables are added by the rollup job's schema.
 
 Floats are stored as their 64-bit pattern (an INTEGER), so NaN payloads such as stale
@@ -19,6 +22,7 @@ import asyncio
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,7 +30,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from storage.base import DAY_MS, Resolution, SeriesData, Storage, StorageError
+from storage.base import DAY_MS, HOUR_MS, Resolution, SeriesData, Storage, StorageError
 from storage.matchers import Matcher, match_all, metric_name_of
 from storage.model import SampleBatch, Series
 
@@ -56,6 +60,10 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS raw_late (
+    hour       INTEGER PRIMARY KEY,
+    written_at INTEGER NOT NULL
+);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
 """
 
@@ -69,10 +77,16 @@ def _bits_to_floats(bits: list[int]) -> np.ndarray:
 
 
 class SQLiteStorage(Storage):
-    """Storage in one SQLite file. ``SQLiteStorage.open(path)`` creates it if needed."""
+    """Storage in one SQLite file. ``SQLiteStorage.open(path)`` creates it if needed.
 
-    def __init__(self, path: str | Path) -> None:
+    ``now_ms`` (default: the wall clock) dates late marks; ``late_after_ms`` as on Cassandra.
+    """
+
+    late_after_ms: int = 60_000
+
+    def __init__(self, path: str | Path, now_ms: Callable[[], int] | None = None) -> None:
         self.path = str(path)
+        self._now_ms = now_ms
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-w")
@@ -85,9 +99,14 @@ class SQLiteStorage(Storage):
             con.executescript(SCHEMA)
 
     @classmethod
-    async def open(cls, path: str | Path) -> "SQLiteStorage":
+    async def open(cls, path: str | Path, now_ms: Callable[[], int] | None = None) -> "SQLiteStorage":
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, cls, path)
+        return await loop.run_in_executor(None, cls, path, now_ms)
+
+    def now_ms(self) -> int:
+        if self._now_ms is not None:
+            return int(self._now_ms())
+        return int(time.time() * 1000)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -143,6 +162,9 @@ class SQLiteStorage(Storage):
                     new_series.append((s.id, s.metric, json.dumps(s.labels), batch.target))
                 new_days.append((day, s.metric, s.id))
             rows.append((s.id, day, ts, b))
+        now = self.now_ms()
+        cutoff = now - self.late_after_ms
+        late = sorted({ts // HOUR_MS for ts in batch.timestamps if ts < cutoff})
         con.execute("BEGIN")
         try:
             if new_series:
@@ -157,6 +179,12 @@ class SQLiteStorage(Storage):
             con.executemany(
                 "INSERT OR REPLACE INTO raw_samples (series_id, day, ts, value) VALUES (?,?,?,?)", rows
             )
+            if late:
+                con.executemany(
+                    "INSERT INTO raw_late (hour, written_at) VALUES (?, ?) ON CONFLICT (hour)"
+                    " DO UPDATE SET written_at = max(written_at, excluded.written_at)",
+                    [(int(h), now) for h in late],
+                )
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -171,6 +199,7 @@ class SQLiteStorage(Storage):
             day = ts_ms // DAY_MS
             cur = con.execute("DELETE FROM raw_samples WHERE day < ?", (day,))
             con.execute("DELETE FROM series_day WHERE day < ?", (day,))
+            con.execute("DELETE FROM raw_late WHERE hour < ?", (day * DAY_MS // HOUR_MS,))
             self._known_days = {k for k in self._known_days if k[1] >= day}
             return cur.rowcount
 

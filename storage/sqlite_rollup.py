@@ -7,7 +7,10 @@ combined class. Tables (created on first use, ``IF NOT EXISTS``):
 - ``raw_blocks``: one row per (series, window start) with the block bytes;
 - ``rollup_1m`` / ``rollup_1h``: one row per (series, bucket start) with the six
   aggregates stored as their 64-bit patterns (SQLite would turn NaN into NULL);
-- ``rollup_checkpoints``: (job, shard) -> end of the last window done.
+- ``rollup_checkpoints``: (job, shard) -> end of the last window done (the late pass's
+  cursors are checkpoints of job ``<job>:late``).
+
+``late_marks_since`` reads the late marks ``storage.sqlite`` records in ``raw_late``.
 
 Raw reads for the job merge sealed blocks with the raw rows still present, so a window
 whose raw rows were dropped by retention is still re-derivable from its block.
@@ -21,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from storage.base import AGGREGATES, DAY_MS, Resolution, SeriesData
+from storage.base import AGGREGATES, DAY_MS, HOUR_MS, Resolution, SeriesData
 from storage.blocks import decode_block
 from storage.matchers import Matcher, match_all
 from storage.model import Series
@@ -204,6 +207,15 @@ class SQLiteRollupMixin:
             )
 
         await self.run_write(run)  # type: ignore[attr-defined]
+
+    async def late_marks_since(self, cursor_ms: int) -> list[tuple[int, int]]:
+        """``(hour start ms, written at ms)`` of the hours whose newest late write is after ``cursor_ms``."""
+        rows = await self.run_read(  # type: ignore[attr-defined]
+            lambda con: con.execute(
+                "SELECT hour, written_at FROM raw_late WHERE written_at > ?", (cursor_ms,)
+            ).fetchall()
+        )
+        return [(int(h) * HOUR_MS, int(w)) for h, w in rows]
 
     # -- reads of rollups -------------------------------------------------------------------
 

@@ -1,0 +1,330 @@
+"""The rollup job reseals windows that received late samples, on SQLite and on a real Cassandra.
+
+Scenario: samples of three windows are written on time and sealed; then samples held back
+from the middle window (and from the last minutes before the next window, which feed its
+counter increases) are written late - timestamps in the past, written "now", so the store
+marks their hours. Once the marks are settled the job's late pass redoes those windows:
+blocks, 1m and 1h rows then equal a brute-force rollup of all samples, a rerun changes
+nothing, and a late mark for a window not sealed yet costs no extra work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import numpy as np
+import pytest
+from test_rollup import assert_equal_rollups, brute_force
+from test_rollup_job import SHARDS, T0, T_END, WINDOW, generate
+
+from storage.base import HOUR_MS, MINUTE_MS, Resolution
+from storage.blocks import decode_block
+from storage.model import SampleBatch, Series, make_labels
+from storage.rollup import rollup_raw, rollup_rollup
+from storage.rollup_job import (
+    DEFAULT_LATE_SETTLE_MS,
+    RollupJob,
+    pack_late_cursor,
+    unpack_late_cursor,
+)
+from storage.rollup_lease import LocalShardLease
+from storage.sqlite_rollup import SQLiteRollupStorage
+
+LATE_WINDOW = T0 + WINDOW  # the middle window gets late samples
+NEXT_WINDOW = T0 + 2 * WINDOW  # fed by the late samples just before its start (counter carry)
+WRITE_ON_TIME = T0 - 20 * MINUTE_MS  # clock while loading on-time data: nothing is late
+FIRST_RUN = T_END + HOUR_MS  # all three windows closed
+FUTURE = Series.of(make_labels("late_future_gauge", instance="h9:9100"))
+
+
+class Clock:
+    """The fake wall clock of the store (dates late marks) and of the job."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def split_late(data) -> tuple[dict, dict]:
+    """(on-time part, late part) of every series: the late part is a 30-minute stretch of the
+    middle window for half the series, plus the last 3 minutes of that window for all."""
+    on_time, late = {}, {}
+    for i, (s, (ts, v, target)) in enumerate(data.items()):
+        held = (ts >= NEXT_WINDOW - 3 * MINUTE_MS) & (ts < NEXT_WINDOW)
+        if i % 2 == 0:
+            held |= (ts >= LATE_WINDOW + 20 * MINUTE_MS) & (ts < LATE_WINDOW + 50 * MINUTE_MS)
+        on_time[s] = (ts[~held], v[~held], target)
+        late[s] = (ts[held], v[held], target)
+    return on_time, late
+
+
+async def write(store, data) -> None:
+    """One batch per target (a spool replay or a scrape), retrying Cassandra timeouts."""
+    from storage.base import StorageError
+
+    by_target: dict[str, SampleBatch] = {}
+    for s, (ts, v, target) in data.items():
+        b = by_target.setdefault(target, SampleBatch(target))
+        for t, x in zip(ts.tolist(), v.tolist(), strict=True):
+            b.add(s, t, x)
+    for b in by_target.values():
+        for attempt in range(6):
+            try:
+                await store.write(b)
+                break
+            except StorageError:
+                if attempt == 5:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
+
+
+async def blocks_of(store, series_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """The samples in the sealed blocks of [T0, T_END) of one series."""
+    if hasattr(store, "read_blocks"):
+        return await store.read_blocks(series_id, T0, T_END)
+
+    def run(con: sqlite3.Connection):
+        return con.execute(
+            "SELECT data FROM raw_blocks WHERE series_id = ? AND start_ts >= ? AND start_ts < ? ORDER BY start_ts",
+            (series_id, T0, T_END),
+        ).fetchall()
+
+    parts = [decode_block(b) for (b,) in await store.run_read(run)]
+    if not parts:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+async def snapshot(store, series) -> dict:
+    out = {}
+    for s in series:
+        b_ts, b_vals = await blocks_of(store, s.id)
+        out[s.id] = (
+            await store.read_rollup(Resolution.MINUTE, s.id, T0, T_END),
+            await store.read_rollup(Resolution.HOUR, s.id, T0, T_END),
+            b_ts,
+            b_vals.view(np.uint64),
+        )
+    return out
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        m.bit_equal(b[k][0]) and h.bit_equal(b[k][1]) and np.array_equal(bt, b[k][2]) and np.array_equal(bv, b[k][3])
+        for k, (m, h, bt, bv) in a.items()
+    )
+
+
+def assert_brute_force(snap: dict, data) -> None:
+    """Blocks, 1m and 1h rows of [T0, T_END) equal a brute-force rollup of ``data``."""
+    for s, (ts, v, _) in data.items():
+        minutes, hours, b_ts, b_bits = snap[s.id]
+        got = {
+            int(t): {k: float(c[i]) for k, c in minutes.columns().items()} for i, t in enumerate(minutes.timestamps)
+        }
+        assert_equal_rollups(got, brute_force(ts, v, T0, T_END, MINUTE_MS))
+        assert hours.bit_equal(rollup_rollup(rollup_raw(ts, v, T0, T_END, MINUTE_MS), HOUR_MS))
+        inside = (ts >= T0) & (ts < T_END)
+        np.testing.assert_array_equal(b_ts, ts[inside])
+        np.testing.assert_array_equal(b_bits, v[inside].view(np.uint64))
+
+
+def merged(*parts) -> dict:
+    out = {}
+    for s in parts[0]:
+        ts = np.concatenate([p[s][0] for p in parts])
+        v = np.concatenate([p[s][1] for p in parts])
+        order = np.argsort(ts, kind="stable")
+        out[s] = (ts[order], v[order], parts[0][s][2])
+    return out
+
+
+def late_count(job: RollupJob) -> float:
+    return job.metrics.registry.get_sample_value("ringmon_rollup_windows_total", {"mode": "late"}) or 0.0
+
+
+async def run_late_scenario(store, clock: Clock, lease_dir) -> None:
+    data = generate(seed=7)
+    on_time, late = split_late(data)
+    assert sum(p[0].size for p in late.values()) > 100
+    clock.now = WRITE_ON_TIME
+    await write(store, on_time)
+    clock.now = FIRST_RUN
+    job = RollupJob(store, LocalShardLease(lease_dir), window_ms=WINDOW, shards=SHARDS, now_ms=clock)
+    done = await job.run_once(initial_start_ms=T0)
+    assert len(done) == SHARDS * 3 and {r.mode for r in done} == {"live"}
+    sealed = await snapshot(store, data)
+    assert_brute_force(sealed, on_time)
+
+    # Late samples arrive (a spool replay): the middle window and, in another series, the
+    # window after the checkpoint (not sealed yet).
+    late_written = clock.now
+    await write(store, late)
+    f_ts = np.arange(T_END + 10 * MINUTE_MS, T_END + 20 * MINUTE_MS, 15_000, dtype=np.int64)
+    await write(store, {FUTURE: (f_ts, np.arange(f_ts.size, dtype=np.float64), "web/h9:9100")})
+    marks = await store.late_marks_since(late_written - 1)
+    assert {h for h, _ in marks} == {LATE_WINDOW, LATE_WINDOW + HOUR_MS, T_END}
+    assert {w for _, w in marks} == {late_written}
+
+    # Not settled yet: nothing is redone, and the rows still miss the late samples.
+    clock.now = late_written + DEFAULT_LATE_SETTLE_MS - 1
+    assert await job.run_once() == []
+    assert same(await snapshot(store, data), sealed)
+    with pytest.raises(AssertionError):
+        assert_brute_force(sealed, merged(on_time, late))
+
+    # Settled: the late pass redoes the middle window and the next one, for every shard.
+    clock.now = late_written + DEFAULT_LATE_SETTLE_MS + MINUTE_MS
+    done = await job.run_once()
+    assert {r.mode for r in done} == {"late"}
+    assert sorted((r.shard, r.start_ms) for r in done) == sorted(
+        (s, w) for s in range(SHARDS) for w in (LATE_WINDOW, NEXT_WINDOW)
+    )
+    assert late_count(job) == 2 * SHARDS
+    resealed = await snapshot(store, data)
+    assert_brute_force(resealed, merged(on_time, late))
+    for s in range(SHARDS):
+        cursor = await store.get_checkpoint("rollup:late", s)
+        assert unpack_late_cursor(cursor) == (late_written, T_END)
+
+    # A rerun changes nothing and does nothing.
+    assert await job.run_once() == []
+    assert same(await snapshot(store, data), resealed)
+    # The window the future series was written into is sealed by the normal pass only.
+    clock.now = T_END + WINDOW + HOUR_MS
+    done = await job.run_once()
+    assert sorted((r.shard, r.start_ms, r.mode) for r in done) == [(s, T_END, "live") for s in range(SHARDS)]
+    assert late_count(job) == 2 * SHARDS
+    assert same(await snapshot(store, data), resealed)
+
+
+# -- SQLite ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock():
+    return Clock(WRITE_ON_TIME)
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path, clock):
+    s = await SQLiteRollupStorage.open(tmp_path / "ringmon.db", now_ms=clock)
+    yield s
+    await s.close()
+
+
+async def test_late_samples_are_resealed_on_sqlite(sqlite_store, clock, tmp_path):
+    await run_late_scenario(sqlite_store, clock, tmp_path / "locks")
+
+
+async def test_late_pass_is_bounded_and_resumes(sqlite_store, clock, tmp_path):
+    """One window per shard and pass: the marks are worked off over passes, none skipped."""
+    data = generate(seed=3)
+    on_time, late = split_late(data)
+    await write(sqlite_store, on_time)
+    clock.now = FIRST_RUN
+    job = RollupJob(
+        sqlite_store,
+        LocalShardLease(tmp_path / "locks"),
+        window_ms=WINDOW,
+        shards=SHARDS,
+        now_ms=clock,
+        late_windows_per_pass=1,
+    )
+    await job.run_once(initial_start_ms=T0)
+    await write(sqlite_store, late)  # one write: both hours' marks carry the same time
+    clock.now += DEFAULT_LATE_SETTLE_MS + 1
+    passes = []
+    for _ in range(5):
+        passes.append(sorted({r.start_ms for r in await job.run_once()}))
+    # Hour 1 of the middle window feeds it; hour 2 feeds it and the next window (one mark's
+    # windows are not split, so the middle window is redone twice).
+    assert passes == [[LATE_WINDOW], [LATE_WINDOW, NEXT_WINDOW], [], [], []]
+    assert_brute_force(await snapshot(sqlite_store, data), merged(on_time, late))
+
+
+async def test_late_samples_merge_with_blocks_after_raw_retention(sqlite_store, clock, tmp_path):
+    """Raw rows dropped by retention: the redo merges the late rows with the sealed blocks."""
+    data = generate(seed=5)
+    on_time, late = split_late(data)
+    await write(sqlite_store, on_time)
+    clock.now = FIRST_RUN
+    job = RollupJob(sqlite_store, LocalShardLease(tmp_path / "locks"), window_ms=WINDOW, shards=SHARDS, now_ms=clock)
+    await job.run_once(initial_start_ms=T0)
+    assert await sqlite_store.delete_raw_before(T_END + 24 * HOUR_MS) > 0
+    await write(sqlite_store, late)
+    clock.now += DEFAULT_LATE_SETTLE_MS + 1
+    assert len(await job.run_once()) == 2 * SHARDS
+    # Window 1 keeps what it had (its carry-in before T0 is gone with the rows); the redone
+    # windows equal brute force over every sample from T0 on.
+    everything = merged(on_time, late)
+    snap = await snapshot(sqlite_store, data)
+    for s, (ts, v, _) in everything.items():
+        minutes = snap[s.id][0]
+        keep = minutes.timestamps >= LATE_WINDOW
+        got = {
+            int(t): {k: float(c[i]) for k, c in minutes.columns().items()}
+            for i, t in enumerate(minutes.timestamps)
+            if keep[i]
+        }
+        after_t0 = ts >= T0
+        assert_equal_rollups(got, brute_force(ts[after_t0], v[after_t0], LATE_WINDOW, T_END, MINUTE_MS))
+
+
+async def test_sqlite_marks_only_late_writes(sqlite_store, clock):
+    s = Series.of(make_labels("g", instance="a:1"))
+    clock.now = T0 + HOUR_MS
+    b = SampleBatch("t")
+    b.add(s, clock.now - 30_000, 1.0)  # recent: no mark
+    await sqlite_store.write(b)
+    assert await sqlite_store.late_marks_since(-1) == []
+    b = SampleBatch("t")
+    b.add(s, T0 + 5 * MINUTE_MS, 2.0)  # older than late_after_ms
+    b.add(s, clock.now - 1_000, 3.0)
+    await sqlite_store.write(b)
+    assert await sqlite_store.late_marks_since(-1) == [(T0, clock.now)]
+    assert await sqlite_store.late_marks_since(clock.now) == []
+
+
+def test_late_cursor_orders_like_its_pair():
+    pairs = [(1_700_000_000_000, T0), (1_700_000_000_000, T0 + HOUR_MS), (1_700_000_000_001, T0 - HOUR_MS)]
+    packed = [pack_late_cursor(*p) for p in pairs]
+    assert packed == sorted(packed) and [unpack_late_cursor(c) for c in packed] == pairs
+    with pytest.raises(ValueError):
+        pack_late_cursor(1, -HOUR_MS)
+
+
+def test_windows_fed_by_an_hour(tmp_path):
+    job = RollupJob(None, LocalShardLease(tmp_path), window_ms=WINDOW, shards=SHARDS)  # type: ignore[arg-type]
+    assert job.windows_fed_by_hour(LATE_WINDOW) == [LATE_WINDOW]
+    assert job.windows_fed_by_hour(LATE_WINDOW + HOUR_MS) == [LATE_WINDOW, NEXT_WINDOW]
+    job.max_gap_ms = 0
+    assert job.windows_fed_by_hour(LATE_WINDOW + HOUR_MS) == [LATE_WINDOW]
+
+
+# -- Cassandra ------------------------------------------------------------------------------
+
+
+@pytest.mark.cassandra
+async def test_late_samples_are_resealed_on_cassandra(cassandra, tmp_path):
+    from fixtures_cassandra import fresh_keyspace
+
+    from storage.cassandra_rollup import CassandraRollupStorage
+
+    clock = Clock(WRITE_ON_TIME)
+    loop = asyncio.get_running_loop()
+    store = await loop.run_in_executor(
+        None,
+        lambda: CassandraRollupStorage.connect_sync(
+            [cassandra.host], cassandra.port, fresh_keyspace("late"), create_schema=True
+        ),
+    )
+    store._now_ms = clock
+    try:
+        await run_late_scenario(store, clock, tmp_path / "locks")
+    finally:
+        await loop.run_in_executor(None, store.drop_keyspace_sync)
+        await store.close()
