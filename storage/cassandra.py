@@ -57,6 +57,7 @@ from storage.model import METRIC_NAME, SampleBatch, Series
 
 log = logging.getLogger(__name__)
 
+POOL_SHUT = "Pool is shutdown"  # the driver's error for a session whose host pool it closed
 MAX_ROWS_PER_BATCH = 1000  # rows of one partition per UNLOGGED batch
 SERIES_LOOKUP_CHUNK = 100  # ids per `series_id IN ?` lookup
 RAW_READ_SERIES_CHUNK = 100
@@ -249,6 +250,7 @@ class CassandraStorage(Storage):
         self._label_names_done: set[tuple[str, int, str]] = set()
         self._series_info: dict[int, SeriesInfo] = {}
         self._late_marked: dict[int, int] = {}  # hour -> when this process last marked it late
+        self._renewals: dict[int, asyncio.Future] = {}  # id(session) -> pool renewal under way
         self._prepare()
         # Raw reads run on a session of their own whose results are NumPy columns.
         self.columnar_session = cluster.connect()
@@ -414,8 +416,11 @@ class CassandraStorage(Storage):
         rf.add_callbacks(done, failed)
         return fut
 
-    async def execute(self, statement, params=None, *, session: Session | None = None) -> list:
-        """Run one statement asynchronously; returns the list of result pages."""
+    async def execute(self, statement, params=None, *, session: Session | None = None, renew: bool = True) -> list:
+        """Run one statement asynchronously; returns the list of result pages.
+
+        A request that finds its session's connection pool shut down renews the pool and is
+        sent once more (see ``_renew_pools``)."""
         s = session or self.session
         loop = asyncio.get_running_loop()
         try:
@@ -423,25 +428,42 @@ class CassandraStorage(Storage):
         except StorageError:
             raise
         except Exception as exc:
+            if renew and POOL_SHUT in str(exc):
+                await self._renew_pools(s)
+                return await self.execute(statement, params, session=s, renew=False)
             if is_transient(exc):
                 raise TransientStorageError(f"cassandra unavailable: {type(exc).__name__}: {exc}") from exc
             raise StorageError(f"cassandra request failed: {type(exc).__name__}: {exc}") from exc
 
+    async def _renew_pools(self, session: Session) -> None:
+        """Open new connection pools for ``session`` where the driver shut them.
+
+        The driver shuts a session's pool when a heartbeat on an idle connection fails (a
+        node busy for a few seconds is enough) and, as long as the host still counts as up
+        (the control connection or another session reaches it), never opens a new one: every
+        later request fails with "Pool is shutdown", for good (seen in ``make cluster``: the
+        web server answered every query with that error until the node was restarted).
+        One renewal per session at a time; concurrent requests wait for it, at most 10 s.
+        """
+        task = self._renewals.get(id(session))
+        if task is None or task.done():
+            log.warning("cassandra session lost its connection pool; opening a new one")
+            futures = [asyncio.wrap_future(f) for f in session.update_created_pools() or ()]
+            task = asyncio.ensure_future(asyncio.wait(futures, timeout=10.0) if futures else asyncio.sleep(0))
+            self._renewals[id(session)] = task
+        await asyncio.shield(task)
+
     async def execute_columnar(self, statement, params) -> list:
         """``execute`` on the columnar session (pages of bigint/double columns are dicts of arrays).
 
-        The driver shuts a session's pool down when a heartbeat on its idle connection fails
-        and, while another session still has the host open, never renews it ("Pool is
-        shutdown" for good). Then this read runs on the main session (tuple rows) and the
-        columnar pools are renewed for the next one.
-        """
+        When that session's pool cannot be renewed (``execute`` tries once), the read runs on
+        the main session (tuple rows, which callers accept too)."""
         try:
             return await self.execute(statement, params, session=self.columnar_session)
         except TransientStorageError as exc:
-            if "Pool is shutdown" not in str(exc):
+            if POOL_SHUT not in str(exc):
                 raise
-            log.warning("columnar read session lost its pool; renewing it, reading on the main session")
-            self.columnar_session.update_created_pools()
+            log.warning("columnar read session has no connection pool; reading on the main session")
             return await self.execute(statement, params)
 
     async def _rows(self, statement, params) -> list:
