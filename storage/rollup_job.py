@@ -149,6 +149,11 @@ class RollupMetrics:
             "Now minus the oldest checkpoint of the shards this copy looked at",
             registry=r,
         )
+        self.late_backlog = Gauge(
+            "ringmon_rollup_late_marks_pending",
+            "Settled late marks the last late pass left for the next one (shards this copy held)",
+            registry=r,
+        )
         self.shards_held = Gauge(
             "ringmon_rollup_shards_held", "Shards this copy held in its last pass", registry=r
         )
@@ -405,6 +410,7 @@ class RollupJob:
         settled = self.now_ms() - self.late_settle_ms
         fetched: tuple[int, list[tuple[int, int]]] | None = None  # (since, marks as (written, hour))
         done: list[WindowResult] = []
+        pending = 0
         for shard in self._shard_order():
             if not await self.lease.try_acquire(shard):
                 continue
@@ -424,8 +430,10 @@ class RollupJob:
                 handled = await self._redo_late(shard, ckpt, todo, done)
                 if handled is not None:
                     await self.store.set_checkpoint(self.late_cursor_job, shard, pack_late_cursor(*handled))
+                pending += sum(1 for m in todo if handled is None or m > handled)
             finally:
                 await self.lease.release(shard)
+        self.metrics.late_backlog.set(pending)
         return done
 
     async def _redo_late(

@@ -164,7 +164,7 @@ class SQLiteStorage(Storage):
             rows.append((s.id, day, ts, b))
         now = self.now_ms()
         cutoff = now - self.late_after_ms
-        late = sorted({ts // HOUR_MS for ts in batch.timestamps if ts < cutoff})
+        late = sorted({ts // HOUR_MS for ts in batch.timestamps if ts < cutoff}) if min(batch.timestamps) < cutoff else []
         con.execute("BEGIN")
         try:
             if new_series:

@@ -237,13 +237,61 @@ async def test_late_pass_is_bounded_and_resumes(sqlite_store, clock, tmp_path):
     await job.run_once(initial_start_ms=T0)
     await write(sqlite_store, late)  # one write: both hours' marks carry the same time
     clock.now += DEFAULT_LATE_SETTLE_MS + 1
-    passes = []
+    passes, backlog = [], []
     for _ in range(5):
         passes.append(sorted({r.start_ms for r in await job.run_once()}))
+        backlog.append(job.metrics.registry.get_sample_value("ringmon_rollup_late_marks_pending"))
     # Hour 1 of the middle window feeds it; hour 2 feeds it and the next window (one mark's
     # windows are not split, so the middle window is redone twice).
     assert passes == [[LATE_WINDOW], [LATE_WINDOW, NEXT_WINDOW], [], [], []]
+    assert backlog == [SHARDS, 0, 0, 0, 0]
     assert_brute_force(await snapshot(sqlite_store, data), merged(on_time, late))
+
+
+class FailingOnce(SQLiteRollupStorage):
+    """SQLite store whose block write of one window fails once (a storage hiccup)."""
+
+    fail_window: int | None = None
+
+    async def write_blocks(self, blocks):
+        if self.fail_window is not None and any(b.start_ms == self.fail_window for b in blocks):
+            self.fail_window = None
+            raise OSError("disk hiccup")
+        await super().write_blocks(blocks)
+
+
+async def test_late_pass_retries_failures_and_leased_shards(clock, tmp_path):
+    """A failed window and a shard held by another copy are redone by a later pass."""
+    store = await FailingOnce.open(tmp_path / "ringmon.db", now_ms=clock)
+    try:
+        data = generate(seed=9)
+        on_time, late = split_late(data)
+        await write(store, on_time)
+        clock.now = FIRST_RUN
+        job = RollupJob(store, LocalShardLease(tmp_path / "locks"), window_ms=WINDOW, shards=SHARDS, now_ms=clock)
+        await job.run_once(initial_start_ms=T0)
+        await write(store, late)
+        clock.now += DEFAULT_LATE_SETTLE_MS + 1
+        other = LocalShardLease(tmp_path / "locks")
+        assert await other.try_acquire(1)
+        store.fail_window = NEXT_WINDOW  # the first shard to write that window fails
+        done = await job.run_once()
+        assert job.metrics.registry.get_sample_value("ringmon_rollup_errors_total") == 1
+        first = {(r.shard, r.start_ms) for r in done}
+        assert not any(shard == 1 for shard, _ in first)
+        await other.release(1)
+        done = await job.run_once()
+        second = {(r.shard, r.start_ms) for r in done}
+        everything = {(s, w) for s in range(SHARDS) for w in (LATE_WINDOW, NEXT_WINDOW)}
+        assert first | second == everything and {(1, LATE_WINDOW), (1, NEXT_WINDOW)} <= second
+        # The shard whose write failed redoes that mark's windows (both) in the next pass.
+        failed = second - {(1, LATE_WINDOW), (1, NEXT_WINDOW)}
+        assert len(failed) == 2 and len({shard for shard, _ in failed}) == 1
+        assert await job.run_once() == []
+        assert_brute_force(await snapshot(store, data), merged(on_time, late))
+        await other.close()
+    finally:
+        await store.close()
 
 
 async def test_late_samples_merge_with_blocks_after_raw_retention(sqlite_store, clock, tmp_path):
