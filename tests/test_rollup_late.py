@@ -294,24 +294,38 @@ async def test_late_pass_retries_failures_and_leased_shards(clock, tmp_path):
         await store.close()
 
 
-async def test_late_samples_merge_with_blocks_after_raw_retention(sqlite_store, clock, tmp_path):
-    """Raw rows dropped by retention: the redo merges the late rows with the sealed blocks."""
+async def run_retention_scenario(store, clock: Clock, lease_dir, drop_raw_rows) -> None:
+    """Raw rows gone (retention) before late samples and a corrected value arrive: the redo
+    merges the late rows with the sealed blocks, a row winning over a block on equal ts."""
     data = generate(seed=5)
     on_time, late = split_late(data)
-    await write(sqlite_store, on_time)
+    clock.now = WRITE_ON_TIME
+    await write(store, on_time)
     clock.now = FIRST_RUN
-    job = RollupJob(sqlite_store, LocalShardLease(tmp_path / "locks"), window_ms=WINDOW, shards=SHARDS, now_ms=clock)
+    job = RollupJob(store, LocalShardLease(lease_dir), window_ms=WINDOW, shards=SHARDS, now_ms=clock)
     await job.run_once(initial_start_ms=T0)
-    assert await sqlite_store.delete_raw_before(T_END + 24 * HOUR_MS) > 0
-    await write(sqlite_store, late)
+    await drop_raw_rows()
+    # A correction of a sealed sample (an operator backfill) plus the late samples.
+    gauge = next(s for s in data if s.metric == "gen_gauge")
+    g_ts, g_v, g_target = on_time[gauge]
+    fix = int(np.searchsorted(g_ts, LATE_WINDOW + 70 * MINUTE_MS))
+    await write(store, {gauge: (g_ts[fix : fix + 1], np.array([12345.5]), g_target)})
+    await write(store, late)
     clock.now += DEFAULT_LATE_SETTLE_MS + 1
-    assert len(await job.run_once()) == 2 * SHARDS
-    # Window 1 keeps what it had (its carry-in before T0 is gone with the rows); the redone
-    # windows equal brute force over every sample from T0 on.
+    done = await job.run_once()
+    assert sorted((r.shard, r.start_ms) for r in done) == sorted(
+        (s, w) for s in range(SHARDS) for w in (LATE_WINDOW, NEXT_WINDOW)
+    )
     everything = merged(on_time, late)
-    snap = await snapshot(sqlite_store, data)
+    e_ts, e_v, _ = everything[gauge]
+    e_v = e_v.copy()
+    e_v[np.searchsorted(e_ts, g_ts[fix])] = 12345.5
+    everything[gauge] = (e_ts, e_v, g_target)
+    # Window 1 keeps what it had; the redone windows equal brute force over every sample
+    # from T0 on (the carry-in before T0 went with the rows).
+    snap = await snapshot(store, data)
     for s, (ts, v, _) in everything.items():
-        minutes = snap[s.id][0]
+        minutes, _, b_ts, b_bits = snap[s.id]
         keep = minutes.timestamps >= LATE_WINDOW
         got = {
             int(t): {k: float(c[i]) for k, c in minutes.columns().items()}
@@ -320,6 +334,18 @@ async def test_late_samples_merge_with_blocks_after_raw_retention(sqlite_store, 
         }
         after_t0 = ts >= T0
         assert_equal_rollups(got, brute_force(ts[after_t0], v[after_t0], LATE_WINDOW, T_END, MINUTE_MS))
+        inside = (ts >= LATE_WINDOW) & (ts < T_END)
+        np.testing.assert_array_equal(b_ts[b_ts >= LATE_WINDOW], ts[inside])
+        np.testing.assert_array_equal(b_bits[b_ts >= LATE_WINDOW], v[inside].view(np.uint64))
+    m = snap[gauge.id][0]
+    assert 12345.5 in m.max.tolist()
+
+
+async def test_late_samples_merge_with_blocks_after_raw_retention(sqlite_store, clock, tmp_path):
+    async def drop() -> None:
+        assert await sqlite_store.delete_raw_before(T_END + 24 * HOUR_MS) > 0
+
+    await run_retention_scenario(sqlite_store, clock, tmp_path / "locks", drop)
 
 
 async def test_sqlite_marks_only_late_writes(sqlite_store, clock):
@@ -356,13 +382,13 @@ def test_windows_fed_by_an_hour(tmp_path):
 # -- Cassandra ------------------------------------------------------------------------------
 
 
-@pytest.mark.cassandra
-async def test_late_samples_are_resealed_on_cassandra(cassandra, tmp_path):
+@pytest.fixture
+async def cassandra_store(cassandra, clock):
+    """A fresh keyspace per test, the store on the fake clock."""
     from fixtures_cassandra import fresh_keyspace
 
     from storage.cassandra_rollup import CassandraRollupStorage
 
-    clock = Clock(WRITE_ON_TIME)
     loop = asyncio.get_running_loop()
     store = await loop.run_in_executor(
         None,
@@ -372,7 +398,23 @@ async def test_late_samples_are_resealed_on_cassandra(cassandra, tmp_path):
     )
     store._now_ms = clock
     try:
-        await run_late_scenario(store, clock, tmp_path / "locks")
+        yield store
     finally:
         await loop.run_in_executor(None, store.drop_keyspace_sync)
         await store.close()
+
+
+@pytest.mark.cassandra
+async def test_late_samples_are_resealed_on_cassandra(cassandra_store, clock, tmp_path):
+    await run_late_scenario(cassandra_store, clock, tmp_path / "locks")
+
+
+@pytest.mark.cassandra
+async def test_late_samples_merge_with_blocks_on_cassandra(cassandra_store, clock, tmp_path):
+    """raw_recent emptied and older than ``recent_raw_keep_ms``: the job reads blocks + late rows."""
+
+    async def drop() -> None:
+        await cassandra_store.execute(f"TRUNCATE {cassandra_store.keyspace}.raw_recent")
+        cassandra_store.recent_raw_keep_ms = HOUR_MS
+
+    await run_retention_scenario(cassandra_store, clock, tmp_path / "locks", drop)
