@@ -20,14 +20,14 @@ checkpoints. The job's own metrics live in its ``CollectorRegistry``.
 
 Late samples: a write carrying samples older than the store's ``late_after_ms`` (a spool
 replay after an outage, an operator backfill) leaves a late mark (hour, time of the write)
-in the store. After the normal windows, ``run_once`` makes a *late pass*: per shard held, it
-reads the marks after the shard's late cursor (a checkpoint of job ``<job>:late``: the last
-mark handled, by write time then hour) and, for every mark whose write is settled (older
-than ``late_settle_ms``), redoes the windows the hour feeds (its own, and the next one when
-counters carry over the boundary) if they are already behind the shard's checkpoint;
-windows not sealed yet will read the rows anyway. At most ``late_windows_per_pass`` windows
-per shard and pass; the cursor advances over marks fully handled only, so the rest follows
-in the next pass and a failed window is retried.
+in the store. After a shard's normal windows, still under its lease, ``run_once`` makes its
+*late pass*: it reads the marks after the shard's late cursor (a checkpoint of job
+``<job>:late``: the last mark handled, by write time then hour) and, for every mark whose
+write is settled (older than ``late_settle_ms``), redoes the windows the hour feeds (its
+own, and the next one when counters carry over the boundary) if they are already behind
+the shard's checkpoint; windows not sealed yet will read the rows anyway. At most
+``late_windows_per_pass`` windows per shard and pass; the cursor advances over marks fully
+handled only, so the rest follows in the next pass and a failed window is retried.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO, runtime_checkable
 
@@ -275,6 +275,27 @@ def unpack_late_cursor(cursor: int) -> tuple[int, int]:
 
 
 @dataclass
+class _LatePass:
+    """State of one late pass: when a mark is settled, the marks read once for all shards."""
+
+    read_marks: Callable[[int], Awaitable[list[tuple[int, int]]]]
+    settled: int  # marks written at or before this are acted on
+    pending: int = 0  # settled marks left for the next pass (metric)
+    _since: int | None = None
+    _marks: list[tuple[int, int]] = field(default_factory=list)  # (written, hour), ascending
+
+    async def marks_after(self, cursor: tuple[int, int]) -> list[tuple[int, int]]:
+        """Marks after the (written, hour) cursor; read from the store only when this pass has
+        not read back that far yet (marks written in the cursor's ms may be left to do)."""
+        since = cursor[0] - 1
+        if self._since is None or since < self._since:
+            marks = [(int(w), int(h)) for h, w in await self.read_marks(since)]
+            self._marks = sorted(m for m in marks if m[1] >= 0)
+            self._since = since
+        return [m for m in self._marks if m > cursor]
+
+
+@dataclass
 class RollupJob:
     """Seals and rolls up closed windows shard by shard; see the module docstring."""
 
@@ -343,12 +364,14 @@ class RollupJob:
         return res
 
     async def run_once(self, initial_start_ms: int | None = None) -> list[WindowResult]:
-        """One pass over all shards: catch up every shard this copy can lease.
+        """One pass over all shards: catch up every shard this copy can lease, then (under the
+        same lease) redo its sealed windows that received late samples (``late_pass``).
 
         A shard without a checkpoint starts at ``initial_start_ms`` (default: the newest
         closed window only - older data is the business of ``backfill``).
         """
         closed = self.closed_until()
+        late = self._late_state()
         done: list[WindowResult] = []
         oldest: int | None = None
         held = 0
@@ -367,6 +390,7 @@ class RollupJob:
                     # Record where this shard starts, so a failure of its first window
                     # is retried from here rather than from a later default.
                     await self.store.set_checkpoint(self.job, shard, ckpt)
+                sealed_before = ckpt
                 n = 0
                 while ckpt + self.window_ms <= closed and n < self.max_windows_per_pass:
                     if not self.lease.held(shard):
@@ -382,12 +406,16 @@ class RollupJob:
                     await self.store.set_checkpoint(self.job, shard, ckpt)
                     n += 1
                 oldest = ckpt if oldest is None else min(oldest, ckpt)
+                if late is not None:
+                    # Windows sealed in this pass read the rows of every settled late write.
+                    await self._late_for_shard(shard, sealed_before, late, done)
             finally:
                 await self.lease.release(shard)
         self.metrics.shards_held.set(held)
         if oldest is not None:
             self.metrics.lag.set(max(0.0, (self.now_ms() - oldest) / 1000.0))
-        done.extend(await self.late_pass())
+        if late is not None:
+            self.metrics.late_backlog.set(late.pending)
         return done
 
     @property
@@ -403,38 +431,41 @@ class RollupJob:
         return list(range(first, last + 1, self.window_ms))
 
     async def late_pass(self) -> list[WindowResult]:
-        """Redo sealed windows that received late samples (see the module docstring)."""
-        read_marks = getattr(self.store, "late_marks_since", None)
-        if read_marks is None:
+        """Only the late pass of ``run_once``: redo sealed windows that received late samples
+        for every shard this copy can lease (see the module docstring)."""
+        late = self._late_state()
+        if late is None:
             return []
-        settled = self.now_ms() - self.late_settle_ms
-        fetched: tuple[int, list[tuple[int, int]]] | None = None  # (since, marks as (written, hour))
         done: list[WindowResult] = []
-        pending = 0
         for shard in self._shard_order():
             if not await self.lease.try_acquire(shard):
                 continue
             try:
                 ckpt = await self.store.get_checkpoint(self.job, shard)
-                if ckpt is None:
-                    continue  # nothing sealed yet: the first windows will read every row
-                stored = await self.store.get_checkpoint(self.late_cursor_job, shard)
-                cursor = unpack_late_cursor(stored) if stored is not None else (-1, -1)
-                since = cursor[0] - 1  # marks written in the cursor's ms may be left to do
-                if fetched is None or since < fetched[0]:
-                    marks = [(int(w), int(h)) for h, w in await read_marks(since)]
-                    fetched = (since, sorted(m for m in marks if m[1] >= 0))
-                todo = [m for m in fetched[1] if m > cursor and m[0] <= settled]
-                if not todo:
-                    continue
-                handled = await self._redo_late(shard, ckpt, todo, done)
-                if handled is not None:
-                    await self.store.set_checkpoint(self.late_cursor_job, shard, pack_late_cursor(*handled))
-                pending += sum(1 for m in todo if handled is None or m > handled)
+                if ckpt is not None:  # else nothing is sealed yet: the first windows read every row
+                    await self._late_for_shard(shard, ckpt, late, done)
             finally:
                 await self.lease.release(shard)
-        self.metrics.late_backlog.set(pending)
+        self.metrics.late_backlog.set(late.pending)
         return done
+
+    def _late_state(self) -> _LatePass | None:
+        read_marks = getattr(self.store, "late_marks_since", None)
+        if read_marks is None:
+            return None  # a backend without late marks
+        return _LatePass(read_marks, self.now_ms() - self.late_settle_ms)
+
+    async def _late_for_shard(self, shard: int, ckpt: int, late: _LatePass, done: list[WindowResult]) -> None:
+        """The late pass of one leased shard whose windows before ``ckpt`` are sealed."""
+        stored = await self.store.get_checkpoint(self.late_cursor_job, shard)
+        cursor = unpack_late_cursor(stored) if stored is not None else (-1, -1)
+        todo = [m for m in await late.marks_after(cursor) if m[0] <= late.settled]
+        if not todo:
+            return
+        handled = await self._redo_late(shard, ckpt, todo, done)
+        if handled is not None:
+            await self.store.set_checkpoint(self.late_cursor_job, shard, pack_late_cursor(*handled))
+        late.pending += sum(1 for m in todo if handled is None or m > handled)
 
     async def _redo_late(
         self, shard: int, ckpt: int, todo: list[tuple[int, int]], done: list[WindowResult]
