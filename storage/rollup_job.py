@@ -456,7 +456,17 @@ class RollupJob:
         return _LatePass(read_marks, self.now_ms() - self.late_settle_ms)
 
     async def _late_for_shard(self, shard: int, ckpt: int, late: _LatePass, done: list[WindowResult]) -> None:
-        """The late pass of one leased shard whose windows before ``ckpt`` are sealed."""
+        """The late pass of one leased shard whose windows before ``ckpt`` are sealed; a
+        failure (store unavailable) is logged and left to the next pass."""
+        try:
+            await self._late_for_shard_unguarded(shard, ckpt, late, done)
+        except Exception:
+            self.metrics.errors.inc()
+            log.exception("late pass of rollup shard %d failed; will retry", shard)
+
+    async def _late_for_shard_unguarded(
+        self, shard: int, ckpt: int, late: _LatePass, done: list[WindowResult]
+    ) -> None:
         stored = await self.store.get_checkpoint(self.late_cursor_job, shard)
         cursor = unpack_late_cursor(stored) if stored is not None else (-1, -1)
         todo = [m for m in await late.marks_after(cursor) if m[0] <= late.settled]

@@ -249,9 +249,17 @@ async def test_late_pass_is_bounded_and_resumes(sqlite_store, clock, tmp_path):
 
 
 class FailingOnce(SQLiteRollupStorage):
-    """SQLite store whose block write of one window fails once (a storage hiccup)."""
+    """SQLite store whose block write of one window fails once, or whose late marks cannot
+    be read once (storage hiccups)."""
 
     fail_window: int | None = None
+    fail_marks: bool = False
+
+    async def late_marks_since(self, cursor_ms):
+        if self.fail_marks:
+            self.fail_marks = False
+            raise OSError("database is locked")
+        return await super().late_marks_since(cursor_ms)
 
     async def write_blocks(self, blocks):
         if self.fail_window is not None and any(b.start_ms == self.fail_window for b in blocks):
@@ -272,11 +280,17 @@ async def test_late_pass_retries_failures_and_leased_shards(clock, tmp_path):
         await job.run_once(initial_start_ms=T0)
         await write(store, late)
         clock.now += DEFAULT_LATE_SETTLE_MS + 1
+        store.fail_marks = True  # the first shard's late pass fails, the others go on
+        done = await job.run_once()
+        assert len(done) == 2 * (SHARDS - 1)
+        assert job.metrics.registry.get_sample_value("ringmon_rollup_errors_total") == 1
+        # Forget the late cursors, to test the failures below from the start.
+        await store.run_write(lambda con: con.execute("DELETE FROM rollup_checkpoints WHERE job = 'rollup:late'"))
         other = LocalShardLease(tmp_path / "locks")
         assert await other.try_acquire(1)
         store.fail_window = NEXT_WINDOW  # the first shard to write that window fails
         done = await job.run_once()
-        assert job.metrics.registry.get_sample_value("ringmon_rollup_errors_total") == 1
+        assert job.metrics.registry.get_sample_value("ringmon_rollup_errors_total") == 2
         first = {(r.shard, r.start_ms) for r in done}
         assert not any(shard == 1 for shard, _ in first)
         await other.release(1)
