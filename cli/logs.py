@@ -38,8 +38,24 @@ def _quote(v: object) -> str:
     return json.dumps(s) if (not s or any(c in s for c in ' "=\n')) else s
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not the stream that was
+    current at setup (a redirected or replaced stderr, as under pytest, may be closed later)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_Formatter(fmt == "json"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
