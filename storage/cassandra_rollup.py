@@ -53,7 +53,7 @@ from storage.rollup_job import (
     RollupRows,
     SealedBlock,
 )
-from storage.schema import BLOCK_BUCKET_MS, DEFAULT_TTLS_S, RAW_BUCKET_MS
+from storage.schema import DEFAULT_TTLS_S, RAW_BUCKET_MS
 
 ROLLUP_1H_BUCKET_MS = 32 * DAY_MS
 MAX_IN_FLIGHT = 48
@@ -211,19 +211,10 @@ class CassandraRollupMixin:
 
     async def late_marks_since(self, cursor_ms: int) -> list[tuple[int, int]]:
         """``(hour start ms, written at ms)`` of the ``raw_late`` rows written after ``cursor_ms``
-        for hours in the last ``late_marks_lookback_ms`` (one query per day partition)."""
+        for hours in the last ``late_marks_lookback_ms`` (``late_hours``: one query per day)."""
         now = self.now_ms()  # type: ignore[attr-defined]
-        first = (now - self.late_marks_lookback_ms) // BLOCK_BUCKET_MS
-        days = range(max(first, 0), now // BLOCK_BUCKET_MS + 1)
-        ps = self.ps_late_read  # type: ignore[attr-defined]
-        pages = await asyncio.gather(*(self.execute(ps, (d,)) for d in days))  # type: ignore[attr-defined]
-        return [
-            (int(hour) * RAW_BUCKET_MS, int(written))
-            for day in pages
-            for page in day
-            for hour, written in page
-            if written is not None and written > cursor_ms
-        ]
+        marks = await self.late_hours(max(0, now - self.late_marks_lookback_ms), now)  # type: ignore[attr-defined]
+        return [(int(h) * RAW_BUCKET_MS, int(w)) for h, w in marks.items() if w is not None and w > cursor_ms]
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -127,15 +127,14 @@ async def query_to_now(ranges: QueryEngine, instant: QueryEngine | None, expr: s
     evaluating a step in the future (whose rate window would be partly empty). A failing
     instant query costs only that point."""
     result = await ranges.range_query(expr, tr.start_ms, tr.end_ms, tr.step_ms)
-    now_ms = tr.now_ms if tr.now_ms is not None else tr.end_ms
-    if instant is None or now_ms <= tr.end_ms or getattr(result, "type", "matrix") != "matrix":
+    if instant is None or tr.now_ms <= tr.end_ms or getattr(result, "type", "matrix") != "matrix":
         return result
     try:
-        head = await instant.instant_query(expr, now_ms)
+        head = await instant.instant_query(expr, tr.now_ms)
     except Exception as exc:
         log.warning("instant query for the newest point failed", extra={"expr": expr, "error": repr(exc)})
         return result
-    return with_point_at(result, head, now_ms)
+    return with_point_at(result, head, tr.now_ms)
 
 
 def with_point_at(result: Any, head: Any, ts_ms: int) -> Any:
