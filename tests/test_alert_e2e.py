@@ -20,6 +20,7 @@ import urllib.request
 import pytest
 from aiosmtpd.controller import Controller
 
+from alerting.ownership import RingOwnership
 from alerting.testing import AlertmanagerProcess, RecordingReceiver, free_port
 from storage.model import SampleBatch, Series, make_labels
 from storage.sqlite import SQLiteStorage
@@ -276,14 +277,29 @@ async def test_receiver_failing_then_recovering_gets_it_once(tmp_path: pathlib.P
 @pytest.mark.zookeeper
 async def test_two_alerters_split_groups_and_notify_once(tmp_path: pathlib.Path, zookeeper, zk_root: str) -> None:
     hook = await RecordingReceiver().start()
+    rules_path = tmp_path / "rules.yml"
+    # A group's ring key is "<rule file>;<group>" and the file lives in a fresh temp dir, so six
+    # fixed names land all on one alerter in 1 run of 32. Pick six names the two alerters'
+    # ring splits 3/3, so every run checks a real split.
+    ring = RingOwnership("alerter-a")
+    ring.set_members(["alerter-a", "alerter-b"])
+    names: list[str] = []
+    per_owner = {"alerter-a": 0, "alerter-b": 0}
+    for n in range(200):
+        owner = ring.owner_of(f"{rules_path};g{n}")
+        if owner is not None and per_owner[owner] < 3:
+            names.append(f"g{n}")
+            per_owner[owner] += 1
+    names = names[:6]
+    assert per_owner == {"alerter-a": 3, "alerter-b": 3}
     groups = "\n".join(
-        f"""  - name: g{i}
+        f"""  - name: {name}
     interval: 300ms
     rules:
       - alert: Load{i}
         expr: e2e_load{{instance="h{i}:9100"}} > 5
-""" for i in range(6))
-    (tmp_path / "rules.yml").write_text("groups:\n" + groups)
+""" for i, name in enumerate(names))
+    rules_path.write_text("groups:\n" + groups)
     ports = [free_port(), free_port()]
     alerters = []
     storage = await SQLiteStorage.open(tmp_path / "storage.db")
@@ -294,7 +310,7 @@ async def test_two_alerters_split_groups_and_notify_once(tmp_path: pathlib.Path,
             cfg = _alerting_yaml(d, port, hook.url + "/hook", "", "", 0, "", extra={
                 "ownership": "zookeeper", "zookeeper_hosts": zookeeper.hosts,
                 "zookeeper_path": f"{zk_root}/alerters", "zookeeper_session_timeout": "4s",
-                "state_db": str(tmp_path / "state.db"), "rule_files": [str(tmp_path / "rules.yml")]})
+                "state_db": str(tmp_path / "state.db"), "rule_files": [str(rules_path)]})
             alerters.append(Alerter(d, cfg, port, name=name))
             (d / "storage.db").symlink_to(tmp_path / "storage.db")
         for a in alerters:
@@ -303,7 +319,7 @@ async def test_two_alerters_split_groups_and_notify_once(tmp_path: pathlib.Path,
         def owned() -> list[set[str]]:
             return [{g["name"] for g in a.get("/api/v1/rules")["data"]["groups"] if g["owned"]} for a in alerters]
 
-        assert await _until(lambda: all(owned()) and set.union(*owned()) == {f"g{i}" for i in range(6)}
+        assert await _until(lambda: all(owned()) and set.union(*owned()) == set(names)
                             and not set.intersection(*owned()), 20), owned()
 
         def evals() -> list[dict[str, float]]:
@@ -321,8 +337,7 @@ async def test_two_alerters_split_groups_and_notify_once(tmp_path: pathlib.Path,
         before = evals()
         await asyncio.sleep(2)
         after = evals()
-        for i in range(6):
-            g = f"g{i}"
+        for g in names:
             moved = [after[k].get(g, 0) - before[k].get(g, 0) for k in range(2)]
             assert sum(1 for m in moved if m > 0) == 1, (g, moved)
         for i in range(6):
@@ -339,7 +354,7 @@ async def test_two_alerters_split_groups_and_notify_once(tmp_path: pathlib.Path,
         b = alerters[1]
 
         def b_owns_all() -> bool:
-            return {g["name"] for g in b.get("/api/v1/rules")["data"]["groups"] if g["owned"]} == {f"g{i}" for i in range(6)}
+            return {g["name"] for g in b.get("/api/v1/rules")["data"]["groups"] if g["owned"]} == set(names)
 
         assert await _until(b_owns_all, 30)
         await asyncio.sleep(2.5)
