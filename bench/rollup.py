@@ -330,19 +330,19 @@ def bench_cassandra(n_hosts: int, hours: int, node_dir: str, tmp: str) -> None:
             f"({minutes / cpu['rollups']:,.0f} rows/s); all together {sealed / sum(cpu.values()):,.0f} samples/s "
             f"per core, {sealed / wall:,.0f} samples/s wall"
         )
-        for table in ("raw_blocks", "rollup_1m", "rollup_1h"):
+        for table in ("raw_blocks", "rollup_1m_chunks", "rollup_1h_chunks"):
             node.nodetool("flush", keyspace, table)
             node.nodetool("compact", keyspace, table)
         raw_b = _space_used(node, keyspace, "raw_blocks")
-        m_b = _space_used(node, keyspace, "rollup_1m")
-        h_b = _space_used(node, keyspace, "rollup_1h")
+        m_b = _space_used(node, keyspace, "rollup_1m_chunks")
+        h_b = _space_used(node, keyspace, "rollup_1h_chunks")
         print(
             f"  on disk after flush + compaction (LZ4 16 KB chunks): raw_blocks {raw_b:,} B = "
             f"{raw_b / sealed:.3f} bytes per sealed raw sample"
         )
         print(
-            f"  rollup_1m {m_b:,} B = {m_b / minutes:.1f} bytes per 1m point; "
-            f"rollup_1h {h_b:,} B = {h_b / hours_n:.1f} bytes per 1h point"
+            f"  rollup_1m_chunks {m_b:,} B = {m_b / minutes:.1f} bytes per 1m point; "
+            f"rollup_1h_chunks {h_b:,} B = {h_b / hours_n:.1f} bytes per 1h point"
         )
         n, cpu, wall = asyncio.run(end_to_end())
         print(

@@ -6,9 +6,12 @@ keyspace and async ``execute``; ``CassandraRollupStorage`` is the combined class
 writes the tables ``storage.schema`` creates:
 
 - ``raw_blocks``  ((series_id, day), start_ts): one row per series and window;
-- ``rollup_1m``   ((series_id, day), ts) and ``rollup_1h`` ((series_id, bucket), ts) with
-  bucket = ts // 32 days: one unlogged batch per partition per window (never across
-  partitions);
+- ``rollup_1m_chunks`` ((series_id, day), start_ts) and ``rollup_1h_chunks`` ((series_id,
+  bucket), start_ts) with bucket = ts // 32 days: one row per series and 6-hour (1m) or
+  8-day (1h) chunk (``storage.rollup_chunks``). Writing a window reads the chunks it falls
+  in and writes them back merged (the rollup job is the only writer of a series' rollups:
+  its shard lease); a 24 h read of 800 series is about 4,000 chunks instead of 1.15
+  million rows;
 - checkpoints as ``meta`` rows keyed ``rollup:<job>:<shard>`` (the late pass's cursors are
   checkpoints of job ``<job>:late``: ``rollup:<job>:late:<shard>``).
 
@@ -37,12 +40,13 @@ import asyncio
 from collections.abc import Sequence
 
 import numpy as np
-from cassandra.query import BatchStatement, BatchType
+from cassandra import ConsistencyLevel
 
-from storage.base import AGGREGATES, DAY_MS, HOUR_MS, Resolution, SeriesData
+from storage import rollup_chunks as chunks
+from storage.base import DAY_MS, HOUR_MS, Resolution, SeriesData
 from storage.blocks import VERSION as BLOCK_VERSION
 from storage.blocks import decode_block
-from storage.cassandra import CassandraStorage, SeriesInfo, TransientStorageError, page_columns
+from storage.cassandra import CassandraStorage, SeriesInfo, TransientStorageError
 from storage.matchers import Matcher, MatchOp
 from storage.model import METRIC_NAME
 from storage.rollup import Rollup
@@ -58,12 +62,14 @@ from storage.schema import DEFAULT_TTLS_S, RAW_BUCKET_MS
 ROLLUP_1H_BUCKET_MS = 32 * DAY_MS
 MAX_IN_FLIGHT = 48
 WRITE_ATTEMPTS = 5  # upserts are idempotent: a timed-out write is safe to repeat
-BATCH_ROWS = 120  # one 2 h window of 1m rows (~7 KB): under Cassandra's 50 KB batch fail threshold
-_COLS = ", ".join(AGGREGATES)
 # Always read from rows: the span that cannot be sealed yet with the default window and grace.
 RECENT_RAW_MS = DEFAULT_WINDOW_MS + DEFAULT_GRACE_MS
 BLOCK_LOOKBACK_MS = 6 * HOUR_MS  # blocks starting this long before a read's start are found
 BLOCK_READ_SERIES_CHUNK = 16  # series per block request (unpaged: <= 16 x 24 blocks)
+CHUNK_READ_SERIES = 16  # series per rollup chunk request (unpaged: <= 16 x 4 chunks, ~1.2 MB)
+# Chunk requests in flight at once: a node answers them from a 64 MiB network buffer pool;
+# 100 answers of 1.2 MB at once exhausted it and stalled the node (measured, 800 series x 24 h).
+CHUNK_READS_IN_FLIGHT = 8
 
 
 def _partition(resolution: Resolution, ts_ms: int) -> int:
@@ -110,22 +116,36 @@ class CassandraRollupMixin:
                         f"SELECT series_id, start_ts, end_ts, WRITETIME(data), data FROM {ks}.raw_blocks"
                         " WHERE series_id IN ? AND day = ? AND start_ts >= ? AND start_ts <= ?"
                     ),
-                    "1m_ins": p(
-                        f"INSERT INTO {ks}.rollup_1m (series_id, day, ts, {_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    "1m_chunk_ins": p(
+                        f"INSERT INTO {ks}.rollup_1m_chunks (series_id, day, start_ts, data) VALUES (?, ?, ?, ?)"
                     ),
-                    "1h_ins": p(
-                        f"INSERT INTO {ks}.rollup_1h (series_id, bucket, ts, {_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    "1h_chunk_ins": p(
+                        f"INSERT INTO {ks}.rollup_1h_chunks (series_id, bucket, start_ts, data) VALUES (?, ?, ?, ?)"
                     ),
-                    "1m_read": p(
-                        f"SELECT ts, {_COLS} FROM {ks}.rollup_1m WHERE series_id = ? AND day = ? AND ts >= ? AND ts <= ?"
+                    "1m_chunk_get": p(
+                        f"SELECT data FROM {ks}.rollup_1m_chunks WHERE series_id = ? AND day = ? AND start_ts = ?"
                     ),
-                    "1h_read": p(
-                        f"SELECT ts, {_COLS} FROM {ks}.rollup_1h WHERE series_id = ? AND bucket = ? AND ts >= ? AND ts <= ?"
+                    "1h_chunk_get": p(
+                        f"SELECT data FROM {ks}.rollup_1h_chunks WHERE series_id = ? AND bucket = ? AND start_ts = ?"
+                    ),
+                    "1m_chunks_read": p(
+                        f"SELECT series_id, start_ts, data FROM {ks}.rollup_1m_chunks"
+                        " WHERE series_id IN ? AND day = ? AND start_ts >= ? AND start_ts <= ?"
+                    ),
+                    "1h_chunks_read": p(
+                        f"SELECT series_id, start_ts, data FROM {ks}.rollup_1h_chunks"
+                        " WHERE series_id IN ? AND bucket = ? AND start_ts >= ? AND start_ts <= ?"
                     ),
                     "meta_get": p(f"SELECT value FROM {ks}.meta WHERE key = ?"),
                     "meta_set": p(f"INSERT INTO {ks}.meta (key, value) VALUES (?, ?)"),
                 }
                 out["blocks_read"].fetch_size = None  # bounded by BLOCK_READ_SERIES_CHUNK
+                for name in ("1m_chunks_read", "1h_chunks_read"):
+                    out[name].fetch_size = None  # bounded by CHUNK_READ_SERIES
+                for name in ("1m_chunk_get", "1h_chunk_get", "1m_chunk_ins", "1h_chunk_ins"):
+                    # A window's merge reads what the previous window wrote: quorum reads and
+                    # writes overlap in a replica whatever the replication factor.
+                    out[name].consistency_level = ConsistencyLevel.LOCAL_QUORUM
                 return out
 
             loop = asyncio.get_running_loop()
@@ -169,34 +189,33 @@ class CassandraRollupMixin:
         )
 
     async def write_rollups(self, resolution: Resolution, rows: Sequence[RollupRows]) -> None:
-        ps = (await self._ps())["1m_ins" if resolution is Resolution.MINUTE else "1h_ins"]
-        calls = []
-        for r in rows:
-            ro = r.rollup
-            if not len(ro):
-                continue
-            parts = np.asarray(
-                [_partition(resolution, int(t)) for t in (ro.timestamps[0], ro.timestamps[-1])]
-            )
-            ts = ro.timestamps.tolist()
-            cols = [ro.count.astype(np.int64).tolist()] + [getattr(ro, n).tolist() for n in AGGREGATES[1:]]
-            by_part: dict[int, list[tuple]] = {}
-            if parts[0] == parts[1]:
-                by_part[int(parts[0])] = [
-                    (r.series_id, int(parts[0]), t, *c) for t, *c in zip(ts, *cols, strict=True)
-                ]
-            else:
-                for t, *c in zip(ts, *cols, strict=True):
-                    p = _partition(resolution, t)
-                    by_part.setdefault(p, []).append((r.series_id, p, t, *c))
-            for part_rows in by_part.values():
-                # Unlogged, single partition, and small enough for batch_size_fail_threshold.
-                for i in range(0, len(part_rows), BATCH_ROWS):
-                    batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-                    for params in part_rows[i : i + BATCH_ROWS]:
-                        batch.add(ps, params)
-                    calls.append((batch, None))
-        await self._bounded(calls)
+        """Each row's buckets into their chunks, merged with what the chunks hold (newer wins)."""
+        ps = await self._ps()
+        key = "1m" if resolution is Resolution.MINUTE else "1h"
+        get, ins = ps[f"{key}_chunk_get"], ps[f"{key}_chunk_ins"]
+        merged: dict[tuple[int, int], Rollup] = {}
+        for r in rows:  # (a series twice in ``rows``: the later rows win, as for upserts)
+            for start, part in chunks.split(resolution, r.rollup):
+                k = (r.series_id, start)
+                merged[k] = chunks.merge(merged[k], part) if k in merged else part
+        sem = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+        async def one(sid: int, start: int, part: Rollup) -> None:
+            params = (sid, _partition(resolution, start), start)
+            async with sem:
+                for attempt in range(WRITE_ATTEMPTS):
+                    try:
+                        pages = await self.execute(get, params)  # type: ignore[attr-defined]
+                        there = [row[0] for page in pages for row in page]
+                        data = chunks.merge(chunks.decode(start, there[0]), part) if there else part
+                        await self.execute(ins, (*params, chunks.encode(resolution, start, data)))  # type: ignore[attr-defined]
+                        return
+                    except TransientStorageError:
+                        if attempt == WRITE_ATTEMPTS - 1:
+                            raise
+                        await asyncio.sleep(0.2 * 2**attempt)
+
+        await asyncio.gather(*(one(sid, start, part) for (sid, start), part in merged.items()))
 
     async def get_checkpoint(self, job: str, shard: int) -> int | None:
         ps = (await self._ps())["meta_get"]
@@ -370,35 +389,50 @@ class CassandraRollupMixin:
         return ts[keep], vals[keep]
 
     async def read_rollup(self, resolution: Resolution, series_id: int, start_ms: int, end_ms: int) -> Rollup:
-        """Buckets of one series with start in [start_ms, end_ms], one query per partition."""
-        ps = (await self._ps())["1m_read" if resolution is Resolution.MINUTE else "1h_read"]
-        parts = range(_partition(resolution, start_ms), _partition(resolution, end_ms) + 1)
-        # Columnar session: ts/count/doubles come back as NumPy columns, no Python row objects.
-        parts_pages = await asyncio.gather(
-            *(self.execute_columnar(ps, (series_id, p, start_ms, end_ms)) for p in parts)  # type: ignore[attr-defined]
-        )
-        names = ("ts", *AGGREGATES)
-        dtypes = ("i8",) + ("f8",) * len(AGGREGATES)
-        columns = [page_columns(page, names, dtypes) for pages in parts_pages for page in pages]
-        columns = [c for c in columns if c[0].size]
-        if not columns:
-            return Rollup.empty()
-        ts = np.concatenate([c[0] for c in columns])
-        cols = {name: np.concatenate([c[i + 1] for c in columns]) for i, name in enumerate(AGGREGATES)}
-        return Rollup.from_columns(ts, cols)
+        """Buckets of one series with start in [start_ms, end_ms]."""
+        got = await self._read_chunks(resolution, [series_id], start_ms, end_ms)
+        return got.get(series_id, Rollup.empty())
 
     async def select_rollup(
         self, matchers: Sequence[Matcher], start_ms: int, end_ms: int, resolution: Resolution
     ) -> list[SeriesData]:
         """Rollup buckets of matching series (``values`` = ``last``, ``agg`` = all six)."""
         found = await self.series(matchers, start_ms, end_ms)  # type: ignore[attr-defined]
-        rollups = await asyncio.gather(*(self.read_rollup(resolution, s.id, start_ms, end_ms) for s in found))
-        out = [
-            SeriesData(s, r.timestamps, r.last, resolution, r.columns())
-            for s, r in zip(found, rollups, strict=True)
-            if len(r)
-        ]
+        got = await self._read_chunks(resolution, [s.id for s in found], start_ms, end_ms)
+        out = []
+        for s in found:
+            r = got.get(s.id)
+            if r is not None and len(r):
+                out.append(SeriesData(s, r.timestamps, r.last, resolution, r.columns()))
         out.sort(key=lambda d: d.series.labels)
+        return out
+
+    async def _read_chunks(
+        self, resolution: Resolution, series_ids: Sequence[int], start_ms: int, end_ms: int
+    ) -> dict[int, Rollup]:
+        """series id -> its buckets starting in [start_ms, end_ms]: one request per partition
+        and CHUNK_READ_SERIES series, CHUNK_READS_IN_FLIGHT at a time."""
+        ps = (await self._ps())["1m_chunks_read" if resolution is Resolution.MINUTE else "1h_chunks_read"]
+        lo = start_ms - chunks.chunk_span(resolution) + 1  # the first chunk that can hold start_ms
+        ids = sorted(set(series_ids))
+        sem = asyncio.Semaphore(CHUNK_READS_IN_FLIGHT)
+
+        async def one(params: tuple) -> list:
+            async with sem:
+                return await self.execute(ps, params)  # type: ignore[attr-defined]
+
+        calls = []
+        for p in range(_partition(resolution, lo), _partition(resolution, end_ms) + 1):
+            for i in range(0, len(ids), CHUNK_READ_SERIES):
+                calls.append(one((ids[i : i + CHUNK_READ_SERIES], p, lo, end_ms)))
+        parts: dict[int, list[tuple[int, bytes]]] = {}
+        for pages in await asyncio.gather(*calls):  # (partitions in time order)
+            for page in pages:
+                for sid, start, data in page:
+                    parts.setdefault(sid, []).append((start, data))
+        out = {}
+        for sid, found in parts.items():
+            out[sid] = chunks.read_series(found, start_ms, end_ms)
         return out
 
 

@@ -14,8 +14,12 @@ Buckets (all integers derived from the sample timestamp in ms):
 - ``raw_late``: partition ``day``, one row per hour that got a late write (samples older
   than ``CassandraStorage.late_after_ms`` when written, e.g. a spool replay) and when: a
   sealed block older than that write may miss samples, so reads merge that hour's rows in;
-- ``rollup_1m``: partition ``(series_id, day)``; ``rollup_1h``: partition
-  ``(series_id, bucket)`` with bucket = ts // 32 days;
+- ``rollup_1m_chunks``: partition ``(series_id, day)``, one row per 6-hour chunk;
+  ``rollup_1h_chunks``: partition ``(series_id, bucket)`` with bucket = ts // 32 days, one
+  row per 8-day chunk; a chunk packs a series' buckets (``storage.rollup_chunks``). Version 2
+  kept one row per bucket in ``rollup_1m`` / ``rollup_1h``: ``create_schema`` (``ringmon
+  storage init``) packs those rows into chunks and drops the old tables
+  (``storage.rollup_upgrade``);
 - index (two levels, same shape): ``series_day`` (series of a metric with their labels and
   targets), ``postings_day`` (label -> series), ``label_values_day``, ``label_names_day``
   bucketed by day, and ``..._month`` bucketed by 32-day periods for long ranges.
@@ -27,8 +31,11 @@ import re
 from dataclasses import dataclass, field
 
 from storage.base import DAY_MS, HOUR_MS
+from storage.rollup_upgrade import ROW_TABLES_BEFORE_CHUNKS, convert_row_table
 
-SCHEMA_VERSION = 2  # 2: raw_late (``ringmon storage init`` on a version-1 keyspace adds it)
+# 2: raw_late (``ringmon storage init`` on a version-1 keyspace adds it); 3: rollup chunks
+# (``ringmon storage init`` packs a version-2 keyspace's rollup rows into them).
+SCHEMA_VERSION = 3
 
 RAW_BUCKET_MS = HOUR_MS  # raw_recent partition width
 BLOCK_BUCKET_MS = DAY_MS  # raw_blocks partition width
@@ -151,16 +158,15 @@ def table_statements(spec: SchemaSpec) -> list[tuple[str, str]]:
             "PRIMARY KEY ((day), hour)) WITH " + _options(t["raw_recent"], "hour ASC"),
         ),
         (
-            "rollup_1m",
-            f"CREATE TABLE IF NOT EXISTS {ks}.rollup_1m (series_id bigint, day int, ts bigint, "
-            "count int, sum double, min double, max double, last double, increase double, "
-            "PRIMARY KEY ((series_id, day), ts)) WITH " + _options(t["rollup_1m"], "ts ASC"),
+            "rollup_1m_chunks",
+            f"CREATE TABLE IF NOT EXISTS {ks}.rollup_1m_chunks (series_id bigint, day int, start_ts bigint, "
+            "data blob, PRIMARY KEY ((series_id, day), start_ts)) WITH " + _options(t["rollup_1m"], "start_ts ASC"),
         ),
         (
-            "rollup_1h",
-            f"CREATE TABLE IF NOT EXISTS {ks}.rollup_1h (series_id bigint, bucket int, ts bigint, "
-            "count int, sum double, min double, max double, last double, increase double, "
-            "PRIMARY KEY ((series_id, bucket), ts)) WITH " + _options(t["rollup_1h"], "ts ASC"),
+            "rollup_1h_chunks",
+            f"CREATE TABLE IF NOT EXISTS {ks}.rollup_1h_chunks (series_id bigint, bucket int, start_ts bigint, "
+            "data blob, PRIMARY KEY ((series_id, bucket), start_ts)) WITH "
+            + _options(t["rollup_1h"], "start_ts ASC"),
         ),
     ]
     for level in INDEX_LEVELS:
@@ -219,6 +225,9 @@ def create_schema(session, spec: SchemaSpec) -> list[str]:
         if name not in existing:
             session.execute(stmt, timeout=60)
             created.append(name)
+    for old in ROW_TABLES_BEFORE_CHUNKS:
+        if old in existing:
+            convert_row_table(session, spec.keyspace, old, spec.ttls_s[old])
     row = session.execute(
         f"SELECT value FROM {spec.keyspace}.meta WHERE key = 'schema_version'"
     ).one()

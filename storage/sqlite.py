@@ -19,6 +19,7 @@ two dedicated threads - one writer, one reader - over a WAL database, never on t
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sqlite3
 import threading
@@ -35,6 +36,8 @@ from storage.matchers import Matcher, match_all, metric_name_of
 from storage.model import SampleBatch, Series
 
 T = TypeVar("T")
+IN_LIST = 500  # ids per ``IN (...)`` (SQLite's default limit on host parameters is 999)
+MMAP_BYTES = 1 << 30
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -72,8 +75,26 @@ def _floats_to_bits(values: Sequence[float]) -> list[int]:
     return np.asarray(values, dtype=np.float64).view(np.int64).tolist()
 
 
-def _bits_to_floats(bits: list[int]) -> np.ndarray:
-    return np.asarray(bits, dtype=np.int64).view(np.float64)
+def raw_rows(con: sqlite3.Connection, series_id: int, start_ms: int, end_ms: int) -> np.ndarray:
+    """``(ts, value bits)`` rows of one series in [start_ms, end_ms), in time order, as an
+    int64 array of shape (n, 2).
+
+    A range over ``day`` would make SQLite seek on the day and filter every row of it on
+    ``ts`` (5,760 rows a day at 15 s for a 10-minute read); with ``day = ?`` it seeks on
+    ``ts`` too. So the first and last days are read with ``day = ?`` and only whole days in
+    between with a range."""
+    d0, d1 = start_ms // DAY_MS, (end_ms - 1) // DAY_MS
+    sql = "SELECT ts, value FROM raw_samples WHERE series_id = ? AND day = ? AND ts >= ? AND ts < ? ORDER BY ts"
+    rows = con.execute(sql, (series_id, d0, start_ms, end_ms)).fetchall()
+    if d1 > d0:
+        if d1 > d0 + 1:
+            rows += con.execute(
+                "SELECT ts, value FROM raw_samples WHERE series_id = ? AND day > ? AND day < ? ORDER BY day, ts",
+                (series_id, d0, d1),
+            ).fetchall()
+        rows += con.execute(sql, (series_id, d1, start_ms, end_ms)).fetchall()
+    arr = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=2 * len(rows))
+    return arr.reshape(-1, 2)
 
 
 class SQLiteStorage(Storage):
@@ -114,6 +135,9 @@ class SQLiteStorage(Storage):
         con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")
+        # Reads of packed rollup chunks copy megabytes: mapped pages skip the copy into
+        # SQLite's page cache (measured 2x on a 24 h read of 800 series).
+        con.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
         return con
 
     def _con(self) -> sqlite3.Connection:
@@ -236,19 +260,20 @@ class SQLiteStorage(Storage):
     def _select_sync(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
         con = self._con()
         out = []
-        d0, d1 = start_ms // DAY_MS, end_ms // DAY_MS
         for s in self._lookup_series(con, matchers, start_ms, end_ms):
-            rows = con.execute(
-                "SELECT ts, value FROM raw_samples WHERE series_id = ? AND day BETWEEN ? AND ?"
-                " AND ts BETWEEN ? AND ? ORDER BY day, ts",
-                (s.id, d0, d1, start_ms, end_ms),
-            ).fetchall()
-            if not rows:
-                continue
-            ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vals = _bits_to_floats([r[1] for r in rows])
-            out.append(SeriesData(s, ts, vals, Resolution.RAW))
+            arr = raw_rows(con, s.id, start_ms, end_ms + 1)
+            if arr.shape[0]:
+                out.append(SeriesData(s, arr[:, 0].copy(), arr[:, 1].copy().view(np.float64), Resolution.RAW))
         return out
+
+    def _series_of_metric(self, con: sqlite3.Connection, metric: str) -> list[int]:
+        """Ids of every series of ``metric`` ever written (labels cached on the way)."""
+        ids = []
+        for sid, labels in con.execute("SELECT series_id, labels FROM series WHERE metric = ?", (metric,)):
+            if sid not in self._series_cache:
+                self._series_cache[sid] = Series(sid, tuple(tuple(p) for p in json.loads(labels)))
+            ids.append(sid)
+        return ids
 
     async def select(
         self,

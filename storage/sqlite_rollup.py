@@ -5,8 +5,12 @@
 combined class. Tables (created on first use, ``IF NOT EXISTS``):
 
 - ``raw_blocks``: one row per (series, window start) with the block bytes;
-- ``rollup_1m`` / ``rollup_1h``: one row per (series, bucket start) with the six
-  aggregates stored as their 64-bit patterns (SQLite would turn NaN into NULL);
+- ``rollup_1m_chunks`` / ``rollup_1h_chunks``: one row per (series, chunk start) holding
+  the series' buckets of 6 hours (1m) or 8 days (1h) packed by ``storage.rollup_chunks``
+  (aggregates as 64-bit patterns, so NaN survives; SQLite would turn it into NULL). A 24 h
+  read of 800 series is then 4,000 blobs, not 1.15 million rows. A database written by an
+  earlier version, with one row per bucket in ``rollup_1m`` / ``rollup_1h``, is converted
+  on first use;
 - ``rollup_checkpoints``: (job, shard) -> end of the last window done (the late pass's
   cursors are checkpoints of job ``<job>:late``).
 
@@ -24,13 +28,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from storage import rollup_chunks as chunks
 from storage.base import AGGREGATES, DAY_MS, HOUR_MS, Resolution, SeriesData
 from storage.blocks import decode_block
-from storage.matchers import Matcher, match_all
+from storage.matchers import Matcher, match_all, metric_name_of
 from storage.model import Series
 from storage.rollup import Rollup
 from storage.rollup_job import RollupRows, SealedBlock
-from storage.sqlite import SQLiteStorage
+from storage.sqlite import IN_LIST, SQLiteStorage, raw_rows
 
 ROLLUP_SCHEMA = """
 CREATE TABLE IF NOT EXISTS raw_blocks (
@@ -43,20 +48,21 @@ CREATE TABLE IF NOT EXISTS raw_blocks (
     data      BLOB NOT NULL,
     PRIMARY KEY (series_id, start_ts)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rollup_1m (
-    series_id INTEGER NOT NULL, ts INTEGER NOT NULL,
-    count INTEGER NOT NULL, sum INTEGER NOT NULL, min INTEGER NOT NULL,
-    max INTEGER NOT NULL, last INTEGER NOT NULL, increase INTEGER NOT NULL,
-    PRIMARY KEY (series_id, ts)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS rollup_1m_ts ON rollup_1m (ts, series_id);
-CREATE TABLE IF NOT EXISTS rollup_1h (
-    series_id INTEGER NOT NULL, ts INTEGER NOT NULL,
-    count INTEGER NOT NULL, sum INTEGER NOT NULL, min INTEGER NOT NULL,
-    max INTEGER NOT NULL, last INTEGER NOT NULL, increase INTEGER NOT NULL,
-    PRIMARY KEY (series_id, ts)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS rollup_1h_ts ON rollup_1h (ts, series_id);
+CREATE TABLE IF NOT EXISTS rollup_1m_chunks (
+    series_id INTEGER NOT NULL,
+    start_ts  INTEGER NOT NULL,
+    data      BLOB NOT NULL,
+    PRIMARY KEY (series_id, start_ts)
+);
+CREATE INDEX IF NOT EXISTS rollup_1m_chunks_ts ON rollup_1m_chunks (start_ts, series_id);
+CREATE TABLE IF NOT EXISTS rollup_1h_chunks (
+    series_id INTEGER NOT NULL,
+    start_ts  INTEGER NOT NULL,
+    data      BLOB NOT NULL,
+    PRIMARY KEY (series_id, start_ts)
+);
+CREATE INDEX IF NOT EXISTS rollup_1h_chunks_ts ON rollup_1h_chunks (start_ts, series_id);
+CREATE INDEX IF NOT EXISTS series_metric ON series (metric);
 CREATE TABLE IF NOT EXISTS rollup_checkpoints (
     job        TEXT NOT NULL,
     shard      INTEGER NOT NULL,
@@ -65,7 +71,8 @@ CREATE TABLE IF NOT EXISTS rollup_checkpoints (
 ) WITHOUT ROWID;
 """
 
-_TABLES = {Resolution.MINUTE: "rollup_1m", Resolution.HOUR: "rollup_1h"}
+_TABLES = {Resolution.MINUTE: "rollup_1m_chunks", Resolution.HOUR: "rollup_1h_chunks"}
+_ROW_TABLES = {Resolution.MINUTE: "rollup_1m", Resolution.HOUR: "rollup_1h"}  # before chunks
 _COLS = ", ".join(AGGREGATES)
 
 
@@ -83,7 +90,12 @@ class SQLiteRollupMixin:
 
     async def _ensure_rollup_schema(self) -> None:
         if not self._rollup_schema_ready:
-            await self.run_write(lambda con: con.executescript(ROLLUP_SCHEMA))  # type: ignore[attr-defined]
+
+            def run(con: sqlite3.Connection) -> None:
+                con.executescript(ROLLUP_SCHEMA)
+                _convert_row_tables(con)
+
+            await self.run_write(run)  # type: ignore[attr-defined]
             self._rollup_schema_ready = True
 
     # -- RollupStore ------------------------------------------------------------------------
@@ -110,13 +122,8 @@ class SQLiteRollupMixin:
             }
             out = []
             for sid in sorted(ids):
-                rows = con.execute(
-                    "SELECT ts, value FROM raw_samples WHERE series_id = ? AND day BETWEEN ? AND ?"
-                    " AND ts >= ? AND ts < ? ORDER BY ts",
-                    (sid, d0, d1, start_ms, end_ms),
-                ).fetchall()
-                ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                vals = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)).view(np.float64)
+                arr = raw_rows(con, sid, start_ms, end_ms)
+                ts, vals = arr[:, 0].copy(), arr[:, 1].copy().view(np.float64)
                 blocks = con.execute(
                     "SELECT data FROM raw_blocks WHERE series_id = ? AND start_ts < ? AND end_ts > ? ORDER BY start_ts",
                     (sid, end_ms, start_ms),
@@ -167,21 +174,12 @@ class SQLiteRollupMixin:
     async def write_rollups(self, resolution: Resolution, rows: Sequence[RollupRows]) -> None:
         await self._ensure_rollup_schema()
         table = _table(resolution)
-        params: list[tuple[int, ...]] = []
-        for r in rows:
-            cols = [r.rollup.timestamps.tolist()] + [
-                np.ascontiguousarray(getattr(r.rollup, name), dtype=np.float64).view(np.int64).tolist()
-                for name in AGGREGATES
-            ]
-            params.extend((r.series_id, *vals) for vals in zip(*cols, strict=True))
 
         def run(con: sqlite3.Connection) -> None:
             with con:
                 con.execute("BEGIN")
-                con.executemany(
-                    f"INSERT OR REPLACE INTO {table} (series_id, ts, {_COLS}) VALUES (?,?,?,?,?,?,?,?)",
-                    params,
-                )
+                for r in rows:
+                    _put_chunks(con, table, resolution, r.series_id, r.rollup)
 
         await self.run_write(run)  # type: ignore[attr-defined]
 
@@ -222,14 +220,15 @@ class SQLiteRollupMixin:
     async def read_rollup(self, resolution: Resolution, series_id: int, start_ms: int, end_ms: int) -> Rollup:
         """Buckets of one series with start in [start_ms, end_ms]."""
         await self._ensure_rollup_schema()
-        table = _table(resolution)
+        table, span = _table(resolution), chunks.chunk_span(resolution)
 
         def run(con: sqlite3.Connection) -> Rollup:
             rows = con.execute(
-                f"SELECT ts, {_COLS} FROM {table} WHERE series_id = ? AND ts BETWEEN ? AND ? ORDER BY ts",
-                (series_id, start_ms, end_ms),
+                f"SELECT start_ts, data FROM {table} WHERE series_id = ? AND start_ts BETWEEN ? AND ?"
+                " ORDER BY start_ts",
+                (series_id, start_ms - span + 1, end_ms),
             ).fetchall()
-            return _rollup_from_rows(rows)
+            return chunks.read_series(rows, start_ms, end_ms)
 
         return await self.run_read(run)  # type: ignore[attr-defined]
 
@@ -238,38 +237,77 @@ class SQLiteRollupMixin:
     ) -> list[SeriesData]:
         """Rollup buckets of matching series in [start_ms, end_ms] (``values`` = ``last``)."""
         await self._ensure_rollup_schema()
-        table = _table(resolution)
+        table, span = _table(resolution), chunks.chunk_span(resolution)
+        lo = start_ms - span + 1  # the first chunk that can hold a bucket starting at start_ms
 
         def run(con: sqlite3.Connection) -> list[SeriesData]:
-            ids = [
-                sid
-                for (sid,) in con.execute(
-                    f"SELECT DISTINCT series_id FROM {table} WHERE ts BETWEEN ? AND ?", (start_ms, end_ms)
-                )
-            ]
-            out = []
+            metric = metric_name_of(matchers)
+            if metric is not None:
+                ids = self._series_of_metric(con, metric)  # type: ignore[attr-defined]
+            else:
+                ids = [
+                    sid
+                    for (sid,) in con.execute(
+                        f"SELECT DISTINCT series_id FROM {table} WHERE start_ts BETWEEN ? AND ?", (lo, end_ms)
+                    )
+                ]
+            wanted: dict[int, Series] = {}
             for sid in ids:
                 s = self._series_by_id(con, sid)
-                if not s.labels or not match_all(matchers, s.labels):
-                    continue
-                rows = con.execute(
-                    f"SELECT ts, {_COLS} FROM {table} WHERE series_id = ? AND ts BETWEEN ? AND ? ORDER BY ts",
-                    (sid, start_ms, end_ms),
-                ).fetchall()
-                r = _rollup_from_rows(rows)
-                out.append(SeriesData(s, r.timestamps, r.last, resolution, r.columns()))
+                if s.labels and match_all(matchers, s.labels):
+                    wanted[sid] = s
+            parts: dict[int, list[tuple[int, bytes]]] = {}
+            found = sorted(wanted)
+            for i in range(0, len(found), IN_LIST):
+                part = found[i : i + IN_LIST]
+                q = (
+                    f"SELECT series_id, start_ts, data FROM {table} WHERE series_id IN ({','.join('?' * len(part))})"
+                    " AND start_ts BETWEEN ? AND ? ORDER BY series_id, start_ts"
+                )
+                for sid, t, data in con.execute(q, (*part, lo, end_ms)):
+                    parts.setdefault(sid, []).append((t, data))
+            out = []
+            for sid, ps in parts.items():
+                r = chunks.read_series(ps, start_ms, end_ms)
+                if len(r):
+                    out.append(SeriesData(wanted[sid], r.timestamps, r.last, resolution, r.columns()))
             out.sort(key=lambda d: d.series.labels)
             return out
 
         return await self.run_read(run)  # type: ignore[attr-defined]
 
     async def delete_rollups_before(self, resolution: Resolution, ts_ms: int) -> int:
-        """Retention of a rollup table (SQLite has no TTLs). Returns rows deleted."""
+        """Retention of a rollup table (SQLite has no TTLs): drops the buckets starting
+        before ``ts_ms`` (whole chunks, and the older part of a chunk that straddles it).
+        Returns the number of buckets deleted."""
         await self._ensure_rollup_schema()
-        table = _table(resolution)
-        return await self.run_write(  # type: ignore[attr-defined]
-            lambda con: con.execute(f"DELETE FROM {table} WHERE ts < ?", (ts_ms,)).rowcount
-        )
+        table, span = _table(resolution), chunks.chunk_span(resolution)
+
+        def run(con: sqlite3.Connection) -> int:
+            deleted = 0
+            with con:
+                con.execute("BEGIN")
+                for (data,) in con.execute(f"SELECT data FROM {table} WHERE start_ts <= ?", (ts_ms - span,)):
+                    deleted += int.from_bytes(data[1:5], "little")
+                con.execute(f"DELETE FROM {table} WHERE start_ts <= ?", (ts_ms - span,))
+                straddling = con.execute(
+                    f"SELECT series_id, start_ts, data FROM {table} WHERE start_ts > ? AND start_ts < ?",
+                    (ts_ms - span, ts_ms),
+                ).fetchall()
+                for sid, t, data in straddling:
+                    r = chunks.decode(t, data)
+                    keep = r.slice(ts_ms, t + span)
+                    deleted += len(r) - len(keep)
+                    if not len(keep):
+                        con.execute(f"DELETE FROM {table} WHERE series_id = ? AND start_ts = ?", (sid, t))
+                    elif len(keep) != len(r):
+                        con.execute(
+                            f"UPDATE {table} SET data = ? WHERE series_id = ? AND start_ts = ?",
+                            (chunks.encode(resolution, t, keep), sid, t),
+                        )
+            return deleted
+
+        return await self.run_write(run)  # type: ignore[attr-defined]
 
     async def delete_blocks_before(self, ts_ms: int) -> int:
         """Retention of sealed blocks: drop blocks whose window ended before ``ts_ms``."""
@@ -277,6 +315,37 @@ class SQLiteRollupMixin:
         return await self.run_write(  # type: ignore[attr-defined]
             lambda con: con.execute("DELETE FROM raw_blocks WHERE end_ts <= ?", (ts_ms,)).rowcount
         )
+
+
+def _put_chunks(con: sqlite3.Connection, table: str, resolution: Resolution, series_id: int, rollup: Rollup) -> None:
+    """Write ``rollup``'s buckets into their chunks, merged with what the chunks hold."""
+    for start, part in chunks.split(resolution, rollup):
+        row = con.execute(
+            f"SELECT data FROM {table} WHERE series_id = ? AND start_ts = ?", (series_id, start)
+        ).fetchone()
+        if row is not None:
+            part = chunks.merge(chunks.decode(start, row[0]), part)
+        con.execute(
+            f"INSERT OR REPLACE INTO {table} (series_id, start_ts, data) VALUES (?,?,?)",
+            (series_id, start, chunks.encode(resolution, start, part)),
+        )
+
+
+def _convert_row_tables(con: sqlite3.Connection) -> None:
+    """Pack the one-row-per-bucket tables of a database written before chunks, then drop them."""
+    present = {n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for resolution, old in _ROW_TABLES.items():
+        if old not in present:
+            continue
+        with con:
+            con.execute("BEGIN")
+            ids = [sid for (sid,) in con.execute(f"SELECT DISTINCT series_id FROM {old}")]
+            for sid in ids:
+                rows = con.execute(
+                    f"SELECT ts, {_COLS} FROM {old} WHERE series_id = ? ORDER BY ts", (sid,)
+                ).fetchall()
+                _put_chunks(con, _table(resolution), resolution, sid, _rollup_from_rows(rows))
+            con.execute(f"DROP TABLE {old}")
 
 
 def _rollup_from_rows(rows: list[tuple[int, ...]]) -> Rollup:

@@ -33,7 +33,7 @@ def test_schema_is_idempotent_and_versioned(cassandra_storage) -> None:
             (store.keyspace,),
         )
     }
-    for name, ttl_key in [("raw_recent", "raw_recent"), ("rollup_1m", "rollup_1m"), ("rollup_1h", "rollup_1h")]:
+    for name, ttl_key in [("raw_recent", "raw_recent"), ("rollup_1m_chunks", "rollup_1m"), ("rollup_1h_chunks", "rollup_1h")]:
         ttl, compaction = tables[name]
         assert ttl == sch.DEFAULT_TTLS_S[ttl_key]
         assert compaction["class"].endswith("TimeWindowCompactionStrategy")
@@ -56,8 +56,78 @@ def test_older_schema_version_asks_for_storage_init_which_upgrades_it(cassandra)
         with pytest.raises(StorageError, match=f"schema version 1.*ringmon storage init --keyspace {ks}"):
             CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks)
         assert sch.create_schema(store.session, sch.SchemaSpec(keyspace=ks)) == ["raw_late"]
-        assert sch.schema_version(store.session, ks) == sch.SCHEMA_VERSION == 2
+        assert sch.schema_version(store.session, ks) == sch.SCHEMA_VERSION == 3
         CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks).shutdown()
+    finally:
+        store.drop_keyspace_sync()
+        store.shutdown()
+
+
+async def test_storage_init_packs_version_2_rollup_rows_into_chunks(cassandra) -> None:
+    """A version-2 keyspace kept one row per bucket; init converts them, bit for bit, with
+    the TTL they had left, keeps a chunk already written, and drops the old tables."""
+    from fixtures_cassandra import fresh_keyspace
+
+    from storage.base import AGGREGATES, MINUTE_MS, Resolution
+    from storage.cassandra_rollup import CassandraRollupStorage
+    from storage.rollup import Rollup
+    from storage.rollup_job import RollupRows
+
+    ks = fresh_keyspace("chunks_upgrade")
+    store = CassandraRollupStorage.connect_sync([cassandra.host], cassandra.port, ks, create_schema=True)
+    try:
+        now = int(time.time() * 1000) // HOUR_MS * HOUR_MS
+        s = Series.of(make_labels("upgrade_check", job="u"))
+        store.session.execute(
+            f"CREATE TABLE {ks}.rollup_1m (series_id bigint, day int, ts bigint, count int, sum double,"
+            " min double, max double, last double, increase double, PRIMARY KEY ((series_id, day), ts))"
+        )
+        store.session.execute(
+            f"CREATE TABLE {ks}.rollup_1h (series_id bigint, bucket int, ts bigint, count int, sum double,"
+            " min double, max double, last double, increase double, PRIMARY KEY ((series_id, bucket), ts))"
+        )
+        minutes = np.arange(now - 30 * HOUR_MS, now, MINUTE_MS, dtype=np.int64)  # crosses days and chunks
+        rng = np.random.default_rng(3)
+        cols = {name: rng.random(minutes.size) * 10 for name in AGGREGATES}
+        cols["count"] = np.full(minutes.size, 4.0)
+        cols["sum"][7] = float("nan")
+        ins = store.session.prepare(
+            f"INSERT INTO {ks}.rollup_1m (series_id, day, ts, count, sum, min, max, last, increase)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        for i, t in enumerate(minutes.tolist()):
+            store.session.execute(ins, (s.id, t // DAY_MS, t, 4, *(float(cols[n][i]) for n in AGGREGATES[1:])))
+        expired = now - 40 * DAY_MS  # older than the 1 h table's TTL allows: not carried over
+        store.session.execute(
+            f"INSERT INTO {ks}.rollup_1h (series_id, bucket, ts, count, sum, min, max, last, increase)"
+            " VALUES (%s, %s, %s, 1, 1, 1, 1, 1, 1)",
+            (s.id, (now - 2 * HOUR_MS) // (32 * DAY_MS), now - 2 * HOUR_MS),
+        )
+        store.session.execute(
+            f"INSERT INTO {ks}.rollup_1h (series_id, bucket, ts, count, sum, min, max, last, increase)"
+            " VALUES (%s, %s, %s, 1, 1, 1, 1, 1, 1)",
+            (s.id, expired // (32 * DAY_MS), expired),
+        )
+        # A chunk written since (by the new code) wins over the old row of the same bucket.
+        newer = Rollup.from_columns(np.array([minutes[-1]]), {n: np.array([99.0]) for n in AGGREGATES})
+        await store.write_rollups(Resolution.MINUTE, [RollupRows(s.id, newer)])
+        store.session.execute(f"INSERT INTO {ks}.meta (key, value) VALUES ('schema_version', '2')")
+
+        created = sch.create_schema(store.session, sch.SchemaSpec(keyspace=ks, ttls_s={**sch.DEFAULT_TTLS_S, "rollup_1h": 30 * 86_400}))
+        assert created == [] and sch.schema_version(store.session, ks) == 3
+        tables = {r[0] for r in _rows(store, "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
+                                      (ks,))}
+        assert "rollup_1m" not in tables and "rollup_1h" not in tables
+        got = await store.read_rollup(Resolution.MINUTE, s.id, int(minutes[0]), int(minutes[-1]))
+        assert got.timestamps.tolist() == minutes.tolist()
+        for name in AGGREGATES:
+            want = cols[name].copy()
+            want[-1] = 99.0
+            np.testing.assert_array_equal(getattr(got, name), want, err_msg=name)
+        hours = await store.read_rollup(Resolution.HOUR, s.id, expired - DAY_MS, now)
+        assert hours.timestamps.tolist() == [now - 2 * HOUR_MS]
+        (ttl,) = _rows(store, f"SELECT TTL(data) FROM {ks}.rollup_1h_chunks")[0]
+        assert 0 < ttl <= 30 * 86_400
     finally:
         store.drop_keyspace_sync()
         store.shutdown()

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from test_rollup import assert_equal_rollups, brute_force
 
-from storage.base import HOUR_MS, MINUTE_MS, Resolution
+from storage import rollup_chunks
+from storage.base import AGGREGATES, HOUR_MS, MINUTE_MS, Resolution
 from storage.blocks import decode_block
 from storage.matchers import Matcher, MatchOp
 from storage.model import STALE_NAN, SampleBatch, Series, make_labels
@@ -71,12 +72,18 @@ async def load(store: SQLiteRollupStorage, data) -> None:
 
 
 def dump(path) -> dict[str, list[tuple]]:
+    """Every stored block, and every rollup bucket as (series id, start, six aggregates' bits)."""
     con = sqlite3.connect(path)
     try:
-        return {
-            t: con.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
-            for t in ("raw_blocks", "rollup_1m", "rollup_1h")
-        }
+        out = {"raw_blocks": con.execute("SELECT * FROM raw_blocks ORDER BY 1, 2").fetchall()}
+        for name in ("rollup_1m", "rollup_1h"):
+            rows = []
+            for sid, start, data in con.execute(f"SELECT * FROM {name}_chunks ORDER BY 1, 2"):
+                r = rollup_chunks.decode(start, data)
+                bits = [getattr(r, a).view(np.int64).tolist() for a in AGGREGATES]
+                rows += [(sid, t, *b) for t, *b in zip(r.timestamps.tolist(), *bits, strict=True)]
+            out[name] = rows
+        return out
     finally:
         con.close()
 

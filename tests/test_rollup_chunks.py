@@ -1,0 +1,144 @@
+"""Rollup chunks: the packing, merging and the SQLite store's chunk tables."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from storage import rollup_chunks as chunks
+from storage.base import AGGREGATES, DAY_MS, HOUR_MS, MINUTE_MS, Resolution
+from storage.matchers import Matcher, MatchOp
+from storage.model import SampleBatch, Series, make_labels
+from storage.rollup import Rollup
+from storage.rollup_job import RollupRows
+from storage.sqlite_rollup import SQLiteRollupStorage
+
+T0 = 1_700_000_000_000 // DAY_MS * DAY_MS
+
+
+def rollup(ts: list[int], seed: int = 0) -> Rollup:
+    rng = np.random.default_rng(seed)
+    n = len(ts)
+    cols = {name: rng.random(n) * 100 for name in AGGREGATES}
+    return Rollup.from_columns(np.asarray(ts, dtype=np.int64), cols)
+
+
+def test_round_trip_keeps_every_bit() -> None:
+    start = chunks.chunk_start(Resolution.MINUTE, T0 + 7 * HOUR_MS)
+    r = rollup([start + i * MINUTE_MS for i in (0, 1, 5, 359)])
+    r.sum[1] = np.nan
+    r.min[2] = -0.0
+    r.max[3] = np.inf
+    back = chunks.decode(start, chunks.encode(Resolution.MINUTE, start, r))
+    assert back.bit_equal(r)
+    assert chunks.decode(start, chunks.encode(Resolution.MINUTE, start, Rollup.empty())).timestamps.size == 0
+
+
+def test_encode_refuses_buckets_outside_the_chunk_or_out_of_order() -> None:
+    start = T0
+    with pytest.raises(ValueError, match="outside the chunk"):
+        chunks.encode(Resolution.MINUTE, start, rollup([start + 6 * HOUR_MS]))
+    with pytest.raises(ValueError, match="ascending"):
+        chunks.encode(Resolution.MINUTE, start, rollup([start + MINUTE_MS, start]))
+
+
+def test_decode_names_a_corrupt_chunk() -> None:
+    data = chunks.encode(Resolution.HOUR, T0, rollup([T0, T0 + HOUR_MS]))
+    with pytest.raises(chunks.ChunkError, match="bytes for 2 buckets"):
+        chunks.decode(T0, data[:-1])
+    with pytest.raises(chunks.ChunkError, match="unknown format"):
+        chunks.decode(T0, b"\x09" + data[1:])
+
+
+def test_split_follows_the_aligned_spans() -> None:
+    span = chunks.CHUNK_MS[Resolution.HOUR]
+    base = T0 // span * span
+    ts = [base + i * HOUR_MS for i in range(0, 3 * 8 * 24, 7)]
+    pieces = list(chunks.split(Resolution.HOUR, rollup(ts)))
+    assert [p[0] for p in pieces] == [base, base + span, base + 2 * span]
+    assert sum(len(p[1]) for p in pieces) == len(ts)
+    assert all(start <= int(p.timestamps[0]) and int(p.timestamps[-1]) < start + span for start, p in pieces)
+
+
+def test_merge_keeps_both_and_the_newer_bucket_wins() -> None:
+    old = rollup([T0, T0 + MINUTE_MS, T0 + 3 * MINUTE_MS], seed=1)
+    new = rollup([T0 + MINUTE_MS, T0 + 2 * MINUTE_MS], seed=2)
+    m = chunks.merge(old, new)
+    assert m.timestamps.tolist() == [T0 + i * MINUTE_MS for i in range(4)]
+    assert m.last.tolist() == [old.last[0], new.last[0], new.last[1], old.last[2]]
+
+
+def test_read_series_joins_chunks_and_cuts_to_the_asked_range() -> None:
+    a = rollup([T0 + i * MINUTE_MS for i in range(5)])
+    b = rollup([T0 + 6 * HOUR_MS + i * MINUTE_MS for i in range(5)], seed=3)
+    stored = [(T0, chunks.encode(Resolution.MINUTE, T0, a)),
+              (T0 + 6 * HOUR_MS, chunks.encode(Resolution.MINUTE, T0 + 6 * HOUR_MS, b))]
+    j = chunks.read_series(stored, T0 + 2 * MINUTE_MS, T0 + 6 * HOUR_MS + MINUTE_MS)
+    assert j.timestamps.tolist() == [T0 + i * MINUTE_MS for i in (2, 3, 4)] + [
+        T0 + 6 * HOUR_MS,
+        T0 + 6 * HOUR_MS + MINUTE_MS,
+    ]
+    assert j.increase.tolist() == a.increase[2:].tolist() + b.increase[:2].tolist()
+    with pytest.raises(chunks.ChunkError):
+        chunks.read_series([stored[0], (T0 + 6 * HOUR_MS, stored[1][1][:-3])], T0, T0 + DAY_MS)
+
+
+async def test_sqlite_store_reads_what_partial_writes_left(tmp_path) -> None:
+    st = await SQLiteRollupStorage.open(tmp_path / "db")
+    try:
+        s = Series.of(make_labels("m", instance="a"))
+        await st.write(SampleBatch("t", [s], [T0], [1.0]))
+        first = rollup([T0 + i * MINUTE_MS for i in range(0, 400, 2)], seed=4)  # crosses a chunk edge
+        second = rollup([T0 + i * MINUTE_MS for i in range(1, 401, 2)], seed=5)
+        again = rollup([T0 + 10 * MINUTE_MS], seed=6)
+        await st.write_rollups(Resolution.MINUTE, [RollupRows(s.id, first)])
+        await st.write_rollups(Resolution.MINUTE, [RollupRows(s.id, second), RollupRows(s.id, again)])
+        got = await st.read_rollup(Resolution.MINUTE, s.id, T0, T0 + DAY_MS)
+        assert got.timestamps.tolist() == [T0 + i * MINUTE_MS for i in range(400)]
+        assert got.last[10] == again.last[0] and got.last[11] == second.last[5] and got.last[12] == first.last[6]
+        sel = await st.select([Matcher("__name__", MatchOp.EQ, "m")], T0 + 5 * MINUTE_MS, T0 + 7 * HOUR_MS,
+                              Resolution.MINUTE)
+        assert len(sel) == 1 and sel[0].timestamps[0] == T0 + 5 * MINUTE_MS
+        assert sel[0].timestamps[-1] == T0 + 399 * MINUTE_MS and np.array_equal(sel[0].values, sel[0].agg["last"])
+        # Retention inside a chunk keeps its newer part.
+        cut = T0 + 100 * MINUTE_MS
+        assert await st.delete_rollups_before(Resolution.MINUTE, cut) == 100
+        left = await st.read_rollup(Resolution.MINUTE, s.id, T0, T0 + DAY_MS)
+        assert left.timestamps.tolist() == [T0 + i * MINUTE_MS for i in range(100, 400)]
+    finally:
+        await st.close()
+
+
+async def test_sqlite_store_converts_a_database_with_one_row_per_bucket(tmp_path) -> None:
+    path = tmp_path / "old.db"
+    st = await SQLiteRollupStorage.open(path)
+    s = Series.of(make_labels("m", instance="a"))
+    await st.write(SampleBatch("t", [s], [T0], [1.0]))
+    await st.close()
+    r = rollup([T0 + i * HOUR_MS for i in range(300)], seed=7)
+    r.sum[0] = np.nan
+    con = sqlite3.connect(path)
+    con.execute(
+        "CREATE TABLE rollup_1h (series_id INTEGER NOT NULL, ts INTEGER NOT NULL, count INTEGER NOT NULL,"
+        " sum INTEGER NOT NULL, min INTEGER NOT NULL, max INTEGER NOT NULL, last INTEGER NOT NULL,"
+        " increase INTEGER NOT NULL, PRIMARY KEY (series_id, ts)) WITHOUT ROWID"
+    )
+    bits = [getattr(r, a).view(np.int64).tolist() for a in AGGREGATES]
+    with con:
+        con.executemany(
+            "INSERT INTO rollup_1h VALUES (?,?,?,?,?,?,?,?)",
+            [(s.id, t, *b) for t, *b in zip(r.timestamps.tolist(), *bits, strict=True)],
+        )
+    con.close()
+    st = await SQLiteRollupStorage.open(path)
+    try:
+        got = await st.read_rollup(Resolution.HOUR, s.id, T0, T0 + 400 * HOUR_MS)
+        assert got.bit_equal(r)
+    finally:
+        await st.close()
+    con = sqlite3.connect(path)
+    tables = {n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    con.close()
+    assert "rollup_1h" not in tables and "rollup_1h_chunks" in tables
