@@ -64,6 +64,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grace", default="5m", help="wait this long after a window ends before sealing it")
     p.add_argument("--interval", default="1m", help="pause between passes")
     p.add_argument(
+        "--fresh-every",
+        default="1m",
+        help="write the open window's provisional 1m buckets once this many new minutes are complete "
+        "(default 1m; raise it at large scale: each fresh pass re-reads recent raw samples)",
+    )
+    p.add_argument(
+        "--no-fresh",
+        action="store_true",
+        help="skip the fresh pass (provisional 1m buckets of the open window, which spare queries "
+        "reading up to 2 h of raw samples)",
+    )
+    p.add_argument(
         "--lease-dir", default="", help="lock files for local leases (default <data_dir>/rollup-locks)"
     )
     p.add_argument("--metrics-listen", default="127.0.0.1:9466", help="HOST:PORT of /metrics ('' = off)")
@@ -84,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     window_ms = _duration_ms(args.window, "--window")
     grace_ms = _duration_ms(args.grace, "--grace")
     interval_s = _duration_ms(args.interval, "--interval") / 1000
+    args.fresh_every_ms = _duration_ms(args.fresh_every, "--fresh-every")
     backfill = None
     if args.backfill:
         backfill = (
@@ -138,7 +151,10 @@ async def _main(args, cfg, window_ms: int, grace_ms: int, interval_s: float, bac
 
     store = await _open_store(cfg)
     try:
-        job = RollupJob(store, lease, window_ms=window_ms, shards=args.shards, grace_ms=grace_ms)
+        job = RollupJob(
+            store, lease, window_ms=window_ms, shards=args.shards, grace_ms=grace_ms,
+            fresh_minutes=not args.no_fresh, fresh_every_ms=args.fresh_every_ms,
+        )
     except ValueError as exc:
         await store.close()
         raise UserError(str(exc)) from None

@@ -70,6 +70,9 @@ CHUNK_READ_SERIES = 16  # series per rollup chunk request (unpaged: <= 16 x 4 ch
 # Chunk requests in flight at once: a node answers them from a 64 MiB network buffer pool;
 # 100 answers of 1.2 MB at once exhausted it and stalled the node (measured, 800 series x 24 h).
 CHUNK_READS_IN_FLIGHT = 8
+# Provisional (fresh) 1m chunks expire after 2 days: well after the seal of the longest
+# window (24 h); a job stopped longer leaves gaps in them until it seals those windows.
+FRESH_TTL_S = 2 * 86_400
 
 
 def _partition(resolution: Resolution, ts_ms: int) -> int:
@@ -121,6 +124,10 @@ class CassandraRollupMixin:
                     ),
                     "1h_chunk_ins": p(
                         f"INSERT INTO {ks}.rollup_1h_chunks (series_id, bucket, start_ts, data) VALUES (?, ?, ?, ?)"
+                    ),
+                    "1m_fresh_ins": p(
+                        f"INSERT INTO {ks}.rollup_1m_chunks (series_id, day, start_ts, data) VALUES (?, ?, ?, ?)"
+                        " USING TTL ?"
                     ),
                     "1m_chunk_get": p(
                         f"SELECT data FROM {ks}.rollup_1m_chunks WHERE series_id = ? AND day = ? AND start_ts = ?"
@@ -216,6 +223,24 @@ class CassandraRollupMixin:
                         await asyncio.sleep(0.2 * 2**attempt)
 
         await asyncio.gather(*(one(sid, start, part) for (sid, start), part in merged.items()))
+
+    async def write_fresh_minutes(self, rows: Sequence[RollupRows]) -> None:
+        """Provisional 1m buckets of an open window (the job's fresh pass): a chunk per series
+        keyed by its first bucket, with a TTL of FRESH_TTL_S (reads prefer the final chunk
+        the window's seal writes; an aligned first bucket merges into that chunk instead)."""
+        ps = (await self._ps())["1m_fresh_ins"]
+        calls, aligned_rows = [], []
+        for r in rows:
+            for aligned, part in chunks.split(Resolution.MINUTE, r.rollup):
+                first = int(part.timestamps[0])
+                if first == aligned:
+                    aligned_rows.append(RollupRows(r.series_id, part))
+                    continue
+                data = chunks.encode(Resolution.MINUTE, first, part)
+                calls.append((ps, (r.series_id, first // DAY_MS, first, data, FRESH_TTL_S)))
+        await self._bounded(calls)
+        if aligned_rows:
+            await self.write_rollups(Resolution.MINUTE, aligned_rows)
 
     async def get_checkpoint(self, job: str, shard: int) -> int | None:
         ps = (await self._ps())["meta_get"]
@@ -432,7 +457,7 @@ class CassandraRollupMixin:
                     parts.setdefault(sid, []).append((start, data))
         out = {}
         for sid, found in parts.items():
-            out[sid] = chunks.read_series(found, start_ms, end_ms)
+            out[sid] = chunks.read_series(found, start_ms, end_ms, resolution)
         return out
 
 

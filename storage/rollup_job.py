@@ -28,6 +28,18 @@ own, and the next one when counters carry over the boundary) if they are already
 the shard's checkpoint; windows not sealed yet will read the rows anyway. At most
 ``late_windows_per_pass`` windows per shard and pass; the cursor advances over marks fully
 handled only, so the rest follows in the next pass and a failed window is retried.
+
+Fresh minutes: a shard that is caught up (its checkpoint is the start of the open window)
+then gets a *fresh pass*: the 1-minute buckets of the open window from where the last
+fresh pass of this copy stopped up to ``now - grace_ms`` (a minute boundary), computed from
+raw exactly as the window's seal will compute them and written as provisional chunks
+(``write_fresh_minutes``, optional for a backend; ``storage.rollup_chunks``), at most every
+``fresh_every_ms``. Without them a query reads the newest rollup rows up to 2 h 5 min old
+and builds the rest from raw samples; with them it reads raw samples for the last few
+minutes only. The seal replaces them with the final buckets (equal unless samples arrived
+later than the grace). Cost: each fresh pass reads the shard's raw samples since the last
+one plus the 5-minute counter lookback, through ``read_raw_window`` (which on Cassandra
+reads every series of the range for each shard), so at large scale raise ``fresh_every_ms``.
 """
 
 from __future__ import annotations
@@ -216,7 +228,16 @@ class WindowResult:
     block_bytes: int = 0
     minute_points: int = 0
     hour_points: int = 0
-    mode: str = "live"  # live, backfill or late
+    mode: str = "live"  # live, backfill, late or fresh
+
+
+def _time_ordered(sd: SeriesData) -> tuple[np.ndarray, np.ndarray]:
+    ts = np.asarray(sd.timestamps, dtype=np.int64)
+    vals = np.asarray(sd.values, dtype=np.float64)
+    if ts.size > 1 and np.any(ts[1:] < ts[:-1]):
+        order = np.argsort(ts, kind="stable")
+        ts, vals = ts[order], vals[order]
+    return ts, vals
 
 
 def compute_window(
@@ -227,11 +248,7 @@ def compute_window(
     minutes: list[RollupRows] = []
     hours: list[RollupRows] = []
     for sd in sorted(data, key=lambda d: d.series.id):
-        ts = np.asarray(sd.timestamps, dtype=np.int64)
-        vals = np.asarray(sd.values, dtype=np.float64)
-        if ts.size > 1 and np.any(ts[1:] < ts[:-1]):
-            order = np.argsort(ts, kind="stable")
-            ts, vals = ts[order], vals[order]
+        ts, vals = _time_ordered(sd)
         lo, hi = np.searchsorted(ts, [start_ms, end_ms])
         if hi > lo:
             w_ts, w_vals = ts[lo:hi], vals[lo:hi]
@@ -251,6 +268,20 @@ def compute_window(
             minutes.append(RollupRows(sd.series.id, m))
             hours.append(RollupRows(sd.series.id, rollup_rollup(m, HOUR_MS)))
     return blocks, minutes, hours
+
+
+def compute_minutes(
+    data: Sequence[SeriesData], start_ms: int, end_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS
+) -> list[RollupRows]:
+    """1m rows of [start_ms, end_ms) from raw samples read from ``start_ms - max_gap_ms``:
+    the buckets ``compute_window`` computes for those minutes (CPU only, pure)."""
+    out = []
+    for sd in sorted(data, key=lambda d: d.series.id):
+        ts, vals = _time_ordered(sd)
+        m = rollup_raw(ts, vals, start_ms, end_ms, MINUTE_MS, max_gap_ms)
+        if len(m):
+            out.append(RollupRows(sd.series.id, m))
+    return out
 
 
 def window_floor(ts_ms: int, window_ms: int) -> int:
@@ -309,8 +340,12 @@ class RollupJob:
     max_windows_per_pass: int = 24  # per shard, so one shard's backlog does not starve others
     late_windows_per_pass: int = 12  # per shard: windows redone for late samples in one pass
     late_settle_ms: int = DEFAULT_LATE_SETTLE_MS
+    fresh_minutes: bool = True  # the fresh pass (module docstring)
+    fresh_every_ms: int = MINUTE_MS  # a shard's fresh pass waits until this many new minutes
     metrics: RollupMetrics = field(default_factory=RollupMetrics)
     now_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    _fresh_until: dict[int, int] = field(default_factory=dict, init=False, repr=False)
+    fresh_done: list[WindowResult] = field(default_factory=list, init=False, repr=False)  # last run_once's
 
     def __post_init__(self) -> None:
         if self.window_ms <= 0 or self.window_ms % HOUR_MS or DAY_MS % self.window_ms:
@@ -323,6 +358,8 @@ class RollupJob:
             raise ValueError("rollup grace, late settle time and max gap must not be negative")
         if self.late_windows_per_pass < 1:
             raise ValueError("rollup late windows per pass must be at least 1")
+        if self.fresh_every_ms < MINUTE_MS or self.fresh_every_ms > self.window_ms:
+            raise ValueError("rollup fresh pass interval must be between 1 minute and the window length")
 
     def closed_until(self, now_ms: int | None = None) -> int:
         """End of the newest window that is closed at ``now_ms``."""
@@ -365,7 +402,8 @@ class RollupJob:
 
     async def run_once(self, initial_start_ms: int | None = None) -> list[WindowResult]:
         """One pass over all shards: catch up every shard this copy can lease, then (under the
-        same lease) redo its sealed windows that received late samples (``late_pass``).
+        same lease) redo its sealed windows that received late samples (``late_pass``) and,
+        once caught up, write the open window's fresh minutes (``fresh_done`` lists them).
 
         A shard without a checkpoint starts at ``initial_start_ms`` (default: the newest
         closed window only - older data is the business of ``backfill``).
@@ -373,6 +411,7 @@ class RollupJob:
         closed = self.closed_until()
         late = self._late_state()
         done: list[WindowResult] = []
+        self.fresh_done = []
         oldest: int | None = None
         held = 0
         for shard in self._shard_order():
@@ -409,6 +448,10 @@ class RollupJob:
                 if late is not None:
                     # Windows sealed in this pass read the rows of every settled late write.
                     await self._late_for_shard(shard, sealed_before, late, done)
+                if self.fresh_minutes and ckpt >= closed and self.lease.held(shard):
+                    fresh = await self._fresh_for_shard(shard, ckpt)
+                    if fresh is not None:
+                        self.fresh_done.append(fresh)
             finally:
                 await self.lease.release(shard)
         self.metrics.shards_held.set(held)
@@ -504,6 +547,33 @@ class RollupJob:
                 redone.add(start)
             handled = mark
         return handled
+
+    async def _fresh_for_shard(self, shard: int, window_start: int) -> WindowResult | None:
+        """The fresh pass of one caught-up shard (module docstring); errors are logged."""
+        write = getattr(self.store, "write_fresh_minutes", None)
+        if write is None:
+            return None
+        until = min((self.now_ms() - self.grace_ms) // MINUTE_MS * MINUTE_MS, window_start + self.window_ms)
+        start = max(window_start, self._fresh_until.get(shard, window_start))
+        if until - start < max(MINUTE_MS, self.fresh_every_ms):
+            return None
+        t0 = time.monotonic()
+        try:
+            data = await self.store.read_raw_window(shard, self.shards, start - self.max_gap_ms, until)
+            loop = asyncio.get_running_loop()
+            rows = await loop.run_in_executor(None, compute_minutes, data, start, until, self.max_gap_ms)
+            if rows:
+                await write(rows)
+        except Exception:
+            self.metrics.errors.inc()
+            log.exception("fresh minutes of shard %d from %d failed; will retry", shard, start)
+            return None
+        self._fresh_until[shard] = until
+        points = sum(len(r.rollup) for r in rows)
+        self.metrics.windows_done.labels("fresh").inc()
+        self.metrics.rollup_points.labels("1m_fresh").inc(points)
+        self.metrics.window_seconds.observe(time.monotonic() - t0)
+        return WindowResult(shard, start, until, series=len(rows), minute_points=points, mode="fresh")
 
     def _shard_order(self) -> list[int]:
         # Start at a different shard on every pass so copies spread over the shards.

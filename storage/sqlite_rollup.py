@@ -183,6 +183,28 @@ class SQLiteRollupMixin:
 
         await self.run_write(run)  # type: ignore[attr-defined]
 
+    async def write_fresh_minutes(self, rows: Sequence[RollupRows]) -> None:
+        """Provisional 1m buckets of an open window (the job's fresh pass): a chunk per
+        series keyed by its first bucket, replaced by the final chunk when the window closes."""
+        await self._ensure_rollup_schema()
+        table = _table(Resolution.MINUTE)
+
+        def run(con: sqlite3.Connection) -> None:
+            with con:
+                con.execute("BEGIN")
+                for r in rows:
+                    for aligned, part in chunks.split(Resolution.MINUTE, r.rollup):
+                        first = int(part.timestamps[0])
+                        if first == aligned:  # the span's own chunk: merge as a final write would
+                            _put_chunks(con, table, Resolution.MINUTE, r.series_id, part)
+                            continue
+                        con.execute(
+                            f"INSERT OR REPLACE INTO {table} (series_id, start_ts, data) VALUES (?,?,?)",
+                            (r.series_id, first, chunks.encode(Resolution.MINUTE, first, part)),
+                        )
+
+        await self.run_write(run)  # type: ignore[attr-defined]
+
     async def get_checkpoint(self, job: str, shard: int) -> int | None:
         await self._ensure_rollup_schema()
 
@@ -228,7 +250,7 @@ class SQLiteRollupMixin:
                 " ORDER BY start_ts",
                 (series_id, start_ms - span + 1, end_ms),
             ).fetchall()
-            return chunks.read_series(rows, start_ms, end_ms)
+            return chunks.read_series(rows, start_ms, end_ms, resolution)
 
         return await self.run_read(run)  # type: ignore[attr-defined]
 
@@ -268,7 +290,7 @@ class SQLiteRollupMixin:
                     parts.setdefault(sid, []).append((t, data))
             out = []
             for sid, ps in parts.items():
-                r = chunks.read_series(ps, start_ms, end_ms)
+                r = chunks.read_series(ps, start_ms, end_ms, resolution)
                 if len(r):
                     out.append(SeriesData(wanted[sid], r.timestamps, r.last, resolution, r.columns()))
             out.sort(key=lambda d: d.series.labels)
@@ -318,7 +340,8 @@ class SQLiteRollupMixin:
 
 
 def _put_chunks(con: sqlite3.Connection, table: str, resolution: Resolution, series_id: int, rollup: Rollup) -> None:
-    """Write ``rollup``'s buckets into their chunks, merged with what the chunks hold."""
+    """Write ``rollup``'s buckets into their chunks, merged with what the chunks hold, and
+    drop the provisional chunks (the fresh pass's) these final buckets replace."""
     for start, part in chunks.split(resolution, rollup):
         row = con.execute(
             f"SELECT data FROM {table} WHERE series_id = ? AND start_ts = ?", (series_id, start)
@@ -329,6 +352,11 @@ def _put_chunks(con: sqlite3.Connection, table: str, resolution: Resolution, ser
             f"INSERT OR REPLACE INTO {table} (series_id, start_ts, data) VALUES (?,?,?)",
             (series_id, start, chunks.encode(resolution, start, part)),
         )
+        if resolution is Resolution.MINUTE:
+            con.execute(
+                f"DELETE FROM {table} WHERE series_id = ? AND start_ts > ? AND start_ts <= ?",
+                (series_id, start, int(part.timestamps[-1])),
+            )
 
 
 def _convert_row_tables(con: sqlite3.Connection) -> None:

@@ -142,3 +142,20 @@ async def test_sqlite_store_converts_a_database_with_one_row_per_bucket(tmp_path
     tables = {n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     con.close()
     assert "rollup_1h" not in tables and "rollup_1h_chunks" in tables
+
+
+def test_read_series_prefers_final_buckets_then_the_later_provisional_chunk() -> None:
+    a = T0  # an aligned (final) chunk with minutes 0..9 and 20
+    final = rollup([a + i * MINUTE_MS for i in [*range(10), 20]], seed=8)
+    early = rollup([a + i * MINUTE_MS for i in range(5, 16)], seed=9)  # provisional from minute 5
+    late = rollup([a + i * MINUTE_MS for i in range(12, 18)], seed=10)  # provisional from minute 12
+    stored = [
+        (a, chunks.encode(Resolution.MINUTE, a, final)),
+        (a + 5 * MINUTE_MS, chunks.encode(Resolution.MINUTE, a + 5 * MINUTE_MS, early)),
+        (a + 12 * MINUTE_MS, chunks.encode(Resolution.MINUTE, a + 12 * MINUTE_MS, late)),
+    ]
+    assert [chunks.is_provisional(Resolution.MINUTE, s) for s, _ in stored] == [False, True, True]
+    got = chunks.read_series(stored, a, a + HOUR_MS)
+    assert got.timestamps.tolist() == [a + i * MINUTE_MS for i in [*range(18), 20]]
+    want = [*final.last[:10], *early.last[5:7], *late.last[:6], final.last[10]]
+    assert got.last.tolist() == want
