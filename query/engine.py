@@ -17,7 +17,16 @@ import numpy as np
 from query import parse as P
 from query.errors import QueryError, QueryLimitError, QueryTimeoutError
 from query.result import QueryResult, ResultSeries
-from query.rollup_tail import Rows, TailMemo, combine, concat, fine_rows, fine_step
+from query.rollup_tail import (
+    Rows,
+    TailMemo,
+    chain_ends,
+    combine,
+    concat,
+    fine_rows,
+    fine_step,
+    with_chain_start,
+)
 from query.rollup_tail import bucketize as bucketize  # re-exported: the bench and tests import it from here
 from query.values import (
     InstantVector,
@@ -795,17 +804,21 @@ class Engine:
         """Rollup rows of [start_ms, end_ms) built from raw samples as the rollup job builds
         them (series sorted by labels). The rows of complete minutes are kept in the tail memo (the
         last bucket possibly in part) and taken from it, so raw samples are read only from
-        where the memo ends. ``prefetched``: raw samples already read from (that time - the
-        counter gap) on."""
+        where the memo ends (with the memo's chain ends in place of the counter gap before).
+        ``prefetched``: raw samples already read from (that time - the counter gap) on."""
         fine = fine_step(start_ms, step_ms)
         key = (tuple(matchers), fine, step_ms, DEFAULT_MAX_GAP_MS)
         whole = end_ms // fine * fine  # fine buckets before this hold every sample they will get
         hit = self.tail_memo.lookup(key, start_ms, whole) if self.tail_memo is not None else None
-        kept, need_from = hit if hit is not None else (Rows.empty(), start_ms)
+        kept, need_from, chain = hit if hit is not None else (Rows.empty(), start_ms, None)
         fresh = Rows.empty()
+        raw: list[SeriesData] = []
         if need_from < end_ms:
             if prefetched is not None and prefetched[0] <= need_from:
                 raw = prefetched[1]
+            elif chain is not None and chain.before_ms == need_from:
+                # The kept chain ends stand for the counter gap before need_from.
+                raw = with_chain_start(await self.storage.select(matchers, need_from, end_ms - 1), chain)
             else:
                 raw = await self.storage.select(matchers, need_from - DEFAULT_MAX_GAP_MS, end_ms - 1)
             fresh = fine_rows(raw, need_from, end_ms, fine)
@@ -818,7 +831,7 @@ class Engine:
                 kept = combine(kept, start_ms, step_ms)
             fresh = fresh.between(complete, end_ms)
             if self.tail_memo is not None:
-                self.tail_memo.store(key, kept, start_ms, complete)
+                self.tail_memo.store(key, kept, start_ms, complete, chain_ends(raw, complete))
         built = concat(kept, fresh)
         if fine != step_ms:
             built = combine(built, start_ms, step_ms)

@@ -4,10 +4,11 @@
 does (``storage.rollup.rollup_raw``), ``combine`` adds minute rows up into coarser buckets
 as the job does (``rollup_rollup``), so count, sum, last and increase equal the job's rows
 bit for bit. ``TailMemo`` keeps, per selector and bucket width, the rows built from the
-complete minutes (older than the rollup lag; the last bucket in part) for a few minutes: a
-dashboard refresh then reads raw samples only for the newest minutes instead of the whole
-unrolled tail (up to the job's 2 h window) and adds them to the kept rows in time order,
-as the job would.
+complete minutes (older than the rollup lag; the last bucket in part) for a few minutes,
+with each series' last counter sample before them (``ChainEnds``): a dashboard refresh then
+reads raw samples only from where the kept rows end - not the counter gap (5 minutes)
+earlier, nor the whole unrolled tail - and adds them to the kept rows in time order, as
+the job would.
 """
 
 from __future__ import annotations
@@ -251,12 +252,56 @@ def bucketize(
     return out
 
 
+@dataclass(frozen=True)
+class ChainEnds:
+    """Per series id, the last sample of its counter chain (finite, not a stale marker)
+    before ``before_ms`` and at most the counter gap earlier: all a raw read starting at
+    ``before_ms`` lacks to compute its first counter increases as the rollup job does."""
+
+    before_ms: int
+    samples: dict[int, tuple[int, float]]
+
+
+def chain_ends(data: list[SeriesData], before_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS) -> ChainEnds:
+    """The ``ChainEnds`` at ``before_ms`` of raw samples read from at least ``before_ms -
+    max_gap_ms`` (or from a later start with that start's chain ends prepended)."""
+    parts = [d for d in data if len(d)]
+    if not parts:
+        return ChainEnds(before_ms, {})
+    counts = np.fromiter((len(d) for d in parts), dtype=np.int64, count=len(parts))
+    ts = np.concatenate([d.timestamps for d in parts])
+    vals = np.concatenate([d.values for d in parts])
+    ok = np.isfinite(vals) & (ts < before_ms) & (ts >= before_ms - max_gap_ms)
+    last = np.maximum.reduceat(np.where(ok, np.arange(ts.shape[0]), -1), np.cumsum(counts) - counts)
+    return ChainEnds(
+        before_ms,
+        {parts[i].series.id: (int(ts[j]), float(vals[j])) for i, j in enumerate(last.tolist()) if j >= 0},
+    )
+
+
+def with_chain_start(data: list[SeriesData], ends: ChainEnds) -> list[SeriesData]:
+    """Raw samples read from ``ends.before_ms``, each series led by its chain end."""
+    out = []
+    for d in data:
+        e = ends.samples.get(d.series.id)
+        if e is not None and len(d):
+            d = SeriesData(
+                d.series,
+                np.concatenate((np.array([e[0]], dtype=np.int64), d.timestamps)),
+                np.concatenate((np.array([e[1]], dtype=np.float64), d.values)),
+                d.resolution,
+            )
+        out.append(d)
+    return out
+
+
 @dataclass
 class _Memo:
     rows: Rows
     start_ms: int
     end_ms: int
     created: float
+    chain: ChainEnds | None = None
 
 
 class TailMemo:
@@ -290,17 +335,18 @@ class TailMemo:
         best = self._best(key, start_ms)
         return None if best is None else best.end_ms
 
-    def lookup(self, key: tuple, start_ms: int, end_ms: int) -> tuple[Rows, int] | None:
-        """Kept rows from ``start_ms`` (a bucket start) up to where they end, and that end,
-        when it is at most ``end_ms`` (the last kept bucket may hold only its first minutes)."""
+    def lookup(self, key: tuple, start_ms: int, end_ms: int) -> tuple[Rows, int, ChainEnds | None] | None:
+        """Kept rows from ``start_ms`` (a bucket start) up to where they end, that end, and the
+        raw samples' chain ends there (None: not kept), when the end is at most ``end_ms``
+        (the last kept bucket may hold only its first minutes)."""
         best = self._best(key, start_ms)
         if best is None or best.end_ms > end_ms:
             return None
         self._entries.move_to_end(key)
         self.hits += 1
-        return best.rows.between(start_ms, best.end_ms), best.end_ms
+        return best.rows.between(start_ms, best.end_ms), best.end_ms, best.chain
 
-    def store(self, key: tuple, rows: Rows, start_ms: int, end_ms: int) -> None:
+    def store(self, key: tuple, rows: Rows, start_ms: int, end_ms: int, chain: ChainEnds | None = None) -> None:
         if end_ms <= start_ms or len(rows) > self.max_rows:
             return
         wall = time.monotonic()
@@ -309,7 +355,7 @@ class TailMemo:
             for m in self._entries.pop(key, [])
             if wall - m.created <= self.ttl_s and not (start_ms <= m.start_ms and m.end_ms <= end_ms)
         ][-3:]
-        kept.append(_Memo(rows, start_ms, end_ms, wall))
+        kept.append(_Memo(rows, start_ms, end_ms, wall, chain))
         self._entries[key] = kept
         self._rows = sum(len(m.rows) for ms in self._entries.values() for m in ms)
         while self._rows > self.max_rows and self._entries:
