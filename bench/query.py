@@ -269,6 +269,13 @@ def _measure_cassandra(mem: MemoryStorage, tmp: str, now: int, runs: int, downsa
             await asyncio.sleep(5)
         print(f"cassandra: compactions {'settled' if settled else 'still pending'} after "
               f"{time.perf_counter() - t:.0f}s; load average {os.getloadavg()[0]:.1f}", flush=True)
+        t = time.perf_counter()
+        for _ in range(36):  # bounded: up to 3 min for the node's flushes and the load to calm down
+            if os.getloadavg()[0] < 1.5:
+                break
+            await asyncio.sleep(5)
+        print(f"cassandra: measuring after {time.perf_counter() - t:.0f}s more, load average "
+              f"{os.getloadavg()[0]:.1f}", flush=True)
         return await measure(st, now, runs, downsample)
 
     try:
