@@ -46,6 +46,9 @@ DEFAULT_SUBQUERY_STEP_MS = 60_000
 RAW_FETCH_PIECE_MS = 2 * 86_400_000
 # Rollup reads that start this recently are built from raw samples alone (one read).
 RECENT_FROM_RAW_MS = 2 * 3_600_000
+# Stored rollup rows of a series ending this much before the newest series' belong to a
+# series that stopped, not to a rollup shard that is behind (see Engine._fetch_rollup).
+TAIL_SKEW_MS = 15 * 60_000
 
 
 @dataclass
@@ -747,11 +750,15 @@ class Engine:
             if raw_task is not None:
                 raw_task.cancel()
             raise
-        if rows:
-            # The rollup job writes a window for all series at once: where its newest row
-            # ends is how far it has got (it may lag more than ``rollup_lag_ms``).
-            written = max(int(d.timestamps[-1]) + step for d in rows if len(d))
-            tail = min(tail, written)
+        # Where each series' stored rows end. The rollup job writes shard by shard, so the
+        # series of one shard can be a pass (a minute of fresh rows, or a window) behind
+        # another's: every series takes its own rows up to its own end and rows built from
+        # raw samples after it. Series whose rows end more than TAIL_SKEW_MS before the
+        # newest have stopped reporting (their rows are all there is), not fallen behind.
+        ends = {d.series.id: int(d.timestamps[-1]) + step for d in rows if len(d)}
+        if ends:
+            newest = max(ends.values())
+            tail = min(tail, min(e for e in ends.values() if e >= newest - TAIL_SKEW_MS))
         else:
             tail = lo
         tail = max(tail, lo, raw_floor)
@@ -766,10 +773,16 @@ class Engine:
         elif raw_task is not None:
             raw_task.cancel()
         built = await self._rows_from_raw(matchers, tail, plan.end_ms + 1, step, now, prefetched)
+        # Series i: stored rows before split_i, rows built from raw from split_i on.
+        split = {sid: min(max(e, tail), guess) for sid, e in ends.items()}
+        if len(built) and any(v != tail for v in split.values()):
+            starts = np.array([split.get(ser.id, tail) for ser in built.series], dtype=np.int64)
+            built = built.keep(built.ts >= starts[built.sidx])
         cut = []
         for d in rows:
-            if len(d) and int(d.timestamps[-1]) >= tail:  # (rows are read up to the tail)
-                n = int(np.searchsorted(d.timestamps, tail, "left"))
+            at = split.get(d.series.id, tail)
+            if len(d) and int(d.timestamps[-1]) >= at:
+                n = int(np.searchsorted(d.timestamps, at, "left"))
                 agg = {k: v[:n] for k, v in (d.agg or {}).items()}
                 d = SeriesData(d.series, d.timestamps[:n], d.values[:n], res, agg)
             cut.append(d)

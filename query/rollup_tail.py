@@ -53,10 +53,13 @@ class Rows:
 
     def between(self, lo: int, hi: int) -> "Rows":
         """The rows of buckets starting in [lo, hi)."""
-        keep = (self.ts >= lo) & (self.ts < hi)
-        if keep.all():
+        return self.keep((self.ts >= lo) & (self.ts < hi))
+
+    def keep(self, mask: np.ndarray) -> "Rows":
+        """The rows where ``mask`` is true (the series list stays)."""
+        if mask.all():
             return self
-        return Rows(self.series, self.sidx[keep], self.ts[keep], {k: v[keep] for k, v in self.cols.items()})
+        return Rows(self.series, self.sidx[mask], self.ts[mask], {k: v[mask] for k, v in self.cols.items()})
 
     def bounds(self) -> list[int]:
         """Row range of every series: series ``i`` is rows ``bounds[i]:bounds[i+1]``."""
