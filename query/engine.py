@@ -844,7 +844,7 @@ class Engine:
                 kept = combine(kept, start_ms, step_ms)
             fresh = fresh.between(complete, end_ms)
             if self.tail_memo is not None:
-                self.tail_memo.store(key, kept, start_ms, complete, chain_ends(raw, complete))
+                self.tail_memo.store(key, kept, start_ms, complete, chain_ends(raw, complete, carried=chain))
         built = concat(kept, fresh)
         if fine != step_ms:
             built = combine(built, start_ms, step_ms)

@@ -265,21 +265,30 @@ class ChainEnds:
     samples: dict[int, tuple[int, float]]
 
 
-def chain_ends(data: list[SeriesData], before_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS) -> ChainEnds:
+def chain_ends(
+    data: list[SeriesData],
+    before_ms: int,
+    max_gap_ms: int = DEFAULT_MAX_GAP_MS,
+    carried: ChainEnds | None = None,
+) -> ChainEnds:
     """The ``ChainEnds`` at ``before_ms`` of raw samples read from at least ``before_ms -
-    max_gap_ms`` (or from a later start with that start's chain ends prepended)."""
+    max_gap_ms``, or read from ``carried.before_ms`` with ``carried`` prepended (whose
+    entries for series without samples in ``data`` are kept while within the gap)."""
+    samples: dict[int, tuple[int, float]] = {}
+    if carried is not None:
+        samples = {sid: e for sid, e in carried.samples.items() if e[0] >= before_ms - max_gap_ms}
     parts = [d for d in data if len(d)]
     if not parts:
-        return ChainEnds(before_ms, {})
+        return ChainEnds(before_ms, samples)
     counts = np.fromiter((len(d) for d in parts), dtype=np.int64, count=len(parts))
     ts = np.concatenate([d.timestamps for d in parts])
     vals = np.concatenate([d.values for d in parts])
     ok = np.isfinite(vals) & (ts < before_ms) & (ts >= before_ms - max_gap_ms)
     last = np.maximum.reduceat(np.where(ok, np.arange(ts.shape[0]), -1), np.cumsum(counts) - counts)
-    return ChainEnds(
-        before_ms,
-        {parts[i].series.id: (int(ts[j]), float(vals[j])) for i, j in enumerate(last.tolist()) if j >= 0},
-    )
+    for i, j in enumerate(last.tolist()):
+        if j >= 0:
+            samples[parts[i].series.id] = (int(ts[j]), float(vals[j]))
+    return ChainEnds(before_ms, samples)
 
 
 def with_chain_start(data: list[SeriesData], ends: ChainEnds) -> list[SeriesData]:
