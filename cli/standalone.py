@@ -61,11 +61,6 @@ class Standalone:
                 raise UserError(str(exc)) from None
         self.storage = await make_storage(cfg.storage)
         self.writer = await make_writer(cfg.storage, self.storage)
-        for spec in cfg.agents:
-            for _ in range(spec.count):
-                agent = AgentServer("127.0.0.1", 0, pool=spec.pool, synthetic_load_rps=spec.synthetic_load_rps)
-                await agent.start()
-                self.agents.append(agent)
         default_cfg, pool_cfgs = cfg.scrape.engine_configs()
         self.pool = ScrapePool(self.writer, name="standalone", default_config=default_cfg, configs=pool_cfgs)
         await self.pool.sync(self.targets())
@@ -90,6 +85,13 @@ class Standalone:
         except ImportError:  # pragma: no cover - the API module ships with the query package
             log.warning("Prometheus HTTP API not available")
         self.runner, self.web_port = await serve_app(app, cfg.web.listen, "web")
+        # The local agents listen on ports the OS picks: started after the web server has
+        # bound its configured port, so an agent can never take that port first.
+        for spec in cfg.agents:
+            for _ in range(spec.count):
+                agent = AgentServer("127.0.0.1", 0, pool=spec.pool, synthetic_load_rps=spec.synthetic_load_rps)
+                await agent.start()
+                self.agents.append(agent)
         await self.pool.sync(self.targets())
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="discovery-refresh"))
         self._tasks.append(asyncio.create_task(self._rollup_loop(), name="rollup"))
