@@ -83,8 +83,9 @@ def build(hosts: int, now: int) -> MemoryStorage:
     return st
 
 
-async def copy_store(mem: MemoryStorage, st, minute_rows: bool = True):
-    """The memory store's raw samples and rollup rows written to ``st`` (SQLite or Cassandra)."""
+async def copy_store(mem: MemoryStorage, st):
+    """The memory store's raw samples and 1 h rows written to ``st`` (SQLite or Cassandra);
+    the rollup job writes the 1 m rows and blocks."""
     from storage.matchers import Matcher, MatchOp
 
     name = [Matcher("__name__", MatchOp.EQ, "node_cpu_seconds_total")]
@@ -93,13 +94,12 @@ async def copy_store(mem: MemoryStorage, st, minute_rows: bool = True):
         for i in range(0, len(d.timestamps), 20_000):
             ts, vals = d.timestamps[i : i + 20_000], d.values[i : i + 20_000]
             await st.write(SampleBatch(f"node/{host}", [d.series] * len(ts), ts.tolist(), vals.tolist()))
-    for resolution in (Resolution.MINUTE, Resolution.HOUR) if minute_rows else (Resolution.HOUR,):
-        rows = [
-            RollupRows(d.series.id, Rollup.from_columns(d.timestamps, d.agg))
-            for d in await mem.select(name, 0, 2**62, resolution)
-        ]
-        for i in range(0, len(rows), 50):
-            await st.write_rollups(resolution, rows[i : i + 50])
+    rows = [
+        RollupRows(d.series.id, Rollup.from_columns(d.timestamps, d.agg))
+        for d in await mem.select(name, 0, 2**62, Resolution.HOUR)
+    ]
+    for i in range(0, len(rows), 50):
+        await st.write_rollups(Resolution.HOUR, rows[i : i + 50])
     return st
 
 
@@ -223,7 +223,7 @@ async def _measure_sqlite(
     t = time.perf_counter()
     st = await SQLiteRollupStorage.open(path)
     st.late_after_ms = 2**62  # these writes stand for live scrapes, not a replay (no late marks)
-    await copy_store(mem, st, minute_rows=False)
+    await copy_store(mem, st)
     job = RollupJob(st, LocalShardLease(Path(path).parent / "locks"), shards=4, fresh_minutes=fresh)
     done = await job.backfill(now - 25 * HOUR_MS, now)
     await job.run_once()
@@ -252,7 +252,7 @@ def _measure_cassandra(mem: MemoryStorage, tmp: str, now: int, runs: int, downsa
 
     async def run() -> list[dict]:
         t = time.perf_counter()
-        await copy_store(mem, st, minute_rows=False)
+        await copy_store(mem, st)
         job = RollupJob(st, LocalShardLease(Path(tmp) / "locks"), shards=4, fresh_minutes=fresh)
         done = await job.backfill(now - 25 * HOUR_MS, now)
         await job.run_once()

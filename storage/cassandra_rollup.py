@@ -37,7 +37,7 @@ that can list one shard's series from its index should override it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
 from cassandra import ConsistencyLevel
@@ -160,21 +160,31 @@ class CassandraRollupMixin:
         return self._rollup_ps
 
     async def _bounded(self, calls: list) -> None:
-        """Run idempotent upserts, at most MAX_IN_FLIGHT at once, retrying timeouts with backoff."""
+        """Run idempotent upserts ``(statement, params)``, at most MAX_IN_FLIGHT at once,
+        retrying timeouts with backoff."""
+
+        def upsert(stmt, params) -> Callable[[], Awaitable[object]]:
+            return lambda: self.execute(stmt, params)  # type: ignore[attr-defined]
+
+        await self._bounded_steps([upsert(stmt, params) for stmt, params in calls])
+
+    async def _bounded_steps(self, steps: list[Callable[[], Awaitable[object]]]) -> None:
+        """Run idempotent steps, at most MAX_IN_FLIGHT at once; a step that times out is
+        run again from its start, with backoff."""
         sem = asyncio.Semaphore(MAX_IN_FLIGHT)
 
-        async def one(stmt, params) -> None:
+        async def one(step: Callable[[], Awaitable[object]]) -> None:
             async with sem:
                 for attempt in range(WRITE_ATTEMPTS):
                     try:
-                        await self.execute(stmt, params)  # type: ignore[attr-defined]
+                        await step()
                         return
                     except TransientStorageError:
                         if attempt == WRITE_ATTEMPTS - 1:
                             raise
                         await asyncio.sleep(0.2 * 2**attempt)
 
-        await asyncio.gather(*(one(s, p) for s, p in calls))
+        await asyncio.gather(*(one(step) for step in steps))
 
     # -- RollupStore ------------------------------------------------------------------------
 
@@ -205,24 +215,18 @@ class CassandraRollupMixin:
             for start, part in chunks.split(resolution, r.rollup):
                 k = (r.series_id, start)
                 merged[k] = chunks.merge(merged[k], part) if k in merged else part
-        sem = asyncio.Semaphore(MAX_IN_FLIGHT)
 
-        async def one(sid: int, start: int, part: Rollup) -> None:
-            params = (sid, _partition(resolution, start), start)
-            async with sem:
-                for attempt in range(WRITE_ATTEMPTS):
-                    try:
-                        pages = await self.execute(get, params)  # type: ignore[attr-defined]
-                        there = [row[0] for page in pages for row in page]
-                        data = chunks.merge(chunks.decode(start, there[0]), part) if there else part
-                        await self.execute(ins, (*params, chunks.encode(resolution, start, data)))  # type: ignore[attr-defined]
-                        return
-                    except TransientStorageError:
-                        if attempt == WRITE_ATTEMPTS - 1:
-                            raise
-                        await asyncio.sleep(0.2 * 2**attempt)
+        def merge_write(sid: int, start: int, part: Rollup) -> Callable[[], Awaitable[None]]:
+            async def run() -> None:
+                params = (sid, _partition(resolution, start), start)
+                pages = await self.execute(get, params)  # type: ignore[attr-defined]
+                there = [row[0] for page in pages for row in page]
+                data = chunks.merge(chunks.decode(start, there[0]), part) if there else part
+                await self.execute(ins, (*params, chunks.encode(resolution, start, data)))  # type: ignore[attr-defined]
 
-        await asyncio.gather(*(one(sid, start, part) for (sid, start), part in merged.items()))
+            return run
+
+        await self._bounded_steps([merge_write(sid, start, part) for (sid, start), part in merged.items()])
 
     async def write_fresh_minutes(self, rows: Sequence[RollupRows]) -> None:
         """Provisional 1m buckets of an open window (the job's fresh pass): a chunk per series

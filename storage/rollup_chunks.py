@@ -52,11 +52,6 @@ def chunk_span(resolution: Resolution) -> int:
         raise ValueError(f"no rollup chunks for resolution {resolution.value}") from None
 
 
-def chunk_start(resolution: Resolution, ts_ms: int) -> int:
-    span = chunk_span(resolution)
-    return ts_ms // span * span
-
-
 def split(resolution: Resolution, rollup: Rollup) -> Iterator[tuple[int, Rollup]]:
     """``(chunk start, the buckets in that chunk)`` for every chunk ``rollup`` touches."""
     if not len(rollup):
@@ -108,9 +103,7 @@ def is_provisional(resolution: Resolution, start_ms: int) -> bool:
     return start_ms % chunk_span(resolution) != 0
 
 
-def read_series(
-    chunks: list[tuple[int, bytes]], start_ms: int, end_ms: int, resolution: Resolution = Resolution.MINUTE
-) -> Rollup:
+def read_series(chunks: list[tuple[int, bytes]], start_ms: int, end_ms: int, resolution: Resolution) -> Rollup:
     """One series' buckets starting in [start_ms, end_ms] from its ``(chunk start, bytes)``
     in ``start`` order: one join of the final chunks' records, columns are views of it;
     provisional chunks add their buckets the final ones lack."""

@@ -75,6 +75,11 @@ def _floats_to_bits(values: Sequence[float]) -> list[int]:
     return np.asarray(values, dtype=np.float64).view(np.int64).tolist()
 
 
+def series_from_row(series_id: int, labels_json: str) -> Series:
+    """A ``series`` table row as a Series (labels are stored as a JSON list of pairs)."""
+    return Series(series_id, tuple(tuple(p) for p in json.loads(labels_json)))  # type: ignore[arg-type]
+
+
 def raw_rows(con: sqlite3.Connection, series_id: int, start_ms: int, end_ms: int) -> np.ndarray:
     """``(ts, value bits)`` rows of one series in [start_ms, end_ms), in time order, as an
     int64 array of shape (n, 2).
@@ -245,11 +250,11 @@ class SQLiteStorage(Storage):
             ).fetchall()
         out = []
         missing = [i for (i,) in ids if i not in self._series_cache]
-        for chunk in range(0, len(missing), 500):
-            part = missing[chunk : chunk + 500]
+        for chunk in range(0, len(missing), IN_LIST):
+            part = missing[chunk : chunk + IN_LIST]
             q = f"SELECT series_id, labels FROM series WHERE series_id IN ({','.join('?' * len(part))})"
             for sid, labels in con.execute(q, part):
-                self._series_cache[sid] = Series(sid, tuple(tuple(p) for p in json.loads(labels)))
+                self._series_cache[sid] = series_from_row(sid, labels)
         for (sid,) in ids:
             s = self._series_cache.get(sid)
             if s is not None and match_all(matchers, s.labels):
@@ -271,7 +276,7 @@ class SQLiteStorage(Storage):
         ids = []
         for sid, labels in con.execute("SELECT series_id, labels FROM series WHERE metric = ?", (metric,)):
             if sid not in self._series_cache:
-                self._series_cache[sid] = Series(sid, tuple(tuple(p) for p in json.loads(labels)))
+                self._series_cache[sid] = series_from_row(sid, labels)
             ids.append(sid)
         return ids
 

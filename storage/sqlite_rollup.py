@@ -22,7 +22,6 @@ whose raw rows were dropped by retention is still re-derivable from its block.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 
@@ -35,7 +34,7 @@ from storage.matchers import Matcher, match_all, metric_name_of
 from storage.model import Series
 from storage.rollup import Rollup
 from storage.rollup_job import RollupRows, SealedBlock
-from storage.sqlite import IN_LIST, SQLiteStorage, raw_rows
+from storage.sqlite import IN_LIST, SQLiteStorage, raw_rows, series_from_row
 
 ROLLUP_SCHEMA = """
 CREATE TABLE IF NOT EXISTS raw_blocks (
@@ -150,10 +149,9 @@ class SQLiteRollupMixin:
         s = cache.get(sid)
         if s is None:
             row = con.execute("SELECT labels FROM series WHERE series_id = ?", (sid,)).fetchone()
-            labels = tuple(tuple(p) for p in json.loads(row[0])) if row else ()
-            s = Series(sid, labels)  # type: ignore[arg-type]
-            if row:
-                cache[sid] = s
+            if row is None:
+                return Series(sid, ())
+            s = cache[sid] = series_from_row(sid, row[0])
         return s
 
     async def write_blocks(self, blocks: Sequence[SealedBlock]) -> None:

@@ -3,7 +3,8 @@
 ``cassandra`` starts the node once (free non-default ports, data under a temp dir) and
 returns the ``CassandraNode`` (``.host``, ``.port``, ``.stop()``, ``.start()`` - the same node
 with the same data and ports, for outage tests). ``cassandra_storage`` gives each test
-module a ``CassandraStorage`` on a fresh keyspace. Tests using either get the ``cassandra``
+module a ``CassandraStorage`` on a fresh keyspace; ``keyspace_store`` makes one (of any
+``CassandraStorage`` class) for a test. Tests using either fixture get the ``cassandra``
 marker, so ``-m "not cassandra"`` skips them.
 
 For a quick edit-test loop, ``RINGMON_TEST_CASSANDRA_DIR=<dir>`` reuses a node started with
@@ -12,6 +13,7 @@ For a quick edit-test loop, ``RINGMON_TEST_CASSANDRA_DIR=<dir>`` reuses a node s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
@@ -54,15 +56,24 @@ def fresh_keyspace(prefix: str) -> str:
     return f"t_{base}_{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(scope="module")
-def cassandra_storage(cassandra, request):
-    """A ``CassandraStorage`` on a fresh keyspace (schema created) for the test module."""
+@contextlib.contextmanager
+def keyspace_store(cassandra, prefix: str, cls: type | None = None):
+    """A store of ``cls`` (default ``CassandraStorage``) on a fresh keyspace with its schema;
+    the keyspace is dropped and the store shut down afterwards."""
     from storage.cassandra import CassandraStorage
 
-    keyspace = fresh_keyspace(request.module.__name__.rsplit(".", 1)[-1])
-    store = CassandraStorage.connect_sync([cassandra.host], cassandra.port, keyspace, create_schema=True)
+    store = (cls or CassandraStorage).connect_sync(
+        [cassandra.host], cassandra.port, fresh_keyspace(prefix), create_schema=True
+    )
     try:
         yield store
     finally:
         store.drop_keyspace_sync()
         store.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cassandra_storage(cassandra, request):
+    """A ``CassandraStorage`` on a fresh keyspace (schema created) for the test module."""
+    with keyspace_store(cassandra, request.module.__name__.rsplit(".", 1)[-1]) as store:
+        yield store

@@ -66,16 +66,15 @@ def test_older_schema_version_asks_for_storage_init_which_upgrades_it(cassandra)
 async def test_storage_init_packs_version_2_rollup_rows_into_chunks(cassandra) -> None:
     """A version-2 keyspace kept one row per bucket; init converts them, bit for bit, with
     the TTL they had left, keeps a chunk already written, and drops the old tables."""
-    from fixtures_cassandra import fresh_keyspace
+    from fixtures_cassandra import keyspace_store
 
     from storage.base import AGGREGATES, MINUTE_MS, Resolution
     from storage.cassandra_rollup import CassandraRollupStorage
     from storage.rollup import Rollup
     from storage.rollup_job import RollupRows
 
-    ks = fresh_keyspace("chunks_upgrade")
-    store = CassandraRollupStorage.connect_sync([cassandra.host], cassandra.port, ks, create_schema=True)
-    try:
+    with keyspace_store(cassandra, "chunks_upgrade", CassandraRollupStorage) as store:
+        ks = store.keyspace
         now = int(time.time() * 1000) // HOUR_MS * HOUR_MS
         s = Series.of(make_labels("upgrade_check", job="u"))
         store.session.execute(
@@ -128,9 +127,6 @@ async def test_storage_init_packs_version_2_rollup_rows_into_chunks(cassandra) -
         assert hours.timestamps.tolist() == [now - 2 * HOUR_MS]
         (ttl,) = _rows(store, f"SELECT TTL(data) FROM {ks}.rollup_1h_chunks")[0]
         assert 0 < ttl <= 30 * 86_400
-    finally:
-        store.drop_keyspace_sync()
-        store.shutdown()
 
 
 async def test_late_writes_mark_their_hours(cassandra_storage) -> None:

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from fixtures_cassandra import fresh_keyspace
+from fixtures_cassandra import keyspace_store
 from test_rollup import assert_equal_rollups, brute_force
 from test_rollup_job import HOURS, SHARDS, T0, T_END, WINDOW, generate
 
@@ -25,14 +25,8 @@ pytestmark = pytest.mark.cassandra
 def cassandra_rollup(cassandra):
     from storage.cassandra_rollup import CassandraRollupStorage
 
-    store = CassandraRollupStorage.connect_sync(
-        [cassandra.host], cassandra.port, fresh_keyspace("rollup"), create_schema=True
-    )
-    try:
+    with keyspace_store(cassandra, "rollup", CassandraRollupStorage) as store:
         yield store
-    finally:
-        store.drop_keyspace_sync()
-        store.shutdown()
 
 
 async def load(store, data) -> None:

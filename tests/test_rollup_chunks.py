@@ -26,7 +26,7 @@ def rollup(ts: list[int], seed: int = 0) -> Rollup:
 
 
 def test_round_trip_keeps_every_bit() -> None:
-    start = chunks.chunk_start(Resolution.MINUTE, T0 + 7 * HOUR_MS)
+    start = T0 + 6 * HOUR_MS  # a 6 h chunk boundary (T0 is a day boundary)
     r = rollup([start + i * MINUTE_MS for i in (0, 1, 5, 359)])
     r.sum[1] = np.nan
     r.min[2] = -0.0
@@ -75,14 +75,14 @@ def test_read_series_joins_chunks_and_cuts_to_the_asked_range() -> None:
     b = rollup([T0 + 6 * HOUR_MS + i * MINUTE_MS for i in range(5)], seed=3)
     stored = [(T0, chunks.encode(Resolution.MINUTE, T0, a)),
               (T0 + 6 * HOUR_MS, chunks.encode(Resolution.MINUTE, T0 + 6 * HOUR_MS, b))]
-    j = chunks.read_series(stored, T0 + 2 * MINUTE_MS, T0 + 6 * HOUR_MS + MINUTE_MS)
+    j = chunks.read_series(stored, T0 + 2 * MINUTE_MS, T0 + 6 * HOUR_MS + MINUTE_MS, Resolution.MINUTE)
     assert j.timestamps.tolist() == [T0 + i * MINUTE_MS for i in (2, 3, 4)] + [
         T0 + 6 * HOUR_MS,
         T0 + 6 * HOUR_MS + MINUTE_MS,
     ]
     assert j.increase.tolist() == a.increase[2:].tolist() + b.increase[:2].tolist()
     with pytest.raises(chunks.ChunkError):
-        chunks.read_series([stored[0], (T0 + 6 * HOUR_MS, stored[1][1][:-3])], T0, T0 + DAY_MS)
+        chunks.read_series([stored[0], (T0 + 6 * HOUR_MS, stored[1][1][:-3])], T0, T0 + DAY_MS, Resolution.MINUTE)
 
 
 async def test_sqlite_store_reads_what_partial_writes_left(tmp_path) -> None:
@@ -155,7 +155,7 @@ def test_read_series_prefers_final_buckets_then_the_later_provisional_chunk() ->
         (a + 12 * MINUTE_MS, chunks.encode(Resolution.MINUTE, a + 12 * MINUTE_MS, late)),
     ]
     assert [chunks.is_provisional(Resolution.MINUTE, s) for s, _ in stored] == [False, True, True]
-    got = chunks.read_series(stored, a, a + HOUR_MS)
+    got = chunks.read_series(stored, a, a + HOUR_MS, Resolution.MINUTE)
     assert got.timestamps.tolist() == [a + i * MINUTE_MS for i in [*range(18), 20]]
     want = [*final.last[:10], *early.last[5:7], *late.last[:6], final.last[10]]
     assert got.last.tolist() == want

@@ -43,20 +43,13 @@ async def store(request, tmp_path):
         finally:
             await st.close()
         return
-    from fixtures_cassandra import fresh_keyspace
+    from fixtures_cassandra import keyspace_store
 
     from storage.cassandra_rollup import CassandraRollupStorage
 
-    cassandra = request.getfixturevalue("cassandra")
-    st = CassandraRollupStorage.connect_sync(
-        [cassandra.host], cassandra.port, fresh_keyspace("rollup_fresh"), create_schema=True
-    )
-    st.late_after_ms = 2**62
-    try:
+    with keyspace_store(request.getfixturevalue("cassandra"), "rollup_fresh", CassandraRollupStorage) as st:
+        st.late_after_ms = 2**62
         yield st
-    finally:
-        st.drop_keyspace_sync()
-        st.shutdown()
 
 
 async def load(store, data) -> None:
