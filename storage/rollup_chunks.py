@@ -18,7 +18,9 @@ copies). Values are stored as their 64-bit patterns, so NaN payloads survive bit
 yet (its fresh pass, ``storage.rollup_job``): keyed by their first bucket's start, which is
 never aligned to the span (an aligned one is written as a final chunk instead), inside one
 span. Reading joins them with the final chunks; for an equal bucket start the final chunk
-wins, then the provisional chunk with the later start.
+wins, then the provisional chunk with the later start. Usually no start repeats (the open
+window's chunk follows the final ones): the chunks are then joined as stored, which a
+24 h read of 800 series needs (sorting out overlaps record by record cost it 100 ms).
 
 Chunks are not compressed: they are read far more often than written, and zlib would cost
 more time than it saves here (measured: 38 us per 6 h chunk against 1 us). Writing a
@@ -109,14 +111,34 @@ def read_series(chunks: list[tuple[int, bytes]], start_ms: int, end_ms: int, res
     provisional chunks add their buckets the final ones lack."""
     for start, data in chunks:
         _check(start, data)
-    provisional = [c for c in chunks if is_provisional(resolution, c[0])]
-    rec = _records([c for c in chunks if not is_provisional(resolution, c[0])] if provisional else chunks)
-    if provisional:
-        rec = _with_provisional(rec, _records(provisional))
+    if _ascending(chunks):
+        # The common case, provisional chunks included (the open window's chunk follows the
+        # final ones): no bucket start repeats, so the chunks join as they are.
+        rec = _records(chunks)
+    else:
+        span = chunk_span(resolution)
+        provisional = [c for c in chunks if c[0] % span]
+        rec = _with_provisional(_records([c for c in chunks if not c[0] % span]), _records(provisional))
     ts = rec["ts"]
     lo = int(np.searchsorted(ts, start_ms, "left"))
     hi = int(np.searchsorted(ts, end_ms, "right"))
     return _as_rollup(rec[lo:hi])
+
+
+def _ascending(chunks: list[tuple[int, bytes]]) -> bool:
+    """Whether the chunks' buckets, taken in the order given, have strictly ascending starts
+    (each chunk's first bucket after the previous chunk's last): read from the bytes, as
+    chunks are sorted inside."""
+    prev = None
+    for _, data in chunks:
+        if len(data) == HEADER:
+            continue
+        first = int.from_bytes(data[HEADER : HEADER + 8], "little", signed=True)
+        if prev is not None and first <= prev:
+            return False
+        last = len(data) - RECORD.itemsize  # the last record's offset; its bucket start first
+        prev = int.from_bytes(data[last : last + 8], "little", signed=True)
+    return True
 
 
 def _records(chunks: list[tuple[int, bytes]]) -> np.ndarray:

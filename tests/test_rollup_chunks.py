@@ -159,3 +159,33 @@ def test_read_series_prefers_final_buckets_then_the_later_provisional_chunk() ->
     assert got.timestamps.tolist() == [a + i * MINUTE_MS for i in [*range(18), 20]]
     want = [*final.last[:10], *early.last[5:7], *late.last[:6], final.last[10]]
     assert got.last.tolist() == want
+
+
+def test_read_series_joins_a_following_provisional_chunk_as_it_is() -> None:
+    # The usual layout: final chunks, then the open window's provisional chunk after them.
+    a = T0
+    final0 = rollup([a + i * MINUTE_MS for i in range(360)], seed=11)
+    final1 = rollup([a + 6 * HOUR_MS + i * MINUTE_MS for i in range(120)], seed=12)
+    p = a + 8 * HOUR_MS
+    prov = rollup([p + i * MINUTE_MS for i in range(37)], seed=13)
+    stored = [
+        (a, chunks.encode(Resolution.MINUTE, a, final0)),
+        (a + 6 * HOUR_MS, chunks.encode(Resolution.MINUTE, a + 6 * HOUR_MS, final1)),
+        (p, chunks.encode(Resolution.MINUTE, p, prov)),
+    ]
+    assert chunks._ascending(stored)
+    got = chunks.read_series(stored, a + MINUTE_MS, p + 30 * MINUTE_MS, Resolution.MINUTE)
+    want_ts = np.concatenate([final0.timestamps, final1.timestamps, prov.timestamps])
+    want_inc = np.concatenate([final0.increase, final1.increase, prov.increase])
+    keep = (want_ts >= a + MINUTE_MS) & (want_ts <= p + 30 * MINUTE_MS)
+    assert got.timestamps.tolist() == want_ts[keep].tolist()
+    assert got.increase.tolist() == want_inc[keep].tolist()
+    # A provisional chunk overlapping the final one is not joined as it is: final buckets win.
+    overlap = rollup([a + 6 * HOUR_MS + i * MINUTE_MS for i in range(100, 140)], seed=14)
+    stored[2] = (a + 6 * HOUR_MS + 100 * MINUTE_MS, chunks.encode(Resolution.MINUTE, a + 6 * HOUR_MS + 100 * MINUTE_MS, overlap))
+    assert not chunks._ascending(stored)
+    got = chunks.read_series(stored, a, a + DAY_MS, Resolution.MINUTE)
+    assert got.timestamps.tolist() == sorted(set(want_ts[:480].tolist()) | set(overlap.timestamps.tolist()))
+    assert got.increase[359 + 100].tolist() == final1.increase[99].tolist()
+    assert got.increase[360 + 119].tolist() == final1.increase[119].tolist()
+    assert got.increase[360 + 120].tolist() == overlap.increase[20].tolist()
