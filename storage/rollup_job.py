@@ -346,6 +346,7 @@ class RollupJob:
     now_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     _fresh_until: dict[int, int] = field(default_factory=dict, init=False, repr=False)
     fresh_done: list[WindowResult] = field(default_factory=list, init=False, repr=False)  # last run_once's
+    _retention_at: int = field(default=-(2**62), init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.window_ms <= 0 or self.window_ms % HOUR_MS or DAY_MS % self.window_ms:
@@ -581,7 +582,8 @@ class RollupJob:
         return [(first + i) % self.shards for i in range(self.shards)]
 
     async def run_forever(self, stop: asyncio.Event, interval_s: float = 60.0) -> None:
-        """Pass after pass until ``stop`` is set."""
+        """Pass after pass until ``stop`` is set; with a store that has no TTLs (SQLite),
+        its retention too, once an hour (``apply_retention``)."""
         while not stop.is_set():
             try:
                 results = await self.run_once()
@@ -591,6 +593,7 @@ class RollupJob:
                         len(results),
                         sum(r.samples for r in results),
                     )
+                await self.apply_retention()
             except Exception:
                 self.metrics.errors.inc()
                 log.exception("rollup pass failed")
@@ -598,6 +601,19 @@ class RollupJob:
                 await asyncio.wait_for(stop.wait(), timeout=interval_s)
             except TimeoutError:
                 pass
+
+    async def apply_retention(self) -> dict[str, int] | None:
+        """The store's retention (``apply_retention``: SQLite, which has no TTLs) if an hour
+        has passed since this job last applied it; what was deleted, or None."""
+        apply = getattr(self.store, "apply_retention", None)
+        now = self.now_ms()
+        if apply is None or now - self._retention_at < HOUR_MS:
+            return None
+        deleted = await apply(now)
+        self._retention_at = now
+        if any(deleted.values()):
+            log.info("retention: deleted %s", ", ".join(f"{n} {k}" for k, n in deleted.items()))
+        return deleted
 
     async def backfill(
         self, from_ms: int, to_ms: int, progress: ProgressBar | None = None, lease_wait_s: float = 600.0

@@ -34,7 +34,8 @@ from storage.matchers import Matcher, match_all, metric_name_of
 from storage.model import Series
 from storage.rollup import Rollup
 from storage.rollup_job import RollupRows, SealedBlock
-from storage.sqlite import IN_LIST, SQLiteStorage, raw_rows, series_from_row
+from storage.schema import DEFAULT_TTLS_S
+from storage.sqlite import IN_LIST, SQLiteStorage, raw_samples_of, series_from_row
 
 ROLLUP_SCHEMA = """
 CREATE TABLE IF NOT EXISTS raw_blocks (
@@ -120,9 +121,10 @@ class SQLiteRollupMixin:
                 if sid % shards == shard
             }
             out = []
+            samples = raw_samples_of(con, sorted(ids), start_ms, end_ms)
+            none = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
             for sid in sorted(ids):
-                arr = raw_rows(con, sid, start_ms, end_ms)
-                ts, vals = arr[:, 0].copy(), arr[:, 1].copy().view(np.float64)
+                ts, vals = samples.get(sid, none)
                 blocks = con.execute(
                     "SELECT data FROM raw_blocks WHERE series_id = ? AND start_ts < ? AND end_ts > ? ORDER BY start_ts",
                     (sid, end_ms, start_ms),
@@ -328,6 +330,18 @@ class SQLiteRollupMixin:
             return deleted
 
         return await self.run_write(run)  # type: ignore[attr-defined]
+
+    async def apply_retention(self, now_ms: int) -> dict[str, int]:
+        """Drop what is past its retention, with the horizons of the Cassandra TTLs
+        (``storage.schema.DEFAULT_TTLS_S``): SQLite has no TTLs, so the rollup job calls
+        this (``RollupJob.run_forever``). Returns what was deleted, per table."""
+        ttl_ms = {k: v * 1000 for k, v in DEFAULT_TTLS_S.items()}
+        return {
+            "raw_chunks": await self.delete_raw_before(now_ms - ttl_ms["raw_recent"]),  # type: ignore[attr-defined]
+            "raw_blocks": await self.delete_blocks_before(now_ms - ttl_ms["raw_blocks"]),
+            "rollup_1m": await self.delete_rollups_before(Resolution.MINUTE, now_ms - ttl_ms["rollup_1m"]),
+            "rollup_1h": await self.delete_rollups_before(Resolution.HOUR, now_ms - ttl_ms["rollup_1h"]),
+        }
 
     async def delete_blocks_before(self, ts_ms: int) -> int:
         """Retention of sealed blocks: drop blocks whose window ended before ``ts_ms``."""

@@ -335,3 +335,43 @@ async def test_sqlite_retention_of_blocks_and_rollups(store, tmp_path):
     after = dump(tmp_path / "ringmon.db")
     assert all(r[1] >= cut for r in after["raw_blocks"]) and after["rollup_1h"]
     assert all(r[1] >= cut for t in ("rollup_1m", "rollup_1h") for r in after[t])
+
+
+async def test_sqlite_retention_matches_the_cassandra_ttls(tmp_path) -> None:
+    """Standalone (SQLite has no TTLs): the job's hourly retention drops raw samples, blocks
+    and 1 m / 1 h buckets past their horizons (8 d, 8 d, 32 d, 370 d) and keeps the rest."""
+    day = 86_400_000
+    now = DAY0 + 400 * day
+    clock = [now]
+    st = await SQLiteRollupStorage.open(tmp_path / "ret.db", now_ms=lambda: clock[0])
+    st.late_after_ms = 2**62
+    s = Series.of(make_labels("ret_metric", instance="h:1"))
+    name = [Matcher("__name__", MatchOp.EQ, "ret_metric")]
+    try:
+        for ts in (now - 10 * day, now - 3 * day, now - HOUR_MS):
+            await st.write(SampleBatch("t/h:1", [s], [ts], [1.0]))
+        block = SealedBlock(s.id, now - 10 * day, now - 10 * day + 2 * HOUR_MS, 1, now - 10 * day, now - 10 * day, b"x")
+        await st.write_blocks([block])
+
+        def rows(ts: list[int]) -> list[RollupRows]:
+            arr = np.array(ts, dtype=np.int64)
+            return [RollupRows(s.id, Rollup.from_columns(arr, {a: np.ones(len(ts)) for a in AGGREGATES}))]
+
+        await st.write_rollups(Resolution.MINUTE, rows([now - 40 * day, now - 40 * day + MINUTE_MS, now - day]))
+        await st.write_rollups(Resolution.HOUR, rows([now - 380 * day, now - 100 * day]))
+        job = RollupJob(st, LocalShardLease(tmp_path / "locks"), now_ms=lambda: clock[0])
+        deleted = await job.apply_retention()
+        assert deleted is not None
+        assert deleted["raw_chunks"] == 1 and deleted["raw_blocks"] == 1
+        assert deleted["rollup_1m"] == 2 and deleted["rollup_1h"] == 1
+        raw = await st.select(name, now - 20 * day, now)
+        assert raw[0].timestamps.tolist() == [now - 3 * day, now - HOUR_MS]
+        minute = await st.select(name, now - 50 * day, now, Resolution.MINUTE)
+        assert minute[0].timestamps.tolist() == [now - day]
+        hour = await st.select(name, now - 390 * day, now, Resolution.HOUR)
+        assert hour[0].timestamps.tolist() == [now - 100 * day]
+        assert await job.apply_retention() is None  # at most once an hour
+        clock[0] += HOUR_MS
+        assert await job.apply_retention() == {"raw_chunks": 0, "raw_blocks": 0, "rollup_1m": 0, "rollup_1h": 0}
+    finally:
+        await st.close()

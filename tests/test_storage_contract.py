@@ -66,6 +66,18 @@ async def test_rewrite_is_idempotent(store: Storage) -> None:
     assert len(got) == 1 and got[0].values.tolist() == [42.0]
 
 
+async def test_out_of_order_and_rewritten_samples(store: Storage) -> None:
+    # A late sample (a spool replay) lands among earlier ones; a rewrite of a timestamp wins.
+    s = _series("contract_order", instance="h8:9100", job="web")
+    for ts, v in [(30_000, 3.0), (10_000, 1.0), (20_000, 2.0), (10_000, 1.5), (330_000, 9.0), (299_999, 8.0)]:
+        await store.write(_scrape("web/h8:9100", T0 + ts, [(s, v)]))
+    got = await store.select([Matcher("__name__", MatchOp.EQ, "contract_order")], T0, T0 + 400_000)
+    assert got[0].timestamps.tolist() == [T0 + t for t in (10_000, 20_000, 30_000, 299_999, 330_000)]
+    assert got[0].values.tolist() == [1.5, 2.0, 3.0, 8.0, 9.0]
+    part = await store.select([Matcher("__name__", MatchOp.EQ, "contract_order")], T0 + 15_000, T0 + 299_999)
+    assert part[0].values.tolist() == [2.0, 3.0, 8.0]
+
+
 async def test_time_range_is_inclusive_and_bounded(store: Storage) -> None:
     s = _series("contract_range", instance="h3:9100", job="web")
     for i in range(10):
@@ -147,3 +159,42 @@ async def test_sqlite_survives_reopen(tmp_path) -> None:
     await again.close()
     assert got[0].values.tolist() == [7.0]
     assert os.path.getsize(path) > 0
+
+
+async def test_sqlite_converts_a_row_per_sample_database(tmp_path) -> None:
+    """A database written before raw chunks (one ``raw_samples`` row per sample) opens with
+    every sample readable, bit for bit, and the old table gone."""
+    import json
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    s = _series("contract_old", instance="h9:1", job="x")
+    samples = [(T0 - DAY_MS + i * 15_000, float(i)) for i in range(10)] + [(T0 + 5, STALE_NAN)]
+    con = sqlite3.connect(path)
+    con.executescript(
+        "CREATE TABLE series (series_id INTEGER PRIMARY KEY, metric TEXT NOT NULL, labels TEXT NOT NULL,"
+        " target TEXT NOT NULL DEFAULT '');"
+        "CREATE TABLE series_day (day INTEGER NOT NULL, metric TEXT NOT NULL, series_id INTEGER NOT NULL,"
+        " PRIMARY KEY (day, metric, series_id)) WITHOUT ROWID;"
+        "CREATE TABLE raw_samples (series_id INTEGER NOT NULL, day INTEGER NOT NULL, ts INTEGER NOT NULL,"
+        " value INTEGER NOT NULL, PRIMARY KEY (series_id, day, ts)) WITHOUT ROWID;"
+    )
+    con.execute("INSERT INTO series VALUES (?,?,?,?)", (s.id, s.metric, json.dumps(s.labels), "x/h9:1"))
+    for day in {t // DAY_MS for t, _ in samples}:
+        con.execute("INSERT INTO series_day VALUES (?,?,?)", (day, s.metric, s.id))
+    con.executemany(
+        "INSERT INTO raw_samples VALUES (?,?,?,?)", [(s.id, t // DAY_MS, t, float_bits(v)) for t, v in samples]
+    )
+    con.commit()
+    con.close()
+    st = await SQLiteStorage.open(path)
+    try:
+        got = await st.select([Matcher("__name__", MatchOp.EQ, "contract_old")], T0 - 2 * DAY_MS, T0 + DAY_MS)
+    finally:
+        await st.close()
+    assert got[0].timestamps.tolist() == [t for t, _ in samples]
+    assert [float_bits(float(v)) for v in got[0].values] == [float_bits(v) for _, v in samples]
+    con = sqlite3.connect(path)
+    tables = {n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    con.close()
+    assert "raw_samples" not in tables and "raw_chunks" in tables
