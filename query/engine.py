@@ -18,6 +18,7 @@ from query import parse as P
 from query.errors import QueryError, QueryLimitError, QueryTimeoutError
 from query.result import QueryResult, ResultSeries
 from query.rollup_tail import (
+    RawFlat,
     Rows,
     TailMemo,
     chain_ends,
@@ -25,7 +26,6 @@ from query.rollup_tail import (
     concat,
     fine_rows,
     fine_step,
-    with_chain_start,
 )
 from query.rollup_tail import bucketize as bucketize  # re-exported: the bench and tests import it from here
 from query.values import (
@@ -825,16 +825,19 @@ class Engine:
         hit = self.tail_memo.lookup(key, start_ms, whole) if self.tail_memo is not None else None
         kept, need_from, chain = hit if hit is not None else (Rows.empty(), start_ms, None)
         fresh = Rows.empty()
-        raw: list[SeriesData] = []
+        raw: list[SeriesData] | RawFlat = []
         if need_from < end_ms:
+            lead = None
             if prefetched is not None and prefetched[0] <= need_from:
                 raw = prefetched[1]
             elif chain is not None and chain.before_ms == need_from:
                 # The kept chain ends stand for the counter gap before need_from.
-                raw = with_chain_start(await self.storage.select(matchers, need_from, end_ms - 1), chain)
+                raw = await self.storage.select(matchers, need_from, end_ms - 1)
+                lead = chain
             else:
                 raw = await self.storage.select(matchers, need_from - DEFAULT_MAX_GAP_MS, end_ms - 1)
-            fresh = fine_rows(raw, need_from, end_ms, fine)
+            raw = RawFlat.of(raw)
+            fresh = fine_rows(raw, need_from, end_ms, fine, chain=lead)
         complete = min((now - self.rollup_lag_ms) // fine * fine, whole)
         if complete > need_from:
             # Fold the minutes now complete into the kept rows (sums stay in time order, as

@@ -91,19 +91,56 @@ class Rows:
         return out
 
 
+@dataclass
+class RawFlat:
+    """Raw samples of many series joined once: ``parts`` (the series with samples), their
+    sample ``counts`` and the joined ``ts`` / ``vals`` (``fine_rows`` and ``chain_ends``
+    both read them)."""
+
+    parts: list[SeriesData]
+    counts: np.ndarray
+    ts: np.ndarray
+    vals: np.ndarray
+
+    @classmethod
+    def of(cls, data: "list[SeriesData] | RawFlat") -> "RawFlat":
+        if isinstance(data, RawFlat):
+            return data
+        sizes = [d.timestamps.shape[0] for d in data]
+        parts = [d for d, n in zip(data, sizes, strict=True) if n]
+        counts = np.fromiter((n for n in sizes if n), dtype=np.int64, count=len(parts))
+        if not parts:
+            return cls([], counts, np.zeros(0, dtype=np.int64), np.zeros(0))
+        return cls(parts, counts, np.concatenate([d.timestamps for d in parts]), np.concatenate([d.values for d in parts]))
+
+
 def fine_rows(
-    data: list[SeriesData], start_ms: int, end_ms: int, step_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS
+    data: "list[SeriesData] | RawFlat",
+    start_ms: int,
+    end_ms: int,
+    step_ms: int,
+    max_gap_ms: int = DEFAULT_MAX_GAP_MS,
+    chain: ChainEnds | None = None,
 ) -> Rows:
     """Rows of ``step_ms`` buckets over [start_ms, end_ms) from raw samples, with the rollup
     job's semantics: stale markers dropped, the counter increase of each pair of finite
     samples at most ``max_gap_ms`` apart goes to the later sample's bucket, sums added left
-    to right. Samples before ``start_ms`` only serve as the previous value."""
-    parts = [d for d in data if len(d)]
+    to right. Samples before ``start_ms`` only serve as the previous value; so do the
+    ``chain`` ends, which lead their series' samples (read from ``chain.before_ms``)."""
+    flat = RawFlat.of(data)
+    parts = flat.parts
     if not parts or end_ms <= start_ms:
         return Rows.empty()
-    counts = np.fromiter((len(d) for d in parts), dtype=np.int64, count=len(parts))
-    ts = np.concatenate([d.timestamps for d in parts])
-    vals = np.concatenate([d.values for d in parts])
+    counts, ts, vals = flat.counts, flat.ts, flat.vals
+    if chain is not None and chain.samples:
+        # Insert each series' chain end before its first sample, in the flat arrays.
+        led = [(k, chain.samples[d.series.id]) for k, d in enumerate(parts) if d.series.id in chain.samples]
+        if led:
+            at = (np.cumsum(counts) - counts)[[k for k, _ in led]]
+            ts = np.insert(ts, at, [e[0] for _, e in led])
+            vals = np.insert(vals, at, [e[1] for _, e in led])
+            counts = counts.copy()
+            counts[[k for k, _ in led]] += 1
     drop = stale_mask(vals)
     drop |= ts >= end_ms
     if drop.any():
@@ -266,7 +303,7 @@ class ChainEnds:
 
 
 def chain_ends(
-    data: list[SeriesData],
+    data: "list[SeriesData] | RawFlat",
     before_ms: int,
     max_gap_ms: int = DEFAULT_MAX_GAP_MS,
     carried: ChainEnds | None = None,
@@ -277,34 +314,17 @@ def chain_ends(
     samples: dict[int, tuple[int, float]] = {}
     if carried is not None:
         samples = {sid: e for sid, e in carried.samples.items() if e[0] >= before_ms - max_gap_ms}
-    parts = [d for d in data if len(d)]
+    flat = RawFlat.of(data)
+    parts = flat.parts
     if not parts:
         return ChainEnds(before_ms, samples)
-    counts = np.fromiter((len(d) for d in parts), dtype=np.int64, count=len(parts))
-    ts = np.concatenate([d.timestamps for d in parts])
-    vals = np.concatenate([d.values for d in parts])
+    counts, ts, vals = flat.counts, flat.ts, flat.vals
     ok = np.isfinite(vals) & (ts < before_ms) & (ts >= before_ms - max_gap_ms)
     last = np.maximum.reduceat(np.where(ok, np.arange(ts.shape[0]), -1), np.cumsum(counts) - counts)
     for i, j in enumerate(last.tolist()):
         if j >= 0:
             samples[parts[i].series.id] = (int(ts[j]), float(vals[j]))
     return ChainEnds(before_ms, samples)
-
-
-def with_chain_start(data: list[SeriesData], ends: ChainEnds) -> list[SeriesData]:
-    """Raw samples read from ``ends.before_ms``, each series led by its chain end."""
-    out = []
-    for d in data:
-        e = ends.samples.get(d.series.id)
-        if e is not None and len(d):
-            d = SeriesData(
-                d.series,
-                np.concatenate((np.array([e[0]], dtype=np.int64), d.timestamps)),
-                np.concatenate((np.array([e[1]], dtype=np.float64), d.values)),
-                d.resolution,
-            )
-        out.append(d)
-    return out
 
 
 @dataclass
