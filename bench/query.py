@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from cli.malloc_tuning import tune_malloc  # noqa: E402
 from query.cache import RangeQueryCache  # noqa: E402
 from query.engine import Engine, bucketize  # noqa: E402
 from query.memory import MemoryStorage  # noqa: E402
@@ -294,9 +295,11 @@ def main() -> int:
     ap.add_argument("--cassandra", action="store_true", help="measure through a local Cassandra node")
     ap.add_argument("--no-fresh", action="store_true", help="(--sqlite/--cassandra) no fresh pass of the rollup job")
     args = ap.parse_args()
+    tuned = tune_malloc()  # as every ``ringmon`` process does (cli/malloc_tuning.py)
     now = int(time.time() * 1000) // MINUTE_MS * MINUTE_MS
     print(f"machine: {calibrate():.1f} ms for a fixed NumPy+Python workload (best of 5); "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
+          f"malloc thresholds {'raised as in ringmon' if tuned else 'glibc defaults'}")
     t = time.perf_counter()
     st = build(args.hosts, now)
     print(f"data: {args.hosts * len(MODES)} series, built in {time.perf_counter() - t:.1f}s", flush=True)

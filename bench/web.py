@@ -238,6 +238,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--screenshot", type=Path, metavar="DIR", help="also save screenshots of the pages here")
     args = ap.parse_args()
+    from cli.malloc_tuning import tune_malloc
+
+    tune_malloc()  # as every ``ringmon`` process does
     asyncio.run(run(args.hosts, args.runs, args.screenshot))
 
 

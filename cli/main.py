@@ -14,6 +14,7 @@ import sys
 import cli
 from cli.errors import UserError
 from cli.logs import setup_logging
+from cli.malloc_tuning import tune_malloc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_logging(args.log_level, args.log_format)
+    tune_malloc()
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

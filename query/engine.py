@@ -59,6 +59,9 @@ class FetchPlan:
     start_ms: int
     end_ms: int
     resolution: Resolution = Resolution.RAW
+    # The rollup aggregates the selector's functions read (None: all of them, and the
+    # buckets' last values): a 24 h rate() panel needs only ``increase``.
+    columns: frozenset[str] | None = None
     data: list[SeriesData] = field(default_factory=list)
     # The selector's series already in flat arrays (instead of ``data``), when the fetch
     # assembled them so (rollup rows built from raw samples).
@@ -72,10 +75,12 @@ class FetchPlan:
 class LazyColumns(dict):
     """Rollup aggregate columns of many series, concatenated only when first read."""
 
-    def __init__(self, data: list[SeriesData]) -> None:
+    def __init__(self, data: list[SeriesData], names: tuple[str, ...] | None = None) -> None:
         super().__init__()
         self._data = data
-        self._names = tuple((data[0].agg or {}).keys()) if data else ()
+        if names is None:
+            names = tuple((data[0].agg or {}).keys()) if data else ()
+        self._names = names
 
     def __missing__(self, name: str) -> np.ndarray:
         if name not in self._names:
@@ -93,6 +98,9 @@ class LazyColumns(dict):
     def __iter__(self):
         return iter(self._names)
 
+    def __bool__(self) -> bool:  # (true before any column is read: ``agg or {}`` must keep it)
+        return bool(self._names)
+
 
 @dataclass
 class FlatSeries:
@@ -106,16 +114,17 @@ class FlatSeries:
 
 
 class PieceColumns(dict):
-    """Rollup aggregate columns of many series, each series from a stored part and/or a
-    range of rows built from raw samples, concatenated only when first read."""
+    """Rollup aggregate columns ``names`` of many series, each series from a stored part
+    and/or a range of rows built from raw samples, concatenated only when first read."""
 
-    def __init__(self, pieces: list[tuple[dict | None, int, int]], built: Rows) -> None:
+    def __init__(self, pieces: list[tuple[dict | None, int, int]], built: Rows, names: tuple[str, ...]) -> None:
         super().__init__()
         self._pieces = pieces
         self._built = built
+        self._names = names
 
     def __missing__(self, name: str) -> np.ndarray:
-        if name not in AGGREGATES:
+        if name not in self._names:
             raise KeyError(name)
         made = self._built.cols[name]
         arrays = []
@@ -129,16 +138,34 @@ class PieceColumns(dict):
         return col
 
     def keys(self):  # type: ignore[override]
-        return AGGREGATES
+        return self._names
 
     def items(self):  # type: ignore[override]
-        return [(k, self[k]) for k in AGGREGATES]
+        return [(k, self[k]) for k in self._names]
 
     def __iter__(self):
-        return iter(AGGREGATES)
+        return iter(self._names)
+
+    def __bool__(self) -> bool:  # (true before any column is read: ``agg or {}`` must keep it)
+        return bool(self._names)
 
 
-def _flat_parts(stored: list[SeriesData], built: Rows, resolution: Resolution) -> FlatSeries:
+def column_names(columns: frozenset[str] | None) -> tuple[str, ...]:
+    """The aggregates a plan reads, in ``AGGREGATES`` order."""
+    return AGGREGATES if columns is None else tuple(n for n in AGGREGATES if n in columns)
+
+
+def bucket_values(agg: dict, n: int) -> np.ndarray:
+    """The sample values of rollup buckets: their ``last`` column, or NaN when the plan did
+    not read it (its functions use other aggregates only)."""
+    if "last" in agg.keys():
+        return agg["last"]
+    return np.broadcast_to(np.float64(np.nan), (n,))
+
+
+def _flat_parts(
+    stored: list[SeriesData], built: Rows, resolution: Resolution, names: tuple[str, ...] = AGGREGATES
+) -> FlatSeries:
     """Stored rollup rows, then rows built from raw samples, per series (by labels), flat."""
     entries: dict[int, list] = {}
     for d in stored:
@@ -165,8 +192,8 @@ def _flat_parts(stored: list[SeriesData], built: Rows, resolution: Resolution) -
     ts = (np.concatenate(ts_parts) if ts_parts else np.zeros(0, dtype=np.int64)) + (resolution.step_ms - 1)
     offsets = np.zeros(len(ordered) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(counts)
-    agg = PieceColumns(pieces, built)
-    return FlatSeries([e[0] for e in ordered], ts, agg["last"], offsets, agg)  # type: ignore[arg-type]
+    agg = PieceColumns(pieces, built, names)
+    return FlatSeries([e[0] for e in ordered], ts, bucket_values(agg, len(ts)), offsets, agg)  # type: ignore[arg-type]
 
 
 def _flat_rows(rows: Rows, resolution: Resolution) -> FlatSeries:
@@ -274,11 +301,11 @@ class Evaluator:
             flat = FlatSeries([], np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(1, dtype=np.int64), None)
         elif data[0].resolution is not Resolution.RAW and data[0].agg is not None:
             shift = data[0].resolution.step_ms - 1
-            agg = LazyColumns(data)
+            agg = LazyColumns(data, column_names(plan.columns) if plan is not None and plan.columns else None)
             ts = np.concatenate([d.timestamps for d in data]) + shift
             offsets = np.zeros(len(labels) + 1, dtype=np.int64)
             offsets[1:] = np.cumsum(counts_list)
-            flat = FlatSeries(labels, ts, agg["last"], offsets, agg)  # type: ignore[arg-type]
+            flat = FlatSeries(labels, ts, bucket_values(agg, len(ts)), offsets, agg)  # type: ignore[arg-type]
         else:
             ts = np.concatenate([d.timestamps for d in data])
             vals = np.concatenate([d.values for d in data])
@@ -428,6 +455,19 @@ ROLLUP_FUNCTIONS = {
 }
 
 
+# The rollup aggregates a function reads when its range selector reads rollups (functions
+# not listed read the buckets' last values: a plan with one of them reads every column).
+ROLLUP_COLUMNS: dict[str, frozenset[str]] = {
+    "rate": frozenset({"increase"}),
+    "increase": frozenset({"increase"}),
+    "sum_over_time": frozenset({"sum"}),
+    "count_over_time": frozenset({"count"}),
+    "avg_over_time": frozenset({"sum", "count"}),
+    "min_over_time": frozenset({"min"}),
+    "max_over_time": frozenset({"max"}),
+}
+
+
 def _plan_fetches(
     node: P.Node,
     tmin: int,
@@ -450,13 +490,15 @@ def _plan_fetches(
         if window_ms is not None and res.step_ms > window_ms:
             lo -= res.step_ms - window_ms  # the window widens to a whole bucket (eval_matrix)
         ev.sel_res[id(sel)] = res
+        cols = ROLLUP_COLUMNS.get(func or "") if window_ms is not None and res is not Resolution.RAW else None
         key = (sel.key, res)
         plan = out.get(key)
         if plan is None:
-            out[key] = FetchPlan(sel.matchers, lo, hi, res)
+            out[key] = FetchPlan(sel.matchers, lo, hi, res, cols)
         else:
             plan.start_ms = min(plan.start_ms, lo)
             plan.end_ms = max(plan.end_ms, hi)
+            plan.columns = None if plan.columns is None or cols is None else plan.columns | cols
 
     if isinstance(node, P.VectorSel):
         at = ev.at_ms(node.at)
@@ -787,9 +829,10 @@ class Engine:
                 d = SeriesData(d.series, d.timestamps[:n], d.values[:n], res, agg)
             cut.append(d)
         first = next((d for d in cut if len(d)), None)
-        if first is None or (first.agg is not None and all(k in first.agg for k in AGGREGATES)):
-            # (a store returns every aggregate column of every series, or none)
-            plan.flat = _flat_parts(cut, built, res)
+        names = column_names(plan.columns)
+        if first is None or (first.agg is not None and all(k in first.agg for k in names)):
+            # (a store returns the asked aggregate columns of every series, or none)
+            plan.flat = _flat_parts(cut, built, res, names)
             return
         # One series may come in two parts (stored rows, then rows built from raw); flat_of
         # joins consecutive parts of a series.
