@@ -38,7 +38,16 @@ from query.values import (
     flat_windows,
     stale_mask,
 )
-from storage.base import AGGREGATES, MINUTE_MS, Resolution, SeriesData, Storage, StorageError
+from storage.base import (
+    AGGREGATES,
+    MINUTE_MS,
+    Resolution,
+    SeriesData,
+    Storage,
+    StorageError,
+    bucket_values,
+)
+from storage.base import aggregate_names as column_names
 from storage.rollup import DEFAULT_MAX_GAP_MS, RAW_RETENTION_MS, choose_resolution
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
@@ -150,17 +159,6 @@ class PieceColumns(dict):
         return bool(self._names)
 
 
-def column_names(columns: frozenset[str] | None) -> tuple[str, ...]:
-    """The aggregates a plan reads, in ``AGGREGATES`` order."""
-    return AGGREGATES if columns is None else tuple(n for n in AGGREGATES if n in columns)
-
-
-def bucket_values(agg: dict, n: int) -> np.ndarray:
-    """The sample values of rollup buckets: their ``last`` column, or NaN when the plan did
-    not read it (its functions use other aggregates only)."""
-    if "last" in agg.keys():
-        return agg["last"]
-    return np.broadcast_to(np.float64(np.nan), (n,))
 
 
 def _flat_parts(
@@ -787,7 +785,7 @@ class Engine:
             )
         try:
             # Rows from ``guess`` on are never used (the tail starts at or before it).
-            rows = await self.storage.select(matchers, lo, min(plan.end_ms, guess - 1), res)
+            rows = await self.storage.select(matchers, lo, min(plan.end_ms, guess - 1), res, columns=plan.columns)
         except BaseException:
             if raw_task is not None:
                 raw_task.cancel()

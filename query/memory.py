@@ -9,7 +9,7 @@ added (or rollup rows are stored), so repeated queries skip the label matching.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -206,6 +206,8 @@ class MemoryStorage(Storage):
         start_ms: int,
         end_ms: int,
         resolution: Resolution = Resolution.RAW,
+        *,
+        columns: Collection[str] | None = None,  # (every column is returned)
     ) -> list[SeriesData]:
         self.select_calls += 1
         self.select_log.append((resolution.value, start_ms, end_ms))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -33,12 +33,31 @@ class Resolution(str, Enum):
 AGGREGATES = ("count", "sum", "min", "max", "last", "increase")
 
 
+def aggregate_names(columns: Collection[str] | None) -> tuple[str, ...]:
+    """The aggregates ``columns`` names, in ``AGGREGATES`` order (None: all of them)."""
+    if columns is None:
+        return AGGREGATES
+    unknown = set(columns) - set(AGGREGATES)
+    if unknown:
+        raise ValueError(f"unknown rollup aggregates: {', '.join(sorted(unknown))}")
+    return tuple(n for n in AGGREGATES if n in columns)
+
+
+def bucket_values(agg: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    """The sample values of ``n`` rollup buckets: their ``last`` column, or NaN when a read
+    left it out (its query uses other aggregates only)."""
+    if "last" in agg.keys():
+        return agg["last"]
+    return np.broadcast_to(np.float64(np.nan), (n,))
+
+
 @dataclass(slots=True)
 class SeriesData:
     """Samples of one series over a time range, as NumPy columns.
 
     For raw data ``values`` holds the samples. For rollups ``timestamps`` are bucket
-    starts, ``values`` holds the bucket's last value and ``agg`` every aggregate column.
+    starts, ``values`` holds the bucket's last value and ``agg`` the aggregate columns read
+    (every one unless a select asked for some: then ``values`` is NaN without ``last``).
     """
 
     series: Series
@@ -69,8 +88,13 @@ class Storage(abc.ABC):
         start_ms: int,
         end_ms: int,
         resolution: Resolution = Resolution.RAW,
+        *,
+        columns: Collection[str] | None = None,
     ) -> list[SeriesData]:
-        """Series matching all matchers with their samples in [start_ms, end_ms]."""
+        """Series matching all matchers with their samples in [start_ms, end_ms].
+
+        ``columns``: for a rollup resolution, the aggregates the caller reads (None: all);
+        a store may return more than asked, never fewer."""
 
     @abc.abstractmethod
     async def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Series]:

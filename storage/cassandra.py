@@ -31,7 +31,7 @@ import struct
 import sys
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -825,6 +825,8 @@ class CassandraStorage(Storage):
         start_ms: int,
         end_ms: int,
         resolution: Resolution = Resolution.RAW,
+        *,
+        columns: Collection[str] | None = None,
     ) -> list[SeriesData]:
         if resolution is not Resolution.RAW:
             raise StorageError(f"reading {resolution.value} rollups from Cassandra comes with the rollup job")

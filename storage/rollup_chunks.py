@@ -3,17 +3,18 @@
 A dashboard's 24 h panel over 100 hosts reads 1.15 million 1-minute rows; one stored row
 per bucket makes the store's row handling (SQLite's per-row decoding, the Cassandra
 driver's per-cell parsing) the cost of the query. A chunk packs the buckets of one series
-whose start falls in ``[start, start + CHUNK_MS[resolution])`` into one bytes value:
+whose start falls in ``[start, start + CHUNK_MS[resolution])``. Chunks are written in column
+form (``encode_columns``: each column its own stored value, so a query reads only the
+aggregates it needs; see below). Before that, a chunk was one bytes value, still read:
 
     byte 0        format version (1)
     bytes 1..4    n, the number of buckets (uint32, little endian)
     n records     of 56 bytes: bucket start (int64 ms), then the six aggregates (float64)
                   in ``storage.base.AGGREGATES`` order, all little endian
 
-Fixed-width records make reading cheap: the chunks of one series are joined by one bytes
-join and seen by ``numpy.frombuffer`` as one record array whose fields are the columns (no
-per-chunk, per-column copies: a 24 h read of 800 series is 800 joins, not 28,000 array
-copies). Values are stored as their 64-bit patterns, so NaN payloads survive bit for bit.
+Reading sees each stored column through ``numpy.frombuffer`` (no copy) and joins a series'
+chunks with one concatenation per column it asked for. Values are stored as their 64-bit
+patterns, so NaN payloads survive bit for bit.
 *Provisional* chunks hold the 1-minute buckets of a window the rollup job has not closed
 yet (its fresh pass, ``storage.rollup_job``): keyed by their first bucket's start, which is
 never aligned to the span (an aligned one is written as a final chunk instead), inside one
@@ -67,14 +68,19 @@ def split(resolution: Resolution, rollup: Rollup) -> Iterator[tuple[int, Rollup]
         yield int(keys[lo]) * span, Rollup(ts, *(getattr(rollup, n)[lo:hi] for n in AGGREGATES))
 
 
-def encode(resolution: Resolution, start_ms: int, rollup: Rollup) -> bytes:
-    """The chunk bytes of ``rollup`` (every bucket must start inside the chunk)."""
-    n = len(rollup)
-    ts = rollup.timestamps
+def _check_buckets(resolution: Resolution, start_ms: int, ts: np.ndarray) -> None:
+    n = ts.shape[0]
     if n and (int(ts[0]) < start_ms or int(ts[-1]) >= start_ms + chunk_span(resolution)):
         raise ValueError(f"buckets outside the chunk starting at {start_ms}")
     if n > 1 and not bool(np.all(ts[1:] > ts[:-1])):
         raise ValueError("bucket starts must be strictly ascending")
+
+
+def encode(resolution: Resolution, start_ms: int, rollup: Rollup) -> bytes:
+    """The record bytes (version 1) of ``rollup`` (every bucket must start inside the chunk)."""
+    n = len(rollup)
+    ts = rollup.timestamps
+    _check_buckets(resolution, start_ms, ts)
     rec = np.empty(n, dtype=RECORD)
     rec["ts"] = ts
     for name in AGGREGATES:
@@ -105,48 +111,124 @@ def is_provisional(resolution: Resolution, start_ms: int) -> bool:
     return start_ms % chunk_span(resolution) != 0
 
 
-def read_series(chunks: list[tuple[int, bytes]], start_ms: int, end_ms: int, resolution: Resolution) -> Rollup:
-    """One series' buckets starting in [start_ms, end_ms] from its ``(chunk start, bytes)``
-    in ``start`` order: one join of the final chunks' records, columns are views of it;
-    provisional chunks add their buckets the final ones lack."""
-    for start, data in chunks:
-        _check(start, data)
-    if _ascending(chunks):
+# -- column form --------------------------------------------------------------------------
+#
+# Chunks are written in *column form*: each column its own stored value (``ts`` as int64,
+# the aggregates as float64, all little endian, same length), so a read asks the store for
+# the columns its query needs - a rate() panel reads ``ts`` and ``increase``, 16 of the 56
+# bytes per bucket. A stored chunk is then ``Payload``: the record bytes above (version 1,
+# written before column form and still read) or a dict of column name -> bytes.
+
+COLUMNS = ("ts", *AGGREGATES)
+Payload = bytes | dict[str, bytes]
+
+
+def encode_columns(resolution: Resolution, start_ms: int, rollup: Rollup) -> dict[str, bytes]:
+    """The column-form values of ``rollup`` (every bucket must start inside the chunk)."""
+    _check_buckets(resolution, start_ms, rollup.timestamps)
+    out = {"ts": np.ascontiguousarray(rollup.timestamps, dtype="<i8").tobytes()}
+    for name in AGGREGATES:
+        out[name] = np.ascontiguousarray(getattr(rollup, name), dtype="<f8").tobytes()
+    return out
+
+
+def payload(data: bytes | None, columns: dict[str, bytes | None]) -> Payload:
+    """A stored chunk from its record bytes (``data``, empty in column form) and columns."""
+    if data:
+        return data
+    return {k: v for k, v in columns.items() if v is not None}
+
+
+def bucket_count(start_ms: int, chunk: Payload) -> int:
+    if isinstance(chunk, dict):
+        return len(chunk.get("ts") or b"") // 8
+    _check(start_ms, chunk)
+    return int.from_bytes(chunk[1:5], "little")
+
+
+def decode_payload(start_ms: int, chunk: Payload) -> Rollup:
+    """All buckets of one stored chunk (to merge into it)."""
+    if isinstance(chunk, dict):
+        ts, cols = _views(start_ms, chunk, AGGREGATES)
+        return Rollup(ts, *(cols[n] for n in AGGREGATES))
+    return decode(start_ms, chunk)
+
+
+def _views(start_ms: int, chunk: Payload, names: tuple[str, ...]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``(ts, {name: column})`` views of one stored chunk; ChunkError when a column is
+    missing or of another length."""
+    if not isinstance(chunk, dict):
+        _check(start_ms, chunk)
+        rec = np.frombuffer(chunk, dtype=RECORD, offset=HEADER)
+        return rec["ts"], {n: rec[n] for n in names}
+    ts_bytes = chunk.get("ts")
+    if ts_bytes is None or len(ts_bytes) % 8:
+        raise ChunkError(f"rollup chunk at {start_ms}: no bucket starts")
+    ts = np.frombuffer(ts_bytes, dtype="<i8")
+    cols = {}
+    for n in names:
+        col = chunk.get(n)
+        if col is None or len(col) != len(ts_bytes):
+            raise ChunkError(f"rollup chunk at {start_ms}: column {n} missing or not {ts.size} values")
+        cols[n] = np.frombuffer(col, dtype="<f8")
+    return ts, cols
+
+
+def read_columns(
+    chunks: list[tuple[int, Payload]],
+    start_ms: int,
+    end_ms: int,
+    resolution: Resolution,
+    names: tuple[str, ...] = AGGREGATES,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One series' bucket starts in [start_ms, end_ms] and its columns ``names``, from its
+    stored chunks in ``start`` order (either form); provisional chunks add the buckets the
+    final ones lack."""
+    views = [(start, *_views(start, c, names)) for start, c in chunks]
+    if _ascending_views(views):
         # The common case, provisional chunks included (the open window's chunk follows the
         # final ones): no bucket start repeats, so the chunks join as they are.
-        rec = _records(chunks)
+        if len(views) == 1:
+            ts, cols = views[0][1], views[0][2]
+        else:
+            ts = np.concatenate([v[1] for v in views]) if views else np.zeros(0, dtype=np.int64)
+            cols = {n: np.concatenate([v[2][n] for v in views]) if views else np.zeros(0) for n in names}
     else:
         span = chunk_span(resolution)
-        provisional = [c for c in chunks if c[0] % span]
-        rec = _with_provisional(_records([c for c in chunks if not c[0] % span]), _records(provisional))
-    ts = rec["ts"]
+        dtype = np.dtype([("ts", "<i8")] + [(n, "<f8") for n in names])
+
+        def records(part: list) -> np.ndarray:
+            out = np.empty(sum(v[1].size for v in part), dtype=dtype)
+            at = 0
+            for _, t, c in part:
+                out["ts"][at : at + t.size] = t
+                for n in names:
+                    out[n][at : at + t.size] = c[n]
+                at += t.size
+            return out
+
+        rec = _with_provisional(records([v for v in views if not v[0] % span]), records([v for v in views if v[0] % span]))
+        ts, cols = rec["ts"], {n: rec[n] for n in names}
     lo = int(np.searchsorted(ts, start_ms, "left"))
     hi = int(np.searchsorted(ts, end_ms, "right"))
-    return _as_rollup(rec[lo:hi])
+    return ts[lo:hi], {n: c[lo:hi] for n, c in cols.items()}
 
 
-def _ascending(chunks: list[tuple[int, bytes]]) -> bool:
-    """Whether the chunks' buckets, taken in the order given, have strictly ascending starts
-    (each chunk's first bucket after the previous chunk's last): read from the bytes, as
-    chunks are sorted inside."""
+def _ascending_views(views: list[tuple[int, np.ndarray, dict]]) -> bool:
     prev = None
-    for _, data in chunks:
-        if len(data) == HEADER:
+    for _, ts, _cols in views:
+        if not ts.size:
             continue
-        first = int.from_bytes(data[HEADER : HEADER + 8], "little", signed=True)
-        if prev is not None and first <= prev:
+        if prev is not None and int(ts[0]) <= prev:
             return False
-        last = len(data) - RECORD.itemsize  # the last record's offset; its bucket start first
-        prev = int.from_bytes(data[last : last + 8], "little", signed=True)
+        prev = int(ts[-1])
     return True
 
 
-def _records(chunks: list[tuple[int, bytes]]) -> np.ndarray:
-    if not chunks:
-        return np.empty(0, dtype=RECORD)
-    if len(chunks) == 1:
-        return np.frombuffer(chunks[0][1], dtype=RECORD, offset=HEADER)
-    return np.frombuffer(b"".join(memoryview(d)[HEADER:] for _, d in chunks), dtype=RECORD)
+def read_series(chunks: list[tuple[int, Payload]], start_ms: int, end_ms: int, resolution: Resolution) -> Rollup:
+    """One series' buckets (every aggregate) starting in [start_ms, end_ms]; see ``read_columns``."""
+    ts, cols = read_columns(chunks, start_ms, end_ms, resolution)
+    return Rollup(ts, *(cols[n] for n in AGGREGATES))
 
 
 def _with_provisional(final: np.ndarray, prov: np.ndarray) -> np.ndarray:

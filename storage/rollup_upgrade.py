@@ -41,11 +41,13 @@ def convert_row_table(session, keyspace: str, table: str, ttl_s: int, now_ms: in
     chunk_table, part_col, resolution, part_ms = ROW_TABLES_BEFORE_CHUNKS[table]
     now = int(time.time() * 1000) if now_ms is None else now_ms
     span = chunks.chunk_span(resolution)
+    cols = ", ".join(f"c_{c}" for c in chunks.COLUMNS)
     read_chunk = session.prepare(
-        f"SELECT data FROM {keyspace}.{chunk_table} WHERE series_id = ? AND {part_col} = ? AND start_ts = ?"
+        f"SELECT data, {cols} FROM {keyspace}.{chunk_table} WHERE series_id = ? AND {part_col} = ? AND start_ts = ?"
     )
     write_chunk = session.prepare(
-        f"INSERT INTO {keyspace}.{chunk_table} (series_id, {part_col}, start_ts, data) VALUES (?, ?, ?, ?) USING TTL ?"
+        f"INSERT INTO {keyspace}.{chunk_table} (series_id, {part_col}, start_ts, data, {cols})"
+        f" VALUES (?, ?, ?, ?{', ?' * len(chunks.COLUMNS)}) USING TTL ?"
     )
     scan = SimpleStatement(
         f"SELECT series_id, {part_col}, ts, {', '.join(AGGREGATES)} FROM {keyspace}.{table}", fetch_size=FETCH_ROWS
@@ -69,8 +71,12 @@ def convert_row_table(session, keyspace: str, table: str, ttl_s: int, now_ms: in
                 continue  # would have expired by now
             there = session.execute(read_chunk, (key[0], start // part_ms, start)).one()
             if there is not None:
-                part = chunks.merge(part, chunks.decode(start, there[0]))
-            params.append((key[0], start // part_ms, start, chunks.encode(resolution, start, part), int(min(left_s, ttl_s))))
+                stored = chunks.payload(there[0], dict(zip(chunks.COLUMNS, there[1:], strict=True)))
+                part = chunks.merge(part, chunks.decode_payload(start, stored))
+            encoded = chunks.encode_columns(resolution, start, part)
+            params.append(
+                (key[0], start // part_ms, start, b"", *(encoded[c] for c in chunks.COLUMNS), int(min(left_s, ttl_s)))
+            )
         for ok, result in execute_concurrent_with_args(session, write_chunk, params, concurrency=CONCURRENCY):
             if not ok:
                 raise result

@@ -16,10 +16,12 @@ Buckets (all integers derived from the sample timestamp in ms):
   sealed block older than that write may miss samples, so reads merge that hour's rows in;
 - ``rollup_1m_chunks``: partition ``(series_id, day)``, one row per 6-hour chunk;
   ``rollup_1h_chunks``: partition ``(series_id, bucket)`` with bucket = ts // 32 days, one
-  row per 8-day chunk; a chunk packs a series' buckets (``storage.rollup_chunks``). Version 2
-  kept one row per bucket in ``rollup_1m`` / ``rollup_1h``: ``create_schema`` (``ringmon
-  storage init``) packs those rows into chunks and drops the old tables
-  (``storage.rollup_upgrade``);
+  row per 8-day chunk; a chunk packs a series' buckets (``storage.rollup_chunks``), one
+  ``c_<column>`` blob per column since version 4 (``data`` holds the record form of version
+  3, empty in column form). Version 2 kept one row per bucket in ``rollup_1m`` /
+  ``rollup_1h``: ``create_schema`` (``ringmon storage init``) packs those rows into chunks
+  and drops the old tables (``storage.rollup_upgrade``); on a version-3 keyspace it adds the
+  column blobs (chunks already written stay in record form, which reads still take);
 - index (two levels, same shape): ``series_day`` (series of a metric with their labels and
   targets), ``postings_day`` (label -> series), ``label_values_day``, ``label_names_day``
   bucketed by day, and ``..._month`` bucketed by 32-day periods for long ranges.
@@ -34,8 +36,11 @@ from storage.base import DAY_MS, HOUR_MS
 from storage.rollup_upgrade import ROW_TABLES_BEFORE_CHUNKS, convert_row_table
 
 # 2: raw_late (``ringmon storage init`` on a version-1 keyspace adds it); 3: rollup chunks
-# (``ringmon storage init`` packs a version-2 keyspace's rollup rows into them).
-SCHEMA_VERSION = 3
+# (``ringmon storage init`` packs a version-2 keyspace's rollup rows into them); 4: rollup
+# chunks in column form (init adds the ``c_<column>`` blobs to the chunk tables).
+SCHEMA_VERSION = 4
+CHUNK_TABLES = ("rollup_1m_chunks", "rollup_1h_chunks")
+CHUNK_COLUMNS = ("c_ts", "c_count", "c_sum", "c_min", "c_max", "c_last", "c_increase")
 
 RAW_BUCKET_MS = HOUR_MS  # raw_recent partition width
 BLOCK_BUCKET_MS = DAY_MS  # raw_blocks partition width
@@ -160,12 +165,13 @@ def table_statements(spec: SchemaSpec) -> list[tuple[str, str]]:
         (
             "rollup_1m_chunks",
             f"CREATE TABLE IF NOT EXISTS {ks}.rollup_1m_chunks (series_id bigint, day int, start_ts bigint, "
-            "data blob, PRIMARY KEY ((series_id, day), start_ts)) WITH " + _options(t["rollup_1m"], "start_ts ASC"),
+            "data blob, c_ts blob, c_count blob, c_sum blob, c_min blob, c_max blob, c_last blob, c_increase blob, PRIMARY KEY ((series_id, day), start_ts)) WITH "
+            + _options(t["rollup_1m"], "start_ts ASC"),
         ),
         (
             "rollup_1h_chunks",
             f"CREATE TABLE IF NOT EXISTS {ks}.rollup_1h_chunks (series_id bigint, bucket int, start_ts bigint, "
-            "data blob, PRIMARY KEY ((series_id, bucket), start_ts)) WITH "
+            "data blob, c_ts blob, c_count blob, c_sum blob, c_min blob, c_max blob, c_last blob, c_increase blob, PRIMARY KEY ((series_id, bucket), start_ts)) WITH "
             + _options(t["rollup_1h"], "start_ts ASC"),
         ),
     ]
@@ -225,6 +231,18 @@ def create_schema(session, spec: SchemaSpec) -> list[str]:
         if name not in existing:
             session.execute(stmt, timeout=60)
             created.append(name)
+    for table in CHUNK_TABLES:
+        if table in existing:
+            have = {
+                r[0]
+                for r in session.execute(
+                    "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s AND table_name = %s",
+                    (spec.keyspace, table),
+                )
+            }
+            for col in CHUNK_COLUMNS:
+                if col not in have:
+                    session.execute(f"ALTER TABLE {spec.keyspace}.{table} ADD {col} blob", timeout=60)
     for old in ROW_TABLES_BEFORE_CHUNKS:
         if old in existing:
             convert_row_table(session, spec.keyspace, old, spec.ttls_s[old])

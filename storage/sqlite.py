@@ -29,7 +29,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -374,12 +374,14 @@ class SQLiteStorage(Storage):
         start_ms: int,
         end_ms: int,
         resolution: Resolution = Resolution.RAW,
+        *,
+        columns: Collection[str] | None = None,
     ) -> list[SeriesData]:
         if resolution is not Resolution.RAW:
             reader = getattr(self, "select_rollup", None)
             if reader is None:
                 raise StorageError(f"resolution {resolution.value} is not available in this store")
-            return await reader(matchers, start_ms, end_ms, resolution)
+            return await reader(matchers, start_ms, end_ms, resolution, columns)
         return await self._run(self._reader, self._select_sync, matchers, start_ms, end_ms)
 
     async def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Series]:

@@ -6,9 +6,11 @@ combined class. Tables (created on first use, ``IF NOT EXISTS``):
 
 - ``raw_blocks``: one row per (series, window start) with the block bytes;
 - ``rollup_1m_chunks`` / ``rollup_1h_chunks``: one row per (series, chunk start) holding
-  the series' buckets of 6 hours (1m) or 8 days (1h) packed by ``storage.rollup_chunks``
-  (aggregates as 64-bit patterns, so NaN survives; SQLite would turn it into NULL). A 24 h
-  read of 800 series is then 4,000 blobs, not 1.15 million rows. A database written by an
+  the series' buckets of 6 hours (1m) or 8 days (1h) in column form (``c_ts`` and one
+  ``c_<aggregate>`` blob each, ``storage.rollup_chunks``; 64-bit patterns, so NaN survives:
+  SQLite would turn it into NULL), so a read selects only the aggregates asked for. A 24 h
+  read of 800 series is then 4,000 rows, not 1.15 million. ``data`` holds the record form
+  of chunks written before column form (empty since; reads take both). A database written by an
   earlier version, with one row per bucket in ``rollup_1m`` / ``rollup_1h``, is converted
   on first use;
 - ``rollup_checkpoints``: (job, shard) -> end of the last window done (the late pass's
@@ -23,12 +25,12 @@ whose raw rows were dropped by retention is still re-derivable from its block.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
 from storage import rollup_chunks as chunks
-from storage.base import AGGREGATES, DAY_MS, HOUR_MS, Resolution, SeriesData
+from storage.base import AGGREGATES, DAY_MS, HOUR_MS, Resolution, SeriesData, aggregate_names, bucket_values
 from storage.blocks import decode_block
 from storage.matchers import Matcher, match_all, metric_name_of
 from storage.model import Series
@@ -49,16 +51,30 @@ CREATE TABLE IF NOT EXISTS raw_blocks (
     PRIMARY KEY (series_id, start_ts)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollup_1m_chunks (
-    series_id INTEGER NOT NULL,
-    start_ts  INTEGER NOT NULL,
-    data      BLOB NOT NULL,
+    series_id  INTEGER NOT NULL,
+    start_ts   INTEGER NOT NULL,
+    data       BLOB NOT NULL,
+    c_ts       BLOB,
+    c_count    BLOB,
+    c_sum      BLOB,
+    c_min      BLOB,
+    c_max      BLOB,
+    c_last     BLOB,
+    c_increase BLOB,
     PRIMARY KEY (series_id, start_ts)
 );
 CREATE INDEX IF NOT EXISTS rollup_1m_chunks_ts ON rollup_1m_chunks (start_ts, series_id);
 CREATE TABLE IF NOT EXISTS rollup_1h_chunks (
-    series_id INTEGER NOT NULL,
-    start_ts  INTEGER NOT NULL,
-    data      BLOB NOT NULL,
+    series_id  INTEGER NOT NULL,
+    start_ts   INTEGER NOT NULL,
+    data       BLOB NOT NULL,
+    c_ts       BLOB,
+    c_count    BLOB,
+    c_sum      BLOB,
+    c_min      BLOB,
+    c_max      BLOB,
+    c_last     BLOB,
+    c_increase BLOB,
     PRIMARY KEY (series_id, start_ts)
 );
 CREATE INDEX IF NOT EXISTS rollup_1h_chunks_ts ON rollup_1h_chunks (start_ts, series_id);
@@ -74,6 +90,30 @@ CREATE TABLE IF NOT EXISTS rollup_checkpoints (
 _TABLES = {Resolution.MINUTE: "rollup_1m_chunks", Resolution.HOUR: "rollup_1h_chunks"}
 _ROW_TABLES = {Resolution.MINUTE: "rollup_1m", Resolution.HOUR: "rollup_1h"}  # before chunks
 _COLS = ", ".join(AGGREGATES)
+# Column-form chunk columns (``storage.rollup_chunks.encode_columns``); ``data`` is empty then.
+CHUNK_COLUMNS = {name: f"c_{name}" for name in chunks.COLUMNS}
+_CHUNK_COLS = ", ".join(CHUNK_COLUMNS.values())
+_INSERT_CHUNK = (
+    "INSERT OR REPLACE INTO {table} (series_id, start_ts, data, " + _CHUNK_COLS + ") VALUES (?,?,?"
+    + ",?" * len(CHUNK_COLUMNS) + ")"
+)
+
+
+def _chunk_params(series_id: int, start: int, cols: dict[str, bytes]) -> tuple:
+    return (series_id, start, b"", *(cols[n] for n in CHUNK_COLUMNS))
+
+
+def _add_chunk_columns(con: sqlite3.Connection) -> None:
+    """Give chunk tables of an older database the column-form columns (its chunks stay in
+    record form until rewritten: reads take both). In one write transaction, so two
+    processes opening the file at once do not both add them."""
+    with con:
+        con.execute("BEGIN IMMEDIATE")
+        for table in _TABLES.values():
+            have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+            for col in CHUNK_COLUMNS.values():
+                if col not in have:
+                    con.execute(f"ALTER TABLE {table} ADD COLUMN {col} BLOB")
 
 
 def _table(resolution: Resolution) -> str:
@@ -93,6 +133,7 @@ class SQLiteRollupMixin:
 
             def run(con: sqlite3.Connection) -> None:
                 con.executescript(ROLLUP_SCHEMA)
+                _add_chunk_columns(con)
                 _convert_row_tables(con)
 
             await self.run_write(run)  # type: ignore[attr-defined]
@@ -199,8 +240,8 @@ class SQLiteRollupMixin:
                             _put_chunks(con, table, Resolution.MINUTE, r.series_id, part)
                             continue
                         con.execute(
-                            f"INSERT OR REPLACE INTO {table} (series_id, start_ts, data) VALUES (?,?,?)",
-                            (r.series_id, first, chunks.encode(Resolution.MINUTE, first, part)),
+                            _INSERT_CHUNK.format(table=table),
+                            _chunk_params(r.series_id, first, chunks.encode_columns(Resolution.MINUTE, first, part)),
                         )
 
         await self.run_write(run)  # type: ignore[attr-defined]
@@ -246,21 +287,31 @@ class SQLiteRollupMixin:
 
         def run(con: sqlite3.Connection) -> Rollup:
             rows = con.execute(
-                f"SELECT start_ts, data FROM {table} WHERE series_id = ? AND start_ts BETWEEN ? AND ?"
-                " ORDER BY start_ts",
+                f"SELECT start_ts, data, {_CHUNK_COLS} FROM {table} WHERE series_id = ?"
+                " AND start_ts BETWEEN ? AND ? ORDER BY start_ts",
                 (series_id, start_ms - span + 1, end_ms),
             ).fetchall()
-            return chunks.read_series(rows, start_ms, end_ms, resolution)
+            found = [(r[0], _payload(r[1], chunks.COLUMNS, r[2:])) for r in rows]
+            return chunks.read_series(found, start_ms, end_ms, resolution)
 
         return await self.run_read(run)  # type: ignore[attr-defined]
 
     async def select_rollup(
-        self, matchers: Sequence[Matcher], start_ms: int, end_ms: int, resolution: Resolution
+        self,
+        matchers: Sequence[Matcher],
+        start_ms: int,
+        end_ms: int,
+        resolution: Resolution,
+        columns: Collection[str] | None = None,
     ) -> list[SeriesData]:
-        """Rollup buckets of matching series in [start_ms, end_ms] (``values`` = ``last``)."""
+        """Rollup buckets of matching series in [start_ms, end_ms]: the aggregates
+        ``columns`` (default all; ``values`` = ``last``, NaN when not read)."""
         await self._ensure_rollup_schema()
         table, span = _table(resolution), chunks.chunk_span(resolution)
         lo = start_ms - span + 1  # the first chunk that can hold a bucket starting at start_ms
+        names = aggregate_names(columns)
+        wanted_cols = ("ts", *names)
+        sql_cols = ", ".join(CHUNK_COLUMNS[n] for n in wanted_cols)
 
         def run(con: sqlite3.Connection) -> list[SeriesData]:
             metric = metric_name_of(matchers)
@@ -278,21 +329,22 @@ class SQLiteRollupMixin:
                 s = self._series_by_id(con, sid)
                 if s.labels and match_all(matchers, s.labels):
                     wanted[sid] = s
-            parts: dict[int, list[tuple[int, bytes]]] = {}
+            parts: dict[int, list[tuple[int, chunks.Payload]]] = {}
             found = sorted(wanted)
             for i in range(0, len(found), IN_LIST):
                 part = found[i : i + IN_LIST]
                 q = (
-                    f"SELECT series_id, start_ts, data FROM {table} WHERE series_id IN ({','.join('?' * len(part))})"
+                    f"SELECT series_id, start_ts, data, {sql_cols} FROM {table}"
+                    f" WHERE series_id IN ({','.join('?' * len(part))})"
                     " AND start_ts BETWEEN ? AND ? ORDER BY series_id, start_ts"
                 )
-                for sid, t, data in con.execute(q, (*part, lo, end_ms)):
-                    parts.setdefault(sid, []).append((t, data))
+                for row in con.execute(q, (*part, lo, end_ms)):
+                    parts.setdefault(row[0], []).append((row[1], _payload(row[2], wanted_cols, row[3:])))
             out = []
             for sid, ps in parts.items():
-                r = chunks.read_series(ps, start_ms, end_ms, resolution)
-                if len(r):
-                    out.append(SeriesData(wanted[sid], r.timestamps, r.last, resolution, r.columns()))
+                ts, cols = chunks.read_columns(ps, start_ms, end_ms, resolution, names)
+                if ts.size:
+                    out.append(SeriesData(wanted[sid], ts, bucket_values(cols, ts.size), resolution, cols))
             out.sort(key=lambda d: d.series.labels)
             return out
 
@@ -309,23 +361,25 @@ class SQLiteRollupMixin:
             deleted = 0
             with con:
                 con.execute("BEGIN")
-                for (data,) in con.execute(f"SELECT data FROM {table} WHERE start_ts <= ?", (ts_ms - span,)):
-                    deleted += int.from_bytes(data[1:5], "little")
+                old = f"SELECT start_ts, data, c_ts FROM {table} WHERE start_ts <= ?"
+                for t, data, ts in con.execute(old, (ts_ms - span,)):
+                    deleted += chunks.bucket_count(t, _payload(data, ("ts",), (ts,)))
                 con.execute(f"DELETE FROM {table} WHERE start_ts <= ?", (ts_ms - span,))
                 straddling = con.execute(
-                    f"SELECT series_id, start_ts, data FROM {table} WHERE start_ts > ? AND start_ts < ?",
+                    f"SELECT series_id, start_ts, data, {_CHUNK_COLS} FROM {table} WHERE start_ts > ? AND start_ts < ?",
                     (ts_ms - span, ts_ms),
                 ).fetchall()
-                for sid, t, data in straddling:
-                    r = chunks.decode(t, data)
+                for row in straddling:
+                    sid, t = row[0], row[1]
+                    r = chunks.decode_payload(t, _payload(row[2], chunks.COLUMNS, row[3:]))
                     keep = r.slice(ts_ms, t + span)
                     deleted += len(r) - len(keep)
                     if not len(keep):
                         con.execute(f"DELETE FROM {table} WHERE series_id = ? AND start_ts = ?", (sid, t))
                     elif len(keep) != len(r):
                         con.execute(
-                            f"UPDATE {table} SET data = ? WHERE series_id = ? AND start_ts = ?",
-                            (chunks.encode(resolution, t, keep), sid, t),
+                            _INSERT_CHUNK.format(table=table),
+                            _chunk_params(sid, t, chunks.encode_columns(resolution, t, keep)),
                         )
             return deleted
 
@@ -356,19 +410,24 @@ def _put_chunks(con: sqlite3.Connection, table: str, resolution: Resolution, ser
     drop the provisional chunks (the fresh pass's) these final buckets replace."""
     for start, part in chunks.split(resolution, rollup):
         row = con.execute(
-            f"SELECT data FROM {table} WHERE series_id = ? AND start_ts = ?", (series_id, start)
+            f"SELECT data, {_CHUNK_COLS} FROM {table} WHERE series_id = ? AND start_ts = ?", (series_id, start)
         ).fetchone()
         if row is not None:
-            part = chunks.merge(chunks.decode(start, row[0]), part)
+            part = chunks.merge(chunks.decode_payload(start, _payload(row[0], chunks.COLUMNS, row[1:])), part)
         con.execute(
-            f"INSERT OR REPLACE INTO {table} (series_id, start_ts, data) VALUES (?,?,?)",
-            (series_id, start, chunks.encode(resolution, start, part)),
+            _INSERT_CHUNK.format(table=table),
+            _chunk_params(series_id, start, chunks.encode_columns(resolution, start, part)),
         )
         if resolution is Resolution.MINUTE:
             con.execute(
                 f"DELETE FROM {table} WHERE series_id = ? AND start_ts > ? AND start_ts <= ?",
                 (series_id, start, int(part.timestamps[-1])),
             )
+
+
+def _payload(data: bytes, names: Sequence[str], values: Sequence[bytes | None]) -> chunks.Payload:
+    """A stored chunk from its ``data`` (record form, or empty) and column values ``names``."""
+    return chunks.payload(data, dict(zip(names, values, strict=True)))
 
 
 def _convert_row_tables(con: sqlite3.Connection) -> None:

@@ -56,7 +56,7 @@ def test_older_schema_version_asks_for_storage_init_which_upgrades_it(cassandra)
         with pytest.raises(StorageError, match=f"schema version 1.*ringmon storage init --keyspace {ks}"):
             CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks)
         assert sch.create_schema(store.session, sch.SchemaSpec(keyspace=ks)) == ["raw_late"]
-        assert sch.schema_version(store.session, ks) == sch.SCHEMA_VERSION == 3
+        assert sch.schema_version(store.session, ks) == sch.SCHEMA_VERSION == 4
         CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks).shutdown()
     finally:
         store.drop_keyspace_sync()
@@ -113,7 +113,7 @@ async def test_storage_init_packs_version_2_rollup_rows_into_chunks(cassandra) -
         store.session.execute(f"INSERT INTO {ks}.meta (key, value) VALUES ('schema_version', '2')")
 
         created = sch.create_schema(store.session, sch.SchemaSpec(keyspace=ks, ttls_s={**sch.DEFAULT_TTLS_S, "rollup_1h": 30 * 86_400}))
-        assert created == [] and sch.schema_version(store.session, ks) == 3
+        assert created == [] and sch.schema_version(store.session, ks) == 4
         tables = {r[0] for r in _rows(store, "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
                                       (ks,))}
         assert "rollup_1m" not in tables and "rollup_1h" not in tables
@@ -343,3 +343,47 @@ async def test_label_matchers_exact_on_100k_series_and_bucket_local(cassandra_st
     data = await store.select(ms, t_query - HOUR_MS, t_query + HOUR_MS)
     assert {d.series.id for d in data} == {s.id for s in series if match_all(ms, s.labels)}
     assert all(d.timestamps.tolist() == [t_query] for d in data)
+
+
+async def test_storage_init_gives_version_3_chunk_tables_their_columns(cassandra) -> None:
+    """Version 3 stored a chunk as one record blob (``data``). Init adds the column blobs;
+    the record-form chunks are read as they are, and a write merges into one in column form."""
+    from fixtures_cassandra import keyspace_store
+
+    from storage import rollup_chunks as chunks
+    from storage.base import AGGREGATES, MINUTE_MS, Resolution
+    from storage.cassandra_rollup import CassandraRollupStorage
+    from storage.rollup import Rollup
+    from storage.rollup_job import RollupRows
+
+    with keyspace_store(cassandra, "chunks_v4", CassandraRollupStorage) as store:
+        ks = store.keyspace
+        day = int(time.time() * 1000) // DAY_MS * DAY_MS - DAY_MS
+        s = Series.of(make_labels("v4_check", job="u"))
+        await store.write(SampleBatch("u/x", [s], [day + MINUTE_MS], [1.0]))
+        for col in sch.CHUNK_COLUMNS:
+            store.session.execute(f"ALTER TABLE {ks}.rollup_1m_chunks DROP {col}", timeout=60)
+        store.session.execute(f"INSERT INTO {ks}.meta (key, value) VALUES ('schema_version', '3')")
+        rng = np.random.default_rng(4)
+        ts = np.arange(day, day + 200 * MINUTE_MS, MINUTE_MS, dtype=np.int64)
+        old = Rollup.from_columns(ts, {n: rng.random(ts.size) for n in AGGREGATES})
+        store.session.execute(
+            f"INSERT INTO {ks}.rollup_1m_chunks (series_id, day, start_ts, data) VALUES (%s, %s, %s, %s)",
+            (s.id, day // DAY_MS, day, chunks.encode(Resolution.MINUTE, day, old)),
+        )
+        assert sch.create_schema(store.session, sch.SchemaSpec(keyspace=ks)) == []
+        assert sch.schema_version(store.session, ks) == 4
+        fresh = CassandraRollupStorage.connect_sync([cassandra.host], cassandra.port, ks)
+        try:
+            assert (await fresh.read_rollup(Resolution.MINUTE, s.id, day, day + DAY_MS)).bit_equal(old)
+            more = Rollup.from_columns(ts[-1:] + MINUTE_MS, {n: np.array([7.0]) for n in AGGREGATES})
+            await fresh.write_rollups(Resolution.MINUTE, [RollupRows(s.id, more)])
+            got = await fresh.select(
+                [Matcher("__name__", MatchOp.EQ, "v4_check")], day, day + DAY_MS, Resolution.MINUTE, columns=["increase"]
+            )
+            assert set(got[0].agg) == {"increase"}
+            assert got[0].agg["increase"].tolist() == [*old.increase, 7.0]
+            data, inc = _rows(fresh, f"SELECT data, c_increase FROM {ks}.rollup_1m_chunks")[0]
+            assert not data and len(inc) == 201 * 8
+        finally:
+            fresh.shutdown()

@@ -173,7 +173,7 @@ def test_read_series_joins_a_following_provisional_chunk_as_it_is() -> None:
         (a + 6 * HOUR_MS, chunks.encode(Resolution.MINUTE, a + 6 * HOUR_MS, final1)),
         (p, chunks.encode(Resolution.MINUTE, p, prov)),
     ]
-    assert chunks._ascending(stored)
+    assert chunks._ascending_views([(t, *chunks._views(t, c, ())) for t, c in stored])
     got = chunks.read_series(stored, a + MINUTE_MS, p + 30 * MINUTE_MS, Resolution.MINUTE)
     want_ts = np.concatenate([final0.timestamps, final1.timestamps, prov.timestamps])
     want_inc = np.concatenate([final0.increase, final1.increase, prov.increase])
@@ -183,9 +183,87 @@ def test_read_series_joins_a_following_provisional_chunk_as_it_is() -> None:
     # A provisional chunk overlapping the final one is not joined as it is: final buckets win.
     overlap = rollup([a + 6 * HOUR_MS + i * MINUTE_MS for i in range(100, 140)], seed=14)
     stored[2] = (a + 6 * HOUR_MS + 100 * MINUTE_MS, chunks.encode(Resolution.MINUTE, a + 6 * HOUR_MS + 100 * MINUTE_MS, overlap))
-    assert not chunks._ascending(stored)
+    assert not chunks._ascending_views([(t, *chunks._views(t, c, ())) for t, c in stored])
     got = chunks.read_series(stored, a, a + DAY_MS, Resolution.MINUTE)
     assert got.timestamps.tolist() == sorted(set(want_ts[:480].tolist()) | set(overlap.timestamps.tolist()))
     assert got.increase[359 + 100].tolist() == final1.increase[99].tolist()
     assert got.increase[360 + 119].tolist() == final1.increase[119].tolist()
     assert got.increase[360 + 120].tolist() == overlap.increase[20].tolist()
+
+
+def test_column_form_round_trip_and_reads_of_some_columns() -> None:
+    start = T0 + 6 * HOUR_MS
+    r = rollup([start + i * MINUTE_MS for i in (0, 1, 5, 359)], seed=15)
+    r.sum[1] = np.nan
+    r.increase[2] = -0.0
+    cols = chunks.encode_columns(Resolution.MINUTE, start, r)
+    assert set(cols) == set(chunks.COLUMNS) and all(len(v) == 4 * 8 for v in cols.values())
+    assert chunks.decode_payload(start, cols).bit_equal(r)
+    assert chunks.bucket_count(start, cols) == 4
+    # A read of some columns needs only those (and ts).
+    ts, got = chunks.read_columns([(start, {"ts": cols["ts"], "increase": cols["increase"]})], start, start + HOUR_MS,
+                                  Resolution.MINUTE, ("increase",))
+    assert ts.tolist() == r.timestamps[:3].tolist() and set(got) == {"increase"}
+    assert got["increase"].view(np.int64).tolist() == r.increase[:3].view(np.int64).tolist()
+    with pytest.raises(chunks.ChunkError, match="column sum"):
+        chunks.read_columns([(start, {"ts": cols["ts"], "increase": cols["increase"]})], start, start + HOUR_MS,
+                            Resolution.MINUTE, ("sum",))
+    with pytest.raises(chunks.ChunkError, match="column last"):
+        chunks.decode_payload(start, {**cols, "last": cols["last"][:-8]})
+    with pytest.raises(ValueError, match="outside the chunk"):
+        chunks.encode_columns(Resolution.MINUTE, start + MINUTE_MS, r)
+
+
+def test_record_and_column_chunks_read_together_and_provisional_overlap_in_column_form() -> None:
+    a = T0
+    old = rollup([a + i * MINUTE_MS for i in range(360)], seed=16)  # record form (written before)
+    new = rollup([a + 6 * HOUR_MS + i * MINUTE_MS for i in range(10)], seed=17)  # column form
+    prov = rollup([a + 6 * HOUR_MS + i * MINUTE_MS for i in range(5, 20)], seed=18)  # overlaps `new`
+    p = a + 6 * HOUR_MS + 5 * MINUTE_MS
+    stored = [
+        (a, chunks.encode(Resolution.MINUTE, a, old)),
+        (a + 6 * HOUR_MS, chunks.encode_columns(Resolution.MINUTE, a + 6 * HOUR_MS, new)),
+        (p, chunks.encode_columns(Resolution.MINUTE, p, prov)),
+    ]
+    for names in (("increase",), ("sum", "count"), AGGREGATES):
+        ts, got = chunks.read_columns(stored, a + MINUTE_MS, a + DAY_MS, Resolution.MINUTE, names)
+        assert ts.tolist() == [a + i * MINUTE_MS for i in range(1, 380)]
+        for n in names:
+            want = [*getattr(old, n)[1:], *getattr(new, n), *getattr(prov, n)[5:]]  # final buckets win
+            assert got[n].tolist() == want, n
+    whole = chunks.read_series(stored, a, a + DAY_MS, Resolution.MINUTE)
+    assert whole.timestamps.size == 380 and whole.last[360 + 7] == new.last[7]
+
+
+async def test_sqlite_store_reads_and_rewrites_record_form_chunks_of_an_older_database(tmp_path) -> None:
+    """A database whose chunk tables predate column form: the columns are added on open,
+    its record-form chunks are read, and a write merges into one in column form."""
+    path = tmp_path / "v3.db"
+    s = Series.of(make_labels("m", instance="a"))
+    r = rollup([T0 + i * MINUTE_MS for i in range(300)], seed=19)
+    con = sqlite3.connect(path)
+    con.executescript(
+        "CREATE TABLE rollup_1m_chunks (series_id INTEGER NOT NULL, start_ts INTEGER NOT NULL,"
+        " data BLOB NOT NULL, PRIMARY KEY (series_id, start_ts));"
+        "CREATE TABLE rollup_1h_chunks (series_id INTEGER NOT NULL, start_ts INTEGER NOT NULL,"
+        " data BLOB NOT NULL, PRIMARY KEY (series_id, start_ts));"
+    )
+    con.execute("INSERT INTO rollup_1m_chunks VALUES (?,?,?)", (s.id, T0, chunks.encode(Resolution.MINUTE, T0, r)))
+    con.commit()
+    con.close()
+    st = await SQLiteRollupStorage.open(path)
+    try:
+        await st.write(SampleBatch("t", [s], [T0], [1.0]))
+        assert (await st.read_rollup(Resolution.MINUTE, s.id, T0, T0 + DAY_MS)).bit_equal(r)
+        more = rollup([T0 + i * MINUTE_MS for i in range(300, 320)], seed=20)
+        await st.write_rollups(Resolution.MINUTE, [RollupRows(s.id, more)])
+        sel = await st.select([Matcher("__name__", MatchOp.EQ, "m")], T0, T0 + DAY_MS, Resolution.MINUTE,
+                              columns=["increase"])
+        assert set(sel[0].agg) == {"increase"} and np.isnan(sel[0].values).all()
+        assert sel[0].agg["increase"].tolist() == [*r.increase, *more.increase]
+        data, inc = await st.run_read(
+            lambda c: c.execute("SELECT data, c_increase FROM rollup_1m_chunks WHERE start_ts = ?", (T0,)).fetchone()
+        )
+        assert data == b"" and len(inc) == 320 * 8
+    finally:
+        await st.close()

@@ -94,10 +94,10 @@ async def test_fresh_minutes_follow_the_open_window_and_the_seal_replaces_them(s
     raw_reads: list[int] = []
     select = store.select
 
-    async def spy(matchers, start_ms, end_ms, resolution=Resolution.RAW):
+    async def spy(matchers, start_ms, end_ms, resolution=Resolution.RAW, *, columns=None):
         if resolution is Resolution.RAW:
             raw_reads.append(start_ms)
-        return await select(matchers, start_ms, end_ms, resolution)
+        return await select(matchers, start_ms, end_ms, resolution, columns=columns)
 
     store.select = spy
     try:

@@ -78,8 +78,12 @@ def dump(path) -> dict[str, list[tuple]]:
         out = {"raw_blocks": con.execute("SELECT * FROM raw_blocks ORDER BY 1, 2").fetchall()}
         for name in ("rollup_1m", "rollup_1h"):
             rows = []
-            for sid, start, data in con.execute(f"SELECT * FROM {name}_chunks ORDER BY 1, 2"):
-                r = rollup_chunks.decode(start, data)
+            cols = ", ".join(f"c_{c}" for c in rollup_chunks.COLUMNS)
+            for sid, start, data, *values in con.execute(
+                f"SELECT series_id, start_ts, data, {cols} FROM {name}_chunks ORDER BY 1, 2"
+            ):
+                stored = rollup_chunks.payload(data, dict(zip(rollup_chunks.COLUMNS, values, strict=True)))
+                r = rollup_chunks.decode_payload(start, stored)
                 bits = [getattr(r, a).view(np.int64).tolist() for a in AGGREGATES]
                 rows += [(sid, t, *b) for t, *b in zip(r.timestamps.tolist(), *bits, strict=True)]
             out[name] = rows
