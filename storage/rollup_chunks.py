@@ -184,6 +184,18 @@ def read_columns(
     """One series' bucket starts in [start_ms, end_ms] and its columns ``names``, from its
     stored chunks in ``start`` order (either form); provisional chunks add the buckets the
     final ones lack."""
+    if all(isinstance(c, dict) for _, c in chunks) and _ascending_columns(chunks, names):  # type: ignore[arg-type]
+        # The common case: column-form chunks, no bucket start repeating (provisional chunks
+        # included: the open window's follows the final ones). One join per column: a 1 y
+        # read of 800 series is 37,000 chunks, and NumPy calls per chunk cost 0.1 s.
+        def joined(name: str, dtype: str) -> np.ndarray:
+            parts = [c[name] for _, c in chunks]  # type: ignore[index]
+            return np.frombuffer(parts[0] if len(parts) == 1 else b"".join(parts), dtype=dtype)
+
+        ts = joined("ts", "<i8")
+        lo = int(np.searchsorted(ts, start_ms, "left"))
+        hi = int(np.searchsorted(ts, end_ms, "right"))
+        return ts[lo:hi], {n: joined(n, "<f8")[lo:hi] for n in names}
     views = [(start, *_views(start, c, names)) for start, c in chunks]
     if _ascending_views(views):
         # The common case, provisional chunks included (the open window's chunk follows the
@@ -212,6 +224,27 @@ def read_columns(
     lo = int(np.searchsorted(ts, start_ms, "left"))
     hi = int(np.searchsorted(ts, end_ms, "right"))
     return ts[lo:hi], {n: c[lo:hi] for n, c in cols.items()}
+
+
+def _ascending_columns(chunks: list[tuple[int, dict[str, bytes]]], names: tuple[str, ...]) -> bool:
+    """Whether column-form chunks, in the order given, have strictly ascending bucket starts
+    (read from the bytes); ChunkError when a column is missing or of another length."""
+    prev = None
+    for start, c in chunks:
+        ts = c.get("ts")
+        if ts is None or len(ts) % 8:
+            raise ChunkError(f"rollup chunk at {start}: no bucket starts")
+        for n in names:
+            col = c.get(n)
+            if col is None or len(col) != len(ts):
+                raise ChunkError(f"rollup chunk at {start}: column {n} missing or not {len(ts) // 8} values")
+        if not ts:
+            continue
+        first = int.from_bytes(ts[:8], "little", signed=True)
+        if prev is not None and first <= prev:
+            return False
+        prev = int.from_bytes(ts[-8:], "little", signed=True)
+    return True
 
 
 def _ascending_views(views: list[tuple[int, np.ndarray, dict]]) -> bool:
