@@ -159,8 +159,6 @@ class PieceColumns(dict):
         return bool(self._names)
 
 
-
-
 def _flat_parts(
     stored: list[SeriesData], built: Rows, resolution: Resolution, names: tuple[str, ...] = AGGREGATES
 ) -> FlatSeries:

@@ -81,11 +81,6 @@ _CHUNK_COLS = ", ".join(f"c_{c}" for c in chunks.COLUMNS)
 _MARKS = ", ?" * len(chunks.COLUMNS)
 
 
-def _payload(data: bytes | None, names: Sequence[str], values: Sequence[bytes | None]) -> chunks.Payload:
-    """A stored chunk from its ``data`` (record form, or empty) and column values ``names``."""
-    return chunks.payload(data, dict(zip(names, values, strict=True)))
-
-
 def _partition(resolution: Resolution, ts_ms: int) -> int:
     if resolution is Resolution.MINUTE:
         return ts_ms // DAY_MS
@@ -246,7 +241,7 @@ class CassandraRollupMixin:
             async def run() -> None:
                 params = (sid, _partition(resolution, start), start)
                 pages = await self.execute(get, params)  # type: ignore[attr-defined]
-                there = [_payload(row[0], chunks.COLUMNS, row[1:]) for page in pages for row in page]
+                there = [chunks.payload(row[0], chunks.COLUMNS, row[1:]) for page in pages for row in page]
                 data = chunks.merge(chunks.decode_payload(start, there[0]), part) if there else part
                 cols = chunks.encode_columns(resolution, start, data)
                 await self.execute(ins, (*params, b"", *(cols[c] for c in chunks.COLUMNS)))  # type: ignore[attr-defined]
@@ -500,7 +495,7 @@ class CassandraRollupMixin:
         for pages in await asyncio.gather(*calls):  # (partitions in time order)
             for page in pages:
                 for row in page:
-                    parts.setdefault(row[0], []).append((row[1], _payload(row[2], wanted, row[3:])))
+                    parts.setdefault(row[0], []).append((row[1], chunks.payload(row[2], wanted, row[3:])))
         return {sid: chunks.read_columns(found, start_ms, end_ms, resolution, names) for sid, found in parts.items()}
 
 

@@ -31,7 +31,7 @@ for an equal bucket start.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -132,11 +132,12 @@ def encode_columns(resolution: Resolution, start_ms: int, rollup: Rollup) -> dic
     return out
 
 
-def payload(data: bytes | None, columns: dict[str, bytes | None]) -> Payload:
-    """A stored chunk from its record bytes (``data``, empty in column form) and columns."""
+def payload(data: bytes | None, names: Sequence[str], values: Sequence[bytes | None]) -> Payload:
+    """A stored chunk from its record bytes (``data``, empty in column form) and the values
+    of its columns ``names`` as a store returned them."""
     if data:
         return data
-    return {k: v for k, v in columns.items() if v is not None}
+    return {k: v for k, v in zip(names, values, strict=True) if v is not None}
 
 
 def bucket_count(start_ms: int, chunk: Payload) -> int:

@@ -71,7 +71,7 @@ def convert_row_table(session, keyspace: str, table: str, ttl_s: int, now_ms: in
                 continue  # would have expired by now
             there = session.execute(read_chunk, (key[0], start // part_ms, start)).one()
             if there is not None:
-                stored = chunks.payload(there[0], dict(zip(chunks.COLUMNS, there[1:], strict=True)))
+                stored = chunks.payload(there[0], chunks.COLUMNS, there[1:])
                 part = chunks.merge(part, chunks.decode_payload(start, stored))
             encoded = chunks.encode_columns(resolution, start, part)
             params.append(

@@ -291,7 +291,7 @@ class SQLiteRollupMixin:
                 " AND start_ts BETWEEN ? AND ? ORDER BY start_ts",
                 (series_id, start_ms - span + 1, end_ms),
             ).fetchall()
-            found = [(r[0], _payload(r[1], chunks.COLUMNS, r[2:])) for r in rows]
+            found = [(r[0], chunks.payload(r[1], chunks.COLUMNS, r[2:])) for r in rows]
             return chunks.read_series(found, start_ms, end_ms, resolution)
 
         return await self.run_read(run)  # type: ignore[attr-defined]
@@ -339,7 +339,7 @@ class SQLiteRollupMixin:
                     " AND start_ts BETWEEN ? AND ? ORDER BY series_id, start_ts"
                 )
                 for row in con.execute(q, (*part, lo, end_ms)):
-                    parts.setdefault(row[0], []).append((row[1], _payload(row[2], wanted_cols, row[3:])))
+                    parts.setdefault(row[0], []).append((row[1], chunks.payload(row[2], wanted_cols, row[3:])))
             out = []
             for sid, ps in parts.items():
                 ts, cols = chunks.read_columns(ps, start_ms, end_ms, resolution, names)
@@ -363,7 +363,7 @@ class SQLiteRollupMixin:
                 con.execute("BEGIN")
                 old = f"SELECT start_ts, data, c_ts FROM {table} WHERE start_ts <= ?"
                 for t, data, ts in con.execute(old, (ts_ms - span,)):
-                    deleted += chunks.bucket_count(t, _payload(data, ("ts",), (ts,)))
+                    deleted += chunks.bucket_count(t, chunks.payload(data, ("ts",), (ts,)))
                 con.execute(f"DELETE FROM {table} WHERE start_ts <= ?", (ts_ms - span,))
                 straddling = con.execute(
                     f"SELECT series_id, start_ts, data, {_CHUNK_COLS} FROM {table} WHERE start_ts > ? AND start_ts < ?",
@@ -371,7 +371,7 @@ class SQLiteRollupMixin:
                 ).fetchall()
                 for row in straddling:
                     sid, t = row[0], row[1]
-                    r = chunks.decode_payload(t, _payload(row[2], chunks.COLUMNS, row[3:]))
+                    r = chunks.decode_payload(t, chunks.payload(row[2], chunks.COLUMNS, row[3:]))
                     keep = r.slice(ts_ms, t + span)
                     deleted += len(r) - len(keep)
                     if not len(keep):
@@ -413,7 +413,7 @@ def _put_chunks(con: sqlite3.Connection, table: str, resolution: Resolution, ser
             f"SELECT data, {_CHUNK_COLS} FROM {table} WHERE series_id = ? AND start_ts = ?", (series_id, start)
         ).fetchone()
         if row is not None:
-            part = chunks.merge(chunks.decode_payload(start, _payload(row[0], chunks.COLUMNS, row[1:])), part)
+            part = chunks.merge(chunks.decode_payload(start, chunks.payload(row[0], chunks.COLUMNS, row[1:])), part)
         con.execute(
             _INSERT_CHUNK.format(table=table),
             _chunk_params(series_id, start, chunks.encode_columns(resolution, start, part)),
@@ -423,11 +423,6 @@ def _put_chunks(con: sqlite3.Connection, table: str, resolution: Resolution, ser
                 f"DELETE FROM {table} WHERE series_id = ? AND start_ts > ? AND start_ts <= ?",
                 (series_id, start, int(part.timestamps[-1])),
             )
-
-
-def _payload(data: bytes, names: Sequence[str], values: Sequence[bytes | None]) -> chunks.Payload:
-    """A stored chunk from its ``data`` (record form, or empty) and column values ``names``."""
-    return chunks.payload(data, dict(zip(names, values, strict=True)))
 
 
 def _convert_row_tables(con: sqlite3.Connection) -> None:

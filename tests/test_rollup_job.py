@@ -82,7 +82,7 @@ def dump(path) -> dict[str, list[tuple]]:
             for sid, start, data, *values in con.execute(
                 f"SELECT series_id, start_ts, data, {cols} FROM {name}_chunks ORDER BY 1, 2"
             ):
-                stored = rollup_chunks.payload(data, dict(zip(rollup_chunks.COLUMNS, values, strict=True)))
+                stored = rollup_chunks.payload(data, rollup_chunks.COLUMNS, values)
                 r = rollup_chunks.decode_payload(start, stored)
                 bits = [getattr(r, a).view(np.int64).tolist() for a in AGGREGATES]
                 rows += [(sid, t, *b) for t, *b in zip(r.timestamps.tolist(), *bits, strict=True)]
