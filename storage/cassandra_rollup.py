@@ -77,7 +77,7 @@ CHUNK_READS_IN_FLIGHT = 8
 FRESH_TTL_S = 2 * 86_400
 
 
-_CHUNK_COLS = ", ".join(f"c_{c}" for c in chunks.COLUMNS)
+_CHUNK_COLS = ", ".join(chunks.STORED.values())
 _MARKS = ", ?" * len(chunks.COLUMNS)
 
 
@@ -169,7 +169,7 @@ class CassandraRollupMixin:
         if key not in cache:
             ks = self.keyspace  # type: ignore[attr-defined]
             table, part = ("rollup_1m_chunks", "day") if resolution is Resolution.MINUTE else ("rollup_1h_chunks", "bucket")
-            cols = ", ".join(f"c_{n}" for n in ("ts", *names))
+            cols = ", ".join(chunks.STORED[n] for n in ("ts", *names))
             cql = (
                 f"SELECT series_id, start_ts, data, {cols} FROM {ks}.{table}"
                 f" WHERE series_id IN ? AND {part} = ? AND start_ts >= ? AND start_ts <= ?"

@@ -120,6 +120,8 @@ def is_provisional(resolution: Resolution, start_ms: int) -> bool:
 # written before column form and still read) or a dict of column name -> bytes.
 
 COLUMNS = ("ts", *AGGREGATES)
+# Each column's name in the stores' chunk tables (SQLite and Cassandra alike).
+STORED = {name: f"c_{name}" for name in COLUMNS}
 Payload = bytes | dict[str, bytes]
 
 

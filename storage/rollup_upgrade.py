@@ -41,7 +41,7 @@ def convert_row_table(session, keyspace: str, table: str, ttl_s: int, now_ms: in
     chunk_table, part_col, resolution, part_ms = ROW_TABLES_BEFORE_CHUNKS[table]
     now = int(time.time() * 1000) if now_ms is None else now_ms
     span = chunks.chunk_span(resolution)
-    cols = ", ".join(f"c_{c}" for c in chunks.COLUMNS)
+    cols = ", ".join(chunks.STORED.values())
     read_chunk = session.prepare(
         f"SELECT data, {cols} FROM {keyspace}.{chunk_table} WHERE series_id = ? AND {part_col} = ? AND start_ts = ?"
     )

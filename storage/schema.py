@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass, field
 
 from storage.base import DAY_MS, HOUR_MS
+from storage.rollup_chunks import STORED as STORED_CHUNK_COLUMNS
 from storage.rollup_upgrade import ROW_TABLES_BEFORE_CHUNKS, convert_row_table
 
 # 2: raw_late (``ringmon storage init`` on a version-1 keyspace adds it); 3: rollup chunks
@@ -40,7 +41,8 @@ from storage.rollup_upgrade import ROW_TABLES_BEFORE_CHUNKS, convert_row_table
 # chunks in column form (init adds the ``c_<column>`` blobs to the chunk tables).
 SCHEMA_VERSION = 4
 CHUNK_TABLES = ("rollup_1m_chunks", "rollup_1h_chunks")
-CHUNK_COLUMNS = ("c_ts", "c_count", "c_sum", "c_min", "c_max", "c_last", "c_increase")
+CHUNK_COLUMNS = tuple(STORED_CHUNK_COLUMNS.values())
+_CHUNK_DDL = "".join(f"{c} blob, " for c in CHUNK_COLUMNS)
 
 RAW_BUCKET_MS = HOUR_MS  # raw_recent partition width
 BLOCK_BUCKET_MS = DAY_MS  # raw_blocks partition width
@@ -165,13 +167,13 @@ def table_statements(spec: SchemaSpec) -> list[tuple[str, str]]:
         (
             "rollup_1m_chunks",
             f"CREATE TABLE IF NOT EXISTS {ks}.rollup_1m_chunks (series_id bigint, day int, start_ts bigint, "
-            "data blob, c_ts blob, c_count blob, c_sum blob, c_min blob, c_max blob, c_last blob, c_increase blob, PRIMARY KEY ((series_id, day), start_ts)) WITH "
+            "data blob, " + _CHUNK_DDL + "PRIMARY KEY ((series_id, day), start_ts)) WITH "
             + _options(t["rollup_1m"], "start_ts ASC"),
         ),
         (
             "rollup_1h_chunks",
             f"CREATE TABLE IF NOT EXISTS {ks}.rollup_1h_chunks (series_id bigint, bucket int, start_ts bigint, "
-            "data blob, c_ts blob, c_count blob, c_sum blob, c_min blob, c_max blob, c_last blob, c_increase blob, PRIMARY KEY ((series_id, bucket), start_ts)) WITH "
+            "data blob, " + _CHUNK_DDL + "PRIMARY KEY ((series_id, bucket), start_ts)) WITH "
             + _options(t["rollup_1h"], "start_ts ASC"),
         ),
     ]

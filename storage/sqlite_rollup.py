@@ -91,7 +91,7 @@ _TABLES = {Resolution.MINUTE: "rollup_1m_chunks", Resolution.HOUR: "rollup_1h_ch
 _ROW_TABLES = {Resolution.MINUTE: "rollup_1m", Resolution.HOUR: "rollup_1h"}  # before chunks
 _COLS = ", ".join(AGGREGATES)
 # Column-form chunk columns (``storage.rollup_chunks.encode_columns``); ``data`` is empty then.
-CHUNK_COLUMNS = {name: f"c_{name}" for name in chunks.COLUMNS}
+CHUNK_COLUMNS = chunks.STORED
 _CHUNK_COLS = ", ".join(CHUNK_COLUMNS.values())
 _INSERT_CHUNK = (
     "INSERT OR REPLACE INTO {table} (series_id, start_ts, data, " + _CHUNK_COLS + ") VALUES (?,?,?"
