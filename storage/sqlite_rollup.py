@@ -39,6 +39,19 @@ from storage.rollup_job import RollupRows, SealedBlock
 from storage.schema import DEFAULT_TTLS_S
 from storage.sqlite import IN_LIST, SQLiteStorage, raw_samples_of, series_from_row
 
+# A chunk table per resolution: ``data`` (record form, empty since column form) and the
+# column-form blobs (``storage.rollup_chunks.STORED``).
+_CHUNK_TABLE = """
+CREATE TABLE IF NOT EXISTS {table} (
+    series_id INTEGER NOT NULL,
+    start_ts  INTEGER NOT NULL,
+    data      BLOB NOT NULL,
+    {columns},
+    PRIMARY KEY (series_id, start_ts)
+);
+CREATE INDEX IF NOT EXISTS {table}_ts ON {table} (start_ts, series_id);
+"""
+
 ROLLUP_SCHEMA = """
 CREATE TABLE IF NOT EXISTS raw_blocks (
     series_id INTEGER NOT NULL,
@@ -50,34 +63,6 @@ CREATE TABLE IF NOT EXISTS raw_blocks (
     data      BLOB NOT NULL,
     PRIMARY KEY (series_id, start_ts)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rollup_1m_chunks (
-    series_id  INTEGER NOT NULL,
-    start_ts   INTEGER NOT NULL,
-    data       BLOB NOT NULL,
-    c_ts       BLOB,
-    c_count    BLOB,
-    c_sum      BLOB,
-    c_min      BLOB,
-    c_max      BLOB,
-    c_last     BLOB,
-    c_increase BLOB,
-    PRIMARY KEY (series_id, start_ts)
-);
-CREATE INDEX IF NOT EXISTS rollup_1m_chunks_ts ON rollup_1m_chunks (start_ts, series_id);
-CREATE TABLE IF NOT EXISTS rollup_1h_chunks (
-    series_id  INTEGER NOT NULL,
-    start_ts   INTEGER NOT NULL,
-    data       BLOB NOT NULL,
-    c_ts       BLOB,
-    c_count    BLOB,
-    c_sum      BLOB,
-    c_min      BLOB,
-    c_max      BLOB,
-    c_last     BLOB,
-    c_increase BLOB,
-    PRIMARY KEY (series_id, start_ts)
-);
-CREATE INDEX IF NOT EXISTS rollup_1h_chunks_ts ON rollup_1h_chunks (start_ts, series_id);
 CREATE INDEX IF NOT EXISTS series_metric ON series (metric);
 CREATE TABLE IF NOT EXISTS rollup_checkpoints (
     job        TEXT NOT NULL,
@@ -88,6 +73,10 @@ CREATE TABLE IF NOT EXISTS rollup_checkpoints (
 """
 
 _TABLES = {Resolution.MINUTE: "rollup_1m_chunks", Resolution.HOUR: "rollup_1h_chunks"}
+ROLLUP_SCHEMA += "".join(
+    _CHUNK_TABLE.format(table=t, columns=", ".join(f"{c} BLOB" for c in chunks.STORED.values()))
+    for t in _TABLES.values()
+)
 _ROW_TABLES = {Resolution.MINUTE: "rollup_1m", Resolution.HOUR: "rollup_1h"}  # before chunks
 _COLS = ", ".join(AGGREGATES)
 # Column-form chunk columns (``storage.rollup_chunks.encode_columns``); ``data`` is empty then.
