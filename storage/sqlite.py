@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -41,6 +42,7 @@ from storage.matchers import Matcher, match_all, metric_name_of
 from storage.model import SampleBatch, Series
 
 T = TypeVar("T")
+log = logging.getLogger("ringmon.storage.sqlite")
 IN_LIST = 500  # ids per ``IN (...)`` (SQLite's default limit on host parameters is 999)
 MMAP_BYTES = 1 << 30
 RAW_CHUNK_MS = 5 * 60_000
@@ -174,9 +176,11 @@ def _convert_raw_samples(con: sqlite3.Connection) -> None:
     """Pack the row-per-sample ``raw_samples`` table of an older database into raw chunks."""
     if con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'raw_samples'").fetchone() is None:
         return
+    started = time.monotonic()
     con.execute("BEGIN")
     try:
         ids = [sid for (sid,) in con.execute("SELECT DISTINCT series_id FROM raw_samples")]
+        log.info("converting the raw samples of %d series to raw chunks (once, in one transaction)", len(ids))
         for sid in ids:
             rows = con.execute("SELECT ts, value FROM raw_samples WHERE series_id = ? ORDER BY day, ts", (sid,)).fetchall()
             con.executemany(
@@ -187,6 +191,7 @@ def _convert_raw_samples(con: sqlite3.Connection) -> None:
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    log.info("raw samples of %d series converted in %.1f s", len(ids), time.monotonic() - started)
 
 
 class SQLiteStorage(Storage):
