@@ -133,11 +133,11 @@ def raw_samples_of(
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Raw samples in [start_ms, end_ms) of each of ``series_ids`` that has some: one
     statement per ``IN_LIST`` series, reading the spans that overlap the range. The chunks
-    of all series are decoded as one array (a refresh reads 800 series' last minutes: per
-    series NumPy calls would cost more than SQLite); only a series with samples written out
-    of order goes through ``samples_of`` on its own."""
-    sids: list[int] = []
-    blobs: list[bytes] = []
+    of those series are decoded as one array (a refresh reads 800 series' last minutes: per
+    series NumPy calls would cost more than SQLite), so a read holds at most one group's
+    copies at once; only a series with samples written out of order goes through
+    ``samples_of`` on its own."""
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     ids = list(series_ids)
     for i in range(0, len(ids), IN_LIST):
         part = ids[i : i + IN_LIST]
@@ -145,13 +145,19 @@ def raw_samples_of(
             f"SELECT series_id, data FROM raw_chunks WHERE series_id IN ({','.join('?' * len(part))})"
             " AND start_ts > ? AND start_ts < ? ORDER BY series_id, start_ts"
         )
-        for sid, data in con.execute(q, (*part, start_ms - RAW_CHUNK_MS, end_ms)):
-            sids.append(sid)
-            blobs.append(data)
-    if not blobs:
-        return {}
-    rec = np.frombuffer(b"".join(blobs), dtype=RAW_RECORD)
-    sizes = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs)) // RAW_RECORD.itemsize
+        rows = con.execute(q, (*part, start_ms - RAW_CHUNK_MS, end_ms)).fetchall()
+        if rows:
+            _decode_group(rows, start_ms, end_ms, out)
+    return out
+
+
+def _decode_group(
+    rows: list[tuple[int, bytes]], start_ms: int, end_ms: int, out: dict[int, tuple[np.ndarray, np.ndarray]]
+) -> None:
+    """``raw_samples_of`` for one group's ``(series id, chunk)`` rows, in series order."""
+    sids = [r[0] for r in rows]
+    rec = np.frombuffer(b"".join(r[1] for r in rows), dtype=RAW_RECORD)
+    sizes = np.fromiter((len(r[1]) for r in rows), dtype=np.int64, count=len(rows)) // RAW_RECORD.itemsize
     owner = np.repeat(np.asarray(sids, dtype=np.int64), sizes)
     ts = rec["ts"]
     unordered = (owner[1:] == owner[:-1]) & (ts[1:] <= ts[:-1])
@@ -160,16 +166,14 @@ def raw_samples_of(
     if redo:
         keep &= ~np.isin(owner, redo)
     owner, ts, vals = owner[keep], ts[keep], rec["bits"][keep].view(np.float64)
-    out = {}
     if owner.size:
         bounds = [0, *(np.flatnonzero(owner[1:] != owner[:-1]) + 1).tolist(), owner.size]
         for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             out[int(owner[a])] = (ts[a:b], vals[a:b])
     for sid in redo:
-        ts_one, vals_one = samples_of([d for k, d in zip(sids, blobs, strict=True) if k == sid], start_ms, end_ms)
+        ts_one, vals_one = samples_of([r[1] for r in rows if r[0] == sid], start_ms, end_ms)
         if ts_one.size:
             out[sid] = (ts_one, vals_one)
-    return out
 
 
 def _convert_raw_samples(con: sqlite3.Connection) -> None:
