@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import os
 
-import numpy as np
 import pytest
 
 from storage.base import DAY_MS, Storage
