@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 
@@ -297,9 +298,20 @@ async def _write_all(store, series: list[Series], ts: int) -> None:
     by_target: dict[str, list[Series]] = {}
     for s in series:
         by_target.setdefault(f"{s.get('job')}/shard{s.id % 4}", []).append(s)
+    from storage.cassandra import TransientStorageError
+
     for target, group in by_target.items():
         ids = np.array([s.id for s in group], dtype=np.int64)
-        await store.write_columns(target, ids, np.full(ids.size, ts), np.arange(ids.size, dtype=np.float64), group)
+        for attempt in range(6):  # as the lossless writer does: writes are idempotent, retry an overload
+            try:
+                await store.write_columns(
+                    target, ids, np.full(ids.size, ts), np.arange(ids.size, dtype=np.float64), group
+                )
+                break
+            except TransientStorageError:
+                if attempt == 5:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
 
 
 SELECTIONS = [
