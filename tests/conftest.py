@@ -6,7 +6,8 @@ import pathlib
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CONFORMANCE = ROOT.parent / "shared" / "conformance"
+# Upstream conformance data, kept in the repository (tests/conformance/README.md says what and whence).
+CONFORMANCE = ROOT / "tests" / "conformance"
 sys.path.insert(0, str(ROOT))
 
 # Each plugin owns one service's session fixture (start once, non-default port, temp data dir).

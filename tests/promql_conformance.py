@@ -1,4 +1,4 @@
-"""Runner for the upstream promqltest files (../shared/conformance/promql/*.test).
+"""Runner for the upstream promqltest files (tests/conformance/promql/*.test).
 
 Loads each file's data into a MemoryStorage, runs every ``eval`` through our Engine and
 compares with the expected result as upstream does (relative tolerance 1e-6, NaN == NaN).
@@ -486,7 +486,7 @@ def main() -> None:
     """Print the per-file table (``python tests/promql_conformance.py [dir]``)."""
     import sys
 
-    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "shared/conformance/promql"
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "conformance" / "promql"
     results = [run_file(p) for p in sorted(folder.glob("*.test"))]
     print(format_table(results))
     for fr in results:

@@ -429,7 +429,6 @@ def check_mutant(seed_body: bytes, body: bytes, fmt: str) -> None:
 SMALL_SEEDS = [s for s in SEEDS if len(s[1]) <= 4096]
 
 
-@pytest.mark.skipif(not SEEDS, reason="conformance exposition data missing")
 @fuzz_settings(400)
 @given(st.data())
 def test_mutated_seeds_fail_only_with_parse_errors(data):

@@ -28,7 +28,6 @@ KNOWN_FAILURES: set[str] = {
 _results: dict[str, FileResult] = {}
 
 
-@pytest.mark.skipif(not FILES, reason=f"no conformance files in {PROMQL_DIR}")
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
 def test_promql_file(path, capsys) -> None:
     fr = run_file(path)

@@ -446,9 +446,9 @@ async def test_silences_go_through_the_shared_cassandra_store(tmp_path, zookeepe
         await browser.login()
         form = await browser.get("/silences")
         status, body, _ = await browser.post("/silences", {
-            "matchers": 'alertname="Hot"', "duration": "1h", "comment": "shared", "csrf_token": csrf(form)})
+            "matchers": 'alertname="Hot"', "duration": "1h", "comment": "cluster-wide", "csrf_token": csrf(form)})
         assert status == 303, body[:400]
-        (silence,) = [s for s in await alerter.silences.list() if s.comment == "shared"]
+        (silence,) = [s for s in await alerter.silences.list() if s.comment == "cluster-wide"]
         assert silence.is_active()
 
         b = SampleBatch("t")
