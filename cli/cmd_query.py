@@ -6,7 +6,8 @@ HTTP API on its own.
     ringmon query serve --config ringmon.yaml --listen 127.0.0.1:9091
 
 Times are Unix seconds or RFC 3339; ``now``, ``now-1h`` style relative times work too.
-Output is one line per series (``labels => value @ time``) or JSON with ``-o json``.
+Output is one row per point (series, RFC 3339 time in UTC, value), ``--unix`` for epoch
+seconds, or with ``-o json`` the JSON the Prometheus HTTP API answers (for scripts).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import asyncio
 import json
 import re
+import sys
 import time
 
 from cli.errors import UserError
@@ -35,30 +37,19 @@ def _parse_time(text: str | None, what: str, now: int | None = None) -> int:
         raise UserError(f"--{what}: {exc.message}") from None
 
 
-def _format(res, fmt: str) -> str:
-    from query.api import format_value, result_json
+def _print(res, args: argparse.Namespace) -> None:
+    from query.textout import format_table, response_json
 
-    if fmt == "json":
-        return json.dumps(result_json(res), indent=2)
-    lines = []
-    if res.type == "scalar":
-        ts, v = res.scalar
-        return f"scalar => {format_value(v)} @[{ts / 1000:g}]"
-    if res.type == "string":
-        return f"string => {res.string[1]!r}"
-    for s in res.series:
-        name = s.labels.get("__name__", "")
-        rest = ", ".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()) if k != "__name__")
-        lab = f"{name}{{{rest}}}"
-        if res.type == "vector":
-            lines.append(f"{lab} => {format_value(float(s.values[0]))} @[{int(s.timestamps[0]) / 1000:g}]")
-        else:
-            pts = "\n".join(
-                f"  {format_value(v)} @[{t / 1000:g}]"
-                for t, v in zip(s.timestamps.tolist(), s.values.tolist(), strict=True)
-            )
-            lines.append(f"{lab} =>\n{pts}")
-    return "\n".join(lines)
+    if args.output == "json":
+        print(json.dumps(response_json(res), indent=2))
+        return
+    text = format_table(res, unix=args.unix)
+    if text:
+        print(text)
+    else:
+        print("(no data: the query matched no series)", file=sys.stderr)
+    for w in res.warnings:
+        print(f"warning: {w}", file=sys.stderr)
 
 
 async def _with_engine(args: argparse.Namespace, fn):
@@ -90,7 +81,7 @@ def run_instant(args: argparse.Namespace) -> int:
             res = await engine.instant_query(args.expr, t)
         except QueryError as exc:
             raise UserError(f"query: {exc}") from None
-        print(_format(res, args.output))
+        _print(res, args)
         return 0
 
     return asyncio.run(_with_engine(args, go))
@@ -113,7 +104,7 @@ def run_range(args: argparse.Namespace) -> int:
             res = await engine.range_query(args.expr, start, end, step)
         except QueryError as exc:
             raise UserError(f"query: {exc}") from None
-        print(_format(res, args.output))
+        _print(res, args)
         return 0
 
     return asyncio.run(_with_engine(args, go))
@@ -157,11 +148,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--timeout", type=float, default=30.0, help="query time limit in seconds")
         q.add_argument("--max-samples", type=int, default=50_000_000, help="samples one query may load")
 
+    def output(q: argparse.ArgumentParser) -> None:
+        q.add_argument(
+            "-o", "--output", choices=["text", "json"], default="text",
+            help="text: one row per point; json: the Prometheus HTTP API's response body",
+        )  # fmt: skip
+        q.add_argument("--unix", action="store_true", help="text times as Unix seconds, not RFC 3339")
+
     inst = qsub.add_parser("instant", help="instant query", description="Evaluate an instant query.")
     common(inst)
     inst.add_argument("expr", help="PromQL expression")
     inst.add_argument("--time", help="evaluation time (default: now)")
-    inst.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    output(inst)
     inst.set_defaults(func=run_instant)
 
     rng = qsub.add_parser("range", help="range query", description="Evaluate a range query.")
@@ -170,7 +168,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     rng.add_argument("--start", help="start time (default: end - 1h)")
     rng.add_argument("--end", help="end time (default: now)")
     rng.add_argument("--step", default="60s", help="resolution step (default: %(default)s)")
-    rng.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    output(rng)
     rng.set_defaults(func=run_range)
 
     srv = qsub.add_parser("serve", help="serve the Prometheus HTTP API v1 only", description=run_serve.__doc__)

@@ -100,13 +100,14 @@ class ScrapeDefaults:
     def validate(self, where: str) -> None:
         from scraper.config import scrape_configs_from_dict
 
-        scrape_configs_from_dict(self.engine, where)
+        # interval and timeout are this class's fields; the error for an unknown key lists them too.
+        scrape_configs_from_dict(self.engine, where, settings_keys=("interval", "timeout"))
 
     def engine_configs(self) -> tuple[Any, dict[str, Any]]:
         """``(default ScrapeConfig, {pool: ScrapeConfig})`` for ``ScrapePool``."""
         from scraper.config import scrape_configs_from_dict
 
-        return scrape_configs_from_dict(self.engine, "scrape")
+        return scrape_configs_from_dict(self.engine, "scrape", settings_keys=("interval", "timeout"))
 
 
 @dataclass

@@ -9,6 +9,7 @@ expected type. Pool-level interval/timeout/path/scheme/labels stay in
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,8 +60,16 @@ class ScrapeConfig:
     metric_relabel_configs: tuple[RelabelConfig, ...] = ()
 
     @classmethod
-    def from_dict(cls, d: Any, where: str = "scrape", *, allow_settings_keys: bool = True) -> ScrapeConfig:
-        """Validate and build from a YAML mapping (``where`` prefixes every error message)."""
+    def from_dict(
+        cls, d: Any, where: str = "scrape", *, settings_keys: Iterable[str] = SETTINGS_KEYS,
+        also_allowed: Iterable[str] = (),
+    ) -> ScrapeConfig:  # fmt: skip
+        """Validate and build from a YAML mapping (``where`` prefixes every error message).
+
+        ``settings_keys`` (skipped here: another part of the config reads them) and
+        ``also_allowed`` (keys the caller handles itself, e.g. ``pools``) are accepted, and an
+        unknown key's error lists them with this class's keys: every key the section takes."""
+        settings_keys = frozenset(settings_keys)
         if d is None:
             return cls()
         if not isinstance(d, dict):
@@ -80,28 +89,33 @@ class ScrapeConfig:
                 kwargs[key] = parse_size(value, path)
             elif key in ("relabel_configs", "metric_relabel_configs"):
                 kwargs[key] = parse_relabel_configs(value, path)
-            elif allow_settings_keys and key in SETTINGS_KEYS:
+            elif key in settings_keys:
                 continue
             else:
-                allowed = sorted(set(_INT_KEYS) | set(_BOOL_KEYS) | {"body_size_limit", "relabel_configs",
-                                                                     "metric_relabel_configs"})
+                allowed = sorted(
+                    set(_INT_KEYS) | set(_BOOL_KEYS) | {"body_size_limit", "relabel_configs", "metric_relabel_configs"}
+                    | settings_keys | set(also_allowed)
+                )
                 raise ValueError(f"{path}: unknown key (allowed: {', '.join(allowed)})")
         return cls(**kwargs)
 
 
-def scrape_configs_from_dict(data: Any, where: str = "scrape") -> tuple[ScrapeConfig, dict[str, ScrapeConfig]]:
+def scrape_configs_from_dict(
+    data: Any, where: str = "scrape", *, settings_keys: Iterable[str] = SETTINGS_KEYS
+) -> tuple[ScrapeConfig, dict[str, ScrapeConfig]]:
     """A whole ``scrape:`` section: defaults for every pool plus ``pools: {name: {...}}`` overrides.
 
     Pool entries are laid over the defaults key by key (a pool's ``metric_relabel_configs``
-    replaces the default list). Interval/timeout/path/scheme/labels keys are skipped here
-    (they belong to ``ScrapeSettings``). Returns ``(default_config, {pool: config})``.
+    replaces the default list). ``settings_keys`` of the top level (by default
+    interval/timeout/path/scheme/labels, which belong to ``ScrapeSettings``) are skipped here.
+    Returns ``(default_config, {pool: config})``.
     """
     if data is None:
         return ScrapeConfig(), {}
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
     base = {k: v for k, v in data.items() if k != "pools"}
-    default = ScrapeConfig.from_dict(base, where)
+    default = ScrapeConfig.from_dict(base, where, settings_keys=settings_keys, also_allowed=("pools",))
     pools = data.get("pools") or {}
     if not isinstance(pools, dict):
         raise ValueError(f"{where}.pools: expected a mapping of pool name to settings, got {type(pools).__name__}")

@@ -46,6 +46,23 @@ def test_bad_config_names_file_key_and_type(tmp_path: Path, text: str, key: str,
     assert str(f) in msg and key in msg and expected in msg, msg
 
 
+def test_unknown_scrape_key_lists_every_key_the_section_takes(tmp_path: Path) -> None:
+    """A typo's error names the keys that work there, read from the section's real handling:
+    each listed key loads, and ``interval``/``timeout`` (read by the CLI config) are among them."""
+    f = tmp_path / "typo.yaml"
+    f.write_text("scrape:\n  intervl: 10s\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    listed = str(err.value).split("allowed: ", 1)[1].rstrip(")").split(", ")
+    assert {"interval", "timeout", "pools", "sample_limit", "relabel_configs"} <= set(listed)
+    samples = {"interval": "10s", "timeout": "5s", "pools": "{}", "body_size_limit": "1MB",
+               "relabel_configs": "[]", "metric_relabel_configs": "[]"}  # fmt: skip
+    for key in listed:
+        value = samples.get(key, "true" if key.startswith(("honor", "strict")) else "1")
+        f.write_text(f"scrape:\n  {key}: {value}\n")
+        load_config(f)  # every key the error offers is one the section takes
+
+
 def test_invalid_yaml_names_line(tmp_path: Path) -> None:
     f = tmp_path / "broken.yaml"
     f.write_text("web:\n  listen: [\n")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import itertools
 import json
 import time
 
@@ -33,13 +35,33 @@ def _store(tmp_path) -> tuple[str, int]:
 
 def test_instant_and_range(tmp_path, capsys) -> None:
     cfg, now = _store(tmp_path)
-    t = str((now - 60_000) / 1000)
+    t_ms = now - 60_000
+    t = str(t_ms / 1000)
+    when = dt.datetime.fromtimestamp(t_ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert main(["query", "instant", "--config", cfg, "--time", t, "sum by (job) (up)"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert sorted(out) == [f'{{job="api"}} => 1 @[{float(t):g}]', f'{{job="db"}} => 0 @[{float(t):g}]']
+    assert out[0].split() == ["SERIES", "TIME", "(UTC)", "VALUE"]
+    assert sorted(row.split() for row in out[1:]) == [['{job="api"}', when, "1"], ['{job="db"}', when, "0"]]
+    assert main(["query", "instant", "--config", cfg, "--time", t, "--unix", "sum by (job) (up)"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()[1:]
+    assert sorted(row.split() for row in rows) == [['{job="api"}', str(t_ms // 1000), "1"], ['{job="db"}', str(t_ms // 1000), "0"]]
+
+    # A range: one row per point, each with its own time, a step apart.
+    assert main(["query", "range", "--config", cfg, "--start", "now-5m", "--end", "now-1m", "--step", "1m", "up{job='api'}"]) == 0
+    rows = [r.rsplit(maxsplit=2) for r in capsys.readouterr().out.strip().splitlines()[1:]]
+    assert len(rows) == 5 and {r[0] for r in rows} == {'up{instance="host:1", job="api"}'}
+    times = [dt.datetime.fromisoformat(r[1]) for r in rows]
+    assert [(b - a).total_seconds() for a, b in itertools.pairwise(times)] == [60.0] * 4
+    assert all(r[2] == "1" for r in rows)
+
+    # -o json: the body the Prometheus HTTP API answers.
     assert main(["query", "range", "--config", cfg, "--start", "now-5m", "--end", "now-1m", "--step", "1m", "-o", "json", "up{job='api'}"]) == 0
     body = json.loads(capsys.readouterr().out)
-    assert body["resultType"] == "matrix" and len(body["result"][0]["values"]) == 5
+    assert body["status"] == "success" and body["data"]["resultType"] == "matrix"
+    assert len(body["data"]["result"][0]["values"]) == 5
+    assert main(["query", "instant", "--config", cfg, "up{job='nosuch'}"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and "matched no series" in captured.err
 
 
 def test_errors_are_one_line(tmp_path, capsys) -> None:
