@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import promql_parser
-import yaml
 
 from alerting.durations import DurationError, format_duration_ms, parse_duration_ms
 from alerting.evaluator import EvalOptions, GroupRunner
 from alerting.promql_check import NO_OPTIONAL_FEATURES, ParserFeatures
 from alerting.rulefile import LoadOptions, RuleFileError, RuleGroup, load_rule_file
 from alerting.state import FIRING, MemoryAlertStateStore
+from common.yamlfile import YamlFileError, load_yaml_file
 from query.engine import Engine
 from query.histogram import (
     FloatHistogram,
@@ -250,12 +250,9 @@ class UnitTestRunner:
 
     def _load(self, path: str) -> dict:
         try:
-            data = yaml.safe_load(Path(path).read_text())
-        except OSError as exc:
-            raise UnitTestError(f"cannot read: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise UnitTestError(f"line {mark.line + 1 if mark else '?'}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+            data = load_yaml_file(path, "rule test file")
+        except YamlFileError as exc:
+            raise UnitTestError(str(exc).removeprefix(f"{path}: ")) from None
         if data is None:
             data = {}
         if not isinstance(data, dict):

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import yaml
 
+from common.yamlfile import load_yaml_file
 from services.proc import pid_alive
 
 REPO = Path(__file__).resolve().parent.parent
@@ -189,7 +190,7 @@ def has_subcommand(name: str) -> bool:
 
 def write_configs(s: ClusterSettings) -> dict[str, Path]:
     """The base config with this cluster's ports, and one per scraper (each its own spool)."""
-    base = yaml.safe_load(Path(s.base_config).read_text())
+    base = load_yaml_file(s.base_config)
     base.setdefault("storage", {}).setdefault("cassandra", {})["port"] = s.cassandra_port
     base["storage"]["cassandra"]["hosts"] = ["127.0.0.1"]
     base.setdefault("discovery", {}).setdefault("zookeeper", {})["hosts"] = f"127.0.0.1:{s.zookeeper_port}"
@@ -217,7 +218,7 @@ def write_configs(s: ClusterSettings) -> dict[str, Path]:
 
 def write_alerting_config(s: ClusterSettings) -> Path:
     """configs/cluster/alerting.yaml with this cluster's addresses."""
-    doc = yaml.safe_load(Path(s.alerting_template).read_text())
+    doc = load_yaml_file(s.alerting_template)
     a = doc["alerter"]
     a["listen"] = s.alerter_listen
     a["state_db"] = str(s.path / "data" / "alerting.db")

@@ -1,8 +1,11 @@
-"""Read YAML for the config loaders, with errors that name the file, line and column.
+"""Read YAML for every loader, with errors that name the file, line and column.
 
-Every loader (main config, static targets, notifier and alerter config) reads its file the
-same way and reports the same shape of error, ``<file>: line L column C: invalid YAML:
-<problem>``; they wrap ``YamlFileError`` into their own error type.
+Every loader (main config, static targets, notifier and alerter config, dashboards, rule unit
+tests; rule files compose nodes with ``UniqueKeyLoader``) reads its file the same way and
+reports the same shape of error, ``<file>: line L column C: invalid YAML: <problem>``; they
+wrap ``YamlFileError`` into their own error type. A key written twice in one mapping is an
+error naming both lines (PyYAML keeps the last one silently: a second ``web:`` block would
+drop the first one's ``users``); keys a merge (``<<: *x``) brings in may be overridden.
 """
 
 from __future__ import annotations
@@ -12,9 +15,37 @@ from typing import Any
 
 import yaml
 
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
 
 class YamlFileError(ValueError):
     """The file could not be read or is not valid YAML; the message says where and why."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:  # type: ignore[override]
+        if isinstance(node, yaml.MappingNode):
+            check_unique_keys(self, node)
+        return super().construct_mapping(node, deep=deep)
+
+
+def check_unique_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:
+    """Raise a ``ConstructorError`` at the second of two equal keys of ``node`` (merge keys aside)."""
+    seen: dict[Any, int] = {}
+    for knode, _ in node.value:
+        if knode.tag == MERGE_TAG:
+            continue
+        key = loader.construct_object(knode, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable (complex) key: SafeLoader reports it itself
+            continue
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {str(key)[:80]!r}: first defined at line {first}", knode.start_mark)
+        seen[key] = knode.start_mark.line + 1
 
 
 def load_yaml_file(path: str | Path, what: str = "file") -> Any:
@@ -33,7 +64,7 @@ def load_yaml_file(path: str | Path, what: str = "file") -> Any:
 def parse_yaml(text: str, source: str) -> Any:
     """Parse one YAML document; errors start with ``source``."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}:" if mark is not None else ""

@@ -91,7 +91,7 @@ def test_a_valid_file_loads(tmp_path):
             "title: X\npanels:\n  - title: a\n    queries: [{expr: up, legnd: x}]\n",
             r"panels\[0\]\.queries\[0\]\.legnd",
         ),
-        ("title: X\npanels: [{title: a\n", r"x\.yaml: line \d+, column \d+: invalid YAML"),
+        ("title: X\npanels: [{title: a\n", r"x\.yaml: line \d+ column \d+: invalid YAML"),
         ("- 1\n", r"x\.yaml: expected a mapping, got list"),
     ],
 )

@@ -34,8 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from common.yamlfile import YamlFileError, parse_yaml
 from web.chart import MODES, UNITS
 
 log = logging.getLogger("ringmon.web.dashboards")
@@ -223,12 +222,9 @@ def load_dashboard_file(path: str | Path) -> Dashboard:
     except (OSError, UnicodeDecodeError) as exc:
         raise DashboardError(f"{p}: cannot read: {exc}") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise DashboardError(f"{p}: {where}invalid YAML: {problem}") from None
+        data = parse_yaml(text, str(p))
+    except YamlFileError as exc:
+        raise DashboardError(str(exc)) from None
     return dashboard_from_dict(data, name, str(p))
 
 
