@@ -1,5 +1,8 @@
-"""Prometheus HTTP API v1 over our engine: query, query_range, series, labels, label values,
-status/buildinfo; GET and POST form, the upstream JSON shapes and error format.
+"""Prometheus HTTP API v1 over our engine: query, query_range (with ``stats``), series, labels,
+label values, format_query, parse_query, status/buildinfo; GET and POST form, the upstream JSON
+written byte for byte as Prometheus writes it (``query.promjson``), its error format, and JSON
+404/405 answers for unknown paths and methods. The fleet endpoints (targets, metadata, rules,
+alerts, status) are mounted by ``web.prom_api``.
 
 Mount with ``add_api_routes(app, engine, storage)`` (optionally with a ``RangeQueryCache``).
 """
@@ -20,6 +23,8 @@ from query.engine import Engine
 from query.errors import ParseError, QueryError, QueryLimitError, QueryTimeoutError
 from query.parse import MatrixSel, VectorSel
 from query.parse import parse as parse_promql
+from query.promjson import dumps, format_timestamp, format_value, go_string, labels_json
+from query.promql_text import ast_json, pretty_promql
 from query.result import QueryResult
 from storage.base import Storage, StorageError
 from storage.matchers import Matcher
@@ -44,30 +49,15 @@ class ApiError(Exception):
         self.error_type = error_type
         self.message = message
 
-    def response(self) -> web.Response:
-        return web.json_response(
-            {"status": "error", "errorType": self.error_type, "error": self.message},
-            status=self.STATUS.get(self.error_type, 500),
+    def response(self, status: int | None = None) -> web.Response:
+        return web.Response(
+            text=dumps({"status": "error", "errorType": self.error_type, "error": self.message}),
+            status=status or self.STATUS.get(self.error_type, 500),
+            content_type="application/json",
         )
 
 
 # ----------------------------------------------------------------- formatting
-def format_value(v: float) -> str:
-    """Sample values as upstream writes them (Go ``FormatFloat(v, 'f', -1, 64)``)."""
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    r = repr(float(v))
-    if "e" in r or "E" in r:
-        from decimal import Decimal
-
-        r = format(Decimal(r), "f")
-    if r.endswith(".0"):
-        r = r[:-2]
-    return r
-
-
 def format_values(values: np.ndarray) -> list[str]:
     """``format_value`` of every element, vectorised: Python's shortest repr is what Go
     writes for finite values outside exponent range, less a trailing ".0"."""
@@ -84,16 +74,17 @@ def format_values(values: np.ndarray) -> list[str]:
     return out
 
 
-def format_timestamps(ms: np.ndarray) -> list[float | int]:
-    """``format_ts`` of every element (whole seconds, the usual case, in one pass)."""
+def format_timestamps(ms: np.ndarray) -> list[str]:
+    """``format_timestamp`` of every element (whole seconds, the usual case, in one pass)."""
     ts = np.asarray(ms, dtype=np.int64)
     if not (ts % 1000).any():
-        return (ts // 1000).tolist()
-    return [format_ts(t) for t in ts.tolist()]
+        return list(map(str, (ts // 1000).tolist()))
+    return [format_timestamp(t) for t in ts.tolist()]
 
 
 def format_ts(ms: int) -> float | int:
-    """Timestamps as float seconds with millisecond precision (ints stay ints)."""
+    """Timestamps as float seconds with millisecond precision (ints stay ints), for callers
+    that build JSON with ``json.dumps``; the API writes ``format_timestamp`` text."""
     ms = int(ms)
     if ms % 1000 == 0:
         return ms // 1000
@@ -101,6 +92,7 @@ def format_ts(ms: int) -> float | int:
 
 
 def result_json(res: QueryResult) -> dict[str, Any]:
+    """The result as plain data (for ``json.dumps`` callers such as ``ringmon query``)."""
     if res.type == "scalar":
         ts, v = res.scalar or (0, math.nan)
         result: Any = [format_ts(ts), format_value(v)]
@@ -117,7 +109,7 @@ def result_json(res: QueryResult) -> dict[str, Any]:
             {
                 "metric": s.labels,
                 "values": [
-                    [t, v] for t, v in zip(format_timestamps(s.timestamps), format_values(s.values), strict=True)
+                    [t, v] for t, v in zip(format_ts_list(s.timestamps), format_values(s.values), strict=True)
                 ],
             }
             for s in res.series
@@ -125,11 +117,44 @@ def result_json(res: QueryResult) -> dict[str, Any]:
     return {"resultType": res.type, "result": result}
 
 
+def format_ts_list(ms: np.ndarray) -> list[float | int]:
+    return [format_ts(t) for t in np.asarray(ms, dtype=np.int64).tolist()]
+
+
+def result_text(res: QueryResult, stats: dict[str, Any] | None = None) -> str:
+    """The ``data`` member of a query answer, byte for byte as Prometheus writes it."""
+    if res.type == "scalar":
+        ts, v = res.scalar or (0, math.nan)
+        result = f'[{format_timestamp(ts)},"{format_value(v)}"]'
+    elif res.type == "string":
+        ts, text = res.string or (0, "")
+        result = f"[{format_timestamp(ts)},{go_string(text)}]"
+    elif res.type == "vector":
+        result = "[" + ",".join(
+            f'{{"metric":{labels_json(s.labels)},"value":'
+            f'[{format_timestamp(int(s.timestamps[0]))},"{format_value(float(s.values[0]))}"]}}'
+            for s in res.series
+        ) + "]"
+    else:
+        parts = []
+        for s in res.series:
+            points = ",".join(
+                f'[{t},"{v}"]' for t, v in zip(format_timestamps(s.timestamps), format_values(s.values), strict=True)
+            )
+            parts.append(f'{{"metric":{labels_json(s.labels)},"values":[{points}]}}')
+        result = "[" + ",".join(parts) + "]"
+    tail = f',"stats":{dumps(stats)}' if stats is not None else ""
+    return f'{{"resultType":"{res.type}","result":{result}{tail}}}'
+
+
+def success_text(data: str, warnings: list[str] | None = None) -> web.Response:
+    """A success answer around ``data`` already written as JSON text."""
+    tail = f',"warnings":{dumps(list(warnings))}' if warnings else ""
+    return web.Response(text=f'{{"status":"success","data":{data}{tail}}}', content_type="application/json")
+
+
 def success(data: Any, warnings: list[str] | None = None) -> web.Response:
-    body: dict[str, Any] = {"status": "success", "data": data}
-    if warnings:
-        body["warnings"] = warnings
-    return web.json_response(body)
+    return success_text(dumps(data), warnings)
 
 
 # ------------------------------------------------------------------- parsing
@@ -255,6 +280,29 @@ def _query_error(exc: QueryError, param: str = "query") -> ApiError:
     return ApiError("execution", str(exc))
 
 
+def _stats(res: QueryResult, params: dict[str, list[str]], started: float) -> dict[str, Any] | None:
+    """Prometheus' ``stats`` object when the request asks for it (any non-empty ``stats``).
+    Timings split into fetching (``queryPreparationTime``) and evaluating (``innerEvalTime``);
+    samples are those read from the store. Per-step sample counts are not kept."""
+    if not _one(params, "stats"):
+        return None
+    st = res.stats
+    total = time.perf_counter() - started
+    fetched = int(getattr(st, "samples", 0))
+    points = sum(len(s.timestamps) for s in res.series) or (1 if res.type in ("scalar", "string") else 0)
+    return {
+        "timings": {
+            "evalTotalTime": total,
+            "resultSortTime": 0,
+            "queryPreparationTime": float(getattr(st, "fetch_s", 0.0)),
+            "innerEvalTime": float(getattr(st, "eval_s", 0.0)),
+            "execQueueTime": 0,
+            "execTotalTime": total,
+        },
+        "samples": {"totalQueryableSamples": fetched, "peakSamples": max(fetched, points)},
+    }
+
+
 # ------------------------------------------------------------------- handlers
 class PrometheusApi:
     """Handlers of the v1 API bound to one engine, storage and optional range cache."""
@@ -285,11 +333,12 @@ class PrometheusApi:
                 raise ApiError("bad_data", 'invalid parameter "query": query must not be empty')
             t = _one(params, "time")
             ts = parse_time_ms(t, "time") if t else int(time.time() * 1000)
+            started = time.perf_counter()
             try:
                 res = await self.engine.instant_query(expr, ts, timeout_s=_timeout(params))
             except QueryError as exc:
                 raise _query_error(exc) from None
-            return success(result_json(res), res.warnings)
+            return success_text(result_text(res, _stats(res, params, started)), res.warnings)
 
         return await self._guard(request, run)
 
@@ -318,16 +367,17 @@ class PrometheusApi:
                     "exceeded maximum resolution of 11,000 points per timeseries. "
                     "Try decreasing the query resolution (?step=XX)",
                 )
+            started = time.perf_counter()
             try:
                 timeout_s = _timeout(params)
-                if self.cache is not None and timeout_s is None:
+                if self.cache is not None and timeout_s is None and not _one(params, "stats"):
                     # The cache keeps its chunks' points as JSON text: a refresh only formats new ones.
                     body = await self.cache.range_query_json(expr, start, end, step)
                     return web.Response(text=body, content_type="application/json")
                 res = await self.engine.range_query(expr, start, end, step, timeout_s=timeout_s)
             except QueryError as exc:
                 raise _query_error(exc) from None
-            return success(result_json(res), res.warnings)
+            return success_text(result_text(res, _stats(res, params, started)), res.warnings)
 
         return await self._guard(request, run)
 
@@ -398,9 +448,21 @@ class PrometheusApi:
 
         return await self._guard(request, run)
 
-    async def metadata(self, request: web.Request) -> web.StreamResponse:
-        """Metric metadata is not stored: an empty answer keeps clients such as Grafana happy."""
-        return success({})
+    async def format_query(self, request: web.Request) -> web.StreamResponse:
+        async def run(params: dict[str, list[str]]) -> web.Response:
+            expr = _one(params, "query") or ""
+            parse_promql(expr)  # our grammar decides what is valid (a ParseError is a 400)
+            return success(pretty_promql(expr))
+
+        return await self._guard(request, run)
+
+    async def parse_query(self, request: web.Request) -> web.StreamResponse:
+        async def run(params: dict[str, list[str]]) -> web.Response:
+            expr = _one(params, "query") or ""
+            parse_promql(expr)
+            return success(ast_json(expr))
+
+        return await self._guard(request, run)
 
     async def query_exemplars(self, request: web.Request) -> web.StreamResponse:
         return success([])
@@ -457,17 +519,42 @@ def add_api_routes(
         ("/series", api.series),
         ("/labels", api.labels),
         ("/label/{name}/values", api.label_values),
-        ("/status/buildinfo", api.buildinfo),
-        ("/metadata", api.metadata),
         ("/query_exemplars", api.query_exemplars),
+        ("/format_query", api.format_query),
+        ("/parse_query", api.parse_query),
     ):
         app.router.add_route("GET", prefix + path, handler)
         app.router.add_route("POST", prefix + path, handler)
+    app.router.add_get(prefix + "/status/buildinfo", api.buildinfo)
+    app.middlewares.append(api_errors(prefix))
     return api
 
 
+def api_errors(prefix: str):
+    """Middleware: under ``prefix``, an unknown path is a JSON 404 and a wrong method a JSON
+    405 (with ``Allow``), as API clients expect; OPTIONS answers 204 like Prometheus."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler) -> web.StreamResponse:
+        if not (request.path == prefix or request.path.startswith(prefix + "/")):
+            return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPMethodNotAllowed as exc:
+            if request.method == "OPTIONS":
+                return web.Response(status=204, headers={"Allow": ",".join(sorted(exc.allowed_methods))})
+            resp = ApiError("bad_data", f"method {request.method} is not allowed for {request.path}").response(405)
+            resp.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+            return resp
+        except web.HTTPNotFound:
+            return ApiError("not_found", f"unknown API endpoint {request.path}").response()
+
+    return middleware
+
+
 def make_app(engine: Engine, storage: Storage, cache: "RangeQueryCache | None" = None) -> web.Application:
-    """A standalone aiohttp application serving only the query API."""
+    """A standalone aiohttp application serving only the query API (tests, ``ringmon query serve``
+    adds the fleet endpoints, empty, from ``web.prom_api``)."""
     app = web.Application()
     add_api_routes(app, engine, storage, cache)
     return app

@@ -18,7 +18,6 @@ the points it computed and joins the rest.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -28,6 +27,7 @@ import numpy as np
 
 from query import parse as P
 from query.engine import Engine
+from query.promjson import dumps, labels_json
 from query.result import QueryResult, ResultSeries
 
 Labels = tuple[tuple[str, str], ...]
@@ -318,8 +318,8 @@ def _merge_json(parts: dict[int, _Chunk], start_ms: int, end_ms: int, warnings: 
                 piece = text[int(starts[a]) : int(starts[b]) - 1]
             pieces.setdefault(lab, []).append(piece)
     result = ",".join(
-        f'{{"metric":{json.dumps(dict(lab))},"values":[{",".join(pieces[lab])}]}}'
+        f'{{"metric":{labels_json(dict(lab))},"values":[{",".join(pieces[lab])}]}}'
         for lab in sorted(pieces)
     )
-    tail = f',"warnings":{json.dumps(sorted(set(warnings)))}' if warnings else ""
+    tail = f',"warnings":{dumps(sorted(set(warnings)))}' if warnings else ""
     return f'{{"status":"success","data":{{"resultType":"matrix","result":[{result}]}}{tail}}}'

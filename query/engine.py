@@ -683,6 +683,7 @@ class Engine:
             result = self._evaluate(ev, node, times, instant)
         stats.eval_s = time.monotonic() - t1
         self.last_stats = stats
+        result.stats = stats
         return result
 
     async def _select_raw(self, plan: FetchPlan, loaded: list[int]) -> list[SeriesData]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -26,3 +26,4 @@ class QueryResult:
     scalar: tuple[int, float] | None = None  # (ts_ms, value) for scalar results
     string: tuple[int, str] | None = None
     warnings: list[str] = field(default_factory=list)
+    stats: Any = None  # query.engine.QueryStats of the evaluation that produced it

@@ -516,6 +516,11 @@ async def healthy(request: web.Request) -> web.Response:
     return web.Response(text=f"{request.app[TITLE]} is Healthy.\n")
 
 
+async def ready(request: web.Request) -> web.Response:
+    """Serving means ready: the store and engine are opened before the server listens."""
+    return web.Response(text=f"{request.app[TITLE]} is Ready.\n")
+
+
 # -- middleware and signals ----------------------------------------------------------------------
 
 
@@ -599,6 +604,7 @@ def create_app(
     app.router.add_get("/query", query_page, name="query")
     app.router.add_get("/graph", graph_redirect, name="graph")
     app.router.add_get("/-/healthy", healthy, name="healthy")
+    app.router.add_get("/-/ready", ready, name="ready")
     app.router.add_get("/favicon.ico", favicon, name="favicon")
     app.router.add_static("/static/", STATIC_DIR, name="static")
     nav = list(BASE_NAV)
