@@ -7,6 +7,7 @@ state. It reloads rules and the notifier config on file change, on SIGHUP and on
 
 HTTP: ``/metrics``, ``/-/healthy``, ``/-/ready``, ``POST /-/reload``, ``GET /api/v1/rules``,
 ``GET /api/v1/alerts`` (Prometheus shapes), ``GET /api/v1/notifier/alerts``, ``GET|POST /api/v1/silences``, ``DELETE /api/v1/silence/<id>``.
+Every call but ``/metrics`` and the health checks needs the API token (``alerting/api_auth.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
+from alerting.api_auth import USER_HEADER, ApiTokenError, api_middleware, resolve_token
 from alerting.durations import DurationError, parse_duration_ms
 from alerting.evaluator import EvalOptions, RuleManager
 from alerting.notifier.config import NotifierConfig, NotifierConfigError, config_from_dict
@@ -45,7 +47,7 @@ RELOADS = Counter("ringmon_alerter_reloads_total", "Config and rule reloads", ["
 
 SETTINGS_KEYS = ("listen", "state_db", "rule_files", "evaluation_interval", "resend_delay", "external_labels",
                  "external_url", "name_validation", "watch_interval", "ownership", "zookeeper_hosts", "zookeeper_path",
-                 "zookeeper_session_timeout", "id", "state_backend")
+                 "zookeeper_session_timeout", "id", "state_backend", "api_token", "api_token_file")
 
 
 def uses_cassandra_state(state_backend: str, storage: Any) -> bool:
@@ -78,6 +80,8 @@ class AlerterSettings:
     zookeeper_session_timeout_s: float = 10.0
     id: str = ""
     state_backend: str = "auto"  # auto (Cassandra when the storage is), sqlite, cassandra
+    api_token: str = ""  # the HTTP API's bearer token; empty: the token file's
+    api_token_file: str = ""  # default: alerter-api-token next to state_db, made on first start
 
 
 def _dur_s(v: Any, where: str) -> float:
@@ -99,7 +103,7 @@ def settings_from_dict(d: Any, source: str, defaults: AlerterSettings | None = N
         if k not in SETTINGS_KEYS:
             raise AlerterConfigError(f"{source}: alerter.{k}: unknown key (known keys here: {', '.join(SETTINGS_KEYS)})")
     for k in ("listen", "state_db", "external_url", "name_validation", "ownership", "zookeeper_hosts",
-              "zookeeper_path", "id", "state_backend"):
+              "zookeeper_path", "id", "state_backend", "api_token", "api_token_file"):
         if k in d:
             setattr(s, k, str(d[k]))
     if "rule_files" in d:
@@ -198,6 +202,7 @@ class AlerterService:
         self._config_stamp = self._stamp()
         self._stop = asyncio.Event()
         self.last_reload: dict = {}
+        self.api_token = ""
 
     def _make_ownership(self) -> GroupOwnership:
         if self.settings.ownership == "zookeeper":
@@ -302,7 +307,13 @@ class AlerterService:
     # ------------------------------------------------------------------ HTTP
 
     async def _serve(self) -> None:
-        app = web.Application()
+        s = self.settings
+        try:
+            self.api_token = await asyncio.get_running_loop().run_in_executor(
+                None, resolve_token, s.api_token, s.api_token_file, s.state_db)
+        except ApiTokenError as exc:
+            raise AlerterConfigError(f"alerter: {exc}") from None
+        app = web.Application(middlewares=[api_middleware(self.api_token)], client_max_size=1 << 20)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/-/healthy", self._ok)
         app.router.add_get("/-/ready", self._ok)
@@ -386,9 +397,12 @@ class AlerterService:
     async def _add_silence(self, request: web.Request) -> web.Response:
         try:
             body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+            author = request.headers.get(USER_HEADER) or str(body.get("created_by", ""))
             dur = body.get("duration")
             dur_s = _dur_s(dur, "duration") if dur is not None else None
-            s = new_silence(body.get("matchers", ""), str(body.get("created_by", "")), str(body.get("comment", "")),
+            s = new_silence(body.get("matchers", ""), author, str(body.get("comment", "")),
                             duration_s=dur_s, starts_at=body.get("starts_at"), ends_at=body.get("ends_at"))
         except (ValueError, SilenceError, AlerterConfigError) as exc:
             return web.json_response({"status": "error", "error": str(exc)}, status=400)

@@ -222,6 +222,7 @@ def write_alerting_config(s: ClusterSettings) -> Path:
     a = doc["alerter"]
     a["listen"] = s.alerter_listen
     a["state_db"] = str(s.path / "data" / "alerting.db")
+    a["api_token_file"] = str(s.path / "data" / "alerter-api-token")  # the web reads this file too
     a["zookeeper_hosts"] = f"127.0.0.1:{s.zookeeper_port}"
     a["external_url"] = f"http://{s.web_listen}"
     a["rule_files"] = [str(REPO / f) for f in a.get("rule_files", []) if (REPO / f).exists() or Path(f).is_absolute()]
@@ -389,8 +390,9 @@ def up(s: ClusterSettings, wait_fleet_s: float = 120.0) -> int:
                        metrics=s.alerter_listen)
     else:
         say("this build has no `ringmon alerter` yet: not started")
-    launcher.spawn("web", ringmon_cmd("web", "--config", str(configs["web"]), "--listen", s.web_listen),
-                   metrics=s.web_listen)
+    web_alerting = ["--alerting", str(alerting)] if with_alerter else []  # alerter address and API token
+    launcher.spawn("web", ringmon_cmd("web", "--config", str(configs["web"]), "--listen", s.web_listen,
+                                      *web_alerting), metrics=s.web_listen)
     state.web_url = f"http://{s.web_listen}"
     state.save(state_path)
 

@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("silence", help="add, list and expire alert silences")
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument("--url", help="alerter base URL (e.g. http://127.0.0.1:9095); otherwise --db is used")
+    where.add_argument("--token-file", default="data/alerter-api-token",
+                       help="with --url: the alerter's API token (alerter.api_token_file; default: %(default)s)")
     where.add_argument("--db", default="data/alerting.db", help="alerting state database (SQLite)")
     ss = p.add_subparsers(dest="silence_command", metavar="ACTION")
     a = ss.add_parser("add", parents=[where], help="silence alerts matching MATCHERS")
@@ -32,12 +34,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
-def _api(url: str, method: str, path: str, body: dict | None = None) -> dict:
+def _api(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> dict:
+    from pathlib import Path
+
+    from alerting.api_auth import bearer
     from cli.errors import UserError
 
+    url = args.url
+    try:
+        token = Path(args.token_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UserError(f"{args.token_file}: cannot read the alerter API token: {exc.strerror or exc} "
+                        "(--token-file)") from None
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **bearer(token)})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())
@@ -87,7 +98,7 @@ def run_add(args: argparse.Namespace) -> int:
     except (DurationError, MatcherSyntaxError, SilenceError) as exc:
         raise UserError(str(exc)) from None
     if args.url:
-        out = _api(args.url, "POST", "/api/v1/silences",
+        out = _api(args, "POST", "/api/v1/silences",
                    {"matchers": text, "created_by": args.author, "comment": args.comment, "duration": dur})
         print(out["data"]["id"])
         return 0
@@ -102,7 +113,7 @@ def run_add(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     if args.url:
-        items = _api(args.url, "GET", "/api/v1/silences")["data"]
+        items = _api(args, "GET", "/api/v1/silences")["data"]
     else:
         async def ls(sil):
             return [{**x.to_json(), "state": x.state()} for x in await sil.list()]
@@ -122,7 +133,7 @@ def run_expire(args: argparse.Namespace) -> int:
     from cli.errors import UserError
 
     if args.url:
-        out = _api(args.url, "DELETE", f"/api/v1/silence/{args.id}")
+        out = _api(args, "DELETE", f"/api/v1/silence/{args.id}")
         print(f"expired {out['data']['id']}")
         return 0
 

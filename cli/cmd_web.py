@@ -392,7 +392,7 @@ class ClusterWeb:
             views, self.alerters = cluster_alerting_views(
                 alerter_addresses=self.opts.alerters, alerting_file=self.opts.alerting_file,
                 rule_files=list(self.cfg.rules.files), storage=self.storage, history_dir=history,
-                zookeeper_client=self._zookeeper_client)
+                zookeeper_client=self._zookeeper_client, data_dir=self.cfg.data_dir)
         except ValueError as exc:
             raise UserError(str(exc)) from None
         return views

@@ -38,6 +38,7 @@ import aiohttp
 import numpy as np
 from aiohttp import web
 
+from alerting.api_auth import bearer
 from cli import cluster as cl
 
 DRILLS = ("scraper", "cassandra", "zookeeper", "alerter", "web")
@@ -434,7 +435,8 @@ class DrillRunner:
             "        annotations:\n          summary: failure drill\n")
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             with contextlib.suppress(Exception):
-                await http.post(f"http://{self.s.alerter_listen}/-/reload")
+                token = (self.s.path / "data" / "alerter-api-token").read_text().strip()  # alerter.api_token_file
+                await http.post(f"http://{self.s.alerter_listen}/-/reload", headers=bearer(token))
         log(f"rule {alertname} loaded; waiting for its notification to reach the receiver")
         try:
             await asyncio.wait_for(self.receiver.arrived.wait(), 90)

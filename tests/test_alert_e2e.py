@@ -20,6 +20,7 @@ import urllib.request
 import pytest
 from aiosmtpd.controller import Controller
 
+from alerting.api_auth import bearer
 from alerting.ownership import RingOwnership
 from alerting.testing import AlertmanagerProcess, RecordingReceiver, free_port
 from storage.model import SampleBatch, Series, make_labels
@@ -104,7 +105,10 @@ class Alerter:
         return (self.tmp / f"alerter-{self.name}.log").read_text(errors="replace")
 
     def get(self, path: str) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+        state_db = pathlib.Path(json.loads(self.config.read_text())["alerter"]["state_db"])
+        token = (state_db.parent / "alerter-api-token").read_text().strip()  # made by the alerter at start
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=bearer(token))
+        with urllib.request.urlopen(req, timeout=5) as r:
             return json.loads(r.read())
 
     def kill(self) -> None:

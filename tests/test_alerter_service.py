@@ -12,6 +12,7 @@ import time
 import aiohttp
 import pytest
 
+from alerting.api_auth import bearer
 from alerting.service import AlerterConfigError, AlerterService, load_alerting_file
 from alerting.testing import RecordingReceiver
 from cli.main import main
@@ -75,7 +76,7 @@ async def service(tmp_path: pathlib.Path):
 async def test_reload_on_file_change_keeps_last_good_and_reports(service) -> None:
     svc, storage, hook, tmp = service
     base = f"http://127.0.0.1:{svc.port}"
-    async with aiohttp.ClientSession() as s:
+    async with aiohttp.ClientSession(headers=bearer(svc.api_token)) as s:
         async def names() -> list[str]:
             async with s.get(base + "/api/v1/rules") as r:
                 data = (await r.json())["data"]
@@ -121,28 +122,30 @@ async def test_silence_api_and_cli_over_http(service) -> None:
     url = f"http://127.0.0.1:{svc.port}"
     loop = asyncio.get_running_loop()
     rc = await loop.run_in_executor(None, main, ["silence", "add", 'alertname="Hot"', "-a", "ops", "-c", "drill",
-                                                 "-d", "1h", "--url", url])
+                                                 "-d", "1h", "--url", url, "--token-file", str(tmp / "alerter-api-token")])
     assert rc == 0
     _temp(storage, 80)
 
     async def suppressed() -> bool:
-        async with aiohttp.ClientSession() as s, s.get(url + "/api/v1/notifier/alerts") as r:
+        async with aiohttp.ClientSession(headers=bearer(svc.api_token)) as s, s.get(url + "/api/v1/notifier/alerts") as r:
             alerts = (await r.json())["data"]["alerts"]
         return bool(alerts) and alerts[0]["state"] == "suppressed"
 
     assert await _until(suppressed, 5)
     assert await hook.wait_for(1, timeout=1) == []
-    async with aiohttp.ClientSession() as s, s.get(url + "/api/v1/alerts") as r:
+    async with aiohttp.ClientSession(headers=bearer(svc.api_token)) as s, s.get(url + "/api/v1/alerts") as r:
         (prom,) = (await r.json())["data"]["alerts"]  # Prometheus' /api/v1/alerts shape
     assert prom["state"] == "firing" and prom["value"] == "8.0000000000e+01" and prom["activeAt"].endswith("Z")
     assert prom["labels"] == {"alertname": "Hot", "instance": "a"}
-    async with aiohttp.ClientSession() as s, s.get(url + "/api/v1/silences") as r:
+    async with aiohttp.ClientSession(headers=bearer(svc.api_token)) as s, s.get(url + "/api/v1/silences") as r:
         (sil,) = (await r.json())["data"]
     assert sil["created_by"] == "ops" and sil["comment"] == "drill" and sil["state"] == "active"
-    rc = await loop.run_in_executor(None, main, ["silence", "expire", sil["id"], "--url", url])
+    rc = await loop.run_in_executor(None, main, ["silence", "expire", sil["id"], "--url", url,
+                                                 "--token-file", str(tmp / "alerter-api-token")])
     assert rc == 0
     assert len(await hook.wait_for(1, timeout=5)) == 1
-    rc = await loop.run_in_executor(None, main, ["silence", "add", "bad matcher", "-a", "x", "-c", "y", "--url", url])
+    rc = await loop.run_in_executor(None, main, ["silence", "add", "bad matcher", "-a", "x", "-c", "y", "--url", url,
+                                                 "--token-file", str(tmp / "alerter-api-token")])
     assert rc == 2
 
 

@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
+from alerting.api_auth import bearer
 from alerting.service import AlerterService, load_alerting_file
 from alerting.testing import RecordingReceiver
 from cli.cmd_web import ClusterWeb, WebOptions
@@ -66,7 +67,7 @@ def alerting_file(tmp: Path, name: str, rule_files: list[str], hook: str, **extr
     p.write_text(json.dumps({
         "alerter": {"listen": f"127.0.0.1:{free_port()}", "state_db": str(tmp / f"{name}.state.db"),
                     "rule_files": rule_files, "evaluation_interval": "200ms", "watch_interval": "1h",
-                    "resend_delay": "1s", **extra},
+                    "resend_delay": "1s", "api_token_file": str(tmp / "data" / "alerter-api-token"), **extra},
         "global": {"retry_initial": 0.05},
         "route": {"receiver": "hook", "group_wait": 0.1, "group_interval": 0.5},
         "receivers": [{"name": "hook", "webhook_configs": [{"url": hook}]}],
@@ -190,7 +191,8 @@ async def test_alerts_and_rules_pages_show_the_alerters_state(rig) -> None:
     assert "/rules/edit?" + urlencode({"file": str(rules)}) in page
 
     rules.write_text(BAD_RULES)  # the alerter reports the file; the page says the last good one runs
-    async with aiohttp.ClientSession() as s, s.post(alerter_url(alerter.settings.listen) + "/-/reload") as r:
+    async with aiohttp.ClientSession(headers=bearer(alerter.api_token)) as s, \
+            s.post(alerter_url(alerter.settings.listen) + "/-/reload") as r:
         assert r.status == 400
     page = await browser.get("/rules")
     assert "does not validate; its last good version is still in use" in page
@@ -224,7 +226,8 @@ async def test_silence_from_the_web_is_honoured_by_the_alerter_and_expired(rig) 
     url = alerter_url(alerter.settings.listen)
 
     async def notifier_state() -> str | None:
-        async with aiohttp.ClientSession() as s, s.get(url + "/api/v1/notifier/alerts") as r:
+        async with aiohttp.ClientSession(headers=bearer(alerter.api_token)) as s, \
+                s.get(url + "/api/v1/notifier/alerts") as r:
             alerts = (await r.json())["data"]["alerts"]
         return alerts[0]["state"] if alerts else None
 
@@ -457,7 +460,8 @@ async def test_silences_go_through_the_shared_cassandra_store(tmp_path, zookeepe
         url = alerter_url(alerter.settings.listen)
 
         async def notifier_state() -> str | None:
-            async with aiohttp.ClientSession() as s, s.get(url + "/api/v1/notifier/alerts") as r:
+            async with aiohttp.ClientSession(headers=bearer(alerter.api_token)) as s, \
+                s.get(url + "/api/v1/notifier/alerts") as r:
                 alerts = (await r.json())["data"]["alerts"]
             return alerts[0]["state"] if alerts else None
 

@@ -5,7 +5,8 @@ merge of every alerter's ``/api/v1/rules`` (each group taken from the alerter th
 it), a rule reload is ``POST /-/reload`` to every alerter. ``SharedRuleFiles`` is the rule
 store the editor works on: the rule files the alerters read, seen from this machine (same
 host or a shared config directory). Silences go to the shared silence store when there is one
-(Cassandra), else through ``RemoteSilences`` to the alerter's silences API.
+(Cassandra), else through ``RemoteSilences`` to the alerter's silences API. Every call carries
+the alerters' API token (``alerting/api_auth.py``) and a silence the logged-in user's name.
 ``remote_alerting_views`` puts these together as the ``AlertingViews`` the pages read.
 """
 
@@ -24,6 +25,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from alerting.api_auth import USER_HEADER, bearer
 from alerting.notifier.silences import Silence, SilenceError, Silences, SilenceStore
 from alerting.rulefile import LoadOptions
 from alerting.rulestore import RuleStore
@@ -158,7 +160,9 @@ class RemoteAlerters:
         timeout_s: float = 3.0,
         status_cache_s: float = 1.0,
         fallback_urls: Sequence[str] = (),
+        token: str = "",
     ) -> None:
+        self.token = token  # the alerters' API token (alerter.api_token / api_token_file)
         self.static_urls = [alerter_url(u) for u in urls]
         self.discover = discover
         self.fallback_urls = [alerter_url(u) for u in fallback_urls]  # when nothing else is known
@@ -194,10 +198,15 @@ class RemoteAlerters:
             await self._session.close()
             self._session = None
 
-    async def call(self, method: str, url: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """One request; returns (status, JSON body). Connection problems raise ``AlerterUnavailable``."""
+    async def call(self, method: str, url: str, path: str, body: Any = None,
+                   user: str = "") -> tuple[int, Any]:
+        """One request (as ``user`` when given); returns (status, JSON body). Connection problems
+        raise ``AlerterUnavailable``."""
+        headers = bearer(self.token) if self.token else {}
+        if user:
+            headers[USER_HEADER] = user
         try:
-            async with self._http().request(method, url + path, json=body) as resp:
+            async with self._http().request(method, url + path, json=body, headers=headers) as resp:
                 try:
                     doc = await resp.json(content_type=None)
                 except ValueError:
@@ -289,14 +298,14 @@ class RemoteSilences:
         self._cache: list[Silence] = []
         self._loaded_at = -1e18
 
-    async def _first(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    async def _first(self, method: str, path: str, body: Any = None, user: str = "") -> tuple[int, Any]:
         urls = await self.alerters.urls()
         if not urls:
             raise SilencesUnavailable("no alerter address is configured (ringmon web --alerter HOST:PORT)")
         reasons = []
         for url in urls:
             try:
-                return await self.alerters.call(method, url, path, body)
+                return await self.alerters.call(method, url, path, body, user)
             except AlerterUnavailable as exc:
                 reasons.append(str(exc))
         raise SilencesUnavailable("no alerter answered: " + "; ".join(reasons))
@@ -314,7 +323,7 @@ class RemoteSilences:
     async def add(self, silence: Silence) -> Silence:
         body = {"matchers": silence.describe(), "created_by": silence.created_by, "comment": silence.comment,
                 "starts_at": silence.starts_at, "ends_at": silence.ends_at}
-        status, doc = await self._first("POST", "/api/v1/silences", body)
+        status, doc = await self._first("POST", "/api/v1/silences", body, user=silence.created_by)
         if status != 200 or not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
             raise SilenceError(_api_error(doc, status))
         self._loaded_at = -1e18
@@ -445,22 +454,27 @@ def cluster_alerting_views(
     storage: Any,
     history_dir: str | Path | None,
     zookeeper_client: Callable[[], Any] | None = None,
+    data_dir: str = "data",
 ) -> tuple[AlertingViews, RemoteAlerters]:
     """Views for ``ringmon web``: rule files, alerter address and state backend as the alerter
     sees them (its alerting file when given, read like ``ringmon alerter`` does). Alerters are
     the ``--alerter`` addresses, plus those published in ZooKeeper when ownership is
     ``zookeeper`` (``zookeeper_client`` returns a connected kazoo client or None), else
-    ``alerter.listen`` of the file. Raises ``ValueError`` (``AlerterConfigError``) naming file and key."""
+    ``alerter.listen`` of the file. The API token is the file's (``alerter.api_token[_file]``, default
+    next to ``state_db``); without a file, ``<data_dir>/alerter-api-token``. Raises ``ValueError`` (``AlerterConfigError``, ``ApiTokenError``) naming file and key."""
+    from alerting.api_auth import TOKEN_FILE_NAME, resolve_token
     from alerting.service import AlerterSettings, load_alerting_file
 
     settings = AlerterSettings(rule_files=list(rule_files))
     if alerting_file:
         settings, _ = load_alerting_file(alerting_file, settings)
+    token_file = settings.api_token_file or ("" if alerting_file else str(Path(data_dir) / TOKEN_FILE_NAME))
+    token = resolve_token(settings.api_token, token_file, settings.state_db)
     discover = None
     if settings.ownership == "zookeeper" and zookeeper_client is not None:
         discover = zookeeper_alerter_addresses(zookeeper_client, settings.zookeeper_path)
     alerters = RemoteAlerters(alerter_addresses, discover=discover,
-                              fallback_urls=[settings.listen] if alerting_file else [])
+                              fallback_urls=[settings.listen] if alerting_file else [], token=token)
     store: SilenceStore | None = None
     if shares_alerting_state(settings.state_backend, storage):
         from alerting.cassandra_stores import CassandraSilenceStore
