@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from common.regex import compile_regex
+
 ALERT_VARIABLES = ("$labels", "$externalLabels", "$externalURL", "$value")
 
 
@@ -399,8 +401,7 @@ def _print(*a: Any) -> str:
 
 
 def _re_replace_all(pattern: str, repl: str, text: str) -> str:
-    py_repl = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: "\\g<" + (m.group(1) or m.group(2)) + ">", repl)
-    return re.sub(pattern, py_repl, text)
+    return compile_regex(str(pattern), anchored=False).replace_all(str(text), str(repl))
 
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {
@@ -429,7 +430,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "toUpper": lambda s: str(s).upper(),
     "toLower": lambda s: str(s).lower(),
     "title": _title,
-    "match": lambda pattern, text: re.search(pattern, text) is not None,
+    "match": lambda pattern, text: compile_regex(str(pattern), anchored=False).matches(str(text)),
     "reReplaceAll": _re_replace_all,
     "safeHtml": lambda s: str(s),
     "stripPort": _strip_port,

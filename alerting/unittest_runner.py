@@ -29,6 +29,7 @@ from alerting.evaluator import EvalOptions, GroupRunner
 from alerting.promql_check import NO_OPTIONAL_FEATURES, ParserFeatures
 from alerting.rulefile import LoadOptions, RuleFileError, RuleGroup, load_rule_file
 from alerting.state import FIRING, MemoryAlertStateStore
+from common.regex import compile_regex
 from common.yamlfile import YamlFileError, load_yaml_file
 from query.engine import Engine
 from query.histogram import (
@@ -232,7 +233,9 @@ class UnitTestRunner:
                 res.errors.append(f"tests[{i}]: expected a mapping")
                 continue
             name = str(tg.get("name", ""))
-            if self.options.run_patterns and not any(re.fullmatch(p, name) or re.search(p, name) for p in self.options.run_patterns):
+            if self.options.run_patterns and not any(
+                compile_regex(p, anchored=False).matches(name) for p in self.options.run_patterns
+            ):
                 continue
             res.groups_run += 1
             try:

@@ -93,7 +93,14 @@ def run_check(args: argparse.Namespace) -> int:
 def run_test(args: argparse.Namespace) -> int:
     from alerting.promql_check import NO_OPTIONAL_FEATURES
     from alerting.unittest_runner import RunOptions, run_unit_tests
+    from cli.errors import UserError
+    from common.regex import RegexError, compile_regex
 
+    for pattern in args.run or []:
+        try:
+            compile_regex(pattern, anchored=False)
+        except RegexError as exc:
+            raise UserError(f"--run: {exc}") from None
     features = _features(args.enable_feature, NO_OPTIONAL_FEATURES)
     opts = RunOptions(run_patterns=args.run, features=features, ignore_unknown_fields=args.ignore_unknown_fields,
                       skip_native_histograms=args.skip_native_histograms)

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from common.regex import RegexError, compile_regex
 from query import parse as P
 from query.aggregations import quantile_of
 from query.errors import QueryError
-from query.parse import go_regex
 from query.values import (
     InstantVector,
     Labels,
@@ -838,28 +838,6 @@ def _natural_key(s: str) -> tuple:
     return tuple((0, int(p), p) if p.isdigit() else (1, 0, p) for p in parts if p != "")
 
 
-_GO_GROUP_REF = re.compile(r"\$(?:\$|\{([^}]*)\}|([A-Za-z0-9_]+))")
-
-
-def _go_expand(template: str, m: re.Match[str]) -> str:
-    def repl(g: re.Match[str]) -> str:
-        if g.group(0) == "$$":
-            return "$"
-        name = g.group(1) if g.group(1) is not None else g.group(2)
-        if name.isdigit():
-            idx = int(name)
-            if idx <= (m.re.groups or 0):
-                return m.group(idx) or ""
-            return ""
-        try:
-            return m.group(name) or ""
-        except IndexError:
-            return ""
-
-    return _GO_GROUP_REF.sub(repl, template)
-
-
-
 def _valid_label_name(name: str) -> bool:
     return bool(name) and (LABEL_NAME_RE.match(name) is not None or _utf8_ok(name))
 
@@ -879,19 +857,19 @@ def _label_replace(ev: "Evaluator", node: P.Call, times: np.ndarray):
     src = _string_arg(node.args[3], node.name)
     rx_text = _string_arg(node.args[4], node.name)
     try:
-        rx = re.compile(f"^(?s:{go_regex(rx_text)})$")
-    except re.error as exc:
-        raise QueryError(f"invalid regular expression in label_replace(): {rx_text}: {exc}") from None
+        rx = compile_regex(rx_text)
+    except RegexError as exc:
+        raise QueryError(f"invalid regular expression in label_replace(): {exc}") from None
     if not _valid_label_name(dst):
         raise QueryError(f"invalid destination label name in label_replace(): {dst}")
     labels = []
     drop = vec.drops().copy()
     for i, lab in enumerate(vec.labels):
-        m = rx.match(labels_get(lab, src))
-        if m is None:
+        groups = rx.groups_of(labels_get(lab, src))
+        if groups is None:
             labels.append(lab)
             continue
-        labels.append(_set_label(lab, dst, _go_expand(repl, m), drop, i))
+        labels.append(_set_label(lab, dst, rx.expand(repl, groups), drop, i))
     return _check_unique(InstantVector(labels, vec.values, vec.present, drop))
 
 

@@ -135,69 +135,6 @@ def _number_or_duration_s(raw: str) -> float:
     return sign * float(body)
 
 
-def go_regex(pattern: str) -> str:
-    """Translate RE2-only syntax to Python ``re``: inline flags such as ``(?i)`` in the middle
-    of a pattern apply to the rest of their group, and ``(?<name>`` named groups."""
-    if "(?" not in pattern:
-        return pattern
-    out: list[str] = []
-    pending = [0]  # closers owed per open group depth
-    i = 0
-    in_class = False
-    n = len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            out.append(pattern[i : i + 2])
-            i += 2
-            continue
-        if in_class:
-            if c == "]":
-                in_class = False
-            out.append(c)
-            i += 1
-            continue
-        if c == "[":
-            in_class = True
-            out.append(c)
-            i += 1
-            if i < n and pattern[i] == "^":
-                out.append("^")
-                i += 1
-            if i < n and pattern[i] == "]":
-                out.append("]")
-                i += 1
-            continue
-        if c == "(":
-            m = re.match(r"\(\?([imsU-]+)\)", pattern[i:])
-            if m:
-                flags = m.group(1).replace("U", "")
-                if flags and flags != "-":
-                    out.append(f"(?{flags}:")
-                    pending[-1] += 1
-                i += len(m.group(0))
-                continue
-            m = re.match(r"\(\?<([A-Za-z_][A-Za-z0-9_]*)>", pattern[i:])
-            if m:
-                out.append(f"(?P<{m.group(1)}>")
-                i += len(m.group(0))
-                pending.append(0)
-                continue
-            pending.append(0)
-            out.append(c)
-            i += 1
-            continue
-        if c == ")" and len(pending) > 1:
-            out.append(")" * pending.pop())
-            out.append(")")
-            i += 1
-            continue
-        out.append(c)
-        i += 1
-    out.append(")" * pending[0])
-    return "".join(out)
-
-
 def _shift_at_values(text: str) -> str:
     out = []
     pos = 0
@@ -335,7 +272,6 @@ def _selector(vs: pp.VectorSelector, text: str) -> VectorSel:
         try:
             op = _match_op(m.op)
             value = _go_string(m.value, text)
-            value = go_regex(value) if op in (MatchOp.RE, MatchOp.NRE) else value
             ms.append(Matcher(m.name, op, value))
         except ValueError as exc:
             raise ParseError(str(exc), 0, text) from None

@@ -1,17 +1,17 @@
 """Prometheus relabelling: ``relabel_configs`` (targets) and ``metric_relabel_configs`` (series).
 
 Actions: replace, keep, drop, keepequal, dropequal, hashmod, labelmap, labeldrop,
-labelkeep, lowercase, uppercase. Regexes are anchored at both ends as in Prometheus;
-``$1``/``${1}``/``$name``/``${name}`` expand in ``target_label`` and ``replacement``.
+labelkeep, lowercase, uppercase. Regexes are RE2 (Go's syntax), anchored at both ends as in
+Prometheus; ``$1``/``${1}``/``$name``/``${name}`` expand in ``target_label`` and ``replacement``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.regex import Regex, RegexError, compile_regex
 from storage.model import LABEL_NAME_RE
 
 ACTIONS = (
@@ -21,27 +21,6 @@ ACTIONS = (
 _NEEDS_TARGET = {"replace", "hashmod", "lowercase", "uppercase", "keepequal", "dropequal"}
 _KEYS = {"source_labels": "list of strings", "separator": "string", "target_label": "string",
          "regex": "string", "modulus": "integer", "replacement": "string", "action": "string"}
-_TEMPLATE_RE = re.compile(r"\$(?:\$|\{([a-zA-Z0-9_]+)\}|([a-zA-Z0-9_]+))")
-
-
-def expand(template: str, m: re.Match[str]) -> str:
-    """Go regexp.Expand: ``$1``, ``${1}``, ``$name``; unknown groups expand to ''; ``$$`` is '$'."""
-    if "$" not in template:
-        return template
-
-    def sub(t: re.Match[str]) -> str:
-        if t.group(0) == "$$":
-            return "$"
-        ref = t.group(1) or t.group(2)
-        try:
-            val = m.group(int(ref)) if ref.isdigit() else m.group(ref)
-        except IndexError:
-            return ""
-        return val or ""
-
-    return _TEMPLATE_RE.sub(sub, template)
-
-
 def _hashmod(value: str, modulus: int) -> int:
     digest = hashlib.md5(value.encode()).digest()
     return int.from_bytes(digest[8:], "big") % modulus
@@ -58,13 +37,13 @@ class RelabelConfig:
     regex: str = "(.*)"
     modulus: int = 0
     replacement: str = "$1"
-    compiled: re.Pattern[str] = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+    compiled: Regex = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         try:
-            object.__setattr__(self, "compiled", re.compile(f"^(?:{self.regex})$", re.DOTALL))
-        except re.error as exc:
-            raise ValueError(f"invalid regex {self.regex!r}: {exc}") from None
+            object.__setattr__(self, "compiled", compile_regex(self.regex))
+        except RegexError as exc:
+            raise ValueError(str(exc)) from None
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "relabel_config") -> RelabelConfig:
@@ -125,33 +104,33 @@ def relabel(labels: dict[str, str], configs: tuple[RelabelConfig, ...]) -> dict[
             rx = cfg.compiled
             if action == "labelmap":
                 for name in list(labels):
-                    m = rx.match(name)
-                    if m:
-                        labels[expand(cfg.replacement, m)] = labels[name]
+                    groups = rx.groups_of(name)
+                    if groups is not None:
+                        labels[rx.expand(cfg.replacement, groups)] = labels[name]
             else:
                 keep = action == "labelkeep"
                 for name in list(labels):
-                    if (rx.match(name) is not None) != keep:
+                    if rx.matches(name) != keep:
                         del labels[name]
             continue
         value = cfg.separator.join(labels.get(n, "") for n in cfg.source_labels)
         if action == "replace":
-            m = cfg.compiled.match(value)
-            if m is None:
+            groups = cfg.compiled.groups_of(value)
+            if groups is None:
                 continue
-            target = expand(cfg.target_label, m)
+            target = cfg.compiled.expand(cfg.target_label, groups)
             if not LABEL_NAME_RE.match(target):
                 continue
-            res = expand(cfg.replacement, m)
+            res = cfg.compiled.expand(cfg.replacement, groups)
             if res:
                 labels[target] = res
             else:
                 labels.pop(target, None)
         elif action == "keep":
-            if cfg.compiled.match(value) is None:
+            if not cfg.compiled.matches(value):
                 return None
         elif action == "drop":
-            if cfg.compiled.match(value) is not None:
+            if cfg.compiled.matches(value):
                 return None
         elif action == "keepequal":
             if value != labels.get(cfg.target_label, ""):

@@ -1,11 +1,11 @@
-"""Label matchers (=, !=, =~, !~) with Prometheus semantics: regexes are fully anchored."""
+"""Label matchers (=, !=, =~, !~) with Prometheus semantics: regexes are RE2, fully anchored."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from enum import Enum
 
+from common.regex import Regex, RegexError, compile_regex
 from storage.model import Labels
 
 
@@ -23,16 +23,16 @@ class Matcher:
     name: str
     op: MatchOp
     value: str
-    _regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    _regex: Regex | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         op = MatchOp(self.op)
         object.__setattr__(self, "op", op)
         if op in (MatchOp.RE, MatchOp.NRE):
             try:
-                rx = re.compile(f"(?s:{self.value})")
-            except re.error as exc:
-                raise ValueError(f"invalid regex {self.value!r} for label {self.name!r}: {exc}") from None
+                rx = compile_regex(self.value)
+            except RegexError as exc:
+                raise ValueError(f"invalid regex for label {self.name!r}: {exc}") from None
             object.__setattr__(self, "_regex", rx)
 
     @classmethod
@@ -45,7 +45,7 @@ class Matcher:
         if self.op is MatchOp.NE:
             return v != self.value
         assert self._regex is not None
-        hit = self._regex.fullmatch(v) is not None
+        hit = self._regex.matches(v)
         return hit if self.op is MatchOp.RE else not hit
 
     def matches(self, labels: Labels) -> bool:
