@@ -75,6 +75,9 @@ class WebMetrics:
                                         "Scrapers whose /targets answered on the last fetch.", registry=r)
         self.scraper_fetch_failures = Counter("ringmon_web_scraper_fetch_failures_total",
                                               "Failed fetches of a scraper's /targets.", ["scraper"], registry=r)
+        from web.auth import LOGIN_ATTEMPTS
+
+        r.register(LOGIN_ATTEMPTS)  # also on the default registry (standalone's /metrics)
 
     def middleware(self):
         @web.middleware
@@ -370,7 +373,7 @@ class ClusterWeb:
             pools_provider=self.fleet.pools_summary,
             targets_provider=self.fleet.targets_health,
             middlewares=[self.metrics.middleware()],
-            **web_app_options(self.cfg, self.engine, views),
+            **web_app_options(self.cfg, self.engine, views, self.storage),
         )
         add_api_routes(app, self.engine, self.storage)
         app.router.add_get("/metrics", self._metrics, name="metrics")

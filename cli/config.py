@@ -139,12 +139,30 @@ class LocalAgents:
 
 
 @dataclass
+class LoginLimits:
+    """Failed logins per (user, client address): these are free, then each waits twice as long."""
+
+    free_failures: int = 5
+    first_delay: Duration = Duration(30.0)
+    max_delay: Duration = Duration(900.0)
+    address_factor: int = 4  # an address alone (any user names) gets this many times the free failures
+
+    def validate(self, where: str) -> None:
+        if self.free_failures < 1 or self.address_factor < 1:
+            raise ValueError(f"{where}: free_failures and address_factor must be at least 1")
+        if not 0 < self.first_delay <= self.max_delay:
+            raise ValueError(f"{where}: expected 0 < first_delay <= max_delay")
+
+
+@dataclass
 class WebConfig:
     listen: str = "127.0.0.1:8080"
     # Users who may change things from the browser (rule editor, silences):
     # name -> scrypt hash from `ringmon hash-password`. None configured: read-only pages.
     users: dict[str, str] = field(default_factory=dict)
     session_secret: str = ""  # signs sessions and CSRF tokens; empty: random per start
+    session_lifetime: Duration = Duration(12 * 3600.0)  # a login lasts this long unless logged out
+    login_limits: LoginLimits = field(default_factory=LoginLimits)
     secure_cookies: bool = False  # set when served over HTTPS
     dashboards_dirs: list[str] = field(default_factory=list)  # extra YAML dashboards (shipped ones always load)
     rules_history_dir: str = ""  # rule editor history; default <data_dir>/rules-history

@@ -75,7 +75,7 @@ class Standalone:
             pools_provider=self.pools_summary,
             targets_provider=self.targets_health,
             middlewares=[instrument_middleware(self.metrics_registry)],
-            **web_app_options(cfg, self.engine, views),
+            **web_app_options(cfg, self.engine, views, self.storage),
         )
         app.router.add_get("/metrics", self._metrics)
         try:

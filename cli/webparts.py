@@ -11,13 +11,23 @@ from cli.config import RingmonConfig
 from cli.errors import UserError
 
 
-def make_auth(cfg: RingmonConfig) -> Any:
-    """Users from ``web.users`` (scrypt hashes); a bad hash is a config error naming the user."""
+def make_auth(cfg: RingmonConfig, storage: Any = None) -> Any:
+    """Users from ``web.users`` (scrypt hashes); a bad hash is a config error naming the user.
+    Sessions live in the Cassandra keyspace of ``storage`` when it is one (shared by the web
+    processes of a cluster), else in ``<data_dir>/web-sessions.db``."""
     from web.auth import Auth
+    from web.login_throttle import LoginThrottle
 
     secret = hashlib.sha256(cfg.web.session_secret.encode()).digest() if cfg.web.session_secret else None
+    limits = cfg.web.login_limits
     try:
-        kwargs: dict[str, Any] = {"users": dict(cfg.web.users), "secure_cookies": cfg.web.secure_cookies}
+        kwargs: dict[str, Any] = {
+            "users": dict(cfg.web.users), "secure_cookies": cfg.web.secure_cookies,
+            "session_ttl_s": float(cfg.web.session_lifetime),
+            "throttle": LoginThrottle(free_failures=limits.free_failures, base_delay_s=float(limits.first_delay),
+                                      max_delay_s=float(limits.max_delay), address_factor=limits.address_factor),
+            "sessions": session_store(cfg, storage),
+        }
         if secret is not None:
             kwargs["secret"] = secret
         return Auth(**kwargs)
@@ -25,13 +35,22 @@ def make_auth(cfg: RingmonConfig) -> Any:
         raise UserError(f"{cfg.source}: web.{exc}") from None
 
 
-def web_app_options(cfg: RingmonConfig, engine: Any, alerting: Any = None) -> dict[str, Any]:
+def session_store(cfg: RingmonConfig, storage: Any = None) -> Any:
+    from alerting.service import uses_cassandra_state
+    from web.sessions import CassandraSessionStore, SQLiteSessionStore
+
+    if storage is not None and uses_cassandra_state("auto", storage):
+        return CassandraSessionStore(storage)
+    return SQLiteSessionStore(Path(cfg.data_dir) / "web-sessions.db")
+
+
+def web_app_options(cfg: RingmonConfig, engine: Any, alerting: Any = None, storage: Any = None) -> dict[str, Any]:
     """Keyword arguments for ``web.app.create_app`` besides engine and providers."""
     from query.cache import RangeQueryCache
     from web.dashboards import DEFAULT_DIR
 
     return {
-        "auth": make_auth(cfg),
+        "auth": make_auth(cfg, storage),
         "range_cache": RangeQueryCache(engine),
         "dashboards_dirs": [DEFAULT_DIR, *cfg.web.dashboards_dirs],
         "alerting": alerting,

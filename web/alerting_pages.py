@@ -437,21 +437,16 @@ async def login_post(request: web.Request) -> web.Response:
     auth.check_csrf(request, form)
     user = str(form.get("username", "")).strip()[:256]
     password = str(form.get("password", ""))
-    keys = (f"user:{user}", f"addr:{request.remote}")
-    wait = max(auth.login_blocked(k) for k in keys)
-    if wait > 0:
+    result = await auth.login(user, password, request.remote or "")
+    if not isinstance(result, bool):  # seconds to wait
         return await login_view(
-            request, error=f"Too many failed logins; try again in {int(wait) + 1} s.", status=429
+            request, error=f"Too many failed logins; try again in {int(result) + 1} s.", status=429
         )
-    if not user or not await auth.authenticate(user, password):
-        for k in keys:
-            auth.note_failure(k)
+    if not user or not result:
         log.warning("login failed", extra={"user": user[:64], "remote": request.remote})
         return await login_view(request, error="Wrong user name or password.", status=401)
-    for k in keys:
-        auth.note_success(k)
     response = _redirect(safe_next(str(form.get("next", ""))))
-    auth.set_session(response, user)
+    await auth.start_session(response, user)
     log.info("login", extra={"user": user})
     return response
 
@@ -463,7 +458,7 @@ async def logout_post(request: web.Request) -> web.Response:
     form = await request.post()
     auth.check_csrf(request, form)
     response = _redirect("/")
-    auth.clear_session(response)
+    await auth.end_session(request, response)
     return response
 
 

@@ -560,6 +560,12 @@ async def error_pages(request: web.Request, handler: Callable) -> web.StreamResp
     return response
 
 
+async def _close_sessions(app: web.Application) -> None:
+    close = getattr(app[AUTH].sessions, "close", None)
+    if close is not None:
+        await close()
+
+
 def create_app(
     *,
     engine: QueryEngine,
@@ -585,6 +591,7 @@ def create_app(
     auth = auth if auth is not None else Auth(users={})
     app = web.Application(middlewares=[*middlewares, error_pages, auth_middleware(auth)])
     app[AUTH] = auth
+    app.on_cleanup.append(_close_sessions)
     app[ENGINE] = engine
     app[RANGE_ENGINE] = range_cache if range_cache is not None else engine
     app[POOLS] = pools_provider

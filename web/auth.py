@@ -2,11 +2,14 @@
 
 Users come from the config as ``name -> password hash``; hashes are scrypt with a random
 salt (``hash_password``), checked in constant time off the event loop. A session is a
-signed cookie (HMAC-SHA256 over user and expiry; HttpOnly, SameSite=Lax, so a link from an
-alert e-mail arrives logged in while no other site can POST with it). Repeated
-failed logins for one user name or from one address are refused for a while. Every form
-carries a CSRF token: the HMAC of a random per-browser cookie, so a page on another site
-can neither read nor forge it; every POST without the matching token is refused.
+signed cookie (HMAC-SHA256 over a random session id, user, expiry and a fingerprint of the
+user's password hash; HttpOnly, SameSite=Lax, so a link from an alert e-mail arrives logged
+in while no other site can POST with it) that is valid only while its record is in the
+session store (``web/sessions.py``): logout deletes the record, a changed password hash
+voids every cookie made with the old one. Failed logins slow down per (user, address)
+with growing delays (``web/login_throttle.py``), counted before the password is checked.
+Every form carries a CSRF token: the HMAC of a random per-browser cookie, so a page on
+another site can neither read nor forge it; every POST without the matching token is refused.
 """
 
 from __future__ import annotations
@@ -18,13 +21,19 @@ import hmac
 import json
 import secrets
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from prometheus_client import Counter
 
+from web.login_throttle import Attempt, LoginThrottle
+from web.sessions import MemorySessionStore, SessionStore
+
+LOGIN_ATTEMPTS = Counter("ringmon_web_login_attempts_total",
+                         "Logins tried: result=success or wrong (the password was checked), throttled (it was not).",
+                         ["result"])
 SESSION_COOKIE = "ringmon_session"
 CSRF_COOKIE = "ringmon_csrf"
 CSRF_FIELD = "csrf_token"
@@ -102,8 +111,8 @@ class Auth:
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     session_ttl_s: float = 12 * 3600
     secure_cookies: bool = False  # set when served over HTTPS
-    max_failures: int = 5  # failed logins per user name or client address ...
-    failure_window_s: float = 300.0  # ... within this window, then that key waits it out
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    sessions: SessionStore = field(default_factory=MemorySessionStore)
 
     def __post_init__(self) -> None:
         for name, encoded in self.users.items():
@@ -113,7 +122,6 @@ class Auth:
                 raise ValueError(f"users.{name}.password_hash: {exc}") from None
         # A user that does not exist still costs one scrypt, so timing does not reveal names.
         self._dummy_hash = hash_password(secrets.token_hex(8))
-        self._failures: dict[str, deque[float]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -124,27 +132,18 @@ class Auth:
 
     # -- sessions ---------------------------------------------------------------------------
 
-    def login_blocked(self, key: str, now: float | None = None) -> float:
-        """Seconds until ``key`` (a user name or a client address) may try again; 0 if it may."""
-        t = time.monotonic() if now is None else now
-        fails = self._failures.get(key)
-        if not fails:
-            return 0.0
-        while fails and t - fails[0] > self.failure_window_s:
-            fails.popleft()
-        if len(fails) < self.max_failures:
-            return 0.0
-        return max(0.0, self.failure_window_s - (t - fails[0]))
-
-    def note_failure(self, key: str, now: float | None = None) -> None:
-        t = time.monotonic() if now is None else now
-        fails = self._failures.setdefault(key, deque(maxlen=self.max_failures))
-        fails.append(t)
-        if len(self._failures) > 10_000:  # bounded memory under a spray of names
-            self._failures.pop(next(iter(self._failures)))
-
-    def note_success(self, key: str) -> None:
-        self._failures.pop(key, None)
+    async def login(self, user: str, password: str, address: str) -> bool | float:
+        """True when ``password`` is ``user``'s, False when not, or the seconds to wait when this
+        (user, address) or address must slow down (then no password is checked at all)."""
+        attempt = self.throttle.begin(user, address)  # counted before the check, no await in between
+        if not isinstance(attempt, Attempt):
+            LOGIN_ATTEMPTS.labels("throttled").inc()
+            return attempt
+        ok = await self.authenticate(user, password)
+        LOGIN_ATTEMPTS.labels("success" if ok else "wrong").inc()
+        if ok:
+            self.throttle.succeeded(attempt)
+        return ok
 
     async def authenticate(self, user: str, password: str) -> bool:
         encoded = self.users.get(user)
@@ -152,12 +151,17 @@ class Auth:
         ok = await loop.run_in_executor(None, verify_password, password, encoded or self._dummy_hash)
         return ok and encoded is not None
 
-    def session_value(self, user: str, now: float | None = None) -> str:
-        exp = int((time.time() if now is None else now) + self.session_ttl_s)
-        payload = _b64(json.dumps({"u": user, "exp": exp}, separators=(",", ":")).encode())
+    def _fingerprint(self, user: str) -> str:
+        """Changes when the user's password hash changes: cookies made before are void."""
+        return self._sign("password", self.users.get(user, ""))[:16]
+
+    def session_value(self, user: str, sid: str, exp: int) -> str:
+        payload = _b64(json.dumps({"u": user, "exp": exp, "sid": sid, "pw": self._fingerprint(user)},
+                                  separators=(",", ":")).encode())
         return f"{payload}.{self._sign('session', payload)}"
 
-    def user_from_session(self, value: str | None, now: float | None = None) -> str | None:
+    def _session_fields(self, value: str | None, now: float | None = None) -> tuple[str, str] | None:
+        """(user, session id) of a well-signed, unexpired cookie of a current user and password."""
         if not value or "." not in value:
             return None
         payload, sig = value.rsplit(".", 1)
@@ -165,17 +169,30 @@ class Auth:
             return None
         try:
             data = json.loads(_unb64(payload))
-            user, exp = str(data["u"]), float(data["exp"])
+            user, exp, sid, pw = str(data["u"]), float(data["exp"]), str(data["sid"]), str(data["pw"])
         except (ValueError, KeyError, TypeError):
             return None
         if exp < (time.time() if now is None else now) or user not in self.users:
             return None
-        return user
+        if not hmac.compare_digest(pw, self._fingerprint(user)):
+            return None
+        return user, sid
 
-    def set_session(self, response: web.StreamResponse, user: str) -> None:
+    async def user_from_session(self, value: str | None, now: float | None = None) -> str | None:
+        """The user of a session cookie whose server-side record is still there."""
+        fields = self._session_fields(value, now)
+        if fields is None:
+            return None
+        user, sid = fields
+        return user if await self.sessions.user(sid, now) == user else None
+
+    async def start_session(self, response: web.StreamResponse, user: str) -> None:
+        sid = secrets.token_urlsafe(24)
+        exp = int(time.time() + self.session_ttl_s)
+        await self.sessions.create(sid, user, exp)
         response.set_cookie(
             SESSION_COOKIE,
-            self.session_value(user),
+            self.session_value(user, sid, exp),
             max_age=int(self.session_ttl_s),
             httponly=True,
             samesite="Lax",
@@ -183,7 +200,11 @@ class Auth:
             path="/",
         )
 
-    def clear_session(self, response: web.StreamResponse) -> None:
+    async def end_session(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Logout: the session's record goes (the cookie is void everywhere), the cookie too."""
+        fields = self._session_fields(request.cookies.get(SESSION_COOKIE))
+        if fields is not None:
+            await self.sessions.delete(fields[1])
         response.del_cookie(SESSION_COOKIE, path="/")
 
     # -- CSRF -------------------------------------------------------------------------------
@@ -205,6 +226,9 @@ class Auth:
             )
 
 
+NO_USER_PATHS = ("/api/", "/static/", "/metrics", "/-/")  # never show or need the user: no session lookup
+
+
 def auth_middleware(auth: Auth):
     """Puts the logged-in user and this browser's CSRF form token on every request."""
 
@@ -215,7 +239,9 @@ def auth_middleware(auth: Auth):
             cookie = secrets.token_urlsafe(24)
             request[NEW_CSRF_COOKIE_KEY] = cookie
         request[CSRF_KEY] = auth.csrf_for(cookie)
-        request[USER_KEY] = auth.user_from_session(request.cookies.get(SESSION_COOKIE))
+        session = request.cookies.get(SESSION_COOKIE)
+        needs_user = not request.path.startswith(NO_USER_PATHS)
+        request[USER_KEY] = await auth.user_from_session(session) if session and needs_user else None
         response = await handler(request)
         if (
             NEW_CSRF_COOKIE_KEY in request
