@@ -1201,3 +1201,26 @@ def expand_alert_template(
         return tmpl.expand(data, variables)
     except TemplateError as exc:
         return f"<error expanding template: {exc}>"
+
+
+_VALUE_ACTION = re.compile(r"\{\{-?\s*((?:(?!\}\})[^{])*\$value(?:(?!\}\})[^{])*?)\s*-?\}\}")
+
+
+def format_alert_value(value: float, templates: Any = ()) -> str:
+    """An alert's value as its annotations print it, for tables beside those annotations.
+
+    The first ``{{ ... }}`` action of ``templates`` (the rule's annotation templates) that
+    uses ``$value`` on its own (``{{ $value | humanizePercentage }}``, ``{{ printf "%.1f"
+    $value }}``) is expanded with this value: "99.04%" next to a summary saying "99.04%".
+    Without such an action (or when it needs more than the value) ``humanize`` writes it.
+    """
+    for text in templates:
+        for m in _VALUE_ACTION.finditer(str(text)):
+            try:
+                tmpl = parse_template("{{ " + m.group(1) + " }}", "value")
+                out = tmpl.expand(*alert_template_data({}, value), max_steps=1000)
+            except TemplateError:
+                continue
+            if out.strip():
+                return out.strip()
+    return humanize(value)

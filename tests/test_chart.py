@@ -299,3 +299,80 @@ def test_bad_spec_is_refused():
         ChartSpec(unit="furlongs")
     with pytest.raises(ValueError, match="mode: expected one of"):
         ChartSpec(mode="pie")
+
+
+def colours(root: ET.Element) -> dict[str, str]:
+    return {g.get("data-name"): g.get("fill") for g in root.iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "s"}
+
+
+def test_a_series_keeps_its_colour_whatever_else_is_drawn():
+    ts = np.arange(T0, T0 + 5000, 1000)
+
+    def chart(names: list[str]) -> dict[str, str]:
+        series = [ChartSeries(n, ts, np.full(5, float(i)), {"job": n}, n) for i, n in enumerate(names)]
+        return colours(parse(render_chart(series)))
+
+    pools = [f"pool{i}" for i in range(6)]
+    alone = {n: chart([n])[n] for n in pools}  # each pool's own colour, from its name
+    together = chart(pools)
+    # With the others around, a pool keeps its colour unless two want the same one: then the
+    # first in sorted order keeps it, the other moves; the same set gives the same colours.
+    assert together == chart(list(reversed(pools)))
+    assert len(set(together.values())) == len(pools)
+    keeps = {n for n in pools if together[n] == alone[n]}
+    wanted = [alone[n] for n in sorted(pools)]
+    assert keeps == {n for i, n in enumerate(sorted(pools)) if alone[n] not in wanted[:i]}
+    # series_from_result keys series by legend text, so the same pool matches across panels.
+    from query.result import QueryResult, ResultSeries
+
+    res = QueryResult("matrix", [ResultSeries({"__name__": "x", "job": "web"}, ts, np.ones(5))])
+    assert series_from_result(res, "{{job}}")[0].key == "web"
+    assert series_from_result(res)[0].key == '{job="web"}'
+
+
+def test_a_line_under_another_is_drawn_wider_and_its_legend_says_so():
+    ts = np.arange(T0, T0 + 10_000, 1000)
+    same = np.ones(10)
+    root = parse(render_chart([ChartSeries("db", ts, same), ChartSeries("web", ts, same.copy()),
+                               ChartSeries("api", ts, same * 5)]))  # fmt: skip
+    widths = {p.get("data-name"): float(p.get("stroke-width")) for p in root.iter("{http://www.w3.org/2000/svg}path")
+              if p.get("class") == "line"}  # fmt: skip
+    assert widths["db"] > widths["web"] == widths["api"]
+    legend = [t.text for g in root.iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "legend-item"
+              for t in g.iter("{http://www.w3.org/2000/svg}text")]  # fmt: skip
+    assert legend == ["db (under web)", "web", "api"]
+
+
+def test_thresholds_are_labelled_at_their_line():
+    ts = np.arange(T0, T0 + 10_000, 1000)
+    spec = ChartSpec(unit="ratio", thresholds=[0.9, 0.5], threshold_names={0.9: "HighCPU"})
+    root = parse(render_chart([ChartSeries("x", ts, np.full(10, 0.2))], spec))
+    labels = [t for t in root.iter("{http://www.w3.org/2000/svg}text") if t.get("class") == "threshold-label"]
+    lines_y = sorted(float(e.get("y1")) for e in root.iter("{http://www.w3.org/2000/svg}line") if e.get("class") == "threshold")
+    assert sorted(t.text for t in labels) == ["50%", "HighCPU 90%"]
+    for t in labels:  # each label sits within a few pixels of its own line
+        assert min(abs(float(t.get("y")) - y) for y in lines_y) <= 12
+
+
+@pytest.mark.parametrize(
+    "lo, hi, unit, labels",
+    [
+        (0, 500, "seconds", ["0 s", "2 min", "4 min", "6 min", "8 min", "10 min"]),  # not 4.17 min
+        (0, 7000, "seconds", ["0 s", "30 min", "1 h", "1.5 h", "2 h"]),
+        (0, 0.37, "seconds", ["0 s", "100 ms", "200 ms", "300 ms", "400 ms"]),
+        (0, 0, "bytes", ["0 B", "1 B"]),  # never "0.2 B"
+        (0, 3, "bytes", ["0 B", "1 B", "2 B", "3 B"]),
+        (0, 25 * 2**30, "bytes", ["0 B", "5 GiB", "10 GiB", "15 GiB", "20 GiB", "25 GiB"]),
+        (0, 0.37, "none", ["0", "0.1", "0.2", "0.3", "0.4"]),
+        (0, 23, "none", ["0", "5", "10", "15", "20", "25"]),  # 1, 2, 5 x 10^n: no 2.5 steps
+        (0, 0.93, "ratio", ["0%", "20%", "40%", "60%", "80%", "100%"]),
+    ],
+)
+def test_y_ticks_are_round_values_of_the_unit(lo, hi, unit, labels):
+    assert [humanize(t, unit) for t in y_ticks(lo, hi, unit)[2]] == labels
+
+
+def test_an_axis_without_unit_in_its_ticks_is_captioned_and_empty_text_is_the_callers():
+    root = parse(render_chart([], ChartSpec(unit="cores", empty_text="No alert fired in this range")))
+    texts = {t.get("class"): t.text for t in root.iter("{http://www.w3.org/2000/svg}text")}
+    assert texts["unit"] == "cores" and texts["no-data"] == "No alert fired in this range"

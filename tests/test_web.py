@@ -200,7 +200,7 @@ async def test_failing_query_and_provider_are_shown_not_500():
         pools = await get(c, "/pools")
     finally:
         await c.close()
-    assert "QueryError: parse error at 1:5" in host and "No data" in host
+    assert "QueryError: parse error at 1:5" in host and "No CPU samples of 127.0.0.1:9100" in host
     assert "pools are unavailable: RuntimeError: zk down" in pools
 
 
@@ -297,3 +297,35 @@ async def test_prometheus_graph_links_lead_to_the_query_page(client):
     r = await client.get("/graph?g0.expr=up%20%3D%3D%200&g0.tab=1", allow_redirects=False)
     assert r.status == 302
     assert r.headers["Location"] == "/query?expr=up+%3D%3D+0"
+
+
+async def test_unknown_host_or_pool_is_named_not_an_empty_chart():
+    c = await make_client(engine=FakeEngine(modes=()))  # no data for anything asked
+    try:
+        host = await get(c, "/host/web/10.9.9.9:1", status=404)
+        assert "Pool &#39;web&#39; has no host &#39;10.9.9.9:1&#39;." in host and "No CPU samples" not in host
+        assert 'href="/host/web/127.0.0.1%3A9100"' in host  # the hosts it does have
+        pool = await get(c, "/host/nosuch/10.9.9.9:1", status=404)
+        assert "There is no pool &#39;nosuch&#39;." in pool and "pool=db" in pool
+        targets = await get(c, "/targets?pool=nosuch", status=404)
+        assert "There is no pool &#39;nosuch&#39; (pools: db, web)." in targets
+        # A known host without samples in the range: its chart says so.
+        known = await get(c, "/host/web/127.0.0.1:9100")
+        assert "No CPU samples of 127.0.0.1:9100 in this range" in known
+    finally:
+        await c.close()
+
+
+async def test_query_syntax_error_shows_the_error_and_no_chart():
+    from query.engine import Engine
+    from query.memory import MemoryStorage
+
+    c = await make_client(engine=Engine(MemoryStorage()))
+    try:
+        body = await get(c, "/query?expr=sum(up")
+        assert "parse error" in body and "error at line 1, column 4" in body
+        assert "<svg" not in body and "No series" not in body and "No data" not in body
+        body = await get(c, "/query?expr=up")  # valid, nothing matches: the chart says so
+        assert "No series matched in this range" in body and "No series matched at this time." in body
+    finally:
+        await c.close()

@@ -355,3 +355,31 @@ async def test_rule_text_cannot_break_out_of_the_editor(rig):
         assert "<script>" not in body and body.count("</textarea>") == 1
         assert "&lt;/textarea&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in body
     assert rig.rule_file.read_text() == hostile
+
+
+async def test_without_users_pages_say_how_to_add_one_and_hide_dead_links(tmp_path):
+    """No web.users: no "edit" or "Silence…" link leads to a 403; the pages say how to add a user,
+    and a 403 reached anyway says it too."""
+    r = Rig(tmp_path)
+    r.rule_file.write_text(RULES.replace(
+        "summary: 'Host {{ $labels.instance }} is on \"fire\"'",
+        "summary: 'Disk {{ $value | humanizePercentage }} full on {{ $labels.instance }}'",
+    ).replace("expr: label_replace(vector(1),", "expr: label_replace(vector(0.99040987556),"))  # fmt: skip
+    await r.manager.start()
+    await r.evaluate()
+    app = create_app(engine=r.engine, pools_provider=_empty, targets_provider=_empty, alerting=r.views)
+    c = TestClient(TestServer(app))
+    await c.start_server()
+    try:
+        rules = await page(c, "/rules")
+        assert "/rules/edit" not in rules and "ringmon hash-password" in rules and "web.users" in rules
+        alerts = await page(c, "/alerts")
+        assert "Silence…" not in alerts and "ringmon hash-password" in alerts
+        # The value column reads as the summary does: "99.04%" beside "Disk 99.04% full".
+        assert "Disk 99.04% full" in alerts
+        assert '<td class="num" title="9.9040987556e-01">99.04%</td>' in alerts  # raw value on hover
+        resp = await c.get(f"/rules/edit?file={r.rule_file}")
+        assert resp.status == 403 and "ringmon hash-password" in await resp.text()
+    finally:
+        await c.close()
+        await r.manager.stop()

@@ -233,7 +233,8 @@ async def test_panel_draws_the_threshold_of_its_alert(tmp_path):
         body = await (await c.get("/d/demo")).text()
     finally:
         await c.close()
-    assert "<title>threshold 85%</title>" in body
+    assert "<title>threshold HighCPU 85%</title>" in body
+    assert '<text class="threshold-label"' in body and ">HighCPU 85%</text>" in body  # labelled at its line
 
 
 class FleetEngine(VarEngine):

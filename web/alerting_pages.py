@@ -18,8 +18,9 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from alerting.template import format_alert_value
 from web.auth import USER_KEY, Auth, safe_next
-from web.common import AUTH, render
+from web.common import ADD_USER_HELP, AUTH, render
 from web.rule_history import RuleHistory, digest, unified_diff
 from web.timerange import parse_duration_s
 
@@ -89,7 +90,7 @@ def _login_url(request: web.Request) -> str:
 def require_user_for_page(request: web.Request) -> str:
     """The logged-in user, or a redirect to the login page (or 403 when logins are not set up)."""
     if _auth(request) is None:
-        raise web.HTTPForbidden(text="Editing is disabled: no users are configured (web.users).")
+        raise web.HTTPForbidden(text=f"Editing is disabled. {ADD_USER_HELP}")
     user = request.get(USER_KEY)
     if not user:
         raise web.HTTPSeeOther(_login_url(request))
@@ -100,7 +101,7 @@ async def require_user_for_post(request: web.Request) -> tuple[str, Mapping[str,
     """Login and CSRF checks for a form POST; returns the user and the form."""
     auth = _auth(request)
     if auth is None:
-        raise web.HTTPForbidden(text="Editing is disabled: no users are configured (web.users).")
+        raise web.HTTPForbidden(text=f"Editing is disabled. {ADD_USER_HELP}")
     form = await request.post()
     auth.check_csrf(request, form)
     user = request.get(USER_KEY)
@@ -123,6 +124,15 @@ async def _status(request: web.Request) -> tuple[list[dict], str]:
         return [], f"rule status unavailable: {type(exc).__name__}: {exc}"
 
 
+def _alert_value(raw: Any, templates: Any) -> str:
+    """The value as the rule's annotations print it (see ``format_alert_value``)."""
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return str(raw)
+    return format_alert_value(value, templates)
+
+
 async def alerts_page(request: web.Request) -> web.Response:
     groups, err = await _status(request)
     views = _views(request)
@@ -141,7 +151,8 @@ async def alerts_page(request: web.Request) -> web.Response:
                         "active_at": a.get("activeAt") or None,
                         "labels": labels,
                         "annotations": dict(a.get("annotations") or {}),
-                        "value": a.get("value", ""),
+                        "value": _alert_value(a.get("value", ""), (r.get("annotations") or {}).values()),
+                        "raw_value": a.get("value", ""),
                         "group": g.get("name", ""),
                     }
                 )
@@ -432,7 +443,7 @@ async def login_view(request: web.Request, *, error: str = "", status: int = 200
 async def login_post(request: web.Request) -> web.Response:
     auth = _auth(request)
     if auth is None:
-        raise web.HTTPForbidden(text="Logins are disabled: no users are configured (web.users).")
+        raise web.HTTPForbidden(text=f"Logins are disabled. {ADD_USER_HELP}")
     form = await request.post()
     auth.check_csrf(request, form)
     user = str(form.get("username", "")).strip()[:256]

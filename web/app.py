@@ -171,6 +171,7 @@ async def range_chart(
     thresholds: Sequence[float] = (),
     width: int = 800,
     height: int = 240,
+    empty_text: str = "No data",
 ) -> tuple[Markup, str, int]:
     """Run ``expr`` over the page's range and draw it: (svg, error message, series count).
 
@@ -195,6 +196,7 @@ async def range_chart(
         step_ms=tr.step_ms,
         tz=tr.tz,
         thresholds=thresholds,
+        empty_text=empty_text,
     )
     return Markup(chart.render_chart(series, spec)), err, len(series)
 
@@ -252,6 +254,10 @@ async def targets_page(request: web.Request) -> web.Response:
     pool = request.query.get("pool", "")
     health = request.query.get("health", "")
     shown = [t for t in targets if (not pool or t.pool == pool) and (not health or t.health == health)]
+    pool_names = sorted({t.pool for t in targets})
+    errors = [err] if err else []
+    if pool and pool not in pool_names and not err:
+        errors.append(f"There is no pool {pool!r} (pools: {', '.join(pool_names) or 'none yet'}).")
     return render(
         request,
         "targets.html",
@@ -260,32 +266,48 @@ async def targets_page(request: web.Request) -> web.Response:
         total=len(targets),
         pool_filter=pool,
         health_filter=health,
-        pool_names=sorted({t.pool for t in targets}),
-        errors=[err] if err else [],
+        pool_names=pool_names,
+        errors=errors,
+        status=404 if len(errors) > bool(err) else 200,
     )
 
 
 async def host_page(request: web.Request) -> web.Response:
+    """One host's CPU chart; a pool or host the targets do not know (and that has no data)
+    is answered 404 with the pools or hosts there are, not with an empty chart."""
     pool = request.match_info["pool"]
     instance = request.match_info["instance"]
     tr = page_time_range(request)
     expr = HOST_CPU_EXPR.format(
         job=promql_string(pool), instance=promql_string(instance), window=tr.rate_window
     )
-    svg, chart_error, count = await range_chart(
-        request.app[RANGE_ENGINE],
-        expr,
-        tr,
-        instant=request.app[ENGINE],
-        title=f"CPU usage by mode: {instance}",
-        unit="cores",
-        legend="{{mode}}",
+    (svg, chart_error, count), (targets, terr) = await asyncio.gather(
+        range_chart(
+            request.app[RANGE_ENGINE],
+            expr,
+            tr,
+            instant=request.app[ENGINE],
+            title=f"CPU usage by mode: {instance}",
+            unit="cores",
+            legend="{{mode}}",
+            width=PANEL_WIDTH["full"],
+            height=320,
+            empty_text=f"No CPU samples of {instance} in this range",
+        ),
+        load_targets(request),
     )
-    targets, terr = await load_targets(request)
     target = next((t for t in targets if t.pool == pool and t.address == instance), None)
+    pool_hosts = sorted(t.address for t in targets if t.pool == pool)
+    unknown = ""
+    if target is None and not terr and count == 0 and not chart_error:
+        if pool_hosts:
+            unknown = f"Pool {pool!r} has no host {instance!r}."
+        else:
+            unknown = f"There is no pool {pool!r}."
     return render(
         request,
         "host.html",
+        status=404 if unknown else 200,
         page_title=f"Host {instance}",
         pool=pool,
         instance=instance,
@@ -295,6 +317,9 @@ async def host_page(request: web.Request) -> web.Response:
         chart_error=chart_error,
         series_count=count,
         time_range=tr,
+        unknown=unknown,
+        pool_hosts=pool_hosts,
+        pool_names=sorted({t.pool for t in targets}),
         errors=tr.errors + ([terr] if terr else []),
     )
 
@@ -312,11 +337,13 @@ async def dashboards_index(request: web.Request) -> web.Response:
 
 async def _variable_values(
     engine: QueryEngine, dash: Dashboard, query: Mapping[str, str], tr: TimeRange
-) -> tuple[dict[str, str], dict[str, list[str]], list[str]]:
-    """Each variable's value (request, else default, else first option) and its options."""
+) -> tuple[dict[str, str], dict[str, list[str]], list[str], list[str]]:
+    """Each variable's value (request, else default, else first option), its options, errors,
+    and the values that are none of their variable's choices (``Host '10.0.0.9:9100'``)."""
     values: dict[str, str] = {}
     options: dict[str, list[str]] = {}
     errors: list[str] = []
+    unknown: list[str] = []
     builtins = _builtins(tr)
     for var in dash.variables:
         value = (query.get(var.name) or var.default or "").strip()
@@ -331,10 +358,16 @@ async def _variable_values(
         if not value and opts:
             value = opts[0]
         if value and value not in opts and var.options_query:
+            if opts:  # the choices came back: this value is none of them
+                unknown.append(f"{var.label} {value!r}")
+                errors.append(
+                    f"{var.label} {value!r} is unknown: no series of {expr} has {var.options_label}={value!r}"
+                    f" (choices: {', '.join(opts[:20])}{', …' if len(opts) > 20 else ''})"
+                )
             opts = [value, *opts]
         values[var.name] = value
         options[var.name] = opts
-    return values, options, errors
+    return values, options, errors, unknown
 
 
 def _builtins(tr: TimeRange) -> dict[str, str]:
@@ -373,9 +406,12 @@ async def _panel_chart(
     panel: Any,
     values: Mapping[str, str],
     tr: TimeRange,
-    extra_thresholds: Sequence[float] = (),
+    alert_line: tuple[str, float] | None = None,
     instant: QueryEngine | None = None,
+    empty_text: str = "",
 ) -> dict[str, Any]:
+    """One panel: its queries over the page's range drawn as one chart (an alerting rule's
+    threshold, when the panel names one, drawn and labelled with the rule's name)."""
     builtins = _builtins(tr)
     exprs = [(expand(q.expr, values, builtins), q.legend or None) for q in panel.queries]
     results = await asyncio.gather(*(query_to_now(engine, instant, e, tr) for e, _ in exprs), return_exceptions=True)
@@ -401,7 +437,9 @@ async def _panel_chart(
         end_ms=tr.now_ms,
         step_ms=tr.step_ms,
         tz=tr.tz,
-        thresholds=tuple(sorted(set(panel.thresholds) | set(extra_thresholds))),
+        thresholds=tuple(sorted(set(panel.thresholds) | ({alert_line[1]} if alert_line else set()))),
+        threshold_names={alert_line[1]: alert_line[0]} if alert_line else {},
+        empty_text=empty_text or panel.empty or "No data",
     )
     return {
         "panel": panel,
@@ -418,14 +456,16 @@ async def dashboard_page(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text=f"There is no dashboard named {request.match_info['name']!r}.")
     engine = request.app[ENGINE]
     tr = page_time_range(request)
-    values, options, var_errors = await _variable_values(engine, dash, request.query, tr)
+    values, options, var_errors, unknown = await _variable_values(engine, dash, request.query, tr)
+    empty_text = f"No data: {', '.join(unknown)} unknown" if unknown else ""
     ranges = request.app[RANGE_ENGINE]
     alert_lines = await _alert_thresholds(request, dash)
     panels = await asyncio.gather(
         *(
             _panel_chart(
-                ranges, p, values, tr, [alert_lines[p.alert]] if p.alert in alert_lines else [], request.app[ENGINE]
-            )
+                ranges, p, values, tr, (p.alert, alert_lines[p.alert]) if p.alert in alert_lines else None,
+                request.app[ENGINE], empty_text,
+            )  # fmt: skip
             for p in dash.panels
         )
     )
@@ -470,8 +510,9 @@ async def query_page(request: web.Request) -> web.Response:
     if expr_run:
         engine = request.app[ENGINE]
         svg, chart_error, _ = await range_chart(
-            request.app[RANGE_ENGINE], expr_run, tr, instant=engine, title=expr_run, width=1300, height=320
-        )
+            request.app[RANGE_ENGINE], expr_run, tr, instant=engine, title=expr_run, width=1300, height=320,
+            empty_text="No series matched in this range",
+        )  # fmt: skip
         try:
             result = await engine.instant_query(expr_run, tr.now_ms)
             if result.type == "scalar" and result.scalar is not None:
@@ -492,6 +533,7 @@ async def query_page(request: web.Request) -> web.Response:
                 error_position = (line, col)
             errors.append(f"{type(exc).__name__}: {exc}")
             chart_error = ""
+            svg = None  # the error is the answer: no empty chart, no "No series." under it
         if chart_error and chart_error not in " ".join(errors):
             errors.append(chart_error)
     return render(

@@ -21,6 +21,7 @@ import functools
 import itertools
 import math
 import re
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
@@ -28,12 +29,15 @@ from typing import Any
 
 import numpy as np
 
-# Distinct colours (Tableau 10 + two), cycled with a dash pattern past the first round.
+# Distinct colours (Tableau 10 + two); a series' colour comes from its key (see series_styles),
+# and past the palette's size a dash pattern tells series of one colour apart.
 PALETTE = (
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
     "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac", "#1f77b4", "#17becf",
 )  # fmt: skip
 DASHES = ("", "6 3", "2 2", "8 3 2 3")
+# A unit its tick labels do not carry is written along the y axis.
+AXIS_CAPTION = {"cores": "cores"}
 
 UNITS = ("none", "bytes", "bytes/s", "seconds", "percent", "ratio", "/s", "cores")
 MODES = ("line", "stacked")
@@ -53,12 +57,16 @@ _YEAR = 365 * 86400
 
 @dataclass
 class ChartSeries:
-    """One line: its legend name, label set, timestamps (ms) and values (NaN = missing)."""
+    """One line: its legend name, label set, timestamps (ms) and values (NaN = missing).
+
+    ``key`` is what its colour is derived from (see ``series_styles``); empty: its legend name.
+    """
 
     name: str
     timestamps: Sequence[int] | np.ndarray
     values: Sequence[float] | np.ndarray
     labels: Mapping[str, str] = field(default_factory=dict)
+    key: str = ""
 
 
 @dataclass
@@ -79,6 +87,8 @@ class ChartSpec:
     step_ms: int | None = None
     tz: dt.tzinfo = dt.UTC
     thresholds: Sequence[float] = ()
+    # A name written next to a threshold line (e.g. the alerting rule it comes from).
+    threshold_names: Mapping[float, str] = field(default_factory=dict)
     y_min: float | None = None
     y_max: float | None = None
     max_series: int = 40
@@ -86,6 +96,7 @@ class ChartSpec:
     # hover band per time step (at least TIP_BAND_PX wide) lists every series' value there.
     max_point_titles: int = 1000
     legend: bool = True
+    empty_text: str = "No data"  # drawn on a chart without a point: say what "empty" means here
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS:
@@ -247,18 +258,38 @@ def format_time(ts_ms: int, tz: dt.tzinfo = dt.UTC) -> str:
 
 
 def nice_step(raw: float) -> float:
-    """The smallest of 1, 2, 2.5, 5 x 10^k that is at least ``raw``."""
+    """The smallest of 1, 2, 5 x 10^k that is at least ``raw``."""
     if raw <= 0 or not math.isfinite(raw):
         return 1.0
     base = 10 ** math.floor(math.log10(raw))
-    for m in (1, 2, 2.5, 5, 10):
+    for m in (1, 2, 5, 10):
         if m * base >= raw * (1 - 1e-9):
             return m * base
     return 10 * base
 
 
+# Round steps of a duration axis from one second up: seconds, minutes, hours, days.
+_DURATION_STEPS = (
+    1, 2, 5, 10, 15, 30, 60, 2 * 60, 5 * 60, 10 * 60, 15 * 60, 30 * 60, 3600, 2 * 3600, 3 * 3600,
+    6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400, 14 * 86400, 28 * 86400,
+)  # fmt: skip
+
+
+def unit_step(raw: float, unit: str, scale: float = 1.0) -> float:
+    """A round tick step of at least ``raw`` in ``unit``: 1, 2, 5 x 10^k of ``scale`` (a power
+    of 1024 for bytes); for durations of a second or more a round number of seconds, minutes,
+    hours or days; for bytes never less than one byte."""
+    if unit == "seconds" and raw >= 1:
+        step = next((s for s in _DURATION_STEPS if s >= raw * (1 - 1e-9)), None)
+        return float(step) if step is not None else nice_step(raw / 86400) * 86400
+    step = nice_step(raw / scale) * scale
+    if unit == "bytes":
+        step = max(step, 1.0)
+    return step
+
+
 def y_ticks(lo: float, hi: float, unit: str, max_ticks: int = 6) -> tuple[float, float, list[float]]:
-    """Round axis bounds and tick values covering [lo, hi]; bytes step in powers of 1024."""
+    """Round axis bounds and tick values covering [lo, hi] (see ``unit_step``)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         lo, hi = 0.0, 1.0
     if hi <= lo:
@@ -267,7 +298,7 @@ def y_ticks(lo: float, hi: float, unit: str, max_ticks: int = 6) -> tuple[float,
     if unit in ("bytes", "bytes/s"):
         while max(abs(lo), abs(hi)) / scale >= 1024:
             scale *= 1024
-    step = nice_step((hi - lo) / scale / max(max_ticks - 1, 1)) * scale
+    step = unit_step((hi - lo) / max(max_ticks - 1, 1), unit, scale)
     first = math.floor(lo / step + 1e-9) * step
     last = math.ceil(hi / step - 1e-9) * step
     n = int(round((last - first) / step))
@@ -340,16 +371,56 @@ def legend_name(labels: Mapping[str, str], template: str | None = None) -> str:
     return name or "{}"
 
 
+def series_key(labels: Mapping[str, str], template: str | None = None) -> str:
+    """What a series' colour is derived from: its legend text when a template names it (the
+    same pool is "web" on every panel), else its label set without the metric name."""
+    if template:
+        return legend_name(labels, template)
+    rest = {k: v for k, v in labels.items() if k != "__name__"}
+    return legend_name(rest) if rest else legend_name(labels)
+
+
 def series_from_result(result: Any, legend: str | None = None) -> list[ChartSeries]:
     """Chart series from a ``query.result.QueryResult`` (matrix or vector; scalar as one series)."""
     out: list[ChartSeries] = []
     if getattr(result, "type", None) == "scalar" and result.scalar is not None:
         ts, v = result.scalar
-        return [ChartSeries("scalar", [ts], [v], {})]
+        return [ChartSeries(legend or "scalar", [ts], [v], {})]
     for s in getattr(result, "series", None) or ():
-        out.append(ChartSeries(legend_name(s.labels, legend), s.timestamps, s.values, dict(s.labels)))
+        out.append(
+            ChartSeries(
+                legend_name(s.labels, legend), s.timestamps, s.values, dict(s.labels), series_key(s.labels, legend)
+            )
+        )
     out.sort(key=lambda s: s.name)
     return out
+
+
+def _stable_hash(text: str) -> int:
+    return zlib.crc32(text.encode("utf-8", "surrogatepass"))
+
+
+def series_styles(keys: Sequence[str]) -> list[tuple[str, str]]:
+    """(colour, dash pattern) of each key: the same key gets the same colour on every chart.
+
+    A key's colour is ``PALETTE[crc32(key) % len(PALETTE)]``. Two keys of one chart that
+    want the same colour: the first in sorted order keeps it, the other takes the next free
+    colour of the palette (so a chart whose keys do not collide shows every key in its own
+    colour); past the palette's size, dash patterns tell series of one colour apart.
+    """
+    n = len(PALETTE)
+    taken: set[tuple[int, int]] = set()
+    styles: dict[str, tuple[str, str]] = {}
+    for key in sorted(set(keys)):
+        want = _stable_hash(key) % n
+        for round_ in itertools.count():
+            dash = round_ % len(DASHES)
+            free = next(((want + k) % n for k in range(n) if ((want + k) % n, round_) not in taken), None)
+            if free is not None:
+                taken.add((free, round_))
+                styles[key] = (PALETTE[free], DASHES[dash])
+                break
+    return [styles[k] for k in keys]
 
 
 # -- rendering -----------------------------------------------------------------------------------
@@ -575,6 +646,41 @@ def _band_tooltips(
     return "".join(out)
 
 
+COINCIDE_PX = 1.5  # two lines closer than this at (nearly) every shared time look like one
+COINCIDE_SHARE = 0.9
+
+
+def _under(prepared: list[_Prepared], px_per_unit: float) -> list[int | None]:
+    """For each series, the series drawn after it that covers its line (``None``: nothing does).
+
+    A line is covered when, at ``COINCIDE_SHARE`` of the times either has a point, both have
+    one within ``COINCIDE_PX`` pixels: drawn over it the later line would hide it. The
+    cover of each series is the last of the series that coincide with it.
+    """
+    out: list[int | None] = [None] * len(prepared)
+    tops = [p.vals + p.base for p in prepared]
+    for i, a in enumerate(prepared):
+        for j in range(len(prepared) - 1, i, -1):
+            b = prepared[j]
+            if len(a.ts) == len(b.ts) and np.array_equal(a.ts, b.ts):
+                ya, yb = tops[i], tops[j]
+            else:
+                grid, ia, ib = np.intersect1d(a.ts, b.ts, return_indices=True)
+                either = len(np.union1d(a.ts[~np.isnan(a.vals)], b.ts[~np.isnan(b.vals)]))
+                if not grid.size or grid.size < COINCIDE_SHARE * either:
+                    continue
+                ya, yb = tops[i][ia], tops[j][ib]
+            both = ~np.isnan(ya) & ~np.isnan(yb)
+            either_n = int(np.count_nonzero(~np.isnan(ya) | ~np.isnan(yb)))
+            if not both.any():
+                continue
+            close = np.abs(ya[both] - yb[both]) * px_per_unit <= COINCIDE_PX
+            if np.count_nonzero(close) >= COINCIDE_SHARE * max(either_n, 1):
+                out[i] = j
+                break
+    return out
+
+
 def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -> str:
     """The whole chart as one ``<svg>`` element (a string safe to embed in HTML)."""
     spec = spec or ChartSpec()
@@ -615,14 +721,32 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
     def y(v: float) -> float:
         return bottom - (v - y_lo) / ((y_hi - y_lo) or 1.0) * plot_h
 
+    # Colours from the series' keys; a line another one would hide is drawn wider under it
+    # (a rim of its colour shows) and its legend entry says what it is under.
+    styles = series_styles([s.key or s.name for s in shown])
+    cover = _under(prepared, plot_h / ((y_hi - y_lo) or 1.0))
+    depth = [0] * len(prepared)  # how many coinciding lines are drawn over each line
+    for i in range(len(prepared) - 1, -1, -1):
+        if cover[i] is not None:
+            depth[i] = depth[cover[i]] + 1
+    top_of = list(range(len(prepared)))
+    for i in range(len(prepared) - 1, -1, -1):
+        if cover[i] is not None:
+            top_of[i] = top_of[cover[i]]
+    legend_texts = []
+    for i, s in enumerate(shown):
+        text = s.name or "{}"
+        if cover[i] is not None:
+            text += f" (under {shown[top_of[i]].name or '{}'})"
+        legend_texts.append(text if len(text) <= LEGEND_MAX_CHARS else text[: LEGEND_MAX_CHARS - 1] + "…")
+
     # Legend layout: items flow left to right in rows.
     legend_items: list[tuple[float, float, int]] = []
     legend_h = 0
     if spec.legend and shown:
         lx, row = left, 0
-        for i, s in enumerate(shown):
-            text_len = min(len(s.name), LEGEND_MAX_CHARS) or 2
-            w = 18 + text_len * CHAR_W + 14
+        for i in range(len(shown)):
+            w = 18 + len(legend_texts[i]) * CHAR_W + 14
             if lx + w > width - MARGIN_RIGHT and lx > left:
                 row += 1
                 lx = left
@@ -655,6 +779,13 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
             f'stroke="#ddd" stroke-width="1"/>'
             f'<text x="{left - 6}" y="{_f(yy + 4)}">{escape(humanize(v, spec.unit))}</text>'
         )
+    caption = AXIS_CAPTION.get(spec.unit)
+    if caption:
+        cy = _f(top + plot_h / 2)
+        parts.append(
+            f'<text class="unit" x="14" y="{cy}" text-anchor="middle" transform="rotate(-90 14 {cy})">'
+            f"{escape(caption)}</text>"
+        )
     parts.append("</g>")
 
     # Time axis.
@@ -681,7 +812,7 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
     if not present:
         parts.append(
             f'<text class="no-data" x="{_f(left + plot_w / 2)}" y="{_f(top + plot_h / 2)}" '
-            f'text-anchor="middle" font-size="14" fill="#888">No data</text>'
+            f'text-anchor="middle" font-size="14" fill="#888">{escape(spec.empty_text)}</text>'
         )
 
     # Series.
@@ -712,10 +843,11 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
     parts.append(
         f'<clipPath id="{clip_id}"><rect x="{left}" y="{top - 2}" width="{plot_w}" height="{plot_h + 4}"/></clipPath>'
     )
-    parts.append(f'<g class="series" clip-path="url(#{clip_id})" data-count="{len(prepared)}">')
+    parts.append(f'<g class="series" data-count="{len(prepared)}">')
+    ly0 = bottom + AXIS_HEIGHT + 4
+    legend_at = {i: (lx, row) for lx, row, i in legend_items}
     for i, (p, keep, x10, y10, segs) in enumerate(drawn):
-        colour = PALETTE[i % len(PALETTE)]
-        dash = DASHES[(i // len(PALETTE)) % len(DASHES)]
+        colour, dash = styles[i]
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
         d_line = _subpaths(x10, y10, segs)
         d_area: list[str] = []
@@ -726,13 +858,19 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
             )
             d_area = [f"{line} {under} Z" for line, under in zip(d_line, back, strict=True)]
         name = _attr(p.series.name)
+        # One group per series: its area, line, point markers and legend entry, so hovering
+        # any of them highlights the series (CSS dims the others).
         parts.append(f'<g class="s" data-name="{name}" fill="{colour}" fill-opacity="0">')
+        parts.append(f'<g clip-path="url(#{clip_id})">')
         if d_area:
             parts.append(f'<path class="area" d="{" ".join(d_area)}" fill-opacity="0.35" stroke="none"/>')
+        stroke_w = _f(1.5 + 2.5 * depth[i])
         parts.append(
             f'<path class="line" d="{" ".join(d_line)}" fill="none" stroke="{colour}" '
-            f'stroke-width="1.5" stroke-linejoin="round"{dash_attr} data-name="{name}" '
-            f'data-segments="{len(segs)}"/>'
+            f'stroke-width="{stroke_w}" stroke-linejoin="round"{dash_attr} data-name="{name}" '
+            f'data-segments="{len(segs)}"'
+            + (f' data-under="{_attr(shown[top_of[i]].name)}"' if cover[i] is not None else "")
+            + "/>"
         )
         # Point markers: invisible until hovered (they carry the tooltip); isolated points,
         # which draw no line, are always visible. Humanised numbers hold no markup characters.
@@ -751,41 +889,45 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
                     parts.append(f'<circle cx="{cx[n]}" cy="{cy[n]}" r="3"{extra}>{title}</circle>')
                     n += 1
         parts.append("</g>")
+        if i in legend_at:
+            lx, row = legend_at[i]
+            yy = ly0 + row * LEGEND_ROW
+            full = p.series.name or "{}"
+            if cover[i] is not None:
+                full += f"\ndrawn under {shown[top_of[i]].name or '{}'}: the same values"
+            parts.append(
+                f'<g class="legend-item" font-size="11" fill-opacity="1"><title>{escape(full)}</title>'
+                f'<rect x="{_f(lx)}" y="{_f(yy)}" width="12" height="10" fill-opacity="1"/>'
+                f'<text x="{_f(lx + 16)}" y="{_f(yy + 9)}" fill="#1f2328">{escape(legend_texts[i])}</text></g>'
+            )
+        parts.append("</g>")
     parts.append("</g>")
 
     if not with_titles and present:
         parts.append(_band_tooltips(prepared, spec, x_scale, t_lo, left, top, plot_w, plot_h))
 
-    # Thresholds.
+    # Thresholds: a dashed line, its value (and name) written at its right end.
     for th in spec.thresholds:
         if y_lo <= th <= y_hi:
-            yy = _f(y(th))
+            yy = y(th)
+            text = humanize(th, spec.unit)
+            if spec.threshold_names.get(th):
+                text = f"{spec.threshold_names[th]} {text}"
+            ty = yy - 4 if yy - 4 - 10 >= top else yy + 12  # above the line, unless at the top
+            # At the line's left end: the newest data, at the right, is what people look at.
             parts.append(
-                f'<line class="threshold" x1="{left}" x2="{left + plot_w}" y1="{yy}" y2="{yy}" '
-                f'stroke="#d62728" stroke-width="1.5" stroke-dasharray="5 4">'
-                f"<title>threshold {escape(humanize(th, spec.unit))}</title></line>"
+                f'<g class="threshold"><line class="threshold" x1="{left}" x2="{left + plot_w}" '
+                f'y1="{_f(yy)}" y2="{_f(yy)}" stroke="#d62728" stroke-width="1.5" stroke-dasharray="5 4">'
+                f"<title>threshold {escape(text)}</title></line>"
+                f'<text class="threshold-label" x="{left + 4}" y="{_f(ty)}" text-anchor="start" '
+                f'font-size="10" fill="#d62728">{escape(text)}</text></g>'
             )
 
-    # Legend.
-    if legend_items:
-        ly0 = bottom + AXIS_HEIGHT + 4
-        parts.append('<g class="legend" font-size="11">')
-        for lx, row, i in legend_items:
-            s = shown[i]
-            colour = PALETTE[i % len(PALETTE)]
-            yy = ly0 + row * LEGEND_ROW
-            text = s.name if len(s.name) <= LEGEND_MAX_CHARS else s.name[: LEGEND_MAX_CHARS - 1] + "…"
-            parts.append(
-                f'<g class="legend-item"><title>{escape(s.name)}</title>'
-                f'<rect x="{_f(lx)}" y="{_f(yy)}" width="12" height="10" fill="{colour}"/>'
-                f'<text x="{_f(lx + 16)}" y="{_f(yy + 9)}">{escape(text or "{}")}</text></g>'
-            )
-        if len(all_series) > len(shown):
-            yy = ly0 + (legend_items[-1][1] + 1) * LEGEND_ROW
-            parts.append(
-                f'<text class="more" x="{left}" y="{_f(yy + 9)}" fill="#a00">'
-                f"showing {len(shown)} of {len(all_series)} series</text>"
-            )
-        parts.append("</g>")
+    if len(all_series) > len(shown) and legend_items:
+        yy = ly0 + (legend_items[-1][1] + 1) * LEGEND_ROW
+        parts.append(
+            f'<g class="legend" font-size="11"><text class="more" x="{left}" y="{_f(yy + 9)}" fill="#a00">'
+            f"showing {len(shown)} of {len(all_series)} series</text></g>"
+        )
     parts.append("</svg>")
     return "".join(parts)

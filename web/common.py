@@ -92,6 +92,14 @@ def seconds(value: float | None) -> str:
     return "" if value is None else chart.humanize(float(value), "seconds")
 
 
+# What a page that needs a login says when no user is configured: how to add one.
+ADD_USER_HELP = (
+    "No user is configured, so pages are read-only. To add one: run `ringmon hash-password`, "
+    "put its output under web.users in the config (web: {users: {NAME: HASH}}), restart Ringmon, "
+    "then log in."
+)
+
+
 def make_jinja() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
@@ -109,6 +117,7 @@ def make_jinja() -> jinja2.Environment:
     env.globals["RANGE_PRESETS"] = PRESETS
     env.globals["REFRESH_CHOICES"] = REFRESH_CHOICES
     env.globals["CSRF_FIELD"] = CSRF_FIELD
+    env.globals["ADD_USER_HELP"] = ADD_USER_HELP
     return env
 
 

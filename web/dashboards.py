@@ -15,6 +15,7 @@
         width: half               # half (default) or full
         thresholds: [0.9]
         alert: HighCPU            # also draw the threshold this alerting rule compares with
+        empty: No CPU data        # what the panel says when its queries return nothing
         queries:                  # or a single `expr:` with an optional `legend:`
           - expr: sum by (mode) (rate(node_cpu_seconds_total{instance="$instance"}[$__rate_interval]))
             legend: "{{mode}}"
@@ -67,6 +68,7 @@ class Panel:
     thresholds: tuple[float, ...] = ()
     description: str = ""
     alert: str = ""  # an alerting rule whose threshold is drawn on the panel
+    empty: str = ""  # shown instead of "No data" when nothing matches (e.g. "No alert is firing")
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ def _check_keys(data: Any, allowed: Sequence[str], where: str) -> Mapping:
 def _panel(data: Any, where: str, var_names: set[str]) -> Panel:
     d = _check_keys(
         data,
-        ("title", "expr", "legend", "queries", "unit", "mode", "width", "thresholds", "description", "alert"),
+        ("title", "expr", "legend", "queries", "unit", "mode", "width", "thresholds", "description", "alert", "empty"),
         where,
     )
     title = _str(d, "title", where, required=True)
@@ -172,6 +174,7 @@ def _panel(data: Any, where: str, var_names: set[str]) -> Panel:
         thresholds=tuple(float(t) for t in thresholds),
         description=_str(d, "description", where),
         alert=_str(d, "alert", where),
+        empty=_str(d, "empty", where),
     )
 
 
