@@ -122,6 +122,7 @@ class GroupRunner:
         self._saved = ""
         self.last_evaluation = 0.0
         self.last_duration_s = 0.0
+        RULE_FAILURES.labels(group.name)  # exported from zero: no failures is a rate of 0, not absent
 
     @property
     def key(self) -> str:

@@ -25,6 +25,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from alerting.api_auth import USER_HEADER, ApiTokenError, api_middleware, resolve_token
+from alerting.channels.base import LocalReceivers
 from alerting.durations import DurationError, parse_duration_ms
 from alerting.evaluator import EvalOptions, RuleManager
 from alerting.notifier.config import NotifierConfig, NotifierConfigError, config_from_dict
@@ -164,7 +165,10 @@ class AlerterService:
         writer: SampleWriter,
         alerting_config_path: str | None = None,
         ownership: GroupOwnership | None = None,
+        local: LocalReceivers | None = None,
     ) -> None:
+        """``local``: the receivers this process offers (standalone: the notification journal and
+        its web server); default: webhook paths go to ``external_url``, no notification log."""
         self.settings = settings
         self.notifier_config = notifier_config
         self.storage = storage
@@ -187,7 +191,8 @@ class AlerterService:
             nflog = SQLiteNotificationLog(self.db)
             silence_store = SQLiteSilenceStore(self.db)
         self.silences = Silences(silence_store)
-        self.notifier = Notifier(notifier_config, nflog, self.silences)
+        self.local = local or LocalReceivers(web_url=settings.external_url)
+        self.notifier = Notifier(notifier_config, nflog, self.silences, local=self.local)
         self.engine = Engine(storage)
         self.rules = RuleStore(settings.rule_files, LoadOptions(name_validation=settings.name_validation))
         self.manager = RuleManager(

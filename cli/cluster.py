@@ -36,7 +36,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
@@ -68,7 +68,7 @@ class ClusterSettings:
     scraper_base_port: int = 9401
     rollup_listen: str = "127.0.0.1:9466"
     alerter_listen: str = "127.0.0.1:9467"
-    sink_listen: str = "127.0.0.1:9468"
+    sink_listen: str = "127.0.0.1:9468"  # a webhook receiver of one's own (the drills serve theirs here)
     web_listen: str = "127.0.0.1:8080"
     interval: str = "10s"
     synthetic_load_rps: float = 0.2
@@ -76,12 +76,17 @@ class ClusterSettings:
     base_config: str = str(BASE_CONFIG)
     alerting_template: str = str(REPO / "configs" / "cluster" / "alerting.yaml")
     light_hosts: bool = False  # simulated hosts without the host collector (fewer series, for drills)
-    start_sink: bool = True  # the webhook sink; drills serve their own receiver on sink_listen
 
     @property
     def path(self) -> Path:
         p = Path(self.dir)
         return p if p.is_absolute() else REPO / p
+
+    @classmethod
+    def from_state(cls, settings: dict) -> ClusterSettings:
+        """The settings a cluster was started with (keys an older version wrote are ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in settings.items() if k in known})
 
     def pool_names(self) -> list[str]:
         return [f"pool-{i:02d}" for i in range(self.pools)]
@@ -226,9 +231,11 @@ def write_alerting_config(s: ClusterSettings) -> Path:
     a["zookeeper_hosts"] = f"127.0.0.1:{s.zookeeper_port}"
     a["external_url"] = f"http://{s.web_listen}"
     a["rule_files"] = [str(REPO / f) for f in a.get("rule_files", []) if (REPO / f).exists() or Path(f).is_absolute()]
-    for r in doc.get("receivers", []):
+    for r in doc.get("receivers", []):  # the web process's webhook sink, wherever it listens
         for w in r.get("webhook_configs", []):
-            w["url"] = f"http://{s.sink_listen}/alerts"
+            path = urllib.parse.urlsplit(w["url"]).path
+            if path.startswith("/-/webhook-sink/"):
+                w["url"] = f"http://{s.web_listen}{path}"
     path = s.path / "conf" / "alerting.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -261,8 +268,6 @@ def _check_ports(s: ClusterSettings, with_alerter: bool) -> None:
     wanted += [(f"scraper-{i + 1}", s.scraper_listen(i)) for i in range(s.scrapers)]
     if with_alerter:
         wanted.append(("alerter", s.alerter_listen))
-        if s.start_sink:
-            wanted.append(("notification sink", s.sink_listen))
     busy = [f"{n} {addr}" for n, addr in wanted if not port_free(addr)]
     if busy:
         raise ClusterError(f"ports already in use: {', '.join(busy)} (stop what uses them, or pick others: "
@@ -381,9 +386,6 @@ def up(s: ClusterSettings, wait_fleet_s: float = 120.0) -> int:
     launcher.spawn("rollup", ringmon_cmd("rollup", "--config", str(configs["ringmon"]),
                                          "--metrics-listen", s.rollup_listen), metrics=s.rollup_listen)
     if with_alerter:
-        if s.start_sink:
-            launcher.spawn("sink", [sys.executable, "-m", "cli.cluster", "sink", "--listen", s.sink_listen,
-                                    "--out", str(s.path / "notifications.jsonl")], kind="sink")
         alerting = write_alerting_config(s)
         launcher.spawn("alerter", ringmon_cmd("alerter", "--config", str(configs["alerter"]), "--alerting",
                                               str(alerting), "--listen", s.alerter_listen, "--id", "alerter-1"),
@@ -428,7 +430,7 @@ def _tail(path: Path, n: int = 5) -> str:
 
 
 def print_where(state: ClusterState) -> None:
-    s = ClusterSettings(**state.settings)
+    s = ClusterSettings.from_state(state.settings)
     print(f"""
 Ringmon cluster is up ({len(state.processes)} processes, PIDs in {s.path / 'pids.json'}):
   web (Fleet dashboard)  {state.web_url}/d/fleet     pools: {state.web_url}/pools   targets: {state.web_url}/targets
@@ -437,7 +439,7 @@ Ringmon cluster is up ({len(state.processes)} processes, PIDs in {s.path / 'pids
   status                 .venv/bin/ringmon status --config {state.config}
   scrapers               {', '.join(f'http://{s.scraper_listen(i)}/targets' for i in range(s.scrapers))}
   rollup /metrics        http://{s.rollup_listen}/metrics
-  alerter                http://{s.alerter_listen}/metrics   notifications sent: {s.path / 'notifications.jsonl'}
+  alerter                http://{s.alerter_listen}/metrics   notifications received: {state.web_url}/notifications
   ZooKeeper              127.0.0.1:{s.zookeeper_port} (root {s.zookeeper_root})
   Cassandra              127.0.0.1:{s.cassandra_port}
   logs                   {s.path / 'logs'}/
@@ -516,7 +518,7 @@ def down(s: ClusterSettings) -> int:
         say(f"no cluster state in {state_path}: nothing to stop")
         return 0
     state = ClusterState.load(state_path)
-    # web first (no more queries), then scrapers/rollup/alerter, then agents and the sink
+    # web first (no more queries), then scrapers/rollup/alerter, then agents
     stop_processes([p for p in state.processes if p.name == "web"])
     stop_processes([p for p in state.processes if p.kind == "ringmon" and p.name != "web"])
     stop_processes([p for p in state.processes if p.kind != "ringmon"])
@@ -668,39 +670,6 @@ async def run_agents(pool: str, count: int, zookeeper: str, root: str, rps: floa
     return 0
 
 
-async def run_sink(listen: str, out: str) -> int:
-    """A webhook receiver that appends every notification (one JSON line each) to ``out``."""
-    from aiohttp import web
-
-    out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-
-    async def receive(request: web.Request) -> web.Response:
-        body = await request.read()
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            return web.Response(status=400, text="not JSON\n")
-        with open(out_path, "a") as f:
-            f.write(json.dumps({"received": time.time(), "path": request.path, "body": doc}) + "\n")
-        return web.Response(text="ok\n")
-
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", receive)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    host, _, port = listen.rpartition(":")
-    await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"notification sink on {listen}, writing {out_path}", flush=True)
-    await stop.wait()
-    await runner.cleanup()
-    return 0
-
-
 # -- command line ------------------------------------------------------------------------------
 
 
@@ -723,7 +692,6 @@ def main(argv: list[str] | None = None) -> int:
             sp.add_argument("--scraper-base-port", type=int, default=defaults.scraper_base_port)
             sp.add_argument("--rollup-listen", default=defaults.rollup_listen)
             sp.add_argument("--alerter-listen", default=defaults.alerter_listen)
-            sp.add_argument("--sink-listen", default=defaults.sink_listen)
             sp.add_argument("--interval", default=defaults.interval, help="scrape interval of the pools")
             sp.add_argument("--synthetic-load-rps", type=float, default=defaults.synthetic_load_rps)
             sp.add_argument("--wait-fleet", type=float, default=120.0, metavar="SECONDS",
@@ -738,20 +706,15 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--synthetic-load-rps", type=float, default=0.0)
     a.add_argument("--session-timeout", type=float, default=10.0)
     a.add_argument("--light", action="store_true", help="no host collector: only the simulated counters")
-    k = sub.add_parser("sink", help="(internal) webhook receiver appending notifications to a file")
-    k.add_argument("--listen", required=True)
-    k.add_argument("--out", required=True)
     args = p.parse_args(argv)
     try:
-        if args.action == "sink":
-            return asyncio.run(run_sink(args.listen, args.out))
         if args.action == "agents":
             return asyncio.run(run_agents(args.pool, args.count, args.zookeeper, args.zookeeper_root,
                                           args.synthetic_load_rps, args.session_timeout, args.light))
         s = ClusterSettings(dir=args.dir)
         if args.action == "up":
             for k in ("web_listen", "zookeeper_port", "cassandra_port", "cassandra_heap", "pools", "hosts_per_pool",
-                      "scrapers", "scraper_base_port", "rollup_listen", "alerter_listen", "sink_listen", "interval",
+                      "scrapers", "scraper_base_port", "rollup_listen", "alerter_listen", "interval",
                       "synthetic_load_rps"):
                 setattr(s, k, getattr(args, k))
             return up(s, args.wait_fleet)
@@ -763,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
         if not state_path.exists():
             raise ClusterError(f"no running cluster in {s.path} (`make cluster` first)")
         state = ClusterState.load(state_path)
-        return 0 if check(state.web_url, ClusterSettings(**state.settings), args.timeout) else 1
+        return 0 if check(state.web_url, ClusterSettings.from_state(state.settings), args.timeout) else 1
     except ClusterError as exc:
         print(f"cluster: {exc}", file=sys.stderr)
         return 2

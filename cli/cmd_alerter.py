@@ -27,10 +27,15 @@ def run(args: argparse.Namespace) -> int:
     defaults = AlerterSettings()
     ring_cfg = None
     if args.config:
+        from pathlib import Path
+
         from cli.config import load_config
+        from cli.wiring import listen_url
 
         ring_cfg = load_config(args.config)
         defaults.rule_files = list(ring_cfg.rules.files)
+        defaults.state_db = str(Path(ring_cfg.data_dir) / "alerting.db")
+        defaults.external_url = listen_url(ring_cfg.web.listen)  # the web UI of this config
         defaults.evaluation_interval_ms = int(float(ring_cfg.rules.evaluation_interval) * 1000)
         if ring_cfg.discovery.zookeeper is not None:
             defaults.zookeeper_hosts = ring_cfg.discovery.zookeeper.hosts

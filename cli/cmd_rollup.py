@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window", default="2h", help="window length: whole hours dividing a day (default 2h)")
     p.add_argument("--shards", type=int, default=16, help="series shards leased separately (default 16)")
     p.add_argument("--grace", default="5m", help="wait this long after a window ends before sealing it")
-    p.add_argument("--interval", default="1m", help="pause between passes")
+    p.add_argument("--interval", help="pause between passes (default: rollup.interval of the config, 1m)")
     p.add_argument(
         "--fresh-every",
         default="1m",
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     window_ms = _duration_ms(args.window, "--window")
     grace_ms = _duration_ms(args.grace, "--grace")
-    interval_s = _duration_ms(args.interval, "--interval") / 1000
+    interval_s = _duration_ms(args.interval, "--interval") / 1000 if args.interval else float(cfg.rollup.interval)
     args.fresh_every_ms = _duration_ms(args.fresh_every, "--fresh-every")
     backfill = None
     if args.backfill:

@@ -27,19 +27,17 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
-    CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     ProcessCollector,
     generate_latest,
 )
 
 from cli.errors import UserError
+from web.metrics import WebMetrics
 
 log = logging.getLogger("ringmon.web")
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 @dataclass
@@ -55,17 +53,13 @@ class WebOptions:
     alerting_file: str = ""  # the alerters' alerting file (rule files, listen, state backend)
 
 
-class WebMetrics:
-    """The web server's own metrics, on their own registry."""
+class ClusterWebMetrics(WebMetrics):
+    """The web server's request metrics plus its ZooKeeper session, registry view and scrapers."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
+        super().__init__()
         r = self.registry
-        self.requests = Counter("ringmon_web_requests_total", "HTTP requests answered.", ["handler", "code"],
-                                registry=r)
-        self.latency = Histogram("ringmon_web_request_duration_seconds", "Time to answer a request.",
-                                 ["handler"], buckets=LATENCY_BUCKETS, registry=r)
+        ProcessCollector(registry=r)
         self.zk_connected = Gauge("ringmon_web_zookeeper_connected", "1 while the ZooKeeper session is connected.",
                                   registry=r)
         self.view_age = Gauge("ringmon_web_registry_view_age_seconds",
@@ -78,26 +72,6 @@ class WebMetrics:
         from web.auth import LOGIN_ATTEMPTS
 
         r.register(LOGIN_ATTEMPTS)  # also on the default registry (standalone's /metrics)
-
-    def middleware(self):
-        @web.middleware
-        async def instrument(request: web.Request, handler):
-            route = request.match_info.route
-            name = getattr(route, "name", None) or (route.resource.canonical if route.resource else "unmatched")
-            started = time.perf_counter()
-            code = 500
-            try:
-                response = await handler(request)
-                code = response.status
-                return response
-            except web.HTTPException as exc:
-                code = exc.status
-                raise
-            finally:
-                self.requests.labels(name, str(code)).inc()
-                self.latency.labels(name).observe(time.perf_counter() - started)
-
-        return instrument
 
 
 @dataclass
@@ -117,7 +91,7 @@ class FleetView:
 
     opts: WebOptions
     engine: Any
-    metrics: WebMetrics
+    metrics: ClusterWebMetrics
     registry: Any = None  # discovery.registry.Registry once connected
     scraper_info: dict[str, dict] = field(default_factory=dict)  # id -> data of <root>/scrapers/<id>
     docs: dict[str, ScraperDoc] = field(default_factory=dict)
@@ -339,15 +313,17 @@ class ClusterWeb:
     def __init__(self, cfg, opts: WebOptions) -> None:
         self.cfg = cfg
         self.opts = opts
-        self.metrics = WebMetrics()
+        self.metrics = ClusterWebMetrics()
         self.storage = None
         self.engine = None
         self.fleet: FleetView | None = None
         self.alerters = None  # web.alerting_remote.RemoteAlerters
+        self.journal = None  # the notification journal of the notifications page and webhook sink
         self.runner: web.AppRunner | None = None
         self.port = 0
 
     async def start(self) -> None:
+        from alerting.notifier.journal import NotificationJournal
         from cli.webparts import web_app_options
         from cli.wiring import make_storage, serve_app
         from query.api import add_api_routes
@@ -368,12 +344,13 @@ class ClusterWeb:
             raise
         self.fleet = FleetView(self.opts, self.engine, self.metrics)
         await self.fleet.start()
+        self.journal = NotificationJournal.in_data_dir(self.cfg.data_dir)
         app = create_app(
             engine=self.engine,
             pools_provider=self.fleet.pools_summary,
             targets_provider=self.fleet.targets_health,
             middlewares=[self.metrics.middleware()],
-            **web_app_options(self.cfg, self.engine, views, self.storage),
+            **web_app_options(self.cfg, self.engine, views, self.storage, self.journal),
         )
         add_api_routes(app, self.engine, self.storage)
         app.router.add_get("/metrics", self._metrics, name="metrics")
@@ -416,6 +393,9 @@ class ClusterWeb:
         if self.storage is not None:
             await self.storage.close()
             self.storage = None
+        if self.journal is not None:
+            await self.journal.close()
+            self.journal = None
 
     async def _metrics(self, request: web.Request) -> web.Response:
         assert self.fleet is not None

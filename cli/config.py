@@ -45,7 +45,7 @@ def parse_duration(text: str) -> float:
 
 @dataclass
 class SQLiteConfig:
-    path: str = "data/ringmon.db"
+    path: str = ""  # default: <data_dir>/ringmon.db
 
 
 @dataclass
@@ -54,7 +54,7 @@ class CassandraConfig:
     port: int = 9042
     keyspace: str = "ringmon"
     replication_factor: int = 1
-    spool_dir: str = "data/spool"
+    spool_dir: str = ""  # default: <data_dir>/spool
     max_in_flight: int = 256
 
 
@@ -178,6 +178,13 @@ class RulesConfig:
 
 
 @dataclass
+class RollupConfig:
+    """The rollup job: in-process in standalone, ``ringmon rollup`` in a cluster."""
+
+    interval: Duration = Duration(60.0)  # pause between passes (the first runs at start)
+
+
+@dataclass
 class RingmonConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
@@ -186,9 +193,18 @@ class RingmonConfig:
     agents: list[LocalAgents] = field(default_factory=list)
     web: WebConfig = field(default_factory=WebConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    rollup: RollupConfig = field(default_factory=RollupConfig)
     alerting: str = ""  # the alerting file (alerter: section, route, receivers); empty: no alerter
-    data_dir: str = "data"
+    data_dir: str = "data"  # state files not configured elsewhere live here
     source: str = ""  # the file it came from (not a YAML key)
+
+    def fill_data_dir_defaults(self) -> None:
+        """Paths left empty go under ``data_dir``."""
+        base = Path(self.data_dir)
+        if not self.storage.sqlite.path:
+            self.storage.sqlite.path = str(base / "ringmon.db")
+        if not self.storage.cassandra.spool_dir:
+            self.storage.cassandra.spool_dir = str(base / "spool")
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -275,24 +291,44 @@ def _build(cls: Any, data: dict, where: str) -> Any:
     return obj
 
 
-def config_from_dict(data: dict | None, source: str = "<config>") -> RingmonConfig:
+def _apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
+    """``data`` with dotted keys (``web.listen``) set from the command line."""
+    out = dict(data)
+    for dotted, value in overrides.items():
+        node = out
+        *parents, last = dotted.split(".")
+        for key in parents:
+            child = node.get(key)
+            node[key] = dict(child) if isinstance(child, dict) else {}
+            node = node[key]
+        node[last] = value
+    return out
+
+
+def config_from_dict(data: dict | None, source: str = "<config>", overrides: dict[str, Any] | None = None) -> RingmonConfig:
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    if overrides:
+        data = _apply_overrides(data, overrides)
     try:
         cfg = _build(RingmonConfig, data, "")
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     cfg.source = source
+    cfg.fill_data_dir_defaults()
     return cfg
 
 
-def load_config(path: str | Path) -> RingmonConfig:
-    """Read and validate a config file; raises ConfigError with file, key and expectation."""
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RingmonConfig:
+    """Read and validate a config file; raises ConfigError with file, key and expectation.
+
+    ``overrides``: dotted keys set from the command line (``{"web.listen": "127.0.0.1:9090"}``),
+    applied before validation and before paths are derived from ``data_dir``."""
     p = Path(path)
     try:
         data = load_yaml_file(p, "config")
     except YamlFileError as exc:
         raise ConfigError(str(exc)) from None
-    return config_from_dict(data, str(p))
+    return config_from_dict(data, str(p), overrides)

@@ -17,18 +17,20 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-from agent.instrumentation import instrument_middleware
 from agent.server import AgentServer
+from alerting.channels.base import LocalReceivers
+from alerting.notifier.journal import NotificationJournal
 from cli.config import RingmonConfig
 from cli.errors import UserError
 from cli.webparts import alerting_views, web_app_options
-from cli.wiring import make_storage, make_writer, serve_app
+from cli.wiring import listen_url, make_storage, make_writer, serve_app
 from discovery.static import StaticDiscovery
 from discovery.target import ScrapeSettings, Target
 from query.engine import Engine
 from scraper.pool import ScrapePool
 from storage.base import SampleWriter, Storage
 from web.app import create_app
+from web.metrics import WebMetrics
 
 log = logging.getLogger("ringmon.standalone")
 
@@ -47,6 +49,8 @@ class Standalone:
     runner: web.AppRunner | None = None
     web_port: int = 0
     alerter: Any = None  # alerting.service.AlerterService when an alerting file is configured
+    journal: NotificationJournal | None = None  # what the local receivers were handed
+    local: LocalReceivers = field(default_factory=LocalReceivers)
     metrics_registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -65,6 +69,8 @@ class Standalone:
         self.pool = ScrapePool(self.writer, name="standalone", default_config=default_cfg, configs=pool_cfgs)
         await self.pool.sync(self.targets())
         self.engine = Engine(self.storage)
+        self.journal = NotificationJournal.in_data_dir(cfg.data_dir)
+        self.local = LocalReceivers(journal=self.journal, web_url=listen_url(cfg.web.listen))
         views = None
         if cfg.alerting:
             await self._start_alerter()
@@ -74,8 +80,8 @@ class Standalone:
             engine=self.engine,
             pools_provider=self.pools_summary,
             targets_provider=self.targets_health,
-            middlewares=[instrument_middleware(self.metrics_registry)],
-            **web_app_options(cfg, self.engine, views, self.storage),
+            middlewares=[WebMetrics(self.metrics_registry).middleware()],
+            **web_app_options(cfg, self.engine, views, self.storage, self.journal, cluster=False),
         )
         app.router.add_get("/metrics", self._metrics)
         try:
@@ -85,6 +91,7 @@ class Standalone:
         except ImportError:  # pragma: no cover - the API module ships with the query package
             log.warning("Prometheus HTTP API not available")
         self.runner, self.web_port = await serve_app(app, cfg.web.listen, "web")
+        self.local.web_url = listen_url(cfg.web.listen, self.web_port)  # webhook paths reach this server
         # The local agents listen on ports the OS picks: started after the web server has
         # bound its configured port, so an agent can never take that port first.
         for spec in cfg.agents:
@@ -118,11 +125,13 @@ class Standalone:
             rule_files=list(cfg.rules.files),
             evaluation_interval_ms=int(float(cfg.rules.evaluation_interval) * 1000),
             state_db=str(Path(cfg.data_dir) / "alerting.db"),
+            external_url=listen_url(cfg.web.listen),
         )
         try:
             settings, notifier_cfg = load_alerting_file(cfg.alerting, defaults)
             assert self.storage is not None and self.writer is not None
-            self.alerter = AlerterService(settings, notifier_cfg, self.storage, self.writer, alerting_config_path=cfg.alerting)
+            self.alerter = AlerterService(settings, notifier_cfg, self.storage, self.writer,
+                                          alerting_config_path=cfg.alerting, local=self.local)
             await self.alerter.start(serve_http=False)
         except AlerterConfigError as exc:
             raise UserError(str(exc)) from None
@@ -142,12 +151,14 @@ class Standalone:
                 log.exception("target refresh failed")
 
     async def _rollup_loop(self) -> None:
-        """The rollup job in-process: seal closed raw windows, write 1 m and 1 h aggregates."""
-        from storage.rollup_job import RollupJob
+        """The rollup job in-process: seal closed raw windows, write 1 m and 1 h aggregates;
+        its metrics are on this process's /metrics, as ``ringmon rollup`` serves them."""
+        from storage.rollup_job import RollupJob, RollupMetrics
         from storage.rollup_lease import LocalShardLease
 
-        job = RollupJob(self.storage, LocalShardLease(Path(self.cfg.data_dir) / "rollup-locks"))  # type: ignore[arg-type]
-        await job.run_forever(self._stopping, interval_s=60.0)
+        lease = LocalShardLease(Path(self.cfg.data_dir) / "rollup-locks")
+        job = RollupJob(self.storage, lease, metrics=RollupMetrics(self.metrics_registry))  # type: ignore[arg-type]
+        await job.run_forever(self._stopping, interval_s=float(self.cfg.rollup.interval))
 
     async def targets_health(self) -> list[dict]:
         assert self.pool is not None
@@ -195,6 +206,8 @@ class Standalone:
             await self.writer.close()
         if self.storage is not None:
             await self.storage.close()
+        if self.journal is not None:
+            await self.journal.close()
 
 
 async def run_standalone(cfg: RingmonConfig) -> None:

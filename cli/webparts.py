@@ -44,8 +44,11 @@ def session_store(cfg: RingmonConfig, storage: Any = None) -> Any:
     return SQLiteSessionStore(Path(cfg.data_dir) / "web-sessions.db")
 
 
-def web_app_options(cfg: RingmonConfig, engine: Any, alerting: Any = None, storage: Any = None) -> dict[str, Any]:
-    """Keyword arguments for ``web.app.create_app`` besides engine and providers."""
+def web_app_options(cfg: RingmonConfig, engine: Any, alerting: Any = None, storage: Any = None, journal: Any = None,
+                    cluster: bool = True) -> dict[str, Any]:
+    """Keyword arguments for ``web.app.create_app`` besides engine and providers; ``journal``:
+    the notification journal of the notifications page and the webhook sink; ``cluster``:
+    False for standalone."""
     from query.cache import RangeQueryCache
     from web.dashboards import DEFAULT_DIR
 
@@ -54,6 +57,8 @@ def web_app_options(cfg: RingmonConfig, engine: Any, alerting: Any = None, stora
         "range_cache": RangeQueryCache(engine),
         "dashboards_dirs": [DEFAULT_DIR, *cfg.web.dashboards_dirs],
         "alerting": alerting,
+        "notifications": journal,
+        "cluster": cluster,
     }
 
 

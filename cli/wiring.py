@@ -48,6 +48,19 @@ def split_listen(listen: str, what: str = "listen") -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def listen_url(listen: str, port: int | None = None) -> str:
+    """The http URL of a server listening on ``listen`` (``port``: the one it bound, for port 0);
+    a wildcard host is reached on 127.0.0.1."""
+    host, configured = split_listen(listen)
+    if host in ("0.0.0.0", "", "*"):
+        host = "127.0.0.1"
+    elif host in ("::", "[::]"):
+        host = "[::1]"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port if port is not None else configured}"
+
+
 async def serve_app(app: web.Application, listen: str, what: str = "web") -> tuple[web.AppRunner, int]:
     """Start an aiohttp app on HOST:PORT; a busy port is one clear line, not a traceback."""
     host, port = split_listen(listen, what)

@@ -50,7 +50,7 @@ def drill_settings() -> cl.ClusterSettings:
         dir="run/drills", zookeeper_port=12182, cassandra_port=19543, pools=5, hosts_per_pool=6, scrapers=3,
         scraper_base_port=19401, rollup_listen="127.0.0.1:19466", alerter_listen="127.0.0.1:19467",
         sink_listen="127.0.0.1:19468", web_listen="127.0.0.1:18080", interval=f"{INTERVAL_S:g}s",
-        synthetic_load_rps=0.0, light_hosts=True, start_sink=False,
+        synthetic_load_rps=0.0, light_hosts=True,
         alerting_template=str(cl.REPO / "run" / "drills" / "alerting-template.yaml"),
     )
 

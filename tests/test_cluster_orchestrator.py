@@ -41,7 +41,8 @@ def test_alerting_config_gets_the_cluster_addresses(tmp_path):
     doc = yaml.safe_load(cl.write_alerting_config(s).read_text())
     assert doc["alerter"]["zookeeper_hosts"] == "127.0.0.1:23456"
     assert doc["alerter"]["listen"] == s.alerter_listen
-    assert all(w["url"] == f"http://{s.sink_listen}/alerts" for r in doc["receivers"] for w in r["webhook_configs"])
+    # the alerters deliver to the web process's webhook sink, over 127.0.0.1
+    assert all(w["url"] == f"http://{s.web_listen}/-/webhook-sink/cluster" for r in doc["receivers"] for w in r["webhook_configs"])
     assert any(f.endswith("ringmon-self.yaml") for f in doc["alerter"]["rule_files"])
     from alerting.service import load_alerting_file
 

@@ -76,7 +76,9 @@ def test_generated_configs_load_as_generated(doc, flow):
         cfg = load_config(path)
     if "storage" in doc:
         assert cfg.storage.backend == doc["storage"]["backend"]
-        assert cfg.storage.sqlite.path == doc["storage"]["sqlite"]["path"]
+        # an empty path means the default, under data_dir
+        want = doc["storage"]["sqlite"]["path"] or str(Path(doc.get("data_dir", "data")) / "ringmon.db")
+        assert cfg.storage.sqlite.path == want
         assert cfg.storage.cassandra.hosts == doc["storage"]["cassandra"]["hosts"]
     if "discovery" in doc:
         assert cfg.discovery.refresh_interval == parse_seconds(doc["discovery"]["refresh_interval"])

@@ -22,6 +22,7 @@ import numpy as np
 from aiohttp import web
 from markupsafe import Markup
 
+from alerting.notifier.journal import NotificationJournal
 from query.result import ResultSeries
 from web import chart
 from web.alerting_pages import ALERTING, AlertingViews, add_alerting_routes, add_login_routes
@@ -48,6 +49,7 @@ from web.common import (
 )
 from web.dashboards import DEFAULT_DIR as DEFAULT_DASHBOARDS
 from web.dashboards import Dashboard, DashboardStore, alert_threshold, expand
+from web.notifications import add_notification_routes
 from web.providers import (
     PoolsProvider,
     PoolSummary,
@@ -619,6 +621,8 @@ def create_app(
     auth: Auth | None = None,
     range_cache: Any = None,
     middlewares: Sequence[Callable] = (),
+    notifications: NotificationJournal | None = None,
+    cluster: bool = True,
 ) -> web.Application:
     """The web application.
 
@@ -628,7 +632,9 @@ def create_app(
     (absent or without users: nothing can be changed from the browser). ``range_cache``: an
     object with the engine's ``range_query`` (e.g. ``query.cache.RangeQueryCache``) that
     charts use instead of the engine. ``middlewares`` run outside ours (e.g. request
-    instrumentation).
+    instrumentation). ``notifications``: the notification journal behind the notifications page and the
+    webhook sink (absent: neither is mounted). ``cluster``: False in standalone (dashboards
+    leave out their ``cluster_only`` panels).
     """
     auth = auth if auth is not None else Auth(users={})
     app = web.Application(middlewares=[*middlewares, error_pages, auth_middleware(auth)])
@@ -641,7 +647,7 @@ def create_app(
     app[TITLE] = title
     app[JINJA] = make_jinja()
     app[DASHBOARDS] = DashboardStore(
-        list(dashboards_dirs) if dashboards_dirs is not None else [DEFAULT_DASHBOARDS]
+        list(dashboards_dirs) if dashboards_dirs is not None else [DEFAULT_DASHBOARDS], cluster=cluster
     )
     app.on_response_prepare.append(_security_headers)
     app.router.add_get("/", overview, name="overview")
@@ -659,6 +665,8 @@ def create_app(
     nav = list(BASE_NAV)
     if alerting is not None:
         nav.extend(add_alerting_routes(app, alerting))
+    if notifications is not None:
+        nav.extend(add_notification_routes(app, notifications))
     add_login_routes(app)
     app[NAV] = nav
     return app

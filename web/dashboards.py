@@ -16,6 +16,7 @@
         thresholds: [0.9]
         alert: HighCPU            # also draw the threshold this alerting rule compares with
         empty: No CPU data        # what the panel says when its queries return nothing
+        cluster_only: false       # true: about ZooKeeper or the scraper ring, left out in standalone
         queries:                  # or a single `expr:` with an optional `legend:`
           - expr: sum by (mode) (rate(node_cpu_seconds_total{instance="$instance"}[$__rate_interval]))
             legend: "{{mode}}"
@@ -31,7 +32,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,7 @@ class Panel:
     description: str = ""
     alert: str = ""  # an alerting rule whose threshold is drawn on the panel
     empty: str = ""  # shown instead of "No data" when nothing matches (e.g. "No alert is firing")
+    cluster_only: bool = False  # about ZooKeeper or the scraper ring: standalone leaves it out
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,8 @@ def _check_keys(data: Any, allowed: Sequence[str], where: str) -> Mapping:
 def _panel(data: Any, where: str, var_names: set[str]) -> Panel:
     d = _check_keys(
         data,
-        ("title", "expr", "legend", "queries", "unit", "mode", "width", "thresholds", "description", "alert", "empty"),
+        ("title", "expr", "legend", "queries", "unit", "mode", "width", "thresholds", "description", "alert", "empty",
+         "cluster_only"),
         where,
     )
     title = _str(d, "title", where, required=True)
@@ -165,6 +168,9 @@ def _panel(data: Any, where: str, var_names: set[str]) -> Panel:
         isinstance(t, int | float) and not isinstance(t, bool) for t in thresholds
     ):
         raise DashboardError(f"{where}.thresholds: expected a list of numbers, got {thresholds!r}")
+    cluster_only = d.get("cluster_only", False)
+    if not isinstance(cluster_only, bool):
+        raise DashboardError(f"{where}.cluster_only: expected true or false, got {cluster_only!r}")
     return Panel(
         title=title,
         queries=tuple(queries),
@@ -175,6 +181,7 @@ def _panel(data: Any, where: str, var_names: set[str]) -> Panel:
         description=_str(d, "description", where),
         alert=_str(d, "alert", where),
         empty=_str(d, "empty", where),
+        cluster_only=cluster_only,
     )
 
 
@@ -236,9 +243,11 @@ def load_dashboard_file(path: str | Path) -> Dashboard:
 
 @dataclass
 class DashboardStore:
-    """Dashboards of one or more directories, re-read when a file changes."""
+    """Dashboards of one or more directories, re-read when a file changes; ``cluster``: False
+    in standalone, whose dashboards leave out ``cluster_only`` panels."""
 
     dirs: Sequence[str | Path] = (DEFAULT_DIR,)
+    cluster: bool = True
     _stamp: tuple = ()
     _dashboards: dict[str, Dashboard] = field(default_factory=dict)
     _errors: list[str] = field(default_factory=list)
@@ -276,6 +285,8 @@ class DashboardStore:
                     f"{f}: a dashboard named {dash.name!r} is already loaded from {dashboards[dash.name].source}"
                 )
                 continue
+            if not self.cluster:
+                dash = replace(dash, panels=tuple(p for p in dash.panels if not p.cluster_only))
             dashboards[dash.name] = dash
         self._stamp = tuple(stamp)
         self._dashboards = dashboards

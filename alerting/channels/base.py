@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -23,6 +24,19 @@ class ChannelConfigError(ValueError):
     """A channel's config is wrong; the message names the key."""
 
 
+@dataclass
+class LocalReceivers:
+    """What this process offers channels that deliver to Ringmon itself.
+
+    ``journal``: where the ``notification_log`` channel records (a ``NotificationRecorder``;
+    None where no web UI reads it, e.g. ``ringmon alerter``). ``web_url``: the base URL of
+    Ringmon's own web server, for webhook URLs written as a path (``/-/webhook-sink/NAME``).
+    """
+
+    journal: Any = None
+    web_url: str = ""
+
+
 class Integration(abc.ABC):
     """One configured destination of a receiver (e.g. the second webhook of receiver "ops")."""
 
@@ -35,6 +49,10 @@ class Integration(abc.ABC):
     @property
     def name(self) -> str:
         return f"{self.kind}[{self.index}]"
+
+    def bind(self, local: LocalReceivers) -> None:
+        """Called by the notifier with this process's local receivers; most channels need none."""
+        return None
 
     @abc.abstractmethod
     async def notify(self, n: Notification, session: aiohttp.ClientSession) -> None:

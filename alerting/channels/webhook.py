@@ -1,10 +1,15 @@
-"""Webhook channel: POSTs the Alertmanager v4 JSON payload."""
+"""Webhook channel: POSTs the Alertmanager v4 JSON payload.
+
+A URL written as a path (``/-/webhook-sink/oncall``) goes to Ringmon's own web server: the
+address the notifier was bound to (standalone: where its web server listens; ``ringmon
+alerter``: its ``external_url``).
+"""
 
 from __future__ import annotations
 
 import aiohttp
 
-from alerting.channels.base import Integration, Opts, post
+from alerting.channels.base import ChannelConfigError, DeliveryError, Integration, LocalReceivers, Opts, post
 from alerting.notifier.model import Notification
 
 
@@ -19,12 +24,30 @@ class WebhookIntegration(Integration):
         self.max_alerts = max_alerts
         self.timeout_s = timeout_s
         self.headers = headers or {}
+        self.local = LocalReceivers()
 
     @classmethod
     def from_config(cls, index: int, data: dict, where: str) -> WebhookIntegration:
         o = Opts(data, where, cls.KEYS)
-        return cls(index, o.url("url"), o.bool("send_resolved", True), int(o.num("max_alerts", 0)),
+        url = o.str("url")
+        if not url.startswith("/"):
+            url = o.url("url")
+        elif url.startswith("//"):
+            raise ChannelConfigError(f"{where}.url: expected an http(s) URL or a path of Ringmon's web server, got {url!r}")
+        return cls(index, url, o.bool("send_resolved", True), int(o.num("max_alerts", 0)),
                    o.duration("timeout", 10.0), o.str_map("headers"))
+
+    def bind(self, local: LocalReceivers) -> None:
+        self.local = local
+
+    def target(self) -> str:
+        """The URL posted to; a path is resolved against Ringmon's own web server."""
+        if not self.url.startswith("/"):
+            return self.url
+        if not self.local.web_url:
+            raise DeliveryError(f"webhook: {self.url} is a path of Ringmon's web server, but this process does not "
+                                "know its address (set alerter.external_url)", retryable=False)
+        return self.local.web_url.rstrip("/") + self.url
 
     def payload(self, n: Notification) -> dict:
         body = n.to_v4()
@@ -34,4 +57,4 @@ class WebhookIntegration(Integration):
         return body
 
     async def notify(self, n: Notification, session: aiohttp.ClientSession) -> None:
-        await post(session, self.url, self.timeout_s, "webhook", json=self.payload(n), headers=self.headers)
+        await post(session, self.target(), self.timeout_s, "webhook", json=self.payload(n), headers=self.headers)

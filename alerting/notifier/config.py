@@ -12,6 +12,7 @@ from typing import Any
 from alerting.channels.alertmanager import AlertmanagerIntegration
 from alerting.channels.base import ChannelConfigError, Integration
 from alerting.channels.email import EmailIntegration
+from alerting.channels.notification_log import NotificationLogIntegration
 from alerting.channels.pagerduty import PagerDutyIntegration
 from alerting.channels.phone import PhoneIntegration
 from alerting.channels.webhook import WebhookIntegration
@@ -33,6 +34,7 @@ CHANNEL_KINDS: dict[str, Any] = {
     "phone_configs": PhoneIntegration,
     "email_configs": EmailIntegration,
     "alertmanager_configs": AlertmanagerIntegration,
+    "notification_log_configs": NotificationLogIntegration,  # last: earlier kinds keep their indices
 }
 ROUTE_KEYS = ("receiver", "matchers", "match", "match_re", "continue", "group_by", "group_wait",
               "group_interval", "repeat_interval", "routes")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import aiohttp
 from prometheus_client import Counter, Gauge, Histogram
 
-from alerting.channels.base import DeliveryError, Integration
+from alerting.channels.base import DeliveryError, Integration, LocalReceivers
 from alerting.notifier.config import NotifierConfig
 from alerting.notifier.inhibit import Inhibitor
 from alerting.notifier.model import Alert, Notification
@@ -139,8 +139,11 @@ class Notifier:
         nflog: NotificationLog,
         silences: Silences | None = None,
         clock: Callable[[], float] = time.time,
+        local: LocalReceivers | None = None,
     ) -> None:
+        self.local = local or LocalReceivers()
         self.config = config
+        self._bind(config)
         self.nflog = nflog
         self.silences = silences
         self.clock = clock
@@ -205,6 +208,7 @@ class Notifier:
 
     def apply_config(self, config: NotifierConfig) -> None:
         """Swap the routing tree and channels; alerts are regrouped, the notification log prevents re-sends."""
+        self._bind(config)
         self.config = config
         self.inhibitor = Inhibitor(config.inhibit_rules)
         for g in list(self.groups.values()):
@@ -213,6 +217,16 @@ class Notifier:
         self.groups.clear()
         for a in list(self.alerts.values()):
             self._route(a)
+
+    def _bind(self, config: NotifierConfig) -> None:
+        """Hand the channels this process's local receivers; export their counters from zero, so
+        a rate of failures is 0 (not absent) until one fails."""
+        for receiver in config.receivers.values():
+            for integ in receiver.integrations:
+                integ.bind(self.local)
+                NOTIFICATIONS.labels(integ.kind)
+                for retryable in ("true", "false"):
+                    NOTIFICATION_FAILURES.labels(integ.kind, retryable)
 
     # ------------------------------------------------------------------ alerts in
 
