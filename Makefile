@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench load fuzz cluster cluster-down drills system-deps venv clean
+.PHONY: run test test-fast test-loaded lint bench load fuzz cluster cluster-down drills system-deps venv clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,20 @@ run: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The tests that need neither ZooKeeper nor Cassandra and are not marked slow: the edit-test loop.
+test-fast: $(STAMP) system-deps
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not cassandra and not zookeeper and not slow"
+
+# The whole suite with every core kept busy by a CPU hog (one spinning process per core, killed
+# when the run ends, each bounded by `timeout`): tests must wait on events, not on wall time.
+HOG_PROCS ?= $(shell nproc)
+test-loaded: $(STAMP) system-deps
+	$(BIN)/ruff check .
+	@hogs=""; for i in $$(seq $(HOG_PROCS)); do timeout 3h $(BIN)/python -c 'while True: pass' & hogs="$$hogs $$!"; done; \
+	trap 'kill $$hogs 2>/dev/null' EXIT INT TERM; echo "CPU hog: $(HOG_PROCS) spinning processes ($$hogs)"; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -24,6 +24,8 @@ from services.cassandra.cassandra_node import CassandraNode, free_port
 
 
 def pytest_collection_modifyitems(config, items) -> None:
+    """Tests that use the node (directly or through another fixture) get the ``cassandra`` marker;
+    a parameter that asks for it by ``request.getfixturevalue`` is marked where it is declared."""
     for item in items:
         if {"cassandra", "cassandra_storage"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.cassandra)

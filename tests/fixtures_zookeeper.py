@@ -5,6 +5,7 @@ session's temp dir, and kills it at session end. It yields the ``ZooKeeperServer
 ``.hosts`` ("127.0.0.1:port") for clients, ``.stop()`` / ``.start()`` for outage tests
 (same port, same data; a test that stops it must start it again, e.g. in ``finally``).
 ``zk_root`` gives each test its own fresh znode root so tests never see each other's data.
+Tests using either fixture get the ``zookeeper`` marker, so ``-m "not zookeeper"`` skips them.
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ def _tracking_start(self: KazooClient, *args, **kwargs):
 
 
 KazooClient.start = _tracking_start  # type: ignore[method-assign]
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests that use the server (directly or through another fixture) get the ``zookeeper`` marker."""
+    for item in items:
+        if {"zookeeper", "zk_root"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.zookeeper)
 
 
 def pytest_runtest_setup(item):

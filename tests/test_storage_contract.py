@@ -15,7 +15,9 @@ from storage.matchers import Matcher, MatchOp
 from storage.model import STALE_NAN, SampleBatch, Series, float_bits, is_stale, make_labels
 from storage.sqlite import SQLiteStorage
 
-BACKENDS = ["sqlite", "cassandra"]
+# The Cassandra case is marked here: the fixture asks for its store by name at run time, so
+# collection cannot see that it needs Cassandra.
+BACKENDS = ["sqlite", pytest.param("cassandra", marks=pytest.mark.cassandra)]
 T0 = 1_700_000_000_000  # a fixed epoch ms, mid-day
 
 
