@@ -359,18 +359,27 @@ async def test_two_alerters_are_one_view(tmp_path, zookeeper, zk_root) -> None:
             body = await browser.get("/alerts?state=firing")
             return body if all(f"Always{i}" in body for i in range(4)) else None
 
-        body = await until(all_firing, 15)
+        body = await until(all_firing, 60)
         assert body, await browser.get("/alerts")
-        owners = {}
-        for a in alerters:
-            for g in a.manager.status():
-                if g["owned"]:
-                    owners[g["name"]] = a.settings.id
-        assert sorted(owners) == ["g0", "g1", "g2", "g3"]  # each group evaluated by one alerter
         assert server.alerters is not None
-        groups = await server.alerters.rules_status()
-        assert sorted(g["name"] for g in groups) == ["g0", "g1", "g2", "g3"]
-        assert all(g["owned"] and g["lastEvaluation"] > 0 for g in groups)
+
+        async def one_owner_each() -> tuple[dict[str, str], list[dict]] | None:
+            """Each group owned by exactly one alerter, which has evaluated it, and the web says so.
+
+            The alerters learn of each other through a ZooKeeper watch: until both have seen the
+            same members, a group can be owned by none (its alerts still shown from the alerter
+            that evaluated it last), so the test waits for that, not for a time."""
+            owned = [(g["name"], a.settings.id) for a in alerters for g in a.manager.status() if g["owned"]]
+            owners = dict(owned)
+            if len(owned) != 4 or sorted(owners) != ["g0", "g1", "g2", "g3"]:
+                return None
+            groups = await server.alerters.rules_status()
+            converged = all(g["owned"] and g["lastEvaluation"] > 0 for g in groups)
+            return (owners, groups) if converged and sorted(g["name"] for g in groups) == sorted(owners) else None
+
+        settled = await until(one_owner_each, 60)
+        assert settled, [(a.settings.id, a.manager.status()) for a in alerters]
+        owners, groups = settled
         assert {g["name"]: g["alerter"] for g in groups} == {
             n: alerter_url(next(a.settings.listen for a in alerters if a.settings.id == o)) for n, o in owners.items()}
         page = await browser.get("/rules")
@@ -386,7 +395,7 @@ async def test_two_alerters_are_one_view(tmp_path, zookeeper, zk_root) -> None:
         assert [a.reasons for a in alerters] == [["http"], ["http"]]  # both reloaded
 
         await alerters[1].stop()  # its ZooKeeper node goes: a1 takes every group
-        assert await until(lambda: _page_with(browser, "/alerts?state=firing", "Renamed0"), 15)
+        assert await until(lambda: _page_with(browser, "/alerts?state=firing", "Renamed0"), 60)
         groups = await server.alerters.rules_status()
         assert sorted(g["name"] for g in groups) == ["g0", "g1", "g2", "g3"]
         assert {g["alerter"] for g in groups} == {alerter_url(alerters[0].settings.listen)}

@@ -212,17 +212,18 @@ async def test_three_scrapers_share_sixty_targets(zookeeper, zk_root, tmp_path):
         for s in scrapers:
             await s.start()
         docs, plan = await wait_steady(session, scrapers, all_keys, agents, "no steady state")
+        steady_at = time.time()
         before = {sid: set(d["owned"]) for sid, d in docs.items()}
         print(f"\nsteady state: shares {dict((k, len(v)) for k, v in before.items())}, {len(plan)} ring overrides")
         assert sum(d["recorder"] for d in docs.values()) == 1
 
-        # -- steady state: each target scraped, and by one scraper only
+        # -- steady state: each target scraped (twice, so that a second owner would show), by one scraper only
         t0 = time.time() + 0.5
-        await asyncio.sleep(4.5)
+        await async_wait_for(lambda: all(len(ts) >= 2 for ts in targets.since(t0).values()), timeout=60,
+                             what="every target scraped twice in the steady state")
         window = targets.since(t0)
         agent_health = [t for d in docs.values() for t in d["targets"] if t["pool"] == "hosts"]
         assert len(agent_health) == 1 and agent_health[0]["address"] == agent_address
-        assert all(len(ts) >= 2 for ts in window.values()), {a: len(ts) for a, ts in window.items() if len(ts) < 2}
         assert duplicate_scrapes(window) == {}
 
         # -- SIGKILL one scraper: the others take its targets; no survivor target moves
@@ -323,12 +324,22 @@ async def test_three_scrapers_share_sixty_targets(zookeeper, zk_root, tmp_path):
             await store.close()
     writers = [sid for sid, series in found.items() if series]
     assert writers, "nobody recorded ringmon_pool_members"
-    for sid in writers:
-        alive = found[sid][("web", "ALIVE")]
-        assert float(alive.values[-1]) == N_TARGETS
-        assert found[sid][("web", "STOPPING")].values[-1] == 0
+    # The recorded counts are what the registry held at each interval. While the registrations
+    # came back after the outage, a scraper that was the recorder for a moment recorded fewer
+    # (its last value stays so when the role moves on), so the counts are checked where they
+    # are known: every interval between the steady state and the outage, and the latest one.
+    recorded = {status: sorted((int(t), float(v), sid) for sid in writers
+                               for t, v in zip(found[sid][("web", status)].timestamps,
+                                               found[sid][("web", status)].values, strict=True))
+                for status in ("ALIVE", "STOPPING")}
+    calm = [(t, v, sid) for t, v, sid in recorded["ALIVE"] if steady_at * 1000 <= t < (stopped_at - INTERVAL_S) * 1000]
+    assert calm and all(v == N_TARGETS for _, v, _ in calm), calm
+    assert recorded["ALIVE"][-1][1] == N_TARGETS, recorded["ALIVE"][-5:]
+    assert recorded["STOPPING"][-1][1] == 0, recorded["STOPPING"][-5:]
     # one writer per interval: two scrapers may overlap only around the two ring changes
-    stamps = [int(t) for sid in writers for t in found[sid][("web", "ALIVE")].timestamps]
+    stamps = [t for t, _, _ in recorded["ALIVE"]]
     overlaps = len(stamps) - len(set(stamps))
-    print(f"ringmon_pool_members: {len(set(stamps))} intervals recorded by {writers}, {overlaps} recorded twice")
+    short = [f"{sid} {v:g} at outage{t / 1000 - stopped_at:+.0f}s" for t, v, sid in recorded["ALIVE"] if v != N_TARGETS]
+    print(f"ringmon_pool_members: {len(set(stamps))} intervals recorded by {writers}, {overlaps} recorded twice; "
+          f"fewer than {N_TARGETS} alive: {short}")
     assert overlaps <= 2
