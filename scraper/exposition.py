@@ -1,11 +1,12 @@
 """Exposition format parsers: Prometheus text 0.0.4 and OpenMetrics 1.0 text.
 
-Both parsers work line by line on a state object so that the scrape cache
-(``scraper.fastpath``) can run the full parser only on lines it has not seen
-before. ``parse(body, fmt)`` parses a whole body and raises ``ParseError``
-(``line N: reason``) on the first problem; with ``strict=True`` the OpenMetrics
-parser also enforces the value and grouping rules of the spec (counter values
-non-negative, histogram bucket order, ``_count`` equals the ``+Inf`` bucket...).
+``parse(body, fmt)`` parses a whole body as the Prometheus server does (its lines go
+through ``scraper.lenient``, a port of Prometheus's parsers, which the scrape cache in
+``scraper.fastpath`` also runs on the lines it has not seen) and raises ``ParseError``
+(``line N: reason``) on the first problem. With ``strict=True`` OpenMetrics is read by
+``OMState`` here, which enforces the spec's grammar, and ``scraper.omcheck`` its value and
+grouping rules (counter values non-negative, histogram bucket order, ``_count`` equals the
+``+Inf`` bucket...). This module also frames bodies (``split_body``) for both.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+
+from scraper.lenient import LenientState, LineError
 
 FMT_TEXT = "text"
 FMT_OPENMETRICS = "openmetrics"
@@ -29,13 +32,11 @@ LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 OM_DECIMAL_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 OM_SPECIAL = {"+inf": math.inf, "-inf": -math.inf, "inf": math.inf, "+infinity": math.inf,
               "-infinity": -math.inf, "infinity": math.inf, "nan": math.nan}
-GO_INT_RE = re.compile(r"[+-]?[0-9]+")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-# A text-format comment that is not HELP/TYPE: skipped without decoding ("# HELP"/"# TYPE" need a
-# blank or the end of the line after them to count).
-TEXT_PLAIN_COMMENT_RE = re.compile(rb"[ \t]*#(?![ \t]*(?:HELP|TYPE)(?:[ \t]|$))")
-TEXT_TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped"})
+# A text-format comment that is not HELP/TYPE: skipped without decoding (promlex: "#", blanks,
+# the keyword and a blank make a HELP/TYPE line; anything else after "#" is a comment).
+TEXT_PLAIN_COMMENT_RE = re.compile(rb"[ \t]*#(?![ \t]+(?:HELP|TYPE)[ \t])")
 OM_TYPES = frozenset({"counter", "gauge", "histogram", "gaugehistogram", "stateset", "info", "summary",
                       "unknown"})
 # Sample-name suffixes each OpenMetrics type owns ("" is the family name itself).
@@ -91,27 +92,14 @@ def content_format(content_type: str | None) -> str:
 # ---------------------------------------------------------------------------- numbers
 
 
-def parse_go_float(tok: str) -> float:
-    """A float as Go's strconv.ParseFloat reads it (what text 0.0.4 uses); ValueError if not."""
-    if not tok or "_" in tok or tok != tok.strip():
-        raise ValueError(tok)
-    low = tok.lower()
-    if "x" in low:
-        sign = -1.0 if low.startswith("-") else 1.0
-        body = low.lstrip("+-")
-        if not body.startswith("0x") or "p" not in body:
-            raise ValueError(tok)
-        try:
-            return sign * float.fromhex(body)
-        except OverflowError:
-            raise ValueError(tok) from None  # Go: "value out of range"
-    return float(tok)
-
-
 def parse_om_number(tok: str) -> float:
-    """An OpenMetrics number: decimal or ±Inf/NaN; no hex, underscores or blanks."""
+    """An OpenMetrics number: decimal or ±Inf/NaN; no hex, underscores or blanks; a decimal
+    past the float64 range is an error (as Prometheus's parseFloat has it)."""
     if OM_DECIMAL_RE.fullmatch(tok):
-        return float(tok)
+        v = float(tok)
+        if math.isinf(v):
+            raise ValueError(tok)
+        return v
     special = OM_SPECIAL.get(tok.lower())
     if special is None:
         raise ValueError(tok)
@@ -120,7 +108,7 @@ def parse_om_number(tok: str) -> float:
 
 def om_timestamp_ms(tok: str) -> int:
     """OpenMetrics timestamps are seconds (maybe fractional); returns milliseconds."""
-    if not OM_DECIMAL_RE.fullmatch(tok):
+    if not OM_DECIMAL_RE.fullmatch(tok) or math.isinf(float(tok)):
         raise ValueError(tok)
     if "e" in tok or "E" in tok or len(tok) > 15:
         from decimal import Decimal
@@ -243,7 +231,6 @@ def _unescape_help(raw: str, text: bool, line_no: int) -> str:
 # The common shape of a series, matched in one go: name{a="x",b="y"} with no blanks; anything
 # else (blanks, errors) goes through the general parser, which also words the errors.
 _PAIR = r'[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*(?:\\.[^"\\]*)*"'
-_TEXT_SERIES_RE = re.compile(rf"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{{((?:{_PAIR},)*(?:{_PAIR})?)\}})?(?=[ \t]+[^ \t{{]|$)")
 _OM_SERIES_RE = re.compile(rf"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{{((?:{_PAIR}(?:,{_PAIR})*)?)\}})?(?= |$)")
 _PAIR_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"\\]*(?:\\.[^"\\]*)*)"')
 
@@ -261,141 +248,8 @@ def _simple_series(rx: re.Pattern[str], line: str, line_no: int) -> tuple[str, l
     if len(names) != len(pairs) or "__name__" in names:
         return None  # the general parser says what is wrong
     if "\\" in inner:
-        text = rx is _TEXT_SERIES_RE
-        pairs = [(k, _unescape_label_value(v, text, line_no)) for k, v in pairs]
+        pairs = [(k, _unescape_label_value(v, False, line_no)) for k, v in pairs]
     return m.group(1), pairs, m.end()
-
-
-# ---------------------------------------------------------------------------- text 0.0.4
-
-
-@dataclass
-class TextState:
-    """What the text 0.0.4 parser remembers between lines of one body."""
-
-    types: dict[str, str] = field(default_factory=dict)
-    helps: set[str] = field(default_factory=set)
-    with_samples: set[str] = field(default_factory=set)
-    meta_names: dict[str, int] = field(default_factory=dict)
-
-    def family_of(self, name: str) -> str:
-        """expfmt's rule: a declared name, else a summary/histogram base it extends, else itself."""
-        if name in self.types:
-            return name
-        for suffix, kinds in (("_count", ("summary", "histogram")), ("_sum", ("summary", "histogram")),
-                              ("_bucket", ("histogram",))):
-            if name.endswith(suffix):
-                base = name[: -len(suffix)]
-                if self.types.get(base) in kinds:
-                    return base
-        return name
-
-    @staticmethod
-    def parse_meta(line: str, line_no: int) -> tuple[str, str, str] | None:
-        """Syntax of a comment line: (HELP|TYPE, name, text/type), or None for an ordinary comment."""
-        s = line.lstrip(" \t")
-        i = _skip_blanks(s, 1)  # after '#'
-        keyword = s[i:i + 4]
-        j = i + 4
-        if keyword not in ("HELP", "TYPE") or (j < len(s) and s[j] not in " \t"):
-            return None
-        i = _skip_blanks(s, j)
-        if i >= len(s):
-            return None  # "# HELP" alone is an ordinary comment
-        j = _token_end(s, i)
-        name = s[i:j]
-        if not METRIC_NAME_RE.fullmatch(name):
-            raise ParseError(line_no, f"invalid metric name {name!r} in {keyword} line")
-        if j >= len(s):
-            return None  # no text after the name: an ordinary comment, as expfmt reads it
-        rest = s[_skip_blanks(s, j):]
-        if keyword == "HELP":
-            _unescape_help(rest, True, line_no)
-        else:
-            rest = rest.rstrip(" \t")
-            if rest not in TEXT_TYPES:
-                raise ParseError(line_no, f"unknown metric type {rest!r} for {name!r}")
-        return keyword, name, rest
-
-    def apply_meta(self, meta: tuple[str, str, str], line_no: int) -> str:
-        """The per-body rules of a HELP/TYPE line (no repeats, TYPE before samples)."""
-        keyword, name, rest = meta
-        if keyword == "HELP":
-            if name in self.helps:
-                raise ParseError(line_no, f"second HELP line for metric name {name!r}")
-            self.helps.add(name)
-        else:
-            if name in self.types or name in self.with_samples:
-                raise ParseError(
-                    line_no, f"second TYPE line for metric name {name!r}, or TYPE reported after samples"
-                )
-            self.types[name] = rest
-        return name
-
-    def metadata(self, line: str, line_no: int) -> str | None:
-        """Handle a comment line; returns the family a HELP/TYPE line names, else None."""
-        meta = self.parse_meta(line, line_no)
-        return None if meta is None else self.apply_meta(meta, line_no)
-
-    def sample(self, line: str, line_no: int) -> ParsedSample:
-        """Parse one sample line (raises ParseError)."""
-        n = len(line)
-        simple = _simple_series(_TEXT_SERIES_RE, line, line_no)
-        if simple is not None:
-            name, labels, i = simple
-        else:
-            i = _skip_blanks(line, 0)
-            m = METRIC_NAME_RE.match(line, i)
-            if m is None:
-                raise ParseError(line_no, "invalid or missing metric name")
-            name = m.group()
-            i = _skip_blanks(line, m.end())
-            labels = []
-            if i < n and line[i] == "{":
-                labels, i = parse_label_set(line, i + 1, line_no, text=True)
-            elif i == m.end() and i < n:
-                raise ParseError(line_no, f"invalid character {line[i]!r} after metric name {name!r}")
-        series_end = i
-        i = _skip_blanks(line, i)
-        j = _token_end(line, i)
-        tok = line[i:j]
-        if not tok:
-            raise ParseError(line_no, f"missing value for {name!r}")
-        try:
-            value = parse_go_float(tok)
-        except ValueError:
-            raise ParseError(line_no, f"invalid value {tok!r} for {name!r}") from None
-        i = _skip_blanks(line, j)
-        ts: int | None = None
-        if i < n:
-            j = _token_end(line, i)
-            ttok = line[i:j]
-            if not GO_INT_RE.fullmatch(ttok):
-                raise ParseError(line_no, f"invalid timestamp {ttok!r} (text format wants integer ms)")
-            # (bound the digits first: int() refuses over 4300 digits and would raise ValueError)
-            digits = ttok.lstrip("+-").lstrip("0") or "0"
-            ts = (-int(digits) if ttok[0] == "-" else int(digits)) if len(digits) <= 19 else 2**63
-            if not -(2**63) <= ts < 2**63:
-                raise ParseError(line_no, f"timestamp {ttok!r} out of range")
-            if _skip_blanks(line, j) < n:
-                raise ParseError(line_no, "unexpected text after timestamp")
-        family = self.family_of(name)
-        kind = self.types.get(family)
-        if kind == "summary" and name == family:
-            for k, v in labels:
-                if k == "quantile":
-                    try:
-                        parse_go_float(v)
-                    except ValueError:
-                        raise ParseError(line_no, f"invalid quantile {v!r}") from None
-        elif kind == "histogram" and name == family + "_bucket":
-            for k, v in labels:
-                if k == "le":
-                    try:
-                        parse_go_float(v)
-                    except ValueError:
-                        raise ParseError(line_no, f"invalid le bucket bound {v!r}") from None
-        return ParsedSample(name, labels, value, ts, line[:series_end], family, line_no, None, tok)
 
 
 # ---------------------------------------------------------------------------- OpenMetrics
@@ -610,7 +464,12 @@ class OMState:
 
 
 def split_body(body: bytes, fmt: str) -> list[bytes]:
-    """The lines of a body, after the format's framing checks (final newline / # EOF)."""
+    """The lines of a body, after the format's framing checks (final newline / # EOF).
+
+    Text, as promlex frames it: a NUL as the first non-blank of a line ends the body there
+    (so does one in a comment written ``#`` without a blank after it), and the last line
+    may lack its newline when it is blank or an ordinary comment.
+    """
     if fmt == FMT_OPENMETRICS:
         if body.endswith(b"# EOF\n"):
             content = body[:-6]
@@ -627,10 +486,15 @@ def split_body(body: bytes, fmt: str) -> list[bytes]:
         lines = content.split(b"\n")
         lines.pop()  # after the last newline (content ends with \n or is empty)
         return lines
-    if body and not body.endswith(b"\n"):
-        raise ParseError(body.count(b"\n") + 1, "the last line must end with a newline")
     lines = body.split(b"\n")
-    lines.pop()
+    if b"\x00" in body:
+        for i, line in enumerate(lines):
+            head = line.lstrip(b" \t")
+            if head[:1] == b"\x00" or (head[:1] == b"#" and head[1:2] not in (b" ", b"\t") and b"\x00" in head):
+                return lines[:i]
+    last = lines.pop()
+    if last and last.strip(b" \t") and not TEXT_PLAIN_COMMENT_RE.match(last):
+        raise ParseError(len(lines) + 1, "the last line must end with a newline")
     return lines
 
 
@@ -641,11 +505,33 @@ def decode_line(raw: bytes, line_no: int) -> str:
         raise ParseError(line_no, "invalid UTF-8") from None
 
 
+def lenient_sample(st: LenientState, line: str, line_no: int) -> ParsedSample:
+    """A sample line as Prometheus reads it (``scraper.lenient``), or ParseError."""
+    try:
+        s = st.sample(line)
+    except LineError as exc:
+        raise ParseError(line_no, str(exc)) from None
+    return ParsedSample(s.name, s.labels, s.value, s.timestamp_ms, s.series_text, s.name, line_no, s.exemplar,
+                        s.value_text)
+
+
+def lenient_meta(st: LenientState, line: str, line_no: int) -> tuple[str, str, str] | None:
+    """A comment line's syntax as Prometheus reads it: (keyword, name, text), None to skip."""
+    try:
+        return st.parse_meta(line)
+    except LineError as exc:
+        raise ParseError(line_no, str(exc)) from None
+
+
 def parse(body: bytes, fmt: str = FMT_TEXT, *, strict: bool = False) -> list[ParsedSample]:
-    """Parse a whole body into samples; ``ParseError`` says which line and why."""
+    """Parse a whole body into samples; ``ParseError`` says which line and why.
+
+    The default is what the Prometheus server accepts (``scraper.lenient``); ``strict``
+    OpenMetrics also enforces the spec's grammar and value rules (``OMState``, ``omcheck``).
+    """
     lines = split_body(body, fmt)
     out: list[ParsedSample] = []
-    if fmt == FMT_OPENMETRICS:
+    if fmt == FMT_OPENMETRICS and strict:
         om = OMState()
         for no, raw in enumerate(lines, 1):
             line = decode_line(raw, no)
@@ -656,23 +542,25 @@ def parse(body: bytes, fmt: str = FMT_TEXT, *, strict: bool = False) -> list[Par
             else:
                 out.append(om.sample(line, no))
                 om.with_samples.add(out[-1].family)
-        if strict:
-            from scraper.omcheck import check_families
+        from scraper.omcheck import check_families
 
-            check_families(out, om.types)
+        check_families(out, om.types)
         return out
-    st = TextState()
+    st = LenientState(fmt)
+    om_fmt = fmt == FMT_OPENMETRICS
     for no, raw in enumerate(lines, 1):
-        if TEXT_PLAIN_COMMENT_RE.match(raw):
+        if not om_fmt and TEXT_PLAIN_COMMENT_RE.match(raw):
             continue
         line = decode_line(raw, no)
-        s = line.lstrip(" \t")
-        if not s:
+        head = line if om_fmt else line.lstrip(" \t")
+        if not head:
+            if om_fmt:
+                raise ParseError(no, "blank line")
             continue
-        if s[0] == "#":
-            st.metadata(line, no)
+        if head[0] == "#":
+            meta = lenient_meta(st, line, no)
+            if meta is not None:
+                st.apply_meta(meta)
         else:
-            smp = st.sample(line, no)
-            st.with_samples.add(smp.family)
-            out.append(smp)
+            out.append(lenient_sample(st, line, no))
     return out

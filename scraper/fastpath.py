@@ -16,8 +16,11 @@ On top of that, a clean scrape leaves a ``LayoutPlan``: when the next body has t
 lines except for the sample values (the usual case), its values are read with C-level
 ``map`` calls and the series list of the planned scrape is reused as is.
 
-Known leniency of both cached paths: a value is read with Python's ``float()``, which also
-takes digit-group underscores (``1_000``); the full parser (first sight of a line) rejects them.
+Both cached paths read values with C-speed ``float()`` and keep only those ``scraper.gofloat``
+vouches for as what Prometheus reads (plain ASCII decimals that do not overflow, its Inf/NaN
+spellings); any other line (``1_0``, ``1\r`` of a CRLF body, a trailing tab in OpenMetrics)
+goes to the full parser, so a body gets the same verdict and samples whatever the target's
+history (``tests/test_exposition_differential.py``).
 """
 
 from __future__ import annotations
@@ -33,14 +36,16 @@ from scraper.config import ScrapeConfig
 from scraper.exposition import (
     FMT_OPENMETRICS,
     TEXT_PLAIN_COMMENT_RE,
-    OMState,
     ParsedSample,
     ParseError,
-    TextState,
     decode_line,
+    lenient_meta,
+    lenient_sample,
     parse,
     split_body,
 )
+from scraper.gofloat import DECIMAL_BYTES, special_ok, vouched
+from scraper.lenient import LenientState
 from scraper.relabel import relabel
 from storage.model import METRIC_NAME, METRIC_NAME_RE, Series
 
@@ -181,13 +186,16 @@ class LayoutPlan:
                     if not all(map(startswith, dropped, seg.dropped_prefixes)):
                         return None
                     dvals = list(map(removeprefix, dropped, seg.dropped_prefixes))
-                    for _ in map(float, dvals):
-                        pass
+                    if not vouched(dvals, list(map(float, dvals))):
+                        return None
                     if om and any(map(bytes.__contains__, dvals, repeat(b" "))):
                         return None
                 if om and any(map(bytes.__contains__, vals, repeat(b" "))):
                     return None  # OpenMetrics allows exactly one space before the value
-                values.extend(map(float, vals))
+                seg_values = list(map(float, vals))
+                if not vouched(vals, seg_values):
+                    return None  # a value float() takes and Prometheus does not: the line parser says why
+                values.extend(seg_values)
                 if clock() - last_yield >= YIELD_AFTER_S:
                     yield
                     last_yield = clock()
@@ -207,7 +215,7 @@ class ScrapeCache:
         self.prev_count = 0  # entries seen by the last successful scrape
         self.last_series: list[Series] = []  # series of the last successful scrape
         # per-scrape state used by the slow path
-        self._state: TextState | OMState = TextState()
+        self._state = LenientState()
         self._ctx = 0
         self._fam: str | None = None
         self._fmt = ""
@@ -311,7 +319,7 @@ class ScrapeCache:
         va = out_values.append
         get = self.entries.get
         slow = self._slow
-        self._state = OMState() if fmt == FMT_OPENMETRICS else TextState()
+        self._state = LenientState(fmt)
         self._fmt = fmt
         self._meta = self._metas.setdefault(fmt, {})
         self._ctx = ctx = 0
@@ -321,6 +329,7 @@ class ScrapeCache:
         self._slow_dups = 0
         self._counts = counts = [0, 0, 0, 0, 0]
         enter = self._enter
+        strip = bytes.translate
         hits = 0
         nonprev = 0
         sample_limit = self.config.sample_limit
@@ -337,6 +346,12 @@ class ScrapeCache:
                         except ValueError:
                             pass
                         else:
+                            rest = strip(val, None, DECIMAL_BYTES)
+                            if (not special_ok(val)) if rest else v - v:
+                                slow(line, out, gen)  # not a value Prometheus reads (or an overflow)
+                                ctx = self._ctx
+                                fam = self._fam
+                                continue
                             f = e[3]
                             if f is not fam:
                                 fam = f
@@ -400,23 +415,9 @@ class ScrapeCache:
         self.entries = {k: e for k, e in self.entries.items() if e[2] == gen}
         return stale
 
-    def _enter(self, family: str, line: bytes) -> None:
-        """A sample of another family than the previous line's: ordering rules per format."""
-        st = self._state
-        if isinstance(st, OMState):
-            if family in st.with_samples:
-                raise _LineError(line, ParseError(0, f"samples of {family!r} are not contiguous with their family"))
-            if family != st.current:
-                if family in st.owned_names:
-                    raise _LineError(
-                        line, ParseError(0, f"samples of {family!r} are not contiguous with their family")
-                    )
-                try:
-                    st._open_family(family, None, 0)
-                except ParseError as exc:
-                    raise _LineError(line, exc) from None
-                st.current = family
-        st.with_samples.add(family)
+    def _enter(self, family: str, line: bytes) -> None:  # noqa: ARG002 - the hot loop's signature
+        """A sample of another family than the previous line's."""
+        self._state.with_samples.add(family)
         self._fam = family
 
     def _slow(self, line: bytes, out: ScrapeOutcome, gen: int) -> None:
@@ -424,33 +425,28 @@ class ScrapeCache:
         st = self._state
         meta = self._meta.get(line, _MISSING) if len(line) <= META_CACHE_MAX_LINE else _MISSING
         try:
-            if meta is _MISSING and not isinstance(st, OMState) and TEXT_PLAIN_COMMENT_RE.match(line):
+            om = st.fmt == FMT_OPENMETRICS
+            if meta is _MISSING and not om and TEXT_PLAIN_COMMENT_RE.match(line):
                 return  # an ordinary text-format comment: nothing to decode or remember
             if meta is _MISSING:
                 text = decode_line(line, 0)
-                if isinstance(st, OMState):
-                    if not text:
+                head = text if om else text.lstrip(" \t")
+                if not head:
+                    if om:
                         raise ParseError(0, "blank line")
-                    if text[0] == "#":
-                        meta = st.parse_meta(text, 0)
-                else:
-                    stripped = text.lstrip(" \t")
-                    if not stripped:
-                        meta = None
-                    elif stripped[0] == "#":
-                        meta = st.parse_meta(text, 0)
+                    meta = None
+                elif head[0] == "#":
+                    meta = lenient_meta(st, text, 0)
                 if meta is not _MISSING and len(line) <= META_CACHE_MAX_LINE:
                     if len(self._meta) > 100_000:
                         self._meta.clear()
                     self._meta[line] = meta
             if meta is not _MISSING:
                 if meta is not None:
-                    st.apply_meta(meta, 0)
+                    st.apply_meta(meta)
                     self._ctx = hash((self._ctx, line))
-                    if isinstance(st, OMState):
-                        self._fam = None
                 return
-            p = st.sample(text, 0)
+            p = lenient_sample(st, text, 0)
         except ParseError as exc:
             raise _LineError(line, exc) from None
         family = sys.intern(p.family)

@@ -73,8 +73,21 @@ def test_openmetrics_case(case):
         assert want_ok
 
 
+# Where the Prometheus server (which Ringmon follows) and expfmt (which wrote these seeds'
+# verdicts) disagree: a negative timestamp is not a promlex token; the server does not check
+# repeated or late HELP/TYPE lines, nor the values of le and quantile labels.
+PROMETHEUS_VERDICT = {
+    "from_test_parse_3": False,  # "decoy -1 -2"
+    "from_test_parse_error_7": True,  # quantile="bla"
+    "from_test_parse_error_12": True,  # a second HELP
+    "from_test_parse_error_13": True,  # a second TYPE
+    "from_test_parse_error_14": True,  # TYPE after samples
+    "from_test_parse_error_19": True,  # le="bla"
+}
+
+
 def _fuzz_should_parse(path) -> bool:
-    return "error" not in path.name
+    return PROMETHEUS_VERDICT.get(path.name, "error" not in path.name)
 
 
 @pytest.mark.parametrize("path", FUZZ, ids=[p.name for p in FUZZ])
@@ -91,16 +104,18 @@ def test_expfmt_fuzz_seed(path):
 
 
 def test_expfmt_error_seeds_fail_for_their_own_reason():
-    """Most error seeds also lack a final newline; with one added they must still fail."""
+    """Most error seeds also lack a final newline; with one added they must still fail (not error_0,
+    "bla 3.14", nor error_1, a label value with the escape \\t, which Prometheus keeps as written)."""
     checked = 0
     for path in FUZZ:
         body = path.read_bytes()
-        if _fuzz_should_parse(path) or body.endswith(b"\n") or path.name == "from_test_parse_error_0":
-            continue  # error_0 ("bla 3.14") is only the missing newline
+        if _fuzz_should_parse(path) or body.endswith(b"\n") or path.name in ("from_test_parse_error_0", "from_test_parse_error_1") \
+                or path.name in PROMETHEUS_VERDICT:
+            continue
         with pytest.raises(ParseError):
             parse(body + b"\n", FMT_TEXT)
         checked += 1
-    assert checked == 8
+    assert checked == 7
 
 
 def test_expfmt_text_sample():

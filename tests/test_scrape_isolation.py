@@ -70,7 +70,8 @@ async def error500(request):
 
 
 async def garbage(request):
-    return web.Response(body=b"\x00\xff{{{ not metrics\n" * 1000, content_type="text/plain")
+    # (not led by a NUL: Prometheus's text lexer reads a NUL at the start of a line as the end of the body)
+    return web.Response(body=b"\xff{{{ not metrics\x00\n" * 1000, content_type="text/plain")
 
 
 async def main():
@@ -134,7 +135,7 @@ async def test_bad_targets_do_not_delay_a_fast_target(targets):
     assert huge_tried
     if health["huge"].last_scrape:
         err = health["huge"].last_error
-        assert err == "parse error: line 51201: invalid value 'a' for 'not'" or "timed out" in err
+        assert err.startswith("parse error: line 51201: ") or "timed out" in err
     # the fast target's own scrapes kept succeeding (a very loaded machine may time out a few)
     ups = writer.up[fast.key]
     assert sum(ups) >= 0.8 * len(ups), ups

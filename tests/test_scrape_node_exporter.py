@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from discovery.target import ScrapeSettings, Target
+from scraper.lenient import format_om_float
 from scraper.loop import ScrapeLoop
 from storage.base import DirectWriter
 from storage.matchers import Matcher, MatchOp
@@ -72,9 +73,12 @@ class RecordingLoop(ScrapeLoop):
 def independent(body: bytes) -> dict[tuple, float]:
     out = {}
     for fam in text_string_to_metric_families(body.decode()):
+        # Prometheus 3 writes a summary's quantile and a histogram's le in OpenMetrics form ("1.0")
+        float_label = {"summary": "quantile", "histogram": "le"}.get(fam.type)
         for s in fam.samples:
             # a label with an empty value is the same as no label (Prometheus semantics)
-            out[(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if v != "")))] = s.value
+            labels = {k: format_om_float(float(v)) if k == float_label else v for k, v in s.labels.items()}
+            out[(s.name, tuple(sorted((k, v) for k, v in labels.items() if v != "")))] = s.value
     return out
 
 
