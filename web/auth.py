@@ -19,6 +19,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import time
 from collections.abc import Mapping
@@ -30,6 +31,8 @@ from prometheus_client import Counter
 
 from web.login_throttle import Attempt, LoginThrottle
 from web.sessions import MemorySessionStore, SessionStore
+
+log = logging.getLogger("ringmon.web.auth")
 
 LOGIN_ATTEMPTS = Counter("ringmon_web_login_attempts_total",
                          "Logins tried: result=success or wrong (the password was checked), throttled (it was not).",
@@ -184,12 +187,21 @@ class Auth:
         if fields is None:
             return None
         user, sid = fields
-        return user if await self.sessions.user(sid, now) == user else None
+        try:
+            found = await self.sessions.user(sid, now)
+        except Exception as exc:  # noqa: BLE001 - store away: not logged in (pages stay read-only), said in the log
+            log.warning("session store unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
+            return None
+        return user if found == user else None
 
     async def start_session(self, response: web.StreamResponse, user: str) -> None:
         sid = secrets.token_urlsafe(24)
         exp = int(time.time() + self.session_ttl_s)
-        await self.sessions.create(sid, user, exp)
+        try:
+            await self.sessions.create(sid, user, exp)
+        except Exception as exc:  # noqa: BLE001 - one line for the user, not a 500
+            log.warning("session store unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
+            raise web.HTTPServiceUnavailable(text="Logins are unavailable: the session store did not answer.") from None
         response.set_cookie(
             SESSION_COOKIE,
             self.session_value(user, sid, exp),

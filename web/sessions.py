@@ -108,7 +108,7 @@ class CassandraSessionStore:
             self._ready = True
         pages = await self.storage.execute(SimpleStatement(cql, consistency_level=ConsistencyLevel.LOCAL_QUORUM),
                                            params)
-        return [r for page in pages for r in page] if pages is not None else []
+        return [r for page in pages or [] for r in page or []]  # writes answer with empty pages
 
     async def create(self, sid: str, user: str, expires_at: float) -> None:
         ttl = max(1, int(expires_at - time.time()) + 1)
