@@ -149,6 +149,7 @@ async def check_logins(base: str) -> None:
     before = await password_checks(base)
     statuses = await parallel_wrong_logins(base)
     checked = await password_checks(base) - before
+    print(f"\n{base}: 200 parallel wrong logins -> {checked:.0f} password checks, HTTP statuses {statuses}")
     assert checked <= FREE_FAILURES, (checked, statuses)
     assert statuses.get(401, 0) == checked and statuses.get(429, 0) == 200 - checked, statuses
     stranger = Browser(base)  # the guesser, now with the right password: still waits
