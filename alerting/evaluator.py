@@ -27,7 +27,7 @@ from alerting.ownership import GroupOwnership, LocalOwnership
 from alerting.rulefile import Rule, RuleGroup
 from alerting.rulestore import ReloadReport, RuleStore
 from alerting.state import FIRING, INACTIVE, PENDING, AlertStateRecord, AlertStateStore
-from alerting.template import expand_alert_template
+from alerting.template import DEFAULT_LIMITS, TemplateLimits, expand_alert_template
 from query.result import QueryResult
 from storage.base import SampleWriter
 from storage.model import STALE_NAN, SampleBatch, Series, labels_from_dict
@@ -56,6 +56,7 @@ class EvalOptions:
     external_url: str = ""
     resend_delay_s: float = 60.0
     resolved_retention_s: float = RESOLVED_RETENTION_S
+    template_limits: TemplateLimits = DEFAULT_LIMITS
 
 
 @dataclass
@@ -234,8 +235,9 @@ class GroupRunner:
 
     async def _expand_all(self, rule: Rule, samples: list[tuple[dict[str, str], float]], ts_ms: int
                           ) -> list[tuple[dict[str, str], float, dict[str, str], dict[str, str]]]:
-        """Expand label and annotation templates per sample; templates calling ``query`` run in a
-        worker thread whose queries go back to the engine on this loop."""
+        """Expand label and annotation templates per sample, in a worker thread (each expansion
+        within ``template_limits``, so this loop keeps its cadence); ``query`` calls go back to
+        the engine on this loop."""
         opts = self.options
         rule_labels = {**self.group.labels, **rule.labels}
         uses_query = any("query" in t for t in [*rule_labels.values(), *rule.annotations.values()])
@@ -250,20 +252,23 @@ class GroupRunner:
         def expand(base: dict[str, str], v: float) -> tuple[dict[str, str], dict[str, str]]:
             q = query_sync if uses_query else None
             lab = {k: expand_alert_template(t, f"__alert_{rule.name}", base, v, opts.external_labels,
-                                            opts.external_url, q) for k, t in rule_labels.items()}
+                                            opts.external_url, q, opts.template_limits) for k, t in rule_labels.items()}
             ann = {k: expand_alert_template(t, f"__alert_{rule.name}", base, v, opts.external_labels,
-                                            opts.external_url, q) for k, t in rule.annotations.items()}
+                                            opts.external_url, q, opts.template_limits)
+                   for k, t in rule.annotations.items()}
             return lab, ann
 
-        out = []
-        for labels, v in samples:
-            base = {k: val for k, val in labels.items() if k != "__name__"}
-            if uses_query:
-                lab, ann = await loop.run_in_executor(None, expand, base, v)
-            else:
-                lab, ann = expand(base, v)
-            out.append((base, v, lab, ann))
-        return out
+        def expand_all() -> list[tuple[dict[str, str], float, dict[str, str], dict[str, str]]]:
+            out = []
+            for labels, v in samples:
+                base = {k: val for k, val in labels.items() if k != "__name__"}
+                out.append((base, v, *expand(base, v)))
+            return out
+
+        if not any("{{" in t for t in [*rule_labels.values(), *rule.annotations.values()]):
+            return [(b, v, dict(rule_labels), dict(rule.annotations))
+                    for b, v in (({k: x for k, x in lab.items() if k != "__name__"}, v) for lab, v in samples)]
+        return await loop.run_in_executor(None, expand_all)
 
     async def _eval_alert(self, rule: Rule, rid: str, samples: list[tuple[dict[str, str], float]], ts_ms: int,
                           batch: SampleBatch) -> None:

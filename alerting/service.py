@@ -17,7 +17,7 @@ import contextlib
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from alerting.rulefile import LoadOptions
 from alerting.rulestore import RuleStore
 from alerting.sqlitedb import AlertingDB
 from alerting.state import SQLiteAlertStateStore
+from alerting.template import DEFAULT_LIMITS, TemplateLimits
 from common.yamlfile import YamlFileError, load_yaml_file
 from query.engine import Engine
 from storage.base import SampleWriter, Storage
@@ -48,7 +49,8 @@ RELOADS = Counter("ringmon_alerter_reloads_total", "Config and rule reloads", ["
 
 SETTINGS_KEYS = ("listen", "state_db", "rule_files", "evaluation_interval", "resend_delay", "external_labels",
                  "external_url", "name_validation", "watch_interval", "ownership", "zookeeper_hosts", "zookeeper_path",
-                 "zookeeper_session_timeout", "id", "state_backend", "api_token", "api_token_file")
+                 "zookeeper_session_timeout", "id", "state_backend", "api_token", "api_token_file", "templates")
+TEMPLATE_KEYS = ("timeout", "max_output", "max_iterations")
 
 
 def uses_cassandra_state(state_backend: str, storage: Any) -> bool:
@@ -83,6 +85,7 @@ class AlerterSettings:
     state_backend: str = "auto"  # auto (Cassandra when the storage is), sqlite, cassandra
     api_token: str = ""  # the HTTP API's bearer token; empty: the token file's
     api_token_file: str = ""  # default: alerter-api-token next to state_db, made on first start
+    templates: TemplateLimits = DEFAULT_LIMITS  # budgets of each alert label/annotation expansion
 
 
 def _dur_s(v: Any, where: str) -> float:
@@ -92,6 +95,27 @@ def _dur_s(v: Any, where: str) -> float:
         return parse_duration_ms(str(v)) / 1000.0
     except DurationError as exc:
         raise AlerterConfigError(f"{where}: {exc}") from None
+
+
+def _template_limits(d: Any, where: str) -> TemplateLimits:
+    """``templates: {timeout: 2s, max_output: 1048576, max_iterations: 100000}`` (each optional)."""
+    if not isinstance(d, dict):
+        raise AlerterConfigError(f"{where}: expected a mapping with {', '.join(TEMPLATE_KEYS)}")
+    for k in d:
+        if k not in TEMPLATE_KEYS:
+            raise AlerterConfigError(f"{where}.{k}: unknown key (known keys here: {', '.join(TEMPLATE_KEYS)})")
+    kw: dict[str, Any] = {}
+    if "timeout" in d:
+        kw["timeout_s"] = _dur_s(d["timeout"], f"{where}.timeout")
+        if kw["timeout_s"] <= 0:
+            raise AlerterConfigError(f"{where}.timeout: must be positive")
+    for k in ("max_output", "max_iterations"):
+        if k in d:
+            v = d[k]
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise AlerterConfigError(f"{where}.{k}: expected a positive integer, got {v!r}")
+            kw[k] = v
+    return replace(DEFAULT_LIMITS, **kw)
 
 
 def settings_from_dict(d: Any, source: str, defaults: AlerterSettings | None = None) -> AlerterSettings:
@@ -125,6 +149,8 @@ def settings_from_dict(d: Any, source: str, defaults: AlerterSettings | None = N
         if not isinstance(el, dict):
             raise AlerterConfigError(f"{source}: alerter.external_labels: expected a mapping")
         s.external_labels = {str(k): str(v) for k, v in el.items()}
+    if "templates" in d:
+        s.templates = _template_limits(d["templates"], f"{source}: alerter.templates")
     if s.ownership not in ("local", "zookeeper"):
         raise AlerterConfigError(f"{source}: alerter.ownership: expected local or zookeeper, got {s.ownership!r}")
     if s.ownership == "zookeeper" and not s.zookeeper_hosts:
@@ -199,7 +225,8 @@ class AlerterService:
             self.rules, self.engine.instant_query, writer, state_store, self.notifier,
             self.ownership,
             EvalOptions(default_interval_ms=settings.evaluation_interval_ms, external_labels=settings.external_labels,
-                        external_url=settings.external_url, resend_delay_s=settings.resend_delay_s),
+                        external_url=settings.external_url, resend_delay_s=settings.resend_delay_s,
+                        template_limits=settings.templates),
         )
         self.runner: web.AppRunner | None = None
         self.port = 0

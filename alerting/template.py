@@ -6,21 +6,28 @@ chains (``$labels.instance``, ``.Labels.job``), literals, parentheses, ``if``/``
 ``else``/``end``, ``range`` (lists and maps, with ``$k, $v :=``), ``with``, and the functions
 Prometheus offers (``humanize*``, ``printf``, ``toUpper`` ...). Nothing is ever ``eval``'d;
 undefined variables and functions are parse errors, as in Go.
+
+Every expansion runs under ``TemplateLimits``: a deadline, an output size (text written and any
+string a function returns, ``printf`` widths checked before formatting) and a count of loop
+iterations (``range 100000000`` fails before it starts). Over budget, the expansion fails with a
+TemplateError that names the limit; regexes (``match``, ``reReplaceAll``) are RE2 (linear time).
 """
 
 from __future__ import annotations
 
+import contextvars
 import datetime as _dt
 import html
 import math
 import re
+import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from common.regex import compile_regex
+from common.regex import RegexBudgetError, compile_regex
 
 ALERT_VARIABLES = ("$labels", "$externalLabels", "$externalURL", "$value")
 
@@ -33,6 +40,22 @@ class TemplateError(ValueError):
         self.name = name
         self.line = line
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class TemplateLimits:
+    """Budgets of one expansion (the ``alerter.templates`` settings)."""
+
+    timeout_s: float = 2.0  # wall time of one expansion
+    max_output: int = 1 << 20  # characters written, and the longest string any function returns
+    max_iterations: int = 100_000  # range iterations, all loops of the expansion together
+    max_steps: int = 2_000_000  # actions and commands executed (a backstop for the deadline)
+
+
+DEFAULT_LIMITS = TemplateLimits()
+# The limits and deadline of the expansion running in this thread (printf, reReplaceAll consult them).
+_ACTIVE: contextvars.ContextVar[tuple[TemplateLimits, float]] = contextvars.ContextVar(
+    "template_limits", default=(DEFAULT_LIMITS, math.inf))
 
 
 # --------------------------------------------------------------------------------- formatting
@@ -110,14 +133,19 @@ _VERB_RE = re.compile(r"%([-+# 0]*)(\d+|\*)?(?:\.(\d+|\*)?)?([a-zA-Z%])")
 
 
 def go_sprintf(fmt: str, *args: Any) -> str:
-    """Go ``fmt.Sprintf`` for the common verbs (%s %v %d %f %e %g %q %x %X %o %b %t %c %%)."""
+    """Go ``fmt.Sprintf`` for the common verbs (%s %v %d %f %e %g %q %x %X %o %b %t %c %%).
+    A width or precision beyond the active output budget is refused before formatting."""
     out: list[str] = []
     pos = 0
     ai = 0
+    budget = _ACTIVE.get()[0].max_output
     for m in _VERB_RE.finditer(fmt):
         out.append(fmt[pos : m.start()])
         pos = m.end()
         flags, width, prec, verb = m.group(1), m.group(2), m.group(3), m.group(4)
+        for what, digits in (("width", width), ("precision", prec)):
+            if digits is not None and digits != "*" and (len(digits) > 9 or int(digits) > budget):
+                raise ValueError(f"printf {what} {digits} is over the output budget of {budget} characters")
         if verb == "%":
             out.append("%")
             continue
@@ -401,7 +429,11 @@ def _print(*a: Any) -> str:
 
 
 def _re_replace_all(pattern: str, repl: str, text: str) -> str:
-    return compile_regex(str(pattern), anchored=False).replace_all(str(text), str(repl))
+    limits, deadline = _ACTIVE.get()
+    try:
+        return compile_regex(str(pattern), anchored=False).replace_all(str(text), str(repl), limits.max_output, deadline)
+    except RegexBudgetError as exc:
+        raise ValueError(f"{exc} (output budget {limits.max_output} characters, time budget {limits.timeout_s:g}s)") from None
 
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {
@@ -951,27 +983,35 @@ class _Parser:
 
 
 class _Exec:
-    def __init__(self, name: str, funcs: dict[str, Callable[..., Any]], max_output: int, max_steps: int) -> None:
+    def __init__(self, name: str, funcs: dict[str, Callable[..., Any]], limits: TemplateLimits) -> None:
         self.name = name
         self.funcs = funcs
         self.out: list[str] = []
         self.size = 0
-        self.max_output = max_output
+        self.limits = limits
         self.steps = 0
-        self.max_steps = max_steps
+        self.iterations = 0
+        self.deadline = time.monotonic() + limits.timeout_s
 
     def err(self, line: int, msg: str) -> TemplateError:
         return TemplateError(self.name, line, msg)
 
     def tick(self, line: int) -> None:
         self.steps += 1
-        if self.steps > self.max_steps:
-            raise self.err(line, "template too expensive (step limit reached)")
+        if self.steps > self.limits.max_steps:
+            raise self.err(line, f"template over its budget of {self.limits.max_steps} steps")
+        if not self.steps & 0xFF and time.monotonic() > self.deadline:
+            raise self.err(line, f"template expansion over its time budget of {self.limits.timeout_s:g}s")
+
+    def iterate(self, count: int, line: int) -> None:
+        self.iterations += count
+        if self.iterations > self.limits.max_iterations:
+            raise self.err(line, f"range over the budget of {self.limits.max_iterations} loop iterations")
 
     def emit(self, s: str, line: int) -> None:
         self.size += len(s)
-        if self.size > self.max_output:
-            raise self.err(line, "template output too large")
+        if self.size > self.limits.max_output:
+            raise self.err(line, f"template output over its budget of {self.limits.max_output} characters")
         self.out.append(s)
 
     def walk(self, node: Node, dot: Any, vars_: list[dict[str, Any]]) -> None:
@@ -1017,20 +1057,22 @@ class _Exec:
             v = self.pipeline(node.pipe, dot, vars_)
         finally:
             node.pipe.decl = decl
+        items: Iterable[tuple[Any, Any]]
         if isinstance(v, dict):
-            items = [(k, v[k]) for k in sorted(v)]
+            count, items = len(v), ((k, v[k]) for k in sorted(v))
         elif isinstance(v, list | tuple):
-            items = list(enumerate(v))
+            count, items = len(v), enumerate(v)
         elif isinstance(v, int) and not isinstance(v, bool):
-            items = [(i, i) for i in range(v)]
+            count, items = max(v, 0), ((i, i) for i in range(v))
         elif v is None:
-            items = []
+            count, items = 0, ()
         else:
             raise self.err(node.line, f"range can't iterate over {to_text(v)}")
-        if not items:
+        if not count:
             if node.else_body is not None:
                 self.walk(node.else_body, dot, vars_)
             return
+        self.iterate(count, node.line)  # the whole loop is counted before it starts
         for k, item in items:
             if len(decl) == 1:
                 vars_[-1][decl[0]] = item
@@ -1074,11 +1116,15 @@ class _Exec:
             if has_prev:
                 args.append(prev)
             try:
-                return fn(*args)
+                result = fn(*args)
             except TemplateError:
                 raise
             except (TypeError, ValueError, KeyError, IndexError, OverflowError, re.error) as exc:
                 raise self.err(cmd.line, f"error calling {first.value}: {exc}") from None
+            if isinstance(result, str) and len(result) > self.limits.max_output:
+                raise self.err(cmd.line, f"error calling {first.value}: result over the output budget of "
+                                         f"{self.limits.max_output} characters")
+            return result
         if len(cmd.args) > 1 or has_prev:
             raise self.err(cmd.line, f"can't give argument to non-function {self._name(first)}")
         return self.operand(first, dot, vars_)
@@ -1127,20 +1173,19 @@ class Template:
     predefined: tuple[str, ...]
     funcs: dict[str, Callable[..., Any]]
 
-    def expand(
-        self,
-        data: Any = None,
-        variables: dict[str, Any] | None = None,
-        max_output: int = 1 << 20,
-        max_steps: int = 200_000,
-    ) -> str:
-        ex = _Exec(self.name, self.funcs, max_output, max_steps)
+    def expand(self, data: Any = None, variables: dict[str, Any] | None = None,
+               limits: TemplateLimits = DEFAULT_LIMITS) -> str:
+        """Run the template; TemplateError when it fails or goes over one of ``limits``."""
+        ex = _Exec(self.name, self.funcs, limits)
         scope = {"$": data}
         scope.update(variables or {})
+        token = _ACTIVE.set((limits, ex.deadline))
         try:
             ex.walk(self.root, data, [scope])
         except RecursionError:
             raise TemplateError(self.name, 0, "template nested too deeply") from None
+        finally:
+            _ACTIVE.reset(token)
         return "".join(ex.out)
 
 
@@ -1188,8 +1233,10 @@ def expand_alert_template(
     external_labels: dict[str, str] | None = None,
     external_url: str = "",
     query: Callable[[str], list[dict]] | None = None,
+    limits: TemplateLimits = DEFAULT_LIMITS,
 ) -> str:
-    """Expand one alert label/annotation template; Prometheus-style error text on failure.
+    """Expand one alert label/annotation template; Prometheus-style error text on failure
+    (over a budget of ``limits`` too, so the alert still goes out with the reason in it).
 
     ``query(expr)`` (blocking) backs the ``query`` function: a list of {"Labels", "Value"}.
     """
@@ -1198,7 +1245,7 @@ def expand_alert_template(
     try:
         tmpl = parse_template(text, name, funcs={"query": query} if query else None)
         data, variables = alert_template_data(labels, value, external_labels, external_url)
-        return tmpl.expand(data, variables)
+        return tmpl.expand(data, variables, limits)
     except TemplateError as exc:
         return f"<error expanding template: {exc}>"
 

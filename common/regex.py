@@ -12,7 +12,9 @@ linearly with the text, so no pattern can stall the process (``(a+)+$`` included
 
 from __future__ import annotations
 
+import functools
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -145,13 +147,17 @@ class Regex:
     def expand(self, template: str, groups: Sequence[str | None]) -> str:
         return expand(template, groups, self.groupindex)
 
-    def replace_all(self, text: str, template: str, max_size: int | None = None) -> str:
+    def replace_all(self, text: str, template: str, max_size: int | None = None,
+                    deadline: float | None = None) -> str:
         """Go's ``ReplaceAllString``: every non-overlapping match replaced by ``template``
         expanded; an empty match right after a match is not replaced. RegexBudgetError when
-        the result would be longer than ``max_size`` characters."""
+        the result would be longer than ``max_size`` characters or ``time.monotonic()`` passes
+        ``deadline``."""
         b = _encode(text)
         names = self.groupindex
+        refs = any(ref is not None for _, ref in _template_parts(template))
         out: list[str] = []
+        count = 0
         size = 0
         last_end = 0
         pos = 0
@@ -161,9 +167,13 @@ class Regex:
             if spans is None:
                 break
             start, end = spans[0]
+            count += 1
+            if deadline is not None and not count & 0x3FF and time.monotonic() > deadline:
+                raise RegexBudgetError("replacement over its time budget")
             piece = _decode(b[last_end:start])
             if end > last_end or start == 0:
-                piece += expand(template, [None if s == _NO_SPAN else _decode(b[s[0] : s[1]]) for s in spans], names)
+                groups = [None if s == _NO_SPAN else _decode(b[s[0] : s[1]]) for s in spans] if refs else ()
+                piece += expand(template, groups, names)
             size += len(piece)
             if max_size is not None and size > max_size:
                 raise RegexBudgetError(f"replacement output over {max_size} characters")
@@ -204,30 +214,43 @@ def expand(template: str, groups: Sequence[str | None], names: dict[str, int]) -
     if "$" not in template:
         return template
     out: list[str] = []
+    for literal, ref in _template_parts(template):
+        out.append(literal)
+        if ref is not None:
+            idx = ref if isinstance(ref, int) else names.get(ref, -1)
+            if 0 <= idx < len(groups):
+                out.append(groups[idx] or "")
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _template_parts(template: str) -> tuple[tuple[str, int | str | None], ...]:
+    """``template`` as (literal, reference) pairs: a group number, a group name or None."""
+    parts: list[tuple[str, int | str | None]] = []
+    literal: list[str] = []
     i = 0
     n = len(template)
     while i < n:
         j = template.find("$", i)
         if j < 0:
             break
-        out.append(template[i:j])
+        literal.append(template[i:j])
         i = j + 1
         if i < n and template[i] == "$":
-            out.append("$")
+            literal.append("$")
             i += 1
             continue
-        ref = _extract(template, i)
-        if ref is None:
-            out.append("$")
+        found = _extract(template, i)
+        if found is None:
+            literal.append("$")
             continue
-        name, i = ref
-        idx = _group_number(name)
-        if idx < 0:
-            idx = names.get(name, -1)
-        if 0 <= idx < len(groups) and groups[idx] is not None:
-            out.append(groups[idx])  # type: ignore[arg-type]
-    out.append(template[i:])
-    return "".join(out)
+        name, i = found
+        num = _group_number(name)
+        parts.append(("".join(literal), num if num >= 0 else name))
+        literal = []
+    literal.append(template[i:])
+    parts.append(("".join(literal), None))
+    return tuple(parts)
 
 
 def _extract(t: str, i: int) -> tuple[str, int] | None:
