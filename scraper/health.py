@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 UP = "up"
 DOWN = "down"
@@ -24,6 +24,10 @@ class TargetHealth:
     samples_scraped: int = 0
     interval_s: float = 0.0
     labels: dict[str, str] | None = None  # target labels after relabel_configs
+    # samples dropped for their timestamps (scraper.bounds), per reason, since the loop started
+    samples_dropped: dict[str, int] = field(default_factory=dict)
+    last_drop: str = ""  # what the last scrape that dropped samples dropped, and why
+    last_drop_at: float = 0.0  # unix seconds of that scrape
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -18,6 +18,7 @@ from collections import deque
 import aiohttp
 
 from discovery.target import Target
+from scraper.bounds import drop_out_of_bounds
 from scraper.config import ScrapeConfig
 from scraper.exposition import ACCEPT_HEADER, ParseError, content_format
 from scraper.fastpath import ScrapeCache, ScrapeError, ScrapeOutcome
@@ -179,6 +180,12 @@ class ScrapeLoop:
         except aiohttp.ClientError as exc:
             raise ScrapeError("connection", f"{type(exc).__name__}: {exc}") from None
 
+    def _count_dropped(self, counts: dict[str, int]) -> None:
+        totals = self.health.samples_dropped
+        for reason, k in counts.items():
+            totals[reason] = totals.get(reason, 0) + k
+            self.metrics.samples_dropped.labels(self.pool_name, self.target.key, reason).inc(k)
+
     async def scrape_once(self) -> ScrapeOutcome | None:
         """Scrape now, write the batch; returns the outcome (None when the scrape failed)."""
         start = time.time()
@@ -210,6 +217,11 @@ class ScrapeLoop:
         batch = SampleBatch(self.target.key)
         if out is not None:
             n = len(out.series)
+            dropped = drop_out_of_bounds(out, ts_ms)
+            if dropped is not None:
+                self._count_dropped(dropped.counts)
+                self.health.last_drop = dropped.describe()
+                self.health.last_drop_at = start
             batch.series = out.series + out.stale + self.synthetic
             values = out.values
             values.extend([STALE_NAN] * len(out.stale))

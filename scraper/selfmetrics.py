@@ -21,6 +21,10 @@ class ScraperMetrics:
         self.samples = Counter("ringmon_scraper_samples_appended_total",
                                "Samples (scraped, synthetic and stale markers) appended to the writer.",
                                ["scraper"], registry=registry)
+        self.samples_dropped = Counter("ringmon_scrape_samples_dropped_total",
+                                       "Scraped samples dropped for their timestamps (outside the raw retention "
+                                       "or too far ahead), per target and reason.",
+                                       ["scraper", "target", "reason"], registry=registry)
         self.queue_depth = Gauge("ringmon_scraper_writer_queue_depth", "Batches waiting in the sample writer.",
                                  ["scraper"], registry=registry)
         self.targets = Gauge("ringmon_scraper_targets", "Targets with a running scrape loop.", ["scraper"],

@@ -188,7 +188,10 @@ async def test_accept_header_openmetrics_by_content_type_and_gzip():
     from scraper.exposition import ACCEPT_HEADER
 
     seen = {}
-    om_body = b"# TYPE a counter\na_total{x=\"1\"} 5 1700000000.250\n# EOF\n"
+    import time
+
+    sent_s = int(time.time()) - 60  # a minute old: inside the raw retention (scraper.bounds)
+    om_body = b"# TYPE a counter\na_total{x=\"1\"} 5 %d.250\n# EOF\n" % sent_s
 
     async def om(request):
         seen["accept"] = request.headers.get("Accept")
@@ -219,7 +222,7 @@ async def test_accept_header_openmetrics_by_content_type_and_gzip():
             assert seen == {"accept": ACCEPT_HEADER, "timeout": "1.5"}
             b = w.batches[-1]
             (ts,) = [t for s, t in zip(b.series, b.timestamps, strict=True) if s.metric == "a_total"]
-            assert ts == 1700000000250  # OpenMetrics seconds -> ms
+            assert ts == sent_s * 1000 + 250  # OpenMetrics seconds -> ms
             # the body size limit applies to the decompressed body
             gz_target = Target("gz", addr, ScrapeSettings(interval_s=2, timeout_s=1.5, path="/gz"))
             small = ScrapeLoop(gz_target, w, session, config=ScrapeConfig(body_size_limit=len(big) - 1))

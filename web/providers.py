@@ -58,6 +58,13 @@ class TargetHealth:
     last_duration_s: float | None = None
     last_error: str = ""
     owner: str = ""  # the scraper that owns the target
+    # samples dropped for their timestamps since the scrape loop started, per reason (scraper.bounds)
+    samples_dropped: Mapping[str, int] = field(default_factory=dict)
+    last_drop: str = ""  # what the last scrape that dropped samples dropped, and why
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.samples_dropped.values())
 
     @property
     def link_url(self) -> str:
@@ -130,9 +137,11 @@ def coerce_target(obj: TargetHealth | Mapping[str, Any]) -> TargetHealth:
     d["key"] = str(key)
     d["last_scrape"] = _when(d.get("last_scrape"))
     d["last_duration_s"] = _num(d.get("last_duration_s"))
-    for k in ("pool", "address", "url", "health", "last_error", "owner"):
+    for k in ("pool", "address", "url", "health", "last_error", "owner", "last_drop"):
         if k in d:
             d[k] = "" if d[k] is None else str(d[k])
+    dropped = d.get("samples_dropped")
+    d["samples_dropped"] = ({str(k): int(v) for k, v in dropped.items()} if isinstance(dropped, Mapping) else {})
     return TargetHealth(**d)
 
 

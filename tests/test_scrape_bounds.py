@@ -1,0 +1,87 @@
+"""Samples whose exposition timestamps the store would not keep are dropped, counted per target
+and reason, and shown on /targets; the rest of the scrape is written (real local HTTP)."""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
+
+from discovery.target import ScrapeSettings, Target
+from query.engine import Engine
+from query.memory import MemoryStorage
+from scraper.bounds import FUTURE_TOLERANCE_MS, RAW_RETENTION_MS
+from scraper.loop import ScrapeLoop
+from scraper.memwriter import MemoryWriter
+from scraper.selfmetrics import scraper_metrics
+from web.app import create_app
+
+
+async def serve(body: bytes):
+    async def handle(_request):
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+    app = web.Application()
+    app.router.add_get("/metrics", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+
+async def test_out_of_bounds_samples_are_dropped_counted_and_shown():
+    now = int(time.time() * 1000)
+    body = (
+        b"plain 1\n"
+        b"recent 2 %d\n"  # an hour ago: kept
+        b"epoch 3 0\n"  # 1970: too old (Prometheus drops it as out of bounds too)
+        b"past_retention 4 %d\n"
+        b"soon 5 %d\n"  # within the future tolerance: kept
+        b"future 6 %d\n"
+    ) % (now - 3_600_000, now - RAW_RETENTION_MS - 3_600_000, now + FUTURE_TOLERANCE_MS // 2,
+         now + FUTURE_TOLERANCE_MS + 3_600_000)
+    runner, address = await serve(body)
+    registry = CollectorRegistry()
+    writer = MemoryWriter()
+    try:
+        async with aiohttp.ClientSession() as session:
+            loop = ScrapeLoop(Target("p", address, ScrapeSettings(interval_s=5, timeout_s=5)), writer, session,
+                              pool_name="bounds-test", metrics=scraper_metrics(registry))
+            for _ in range(2):  # cold, then the cached path: the same outcome
+                out = await loop.scrape_once()
+                assert out is not None and loop.health.health == "up"
+                batch = writer.batches[-1]
+                written = {s.metric: v for s, v in zip(batch.series, batch.values, strict=True)}
+                assert {"plain", "recent", "soon"} <= written.keys()
+                assert not {"epoch", "past_retention", "future"} & written.keys()
+                assert written["scrape_samples_scraped"] == 6
+                assert written["scrape_samples_post_metric_relabeling"] == 6  # as Prometheus counts them
+    finally:
+        await runner.cleanup()
+    h = loop.health
+    assert h.samples_dropped == {"too_old": 4, "too_far_in_future": 2}
+    assert "2 too old" in h.last_drop and "1 too far in the future" in h.last_drop
+    for reason, n in (("too_old", 4), ("too_far_in_future", 2)):
+        assert registry.get_sample_value(
+            "ringmon_scrape_samples_dropped_total", {"scraper": "bounds-test", "target": f"p/{address}", "reason": reason}
+        ) == n
+
+    async def targets():
+        return [h.to_dict()]
+
+    async def pools():
+        return []
+
+    client = TestClient(TestServer(create_app(engine=Engine(MemoryStorage()), pools_provider=pools,
+                                                  targets_provider=targets)))
+    await client.start_server()
+    try:
+        page = await (await client.get("/targets")).text()
+    finally:
+        await client.close()
+    assert "2 too far in future, 4 too old" in page
+    assert "last: samples dropped: 2 too old (timestamp before " in page
