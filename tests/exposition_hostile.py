@@ -1,0 +1,75 @@
+"""Hostile exposition bodies (the shapes of issue #17 and the lexer corners of Prometheus's
+parsers): seeds of the fast-path/parser differential and bodies of the real-Prometheus one.
+
+Each entry is ``(name, body, format)``; ``{now}`` in a body is replaced by the current time in
+milliseconds (text) or seconds (OpenMetrics) by ``render``, so timestamp cases stay in bounds.
+"""
+
+from __future__ import annotations
+
+import time
+
+T, OM = "text", "openmetrics"
+
+HOSTILE: list[tuple[str, bytes, str]] = [
+    ("escape_tab", b'esc{v="a\\tb"} 1\n', T),
+    ("escape_unknown", b'esc{v="\\z\\q"} 2\n', T),
+    ("windows_path", b'esc{path="C:\\Program Files\\exporter\\x.exe"} 3\n', T),
+    ("escape_known", b'esc{q="say \\"hi\\"",n="l1\\nl2",b="back\\\\slash"} 4\n', T),
+    ("escape_unknown_om", b'esc{v="a\\tb"} 1\n# EOF\n', OM),
+    ("overflow", b"big 1e309\n", T),
+    ("overflow_neg", b"big -1e309\n", T),
+    ("underflow", b"tiny 1e-400\n", T),
+    ("plus_nan", b"nan_sign +NaN\n", T),
+    ("minus_nan", b"nan_sign -nan\n", T),
+    ("nan_spellings", b"n1 nan\nn2 NaN\nn3 NAN\ni1 inf\ni2 +Inf\ni3 -infinity\ni4 iNf\n", T),
+    ("arabic_digit", "digits \u0661\n".encode(), T),
+    ("fullwidth_digit", "digits 1\uff10\n".encode(), T),
+    ("hex_float", b"hex 0x1p-2\n", T),
+    ("hex_int", b"hex 0x10\n", T),
+    ("underscore", b"under 1_0\n", T),
+    ("underscore_om", b"under 1_0\n# EOF\n", OM),
+    ("crlf", b"# TYPE crlf gauge\r\ncrlf 1\r\ncrlf2 2\r\n", T),
+    ("crlf_om", b"crlf 1\r\n# EOF\r\n", OM),
+    ("trailing_tab_text", b"tab 1\t\n", T),
+    ("trailing_tab_om", b"tab 1\t\n# EOF\n", OM),
+    ("trailing_space_om", b"tab 1 \n# EOF\n", OM),
+    ("ts_1970", b"old 1 0\nold_ok 2\n", T),
+    ("ts_1969", b"old 1 1000\n", T),
+    ("ts_negative", b"neg 1 -1000\n", T),
+    ("ts_recent", b"recent 1 {now}\n", T),
+    ("ts_om_1970", b"old 1 0.5\nold_ok 2\n# EOF\n", OM),
+    ("ts_om_recent", b"recent 1 {now}\n# EOF\n", OM),
+    ("no_commas", b'nc{a="1" b="2"} 1\n', T),
+    ("blanks_everywhere", b' \t sp { a = "1" , b = "2" , } \t 5 \t\n', T),
+    ("value_glued", b"glued-1\n", T),
+    ("double_type", b"# TYPE dt counter\n# TYPE dt gauge\ndt 1\n", T),
+    ("type_after_samples", b"late 1\n# TYPE late counter\n", T),
+    ("type_two_blanks", b"# TYPE tb  counter\ntb 1\n", T),
+    ("type_trailing_blank", b"# TYPE tb counter \ntb 1\n", T),
+    ("type_missing", b"# TYPE tm\ntm 1\n", T),
+    ("help_empty", b"# HELP he\nhe 1\n", T),
+    ("comment_no_blank", b"#TYPE cn bogus\ncn 1\n", T),
+    ("no_final_newline_comment", b"nf 1\n# the end", T),
+    ("no_final_newline_sample", b"nf 1", T),
+    ("nul_line", b"nul 1\n\x00rest is ignored\n", T),
+    ("le_int", b'# TYPE hh histogram\nhh_bucket{le="1"} 1\nhh_bucket{le="+Inf"} 2\nhh_count 2\nhh_sum 3\n', T),
+    ("quantile_forms", b'# TYPE ss summary\nss{quantile="0.50"} 1\nss{quantile="1"} 2\nss_count 2\nss_sum 3\n', T),
+    ("duplicate_label", b'dl{a="1",a="2"} 1\n', T),
+    ("name_label", b'nl{__name__="x"} 1\n', T),
+    ("trailing_comma_om", b'tc{a="1",} 1\n# EOF\n', OM),
+    ("om_metadata_anywhere", b"# TYPE om gauge\nom 1\n# HELP om late\nother 2\nom 3\n# EOF\n", OM),
+    ("om_two_spaces", b"om  1\n# EOF\n", OM),
+    ("om_help_no_text", b"# HELP om\n# EOF\n", OM),
+    ("om_blank_line", b"om 1\n\n# EOF\n", OM),
+    ("om_free_comment", b"# just a comment\nom 1\n# EOF\n", OM),
+    ("om_exemplar_gauge", b'# TYPE g gauge\ng 1 # {t="x"} 2\n# EOF\n', OM),
+    ("om_nan_timestamp", b"om 1 NaN\n# EOF\n", OM),
+    ("om_text_after_eof", b"om 1\n# EOF\nmore 2\n", OM),
+]
+
+
+def render(body: bytes, fmt: str, now_ms: int | None = None) -> bytes:
+    """``body`` with ``{now}`` replaced (ms for text, seconds for OpenMetrics)."""
+    now_ms = int(time.time() * 1000) - 5_000 if now_ms is None else now_ms
+    return body.replace(b"{now}", (b"%d" % now_ms) if fmt == T else (b"%.3f" % (now_ms / 1000)))
