@@ -1,16 +1,22 @@
 """Email over SMTP: text and HTML bodies from templates; STARTTLS, implicit TLS and auth configurable.
 
-smtplib runs in a worker thread so the event loop never blocks on the mail server.
+Any text that is not plain printable ASCII goes into a header as RFC 2047 encoded words and into
+the bodies as base64 UTF-8, so a label value holding CR, LF or U+2028 arrives intact instead of
+making the message unbuildable. smtplib runs in a worker thread so the event loop never blocks
+on the mail server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import smtplib
 import socket
 import ssl
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import formataddr, formatdate, getaddresses, make_msgid
 
 import aiohttp
 
@@ -38,6 +44,45 @@ DEFAULT_HTML = """<html><body><h2>{{ .Status | toUpper }}: {{ .CommonLabels.aler
 {{ range $k, $v := .Labels }}<tr><td>{{ $k | html }}</td><td>{{ $v | html }}</td></tr>
 {{ end }}</table>{{ range $k, $v := .Annotations }}<p><b>{{ $k | html }}</b>: {{ $v | html }}</p>
 {{ end }}<p>since {{ .StartsAt }}</p>{{ end }}</body></html>"""
+
+
+_WORD_BYTES = 39  # 52 base64 characters: an encoded word and "Subject: " fit in 78 columns
+
+
+def _utf8(text: str) -> str:
+    """``text`` with anything UTF-8 cannot carry (lone surrogates) replaced."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def header_value(text: str) -> str:
+    """A header value as given when it is printable ASCII, else RFC 2047 encoded words (UTF-8,
+    base64, whole characters per word): CR, LF, U+2028 and every other character decode back as
+    they were (email.header.Header would split the text at its line breaks and drop them)."""
+    if text.isascii() and text.isprintable():
+        return text
+    words: list[bytes] = []
+    chunk = b""
+    for ch in _utf8(text):
+        b = ch.encode("utf-8")
+        if chunk and len(chunk) + len(b) > _WORD_BYTES:
+            words.append(chunk)
+            chunk = b""
+        chunk += b
+    words.append(chunk)
+    return " ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words)
+
+
+def _addresses(text: str) -> str:
+    """Address list with any non-ASCII display name encoded (the addresses stay readable)."""
+    return ", ".join(formataddr((name, addr), "utf-8") for name, addr in getaddresses([text]))
+
+
+def _text_part(text: str, subtype: str) -> MIMEText:
+    return MIMEText(_utf8(text), subtype, "utf-8")  # base64: line breaks of any kind kept as sent
 
 
 class EmailIntegration(Integration):
@@ -93,18 +138,22 @@ class EmailIntegration(Integration):
                    send_resolved=o.bool("send_resolved", True), headers=o.str_map("headers"),
                    timeout_s=o.duration("timeout", 15.0))
 
-    def message(self, n: Notification) -> EmailMessage:
-        msg = EmailMessage()
-        msg["Subject"] = render(self.subject, n, "email.subject").replace("\n", " ")[:998]
-        msg["From"] = self.sender
-        msg["To"] = ", ".join(self.to)
+    def message(self, n: Notification) -> Message:
+        text = render(self.text, n, "email.text")
+        msg: Message
+        if self.html:
+            msg = MIMEMultipart("alternative")
+            msg.attach(_text_part(text, "plain"))
+            msg.attach(_text_part(render(self.html, n, "email.html"), "html"))
+        else:
+            msg = _text_part(text, "plain")
+        msg["Subject"] = header_value(render(self.subject, n, "email.subject")[:998])
+        msg["From"] = _addresses(self.sender)
+        msg["To"] = _addresses(", ".join(self.to))
         msg["Date"] = formatdate(localtime=False)
         msg["Message-Id"] = make_msgid(domain="ringmon")
         for k, v in self.headers.items():
-            msg[k] = v
-        msg.set_content(render(self.text, n, "email.text"))
-        if self.html:
-            msg.add_alternative(render(self.html, n, "email.html"), subtype="html")
+            msg[k] = header_value(v)
         return msg
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -114,7 +163,7 @@ class EmailIntegration(Integration):
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
 
-    def _send_sync(self, msg: EmailMessage) -> None:
+    def _send_sync(self, msg: Message) -> None:
         try:
             if self.implicit_tls:
                 smtp: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, local_hostname=self.hello,
