@@ -5,6 +5,8 @@
     ringmon deregister pool NAME [--force]
     ringmon deregister host POOL HOST:PORT
     ringmon pools [--json]
+    ringmon pools --url http://127.0.0.1:8080   # a standalone instance (or any web server): its /-/pools
+    ringmon pools --config configs/standalone.yaml   # the same, at the config's web.listen
     ringmon ring [--json]          # per scraper: targets, ring share, ring overrides in/out
 
 Every command takes ``--zookeeper HOSTS`` (default: $RINGMON_ZOOKEEPER or 127.0.0.1:2181)
@@ -164,21 +166,56 @@ def show_pools(reg: Registry, args: argparse.Namespace) -> int:
             "members": len(view.members.get(pool, ())),
             **s.to_dict(),
         })
-    if args.json:
+    return print_pools(rows, args.json)
+
+
+def print_pools(rows: list[dict], as_json: bool) -> int:
+    """The pools table (or JSON); rows from ZooKeeper or from a web server's ``/-/pools``."""
+    if as_json:
         json.dump(rows, sys.stdout, indent=2)
         print()
         return 0
     if not rows:
         print("no pools registered")
         return 0
-    header = ("POOL", "RUNNING", "STOPPING", "INTERVAL", "TIMEOUT", "SCHEME", "PATH", "LABELS")
+    health = all("up" in r for r in rows)  # a web server also knows each host's last scrape
+    header = ("POOL", "RUNNING", "STOPPING", *(("UP", "DOWN") if health else ()), "INTERVAL", "TIMEOUT", "SCHEME",
+              "PATH", "LABELS")
     table = [header] + [
-        (r["pool"], str(r["running"]), str(r["stopping"]), f"{r['interval']:g}s", f"{r['timeout']:g}s",
-         r["scheme"], r["path"], ",".join(f"{k}={v}" for k, v in sorted(r["labels"].items())) or "-")
+        (r["pool"], str(r["running"]), str(r["stopping"]), *((str(r["up"]), str(r["down"])) if health else ()),
+         f"{r['interval']:g}s", f"{r['timeout']:g}s", r["scheme"], r["path"],
+         ",".join(f"{k}={v}" for k, v in sorted(r["labels"].items())) or "-")
         for r in rows
     ]
     _print_table(table)
     return 0
+
+
+def run_pools(args: argparse.Namespace) -> int:
+    if args.config and not args.url:
+        from cli.config import load_config
+        from cli.wiring import listen_url
+
+        cfg = load_config(args.config)
+        if cfg.discovery.zookeeper is None:
+            args.url = listen_url(cfg.web.listen)
+        else:
+            args.zookeeper, args.zookeeper_root = cfg.discovery.zookeeper.hosts, cfg.discovery.zookeeper.root
+    return pools_from_url(args) if args.url else _run(show_pools)(args)
+
+
+def pools_from_url(args: argparse.Namespace) -> int:
+    """``ringmon pools --url``: the pools a running instance serves at ``/-/pools``."""
+    import urllib.error
+    import urllib.request
+
+    url = f"{args.url.rstrip('/')}/-/pools"
+    try:
+        with urllib.request.urlopen(url, timeout=args.connect_timeout) as resp:  # noqa: S310 - an operator's URL
+            rows = json.load(resp)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise UserError(f"{url}: {getattr(exc, 'reason', None) or exc}") from None
+    return print_pools(rows, args.json)
 
 
 def show_ring(reg: Registry, args: argparse.Namespace) -> int:
@@ -288,8 +325,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ps = sub.add_parser("pools", help="pools, their running server count and settings")
     ps.add_argument("--json", action="store_true", help="print JSON")
+    ps.add_argument("--url", help="ask a running instance instead of ZooKeeper (standalone: http://127.0.0.1:8080)")
+    ps.add_argument("--config", help="a config: a standalone's (no discovery.zookeeper) is asked at its web.listen, "
+                                     "a cluster's gives the ZooKeeper hosts")
     add_zookeeper_args(ps)
-    ps.set_defaults(func=_run(show_pools))
+    ps.set_defaults(func=run_pools)
 
     pr = sub.add_parser("ring", help="live scrapers and how many targets each owns (ring overrides included)")
     pr.add_argument("--json", action="store_true", help="print JSON")

@@ -1,6 +1,11 @@
 """``ringmon status``: every component's health, the scraper ring and the write lag.
 
     ringmon status --config run/cluster/conf/ringmon.yaml [--json]
+    ringmon status --url http://127.0.0.1:8080          # a standalone instance
+    ringmon status --config configs/standalone.yaml     # the same, at the config's web.listen
+
+A standalone instance (a config without ``discovery.zookeeper``, or ``--url``) answers for
+itself: its ``/-/status`` lists storage, scraper, rollup job, alerter and web server.
 
 Finds the components through ZooKeeper: the scrapers in ``<root>/scrapers/<id>`` (each
 publishes its listen address) and the other Ringmon processes as members of the ``ringmon``
@@ -18,14 +23,12 @@ import asyncio
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import asdict, dataclass, field
 
 from cli.errors import UserError
 
 SELF_POOL = "ringmon"
-_SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)')
 
 
 @dataclass
@@ -51,19 +54,21 @@ class StatusReport:
 
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """Sums of each metric family over its label sets (enough for status lines)."""
+    """Sums of each sample name over its label sets (enough for status lines). Each line is
+    read by the scraper's exposition parser (label values may hold any character); a line it
+    cannot read is skipped."""
+    from scraper.exposition import ParseError, parse
+
     out: dict[str, float] = {}
     for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE_RE.match(line)
-        if not m:
+        if not line.strip() or line.startswith("#"):
             continue
         try:
-            value = float(m.group(3))
-        except ValueError:
+            samples = parse(line.encode() + b"\n")
+        except ParseError:
             continue
-        out[m.group(1)] = out.get(m.group(1), 0.0) + value
+        for s in samples:
+            out[s.name] = out.get(s.name, 0.0) + s.value
     return out
 
 
@@ -339,16 +344,38 @@ def render(report: StatusReport) -> str:
     return "\n".join(lines)
 
 
+async def instance_report(url: str, timeout_s: float) -> StatusReport:
+    """The report of one standalone instance, from its ``/-/status``."""
+    import aiohttp
+
+    report = StatusReport()
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s), trust_env=False) as http:
+            async with http.get(f"{url.rstrip('/')}/-/status") as resp:
+                if resp.status != 200:
+                    raise ValueError(f"HTTP {resp.status} from {url}/-/status (is it a standalone instance?)")
+                doc = await resp.json()
+        report.checks = [Check(**c) for c in doc["checks"]]
+        report.write_lag = dict(doc.get("write_lag") or {})
+    except Exception as exc:  # noqa: BLE001 - not answering is the finding, one line
+        report.checks.append(Check("standalone", url, False, f"not answering: {_err(exc)}"))
+    return report
+
+
 async def run_status(args: argparse.Namespace) -> int:
     from cli.config import load_config
+    from cli.wiring import listen_url
 
-    cfg = load_config(args.config)
-    zk_cfg = cfg.discovery.zookeeper
+    if not args.config and not args.url:
+        raise UserError("give --config (a cluster's or a standalone's config) or --url of a standalone instance")
+    cfg = load_config(args.config) if args.config else None
+    zk_cfg = cfg.discovery.zookeeper if cfg is not None else None
     zookeeper = args.zookeeper or (zk_cfg.hosts if zk_cfg else None) or os.environ.get("RINGMON_ZOOKEEPER")
-    if not zookeeper:
-        raise UserError(f"{cfg.source}: discovery.zookeeper.hosts is not set (or pass --zookeeper)")
-    root = args.zookeeper_root or os.environ.get("RINGMON_ZOOKEEPER_ROOT", "/ringmon")
-    report = await StatusCollector(cfg, zookeeper, root, args.timeout).run()
+    if args.url or (cfg is not None and not zookeeper):  # standalone: the instance answers for itself
+        report = await instance_report(args.url or listen_url(cfg.web.listen), args.timeout)  # type: ignore[union-attr]
+    else:
+        root = args.zookeeper_root or os.environ.get("RINGMON_ZOOKEEPER_ROOT", "/ringmon")
+        report = await StatusCollector(cfg, zookeeper, root, args.timeout).run()
     if args.json:
         print(json.dumps(asdict(report), indent=1, default=str))
     else:
@@ -359,7 +386,8 @@ async def run_status(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="health of every component, the scraper ring and the write lag",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="the cluster's YAML config")
+    p.add_argument("--config", help="the cluster's YAML config, or a standalone's (asks its web.listen)")
+    p.add_argument("--url", help="a standalone instance, e.g. http://127.0.0.1:8080")
     p.add_argument("--zookeeper", metavar="HOSTS", help="overrides discovery.zookeeper.hosts")
     p.add_argument("--zookeeper-root", metavar="PATH", help="default /ringmon (or $RINGMON_ZOOKEEPER_ROOT)")
     p.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="per check (default %(default)s)")

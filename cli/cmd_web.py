@@ -329,6 +329,7 @@ class ClusterWeb:
         from query.api import add_api_routes
         from query.engine import Engine
         from web.app import create_app
+        from web.status import add_status_routes
 
         try:
             self.storage = await make_storage(self.cfg.storage)
@@ -355,6 +356,7 @@ class ClusterWeb:
         add_api_routes(app, self.engine, self.storage)
         app.router.add_get("/metrics", self._metrics, name="metrics")
         app.router.add_get("/-/status", self._status, name="status")
+        add_status_routes(app, self.fleet.pools_summary)  # /-/pools, for `ringmon pools --url`
         try:
             self.runner, self.port = await serve_app(app, self.opts.listen, "web")
         except UserError:

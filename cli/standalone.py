@@ -31,6 +31,7 @@ from scraper.pool import ScrapePool
 from storage.base import SampleWriter, Storage
 from web.app import create_app
 from web.metrics import WebMetrics
+from web.status import InstanceStatus, add_status_routes
 
 log = logging.getLogger("ringmon.standalone")
 
@@ -84,6 +85,9 @@ class Standalone:
             **web_app_options(cfg, self.engine, views, self.storage, self.journal, cluster=False),
         )
         app.router.add_get("/metrics", self._metrics)
+        status = InstanceStatus(self.targets_health, self.engine, (self.metrics_registry, REGISTRY),
+                                f"SQLite {cfg.storage.sqlite.path}", cfg.web.listen)
+        add_status_routes(app, self.pools_summary, status)  # for `ringmon status|pools --url`
         try:
             from query.api import add_api_routes
 

@@ -171,3 +171,47 @@ async def test_every_panel_of_every_shipped_dashboard_has_data(standalone) -> No
         # the web and rollup metrics standalone's own scraper reads
         names = set(await _samples(http, base))
         assert {"ringmon_web_requests_total", "ringmon_rollup_lag_seconds", "ringmon_rollup_errors_total"} <= names
+
+
+async def test_status_and_pools_answer_for_a_standalone_instance(standalone, tmp_path, capsys) -> None:
+    from cli.main import main
+
+    base, data, proc = standalone
+    deadline = time.monotonic() + BUDGET_S
+    async with aiohttp.ClientSession() as http:
+        await _wait_for(lambda: _up(http, base, proc), "the web server", deadline, 0.25)
+
+        async def scraped() -> bool:  # every target has had its first scrape
+            doc = await _get_json(http, f"{base}/-/pools")
+            return all(r["up"] == r["members"] for r in doc) and {r["pool"] for r in doc} == {"web", "db", "ringmon"}
+
+        await _wait_for(scraped, "a first scrape of every target", deadline)
+    loop = asyncio.get_running_loop()
+    capsys.readouterr()
+    assert await loop.run_in_executor(None, main, ["status", "--url", base]) == 0
+    out = capsys.readouterr().out
+    for part in ("storage", "standalone", "rollup", "alerter", "web", "all components healthy"):
+        assert part in out, out
+    assert str(data / "ringmon.db") in out and "(6 up, 0 down)" in out
+    # a standalone config is asked at its web.listen
+    cfg = tmp_path / "standalone.yaml"
+    cfg.write_text((ROOT / "configs" / "standalone.yaml").read_text().replace(
+        "listen: 127.0.0.1:8080", f"listen: {base.removeprefix('http://')}"))
+    assert await loop.run_in_executor(None, main, ["status", "--config", str(cfg), "--json"]) == 0
+    assert '"ok": true' in capsys.readouterr().out
+    assert await loop.run_in_executor(None, main, ["pools", "--config", str(cfg)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:5] == ["POOL", "RUNNING", "STOPPING", "UP", "DOWN"]
+    assert [row.split()[:5] for row in table[1:]] == [["db", "2", "0", "2", "0"], ["ringmon", "1", "0", "1", "0"],
+                                                      ["web", "3", "0", "3", "0"]]
+    # nothing answering: one line and exit code 1, no traceback
+    assert await loop.run_in_executor(None, main, ["status", "--url", f"http://127.0.0.1:{_free_port()}"]) == 1
+    assert "DOWN" in capsys.readouterr().out
+
+
+def test_status_reads_metrics_with_the_exposition_parser() -> None:
+    from cli.cmd_status import parse_metrics
+
+    text = ('# TYPE x_total counter\nx_total{path="/a}b",code="200"} 3\nx_total{path="{}",code="500"} 4\n'
+            'ringmon_web_requests_total{handler="/x/{name}"} 2\n')
+    assert parse_metrics(text) == {"x_total": 7.0, "ringmon_web_requests_total": 2.0}
