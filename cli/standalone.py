@@ -74,7 +74,7 @@ class Standalone:
         self.local = LocalReceivers(journal=self.journal, web_url=listen_url(cfg.web.listen))
         views = None
         if cfg.alerting:
-            await self._start_alerter()
+            self._make_alerter()
             assert self.alerter is not None
             views = alerting_views(cfg, self.alerter.manager, self.alerter.silences)
         app = create_app(
@@ -96,6 +96,8 @@ class Standalone:
             log.warning("Prometheus HTTP API not available")
         self.runner, self.web_port = await serve_app(app, cfg.web.listen, "web")
         self.local.web_url = listen_url(cfg.web.listen, self.web_port)  # webhook paths reach this server
+        if self.alerter is not None:  # started once its webhook sink listens: no first delivery fails
+            await self.alerter.start(serve_http=False)
         # The local agents listen on ports the OS picks: started after the web server has
         # bound its configured port, so an agent can never take that port first.
         for spec in cfg.agents:
@@ -120,8 +122,8 @@ class Standalone:
             out.extend(self.static.targets())
         return out
 
-    async def _start_alerter(self) -> None:
-        """Rule evaluation and notification in-process, from the alerting file."""
+    def _make_alerter(self) -> None:
+        """Rule evaluation and notification in-process, from the alerting file (started later)."""
         from alerting.service import AlerterConfigError, AlerterService, AlerterSettings, load_alerting_file
 
         cfg = self.cfg
@@ -136,7 +138,6 @@ class Standalone:
             assert self.storage is not None and self.writer is not None
             self.alerter = AlerterService(settings, notifier_cfg, self.storage, self.writer,
                                           alerting_config_path=cfg.alerting, local=self.local)
-            await self.alerter.start(serve_http=False)
         except AlerterConfigError as exc:
             raise UserError(str(exc)) from None
 
