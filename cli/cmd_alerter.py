@@ -9,7 +9,9 @@ import asyncio
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("alerter", help="evaluate alert and recording rules and send notifications",
                        description="Run the rule evaluator and the notifier (email, phone, PagerDuty, webhook, "
-                                   "Alertmanager). Reloads on rule/config file change, SIGHUP and POST /-/reload.")
+                                   "Alertmanager). Reloads on rule/config file change, SIGHUP and POST /-/reload. "
+                                   "Its HTTP API takes calls with the token of alerter.api_token_file "
+                                   "(Authorization: Bearer ...; made on first start next to state_db).")
     p.add_argument("--config", help="Ringmon YAML config (storage, rules.files, discovery.zookeeper)")
     p.add_argument("--alerting", default="configs/alerting.yaml",
                    help="alerting config: the alerter: section, route, receivers, inhibit_rules")
