@@ -387,9 +387,6 @@ def up(s: ClusterSettings, wait_fleet_s: float = 120.0) -> int:
                                          "--metrics-listen", s.rollup_listen), metrics=s.rollup_listen)
     if with_alerter:
         alerting = write_alerting_config(s)
-        launcher.spawn("alerter", ringmon_cmd("alerter", "--config", str(configs["alerter"]), "--alerting",
-                                              str(alerting), "--listen", s.alerter_listen, "--id", "alerter-1"),
-                       metrics=s.alerter_listen)
     else:
         say("this build has no `ringmon alerter` yet: not started")
     web_alerting = ["--alerting", str(alerting)] if with_alerter else []  # alerter address and API token
@@ -411,6 +408,10 @@ def up(s: ClusterSettings, wait_fleet_s: float = 120.0) -> int:
             time.sleep(0.5)
     else:
         raise ClusterError(f"the web server did not answer on {state.web_url} within 60s; see {s.path}/logs/web.log")
+    if with_alerter:  # after the web server: its webhook sink receives the alerters' notifications
+        launcher.spawn("alerter", ringmon_cmd("alerter", "--config", str(configs["alerter"]), "--alerting",
+                                              str(alerting), "--listen", s.alerter_listen, "--id", "alerter-1"),
+                       metrics=s.alerter_listen)
     say(f"all processes started after {time.monotonic() - t0:.0f}s")
     print_where(state)
     if wait_fleet_s > 0:
