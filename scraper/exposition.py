@@ -466,9 +466,10 @@ class OMState:
 def split_body(body: bytes, fmt: str) -> list[bytes]:
     """The lines of a body, after the format's framing checks (final newline / # EOF).
 
-    Text, as promlex frames it: a NUL as the first non-blank of a line ends the body there
+    Text, as Prometheus frames it: a NUL as the first non-blank of a line ends the body there
     (so does one in a comment written ``#`` without a blank after it), and the last line
-    may lack its newline when it is blank or an ordinary comment.
+    needs no newline (the parser appends one). A label value running over a line break is
+    ``join_quoted_lines``'s, tried when the lines as split do not parse.
     """
     if fmt == FMT_OPENMETRICS:
         if body.endswith(b"# EOF\n"):
@@ -492,10 +493,30 @@ def split_body(body: bytes, fmt: str) -> list[bytes]:
             head = line.lstrip(b" \t")
             if head[:1] == b"\x00" or (head[:1] == b"#" and head[1:2] not in (b" ", b"\t") and b"\x00" in head):
                 return lines[:i]
-    last = lines.pop()
-    if last and last.strip(b" \t") and not TEXT_PLAIN_COMMENT_RE.match(last):
-        raise ParseError(len(lines) + 1, "the last line must end with a newline")
+    if not lines[-1]:
+        lines.pop()  # Prometheus appends a newline to a text body: the last one is optional
     return lines
+
+
+_ESCAPE_PAIR_RE = re.compile(rb"\\.")
+
+
+def join_quoted_lines(lines: list[bytes]) -> list[bytes] | None:
+    """Text sample lines whose quoted label value runs over a line break, joined as promlex
+    reads them (``a{b="x<LF>y"} 1`` is one sample); None when no line needs it."""
+    out: list[bytes] = []
+    changed = False
+    i, n = 0, len(lines)
+    while i < n:
+        line = lines[i]
+        if b'"' in line and not line.lstrip(b" \t").startswith(b"#"):
+            while _ESCAPE_PAIR_RE.sub(b"", line).count(b'"') % 2 and i + 1 < n:
+                i += 1
+                line += b"\n" + lines[i]
+                changed = True
+        out.append(line)
+        i += 1
+    return out if changed else None
 
 
 def decode_line(raw: bytes, line_no: int) -> str:
@@ -546,6 +567,19 @@ def parse(body: bytes, fmt: str = FMT_TEXT, *, strict: bool = False) -> list[Par
 
         check_families(out, om.types)
         return out
+    if fmt == FMT_OPENMETRICS:
+        return _parse_lenient(lines, fmt)
+    try:
+        return _parse_lenient(lines, fmt)
+    except ParseError:
+        joined = join_quoted_lines(lines)
+        if joined is None:
+            raise
+        return _parse_lenient(joined, fmt)
+
+
+def _parse_lenient(lines: list[bytes], fmt: str) -> list[ParsedSample]:
+    out: list[ParsedSample] = []
     st = LenientState(fmt)
     om_fmt = fmt == FMT_OPENMETRICS
     for no, raw in enumerate(lines, 1):

@@ -39,6 +39,7 @@ from scraper.exposition import (
     ParsedSample,
     ParseError,
     decode_line,
+    join_quoted_lines,
     lenient_meta,
     lenient_sample,
     parse,
@@ -226,6 +227,7 @@ class ScrapeCache:
         self._plan: LayoutPlan | None = None
         self._plan_misses = 0
         self._scrapes = 0
+        self._join_quoted = False  # a body had label values over line breaks: join before parsing
 
     # ------------------------------------------------------------------ public
 
@@ -239,6 +241,8 @@ class ScrapeCache:
             if fmt == FMT_OPENMETRICS and self.config.strict_openmetrics:
                 parse(body, fmt, strict=True)
             lines = split_body(body, fmt)
+            if self._join_quoted and fmt != FMT_OPENMETRICS:
+                lines = join_quoted_lines(lines) or lines
             plan = self._plan
             if plan is not None and plan.fmt == fmt and plan.n_lines == len(lines):
                 fast = yield from plan.apply(lines)
@@ -247,7 +251,17 @@ class ScrapeCache:
                     return fast  # same lines as the scrape the plan came from: stamps stay valid
                 self._plan_misses += 1
             self._plan = None
-            out = yield from self._run(lines, fmt, gen)
+            try:
+                out = yield from self._run(lines, fmt, gen)
+            except ParseError:
+                joined = None if fmt == FMT_OPENMETRICS or self._join_quoted else join_quoted_lines(lines)
+                if joined is None:
+                    raise
+                # a label value over a line break (promlex reads it): join such lines from now on
+                self._join_quoted = True
+                gen += 2  # a fresh generation: the failed pass stamped entries with ``gen``
+                lines = joined
+                out = yield from self._run(lines, fmt, gen)
         except BaseException:
             self._plan = None
             self.gen = gen + 2  # nothing carries this generation's "previous" stamp

@@ -19,9 +19,10 @@ escapes as written (only ``\\\\``, ``\\"`` and ``\\n`` are replaced), and, as Pr
 does, ``le`` of a histogram and ``quantile`` of a summary (the type of the last TYPE line)
 are rewritten in OpenMetrics form (``le="1"`` is ``le="1.0"``).
 
-Not ported: Prometheus 3's quoted UTF-8 metric and label names (``{"a.b"}``), which this
-store cannot hold (an error saying so), and a text label value running over a line break.
-Body framing (final newline, NUL bytes, ``# EOF``) is ``scraper.exposition.split_body``'s.
+Not ported: Prometheus 3's quoted UTF-8 metric and label names (``{"a.b"}``) and the blanks
+it keeps at the start of a metric name (`` a 1``), which this store cannot hold (errors, as in
+Prometheus 2). Body framing (final newline, NUL bytes, ``# EOF``, label values over a line
+break) is ``scraper.exposition``'s.
 """
 
 from __future__ import annotations
@@ -313,6 +314,10 @@ def _text_sample(line: str) -> Sample:
     else:
         n = len(line)
         i = _BLANKS_RE.match(line).end()  # type: ignore[union-attr]
+        if i:
+            # promparse takes the metric name from the start of the line: Prometheus 2 rejects the
+            # blanks as part of an invalid name (3 would keep them in a UTF-8 name this store cannot hold)
+            raise LineError("blanks before the metric name")
         if line[i:i + 1] == "{":
             raise LineError("quoted (UTF-8) metric names are not supported" if '"' in line[i:i + 2]
                             else "metric name not set")

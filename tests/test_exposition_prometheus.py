@@ -130,7 +130,7 @@ REJECTED = [
     (FMT_TEXT, b"a 1\r\nb 2\r\n"), (FMT_TEXT, b"a 1 -5\n"), (FMT_TEXT, b"a 1 +5\n"), (FMT_TEXT, b"a 1 99999999999999999999\n"),
     (FMT_TEXT, b"# TYPE a  counter\na 1\n"), (FMT_TEXT, b"# TYPE a counter \na 1\n"), (FMT_TEXT, b"# TYPE a\n"), (FMT_TEXT, b"#  TYPE a bad\n"),
     (FMT_TEXT, b"# HELP \na 1\n"), (FMT_TEXT, b'a{x="1",,} 1\n'), (FMT_TEXT, b'a{x="1",x="2"} 1\n'),
-    (FMT_TEXT, b'a{__name__="b"} 1\n'), (FMT_TEXT, b'{"a.b"} 1\n'), (FMT_TEXT, b"a 1"),
+    (FMT_TEXT, b'a{__name__="b"} 1\n'), (FMT_TEXT, b'{"a.b"} 1\n'), (FMT_TEXT, b" a 1\n"),
     (FMT_OPENMETRICS, b"a 1\t\n# EOF\n"), (FMT_OPENMETRICS, b"a 1\r\n# EOF\n"), (FMT_OPENMETRICS, b"a  1\n# EOF\n"),
     (FMT_OPENMETRICS, b"a 1 \n# EOF\n"), (FMT_OPENMETRICS, b"a 1e309\n# EOF\n"), (FMT_OPENMETRICS, b"a 1 NaN\n# EOF\n"),
     (FMT_OPENMETRICS, b"# HELP a\n# EOF\n"), (FMT_OPENMETRICS, b'a{x="1" ,y="2"} 1\n# EOF\n'),
@@ -145,7 +145,7 @@ def test_shapes_prometheus_rejects_whatever_the_history(fmt, body):
 
 
 ACCEPTED = [
-    (FMT_TEXT, b"a 1\n# no newline at the end"), (FMT_TEXT, b"a 1\n  "), (FMT_TEXT, b"a 1\n\x00garbage\n"),
+    (FMT_TEXT, b"a 1\n# no newline at the end"), (FMT_TEXT, b"a 1"), (FMT_TEXT, b'ml{a="x\ny"} 1\nb 2\n'), (FMT_TEXT, b"a 1\n  "), (FMT_TEXT, b"a 1\n\x00garbage\n"),
     (FMT_TEXT, b"# TYPE a counter\n# TYPE a gauge\na 1\n# HELP a late\n"), (FMT_TEXT, b"a 1\t\n"),
     (FMT_TEXT, b"a 1 0005\n"), (FMT_TEXT, b"#HELP a x\n#TYPE a bad\n# HELPER\na 1\n"), (FMT_TEXT, b"a 1e-400\n"),
     (FMT_OPENMETRICS, b'a{x="1",} 1\n# EOF'), (FMT_OPENMETRICS, b"# TYPE a gauge\na_total 1\nb 1\na 2\n# EOF\n"),

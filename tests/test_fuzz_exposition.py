@@ -207,7 +207,7 @@ def text_bodies(draw: st.DrawFn) -> tuple[bytes, list[GenSample]]:
                 series = f"{name}{pick(['', ' '], ls, 7)}{{{inner}}}"
             else:
                 series = name
-            line = pick(["", " ", "\t"], ls, 8) + series + pick(BLANKS, ls, 10) + go_float_text(value, ls >> 12)
+            line = series + pick(BLANKS, ls, 10) + go_float_text(value, ls >> 12)  # (no blanks first: promparse)
             if ts is not None:
                 line += pick(BLANKS, ls, 2) + str(ts)
             line += pick(["", "", " ", "\t"], ls, 4)

@@ -1,0 +1,250 @@
+"""Differential: a real Prometheus and Ringmon's scrape loop scrape the same ~300 bodies.
+
+Bodies: the conformance inputs (211 OpenMetrics cases, the expfmt text sample and fuzz seeds,
+Prometheus's fixtures) and the hostile shapes of ``exposition_hostile`` (issue #17: escapes,
+1e309, +NaN, non-ASCII digits, hex, 1_0, CRLF, trailing tabs, 1970 timestamps...), served from
+one local HTTP server with their formats' Content-Type. One Prometheus (Debian's, 2.42) scrapes
+them all at a 2 s interval; each also goes through a ``ScrapeLoop`` (fetch, parse, time bounds,
+batch). Per body: the same verdict (``up``), the same series, values and explicit timestamps.
+
+Prometheus is started with one warm-up target and reloaded with the bodies once it has stored
+a sample, so its head's time bounds are set by a current sample (an empty head takes its first
+sample at any time, 1970 included). Two comparisons are adjusted for what 2.42 does and 3.x
+(which Ringmon follows) does not: ``le``/``quantile`` values compare by their OpenMetrics form
+(3.x rewrites ``le="1"`` as ``"1.0"``). Timestamps between 1 h and 8 days old (Prometheus: out of
+its head's bounds; Ringmon: kept, README "Differences from Prometheus") are not among the bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from exposition_hostile import HOSTILE, render
+from fuzz_harness import exposition_seeds
+
+from discovery.target import ScrapeSettings, Target
+from scraper.lenient import format_om_float
+from scraper.loop import SYNTHETIC, ScrapeLoop
+from scraper.memwriter import MemoryWriter
+
+PROMETHEUS = shutil.which("prometheus")
+pytestmark = pytest.mark.skipif(not PROMETHEUS, reason="prometheus not installed")
+
+# Where Prometheus 2.42 (the reference here) and 3.x (which Ringmon follows) differ: 2.42's
+# OpenMetrics parser refuses a trailing comma in a label set and exemplars on samples other than
+# _total/_bucket; 3.x's accepts both (model/textparse/openmetricsparse.go, "Free trailing commas
+# are allowed", no allowedSuffixes). The test asserts these verdicts exactly, both sides.
+UP_IN_2_42_ONLY = {
+    "openmetrics/bad_missing_or_extra_commas_2": 0.0, "hostile/trailing_comma_om": 0.0,
+    **{f"openmetrics/bad_exemplars_on_unallowed_{k}": 0.0 for k in (
+        "metric_types_0", "metric_types_1", "metric_types_2", "samples_0", "samples_1", "samples_3")},
+    "hostile/om_exemplar_gauge": 0.0,
+}
+# "a 0 0" then "a 0": Prometheus drops the first (1970) and keeps the second on its first scrape
+# of the target but drops it as a duplicate on later ones (its cache saw the series); Ringmon
+# always drops both (the second repeats a series of the same scrape).
+SERIES_DIFFER = {"openmetrics/bad_grouping_or_ordering_10"}
+
+CONTENT_TYPES = {"text": "text/plain; version=0.0.4; charset=utf-8",
+                 "openmetrics": "application/openmetrics-text; version=1.0.0; charset=utf-8"}
+INTERVAL_S = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bodies() -> list[tuple[str, bytes, str]]:
+    seeds = [(n, b, f) for n, b, f in exposition_seeds()]
+    hostile = [(f"hostile/{n}", render(b, f), f) for n, b, f in HOSTILE]
+    return seeds + hostile
+
+
+def _canon(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """Labels without the target's own, le/quantile in OpenMetrics form (2.42 keeps them as served)."""
+    out = {}
+    for k, v in labels.items():
+        if k in ("job", "instance", "case"):
+            continue
+        if k in ("le", "quantile"):
+            try:
+                v = format_om_float(float(v))
+            except ValueError:
+                pass
+        out[k] = v
+    return tuple(sorted(out.items()))
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+async def _serve(cases: list[tuple[str, bytes, str]]):
+    async def handle(request: web.Request) -> web.Response:
+        name, body, fmt = cases[int(request.match_info["i"])]
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPES[fmt]})
+
+    async def warmup(_request: web.Request) -> web.Response:
+        return web.Response(body=b"warmup 1\n", headers={"Content-Type": CONTENT_TYPES["text"]})
+
+    app = web.Application()
+    app.router.add_get("/b/{i}", handle)
+    app.router.add_get("/warmup", warmup)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+
+def _config(address: str, cases: list) -> str:
+    static = [{"targets": [address], "labels": {"__metrics_path__": "/warmup", "case": "warmup"}}]
+    static += [{"targets": [address], "labels": {"__metrics_path__": f"/b/{i}", "case": name}}
+               for i, (name, _b, _f) in enumerate(cases)]
+    cfg = {"global": {"scrape_interval": f"{INTERVAL_S}s", "scrape_timeout": f"{INTERVAL_S}s"},
+           "scrape_configs": [{"job_name": "ingest", "honor_timestamps": True, "static_configs": static}]}
+    return json.dumps(cfg)  # YAML is a superset of JSON
+
+
+async def _wait(session: aiohttp.ClientSession, url: str, want: int, proc: subprocess.Popen, log: Path) -> None:
+    """Until ``want`` targets of job ingest have been scraped at least once (bounded)."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            async with session.get(url + "/api/v1/targets?state=active") as r:
+                doc = await r.json()
+            done = sum(1 for t in doc["data"]["activeTargets"]
+                       if t["labels"].get("job") == "ingest" and not t["lastScrape"].startswith("0001-"))
+            if done >= want:
+                return
+        except (aiohttp.ClientError, KeyError, ValueError):
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"prometheus did not scrape {want} targets: {log.read_text()[-2000:]}")
+        await asyncio.sleep(0.5)
+
+
+async def _prometheus_view(session, url: str) -> tuple[dict[str, float], dict[str, dict]]:
+    """(up per case, {case: {labels: [(t_ms, value), ...]}}) from one range-vector query."""
+    async with session.get(url + "/api/v1/query", params={"query": '{job="ingest"}[1h]'}) as r:
+        doc = await r.json()
+    assert doc["status"] == "success", doc
+    up: dict[str, float] = {}
+    series: dict[str, dict] = {}
+    for res in doc["data"]["result"]:
+        m = res["metric"]
+        name = m.pop("__name__")
+        case = m.get("case", "")
+        points = [(round(float(t) * 1000), float(v)) for t, v in res["values"]]
+        if name in SYNTHETIC:
+            if name == "up":
+                up[case] = points[0][1]  # the first scrape's verdict (the bodies never change)
+            continue
+        series.setdefault(case, {})[(("__name__", name),) + _canon(m)] = points
+    return up, series
+
+
+async def _ringmon_view(address: str, cases) -> tuple[dict[str, float], dict[str, dict]]:
+    up: dict[str, float] = {}
+    series: dict[str, dict] = {}
+    writer = MemoryWriter()
+    async with aiohttp.ClientSession() as session:
+        for i, (name, _body, _fmt) in enumerate(cases):
+            target = Target("ingest", address, ScrapeSettings(interval_s=INTERVAL_S, timeout_s=INTERVAL_S,
+                                                              path=f"/b/{i}", labels=(("case", name),)))
+            loop = ScrapeLoop(target, writer, session, pool_name="ingest-diff")
+            out = await loop.scrape_once()
+            up[name] = 1.0 if out is not None else 0.0
+            batch = writer.batches[-1]
+            got = {}
+            for s, v, t in zip(batch.series, batch.values, batch.timestamps, strict=True):
+                labels = dict(s.labels)
+                if labels["__name__"] in SYNTHETIC:
+                    continue
+                got[(("__name__", labels.pop("__name__")),) + _canon(labels)] = (t, v)
+            if got:
+                series[name] = got
+    return up, series
+
+
+def _compare(case: str, prom: dict, ours: dict, explicit_cases: set[str]) -> str | None:
+    if prom.keys() != ours.keys():
+        return f"series differ: only Prometheus {sorted(prom.keys() - ours.keys())[:3]}, " \
+               f"only Ringmon {sorted(ours.keys() - prom.keys())[:3]}"
+    for key, (t, v) in ours.items():
+        points = prom[key]
+        if case in explicit_cases and not any(pt == t for pt, _ in points):
+            # a sample with its own timestamp is stored at exactly that time by both
+            if not any(_same(pv, v) and abs(pt - t) < 120_000 for pt, pv in points):
+                return f"{key}: Ringmon {v!r} at {t}, Prometheus {points[:3]}"
+        if not any(_same(pv, v) for _pt, pv in points):
+            return f"{key}: Ringmon {v!r}, Prometheus {points[:3]}"
+    return None
+
+
+async def test_same_verdicts_series_and_values_as_prometheus(tmp_path):
+    cases = bodies()
+    assert len(cases) > 250
+    runner, address = await _serve(cases)
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text(json.dumps({"global": {"scrape_interval": f"{INTERVAL_S}s"}, "scrape_configs": [
+        {"job_name": "ingest", "static_configs": [
+            {"targets": [address], "labels": {"__metrics_path__": "/warmup", "case": "warmup"}}]}]}))
+    port = _free_port()
+    log = tmp_path / "prometheus.log"
+    with open(log, "wb") as logf:
+        proc = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"],
+            stdout=logf, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _wait(session, url, 1, proc, log)
+            await asyncio.sleep(0.5)  # the warm-up sample committed: the head's bounds are now
+            cfg.write_text(_config(address, cases))
+            async with session.post(url + "/-/reload") as r:
+                assert r.status == 200, await r.text()
+            await _wait(session, url, len(cases) + 1, proc, log)
+            prom_up, prom_series = await _prometheus_view(session, url)
+        ours_up, ours_series = await _ringmon_view(address, cases)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        await runner.cleanup()
+
+    explicit = {name for name, body, fmt in cases if fmt == "openmetrics" or b" " in body}
+    disagreements = {}
+    for name, reference_up in UP_IN_2_42_ONLY.items():
+        assert (prom_up.get(name), ours_up.get(name)) == (reference_up, 1 - reference_up), name
+    for name, _body, _fmt in cases:
+        if name in UP_IN_2_42_ONLY or name in SERIES_DIFFER:
+            continue
+        if prom_up.get(name) != ours_up[name]:
+            disagreements[name] = f"verdict: Prometheus up={prom_up.get(name)}, Ringmon up={ours_up[name]}"
+            continue
+        diff = _compare(name, prom_series.get(name, {}), ours_series.get(name, {}), explicit)
+        if diff:
+            disagreements[name] = diff
+    accepted = sum(1 for v in ours_up.values() if v == 1.0)
+    print(f"{len(cases)} bodies: Ringmon accepted {accepted}, rejected {len(cases) - accepted}; "
+          f"{len(UP_IN_2_42_ONLY)} verdicts differ as 2.42 and 3.x do, "
+          f"{len(SERIES_DIFFER)} series set by Prometheus's scrape history; "
+          f"{len(disagreements)} other disagreements")
+    assert not disagreements, json.dumps(disagreements, indent=1, default=str)[:6000]
