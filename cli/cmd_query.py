@@ -113,13 +113,16 @@ def run_range(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from cli.webparts import head_series_of
     from cli.wiring import serve_app
     from query.api import add_api_routes
     from query.cache import RangeQueryCache
+    from web.prom_api import FleetApiSources, add_fleet_api_routes
 
     async def go(engine, storage) -> int:
         app = web.Application()
         add_api_routes(app, engine, storage, RangeQueryCache(engine))
+        add_fleet_api_routes(app, FleetApiSources(head_series=head_series_of(storage)))  # no scraper or alerter here
         runner, port = await serve_app(app, args.listen, "query")
         print(f"Prometheus API on http://{args.listen.rpartition(':')[0] or '127.0.0.1'}:{port}/api/v1/", flush=True)
         try:

@@ -9,7 +9,8 @@ pools, plus the static file's targets when the config names one). When scrapers 
 pool is synced: only the loops that moved start or stop. While ZooKeeper is unreachable
 it keeps scraping its last assignment.
 
-It serves ``/metrics`` (its own metrics) and ``/targets`` (its assignment and the health of
+It serves ``/metrics`` (its own metrics), ``/metadata`` (HELP/TYPE/UNIT of its targets) and
+``/targets`` (its assignment and the health of
 each owned target, JSON) on ``--listen``. Exactly one scraper (the ring owner of a fixed
 key) records ``ringmon_pool_members{pool,status}`` once per scrape interval.
 
@@ -170,6 +171,7 @@ class ScraperProcess:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/targets", self._targets)
+        app.router.add_get("/metadata", self._metadata)
         app.router.add_get("/", self._index)
         self.runner, self.port = await serve_app(app, self.opts.listen, "scraper")
         host = self.opts.listen.rpartition(":")[0] or "127.0.0.1"
@@ -258,14 +260,19 @@ class ScraperProcess:
             "known_targets": len(a.targets),
             "owned": sorted(t.key for t in a.owned),
             "targets": health,
+            "dropped": self.pool.dropped_targets(),
         }
 
     async def _targets(self, request: web.Request) -> web.Response:
         return web.json_response(self.targets_document())
 
+    async def _metadata(self, request: web.Request) -> web.Response:
+        """The metric metadata (HELP/TYPE/UNIT) of every owned target; ``ringmon web`` merges them."""
+        return web.json_response({"scraper": self.opts.scraper_id, "targets": self.pool.metadata()})
+
     async def _index(self, request: web.Request) -> web.Response:
         return web.Response(
-            text=f"ringmon scraper {self.opts.scraper_id}: /metrics, /targets\n", content_type="text/plain"
+            text=f"ringmon scraper {self.opts.scraper_id}: /metrics, /targets, /metadata\n", content_type="text/plain"
         )
 
 

@@ -211,6 +211,34 @@ class FleetView:
             self.metrics.scrapers_known.set(len(ids))
             self.metrics.scrapers_reachable.set(sum(1 for d in self.docs.values() if not d.error))
 
+    async def dropped_targets(self) -> list[dict]:
+        """Targets relabelling dropped, as the scrapers last reported them."""
+        await self.refresh_health()
+        return [dict(d) for _, doc in sorted(self.docs.items()) if doc.doc for d in doc.doc.get("dropped", [])]
+
+    async def metadata_records(self) -> list[dict]:
+        """Every reachable scraper's ``/metadata`` targets (fetched in parallel on each call)."""
+        await self.refresh_health()  # also learns the address of a scraper that just joined
+        assert self._session is not None
+        session = self._session
+
+        async def fetch(sid: str) -> list[dict]:
+            listen = str(self.scraper_info.get(sid, {}).get("listen", ""))
+            if not listen:
+                return []
+            try:
+                async with session.get(f"http://{listen}/metadata") as resp:
+                    if resp.status != 200:
+                        raise RuntimeError(f"HTTP {resp.status}")
+                    return list((await resp.json()).get("targets") or [])
+            except Exception as exc:  # noqa: BLE001 - a scraper away costs its targets' metadata only
+                log.warning("scraper metadata unavailable", extra={"scraper": sid, "error": repr(exc)})
+                self.metrics.scraper_fetch_failures.labels(sid).inc()
+                return []
+
+        parts = await asyncio.gather(*(fetch(sid) for sid in self.scraper_ids()))
+        return [rec for part in parts for rec in part]
+
     async def _up_values(self) -> dict[str, float]:
         """``up`` per target key, for targets no scraper reported (one instant query)."""
         out: dict[str, float] = {}
@@ -321,6 +349,7 @@ class ClusterWeb:
         self.journal = None  # the notification journal of the notifications page and webhook sink
         self.runner: web.AppRunner | None = None
         self.port = 0
+        self._am_urls: list[str] | None = None
 
     async def start(self) -> None:
         from alerting.notifier.journal import NotificationJournal
@@ -329,6 +358,7 @@ class ClusterWeb:
         from query.api import add_api_routes
         from query.engine import Engine
         from web.app import create_app
+        from web.prom_api import add_fleet_api_routes
         from web.status import add_status_routes
 
         try:
@@ -354,6 +384,7 @@ class ClusterWeb:
             **web_app_options(self.cfg, self.engine, views, self.storage, self.journal),
         )
         add_api_routes(app, self.engine, self.storage)
+        add_fleet_api_routes(app, self._api_sources())
         app.router.add_get("/metrics", self._metrics, name="metrics")
         app.router.add_get("/-/status", self._status, name="status")
         add_status_routes(app, self.fleet.pools_summary)  # /-/pools, for `ringmon pools --url`
@@ -362,6 +393,37 @@ class ClusterWeb:
         except UserError:
             await self.stop()
             raise
+
+    def _api_sources(self):
+        """The API's fleet endpoints over the scrapers' documents and the alerters' APIs."""
+        from cli.webparts import api_flags, head_series_of, retention_text
+        from web.prom_api import FleetApiSources
+
+        assert self.fleet is not None
+        return FleetApiSources(
+            targets=self.fleet.targets_health, dropped=self.fleet.dropped_targets,
+            metadata=self.fleet.metadata_records,
+            rules_status=self.alerters.rules_status if self.alerters is not None else None,
+            alertmanagers=self._alertmanagers, head_series=head_series_of(self.storage),
+            config_file=self.cfg.source,
+            flags=api_flags(self.cfg, mode="cluster", **{"zookeeper": self.opts.zookeeper}),
+            retention=retention_text(),
+        )
+
+    def _alertmanagers(self) -> list[str]:
+        """The Alertmanagers the alerters forward to, from the alerting file (read once)."""
+        if self._am_urls is None:
+            self._am_urls = []
+            if self.opts.alerting_file:
+                from alerting.service import AlerterSettings, load_alerting_file
+                from web.prom_api import alertmanager_urls
+
+                try:
+                    _, notifier_cfg = load_alerting_file(self.opts.alerting_file, AlerterSettings())
+                    self._am_urls = alertmanager_urls(notifier_cfg)
+                except Exception as exc:  # noqa: BLE001 - the alerters report their own config errors
+                    log.warning("alerting file unreadable for /api/v1/alertmanagers", extra={"error": str(exc)})
+        return self._am_urls
 
     def _alerting_views(self):
         """Alerts, silences, rules and the rule editor over the alerters' HTTP APIs."""

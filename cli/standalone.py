@@ -22,15 +22,17 @@ from alerting.channels.base import LocalReceivers
 from alerting.notifier.journal import NotificationJournal
 from cli.config import RingmonConfig
 from cli.errors import UserError
-from cli.webparts import alerting_views, web_app_options
+from cli.webparts import alerting_views, api_flags, head_series_of, retention_text, web_app_options
 from cli.wiring import listen_url, make_storage, make_writer, serve_app
 from discovery.static import StaticDiscovery
 from discovery.target import ScrapeSettings, Target
+from query.api import add_api_routes
 from query.engine import Engine
 from scraper.pool import ScrapePool
 from storage.base import SampleWriter, Storage
 from web.app import create_app
 from web.metrics import WebMetrics
+from web.prom_api import FleetApiSources, add_fleet_api_routes, alertmanager_urls
 from web.status import InstanceStatus, add_status_routes
 
 log = logging.getLogger("ringmon.standalone")
@@ -88,12 +90,8 @@ class Standalone:
         status = InstanceStatus(self.targets_health, self.engine, (self.metrics_registry, REGISTRY),
                                 f"SQLite {cfg.storage.sqlite.path}", cfg.web.listen)
         add_status_routes(app, self.pools_summary, status)  # for `ringmon status|pools --url`
-        try:
-            from query.api import add_api_routes
-
-            add_api_routes(app, self.engine, self.storage)
-        except ImportError:  # pragma: no cover - the API module ships with the query package
-            log.warning("Prometheus HTTP API not available")
+        add_api_routes(app, self.engine, self.storage)
+        add_fleet_api_routes(app, self._api_sources())
         self.runner, self.web_port = await serve_app(app, cfg.web.listen, "web")
         self.local.web_url = listen_url(cfg.web.listen, self.web_port)  # webhook paths reach this server
         if self.alerter is not None:  # started once its webhook sink listens: no first delivery fails
@@ -111,6 +109,34 @@ class Standalone:
         log.info(
             "standalone started",
             extra={"web": f"http://127.0.0.1:{self.web_port}/", "agents": len(self.agents), "targets": len(self.targets())},
+        )
+
+    def _api_sources(self) -> FleetApiSources:
+        """The fleet endpoints of the API over the scrape pool and the in-process alerter."""
+        assert self.pool is not None
+        pool = self.pool
+
+        async def dropped() -> list[dict]:
+            return pool.dropped_targets()
+
+        async def metadata() -> list[dict]:
+            return pool.metadata()
+
+        rules_status = alertmanagers = None
+        if self.alerter is not None:
+            alerter = self.alerter
+
+            async def rules_status() -> list[dict]:
+                return alerter.manager.status()
+
+            def alertmanagers() -> list[str]:
+                return alertmanager_urls(getattr(alerter.notifier, "config", None))
+
+        cfg = self.cfg
+        return FleetApiSources(
+            targets=self.targets_health, dropped=dropped, metadata=metadata, rules_status=rules_status,
+            alertmanagers=alertmanagers, head_series=head_series_of(self.storage), config_file=cfg.source,
+            flags=api_flags(cfg, mode="standalone"), retention=retention_text(),
         )
 
     def targets(self) -> list[Target]:

@@ -1,5 +1,6 @@
 """The parts of the web app that come from config, shared by standalone and ``ringmon web``:
-logins, the range-query cache, dashboards and the alerting pages."""
+logins, the range-query cache, dashboards, the alerting pages and what the API's status
+endpoints report (flags, retention)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,35 @@ def alerting_views(cfg: RingmonConfig, manager: Any, silences: Any) -> Any:
 
     history = cfg.web.rules_history_dir or str(Path(cfg.data_dir) / "rules-history")
     return AlertingViews.from_parts(manager=manager, silences=silences, history_dir=history)
+
+
+def api_flags(cfg: RingmonConfig, *, mode: str, **extra: str) -> dict[str, str]:
+    """``/api/v1/status/flags``: the settings this process runs with, Prometheus-style names."""
+    flags = {
+        "mode": mode,
+        "config.file": cfg.source,
+        "web.listen-address": cfg.web.listen,
+        "storage.backend": cfg.storage.backend,
+        "rules.files": ",".join(cfg.rules.files),
+        "alerting.file": cfg.alerting or "",
+    }
+    flags.update(extra)
+    return {k: str(v) for k, v in flags.items()}
+
+
+def retention_text() -> str:
+    """``storageRetention`` of ``/api/v1/status/runtimeinfo``: how long each resolution is kept."""
+    from storage.rollup import MINUTE_RETENTION_MS, RAW_RETENTION_MS
+
+    day = 86_400_000
+    return f"raw {RAW_RETENTION_MS // day}d, 1m rollups {MINUTE_RETENTION_MS // day}d, 1h rollups 1y"
+
+
+def head_series_of(storage: Any) -> Any:
+    """``/api/v1/status/tsdb``'s source: the label sets of every series with samples in a window."""
+    from storage.matchers import Matcher, MatchOp
+
+    async def head_series(start_ms: int, end_ms: int) -> list[dict[str, str]]:
+        return [dict(s.labels) for s in await storage.series([Matcher("__name__", MatchOp.RE, ".+")], start_ms, end_ms)]
+
+    return head_series

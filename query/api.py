@@ -42,7 +42,8 @@ MAX_TIME_MS = 9_223_372_036_854_775 // 1000 * 1000
 class ApiError(Exception):
     """An error answered in the Prometheus format."""
 
-    STATUS = {"bad_data": 400, "execution": 422, "timeout": 503, "canceled": 499, "internal": 500, "not_found": 404}
+    STATUS = {"bad_data": 400, "execution": 422, "timeout": 503, "canceled": 499, "internal": 500, "not_found": 404,
+              "unavailable": 503}
 
     def __init__(self, error_type: str, message: str) -> None:
         super().__init__(message)
@@ -211,24 +212,32 @@ async def _params(request: web.Request) -> dict[str, list[str]]:
     return out
 
 
-def _one(params: dict[str, list[str]], name: str) -> str | None:
+def one(params: dict[str, list[str]], name: str) -> str | None:
+    """The last value of a request parameter (query string or form), or None."""
     vals = params.get(name)
     return vals[-1] if vals else None
 
 
-def _matchers_of(selectors: list[str]) -> list[list[Matcher]]:
+_one = one
+
+
+def matchers_of(selectors: list[str], param: str = "match[]") -> list[list[Matcher]]:
+    """The matchers of each series selector; a bad one is a ``bad_data`` error naming ``param``."""
     out = []
     for sel in selectors:
         try:
             node = parse_promql(sel)
         except ParseError as exc:
-            raise ApiError("bad_data", f'invalid parameter "match[]": {exc}') from None
+            raise ApiError("bad_data", f'invalid parameter "{param}": {exc}') from None
         if isinstance(node, MatrixSel):
             node = node.vector
         if not isinstance(node, VectorSel):
-            raise ApiError("bad_data", f'invalid parameter "match[]": {sel!r} is not a series selector')
+            raise ApiError("bad_data", f'invalid parameter "{param}": {sel!r} is not a series selector')
         out.append(list(node.matchers))
     return out
+
+
+_matchers_of = matchers_of
 
 
 # Metadata lookups (series, labels, label values) never reach further than the longest
@@ -303,6 +312,22 @@ def _stats(res: QueryResult, params: dict[str, list[str]], started: float) -> di
     }
 
 
+async def answer(request: web.Request, handler) -> web.StreamResponse:
+    """Run ``handler(params)``; every failure becomes an answer in the API's error format."""
+    try:
+        params = await _params(request)
+        return await handler(params)
+    except ApiError as exc:
+        return exc.response()
+    except QueryError as exc:
+        return _query_error(exc).response()
+    except StorageError as exc:
+        return ApiError("internal", f"storage error: {exc}").response()
+    except Exception as exc:  # noqa: BLE001 - answer in the API's format, log the details
+        log.exception("API request failed: %s %s", request.method, request.path_qs)
+        return ApiError("internal", f"internal error: {type(exc).__name__}: {exc}").response()
+
+
 # ------------------------------------------------------------------- handlers
 class PrometheusApi:
     """Handlers of the v1 API bound to one engine, storage and optional range cache."""
@@ -313,18 +338,7 @@ class PrometheusApi:
         self.cache = cache
 
     async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
-        try:
-            params = await _params(request)
-            return await handler(params)
-        except ApiError as exc:
-            return exc.response()
-        except QueryError as exc:
-            return _query_error(exc).response()
-        except StorageError as exc:
-            return ApiError("internal", f"storage error: {exc}").response()
-        except Exception as exc:  # noqa: BLE001 - answer in the API's format, log the details
-            log.exception("query API request failed: %s %s", request.method, request.path_qs)
-            return ApiError("internal", f"internal error: {type(exc).__name__}: {exc}").response()
+        return await answer(request, handler)
 
     async def query(self, request: web.Request) -> web.StreamResponse:
         async def run(params: dict[str, list[str]]) -> web.Response:

@@ -28,6 +28,8 @@ class TargetHealth:
     samples_dropped: dict[str, int] = field(default_factory=dict)
     last_drop: str = ""  # what the last scrape that dropped samples dropped, and why
     last_drop_at: float = 0.0  # unix seconds of that scrape
+    timeout_s: float = 0.0
+    discovered_labels: dict[str, str] | None = None  # before relabel_configs
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -23,8 +23,9 @@ from scraper.config import ScrapeConfig
 from scraper.exposition import ACCEPT_HEADER, ParseError, content_format
 from scraper.fastpath import ScrapeCache, ScrapeError, ScrapeOutcome
 from scraper.health import DOWN, UP, TargetHealth
+from scraper.metadata import MetadataCache
 from scraper.selfmetrics import ScraperMetrics, scraper_metrics
-from scraper.targetlabels import ResolvedTarget, resolve_target
+from scraper.targetlabels import ResolvedTarget, discovered_labels, resolve_target
 from storage.base import SampleWriter
 from storage.model import METRIC_NAME, STALE_NAN, SampleBatch, Series
 
@@ -86,7 +87,9 @@ class ScrapeLoop:
         self.health = TargetHealth(
             target=target.key, pool=target.pool, address=target.address, url=self.url,
             interval_s=self.interval_s, labels=dict(self.labels),
+            timeout_s=self.timeout_s, discovered_labels=discovered_labels(target),
         )
+        self.metadata = MetadataCache()
         self.cache = ScrapeCache(self.labels, self.config)
         self.synthetic = [Series.of(tuple(sorted({**self.labels, METRIC_NAME: n}.items()))) for n in SYNTHETIC]
         self.headers = {
@@ -231,6 +234,7 @@ class ScrapeLoop:
             for idx, explicit in out.explicit_ts:
                 timestamps[idx] = explicit
             batch.timestamps = timestamps
+            self.metadata.update(body, fmt, start)
             self.health.health = UP
             self.health.last_error = ""
             self.health.samples_scraped = out.samples_scraped

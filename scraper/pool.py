@@ -13,7 +13,7 @@ from scraper.config import ScrapeConfig
 from scraper.health import TargetHealth
 from scraper.loop import ScrapeLoop
 from scraper.selfmetrics import scraper_metrics
-from scraper.targetlabels import resolve_target
+from scraper.targetlabels import discovered_labels, resolve_target
 from storage.base import SampleWriter
 
 
@@ -106,3 +106,15 @@ class ScrapePool:
     def health(self) -> list[TargetHealth]:
         """Status of every running target, sorted by key."""
         return [self.loops[k].health for k in sorted(self.loops)]
+
+    def dropped_targets(self) -> list[dict]:
+        """Targets relabel_configs dropped: ``{"pool", "discoveredLabels"}``, sorted by key."""
+        return [{"pool": t.pool, "discoveredLabels": discovered_labels(t)} for _, t in sorted(self.dropped.items())]
+
+    def metadata(self) -> list[dict]:
+        """Per running target: its key, labels and metric metadata (``[metric, type, help, unit]``)."""
+        return [
+            {"key": k, "labels": dict(loop.labels),
+             "metadata": [m.to_list() for m in loop.metadata.current.values()]}
+            for k, loop in sorted(self.loops.items())
+        ]

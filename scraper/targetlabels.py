@@ -11,8 +11,16 @@ from scraper.relabel import relabel
 
 
 def _duration(seconds: float) -> str:
+    """As Prometheus' ``model.Duration`` prints it: ``1m``, ``1m30s``, ``500ms``."""
     ms = round(seconds * 1000)
-    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+    if ms <= 0:
+        return "0s"
+    out = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        n, ms = divmod(ms, size)
+        if n:
+            out.append(f"{n}{unit}")
+    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -24,8 +32,8 @@ class ResolvedTarget:
     address: str
 
 
-def resolve_target(target: Target, config: ScrapeConfig) -> ResolvedTarget | None:
-    """Apply relabel_configs to the discovered labels; None when the target is dropped."""
+def discovered_labels(target: Target) -> dict[str, str]:
+    """The target's labels before relabelling (Prometheus' ``discoveredLabels``)."""
     s = target.settings
     labels: dict[str, str] = {
         "__address__": target.address,
@@ -38,6 +46,12 @@ def resolve_target(target: Target, config: ScrapeConfig) -> ResolvedTarget | Non
         "job": target.pool,
     }
     labels.update(dict(s.labels))
+    return labels
+
+
+def resolve_target(target: Target, config: ScrapeConfig) -> ResolvedTarget | None:
+    """Apply relabel_configs to the discovered labels; None when the target is dropped."""
+    labels = discovered_labels(target)
     if config.relabel_configs:
         res = relabel(labels, config.relabel_configs)
         if res is None:
