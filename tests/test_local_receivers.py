@@ -217,3 +217,10 @@ async def test_notification_log_channel_without_a_journal_says_where_to_send() -
     with pytest.raises(DeliveryError, match="webhook-sink") as err:
         await integ.notify(Notification("r", "g", {}, [Alert({"alertname": "A"})]), None)  # type: ignore[arg-type]
     assert not err.value.retryable
+
+
+def test_sink_takes_notifications_from_this_machine_only() -> None:
+    from web.notifications import is_loopback_peer
+
+    assert all(map(is_loopback_peer, ("127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1")))
+    assert not any(map(is_loopback_peer, ("10.0.0.1", "::ffff:10.0.0.1", "2001:db8::1", "", None, "unix")))

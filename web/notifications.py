@@ -31,18 +31,23 @@ def _bad(status: int, error_type: str, message: str) -> web.Response:
     return web.json_response({"status": "error", "errorType": error_type, "error": message}, status=status)
 
 
-def _loopback(remote: str | None) -> bool:
+def is_loopback_peer(remote: str | None) -> bool:
+    """Whether a request came from this machine (IPv4-mapped IPv6 included)."""
     try:
-        return ipaddress.ip_address((remote or "").split("%")[0]).is_loopback
+        addr = ipaddress.ip_address((remote or "").split("%")[0])
     except ValueError:
         return False
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return bool(addr.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 async def webhook_sink(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if not SINK_NAME.match(name):
         return _bad(400, "bad_data", f"sink name {name[:80]!r}: use 1-64 letters, digits, '.', '_' or '-'")
-    if not _loopback(request.remote):
+    sock = request.transport.get_extra_info("sockname") if request.transport is not None else None
+    own = sock[0] if isinstance(sock, tuple) and sock else None  # a server on a LAN address calls itself from it
+    if not (is_loopback_peer(request.remote) or (own is not None and request.remote == own)):
         return _bad(403, "forbidden", "the webhook sink accepts notifications from this machine only")
     try:
         payload = json.loads(await request.read())
