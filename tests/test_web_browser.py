@@ -64,6 +64,7 @@ def fill(storage: MemoryStorage, now_s: int) -> None:
             put("node_network_receive_bytes_total", elapsed * 125_000, device="eth0", **base)
             put("node_network_transmit_bytes_total", elapsed * 25_000, device="eth0", **base)
             put("node_procs_total", np.full(len(ts), 120 + i), **base)
+            put("node_boot_time_seconds", np.full(len(ts), now_s - 86400.0 * (i + 1)), **base)
             if pool == "web":
                 put("http_requests_total", elapsed * 20, method="GET", code="200", **base)
                 put("http_requests_total", elapsed * 1, method="GET", code="500", **base)
