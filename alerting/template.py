@@ -1253,6 +1253,10 @@ def expand_alert_template(
 _VALUE_ACTION = re.compile(r"\{\{-?\s*((?:(?!\}\})[^{])*\$value(?:(?!\}\})[^{])*?)\s*-?\}\}")
 
 
+# One action formatting one number: small budgets.
+_VALUE_LIMITS = TemplateLimits(timeout_s=0.5, max_output=1000, max_iterations=100, max_steps=1000)
+
+
 def format_alert_value(value: float, templates: Any = ()) -> str:
     """An alert's value as its annotations print it, for tables beside those annotations.
 
@@ -1265,7 +1269,7 @@ def format_alert_value(value: float, templates: Any = ()) -> str:
         for m in _VALUE_ACTION.finditer(str(text)):
             try:
                 tmpl = parse_template("{{ " + m.group(1) + " }}", "value")
-                out = tmpl.expand(*alert_template_data({}, value), max_steps=1000)
+                out = tmpl.expand(*alert_template_data({}, value), limits=_VALUE_LIMITS)
             except TemplateError:
                 continue
             if out.strip():
