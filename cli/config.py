@@ -16,6 +16,7 @@ from typing import Any
 
 from cli.errors import UserError
 from common.yamlfile import YamlFileError, load_yaml_file
+from query.budget import QueryLimits
 
 
 class ConfigError(UserError):
@@ -172,6 +173,29 @@ class WebConfig:
 
 
 @dataclass
+class QueryConfig:
+    """Budgets of every PromQL query the web server and the HTTP API evaluate."""
+
+    max_samples: int = 50_000_000  # samples and points one query holds (Prometheus's default)
+    max_memory_mb: int = 2048  # memory one evaluation may add (its worker process is capped)
+    timeout: Duration = Duration(30.0)
+    max_concurrency: int = 4  # big queries evaluated at once in worker processes
+
+    def validate(self, where: str) -> None:
+        for key in ("max_samples", "max_memory_mb", "timeout", "max_concurrency"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{where}.{key}: must be positive, got {getattr(self, key)!r}")
+
+    def limits(self) -> QueryLimits:
+        return QueryLimits(
+            max_samples=self.max_samples,
+            max_memory_bytes=self.max_memory_mb << 20,
+            timeout_s=float(self.timeout),
+            max_concurrency=self.max_concurrency,
+        )
+
+
+@dataclass
 class RulesConfig:
     files: list[str] = field(default_factory=list)
     evaluation_interval: Duration = Duration(15.0)
@@ -193,6 +217,7 @@ class RingmonConfig:
     agents: list[LocalAgents] = field(default_factory=list)
     web: WebConfig = field(default_factory=WebConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    query: QueryConfig = field(default_factory=QueryConfig)
     rollup: RollupConfig = field(default_factory=RollupConfig)
     alerting: str = ""  # the alerting file (alerter: section, route, receivers); empty: no alerter
     data_dir: str = "data"  # state files not configured elsewhere live here

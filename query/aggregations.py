@@ -7,6 +7,7 @@ overflow, as upstream Prometheus does, so results agree to the last bits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -79,18 +80,18 @@ def eval_aggregate(ev: "Evaluator", node: P.Aggregate, times: np.ndarray):
             keys.append(k)
         gid[i] = g
     if op in ("topk", "bottomk", "limitk", "limit_ratio"):
-        return _select_k(op, vec, gid, len(keys), param, steps)
+        return _select_k(op, vec, gid, len(keys), param, steps, ev.check_deadline)
     group_drop = np.zeros(len(keys), dtype=bool)
     if len(vec):
         np.logical_or.at(group_drop, gid, vec.drops())
     if op == "quantile":
         if not isinstance(param, Scalar):
             raise QueryError("quantile parameter must be a scalar")
-        out = _quantile(vec, gid, keys, param.values, steps)
+        out = _quantile(vec, gid, keys, param.values, steps, ev.check_deadline)
     elif op == "count_values":
         if not isinstance(param, String):
             raise QueryError("count_values parameter must be a string")
-        return _count_values(vec, gid, keys, param.value, steps)
+        return _count_values(vec, gid, keys, param.value, steps, ev)
     elif len(vec) == 0:
         return InstantVector.empty(steps)
     else:
@@ -233,7 +234,9 @@ def _k_values(param: object, steps: int, op: str) -> np.ndarray:
     return param.values
 
 
-def _select_k(op: str, vec: InstantVector, gid: np.ndarray, ngroups: int, param, steps: int) -> InstantVector:
+def _select_k(
+    op: str, vec: InstantVector, gid: np.ndarray, ngroups: int, param, steps: int, check: Callable[[], None]
+) -> InstantVector:
     kv = _k_values(param, steps, op)
     n = len(vec)
     selected = np.zeros((n, steps), dtype=bool)
@@ -241,6 +244,7 @@ def _select_k(op: str, vec: InstantVector, gid: np.ndarray, ngroups: int, param,
     seen: set[int] = set()
     groups = [np.nonzero(gid == g)[0] for g in range(ngroups)]
     for t in range(steps):
+        check()  # (a Python loop over steps x groups: the deadline is checked per step)
         kf = float(kv[t])
         if kf != kf:
             raise QueryError(f"Parameter value is NaN for {op}")
@@ -308,11 +312,14 @@ def quantile_of(q: float, values: np.ndarray) -> float:
     return float(vals[lower] * (1 - weight) + vals[upper] * weight)
 
 
-def _quantile(vec: InstantVector, gid: np.ndarray, keys: list[Labels], q: np.ndarray, steps: int) -> InstantVector:
+def _quantile(
+    vec: InstantVector, gid: np.ndarray, keys: list[Labels], q: np.ndarray, steps: int, check: Callable[[], None]
+) -> InstantVector:
     G = len(keys)
     values = np.zeros((G, steps))
     present = np.zeros((G, steps), dtype=bool)
     for g in range(G):
+        check()
         rows = np.nonzero(gid == g)[0]
         for t in range(steps):
             p = vec.present[rows, t]
@@ -323,11 +330,14 @@ def _quantile(vec: InstantVector, gid: np.ndarray, keys: list[Labels], q: np.nda
     return InstantVector(list(keys), values, present)
 
 
-def _count_values(vec: InstantVector, gid: np.ndarray, keys: list[Labels], label: str, steps: int) -> InstantVector:
+def _count_values(
+    vec: InstantVector, gid: np.ndarray, keys: list[Labels], label: str, steps: int, ev: "Evaluator"
+) -> InstantVector:
     if not LABEL_NAME_RE.match(label):
         raise QueryError(f"invalid label name {label!r}")
     out: dict[Labels, np.ndarray] = {}
     for i in range(len(vec)):
+        ev.check_deadline()
         base = dict(keys[gid[i]])
         for t in np.nonzero(vec.present[i])[0].tolist():
             d = dict(base)
@@ -335,6 +345,7 @@ def _count_values(vec: InstantVector, gid: np.ndarray, keys: list[Labels], label
             lab = tuple(sorted(d.items()))
             arr = out.get(lab)
             if arr is None:
+                ev.reserve(steps, "count_values output series of ")  # each value seen is a series
                 arr = out[lab] = np.zeros(steps)
             arr[t] += 1
     if not out:

@@ -20,7 +20,7 @@ import numpy as np
 from aiohttp import web
 
 from query.engine import Engine
-from query.errors import ParseError, QueryError, QueryLimitError, QueryTimeoutError
+from query.errors import ParseError, QueryError
 from query.parse import MatrixSel, VectorSel
 from query.parse import parse as parse_promql
 from query.promjson import dumps, format_timestamp, format_value, go_string, labels_json
@@ -37,6 +37,10 @@ log = logging.getLogger("ringmon.query.api")
 API_VERSION = "2.53.0-ringmon"
 MIN_TIME_MS = -9_223_372_036_854_775 // 1000 * 1000
 MAX_TIME_MS = 9_223_372_036_854_775 // 1000 * 1000
+# Times a request may name: up to 9999-12-31 (RFC 3339's last second), as far before 1970, so that
+# the engine's time arithmetic (ranges, offsets, lookback) stays inside int64 milliseconds.
+MAX_QUERY_TIME_MS = 253_402_300_799_000  # 9999-12-31T23:59:59Z
+MIN_QUERY_TIME_MS = -MAX_QUERY_TIME_MS
 
 
 class ApiError(Exception):
@@ -169,17 +173,25 @@ def parse_time_ms(text: str, name: str) -> int:
         v = float(t)
         if math.isnan(v) or math.isinf(v):
             raise ValueError
-        return int(round(v * 1000))
-    except ValueError:
-        pass
-    try:
-        iso = t.replace("Z", "+00:00")
-        dt = _dt.datetime.fromisoformat(iso)
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=_dt.UTC)
-        return int(round(dt.timestamp() * 1000))
-    except ValueError:
-        raise ApiError("bad_data", f'invalid parameter "{name}": cannot parse "{text}" to a valid timestamp') from None
+        ms = int(round(v * 1000))
+    except (ValueError, OverflowError):
+        ms = None
+    if ms is None:
+        try:
+            iso = t.replace("Z", "+00:00")
+            dt = _dt.datetime.fromisoformat(iso)
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=_dt.UTC)
+            ms = int(round(dt.timestamp() * 1000))
+        except ValueError:
+            raise ApiError("bad_data", f'invalid parameter "{name}": cannot parse "{text}" to a valid timestamp') from None
+    if not MIN_QUERY_TIME_MS <= ms <= MAX_QUERY_TIME_MS:
+        raise ApiError(
+            "bad_data",
+            f'invalid parameter "{name}": timestamp "{text}" is out of range '
+            f"(between {MIN_QUERY_TIME_MS // 1000} and {MAX_QUERY_TIME_MS // 1000} seconds)",
+        )
+    return ms
 
 
 def parse_duration_ms(text: str, name: str) -> int:
@@ -188,14 +200,18 @@ def parse_duration_ms(text: str, name: str) -> int:
         v = float(t)
         if math.isnan(v) or math.isinf(v):
             raise ValueError
-        return int(round(v * 1000))
-    except ValueError:
-        pass
+        ms = int(round(v * 1000))
+    except (ValueError, OverflowError):
+        ms = None
     m = _DURATION_RE.match(t)
-    if t and m and any(m.groups()):
+    if ms is None and t and m and any(m.groups()) and all(len(g) <= 18 for g in m.groups() if g):
         units = (31_536_000_000, 604_800_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
-        return sum(int(g) * u for g, u in zip(m.groups(), units, strict=True) if g)
-    raise ApiError("bad_data", f'invalid parameter "{name}": cannot parse "{text}" to a valid duration')
+        ms = sum(int(g) * u for g, u in zip(m.groups(), units, strict=True) if g)
+    if ms is None:
+        raise ApiError("bad_data", f'invalid parameter "{name}": cannot parse "{text}" to a valid duration')
+    if abs(ms) > MAX_QUERY_TIME_MS - MIN_QUERY_TIME_MS:
+        raise ApiError("bad_data", f'invalid parameter "{name}": duration "{text}" is out of range')
+    return ms
 
 
 async def _params(request: web.Request) -> dict[str, list[str]]:
@@ -282,11 +298,8 @@ def _timeout(params: dict[str, list[str]]) -> float | None:
 def _query_error(exc: QueryError, param: str = "query") -> ApiError:
     if isinstance(exc, ParseError):
         return ApiError("bad_data", f'invalid parameter "{param}": {exc}')
-    if isinstance(exc, QueryTimeoutError):
-        return ApiError("timeout", str(exc))
-    if isinstance(exc, QueryLimitError):
-        return ApiError("execution", str(exc))
-    return ApiError("execution", str(exc))
+    # timeout (503), execution (422: over a budget, or failed), bad_data (400: the input)
+    return ApiError(exc.error_type, str(exc))
 
 
 def _stats(res: QueryResult, params: dict[str, list[str]], started: float) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ UI call. Evaluation runs every node over all steps at once (see ``query.values``
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -15,7 +16,18 @@ from typing import Any
 import numpy as np
 
 from query import parse as P
-from query.errors import QueryError, QueryLimitError, QueryTimeoutError
+from query.budget import (
+    BYTES_PER_POINT,
+    THREAD_POINTS,
+    Estimate,
+    QueryLimits,
+    estimate_points,
+    over_memory,
+    subquery_span,
+    too_many,
+)
+from query.errors import QueryError, QueryInputError, QueryLimitError, QueryMemoryError, QueryTimeoutError
+from query.isolation import Isolator
 from query.result import QueryResult, ResultSeries
 from query.rollup_tail import (
     RawFlat,
@@ -53,6 +65,7 @@ from storage.rollup import DEFAULT_MAX_GAP_MS, RAW_RETENTION_MS, choose_resoluti
 DEFAULT_SUBQUERY_STEP_MS = 60_000
 # Raw reads longer than this are split, checking the sample limit after each piece.
 RAW_FETCH_PIECE_MS = 2 * 86_400_000
+MAX_FETCH_PIECES = 64
 # Rollup reads that start this recently are built from raw samples alone (one read).
 RECENT_FROM_RAW_MS = 2 * 3_600_000
 # Stored rollup rows of a series ending this much before the newest series' belong to a
@@ -209,6 +222,7 @@ class QueryStats:
 
     selects: int = 0
     samples: int = 0
+    isolated: bool = False  # evaluated in a worker process
     fetch_s: float = 0.0
     eval_s: float = 0.0
 
@@ -227,8 +241,13 @@ class Evaluator:
         deadline: float,
         subquery_step_ms: int = DEFAULT_SUBQUERY_STEP_MS,
         step_ms: int = 0,
+        max_memory_bytes: int = 1 << 62,
     ) -> None:
         self.step_ms = step_ms
+        self.max_memory_bytes = max_memory_bytes
+        # Points held now: the results of the nodes evaluated and not yet consumed, plus what
+        # the node under evaluation reserved (see reserve and eval).
+        self.held = 0
         self.fetched = fetched
         self.start_ms = start_ms
         self.end_ms = end_ms
@@ -254,11 +273,17 @@ class Evaluator:
             raise QueryTimeoutError("query timed out in expression evaluation")
 
     def check_size(self, series: int, steps: int) -> None:
-        if series * steps > self.max_samples:
-            raise QueryLimitError(
-                f"query processing would load too many samples into memory in query execution "
-                f"({series} series x {steps} steps > limit of {self.max_samples} samples)"
-            )
+        self.reserve(series * steps, f"{series} series x {steps} steps: ")
+
+    def reserve(self, points: int, what: str = "") -> None:
+        """Account ``points`` the node under evaluation is about to allocate; over the sample
+        limit or the memory budget, a QueryLimitError before anything is allocated."""
+        total = self.held + points
+        if total > self.max_samples:
+            raise QueryLimitError(too_many(total, self.max_samples, what))
+        if total * BYTES_PER_POINT > self.max_memory_bytes:
+            raise QueryMemoryError(over_memory(total, self.max_memory_bytes))
+        self.held = total
 
     def at_ms(self, at: object) -> int | None:
         if at is None:
@@ -322,17 +347,21 @@ class Evaluator:
     # ------------------------------------------------------------------ eval
     def eval(self, node: P.Node, times: np.ndarray) -> Value:
         self.check_deadline()
+        before = self.held
         if self.hist_lookup is None:
-            return self._eval(node, times)
-        # A store with native histogram samples: know each node's parent, so a selector can
-        # refuse to hand histograms to an operation that would treat them as floats.
-        self._parents.append(node)
-        try:
             value = self._eval(node, times)
-        finally:
-            self._parents.pop()
-        if isinstance(node, (P.VectorSel, P.MatrixSel)):
-            check_histogram_use(value, self._parents[-1] if self._parents else None)
+        else:
+            # A store with native histogram samples: know each node's parent, so a selector can
+            # refuse to hand histograms to an operation that would treat them as floats.
+            self._parents.append(node)
+            try:
+                value = self._eval(node, times)
+            finally:
+                self._parents.pop()
+            if isinstance(node, (P.VectorSel, P.MatrixSel)):
+                check_histogram_use(value, self._parents[-1] if self._parents else None)
+        # The node's inputs are consumed; what stays held is its result.
+        self.held = before + value_points(value)
         return value
 
     def _eval(self, node: P.Node, times: np.ndarray) -> Value:
@@ -379,13 +408,13 @@ class Evaluator:
         n = len(flat.labels)
         if n == 0 or len(flat.ts) == 0:
             return InstantVector.empty(T)
+        self.reserve(n * T, f"{n} series x {T} steps: ")
         lo, hi = flat_windows(flat.ts, flat.offsets, refs - self.lookback_ms, refs)
         ok = hi > lo
         idx = np.where(ok, hi - 1, 0)
         v = flat.vals[idx]
         ok &= ~stale_mask(v)
         keep = ok.any(axis=1)
-        self.check_size(int(keep.sum()), T)
         values = flat.ts[idx] / 1000.0 if sample_times else v
         rows = np.nonzero(keep)[0]
         if len(rows) == n:
@@ -399,32 +428,27 @@ class Evaluator:
         bucket = plan.bucket_ms if plan is not None else 0
         range_ms = max(node.range_ms, bucket)
         flat = self.flat_of(node.vector, True)
-        if len(flat.ts) > self.max_samples:
-            raise QueryLimitError(
-                f"query processing would load too many samples into memory in query execution "
-                f"({len(flat.ts)} samples > limit of {self.max_samples})"
-            )
+        self.reserve(len(flat.ts), "range selector samples: ")
         return RangeVector(
             flat.labels, flat.ts, flat.vals, flat.offsets, ends, range_ms, times, flat.agg, bucket
         )
 
     def subquery_grid(self, node: P.Subquery, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(inner evaluation times, window ends) of a subquery evaluated at ``times``."""
-        step = node.step_ms or self.subquery_step_ms
+        """(inner evaluation times, window ends) of a subquery evaluated at ``times``; the
+        grid's points are reserved before it is allocated."""
         at = self.at_ms(node.at)
         base = np.full(len(times), at, dtype=np.int64) if at is not None else times
         ends = base - node.offset_ms
         if len(base) == 0:
             return np.zeros(0, dtype=np.int64), ends
-        x = int(base.min()) - node.offset_ms - node.range_ms
-        gs = (x // step + 1) * step
-        ge = int(base.max()) - node.offset_ms
-        grid = np.arange(gs, ge + 1, step, dtype=np.int64) if ge >= gs else np.zeros(0, dtype=np.int64)
-        return grid, ends
+        gs, ge, step = subquery_span(node, int(base.min()), int(base.max()), self.subquery_step_ms, None)
+        if ge < gs:
+            return np.zeros(0, dtype=np.int64), ends
+        self.reserve((ge - gs) // step + 1, "subquery steps: ")
+        return np.arange(gs, ge + 1, step, dtype=np.int64), ends
 
     def eval_subquery(self, node: P.Subquery, times: np.ndarray) -> RangeVector:
         grid, ends = self.subquery_grid(node, times)
-        self.check_size(1, len(grid))
         inner = self.eval(node.expr, grid)
         if isinstance(inner, InstantVector):
             inner = drop_names(inner)
@@ -432,6 +456,7 @@ class Evaluator:
             inner = InstantVector([()], inner.values[None, :], np.ones((1, len(grid)), dtype=bool))
         if not isinstance(inner, InstantVector):
             raise QueryError("subquery is only allowed on instant vector")
+        self.reserve(int(inner.present.sum()), "subquery samples: ")
         labels, tss, valss = [], [], []
         for i, lab in enumerate(inner.labels):
             p = inner.present[i]
@@ -439,6 +464,17 @@ class Evaluator:
             tss.append(grid[p])
             valss.append(inner.values[i][p])
         return RangeVector.from_lists(labels, tss, valss, ends, node.range_ms, times)
+
+
+def value_points(value: Value) -> int:
+    """Points a value holds (series x steps, or its samples and window ends)."""
+    if isinstance(value, InstantVector):
+        return len(value.labels) * value.steps
+    if isinstance(value, Scalar):
+        return len(value.values)
+    if isinstance(value, RangeVector):
+        return len(value.ts_flat) + len(value.ends)
+    return 0
 
 
 # Functions whose result from rollup rows equals (rate/increase, *_over_time aggregates) or
@@ -511,10 +547,9 @@ def _plan_fetches(
         ahead = ev.lookback_ms if v.modifier == "smoothed" else 0
         need(v, lo - v.offset_ms - node.range_ms + 1 - before, hi - v.offset_ms + ahead, node.range_ms)
     elif isinstance(node, P.Subquery):
-        grid, _ = ev.subquery_grid(node, np.array([tmin, tmax], dtype=np.int64))
-        if len(grid):
-            sub_step = node.step_ms or ev.subquery_step_ms
-            _plan_fetches(node.expr, int(grid[0]), int(grid[-1]), ev, out, sub_step)
+        gs, ge, sub_step = subquery_span(node, tmin, tmax, ev.subquery_step_ms, ev.at_ms(node.at))
+        if ge >= gs:
+            _plan_fetches(node.expr, gs, gs + (ge - gs) // sub_step * sub_step, ev, out, sub_step)
     elif isinstance(node, P.Negate):
         _plan_fetches(node.expr, tmin, tmax, ev, out, step_ms)
     elif isinstance(node, P.Binary):
@@ -535,6 +570,8 @@ async def _nesting_guard(run: Coroutine[Any, Any, QueryResult]) -> QueryResult:
         return await run
     except RecursionError:
         raise QueryError("query is nested too deeply to evaluate") from None
+    except OverflowError:  # times, offsets or ranges beyond int64 milliseconds
+        raise QueryInputError("query times out of range: a time, offset or range reaches past int64 milliseconds") from None
 
 
 class Engine:
@@ -552,12 +589,23 @@ class Engine:
         now_ms: Callable[[], int] | None = None,
         rollup_lag_ms: int = 5 * MINUTE_MS,
         tail_memo: bool = True,
+        limits: QueryLimits | None = None,
+        isolate: bool = True,
     ) -> None:
         """``downsample``: read 1m/1h rollups where the data's age or the query step allow
         (falls back to raw when the store has none). ``rollup_lag_ms``: how far behind now
         the rollup job may be; buckets that recent are computed from raw samples.
         ``tail_memo``: keep the minute rows built from raw samples for complete minutes a
-        few minutes, so that refreshes read only the newest raw samples."""
+        few minutes, so that refreshes read only the newest raw samples.
+        ``limits``: the query budgets (``max_samples`` and ``timeout_s`` given here win);
+        ``isolate``: evaluate queries estimated big in killable worker processes."""
+        limits = limits or QueryLimits(max_samples=max_samples, timeout_s=timeout_s)
+        if limits.max_samples != max_samples and max_samples != 50_000_000:
+            limits = dataclasses.replace(limits, max_samples=max_samples)
+        if limits.timeout_s != timeout_s and timeout_s != 30.0:
+            limits = dataclasses.replace(limits, timeout_s=timeout_s)
+        self.limits = limits
+        self.isolator = Isolator(limits.max_concurrency, limits.max_memory_bytes) if isolate else None
         self.downsample = downsample
         self._rollups_unavailable_until = 0.0
         self.thread_threshold = 200_000  # samples fetched above which evaluation runs in a thread
@@ -566,8 +614,8 @@ class Engine:
         self.tail_memo = TailMemo() if tail_memo else None
         self.storage = storage
         self.lookback_ms = lookback_ms
-        self.max_samples = max_samples
-        self.timeout_s = timeout_s
+        self.max_samples = limits.max_samples
+        self.timeout_s = limits.timeout_s
         self.subquery_step_ms = subquery_step_ms
         self.last_stats = QueryStats()
 
@@ -661,6 +709,7 @@ class Engine:
             deadline=deadline,
             subquery_step_ms=self.subquery_step_ms,
             step_ms=step,
+            max_memory_bytes=self.limits.max_memory_bytes,
         )
         ev.downsample = self.downsample
         ev.now_ms = self.now_ms()
@@ -675,8 +724,14 @@ class Engine:
         await self._fetch(plans, deadline, stats)
         stats.fetch_s = time.monotonic() - t0
         ev.fetched = plans
+        est = self._estimate(ev, node, times)
         t1 = time.monotonic()
-        if stats.samples >= self.thread_threshold:
+        if self.isolator is not None and est.cost > self.limits.isolate_points and ev.hist_lookup is None:
+            # Big or Python-loop heavy: a worker process that the deadline kills and whose
+            # memory is capped; the event loop only waits for its answer.
+            stats.isolated = True
+            result = await self.isolator.run(lambda: self._evaluate(ev, node, times, instant), deadline)
+        elif stats.samples >= self.thread_threshold or est.cost >= THREAD_POINTS:
             # Keep the event loop responsive while a big query computes.
             result = await asyncio.to_thread(self._evaluate, ev, node, times, instant)
         else:
@@ -697,9 +752,12 @@ class Engine:
             self._check_loaded(loaded[0])
             return data
         pieces: dict[int, list[SeriesData]] = {}
+        # At most MAX_FETCH_PIECES reads, however long the range (a query over all of int64
+        # time must not loop over billions of empty pieces).
+        piece_ms = max(RAW_FETCH_PIECE_MS, -(-span // MAX_FETCH_PIECES))
         lo = plan.start_ms
         while lo <= plan.end_ms:
-            hi = min(lo + RAW_FETCH_PIECE_MS - 1, plan.end_ms)
+            hi = min(lo + piece_ms - 1, plan.end_ms)
             for d in await self.storage.select(matchers, lo, hi):
                 if len(d):
                     pieces.setdefault(d.series.id, []).append(d)
@@ -892,6 +950,28 @@ class Engine:
         if fine != step_ms:
             built = combine(built, start_ms, step_ms)
         return built.by_labels()
+
+    def _estimate(self, ev: Evaluator, node: P.Node, times: np.ndarray) -> Estimate:
+        """The query's points, estimated from the series fetched and the steps its grids
+        imply; over the sample limit or the memory budget, refused before evaluating."""
+
+        def series_of(sel: P.VectorSel) -> tuple[int, int]:
+            plan = ev.plan_of(sel)
+            if plan is None:
+                return 0, 0
+            if plan.flat is not None:
+                return len(plan.flat.labels), len(plan.flat.ts)
+            return len(plan.data), sum(len(d) for d in plan.data)
+
+        est = estimate_points(
+            node, int(times[0]), int(times[-1]), len(times),
+            series_of=series_of, at_ms=ev.at_ms, subquery_step_ms=self.subquery_step_ms,
+        )
+        if est.points > self.limits.max_samples:
+            raise QueryLimitError(too_many(est.points, self.limits.max_samples, "estimated "))
+        if est.points * BYTES_PER_POINT > self.limits.max_memory_bytes:
+            raise QueryMemoryError(over_memory(est.points, self.limits.max_memory_bytes))
+        return est
 
     def _evaluate(self, ev: Evaluator, node: P.Node, times: np.ndarray, instant: bool) -> QueryResult:
         with np.errstate(all="ignore"):

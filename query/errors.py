@@ -25,10 +25,20 @@ class ParseError(QueryError):
         super().__init__(f"{line}:{col}: parse error: {message}")
 
 
+class QueryInputError(QueryError):
+    """The query's parameters cannot be evaluated (a time out of range, say): the client's error."""
+
+    error_type = "bad_data"
+
+
 class QueryLimitError(QueryError):
     """The query would touch more samples than the configured limit."""
 
     error_type = "execution"
+
+
+class QueryMemoryError(QueryLimitError):
+    """The query's evaluation would need more memory than its budget."""
 
 
 class QueryTimeoutError(QueryError):

@@ -1,0 +1,110 @@
+"""Query budgets in the engine: sample limit estimated before evaluating and accounted while
+evaluating, the memory budget and the deadline of evaluations in worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import numpy as np
+import pytest
+
+from query.budget import QueryLimits
+from query.engine import Engine
+from query.errors import QueryInputError, QueryLimitError, QueryMemoryError, QueryTimeoutError
+from query.isolation import Isolator
+from query.memory import MemoryStorage
+from storage.model import Series, make_labels
+
+NOW = (int(time.time()) // 60) * 60_000
+
+
+def _storage(n: int = 3) -> MemoryStorage:
+    st = MemoryStorage()
+    ts = np.arange(NOW - 600_000, NOW + 1, 15_000)
+    for i in range(n):
+        st.add_series(Series.of(make_labels("up", instance=f"h{i}", job="j")), ts, np.arange(len(ts)) * 1.0 + i)
+    return st
+
+
+async def test_huge_subquery_is_refused_before_evaluating() -> None:
+    eng = Engine(_storage(), now_ms=lambda: NOW)
+    with pytest.raises(QueryLimitError, match="too many samples into memory in query execution.*estimated"):
+        await eng.instant_query("max_over_time(up[365d:1s])", NOW)
+    # Nested subqueries: the inner grid spans both ranges (120 d at 1 s, 3 series).
+    with pytest.raises(QueryLimitError, match="too many samples"):
+        await eng.instant_query("max_over_time(max_over_time(up[60d:1s])[60d:1s])", NOW)
+    assert eng.isolator is not None and eng.isolator.running == 0
+
+
+async def test_memory_budget_is_estimated_too() -> None:
+    eng = Engine(_storage(), limits=QueryLimits(max_memory_bytes=16 << 20), now_ms=lambda: NOW)
+    with pytest.raises(QueryMemoryError, match="memory budget"):
+        await eng.instant_query("max_over_time(up[10d:1s])", NOW)
+
+
+async def test_count_values_output_is_accounted_while_evaluating() -> None:
+    # Every step gives each series a new value: count_values makes steps x series series.
+    eng = Engine(_storage(20), max_samples=200_000, now_ms=lambda: NOW)
+    with pytest.raises(QueryLimitError, match="count_values output series"):
+        await eng.range_query('count_values("v", up + time())', NOW - 600_000, NOW, 1_000)
+    res = await eng.range_query('count_values("v", up)', NOW - 60_000, NOW, 15_000)
+    assert res.series
+
+
+async def test_big_query_runs_in_a_worker_and_answers() -> None:
+    eng = Engine(_storage(), now_ms=lambda: NOW)
+    res = await eng.instant_query("max_over_time(up[10d:1s])", NOW)
+    assert eng.last_stats.isolated
+    assert sorted(float(s.values[0]) for s in res.series) == [40.0, 41.0, 42.0]
+    small = await eng.instant_query("max_over_time(up[10m:1s])", NOW)
+    assert not eng.last_stats.isolated
+    assert [float(s.values[0]) for s in small.series] == [40.0, 41.0, 42.0]
+
+
+async def test_deadline_kills_the_worker() -> None:
+    iso = Isolator()
+    with pytest.raises(QueryTimeoutError):
+        await iso.run(lambda: time.sleep(600), time.monotonic() + 0.2)
+    assert iso.running == 0
+    # The child was killed and reaped.
+    assert iso.last_pid
+    with pytest.raises(ChildProcessError):
+        os.waitpid(iso.last_pid, os.WNOHANG)
+
+
+async def test_worker_memory_cap_is_a_query_error() -> None:
+    iso = Isolator(memory_bytes=64 << 20)
+
+    def grab() -> int:
+        return int(np.ones(64 << 20).sum())  # 512 MiB
+
+    with pytest.raises(QueryMemoryError, match="memory budget of 64 MiB"):
+        await iso.run(grab, time.monotonic() + 60)
+    assert await iso.run(lambda: 6 * 7, time.monotonic() + 60) == 42
+
+
+async def test_concurrent_workers_are_limited() -> None:
+    iso = Isolator(max_concurrency=2)
+    peak = 0
+
+    def work() -> int:
+        time.sleep(0.05)
+        return 1
+
+    async def one() -> int:
+        nonlocal peak
+        task = asyncio.ensure_future(iso.run(work, time.monotonic() + 60))
+        await asyncio.sleep(0)
+        peak = max(peak, iso.running)
+        return await task
+
+    assert sum(await asyncio.gather(*(one() for _ in range(5)))) == 5
+    assert peak <= 2
+
+
+async def test_times_past_int64_are_input_errors() -> None:
+    eng = Engine(_storage(), now_ms=lambda: NOW)
+    with pytest.raises(QueryInputError):
+        await eng.instant_query("up", 10**19)
