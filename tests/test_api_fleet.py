@@ -154,7 +154,9 @@ async def test_fleet_endpoints_standalone(standalone) -> None:
         assert up["lastScrape"].endswith("Z") and up["lastScrapeDuration"] > 0
         assert down["health"] == "down" and down["lastError"]
         assert body_keys(up) == {"discoveredLabels", "labels", "scrapePool", "scrapeUrl", "globalUrl", "lastError",
-                                 "lastScrape", "lastScrapeDuration", "health", "scrapeInterval", "scrapeTimeout"}
+                                 "lastScrape", "lastScrapeDuration", "health", "scrapeInterval", "scrapeTimeout",
+                                 "samplesDropped", "lastDrop"}
+        assert up["samplesDropped"] == {} and up["lastDrop"] == ""
         _, body = await _json(http, "GET", api + "/targets", params={"state": "dropped"})
         assert body["data"]["activeTargets"] == []
         assert [d["discoveredLabels"]["job"] for d in body["data"]["droppedTargets"]] == ["gone"]

@@ -18,6 +18,7 @@ from scraper.loop import ScrapeLoop
 from scraper.memwriter import MemoryWriter
 from scraper.selfmetrics import scraper_metrics
 from web.app import create_app
+from web.prom_api import FleetApiSources, add_fleet_api_routes
 
 
 async def serve(body: bytes):
@@ -76,12 +77,17 @@ async def test_out_of_bounds_samples_are_dropped_counted_and_shown():
     async def pools():
         return []
 
-    client = TestClient(TestServer(create_app(engine=Engine(MemoryStorage()), pools_provider=pools,
-                                                  targets_provider=targets)))
+    app = create_app(engine=Engine(MemoryStorage()), pools_provider=pools, targets_provider=targets)
+    add_fleet_api_routes(app, FleetApiSources(targets=targets))
+    client = TestClient(TestServer(app))
     await client.start_server()
     try:
         page = await (await client.get("/targets")).text()
+        api = await (await client.get("/api/v1/targets")).json()
     finally:
         await client.close()
+    (t,) = api["data"]["activeTargets"]
+    assert t["samplesDropped"] == {"too_old": 4, "too_far_in_future": 2}
+    assert t["lastDrop"] == h.last_drop
     assert "2 too far in future, 4 too old" in page
     assert "last: samples dropped: 2 too old (timestamp before " in page

@@ -111,6 +111,10 @@ class FleetApi:
                 "health": health if health in ("up", "down") else "unknown",
                 "scrapeInterval": format_duration_ms(round(interval * 1000)) if interval else "",
                 "scrapeTimeout": format_duration_ms(round(timeout * 1000)) if timeout else "",
+                # Ringmon's: samples dropped for their own timestamps since the scrape loop started,
+                # per reason (scraper.bounds), and what the last such scrape dropped
+                "samplesDropped": {str(k): int(v) for k, v in dict(rec.get("samples_dropped") or {}).items()},
+                "lastDrop": str(rec.get("last_drop") or ""),
             })
         out.sort(key=lambda t: (t["scrapePool"], t["scrapeUrl"], sorted(t["labels"].items())))
         return out
