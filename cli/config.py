@@ -164,6 +164,7 @@ class WebConfig:
     session_secret: str = ""  # signs sessions and CSRF tokens; empty: random per start
     session_lifetime: Duration = Duration(12 * 3600.0)  # a login lasts this long unless logged out
     login_limits: LoginLimits = field(default_factory=LoginLimits)
+    trusted_proxies: list[str] = field(default_factory=list)  # their X-Forwarded-For names the client
     secure_cookies: bool = False  # set when served over HTTPS
     dashboards_dirs: list[str] = field(default_factory=list)  # extra YAML dashboards (shipped ones always load)
     rules_history_dir: str = ""  # rule editor history; default <data_dir>/rules-history

@@ -28,6 +28,7 @@ def make_auth(cfg: RingmonConfig, storage: Any = None) -> Any:
             "throttle": LoginThrottle(free_failures=limits.free_failures, base_delay_s=float(limits.first_delay),
                                       max_delay_s=float(limits.max_delay), address_factor=limits.address_factor),
             "sessions": session_store(cfg, storage),
+            "trusted_proxies": frozenset(cfg.web.trusted_proxies),
         }
         if secret is not None:
             kwargs["secret"] = secret

@@ -353,3 +353,21 @@ def test_login_delays_grow_per_user_and_address() -> None:
     assert isinstance(ok, Attempt)
     t.succeeded(ok)
     assert isinstance(t.begin("ops", "10.0.0.1", now), float)  # the guesser still waits
+
+
+def test_logins_behind_a_trusted_proxy_count_the_forwarded_client() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from web.auth import Auth
+
+    auth = Auth(trusted_proxies=frozenset({"10.0.0.9"}))
+
+    def address(peer: str, forwarded: str | None) -> str:
+        headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+        transport = type("T", (), {"get_extra_info": lambda self, k, d=None: (peer, 1) if k == "peername" else d})()
+        return auth.client_address(make_mocked_request("POST", "/login", headers=headers, transport=transport))
+
+    assert address("10.0.0.9", "203.0.113.7") == "203.0.113.7"  # through the proxy: the client
+    assert address("10.0.0.9", "1.2.3.4, 203.0.113.7") == "203.0.113.7"  # the leftmost hop is the client's to forge
+    assert address("10.0.0.9", None) == "10.0.0.9"
+    assert address("198.51.100.1", "203.0.113.7") == "198.51.100.1"  # not a trusted proxy: its header is ignored

@@ -448,13 +448,13 @@ async def login_post(request: web.Request) -> web.Response:
     auth.check_csrf(request, form)
     user = str(form.get("username", "")).strip()[:256]
     password = str(form.get("password", ""))
-    result = await auth.login(user, password, request.remote or "")
+    result = await auth.login(user, password, auth.client_address(request))
     if not isinstance(result, bool):  # seconds to wait
         return await login_view(
             request, error=f"Too many failed logins; try again in {int(result) + 1} s.", status=429
         )
     if not user or not result:
-        log.warning("login failed", extra={"user": user[:64], "remote": request.remote})
+        log.warning("login failed", extra={"user": user[:64], "remote": auth.client_address(request)})
         return await login_view(request, error="Wrong user name or password.", status=401)
     response = _redirect(safe_next(str(form.get("next", ""))))
     await auth.start_session(response, user)

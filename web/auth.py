@@ -116,6 +116,7 @@ class Auth:
     secure_cookies: bool = False  # set when served over HTTPS
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     sessions: SessionStore = field(default_factory=MemorySessionStore)
+    trusted_proxies: frozenset[str] = frozenset()  # peers whose X-Forwarded-For names the client
 
     def __post_init__(self) -> None:
         for name, encoded in self.users.items():
@@ -132,6 +133,18 @@ class Auth:
 
     def _sign(self, purpose: str, payload: str) -> str:
         return _b64(hmac.new(self.secret, f"{purpose}:{payload}".encode(), hashlib.sha256).digest())
+
+    def client_address(self, request: web.Request) -> str:
+        """The address logins are counted for: the peer, or behind a trusted proxy the last
+        ``X-Forwarded-For`` entry that is not one of the trusted proxies (the others are forgeable)."""
+        peer = request.remote or ""
+        if peer not in self.trusted_proxies:
+            return peer
+        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+        for hop in reversed(hops):
+            if hop not in self.trusted_proxies:
+                return hop[:64]
+        return peer
 
     # -- sessions ---------------------------------------------------------------------------
 
