@@ -23,7 +23,15 @@ from query.engine import Engine
 from query.errors import ParseError, QueryError
 from query.parse import MatrixSel, VectorSel
 from query.parse import parse as parse_promql
-from query.promjson import dumps, format_timestamp, format_value, go_string, labels_json
+from query.promjson import (
+    dumps,
+    format_timestamp,
+    format_value,
+    go_format_float,
+    go_json_float,
+    go_string,
+    labels_json,
+)
 from query.promql_text import ast_json, pretty_promql
 from query.result import QueryResult
 from storage.base import Storage, StorageError
@@ -128,12 +136,12 @@ def format_ts_list(ms: np.ndarray) -> list[float | int]:
 
 def result_text(res: QueryResult, stats: dict[str, Any] | None = None) -> str:
     """The ``data`` member of a query answer, byte for byte as Prometheus writes it."""
-    if res.type == "scalar":
+    if res.type == "scalar":  # promql.Scalar.MarshalJSON: a float time, the value always 'f'
         ts, v = res.scalar or (0, math.nan)
-        result = f'[{format_timestamp(ts)},"{format_value(v)}"]'
+        result = f'[{go_json_float(ts / 1000)},"{go_format_float(v, "f")}"]'
     elif res.type == "string":
         ts, text = res.string or (0, "")
-        result = f"[{format_timestamp(ts)},{go_string(text)}]"
+        result = f"[{go_json_float(ts / 1000)},{go_string(text)}]"
     elif res.type == "vector":
         result = "[" + ",".join(
             f'{{"metric":{labels_json(s.labels)},"value":'

@@ -1,7 +1,9 @@
 """JSON text exactly as Prometheus writes it: sample values (Go ``strconv.FormatFloat``, 'f'
 between 1e-6 and 1e21, 'e' outside, as ``util/jsonutil.MarshalFloat``), timestamps (seconds
-with up to three decimals, trailing zeros kept: ``MarshalTimestamp``) and compact JSON with
-Go's HTML-safe string escaping (``<`` as ``\\u003c``, non-ASCII written as UTF-8).
+with up to three decimals, trailing zeros kept: ``MarshalTimestamp``), scalar and string
+results (``promql.Scalar.MarshalJSON``: the time as an ``encoding/json`` float, a scalar's
+value always 'f') and compact JSON with Go's HTML-safe string escaping (``<`` as
+``\\u003c``, non-ASCII written as UTF-8).
 """
 
 from __future__ import annotations
@@ -59,6 +61,19 @@ def format_timestamp(ms: int) -> str:
     return f"{sign}{secs}.{frac:03d}" if frac else f"{sign}{secs}"
 
 
+def go_json_float(v: float) -> str:
+    """A float64 as Go's ``encoding/json`` writes it (scalar and string results' times go
+    through it: ``float64(t) / 1000``): shortest digits, 'e' below 1e-6 and from 1e21 with a
+    one-digit negative exponent written ``e-7``."""
+    mag = abs(v)
+    if mag != 0 and (mag < 1e-6 or mag >= 1e21):
+        text = go_format_float(v, "e")
+        if len(text) >= 4 and text[-4] == "e" and text[-3] == "-" and text[-2] == "0":
+            text = text[:-2] + text[-1]
+        return text
+    return go_format_float(v, "f")
+
+
 def go_string(s: str) -> str:
     """A JSON string literal as Go's encoder writes it (HTML-safe, UTF-8)."""
     out = json.dumps(s, ensure_ascii=False)
@@ -86,4 +101,4 @@ def _go_escape(text: str) -> str:
     return text
 
 
-__all__ = ["dumps", "format_timestamp", "format_value", "go_format_float", "go_string", "labels_json"]
+__all__ = ["dumps", "format_timestamp", "format_value", "go_format_float", "go_json_float", "go_string", "labels_json"]

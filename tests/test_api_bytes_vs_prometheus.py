@@ -1,0 +1,121 @@
+"""Byte for byte against a real Prometheus (Debian's ``prometheus``, an empty TSDB): the same
+requests to both servers over HTTP on 127.0.0.1 answer the same bytes, for expressions that
+need no data and exercise the value, timestamp and string formatting (tiny and huge values,
+negative zero, infinities, NaN, fractional times with trailing zero milliseconds, HTML and
+non-ASCII characters in label values, strings, empty answers), with and without the range cache."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from query.api import add_api_routes
+from query.cache import RangeQueryCache
+from query.engine import Engine
+from query.memory import MemoryStorage
+
+PROMETHEUS = shutil.which("prometheus")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is not installed")]
+
+INSTANT = [
+    "vector(1e-7)", "vector(1e-6)", "vector(9.99e-7)", "vector(1.5e21)", "vector(1e21)", "vector(999e18)",
+    "vector(0.1)", "vector(-0.0)", "vector(0)", "vector(123456789012345680)", "vector(5e-324)",
+    "vector(1/0)", "vector(-1/0)", "vector(0/0)", "vector(2^70)", "vector(1.7976931348623157e308)",
+    "1e-7", "-2.5e-10", "time()", "timestamp(vector(1))",
+    'label_replace(vector(1), "job", "<a&b>", "", "")',
+    'label_replace(vector(3.25), "name", "é ü 日本", "", "")',
+    '"a string"',
+    "up", "sum(up)",
+]
+TIMES = ["1435781451.780", "1435781451.781", "1435781451.005", "1435781451", "1435781451.5"]
+RANGES = [("vector(0.5)", "1435781451.5", "1435781461.5", "2.5"), ("time()", "1435781451.1", "1435781452.3", "0.3"),
+          ("vector(1e-9) * time()", "1435781400", "1435781460", "15")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory):
+    work: Path = tmp_path_factory.mktemp("prometheus-bytes")
+    cfg = work / "prometheus.yml"
+    cfg.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
+    port = _free_port()
+    log = open(work / "prometheus.log", "wb")
+    proc = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={work / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/-/ready", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"prometheus did not start: {(work / 'prometheus.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(params=["engine", "range cache"])
+async def ringmon(request):
+    st = MemoryStorage()
+    app = web.Application()
+    engine = Engine(st)
+    add_api_routes(app, engine, st, RangeQueryCache(engine) if request.param == "range cache" else None)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
+def _requests() -> list[tuple[str, dict[str, str]]]:
+    out = [("/api/v1/query", {"query": q, "time": t}) for q in INSTANT for t in TIMES[:2]]
+    out += [("/api/v1/query", {"query": "time()", "time": t}) for t in TIMES]
+    out += [("/api/v1/query_range", {"query": q, "start": s, "end": e, "step": step}) for q, s, e, step in RANGES]
+    out += [("/api/v1/series", {"match[]": "up", "start": "1435781400", "end": "1435781460"}),
+            ("/api/v1/labels", {"start": "1435781400", "end": "1435781460"}),
+            ("/api/v1/label/job/values", {"start": "1435781400", "end": "1435781460"})]  # GET: Prometheus takes no POST
+    return out
+
+
+async def test_same_bytes_as_prometheus(prometheus: str, ringmon: str) -> None:
+    differences = []
+    async with aiohttp.ClientSession() as http:
+        for path, params in _requests():
+            bodies = []
+            for base in (prometheus, ringmon):
+                kw = {"params": params} if "/label/" in path else {"data": params}
+                async with http.request("GET" if "/label/" in path else "POST", base + path, **kw) as r:
+                    bodies.append((r.status, await r.read()))
+            if bodies[0] != bodies[1]:
+                differences.append(f"{path} {params}:\n  prometheus {bodies[0]}\n  ringmon    {bodies[1]}")
+    assert not differences, "\n".join(differences)
