@@ -162,5 +162,5 @@ def test_config_errors_name_file_and_key(tmp_path: pathlib.Path) -> None:
 def test_example_configs_load() -> None:
     root = pathlib.Path(__file__).resolve().parent.parent
     settings, ncfg = load_alerting_file(str(root / "configs" / "alerting.yaml"))
-    assert set(ncfg.receivers) == {"notification-log", "oncall-sink"}  # Ringmon's own receivers (test_local_receivers)
+    assert set(ncfg.receivers) == {"notification-log", "watchdog", "oncall-sink"}  # Ringmon's own receivers (test_local_receivers)
     assert main(["rules", "check", *map(str, sorted((root / "configs" / "rules").glob("*.y*ml")))]) == 0

@@ -104,12 +104,16 @@ async def test_notifications_reach_the_local_receivers_and_nothing_fails(standal
                 page = await r.text()
             return page if "RingmonWatchdog" in page else None
 
-        # the always-firing watchdog travels rule -> notifier -> notification log -> page
-        page = await _wait_for(delivered, "the watchdog notification on /notifications", deadline)
-        assert "notification log" in page and "notification-log" in page
+        # the always-firing watchdog travels rule -> notifier -> both local receivers -> page
+        async def both() -> str | None:
+            page = await delivered()
+            return page if page and "notification log" in page and "webhook sink watchdog" in page else None
+
+        await _wait_for(both, "the watchdog on /notifications via the log and the sink", deadline)
         metrics = await _samples(http, base)
         sent = metrics["ringmon_notifications_total"]
-        assert any(labels.get("integration") == "notification_log" and v >= 1 for labels, v in sent), sent
+        for kind in ("notification_log", "webhook"):
+            assert any(labels.get("integration") == kind and v >= 1 for labels, v in sent), sent
         failed = metrics["ringmon_notifications_failed_total"]  # exported from zero, and still zero
         assert failed and all(v == 0 for _, v in failed), failed
         alerts = await _get_json(http, f"{base}/api/v1/query", query='ALERTS{alertname="RingmonNotificationFailures"}')
