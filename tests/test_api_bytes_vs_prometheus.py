@@ -37,7 +37,9 @@ INSTANT = [
 ]
 TIMES = ["1435781451.780", "1435781451.781", "1435781451.005", "1435781451", "1435781451.5"]
 RANGES = [("vector(0.5)", "1435781451.5", "1435781461.5", "2.5"), ("time()", "1435781451.1", "1435781452.3", "0.3"),
-          ("vector(1e-9) * time()", "1435781400", "1435781460", "15")]
+          ("vector(1e-9) * time()", "1435781400", "1435781460", "15"),
+          ('label_replace(vector(2), "a", "z", "", "") or label_replace(vector(1), "a", "b", "", "") or vector(3)',
+           "1435781400", "1435781460", "30")]
 
 
 def _free_port() -> int:
@@ -101,6 +103,7 @@ def _requests() -> list[tuple[str, dict[str, str]]]:
     out = [("/api/v1/query", {"query": q, "time": t}) for q in INSTANT for t in TIMES[:2]]
     out += [("/api/v1/query", {"query": "time()", "time": t}) for t in TIMES]
     out += [("/api/v1/query_range", {"query": q, "start": s, "end": e, "step": step}) for q, s, e, step in RANGES]
+    out += [("/api/v1/format_query", {"query": q}) for q in ("sum(rate(x[5m]))  by (job)", "a+b", "x{b=\"1\",a=\"2\"}")]
     out += [("/api/v1/series", {"match[]": "up", "start": "1435781400", "end": "1435781460"}),
             ("/api/v1/labels", {"start": "1435781400", "end": "1435781460"}),
             ("/api/v1/label/job/values", {"start": "1435781400", "end": "1435781460"})]  # GET: Prometheus takes no POST

@@ -270,7 +270,7 @@ def check_grafana_answer(path: str, data, live: str) -> None:
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is not installed")
-async def test_promtool_against_standalone(standalone) -> None:
+async def test_promtool_against_standalone(standalone, tmp_path: Path) -> None:
     base, live, _ = standalone
     async with aiohttp.ClientSession() as http:
         await _wait_for(lambda: _has_data(http, base), "a few scrapes stored")
@@ -280,7 +280,7 @@ async def test_promtool_against_standalone(standalone) -> None:
     async def promtool(*args: str, stdin: bytes | None = None) -> tuple[int, str]:
         proc = await asyncio.create_subprocess_exec(
             PROMTOOL, *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,  # type: ignore[arg-type]
-            stderr=asyncio.subprocess.STDOUT)
+            stderr=asyncio.subprocess.STDOUT, cwd=tmp_path)
         out, _ = await asyncio.wait_for(proc.communicate(stdin), timeout=60)
         return proc.returncode or 0, out.decode()
 
@@ -296,3 +296,5 @@ async def test_promtool_against_standalone(standalone) -> None:
     assert rc == 0 and "fleet" in out.split(), out
     rc, out = await promtool("check", "metrics", stdin=own_metrics)
     assert rc == 0, out
+    rc, out = await promtool("debug", "metrics", base)  # fetches /metrics into debug.tar.gz
+    assert rc == 0 and (tmp_path / "debug.tar.gz").stat().st_size > 0, out
