@@ -425,7 +425,10 @@ class RuleManager:
         return await self.reload()
 
     async def reload(self) -> ReloadReport:
-        report = self.rules.reload()
+        """Re-read the rule files in a worker thread (a large file parses for seconds), then
+        take the result and sync the group runners on this loop."""
+        read = await asyncio.get_running_loop().run_in_executor(None, self.rules.read)
+        report = self.rules.apply(read)
         self.sync_groups()
         return report
 

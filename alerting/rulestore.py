@@ -7,9 +7,12 @@ contributes nothing. Files no longer matched by the configured paths are dropped
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
+import secrets
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +39,15 @@ class ReloadReport:
         return ", ".join(parts)
 
 
+@dataclass
+class LoadedFiles:
+    """What ``RuleStore.read`` found: each wanted path's parsed file or its error, and stamps."""
+
+    wanted: list[str]
+    loaded: dict[str, RuleFile | RuleFileError]
+    stamps: dict[str, tuple[float, int]]
+
+
 class RuleStore:
     """Holds the last good groups of each rule file; thread-unsafe, used from one event loop."""
 
@@ -60,14 +72,31 @@ class RuleStore:
     def set_paths(self, paths: list[str]) -> None:
         self.paths = list(paths)
 
-    def reload(self) -> ReloadReport:
-        report = ReloadReport()
+    def read(self) -> LoadedFiles:
+        """Read and validate every configured file without touching the store (blocking, no
+        shared state: run it in a worker thread, then ``apply`` the result on the loop)."""
         wanted = self.expand_paths()
-        changed = False
+        stamps = {p: _stamp(p) for p in wanted}  # before reading: a write meanwhile shows as a change
+        loaded: dict[str, RuleFile | RuleFileError] = {}
         for path in wanted:
             try:
-                rf = load_rule_file(path, self.options)
+                loaded[path] = load_rule_file(path, self.options)
             except RuleFileError as exc:
+                loaded[path] = exc
+        return LoadedFiles(wanted, loaded, stamps)
+
+    def reload(self) -> ReloadReport:
+        return self.apply(self.read())
+
+    def apply(self, result: LoadedFiles) -> ReloadReport:
+        """Take files read by ``read``: valid ones replace their last good version."""
+        report = ReloadReport()
+        wanted = result.wanted
+        changed = False
+        for path in wanted:
+            rf = result.loaded[path]
+            if isinstance(rf, RuleFileError):
+                exc = rf
                 report.failed[path] = exc.errors
                 self._errors[path] = exc.errors
                 kept = "keeping the last good version" if path in self._files else "no rules loaded from it"
@@ -91,7 +120,7 @@ class RuleStore:
         for path in list(self._errors):
             if path not in wanted:
                 del self._errors[path]
-        self._stamps = {p: _stamp(p) for p in wanted}
+        self._stamps = result.stamps
         if changed:
             self.generation += 1
         return report
@@ -137,13 +166,60 @@ def validate_rule_text(text: str, name: str = "<editor>", options: LoadOptions =
     return []
 
 
-def write_rule_file_atomically(path: str, text: str, options: LoadOptions = LoadOptions()) -> list[RuleError]:
-    """Validate then replace ``path`` atomically; an invalid text never touches the file."""
-    errors = validate_rule_text(text, path, options)
-    if errors:
-        return errors
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, target)
+class RuleFileWriteError(ValueError):
+    """A rule file the editor may not write; the message says why and what to do."""
+
+
+def save_target(path: str) -> Path:
+    """The file a save of ``path`` writes: ``path`` itself, or, for a symlink, its target when that
+    lies inside the rules directory (the link's directory); otherwise RuleFileWriteError."""
+    p = Path(path)
+    if not p.is_symlink():
+        if p.exists() and not p.is_file():
+            raise RuleFileWriteError(f"{path} is not a regular file")
+        return p
+    rules_dir = p.parent.resolve()
+    target = p.resolve()
+    if not target.is_relative_to(rules_dir):
+        raise RuleFileWriteError(
+            f"{path} is a symlink to {target}, outside the rules directory {rules_dir}; "
+            "not saved (edit the file where it lives, or put it in the rules directory)")
+    if target.exists() and not target.is_file():
+        raise RuleFileWriteError(f"{path} links to {target}, which is not a regular file")
+    return target
+
+
+def write_rule_file_atomically(path: str, text: str, options: LoadOptions = LoadOptions(),
+                               validate: bool = True) -> list[RuleError]:
+    """Validate (unless the caller just did) then replace the file atomically: a temporary file in
+    the target's directory, synced, given the old file's mode (and owner when allowed), renamed over
+    it. A symlink is written through to its target inside the rules directory (RuleFileWriteError
+    otherwise). An invalid text never touches the file. Blocking: call it off the event loop."""
+    if validate:
+        errors = validate_rule_text(text, path, options)
+        if errors:
+            return errors
+    target = save_target(path)
+    try:
+        old = target.stat()
+    except FileNotFoundError:
+        old = None
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # a new file gets 0666 less the umask, as any file this process creates
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if old else 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            if old is not None:
+                os.fchmod(f.fileno(), stat.S_IMODE(old.st_mode))
+                if (old.st_uid, old.st_gid) != (os.getuid(), os.getgid()):
+                    with contextlib.suppress(PermissionError):
+                        os.fchown(f.fileno(), old.st_uid, old.st_gid)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
     return []

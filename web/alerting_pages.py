@@ -8,6 +8,7 @@ reload hook of the alerter and a history directory. Changing anything needs a lo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,7 +29,7 @@ log = logging.getLogger("ringmon.web.alerting")
 
 ALERTING = web.AppKey("alerting_views", object)
 SILENCE_DURATIONS = ("30m", "1h", "2h", "4h", "8h", "12h", "1d", "3d", "7d")
-MAX_RULE_TEXT = 1_000_000
+MAX_RULE_TEXT = 1_000_000  # characters a save may hold; validation and writing run in a worker thread
 STATE_ORDER = {"firing": 0, "pending": 1}
 
 
@@ -192,8 +193,11 @@ async def rules_page(request: web.Request) -> web.Response:
     groups, err = await _status(request)
     views = _views(request)
     file_errors: dict[str, list[str]] = {}
-    if views.rule_store is not None:
-        for path, errs in views.rule_store.errors().items():
+    store = views.rule_store
+    if store is not None:
+        if getattr(store, "changed_on_disk", None) is not None and store.changed_on_disk():
+            store.apply(await _off_loop(store.read))  # re-read a changed file in a worker thread
+        for path, errs in store.errors().items():
             file_errors[path] = [str(e) for e in errs]
     groups = sorted(groups, key=lambda g: (g.get("file", ""), g.get("name", "")))
     return render(
@@ -307,6 +311,7 @@ def _editor(
     extra.setdefault("diff", [])
     extra.setdefault("saved", None)
     extra.setdefault("conflict", False)
+    extra.setdefault("save_error", "")
     extra.setdefault("loaded_version", "")
     return render(
         request,
@@ -324,7 +329,7 @@ def _editor(
 async def rule_edit_view(request: web.Request) -> web.Response:
     require_user_for_page(request)
     path = _rule_file(request, request.query.get("file", ""))
-    current = _read(path)
+    current = await _off_loop(_read, path)
     text = current
     version = request.query.get("version", "")
     history = _views(request).history
@@ -335,8 +340,13 @@ async def rule_edit_view(request: web.Request) -> web.Response:
             text = history.read(path, version)
         except KeyError:
             raise web.HTTPNotFound(text=f"There is no version {version!r} of {path}.") from None
-    diff = unified_diff(current, text, Path(path).name) if version else []
+    diff = await _off_loop(unified_diff, current, text, Path(path).name) if version else []
     return _editor(request, path=path, text=text, base=digest(current), diff=diff, loaded_version=version)
+
+
+async def _off_loop(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run blocking or CPU-heavy editor work (read, validate, diff, write) in a worker thread."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
 async def rule_edit_post(request: web.Request) -> web.Response:
@@ -345,19 +355,21 @@ async def rule_edit_post(request: web.Request) -> web.Response:
     path = _rule_file(request, form.get("file", ""))
     text = form.get("text", "").replace("\r\n", "\n").replace("\r", "\n")
     if len(text) > MAX_RULE_TEXT:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_RULE_TEXT, actual_size=len(text))
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=MAX_RULE_TEXT, actual_size=len(text),
+            text=f"Not saved: {len(text)} characters, over the rule editor's limit of {MAX_RULE_TEXT}.")
     action = form.get("action", "preview")
-    from alerting.rulestore import validate_rule_text, write_rule_file_atomically
+    from alerting.rulestore import RuleFileWriteError, validate_rule_text, write_rule_file_atomically
 
     options = getattr(views.rule_store, "options", None)
     kwargs = {"options": options} if options is not None else {}
-    errors = validate_rule_text(text, path, **kwargs)
-    current = _read(path)
+    errors = await _off_loop(lambda: validate_rule_text(text, path, **kwargs))
+    current = await _off_loop(_read, path)
     if errors:
         return _editor(
             request, path=path, text=text, base=form.get("base", ""), rule_errors=errors, status=422
         )
-    diff = unified_diff(current, text, Path(path).name)
+    diff = await _off_loop(unified_diff, current, text, Path(path).name)
     if form.get("base", "") != digest(current):
         # Someone saved the file after this editor opened it: show what changed, ask again.
         return _editor(
@@ -368,10 +380,20 @@ async def rule_edit_post(request: web.Request) -> web.Response:
     if text == current:
         return _editor(request, path=path, text=text, base=digest(current), saved={"unchanged": True})
     history = views.history
-    version = history.record(path, current, user) if history is not None and current else None
-    errors = write_rule_file_atomically(path, text, **kwargs)
-    if errors:  # cannot happen after the check above unless the options differ; never half-saved
-        return _editor(request, path=path, text=text, base=digest(current), rule_errors=errors, status=422)
+
+    def save() -> Any:
+        from alerting.rulestore import save_target
+
+        save_target(path)  # refuse before keeping a version of a file we will not write
+        kept = history.record(path, current, user) if history is not None and current else None
+        write_rule_file_atomically(path, text, validate=False)  # validated above, same options
+        return kept
+
+    try:
+        version = await _off_loop(save)
+    except (RuleFileWriteError, OSError) as exc:
+        return _editor(request, path=path, text=text, base=digest(current), diff=diff, status=409,
+                       save_error=str(exc))
     log.info(
         "rule file saved", extra={"path": path, "user": user, "previous_version": getattr(version, "id", "")}
     )
