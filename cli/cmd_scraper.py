@@ -267,8 +267,11 @@ class ScraperProcess:
         return web.json_response(self.targets_document())
 
     async def _metadata(self, request: web.Request) -> web.Response:
-        """The metric metadata (HELP/TYPE/UNIT) of every owned target; ``ringmon web`` merges them."""
-        return web.json_response({"scraper": self.opts.scraper_id, "targets": self.pool.metadata()})
+        """The metric metadata (HELP/TYPE/UNIT) of the owned targets, ``?metric=`` one only, each
+        distinct entry once unless ``?targets=1`` asks per target; ``ringmon web`` merges them."""
+        per_target = request.query.get("targets", "") in ("1", "true")
+        records = self.pool.metadata(per_target=per_target, metric=request.query.get("metric", ""))
+        return web.json_response({"scraper": self.opts.scraper_id, "targets": records})
 
     async def _index(self, request: web.Request) -> web.Response:
         return web.Response(

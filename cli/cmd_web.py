@@ -216,8 +216,8 @@ class FleetView:
         await self.refresh_health()
         return [dict(d) for _, doc in sorted(self.docs.items()) if doc.doc for d in doc.doc.get("dropped", [])]
 
-    async def metadata_records(self) -> list[dict]:
-        """Every reachable scraper's ``/metadata`` targets (fetched in parallel on each call)."""
+    async def metadata_records(self, per_target: bool, metric: str) -> list[dict]:
+        """Every reachable scraper's ``/metadata`` records (fetched in parallel on each call)."""
         await self.refresh_health()  # also learns the address of a scraper that just joined
         assert self._session is not None
         session = self._session
@@ -227,7 +227,8 @@ class FleetView:
             if not listen:
                 return []
             try:
-                async with session.get(f"http://{listen}/metadata") as resp:
+                params = {"metric": metric, "targets": "1" if per_target else ""}
+                async with session.get(f"http://{listen}/metadata", params=params) as resp:
                     if resp.status != 200:
                         raise RuntimeError(f"HTTP {resp.status}")
                     return list((await resp.json()).get("targets") or [])

@@ -119,8 +119,8 @@ class Standalone:
         async def dropped() -> list[dict]:
             return pool.dropped_targets()
 
-        async def metadata() -> list[dict]:
-            return pool.metadata()
+        async def metadata(per_target: bool, metric: str) -> list[dict]:
+            return pool.metadata(per_target=per_target, metric=metric)
 
         rules_status = alertmanagers = None
         if self.alerter is not None:

@@ -111,10 +111,16 @@ class ScrapePool:
         """Targets relabel_configs dropped: ``{"pool", "discoveredLabels"}``, sorted by key."""
         return [{"pool": t.pool, "discoveredLabels": discovered_labels(t)} for _, t in sorted(self.dropped.items())]
 
-    def metadata(self) -> list[dict]:
-        """Per running target: its key, labels and metric metadata (``[metric, type, help, unit]``)."""
-        return [
-            {"key": k, "labels": dict(loop.labels),
-             "metadata": [m.to_list() for m in loop.metadata.current.values()]}
-            for k, loop in sorted(self.loops.items())
-        ]
+    def metadata(self, *, per_target: bool = True, metric: str = "") -> list[dict]:
+        """Metric metadata (``[metric, type, help, unit]``) of the running targets, of one
+        ``metric`` or all: per target (key, labels, metadata), or one record holding each
+        distinct entry once (what ``/api/v1/metadata`` needs, a fraction of the size)."""
+        out = []
+        for k, loop in sorted(self.loops.items()):
+            md = loop.metadata.current
+            items = [md[metric]] if metric and metric in md else [] if metric else list(md.values())
+            out.append({"key": k, "labels": dict(loop.labels), "metadata": [m.to_list() for m in items]})
+        if per_target:
+            return out
+        distinct = {tuple(item): None for rec in out for item in rec["metadata"]}
+        return [{"key": "", "labels": {}, "metadata": [list(item) for item in distinct]}]

@@ -27,6 +27,9 @@ from query.api import ApiError, answer, matchers_of, one, success
 from query.promjson import go_format_float
 
 Records = Callable[[], Awaitable[Sequence[Mapping[str, Any]]]]
+# (per target, metric or "") -> {"key", "labels", "metadata": [[metric, type, help, unit], ...]} records;
+# not per target: records whose labels do not matter (each distinct entry at least once)
+MetadataRecords = Callable[[bool, str], Awaitable[Sequence[Mapping[str, Any]]]]
 SeriesLabels = Callable[[int, int], Awaitable[Sequence[Mapping[str, str]]]]  # (start ms, end ms) -> label sets
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -40,7 +43,7 @@ class FleetApiSources:
 
     targets: Records | None = None  # scraper health records (scraper.health.TargetHealth.to_dict shape)
     dropped: Records | None = None  # {"pool", "discoveredLabels"} of targets relabelling dropped
-    metadata: Records | None = None  # {"key", "labels", "metadata": [[metric, type, help, unit], ...]}
+    metadata: MetadataRecords | None = None
     rules_status: Callable[[], Awaitable[list[dict]]] | None = None  # RuleManager.status() shape
     alertmanagers: Callable[[], Sequence[str]] | None = None
     head_series: SeriesLabels | None = None  # series with samples in a window, for status/tsdb
@@ -143,8 +146,8 @@ class FleetApi:
 
     # -- metadata --------------------------------------------------------------------------------
 
-    async def _metadata_records(self) -> list[Mapping[str, Any]]:
-        return list(await self.src.metadata()) if self.src.metadata is not None else []
+    async def _metadata_records(self, per_target: bool, metric: str) -> list[Mapping[str, Any]]:
+        return list(await self.src.metadata(per_target, metric)) if self.src.metadata is not None else []
 
     async def metadata(self, request: web.Request) -> web.StreamResponse:
         async def run(params: dict[str, list[str]]) -> web.Response:
@@ -152,7 +155,7 @@ class FleetApi:
             per_metric = _int_param(params, "limit_per_metric", -1)
             metric = one(params, "metric") or ""
             found: dict[str, list[dict[str, str]]] = {}
-            for rec in await self._metadata_records():
+            for rec in await self._metadata_records(False, metric):
                 for item in rec.get("metadata") or ():
                     name, typ, help_text, unit = (list(item) + ["", "", "", ""])[:4]
                     if metric and name != metric:
@@ -176,7 +179,7 @@ class FleetApi:
             match_target = one(params, "match_target")
             matchers = matchers_of([match_target], "match_target")[0] if match_target else []
             out: list[dict[str, Any]] = []
-            for rec in await self._metadata_records():
+            for rec in await self._metadata_records(True, metric):
                 if 0 <= limit <= len(out):
                     break
                 labels = dict(rec.get("labels") or {})
