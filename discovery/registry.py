@@ -372,13 +372,17 @@ class Registry:
             if self._flush_scheduled:
                 return
             self._flush_scheduled = True
-        timer = threading.Timer(self.publish_delay_s, self._flush)
+        timer = threading.Timer(self.publish_delay_s, self._flush, kwargs={"scheduled": True})
         timer.daemon = True
         timer.start()
 
-    def _flush(self) -> None:
+    def _flush(self, scheduled: bool = False) -> None:
+        """Rebuild the view and notify. Only the scheduled flush re-arms ``_publish``: a direct
+        call (``start``) while a timer is pending must not let a second timer chain start, or a
+        burst would be rebuilt twice as often."""
         with self._lock:
-            self._flush_scheduled = False
+            if scheduled:
+                self._flush_scheduled = False
             for pool in self._dirty_pools:
                 members = self._members.get(pool)
                 if members is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 
 import pytest
 from zk_helpers import async_wait_for, expire_session, wait_for
@@ -234,14 +235,26 @@ def test_a_pool_deleted_and_created_again_is_watched_again(registries):
         wait_for(lambda: "again" not in watcher.view.pools and not watcher.view.targets(), what="pool gone")
 
 
-def test_a_burst_of_registrations_is_seen_completely(registries):
+def test_a_burst_of_registrations_coalesces_into_few_complete_rebuilds(registries):
+    """The map's promise: a burst of watch events coalesces into few view rebuilds. After a
+    rebuild the next one waits ``publish_delay_s`` for more events, so while a burst lasts there
+    is at most one rebuild per delay: the count is bounded by the burst's duration over the delay,
+    whatever the machine's load, and with the delay raised here it is far below one per event."""
     watcher = registries()
     writer = registries(watch=False)
-    versions = []
-    watcher.add_listener(lambda view: versions.append(view.version))
+    watcher.publish_delay_s = 0.2
+    rebuilt_at = []
+    watcher.add_listener(lambda view: rebuilt_at.append((time.monotonic(), view)))
     writer.create_pool("burst")
+    wait_for(lambda: "burst" in watcher.view.pools, what="the pool")
+    start = time.monotonic()
     for i in range(200):  # straight creates: register_host's duplicate check would dominate the time
         writer.zk.create(writer.members_path("burst") + "/member_", serverset_json(f"10.8.{i // 100}.{i % 100}", 80),
                          sequence=True)
-    wait_for(lambda: watcher.view.alive_count("burst") == 200, what="200 members")
-    print(f"200 registrations -> {len(versions)} view rebuilds")
+    wait_for(lambda: rebuilt_at and rebuilt_at[-1][1].alive_count("burst") == 200, timeout=60,
+             what="a view with the 200 members")
+    elapsed = time.monotonic() - start
+    during = [t - start for t, _ in rebuilt_at if t >= start]
+    print(f"200 registrations in {elapsed:.2f}s -> {len(during)} view rebuilds (delay {watcher.publish_delay_s:g}s)")
+    assert len(during) <= elapsed / watcher.publish_delay_s + 2, [round(t, 3) for t in during]
+    assert len(during) < 200 // 2, "registrations were not coalesced"
