@@ -84,7 +84,7 @@ async def test_reload_on_file_change_keeps_last_good_and_reports(service) -> Non
 
         assert await names() == ["Hot"]
         (tmp / "b.rules.yml").write_text(RULES.replace("svc", "svc2").replace("Hot", "Cold"))
-        assert await _until(lambda: _eq(names(), ["Hot", "Cold"]), 5)  # new file picked up by the watcher
+        assert await _until(lambda: _eq(names(), ["Hot", "Cold"]), 60)  # new file picked up by the watcher
         (tmp / "a.rules.yml").write_text(RULES.replace("> 50", "> "))  # broken: last good stays
         async with s.post(base + "/-/reload") as r:
             assert r.status == 400
@@ -96,7 +96,7 @@ async def test_reload_on_file_change_keeps_last_good_and_reports(service) -> Non
         assert list(errors) == [str(tmp / "a.rules.yml")]
         (tmp / "a.rules.yml").write_text(RULES.replace("Hot", "Hotter"))
         os.kill(os.getpid(), signal.SIGHUP)
-        assert await _until(lambda: _eq(names(), ["Hotter", "Cold"]), 5)
+        assert await _until(lambda: _eq(names(), ["Hotter", "Cold"]), 60)
         async with s.get(base + "/metrics") as r:
             text = await r.text()
         assert "ringmon_alerter_reloads_total" in text and "ringmon_rule_evaluations_total" in text
@@ -114,7 +114,7 @@ async def test_invalid_notifier_config_keeps_the_old_one(service) -> None:
     out = await svc.reload("test")
     assert not out["success"] and "no receiver named 'nobody'" in out["errors"][0]
     _temp(storage, 80)
-    assert len(await hook.wait_for(1, timeout=5)) == 1  # still routed with the last good config
+    assert len(await hook.wait_for(1, timeout=60)) == 1  # still routed with the last good config
 
 
 async def test_silence_api_and_cli_over_http(service) -> None:
@@ -131,7 +131,7 @@ async def test_silence_api_and_cli_over_http(service) -> None:
             alerts = (await r.json())["data"]["alerts"]
         return bool(alerts) and alerts[0]["state"] == "suppressed"
 
-    assert await _until(suppressed, 5)
+    assert await _until(suppressed, 60)
     assert await hook.wait_for(1, timeout=1) == []
     async with aiohttp.ClientSession(headers=bearer(svc.api_token)) as s, s.get(url + "/api/v1/alerts") as r:
         (prom,) = (await r.json())["data"]["alerts"]  # Prometheus' /api/v1/alerts shape
@@ -143,7 +143,7 @@ async def test_silence_api_and_cli_over_http(service) -> None:
     rc = await loop.run_in_executor(None, main, ["silence", "expire", sil["id"], "--url", url,
                                                  "--token-file", str(tmp / "alerter-api-token")])
     assert rc == 0
-    assert len(await hook.wait_for(1, timeout=5)) == 1
+    assert len(await hook.wait_for(1, timeout=60)) == 1
     rc = await loop.run_in_executor(None, main, ["silence", "add", "bad matcher", "-a", "x", "-c", "y", "--url", url,
                                                  "--token-file", str(tmp / "alerter-api-token")])
     assert rc == 2

@@ -193,7 +193,7 @@ async def test_retries_with_backoff_until_receiver_recovers(tmp_path: pathlib.Pa
     cfg["route"]["group_interval"] = 0.5
     n = await _notifier(cfg, db)
     await n.receive([_alert(instance="x")])
-    got = await r.wait_for(1, timeout=15)
+    got = await r.wait_for(1, timeout=60)
     assert len(got) == 1 and r.attempts > 1
     for _ in range(3):
         await n.receive([_alert(instance="x")])
@@ -213,7 +213,7 @@ async def test_silenced_alert_is_not_sent_until_silence_expires(receiver: Record
     assert [st.state for st in await n.status()] == ["suppressed"]
     await sil.expire(s.id)
     await n.receive([_alert(instance="db-1")])
-    assert len(await receiver.wait_for(1, timeout=5)) == 1
+    assert len(await receiver.wait_for(1, timeout=60)) == 1
     await n.stop()
     await db.close()
 
@@ -222,7 +222,7 @@ async def test_repeat_interval_resends(receiver: RecordingReceiver, tmp_path: pa
     db = AlertingDB(tmp_path / "a.db")
     n = await _notifier(_cfg(receiver.url, repeat_interval=0.5), db)
     await n.receive([_alert(instance="a")])
-    got = await receiver.wait_for(2, timeout=5)
+    got = await receiver.wait_for(2, timeout=60)
     assert len(got) == 2 and got[1].body["status"] == "firing"
     await n.stop()
     await db.close()
@@ -257,11 +257,11 @@ async def test_inhibited_alert_is_not_sent_while_its_source_fires(receiver: Reco
     n = await _notifier(cfg, db)
     await n.receive([_alert("PoolDown", pool="web"), _alert("HighCPU", severity="warning", pool="web"),
                      _alert("HighCPU", severity="warning", pool="db")])
-    got = await receiver.wait_for(2, timeout=5)
+    got = await receiver.wait_for(2, timeout=60)
     sent = sorted((r.body["groupLabels"]["alertname"], a["labels"].get("pool")) for r in got for a in r.body["alerts"])
     assert sent == [("HighCPU", "db"), ("PoolDown", "web")]
     await n.receive([_alert("PoolDown", resolved=True, pool="web")])  # source resolved: target goes out
-    got = await receiver.wait_for(4, timeout=5)
+    got = await receiver.wait_for(4, timeout=60)
     later = [(r.body["status"], sorted(a["labels"].get("pool") for a in r.body["alerts"] if a["status"] == "firing"))
              for r in got[2:]]
     assert ("firing", ["db", "web"]) in later and ("resolved", []) in later

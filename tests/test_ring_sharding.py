@@ -285,7 +285,7 @@ async def test_a_target_flap_leaves_the_plan_alone_and_a_removal_is_planned_afte
             return OverridesDoc.decode(data, v).targets == 60
 
         await async_wait_for(lambda: settled(coords, remaining), what="the 30 hosts gone")
-        await async_wait_for(replanned, timeout=20, what="a plan for the 60 remaining targets")
+        await async_wait_for(replanned, timeout=60, what="a plan for the 60 remaining targets")
 
         def on_new_plan() -> bool:  # everyone on the stored plan (all on the old one is "settled" too)
             versions = {c.assignment.overrides_version for c in coords}

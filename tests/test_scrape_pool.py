@@ -64,7 +64,7 @@ async def exporter():
     await t.stop()
 
 
-async def _wait(cond, timeout: float = 10.0) -> None:
+async def _wait(cond, timeout: float = 60.0) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while not cond():

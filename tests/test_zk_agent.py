@@ -64,8 +64,8 @@ def test_agent_registers_serves_and_leaves_on_sigterm(zookeeper, zk_root):
 
             proc.send_signal(signal.SIGTERM)
             wait_for(lambda: [m.status for m in watcher.view.members.get("web", ())] == [STOPPING],
-                     timeout=15, what="STOPPING seen")
-            wait_for(lambda: watcher.view.members.get("web") == (), timeout=15, what="member removed")
+                     timeout=60, what="STOPPING seen")
+            wait_for(lambda: watcher.view.members.get("web") == (), timeout=60, what="member removed")
         finally:
             code, err = finish(proc)
         assert code == 0, err

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from kazoo.client import KazooClient
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> object:
+def wait_for(predicate: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> object:
     """Poll ``predicate`` until it returns something truthy; AssertionError after ``timeout``."""
     deadline = time.monotonic() + timeout
     last = None
@@ -21,7 +21,7 @@ def wait_for(predicate: Callable[[], object], timeout: float = 15.0, what: str =
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last value: {last!r})")
 
 
-async def async_wait_for(predicate: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> object:
+async def async_wait_for(predicate: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> object:
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
