@@ -72,10 +72,10 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ringmon-shots-") as tmp:
         started = time.monotonic()
-        site = start_standalone(Path(tmp), scrape_interval="10s", evaluation_interval="15s")
+        site = start_standalone(Path(tmp) / "data")
         try:
             print(f"standalone at {site.url}; collecting for {args.minutes:g} min", flush=True)
-            asyncio.run(wait_until_warm(site, scrapes=2, timeout_s=300))
+            asyncio.run(wait_until_warm(site))
             time.sleep(max(0.0, args.minutes * 60 - (time.monotonic() - started)))  # history to draw
             for path in asyncio.run(shoot(site.url, args.out, args.range)):
                 print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")

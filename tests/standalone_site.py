@@ -1,11 +1,11 @@
 """A real ``ringmon standalone`` as ``make run`` starts it, on a free port with its own data dir.
 
 ``start_standalone(tmp)`` runs the shipped ``configs/standalone.yaml`` (its agents, rules,
-dashboards and alerting file) with every state file under ``tmp``, the web on a port the
-kernel picks (read back from the "is up" line) and, for tests, a faster scrape and rule
-interval so the state of a few minutes of ``make run`` is reached in seconds. Waits are on
-events (a line printed, an API answer), each bounded. Used by the browser walk test and by
-``tests/screenshots.py``; nothing here leaves 127.0.0.1.
+dashboards, alerting file and timers) with ``--data-dir tmp`` and ``--listen 127.0.0.1:0``
+(the bound port is read back from its "is up" line). ``wait_until_warm`` waits for the
+events that make a five-minute-old ``make run`` what it is (scrapes, rule evaluations, a
+rollup pass, a delivered notification), each wait bounded. Used by the browser walk test
+and by ``tests/screenshots.py``; nothing here leaves 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -26,12 +26,8 @@ from typing import Any
 from urllib.parse import urlencode
 from urllib.request import urlopen
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
-LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 _UP_LINE = re.compile(r"is up: (http://127\.0\.0\.1:\d+)/")
-_HOSTS = re.compile(r"(?:[a-z][a-z0-9+.-]*://)?(\[[0-9a-f:]+\]|[A-Za-z0-9.-]+):\d+", re.IGNORECASE)
 
 
 @dataclass
@@ -58,63 +54,14 @@ class Standalone:
                 self.proc.wait(timeout=30)
 
 
-def _strings(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        return [s for v in node.values() for s in _strings(v)]
-    if isinstance(node, list):
-        return [s for v in node for s in _strings(v)]
-    return [node] if isinstance(node, str) else []
-
-
-def off_machine_hosts(config: Any) -> list[str]:
-    """Hosts a parsed config names (``http://host:port``, ``host:port``) that are not loopback."""
-    hosts = {m.group(1) for s in _strings(config) for m in _HOSTS.finditer(s)}
-    return sorted(h for h in hosts if h.lower() not in LOOPBACK and not re.fullmatch(r"\d+", h))
-
-
-def _alerting_file(data_dir: Path, shipped: Path) -> Path:
-    """The shipped alerting file with its state under ``data_dir``; if it names a host off this
-    machine, its receivers are swapped for one that delivers nowhere (tests stay on loopback)."""
-    cfg = yaml.safe_load(shipped.read_text()) or {}
-    alerter = cfg.setdefault("alerter", {})
-    for key in ("state_db", "api_token_file"):
-        if key in alerter:
-            alerter[key] = str(data_dir / Path(str(alerter[key])).name)
-    if off_machine_hosts(cfg):
-        cfg["route"] = {"receiver": "nowhere", "group_by": ["alertname"]}
-        cfg["receivers"] = [{"name": "nowhere"}]
-        cfg.pop("inhibit_rules", None)
-    out = data_dir / "alerting.yaml"
-    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return out
-
-
-def standalone_config(data_dir: Path, *, scrape_interval: str = "1s", evaluation_interval: str = "1s") -> Path:
-    """``configs/standalone.yaml`` with every state file under ``data_dir`` and the given intervals."""
-    cfg = yaml.safe_load((ROOT / "configs" / "standalone.yaml").read_text())
-    cfg["data_dir"] = str(data_dir)
-    cfg.setdefault("storage", {}).setdefault("sqlite", {})["path"] = str(data_dir / "ringmon.db")
-    cfg.setdefault("web", {})["listen"] = "127.0.0.1:0"
-    scrape = cfg.setdefault("scrape", {})
-    scrape["interval"] = scrape_interval
-    scrape["timeout"] = scrape_interval
-    cfg.setdefault("rules", {})["evaluation_interval"] = evaluation_interval
-    shipped_alerting = cfg.get("alerting")
-    if shipped_alerting:
-        cfg["alerting"] = str(_alerting_file(data_dir, ROOT / shipped_alerting))
-    path = data_dir / "standalone.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
-
-
-def start_standalone(data_dir: Path, *, timeout_s: float = 120.0, **intervals: str) -> Standalone:
-    """Start ``ringmon standalone`` (cwd: the repository, as ``make run``) and return once it
-    printed its URL; raises with its output if it exits or stays silent past ``timeout_s``."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    config = standalone_config(data_dir, **intervals)
+def start_standalone(data_dir: Path, *, config: str = "configs/standalone.yaml", timeout_s: float = 120.0) -> Standalone:
+    """Start ``ringmon standalone`` as ``make run`` does (cwd: the repository, the shipped
+    config) with only ``--listen 127.0.0.1:0`` and ``--data-dir`` added; return once it printed
+    its URL. Raises with its output if it exits or stays silent past ``timeout_s``."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "standalone", "--config", str(config)],
+        [sys.executable, "-m", "cli.main", "standalone", "--config", config,
+         "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     output: list[str] = []
@@ -154,9 +101,11 @@ async def wait_for(check: Callable[[], Awaitable[Any]], what: str, timeout_s: fl
         await asyncio.sleep(every_s)
 
 
-async def wait_until_warm(site: Standalone, *, scrapes: int = 5, timeout_s: float = 240.0) -> None:
-    """The state a few minutes of ``make run`` reaches: every target up and scraped ``scrapes``
-    times in the last minute, and rules evaluated."""
+async def wait_until_warm(site: Standalone, *, scrapes: int = 3, timeout_s: float = 300.0) -> None:
+    """The state five minutes of ``make run`` show, reached by its events: every target up and
+    scraped ``scrapes`` times in the last minute, rules evaluated, a rollup pass scraped
+    (``ringmon_rollup_lag_seconds`` stored) and a notification delivered to the notification
+    log (the always-firing ``RingmonWatchdog``). Each wait is bounded by ``timeout_s``."""
 
     def value(expr: str) -> float:
         result = site.api("query", query=expr)["result"]
@@ -165,6 +114,10 @@ async def wait_until_warm(site: Standalone, *, scrapes: int = 5, timeout_s: floa
     async def ask(expr: str) -> float:
         return await asyncio.to_thread(value, expr)
 
+    def page(path: str) -> str:
+        with urlopen(site.url + path, timeout=30) as resp:
+            return resp.read().decode()
+
     targets = await wait_for(lambda: ask("count(up)"), "the first scrapes", timeout_s)
     await wait_for(lambda: ask(f"count(up == 1) >= {targets}"), "every target up", timeout_s)
     await wait_for(
@@ -172,3 +125,9 @@ async def wait_until_warm(site: Standalone, *, scrapes: int = 5, timeout_s: floa
         f"{scrapes} scrapes of every target", timeout_s,
     )  # fmt: skip
     await wait_for(lambda: ask("sum(ringmon_rule_evaluations_total)"), "rule evaluations", timeout_s)
+    await wait_for(lambda: ask("count(ringmon_rollup_lag_seconds)"), "a rollup pass, scraped", timeout_s)
+
+    async def notified() -> bool:
+        return "RingmonWatchdog" in await asyncio.to_thread(page, "/notifications")
+
+    await wait_for(notified, "a notification in the notification log", timeout_s, every_s=2.0)
