@@ -122,3 +122,27 @@ async def test_same_bytes_as_prometheus(prometheus: str, ringmon: str) -> None:
             if bodies[0] != bodies[1]:
                 differences.append(f"{path} {params}:\n  prometheus {bodies[0]}\n  ringmon    {bodies[1]}")
     assert not differences, "\n".join(differences)
+
+
+def _shape(doc):
+    """The keys of a JSON document, recursively, without the values."""
+    if isinstance(doc, dict):
+        return {k: _shape(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_shape(v) for v in doc[:1]]
+    return type(doc).__name__ if not isinstance(doc, int | float) else "number"
+
+
+async def test_stats_have_prometheus_shape(prometheus: str, ringmon: str) -> None:
+    """``stats=1``: the same members as Prometheus (values are timings and counts of each engine)."""
+    import json
+
+    async with aiohttp.ClientSession() as http:
+        for path, params in (("/api/v1/query", {"query": "vector(1)", "time": "1435781451", "stats": "1"}),
+                             ("/api/v1/query_range", {"query": "vector(1)", "start": "1435781400",
+                                                      "end": "1435781460", "step": "15", "stats": "1"})):
+            shapes = []
+            for base in (prometheus, ringmon):
+                async with http.post(base + path, data=params) as r:
+                    shapes.append(_shape(json.loads(await r.read())))
+            assert shapes[0] == shapes[1], (path, shapes)
