@@ -143,3 +143,27 @@ async def test_format_and_parse_query(server: str) -> None:
     assert sel["type"] == "matrixSelector" and sel["name"] == "x" and sel["range"] == 300_000
     assert {"name": "a", "value": "b", "type": "="} in sel["matchers"]
     assert tree["rhs"] == {"type": "numberLiteral", "val": "1"}
+
+
+def test_config_redaction_tsdb_counts_and_go_times(tmp_path) -> None:
+    from web.prom_api import go_time, redacted_config, tsdb_status
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("storage:\n  cassandra:\n    keyspace: ringmon\n    password: hunter2\n"
+                   "web:\n  session_secret: s3\n  users: {ops: 'scrypt$x'}\nreceivers:\n- routing_key: abc\n")
+    text = redacted_config(str(cfg))
+    assert "keyspace: ringmon" in text and "hunter2" not in text and "s3" not in text
+    assert "scrypt" not in text and "abc" not in text and text.count("<secret>") == 4
+    series = [{"__name__": "up", "job": "a", "instance": "1"}, {"__name__": "up", "job": "b", "instance": "1"},
+              {"__name__": "x", "job": "a"}]
+    st = tsdb_status(series, 1000, 2000, 2)
+    assert st["headStats"] == {"numSeries": 3, "numLabelPairs": 5, "chunkCount": 0, "minTime": 1000, "maxTime": 2000}
+    assert st["seriesCountByMetricName"] == [{"name": "up", "value": 2}, {"name": "x", "value": 1}]
+    assert st["labelValueCountByLabelName"] == [{"name": "__name__", "value": 2}, {"name": "job", "value": 2}]
+    # (1 + len(name) + 1 + len(value)) x series, per label name: __name__=up twice, __name__=x once
+    assert st["memoryInBytesByLabelName"][0] == {"name": "__name__", "value": 12 * 2 + 11}
+    assert st["seriesCountByLabelValuePair"] == [{"name": "__name__=up", "value": 2}, {"name": "instance=1", "value": 2}]
+    assert go_time(None) == "0001-01-01T00:00:00Z"
+    assert go_time(1435781451.5) == "2015-07-01T20:10:51.5Z"
+    assert go_time(1435781451.0) == "2015-07-01T20:10:51Z"
+    assert go_time("2015-07-01T20:10:51.120Z") == "2015-07-01T20:10:51.12Z"

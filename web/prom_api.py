@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import socket
 import threading
 import time
@@ -33,7 +34,7 @@ MetadataRecords = Callable[[bool, str], Awaitable[Sequence[Mapping[str, Any]]]]
 SeriesLabels = Callable[[int, int], Awaitable[Sequence[Mapping[str, str]]]]  # (start ms, end ms) -> label sets
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
-SECRET_WORDS = ("password", "secret", "token", "key", "users", "auth", "credential")
+SECRET_KEY_RE = re.compile(r"password|secret|token|credential|auth|users|(?:^|_)key$", re.IGNORECASE)
 TSDB_WINDOW_MS = 2 * 3_600_000  # the "head": series seen in the last two hours
 
 
@@ -368,6 +369,12 @@ def tsdb_status(series: Sequence[Mapping[str, str]], min_ms: int, max_ms: int, l
             pair = f"{k}={v}"
             pairs[pair] = pairs.get(pair, 0) + 1
 
+    memory: dict[str, int] = {}  # labels.SizeOfLabels (stringlabels) of each pair x its series
+    for pair, n in pairs.items():
+        name, _, value = pair.partition("=")
+        size = _varint_len(len(name.encode())) + len(name.encode()) + _varint_len(len(value.encode())) + len(value.encode())
+        memory[name] = memory.get(name, 0) + size * n
+
     def top(counts: Mapping[str, int]) -> list[dict[str, Any]]:
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
         return [{"name": k, "value": v} for k, v in ranked]
@@ -377,9 +384,13 @@ def tsdb_status(series: Sequence[Mapping[str, str]], min_ms: int, max_ms: int, l
                       "minTime": min_ms if series else 0, "maxTime": max_ms if series else 0},
         "seriesCountByMetricName": top(by_metric),
         "labelValueCountByLabelName": top({k: len(v) for k, v in values_by_name.items()}),
-        "memoryInBytesByLabelName": top({k: sum(len(x) for x in v) for k, v in values_by_name.items()}),
+        "memoryInBytesByLabelName": top(memory),
         "seriesCountByLabelValuePair": top(pairs),
     }
+
+
+def _varint_len(n: int) -> int:
+    return max(1, (n.bit_length() + 6) // 7)
 
 
 def redacted_config(path: str) -> str:
@@ -394,8 +405,7 @@ def redacted_config(path: str) -> str:
 
     def clean(node: Any) -> Any:
         if isinstance(node, Mapping):
-            return {k: "<secret>" if any(w in str(k).lower() for w in SECRET_WORDS) and node[k] else clean(node[k])
-                    for k in node}
+            return {k: "<secret>" if SECRET_KEY_RE.search(str(k)) and node[k] else clean(node[k]) for k in node}
         if isinstance(node, list):
             return [clean(x) for x in node]
         return node
