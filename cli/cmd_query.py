@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import sys
 import time
@@ -38,10 +37,10 @@ def _parse_time(text: str | None, what: str, now: int | None = None) -> int:
 
 
 def _print(res, args: argparse.Namespace) -> None:
-    from query.textout import format_table, response_json
+    from query.textout import format_table, response_text
 
     if args.output == "json":
-        print(json.dumps(response_json(res), indent=2))
+        print(response_text(res))
         return
     text = format_table(res, unix=args.unix)
     if text:

@@ -160,10 +160,15 @@ def result_text(res: QueryResult, stats: dict[str, Any] | None = None) -> str:
     return f'{{"resultType":"{res.type}","result":{result}{tail}}}'
 
 
+def success_body(data: str, warnings: list[str] | None = None) -> str:
+    """The body of a success answer around ``data`` already written as JSON text."""
+    tail = f',"warnings":{dumps(list(warnings))}' if warnings else ""
+    return f'{{"status":"success","data":{data}{tail}}}'
+
+
 def success_text(data: str, warnings: list[str] | None = None) -> web.Response:
     """A success answer around ``data`` already written as JSON text."""
-    tail = f',"warnings":{dumps(list(warnings))}' if warnings else ""
-    return web.Response(text=f'{{"status":"success","data":{data}{tail}}}', content_type="application/json")
+    return web.Response(text=success_body(data, warnings), content_type="application/json")
 
 
 def success(data: Any, warnings: list[str] | None = None) -> web.Response:

@@ -1,18 +1,17 @@
 """Query results written for a terminal or a script (``ringmon query instant|range``).
 
 ``format_table`` gives one row per point: the series' labels, its time (RFC 3339 in UTC, or
-Unix seconds) and its value, under a header, columns aligned. ``response_json`` is the body
-``/api/v1/query`` and ``/api/v1/query_range`` answer with (``status``, ``data``, ``warnings``),
-so a script reads the CLI's output and the HTTP API's alike.
+Unix seconds) and its value, under a header, columns aligned. ``response_text`` is the body
+``/api/v1/query`` and ``/api/v1/query_range`` answer with, byte for byte (``status``, ``data``,
+``warnings``), so a script reads the CLI's output and the HTTP API's alike.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
 
-from query.api import format_ts, format_value, result_json
+from query.api import format_ts, format_value, result_text, success_body
 from query.result import QueryResult
 from query.values import format_labels
 
@@ -60,9 +59,6 @@ def format_table(res: QueryResult, *, unix: bool = False) -> str:
     return "\n".join(f"{a:<{w0}}  {b:<{w1}}  {c}".rstrip() for a, b, c in [header, *rows])
 
 
-def response_json(res: QueryResult) -> dict[str, Any]:
-    """What the Prometheus HTTP API answers for this result."""
-    body: dict[str, Any] = {"status": "success", "data": result_json(res)}
-    if res.warnings:
-        body["warnings"] = list(res.warnings)
-    return body
+def response_text(res: QueryResult) -> str:
+    """What the Prometheus HTTP API answers for this result, as the API writes it."""
+    return success_body(result_text(res), list(res.warnings) or None)

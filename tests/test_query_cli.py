@@ -71,3 +71,29 @@ def test_errors_are_one_line(tmp_path, capsys) -> None:
     assert err.startswith("ringmon query: query: 1:4: parse error") and err.count("\n") == 1
     assert main(["query", "range", "--config", cfg, "--step", "often", "up"]) == 2
     assert "--step" in capsys.readouterr().err
+
+
+def test_json_output_is_the_api_body_byte_for_byte(tmp_path, capsys) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from query.api import make_app
+    from query.engine import Engine
+    from storage.sqlite_rollup import SQLiteRollupStorage
+
+    cfg, now = _store(tmp_path)
+    t = str((now - 60_000) / 1000)
+    assert main(["query", "instant", "--config", cfg, "--time", t, "-o", "json", "sum by (job) (up)"]) == 0
+    cli_body = capsys.readouterr().out.rstrip("\n")
+
+    async def api_body() -> str:
+        storage = await SQLiteRollupStorage.open(tmp_path / "ringmon.db")
+        client = TestClient(TestServer(make_app(Engine(storage), storage)))
+        await client.start_server()
+        try:
+            resp = await client.get("/api/v1/query", params={"query": "sum by (job) (up)", "time": t})
+            return await resp.text()
+        finally:
+            await client.close()
+            await storage.close()
+
+    assert cli_body == asyncio.run(api_body())

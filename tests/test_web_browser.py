@@ -191,6 +191,13 @@ async def test_dashboards_show_the_written_data(site, browser):
         .all_text_contents()
     )
     assert sorted(legend) == sorted(CPU_RATES)
+    # Hovering a legend entry highlights its series: the others fade (CSS, no script).
+    cpu = page.locator("section.panel", has=page.locator("h2", has_text=re.compile("^CPU by mode$")))
+    await cpu.locator(".legend-item", has_text="idle").hover()
+    opacity = await cpu.locator("svg g.s").evaluate_all(
+        "gs => gs.map(g => [g.dataset.name, getComputedStyle(g).opacity])"
+    )
+    assert dict(opacity) == {m: ("1" if m == "idle" else "0.2") for m in CPU_RATES}
 
     await page.goto(site + "/d/fleet")
     rps = await svg_titles(page, "Requests per second per pool")

@@ -288,3 +288,20 @@ async def test_dense_panel_hover_bands_list_every_series_and_keep_the_spike(tmp_
     assert len(pool03) == len(bands) and pool03.count("pool03: 4% – 99%") == 1  # the one-step spike
     assert set(pool03) == {"pool03: 4%", "pool03: 4% – 99%"}
     assert "<script" not in body
+
+
+async def test_unknown_variable_value_is_named_on_the_page_and_its_empty_panels(tmp_path):
+    class ChoicesOnly(VarEngine):  # choices h:1, h:2, ...; no panel data
+        async def instant_query(self, expr, time_ms):
+            return await super().instant_query(expr, time_ms) if expr == "up" else QueryResult("vector", [])
+
+    write(tmp_path, "demo.yaml", GOOD)
+    c = await client_for(tmp_path, ChoicesOnly(modes=()))
+    try:
+        body = await (await c.get("/d/demo?instance=h:9")).text()
+        known = await (await c.get("/d/demo?instance=h:1")).text()
+    finally:
+        await c.close()
+    assert "instance &#39;h:9&#39; is unknown: no series of up has instance=&#39;h:9&#39;" in body
+    assert body.count("No data: instance &#x27;h:9&#x27; unknown") == 2  # both panels say why
+    assert "is unknown" not in known and known.count(">No data<") == 2
