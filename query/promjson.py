@@ -8,12 +8,14 @@ value always 'f') and compact JSON with Go's HTML-safe string escaping (``<`` as
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import math
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time
 _GO_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
 
 
@@ -74,6 +76,24 @@ def go_json_float(v: float) -> str:
     return go_format_float(v, "f")
 
 
+def go_time(ts: float | str | None) -> str:
+    """A time as Go's ``time.Time`` marshals it (RFC 3339, nanoseconds without trailing zeros, UTC);
+    unix seconds, an RFC 3339 text or nothing (the zero time)."""
+    if isinstance(ts, str):
+        if not ts or ts.startswith("0001-"):
+            return ZERO_TIME
+        try:
+            ts = _dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return ts
+    if not ts:
+        return ZERO_TIME
+    ns = round(float(ts) * 1e9)
+    secs, frac = divmod(ns, 1_000_000_000)
+    base = _dt.datetime.fromtimestamp(secs, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return base + (f".{frac:09d}".rstrip("0") if frac else "") + "Z"
+
+
 def go_string(s: str) -> str:
     """A JSON string literal as Go's encoder writes it (HTML-safe, UTF-8)."""
     out = json.dumps(s, ensure_ascii=False)
@@ -101,4 +121,4 @@ def _go_escape(text: str) -> str:
     return text
 
 
-__all__ = ["dumps", "format_timestamp", "format_value", "go_format_float", "go_json_float", "go_string", "labels_json"]
+__all__ = ["ZERO_TIME", "dumps", "format_timestamp", "format_value", "go_format_float", "go_json_float", "go_string", "go_time", "labels_json"]

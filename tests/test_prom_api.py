@@ -146,7 +146,8 @@ async def test_format_and_parse_query(server: str) -> None:
 
 
 def test_config_redaction_tsdb_counts_and_go_times(tmp_path) -> None:
-    from web.prom_api import go_time, redacted_config, tsdb_status
+    from query.promjson import go_time
+    from web.prom_api import redacted_config, tsdb_status
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("storage:\n  cassandra:\n    keyspace: ringmon\n    password: hunter2\n"

@@ -10,7 +10,6 @@ alerters' HTTP APIs. A missing source answers as a Prometheus with nothing of th
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import re
 import socket
@@ -25,7 +24,7 @@ from aiohttp import web
 
 from alerting.durations import format_duration_ms
 from query.api import ApiError, answer, matchers_of, one, success
-from query.promjson import go_format_float
+from query.promjson import go_format_float, go_time
 
 Records = Callable[[], Awaitable[Sequence[Mapping[str, Any]]]]
 # (per target, metric or "") -> {"key", "labels", "metadata": [[metric, type, help, unit], ...]} records;
@@ -33,7 +32,6 @@ Records = Callable[[], Awaitable[Sequence[Mapping[str, Any]]]]
 MetadataRecords = Callable[[bool, str], Awaitable[Sequence[Mapping[str, Any]]]]
 SeriesLabels = Callable[[int, int], Awaitable[Sequence[Mapping[str, str]]]]  # (start ms, end ms) -> label sets
 
-ZERO_TIME = "0001-01-01T00:00:00Z"
 SECRET_KEY_RE = re.compile(r"password|secret|token|credential|auth|users|(?:^|_)key$", re.IGNORECASE)
 TSDB_WINDOW_MS = 2 * 3_600_000  # the "head": series seen in the last two hours
 
@@ -52,24 +50,6 @@ class FleetApiSources:
     flags: Mapping[str, str] = field(default_factory=dict)
     retention: str = ""
     started_at: float = field(default_factory=time.time)
-
-
-def go_time(ts: float | str | None) -> str:
-    """A time as Go's ``time.Time`` marshals it (RFC 3339, nanoseconds without trailing zeros, UTC);
-    unix seconds, an RFC 3339 text or nothing (the zero time)."""
-    if isinstance(ts, str):
-        if not ts or ts.startswith("0001-"):
-            return ZERO_TIME
-        try:
-            ts = _dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return ts
-    if not ts:
-        return ZERO_TIME
-    ns = round(float(ts) * 1e9)
-    secs, frac = divmod(ns, 1_000_000_000)
-    base = _dt.datetime.fromtimestamp(secs, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return base + (f".{frac:09d}".rstrip("0") if frac else "") + "Z"
 
 
 def _int_param(params: dict[str, list[str]], name: str, default: int) -> int:
@@ -446,4 +426,4 @@ def add_fleet_api_routes(app: web.Application, sources: FleetApiSources, prefix:
     return api
 
 
-__all__ = ["FleetApi", "FleetApiSources", "add_fleet_api_routes", "alertmanager_urls", "go_time", "tsdb_status"]
+__all__ = ["FleetApi", "FleetApiSources", "add_fleet_api_routes", "alertmanager_urls", "tsdb_status"]
