@@ -2,7 +2,8 @@
 between 1e-6 and 1e21, 'e' outside, as ``util/jsonutil.MarshalFloat``), timestamps (seconds
 with up to three decimals, trailing zeros kept: ``MarshalTimestamp``), scalar and string
 results (``promql.Scalar.MarshalJSON``: the time as an ``encoding/json`` float, a scalar's
-value always 'f') and compact JSON with Go's HTML-safe string escaping (``<`` as
+value always 'f'), times of targets and rules (Go's ``time.Time``: RFC 3339, nanoseconds
+without trailing zeros) and compact JSON with Go's HTML-safe string escaping (``<`` as
 ``\\u003c``, non-ASCII written as UTF-8).
 """
 
