@@ -182,6 +182,10 @@ async def test_fleet_endpoints_standalone(standalone) -> None:
         status, body = await _json(http, "GET", api + "/rules", params={"type": "bogus"})
         assert status == 400
 
+        _, body = await _json(http, "GET", api + "/scrape_pools")
+        assert body["data"] == {"scrapePools": ["fleet", "gone", "om", "ringmon"]}
+        _, body = await _json(http, "GET", api + "/status/walreplay")
+        assert body["data"] == {"min": 0, "max": 0, "current": 0}
         _, body = await _json(http, "GET", api + "/alertmanagers")
         assert body["data"] == {"activeAlertmanagers": [{"url": "http://127.0.0.1:1/api/v2/alerts"}],
                                 "droppedAlertmanagers": []}

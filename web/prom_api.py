@@ -1,6 +1,6 @@
 """The Prometheus HTTP API v1 endpoints about the fleet rather than the samples: targets,
-targets/metadata, metadata, rules, alerts, alertmanagers and status (config, flags,
-runtimeinfo, tsdb), in Prometheus' shapes.
+targets/metadata, scrape_pools, metadata, rules, alerts, alertmanagers and status (config,
+flags, runtimeinfo, tsdb, walreplay), in Prometheus' shapes.
 
 ``add_fleet_api_routes(app, FleetApiSources(...))`` mounts them next to ``query.api``'s;
 ``cli/`` fills the sources for each mode: standalone from its scrape pool and in-process
@@ -122,6 +122,15 @@ class FleetApi:
                 ]
                 data["droppedTargetCounts"] = counts
             return success(data)
+
+        return await answer(request, run)
+
+    async def scrape_pools(self, request: web.Request) -> web.StreamResponse:
+        async def run(params: dict[str, list[str]]) -> web.Response:
+            pools = {t["scrapePool"] for t in await self._active()}
+            if self.src.dropped is not None:
+                pools.update(str(d.get("pool", "")) for d in await self.src.dropped())
+            return success({"scrapePools": sorted(pools)})
 
         return await answer(request, run)
 
@@ -278,6 +287,10 @@ class FleetApi:
 
         return await answer(request, run)
 
+    async def walreplay(self, request: web.Request) -> web.StreamResponse:
+        """No write-ahead log to replay: the store is open before the server listens."""
+        return success({"min": 0, "max": 0, "current": 0})
+
     async def tsdb(self, request: web.Request) -> web.StreamResponse:
         async def run(params: dict[str, list[str]]) -> web.Response:
             limit = _int_param(params, "limit", 10)
@@ -412,6 +425,7 @@ def add_fleet_api_routes(app: web.Application, sources: FleetApiSources, prefix:
     api = FleetApi(sources)
     for path, handler in (
         ("/targets", api.targets),
+        ("/scrape_pools", api.scrape_pools),
         ("/targets/metadata", api.targets_metadata),
         ("/metadata", api.metadata),
         ("/rules", api.rules),
@@ -421,6 +435,7 @@ def add_fleet_api_routes(app: web.Application, sources: FleetApiSources, prefix:
         ("/status/flags", api.flags),
         ("/status/runtimeinfo", api.runtimeinfo),
         ("/status/tsdb", api.tsdb),
+        ("/status/walreplay", api.walreplay),
     ):
         app.router.add_get(prefix + path, handler)
     return api
