@@ -376,3 +376,13 @@ def test_an_axis_without_unit_in_its_ticks_is_captioned_and_empty_text_is_the_ca
     root = parse(render_chart([], ChartSpec(unit="cores", empty_text="No alert fired in this range")))
     texts = {t.get("class"): t.text for t in root.iter("{http://www.w3.org/2000/svg}text")}
     assert texts["unit"] == "cores" and texts["no-data"] == "No alert fired in this range"
+
+
+def test_a_stacked_band_too_thin_to_see_says_so():
+    ts = np.arange(T0, T0 + 10_000, 1000)
+    series = [ChartSeries("idle", ts, np.full(10, 1.5)), ChartSeries("irq", ts, np.zeros(10)),
+              ChartSeries("user", ts, np.full(10, 0.5))]  # fmt: skip
+    root = parse(render_chart(series, ChartSpec(mode="stacked")))
+    legend = [t.text for g in root.iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "legend-item"
+              for t in g.iter("{http://www.w3.org/2000/svg}text")]  # fmt: skip
+    assert legend == ["idle", "irq (too thin to see)", "user"]  # and idle is not "under" irq

@@ -32,9 +32,9 @@ import numpy as np
 # Distinct colours (Tableau 10 + two); a series' colour comes from its key (see series_styles),
 # and past the palette's size a dash pattern tells series of one colour apart.
 PALETTE = (
-    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
-    "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac", "#1f77b4", "#17becf",
-)  # fmt: skip
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#d4a72c",
+    "#b07aa1", "#ff9da7", "#9c755f", "#6b6ecf", "#1f77b4", "#17becf",
+)  # fmt: skip  (Tableau's yellow and grey darkened: thin lines stay readable on white)
 DASHES = ("", "6 3", "2 2", "8 3 2 3")
 # A unit its tick labels do not carry is written along the y axis.
 AXIS_CAPTION = {"cores": "cores"}
@@ -681,6 +681,14 @@ def _under(prepared: list[_Prepared], px_per_unit: float) -> list[int | None]:
     return out
 
 
+def _too_thin(vals: np.ndarray, px_per_unit: float) -> bool:
+    """Whether a stacked band is under ``COINCIDE_PX`` thick at ``COINCIDE_SHARE`` of its points."""
+    present = vals[~np.isnan(vals)]
+    if not present.size:
+        return False
+    return bool(np.count_nonzero(np.abs(present) * px_per_unit <= COINCIDE_PX) >= COINCIDE_SHARE * present.size)
+
+
 def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -> str:
     """The whole chart as one ``<svg>`` element (a string safe to embed in HTML)."""
     spec = spec or ChartSpec()
@@ -724,7 +732,12 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
     # Colours from the series' keys; a line another one would hide is drawn wider under it
     # (a rim of its colour shows) and its legend entry says what it is under.
     styles = series_styles([s.key or s.name for s in shown])
-    cover = _under(prepared, plot_h / ((y_hi - y_lo) or 1.0))
+    px_per_unit = plot_h / ((y_hi - y_lo) or 1.0)
+    # Stacked, a series is hidden when its band is too thin to see; drawn as lines, when a
+    # later line covers it.
+    stacked = spec.mode == "stacked"
+    cover: list[int | None] = [None] * len(prepared) if stacked else _under(prepared, px_per_unit)
+    thin = [stacked and _too_thin(p.vals, px_per_unit) for p in prepared]
     depth = [0] * len(prepared)  # how many coinciding lines are drawn over each line
     for i in range(len(prepared) - 1, -1, -1):
         if cover[i] is not None:
@@ -738,6 +751,8 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
         text = s.name or "{}"
         if cover[i] is not None:
             text += f" (under {shown[top_of[i]].name or '{}'})"
+        elif thin[i]:
+            text += " (too thin to see)"
         legend_texts.append(text if len(text) <= LEGEND_MAX_CHARS else text[: LEGEND_MAX_CHARS - 1] + "…")
 
     # Legend layout: items flow left to right in rows.
@@ -864,7 +879,7 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
         parts.append(f'<g clip-path="url(#{clip_id})">')
         if d_area:
             parts.append(f'<path class="area" d="{" ".join(d_area)}" fill-opacity="0.35" stroke="none"/>')
-        stroke_w = _f(1.5 + 2.5 * depth[i])
+        stroke_w = _f(1.5 + 2.5 * min(depth[i], 2))  # past two rims the legend tells the rest
         parts.append(
             f'<path class="line" d="{" ".join(d_line)}" fill="none" stroke="{colour}" '
             f'stroke-width="{stroke_w}" stroke-linejoin="round"{dash_attr} data-name="{name}" '
@@ -895,6 +910,8 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
             full = p.series.name or "{}"
             if cover[i] is not None:
                 full += f"\ndrawn under {shown[top_of[i]].name or '{}'}: the same values"
+            elif thin[i]:
+                full += "\nits band is thinner than the line: values near 0 next to the others"
             parts.append(
                 f'<g class="legend-item" font-size="11" fill-opacity="1"><title>{escape(full)}</title>'
                 f'<rect x="{_f(lx)}" y="{_f(yy)}" width="12" height="10" fill-opacity="1"/>'
