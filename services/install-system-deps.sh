@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages Ringmon's tests and cluster use, when missing:
-# ZooKeeper, Prometheus tools, node_exporter, Alertmanager (Debian) and a JDK + Maven.
+# ZooKeeper, Prometheus tools, node_exporter, Alertmanager, VictoriaMetrics (bench/peers.py)
+# (Debian) and a JDK + Maven.
 # Idempotent and quiet when everything is present. Installing needs root (or sudo).
 # When another program holds the package manager's lock, waits for it (up to
 # RINGMON_APT_LOCK_WAIT seconds, default 600) and says which lock and process it waits for.
@@ -10,6 +11,7 @@ need=()
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
 command -v prometheus-node-exporter >/dev/null || need+=(prometheus-node-exporter)
+command -v victoria-metrics >/dev/null || need+=(victoria-metrics)
 command -v chromium >/dev/null || need+=(chromium)
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)

@@ -1,0 +1,647 @@
+"""Ringmon against its peers: Prometheus and VictoriaMetrics on the same targets, one at a time.
+
+    .venv/bin/python bench/peers.py [--targets 200] [--series 500] [--interval 5]
+                                    [--warmup 40] [--window 120] [--systems prometheus,victoriametrics,ringmon]
+
+One process serves ``--targets`` node_exporter-shaped /metrics endpoints of ``--series``
+series each on 127.0.0.1 (counters that only grow, gauges that move, a few constants: see
+``NodeTargets``) and counts the samples it serves. Each system in turn - Debian's
+``prometheus``, Debian's ``victoria-metrics`` (single node, its own scraper) and ``ringmon
+standalone`` (SQLite) - scrapes all of them every ``--interval`` seconds from a temp dir,
+listening on 127.0.0.1 only; after ``--warmup`` seconds it is measured for ``--window``
+seconds, then stopped. Per system:
+
+* CPU per stored sample: the process's CPU time over the window (utime + stime from /proc)
+  over the samples it stored in the window, counted by its own metrics
+  (``prometheus_tsdb_head_samples_appended_total``, ``vm_rows_added_to_storage_total``,
+  ``ringmon_scraper_samples_appended_total``; SQLite's writer stores before the next scrape);
+* samples stored of those served in the window (below 1: the system falls behind; above 1 by
+  the synthetic ``up``-style series each system adds per scrape);
+* peak RSS (VmHWM) and peak RSS per served series;
+* bytes on disk per stored sample: ``du`` of the data dir after the system stopped, over the
+  samples it stored since start. For Ringmon the rollup job first seals the window holding the
+  data (``RollupJob.run_once`` with its clock moved past the window's end plus grace, in a child
+  process whose CPU is reported as its own row); the raw 5-minute chunks stay beside the sealed
+  blocks until ``raw_recent`` retention, as in production;
+* the median wall time of ``sum by (mode)(rate(node_cpu_seconds_total[1m]))`` over the
+  window (step = interval) through each system's /api/v1/query_range, 5 runs after one
+  unmeasured run.
+
+Then a table with the Ringmon / Prometheus ratio of each figure. Cluster mode (scrapers +
+Cassandra + the rollup job) is not run here: ``bench/load.py`` measures it separately.
+Prints figures, asserts nothing. Every loop is bounded; every process is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.scrape import proc_cpu_s, proc_status_kb  # noqa: E402 - after the path insert
+from services.proc import free_port  # noqa: E402
+
+QUERY = "sum by (mode)(rate(node_cpu_seconds_total[1m]))"
+QUERY_RUNS = 5
+STOP_WAIT_S = 30.0
+
+# ---------------------------------------------------------------------------- synthetic targets
+
+MODES = ("idle", "iowait", "irq", "nice", "softirq", "steal", "system", "user")
+# (kind, rate per scrape) of a series: c = counter (float seconds), i = counter (integer),
+# g = gauge that moves, k = gauge that stays (sizes, info)
+
+
+def node_series(series: int) -> list[tuple[str, str, str, float]]:
+    """``series`` (prefix, kind, help/type header or "", step) of one node_exporter-shaped target.
+
+    ``node_cpu_seconds_total`` (4 CPUs x 8 modes) first, then memory, disk, network and
+    filesystem families as node_exporter names them, then hwmon/interrupt families repeated
+    with more labels until ``series`` are listed."""
+    fams: list[tuple[str, str, str, list[tuple[str, float]]]] = []
+    fams.append(("node_cpu_seconds_total", "counter", "c",
+                 [(f'cpu="{c}",mode="{m}"', 0.9 if m == "idle" else 0.05 + 0.01 * i)
+                  for c in range(4) for i, m in enumerate(MODES)]))
+    mem = ("Active", "Inactive", "MemFree", "MemAvailable", "Buffers", "Cached", "Dirty", "Slab",
+           "SwapFree", "Mapped", "Shmem", "PageTables", "KernelStack", "AnonPages", "Committed_AS")
+    fams += [(f"node_memory_{m}_bytes", "gauge", "g", [("", 4096.0)]) for m in mem]
+    fams += [(f"node_memory_{m}_bytes", "gauge", "k", [("", 0.0)]) for m in ("MemTotal", "SwapTotal")]
+    disks = [f"sd{chr(97 + d)}" for d in range(6)]
+    for name, kind, step in (("reads_completed_total", "i", 12), ("writes_completed_total", "i", 40),
+                             ("read_bytes_total", "i", 49152), ("written_bytes_total", "i", 163840),
+                             ("io_time_seconds_total", "c", 0.3), ("io_now", "g", 1.0)):
+        fams.append((f"node_disk_{name}", "gauge" if kind == "g" else "counter", kind,
+                     [(f'device="{d}"', float(step)) for d in disks]))
+    nics = ("eth0", "eth1", "lo", "docker0", "veth1a2b3c", "veth4d5e6f")
+    for name, kind, step in (("receive_bytes_total", "i", 250000), ("transmit_bytes_total", "i", 180000),
+                             ("receive_packets_total", "i", 900), ("transmit_packets_total", "i", 700),
+                             ("receive_errs_total", "i", 0), ("receive_drop_total", "i", 0),
+                             ("mtu_bytes", "k", 0)):
+        fams.append((f"node_network_{name}", "gauge" if kind == "k" else "counter", kind,
+                     [(f'device="{n}"', float(step)) for n in nics]))
+    mounts = [(f"/dev/vd{chr(97 + i)}1", "ext4", p) for i, p in enumerate(("/", "/boot", "/var", "/srv", "/home"))]
+    for name, kind in (("avail_bytes", "g"), ("free_bytes", "g"), ("size_bytes", "k"),
+                       ("files", "k"), ("files_free", "g"), ("readonly", "k")):
+        fams.append((f"node_filesystem_{name}", "gauge", kind,
+                     [(f'device="{d}",fstype="{t}",mountpoint="{p}"', 8192.0) for d, t, p in mounts]))
+    fams += [("node_load1", "gauge", "g", [("", 0.1)]), ("node_load5", "gauge", "g", [("", 0.05)]),
+             ("node_context_switches_total", "counter", "i", [("", 15000.0)]),
+             ("node_intr_total", "counter", "i", [("", 9000.0)]),
+             ("node_boot_time_seconds", "gauge", "k", [("", 0.0)])]
+    out: list[tuple[str, str, str, float]] = []
+    headed: set[str] = set()
+    rnd = 0
+    while len(out) < series:
+        for name, typ, kind, members in fams:
+            header = "" if name in headed else f"# HELP {name} {name.replace('_', ' ')}.\n# TYPE {name} {typ}\n"
+            headed.add(name)
+            for j, (labels, step) in enumerate(members):
+                if len(out) == series:
+                    break
+                lbl = f"{labels},repeat=\"{rnd}\"" if rnd and labels else (f'repeat="{rnd}"' if rnd else labels)
+                out.append((f"{name}{{{lbl}}} " if lbl else f"{name} ", kind, "" if j else header, step))
+        rnd += 1
+        # after the first round: hwmon and interrupt families fill the rest
+        fams = [("node_hwmon_temp_celsius", "gauge", "g",
+                 [(f'chip="platform_coretemp_{c}",sensor="temp{s}"', 0.5) for c in range(2) for s in range(8)]),
+                ("node_interrupts_total", "counter", "i",
+                 [(f'cpu="{c}",devices="eth{d}",type="{30 + d}"', 120.0) for c in range(4) for d in range(4)])]
+    return out
+
+
+@dataclass
+class TargetBody:
+    """One target's series and how its values move: rendered anew for every scrape."""
+
+    index: int
+    series: list[tuple[str, str, str, float]]
+    scrapes: int = 0
+    base: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.base = [1e6 * (1 + (self.index * 31 + i * 17) % 97) for i in range(len(self.series))]
+
+    def render(self) -> bytes:
+        self.scrapes += 1
+        n = self.scrapes
+        parts: list[str] = []
+        for i, (prefix, kind, header, step) in enumerate(self.series):
+            b = self.base[i]
+            jitter = ((n * 7919 + i * 104729 + self.index * 13) % 1000) / 1000  # in [0, 1)
+            if kind == "c":
+                text = f"{b / 1000 + n * step * (0.5 + jitter):.2f}"
+            elif kind == "i":
+                text = str(int(b + n * step + n * step * jitter))
+            elif kind == "g":
+                text = f"{b * (1 + 0.01 * jitter) + step * (n % 17):.6g}"
+            else:
+                text = str(int(b))
+            parts.append(f"{header}{prefix}{text}\n")
+        return "".join(parts).encode()
+
+
+async def serve_targets(count: int, series: int) -> None:
+    """The targets on their own ports plus a control port whose /stats counts samples served;
+    prints {"ports": [...], "control": port} on stdout, runs until SIGTERM."""
+    from aiohttp import web
+
+    layout = node_series(series)
+    bodies = [TargetBody(i, layout) for i in range(count)]
+    served = {"requests": 0, "samples": 0}
+    runners: list[web.AppRunner] = []
+
+    def handler_for(body: TargetBody):
+        async def metrics(request: web.Request) -> web.Response:
+            served["requests"] += 1
+            served["samples"] += series
+            return web.Response(body=body.render(),
+                                headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return metrics
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response(served)
+
+    async def listen(app: web.Application) -> int:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        return int(site._server.sockets[0].getsockname()[1])  # noqa: SLF001 - port 0 picked by the OS
+
+    ports = []
+    for body in bodies:
+        app = web.Application()
+        app.router.add_get("/metrics", handler_for(body))
+        ports.append(await listen(app))
+    control = web.Application()
+    control.router.add_get("/stats", stats)
+    print(json.dumps({"ports": ports, "control": await listen(control)}), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for r in runners:
+        await r.cleanup()
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def http_get(url: str, timeout: float = 30.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - 127.0.0.1 only
+        return r.read()
+
+
+def metric_sum(text: str, name: str) -> float:
+    """Sum of the samples of ``name`` (any labels) in an exposition text; NaN when absent."""
+    from cli.cmd_status import parse_metrics
+
+    return parse_metrics(text).get(name, math.nan)
+
+
+def du_bytes(path: Path) -> int:
+    """Bytes of the files under ``path`` (allocated blocks, as ``du`` counts them)."""
+    total = 0
+    for p in path.rglob("*"):
+        try:
+            if p.is_file() and not p.is_symlink():
+                total += p.stat().st_blocks * 512
+        except OSError:
+            continue
+    return total
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited with {proc.returncode}")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"{what}: not within {timeout_s:g}s")
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+# ---------------------------------------------------------------------------- the systems
+
+
+class System(Protocol):
+    """One system under test, started in ``tmp`` on the given targets."""
+
+    name: str
+    api: str  # base URL of its Prometheus-compatible API
+
+    def start(self, tmp: Path, ports: list[int], interval: float) -> None: ...
+    def pids(self) -> dict[str, int]: ...  # the processes whose CPU counts, by role
+    def samples_stored(self) -> float: ...  # since start, from its own metrics
+    def finish(self) -> dict[str, float]: ...  # stop; extra figures (e.g. a seal's CPU)
+    def data_dir(self) -> Path: ...
+
+
+@dataclass
+class Prometheus:
+    name: str = "Prometheus"
+    api: str = ""
+    proc: subprocess.Popen | None = None
+    tmp: Path = Path()
+
+    def start(self, tmp: Path, ports: list[int], interval: float) -> None:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise RuntimeError("the prometheus binary is not installed (make system-deps)")
+        self.tmp = tmp
+        cfg = tmp / "prometheus.yml"
+        targets = ", ".join(f"'127.0.0.1:{p}'" for p in ports)
+        ms = round(interval * 1000)
+        cfg.write_text(f"global:\n  scrape_interval: {ms}ms\n  scrape_timeout: {ms}ms\n"
+                       f"scrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: [{targets}]\n")
+        port = free_port()
+        self.api = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp}/data", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=open(tmp / "prometheus.log", "ab"))
+        wait_until(lambda: b"prometheus_tsdb_head_samples_appended_total" in http_get(f"{self.api}/metrics"),
+                   90, "prometheus start", self.proc)
+
+    def pids(self) -> dict[str, int]:
+        assert self.proc is not None
+        return {"prometheus": self.proc.pid}
+
+    def samples_stored(self) -> float:
+        return metric_sum(http_get(f"{self.api}/metrics").decode(), "prometheus_tsdb_head_samples_appended_total")
+
+    def finish(self) -> dict[str, float]:
+        if self.proc is not None:
+            stop_process(self.proc)
+        return {}
+
+    def data_dir(self) -> Path:
+        return self.tmp / "data"
+
+
+@dataclass
+class VictoriaMetrics:
+    name: str = "VictoriaMetrics"
+    api: str = ""
+    proc: subprocess.Popen | None = None
+    tmp: Path = Path()
+
+    def start(self, tmp: Path, ports: list[int], interval: float) -> None:
+        binary = shutil.which("victoria-metrics")
+        if binary is None:
+            raise RuntimeError("the victoria-metrics binary is not installed (make system-deps)")
+        self.tmp = tmp
+        cfg = tmp / "scrape.yml"
+        targets = ", ".join(f"'127.0.0.1:{p}'" for p in ports)
+        ms = round(interval * 1000)
+        cfg.write_text(f"global:\n  scrape_interval: {ms}ms\n  scrape_timeout: {ms}ms\n"
+                       f"scrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: [{targets}]\n")
+        port = free_port()
+        self.api = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [binary, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={tmp}/data",
+             f"-promscrape.config={cfg}", "-search.latencyOffset=5s", "-retentionPeriod=1d"],
+            stdout=subprocess.DEVNULL, stderr=open(tmp / "victoria-metrics.log", "ab"))
+        wait_until(lambda: b"vm_rows_added_to_storage_total" in http_get(f"{self.api}/metrics"),
+                   90, "victoria-metrics start", self.proc)
+
+    def pids(self) -> dict[str, int]:
+        assert self.proc is not None
+        return {"victoria-metrics": self.proc.pid}
+
+    def samples_stored(self) -> float:
+        return metric_sum(http_get(f"{self.api}/metrics").decode(), "vm_rows_added_to_storage_total")
+
+    def finish(self) -> dict[str, float]:
+        if self.proc is not None:
+            stop_process(self.proc)
+        return {}
+
+    def data_dir(self) -> Path:
+        return self.tmp / "data"
+
+
+@dataclass
+class RingmonStandalone:
+    name: str = "Ringmon standalone"
+    api: str = ""
+    proc: subprocess.Popen | None = None
+    tmp: Path = Path()
+    cfg_path: Path = Path()
+
+    def start(self, tmp: Path, ports: list[int], interval: float) -> None:
+        import yaml
+
+        self.tmp = tmp
+        port = free_port()
+        self.api = f"http://127.0.0.1:{port}"
+        targets = tmp / "targets.yaml"
+        targets.write_text(yaml.safe_dump({"pools": {"node": {
+            "interval": f"{interval:g}s", "timeout": f"{interval:g}s",
+            "hosts": [f"127.0.0.1:{p}" for p in ports]}}}))
+        self.cfg_path = tmp / "ringmon.yaml"
+        self.cfg_path.write_text(yaml.safe_dump({
+            "data_dir": str(tmp / "data"),
+            "storage": {"backend": "sqlite"},
+            "discovery": {"static_file": str(targets), "refresh_interval": "30s"},
+            "scrape": {"interval": f"{interval:g}s", "timeout": f"{interval:g}s"},
+            "agents": [],
+            "web": {"listen": f"127.0.0.1:{port}"},
+            "rules": {"files": []},
+            "alerting": "",
+        }))
+        self.proc = subprocess.Popen([sys.executable, "-m", "cli.main", "standalone", "--config", str(self.cfg_path)],
+                                     cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp / "ringmon.log", "ab"))
+        wait_until(lambda: b"ringmon_scraper_samples_appended_total" in http_get(f"{self.api}/metrics"),
+                   120, "ringmon standalone start", self.proc)
+
+    def pids(self) -> dict[str, int]:
+        assert self.proc is not None
+        return {"ringmon standalone": self.proc.pid}
+
+    def samples_stored(self) -> float:
+        return metric_sum(http_get(f"{self.api}/metrics").decode(), "ringmon_scraper_samples_appended_total")
+
+    def finish(self) -> dict[str, float]:
+        if self.proc is not None:
+            stop_process(self.proc)
+        return seal(self.cfg_path)
+
+    def data_dir(self) -> Path:
+        return self.tmp / "data"
+
+
+def seal(cfg_path: Path) -> dict[str, float]:
+    """The rollup job's seal of the window holding the run, in a child process (its CPU)."""
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "seal", "--config", str(cfg_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"seal failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+async def seal_child(cfg_path: str) -> dict[str, float]:
+    """``RollupJob.run_once`` with its clock past the open window's end plus grace: what the
+    job does to this data once the window closes. Prints CPU seconds and samples sealed."""
+    from cli.config import load_config
+    from cli.wiring import make_storage
+    from storage.rollup_job import RollupJob, window_floor
+    from storage.rollup_lease import LocalShardLease
+
+    cfg = load_config(cfg_path, {})
+    store = await make_storage(cfg.storage)
+    try:
+        probe = RollupJob(store, LocalShardLease(Path(cfg.data_dir) / "rollup-locks"))  # type: ignore[arg-type]
+        future = window_floor(int(time.time() * 1000), probe.window_ms) + probe.window_ms + probe.grace_ms + 1
+        job = RollupJob(store, probe.lease, now_ms=lambda: future)  # type: ignore[arg-type]
+        cpu0 = time.process_time()
+        done = await job.run_once()
+        cpu = time.process_time() - cpu0
+    finally:
+        await store.close()
+    sealed = sum(getattr(w, "samples", 0) for w in done)
+    return {"seal_cpu_s": cpu, "seal_windows": float(len(done)),
+            "samples_sealed": float(sealed), "block_bytes": float(sum(getattr(w, "block_bytes", 0) for w in done))}
+
+
+SYSTEMS: dict[str, Callable[[], System]] = {
+    "prometheus": Prometheus, "victoriametrics": VictoriaMetrics, "ringmon": RingmonStandalone,
+}
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Figures:
+    """What one system did in the measuring window."""
+
+    system: str
+    series: int  # served series (targets x series per target)
+    cpu_s: dict[str, float]  # by process role, over the window
+    stored: float  # samples stored in the window
+    served: float  # samples served in the window
+    stored_total: float  # samples stored since start (what the disk holds)
+    peak_rss_kb: dict[str, int]
+    disk_bytes: int
+    query_ms: list[float]
+    query_series: int
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cpu_us_per_sample(self) -> float:
+        return sum(self.cpu_s.values()) / self.stored * 1e6 if self.stored else math.nan
+
+    @property
+    def stored_of_served(self) -> float:
+        return self.stored / self.served if self.served else math.nan
+
+    @property
+    def rss_mib(self) -> float:
+        return sum(self.peak_rss_kb.values()) / 1024
+
+    @property
+    def rss_kib_per_series(self) -> float:
+        return sum(self.peak_rss_kb.values()) / self.series if self.series else math.nan
+
+    @property
+    def bytes_per_sample(self) -> float:
+        return self.disk_bytes / self.stored_total if self.stored_total else math.nan
+
+    @property
+    def query_median_ms(self) -> float:
+        return statistics.median(self.query_ms) if self.query_ms else math.nan
+
+    @property
+    def seal_us_per_sample(self) -> float:
+        cpu = self.extra.get("seal_cpu_s")
+        return cpu / self.stored_total * 1e6 if cpu is not None and self.stored_total else math.nan
+
+
+# (label, figure, format); the ratio column divides Ringmon's figure by Prometheus's
+ROWS: list[tuple[str, Callable[[Figures], float], str]] = [
+    ("CPU per stored sample, us", lambda f: f.cpu_us_per_sample, "{:.2f}"),
+    ("samples stored of those served", lambda f: f.stored_of_served, "{:.3f}"),
+    ("peak RSS, MiB", lambda f: f.rss_mib, "{:.0f}"),
+    ("peak RSS per series, KiB", lambda f: f.rss_kib_per_series, "{:.2f}"),
+    ("bytes on disk per sample", lambda f: f.bytes_per_sample, "{:.1f}"),
+    ("range query median, ms", lambda f: f.query_median_ms, "{:.0f}"),
+    ("rollup seal CPU per sample, us", lambda f: f.seal_us_per_sample, "{:.2f}"),
+]
+
+
+def fmt(template: str, value: float) -> str:
+    return "-" if value is None or math.isnan(value) else template.format(value)
+
+
+def ratio(a: float, b: float) -> float:
+    """a / b, NaN when either is missing or b is 0."""
+    if a is None or b is None or math.isnan(a) or math.isnan(b) or b == 0:
+        return math.nan
+    return a / b
+
+
+def table(figs: Sequence[Figures], base: str = "Prometheus", ours: str = "Ringmon standalone") -> str:
+    """A Markdown table: a row per figure, a column per system, and Ringmon / Prometheus."""
+    by = {f.system: f for f in figs}
+    head = ["figure", *(f.system for f in figs), f"{ours} / {base}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, get, template in ROWS:
+        cells = [fmt(template, get(f)) for f in figs]
+        if all(c == "-" for c in cells):
+            continue
+        r = ratio(get(by[ours]), get(by[base])) if ours in by and base in by else math.nan
+        lines.append("| " + " | ".join([label, *cells, fmt("{:.2f}", r)]) + " |")
+    return "\n".join(lines)
+
+
+def range_query(api: str, start: float, end: float, step: float) -> tuple[float, int]:
+    """Wall ms of one query_range call and the series it returned."""
+    qs = urllib.parse.urlencode({"query": QUERY, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"})
+    t0 = time.perf_counter()
+    body = http_get(f"{api}/api/v1/query_range?{qs}", timeout=300)
+    ms = (time.perf_counter() - t0) * 1000
+    doc = json.loads(body)
+    if doc.get("status") != "success":
+        raise RuntimeError(f"query_range failed: {body[:300]!r}")
+    return ms, len(doc["data"]["result"])
+
+
+def served_samples(control: int) -> float:
+    return float(json.loads(http_get(f"http://127.0.0.1:{control}/stats"))["samples"])
+
+
+def measure(system: System, tmp: Path, ports: list[int], control: int, args: argparse.Namespace) -> Figures:
+    print(f"-- {system.name}: starting in {tmp}", flush=True)
+    system.start(tmp, ports, args.interval)
+    try:
+        wait_until(lambda: system.samples_stored() > 0, 60 + 3 * args.interval, f"{system.name}: first samples")
+        time.sleep(args.warmup)
+        pids = system.pids()
+        cpu0 = {r: proc_cpu_s(p) for r, p in pids.items()}
+        stored0, served0, t0 = system.samples_stored(), served_samples(control), time.time()
+        print(f"   warm after {args.warmup:g}s; measuring {args.window:g}s", flush=True)
+        time.sleep(args.window)
+        cpu1 = {r: proc_cpu_s(p) for r, p in pids.items()}
+        stored1, served1, t1 = system.samples_stored(), served_samples(control), time.time()
+        rss = {r: proc_status_kb("VmHWM", str(p)) for r, p in pids.items()}
+        range_query(system.api, t0, t1, args.interval)  # unmeasured: caches, page-ins
+        runs = [range_query(system.api, t0, t1, args.interval) for _ in range(QUERY_RUNS)]
+        stored_total = system.samples_stored()
+    finally:
+        extra = system.finish()
+    fig = Figures(system=system.name, series=len(ports) * args.series,
+                  cpu_s={r: cpu1[r] - cpu0[r] for r in pids}, stored=stored1 - stored0, served=served1 - served0,
+                  stored_total=stored_total, peak_rss_kb=rss, disk_bytes=du_bytes(system.data_dir()),
+                  query_ms=[ms for ms, _ in runs], query_series=runs[-1][1], extra=extra)
+    print(f"   CPU {sum(fig.cpu_s.values()):.1f}s for {fig.stored:,.0f} samples stored of {fig.served:,.0f} served "
+          f"({fig.cpu_us_per_sample:.2f} us/sample); peak RSS {fig.rss_mib:.0f} MiB; "
+          f"{fig.disk_bytes / 2**20:.1f} MiB on disk for {fig.stored_total:,.0f} samples; "
+          f"query {fig.query_median_ms:.0f} ms ({fig.query_series} series)"
+          + (f"; seal {extra['seal_cpu_s']:.1f}s CPU, {extra['samples_sealed']:,.0f} samples sealed, "
+             f"{extra['block_bytes'] / max(extra['samples_sealed'], 1):.2f} bytes/sample in blocks"
+             if "seal_cpu_s" in extra else ""), flush=True)
+    return fig
+
+
+def load_text() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run(args: argparse.Namespace) -> int:
+    names = [n.strip() for n in args.systems.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SYSTEMS]
+    if unknown:
+        print(f"peers: unknown system(s) {unknown}; choose from {sorted(SYSTEMS)}", file=sys.stderr)
+        return 2
+    server = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "targets", "--count",
+                               str(args.targets), "--series", str(args.series)], cwd=ROOT, stdout=subprocess.PIPE)
+    figs: list[Figures] = []
+    loads = [load_text()]
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        if not line:
+            raise RuntimeError("the synthetic target server did not start")
+        info = json.loads(line)
+        ports, control = info["ports"], info["control"]
+        print(f"peers: {args.targets} targets x {args.series} series = {args.targets * args.series:,} series every "
+              f"{args.interval:g}s, warm-up {args.warmup:g}s, window {args.window:g}s, {os.cpu_count()} cores, "
+              f"load {loads[0]}", flush=True)
+        for name in names:
+            with tempfile.TemporaryDirectory(prefix=f"ringmon-peers-{name}-") as tmp:
+                figs.append(measure(SYSTEMS[name](), Path(tmp), ports, control, args))
+            loads.append(load_text())
+    finally:
+        stop_process(server)
+    print()
+    print(f"peers: {args.targets * args.series:,} series, {args.interval:g}s interval, window {args.window:g}s; "
+          f"load average (1/5/15 min) before and after each system: {' | '.join(loads)}")
+    print(table(figs))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd")
+    t = sub.add_parser("targets", help="(internal) serve the synthetic targets")
+    t.add_argument("--count", type=int, required=True)
+    t.add_argument("--series", type=int, required=True)
+    s = sub.add_parser("seal", help="(internal) seal a Ringmon store's open window")
+    s.add_argument("--config", required=True)
+    p.add_argument("--targets", type=int, default=200)
+    p.add_argument("--series", type=int, default=500, help="series per target")
+    p.add_argument("--interval", type=float, default=5.0, help="scrape interval, seconds")
+    p.add_argument("--warmup", type=float, default=40.0, help="seconds before the window")
+    p.add_argument("--window", type=float, default=120.0, help="measured seconds")
+    p.add_argument("--systems", default="prometheus,victoriametrics,ringmon",
+                   help="comma-separated, run in this order: " + ", ".join(SYSTEMS))
+    args = p.parse_args(argv)
+    if args.cmd == "targets":
+        asyncio.run(serve_targets(args.count, args.series))
+        return 0
+    if args.cmd == "seal":
+        print(json.dumps(asyncio.run(seal_child(args.config))))
+        return 0
+    try:
+        return run(args)
+    except RuntimeError as exc:
+        print(f"peers: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
