@@ -491,8 +491,14 @@ def split_body(body: bytes, fmt: str) -> list[bytes]:
     if b"\x00" in body:
         for i, line in enumerate(lines):
             head = line.lstrip(b" \t")
-            if head[:1] == b"\x00" or (head[:1] == b"#" and head[1:2] not in (b" ", b"\t") and b"\x00" in head):
+            if head[:1] == b"\x00":
                 return lines[:i]
+            if head[:1] == b"#" and b"\x00" in head:
+                rest = head[1:].lstrip(b" \t")
+                # "#" and no blank: the comment is read up to a NUL, which ends the input; "# " and
+                # a NUL: the comment state starts on it and reads it as the end too
+                if len(rest) == len(head) - 1 or rest[:1] == b"\x00":
+                    return lines[:i]
     if not lines[-1]:
         lines.pop()  # Prometheus appends a newline to a text body: the last one is optional
     return lines

@@ -48,6 +48,8 @@ _BLANKS_RE = re.compile(r"[ \t]*")
 # text: a quoted string (label value); promlex's [^\\"] also crosses line breaks, not ported
 _QUOTED_RE = re.compile(r'"(?:\\.|[^\\"])*"')
 _OM_QUOTED_RE = re.compile(r'"(?:\\.|[^\\"\n])*"')
+# exemplar label values: the lexer skips NUL bytes only inside sample label values, HELP text and comments
+_OM_EXEMPLAR_QUOTED_RE = re.compile(r'"(?:\\[^\x00]|[^\\"\n\x00])*"')
 _TEXT_VALUE_RE = re.compile(r"[^{ \t]+")
 _DIGITS_RE = re.compile(r"[0-9]+", re.ASCII)
 _OM_FIELD_RE = re.compile(r"[^ ]+")
@@ -241,17 +243,34 @@ class LenientState:
 # ---------------------------------------------------------------------------- text 0.0.4
 
 
+def _keyword(line: str, j: int, keywords: tuple[str, ...]) -> tuple[str, int]:
+    """The 4-letter keyword at ``j`` as the lexer reads it in its comment state, which skips NUL
+    bytes; returns it and the index after it (NULs skipped), or ("", j)."""
+    word, p, n = "", j, len(line)
+    while len(word) < 4 and p < n:
+        if line[p] != "\x00":
+            word += line[p]
+        p += 1
+    return (word, p) if word in keywords else ("", j)
+
+
 def _text_meta(line: str) -> tuple[str, str, str] | None:
     i = _BLANKS_RE.match(line).end()  # type: ignore[union-attr]
     j = _BLANKS_RE.match(line, i + 1).end()  # type: ignore[union-attr]
-    keyword = line[j:j + 4]
-    if j == i + 1 or keyword not in ("HELP", "TYPE") or line[j + 4:j + 5] not in (" ", "\t"):
+    if j == i + 1:
+        return None  # "#" and no blank: an ordinary comment
+    keyword, p = _keyword(line, j, ("HELP", "TYPE"))
+    while line[p:p + 1] == "\x00":
+        p += 1
+    if not keyword or line[p:p + 1] not in (" ", "\t"):
         return None  # an ordinary comment
-    k = _BLANKS_RE.match(line, j + 4).end()  # type: ignore[union-attr]
+    k = p
+    while line[k:k + 1] in (" ", "\t", "\x00"):  # HELP[\t ]+, read where NULs are skipped
+        k += 1
     if line[k:k + 1] == '"':
         raise LineError("quoted (UTF-8) metric names are not supported")
     m = _NAME_RE.match(line, k)
-    if m is None:
+    if m is None or line[m.end():m.end() + 1] == "\x00":
         raise LineError(f"expected metric name after {keyword}")
     rest = line[m.end():]
     # promlex: blanks only are skipped, then {C}* is empty; else the text is all but its first character
@@ -288,10 +307,20 @@ def _text_labels(line: str, i: int) -> tuple[list[tuple[str, str]], int]:
         q = _QUOTED_RE.match(line, i)
         if q is None:
             raise LineError(f"expected label value for {name!r}")
-        labels.append((name, unescape(line[i + 1:q.end() - 1])))
-        i = _BLANKS_RE.match(line, q.end()).end()  # type: ignore[union-attr]
+        end = _after_nuls(line, q.end())
+        labels.append((name, unescape(line[i + 1:end - 1])))
+        i = _BLANKS_RE.match(line, end).end()  # type: ignore[union-attr]
         if line[i:i + 1] == ",":
             i = _BLANKS_RE.match(line, i + 1).end()  # type: ignore[union-attr]
+
+
+def _after_nuls(line: str, end: int) -> int:
+    """The end of a label value token: the lexer reads the character after the closing quote
+    while still in the label-value state, which skips NUL bytes, so they join the token (whose
+    first and last characters are then cut: ``"c"<NUL>`` is the value ``c"``)."""
+    while line[end:end + 1] == "\x00":
+        end += 1
+    return end
 
 
 def _check_labels(labels: list[tuple[str, str]]) -> None:
@@ -361,14 +390,19 @@ def _text_sample(line: str) -> Sample:
 
 
 def _om_meta(line: str) -> tuple[str, str, str]:
-    keyword = line[2:6]
-    if not line.startswith("# ") or keyword not in ("HELP", "TYPE", "UNIT") or line[6:7] != " ":
+    keyword, p = _keyword(line, 2, ("HELP", "TYPE", "UNIT")) if line.startswith("# ") else ("", 2)
+    while line[p:p + 1] == "\x00":
+        p += 1
+    if not keyword or line[p:p + 1] != " ":
         if line.startswith("# EOF"):
             raise LineError("unexpected data after # EOF")
         raise LineError("expected a valid start token (only # HELP, # TYPE, # UNIT and # EOF comments)")
-    if line[7:8] == '"':
+    p += 1
+    while line[p:p + 1] == "\x00":  # the character after "HELP " is still read in the comment state
+        p += 1
+    if line[p:p + 1] == '"':
         raise LineError("quoted (UTF-8) metric names are not supported")
-    m = _NAME_RE.match(line, 7)
+    m = _NAME_RE.match(line, p)
     if m is None:
         raise LineError(f"expected metric name after {keyword}")
     name = m.group()
@@ -407,11 +441,12 @@ def _om_labels(line: str, i: int, exemplar: bool) -> tuple[list[tuple[str, str]]
         i = m.end()
         if line[i:i + 1] != "=":
             raise LineError(f"expected equal after {what} name {name!r}")
-        q = _OM_QUOTED_RE.match(line, i + 1)
+        q = (_OM_EXEMPLAR_QUOTED_RE if exemplar else _OM_QUOTED_RE).match(line, i + 1)
         if q is None:
             raise LineError(f"expected {what} value for {name!r}")
-        labels.append((name, unescape(line[i + 2:q.end() - 1])))
-        i = q.end()
+        end = q.end() if exemplar else _after_nuls(line, q.end())
+        labels.append((name, unescape(line[i + 2:end - 1])))
+        i = end
         c = line[i:i + 1]
         if c == ",":
             i += 1
