@@ -17,7 +17,7 @@ import numpy as np
 from common.regex import RegexError, compile_regex
 from query import parse as P
 from query.aggregations import quantile_of
-from query.errors import QueryError
+from query.errors import QueryError, QueryInputError
 from query.values import (
     InstantVector,
     Labels,
@@ -859,7 +859,7 @@ def _label_replace(ev: "Evaluator", node: P.Call, times: np.ndarray):
     try:
         rx = compile_regex(rx_text)
     except RegexError as exc:
-        raise QueryError(f"invalid regular expression in label_replace(): {exc}") from None
+        raise QueryInputError(f"invalid regular expression in label_replace(): {exc}") from None
     if not _valid_label_name(dst):
         raise QueryError(f"invalid destination label name in label_replace(): {dst}")
     labels = []
