@@ -6,7 +6,8 @@ horizon the rollup job applies to SQLite) would be deleted at once or never read
 than ``FUTURE_TOLERANCE_MS`` (10 minutes) ahead of the scrape is a broken clock. Both are
 dropped, the rest of the scrape is written, and the loop counts them per target and reason,
 as Prometheus drops samples outside its head's bounds ("out of bounds") and counts them.
-Samples stamped with the scrape time are never out of bounds.
+Samples stamped with the scrape time are never out of bounds. The lower bound is the default
+raw retention: a Cassandra keyspace created with another ``raw_recent`` TTL does not move it.
 """
 
 from __future__ import annotations

@@ -202,13 +202,10 @@ def _om_seconds_to_ms(tok: str, what: str) -> int:
 @dataclass
 class LenientState:
     """What the lenient parser remembers between lines of one body: the last TYPE's type
-    (for ``le``/``quantile``) and the metadata seen, for the metadata API."""
+    (for ``le``/``quantile``), and the families with samples (the scrape cache's)."""
 
     fmt: str = FMT_TEXT
     mtype: str = ""
-    types: dict[str, str] = field(default_factory=dict)
-    helps: dict[str, str] = field(default_factory=dict)
-    units: dict[str, str] = field(default_factory=dict)
     with_samples: set[str] = field(default_factory=set)
 
     # ------------------------------------------------------------------ metadata
@@ -223,11 +220,6 @@ class LenientState:
         keyword, name, text = meta
         if keyword == "TYPE":
             self.mtype = text
-            self.types[name] = text
-        elif keyword == "HELP":
-            self.helps[name] = text
-        else:
-            self.units[name] = text
         return name
 
     # ------------------------------------------------------------------ samples
