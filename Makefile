@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-loaded lint bench load fuzz cluster cluster-down drills system-deps venv clean
+.PHONY: run test test-fast test-loaded lint bench load fuzz cluster cluster-down drills screenshots system-deps venv clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -63,6 +63,10 @@ cluster-down:
 # Failure drills against their own cluster (run/drills/); prints what was lost and recovery times.
 drills: $(STAMP) system-deps
 	$(BIN)/python -m drills
+
+# The README's screenshots (docs/screenshots/): a standalone ten minutes old, in headless Chromium.
+screenshots: $(STAMP) system-deps
+	$(BIN)/python tests/screenshots.py --minutes 10
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

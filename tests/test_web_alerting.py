@@ -373,6 +373,7 @@ async def test_without_users_pages_say_how_to_add_one_and_hide_dead_links(tmp_pa
     try:
         rules = await page(c, "/rules")
         assert "/rules/edit" not in rules and "ringmon hash-password" in rules and "web.users" in rules
+        assert "/rules/history" not in rules  # the history needs a login too
         alerts = await page(c, "/alerts")
         assert "Silence…" not in alerts and "ringmon hash-password" in alerts
         # The value column reads as the summary does: "99.04%" beside "Disk 99.04% full".
