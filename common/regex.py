@@ -29,8 +29,10 @@ MAX_PROGRAM_MEMORY = 8 << 20
 # larger than CACHE_MAX_PROGRAM instructions are compiled per use, so the cache stays small.
 CACHE_SIZE = 512
 CACHE_MAX_PROGRAM = 4096
-# Match results remembered per compiled regex (label values repeat across series).
+# Match results remembered per compiled regex (label values repeat across series), for texts
+# up to MEMO_MAX_TEXT characters (the memo keeps its texts alive: this bounds its memory).
 MEMO_SIZE = 8192
+MEMO_MAX_TEXT = 256
 
 _ANCHOR = _re2.RE2.Anchor
 _NO_SPAN = (-1, -1)
@@ -127,6 +129,8 @@ class Regex:
         """Anchored: the whole text matches; unanchored: the pattern occurs in it."""
         if self._fast is not None:
             return self._fast(text)
+        if len(text) > MEMO_MAX_TEXT:
+            return self._spans(_encode(text), _ANCHOR.UNANCHORED) is not None
         hit = self._memo.get(text)
         if hit is None:
             hit = self._spans(_encode(text), _ANCHOR.UNANCHORED) is not None

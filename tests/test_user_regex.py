@@ -103,6 +103,13 @@ def test_replace_all_is_gos() -> None:
         compile_regex("a", anchored=False).replace_all("a" * 1000, "$0" * 1000, max_size=10_000)
 
 
+def test_memo_keeps_only_short_texts() -> None:
+    rx = compile_regex("a+b", anchored=False)
+    long_text = "x" * (R.MEMO_MAX_TEXT + 1) + "aab"
+    assert rx.matches(long_text) and rx.matches("aab")
+    assert long_text not in rx._memo and rx._memo["aab"] is True
+
+
 def test_cache_is_bounded_and_shared(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(R, "CACHE_SIZE", 8)
     for i in range(50):

@@ -2,8 +2,8 @@
 
 Any text that is not plain printable ASCII goes into a header as RFC 2047 encoded words and into
 the bodies as base64 UTF-8, so a label value holding CR, LF or U+2028 arrives intact instead of
-making the message unbuildable. smtplib runs in a worker thread so the event loop never blocks
-on the mail server.
+making the message unbuildable. Templates expand and smtplib runs in a worker thread, so the
+event loop never blocks on either.
 """
 
 from __future__ import annotations
@@ -192,5 +192,5 @@ class EmailIntegration(Integration):
             raise DeliveryError(f"email: {self.host}:{self.port}: {type(exc).__name__}: {exc}", retryable=True) from None
 
     async def notify(self, n: Notification, session: aiohttp.ClientSession) -> None:
-        msg = self.message(n)
-        await asyncio.get_running_loop().run_in_executor(None, self._send_sync, msg)
+        # templates expand (within their budgets) in the worker thread too, off the event loop
+        await asyncio.get_running_loop().run_in_executor(None, lambda: self._send_sync(self.message(n)))
