@@ -27,12 +27,12 @@ from re2 import _re2
 MAX_PROGRAM_MEMORY = 8 << 20
 # Compiled regexes kept for reuse (label matchers repeat on every dashboard refresh); programs
 # larger than CACHE_MAX_PROGRAM instructions are compiled per use, so the cache stays small.
-CACHE_SIZE = 512
+CACHE_SIZE = 256
 CACHE_MAX_PROGRAM = 4096
 # Match results remembered per compiled regex (label values repeat across series), for texts
 # up to MEMO_MAX_TEXT characters (the memo keeps its texts alive: this bounds its memory).
-MEMO_SIZE = 8192
-MEMO_MAX_TEXT = 256
+MEMO_SIZE = 2048
+MEMO_MAX_TEXT = 128
 
 _ANCHOR = _re2.RE2.Anchor
 _NO_SPAN = (-1, -1)
