@@ -265,7 +265,7 @@ def alertmanager(tmp_path_factory):
          f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
         stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url + "/-/ready", timeout=1) as r:
@@ -277,7 +277,7 @@ def alertmanager(tmp_path_factory):
             pytest.fail(f"alertmanager exited: {(d / 'am.log').read_text()[-2000:]}")
     else:
         proc.kill()
-        pytest.fail("alertmanager did not become ready within 30 s")
+        pytest.fail("alertmanager did not become ready within 90 s")
     yield url
     proc.terminate()
     try:

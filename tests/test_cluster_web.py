@@ -99,7 +99,7 @@ async def test_web_shows_zookeeper_pools_with_scraper_health_and_survives_a_zook
                 return {(s["metric"]["job"], s["metric"]["instance"]): s["value"][1] for s in body["data"]["result"]}
 
             ups: dict = {}
-            deadline = loop.time() + 15
+            deadline = loop.time() + 60
             while loop.time() < deadline:
                 ups = await up_series()
                 if len(ups) == 4:

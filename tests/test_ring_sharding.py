@@ -235,7 +235,7 @@ async def test_garbage_in_the_overrides_znode_is_survived_and_replaced(zookeeper
             except ValueError:
                 return False
 
-        deadline = loop.time() + 15
+        deadline = loop.time() + 60
         while not await valid_again():
             assert loop.time() < deadline, "the leader did not replace the invalid overrides"
             assert shares(coords) == before, "an invalid plan changed the shares"

@@ -57,7 +57,7 @@ async def test_save_keeps_the_file_mode(rig):
 
 async def test_save_writes_through_a_symlink_inside_the_rules_directory(rig, tmp_path):
     await login(rig.client)
-    target = tmp_path / "shared" / "node.yml"
+    target = tmp_path / "linked" / "node.yml"
     target.parent.mkdir()
     target.write_text(RULES)
     os.chmod(target, 0o640)
