@@ -1,35 +1,40 @@
 """Ringmon against its peers: Prometheus and VictoriaMetrics on the same targets, one at a time.
 
     .venv/bin/python bench/peers.py [--targets 200] [--series 500] [--interval 5]
-                                    [--warmup 40] [--window 120] [--systems prometheus,victoriametrics,ringmon]
+                                    [--warmup 40] [--window 120]
+                                    [--systems prometheus,victoriametrics,ringmon,ringmon-cluster]
 
 One process serves ``--targets`` node_exporter-shaped /metrics endpoints of ``--series``
 series each on 127.0.0.1 (counters that only grow, gauges that move, a few constants: see
-``NodeTargets``) and counts the samples it serves. Each system in turn - Debian's
-``prometheus``, Debian's ``victoria-metrics`` (single node, its own scraper) and ``ringmon
-standalone`` (SQLite) - scrapes all of them every ``--interval`` seconds from a temp dir,
-listening on 127.0.0.1 only; after ``--warmup`` seconds it is measured for ``--window``
-seconds, then stopped. Per system:
+``node_series``/``TargetBody``) and counts the samples it serves. Each system in turn - Debian's
+``prometheus``, Debian's ``victoria-metrics`` (single node, its own scraper), ``ringmon
+standalone`` (SQLite) and Ringmon's cluster mode (ZooKeeper, one Cassandra node, one
+``ringmon scraper``; queried through a ``ringmon web`` started after the window) - scrapes
+all of them every ``--interval`` seconds from a temp dir, listening on 127.0.0.1 only;
+after ``--warmup`` seconds it is measured for ``--window`` seconds, then stopped. Per system:
 
 * CPU per stored sample: the process's CPU time over the window (utime + stime from /proc)
   over the samples it stored in the window, counted by its own metrics
   (``prometheus_tsdb_head_samples_appended_total``, ``vm_rows_added_to_storage_total``,
-  ``ringmon_scraper_samples_appended_total``; SQLite's writer stores before the next scrape);
+  ``ringmon_scraper_samples_appended_total``: SQLite's writer stores before the next scrape,
+  the cluster's batching writer stores or spools). Cluster mode: scraper and Cassandra
+  separately, and summed;
 * samples stored of those served in the window (below 1: the system falls behind; above 1 by
   the synthetic ``up``-style series each system adds per scrape);
 * peak RSS (VmHWM) and peak RSS per served series;
 * bytes on disk per stored sample: ``du`` of the data dir after the system stopped, over the
   samples it stored since start. For Ringmon the rollup job first seals the window holding the
   data (``RollupJob.run_once`` with its clock moved past the window's end plus grace, in a child
-  process whose CPU is reported as its own row); the raw 5-minute chunks stay beside the sealed
-  blocks until ``raw_recent`` retention, as in production;
+  process whose CPU - plus Cassandra's during the seal - is reported as its own row); the raw
+  rows stay beside the sealed blocks until ``raw_recent`` retention, as in production
+  (Cassandra: after ``nodetool flush``, the keyspace's directory);
 * the median wall time of ``sum by (mode)(rate(node_cpu_seconds_total[1m]))`` over the
   window (step = interval) through each system's /api/v1/query_range, 5 runs after one
   unmeasured run.
 
-Then a table with the Ringmon / Prometheus ratio of each figure. Cluster mode (scrapers +
-Cassandra + the rollup job) is not run here: ``bench/load.py`` measures it separately.
-Prints figures, asserts nothing. Every loop is bounded; every process is stopped on exit.
+Then a table with the Ringmon / Prometheus ratio of each figure. Ringmon standalone also
+scrapes its own /metrics (a few hundred series, counted as stored). Prints figures, asserts
+nothing. Every loop is bounded; every process is stopped on exit.
 """
 
 from __future__ import annotations
@@ -396,12 +401,109 @@ class RingmonStandalone:
         return metric_sum(http_get(f"{self.api}/metrics").decode(), "ringmon_scraper_samples_appended_total")
 
     def finish(self) -> dict[str, float]:
-        if self.proc is not None:
-            stop_process(self.proc)
+        if self.proc is None:
+            return {}
+        stop_process(self.proc)
         return seal(self.cfg_path)
 
     def data_dir(self) -> Path:
         return self.tmp / "data"
+
+
+@dataclass
+class RingmonCluster:
+    """ZooKeeper + Cassandra (one node, RF 1) + one ``ringmon scraper``; queries through a
+    ``ringmon web`` started after the window (its CPU is not counted)."""
+
+    name: str = "Ringmon cluster"
+    api: str = ""
+    tmp: Path = Path()
+    cfg_path: Path = Path()
+    scraper: subprocess.Popen | None = None
+    web: subprocess.Popen | None = None
+    zk: object = None
+    node: object = None
+    scraper_url: str = ""
+
+    def start(self, tmp: Path, ports: list[int], interval: float) -> None:
+        import yaml
+
+        from discovery.registry import Registry
+        from discovery.target import ScrapeSettings
+        from services.cassandra.cassandra_node import CassandraNode
+        from services.zookeeper.zkserver import ZooKeeperServer
+
+        self.tmp = tmp
+        cport = free_port()
+        self.zk = zk = ZooKeeperServer(tmp / "zookeeper", port=free_port())
+        self.node = node = CassandraNode(tmp / "cassandra", cport, heap="1g")
+        node.start(wait=False)
+        zk.start(wait=True, timeout=120)
+        node.wait_ready(400)
+        subprocess.run([sys.executable, "-m", "cli.main", "storage", "init", "--port", str(cport)],
+                       cwd=ROOT, check=True, capture_output=True, timeout=400)
+        self.cfg_path = tmp / "ringmon.yaml"
+        self.cfg_path.write_text(yaml.safe_dump({
+            "data_dir": str(tmp / "data"),
+            "storage": {"backend": "cassandra", "cassandra": {"hosts": ["127.0.0.1"], "port": cport,
+                                                               "spool_dir": str(tmp / "data" / "spool")}},
+            "discovery": {"zookeeper": {"hosts": zk.hosts, "session_timeout": "10s"}},
+            "scrape": {"interval": f"{interval:g}s", "timeout": f"{interval:g}s"},
+        }))
+        reg = Registry(zk.hosts).start(watch=False)
+        try:
+            reg.create_pool("node", ScrapeSettings(interval_s=interval, timeout_s=interval), update=True)
+            for p in ports:
+                reg.register_host("node", f"127.0.0.1:{p}")
+        finally:
+            reg.stop()
+        listen = f"127.0.0.1:{free_port()}"
+        self.scraper_url = f"http://{listen}"
+        self.scraper = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "scraper", "--config", str(self.cfg_path), "--id", "peers-1",
+             "--listen", listen], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp / "scraper.log", "ab"))
+        wait_until(lambda: b"ringmon_scraper_samples_appended_total" in http_get(f"{self.scraper_url}/metrics"),
+                   120, "ringmon scraper start", self.scraper)
+
+    def pids(self) -> dict[str, int]:
+        assert self.scraper is not None
+        return {"scraper": self.scraper.pid, "cassandra": int(self.node.pid or 0)}  # type: ignore[attr-defined]
+
+    def samples_stored(self) -> float:
+        # appended to the batching writer, which stores them in Cassandra or spools them: what the
+        # scraper keeps up with (its queue depth says whether Cassandra does)
+        return metric_sum(http_get(f"{self.scraper_url}/metrics").decode(), "ringmon_scraper_samples_appended_total")
+
+    def before_query(self) -> None:
+        """The query server, started after the window."""
+        port = free_port()
+        self.api = f"http://127.0.0.1:{port}"
+        self.web = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "web", "--config", str(self.cfg_path), "--listen", f"127.0.0.1:{port}"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(self.tmp / "web.log", "ab"))
+        wait_until(lambda: http_get(f"{self.api}/-/ready") is not None, 120, "ringmon web start", self.web)
+
+    def finish(self) -> dict[str, float]:
+        extra: dict[str, float] = {}
+        try:
+            for p in (self.web, self.scraper):  # the scraper's writer drains its queue on SIGTERM
+                if p is not None:
+                    stop_process(p)
+            if self.node is not None and self.node.is_running():  # type: ignore[attr-defined]
+                c0 = proc_cpu_s(int(self.node.pid))  # type: ignore[attr-defined]
+                extra = seal(self.cfg_path)
+                extra["seal_cassandra_cpu_s"] = proc_cpu_s(int(self.node.pid)) - c0  # type: ignore[attr-defined]
+                extra["seal_cpu_s"] += extra["seal_cassandra_cpu_s"]
+                self.node.nodetool("flush", "ringmon", timeout_s=300)  # type: ignore[attr-defined]
+        finally:
+            if self.node is not None:
+                self.node.stop()  # type: ignore[attr-defined]
+            if self.zk is not None:
+                self.zk.stop()  # type: ignore[attr-defined]
+        return extra
+
+    def data_dir(self) -> Path:
+        return self.tmp / "cassandra" / "data" / "ringmon"
 
 
 def seal(cfg_path: Path) -> dict[str, float]:
@@ -439,6 +541,7 @@ async def seal_child(cfg_path: str) -> dict[str, float]:
 
 SYSTEMS: dict[str, Callable[[], System]] = {
     "prometheus": Prometheus, "victoriametrics": VictoriaMetrics, "ringmon": RingmonStandalone,
+    "ringmon-cluster": RingmonCluster,
 }
 
 
@@ -464,6 +567,12 @@ class Figures:
     @property
     def cpu_us_per_sample(self) -> float:
         return sum(self.cpu_s.values()) / self.stored * 1e6 if self.stored else math.nan
+
+    def role_us_per_sample(self, role: str) -> float:
+        return self.cpu_s[role] / self.stored * 1e6 if role in self.cpu_s and self.stored else math.nan
+
+    def role_rss_kib_per_series(self, role: str) -> float:
+        return self.peak_rss_kb[role] / self.series if role in self.peak_rss_kb and self.series else math.nan
 
     @property
     def stored_of_served(self) -> float:
@@ -494,9 +603,12 @@ class Figures:
 # (label, figure, format); the ratio column divides Ringmon's figure by Prometheus's
 ROWS: list[tuple[str, Callable[[Figures], float], str]] = [
     ("CPU per stored sample, us", lambda f: f.cpu_us_per_sample, "{:.2f}"),
+    ("  of which scraper (cluster)", lambda f: f.role_us_per_sample("scraper"), "{:.2f}"),
+    ("  of which Cassandra (cluster)", lambda f: f.role_us_per_sample("cassandra"), "{:.2f}"),
     ("samples stored of those served", lambda f: f.stored_of_served, "{:.3f}"),
     ("peak RSS, MiB", lambda f: f.rss_mib, "{:.0f}"),
     ("peak RSS per series, KiB", lambda f: f.rss_kib_per_series, "{:.2f}"),
+    ("  scraper peak RSS per series, KiB (cluster)", lambda f: f.role_rss_kib_per_series("scraper"), "{:.2f}"),
     ("bytes on disk per sample", lambda f: f.bytes_per_sample, "{:.1f}"),
     ("range query median, ms", lambda f: f.query_median_ms, "{:.0f}"),
     ("rollup seal CPU per sample, us", lambda f: f.seal_us_per_sample, "{:.2f}"),
@@ -514,17 +626,18 @@ def ratio(a: float, b: float) -> float:
     return a / b
 
 
-def table(figs: Sequence[Figures], base: str = "Prometheus", ours: str = "Ringmon standalone") -> str:
-    """A Markdown table: a row per figure, a column per system, and Ringmon / Prometheus."""
+def table(figs: Sequence[Figures], base: str = "Prometheus") -> str:
+    """A Markdown table: a row per figure, a column per system, and each Ringmon column over ``base``'s."""
     by = {f.system: f for f in figs}
-    head = ["figure", *(f.system for f in figs), f"{ours} / {base}"]
+    ours = [f.system for f in figs if f.system.startswith("Ringmon")] if base in by else []
+    head = ["figure", *(f.system for f in figs), *(f"{o} / {base}" for o in ours)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, get, template in ROWS:
         cells = [fmt(template, get(f)) for f in figs]
         if all(c == "-" for c in cells):
             continue
-        r = ratio(get(by[ours]), get(by[base])) if ours in by and base in by else math.nan
-        lines.append("| " + " | ".join([label, *cells, fmt("{:.2f}", r)]) + " |")
+        ratios = [fmt("{:.2f}", ratio(get(by[o]), get(by[base]))) for o in ours]
+        lines.append("| " + " | ".join([label, *cells, *ratios]) + " |")
     return "\n".join(lines)
 
 
@@ -546,8 +659,8 @@ def served_samples(control: int) -> float:
 
 def measure(system: System, tmp: Path, ports: list[int], control: int, args: argparse.Namespace) -> Figures:
     print(f"-- {system.name}: starting in {tmp}", flush=True)
-    system.start(tmp, ports, args.interval)
     try:
+        system.start(tmp, ports, args.interval)
         wait_until(lambda: system.samples_stored() > 0, 60 + 3 * args.interval, f"{system.name}: first samples")
         time.sleep(args.warmup)
         pids = system.pids()
@@ -558,6 +671,8 @@ def measure(system: System, tmp: Path, ports: list[int], control: int, args: arg
         cpu1 = {r: proc_cpu_s(p) for r, p in pids.items()}
         stored1, served1, t1 = system.samples_stored(), served_samples(control), time.time()
         rss = {r: proc_status_kb("VmHWM", str(p)) for r, p in pids.items()}
+        if hasattr(system, "before_query"):
+            system.before_query()
         range_query(system.api, t0, t1, args.interval)  # unmeasured: caches, page-ins
         runs = [range_query(system.api, t0, t1, args.interval) for _ in range(QUERY_RUNS)]
         stored_total = system.samples_stored()
@@ -627,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=5.0, help="scrape interval, seconds")
     p.add_argument("--warmup", type=float, default=40.0, help="seconds before the window")
     p.add_argument("--window", type=float, default=120.0, help="measured seconds")
-    p.add_argument("--systems", default="prometheus,victoriametrics,ringmon",
+    p.add_argument("--systems", default="prometheus,victoriametrics,ringmon,ringmon-cluster",
                    help="comma-separated, run in this order: " + ", ".join(SYSTEMS))
     args = p.parse_args(argv)
     if args.cmd == "targets":
