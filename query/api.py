@@ -33,6 +33,7 @@ from query.promjson import (
     labels_json,
 )
 from query.promql_text import ast_json, pretty_promql
+from query.resolution import SourceResolution
 from query.result import QueryResult
 from storage.base import Storage, StorageError
 from storage.matchers import Matcher
@@ -308,6 +309,14 @@ def _timeout(params: dict[str, list[str]]) -> float | None:
     return parse_duration_ms(text, "timeout") / 1000.0
 
 
+def _source(params: dict[str, list[str]]) -> SourceResolution:
+    """The ``max_source_resolution`` asked for (auto, raw, 1m, 1h; query.resolution)."""
+    try:
+        return SourceResolution.parse(_one(params, "max_source_resolution"))
+    except QueryError as exc:
+        raise ApiError("bad_data", str(exc)) from None
+
+
 def _query_error(exc: QueryError, param: str = "query") -> ApiError:
     if isinstance(exc, ParseError):
         return ApiError("bad_data", f'invalid parameter "{param}": {exc}')
@@ -375,7 +384,7 @@ class PrometheusApi:
             ts = parse_time_ms(t, "time") if t else int(time.time() * 1000)
             started = time.perf_counter()
             try:
-                res = await self.engine.instant_query(expr, ts, timeout_s=_timeout(params))
+                res = await self.engine.instant_query(expr, ts, timeout_s=_timeout(params), source=_source(params))
             except QueryError as exc:
                 raise _query_error(exc) from None
             return success_text(result_text(res, _stats(res, params, started)), res.warnings)
@@ -410,11 +419,12 @@ class PrometheusApi:
             started = time.perf_counter()
             try:
                 timeout_s = _timeout(params)
+                source = _source(params)
                 if self.cache is not None and timeout_s is None and not _one(params, "stats"):
                     # The cache keeps its chunks' points as JSON text: a refresh only formats new ones.
-                    body = await self.cache.range_query_json(expr, start, end, step)
+                    body = await self.cache.range_query_json(expr, start, end, step, source)
                     return web.Response(text=body, content_type="application/json")
-                res = await self.engine.range_query(expr, start, end, step, timeout_s=timeout_s)
+                res = await self.engine.range_query(expr, start, end, step, timeout_s=timeout_s, source=source)
             except QueryError as exc:
                 raise _query_error(exc) from None
             return success_text(result_text(res, _stats(res, params, started)), res.warnings)

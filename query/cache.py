@@ -28,6 +28,7 @@ import numpy as np
 from query import parse as P
 from query.engine import Engine
 from query.promjson import dumps, labels_json
+from query.resolution import SourceResolution
 from query.result import QueryResult, ResultSeries
 
 Labels = tuple[tuple[str, str], ...]
@@ -122,16 +123,20 @@ class RangeQueryCache:
             self._cacheable[expr] = hit
         return hit
 
-    async def range_query(self, expr: str, start_ms: int, end_ms: int, step_ms: int) -> QueryResult:
-        got = await self._collect(expr, start_ms, end_ms, step_ms)
+    async def range_query(
+        self, expr: str, start_ms: int, end_ms: int, step_ms: int, source: SourceResolution = SourceResolution.AUTO
+    ) -> QueryResult:
+        got = await self._collect(expr, start_ms, end_ms, step_ms, source)
         if isinstance(got, QueryResult):
             return got
         parts, warnings = got
         return _merge(parts, start_ms, end_ms, warnings)
 
-    async def range_query_json(self, expr: str, start_ms: int, end_ms: int, step_ms: int) -> str:
+    async def range_query_json(
+        self, expr: str, start_ms: int, end_ms: int, step_ms: int, source: SourceResolution = SourceResolution.AUTO
+    ) -> str:
         """``range_query`` as the Prometheus API's JSON body (``{"status":"success",...}``)."""
-        got = await self._collect(expr, start_ms, end_ms, step_ms)
+        got = await self._collect(expr, start_ms, end_ms, step_ms, source)
         if isinstance(got, QueryResult):
             whole = _Chunk({tuple(sorted(s.labels.items())): (s.timestamps, s.values) for s in got.series}, 0, 0.0)
             return _merge_json({0: whole}, start_ms, end_ms, got.warnings)
@@ -139,18 +144,18 @@ class RangeQueryCache:
         return _merge_json(parts, start_ms, end_ms, warnings)
 
     async def _collect(
-        self, expr: str, start_ms: int, end_ms: int, step_ms: int
+        self, expr: str, start_ms: int, end_ms: int, step_ms: int, source: SourceResolution = SourceResolution.AUTO
     ) -> QueryResult | tuple[dict[int, _Chunk], list[str]]:
         """The chunks covering [start_ms, end_ms] (cached, completed or computed), or the
         engine's answer for a query the cache does not take."""
         if step_ms <= 0 or end_ms < start_ms or not self._is_cacheable(expr):
             self.stats.bypassed += 1
-            return await self.engine.range_query(expr, start_ms, end_ms, step_ms)
+            return await self.engine.range_query(expr, start_ms, end_ms, step_ms, source=source)
         phase = start_ms % step_ms
         chunk_len = step_ms * self.chunk_steps
         # Parts of requests reading different resolutions (by the age of their start) are
         # kept apart; each part is computed reading what its whole request reads.
-        reads = self.engine.planned_resolutions(expr, start_ms, end_ms, step_ms)
+        reads, notes = self.engine.planned_resolutions(expr, start_ms, end_ms, step_ms, source)
         base = (expr.strip(), step_ms, phase, chunk_len, reads)
         k_first = (start_ms - phase) // chunk_len
         k_last = (end_ms - phase) // chunk_len
@@ -178,7 +183,9 @@ class RangeQueryCache:
         for run in _runs(todo, phase, chunk_len):
             q_start = run[0][1]
             q_end = min(phase + (run[-1][0] + 1) * chunk_len - step_ms, end_ms)
-            res = await self.engine.range_query(expr, q_start, q_end, step_ms, resolution_start_ms=start_ms)
+            res = await self.engine.range_query(
+                expr, q_start, q_end, step_ms, resolution_start_ms=start_ms, source=source
+            )
             warnings.extend(res.warnings)
             ks = [k for k, _ in run]
             for k, fresh in self._split(res, ks, phase, chunk_len).items():
@@ -198,7 +205,8 @@ class RangeQueryCache:
                         self._store((*base, k), merged)
                     else:
                         self._store((*base, k), _prefix(merged, keep_upto))
-        return parts, warnings
+        # Answers taken from chunks alone repeat what planning says about the resolution read.
+        return parts, warnings if todo else notes
 
     def _split(self, res: QueryResult, run: list[int], phase: int, chunk_len: int) -> dict[int, _Chunk]:
         out = {k: _Chunk({}, 0, time.monotonic()) for k in run}

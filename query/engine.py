@@ -28,6 +28,8 @@ from query.budget import (
 )
 from query.errors import QueryError, QueryInputError, QueryLimitError, QueryMemoryError, QueryTimeoutError
 from query.isolation import Isolator
+from query.resolution import TWO_POINT_FUNCTIONS, SelectorUse, SourceResolution
+from query.resolution import choose as choose_source
 from query.result import QueryResult, ResultSeries
 from query.rollup_tail import (
     RawFlat,
@@ -60,7 +62,7 @@ from storage.base import (
     bucket_values,
 )
 from storage.base import aggregate_names as column_names
-from storage.rollup import DEFAULT_MAX_GAP_MS, RAW_RETENTION_MS, choose_resolution
+from storage.rollup import DEFAULT_MAX_GAP_MS, RAW_RETENTION_MS
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
 # Raw reads longer than this are split, checking the sample limit after each piece.
@@ -88,6 +90,8 @@ class FetchPlan:
     # The selector's series already in flat arrays (instead of ``data``), when the fetch
     # assembled them so (rollup rows built from raw samples).
     flat: "FlatSeries | None" = None
+    # Warnings about the resolution this select reads (query.resolution.choose).
+    notes: set[str] = field(default_factory=set)
 
     @property
     def bucket_ms(self) -> int:
@@ -258,6 +262,10 @@ class Evaluator:
         self._flat: dict[tuple, FlatSeries] = {}
         # Resolution chosen per selector node (by id) in planning; RAW when absent.
         self.sel_res: dict[int, Resolution] = {}
+        # Range of a range selector read from rollups, widened to whole buckets (by node id).
+        self.sel_range: dict[int, int] = {}
+        # The max_source_resolution asked for.
+        self.source = SourceResolution.AUTO
         self.now_ms = 0
         self.downsample = False
         # Resolutions are chosen as if the query started this much earlier (a range cache
@@ -409,7 +417,9 @@ class Evaluator:
         if n == 0 or len(flat.ts) == 0:
             return InstantVector.empty(T)
         self.reserve(n * T, f"{n} series x {T} steps: ")
-        lo, hi = flat_windows(flat.ts, flat.offsets, refs - self.lookback_ms, refs)
+        plan = self.plan_of(sel)
+        lookback = max(self.lookback_ms, plan.bucket_ms if plan is not None else 0)
+        lo, hi = flat_windows(flat.ts, flat.offsets, refs - lookback, refs)
         ok = hi > lo
         idx = np.where(ok, hi - 1, 0)
         v = flat.vals[idx]
@@ -426,7 +436,7 @@ class Evaluator:
         ends = (np.full(len(times), at, dtype=np.int64) if at is not None else times) - node.vector.offset_ms
         plan = self.plan_of(node.vector)
         bucket = plan.bucket_ms if plan is not None else 0
-        range_ms = max(node.range_ms, bucket)
+        range_ms = self.sel_range.get(id(node.vector), max(node.range_ms, bucket)) if bucket else node.range_ms
         flat = self.flat_of(node.vector, True)
         self.reserve(len(flat.ts), "range selector samples: ")
         return RangeVector(
@@ -477,16 +487,6 @@ def value_points(value: Value) -> int:
     return 0
 
 
-# Functions whose result from rollup rows equals (rate/increase, *_over_time aggregates) or
-# closely follows (the rest, from each bucket's last value) the result from raw samples.
-ROLLUP_FUNCTIONS = {
-    "rate", "increase", "avg_over_time", "sum_over_time", "count_over_time", "min_over_time",
-    "max_over_time", "last_over_time", "present_over_time", "absent_over_time", "delta",
-    "deriv", "predict_linear", "changes", "resets", "irate", "idelta", "quantile_over_time",
-    "stddev_over_time", "stdvar_over_time", "first_over_time", "timestamp", "mad_over_time",
-}
-
-
 # The rollup aggregates a function reads when its range selector reads rollups (functions
 # not listed read the buckets' last values: a plan with one of them reads every column).
 ROLLUP_COLUMNS: dict[str, frozenset[str]] = {
@@ -515,22 +515,33 @@ def _plan_fetches(
     the function a range selector feeds."""
 
     def need(sel: P.VectorSel, lo: int, hi: int, window_ms: int | None) -> None:
-        res = Resolution.RAW
-        if ev.downsample and sel.modifier is None and (func is None or func in ROLLUP_FUNCTIONS):
+        res, note = Resolution.RAW, None
+        if ev.downsample and sel.modifier is None:
             hint = step_ms if window_ms is None else (min(step_ms, window_ms) if step_ms else 0)
-            res = choose_resolution(lo - ev.res_shift_ms, ev.now_ms, hint)
-        if window_ms is not None and res.step_ms > window_ms:
-            lo -= res.step_ms - window_ms  # the window widens to a whole bucket (eval_matrix)
+            at = ev.at_ms(sel.at)
+            use = SelectorUse(func, window_ms, (tmin if at is None else at) - sel.offset_ms, 0 if at is not None else step_ms)
+            res, note = choose_source(ev.source, lo - ev.res_shift_ms, ev.now_ms, hint, use)
+        if res is not Resolution.RAW:
+            # Over rollups a window is at least one bucket (two for functions of two samples),
+            # and a plain selector looks back at least a bucket (eval_matrix, eval_selector).
+            if window_ms is not None:
+                wide = max(window_ms, res.step_ms * (2 if func in TWO_POINT_FUNCTIONS else 1))
+                ev.sel_range[id(sel)] = wide
+                lo -= wide - window_ms
+            else:
+                lo -= max(0, res.step_ms - ev.lookback_ms)
         ev.sel_res[id(sel)] = res
         cols = ROLLUP_COLUMNS.get(func or "") if window_ms is not None and res is not Resolution.RAW else None
         key = (sel.key, res)
         plan = out.get(key)
         if plan is None:
-            out[key] = FetchPlan(sel.matchers, lo, hi, res, cols)
+            plan = out[key] = FetchPlan(sel.matchers, lo, hi, res, cols)
         else:
             plan.start_ms = min(plan.start_ms, lo)
             plan.end_ms = max(plan.end_ms, hi)
             plan.columns = None if plan.columns is None or cols is None else plan.columns | cols
+        if note is not None:
+            plan.notes.add(note)
 
     if isinstance(node, P.VectorSel):
         at = ev.at_ms(node.at)
@@ -620,9 +631,18 @@ class Engine:
         self.last_stats = QueryStats()
 
     # ------------------------------------------------------------------ API
-    async def instant_query(self, expr: str, time_ms: int, *, timeout_s: float | None = None) -> QueryResult:
-        """Evaluate ``expr`` at ``time_ms``; ``timeout_s`` may only shorten the engine's limit."""
-        return await _nesting_guard(self._run(expr, int(time_ms), int(time_ms), 0, instant=True, timeout_s=timeout_s))
+    async def instant_query(
+        self,
+        expr: str,
+        time_ms: int,
+        *,
+        timeout_s: float | None = None,
+        source: SourceResolution = SourceResolution.AUTO,
+    ) -> QueryResult:
+        """Evaluate ``expr`` at ``time_ms``; ``timeout_s`` may only shorten the engine's limit;
+        ``source``: the max_source_resolution asked for (query.resolution)."""
+        run = self._run(expr, int(time_ms), int(time_ms), 0, instant=True, timeout_s=timeout_s, source=source)
+        return await _nesting_guard(run)
 
     async def range_query(
         self,
@@ -633,6 +653,7 @@ class Engine:
         *,
         timeout_s: float | None = None,
         resolution_start_ms: int | None = None,
+        source: SourceResolution = SourceResolution.AUTO,
     ) -> QueryResult:
         """``resolution_start_ms``: choose each selector's resolution as if the query started
         there (the range cache passes the start of the request it computes a part of)."""
@@ -642,15 +663,19 @@ class Engine:
         if end_ms < start_ms:
             raise QueryError("end timestamp must not be before start time")
         run = self._run(
-            expr, start_ms, end_ms, step_ms, instant=False, timeout_s=timeout_s, resolution_start_ms=resolution_start_ms
+            expr, start_ms, end_ms, step_ms, instant=False, timeout_s=timeout_s,
+            resolution_start_ms=resolution_start_ms, source=source,
         )
         return await _nesting_guard(run)
 
-    def planned_resolutions(self, expr: str, start_ms: int, end_ms: int, step_ms: int) -> tuple:
-        """(selector, resolution) pairs a range query would read, without reading (the range
-        cache keeps parts of queries reading different resolutions apart)."""
+    def planned_resolutions(
+        self, expr: str, start_ms: int, end_ms: int, step_ms: int, source: SourceResolution = SourceResolution.AUTO
+    ) -> tuple[tuple, list[str]]:
+        """((selector, resolution) pairs a range query would read, the warnings about them),
+        without reading (the range cache keeps parts of queries reading different resolutions
+        apart, and repeats the warnings on answers taken from its chunks)."""
         if not self.downsample or step_ms <= 0 or end_ms < start_ms:
-            return ()
+            return (), []
         node = P.parse(expr)
         P.bind_step(node, step_ms)
         ev = Evaluator(
@@ -664,10 +689,13 @@ class Engine:
             step_ms=step_ms,
         )
         ev.downsample = True
+        ev.source = source
         ev.now_ms = self.now_ms()
         plans: dict[tuple, FetchPlan] = {}
         _plan_fetches(node, start_ms, start_ms + (end_ms - start_ms) // step_ms * step_ms, ev, plans, step_ms)
-        return tuple(sorted((repr(key[0]), key[1].value) for key in plans))
+        rollups = time.monotonic() >= self._rollups_unavailable_until  # (else reads fall back to raw)
+        notes = {n for p in plans.values() if rollups or p.resolution is Resolution.RAW for n in p.notes}
+        return tuple(sorted((repr(key[0]), key[1].value) for key in plans)), sorted(notes)
 
     def parse(self, expr: str) -> P.Node:
         return P.parse(expr)
@@ -683,6 +711,7 @@ class Engine:
         instant: bool,
         timeout_s: float | None = None,
         resolution_start_ms: int | None = None,
+        source: SourceResolution = SourceResolution.AUTO,
     ) -> QueryResult:
         node = P.parse(expr)
         P.bind_step(node, step)  # durations written with step() (0 for an instant query)
@@ -712,6 +741,7 @@ class Engine:
             max_memory_bytes=self.limits.max_memory_bytes,
         )
         ev.downsample = self.downsample
+        ev.source = source
         ev.now_ms = self.now_ms()
         if resolution_start_ms is not None and not instant:
             ev.res_shift_ms = int(times[0]) - int(resolution_start_ms)
@@ -739,6 +769,7 @@ class Engine:
         stats.eval_s = time.monotonic() - t1
         self.last_stats = stats
         result.stats = stats
+        result.warnings.extend(sorted({n for p in plans.values() for n in p.notes}))
         return result
 
     async def _select_raw(self, plan: FetchPlan, loaded: list[int]) -> list[SeriesData]:
@@ -797,6 +828,7 @@ class Engine:
                     # The store keeps no rollups: read raw samples (and stop asking for a while).
                     self._rollups_unavailable_until = time.monotonic() + 60.0
             plan.resolution = Resolution.RAW
+            plan.notes.clear()  # (what it said about rollups no longer holds)
             plan.data = await self._select_raw(plan, loaded)
 
         remaining = deadline - time.monotonic()

@@ -9,6 +9,7 @@ import pytest
 from query.cache import RangeQueryCache
 from query.engine import Engine
 from query.memory import MemoryStorage
+from query.resolution import SourceResolution
 from storage.base import Resolution
 from storage.model import Series, make_labels
 
@@ -154,11 +155,15 @@ def _run_rollup_job(st: MemoryStorage, until: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("window", "step", "resolution"),
+    ("window", "step", "resolution", "source"),
     # 35 d at 10 m: 1h rows by the age of the start while refreshes alone would read 1m rows.
-    [(DAY, MIN, "1m"), (30 * DAY, HOUR, "1h"), (39 * DAY, 8 * HOUR, "1h"), (35 * DAY, 10 * MIN, "1h")],
+    # 24 h: raw samples (auto: rollups do not answer rate() exactly), or 1m rows when asked.
+    [
+        (DAY, MIN, "1m", "1m"), (DAY, MIN, "raw", "auto"), (30 * DAY, HOUR, "1h", "auto"),
+        (39 * DAY, 8 * HOUR, "1h", "auto"), (35 * DAY, 10 * MIN, "1h", "auto"),
+    ],
 )
-async def test_refresh_after_new_samples_equals_uncached(window: int, step: int, resolution: str) -> None:
+async def test_refresh_after_new_samples_equals_uncached(window: int, step: int, resolution: str, source: str) -> None:
     """Dashboard refreshes a minute apart while samples keep arriving and the rollup job
     catches up: every cached answer equals an uncached evaluation at that moment, on the 1m
     and 1h rollup paths (stored rows, plus the newest buckets built from raw).
@@ -191,17 +196,19 @@ async def test_refresh_after_new_samples_equals_uncached(window: int, step: int,
             _run_rollup_job(st, clock.now - 10 * MIN)
         end = clock.now // step * step
         st.select_log.clear()
-        got = await cache.range_query(expr, end - window, end, step)
+        got = await cache.range_query(expr, end - window, end, step, SourceResolution(source))
         if minute == 0:
             assert resolution in {r for r, _, _ in st.select_log}
         else:
             refreshed += bool(st.select_log)
         # From scratch: a new engine with no memo of the rows it built from raw samples.
-        want = await Engine(st, now_ms=clock, tail_memo=False).range_query(expr, end - window, end, step)
+        want = await Engine(st, now_ms=clock, tail_memo=False).range_query(
+            expr, end - window, end, step, source=SourceResolution(source)
+        )
         _same(got, want, rtol=1e-12)
         assert len(got.series) == 2 and len(got.series[0].timestamps) > window // step // 2
     assert cache.stats.hits > 0 and refreshed > 0
-    assert eng.tail_memo is not None and eng.tail_memo.hits > 0
+    assert eng.tail_memo is not None and (eng.tail_memo.hits > 0 or resolution == "raw")
 
 
 @pytest.mark.parametrize("expr", [*EXPRS, "cpu_total @ start()", "vector(1) * 0.1", "cpu_total * 1e20 / 3"])
@@ -332,7 +339,8 @@ async def test_refresh_reads_raw_from_the_kept_rows_with_counter_chain_ends(lag:
     """A refresh reads raw samples from where the kept rows end, not the 5-minute counter gap
     before, carrying each series' last counter sample instead; resets, NaN, stale markers and
     a series that pauses longer than the gap give the same answers as an uncached engine,
-    also with a rollup lag shorter than the gap (chain ends outlive a read without samples)."""
+    also with a rollup lag shorter than the gap (chain ends outlive a read without samples).
+    (1m rows asked for: within raw retention ``auto`` reads rate() from raw samples.)"""
     from storage.model import STALE_NAN
 
     clock = Clock(NOW)
@@ -365,12 +373,12 @@ async def test_refresh_reads_raw_from_the_kept_rows_with_counter_chain_ends(lag:
             written = t
         end = clock.now // MIN * MIN
         st.select_log.clear()
-        got = await cache.range_query(expr, end - 2 * HOUR, end, MIN)
+        got = await cache.range_query(expr, end - 2 * HOUR, end, MIN, SourceResolution.MINUTE)
         raw = [(a, b) for r, a, b in st.select_log if r == "raw"]
         if minute >= 2 and raw:
             spans.append(max(b - a for a, b in raw))
         want = await Engine(st, now_ms=clock, rollup_lag_ms=lag, tail_memo=False).range_query(
-            expr, end - 2 * HOUR, end, MIN
+            expr, end - 2 * HOUR, end, MIN, source=SourceResolution.MINUTE
         )
         _same(got, want, rtol=1e-12)
     # Kept rows end at now - rollup lag: a refresh reads about lag + 1 minute of raw samples,

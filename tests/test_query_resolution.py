@@ -134,17 +134,33 @@ async def test_raw_within_7_days_and_for_fine_steps(data) -> None:
 
 
 async def test_recent_buckets_come_from_raw(data) -> None:
-    """24 h at a 1 m step reads 1m rows; the last hour (not rolled up yet) is built from raw."""
+    """Within raw retention an exact rollup answer (sum_over_time over whole buckets: every
+    time ends a minute, t = hh:mm:59.999) reads 1m rows; the last hour (not rolled up yet) is
+    built from raw. The answers equal the raw ones."""
     st, raw = data
     eng = Engine(st, now_ms=lambda: NOW)
     st.select_log.clear()
-    res = await eng.range_query("increase(c_total[5m])", NOW - DAY, NOW, MINUTE_MS)
-    assert "1m" in {r for r, _, _ in st.select_log}
+    res = await eng.range_query("sum_over_time(c_total[5m])", NOW - DAY - 1, NOW - 1, MINUTE_MS)
+    assert "1m" in {r for r, _, _ in st.select_log} and not res.warnings
     got = res.series[0]
-    assert got.timestamps[-1] == NOW and len(got.timestamps) == 1441
+    assert got.timestamps[-1] == NOW - 1 and len(got.timestamps) == 1441
     ts, vals = raw["c_total"]
     for t, v in zip(got.timestamps.tolist(), got.values.tolist(), strict=True):
-        assert v == _increase_between(ts, vals, t - 5 * MINUTE_MS, t)
+        assert v == vals[(ts > t - 5 * MINUTE_MS) & (ts <= t)].sum()
+
+
+async def test_inexact_rollup_answers_read_raw_within_retention(data) -> None:
+    """increase() (Prometheus extrapolates from the window's first and last samples, which
+    buckets do not keep), and sum_over_time at times inside a bucket, read raw samples."""
+    st, raw = data
+    eng = Engine(st, now_ms=lambda: NOW)
+    ref = Engine(st, now_ms=lambda: NOW, downsample=False)
+    for expr, start in (("increase(c_total[5m])", NOW - DAY), ("sum_over_time(c_total[5m])", NOW - DAY)):
+        st.select_log.clear()
+        res = await eng.range_query(expr, start, NOW, MINUTE_MS)
+        assert {r for r, _, _ in st.select_log} == {"raw"} and not res.warnings
+        want = await ref.range_query(expr, start, NOW, MINUTE_MS)
+        np.testing.assert_array_equal(res.series[0].values, want.series[0].values)
 
 
 async def test_falls_back_to_raw_without_rollups() -> None:

@@ -13,6 +13,7 @@ from test_rollup_job import SHARDS, T0, WINDOW, generate
 from test_rollup_job import load as load_sqlite
 
 from query.engine import Engine
+from query.resolution import SourceResolution
 from storage import rollup_chunks as chunks
 from storage.base import MINUTE_MS, Resolution
 from storage.model import SampleBatch
@@ -89,7 +90,7 @@ async def test_fresh_minutes_follow_the_open_window_and_the_seal_replaces_them(s
     got, want = await minutes_of(store, data, OPEN, OPEN + WINDOW), expected(data, OPEN, until + 10 * MINUTE_MS)
     assert all(got[sid].bit_equal(want[sid]) for sid in want)
 
-    # A query over the last day reads rollup rows up to the fresh minutes and raw samples
+    # A query over the last day reading 1m rows (asked for: ``auto`` reads rate() raw) reads rollup rows up to the fresh minutes and raw samples
     # only for the newest minutes (without the fresh pass: from the open window's start).
     raw_reads: list[int] = []
     select = store.select
@@ -103,7 +104,7 @@ async def test_fresh_minutes_follow_the_open_window_and_the_seal_replaces_them(s
     try:
         end = clock.now // MINUTE_MS * MINUTE_MS
         res = await Engine(store, now_ms=clock).range_query(
-            "sum(rate(gen_metric_total[5m]))", end - 6 * 3_600_000, end, 60_000
+            "sum(rate(gen_metric_total[5m]))", end - 6 * 3_600_000, end, 60_000, source=SourceResolution.MINUTE
         )
     finally:
         del store.select
