@@ -1,8 +1,9 @@
 """Hostile exposition bodies (the shapes of issue #17 and the lexer corners of Prometheus's
 parsers): seeds of the fast-path/parser differential and bodies of the real-Prometheus one.
 
-Each entry is ``(name, body, format)``; ``{now}`` in a body is replaced by the current time in
-milliseconds (text) or seconds (OpenMetrics) by ``render``, so timestamp cases stay in bounds.
+Each entry is ``(name, body, format)``; ``{now}`` (``{now-1}``, ``{now-2}``: seconds earlier) in a body
+is replaced by the current time in milliseconds (text) or seconds (OpenMetrics) by ``render``,
+so timestamp cases stay in bounds.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ HOSTILE: list[tuple[str, bytes, str]] = [
     ("ts_1969", b"old 1 1000\n", T),
     ("ts_negative", b"neg 1 -1000\n", T),
     ("ts_recent", b"recent 1 {now}\n", T),
+    ("ts_two_in_order", b"two 1 {now-2}\ntwo 2 {now-1}\n", T),
+    ("ts_two_out_of_order", b"ooo 1 {now-1}\nooo 2 {now-2}\n", T),
+    ("ts_same_twice", b"same 1 {now-1}\nsame 2 {now-1}\n", T),
     ("ts_om_1970", b"old 1 0.5\nold_ok 2\n# EOF\n", OM),
     ("ts_om_recent", b"recent 1 {now}\n# EOF\n", OM),
     ("no_commas", b'nc{a="1" b="2"} 1\n', T),
@@ -106,4 +110,7 @@ HOSTILE: list[tuple[str, bytes, str]] = [
 def render(body: bytes, fmt: str, now_ms: int | None = None) -> bytes:
     """``body`` with ``{now}`` replaced (ms for text, seconds for OpenMetrics)."""
     now_ms = int(time.time() * 1000) - 5_000 if now_ms is None else now_ms
-    return body.replace(b"{now}", (b"%d" % now_ms) if fmt == T else (b"%.3f" % (now_ms / 1000)))
+    for k in (2, 1, 0):  # {now-k}: k seconds earlier
+        t = now_ms - 1000 * k
+        body = body.replace(b"{now-%d}" % k if k else b"{now}", (b"%d" % t) if fmt == T else (b"%.3f" % (t / 1000)))
+    return body

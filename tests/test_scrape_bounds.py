@@ -1,5 +1,6 @@
-"""Samples whose exposition timestamps the store would not keep are dropped, counted per target
-and reason, and shown on /targets; the rest of the scrape is written (real local HTTP)."""
+"""Samples whose exposition timestamps the store would not keep, or that go back in time within
+the body, are dropped, counted per target and reason, and shown on /targets and in
+/api/v1/targets; the rest of the scrape is written (real local HTTP)."""
 
 from __future__ import annotations
 
@@ -43,8 +44,10 @@ async def test_out_of_bounds_samples_are_dropped_counted_and_shown():
         b"past_retention 4 %d\n"
         b"soon 5 %d\n"  # within the future tolerance: kept
         b"future 6 %d\n"
+        b"twice 7 %d\ntwice 8 %d\n"  # the same time again: the first is kept
+        b"back 9 %d\nback 10 %d\n"  # back in time within the body: the first is kept
     ) % (now - 3_600_000, now - RAW_RETENTION_MS - 3_600_000, now + FUTURE_TOLERANCE_MS // 2,
-         now + FUTURE_TOLERANCE_MS + 3_600_000)
+         now + FUTURE_TOLERANCE_MS + 3_600_000, now - 1000, now - 1000, now - 1000, now - 2000)
     runner, address = await serve(body)
     registry = CollectorRegistry()
     writer = MemoryWriter()
@@ -59,14 +62,18 @@ async def test_out_of_bounds_samples_are_dropped_counted_and_shown():
                 written = {s.metric: v for s, v in zip(batch.series, batch.values, strict=True)}
                 assert {"plain", "recent", "soon"} <= written.keys()
                 assert not {"epoch", "past_retention", "future"} & written.keys()
-                assert written["scrape_samples_scraped"] == 6
-                assert written["scrape_samples_post_metric_relabeling"] == 6  # as Prometheus counts them
+                assert written["twice"] == 7 and written["back"] == 9
+                assert sum(1 for x in batch.series if x.metric in ("twice", "back")) == 2
+                assert written["scrape_samples_scraped"] == 10
+                assert written["scrape_samples_post_metric_relabeling"] == 10  # as Prometheus counts them
     finally:
         await runner.cleanup()
     h = loop.health
-    assert h.samples_dropped == {"too_old": 4, "too_far_in_future": 2}
+    want = {"too_old": 4, "too_far_in_future": 2, "duplicate_timestamp": 2, "out_of_order": 2}
+    assert h.samples_dropped == want
     assert "2 too old" in h.last_drop and "1 too far in the future" in h.last_drop
-    for reason, n in (("too_old", 4), ("too_far_in_future", 2)):
+    assert "1 out of order" in h.last_drop and "1 with the timestamp of an earlier sample" in h.last_drop
+    for reason, n in want.items():
         assert registry.get_sample_value(
             "ringmon_scrape_samples_dropped_total", {"scraper": "bounds-test", "target": f"p/{address}", "reason": reason}
         ) == n
@@ -87,7 +94,7 @@ async def test_out_of_bounds_samples_are_dropped_counted_and_shown():
     finally:
         await client.close()
     (t,) = api["data"]["activeTargets"]
-    assert t["samplesDropped"] == {"too_old": 4, "too_far_in_future": 2}
+    assert t["samplesDropped"] == want
     assert t["lastDrop"] == h.last_drop
-    assert "2 too far in future, 4 too old" in page
-    assert "last: samples dropped: 2 too old (timestamp before " in page
+    assert "2 duplicate timestamp, 2 out of order, 2 too far in future, 4 too old" in page
+    assert "last: samples dropped: 1 with the timestamp" in page and "2 too old (timestamp before " in page
