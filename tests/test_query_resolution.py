@@ -215,3 +215,64 @@ async def test_rollup_gaps_leave_steps_empty() -> None:
     assert t0 + 40 * MINUTE_MS not in got  # window 35..39 falls in the gap
     assert got[t0 + 63 * MINUTE_MS] == 3  # buckets 60..62
     assert got[t0 + 100 * MINUTE_MS] == 5
+
+
+async def test_max_source_resolution_over_http(data) -> None:
+    """``max_source_resolution`` on /api/v1/query and query_range (with and without the range
+    cache): raw, 1m and 1h force a resolution, approximations come with a warning naming the
+    function, a bad value is a 400 in Prometheus's error format."""
+    import aiohttp
+    from aiohttp import web
+
+    from query.api import add_api_routes
+    from query.cache import RangeQueryCache
+
+    st, raw = data
+    eng = Engine(st, now_ms=lambda: NOW)
+    for cache in (None, RangeQueryCache(eng, now_ms=lambda: NOW)):
+        app = web.Application()
+        add_api_routes(app, eng, st, cache) if cache is not None else add_api_routes(app, eng, st)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        url = f"http://127.0.0.1:{port}/api/v1"
+        rng = {"start": str((NOW - 2 * HOUR_MS) / 1000), "end": str(NOW / 1000), "step": "60"}
+        try:
+            async with aiohttp.ClientSession() as s:
+                async def get(path: str, base: str = url, **params: str) -> tuple[int, dict]:
+                    async with s.get(base + path, params=params) as r:
+                        return r.status, await r.json()
+
+                st.select_log.clear()
+                status, body = await get("/query_range", query="irate(c_total[5m])", **rng)
+                assert status == 200 and "warnings" not in body and {r for r, _, _ in st.select_log} == {"raw"}
+                for source in ("1m", "1h"):
+                    st.select_log.clear()
+                    status, body = await get("/query_range", query="irate(c_total[5m])", max_source_resolution=source, **rng)
+                    assert status == 200 and body["data"]["result"], body
+                    assert source in {r for r, _, _ in st.select_log}
+                    assert any("irate()" in w and f"{source} rollups" in w for w in body["warnings"]), body
+                status, body = await get(
+                    "/query", query="g", time=str((NOW - 20 * DAY) / 1000), max_source_resolution="raw"
+                )
+                assert status == 200 and body["data"]["result"] and "raw samples are kept" in body["warnings"][0]
+                status, body = await get("/query", query="g", time=str((NOW - 20 * DAY) / 1000))
+                assert "plain selectors" in body["warnings"][0] and body["data"]["result"]
+                for path in ("/query", "/query_range"):
+                    status, body = await get(path, query="g", max_source_resolution="5m", **rng)
+                    assert status == 400 and body["errorType"] == "bad_data"
+                    assert "max_source_resolution" in body["error"]
+        finally:
+            await runner.cleanup()
+
+
+def test_pages_keep_max_source_resolution() -> None:
+    from web.timerange import parse_time_range
+
+    tr = parse_time_range({"range": "24h", "max_source_resolution": "1h"}, now_s=NOW / 1000)
+    assert tr.source == "1h" and tr.query_params()["max_source_resolution"] == "1h"
+    assert tr.preset_params("7d")["max_source_resolution"] == "1h"
+    bad = parse_time_range({"range": "24h", "max_source_resolution": "2m"}, now_s=NOW / 1000)
+    assert bad.source == "auto" and "max_source_resolution" not in bad.query_params() and bad.errors

@@ -23,6 +23,7 @@ from aiohttp import web
 from markupsafe import Markup
 
 from alerting.notifier.journal import NotificationJournal
+from query.resolution import SourceResolution
 from query.result import ResultSeries
 from web import chart
 from web.alerting_pages import ALERTING, AlertingViews, add_alerting_routes, add_login_routes
@@ -123,16 +124,22 @@ async def load_targets(request: web.Request) -> tuple[list[TargetHealth], str]:
     return targets, err
 
 
+def source_kw(tr: TimeRange) -> dict[str, Any]:
+    """The engine's ``source`` argument for the page's ``max_source_resolution`` (none for auto)."""
+    return {} if tr.source == "auto" else {"source": SourceResolution(tr.source)}
+
+
 async def query_to_now(ranges: QueryEngine, instant: QueryEngine | None, expr: str, tr: TimeRange) -> Any:
     """``expr`` over the page's step grid plus, when the page's now is past the grid's last
     step, one more point at now from an instant query: the chart reaches now without
     evaluating a step in the future (whose rate window would be partly empty). A failing
     instant query costs only that point."""
-    result = await ranges.range_query(expr, tr.start_ms, tr.end_ms, tr.step_ms)
+    kw = source_kw(tr)
+    result = await ranges.range_query(expr, tr.start_ms, tr.end_ms, tr.step_ms, **kw)
     if instant is None or tr.now_ms <= tr.end_ms or getattr(result, "type", "matrix") != "matrix":
         return result
     try:
-        head = await instant.instant_query(expr, tr.now_ms)
+        head = await instant.instant_query(expr, tr.now_ms, **kw)
     except Exception as exc:
         log.warning("instant query for the newest point failed", extra={"expr": expr, "error": repr(exc)})
         return result
@@ -516,7 +523,7 @@ async def query_page(request: web.Request) -> web.Response:
             empty_text="No series matched in this range",
         )  # fmt: skip
         try:
-            result = await engine.instant_query(expr_run, tr.now_ms)
+            result = await engine.instant_query(expr_run, tr.now_ms, **source_kw(tr))
             if result.type == "scalar" and result.scalar is not None:
                 rows.append({"labels": "scalar", "value": _cell(result.scalar[1])})
             elif result.type == "string" and result.string is not None:

@@ -13,7 +13,7 @@ from aiohttp import web
 from web import chart
 from web.auth import CSRF_FIELD, CSRF_KEY, USER_KEY
 from web.dashboards import DashboardStore
-from web.timerange import PRESETS, REFRESH_CHOICES
+from web.timerange import PRESETS, REFRESH_CHOICES, SOURCE_CHOICES
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES_DIR = HERE / "templates"
@@ -116,6 +116,7 @@ def make_jinja() -> jinja2.Environment:
     env.globals["urlencode"] = urlencode
     env.globals["RANGE_PRESETS"] = PRESETS
     env.globals["REFRESH_CHOICES"] = REFRESH_CHOICES
+    env.globals["SOURCE_CHOICES"] = SOURCE_CHOICES
     env.globals["CSRF_FIELD"] = CSRF_FIELD
     env.globals["ADD_USER_HELP"] = ADD_USER_HELP
     return env

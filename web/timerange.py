@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 PRESETS = ("1h", "6h", "24h", "7d", "30d", "1y")
 REFRESH_CHOICES = ("off", "10s", "30s", "1m", "5m", "15m")
+# ``max_source_resolution`` choices (query.resolution.SourceResolution): auto, or force one.
+SOURCE_CHOICES = ("auto", "raw", "1m", "1h")
 DEFAULT_RANGE = "1h"
 TARGET_POINTS = 240  # about one point per 3 px of an 800 px chart
 MIN_STEP_S = 15
@@ -107,6 +109,8 @@ class TimeRange:
     # The moment the page shows as "now": after ``end_ms`` (the last step of the grid) by
     # less than a step for a "last N" window; equal to it for a custom window.
     now_ms: int | None = None
+    # The max_source_resolution the page's queries ask for (``?max_source_resolution=``).
+    source: str = "auto"
 
     def __post_init__(self) -> None:
         if self.now_ms is None:
@@ -141,6 +145,8 @@ class TimeRange:
             params["tz"] = self.tz_name
         if self.refresh != "off":
             params["refresh"] = self.refresh
+        if self.source != "auto":
+            params["max_source_resolution"] = self.source
         return params
 
     def query_params(self, **override: str) -> dict[str, str]:
@@ -156,6 +162,8 @@ class TimeRange:
             params["tz"] = self.tz_name
         if self.refresh != "off":
             params["refresh"] = self.refresh
+        if self.source != "auto":
+            params["max_source_resolution"] = self.source
         params.update(override)
         return params
 
@@ -176,6 +184,10 @@ def parse_time_range(
     if refresh not in REFRESH_CHOICES:
         errors.append(f"refresh: expected one of {', '.join(REFRESH_CHOICES)}; auto refresh is off")
         refresh = "off"
+    source = (query.get("max_source_resolution") or "auto").strip()
+    if source not in SOURCE_CHOICES:
+        errors.append(f"max_source_resolution: expected one of {', '.join(SOURCE_CHOICES)}; using auto")
+        source = "auto"
 
     start = end = None
     range_key = DEFAULT_RANGE
@@ -211,7 +223,7 @@ def parse_time_range(
     step = choose_step_s(end - start, points)
     if range_key == "custom":
         return TimeRange(
-            int(start * 1000), int(end * 1000), step * 1000, range_key, tz, tz_name, refresh, errors
+            int(start * 1000), int(end * 1000), step * 1000, range_key, tz, tz_name, refresh, errors, source=source
         )
     # "Last N": the step grid ends at the last step boundary at or before now, so refreshes
     # evaluate the same grid (a range-query cache reuses every complete chunk), and charts
@@ -221,4 +233,4 @@ def parse_time_range(
     step_ms = step * 1000
     now_ms = int(end * 1000)
     end_ms = now_ms // step_ms * step_ms
-    return TimeRange(end_ms - span_ms, end_ms, step_ms, range_key, tz, tz_name, refresh, errors, now_ms)
+    return TimeRange(end_ms - span_ms, end_ms, step_ms, range_key, tz, tz_name, refresh, errors, now_ms, source)
