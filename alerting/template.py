@@ -134,34 +134,45 @@ _VERB_RE = re.compile(r"%([-+# 0]*)(\d+|\*)?(?:\.(\d+|\*)?)?([a-zA-Z%])")
 
 def go_sprintf(fmt: str, *args: Any) -> str:
     """Go ``fmt.Sprintf`` for the common verbs (%s %v %d %f %e %g %q %x %X %o %b %t %c %%).
-    A width or precision beyond the active output budget is refused before formatting."""
+    A width or precision beyond the active output budget is refused before formatting, and the
+    text is refused as soon as it grows over that budget (many wide verbs in one format)."""
     out: list[str] = []
+    size = 0
+    budget = _ACTIVE.get()[0].max_output
+
+    def add(piece: str) -> None:
+        nonlocal size
+        size += len(piece)
+        if size > budget:
+            raise ValueError(f"printf output over the budget of {budget} characters")
+        out.append(piece)
+
     pos = 0
     ai = 0
-    budget = _ACTIVE.get()[0].max_output
     for m in _VERB_RE.finditer(fmt):
-        out.append(fmt[pos : m.start()])
+        add(fmt[pos : m.start()])
         pos = m.end()
         flags, width, prec, verb = m.group(1), m.group(2), m.group(3), m.group(4)
         for what, digits in (("width", width), ("precision", prec)):
             if digits is not None and digits != "*" and (len(digits) > 9 or int(digits) > budget):
                 raise ValueError(f"printf {what} {digits} is over the output budget of {budget} characters")
         if verb == "%":
-            out.append("%")
+            add("%")
             continue
         if ai >= len(args):
-            out.append(f"%!{verb}(MISSING)")
+            add(f"%!{verb}(MISSING)")
             continue
         arg = args[ai]
         ai += 1
         spec = "%" + flags + (width or "") + (f".{prec}" if prec is not None else "")
         try:
-            out.append(_format_one(spec, verb, arg, prec))
+            piece = _format_one(spec, verb, arg, prec)
         except (TypeError, ValueError):
-            out.append(f"%!{verb}({type(arg).__name__}={to_text(arg)})")
-    out.append(fmt[pos:])
+            piece = f"%!{verb}({type(arg).__name__}={to_text(arg)})"
+        add(piece)
+    add(fmt[pos:])
     if ai < len(args):
-        out.append("%!(EXTRA " + ", ".join(f"{type(a).__name__}={to_text(a)}" for a in args[ai:]) + ")")
+        add("%!(EXTRA " + ", ".join(f"{type(a).__name__}={to_text(a)}" for a in args[ai:]) + ")")
     return "".join(out)
 
 
