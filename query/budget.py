@@ -22,6 +22,7 @@ BYTES_PER_POINT = 16
 # Aggregations that loop over steps and groups in Python: they cost this many points' time.
 PYTHON_LOOP_WEIGHT = 20
 PYTHON_LOOP_OPS = frozenset({"topk", "bottomk", "limitk", "limit_ratio", "quantile", "count_values"})
+LABEL_FUNCTIONS = frozenset({"label_replace", "label_join"})
 
 LIMIT_TEXT = "query processing would load too many samples into memory in query execution"
 
@@ -116,9 +117,10 @@ def estimate_points(
         if isinstance(n, P.Call):
             args = [walk(a, lo, hi, t) for a in n.args]
             s = max((a.series for a in args), default=1)
-            return Estimate(
-                s, sum(a.points for a in args) + s * t, sum(a.loops for a in args), sum(a.fetched for a in args)
-            )
+            loops = sum(a.loops for a in args)
+            if n.name in LABEL_FUNCTIONS:  # Python per series, and labels as long as the replacement makes them
+                loops += s * (1 + sum(len(a.value) for a in n.args if isinstance(a, P.StringLit)) // 8)
+            return Estimate(s, sum(a.points for a in args) + s * t, loops, sum(a.fetched for a in args))
         return Estimate(1, t)
 
     return walk(node, tmin, tmax, steps)

@@ -17,6 +17,7 @@ import numpy as np
 from common.regex import RegexError, compile_regex
 from query import parse as P
 from query.aggregations import quantile_of
+from query.budget import BYTES_PER_POINT
 from query.errors import QueryError, QueryInputError
 from query.values import (
     InstantVector,
@@ -865,11 +866,14 @@ def _label_replace(ev: "Evaluator", node: P.Call, times: np.ndarray):
     labels = []
     drop = vec.drops().copy()
     for i, lab in enumerate(vec.labels):
+        ev.check_deadline()
         groups = rx.groups_of(labels_get(lab, src))
         if groups is None:
             labels.append(lab)
             continue
-        labels.append(_set_label(lab, dst, rx.expand(repl, groups), drop, i))
+        val = rx.expand(repl, groups)
+        ev.reserve(len(val) // BYTES_PER_POINT, "label_replace output labels: ")  # long values cost memory too
+        labels.append(_set_label(lab, dst, val, drop, i))
     return _check_unique(InstantVector(labels, vec.values, vec.present, drop))
 
 
@@ -902,7 +906,10 @@ def _label_join(ev: "Evaluator", node: P.Call, times: np.ndarray):
     labels = []
     drop = vec.drops().copy()
     for i, lab in enumerate(vec.labels):
-        labels.append(_set_label(lab, dst, sep.join(labels_get(lab, s) for s in srcs), drop, i))
+        ev.check_deadline()
+        val = sep.join(labels_get(lab, s) for s in srcs)
+        ev.reserve(len(val) // BYTES_PER_POINT, "label_join output labels: ")
+        labels.append(_set_label(lab, dst, val, drop, i))
     return _check_unique(InstantVector(labels, vec.values, vec.present, drop))
 
 

@@ -1,0 +1,372 @@
+"""Hostile queries against a real ``ringmon standalone``: what each costs the serving process.
+
+Starts standalone (SQLite, 5 local agents and its own /metrics as targets, scrape interval
+1 s, one rule group recording ``count(up)`` every 1 s) on a free port with a temporary data
+dir, waits until every target was scraped, then sends each request of issue #16's table,
+alone and then four at once, and prints per request: HTTP status and error type, time to
+answer, the serving process's peak RSS and its workers' (forked evaluations), the longest
+gap between stored scrapes of any target and between rule evaluations while it ran, and
+the p99 latency of ``/-/healthy`` polled back to back while it ran.
+
+Run: ``.venv/bin/python bench/hostile.py [--only NAME] [--rounds 1]``; quote the figures with
+``uptime``'s load. ``tests/test_hostile_query.py`` uses the same requests and measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRAPE_S = 1.0
+EVAL_S = 1.0
+RECORD = "hostile:up:count"
+_UP_LINE = re.compile(r"is up: (http://127\.0\.0\.1:\d+)/")
+
+
+@dataclass(frozen=True)
+class Hostile:
+    """One hostile request: API path, parameters, and the statuses that are a right answer."""
+
+    name: str
+    path: str
+    params: dict[str, str]
+    ok: tuple[int, ...]  # 200 (a bounded answer), 400, 422, 503 (a clear error)
+
+
+def hostile_requests(now_s: float) -> list[Hostile]:
+    """Issue #16's query rows and their generalised shapes (range queries end at ``now_s``)."""
+    q, qr = "/api/v1/query", "/api/v1/query_range"
+    end = f"{now_s:.3f}"
+    day_ago = f"{now_s - 86_400:.3f}"
+    # Every series, present at every step of a range query over the next 11,000 s (a fresh
+    # process has minutes of data: the steps ahead of it see the last sample of each).
+    everything = 'last_over_time({__name__=~".+"}[1d])'
+    ahead = {"start": end, "end": f"{now_s + 10_999:.3f}", "step": "1"}
+    nested = "up"
+    for _ in range(6):
+        nested = f"max_over_time({nested}[1d:1s])"
+    return [
+        Hostile("subquery 365d:1s", q, {"query": "max_over_time(up[365d:1s])"}, (422,)),
+        Hostile("subquery 150d:1s", q, {"query": "max_over_time(up[150d:1s])"}, (422,)),
+        Hostile("subquery 40d:1s, one series", q, {"query": 'max_over_time(up{job="ringmon"}[40d:1s])'},
+                (200, 422, 503)),
+        Hostile("regex (.*.*)*X", q, {"query": 'up{instance=~"(.*.*)*X"}'}, (200,)),
+        Hostile("regex on __name__", q, {"query": '{__name__=~"(.*.*)*' + "a" * 40 + 'X"}'}, (200,)),
+        Hostile("count_values x 11000 steps", qr, {"query": f'count_values("v", {everything} + time())', **ahead},
+                (200, 422, 503)),
+        Hostile("deep subquery nesting x6", q, {"query": nested}, (200, 422, 503)),
+        Hostile("topk(1e9) x 11000 steps", qr, {"query": f"topk(1e9, {everything})", **ahead}, (200, 422, 503)),
+        Hostile("label_replace blowup", q,
+                {"query": 'label_replace({__name__=~".+"}, "x", "' + "$1" * 2000 + '", "__name__", "(.+)")'},
+                (200, 422, 503)),
+        Hostile("range 11002 steps", qr, {"query": "up", "start": day_ago, "end": f"{now_s - 86_400 + 11_001:.3f}",
+                                          "step": "1"}, (400,)),
+        Hostile("time=1e18", q, {"query": "up", "time": "1e18"}, (400,)),
+        Hostile("step NaN", qr, {"query": "up", "start": day_ago, "end": end, "step": "NaN"}, (400,)),
+        Hostile("step 1e300", qr, {"query": "up", "start": day_ago, "end": end, "step": "1e300"}, (400,)),
+        Hostile("start > end", qr, {"query": "up", "start": end, "end": day_ago, "step": "60"}, (400,)),
+        Hostile("duration 1y2q", q, {"query": "up[1y2q]"}, (400,)),
+    ]
+
+
+# The four sent at once: each makes its evaluation big, in a different way.
+FOUR_AT_ONCE = ("subquery 40d:1s, one series", "count_values x 11000 steps", "deep subquery nesting x6",
+                "topk(1e9) x 11000 steps")
+
+
+# ----------------------------------------------------------------------------- the process
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(tmp: Path) -> Path:
+    """A standalone config: 5 local agents, 1 s scrapes, a 1 s rule group, all under ``tmp``."""
+    rules = tmp / "cadence.yml"
+    rules.write_text(f"groups:\n- name: cadence\n  interval: {EVAL_S:g}s\n  rules:\n"
+                     f"  - record: {RECORD}\n    expr: count(up)\n")
+    alerting = tmp / "alerting.yaml"
+    alerting.write_text(json.dumps({
+        "alerter": {"rule_files": [str(rules)], "state_db": str(tmp / "alerting.db")},
+        "route": {"receiver": "nowhere"}, "receivers": [{"name": "nowhere"}],
+    }))
+    cfg = tmp / "standalone.yaml"
+    cfg.write_text(json.dumps({
+        "data_dir": str(tmp / "data"), "alerting": str(alerting),
+        "storage": {"sqlite": {"path": str(tmp / "ringmon.db")}},
+        "scrape": {"interval": f"{SCRAPE_S:g}s", "timeout": f"{SCRAPE_S:g}s"},
+        "agents": [{"pool": "web", "count": 3, "synthetic_load_rps": 20}, {"pool": "db", "count": 2}],
+        "web": {"listen": "127.0.0.1:0"},
+    }))
+    return cfg
+
+
+@dataclass
+class Site:
+    url: str
+    proc: subprocess.Popen
+    output: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+
+
+def start(tmp: Path, timeout_s: float = 120.0) -> Site:
+    """``ringmon standalone`` on the config above; returns once it printed its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "standalone", "--config", str(write_config(tmp))],
+        cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    output: list[str] = []
+    url: list[str] = []
+    found = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            m = _UP_LINE.search(line)
+            if m and not url:
+                url.append(m.group(1))
+                found.set()
+        found.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    found.wait(timeout_s)
+    if not url:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        raise RuntimeError("standalone did not start:\n" + "".join(output[-40:]))
+    return Site(url[0], proc, output)
+
+
+async def api(http: aiohttp.ClientSession, base: str, path: str, **params: str) -> Any:
+    async with http.get(base + path, params=params) as r:
+        body = await r.json(content_type=None)
+        if r.status != 200:
+            raise AssertionError(f"{path} {params}: {r.status} {body}")
+        return body["data"]
+
+
+async def wait_warm(http: aiohttp.ClientSession, base: str, timeout_s: float = 180.0) -> int:
+    """Until every target has 5 stored scrapes and the rule group recorded: the target count."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            res = (await api(http, base, "/api/v1/query", query="count(count_over_time(up[30s]) >= 5)"))["result"]
+            rec = (await api(http, base, "/api/v1/query", query=RECORD))["result"]
+            targets = (await api(http, base, "/api/v1/query", query="count(up)"))["result"]
+            if res and rec and targets and res[0]["value"][1] == targets[0]["value"][1] == rec[0]["value"][1]:
+                return int(targets[0]["value"][1])
+        except (aiohttp.ClientError, AssertionError):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError("standalone never had every target scraped 5 times and the rule recorded")
+        await asyncio.sleep(0.5)
+
+
+# ----------------------------------------------------------------------------- measurements
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out.extend(int(c) for c in f.read().split())
+    except OSError:
+        pass
+    return out
+
+
+class RssSampler:
+    """Peak RSS of a process and, separately, of its children (sampled every 20 ms)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.main_kb = self.worker_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.main_kb = max(self.main_kb, _rss_kb(self.pid))
+            for c in _children(self.pid):
+                self.worker_kb = max(self.worker_kb, _rss_kb(c))
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def poll_healthy(http: aiohttp.ClientSession, base: str, stop: asyncio.Event) -> list[float]:
+    """``/-/healthy`` back to back until ``stop``: each answer's latency in ms."""
+    out: list[float] = []
+    timeout = aiohttp.ClientTimeout(total=30)
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        async with http.get(base + "/-/healthy", timeout=timeout) as r:
+            await r.read()
+            if r.status != 200:
+                raise AssertionError(f"/-/healthy answered {r.status}")
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def p99(values: list[float]) -> float:
+    if not values:
+        return 0.0
+    s = sorted(values)
+    return s[max(0, -(-len(s) * 99 // 100) - 1)]
+
+
+@dataclass
+class Answer:
+    status: int
+    error_type: str
+    error: str
+    seconds: float
+
+
+async def send(http: aiohttp.ClientSession, base: str, h: Hostile) -> Answer:
+    t0 = time.perf_counter()
+    async with http.get(base + h.path, params=h.params, timeout=aiohttp.ClientTimeout(total=300)) as r:
+        text = await r.text()
+        status = r.status
+    seconds = time.perf_counter() - t0
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = {"error": text[:200]}
+    return Answer(status, body.get("errorType", ""), str(body.get("error", ""))[:160], seconds)
+
+
+async def stored_gaps(http: aiohttp.ClientSession, base: str, expr: str, start_s: float, end_s: float,
+                      timeout_s: float = 60.0) -> dict[str, float]:
+    """Per series of ``expr``: the longest gap (s) between its stored samples that cover
+    [start_s, end_s], once a sample at or after ``end_s`` is stored (waited for, bounded)."""
+    window = int(end_s - start_s) + 30
+    deadline = time.monotonic() + timeout_s
+    while True:
+        data = await api(http, base, "/api/v1/query", query=f"{expr}[{window}s]", time=f"{time.time():.3f}")
+        series = data["result"]
+        if series and all(float(s["values"][-1][0]) >= end_s for s in series):
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no sample of {expr} stored after the run within {timeout_s:.0f} s")
+        await asyncio.sleep(0.2)
+    gaps = {}
+    for s in series:
+        ts = [float(t) for t, _ in s["values"]]
+        before = [t for t in ts if t <= start_s]
+        inside = [t for t in ts if start_s < t < end_s]
+        after = [t for t in ts if t >= end_s]
+        points = ([before[-1]] if before else []) + inside + ([after[0]] if after else [])
+        gap = max((b - a for a, b in zip(points, points[1:], strict=False)), default=float("inf"))
+        gaps[json.dumps(s["metric"], sort_keys=True)] = gap
+    return gaps
+
+
+@dataclass
+class Run:
+    answers: list[tuple[Hostile, Answer]]
+    seconds: float
+    healthy_ms: list[float]
+    scrape_gap_s: float
+    eval_gap_s: float
+    rss_main_mb: float
+    rss_worker_mb: float
+
+
+async def run_hostile(http: aiohttp.ClientSession, site: Site, batch: list[Hostile]) -> Run:
+    """Send ``batch`` at once; measure the process while they run and the stored cadence after."""
+    stop = asyncio.Event()
+    prober = asyncio.ensure_future(poll_healthy(http, site.url, stop))
+    start_s = time.time()
+    t0 = time.perf_counter()
+    with RssSampler(site.proc.pid) as rss:
+        answers = await asyncio.gather(*(send(http, site.url, h) for h in batch))
+    seconds = time.perf_counter() - t0
+    end_s = time.time()
+    stop.set()
+    healthy = await prober
+    scrape = await stored_gaps(http, site.url, "up", start_s, end_s)
+    evals = await stored_gaps(http, site.url, RECORD, start_s, end_s)
+    return Run(list(zip(batch, answers, strict=True)), seconds, healthy, max(scrape.values()),
+               max(evals.values()), rss.main_kb / 1024, rss.worker_kb / 1024)
+
+
+def _row(name: str, run: Run) -> str:
+    ans = "; ".join(f"{a.status} {a.error_type}".strip() for _, a in run.answers)
+    return (f"| {name} | {ans} | {run.seconds:.2f} s | {run.rss_main_mb:.0f} MB | {run.rss_worker_mb:.0f} MB | "
+            f"{run.scrape_gap_s:.2f} s | {run.eval_gap_s:.2f} s | {p99(run.healthy_ms):.1f} ms |")
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", help="one request by name")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ringmon-hostile-") as tmp:
+        site = start(Path(tmp))
+        try:
+            async with aiohttp.ClientSession() as http:
+                targets = await wait_warm(http, site.url)
+                print(f"standalone {site.url}: {targets} targets scraped every {SCRAPE_S:g} s, "
+                      f"rule group every {EVAL_S:g} s; load {os.getloadavg()[0]:.2f}")
+                print("| request | answer | time | RSS serving process | RSS workers | longest scrape gap "
+                      "| longest rule gap | /-/healthy p99 |")
+                print("|---|---|---|---|---|---|---|---|")
+                reqs = hostile_requests(time.time())
+                for h in reqs:
+                    if args.only and h.name != args.only:
+                        continue
+                    print(_row(h.name, await run_hostile(http, site, [h])), flush=True)
+                if not args.only:
+                    four = [h for h in reqs if h.name in FOUR_AT_ONCE]
+                    print(_row("the four above at once", await run_hostile(http, site, four)), flush=True)
+                print(f"load after: {os.getloadavg()[0]:.2f}")
+        finally:
+            site.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
