@@ -1,14 +1,15 @@
 """Hostile queries against a real ``ringmon standalone``: what each costs the serving process.
 
 Starts standalone (SQLite, 5 local agents and its own /metrics as targets, scrape interval
-1 s, one rule group recording ``count(up)`` every 1 s) on a free port with a temporary data
-dir, waits until every target was scraped, then sends each request of issue #16's table,
-alone and then four at once, and prints per request: HTTP status and error type, time to
+2 s, one rule group recording ``count(up)`` every 2 s) on a free port with a temporary data
+dir, waits until every target was scraped, measures 10 s of the process left alone (the
+baseline: the machine's own load shows there), then sends each request of issue #16's
+table, alone and then four at once, and prints per request: HTTP status and error type, time to
 answer, the serving process's peak RSS and its workers' (forked evaluations), the longest
 gap between stored scrapes of any target and between rule evaluations while it ran, and
-the p99 latency of ``/-/healthy`` polled back to back while it ran.
+the p99 and max latency of ``/-/healthy`` polled back to back while it ran.
 
-Run: ``.venv/bin/python bench/hostile.py [--only NAME] [--rounds 1]``; quote the figures with
+Run: ``.venv/bin/python bench/hostile.py [--only NAME]``; quote the figures with
 ``uptime``'s load. ``tests/test_hostile_query.py`` uses the same requests and measurements.
 """
 
@@ -33,8 +34,8 @@ from typing import Any
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRAPE_S = 1.0
-EVAL_S = 1.0
+SCRAPE_S = 2.0
+EVAL_S = 2.0
 RECORD = "hostile:up:count"
 _UP_LINE = re.compile(r"is up: (http://127\.0\.0\.1:\d+)/")
 
@@ -98,7 +99,7 @@ def free_port() -> int:
 
 
 def write_config(tmp: Path) -> Path:
-    """A standalone config: 5 local agents, 1 s scrapes, a 1 s rule group, all under ``tmp``."""
+    """A standalone config: 5 local agents, 2 s scrapes, a 2 s rule group, all under ``tmp``."""
     rules = tmp / "cadence.yml"
     rules.write_text(f"groups:\n- name: cadence\n  interval: {EVAL_S:g}s\n  rules:\n"
                      f"  - record: {RECORD}\n    expr: count(up)\n")
@@ -214,7 +215,7 @@ def _children(pid: int) -> list[int]:
 
 
 class RssSampler:
-    """Peak RSS of a process and, separately, of its children (sampled every 20 ms)."""
+    """Peak RSS of a process and, separately, of its children (sampled every 50 ms)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -227,7 +228,7 @@ class RssSampler:
             self.main_kb = max(self.main_kb, _rss_kb(self.pid))
             for c in _children(self.pid):
                 self.worker_kb = max(self.worker_kb, _rss_kb(c))
-            self._stop.wait(0.02)
+            self._stop.wait(0.05)
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -317,14 +318,17 @@ class Run:
     rss_worker_mb: float
 
 
-async def run_hostile(http: aiohttp.ClientSession, site: Site, batch: list[Hostile]) -> Run:
-    """Send ``batch`` at once; measure the process while they run and the stored cadence after."""
+async def run_hostile(http: aiohttp.ClientSession, site: Site, batch: list[Hostile], idle_s: float = 0.0) -> Run:
+    """Send ``batch`` at once; measure the process while they run and the stored cadence after
+    (an empty batch: the process left alone for ``idle_s``, the baseline)."""
     stop = asyncio.Event()
     prober = asyncio.ensure_future(poll_healthy(http, site.url, stop))
     start_s = time.time()
     t0 = time.perf_counter()
     with RssSampler(site.proc.pid) as rss:
         answers = await asyncio.gather(*(send(http, site.url, h) for h in batch))
+        if not batch:
+            await asyncio.sleep(idle_s)
     seconds = time.perf_counter() - t0
     end_s = time.time()
     stop.set()
@@ -338,7 +342,8 @@ async def run_hostile(http: aiohttp.ClientSession, site: Site, batch: list[Hosti
 def _row(name: str, run: Run) -> str:
     ans = "; ".join(f"{a.status} {a.error_type}".strip() for _, a in run.answers)
     return (f"| {name} | {ans} | {run.seconds:.2f} s | {run.rss_main_mb:.0f} MB | {run.rss_worker_mb:.0f} MB | "
-            f"{run.scrape_gap_s:.2f} s | {run.eval_gap_s:.2f} s | {p99(run.healthy_ms):.1f} ms |")
+            f"{run.scrape_gap_s:.2f} s | {run.eval_gap_s:.2f} s | {p99(run.healthy_ms):.1f} / "
+            f"{max(run.healthy_ms, default=0):.0f} ms |")
 
 
 async def main() -> None:
@@ -353,8 +358,9 @@ async def main() -> None:
                 print(f"standalone {site.url}: {targets} targets scraped every {SCRAPE_S:g} s, "
                       f"rule group every {EVAL_S:g} s; load {os.getloadavg()[0]:.2f}")
                 print("| request | answer | time | RSS serving process | RSS workers | longest scrape gap "
-                      "| longest rule gap | /-/healthy p99 |")
+                      "| longest rule gap | /-/healthy p99 / max |")
                 print("|---|---|---|---|---|---|---|---|")
+                print(_row("(nothing: the baseline, 10 s)", await run_hostile(http, site, [], 10.0)), flush=True)
                 reqs = hostile_requests(time.time())
                 for h in reqs:
                     if args.only and h.name != args.only:

@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -324,6 +325,13 @@ def _query_error(exc: QueryError, param: str = "query") -> ApiError:
     return ApiError(exc.error_type, str(exc))
 
 
+def _encoder(params: dict[str, list[str]]) -> Callable[[QueryResult], str] | None:
+    """The answer's JSON is written where the query evaluates (a worker process for a big
+    one: formatting millions of points must not stall the server); not when ``stats`` are
+    asked for, which need the timings of the whole request."""
+    return None if _one(params, "stats") else result_text
+
+
 def _stats(res: QueryResult, params: dict[str, list[str]], started: float) -> dict[str, Any] | None:
     """Prometheus' ``stats`` object when the request asks for it (any non-empty ``stats``).
     Timings split into fetching (``queryPreparationTime``) and evaluating (``innerEvalTime``);
@@ -384,10 +392,12 @@ class PrometheusApi:
             ts = parse_time_ms(t, "time") if t else int(time.time() * 1000)
             started = time.perf_counter()
             try:
-                res = await self.engine.instant_query(expr, ts, timeout_s=_timeout(params), source=_source(params))
+                res = await self.engine.instant_query(
+                    expr, ts, timeout_s=_timeout(params), source=_source(params), encode=_encoder(params)
+                )
             except QueryError as exc:
                 raise _query_error(exc) from None
-            return success_text(result_text(res, _stats(res, params, started)), res.warnings)
+            return success_text(res.text or result_text(res, _stats(res, params, started)), res.warnings)
 
         return await self._guard(request, run)
 
@@ -424,10 +434,12 @@ class PrometheusApi:
                     # The cache keeps its chunks' points as JSON text: a refresh only formats new ones.
                     body = await self.cache.range_query_json(expr, start, end, step, source)
                     return web.Response(text=body, content_type="application/json")
-                res = await self.engine.range_query(expr, start, end, step, timeout_s=timeout_s, source=source)
+                res = await self.engine.range_query(
+                    expr, start, end, step, timeout_s=timeout_s, source=source, encode=_encoder(params)
+                )
             except QueryError as exc:
                 raise _query_error(exc) from None
-            return success_text(result_text(res, _stats(res, params, started)), res.warnings)
+            return success_text(res.text or result_text(res, _stats(res, params, started)), res.warnings)
 
         return await self._guard(request, run)
 

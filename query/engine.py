@@ -65,6 +65,7 @@ from storage.base import aggregate_names as column_names
 from storage.rollup import DEFAULT_MAX_GAP_MS, RAW_RETENTION_MS
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
+Encoder = Callable[[QueryResult], str]
 # Raw reads longer than this are split, checking the sample limit after each piece.
 RAW_FETCH_PIECE_MS = 2 * 86_400_000
 MAX_FETCH_PIECES = 64
@@ -638,10 +639,15 @@ class Engine:
         *,
         timeout_s: float | None = None,
         source: SourceResolution = SourceResolution.AUTO,
+        encode: Encoder | None = None,
     ) -> QueryResult:
         """Evaluate ``expr`` at ``time_ms``; ``timeout_s`` may only shorten the engine's limit;
-        ``source``: the max_source_resolution asked for (query.resolution)."""
-        run = self._run(expr, int(time_ms), int(time_ms), 0, instant=True, timeout_s=timeout_s, source=source)
+        ``source``: the max_source_resolution asked for (query.resolution). ``encode``: the
+        result's text (the API's JSON) is made where the query evaluates, a worker process
+        for big ones, and returned as ``QueryResult.text``."""
+        run = self._run(
+            expr, int(time_ms), int(time_ms), 0, instant=True, timeout_s=timeout_s, source=source, encode=encode
+        )
         return await _nesting_guard(run)
 
     async def range_query(
@@ -654,8 +660,9 @@ class Engine:
         timeout_s: float | None = None,
         resolution_start_ms: int | None = None,
         source: SourceResolution = SourceResolution.AUTO,
+        encode: Encoder | None = None,
     ) -> QueryResult:
-        """``resolution_start_ms``: choose each selector's resolution as if the query started
+        """``encode``: as for ``instant_query``. ``resolution_start_ms``: choose each selector's resolution as if the query started
         there (the range cache passes the start of the request it computes a part of)."""
         start_ms, end_ms, step_ms = int(start_ms), int(end_ms), int(step_ms)
         if step_ms <= 0:
@@ -664,7 +671,7 @@ class Engine:
             raise QueryError("end timestamp must not be before start time")
         run = self._run(
             expr, start_ms, end_ms, step_ms, instant=False, timeout_s=timeout_s,
-            resolution_start_ms=resolution_start_ms, source=source,
+            resolution_start_ms=resolution_start_ms, source=source, encode=encode,
         )
         return await _nesting_guard(run)
 
@@ -712,6 +719,7 @@ class Engine:
         timeout_s: float | None = None,
         resolution_start_ms: int | None = None,
         source: SourceResolution = SourceResolution.AUTO,
+        encode: Encoder | None = None,
     ) -> QueryResult:
         node = P.parse(expr)
         P.bind_step(node, step)  # durations written with step() (0 for an instant query)
@@ -760,12 +768,12 @@ class Engine:
             # Big or Python-loop heavy: a worker process that the deadline kills and whose
             # memory is capped; the event loop only waits for its answer.
             stats.isolated = True
-            result = await self.isolator.run(lambda: self._evaluate(ev, node, times, instant), deadline)
+            result = await self.isolator.run(lambda: self._evaluate(ev, node, times, instant, encode), deadline)
         elif stats.samples >= self.thread_threshold or est.cost >= THREAD_POINTS:
             # Keep the event loop responsive while a big query computes.
-            result = await asyncio.to_thread(self._evaluate, ev, node, times, instant)
+            result = await asyncio.to_thread(self._evaluate, ev, node, times, instant, encode)
         else:
-            result = self._evaluate(ev, node, times, instant)
+            result = self._evaluate(ev, node, times, instant, encode)
         stats.eval_s = time.monotonic() - t1
         self.last_stats = stats
         result.stats = stats
@@ -1005,7 +1013,15 @@ class Engine:
             raise QueryMemoryError(over_memory(est.points, self.limits.max_memory_bytes))
         return est
 
-    def _evaluate(self, ev: Evaluator, node: P.Node, times: np.ndarray, instant: bool) -> QueryResult:
+    def _evaluate(
+        self, ev: Evaluator, node: P.Node, times: np.ndarray, instant: bool, encode: Encoder | None = None
+    ) -> QueryResult:
+        result = self._result(ev, node, times, instant)
+        if encode is None:
+            return result
+        return QueryResult(result.type, warnings=result.warnings, text=encode(result))
+
+    def _result(self, ev: Evaluator, node: P.Node, times: np.ndarray, instant: bool) -> QueryResult:
         with np.errstate(all="ignore"):
             value = ev.eval(node, times)
         if isinstance(value, String):
