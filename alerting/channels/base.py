@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,11 @@ def render(template_text: str, n: Notification, name: str) -> str:
         return parse_template(template_text, name, predefined=()).expand(n.template_data())
     except TemplateError as exc:
         return f"<error expanding template: {exc}>"
+
+
+async def render_off_loop(template_text: str, n: Notification, name: str) -> str:
+    """``render`` in a worker thread: the template's budgets bound it, the event loop keeps its cadence."""
+    return await asyncio.to_thread(render, template_text, n, name)
 
 
 def check_template(text: str, where: str) -> str:

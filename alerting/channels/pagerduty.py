@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import aiohttp
@@ -99,4 +100,5 @@ class PagerDutyIntegration(Integration):
         return ev
 
     async def notify(self, n: Notification, session: aiohttp.ClientSession) -> None:
-        await post(session, self.url, self.timeout_s, "pagerduty", json=self.event(n))
+        event = await asyncio.to_thread(self.event, n)  # templates expand off the event loop
+        await post(session, self.url, self.timeout_s, "pagerduty", json=event)

@@ -7,7 +7,14 @@ from xml.sax.saxutils import escape
 
 import aiohttp
 
-from alerting.channels.base import ChannelConfigError, Integration, Opts, check_template, post, render
+from alerting.channels.base import (
+    ChannelConfigError,
+    Integration,
+    Opts,
+    check_template,
+    post,
+    render_off_loop,
+)
 from alerting.notifier.model import Notification
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
@@ -69,8 +76,8 @@ class PhoneIntegration(Integration):
     async def notify(self, n: Notification, session: aiohttp.ClientSession) -> None:
         token = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
         headers = {"Authorization": f"Basic {token}"}
-        spoken = render(self.spoken_text, n, "phone.spoken_text")
-        text = render(self.sms_text, n, "phone.sms_text")[:1600]
+        spoken = await render_off_loop(self.spoken_text, n, "phone.spoken_text")
+        text = (await render_off_loop(self.sms_text, n, "phone.sms_text"))[:1600]
         for to in self.to_numbers:
             if self.voice:
                 form = {"To": to, "From": self.from_number, "Twiml": twiml_say(spoken, self.voice_name, self.repeat)}
