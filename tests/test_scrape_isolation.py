@@ -103,9 +103,12 @@ def targets():
 
 
 async def test_bad_targets_do_not_delay_a_fast_target(targets):
-    interval = 0.25
-    window = 6.0
-    fast = Target("fast", targets, ScrapeSettings(interval_s=interval, timeout_s=0.2, path="/fast"))
+    # What a bad target could cost the others is seconds (a hang up to its timeout, a 50 MB parse),
+    # so a 1 s interval shows it; a shorter one would measure the machine's load instead (with
+    # every core busy a 200 ms scrape timeout is missed by an unharmed loop).
+    interval = 1.0
+    window = 12.0
+    fast = Target("fast", targets, ScrapeSettings(interval_s=interval, timeout_s=0.9, path="/fast"))
     bad_settings = dict(interval_s=1.0, timeout_s=0.9)
     bad = [
         Target("hang", targets, ScrapeSettings(path="/hang", **bad_settings)),
