@@ -45,7 +45,7 @@ from scraper.exposition import (
     parse,
     split_body,
 )
-from scraper.gofloat import DECIMAL_BYTES, special_ok, vouched
+from scraper.gofloat import special_ok, vouched
 from scraper.lenient import LenientState
 from scraper.relabel import relabel
 from storage.model import METRIC_NAME, METRIC_NAME_RE, Series
@@ -343,7 +343,6 @@ class ScrapeCache:
         self._slow_dups = 0
         self._counts = counts = [0, 0, 0, 0, 0]
         enter = self._enter
-        strip = bytes.translate
         hits = 0
         nonprev = 0
         sample_limit = self.config.sample_limit
@@ -360,9 +359,11 @@ class ScrapeCache:
                         except ValueError:
                             pass
                         else:
-                            rest = strip(val, None, DECIMAL_BYTES)
-                            if (not special_ok(val)) if rest else v - v:
-                                slow(line, out, gen)  # not a value Prometheus reads (or an overflow)
+                            # float() of bytes takes ASCII only; Prometheus also refuses what it
+                            # strips (blanks, CR), digit groups (95 is "_": an int needle is a
+                            # memchr, a bytes one costs more), overflows and signed NaN
+                            if (not special_ok(val)) if v - v else (95 in val or val.strip() is not val):
+                                slow(line, out, gen)  # not a value Prometheus reads
                                 ctx = self._ctx
                                 fam = self._fam
                                 continue

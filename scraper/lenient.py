@@ -45,7 +45,7 @@ _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 _LNAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _NAME_RE = re.compile(_NAME)
 _BLANKS_RE = re.compile(r"[ \t]*")
-# text: a quoted string (label value); promlex's [^\\"] also crosses line breaks, not ported
+# text: a quoted string (label value); [^\\"] crosses the line breaks exposition.join_quoted_lines kept
 _QUOTED_RE = re.compile(r'"(?:\\.|[^\\"])*"')
 _OM_QUOTED_RE = re.compile(r'"(?:\\.|[^\\"\n])*"')
 # exemplar label values: the lexer skips NUL bytes only inside sample label values, HELP text and comments
