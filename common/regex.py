@@ -139,6 +139,12 @@ class Regex:
             self._memo[text] = hit
         return hit
 
+    def scan(self, data: bytes, pos: int) -> list[tuple[int, int]] | None:
+        """A lexer's step: the spans (byte offsets into UTF-8 ``data``; (-1, -1) for a group that
+        took no part) of a match starting exactly at byte ``pos``, or None."""
+        spans = self._prog.Match(_ANCHOR.ANCHOR_START, data, pos, len(data))
+        return None if spans[0] == _NO_SPAN else spans
+
     def groups_of(self, text: str) -> list[str | None] | None:
         """Group 0 and every capture group of the first match (None: no match; a group that took
         no part is None)."""
