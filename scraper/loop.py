@@ -219,7 +219,8 @@ class ScrapeLoop:
         duration = time.time() - start
         batch = SampleBatch(self.target.key)
         if out is not None:
-            n = len(out.series)
+            # samples after metric relabelling, repeated series included (as Prometheus counts them)
+            n = len(out.series) + out.duplicates
             dropped = drop_out_of_bounds(out, ts_ms)
             if dropped is not None:
                 self._count_dropped(dropped.counts)
