@@ -12,7 +12,6 @@ import subprocess
 import time
 import urllib.request
 from email import policy
-from email.header import decode_header, make_header
 
 import aiohttp
 import pytest
@@ -177,35 +176,6 @@ async def test_email_plain_text_and_html(tmp_path: pathlib.Path) -> None:
         html = msg.get_body(("html",)).get_content()
         assert "instance = db-1:9100" in text and "summary: disk of db-0 is full" in text
         assert "<h2>FIRING: DiskFull</h2>" in html and "less than 1% left" in html
-    finally:
-        ctl.stop()
-
-
-@pytest.mark.parametrize("value", ["db\rprimary", "db\u2028primary", "line\nbreak\x85\u2029 é \x00 end"])
-async def test_email_encodes_any_label_value(value: str) -> None:
-    """A group label with CR or U+2028 made the message unbuildable (ValueError: never sent); now
-    it arrives, and the subject and bodies decode back to the value as it was."""
-    box = _Mailbox()
-    ctl = Controller(box, hostname="127.0.0.1", port=_free_port())
-    ctl.start()
-    try:
-        em = EmailIntegration.from_config(0, {"to": ["Jörg Ops <oncall@example.org>"], "from": "ringmon@example.org",
-                                              "smarthost": f"127.0.0.1:{ctl.port}", "starttls": "never",
-                                              "headers": {"X-Group": "{{ not a template }} \u2028"}}, "email")
-        note = _note()
-        note.group_labels = {"alertname": "DiskFull", "cluster": value}
-        note.alerts[0].labels["cluster"] = value
-        async with aiohttp.ClientSession() as s:
-            await em.notify(note, s)
-        (_, rcpts, raw, _) = box.messages[0]
-        assert rcpts == ["oncall@example.org"]
-        headers = email.message_from_bytes(raw)  # decoded exactly as RFC 2047 says, no refolding
-        assert str(make_header(decode_header(headers["Subject"]))) == f"[FIRING:1] DiskFull cluster={value}"
-        assert str(make_header(decode_header(headers["X-Group"]))) == "{{ not a template }} \u2028"
-        msg = email.message_from_bytes(raw, policy=policy.default)
-        assert msg["To"].addresses[0].display_name == "Jörg Ops"
-        assert f"cluster = {value}\n" in msg.get_body(("plain",)).get_content()
-        assert value.replace("\x00", "") in msg.get_body(("html",)).get_content().replace("\x00", "")
     finally:
         ctl.stop()
 
