@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import re2
-from re2 import _re2
+from re2 import _re2  # the binding under re2's Python API: Match returns spans, no per-call generator
 
 # RE2's max_mem: the compiled program plus its DFA caches. 8 MiB is RE2's own default; Go has
 # no such option but refuses about the same patterns through its repeat and nesting limits.
@@ -113,7 +113,7 @@ class Regex:
     def groups(self) -> int:
         return self._prog.NumberOfCapturingGroups()
 
-    @property
+    @functools.cached_property
     def groupindex(self) -> dict[str, int]:
         return {_decode(name): i for name, i in self._prog.NamedCapturingGroups()}
 
