@@ -9,7 +9,8 @@ answer, the serving process's peak RSS and its workers' (forked evaluations), th
 gap between stored scrapes of any target and between rule evaluations while it ran, and
 the p99 and max latency of ``/-/healthy`` polled back to back while it ran.
 
-Run: ``.venv/bin/python bench/hostile.py [--only NAME]``; quote the figures with
+Run: ``.venv/bin/python bench/hostile.py [--only NAME] [--threads]`` (``--threads``: the alternative,
+big queries evaluated in threads of the serving process); quote the figures with
 ``uptime``'s load. ``tests/test_hostile_query.py`` uses the same requests and measurements.
 """
 
@@ -50,8 +51,9 @@ class Hostile:
     ok: tuple[int, ...]  # 200 (a bounded answer), 400, 422, 503 (a clear error)
 
 
-def hostile_requests(now_s: float) -> list[Hostile]:
-    """Issue #16's query rows and their generalised shapes (range queries end at ``now_s``)."""
+def hostile_requests(now_s: float, one: str = 'up{job="ringmon"}') -> list[Hostile]:
+    """Issue #16's query rows and their generalised shapes (range queries end at ``now_s``);
+    ``one``: a selector of one series."""
     q, qr = "/api/v1/query", "/api/v1/query_range"
     end = f"{now_s:.3f}"
     day_ago = f"{now_s - 86_400:.3f}"
@@ -65,7 +67,7 @@ def hostile_requests(now_s: float) -> list[Hostile]:
     return [
         Hostile("subquery 365d:1s", q, {"query": "max_over_time(up[365d:1s])"}, (422,)),
         Hostile("subquery 150d:1s", q, {"query": "max_over_time(up[150d:1s])"}, (422,)),
-        Hostile("subquery 40d:1s, one series", q, {"query": 'max_over_time(up{job="ringmon"}[40d:1s])'},
+        Hostile("subquery 40d:1s, one series", q, {"query": f"max_over_time({one}[40d:1s])"},
                 (200, 422, 503)),
         Hostile("regex (.*.*)*X", q, {"query": 'up{instance=~"(.*.*)*X"}'}, (200,)),
         Hostile("regex on __name__", q, {"query": '{__name__=~"(.*.*)*' + "a" * 40 + 'X"}'}, (200,)),
@@ -98,23 +100,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(tmp: Path) -> Path:
-    """A standalone config: 5 local agents, 2 s scrapes, a 2 s rule group, all under ``tmp``."""
+def write_alerting(tmp: Path, **alerter: str) -> Path:
+    """An alerting file whose one rule group records ``count(up)`` every EVAL_S."""
     rules = tmp / "cadence.yml"
     rules.write_text(f"groups:\n- name: cadence\n  interval: {EVAL_S:g}s\n  rules:\n"
                      f"  - record: {RECORD}\n    expr: count(up)\n")
     alerting = tmp / "alerting.yaml"
     alerting.write_text(json.dumps({
-        "alerter": {"rule_files": [str(rules)], "state_db": str(tmp / "alerting.db")},
+        "alerter": {"rule_files": [str(rules)], "state_db": str(tmp / "alerting.db"), **alerter},
         "route": {"receiver": "nowhere"}, "receivers": [{"name": "nowhere"}],
     }))
+    return alerting
+
+
+def write_config(tmp: Path, isolate: bool = True) -> Path:
+    """A standalone config: 5 local agents, 2 s scrapes, a 2 s rule group, all under ``tmp``."""
+    alerting = write_alerting(tmp)
     cfg = tmp / "standalone.yaml"
     cfg.write_text(json.dumps({
         "data_dir": str(tmp / "data"), "alerting": str(alerting),
         "storage": {"sqlite": {"path": str(tmp / "ringmon.db")}},
         "scrape": {"interval": f"{SCRAPE_S:g}s", "timeout": f"{SCRAPE_S:g}s"},
         "agents": [{"pool": "web", "count": 3, "synthetic_load_rps": 20}, {"pool": "db", "count": 2}],
-        "web": {"listen": "127.0.0.1:0"},
+        "web": {"listen": "127.0.0.1:0"}, "query": {"isolate": isolate},
     }))
     return cfg
 
@@ -135,10 +143,10 @@ class Site:
                 self.proc.wait(timeout=30)
 
 
-def start(tmp: Path, timeout_s: float = 120.0) -> Site:
+def start(tmp: Path, timeout_s: float = 120.0, isolate: bool = True) -> Site:
     """``ringmon standalone`` on the config above; returns once it printed its URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "standalone", "--config", str(write_config(tmp))],
+        [sys.executable, "-m", "cli.main", "standalone", "--config", str(write_config(tmp, isolate))],
         cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
@@ -318,23 +326,23 @@ class Run:
     rss_worker_mb: float
 
 
-async def run_hostile(http: aiohttp.ClientSession, site: Site, batch: list[Hostile], idle_s: float = 0.0) -> Run:
-    """Send ``batch`` at once; measure the process while they run and the stored cadence after
-    (an empty batch: the process left alone for ``idle_s``, the baseline)."""
+async def run_hostile(http: aiohttp.ClientSession, base: str, pid: int, batch: list[Hostile], idle_s: float = 0.0) -> Run:
+    """Send ``batch`` at once to the server at ``base`` (process ``pid``); measure it while they
+    run and the stored cadence after (an empty batch: left alone for ``idle_s``, the baseline)."""
     stop = asyncio.Event()
-    prober = asyncio.ensure_future(poll_healthy(http, site.url, stop))
+    prober = asyncio.ensure_future(poll_healthy(http, base, stop))
     start_s = time.time()
     t0 = time.perf_counter()
-    with RssSampler(site.proc.pid) as rss:
-        answers = await asyncio.gather(*(send(http, site.url, h) for h in batch))
+    with RssSampler(pid) as rss:
+        answers = await asyncio.gather(*(send(http, base, h) for h in batch))
         if not batch:
             await asyncio.sleep(idle_s)
     seconds = time.perf_counter() - t0
     end_s = time.time()
     stop.set()
     healthy = await prober
-    scrape = await stored_gaps(http, site.url, "up", start_s, end_s)
-    evals = await stored_gaps(http, site.url, RECORD, start_s, end_s)
+    scrape = await stored_gaps(http, base, "up", start_s, end_s)
+    evals = await stored_gaps(http, base, RECORD, start_s, end_s)
     return Run(list(zip(batch, answers, strict=True)), seconds, healthy, max(scrape.values()),
                max(evals.values()), rss.main_kb / 1024, rss.worker_kb / 1024)
 
@@ -349,26 +357,28 @@ def _row(name: str, run: Run) -> str:
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", help="one request by name")
+    ap.add_argument("--threads", action="store_true", help="query.isolate: false (big queries in threads)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="ringmon-hostile-") as tmp:
-        site = start(Path(tmp))
+        site = start(Path(tmp), isolate=not args.threads)
         try:
             async with aiohttp.ClientSession() as http:
                 targets = await wait_warm(http, site.url)
-                print(f"standalone {site.url}: {targets} targets scraped every {SCRAPE_S:g} s, "
+                mode = "threads" if args.threads else "worker processes"
+                print(f"standalone {site.url} (big queries in {mode}): {targets} targets scraped every {SCRAPE_S:g} s, "
                       f"rule group every {EVAL_S:g} s; load {os.getloadavg()[0]:.2f}")
                 print("| request | answer | time | RSS serving process | RSS workers | longest scrape gap "
                       "| longest rule gap | /-/healthy p99 / max |")
                 print("|---|---|---|---|---|---|---|---|")
-                print(_row("(nothing: the baseline, 10 s)", await run_hostile(http, site, [], 10.0)), flush=True)
+                print(_row("(nothing: the baseline, 10 s)", await run_hostile(http, site.url, site.proc.pid, [], 10.0)), flush=True)
                 reqs = hostile_requests(time.time())
                 for h in reqs:
                     if args.only and h.name != args.only:
                         continue
-                    print(_row(h.name, await run_hostile(http, site, [h])), flush=True)
+                    print(_row(h.name, await run_hostile(http, site.url, site.proc.pid, [h])), flush=True)
                 if not args.only:
                     four = [h for h in reqs if h.name in FOUR_AT_ONCE]
-                    print(_row("the four above at once", await run_hostile(http, site, four)), flush=True)
+                    print(_row("the four above at once", await run_hostile(http, site.url, site.proc.pid, four)), flush=True)
                 print(f"load after: {os.getloadavg()[0]:.2f}")
         finally:
             site.stop()

@@ -368,7 +368,7 @@ class ClusterWeb:
             raise
         except Exception as exc:  # noqa: BLE001 - one line for the operator, not a traceback
             raise UserError(f"storage: cannot open the {self.cfg.storage.backend} backend: {exc}") from None
-        self.engine = Engine(self.storage, limits=self.cfg.query.limits())
+        self.engine = Engine(self.storage, limits=self.cfg.query.limits(), isolate=self.cfg.query.isolate)
         try:
             views = self._alerting_views()
         except UserError:

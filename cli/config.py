@@ -181,6 +181,7 @@ class QueryConfig:
     max_memory_mb: int = 2048  # memory one evaluation may add (its worker process is capped)
     timeout: Duration = Duration(30.0)
     max_concurrency: int = 4  # big queries evaluated at once in worker processes
+    isolate: bool = True  # false: big queries evaluate in threads of the serving process (bench/hostile.py --threads)
 
     def validate(self, where: str) -> None:
         for key in ("max_samples", "max_memory_mb", "timeout", "max_concurrency"):

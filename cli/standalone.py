@@ -71,7 +71,7 @@ class Standalone:
         default_cfg, pool_cfgs = cfg.scrape.engine_configs()
         self.pool = ScrapePool(self.writer, name="standalone", default_config=default_cfg, configs=pool_cfgs)
         await self.pool.sync(self.targets())
-        self.engine = Engine(self.storage, limits=cfg.query.limits())
+        self.engine = Engine(self.storage, limits=cfg.query.limits(), isolate=cfg.query.isolate)
         self.journal = NotificationJournal.in_data_dir(cfg.data_dir)
         self.local = LocalReceivers(journal=self.journal, web_url=listen_url(cfg.web.listen))
         views = None

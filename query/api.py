@@ -325,11 +325,15 @@ def _query_error(exc: QueryError, param: str = "query") -> ApiError:
     return ApiError(exc.error_type, str(exc))
 
 
-def _encoder(params: dict[str, list[str]]) -> Callable[[QueryResult], str] | None:
+def _encoder(params: dict[str, list[str]]) -> Callable[[QueryResult], bytes] | None:
     """The answer's JSON is written where the query evaluates (a worker process for a big
     one: formatting millions of points must not stall the server); not when ``stats`` are
     asked for, which need the timings of the whole request."""
-    return None if _one(params, "stats") else result_text
+    return None if _one(params, "stats") else _answer_bytes
+
+
+def _answer_bytes(res: QueryResult) -> bytes:
+    return success_body(result_text(res), res.warnings).encode()
 
 
 def _stats(res: QueryResult, params: dict[str, list[str]], started: float) -> dict[str, Any] | None:
@@ -397,7 +401,9 @@ class PrometheusApi:
                 )
             except QueryError as exc:
                 raise _query_error(exc) from None
-            return success_text(res.text or result_text(res, _stats(res, params, started)), res.warnings)
+            if res.encoded is not None:
+                return web.Response(body=res.encoded, content_type="application/json")
+            return success_text(result_text(res, _stats(res, params, started)), res.warnings)
 
         return await self._guard(request, run)
 
@@ -439,7 +445,9 @@ class PrometheusApi:
                 )
             except QueryError as exc:
                 raise _query_error(exc) from None
-            return success_text(res.text or result_text(res, _stats(res, params, started)), res.warnings)
+            if res.encoded is not None:
+                return web.Response(body=res.encoded, content_type="application/json")
+            return success_text(result_text(res, _stats(res, params, started)), res.warnings)
 
         return await self._guard(request, run)
 

@@ -65,7 +65,7 @@ from storage.base import aggregate_names as column_names
 from storage.rollup import DEFAULT_MAX_GAP_MS, RAW_RETENTION_MS
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
-Encoder = Callable[[QueryResult], str]
+Encoder = Callable[[QueryResult], bytes]
 # Raw reads longer than this are split, checking the sample limit after each piece.
 RAW_FETCH_PIECE_MS = 2 * 86_400_000
 MAX_FETCH_PIECES = 64
@@ -644,7 +644,7 @@ class Engine:
         """Evaluate ``expr`` at ``time_ms``; ``timeout_s`` may only shorten the engine's limit;
         ``source``: the max_source_resolution asked for (query.resolution). ``encode``: the
         result's text (the API's JSON) is made where the query evaluates, a worker process
-        for big ones, and returned as ``QueryResult.text``."""
+        for big ones, and returned as ``QueryResult.encoded``."""
         run = self._run(
             expr, int(time_ms), int(time_ms), 0, instant=True, timeout_s=timeout_s, source=source, encode=encode
         )
@@ -1019,7 +1019,7 @@ class Engine:
         result = self._result(ev, node, times, instant)
         if encode is None:
             return result
-        return QueryResult(result.type, warnings=result.warnings, text=encode(result))
+        return QueryResult(result.type, warnings=result.warnings, encoded=encode(result))
 
     def _result(self, ev: Evaluator, node: P.Node, times: np.ndarray, instant: bool) -> QueryResult:
         with np.errstate(all="ignore"):

@@ -8,16 +8,24 @@ group no evaluation (both measured from the timestamps stored in the database), 
 ``/-/healthy``, polled back to back, answers within 100 ms at p99. Waits are on the queries'
 answers and on stored samples, each bounded; nothing sleeps around the measurement.
 The requests and measurements are ``bench/hostile.py``'s.
+
+Cluster mode: the same requests to a ``ringmon web`` process on real ZooKeeper and
+Cassandra, with a ``ringmon scraper`` and a ``ringmon alerter`` process writing the scrapes
+and the rule group's evaluations that the checks read back.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
+from test_hostile_auth import Proc
 
+from agent.server import AgentServer
 from bench.hostile import (
     EVAL_S,
     FOUR_AT_ONCE,
@@ -29,7 +37,11 @@ from bench.hostile import (
     run_hostile,
     start,
     wait_warm,
+    write_alerting,
 )
+from discovery.registry import Registry
+from discovery.target import ScrapeSettings
+from services.zookeeper.zkserver import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -54,28 +66,82 @@ def _check_cadence(what: str, run: Run) -> None:
     assert p99(run.healthy_ms) <= 100.0, f"{what}: /-/healthy p99 {p99(run.healthy_ms):.1f} ms"
 
 
+async def check_hostile(http: aiohttp.ClientSession, base: str, pid: int, reqs: list[Hostile]) -> None:
+    """Every request alone: a clear error or a bounded answer; then four at once, with the
+    process's cadence checked while they run."""
+    quick: list[Hostile] = [h for h in reqs if h.name not in FOUR_AT_ONCE]
+    run = await run_hostile(http, base, pid, quick)
+    _check_answers(run)
+    for h, a in run.answers:
+        if h.name.startswith("subquery 365d") or h.name.startswith("subquery 150d"):
+            assert "too many samples into memory in query execution" in a.error, (h.name, a)
+        if h.name == "range 11002 steps":
+            assert "exceeded maximum resolution of 11,000 points per timeseries" in a.error
+    four = [h for h in reqs if h.name in FOUR_AT_ONCE]
+    assert len(four) == 4
+    run = await run_hostile(http, base, pid, four)
+    _check_answers(run)
+    _check_cadence("four hostile queries at once", run)
+    # The serving process did not take the queries' memory (their workers did, capped).
+    assert run.rss_main_mb < 1024, f"serving process grew to {run.rss_main_mb:.0f} MB"
+    async with http.get(base + "/-/healthy") as r:
+        assert r.status == 200
+
+
 async def test_hostile_queries_against_standalone(tmp_path: Path) -> None:
     site = start(tmp_path)
     try:
         async with aiohttp.ClientSession() as http:
             await wait_warm(http, site.url)
-            reqs = hostile_requests(time.time())
-            quick: list[Hostile] = [h for h in reqs if h.name not in FOUR_AT_ONCE]
-            run = await run_hostile(http, site, quick)
-            _check_answers(run)
-            for h, a in run.answers:
-                if h.name.startswith("subquery 365d") or h.name.startswith("subquery 150d"):
-                    assert "too many samples into memory in query execution" in a.error, (h.name, a)
-                if h.name == "range 11002 steps":
-                    assert "exceeded maximum resolution of 11,000 points per timeseries" in a.error
-            four = [h for h in reqs if h.name in FOUR_AT_ONCE]
-            assert len(four) == 4
-            run = await run_hostile(http, site, four)
-            _check_answers(run)
-            _check_cadence("four hostile queries at once", run)
-            # The serving process did not take the queries' memory (their workers did, capped).
-            assert run.rss_main_mb < 1024, f"serving process grew to {run.rss_main_mb:.0f} MB"
-            async with http.get(site.url + "/-/healthy") as r:
-                assert r.status == 200
+            await check_hostile(http, site.url, site.proc.pid, hostile_requests(time.time()))
     finally:
         site.stop()
+
+
+@pytest.mark.zookeeper
+@pytest.mark.cassandra
+async def test_hostile_queries_against_cluster_web(tmp_path: Path, zookeeper, zk_root, cassandra,
+                                                   cassandra_storage) -> None:
+    loop = asyncio.get_running_loop()
+    agents = [AgentServer("127.0.0.1", 0, pool="api", host_metrics=False) for _ in range(3)]
+    for a in agents:
+        await a.start()
+    admin = await loop.run_in_executor(None, lambda: Registry(zookeeper.hosts, root=zk_root).start(watch=False))
+    await loop.run_in_executor(None, admin.create_pool, "api", ScrapeSettings(interval_s=SCRAPE_S, timeout_s=SCRAPE_S))
+    for a in agents:
+        await loop.run_in_executor(None, admin.register_host, "api", a.address)
+    a_port, s_port, w_port = free_port(), free_port(), free_port()
+    cfg = tmp_path / "ringmon.yaml"
+    cfg.write_text(json.dumps({
+        "storage": {"backend": "cassandra", "cassandra": {
+            "hosts": [cassandra.host], "port": cassandra.port, "keyspace": cassandra_storage.keyspace,
+            "spool_dir": str(tmp_path / "spool")}},
+        "discovery": {"zookeeper": {"hosts": zookeeper.hosts, "session_timeout": "4s"}},
+        "scrape": {"interval": f"{SCRAPE_S:g}s", "timeout": f"{SCRAPE_S:g}s"},
+        "data_dir": str(tmp_path / "data"),
+    }))
+    alerting = write_alerting(tmp_path, listen=f"127.0.0.1:{a_port}")
+    zk = ["--zookeeper-root", zk_root]
+    base = f"http://127.0.0.1:{w_port}"
+    procs = [
+        Proc(tmp_path, "scraper", ["scraper", "--config", str(cfg), "--id", "s-1", "--listen", f"127.0.0.1:{s_port}",
+                                   *zk], f"http://127.0.0.1:{s_port}/metrics"),
+        Proc(tmp_path, "alerter", ["alerter", "--config", str(cfg), "--alerting", str(alerting)],
+             f"http://127.0.0.1:{a_port}/-/ready"),
+        Proc(tmp_path, "web", ["web", "--config", str(cfg), "--listen", f"127.0.0.1:{w_port}", *zk], base + "/-/ready"),
+    ]
+    try:
+        for p in procs:
+            await p.start()
+        web = procs[-1]
+        assert web.proc is not None
+        async with aiohttp.ClientSession() as http:
+            await wait_warm(http, base)
+            one = f'up{{instance="{agents[0].address}"}}'
+            await check_hostile(http, base, web.proc.pid, hostile_requests(time.time(), one=one))
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        for a in agents:
+            await a.stop()
+        await loop.run_in_executor(None, admin.stop)
