@@ -324,8 +324,22 @@ class _DenseGrid:
         else:
             sidx = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.rv.offsets))
             dense[sidx, self.col + 1] = values
-        cs = np.cumsum(dense, axis=1)
-        return _columns(cs, self.hi) - _columns(cs, self.lo)
+        finite = np.isfinite(dense)
+        if finite.all():
+            cs = np.cumsum(dense, axis=1)
+            return _columns(cs, self.hi) - _columns(cs, self.lo)
+        # A NaN or infinite bucket must not reach the prefix sums of later windows: sum the
+        # finite buckets, count the others per window, and give IEEE's answer where any is in it.
+        cs = np.cumsum(np.where(finite, dense, 0.0), axis=1)
+        out = _columns(cs, self.hi) - _columns(cs, self.lo)
+        counts = []
+        for bad in (np.isnan(dense), dense == np.inf, dense == -np.inf):
+            c = np.cumsum(bad, axis=1)
+            counts.append(_columns(c, self.hi) - _columns(c, self.lo))
+        nan, pinf, ninf = counts
+        out = np.where(pinf > 0, np.inf, out)
+        out = np.where(ninf > 0, -np.inf, out)
+        return np.where((nan > 0) | ((pinf > 0) & (ninf > 0)), np.nan, out)
 
 
 def _columns(a: np.ndarray, idx: np.ndarray) -> np.ndarray:

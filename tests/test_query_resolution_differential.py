@@ -1,0 +1,271 @@
+"""Answers that do not depend on the resolution that served them (issue #17), on SQLite and Cassandra.
+
+Raw samples (counters with resets, gauges, NaN, stale markers, -0.0, outages, +-3 ms jitter so
+that some samples sit exactly on minute boundaries) are written to the store and the real
+``RollupJob`` seals them and writes the 1m and 1h rollups. Every PromQL range-vector function,
+plain selectors, ``timestamp()`` and subqueries are then evaluated at steps 15 s, 1 m, 5 m and
+1 h (on the step grid, and one millisecond before it, where windows are whole buckets), and:
+
+- ``auto`` while raw samples are kept: the answer equals the raw answer (an engine over the same
+  samples in memory without rollups), up to float rounding of sums (relative 1e-12); the
+  exact functions at whole-bucket times are served by the rollups (checked), with no warning;
+- beyond raw retention (``auto``), and ``max_source_resolution=1m|1h``: the answer is the bound
+  ``docs/ARCHITECTURE.md`` documents, computed independently of the engine's rollup path:
+  * ``sum/count/avg/min/max_over_time``: the raw answer at ``t'``, the end of the last whole
+    bucket at or before ``t``, over the range widened to a bucket (equal at whole-bucket times);
+  * ``rate``/``increase``: the sum of the counter increases of the buckets in the window
+    (no extrapolation), over the range widened to a bucket (``rate``: divided by that range);
+  * everything else: the raw answer over one sample per bucket (its last value at the bucket's
+    last millisecond), windows widened to a bucket (two for functions of two samples), the
+    lookback to at least a bucket;
+  and a warning names the function whenever the answer is not exact; never an empty result
+  where the raw answer has data.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from test_rollup_job import SHARDS, T0, T_END, WINDOW, generate
+from test_rollup_job import load as load_sqlite
+
+from query.engine import Engine
+from query.memory import MemoryStorage
+from query.resolution import EXACT_FROM_ROLLUP, TWO_POINT_FUNCTIONS, SourceResolution
+from storage.base import DAY_MS, HOUR_MS, MINUTE_MS, Resolution
+from storage.rollup import rollup_raw, stale_mask
+from storage.rollup_job import RollupJob
+from storage.rollup_lease import LocalShardLease
+
+C = "gen_metric_total"
+G = "gen_gauge"
+IN = T_END + HOUR_MS  # now, while raw samples are kept
+BEYOND = T_END + 8 * DAY_MS  # now, past raw retention (the raw samples are still there to compare)
+# (Windows, widened to two 1 h buckets at most, stay after T0, where the job's rows begin.)
+STEPS = {15_000: (T0 + 2 * HOUR_MS, T0 + 3 * HOUR_MS), MINUTE_MS: (T0 + 2 * HOUR_MS, T0 + 5 * HOUR_MS),
+         5 * MINUTE_MS: (T0 + 2 * HOUR_MS, T_END), HOUR_MS: (T0 + 2 * HOUR_MS, T_END)}  # fmt: skip
+WINDOWS = ("1m", "5m", "1h")
+WINDOW_MS = {"1m": MINUTE_MS, "5m": 5 * MINUTE_MS, "1h": HOUR_MS}
+COUNTER_FUNCS = ("rate", "increase", "irate", "resets")
+GAUGE_FUNCS = (
+    "delta", "idelta", "deriv", "changes", "avg_over_time", "min_over_time", "max_over_time", "sum_over_time",
+    "count_over_time", "stddev_over_time", "stdvar_over_time", "last_over_time", "first_over_time",
+    "present_over_time", "mad_over_time", "ts_of_max_over_time", "ts_of_last_over_time",
+)  # fmt: skip
+COLUMN_FUNCS = {"sum_over_time", "count_over_time", "avg_over_time", "min_over_time", "max_over_time"}
+
+
+def expressions() -> list[tuple[str, str | None, str | None]]:
+    """(expression with {w} for the window, function, window key) for every case."""
+    out: list[tuple[str, str | None, str | None]] = []
+    for w in WINDOWS:
+        out += [(f"{f}({C}[{w}])", f, w) for f in COUNTER_FUNCS]
+        out += [(f"{f}({G}[{w}])", f, w) for f in GAUGE_FUNCS]
+        out += [
+            (f"quantile_over_time(0.9, {G}[{w}])", "quantile_over_time", w),
+            (f"predict_linear({G}[{w}], 600)", "predict_linear", w),
+            (f"double_exponential_smoothing({G}[{w}], 0.5, 0.5)", "double_exponential_smoothing", w),
+            (f"absent_over_time(nothing_here[{w}])", "absent_over_time", w),
+            (f"max_over_time({G}[{w}:1m])", None, None),  # a subquery: its inner selector is plain
+        ]
+    out += [(G, None, None), (f"timestamp({G})", "timestamp", None), (f"sum by (instance) ({G})", None, None)]
+    return out
+
+
+class Clock:
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=pytest.mark.cassandra)])
+async def store(request, tmp_path):
+    if request.param == "sqlite":
+        from storage.sqlite_rollup import SQLiteRollupStorage
+
+        st = await SQLiteRollupStorage.open(tmp_path / "db")
+        st.late_after_ms = 2**62  # these writes stand for live scrapes
+        try:
+            yield st
+        finally:
+            await st.close()
+        return
+    from fixtures_cassandra import keyspace_store
+    from test_rollup_cassandra import load as load_cassandra
+
+    from storage.cassandra_rollup import CassandraRollupStorage
+
+    with keyspace_store(request.getfixturevalue("cassandra"), "resolution_diff", CassandraRollupStorage) as st:
+        st.late_after_ms = 2**62
+        st.load = load_cassandra  # type: ignore[attr-defined]
+        yield st
+
+
+def _as_dict(res) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
+    return {tuple(sorted(s.labels.items())): (np.asarray(s.timestamps), np.asarray(s.values)) for s in res.series}
+
+
+def _close(got: dict, want: dict, rtol: float) -> str | None:
+    """None when equal (values up to ``rtol``, NaN equal to NaN), else what differs."""
+    if got.keys() != want.keys():
+        return f"series {sorted(got.keys() ^ want.keys())[:3]} in one answer only"
+    for k, (ts, vs) in want.items():
+        gts, gvs = got[k]
+        if not np.array_equal(gts, ts):
+            return f"{dict(k)}: steps {gts[:5].tolist()}... vs {ts[:5].tolist()}... ({len(gts)} vs {len(ts)})"
+        if not np.allclose(gvs, vs, rtol=rtol, atol=0, equal_nan=True):
+            bad = np.flatnonzero(~np.isclose(gvs, vs, rtol=rtol, atol=0, equal_nan=True))[0]
+            return f"{dict(k)} at {int(ts[bad])}: {gvs[bad]!r} vs {vs[bad]!r}"
+    return None
+
+
+def _last_value_store(data, bucket: int) -> MemoryStorage:
+    """One sample per bucket: its last value at its last millisecond (from ``rollup_raw``)."""
+    mem = MemoryStorage()
+    start = (T0 - HOUR_MS) // bucket * bucket
+    for s, (ts, v, _) in data.items():
+        r = rollup_raw(ts, v, start, T_END + HOUR_MS, bucket)
+        mem.add_series(s, r.timestamps + bucket - 1, r.last)
+    return mem
+
+
+def _increase_reference(data, bucket: int, rng_ms: int, times: np.ndarray, per_second: bool) -> dict:
+    """rate/increase over rollups: the buckets ending in (t - range, t] add their increases."""
+    out = {}
+    start = (T0 - HOUR_MS) // bucket * bucket
+    for s, (ts, v, _) in data.items():
+        if s.metric != C:
+            continue
+        r = rollup_raw(ts, v, start, T_END + HOUR_MS, bucket)
+        ends = r.timestamps + bucket - 1
+        lo = np.searchsorted(ends, times - rng_ms, "right")
+        hi = np.searchsorted(ends, times, "right")
+        ok = hi > lo
+        if not ok.any():
+            continue
+        csum = np.concatenate(([0.0], np.cumsum(r.increase)))
+        vals = (csum[hi] - csum[lo])[ok]
+        if per_second:
+            vals = vals / (rng_ms / 1000)
+        labels = tuple(sorted((k, v) for k, v in s.labels if k != "__name__"))
+        out[labels] = (times[ok], vals)
+    return out
+
+
+def _widened(expr: str, w: str | None, rng_ms: int) -> str:
+    if w is None:
+        return expr
+    return re.sub(rf"\[{w}(?=[:\]])", f"[{rng_ms // 1000}s", expr, count=1)
+
+
+async def test_answers_do_not_depend_on_the_resolution(store, tmp_path) -> None:
+    data = generate(seed=17)
+    await (getattr(store, "load", None) or load_sqlite)(store, data)
+    job = RollupJob(store, LocalShardLease(tmp_path / "locks"), window_ms=WINDOW, shards=SHARDS, now_ms=lambda: IN)
+    assert await job.run_once(initial_start_ms=T0)
+    mem = MemoryStorage()  # the same raw samples, for the reference answers
+    for s, (ts, v, _) in data.items():
+        mem.add_series(s, ts, v)
+    raw_ref = Engine(mem, downsample=False, isolate=False)
+    last_refs = {b: _last_value_store(data, b) for b in (MINUTE_MS, HOUR_MS)}
+
+    reads: list[Resolution] = []
+    select = store.select
+
+    async def spy(matchers, start_ms, end_ms, resolution=Resolution.RAW, *, columns=None):
+        reads.append(resolution)
+        return await select(matchers, start_ms, end_ms, resolution, columns=columns)
+
+    store.select = spy
+    clock = Clock(IN)
+    eng = Engine(store, now_ms=clock, isolate=False)
+    failures: list[str] = []
+    served_exactly: set[Resolution] = set()
+    cases = 0
+    try:
+        for step, (start0, end0) in STEPS.items():
+            for shift in (0, 1) if step >= MINUTE_MS else (0,):
+                start, end = start0 - shift, end0 - shift
+                times = np.arange(start, end + 1, step, dtype=np.int64)
+                for expr, func, w in expressions():
+                    want_raw = _as_dict(await raw_ref.range_query(expr, start, end, step))
+                    for source, now in (
+                        (SourceResolution.AUTO, IN), (SourceResolution.AUTO, BEYOND),
+                        (SourceResolution.MINUTE, IN), (SourceResolution.HOUR, IN),
+                    ):  # fmt: skip
+                        cases += 1
+                        clock.now = now
+                        reads.clear()
+                        res = await eng.range_query(expr, start, end, step, source=source)
+                        got = _as_dict(res)
+                        rolled = {r for r in reads if r is not Resolution.RAW}
+                        what = f"{expr} step {step // 1000}s start {start} {source.value} now={'in' if now == IN else 'beyond'}"
+                        if not rolled:
+                            if source is SourceResolution.AUTO and now == BEYOND and want_raw:
+                                failures.append(f"{what}: read raw samples past raw retention")
+                            why = _close(got, want_raw, 1e-12)
+                            if why or res.warnings:
+                                failures.append(f"{what}: {why or res.warnings}")
+                            continue
+                        if source is SourceResolution.AUTO and now == IN:
+                            # Rollups served while raw samples are kept: only where exact.
+                            why = _close(got, want_raw, 1e-12)
+                            if why or res.warnings:
+                                failures.append(f"{what}: rollup answer differs from raw: {why or res.warnings}")
+                            served_exactly |= rolled
+                            continue
+                        assert len(rolled) == 1, (what, rolled)
+                        bucket = next(iter(rolled)).step_ms
+                        w_ms = WINDOW_MS[w] if w else None
+                        aligned = (
+                            w_ms is not None and w_ms % bucket == 0 and (start + 1) % bucket == 0 and step % bucket == 0
+                        )
+                        exact = func in EXACT_FROM_ROLLUP and aligned
+                        if exact != (not res.warnings):
+                            failures.append(f"{what}: warnings {res.warnings} for an {'exact' if exact else 'approximate'} answer")
+                        elif res.warnings and not any((f"{func}()" if func else "plain selectors") in x for x in res.warnings):
+                            failures.append(f"{what}: the warning does not name the function: {res.warnings}")
+                        if want_raw and not got:
+                            failures.append(f"{what}: empty where raw samples have data")
+                        if func in COLUMN_FUNCS:
+                            rng_ms = max(w_ms or 0, bucket)
+                            t2 = times - (times + 1) % bucket  # the last whole bucket's end at or before t
+                            ref = await raw_ref.range_query(_widened(expr, w, rng_ms), int(t2[0]), int(t2[-1]), bucket)
+                            by_t = _as_dict(ref)
+                            want = {}
+                            for k, (ts, vs) in by_t.items():
+                                pos = np.searchsorted(ts, t2)
+                                hit = (pos < len(ts)) & (ts[np.minimum(pos, len(ts) - 1)] == t2)
+                                if hit.any():
+                                    want[k] = (times[hit], vs[pos[hit]])
+                            why = _close(got, want, 1e-9)
+                        elif func in ("rate", "increase"):
+                            rng_ms = max(w_ms or 0, bucket)
+                            want = _increase_reference(data, bucket, rng_ms, times, func == "rate")
+                            why = _close(got, want, 1e-9)
+                        else:
+                            mul = 2 if func in TWO_POINT_FUNCTIONS else 1
+                            rng_ms = max(w_ms or 0, bucket * mul)
+                            lookback = max(300_000, bucket)
+                            ref_eng = Engine(last_refs[bucket], downsample=False, isolate=False, lookback_ms=lookback)
+                            want = _as_dict(await ref_eng.range_query(_widened(expr, w, rng_ms), start, end, step))
+                            why = _close(got, want, 1e-9)
+                        if why:
+                            failures.append(f"{what} ({bucket // 1000}s buckets): differs from the documented bound: {why}")
+    finally:
+        del store.select
+    assert not failures, f"{len(failures)} of {cases} cases:\n" + "\n".join(failures[:40])
+    # The exact functions at whole-bucket times were served by both rollups while raw samples are kept.
+    assert served_exactly == {Resolution.MINUTE, Resolution.HOUR}, served_exactly
+
+
+def test_last_value_store_drops_stale_markers() -> None:
+    """(The reference for last-value functions has no stale markers, as rollup buckets have none.)"""
+    data = generate(seed=17)
+    mem = _last_value_store(data, MINUTE_MS)
+    for col in mem._series.values():
+        assert not stale_mask(col.arrays()[1]).any()
