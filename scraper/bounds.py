@@ -87,4 +87,6 @@ def drop_out_of_bounds(out: ScrapeOutcome, now_ms: int, *, retention_ms: int = R
     out.series = [out.series[i] for i in keep]
     out.values = [out.values[i] for i in keep]
     out.explicit_ts = [(new_index[i], ts) for i, ts in out.explicit_ts if i in new_index]
+    out.added = [new_index[i] for i in out.added if i in new_index]
+    out.series_added = len(out.added)  # a series whose samples were all dropped was not added
     return Dropped(counts, lo, hi)

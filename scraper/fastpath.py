@@ -94,6 +94,7 @@ class ScrapeOutcome:
     stale: list[Series] = field(default_factory=list)
     samples_scraped: int = 0
     series_added: int = 0
+    added: list[int] = field(default_factory=list)  # indices of the samples of series new this scrape
     duplicates: int = 0
 
 
@@ -121,6 +122,7 @@ def _drop_repeated_series(out: ScrapeOutcome) -> bool:
     out.series = [out.series[i] for i in keep]
     out.values = [out.values[i] for i in keep]
     out.explicit_ts = [(new_index[i], ts) for i, ts in out.explicit_ts if i in new_index]
+    out.added = [new_index[i] for i in out.added if i in new_index]
     out.duplicates += len(repeated)
     return True
 
@@ -329,6 +331,7 @@ class ScrapeCache:
         out = ScrapeOutcome()
         out_series = out.series
         out_values = out.values
+        out_added = out.added
         sa = out_series.append
         va = out_values.append
         get = self.entries.get
@@ -379,6 +382,7 @@ class ScrapeCache:
                                 nonprev += 1
                                 if e[1] is not None:
                                     counts[1] += 1
+                                    out_added.append(len(out_series))
                             e[2] = gen
                             s = e[1]
                             if s is not None:
@@ -406,10 +410,10 @@ class ScrapeCache:
         seen = hits + counts[0]
         out.duplicates = counts[2]
         out.samples_scraped = hits + counts[4] + (counts[2] - self._slow_dups)
-        out.series_added = counts[1]
         if counts[1] or self._aliased:
             # two different texts for one series (e.g. after metric relabelling): first one wins
             self._aliased = _drop_repeated_series(out)
+        out.series_added = len(out.added)
         if seen - (nonprev + counts[3]) < self.prev_count or len(self.entries) > 2 * seen + 1000:
             out.stale = self._sweep(gen, prev, out.series)
         self.prev_count = seen
@@ -490,6 +494,7 @@ class ScrapeCache:
                 counts[3] += 1
                 if e[1] is not None:
                     counts[1] += 1
+                    out.added.append(len(out.series))
         e[2] = gen
         e[4] = explicit
         if e[1] is not None:

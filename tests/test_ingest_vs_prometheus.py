@@ -60,7 +60,7 @@ CONTENT_TYPES = {"text": "text/plain; version=0.0.4; charset=utf-8",
 INTERVAL_S = 2
 # synthetic series compared too (for accepted bodies: Prometheus also counts a refused body's
 # samples up to the error, Ringmon reports 0)
-COUNTS = ("scrape_samples_scraped", "scrape_samples_post_metric_relabeling")
+COUNTS = ("scrape_samples_scraped", "scrape_samples_post_metric_relabeling", "scrape_series_added")
 
 
 def _free_port() -> int:
