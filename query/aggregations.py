@@ -15,7 +15,7 @@ import numpy as np
 
 from query import parse as P
 from query.errors import QueryError
-from query.values import InstantVector, Labels, Scalar, String, merge_same_labels
+from query.values import InstantVector, Labels, Scalar, String, Value, merge_same_labels
 from storage.model import LABEL_NAME_RE
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def format_float(v: float) -> str:
     return s
 
 
-def group_key_fn(node: P.Aggregate):
+def group_key_fn(node: P.Aggregate) -> Callable[[Labels], Labels]:
     if node.without:
         skip = set(node.grouping) | {"__name__"}
 
@@ -61,7 +61,7 @@ def group_key_fn(node: P.Aggregate):
     return key
 
 
-def eval_aggregate(ev: "Evaluator", node: P.Aggregate, times: np.ndarray):
+def eval_aggregate(ev: "Evaluator", node: P.Aggregate, times: np.ndarray) -> Value:
     vec = ev.eval(node.expr, times)
     if not isinstance(vec, InstantVector):
         raise QueryError(f"aggregation {node.op} expects an instant vector")
@@ -235,7 +235,7 @@ def _k_values(param: object, steps: int, op: str) -> np.ndarray:
 
 
 def _select_k(
-    op: str, vec: InstantVector, gid: np.ndarray, ngroups: int, param, steps: int, check: Callable[[], None]
+    op: str, vec: InstantVector, gid: np.ndarray, ngroups: int, param: object, steps: int, check: Callable[[], None]
 ) -> InstantVector:
     kv = _k_values(param, steps, op)
     n = len(vec)

@@ -14,11 +14,12 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from query.engine import Engine
 from query.errors import ParseError, QueryError
@@ -229,6 +230,10 @@ def parse_duration_ms(text: str, name: str) -> int:
     return ms
 
 
+# An endpoint's body: the request's query and form parameters in, a response out.
+ParamsHandler = Callable[[dict[str, list[str]]], Awaitable[web.StreamResponse]]
+
+
 async def _params(request: web.Request) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for k, v in request.query.items():
@@ -238,8 +243,8 @@ async def _params(request: web.Request) -> dict[str, list[str]]:
         if ctype not in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
             raise ApiError("bad_data", f"unsupported content type {ctype!r}: use a form")
         form = await request.post()
-        for k, v in form.items():
-            out.setdefault(k, []).append(str(v))
+        for k, fv in form.items():
+            out.setdefault(k, []).append(str(fv))
     return out
 
 
@@ -359,7 +364,7 @@ def _stats(res: QueryResult, params: dict[str, list[str]], started: float) -> di
     }
 
 
-async def answer(request: web.Request, handler) -> web.StreamResponse:
+async def answer(request: web.Request, handler: ParamsHandler) -> web.StreamResponse:
     """Run ``handler(params)``; every failure becomes an answer in the API's error format."""
     try:
         params = await _params(request)
@@ -384,7 +389,7 @@ class PrometheusApi:
         self.storage = storage
         self.cache = cache
 
-    async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
+    async def _guard(self, request: web.Request, handler: ParamsHandler) -> web.StreamResponse:
         return await answer(request, handler)
 
     async def query(self, request: web.Request) -> web.StreamResponse:
@@ -600,12 +605,12 @@ def add_api_routes(
     return api
 
 
-def api_errors(prefix: str):
+def api_errors(prefix: str) -> Middleware:
     """Middleware: under ``prefix``, an unknown path is a JSON 404 and a wrong method a JSON
     405 (with ``Allow``), as API clients expect; OPTIONS answers 204 like Prometheus."""
 
     @web.middleware
-    async def middleware(request: web.Request, handler) -> web.StreamResponse:
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not (request.path == prefix or request.path.startswith(prefix + "/")):
             return await handler(request)
         try:

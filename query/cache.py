@@ -268,7 +268,7 @@ def _join(old: _Chunk, fresh: _Chunk) -> _Chunk:
 
 def _prefix(chunk: _Chunk, upto: int) -> _Chunk:
     series = {}
-    text = {} if chunk._text is not None else None
+    text: dict[Labels, tuple[str, np.ndarray]] | None = {} if chunk._text is not None else None
     points = 0
     for lab, (ts, vals) in chunk.series.items():
         n = int(np.searchsorted(ts, upto, "right"))

@@ -116,10 +116,10 @@ class LazyColumns(dict):
         self[name] = col
         return col
 
-    def keys(self):  # type: ignore[override]
+    def keys(self):
         return self._names
 
-    def items(self):  # type: ignore[override]
+    def items(self):
         return [(k, self[k]) for k in self._names]
 
     def __iter__(self):
@@ -164,10 +164,10 @@ class PieceColumns(dict):
         self[name] = col
         return col
 
-    def keys(self):  # type: ignore[override]
+    def keys(self):
         return self._names
 
-    def items(self):  # type: ignore[override]
+    def items(self):
         return [(k, self[k]) for k in self._names]
 
     def __iter__(self):
@@ -207,7 +207,7 @@ def _flat_parts(
     offsets = np.zeros(len(ordered) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(counts)
     agg = PieceColumns(pieces, built, names)
-    return FlatSeries([e[0] for e in ordered], ts, bucket_values(agg, len(ts)), offsets, agg)  # type: ignore[arg-type]
+    return FlatSeries([e[0] for e in ordered], ts, bucket_values(agg, len(ts)), offsets, agg)
 
 
 def _flat_rows(rows: Rows, resolution: Resolution) -> FlatSeries:
@@ -301,7 +301,7 @@ class Evaluator:
             return self.start_ms
         if at == "end":
             return self.end_ms
-        return int(at)  # type: ignore[arg-type]
+        return int(at)  # type: ignore[call-overload]  # a number: the parser checked it
 
     def plan_of(self, sel: P.VectorSel) -> FetchPlan | None:
         return self.fetched.get((sel.key, self.sel_res.get(id(sel), Resolution.RAW)))
@@ -335,7 +335,7 @@ class Evaluator:
             ts = np.concatenate([d.timestamps for d in data]) + shift
             offsets = np.zeros(len(labels) + 1, dtype=np.int64)
             offsets[1:] = np.cumsum(counts_list)
-            flat = FlatSeries(labels, ts, bucket_values(agg, len(ts)), offsets, agg)  # type: ignore[arg-type]
+            flat = FlatSeries(labels, ts, bucket_values(agg, len(ts)), offsets, agg)
         else:
             ts = np.concatenate([d.timestamps for d in data])
             vals = np.concatenate([d.values for d in data])

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from query.values import (
     RangeVector,
     Scalar,
     String,
+    Value,
     labels_get,
     merge_same_labels,
 )
@@ -32,6 +33,9 @@ from storage.model import LABEL_NAME_RE
 
 if TYPE_CHECKING:
     from query.engine import Evaluator
+
+# One PromQL function: its arguments are evaluated by the implementation itself.
+FuncImpl = Callable[["Evaluator", P.Call, np.ndarray], Value]
 
 LD = np.longdouble
 _LD_EPS = float(np.finfo(np.longdouble).eps)
@@ -77,7 +81,7 @@ def _range_arg(ev: "Evaluator", node: P.Node, times: np.ndarray, fname: str) -> 
 
 
 def _finish(
-    labels: list[Labels], values: list[np.ndarray], present: list[np.ndarray], steps: int, drop: bool = True
+    labels: list[Labels], values: list[np.ndarray], present: Sequence[np.ndarray | np.bool_], steps: int, drop: bool = True
 ) -> InstantVector:
     if not labels:
         return InstantVector.empty(steps)
@@ -165,7 +169,9 @@ class _SeriesLists:
 
 # Batched range functions: (range vector, lo, hi as (series, steps) flat indices, scalar args)
 # -> (values, present), both (series, steps).
-BatchedCompute = Callable[[RangeVector, np.ndarray, np.ndarray, list], tuple[np.ndarray, np.ndarray]]
+# (range vector, lo, hi, scalar args) -> (values, present). lo/hi are the per-step window bounds, or a
+# _DenseGrid and None for a compute marked `dense` (see _dense_rollup_windows).
+BatchedCompute = Callable[[RangeVector, Any, Any, list], tuple[np.ndarray, np.ndarray]]
 
 
 def _series_starts_mask(rv: RangeVector) -> np.ndarray:
@@ -375,7 +381,7 @@ def _dense_rollup_windows(rv: RangeVector) -> tuple[_DenseGrid, None] | None:
 
 
 def _b_rollup_sum(column: str, per_second: bool = False) -> BatchedCompute:
-    def compute(rv: RangeVector, lo, hi, extra: list) -> tuple[np.ndarray, np.ndarray]:
+    def compute(rv: RangeVector, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
         agg = rv.agg_flat or {}
         if isinstance(lo, _DenseGrid):
             grid = lo
@@ -392,7 +398,7 @@ def _b_rollup_sum(column: str, per_second: bool = False) -> BatchedCompute:
     return compute
 
 
-def _b_rollup_avg(rv: RangeVector, lo, hi, extra: list) -> tuple[np.ndarray, np.ndarray]:
+def _b_rollup_avg(rv: RangeVector, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
     agg = rv.agg_flat or {}
     if isinstance(lo, _DenseGrid):
         s = lo.window_sums(agg["sum"])
@@ -701,8 +707,8 @@ def _double_exp_smoothing(rv: RangeVector, i: int, lo: np.ndarray, hi: np.ndarra
 
 
 # ----------------------------------------------------------- instant functions
-def _math(fn: Callable[[np.ndarray], np.ndarray]):
-    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _math(fn: Callable[[np.ndarray], np.ndarray]) -> FuncImpl:
+    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
         vec = _vector_arg(ev, node.args[0], times, node.name)
         return InstantVector(vec.labels, fn(vec.values), vec.present).with_drop(True)
 
@@ -713,7 +719,7 @@ def _sgn(x: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(x), np.nan, np.sign(x))
 
 
-def _round(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _round(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
     vec = _vector_arg(ev, node.args[0], times, node.name)
     to = _scalar_arg(ev, node.args[1], times, node.name) if len(node.args) > 1 else np.ones(len(times))
     inv = 1.0 / to
@@ -721,8 +727,8 @@ def _round(ev: "Evaluator", node: P.Call, times: np.ndarray):
     return InstantVector(vec.labels, vals, vec.present).with_drop(True)
 
 
-def _clamp(kind: str):
-    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _clamp(kind: str) -> FuncImpl:
+    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
         vec = _vector_arg(ev, node.args[0], times, node.name)
         vals = vec.values
         present = vec.present
@@ -750,20 +756,20 @@ def _go_min(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.minimum(a, b)
 
 
-def _time(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _time(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
     return Scalar(times / 1000.0)
 
 
-def _pi(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _pi(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
     return Scalar(np.full(len(times), math.pi))
 
 
-def _vector(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _vector(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
     s = _scalar_arg(ev, node.args[0], times, node.name)
     return InstantVector([()], s[None, :].copy(), np.ones((1, len(times)), dtype=bool))
 
 
-def _scalar(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _scalar(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
     vec = _vector_arg(ev, node.args[0], times, node.name)
     if len(vec) == 0:
         return Scalar(np.full(len(times), np.nan))
@@ -772,7 +778,7 @@ def _scalar(ev: "Evaluator", node: P.Call, times: np.ndarray):
     return Scalar(np.where(count == 1, val, np.nan))
 
 
-def _timestamp(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _timestamp(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
     arg = node.args[0]
     if isinstance(arg, P.VectorSel):
         vec = ev.eval_selector(arg, times, sample_times=True)
@@ -800,13 +806,13 @@ def _absent_labels(arg: P.Node) -> Labels:
     return tuple(sorted((k, v) for k, v in out.items() if v != ""))
 
 
-def _absent(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _absent(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
     vec = _vector_arg(ev, node.args[0], times, node.name)
-    missing = ~vec.present.any(axis=0) if len(vec) else np.ones(len(times), dtype=bool)
+    missing = ~np.asarray(vec.present.any(axis=0)) if len(vec) else np.ones(len(times), dtype=bool)
     return InstantVector([_absent_labels(node.args[0])], np.ones((1, len(times))), missing[None, :]).compact()
 
 
-def _absent_over_time(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _absent_over_time(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
     rv = _range_arg(ev, node.args[0], times, node.name)
     has = np.zeros(len(times), dtype=bool)
     for i in range(len(rv.labels)):
@@ -815,8 +821,8 @@ def _absent_over_time(ev: "Evaluator", node: P.Call, times: np.ndarray):
     return InstantVector([_absent_labels(node.args[0])], np.ones((1, len(times))), ~has[None, :]).compact()
 
 
-def _sort(desc: bool):
-    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _sort(desc: bool) -> FuncImpl:
+    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
         vec = _vector_arg(ev, node.args[0], times, node.name)
         if len(vec) == 0 or len(times) != 1:
             return vec
@@ -831,8 +837,8 @@ def _sort(desc: bool):
     return impl
 
 
-def _sort_by_label(desc: bool):
-    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _sort_by_label(desc: bool) -> FuncImpl:
+    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
         vec = _vector_arg(ev, node.args[0], times, node.name)
         names = [_string_arg(a, node.name) for a in node.args[1:]]
         if len(vec) == 0:
@@ -865,7 +871,7 @@ def _utf8_ok(name: str) -> bool:
     return True
 
 
-def _label_replace(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _label_replace(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
     vec = _vector_arg(ev, node.args[0], times, node.name)
     dst = _string_arg(node.args[1], node.name)
     repl = _string_arg(node.args[2], node.name)
@@ -910,7 +916,7 @@ def _check_unique(vec: InstantVector) -> InstantVector:
     return vec
 
 
-def _label_join(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _label_join(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
     vec = _vector_arg(ev, node.args[0], times, node.name)
     dst = _string_arg(node.args[1], node.name)
     sep = _string_arg(node.args[2], node.name)
@@ -930,7 +936,7 @@ def _label_join(ev: "Evaluator", node: P.Call, times: np.ndarray):
 _DATE_FUNCS = {"day_of_month", "day_of_week", "day_of_year", "days_in_month", "hour", "minute", "month", "year"}
 
 
-def _date_func(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _date_func(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
     if node.args:
         vec = _vector_arg(ev, node.args[0], times, node.name)
         labels = vec.labels
@@ -1046,7 +1052,7 @@ def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     return start + (end - start) * (rank / count)
 
 
-def _histogram_quantile(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _histogram_quantile(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
     q = _scalar_arg(ev, node.args[0], times, node.name)
     vec = _vector_arg(ev, node.args[1], times, node.name)
     groups: dict[Labels, list[tuple[float, int]]] = {}
@@ -1076,8 +1082,8 @@ def _histogram_quantile(ev: "Evaluator", node: P.Call, times: np.ndarray):
     return _finish(labels, values, present, len(times))
 
 
-def _query_scalar(kind: str):
-    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _query_scalar(kind: str) -> FuncImpl:
+    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
         n = len(times)
         if kind == "start":
             return Scalar(np.full(n, ev.start_ms / 1000.0))
@@ -1090,8 +1096,8 @@ def _query_scalar(kind: str):
     return impl
 
 
-def _min_max_of(is_min: bool):
-    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _min_max_of(is_min: bool) -> FuncImpl:
+    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
         a = _scalar_arg(ev, node.args[0], times, node.name)
         b = _scalar_arg(ev, node.args[1], times, node.name)
         return Scalar(np.minimum(a, b) if is_min else np.maximum(a, b))
@@ -1167,7 +1173,7 @@ def _bucket_groups(vec: InstantVector) -> dict[Labels, list[tuple[float, int]]]:
     return groups
 
 
-def _histogram_fraction(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _histogram_fraction(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
     lower = _scalar_arg(ev, node.args[0], times, node.name)
     upper = _scalar_arg(ev, node.args[1], times, node.name)
     vec = _vector_arg(ev, node.args[2], times, node.name)
@@ -1193,7 +1199,7 @@ def _quantile_label(q: float) -> str:
     return repr(float(q))
 
 
-def _histogram_quantiles(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _histogram_quantiles(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
     vec = _vector_arg(ev, node.args[0], times, node.name)
     label = _string_arg(node.args[1], node.name)
     qs = [_scalar_arg(ev, a, times, node.name) for a in node.args[2:]]
@@ -1215,17 +1221,17 @@ def _histogram_quantiles(ev: "Evaluator", node: P.Call, times: np.ndarray):
     return _check_unique(vec_out)
 
 
-def _native_only(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def _native_only(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
     for a in node.args:
         ev.eval(a, times)
     return InstantVector.empty(len(times))
 
 
-def _histogram_field(kind: str):
+def _histogram_field(kind: str) -> FuncImpl:
     """histogram_count / histogram_sum / histogram_avg of native histogram samples (float
     samples give nothing, as upstream)."""
 
-    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray):
+    def impl(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
         vec = _vector_arg(ev, node.args[0], times, node.name)
         lookup = ev.hist_lookup
         if lookup is None or not len(vec):
@@ -1246,7 +1252,7 @@ def _histogram_field(kind: str):
 
 
 # ---------------------------------------------------------------- dispatch table
-def eval_call(ev: "Evaluator", node: P.Call, times: np.ndarray):
+def eval_call(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Value:
     name = node.name
     for arg in node.args:
         if isinstance(arg, P.MatrixSel) and arg.vector.modifier is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
@@ -353,7 +354,7 @@ def api_buckets(h: FloatHistogram) -> list[tuple[int, float, float, float]]:
     return out
 
 
-def api_json(h: FloatHistogram, fmt=go_g) -> dict:
+def api_json(h: FloatHistogram, fmt: Callable[[float], str] = go_g) -> dict:
     """The ``histogram`` object of a Prometheus API sample: ``{"count", "sum", "buckets"}``
     with numbers as strings (``fmt`` formats them; pass the API's float formatter)."""
     body: dict = {"count": fmt(h.count), "sum": fmt(h.sum)}

@@ -3,6 +3,7 @@ matching (on/ignoring, group_left/group_right) evaluated over all steps at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -13,6 +14,7 @@ from query.values import (
     InstantVector,
     Labels,
     Scalar,
+    Value,
     format_labels,
     merge_same_labels,
 )
@@ -59,7 +61,7 @@ def compare(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     raise QueryError(f"unknown comparison operator {op}")
 
 
-def eval_binary(ev: "Evaluator", node: P.Binary, times: np.ndarray):
+def eval_binary(ev: "Evaluator", node: P.Binary, times: np.ndarray) -> Value:
     lhs = ev.eval(node.lhs, times)
     rhs = ev.eval(node.rhs, times)
     op = node.op
@@ -93,7 +95,7 @@ def _vector_scalar(op: str, vec: InstantVector, s: np.ndarray, return_bool: bool
     return InstantVector(vec.labels, arith(op, a, b), vec.present).with_drop(True)
 
 
-def _signature_fn(node: P.Binary):
+def _signature_fn(node: P.Binary) -> Callable[[Labels], tuple]:
     names = tuple(sorted(set(node.match_labels)))
     if node.on:
         def sig(lab: Labels) -> tuple:
@@ -269,7 +271,7 @@ def _vector_vector(node: P.Binary, lhs: InstantVector, rhs: InstantVector) -> In
     if fill_many is not None:
         # Match groups only the "one" side has: one series with the group's labels.
         for k, orows in one_by_sig.items():
-            o_any = one.present[orows].any(axis=0)
+            o_any = np.asarray(one.present[orows].any(axis=0))
             m_any = many.present[many_by_sig[k]].any(axis=0) if k in many_by_sig else none
             mask = o_any & ~m_any
             if not mask.any():

@@ -342,17 +342,17 @@ def _convert(e: object, text: str) -> Node:
         param = _convert(e.param, text) if e.param is not None else None
         return Aggregate(str(e.op), _convert(e.expr, text), param, without, grouping)
     if isinstance(e, pp.BinaryExpr):
-        mod = e.modifier
+        bmod = e.modifier
         b = Binary(str(e.op).strip(), _convert(e.lhs, text), _convert(e.rhs, text))
-        if mod is not None:
-            b.return_bool = bool(mod.return_bool)
-            b.card = _card(mod.card)
-            if mod.matching is not None:
+        if bmod is not None:
+            b.return_bool = bool(bmod.return_bool)
+            b.card = _card(bmod.card)
+            if bmod.matching is not None:
                 b.has_matching = True
-                b.on = mod.matching.type == pp.LabelModifierType.Include
-                b.match_labels = tuple(mod.matching.labels)
-            b.include = tuple(mod.group_labels or ())
-            fv = mod.fill_values
+                b.on = bmod.matching.type == pp.LabelModifierType.Include
+                b.match_labels = tuple(bmod.matching.labels)
+            b.include = tuple(bmod.group_labels or ())
+            fv = bmod.fill_values
             if fv is not None:
                 b.fill_lhs = fv.lhs
                 b.fill_rhs = fv.rhs

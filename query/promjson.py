@@ -83,10 +83,11 @@ def go_time(ts: float | str | None) -> str:
     if isinstance(ts, str):
         if not ts or ts.startswith("0001-"):
             return ZERO_TIME
+        text = ts
         try:
-            ts = _dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+            ts = _dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
         except ValueError:
-            return ts
+            return text
     if not ts:
         return ZERO_TIME
     ns = round(float(ts) * 1e9)

@@ -166,12 +166,12 @@ def fine_rows(
             ok[heads - 1] = False
             inc[1:] = np.where(ok, step_inc, 0.0)
     else:
-        chain = np.flatnonzero(fin)
-        if len(chain) > 1:
-            cts, cur, prev = ts[chain], vals[chain[1:]], vals[chain[:-1]]
-            cser = np.searchsorted(offsets[1:], chain, "right")
+        finite = np.flatnonzero(fin)
+        if len(finite) > 1:
+            cts, cur, prev = ts[finite], vals[finite[1:]], vals[finite[:-1]]
+            cser = np.searchsorted(offsets[1:], finite, "right")
             ok = (cser[1:] == cser[:-1]) & (cts[1:] - cts[:-1] <= max_gap_ms)
-            inc[chain[1:]] = np.where(ok, np.where(cur >= prev, cur - prev, cur), 0.0)
+            inc[finite[1:]] = np.where(ok, np.where(cur >= prev, cur - prev, cur), 0.0)
     # Rows per (series, bucket); bucket -1 collects the samples before the window.
     b = (ts - start_ms) // step_ms
     np.maximum(b, -1, out=b)

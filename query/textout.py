@@ -40,9 +40,9 @@ def result_rows(res: QueryResult, *, unix: bool = False) -> list[tuple[str, str,
         ts, s = res.string
         return [("string", format_time(ts, unix=unix), json.dumps(s))]
     rows: list[tuple[str, str, str]] = []
-    for s in res.series:
-        name = format_labels(tuple(sorted(s.labels.items())))
-        for t, v in zip(s.timestamps.tolist(), s.values.tolist(), strict=True):
+    for rs in res.series:
+        name = format_labels(tuple(sorted(rs.labels.items())))
+        for t, v in zip(rs.timestamps.tolist(), rs.values.tolist(), strict=True):
             rows.append((name, format_time(int(t), unix=unix), format_value(float(v))))
     return rows
 

@@ -51,7 +51,7 @@ class InstantVector:
 
     def compact(self) -> "InstantVector":
         """Drop series that have no point at any step."""
-        keep = self.present.any(axis=1)
+        keep = np.asarray(self.present.any(axis=1))
         if keep.all() and len(keep):
             return self
         return self.take(np.nonzero(keep)[0])
