@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import re2
-from re2 import _re2  # the binding under re2's Python API: Match returns spans, no per-call generator
+from re2 import _re2  # type: ignore[attr-defined]  # the C++ binding (Match returns spans), which the stubs omit
 
 # RE2's max_mem: the compiled program plus its DFA caches. 8 MiB is RE2's own default; Go has
 # no such option but refuses about the same patterns through its repeat and nesting limits.
@@ -87,11 +87,14 @@ def _fast_path(pattern: str) -> Callable[[str], bool] | None:
         alts = frozenset(pattern.split("|"))
         return alts.__contains__
     if pattern.endswith(".*") and not (_META & set(pattern[:-2])):
-        return lambda v, p=pattern[:-2]: v.startswith(p)
+        prefix = pattern[:-2]
+        return lambda v: v.startswith(prefix)
     if pattern.startswith(".*") and not (_META & set(pattern[2:])):
-        return lambda v, s=pattern[2:]: v.endswith(s)
+        suffix = pattern[2:]
+        return lambda v: v.endswith(suffix)
     if len(pattern) >= 4 and pattern.startswith(".*") and pattern.endswith(".*") and not (_META & set(pattern[2:-2])):
-        return lambda v, s=pattern[2:-2]: s in v
+        middle = pattern[2:-2]
+        return lambda v: middle in v
     return None
 
 

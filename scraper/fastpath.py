@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
+from typing import cast
 
 from scraper.config import ScrapeConfig
 from scraper.exposition import (
@@ -459,10 +460,10 @@ class ScrapeCache:
                 if meta is not _MISSING and len(line) <= META_CACHE_MAX_LINE:
                     if len(self._meta) > 100_000:
                         self._meta.clear()
-                    self._meta[line] = meta
+                    self._meta[line] = cast("tuple[str, str, str] | None", meta)
             if meta is not _MISSING:
                 if meta is not None:
-                    st.apply_meta(meta)
+                    st.apply_meta(cast("tuple[str, str, str]", meta))
                     self._ctx = hash((self._ctx, line))
                 return
             p = lenient_sample(st, text, 0)
@@ -500,7 +501,7 @@ class ScrapeCache:
         if e[1] is not None:
             out.series.append(e[1])
             out.values.append(p.value)
-            if explicit:
+            if explicit and p.timestamp_ms is not None:  # explicit implies it; says so to mypy
                 out.explicit_ts.append((len(out.series) - 1, p.timestamp_ms))
 
     def _build(self, p: ParsedSample) -> Series | None:

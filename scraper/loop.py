@@ -16,6 +16,7 @@ import time
 from collections import deque
 
 import aiohttp
+from prometheus_client import Counter
 
 from discovery.target import Target
 from scraper.bounds import drop_out_of_bounds
@@ -100,7 +101,7 @@ class ScrapeLoop:
         # recent scrape start times (unix s), for tests and pages
         self.scrape_times: deque[float] = deque(maxlen=SCRAPE_TIMES_KEPT)
         self._task: asyncio.Task | None = None
-        self._m_failures = {}
+        self._m_failures: dict[str, Counter] = {}
         self._m_scrapes = self.metrics.scrapes.labels(pool_name)
         self._m_duration = self.metrics.duration.labels(pool_name)
         self._m_samples = self.metrics.samples.labels(pool_name)

@@ -31,8 +31,9 @@ import struct
 import sys
 import zlib
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from cassandra import ConsistencyLevel, OperationTimedOut, Unavailable, WriteTimeout
@@ -129,7 +130,7 @@ def _enc_label_name(r: tuple) -> list[bytes]:
     return [_I4.pack(r[0]), r[1].encode()]
 
 
-_ENCODERS: dict[bytes, object] = {}  # prepared query id -> encoder, filled by _prepare
+_ENCODERS: dict[bytes, Callable[[tuple], list[bytes]]] = {}  # prepared query id -> encoder, filled by _prepare
 
 
 # -- columnar result decoding ------------------------------------------------------------------
@@ -138,7 +139,7 @@ _RowsMessage = ProtocolHandler.message_types_by_opcode[ResultMessage.opcode]  # 
 _FIXED = {LongType: ">i8", DoubleType: ">f8", Int32Type: ">i4"}  # CQL types of fixed-size cells
 
 
-class ColumnarResultMessage(_RowsMessage):
+class ColumnarResultMessage(_RowsMessage):  # type: ignore[misc,valid-type]  # the driver picks it at import
     """A RESULT whose columns are all ``bigint``/``double``/``int`` becomes ``{column: numpy array}``.
 
     Such a row is, per cell, a 4-byte length (8 or 4) and that many big-endian bytes, so the
@@ -157,7 +158,7 @@ class ColumnarResultMessage(_RowsMessage):
             body = f.read()
             if len(body) == n * row.itemsize:
                 cells = np.frombuffer(body, dtype=row, count=n)
-                if all(bool((cells[f"n{i}"] == int(t[-1])).all()) for i, t in enumerate(types)):
+                if all(bool(np.all(cells[f"n{i}"] == int(str(t)[-1]))) for i, t in enumerate(types)):
                     self.column_names = [m[2] for m in meta]
                     self.column_types = [m[3] for m in meta]
                     self.parsed_rows = {m[2]: _native(cells[f"c{i}"]) for i, m in enumerate(meta)}
@@ -180,7 +181,7 @@ class ColumnarProtocolHandler(ProtocolHandler):
     message_types_by_opcode = {**ProtocolHandler.message_types_by_opcode, ResultMessage.opcode: ColumnarResultMessage}
 
 
-def page_columns(page, names: Sequence[str], dtypes: Sequence[str]) -> list[np.ndarray]:
+def page_columns(page: dict | Iterable[tuple] | None, names: Sequence[str], dtypes: Sequence[str]) -> list[np.ndarray]:
     """The named columns of one result page as arrays (columnar dict or list of tuples)."""
     if isinstance(page, dict):
         return [page[n] for n in names]
@@ -236,7 +237,7 @@ class CassandraStorage(Storage):
         session: Session,
         keyspace: str,
         consistency: int = ConsistencyLevel.LOCAL_ONE,
-        now_ms=None,
+        now_ms: Callable[[], float] | None = None,
     ) -> None:
         self.cluster = cluster
         self.session = session
@@ -317,7 +318,7 @@ class CassandraStorage(Storage):
         return cls(cluster, session, keyspace, consistency)
 
     @classmethod
-    async def connect(cls, hosts: Sequence[str], port: int, keyspace: str = "ringmon", **kw) -> "CassandraStorage":
+    async def connect(cls, hosts: Sequence[str], port: int, keyspace: str = "ringmon", **kw: Any) -> "CassandraStorage":
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, lambda: cls.connect_sync(hosts, port, keyspace, **kw))
 
@@ -406,7 +407,7 @@ class CassandraStorage(Storage):
         fut = loop.create_future()
         pages: list = []
 
-        def done(rows) -> None:
+        def done(rows: object) -> None:
             pages.append(rows)
             if rf.has_more_pages:
                 rf.start_fetching_next_page()
@@ -419,7 +420,7 @@ class CassandraStorage(Storage):
         rf.add_callbacks(done, failed)
         return fut
 
-    async def execute(self, statement, params=None, *, session: Session | None = None, renew: bool = True) -> list:
+    async def execute(self, statement: object, params: Sequence | None = None, *, session: Session | None = None, renew: bool = True) -> list:
         """Run one statement asynchronously; returns the list of result pages.
 
         A request that finds its session's connection pool shut down renews the pool and is
@@ -456,7 +457,7 @@ class CassandraStorage(Storage):
             self._renewals[id(session)] = task
         await asyncio.shield(task)
 
-    async def execute_columnar(self, statement, params) -> list:
+    async def execute_columnar(self, statement: object, params: Sequence) -> list:
         """``execute`` on the columnar session (pages of bigint/double columns are dicts of arrays).
 
         When that session's pool cannot be renewed (``execute`` tries once), the read runs on
@@ -469,7 +470,7 @@ class CassandraStorage(Storage):
             log.warning("columnar read session has no connection pool; reading on the main session")
             return await self.execute(statement, params)
 
-    async def _rows(self, statement, params) -> list:
+    async def _rows(self, statement: object, params: Sequence | None) -> list:
         pages = await self.execute(statement, params)
         return [r for page in pages for r in page]
 
@@ -577,6 +578,7 @@ class CassandraStorage(Storage):
         lo, hi = int(ts.min()), int(ts.max())
         groups: dict[tuple, tuple[PreparedStatement, list[tuple]]] = {}
         marks: list = []
+        key: tuple
         tgt_set = frozenset((target,))
         for level in sch.INDEX_LEVELS:
             s = level.suffix
@@ -896,9 +898,9 @@ class CassandraStorage(Storage):
         info_by_id = {i.series.id: i for i in infos}
         out = []
         for s_ids, s_ts, s_val in zip(np.split(sid, cuts), np.split(ts, cuts), np.split(val, cuts), strict=True):
-            info = info_by_id.get(int(s_ids[0]))
-            if info is not None:
-                out.append(SeriesData(info.series, s_ts.copy(), s_val.copy()))
+            found = info_by_id.get(int(s_ids[0]))
+            if found is not None:
+                out.append(SeriesData(found.series, s_ts.copy(), s_val.copy()))
         out.sort(key=lambda d: d.series.labels)
         return out
 
@@ -917,7 +919,7 @@ async def _gather_waves(coros: list, limit: int = MAX_CONCURRENT_REQUESTS, retur
     return out
 
 
-def _resolve(fut: asyncio.Future, value) -> None:
+def _resolve(fut: asyncio.Future, value: object) -> None:
     if not fut.done():
         fut.set_result(value)
 

@@ -43,6 +43,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 
 import numpy as np
 from cassandra import ConsistencyLevel
+from cassandra.query import PreparedStatement
 
 from storage import rollup_chunks as chunks
 from storage.base import AGGREGATES, DAY_MS, HOUR_MS, Resolution, SeriesData, aggregate_names, bucket_values
@@ -160,7 +161,7 @@ class CassandraRollupMixin:
             self._rollup_ps = await loop.run_in_executor(None, prepare)
         return self._rollup_ps
 
-    async def _chunk_read_ps(self, resolution: Resolution, names: tuple[str, ...]):
+    async def _chunk_read_ps(self, resolution: Resolution, names: tuple[str, ...]) -> PreparedStatement:
         """The chunk read of ``names`` (and ``ts``, and ``data`` for record-form chunks)."""
         key = (resolution, names)
         if self._chunk_reads is None:
@@ -184,7 +185,7 @@ class CassandraRollupMixin:
         """Run idempotent upserts ``(statement, params)``, at most MAX_IN_FLIGHT at once,
         retrying timeouts with backoff."""
 
-        def upsert(stmt, params) -> Callable[[], Awaitable[object]]:
+        def upsert(stmt: object, params: Sequence) -> Callable[[], Awaitable[object]]:
             return lambda: self.execute(stmt, params)  # type: ignore[attr-defined]
 
         await self._bounded_steps([upsert(stmt, params) for stmt, params in calls])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -62,11 +63,11 @@ class Matcher:
         return f'{self.name}{self.op.value}"{self.value}"'
 
 
-def match_all(matchers: list[Matcher] | tuple[Matcher, ...], labels: Labels) -> bool:
+def match_all(matchers: Sequence[Matcher], labels: Labels) -> bool:
     return all(m.matches(labels) for m in matchers)
 
 
-def metric_name_of(matchers: list[Matcher] | tuple[Matcher, ...]) -> str | None:
+def metric_name_of(matchers: Sequence[Matcher]) -> str | None:
     """The metric name fixed by an ``__name__="x"`` matcher, if any."""
     for m in matchers:
         if m.name == "__name__" and m.op is MatchOp.EQ:

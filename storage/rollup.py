@@ -184,7 +184,7 @@ def rollup_raw(
     local = np.repeat(np.arange(nb), ends - starts)
     total = np.bincount(local, weights=vals, minlength=nb) if nb else np.empty(0)
     # bincount turns -0.0 sums into 0.0 exactly as 0.0 + (-0.0) does in a scalar loop.
-    increase = np.zeros(nb, dtype=np.float64)
+    increase: np.ndarray = np.zeros(nb, dtype=np.float64)
     if inc.size:
         pos = np.searchsorted(keys, inc_bucket)
         increase = np.bincount(pos, weights=inc, minlength=nb)

@@ -16,6 +16,7 @@ import logging
 import time
 
 import numpy as np
+from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent_with_args
 from cassandra.query import SimpleStatement
 
@@ -34,7 +35,7 @@ FETCH_ROWS = 5000
 CONCURRENCY = 32
 
 
-def convert_row_table(session, keyspace: str, table: str, ttl_s: int, now_ms: int | None = None) -> int:
+def convert_row_table(session: Session, keyspace: str, table: str, ttl_s: int, now_ms: int | None = None) -> int:
     """Pack ``keyspace.table`` (a version-2 rollup table) into chunks, then drop it.
 
     Blocking driver calls. Returns the number of buckets converted."""

@@ -31,10 +31,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from storage.base import DAY_MS, HOUR_MS
 from storage.rollup_chunks import STORED as STORED_CHUNK_COLUMNS
 from storage.rollup_upgrade import ROW_TABLES_BEFORE_CHUNKS, convert_row_table
+
+if TYPE_CHECKING:
+    from cassandra.cluster import Session
 
 # 2: raw_late (``ringmon storage init`` on a version-1 keyspace adds it); 3: rollup chunks
 # (``ringmon storage init`` packs a version-2 keyspace's rollup rows into them); 4: rollup
@@ -216,7 +220,7 @@ def keyspace_statement(spec: SchemaSpec) -> str:
     return f"CREATE KEYSPACE IF NOT EXISTS {spec.keyspace} WITH replication = {{{repl}}}"
 
 
-def create_schema(session, spec: SchemaSpec) -> list[str]:
+def create_schema(session: Session, spec: SchemaSpec) -> list[str]:
     """Create keyspace and tables if missing (blocking driver calls); returns tables created.
 
     Idempotent: existing tables are left as they are. Records ``schema_version``.
@@ -263,7 +267,7 @@ def create_schema(session, spec: SchemaSpec) -> list[str]:
     return created
 
 
-def schema_version(session, keyspace: str) -> int | None:
+def schema_version(session: Session, keyspace: str) -> int | None:
     """The recorded schema version of ``keyspace``, or None when not initialised."""
     rows = session.execute(
         "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s AND table_name = 'meta'", (keyspace,)

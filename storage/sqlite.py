@@ -85,7 +85,7 @@ def _floats_to_bits(values: Sequence[float]) -> list[int]:
 
 def series_from_row(series_id: int, labels_json: str) -> Series:
     """A ``series`` table row as a Series (labels are stored as a JSON list of pairs)."""
-    return Series(series_id, tuple(tuple(p) for p in json.loads(labels_json)))  # type: ignore[arg-type]
+    return Series(series_id, tuple(tuple(p) for p in json.loads(labels_json)))
 
 
 APPEND_RAW = (

@@ -261,7 +261,7 @@ class CassandraNode:
 
     def is_running(self) -> bool:
         pid = self.pid or self._read_pid()
-        return bool(pid) and pid_alive(pid)
+        return pid is not None and pid != 0 and pid_alive(pid)
 
     def is_ready(self) -> bool:
         return _cql_startup_ok(self.host, self.native_port)
