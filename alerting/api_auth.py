@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 TOKEN_FILE_NAME = "alerter-api-token"
 USER_HEADER = "X-Ringmon-User"
@@ -91,12 +92,12 @@ def _foreign_origin(request: web.Request) -> bool:
     return origin == "null" or urlsplit(origin).netloc != request.host
 
 
-def api_middleware(token: str):
+def api_middleware(token: str) -> Middleware:
     """aiohttp middleware enforcing origin, token and JSON bodies (see the module docstring)."""
     want = f"Bearer {token}".encode()
 
     @web.middleware
-    async def middleware(request: web.Request, handler):
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if _foreign_origin(request):
             return _error(403, "cross-origin requests are refused")
         if request.path not in OPEN_PATHS:

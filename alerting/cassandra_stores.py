@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 from cassandra import ConsistencyLevel
 from cassandra.query import BatchStatement, BatchType, SimpleStatement
@@ -18,6 +19,9 @@ from cassandra.query import BatchStatement, BatchType, SimpleStatement
 from alerting.notifier.nflog import NflogEntry, NotificationLog
 from alerting.notifier.silences import Silence, SilenceStore
 from alerting.state import AlertStateRecord, AlertStateStore
+
+if TYPE_CHECKING:
+    from storage.cassandra import CassandraStorage
 
 CQL = """
 CREATE TABLE IF NOT EXISTS {ks}.alert_state (
@@ -52,7 +56,7 @@ def alerting_cql(keyspace: str) -> list[str]:
 
 
 class _Base:
-    def __init__(self, storage, create: bool = True) -> None:
+    def __init__(self, storage: CassandraStorage, create: bool = True) -> None:
         self.storage = storage  # a storage.cassandra.CassandraStorage
         self.ks = storage.keyspace
         self._ready = not create
@@ -70,7 +74,7 @@ class _Base:
 
 
 class CassandraAlertStateStore(_Base, AlertStateStore):
-    def __init__(self, storage, create: bool = True) -> None:
+    def __init__(self, storage: CassandraStorage, create: bool = True) -> None:
         super().__init__(storage, create)
         self._last_us = 0
 

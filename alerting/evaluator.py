@@ -16,9 +16,9 @@ import logging
 import math
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -41,7 +41,7 @@ GROUP_MISSED = Counter("ringmon_rule_group_iterations_missed_total", "Evaluation
 OWNED_GROUPS = Gauge("ringmon_rule_groups_owned", "Rule groups this alerter evaluates")
 ALERTS_ACTIVE = Gauge("ringmon_alerts", "Active alerts by state", ["state"])
 
-QueryFunc = Callable[[str, int], Awaitable[QueryResult]]
+QueryFunc = Callable[[str, int], Coroutine[Any, Any, QueryResult]]
 RESOLVED_RETENTION_S = 15 * 60.0
 
 
@@ -470,7 +470,8 @@ class RuleManager:
         return h % interval_ms
 
     async def _loop(self, key: str) -> None:
-        runner = self.runners[key]
+        runner: GroupRunner | None = self.runners[key]
+        assert runner is not None
         interval = runner.interval_ms
         offset = self._offset_ms(key, interval)
         now_ms = int(self.clock() * 1000)

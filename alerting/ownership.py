@@ -108,7 +108,7 @@ class ZooKeeperOwnership(RingOwnership):
     def start(self) -> None:
         from kazoo.client import KazooClient, KazooState
 
-        self.zk = KazooClient(hosts=self.hosts, timeout=self.session_timeout_s)
+        zk = self.zk = KazooClient(hosts=self.hosts, timeout=self.session_timeout_s)
 
         def on_state(state: str) -> None:
             if state == KazooState.LOST:
@@ -120,11 +120,11 @@ class ZooKeeperOwnership(RingOwnership):
                 assert self.zk is not None
                 self.zk.handler.spawn(self._register)  # a new session needs our ephemeral node again
 
-        self.zk.add_listener(on_state)
-        self.zk.start(timeout=max(5.0, self.session_timeout_s))
+        zk.add_listener(on_state)
+        zk.start(timeout=max(5.0, self.session_timeout_s))
         self._register()
         # The recipe re-reads the children after reconnects and session loss.
-        self.zk.ChildrenWatch(self.root, self._on_children)
+        zk.ChildrenWatch(self.root, self._on_children)
 
     def _register(self) -> None:
         from kazoo.exceptions import NodeExistsError

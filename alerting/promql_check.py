@@ -9,6 +9,7 @@ Duration expressions are always accepted (no longer behind a flag upstream).
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import promql_parser
@@ -97,7 +98,7 @@ def check_expr(expr: str, features: ParserFeatures = DEFAULT_FEATURES) -> object
     return node
 
 
-def _walk(node: object):
+def _walk(node: object) -> Iterator[object]:
     yield node
     for attr in ("expr", "vector", "lhs", "rhs", "param"):
         child = getattr(node, attr, None)

@@ -66,8 +66,7 @@ class RuleStore:
                 out.extend(sorted(glob.glob(p)))
             else:
                 out.append(p)
-        seen: set[str] = set()
-        return [p for p in out if not (p in seen or seen.add(p))]
+        return list(dict.fromkeys(out))  # in order, each once
 
     def set_paths(self, paths: list[str]) -> None:
         self.paths = list(paths)

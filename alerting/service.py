@@ -19,7 +19,7 @@ import signal
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
@@ -42,6 +42,9 @@ from alerting.template import DEFAULT_LIMITS, TemplateLimits
 from common.yamlfile import YamlFileError, load_yaml_file
 from query.engine import Engine
 from storage.base import SampleWriter, Storage
+
+if TYPE_CHECKING:
+    from storage.cassandra import CassandraStorage
 
 log = logging.getLogger("ringmon.alerting.service")
 
@@ -209,9 +212,10 @@ class AlerterService:
                 CassandraSilenceStore,
             )
 
-            state_store: Any = CassandraAlertStateStore(storage)
-            nflog: Any = CassandraNotificationLog(storage)
-            silence_store: Any = CassandraSilenceStore(storage)
+            cstorage = cast("CassandraStorage", storage)  # checked by uses_cassandra_state
+            state_store: Any = CassandraAlertStateStore(cstorage)
+            nflog: Any = CassandraNotificationLog(cstorage)
+            silence_store: Any = CassandraSilenceStore(cstorage)
         else:
             state_store = SQLiteAlertStateStore(self.db)
             nflog = SQLiteNotificationLog(self.db)

@@ -11,9 +11,12 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 @dataclass
@@ -113,8 +116,8 @@ class AlertmanagerProcess:
 
         self.dir = Path(workdir)
         self.port = free_port()
-        self.proc = None
-        self._log = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: BinaryIO | None = None
 
     @property
     def url(self) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 import promql_parser
 
 from alerting.durations import DurationError, format_duration_ms, parse_duration_ms
-from alerting.evaluator import EvalOptions, GroupRunner
+from alerting.evaluator import EvalOptions, GroupRunner, QueryFunc
 from alerting.promql_check import NO_OPTIONAL_FEATURES, ParserFeatures
 from alerting.rulefile import LoadOptions, RuleFileError, RuleGroup, load_rule_file
 from alerting.state import FIRING, MemoryAlertStateStore
@@ -40,6 +40,7 @@ from query.histogram import (
     split_series_values,
 )
 from query.memory import MemoryStorage
+from query.result import QueryResult
 from storage.base import DirectWriter
 from storage.model import STALE_NAN, Series, labels_from_dict
 
@@ -131,7 +132,7 @@ def parse_series_labels(text: str) -> dict[str, str]:
         vs = promql_parser.parse(str(text))
     except ValueError as exc:
         raise UnitTestError(f"invalid series {text!r}: {exc}") from None
-    if type(vs).__name__ != "VectorSelector":
+    if not isinstance(vs, promql_parser.VectorSelector):
         raise UnitTestError(f"invalid series {text!r}: expected a metric name with labels")
     out: dict[str, str] = {}
     if vs.name:
@@ -331,7 +332,7 @@ class UnitTestRunner:
         for at in alert_tests:
             et = _duration(at.get("eval_time"), "eval_time")
             name_ = str(at.get("alertname", ""))
-            got = sorted(((lab, ann) for n, lab, ann in alerts_at.get(et, []) if n == name_), key=lambda x: sorted(x[0].items()))
+            got_alerts = sorted(((lab, ann) for n, lab, ann in alerts_at.get(et, []) if n == name_), key=lambda x: sorted(x[0].items()))
             exp = []
             for ea in at.get("exp_alerts") or []:
                 ea = ea or {}
@@ -341,7 +342,7 @@ class UnitTestRunner:
                 ann = {str(k): str(v) for k, v in (ea.get("exp_annotations") or {}).items()}
                 exp.append((lab, ann))
             exp.sort(key=lambda x: sorted(x[0].items()))
-            got_cmp = [({**lab, **{k: v for k, v in ext.items()}}, ann) for lab, ann in got]
+            got_cmp = [({**lab, **{k: v for k, v in ext.items()}}, ann) for lab, ann in got_alerts]
             if got_cmp != exp:
                 errors.append(
                     f"{label}: alertname: {name_}, time: {format_duration_ms(et)},\n"
@@ -386,10 +387,10 @@ class UnitTestRunner:
                     f"        exp: {_fmt_samples(exp_samples)}\n        got: {_fmt_samples(got)}")
         return errors, skipped
 
-    def _query_fn(self, engine: Engine):
+    def _query_fn(self, engine: Engine) -> QueryFunc:
         feats = self.options.features
 
-        async def query(expr: str, ts_ms: int):
+        async def query(expr: str, ts_ms: int) -> QueryResult:
             from alerting.promql_check import check_expr
 
             check_expr(expr, feats)

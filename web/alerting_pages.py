@@ -27,7 +27,7 @@ from web.timerange import parse_duration_s
 
 log = logging.getLogger("ringmon.web.alerting")
 
-ALERTING = web.AppKey("alerting_views", object)
+ALERTING: web.AppKey[AlertingViews] = web.AppKey("alerting_views")
 SILENCE_DURATIONS = ("30m", "1h", "2h", "4h", "8h", "12h", "1d", "3d", "7d")
 MAX_RULE_TEXT = 1_000_000  # characters a save may hold; validation and writing run in a worker thread
 STATE_ORDER = {"firing": 0, "pending": 1}
@@ -137,7 +137,7 @@ def _alert_value(raw: Any, templates: Any) -> str:
 async def alerts_page(request: web.Request) -> web.Response:
     groups, err = await _status(request)
     views = _views(request)
-    muted: dict[str, list[str]] = {}
+    muted: dict[int, list[str]] = {}
     alerts = []
     for g in groups:
         for r in g.get("rules", []):

@@ -13,6 +13,7 @@ the alerters' API token (``alerting/api_auth.py``) and a silence the logged-in u
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import logging
 import time
@@ -183,8 +184,7 @@ class RemoteAlerters:
                 found = [alerter_url(u) for u in await self.discover()]
             except Exception as exc:  # noqa: BLE001 - discovery away: the configured ones still work
                 log.warning("alerter discovery failed", extra={"error": str(exc)})
-        seen: set[str] = set()
-        urls = [u for u in [*self.static_urls, *found] if not (u in seen or seen.add(u))]
+        urls = list(dict.fromkeys([*self.static_urls, *found]))  # in order, each once
         return urls or list(self.fallback_urls)
 
     def _http(self) -> aiohttp.ClientSession:
@@ -344,7 +344,7 @@ class RemoteSilences:
             self._cache = await self.list()
             self._loaded_at = t
 
-    def muted_by(self, labels: dict[str, str], now: float | None = None) -> list[str]:
+    def muted_by(self, labels: dict[str, str], now: float | None = None) -> builtins.list[str]:
         return [s.id for s in self._cache if s.mutes(labels, now)]
 
 

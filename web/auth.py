@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import Counter
 
 from web.login_throttle import Attempt, LoginThrottle
@@ -237,7 +238,7 @@ class Auth:
     def csrf_for(self, cookie_value: str) -> str:
         return self._sign("csrf", cookie_value)
 
-    def check_csrf(self, request: web.Request, form: Mapping[str, str]) -> None:
+    def check_csrf(self, request: web.Request, form: Mapping[str, object]) -> None:
         """Raise 403 unless the form's token matches this browser's CSRF cookie (and, when the
         browser says where the form came from, it came from this site)."""
         origin = request.headers.get("Origin")
@@ -254,11 +255,11 @@ class Auth:
 NO_USER_PATHS = ("/api/", "/static/", "/metrics", "/-/")  # never show or need the user: no session lookup
 
 
-def auth_middleware(auth: Auth):
+def auth_middleware(auth: Auth) -> Middleware:
     """Puts the logged-in user and this browser's CSRF form token on every request."""
 
     @web.middleware
-    async def middleware(request: web.Request, handler):
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         cookie = request.cookies.get(CSRF_COOKIE, "")
         if len(cookie) < 20:
             cookie = secrets.token_urlsafe(24)

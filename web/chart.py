@@ -282,10 +282,8 @@ def unit_step(raw: float, unit: str, scale: float = 1.0) -> float:
     if unit == "seconds" and raw >= 1:
         step = next((s for s in _DURATION_STEPS if s >= raw * (1 - 1e-9)), None)
         return float(step) if step is not None else nice_step(raw / 86400) * 86400
-    step = nice_step(raw / scale) * scale
-    if unit == "bytes":
-        step = max(step, 1.0)
-    return step
+    nice = nice_step(raw / scale) * scale
+    return max(nice, 1.0) if unit == "bytes" else nice
 
 
 def y_ticks(lo: float, hi: float, unit: str, max_ticks: int = 6) -> tuple[float, float, list[float]]:
@@ -314,7 +312,8 @@ def time_ticks(start_ms: int, end_ms: int, tz: dt.tzinfo, max_ticks: int) -> lis
     start = dt.datetime.fromtimestamp(start_ms / 1000, tz)
     out: list[tuple[int, str]] = []
     if step is not None and step < 86400:
-        offset = start.utcoffset().total_seconds() if start.utcoffset() else 0.0
+        utc_offset = start.utcoffset()
+        offset = utc_offset.total_seconds() if utc_offset else 0.0
         t = math.ceil((start_ms / 1000 + offset) / step) * step - offset
         while t * 1000 <= end_ms and len(out) <= max_ticks + 1:
             local = dt.datetime.fromtimestamp(t, tz)
@@ -345,11 +344,11 @@ def time_ticks(start_ms: int, end_ms: int, tz: dt.tzinfo, max_ticks: int) -> lis
         year += (month - 1) // 12
         month = (month - 1) % 12 + 1
         if (month - 1) % months == 0:
-            t = dt.datetime(year, month, 1, tzinfo=tz)
-            if t.timestamp() * 1000 > end_ms or len(out) > max_ticks + 1:
+            first = dt.datetime(year, month, 1, tzinfo=tz)
+            if first.timestamp() * 1000 > end_ms or len(out) > max_ticks + 1:
                 break
             out.append(
-                (int(t.timestamp() * 1000), t.strftime("%b %Y" if month == 1 or months >= 12 else "%b"))
+                (int(first.timestamp() * 1000), first.strftime("%b %Y" if month == 1 or months >= 12 else "%b"))
             )
         month += 1
     return out
@@ -740,12 +739,14 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
     thin = [stacked and _too_thin(p.vals, px_per_unit) for p in prepared]
     depth = [0] * len(prepared)  # how many coinciding lines are drawn over each line
     for i in range(len(prepared) - 1, -1, -1):
-        if cover[i] is not None:
-            depth[i] = depth[cover[i]] + 1
+        over = cover[i]
+        if over is not None:
+            depth[i] = depth[over] + 1
     top_of = list(range(len(prepared)))
     for i in range(len(prepared) - 1, -1, -1):
-        if cover[i] is not None:
-            top_of[i] = top_of[cover[i]]
+        over = cover[i]
+        if over is not None:
+            top_of[i] = top_of[over]
     legend_texts = []
     for i, s in enumerate(shown):
         text = s.name or "{}"
@@ -756,10 +757,11 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
         legend_texts.append(text if len(text) <= LEGEND_MAX_CHARS else text[: LEGEND_MAX_CHARS - 1] + "…")
 
     # Legend layout: items flow left to right in rows.
-    legend_items: list[tuple[float, float, int]] = []
+    legend_items: list[tuple[float, int, int]] = []
     legend_h = 0
     if spec.legend and shown:
-        lx, row = left, 0
+        lx: float = left
+        row = 0
         for i in range(len(shown)):
             w = 18 + len(legend_texts[i]) * CHAR_W + 14
             if lx + w > width - MARGIN_RIGHT and lx > left:
@@ -895,13 +897,13 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
             at = np.concatenate([np.arange(a, b) for a, b in marked])
             texts = humanize_many(p.vals[keep[at]], spec.unit) if with_titles else None
             stamps = p.ts[keep[at]].tolist()
-            cx, cy = _tenths_many(x10[at]), _tenths_many(y10[at])
+            cxs, cys = _tenths_many(x10[at]), _tenths_many(y10[at])
             n = 0
             for a, b in marked:
                 extra = ' class="iso" fill-opacity="1"' if b - a == 1 else ""
                 for _ in range(a, b):
                     title = f"<title>{tip}{_when(stamps[n], spec.tz)}: {texts[n]}</title>" if texts else ""
-                    parts.append(f'<circle cx="{cx[n]}" cy="{cy[n]}" r="3"{extra}>{title}</circle>')
+                    parts.append(f'<circle cx="{cxs[n]}" cy="{cys[n]}" r="3"{extra}>{title}</circle>')
                     n += 1
         parts.append("</g>")
         if i in legend_at:

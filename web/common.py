@@ -11,8 +11,9 @@ import jinja2
 from aiohttp import web
 
 from web import chart
-from web.auth import CSRF_FIELD, CSRF_KEY, USER_KEY
+from web.auth import CSRF_FIELD, CSRF_KEY, USER_KEY, Auth
 from web.dashboards import DashboardStore
+from web.providers import PoolsProvider, QueryEngine, TargetsProvider
 from web.timerange import PRESETS, REFRESH_CHOICES, SOURCE_CHOICES
 
 HERE = Path(__file__).resolve().parent
@@ -33,16 +34,16 @@ SECURITY_HEADERS = {
 # Paths whose errors are not turned into HTML pages (JSON APIs mounted by other packages).
 NON_HTML_PREFIXES = ("/api/", "/metrics", "/-/")
 
-ENGINE = web.AppKey("engine", object)
-RANGE_ENGINE = web.AppKey("range_engine", object)  # a range-query cache, or the engine itself
-POOLS = web.AppKey("pools_provider", object)
-TARGETS = web.AppKey("targets_provider", object)
+ENGINE = web.AppKey("engine", QueryEngine)
+RANGE_ENGINE = web.AppKey("range_engine", QueryEngine)  # a range-query cache, or the engine itself
+POOLS: web.AppKey[PoolsProvider] = web.AppKey("pools_provider")
+TARGETS: web.AppKey[TargetsProvider] = web.AppKey("targets_provider")
 JINJA = web.AppKey("jinja", jinja2.Environment)
 TITLE = web.AppKey("title", str)
 DASHBOARDS = web.AppKey("dashboards", DashboardStore)
 
 NAV = web.AppKey("nav", list)
-AUTH = web.AppKey("auth", object)  # web.auth.Auth or None
+AUTH = web.AppKey("auth", Auth)
 
 BASE_NAV = [
     ("/", "Overview"),

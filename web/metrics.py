@@ -4,9 +4,9 @@ handler and status code, and the time to answer them (``ringmon_web_*``)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -23,9 +23,9 @@ class WebMetrics:
         self.latency = Histogram("ringmon_web_request_duration_seconds", "Time to answer a request.",
                                  ["handler"], buckets=LATENCY_BUCKETS, registry=r)
 
-    def middleware(self) -> Callable:
+    def middleware(self) -> Middleware:
         @web.middleware
-        async def instrument(request: web.Request, handler):
+        async def instrument(request: web.Request, handler: Handler) -> web.StreamResponse:
             route = request.match_info.route
             name = getattr(route, "name", None) or (route.resource.canonical if route.resource else "unmatched")
             started = time.perf_counter()

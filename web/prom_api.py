@@ -73,7 +73,7 @@ class FleetApi:
     async def _active(self) -> list[dict[str, Any]]:
         if self.src.targets is None:
             return []
-        out = []
+        out: list[dict[str, Any]] = []
         for rec in await self.src.targets():
             pool = str(rec.get("pool") or "")
             address = str(rec.get("address") or "")
@@ -236,7 +236,7 @@ class FleetApi:
 
     async def alerts(self, request: web.Request) -> web.StreamResponse:
         async def run(params: dict[str, list[str]]) -> web.Response:
-            alerts = []
+            alerts: list[dict[str, Any]] = []
             for g in await self._groups():
                 for r in g.get("rules") or ():
                     if r.get("type") == "alerting":

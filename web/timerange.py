@@ -107,13 +107,13 @@ class TimeRange:
     refresh: str = "off"
     errors: list[str] = field(default_factory=list)
     # The moment the page shows as "now": after ``end_ms`` (the last step of the grid) by
-    # less than a step for a "last N" window; equal to it for a custom window.
-    now_ms: int | None = None
+    # less than a step for a "last N" window; equal to it for a custom window (-1: end_ms).
+    now_ms: int = -1
     # The max_source_resolution the page's queries ask for (``?max_source_resolution=``).
     source: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.now_ms is None:
+        if self.now_ms < 0:
             self.now_ms = self.end_ms
 
     @property

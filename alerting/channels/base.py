@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import builtins
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,19 +102,19 @@ class Opts:
             raise ChannelConfigError(f"{self.where}.{key}: expected a string, got {type(v).__name__}")
         return str(v)
 
-    def bool(self, key: str, default: bool) -> bool:
+    def bool(self, key: builtins.str, default: bool) -> bool:
         v = self.data.get(key, default)
         if not isinstance(v, bool):
             raise ChannelConfigError(f"{self.where}.{key}: expected true or false, got {v!r}")
         return v
 
-    def num(self, key: str, default: float) -> float:
+    def num(self, key: builtins.str, default: float) -> float:
         v = self.data.get(key, default)
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise ChannelConfigError(f"{self.where}.{key}: expected a number, got {v!r}")
         return float(v)
 
-    def duration(self, key: str, default: float) -> float:
+    def duration(self, key: builtins.str, default: float) -> float:
         from alerting.durations import DurationError, parse_duration_ms
 
         v = self.data.get(key)
@@ -126,7 +127,7 @@ class Opts:
         except DurationError as exc:
             raise ChannelConfigError(f"{self.where}.{key}: {exc}") from None
 
-    def str_list(self, key: str, default: list[str] | None = None) -> list[str]:
+    def str_list(self, key: builtins.str, default: builtins.list[builtins.str] | None = None) -> builtins.list[builtins.str]:
         v = self.data.get(key, default)
         if v is None:
             raise ChannelConfigError(f"{self.where}.{key}: required")
@@ -136,13 +137,13 @@ class Opts:
             raise ChannelConfigError(f"{self.where}.{key}: expected a list of strings")
         return list(v)
 
-    def str_map(self, key: str) -> dict[str, str]:
+    def str_map(self, key: builtins.str) -> dict[builtins.str, builtins.str]:
         v = self.data.get(key) or {}
         if not isinstance(v, dict):
             raise ChannelConfigError(f"{self.where}.{key}: expected a mapping")
         return {str(k): str(x) for k, x in v.items()}
 
-    def url(self, key: str, default: str | None = None) -> str:
+    def url(self, key: builtins.str, default: builtins.str | None = None) -> builtins.str:
         u = self.str(key, default)
         if not u.startswith(("http://", "https://")):
             raise ChannelConfigError(f"{self.where}.{key}: expected an http:// or https:// URL, got {u!r}")

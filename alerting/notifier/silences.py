@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import builtins
 import json
 import sqlite3
 import time
@@ -212,7 +213,7 @@ class Silences:
             self._cache = await self.store.list()
             self._loaded_at = t
 
-    def muted_by(self, labels: dict[str, str], now: float | None = None) -> list[str]:
+    def muted_by(self, labels: dict[str, str], now: float | None = None) -> builtins.list[str]:
         """Ids of active silences muting ``labels`` (from the last refresh)."""
         return [s.id for s in self._cache if s.mutes(labels, now)]
 
