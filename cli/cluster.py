@@ -184,7 +184,9 @@ def has_subcommand(name: str) -> bool:
     from cli.main import build_parser
 
     parser = build_parser()
-    for action in parser._subparsers._group_actions:  # noqa: SLF001 - argparse has no public listing
+    subparsers = parser._subparsers  # noqa: SLF001 - argparse has no public listing
+    assert subparsers is not None
+    for action in subparsers._group_actions:  # noqa: SLF001
         if name in getattr(action, "choices", {}):
             return True
     return False

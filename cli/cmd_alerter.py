@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from alerting.notifier.config import NotifierConfig
+    from alerting.service import AlerterSettings
+    from cli.config import RingmonConfig
+    from storage.base import SampleWriter, Storage
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,11 +64,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _main(args, settings, notifier_cfg, ring_cfg) -> None:
+async def _main(
+    args: argparse.Namespace, settings: AlerterSettings, notifier_cfg: NotifierConfig, ring_cfg: RingmonConfig | None
+) -> None:
     from alerting.service import AlerterConfigError, AlerterService
     from cli.errors import UserError
     from cli.wiring import make_storage, make_writer
 
+    storage: Storage
+    writer: SampleWriter
     if args.sqlite:
         from storage.base import DirectWriter
         from storage.sqlite import SQLiteStorage
@@ -69,6 +80,7 @@ async def _main(args, settings, notifier_cfg, ring_cfg) -> None:
         storage = await SQLiteStorage.open(args.sqlite)
         writer = DirectWriter(storage)
     else:
+        assert ring_cfg is not None  # checked by the caller
         storage = await make_storage(ring_cfg.storage)
         writer = await make_writer(ring_cfg.storage, storage)
     svc = AlerterService(settings, notifier_cfg, storage, writer, alerting_config_path=args.alerting)

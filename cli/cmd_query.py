@@ -17,8 +17,15 @@ import asyncio
 import re
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from cli.errors import UserError
+
+if TYPE_CHECKING:
+    from query.engine import Engine
+    from query.result import QueryResult
+    from storage.base import Storage
 
 
 def _parse_time(text: str | None, what: str, now: int | None = None) -> int:
@@ -36,7 +43,7 @@ def _parse_time(text: str | None, what: str, now: int | None = None) -> int:
         raise UserError(f"--{what}: {exc.message}") from None
 
 
-def _print(res, args: argparse.Namespace) -> None:
+def _print(res: QueryResult, args: argparse.Namespace) -> None:
     from query.textout import format_table, response_text
 
     if args.output == "json":
@@ -51,7 +58,7 @@ def _print(res, args: argparse.Namespace) -> None:
         print(f"warning: {w}", file=sys.stderr)
 
 
-async def _with_engine(args: argparse.Namespace, fn):
+async def _with_engine(args: argparse.Namespace, fn: Callable[[Engine, Storage], Awaitable[int]]) -> int:
     from cli.config import load_config
     from cli.wiring import make_storage
     from query.engine import Engine
@@ -75,7 +82,7 @@ def run_instant(args: argparse.Namespace) -> int:
 
     t = _parse_time(args.time, "time")
 
-    async def go(engine, storage) -> int:
+    async def go(engine: Engine, storage: Storage) -> int:
         try:
             res = await engine.instant_query(args.expr, t)
         except QueryError as exc:
@@ -98,7 +105,7 @@ def run_range(args: argparse.Namespace) -> int:
     except ApiError as exc:
         raise UserError(f"--step: {exc.message}") from None
 
-    async def go(engine, storage) -> int:
+    async def go(engine: Engine, storage: Storage) -> int:
         try:
             res = await engine.range_query(args.expr, start, end, step)
         except QueryError as exc:
@@ -118,7 +125,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from query.cache import RangeQueryCache
     from web.prom_api import FleetApiSources, add_fleet_api_routes
 
-    async def go(engine, storage) -> int:
+    async def go(engine: Engine, storage: Storage) -> int:
         app = web.Application()
         add_api_routes(app, engine, storage, RangeQueryCache(engine))
         add_fleet_api_routes(app, FleetApiSources(head_series=head_series_of(storage)))  # no scraper or alerter here

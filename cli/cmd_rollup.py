@@ -15,9 +15,13 @@ import logging
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cli.errors import UserError
 from cli.wiring import split_listen
+
+if TYPE_CHECKING:
+    from cli.config import RingmonConfig
 
 log = logging.getLogger("ringmon.rollup")
 
@@ -128,7 +132,9 @@ async def _open_store(cfg):
         raise UserError(str(exc)) from None
 
 
-async def _main(args, cfg, window_ms: int, grace_ms: int, interval_s: float, backfill) -> int:
+async def _main(
+    args: argparse.Namespace, cfg: RingmonConfig, window_ms: int, grace_ms: int, interval_s: float, backfill: Any
+) -> int:
     from storage.rollup_job import ProgressBar, RollupJob
     from storage.rollup_lease import LocalShardLease, ShardLease, ZooKeeperShardLease
 

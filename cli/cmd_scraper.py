@@ -32,7 +32,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -51,7 +51,11 @@ from discovery.ring import DEFAULT_VNODES
 from discovery.sharding import Assignment, ShardCoordinator
 from discovery.static import StaticDiscovery
 from discovery.validation import check_scraper_id
+from storage.base import SampleWriter
 from storage.model import STALE_NAN, SampleBatch, Series, make_labels
+
+if TYPE_CHECKING:
+    from cli.config import RingmonConfig
 
 log = logging.getLogger("ringmon.scraper")
 
@@ -82,7 +86,7 @@ class PoolMembersRecorder:
 
     STATUSES = (ALIVE, STOPPING)
 
-    def __init__(self, coordinator: ShardCoordinator, writer, interval_s: float) -> None:
+    def __init__(self, coordinator: ShardCoordinator, writer: SampleWriter, interval_s: float) -> None:
         self.coordinator = coordinator
         self.writer = writer
         self.interval_s = max(0.5, interval_s)
@@ -127,7 +131,7 @@ class PoolMembersRecorder:
 class ScraperProcess:
     """A running scraper: coordinator, scrape pool, HTTP endpoints. ``start`` then ``stop``."""
 
-    def __init__(self, opts: ScraperOptions, writer, registry: Registry | None = None) -> None:
+    def __init__(self, opts: ScraperOptions, writer: SampleWriter, registry: Registry | None = None) -> None:
         from scraper.pool import ScrapePool  # scraper package: imported where it is used
 
         self.opts = opts
@@ -279,11 +283,11 @@ class ScraperProcess:
         )
 
 
-def options_from(args: argparse.Namespace, cfg) -> ScraperOptions:
+def options_from(args: argparse.Namespace, cfg: RingmonConfig) -> ScraperOptions:
     zk_cfg = getattr(cfg.discovery, "zookeeper", None)
     scraper_cfg = getattr(cfg, "scraper", None)  # a `scraper:` section, when the config has one
 
-    def pick(flag: str, section_key: str, default):
+    def pick(flag: str, section_key: str, default: Any) -> Any:
         value = getattr(args, flag, None)
         if value is not None:
             return value

@@ -8,6 +8,11 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from alerting.notifier.silences import Silences
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +67,10 @@ def _api(args: argparse.Namespace, method: str, path: str, body: dict | None = N
         raise UserError(f"cannot reach the alerter at {url}: {exc}") from None
 
 
-async def _with_store(db_path: str, fn):
+T = TypeVar("T")
+
+
+async def _with_store(db_path: str, fn: Callable[[Silences], Awaitable[T]]) -> T:
     from alerting.notifier.silences import Silences, SQLiteSilenceStore
     from alerting.sqlitedb import AlertingDB
 

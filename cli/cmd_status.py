@@ -25,8 +25,13 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from cli.errors import UserError
+
+if TYPE_CHECKING:
+    from cli.config import RingmonConfig
+    from discovery.registry import RegistryView
 
 SELF_POOL = "ringmon"
 
@@ -91,7 +96,7 @@ def _err(exc: BaseException) -> str:
 
 
 class StatusCollector:
-    def __init__(self, cfg, zookeeper: str, root: str, timeout_s: float) -> None:
+    def __init__(self, cfg: RingmonConfig, zookeeper: str, root: str, timeout_s: float) -> None:
         self.cfg = cfg
         self.zookeeper = zookeeper
         self.root = root
@@ -187,7 +192,7 @@ class StatusCollector:
         except Exception as exc:  # noqa: BLE001
             return None, f"{url}: {_err(exc) if str(exc) else type(exc).__name__}"
 
-    async def _scrapers(self, view, info: dict[str, dict]) -> dict[str, dict]:
+    async def _scrapers(self, view: RegistryView | None, info: dict[str, dict]) -> dict[str, dict]:
         from discovery.balance import OverridesDoc, loads
         from discovery.ring import DEFAULT_VNODES, ScraperRing
 
@@ -236,7 +241,7 @@ class StatusCollector:
             self.report.checks.append(Check("scrapers", "-", False, "no scraper is registered in ZooKeeper"))
         return docs
 
-    async def _self_pool(self, view) -> None:
+    async def _self_pool(self, view: RegistryView | None) -> None:
         """Web, rollup and alerter: the members of the ``ringmon`` pool that are not scrapers."""
         addresses: set[str] = set()
         if view is not None:
@@ -375,7 +380,9 @@ async def run_status(args: argparse.Namespace) -> int:
         report = await instance_report(args.url or listen_url(cfg.web.listen), args.timeout)  # type: ignore[union-attr]
     else:
         root = args.zookeeper_root or os.environ.get("RINGMON_ZOOKEEPER_ROOT", "/ringmon")
-        report = await StatusCollector(cfg, zookeeper, root, args.timeout).run()
+        if cfg is None:  # the cluster's storage and web sections are checked too
+            raise UserError("give --config with the cluster's config (its storage and web sections are checked)")
+        report = await StatusCollector(cfg, zookeeper or "", root, args.timeout).run()
     if args.json:
         print(json.dumps(asdict(report), indent=1, default=str))
     else:

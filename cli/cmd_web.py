@@ -21,7 +21,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -35,6 +35,13 @@ from prometheus_client import (
 
 from cli.errors import UserError
 from web.metrics import WebMetrics
+
+if TYPE_CHECKING:
+    from alerting.notifier.journal import NotificationJournal
+    from cli.config import RingmonConfig
+    from query.engine import Engine
+    from storage.base import Storage
+    from web.alerting_remote import RemoteAlerters
 
 log = logging.getLogger("ringmon.web")
 
@@ -339,15 +346,15 @@ class FleetView:
 class ClusterWeb:
     """The running web server: storage, engine, fleet view, HTTP app. ``start`` then ``stop``."""
 
-    def __init__(self, cfg, opts: WebOptions) -> None:
+    def __init__(self, cfg: RingmonConfig, opts: WebOptions) -> None:
         self.cfg = cfg
         self.opts = opts
         self.metrics = ClusterWebMetrics()
-        self.storage = None
-        self.engine = None
+        self.storage: Storage | None = None
+        self.engine: Engine | None = None
         self.fleet: FleetView | None = None
-        self.alerters = None  # web.alerting_remote.RemoteAlerters
-        self.journal = None  # the notification journal of the notifications page and webhook sink
+        self.alerters: RemoteAlerters | None = None
+        self.journal: NotificationJournal | None = None  # behind the notifications page and webhook sink
         self.runner: web.AppRunner | None = None
         self.port = 0
         self._am_urls: list[str] | None = None
@@ -477,7 +484,7 @@ class ClusterWeb:
         return web.json_response(self.fleet.status_document())
 
 
-def options_from(args: argparse.Namespace, cfg) -> WebOptions:
+def options_from(args: argparse.Namespace, cfg: RingmonConfig) -> WebOptions:
     zk_cfg = getattr(cfg.discovery, "zookeeper", None)
     zookeeper = args.zookeeper or (zk_cfg.hosts if zk_cfg else None) or os.environ.get("RINGMON_ZOOKEEPER")
     if not zookeeper:

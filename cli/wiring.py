@@ -32,8 +32,10 @@ async def make_writer(cfg: StorageConfig, storage: Storage) -> SampleWriter:
     """Scrapers write through this: direct for SQLite, batched with a disk spool for Cassandra."""
     if cfg.backend == "sqlite":
         return DirectWriter(storage)
+    from storage.cassandra import CassandraStorage
     from storage.writer import BatchingWriter
 
+    assert isinstance(storage, CassandraStorage), "backend cassandra opens a CassandraStorage"
     w = BatchingWriter(storage, spool_dir=Path(cfg.cassandra.spool_dir), max_in_flight=cfg.cassandra.max_in_flight)
     start = getattr(w, "start", None)  # the writer starts its replay task by itself when it has none
     if start is not None:
