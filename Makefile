@@ -22,11 +22,13 @@ run: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The tests that need neither ZooKeeper nor Cassandra and are not marked slow: the edit-test loop.
 test-fast: $(STAMP) system-deps
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not cassandra and not zookeeper and not slow"
 
 # The whole suite with every core kept busy by a CPU hog (one spinning process per core, killed
