@@ -267,6 +267,8 @@ class Evaluator:
         self.sel_range: dict[int, int] = {}
         # The max_source_resolution asked for.
         self.source = SourceResolution.AUTO
+        # Warnings about the resolutions read (the fetch plans' notes, after any fallback).
+        self.notes: list[str] = []
         self.now_ms = 0
         self.downsample = False
         # Resolutions are chosen as if the query started this much earlier (a range cache
@@ -762,6 +764,7 @@ class Engine:
         await self._fetch(plans, deadline, stats)
         stats.fetch_s = time.monotonic() - t0
         ev.fetched = plans
+        ev.notes = sorted({n for p in plans.values() for n in p.notes})
         est = self._estimate(ev, node, times)
         t1 = time.monotonic()
         if self.isolator is not None and est.cost > self.limits.isolate_points and ev.hist_lookup is None:
@@ -777,7 +780,6 @@ class Engine:
         stats.eval_s = time.monotonic() - t1
         self.last_stats = stats
         result.stats = stats
-        result.warnings.extend(sorted({n for p in plans.values() for n in p.notes}))
         return result
 
     async def _select_raw(self, plan: FetchPlan, loaded: list[int]) -> list[SeriesData]:
@@ -1017,6 +1019,7 @@ class Engine:
         self, ev: Evaluator, node: P.Node, times: np.ndarray, instant: bool, encode: Encoder | None = None
     ) -> QueryResult:
         result = self._result(ev, node, times, instant)
+        result.warnings.extend(ev.notes)  # (before encoding: the encoded answer carries them)
         if encode is None:
             return result
         return QueryResult(result.type, warnings=result.warnings, encoded=encode(result))
