@@ -15,10 +15,18 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from scraper.lenient import LenientState, LineError
-
-FMT_TEXT = "text"
-FMT_OPENMETRICS = "openmetrics"
+from scraper.lenient import (  # noqa: F401 - FMT_* are also this module's (the parsers' formats)
+    FMT_OPENMETRICS,
+    FMT_TEXT,
+    HELP_TEXT_ESCAPES,
+    INT64_MAX,
+    INT64_MIN,
+    LABEL_ESCAPES,
+    OM_TYPES,
+    LenientState,
+    LineError,
+    unescape,
+)
 
 # What Prometheus sends: prefer OpenMetrics, fall back to text 0.0.4.
 ACCEPT_HEADER = (
@@ -32,13 +40,10 @@ LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 OM_DECIMAL_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 OM_SPECIAL = {"+inf": math.inf, "-inf": -math.inf, "inf": math.inf, "+infinity": math.inf,
               "-infinity": -math.inf, "infinity": math.inf, "nan": math.nan}
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # A text-format comment that is not HELP/TYPE: skipped without decoding (promlex: "#", blanks,
 # the keyword and a blank make a HELP/TYPE line; anything else after "#" is a comment).
 TEXT_PLAIN_COMMENT_RE = re.compile(rb"[ \t]*#(?![ \t]+(?:HELP|TYPE)[ \t])")
-OM_TYPES = frozenset({"counter", "gauge", "histogram", "gaugehistogram", "stateset", "info", "summary",
-                      "unknown"})
 # Sample-name suffixes each OpenMetrics type owns ("" is the family name itself).
 OM_SUFFIXES: dict[str, tuple[str, ...]] = {
     "counter": ("_total", "_created"),
@@ -127,62 +132,22 @@ def om_timestamp_ms(tok: str) -> int:
 # ---------------------------------------------------------------------------- labels
 
 
-_ESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
-_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
-_HELP_ESCAPES = {"\\": "\\", "n": "\n"}
-
-
-def _unescape(raw: str, table: dict[str, str], strict: bool, what: str, line_no: int) -> str:
-    """Resolve backslash escapes with C-speed scanning; unknown ones error (strict) or stay as written."""
-    if "\\" not in raw:
-        return raw
-
-    def sub(m: re.Match[str]) -> str:
-        rep = table.get(m.group(1))
-        if rep is not None:
-            return rep
-        if strict:
-            raise ParseError(line_no, f"invalid escape sequence '\\{m.group(1)}' in {what}")
-        return m.group(0)
-
-    return _ESCAPE_RE.sub(sub, raw)
-
-
-def _unescape_label_value(raw: str, strict: bool, line_no: int) -> str:
-    return _unescape(raw, _ESCAPES, strict, "label value", line_no)
-
-
-_BLANKS_RE = re.compile(r"[ \t]*")
 # the inside of a double-quoted label value: runs of plain characters and backslash escapes
 _QUOTED_BODY_RE = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
-_TOKEN_RE = re.compile(r"[^ \t]*")
 
 
-def _skip_blanks(s: str, i: int) -> int:
-    return _BLANKS_RE.match(s, i).end()  # type: ignore[union-attr]
-
-
-def _token_end(s: str, i: int) -> int:
-    return _TOKEN_RE.match(s, i).end()  # type: ignore[union-attr]
-
-
-def parse_label_set(s: str, i: int, line_no: int, *, text: bool) -> tuple[list[tuple[str, str]], int]:
-    """Parse ``{...}`` starting just after the ``{``; returns labels and the index after ``}``.
-
-    ``text=True``: text 0.0.4 rules (blanks allowed, trailing comma allowed, only \\\\ \\" \\n
-    escapes). ``text=False``: OpenMetrics (no blanks, no trailing comma, other escapes literal).
-    """
+def parse_label_set(s: str, i: int, line_no: int) -> tuple[list[tuple[str, str]], int]:
+    """Parse an OpenMetrics ``{...}`` (strict: no blanks, no trailing comma, unknown escapes
+    kept as written) starting just after the ``{``; returns labels and the index after ``}``."""
     labels: list[tuple[str, str]] = []
     seen: set[str] = set()
     n = len(s)
     after_comma = False
     while True:
-        if text:
-            i = _skip_blanks(s, i)
         if i >= n:
             raise ParseError(line_no, "unterminated label set (missing '}')")
         if s[i] == "}":
-            if after_comma and not text:
+            if after_comma:
                 raise ParseError(line_no, "trailing comma in label set")
             return labels, i + 1
         if labels and not after_comma:
@@ -192,20 +157,16 @@ def parse_label_set(s: str, i: int, line_no: int, *, text: bool) -> tuple[list[t
             raise ParseError(line_no, f"invalid label name at column {i + 1}")
         name = m.group()
         i = m.end()
-        if text:
-            i = _skip_blanks(s, i)
         if i >= n or s[i] != "=":
             raise ParseError(line_no, f"expected '=' after label name {name!r}")
         i += 1
-        if text:
-            i = _skip_blanks(s, i)
         if i >= n or s[i] != '"':
             raise ParseError(line_no, f"label {name!r} value must be a double-quoted string")
         start = i + 1
         q = _QUOTED_BODY_RE.match(s, start).end()  # type: ignore[union-attr]
         if q >= n or s[q] != '"':
             raise ParseError(line_no, f"unterminated value of label {name!r}")
-        value = _unescape_label_value(s[start:q], text, line_no)
+        value = unescape(s[start:q])
         i = q + 1
         if name == "__name__":
             raise ParseError(line_no, "label name '__name__' is reserved")
@@ -213,19 +174,16 @@ def parse_label_set(s: str, i: int, line_no: int, *, text: bool) -> tuple[list[t
             raise ParseError(line_no, f"duplicate label name {name!r}")
         seen.add(name)
         labels.append((name, value))
-        if text:
-            i = _skip_blanks(s, i)
         after_comma = False
         if i < n and s[i] == ",":
             after_comma = True
             i += 1
 
 
-def _unescape_help(raw: str, text: bool, line_no: int) -> str:
+def _unescape_help(raw: str, text: bool, line_no: int) -> str:  # noqa: ARG001 - kept for callers
     """HELP text: text 0.0.4 knows \\\\ and \\n, OpenMetrics also \\". Unknown escapes stay as
-    written in both: HELP is documentation, and rejecting a whole scrape over it (as expfmt
-    would) helps no one; the Prometheus server accepts them too."""
-    return _unescape(raw, _HELP_ESCAPES if text else _ESCAPES, False, "HELP text", line_no)
+    written in both, as the Prometheus server has them."""
+    return unescape(raw, HELP_TEXT_ESCAPES if text else LABEL_ESCAPES)
 
 
 # The common shape of a series, matched in one go: name{a="x",b="y"} with no blanks; anything
@@ -248,7 +206,7 @@ def _simple_series(rx: re.Pattern[str], line: str, line_no: int) -> tuple[str, l
     if len(names) != len(pairs) or "__name__" in names:
         return None  # the general parser says what is wrong
     if "\\" in inner:
-        pairs = [(k, _unescape_label_value(v, False, line_no)) for k, v in pairs]
+        pairs = [(k, unescape(v)) for k, v in pairs]
     return m.group(1), pairs, m.end()
 
 
@@ -360,7 +318,7 @@ class OMState:
             i = m.end()
             labels = []
             if i < n and line[i] == "{":
-                labels, i = parse_label_set(line, i + 1, line_no, text=False)
+                labels, i = parse_label_set(line, i + 1, line_no)
         series_end = i
         if i >= n or line[i] != " ":
             raise ParseError(line_no, f"expected a single space then the value after {line[:i]!r}")
@@ -438,7 +396,7 @@ class OMState:
         # text starts with "# "
         if not text.startswith("# {"):
             raise ParseError(line_no, "exemplar must look like '# {labels} value [timestamp]'")
-        labels, i = parse_label_set(text, 3, line_no, text=False)
+        labels, i = parse_label_set(text, 3, line_no)
         runes = sum(len(k) + len(v) for k, v in labels)
         if runes > EXEMPLAR_MAX_RUNES:
             raise ParseError(line_no, f"exemplar labels have {runes} characters, more than {EXEMPLAR_MAX_RUNES}")

@@ -61,8 +61,8 @@ _SIMPLE_TEXT_RE = re.compile(
 _SIMPLE_OM_RE = re.compile(rf'({_NAME})(?:\{{((?:{_PAIR},)*(?:{_PAIR})?)\}})? ([^ ]+)', re.ASCII)
 _PAIR_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"\\]*(?:\\.[^"\\]*)*)"')
 _ESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
-_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
-_HELP_TEXT_ESCAPES = {"\\": "\\", "n": "\n"}
+LABEL_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}  # label values, OpenMetrics HELP
+HELP_TEXT_ESCAPES = {"\\": "\\", "n": "\n"}  # text 0.0.4 HELP
 
 
 class LineError(ValueError):
@@ -82,7 +82,7 @@ class Sample:
     exemplar: tuple[list[tuple[str, str]], float, float | None] | None = None
 
 
-def unescape(raw: str, table: dict[str, str] = _ESCAPES) -> str:
+def unescape(raw: str, table: dict[str, str] = LABEL_ESCAPES) -> str:
     """Prometheus's strings.Replacer: the known escapes replaced, any other kept as written."""
     if "\\" not in raw:
         return raw
@@ -271,7 +271,7 @@ def _text_meta(line: str) -> tuple[str, str, str] | None:
         if text not in TEXT_TYPES:
             raise LineError(f"invalid metric type {text!r}")
     else:
-        text = unescape(text, _HELP_TEXT_ESCAPES)
+        text = unescape(text, HELP_TEXT_ESCAPES)
     return keyword, m.group(), text
 
 
