@@ -37,10 +37,7 @@ async def make_writer(cfg: StorageConfig, storage: Storage) -> SampleWriter:
 
     assert isinstance(storage, CassandraStorage), "backend cassandra opens a CassandraStorage"
     w = BatchingWriter(storage, spool_dir=Path(cfg.cassandra.spool_dir), max_in_flight=cfg.cassandra.max_in_flight)
-    start = getattr(w, "start", None)  # the writer starts its replay task by itself when it has none
-    if start is not None:
-        await start()
-    return w
+    return w  # it starts its spool replay by itself
 
 
 def split_listen(listen: str, what: str = "listen") -> tuple[str, int]:
@@ -77,8 +74,7 @@ async def serve_app(app: web.Application, listen: str, what: str = "web") -> tup
             raise UserError(f"{what}: cannot listen on {host}:{port}: address already in use") from None
         raise UserError(f"{what}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     bound = port
-    server = getattr(site, "_server", None)
-    if server is not None and server.sockets:
-        bound = server.sockets[0].getsockname()[1]
+    if runner.addresses:  # the bound socket's (host, port, ...): the real port when port was 0
+        bound = runner.addresses[0][1]
     log.info("listening", extra={"component": what, "address": f"{host}:{bound}"})
     return runner, bound

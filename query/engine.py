@@ -55,6 +55,7 @@ from query.values import (
 from storage.base import (
     AGGREGATES,
     MINUTE_MS,
+    HistogramSamples,
     Resolution,
     SeriesData,
     Storage,
@@ -755,7 +756,7 @@ class Engine:
         ev.now_ms = self.now_ms()
         if resolution_start_ms is not None and not instant:
             ev.res_shift_ms = int(times[0]) - int(resolution_start_ms)
-        if getattr(self.storage, "has_histograms", False):  # MemoryStorage holding histogram samples
+        if isinstance(self.storage, HistogramSamples) and self.storage.has_histograms:  # MemoryStorage
             ev.hist_lookup = self.storage.histogram  # type: ignore[attr-defined]
         plans: dict[tuple, FetchPlan] = {}
         _plan_fetches(node, int(times[0]), int(times[-1]), ev, plans, 0 if instant else step)

@@ -6,11 +6,15 @@ import abc
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from storage.matchers import Matcher
 from storage.model import SampleBatch, Series
+
+if TYPE_CHECKING:
+    from storage.rollup_job import RollupRows
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -114,6 +118,56 @@ class Storage(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Release connections and threads."""
+
+
+# Optional capabilities of a store. A backend has one by defining the method; callers ask with
+# ``isinstance(store, Capability)`` (runtime-checkable: the method's presence is what is checked).
+
+
+@runtime_checkable
+class RollupReader(Protocol):
+    """A store that keeps 1-minute and 1-hour rollups beside raw samples (``select`` of a
+    rollup resolution comes here)."""
+
+    async def select_rollup(
+        self,
+        matchers: Sequence[Matcher],
+        start_ms: int,
+        end_ms: int,
+        resolution: Resolution,
+        columns: Collection[str] | None = None,
+    ) -> list[SeriesData]: ...
+
+
+@runtime_checkable
+class LateMarks(Protocol):
+    """A store that records the hours that received late samples, for the rollup job's late
+    pass: ``(hour start ms, written at ms)`` per hour written after ``cursor_ms``."""
+
+    async def late_marks_since(self, cursor_ms: int) -> list[tuple[int, int]]: ...
+
+
+@runtime_checkable
+class FreshMinutes(Protocol):
+    """A store that takes provisional minute buckets of the open rollup window (the fresh pass)."""
+
+    async def write_fresh_minutes(self, rows: Sequence[RollupRows]) -> None: ...
+
+
+@runtime_checkable
+class RetentionByDeletion(Protocol):
+    """A store without TTLs (SQLite): the rollup job applies its retention hourly; what was
+    deleted per table."""
+
+    async def apply_retention(self, now_ms: int) -> dict[str, int]: ...
+
+
+@runtime_checkable
+class HistogramSamples(Protocol):
+    """A store that may hold native-histogram samples (the in-memory store of rule unit tests)."""
+
+    @property
+    def has_histograms(self) -> bool: ...
 
 
 class SampleWriter(abc.ABC):

@@ -55,7 +55,16 @@ from typing import Protocol, TextIO, runtime_checkable
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from storage.base import DAY_MS, HOUR_MS, MINUTE_MS, Resolution, SeriesData
+from storage.base import (
+    DAY_MS,
+    HOUR_MS,
+    MINUTE_MS,
+    FreshMinutes,
+    LateMarks,
+    Resolution,
+    RetentionByDeletion,
+    SeriesData,
+)
 from storage.blocks import encode_block
 from storage.rollup import DEFAULT_MAX_GAP_MS, Rollup, rollup_raw, rollup_rollup
 from storage.rollup_lease import ShardLease
@@ -125,14 +134,9 @@ class RollupStore(Protocol):
         """Record progress; never moves a checkpoint backwards."""
         ...
 
-    async def late_marks_since(self, cursor_ms: int) -> list[tuple[int, int]]:
-        """Late marks written after ``cursor_ms``: ``(hour start ms, written at ms)`` per hour
-        that received samples older than the store's ``late_after_ms`` (newest write per hour).
-
-        Optional for a backend: without it the job makes no late pass. The job keeps its
-        cursor per shard with ``get_checkpoint`` / ``set_checkpoint`` under job ``<job>:late``.
-        """
-        ...
+    # Optional, each a Protocol of storage.base: LateMarks (without it the job makes no late
+    # pass; it keeps its cursor per shard with get/set_checkpoint under job ``<job>:late``),
+    # FreshMinutes (the fresh pass), RetentionByDeletion (stores without TTLs).
 
 
 class RollupMetrics:
@@ -494,10 +498,9 @@ class RollupJob:
         return done
 
     def _late_state(self) -> _LatePass | None:
-        read_marks = getattr(self.store, "late_marks_since", None)
-        if read_marks is None:
+        if not isinstance(self.store, LateMarks):
             return None  # a backend without late marks
-        return _LatePass(read_marks, self.now_ms() - self.late_settle_ms)
+        return _LatePass(self.store.late_marks_since, self.now_ms() - self.late_settle_ms)
 
     async def _late_for_shard(self, shard: int, ckpt: int, late: _LatePass, done: list[WindowResult]) -> None:
         """The late pass of one leased shard whose windows before ``ckpt`` are sealed; a
@@ -551,9 +554,9 @@ class RollupJob:
 
     async def _fresh_for_shard(self, shard: int, window_start: int) -> WindowResult | None:
         """The fresh pass of one caught-up shard (module docstring); errors are logged."""
-        write = getattr(self.store, "write_fresh_minutes", None)
-        if write is None:
+        if not isinstance(self.store, FreshMinutes):
             return None
+        write = self.store.write_fresh_minutes
         until = min((self.now_ms() - self.grace_ms) // MINUTE_MS * MINUTE_MS, window_start + self.window_ms)
         start = max(window_start, self._fresh_until.get(shard, window_start))
         if until - start < max(MINUTE_MS, self.fresh_every_ms):
@@ -605,11 +608,10 @@ class RollupJob:
     async def apply_retention(self) -> dict[str, int] | None:
         """The store's retention (``apply_retention``: SQLite, which has no TTLs) if an hour
         has passed since this job last applied it; what was deleted, or None."""
-        apply = getattr(self.store, "apply_retention", None)
         now = self.now_ms()
-        if apply is None or now - self._retention_at < HOUR_MS:
+        if not isinstance(self.store, RetentionByDeletion) or now - self._retention_at < HOUR_MS:
             return None
-        deleted = await apply(now)
+        deleted = await self.store.apply_retention(now)
         self._retention_at = now
         if any(deleted.values()):
             log.info("retention: deleted %s", ", ".join(f"{n} {k}" for k, n in deleted.items()))

@@ -37,7 +37,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from storage.base import DAY_MS, HOUR_MS, Resolution, SeriesData, Storage, StorageError
+from storage.base import DAY_MS, HOUR_MS, Resolution, RollupReader, SeriesData, Storage, StorageError
 from storage.matchers import Matcher, match_all, metric_name_of
 from storage.model import SampleBatch, Series
 
@@ -387,10 +387,9 @@ class SQLiteStorage(Storage):
         columns: Collection[str] | None = None,
     ) -> list[SeriesData]:
         if resolution is not Resolution.RAW:
-            reader = getattr(self, "select_rollup", None)
-            if reader is None:
+            if not isinstance(self, RollupReader):  # SQLiteRollupStorage is
                 raise StorageError(f"resolution {resolution.value} is not available in this store")
-            return await reader(matchers, start_ms, end_ms, resolution, columns)
+            return await self.select_rollup(matchers, start_ms, end_ms, resolution, columns)
         return await self._run(self._reader, self._select_sync, matchers, start_ms, end_ms)
 
     async def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Series]:
