@@ -35,7 +35,6 @@ from typing import cast
 
 from scraper.config import ScrapeConfig
 from scraper.exposition import (
-    FMT_OPENMETRICS,
     TEXT_PLAIN_COMMENT_RE,
     ParsedSample,
     ParseError,
@@ -47,7 +46,7 @@ from scraper.exposition import (
     split_body,
 )
 from scraper.gofloat import special_ok, vouched
-from scraper.lenient import LenientState
+from scraper.lenient import FMT_OPENMETRICS, LenientState
 from scraper.relabel import relabel
 from storage.model import METRIC_NAME, METRIC_NAME_RE, Series
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from scraper.exposition import FMT_OPENMETRICS, _unescape_help
+from scraper.exposition import _unescape_help
+from scraper.lenient import FMT_OPENMETRICS
 
 # Matched at a '#' that starts a line (indented comment lines, rare, are not read).
 _META_RE = re.compile(rb"#[ \t]*(HELP|TYPE|UNIT)[ \t]+([^ \t\r\n]+)(?:[ \t]([^\r\n]*))?")
