@@ -13,10 +13,10 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alerting.durations import DurationError, parse_duration_ms
 from alerting.promql_check import DEFAULT_FEATURES, ParserFeatures, PromQLSyntaxError, check_expr
 from alerting.template import ALERT_VARIABLES, TemplateError, parse_template
 from alerting.yamlnodes import YamlError, YNode, compose
+from common.durations import DurationError, parse_duration_ms
 from storage.model import LABEL_NAME_RE, METRIC_NAME_RE
 
 GROUP_FIELDS = ("name", "interval", "query_offset", "limit", "rules", "labels")
@@ -70,7 +70,7 @@ class Rule:
         return self.kind == "alert"
 
     def to_dict(self) -> dict:
-        from alerting.durations import format_duration_ms
+        from common.durations import format_duration_ms
 
         d: dict = {self.kind: self.name, "expr": self.expr}
         if self.for_ms:

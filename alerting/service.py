@@ -26,7 +26,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from alerting.api_auth import USER_HEADER, ApiTokenError, api_middleware, resolve_token
 from alerting.channels.base import LocalReceivers
-from alerting.durations import DurationError, parse_duration_ms
 from alerting.evaluator import EvalOptions, RuleManager
 from alerting.notifier.config import NotifierConfig, NotifierConfigError, config_from_dict
 from alerting.notifier.dispatcher import Notifier
@@ -39,6 +38,7 @@ from alerting.rulestore import RuleStore
 from alerting.sqlitedb import AlertingDB
 from alerting.state import SQLiteAlertStateStore
 from alerting.template import DEFAULT_LIMITS, TemplateLimits
+from common.durations import DurationError, parse_duration_ms
 from common.yamlfile import YamlFileError, load_yaml_file
 from query.engine import Engine
 from storage.base import SampleWriter, Storage

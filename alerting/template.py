@@ -395,7 +395,7 @@ def _strip_domain(hostport: str) -> str:
 
 
 def _parse_duration_seconds(s: str) -> float:
-    from alerting.durations import parse_duration_ms
+    from common.durations import parse_duration_ms
 
     return parse_duration_ms(s) / 1000.0
 

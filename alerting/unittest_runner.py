@@ -24,11 +24,11 @@ from typing import Any
 
 import promql_parser
 
-from alerting.durations import DurationError, format_duration_ms, parse_duration_ms
 from alerting.evaluator import EvalOptions, GroupRunner, QueryFunc
 from alerting.promql_check import NO_OPTIONAL_FEATURES, ParserFeatures
 from alerting.rulefile import LoadOptions, RuleFileError, RuleGroup, load_rule_file
 from alerting.state import FIRING, MemoryAlertStateStore
+from common.durations import DurationError, format_duration_ms, parse_duration_ms
 from common.regex import compile_regex
 from common.yamlfile import YamlFileError, load_yaml_file
 from query.engine import Engine

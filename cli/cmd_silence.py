@@ -94,10 +94,10 @@ def _print(items: list[dict]) -> None:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    from alerting.durations import DurationError, parse_duration_ms
     from alerting.notifier.matchers import MatcherSyntaxError
     from alerting.notifier.silences import SilenceError, new_silence
     from cli.errors import UserError
+    from common.durations import DurationError, parse_duration_ms
 
     text = ",".join(args.matchers)
     try:

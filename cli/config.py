@@ -7,7 +7,6 @@ are errors (a typo must not silently fall back to a default).
 from __future__ import annotations
 
 import dataclasses
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.errors import UserError
+from common.durations import DurationError, parse_duration_ms
 from common.yamlfile import YamlFileError, load_yaml_file
 from query.budget import QueryLimits
 
@@ -27,18 +27,14 @@ class Duration(float):
     """Seconds; written in YAML as a number or a Prometheus duration such as ``15s`` or ``1h30m``."""
 
 
-_DUR_RE = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
-_DUR_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
-
-
 def parse_duration(text: str) -> float:
     """Prometheus duration syntax to seconds; raises ValueError on anything else."""
-    m = _DUR_RE.match(text.strip())
-    if not text.strip() or not m or not any(m.groups()):
-        raise ValueError(f"not a duration: {text!r} (use e.g. 10s, 1m30s, 2h)")
-    if any(g and len(g) > 15 for g in m.groups()):  # int() refuses >4300 digits, float() overflows
-        raise ValueError(f"duration out of range: {text[:40]!r}")
-    return float(sum(int(g) * u for g, u in zip(m.groups(), _DUR_UNITS, strict=True) if g))
+    try:
+        return parse_duration_ms(text) / 1000.0
+    except DurationError as exc:
+        if "out of range" in str(exc):
+            raise ValueError(f"duration out of range: {text[:40]!r}") from None
+        raise ValueError(f"not a duration: {text!r} (use e.g. 10s, 1m30s, 2h)") from None
 
 
 # -- sections ----------------------------------------------------------------------------------

@@ -11,14 +11,13 @@ import ipaddress
 import re
 from typing import Any
 
+from common.durations import DurationError, parse_duration_ms
 from discovery.target import ScrapeSettings
 
 POOL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
 LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 SCRAPER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
-_DURATION_RE = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
-_DURATION_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
 SCHEMES = ("http", "https")
 
 
@@ -83,16 +82,13 @@ def parse_duration(value: Any) -> float:
         seconds = float(value)
     elif isinstance(value, str):
         text = value.strip()
-        m = _DURATION_RE.match(text)
-        if not text or not m or not any(m.groups()):
+        try:
+            seconds = parse_duration_ms(text) / 1000.0
+        except DurationError:
             try:
                 seconds = float(text)
             except ValueError:
                 raise ValueError(f"expected a duration (e.g. 10s, 1m30s), got {value!r}") from None
-        elif any(g and len(g) > 15 for g in m.groups()):  # int() refuses >4300 digits, float() overflows
-            raise ValueError(f"duration out of range: {text[:40]!r}")
-        else:
-            seconds = float(sum(int(g) * u for g, u in zip(m.groups(), _DURATION_UNITS, strict=True) if g))
     else:
         raise ValueError(f"expected a duration (e.g. 10s), got {type(value).__name__} {value!r}")
     if not seconds > 0 or seconds != seconds:

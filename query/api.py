@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ import numpy as np
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from common import durations
 from query.engine import Engine
 from query.errors import ParseError, QueryError
 from query.parse import MatrixSel, VectorSel
@@ -179,7 +179,6 @@ def success(data: Any, warnings: list[str] | None = None) -> web.Response:
 
 
 # ------------------------------------------------------------------- parsing
-_DURATION_RE = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
 
 
 def parse_time_ms(text: str, name: str) -> int:
@@ -219,10 +218,11 @@ def parse_duration_ms(text: str, name: str) -> int:
         ms = int(round(v * 1000))
     except (ValueError, OverflowError):
         ms = None
-    m = _DURATION_RE.match(t)
-    if ms is None and t and m and any(m.groups()) and all(len(g) <= 18 for g in m.groups() if g):
-        units = (31_536_000_000, 604_800_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
-        ms = sum(int(g) * u for g, u in zip(m.groups(), units, strict=True) if g)
+    if ms is None:
+        try:
+            ms = durations.parse_duration_ms(t)
+        except durations.DurationError:
+            ms = None
     if ms is None:
         raise ApiError("bad_data", f'invalid parameter "{name}": cannot parse "{text}" to a valid duration')
     if abs(ms) > MAX_QUERY_TIME_MS - MIN_QUERY_TIME_MS:

@@ -25,10 +25,10 @@ from fuzz_promql_grammar import exprs
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alerting.durations import format_duration_ms
 from alerting.rulefile import RuleFileError, load_rule_file, parse_rule_text
 from alerting.rulestore import RuleStore
 from alerting.template import TemplateError, expand_alert_template, parse_template
+from common.durations import format_duration_ms
 from query.parse import VECTOR
 
 WORK = Path(tempfile.mkdtemp(prefix="ringmon-fuzz-rules-"))

@@ -6,9 +6,9 @@ import pathlib
 
 import pytest
 
-from alerting.durations import DurationError, format_duration_ms, parse_duration_ms
 from alerting.rulefile import RuleFileError, parse_rule_text
 from alerting.rulestore import RuleStore, write_rule_file_atomically
+from common.durations import DurationError, format_duration_ms, parse_duration_ms
 
 GOOD = """groups:
   - name: api

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from alerting.durations import format_duration_ms
+from common.durations import format_duration_ms
 from query.api import ApiError, answer, matchers_of, one, success
 from query.promjson import go_format_float, go_time
 

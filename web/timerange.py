@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 import time
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from common.durations import DurationError, parse_duration_ms
 
 PRESETS = ("1h", "6h", "24h", "7d", "30d", "1y")
 REFRESH_CHOICES = ("off", "10s", "30s", "1m", "5m", "15m")
@@ -44,16 +45,12 @@ NICE_STEPS_S = (
     7 * 86400,
 )
 
-_DUR = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_DUR_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1)
-
-
 def parse_duration_s(text: str) -> int:
-    """``90m`` -> 5400; raises ValueError on anything that is not a positive duration."""
-    m = _DUR.match(text.strip())
-    if not text.strip() or not m or not any(m.groups()):
-        raise ValueError(f"not a duration: {text!r} (use e.g. 1h, 90m, 7d)")
-    total = sum(int(g) * u for g, u in zip(m.groups(), _DUR_UNITS, strict=True) if g)
+    """``90m`` -> 5400 (whole seconds); raises ValueError on anything that is not a positive duration."""
+    try:
+        total = parse_duration_ms(text) // 1000
+    except DurationError:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 1h, 90m, 7d)") from None
     if total <= 0:
         raise ValueError(f"not a positive duration: {text!r}")
     return total

@@ -115,7 +115,7 @@ class Opts:
         return float(v)
 
     def duration(self, key: builtins.str, default: float) -> float:
-        from alerting.durations import DurationError, parse_duration_ms
+        from common.durations import DurationError, parse_duration_ms
 
         v = self.data.get(key)
         if v is None:

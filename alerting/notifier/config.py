@@ -16,10 +16,10 @@ from alerting.channels.notification_log import NotificationLogIntegration
 from alerting.channels.pagerduty import PagerDutyIntegration
 from alerting.channels.phone import PhoneIntegration
 from alerting.channels.webhook import WebhookIntegration
-from alerting.durations import DurationError, parse_duration_ms
 from alerting.notifier.inhibit import InhibitRule
 from alerting.notifier.matchers import MatcherSyntaxError, parse_matchers
 from alerting.notifier.routing import Route
+from common.durations import DurationError, parse_duration_ms
 from common.yamlfile import YamlFileError, load_yaml_file
 from storage.matchers import Matcher, MatchOp
 

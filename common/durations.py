@@ -1,4 +1,8 @@
-"""Prometheus duration syntax (``1h30m``, ``5m``, ``250ms``): parse to milliseconds and format back."""
+"""Prometheus duration syntax (``1h30m``, ``5m``, ``250ms``): parse to milliseconds and format back.
+
+The one parser of durations in configs, rule files, CLI flags, API parameters and page controls;
+each caller adds its own policy (numbers accepted, positive only, its error wording). PromQL's
+lexer (query/preparse.py) reads durations inside query text itself."""
 
 from __future__ import annotations
 
