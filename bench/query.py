@@ -39,12 +39,17 @@ from cli.malloc_tuning import tune_malloc  # noqa: E402
 from query.cache import RangeQueryCache  # noqa: E402
 from query.engine import Engine, bucketize  # noqa: E402
 from query.memory import MemoryStorage  # noqa: E402
+from query.resolution import SourceResolution  # noqa: E402
 from storage.base import HOUR_MS, MINUTE_MS, Resolution, SeriesData  # noqa: E402
 from storage.model import SampleBatch, Series, make_labels  # noqa: E402
 from storage.rollup import Rollup  # noqa: E402
 from storage.rollup_job import RollupRows  # noqa: E402
 
 DAY_MS = 24 * HOUR_MS
+# --source (max_source_resolution) and --no-isolate (big queries evaluate in this process, so
+# that "cold cpu" counts their evaluation instead of a worker process's)
+SOURCE = SourceResolution.AUTO
+ISOLATE = True
 MODES = ("idle", "user", "system", "iowait", "irq", "softirq", "steal", "nice")
 SCRAPE_MS = 15_000
 
@@ -153,39 +158,39 @@ async def measure(st, data_end: int, runs: int, downsample: bool) -> list[dict]:
         cold, cold_cpu = [], []
         selects = 0
         for _ in range(runs):
-            eng = Engine(st, now_ms=clock, downsample=downsample)
+            eng = Engine(st, now_ms=clock, downsample=downsample, isolate=ISOLATE)
             log = getattr(st, "select_log", None)  # (MemoryStorage only)
             if log is not None:
                 log.clear()
             t, c = time.perf_counter(), time.process_time()
-            res = await eng.range_query(expr, end0 - window, end0, step)
+            res = await eng.range_query(expr, end0 - window, end0, step, source=SOURCE)
             cold.append(time.perf_counter() - t)
             cold_cpu.append(time.process_time() - c)
             selects = {r for r, _, _ in log} if log is not None else {"?"}
         points = sum(len(s.values) for s in res.series)
-        eng = Engine(st, now_ms=clock, downsample=downsample)
+        eng = Engine(st, now_ms=clock, downsample=downsample, isolate=ISOLATE)
         cache = RangeQueryCache(eng, now_ms=clock)
-        await cache.range_query(expr, end0 - window, end0, step)
+        await cache.range_query(expr, end0 - window, end0, step, SOURCE)
         cached, cached_cpu = [], []
         for k in range(1, runs + 1):
             # A dashboard refresh a minute later; like Grafana, the window is aligned to the step.
             clock.now = end0 + k * MINUTE_MS
             end = clock.now // step * step
             t, c = time.perf_counter(), time.process_time()
-            await cache.range_query(expr, end - window, end, step)
+            await cache.range_query(expr, end - window, end, step, SOURCE)
             cached.append(time.perf_counter() - t)
             cached_cpu.append(time.process_time() - c)
         # The same refreshes answered as the HTTP API does (JSON body, chunks kept as text).
         clock.now = end0
-        eng = Engine(st, now_ms=clock, downsample=downsample)
+        eng = Engine(st, now_ms=clock, downsample=downsample, isolate=ISOLATE)
         cache = RangeQueryCache(eng, now_ms=clock)
-        await cache.range_query_json(expr, end0 - window, end0, step)
+        await cache.range_query_json(expr, end0 - window, end0, step, SOURCE)
         as_json = []
         for k in range(1, runs + 1):
             clock.now = end0 + k * MINUTE_MS
             end = clock.now // step * step
             t = time.perf_counter()
-            await cache.range_query_json(expr, end - window, end, step)
+            await cache.range_query_json(expr, end - window, end, step, SOURCE)
             as_json.append(time.perf_counter() - t)
         rows.append(
             {
@@ -293,8 +298,13 @@ def main() -> int:
     ap.add_argument("--raw-only", action="store_true", help="also measure with downsampling off")
     ap.add_argument("--sqlite", action="store_true", help="measure through the standalone SQLite store")
     ap.add_argument("--cassandra", action="store_true", help="measure through a local Cassandra node")
+    ap.add_argument("--source", default="auto", choices=[r.value for r in SourceResolution],
+                    help="max_source_resolution of every query (default auto)")
+    ap.add_argument("--no-isolate", action="store_true", help="evaluate big queries in this process (cpu columns count them)")
     ap.add_argument("--no-fresh", action="store_true", help="(--sqlite/--cassandra) no fresh pass of the rollup job")
     args = ap.parse_args()
+    global SOURCE, ISOLATE
+    SOURCE, ISOLATE = SourceResolution(args.source), not args.no_isolate
     tuned = tune_malloc()  # as every ``ringmon`` process does (cli/malloc_tuning.py)
     now = int(time.time() * 1000) // MINUTE_MS * MINUTE_MS
     print(f"machine: {calibrate():.1f} ms for a fixed NumPy+Python workload (best of 5); "
@@ -316,7 +326,7 @@ def main() -> int:
         else:
             rows = asyncio.run(measure(st, now, args.runs, downsample))
         print(f"\nstore: {store_name}")
-        print(f"sum by (mode) (rate(node_cpu_seconds_total[max(5m, step)])), downsample={downsample}")
+        print(f"sum by (mode) (rate(node_cpu_seconds_total[max(5m, step)])), downsample={downsample}, max_source_resolution={SOURCE.value}, isolate={ISOLATE}")
         print("wall-clock p50/p99, and p50 of this process's CPU time (what the figures would be on an idle core);")
         print("json: the cached refresh answered as the HTTP API's JSON body (RangeQueryCache.range_query_json)")
         print(
