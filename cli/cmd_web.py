@@ -34,6 +34,7 @@ from prometheus_client import (
 )
 
 from cli.errors import UserError
+from common.retry import backoff_delays
 from web.metrics import WebMetrics
 
 if TYPE_CHECKING:
@@ -132,16 +133,16 @@ class FleetView:
         from discovery.registry import Registry, RegistryError
 
         loop = asyncio.get_running_loop()
-        delay = 1.0
+        delays = backoff_delays(1.0, 10.0)
         while self.registry is None and not self._stopping:
             candidate = Registry(self.opts.zookeeper, root=self.opts.zookeeper_root,
                                  session_timeout=self.opts.session_timeout, connect_timeout=5.0)
             try:
                 await loop.run_in_executor(None, candidate.start, True)
             except (RegistryError, ValueError) as exc:
+                delay = next(delays)
                 log.warning("zookeeper not reachable yet, retrying", extra={"error": str(exc), "in_s": delay})
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
                 continue
             self.registry = candidate
             candidate.add_listener(lambda _view: self._info_dirty.set(), loop)

@@ -45,6 +45,7 @@ import numpy as np
 from cassandra import ConsistencyLevel
 from cassandra.query import PreparedStatement
 
+from common.retry import backoff_delays, retry_async
 from storage import rollup_chunks as chunks
 from storage.base import AGGREGATES, DAY_MS, HOUR_MS, Resolution, SeriesData, aggregate_names, bucket_values
 from storage.blocks import VERSION as BLOCK_VERSION
@@ -197,14 +198,8 @@ class CassandraRollupMixin:
 
         async def one(step: Callable[[], Awaitable[object]]) -> None:
             async with sem:
-                for attempt in range(WRITE_ATTEMPTS):
-                    try:
-                        await step()
-                        return
-                    except TransientStorageError:
-                        if attempt == WRITE_ATTEMPTS - 1:
-                            raise
-                        await asyncio.sleep(0.2 * 2**attempt)
+                delays = backoff_delays(0.2, 60.0)
+                await retry_async(step, retry_on=TransientStorageError, attempts=WRITE_ATTEMPTS, delays=delays)
 
         await asyncio.gather(*(one(step) for step in steps))
 

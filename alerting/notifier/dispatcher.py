@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from alerting.notifier.model import Alert, Notification
 from alerting.notifier.nflog import NflogEntry, NotificationLog, needs_update, nflog_key
 from alerting.notifier.routing import Route
 from alerting.notifier.silences import Silences
+from common.retry import backoff_delays
 
 log = logging.getLogger("ringmon.alerting.notifier")
 
@@ -304,7 +304,7 @@ class Notifier:
         cfg = self.config
         budget = cfg.retry_timeout_s or max(budget_s, 1.0)
         started = time.monotonic()
-        delay = cfg.retry_initial_s
+        delays = backoff_delays(cfg.retry_initial_s, cfg.retry_max_s, jitter=0.2)
         attempt = 0
         while True:
             attempt += 1
@@ -323,8 +323,8 @@ class Notifier:
                 NOTIFICATION_LATENCY.labels(integ.kind).observe(time.monotonic() - started)
                 log.info("notified %s via %s: %s (%d alerts)", note.receiver, integ.name, note.status, len(note.alerts))
                 return True
+            delay = next(delays)
             if time.monotonic() - started + delay > budget:
                 return False
-            if await self.sleep(delay * random.uniform(0.8, 1.2)):
+            if await self.sleep(delay):
                 return False
-            delay = min(delay * 2, cfg.retry_max_s)
