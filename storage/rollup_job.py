@@ -162,7 +162,8 @@ class RollupMetrics:
         )
         self.lag = Gauge(
             "ringmon_rollup_lag_seconds",
-            "Now minus the oldest checkpoint of the shards this copy looked at",
+            "How far the oldest checkpoint of the shards this copy looked at is behind the newest"
+            " closed window (0 when caught up; the open window is covered by the fresh pass)",
             registry=r,
         )
         self.late_backlog = Gauge(
@@ -461,7 +462,7 @@ class RollupJob:
                 await self.lease.release(shard)
         self.metrics.shards_held.set(held)
         if oldest is not None:
-            self.metrics.lag.set(max(0.0, (self.now_ms() - oldest) / 1000.0))
+            self.metrics.lag.set(max(0.0, (closed - oldest) / 1000.0))
         if late is not None:
             self.metrics.late_backlog.set(late.pending)
         return done

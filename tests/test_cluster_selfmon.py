@@ -31,8 +31,14 @@ UNIT_TESTS = textwrap.dedent(f"""\
             values: '0 500 1200 1800 2400 3000 3600 4200 4800 5400 6000 6600 7200 7800 8400 9000 9600 10200 10800 11400 12000'
           - series: 'ringmon_notifications_failed_total{{job="ringmon", instance="127.0.0.1:9467", integration="webhook", retryable="true"}}'
             values: '0 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20'
+          - series: 'ringmon_notifications_undelivered_total{{job="ringmon", instance="127.0.0.1:9467", integration="webhook"}}'
+            values: '0x20'
+          - series: 'ringmon_notifications_undelivered_total{{job="ringmon", instance="127.0.0.1:9468", integration="email"}}'
+            values: '0 0 1x20'
           - series: 'ringmon_rollup_lag_seconds{{job="ringmon", instance="127.0.0.1:9466"}}'
-            values: '600x60'
+            values: '0 0 0 7200 7200 7200 0x80'
+          - series: 'ringmon_rollup_lag_seconds{{job="ringmon", instance="127.0.0.1:9469"}}'
+            values: '0 0 0 7200x80'
         alert_rule_test:
           - eval_time: 3m
             alertname: RingmonComponentDown
@@ -40,9 +46,12 @@ UNIT_TESTS = textwrap.dedent(f"""\
               - exp_labels: {{severity: page, job: ringmon, instance: "127.0.0.1:9402"}}
                 exp_annotations:
                   summary: "Ringmon process 127.0.0.1:9402 does not answer /metrics"
-          - eval_time: 3m
+          - eval_time: 40m
             alertname: RingmonRollupLag
-            exp_alerts: []
+            exp_alerts:
+              - exp_labels: {{severity: warning, instance: "127.0.0.1:9469"}}
+                exp_annotations:
+                  summary: "Rollups are 2h 0m 0s behind on 127.0.0.1:9469"
           - eval_time: 9m
             alertname: RingmonWriterBacklog
             exp_alerts:

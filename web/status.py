@@ -81,7 +81,7 @@ class InstanceStatus:
         if "ringmon_rollup_shards_held" in m:  # the rollup job runs in this process
             checks.append(StatusCheck(
                 "rollup", self.address, True,
-                (f"rollup lag {lag:.0f}s" if lag else "no rollup pass finished yet")
+                (f"rollup lag {lag:.0f}s" if lag is not None else "no rollup pass finished yet")
                 + f", {m.get('ringmon_rollup_errors_total', 0):g} errors"))
         if "ringmon_rule_evaluations_total" in m or "ringmon_notifications_total" in m:
             failed = m.get("ringmon_notifications_failed_total", 0.0)
