@@ -61,9 +61,9 @@ UNIT_TESTS = textwrap.dedent(f"""\
           - eval_time: 8m
             alertname: RingmonNotificationFailures
             exp_alerts:
-              - exp_labels: {{severity: page, instance: "127.0.0.1:9467", integration: webhook}}
+              - exp_labels: {{severity: page, instance: "127.0.0.1:9468", integration: email}}
                 exp_annotations:
-                  summary: "Notifications through webhook fail on 127.0.0.1:9467"
+                  summary: "Notifications through email failed after every retry on 127.0.0.1:9468"
     """)
 
 
@@ -101,7 +101,8 @@ def test_ringmon_dashboard_loads():
     assert d.title == "Ringmon"
     exprs = " ".join(q.expr for p in d.panels for q in p.queries)
     for needed in ("ringmon_scraper_scrape_failures_total", "ringmon_scraper_writer_queue_depth",
-                   "ringmon_rollup_lag_seconds", "ringmon_notifications_failed_total", "timestamp(up"):
+                   "ringmon_rollup_lag_seconds", "ringmon_notifications_failed_total",
+                   "ringmon_notifications_undelivered_total", "timestamp(up"):
         assert needed in exprs
 
 

@@ -184,20 +184,49 @@ async def test_grouping_puts_alerts_of_a_group_in_one_notification(receiver: Rec
     await db.close()
 
 
+def _delivery_counts() -> tuple[float, float]:
+    """(failed attempts, notifications given up) of the webhook integration, in this process."""
+    from prometheus_client import REGISTRY
+
+    failed = sum(REGISTRY.get_sample_value("ringmon_notifications_failed_total",
+                                           {"integration": "webhook", "retryable": r}) or 0.0
+                 for r in ("true", "false"))
+    undelivered = REGISTRY.get_sample_value("ringmon_notifications_undelivered_total", {"integration": "webhook"})
+    return failed, undelivered or 0.0
+
+
 async def test_retries_with_backoff_until_receiver_recovers(tmp_path: pathlib.Path) -> None:
-    # 500 for the first 1.5 s (a shorter stand-in for the issue's 30 s), then 200.
-    t0 = time.monotonic()
-    r = await RecordingReceiver(status_for=lambda i, p: 500 if time.monotonic() - t0 < 1.5 else 200).start()
+    # 500 for the first three attempts (a short stand-in for the issue's 30 s outage), then 200.
+    r = await RecordingReceiver(status_for=lambda i, p: 500 if i < 3 else 200).start()
     db = AlertingDB(tmp_path / "a.db")
     cfg = _cfg(r.url)
     cfg["route"]["group_interval"] = 0.5
+    cfg["global"]["retry_timeout"] = 60  # the retries of one flush outlast the three failures
+    failed0, undelivered0 = _delivery_counts()
     n = await _notifier(cfg, db)
     await n.receive([_alert(instance="x")])
     got = await r.wait_for(1, timeout=60)
-    assert len(got) == 1 and r.attempts > 1
+    assert len(got) == 1 and r.attempts == 4
+    # Three failed attempts, and the notification was delivered: nothing given up.
+    assert _delivery_counts() == (failed0 + 3, undelivered0)
     for _ in range(3):
         await n.receive([_alert(instance="x")])
     assert len(await r.wait_for(2, timeout=1.5)) == 1  # delivered once
+    await n.stop()
+    await r.stop()
+    await db.close()
+
+
+async def test_permanent_error_gives_the_notification_up(tmp_path: pathlib.Path) -> None:
+    # 400 is permanent: no retry; the next flush sends it again (nothing recorded) and 200 takes it.
+    r = await RecordingReceiver(status_for=lambda i, p: 400 if i == 0 else 200).start()
+    db = AlertingDB(tmp_path / "a.db")
+    failed0, undelivered0 = _delivery_counts()
+    n = await _notifier(_cfg(r.url), db)
+    await n.receive([_alert(instance="x")])
+    assert len(await r.wait_for(1, timeout=60)) == 1
+    assert r.attempts == 2
+    assert _delivery_counts() == (failed0 + 1, undelivered0 + 1)
     await n.stop()
     await r.stop()
     await db.close()

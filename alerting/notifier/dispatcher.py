@@ -33,6 +33,11 @@ NOTIFICATIONS = Counter("ringmon_notifications_total", "Notifications delivered"
 NOTIFICATION_FAILURES = Counter(
     "ringmon_notifications_failed_total", "Failed delivery attempts", ["integration", "retryable"]
 )
+NOTIFICATIONS_UNDELIVERED = Counter(
+    "ringmon_notifications_undelivered_total",
+    "Notifications given up on: a permanent error or every retry within the budget failed",
+    ["integration"],
+)
 NOTIFICATION_LATENCY = Histogram(
     "ringmon_notification_latency_seconds", "Time to deliver one notification (all attempts)", ["integration"]
 )
@@ -225,6 +230,7 @@ class Notifier:
             for integ in receiver.integrations:
                 integ.bind(self.local)
                 NOTIFICATIONS.labels(integ.kind)
+                NOTIFICATIONS_UNDELIVERED.labels(integ.kind)
                 for retryable in ("true", "false"):
                     NOTIFICATION_FAILURES.labels(integ.kind, retryable)
 
@@ -314,6 +320,7 @@ class Notifier:
                 NOTIFICATION_FAILURES.labels(integ.kind, str(exc.retryable).lower()).inc()
                 log.warning("delivery failed (attempt %d) %s %s: %s", attempt, note.receiver, integ.name, exc)
                 if not exc.retryable:
+                    NOTIFICATIONS_UNDELIVERED.labels(integ.kind).inc()
                     return False
             except Exception as exc:
                 NOTIFICATION_FAILURES.labels(integ.kind, "true").inc()
@@ -325,6 +332,7 @@ class Notifier:
                 return True
             delay = next(delays)
             if time.monotonic() - started + delay > budget:
+                NOTIFICATIONS_UNDELIVERED.labels(integ.kind).inc()
                 return False
             if await self.sleep(delay):
                 return False
