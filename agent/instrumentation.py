@@ -7,21 +7,19 @@ handled request in ``http_requests_total{method,code}`` and observes its duratio
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from common.http_timing import timed_middleware
 
 # Latency buckets from 1 ms to 10 s: fine enough for local handlers, wide enough for slow ones.
 DEFAULT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # Methods outside this set are counted as "other" so a client cannot blow up label cardinality.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True)
@@ -65,29 +63,11 @@ def instrument_middleware(
 ) -> Callable:
     """An aiohttp middleware recording every request ``should_instrument`` accepts (default: all).
 
-    Handler exceptions are counted with their HTTP status (500 for anything that is not an
-    ``HTTPException``) and re-raised unchanged.
+    Handler exceptions are counted with their HTTP status (``common.http_timing``) and re-raised
+    unchanged.
     """
     m = metrics or HttpMetrics.create(registry, buckets)
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if should_instrument is not None and not should_instrument(request):
-            return await handler(request)
-        started = time.perf_counter()
-        code = 500
-        try:
-            response = await handler(request)
-            code = response.status
-            return response
-        except web.HTTPException as exc:
-            code = exc.status
-            raise
-        except asyncio.CancelledError:
-            code = 499  # the client went away before the response (nginx's convention)
-            raise
-        finally:
-            m.observe(request.method, code, time.perf_counter() - started)
-
+    middleware = timed_middleware(lambda request, code, seconds: m.observe(request.method, code, seconds),
+                                  should_instrument)
     middleware.metrics = m  # type: ignore[attr-defined]  # for callers that want to read them
     return middleware

@@ -3,11 +3,11 @@ handler and status code, and the time to answer them (``ringmon_web_*``)."""
 
 from __future__ import annotations
 
-import time
-
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
+from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from common.http_timing import timed_middleware
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -24,21 +24,10 @@ class WebMetrics:
                                  ["handler"], buckets=LATENCY_BUCKETS, registry=r)
 
     def middleware(self) -> Middleware:
-        @web.middleware
-        async def instrument(request: web.Request, handler: Handler) -> web.StreamResponse:
-            route = request.match_info.route
-            name = getattr(route, "name", None) or (route.resource.canonical if route.resource else "unmatched")
-            started = time.perf_counter()
-            code = 500
-            try:
-                response = await handler(request)
-                code = response.status
-                return response
-            except web.HTTPException as exc:
-                code = exc.status
-                raise
-            finally:
-                self.requests.labels(name, str(code)).inc()
-                self.latency.labels(name).observe(time.perf_counter() - started)
+        return timed_middleware(self._observe)
 
-        return instrument
+    def _observe(self, request: web.Request, code: int, seconds: float) -> None:
+        route = request.match_info.route
+        name = getattr(route, "name", None) or (route.resource.canonical if route.resource else "unmatched")
+        self.requests.labels(name, str(code)).inc()
+        self.latency.labels(name).observe(seconds)
