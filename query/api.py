@@ -26,6 +26,7 @@ from query.errors import ParseError, QueryError
 from query.parse import MatrixSel, VectorSel
 from query.parse import parse as parse_promql
 from query.promjson import (
+    annotations_json,
     dumps,
     format_timestamp,
     format_value,
@@ -165,8 +166,7 @@ def result_text(res: QueryResult, stats: dict[str, Any] | None = None) -> str:
 
 def success_body(data: str, warnings: list[str] | None = None) -> str:
     """The body of a success answer around ``data`` already written as JSON text."""
-    tail = f',"warnings":{dumps(list(warnings))}' if warnings else ""
-    return f'{{"status":"success","data":{data}{tail}}}'
+    return f'{{"status":"success","data":{data}{annotations_json(warnings)}}}'
 
 
 def success_text(data: str, warnings: list[str] | None = None) -> web.Response:

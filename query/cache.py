@@ -27,7 +27,7 @@ import numpy as np
 
 from query import parse as P
 from query.engine import Engine
-from query.promjson import dumps, labels_json
+from query.promjson import annotations_json, labels_json
 from query.resolution import SourceResolution
 from query.result import QueryResult, ResultSeries
 
@@ -329,5 +329,5 @@ def _merge_json(parts: dict[int, _Chunk], start_ms: int, end_ms: int, warnings: 
         f'{{"metric":{labels_json(dict(lab))},"values":[{",".join(pieces[lab])}]}}'
         for lab in sorted(pieces)
     )
-    tail = f',"warnings":{dumps(sorted(set(warnings)))}' if warnings else ""
+    tail = annotations_json(sorted(set(warnings)))
     return f'{{"status":"success","data":{{"resultType":"matrix","result":[{result}]}}{tail}}}'

@@ -124,3 +124,17 @@ def _go_escape(text: str) -> str:
 
 
 __all__ = ["ZERO_TIME", "dumps", "format_timestamp", "format_value", "go_format_float", "go_json_float", "go_string", "go_time", "labels_json"]
+
+
+INFO_PREFIX = "PromQL info: "
+
+
+def annotations_json(messages: list[str] | None) -> str:
+    """``,"warnings":[...]`` and ``,"infos":[...]`` (Prometheus 3's annotations; a message
+    starting with ``PromQL info:`` is an info), or nothing for none."""
+    if not messages:
+        return ""
+    infos = [m for m in messages if m.startswith(INFO_PREFIX)]
+    warnings = [m for m in messages if not m.startswith(INFO_PREFIX)]
+    tail = f',"warnings":{dumps(warnings)}' if warnings else ""
+    return tail + (f',"infos":{dumps(infos)}' if infos else "")

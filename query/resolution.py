@@ -12,7 +12,8 @@ The rules (docs/ARCHITECTURE.md, "Query resolution"):
   window's first and last sample times, irate, deriv, stddev, quantiles, timestamp(), plain
   selectors, subqueries, ...) reads raw samples.
 - ``auto`` beyond raw retention: the finest rollup still kept (or the coarser one the step
-  allows) serves every function with its best approximation, and a warning names the function.
+  allows) serves every function with its best approximation, and a warning names the function (an exact rollup answer gets
+  an info note: the API's ``infos``).
 - ``raw`` / ``1m`` / ``1h`` (the ``max_source_resolution`` parameter): that resolution serves
   every selector (a coarser one where it is no longer kept); approximations are named in warnings.
 """
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from query.errors import QueryInputError
+from query.promjson import INFO_PREFIX
 from storage.base import DAY_MS, Resolution
 from storage.rollup import RAW_RETENTION_MS, choose_resolution
 
@@ -106,6 +108,11 @@ def kept_at(start_ms: int, now_ms: int) -> Resolution:
     return choose_resolution(start_ms, now_ms, 0)
 
 
+def served_exactly(use: SelectorUse, res: Resolution) -> str:
+    """The info note (Prometheus 3's ``infos``) of an answer rollups gave exactly."""
+    return f"{INFO_PREFIX}{use.what()} answered exactly from {res.value} rollups (whole buckets)"
+
+
 def choose(
     mode: SourceResolution, start_ms: int, now_ms: int, hint_ms: int, use: SelectorUse
 ) -> tuple[Resolution, str | None]:
@@ -126,13 +133,13 @@ def choose(
             by_step = choose_resolution(now_ms, now_ms, hint_ms)
             for res in (by_step, Resolution.MINUTE):
                 if res is not Resolution.RAW and _ORDER.index(res) <= _ORDER.index(by_step) and use.exact(res):
-                    return res, None
+                    return res, served_exactly(use, res)
             return Resolution.RAW, None
         res = coarser(kept, choose_resolution(now_ms, now_ms, hint_ms))
     else:
         res = coarser(kept, Resolution(mode.value))
     if use.exact(res):
-        return res, None
+        return res, served_exactly(use, res)
     why = (
         f"raw samples are kept {RAW_RETENTION_MS // DAY_MS} days"
         if mode is SourceResolution.AUTO

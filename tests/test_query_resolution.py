@@ -141,7 +141,8 @@ async def test_recent_buckets_come_from_raw(data) -> None:
     eng = Engine(st, now_ms=lambda: NOW)
     st.select_log.clear()
     res = await eng.range_query("sum_over_time(c_total[5m])", NOW - DAY - 1, NOW - 1, MINUTE_MS)
-    assert "1m" in {r for r, _, _ in st.select_log} and not res.warnings
+    assert "1m" in {r for r, _, _ in st.select_log}
+    assert res.warnings == ["PromQL info: sum_over_time() answered exactly from 1m rollups (whole buckets)"]
     got = res.series[0]
     assert got.timestamps[-1] == NOW - 1 and len(got.timestamps) == 1441
     ts, vals = raw["c_total"]
@@ -260,6 +261,11 @@ async def test_max_source_resolution_over_http(data) -> None:
                 assert status == 200 and body["data"]["result"] and "raw samples are kept" in body["warnings"][0]
                 status, body = await get("/query", query="g", time=str((NOW - 20 * DAY) / 1000))
                 assert "plain selectors" in body["warnings"][0] and body["data"]["result"]
+                # An exact rollup answer says so in Prometheus 3's "infos".
+                aligned = {"start": str((NOW - 2 * HOUR_MS - 1) / 1000), "end": str((NOW - 1) / 1000), "step": "60"}
+                status, body = await get("/query_range", query="sum_over_time(c_total[5m])", **aligned)
+                assert status == 200 and "warnings" not in body, body
+                assert body["infos"] == ["PromQL info: sum_over_time() answered exactly from 1m rollups (whole buckets)"]
                 for path in ("/query", "/query_range"):
                     status, body = await get(path, query="g", max_source_resolution="5m", **rng)
                     assert status == 400 and body["errorType"] == "bad_data"

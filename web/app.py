@@ -23,6 +23,7 @@ from aiohttp import web
 from markupsafe import Markup
 
 from alerting.notifier.journal import NotificationJournal
+from query.promjson import INFO_PREFIX
 from query.resolution import SourceResolution
 from query.result import ResultSeries
 from web import chart
@@ -189,7 +190,7 @@ async def range_chart(
     try:
         result = await query_to_now(engine, instant, expr, tr)
         series = chart.series_from_result(result, legend)
-        err = "; ".join(getattr(result, "warnings", None) or [])
+        err = "; ".join(w for w in getattr(result, "warnings", None) or [] if not w.startswith(INFO_PREFIX))
     except Exception as exc:  # a bad or failing query is shown on its panel, not as a 500
         if not is_query_error(exc):
             log.exception("range query failed", extra={"expr": expr})
@@ -435,7 +436,7 @@ async def _panel_chart(
             errors.append(f"{type(res).__name__}: {res}")
             continue
         series.extend(chart.series_from_result(res, legend))
-        errors.extend(getattr(res, "warnings", None) or [])
+        errors.extend(w for w in getattr(res, "warnings", None) or [] if not w.startswith(INFO_PREFIX))
     spec = chart.ChartSpec(
         title=panel.title,
         unit=panel.unit,
