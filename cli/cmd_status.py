@@ -249,6 +249,8 @@ class StatusCollector:
         addresses.add(self.cfg.web.listen)
         scraper_addresses = {c.address for c in self.report.checks}
 
+        from web.status import alerter_detail, rollup_detail
+
         async def one(address: str) -> None:
             if address in scraper_addresses:
                 return
@@ -267,14 +269,9 @@ class StatusCollector:
                           f"{m.get('ringmon_web_scrapers_known', 0):g}, "
                           f"{m.get('ringmon_web_requests_total', 0):g} requests served")
             elif kind == "rollup":
-                lag = m.get("ringmon_rollup_lag_seconds")
-                detail = (f"rollup lag {lag:.0f}s" if lag is not None else "rollup lag unknown") + (
-                    f", {m.get('ringmon_rollup_shards_held', 0):g} shards held, "
-                    f"{m.get('ringmon_rollup_errors_total', 0):g} errors")
+                detail = rollup_detail(m)
             elif kind == "alerter":
-                detail = (f"{m.get('ringmon_rule_groups_owned', 0):g} rule groups owned, "
-                          f"{m.get('ringmon_notifications_total', 0):g} notifications sent, "
-                          f"{m.get('ringmon_notifications_failed_total', 0):g} failed attempts")
+                detail = alerter_detail(m)
             else:
                 detail = "answers /metrics"
             self.report.checks.append(Check(kind, address, True, detail))

@@ -11,7 +11,7 @@ sample), computed from the process's own metrics, its targets and its store.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -47,6 +47,22 @@ def metric_sums(registries: Iterable[CollectorRegistry]) -> dict[str, float]:
     return out
 
 
+def rollup_detail(m: Mapping[str, float]) -> str:
+    """The rollup job's status line from its metrics (standalone's /-/status, ``ringmon status``)."""
+    lag = m.get("ringmon_rollup_lag_seconds")
+    return ((f"rollup lag {lag:.0f}s" if lag is not None else "rollup lag unknown")
+            + f", {m.get('ringmon_rollup_shards_held', 0):g} shards held"
+            + f", {m.get('ringmon_rollup_errors_total', 0):g} errors")
+
+
+def alerter_detail(m: Mapping[str, float]) -> str:
+    """The alerter's status line from its metrics (standalone's /-/status, ``ringmon status``)."""
+    return (f"{m.get('ringmon_rule_groups_owned', 0):g} rule groups owned, "
+            f"{m.get('ringmon_notifications_total', 0):g} notifications sent, "
+            f"{m.get('ringmon_notifications_failed_total', 0):g} failed attempts, "
+            f"{m.get('ringmon_notifications_undelivered_total', 0):g} given up")
+
+
 @dataclass
 class StatusCheck:
     component: str
@@ -77,18 +93,10 @@ class InstanceStatus:
             StatusCheck(self.name, self.address, True,
                         f"scrapes {len(targets)} targets ({up} up, {down} down), writer queue {queue:g}"),
         ]
-        lag = m.get("ringmon_rollup_lag_seconds")
         if "ringmon_rollup_shards_held" in m:  # the rollup job runs in this process
-            checks.append(StatusCheck(
-                "rollup", self.address, True,
-                (f"rollup lag {lag:.0f}s" if lag is not None else "no rollup pass finished yet")
-                + f", {m.get('ringmon_rollup_errors_total', 0):g} errors"))
+            checks.append(StatusCheck("rollup", self.address, True, rollup_detail(m)))
         if "ringmon_rule_evaluations_total" in m or "ringmon_notifications_total" in m:
-            failed = m.get("ringmon_notifications_failed_total", 0.0)
-            checks.append(StatusCheck(
-                "alerter", self.address, True,
-                f"{m.get('ringmon_rule_groups_owned', 0):g} rule groups, "
-                f"{m.get('ringmon_notifications_total', 0):g} notifications sent, {failed:g} failed attempts"))
+            checks.append(StatusCheck("alerter", self.address, True, alerter_detail(m)))
         checks.append(StatusCheck("web", self.address, True,
                                   f"{m.get('ringmon_web_requests_total', 0):g} requests served"))
         write_lag: dict[str, Any] = {"writer_queue_depth": queue}
