@@ -247,18 +247,48 @@ class RssSampler:
         self._thread.join()
 
 
-async def poll_healthy(http: aiohttp.ClientSession, base: str, stop: asyncio.Event) -> list[float]:
+async def poll_healthy(base: str, stop: threading.Event) -> list[float]:
     """``/-/healthy`` back to back until ``stop``: each answer's latency in ms."""
     out: list[float] = []
     timeout = aiohttp.ClientTimeout(total=30)
-    while not stop.is_set():
-        t0 = time.perf_counter()
+    async with aiohttp.ClientSession() as http:
+        while not stop.is_set():
+            await _probe(http, base, timeout, out)
+    return out
+
+
+class HealthProber:
+    """``poll_healthy`` on its own thread and event loop: what the client does with the
+    queries' answers (reading hundreds of MB) must not delay the probes it measures."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.latencies_ms: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self.latencies_ms = asyncio.run(poll_healthy(self.base, self._stop))
+
+    def __enter__(self) -> HealthProber:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def _probe(http: aiohttp.ClientSession, base: str, timeout: aiohttp.ClientTimeout, out: list[float]) -> None:
+    t0 = time.perf_counter()
+    try:
         async with http.get(base + "/-/healthy", timeout=timeout) as r:
             await r.read()
             if r.status != 200:
                 raise AssertionError(f"/-/healthy answered {r.status}")
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
+    except TimeoutError:
+        pass  # no answer in 30 s: counted as 30 s
+    out.append((time.perf_counter() - t0) * 1000)
 
 
 def p99(values: list[float]) -> float:
@@ -279,13 +309,15 @@ class Answer:
 async def send(http: aiohttp.ClientSession, base: str, h: Hostile) -> Answer:
     t0 = time.perf_counter()
     async with http.get(base + h.path, params=h.params, timeout=aiohttp.ClientTimeout(total=300)) as r:
-        text = await r.text()
+        raw = await r.read()
         status = r.status
     seconds = time.perf_counter() - t0
+    if status == 200:  # (an answer can be hundreds of MB: not parsed here, where the prober runs)
+        return Answer(status, "", f"{len(raw)} bytes", seconds)
     try:
-        body = json.loads(text)
+        body = json.loads(raw)
     except ValueError:
-        body = {"error": text[:200]}
+        body = {"error": raw[:200].decode(errors="replace")}
     return Answer(status, body.get("errorType", ""), str(body.get("error", ""))[:160], seconds)
 
 
@@ -329,18 +361,15 @@ class Run:
 async def run_hostile(http: aiohttp.ClientSession, base: str, pid: int, batch: list[Hostile], idle_s: float = 0.0) -> Run:
     """Send ``batch`` at once to the server at ``base`` (process ``pid``); measure it while they
     run and the stored cadence after (an empty batch: left alone for ``idle_s``, the baseline)."""
-    stop = asyncio.Event()
-    prober = asyncio.ensure_future(poll_healthy(http, base, stop))
     start_s = time.time()
     t0 = time.perf_counter()
-    with RssSampler(pid) as rss:
+    with RssSampler(pid) as rss, HealthProber(base) as prober:
         answers = await asyncio.gather(*(send(http, base, h) for h in batch))
         if not batch:
             await asyncio.sleep(idle_s)
     seconds = time.perf_counter() - t0
     end_s = time.time()
-    stop.set()
-    healthy = await prober
+    healthy = prober.latencies_ms
     scrape = await stored_gaps(http, base, "up", start_s, end_s)
     evals = await stored_gaps(http, base, RECORD, start_s, end_s)
     return Run(list(zip(batch, answers, strict=True)), seconds, healthy, max(scrape.values()),
@@ -356,7 +385,7 @@ def _row(name: str, run: Run) -> str:
 
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", help="one request by name")
+    ap.add_argument("--only", help="one request by name ('four': only the four at once)")
     ap.add_argument("--threads", action="store_true", help="query.isolate: false (big queries in threads)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="ringmon-hostile-") as tmp:
@@ -373,10 +402,10 @@ async def main() -> None:
                 print(_row("(nothing: the baseline, 10 s)", await run_hostile(http, site.url, site.proc.pid, [], 10.0)), flush=True)
                 reqs = hostile_requests(time.time())
                 for h in reqs:
-                    if args.only and h.name != args.only:
+                    if args.only and h.name != args.only or args.only == "four":
                         continue
                     print(_row(h.name, await run_hostile(http, site.url, site.proc.pid, [h])), flush=True)
-                if not args.only:
+                if not args.only or args.only == "four":
                     four = [h for h in reqs if h.name in FOUR_AT_ONCE]
                     print(_row("the four above at once", await run_hostile(http, site.url, site.proc.pid, four)), flush=True)
                 print(f"load after: {os.getloadavg()[0]:.2f}")

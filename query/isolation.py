@@ -3,7 +3,8 @@
 ``Isolator.run(fn, deadline)`` forks the serving process: the child already holds the
 fetched series (copy-on-write, nothing is serialised on the way in), lowers its priority,
 caps the memory it may add (``RLIMIT_DATA``), runs ``fn`` and sends the pickled result back
-through a pipe, then exits. The parent awaits the pipe on its event loop, so scrapes, rule
+through a pipe (an answer the engine already encoded travels raw after it, so the parent
+holds one copy), then exits. The parent awaits the pipe on its event loop, so scrapes, rule
 groups and the web server keep their cadence whatever the child computes; at the deadline
 the child is killed (SIGKILL), which ends any evaluation, NumPy calls included. A child
 that runs out of its memory budget reports a QueryMemoryError. At most ``max_concurrency``
@@ -74,14 +75,22 @@ def _child(fn: Callable[[], Any], wfd: int, memory_bytes: int) -> None:
             out = ("error", ("QueryInputError", "bad_data", "query times out of range"))
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which logs it
             out = ("crash", f"{type(exc).__name__}: {exc}")
+        # An answer already encoded (bytes in ``.encoded``) travels after the pickle, raw, so
+        # that the parent keeps one copy of it.
+        tail = getattr(out[1], "encoded", None) if out[0] == "ok" else None
+        if isinstance(tail, bytes):
+            out[1].encoded = None
+        else:
+            tail = b""
         try:
-            data = pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
+            head = pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
         except MemoryError:
-            data = pickle.dumps(("memory", None))
-        view = memoryview(data)
-        while view:
-            n = os.write(wfd, view[:_READ_CHUNK])
-            view = view[n:]
+            head, tail = pickle.dumps(("memory", None)), b""
+        for data in (len(head).to_bytes(8, "little"), head, tail):
+            view = memoryview(data)
+            while view:
+                n = os.write(wfd, view[:_READ_CHUNK])
+                view = view[n:]
     except BaseException:  # noqa: BLE001 - nothing may escape a forked child
         code = 1
     finally:
@@ -128,7 +137,7 @@ class Isolator:
         self.last_pid = pid
         os.close(wfd)
         os.set_blocking(rfd, False)
-        chunks: list[bytes] = []
+        buf = bytearray()
         done = loop.create_future()
 
         def readable() -> None:
@@ -139,7 +148,7 @@ class Isolator:
                         if not done.done():
                             done.set_result(None)
                         return
-                    chunks.append(b)
+                    buf.extend(b)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -162,13 +171,16 @@ class Isolator:
             if killed:
                 await _reap(pid)
         status = await _reap(pid)
-        if os.WIFSIGNALED(status) or not chunks:
+        if os.WIFSIGNALED(status) or len(buf) < 8:
             raise QueryMemoryError(
                 f"{what} evaluation ended without an answer (status {status}); "
                 f"the memory budget is {self.memory_bytes >> 20} MiB per query"
             )
-        kind, payload = pickle.loads(b"".join(chunks))
+        n = int.from_bytes(buf[:8], "little")
+        kind, payload = pickle.loads(memoryview(buf)[8 : 8 + n])
         if kind == "ok":
+            if len(buf) > 8 + n:
+                payload.encoded = memoryview(buf)[8 + n :]
             return payload
         if kind == "memory":
             raise QueryMemoryError(

@@ -29,4 +29,4 @@ class QueryResult:
     stats: Any = None  # query.engine.QueryStats of the evaluation that produced it
     # The answer already encoded by the caller's ``encode`` (the engine ran it where it
     # evaluated, a worker process for big queries); ``series`` is then left empty.
-    encoded: bytes | None = None
+    encoded: bytes | memoryview | None = None
