@@ -760,6 +760,7 @@ class Engine:
             ev.hist_lookup = self.storage.histogram  # type: ignore[attr-defined]
         plans: dict[tuple, FetchPlan] = {}
         _plan_fetches(node, int(times[0]), int(times[-1]), ev, plans, 0 if instant else step)
+        self._estimate(ev, node, times, fetched=False)  # steps alone can be too many: before reading
         stats = QueryStats()
         t0 = time.monotonic()
         await self._fetch(plans, deadline, stats)
@@ -994,11 +995,14 @@ class Engine:
             built = combine(built, start_ms, step_ms)
         return built.by_labels()
 
-    def _estimate(self, ev: Evaluator, node: P.Node, times: np.ndarray) -> Estimate:
-        """The query's points, estimated from the series fetched and the steps its grids
-        imply; over the sample limit or the memory budget, refused before evaluating."""
+    def _estimate(self, ev: Evaluator, node: P.Node, times: np.ndarray, fetched: bool = True) -> Estimate:
+        """The query's points, estimated from the series fetched (one a selector before the
+        fetch) and the steps its grids imply; over the sample limit or the memory budget,
+        refused before evaluating."""
 
         def series_of(sel: P.VectorSel) -> tuple[int, int]:
+            if not fetched:
+                return 1, 0
             plan = ev.plan_of(sel)
             if plan is None:
                 return 0, 0

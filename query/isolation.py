@@ -107,17 +107,20 @@ class Isolator:
     def __init__(self, max_concurrency: int = 4, memory_bytes: int = 1 << 30) -> None:
         self.max_concurrency = max(1, max_concurrency)
         self.memory_bytes = memory_bytes
-        self._slots: asyncio.Semaphore | None = None
+        # One semaphore per event loop (an engine may serve several loops one after another).
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self.running = 0
         self.last_pid = 0  # the last child forked (tests)
 
     async def run(self, fn: Callable[[], Any], deadline: float, what: str = "query") -> Any:
         """``fn()`` in a child; QueryTimeoutError at ``deadline`` (time.monotonic)."""
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.max_concurrency)
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, asyncio.Semaphore(self.max_concurrency))
+        slots = self._slots[1]
         remaining = deadline - time.monotonic()
         try:
-            await asyncio.wait_for(self._slots.acquire(), timeout=max(remaining, 0.001))
+            await asyncio.wait_for(slots.acquire(), timeout=max(remaining, 0.001))
         except TimeoutError:
             raise QueryTimeoutError(f"{what} timed out waiting for an evaluation slot") from None
         self.running += 1
@@ -125,7 +128,7 @@ class Isolator:
             return await self._fork(fn, deadline, what)
         finally:
             self.running -= 1
-            self._slots.release()
+            slots.release()
 
     async def _fork(self, fn: Callable[[], Any], deadline: float, what: str) -> Any:
         loop = asyncio.get_running_loop()

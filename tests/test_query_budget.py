@@ -36,6 +36,11 @@ async def test_huge_subquery_is_refused_before_evaluating() -> None:
     with pytest.raises(QueryLimitError, match="too many samples"):
         await eng.instant_query("max_over_time(max_over_time(up[60d:1s])[60d:1s])", NOW)
     assert eng.isolator is not None and eng.isolator.running == 0
+    # Too many steps for even one series: refused before the store is read.
+    before = eng.storage.select_calls
+    with pytest.raises(QueryLimitError, match="too many samples"):
+        await eng.instant_query("max_over_time(up[3650d:1s])", NOW)
+    assert eng.storage.select_calls == before
 
 
 async def test_memory_budget_is_estimated_too() -> None:
@@ -102,6 +107,12 @@ async def test_concurrent_workers_are_limited() -> None:
 
     assert sum(await asyncio.gather(*(one() for _ in range(5)))) == 5
     assert peak <= 2
+
+
+def test_an_isolator_serves_one_event_loop_after_another() -> None:
+    iso = Isolator(max_concurrency=1)
+    for _ in range(2):
+        assert asyncio.run(iso.run(lambda: 7, time.monotonic() + 60)) == 7
 
 
 async def test_times_past_int64_are_input_errors() -> None:
