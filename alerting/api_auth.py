@@ -16,10 +16,11 @@ import hmac
 import os
 import secrets
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+
+from common.origin import foreign_origin
 
 TOKEN_FILE_NAME = "alerter-api-token"
 USER_HEADER = "X-Ringmon-User"
@@ -85,23 +86,16 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
                               "error": message}, status=status, headers=headers or None)
 
 
-def _foreign_origin(request: web.Request) -> bool:
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return False
-    return origin == "null" or urlsplit(origin).netloc != request.host
-
-
 def api_middleware(token: str) -> Middleware:
     """aiohttp middleware enforcing origin, token and JSON bodies (see the module docstring)."""
     want = f"Bearer {token}".encode()
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if _foreign_origin(request):
+        if foreign_origin(request, null_is_foreign=True):
             return _error(403, "cross-origin requests are refused")
         if request.path not in OPEN_PATHS:
-            got = request.headers.get("Authorization", "").encode()
+            got = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(got, want):
                 return _error(401, "missing or wrong API token (Authorization: Bearer <token>; "
                                    "see alerter.api_token_file)", **{"WWW-Authenticate": 'Bearer realm="ringmon"'})

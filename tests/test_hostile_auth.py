@@ -187,6 +187,9 @@ async def test_standalone_logins_and_sessions(tmp_path: Path) -> None:
         async with aiohttp.ClientSession() as http, http.post(
                 base + "/logout", data="x=1", headers={"Content-Type": "text/plain", "Origin": EVIL}) as r:
             assert r.status == 403
+        async with aiohttp.ClientSession() as http, http.post(
+                base + "/logout", data="x=1", headers={"Origin": "http://[not-a-host"}) as r:
+            assert r.status == 403  # an Origin that is no URL is another site, not a 500
 
         ended, kept = Browser(base, "127.0.0.3"), Browser(base, "127.0.0.4")
         try:
@@ -218,6 +221,18 @@ async def test_standalone_logins_and_sessions(tmp_path: Path) -> None:
         proc.stop()
 
 
+async def raw_status(base: str, request: bytes) -> int:
+    """Send ``request`` as bytes (headers a client library would refuse to write) and read the status."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        return int((await reader.readline()).split()[1])
+    finally:
+        writer.close()
+
+
 async def check_alerter_api(base: str, token: str) -> None:
     """Every refusal of the alerter's API, then the same calls done right."""
     forged = json.dumps({"matchers": 'alertname=~".+"', "created_by": "the boss", "comment": "x", "duration": "7d"})
@@ -236,6 +251,10 @@ async def check_alerter_api(base: str, token: str) -> None:
             assert await status(method, path) == 401, (method, path)
             assert await status(method, path, bearer("wrong-token-0123456789")) == 401, (method, path)
             assert await status(method, path, {**auth, "Origin": EVIL}) == 403, (method, path)
+        # headers that are not what they claim: an Origin that is no URL, a token that is not UTF-8
+        assert await status("GET", "/api/v1/alerts", {**auth, "Origin": "http://[not-a-host"}) == 403
+        assert await raw_status(base, b"GET /api/v1/alerts HTTP/1.1\r\nHost: x\r\n"
+                                      b"Authorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n") == 401
         assert await status("POST", "/api/v1/silences", {**auth, "Content-Type": "text/plain"}, forged) == 415
         assert await status("POST", "/api/v1/silences", {**auth, "Content-Type": "application/x-www-form-urlencoded"},
                             "matchers=x") == 415

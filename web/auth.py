@@ -24,12 +24,12 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import Counter
 
+from common.origin import foreign_origin
 from web.login_throttle import Attempt, LoginThrottle
 from web.sessions import MemorySessionStore, SessionStore
 
@@ -241,8 +241,7 @@ class Auth:
     def check_csrf(self, request: web.Request, form: Mapping[str, object]) -> None:
         """Raise 403 unless the form's token matches this browser's CSRF cookie (and, when the
         browser says where the form came from, it came from this site)."""
-        origin = request.headers.get("Origin")
-        if origin and origin != "null" and urlsplit(origin).netloc != request.host:
+        if foreign_origin(request, null_is_foreign=False):
             raise web.HTTPForbidden(text="The form was sent from another site.")
         cookie = request.cookies.get(CSRF_COOKIE, "")
         token = str(form.get(CSRF_FIELD, ""))
