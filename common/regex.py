@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import re2
+from cachetools import LRUCache
 from re2 import _re2  # type: ignore[attr-defined]  # the C++ binding (Match returns spans), which the stubs omit
 
 # RE2's max_mem: the compiled program plus its DFA caches. 8 MiB is RE2's own default; Go has
@@ -107,7 +108,7 @@ class Regex:
     anchored: bool
     _prog: _re2.RE2 = field(repr=False)
     _fast: Callable[[str], bool] | None = field(default=None, repr=False)
-    _memo: dict[str, bool] = field(default_factory=dict, repr=False)
+    _memo: LRUCache[str, bool] = field(default_factory=lambda: LRUCache(maxsize=MEMO_SIZE), repr=False)
 
     def __reduce__(self) -> tuple:
         return _rebuild, (self.pattern, self.anchored)
@@ -137,8 +138,6 @@ class Regex:
         hit = self._memo.get(text)
         if hit is None:
             hit = self._spans(_encode(text), _ANCHOR.UNANCHORED) is not None
-            if len(self._memo) >= MEMO_SIZE:
-                self._memo.clear()
             self._memo[text] = hit
         return hit
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from cachetools import LRUCache
 
 from query import parse as P
 from query.engine import Engine
@@ -105,7 +106,7 @@ class RangeQueryCache:
         self.stats = CacheStats()
         self._chunks: OrderedDict[tuple, _Chunk] = OrderedDict()
         self._points = 0
-        self._cacheable: dict[str, bool] = {}
+        self._cacheable: LRUCache[str, bool] = LRUCache(maxsize=10_000)
 
     def __len__(self) -> int:
         return len(self._chunks)
@@ -118,8 +119,6 @@ class RangeQueryCache:
         hit = self._cacheable.get(expr)
         if hit is None:
             hit = not _range_dependent(P.parse(expr))
-            if len(self._cacheable) > 10_000:
-                self._cacheable.clear()
             self._cacheable[expr] = hit
         return hit
 

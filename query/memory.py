@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from cachetools import LRUCache
 
 from query.histogram import FloatHistogram, decode_ref, encode_ref
 from storage.base import HOUR_MS, MINUTE_MS, Resolution, SeriesData, Storage, StorageError
@@ -94,7 +95,7 @@ class MemoryStorage(Storage):
         self.select_log: list[tuple[str, int, int]] = []  # (resolution, start, end) per select
         # (matchers, resolution) -> matching columns (raw) or series ids (rollups), sorted by
         # labels; valid while no series is added and no rollup rows are stored.
-        self._selections: dict[tuple, list] = {}
+        self._selections: LRUCache[tuple, list] = LRUCache(maxsize=1000)
 
     # ----------------------------------------------------------------- writing
     async def write(self, batch: SampleBatch) -> None:
@@ -195,8 +196,6 @@ class MemoryStorage(Storage):
             rows = self._rollups.get(resolution, {})
             found = [d.series for d in rows.values() if match_all(ms, d.series.labels)]
             hit = [s.id for s in sorted(found, key=lambda s: s.labels)]
-        if len(self._selections) > 1000:
-            self._selections.clear()
         self._selections[key] = hit
         return hit
 

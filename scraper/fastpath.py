@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import cast
 
+from cachetools import LRUCache
+
 from scraper.config import ScrapeConfig
 from scraper.exposition import (
     TEXT_PLAIN_COMMENT_RE,
@@ -56,6 +58,7 @@ META_CACHE_MAX_LINE = 4096
 
 
 _MISSING = object()
+META_CACHE_SIZE = 100_000  # comment lines (HELP/TYPE/UNIT) remembered per format, least recently used forgotten
 
 # Label pairs shared by every series that has them ("job", "mode"="user", ...): one tuple each.
 _PAIRS: dict[tuple[str, str], tuple[str, str]] = {}
@@ -223,8 +226,8 @@ class ScrapeCache:
         self._fam: str | None = None
         self._fmt = ""
         # per format: comment line -> its parsed syntax (None for an ordinary comment)
-        self._metas: dict[str, dict[bytes, tuple[str, str, str] | None]] = {}
-        self._meta: dict[bytes, tuple[str, str, str] | None] = {}
+        self._metas: dict[str, LRUCache[bytes, tuple[str, str, str] | None]] = {}
+        self._meta: LRUCache[bytes, tuple[str, str, str] | None] = LRUCache(maxsize=META_CACHE_SIZE)
         self._aliased = False  # the last check found one series under two texts
         self._plan: LayoutPlan | None = None
         self._plan_misses = 0
@@ -338,7 +341,10 @@ class ScrapeCache:
         slow = self._slow
         self._state = LenientState(fmt)
         self._fmt = fmt
-        self._meta = self._metas.setdefault(fmt, {})
+        metas = self._metas.get(fmt)
+        if metas is None:
+            metas = self._metas[fmt] = LRUCache(maxsize=META_CACHE_SIZE)
+        self._meta = metas
         self._ctx = ctx = 0
         self._fam = fam = None
         # slow-path entries seen, series added, duplicates, slow entries not in the previous scrape,
@@ -457,8 +463,6 @@ class ScrapeCache:
                 elif head[0] == "#":
                     meta = lenient_meta(st, text, 0)
                 if meta is not _MISSING and len(line) <= META_CACHE_MAX_LINE:
-                    if len(self._meta) > 100_000:
-                        self._meta.clear()
                     self._meta[line] = cast("tuple[str, str, str] | None", meta)
             if meta is not _MISSING:
                 if meta is not None:

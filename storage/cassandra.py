@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from cachetools import LRUCache
 from cassandra import ConsistencyLevel, OperationTimedOut, Unavailable, WriteTimeout
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
@@ -249,8 +250,8 @@ class CassandraStorage(Storage):
         self._indexed: dict[tuple[str, int], dict[int, str]] = {}
         self._label_values_done: set[tuple[str, int, str, str]] = set()
         self._label_names_done: set[tuple[str, int, str]] = set()
-        self._series_info: dict[int, SeriesInfo] = {}
-        self._late_marked: dict[int, int] = {}  # hour -> when this process last marked it late
+        self._series_info: LRUCache[int, SeriesInfo] = LRUCache(maxsize=1_000_000)
+        self._late_marked: LRUCache[int, int] = LRUCache(maxsize=10_000)  # hour -> when this process last marked it late
         self._renewals: dict[int, asyncio.Future] = {}  # id(session) -> pool renewal under way
         self._prepare()
         # Raw reads run on a session of their own whose results are NumPy columns.
@@ -517,8 +518,6 @@ class CassandraStorage(Storage):
             raise (transient[0] if transient else errors[0])
         self._commit_marks(marks)
         if late_marks:
-            if len(self._late_marked) > 10_000:
-                self._late_marked.clear()
             self._late_marked.update(late_marks)
 
     def _late_statements(self, ts: np.ndarray) -> tuple[list, dict[int, int]]:
@@ -776,8 +775,6 @@ class CassandraStorage(Storage):
                     if sid not in merged:
                         merged[sid] = (Series(sid, tuple((k, v) for k, v in json.loads(labels))), set())
                     merged[sid][1].update(targets or ())
-            if len(self._series_info) > 1_000_000:
-                self._series_info.clear()
             for sid, (series, targets) in merged.items():
                 info = SeriesInfo(series, frozenset(targets))
                 out[sid] = info
