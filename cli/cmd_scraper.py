@@ -26,11 +26,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import signal
 import socket
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,21 +44,19 @@ from prometheus_client import (
 
 from cli.errors import UserError
 from discovery.balance import DEFAULT_CAP_FACTOR
-from discovery.registry import ALIVE, STOPPING, Registry, RegistryError
+from discovery.registry import Registry, RegistryError
 from discovery.ring import DEFAULT_VNODES
 from discovery.sharding import Assignment, ShardCoordinator
 from discovery.static import StaticDiscovery
 from discovery.validation import check_scraper_id
+from scraper.pool_members import PoolMembersRecorder
 from storage.base import SampleWriter
-from storage.model import STALE_NAN, SampleBatch, Series, make_labels
 
 if TYPE_CHECKING:
     from cli.config import RingmonConfig
 
 log = logging.getLogger("ringmon.scraper")
 
-POOL_MEMBERS_METRIC = "ringmon_pool_members"
-POOL_MEMBERS_TARGET = "ringmon/pool-members"  # the partition key of the recorded series
 
 
 @dataclass
@@ -78,54 +74,6 @@ class ScraperOptions:
     connect_timeout: float = 15.0
     scrape_default: Any = None  # scraper.config.ScrapeConfig: limits and relabelling for every pool
     scrape_pools: dict[str, Any] = field(default_factory=dict)  # per-pool ScrapeConfig overrides
-
-
-class PoolMembersRecorder:
-    """Writes ``ringmon_pool_members{pool,status}`` from the registry view, when this scraper
-    is the recorder; pools or statuses that disappear get a stale marker once."""
-
-    STATUSES = (ALIVE, STOPPING)
-
-    def __init__(self, coordinator: ShardCoordinator, writer: SampleWriter, interval_s: float) -> None:
-        self.coordinator = coordinator
-        self.writer = writer
-        self.interval_s = max(0.5, interval_s)
-        self._written: dict[tuple[str, str], Series] = {}
-        self.batches_written = 0
-
-    def batch(self, now_ms: int) -> SampleBatch:
-        view = self.coordinator.registry.view
-        batch = SampleBatch(POOL_MEMBERS_TARGET)
-        current: dict[tuple[str, str], Series] = {}
-        for pool in sorted(view.pools):
-            counts = view.status_counts(pool)
-            for status in self.STATUSES:
-                series = self._written.get((pool, status)) or Series.of(
-                    make_labels(POOL_MEMBERS_METRIC, pool=pool, status=status)
-                )
-                current[(pool, status)] = series
-                batch.add(series, now_ms, float(counts.get(status, 0)))
-        for key, series in self._written.items():
-            if key not in current:
-                batch.add(series, now_ms, STALE_NAN)
-        self._written = current
-        return batch
-
-    async def run(self) -> None:
-        while True:
-            # align to the interval so a change of recorder keeps one sample per interval
-            now = time.time()
-            await asyncio.sleep(math.ceil(now / self.interval_s) * self.interval_s - now)
-            if not self.coordinator.is_recorder():
-                self._written = {}
-                continue
-            try:
-                batch = self.batch(int(time.time() // self.interval_s * self.interval_s * 1000))
-                if len(batch):
-                    await self.writer.append(batch)
-                    self.batches_written += 1
-            except Exception:  # noqa: BLE001 - a storage hiccup must not stop the recorder
-                log.exception("could not record pool member counts")
 
 
 class ScraperProcess:

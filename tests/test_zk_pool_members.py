@@ -8,10 +8,10 @@ import math
 import pytest
 from zk_helpers import async_wait_for
 
-from cli.cmd_scraper import POOL_MEMBERS_TARGET, PoolMembersRecorder
 from cli.main import main
 from discovery.registry import STOPPING, Registry
 from discovery.sharding import ShardCoordinator
+from scraper.pool_members import POOL_MEMBERS_TARGET, PoolMembersRecorder
 from services.zookeeper.zkserver import free_port
 from storage.model import is_stale
 
