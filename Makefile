@@ -59,10 +59,10 @@ fuzz: $(STAMP)
 
 # A local cluster: ZooKeeper, Cassandra, 3 scrapers, rollup, alerter, web, 10 pools x 10 hosts.
 cluster: $(STAMP) system-deps
-	$(BIN)/python -m cli.cluster up
+	$(BIN)/python -m cluster up
 
 cluster-down:
-	$(BIN)/python -m cli.cluster down
+	$(BIN)/python -m cluster down
 
 # Failure drills against their own cluster (run/drills/); prints what was lost and recovery times.
 drills: $(STAMP) system-deps

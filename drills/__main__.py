@@ -2,7 +2,7 @@
 
     .venv/bin/python -m drills [--only scraper,cassandra,zookeeper,alerter,web] [--keep]
 
-Brings up its own cluster with ``cli.cluster`` under ``run/drills/`` (ports apart from
+Brings up its own cluster with ``cluster.orchestrator`` under ``run/drills/`` (ports apart from
 ``make cluster``'s): 5 pools x 6 light simulated hosts scraped every 2 s by 3 scrapers,
 Cassandra, ZooKeeper, rollup, alerter and web. The drill process itself is the alerter's
 webhook receiver. Then, one after the other:
@@ -39,7 +39,7 @@ import numpy as np
 from aiohttp import web
 
 from alerting.api_auth import bearer
-from cli import cluster as cl
+from cluster import orchestrator as cl
 
 DRILLS = ("scraper", "cassandra", "zookeeper", "alerter", "web")
 INTERVAL_S = 2.0

@@ -1,4 +1,4 @@
-"""cli.cluster without the services: the configs it writes, PID checks, stop by PID, errors.
+"""cluster.orchestrator without the services: the configs it writes, PID checks, stop by PID, errors.
 
 The full bring-up (ZooKeeper, Cassandra, 17 processes) takes minutes on 2 shared cores and
 runs in ``make drills``; here the parts that decide what gets started and stopped.
@@ -12,8 +12,8 @@ import sys
 
 import yaml
 
-from cli import cluster as cl
 from cli.config import load_config
+from cluster import orchestrator as cl
 
 
 def settings(tmp_path) -> cl.ClusterSettings:

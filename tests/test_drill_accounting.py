@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cli.cluster import SIM_SCRAPES, SimScrapesCollector
+from cluster.orchestrator import SIM_SCRAPES, SimScrapesCollector
 from drills.__main__ import DrillRunner, drill_settings
 from query.memory import MemoryStorage
 from storage.model import SampleBatch, Series, make_labels

@@ -1,8 +1,8 @@
 """A whole Ringmon cluster on this machine: ``make cluster`` / ``make cluster-down``.
 
-    .venv/bin/python -m cli.cluster up   [--dir run/cluster] [--web-listen 127.0.0.1:8080] ...
-    .venv/bin/python -m cli.cluster check [--timeout 120]
-    .venv/bin/python -m cli.cluster down
+    .venv/bin/python -m cluster up   [--dir run/cluster] [--web-listen 127.0.0.1:8080] ...
+    .venv/bin/python -m cluster check [--timeout 120]
+    .venv/bin/python -m cluster down
 
 ``up`` starts, under ``--dir`` (``run/cluster/``, gitignored): ZooKeeper and Cassandra on
 non-default ports (services/zookeeper/zkserver.py, services/cassandra/cassandra_node.py),
@@ -363,7 +363,7 @@ def up(s: ClusterSettings, wait_fleet_s: float = 120.0) -> int:
 
     for pool in s.pool_names():
         launcher.spawn(f"agents-{pool}", [
-            sys.executable, "-m", "cli.cluster", "agents", "--pool", pool, "--count", str(s.hosts_per_pool),
+            sys.executable, "-m", "cluster", "agents", "--pool", pool, "--count", str(s.hosts_per_pool),
             "--zookeeper", zk_hosts, "--zookeeper-root", s.zookeeper_root,
             "--synthetic-load-rps", str(s.synthetic_load_rps), *(["--light"] if s.light_hosts else []),
         ], kind="agents")
@@ -421,7 +421,7 @@ def up(s: ClusterSettings, wait_fleet_s: float = 120.0) -> int:
         if not ok:
             # every process runs: the fleet is still converging (a busy machine, a cold Cassandra)
             say("the cluster is running but not every host is visible yet; "
-                f"`.venv/bin/python -m cli.cluster check --dir {s.dir}` waits for it")
+                f"`.venv/bin/python -m cluster check --dir {s.dir}` waits for it")
     return 0
 
 
@@ -446,7 +446,7 @@ Ringmon cluster is up ({len(state.processes)} processes, PIDs in {s.path / 'pids
   ZooKeeper              127.0.0.1:{s.zookeeper_port} (root {s.zookeeper_root})
   Cassandra              127.0.0.1:{s.cassandra_port}
   logs                   {s.path / 'logs'}/
-  stop                   {"make cluster-down" if s.dir == ClusterSettings.dir else f".venv/bin/python -m cli.cluster down --dir {s.dir}"}
+  stop                   {"make cluster-down" if s.dir == ClusterSettings.dir else f".venv/bin/python -m cluster down --dir {s.dir}"}
 """, flush=True)
 
 
@@ -537,7 +537,7 @@ def down(s: ClusterSettings) -> int:
         say(f"ZooKeeper (pid {zk.pid()}): stopping")
         zk.stop()
     state_path.rename(state_path.with_suffix(".stopped.json"))
-    say("cluster stopped (data kept in " + str(s.path) + "; `python -m cli.cluster wipe` removes it)")
+    say("cluster stopped (data kept in " + str(s.path) + "; `python -m cluster wipe` removes it)")
     return 0
 
 
@@ -677,7 +677,7 @@ async def run_agents(pool: str, count: int, zookeeper: str, root: str, rps: floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cli.cluster", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m cluster", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="action", required=True)
     defaults = ClusterSettings()
