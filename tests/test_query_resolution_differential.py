@@ -53,7 +53,8 @@ COUNTER_FUNCS = ("rate", "increase", "irate", "resets")
 GAUGE_FUNCS = (
     "delta", "idelta", "deriv", "changes", "avg_over_time", "min_over_time", "max_over_time", "sum_over_time",
     "count_over_time", "stddev_over_time", "stdvar_over_time", "last_over_time", "first_over_time",
-    "present_over_time", "mad_over_time", "ts_of_max_over_time", "ts_of_last_over_time",
+    "present_over_time", "mad_over_time", "ts_of_max_over_time", "ts_of_min_over_time", "ts_of_last_over_time",
+    "ts_of_first_over_time",
 )  # fmt: skip
 COLUMN_FUNCS = {"sum_over_time", "count_over_time", "avg_over_time", "min_over_time", "max_over_time"}
 
