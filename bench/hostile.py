@@ -69,6 +69,8 @@ def hostile_requests(now_s: float, one: str = 'up{job="ringmon"}') -> list[Hosti
         Hostile("subquery 150d:1s", q, {"query": "max_over_time(up[150d:1s])"}, (422,)),
         Hostile("subquery 40d:1s, one series", q, {"query": f"max_over_time({one}[40d:1s])"},
                 (200, 422, 503)),
+        Hostile("range 365d x 11000 steps", qr, {"query": 'last_over_time({__name__=~".+"}[365d])', **ahead},
+                (200, 422, 503)),
         Hostile("regex (.*.*)*X", q, {"query": 'up{instance=~"(.*.*)*X"}'}, (200,)),
         Hostile("regex on __name__", q, {"query": '{__name__=~"(.*.*)*' + "a" * 40 + 'X"}'}, (200,)),
         Hostile("count_values x 11000 steps", qr, {"query": f'count_values("v", {everything} + time())', **ahead},

@@ -119,3 +119,33 @@ async def test_times_past_int64_are_input_errors() -> None:
     eng = Engine(_storage(), now_ms=lambda: NOW)
     with pytest.raises(QueryInputError):
         await eng.instant_query("up", 10**19)
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "error_type", "text"),
+    [
+        ("/api/v1/query", {"query": "up", "time": "1e18"}, 400, "bad_data", "out of range"),
+        ("/api/v1/query", {"query": "up", "time": "1e308"}, 400, "bad_data", "cannot parse"),
+        ("/api/v1/query", {"query": "up", "timeout": "1e300"}, 400, "bad_data", "out of range"),
+        ("/api/v1/query_range", {"query": "up", "start": "0", "end": "100", "step": "1e300"}, 400, "bad_data", "step"),
+        ("/api/v1/query_range", {"query": "up", "start": "0", "end": "100", "step": "NaN"}, 400, "bad_data", "step"),
+        ("/api/v1/query_range", {"query": "up", "start": "0", "end": "11001", "step": "1"}, 400, "bad_data",
+         "exceeded maximum resolution of 11,000 points per timeseries"),
+        ("/api/v1/query", {"query": "max_over_time(up[365d:1s])"}, 422, "execution",
+         "query processing would load too many samples into memory in query execution"),
+    ],
+)
+async def test_api_answers_bad_input_and_budgets_in_prometheus_form(path, params, status, error_type, text) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from query.api import add_api_routes
+
+    st = _storage()
+    app = web.Application()
+    add_api_routes(app, Engine(st, now_ms=lambda: NOW), st)
+    async with TestClient(TestServer(app)) as client:
+        r = await client.get(path, params=params)
+        body = await r.json()
+    assert (r.status, body["status"], body["errorType"]) == (status, "error", error_type), body
+    assert text in body["error"]
