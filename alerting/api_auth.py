@@ -95,7 +95,7 @@ def api_middleware(token: str) -> Middleware:
         if foreign_origin(request, null_is_foreign=True):
             return _error(403, "cross-origin requests are refused")
         if request.path not in OPEN_PATHS:
-            got = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+            got = request.headers.get("Authorization", "").encode("utf-8", "surrogatepass")
             if not hmac.compare_digest(got, want):
                 return _error(401, "missing or wrong API token (Authorization: Bearer <token>; "
                                    "see alerter.api_token_file)", **{"WWW-Authenticate": 'Bearer realm="ringmon"'})

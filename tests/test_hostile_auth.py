@@ -31,7 +31,7 @@ import pytest
 from alerting.api_auth import USER_HEADER, bearer
 from alerting.service import AlerterSettings
 from services.zookeeper.zkserver import free_port
-from web.auth import SESSION_COOKIE, hash_password
+from web.auth import CSRF_COOKIE, SESSION_COOKIE, hash_password
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse"
@@ -190,6 +190,15 @@ async def test_standalone_logins_and_sessions(tmp_path: Path) -> None:
         async with aiohttp.ClientSession() as http, http.post(
                 base + "/logout", data="x=1", headers={"Origin": "http://[not-a-host"}) as r:
             assert r.status == 403  # an Origin that is no URL is another site, not a 500
+        # cookies and form fields that are not ASCII or not UTF-8: read as no session, a wrong token
+        for cookie in (b"x.\xc3\xa9", b"\xff.abc", b"\xed\xa0\x80.x"):
+            assert await raw_status(base, b"GET /login HTTP/1.1\r\nHost: x\r\nCookie: " + SESSION_COOKIE.encode()
+                                    + b"=" + cookie + b"\r\nConnection: close\r\n\r\n") == 200, cookie
+        for token in (b"%ff", b"%c3%a9", b"%ed%a0%80"):
+            body = b"username=ops&password=x&csrf_token=" + token
+            assert await raw_status(base, b"POST /login HTTP/1.1\r\nHost: x\r\nCookie: " + CSRF_COOKIE.encode()
+                                    + b"=abc\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: "
+                                    + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body) == 403, token
 
         ended, kept = Browser(base, "127.0.0.3"), Browser(base, "127.0.0.4")
         try:

@@ -60,6 +60,12 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _raw(text: str) -> bytes:
+    """A cookie's or form's text as the bytes it came as: any character, undecodable bytes
+    included (kept as surrogates), compares and signs without an error."""
+    return text.encode("utf-8", "surrogatepass")
+
+
 def hash_password(password: str, *, n: int = SCRYPT_N) -> str:
     """``scrypt$<n>$<r>$<p>$<salt>$<hash>`` for the config file's ``password_hash``."""
     if not password:
@@ -133,7 +139,7 @@ class Auth:
         return bool(self.users)
 
     def _sign(self, purpose: str, payload: str) -> str:
-        return _b64(hmac.new(self.secret, f"{purpose}:{payload}".encode(), hashlib.sha256).digest())
+        return _b64(hmac.new(self.secret, _raw(f"{purpose}:{payload}"), hashlib.sha256).digest())
 
     def client_address(self, request: web.Request) -> str:
         """The address logins are counted for: the peer, or behind a trusted proxy the last
@@ -182,7 +188,7 @@ class Auth:
         if not value or "." not in value:
             return None
         payload, sig = value.rsplit(".", 1)
-        if not hmac.compare_digest(sig, self._sign("session", payload)):
+        if not hmac.compare_digest(_raw(sig), _raw(self._sign("session", payload))):
             return None
         try:
             data = json.loads(_unb64(payload))
@@ -245,7 +251,7 @@ class Auth:
             raise web.HTTPForbidden(text="The form was sent from another site.")
         cookie = request.cookies.get(CSRF_COOKIE, "")
         token = str(form.get(CSRF_FIELD, ""))
-        if not cookie or not token or not hmac.compare_digest(token, self.csrf_for(cookie)):
+        if not cookie or not token or not hmac.compare_digest(_raw(token), _raw(self.csrf_for(cookie))):
             raise web.HTTPForbidden(
                 text="The form's security token is missing or stale. Reload the page and submit it again."
             )
