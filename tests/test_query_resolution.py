@@ -282,3 +282,34 @@ def test_pages_keep_max_source_resolution() -> None:
     assert tr.preset_params("7d")["max_source_resolution"] == "1h"
     bad = parse_time_range({"range": "24h", "max_source_resolution": "2m"}, now_s=NOW / 1000)
     assert bad.source == "auto" and "max_source_resolution" not in bad.query_params() and bad.errors
+
+
+async def test_query_page_passes_max_source_resolution(data) -> None:
+    """The query page's ``max_source_resolution`` reaches the engine (its warning is shown),
+    the picker shows the choice, and links keep it; without it the page reads raw samples."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from web.app import create_app
+
+    st, raw = data
+    eng = Engine(st, now_ms=lambda: NOW)
+
+    async def nothing():
+        return []
+
+    client = TestClient(TestServer(create_app(engine=eng, pools_provider=nothing, targets_provider=nothing)))
+    await client.start_server()
+    window = {"range": "custom", "from": str((NOW - 6 * HOUR_MS) // 1000), "to": str(NOW // 1000)}
+    try:
+        st.select_log.clear()
+        resp = await client.get("/query", params={"expr": "irate(c_total[5m])", **window, "max_source_resolution": "1m"})
+        body = await resp.text()
+        assert resp.status == 200 and "1m" in {r for r, _, _ in st.select_log}
+        assert "irate() answered from 1m rollups" in body
+        assert '<option value="1m" selected>' in body and 'name="max_source_resolution" value="1m"' in body
+        st.select_log.clear()
+        resp = await client.get("/query", params={"expr": "irate(c_total[5m])", **window})
+        body = await resp.text()
+        assert {r for r, _, _ in st.select_log} == {"raw"} and "answered from" not in body
+    finally:
+        await client.close()
