@@ -263,7 +263,7 @@ def _parse_group(node: YNode, index: int, col: _Collector, options: LoadOptions)
     return grp
 
 
-def _parse_rule(node: YNode, index: int, gwhere: str, col: _Collector, options: LoadOptions) -> Rule | None:
+def _parse_rule(node: YNode, index: int, gwhere: str, col: _Collector, options: LoadOptions) -> Rule | None:  # noqa: C901 - one pass over a rule's keys in Prometheus's order, each with its own error
     where = f"{gwhere}, rule {index + 1}"
     if node.kind != "map":
         col.add(node.line, f"{where}: expected a mapping, got {node.describe()}")

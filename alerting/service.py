@@ -121,7 +121,7 @@ def _template_limits(d: Any, where: str) -> TemplateLimits:
     return replace(DEFAULT_LIMITS, **kw)
 
 
-def settings_from_dict(d: Any, source: str, defaults: AlerterSettings | None = None) -> AlerterSettings:
+def settings_from_dict(d: Any, source: str, defaults: AlerterSettings | None = None) -> AlerterSettings:  # noqa: C901 - one branch per alerter setting, each with its own error
     s = defaults or AlerterSettings()
     if d is None:
         return s

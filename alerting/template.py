@@ -509,7 +509,7 @@ _NUM_RE = re.compile(r"[+-]?(?:0[xX][0-9a-fA-F_]+|0[bB][01_]+|0[oO][0-7_]+|(?:\d
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _lex(text: str, name: str) -> list[Tok]:
+def _lex(text: str, name: str) -> list[Tok]:  # noqa: C901, PLR0915 - Go's text/template lexer states as branches of one loop over the text
     toks: list[Tok] = []
     pos = 0
     line = 1

@@ -271,7 +271,7 @@ class UnitTestRunner:
                         raise UnitTestError(f"tests[{i}]: field {k} not found (known: {', '.join(TEST_GROUP_KEYS)})")
         return data
 
-    async def _run_group(self, tg: dict, idx: int, groups: list[RuleGroup], eval_ms: int,
+    async def _run_group(self, tg: dict, idx: int, groups: list[RuleGroup], eval_ms: int,  # noqa: C901, PLR0915 - promtool's test sequence in its order: series, steps, alert and expression checks
                          fuzzy: bool) -> tuple[list[str], list[str]]:
         name = str(tg.get("name", ""))
         label = f"tests[{idx}]" + (f" {name!r}" if name else "")

@@ -302,7 +302,7 @@ def _seconds(text: str) -> float:
     return parse_duration(text)
 
 
-def up(s: ClusterSettings, wait_fleet_s: float = 120.0) -> int:
+def up(s: ClusterSettings, wait_fleet_s: float = 120.0) -> int:  # noqa: PLR0915 - a linear start script: each service in dependency order, cleanup on failure
     from services.cassandra.cassandra_node import CassandraNode, NodeError
     from services.zookeeper.zkserver import ZooKeeperError, ZooKeeperServer
 

@@ -142,7 +142,7 @@ def _fast_sums(op: str, vec: InstantVector, gid: np.ndarray, keys: list[Labels])
     return InstantVector(labels, values, cnt > 0)
 
 
-def _simple(op: str, vec: InstantVector, gid: np.ndarray, keys: list[Labels], steps: int) -> InstantVector:
+def _simple(op: str, vec: InstantVector, gid: np.ndarray, keys: list[Labels], steps: int) -> InstantVector:  # noqa: PLR0915 - one vectorised branch per aggregation operator
     G = len(keys)
     if op in ("count", "group") or (op in ("sum", "avg") and _well_conditioned(vec)):
         return _fast_sums(op, vec, gid, keys)

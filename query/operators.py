@@ -161,7 +161,7 @@ def _set_op(node: P.Binary, lhs: InstantVector, rhs: InstantVector) -> InstantVe
     return out.compact()
 
 
-def _vector_vector(node: P.Binary, lhs: InstantVector, rhs: InstantVector) -> InstantVector:
+def _vector_vector(node: P.Binary, lhs: InstantVector, rhs: InstantVector) -> InstantVector:  # noqa: C901, PLR0915 - Prometheus's VectorBinop matching (one-to-one, group_left/right, set ops) in one pass
     op = node.op
     card = node.card
     if card == "many-to-many":

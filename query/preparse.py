@@ -352,7 +352,7 @@ def _nothing_to_rewrite(text: str) -> bool:
     return "offset" not in low or len(_OFFSET_WORD.findall(text)) == len(_PLAIN_OFFSET.findall(text))
 
 
-def preparse(text: str) -> Preparsed:
+def preparse(text: str) -> Preparsed:  # noqa: C901, PLR0915 - a single-pass rewriter over the token stream; its rewrites share the cursor
     """Rewrite duration expressions and range modifiers into syntax ``promql-parser`` reads."""
     if _nothing_to_rewrite(text):
         return Preparsed(text)

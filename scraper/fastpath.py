@@ -329,7 +329,7 @@ class ScrapeCache:
 
     # ------------------------------------------------------------------ internals
 
-    def _run(self, lines: list[bytes], fmt: str, gen: int) -> Generator[None, None, ScrapeOutcome]:
+    def _run(self, lines: list[bytes], fmt: str, gen: int) -> Generator[None, None, ScrapeOutcome]:  # noqa: PLR0915 - the scrape hot loop: locals bound once and steps inlined on purpose (a call per line costs)
         prev = gen - 1
         out = ScrapeOutcome()
         out_series = out.series

@@ -190,7 +190,7 @@ class ScrapeLoop:
             totals[reason] = totals.get(reason, 0) + k
             self.metrics.samples_dropped.labels(self.pool_name, self.target.key, reason).inc(k)
 
-    async def scrape_once(self) -> ScrapeOutcome | None:
+    async def scrape_once(self) -> ScrapeOutcome | None:  # noqa: PLR0915 - one scrape's steps in order (fetch, parse, limits, staleness, write) share its outcome
         """Scrape now, write the batch; returns the outcome (None when the scrape failed)."""
         start = time.time()
         ts_ms = int(start * 1000)

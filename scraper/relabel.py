@@ -96,7 +96,7 @@ def parse_relabel_configs(items: Any, where: str) -> tuple[RelabelConfig, ...]:
     return tuple(RelabelConfig.from_dict(d, f"{where}[{i}]") for i, d in enumerate(items))
 
 
-def relabel(labels: dict[str, str], configs: tuple[RelabelConfig, ...]) -> dict[str, str] | None:
+def relabel(labels: dict[str, str], configs: tuple[RelabelConfig, ...]) -> dict[str, str] | None:  # noqa: C901 - one branch per relabel action, as Prometheus's relabel.Process
     """Apply configs in order to a label dict (changed in place); None when the set is dropped."""
     for cfg in configs:
         action = cfg.action

@@ -688,7 +688,7 @@ def _too_thin(vals: np.ndarray, px_per_unit: float) -> bool:
     return bool(np.count_nonzero(np.abs(present) * px_per_unit <= COINCIDE_PX) >= COINCIDE_SHARE * present.size)
 
 
-def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -> str:
+def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -> str:  # noqa: C901, PLR0915 - the SVG laid out in one pass: axes, bands, lines, markers and legend share the scales
     """The whole chart as one ``<svg>`` element (a string safe to embed in HTML)."""
     spec = spec or ChartSpec()
     all_series = list(series)
