@@ -35,7 +35,8 @@ NOTIFICATION_FAILURES = Counter(
 )
 NOTIFICATIONS_UNDELIVERED = Counter(
     "ringmon_notifications_undelivered_total",
-    "Notifications given up on: a permanent error or every retry within the budget failed",
+    "Notifications a flush gave up on: a permanent error, or every retry within the retry budget"
+    " (group_interval by default) failed; the next flush sends them again while still due",
     ["integration"],
 )
 NOTIFICATION_LATENCY = Histogram(
