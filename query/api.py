@@ -181,16 +181,19 @@ def success(data: Any, warnings: list[str] | None = None) -> web.Response:
 # ------------------------------------------------------------------- parsing
 
 
+def _seconds_ms(t: str) -> int | None:
+    """A finite number of seconds in milliseconds, or None."""
+    try:
+        v = float(t)
+        return None if math.isnan(v) or math.isinf(v) else int(round(v * 1000))
+    except (ValueError, OverflowError):
+        return None
+
+
 def parse_time_ms(text: str, name: str) -> int:
     """Unix seconds (float) or RFC 3339, as the Prometheus API accepts."""
     t = text.strip()
-    try:
-        v = float(t)
-        if math.isnan(v) or math.isinf(v):
-            raise ValueError
-        ms = int(round(v * 1000))
-    except (ValueError, OverflowError):
-        ms = None
+    ms = _seconds_ms(t)
     if ms is None:
         try:
             iso = t.replace("Z", "+00:00")
@@ -210,14 +213,9 @@ def parse_time_ms(text: str, name: str) -> int:
 
 
 def parse_duration_ms(text: str, name: str) -> int:
+    """Seconds (float) or a Prometheus duration, as the API accepts."""
     t = text.strip()
-    try:
-        v = float(t)
-        if math.isnan(v) or math.isinf(v):
-            raise ValueError
-        ms = int(round(v * 1000))
-    except (ValueError, OverflowError):
-        ms = None
+    ms = _seconds_ms(t)
     if ms is None:
         try:
             ms = durations.parse_duration_ms(t)

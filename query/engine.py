@@ -100,20 +100,18 @@ class FetchPlan:
         return self.resolution.step_ms
 
 
-class LazyColumns(dict):
-    """Rollup aggregate columns of many series, concatenated only when first read."""
+class _ColumnsOnRead(dict):
+    """Rollup aggregate columns ``names``, each built (``_column``) only when first read."""
 
-    def __init__(self, data: list[SeriesData], names: tuple[str, ...] | None = None) -> None:
-        super().__init__()
-        self._data = data
-        if names is None:
-            names = tuple((data[0].agg or {}).keys()) if data else ()
-        self._names = names
+    _names: tuple[str, ...]
+
+    def _column(self, name: str) -> np.ndarray:
+        raise NotImplementedError
 
     def __missing__(self, name: str) -> np.ndarray:
         if name not in self._names:
             raise KeyError(name)
-        col = np.concatenate([d.agg[name] for d in self._data])  # type: ignore[index]
+        col = self._column(name)
         self[name] = col
         return col
 
@@ -128,6 +126,20 @@ class LazyColumns(dict):
 
     def __bool__(self) -> bool:  # (true before any column is read: ``agg or {}`` must keep it)
         return bool(self._names)
+
+
+class LazyColumns(_ColumnsOnRead):
+    """Rollup aggregate columns of many series, concatenated only when first read."""
+
+    def __init__(self, data: list[SeriesData], names: tuple[str, ...] | None = None) -> None:
+        super().__init__()
+        self._data = data
+        if names is None:
+            names = tuple((data[0].agg or {}).keys()) if data else ()
+        self._names = names
+
+    def _column(self, name: str) -> np.ndarray:
+        return np.concatenate([d.agg[name] for d in self._data])  # type: ignore[index]
 
 
 @dataclass
@@ -141,7 +153,7 @@ class FlatSeries:
     agg: dict[str, np.ndarray] | None
 
 
-class PieceColumns(dict):
+class PieceColumns(_ColumnsOnRead):
     """Rollup aggregate columns ``names`` of many series, each series from a stored part
     and/or a range of rows built from raw samples, concatenated only when first read."""
 
@@ -151,9 +163,7 @@ class PieceColumns(dict):
         self._built = built
         self._names = names
 
-    def __missing__(self, name: str) -> np.ndarray:
-        if name not in self._names:
-            raise KeyError(name)
+    def _column(self, name: str) -> np.ndarray:
         made = self._built.cols[name]
         arrays = []
         for agg, a, b in self._pieces:
@@ -161,21 +171,7 @@ class PieceColumns(dict):
                 arrays.append(agg[name])
             if b > a:
                 arrays.append(made[a:b])
-        col = np.concatenate(arrays) if arrays else np.zeros(0)
-        self[name] = col
-        return col
-
-    def keys(self):
-        return self._names
-
-    def items(self):
-        return [(k, self[k]) for k in self._names]
-
-    def __iter__(self):
-        return iter(self._names)
-
-    def __bool__(self) -> bool:  # (true before any column is read: ``agg or {}`` must keep it)
-        return bool(self._names)
+        return np.concatenate(arrays) if arrays else np.zeros(0)
 
 
 def _flat_parts(

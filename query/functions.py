@@ -998,6 +998,21 @@ def _almost_equal(a: float, b: float, eps: float) -> bool:
     return diff / min(abs_sum, 1.7976931348623157e308) < eps
 
 
+def _merged_buckets(buckets: list[tuple[float, float]]) -> list[list[float]] | None:
+    """Classic-histogram buckets sorted by upper bound, counts of equal bounds summed; None
+    when the last bucket is not +Inf (upstream's NaN)."""
+    buckets = sorted(buckets, key=lambda b: b[0])
+    if not buckets or not math.isinf(buckets[-1][0]) or buckets[-1][0] < 0:
+        return None
+    merged: list[list[float]] = []
+    for ub, cnt in buckets:
+        if merged and merged[-1][0] == ub:
+            merged[-1][1] += cnt
+        else:
+            merged.append([ub, cnt])
+    return merged
+
+
 def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     """Upstream ``BucketQuantile`` for classic histograms: (upper bound, cumulative count) pairs."""
     if math.isnan(q):
@@ -1006,15 +1021,9 @@ def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
         return -math.inf
     if q > 1:
         return math.inf
-    buckets = sorted(buckets, key=lambda b: b[0])
-    if not buckets or not math.isinf(buckets[-1][0]) or buckets[-1][0] < 0:
+    merged = _merged_buckets(buckets)
+    if merged is None:
         return math.nan
-    merged: list[list[float]] = []
-    for ub, cnt in buckets:
-        if merged and merged[-1][0] == ub:
-            merged[-1][1] += cnt
-        else:
-            merged.append([ub, cnt])
     prev = merged[0][1]
     for k in range(1, len(merged)):
         cur = merged[k][1]
@@ -1110,15 +1119,9 @@ def bucket_fraction(lower: float, upper: float, buckets: list[tuple[float, float
 
     Buckets of infinite width contribute nothing when a bound falls inside them; the first
     bucket starts at 0 when its upper bound is positive (as upstream assumes)."""
-    buckets = sorted(buckets, key=lambda b: b[0])
-    if not buckets or not math.isinf(buckets[-1][0]) or buckets[-1][0] < 0:
+    merged = _merged_buckets(buckets)
+    if merged is None:
         return math.nan
-    merged: list[list[float]] = []
-    for ub, cnt in buckets:
-        if merged and merged[-1][0] == ub:
-            merged[-1][1] += cnt
-        else:
-            merged.append([ub, cnt])
     count = merged[-1][1]
     if count == 0 or math.isnan(lower) or math.isnan(upper):
         return math.nan
