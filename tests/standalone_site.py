@@ -18,13 +18,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 from urllib.request import urlopen
+
+from waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 _UP_LINE = re.compile(r"is up: (http://127\.0\.0\.1:\d+)/")
@@ -86,19 +86,6 @@ def start_standalone(data_dir: Path, *, config: str = "configs/standalone.yaml",
         proc.wait(timeout=30)
         raise RuntimeError("standalone did not start:\n" + "".join(output[-40:]))
     return Standalone(url[0], data_dir, proc, output)
-
-
-async def wait_for(check: Callable[[], Awaitable[Any]], what: str, timeout_s: float, every_s: float = 0.5) -> Any:
-    """Poll ``check`` until it returns something truthy; bounded by ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while True:
-        last = await check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
-        await asyncio.sleep(every_s)
 
 
 async def wait_until_warm(site: Standalone, *, scrapes: int = 3, timeout_s: float = 300.0) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -16,29 +15,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client import Counter, Gauge
+from waiting import wait_for
 
 from agent.server import AgentServer
 from cli.config import load_config
 from cli.standalone import Standalone
+from services.proc import free_port
 
 PROMTOOL = shutil.which("promtool")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def _wait_for(predicate, what: str, timeout: float = 60.0, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await predicate()
-        if last:
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture
@@ -54,7 +38,7 @@ async def standalone(tmp_path: Path):
     om_site = web.TCPSite(om_runner, "127.0.0.1", 0)
     await om_site.start()
     om = f"127.0.0.1:{om_site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    dead = f"127.0.0.1:{_free_port()}"
+    dead = f"127.0.0.1:{free_port()}"
     targets = tmp_path / "targets.yaml"
     targets.write_text(
         "pools:\n"
@@ -83,7 +67,7 @@ async def standalone(tmp_path: Path):
         f"discovery:\n  static_file: {targets}\n  refresh_interval: 1s\n"
         "scrape:\n  interval: 1s\n  timeout: 1s\n"
         "  pools:\n    gone:\n      relabel_configs:\n      - {action: drop, source_labels: [job], regex: gone}\n"
-        f"web:\n  listen: 127.0.0.1:{_free_port()}\n"
+        f"web:\n  listen: 127.0.0.1:{free_port()}\n"
         "  session_secret: topsecretvalue\n"
     )
     system = Standalone(load_config(cfg))
@@ -121,7 +105,7 @@ async def test_fleet_endpoints_standalone(standalone) -> None:
             _, body = await _json(http, "GET", api + "/metadata")
             return {"fleet_jobs_total", "om_latency_seconds"} <= set(body["data"])
 
-        await _wait_for(scraped, "metadata of both scraped targets")
+        await wait_for(scraped, "metadata of both scraped targets")
         _, body = await _json(http, "GET", api + "/metadata", params={"metric": "fleet_jobs_total"})
         md = body["data"]
         assert md == {"fleet_jobs_total": [{"type": "counter", "help": "Jobs done.\nSecond line with a \\ backslash.",
@@ -145,7 +129,7 @@ async def test_fleet_endpoints_standalone(standalone) -> None:
             ts = {t["labels"]["instance"]: t for t in body["data"]["activeTargets"] if t["scrapePool"] == "fleet"}
             return ts if {live, dead} <= set(ts) and all(t["health"] != "unknown" for t in ts.values()) else None
 
-        ts = await _wait_for(both_scraped, "both fleet targets scraped")
+        ts = await wait_for(both_scraped, "both fleet targets scraped")
         up, down = ts[live], ts[dead]
         assert up["health"] == "up" and up["lastError"] == "" and up["scrapeUrl"] == f"http://{live}/metrics"
         assert up["scrapeInterval"] == "1s" and up["scrapeTimeout"] == "1s"
@@ -166,7 +150,7 @@ async def test_fleet_endpoints_standalone(standalone) -> None:
             _, body = await _json(http, "GET", api + "/alerts")
             return body["data"]["alerts"] or None
 
-        alerts = await _wait_for(firing, "the alert on the dead target")
+        alerts = await wait_for(firing, "the alert on the dead target")
         assert alerts[0]["labels"]["alertname"] == "FleetTargetDown" and alerts[0]["labels"]["instance"] == dead
         assert alerts[0]["state"] in ("pending", "firing") and alerts[0]["value"] == "0e+00"
         _, body = await _json(http, "GET", api + "/rules")
@@ -216,7 +200,7 @@ def body_keys(d: dict) -> set[str]:
 async def test_grafana_requests_standalone(standalone) -> None:
     base, live, _ = standalone
     async with aiohttp.ClientSession() as http:
-        await _wait_for(lambda: _has_data(http, base), "a few scrapes stored")
+        await wait_for(lambda: _has_data(http, base), "a few scrapes stored")
         for method, path, form in grafana_requests(time.time()):
             status, body = await _json(http, method, base + path,
                                        **({"data": form} if method == "POST" else {"params": form}))
@@ -277,7 +261,7 @@ def check_grafana_answer(path: str, data, live: str) -> None:
 async def test_promtool_against_standalone(standalone, tmp_path: Path) -> None:
     base, live, _ = standalone
     async with aiohttp.ClientSession() as http:
-        await _wait_for(lambda: _has_data(http, base), "a few scrapes stored")
+        await wait_for(lambda: _has_data(http, base), "a few scrapes stored")
         async with http.get(base + "/metrics") as r:
             own_metrics = await r.read()
 

@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from prometheus_client import Counter
 from test_api_fleet import check_grafana_answer, grafana_requests
+from waiting import wait_for
 
 from agent.server import AgentServer
 from alerting.service import AlerterService, load_alerting_file
@@ -29,17 +30,6 @@ from services.zookeeper.zkserver import free_port
 
 pytestmark = [pytest.mark.zookeeper, pytest.mark.slow]
 PROMTOOL = shutil.which("promtool")
-
-
-async def _wait_for(predicate, what: str, timeout: float = 60.0, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await predicate()
-        if last:
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def _storage_doc(backend: str, tmp: Path, request) -> dict:
@@ -125,7 +115,7 @@ async def test_fleet_api_and_grafana_requests_in_cluster_mode(cluster) -> None:
             _, body = await _json(http, "GET", api + "/metadata", params={"metric": "fleet_jobs_total"})
             return body["data"] or None
 
-        assert await _wait_for(scraped, "metadata from the scraper") == {
+        assert await wait_for(scraped, "metadata from the scraper") == {
             "fleet_jobs_total": [{"type": "counter", "help": "Jobs done.", "unit": ""}]}
         _, body = await _json(http, "GET", api + "/targets/metadata", params={"match_target": '{job="fleet"}'})
         assert {m["metric"] for m in body["data"]} >= {"fleet_jobs_total"}
@@ -136,7 +126,7 @@ async def test_fleet_api_and_grafana_requests_in_cluster_mode(cluster) -> None:
             ts = {t["labels"]["instance"]: t for t in body["data"]["activeTargets"]}
             return ts if {live, dead} <= set(ts) and all(t["health"] != "unknown" for t in ts.values()) else None
 
-        ts = await _wait_for(both_scraped, "both targets scraped")
+        ts = await wait_for(both_scraped, "both targets scraped")
         assert ts[live]["health"] == "up" and ts[live]["scrapePool"] == "fleet"
         assert ts[live]["scrapeUrl"] == f"http://{live}/metrics" and ts[live]["scrapeInterval"] == "1s"
         assert ts[dead]["health"] == "down" and ts[dead]["lastError"]
@@ -146,7 +136,7 @@ async def test_fleet_api_and_grafana_requests_in_cluster_mode(cluster) -> None:
             _, body = await _json(http, "GET", api + "/alerts")
             return body["data"]["alerts"] or None
 
-        (alert,) = await _wait_for(firing, "the alert on the dead target, from the alerter")
+        (alert,) = await wait_for(firing, "the alert on the dead target, from the alerter")
         assert alert["labels"]["instance"] == dead and alert["labels"]["alertname"] == "FleetTargetDown"
         _, body = await _json(http, "GET", api + "/alertmanagers")
         assert body["data"]["activeAlertmanagers"] == [{"url": "http://127.0.0.1:1/api/v2/alerts"}]
@@ -159,7 +149,7 @@ async def test_fleet_api_and_grafana_requests_in_cluster_mode(cluster) -> None:
             _, body = await _json(http, "GET", api + "/query", params={"query": "count_over_time(up[1m]) > 2"})
             return bool(body["data"]["result"])
 
-        await _wait_for(has_data, "a few scrapes stored")
+        await wait_for(has_data, "a few scrapes stored")
         for method, path, form in grafana_requests(time.time()):
             status, body = await _json(http, method, base + path,
                                        **({"data": form} if method == "POST" else {"params": form}))

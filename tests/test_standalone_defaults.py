@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,8 +17,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from waiting import wait_for
 
 from scraper.exposition import parse
+from services.proc import free_port
 from web.dashboards import DashboardStore, expand
 from web.timerange import format_duration_s, parse_time_range
 
@@ -28,26 +29,15 @@ pytestmark = pytest.mark.slow
 BUDGET_S = 300.0  # the shipped timers: 10 s scrapes, 30 s rule group, 30 s group_wait
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def _wait_for(predicate, what: str, deadline: float, every: float = 1.0):
-    last = None
-    while time.monotonic() < deadline:
-        last = await predicate()
-        if last:
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+def _left(deadline: float) -> float:
+    """What is left of a test's budget for its next wait."""
+    return deadline - time.monotonic()
 
 
 @pytest.fixture(scope="module")
 def standalone(tmp_path_factory):
     data = tmp_path_factory.mktemp("standalone") / "state"
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "standalone", "--config", "configs/standalone.yaml",
          "--listen", f"127.0.0.1:{port}", "--data-dir", str(data)],
@@ -97,7 +87,7 @@ async def test_notifications_reach_the_local_receivers_and_nothing_fails(standal
     base, data, proc = standalone
     deadline = time.monotonic() + BUDGET_S
     async with aiohttp.ClientSession() as http:
-        await _wait_for(lambda: _up(http, base, proc), "the web server", deadline, 0.25)
+        await wait_for(lambda: _up(http, base, proc), "the web server", _left(deadline), 0.25)
 
         async def delivered() -> str | None:
             async with http.get(f"{base}/notifications") as r:
@@ -109,7 +99,7 @@ async def test_notifications_reach_the_local_receivers_and_nothing_fails(standal
             page = await delivered()
             return page if page and "notification log" in page and "webhook sink watchdog" in page else None
 
-        await _wait_for(both, "the watchdog on /notifications via the log and the sink", deadline)
+        await wait_for(both, "the watchdog on /notifications via the log and the sink", _left(deadline))
         metrics = await _samples(http, base)
         sent = metrics["ringmon_notifications_total"]
         for kind in ("notification_log", "webhook"):
@@ -144,7 +134,7 @@ async def test_every_panel_of_every_shipped_dashboard_has_data(standalone) -> No
     dashboards = DashboardStore(cluster=False).all()
     assert {d.name for d in dashboards} >= {"fleet", "host", "ringmon"}
     async with aiohttp.ClientSession() as http:
-        await _wait_for(lambda: _up(http, base, proc), "the web server", deadline, 0.25)
+        await wait_for(lambda: _up(http, base, proc), "the web server", _left(deadline), 0.25)
 
         async def query(expr: str) -> list:
             doc = await _get_json(http, f"{base}/api/v1/query", query=expr)
@@ -158,7 +148,7 @@ async def test_every_panel_of_every_shipped_dashboard_has_data(standalone) -> No
                     found = await query(expand(var.options_query, values, builtins))
                     return sorted({s["metric"].get(var.options_label, "") for s in found} - {""})
 
-                values[var.name] = var.default or (await _wait_for(choices, f"choices of ${var.name}", deadline))[0]
+                values[var.name] = var.default or (await wait_for(choices, f"choices of ${var.name}", _left(deadline)))[0]
             for panel in dash.panels:
                 for q in panel.queries:
                     expr = expand(q.expr, values, builtins)
@@ -166,7 +156,7 @@ async def test_every_panel_of_every_shipped_dashboard_has_data(standalone) -> No
                     async def answered(expr=expr) -> list:
                         return await query(expr)
 
-                    await _wait_for(answered, f"data for {dash.name} / {panel.title}: {expr}", deadline)
+                    await wait_for(answered, f"data for {dash.name} / {panel.title}: {expr}", _left(deadline))
         # the page of each dashboard renders without a "No data" panel
         for dash in dashboards:
             async with http.get(f"{base}/d/{dash.name}") as r:
@@ -183,13 +173,13 @@ async def test_status_and_pools_answer_for_a_standalone_instance(standalone, tmp
     base, data, proc = standalone
     deadline = time.monotonic() + BUDGET_S
     async with aiohttp.ClientSession() as http:
-        await _wait_for(lambda: _up(http, base, proc), "the web server", deadline, 0.25)
+        await wait_for(lambda: _up(http, base, proc), "the web server", _left(deadline), 0.25)
 
         async def scraped() -> bool:  # every target has had its first scrape
             doc = await _get_json(http, f"{base}/-/pools")
             return all(r["up"] == r["members"] for r in doc) and {r["pool"] for r in doc} == {"web", "db", "ringmon"}
 
-        await _wait_for(scraped, "a first scrape of every target", deadline)
+        await wait_for(scraped, "a first scrape of every target", _left(deadline))
     loop = asyncio.get_running_loop()
     capsys.readouterr()
     assert await loop.run_in_executor(None, main, ["status", "--url", base]) == 0
@@ -209,7 +199,7 @@ async def test_status_and_pools_answer_for_a_standalone_instance(standalone, tmp
     assert [row.split()[:5] for row in table[1:]] == [["db", "2", "0", "2", "0"], ["ringmon", "1", "0", "1", "0"],
                                                       ["web", "3", "0", "3", "0"]]
     # nothing answering: one line and exit code 1, no traceback
-    assert await loop.run_in_executor(None, main, ["status", "--url", f"http://127.0.0.1:{_free_port()}"]) == 1
+    assert await loop.run_in_executor(None, main, ["status", "--url", f"http://127.0.0.1:{free_port()}"]) == 1
     assert "DOWN" in capsys.readouterr().out
 
 

@@ -7,11 +7,9 @@ static targets; standalone adds its in-process agents (one with synthetic reques
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,31 +19,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client import Counter
+from waiting import wait_for
 
 from agent.server import AgentServer
+from services.proc import free_port
 from storage.matchers import Matcher, MatchOp
 from storage.sqlite import SQLiteStorage
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def _wait_for(predicate, what: str, timeout: float = 60.0, every: float = 0.25):
-    """Poll an async predicate until it returns a truthy value (bounded)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await predicate()
-        if last:
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def _eq(name: str, value: str) -> Matcher:
@@ -56,8 +38,8 @@ async def test_standalone_scrapes_stores_and_charts(tmp_path: Path) -> None:
     agent = AgentServer("127.0.0.1", 0)
     marker = Counter("e2e_marker", "counter set by the test", registry=agent.registry)
     await agent.start()
-    dead = f"127.0.0.1:{_free_port()}"
-    web_port = _free_port()
+    dead = f"127.0.0.1:{free_port()}"
+    web_port = free_port()
     db = tmp_path / "ringmon.db"
     targets = tmp_path / "targets.yaml"
     targets.write_text(
@@ -124,7 +106,7 @@ async def test_standalone_scrapes_stores_and_charts(tmp_path: Path) -> None:
                 except aiohttp.ClientError:
                     return False
 
-            await _wait_for(healthy, "standalone web to answer")
+            await wait_for(healthy, "standalone web to answer")
             store = await SQLiteStorage.open(db)
             now = lambda: int(time.time() * 1000)  # noqa: E731
 
@@ -133,9 +115,9 @@ async def test_standalone_scrapes_stores_and_charts(tmp_path: Path) -> None:
                 vals = [float(v) for d in got for v in d.values]
                 return vals if expected in vals else None
 
-            await _wait_for(lambda: marker_values(41.0), "the first marker value stored")
+            await wait_for(lambda: marker_values(41.0), "the first marker value stored")
             marker.inc(1000.5)
-            vals = await _wait_for(lambda: marker_values(1041.5), "the second marker value stored")
+            vals = await wait_for(lambda: marker_values(1041.5), "the second marker value stored")
             # Every stored sample is a value the agent served, and nothing else.
             assert set(vals) <= {41.0, 1041.5}, vals
             got = await store.select([_eq("__name__", "e2e_marker_total")], now() - 120_000, now())
@@ -146,8 +128,8 @@ async def test_standalone_scrapes_stores_and_charts(tmp_path: Path) -> None:
                 d = await store.select([_eq("__name__", "up"), _eq("instance", instance)], now() - 120_000, now())
                 return d[0].values.tolist() if d and len(d[0]) >= 2 else None
 
-            assert set(await _wait_for(lambda: up_of(agent.address), "up of the live target")) == {1.0}
-            assert set(await _wait_for(lambda: up_of(dead), "up of the dead target")) == {0.0}
+            assert set(await wait_for(lambda: up_of(agent.address), "up of the live target")) == {1.0}
+            assert set(await wait_for(lambda: up_of(dead), "up of the dead target")) == {0.0}
             dur = await store.select([_eq("__name__", "scrape_duration_seconds"), _eq("instance", agent.address)], now() - 120_000, now())
             assert dur and all(0 <= v < 1.0 for v in dur[0].values)
 
@@ -156,14 +138,14 @@ async def test_standalone_scrapes_stores_and_charts(tmp_path: Path) -> None:
                 d = await store.select([_eq("__name__", "http_requests_total"), _eq("job", "web")], now() - 120_000, now())
                 return d if sum(len(x) for x in d) >= 2 else None
 
-            await _wait_for(requests, "synthetic http_requests_total samples")
+            await wait_for(requests, "synthetic http_requests_total samples")
 
             # The host page charts CPU per mode from storage: one SVG path per mode.
             async def cpu_series():
                 d = await store.select([_eq("__name__", "node_cpu_seconds_total"), _eq("job", "web")], now() - 120_000, now())
                 return d if d and all(len(x) >= 3 for x in d) else None
 
-            cpu = await _wait_for(cpu_series, "three CPU samples per series")
+            cpu = await wait_for(cpu_series, "three CPU samples per series")
             instance = cpu[0].series.get("instance")
             modes = {d.series.get("mode") for d in cpu if d.series.get("instance") == instance}
             async with http.get(f"{base}/host/web/{instance}") as r:
@@ -179,13 +161,13 @@ async def test_standalone_scrapes_stores_and_charts(tmp_path: Path) -> None:
             async def firing():
                 return [a for p in received for a in p.get("alerts", []) if a.get("status") == "firing"]
 
-            alerts = await _wait_for(firing, "the E2ETargetDown notification")
+            alerts = await wait_for(firing, "the E2ETargetDown notification")
             assert {a["labels"]["instance"] for a in alerts} == {dead}
             assert alerts[0]["labels"]["alertname"] == "E2ETargetDown"
             assert alerts[0]["annotations"]["summary"] == f"{dead} is down"
 
             # Ringmon scrapes itself in standalone too.
-            assert set(await _wait_for(lambda: up_of(f"127.0.0.1:{web_port}"), "up of Ringmon itself")) == {1.0}
+            assert set(await wait_for(lambda: up_of(f"127.0.0.1:{web_port}"), "up of Ringmon itself")) == {1.0}
 
             for path in ("/", "/pools", "/targets", "/alerts", "/rules", "/dashboards", "/d/fleet", "/metrics"):
                 async with http.get(base + path) as r:
