@@ -185,6 +185,10 @@ async def test_sink_refuses_bad_input_with_a_clear_400(tmp_path: Path) -> None:
         for path, body in (("/-/webhook-sink/x", "not json"), ("/-/webhook-sink/x", '{"status": "firing"}'),
                            ("/-/webhook-sink/x", '{"status": "odd", "alerts": []}'),
                            ("/-/webhook-sink/x", '{"status": "firing", "alerts": [{"labels": {"a": 1}}]}'),
+                           ("/-/webhook-sink/x", '{"status": "firing", "alerts": [{"labels": [1]}]}'),
+                           # once stored, these made /notifications answer 500 from then on
+                           ("/-/webhook-sink/x", '{"status": "firing", "alerts": [{"annotations": 5}]}'),
+                           ("/-/webhook-sink/x", '{"status": "firing", "alerts": [{"annotations": {"summary": [1]}}]}'),
                            ("/-/webhook-sink/a%20b", '{"status": "firing", "alerts": []}')):
             r = await client.post(path, data=body)
             assert r.status == 400, (path, body)
@@ -192,6 +196,11 @@ async def test_sink_refuses_bad_input_with_a_clear_400(tmp_path: Path) -> None:
             assert doc["status"] == "error" and doc["errorType"] == "bad_data" and doc["error"], doc
         assert await journal.recent() == []
         assert "No notifications yet" in await (await client.get("/notifications")).text()
+        # odd but harmless fields are kept and the page still renders them
+        odd = '{"status": "resolved", "alerts": [{}, {"annotations": null, "status": 9, "startsAt": 5}], "receiver": 7}'
+        assert (await client.post("/-/webhook-sink/x", data=odd)).status == 200
+        page = await client.get("/notifications")
+        assert page.status == 200 and "webhook sink x" in await page.text()
     finally:
         await client.close()
         await journal.close()

@@ -48,9 +48,10 @@ class JournalEntry:
         if not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts):
             raise ValueError("alerts: expected a list of objects")
         for i, a in enumerate(alerts):
-            labels = a.get("labels", {})
-            if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-                raise ValueError(f"alerts[{i}].labels: expected an object of strings")
+            for key in ("labels", "annotations"):  # the page lists both; absent or empty is fine
+                kv = a.get(key) or {}
+                if not isinstance(kv, dict) or not all(isinstance(v, str) for v in kv.values()):
+                    raise ValueError(f"alerts[{i}].{key}: expected an object of strings")
         group = payload.get("groupLabels") or {}
         if not isinstance(group, dict):
             raise ValueError("groupLabels: expected an object")
