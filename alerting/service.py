@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import time
 from dataclasses import dataclass, field, replace
@@ -93,11 +94,22 @@ class AlerterSettings:
 
 def _dur_s(v: Any, where: str) -> float:
     if isinstance(v, int | float) and not isinstance(v, bool):
+        if not math.isfinite(v):
+            raise AlerterConfigError(f"{where}: expected a finite number of seconds or a duration like 1h")
         return float(v)
     try:
         return parse_duration_ms(str(v)) / 1000.0
     except DurationError as exc:
         raise AlerterConfigError(f"{where}: {exc}") from None
+
+
+def _unix_s(v: Any, where: str) -> float | None:
+    """A silence's start or end from an API body: unix seconds, or absent."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise ValueError(f"{where}: expected unix seconds (a number)")
+    return float(v)
 
 
 def _template_limits(d: Any, where: str) -> TemplateLimits:
@@ -436,10 +448,14 @@ class AlerterService:
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
             author = request.headers.get(USER_HEADER) or str(body.get("created_by", ""))
+            matchers = body.get("matchers", "")
+            if not isinstance(matchers, str):
+                raise ValueError("matchers: expected a string of matchers, e.g. 'alertname=\"X\",job=\"web\"'")
             dur = body.get("duration")
             dur_s = _dur_s(dur, "duration") if dur is not None else None
-            s = new_silence(body.get("matchers", ""), author, str(body.get("comment", "")),
-                            duration_s=dur_s, starts_at=body.get("starts_at"), ends_at=body.get("ends_at"))
+            s = new_silence(matchers, author, str(body.get("comment", "")), duration_s=dur_s,
+                            starts_at=_unix_s(body.get("starts_at"), "starts_at"),
+                            ends_at=_unix_s(body.get("ends_at"), "ends_at"))
         except (ValueError, SilenceError, AlerterConfigError) as exc:
             return web.json_response({"status": "error", "error": str(exc)}, status=400)
         await self.silences.add(s)

@@ -147,6 +147,18 @@ async def test_silence_api_and_cli_over_http(service) -> None:
     rc = await loop.run_in_executor(None, main, ["silence", "add", "bad matcher", "-a", "x", "-c", "y", "--url", url,
                                                  "--token-file", str(tmp / "alerter-api-token")])
     assert rc == 2
+    # bodies of the wrong shape are a 400 naming the field, never a 500
+    ok = '"created_by": "x", "comment": "y"'
+    async with aiohttp.ClientSession(headers={**bearer(svc.api_token), "Content-Type": "application/json"}) as s:
+        for body in ('{"matchers": 5, %s, "duration": "1h"}', '{"matchers": ["a=b"], %s, "duration": "1h"}',
+                     '{"matchers": "a=\\"b\\"", %s, "starts_at": "x", "ends_at": "y"}',
+                     '{"matchers": "a=\\"b\\"", %s, "duration": NaN}',
+                     '{"matchers": "a=\\"b\\"", %s, "ends_at": Infinity}'):
+            async with s.post(url + "/api/v1/silences", data=body % ok) as r:
+                assert r.status == 400, (body, await r.text())
+                assert (await r.json())["error"], body
+        async with s.get(url + "/api/v1/silences") as r:
+            assert len((await r.json())["data"]) == 1  # only the expired one from the CLI
 
 
 def test_config_errors_name_file_and_key(tmp_path: pathlib.Path) -> None:
