@@ -23,6 +23,12 @@ BYTES_PER_POINT = 16
 PYTHON_LOOP_WEIGHT = 20
 PYTHON_LOOP_OPS = frozenset({"topk", "bottomk", "limitk", "limit_ratio", "quantile", "count_values"})
 LABEL_FUNCTIONS = frozenset({"label_replace", "label_join"})
+# Functions that compute each series' (or histogram's) steps in a Python loop.
+PYTHON_LOOP_FUNCTIONS = frozenset({
+    "histogram_quantile", "histogram_fraction", "histogram_quantiles", "quantile_over_time", "mad_over_time",
+    "stddev_over_time", "stdvar_over_time", "ts_of_max_over_time", "ts_of_min_over_time", "ts_of_last_over_time",
+    "ts_of_first_over_time", "deriv", "predict_linear", "double_exponential_smoothing", "holt_winters",
+})
 
 LIMIT_TEXT = "query processing would load too many samples into memory in query execution"
 
@@ -120,6 +126,8 @@ def estimate_points(
             loops = sum(a.loops for a in args)
             if n.name in LABEL_FUNCTIONS:  # Python per series, and labels as long as the replacement makes them
                 loops += s * (1 + sum(len(a.value) for a in n.args if isinstance(a, P.StringLit)) // 8)
+            elif n.name in PYTHON_LOOP_FUNCTIONS:
+                loops += s * t
             return Estimate(s, sum(a.points for a in args) + s * t, loops, sum(a.fetched for a in args))
         return Estimate(1, t)
 

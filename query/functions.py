@@ -1079,6 +1079,7 @@ def _histogram_quantile(ev: "Evaluator", node: P.Call, times: np.ndarray) -> Val
         groups.setdefault(key, []).append((le, i))
     labels, values, present = [], [], []
     for key, items in groups.items():
+        ev.check_deadline()  # (a Python loop over groups x steps)
         rows = [i for _, i in items]
         p = vec.present[rows].any(axis=0)
         out = np.zeros(len(times))

@@ -149,3 +149,22 @@ async def test_api_answers_bad_input_and_budgets_in_prometheus_form(path, params
         body = await r.json()
     assert (r.status, body["status"], body["errorType"]) == (status, "error", error_type), body
     assert text in body["error"]
+
+
+def test_estimate_weighs_python_loops_and_counts_subquery_grids() -> None:
+    from query.budget import PYTHON_LOOP_WEIGHT, estimate_points
+    from query.parse import parse
+
+    def est(expr: str, steps: int = 100):
+        return estimate_points(parse(expr), 0, (steps - 1) * 60_000, steps, series_of=lambda sel: (10, 1000),
+                               at_ms=lambda at: None, subquery_step_ms=60_000)
+
+    plain = est("sum(rate(x[5m]))")
+    assert plain.loops == 0 and plain.fetched == 1000
+    assert plain.cost == 10 * 100 + 100 + 100  # rate's series x steps, the window ends, sum's one series
+    hq = est("histogram_quantile(0.9, rate(x[5m]))")
+    assert hq.loops == 10 * 100 and hq.cost > PYTHON_LOOP_WEIGHT * 1000
+    assert est("topk(5, x)").loops == 10 * 100
+    # A subquery evaluates its expression on its own grid: 1 d at 1 s for an instant query.
+    sub = est("max_over_time(x[1d:1s])", steps=1)
+    assert sub.points >= 2 * 10 * 86_400
