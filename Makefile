@@ -33,6 +33,7 @@ test-fast: $(STAMP) system-deps
 
 # The whole suite with every core kept busy by a CPU hog (one spinning process per core, killed
 # when the run ends, each bounded by `timeout`): tests must wait on events, not on wall time.
+# PYTEST_ARGS narrows it, e.g. make test-loaded PYTEST_ARGS=tests/test_zk_scrapers.py
 HOG_PROCS ?= $(shell nproc)
 test-loaded: $(STAMP) system-deps
 	$(BIN)/ruff check .
