@@ -18,8 +18,12 @@ import os
 import socket
 import threading
 import uuid
+from typing import TYPE_CHECKING
 
 from uhashring import HashRing
+
+if TYPE_CHECKING:
+    from kazoo.client import KazooClient
 
 log = logging.getLogger("ringmon.alerting.ownership")
 
@@ -93,7 +97,7 @@ class ZooKeeperOwnership(RingOwnership):
         self.hosts = hosts
         self.root = root.rstrip("/")
         self.session_timeout_s = session_timeout_s
-        self.zk = None
+        self.zk: KazooClient | None = None
         self.node_data = b""  # {"listen": "host:port"} once the alerter serves HTTP
 
     def publish_address(self, listen: str) -> None:

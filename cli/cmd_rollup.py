@@ -22,6 +22,8 @@ from cli.wiring import split_listen
 
 if TYPE_CHECKING:
     from cli.config import RingmonConfig
+    from storage.cassandra_rollup import CassandraRollupStorage
+    from storage.sqlite_rollup import SQLiteRollupStorage
 
 log = logging.getLogger("ringmon.rollup")
 
@@ -112,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_main(args, cfg, window_ms, grace_ms, interval_s, backfill))
 
 
-async def _open_store(cfg):
+async def _open_store(cfg: RingmonConfig) -> SQLiteRollupStorage | CassandraRollupStorage:
     if cfg.storage.backend == "sqlite":
         from storage.sqlite_rollup import SQLiteRollupStorage
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from alerting.notifier.silences import Silences
+    from alerting.notifier.silences import Silence, Silences
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -111,7 +111,7 @@ def run_add(args: argparse.Namespace) -> int:
         print(out["data"]["id"])
         return 0
 
-    async def add(sil):
+    async def add(sil: Silences) -> Silence:
         return await sil.add(s)
 
     asyncio.run(_with_store(args.db, add))
@@ -123,7 +123,7 @@ def run_list(args: argparse.Namespace) -> int:
     if args.url:
         items = _api(args, "GET", "/api/v1/silences")["data"]
     else:
-        async def ls(sil):
+        async def ls(sil: Silences) -> list[dict]:
             return [{**x.to_json(), "state": x.state()} for x in await sil.list()]
 
         items = asyncio.run(_with_store(args.db, ls))
@@ -145,7 +145,7 @@ def run_expire(args: argparse.Namespace) -> int:
         print(f"expired {out['data']['id']}")
         return 0
 
-    async def ex(sil):
+    async def ex(sil: Silences) -> Silence:
         return await sil.expire(args.id)
 
     try:

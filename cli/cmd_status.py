@@ -119,14 +119,14 @@ class StatusCollector:
 
     # -- ZooKeeper ----------------------------------------------------------------------------
 
-    async def _zookeeper(self):
+    async def _zookeeper(self) -> tuple[RegistryView | None, dict[str, dict]]:
         from discovery.registry import Registry, RegistryError
 
         logging.getLogger("kazoo.client").setLevel(logging.CRITICAL)
         loop = asyncio.get_running_loop()
         reg = Registry(self.zookeeper, root=self.root, connect_timeout=self.timeout_s)
 
-        def read():
+        def read() -> tuple[RegistryView, dict[str, dict]]:
             reg.start(watch=False)
             try:
                 return reg.snapshot(), reg.scrapers()

@@ -29,11 +29,15 @@ from cli.errors import UserError
 from web.fleet import ClusterWebMetrics, FleetView, WebOptions
 
 if TYPE_CHECKING:
+    from kazoo.client import KazooClient
+
     from alerting.notifier.journal import NotificationJournal
     from cli.config import RingmonConfig
     from query.engine import Engine
     from storage.base import Storage
+    from web.alerting_pages import AlertingViews
     from web.alerting_remote import RemoteAlerters
+    from web.prom_api import FleetApiSources
 
 log = logging.getLogger("ringmon.web")
 
@@ -98,7 +102,7 @@ class ClusterWeb:
             await self.stop()
             raise
 
-    def _api_sources(self):
+    def _api_sources(self) -> FleetApiSources:
         """The API's fleet endpoints over the scrapers' documents and the alerters' APIs."""
         from cli.webparts import api_flags, head_series_of, retention_text
         from web.prom_api import FleetApiSources
@@ -129,7 +133,7 @@ class ClusterWeb:
                     log.warning("alerting file unreadable for /api/v1/alertmanagers", extra={"error": str(exc)})
         return self._am_urls
 
-    def _alerting_views(self):
+    def _alerting_views(self) -> AlertingViews:
         """Alerts, silences, rules and the rule editor over the alerters' HTTP APIs."""
         from pathlib import Path
 
@@ -145,7 +149,7 @@ class ClusterWeb:
             raise UserError(str(exc)) from None
         return views
 
-    def _zookeeper_client(self):
+    def _zookeeper_client(self) -> KazooClient | None:
         """The registry's kazoo client once connected (alerters publish their address there)."""
         reg = self.fleet.registry if self.fleet is not None else None
         return reg.zk if reg is not None else None

@@ -36,13 +36,18 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from common.yamlfile import load_yaml_file
 from services.proc import pid_alive
+
+if TYPE_CHECKING:
+    from prometheus_client.core import CounterMetricFamily
 
 REPO = Path(__file__).resolve().parent.parent
 BASE_CONFIG = REPO / "configs" / "cluster" / "ringmon.yaml"
@@ -598,7 +603,7 @@ class SimSecondsCollector:
     def __init__(self) -> None:
         self.started = time.time()
 
-    def collect(self):
+    def collect(self) -> Iterator[CounterMetricFamily]:
         from prometheus_client.core import CounterMetricFamily
 
         c = CounterMetricFamily(SIM_COUNTER, "Seconds since this simulated host started (+1 per second).")
@@ -614,12 +619,12 @@ class SimScrapesCollector:
     def __init__(self) -> None:
         self.served = 0
 
-    def describe(self):
+    def describe(self) -> Iterator[CounterMetricFamily]:
         from prometheus_client.core import CounterMetricFamily
 
         yield CounterMetricFamily(SIM_SCRAPES, "Times this simulated host's /metrics was served.")
 
-    def collect(self):
+    def collect(self) -> Iterator[CounterMetricFamily]:
         from prometheus_client.core import CounterMetricFamily
 
         self.served += 1

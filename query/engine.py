@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,7 +100,7 @@ class FetchPlan:
         return self.resolution.step_ms
 
 
-class _ColumnsOnRead(dict):
+class _ColumnsOnRead(dict[str, np.ndarray]):
     """Rollup aggregate columns ``names``, each built (``_column``) only when first read."""
 
     _names: tuple[str, ...]
@@ -115,13 +115,13 @@ class _ColumnsOnRead(dict):
         self[name] = col
         return col
 
-    def keys(self):
+    def keys(self) -> tuple[str, ...]:  # type: ignore[override]  # the names, read or not
         return self._names
 
-    def items(self):
+    def items(self) -> list[tuple[str, np.ndarray]]:  # type: ignore[override]
         return [(k, self[k]) for k in self._names]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._names)
 
     def __bool__(self) -> bool:  # (true before any column is read: ``agg or {}`` must keep it)

@@ -33,7 +33,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from cachetools import LRUCache
@@ -148,7 +148,9 @@ class ColumnarResultMessage(_RowsMessage):  # type: ignore[misc,valid-type]  # t
     encryption) is decoded by the driver's own parser into the usual list of tuples.
     """
 
-    def recv_results_rows(self, f, protocol_version, user_type_map, result_metadata, column_encryption_policy):
+    def recv_results_rows(
+        self, f: Any, protocol_version: int, user_type_map: Any, result_metadata: Any, column_encryption_policy: Any
+    ) -> None:
         start = f.tell()
         self.recv_results_metadata(f, user_type_map)
         meta = self.column_metadata or result_metadata
@@ -273,7 +275,7 @@ class CassandraStorage(Storage):
         consistency: int = ConsistencyLevel.LOCAL_ONE,
         connect_timeout_s: float = 10.0,
         request_timeout_s: float = 10.0,
-    ) -> "CassandraStorage":
+    ) -> Self:
         """Connect (blocking; call from a thread or at start-up) and prepare statements."""
         profile = ExecutionProfile(
             load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
@@ -319,7 +321,7 @@ class CassandraStorage(Storage):
         return cls(cluster, session, keyspace, consistency)
 
     @classmethod
-    async def connect(cls, hosts: Sequence[str], port: int, keyspace: str = "ringmon", **kw: Any) -> "CassandraStorage":
+    async def connect(cls, hosts: Sequence[str], port: int, keyspace: str = "ringmon", **kw: Any) -> Self:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, lambda: cls.connect_sync(hosts, port, keyspace, **kw))
 

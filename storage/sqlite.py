@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import numpy as np
 
@@ -224,7 +224,7 @@ class SQLiteStorage(Storage):
             _convert_raw_samples(con)
 
     @classmethod
-    async def open(cls, path: str | Path, now_ms: Callable[[], int] | None = None) -> "SQLiteStorage":
+    async def open(cls, path: str | Path, now_ms: Callable[[], int] | None = None) -> Self:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, cls, path, now_ms)
 

@@ -12,13 +12,16 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from prometheus_client import Counter, Gauge, ProcessCollector
 
 from common.retry import backoff_delays
 from web.metrics import WebMetrics
+
+if TYPE_CHECKING:
+    from discovery.registry import RegistryView
 
 log = logging.getLogger("ringmon.web")
 
@@ -145,7 +148,7 @@ class FleetView:
 
     # -- fleet --------------------------------------------------------------------------------
 
-    def view(self):
+    def view(self) -> RegistryView:
         from discovery.registry import RegistryView
 
         if self.registry is None:
