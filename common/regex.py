@@ -121,10 +121,6 @@ class Regex:
     def groupindex(self) -> dict[str, int]:
         return {_decode(name): i for name, i in self._prog.NamedCapturingGroups()}
 
-    @property
-    def program_size(self) -> int:
-        return self._prog.ProgramSize()
-
     def _spans(self, b: bytes, anchor: _re2.RE2.Anchor, pos: int = 0) -> list[tuple[int, int]] | None:
         spans = self._prog.Match(anchor, b, pos, len(b))
         return None if spans[0] == _NO_SPAN else spans

@@ -45,11 +45,6 @@ class MetricMetadata:
     def to_list(self) -> list[str]:
         return [self.metric, self.type, self.help, self.unit]
 
-    @classmethod
-    def from_list(cls, item: list[str]) -> MetricMetadata:
-        metric, typ, help_text, unit = (list(item) + ["", "", "", ""])[:4]
-        return cls(str(metric), str(typ or "unknown"), str(help_text), str(unit))
-
 
 class MetadataCache:
     """The metadata of a target's accepted bodies, read again at most every ``refresh_s``:
