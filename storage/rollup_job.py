@@ -461,8 +461,8 @@ class RollupJob:
             finally:
                 await self.lease.release(shard)
         self.metrics.shards_held.set(held)
-        if oldest is not None:
-            self.metrics.lag.set(max(0.0, (closed - oldest) / 1000.0))
+        # A copy holding no shard this pass is behind on nothing (a stale lag would keep alerting).
+        self.metrics.lag.set(max(0.0, (closed - oldest) / 1000.0) if oldest is not None else 0.0)
         if late is not None:
             self.metrics.late_backlog.set(late.pending)
         return done

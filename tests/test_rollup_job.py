@@ -231,6 +231,20 @@ async def test_held_shard_is_skipped(store, tmp_path):
     await other.close()
 
 
+async def test_lag_is_of_the_shards_held(store, tmp_path):
+    job = make_job(store, tmp_path / "locks", max_windows_per_pass=1)
+    await job.run_once(initial_start_ms=T0)
+    reg = job.metrics.registry
+    assert reg.get_sample_value("ringmon_rollup_lag_seconds") == pytest.approx((T_END - T0 - WINDOW) / 1000)
+    other = LocalShardLease(tmp_path / "locks")  # another copy takes every shard
+    for shard in range(SHARDS):
+        assert await other.try_acquire(shard)
+    assert await job.run_once() == []
+    assert reg.get_sample_value("ringmon_rollup_shards_held") == 0
+    assert reg.get_sample_value("ringmon_rollup_lag_seconds") == 0  # not the last pass's lag, kept
+    await other.close()
+
+
 async def test_select_rollup_through_storage_interface(store, data, tmp_path):
     await make_job(store, tmp_path / "locks").run_once(initial_start_ms=T0)
     got = await store.select([Matcher("__name__", MatchOp.EQ, "gen_gauge")], T0, T_END, Resolution.HOUR)
