@@ -8,6 +8,7 @@ import socket
 import aiohttp
 import psutil
 import pytest
+from local_http import serve
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -140,21 +141,17 @@ async def test_instrumentation_counts_by_method_and_code_and_observes_latency():
     app = web.Application(middlewares=[mw])
     app.router.add_route("*", "/ok", ok)
     app.router.add_get("/boom", boom)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    runner, url = await serve(app)
     try:
         async with aiohttp.ClientSession() as s:
             for _ in range(3):
-                async with s.get(f"http://127.0.0.1:{port}/ok") as r:
+                async with s.get(f"{url}/ok") as r:
                     assert r.status == 200
-            async with s.post(f"http://127.0.0.1:{port}/ok") as r:
+            async with s.post(f"{url}/ok") as r:
                 assert r.status == 200
-            async with s.get(f"http://127.0.0.1:{port}/nope") as r:
+            async with s.get(f"{url}/nope") as r:
                 assert r.status == 404
-            async with s.get(f"http://127.0.0.1:{port}/boom") as r:
+            async with s.get(f"{url}/boom") as r:
                 assert r.status == 500
     finally:
         await runner.cleanup()

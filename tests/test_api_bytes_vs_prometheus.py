@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from local_http import serve
 
 from query.api import add_api_routes
 from query.cache import RangeQueryCache
@@ -89,12 +90,9 @@ async def ringmon(request):
     app = web.Application()
     engine = Engine(st)
     add_api_routes(app, engine, st, RangeQueryCache(engine) if request.param == "range cache" else None)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    runner, url = await serve(app)
     try:
-        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        yield url
     finally:
         await runner.cleanup()
 

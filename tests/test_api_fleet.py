@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from local_http import serve
 from prometheus_client import Counter, Gauge
 from waiting import wait_for
 
@@ -33,11 +34,8 @@ async def standalone(tmp_path: Path):
     await agent.start()
     om_app = web.Application()
     om_app.router.add_get("/metrics", _openmetrics)
-    om_runner = web.AppRunner(om_app)
-    await om_runner.setup()
-    om_site = web.TCPSite(om_runner, "127.0.0.1", 0)
-    await om_site.start()
-    om = f"127.0.0.1:{om_site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    om_runner, om_url = await serve(om_app)
+    om = om_url.removeprefix("http://")
     dead = f"127.0.0.1:{free_port()}"
     targets = tmp_path / "targets.yaml"
     targets.write_text(

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from local_http import serve
 
 from cli.main import main
 
@@ -111,7 +112,6 @@ async def test_ringmon_dashboard_renders_self_metrics():
     import time
 
     import aiohttp
-    from aiohttp import web
 
     from query.engine import Engine
     from query.memory import MemoryStorage
@@ -137,13 +137,9 @@ async def test_ringmon_dashboard_renders_self_metrics():
         return []
 
     app = create_app(engine=Engine(storage), pools_provider=nothing, targets_provider=nothing)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
+    runner, url = await serve(app)
     try:
-        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/d/ringmon") as r:
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/d/ringmon") as r:
             assert r.status == 200
             page = await r.text()
     finally:

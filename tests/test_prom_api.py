@@ -9,6 +9,7 @@ import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
+from local_http import serve
 
 from query.api import add_api_routes
 from query.engine import Engine
@@ -65,13 +66,9 @@ async def server():
     engine = Engine(st)
     app = web.Application()
     add_api_routes(app, engine, st)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, url = await serve(app)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
         await runner.cleanup()
 

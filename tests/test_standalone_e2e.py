@@ -18,6 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from local_http import serve
 from prometheus_client import Counter
 from waiting import wait_for
 
@@ -56,11 +57,7 @@ async def test_standalone_scrapes_stores_and_charts(tmp_path: Path) -> None:
 
     hook_app = web.Application()
     hook_app.router.add_post("/hook", hook)
-    hook_runner = web.AppRunner(hook_app)
-    await hook_runner.setup()
-    hook_site = web.TCPSite(hook_runner, "127.0.0.1", 0)
-    await hook_site.start()
-    hook_port = hook_site._server.sockets[0].getsockname()[1]
+    hook_runner, hook_url = await serve(hook_app)
     rules = tmp_path / "rules.yml"
     rules.write_text(
         "groups:\n- name: e2e\n  interval: 1s\n  rules:\n"
@@ -72,7 +69,7 @@ async def test_standalone_scrapes_stores_and_charts(tmp_path: Path) -> None:
         f"alerter:\n  rule_files: ['{rules}']\n  state_db: {tmp_path / 'alerting.db'}\n"
         "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 1s\n"
         "  repeat_interval: 1h\n"
-        f"receivers:\n- name: hook\n  webhook_configs:\n  - url: http://127.0.0.1:{hook_port}/hook\n"
+        f"receivers:\n- name: hook\n  webhook_configs:\n  - url: {hook_url}/hook\n"
     )
     cfg = tmp_path / "standalone.yaml"
     cfg.write_text(
