@@ -134,16 +134,20 @@ class TimeRange:
         """``YYYY-MM-DDTHH:MM`` in the page's zone, for ``<input type=datetime-local>``."""
         return dt.datetime.fromtimestamp(ts_ms / 1000, self.tz).strftime("%Y-%m-%dT%H:%M")
 
-    def preset_params(self, preset: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        """Parameters for the same page over the last ``preset`` (zone, refresh, ``extra`` kept)."""
-        params = dict(extra or {})
-        params["range"] = preset
+    def _keep_settings(self, params: dict[str, str]) -> None:
+        """The page's zone, refresh and source resolution, where not the defaults."""
         if self.tz_name != "UTC":
             params["tz"] = self.tz_name
         if self.refresh != "off":
             params["refresh"] = self.refresh
         if self.source != "auto":
             params["max_source_resolution"] = self.source
+
+    def preset_params(self, preset: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Parameters for the same page over the last ``preset`` (zone, refresh, ``extra`` kept)."""
+        params = dict(extra or {})
+        params["range"] = preset
+        self._keep_settings(params)
         return params
 
     def query_params(self, **override: str) -> dict[str, str]:
@@ -155,12 +159,7 @@ class TimeRange:
             params["to"] = str(self.end_ms // 1000)
         else:
             params["range"] = self.range_key
-        if self.tz_name != "UTC":
-            params["tz"] = self.tz_name
-        if self.refresh != "off":
-            params["refresh"] = self.refresh
-        if self.source != "auto":
-            params["max_source_resolution"] = self.source
+        self._keep_settings(params)
         params.update(override)
         return params
 
