@@ -19,8 +19,9 @@ after ``--warmup`` seconds it is measured for ``--window`` seconds, then stopped
   ``ringmon_scraper_samples_appended_total``: SQLite's writer stores before the next scrape,
   the cluster's batching writer stores or spools). Cluster mode: scraper and Cassandra
   separately, and summed;
-* samples stored of those served in the window (below 1: the system falls behind; above 1 by
-  the synthetic ``up``-style series each system adds per scrape);
+* samples served of those due in the window (every target scraped every interval: below 1,
+  the system's scrapes fall behind) and samples stored of those served (below 1: it drops
+  what it scraped; above 1 by the synthetic ``up``-style series each system adds per scrape);
 * peak RSS (VmHWM) and peak RSS per served series;
 * bytes on disk per stored sample: ``du`` of the data dir after the system stopped, over the
   samples it stored since start. For Ringmon the rollup job first seals the window holding the
@@ -557,6 +558,7 @@ class Figures:
     cpu_s: dict[str, float]  # by process role, over the window
     stored: float  # samples stored in the window
     served: float  # samples served in the window
+    due: float  # samples a scrape of every target every interval would have served in the window
     stored_total: float  # samples stored since start (what the disk holds)
     peak_rss_kb: dict[str, int]
     disk_bytes: int
@@ -573,6 +575,10 @@ class Figures:
 
     def role_rss_kib_per_series(self, role: str) -> float:
         return self.peak_rss_kb[role] / self.series if role in self.peak_rss_kb and self.series else math.nan
+
+    @property
+    def served_of_due(self) -> float:
+        return self.served / self.due if self.due else math.nan
 
     @property
     def stored_of_served(self) -> float:
@@ -605,6 +611,7 @@ ROWS: list[tuple[str, Callable[[Figures], float], str]] = [
     ("CPU per stored sample, us", lambda f: f.cpu_us_per_sample, "{:.2f}"),
     ("  of which scraper (cluster)", lambda f: f.role_us_per_sample("scraper"), "{:.2f}"),
     ("  of which Cassandra (cluster)", lambda f: f.role_us_per_sample("cassandra"), "{:.2f}"),
+    ("samples served of those due (scrapes kept up)", lambda f: f.served_of_due, "{:.3f}"),
     ("samples stored of those served", lambda f: f.stored_of_served, "{:.3f}"),
     ("peak RSS, MiB", lambda f: f.rss_mib, "{:.0f}"),
     ("peak RSS per series, KiB", lambda f: f.rss_kib_per_series, "{:.2f}"),
@@ -680,6 +687,7 @@ def measure(system: System, tmp: Path, ports: list[int], control: int, args: arg
         extra = system.finish()
     fig = Figures(system=system.name, series=len(ports) * args.series,
                   cpu_s={r: cpu1[r] - cpu0[r] for r in pids}, stored=stored1 - stored0, served=served1 - served0,
+                  due=len(ports) * args.series * (t1 - t0) / args.interval,
                   stored_total=stored_total, peak_rss_kb=rss, disk_bytes=du_bytes(system.data_dir()),
                   query_ms=[ms for ms, _ in runs], query_series=runs[-1][1], extra=extra)
     print(f"   CPU {sum(fig.cpu_s.values()):.1f}s for {fig.stored:,.0f} samples stored of {fig.served:,.0f} served "

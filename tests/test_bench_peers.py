@@ -81,7 +81,8 @@ def test_du_bytes_counts_files_below(tmp_path: Path) -> None:
 
 
 def _fig(system: str, cpu: float, stored: float, disk: int, query: list[float], **extra: float) -> Figures:
-    return Figures(system=system, series=1000, cpu_s={"p": cpu}, stored=stored, served=stored, stored_total=stored,
+    return Figures(system=system, series=1000, cpu_s={"p": cpu}, stored=stored, served=stored, due=stored,
+                   stored_total=stored,
                    peak_rss_kb={"p": 2048}, disk_bytes=disk, query_ms=query, query_series=8, extra=dict(extra))
 
 
