@@ -101,7 +101,7 @@ def decode_frames(frames: list[bytes], n: int) -> np.ndarray:
 
 FRAME_SCHEMA = """
 CREATE TABLE frames (target TEXT, bucket INTEGER, ts INTEGER, layout INTEGER, data BLOB,
-                     PRIMARY KEY (target, bucket, ts)) WITHOUT ROWID;
+                     PRIMARY KEY (target, bucket, ts));
 CREATE TABLE layouts (layout INTEGER PRIMARY KEY, series BLOB);
 """
 
