@@ -339,12 +339,12 @@ def _answer_bytes(res: QueryResult) -> bytes:
     return success_body(result_text(res), res.warnings).encode()
 
 
-
 def _result_response(res: QueryResult, params: dict[str, list[str]], started: float) -> web.Response:
     """A query's success answer: the body the worker encoded, or encoded here (with stats)."""
     if res.encoded is not None:
         return web.Response(body=res.encoded, content_type="application/json")
     return success_text(result_text(res, _stats(res, params, started)), res.warnings)
+
 
 def _stats(res: QueryResult, params: dict[str, list[str]], started: float) -> dict[str, Any] | None:
     """Prometheus' ``stats`` object when the request asks for it (any non-empty ``stats``).
