@@ -33,6 +33,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 import numpy as np
@@ -40,6 +41,9 @@ from aiohttp import web
 
 from alerting.api_auth import bearer
 from cluster import orchestrator as cl
+
+if TYPE_CHECKING:
+    from storage.base import Storage
 
 DRILLS = ("scraper", "cassandra", "zookeeper", "alerter", "web")
 INTERVAL_S = 2.0
@@ -147,7 +151,7 @@ class Receiver:
 class DrillRunner:
     def __init__(self, s: cl.ClusterSettings) -> None:
         self.s = s
-        self.storage = None
+        self.storage: Storage | None = None
         self.receiver = Receiver(s.sink_listen)
         self.results: list[DrillResult] = []
         self.rules_path = s.path / "drill-rules.yaml"
