@@ -107,7 +107,7 @@ class ClusterWeb:
         from cli.webparts import api_flags, head_series_of, retention_text
         from web.prom_api import FleetApiSources
 
-        assert self.fleet is not None
+        assert self.fleet is not None and self.storage is not None  # both made by start()
         return FleetApiSources(
             targets=self.fleet.targets_health, dropped=self.fleet.dropped_targets,
             metadata=self.fleet.metadata_records,

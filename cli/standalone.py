@@ -133,6 +133,7 @@ class Standalone:
                 return alertmanager_urls(getattr(alerter.notifier, "config", None))
 
         cfg = self.cfg
+        assert self.storage is not None  # opened by start()
         return FleetApiSources(
             targets=self.targets_health, dropped=dropped, metadata=metadata, rules_status=rules_status,
             alertmanagers=alertmanagers, head_series=head_series_of(self.storage), config_file=cfg.source,

@@ -5,14 +5,23 @@ endpoints report (flags, retention)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.config import RingmonConfig
 from cli.errors import UserError
 
+if TYPE_CHECKING:
+    from alerting.notifier.journal import NotificationJournal
+    from query.engine import Engine
+    from storage.base import Storage
+    from web.alerting_pages import AlertingViews
+    from web.auth import Auth
+    from web.sessions import SessionStore
 
-def make_auth(cfg: RingmonConfig, storage: Any = None) -> Any:
+
+def make_auth(cfg: RingmonConfig, storage: Storage | None = None) -> Auth:
     """Users from ``web.users`` (scrypt hashes); a bad hash is a config error naming the user.
     Sessions live in the Cassandra keyspace of ``storage`` when it is one (shared by the web
     processes of a cluster), else in ``<data_dir>/web-sessions.db``."""
@@ -37,7 +46,7 @@ def make_auth(cfg: RingmonConfig, storage: Any = None) -> Any:
         raise UserError(f"{cfg.source}: web.{exc}") from None
 
 
-def session_store(cfg: RingmonConfig, storage: Any = None) -> Any:
+def session_store(cfg: RingmonConfig, storage: Storage | None = None) -> SessionStore:
     from alerting.service import uses_cassandra_state
     from web.sessions import CassandraSessionStore, SQLiteSessionStore
 
@@ -46,7 +55,8 @@ def session_store(cfg: RingmonConfig, storage: Any = None) -> Any:
     return SQLiteSessionStore(Path(cfg.data_dir) / "web-sessions.db")
 
 
-def web_app_options(cfg: RingmonConfig, engine: Any, alerting: Any = None, storage: Any = None, journal: Any = None,
+def web_app_options(cfg: RingmonConfig, engine: Engine, alerting: AlertingViews | None = None,
+                    storage: Storage | None = None, journal: NotificationJournal | None = None,
                     cluster: bool = True) -> dict[str, Any]:
     """Keyword arguments for ``web.app.create_app`` besides engine and providers; ``journal``:
     the notification journal of the notifications page and the webhook sink; ``cluster``:
@@ -64,7 +74,7 @@ def web_app_options(cfg: RingmonConfig, engine: Any, alerting: Any = None, stora
     }
 
 
-def alerting_views(cfg: RingmonConfig, manager: Any, silences: Any) -> Any:
+def alerting_views(cfg: RingmonConfig, manager: Any, silences: Any) -> AlertingViews:
     """Alerts, silences, rules and the rule editor over an in-process rule manager."""
     from web.alerting_pages import AlertingViews
 
@@ -94,7 +104,7 @@ def retention_text() -> str:
     return f"raw {RAW_RETENTION_MS // day}d, 1m rollups {MINUTE_RETENTION_MS // day}d, 1h rollups 1y"
 
 
-def head_series_of(storage: Any) -> Any:
+def head_series_of(storage: Storage) -> Callable[[int, int], Awaitable[list[dict[str, str]]]]:
     """``/api/v1/status/tsdb``'s source: the label sets of every series with samples in a window."""
     from storage.matchers import Matcher, MatchOp
 
