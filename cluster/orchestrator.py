@@ -165,6 +165,18 @@ def runs_command(pid: int, cmd: list[str]) -> bool:
     return [a.decode(errors="replace") for a in have if a] == [a for a in cmd if a]
 
 
+def _wait_exec_visible(p: subprocess.Popen[bytes], cmd: list[str], timeout_s: float = 10.0) -> None:
+    """Return once ``p``'s /proc cmdline shows ``cmd`` (or it exited, or ``timeout_s`` passed).
+
+    Popen returns as soon as exec has begun: the kernel sets the new program's argument area a
+    moment later, and until then /proc/PID/cmdline reads empty (on a busy machine half the time,
+    measured).  A PID recorded in pids.json must be recognisable by ``runs_command`` at once.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not runs_command(p.pid, cmd) and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
 def http_get(url: str, timeout: float = 3.0) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - 127.0.0.1 URLs we built
         return resp.read()
@@ -264,6 +276,7 @@ class Launcher:
         with open(log, "ab") as out:
             p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=str(REPO),
                                  start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        _wait_exec_visible(p, cmd)
         proc = Proc(name, p.pid, cmd, str(log), kind, metrics)
         self.state.processes.append(proc)
         self.state.save(self.state_path)
