@@ -31,6 +31,7 @@ import pytest
 from aiohttp import web
 from exposition_hostile import HOSTILE, render
 from fuzz_harness import exposition_seeds
+from waiting import wait_for
 
 from discovery.target import ScrapeSettings, Target
 from scraper.lenient import format_om_float
@@ -141,6 +142,16 @@ async def _wait(session: aiohttp.ClientSession, url: str, want: int, proc: subpr
         await asyncio.sleep(0.5)
 
 
+async def _warmup_stored(session: aiohttp.ClientSession, url: str) -> bool:
+    """Whether the warm-up target's sample is queryable (committed to Prometheus's head)."""
+    try:
+        async with session.get(url + "/api/v1/query", params={"query": 'warmup{case="warmup"}'}) as r:
+            doc = await r.json()
+    except (aiohttp.ClientError, ValueError):
+        return False
+    return doc.get("status") == "success" and bool(doc["data"]["result"])
+
+
 async def _prometheus_view(session, url: str) -> tuple[dict[str, float], dict[str, dict]]:
     """(up per case, {case: {labels: [(t_ms, value), ...]}}) from one range-vector query."""
     async with session.get(url + "/api/v1/query", params={"query": '{job="ingest"}[1h]'}) as r:
@@ -234,7 +245,9 @@ async def test_same_verdicts_series_and_values_as_prometheus(tmp_path):
     try:
         async with aiohttp.ClientSession() as session:
             await _wait(session, url, 1, proc, log)
-            await asyncio.sleep(0.5)  # the warm-up sample committed: the head's bounds are now
+            # the warm-up sample queryable, so committed: the head's bounds are now set by it
+            await wait_for(lambda: _warmup_stored(session, url), "the warm-up sample in Prometheus's head",
+                           timeout_s=60)
             cfg.write_text(_config(address, cases))
             async with session.post(url + "/-/reload") as r:
                 assert r.status == 200, await r.text()
