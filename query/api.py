@@ -541,7 +541,14 @@ class PrometheusApi:
         return await self._guard(request, run)
 
     async def query_exemplars(self, request: web.Request) -> web.StreamResponse:
-        return success([])
+        """No exemplars are stored, but the request is checked as Prometheus checks it: a bad
+        start/end or a query that does not parse is a 400 ``bad_data``, not an empty success."""
+        async def run(params: dict[str, list[str]]) -> web.Response:
+            _range_params(params)
+            parse_promql(_one(params, "query") or "")
+            return success([])
+
+        return await self._guard(request, run)
 
     async def buildinfo(self, request: web.Request) -> web.StreamResponse:
         return success(

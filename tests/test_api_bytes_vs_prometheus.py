@@ -144,3 +144,19 @@ async def test_stats_have_prometheus_shape(prometheus: str, ringmon: str) -> Non
                 async with http.post(base + path, data=params) as r:
                     shapes.append(_shape(json.loads(await r.read())))
             assert shapes[0] == shapes[1], (path, shapes)
+
+
+async def test_query_exemplars_verdicts_as_prometheus(prometheus: str, ringmon: str) -> None:
+    """``query_exemplars``: the same status and error type as Prometheus for good and bad input."""
+    import json
+
+    cases = [{"query": "up"}, {"query": "sum(("}, {"query": ""}, {},
+             {"query": "up", "start": "yesterday"}, {"query": "up", "start": "20", "end": "10"}]
+    async with aiohttp.ClientSession() as http:
+        for params in cases:
+            verdicts = []
+            for base in (prometheus, ringmon):
+                async with http.post(base + "/api/v1/query_exemplars", data=params) as r:
+                    doc = json.loads(await r.read())
+                    verdicts.append((r.status, doc["status"], doc.get("errorType")))
+            assert verdicts[0] == verdicts[1], (params, verdicts)

@@ -142,6 +142,18 @@ async def test_format_and_parse_query(server: str) -> None:
     assert tree["rhs"] == {"type": "numberLiteral", "val": "1"}
 
 
+async def test_query_exemplars_rejects_bad_input_as_prometheus_does(server: str) -> None:
+    status, text, _ = await _raw("GET", server + "/api/v1/query_exemplars", params={"query": "up"})
+    assert status == 200 and json.loads(text) == {"status": "success", "data": []}
+    for params in ({"query": "sum(("}, {"query": ""}, {},
+                   {"query": "up", "start": "yesterday"}, {"query": "up", "start": "20", "end": "10"}):
+        for method in ("GET", "POST"):
+            kw = {"params": params} if method == "GET" else {"data": params}
+            status, text, _ = await _raw(method, server + "/api/v1/query_exemplars", **kw)
+            doc = json.loads(text)
+            assert (status, doc["status"], doc["errorType"]) == (400, "error", "bad_data"), (method, params, text)
+
+
 def test_config_redaction_tsdb_counts_and_go_times(tmp_path) -> None:
     from query.promjson import go_time
     from web.prom_api import redacted_config, tsdb_status
