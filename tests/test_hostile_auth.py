@@ -383,6 +383,21 @@ def test_login_delays_grow_per_user_and_address() -> None:
     assert isinstance(t.begin("ops", "10.0.0.1", now), float)  # the guesser still waits
 
 
+def test_login_throttle_state_is_bounded_and_keeps_the_recently_used() -> None:
+    """A flood of addresses holds at most ``max_keys`` keys; a guesser who keeps trying stays
+    counted (used recently), the flood's oldest keys go."""
+    from web.login_throttle import Attempt, LoginThrottle
+
+    t = LoginThrottle(free_failures=1, base_delay_s=10, max_delay_s=40, address_factor=1, max_keys=50)
+    now = 1000.0
+    assert isinstance(t.begin("ops", "10.0.0.1", now), Attempt)
+    for i in range(500):
+        t.begin("x", f"192.0.2.{i % 250}:{i}", now)
+        assert isinstance(t.begin("ops", "10.0.0.1", now), float)  # still waiting: not forgotten
+        assert len(t._keys) <= 50
+    assert isinstance(t.begin("x", "192.0.2.0:0", now), Attempt)  # the flood's first key was forgotten
+
+
 def test_logins_behind_a_trusted_proxy_count_the_forwarded_client() -> None:
     from aiohttp.test_utils import make_mocked_request
 

@@ -8,13 +8,16 @@ is not affected. ``begin`` counts an attempt as a failure *before* the password 
 (no await in between, so parallel requests cannot all pass a check made before any of them
 counted); a correct password then clears both keys. An address alone gets
 ``address_factor`` times the free failures (several users behind one NAT, or one user
-trying a few names). State is per process and bounded (``max_keys``).
+trying a few names). State is per process and bounded: at most ``max_keys`` keys in a
+``cachetools.LRUCache``, the least recently used forgotten first.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+
+from cachetools import LRUCache
 
 
 @dataclass
@@ -39,7 +42,10 @@ class LoginThrottle:
     address_factor: int = 4
     forget_after_s: float = 3600.0  # a key without failures for this long starts afresh
     max_keys: int = 100_000
-    _keys: dict[str, _Key] = field(default_factory=dict, repr=False)
+    _keys: LRUCache[str, _Key] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._keys = LRUCache(maxsize=self.max_keys)
 
     def _free(self, key: str) -> int:
         return self.free_failures * (self.address_factor if key.startswith("addr:") else 1)
@@ -51,12 +57,10 @@ class LoginThrottle:
         return min(self.max_delay_s, self.base_delay_s * 2.0 ** min(failures - free, 40))
 
     def _get(self, key: str, now: float) -> _Key:
-        k = self._keys.pop(key, None)  # re-inserted last: the dict stays in order of use
+        k = self._keys.get(key)  # a read marks the key as the most recently used
         if k is None or (now - k.last > self.forget_after_s and now >= k.not_before):
             k = _Key()
-        self._keys[key] = k
-        while len(self._keys) > self.max_keys:
-            self._keys.pop(next(iter(self._keys)))
+            self._keys[key] = k  # when full, the least recently used key is forgotten
         return k
 
     def begin(self, user: str, address: str, now: float | None = None) -> Attempt | float:
