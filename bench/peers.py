@@ -498,7 +498,7 @@ class RingmonCluster:
             for p in (self.web, self.scraper):  # the scraper's writer drains its queue on SIGTERM
                 if p is not None:
                     stop_process(p)
-            if self.node is not None and self.node.is_running():  # type: ignore[attr-defined]
+            if self.scraper is not None and self.node is not None and self.node.is_running():  # type: ignore[attr-defined]
                 c0 = proc_cpu_s(int(self.node.pid))  # type: ignore[attr-defined]
                 extra = seal(self.cfg_path)
                 extra["seal_cassandra_cpu_s"] = proc_cpu_s(int(self.node.pid)) - c0  # type: ignore[attr-defined]
