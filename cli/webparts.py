@@ -98,10 +98,10 @@ def api_flags(cfg: RingmonConfig, *, mode: str, **extra: str) -> dict[str, str]:
 
 def retention_text() -> str:
     """``storageRetention`` of ``/api/v1/status/runtimeinfo``: how long each resolution is kept."""
-    from storage.rollup import MINUTE_RETENTION_MS, RAW_RETENTION_MS
+    from storage.rollup import MINUTE_RETENTION_MS, QUERY_RAW_HORIZON_MS
 
     day = 86_400_000
-    return f"raw {RAW_RETENTION_MS // day}d, 1m rollups {MINUTE_RETENTION_MS // day}d, 1h rollups 1y"
+    return f"raw {QUERY_RAW_HORIZON_MS // day}d, 1m rollups {MINUTE_RETENTION_MS // day}d, 1h rollups 1y"
 
 
 def head_series_of(storage: Storage) -> Callable[[int, int], Awaitable[list[dict[str, str]]]]:

@@ -63,7 +63,7 @@ from storage.base import (
     bucket_values,
 )
 from storage.base import aggregate_names as column_names
-from storage.rollup import DEFAULT_MAX_GAP_MS, RAW_RETENTION_MS
+from storage.rollup import DEFAULT_MAX_GAP_MS, QUERY_RAW_HORIZON_MS
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
 Encoder = Callable[[QueryResult], bytes]
@@ -865,7 +865,7 @@ class Engine:
         # Buckets that ended more than rollup_lag_ms ago are complete: read them where written.
         tail = ((now - self.rollup_lag_ms) // step) * step
         matchers = list(plan.matchers)
-        raw_floor = ((now - RAW_RETENTION_MS) // step + 1) * step
+        raw_floor = ((now - QUERY_RAW_HORIZON_MS) // step + 1) * step
         if lo >= now - RECENT_FROM_RAW_MS and lo >= raw_floor:
             # Recent windows only (a cache refresh): build the buckets from raw samples,
             # which gives the rollup job's rows exactly, with one read.

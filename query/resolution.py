@@ -26,7 +26,7 @@ from enum import Enum
 from query.errors import QueryInputError
 from query.promjson import INFO_PREFIX
 from storage.base import DAY_MS, Resolution
-from storage.rollup import RAW_RETENTION_MS, choose_resolution
+from storage.rollup import QUERY_RAW_HORIZON_MS, choose_resolution
 
 # Range functions whose value from whole, aligned rollup buckets equals the value from raw
 # samples (sum and avg up to float rounding: partial sums are added bucket by bucket).
@@ -124,7 +124,7 @@ def choose(
     if mode is SourceResolution.RAW:
         if kept is not Resolution.RAW:
             return Resolution.RAW, (
-                f"max_source_resolution=raw: raw samples are kept {RAW_RETENTION_MS // DAY_MS} days; "
+                f"max_source_resolution=raw: raw samples are kept {QUERY_RAW_HORIZON_MS // DAY_MS} days; "
                 "older data is not read"
             )
         return Resolution.RAW, None
@@ -141,7 +141,7 @@ def choose(
     if use.exact(res):
         return res, served_exactly(use, res)
     why = (
-        f"raw samples are kept {RAW_RETENTION_MS // DAY_MS} days"
+        f"raw samples are kept {QUERY_RAW_HORIZON_MS // DAY_MS} days"
         if mode is SourceResolution.AUTO
         else f"max_source_resolution={mode.value}"
     )

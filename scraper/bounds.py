@@ -26,7 +26,9 @@ TOO_OLD = "too_old"
 TOO_FAR_IN_FUTURE = "too_far_in_future"
 OUT_OF_ORDER = "out_of_order"
 DUPLICATE_TIMESTAMP = "duplicate_timestamp"
-RAW_RETENTION_MS = DEFAULT_TTLS_S["raw_recent"] * 1000
+# how long the store keeps a raw sample (its TTL): an older explicit timestamp is dropped at
+# scrape time (queries read raw over a shorter horizon: storage.rollup.QUERY_RAW_HORIZON_MS)
+STORE_RAW_KEEP_MS = DEFAULT_TTLS_S["raw_recent"] * 1000
 FUTURE_TOLERANCE_MS = 10 * 60_000
 
 
@@ -53,7 +55,7 @@ class Dropped:
         return "samples dropped: " + "; ".join(f"{n} {why[r]}" for r, n in sorted(self.counts.items()) if n)
 
 
-def drop_out_of_bounds(out: ScrapeOutcome, now_ms: int, *, retention_ms: int = RAW_RETENTION_MS,
+def drop_out_of_bounds(out: ScrapeOutcome, now_ms: int, *, retention_ms: int = STORE_RAW_KEEP_MS,
                        future_ms: int = FUTURE_TOLERANCE_MS) -> Dropped | None:
     """Remove the samples of ``out`` whose explicit timestamp is outside
     ``[now_ms - retention_ms, now_ms + future_ms]`` or not after that of an earlier sample of

@@ -222,7 +222,9 @@ def rollup_rollup(src: Rollup, step_ms: int = HOUR_MS) -> Rollup:
     )
 
 
-RAW_RETENTION_MS = 7 * DAY_MS
+# how far back queries read raw samples (older: rollups); the store keeps raw a day longer
+# (scraper.bounds.STORE_RAW_KEEP_MS: storage.schema's TTL, a margin for late sealing and rollup)
+QUERY_RAW_HORIZON_MS = 7 * DAY_MS
 MINUTE_RETENTION_MS = 30 * DAY_MS
 _ORDER = (Resolution.RAW, Resolution.MINUTE, Resolution.HOUR)
 
@@ -238,7 +240,7 @@ def choose_resolution(start_ms: int, now_ms: int, step_ms: int = 0) -> Resolutio
     age = now_ms - start_ms
     by_age = (
         Resolution.RAW
-        if age <= RAW_RETENTION_MS
+        if age <= QUERY_RAW_HORIZON_MS
         else (Resolution.MINUTE if age <= MINUTE_RETENTION_MS else Resolution.HOUR)
     )
     by_step = (

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from discovery.target import ScrapeSettings, Target
 from query.engine import Engine
 from query.memory import MemoryStorage
-from scraper.bounds import FUTURE_TOLERANCE_MS, RAW_RETENTION_MS
+from scraper.bounds import FUTURE_TOLERANCE_MS, STORE_RAW_KEEP_MS
 from scraper.loop import ScrapeLoop
 from scraper.memwriter import MemoryWriter
 from scraper.selfmetrics import scraper_metrics
@@ -46,7 +46,7 @@ async def test_out_of_bounds_samples_are_dropped_counted_and_shown():
         b"future 6 %d\n"
         b"twice 7 %d\ntwice 8 %d\n"  # the same time again: the first is kept
         b"back 9 %d\nback 10 %d\n"  # back in time within the body: the first is kept
-    ) % (now - 3_600_000, now - RAW_RETENTION_MS - 3_600_000, now + FUTURE_TOLERANCE_MS // 2,
+    ) % (now - 3_600_000, now - STORE_RAW_KEEP_MS - 3_600_000, now + FUTURE_TOLERANCE_MS // 2,
          now + FUTURE_TOLERANCE_MS + 3_600_000, now - 1000, now - 1000, now - 1000, now - 2000)
     runner, address = await serve(body)
     registry = CollectorRegistry()
