@@ -5,10 +5,17 @@ from __future__ import annotations
 import pathlib
 import sys
 
+from hypothesis import HealthCheck, settings
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Upstream conformance data, kept in the repository (tests/conformance/README.md says what and whence).
 CONFORMANCE = ROOT / "tests" / "conformance"
 sys.path.insert(0, str(ROOT))
+
+# Property tests assert behaviour, never speed: no per-example deadline (Hypothesis' default is
+# 200 ms, which a loaded machine overruns) and no too-slow health check, for every @given.
+settings.register_profile("ringmon", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ringmon")
 
 # Each plugin owns one service's session fixture (start once, non-default port, temp data dir).
 pytest_plugins = ["fixtures_zookeeper", "fixtures_cassandra"]
