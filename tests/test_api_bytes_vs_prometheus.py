@@ -6,24 +6,19 @@ non-ASCII characters in label values, strings, empty answers), with and without 
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 from local_http import serve
+from real_prometheus import NO_SCRAPES, PROMETHEUS, running_prometheus
 
 from query.api import add_api_routes
 from query.cache import RangeQueryCache
 from query.engine import Engine
 from query.memory import MemoryStorage
 
-PROMETHEUS = shutil.which("prometheus")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is not installed")]
 
 INSTANT = [
@@ -43,45 +38,13 @@ RANGES = [("vector(0.5)", "1435781451.5", "1435781461.5", "2.5"), ("time()", "14
            "1435781400", "1435781460", "30")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory):
     work: Path = tmp_path_factory.mktemp("prometheus-bytes")
     cfg = work / "prometheus.yml"
-    cfg.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
-    port = _free_port()
-    log = open(work / "prometheus.log", "wb")
-    proc = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={work / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/-/ready", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"prometheus did not start: {(work / 'prometheus.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    cfg.write_text(NO_SCRAPES)
+    with running_prometheus(work, cfg) as prom:
+        yield prom.url
 
 
 @pytest.fixture(params=["engine", "range cache"])

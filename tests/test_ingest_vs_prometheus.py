@@ -20,17 +20,14 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import shutil
-import socket
-import subprocess
 import time
-from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 from exposition_hostile import HOSTILE, render
 from fuzz_harness import exposition_seeds
+from real_prometheus import PROMETHEUS, RealPrometheus, start_prometheus
 from waiting import wait_for
 
 from discovery.target import ScrapeSettings, Target
@@ -38,7 +35,6 @@ from scraper.lenient import format_om_float
 from scraper.loop import SYNTHETIC, ScrapeLoop
 from scraper.memwriter import MemoryWriter
 
-PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(not PROMETHEUS, reason="prometheus not installed")
 
 # Where Prometheus 2.42 (the reference here) and 3.x (which Ringmon follows) differ: 2.42's
@@ -62,12 +58,6 @@ INTERVAL_S = 2
 # synthetic series compared too (for accepted bodies: Prometheus also counts a refused body's
 # samples up to the error, Ringmon reports 0)
 COUNTS = ("scrape_samples_scraped", "scrape_samples_post_metric_relabeling", "scrape_series_added")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def bodies() -> list[tuple[str, bytes, str]]:
@@ -122,12 +112,12 @@ def _config(address: str, cases: list) -> str:
     return json.dumps(cfg)  # YAML is a superset of JSON
 
 
-async def _wait(session: aiohttp.ClientSession, url: str, want: int, proc: subprocess.Popen, log: Path) -> None:
+async def _wait(session: aiohttp.ClientSession, prom: RealPrometheus, want: int) -> None:
     """Until ``want`` targets of job ingest have been scraped at least once (bounded)."""
     deadline = time.monotonic() + 120
     while True:
         try:
-            async with session.get(url + "/api/v1/targets?state=active") as r:
+            async with session.get(prom.url + "/api/v1/targets?state=active") as r:
                 doc = await r.json()
             # scraped at least once, the last time not timed out (a loaded machine may time one out)
             done = sum(1 for t in doc["data"]["activeTargets"]
@@ -137,8 +127,8 @@ async def _wait(session: aiohttp.ClientSession, url: str, want: int, proc: subpr
                 return
         except (aiohttp.ClientError, KeyError, ValueError):
             pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError(f"prometheus did not scrape {want} targets: {log.read_text()[-2000:]}")
+        if time.monotonic() > deadline or prom.proc.poll() is not None:
+            raise RuntimeError(f"prometheus did not scrape {want} targets: {prom.log_tail()}")
         await asyncio.sleep(0.5)
 
 
@@ -233,33 +223,22 @@ async def test_same_verdicts_series_and_values_as_prometheus(tmp_path):
     cfg.write_text(json.dumps({"global": {"scrape_interval": f"{INTERVAL_S}s"}, "scrape_configs": [
         {"job_name": "ingest", "static_configs": [
             {"targets": [address], "labels": {"__metrics_path__": "/warmup", "case": "warmup"}}]}]}))
-    port = _free_port()
-    log = tmp_path / "prometheus.log"
-    with open(log, "wb") as logf:
-        proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"],
-            stdout=logf, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    prom = start_prometheus(tmp_path, cfg, args=["--web.enable-lifecycle"])  # readiness: _wait below
+    url = prom.url
     try:
         async with aiohttp.ClientSession() as session:
-            await _wait(session, url, 1, proc, log)
+            await _wait(session, prom, 1)
             # the warm-up sample queryable, so committed: the head's bounds are now set by it
             await wait_for(lambda: _warmup_stored(session, url), "the warm-up sample in Prometheus's head",
                            timeout_s=60)
             cfg.write_text(_config(address, cases))
             async with session.post(url + "/-/reload") as r:
                 assert r.status == 200, await r.text()
-            await _wait(session, url, len(cases) + 1, proc, log)
+            await _wait(session, prom, len(cases) + 1)
             prom_up, prom_series = await _prometheus_view(session, url)
         ours_up, ours_series = await _ringmon_view(address, cases)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        prom.stop()
         await runner.cleanup()
 
     disagreements = {}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import math
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -20,13 +19,13 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import pytest
+from real_prometheus import NO_SCRAPES, PROMETHEUS, running_prometheus
 
 from query.engine import Engine
 from query.errors import QueryError
 from query.memory import MemoryStorage
 from storage.model import SampleBatch, Series, make_labels
 
-PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 pytestmark = pytest.mark.skipif(not (PROMETHEUS and PROMTOOL), reason="prometheus/promtool not installed")
 
@@ -151,12 +150,6 @@ EXPRESSIONS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _generate() -> dict[Series, tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(42)
     n = SPAN // STEP + 1
@@ -220,44 +213,10 @@ def reference(tmp_path_factory):
     tsdb = work / "tsdb"
     subprocess.run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", "-q", str(om), str(tsdb)], check=True, timeout=300)
     cfg = work / "prometheus.yml"
-    cfg.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
-    port = _free_port()
-    log = open(work / "prometheus.log", "wb")
-    proc = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={cfg}",
-            f"--storage.tsdb.path={tsdb}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--storage.tsdb.retention.time=30d",
-            "--enable-feature=promql-negative-offset,promql-at-modifier",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        import urllib.request
-
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/-/ready", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"prometheus did not start: {(work / 'prometheus.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield url, data, work
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    cfg.write_text(NO_SCRAPES)
+    with running_prometheus(work, cfg, tsdb=tsdb, args=["--storage.tsdb.retention.time=30d",
+                            "--enable-feature=promql-negative-offset,promql-at-modifier"]) as prom:
+        yield prom.url, data, work
 
 
 def _close(a: float, b: float) -> bool:

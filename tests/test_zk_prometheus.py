@@ -7,16 +7,13 @@ free port with a temp storage dir and asked through ``/api/v1/targets``.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import time
 import urllib.request
 
 import pytest
+from real_prometheus import PROMETHEUS, running_prometheus
 from zk_helpers import wait_for
 
 from discovery.registry import Registry
-from services.zookeeper.zkserver import free_port
 
 pytestmark = pytest.mark.zookeeper
 
@@ -35,10 +32,8 @@ def _targets(port: int) -> dict[str, set[str]]:
 
 @pytest.fixture
 def prometheus(tmp_path, zookeeper, zk_root):
-    binary = shutil.which("prometheus")
-    if binary is None:
+    if PROMETHEUS is None:
         pytest.fail("Debian's prometheus is not installed: run `make system-deps`")
-    port = free_port()
     cfg = tmp_path / "prometheus.yml"
     jobs = []
     for pool in ("web", "db"):
@@ -52,33 +47,8 @@ def prometheus(tmp_path, zookeeper, zk_root):
 """
         )
     cfg.write_text("global:\n  scrape_interval: 30s\nscrape_configs:\n" + "".join(jobs))
-    log = open(tmp_path / "prometheus.log", "wb")
-    proc = subprocess.Popen(
-        [binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"prometheus did not start: {(tmp_path / 'prometheus.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
+    with running_prometheus(tmp_path, cfg, args=["--log.level=warn"], stop_timeout_s=15) as prom:
+        yield prom.port
 
 
 def test_prometheus_serverset_discovery_lists_exactly_our_hosts(zookeeper, zk_root, prometheus):
