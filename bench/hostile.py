@@ -7,7 +7,7 @@ baseline: the machine's own load shows there), then sends each request of issue 
 table, alone and then four at once, and prints per request: HTTP status and error type, time to
 answer, the serving process's peak RSS and its workers' (forked evaluations), the longest
 gap between stored scrapes of any target and between rule evaluations while it ran, and
-the p99 and max latency of ``/-/healthy`` polled back to back while it ran.
+the p99 and max latency of ``/-/healthy`` probed every 20 ms from another process while it ran.
 
 Run: ``.venv/bin/python bench/hostile.py [--only NAME] [--threads]`` (``--threads``: the alternative,
 big queries evaluated in threads of the serving process); quote the figures with
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -28,9 +29,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -38,6 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRAPE_S = 2.0
 EVAL_S = 2.0
 RECORD = "hostile:up:count"
+PROBE_EVERY_S = 0.02  # /-/healthy probe pace (50 a second)
+T = TypeVar("T")
 _UP_LINE = re.compile(r"is up: (http://127\.0\.0\.1:\d+)/")
 
 
@@ -249,36 +253,76 @@ class RssSampler:
         self._thread.join()
 
 
-async def poll_healthy(base: str, stop: threading.Event) -> list[float]:
-    """``/-/healthy`` back to back until ``stop``: each answer's latency in ms."""
-    out: list[float] = []
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession() as http:
-        while not stop.is_set():
-            await _probe(http, base, timeout, out)
-    return out
-
-
 class HealthProber:
-    """``poll_healthy`` on its own thread and event loop: what the client does with the
-    queries' answers (reading hundreds of MB) must not delay the probes it measures."""
+    """``/-/healthy`` of each base probed every PROBE_EVERY_S, in a process of its own, between
+    ``async with`` and its end: the client's own work (reading answers of hundreds of MB,
+    decoding JSON, serving test agents) shares neither its event loop nor its GIL, so the
+    latencies are the server's (and the machine's), not the client's stalls."""
 
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.latencies_ms: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    def __init__(self, *bases: str) -> None:
+        self.bases = list(bases)
+        self.latencies: dict[str, list[float]] = {b: [] for b in bases}
+        self._proc: asyncio.subprocess.Process | None = None
 
-    def _run(self) -> None:
-        self.latencies_ms = asyncio.run(poll_healthy(self.base, self._stop))
+    @property
+    def latencies_ms(self) -> list[float]:
+        """The first base's latencies (ms)."""
+        return self.latencies[self.bases[0]]
 
-    def __enter__(self) -> HealthProber:
-        self._thread.start()
+    async def __aenter__(self) -> HealthProber:
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.hostile", "--probe", *self.bases, cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        assert self._proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(self._proc.stdout.readline(), 120)
+        except TimeoutError:
+            line = b""
+        if line.strip() != b"ready":
+            self._proc.kill()
+            await self._proc.wait()
+            raise AssertionError(f"the /-/healthy prober did not start: {line!r}")
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._proc is not None
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()  # the stop
+        try:
+            out, _ = await asyncio.wait_for(self._proc.communicate(), 120)
+        except TimeoutError:
+            self._proc.kill()
+            await self._proc.wait()
+            raise AssertionError("the /-/healthy prober did not stop in 120 s") from None
+        self.latencies = json.loads(out)
+
+
+async def _probe_main(bases: list[str]) -> None:
+    """``--probe``: one probe of each base (the connection), prints ``ready``, probes each every
+    PROBE_EVERY_S (or once the previous answered, if later) until stdin closes, then prints
+    ``{base: [ms, ...]}`` as JSON."""
+    timeout = aiohttp.ClientTimeout(total=30)
+    stop = asyncio.Event()
+    out: dict[str, list[float]] = {b: [] for b in bases}
+
+    async def poll(http: aiohttp.ClientSession, base: str) -> None:
+        while not stop.is_set():
+            t0 = time.monotonic()
+            await _probe(http, base, timeout, out[base])
+            # paced, not back to back: a thousand probes a second would be a load of their own
+            # on the event loop under test (its scrapes and rule evaluations)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, t0 + PROBE_EVERY_S - time.monotonic()))
+
+    async with aiohttp.ClientSession() as http:
+        for b in bases:
+            await _probe(http, b, timeout, [])
+        print("ready", flush=True)
+        tasks = [asyncio.create_task(poll(http, b)) for b in bases]
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.buffer.read)
+        stop.set()
+        await asyncio.gather(*tasks)
+    print(json.dumps(out), flush=True)
 
 
 async def _probe(http: aiohttp.ClientSession, base: str, timeout: aiohttp.ClientTimeout, out: list[float]) -> None:
@@ -350,12 +394,70 @@ async def stored_gaps(http: aiohttp.ClientSession, base: str, expr: str, start_s
 
 
 @dataclass
-class Run:
-    answers: list[tuple[Hostile, Answer]]
+class Cadence:
+    """What the serving process did during one window: /-/healthy latencies (ms, probed from
+    another process) and the longest gaps between stored scrapes / rule evaluations (s)."""
+
     seconds: float
     healthy_ms: list[float]
     scrape_gap_s: float
     eval_gap_s: float
+
+
+async def measure(http: aiohttp.ClientSession, base: str, work: Awaitable[T], scrape_expr: str = "up",
+                  eval_expr: str = RECORD) -> tuple[T, Cadence]:
+    """Await ``work`` while probing ``base``; then the stored gaps of the window (waited for, bounded).
+    Scrape samples carry the scrape's real start time (a late scrape shows as a gap); rule
+    samples carry the evaluation's scheduled time (a missed evaluation shows as a gap)."""
+    async with HealthProber(base) as prober:
+        start_s = time.time()
+        t0 = time.perf_counter()
+        result = await work
+        seconds = time.perf_counter() - t0
+        end_s = time.time()
+    scrape = await stored_gaps(http, base, scrape_expr, start_s, end_s)
+    evals = await stored_gaps(http, base, eval_expr, start_s, end_s)
+    return result, Cadence(seconds, prober.latencies_ms, max(scrape.values()), max(evals.values()))
+
+
+HEALTHY_P99_MS = 100.0  # issue #16: /-/healthy p99 while hostile requests run
+HEALTHY_MARGIN_MS = 50.0  # what a busy machine may add over its own baseline p99
+
+
+def cadence_problems(what: str, hostile: Cadence, baseline: Cadence, scrape_s: float, eval_s: float) -> list[str]:
+    """Issue #16's cadence criteria for a window with hostile requests, each judged against a
+    baseline window of the same process with none (same probes, just before): no scrape or rule
+    gap of two intervals unless the baseline had as long a one, and /-/healthy p99 within
+    HEALTHY_P99_MS or, on a machine whose baseline already needs more, within the baseline's
+    p99 + HEALTHY_MARGIN_MS.  Empty when met; each problem names both figures."""
+    out = []
+    for kind, interval, got, base in (("scrape", scrape_s, hostile.scrape_gap_s, baseline.scrape_gap_s),
+                                      ("rule evaluation", eval_s, hostile.eval_gap_s, baseline.eval_gap_s)):
+        if got >= 2 * interval and got > base:
+            out.append(f"{what}: a {kind} interval was missed (longest gap {got:.2f} s, interval {interval:g} s; "
+                       f"baseline without hostile requests {base:.2f} s)")
+    if not hostile.healthy_ms:
+        out.append(f"{what}: /-/healthy never answered")
+    got, base = p99(hostile.healthy_ms), p99(baseline.healthy_ms)
+    budget = max(HEALTHY_P99_MS, base + HEALTHY_MARGIN_MS)
+    if got > budget:
+        note = (f"; the baseline already broke the {HEALTHY_P99_MS:g} ms budget: the machine is overloaded"
+                if base > HEALTHY_P99_MS else "")
+        out.append(f"{what}: /-/healthy p99 {got:.1f} ms (max {max(hostile.healthy_ms):.0f} ms, "
+                   f"{len(hostile.healthy_ms)} probes) > {budget:.0f} ms; baseline p99 {base:.1f} ms "
+                   f"(max {max(baseline.healthy_ms, default=0):.0f} ms, {len(baseline.healthy_ms)} probes){note}")
+    return out
+
+
+def describe(c: Cadence) -> str:
+    return (f"{c.seconds:.1f} s, longest scrape gap {c.scrape_gap_s:.2f} s, rule gap {c.eval_gap_s:.2f} s, "
+            f"/-/healthy p99 {p99(c.healthy_ms):.1f} ms max {max(c.healthy_ms, default=0):.0f} ms "
+            f"over {len(c.healthy_ms)} probes")
+
+
+@dataclass
+class Run(Cadence):
+    answers: list[tuple[Hostile, Answer]]
     rss_main_mb: float
     rss_worker_mb: float
 
@@ -363,19 +465,16 @@ class Run:
 async def run_hostile(http: aiohttp.ClientSession, base: str, pid: int, batch: list[Hostile], idle_s: float = 0.0) -> Run:
     """Send ``batch`` at once to the server at ``base`` (process ``pid``); measure it while they
     run and the stored cadence after (an empty batch: left alone for ``idle_s``, the baseline)."""
-    start_s = time.time()
-    t0 = time.perf_counter()
-    with RssSampler(pid) as rss, HealthProber(base) as prober:
-        answers = await asyncio.gather(*(send(http, base, h) for h in batch))
+
+    async def work() -> list[Answer]:
         if not batch:
             await asyncio.sleep(idle_s)
-    seconds = time.perf_counter() - t0
-    end_s = time.time()
-    healthy = prober.latencies_ms
-    scrape = await stored_gaps(http, base, "up", start_s, end_s)
-    evals = await stored_gaps(http, base, RECORD, start_s, end_s)
-    return Run(list(zip(batch, answers, strict=True)), seconds, healthy, max(scrape.values()),
-               max(evals.values()), rss.main_kb / 1024, rss.worker_kb / 1024)
+        return list(await asyncio.gather(*(send(http, base, h) for h in batch)))
+
+    with RssSampler(pid) as rss:
+        answers, c = await measure(http, base, work())
+    return Run(c.seconds, c.healthy_ms, c.scrape_gap_s, c.eval_gap_s, list(zip(batch, answers, strict=True)),
+               rss.main_kb / 1024, rss.worker_kb / 1024)
 
 
 def _row(name: str, run: Run) -> str:
@@ -416,4 +515,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if sys.argv[1:2] == ["--probe"]:
+        asyncio.run(_probe_main(sys.argv[2:]))
+    else:
+        asyncio.run(main())

@@ -5,9 +5,11 @@ Each request (huge subqueries, deep nesting, ``count_values`` and ``topk`` over 
 answer, never a 500; the input errors are 400s with Prometheus's error JSON. Then four
 queries of death at once: while they run, no target misses a scrape interval and the rule
 group no evaluation (both measured from the timestamps stored in the database), and
-``/-/healthy``, polled back to back, answers within 100 ms at p99. Waits are on the queries'
-answers and on stored samples, each bounded; nothing sleeps around the measurement.
-The requests and measurements are ``bench/hostile.py``'s.
+``/-/healthy``, probed every 20 ms from another process, answers within 100 ms at p99 --
+each judged against a baseline window of the same process left alone just before, so that
+a machine overloaded by others fails only what the hostile queries made worse
+(``bench.hostile.cadence_problems``). Waits are on the queries' answers and on stored
+samples, each bounded. The requests and measurements are ``bench/hostile.py``'s.
 
 Cluster mode: the same requests to a ``ringmon web`` process on real ZooKeeper and
 Cassandra, with a ``ringmon scraper`` and a ``ringmon alerter`` process writing the scrapes
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
@@ -25,15 +28,15 @@ import aiohttp
 import pytest
 from test_hostile_auth import Proc
 
-from agent.server import AgentServer
 from bench.hostile import (
     EVAL_S,
     FOUR_AT_ONCE,
     SCRAPE_S,
     Hostile,
     Run,
+    cadence_problems,
+    describe,
     hostile_requests,
-    p99,
     run_hostile,
     start,
     wait_warm,
@@ -58,12 +61,7 @@ def _check_answers(run: Run) -> None:
             assert a.error_type == "timeout", f"{h.name}: {a}"
 
 
-def _check_cadence(what: str, run: Run) -> None:
-    # A missed interval shows as a gap of two intervals between stored samples.
-    assert run.scrape_gap_s < 2 * SCRAPE_S, f"{what}: a target missed a scrape (gap {run.scrape_gap_s:.2f} s)"
-    assert run.eval_gap_s < 2 * EVAL_S, f"{what}: the rule group missed an evaluation (gap {run.eval_gap_s:.2f} s)"
-    assert run.healthy_ms, f"{what}: /-/healthy never answered"
-    assert p99(run.healthy_ms) <= 100.0, f"{what}: /-/healthy p99 {p99(run.healthy_ms):.1f} ms"
+BASELINE_S = 10.0  # the process left alone just before the four (as bench/hostile.py's baseline row)
 
 
 async def check_hostile(http: aiohttp.ClientSession, base: str, pid: int, reqs: list[Hostile]) -> None:
@@ -79,9 +77,13 @@ async def check_hostile(http: aiohttp.ClientSession, base: str, pid: int, reqs: 
             assert "exceeded maximum resolution of 11,000 points per timeseries" in a.error
     four = [h for h in reqs if h.name in FOUR_AT_ONCE]
     assert len(four) == 4
+    baseline = await run_hostile(http, base, pid, [], BASELINE_S)
     run = await run_hostile(http, base, pid, four)
+    print(f"\nbaseline (nothing sent): {describe(baseline)}\nfour hostile queries at once: {describe(run)}; "
+          f"load {os.getloadavg()[0]:.1f}")
     _check_answers(run)
-    _check_cadence("four hostile queries at once", run)
+    problems = cadence_problems("four hostile queries at once", run, baseline, SCRAPE_S, EVAL_S)
+    assert not problems, "\n".join(problems)
     # The serving process did not take the queries' memory (their workers did, capped).
     assert run.rss_main_mb < 1024, f"serving process grew to {run.rss_main_mb:.0f} MB"
     async with http.get(base + "/-/healthy") as r:
@@ -103,14 +105,16 @@ async def test_hostile_queries_against_standalone(tmp_path: Path) -> None:
 async def test_hostile_queries_against_cluster_web(tmp_path: Path, zookeeper, zk_root, cassandra,
                                                    cassandra_storage) -> None:
     loop = asyncio.get_running_loop()
-    agents = [AgentServer("127.0.0.1", 0, pool="api", host_metrics=False) for _ in range(3)]
-    for a in agents:
-        await a.start()
     admin = await loop.run_in_executor(None, lambda: Registry(zookeeper.hosts, root=zk_root).start(watch=False))
     await loop.run_in_executor(None, admin.create_pool, "api", ScrapeSettings(interval_s=SCRAPE_S, timeout_s=SCRAPE_S))
-    for a in agents:
-        await loop.run_in_executor(None, admin.register_host, "api", a.address)
     a_port, s_port, w_port = free_port(), free_port(), free_port()
+    agent_zk = ["--zookeeper", zookeeper.hosts, "--zookeeper-root", zk_root]
+    # The scraped hosts are processes of their own: served from this test's event loop, a
+    # scrape would wait on the client reading the hostile queries' answers (a missed scrape
+    # the test made itself).
+    agent_listen = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    agents = [Proc(tmp_path, f"agent-{i}", ["agent", "--pool", "api", "--listen", listen, *agent_zk],
+                   f"http://{listen}/metrics") for i, listen in enumerate(agent_listen)]
     cfg = tmp_path / "ringmon.yaml"
     cfg.write_text(json.dumps({
         "storage": {"backend": "cassandra", "cassandra": {
@@ -124,6 +128,7 @@ async def test_hostile_queries_against_cluster_web(tmp_path: Path, zookeeper, zk
     zk = ["--zookeeper-root", zk_root]
     base = f"http://127.0.0.1:{w_port}"
     procs = [
+        *agents,
         Proc(tmp_path, "scraper", ["scraper", "--config", str(cfg), "--id", "s-1", "--listen", f"127.0.0.1:{s_port}",
                                    *zk], f"http://127.0.0.1:{s_port}/metrics"),
         Proc(tmp_path, "alerter", ["alerter", "--config", str(cfg), "--alerting", str(alerting)],
@@ -137,11 +142,9 @@ async def test_hostile_queries_against_cluster_web(tmp_path: Path, zookeeper, zk
         assert web.proc is not None
         async with aiohttp.ClientSession() as http:
             await wait_warm(http, base)
-            one = f'up{{instance="{agents[0].address}"}}'
+            one = f'up{{instance="{agent_listen[0]}"}}'
             await check_hostile(http, base, web.proc.pid, hostile_requests(time.time(), one=one))
     finally:
         for p in reversed(procs):
             p.stop()
-        for a in agents:
-            await a.stop()
         await loop.run_in_executor(None, admin.stop)
