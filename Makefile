@@ -37,6 +37,7 @@ test-fast: $(STAMP) system-deps
 HOG_PROCS ?= $(shell nproc)
 test-loaded: $(STAMP) system-deps
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	@hogs=""; for i in $$(seq $(HOG_PROCS)); do timeout 3h $(BIN)/python -c 'while True: pass' & hogs="$$hogs $$!"; done; \
 	trap 'kill $$hogs 2>/dev/null' EXIT INT TERM; echo "CPU hog: $(HOG_PROCS) spinning processes ($$hogs)"; \
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
