@@ -436,17 +436,23 @@ def cadence_problems(what: str, hostile: Cadence, baseline: Cadence, scrape_s: f
         if got >= 2 * interval and got > base:
             out.append(f"{what}: a {kind} interval was missed (longest gap {got:.2f} s, interval {interval:g} s; "
                        f"baseline without hostile requests {base:.2f} s)")
-    if not hostile.healthy_ms:
-        out.append(f"{what}: /-/healthy never answered")
-    got, base = p99(hostile.healthy_ms), p99(baseline.healthy_ms)
+    problem = healthy_problem(what, hostile.healthy_ms, baseline.healthy_ms)
+    return [*out, problem] if problem else out
+
+
+def healthy_problem(what: str, hostile_ms: list[float], baseline_ms: list[float]) -> str:
+    """The /-/healthy criterion alone (see ``cadence_problems``): "" when met."""
+    if not hostile_ms:
+        return f"{what}: /-/healthy never answered"
+    got, base = p99(hostile_ms), p99(baseline_ms)
     budget = max(HEALTHY_P99_MS, base + HEALTHY_MARGIN_MS)
-    if got > budget:
-        note = (f"; the baseline already broke the {HEALTHY_P99_MS:g} ms budget: the machine is overloaded"
-                if base > HEALTHY_P99_MS else "")
-        out.append(f"{what}: /-/healthy p99 {got:.1f} ms (max {max(hostile.healthy_ms):.0f} ms, "
-                   f"{len(hostile.healthy_ms)} probes) > {budget:.0f} ms; baseline p99 {base:.1f} ms "
-                   f"(max {max(baseline.healthy_ms, default=0):.0f} ms, {len(baseline.healthy_ms)} probes){note}")
-    return out
+    if got <= budget:
+        return ""
+    note = (f"; the baseline already broke the {HEALTHY_P99_MS:g} ms budget: the machine is overloaded"
+            if base > HEALTHY_P99_MS else "")
+    return (f"{what}: /-/healthy p99 {got:.1f} ms (max {max(hostile_ms):.0f} ms, {len(hostile_ms)} probes) > "
+            f"{budget:.0f} ms; baseline p99 {base:.1f} ms (max {max(baseline_ms, default=0):.0f} ms, "
+            f"{len(baseline_ms)} probes){note}")
 
 
 def describe(c: Cadence) -> str:
