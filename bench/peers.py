@@ -278,79 +278,49 @@ class System(Protocol):
     def data_dir(self) -> Path: ...
 
 
+def write_scrape_config(path: Path, ports: list[int], interval: float) -> None:
+    """A Prometheus-format scrape config for the local targets (Prometheus and VictoriaMetrics read it)."""
+    targets = ", ".join(f"'127.0.0.1:{p}'" for p in ports)
+    ms = round(interval * 1000)
+    path.write_text(f"global:\n  scrape_interval: {ms}ms\n  scrape_timeout: {ms}ms\n"
+                    f"scrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: [{targets}]\n")
+
+
 @dataclass
-class Prometheus:
-    name: str = "Prometheus"
+class ExternalPeer:
+    """A peer run from its Debian binary: started on a free loopback port with its data under
+    ``tmp/data``, counted by the samples counter its own /metrics exports."""
+
+    name: str
+    binary: str
+    counter: str  # its own total of samples stored
     api: str = ""
     proc: subprocess.Popen | None = None
     tmp: Path = Path()
 
-    def start(self, tmp: Path, ports: list[int], interval: float) -> None:
-        binary = shutil.which("prometheus")
-        if binary is None:
-            raise RuntimeError("the prometheus binary is not installed (make system-deps)")
-        self.tmp = tmp
-        cfg = tmp / "prometheus.yml"
-        targets = ", ".join(f"'127.0.0.1:{p}'" for p in ports)
-        ms = round(interval * 1000)
-        cfg.write_text(f"global:\n  scrape_interval: {ms}ms\n  scrape_timeout: {ms}ms\n"
-                       f"scrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: [{targets}]\n")
-        port = free_port()
-        self.api = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            [binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp}/data", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL, stderr=open(tmp / "prometheus.log", "ab"))
-        wait_until(lambda: b"prometheus_tsdb_head_samples_appended_total" in http_get(f"{self.api}/metrics"),
-                   90, "prometheus start", self.proc)
-
-    def pids(self) -> dict[str, int]:
-        assert self.proc is not None
-        return {"prometheus": self.proc.pid}
-
-    def samples_stored(self) -> float:
-        return metric_sum(http_get(f"{self.api}/metrics").decode(), "prometheus_tsdb_head_samples_appended_total")
-
-    def finish(self) -> dict[str, float]:
-        if self.proc is not None:
-            stop_process(self.proc)
-        return {}
-
-    def data_dir(self) -> Path:
-        return self.tmp / "data"
-
-
-@dataclass
-class VictoriaMetrics:
-    name: str = "VictoriaMetrics"
-    api: str = ""
-    proc: subprocess.Popen | None = None
-    tmp: Path = Path()
+    def args(self, port: int, cfg: Path) -> list[str]:
+        raise NotImplementedError
 
     def start(self, tmp: Path, ports: list[int], interval: float) -> None:
-        binary = shutil.which("victoria-metrics")
+        binary = shutil.which(self.binary)
         if binary is None:
-            raise RuntimeError("the victoria-metrics binary is not installed (make system-deps)")
+            raise RuntimeError(f"the {self.binary} binary is not installed (make system-deps)")
         self.tmp = tmp
         cfg = tmp / "scrape.yml"
-        targets = ", ".join(f"'127.0.0.1:{p}'" for p in ports)
-        ms = round(interval * 1000)
-        cfg.write_text(f"global:\n  scrape_interval: {ms}ms\n  scrape_timeout: {ms}ms\n"
-                       f"scrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: [{targets}]\n")
+        write_scrape_config(cfg, ports, interval)
         port = free_port()
         self.api = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            [binary, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={tmp}/data",
-             f"-promscrape.config={cfg}", "-search.latencyOffset=5s", "-retentionPeriod=1d"],
-            stdout=subprocess.DEVNULL, stderr=open(tmp / "victoria-metrics.log", "ab"))
-        wait_until(lambda: b"vm_rows_added_to_storage_total" in http_get(f"{self.api}/metrics"),
-                   90, "victoria-metrics start", self.proc)
+        self.proc = subprocess.Popen([binary, *self.args(port, cfg)], stdout=subprocess.DEVNULL,
+                                     stderr=open(tmp / f"{self.binary}.log", "ab"))
+        wait_until(lambda: self.counter.encode() in http_get(f"{self.api}/metrics"),
+                   90, f"{self.binary} start", self.proc)
 
     def pids(self) -> dict[str, int]:
         assert self.proc is not None
-        return {"victoria-metrics": self.proc.pid}
+        return {self.binary: self.proc.pid}
 
     def samples_stored(self) -> float:
-        return metric_sum(http_get(f"{self.api}/metrics").decode(), "vm_rows_added_to_storage_total")
+        return metric_sum(http_get(f"{self.api}/metrics").decode(), self.counter)
 
     def finish(self) -> dict[str, float]:
         if self.proc is not None:
@@ -359,6 +329,28 @@ class VictoriaMetrics:
 
     def data_dir(self) -> Path:
         return self.tmp / "data"
+
+
+@dataclass
+class Prometheus(ExternalPeer):
+    name: str = "Prometheus"
+    binary: str = "prometheus"
+    counter: str = "prometheus_tsdb_head_samples_appended_total"
+
+    def args(self, port: int, cfg: Path) -> list[str]:
+        return [f"--config.file={cfg}", f"--storage.tsdb.path={self.tmp}/data",
+                f"--web.listen-address=127.0.0.1:{port}"]
+
+
+@dataclass
+class VictoriaMetrics(ExternalPeer):
+    name: str = "VictoriaMetrics"
+    binary: str = "victoria-metrics"
+    counter: str = "vm_rows_added_to_storage_total"
+
+    def args(self, port: int, cfg: Path) -> list[str]:
+        return [f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={self.tmp}/data",
+                f"-promscrape.config={cfg}", "-search.latencyOffset=5s", "-retentionPeriod=1d"]
 
 
 @dataclass
