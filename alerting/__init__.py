@@ -2,7 +2,8 @@
 
 Map:
 - ``rulefile`` / ``rulestore``: load and validate Prometheus rule files; keep the last good file.
-- ``template``: safe Go-template interpreter for labels, annotations and channel bodies.
+- ``template/``: safe Go-template interpreter for labels, annotations and channel bodies
+  (``lex`` -> ``parse`` -> ``exec``; ``functions``, ``format``, ``alert``).
 - ``evaluator``: ``RuleManager`` runs each group at its interval through the query engine.
 - ``state`` / ``cassandra_stores``: alert state (and notification log, silences) persistence.
 - ``ownership``: which alerter evaluates which group (local, ZooKeeper ring).
