@@ -1,0 +1,106 @@
+"""How a range function (``rate``, ``*_over_time``, ``deriv``, ...) is evaluated: its range
+vector argument, its scalar arguments, then one compute over every step's window.
+
+A function has one implementation per form it runs in. ``batched`` computes all series at
+once over the flat sample arrays; ``per_series`` loops series by series (the functions with no
+vectorised form); ``rollup`` reads rollup aggregate columns when the selector reads rollup
+buckets (without one, the batched or per-series compute reads the buckets' last values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from query import parse as P
+from query.functions.args import finish, range_arg, scalar_arg
+from query.functions.windows import dense_rollup_windows
+from query.values import InstantVector, RangeVector
+
+if TYPE_CHECKING:
+    from query.engine import Evaluator
+
+# Per-series range functions: (range vector, series index, lo, hi, scalar args) -> (values, present),
+# with lo/hi the per-step window bounds into the series' own arrays.
+RangeCompute = Callable[[RangeVector, int, np.ndarray, np.ndarray, list], tuple[np.ndarray, np.ndarray]]
+
+# Batched range functions: (range vector, lo, hi, scalar args) -> (values, present), all
+# (series, steps); lo/hi are flat indices into the flat arrays, or a DenseGrid and None for a
+# compute marked `dense` (see windows.dense_rollup_windows).
+BatchedCompute = Callable[[RangeVector, Any, Any, list], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class RangeFunc:
+    """One range function's implementations and argument layout. Every function has
+    ``batched`` or ``per_series``."""
+
+    batched: BatchedCompute | None = None
+    per_series: RangeCompute | None = None
+    rollup: BatchedCompute | None = None
+    keep_name: bool = False
+    range_index: int = 0
+    scalar_args: tuple[int, ...] = ()
+
+
+class _SeriesLists:
+    """Per-series views of a RangeVector, built once for the per-series function loop."""
+
+    def __init__(self, rv: RangeVector) -> None:
+        self.labels = rv.labels
+        self.ts = rv.ts
+        self.vals = rv.vals
+        self.agg = rv.agg
+        self.ends = rv.ends
+        self.range_ms = rv.range_ms
+        self.eval_times = rv.eval_times
+        self.resolution_ms = rv.resolution_ms
+
+
+def eval_range_function(ev: "Evaluator", node: P.Call, times: np.ndarray, fn: RangeFunc) -> InstantVector:
+    batched = fn.batched
+    if fn.rollup is not None and _is_rollup_arg(ev, node.args[fn.range_index]):
+        batched = fn.rollup
+    rv = range_arg(ev, node.args[fn.range_index], times, node.name)
+    extra = [scalar_arg(ev, node.args[i], times, node.name) for i in fn.scalar_args]
+    if batched is not None:
+        return _batched(rv, batched, extra, len(times), fn.keep_name)
+    assert fn.per_series is not None, node.name
+    lists = _SeriesLists(rv)
+    labels, values, present = [], [], []
+    for i, lab in enumerate(rv.labels):
+        ev.check_deadline()
+        lo, hi = rv.windows(i)
+        vals, ok = fn.per_series(lists, i, lo, hi, extra)  # type: ignore[arg-type]
+        if not ok.any():
+            continue
+        labels.append(lab)
+        values.append(np.where(ok, vals, 0.0))
+        present.append(ok)
+    return finish(labels, values, present, len(times), drop=not fn.keep_name)
+
+
+def _batched(rv: RangeVector, batched: BatchedCompute, extra: list, steps: int, keep_name: bool) -> InstantVector:
+    dense = dense_rollup_windows(rv) if getattr(batched, "dense", False) else None
+    if dense is not None:
+        vals, ok = batched(rv, dense[0], dense[1], extra)
+    else:
+        lo, hi = rv.windows_all()
+        vals, ok = batched(rv, lo, hi, extra)
+    rows = np.nonzero(ok.any(axis=1))[0] if len(rv.labels) else np.zeros(0, dtype=np.int64)
+    if len(rows) == 0:
+        return InstantVector.empty(steps)
+    if len(rows) < len(rv.labels):
+        ok, vals = ok[rows], vals[rows]
+    out = InstantVector([rv.labels[i] for i in rows], np.where(ok, vals, 0.0), ok)
+    return out.with_drop(not keep_name)
+
+
+def _is_rollup_arg(ev: "Evaluator", arg: P.Node) -> bool:
+    if not isinstance(arg, P.MatrixSel):
+        return False
+    plan = ev.plan_of(arg.vector)
+    return plan is not None and plan.bucket_ms > 0

@@ -1,0 +1,116 @@
+"""Counter and gauge change functions over range vectors: ``rate``, ``increase`` and
+``delta`` (extrapolated to the window edges as Prometheus does), ``irate`` and ``idelta``
+(the last two samples), ``changes`` and ``resets``. Each is computed batched over all series;
+over rollup buckets ``rate`` and ``increase`` read the buckets' increase column."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from query.functions.over_time import rollup_sum
+from query.functions.range import BatchedCompute, RangeFunc
+from query.values import RangeVector
+
+
+def _series_starts_mask(rv: RangeVector) -> np.ndarray:
+    starts = np.zeros(len(rv.vals_flat), dtype=bool)
+    first = rv.offsets[:-1][np.diff(rv.offsets) > 0]
+    starts[first] = True
+    return starts
+
+
+def _extrapolate(
+    result: np.ndarray, ok: np.ndarray, n: np.ndarray, ft: np.ndarray, lt: np.ndarray, fv: np.ndarray,
+    ends: np.ndarray, range_ms: int, is_counter: bool, is_rate: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prometheus' extrapolation of rate/increase/delta to the range edges (``extrapolatedRate``):
+    extend by the gap to each edge unless it exceeds 1.1x the average sample interval (then by
+    half an interval), never below a counter's zero point; per second for ``rate``."""
+    to_start = (ft - (ends - range_ms)) / 1000.0
+    to_end = (ends - lt) / 1000.0
+    sampled = (lt - ft) / 1000.0
+    avg = sampled / np.where(ok, n - 1, 1)
+    threshold = avg * 1.1
+    to_start = np.where(to_start >= threshold, avg / 2, to_start)
+    if is_counter:
+        zero_ok = (result > 0) & (fv >= 0)
+        to_zero = np.where(zero_ok, sampled * (fv / np.where(result != 0, result, 1.0)), np.inf)
+        to_start = np.where(zero_ok & (to_zero < to_start), to_zero, to_start)
+    to_end = np.where(to_end >= threshold, avg / 2, to_end)
+    factor = (sampled + to_start + to_end) / np.where(sampled != 0, sampled, np.nan)
+    if is_rate:
+        factor = factor / (range_ms / 1000.0)
+    return result * factor, ok
+
+
+def _extrapolated(is_counter: bool, is_rate: bool) -> BatchedCompute:
+    def compute(rv: RangeVector, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
+        ts, v = rv.ts_flat, rv.vals_flat
+        n = hi - lo
+        ok = n >= 2
+        if not ok.any():
+            return np.zeros(lo.shape), ok
+        first = np.where(ok, lo, 0)
+        last = np.where(ok, hi - 1, 0)
+        fv, lv = v[first], v[last]
+        ft, lt = ts[first], ts[last]
+        result = lv - fv
+        if is_counter and len(v) > 1:
+            pairs = np.zeros(len(v))
+            pairs[1:] = np.where(v[1:] < v[:-1], v[:-1], 0.0)
+            pairs[_series_starts_mask(rv)] = 0.0
+            if pairs.any():
+                cc = np.cumsum(pairs)
+                result = result + (cc[last] - cc[first])
+        return _extrapolate(result, ok, n, ft, lt, fv, rv.ends[None, :], rv.range_ms, is_counter, is_rate)
+
+    return compute
+
+
+def _instant_value(is_rate: bool) -> BatchedCompute:
+    def compute(rv: RangeVector, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
+        ts, v = rv.ts_flat, rv.vals_flat
+        ok = (hi - lo) >= 2
+        if not ok.any():
+            return np.zeros(lo.shape), ok
+        last = np.where(ok, hi - 1, 1)
+        prev = last - 1
+        lv, pv = v[last], v[prev]
+        dt = (ts[last] - ts[prev]).astype(np.float64)
+        ok &= dt != 0
+        if is_rate:
+            return np.where(lv < pv, lv, lv - pv) / (dt / 1000.0), ok
+        return lv - pv, ok
+
+    return compute
+
+
+def _changes_like(kind: str) -> BatchedCompute:
+    def compute(rv: RangeVector, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
+        v = rv.vals_flat
+        ok = hi > lo
+        ind = np.zeros(len(v))
+        if len(v) > 1:
+            a, b = v[:-1], v[1:]
+            if kind == "changes":
+                ind[1:] = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+            else:
+                ind[1:] = b < a
+            ind[_series_starts_mask(rv)] = 0.0
+        cc = np.concatenate([[0.0], np.cumsum(ind)])
+        first = np.where(ok, lo, 0)
+        last = np.where(ok, hi, 0)
+        return cc[last] - cc[np.minimum(first + 1, last)], ok
+
+    return compute
+
+
+RANGE_FUNCS: dict[str, RangeFunc] = {
+    "rate": RangeFunc(batched=_extrapolated(True, True), rollup=rollup_sum("increase", per_second=True)),
+    "increase": RangeFunc(batched=_extrapolated(True, False), rollup=rollup_sum("increase")),
+    "delta": RangeFunc(batched=_extrapolated(False, False)),
+    "irate": RangeFunc(batched=_instant_value(True)),
+    "idelta": RangeFunc(batched=_instant_value(False)),
+    "changes": RangeFunc(batched=_changes_like("changes")),
+    "resets": RangeFunc(batched=_changes_like("resets")),
+}
