@@ -34,23 +34,36 @@ def to_float(v: Any) -> float:
     raise ValueError(f"can't convert {type(v).__name__} to float")
 
 
-def humanize(v: Any) -> str:
-    x = to_float(v)
-    if x == 0 or math.isnan(x) or math.isinf(x):
-        return go_g(x)
+def _scale_down(x: float, base: float, prefixes: tuple[str, ...]) -> tuple[float, str]:
+    """``x`` divided by ``base`` while it is ``base`` or more (at most once per prefix), and its prefix."""
     prefix = ""
-    if abs(x) >= 1:
-        for p in ("k", "M", "G", "T", "P", "E", "Z", "Y"):
-            if abs(x) < 1000:
-                break
-            prefix = p
-            x /= 1000
-        return go_g(x) + prefix
+    for p in prefixes:
+        if abs(x) < base:
+            break
+        prefix = p
+        x /= base
+    return x, prefix
+
+
+def _scale_up(x: float) -> tuple[float, str]:
+    """``x`` (below 1) multiplied by 1000 until it is 1 or more (at most 8 times), and its SI prefix."""
+    prefix = ""
     for p in ("m", "u", "n", "p", "f", "a", "z", "y"):
         if abs(x) >= 1:
             break
         prefix = p
         x *= 1000
+    return x, prefix
+
+
+def humanize(v: Any) -> str:
+    x = to_float(v)
+    if x == 0 or math.isnan(x) or math.isinf(x):
+        return go_g(x)
+    if abs(x) >= 1:
+        x, prefix = _scale_down(x, 1000, ("k", "M", "G", "T", "P", "E", "Z", "Y"))
+    else:
+        x, prefix = _scale_up(x)
     return go_g(x) + prefix
 
 
@@ -58,12 +71,7 @@ def humanize1024(v: Any) -> str:
     x = to_float(v)
     if abs(x) <= 1 or math.isnan(x) or math.isinf(x):
         return go_g(x)
-    prefix = ""
-    for p in ("ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"):
-        if abs(x) < 1024:
-            break
-        prefix = p
-        x /= 1024
+    x, prefix = _scale_down(x, 1024, ("ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"))
     return go_g(x) + prefix
 
 
@@ -85,12 +93,7 @@ def humanize_duration(v: Any) -> str:
         if minutes:
             return f"{sign}{minutes}m {seconds}s"
         return f"{sign}{go_g(x)}s"
-    prefix = ""
-    for p in ("m", "u", "n", "p", "f", "a", "z", "y"):
-        if abs(x) >= 1:
-            break
-        prefix = p
-        x *= 1000
+    x, prefix = _scale_up(x)
     return f"{go_g(x)}{prefix}s"
 
 

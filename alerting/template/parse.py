@@ -89,7 +89,7 @@ class Parser:
                 raise self.err(head.line, f"{{{{{head.value}}}}} is not supported in alert templates")
             if head.kind == "ident" and head.value in ("break", "continue"):
                 raise self.err(head.line, f"{{{{{head.value}}}}} is not supported")
-            pipe = self.parse_pipeline(head.line, allow_decl=True)
+            pipe = self.parse_pipeline(head.line)
             nodes.append(ActionNode(head.line, pipe))
 
     def expect_close(self) -> None:
@@ -103,7 +103,7 @@ class Parser:
 
     def parse_branch(self, kind: str, line: int) -> BranchNode:
         self.scopes.append([])
-        pipe = self.parse_pipeline(line, allow_decl=True, allow_two=kind == "range")
+        pipe = self.parse_pipeline(line, allow_two=kind == "range")
         if not pipe.cmds:
             raise self.err(line, f"missing value for {kind}")
         body, end = self.parse_list()
@@ -124,54 +124,55 @@ class Parser:
         self.scopes.pop()
         return BranchNode(line, kind, pipe, body, else_body)
 
-    def parse_pipeline(self, line: int, allow_decl: bool, allow_two: bool = False) -> Pipeline:
-        decl: list[str] = []
-        is_assign = False
-        # look ahead for "$x :=" / "$x =" / "$k, $v :="
-        save = self.i
-        t = self.peek()
-        if allow_decl and t.kind == "var":
-            self.next()
-            names = [t.value]
-            nt = self.peek()
-            if allow_two and nt.kind == "comma":
-                self.next()
-                t2 = self.next()
-                if t2.kind != "var":
-                    raise self.err(t2.line, "range can only initialize variables")
-                names.append(t2.value)
-                nt = self.peek()
-            if nt.kind in ("decl", "assign"):
-                self.next()
-                if nt.kind == "assign":
-                    for nm in names:
-                        if not self.defined(nm):
-                            raise self.err(nt.line, f'undefined variable "{nm}"')
-                    is_assign = True
-                decl = names
-            else:
-                self.i = save
-        cmds: list[Command] = []
-        while True:
-            cmd = self.parse_command(line)
-            if cmd is None:
-                break
-            cmds.append(cmd)
-            t = self.peek()
-            if t.kind == "pipe":
-                self.next()
-                continue
-            break
+    def parse_pipeline(self, line: int, allow_two: bool = False) -> Pipeline:
+        """The pipeline of an action or branch, through its ``}}``; declared variables enter the scope."""
+        decl, is_assign = self.parse_decl(allow_two=allow_two, allow_assign=True)
+        cmds = self.parse_commands(line)
         end = self.next()
         if end.kind != "close":
             raise self.err(end.line, f"unexpected {self._desc(end)} in operand")
-        if not cmds and decl:
+        if not cmds:
             raise self.err(line, "missing value for command")
         if decl and not is_assign:
             self.scopes[-1].extend(decl)
-        if not cmds and not decl:
-            raise self.err(line, "missing value for command")
         return Pipeline(line, decl, is_assign, cmds)
+
+    def parse_decl(self, allow_two: bool, allow_assign: bool) -> tuple[list[str], bool]:
+        """A leading ``$x :=`` (``$x =`` when ``allow_assign``, ``$k, $v :=`` when ``allow_two``): its
+        names and whether it assigns; without one, nothing is consumed."""
+        save = self.i
+        t = self.peek()
+        if t.kind != "var":
+            return [], False
+        self.next()
+        names = [t.value]
+        nt = self.peek()
+        if allow_two and nt.kind == "comma":
+            self.next()
+            t2 = self.next()
+            if t2.kind != "var":
+                raise self.err(t2.line, "range can only initialize variables")
+            names.append(t2.value)
+            nt = self.peek()
+        if nt.kind == "decl" or (allow_assign and nt.kind == "assign"):
+            self.next()
+            if nt.kind == "assign":
+                for nm in names:
+                    if not self.defined(nm):
+                        raise self.err(nt.line, f'undefined variable "{nm}"')
+            return names, nt.kind == "assign"
+        self.i = save
+        return [], False
+
+    def parse_commands(self, line: int) -> list[Command]:
+        """``cmd | cmd ...`` up to the token that ends the pipeline (left for the caller)."""
+        cmds: list[Command] = []
+        while (cmd := self.parse_command(line)) is not None:
+            cmds.append(cmd)
+            if self.peek().kind != "pipe":
+                break
+            self.next()
+        return cmds
 
     def parse_command(self, line: int) -> Command | None:
         args: list[Operand] = []
@@ -226,26 +227,8 @@ class Parser:
         return op
 
     def _parse_paren(self, line: int) -> Pipeline:
-        cmds: list[Command] = []
-        decl: list[str] = []
-        t = self.peek()
-        save = self.i
-        if t.kind == "var":
-            self.next()
-            if self.peek().kind == "decl":
-                self.next()
-                decl = [t.value]
-            else:
-                self.i = save
-        while True:
-            cmd = self.parse_command(line)
-            if cmd is None:
-                break
-            cmds.append(cmd)
-            if self.peek().kind == "pipe":
-                self.next()
-                continue
-            break
+        decl, _ = self.parse_decl(allow_two=False, allow_assign=False)
+        cmds = self.parse_commands(line)
         end = self.next()
         if end.kind != "rparen":
             raise self.err(end.line, f"unclosed left paren (found {self._desc(end)})")
