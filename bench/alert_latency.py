@@ -37,7 +37,7 @@ from alerting.testing import RecordingReceiver  # noqa: E402
 from discovery.target import ScrapeSettings, Target  # noqa: E402
 from query.engine import Engine  # noqa: E402
 from scraper.loop import ScrapeLoop  # noqa: E402
-from storage.base import DirectWriter  # noqa: E402
+from storage.base import DirectWriter, Storage  # noqa: E402
 
 
 class FlippingTarget:
@@ -73,6 +73,7 @@ def pct(values: list[float], p: float) -> float:
 
 async def run(args: argparse.Namespace) -> int:
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="ringmon-alert-latency-"))
+    storage: Storage
     if args.memory:
         from query.memory import MemoryStorage
 

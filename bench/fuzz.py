@@ -21,6 +21,7 @@ import random
 import sys
 import time
 import traceback
+from collections.abc import Callable
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -28,17 +29,21 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 MODULES = ["test_fuzz_exposition", "test_fuzz_promql", "test_fuzz_rules", "test_fuzz_config"]
 
 
-def targets() -> dict[str, object]:
-    """Every Hypothesis property of the fuzz test modules, by ``module::function``."""
+FuzzOne = Callable[[bytes], object]  # a property's ``.hypothesis.fuzz_one_input``
+
+
+def targets() -> dict[str, FuzzOne]:
+    """The ``fuzz_one_input`` of every Hypothesis property of the fuzz test modules, by
+    ``module::function``."""
     import importlib
 
-    out: dict[str, object] = {}
+    out: dict[str, FuzzOne] = {}
     for name in MODULES:
         mod = importlib.import_module(name)
         for attr in sorted(dir(mod)):
-            fn = getattr(mod, attr)
-            if attr.startswith("test_") and hasattr(getattr(fn, "hypothesis", None), "fuzz_one_input"):
-                out[f"{name.removeprefix('test_')}::{attr.removeprefix('test_')}"] = fn
+            fuzz = getattr(getattr(getattr(mod, attr), "hypothesis", None), "fuzz_one_input", None)
+            if attr.startswith("test_") and callable(fuzz):
+                out[f"{name.removeprefix('test_')}::{attr.removeprefix('test_')}"] = fuzz
     return out
 
 
@@ -50,8 +55,8 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__} at {where}: {first}"
 
 
-def run_target(name: str, fn, seconds: float, rng: random.Random, out_dir: pathlib.Path) -> tuple[int, list[str]]:
-    fuzz = fn.hypothesis.fuzz_one_input
+def run_target(name: str, fuzz: FuzzOne, seconds: float, rng: random.Random,
+               out_dir: pathlib.Path) -> tuple[int, list[str]]:
     deadline = time.monotonic() + seconds
     cases = 0
     findings: dict[str, str] = {}
@@ -88,7 +93,7 @@ def main() -> int:
     if args.replay:
         path = pathlib.Path(args.replay)
         name = path.name.rsplit("-", 1)[0].replace(".", "::", 1)
-        found[name].hypothesis.fuzz_one_input(path.read_bytes())
+        found[name](path.read_bytes())
         print(f"{name}: passes on {path}")
         return 0
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
@@ -97,9 +102,9 @@ def main() -> int:
     print(f"fuzzing {len(chosen)} targets, {args.seconds:g}s each, seed {seed}")
     print(f"{'target':<72} {'cases':>8} {'cases/s':>9} {'findings':>8}")
     total_findings: list[str] = []
-    for name, fn in chosen.items():
+    for name, fuzz in chosen.items():
         t0 = time.monotonic()
-        cases, findings = run_target(name, fn, args.seconds, rng, pathlib.Path(args.out))
+        cases, findings = run_target(name, fuzz, args.seconds, rng, pathlib.Path(args.out))
         elapsed = time.monotonic() - t0
         print(f"{name:<72} {cases:>8} {cases / elapsed:>9.1f} {len(findings):>8}", flush=True)
         total_findings += [f"{name}: {f}" for f in findings]

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -100,12 +99,6 @@ FOUR_AT_ONCE = ("subquery 40d:1s, one series", "count_values x 11000 steps", "de
 
 
 # ----------------------------------------------------------------------------- the process
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def write_alerting(tmp: Path, **alerter: str) -> Path:
     """An alerting file whose one rule group records ``count(up)`` every EVAL_S."""
     rules = tmp / "cadence.yml"
@@ -218,7 +211,7 @@ def _rss_kb(pid: int) -> int:
 
 
 def _children(pid: int) -> list[int]:
-    out = []
+    out: list[int] = []
     try:
         for task in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{task}/children") as f:

@@ -26,10 +26,20 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from cli.config import RingmonConfig
+    from services.cassandra.cassandra_node import CassandraNode
+    from storage.base import Storage
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -69,10 +79,12 @@ async def serve_targets(count: int, series: int, ports_file: str) -> None:
     names = [(f"load_requests_total{{path=\"/p{i % 50}\",code=\"{200 + i % 5}\",n=\"{i}\"}}", True)
              if i % 4 == 0 else (f"load_gauge{{kind=\"k{i % 20}\",n=\"{i}\"}}", False) for i in range(series)]
     header = "# TYPE load_requests_total counter\n# TYPE load_gauge gauge\n"
+    from cli.wiring import serve_app
+
     runners = []
     ports = []
 
-    def handler_for(idx: int):
+    def handler_for(idx: int) -> Callable[[web.Request], Awaitable[web.Response]]:
         state = {"n": 0}
         base = [rng.random() * 1000 for _ in range(series)]
 
@@ -90,11 +102,8 @@ async def serve_targets(count: int, series: int, ports_file: str) -> None:
     for i in range(count):
         app = web.Application()
         app.router.add_get("/metrics", handler_for(i))
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        ports.append(site._server.sockets[0].getsockname()[1])  # noqa: SLF001
+        runner, port = await serve_app(app, "127.0.0.1:0", "load targets")
+        ports.append(port)
         runners.append(runner)
     Path(ports_file).write_text(json.dumps(ports))
     stop = asyncio.Event()
@@ -109,7 +118,7 @@ async def serve_targets(count: int, series: int, ports_file: str) -> None:
 # -- the run -----------------------------------------------------------------------------------
 
 
-async def newest_sample_age(storage, job: str) -> float | None:
+async def newest_sample_age(storage: Storage, job: str) -> float | None:
     from query.engine import Engine
 
     now_ms = int(time.time() * 1000)
@@ -196,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def disk_figures(node, appended: float) -> None:
+def disk_figures(node: CassandraNode, appended: float) -> None:
     """Flush, then on-disk bytes of each table (SSTables, LZ4) per sample appended."""
     try:
         node.nodetool("flush", "ringmon", timeout_s=300)
@@ -214,14 +223,34 @@ def disk_figures(node, appended: float) -> None:
         print(f"    {table:<28} {size / 2**20:8.1f} MiB  {size / max(appended, 1):6.2f} bytes/sample")
 
 
-async def measure(args, scraper_pid: int, cassandra_pid: int, listen: str, cfg) -> float:
+@dataclass
+class Row:
+    """One report line: figures of the scraper and Cassandra processes at ``t`` s into the run."""
+
+    t: float
+    s_rss: float
+    s_cpu: float
+    c_rss: float
+    c_cpu: float
+    appended: float
+    queue: float
+    failures: float
+    scrapes: float
+    lag: float | None  # age of the newest stored sample; None when the query failed
+    rate: float = 0.0  # samples appended per second since the previous row
+    s_pct: float = 0.0
+    c_pct: float = 0.0
+
+
+async def measure(args: argparse.Namespace, scraper_pid: int, cassandra_pid: int, listen: str,
+                  cfg: RingmonConfig) -> float:
     from cli.wiring import make_storage
 
     storage = await make_storage(cfg.storage)
-    rows = []
+    rows: list[Row] = []
     t_start = time.monotonic()
     end = t_start + args.minutes * 60
-    prev = None
+    prev: Row | None = None
     print(f"{'t':>5} {'scraper RSS':>11} {'CPU%':>5} {'Cass RSS':>9} {'CPU%':>5} {'samples/s':>10} "
           f"{'queue':>6} {'lag s':>6}", flush=True)
     try:
@@ -236,17 +265,17 @@ async def measure(args, scraper_pid: int, cassandra_pid: int, listen: str, cfg) 
                 continue
             appended = m["ringmon_scraper_samples_appended_total"]
             lag = await newest_sample_age(storage, "load")
-            row = {"t": now - t_start, "s_rss": s_rss, "s_cpu": s_cpu, "c_rss": c_rss, "c_cpu": c_cpu,
-                   "appended": appended, "queue": m.get("ringmon_scraper_writer_queue_depth", float("nan")),
-                   "failures": m.get("ringmon_scraper_scrape_failures_total", 0.0),
-                   "scrapes": m.get("ringmon_scraper_scrapes_total", 0.0), "lag": lag}
+            row = Row(now - t_start, s_rss, s_cpu, c_rss, c_cpu, appended,
+                      queue=m.get("ringmon_scraper_writer_queue_depth", float("nan")),
+                      failures=m.get("ringmon_scraper_scrape_failures_total", 0.0),
+                      scrapes=m.get("ringmon_scraper_scrapes_total", 0.0), lag=lag)
             if prev is not None:
-                dt = row["t"] - prev["t"]
-                row["rate"] = (appended - prev["appended"]) / dt
-                row["s_pct"] = 100 * (s_cpu - prev["s_cpu"]) / dt
-                row["c_pct"] = 100 * (c_cpu - prev["c_cpu"]) / dt
-                print(f"{row['t']:5.0f} {s_rss:9.0f}Mi {row['s_pct']:5.0f} {c_rss:7.0f}Mi {row['c_pct']:5.0f} "
-                      f"{row['rate']:10,.0f} {row['queue']:6.0f} {'-' if lag is None else f'{lag:6.1f}'}",
+                dt = row.t - prev.t
+                row.rate = (appended - prev.appended) / dt
+                row.s_pct = 100 * (s_cpu - prev.s_cpu) / dt
+                row.c_pct = 100 * (c_cpu - prev.c_cpu) / dt
+                print(f"{row.t:5.0f} {s_rss:9.0f}Mi {row.s_pct:5.0f} {c_rss:7.0f}Mi {row.c_pct:5.0f} "
+                      f"{row.rate:10,.0f} {row.queue:6.0f} {'-' if lag is None else f'{lag:6.1f}'}",
                       flush=True)
                 rows.append(row)
             prev = row
@@ -254,13 +283,13 @@ async def measure(args, scraper_pid: int, cassandra_pid: int, listen: str, cfg) 
         await storage.close()
     if len(rows) < 2:
         print("run too short for figures")
-        return rows[-1]["appended"] if rows else 0.0
+        return rows[-1].appended if rows else 0.0
     steady = rows[len(rows) // 3:] or rows  # after warm-up (first series-index writes)
-    rate = statistics.mean(r["rate"] for r in steady)
-    s_pct = statistics.mean(r["s_pct"] for r in steady)
-    c_pct = statistics.mean(r["c_pct"] for r in steady)
-    lags = [r["lag"] for r in rows if r["lag"] is not None]
-    rss = [r["s_rss"] for r in rows]
+    rate = statistics.mean(r.rate for r in steady)
+    s_pct = statistics.mean(r.s_pct for r in steady)
+    c_pct = statistics.mean(r.c_pct for r in steady)
+    lags = [r.lag for r in rows if r.lag is not None]
+    rss = [r.s_rss for r in rows]
     print()
     print(f"load figures ({args.targets * args.series:,} series, {args.interval:g}s interval, "
           f"{args.minutes:g} min, {os.cpu_count()} cores shared):")
@@ -270,14 +299,14 @@ async def measure(args, scraper_pid: int, cassandra_pid: int, listen: str, cfg) 
     print(f"  Cassandra CPU                            {c_pct:.0f}% of a core = "
           f"{c_pct / 100 / max(rate, 1) * 1e6:.1f} us per sample")
     print(f"  scraper RSS first/last/max               {rss[0]:.0f} / {rss[-1]:.0f} / {max(rss):.0f} MiB "
-          f"(growth after warm-up {steady[-1]['s_rss'] - steady[0]['s_rss']:+.0f} MiB)")
-    print(f"  Cassandra RSS last                       {rows[-1]['c_rss']:.0f} MiB")
-    print(f"  writer queue max                         {max(r['queue'] for r in rows):.0f} batches")
-    print(f"  failed scrapes (timeouts etc.)           {rows[-1]['failures']:.0f} of {rows[-1]['scrapes']:.0f}")
+          f"(growth after warm-up {steady[-1].s_rss - steady[0].s_rss:+.0f} MiB)")
+    print(f"  Cassandra RSS last                       {rows[-1].c_rss:.0f} MiB")
+    print(f"  writer queue max                         {max(r.queue for r in rows):.0f} batches")
+    print(f"  failed scrapes (timeouts etc.)           {rows[-1].failures:.0f} of {rows[-1].scrapes:.0f}")
     if lags:
         print(f"  write lag (newest stored sample) p50/max {statistics.median(lags):.1f} / {max(lags):.1f} s "
               f"(includes up to one interval between scrapes)")
-    return rows[-1]["appended"]
+    return rows[-1].appended
 
 
 def main(argv: list[str] | None = None) -> int:

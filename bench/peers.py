@@ -55,8 +55,9 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -170,12 +171,14 @@ async def serve_targets(count: int, series: int) -> None:
     prints {"ports": [...], "control": port} on stdout, runs until SIGTERM."""
     from aiohttp import web
 
+    from cli.wiring import serve_app
+
     layout = node_series(series)
     bodies = [TargetBody(i, layout) for i in range(count)]
     served = {"requests": 0, "samples": 0}
     runners: list[web.AppRunner] = []
 
-    def handler_for(body: TargetBody):
+    def handler_for(body: TargetBody) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def metrics(request: web.Request) -> web.Response:
             served["requests"] += 1
             served["samples"] += series
@@ -187,12 +190,9 @@ async def serve_targets(count: int, series: int) -> None:
         return web.json_response(served)
 
     async def listen(app: web.Application) -> int:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        runner, port = await serve_app(app, "127.0.0.1:0", "peers targets")
         runners.append(runner)
-        return int(site._server.sockets[0].getsockname()[1])  # noqa: SLF001 - port 0 picked by the OS
+        return port
 
     ports = []
     for body in bodies:
@@ -216,7 +216,8 @@ async def serve_targets(count: int, series: int) -> None:
 
 def http_get(url: str, timeout: float = 30.0) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - 127.0.0.1 only
-        return r.read()
+        body: bytes = r.read()
+    return body
 
 
 def metric_sum(text: str, name: str) -> float:
@@ -294,12 +295,13 @@ class ExternalPeer:
     name: str
     binary: str
     counter: str  # its own total of samples stored
+    argv: tuple[str, ...]  # its arguments; {port}, {data} and {cfg} (the scrape config) filled in
     api: str = ""
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
     tmp: Path = Path()
 
     def args(self, port: int, cfg: Path) -> list[str]:
-        raise NotImplementedError
+        return [a.format(port=port, data=self.data_dir(), cfg=cfg) for a in self.argv]
 
     def start(self, tmp: Path, ports: list[int], interval: float) -> None:
         binary = shutil.which(self.binary)
@@ -331,26 +333,11 @@ class ExternalPeer:
         return self.tmp / "data"
 
 
-@dataclass
-class Prometheus(ExternalPeer):
-    name: str = "Prometheus"
-    binary: str = "prometheus"
-    counter: str = "prometheus_tsdb_head_samples_appended_total"
-
-    def args(self, port: int, cfg: Path) -> list[str]:
-        return [f"--config.file={cfg}", f"--storage.tsdb.path={self.tmp}/data",
-                f"--web.listen-address=127.0.0.1:{port}"]
-
-
-@dataclass
-class VictoriaMetrics(ExternalPeer):
-    name: str = "VictoriaMetrics"
-    binary: str = "victoria-metrics"
-    counter: str = "vm_rows_added_to_storage_total"
-
-    def args(self, port: int, cfg: Path) -> list[str]:
-        return [f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={self.tmp}/data",
-                f"-promscrape.config={cfg}", "-search.latencyOffset=5s", "-retentionPeriod=1d"]
+PROMETHEUS = ("Prometheus", "prometheus", "prometheus_tsdb_head_samples_appended_total",
+              ("--config.file={cfg}", "--storage.tsdb.path={data}", "--web.listen-address=127.0.0.1:{port}"))
+VICTORIAMETRICS = ("VictoriaMetrics", "victoria-metrics", "vm_rows_added_to_storage_total",
+                   ("-httpListenAddr=127.0.0.1:{port}", "-storageDataPath={data}", "-promscrape.config={cfg}",
+                    "-search.latencyOffset=5s", "-retentionPeriod=1d"))
 
 
 @dataclass
@@ -513,7 +500,8 @@ def seal(cfg_path: Path) -> dict[str, float]:
                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         raise RuntimeError(f"seal failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    figures: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
 
 
 async def seal_child(cfg_path: str) -> dict[str, float]:
@@ -541,7 +529,8 @@ async def seal_child(cfg_path: str) -> dict[str, float]:
 
 
 SYSTEMS: dict[str, Callable[[], System]] = {
-    "prometheus": Prometheus, "victoriametrics": VictoriaMetrics, "ringmon": RingmonStandalone,
+    "prometheus": partial(ExternalPeer, *PROMETHEUS), "victoriametrics": partial(ExternalPeer, *VICTORIAMETRICS),
+    "ringmon": RingmonStandalone,
     "ringmon-cluster": RingmonCluster,
 }
 

@@ -30,6 +30,7 @@ import re
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -44,6 +45,12 @@ from storage.base import HOUR_MS, MINUTE_MS, Resolution, SeriesData  # noqa: E40
 from storage.model import SampleBatch, Series, make_labels  # noqa: E402
 from storage.rollup import Rollup  # noqa: E402
 from storage.rollup_job import RollupRows  # noqa: E402
+
+if TYPE_CHECKING:
+    from storage.base import Storage
+    from storage.cassandra_rollup import CassandraRollupStorage
+    from storage.rollup_job import RollupJob
+    from storage.sqlite_rollup import SQLiteRollupStorage
 
 DAY_MS = 24 * HOUR_MS
 # --source (max_source_resolution) and --no-isolate (big queries evaluate in this process, so
@@ -89,7 +96,10 @@ def build(hosts: int, now: int) -> MemoryStorage:
     return st
 
 
-async def copy_store(mem: MemoryStorage, st):
+RollupStorage = TypeVar("RollupStorage", "SQLiteRollupStorage", "CassandraRollupStorage")
+
+
+async def copy_store(mem: MemoryStorage, st: RollupStorage) -> RollupStorage:
     """The memory store's raw samples and 1 h rows written to ``st`` (SQLite or Cassandra);
     the rollup job writes the 1 m rows and blocks."""
     from storage.matchers import Matcher, MatchOp
@@ -100,10 +110,10 @@ async def copy_store(mem: MemoryStorage, st):
         for i in range(0, len(d.timestamps), 20_000):
             ts, vals = d.timestamps[i : i + 20_000], d.values[i : i + 20_000]
             await st.write(SampleBatch(f"node/{host}", [d.series] * len(ts), ts.tolist(), vals.tolist()))
-    rows = [
-        RollupRows(d.series.id, Rollup.from_columns(d.timestamps, d.agg))
-        for d in await mem.select(name, 0, 2**62, Resolution.HOUR)
-    ]
+    rows = []
+    for d in await mem.select(name, 0, 2**62, Resolution.HOUR):
+        assert d.agg is not None, "a select of 1 h rows has their aggregate columns"
+        rows.append(RollupRows(d.series.id, Rollup.from_columns(d.timestamps, d.agg)))
     for i in range(0, len(rows), 50):
         await st.write_rollups(Resolution.HOUR, rows[i : i + 50])
     return st
@@ -149,14 +159,14 @@ class Clock:
         return self.now
 
 
-async def measure(st, data_end: int, runs: int, downsample: bool) -> list[dict]:
+async def measure(st: Storage, data_end: int, runs: int, downsample: bool) -> list[dict[str, Any]]:
     rows = []
     for name, window, step in PANELS:
         expr = expr_for(step)
         end0 = (data_end - 10 * MINUTE_MS) // step * step
         clock = Clock(end0)
         cold, cold_cpu = [], []
-        selects = 0
+        selects: set[str] = set()
         for _ in range(runs):
             eng = Engine(st, now_ms=clock, downsample=downsample, isolate=ISOLATE)
             log = getattr(st, "select_log", None)  # (MemoryStorage only)
@@ -211,7 +221,7 @@ async def measure(st, data_end: int, runs: int, downsample: bool) -> list[dict]:
     return rows
 
 
-def _fresh_note(job) -> str:
+def _fresh_note(job: RollupJob) -> str:
     if not job.fresh_done:
         return "no fresh pass"
     return f"fresh 1 m rows up to {(job.now_ms() - job.fresh_done[0].end_ms) / 60_000:.0f} min ago"
@@ -244,7 +254,8 @@ async def _measure_sqlite(
 def _measure_cassandra(mem: MemoryStorage, tmp: str, now: int, runs: int, downsample: bool, fresh: bool) -> list[dict]:
     from pathlib import Path
 
-    from services.cassandra.cassandra_node import CassandraNode, free_port
+    from services.cassandra.cassandra_node import CassandraNode
+    from services.proc import free_port
     from storage.cassandra_rollup import CassandraRollupStorage
     from storage.rollup_job import RollupJob
     from storage.rollup_lease import LocalShardLease
@@ -315,14 +326,15 @@ def main() -> int:
     print(f"data: {args.hosts * len(MODES)} series, built in {time.perf_counter() - t:.1f}s", flush=True)
     modes = [True, False] if args.raw_only else [True]
     tmp = tempfile.TemporaryDirectory(prefix="ringmon-bench-query-") if args.sqlite or args.cassandra else None
+    tmp_dir = tmp.name if tmp is not None else ""
     store_name = "SQLite (standalone)" if args.sqlite else "Cassandra (cluster)" if args.cassandra else "MemoryStorage"
     for downsample in modes:
         if args.sqlite:
             rows = asyncio.run(
-                _measure_sqlite(st, f"{tmp.name}/ringmon.db", now, args.runs, downsample, not args.no_fresh)
+                _measure_sqlite(st, f"{tmp_dir}/ringmon.db", now, args.runs, downsample, not args.no_fresh)
             )
         elif args.cassandra:
-            rows = _measure_cassandra(st, tmp.name, now, args.runs, downsample, not args.no_fresh)
+            rows = _measure_cassandra(st, tmp_dir, now, args.runs, downsample, not args.no_fresh)
         else:
             rows = asyncio.run(measure(st, now, args.runs, downsample))
         print(f"\nstore: {store_name}")

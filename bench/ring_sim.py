@@ -34,6 +34,7 @@ import pathlib
 import random
 import sys
 import time
+from collections.abc import Sequence
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
@@ -63,15 +64,17 @@ def binomial_max_over_mean(keys: list[str], n: int) -> float:
     return max(counts) / (len(keys) / n)
 
 
-def spread(owners: list[str | None], members: tuple[str, ...]) -> tuple[float, float]:
+def spread(owners: Sequence[str | None], members: tuple[str, ...]) -> tuple[float, float]:
     counts = dict.fromkeys(members, 0)
     for o in owners:
+        if o is None:
+            raise AssertionError("a target with no live owner")
         counts[o] += 1
     mean = len(owners) / len(members)
     return max(counts.values()) / mean, min(counts.values()) / mean
 
 
-def moved(a: list, b: list) -> int:
+def moved(a: Sequence[str | None], b: Sequence[str | None]) -> int:
     return sum(1 for x, y in zip(a, b, strict=True) if x != y)
 
 
@@ -96,9 +99,11 @@ def simulate(keys: list[str], n: int, vnodes: int, cap_factors: list[float], see
     }
     out = {}
     for c in cap_factors:
-        plans, times = [], []
-        for ring, prev, prev_ring in ((base, {}, None), (joined, None, base), (left, None, joined)):
-            prev = plans[-1] if prev is None else prev
+        plans: list[dict[str, str]] = []
+        times: list[float] = []
+        steps: list[tuple[ScraperRing, ScraperRing | None]] = [(base, None), (joined, base), (left, joined)]
+        for ring, prev_ring in steps:  # each planned from the previous plan, the first from none
+            prev = plans[-1] if plans else {}
             t0 = time.perf_counter()
             plans.append(plan_overrides(ring, keys, prev, c, previous_ring=prev_ring))
             times.append(time.perf_counter() - t0)

@@ -10,7 +10,12 @@ load averages with 2 decimals, millisecond io-time counters, and full-precision 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypedDict
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from services.cassandra.cassandra_node import CassandraNode
 
 STEP_MS = 10_000
 LATENESS_MS = np.array([0, 1, 2, 3, 4, 5, 15, 20])
@@ -72,10 +77,18 @@ def node_exporter_host(
 # -- benchmark ------------------------------------------------------------------------------
 
 
-PROFILES = {"aligned": {}, "scraper lateness": {"late": True}, "uniform +-2 ms": {"jitter_ms": 2}}
+class Profile(TypedDict, total=False):
+    """How a synthetic host's scrape timestamps stray (``node_exporter_host``'s keywords)."""
+
+    jitter_ms: int
+    late: bool
 
 
-def _hosts(n_hosts: int, n_samples: int, t0_ms: int, profile: str, seed: int = 1):
+PROFILES: dict[str, Profile] = {"aligned": {}, "scraper lateness": {"late": True}, "uniform +-2 ms": {"jitter_ms": 2}}
+
+
+def _hosts(n_hosts: int, n_samples: int, t0_ms: int, profile: str,
+           seed: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
     series = []
     for _ in range(n_hosts):
@@ -194,7 +207,7 @@ async def _bench_sqlite(n_hosts: int, hours: int, tmp: str) -> None:
     await store.close()
 
 
-def _space_used(node, keyspace: str, table: str) -> int:
+def _space_used(node: CassandraNode, keyspace: str, table: str) -> int:
     out = node.nodetool("tablestats", f"{keyspace}.{table}")
     for line in out.splitlines():
         if "Space used (live):" in line:
@@ -207,7 +220,8 @@ def bench_cassandra(n_hosts: int, hours: int, node_dir: str, tmp: str) -> None:
     import time
     from pathlib import Path
 
-    from services.cassandra.cassandra_node import CassandraNode, free_port
+    from services.cassandra.cassandra_node import CassandraNode
+    from services.proc import free_port
     from storage.base import DAY_MS, HOUR_MS, MINUTE_MS, Resolution, SeriesData
     from storage.cassandra_rollup import CassandraRollupStorage
     from storage.model import SampleBatch, Series, make_labels
@@ -344,10 +358,10 @@ def bench_cassandra(n_hosts: int, hours: int, node_dir: str, tmp: str) -> None:
             f"  rollup_1m_chunks {m_b:,} B = {m_b / minutes:.1f} bytes per 1m point; "
             f"rollup_1h_chunks {h_b:,} B = {h_b / hours_n:.1f} bytes per 1h point"
         )
-        n, cpu, wall = asyncio.run(end_to_end())
+        n, e2e_cpu, e2e_wall = asyncio.run(end_to_end())
         print(
             f"  RollupJob end to end (raw_recent read + seal + rollup + writes): {n:,} samples, "
-            f"{n / cpu:,.0f} samples/s per core (CPU), {n / wall:,.0f} samples/s wall"
+            f"{n / e2e_cpu:,.0f} samples/s per core (CPU), {n / e2e_wall:,.0f} samples/s wall"
         )
         lat_m, lat_h = asyncio.run(reads())
         print(

@@ -17,20 +17,24 @@ Usage: ``.venv/bin/python bench/scrape.py [--targets 20] [--series 5000] [--vs-p
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import pathlib
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from services.proc import free_port  # noqa: E402 - after the path insert
 
 VARIANTS = 4  # distinct bodies per target, served in turn so values move between scrapes
 
@@ -69,45 +73,40 @@ def node_like_body(target: int, series: int, variant: int) -> bytes:
     return ("\n".join(out) + "\n").encode()
 
 
-SERVER = r"""
-import asyncio, sys, json
-sys.path.insert(0, sys.argv[1])
-from aiohttp import web
-from bench.scrape import node_like_body, VARIANTS
-n_targets, n_series = int(sys.argv[2]), int(sys.argv[3])
+async def serve_exporters(n_targets: int, n_series: int) -> None:
+    """The synthetic exporter process: ``n_targets`` /metrics endpoints on free 127.0.0.1 ports,
+    each cycling through its VARIANTS bodies; prints the ports as a JSON line, serves an hour."""
+    from aiohttp import web
 
-async def main():
+    from cli.wiring import serve_app
+
     bodies = [[node_like_body(t, n_series, v) for v in range(VARIANTS)] for t in range(n_targets)]
     counters = [0] * n_targets
-    app = web.Application()
-    def handler_for(t):
-        async def handle(request):
+
+    def handler_for(t: int) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
             counters[t] += 1
             return web.Response(body=bodies[t][counters[t] % VARIANTS],
                                 headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
         return handle
-    runner = web.AppRunner(app)
+
     ports = []
-    apps = []
     for t in range(n_targets):
-        a = web.Application()
-        a.router.add_get("/metrics", handler_for(t))
-        r = web.AppRunner(a, access_log=None)
-        await r.setup()
-        site = web.TCPSite(r, "127.0.0.1", 0)
-        await site.start()
-        ports.append(site._server.sockets[0].getsockname()[1])
-        apps.append(r)
+        app = web.Application()
+        app.router.add_get("/metrics", handler_for(t))
+        ports.append((await serve_app(app, "127.0.0.1:0", "bench exporter"))[1])
     print(json.dumps(ports), flush=True)
     await asyncio.sleep(3600)
 
-asyncio.run(main())
-"""
+
+SERVER = ("import asyncio, sys; sys.path.insert(0, sys.argv[1]); from bench.scrape import serve_exporters; "
+          "asyncio.run(serve_exporters(int(sys.argv[2]), int(sys.argv[3])))")
 
 
-def start_exporters(n_targets: int, n_series: int) -> tuple[subprocess.Popen, list[int]]:
+def start_exporters(n_targets: int, n_series: int) -> tuple[subprocess.Popen[bytes], list[int]]:
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(ROOT), str(n_targets), str(n_series)],
                             stdout=subprocess.PIPE)
+    assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
         raise SystemExit("synthetic exporter process failed to start")
@@ -124,20 +123,21 @@ def proc_status_kb(field: str, pid: str = "self") -> int:
     return 0
 
 
-def bench_parse(n_series: int, rounds: int) -> dict:
+def bench_parse(n_series: int, rounds: int) -> dict[str, float]:
     """CPU time of ScrapeCache.process on rotating bodies of one target (warm), and cold."""
-    from scraper.exposition import FMT_TEXT
-    from scraper.fastpath import ScrapeCache
+    from scraper.fastpath import ScrapeCache, ScrapeOutcome
+    from scraper.lenient import FMT_TEXT
 
     bodies = [node_like_body(0, n_series, v) for v in range(VARIANTS)]
 
-    def run(cache, body):
+    def run(cache: ScrapeCache, body: bytes) -> ScrapeOutcome:
         g = cache.process(body, FMT_TEXT)
         try:
             while True:
                 next(g)
         except StopIteration as stop:
-            return stop.value
+            outcome: ScrapeOutcome = stop.value
+            return outcome
 
     cold_cpu = 0.0
     cold_n = 0
@@ -208,18 +208,13 @@ asyncio.run(main())
 """
 
 
-def bench_e2e(ports: list[int], interval: float, duration: float) -> dict:
+def bench_e2e(ports: list[int], interval: float, duration: float) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-c", E2E_CHILD, str(ROOT), json.dumps(ports), str(interval),
                           str(duration)], capture_output=True, text=True, timeout=duration + 120)
     if out.returncode != 0:
         raise SystemExit(f"end-to-end child failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
 
 
 def prom_metric(port: int, name: str) -> float:
@@ -236,7 +231,7 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
-def bench_prometheus(ports: list[int], interval: float, duration: float) -> dict:
+def bench_prometheus(ports: list[int], interval: float, duration: float) -> dict[str, float]:
     binary = shutil.which("prometheus")
     if binary is None:
         raise SystemExit("--vs-prometheus: the prometheus binary is not installed")

@@ -31,12 +31,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Sequence
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.cassandra.cassandra_node import CassandraNode, free_port  # noqa: E402
-from storage.base import DAY_MS, HOUR_MS  # noqa: E402
+from services.cassandra.cassandra_node import CassandraNode  # noqa: E402
+from services.proc import free_port  # noqa: E402
+from storage.base import DAY_MS, HOUR_MS, SeriesData  # noqa: E402
 from storage.cassandra import CassandraStorage  # noqa: E402
 from storage.cassandra_rollup import CassandraRollupStorage  # noqa: E402
 from storage.matchers import Matcher, MatchOp  # noqa: E402
@@ -110,7 +112,11 @@ async def load_day(store: CassandraStorage, spool: pathlib.Path, end_ms: int, pe
     return series
 
 
-async def bench_read(select, series: list[Series], end_ms: int, rounds: int, spans) -> None:
+Select = Callable[[Sequence[Matcher], int, int], Awaitable[list[SeriesData]]]
+
+
+async def bench_read(select: Select, series: list[Series], end_ms: int, rounds: int,
+                     spans: Sequence[tuple[str, int]]) -> None:
     for label, span in spans:
         lat = []
         n = 0
@@ -131,7 +137,8 @@ async def bench_read(select, series: list[Series], end_ms: int, rounds: int, spa
         print(f"read {label}: one series, {n} samples: p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms ({rounds} selects)")
 
 
-async def bench_reads(store: CassandraRollupStorage, node: CassandraNode, tmp: pathlib.Path, a) -> None:
+async def bench_reads(store: CassandraRollupStorage, node: CassandraNode, tmp: pathlib.Path,
+                      a: argparse.Namespace) -> None:
     end_ms = (int(time.time() * 1000) // 10_000) * 10_000
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
@@ -140,7 +147,7 @@ async def bench_reads(store: CassandraRollupStorage, node: CassandraNode, tmp: p
     await loop.run_in_executor(None, node.nodetool, "flush", store.keyspace)
     print("read: memtables flushed (reads come from SSTables)")
 
-    def rows_only(ms, lo, hi):
+    def rows_only(ms: Sequence[Matcher], lo: int, hi: int) -> Awaitable[list[SeriesData]]:
         return CassandraStorage.select(store, ms, lo, hi)
 
     await bench_read(rows_only, series, end_ms, a.rounds, (("1h", HOUR_MS), ("24h raw, unsealed rows", DAY_MS)))

@@ -21,7 +21,9 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from aiohttp.test_utils import TestClient, TestServer
@@ -139,10 +141,10 @@ class RenderTimer:
         self.spent = 0.0
         self._inner = chart.render_chart
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, series: Iterable[chart.ChartSeries], spec: chart.ChartSpec | None = None) -> str:
         t0 = time.perf_counter()
         try:
-            return self._inner(*args, **kwargs)
+            return self._inner(series, spec)
         finally:
             self.spent += time.perf_counter() - t0
 
@@ -200,7 +202,7 @@ async def run(hosts: int, runs: int, screenshot_dir: Path | None = None) -> None
     except ImportError:  # pragma: no cover - the cache ships with the query package
         cache = None
 
-    async def none():
+    async def none() -> list[dict[str, Any]]:
         return []
 
     timer = RenderTimer()
