@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 from uhashring import HashRing
 
+from discovery.membership import EphemeralNode
+
 if TYPE_CHECKING:
     from kazoo.client import KazooClient
 
@@ -98,16 +100,19 @@ class ZooKeeperOwnership(RingOwnership):
         self.root = root.rstrip("/")
         self.session_timeout_s = session_timeout_s
         self.zk: KazooClient | None = None
-        self.node_data = b""  # {"listen": "host:port"} once the alerter serves HTTP
+        # data: {"listen": "host:port"} once the alerter serves HTTP
+        self.node = EphemeralNode(f"{self.root}/{self.my_id}")
 
     def publish_address(self, listen: str) -> None:
         """Write where this alerter's HTTP API is into its node (the web finds alerters there)."""
-        self.node_data = json.dumps({"listen": listen}).encode()
-        if self.zk is not None and self.zk.connected:
-            try:
-                self.zk.set(f"{self.root}/{self.my_id}", self.node_data)
-            except Exception as exc:  # the next registration writes it
-                log.warning("cannot publish alerter address in ZooKeeper: %s", exc)
+        data = json.dumps({"listen": listen}).encode()
+        if self.zk is None or not self.zk.connected:
+            self.node.data = data  # the next registration writes it
+            return
+        try:
+            self.node.set_data(self.zk, data)
+        except Exception as exc:  # the next registration writes it
+            log.warning("cannot publish alerter address in ZooKeeper: %s", exc)
 
     def start(self) -> None:
         from kazoo.client import KazooClient, KazooState
@@ -131,16 +136,11 @@ class ZooKeeperOwnership(RingOwnership):
         zk.ChildrenWatch(self.root, self._on_children)
 
     def _register(self) -> None:
-        from kazoo.exceptions import NodeExistsError
-
         if self.zk is None:
             return
         try:
             self.zk.ensure_path(self.root)
-            try:
-                self.zk.create(f"{self.root}/{self.my_id}", self.node_data, ephemeral=True)
-            except NodeExistsError:
-                pass
+            self.node.create(self.zk)
         except Exception as exc:  # retried on the next (re)connection
             log.warning("cannot register alerter in ZooKeeper: %s", exc)
 

@@ -44,6 +44,7 @@ from kazoo.exceptions import (
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
+from discovery.membership import EphemeralNode, NodeHeldError, read_members
 from discovery.target import ScrapeSettings, Target
 from discovery.validation import (
     check_address,
@@ -167,20 +168,10 @@ class RegistryView:
         return list(out.values())
 
 
-@dataclass
-class _Owned:
-    """An ephemeral node this process owns and re-creates after a session loss."""
-
-    kind: str  # "member" or "scraper"
-    base: str  # full path (scraper) or the members dir (member, sequential)
-    data: bytes
-    path: str = ""
-
-
 class MemberRegistration:
     """Handle of an ephemeral host registration (what an agent holds)."""
 
-    def __init__(self, registry: "Registry", owned: _Owned, pool: str, address: str) -> None:
+    def __init__(self, registry: "Registry", owned: EphemeralNode, pool: str, address: str) -> None:
         self._registry = registry
         self._owned = owned
         self.pool = pool
@@ -246,7 +237,7 @@ class Registry:
         self._view = RegistryView()
         self._version = 0
         self._listeners: list[tuple[Listener, asyncio.AbstractEventLoop | None]] = []
-        self._owned: list[_Owned] = []
+        self._owned: list[EphemeralNode] = []
         self._pool_watches: dict[str, _PoolWatch] = {}
         self._watching = False
         self._had_session = False
@@ -443,51 +434,28 @@ class Registry:
             owned = list(self._owned)
         for o in owned:
             try:
-                self._create_owned(o, recreate=True)
-                log.info("ephemeral node re-created", extra={"kind": o.kind, "path": o.path})
+                self._create_owned(o)
+                log.info("ephemeral node re-created", extra={"path": o.path})
             except Exception as exc:  # noqa: BLE001 - logged; retried on the next new session
-                log.error("could not re-create ephemeral node", extra={"kind": o.kind, "base": o.base, "error": str(exc)})
+                log.error("could not re-create ephemeral node", extra={"base": o.base, "error": str(exc)})
 
-    def _create_owned(self, o: _Owned, recreate: bool = False) -> None:
-        if o.kind == "member":
-            o.path = self.zk.create(o.base + "/" + MEMBER_PREFIX, o.data, ephemeral=True, sequence=True)
-            return
-        deadline = time.monotonic() + max(self.zk._session_timeout / 1000.0 * 1.5, 3.0)  # noqa: SLF001
-        while True:
-            try:
-                self.zk.create(o.base, o.data, ephemeral=True, makepath=True)
-                o.path = o.base
-                return
-            except NodeExistsError:
-                _, stat = self.zk.get(o.base)
-                if stat.ephemeralOwner == (self.zk.client_id or (None,))[0]:
-                    o.path = o.base
-                    return
-                # the node of an earlier session of this id: it goes away when that session expires
-                if time.monotonic() > deadline:
-                    raise RegistryError(
-                        f"{o.base} is held by another live session (owner {stat.ephemeralOwner:#x}): "
-                        "is another process running with the same id?"
-                    ) from None
-                time.sleep(0.2)
+    def _create_owned(self, o: EphemeralNode) -> None:
+        try:
+            o.create(self.zk)
+        except NodeHeldError as exc:
+            raise RegistryError(str(exc)) from None
 
-    def _set_owned_status(self, o: _Owned, status: str) -> None:
+    def _set_owned_status(self, o: EphemeralNode, status: str) -> None:
         if status not in STATUSES:
             raise ValueError(f"invalid status {status!r}: expected one of {', '.join(STATUSES)}")
         host, port, _ = parse_serverset(o.data)
-        o.data = serverset_json(host, port, status)
-        if o.path:
-            self.zk.retry(self.zk.set, o.path, o.data)
+        o.set_data(self.zk, serverset_json(host, port, status))
 
-    def _drop_owned(self, o: _Owned) -> None:
+    def _drop_owned(self, o: EphemeralNode) -> None:
         with self._lock:
             if o in self._owned:
                 self._owned.remove(o)
-        if o.path:
-            try:
-                self.zk.retry(self.zk.delete, o.path)
-            except NoNodeError:
-                pass
+        o.delete(self.zk)
 
     # -- watches ------------------------------------------------------------------------------
 
@@ -749,7 +717,7 @@ class Registry:
             check_pool_name(pool)
             raise UnknownPoolError(pool, self.zk.retry(self.zk.get_children, self.pools_path))
         self.zk.retry(self.zk.ensure_path, self.members_path(pool))
-        owned = _Owned("member", self.members_path(pool), serverset_json(host, port, status))
+        owned = EphemeralNode(f"{self.members_path(pool)}/{MEMBER_PREFIX}", serverset_json(host, port, status), sequential=True)
         self._create_owned(owned)
         with self._lock:
             self._owned.append(owned)
@@ -794,7 +762,7 @@ class Registry:
         """Hold ``<root>/scrapers/<id>`` (ephemeral) for as long as this registry runs."""
         check_scraper_id(scraper_id)
         data = json.dumps({"id": scraper_id, "started": time.time(), **(info or {})}, sort_keys=True).encode()
-        owned = _Owned("scraper", f"{self.scrapers_path}/{scraper_id}", data)
+        owned = EphemeralNode(f"{self.scrapers_path}/{scraper_id}", data)
         self._create_owned(owned)
         with self._lock:
             self._owned.append(owned)
@@ -802,23 +770,13 @@ class Registry:
 
     def leave_scrapers(self, scraper_id: str) -> None:
         with self._lock:
-            owned = [o for o in self._owned if o.kind == "scraper" and o.base.endswith("/" + scraper_id)]
+            owned = [o for o in self._owned if not o.sequential and o.base == f"{self.scrapers_path}/{scraper_id}"]
         for o in owned:
             self._drop_owned(o)
 
     def scrapers(self) -> dict[str, dict]:
         """Live scrapers and what each published about itself, read now."""
-        out = {}
-        for sid in sorted(self.zk.retry(self.zk.get_children, self.scrapers_path)):
-            try:
-                data, _ = self.zk.retry(self.zk.get, f"{self.scrapers_path}/{sid}")
-                out[sid] = json.loads(data.decode()) if data else {}
-            except NoNodeError:
-                continue
-            except ValueError:
-                out[sid] = {}
-        return out
-
+        return read_members(self.zk, self.scrapers_path)
 
     # -- ring overrides -----------------------------------------------------------------------
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,6 +29,7 @@ from alerting.api_auth import USER_HEADER, bearer
 from alerting.notifier.silences import Silence, SilenceError, Silences, SilenceStore
 from alerting.rulefile import LoadOptions
 from alerting.rulestore import RuleStore
+from discovery.membership import read_members
 from web.alerting_pages import AlertingViews
 
 log = logging.getLogger("ringmon.web.alerting_remote")
@@ -403,27 +403,15 @@ def remote_alerting_views(
 def read_alerter_addresses(zk: Any, path: str) -> list[str]:
     """Listen addresses the alerters published in their ownership nodes (``<path>/<id>`` holding
     JSON ``{"listen": "HOST:PORT"}``); nodes without one are skipped. Blocking (kazoo)."""
-    from kazoo.exceptions import NoNodeError
-
-    try:
-        children = sorted(zk.get_children(path))
-    except NoNodeError:
-        return []
     out = []
-    for child in children:
+    for child, info in read_members(zk, path).items():
+        listen = info.get("listen")
+        if not (isinstance(listen, str) and listen):
+            continue  # not serving HTTP yet
         try:
-            data, _ = zk.get(f"{path.rstrip('/')}/{child}")
-            listen = json.loads(data.decode()).get("listen") if data else None
-        except NoNodeError:
-            continue  # gone since the listing
-        except (ValueError, AttributeError):
-            log.warning("alerter node without a readable address", extra={"node": f"{path}/{child}"})
-            continue
-        if isinstance(listen, str) and listen:
-            try:
-                out.append(alerter_url(listen))
-            except ValueError as exc:
-                log.warning("alerter node with a bad address", extra={"node": f"{path}/{child}", "error": str(exc)})
+            out.append(alerter_url(listen))
+        except ValueError as exc:
+            log.warning("alerter node with a bad address", extra={"node": f"{path}/{child}", "error": str(exc)})
     return out
 
 
