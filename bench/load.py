@@ -57,7 +57,7 @@ def proc_figures(pid: int) -> tuple[float, float]:
 
 
 def scraper_metrics(listen: str) -> dict[str, float]:
-    from cli.cmd_status import parse_metrics
+    from scraper.exposition import sample_sums as parse_metrics
 
     try:
         with urllib.request.urlopen(f"http://{listen}/metrics", timeout=20) as r:  # noqa: S310 - 127.0.0.1

@@ -222,7 +222,7 @@ def http_get(url: str, timeout: float = 30.0) -> bytes:
 
 def metric_sum(text: str, name: str) -> float:
     """Sum of the samples of ``name`` (any labels) in an exposition text; NaN when absent."""
-    from cli.cmd_status import parse_metrics
+    from scraper.exposition import sample_sums as parse_metrics
 
     return parse_metrics(text).get(name, math.nan)
 

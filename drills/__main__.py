@@ -255,7 +255,7 @@ class DrillRunner:
                 return await r.json()
 
     async def queue_depths(self) -> dict[str, float | None]:
-        from cli.cmd_status import parse_metrics
+        from scraper.exposition import sample_sums as parse_metrics
 
         out: dict[str, float | None] = {}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:

@@ -562,3 +562,20 @@ def _parse_lenient(lines: list[bytes], fmt: str) -> list[ParsedSample]:
         else:
             out.append(lenient_sample(st, line, no))
     return out
+
+
+def sample_sums(text: str) -> dict[str, float]:
+    """Sums of each sample name over its label sets, from a /metrics body (``ringmon status``,
+    benchmarks, drills). Each line is read on its own by ``parse`` (label values may hold any
+    character); a line it cannot read is skipped."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        try:
+            samples = parse(line.encode() + b"\n")
+        except ParseError:
+            continue
+        for s in samples:
+            out[s.name] = out.get(s.name, 0.0) + s.value
+    return out

@@ -14,13 +14,15 @@ import pytest
 
 from agent.server import AgentServer
 from cli.cmd_scraper import ScraperOptions, ScraperProcess
-from cli.cmd_status import SELF_POOL, StatusCollector, parse_metrics, render
+from cli.cmd_status import collector_for
 from cli.cmd_web import ClusterWeb, WebOptions
 from cli.config import config_from_dict
 from cli.wiring import make_storage, make_writer
 from discovery.registry import Registry
 from discovery.target import ScrapeSettings
+from scraper.exposition import sample_sums as parse_metrics
 from services.zookeeper.zkserver import free_port
+from web.cluster_status import SELF_POOL, render
 
 pytestmark = [pytest.mark.zookeeper, pytest.mark.slow]
 
@@ -63,7 +65,7 @@ async def test_status_reports_components_ring_write_lag_and_down_components(zook
         report = None
         deadline = loop.time() + 30
         while loop.time() < deadline:
-            report = await StatusCollector(cfg, zookeeper.hosts, zk_root, 3.0).run()
+            report = await collector_for(cfg, zookeeper.hosts, zk_root, 3.0).run()
             lag = report.write_lag.get("s-1", {})
             web_detail = next((c.detail for c in report.checks if c.component == "web"), "")
             # (the web server counts reachable scrapers when it first refreshes their health)
@@ -87,7 +89,7 @@ async def test_status_reports_components_ring_write_lag_and_down_components(zook
         assert scraper.runner is not None
         await scraper.runner.cleanup()
         scraper.runner = None
-        report = await StatusCollector(cfg, zookeeper.hosts, zk_root, 2.0).run()
+        report = await collector_for(cfg, zookeeper.hosts, zk_root, 2.0).run()
         down = [c for c in report.checks if not c.ok]
         assert [c.component for c in down] == ["s-1"], render(report)
         assert down[0].detail.startswith("scraper not answering: http://")
@@ -95,7 +97,7 @@ async def test_status_reports_components_ring_write_lag_and_down_components(zook
 
         # ZooKeeper unreachable: one line, the rest still checked
         wrong = f"127.0.0.1:{free_port()}"
-        report = await StatusCollector(cfg, wrong, zk_root, 1.0).run()
+        report = await collector_for(cfg, wrong, zk_root, 1.0).run()
         zk = next(c for c in report.checks if c.component == "zookeeper")
         assert not zk.ok and zk.detail.startswith("cannot reach ZooKeeper") and "\n" not in zk.detail
         assert next(c for c in report.checks if c.component == "web").ok

@@ -204,7 +204,7 @@ async def test_status_and_pools_answer_for_a_standalone_instance(standalone, tmp
 
 
 def test_status_reads_metrics_with_the_exposition_parser() -> None:
-    from cli.cmd_status import parse_metrics
+    from scraper.exposition import sample_sums as parse_metrics
 
     text = ('# TYPE x_total counter\nx_total{path="/a}b",code="200"} 3\nx_total{path="{}",code="500"} 4\n'
             'ringmon_web_requests_total{handler="/x/{name}"} 2\n')
