@@ -21,27 +21,27 @@ import asyncio
 import contextlib
 import json
 import os
-import re
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.standalone import Site, start_site  # noqa: E402 - after the path insert
+
 SCRAPE_S = 2.0
 EVAL_S = 2.0
 RECORD = "hostile:up:count"
 PROBE_EVERY_S = 0.02  # /-/healthy probe pace (50 a second)
 T = TypeVar("T")
-_UP_LINE = re.compile(r"is up: (http://127\.0\.0\.1:\d+)/")
 
 
 @dataclass(frozen=True)
@@ -126,51 +126,9 @@ def write_config(tmp: Path, isolate: bool = True) -> Path:
     return cfg
 
 
-@dataclass
-class Site:
-    url: str
-    proc: subprocess.Popen
-    output: list[str] = field(default_factory=list)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-
-
 def start(tmp: Path, timeout_s: float = 120.0, isolate: bool = True) -> Site:
     """``ringmon standalone`` on the config above; returns once it printed its URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "standalone", "--config", str(write_config(tmp, isolate))],
-        cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    output: list[str] = []
-    url: list[str] = []
-    found = threading.Event()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            output.append(line)
-            m = _UP_LINE.search(line)
-            if m and not url:
-                url.append(m.group(1))
-                found.set()
-        found.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    found.wait(timeout_s)
-    if not url:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        raise RuntimeError("standalone did not start:\n" + "".join(output[-40:]))
-    return Site(url[0], proc, output)
+    return start_site(["--config", str(write_config(tmp, isolate))], timeout_s)
 
 
 async def api(http: aiohttp.ClientSession, base: str, path: str, **params: str) -> Any:

@@ -12,12 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,66 +20,29 @@ from urllib.request import urlopen
 
 from waiting import wait_for
 
+from bench.standalone import Site, start_site
+
 ROOT = Path(__file__).resolve().parent.parent
-_UP_LINE = re.compile(r"is up: (http://127\.0\.0\.1:\d+)/")
 
 
 @dataclass
-class Standalone:
-    """A running standalone process: its base URL, data dir and output so far."""
+class Standalone(Site):
+    """A running standalone process (``bench.standalone.Site``) and the data dir it was given."""
 
-    url: str
-    data_dir: Path
-    proc: subprocess.Popen
-    output: list[str] = field(default_factory=list)
+    data_dir: Path = field(kw_only=True)
 
     def api(self, path: str, **params: str) -> Any:
         """GET ``/api/v1/<path>`` and return its ``data`` (blocking; loopback only)."""
         with urlopen(f"{self.url}/api/v1/{path}?{urlencode(params)}", timeout=30) as resp:
             return json.load(resp)["data"]
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-
 
 def start_standalone(data_dir: Path, *, config: str = "configs/standalone.yaml", timeout_s: float = 120.0) -> Standalone:
     """Start ``ringmon standalone`` as ``make run`` does (cwd: the repository, the shipped
     config) with only ``--listen 127.0.0.1:0`` and ``--data-dir`` added; return once it printed
     its URL. Raises with its output if it exits or stays silent past ``timeout_s``."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "standalone", "--config", config,
-         "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    output: list[str] = []
-    found = threading.Event()
-    url: list[str] = []
-
-    def pump() -> None:  # keeps reading so the pipe never fills; the first URL line is the signal
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            output.append(line)
-            m = _UP_LINE.search(line)
-            if m and not url:
-                url.append(m.group(1))
-                found.set()
-        found.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    found.wait(timeout_s)
-    if not url:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        raise RuntimeError("standalone did not start:\n" + "".join(output[-40:]))
-    return Standalone(url[0], data_dir, proc, output)
+    site = start_site(["--config", config, "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)], timeout_s)
+    return Standalone(site.url, site.proc, site.output, data_dir=data_dir)
 
 
 async def wait_until_warm(site: Standalone, *, scrapes: int = 3, timeout_s: float = 300.0) -> None:
