@@ -13,7 +13,7 @@ import datetime as _dt
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -306,6 +306,24 @@ def _limit(params: dict[str, list[str]]) -> int:
     return n
 
 
+def _limited(data: list, limit: int) -> web.Response:
+    """The first ``limit`` items (all for 0), with Prometheus' warning when that cut any."""
+    if limit and len(data) > limit:
+        return success(data[:limit], ["results truncated due to limit"])
+    return success(data, [])
+
+
+async def _over_selectors(
+    params: dict[str, list[str]], read: Callable[[Sequence[Matcher]], Awaitable[list[str]]]
+) -> list[str]:
+    """The sorted union of ``read`` over the ``match[]`` selectors (over all series without one)."""
+    selectors = params.get("match[]", [])
+    out: set[str] = set()
+    for ms in _matchers_of(selectors) if selectors else [()]:
+        out.update(await read(ms))
+    return sorted(out)
+
+
 def _timeout(params: dict[str, list[str]]) -> float | None:
     text = _one(params, "timeout")
     if not text:
@@ -468,12 +486,7 @@ class PrometheusApi:
             for ms in _matchers_of(selectors):
                 for s in await self.storage.series(ms, start, end):
                     seen.setdefault(s.labels, dict(s.labels))
-            data = [seen[k] for k in sorted(seen)]
-            warnings = []
-            if limit and len(data) > limit:
-                data = data[:limit]
-                warnings.append("results truncated due to limit")
-            return success(data, warnings)
+            return _limited([seen[k] for k in sorted(seen)], limit)
 
         return await self._guard(request, run)
 
@@ -481,19 +494,8 @@ class PrometheusApi:
         async def run(params: dict[str, list[str]]) -> web.Response:
             start, end = _range_params(params)
             limit = _limit(params)
-            names: set[str] = set()
-            selectors = params.get("match[]", [])
-            if selectors:
-                for ms in _matchers_of(selectors):
-                    names.update(await self.storage.label_names(start, end, ms))
-            else:
-                names.update(await self.storage.label_names(start, end))
-            data = sorted(names)
-            warnings = []
-            if limit and len(data) > limit:
-                data = data[:limit]
-                warnings.append("results truncated due to limit")
-            return success(data, warnings)
+            names = await _over_selectors(params, lambda ms: self.storage.label_names(start, end, ms))
+            return _limited(names, limit)
 
         return await self._guard(request, run)
 
@@ -508,19 +510,8 @@ class PrometheusApi:
                 raise ApiError("bad_data", f"invalid label name: {name!r}")
             start, end = _range_params(params)
             limit = _limit(params)
-            values: set[str] = set()
-            selectors = params.get("match[]", [])
-            if selectors:
-                for ms in _matchers_of(selectors):
-                    values.update(await self.storage.label_values(label, start, end, ms))
-            else:
-                values.update(await self.storage.label_values(label, start, end))
-            data = sorted(values)
-            warnings = []
-            if limit and len(data) > limit:
-                data = data[:limit]
-                warnings.append("results truncated due to limit")
-            return success(data, warnings)
+            values = await _over_selectors(params, lambda ms: self.storage.label_values(label, start, end, ms))
+            return _limited(values, limit)
 
         return await self._guard(request, run)
 

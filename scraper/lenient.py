@@ -246,7 +246,16 @@ def _keyword(line: str, j: int, keywords: tuple[str, ...]) -> tuple[str, int]:
     return (word, p) if word in keywords else ("", j)
 
 
+# The usual HELP/TYPE line in one match; a line with NULs or that does not match takes the
+# general path, which also words the errors.
+_SIMPLE_TEXT_META_RE = re.compile(rf"[ \t]*#[ \t]+(HELP|TYPE)[ \t]+({_NAME})(.*)", re.DOTALL)
+
+
 def _text_meta(line: str) -> tuple[str, str, str] | None:
+    if "\x00" not in line:
+        simple = _SIMPLE_TEXT_META_RE.match(line)
+        if simple is not None:
+            return _text_meta_text(simple.group(1), simple.group(2), simple.group(3))
     i = _BLANKS_RE.match(line).end()  # type: ignore[union-attr]
     j = _BLANKS_RE.match(line, i + 1).end()  # type: ignore[union-attr]
     if j == i + 1:
@@ -264,7 +273,10 @@ def _text_meta(line: str) -> tuple[str, str, str] | None:
     m = _NAME_RE.match(line, k)
     if m is None or line[m.end():m.end() + 1] == "\x00":
         raise LineError(f"expected metric name after {keyword}")
-    rest = line[m.end():]
+    return _text_meta_text(keyword, m.group(), line[m.end():])
+
+
+def _text_meta_text(keyword: str, name: str, rest: str) -> tuple[str, str, str]:
     # promlex: blanks only are skipped, then {C}* is empty; else the text is all but its first character
     text = "" if not rest.strip(" \t") else rest[1:]
     if keyword == "TYPE":
@@ -272,17 +284,28 @@ def _text_meta(line: str) -> tuple[str, str, str] | None:
             raise LineError(f"invalid metric type {text!r}")
     else:
         text = unescape(text, HELP_TEXT_ESCAPES)
-    return keyword, m.group(), text
+    return keyword, name, text
 
 
 def _text_labels(line: str, i: int) -> tuple[list[tuple[str, str]], int]:
     """promparse.parseLVals from just after ``{``: blanks anywhere, commas optional."""
+    return _label_list(line, i, om=False, what="label", quoted=_QUOTED_RE, join_nuls=True)
+
+
+def _label_list(
+    line: str, i: int, *, om: bool, what: str, quoted: re.Pattern[str], join_nuls: bool
+) -> tuple[list[tuple[str, str]], int]:
+    """A label list from just after ``{``, as promparse (``om`` False: blanks anywhere, commas
+    optional) or openmetricsparse (no blanks, a comma or ``}`` after each value, a trailing
+    comma allowed) lexes it; ``what`` names the labels in errors, ``quoted`` is the value
+    token, ``join_nuls`` whether NULs after it join it (``_after_nuls``)."""
     labels: list[tuple[str, str]] = []
     n = len(line)
-    i = _BLANKS_RE.match(line, i).end()  # type: ignore[union-attr]
+    if not om:
+        i = _BLANKS_RE.match(line, i).end()  # type: ignore[union-attr]
     while True:
         if i >= n:
-            raise LineError("expected label name, got end of line")
+            raise LineError(f"expected {what} name, got end of line")
         c = line[i]
         if c == "}":
             return labels, i + 1
@@ -290,20 +313,28 @@ def _text_labels(line: str, i: int) -> tuple[list[tuple[str, str]], int]:
             raise LineError("quoted (UTF-8) metric or label names are not supported")
         m = _LNAME_RE.match(line, i)
         if m is None:
-            raise LineError(f"expected label name at column {i + 1}")
+            raise LineError(f"expected {what} name at column {i + 1}")
         name = m.group()
-        i = _BLANKS_RE.match(line, m.end()).end()  # type: ignore[union-attr]
+        i = m.end() if om else _BLANKS_RE.match(line, m.end()).end()  # type: ignore[union-attr]
         if line[i:i + 1] != "=":
-            raise LineError(f"expected equal after label name {name!r}")
-        i = _BLANKS_RE.match(line, i + 1).end()  # type: ignore[union-attr]
-        q = _QUOTED_RE.match(line, i)
+            raise LineError(f"expected equal after {what} name {name!r}")
+        i = i + 1 if om else _BLANKS_RE.match(line, i + 1).end()  # type: ignore[union-attr]
+        q = quoted.match(line, i)
         if q is None:
-            raise LineError(f"expected label value for {name!r}")
-        end = _after_nuls(line, q.end())
+            raise LineError(f"expected {what} value for {name!r}")
+        end = _after_nuls(line, q.end()) if join_nuls else q.end()
         labels.append((name, unescape(line[i + 1:end - 1])))
-        i = _BLANKS_RE.match(line, end).end()  # type: ignore[union-attr]
-        if line[i:i + 1] == ",":
-            i = _BLANKS_RE.match(line, i + 1).end()  # type: ignore[union-attr]
+        if om:
+            i = end
+            c = line[i:i + 1]
+            if c == ",":
+                i += 1
+            elif c != "}":
+                raise LineError(f"expected comma or brace close after {what} {name!r}")
+        else:
+            i = _BLANKS_RE.match(line, end).end()  # type: ignore[union-attr]
+            if line[i:i + 1] == ",":
+                i = _BLANKS_RE.match(line, i + 1).end()  # type: ignore[union-attr]
 
 
 def _after_nuls(line: str, end: int) -> int:
@@ -415,35 +446,9 @@ def _om_meta(line: str) -> tuple[str, str, str]:
 
 def _om_labels(line: str, i: int, exemplar: bool) -> tuple[list[tuple[str, str]], int]:
     """openmetricsparse.parseLVals from just after ``{``: no blanks, trailing comma allowed."""
-    labels: list[tuple[str, str]] = []
-    n = len(line)
-    what = "exemplar label" if exemplar else "label"
-    while True:
-        if i >= n:
-            raise LineError(f"expected {what} name, got end of line")
-        c = line[i]
-        if c == "}":
-            return labels, i + 1
-        if c == '"':
-            raise LineError("quoted (UTF-8) metric or label names are not supported")
-        m = _LNAME_RE.match(line, i)
-        if m is None:
-            raise LineError(f"expected {what} name at column {i + 1}")
-        name = m.group()
-        i = m.end()
-        if line[i:i + 1] != "=":
-            raise LineError(f"expected equal after {what} name {name!r}")
-        q = (_OM_EXEMPLAR_QUOTED_RE if exemplar else _OM_QUOTED_RE).match(line, i + 1)
-        if q is None:
-            raise LineError(f"expected {what} value for {name!r}")
-        end = q.end() if exemplar else _after_nuls(line, q.end())
-        labels.append((name, unescape(line[i + 2:end - 1])))
-        i = end
-        c = line[i:i + 1]
-        if c == ",":
-            i += 1
-        elif c != "}":
-            raise LineError(f"expected comma or brace close after {what} {name!r}")
+    if exemplar:
+        return _label_list(line, i, om=True, what="exemplar label", quoted=_OM_EXEMPLAR_QUOTED_RE, join_nuls=False)
+    return _label_list(line, i, om=True, what="label", quoted=_OM_QUOTED_RE, join_nuls=True)
 
 
 def _om_sample(line: str) -> Sample:

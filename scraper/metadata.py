@@ -1,34 +1,35 @@
 """Metric metadata of a scraped body: the HELP, TYPE and UNIT lines, per metric family, as
 Prometheus keeps them for ``/api/v1/metadata`` and ``/api/v1/targets/metadata``.
 
-Read from a body the parsers accepted (comment lines found with ``bytes.find``; the parsers
-stay free of it), at most once a minute per target. Text-format ``untyped`` is reported as ``unknown``, as
+Read from a body the parsers accepted, at most once a minute per target: comment lines are
+found with ``bytes.find`` and read by the lenient parser's ``parse_meta`` (so a text-format
+body has no UNIT, as in Prometheus). Text-format ``untyped`` is reported as ``unknown``, as
 Prometheus does; a family named only by HELP or UNIT has type ``unknown``.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from scraper.exposition import _unescape_help
-from scraper.lenient import FMT_OPENMETRICS
-
-# Matched at a '#' that starts a line (indented comment lines, rare, are not read).
-_META_RE = re.compile(rb"#[ \t]*(HELP|TYPE|UNIT)[ \t]+([^ \t\r\n]+)(?:[ \t]([^\r\n]*))?")
+from scraper.lenient import LenientState, LineError
 
 
-def _meta_lines(body: bytes) -> list[tuple[bytes, bytes, bytes]]:
-    """(keyword, name, rest) of every HELP/TYPE/UNIT line; comment lines are found with
-    ``bytes.find`` (C speed), not by trying a pattern at every line."""
+def _meta_lines(body: bytes, fmt: str) -> list[tuple[str, str, str]]:
+    """(keyword, name, text) of every HELP/TYPE/UNIT line, as the parser reads it (HELP text
+    unescaped); lines starting with ``#`` are found with ``bytes.find`` (C speed), not by
+    trying every line, and read by the lenient parser's ``parse_meta``."""
     out = []
-    match = _META_RE.match
+    st = LenientState(fmt)
     i = 0 if body.startswith(b"#") else body.find(b"\n#") + 1
     while i >= 0 and (i > 0 or body.startswith(b"#")):
-        m = match(body, i)
-        if m is not None:
-            out.append((m.group(1), m.group(2), m.group(3) or b""))
         nxt = body.find(b"\n#", i)
+        end = body.find(b"\n", i)
+        try:
+            meta = st.parse_meta(body[i : end if end >= 0 else len(body)].decode("utf-8", "replace"))
+        except LineError:  # e.g. OpenMetrics' # EOF
+            meta = None
+        if meta is not None:
+            out.append(meta)
         i = nxt + 1 if nxt >= 0 else -1
     return out
 
@@ -65,23 +66,15 @@ class MetadataCache:
 
 def extract_metadata(body: bytes, fmt: str) -> dict[str, MetricMetadata]:
     """Metric family -> its metadata, in order of appearance."""
-    return _decode(_meta_lines(body), fmt)
-
-
-def _decode(lines: list[tuple[bytes, bytes, bytes]], fmt: str) -> dict[str, MetricMetadata]:
-    text_format = fmt != FMT_OPENMETRICS
     found: dict[str, dict[str, str]] = {}
-    for raw_keyword, raw_name, raw_rest in lines:
-        keyword, name = raw_keyword.decode(), raw_name.decode("utf-8", "replace")
-        rest = raw_rest.decode("utf-8", "replace")
+    for keyword, name, text in _meta_lines(body, fmt):
         entry = found.setdefault(name, {})
         if keyword == "HELP":
-            entry["help"] = _unescape_help(rest, text_format, 0)
+            entry["help"] = text
         elif keyword == "TYPE":
-            typ = rest.strip(" \t")
-            entry["type"] = "unknown" if typ == "untyped" else typ
+            entry["type"] = "unknown" if text == "untyped" else text
         else:
-            entry["unit"] = rest.strip(" \t")
+            entry["unit"] = text
     return {name: MetricMetadata(name, **entry) for name, entry in found.items()}
 
 
