@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,8 @@ from typing import TYPE_CHECKING
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from common.entrypoint import stop_event  # noqa: E402 - after the path insert
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -106,11 +107,7 @@ async def serve_targets(count: int, series: int, ports_file: str) -> None:
         ports.append(port)
         runners.append(runner)
     Path(ports_file).write_text(json.dumps(ports))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await stop_event().wait()
     for r in runners:
         await r.cleanup()
 

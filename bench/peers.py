@@ -47,7 +47,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -65,6 +64,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.scrape import proc_cpu_s, proc_status_kb  # noqa: E402 - after the path insert
+from common.entrypoint import stop_event  # noqa: E402
 from services.proc import free_port  # noqa: E402
 
 QUERY = "sum by (mode)(rate(node_cpu_seconds_total[1m]))"
@@ -202,11 +202,7 @@ async def serve_targets(count: int, series: int) -> None:
     control = web.Application()
     control.router.add_get("/stats", stats)
     print(json.dumps({"ports": ports, "control": await listen(control)}), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await stop_event().wait()
     for r in runners:
         await r.cleanup()
 

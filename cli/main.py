@@ -15,6 +15,7 @@ import cli
 from cli.errors import UserError
 from cli.logs import setup_logging
 from cli.malloc_tuning import tune_malloc
+from common.entrypoint import exit_status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,13 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(args.log_level, args.log_format)
     tune_malloc()
-    try:
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"ringmon {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return exit_status(lambda: int(args.func(args) or 0), UserError, f"ringmon {args.command}")
 
 
 if __name__ == "__main__":

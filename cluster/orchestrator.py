@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from common.entrypoint import exit_status, stop_event
 from common.yamlfile import load_yaml_file
 from services.proc import pid_alive
 
@@ -652,9 +653,7 @@ async def run_agents(pool: str, count: int, zookeeper: str, root: str, rps: floa
     from discovery.registry import STOPPING, Registry, RegistryError
 
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     agents = [AgentServer("127.0.0.1", 0, pool=pool, synthetic_load_rps=rps, host_metrics=not light,
                           extra_collectors=[SimSecondsCollector(), SimScrapesCollector()])
               for _ in range(count)]
@@ -728,31 +727,30 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--session-timeout", type=float, default=10.0)
     a.add_argument("--light", action="store_true", help="no host collector: only the simulated counters")
     args = p.parse_args(argv)
-    try:
-        if args.action == "agents":
-            return asyncio.run(run_agents(args.pool, args.count, args.zookeeper, args.zookeeper_root,
-                                          args.synthetic_load_rps, args.session_timeout, args.light))
-        s = ClusterSettings(dir=args.dir)
-        if args.action == "up":
-            for k in ("web_listen", "zookeeper_port", "cassandra_port", "cassandra_heap", "pools", "hosts_per_pool",
-                      "scrapers", "scraper_base_port", "rollup_listen", "alerter_listen", "interval",
-                      "synthetic_load_rps"):
-                setattr(s, k, getattr(args, k))
-            return up(s, args.wait_fleet)
-        if args.action == "down":
-            return down(s)
-        if args.action == "wipe":
-            return wipe(s)
-        state_path = s.path / "pids.json"
-        if not state_path.exists():
-            raise ClusterError(f"no running cluster in {s.path} (`make cluster` first)")
-        state = ClusterState.load(state_path)
-        return 0 if check(state.web_url, ClusterSettings.from_state(state.settings), args.timeout) else 1
-    except ClusterError as exc:
-        print(f"cluster: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return exit_status(lambda: run_action(args), ClusterError, "cluster")
+
+
+def run_action(args: argparse.Namespace) -> int:
+    """The chosen action of ``python -m cluster``; its exit status."""
+    if args.action == "agents":
+        return asyncio.run(run_agents(args.pool, args.count, args.zookeeper, args.zookeeper_root,
+                                      args.synthetic_load_rps, args.session_timeout, args.light))
+    s = ClusterSettings(dir=args.dir)
+    if args.action == "up":
+        for k in ("web_listen", "zookeeper_port", "cassandra_port", "cassandra_heap", "pools", "hosts_per_pool",
+                  "scrapers", "scraper_base_port", "rollup_listen", "alerter_listen", "interval",
+                  "synthetic_load_rps"):
+            setattr(s, k, getattr(args, k))
+        return up(s, args.wait_fleet)
+    if args.action == "down":
+        return down(s)
+    if args.action == "wipe":
+        return wipe(s)
+    state_path = s.path / "pids.json"
+    if not state_path.exists():
+        raise ClusterError(f"no running cluster in {s.path} (`make cluster` first)")
+    state = ClusterState.load(state_path)
+    return 0 if check(state.web_url, ClusterSettings.from_state(state.settings), args.timeout) else 1
 
 
 if __name__ == "__main__":

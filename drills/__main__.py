@@ -41,6 +41,7 @@ from aiohttp import web
 
 from alerting.api_auth import bearer
 from cluster import orchestrator as cl
+from common.entrypoint import exit_status
 
 if TYPE_CHECKING:
     from storage.base import Storage
@@ -596,13 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"drills: unknown drill(s) {', '.join(bad)} (known: {', '.join(DRILLS)})", file=sys.stderr)
         return 2
-    try:
-        return asyncio.run(main_async(only, args.keep))
-    except cl.ClusterError as exc:
-        print(f"drills: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return exit_status(lambda: asyncio.run(main_async(only, args.keep)), cl.ClusterError, "drills")
 
 
 if __name__ == "__main__":
