@@ -67,9 +67,11 @@ def run(args: argparse.Namespace) -> int:
 async def _main(
     args: argparse.Namespace, settings: AlerterSettings, notifier_cfg: NotifierConfig, ring_cfg: RingmonConfig | None
 ) -> None:
+    from prometheus_client import REGISTRY
+
     from alerting.service import AlerterConfigError, AlerterService
     from cli.errors import UserError
-    from cli.wiring import make_storage, make_writer
+    from cli.wiring import make_storage, make_writer, watch_process
 
     storage: Storage
     writer: SampleWriter
@@ -84,13 +86,17 @@ async def _main(
         storage = await make_storage(ring_cfg.storage)
         writer = await make_writer(ring_cfg.storage, storage)
     svc = AlerterService(settings, notifier_cfg, storage, writer, alerting_config_path=args.alerting)
+    watchdog = None
     try:
         try:
             await svc.start()
         except AlerterConfigError as exc:
             raise UserError(str(exc)) from None
+        watchdog = watch_process(REGISTRY)  # the alerter's /metrics serves the default registry
         print(f"ringmon alerter: listening on {settings.listen.rpartition(':')[0] or '127.0.0.1'}:{svc.port}", flush=True)
         await svc.run_forever()
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         await svc.stop()
         await storage.close()

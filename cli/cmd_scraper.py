@@ -280,7 +280,7 @@ def options_from(args: argparse.Namespace, cfg: RingmonConfig) -> ScraperOptions
 
 async def run_scraper(args: argparse.Namespace) -> int:
     from cli.config import load_config
-    from cli.wiring import make_storage, make_writer
+    from cli.wiring import make_storage, make_writer, watch_process
 
     cfg = load_config(args.config)
     opts = options_from(args, cfg)
@@ -296,11 +296,15 @@ async def run_scraper(args: argparse.Namespace) -> int:
     storage = await make_storage(cfg.storage)
     writer = await make_writer(cfg.storage, storage)
     process = ScraperProcess(opts, writer)
+    watchdog = None
     try:
         await process.start()
+        watchdog = watch_process(process.metrics_registry)
         await stop.wait()
         log.info("scraper stopping", extra={"scraper": opts.scraper_id})
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         with contextlib.suppress(Exception):
             await process.stop()
         await writer.close()

@@ -202,6 +202,7 @@ def options_from(args: argparse.Namespace, cfg: RingmonConfig) -> WebOptions:
 
 async def run_web(args: argparse.Namespace) -> int:
     from cli.config import load_config
+    from cli.wiring import watch_process
 
     cfg = load_config(args.config)
     opts = options_from(args, cfg)
@@ -210,11 +211,15 @@ async def run_web(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = ClusterWeb(cfg, opts)
+    watchdog = None
     try:
         await server.start()
+        watchdog = watch_process(server.metrics.registry)
         print(f"ringmon web: http://{opts.listen.rpartition(':')[0] or '127.0.0.1'}:{server.port}/", flush=True)
         await stop.wait()
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         with contextlib.suppress(Exception):
             await server.stop()
     return 0

@@ -23,7 +23,7 @@ from alerting.notifier.journal import NotificationJournal
 from cli.config import RingmonConfig
 from cli.errors import UserError
 from cli.webparts import alerting_views, api_flags, head_series_of, retention_text, web_app_options
-from cli.wiring import listen_url, make_storage, make_writer, serve_app
+from cli.wiring import listen_url, make_storage, make_writer, serve_app, watch_process
 from discovery.static import StaticDiscovery
 from discovery.target import ScrapeSettings, Target
 from query.api import add_api_routes
@@ -250,8 +250,10 @@ async def run_standalone(cfg: RingmonConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     started = time.monotonic()
+    watchdog = None
     try:
         await system.start()
+        watchdog = watch_process(system.metrics_registry)
         print(
             f"Ringmon standalone is up: http://127.0.0.1:{system.web_port}/  "
             f"({len(system.agents)} local agents, started in {time.monotonic() - started:.1f}s; Ctrl-C stops)",
@@ -259,4 +261,6 @@ async def run_standalone(cfg: RingmonConfig) -> None:
         )
         await stop.wait()
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         await system.stop()

@@ -7,9 +7,12 @@ import logging
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from cli.config import StorageConfig
 from cli.errors import UserError
+from common.gc_tuning import freeze_startup_heap
+from common.loop_watchdog import LoopWatchdog
 from storage.base import DirectWriter, SampleWriter, Storage
 
 log = logging.getLogger("ringmon.wiring")
@@ -78,3 +81,15 @@ async def serve_app(app: web.Application, listen: str, what: str = "web") -> tup
         bound = runner.addresses[0][1]
     log.info("listening", extra={"component": what, "address": f"{host}:{bound}"})
     return runner, bound
+
+
+def watch_process(*registries: CollectorRegistry) -> LoopWatchdog:
+    """Once a service has started (on its event loop): freeze its startup heap out of the
+    garbage collector's full collections and start its event-loop watchdog, whose stall
+    histogram joins ``registries`` (the ones its /metrics serves). ``stop()`` it on the way out."""
+    frozen = freeze_startup_heap()
+    watchdog = LoopWatchdog().start()
+    for r in registries:
+        watchdog.register(r)
+    log.debug("event loop watched", extra={"frozen_objects": frozen})
+    return watchdog

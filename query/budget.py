@@ -77,6 +77,59 @@ class Estimate:
         return self.points - self.fetched + PYTHON_LOOP_WEIGHT * self.loops
 
 
+@dataclass
+class _Estimator:
+    """The walk of ``estimate_points`` (a method, not a recursive closure: that one would be a
+    reference cycle keeping ``series_of``, and with it the query's fetched series, alive until
+    a garbage collection)."""
+
+    series_of: Callable[[P.VectorSel], tuple[int, int]]
+    at_ms: Callable[[object], int | None]
+    subquery_step_ms: int
+
+    def walk(self, n: P.Node, lo: int, hi: int, t: int) -> Estimate:
+        if isinstance(n, (P.NumberLit, P.StringLit)):
+            return Estimate(1, t)
+        if isinstance(n, P.VectorSel):
+            s, _ = self.series_of(n)
+            return Estimate(s, s * t)
+        if isinstance(n, P.MatrixSel):
+            s, samples = self.series_of(n.vector)
+            return Estimate(s, samples + t, 0, samples)
+        if isinstance(n, P.Subquery):
+            first, last, step = subquery_span(n, lo, hi, self.subquery_step_ms, self.at_ms(n.at))
+            g = max(0, (last - first) // step + 1)
+            inner = self.walk(n.expr, first, last, g) if g else Estimate(0, 0)
+            return Estimate(inner.series, inner.points + inner.series * g + t, inner.loops, inner.fetched)
+        if isinstance(n, P.Negate):
+            e = self.walk(n.expr, lo, hi, t)
+            return Estimate(e.series, e.points + e.series * t, e.loops, e.fetched)
+        if isinstance(n, P.Binary):
+            a, b = self.walk(n.lhs, lo, hi, t), self.walk(n.rhs, lo, hi, t)
+            s = max(a.series, b.series)
+            return Estimate(s, a.points + b.points + s * t, a.loops + b.loops, a.fetched + b.fetched)
+        if isinstance(n, P.Aggregate):
+            e = self.walk(n.expr, lo, hi, t)
+            extra = self.walk(n.param, lo, hi, t) if n.param is not None else Estimate(0, 0)
+            loops = e.loops + extra.loops + (e.series * t if n.op in PYTHON_LOOP_OPS else 0)
+            # Without grouping labels most aggregations make one series (count_values and
+            # the k-selections keep up to their input's).
+            one = not n.grouping and not n.without and n.op not in PYTHON_LOOP_OPS
+            s = min(e.series, 1) if one else e.series
+            return Estimate(s, e.points + extra.points + s * t, loops, e.fetched + extra.fetched)
+        if isinstance(n, P.Call):
+            args = [self.walk(a, lo, hi, t) for a in n.args]
+            s = max((a.series for a in args), default=1)
+            loops = sum(a.loops for a in args)
+            if n.name in LABEL_FUNCTIONS:  # Python per series, and labels as long as the replacement makes them
+                loops += s * (1 + sum(len(a.value) for a in n.args if isinstance(a, P.StringLit)) // 8)
+            elif n.name in PYTHON_LOOP_FUNCTIONS:
+                loops += s * t
+            return Estimate(s, sum(a.points for a in args) + s * t, loops, sum(a.fetched for a in args))
+        return Estimate(1, t)
+
+
+
 def estimate_points(
     node: P.Node,
     tmin: int,
@@ -90,48 +143,7 @@ def estimate_points(
     """Points the evaluation of ``node`` at ``steps`` times in [tmin, tmax] holds, summed
     over its nodes. ``series_of(selector)``: (series, samples) the fetch found for it."""
 
-    def walk(n: P.Node, lo: int, hi: int, t: int) -> Estimate:
-        if isinstance(n, (P.NumberLit, P.StringLit)):
-            return Estimate(1, t)
-        if isinstance(n, P.VectorSel):
-            s, _ = series_of(n)
-            return Estimate(s, s * t)
-        if isinstance(n, P.MatrixSel):
-            s, samples = series_of(n.vector)
-            return Estimate(s, samples + t, 0, samples)
-        if isinstance(n, P.Subquery):
-            first, last, step = subquery_span(n, lo, hi, subquery_step_ms, at_ms(n.at))
-            g = max(0, (last - first) // step + 1)
-            inner = walk(n.expr, first, last, g) if g else Estimate(0, 0)
-            return Estimate(inner.series, inner.points + inner.series * g + t, inner.loops, inner.fetched)
-        if isinstance(n, P.Negate):
-            e = walk(n.expr, lo, hi, t)
-            return Estimate(e.series, e.points + e.series * t, e.loops, e.fetched)
-        if isinstance(n, P.Binary):
-            a, b = walk(n.lhs, lo, hi, t), walk(n.rhs, lo, hi, t)
-            s = max(a.series, b.series)
-            return Estimate(s, a.points + b.points + s * t, a.loops + b.loops, a.fetched + b.fetched)
-        if isinstance(n, P.Aggregate):
-            e = walk(n.expr, lo, hi, t)
-            extra = walk(n.param, lo, hi, t) if n.param is not None else Estimate(0, 0)
-            loops = e.loops + extra.loops + (e.series * t if n.op in PYTHON_LOOP_OPS else 0)
-            # Without grouping labels most aggregations make one series (count_values and
-            # the k-selections keep up to their input's).
-            one = not n.grouping and not n.without and n.op not in PYTHON_LOOP_OPS
-            s = min(e.series, 1) if one else e.series
-            return Estimate(s, e.points + extra.points + s * t, loops, e.fetched + extra.fetched)
-        if isinstance(n, P.Call):
-            args = [walk(a, lo, hi, t) for a in n.args]
-            s = max((a.series for a in args), default=1)
-            loops = sum(a.loops for a in args)
-            if n.name in LABEL_FUNCTIONS:  # Python per series, and labels as long as the replacement makes them
-                loops += s * (1 + sum(len(a.value) for a in n.args if isinstance(a, P.StringLit)) // 8)
-            elif n.name in PYTHON_LOOP_FUNCTIONS:
-                loops += s * t
-            return Estimate(s, sum(a.points for a in args) + s * t, loops, sum(a.fetched for a in args))
-        return Estimate(1, t)
-
-    return walk(node, tmin, tmax, steps)
+    return _Estimator(series_of, at_ms, subquery_step_ms).walk(node, tmin, tmax, steps)
 
 
 def too_many(points: int, limit: int, what: str = "") -> str:

@@ -415,9 +415,11 @@ class CassandraStorage(Storage):
             if rf.has_more_pages:
                 rf.start_fetching_next_page()
                 return
+            _release(rf)
             loop.call_soon_threadsafe(_resolve, fut, pages)
 
         def failed(exc: BaseException) -> None:
+            _release(rf)
             loop.call_soon_threadsafe(_reject, fut, exc)
 
         rf.add_callbacks(done, failed)
@@ -916,6 +918,18 @@ async def _gather_waves(coros: list, limit: int = MAX_CONCURRENT_REQUESTS, retur
         for c in coros[len(out) + limit :]:
             c.close()  # a wave failed: the rest never starts
     return out
+
+
+def _release(rf: ResponseFuture) -> None:
+    """Break the reference cycles of a finished request so that it is freed at once.
+
+    ``rf`` refers to its callbacks (closures over ``rf``) and to its canceled timeout timer
+    (which holds ``rf._on_timeout``): ~25 objects per request (message, statement, locks,
+    events, query plan) that only the cyclic garbage collector could free. Under a flood of
+    queries thousands of them piled up and were freed in one full collection on the event
+    loop: 50-60 ms of CPU holding the GIL, /-/healthy p99 124 ms in test_hostile_regex."""
+    rf.clear_callbacks()
+    rf._timer = None  # canceled once the final result or error was set
 
 
 def _resolve(fut: asyncio.Future, value: object) -> None:
