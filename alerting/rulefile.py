@@ -10,6 +10,7 @@ names, PromQL syntax, templates and durations. All problems of a file are report
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -218,14 +219,24 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _parse_group(node: YNode, index: int, col: _Collector, options: LoadOptions) -> RuleGroup | None:
+def _fields(
+    node: YNode, where: str, prefix: str, what: str, known: Sequence[str], col: _Collector, options: LoadOptions
+) -> dict[str, tuple[YNode, YNode]] | None:
+    """A group's or rule's mapping (None, with the error, when it is not one); a key not in
+    ``known`` is an error unless unknown fields are ignored."""
     if node.kind != "map":
-        col.add(node.line, f"groups[{index}]: expected a mapping, got {node.describe()}")
+        col.add(node.line, f"{where}: expected a mapping, got {node.describe()}")
         return None
-    fields = node.value
-    for key, (knode, _) in fields.items():
-        if key not in GROUP_FIELDS and not options.ignore_unknown_fields:
-            col.add(knode.line, f"field {key} not found in rule group (known fields: {', '.join(GROUP_FIELDS)})")
+    for key, (knode, _) in node.value.items():
+        if key not in known and not options.ignore_unknown_fields:
+            col.add(knode.line, f"{prefix}field {key} not found in {what} (known fields: {', '.join(known)})")
+    return node.value
+
+
+def _parse_group(node: YNode, index: int, col: _Collector, options: LoadOptions) -> RuleGroup | None:
+    fields = _fields(node, f"groups[{index}]", "", "rule group", GROUP_FIELDS, col, options)
+    if fields is None:
+        return None
     name = ""
     if "name" in fields:
         name = _scalar_text(fields["name"][1], "name", col) or ""
@@ -265,13 +276,9 @@ def _parse_group(node: YNode, index: int, col: _Collector, options: LoadOptions)
 
 def _parse_rule(node: YNode, index: int, gwhere: str, col: _Collector, options: LoadOptions) -> Rule | None:  # noqa: C901 - one pass over a rule's keys in Prometheus's order, each with its own error
     where = f"{gwhere}, rule {index + 1}"
-    if node.kind != "map":
-        col.add(node.line, f"{where}: expected a mapping, got {node.describe()}")
+    fields = _fields(node, where, f"{where}: ", "rule", RULE_FIELDS, col, options)
+    if fields is None:
         return None
-    fields = node.value
-    for key, (knode, _) in fields.items():
-        if key not in RULE_FIELDS and not options.ignore_unknown_fields:
-            col.add(knode.line, f"{where}: field {key} not found in rule (known fields: {', '.join(RULE_FIELDS)})")
     record = _scalar_text(fields["record"][1], f"{where}: record", col) if "record" in fields else ""
     alert = _scalar_text(fields["alert"][1], f"{where}: alert", col) if "alert" in fields else ""
     record = record or ""

@@ -43,6 +43,7 @@ from prometheus_client import (
 )
 
 from cli.errors import UserError
+from cli.zookeeper_args import add_zookeeper_override_args, zookeeper_address
 from discovery.balance import DEFAULT_CAP_FACTOR
 from discovery.registry import Registry, RegistryError
 from discovery.ring import DEFAULT_VNODES
@@ -243,7 +244,7 @@ def options_from(args: argparse.Namespace, cfg: RingmonConfig) -> ScraperOptions
             return getattr(scraper_cfg, section_key)
         return default
 
-    zookeeper = args.zookeeper or (zk_cfg.hosts if zk_cfg else None) or os.environ.get("RINGMON_ZOOKEEPER")
+    zookeeper, zookeeper_root = zookeeper_address(cfg, args.zookeeper, None)
     if not zookeeper:
         raise UserError(f"{cfg.source or 'config'}: discovery.zookeeper.hosts is not set (or pass --zookeeper)")
     listen = pick("listen", "listen", "127.0.0.1:9400")
@@ -264,8 +265,7 @@ def options_from(args: argparse.Namespace, cfg: RingmonConfig) -> ScraperOptions
         scraper_id=scraper_id,
         listen=listen,
         zookeeper=zookeeper,
-        zookeeper_root=pick("zookeeper_root", "zookeeper_root", getattr(zk_cfg, "root", None)
-                            or os.environ.get("RINGMON_ZOOKEEPER_ROOT", "/ringmon")),
+        zookeeper_root=pick("zookeeper_root", "zookeeper_root", zookeeper_root),
         session_timeout=float(zk_cfg.session_timeout) if zk_cfg else 10.0,
         vnodes=vnodes,
         cap_factor=cap_factor,
@@ -318,8 +318,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="YAML config (storage, discovery.zookeeper, scrape)")
     p.add_argument("--id", help="scraper id on the ring (default: HOSTNAME-PORT; keep it stable across restarts)")
     p.add_argument("--listen", help="HOST:PORT for /metrics and /targets (default 127.0.0.1:9400)")
-    p.add_argument("--zookeeper", metavar="HOSTS", help="overrides discovery.zookeeper.hosts")
-    p.add_argument("--zookeeper-root", metavar="PATH", help="default /ringmon (or $RINGMON_ZOOKEEPER_ROOT)")
+    add_zookeeper_override_args(p)
     p.add_argument("--vnodes", type=int, help=f"virtual nodes per scraper (default {DEFAULT_VNODES}; "
                    "every scraper must use the same)")
     p.add_argument("--ring-cap-factor", type=float, metavar="X",

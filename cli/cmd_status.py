@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from cli.errors import UserError
+from cli.zookeeper_args import add_zookeeper_override_args, zookeeper_address
 
 if TYPE_CHECKING:
     from cli.config import RingmonConfig
@@ -54,15 +54,13 @@ async def run_status(args: argparse.Namespace) -> int:
     if not args.config and not args.url:
         raise UserError("give --config (a cluster's or a standalone's config) or --url of a standalone instance")
     cfg = load_config(args.config) if args.config else None
-    zk_cfg = cfg.discovery.zookeeper if cfg is not None else None
-    zookeeper = args.zookeeper or (zk_cfg.hosts if zk_cfg else None) or os.environ.get("RINGMON_ZOOKEEPER")
+    zookeeper, root = zookeeper_address(cfg, args.zookeeper, args.zookeeper_root)
     if args.url or (cfg is not None and not zookeeper):  # standalone: the instance answers for itself
         report = await instance_report(args.url or listen_url(cfg.web.listen), args.timeout)  # type: ignore[union-attr]
     else:
-        root = args.zookeeper_root or os.environ.get("RINGMON_ZOOKEEPER_ROOT", "/ringmon")
         if cfg is None:  # the cluster's storage and web sections are checked too
             raise UserError("give --config with the cluster's config (its storage and web sections are checked)")
-        report = await collector_for(cfg, zookeeper or "", root, args.timeout).run()
+        report = await collector_for(cfg, zookeeper, root, args.timeout).run()
     if args.json:
         print(json.dumps(asdict(report), indent=1, default=str))
     else:
@@ -75,8 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="the cluster's YAML config, or a standalone's (asks its web.listen)")
     p.add_argument("--url", help="a standalone instance, e.g. http://127.0.0.1:8080")
-    p.add_argument("--zookeeper", metavar="HOSTS", help="overrides discovery.zookeeper.hosts")
-    p.add_argument("--zookeeper-root", metavar="PATH", help="default /ringmon (or $RINGMON_ZOOKEEPER_ROOT)")
+    add_zookeeper_override_args(p)
     p.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="per check (default %(default)s)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=lambda args: asyncio.run(run_status(args)))

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import time
 from typing import TYPE_CHECKING
@@ -26,6 +25,7 @@ from prometheus_client import (
 )
 
 from cli.errors import UserError
+from cli.zookeeper_args import add_zookeeper_override_args, zookeeper_address
 from web.fleet import ClusterWebMetrics, FleetView, WebOptions
 
 if TYPE_CHECKING:
@@ -185,14 +185,14 @@ class ClusterWeb:
 
 
 def options_from(args: argparse.Namespace, cfg: RingmonConfig) -> WebOptions:
-    zk_cfg = getattr(cfg.discovery, "zookeeper", None)
-    zookeeper = args.zookeeper or (zk_cfg.hosts if zk_cfg else None) or os.environ.get("RINGMON_ZOOKEEPER")
+    zk_cfg = cfg.discovery.zookeeper
+    zookeeper, zookeeper_root = zookeeper_address(cfg, args.zookeeper, args.zookeeper_root)
     if not zookeeper:
         raise UserError(f"{cfg.source or 'config'}: discovery.zookeeper.hosts is not set (or pass --zookeeper)")
     return WebOptions(
         listen=args.listen or cfg.web.listen,
         zookeeper=zookeeper,
-        zookeeper_root=args.zookeeper_root or os.environ.get("RINGMON_ZOOKEEPER_ROOT", "/ringmon"),
+        zookeeper_root=zookeeper_root,
         session_timeout=float(zk_cfg.session_timeout) if zk_cfg else 10.0,
         scraper_timeout_s=args.scraper_timeout,
         alerters=list(getattr(args, "alerter", None) or cfg.web.alerters),
@@ -230,8 +230,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="YAML config (storage, discovery.zookeeper, web.listen)")
     p.add_argument("--listen", help="HOST:PORT (default: web.listen from the config)")
-    p.add_argument("--zookeeper", metavar="HOSTS", help="overrides discovery.zookeeper.hosts")
-    p.add_argument("--zookeeper-root", metavar="PATH", help="default /ringmon (or $RINGMON_ZOOKEEPER_ROOT)")
+    add_zookeeper_override_args(p)
     p.add_argument("--scraper-timeout", type=float, default=2.0, metavar="SECONDS",
                    help="timeout of each fetch of a scraper's /targets (default: %(default)s)")
     p.add_argument("--alerter", action="append", metavar="HOST:PORT",

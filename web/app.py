@@ -15,7 +15,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import numpy as np
@@ -66,6 +66,7 @@ from web.timerange import TimeRange, parse_time_range
 __all__ = ["CONTENT_SECURITY_POLICY", "create_app", "promql_string"]
 
 log = logging.getLogger("ringmon.web")
+_T = TypeVar("_T")
 
 MAX_EXPR_LEN = 10_000
 MAX_TABLE_ROWS = 500
@@ -102,27 +103,30 @@ async def _call_provider(
 
 
 async def load_pools(request: web.Request) -> tuple[list[PoolSummary], str]:
-    raw, err = await _call_provider(request.app[POOLS], "pools")
-    pools = []
-    for item in raw:
-        try:
-            pools.append(coerce_pool(item))
-        except (TypeError, ValueError) as exc:
-            err = err or f"a pool summary could not be read: {exc}"
+    pools, err = await _load_items(request.app[POOLS], "pools", coerce_pool, "a pool summary")
     pools.sort(key=lambda p: p.name)
     return pools, err
 
 
 async def load_targets(request: web.Request) -> tuple[list[TargetHealth], str]:
-    raw, err = await _call_provider(request.app[TARGETS], "targets")
-    targets = []
-    for item in raw:
-        try:
-            targets.append(coerce_target(item))
-        except (TypeError, ValueError) as exc:
-            err = err or f"a target could not be read: {exc}"
+    targets, err = await _load_items(request.app[TARGETS], "targets", coerce_target, "a target")
     targets.sort(key=lambda t: (t.pool, t.address, t.key))
     return targets, err
+
+
+async def _load_items(
+    provider: Callable[[], Awaitable[Sequence[Any]]], what: str, coerce: Callable[[Any], _T], one: str
+) -> tuple[list[_T], str]:
+    """The provider's items read by ``coerce``; the first one that cannot be read (or the
+    provider failing) is the page's one-line error, the others are still shown."""
+    raw, err = await _call_provider(provider, what)
+    items = []
+    for item in raw:
+        try:
+            items.append(coerce(item))
+        except (TypeError, ValueError) as exc:
+            err = err or f"{one} could not be read: {exc}"
+    return items, err
 
 
 def source_kw(tr: TimeRange) -> dict[str, Any]:
