@@ -355,4 +355,3 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ri
     except YamlFileError as exc:
         raise ConfigError(str(exc)) from None
     return config_from_dict(data, str(p), overrides)
-

@@ -84,11 +84,6 @@ def drop_out_of_bounds(out: ScrapeOutcome, now_ms: int, *, retention_ms: int = S
     counts: dict[str, int] = {}
     for reason in bad.values():
         counts[reason] = counts.get(reason, 0) + 1
-    keep = [i for i in range(len(out.series)) if i not in bad]
-    new_index = {old: new for new, old in enumerate(keep)}
-    out.series = [out.series[i] for i in keep]
-    out.values = [out.values[i] for i in keep]
-    out.explicit_ts = [(new_index[i], ts) for i, ts in out.explicit_ts if i in new_index]
-    out.added = [new_index[i] for i in out.added if i in new_index]
+    out.drop(bad)
     out.series_added = len(out.added)  # a series whose samples were all dropped was not added
     return Dropped(counts, lo, hi)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import operator
 import sys
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Container, Generator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import cast
@@ -100,6 +100,16 @@ class ScrapeOutcome:
     added: list[int] = field(default_factory=list)  # indices of the samples of series new this scrape
     duplicates: int = 0
 
+    def drop(self, rows: Container[int]) -> None:
+        """Remove the samples at ``rows`` (indices into ``series``), keeping the explicit
+        timestamps and new-series indices of the others pointing at them."""
+        keep = [i for i in range(len(self.series)) if i not in rows]
+        new_index = {old: new for new, old in enumerate(keep)}
+        self.series = [self.series[i] for i in keep]
+        self.values = [self.values[i] for i in keep]
+        self.explicit_ts = [(new_index[i], ts) for i, ts in self.explicit_ts if i in new_index]
+        self.added = [new_index[i] for i in self.added if i in new_index]
+
 
 class _LineError(Exception):
     def __init__(self, line: bytes, err: ParseError | ScrapeError) -> None:
@@ -119,13 +129,7 @@ def _drop_repeated_series(out: ScrapeOutcome) -> bool:
         ids.add(s.id)
     if not repeated:
         return False
-    drop = set(repeated)
-    keep = [i for i in range(len(out.series)) if i not in drop]
-    new_index = {old: new for new, old in enumerate(keep)}
-    out.series = [out.series[i] for i in keep]
-    out.values = [out.values[i] for i in keep]
-    out.explicit_ts = [(new_index[i], ts) for i, ts in out.explicit_ts if i in new_index]
-    out.added = [new_index[i] for i in out.added if i in new_index]
+    out.drop(set(repeated))
     out.duplicates += len(repeated)
     return True
 
