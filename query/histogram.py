@@ -18,9 +18,10 @@ import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 
 import numpy as np
+
+from query.promjson import go_g
 
 HINTS = ("unknown", "reset", "not_reset", "gauge")
 CUSTOM_BUCKETS_SCHEMA = -53
@@ -187,30 +188,6 @@ class FloatHistogram:
 
     def __str__(self) -> str:
         return self.test_expression()
-
-
-def go_g(x: float) -> str:
-    """Format like Go's ``%g``: the shortest digits that read back the same, in exponent
-    form when the decimal exponent is below -4 or at least 6."""
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "+Inf" if x > 0 else "-Inf"
-    if x == 0:
-        return "-0" if math.copysign(1.0, x) < 0 else "0"
-    sign = "-" if x < 0 else ""
-    _, digit_tuple, exponent = Decimal(repr(abs(x))).as_tuple()
-    full = "".join(map(str, digit_tuple)).lstrip("0")
-    exp = len(full) + int(exponent) - 1  # decimal exponent of the first digit
-    digits = full.rstrip("0")
-    if exp < -4 or exp >= 6:
-        body = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-        return f"{sign}{body}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
-    if exp >= len(digits) - 1:
-        return sign + digits + "0" * (exp - len(digits) + 1)
-    if exp >= 0:
-        return sign + digits[: exp + 1] + "." + digits[exp + 1 :]
-    return sign + "0." + "0" * (-exp - 1) + digits
 
 
 # ---------------------------------------------------------------------- parsing

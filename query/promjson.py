@@ -47,6 +47,15 @@ def go_format_float(v: float, fmt: str = "f") -> str:
     return f"{sign}{digits[:point]}.{digits[point:]}"
 
 
+def go_g(v: float) -> str:
+    """Go's ``%v`` (and ``%g``) of a float64: the shortest digits that read back the same, 'e'
+    form when the decimal exponent is below -4 or at least 6 (``-0`` keeps its sign)."""
+    if v == 0 or math.isnan(v) or math.isinf(v):
+        return go_format_float(v, "f")
+    exp10 = _digits(v)[2]
+    return go_format_float(v, "e" if exp10 < -4 or exp10 >= 6 else "f")
+
+
 def format_value(v: float) -> str:
     """A sample value as the API writes it (``jsonutil.MarshalFloat`` without the quotes)."""
     v = float(v)

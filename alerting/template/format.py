@@ -6,33 +6,12 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import re
-from decimal import Decimal
 from typing import Any
 
 from alerting.template.limits import ACTIVE
+from query import promjson
 
-
-def go_float(v: float) -> str:
-    """A float as Go's ``%v`` prints it (shortest digits; exponent form from 1e6 or below 1e-4)."""
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    if v == 0:
-        return "-0" if math.copysign(1, v) < 0 else "0"
-    sign, digits, exp = Decimal(repr(float(v))).normalize().as_tuple()
-    ds = "".join(map(str, digits))
-    point = len(ds) + int(exp)  # position of the decimal point
-    e = point - 1
-    s = "-" if sign else ""
-    if e < -4 or e >= 6:
-        mant = ds[0] + ("." + ds[1:] if len(ds) > 1 else "")
-        return f"{s}{mant}e{'+' if e >= 0 else '-'}{abs(e):02d}"
-    if point <= 0:
-        return f"{s}0.{'0' * -point}{ds}"
-    if point >= len(ds):
-        return f"{s}{ds}{'0' * (point - len(ds))}"
-    return f"{s}{ds[:point]}.{ds[point:]}"
+go_float = promjson.go_g  # Go's %v of a float64 (shortest digits), as the API formats it
 
 
 def go_g(v: float, prec: int = 4) -> str:
