@@ -78,13 +78,17 @@ async def _with_engine(args: argparse.Namespace, fn: Callable[[Engine, Storage],
 
 
 def run_instant(args: argparse.Namespace) -> int:
-    from query.errors import QueryError
-
     t = _parse_time(args.time, "time")
+    return _answer(args, lambda engine: engine.instant_query(args.expr, t))
+
+
+def _answer(args: argparse.Namespace, query: Callable[[Engine], Awaitable[QueryResult]]) -> int:
+    """Run ``query`` on the config's store and print its result; a query error is one line."""
+    from query.errors import QueryError
 
     async def go(engine: Engine, storage: Storage) -> int:
         try:
-            res = await engine.instant_query(args.expr, t)
+            res = await query(engine)
         except QueryError as exc:
             raise UserError(f"query: {exc}") from None
         _print(res, args)
@@ -95,7 +99,6 @@ def run_instant(args: argparse.Namespace) -> int:
 
 def run_range(args: argparse.Namespace) -> int:
     from query.api import ApiError, parse_duration_ms
-    from query.errors import QueryError
 
     now = int(time.time() * 1000)  # one "now" for both ends
     end = _parse_time(args.end, "end", now)
@@ -104,16 +107,7 @@ def run_range(args: argparse.Namespace) -> int:
         step = parse_duration_ms(args.step, "step")
     except ApiError as exc:
         raise UserError(f"--step: {exc.message}") from None
-
-    async def go(engine: Engine, storage: Storage) -> int:
-        try:
-            res = await engine.range_query(args.expr, start, end, step)
-        except QueryError as exc:
-            raise UserError(f"query: {exc}") from None
-        _print(res, args)
-        return 0
-
-    return asyncio.run(_with_engine(args, go))
+    return _answer(args, lambda engine: engine.range_query(args.expr, start, end, step))
 
 
 def run_serve(args: argparse.Namespace) -> int:
