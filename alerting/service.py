@@ -39,7 +39,7 @@ from alerting.rulestore import RuleStore
 from alerting.sqlitedb import AlertingDB
 from alerting.state import SQLiteAlertStateStore
 from alerting.template import DEFAULT_LIMITS, TemplateLimits
-from common.durations import DurationError, parse_duration_ms
+from common.durations import DurationError, seconds_of
 from common.yamlfile import YamlFileError, load_yaml_file
 from query.engine import Engine
 from storage.base import SampleWriter, Storage
@@ -96,9 +96,8 @@ def _dur_s(v: Any, where: str) -> float:
     if isinstance(v, int | float) and not isinstance(v, bool):
         if not math.isfinite(v):
             raise AlerterConfigError(f"{where}: expected a finite number of seconds or a duration like 1h")
-        return float(v)
     try:
-        return parse_duration_ms(str(v)) / 1000.0
+        return seconds_of(v)
     except DurationError as exc:
         raise AlerterConfigError(f"{where}: {exc}") from None
 

@@ -37,6 +37,14 @@ def parse_duration_ms(text: str) -> int:
     return sum(int(g) * ms for g, (_, ms) in zip(m.groups(), _UNITS_MS, strict=True) if g)
 
 
+def seconds_of(value: object) -> float:
+    """A config value as seconds: a number (not a bool) as it is, anything else read as a
+    Prometheus duration (``DurationError`` when it is not one)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return parse_duration_ms(str(value)) / 1000.0
+
+
 def format_duration_ms(ms: int) -> str:
     """5_400_000 -> ``1h30m``; 0 -> ``0s`` (the Prometheus string form)."""
     if ms == 0:

@@ -684,19 +684,7 @@ class Engine:
             return (), []
         node = P.parse(expr)
         P.bind_step(node, step_ms)
-        ev = Evaluator(
-            {},
-            start_ms,
-            end_ms,
-            lookback_ms=self.lookback_ms,
-            max_samples=self.max_samples,
-            deadline=float("inf"),
-            subquery_step_ms=self.subquery_step_ms,
-            step_ms=step_ms,
-        )
-        ev.downsample = True
-        ev.source = source
-        ev.now_ms = self.now_ms()
+        ev = self._evaluator(start_ms, end_ms, step_ms, float("inf"), source)
         plans: dict[tuple, FetchPlan] = {}
         _plan_fetches(node, start_ms, start_ms + (end_ms - start_ms) // step_ms * step_ms, ev, plans, step_ms)
         rollups = time.monotonic() >= self._rollups_unavailable_until  # (else reads fall back to raw)
@@ -707,6 +695,24 @@ class Engine:
         return P.parse(expr)
 
     # ------------------------------------------------------------- internals
+    def _evaluator(self, start: int, end: int, step: int, deadline: float, source: SourceResolution) -> Evaluator:
+        """An evaluator of this engine's settings over [start, end] (fetched data comes later)."""
+        ev = Evaluator(
+            {},
+            start,
+            end,
+            lookback_ms=self.lookback_ms,
+            max_samples=self.max_samples,
+            deadline=deadline,
+            subquery_step_ms=self.subquery_step_ms,
+            step_ms=step,
+            max_memory_bytes=self.limits.max_memory_bytes,
+        )
+        ev.downsample = self.downsample
+        ev.source = source
+        ev.now_ms = self.now_ms()
+        return ev
+
     async def _run(
         self,
         expr: str,
@@ -736,20 +742,7 @@ class Engine:
                 "exceeded maximum resolution of 11,000 points per timeseries. "
                 "Try decreasing the query resolution (?step=XX)"
             )
-        ev = Evaluator(
-            {},
-            start,
-            end,
-            lookback_ms=self.lookback_ms,
-            max_samples=self.max_samples,
-            deadline=deadline,
-            subquery_step_ms=self.subquery_step_ms,
-            step_ms=step,
-            max_memory_bytes=self.limits.max_memory_bytes,
-        )
-        ev.downsample = self.downsample
-        ev.source = source
-        ev.now_ms = self.now_ms()
+        ev = self._evaluator(start, end, step, deadline, source)
         if resolution_start_ms is not None and not instant:
             ev.res_shift_ms = int(times[0]) - int(resolution_start_ms)
         if isinstance(self.storage, HistogramSamples) and self.storage.has_histograms:  # MemoryStorage

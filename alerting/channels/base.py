@@ -115,15 +115,13 @@ class Opts:
         return float(v)
 
     def duration(self, key: builtins.str, default: float) -> float:
-        from common.durations import DurationError, parse_duration_ms
+        from common.durations import DurationError, seconds_of
 
         v = self.data.get(key)
         if v is None:
             return default
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            return float(v)
         try:
-            return parse_duration_ms(str(v)) / 1000.0
+            return seconds_of(v)
         except DurationError as exc:
             raise ChannelConfigError(f"{self.where}.{key}: {exc}") from None
 

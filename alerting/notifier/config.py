@@ -19,7 +19,7 @@ from alerting.channels.webhook import WebhookIntegration
 from alerting.notifier.inhibit import InhibitRule
 from alerting.notifier.matchers import MatcherSyntaxError, parse_matchers
 from alerting.notifier.routing import Route
-from common.durations import DurationError, parse_duration_ms
+from common.durations import DurationError, seconds_of
 from common.yamlfile import YamlFileError, load_yaml_file
 from storage.matchers import Matcher, MatchOp
 
@@ -64,10 +64,8 @@ class NotifierConfig:
 
 
 def _dur(v: Any, where: str) -> float:
-    if isinstance(v, int | float) and not isinstance(v, bool):
-        return float(v)
     try:
-        return parse_duration_ms(str(v)) / 1000.0
+        return seconds_of(v)
     except DurationError as exc:
         raise NotifierConfigError(f"{where}: {exc}") from None
 
