@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from uhashring import HashRing
 
@@ -84,7 +84,7 @@ class RingOwnership(GroupOwnership):
         with self._lock:
             if self._ring is None:
                 return None
-            return self._ring.get_node(group_key)
+            return cast(str, self._ring.get_node(group_key))  # uhashring is untyped
 
     def owns(self, group_key: str) -> bool:
         return self.active and self.owner_of(group_key) == self.my_id

@@ -230,7 +230,8 @@ def _fields(
     for key, (knode, _) in node.value.items():
         if key not in known and not options.ignore_unknown_fields:
             col.add(knode.line, f"{prefix}field {key} not found in {what} (known fields: {', '.join(known)})")
-    return node.value
+    fields: dict[str, tuple[YNode, YNode]] = node.value  # a map node's value: key -> (key node, value node)
+    return fields
 
 
 def _parse_group(node: YNode, index: int, col: _Collector, options: LoadOptions) -> RuleGroup | None:

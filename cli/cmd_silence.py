@@ -56,7 +56,8 @@ def _api(args: argparse.Namespace, method: str, path: str, body: dict | None = N
                                  headers={"Content-Type": "application/json", **bearer(token)})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read())
+            answer: dict = json.loads(r.read())
+            return answer
     except urllib.error.HTTPError as exc:
         try:
             msg = json.loads(exc.read()).get("error", exc.reason)

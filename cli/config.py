@@ -336,7 +336,7 @@ def config_from_dict(data: dict | None, source: str = "<config>", overrides: dic
     if overrides:
         data = _apply_overrides(data, overrides)
     try:
-        cfg = _build(RingmonConfig, data, "")
+        cfg: RingmonConfig = _build(RingmonConfig, data, "")  # builds the dataclass its hints name
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     cfg.source = source

@@ -12,7 +12,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -35,6 +35,9 @@ from web.metrics import WebMetrics
 from web.prom_api import FleetApiSources, add_fleet_api_routes, alertmanager_urls
 from web.status import InstanceStatus, add_status_routes
 
+if TYPE_CHECKING:
+    from alerting.service import AlerterService
+
 log = logging.getLogger("ringmon.standalone")
 
 
@@ -51,7 +54,7 @@ class Standalone:
     engine: Engine | None = None
     runner: web.AppRunner | None = None
     web_port: int = 0
-    alerter: Any = None  # alerting.service.AlerterService when an alerting file is configured
+    alerter: AlerterService | None = None  # when an alerting file is configured
     journal: NotificationJournal | None = None  # what the local receivers were handed
     local: LocalReceivers = field(default_factory=LocalReceivers)
     metrics_registry: CollectorRegistry = field(default_factory=CollectorRegistry)

@@ -180,7 +180,8 @@ def _wait_exec_visible(p: subprocess.Popen[bytes], cmd: list[str], timeout_s: fl
 
 def http_get(url: str, timeout: float = 3.0) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - 127.0.0.1 URLs we built
-        return resp.read()
+        body: bytes = resp.read()
+    return body
 
 
 def api_query(web_url: str, expr: str, timeout: float = 5.0) -> list[dict]:
@@ -191,7 +192,8 @@ def api_query(web_url: str, expr: str, timeout: float = 5.0) -> list[dict]:
         return []
     if body.get("status") != "success":
         return []
-    return body["data"]["result"]
+    result: list[dict] = body["data"]["result"]
+    return result
 
 
 def ringmon_cmd(*args: str) -> list[str]:

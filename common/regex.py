@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import re2
 from cachetools import LRUCache
@@ -115,7 +116,7 @@ class Regex:
 
     @property
     def groups(self) -> int:
-        return self._prog.NumberOfCapturingGroups()
+        return cast(int, self._prog.NumberOfCapturingGroups())  # the re2 binding is untyped
 
     @functools.cached_property
     def groupindex(self) -> dict[str, int]:

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
@@ -796,7 +796,8 @@ class Registry:
                 self.zk.retry(self.zk.ensure_path, self.ring_path)
                 self.zk.retry(self.zk.create, self.overrides_path, data)
                 return 0
-            return self.zk.retry(self.zk.set, self.overrides_path, data, version=expected_version).version
+            stat = self.zk.retry(self.zk.set, self.overrides_path, data, version=expected_version)
+            return cast(int, stat.version)  # kazoo is untyped: a ZnodeStat
         except (BadVersionError, NodeExistsError, NoNodeError):
             raise StaleOverridesError(
                 f"{self.overrides_path} changed since version {expected_version} was read"

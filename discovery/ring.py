@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from uhashring import HashRing
 
@@ -85,7 +85,7 @@ class ScraperRing:
         """The scraper that owns ``key`` (None on an empty ring)."""
         if not self.members:
             return None
-        return self._ring.get_node(key)
+        return cast(str, self._ring.get_node(key))  # uhashring is untyped
 
     def owners(self, keys: Iterable[str]) -> list[str]:
         """``owner(k)`` for each key, in order (the same answers, without per-call overhead)."""

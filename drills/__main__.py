@@ -253,7 +253,8 @@ class DrillRunner:
     async def scraper_doc(self, i: int) -> dict:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
             async with http.get(f"http://{self.s.scraper_listen(i)}/targets") as r:
-                return await r.json()
+                doc: dict = await r.json()
+                return doc
 
     async def queue_depths(self) -> dict[str, float | None]:
         from scraper.exposition import sample_sums as parse_metrics

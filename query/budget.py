@@ -84,7 +84,7 @@ class _Estimator:
     a garbage collection)."""
 
     series_of: Callable[[P.VectorSel], tuple[int, int]]
-    at_ms: Callable[[object], int | None]
+    at_ms: Callable[[int | str | None], int | None]
     subquery_step_ms: int
 
     def walk(self, n: P.Node, lo: int, hi: int, t: int) -> Estimate:
@@ -137,7 +137,7 @@ def estimate_points(
     steps: int,
     *,
     series_of: Callable[[P.VectorSel], tuple[int, int]],
-    at_ms: Callable[[object], int | None],
+    at_ms: Callable[[int | str | None], int | None],
     subquery_step_ms: int,
 ) -> Estimate:
     """Points the evaluation of ``node`` at ``steps`` times in [tmin, tmax] holds, summed

@@ -293,14 +293,14 @@ class Evaluator:
             raise QueryMemoryError(over_memory(total, self.max_memory_bytes))
         self.held = total
 
-    def at_ms(self, at: object) -> int | None:
+    def at_ms(self, at: int | str | None) -> int | None:
         if at is None:
             return None
         if at == "start":
             return self.start_ms
         if at == "end":
             return self.end_ms
-        return int(at)  # type: ignore[call-overload]  # a number: the parser checked it
+        return int(at)  # a number: the parser checked it
 
     def plan_of(self, sel: P.VectorSel) -> FetchPlan | None:
         return self.fetched.get((sel.key, self.sel_res.get(id(sel), Resolution.RAW)))

@@ -45,7 +45,7 @@ def _anchored(fn: str, ts: np.ndarray, v: np.ndarray, start: int, end: int, look
     if hi <= lo:
         return None
     first = lo - 1 if lo > 0 and ts[lo - 1] > start - lookback else lo
-    seq = v[first:hi].tolist()
+    seq: list[float] = v[first:hi].tolist()
     if fn == "changes":
         return float(sum(1 for a, b in zip(seq, seq[1:], strict=False) if not (a == b or (a != a and b != b))))
     if fn == "resets":

@@ -36,7 +36,8 @@ class HistogramError(ValueError):
 
 
 def encode_ref(index: int) -> float:
-    return struct.unpack("<d", struct.pack("<Q", HIST_TAG | index))[0]
+    ref: float = struct.unpack("<d", struct.pack("<Q", HIST_TAG | index))[0]
+    return ref
 
 
 def decode_ref(value: float) -> int | None:
@@ -50,7 +51,7 @@ def decode_ref(value: float) -> int | None:
 def ref_mask(values: np.ndarray) -> np.ndarray:
     """Which elements of a float64 array are histogram references."""
     arr = np.ascontiguousarray(values, dtype=np.float64)
-    return (arr.view(np.uint64) & np.uint64(_TAG_MASK)) == np.uint64(HIST_TAG)
+    return np.equal(np.bitwise_and(arr.view(np.uint64), np.uint64(_TAG_MASK)), np.uint64(HIST_TAG))
 
 
 @dataclass
@@ -304,7 +305,7 @@ _OPEN_LEFT, _OPEN_RIGHT, _CLOSED_BOTH = 0, 1, 3
 
 
 def _exp_upper(index: int, schema: int) -> float:
-    return 2.0 ** (index * 2.0 ** -schema)
+    return math.pow(2.0, index * 2.0**-schema)
 
 
 def api_buckets(h: FloatHistogram) -> list[tuple[int, float, float, float]]:

@@ -25,12 +25,13 @@ import resource
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from query.errors import QueryError, QueryMemoryError, QueryTimeoutError
 
 CHILD_NICENESS = 10
 _READ_CHUNK = 1 << 20
+T = TypeVar("T")
 
 
 def _vm_data_bytes() -> int:
@@ -112,7 +113,7 @@ class Isolator:
         self.running = 0
         self.last_pid = 0  # the last child forked (tests)
 
-    async def run(self, fn: Callable[[], Any], deadline: float, what: str = "query") -> Any:
+    async def run(self, fn: Callable[[], T], deadline: float, what: str = "query") -> T:
         """``fn()`` in a child; QueryTimeoutError at ``deadline`` (time.monotonic)."""
         loop = asyncio.get_running_loop()
         if self._slots is None or self._slots[0] is not loop:
@@ -130,7 +131,7 @@ class Isolator:
             self.running -= 1
             slots.release()
 
-    async def _fork(self, fn: Callable[[], Any], deadline: float, what: str) -> Any:
+    async def _fork(self, fn: Callable[[], T], deadline: float, what: str) -> T:
         loop = asyncio.get_running_loop()
         rfd, wfd = os.pipe()
         pid = os.fork()
@@ -184,7 +185,7 @@ class Isolator:
         if kind == "ok":
             if len(buf) > 8 + n:
                 payload.encoded = memoryview(buf)[8 + n :]
-            return payload
+            return cast(T, payload)  # what fn returned, unpickled
         if kind == "memory":
             raise QueryMemoryError(
                 f"query processing would exceed the memory budget of {self.memory_bytes >> 20} MiB "

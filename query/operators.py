@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from query import parse as P
 from query.errors import QueryError
@@ -27,7 +28,7 @@ COMPARISON = {"==", "!=", ">", "<", ">=", "<="}
 SET_OPS = {"and", "or", "unless"}
 
 
-def arith(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def arith(op: str, a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     if op == "+":
         return a + b
     if op == "-":
@@ -45,19 +46,19 @@ def arith(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     raise QueryError(f"unknown arithmetic operator {op}")
 
 
-def compare(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def compare(op: str, a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
     if op == "==":
-        return a == b
+        return np.equal(a, b)
     if op == "!=":
-        return a != b
+        return np.not_equal(a, b)
     if op == ">":
-        return a > b
+        return np.greater(a, b)
     if op == "<":
-        return a < b
+        return np.less(a, b)
     if op == ">=":
-        return a >= b
+        return np.greater_equal(a, b)
     if op == "<=":
-        return a <= b
+        return np.less_equal(a, b)
     raise QueryError(f"unknown comparison operator {op}")
 
 

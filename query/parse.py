@@ -236,7 +236,7 @@ def _at(node: object) -> int | str | None:
         return "start"
     if kind == pp.AtModifierType.End:
         return "end"
-    when = at.at
+    when: _dt.datetime = at.at  # promql_parser is untyped
     delta = when - _EPOCH
     ms = delta.days * 86_400_000 + delta.seconds * 1000 + round(delta.microseconds / 1000)
     return ms - _AT_SHIFT_S * 1000

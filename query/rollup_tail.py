@@ -63,7 +63,8 @@ class Rows:
 
     def bounds(self) -> list[int]:
         """Row range of every series: series ``i`` is rows ``bounds[i]:bounds[i+1]``."""
-        return np.searchsorted(self.sidx, np.arange(len(self.series) + 1)).tolist()
+        bounds: list[int] = np.searchsorted(self.sidx, np.arange(len(self.series) + 1)).tolist()
+        return bounds
 
     def by_labels(self) -> "Rows":
         """The same rows with the series ordered by their labels."""

@@ -166,7 +166,7 @@ Value = InstantVector | Scalar | String | RangeVector
 
 
 def stale_mask(values: np.ndarray) -> np.ndarray:
-    return values.view(np.uint64) == np.uint64(STALE_NAN_BITS)
+    return np.equal(values.view(np.uint64), np.uint64(STALE_NAN_BITS))
 
 
 # Labels that describe the metric name and go with it (Prometheus' type-and-unit labels).

@@ -405,10 +405,10 @@ class CassandraStorage(Storage):
 
     # -- async bridge -----------------------------------------------------------------------
 
-    def _bridge(self, rf: ResponseFuture, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
+    def _bridge(self, rf: ResponseFuture, loop: asyncio.AbstractEventLoop) -> asyncio.Future[list[Any]]:
         """An asyncio future completed (with all pages) from the driver's I/O thread."""
-        fut = loop.create_future()
-        pages: list = []
+        fut: asyncio.Future[list[Any]] = loop.create_future()
+        pages: list[Any] = []
 
         def done(rows: object) -> None:
             pages.append(rows)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from cassandra import ConsistencyLevel
@@ -62,6 +63,11 @@ from storage.rollup_job import (
     SealedBlock,
 )
 from storage.schema import DEFAULT_TTLS_S, RAW_BUCKET_MS
+
+if TYPE_CHECKING:
+    from cassandra.cluster import Session
+
+    from storage.model import Series
 
 ROLLUP_1H_BUCKET_MS = 32 * DAY_MS
 MAX_IN_FLIGHT = 48
@@ -106,13 +112,26 @@ class CassandraRollupMixin:
     # Late marks are looked for in the days of samples up to this old (1m rollups live 32 d).
     late_marks_lookback_ms: int = DEFAULT_TTLS_S["rollup_1m"] * 1000 + DAY_MS
 
+    if TYPE_CHECKING:  # CassandraStorage's, the class this mixin is combined with
+        session: Session
+        keyspace: str
+
+        def now_ms(self) -> int: ...
+        async def execute(self, statement: object, params: Sequence | None = None, *, session: Session | None = None,
+                          renew: bool = True) -> list: ...
+        async def late_hours(self, start_ms: int, end_ms: int) -> dict[int, int]: ...
+        async def _select_series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesInfo]: ...
+        async def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Series]: ...
+        async def read_raw(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
+                           hours: Sequence[int] | None = None) -> list[SeriesData]: ...
+
     _rollup_ps: dict | None = None
     _chunk_reads: dict | None = None  # (resolution, aggregates) -> prepared chunk read
 
     async def _ps(self) -> dict:
         if self._rollup_ps is None:
-            ks = self.keyspace  # type: ignore[attr-defined]
-            p = self.session.prepare  # type: ignore[attr-defined]
+            ks = self.keyspace
+            p = self.session.prepare
 
             def prepare() -> dict:
                 out = {
@@ -169,7 +188,7 @@ class CassandraRollupMixin:
             self._chunk_reads = {}
         cache = self._chunk_reads
         if key not in cache:
-            ks = self.keyspace  # type: ignore[attr-defined]
+            ks = self.keyspace
             table, part = ("rollup_1m_chunks", "day") if resolution is Resolution.MINUTE else ("rollup_1h_chunks", "bucket")
             cols = ", ".join(chunks.STORED[n] for n in ("ts", *names))
             cql = (
@@ -177,7 +196,7 @@ class CassandraRollupMixin:
                 f" WHERE series_id IN ? AND {part} = ? AND start_ts >= ? AND start_ts <= ?"
             )
             loop = asyncio.get_running_loop()
-            ps = await loop.run_in_executor(None, self.session.prepare, cql)  # type: ignore[attr-defined]
+            ps = await loop.run_in_executor(None, self.session.prepare, cql)
             ps.fetch_size = None  # bounded by CHUNK_READ_SERIES
             cache[key] = ps
         return cache[key]
@@ -187,7 +206,7 @@ class CassandraRollupMixin:
         retrying timeouts with backoff."""
 
         def upsert(stmt: object, params: Sequence) -> Callable[[], Awaitable[object]]:
-            return lambda: self.execute(stmt, params)  # type: ignore[attr-defined]
+            return lambda: self.execute(stmt, params)
 
         await self._bounded_steps([upsert(stmt, params) for stmt, params in calls])
 
@@ -236,11 +255,11 @@ class CassandraRollupMixin:
         def merge_write(sid: int, start: int, part: Rollup) -> Callable[[], Awaitable[None]]:
             async def run() -> None:
                 params = (sid, _partition(resolution, start), start)
-                pages = await self.execute(get, params)  # type: ignore[attr-defined]
+                pages = await self.execute(get, params)
                 there = [chunks.payload(row[0], chunks.COLUMNS, row[1:]) for page in pages for row in page]
                 data = chunks.merge(chunks.decode_payload(start, there[0]), part) if there else part
                 cols = chunks.encode_columns(resolution, start, data)
-                await self.execute(ins, (*params, b"", *(cols[c] for c in chunks.COLUMNS)))  # type: ignore[attr-defined]
+                await self.execute(ins, (*params, b"", *(cols[c] for c in chunks.COLUMNS)))
 
             return run
 
@@ -267,20 +286,20 @@ class CassandraRollupMixin:
 
     async def get_checkpoint(self, job: str, shard: int) -> int | None:
         ps = (await self._ps())["meta_get"]
-        pages = await self.execute(ps, (f"rollup:{job}:{shard}",))  # type: ignore[attr-defined]
+        pages = await self.execute(ps, (f"rollup:{job}:{shard}",))
         rows = [r for page in pages for r in page]
         return int(rows[0][0]) if rows else None
 
     async def set_checkpoint(self, job: str, shard: int, window_end_ms: int) -> None:
         # Written only by the lease holder, with increasing values: a plain upsert suffices.
         ps = (await self._ps())["meta_set"]
-        await self.execute(ps, (f"rollup:{job}:{shard}", str(window_end_ms)))  # type: ignore[attr-defined]
+        await self.execute(ps, (f"rollup:{job}:{shard}", str(window_end_ms)))
 
     async def late_marks_since(self, cursor_ms: int) -> list[tuple[int, int]]:
         """``(hour start ms, written at ms)`` of the ``raw_late`` rows written after ``cursor_ms``
         for hours in the last ``late_marks_lookback_ms`` (``late_hours``: one query per day)."""
-        now = self.now_ms()  # type: ignore[attr-defined]
-        marks = await self.late_hours(max(0, now - self.late_marks_lookback_ms), now)  # type: ignore[attr-defined]
+        now = self.now_ms()
+        marks = await self.late_hours(max(0, now - self.late_marks_lookback_ms), now)
         return [(int(h) * RAW_BUCKET_MS, int(w)) for h, w in marks.items() if w is not None and w > cursor_ms]
 
     # -- reads ------------------------------------------------------------------------------
@@ -298,7 +317,7 @@ class CassandraRollupMixin:
             return await self.select_rollup(matchers, start_ms, end_ms, resolution, columns)
         if end_ms < start_ms:
             return []
-        infos = await self._select_series(matchers, start_ms, end_ms)  # type: ignore[attr-defined]
+        infos = await self._select_series(matchers, start_ms, end_ms)
         if not infos:
             return []
         return await self.read_sealed_and_rows(infos, start_ms, end_ms)
@@ -307,16 +326,16 @@ class CassandraRollupMixin:
         """Raw samples of known series in [start_ms, end_ms]: sealed blocks where they can be
         trusted, ``raw_recent`` rows for everything else (see the module docstring)."""
         hours = range(start_ms // HOUR_MS, end_ms // HOUR_MS + 1)
-        first_hot = (self.now_ms() - RECENT_RAW_MS) // HOUR_MS  # type: ignore[attr-defined]
+        first_hot = (self.now_ms() - RECENT_RAW_MS) // HOUR_MS
         cold = [h for h in hours if h < first_hot]
         hot = [h for h in hours if h >= first_hot]
         if not cold:
-            return await self.read_raw(infos, start_ms, end_ms, hot)  # type: ignore[attr-defined]
+            return await self.read_raw(infos, start_ms, end_ms, hot)
         cold_end = min(end_ms, first_hot * HOUR_MS - 1)
         blocks, late, hot_rows = await asyncio.gather(
             self.read_blocks_of([i.series.id for i in infos], start_ms, cold_end),
-            self.late_hours(start_ms, cold_end),  # type: ignore[attr-defined]
-            self.read_raw(infos, start_ms, end_ms, hot) if hot else _no_rows(),  # type: ignore[attr-defined]
+            self.late_hours(start_ms, cold_end),
+            self.read_raw(infos, start_ms, end_ms, hot) if hot else _no_rows(),
         )
         # Per series: the cold hours whose rows must be read too (no trusted block covers them).
         need_by_hours: dict[tuple[int, ...], list[SeriesInfo]] = {}
@@ -331,7 +350,7 @@ class CassandraRollupMixin:
             if need:
                 need_by_hours.setdefault(need, []).append(info)
         cold_rows = await asyncio.gather(
-            *(self.read_raw(group, start_ms, cold_end, list(need)) for need, group in need_by_hours.items())  # type: ignore[attr-defined]
+            *(self.read_raw(group, start_ms, cold_end, list(need)) for need, group in need_by_hours.items())
         )
         rows_by_id: dict[int, list[SeriesData]] = {}
         for part in (hot_rows, *cold_rows):
@@ -377,7 +396,7 @@ class CassandraRollupMixin:
             lo = max(d * DAY_MS, start_ms - BLOCK_LOOKBACK_MS)
             hi = min((d + 1) * DAY_MS - 1, end_ms)
             for i in range(0, len(ids), BLOCK_READ_SERIES_CHUNK):
-                calls.append(self.execute(ps, (ids[i : i + BLOCK_READ_SERIES_CHUNK], d, lo, hi)))  # type: ignore[attr-defined]
+                calls.append(self.execute(ps, (ids[i : i + BLOCK_READ_SERIES_CHUNK], d, lo, hi)))
         out: dict[int, list[tuple[int, int, int, bytes]]] = {}
         for pages in await asyncio.gather(*calls):
             for page in pages:
@@ -393,11 +412,11 @@ class CassandraRollupMixin:
         reaches back past ``recent_raw_keep_ms`` (the rollup job's input: a rerun of a window
         reseals from its rows while they exist)."""
         recent = await CassandraStorage.select(self, matchers, start_ms, end_ms)  # type: ignore[arg-type]
-        horizon = self.now_ms() - self.recent_raw_keep_ms  # type: ignore[attr-defined]
+        horizon = self.now_ms() - self.recent_raw_keep_ms
         if start_ms >= horizon:
             return recent
         # Older part: sealed blocks, for every matching series (some may have no rows left).
-        found = await self.series(matchers, start_ms, end_ms)  # type: ignore[attr-defined]
+        found = await self.series(matchers, start_ms, end_ms)
         sealed = await asyncio.gather(*(self.read_blocks(s.id, start_ms, end_ms + 1) for s in found))
         by_id = {d.series.id: d for d in recent}
         out = []
@@ -428,7 +447,7 @@ class CassandraRollupMixin:
         days = range(start_ms // DAY_MS, (end_ms - 1) // DAY_MS + 1)
         # A block keyed by window start w holds [w, w + window): start from the day's first window.
         pages = await asyncio.gather(
-            *(self.execute(ps, (series_id, d, d * DAY_MS, min(end_ms, (d + 1) * DAY_MS))) for d in days)  # type: ignore[attr-defined]
+            *(self.execute(ps, (series_id, d, d * DAY_MS, min(end_ms, (d + 1) * DAY_MS))) for d in days)
         )
         blocks = [decode_block(row[1]) for day_pages in pages for page in day_pages for row in page]
         if not blocks:
@@ -457,7 +476,7 @@ class CassandraRollupMixin:
         """Rollup buckets of matching series: the aggregates ``columns`` (default all;
         ``values`` = ``last``, NaN when not read)."""
         names = aggregate_names(columns)
-        found = await self.series(matchers, start_ms, end_ms)  # type: ignore[attr-defined]
+        found = await self.series(matchers, start_ms, end_ms)
         got = await self._read_chunks(resolution, [s.id for s in found], start_ms, end_ms, names)
         out = []
         for s in found:
@@ -481,7 +500,7 @@ class CassandraRollupMixin:
 
         async def one(params: tuple) -> list:
             async with sem:
-                return await self.execute(ps, params)  # type: ignore[attr-defined]
+                return await self.execute(ps, params)
 
         calls = []
         for p in range(_partition(resolution, lo), _partition(resolution, end_ms) + 1):

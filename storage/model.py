@@ -22,7 +22,7 @@ STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", STALE_NAN_BITS))[0]
 
 def float_bits(v: float) -> int:
     """The IEEE-754 bit pattern of ``v`` as an unsigned 64-bit int."""
-    return struct.unpack("<Q", struct.pack("<d", v))[0]
+    return int.from_bytes(struct.pack("<d", v), "little")
 
 
 def is_stale(v: float) -> bool:

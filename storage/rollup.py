@@ -92,7 +92,7 @@ class Rollup:
 
 def stale_mask(values: np.ndarray) -> np.ndarray:
     """True where a value is the staleness marker (compared bit for bit)."""
-    return np.ascontiguousarray(values, dtype=np.float64).view(np.uint64) == np.uint64(STALE_NAN_BITS)
+    return np.equal(np.ascontiguousarray(values, dtype=np.float64).view(np.uint64), np.uint64(STALE_NAN_BITS))
 
 
 def _segments(bucket: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -80,7 +80,8 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
 
 
 def _floats_to_bits(values: Sequence[float]) -> list[int]:
-    return np.asarray(values, dtype=np.float64).view(np.int64).tolist()
+    bits: list[int] = np.asarray(values, dtype=np.float64).view(np.int64).tolist()
+    return bits
 
 
 def series_from_row(series_id: int, labels_json: str) -> Series:

@@ -25,7 +25,8 @@ whose raw rows were dropped by retention is still re-derivable from its block.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -38,6 +39,8 @@ from storage.rollup import Rollup
 from storage.rollup_job import RollupRows, SealedBlock
 from storage.schema import DEFAULT_TTLS_S
 from storage.sqlite import IN_LIST, SQLiteStorage, raw_samples_of, series_from_row
+
+T = TypeVar("T")
 
 # A chunk table per resolution: ``data`` (record form, empty since column form) and the
 # column-form blobs (``storage.rollup_chunks.STORED``).
@@ -117,6 +120,11 @@ class SQLiteRollupMixin:
 
     _rollup_schema_ready: bool = False
 
+    if TYPE_CHECKING:  # SQLiteStorage's, the class this mixin is combined with
+
+        async def run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+        async def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
     async def _ensure_rollup_schema(self) -> None:
         if not self._rollup_schema_ready:
 
@@ -125,7 +133,7 @@ class SQLiteRollupMixin:
                 _add_chunk_columns(con)
                 _convert_row_tables(con)
 
-            await self.run_write(run)  # type: ignore[attr-defined]
+            await self.run_write(run)
             self._rollup_schema_ready = True
 
     # -- RollupStore ------------------------------------------------------------------------
@@ -174,7 +182,7 @@ class SQLiteRollupMixin:
                     out.append(SeriesData(self._series_by_id(con, sid), ts, vals, Resolution.RAW))
             return out
 
-        return await self.run_read(run)  # type: ignore[attr-defined]
+        return await self.run_read(run)
 
     def _series_by_id(self, con: sqlite3.Connection, sid: int) -> Series:
         cache: dict[int, Series] = self._series_cache  # type: ignore[attr-defined]
@@ -199,7 +207,7 @@ class SQLiteRollupMixin:
                     rows,
                 )
 
-        await self.run_write(run)  # type: ignore[attr-defined]
+        await self.run_write(run)
 
     async def write_rollups(self, resolution: Resolution, rows: Sequence[RollupRows]) -> None:
         await self._ensure_rollup_schema()
@@ -211,7 +219,7 @@ class SQLiteRollupMixin:
                 for r in rows:
                     _put_chunks(con, table, resolution, r.series_id, r.rollup)
 
-        await self.run_write(run)  # type: ignore[attr-defined]
+        await self.run_write(run)
 
     async def write_fresh_minutes(self, rows: Sequence[RollupRows]) -> None:
         """Provisional 1m buckets of an open window (the job's fresh pass): a chunk per
@@ -233,7 +241,7 @@ class SQLiteRollupMixin:
                             _chunk_params(r.series_id, first, chunks.encode_columns(Resolution.MINUTE, first, part)),
                         )
 
-        await self.run_write(run)  # type: ignore[attr-defined]
+        await self.run_write(run)
 
     async def get_checkpoint(self, job: str, shard: int) -> int | None:
         await self._ensure_rollup_schema()
@@ -244,7 +252,7 @@ class SQLiteRollupMixin:
             ).fetchone()
             return int(row[0]) if row else None
 
-        return await self.run_read(run)  # type: ignore[attr-defined]
+        return await self.run_read(run)
 
     async def set_checkpoint(self, job: str, shard: int, window_end_ms: int) -> None:
         await self._ensure_rollup_schema()
@@ -256,11 +264,11 @@ class SQLiteRollupMixin:
                 (job, shard, window_end_ms),
             )
 
-        await self.run_write(run)  # type: ignore[attr-defined]
+        await self.run_write(run)
 
     async def late_marks_since(self, cursor_ms: int) -> list[tuple[int, int]]:
         """``(hour start ms, written at ms)`` of the hours whose newest late write is after ``cursor_ms``."""
-        rows = await self.run_read(  # type: ignore[attr-defined]
+        rows = await self.run_read(
             lambda con: con.execute(
                 "SELECT hour, written_at FROM raw_late WHERE written_at > ?", (cursor_ms,)
             ).fetchall()
@@ -283,7 +291,7 @@ class SQLiteRollupMixin:
             found = [(r[0], chunks.payload(r[1], chunks.COLUMNS, r[2:])) for r in rows]
             return chunks.read_series(found, start_ms, end_ms, resolution)
 
-        return await self.run_read(run)  # type: ignore[attr-defined]
+        return await self.run_read(run)
 
     async def select_rollup(
         self,
@@ -337,7 +345,7 @@ class SQLiteRollupMixin:
             out.sort(key=lambda d: d.series.labels)
             return out
 
-        return await self.run_read(run)  # type: ignore[attr-defined]
+        return await self.run_read(run)
 
     async def delete_rollups_before(self, resolution: Resolution, ts_ms: int) -> int:
         """Retention of a rollup table (SQLite has no TTLs): drops the buckets starting
@@ -372,7 +380,7 @@ class SQLiteRollupMixin:
                         )
             return deleted
 
-        return await self.run_write(run)  # type: ignore[attr-defined]
+        return await self.run_write(run)
 
     async def apply_retention(self, now_ms: int) -> dict[str, int]:
         """Drop what is past its retention, with the horizons of the Cassandra TTLs
@@ -389,7 +397,7 @@ class SQLiteRollupMixin:
     async def delete_blocks_before(self, ts_ms: int) -> int:
         """Retention of sealed blocks: drop blocks whose window ended before ``ts_ms``."""
         await self._ensure_rollup_schema()
-        return await self.run_write(  # type: ignore[attr-defined]
+        return await self.run_write(
             lambda con: con.execute("DELETE FROM raw_blocks WHERE end_ts <= ?", (ts_ms,)).rowcount
         )
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -24,6 +24,9 @@ from web.auth import USER_KEY, Auth, safe_next
 from web.common import ADD_USER_HELP, AUTH, render
 from web.rule_history import RuleHistory, digest, unified_diff
 from web.timerange import parse_duration_s
+
+if TYPE_CHECKING:
+    from alerting.evaluator import RuleManager
 
 log = logging.getLogger("ringmon.web.alerting")
 
@@ -47,7 +50,7 @@ class AlertingViews:
     def from_parts(
         cls,
         *,
-        manager: Any = None,
+        manager: RuleManager | None = None,
         silences: Any = None,
         rule_store: Any = None,
         history_dir: str | Path | None = None,
@@ -55,6 +58,7 @@ class AlertingViews:
         """Views over an in-process ``RuleManager`` (status and reload), ``Silences`` and rules."""
 
         async def status() -> list[dict]:
+            assert manager is not None  # handed out only with a manager (below)
             return manager.status()
 
         return cls(
@@ -95,7 +99,7 @@ def require_user_for_page(request: web.Request) -> str:
     user = request.get(USER_KEY)
     if not user:
         raise web.HTTPSeeOther(_login_url(request))
-    return user
+    return str(user)  # the auth middleware stores the name
 
 
 async def require_user_for_post(request: web.Request) -> tuple[str, Mapping[str, str]]:

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from markupsafe import Markup
 
 from alerting.notifier.journal import NotificationJournal
@@ -588,7 +589,7 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 
 
 @web.middleware
-async def error_pages(request: web.Request, handler: Callable) -> web.StreamResponse:
+async def error_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
     """HTML error pages for page routes; no traceback ever reaches the browser."""
     if request.path.startswith(NON_HTML_PREFIXES):
         return await handler(request)

@@ -28,6 +28,7 @@ from html import escape
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 # Distinct colours (Tableau 10 + two); a series' colour comes from its key (see series_styles),
 # and past the palette's size a dash pattern tells series of one colour apart.
@@ -261,7 +262,7 @@ def nice_step(raw: float) -> float:
     """The smallest of 1, 2, 5 x 10^k that is at least ``raw``."""
     if raw <= 0 or not math.isfinite(raw):
         return 1.0
-    base = 10 ** math.floor(math.log10(raw))
+    base = 10.0 ** math.floor(math.log10(raw))
     for m in (1, 2, 5, 10):
         if m * base >= raw * (1 - 1e-9):
             return m * base
@@ -522,7 +523,7 @@ _TENTHS = np.array([_tenths_text(i) for i in range(-_TENTHS_MAX, _TENTHS_MAX + 1
 def _tenths_many(tenths: np.ndarray) -> list[str]:
     """``[_tenths_text(i) for i in tenths]``, looked up for the common small values."""
     inside = np.abs(tenths) <= _TENTHS_MAX
-    out = _TENTHS[np.where(inside, tenths, 0) + _TENTHS_MAX].tolist()
+    out: list[str] = _TENTHS[np.where(inside, tenths, 0) + _TENTHS_MAX].tolist()
     for i in np.flatnonzero(~inside).tolist():
         out[i] = _tenths_text(int(tenths[i]))
     return out
@@ -842,7 +843,7 @@ def render_chart(series: Iterable[ChartSeries], spec: ChartSpec | None = None) -
         with np.errstate(over="ignore", invalid="ignore"):
             return np.minimum(np.maximum(bottom - (values - y_lo) * y_scale, -1e6), 1e6)
 
-    def tenths(px: np.ndarray) -> np.ndarray:
+    def tenths(px: npt.NDArray[np.float64]) -> np.ndarray:
         return np.rint(px * 10).astype(np.int64)
 
     drawn: list[tuple[_Prepared, np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]]]] = []

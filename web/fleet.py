@@ -21,7 +21,7 @@ from common.retry import backoff_delays
 from web.metrics import WebMetrics
 
 if TYPE_CHECKING:
-    from discovery.registry import RegistryView
+    from discovery.registry import Registry, RegistryView
 
 log = logging.getLogger("ringmon.web")
 
@@ -78,7 +78,7 @@ class FleetView:
     opts: WebOptions
     engine: Any
     metrics: ClusterWebMetrics
-    registry: Any = None  # discovery.registry.Registry once connected
+    registry: Registry | None = None  # once connected
     scraper_info: dict[str, dict] = field(default_factory=dict)  # id -> data of <root>/scrapers/<id>
     docs: dict[str, ScraperDoc] = field(default_factory=dict)
     view_confirmed: float = 0.0

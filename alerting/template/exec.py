@@ -190,7 +190,7 @@ class _Exec:
     @staticmethod
     def _name(op: Operand) -> str:
         if op.kind == "var":
-            return op.value + "".join("." + f for f in op.fields)
+            return str(op.value) + "".join("." + f for f in op.fields)  # a variable's value is its name
         return "." + ".".join(op.fields)
 
     def operand(self, op: Operand, dot: Any, vars_: list[dict[str, Any]]) -> Any:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from query import parse as P
 from query.functions.args import FuncImpl, range_arg, scalar_arg, vector_arg
@@ -60,11 +61,11 @@ def _clamp(kind: str) -> FuncImpl:
     return impl
 
 
-def _go_max(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _go_max(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> np.ndarray:
     return np.maximum(a, b)
 
 
-def _go_min(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _go_min(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> np.ndarray:
     return np.minimum(a, b)
 
 

@@ -121,7 +121,8 @@ class DenseGrid:
         finite = np.isfinite(dense)
         if finite.all():
             cs = np.cumsum(dense, axis=1)
-            return _columns(cs, self.hi) - _columns(cs, self.lo)
+            sums: np.ndarray = _columns(cs, self.hi) - _columns(cs, self.lo)  # NumPy types an untyped array's difference Any
+            return sums
         # A NaN or infinite bucket must not reach the prefix sums of later windows: sum the
         # finite buckets, count the others per window, and give IEEE's answer where any is in it.
         cs = np.cumsum(np.where(finite, dense, 0.0), axis=1)
