@@ -42,7 +42,7 @@ test-loaded: $(STAMP) system-deps
 	trap 'kill $$hogs 2>/dev/null' EXIT INT TERM; echo "CPU hog: $(HOG_PROCS) spinning processes ($$hogs)"; \
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-# ruff, and mypy over the product packages (settings in mypy.ini).
+# ruff, and mypy over the product packages and bench/ (settings in mypy.ini).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
