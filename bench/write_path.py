@@ -19,9 +19,17 @@ are the database file after closing it. Printed per sample:
   series x samples matrix) with a write-ahead log entry per scrape (the frame's bytes,
   appended to a file), then the flush: ``encode_block`` per series and one row per series;
 * one series read back from recent data: from today's blobs (``SQLiteStorage.select``) and
-  from frames (every frame of its target decoded, one column kept).
+  from frames (every frame of its target decoded, one column kept);
+* **built: frames** - the write path ``SQLiteStorage`` runs now (``storage/frames.py``'s
+  codec: raw float64s in layout order, one ``raw_frames`` row per scrape), its clock
+  following the scrapes so the writer transposes closed spans into the per-series chunks
+  by itself, once with 1-minute spans and once with 5-minute ones: write CPU per sample
+  with the transposition included (and the transposition's share, timed on the writer
+  thread), bytes per sample in the frames, and reads of one series and of 800 (40 of
+  each target) over the last hour: from the store as the writer left it (chunks plus a
+  head of frames) and with everything in chunks.
 
-Prints figures, asserts nothing; a design measurement, not the built write path.
+Prints figures, asserts nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.peers import TargetBody, node_series  # noqa: E402 - after the path insert
+from storage.model import SampleBatch  # noqa: E402
 
 BUCKET_MS = 3_600_000  # frames of one target and hour share a partition; the first of a bucket is whole
 
@@ -120,10 +129,10 @@ def file_bytes(path: Path) -> int:
 async def bench_appends(sc: Scrapes, path: Path) -> tuple[float, int, float]:
     """Today's path; returns (CPU s, bytes, one-series read CPU s)."""
     from storage.matchers import Matcher, MatchOp
-    from storage.model import SampleBatch
     from storage.sqlite import SQLiteStorage
 
     store = await SQLiteStorage.open(path)
+    store.frame_min_samples = 2**31  # today's path: no frames
     n_t, n_s = len(sc.series), len(sc.series[0])
     # the series index rows (first scrape) are written before the clock starts: both paths have them
     for t in range(n_t):
@@ -145,8 +154,11 @@ async def bench_appends(sc: Scrapes, path: Path) -> tuple[float, int, float]:
     return cpu, file_bytes(path), read
 
 
-def bench_frames(sc: Scrapes, path: Path, xor: bool) -> tuple[float, int, int]:
-    """(CPU s, file bytes, frame payload bytes)."""
+def bench_frames(sc: Scrapes, path: Path, codec: str) -> tuple[float, int, int]:
+    """(CPU s, file bytes, frame payload bytes); ``codec``: "xor" (XOR with the previous
+    frame, planes, zlib), "zlib" (zlib of the raw values), "raw" (the built path's)."""
+    from storage.frames import encode_values
+
     con = connect(path)
     con.executescript(FRAME_SCHEMA)
     n_t = len(sc.series)
@@ -159,7 +171,7 @@ def bench_frames(sc: Scrapes, path: Path, xor: bool) -> tuple[float, int, int]:
         ts = int(sc.timestamps[k])
         for t in range(n_t):
             v = sc.values[t][k]
-            data = encode_frame(v, prev[t] if xor else None)
+            data = encode_values(v) if codec == "raw" else encode_frame(v, prev[t] if codec == "xor" else None)
             prev[t] = v
             con.execute("BEGIN")
             con.execute("INSERT INTO frames VALUES (?,?,?,?,?)", (f"node/h{t}:9100", ts // BUCKET_MS, ts, t, data))
@@ -168,6 +180,68 @@ def bench_frames(sc: Scrapes, path: Path, xor: bool) -> tuple[float, int, int]:
     payload = int(con.execute("SELECT sum(length(data)) FROM frames").fetchone()[0])
     con.close()
     return cpu, file_bytes(path), payload
+
+
+@dataclass
+class Built:
+    """Figures of the built frame path (CPU in seconds)."""
+
+    write: float  # every write, the writer's own transpositions included
+    transpose: float  # their share (thread CPU of the writer's transpositions)
+    frames_left: int  # frames the writer had not transposed yet at the end (the head)
+    reads: dict[str, float]
+
+
+async def bench_built(sc: Scrapes, path: Path, span_ms: int) -> Built:
+    """The write path SQLiteStorage runs, the clock at each scrape's time."""
+    from storage.sqlite import FOREVER_MS, SQLiteStorage
+
+    clock = [int(sc.timestamps[0])]
+    store = await SQLiteStorage.open(path, now_ms=lambda: clock[0])
+    store.frame_span_ms = span_ms
+    spent = [0.0]
+    transpose = store._transpose_sync
+
+    def timed(before_ms: int) -> int:
+        t0 = time.thread_time()
+        try:
+            return transpose(before_ms)
+        finally:
+            spent[0] += time.thread_time() - t0
+
+    store._transpose_sync = timed  # type: ignore[method-assign]
+    n_t, n_s = len(sc.series), len(sc.series[0])
+    targets = [f"node/h{t}:9100" for t in range(n_t)]
+    for t in range(n_t):  # the index rows, as for today's path
+        await store.write(SampleBatch(targets[t], sc.series[t], [clock[0]] * n_s, sc.values[t][0].tolist()))
+    cpu0 = time.process_time()
+    for k in range(1, len(sc.timestamps)):
+        clock[0] = ts = int(sc.timestamps[k])
+        for t in range(n_t):
+            await store.write(SampleBatch(targets[t], sc.series[t], [ts] * n_s, sc.values[t][k].tolist()))
+    cpu = time.process_time() - cpu0
+    in_writes = spent[0]
+    left = await store.run_read(lambda con: int(con.execute("SELECT count(*) FROM raw_frames").fetchone()[0]))
+    end = int(sc.timestamps[-1]) + 1
+    start = end - 3_600_000
+    one = [sc.series[0][0].id]
+    many = [s.id for t in range(n_t) for s in sc.series[t][: 800 // n_t]]
+    reads = {}
+    for state in ("head", "chunks"):
+        if state == "chunks":
+            await store.transpose_frames(FOREVER_MS)
+        for name, ids in (("one", one), ("800", many)):
+
+            def read(con: sqlite3.Connection, ids: list[int] = ids) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+                return store.raw_samples(con, ids, start, end)
+
+            r0 = time.process_time()
+            got = await store.run_read(read)
+            reads[f"{name} {state}"] = time.process_time() - r0
+            assert len(got) == len(ids) and all(v[0].size == len(sc.timestamps) for v in got.values())
+    store.frame_span_ms = FOREVER_MS
+    await store.close()
+    return Built(cpu, in_writes, left, reads)
 
 
 def bench_frame_reads(sc: Scrapes, path: Path) -> tuple[float, float, int]:
@@ -257,8 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ringmon-write-path-") as tmp:
         d = Path(tmp)
         a_cpu, a_bytes, a_read = asyncio.run(bench_appends(sc, d / "appends.db"))
-        f_cpu, f_bytes, f_payload = bench_frames(sc, d / "frames.db", xor=True)
-        z_cpu, z_bytes, z_payload = bench_frames(sc, d / "frames_plain.db", xor=False)
+        f_cpu, f_bytes, f_payload = bench_frames(sc, d / "frames.db", "xor")
+        z_cpu, z_bytes, z_payload = bench_frames(sc, d / "frames_plain.db", "zlib")
+        r_cpu, r_bytes, r_payload = bench_frames(sc, d / "frames_raw.db", "raw")
+        built = {span: asyncio.run(bench_built(sc, d / f"built{span}.db", span * 60_000)) for span in (1, 5)}
         f_read, f_transpose, f_samples = bench_frame_reads(sc, d / "frames.db")
         e_cpu, e_bytes, e_samples = bench_encode_blocks(sc)
         h_append, h_flush, h_bytes = bench_head_chunks(sc, d / "heads.db")
@@ -272,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({f_payload / n:.2f} in the frames)")
     print(f"  frame per scrape, zlib of raw values  {us(z_cpu)}  {z_bytes / n:6.2f} bytes/sample on disk "
           f"({z_payload / n:.2f} in the frames)")
+    print(f"  frame per scrape, raw values (built)  {us(r_cpu)}  {r_bytes / n:6.2f} bytes/sample on disk "
+          f"({r_payload / n:.2f} in the frames)")
     print(f"  frames -> per-series columns (seal)   {us(f_transpose, f_samples)}  (decode + transpose a window)")
     print(f"  encode_block per series (seal, both)  {us(e_cpu, e_samples)}  {e_bytes / e_samples:6.2f} bytes/sample "
           f"sealed")
@@ -280,6 +358,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{8 * args.scrapes} bytes/series for {args.scrapes} raw samples")
     print(f"  one series, {args.scrapes} samples back: from appends {a_read * 1e3:.2f} ms CPU, from frames "
           f"{f_read * 1e3:.2f} ms CPU (its target's {args.series} series decoded)")
+    for span, b in built.items():
+        r = b.reads
+        print(f"  built: frames, {span}-min spans transposed  {us(b.write)} written (transposition "
+              f"{us(b.transpose)} of it), head left {b.frames_left} frames; last hour read CPU: one series "
+              f"{r['one head'] * 1e3:.2f} ms (all in chunks {r['one chunks'] * 1e3:.2f}), 800 series "
+              f"{r['800 head'] * 1e3:.1f} ms (all in chunks {r['800 chunks'] * 1e3:.1f})")
     return 0
 
 

@@ -11,6 +11,13 @@ It keeps the logical schema of the Cassandra backend at small scale:
   while a read steps over 20 times fewer rows at a 15 s scrape: SQLite's per-row work
   made a 10-minute read of 800 series 25 ms and an hour's 90 ms. A database written with
   the row-per-sample ``raw_samples`` table is converted when opened;
+- ``raw_frames`` / ``raw_layouts``: the head of the write path (issue #20). A batch's
+  samples are grouped by timestamp; a group of at least ``frame_min_samples`` that is not
+  late becomes ONE row per (target, ts) holding the values in the order of a layout
+  (``storage.frames``), the layout's series ids written once per layout. Other groups keep
+  the per-series upsert into ``raw_chunks``. The writer transposes closed 5-minute spans
+  of frames into ``raw_chunks`` in bulk (``transpose_frames``), and reads merge what is
+  still in frames (``raw_samples``), so every reader of raw chunks sees every sample;
 - ``raw_late``: one row per hour that got a late write (samples older than
   ``late_after_ms`` when written: a spool replay, a backfill) with the time of the newest
   such write, like Cassandra's ``raw_late``; the rollup job reseals those windows;
@@ -32,11 +39,13 @@ import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self, TypeVar
 
 import numpy as np
 
+from storage import frames as frames_codec
 from storage.base import DAY_MS, HOUR_MS, Resolution, RollupReader, SeriesData, Storage, StorageError
 from storage.matchers import Matcher, match_all, metric_name_of
 from storage.model import SampleBatch, Series
@@ -75,8 +84,36 @@ CREATE TABLE IF NOT EXISTS raw_late (
     hour       INTEGER PRIMARY KEY,
     written_at INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
+CREATE TABLE IF NOT EXISTS raw_frames (
+    target    TEXT NOT NULL,
+    ts        INTEGER NOT NULL,
+    layout_id INTEGER NOT NULL,
+    data      BLOB NOT NULL,
+    PRIMARY KEY (target, ts)
+);
+CREATE INDEX IF NOT EXISTS raw_frames_ts ON raw_frames (ts);
+CREATE TABLE IF NOT EXISTS raw_layouts (
+    target     TEXT NOT NULL,
+    layout_id  INTEGER NOT NULL,
+    series_ids BLOB NOT NULL,
+    seen_ms    INTEGER NOT NULL,
+    PRIMARY KEY (target, layout_id)
+);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '2');
+UPDATE meta SET value = '2' WHERE key = 'schema_version' AND CAST(value AS INTEGER) < 2;
 """
+SCHEMA_VERSION = 2
+FOREVER_MS = 2**62
+LAYOUT_REASSERT_MS = 3_600_000  # a writer re-dates the layouts it uses this often (retention keeps them)
+CACHE_LIMIT = 20_000  # layouts cached per store before the caches start over
+UPSERT_FRAME = (
+    "INSERT INTO raw_frames (target, ts, layout_id, data) VALUES (?,?,?,?)"
+    " ON CONFLICT (target, ts) DO UPDATE SET data = excluded.data WHERE layout_id = excluded.layout_id"
+)
+UPSERT_LAYOUT = (
+    "INSERT INTO raw_layouts (target, layout_id, series_ids, seen_ms) VALUES (?,?,?,?)"
+    " ON CONFLICT (target, layout_id) DO UPDATE SET seen_ms = max(seen_ms, excluded.seen_ms)"
+)
 
 
 def _floats_to_bits(values: Sequence[float]) -> list[int]:
@@ -199,6 +236,40 @@ def _convert_raw_samples(con: sqlite3.Connection) -> None:
     log.info("raw samples of %d series converted in %.1f s", len(ids), time.monotonic() - started)
 
 
+@dataclass(slots=True)
+class _LayoutState:
+    """What a writer knows of one of its targets' layouts: whether it fits a frame, when
+    it last dated its row, the day its series were last indexed."""
+
+    ok: bool
+    asserted_ms: int
+    day: int = -1
+
+
+@dataclass(slots=True)
+class _Frame:
+    """One timestamp group of a batch planned as a frame."""
+
+    ts: int
+    rows: list[int] | None  # positions in the batch (None: all of it)
+    ids: np.ndarray  # series ids in layout order
+    layout: int
+    state: _LayoutState | None
+
+
+def _ts_groups(timestamps: list[int]) -> dict[int, list[int] | None]:
+    """Positions per timestamp (None: every sample has the first one, a scrape's usual case)."""
+    t0 = timestamps[0]
+    if timestamps.count(t0) == len(timestamps):
+        return {t0: None}
+    groups: dict[int, list[int] | None] = {}
+    for k, t in enumerate(timestamps):
+        rows = groups.setdefault(t, [])
+        assert rows is not None
+        rows.append(k)
+    return groups
+
+
 class SQLiteStorage(Storage):
     """Storage in one SQLite file. ``SQLiteStorage.open(path)`` creates it if needed.
 
@@ -206,6 +277,12 @@ class SQLiteStorage(Storage):
     """
 
     late_after_ms: int = 60_000
+    # Frames (see the module docstring): a timestamp group of at least ``frame_min_samples``
+    # becomes a frame; the writer transposes the frames older than a whole ``frame_span_ms``
+    # that ended ``frame_grace_ms`` ago, at most once per ``frame_span_ms``.
+    frame_min_samples: int = frames_codec.FRAME_MIN_SAMPLES
+    frame_span_ms: int = RAW_CHUNK_MS
+    frame_grace_ms: int = 60_000
 
     def __init__(self, path: str | Path, now_ms: Callable[[], int] | None = None) -> None:
         self.path = str(path)
@@ -219,6 +296,12 @@ class SQLiteStorage(Storage):
         self._cons_lock = threading.Lock()
         self._known_days: set[tuple[int, int]] = set()  # (series_id, day) already indexed
         self._series_cache: dict[int, Series] = {}
+        self._series_target: dict[int, str] = {}  # for reads of frames
+        self._layouts: dict[tuple[str, int], _LayoutState] = {}  # the writer's
+        self._layout_ids: dict[tuple[str, int], np.ndarray] = {}
+        self._layout_pos: dict[tuple[str, int], dict[int, int]] = {}
+        self._transposed_at = 0
+        self._frames_written = False
         self._closed = False
         with self._connect() as con:
             con.executescript(SCHEMA)
@@ -280,20 +363,10 @@ class SQLiteStorage(Storage):
 
     def _write_sync(self, batch: SampleBatch) -> None:
         con = self._con()
-        new_series = []
-        new_days = []
-        bits = _floats_to_bits(batch.values)
-        for s, ts in zip(batch.series, batch.timestamps, strict=True):
-            day = ts // DAY_MS
-            key = (s.id, day)
-            if key not in self._known_days:
-                self._known_days.add(key)
-                if s.id not in self._series_cache:
-                    self._series_cache[s.id] = s
-                    new_series.append((s.id, s.metric, json.dumps(s.labels), batch.target))
-                new_days.append((day, s.metric, s.id))
-        rows = raw_chunk_rows([s.id for s in batch.series], batch.timestamps, bits)
         now = self.now_ms()
+        ids = [s.id for s in batch.series]
+        frames, rest = self._plan_frames(batch.target, ids, batch.timestamps, now - self.late_after_ms)
+        new_series, new_days = self._index_rows(batch, rest, frames)
         cutoff = now - self.late_after_ms
         late = sorted({ts // HOUR_MS for ts in batch.timestamps if ts < cutoff}) if min(batch.timestamps) < cutoff else []
         con.execute("BEGIN")
@@ -307,7 +380,11 @@ class SQLiteStorage(Storage):
                 con.executemany(
                     "INSERT OR IGNORE INTO series_day (day, metric, series_id) VALUES (?,?,?)", new_days
                 )
-            con.executemany(APPEND_RAW, rows)
+            frames = self._check_layouts(con, batch.target, frames, rest, now)
+            if rest:
+                self._append_rest(con, batch, ids, rest)
+            for f in frames:
+                self._put_frame(con, batch, f)
             if late:
                 con.executemany(
                     "INSERT INTO raw_late (hour, written_at) VALUES (?, ?) ON CONFLICT (hour)"
@@ -317,21 +394,228 @@ class SQLiteStorage(Storage):
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
-            # The index cache may now claim rows that were rolled back; forget it.
+            # The index and layout caches may now claim rows that were rolled back; forget them.
             self._known_days.clear()
+            self._layouts.clear()
             raise
+        for f in frames:
+            assert f.state is not None
+            f.state.day = f.ts // DAY_MS
+        self._frames_written |= bool(frames)
+        self._maybe_transpose(now)
+
+    def _plan_frames(
+        self, target: str, ids: list[int], timestamps: list[int], cutoff: int
+    ) -> tuple[list[_Frame], list[int]]:
+        """The batch's timestamp groups that become frames, and the positions of the rest
+        (small groups, late samples, layouts known not to fit) for the per-series path."""
+        frames: list[_Frame] = []
+        rest: list[int] = []
+        for ts, rows in _ts_groups(timestamps).items():
+            size = len(ids) if rows is None else len(rows)
+            if size < self.frame_min_samples or ts < cutoff:
+                rest.extend(range(size) if rows is None else rows)
+                continue
+            gids = np.array(ids if rows is None else [ids[k] for k in rows], dtype=np.int64)
+            lid = frames_codec.layout_id(gids)
+            state = self._layouts.get((target, lid))
+            if state is not None and not state.ok:
+                rest.extend(range(size) if rows is None else rows)
+                continue
+            frames.append(_Frame(ts, rows, gids, lid, state))
+        return frames, rest
+
+    def _index_rows(
+        self, batch: SampleBatch, rest: list[int], frames: list[_Frame]
+    ) -> tuple[list[tuple[int, str, str, str]], list[tuple[int, str, int]]]:
+        """New ``series`` and ``series_day`` rows of the batch. A frame whose layout was
+        indexed for its day by this store already is skipped whole."""
+        positions: list[int] | range = rest
+        todo = [f for f in frames if f.state is None or f.state.day != f.ts // DAY_MS]
+        if todo:
+            positions = list(rest)
+            for f in todo:
+                positions.extend(range(len(batch)) if f.rows is None else f.rows)
+        elif not rest:
+            return [], []
+        new_series = []
+        new_days = []
+        for k in positions:
+            s = batch.series[k]
+            day = batch.timestamps[k] // DAY_MS
+            key = (s.id, day)
+            if key not in self._known_days:
+                self._known_days.add(key)
+                if s.id not in self._series_cache:
+                    self._series_cache[s.id] = s
+                    new_series.append((s.id, s.metric, json.dumps(s.labels), batch.target))
+                new_days.append((day, s.metric, s.id))
+        return new_series, new_days
+
+    def _check_layouts(
+        self, con: sqlite3.Connection, target: str, frames: list[_Frame], rest: list[int], now: int
+    ) -> list[_Frame]:
+        """Write the layout rows of new layouts (and re-date old ones hourly) after checking
+        they fit a frame: distinct series, all of this target (reads find a series' frames by
+        its target). A group whose layout does not fit joins ``rest``."""
+        out = []
+        for f in frames:
+            if f.state is None or now - f.state.asserted_ms >= LAYOUT_REASSERT_MS:
+                ok = f.state.ok if f.state is not None else self._layout_fits(con, target, f.ids)
+                if ok:
+                    con.execute(UPSERT_LAYOUT, (target, f.layout, frames_codec.encode_layout(f.ids), now))
+                if len(self._layouts) >= CACHE_LIMIT:
+                    self._layouts.clear()
+                f.state = self._layouts[(target, f.layout)] = _LayoutState(ok, now)
+            if f.state.ok:
+                out.append(f)
+            else:
+                rest.extend(range(f.ids.size) if f.rows is None else f.rows)
+        return out
+
+    @staticmethod
+    def _layout_fits(con: sqlite3.Connection, target: str, ids: np.ndarray) -> bool:
+        if np.unique(ids).size != ids.size:
+            return False
+        found = 0
+        as_list = ids.tolist()
+        for i in range(0, len(as_list), IN_LIST):
+            part = as_list[i : i + IN_LIST]
+            q = f"SELECT count(*) FROM series WHERE target = ? AND series_id IN ({','.join('?' * len(part))})"
+            found += con.execute(q, (target, *part)).fetchone()[0]
+        return found == ids.size
+
+    def _append_rest(self, con: sqlite3.Connection, batch: SampleBatch, ids: list[int], rest: list[int]) -> None:
+        """The per-series path. A frame of this target at one of these timestamps is older
+        than these samples: it is moved into the chunks first, so the later write wins."""
+        ts = [batch.timestamps[k] for k in rest]
+        self._move_frames(con, batch.target, set(ts))
+        bits = _floats_to_bits([batch.values[k] for k in rest])
+        con.executemany(APPEND_RAW, raw_chunk_rows([ids[k] for k in rest], ts, bits))
+
+    def _put_frame(self, con: sqlite3.Connection, batch: SampleBatch, f: _Frame) -> None:
+        vals = batch.values if f.rows is None else [batch.values[k] for k in f.rows]
+        row = (batch.target, f.ts, f.layout, frames_codec.encode_values(vals))
+        if con.execute(UPSERT_FRAME, row).rowcount == 0:
+            # the scrape's timestamp holds a frame of another layout: that one is older
+            self._move_frames(con, batch.target, {f.ts})
+            con.execute(UPSERT_FRAME, row)
+
+    # -- frames -> chunks -------------------------------------------------------------------
+
+    def _maybe_transpose(self, now: int) -> None:
+        if now - self._transposed_at < self.frame_span_ms:
+            return
+        self._transposed_at = now
+        before = (now - self.frame_grace_ms) // self.frame_span_ms * self.frame_span_ms
+        try:
+            self._transpose_sync(before)
+        except sqlite3.Error:  # the frames stay readable where they are; the next pass retries
+            log.exception("transposing frames before %d failed", before)
+
+    async def transpose_frames(self, before_ms: int) -> int:
+        """Move every frame older than ``before_ms`` into the per-series raw chunks, in one
+        transaction (a sample is always in exactly one of the two). Returns the frames moved.
+        The writer does this itself after writes, at most once per ``frame_span_ms``."""
+        return await self._run(self._writer, self._transpose_sync, before_ms)
+
+    def _transpose_sync(self, before_ms: int) -> int:
+        con = self._con()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            moved = 0
+            targets = [t for (t,) in con.execute("SELECT DISTINCT target FROM raw_frames WHERE ts < ?", (before_ms,))]
+            for target in targets:
+                rows = con.execute(
+                    "SELECT ts, layout_id, data FROM raw_frames WHERE target = ? AND ts < ? ORDER BY ts",
+                    (target, before_ms),
+                ).fetchall()
+                self._transpose_rows(con, target, rows)
+                moved += len(rows)
+            con.execute("DELETE FROM raw_frames WHERE ts < ?", (before_ms,))
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return moved
+
+    def _move_frames(self, con: sqlite3.Connection, target: str, ts: set[int]) -> None:
+        """Transpose the frames of ``target`` at these timestamps now (in the caller's transaction)."""
+        found = [
+            t
+            for (t,) in con.execute(
+                "SELECT ts FROM raw_frames WHERE target = ? AND ts BETWEEN ? AND ?", (target, min(ts), max(ts))
+            )
+            if t in ts
+        ]
+        if not found:
+            return
+        rows: list[tuple[int, int, bytes]] = []
+        for t in sorted(found):
+            rows.extend(
+                con.execute("SELECT ts, layout_id, data FROM raw_frames WHERE target = ? AND ts = ?", (target, t))
+            )
+        self._transpose_rows(con, target, rows)
+        con.executemany("DELETE FROM raw_frames WHERE target = ? AND ts = ?", [(target, t) for t in found])
+
+    def _transpose_rows(self, con: sqlite3.Connection, target: str, rows: list[tuple[int, int, bytes]]) -> None:
+        """Append frames (time-ordered ``(ts, layout id, data)`` of one target) to the
+        per-series chunks: the frame matrix transposed, one row per series and span."""
+        lids = sorted({r[1] for r in rows})
+        index = {lid: i for i, lid in enumerate(lids)}
+        layouts = [self._layout(con, target, lid) for lid in lids]
+        ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        which = np.fromiter((index[r[1]] for r in rows), dtype=np.int64, count=len(rows))
+        ids, bits, present = frames_codec.union_matrix(layouts, which, [r[2] for r in rows])
+        sids = ids.tolist()
+        out: list[tuple[int, int, bytes]] = []
+        for start, a, b in frames_codec.span_bounds(ts, RAW_CHUNK_MS):
+            rec = np.empty((len(sids), b - a), dtype=RAW_RECORD)
+            rec["ts"] = ts[a:b]
+            rec["bits"] = bits[a:b].T
+            if present is None:
+                out.extend((sid, start, rec[c].tobytes()) for c, sid in enumerate(sids))
+                continue
+            keep = np.ascontiguousarray(present[a:b].T)
+            for c, sid in enumerate(sids):
+                if keep[c].any():
+                    out.append((sid, start, rec[c][keep[c]].tobytes()))
+        con.executemany(APPEND_RAW, out)
+
+    def _layout(self, con: sqlite3.Connection, target: str, lid: int) -> np.ndarray:
+        """A layout's series ids (cached: a layout id is the hash of its ids, never reused)."""
+        ids = self._layout_ids.get((target, lid))
+        if ids is None:
+            row = con.execute(
+                "SELECT series_ids FROM raw_layouts WHERE target = ? AND layout_id = ?", (target, lid)
+            ).fetchone()
+            if row is None:
+                raise StorageError(f"sqlite {self.path}: layout {lid} of the frames of {target} is missing")
+            if len(self._layout_ids) >= CACHE_LIMIT:
+                self._layout_ids.clear()
+                self._layout_pos.clear()
+            ids = self._layout_ids[(target, lid)] = frames_codec.decode_layout(row[0])
+        return ids
 
     async def delete_raw_before(self, ts_ms: int) -> int:
-        """Retention: drop raw samples older than ``ts_ms`` (whole days only). Returns the
-        number of raw chunks (series x 5 minutes) deleted."""
+        """Retention: drop raw samples older than ``ts_ms`` (whole days only), in chunks and
+        in frames, and the layouts no frame uses that no writer dated in the last day.
+        Returns the number of raw chunks (series x 5 minutes) and frames deleted."""
 
         def run(con: sqlite3.Connection) -> int:
             day = ts_ms // DAY_MS
             cur = con.execute("DELETE FROM raw_chunks WHERE start_ts < ?", (day * DAY_MS,))
+            frames = con.execute("DELETE FROM raw_frames WHERE ts < ?", (day * DAY_MS,))
+            con.execute(
+                "DELETE FROM raw_layouts WHERE seen_ms < ? AND NOT EXISTS (SELECT 1 FROM raw_frames f"
+                " WHERE f.target = raw_layouts.target AND f.layout_id = raw_layouts.layout_id)",
+                (min(ts_ms, self.now_ms() - DAY_MS),),
+            )
             con.execute("DELETE FROM series_day WHERE day < ?", (day,))
             con.execute("DELETE FROM raw_late WHERE hour < ?", (day * DAY_MS // HOUR_MS,))
             self._known_days = {k for k in self._known_days if k[1] >= day}
-            return cur.rowcount
+            self._layouts.clear()
+            return int(cur.rowcount) + int(frames.rowcount)
 
         return await self.run_write(run)
 
@@ -366,8 +650,93 @@ class SQLiteStorage(Storage):
     def _select_sync(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
         con = self._con()
         found = self._lookup_series(con, matchers, start_ms, end_ms)
-        samples = raw_samples_of(con, [s.id for s in found], start_ms, end_ms + 1)
+        samples = self.raw_samples(con, [s.id for s in found], start_ms, end_ms + 1)
         return [SeriesData(s, *samples[s.id], Resolution.RAW) for s in found if s.id in samples]
+
+    def raw_samples(
+        self, con: sqlite3.Connection, series_ids: Sequence[int], start_ms: int, end_ms: int
+    ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """``raw_samples_of`` with the samples still in frames merged in (a frame's sample
+        wins over a chunk's of the same timestamp: it is the later write), in one read
+        transaction, so a transposition committing meanwhile neither hides nor doubles any."""
+        own = not con.in_transaction
+        if own:
+            con.execute("BEGIN")
+        try:
+            out = raw_samples_of(con, series_ids, start_ms, end_ms)
+            head = con.execute("SELECT 1 FROM raw_frames WHERE ts >= ? AND ts < ? LIMIT 1", (start_ms, end_ms))
+            if series_ids and head.fetchone() is not None:
+                for sid, (ts, vals) in self._frame_samples(con, series_ids, start_ms, end_ms).items():
+                    old = out.get(sid)
+                    out[sid] = (ts, vals) if old is None else frames_codec.merge_newer(*old, ts, vals)
+        finally:
+            if own:
+                con.execute("COMMIT")
+        return out
+
+    def _targets_of(self, con: sqlite3.Connection, series_ids: Sequence[int]) -> dict[str, list[int]]:
+        """The series grouped by their target (the ``series`` table's, cached)."""
+        missing = [i for i in series_ids if i not in self._series_target]
+        for chunk in range(0, len(missing), IN_LIST):
+            part = missing[chunk : chunk + IN_LIST]
+            q = f"SELECT series_id, target FROM series WHERE series_id IN ({','.join('?' * len(part))})"
+            self._series_target.update(con.execute(q, part).fetchall())
+        out: dict[str, list[int]] = {}
+        for sid in series_ids:
+            target = self._series_target.get(sid)
+            if target is not None:
+                out.setdefault(target, []).append(sid)
+        return out
+
+    def _frame_samples(
+        self, con: sqlite3.Connection, series_ids: Sequence[int], start_ms: int, end_ms: int
+    ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Samples in [start_ms, end_ms) of the series in frames: per target one range read
+        of its frames, a column per series asked for (a few are sliced out of each frame, so
+        one series of a wide target costs its frames' rows, not their width)."""
+        out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for target, sids in self._targets_of(con, series_ids).items():
+            rows = con.execute(
+                "SELECT ts, layout_id, data FROM raw_frames WHERE target = ? AND ts >= ? AND ts < ? ORDER BY ts",
+                (target, start_ms, end_ms),
+            ).fetchall()
+            if rows:
+                self._columns_of(con, target, sids, rows, out)
+        return out
+
+    def _columns_of(
+        self,
+        con: sqlite3.Connection,
+        target: str,
+        sids: list[int],
+        rows: list[tuple[int, int, bytes]],
+        out: dict[int, tuple[np.ndarray, np.ndarray]],
+    ) -> None:
+        by_layout: dict[int, list[int]] = {}
+        for k, r in enumerate(rows):
+            by_layout.setdefault(r[1], []).append(k)
+        ts_all = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        pieces: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for lid, ks in by_layout.items():
+            pos = self._layout_pos.get((target, lid))
+            if pos is None:
+                ids = self._layout(con, target, lid)
+                pos = self._layout_pos[(target, lid)] = {sid: c for c, sid in enumerate(ids.tolist())}
+            want = [(sid, pos[sid]) for sid in sids if sid in pos]
+            if not want:
+                continue
+            cols = frames_codec.frame_columns([rows[k][2] for k in ks], len(pos), [c for _, c in want])
+            ts = ts_all if len(ks) == len(rows) else ts_all[ks]
+            for j, (sid, _) in enumerate(want):
+                pieces.setdefault(sid, []).append((ts, cols[:, j]))
+        for sid, ps in pieces.items():
+            if len(ps) == 1:
+                ts, bits = ps[0][0], np.ascontiguousarray(ps[0][1])
+            else:  # layouts changed within the range: a target's frames have distinct timestamps
+                ts = np.concatenate([p[0] for p in ps])
+                order = np.argsort(ts, kind="stable")
+                ts, bits = ts[order], np.concatenate([p[1] for p in ps])[order]
+            out[sid] = (ts, bits.view(np.float64))
 
     def _series_of_metric(self, con: sqlite3.Connection, metric: str) -> list[int]:
         """Ids of every series of ``metric`` ever written (labels cached on the way)."""
@@ -411,8 +780,13 @@ class SQLiteStorage(Storage):
     async def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
         loop = asyncio.get_running_loop()
+        if self._frames_written:  # leave a clean file: every frame this store wrote in the chunks
+            try:
+                await self.transpose_frames(FOREVER_MS)
+            except StorageError as exc:
+                log.warning("frames left in %s at close (readable, transposed on the next write): %s", self.path, exc)
+        self._closed = True
         for pool in (self._writer, self._reader):
             await loop.run_in_executor(None, pool.shutdown, True)  # running reads and writes finish
         with self._cons_lock:

@@ -38,7 +38,7 @@ from storage.model import Series
 from storage.rollup import Rollup
 from storage.rollup_job import RollupRows, SealedBlock
 from storage.schema import DEFAULT_TTLS_S
-from storage.sqlite import IN_LIST, SQLiteStorage, raw_samples_of, series_from_row
+from storage.sqlite import IN_LIST, SQLiteStorage, series_from_row
 
 T = TypeVar("T")
 
@@ -159,7 +159,7 @@ class SQLiteRollupMixin:
                 if sid % shards == shard
             }
             out = []
-            samples = raw_samples_of(con, sorted(ids), start_ms, end_ms)
+            samples = self.raw_samples(con, sorted(ids), start_ms, end_ms)  # type: ignore[attr-defined]
             none = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
             for sid in sorted(ids):
                 ts, vals = samples.get(sid, none)

@@ -1,0 +1,111 @@
+"""Scrape frames: one scrape of one target stored as one row (issue #20's write path).
+
+A frame holds the values of one scrape (one target, one timestamp) in the order of its
+layout: the target's series ids in scrape order. The layout id is a hash of that order, so
+a target writes its layout once and each frame names it. The codec is the values' float64
+bit patterns, little-endian and uncompressed: frames are a short head (minutes) before the
+store transposes them into per-series chunks, so cheap CPU matters more than bytes, and a
+read of one column slices 8 bytes out of each frame without decoding the rest
+(``bench/write_path.py`` measures zlib and byte planes beside it).
+
+Pure NumPy: the stores keep frames in their own tables (``storage/sqlite.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+# A timestamp group of a batch with fewer samples than this keeps the per-series path.
+FRAME_MIN_SAMPLES = 8
+_BITS = np.dtype("<i8")
+FEW_COLUMNS = 4  # up to this many columns are sliced out of each frame, more through the whole matrix
+
+
+def layout_id(ids: np.ndarray) -> int:
+    """The layout id of series ids in scrape order: a signed 64-bit hash of their bytes."""
+    digest = hashlib.blake2b(np.ascontiguousarray(ids, dtype=_BITS).tobytes(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def encode_layout(ids: np.ndarray) -> bytes:
+    return np.ascontiguousarray(ids, dtype=_BITS).tobytes()
+
+
+def decode_layout(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype=_BITS).astype(np.int64)
+
+
+def encode_values(values: Sequence[float] | np.ndarray) -> bytes:
+    """A frame's payload: the values' 64-bit patterns in layout order (NaN payloads kept)."""
+    return np.asarray(values, dtype=np.float64).astype("<f8", copy=False).tobytes()
+
+
+def frame_matrix(datas: Sequence[bytes], width: int) -> np.ndarray:
+    """frames x series int64 bit patterns of frames sharing one layout of ``width`` series."""
+    joined = b"".join(datas)
+    if len(joined) != 8 * width * len(datas):
+        raise ValueError(f"frames of {len(joined)} bytes do not hold {len(datas)} x {width} values")
+    return np.frombuffer(joined, dtype=_BITS).reshape(len(datas), width).astype(np.int64, copy=False)
+
+
+def frame_columns(datas: Sequence[bytes], width: int, cols: Sequence[int]) -> np.ndarray:
+    """frames x len(cols) bit patterns of some columns: a few are sliced out of each frame
+    (8 bytes each, whatever the frame's width), many through the whole matrix."""
+    if len(cols) <= FEW_COLUMNS and len(cols) * 8 < width:
+        out = np.empty((len(datas), len(cols)), dtype=np.int64)
+        for j, c in enumerate(cols):
+            out[:, j] = np.frombuffer(b"".join(d[8 * c : 8 * c + 8] for d in datas), dtype=_BITS)
+        return out
+    return frame_matrix(datas, width)[:, list(cols)]
+
+
+def union_matrix(
+    layouts: Sequence[np.ndarray], which: np.ndarray, datas: Sequence[bytes]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One target's frames (in time order) as (series ids, frames x series bits, presence
+    or None when every frame has every series). ``which[k]`` is frame k's layout index."""
+    if len(layouts) == 1:
+        return layouts[0], frame_matrix(datas, layouts[0].size), None
+    ids = np.unique(np.concatenate(layouts))
+    bits = np.zeros((len(datas), ids.size), dtype=np.int64)
+    present = np.zeros((len(datas), ids.size), dtype=bool)
+    for li, lay in enumerate(layouts):
+        rows = np.flatnonzero(which == li)
+        if rows.size:
+            cols = np.searchsorted(ids, lay)
+            bits[np.ix_(rows, cols)] = frame_matrix([datas[r] for r in rows.tolist()], lay.size)
+            present[np.ix_(rows, cols)] = True
+    return ids, bits, present
+
+
+def span_bounds(ts: np.ndarray, span_ms: int) -> list[tuple[int, int, int]]:
+    """(span start, first, end) row ranges of time-ordered ``ts`` per span of ``span_ms``:
+    the frames whose transposition makes one chunk row per series."""
+    if not ts.size:
+        return []
+    starts = ts - ts % span_ms
+    cuts = [0, *(np.flatnonzero(starts[1:] != starts[:-1]) + 1).tolist(), int(ts.size)]
+    return [(int(starts[a]), a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+
+
+def merge_newer(
+    ts_old: np.ndarray, v_old: np.ndarray, ts_new: np.ndarray, v_new: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two ordered, duplicate-free sample runs as one; on an equal timestamp ``new`` wins
+    (frames are always newer than the chunk samples of their timestamps)."""
+    if not ts_old.size:
+        return ts_new, v_new
+    if not ts_new.size:
+        return ts_old, v_old
+    if ts_old[-1] < ts_new[0]:
+        return np.concatenate([ts_old, ts_new]), np.concatenate([v_old, v_new])
+    ts = np.concatenate([ts_old, ts_new])
+    vals = np.concatenate([v_old.view(np.int64), v_new.view(np.int64)])
+    order = np.argsort(ts, kind="stable")
+    ts, vals = ts[order], vals[order]
+    last = np.ones(ts.size, dtype=bool)
+    last[:-1] = ts[1:] != ts[:-1]
+    return ts[last], vals[last].view(np.float64)
