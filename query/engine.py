@@ -28,7 +28,8 @@ from query.budget import (
 )
 from query.errors import QueryError, QueryInputError, QueryLimitError, QueryMemoryError, QueryTimeoutError
 from query.isolation import Isolator
-from query.resolution import TWO_POINT_FUNCTIONS, SelectorUse, SourceResolution
+from query.promjson import INFO_PREFIX
+from query.resolution import RATE_FUNCTIONS, TWO_POINT_FUNCTIONS, SelectorUse, SourceResolution, kept_at
 from query.resolution import choose as choose_source
 from query.result import QueryResult, ResultSeries
 from query.rollup_tail import (
@@ -55,6 +56,7 @@ from query.values import (
 from storage.base import (
     AGGREGATES,
     MINUTE_MS,
+    RATE_AGGREGATES,
     HistogramSamples,
     Resolution,
     SeriesData,
@@ -94,6 +96,11 @@ class FetchPlan:
     flat: "FlatSeries | None" = None
     # Warnings about the resolution this select reads (query.resolution.choose).
     notes: set[str] = field(default_factory=set)
+    # Set when rollups answer rate/increase/delta exactly only if their buckets have the rate
+    # aggregates (rows written before them do not): read raw instead (True: raw is kept), or
+    # the warning to give instead of the exactness note.
+    raw_unless_rate_known: bool = False
+    unknown_rate_note: str | None = None
 
     @property
     def bucket_ms(self) -> int:
@@ -205,6 +212,17 @@ def _flat_parts(
     offsets[1:] = np.cumsum(counts)
     agg = PieceColumns(pieces, built, names)
     return FlatSeries([e[0] for e in ordered], ts, bucket_values(agg, len(ts)), offsets, agg)
+
+
+def _lacks_rate_aggregates(plan: FetchPlan) -> bool:
+    """Whether a plan that needs the buckets' rate aggregates read buckets written before them
+    (a NaN ``correction``: ``storage.base.ADDED_IN_V5``)."""
+    if not (plan.raw_unless_rate_known or plan.unknown_rate_note):
+        return False
+    if plan.flat is not None:
+        agg = plan.flat.agg
+        return agg is not None and "correction" in agg.keys() and bool(np.isnan(agg["correction"]).any())
+    return any(d.agg is not None and "correction" in d.agg and bool(np.isnan(d.agg["correction"]).any()) for d in plan.data)
 
 
 def _flat_rows(rows: Rows, resolution: Resolution) -> FlatSeries:
@@ -490,14 +508,28 @@ def value_points(value: Value) -> int:
 # The rollup aggregates a function reads when its range selector reads rollups (functions
 # not listed read the buckets' last values: a plan with one of them reads every column).
 ROLLUP_COLUMNS: dict[str, frozenset[str]] = {
-    "rate": frozenset({"increase"}),
-    "increase": frozenset({"increase"}),
+    # (``increase``: the approximation for buckets written before the rate aggregates)
+    "rate": frozenset({*RATE_AGGREGATES, "increase"}),
+    "increase": frozenset({*RATE_AGGREGATES, "increase"}),
+    "delta": frozenset(RATE_AGGREGATES),
     "sum_over_time": frozenset({"sum"}),
     "count_over_time": frozenset({"count"}),
     "avg_over_time": frozenset({"sum", "count"}),
     "min_over_time": frozenset({"min"}),
     "max_over_time": frozenset({"max"}),
 }
+
+
+def _rate_fallback(plan: FetchPlan, func: str, res: Resolution, kept: Resolution) -> None:
+    """Note what a plan whose rollups answer ``func`` (rate/increase/delta) exactly does with
+    buckets written before they kept the rate aggregates: read raw (kept) or warn."""
+    if kept is Resolution.RAW:
+        plan.raw_unless_rate_known = True
+    else:
+        plan.unknown_rate_note = (
+            f"{func}() answered from {res.value} rollups written before they kept what it needs: "
+            "the result is approximate"
+        )
 
 
 def _plan_fetches(
@@ -516,11 +548,13 @@ def _plan_fetches(
 
     def need(sel: P.VectorSel, lo: int, hi: int, window_ms: int | None) -> None:
         res, note = Resolution.RAW, None
+        rate_exact = False
         if ev.downsample and sel.modifier is None:
             hint = step_ms if window_ms is None else (min(step_ms, window_ms) if step_ms else 0)
             at = ev.at_ms(sel.at)
             use = SelectorUse(func, window_ms, (tmin if at is None else at) - sel.offset_ms, 0 if at is not None else step_ms)
             res, note = choose_source(ev.source, lo - ev.res_shift_ms, ev.now_ms, hint, use)
+            rate_exact = func in RATE_FUNCTIONS and use.exact(res) and res is not Resolution.RAW
         if res is not Resolution.RAW:
             # Over rollups a window is at least one bucket (two for functions of two samples),
             # and a plain selector looks back at least a bucket (eval_matrix, eval_selector).
@@ -542,6 +576,8 @@ def _plan_fetches(
             plan.columns = None if plan.columns is None or cols is None else plan.columns | cols
         if note is not None:
             plan.notes.add(note)
+        if rate_exact:
+            _rate_fallback(plan, func or "", res, kept_at(lo - ev.res_shift_ms, ev.now_ms))
 
     if isinstance(node, P.VectorSel):
         at = ev.at_ms(node.at)
@@ -824,7 +860,13 @@ class Engine:
             if time.monotonic() >= self._rollups_unavailable_until:
                 try:
                     await self._fetch_rollup(plan)
-                    return
+                    if not _lacks_rate_aggregates(plan):
+                        return
+                    if not plan.raw_unless_rate_known:
+                        plan.notes = {n for n in plan.notes if not n.startswith(INFO_PREFIX)}
+                        plan.notes.add(plan.unknown_rate_note or "")
+                        return
+                    plan.flat = None  # (read raw below: those buckets answer only approximately)
                 except StorageError:
                     # The store keeps no rollups: read raw samples (and stop asking for a while).
                     self._rollups_unavailable_until = time.monotonic() + 60.0

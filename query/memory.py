@@ -16,7 +16,7 @@ import numpy as np
 from cachetools import LRUCache
 
 from query.histogram import FloatHistogram, decode_ref, encode_ref
-from storage.base import HOUR_MS, MINUTE_MS, Resolution, SeriesData, Storage, StorageError
+from storage.base import ADDED_IN_V5, HOUR_MS, MINUTE_MS, Resolution, SeriesData, Storage, StorageError
 from storage.matchers import Matcher, match_all
 from storage.model import SampleBatch, Series
 from storage.rollup import rollup_raw, rollup_rollup
@@ -155,9 +155,13 @@ class MemoryStorage(Storage):
         self._selections.clear()
 
     def put_rollup(self, data: SeriesData) -> None:
-        """Store precomputed rollup rows for one series at ``data.resolution``."""
+        """Store precomputed rollup rows for one series at ``data.resolution`` (without the
+        rate aggregates, ``storage.base.ADDED_IN_V5``: as rows written before them, NaN)."""
         if data.resolution is Resolution.RAW or data.agg is None:
             raise StorageError("put_rollup needs 1m/1h data with its aggregate columns")
+        if any(n not in data.agg for n in ADDED_IN_V5):  # rows as written before those existed
+            agg = {n: np.full(len(data), np.nan) for n in ADDED_IN_V5} | dict(data.agg)
+            data = SeriesData(data.series, data.timestamps, data.values, data.resolution, agg)
         self._rollups.setdefault(data.resolution, {})[data.series.id] = data
         self._selections.clear()
 

@@ -4,13 +4,15 @@ user is told about it.
 The rules (docs/ARCHITECTURE.md, "Query resolution"):
 
 - ``auto`` (the default) while the selector's range is within raw retention: a rollup serves
-  only a range function it answers exactly - ``sum/count/min/max/avg/last/present_over_time``
-  and ``absent_over_time`` - and only when every window is whole buckets. A bucket holds the
+  only a range function it answers exactly - ``sum/count/min/max/avg/last/present_over_time``,
+  ``absent_over_time`` and ``rate/increase/delta`` (the buckets keep what their extrapolation
+  reads: ``query.rollup_rate``) - and only when every window is whole buckets. A bucket holds the
   samples of ``[b, b + step)``; PromQL's window is ``(t - range, t]``; they coincide only when
   ``t + 1`` is a bucket boundary (``t`` ends in ``:59.999`` for 1m buckets) and the range is a
-  whole number of buckets. Everything else (rate/increase/delta, whose extrapolation needs each
-  window's first and last sample times, irate, deriv, stddev, quantiles, timestamp(), plain
-  selectors, subqueries, ...) reads raw samples.
+  whole number of buckets. Everything else (irate, deriv, stddev, quantiles, timestamp(), plain
+  selectors, subqueries, ...) reads raw samples. Buckets written before the rate aggregates
+  existed answer rate/increase/delta only approximately: the engine then reads raw samples
+  (while kept) or warns (``RATE_FUNCTIONS``).
 - ``auto`` beyond raw retention: the finest rollup still kept (or the coarser one the step
   allows) serves every function with its best approximation, and a warning names the function (an exact rollup answer gets
   an info note: the API's ``infos``).
@@ -32,13 +34,15 @@ from storage.rollup import QUERY_RAW_HORIZON_MS, choose_resolution
 # samples (sum and avg up to float rounding: partial sums are added bucket by bucket).
 EXACT_FROM_ROLLUP = frozenset({
     "sum_over_time", "count_over_time", "min_over_time", "max_over_time", "avg_over_time",
-    "last_over_time", "present_over_time", "absent_over_time",
+    "last_over_time", "present_over_time", "absent_over_time", "rate", "increase", "delta",
 })
+# Those of them that need the buckets' rate aggregates (``storage.base.ADDED_IN_V5``).
+RATE_FUNCTIONS = frozenset({"rate", "increase", "delta"})
 
 # Functions that need two samples in a window: over rollups their window spans at least two
 # buckets (one bucket holds one value, its last), so that they answer where data exists.
 TWO_POINT_FUNCTIONS = frozenset({
-    "irate", "idelta", "deriv", "delta", "predict_linear", "changes", "resets",
+    "irate", "idelta", "deriv", "predict_linear", "changes", "resets",
     "double_exponential_smoothing", "holt_winters",
 })
 

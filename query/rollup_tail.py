@@ -2,7 +2,8 @@
 
 ``fine_rows`` turns the raw samples of many series into minute rows exactly as the rollup job
 does (``storage.rollup.rollup_raw``), ``combine`` adds minute rows up into coarser buckets
-as the job does (``rollup_rollup``), so count, sum, last and increase equal the job's rows
+as the job does (``rollup_rollup``), so count, sum, last, increase and the rate aggregates
+(first, first_ts, last_ts, correction; the same functions compute them) equal the job's rows
 bit for bit. ``TailMemo`` keeps, per selector and bucket width, the rows built from the
 complete minutes (older than the rollup lag; the last bucket in part) for a few minutes,
 with each series' last counter sample before them (``ChainEnds``): a dashboard refresh then
@@ -22,7 +23,7 @@ import numpy as np
 from query.values import stale_mask
 from storage.base import AGGREGATES, MINUTE_MS, Resolution, SeriesData
 from storage.model import Series
-from storage.rollup import DEFAULT_MAX_GAP_MS
+from storage.rollup import DEFAULT_MAX_GAP_MS, combine_rate_parts, rate_parts
 
 AGG_NAMES = AGGREGATES
 
@@ -190,6 +191,7 @@ def fine_rows(
         "max": np.fmax.reduceat(vals, starts),
         "last": vals[ends - 1],
         "increase": np.bincount(row, weights=inc, minlength=nrows),
+        **rate_parts(ts, vals, starts, ends, row),
     }
     rb = b[starts]
     sidx = np.searchsorted(offsets[1:], starts, "right")
@@ -218,6 +220,7 @@ def combine(rows: Rows, start_ms: int, step_ms: int) -> Rows:
         "max": np.fmax.reduceat(c["max"], cut),
         "last": c["last"][ends - 1],
         "increase": np.bincount(local, weights=c["increase"], minlength=len(cut)),
+        **combine_rate_parts(c["first"], c["first_ts"], c["last"], c["last_ts"], c["correction"], cut, ends, local),
     }
     return Rows(rows.series, rows.sidx[cut], start_ms + b[cut] * step_ms, cols)
 

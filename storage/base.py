@@ -34,7 +34,12 @@ class Resolution(str, Enum):
 
 
 # Rollup aggregate columns kept per (series, minute|hour) bucket.
-AGGREGATES = ("count", "sum", "min", "max", "last", "increase")
+AGGREGATES = ("count", "sum", "min", "max", "last", "increase", "first", "first_ts", "last_ts", "correction")
+# The aggregates rate/increase/delta need to answer as Prometheus does (``storage.rollup``),
+# added in schema version 5: buckets written before have none of them, and read them as NaN
+# (a NaN ``correction`` means "not known": a real one never is NaN).
+RATE_AGGREGATES = ("count", "first", "first_ts", "last", "last_ts", "correction")
+ADDED_IN_V5 = ("first", "first_ts", "last_ts", "correction")
 
 
 def aggregate_names(columns: Collection[str] | None) -> tuple[str, ...]:

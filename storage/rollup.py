@@ -7,7 +7,23 @@ Pure, vectorised functions over one series at a time. A bucket ``[t, t + step)``
 - ``min`` / ``max``: ignoring NaN unless every sample is NaN (as ``min_over_time`` does);
   on ties the earlier sample wins (so -0.0 vs 0.0 keeps the first seen);
 - ``last``: the last value in the bucket (may be NaN, never a stale marker);
-- ``increase``: the reset-aware counter increase attributed to the bucket.
+- ``increase``: the reset-aware counter increase attributed to the bucket (an
+  approximation of ``increase()`` for buckets written before the four below existed);
+- ``first`` / ``first_ts`` / ``last_ts``: the first sample's value and time, the last
+  sample's time (ms as float64: exact below 2**53);
+- ``correction``: Prometheus's counter correction inside the bucket: the sum of the
+  previous value at every drop (``c < p`` of consecutive samples, NaN included as a sample,
+  so a NaN on either side is no drop). Never NaN: a NaN ``correction`` marks a bucket
+  written before these columns existed (``storage.base.ADDED_IN_V5``).
+
+The last four are what ``extrapolatedRate`` (rate/increase/delta, Prometheus 3.x
+promql/functions.go) reads of a window's samples, and they combine across consecutive
+buckets (``combine_rate_parts``): the first of the first bucket, the last of the last, counts
+added, and corrections added plus, at each bucket edge where a bucket's first value is
+below the previous bucket's last, that last value. So rate/increase/delta over whole
+buckets equal Prometheus's answer over the raw samples (``query.rollup_rate``), up to the
+float rounding of adding the corrections in another grouping (exact for integer counters
+below 2**53).
 
 Counter increase, exactly: take the series' samples in time order, drop stale markers
 (like PromQL range selectors do), and keep only finite values - the *counter chain*.
@@ -22,8 +38,8 @@ window's raw read starts ``max_gap_ms`` before the window (samples before the wi
 serve only as the chain's previous value).
 
 Buckets are emitted only where ``count > 0``. The 1-hour rollup from 1-minute rows gives
-the same count, min, max, last and increase pairs as from raw; ``sum`` and ``increase``
-are then sums of partial sums, equal to the raw ones exactly for integer-valued data below
+the same count, min, max, first, last and increase pairs as from raw; ``sum``, ``increase``
+and ``correction`` are then sums of partial sums, equal to the raw ones exactly for integer-valued data below
 2**53 and up to float rounding otherwise. ``count`` is carried as float64 so that every
 aggregate fits a float column of a block (see ``storage.blocks.encode_columns``).
 """
@@ -35,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from storage.base import AGGREGATES, DAY_MS, HOUR_MS, MINUTE_MS, Resolution
+from storage.base import ADDED_IN_V5, AGGREGATES, DAY_MS, HOUR_MS, MINUTE_MS, Resolution
 from storage.model import STALE_NAN_BITS
 
 DEFAULT_MAX_GAP_MS = 5 * MINUTE_MS
@@ -52,6 +68,10 @@ class Rollup:
     max: np.ndarray
     last: np.ndarray
     increase: np.ndarray
+    first: np.ndarray
+    first_ts: np.ndarray
+    last_ts: np.ndarray
+    correction: np.ndarray
 
     def __len__(self) -> int:
         return int(self.timestamps.shape[0])
@@ -62,18 +82,23 @@ class Rollup:
 
     @classmethod
     def from_columns(cls, timestamps: np.ndarray, columns: Mapping[str, np.ndarray]) -> "Rollup":
-        missing = [name for name in AGGREGATES if name not in columns]
+        """From the aggregate columns by name; those of ``ADDED_IN_V5`` may be missing (rows
+        written before them): NaN, "not known"."""
+        missing = [name for name in AGGREGATES if name not in columns and name not in ADDED_IN_V5]
         if missing:
             raise ValueError(f"rollup columns missing: {', '.join(missing)}")
+        ts = np.asarray(timestamps, dtype=np.int64)
         return cls(
-            np.asarray(timestamps, dtype=np.int64),
-            *(np.asarray(columns[name], dtype=np.float64) for name in AGGREGATES),
+            ts,
+            *(
+                np.asarray(columns[name], dtype=np.float64) if name in columns else np.full(ts.shape, np.nan)
+                for name in AGGREGATES
+            ),
         )
 
     @classmethod
     def empty(cls) -> "Rollup":
-        f = np.empty(0, dtype=np.float64)
-        return cls(np.empty(0, dtype=np.int64), f, f.copy(), f.copy(), f.copy(), f.copy(), f.copy())
+        return cls(np.empty(0, dtype=np.int64), *(np.empty(0, dtype=np.float64) for _ in AGGREGATES))
 
     def slice(self, start_ms: int, end_ms: int) -> "Rollup":
         """The buckets starting in [start_ms, end_ms)."""
@@ -196,7 +221,55 @@ def rollup_raw(
         max=_fmax_first(vals, starts),
         last=vals[ends - 1],
         increase=increase,
+        **rate_parts(ts, vals, starts, ends, local),
     )
+
+
+def rate_parts(
+    ts: np.ndarray, vals: np.ndarray, starts: np.ndarray, ends: np.ndarray, row: np.ndarray
+) -> dict[str, np.ndarray]:
+    """``first``, ``first_ts``, ``last_ts`` and ``correction`` of buckets of samples: samples
+    in time order (stale markers dropped), bucket ``k`` is ``[starts[k], ends[k])``, ``row``
+    each sample's bucket. The correction adds, left to right, the previous value at each drop."""
+    drop = np.zeros(vals.shape[0], dtype=np.float64)
+    if vals.shape[0] > 1:
+        prev = vals[:-1]
+        drop[1:] = np.where(vals[1:] < prev, prev, 0.0)
+        drop[starts] = 0.0  # a bucket's first sample: its previous one is another bucket's
+    return {
+        "first": vals[starts],
+        "first_ts": ts[starts].astype(np.float64),
+        "last_ts": ts[ends - 1].astype(np.float64),
+        "correction": np.bincount(row, weights=drop, minlength=starts.shape[0]),
+    }
+
+
+def combine_rate_parts(
+    first: np.ndarray,
+    first_ts: np.ndarray,
+    last: np.ndarray,
+    last_ts: np.ndarray,
+    correction: np.ndarray,
+    cut: np.ndarray,
+    ends: np.ndarray,
+    local: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The rate aggregates of coarser buckets from finer ones (in time order, one series or
+    several with a cut at every series' first row): coarse bucket ``k`` joins rows
+    ``[cut[k], ends[k])``, ``local`` each row's coarse bucket. Its correction adds the rows'
+    corrections and, where a row's first value is below the previous row's last, that last."""
+    joined = correction.astype(np.float64, copy=True)
+    if joined.shape[0] > 1:
+        prev = last[:-1]
+        cross = np.where(first[1:] < prev, prev, 0.0)
+        cross[cut[1:] - 1] = 0.0  # a coarse bucket's first row: its previous row is another's
+        joined[1:] += cross
+    return {
+        "first": first[cut],
+        "first_ts": first_ts[cut],
+        "last_ts": last_ts[ends - 1],
+        "correction": np.bincount(local, weights=joined, minlength=cut.shape[0]),
+    }
 
 
 def rollup_rollup(src: Rollup, step_ms: int = HOUR_MS) -> Rollup:
@@ -219,6 +292,7 @@ def rollup_rollup(src: Rollup, step_ms: int = HOUR_MS) -> Rollup:
         max=_fmax_first(src.max, starts),
         last=src.last[ends - 1],
         increase=np.bincount(local, weights=src.increase, minlength=nb),
+        **combine_rate_parts(src.first, src.first_ts, src.last, src.last_ts, src.correction, starts, ends, local),
     )
 
 

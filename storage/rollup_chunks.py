@@ -10,11 +10,12 @@ aggregates it needs; see below). Before that, a chunk was one bytes value, still
     byte 0        format version (1)
     bytes 1..4    n, the number of buckets (uint32, little endian)
     n records     of 56 bytes: bucket start (int64 ms), then the six aggregates (float64)
-                  in ``storage.base.AGGREGATES`` order, all little endian
+                  count, sum, min, max, last, increase, all little endian
 
 Reading sees each stored column through ``numpy.frombuffer`` (no copy) and joins a series'
 chunks with one concatenation per column it asked for. Values are stored as their 64-bit
-patterns, so NaN payloads survive bit for bit.
+patterns, so NaN payloads survive bit for bit. Chunks written before the rate aggregates
+(``storage.base.ADDED_IN_V5``) existed lack their columns: reads give NaN for them.
 *Provisional* chunks hold the 1-minute buckets of a window the rollup job has not closed
 yet (its fresh pass, ``storage.rollup_job``): keyed by their first bucket's start, which is
 never aligned to the span (an aligned one is written as a final chunk instead), inside one
@@ -35,13 +36,14 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from storage.base import AGGREGATES, DAY_MS, HOUR_MS, Resolution
+from storage.base import ADDED_IN_V5, AGGREGATES, DAY_MS, HOUR_MS, Resolution
 from storage.rollup import Rollup
 
 VERSION = 1
 CHUNK_MS = {Resolution.MINUTE: 6 * HOUR_MS, Resolution.HOUR: 8 * DAY_MS}
 HEADER = 5
-RECORD = np.dtype([("ts", "<i8")] + [(name, "<f8") for name in AGGREGATES])
+RECORD_AGGREGATES = ("count", "sum", "min", "max", "last", "increase")
+RECORD = np.dtype([("ts", "<i8")] + [(name, "<f8") for name in RECORD_AGGREGATES])
 
 
 class ChunkError(ValueError):
@@ -77,13 +79,14 @@ def _check_buckets(resolution: Resolution, start_ms: int, ts: np.ndarray) -> Non
 
 
 def encode(resolution: Resolution, start_ms: int, rollup: Rollup) -> bytes:
-    """The record bytes (version 1) of ``rollup`` (every bucket must start inside the chunk)."""
+    """The record bytes (version 1) of ``rollup`` (every bucket must start inside the chunk;
+    the rate aggregates are not kept: read back, they are NaN)."""
     n = len(rollup)
     ts = rollup.timestamps
     _check_buckets(resolution, start_ms, ts)
     rec = np.empty(n, dtype=RECORD)
     rec["ts"] = ts
-    for name in AGGREGATES:
+    for name in RECORD_AGGREGATES:
         rec[name] = getattr(rollup, name)
     return bytes((VERSION,)) + n.to_bytes(4, "little") + rec.tobytes()
 
@@ -97,7 +100,12 @@ def _check(start_ms: int, data: bytes) -> None:
 
 
 def _as_rollup(rec: np.ndarray) -> Rollup:
-    return Rollup(rec["ts"], *(rec[name] for name in AGGREGATES))
+    return Rollup.from_columns(rec["ts"], {name: rec[name] for name in RECORD_AGGREGATES})
+
+
+def _unknown(n: int) -> np.ndarray:
+    """The column of an aggregate a chunk was written without (``ADDED_IN_V5``): NaN."""
+    return np.full(n, np.nan)
 
 
 def decode(start_ms: int, data: bytes) -> Rollup:
@@ -163,7 +171,7 @@ def _views(start_ms: int, chunk: Payload, names: tuple[str, ...]) -> tuple[np.nd
     if not isinstance(chunk, dict):
         _check(start_ms, chunk)
         rec = np.frombuffer(chunk, dtype=RECORD, offset=HEADER)
-        return rec["ts"], {n: rec[n] for n in names}
+        return rec["ts"], {n: rec[n] if n in RECORD_AGGREGATES else _unknown(rec.shape[0]) for n in names}
     ts_bytes = chunk.get("ts")
     if ts_bytes is None or len(ts_bytes) % 8:
         raise ChunkError(f"rollup chunk at {start_ms}: no bucket starts")
@@ -171,6 +179,9 @@ def _views(start_ms: int, chunk: Payload, names: tuple[str, ...]) -> tuple[np.nd
     cols = {}
     for n in names:
         col = chunk.get(n)
+        if col is None and n in ADDED_IN_V5:
+            cols[n] = _unknown(ts.size)
+            continue
         if col is None or len(col) != len(ts_bytes):
             raise ChunkError(f"rollup chunk at {start_ms}: column {n} missing or not {ts.size} values")
         cols[n] = np.frombuffer(col, dtype="<f8")
@@ -192,7 +203,7 @@ def read_columns(
         # included: the open window's follows the final ones). One join per column: a 1 y
         # read of 800 series is 37,000 chunks, and NumPy calls per chunk cost 0.1 s.
         def joined(name: str, dtype: str) -> np.ndarray:
-            parts = [c[name] for _, c in chunks]  # type: ignore[call-overload]  # all dicts: checked above
+            parts = [_column_bytes(c, name) for _, c in chunks]  # type: ignore[arg-type]  # all dicts: checked above
             return np.frombuffer(parts[0] if len(parts) == 1 else b"".join(parts), dtype=dtype)
 
         ts = joined("ts", "<i8")
@@ -239,6 +250,8 @@ def _ascending_columns(chunks: list[tuple[int, dict[str, bytes]]], names: tuple[
             raise ChunkError(f"rollup chunk at {start}: no bucket starts")
         for n in names:
             col = c.get(n)
+            if col is None and n in ADDED_IN_V5:
+                continue
             if col is None or len(col) != len(ts):
                 raise ChunkError(f"rollup chunk at {start}: column {n} missing or not {len(ts) // 8} values")
         if not ts:
@@ -248,6 +261,14 @@ def _ascending_columns(chunks: list[tuple[int, dict[str, bytes]]], names: tuple[
             return False
         prev = int.from_bytes(ts[-8:], "little", signed=True)
     return True
+
+
+def _column_bytes(chunk: dict[str, bytes], name: str) -> bytes:
+    """A column-form chunk's column ``name``: NaNs for one it was written without."""
+    col = chunk.get(name)
+    if col is None:
+        return _unknown(len(chunk["ts"]) // 8).astype("<f8").tobytes()
+    return col
 
 
 def _ascending_views(views: list[tuple[int, np.ndarray, dict]]) -> bool:

@@ -21,7 +21,7 @@ from cassandra.concurrent import execute_concurrent_with_args
 from cassandra.query import SimpleStatement
 
 from storage import rollup_chunks as chunks
-from storage.base import AGGREGATES, DAY_MS, Resolution
+from storage.base import DAY_MS, Resolution
 from storage.rollup import Rollup
 
 log = logging.getLogger("ringmon.storage.upgrade")
@@ -51,7 +51,7 @@ def convert_row_table(session: Session, keyspace: str, table: str, ttl_s: int, n
         f" VALUES (?, ?, ?, ?{', ?' * len(chunks.COLUMNS)}) USING TTL ?"
     )
     scan = SimpleStatement(
-        f"SELECT series_id, {part_col}, ts, {', '.join(AGGREGATES)} FROM {keyspace}.{table}", fetch_size=FETCH_ROWS
+        f"SELECT series_id, {part_col}, ts, {', '.join(chunks.RECORD_AGGREGATES)} FROM {keyspace}.{table}", fetch_size=FETCH_ROWS
     )
     converted = 0
     key: tuple[int, int] | None = None
@@ -64,7 +64,7 @@ def convert_row_table(session: Session, keyspace: str, table: str, ttl_s: int, n
         arr = np.array([[float(v) for v in r] for r in rows], dtype=np.float64)
         order = np.argsort(arr[:, 0], kind="stable")
         ts = arr[order, 0].astype(np.int64)
-        old = Rollup.from_columns(ts, {name: arr[order, i + 1] for i, name in enumerate(AGGREGATES)})
+        old = Rollup.from_columns(ts, {name: arr[order, i + 1] for i, name in enumerate(chunks.RECORD_AGGREGATES)})
         params = []
         for start, part in chunks.split(resolution, old):
             left_s = ttl_s - (now - (start + span)) // 1000

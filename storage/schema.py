@@ -42,8 +42,9 @@ if TYPE_CHECKING:
 
 # 2: raw_late (``ringmon storage init`` on a version-1 keyspace adds it); 3: rollup chunks
 # (``ringmon storage init`` packs a version-2 keyspace's rollup rows into them); 4: rollup
-# chunks in column form (init adds the ``c_<column>`` blobs to the chunk tables).
-SCHEMA_VERSION = 4
+# chunks in column form (init adds the ``c_<column>`` blobs to the chunk tables); 5: the rate
+# aggregates' blobs (``storage.base.ADDED_IN_V5``; init adds them, older chunks read NaN there).
+SCHEMA_VERSION = 5
 CHUNK_TABLES = ("rollup_1m_chunks", "rollup_1h_chunks")
 CHUNK_COLUMNS = tuple(STORED_CHUNK_COLUMNS.values())
 _CHUNK_DDL = "".join(f"{c} blob, " for c in CHUNK_COLUMNS)

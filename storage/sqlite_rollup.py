@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from storage import rollup_chunks as chunks
-from storage.base import AGGREGATES, DAY_MS, HOUR_MS, Resolution, SeriesData, aggregate_names, bucket_values
+from storage.base import DAY_MS, HOUR_MS, Resolution, SeriesData, aggregate_names, bucket_values
 from storage.blocks import decode_block
 from storage.matchers import Matcher, match_all, metric_name_of
 from storage.model import Series
@@ -81,7 +81,7 @@ ROLLUP_SCHEMA += "".join(
     for t in _TABLES.values()
 )
 _ROW_TABLES = {Resolution.MINUTE: "rollup_1m", Resolution.HOUR: "rollup_1h"}  # before chunks
-_COLS = ", ".join(AGGREGATES)
+_COLS = ", ".join(chunks.RECORD_AGGREGATES)  # the row tables' aggregates
 # Column-form chunk columns (``storage.rollup_chunks.encode_columns``); ``data`` is empty then.
 CHUNK_COLUMNS = chunks.STORED
 _CHUNK_COLS = ", ".join(CHUNK_COLUMNS.values())
@@ -444,7 +444,7 @@ def _rollup_from_rows(rows: list[tuple[int, ...]]) -> Rollup:
         return Rollup.empty()
     arr = np.array(rows, dtype=np.int64)
     return Rollup.from_columns(
-        arr[:, 0].copy(), {name: arr[:, i + 1].copy().view(np.float64) for i, name in enumerate(AGGREGATES)}
+        arr[:, 0].copy(), {name: arr[:, i + 1].copy().view(np.float64) for i, name in enumerate(chunks.RECORD_AGGREGATES)}
     )
 
 

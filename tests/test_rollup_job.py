@@ -250,14 +250,7 @@ async def test_select_rollup_through_storage_interface(store, data, tmp_path):
     got = await store.select([Matcher("__name__", MatchOp.EQ, "gen_gauge")], T0, T_END, Resolution.HOUR)
     assert len(got) == 9
     for d in got:
-        assert d.resolution is Resolution.HOUR and set(d.agg) == {
-            "count",
-            "sum",
-            "min",
-            "max",
-            "last",
-            "increase",
-        }
+        assert d.resolution is Resolution.HOUR and set(d.agg) == set(AGGREGATES)
         np.testing.assert_array_equal(d.values.view(np.uint64), d.agg["last"].view(np.uint64))
         assert d.timestamps.tolist() == [T0 + h * HOUR_MS for h in range(HOURS)]
 

@@ -1,7 +1,8 @@
 """Counter and gauge change functions over range vectors: ``rate``, ``increase`` and
 ``delta`` (extrapolated to the window edges as Prometheus does), ``irate`` and ``idelta``
 (the last two samples), ``changes`` and ``resets``. Each is computed batched over all series;
-over rollup buckets ``rate`` and ``increase`` read the buckets' increase column."""
+over rollup buckets ``rate``, ``increase`` and ``delta`` read the buckets' rate aggregates
+(``query.rollup_rate``; the increase column for buckets written before those existed)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from query.functions.over_time import rollup_sum
 from query.functions.range import BatchedCompute, RangeFunc
+from query.rollup_rate import window_parts
 from query.values import RangeVector
 
 
@@ -67,6 +69,24 @@ def _extrapolated(is_counter: bool, is_rate: bool) -> BatchedCompute:
     return compute
 
 
+def _rollup_extrapolated(is_counter: bool, is_rate: bool) -> BatchedCompute:
+    """rate/increase/delta from the buckets' rate aggregates (``query.rollup_rate``): Prometheus's
+    answer for windows of whole buckets. Windows holding buckets written before those
+    aggregates existed get the older approximation: the sum of the buckets' counter increases
+    (rate/increase), the extrapolation over the buckets' last values (delta)."""
+    approx = rollup_sum("increase", per_second=is_rate) if is_counter else _extrapolated(False, False)
+
+    def compute(rv: RangeVector, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
+        w = window_parts(rv.agg_flat or {}, rv.offsets, lo, hi, is_counter)
+        vals, ok = _extrapolate(w.result, w.ok, w.n, w.ft, w.lt, w.fv, rv.ends[None, :], rv.range_ms, is_counter, is_rate)
+        if not w.known.all():
+            old, old_ok = approx(rv, lo, hi, extra)
+            vals, ok = np.where(w.known, vals, old), np.where(w.known, ok, old_ok)
+        return vals, ok
+
+    return compute
+
+
 def _instant_value(is_rate: bool) -> BatchedCompute:
     def compute(rv: RangeVector, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
         ts, v = rv.ts_flat, rv.vals_flat
@@ -106,9 +126,9 @@ def _changes_like(kind: str) -> BatchedCompute:
 
 
 RANGE_FUNCS: dict[str, RangeFunc] = {
-    "rate": RangeFunc(batched=_extrapolated(True, True), rollup=rollup_sum("increase", per_second=True)),
-    "increase": RangeFunc(batched=_extrapolated(True, False), rollup=rollup_sum("increase")),
-    "delta": RangeFunc(batched=_extrapolated(False, False)),
+    "rate": RangeFunc(batched=_extrapolated(True, True), rollup=_rollup_extrapolated(True, True)),
+    "increase": RangeFunc(batched=_extrapolated(True, False), rollup=_rollup_extrapolated(True, False)),
+    "delta": RangeFunc(batched=_extrapolated(False, False), rollup=_rollup_extrapolated(False, False)),
     "irate": RangeFunc(batched=_instant_value(True)),
     "idelta": RangeFunc(batched=_instant_value(False)),
     "changes": RangeFunc(batched=_changes_like("changes")),

@@ -1,0 +1,89 @@
+"""What ``rate``/``increase``/``delta`` read of a window's samples, from rollup buckets.
+
+Prometheus's ``extrapolatedRate`` (promql/functions.go, 3.x) reads of the float samples of a
+window: their number, the first sample's time and value, the last sample's time and value
+and, for counters, the correction (the previous value at every drop). The rollup buckets keep
+exactly that per bucket (``storage.rollup``: ``count``, ``first``, ``first_ts``, ``last``,
+``last_ts``, ``correction``), and ``window_parts`` joins the buckets of each window as
+``storage.rollup.combine_rate_parts`` joins minute buckets into hours: a window of whole
+buckets then gets the values the raw samples give (the correction up to float rounding of
+adding it in another grouping: exact for integer counters whose corrections add up to less
+than 2**53). The extrapolation itself stays with the raw form (``query.functions``).
+
+A bucket written before these aggregates existed has a NaN ``correction``: ``known`` is
+false for every window holding one (the caller answers those another way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class WindowParts:
+    """Per (series, step) window: sample count ``n``, first/last sample time (ms) ``ft``/``lt``,
+    first value ``fv``, ``result`` (last - first, plus the correction for a counter), ``ok``
+    (at least two samples) and ``known`` (every bucket has the rate aggregates)."""
+
+    n: np.ndarray
+    ft: np.ndarray
+    lt: np.ndarray
+    fv: np.ndarray
+    result: np.ndarray
+    ok: np.ndarray
+    known: np.ndarray
+
+
+def _prefix(x: np.ndarray) -> np.ndarray:
+    out = np.zeros(x.shape[0] + 1, dtype=np.float64)
+    np.cumsum(x, out=out[1:])
+    return out
+
+
+def window_parts(
+    agg: Mapping[str, np.ndarray], offsets: np.ndarray, lo: np.ndarray, hi: np.ndarray, is_counter: bool
+) -> WindowParts:
+    """The windows' parts from flat bucket columns (``storage.base.RATE_AGGREGATES``; series ``i``
+    is rows ``offsets[i]:offsets[i+1]``, buckets in time order); window = rows ``[lo, hi)``."""
+    count, first, first_ts = agg["count"], agg["first"], agg["first_ts"]
+    last, last_ts, correction = agg["last"], agg["last_ts"], agg["correction"]
+    ok = hi > lo
+    a = np.where(ok, lo, 0)
+    z = np.where(ok, hi - 1, 0)
+    if count.shape[0] == 0:
+        zero = np.zeros(lo.shape)
+        return WindowParts(zero, zero, zero, zero, zero, ok, np.ones(lo.shape, dtype=bool))
+    cs = _prefix(count)
+    n = np.where(ok, cs[hi] - cs[a], 0.0)
+    ok = ok & (n >= 2)
+    fv = first[a]
+    result = last[z] - fv
+    unknown = np.isnan(correction)
+    bad = _prefix(unknown.astype(np.float64))
+    known = ~ok | (bad[hi] - bad[a] == 0)
+    if is_counter:
+        # joined[j]: bucket j's correction plus, where its first value is below the previous
+        # bucket's last (a drop across the edge), that last; not across series.
+        joined = correction.astype(np.float64, copy=True)
+        if joined.shape[0] > 1:
+            prev = last[:-1]
+            cross = np.where(first[1:] < prev, prev, 0.0)
+            heads = offsets[1:-1]
+            heads = heads[(heads > 0) & (heads < joined.shape[0])]
+            cross[heads - 1] = 0.0
+            joined[1:] += cross
+        # Window: the first bucket's own correction, then joined[lo+1 .. hi-1]. Corrections are
+        # finite or +Inf (a drop from +Inf): the prefix sums take the finite ones, +Inf counted.
+        inf = joined == np.inf
+        fin = np.where(np.isfinite(joined), joined, 0.0)
+        cf, ci = _prefix(fin), _prefix(inf.astype(np.float64))
+        b = np.minimum(a + 1, np.where(ok, hi, 0))
+        e = np.where(ok, hi, 0)
+        corr = cf[e] - cf[b]
+        corr = np.where(ci[e] - ci[b] > 0, np.inf, corr)
+        with np.errstate(invalid="ignore"):  # (+Inf - +Inf: NaN, as Prometheus gets)
+            result = result + (correction[a] + corr)
+    return WindowParts(n, first_ts[a], last_ts[z], fv, result, ok, known)
