@@ -83,6 +83,10 @@ def build(hosts: int, now: int) -> MemoryStorage:
                 "max": last,
                 "last": last,
                 "increase": inc,
+                "first": last - inc,
+                "first_ts": (hour_ts + 7_000).astype(np.float64),
+                "last_ts": (hour_ts + HOUR_MS - 8_000).astype(np.float64),
+                "correction": np.zeros(len(hour_ts)),
             }
             st.put_rollup(SeriesData(s, hour_ts, last, Resolution.HOUR, cols))
     # 1-minute rows as the rollup job writes them, two minutes behind.

@@ -157,7 +157,7 @@ def bench_seal_and_rollup(n_hosts: int) -> None:
 async def _bench_sqlite(n_hosts: int, hours: int, tmp: str) -> None:
     import time
 
-    from storage.base import HOUR_MS, MINUTE_MS, Resolution
+    from storage.base import AGGREGATES, HOUR_MS, MINUTE_MS, Resolution
     from storage.model import SampleBatch, Series, make_labels
     from storage.rollup import Rollup
     from storage.rollup_job import RollupJob, RollupRows
@@ -194,7 +194,7 @@ async def _bench_sqlite(n_hosts: int, hours: int, tmp: str) -> None:
     h_ts = t0 - 365 * 86_400_000 + np.arange(365 * 24, dtype=np.int64) * HOUR_MS
     for res, ts in ((Resolution.MINUTE, m_ts), (Resolution.HOUR, h_ts)):
         n = len(ts)
-        cols = {k: rng.random(n) for k in ("count", "sum", "min", "max", "last", "increase")}
+        cols = {k: rng.random(n) for k in AGGREGATES}
         await store.write_rollups(res, [RollupRows(sid, Rollup.from_columns(ts, cols))])
     for label, res, ts in (("30 d of 1m", Resolution.MINUTE, m_ts), ("1 y of 1h", Resolution.HOUR, h_ts)):
         lat = []

@@ -101,6 +101,9 @@ class FetchPlan:
     # the warning to give instead of the exactness note.
     raw_unless_rate_known: bool = False
     unknown_rate_note: str | None = None
+    # Evaluation grids (first time, last time, step, range) of uses whose rollup answer is exact
+    # unless a sample sits exactly on a window's edge (SelectorUse.on_edges): read raw then.
+    edge_grids: list[tuple[int, int, int, int]] = field(default_factory=list)
 
     @property
     def bucket_ms(self) -> int:
@@ -212,6 +215,34 @@ def _flat_parts(
     offsets[1:] = np.cumsum(counts)
     agg = PieceColumns(pieces, built, names)
     return FlatSeries([e[0] for e in ordered], ts, bucket_values(agg, len(ts)), offsets, agg)
+
+
+def _edge_samples(plan: FetchPlan) -> bool:
+    """Whether a plan's rollup rows have a sample exactly on the edge of a window of one of its
+    ``edge_grids`` (a bucket starting at ``t`` or ``t - range`` whose first sample is at its
+    start; or not known: written before the buckets kept first sample times)."""
+    if not plan.edge_grids:
+        return False
+    if plan.flat is not None:
+        agg = plan.flat.agg
+        if agg is None or "first_ts" not in agg.keys():
+            return True
+        starts, first = plan.flat.ts - (plan.bucket_ms - 1), agg["first_ts"]
+    else:
+        parts = [d for d in plan.data if len(d)]
+        if any(d.agg is None or "first_ts" not in d.agg for d in parts):
+            return True
+        if not parts:
+            return False
+        starts = np.concatenate([d.timestamps for d in parts])
+        first = np.concatenate([d.agg["first_ts"] for d in parts])  # type: ignore[index]
+    s = starts[~(first != starts)]  # (NaN: not known)
+    for t0, t1, step, rng in plan.edge_grids:
+        rel = s[(s >= t0 - rng) & (s <= t1)] - t0
+        on = (rel % step == 0) | ((rel + rng) % step == 0) if step else (rel == 0) | (rel == -rng)
+        if on.any():
+            return True
+    return False
 
 
 def _lacks_rate_aggregates(plan: FetchPlan) -> bool:
@@ -520,16 +551,24 @@ ROLLUP_COLUMNS: dict[str, frozenset[str]] = {
 }
 
 
-def _rate_fallback(plan: FetchPlan, func: str, res: Resolution, kept: Resolution) -> None:
-    """Note what a plan whose rollups answer ``func`` (rate/increase/delta) exactly does with
-    buckets written before they kept the rate aggregates: read raw (kept) or warn."""
-    if kept is Resolution.RAW:
-        plan.raw_unless_rate_known = True
-    else:
-        plan.unknown_rate_note = (
-            f"{func}() answered from {res.value} rollups written before they kept what it needs: "
-            "the result is approximate"
-        )
+def _note_checks(plan: FetchPlan, use: SelectorUse, res: Resolution, note: str | None, hi: int, kept: Resolution) -> None:
+    """Note what the fetch checks of rows a rollup answers ``use`` exactly from: a sample on a
+    window's edge (``SelectorUse.on_edges``: read raw) and, for rate/increase/delta, rows written
+    before the buckets kept the rate aggregates (read raw while kept, else warn)."""
+    if res is Resolution.RAW or note is None or not note.startswith(INFO_PREFIX):
+        return
+    if not use.exact(res):  # (served exactly, so: without edge samples)
+        plan.edge_grids.append((use.first_ms, hi, use.step_ms, use.window_ms or 0))
+        if plan.columns is not None:
+            plan.columns = plan.columns | {"first_ts"}
+    if use.func in RATE_FUNCTIONS:
+        if kept is Resolution.RAW:
+            plan.raw_unless_rate_known = True
+        else:
+            plan.unknown_rate_note = (
+                f"{use.func}() answered from {res.value} rollups written before they kept what it needs: "
+                "the result is approximate"
+            )
 
 
 def _plan_fetches(
@@ -547,14 +586,12 @@ def _plan_fetches(
     the function a range selector feeds."""
 
     def need(sel: P.VectorSel, lo: int, hi: int, window_ms: int | None) -> None:
-        res, note = Resolution.RAW, None
-        rate_exact = False
+        res, note, use = Resolution.RAW, None, None
         if ev.downsample and sel.modifier is None:
             hint = step_ms if window_ms is None else (min(step_ms, window_ms) if step_ms else 0)
             at = ev.at_ms(sel.at)
             use = SelectorUse(func, window_ms, (tmin if at is None else at) - sel.offset_ms, 0 if at is not None else step_ms)
             res, note = choose_source(ev.source, lo - ev.res_shift_ms, ev.now_ms, hint, use)
-            rate_exact = func in RATE_FUNCTIONS and use.exact(res) and res is not Resolution.RAW
         if res is not Resolution.RAW:
             # Over rollups a window is at least one bucket (two for functions of two samples),
             # and a plain selector looks back at least a bucket (eval_matrix, eval_selector).
@@ -576,8 +613,8 @@ def _plan_fetches(
             plan.columns = None if plan.columns is None or cols is None else plan.columns | cols
         if note is not None:
             plan.notes.add(note)
-        if rate_exact:
-            _rate_fallback(plan, func or "", res, kept_at(lo - ev.res_shift_ms, ev.now_ms))
+        if use is not None:
+            _note_checks(plan, use, res, note, hi, kept_at(lo - ev.res_shift_ms, ev.now_ms))
 
     if isinstance(node, P.VectorSel):
         at = ev.at_ms(node.at)
@@ -860,13 +897,14 @@ class Engine:
             if time.monotonic() >= self._rollups_unavailable_until:
                 try:
                     await self._fetch_rollup(plan)
-                    if not _lacks_rate_aggregates(plan):
-                        return
-                    if not plan.raw_unless_rate_known:
-                        plan.notes = {n for n in plan.notes if not n.startswith(INFO_PREFIX)}
-                        plan.notes.add(plan.unknown_rate_note or "")
-                        return
-                    plan.flat = None  # (read raw below: those buckets answer only approximately)
+                    if not _edge_samples(plan):
+                        if not _lacks_rate_aggregates(plan):
+                            return
+                        if not plan.raw_unless_rate_known:
+                            plan.notes = {n for n in plan.notes if not n.startswith(INFO_PREFIX)}
+                            plan.notes.add(plan.unknown_rate_note or "")
+                            return
+                    plan.flat = None  # (read raw below: the rollups answer only approximately)
                 except StorageError:
                     # The store keeps no rollups: read raw samples (and stop asking for a while).
                     self._rollups_unavailable_until = time.monotonic() + 60.0

@@ -9,8 +9,10 @@ The rules (docs/ARCHITECTURE.md, "Query resolution"):
   reads: ``query.rollup_rate``) - and only when every window is whole buckets. A bucket holds the
   samples of ``[b, b + step)``; PromQL's window is ``(t - range, t]``; they coincide only when
   ``t + 1`` is a bucket boundary (``t`` ends in ``:59.999`` for 1m buckets) and the range is a
-  whole number of buckets. Everything else (irate, deriv, stddev, quantiles, timestamp(), plain
-  selectors, subqueries, ...) reads raw samples. Buckets written before the rate aggregates
+  whole number of buckets. Or when ``t`` is on a bucket boundary (a dashboard's grid) and no
+  sample sits exactly on a window's edge: the engine checks the buckets' first sample times
+  after reading and reads raw samples where one does. Everything else (irate, deriv, stddev,
+  quantiles, timestamp(), plain selectors, subqueries, ...) reads raw samples. Buckets written before the rate aggregates
   existed answer rate/increase/delta only approximately: the engine then reads raw samples
   (while kept) or warns (``RATE_FUNCTIONS``).
 - ``auto`` beyond raw retention: the finest rollup still kept (or the coarser one the step
@@ -91,11 +93,27 @@ class SelectorUse:
             return False
         return self.step_ms == 0 or self.step_ms % bucket_ms == 0
 
+    def on_edges(self, bucket_ms: int) -> bool:
+        """True when every window ``(t - range, t]`` has ``t`` on a bucket boundary (a panel's
+        grid: ``t`` at ``hh:mm:00.000``), range and step whole buckets: the buckets
+        ``[t - range, t)`` then hold the window's samples unless one sits exactly at
+        ``t - range`` (in them, not in the window) or at ``t`` (the reverse)."""
+        if self.window_ms is None or self.window_ms <= 0 or self.window_ms % bucket_ms:
+            return False
+        if self.first_ms % bucket_ms:
+            return False
+        return self.step_ms == 0 or self.step_ms % bucket_ms == 0
+
     def exact(self, res: Resolution) -> bool:
         """True when ``res`` answers this use exactly (raw always does)."""
         if res is Resolution.RAW:
             return True
         return self.func in EXACT_FROM_ROLLUP and self.aligned(res.step_ms)
+
+    def exact_without_edge_samples(self, res: Resolution) -> bool:
+        """True when ``res`` answers this use exactly unless a sample sits on a window's edge
+        (``on_edges``: the buckets' ``first_ts`` tell; the engine reads raw then)."""
+        return res is not Resolution.RAW and self.func in EXACT_FROM_ROLLUP and self.on_edges(res.step_ms)
 
     def what(self) -> str:
         if self.func is not None:
@@ -136,7 +154,9 @@ def choose(
         if kept is Resolution.RAW:
             by_step = choose_resolution(now_ms, now_ms, hint_ms)
             for res in (by_step, Resolution.MINUTE):
-                if res is not Resolution.RAW and _ORDER.index(res) <= _ORDER.index(by_step) and use.exact(res):
+                if res is not Resolution.RAW and _ORDER.index(res) <= _ORDER.index(by_step) and (
+                    use.exact(res) or use.exact_without_edge_samples(res)
+                ):
                     return res, served_exactly(use, res)
             return Resolution.RAW, None
         res = coarser(kept, choose_resolution(now_ms, now_ms, hint_ms))

@@ -57,7 +57,7 @@ def test_older_schema_version_asks_for_storage_init_which_upgrades_it(cassandra)
         with pytest.raises(StorageError, match=f"schema version 1.*ringmon storage init --keyspace {ks}"):
             CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks)
         assert sch.create_schema(store.session, sch.SchemaSpec(keyspace=ks)) == ["raw_late"]
-        assert sch.schema_version(store.session, ks) == sch.SCHEMA_VERSION == 4
+        assert sch.schema_version(store.session, ks) == sch.SCHEMA_VERSION == 5
         CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks).shutdown()
     finally:
         store.drop_keyspace_sync()
@@ -72,6 +72,7 @@ async def test_storage_init_packs_version_2_rollup_rows_into_chunks(cassandra) -
     from storage.base import AGGREGATES, MINUTE_MS, Resolution
     from storage.cassandra_rollup import CassandraRollupStorage
     from storage.rollup import Rollup
+    from storage.rollup_chunks import RECORD_AGGREGATES
     from storage.rollup_job import RollupRows
 
     with keyspace_store(cassandra, "chunks_upgrade", CassandraRollupStorage) as store:
@@ -88,7 +89,7 @@ async def test_storage_init_packs_version_2_rollup_rows_into_chunks(cassandra) -
         )
         minutes = np.arange(now - 30 * HOUR_MS, now, MINUTE_MS, dtype=np.int64)  # crosses days and chunks
         rng = np.random.default_rng(3)
-        cols = {name: rng.random(minutes.size) * 10 for name in AGGREGATES}
+        cols = {name: rng.random(minutes.size) * 10 for name in RECORD_AGGREGATES}
         cols["count"] = np.full(minutes.size, 4.0)
         cols["sum"][7] = float("nan")
         ins = store.session.prepare(
@@ -96,7 +97,7 @@ async def test_storage_init_packs_version_2_rollup_rows_into_chunks(cassandra) -
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         for i, t in enumerate(minutes.tolist()):
-            store.session.execute(ins, (s.id, t // DAY_MS, t, 4, *(float(cols[n][i]) for n in AGGREGATES[1:])))
+            store.session.execute(ins, (s.id, t // DAY_MS, t, 4, *(float(cols[n][i]) for n in RECORD_AGGREGATES[1:])))
         expired = now - 40 * DAY_MS  # older than the 1 h table's TTL allows: not carried over
         store.session.execute(
             f"INSERT INTO {ks}.rollup_1h (series_id, bucket, ts, count, sum, min, max, last, increase)"
@@ -114,13 +115,13 @@ async def test_storage_init_packs_version_2_rollup_rows_into_chunks(cassandra) -
         store.session.execute(f"INSERT INTO {ks}.meta (key, value) VALUES ('schema_version', '2')")
 
         created = sch.create_schema(store.session, sch.SchemaSpec(keyspace=ks, ttls_s={**sch.DEFAULT_TTLS_S, "rollup_1h": 30 * 86_400}))
-        assert created == [] and sch.schema_version(store.session, ks) == 4
+        assert created == [] and sch.schema_version(store.session, ks) == sch.SCHEMA_VERSION
         tables = {r[0] for r in _rows(store, "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
                                       (ks,))}
         assert "rollup_1m" not in tables and "rollup_1h" not in tables
         got = await store.read_rollup(Resolution.MINUTE, s.id, int(minutes[0]), int(minutes[-1]))
         assert got.timestamps.tolist() == minutes.tolist()
-        for name in AGGREGATES:
+        for name in RECORD_AGGREGATES:  # (the rate aggregates: NaN, not known)
             want = cols[name].copy()
             want[-1] = 99.0
             np.testing.assert_array_equal(getattr(got, name), want, err_msg=name)
@@ -404,13 +405,13 @@ async def test_storage_init_gives_version_3_chunk_tables_their_columns(cassandra
         store.session.execute(f"INSERT INTO {ks}.meta (key, value) VALUES ('schema_version', '3')")
         rng = np.random.default_rng(4)
         ts = np.arange(day, day + 200 * MINUTE_MS, MINUTE_MS, dtype=np.int64)
-        old = Rollup.from_columns(ts, {n: rng.random(ts.size) for n in AGGREGATES})
+        old = Rollup.from_columns(ts, {n: rng.random(ts.size) for n in chunks.RECORD_AGGREGATES})
         store.session.execute(
             f"INSERT INTO {ks}.rollup_1m_chunks (series_id, day, start_ts, data) VALUES (%s, %s, %s, %s)",
             (s.id, day // DAY_MS, day, chunks.encode(Resolution.MINUTE, day, old)),
         )
         assert sch.create_schema(store.session, sch.SchemaSpec(keyspace=ks)) == []
-        assert sch.schema_version(store.session, ks) == 4
+        assert sch.schema_version(store.session, ks) == sch.SCHEMA_VERSION
         fresh = CassandraRollupStorage.connect_sync([cassandra.host], cassandra.port, ks)
         try:
             assert (await fresh.read_rollup(Resolution.MINUTE, s.id, day, day + DAY_MS)).bit_equal(old)
