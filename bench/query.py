@@ -2,6 +2,7 @@
 
 ``sum by (mode) (rate(node_cpu_seconds_total[R]))`` over 100 hosts x 8 CPU modes for 1 h,
 24 h, 30 d and 1 y windows, with Grafana-like steps (about 1000 points; R = max(5m, step)).
+Each host's 15 s samples sit at its scrape phase (``scraper.loop.scrape_offset_s``).
 Data lives in a MemoryStorage: raw 15 s samples for the last 25 h, 1-minute rollup rows
 for the last 25 h (the rollup job lagging 2 minutes) and 1-hour rows for a year, so the
 figures are the engine's (planning, resolution choice, evaluation), not a database's.
@@ -41,6 +42,7 @@ from query.cache import RangeQueryCache  # noqa: E402
 from query.engine import Engine, bucketize  # noqa: E402
 from query.memory import MemoryStorage  # noqa: E402
 from query.resolution import SourceResolution  # noqa: E402
+from scraper.loop import scrape_offset_s  # noqa: E402
 from storage.base import HOUR_MS, MINUTE_MS, Resolution, SeriesData  # noqa: E402
 from storage.model import SampleBatch, Series, make_labels  # noqa: E402
 from storage.rollup import Rollup  # noqa: E402
@@ -64,10 +66,12 @@ SCRAPE_MS = 15_000
 def build(hosts: int, now: int) -> MemoryStorage:
     rng = np.random.default_rng(1)
     st = MemoryStorage()
-    raw_ts = np.arange(now - 25 * HOUR_MS, now + 1, SCRAPE_MS, dtype=np.int64)
     hour_ts = np.arange((now - 366 * DAY_MS) // HOUR_MS * HOUR_MS, now - HOUR_MS, HOUR_MS, dtype=np.int64)
     raw_data = []
     for h in range(hosts):
+        # Each host scraped at its own phase, as the scraper does (a minute's edge rarely holds one).
+        phase = round(scrape_offset_s(f"node/host-{h:03d}:9100", SCRAPE_MS / 1000) * 1000)
+        raw_ts = np.arange(now - 25 * HOUR_MS + phase, now + 1, SCRAPE_MS, dtype=np.int64)
         for mode in MODES:
             s = Series.of(make_labels("node_cpu_seconds_total", instance=f"host-{h:03d}:9100", job="node", mode=mode))
             speed = 0.7 if mode == "idle" else 0.3 / 7
