@@ -241,7 +241,7 @@ def test_rate_parts_of_whole_buckets_give_prometheus_rate(series, bucket, width,
     (``query.rollup_rate`` and the engine's extrapolation), equal Prometheus's computation over
     the raw samples of the window (resets inside buckets and across their edges, gaps, NaN,
     infinities, stale markers); 1 h buckets made from minute rows too."""
-    from query.functions import _extrapolate
+    from query.functions.rate import _extrapolate
     from query.rollup_rate import window_parts
 
     ts, vals = series
@@ -262,8 +262,8 @@ def test_rate_parts_of_whole_buckets_give_prometheus_rate(series, bucket, width,
     hi = np.searchsorted(ends, times, "right")[None, :]
     offsets = np.array([0, len(r)], dtype=np.int64)
     for is_counter, is_rate in ((True, True), (True, False), (False, False)):
-        w = window_parts(r.columns(), offsets, lo, hi, is_counter)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore"):  # (as the engine evaluates)
+            w = window_parts(r.columns(), offsets, lo, hi, is_counter)
             got, ok = _extrapolate(w.result, w.ok, w.n, w.ft, w.lt, w.fv, times[None, :], rng, is_counter, is_rate)
         assert w.known.all()
         for k, t in enumerate(times.tolist()):
