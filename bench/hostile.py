@@ -35,7 +35,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.standalone import Site, start_site  # noqa: E402 - after the path insert
+from bench.procfs import proc_status_kb  # noqa: E402 - after the path insert
+from bench.standalone import Site, start_site  # noqa: E402
 
 SCRAPE_S = 2.0
 EVAL_S = 2.0
@@ -159,13 +160,9 @@ async def wait_warm(http: aiohttp.ClientSession, base: str, timeout_s: float = 1
 # ----------------------------------------------------------------------------- measurements
 def _rss_kb(pid: int) -> int:
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+        return proc_status_kb("VmRSS", pid)
+    except OSError:  # gone
+        return 0
 
 
 def _children(pid: int) -> list[int]:

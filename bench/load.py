@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common.entrypoint import stop_event  # noqa: E402 - after the path insert
+from bench.procfs import proc_cpu_s, proc_status_kb  # noqa: E402 - after the path insert
+from common.entrypoint import stop_event  # noqa: E402
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -42,19 +43,12 @@ if TYPE_CHECKING:
     from services.cassandra.cassandra_node import CassandraNode
     from storage.base import Storage
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
 def proc_figures(pid: int) -> tuple[float, float]:
-    """(RSS MiB, CPU seconds) of a process from /proc."""
+    """(RSS MiB, CPU seconds) of a process from /proc; NaNs once it is gone."""
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        rss_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        cpu = (int(stat[11]) + int(stat[12])) / CLK_TCK
-    except (OSError, StopIteration, IndexError, ValueError):
+        return proc_status_kb("VmRSS", pid) / 1024, proc_cpu_s(pid)
+    except (OSError, IndexError, ValueError):
         return float("nan"), float("nan")
-    return rss_kb / 1024, cpu
 
 
 def scraper_metrics(listen: str) -> dict[str, float]:

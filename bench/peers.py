@@ -63,7 +63,7 @@ from typing import Protocol
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.scrape import proc_cpu_s, proc_status_kb  # noqa: E402 - after the path insert
+from bench.procfs import proc_cpu_s, proc_status_kb  # noqa: E402 - after the path insert
 from common.entrypoint import stop_event  # noqa: E402
 from services.proc import free_port  # noqa: E402
 

@@ -19,22 +19,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import pathlib
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.proc import free_port  # noqa: E402 - after the path insert
+from bench.procfs import proc_cpu_s, proc_status_kb  # noqa: E402 - after the path insert
 
 VARIANTS = 4  # distinct bodies per target, served in turn so values move between scrapes
 
@@ -116,13 +113,6 @@ def start_exporters(n_targets: int, n_series: int) -> tuple[subprocess.Popen[byt
 # ---------------------------------------------------------------------------- measurements
 
 
-def proc_status_kb(field: str, pid: str = "self") -> int:
-    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def bench_parse(n_series: int, rounds: int) -> dict[str, float]:
     """CPU time of ScrapeCache.process on rotating bodies of one target (warm), and cold."""
     from scraper.fastpath import ScrapeCache, ScrapeOutcome
@@ -175,7 +165,7 @@ def bench_parse(n_series: int, rounds: int) -> dict[str, float]:
 E2E_CHILD = r"""
 import asyncio, json, sys, time
 sys.path.insert(0, sys.argv[1])
-from bench.scrape import proc_status_kb
+from bench.procfs import proc_status_kb
 from discovery.target import ScrapeSettings, Target
 from scraper.memwriter import MemoryWriter
 from scraper.pool import ScrapePool
@@ -217,61 +207,26 @@ def bench_e2e(ports: list[int], interval: float, duration: float) -> dict[str, A
     return figures
 
 
-def prom_metric(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return float("nan")
-
-
-def proc_cpu_s(pid: int) -> float:
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-
-
 def bench_prometheus(ports: list[int], interval: float, duration: float) -> dict[str, float]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        raise SystemExit("--vs-prometheus: the prometheus binary is not installed")
+    """Debian's prometheus scraping the same targets, started, counted and stopped as
+    ``bench/peers.py`` runs it (its samples-appended counter, CPU and RSS from /proc)."""
+    from bench.peers import SYSTEMS, http_get, metric_sum
+
+    prom = SYSTEMS["prometheus"]()
     with tempfile.TemporaryDirectory(prefix="ringmon-bench-prom-") as tmp:
-        cfg = pathlib.Path(tmp, "prometheus.yml")
-        targets = ", ".join(f"'127.0.0.1:{p}'" for p in ports)
-        cfg.write_text(
-            f"global:\n  scrape_interval: {round(interval * 1000)}ms\n  scrape_timeout: {round(interval * 1000)}ms\n"
-            f"scrape_configs:\n  - job_name: bench\n    static_configs:\n      - targets: [{targets}]\n"
-        )
-        port = free_port()
-        proc = subprocess.Popen(
-            [binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp}/data",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    prom_metric(port, "prometheus_tsdb_head_samples_appended_total")
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise SystemExit("prometheus did not come up") from None
-                    time.sleep(0.2)
+            prom.start(pathlib.Path(tmp), ports, interval)
+            pid = prom.pids()["prometheus"]
             time.sleep(3 * interval)  # every target scraped a few times
-            s0 = prom_metric(port, "prometheus_tsdb_head_samples_appended_total")
-            c0 = proc_cpu_s(proc.pid)
+            s0, c0 = prom.samples_stored(), proc_cpu_s(pid)
             time.sleep(duration)
-            s1 = prom_metric(port, "prometheus_tsdb_head_samples_appended_total")
-            c1 = proc_cpu_s(proc.pid)
-            series = prom_metric(port, "prometheus_tsdb_head_series")
-            rss_kb = proc_status_kb("VmRSS", str(proc.pid))
+            s1, c1 = prom.samples_stored(), proc_cpu_s(pid)
+            series = metric_sum(http_get(f"{prom.api}/metrics").decode(), "prometheus_tsdb_head_series")
+            rss_kb = proc_status_kb("VmRSS", pid)
+        except RuntimeError as exc:  # not installed, or it did not come up
+            raise SystemExit(f"--vs-prometheus: {exc}") from None
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            prom.finish()
     return {"samples": s1 - s0, "cpu_s": c1 - c0, "head_series": series, "rss_kb": rss_kb}
 
 

@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Sequence
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.procfs import proc_cpu_s  # noqa: E402
 from services.cassandra.cassandra_node import CassandraNode  # noqa: E402
 from services.proc import free_port  # noqa: E402
 from storage.base import DAY_MS, HOUR_MS, SeriesData  # noqa: E402
@@ -53,10 +54,9 @@ def process_cpu_s(pid: int | None) -> float:
     if not pid:
         return 0.0
     try:
-        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return proc_cpu_s(pid)
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def bench_write(

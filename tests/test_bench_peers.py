@@ -24,7 +24,7 @@ from bench.peers import (
     stop_process,
     table,
 )
-from bench.scrape import proc_cpu_s, proc_status_kb
+from bench.procfs import proc_cpu_s, proc_status_kb
 from scraper.exposition import parse
 
 ROOT = Path(__file__).resolve().parent.parent
