@@ -11,6 +11,7 @@ import math
 
 import pytest
 from conftest import CONFORMANCE
+from scrape_cache import run_cache
 
 from scraper.config import ScrapeConfig
 from scraper.exposition import FMT_OPENMETRICS, FMT_TEXT, ParseError, parse
@@ -20,15 +21,6 @@ EXPO = CONFORMANCE / "exposition"
 OM_CASES = sorted(p for p in (EXPO / "openmetrics").iterdir() if p.is_dir())
 FUZZ = sorted((EXPO / "expfmt" / "fuzz-corpus").iterdir())
 PROM_FIXTURES = sorted((EXPO / "prometheus").iterdir())
-
-
-def run_cache(cache: ScrapeCache, body: bytes, fmt: str):
-    proc = cache.process(body, fmt)
-    try:
-        while True:
-            next(proc)
-    except StopIteration as stop:
-        return stop.value
 
 
 def outcome(fn):

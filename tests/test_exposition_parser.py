@@ -6,6 +6,7 @@ import math
 import random
 
 import pytest
+from scrape_cache import run_cache
 
 from scraper.exposition import (
     ACCEPT_HEADER,
@@ -17,15 +18,6 @@ from scraper.exposition import (
 )
 from scraper.fastpath import ScrapeCache
 from storage.model import format_labels
-
-
-def run(cache, body, fmt=FMT_TEXT):
-    proc = cache.process(body, fmt)
-    try:
-        while True:
-            next(proc)
-    except StopIteration as stop:
-        return stop.value
 
 
 def test_content_type_picks_parser():
@@ -82,13 +74,13 @@ def test_text_errors_say_line_and_reason(body, where):
     assert str(exc.value).startswith(where + ": ")
     cache = ScrapeCache({})
     with pytest.raises(ParseError) as exc2:
-        run(cache, body)
+        run_cache(cache, body)
     assert str(exc2.value) == str(exc.value)
 
 
 def test_invalid_utf8_is_rejected():
     with pytest.raises(ParseError, match="line 2: invalid UTF-8"):
-        run(ScrapeCache({}), b"a 1\nb{x=\"\xff\"} 1\n")
+        run_cache(ScrapeCache({}), b"a 1\nb{x=\"\xff\"} 1\n")
 
 
 def _random_body(rng: random.Random, n: int) -> bytes:
@@ -113,7 +105,7 @@ def test_cache_equals_full_parser_on_random_bodies():
         body = _random_body(rng, 40)
         want = parse(body, FMT_TEXT)
         for _ in range(2):  # cold then warm
-            out = run(cache, body)
+            out = run_cache(cache, body)
             got = {format_labels(s.labels): (v, None) for s, v in zip(out.series, out.values, strict=True)}
             exp = {}
             for s in want:
@@ -153,11 +145,11 @@ def test_warm_cache_still_rejects_what_the_parser_rejects(fmt, good, bad):
     with pytest.raises(ParseError):
         parse(bad, fmt)
     cache = ScrapeCache({})
-    run(cache, good, fmt)
-    run(cache, good, fmt)
+    run_cache(cache, good, fmt)
+    run_cache(cache, good, fmt)
     with pytest.raises(ParseError):
-        run(cache, bad, fmt)
-    out = run(cache, good, fmt)  # and it recovers
+        run_cache(cache, bad, fmt)
+    out = run_cache(cache, good, fmt)  # and it recovers
     assert out.series
 
 
@@ -187,22 +179,22 @@ def test_one_series_under_two_texts_keeps_the_first_sample():
     cache = ScrapeCache({"job": "j"})
     body = b'a{x="1"} 1\na{ x = "1" } 2\nb 3\n'
     for _ in range(3):  # cold, warm, warm
-        out = run(cache, body)
+        out = run_cache(cache, body)
         assert [(s.metric, v) for s, v in zip(out.series, out.values, strict=True)] == [("a", 1.0), ("b", 3.0)]
         assert out.duplicates == 1 and out.samples_scraped == 3
     # a relabelling collision behaves the same, and goes away when the collision does
     cfg = ScrapeConfig(metric_relabel_configs=parse_relabel_configs([{"action": "labeldrop", "regex": "x"}], "t"))
     cache = ScrapeCache({}, cfg)
-    out = run(cache, b'c{x="1"} 1\nc{x="2"} 2\n')
+    out = run_cache(cache, b'c{x="1"} 1\nc{x="2"} 2\n')
     assert out.values == [1.0] and out.duplicates == 1
-    out = run(cache, b'c{x="2"} 5\n')
+    out = run_cache(cache, b'c{x="2"} 5\n')
     assert out.values == [5.0] and out.duplicates == 0 and not out.stale
 
 
 def _warm(cache, body, fmt=FMT_TEXT):
     """Scrape twice so the next body with the same layout takes the layout plan."""
-    run(cache, body, fmt)
-    run(cache, body, fmt)
+    run_cache(cache, body, fmt)
+    run_cache(cache, body, fmt)
     assert cache._plan is not None
 
 
@@ -210,16 +202,16 @@ def test_layout_plan_reads_new_values_and_keeps_staleness_right():
     cache = ScrapeCache({"job": "j"})
     _warm(cache, b"# TYPE a gauge\na 1\nb{x=\"1\"} 2\nc 3\n")
     for v in range(5):  # same layout, new values: no new series, nothing stale
-        out = run(cache, b"# TYPE a gauge\na %d\nb{x=\"1\"} %d.5\nc -Inf\n" % (v, v))
+        out = run_cache(cache, b"# TYPE a gauge\na %d\nb{x=\"1\"} %d.5\nc -Inf\n" % (v, v))
         assert out.values == [v, v + 0.5, -math.inf] and out.series_added == 0 and not out.stale
         assert out.samples_scraped == 3
     # a series disappears after several planned scrapes: exactly it is marked stale
-    out = run(cache, b"# TYPE a gauge\na 1\nc 3\n")
+    out = run_cache(cache, b"# TYPE a gauge\na 1\nc 3\n")
     assert [s.metric for s in out.stale] == ["b"]
     # a failure after planned scrapes marks the last good series stale
     _warm(cache, b"a 1\nc 3\n")
     with pytest.raises(ParseError):
-        run(cache, b"a 1\nc 3 x y\n")
+        run_cache(cache, b"a 1\nc 3 x y\n")
     assert sorted(s.metric for s in cache.failed()) == ["a", "c"]
 
 
@@ -243,11 +235,11 @@ def test_layout_plan_falls_back_to_the_line_parser(fmt, good, bad, error):
         except ParseError:
             want = None
         if want is not None:
-            out = run(cache, bad, fmt)
+            out = run_cache(cache, bad, fmt)
             assert out.values == [s.value for s in want]
         return
     with pytest.raises(ParseError, match=error):
-        run(cache, bad, fmt)
+        run_cache(cache, bad, fmt)
 
 
 def test_layout_plan_checks_values_of_dropped_lines():
@@ -258,7 +250,7 @@ def test_layout_plan_checks_values_of_dropped_lines():
         [{"action": "drop", "source_labels": ["__name__"], "regex": "gone"}], "t"))
     cache = ScrapeCache({}, cfg)
     _warm(cache, b"keep 1\ngone 2\n")
-    out = run(cache, b"keep 5\ngone 6\n")
+    out = run_cache(cache, b"keep 5\ngone 6\n")
     assert out.values == [5.0] and out.samples_scraped == 2
     with pytest.raises(ParseError, match="line 2: invalid value"):
-        run(cache, b"keep 5\ngone six\n")
+        run_cache(cache, b"keep 5\ngone six\n")

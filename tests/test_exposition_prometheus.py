@@ -11,21 +11,12 @@ from __future__ import annotations
 import math
 
 import pytest
+from scrape_cache import run_cache
 
 from scraper.exposition import FMT_OPENMETRICS, FMT_TEXT, ParseError, parse
 from scraper.fastpath import ScrapeCache
 from scraper.gofloat import parse_value
 from scraper.lenient import format_om_float
-
-
-def run(cache, body, fmt=FMT_TEXT):
-    proc = cache.process(body, fmt)
-    try:
-        while True:
-            next(proc)
-    except StopIteration as stop:
-        return stop.value
-
 
 # strconv.ParseFloat(s, 64) after Prometheus's "no p, P or _" rule (go1.22 on this machine)
 GO_ACCEPTS = {
@@ -83,11 +74,11 @@ def outcomes(body: bytes, fmt: str) -> list:
         if prime is not None:
             for _ in range(2 if prime.endswith(b"|twice") else 1):
                 try:
-                    run(cache, prime.removesuffix(b"|twice"), fmt)
+                    run_cache(cache, prime.removesuffix(b"|twice"), fmt)
                 except ParseError:
                     pass
         try:
-            out = run(cache, body, fmt)
+            out = run_cache(cache, body, fmt)
             res.append(norm((tuple(s.labels), v) for s, v in zip(out.series, out.values, strict=True)))
         except ParseError as exc:
             res.append(str(exc))

@@ -22,6 +22,7 @@ import pytest
 from fuzz_harness import exposition_seeds, fuzz_settings, mutated, time_bound
 from hypothesis import given
 from hypothesis import strategies as st
+from scrape_cache import run_cache
 
 from scraper.config import ScrapeConfig
 from scraper.exposition import FMT_OPENMETRICS, FMT_TEXT, ParseError, parse
@@ -51,15 +52,6 @@ def same_float(a: float, b: float) -> bool:
     if math.isnan(a) or math.isnan(b):
         return math.isnan(a) and math.isnan(b)
     return struct.pack(">d", a) == struct.pack(">d", b)
-
-
-def run_cache(cache: ScrapeCache, body: bytes, fmt: str):
-    proc = cache.process(body, fmt)
-    try:
-        while True:
-            next(proc)
-    except StopIteration as stop:
-        return stop.value
 
 
 def cache_view(samples) -> tuple[list[tuple], list[float]]:

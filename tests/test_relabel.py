@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from scrape_cache import run_cache
 
 from discovery.target import ScrapeSettings, Target
 from scraper.config import ScrapeConfig
@@ -123,15 +124,6 @@ def test_target_relabel_configs_change_address_labels_and_drop():
     assert resolve_target(t, drop) is None
 
 
-def _scrape(cache, body):
-    proc = cache.process(body, "text")
-    try:
-        while True:
-            next(proc)
-    except StopIteration as stop:
-        return stop.value
-
-
 def test_metric_relabel_in_scrape_and_honor_labels():
     body = b'up_like{job="theirs",instance="x",keep="1"} 1\ndropme 2\nother{keep="1"} 3\n'
     target = {"job": "web", "instance": "h:1"}
@@ -139,23 +131,23 @@ def test_metric_relabel_in_scrape_and_honor_labels():
         {"action": "drop", "source_labels": ["__name__"], "regex": "dropme"},
         {"action": "labeldrop", "regex": "keep"},
     ]})
-    out = _scrape(ScrapeCache(target, cfg), body)
+    out = run_cache(ScrapeCache(target, cfg), body)
     got = [dict(s.labels) for s in out.series]
     assert got == [
         {"__name__": "up_like", "job": "web", "instance": "h:1", "exported_job": "theirs", "exported_instance": "x"},
         {"__name__": "other", "job": "web", "instance": "h:1"},
     ]
     assert out.samples_scraped == 3
-    honored = _scrape(ScrapeCache(target, ScrapeConfig(honor_labels=True)), body)
+    honored = run_cache(ScrapeCache(target, ScrapeConfig(honor_labels=True)), body)
     assert dict(honored.series[0].labels)["job"] == "theirs"
     assert dict(honored.series[1].labels)["job"] == "web"
 
 
 def test_honor_timestamps():
     body = b"a 1 1000\nb 2\n"
-    out = _scrape(ScrapeCache({}), body)
+    out = run_cache(ScrapeCache({}), body)
     assert out.explicit_ts == [(0, 1000)]
-    out = _scrape(ScrapeCache({}, ScrapeConfig(honor_timestamps=False)), body)
+    out = run_cache(ScrapeCache({}, ScrapeConfig(honor_timestamps=False)), body)
     assert out.explicit_ts == []
 
 
