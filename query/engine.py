@@ -256,6 +256,19 @@ def _lacks_rate_aggregates(plan: FetchPlan) -> bool:
     return any(d.agg is not None and "correction" in d.agg and bool(np.isnan(d.agg["correction"]).any()) for d in plan.data)
 
 
+def _rows_before(rows: list[SeriesData], split: dict[int, int], default: int, res: Resolution) -> list[SeriesData]:
+    """Each series' rows with bucket starts before its split (``default`` without one)."""
+    cut = []
+    for d in rows:
+        at = split.get(d.series.id, default)
+        if len(d) and int(d.timestamps[-1]) >= at:
+            n = int(np.searchsorted(d.timestamps, at, "left"))
+            agg = {k: v[:n] for k, v in (d.agg or {}).items()}
+            d = SeriesData(d.series, d.timestamps[:n], d.values[:n], res, agg)
+        cut.append(d)
+    return cut
+
+
 def _flat_rows(rows: Rows, resolution: Resolution) -> FlatSeries:
     """Rollup rows as a selector's flat series (buckets at their last millisecond)."""
     counts = np.bincount(rows.sidx, minlength=len(rows.series))
@@ -988,14 +1001,7 @@ class Engine:
         if len(built) and any(v != tail for v in split.values()):
             starts = np.array([split.get(ser.id, tail) for ser in built.series], dtype=np.int64)
             built = built.keep(built.ts >= starts[built.sidx])
-        cut = []
-        for d in rows:
-            at = split.get(d.series.id, tail)
-            if len(d) and int(d.timestamps[-1]) >= at:
-                n = int(np.searchsorted(d.timestamps, at, "left"))
-                agg = {k: v[:n] for k, v in (d.agg or {}).items()}
-                d = SeriesData(d.series, d.timestamps[:n], d.values[:n], res, agg)
-            cut.append(d)
+        cut = _rows_before(rows, split, tail, res)
         first = next((d for d in cut if len(d)), None)
         names = column_names(plan.columns)
         if first is None or (first.agg is not None and all(k in first.agg for k in names)):

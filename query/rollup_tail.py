@@ -155,25 +155,7 @@ def fine_rows(
     offsets = np.concatenate(([0], np.cumsum(counts)))
     heads = offsets[1:-1]
     heads = np.unique(heads[(heads > 0) & (heads < n)])  # first sample of each series but the first
-    # Counter increase of each sample from the previous finite sample of its series (the
-    # counter chain skips NaN and infinities) when at most max_gap_ms before it.
-    inc = np.zeros(n)
-    fin = np.isfinite(vals)
-    if fin.all():
-        if n > 1:
-            cur = vals[1:]
-            step_inc = cur - vals[:-1]
-            np.copyto(step_inc, cur, where=step_inc < 0)  # a drop is a reset to zero
-            ok = ts[1:] - ts[:-1] <= max_gap_ms
-            ok[heads - 1] = False
-            inc[1:] = np.where(ok, step_inc, 0.0)
-    else:
-        finite = np.flatnonzero(fin)
-        if len(finite) > 1:
-            cts, cur, prev = ts[finite], vals[finite[1:]], vals[finite[:-1]]
-            cser = np.searchsorted(offsets[1:], finite, "right")
-            ok = (cser[1:] == cser[:-1]) & (cts[1:] - cts[:-1] <= max_gap_ms)
-            inc[finite[1:]] = np.where(ok, np.where(cur >= prev, cur - prev, cur), 0.0)
+    inc = _increases(ts, vals, offsets, heads, max_gap_ms)
     # Rows per (series, bucket); bucket -1 collects the samples before the window.
     b = (ts - start_ms) // step_ms
     np.maximum(b, -1, out=b)
@@ -200,6 +182,31 @@ def fine_rows(
         rb, sidx = rb[inside], sidx[inside]
         cols = {k: v[inside] for k, v in cols.items()}
     return Rows([d.series for d in parts], sidx, start_ms + rb * step_ms, cols)
+
+
+def _increases(ts: np.ndarray, vals: np.ndarray, offsets: np.ndarray, heads: np.ndarray, max_gap_ms: int) -> np.ndarray:
+    """Counter increase of each sample from the previous finite sample of its series (the
+    counter chain skips NaN and infinities) when at most ``max_gap_ms`` before it; ``heads``
+    are the first samples of the series but the first, ``offsets`` where each series starts."""
+    n = len(ts)
+    inc = np.zeros(n)
+    fin = np.isfinite(vals)
+    if fin.all():
+        if n > 1:
+            cur = vals[1:]
+            step_inc = cur - vals[:-1]
+            np.copyto(step_inc, cur, where=step_inc < 0)  # a drop is a reset to zero
+            ok = ts[1:] - ts[:-1] <= max_gap_ms
+            ok[heads - 1] = False
+            inc[1:] = np.where(ok, step_inc, 0.0)
+    else:
+        finite = np.flatnonzero(fin)
+        if len(finite) > 1:
+            cts, cur, prev = ts[finite], vals[finite[1:]], vals[finite[:-1]]
+            cser = np.searchsorted(offsets[1:], finite, "right")
+            ok = (cser[1:] == cser[:-1]) & (cts[1:] - cts[:-1] <= max_gap_ms)
+            inc[finite[1:]] = np.where(ok, np.where(cur >= prev, cur - prev, cur), 0.0)
+    return inc
 
 
 def combine(rows: Rows, start_ms: int, step_ms: int) -> Rows:
