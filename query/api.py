@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from common import durations
+from common.http_body import piecewise
 from query.engine import Engine
 from query.errors import ParseError, QueryError
 from query.parse import MatrixSel, VectorSel
@@ -359,8 +360,8 @@ def _answer_bytes(res: QueryResult) -> bytes:
 
 def _result_response(res: QueryResult, params: dict[str, list[str]], started: float) -> web.Response:
     """A query's success answer: the body the worker encoded, or encoded here (with stats)."""
-    if res.encoded is not None:
-        return web.Response(body=res.encoded, content_type="application/json")
+    if res.encoded is not None:  # (hundreds of MB for a big query: written a piece at a time)
+        return web.Response(body=piecewise(res.encoded, content_type="application/json"))
     return success_text(result_text(res, _stats(res, params, started)), res.warnings)
 
 
