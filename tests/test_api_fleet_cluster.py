@@ -17,13 +17,12 @@ import pytest
 from prometheus_client import Counter
 from test_api_fleet import check_grafana_answer, grafana_requests
 from waiting import wait_for
+from zk_helpers import cluster_scraper
 
 from agent.server import AgentServer
 from alerting.service import AlerterService, load_alerting_file
-from cli.cmd_scraper import ScraperOptions, ScraperProcess
 from cli.cmd_web import ClusterWeb, WebOptions
 from cli.config import config_from_dict
-from cli.wiring import make_storage, make_writer
 from discovery.registry import Registry
 from discovery.target import ScrapeSettings
 from services.zookeeper.zkserver import free_port
@@ -73,13 +72,7 @@ async def cluster(request, tmp_path: Path, zookeeper, zk_root):
         "data_dir": str(tmp_path / "data"),
         "alerting": str(alerting),
     })
-    storage = await make_storage(cfg.storage)
-    writer = await make_writer(cfg.storage, storage)
-    scraper = ScraperProcess(
-        ScraperOptions(scraper_id="s-1", listen="127.0.0.1:0", zookeeper=zookeeper.hosts, zookeeper_root=zk_root,
-                       session_timeout=4.0, record_interval=1.0),
-        writer,
-    )
+    storage, writer, scraper = await cluster_scraper(cfg, zookeeper.hosts, zk_root)
     settings, ncfg = load_alerting_file(str(alerting))
     alerter = AlerterService(settings, ncfg, storage, writer, alerting_config_path=str(alerting))
     web_port = free_port()

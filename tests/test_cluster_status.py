@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from zk_helpers import cluster_scraper
 
 from agent.server import AgentServer
-from cli.cmd_scraper import ScraperOptions, ScraperProcess
 from cli.cmd_status import collector_for
 from cli.cmd_web import ClusterWeb, WebOptions
 from cli.config import config_from_dict
-from cli.wiring import make_storage, make_writer
 from discovery.registry import Registry
 from discovery.target import ScrapeSettings
 from scraper.exposition import sample_sums as parse_metrics
@@ -50,13 +49,7 @@ async def test_status_reports_components_ring_write_lag_and_down_components(zook
     await loop.run_in_executor(None, admin.register_host, SELF_POOL, f"127.0.0.1:{web_port}")
     for a in agents:
         await loop.run_in_executor(None, admin.register_host, "api", a.address)
-    storage = await make_storage(cfg.storage)
-    writer = await make_writer(cfg.storage, storage)
-    scraper = ScraperProcess(
-        ScraperOptions(scraper_id="s-1", listen="127.0.0.1:0", zookeeper=zookeeper.hosts, zookeeper_root=zk_root,
-                       session_timeout=4.0, record_interval=1.0),
-        writer,
-    )
+    storage, writer, scraper = await cluster_scraper(cfg, zookeeper.hosts, zk_root)
     web_server = ClusterWeb(cfg, WebOptions(listen=f"127.0.0.1:{web_port}", zookeeper=zookeeper.hosts,
                                             zookeeper_root=zk_root))
     try:

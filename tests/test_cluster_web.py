@@ -12,13 +12,11 @@ import asyncio
 
 import aiohttp
 import pytest
-from zk_helpers import async_wait_for
+from zk_helpers import async_wait_for, cluster_scraper
 
 from agent.server import AgentServer
-from cli.cmd_scraper import ScraperOptions, ScraperProcess
 from cli.cmd_web import ClusterWeb, WebOptions
 from cli.config import config_from_dict
-from cli.wiring import make_storage, make_writer
 from discovery.registry import Registry
 from discovery.target import ScrapeSettings
 from services.zookeeper.zkserver import free_port
@@ -47,13 +45,7 @@ async def test_web_shows_zookeeper_pools_with_scraper_health_and_survives_a_zook
     dead = f"127.0.0.1:{free_port()}"
     await loop.run_in_executor(None, admin.register_host, "db", dead)
 
-    storage = await make_storage(cfg.storage)
-    writer = await make_writer(cfg.storage, storage)
-    scraper = ScraperProcess(
-        ScraperOptions(scraper_id="s-1", listen="127.0.0.1:0", zookeeper=zookeeper.hosts, zookeeper_root=zk_root,
-                       session_timeout=4.0, record_interval=1.0),
-        writer,
-    )
+    storage, writer, scraper = await cluster_scraper(cfg, zookeeper.hosts, zk_root)
     web_port = free_port()
     server = ClusterWeb(cfg, WebOptions(listen=f"127.0.0.1:{web_port}", zookeeper=zookeeper.hosts,
                                         zookeeper_root=zk_root, session_timeout=4.0, health_cache_s=0.2))
