@@ -61,13 +61,18 @@ def generate(seed: int = 5) -> dict[Series, tuple[np.ndarray, np.ndarray, str]]:
     return out
 
 
-async def load(store: SQLiteRollupStorage, data) -> None:
+def batches(data) -> list[SampleBatch]:
+    """``generate``'s samples as one batch per target (a spool replay or a scrape writes so)."""
     by_target: dict[str, SampleBatch] = {}
     for s, (ts, v, target) in data.items():
         b = by_target.setdefault(target, SampleBatch(target))
         for t, x in zip(ts.tolist(), v.tolist(), strict=True):
             b.add(s, t, x)
-    for b in by_target.values():
+    return list(by_target.values())
+
+
+async def load(store: SQLiteRollupStorage, data) -> None:
+    for b in batches(data):
         await store.write(b)
 
 

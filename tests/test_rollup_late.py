@@ -16,7 +16,7 @@ import sqlite3
 import numpy as np
 import pytest
 from test_rollup import assert_equal_rollups, brute_force
-from test_rollup_job import SHARDS, T0, T_END, WINDOW, generate
+from test_rollup_job import SHARDS, T0, T_END, WINDOW, batches, generate
 
 from storage.base import HOUR_MS, MINUTE_MS, Resolution
 from storage.blocks import decode_block
@@ -65,12 +65,7 @@ async def write(store, data) -> None:
     """One batch per target (a spool replay or a scrape), retrying Cassandra timeouts."""
     from storage.base import StorageError
 
-    by_target: dict[str, SampleBatch] = {}
-    for s, (ts, v, target) in data.items():
-        b = by_target.setdefault(target, SampleBatch(target))
-        for t, x in zip(ts.tolist(), v.tolist(), strict=True):
-            b.add(s, t, x)
-    for b in by_target.values():
+    for b in batches(data):
         for attempt in range(6):
             try:
                 await store.write(b)
