@@ -26,12 +26,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.procfs import proc_cpu_s, proc_status_kb  # noqa: E402 - after the path insert
+from scraper.lenient import FMT_TEXT  # noqa: E402
+
+if TYPE_CHECKING:
+    from scraper.fastpath import ScrapeCache, ScrapeOutcome
 
 VARIANTS = 4  # distinct bodies per target, served in turn so values move between scrapes
 
@@ -113,28 +117,30 @@ def start_exporters(n_targets: int, n_series: int) -> tuple[subprocess.Popen[byt
 # ---------------------------------------------------------------------------- measurements
 
 
+def run_cache(cache: ScrapeCache, body: bytes, fmt: str = FMT_TEXT) -> ScrapeOutcome:
+    """``cache.process`` driven to its end in one go (a scrape loop does the same with event-loop
+    yields between chunks); its outcome. Parse and limit errors propagate (the tests use it too)."""
+    proc = cache.process(body, fmt)
+    try:
+        while True:
+            next(proc)
+    except StopIteration as stop:
+        outcome: ScrapeOutcome = stop.value
+        return outcome
+
+
 def bench_parse(n_series: int, rounds: int) -> dict[str, float]:
     """CPU time of ScrapeCache.process on rotating bodies of one target (warm), and cold."""
-    from scraper.fastpath import ScrapeCache, ScrapeOutcome
-    from scraper.lenient import FMT_TEXT
+    from scraper.fastpath import ScrapeCache
 
     bodies = [node_like_body(0, n_series, v) for v in range(VARIANTS)]
-
-    def run(cache: ScrapeCache, body: bytes) -> ScrapeOutcome:
-        g = cache.process(body, FMT_TEXT)
-        try:
-            while True:
-                next(g)
-        except StopIteration as stop:
-            outcome: ScrapeOutcome = stop.value
-            return outcome
 
     cold_cpu = 0.0
     cold_n = 0
     for _ in range(3):
         cache = ScrapeCache({"job": "node", "instance": "bench:9100"})
         t = time.process_time()
-        out = run(cache, bodies[0])
+        out = run_cache(cache, bodies[0])
         cold_cpu += time.process_time() - t
         cold_n += len(out.series)
     warm_cpu = 0.0
@@ -142,19 +148,19 @@ def bench_parse(n_series: int, rounds: int) -> dict[str, float]:
     for r in range(rounds):
         body = bodies[(r + 1) % VARIANTS]
         t = time.process_time()
-        out = run(cache, body)
+        out = run_cache(cache, body)
         warm_cpu += time.process_time() - t
         warm_n += len(out.series)
         assert not out.stale and out.series_added == 0
     # the same steady bodies through the per-line cache only (what a body whose layout changed costs)
     lines_cache = ScrapeCache({"job": "node", "instance": "bench:9100"})
     lines_cache._make_plan = lambda *_args: None  # type: ignore[method-assign]
-    run(lines_cache, bodies[0])
+    run_cache(lines_cache, bodies[0])
     line_cpu = 0.0
     line_n = 0
     for r in range(max(2, rounds // 4)):
         t = time.process_time()
-        out = run(lines_cache, bodies[(r + 1) % VARIANTS])
+        out = run_cache(lines_cache, bodies[(r + 1) % VARIANTS])
         line_cpu += time.process_time() - t
         line_n += len(out.series)
     return {"warm_samples_per_s": warm_n / warm_cpu, "warm_us_per_sample": warm_cpu / warm_n * 1e6,

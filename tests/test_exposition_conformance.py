@@ -11,8 +11,8 @@ import math
 
 import pytest
 from conftest import CONFORMANCE
-from scrape_cache import run_cache
 
+from bench.scrape import run_cache
 from scraper.config import ScrapeConfig
 from scraper.exposition import FMT_OPENMETRICS, FMT_TEXT, ParseError, parse
 from scraper.fastpath import ScrapeCache, ScrapeError

@@ -6,8 +6,8 @@ import math
 import random
 
 import pytest
-from scrape_cache import run_cache
 
+from bench.scrape import run_cache
 from scraper.exposition import (
     ACCEPT_HEADER,
     FMT_OPENMETRICS,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from scrape_cache import run_cache
 
+from bench.scrape import run_cache
 from scraper.exposition import FMT_OPENMETRICS, FMT_TEXT, ParseError, parse
 from scraper.fastpath import ScrapeCache
 from scraper.gofloat import parse_value

@@ -22,8 +22,8 @@ import pytest
 from fuzz_harness import exposition_seeds, fuzz_settings, mutated, time_bound
 from hypothesis import given
 from hypothesis import strategies as st
-from scrape_cache import run_cache
 
+from bench.scrape import run_cache
 from scraper.config import ScrapeConfig
 from scraper.exposition import FMT_OPENMETRICS, FMT_TEXT, ParseError, parse
 from scraper.fastpath import ScrapeCache, ScrapeError

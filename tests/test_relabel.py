@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from scrape_cache import run_cache
 
+from bench.scrape import run_cache
 from discovery.target import ScrapeSettings, Target
 from scraper.config import ScrapeConfig
 from scraper.fastpath import ScrapeCache
