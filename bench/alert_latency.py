@@ -34,6 +34,7 @@ from alerting.notifier.nflog import MemoryNotificationLog  # noqa: E402
 from alerting.rulestore import RuleStore  # noqa: E402
 from alerting.state import MemoryAlertStateStore  # noqa: E402
 from alerting.testing import RecordingReceiver  # noqa: E402
+from cli.wiring import serve_app  # noqa: E402
 from discovery.target import ScrapeSettings, Target  # noqa: E402
 from query.engine import Engine  # noqa: E402
 from scraper.loop import ScrapeLoop  # noqa: E402
@@ -51,11 +52,7 @@ class FlippingTarget:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/metrics", self.metrics)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.runner, self.port = await serve_app(app, "127.0.0.1:0", "bench target")
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = f"# TYPE bench_load gauge\nbench_load {self.value}\n"

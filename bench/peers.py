@@ -58,7 +58,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -66,6 +66,10 @@ sys.path.insert(0, str(ROOT))
 from bench.procfs import proc_cpu_s, proc_status_kb  # noqa: E402 - after the path insert
 from common.entrypoint import stop_event  # noqa: E402
 from services.proc import free_port  # noqa: E402
+
+if TYPE_CHECKING:
+    from services.cassandra.cassandra_node import CassandraNode
+    from services.zookeeper.zkserver import ZooKeeperServer
 
 QUERY = "sum by (mode)(rate(node_cpu_seconds_total[1m]))"
 QUERY_RUNS = 5
@@ -398,8 +402,8 @@ class RingmonCluster:
     cfg_path: Path = Path()
     scraper: subprocess.Popen | None = None
     web: subprocess.Popen | None = None
-    zk: object = None
-    node: object = None
+    zk: ZooKeeperServer | None = None
+    node: CassandraNode | None = None
     scraper_url: str = ""
 
     def start(self, tmp: Path, ports: list[int], interval: float) -> None:
@@ -443,8 +447,8 @@ class RingmonCluster:
                    120, "ringmon scraper start", self.scraper)
 
     def pids(self) -> dict[str, int]:
-        assert self.scraper is not None
-        return {"scraper": self.scraper.pid, "cassandra": int(self.node.pid or 0)}  # type: ignore[attr-defined]
+        assert self.scraper is not None and self.node is not None
+        return {"scraper": self.scraper.pid, "cassandra": self.node.pid or 0}
 
     def samples_stored(self) -> float:
         # appended to the batching writer, which stores them in Cassandra or spools them: what the
@@ -473,17 +477,18 @@ class RingmonCluster:
             for p in (self.web, self.scraper):  # the scraper's writer drains its queue on SIGTERM
                 if p is not None:
                     stop_process(p)
-            if self.scraper is not None and self.node is not None and self.node.is_running():  # type: ignore[attr-defined]
-                c0 = proc_cpu_s(int(self.node.pid))  # type: ignore[attr-defined]
+            node = self.node
+            if self.scraper is not None and node is not None and node.is_running() and node.pid is not None:
+                c0 = proc_cpu_s(node.pid)
                 extra = seal(self.cfg_path)
-                extra["seal_cassandra_cpu_s"] = proc_cpu_s(int(self.node.pid)) - c0  # type: ignore[attr-defined]
+                extra["seal_cassandra_cpu_s"] = proc_cpu_s(node.pid) - c0
                 extra["seal_cpu_s"] += extra["seal_cassandra_cpu_s"]
-                self.node.nodetool("flush", "ringmon", timeout_s=300)  # type: ignore[attr-defined]
+                node.nodetool("flush", "ringmon", timeout_s=300)
         finally:
             if self.node is not None:
-                self.node.stop()  # type: ignore[attr-defined]
+                self.node.stop()
             if self.zk is not None:
-                self.zk.stop()  # type: ignore[attr-defined]
+                self.zk.stop()
         return extra
 
     def data_dir(self) -> Path:
@@ -505,15 +510,16 @@ async def seal_child(cfg_path: str) -> dict[str, float]:
     job does to this data once the window closes. Prints CPU seconds and samples sealed."""
     from cli.config import load_config
     from cli.wiring import make_storage
-    from storage.rollup_job import RollupJob, window_floor
+    from storage.rollup_job import RollupJob, RollupStore, window_floor
     from storage.rollup_lease import LocalShardLease
 
     cfg = load_config(cfg_path, {})
     store = await make_storage(cfg.storage)
+    assert isinstance(store, RollupStore), "make_storage opens a rollup-capable store"
     try:
-        probe = RollupJob(store, LocalShardLease(Path(cfg.data_dir) / "rollup-locks"))  # type: ignore[arg-type]
+        probe = RollupJob(store, LocalShardLease(Path(cfg.data_dir) / "rollup-locks"))
         future = window_floor(int(time.time() * 1000), probe.window_ms) + probe.window_ms + probe.grace_ms + 1
-        job = RollupJob(store, probe.lease, now_ms=lambda: future)  # type: ignore[arg-type]
+        job = RollupJob(store, probe.lease, now_ms=lambda: future)
         cpu0 = time.process_time()
         done = await job.run_once()
         cpu = time.process_time() - cpu0

@@ -274,7 +274,8 @@ def main() -> int:
             print(f"prometheus (same targets):         {pus:.2f} us CPU/sample ({pr['samples']:,.0f} samples), "
                   f"RSS {pr['rss_kb'] / 1024:.1f} MiB for {pr['head_series']:,.0f} head series "
                   f"({pr['rss_kb'] * 1024 / max(1, pr['head_series']):.0f} bytes/series)")
-            print(f"CPU per sample, ringmon / prometheus: {us / pus:.2f}")
+            ratio = us / pus if pus else float("nan")  # a short window can see no CPU tick of prometheus
+            print(f"CPU per sample, ringmon / prometheus: {ratio:.2f}")
     finally:
         server.kill()
         server.wait(timeout=10)
