@@ -4,8 +4,9 @@ A heartbeat callback on the loop stamps the time every ``tick_s``; a daemon thre
 the stamp. When it is older than ``threshold_s`` the loop is stalled. The thread samples the
 loop thread's stack then and, once the loop beats again, logs one warning with the stall's
 length, that stack, the time garbage collections took meanwhile (they hold the GIL, in
-whichever thread they run) and, on Linux, how long the loop thread ran and how long it waited
-for a CPU (a machine too busy to run the process: no code of ours to blame). Each stall is
+whichever thread they run) and, on Linux, how long the loop thread ran, how long it waited for
+a CPU (a machine too busy to run the process: no code of ours to blame) and how long it was
+blocked (the GIL held by another thread, or a blocking call). Each stall is
 observed in the ``ringmon_event_loop_stall_seconds`` histogram, which ``register`` adds to a
 process's metrics registry.
 """
@@ -41,12 +42,21 @@ class Stall:
     ran_s: float | None = None  # the loop thread on a CPU
     cpu_wait_s: float | None = None  # the loop thread runnable, waiting for a CPU
 
+    @property
+    def blocked_s(self) -> float | None:
+        """The rest: the loop thread neither ran nor waited for a CPU (it waited for the GIL, or
+        was blocked in a call: a sleep, a lock, a page fault)."""
+        if self.ran_s is None or self.cpu_wait_s is None:
+            return None
+        return max(0.0, self.seconds - self.ran_s - self.cpu_wait_s)
+
     def describe(self) -> str:
         parts = [f"event loop stalled for {self.seconds * 1000:.0f} ms"]
         if self.gc_s:
             parts.append(f"garbage collection {self.gc_s * 1000:.0f} ms")
         if self.ran_s is not None and self.cpu_wait_s is not None:
-            parts.append(f"loop thread ran {self.ran_s * 1000:.0f} ms, waited for a CPU {self.cpu_wait_s * 1000:.0f} ms")
+            parts.append(f"loop thread ran {self.ran_s * 1000:.0f} ms, waited for a CPU {self.cpu_wait_s * 1000:.0f} ms, "
+                         f"blocked {(self.blocked_s or 0.0) * 1000:.0f} ms")
         return "; ".join(parts) + "; the loop thread was in:\n" + self.loop_stack
 
 

@@ -41,6 +41,8 @@ async def test_a_blocked_loop_is_reported_with_its_stack_gc_time_and_metric() ->
     assert stall.seconds >= 0.25  # the loop truly did not beat for 0.3 s (a lower bound: load only adds)
     assert stall.gc_s > 0  # the collection ran inside the stall
     assert "time.sleep(0.3)" in stall.loop_stack
+    if stall.ran_s is not None:  # Linux: the thread slept, so the stall is time it was blocked
+        assert stall.blocked_s is not None and stall.blocked_s >= 0.2 and "blocked" in stall.describe()
     described = stall.describe()
     assert described.startswith("event loop stalled for") and "garbage collection" in described
     assert stall in dog.stalls
