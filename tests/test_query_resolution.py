@@ -7,6 +7,8 @@ expected values below come from raw data by plain loops, independently of the en
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -306,6 +308,9 @@ async def test_query_page_passes_max_source_resolution(data) -> None:
         body = await resp.text()
         assert resp.status == 200 and "1m" in {r for r, _, _ in st.select_log}
         assert "irate() answered from 1m rollups" in body
+        # an answer with a caveat is a warning beside the chart, not an error in its place
+        assert re.search(r'<p class="warning"[^>]*>[^<]*irate\(\) answered from 1m rollups', body)
+        assert not re.findall(r'<p class="error"[^>]*>([^<]*)</p>', body) and "<svg" in body
         assert '<option value="1m" selected>' in body and 'name="max_source_resolution" value="1m"' in body
         st.select_log.clear()
         resp = await client.get("/query", params={"expr": "irate(c_total[5m])", **window})
@@ -313,3 +318,39 @@ async def test_query_page_passes_max_source_resolution(data) -> None:
         assert {r for r, _, _ in st.select_log} == {"raw"} and "answered from" not in body
     finally:
         await client.close()
+
+
+async def test_dashboard_panel_shows_an_approximate_answer_as_a_warning(data, tmp_path) -> None:
+    """A panel answered from rollups with a caveat draws its chart and says the caveat as a
+    warning; a panel whose query fails says so as an error."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from web.app import create_app
+
+    st, _ = data
+    (tmp_path / "d.yaml").write_text(
+        "title: D\npanels:\n"
+        "- title: Rate\n  expr: 'irate(c_total[5m])'\n"
+        "- title: Broken\n  expr: 'c_total / on() group_left() {s=\"a\"}'\n"  # two series on the one side"
+    )
+
+    async def nothing():
+        return []
+
+    app = create_app(engine=Engine(st, now_ms=lambda: NOW), pools_provider=nothing, targets_provider=nothing,
+                     dashboards_dirs=[tmp_path])
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    window = {"range": "custom", "from": str((NOW - 6 * HOUR_MS) // 1000), "to": str(NOW // 1000),
+              "max_source_resolution": "1m"}
+    try:
+        resp = await client.get("/d/d", params=window)
+        body = await resp.text()
+    finally:
+        await client.close()
+    assert resp.status == 200, body
+    panels = dict(re.findall(r"<h2>([^<]+)</h2>(.*?)</section>", body, re.S))
+    assert set(panels) == {"Rate", "Broken"}, body
+    assert re.search(r'<p class="warning">[^<]*irate\(\) answered from 1m rollups', panels["Rate"])
+    assert 'class="error"' not in panels["Rate"] and '<path class="line"' in panels["Rate"]
+    assert re.search(r'<p class="error">[^<]*', panels["Broken"]) and 'class="warning"' not in panels["Broken"]

@@ -173,6 +173,17 @@ def with_point_at(result: Any, head: Any, ts_ms: int) -> Any:
     return dataclasses.replace(result, series=series)
 
 
+@dataclasses.dataclass(frozen=True)
+class RangeChart:
+    """A drawn range query: the chart, why it failed (``error``, then the chart is empty), the
+    caveats of an answer that stands (``warning``: e.g. approximate from rollups), its series."""
+
+    svg: Markup
+    error: str
+    warning: str
+    series_count: int
+
+
 async def range_chart(
     engine: QueryEngine,
     expr: str,
@@ -187,19 +198,19 @@ async def range_chart(
     width: int = 800,
     height: int = 240,
     empty_text: str = "No data",
-) -> tuple[Markup, str, int]:
-    """Run ``expr`` over the page's range and draw it: (svg, error message, series count).
+) -> RangeChart:
+    """Run ``expr`` over the page's range and draw it.
 
     ``engine`` answers the range query (perhaps through the range cache); ``instant``, when
     given, adds the point at the page's now (see ``query_to_now``)."""
     try:
         result = await query_to_now(engine, instant, expr, tr)
         series = chart.series_from_result(result, legend)
-        err = "; ".join(w for w in getattr(result, "warnings", None) or [] if not w.startswith(INFO_PREFIX))
+        err, warning = "", "; ".join(w for w in getattr(result, "warnings", None) or [] if not w.startswith(INFO_PREFIX))
     except Exception as exc:  # a bad or failing query is shown on its panel, not as a 500
         if not is_query_error(exc):
             log.exception("range query failed", extra={"expr": expr})
-        series, err = [], f"{type(exc).__name__}: {exc}"
+        series, err, warning = [], f"{type(exc).__name__}: {exc}", ""
     spec = chart.ChartSpec(
         title=title,
         unit=unit,
@@ -213,7 +224,7 @@ async def range_chart(
         thresholds=thresholds,
         empty_text=empty_text,
     )
-    return Markup(chart.render_chart(series, spec)), err, len(series)
+    return RangeChart(Markup(chart.render_chart(series, spec)), err, warning, len(series))
 
 
 # -- handlers ------------------------------------------------------------------------------------
@@ -296,7 +307,7 @@ async def host_page(request: web.Request) -> web.Response:
     expr = HOST_CPU_EXPR.format(
         job=promql_string(pool), instance=promql_string(instance), window=tr.rate_window
     )
-    (svg, chart_error, count), (targets, terr) = await asyncio.gather(
+    drawn, (targets, terr) = await asyncio.gather(
         range_chart(
             request.app[RANGE_ENGINE],
             expr,
@@ -314,7 +325,7 @@ async def host_page(request: web.Request) -> web.Response:
     target = next((t for t in targets if t.pool == pool and t.address == instance), None)
     pool_hosts = sorted(t.address for t in targets if t.pool == pool)
     unknown = ""
-    if target is None and not terr and count == 0 and not chart_error:
+    if target is None and not terr and drawn.series_count == 0 and not drawn.error:
         if pool_hosts:
             unknown = f"Pool {pool!r} has no host {instance!r}."
         else:
@@ -328,9 +339,10 @@ async def host_page(request: web.Request) -> web.Response:
         instance=instance,
         target=target,
         expr=expr,
-        cpu_chart=svg,
-        chart_error=chart_error,
-        series_count=count,
+        cpu_chart=drawn.svg,
+        chart_error=drawn.error,
+        chart_warning=drawn.warning,
+        series_count=drawn.series_count,
         time_range=tr,
         unknown=unknown,
         pool_hosts=pool_hosts,
@@ -432,6 +444,7 @@ async def _panel_chart(
     results = await asyncio.gather(*(query_to_now(engine, instant, e, tr) for e, _ in exprs), return_exceptions=True)
     series: list[chart.ChartSeries] = []
     errors: list[str] = []
+    warnings: list[str] = []  # the answer stands, with a caveat (e.g. approximate from rollups)
     for (expr, legend), res in zip(exprs, results, strict=True):
         if isinstance(res, BaseException):
             if not isinstance(res, Exception):
@@ -441,7 +454,7 @@ async def _panel_chart(
             errors.append(f"{type(res).__name__}: {res}")
             continue
         series.extend(chart.series_from_result(res, legend))
-        errors.extend(w for w in getattr(res, "warnings", None) or [] if not w.startswith(INFO_PREFIX))
+        warnings.extend(w for w in getattr(res, "warnings", None) or [] if not w.startswith(INFO_PREFIX))
     spec = chart.ChartSpec(
         title=panel.title,
         unit=panel.unit,
@@ -460,6 +473,7 @@ async def _panel_chart(
         "panel": panel,
         "svg": Markup(chart.render_chart(series, spec)),
         "errors": errors,
+        "warnings": warnings,
         "exprs": [e for e, _ in exprs],
         "series_count": len(series),
     }
@@ -513,10 +527,11 @@ async def query_page(request: web.Request) -> web.Response:
     expr = request.query.get("expr", "").strip()
     tr = page_time_range(request)
     errors = list(tr.errors)
-    svg = None
+    svg: Markup | None = None
     rows: list[dict[str, Any]] = []
     truncated = 0
     error_position = None
+    warning = ""
     if len(expr) > MAX_EXPR_LEN:
         errors.append(f"expr: at most {MAX_EXPR_LEN} characters, got {len(expr)}")
         expr_run = ""
@@ -524,10 +539,11 @@ async def query_page(request: web.Request) -> web.Response:
         expr_run = expr
     if expr_run:
         engine = request.app[ENGINE]
-        svg, chart_error, _ = await range_chart(
+        drawn = await range_chart(
             request.app[RANGE_ENGINE], expr_run, tr, instant=engine, title=expr_run, width=1300, height=320,
             empty_text="No series matched in this range",
         )  # fmt: skip
+        svg, chart_error, warning = drawn.svg, drawn.error, drawn.warning
         try:
             result = await engine.instant_query(expr_run, tr.now_ms, **source_kw(tr))
             if result.type == "scalar" and result.scalar is not None:
@@ -547,7 +563,7 @@ async def query_page(request: web.Request) -> web.Response:
             if line is not None:
                 error_position = (line, col)
             errors.append(f"{type(exc).__name__}: {exc}")
-            chart_error = ""
+            chart_error = warning = ""
             svg = None  # the error is the answer: no empty chart, no "No series." under it
         if chart_error and chart_error not in " ".join(errors):
             errors.append(chart_error)
@@ -562,6 +578,7 @@ async def query_page(request: web.Request) -> web.Response:
         error_position=error_position,
         time_range=tr,
         errors=errors,
+        warnings=[warning] if warning else [],
     )
 
 

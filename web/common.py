@@ -128,6 +128,7 @@ def render(request: web.Request, template: str, *, status: int = 200, **context:
     context.setdefault("page_title", "")
     context.setdefault("time_range", None)
     context.setdefault("errors", [])
+    context.setdefault("warnings", [])
     html = env.get_template(template).render(
         app_title=request.app[TITLE],
         path=request.path,
