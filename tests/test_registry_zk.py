@@ -75,6 +75,12 @@ def test_pool_and_host_crud(registries):
         reg.delete_pool("web")
     assert reg.deregister_host("web", "10.0.0.1:9100") == 1
     assert reg.deregister_host("web", "10.0.0.1:9100") == 0
+    # many at once: a registered address kept, a new one named twice registered once
+    got = reg.register_hosts("web", ["10.0.0.2:9100", "10.0.0.3:9100", "10.0.0.3:9100"])
+    two = f"{reg.members_path('web')}/{members[1].node}"
+    assert got == [(two, False), (got[1][0], True), (got[1][0], False)] and got[1][0] != two
+    assert [m.address for m in reg.members("web")] == ["10.0.0.2:9100", "10.0.0.3:9100"]
+    assert reg.deregister_host("web", "10.0.0.3:9100") == 1
     assert reg.delete_pool("web", force=True) == 1
     assert reg.list_pools() == {}
 

@@ -47,8 +47,7 @@ async def test_coordinators_split_targets_and_rebalance_minimally(zookeeper, zk_
     loop = asyncio.get_running_loop()
     admin = await loop.run_in_executor(None, lambda: Registry(zookeeper.hosts, root=zk_root).start(watch=False))
     await loop.run_in_executor(None, admin.create_pool, "web")
-    for i in range(60):
-        await loop.run_in_executor(None, admin.register_host, "web", f"127.0.0.1:{20000 + i}")
+    await loop.run_in_executor(None, admin.register_hosts, "web", [f"127.0.0.1:{20000 + i}" for i in range(60)])
     all_keys = {f"web/127.0.0.1:{20000 + i}" for i in range(60)}
 
     def coordinator(sid: str) -> ShardCoordinator:
@@ -101,8 +100,7 @@ async def test_assignment_is_kept_while_zookeeper_is_down(zookeeper, zk_root):
     loop = asyncio.get_running_loop()
     admin = await loop.run_in_executor(None, lambda: Registry(zookeeper.hosts, root=zk_root).start(watch=False))
     await loop.run_in_executor(None, admin.create_pool, "db")
-    for i in range(10):
-        await loop.run_in_executor(None, admin.register_host, "db", f"127.0.0.1:{21000 + i}")
+    await loop.run_in_executor(None, admin.register_hosts, "db", [f"127.0.0.1:{21000 + i}" for i in range(10)])
     coords = [ShardCoordinator(Registry(zookeeper.hosts, root=zk_root, session_timeout=4.0), f"z{i}", settle_s=0.05)
               for i in range(2)]
     try:
@@ -131,8 +129,7 @@ async def test_a_scraper_whose_session_expires_keeps_scraping_and_rejoins(zookee
     loop = asyncio.get_running_loop()
     admin = await loop.run_in_executor(None, lambda: Registry(zookeeper.hosts, root=zk_root).start(watch=False))
     await loop.run_in_executor(None, admin.create_pool, "api")
-    for i in range(20):
-        await loop.run_in_executor(None, admin.register_host, "api", f"127.0.0.1:{22000 + i}")
+    await loop.run_in_executor(None, admin.register_hosts, "api", [f"127.0.0.1:{22000 + i}" for i in range(20)])
     all_keys = {f"api/127.0.0.1:{22000 + i}" for i in range(20)}
     coords = [ShardCoordinator(Registry(zookeeper.hosts, root=zk_root, session_timeout=4.0), f"e{i}", settle_s=0.05)
               for i in range(2)]
@@ -162,8 +159,7 @@ async def test_bounded_loads_through_zookeeper_and_leader_handover(zookeeper, zk
     loop = asyncio.get_running_loop()
     admin = await loop.run_in_executor(None, lambda: Registry(zookeeper.hosts, root=zk_root).start(watch=False))
     await loop.run_in_executor(None, admin.create_pool, "lumpy")
-    for i in range(240):
-        await loop.run_in_executor(None, admin.register_host, "lumpy", f"127.0.0.1:{23000 + i}")
+    await loop.run_in_executor(None, admin.register_hosts, "lumpy", [f"127.0.0.1:{23000 + i}" for i in range(240)])
     all_keys = {f"lumpy/127.0.0.1:{23000 + i}" for i in range(240)}
     ids = ["b0", "b1", "b2", "b3", "b4"]
     pure = ScraperRing(ids, vnodes=4).counts(all_keys)
@@ -214,8 +210,7 @@ async def test_garbage_in_the_overrides_znode_is_survived_and_replaced(zookeeper
     loop = asyncio.get_running_loop()
     admin = await loop.run_in_executor(None, lambda: Registry(zookeeper.hosts, root=zk_root).start(watch=False))
     await loop.run_in_executor(None, admin.create_pool, "junk")
-    for i in range(90):
-        await loop.run_in_executor(None, admin.register_host, "junk", f"127.0.0.1:{24000 + i}")
+    await loop.run_in_executor(None, admin.register_hosts, "junk", [f"127.0.0.1:{24000 + i}" for i in range(90)])
     all_keys = {f"junk/127.0.0.1:{24000 + i}" for i in range(90)}
     coords = [ShardCoordinator(Registry(zookeeper.hosts, root=zk_root, session_timeout=4.0), sid, vnodes=4,
                                settle_s=0.05) for sid in ("g0", "g1", "g2")]
@@ -256,8 +251,7 @@ async def test_a_target_flap_leaves_the_plan_alone_and_a_removal_is_planned_afte
     admin = await loop.run_in_executor(None, lambda: Registry(zookeeper.hosts, root=zk_root).start(watch=False))
     await loop.run_in_executor(None, admin.create_pool, "flap")
     addresses = [f"127.0.0.1:{25000 + i}" for i in range(90)]
-    for a in addresses:
-        await loop.run_in_executor(None, admin.register_host, "flap", a)
+    await loop.run_in_executor(None, admin.register_hosts, "flap", addresses)
     all_keys = {f"flap/{a}" for a in addresses}
     coords = [ShardCoordinator(Registry(zookeeper.hosts, root=zk_root, session_timeout=4.0), sid, vnodes=4,
                                settle_s=0.05, target_grace_s=grace_s) for sid in ("f0", "f1", "f2")]
@@ -273,8 +267,7 @@ async def test_a_target_flap_leaves_the_plan_alone_and_a_removal_is_planned_afte
             await loop.run_in_executor(None, admin.deregister_host, "flap", a)
         remaining = all_keys - {f"flap/{a}" for a in addresses[:40]}
         await async_wait_for(lambda: partition_ok(coords, remaining), what="the 40 hosts gone")
-        for a in addresses[:40]:
-            await loop.run_in_executor(None, admin.register_host, "flap", a)
+        await loop.run_in_executor(None, admin.register_hosts, "flap", addresses[:40])
         await async_wait_for(lambda: settled(coords, all_keys), what="the 40 hosts back")
         assert shares(coords) == before and all(c.assignment.overrides_version == version for c in coords)
 
