@@ -245,16 +245,20 @@ async def test_garbage_in_the_overrides_znode_is_survived_and_replaced(zookeeper
 
 async def test_a_target_flap_leaves_the_plan_alone_and_a_removal_is_planned_after_the_grace(zookeeper, zk_root):
     # The flap (40 deregistrations, then 40 registrations) must fit in the grace: a few seconds
-    # on a loaded machine, so the grace is generous; the lasting removal then waits it out.
-    grace_s = 20.0
+    # on a loaded machine, so the grace is generous. The lasting removal waits a grace out: on
+    # scrapers started again with a short one (nothing there has to fit in it).
+    grace_s, lasting_grace_s = 20.0, 3.0
     loop = asyncio.get_running_loop()
     admin = await loop.run_in_executor(None, lambda: Registry(zookeeper.hosts, root=zk_root).start(watch=False))
     await loop.run_in_executor(None, admin.create_pool, "flap")
     addresses = [f"127.0.0.1:{25000 + i}" for i in range(90)]
     await loop.run_in_executor(None, admin.register_hosts, "flap", addresses)
     all_keys = {f"flap/{a}" for a in addresses}
-    coords = [ShardCoordinator(Registry(zookeeper.hosts, root=zk_root, session_timeout=4.0), sid, vnodes=4,
-                               settle_s=0.05, target_grace_s=grace_s) for sid in ("f0", "f1", "f2")]
+    def coordinators(grace: float) -> list[ShardCoordinator]:
+        return [ShardCoordinator(Registry(zookeeper.hosts, root=zk_root, session_timeout=4.0), sid, vnodes=4,
+                                 settle_s=0.05, target_grace_s=grace) for sid in ("f0", "f1", "f2")]
+
+    coords = coordinators(grace_s)
     try:
         for c in coords:
             await c.start()
@@ -272,6 +276,12 @@ async def test_a_target_flap_leaves_the_plan_alone_and_a_removal_is_planned_afte
         assert shares(coords) == before and all(c.assignment.overrides_version == version for c in coords)
 
         # a removal that lasts: planned once the grace is over (the plan counts 60 targets)
+        for c in coords:
+            await c.stop()
+        coords = coordinators(lasting_grace_s)
+        for c in coords:
+            await c.start()
+        await async_wait_for(lambda: settled(coords, all_keys), what="a plan for the 3 scrapers started again")
         for a in addresses[:30]:
             await loop.run_in_executor(None, admin.deregister_host, "flap", a)
         remaining = all_keys - {f"flap/{a}" for a in addresses[:30]}
@@ -281,7 +291,7 @@ async def test_a_target_flap_leaves_the_plan_alone_and_a_removal_is_planned_afte
             return OverridesDoc.decode(data, v).targets == 60
 
         await async_wait_for(lambda: settled(coords, remaining), what="the 30 hosts gone")
-        await async_wait_for(replanned, timeout=grace_s + 60, what="a plan for the 60 remaining targets")
+        await async_wait_for(replanned, timeout=lasting_grace_s + 60, what="a plan for the 60 remaining targets")
 
         def on_new_plan() -> bool:  # everyone on the stored plan (all on the old one is "settled" too)
             versions = {c.assignment.overrides_version for c in coords}
