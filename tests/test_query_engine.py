@@ -97,3 +97,16 @@ async def test_sample_limit_stops_long_reads_early() -> None:
     st.selected_samples = 0
     r = await Engine(st, downsample=False).instant_query("count_over_time(m[10d])", 10 * 86_400_000)
     assert r.series[0].values[0] == len(ts) - 1  # pieces join into one series (window is left-open)
+
+
+def test_an_engine_loads_its_evaluation_modules_at_start() -> None:
+    """Not in the first query, on a server's event loop (query.engine._load_evaluators)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from query.memory import MemoryStorage; from query.engine import Engine; "
+            "before = 'query.functions' in sys.modules; Engine(MemoryStorage()); "
+            "print(before, all(m in sys.modules for m in ('query.functions', 'query.operators', "
+            "'query.aggregations', 'query.histogram', 'query.extended', 'numpy.ma')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["False", "True"]
