@@ -14,13 +14,13 @@ from common.loop_watchdog import LoopWatchdog, Stall
 
 def blocking_handler() -> None:
     """What a handler that blocks the loop looks like: a sleep and a full garbage collection."""
+    time.sleep(1.0)  # first: the watchdog notices the stall 50 ms into it (a busy machine: later), in this call
     junk = []
     for _ in range(50_000):  # cyclic garbage for the collection to find
         a: list = []
         a.append(a)
         junk.append(a)
     del junk
-    time.sleep(0.3)
     gc.collect()
 
 
@@ -33,16 +33,15 @@ async def test_a_blocked_loop_is_reported_with_its_stack_gc_time_and_metric() ->
     dog.register(registry)
     try:
         await asyncio.sleep(0.05)  # the watchdog beats
-        blocking_handler()  # on the loop: nothing else runs for >= 0.3 s
+        blocking_handler()  # on the loop: nothing else runs for >= 1 s
         await asyncio.wait_for(reported.wait(), 30)
     finally:
         dog.stop()
     stall = next(s for s in seen if "blocking_handler" in s.loop_stack)  # the stack names the culprit
-    assert stall.seconds >= 0.25  # the loop truly did not beat for 0.3 s (a lower bound: load only adds)
+    assert stall.seconds >= 0.9  # the loop truly did not beat for 1 s (a lower bound: load only adds)
     assert stall.gc_s > 0  # the collection ran inside the stall
-    assert "time.sleep(0.3)" in stall.loop_stack
     if stall.ran_s is not None:  # Linux: the thread slept, so the stall is time it was blocked
-        assert stall.blocked_s is not None and stall.blocked_s >= 0.2 and "blocked" in stall.describe()
+        assert stall.blocked_s is not None and stall.blocked_s >= 0.5 and "blocked" in stall.describe()
     described = stall.describe()
     assert described.startswith("event loop stalled for") and "garbage collection" in described
     assert stall in dog.stalls
