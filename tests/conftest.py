@@ -18,4 +18,4 @@ settings.register_profile("ringmon", deadline=None, suppress_health_check=[Healt
 settings.load_profile("ringmon")
 
 # Each plugin owns one service's session fixture (start once, non-default port, temp data dir).
-pytest_plugins = ["fixtures_zookeeper", "fixtures_cassandra"]
+pytest_plugins = ["fixtures_zookeeper", "fixtures_cassandra", "fixtures_standalone"]

@@ -37,11 +37,12 @@ class Standalone(Site):
             return json.load(resp)["data"]
 
 
-def start_standalone(data_dir: Path, *, config: str = "configs/standalone.yaml", timeout_s: float = 120.0) -> Standalone:
+def start_standalone(data_dir: Path, *, config: str = "configs/standalone.yaml", timeout_s: float = 120.0,
+                     listen: str = "127.0.0.1:0") -> Standalone:
     """Start ``ringmon standalone`` as ``make run`` does (cwd: the repository, the shipped
-    config) with only ``--listen 127.0.0.1:0`` and ``--data-dir`` added; return once it printed
-    its URL. Raises with its output if it exits or stays silent past ``timeout_s``."""
-    site = start_site(["--config", config, "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)], timeout_s)
+    config) with only ``--listen`` (by default ``127.0.0.1:0``) and ``--data-dir`` added; return
+    once it printed its URL. Raises with its output if it exits or stays silent past ``timeout_s``."""
+    site = start_site(["--config", config, "--listen", listen, "--data-dir", str(data_dir)], timeout_s)
     return Standalone(site.url, site.proc, site.output, data_dir=data_dir)
 
 

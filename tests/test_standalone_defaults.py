@@ -8,10 +8,7 @@ requests) have happened.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -35,26 +32,10 @@ def _left(deadline: float) -> float:
 
 
 @pytest.fixture(scope="module")
-def standalone(tmp_path_factory):
-    data = tmp_path_factory.mktemp("standalone") / "state"
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "standalone", "--config", "configs/standalone.yaml",
-         "--listen", f"127.0.0.1:{port}", "--data-dir", str(data)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        yield f"http://127.0.0.1:{port}", data, proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-        assert "Traceback" not in out, out
-        assert "delivery failed" not in out, out
+def standalone(shipped_standalone):
+    """The session's shipped instance (tests/fixtures_standalone.py: its output is checked for
+    tracebacks and failed deliveries at the session's end)."""
+    return shipped_standalone.url, shipped_standalone.data_dir, shipped_standalone.proc
 
 
 async def _samples(http: aiohttp.ClientSession, base: str) -> dict[str, list[tuple[dict[str, str], float]]]:

@@ -1,5 +1,6 @@
 """A real ``ringmon standalone`` (the shipped config, as ``make run``) walked page by page in
-headless Chromium once it has reached the state of a few minutes' run (see standalone_site).
+headless Chromium once it has reached the state of a few minutes' run (the session's instance,
+tests/fixtures_standalone.py).
 
 Every nav link, every shipped dashboard, the Host dashboard of every pool it offers, every
 host and pool page and the query page: every panel shows data or says why it is empty (no
@@ -9,13 +10,12 @@ when it says how to get access. Unknown hosts and pools are named as such.
 
 from __future__ import annotations
 
-import asyncio
 import html
 import re
 
 import pytest
 import test_web_browser as web_browser  # its module-level skips (no Playwright, no Chromium) apply here
-from standalone_site import start_standalone, wait_for, wait_until_warm
+from standalone_site import wait_for
 
 
 @pytest.fixture
@@ -37,16 +37,6 @@ def _link_key(href: str) -> str:
     path, _, query = href.partition("?")
     kept = [p for p in query.split("&") if p and p.split("=", 1)[0] not in _VIEW_PARAMS]
     return path + ("?" + "&".join(sorted(kept)) if kept else "")
-
-
-@pytest.fixture
-async def standalone(tmp_path):
-    site = await asyncio.to_thread(start_standalone, tmp_path / "data")
-    try:
-        await wait_until_warm(site)
-        yield site
-    finally:
-        await asyncio.to_thread(site.stop)
 
 
 async def _visit(page, url: str, what: str) -> list[str]:
@@ -76,12 +66,12 @@ async def _visit(page, url: str, what: str) -> list[str]:
     return await page.locator("a[href]").evaluate_all("els => els.map(e => e.getAttribute('href'))")
 
 
-async def test_walk_every_page_of_a_running_standalone(standalone, browser):
+async def test_walk_every_page_of_a_running_standalone(shipped_standalone, browser):
     """The issue's "first hour": every page of a warm ``make run`` - every nav link, every shipped
     dashboard, every host and pool, the query page - shows data in every panel (an empty panel
     must say why), logs no console error, and no link leads to a 403 that does not say how to
     get access."""
-    site = standalone.url
+    site = shipped_standalone.url
     page, problems = await web_browser.open_page(browser)
     await page.goto(site + "/")
     nav = await page.locator("header nav a").evaluate_all("els => els.map(e => e.getAttribute('href'))")
