@@ -270,15 +270,17 @@ def _rows_before(rows: list[SeriesData], split: dict[int, int], default: int, re
     return cut
 
 
-def _flat_rows(rows: Rows, resolution: Resolution) -> FlatSeries:
-    """Rollup rows as a selector's flat series (buckets at their last millisecond)."""
+def _flat_rows(rows: Rows, resolution: Resolution, names: tuple[str, ...] = AGGREGATES) -> FlatSeries:
+    """Rollup rows as a selector's flat series (buckets at their last millisecond) with the
+    aggregate columns ``names`` (what a stored read of the plan gives: functions choose their
+    form by the columns they get)."""
     counts = np.bincount(rows.sidx, minlength=len(rows.series))
     present = np.flatnonzero(counts).tolist()
     offsets = np.zeros(len(present) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(counts[present])
     ts = rows.ts + (resolution.step_ms - 1)
-    agg = dict(rows.cols)
-    return FlatSeries([rows.series[i].labels for i in present], ts, agg["last"], offsets, agg)
+    agg = {k: rows.cols[k] for k in names}
+    return FlatSeries([rows.series[i].labels for i in present], ts, bucket_values(agg, len(ts)), offsets, agg)
 
 
 @dataclass
@@ -552,6 +554,9 @@ def value_points(value: Value) -> int:
 
 # The rollup aggregates a function reads when its range selector reads rollups (functions
 # not listed read the buckets' last values: a plan with one of them reads every column).
+# rate/increase read the rate aggregates only where rollups serve them exactly (_plan_fetches),
+# else the increases (query.functions.rate).
+COUNTER_RATES = frozenset({"rate", "increase"})
 ROLLUP_COLUMNS: dict[str, frozenset[str]] = {
     # (``increase``: the approximation for buckets written before the rate aggregates)
     "rate": frozenset({*RATE_AGGREGATES, "increase"}),
@@ -617,6 +622,8 @@ def _plan_fetches(
                 lo -= max(0, res.step_ms - ev.lookback_ms)
         ev.sel_res[id(sel)] = res
         cols = ROLLUP_COLUMNS.get(func or "") if window_ms is not None and res is not Resolution.RAW else None
+        if func in COUNTER_RATES and cols is not None and not (note or "").startswith(INFO_PREFIX):
+            cols = frozenset({"increase"})  # (not served exactly: the approximation, the increases)
         key = (sel.key, res)
         plan = out.get(key)
         if plan is None:
@@ -968,7 +975,8 @@ class Engine:
         if lo >= now - RECENT_FROM_RAW_MS and lo >= raw_floor:
             # Recent windows only (a cache refresh): build the buckets from raw samples,
             # which gives the rollup job's rows exactly, with one read.
-            plan.flat = _flat_rows(await self._rows_from_raw(matchers, lo, plan.end_ms + 1, step, now), res)
+            built = await self._rows_from_raw(matchers, lo, plan.end_ms + 1, step, now)
+            plan.flat = _flat_rows(built, res, column_names(plan.columns))
             return
         guess = max(tail, lo, raw_floor)
         # Read the raw tail where the rollup job usually is, alongside the rollup rows.

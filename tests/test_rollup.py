@@ -238,11 +238,11 @@ def test_choose_resolution_by_age_and_step():
 )
 def test_rate_parts_of_whole_buckets_give_prometheus_rate(series, bucket, width, hourly):
     """rate/increase/delta over windows of whole buckets, from the buckets' rate aggregates
-    (``query.rollup_rate`` and the engine's extrapolation), equal Prometheus's computation over
+    (``query.functions.rollup_rate`` and the engine's extrapolation), equal Prometheus's computation over
     the raw samples of the window (resets inside buckets and across their edges, gaps, NaN,
     infinities, stale markers); 1 h buckets made from minute rows too."""
     from query.functions.rate import _extrapolate
-    from query.rollup_rate import window_parts
+    from query.functions.rollup_rate import window_parts
 
     ts, vals = series
     start, end = -HOUR_MS, 4 * HOUR_MS
@@ -279,9 +279,38 @@ def test_rate_parts_of_a_bucket_written_before_them_are_not_known():
     r = rollup_raw(np.array([0, 20_000, 40_000, 70_000]), np.array([5.0, 3.0, 4.0, 9.0]), 0, 2 * MINUTE_MS)
     assert r.correction.tolist() == [5.0, 0.0] and r.first.tolist() == [5.0, 9.0]
     assert r.first_ts.tolist() == [0.0, 70_000.0] and r.last_ts.tolist() == [40_000.0, 70_000.0]
-    from query.rollup_rate import window_parts
+    from query.functions.rollup_rate import window_parts
 
     cols = r.columns()
     cols["correction"] = np.array([np.nan, 0.0])
     w = window_parts(cols, np.array([0, 2]), np.array([[0, 1]]), np.array([[2, 2]]), True)
     assert w.known.tolist() == [[False, True]]
+
+
+def test_rate_parts_on_a_full_grid_equal_the_flat_form():
+    """``window_parts_grid`` (every series has every bucket: windows are column slices) gives
+    what ``window_parts`` gives over the same rows."""
+    from query.functions.rollup_rate import window_parts, window_parts_grid
+
+    rng = np.random.default_rng(11)
+    start, nb = 0, 180
+    rows = []
+    for i in range(4):
+        ts = np.arange(7_000 + i * 1_000, nb * MINUTE_MS, 15_000, dtype=np.int64)
+        v = np.cumsum(rng.integers(0, 20, ts.size)).astype(np.float64) / 8
+        for r in rng.integers(1, ts.size, 3):
+            v[r:] -= v[r] - rng.integers(0, 3)  # resets inside minutes and on their edges
+        rows.append(rollup_raw(ts, v, start, nb * MINUTE_MS, MINUTE_MS))
+    assert all(len(r) == nb for r in rows)
+    cols = {k: np.concatenate([r.columns()[k] for r in rows]) for k in rows[0].columns()}
+    offsets = np.arange(0, 5 * nb, nb, dtype=np.int64)
+    for width in (1, 5, 60):
+        lo = np.arange(0, nb - width + 1, 3)
+        hi = lo + width
+        for is_counter in (True, False):
+            g = window_parts_grid(cols, 4, nb, lo, hi, is_counter)
+            assert g is not None
+            f = window_parts(cols, offsets, offsets[:-1, None] + lo[None, :], offsets[:-1, None] + hi[None, :], is_counter)
+            for name in ("n", "ft", "lt", "fv", "ok"):
+                np.testing.assert_array_equal(getattr(g, name), getattr(f, name), err_msg=name)
+            np.testing.assert_allclose(g.result, f.result, rtol=1e-12, atol=1e-9)

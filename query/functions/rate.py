@@ -2,15 +2,18 @@
 ``delta`` (extrapolated to the window edges as Prometheus does), ``irate`` and ``idelta``
 (the last two samples), ``changes`` and ``resets``. Each is computed batched over all series;
 over rollup buckets ``rate``, ``increase`` and ``delta`` read the buckets' rate aggregates
-(``query.rollup_rate``; the increase column for buckets written before those existed)."""
+(``query.functions.rollup_rate``; the increase column for buckets written before those existed)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 from query.functions.over_time import rollup_sum
 from query.functions.range import BatchedCompute, RangeFunc
-from query.rollup_rate import window_parts
+from query.functions.rollup_rate import window_parts, window_parts_grid
+from query.functions.windows import DenseGrid
 from query.values import RangeVector
 
 
@@ -70,21 +73,34 @@ def _extrapolated(is_counter: bool, is_rate: bool) -> BatchedCompute:
 
 
 def _rollup_extrapolated(is_counter: bool, is_rate: bool) -> BatchedCompute:
-    """rate/increase/delta from the buckets' rate aggregates (``query.rollup_rate``): Prometheus's
-    answer for windows of whole buckets. Windows holding buckets written before those
-    aggregates existed get the older approximation: the sum of the buckets' counter increases
-    (rate/increase), the extrapolation over the buckets' last values (delta)."""
+    """rate/increase/delta from the buckets' rate aggregates (``query.functions.rollup_rate``):
+    Prometheus's answer for windows of whole buckets. rate/increase read them only where the
+    rollups serve them exactly (else the plan reads, and this sums, the buckets' counter
+    increases); windows holding buckets written before those aggregates existed get that
+    approximation too (delta: the extrapolation over the buckets' last values)."""
     approx = rollup_sum("increase", per_second=is_rate) if is_counter else _extrapolated(False, False)
 
-    def compute(rv: RangeVector, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
-        w = window_parts(rv.agg_flat or {}, rv.offsets, lo, hi, is_counter)
+    def compute(rv: RangeVector, lo: Any, hi: Any, extra: list) -> tuple[np.ndarray, np.ndarray]:
+        agg = rv.agg_flat or {}
+        if is_counter and "correction" not in agg.keys():  # (not served exactly: the increases)
+            return approx(rv, lo, hi, extra)
+        w = None
+        if isinstance(lo, DenseGrid):
+            grid = lo
+            w = window_parts_grid(agg, grid.n, grid.nb, grid.lo, grid.hi, is_counter) if grid.full else None
+            if w is None:
+                lo, hi = rv.windows_all()
+        if w is None:
+            w = window_parts(agg, rv.offsets, lo, hi, is_counter)
         vals, ok = _extrapolate(w.result, w.ok, w.n, w.ft, w.lt, w.fv, rv.ends[None, :], rv.range_ms, is_counter, is_rate)
         if not w.known.all():
             old, old_ok = approx(rv, lo, hi, extra)
             vals, ok = np.where(w.known, vals, old), np.where(w.known, ok, old_ok)
         return vals, ok
 
+    compute.dense = True  # type: ignore[attr-defined]
     return compute
+
 
 
 def _instant_value(is_rate: bool) -> BatchedCompute:

@@ -121,23 +121,23 @@ class DenseGrid:
         finite = np.isfinite(dense)
         if finite.all():
             cs = np.cumsum(dense, axis=1)
-            sums: np.ndarray = _columns(cs, self.hi) - _columns(cs, self.lo)  # NumPy types an untyped array's difference Any
+            sums: np.ndarray = columns_at(cs, self.hi) - columns_at(cs, self.lo)  # NumPy types an untyped array's difference Any
             return sums
         # A NaN or infinite bucket must not reach the prefix sums of later windows: sum the
         # finite buckets, count the others per window, and give IEEE's answer where any is in it.
         cs = np.cumsum(np.where(finite, dense, 0.0), axis=1)
-        out = _columns(cs, self.hi) - _columns(cs, self.lo)
+        out = columns_at(cs, self.hi) - columns_at(cs, self.lo)
         counts = []
         for bad in (np.isnan(dense), dense == np.inf, dense == -np.inf):
             c = np.cumsum(bad, axis=1)
-            counts.append(_columns(c, self.hi) - _columns(c, self.lo))
+            counts.append(columns_at(c, self.hi) - columns_at(c, self.lo))
         nan, pinf, ninf = counts
         out = np.where(pinf > 0, np.inf, out)
         out = np.where(ninf > 0, -np.inf, out)
         return np.where((nan > 0) | ((pinf > 0) & (ninf > 0)), np.nan, out)
 
 
-def _columns(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+def columns_at(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """``a[:, idx]``; a strided view when ``idx`` is evenly spaced and ascending (a panel
     whose step is a multiple of the bucket), which spares gathering every cell."""
     if len(idx) > 1:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from query.functions.windows import columns_at
+
 
 @dataclass(frozen=True, slots=True)
 class WindowParts:
@@ -87,3 +89,37 @@ def window_parts(
         with np.errstate(invalid="ignore"):  # (+Inf - +Inf: NaN, as Prometheus gets)
             result = result + (correction[a] + corr)
     return WindowParts(n, first_ts[a], last_ts[z], fv, result, ok, known)
+
+
+def window_parts_grid(
+    agg: Mapping[str, np.ndarray], n_series: int, nb: int, lo: np.ndarray, hi: np.ndarray, is_counter: bool
+) -> WindowParts | None:
+    """``window_parts`` for rows on a full grid (series ``i`` is rows ``i*nb .. i*nb+nb-1``, every
+    bucket present) with the same bucket range ``[lo, hi)`` per step for every series: the
+    windows are then column slices of (series, bucket) arrays. None when a correction is not
+    finite (not known, or a drop from +Inf): ``window_parts`` handles those."""
+    correction = agg["correction"].reshape(n_series, nb)
+    if not np.isfinite(correction).all():
+        return None
+    first, last = agg["first"].reshape(n_series, nb), agg["last"].reshape(n_series, nb)
+    okw = hi > lo
+    a = np.minimum(lo, nb - 1)
+    z = np.maximum(hi - 1, 0)
+    cs = np.zeros((n_series, nb + 1))
+    np.cumsum(agg["count"].reshape(n_series, nb), axis=1, out=cs[:, 1:])
+    n = columns_at(cs, hi) - columns_at(cs, lo)
+    ok = okw[None, :] & (n >= 2)
+    fv = columns_at(first, a)
+    result = columns_at(last, z) - fv
+    if is_counter:
+        joined = correction.copy()
+        joined[:, 1:] += np.where(first[:, 1:] < last[:, :-1], last[:, :-1], 0.0)
+        if not np.isfinite(joined).all():
+            return None
+        cj = np.zeros((n_series, nb + 1))
+        np.cumsum(joined, axis=1, out=cj[:, 1:])
+        b = np.minimum(lo + 1, hi)
+        result = result + (columns_at(correction, a) + (columns_at(cj, hi) - columns_at(cj, b)))
+    ft = columns_at(agg["first_ts"].reshape(n_series, nb), a)
+    lt = columns_at(agg["last_ts"].reshape(n_series, nb), z)
+    return WindowParts(n, ft, lt, fv, result, ok, np.ones(ok.shape, dtype=bool))
