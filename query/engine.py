@@ -570,6 +570,23 @@ ROLLUP_COLUMNS: dict[str, frozenset[str]] = {
 }
 
 
+def _rollup_columns(
+    func: str | None, window_ms: int | None, res: Resolution, note: str | None, kept: Resolution
+) -> frozenset[str] | None:
+    """The rollup aggregates a range selector feeding ``func`` reads (None: all). rate/increase
+    read the rate aggregates where rollups serve them exactly (with the increases beyond raw
+    retention, for rows written before those), else only the increases."""
+    if window_ms is None or res is Resolution.RAW:
+        return None
+    cols = ROLLUP_COLUMNS.get(func or "")
+    if func in COUNTER_RATES:
+        if not (note or "").startswith(INFO_PREFIX):
+            return frozenset({"increase"})
+        if kept is Resolution.RAW:
+            return frozenset(RATE_AGGREGATES)  # (rows without them: raw samples answer instead)
+    return cols
+
+
 def _note_checks(plan: FetchPlan, use: SelectorUse, res: Resolution, note: str | None, hi: int, kept: Resolution) -> None:
     """Note what the fetch checks of rows a rollup answers ``use`` exactly from: a sample on a
     window's edge (``SelectorUse.on_edges``: read raw) and, for rate/increase/delta, rows written
@@ -621,9 +638,8 @@ def _plan_fetches(
             else:
                 lo -= max(0, res.step_ms - ev.lookback_ms)
         ev.sel_res[id(sel)] = res
-        cols = ROLLUP_COLUMNS.get(func or "") if window_ms is not None and res is not Resolution.RAW else None
-        if func in COUNTER_RATES and cols is not None and not (note or "").startswith(INFO_PREFIX):
-            cols = frozenset({"increase"})  # (not served exactly: the approximation, the increases)
+        kept = kept_at(lo - ev.res_shift_ms, ev.now_ms)
+        cols = _rollup_columns(func, window_ms, res, note, kept)
         key = (sel.key, res)
         plan = out.get(key)
         if plan is None:
@@ -635,7 +651,7 @@ def _plan_fetches(
         if note is not None:
             plan.notes.add(note)
         if use is not None:
-            _note_checks(plan, use, res, note, hi, kept_at(lo - ev.res_shift_ms, ev.now_ms))
+            _note_checks(plan, use, res, note, hi, kept)
 
     if isinstance(node, P.VectorSel):
         at = ev.at_ms(node.at)
