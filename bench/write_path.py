@@ -315,12 +315,45 @@ def bench_head_chunks(sc: Scrapes, path: Path) -> tuple[float, float, int]:
     return append, flush, file_bytes(path)
 
 
+def us(cpu: float, samples: int) -> str:
+    return f"{cpu / samples * 1e6:7.3f} us/sample"
+
+
+def print_design(sc: Scrapes, d: Path, n: int, args: argparse.Namespace) -> None:
+    """The design comparison: today's path, frame codecs, the seal's transposition, head chunks."""
+    a_cpu, a_bytes, a_read = asyncio.run(bench_appends(sc, d / "appends.db"))
+    f_cpu, f_bytes, f_payload = bench_frames(sc, d / "frames.db", "xor")
+    z_cpu, z_bytes, z_payload = bench_frames(sc, d / "frames_plain.db", "zlib")
+    r_cpu, r_bytes, r_payload = bench_frames(sc, d / "frames_raw.db", "raw")
+    f_read, f_transpose, f_samples = bench_frame_reads(sc, d / "frames.db")
+    e_cpu, e_bytes, e_samples = bench_encode_blocks(sc)
+    h_append, h_flush, h_bytes = bench_head_chunks(sc, d / "heads.db")
+    print(f"  appends (today): upsert per sample    {us(a_cpu, n)}  {a_bytes / n:6.1f} bytes/sample on disk "
+          f"(series index included)")
+    print(f"  frame per scrape, XOR + planes + zlib {us(f_cpu, n)}  {f_bytes / n:6.2f} bytes/sample on disk "
+          f"({f_payload / n:.2f} in the frames)")
+    print(f"  frame per scrape, zlib of raw values  {us(z_cpu, n)}  {z_bytes / n:6.2f} bytes/sample on disk "
+          f"({z_payload / n:.2f} in the frames)")
+    print(f"  frame per scrape, raw values (built)  {us(r_cpu, n)}  {r_bytes / n:6.2f} bytes/sample on disk "
+          f"({r_payload / n:.2f} in the frames)")
+    print(f"  frames -> per-series columns (seal)   {us(f_transpose, f_samples)}  (decode + transpose a window)")
+    print(f"  encode_block per series (seal, both)  {us(e_cpu, e_samples)}  {e_bytes / e_samples:6.2f} bytes/sample "
+          f"sealed")
+    print(f"  head chunks: WAL + head per scrape    {us(h_append, n)}; flush {us(h_flush, n)} "
+          f"(encode_block + a row per series), {h_bytes / n:6.2f} bytes/sample on disk; head in memory "
+          f"{8 * args.scrapes} bytes/series for {args.scrapes} raw samples")
+    print(f"  one series, {args.scrapes} samples back: from appends {a_read * 1e3:.2f} ms CPU, from frames "
+          f"{f_read * 1e3:.2f} ms CPU (its target's {args.series} series decoded)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--targets", type=int, default=20)
     p.add_argument("--series", type=int, default=500, help="series per target")
     p.add_argument("--scrapes", type=int, default=60, help="scrapes per target (60 x 5 s: one 5-minute blob)")
     p.add_argument("--interval", type=float, default=5.0)
+    p.add_argument("--built-only", action="store_true",
+                   help="only the built frame path (e.g. --scrapes 720 for a whole hour of reads)")
     args = p.parse_args(argv)
     import os
 
@@ -330,40 +363,16 @@ def main(argv: list[str] | None = None) -> int:
           f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="ringmon-write-path-") as tmp:
         d = Path(tmp)
-        a_cpu, a_bytes, a_read = asyncio.run(bench_appends(sc, d / "appends.db"))
-        f_cpu, f_bytes, f_payload = bench_frames(sc, d / "frames.db", "xor")
-        z_cpu, z_bytes, z_payload = bench_frames(sc, d / "frames_plain.db", "zlib")
-        r_cpu, r_bytes, r_payload = bench_frames(sc, d / "frames_raw.db", "raw")
-        built = {span: asyncio.run(bench_built(sc, d / f"built{span}.db", span * 60_000)) for span in (1, 5)}
-        f_read, f_transpose, f_samples = bench_frame_reads(sc, d / "frames.db")
-        e_cpu, e_bytes, e_samples = bench_encode_blocks(sc)
-        h_append, h_flush, h_bytes = bench_head_chunks(sc, d / "heads.db")
-
-    def us(cpu: float, samples: int = n) -> str:
-        return f"{cpu / samples * 1e6:7.3f} us/sample"
-
-    print(f"  appends (today): upsert per sample    {us(a_cpu)}  {a_bytes / n:6.1f} bytes/sample on disk "
-          f"(series index included)")
-    print(f"  frame per scrape, XOR + planes + zlib {us(f_cpu)}  {f_bytes / n:6.2f} bytes/sample on disk "
-          f"({f_payload / n:.2f} in the frames)")
-    print(f"  frame per scrape, zlib of raw values  {us(z_cpu)}  {z_bytes / n:6.2f} bytes/sample on disk "
-          f"({z_payload / n:.2f} in the frames)")
-    print(f"  frame per scrape, raw values (built)  {us(r_cpu)}  {r_bytes / n:6.2f} bytes/sample on disk "
-          f"({r_payload / n:.2f} in the frames)")
-    print(f"  frames -> per-series columns (seal)   {us(f_transpose, f_samples)}  (decode + transpose a window)")
-    print(f"  encode_block per series (seal, both)  {us(e_cpu, e_samples)}  {e_bytes / e_samples:6.2f} bytes/sample "
-          f"sealed")
-    print(f"  head chunks: WAL + head per scrape    {us(h_append)}; flush {us(h_flush)} "
-          f"(encode_block + a row per series), {h_bytes / n:6.2f} bytes/sample on disk; head in memory "
-          f"{8 * args.scrapes} bytes/series for {args.scrapes} raw samples")
-    print(f"  one series, {args.scrapes} samples back: from appends {a_read * 1e3:.2f} ms CPU, from frames "
-          f"{f_read * 1e3:.2f} ms CPU (its target's {args.series} series decoded)")
-    for span, b in built.items():
-        r = b.reads
-        print(f"  built: frames, {span}-min spans transposed  {us(b.write)} written (transposition "
-              f"{us(b.transpose)} of it), head left {b.frames_left} frames; last hour read CPU: one series "
-              f"{r['one head'] * 1e3:.2f} ms (all in chunks {r['one chunks'] * 1e3:.2f}), 800 series "
-              f"{r['800 head'] * 1e3:.1f} ms (all in chunks {r['800 chunks'] * 1e3:.1f})")
+        if not args.built_only:
+            print_design(sc, d, n, args)
+        for span in (1, 5):
+            b = asyncio.run(bench_built(sc, d / f"built{span}.db", span * 60_000))
+            r = b.reads
+            print(f"  built: frames, {span}-min spans transposed  {us(b.write, n)} written (transposition "
+                  f"{us(b.transpose, n)} of it), head left {b.frames_left} frames; last hour read CPU: one series "
+                  f"{r['one head'] * 1e3:.2f} ms (all in chunks {r['one chunks'] * 1e3:.2f}), 800 series "
+                  f"{r['800 head'] * 1e3:.1f} ms (all in chunks {r['800 chunks'] * 1e3:.1f})")
+    print(f"  load after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 

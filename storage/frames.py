@@ -51,6 +51,15 @@ def frame_matrix(datas: Sequence[bytes], width: int) -> np.ndarray:
     return np.frombuffer(joined, dtype=_BITS).reshape(len(datas), width).astype(np.int64, copy=False)
 
 
+def positions(layout: np.ndarray, wanted: np.ndarray) -> tuple[list[int], list[int]]:
+    """The series of ``wanted`` that ``layout`` holds, and their columns in it."""
+    order = np.argsort(layout, kind="stable")
+    ranked = layout[order]
+    at = np.minimum(np.searchsorted(ranked, wanted), ranked.size - 1)
+    hit = ranked[at] == wanted
+    return wanted[hit].tolist(), order[at[hit]].tolist()
+
+
 def frame_columns(datas: Sequence[bytes], width: int, cols: Sequence[int]) -> np.ndarray:
     """frames x len(cols) bit patterns of some columns: a few are sliced out of each frame
     (8 bytes each, whatever the frame's width), many through the whole matrix."""

@@ -299,7 +299,6 @@ class SQLiteStorage(Storage):
         self._series_target: dict[int, str] = {}  # for reads of frames
         self._layouts: dict[tuple[str, int], _LayoutState] = {}  # the writer's
         self._layout_ids: dict[tuple[str, int], np.ndarray] = {}
-        self._layout_pos: dict[tuple[str, int], dict[int, int]] = {}
         self._transposed_at = 0
         self._frames_written = False
         self._closed = False
@@ -593,7 +592,6 @@ class SQLiteStorage(Storage):
                 raise StorageError(f"sqlite {self.path}: layout {lid} of the frames of {target} is missing")
             if len(self._layout_ids) >= CACHE_LIMIT:
                 self._layout_ids.clear()
-                self._layout_pos.clear()
             ids = self._layout_ids[(target, lid)] = frames_codec.decode_layout(row[0])
         return ids
 
@@ -717,18 +715,16 @@ class SQLiteStorage(Storage):
             by_layout.setdefault(r[1], []).append(k)
         ts_all = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         pieces: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        wanted = np.asarray(sids, dtype=np.int64)
         for lid, ks in by_layout.items():
-            pos = self._layout_pos.get((target, lid))
-            if pos is None:
-                ids = self._layout(con, target, lid)
-                pos = self._layout_pos[(target, lid)] = {sid: c for c, sid in enumerate(ids.tolist())}
-            want = [(sid, pos[sid]) for sid in sids if sid in pos]
-            if not want:
+            ids = self._layout(con, target, lid)
+            found, cols = frames_codec.positions(ids, wanted)
+            if not cols:
                 continue
-            cols = frames_codec.frame_columns([rows[k][2] for k in ks], len(pos), [c for _, c in want])
+            bits = frames_codec.frame_columns([rows[k][2] for k in ks], ids.size, cols)
             ts = ts_all if len(ks) == len(rows) else ts_all[ks]
-            for j, (sid, _) in enumerate(want):
-                pieces.setdefault(sid, []).append((ts, cols[:, j]))
+            for j, sid in enumerate(found):
+                pieces.setdefault(sid, []).append((ts, bits[:, j]))
         for sid, ps in pieces.items():
             if len(ps) == 1:
                 ts, bits = ps[0][0], np.ascontiguousarray(ps[0][1])
