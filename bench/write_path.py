@@ -25,9 +25,9 @@ are the database file after closing it. Printed per sample:
   following the scrapes so the writer transposes closed spans into the per-series chunks
   by itself, once with 1-minute spans and once with 5-minute ones: write CPU per sample
   with the transposition included (and the transposition's share, timed on the writer
-  thread), bytes per sample in the frames, and reads of one series and of 800 (40 of
-  each target) over the last hour: from the store as the writer left it (chunks plus a
-  head of frames) and with everything in chunks.
+  thread), and reads of one series and of 800 (40 of each target) over the last hour
+  (best of 3): from the store as the writer left it (chunks plus a head of frames) and with
+  everything in chunks.
 
 Prints figures, asserts nothing.
 """
@@ -235,10 +235,14 @@ async def bench_built(sc: Scrapes, path: Path, span_ms: int) -> Built:
             def read(con: sqlite3.Connection, ids: list[int] = ids) -> dict[int, tuple[np.ndarray, np.ndarray]]:
                 return store.raw_samples(con, ids, start, end)
 
-            r0 = time.process_time()
-            got = await store.run_read(read)
-            reads[f"{name} {state}"] = time.process_time() - r0
-            assert len(got) == len(ids) and all(v[0].size == len(sc.timestamps) for v in got.values())
+            best = float("inf")
+            for _ in range(3):  # the best of 3: the first read after a big commit pays for the WAL's pages
+                r0 = time.process_time()
+                got = await store.run_read(read)
+                best = min(best, time.process_time() - r0)
+            reads[f"{name} {state}"] = best
+            due = int(np.count_nonzero((sc.timestamps >= start) & (sc.timestamps < end)))
+            assert len(got) == len(ids) and all(v[0].size == due for v in got.values()), "every sample read back"
     store.frame_span_ms = FOREVER_MS
     await store.close()
     return Built(cpu, in_writes, left, reads)

@@ -99,7 +99,7 @@ async def _same_reads(ops: list[SampleBatch], cut: int) -> None:
             await plain.close()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     ops=st.lists(batches(), min_size=1, max_size=10),
     repeats=st.lists(st.integers(0, 9), max_size=3),
