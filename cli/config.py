@@ -167,6 +167,12 @@ class WebConfig:
     # Cluster mode: alerter HTTP APIs (HOST:PORT) for the alert, rule and silence pages.
     # Empty: the addresses alerters publish in ZooKeeper, else alerter.listen of `alerting`.
     alerters: list[str] = field(default_factory=list)
+    pprof: bool = True  # serve /debug/pprof/ (Python stack and heap profiles, web/pprof.py)
+    pprof_max_seconds: Duration = Duration(30.0)  # a CPU profile samples at most this long
+
+    def validate(self, where: str) -> None:
+        if not 0 < self.pprof_max_seconds <= 3600:
+            raise ValueError(f"{where}.pprof_max_seconds: expected 0 < seconds <= 1h, got {self.pprof_max_seconds!r}")
 
 
 @dataclass

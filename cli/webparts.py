@@ -63,6 +63,7 @@ def web_app_options(cfg: RingmonConfig, engine: Engine, alerting: AlertingViews 
     False for standalone."""
     from query.cache import RangeQueryCache
     from web.dashboards import DEFAULT_DIR
+    from web.pprof import PprofSettings
 
     return {
         "auth": make_auth(cfg, storage),
@@ -71,6 +72,7 @@ def web_app_options(cfg: RingmonConfig, engine: Engine, alerting: AlertingViews 
         "alerting": alerting,
         "notifications": journal,
         "cluster": cluster,
+        "pprof": PprofSettings(max_seconds=float(cfg.web.pprof_max_seconds)) if cfg.web.pprof else None,
     }
 
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import tarfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+import pprof_reader
 import pytest
 from aiohttp import web
 from local_http import serve
@@ -66,7 +69,7 @@ async def standalone(tmp_path: Path):
         "scrape:\n  interval: 1s\n  timeout: 1s\n"
         "  pools:\n    gone:\n      relabel_configs:\n      - {action: drop, source_labels: [job], regex: gone}\n"
         f"web:\n  listen: 127.0.0.1:{free_port()}\n"
-        "  session_secret: topsecretvalue\n"
+        "  session_secret: topsecretvalue\n  pprof_max_seconds: 1s\n"
     )
     system = Standalone(load_config(cfg))
     await system.start()
@@ -284,3 +287,24 @@ async def test_promtool_against_standalone(standalone, tmp_path: Path) -> None:
     assert rc == 0, out
     rc, out = await promtool("debug", "metrics", base)  # fetches /metrics into debug.tar.gz
     assert rc == 0 and (tmp_path / "debug.tar.gz").stat().st_size > 0, out
+    await check_promtool_debug(promtool, tmp_path, base)
+
+
+async def check_promtool_debug(promtool: Callable[..., Awaitable[tuple[int, str]]], cwd: Path, base: str,
+                               commands: tuple[str, ...] = ("pprof", "all")) -> None:
+    """``promtool debug pprof`` and ``debug all``: exit 0 and an archive of the profiles, each one
+    parsed by promtool (``profile.Parse``, which fails the command on a malformed profile); the
+    server caps promtool's 30 s CPU profile at its web.pprof_max_seconds."""
+    for what in commands:
+        extra = {"metrics.txt"} if what == "all" else set()
+        (cwd / "debug.tar.gz").unlink(missing_ok=True)
+        rc, out = await promtool("debug", what, base)
+        assert rc == 0, out
+        with tarfile.open(cwd / "debug.tar.gz") as tar:
+            files = {Path(m.name).name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+        assert set(files) == {"cpu.pb", "block.pb", "goroutine.pb", "heap.pb", "mutex.pb", "threadcreate.pb",
+                              "trace.pb"} | extra, sorted(files)
+        cpu = pprof_reader.parse(files["cpu.pb"])  # promtool wrote it back uncompressed
+        assert cpu.samples and any("30 s asked, 1 s sampled" in c for c in cpu.comments), cpu.comments
+        goroutines = pprof_reader.parse(files["goroutine.pb"])
+        assert any(s.labels.get("kind") == "task" for s in goroutines.samples)

@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from prometheus_client import Counter
-from test_api_fleet import check_grafana_answer, grafana_requests
+from test_api_fleet import check_grafana_answer, check_promtool_debug, grafana_requests
 from waiting import wait_for
 from zk_helpers import cluster_scraper
 
@@ -71,6 +71,7 @@ async def cluster(request, tmp_path: Path, zookeeper, zk_root):
         "scrape": {"interval": "1s", "timeout": "1s"},
         "data_dir": str(tmp_path / "data"),
         "alerting": str(alerting),
+        "web": {"pprof_max_seconds": "1s"},
     })
     storage, writer, scraper = await cluster_scraper(cfg, zookeeper.hosts, zk_root)
     settings, ncfg = load_alerting_file(str(alerting))
@@ -99,7 +100,7 @@ async def _json(http: aiohttp.ClientSession, method: str, url: str, **kw) -> tup
         return r.status, json.loads(await r.text())
 
 
-async def test_fleet_api_and_grafana_requests_in_cluster_mode(cluster) -> None:
+async def test_fleet_api_and_grafana_requests_in_cluster_mode(cluster, tmp_path: Path) -> None:
     base, live, dead = cluster
     api = base + "/api/v1"
     async with aiohttp.ClientSession() as http:
@@ -154,3 +155,11 @@ async def test_fleet_api_and_grafana_requests_in_cluster_mode(cluster) -> None:
                                                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
         assert proc.returncode == 0 and f'instance="{live}"' in out.decode(), out
+
+        async def promtool(*args: str) -> tuple[int, str]:
+            proc = await asyncio.create_subprocess_exec(PROMTOOL, *args, stdout=asyncio.subprocess.PIPE,  # type: ignore[arg-type]
+                                                        stderr=asyncio.subprocess.STDOUT, cwd=tmp_path)
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+            return proc.returncode or 0, out.decode()
+
+        await check_promtool_debug(promtool, tmp_path, base, ("all",))  # the pprof endpoints and /metrics

@@ -53,6 +53,7 @@ from web.common import (
 from web.dashboards import DEFAULT_DIR as DEFAULT_DASHBOARDS
 from web.dashboards import Dashboard, DashboardStore, alert_threshold, expand
 from web.notifications import add_notification_routes
+from web.pprof import PprofSettings, add_pprof_routes
 from web.providers import (
     PoolsProvider,
     PoolSummary,
@@ -653,6 +654,7 @@ def create_app(
     middlewares: Sequence[Callable] = (),
     notifications: NotificationJournal | None = None,
     cluster: bool = True,
+    pprof: PprofSettings | None = None,
 ) -> web.Application:
     """The web application.
 
@@ -664,7 +666,7 @@ def create_app(
     charts use instead of the engine. ``middlewares`` run outside ours (e.g. request
     instrumentation). ``notifications``: the notification journal behind the notifications page and the
     webhook sink (absent: neither is mounted). ``cluster``: False in standalone (dashboards
-    leave out their ``cluster_only`` panels).
+    leave out their ``cluster_only`` panels). ``pprof``: serve ``/debug/pprof/`` (absent: not mounted).
     """
     auth = auth if auth is not None else Auth(users={})
     app = web.Application(middlewares=[*middlewares, error_pages, auth_middleware(auth)])
@@ -692,6 +694,8 @@ def create_app(
     app.router.add_get("/-/ready", ready, name="ready")
     app.router.add_get("/favicon.ico", favicon, name="favicon")
     app.router.add_static("/static/", STATIC_DIR, name="static")
+    if pprof is not None:
+        add_pprof_routes(app, pprof)
     nav = list(BASE_NAV)
     if alerting is not None:
         nav.extend(add_alerting_routes(app, alerting))

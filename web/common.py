@@ -32,7 +32,7 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 # Paths whose errors are not turned into HTML pages (JSON APIs mounted by other packages).
-NON_HTML_PREFIXES = ("/api/", "/metrics", "/-/")
+NON_HTML_PREFIXES = ("/api/", "/metrics", "/-/", "/debug/")
 
 ENGINE = web.AppKey("engine", QueryEngine)
 RANGE_ENGINE = web.AppKey("range_engine", QueryEngine)  # a range-query cache, or the engine itself
