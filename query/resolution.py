@@ -6,8 +6,8 @@ The rules (docs/ARCHITECTURE.md, "Query resolution"):
 - ``auto`` (the default) while the selector's range is within raw retention: a rollup serves
   only a range function it answers exactly - ``sum/count/min/max/avg/last/present_over_time``,
   ``absent_over_time`` and ``rate/increase/delta`` (the buckets keep what their extrapolation
-  reads: ``query.functions.rollup_rate``) - and only when every window is whole buckets. A bucket holds the
-  samples of ``[b, b + step)``; PromQL's window is ``(t - range, t]``; they coincide only when
+  reads: ``query.functions.rollup_rate``) - and only when every window is whole buckets. A
+  bucket holds the samples of ``[b, b + step)``; PromQL's window is ``(t - range, t]``; they coincide only when
   ``t + 1`` is a bucket boundary (``t`` ends in ``:59.999`` for 1m buckets) and the range is a
   whole number of buckets. Or when ``t`` is on a bucket boundary (a dashboard's grid) and no
   sample sits exactly on a window's edge: the engine checks the buckets' first sample times

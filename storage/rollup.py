@@ -21,8 +21,8 @@ promql/functions.go) reads of a window's samples, and they combine across consec
 buckets (``combine_rate_parts``): the first of the first bucket, the last of the last, counts
 added, and corrections added plus, at each bucket edge where a bucket's first value is
 below the previous bucket's last, that last value. So rate/increase/delta over whole
-buckets equal Prometheus's answer over the raw samples (``query.functions.rollup_rate``), up to the
-float rounding of adding the corrections in another grouping (exact for integer counters
+buckets equal Prometheus's answer over the raw samples (``query.functions.rollup_rate``), up
+to the float rounding of adding the corrections in another grouping (exact for integer counters
 below 2**53).
 
 Counter increase, exactly: take the series' samples in time order, drop stale markers

@@ -238,8 +238,8 @@ def test_choose_resolution_by_age_and_step():
 )
 def test_rate_parts_of_whole_buckets_give_prometheus_rate(series, bucket, width, hourly):
     """rate/increase/delta over windows of whole buckets, from the buckets' rate aggregates
-    (``query.functions.rollup_rate`` and the engine's extrapolation), equal Prometheus's computation over
-    the raw samples of the window (resets inside buckets and across their edges, gaps, NaN,
+    (``query.functions.rollup_rate`` and the engine's extrapolation), equal Prometheus's
+    computation over the raw samples of the window (resets inside buckets and across their edges, gaps, NaN,
     infinities, stale markers); 1 h buckets made from minute rows too."""
     from query.functions.rate import _extrapolate
     from query.functions.rollup_rate import window_parts
