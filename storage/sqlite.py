@@ -509,7 +509,7 @@ class SQLiteStorage(Storage):
         before = (now - self.frame_grace_ms) // self.frame_span_ms * self.frame_span_ms
         try:
             self._transpose_sync(before)
-        except sqlite3.Error:  # the frames stay readable where they are; the next pass retries
+        except (sqlite3.Error, StorageError):  # the write is stored; its frames stay readable, the next pass retries
             log.exception("transposing frames before %d failed", before)
 
     async def transpose_frames(self, before_ms: int) -> int:

@@ -305,3 +305,27 @@ async def test_a_series_of_another_target_keeps_the_per_series_path(tmp_path: Pa
     finally:
         await frames.close()
         await plain.close()
+
+
+async def test_the_later_write_of_a_timestamp_wins_across_frames_and_chunks(tmp_path: Path) -> None:
+    """A frame, then a per-series write of the same (target, ts) (a small batch), then a frame
+    of another layout, then the first layout again: each later write wins, as on one path."""
+    frames, plain = await open_pair(tmp_path)
+    ts = BASE + 30_000
+    full = scrape("web/h0:9100", 1, ts)
+    small = SampleBatch("web/h0:9100", full.series[:3], [ts] * 3, [-1.0, -2.0, -3.0])
+    other = SampleBatch("web/h0:9100", full.series[2:20], [ts] * 18, [float(-10 - i) for i in range(18)])
+    try:
+        for b in (full, small, other, small, full, other):
+            for store in (frames, plain):
+                await store.write(b)
+            assert rows_of(await frames.select(ALL, BASE, BASE + 100_000)) == rows_of(
+                await plain.select(ALL, BASE, BASE + 100_000)
+            )
+        await frames.transpose_frames(FOREVER_MS)
+        assert rows_of(await frames.select(ALL, BASE, BASE + 100_000)) == rows_of(
+            await plain.select(ALL, BASE, BASE + 100_000)
+        )
+    finally:
+        await frames.close()
+        await plain.close()
