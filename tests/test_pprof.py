@@ -143,3 +143,27 @@ def test_config() -> None:
     assert config_from_dict({}).web.pprof is True and config_from_dict({}).web.pprof_max_seconds == 30.0
     with pytest.raises(ConfigError, match="pprof_max_seconds"):
         config_from_dict({"web": {"pprof_max_seconds": "2h"}})
+
+
+@pytest.mark.parametrize("on", [True, False])
+async def test_web_pprof_setting_mounts_the_endpoints(on: bool) -> None:
+    from cli.config import config_from_dict
+    from cli.webparts import web_app_options
+    from query.engine import Engine
+    from query.memory import MemoryStorage
+    from web.app import create_app
+
+    async def nothing() -> list:
+        return []
+
+    cfg = config_from_dict({"web": {"pprof": on}})
+    engine = Engine(MemoryStorage())
+    app = create_app(engine=engine, pools_provider=nothing, targets_provider=nothing, **web_app_options(cfg, engine))
+    runner, url = await serve(app)
+    try:
+        async with aiohttp.ClientSession() as http:
+            for path in ("/debug/pprof/", "/debug/pprof/goroutine"):
+                async with http.get(url + path) as r:
+                    assert r.status == (200 if on else 404), (path, r.status)
+    finally:
+        await runner.cleanup()

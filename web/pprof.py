@@ -40,8 +40,11 @@ MAX_DEPTH = 128  # frames kept per stack (the leaf end)
 MAX_TASKS = 10_000  # asyncio tasks in one goroutine profile
 MAX_HEAP_SAMPLES = 20_000  # tracemalloc statistics in one heap profile (the largest)
 SAMPLER_CPU_SHARE = 0.1  # the sampler's CPU time per interval, at most
+# Not started on request: tracing made allocation-heavy code 6.5x (1 frame) to 15x (25 frames) as
+# dear in CPU for the whole process (building 1 M small dicts, min of 3, 2026-12-06 at load 7).
 TRACEMALLOC_HINT = ("tracemalloc is off: start Ringmon with PYTHONTRACEMALLOC=25 (or python -X tracemalloc=25) "
-                    "for heap profiles; tracing slows allocations and holds a traceback per live block")
+                    "for heap profiles; tracing makes allocations several times dearer and holds a traceback "
+                    "per live block, so Ringmon never turns it on by itself")
 
 _Key = tuple[str, CodeType, int]  # (module, code, line): one frame, resolved to a Frame at encode time
 
@@ -291,11 +294,13 @@ async def _in_thread(fn: Callable[[], CpuSamples], name: str) -> CpuSamples:
 
     def run() -> None:
         try:
-            result = fn()
+            outcome: tuple[Any, BaseException | None] = (fn(), None)
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
+            outcome = (None, exc)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the loop closed meanwhile (shutdown): nobody waits any more
+            pass
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return await done
