@@ -35,10 +35,10 @@ class Resolution(str, Enum):
 
 # Rollup aggregate columns kept per (series, minute|hour) bucket.
 AGGREGATES = ("count", "sum", "min", "max", "last", "increase", "first", "first_ts", "last_ts", "correction")
-# The aggregates rate/increase/delta need to answer as Prometheus does (``storage.rollup``),
-# added in schema version 5: buckets written before have none of them, and read them as NaN
-# (a NaN ``correction`` means "not known": a real one never is NaN).
+# The aggregates rate/increase/delta read to answer as Prometheus does (``storage.rollup``).
 RATE_AGGREGATES = ("count", "first", "first_ts", "last", "last_ts", "correction")
+# Those of them added in schema version 5: buckets written before lack them and read NaN there
+# (a NaN ``correction`` means "not known": a real one never is NaN).
 ADDED_IN_V5 = ("first", "first_ts", "last_ts", "correction")
 
 
