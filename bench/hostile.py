@@ -113,12 +113,8 @@ def write_alerting(tmp: Path, **alerter: str) -> Path:
     return alerting
 
 
-def write_config(tmp: Path, isolate: bool = True, query_timeout_s: float | None = None) -> Path:
-    """A standalone config: 5 local agents, 2 s scrapes, a 2 s rule group, all under ``tmp``;
-    ``query_timeout_s``: a shorter ``query.timeout`` than the default (the tests' rounds wait on it)."""
-    query: dict[str, Any] = {"isolate": isolate}
-    if query_timeout_s is not None:
-        query["timeout"] = f"{query_timeout_s:g}s"
+def write_config(tmp: Path, isolate: bool = True) -> Path:
+    """A standalone config: 5 local agents, 2 s scrapes, a 2 s rule group, all under ``tmp``."""
     alerting = write_alerting(tmp)
     cfg = tmp / "standalone.yaml"
     cfg.write_text(json.dumps({
@@ -126,14 +122,14 @@ def write_config(tmp: Path, isolate: bool = True, query_timeout_s: float | None 
         "storage": {"sqlite": {"path": str(tmp / "ringmon.db")}},
         "scrape": {"interval": f"{SCRAPE_S:g}s", "timeout": f"{SCRAPE_S:g}s"},
         "agents": [{"pool": "web", "count": 3, "synthetic_load_rps": 20}, {"pool": "db", "count": 2}],
-        "web": {"listen": "127.0.0.1:0"}, "query": query,
+        "web": {"listen": "127.0.0.1:0"}, "query": {"isolate": isolate},
     }))
     return cfg
 
 
-def start(tmp: Path, timeout_s: float = 120.0, isolate: bool = True, query_timeout_s: float | None = None) -> Site:
+def start(tmp: Path, timeout_s: float = 120.0, isolate: bool = True) -> Site:
     """``ringmon standalone`` on the config above; returns once it printed its URL."""
-    return start_site(["--config", str(write_config(tmp, isolate, query_timeout_s))], timeout_s)
+    return start_site(["--config", str(write_config(tmp, isolate))], timeout_s)
 
 
 async def api(http: aiohttp.ClientSession, base: str, path: str, **params: str) -> Any:
