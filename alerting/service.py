@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import math
 import signal
@@ -39,6 +40,7 @@ from alerting.rulestore import RuleStore
 from alerting.sqlitedb import AlertingDB
 from alerting.state import SQLiteAlertStateStore
 from alerting.template import DEFAULT_LIMITS, TemplateLimits
+from common.config_keys import check_keys
 from common.durations import DurationError, seconds_of
 from common.yamlfile import YamlFileError, load_yaml_file
 from query.engine import Engine
@@ -115,9 +117,7 @@ def _template_limits(d: Any, where: str) -> TemplateLimits:
     """``templates: {timeout: 2s, max_output: 1048576, max_iterations: 100000}`` (each optional)."""
     if not isinstance(d, dict):
         raise AlerterConfigError(f"{where}: expected a mapping with {', '.join(TEMPLATE_KEYS)}")
-    for k in d:
-        if k not in TEMPLATE_KEYS:
-            raise AlerterConfigError(f"{where}.{k}: unknown key (known keys here: {', '.join(TEMPLATE_KEYS)})")
+    check_keys(d, TEMPLATE_KEYS, where, AlerterConfigError)
     kw: dict[str, Any] = {}
     if "timeout" in d:
         kw["timeout_s"] = _dur_s(d["timeout"], f"{where}.timeout")
@@ -138,9 +138,7 @@ def settings_from_dict(d: Any, source: str, defaults: AlerterSettings | None = N
         return s
     if not isinstance(d, dict):
         raise AlerterConfigError(f"{source}: alerter: expected a mapping")
-    for k in d:
-        if k not in SETTINGS_KEYS:
-            raise AlerterConfigError(f"{source}: alerter.{k}: unknown key (known keys here: {', '.join(SETTINGS_KEYS)})")
+    check_keys(d, SETTINGS_KEYS, f"{source}: alerter", AlerterConfigError)
     for k in ("listen", "state_db", "external_url", "name_validation", "ownership", "zookeeper_hosts",
               "zookeeper_path", "id", "state_backend", "api_token", "api_token_file"):
         if k in d:
@@ -187,7 +185,7 @@ def load_alerting_file(path: str, defaults: AlerterSettings | None = None) -> tu
         raise AlerterConfigError(str(exc)) from None
     if not isinstance(data, dict):
         raise AlerterConfigError(f"{p}: the top level must be a mapping")
-    data = dict(data)
+    data = copy.copy(data)  # a shallow copy that keeps the YamlMap (its key lines)
     settings = settings_from_dict(data.pop("alerter", None), str(p), defaults)
     try:
         notifier = config_from_dict(data, str(p))

@@ -1,11 +1,13 @@
 """The Ringmon YAML configuration: typed sections with defaults, validated on load.
 
 Every mistake is reported as ``<file>: <dotted.key>: <what was expected>``; unknown keys
-are errors (a typo must not silently fall back to a default).
+are errors (a typo must not silently fall back to a default), ``<file>:<line>: <dotted.key>:
+unknown key (known keys here: ...)`` from ``common.config_keys`` like every config section's.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.errors import UserError
+from common.config_keys import check_keys, in_file
 from common.durations import DurationError, parse_duration_ms
 from common.yamlfile import YamlFileError, load_yaml_file
 from query.budget import QueryLimits
@@ -305,13 +308,16 @@ def _build(cls: Any, data: dict, where: str) -> Any:
     open_field = getattr(cls, "OPEN_KEYS", None)
     names = {f.name for f in dataclasses.fields(cls) if f.name not in ("source", open_field)}
     kwargs: dict[str, Any] = {}
-    if open_field:
-        kwargs[open_field] = {k: v for k, v in data.items() if k not in names}
+    if open_field:  # an open section collects its other keys, validated by whoever reads them
+        rest = copy.copy(data)  # a shallow copy that keeps a YamlMap's key lines for the open section's errors
+        for k in names:
+            rest.pop(k, None)
+        kwargs[open_field] = rest
         data = {k: v for k, v in data.items() if k in names}
+    else:
+        check_keys(data, sorted(names), where)
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
-        if key not in names:
-            raise ValueError(f"{path}: unknown key (known keys here: {', '.join(sorted(names))})")
         kwargs[key] = _convert(hints[key], value, path)
     obj = cls(**kwargs)
     check = getattr(obj, "validate", None)
@@ -344,7 +350,7 @@ def config_from_dict(data: dict | None, source: str = "<config>", overrides: dic
     try:
         cfg: RingmonConfig = _build(RingmonConfig, data, "")  # builds the dataclass its hints name
     except ValueError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError(in_file(source, str(exc))) from None
     cfg.source = source
     cfg.fill_data_dir_defaults()
     return cfg

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from common.config_keys import check_keys, in_file
 from common.yamlfile import load_yaml_file
 from discovery.target import Target
 from discovery.validation import check_address, check_pool_name, settings_from_mapping
@@ -34,9 +35,7 @@ def targets_from_dict(data: Any, source: str = "<static>") -> list[Target]:
         return []
     if not isinstance(data, dict):
         raise ValueError(f"{source}: the top level must be a mapping with a 'pools' key, got {type(data).__name__}")
-    for key in data:
-        if key != "pools":
-            raise ValueError(f"{source}: {key}: unknown key (known keys here: pools)")
+    check_keys(data, ("pools",), f"{source}:")
     pools = data.get("pools") or {}
     if not isinstance(pools, dict):
         raise ValueError(f"{source}: pools: expected a mapping of pool name to settings, got {type(pools).__name__}")
@@ -51,7 +50,7 @@ def targets_from_dict(data: Any, source: str = "<static>") -> list[Target]:
         try:
             settings = settings_from_mapping(body, where, allow=("hosts",))
         except ValueError as exc:
-            raise ValueError(f"{source}: {exc}") from None
+            raise ValueError(in_file(source, str(exc))) from None
         hosts = (body or {}).get("hosts") or []
         if not isinstance(hosts, list):
             raise ValueError(f"{source}: {where}.hosts: expected a list of HOST:PORT strings, got {type(hosts).__name__}")

@@ -11,6 +11,7 @@ import ipaddress
 import re
 from typing import Any
 
+from common.config_keys import check_keys
 from common.durations import DurationError, parse_duration_ms
 from discovery.target import ScrapeSettings
 
@@ -115,9 +116,7 @@ def settings_from_mapping(data: Any, where: str = "settings", allow: tuple[str, 
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
     known = ("interval", "timeout", "path", "scheme", "labels") + allow
-    for key in data:
-        if key not in known:
-            raise ValueError(f"{where}.{key}: unknown key (known keys: {', '.join(known)})")
+    check_keys(data, known, where)
     defaults = ScrapeSettings()
     kwargs: dict[str, Any] = {}
     for key, attr in (("interval", "interval_s"), ("timeout", "timeout_s")):

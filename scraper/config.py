@@ -8,11 +8,13 @@ expected type. Pool-level interval/timeout/path/scheme/labels stay in
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from common.config_keys import key_error
 from scraper.relabel import RelabelConfig, parse_relabel_configs
 
 _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
@@ -96,7 +98,7 @@ class ScrapeConfig:
                     set(_INT_KEYS) | set(_BOOL_KEYS) | {"body_size_limit", "relabel_configs", "metric_relabel_configs"}
                     | settings_keys | set(also_allowed)
                 )
-                raise ValueError(f"{path}: unknown key (allowed: {', '.join(allowed)})")
+                raise ValueError(key_error(d, where, key, f"unknown key (known keys here: {', '.join(allowed)})"))
         return cls(**kwargs)
 
 
@@ -114,7 +116,8 @@ def scrape_configs_from_dict(
         return ScrapeConfig(), {}
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
-    base = {k: v for k, v in data.items() if k != "pools"}
+    base = copy.copy(data)  # a shallow copy that keeps a YamlMap's key lines for the errors
+    base.pop("pools", None)
     default = ScrapeConfig.from_dict(base, where, settings_keys=settings_keys, also_allowed=("pools",))
     pools = data.get("pools") or {}
     if not isinstance(pools, dict):

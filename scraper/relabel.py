@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.config_keys import check_keys
 from common.regex import Regex, RegexError, compile_regex
 from storage.model import LABEL_NAME_RE
 
@@ -50,9 +51,8 @@ class RelabelConfig:
         """Build from YAML; an unknown key, wrong type or bad value raises ValueError naming it."""
         if not isinstance(d, dict):
             raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
+        check_keys(d, sorted(_KEYS), where)
         for k, v in d.items():
-            if k not in _KEYS:
-                raise ValueError(f"{where}: unknown key {k!r} (allowed: {', '.join(sorted(_KEYS))})")
             want = _KEYS[k]
             if want == "string" and not isinstance(v, str):
                 raise ValueError(f"{where}.{k}: expected {want}, got {type(v).__name__}")

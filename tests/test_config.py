@@ -53,7 +53,7 @@ def test_unknown_scrape_key_lists_every_key_the_section_takes(tmp_path: Path) ->
     f.write_text("scrape:\n  intervl: 10s\n")
     with pytest.raises(ConfigError) as err:
         load_config(f)
-    listed = str(err.value).split("allowed: ", 1)[1].rstrip(")").split(", ")
+    listed = str(err.value).split("known keys here: ", 1)[1].rstrip(")").split(", ")
     assert {"interval", "timeout", "pools", "sample_limit", "relabel_configs"} <= set(listed)
     samples = {"interval": "10s", "timeout": "5s", "pools": "{}", "body_size_limit": "1MB",
                "relabel_configs": "[]", "metric_relabel_configs": "[]"}  # fmt: skip
@@ -89,7 +89,7 @@ def test_cli_bad_config_is_one_clear_line(tmp_path: Path) -> None:
     res = _run_cli("standalone", "--config", str(f))
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
-    assert f"{f}: web.lisen: unknown key" in res.stderr
+    assert f"{f}:2: web.lisen: unknown key" in res.stderr
 
 
 def test_cli_port_in_use_is_one_clear_line(tmp_path: Path) -> None:

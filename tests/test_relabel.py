@@ -87,7 +87,7 @@ def test_lowercase_uppercase():
         ({"action": "hashmod", "target_label": "x"}, "modulus"),
         ({"action": "replace", "source_labels": ["a"]}, "needs target_label"),
         ({"modulus": "3"}, "modulus: expected integer"),
-        ({"sauce_labels": ["a"]}, "unknown key 'sauce_labels'"),
+        ({"sauce_labels": ["a"]}, "sauce_labels: unknown key"),
     ],
 )
 def test_invalid_configs_name_the_key(cfg, msg):

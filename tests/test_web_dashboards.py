@@ -70,7 +70,7 @@ def test_a_valid_file_loads(tmp_path):
     "text, message",
     [
         ("title: X\npanels: []\n", r"x\.yaml: panels: expected a non-empty list of panels"),
-        ("title: X\npanel: []\n", r"x\.yaml: panel: unknown key \(known keys here: title"),
+        ("title: X\npanel: []\n", r"x\.yaml:2: panel: unknown key \(known keys here: title"),
         ("panels: [{title: a, expr: up}]\n", r"x\.yaml: title: required"),
         ("title: X\npanels: [{title: a}]\n", r"x\.yaml: panels\[0\]: a panel needs expr"),
         (

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from common.config_keys import check_keys, in_file
 from common.yamlfile import YamlFileError, parse_yaml
 from web.chart import MODES, UNITS
 
@@ -112,10 +113,8 @@ def _str(data: Mapping, key: str, where: str, *, required: bool = False, default
 
 def _check_keys(data: Any, allowed: Sequence[str], where: str) -> Mapping:
     if not isinstance(data, Mapping):
-        raise DashboardError(f"{where}: expected a mapping, got {_type(data)}")
-    for key in data:
-        if key not in allowed:
-            raise DashboardError(f"{where}.{key}: unknown key (known keys here: {', '.join(allowed)})")
+        raise DashboardError(f"{where or 'dashboard'}: expected a mapping, got {_type(data)}")
+    check_keys(data, allowed, where, DashboardError)
     return data
 
 
@@ -188,7 +187,7 @@ def _panel(data: Any, where: str, var_names: set[str]) -> Panel:
 def dashboard_from_dict(data: Any, name: str, source: str) -> Dashboard:
     """Validate a parsed YAML document; errors are ``DashboardError("<source>: <key>: ...")``."""
     try:
-        d = _check_keys(data, ("title", "description", "variables", "panels"), "dashboard")
+        d = _check_keys(data, ("title", "description", "variables", "panels"), "")  # "" is the top of the file
         variables: list[Variable] = []
         raw_vars = d.get("variables") or []
         if not isinstance(raw_vars, list):
@@ -219,7 +218,7 @@ def dashboard_from_dict(data: Any, name: str, source: str) -> Dashboard:
         return Dashboard(name, title, panels, _str(d, "description", "dashboard"), tuple(variables), source)
     except DashboardError as exc:
         msg = str(exc).removeprefix("dashboard.").removeprefix("dashboard: ")
-        raise DashboardError(f"{source}: {msg}") from None
+        raise DashboardError(in_file(source, msg)) from None
 
 
 def load_dashboard_file(path: str | Path) -> Dashboard:

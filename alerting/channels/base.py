@@ -12,6 +12,7 @@ import aiohttp
 
 from alerting.notifier.model import Notification
 from alerting.template import TemplateError, parse_template
+from common.config_keys import check_keys, key_error
 
 
 class DeliveryError(Exception):
@@ -88,30 +89,28 @@ class Opts:
     def __init__(self, data: Any, where: str, known: tuple[str, ...]) -> None:
         if not isinstance(data, dict):
             raise ChannelConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-        unknown = sorted(set(map(str, data)) - set(known))
-        if unknown:
-            raise ChannelConfigError(f"{where}.{unknown[0]}: unknown key (known keys here: {', '.join(known)})")
+        check_keys(data, known, where, ChannelConfigError)
         self.data = data
         self.where = where
 
     def str(self, key: str, default: str | None = None) -> str:
         v = self.data.get(key, default)
         if v is None:
-            raise ChannelConfigError(f"{self.where}.{key}: required")
+            raise ChannelConfigError(key_error(self.data, self.where, key, "required"))
         if isinstance(v, bool) or not isinstance(v, str | int | float):
-            raise ChannelConfigError(f"{self.where}.{key}: expected a string, got {type(v).__name__}")
+            raise ChannelConfigError(key_error(self.data, self.where, key, f"expected a string, got {type(v).__name__}"))
         return str(v)
 
     def bool(self, key: builtins.str, default: bool) -> bool:
         v = self.data.get(key, default)
         if not isinstance(v, bool):
-            raise ChannelConfigError(f"{self.where}.{key}: expected true or false, got {v!r}")
+            raise ChannelConfigError(key_error(self.data, self.where, key, f"expected true or false, got {v!r}"))
         return v
 
     def num(self, key: builtins.str, default: float) -> float:
         v = self.data.get(key, default)
         if isinstance(v, bool) or not isinstance(v, int | float):
-            raise ChannelConfigError(f"{self.where}.{key}: expected a number, got {v!r}")
+            raise ChannelConfigError(key_error(self.data, self.where, key, f"expected a number, got {v!r}"))
         return float(v)
 
     def duration(self, key: builtins.str, default: float) -> float:
@@ -123,28 +122,28 @@ class Opts:
         try:
             return seconds_of(v)
         except DurationError as exc:
-            raise ChannelConfigError(f"{self.where}.{key}: {exc}") from None
+            raise ChannelConfigError(key_error(self.data, self.where, key, f"{exc}")) from None
 
     def str_list(self, key: builtins.str, default: builtins.list[builtins.str] | None = None) -> builtins.list[builtins.str]:
         v = self.data.get(key, default)
         if v is None:
-            raise ChannelConfigError(f"{self.where}.{key}: required")
+            raise ChannelConfigError(key_error(self.data, self.where, key, "required"))
         if isinstance(v, str):
             return [x.strip() for x in v.split(",") if x.strip()]
         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            raise ChannelConfigError(f"{self.where}.{key}: expected a list of strings")
+            raise ChannelConfigError(key_error(self.data, self.where, key, "expected a list of strings"))
         return list(v)
 
     def str_map(self, key: builtins.str) -> dict[builtins.str, builtins.str]:
         v = self.data.get(key) or {}
         if not isinstance(v, dict):
-            raise ChannelConfigError(f"{self.where}.{key}: expected a mapping")
+            raise ChannelConfigError(key_error(self.data, self.where, key, "expected a mapping"))
         return {str(k): str(x) for k, x in v.items()}
 
     def url(self, key: builtins.str, default: builtins.str | None = None) -> builtins.str:
         u = self.str(key, default)
         if not u.startswith(("http://", "https://")):
-            raise ChannelConfigError(f"{self.where}.{key}: expected an http:// or https:// URL, got {u!r}")
+            raise ChannelConfigError(key_error(self.data, self.where, key, f"expected an http:// or https:// URL, got {u!r}"))
         return u
 
 

@@ -1,6 +1,7 @@
 """The notifier config (Alertmanager-like YAML): route tree, receivers with channels, inhibit rules.
 
-Errors say ``<file>: <key.path>: <what was expected>``; unknown keys are errors.
+Errors say ``<file>: <key.path>: <what was expected>``; unknown keys are errors, worded by
+``common.config_keys`` with the line (``<file>:<line>: <key.path>: unknown key (known keys here: ...)``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from alerting.channels.webhook import WebhookIntegration
 from alerting.notifier.inhibit import InhibitRule
 from alerting.notifier.matchers import MatcherSyntaxError, parse_matchers
 from alerting.notifier.routing import Route
+from common.config_keys import check_keys, in_file
 from common.durations import DurationError, seconds_of
 from common.yamlfile import YamlFileError, load_yaml_file
 from storage.matchers import Matcher, MatchOp
@@ -75,9 +77,7 @@ def _check_keys(d: Any, where: str, known: tuple[str, ...]) -> dict:
         return {}
     if not isinstance(d, dict):
         raise NotifierConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
-    for k in d:
-        if k not in known:
-            raise NotifierConfigError(f"{where}.{k}: unknown key (known keys here: {', '.join(known)})")
+    check_keys(d, known, where, NotifierConfigError)
     return d
 
 
@@ -151,9 +151,9 @@ def config_from_dict(data: Any, source: str = "<notifier config>") -> NotifierCo
     try:
         return _build(data, source)
     except ChannelConfigError as exc:
-        raise NotifierConfigError(f"{source}: {exc}") from None
+        raise NotifierConfigError(in_file(source, str(exc))) from None
     except NotifierConfigError as exc:
-        raise NotifierConfigError(f"{source}: {exc}") from None
+        raise NotifierConfigError(in_file(source, str(exc))) from None
 
 
 def _build(data: Any, source: str) -> NotifierConfig:
