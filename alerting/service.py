@@ -267,6 +267,12 @@ class AlerterService:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def set_external_url(self, url: str) -> None:
+        """The URL alerts link back to (``generatorURL``), when it is known only once the web
+        server has bound its port (a configured port 0); before ``start``."""
+        self.settings.external_url = url
+        self.manager.options.external_url = url
+
     async def start(self, serve_http: bool = True) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.ownership.start)

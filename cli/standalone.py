@@ -98,6 +98,8 @@ class Standalone:
         self.runner, self.web_port = await serve_app(app, cfg.web.listen, "web")
         self.local.web_url = listen_url(cfg.web.listen, self.web_port)  # webhook paths reach this server
         if self.alerter is not None:  # started once its webhook sink listens: no first delivery fails
+            if self.alerter.settings.external_url == listen_url(cfg.web.listen):  # the default: port 0 is bound now
+                self.alerter.set_external_url(self.local.web_url)
             await self.alerter.start(serve_http=False)
         # The local agents listen on ports the OS picks: started after the web server has
         # bound its configured port, so an agent can never take that port first.

@@ -17,8 +17,6 @@ from collections.abc import Iterator
 import pytest
 from standalone_site import Standalone, start_standalone, wait_until_warm
 
-from services.proc import free_port
-
 _FIXTURE = "shipped_standalone"
 _running: list[Standalone] = []
 _last_user: list[pytest.Item] = []
@@ -26,8 +24,8 @@ _last_user: list[pytest.Item] = []
 
 @pytest.fixture(scope="session")
 def shipped_standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalone]:
-    # a port of its own, not 0: the alerts' links back (generatorURL) name the listen address
-    site = start_standalone(tmp_path_factory.mktemp("shipped") / "data", listen=f"127.0.0.1:{free_port()}")
+    # port 0, as a user may ask: the alerts' links back (generatorURL) must name the bound port
+    site = start_standalone(tmp_path_factory.mktemp("shipped") / "data", listen="127.0.0.1:0")
     _running.append(site)
     try:
         asyncio.run(wait_until_warm(site))
