@@ -34,6 +34,8 @@ CASES: list[tuple[str, Callable[[Path], Any], str, str, int]] = [
     ("alerting file", load_alerting_file, "alerter:\n  listen: 127.0.0.1:0\n  bogus: 1\n" + NOTIFIER, "alerter.bogus", 3),
     ("notifier config", load_notifier_config, "route:\n  receiver: r\n  bogus: 1\nreceivers:\n  - name: r\n",
      "route.bogus", 3),
+    ("notifier top level", load_notifier_config, "route:\n  receiver: r\nreceivers:\n  - name: r\nbogus: 1\n",
+     "bogus", 5),
     ("channel", load_notifier_config,
      "route:\n  receiver: r\nreceivers:\n  - name: r\n    webhook_configs:\n      - url: http://127.0.0.1:1/\n"
      "        bogus: 1\n", "receivers[0].webhook_configs[0].bogus", 7),

@@ -76,7 +76,7 @@ def _check_keys(d: Any, where: str, known: tuple[str, ...]) -> dict:
     if d is None:
         return {}
     if not isinstance(d, dict):
-        raise NotifierConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+        raise NotifierConfigError(f"{where or 'config'}: expected a mapping, got {type(d).__name__}")
     check_keys(d, known, where, NotifierConfigError)
     return d
 
@@ -157,7 +157,7 @@ def config_from_dict(data: Any, source: str = "<notifier config>") -> NotifierCo
 
 
 def _build(data: Any, source: str) -> NotifierConfig:
-    d = _check_keys(data, "config", TOP_KEYS)
+    d = _check_keys(data, "", TOP_KEYS)  # "" is the top of the file: its keys have no prefix
     g = _check_keys(d.get("global"), "global", GLOBAL_KEYS)
     smtp_defaults = g.get("smtp") or {}
     if not isinstance(smtp_defaults, dict):
