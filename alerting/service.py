@@ -40,7 +40,7 @@ from alerting.rulestore import RuleStore
 from alerting.sqlitedb import AlertingDB
 from alerting.state import SQLiteAlertStateStore
 from alerting.template import DEFAULT_LIMITS, TemplateLimits
-from common.config_keys import check_keys
+from common.config_keys import check_keys, key_error
 from common.durations import DurationError, seconds_of
 from common.yamlfile import YamlFileError, load_yaml_file
 from query.engine import Engine
@@ -94,14 +94,16 @@ class AlerterSettings:
     templates: TemplateLimits = DEFAULT_LIMITS  # budgets of each alert label/annotation expansion
 
 
-def _dur_s(v: Any, where: str) -> float:
+def _dur_s(d: dict, where: str, key: str) -> float:
+    """The duration ``d[key]`` in seconds; an error names the key's file and line."""
+    v = d[key]
     if isinstance(v, int | float) and not isinstance(v, bool):
         if not math.isfinite(v):
-            raise AlerterConfigError(f"{where}: expected a finite number of seconds or a duration like 1h")
+            raise AlerterConfigError(key_error(d, where, key, "expected a finite number of seconds or a duration like 1h"))
     try:
         return seconds_of(v)
     except DurationError as exc:
-        raise AlerterConfigError(f"{where}: {exc}") from None
+        raise AlerterConfigError(key_error(d, where, key, str(exc))) from None
 
 
 def _unix_s(v: Any, where: str) -> float | None:
@@ -120,14 +122,14 @@ def _template_limits(d: Any, where: str) -> TemplateLimits:
     check_keys(d, TEMPLATE_KEYS, where, AlerterConfigError)
     kw: dict[str, Any] = {}
     if "timeout" in d:
-        kw["timeout_s"] = _dur_s(d["timeout"], f"{where}.timeout")
+        kw["timeout_s"] = _dur_s(d, where, "timeout")
         if kw["timeout_s"] <= 0:
-            raise AlerterConfigError(f"{where}.timeout: must be positive")
+            raise AlerterConfigError(key_error(d, where, "timeout", "must be positive"))
     for k in ("max_output", "max_iterations"):
         if k in d:
             v = d[k]
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise AlerterConfigError(f"{where}.{k}: expected a positive integer, got {v!r}")
+                raise AlerterConfigError(key_error(d, where, k, f"expected a positive integer, got {v!r}"))
             kw[k] = v
     return replace(DEFAULT_LIMITS, **kw)
 
@@ -146,33 +148,33 @@ def settings_from_dict(d: Any, source: str, defaults: AlerterSettings | None = N
     if "rule_files" in d:
         rf = d["rule_files"]
         if not isinstance(rf, list) or not all(isinstance(x, str) for x in rf):
-            raise AlerterConfigError(f"{source}: alerter.rule_files: expected a list of paths or globs")
+            raise AlerterConfigError(key_error(d, f"{source}: alerter", "rule_files", "expected a list of paths or globs"))
         s.rule_files = list(rf)
     if "evaluation_interval" in d:
-        s.evaluation_interval_ms = int(_dur_s(d["evaluation_interval"], f"{source}: alerter.evaluation_interval") * 1000)
+        s.evaluation_interval_ms = int(_dur_s(d, f"{source}: alerter", "evaluation_interval") * 1000)
     if "resend_delay" in d:
-        s.resend_delay_s = _dur_s(d["resend_delay"], f"{source}: alerter.resend_delay")
+        s.resend_delay_s = _dur_s(d, f"{source}: alerter", "resend_delay")
     if "zookeeper_session_timeout" in d:
-        s.zookeeper_session_timeout_s = _dur_s(d["zookeeper_session_timeout"], f"{source}: alerter.zookeeper_session_timeout")
+        s.zookeeper_session_timeout_s = _dur_s(d, f"{source}: alerter", "zookeeper_session_timeout")
     if "watch_interval" in d:
-        s.watch_interval_s = _dur_s(d["watch_interval"], f"{source}: alerter.watch_interval")
+        s.watch_interval_s = _dur_s(d, f"{source}: alerter", "watch_interval")
     if "external_labels" in d:
         el = d["external_labels"] or {}
         if not isinstance(el, dict):
-            raise AlerterConfigError(f"{source}: alerter.external_labels: expected a mapping")
+            raise AlerterConfigError(key_error(d, f"{source}: alerter", "external_labels", "expected a mapping"))
         s.external_labels = {str(k): str(v) for k, v in el.items()}
     if "templates" in d:
         s.templates = _template_limits(d["templates"], f"{source}: alerter.templates")
     if s.ownership not in ("local", "zookeeper"):
-        raise AlerterConfigError(f"{source}: alerter.ownership: expected local or zookeeper, got {s.ownership!r}")
+        raise AlerterConfigError(key_error(d, f"{source}: alerter", "ownership", f"expected local or zookeeper, got {s.ownership!r}"))
     if s.ownership == "zookeeper" and not s.zookeeper_hosts:
-        raise AlerterConfigError(f"{source}: alerter.zookeeper_hosts: required when ownership is zookeeper")
+        raise AlerterConfigError(key_error(d, f"{source}: alerter", "zookeeper_hosts", "required when ownership is zookeeper"))
     if s.state_backend not in ("auto", "sqlite", "cassandra"):
-        raise AlerterConfigError(f"{source}: alerter.state_backend: expected auto, sqlite or cassandra")
+        raise AlerterConfigError(key_error(d, f"{source}: alerter", "state_backend", "expected auto, sqlite or cassandra"))
     if s.name_validation not in ("utf8", "legacy"):
-        raise AlerterConfigError(f"{source}: alerter.name_validation: expected utf8 or legacy")
+        raise AlerterConfigError(key_error(d, f"{source}: alerter", "name_validation", "expected utf8 or legacy"))
     if s.evaluation_interval_ms <= 0:
-        raise AlerterConfigError(f"{source}: alerter.evaluation_interval: must be positive")
+        raise AlerterConfigError(key_error(d, f"{source}: alerter", "evaluation_interval", "must be positive"))
     return s
 
 
@@ -455,7 +457,7 @@ class AlerterService:
             if not isinstance(matchers, str):
                 raise ValueError("matchers: expected a string of matchers, e.g. 'alertname=\"X\",job=\"web\"'")
             dur = body.get("duration")
-            dur_s = _dur_s(dur, "duration") if dur is not None else None
+            dur_s = _dur_s(body, "", "duration") if dur is not None else None
             s = new_silence(matchers, author, str(body.get("comment", "")), duration_s=dur_s,
                             starts_at=_unix_s(body.get("starts_at"), "starts_at"),
                             ends_at=_unix_s(body.get("ends_at"), "ends_at"))

@@ -1,8 +1,8 @@
 """The Ringmon YAML configuration: typed sections with defaults, validated on load.
 
-Every mistake is reported as ``<file>: <dotted.key>: <what was expected>``; unknown keys
-are errors (a typo must not silently fall back to a default), ``<file>:<line>: <dotted.key>:
-unknown key (known keys here: ...)`` from ``common.config_keys`` like every config section's.
+Every mistake is reported as ``<file>:<line>: <dotted.key>: <what was expected>`` (through
+``common.config_keys``, like every config section's; a value set by a command-line override has
+no line); unknown keys are errors (a typo must not silently fall back to a default).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from cli.errors import UserError
-from common.config_keys import check_keys, in_file
+from common.config_keys import check_keys, in_file, with_line
 from common.durations import DurationError, parse_duration_ms
-from common.yamlfile import YamlFileError, load_yaml_file
+from common.yamlfile import YamlFileError, YamlMap, load_yaml_file
 from query.budget import QueryLimits
 
 
@@ -292,8 +292,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ValueError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
-        _, item = typing.get_args(tp)
-        return {str(k): _convert(item, v, f"{where}.{k}") for k, v in value.items()}
+        return _convert_items(typing.get_args(tp)[1], value, where)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (str, int, float, bool):
@@ -303,11 +302,23 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def _convert_items(item: Any, value: dict, where: str) -> dict[str, Any]:
+    """Each value of a ``dict[str, X]`` section converted; an error gets its key's line."""
+    out = {}
+    for k, v in value.items():
+        try:
+            out[str(k)] = _convert(item, v, f"{where}.{k}")
+        except ValueError as exc:
+            raise ValueError(with_line(value, where, k, str(exc))) from None
+    return out
+
+
 def _build(cls: Any, data: dict, where: str) -> Any:
     hints = typing.get_type_hints(cls)
     open_field = getattr(cls, "OPEN_KEYS", None)
     names = {f.name for f in dataclasses.fields(cls) if f.name not in ("source", open_field)}
     kwargs: dict[str, Any] = {}
+    given = data  # the mapping as read: its key lines place the errors
     if open_field:  # an open section collects its other keys, validated by whoever reads them
         rest = copy.copy(data)  # a shallow copy that keeps a YamlMap's key lines for the open section's errors
         for k in names:
@@ -318,25 +329,45 @@ def _build(cls: Any, data: dict, where: str) -> Any:
         check_keys(data, sorted(names), where)
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
-        kwargs[key] = _convert(hints[key], value, path)
+        try:
+            kwargs[key] = _convert(hints[key], value, path)
+        except ValueError as exc:  # the line of the key whose value is wrong
+            raise ValueError(with_line(given, where, key, str(exc))) from None
     obj = cls(**kwargs)
     check = getattr(obj, "validate", None)
     if check is not None:
-        check(where or "config")
+        try:
+            check(where or "config")
+        except ValueError as exc:  # "<where>.<key>: ..." of a validate(): the line of that key
+            raise ValueError(_on_a_line(given, where, str(exc))) from None
     return obj
 
 
+def _on_a_line(data: dict, where: str, message: str) -> str:
+    """``message`` with the line of the key of ``data`` it starts with (unchanged if none)."""
+    for key in data:
+        placed = with_line(data, where, key, message)
+        if placed != message:
+            return placed
+    return message
+
+
 def _apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
-    """``data`` with dotted keys (``web.listen``) set from the command line."""
-    out = dict(data)
+    """``data`` with dotted keys (``web.listen``) set from the command line.
+
+    Mappings are copied shallowly, so a ``YamlMap`` keeps its file and key lines; a key set
+    here loses its line (its value did not come from the file)."""
+    out = copy.copy(data)
     for dotted, value in overrides.items():
         node = out
         *parents, last = dotted.split(".")
         for key in parents:
             child = node.get(key)
-            node[key] = dict(child) if isinstance(child, dict) else {}
+            node[key] = copy.copy(child) if isinstance(child, dict) else {}
             node = node[key]
         node[last] = value
+        if isinstance(node, YamlMap):
+            node.key_lines = {k: n for k, n in node.key_lines.items() if k != last}
     return out
 
 

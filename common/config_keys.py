@@ -10,6 +10,7 @@ problem with one key through ``key_error``, so every error has one shape::
 The file and line come from the mapping itself when it was read by ``common.yamlfile``
 (a ``YamlMap``); data that did not come from a file (command-line overrides, API bodies,
 dicts built in code) gives ``<where>.<key>: <problem>`` with the caller's ``where``.
+Checks that word their own ``<dotted.key>: <problem>`` get the line put in by ``with_line``.
 
 ``where`` is the caller's dotted path to the mapping, optionally prefixed by ``<file>: `` as
 the modules already write it; ``"<file>:"`` (a trailing colon) means the top of the file.
@@ -42,6 +43,18 @@ def key_where(data: Any, where: str, key: Any) -> str:
 def key_error(data: Any, where: str, key: Any, problem: str) -> str:
     """The text of a config error about ``key`` of ``data``: ``<file>:<line>: <dotted.key>: <problem>``."""
     return f"{key_where(data, where, key)}: {problem}"
+
+
+def with_line(data: Any, where: str, key: Any, message: str) -> str:
+    """``message`` about ``key`` of ``data`` given the key's line when it reads ``<where>.<key>...: <problem>``.
+
+    For checks that word their own ``<dotted.key>: <problem>`` (value conversion, nested lists):
+    the caller wraps the ValueError of ``key``'s value; a message already with a line, or about
+    another key, is returned unchanged."""
+    bare = key_where({}, where, key)  # the dotted key as written without a line
+    if not message.startswith(bare) or message[len(bare):len(bare) + 1] not in (":", "["):
+        return message
+    return key_where(data, where, key) + message[len(bare):]
 
 
 def check_keys(

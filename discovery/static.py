@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from common.config_keys import check_keys, in_file
+from common.config_keys import check_keys, in_file, key_error, with_line
 from common.yamlfile import load_yaml_file
 from discovery.target import Target
 from discovery.validation import check_address, check_pool_name, settings_from_mapping
@@ -38,7 +38,7 @@ def targets_from_dict(data: Any, source: str = "<static>") -> list[Target]:
     check_keys(data, ("pools",), f"{source}:")
     pools = data.get("pools") or {}
     if not isinstance(pools, dict):
-        raise ValueError(f"{source}: pools: expected a mapping of pool name to settings, got {type(pools).__name__}")
+        raise ValueError(key_error(data, f"{source}:", "pools", f"expected a mapping of pool name to settings, got {type(pools).__name__}"))
     targets: list[Target] = []
     seen: set[str] = set()
     for name, body in pools.items():
@@ -46,22 +46,24 @@ def targets_from_dict(data: Any, source: str = "<static>") -> list[Target]:
         try:
             check_pool_name(name)
         except ValueError as exc:
-            raise ValueError(f"{source}: {where}: {exc}") from None
+            raise ValueError(key_error(pools, f"{source}: pools", name, str(exc))) from None
         try:
             settings = settings_from_mapping(body, where, allow=("hosts",))
         except ValueError as exc:
             raise ValueError(in_file(source, str(exc))) from None
         hosts = (body or {}).get("hosts") or []
         if not isinstance(hosts, list):
-            raise ValueError(f"{source}: {where}.hosts: expected a list of HOST:PORT strings, got {type(hosts).__name__}")
+            raise ValueError(key_error(body, f"{source}: {where}", "hosts", f"expected a list of HOST:PORT strings, got {type(hosts).__name__}"))
         for i, host in enumerate(hosts):
             try:
                 address = check_address(host)
             except ValueError as exc:
-                raise ValueError(f"{source}: {where}.hosts[{i}]: {exc}") from None
+                raise ValueError(with_line(body, f"{source}: {where}", "hosts", f"{source}: {where}.hosts[{i}]: {exc}")) from None
             target = Target(pool=name, address=address, settings=settings)
             if target.key in seen:
-                raise ValueError(f"{source}: {where}.hosts[{i}]: {address} is listed twice in pool {name}")
+                raise ValueError(with_line(
+                    body, f"{source}: {where}", "hosts", f"{source}: {where}.hosts[{i}]: {address} is listed twice in pool {name}"
+                ))
             seen.add(target.key)
             targets.append(target)
     return targets

@@ -11,7 +11,7 @@ import ipaddress
 import re
 from typing import Any
 
-from common.config_keys import check_keys
+from common.config_keys import check_keys, key_error
 from common.durations import DurationError, parse_duration_ms
 from discovery.target import ScrapeSettings
 
@@ -124,35 +124,35 @@ def settings_from_mapping(data: Any, where: str = "settings", allow: tuple[str, 
             try:
                 kwargs[attr] = parse_duration(data[key])
             except ValueError as exc:
-                raise ValueError(f"{where}.{key}: {exc}") from None
+                raise ValueError(key_error(data, where, key, str(exc))) from None
     path = data.get("path", defaults.path)
     if not isinstance(path, str) or not path.startswith("/") or any(c.isspace() for c in path):
-        raise ValueError(f"{where}.path: expected a URL path starting with '/', got {path!r}")
+        raise ValueError(key_error(data, where, "path", f"expected a URL path starting with '/', got {path!r}"))
     kwargs["path"] = path
     scheme = data.get("scheme", defaults.scheme)
     if scheme not in SCHEMES:
-        raise ValueError(f"{where}.scheme: expected one of {', '.join(SCHEMES)}, got {scheme!r}")
+        raise ValueError(key_error(data, where, "scheme", f"expected one of {', '.join(SCHEMES)}, got {scheme!r}"))
     kwargs["scheme"] = scheme
     labels = data.get("labels") or {}
     if not isinstance(labels, dict):
-        raise ValueError(f"{where}.labels: expected a mapping of label name to string, got {labels!r}")
+        raise ValueError(key_error(data, where, "labels", f"expected a mapping of label name to string, got {labels!r}"))
     checked = {}
     for k, v in labels.items():
         try:
             check_label_name(k)
         except ValueError as exc:
-            raise ValueError(f"{where}.labels: {exc}") from None
+            raise ValueError(key_error(labels, f"{where}.labels", k, str(exc))) from None
         if k in ("job", "instance"):
-            raise ValueError(f"{where}.labels.{k}: 'job' and 'instance' are set by Ringmon (pool and host:port)")
+            raise ValueError(key_error(labels, f"{where}.labels", k, "'job' and 'instance' are set by Ringmon (pool and host:port)"))
         if isinstance(v, bool) or not isinstance(v, str | int | float):
-            raise ValueError(f"{where}.labels.{k}: expected a string, got {type(v).__name__} {v!r}")
+            raise ValueError(key_error(labels, f"{where}.labels", k, f"expected a string, got {type(v).__name__} {v!r}"))
         checked[k] = str(v)
     kwargs["labels"] = tuple(sorted(checked.items()))
     settings = ScrapeSettings(**kwargs)
     if settings.timeout_s > settings.interval_s:
-        raise ValueError(
-            f"{where}.timeout: {settings.timeout_s:g}s is longer than the interval {settings.interval_s:g}s"
-        )
+        raise ValueError(key_error(
+            data, where, "timeout", f"{settings.timeout_s:g}s is longer than the interval {settings.interval_s:g}s"
+        ))
     return settings
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from common.config_keys import key_error
+from common.config_keys import key_error, with_line
 from scraper.relabel import RelabelConfig, parse_relabel_configs
 
 _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
@@ -78,19 +78,18 @@ class ScrapeConfig:
             raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
         kwargs: dict[str, Any] = {}
         for key, value in d.items():
-            path = f"{where}.{key}"
             if key in _INT_KEYS:
                 if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                    raise ValueError(f"{path}: expected a non-negative integer, got {value!r}")
+                    raise ValueError(key_error(d, where, key, f"expected a non-negative integer, got {value!r}"))
                 kwargs[key] = value
             elif key in _BOOL_KEYS:
                 if not isinstance(value, bool):
-                    raise ValueError(f"{path}: expected a boolean, got {type(value).__name__}")
+                    raise ValueError(key_error(d, where, key, f"expected a boolean, got {type(value).__name__}"))
                 kwargs[key] = value
             elif key == "body_size_limit":
-                kwargs[key] = parse_size(value, path)
+                kwargs[key] = _on_key_line(parse_size, value, d, where, key)
             elif key in ("relabel_configs", "metric_relabel_configs"):
-                kwargs[key] = parse_relabel_configs(value, path)
+                kwargs[key] = _on_key_line(parse_relabel_configs, value, d, where, key)
             elif key in settings_keys:
                 continue
             else:
@@ -100,6 +99,14 @@ class ScrapeConfig:
                 )
                 raise ValueError(key_error(d, where, key, f"unknown key (known keys here: {', '.join(allowed)})"))
         return cls(**kwargs)
+
+
+def _on_key_line(parse: Callable[[Any, str], Any], value: Any, d: Any, where: str, key: str) -> Any:
+    """``parse(value, "<where>.<key>")``; its error gets the line of ``key`` in ``d`` (a list item's own key lines stay)."""
+    try:
+        return parse(value, f"{where}.{key}")
+    except ValueError as exc:
+        raise ValueError(with_line(d, where, key, str(exc))) from None
 
 
 def scrape_configs_from_dict(
@@ -121,11 +128,11 @@ def scrape_configs_from_dict(
     default = ScrapeConfig.from_dict(base, where, settings_keys=settings_keys, also_allowed=("pools",))
     pools = data.get("pools") or {}
     if not isinstance(pools, dict):
-        raise ValueError(f"{where}.pools: expected a mapping of pool name to settings, got {type(pools).__name__}")
+        raise ValueError(key_error(data, where, "pools", f"expected a mapping of pool name to settings, got {type(pools).__name__}"))
     per_pool: dict[str, ScrapeConfig] = {}
     for name, overrides in pools.items():
         if overrides is not None and not isinstance(overrides, dict):
-            raise ValueError(f"{where}.pools.{name}: expected a mapping, got {type(overrides).__name__}")
+            raise ValueError(key_error(pools, f"{where}.pools", name, f"expected a mapping, got {type(overrides).__name__}"))
         merged = {**base, **(overrides or {})}
         ScrapeConfig.from_dict(overrides or {}, f"{where}.pools.{name}")  # errors name the pool's key
         per_pool[str(name)] = ScrapeConfig.from_dict(merged, f"{where}.pools.{name}")

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.config_keys import check_keys
+from common.config_keys import check_keys, key_error
 from common.regex import Regex, RegexError, compile_regex
 from storage.model import LABEL_NAME_RE
 
@@ -55,16 +55,16 @@ class RelabelConfig:
         for k, v in d.items():
             want = _KEYS[k]
             if want == "string" and not isinstance(v, str):
-                raise ValueError(f"{where}.{k}: expected {want}, got {type(v).__name__}")
+                raise ValueError(key_error(d, where, k, f"expected {want}, got {type(v).__name__}"))
             if want == "integer" and (not isinstance(v, int) or isinstance(v, bool)):
-                raise ValueError(f"{where}.{k}: expected {want}, got {type(v).__name__}")
+                raise ValueError(key_error(d, where, k, f"expected {want}, got {type(v).__name__}"))
             if want == "list of strings" and (
                 not isinstance(v, list) or not all(isinstance(x, str) for x in v)
             ):
-                raise ValueError(f"{where}.{k}: expected {want}, got {v!r}")
+                raise ValueError(key_error(d, where, k, f"expected {want}, got {v!r}"))
         action = d.get("action", "replace").lower()
         if action not in ACTIONS:
-            raise ValueError(f"{where}.action: unknown action {action!r} (one of {', '.join(ACTIONS)})")
+            raise ValueError(key_error(d, where, "action", f"unknown action {action!r} (one of {', '.join(ACTIONS)})"))
         kwargs: dict[str, Any] = {"action": action}
         if "source_labels" in d:
             kwargs["source_labels"] = tuple(d["source_labels"])
@@ -74,15 +74,15 @@ class RelabelConfig:
         try:
             cfg = cls(**kwargs)
         except ValueError as exc:
-            raise ValueError(f"{where}.regex: {exc}") from None
+            raise ValueError(key_error(d, where, "regex", str(exc))) from None
         if action in _NEEDS_TARGET and not cfg.target_label:
             raise ValueError(f"{where}: action {action!r} needs target_label")
         if action == "hashmod" and cfg.modulus <= 0:
-            raise ValueError(f"{where}.modulus: action 'hashmod' needs a positive integer modulus")
+            raise ValueError(key_error(d, where, "modulus", "action 'hashmod' needs a positive integer modulus"))
         if action in ("lowercase", "uppercase", "keepequal", "dropequal", "hashmod") and not LABEL_NAME_RE.match(
             cfg.target_label
         ):
-            raise ValueError(f"{where}.target_label: {cfg.target_label!r} is not a valid label name")
+            raise ValueError(key_error(d, where, "target_label", f"{cfg.target_label!r} is not a valid label name"))
         if action in ("labeldrop", "labelkeep") and ("source_labels" in d or "target_label" in d):
             raise ValueError(f"{where}: action {action!r} takes only regex")
         return cfg

@@ -164,7 +164,7 @@ async def test_silence_api_and_cli_over_http(service) -> None:
 def test_config_errors_name_file_and_key(tmp_path: pathlib.Path) -> None:
     p = tmp_path / "a.yaml"
     p.write_text("alerter: {evaluation_interval: soon}\nroute: {receiver: x}\nreceivers: [{name: x}]\n")
-    with pytest.raises(AlerterConfigError, match=r"a.yaml: alerter.evaluation_interval: not a valid duration"):
+    with pytest.raises(AlerterConfigError, match=r"a.yaml:1: alerter.evaluation_interval: not a valid duration"):
         load_alerting_file(str(p))
     p.write_text("alerter: {bogus: 1}\nroute: {receiver: x}\nreceivers: [{name: x}]\n")
     with pytest.raises(AlerterConfigError, match=r"alerter.bogus: unknown key"):

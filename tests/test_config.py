@@ -143,7 +143,7 @@ def test_scrape_engine_keys_are_validated_by_the_scraper(tmp_path: Path) -> None
     assert cfg.scrape.interval == 5.0
     assert default.sample_limit == 100 and pools["web"].sample_limit == 100 and pools["web"].label_limit == 3
     f.write_text("scrape:\n  sample_limit: lots\n")
-    with pytest.raises(ConfigError, match=r"limits\.yaml: scrape\.sample_limit"):
+    with pytest.raises(ConfigError, match=r"limits\.yaml:2: scrape\.sample_limit"):
         load_config(f)
 
 

@@ -69,7 +69,7 @@ def test_a_valid_file_loads(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("title: X\npanels: []\n", r"x\.yaml: panels: expected a non-empty list of panels"),
+        ("title: X\npanels: []\n", r"x\.yaml:2: panels: expected a non-empty list of panels"),
         ("title: X\npanel: []\n", r"x\.yaml:2: panel: unknown key \(known keys here: title"),
         ("panels: [{title: a, expr: up}]\n", r"x\.yaml: title: required"),
         ("title: X\npanels: [{title: a}]\n", r"x\.yaml: panels\[0\]: a panel needs expr"),
@@ -105,7 +105,7 @@ def test_store_skips_bad_files_and_rereads_changes(tmp_path):
     bad = write(tmp_path, "bad.yaml", "title: Bad\npanels: 3\n")
     store = DashboardStore([tmp_path])
     assert [d.name for d in store.all()] == ["good"]
-    assert len(store.errors) == 1 and "bad.yaml: panels:" in store.errors[0]
+    assert len(store.errors) == 1 and "bad.yaml:2: panels:" in store.errors[0]
     bad.write_text("title: Fixed now\npanels: [{title: a, expr: up}]\n")
     assert [d.title for d in store.all()] == ["Demo", "Fixed now"] and store.errors == []
 

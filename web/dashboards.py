@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from common.config_keys import check_keys, in_file
+from common.config_keys import check_keys, in_file, key_error
 from common.yamlfile import YamlFileError, parse_yaml
 from web.chart import MODES, UNITS
 
@@ -104,10 +104,10 @@ def _str(data: Mapping, key: str, where: str, *, required: bool = False, default
     value = data.get(key)
     if value is None:
         if required:
-            raise DashboardError(f"{where}.{key}: required (a string)")
+            raise DashboardError(key_error(data, where, key, "required (a string)"))
         return default
     if not isinstance(value, str):
-        raise DashboardError(f"{where}.{key}: expected a string, got {_type(value)}")
+        raise DashboardError(key_error(data, where, key, f"expected a string, got {_type(value)}"))
     return value
 
 
@@ -128,13 +128,13 @@ def _panel(data: Any, where: str, var_names: set[str]) -> Panel:
     title = _str(d, "title", where, required=True)
     unit = _str(d, "unit", where, default="none")
     if unit not in UNITS:
-        raise DashboardError(f"{where}.unit: expected one of {', '.join(UNITS)}, got {unit!r}")
+        raise DashboardError(key_error(d, where, "unit", f"expected one of {', '.join(UNITS)}, got {unit!r}"))
     mode = _str(d, "mode", where, default="line")
     if mode not in MODES:
-        raise DashboardError(f"{where}.mode: expected one of {', '.join(MODES)}, got {mode!r}")
+        raise DashboardError(key_error(d, where, "mode", f"expected one of {', '.join(MODES)}, got {mode!r}"))
     width = _str(d, "width", where, default="half")
     if width not in ("half", "full"):
-        raise DashboardError(f"{where}.width: expected 'half' or 'full', got {width!r}")
+        raise DashboardError(key_error(d, where, "width", f"expected 'half' or 'full', got {width!r}"))
     queries: list[PanelQuery] = []
     if "expr" in d and "queries" in d:
         raise DashboardError(f"{where}: give either expr (one query) or queries (a list), not both")
@@ -144,7 +144,7 @@ def _panel(data: Any, where: str, var_names: set[str]) -> Panel:
         raw = d["queries"]
         if not isinstance(raw, list) or not raw:
             raise DashboardError(
-                f"{where}.queries: expected a non-empty list of {{expr, legend}}, got {_type(raw)}"
+                key_error(d, where, "queries", f"expected a non-empty list of {{expr, legend}}, got {_type(raw)}")
             )
         for i, q in enumerate(raw):
             qw = f"{where}.queries[{i}]"
@@ -158,18 +158,18 @@ def _panel(data: Any, where: str, var_names: set[str]) -> Panel:
         for m in _VAR_REF.finditer(q.expr):
             ref = m.group(1) or m.group(2)
             if ref not in var_names and ref not in BUILTIN_VARS:
-                raise DashboardError(
-                    f"{where}.expr: ${ref} is not a variable of this dashboard "
+                raise DashboardError(key_error(
+                    d, where, "expr", f"${ref} is not a variable of this dashboard "
                     f"(variables: {', '.join(sorted(var_names | set(BUILTIN_VARS)))})"
-                )
+                ))
     thresholds = d.get("thresholds") or []
     if not isinstance(thresholds, list) or not all(
         isinstance(t, int | float) and not isinstance(t, bool) for t in thresholds
     ):
-        raise DashboardError(f"{where}.thresholds: expected a list of numbers, got {thresholds!r}")
+        raise DashboardError(key_error(d, where, "thresholds", f"expected a list of numbers, got {thresholds!r}"))
     cluster_only = d.get("cluster_only", False)
     if not isinstance(cluster_only, bool):
-        raise DashboardError(f"{where}.cluster_only: expected true or false, got {cluster_only!r}")
+        raise DashboardError(key_error(d, where, "cluster_only", f"expected true or false, got {cluster_only!r}"))
     return Panel(
         title=title,
         queries=tuple(queries),
@@ -191,31 +191,31 @@ def dashboard_from_dict(data: Any, name: str, source: str) -> Dashboard:
         variables: list[Variable] = []
         raw_vars = d.get("variables") or []
         if not isinstance(raw_vars, list):
-            raise DashboardError(f"variables: expected a list, got {_type(raw_vars)}")
+            raise DashboardError(key_error(d, "", "variables", f"expected a list, got {_type(raw_vars)}"))
         for i, v in enumerate(raw_vars):
             vw = f"variables[{i}]"
             vd = _check_keys(v, ("name", "label", "default", "options_query", "options_label"), vw)
             vname = _str(vd, "name", vw, required=True)
             if not _VAR_NAME.match(vname) or vname.startswith("__"):
                 raise DashboardError(
-                    f"{vw}.name: expected a name like 'instance' (letters, digits, _), got {vname!r}"
+                    key_error(vd, vw, "name", f"expected a name like 'instance' (letters, digits, _), got {vname!r}")
                 )
             if any(existing.name == vname for existing in variables):
-                raise DashboardError(f"{vw}.name: {vname!r} is defined twice")
+                raise DashboardError(key_error(vd, vw, "name", f"{vname!r} is defined twice"))
             oq, ol = _str(vd, "options_query", vw), _str(vd, "options_label", vw)
             if bool(oq) != bool(ol):
                 raise DashboardError(f"{vw}: options_query and options_label go together")
             default = vd.get("default", "")
             if not isinstance(default, str | int | float) or isinstance(default, bool):
-                raise DashboardError(f"{vw}.default: expected a string, got {_type(default)}")
+                raise DashboardError(key_error(vd, vw, "default", f"expected a string, got {_type(default)}"))
             variables.append(Variable(vname, _str(vd, "label", vw) or vname, str(default), oq, ol))
         names = {v.name for v in variables}
         raw_panels = d.get("panels")
         if not isinstance(raw_panels, list) or not raw_panels:
-            raise DashboardError(f"panels: expected a non-empty list of panels, got {_type(raw_panels)}")
+            raise DashboardError(key_error(d, "", "panels", f"expected a non-empty list of panels, got {_type(raw_panels)}"))
         panels = tuple(_panel(p, f"panels[{i}]", names) for i, p in enumerate(raw_panels))
-        title = _str(d, "title", "dashboard", required=True)
-        return Dashboard(name, title, panels, _str(d, "description", "dashboard"), tuple(variables), source)
+        title = _str(d, "title", "", required=True)
+        return Dashboard(name, title, panels, _str(d, "description", ""), tuple(variables), source)
     except DashboardError as exc:
         msg = str(exc).removeprefix("dashboard.").removeprefix("dashboard: ")
         raise DashboardError(in_file(source, msg)) from None

@@ -93,6 +93,10 @@ class Opts:
         self.data = data
         self.where = where
 
+    def error(self, key: str, problem: str) -> ChannelConfigError:
+        """The error about ``key``'s value: ``<file>:<line>: <dotted.key>: <problem>``."""
+        return ChannelConfigError(key_error(self.data, self.where, key, problem))
+
     def str(self, key: str, default: str | None = None) -> str:
         v = self.data.get(key, default)
         if v is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import smtplib
 import socket
 import ssl
@@ -21,7 +22,6 @@ from email.utils import formataddr, formatdate, getaddresses, make_msgid
 import aiohttp
 
 from alerting.channels.base import (
-    ChannelConfigError,
     DeliveryError,
     Integration,
     Opts,
@@ -116,18 +116,20 @@ class EmailIntegration(Integration):
 
     @classmethod
     def from_config(cls, index: int, data: dict, where: str, defaults: dict | None = None) -> EmailIntegration:
-        merged = {**(defaults or {}), **data}
+        merged = copy.copy(data)  # keeps a YamlMap's key lines; global.smtp defaults fill the keys not given
+        for k, v in (defaults or {}).items():
+            merged.setdefault(k, v)
         o = Opts(merged, where, cls.KEYS)
         host, sep, port = o.str("smarthost").rpartition(":")
         if not sep or not port.isdigit():
-            raise ChannelConfigError(f"{where}.smarthost: expected HOST:PORT, got {o.str('smarthost')!r}")
+            raise o.error("smarthost", f"expected HOST:PORT, got {o.str('smarthost')!r}")
         require = o.bool("require_tls", False)
         starttls = o.str("starttls", "required" if require else "opportunistic")
         if starttls not in ("never", "opportunistic", "required"):
-            raise ChannelConfigError(f"{where}.starttls: expected never, opportunistic or required, got {starttls!r}")
+            raise o.error("starttls", f"expected never, opportunistic or required, got {starttls!r}")
         to = o.str_list("to")
         if not to:
-            raise ChannelConfigError(f"{where}.to: at least one address is required")
+            raise o.error("to", "at least one address is required")
         return cls(index, to, o.str("from"), host, int(port), hello=o.str("hello", ""),
                    username=o.str("auth_username", ""), password=o.str("auth_password", ""), starttls=starttls,
                    implicit_tls=o.bool("tls", False), insecure=o.bool("tls_insecure_skip_verify", False),

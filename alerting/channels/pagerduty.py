@@ -9,6 +9,7 @@ import aiohttp
 
 from alerting.channels.base import ChannelConfigError, Integration, Opts, check_template, post, render
 from alerting.notifier.model import Notification, rfc3339
+from common.config_keys import key_error
 
 DEFAULT_URL = "https://events.pagerduty.com/v2/enqueue"
 PD_SEVERITIES = ("critical", "error", "warning", "info")
@@ -53,10 +54,12 @@ class PagerDutyIntegration(Integration):
         smap = o.str_map("severity_map")
         for k, v in smap.items():
             if v not in PD_SEVERITIES:
-                raise ChannelConfigError(f"{where}.severity_map.{k}: must be one of {', '.join(PD_SEVERITIES)}, got {v!r}")
+                raise ChannelConfigError(key_error(
+                    o.data.get("severity_map"), f"{where}.severity_map", k, f"must be one of {', '.join(PD_SEVERITIES)}, got {v!r}"
+                ))
         sev = o.str("severity", "")
         if sev and "{{" not in sev and sev not in PD_SEVERITIES:
-            raise ChannelConfigError(f"{where}.severity: must be one of {', '.join(PD_SEVERITIES)} or a template, got {sev!r}")
+            raise o.error("severity", f"must be one of {', '.join(PD_SEVERITIES)} or a template, got {sev!r}")
         return cls(index, o.str("routing_key"), o.url("url", DEFAULT_URL), o.bool("send_resolved", True), sev,
                    o.str("severity_label", "severity"), smap,
                    check_template(o.str("summary", DEFAULT_SUMMARY), f"{where}.summary"),

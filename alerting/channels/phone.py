@@ -63,7 +63,7 @@ class PhoneIntegration(Integration):
             raise ChannelConfigError(f"{where}: enable at least one of voice and sms")
         to = o.str_list("to")
         if not to:
-            raise ChannelConfigError(f"{where}.to: at least one phone number is required")
+            raise o.error("to", "at least one phone number is required")
         return cls(index, o.str("account_sid"), o.str("auth_token"), o.str("from"), to, voice, sms,
                    o.url("base_url", DEFAULT_BASE_URL), o.bool("send_resolved", False),
                    check_template(o.str("spoken_text", DEFAULT_SPOKEN), f"{where}.spoken_text"),

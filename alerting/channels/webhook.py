@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from alerting.channels.base import ChannelConfigError, DeliveryError, Integration, LocalReceivers, Opts, post
+from alerting.channels.base import DeliveryError, Integration, LocalReceivers, Opts, post
 from alerting.notifier.model import Notification
 
 
@@ -33,7 +33,7 @@ class WebhookIntegration(Integration):
         if not url.startswith("/"):
             url = o.url("url")
         elif url.startswith("//"):
-            raise ChannelConfigError(f"{where}.url: expected an http(s) URL or a path of Ringmon's web server, got {url!r}")
+            raise o.error("url", f"expected an http(s) URL or a path of Ringmon's web server, got {url!r}")
         return cls(index, url, o.bool("send_resolved", True), int(o.num("max_alerts", 0)),
                    o.duration("timeout", 10.0), o.str_map("headers"))
 

@@ -20,7 +20,7 @@ from alerting.channels.webhook import WebhookIntegration
 from alerting.notifier.inhibit import InhibitRule
 from alerting.notifier.matchers import MatcherSyntaxError, parse_matchers
 from alerting.notifier.routing import Route
-from common.config_keys import check_keys, in_file
+from common.config_keys import check_keys, in_file, key_error, with_line
 from common.durations import DurationError, seconds_of
 from common.yamlfile import YamlFileError, load_yaml_file
 from storage.matchers import Matcher, MatchOp
@@ -65,11 +65,12 @@ class NotifierConfig:
     source: str = ""
 
 
-def _dur(v: Any, where: str) -> float:
+def _dur(d: dict, where: str, key: str) -> float:
+    """The duration ``d[key]`` in seconds; an error names the key's file and line."""
     try:
-        return seconds_of(v)
+        return seconds_of(d[key])
     except DurationError as exc:
-        raise NotifierConfigError(f"{where}: {exc}") from None
+        raise NotifierConfigError(key_error(d, where, key, str(exc))) from None
 
 
 def _check_keys(d: Any, where: str, known: tuple[str, ...]) -> dict:
@@ -85,23 +86,23 @@ def _matchers(d: dict, where: str) -> list[Matcher]:
     out: list[Matcher] = []
     for i, text in enumerate(d.get("matchers") or []):
         if not isinstance(text, str):
-            raise NotifierConfigError(f"{where}.matchers[{i}]: expected a string like severity=\"page\"")
+            raise NotifierConfigError(with_line(d, where, "matchers", f"{where}.matchers[{i}]: expected a string like severity=\"page\""))
         try:
             out.extend(parse_matchers(text))
         except MatcherSyntaxError as exc:
-            raise NotifierConfigError(f"{where}.matchers[{i}]: {exc}") from None
+            raise NotifierConfigError(with_line(d, where, "matchers", f"{where}.matchers[{i}]: {exc}")) from None
     for key, op in (("match", MatchOp.EQ), ("match_re", MatchOp.RE), ("source_match", MatchOp.EQ),
                     ("source_match_re", MatchOp.RE), ("target_match", MatchOp.EQ), ("target_match_re", MatchOp.RE)):
         if key not in d:
             continue
         m = d[key] or {}
         if not isinstance(m, dict):
-            raise NotifierConfigError(f"{where}.{key}: expected a mapping of label to value")
+            raise NotifierConfigError(key_error(d, where, key, "expected a mapping of label to value"))
         for name, value in m.items():
             try:
                 out.append(Matcher(str(name), op, str(value)))
             except ValueError as exc:
-                raise NotifierConfigError(f"{where}.{key}.{name}: {exc}") from None
+                raise NotifierConfigError(key_error(m, f"{where}.{key}", name, str(exc))) from None
     return out
 
 
@@ -109,9 +110,9 @@ def _route(d: Any, where: str, parent: Route | None, path: str, receivers: set[s
     d = _check_keys(d, where, ROUTE_KEYS)
     receiver = d.get("receiver", parent.receiver if parent else None)
     if not receiver:
-        raise NotifierConfigError(f"{where}.receiver: the root route needs a receiver")
+        raise NotifierConfigError(key_error(d, where, "receiver", "the root route needs a receiver"))
     if receiver not in receivers:
-        raise NotifierConfigError(f"{where}.receiver: no receiver named {receiver!r} (known: {', '.join(sorted(receivers))})")
+        raise NotifierConfigError(key_error(d, where, "receiver", f"no receiver named {receiver!r} (known: {', '.join(sorted(receivers))})"))
     r = Route(receiver=str(receiver), path=path)
     if parent is not None:
         r.group_by, r.group_by_all = list(parent.group_by), parent.group_by_all
@@ -122,27 +123,27 @@ def _route(d: Any, where: str, parent: Route | None, path: str, receivers: set[s
         raise NotifierConfigError(f"{where}: the root route must not have matchers (it matches every alert)")
     if "continue" in d:
         if parent is None:
-            raise NotifierConfigError(f"{where}.continue: not allowed on the root route")
+            raise NotifierConfigError(key_error(d, where, "continue", "not allowed on the root route"))
         if not isinstance(d["continue"], bool):
-            raise NotifierConfigError(f"{where}.continue: expected true or false")
+            raise NotifierConfigError(key_error(d, where, "continue", "expected true or false"))
         r.continue_matching = d["continue"]
     if "group_by" in d:
         gb = d["group_by"] or []
         if not isinstance(gb, list) or not all(isinstance(x, str) for x in gb):
-            raise NotifierConfigError(f"{where}.group_by: expected a list of label names")
+            raise NotifierConfigError(key_error(d, where, "group_by", "expected a list of label names"))
         r.group_by_all = "..." in gb
         if r.group_by_all and len(gb) > 1:
-            raise NotifierConfigError(f"{where}.group_by: '...' must be alone")
+            raise NotifierConfigError(key_error(d, where, "group_by", "'...' must be alone"))
         r.group_by = [] if r.group_by_all else list(gb)
     for key, attr in (("group_wait", "group_wait_s"), ("group_interval", "group_interval_s"),
                       ("repeat_interval", "repeat_interval_s")):
         if key in d:
-            setattr(r, attr, _dur(d[key], f"{where}.{key}"))
+            setattr(r, attr, _dur(d, where, key))
     if r.group_interval_s <= 0:
-        raise NotifierConfigError(f"{where}.group_interval: must be positive")
+        raise NotifierConfigError(key_error(d, where, "group_interval", "must be positive"))
     children = d.get("routes") or []
     if not isinstance(children, list):
-        raise NotifierConfigError(f"{where}.routes: expected a list of routes")
+        raise NotifierConfigError(key_error(d, where, "routes", "expected a list of routes"))
     r.routes = [_route(c, f"{where}.routes[{i}]", r, f"{path}/{i}", receivers) for i, c in enumerate(children)]
     return r
 
@@ -161,25 +162,25 @@ def _build(data: Any, source: str) -> NotifierConfig:
     g = _check_keys(d.get("global"), "global", GLOBAL_KEYS)
     smtp_defaults = g.get("smtp") or {}
     if not isinstance(smtp_defaults, dict):
-        raise NotifierConfigError("global.smtp: expected a mapping of email_configs defaults")
+        raise NotifierConfigError(key_error(g, "global", "smtp", "expected a mapping of email_configs defaults"))
     receivers: dict[str, Receiver] = {}
     rlist = d.get("receivers") or []
     if not isinstance(rlist, list) or not rlist:
-        raise NotifierConfigError("receivers: expected a non-empty list of receivers")
+        raise NotifierConfigError(key_error(d, "", "receivers", "expected a non-empty list of receivers"))
     for i, rd in enumerate(rlist):
         where = f"receivers[{i}]"
         rd = _check_keys(rd, where, ("name", *CHANNEL_KINDS))
         name = rd.get("name")
         if not isinstance(name, str) or not name:
-            raise NotifierConfigError(f"{where}.name: required")
+            raise NotifierConfigError(key_error(rd, where, "name", "required"))
         if name in receivers:
-            raise NotifierConfigError(f"{where}.name: receiver {name!r} is defined twice")
+            raise NotifierConfigError(key_error(rd, where, "name", f"receiver {name!r} is defined twice"))
         rec = Receiver(name)
         idx = 0
         for kind, cls in CHANNEL_KINDS.items():
             items = rd.get(kind) or []
             if not isinstance(items, list):
-                raise NotifierConfigError(f"{where}.{kind}: expected a list")
+                raise NotifierConfigError(key_error(rd, where, kind, "expected a list"))
             for j, item in enumerate(items):
                 w = f"{where}.{kind}[{j}]"
                 if cls is EmailIntegration:
@@ -203,7 +204,7 @@ def _build(data: Any, source: str) -> NotifierConfig:
             raise NotifierConfigError(f"{where}: needs both source and target matchers")
         equal = ir.get("equal") or []
         if not isinstance(equal, list):
-            raise NotifierConfigError(f"{where}.equal: expected a list of label names")
+            raise NotifierConfigError(key_error(ir, where, "equal", "expected a list of label names"))
         inhibit.append(InhibitRule(src, tgt, [str(e) for e in equal]))
     cfg = NotifierConfig(route=route, receivers=receivers, inhibit_rules=inhibit, source=source)
     cfg.external_url = str(g.get("external_url", ""))
@@ -211,7 +212,7 @@ def _build(data: Any, source: str) -> NotifierConfig:
                       ("retry_max", "retry_max_s"), ("retry_timeout", "retry_timeout_s"),
                       ("notification_log_retention", "nflog_retention_s")):
         if key in g:
-            setattr(cfg, attr, _dur(g[key], f"global.{key}"))
+            setattr(cfg, attr, _dur(g, "global", key))
     return cfg
 
 
