@@ -118,6 +118,11 @@ VALUE_CASES: list[tuple[str, Callable[[Path], Any], str, str, int, str]] = [
     ("channel value", load_notifier_config,
      "route:\n  receiver: r\nreceivers:\n  - name: r\n    webhook_configs:\n      - url: //x/y\n",
      "receivers[0].webhook_configs[0].url", 6, "expected an http(s) URL"),
+    ("channel template", load_notifier_config,
+     "route:\n  receiver: r\nreceivers:\n  - name: r\n    pagerduty_configs:\n      - routing_key: k\n"
+     "        summary: '{{ .Nope'\n", "receivers[0].pagerduty_configs[0].summary", 7, "invalid template"),
+    ("inhibit rule", load_notifier_config, NOTIFIER + "inhibit_rules:\n  - source_matchers: ['a=~(']\n"
+     "    target_matchers: [b=c]\n", "inhibit_rules[0].source_matchers[0]", 6, ""),
     ("static targets type", load_static_targets, "pools:\n  node:\n    hosts: [127.0.0.1:9100]\n    labels: [a]\n",
      "pools.node.labels", 4, "expected a mapping"),
     ("static targets value", load_static_targets, "pools:\n  node:\n    hosts: [127.0.0.1:9100]\n    scheme: gopher\n",
@@ -128,6 +133,8 @@ VALUE_CASES: list[tuple[str, Callable[[Path], Any], str, str, int, str]] = [
      "panels[0].cluster_only", 5, "expected true or false"),
     ("dashboard value", load_dashboard_file, "title: X\npanels:\n  - title: a\n    expr: up\n    unit: furlongs\n",
      "panels[0].unit", 5, "expected one of"),
+    ("dashboard query", load_dashboard_file, "title: X\npanels:\n  - title: a\n    queries:\n      - expr: up\n"
+     "      - expr: ' '\n", "panels[0].queries[1].expr", 6, "must not be empty"),
 ]  # fmt: skip
 
 

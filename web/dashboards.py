@@ -136,10 +136,12 @@ def _panel(data: Any, where: str, var_names: set[str]) -> Panel:
     if width not in ("half", "full"):
         raise DashboardError(key_error(d, where, "width", f"expected 'half' or 'full', got {width!r}"))
     queries: list[PanelQuery] = []
+    origins: list[tuple[Mapping, str]] = []  # the mapping and path each query's expr was read from
     if "expr" in d and "queries" in d:
         raise DashboardError(f"{where}: give either expr (one query) or queries (a list), not both")
     if "expr" in d:
         queries.append(PanelQuery(_str(d, "expr", where, required=True), _str(d, "legend", where)))
+        origins.append((d, where))
     elif "queries" in d:
         raw = d["queries"]
         if not isinstance(raw, list) or not raw:
@@ -150,16 +152,17 @@ def _panel(data: Any, where: str, var_names: set[str]) -> Panel:
             qw = f"{where}.queries[{i}]"
             qd = _check_keys(q, ("expr", "legend"), qw)
             queries.append(PanelQuery(_str(qd, "expr", qw, required=True), _str(qd, "legend", qw)))
+            origins.append((qd, qw))
     else:
         raise DashboardError(f"{where}: a panel needs expr (a PromQL string) or queries (a list)")
-    for i, q in enumerate(queries):
+    for q, (qd, qw) in zip(queries, origins, strict=True):
         if not q.expr.strip():
-            raise DashboardError(f"{where}.queries[{i}].expr: must not be empty")
+            raise DashboardError(key_error(qd, qw, "expr", "must not be empty"))
         for m in _VAR_REF.finditer(q.expr):
             ref = m.group(1) or m.group(2)
             if ref not in var_names and ref not in BUILTIN_VARS:
                 raise DashboardError(key_error(
-                    d, where, "expr", f"${ref} is not a variable of this dashboard "
+                    qd, qw, "expr", f"${ref} is not a variable of this dashboard "
                     f"(variables: {', '.join(sorted(var_names | set(BUILTIN_VARS)))})"
                 ))
     thresholds = d.get("thresholds") or []

@@ -12,7 +12,7 @@ import aiohttp
 
 from alerting.notifier.model import Notification
 from alerting.template import TemplateError, parse_template
-from common.config_keys import check_keys, key_error
+from common.config_keys import check_keys, key_error, with_line
 
 
 class DeliveryError(Exception):
@@ -92,6 +92,13 @@ class Opts:
         check_keys(data, known, where, ChannelConfigError)
         self.data = data
         self.where = where
+
+    def template(self, key: str, default: str) -> str:
+        """The template text of ``key`` (or ``default``), parsed once so a bad one fails at load, on its line."""
+        try:
+            return check_template(self.str(key, default), f"{self.where}.{key}")
+        except ChannelConfigError as exc:
+            raise ChannelConfigError(with_line(self.data, self.where, key, str(exc))) from None
 
     def error(self, key: str, problem: str) -> ChannelConfigError:
         """The error about ``key``'s value: ``<file>:<line>: <dotted.key>: <problem>``."""

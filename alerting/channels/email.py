@@ -25,7 +25,6 @@ from alerting.channels.base import (
     DeliveryError,
     Integration,
     Opts,
-    check_template,
     render,
 )
 from alerting.notifier.model import Notification
@@ -134,9 +133,9 @@ class EmailIntegration(Integration):
                    username=o.str("auth_username", ""), password=o.str("auth_password", ""), starttls=starttls,
                    implicit_tls=o.bool("tls", False), insecure=o.bool("tls_insecure_skip_verify", False),
                    ca_file=o.str("ca_file", ""),
-                   subject=check_template(o.str("subject", DEFAULT_SUBJECT), f"{where}.subject"),
-                   text=check_template(o.str("text", DEFAULT_TEXT), f"{where}.text"),
-                   html=check_template(o.str("html", DEFAULT_HTML), f"{where}.html"),
+                   subject=o.template("subject", DEFAULT_SUBJECT),
+                   text=o.template("text", DEFAULT_TEXT),
+                   html=o.template("html", DEFAULT_HTML),
                    send_resolved=o.bool("send_resolved", True), headers=o.str_map("headers"),
                    timeout_s=o.duration("timeout", 15.0))
 

@@ -7,7 +7,7 @@ import hashlib
 
 import aiohttp
 
-from alerting.channels.base import ChannelConfigError, Integration, Opts, check_template, post, render
+from alerting.channels.base import ChannelConfigError, Integration, Opts, post, render
 from alerting.notifier.model import Notification, rfc3339
 from common.config_keys import key_error
 
@@ -62,7 +62,7 @@ class PagerDutyIntegration(Integration):
             raise o.error("severity", f"must be one of {', '.join(PD_SEVERITIES)} or a template, got {sev!r}")
         return cls(index, o.str("routing_key"), o.url("url", DEFAULT_URL), o.bool("send_resolved", True), sev,
                    o.str("severity_label", "severity"), smap,
-                   check_template(o.str("summary", DEFAULT_SUMMARY), f"{where}.summary"),
+                   o.template("summary", DEFAULT_SUMMARY),
                    o.str("source", ""), o.str("component", ""), o.str("group", ""), o.str("class", ""),
                    o.str("client", "Ringmon"), o.str("client_url", ""), o.duration("timeout", 10.0))
 

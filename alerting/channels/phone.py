@@ -11,7 +11,6 @@ from alerting.channels.base import (
     ChannelConfigError,
     Integration,
     Opts,
-    check_template,
     post,
     render_off_loop,
 )
@@ -66,8 +65,8 @@ class PhoneIntegration(Integration):
             raise o.error("to", "at least one phone number is required")
         return cls(index, o.str("account_sid"), o.str("auth_token"), o.str("from"), to, voice, sms,
                    o.url("base_url", DEFAULT_BASE_URL), o.bool("send_resolved", False),
-                   check_template(o.str("spoken_text", DEFAULT_SPOKEN), f"{where}.spoken_text"),
-                   check_template(o.str("sms_text", DEFAULT_SMS), f"{where}.sms_text"),
+                   o.template("spoken_text", DEFAULT_SPOKEN),
+                   o.template("sms_text", DEFAULT_SMS),
                    o.str("voice_name", "alice"), int(o.num("repeat", 2)), o.duration("timeout", 10.0))
 
     def _url(self, what: str) -> str:

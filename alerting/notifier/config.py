@@ -82,18 +82,20 @@ def _check_keys(d: Any, where: str, known: tuple[str, ...]) -> dict:
     return d
 
 
-def _matchers(d: dict, where: str) -> list[Matcher]:
+def _matchers(d: dict, where: str, list_key: str = "matchers", only: str = "") -> list[Matcher]:
+    """The matchers of ``d``: the list under ``list_key`` and the ``match*`` mappings whose key starts with ``only``."""
     out: list[Matcher] = []
-    for i, text in enumerate(d.get("matchers") or []):
+    for i, text in enumerate(d.get(list_key) or []):
         if not isinstance(text, str):
-            raise NotifierConfigError(with_line(d, where, "matchers", f"{where}.matchers[{i}]: expected a string like severity=\"page\""))
+            raise NotifierConfigError(
+                with_line(d, where, list_key, f"{where}.{list_key}[{i}]: expected a string like severity=\"page\""))
         try:
             out.extend(parse_matchers(text))
         except MatcherSyntaxError as exc:
-            raise NotifierConfigError(with_line(d, where, "matchers", f"{where}.matchers[{i}]: {exc}")) from None
+            raise NotifierConfigError(with_line(d, where, list_key, f"{where}.{list_key}[{i}]: {exc}")) from None
     for key, op in (("match", MatchOp.EQ), ("match_re", MatchOp.RE), ("source_match", MatchOp.EQ),
                     ("source_match_re", MatchOp.RE), ("target_match", MatchOp.EQ), ("target_match_re", MatchOp.RE)):
-        if key not in d:
+        if key not in d or not key.startswith(only):
             continue
         m = d[key] or {}
         if not isinstance(m, dict):
@@ -198,8 +200,8 @@ def _build(data: Any, source: str) -> NotifierConfig:
         where = f"inhibit_rules[{i}]"
         ir = _check_keys(ir, where, ("source_matchers", "target_matchers", "source_match", "source_match_re",
                                        "target_match", "target_match_re", "equal"))
-        src = _matchers({"matchers": ir.get("source_matchers"), **{k: v for k, v in ir.items() if k.startswith("source_match")}}, where)
-        tgt = _matchers({"matchers": ir.get("target_matchers"), **{k: v for k, v in ir.items() if k.startswith("target_match")}}, where)
+        src = _matchers(ir, where, "source_matchers", only="source_match")
+        tgt = _matchers(ir, where, "target_matchers", only="target_match")
         if not src or not tgt:
             raise NotifierConfigError(f"{where}: needs both source and target matchers")
         equal = ir.get("equal") or []
