@@ -40,6 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.varint import VarintError, get_uvarint, put_uvarint
+
 VERSION = 1
 MAX_DECIMALS = 12  # largest k tried for value = m / 10**k
 MAX_EXACT_INT = float(2**53)
@@ -75,17 +77,6 @@ class Block:
 # -- scalar varints (a handful per block) ---------------------------------------------------
 
 
-def _put_varint(out: bytearray, u: int) -> None:
-    while True:
-        b = u & 0x7F
-        u >>= 7
-        if u:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return
-
-
 def _zigzag_int(x: int) -> int:
     return (x << 1) if x >= 0 else ((-x) << 1) - 1
 
@@ -95,19 +86,10 @@ def _unzigzag_int(u: int) -> int:
 
 
 def _get_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
-    result = 0
-    shift = 0
-    while True:
-        if pos >= len(buf):
-            raise BlockError("truncated block header")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 70:
-            raise BlockError("corrupt varint in block header")
+    try:
+        return get_uvarint(buf, pos)
+    except VarintError as exc:
+        raise BlockError(f"corrupt block header: {exc}") from None
 
 
 # -- vectorised pieces ----------------------------------------------------------------------
@@ -315,9 +297,9 @@ def encode_columns(
     for a in arrays:
         _encode_column(a, parts)
     header = bytearray((VERSION, len(arrays)))
-    _put_varint(header, n)
-    _put_varint(header, _zigzag_int(first))
-    _put_varint(header, _zigzag_int(step))
+    put_uvarint(header, n)
+    put_uvarint(header, _zigzag_int(first))
+    put_uvarint(header, _zigzag_int(step))
     comp = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, -15)
     return bytes(header) + comp.compress(b"".join(parts)) + comp.flush()
 

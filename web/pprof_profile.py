@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from common.varint import put_uvarint
+
 
 class Frame(NamedTuple):
     """One frame of a stack: the function's name and file, its first line, the line running."""
@@ -30,16 +32,7 @@ class Frame(NamedTuple):
 
 
 def _varint(out: bytearray, value: int) -> None:
-    if value < 0:
-        value += 1 << 64  # int64 two's complement, as protobuf writes negative int64s
-    while True:
-        b = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return
+    put_uvarint(out, value + (1 << 64) if value < 0 else value)  # int64 two's complement, as protobuf
 
 
 def _int_field(out: bytearray, number: int, value: int) -> None:
