@@ -150,9 +150,9 @@ class RenderTimer:
             self.spent += time.perf_counter() - t0
 
 
-# A panel whose query failed shows "<ExceptionName>: message"; the engine's warnings (e.g.
-# "... answered from 1h rollups ...: the result is approximate") share the markup but draw.
-_FAILED_PANEL = re.compile(rb'<p class="error">[A-Za-z_][A-Za-z0-9_.]*: ')
+# A panel whose query failed says so in an error paragraph; an answer that stands with a caveat
+# (e.g. "... answered from 1h rollups ...: the result is approximate") is a warning, and draws.
+_FAILED_PANEL = re.compile(rb'<p class="error"[^>]*>')
 
 
 async def _time_page(client: TestClient, path: str) -> tuple[float, int, int, float]:
