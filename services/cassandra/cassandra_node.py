@@ -148,7 +148,7 @@ class CassandraNode:
     lib_dir: Path = DEFAULT_LIB_DIR
     host: str = "127.0.0.1"
     fast_unsafe: bool = False  # skip system-keyspace fsyncs: quicker schema changes in tests
-    # The niceness the JVM runs at (every thread inherits it). On a box shared with the processes
+    # The niceness the JVM runs at (nice(1); every thread inherits it). On a box shared with the processes
     # under test, a positive value stands for a node on machines of its own, as in production:
     # its CPU then does not take turns with the event loops the tests time.
     nice: int = 0
@@ -279,14 +279,15 @@ class CassandraNode:
         ensure_jars(self.lib_dir)
         self.write_config()
         out = open(self.dir / "logs" / "stdout.log", "ab")
+        # nice(1) execs the JVM (same pid); not preexec_fn, which may deadlock in a threaded parent
+        cmd = ["nice", "-n", str(self.nice), *self.command()] if self.nice else self.command()
         self._proc = subprocess.Popen(
-            self.command(),
+            cmd,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=str(self.dir),
             start_new_session=True,
-            preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None,
         )
         out.close()
         self.pid = self._proc.pid
