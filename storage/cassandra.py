@@ -54,6 +54,14 @@ from cassandra.query import BatchStatement, BatchType, PreparedStatement, tuple_
 
 from storage import schema as sch
 from storage.base import Resolution, SeriesData, Storage, StorageError
+from storage.cassandra_frames import (
+    LAYOUT_REWRITE_MS,
+    FrameChains,
+    frame_samples,
+    key_span_start,
+    split_frames,
+)
+from storage.frames import FRAME_MIN_SAMPLES, decode_layout, encode_delta, encode_layout, layout_id
 from storage.matchers import Matcher, MatchOp, match_all
 from storage.model import METRIC_NAME, SampleBatch, Series
 
@@ -232,6 +240,7 @@ class CassandraStorage(Storage):
     """
 
     late_after_ms: int = 60_000
+    frame_min_samples: int = FRAME_MIN_SAMPLES  # a smaller timestamp group of a target is written as rows
     LATE_REMARK_MS = 60_000  # re-mark an hour at most this often (marks carry the write time)
 
     def __init__(
@@ -255,6 +264,12 @@ class CassandraStorage(Storage):
         self._series_info: LRUCache[int, SeriesInfo] = LRUCache(maxsize=1_000_000)
         self._late_marked: LRUCache[int, int] = LRUCache(maxsize=10_000)  # hour -> when this process last marked it late
         self._renewals: dict[int, asyncio.Future] = {}  # id(session) -> pool renewal under way
+        self._chains = FrameChains()  # the previous stored frame per target (storage.cassandra_frames)
+        self._layouts_written: dict[tuple[str, int], int] = {}  # (target, layout id) -> when written
+        self._layouts: LRUCache[tuple[str, int], np.ndarray] = LRUCache(maxsize=100_000)
+        # (target, layout id, index buckets) whose series a stored write indexed: a frame of
+        # it skips the per-series index check (SQLite's writer does the same)
+        self._layouts_indexed: LRUCache[tuple, bool] = LRUCache(maxsize=100_000)
         self._prepare()
         # Raw reads run on a session of their own whose results are NumPy columns.
         self.columnar_session = cluster.connect()
@@ -341,6 +356,18 @@ class CassandraStorage(Storage):
             f"INSERT INTO {ks}.raw_recent (target, hour, series_id, ts, value) VALUES (?, ?, ?, ?, ?)"
         )
         self.ps_late_ins = p(f"INSERT INTO {ks}.raw_late (day, hour, written_at) VALUES (?, ?, ?)")
+        self.ps_frame_ins = p(
+            f"INSERT INTO {ks}.raw_frames (target, hour, ts, base_ts, layout_id, data) VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        self.ps_layout_ins = p(f"INSERT INTO {ks}.raw_layouts (target, layout_id, series_ids) VALUES (?, ?, ?)")
+        self.ps_frames_read = p(
+            f"SELECT ts, base_ts, layout_id, data FROM {ks}.raw_frames WHERE target = ? AND hour IN ? "
+            "AND ts >= ? AND ts <= ?"
+        )
+        self.ps_layouts_read = p(f"SELECT layout_id, series_ids FROM {ks}.raw_layouts WHERE target = ?")
+        for ps in (self.ps_frame_ins, self.ps_layout_ins):
+            ps.consistency_level = self.consistency
+        self.ps_frames_read.fetch_size = None  # unpaged: one target's frames of a range (TTL-bounded)
         self.ps_late_read = p(f"SELECT hour, written_at FROM {ks}.raw_late WHERE day = ?")
         self.ps_index: dict[str, dict[str, PreparedStatement]] = {}
         for level in sch.INDEX_LEVELS:
@@ -512,17 +539,82 @@ class CassandraStorage(Storage):
             return
         ids_arr = np.asarray(series_ids, dtype=np.int64)
         vals_arr = np.asarray(values, dtype=np.float64)
+        frames, rest = split_frames(ids_arr, ts_arr, vals_arr, self.now_ms() - self.late_after_ms, self.frame_min_samples)
+        indexed_key = None
+        if len(frames) == 1 and not rest.any():
+            indexed_key = (target, layout_id(frames[0].ids),
+                           tuple(frames[0].ts // level.bucket_ms for level in sch.INDEX_LEVELS))
+            if indexed_key in self._layouts_indexed:
+                series_defs = ()
+            else:
+                series_defs = list(series_defs)
+                if {d.id for d in series_defs} != set(frames[0].ids.tolist()):
+                    indexed_key = None  # only a write that indexes every series of the layout marks it
         index_stmts, marks = self._index_statements(target, series_defs, ts_arr, ids_arr)
         late_stmts, late_marks = self._late_statements(ts_arr)
-        statements = index_stmts + late_stmts + self._raw_batches(target, ids_arr, ts_arr, vals_arr)
+        frame_stmts, stored, layouts = self._frame_statements(target, frames)
+        if frames and rest.any():
+            ids_arr, ts_arr, vals_arr = ids_arr[rest], ts_arr[rest], vals_arr[rest]
+        rows = self._raw_batches(target, ids_arr, ts_arr, vals_arr) if not frames or rest.any() else []
+        statements = index_stmts + late_stmts + frame_stmts + rows
         results = await _gather_waves([self.execute(s) for s in statements], return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
+            self._chains.forget(target)
             transient = [e for e in errors if isinstance(e, TransientStorageError)]
             raise (transient[0] if transient else errors[0])
+        for f_ts, lid, f_values in stored:
+            self._chains.stored(target, f_ts, lid, f_values)
+        self._layouts_written.update(layouts)
         self._commit_marks(marks)
+        if indexed_key is not None:
+            self._layouts_indexed[indexed_key] = True
         if late_marks:
             self._late_marked.update(late_marks)
+
+    def _frame_statements(self, target: str, frames: list) -> tuple[list, list, dict[tuple[str, int], int]]:
+        """A ``raw_frames`` insert per frame (XOR'd with the target's previous stored frame
+        of its key span, else whole) and a ``raw_layouts`` insert for a layout not written
+        lately; also what to remember once they are stored."""
+        stmts: list = []
+        stored: list = []  # (ts, layout id, values) per frame
+        layouts: dict[tuple[str, int], int] = {}
+        now = self.now_ms()
+        for f in frames:
+            lid = layout_id(f.ids)
+            last = self._layouts_written.get((target, lid))
+            if (last is None or now - last >= LAYOUT_REWRITE_MS) and (target, lid) not in layouts:
+                stmts.append(self.ps_layout_ins.bind((target, lid, encode_layout(f.ids))))
+                layouts[(target, lid)] = now
+            base = self._chains.base(target, f.ts, lid)
+            if stored and stored[-1][1] == lid and stored[-1][0] // sch.RAW_BUCKET_MS == f.ts // sch.RAW_BUCKET_MS:
+                base = None  # several frames in one write: each whole (none is stored yet)
+            data = encode_delta(f.values, None if base is None else base[1])
+            stmts.append(self.ps_frame_ins.bind(
+                (target, f.ts // sch.RAW_BUCKET_MS, f.ts, None if base is None else base[0], lid, data)))
+            stored.append((f.ts, lid, f.values))
+        return stmts, stored, layouts
+
+    async def _target_layouts(self, target: str, wanted: Collection[int]) -> dict[int, np.ndarray]:
+        """The layouts ``wanted`` of a target (cached: a layout id names one series list)."""
+        out = {lid: lay for lid in wanted if (lay := self._layouts.get((target, lid))) is not None}
+        if len(out) < len(wanted):
+            for page in await self.execute(self.ps_layouts_read, (target,)):
+                for lid, blob in page:
+                    lay = decode_layout(blob)
+                    self._layouts[(target, lid)] = lay
+                    if lid in wanted:
+                        out[lid] = lay
+        return out
+
+    async def _frame_columns(
+        self, target: str, ids: list[int], hours: list[int], start_ms: int, end_ms: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(series ids, ts, values) of a target's series in [start_ms, end_ms] from its frames."""
+        pages = await self.execute(self.ps_frames_read, (target, hours, key_span_start(start_ms), end_ms))
+        rows = sorted((r for page in pages for r in page), key=lambda r: r[0])
+        layouts = await self._target_layouts(target, {r[2] for r in rows}) if rows else {}
+        return frame_samples(rows, layouts, np.array(sorted(ids), dtype=np.int64), start_ms, end_ms)
 
     def _late_statements(self, ts: np.ndarray) -> tuple[list, dict[int, int]]:
         """``raw_late`` upserts for the hours of samples older than ``late_after_ms``."""
@@ -870,7 +962,15 @@ class CassandraStorage(Storage):
                     else:
                         tasks.append(self.execute_columnar(self.ps_read_raw, (target, hs, chunk, start_ms, end_ms)))
                         singles.append(None)
+        frame_tasks = [self._frame_columns(t, ids, list(hours), start_ms, end_ms) for t, ids in by_target.items()]
         parts_sid, parts_ts, parts_val = [], [], []
+        parts_prio = []  # 0 for rows, 1 for frames: a row wins an equal (series, ts)
+        for sid, ts, val in await _gather_waves(frame_tasks):
+            if ts.size:
+                parts_sid.append(sid)
+                parts_ts.append(ts)
+                parts_val.append(val)
+                parts_prio.append(np.ones(ts.size, dtype=np.int8))
         for single, pages in zip(singles, await _gather_waves(tasks), strict=True):
             for page in pages:
                 if single is not None:
@@ -882,14 +982,16 @@ class CassandraStorage(Storage):
                     parts_sid.append(sid)
                     parts_ts.append(ts)
                     parts_val.append(val)
+                    parts_prio.append(np.zeros(ts.size, dtype=np.int8))
         if not parts_ts:
             return []
         sid = np.concatenate(parts_sid)
         ts = np.concatenate(parts_ts)
         val = np.concatenate(parts_val)
+        prio = np.concatenate(parts_prio)
         sorted_already = (sid[0] == sid[-1] and bool((sid == sid[0]).all()) and bool((ts[1:] > ts[:-1]).all()))
         if not sorted_already:  # one series of one target read in hour order needs nothing
-            order = np.lexsort((ts, sid))
+            order = np.lexsort((prio, ts, sid))
             sid, ts, val = sid[order], ts[order], val[order]
             # Drop duplicate (series, ts) pairs (a series seen under two targets in one hour).
             keep = np.ones(sid.size, dtype=bool)

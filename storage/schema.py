@@ -11,6 +11,10 @@ Buckets (all integers derived from the sample timestamp in ms):
 - ``raw_recent``: partition ``(target, hour)`` where hour = ts // 1 h, clustered by
   ``(series_id, ts)``: one scrape of one target is one single-partition batch;
 - ``raw_blocks``: sealed compressed blocks, partition ``(series_id, day)`` (rollup job);
+- ``raw_frames`` (version 6): partition ``(target, hour)``, one row per scrape clustered by
+  ``ts``: the values in layout order (``storage.frames.encode_delta``, XOR'd with the frame at
+  ``base_ts``, null = whole); ``raw_layouts``: partition ``target``, the series ids of each
+  ``layout_id``. Both expire after a day (TTL, no deletes): the rollup job seals them first;
 - ``raw_late``: partition ``day``, one row per hour that got a late write (samples older
   than ``CassandraStorage.late_after_ms`` when written, e.g. a spool replay) and when: a
   sealed block older than that write may miss samples, so reads merge that hour's rows in;
@@ -43,8 +47,9 @@ if TYPE_CHECKING:
 # 2: raw_late (``ringmon storage init`` on a version-1 keyspace adds it); 3: rollup chunks
 # (``ringmon storage init`` packs a version-2 keyspace's rollup rows into them); 4: rollup
 # chunks in column form (init adds the ``c_<column>`` blobs to the chunk tables); 5: the rate
-# aggregates' blobs (``storage.base.ADDED_IN_V5``; init adds them, older chunks read NaN there).
-SCHEMA_VERSION = 5
+# aggregates' blobs (``storage.base.ADDED_IN_V5``; init adds them, older chunks read NaN there);
+# 6: scrape frames (``raw_frames``, ``raw_layouts``; init adds them, ``raw_recent`` rows stay).
+SCHEMA_VERSION = 6
 CHUNK_TABLES = ("rollup_1m_chunks", "rollup_1h_chunks")
 CHUNK_COLUMNS = tuple(STORED_CHUNK_COLUMNS.values())
 _CHUNK_DDL = "".join(f"{c} blob, " for c in CHUNK_COLUMNS)
@@ -71,6 +76,7 @@ DAY_S = 86_400
 DEFAULT_TTLS_S: dict[str, int] = {
     "raw_recent": 8 * DAY_S,
     "raw_blocks": 8 * DAY_S,
+    "raw_frames": 26 * 3600,  # frames and their layouts: the rollup job seals them within this
     "rollup_1m": 32 * DAY_S,
     "rollup_1h": 370 * DAY_S,
     "index_day": 32 * DAY_S,  # covers raw and 1 m ranges
@@ -163,6 +169,17 @@ def table_statements(spec: SchemaSpec) -> list[tuple[str, str]]:
             f"CREATE TABLE IF NOT EXISTS {ks}.raw_blocks (series_id bigint, day int, start_ts bigint, "
             "end_ts bigint, count int, codec tinyint, data blob, "
             "PRIMARY KEY ((series_id, day), start_ts)) WITH " + _options(t["raw_blocks"], "start_ts ASC"),
+        ),
+        (
+            "raw_frames",
+            f"CREATE TABLE IF NOT EXISTS {ks}.raw_frames (target text, hour int, ts bigint, base_ts bigint, "
+            "layout_id bigint, data blob, PRIMARY KEY ((target, hour), ts)) WITH "
+            + _options(t["raw_frames"], "ts ASC"),
+        ),
+        (
+            "raw_layouts",
+            f"CREATE TABLE IF NOT EXISTS {ks}.raw_layouts (target text, layout_id bigint, series_ids blob, "
+            "PRIMARY KEY ((target), layout_id)) WITH " + _options(t["raw_frames"], "layout_id ASC"),
         ),
         (
             "raw_late",

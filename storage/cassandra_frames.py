@@ -1,0 +1,124 @@
+"""Scrape frames on Cassandra (issue #20, cluster mode): which samples become frames, the
+frames' XOR chains, and reading columns back out of them.
+
+``CassandraStorage.write_columns`` stores a timestamp group of one target (at least
+``FRAME_MIN_SAMPLES`` distinct series, not late) as ONE ``raw_frames`` row instead of a row
+per sample; the rest keeps ``raw_recent`` rows. A frame is XOR'd with the target's previous
+stored frame of the same layout and 5-minute key span (``KEY_SPAN_MS``), else whole, so a
+read needs at most the key span's frames before its range. ``FrameChains`` is the writer's
+state for that (the previous frame per target: 8 bytes per series). Readers decode a
+target's frames per layout and keep the wanted columns (``frame_samples``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from storage.frames import FRAME_MIN_SAMPLES, decode_chains, positions
+
+KEY_SPAN_MS = 300_000  # a frame chain restarts (a whole frame) at each 5-minute boundary
+LAYOUT_REWRITE_MS = 6 * 3_600_000  # a layout row is re-written this often (it has a TTL)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One scrape of one target: the values of ``ids`` (distinct, scrape order) at ``ts``."""
+
+    ts: int
+    ids: np.ndarray
+    values: np.ndarray
+
+
+def split_frames(
+    ids: np.ndarray, ts: np.ndarray, vals: np.ndarray, cutoff_ms: int, min_samples: int = FRAME_MIN_SAMPLES
+) -> tuple[list[Frame], np.ndarray]:
+    """The frames of a target's samples, and a mask of the samples left for rows (groups
+    under ``min_samples``, groups older than ``cutoff_ms``, groups naming a series twice)."""
+    rest = np.ones(ts.size, dtype=bool)
+    if ts.size < min_samples:
+        return [], rest
+    if ts[0] == ts[-1] and bool((ts == ts[0]).all()):
+        groups = [(int(ts[0]), np.arange(ts.size))]
+    else:
+        groups = [(int(t), np.flatnonzero(ts == t)) for t in np.unique(ts)]
+    frames = []
+    for t, idx in groups:
+        if idx.size < min_samples or t < cutoff_ms:
+            continue
+        g_ids = ids[idx]
+        if np.unique(g_ids).size != g_ids.size:
+            continue
+        frames.append(Frame(t, g_ids, vals[idx]))
+        rest[idx] = False
+    return frames, rest
+
+
+@dataclass
+class _Stored:
+    ts: int
+    layout: int
+    values: np.ndarray
+
+
+class FrameChains:
+    """Per target, the last frame known stored: the base of the next one of its key span."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, _Stored] = {}
+
+    def base(self, target: str, ts: int, layout: int) -> tuple[int, np.ndarray] | None:
+        last = self._last.get(target)
+        if (last is None or last.layout != layout or last.ts >= ts
+                or last.ts // KEY_SPAN_MS != ts // KEY_SPAN_MS):
+            return None
+        return last.ts, last.values
+
+    def stored(self, target: str, ts: int, layout: int, values: np.ndarray) -> None:
+        last = self._last.get(target)
+        if last is None or last.ts < ts:
+            self._last[target] = _Stored(ts, layout, values)
+
+    def forget(self, target: str) -> None:
+        """After a failed write: the next frame of the target is whole."""
+        self._last.pop(target, None)
+
+
+def key_span_start(ts_ms: int) -> int:
+    """Where a read of frames from ``ts_ms`` on must start to have every base it needs."""
+    return ts_ms - ts_ms % KEY_SPAN_MS
+
+
+def frame_samples(
+    rows: list[tuple[int, int | None, int, bytes]],
+    layouts: dict[int, np.ndarray],
+    wanted: np.ndarray,
+    start_ms: int,
+    end_ms: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(series ids, ts, values) of the ``wanted`` series in [start_ms, end_ms] from a target's
+    frame rows ``(ts, base_ts, layout_id, data)`` in time order (a layout not in ``layouts``,
+    expired, is skipped)."""
+    parts: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
+    by_layout: dict[int, list[tuple[int, int | None, bytes]]] = {}
+    for ts, base, lid, data in rows:
+        by_layout.setdefault(lid, []).append((ts, base, data))
+    for lid, group in by_layout.items():
+        layout = layouts.get(lid)
+        if layout is None:
+            continue
+        sids, cols = positions(layout, wanted)
+        if not sids:
+            continue
+        times, matrix = decode_chains([g[0] for g in group], [g[1] for g in group], [g[2] for g in group], layout.size)
+        inside = (times >= start_ms) & (times <= end_ms)
+        times, matrix = times[inside], matrix[inside][:, cols]
+        for j, sid in enumerate(sids):
+            parts[0].append(np.full(times.size, sid, dtype=np.int64))
+            parts[1].append(times)
+            parts[2].append(matrix[:, j])
+    if not parts[0]:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.empty(0, dtype=np.float64)
+    return np.concatenate(parts[0]), np.concatenate(parts[1]), np.concatenate(parts[2])

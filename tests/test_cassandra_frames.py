@@ -1,0 +1,148 @@
+"""Scrape frames on Cassandra (issue #20): a scrape is one ``raw_frames`` row, read back bit
+for bit (XOR chains, a changed layout, stale markers), with ``raw_recent`` rows winning an
+equal (series, ts); the codec's chains without Cassandra."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from storage.cassandra_frames import KEY_SPAN_MS, FrameChains, frame_samples, split_frames
+from storage.frames import encode_delta, layout_id
+from storage.matchers import Matcher, MatchOp
+from storage.model import STALE_NAN, SampleBatch, Series, make_labels
+
+
+def test_frame_samples_follow_base_chains_and_skip_a_frame_whose_base_is_gone() -> None:
+    ids = np.array([7, 3, 9], dtype=np.int64)
+    values = np.array([[1.0, 2.0, 3.0], [1.5, STALE_NAN, 3.0], [2.0, 2.5, np.nan]])
+    lid = layout_id(ids)
+    rows = [(1000, None, lid, encode_delta(values[0], None)),
+            (2000, 1000, lid, encode_delta(values[1], values[0])),
+            (3000, 2000, lid, encode_delta(values[2], values[1]))]
+    sid, ts, val = frame_samples(rows, {lid: ids}, np.array([3, 9]), 1500, 3000)
+    assert sid.tolist() == [3, 3, 9, 9] and ts.tolist() == [2000, 3000, 2000, 3000]
+    assert val.view(np.int64).tolist() == np.array([STALE_NAN, 2.5, 3.0, np.nan]).view(np.int64).tolist()
+    assert frame_samples(rows[1:], {lid: ids}, np.array([3]), 0, 9999)[1].size == 0  # base 1000 not read
+
+
+def test_chains_restart_whole_at_a_key_span_a_layout_change_and_after_a_failure() -> None:
+    chains = FrameChains()
+    v = np.zeros(3)
+    chains.stored("t", KEY_SPAN_MS + 5000, 1, v)
+    assert chains.base("t", KEY_SPAN_MS + 10_000, 1) is not None
+    assert chains.base("t", KEY_SPAN_MS + 10_000, 2) is None
+    assert chains.base("t", 2 * KEY_SPAN_MS, 1) is None
+    chains.forget("t")
+    assert chains.base("t", KEY_SPAN_MS + 10_000, 1) is None
+
+
+def test_split_frames_keeps_small_late_and_duplicated_groups_for_rows() -> None:
+    ids = np.arange(30, dtype=np.int64) % 20
+    ts = np.array([100] * 10 + [200] * 5 + [50] * 15, dtype=np.int64)
+    vals = np.arange(30, dtype=np.float64)
+    ids[25] = ids[24]  # the ts=50 group names a series twice
+    frames, rest = split_frames(ids, ts, vals, cutoff_ms=60)
+    assert [f.ts for f in frames] == [100] and rest.tolist() == [False] * 10 + [True] * 20
+    frames, _ = split_frames(ids, ts, vals, cutoff_ms=0)
+    assert [f.ts for f in frames] == [100]  # ts=50 names a series twice, ts=200 is small
+
+
+@pytest.mark.cassandra
+async def test_scrapes_stored_as_frames_read_back_bit_exact_and_rows_win(cassandra_storage) -> None:
+    store = cassandra_storage
+    series = [Series.of(make_labels("frame_check", job="f", instance="h:1", n=str(i))) for i in range(12)]
+    now = int(time.time() * 1000)
+    t0 = now - 30_000
+    rng = np.random.default_rng(1)
+    expected: dict[int, dict[int, float]] = {s.id: {} for s in series}
+    for k in range(6):
+        ts = t0 + k * 5000
+        layout = series if k < 4 else series[:10]  # the target lost two series: a new layout
+        vals = rng.random(len(layout)).round(3)
+        if k == 2:
+            vals[0] = STALE_NAN
+        await store.write(SampleBatch("f/h:1", layout, [ts] * len(layout), vals.tolist()))
+        for s, v in zip(layout, vals.tolist(), strict=True):
+            expected[s.id][ts] = v
+    read = store.session.prepare(f"SELECT ts, base_ts FROM {store.keyspace}.raw_frames WHERE target = ? AND hour = ?")
+    frames = [r for h in {t0 // 3_600_000, (t0 + 30_000) // 3_600_000} for r in store.session.execute(read, ("f/h:1", h))]
+    assert len(frames) == 6 and any(b is not None for _, b in frames)
+    rows = list(store.session.execute(
+        f"SELECT ts FROM {store.keyspace}.raw_recent WHERE target = 'f/h:1' AND hour = %s", (t0 // 3_600_000,)))
+    assert rows == []  # no row per sample
+    one = SampleBatch("f/h:1")
+    one.add(series[1], t0 + 5000, -1.0)  # a row at a frame's (series, ts): the later write
+    await store.write(one)
+    expected[series[1].id][t0 + 5000] = -1.0
+    got = await store.select([Matcher("__name__", MatchOp.EQ, "frame_check")], t0, now)
+    assert {d.series.id for d in got} == {s.id for s in series}
+    for d in got:
+        want = expected[d.series.id]
+        assert d.timestamps.tolist() == sorted(want)
+        assert d.values.view(np.int64).tolist() == np.array([want[t] for t in sorted(want)]).view(np.int64).tolist()
+
+
+@pytest.mark.cassandra
+async def test_the_rollup_job_seals_frames_into_blocks_bit_exact(cassandra, tmp_path) -> None:
+    """Frames written as if scraped live over 5 hours, sealed by the rollup job: the sealed
+    blocks hold every frame's values bit for bit, and reads agree."""
+    from fixtures_cassandra import keyspace_store
+
+    from storage.base import HOUR_MS
+    from storage.cassandra_rollup import CassandraRollupStorage
+    from storage.rollup_job import RollupJob
+    from storage.rollup_lease import LocalShardLease
+
+    window = 2 * HOUR_MS
+    with keyspace_store(cassandra, "frames_seal", CassandraRollupStorage) as store:
+        now = int(time.time() * 1000)
+        start = (now - 5 * HOUR_MS) // 10_000 * 10_000
+        series = [Series.of(make_labels("frame_seal", instance="h:1", n=str(i))) for i in range(10)]
+        ts = np.arange(start, now + 1, 30_000, dtype=np.int64)
+        vals = np.random.default_rng(2).random((ts.size, len(series))).round(2)
+        vals[ts.size // 3, 4] = STALE_NAN
+        store._now_ms = lambda: now
+        store.late_after_ms = 10**12  # loaded in a burst, but as if scraped live: frames
+        for lo in range(0, ts.size, 25):  # bounded concurrency: the node is shared with the suite
+            await asyncio.gather(*(store.write(SampleBatch("f/h:1", series, [int(t)] * len(series), vals[k].tolist()))
+                                   for k, t in enumerate(ts.tolist()) if lo <= k < lo + 25))
+        frames = await store.execute(f"SELECT count(*) FROM {store.keyspace}.raw_frames")
+        assert frames[0][0][0] == ts.size
+        job = RollupJob(store, LocalShardLease(tmp_path / "locks"), window_ms=window, shards=2, now_ms=lambda: now)
+        await job.backfill(start - window, now)
+        sealed_until = job.closed_until()
+        assert sealed_until > start + window
+        for j, s in enumerate(series):
+            b_ts, b_vals = await store.read_blocks(s.id, start, sealed_until)
+            inside = ts < sealed_until
+            assert b_ts.tolist() == ts[inside].tolist()
+            assert b_vals.view(np.int64).tolist() == vals[inside, j].view(np.int64).tolist()
+        got = await store.select([Matcher("__name__", MatchOp.EQ, "frame_seal")], start, now)
+        for d in got:
+            j = next(i for i, s in enumerate(series) if s.id == d.series.id)
+            assert d.timestamps.tolist() == ts.tolist()
+            assert d.values.view(np.int64).tolist() == vals[:, j].view(np.int64).tolist()
+
+
+@pytest.mark.cassandra
+def test_storage_init_adds_the_frame_tables_to_a_version_5_keyspace(cassandra) -> None:
+    from fixtures_cassandra import keyspace_store
+
+    from storage import schema as sch
+    from storage.base import StorageError
+    from storage.cassandra import CassandraStorage
+
+    with keyspace_store(cassandra, "frames_init") as store:
+        ks = store.keyspace
+        for table in ("raw_frames", "raw_layouts"):
+            store.session.execute(f"DROP TABLE {ks}.{table}", timeout=60)
+        store.session.execute(f"INSERT INTO {ks}.meta (key, value) VALUES ('schema_version', '5')")
+        with pytest.raises(StorageError, match="schema version 5.*ringmon storage init"):
+            CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks)
+        assert sorted(sch.create_schema(store.session, sch.SchemaSpec(keyspace=ks))) == ["raw_frames", "raw_layouts"]
+        assert sch.schema_version(store.session, ks) == sch.SCHEMA_VERSION == 6
+        CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks).shutdown()
