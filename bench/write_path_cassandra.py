@@ -10,7 +10,8 @@ timings) into a fresh keyspace per variant:
 
 * **rows (today)**: ``CassandraStorage.write`` of one ``SampleBatch`` per (target, scrape) -
   a row per sample in ``raw_recent``, unlogged batches (the series index is written by a
-  first scrape before the clock starts);
+  first scrape before the clock starts); **built frames**: the same writes with the store's
+  frames on (``storage/cassandra_frames.py``: a ``raw_frames`` row per scrape, XOR chains);
 * **frame raw**: one row per (target, scrape) in ``frames`` partitioned by (target, hour),
   its value the float64 bits in layout order (``storage/frames.py``'s codec), table
   compression LZ4 like every Ringmon table; **frame raw zstd**: the same, table compression
@@ -94,11 +95,15 @@ class Measure:
               f"{size / samples:6.2f} B/sample on disk  ({w1 - w0:.1f} s)", flush=True)
 
 
-def bench_rows(node: CassandraNode, sc: Scrapes, m: Measure) -> None:
+def bench_rows(node: CassandraNode, sc: Scrapes, m: Measure, built: bool = False) -> None:
+    """Through ``CassandraStorage.write``: rows per sample (today), or the built frames."""
     from storage.cassandra import CassandraStorage
 
-    ks = f"wp_rows_{os.getpid()}"
+    ks = f"wp_{'built' if built else 'rows'}_{os.getpid()}"
     store = CassandraStorage.connect_sync([node.host], node.port, ks, create_schema=True)
+    store.late_after_ms = 2**62  # the scrapes' clock is not the wall clock: none is late
+    if not built:
+        store.frame_min_samples = 2**31  # today's path: a row per sample
     n_t, n_s = len(sc.series), len(sc.series[0])
 
     async def first() -> None:
@@ -112,7 +117,23 @@ def bench_rows(node: CassandraNode, sc: Scrapes, m: Measure) -> None:
                                                            sc.values[t][k].tolist())) for t in range(n_t)))
 
     asyncio.run(first())
-    m.run("rows (today)", ks, n_t * n_s * (len(sc.timestamps) - 1), lambda: asyncio.run(rest()))
+    name = "built frames" if built else "rows (today)"
+    m.run(name, ks, n_t * n_s * (len(sc.timestamps) - 1), lambda: asyncio.run(rest()))
+    from storage.matchers import Matcher, MatchOp
+
+    one = [Matcher(k, MatchOp.EQ, v) for k, v in sc.series[0][0].labels]
+    whole = [Matcher("instance", MatchOp.EQ, "h0:9100"), Matcher("__name__", MatchOp.RE, ".+")]
+    lo, hi = int(sc.timestamps[0]), int(sc.timestamps[-1])
+    for what, matchers in (("one series", one), (f"{n_s} series of a target", whole)):
+        best = (float("inf"), float("inf"))
+        for _ in range(3):
+            c0, j0 = time.process_time(), jvm_cpu_s(m.pid)
+            got = asyncio.run(store.select(matchers, lo, hi))
+            c, j = time.process_time() - c0, jvm_cpu_s(m.pid) - j0
+            best = (c, j) if c + j < sum(best) else best
+        assert got and len(got[0].timestamps) == len(sc.timestamps), "read back"
+        print(f"{'':<18} read {what} over {len(sc.timestamps)} scrapes: client {best[0] * 1e3:.1f} ms, "
+              f"cassandra {best[1] * 1e3:.1f} ms (best of 3)", flush=True)
     store.drop_keyspace_sync()
     store.shutdown()
 
@@ -164,6 +185,7 @@ def main() -> None:
     ap.add_argument("--series", type=int, default=500)
     ap.add_argument("--scrapes", type=int, default=60)
     ap.add_argument("--interval", type=float, default=5.0)
+    ap.add_argument("--store-only", action="store_true", help="only the writes through CassandraStorage")
     ap.add_argument("--reuse-dir", help="a node started with cassandra_node.py start --dir DIR")
     a = ap.parse_args()
     sc = make_scrapes(a.targets, a.series, a.scrapes, a.interval)
@@ -182,9 +204,10 @@ def main() -> None:
             idle = (jvm_cpu_s(node.pid) - j0) / (time.monotonic() - w0)
             print(f"cassandra pid {node.pid}: idle {idle * 1000:.0f} ms of CPU per second")
             m = Measure(node, idle)
+            bench_rows(node, sc, m, built=True)  # first: the rows' flushed keyspace compacts for a while
             bench_rows(node, sc, m)
-            for codec, compressor in (("raw", "LZ4Compressor"), ("raw", "ZstdCompressor"),
-                                      ("zlib", "LZ4Compressor"), ("xor", "LZ4Compressor")):
+            for codec, compressor in () if a.store_only else (
+                    ("raw", "LZ4Compressor"), ("raw", "ZstdCompressor"), ("zlib", "LZ4Compressor"), ("xor", "LZ4Compressor")):
                 bench_frames(node, sc, m, codec, compressor)
         finally:
             if not a.reuse_dir:
