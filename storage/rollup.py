@@ -323,3 +323,131 @@ def choose_resolution(start_ms: int, now_ms: int, step_ms: int = 0) -> Resolutio
         else (Resolution.MINUTE if step_ms >= MINUTE_MS else Resolution.RAW)
     )
     return max(by_age, by_step, key=_ORDER.index)
+
+
+# -- many series at once --------------------------------------------------------------------
+#
+# The rollup job aggregates every series of a shard window: per series NumPy calls cost more
+# than the arithmetic when a window holds few samples per series. The functions below take
+# the series concatenated (``bounds[i]:bounds[i + 1]`` the rows of series ``i``) and give, bit
+# for bit, what the per-series functions above give for each series: every bucket is a
+# segment of the concatenation, sums add in the same order (``np.bincount`` adds its weights
+# in input order), and a series' first sample or bucket always starts a segment.
+
+
+def _segment_min_max(a: np.ndarray, starts: np.ndarray, seg: np.ndarray, fn: np.ufunc) -> np.ndarray:
+    """``_extreme`` by reduction: per segment the first element equal to the NaN-ignoring
+    extreme (``fn``: ``np.fmin``/``np.fmax``), or the segment's first element when all are
+    NaN - what the sort in ``_extreme`` picks (-0.0 and 0.0 compare equal: the first wins)."""
+    n = a.shape[0]
+    best = fn.reduceat(a, starts)
+    pos = np.where(a == best[seg], np.arange(n), n)
+    first = np.minimum.reduceat(pos, starts)
+    first = np.where(first == n, starts, first)
+    return a[first]
+
+
+def _bounds_of(owner: np.ndarray, groups: int) -> np.ndarray:
+    """Row offsets (``groups + 1``) of ascending group numbers ``owner``."""
+    out = np.zeros(groups + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner, minlength=groups), out=out[1:])
+    return out
+
+
+def _owners(bounds: np.ndarray) -> np.ndarray:
+    return np.repeat(np.arange(bounds.shape[0] - 1, dtype=np.int64), np.diff(bounds))
+
+
+def _empty_many(groups: int) -> tuple[Rollup, np.ndarray]:
+    return Rollup.empty(), np.zeros(groups + 1, dtype=np.int64)
+
+
+def rollup_raw_many(
+    timestamps: np.ndarray,
+    values: np.ndarray,
+    bounds: np.ndarray,
+    start_ms: int,
+    end_ms: int,
+    step_ms: int = MINUTE_MS,
+    max_gap_ms: int = DEFAULT_MAX_GAP_MS,
+) -> tuple[Rollup, np.ndarray]:
+    """``rollup_raw`` of many series at once: series ``i`` is rows ``bounds[i]:bounds[i + 1]``
+    of ``timestamps``/``values`` (each series in ascending time order). Returns the buckets of
+    every series concatenated and their offsets per series (``out_bounds``, like ``bounds``)."""
+    if step_ms <= 0 or start_ms % step_ms or end_ms < start_ms:
+        raise ValueError(f"bad rollup range [{start_ms}, {end_ms}) step {step_ms}")
+    ts = np.asarray(timestamps, dtype=np.int64)
+    vals = np.asarray(values, dtype=np.float64)
+    bounds = np.asarray(bounds, dtype=np.int64)
+    groups = bounds.shape[0] - 1
+    if ts.shape != vals.shape or int(bounds[-1]) != ts.shape[0]:
+        raise ValueError("timestamps, values and bounds do not match")
+    owner = _owners(bounds)
+    keep = (ts < end_ms) & ~stale_mask(vals)
+    ts, vals, owner = ts[keep], vals[keep], owner[keep]
+    inside = ts >= start_ms
+
+    # Counter chain: finite values; a pair is two consecutive chain samples of one series.
+    chain = np.flatnonzero(np.isfinite(vals))
+    # each inside sample's index among the inside samples (its bucket is found through it)
+    inside_idx = np.cumsum(inside) - 1
+    cts, cv, cown = ts[chain], vals[chain], owner[chain]
+    pair = (cown[1:] == cown[:-1]) & (cts[1:] >= start_ms) & (cts[1:] - cts[:-1] <= max_gap_ms)
+    prev_v, cur_v = cv[:-1][pair], cv[1:][pair]
+    inc = np.where(cur_v >= prev_v, cur_v - prev_v, cur_v)
+    inc_sample = inside_idx[chain[1:][pair]]
+
+    ts, vals, owner = ts[inside], vals[inside], owner[inside]
+    if ts.size == 0:
+        return _empty_many(groups)
+    bucket = (ts - start_ms) // step_ms
+    new = np.empty(ts.shape[0], dtype=bool)
+    new[0] = True
+    new[1:] = (bucket[1:] != bucket[:-1]) | (owner[1:] != owner[:-1])
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], ts.shape[0])
+    nb = starts.shape[0]
+    local = np.cumsum(new) - 1  # each sample's bucket
+    increase = np.bincount(local[inc_sample], weights=inc, minlength=nb) if inc.size else np.zeros(nb)
+    out = Rollup(
+        timestamps=start_ms + bucket[starts] * step_ms,
+        count=(ends - starts).astype(np.float64),
+        sum=np.bincount(local, weights=vals, minlength=nb),
+        min=_segment_min_max(vals, starts, local, np.fmin),
+        max=_segment_min_max(vals, starts, local, np.fmax),
+        last=vals[ends - 1],
+        increase=increase,
+        **rate_parts(ts, vals, starts, ends, local),
+    )
+    return out, _bounds_of(owner[starts], groups)
+
+
+def rollup_rollup_many(src: Rollup, bounds: np.ndarray, step_ms: int = HOUR_MS) -> tuple[Rollup, np.ndarray]:
+    """``rollup_rollup`` of many series' buckets concatenated (``bounds`` as in
+    ``rollup_raw_many``); returns the coarser buckets and their offsets per series."""
+    if step_ms <= 0:
+        raise ValueError(f"bad rollup step {step_ms}")
+    bounds = np.asarray(bounds, dtype=np.int64)
+    groups = bounds.shape[0] - 1
+    if len(src) == 0:
+        return _empty_many(groups)
+    owner = _owners(bounds)
+    bucket = src.timestamps // step_ms
+    new = np.empty(bucket.shape[0], dtype=bool)
+    new[0] = True
+    new[1:] = (bucket[1:] != bucket[:-1]) | (owner[1:] != owner[:-1])
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], bucket.shape[0])
+    nb = starts.shape[0]
+    local = np.cumsum(new) - 1
+    out = Rollup(
+        timestamps=bucket[starts] * step_ms,
+        count=np.bincount(local, weights=src.count, minlength=nb),
+        sum=np.bincount(local, weights=src.sum, minlength=nb),
+        min=_segment_min_max(src.min, starts, local, np.fmin),
+        max=_segment_min_max(src.max, starts, local, np.fmax),
+        last=src.last[ends - 1],
+        increase=np.bincount(local, weights=src.increase, minlength=nb),
+        **combine_rate_parts(src.first, src.first_ts, src.last, src.last_ts, src.correction, starts, ends, local),
+    )
+    return out, _bounds_of(owner[starts], groups)

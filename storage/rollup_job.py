@@ -56,6 +56,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from storage.base import (
+    AGGREGATES,
     DAY_MS,
     HOUR_MS,
     MINUTE_MS,
@@ -65,8 +66,8 @@ from storage.base import (
     RetentionByDeletion,
     SeriesData,
 )
-from storage.blocks import encode_block
-from storage.rollup import DEFAULT_MAX_GAP_MS, Rollup, rollup_raw, rollup_rollup
+from storage.blocks import encode_blocks
+from storage.rollup import DEFAULT_MAX_GAP_MS, Rollup, rollup_raw_many, rollup_rollup_many
 from storage.rollup_lease import ShardLease
 
 log = logging.getLogger("ringmon.rollup")
@@ -236,57 +237,96 @@ class WindowResult:
     mode: str = "live"  # live, backfill, late or fresh
 
 
-def _time_ordered(sd: SeriesData) -> tuple[np.ndarray, np.ndarray]:
-    ts = np.asarray(sd.timestamps, dtype=np.int64)
-    vals = np.asarray(sd.values, dtype=np.float64)
-    if ts.size > 1 and np.any(ts[1:] < ts[:-1]):
-        order = np.argsort(ts, kind="stable")
-        ts, vals = ts[order], vals[order]
+@dataclass(frozen=True, slots=True)
+class RawWindow:
+    """Raw samples of many series, concatenated: series ``ids[i]`` (ascending) is rows
+    ``bounds[i]:bounds[i + 1]`` of ``timestamps`` (ascending within a series) and ``values``.
+    The job's input as one set of arrays, so that it works a whole shard window with a few
+    NumPy calls instead of a few dozen per series."""
+
+    ids: np.ndarray  # int64
+    bounds: np.ndarray  # int64, len(ids) + 1
+    timestamps: np.ndarray  # int64 ms
+    values: np.ndarray  # float64, bit-exact
+
+    @classmethod
+    def of(cls, data: Sequence[SeriesData]) -> RawWindow:
+        """From per-series samples (any order of series; a series' samples are put in time
+        order, stably, when they are not)."""
+        ordered = sorted(data, key=lambda d: d.series.id)
+        sizes = np.fromiter((len(d.timestamps) for d in ordered), dtype=np.int64, count=len(ordered))
+        bounds = np.zeros(len(ordered) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=bounds[1:])
+        ids = np.fromiter((d.series.id for d in ordered), dtype=np.int64, count=len(ordered))
+        if not ordered:
+            return cls(ids, bounds, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
+        ts = np.concatenate([np.asarray(d.timestamps, dtype=np.int64) for d in ordered])
+        vals = np.concatenate([np.asarray(d.values, dtype=np.float64) for d in ordered])
+        return cls(ids, bounds, *_time_ordered(ts, vals, bounds))
+
+
+def _time_ordered(ts: np.ndarray, vals: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each series' samples in time order (a stable sort of the series out of order)."""
+    if ts.size > 1:
+        back = ts[1:] < ts[:-1]
+        edges = bounds[1:-1] - 1  # a series' first sample may be older than the last one's
+        back[edges[(edges >= 0) & (edges < back.size)]] = False
+        if back.any():
+            owner = np.repeat(np.arange(bounds.shape[0] - 1), np.diff(bounds))
+            order = np.lexsort((ts, owner))
+            ts, vals = ts[order], vals[order]
     return ts, vals
 
 
-def compute_window(
-    data: Sequence[SeriesData], start_ms: int, end_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS
-) -> tuple[list[SealedBlock], list[RollupRows], list[RollupRows]]:
-    """Blocks, 1m rows and 1h rows of one window from its raw samples (CPU only, pure)."""
-    blocks: list[SealedBlock] = []
-    minutes: list[RollupRows] = []
-    hours: list[RollupRows] = []
-    for sd in sorted(data, key=lambda d: d.series.id):
-        ts, vals = _time_ordered(sd)
-        lo, hi = np.searchsorted(ts, [start_ms, end_ms])
+def _rollup_rows(ids: np.ndarray, rollup: Rollup, bounds: np.ndarray) -> list[RollupRows]:
+    """Per series (those with buckets) its slice of many series' buckets."""
+    out = []
+    cols = [rollup.timestamps, *(getattr(rollup, n) for n in AGGREGATES)]
+    b = bounds.tolist()
+    for i, sid in enumerate(ids.tolist()):
+        lo, hi = b[i], b[i + 1]
         if hi > lo:
-            w_ts, w_vals = ts[lo:hi], vals[lo:hi]
-            blocks.append(
-                SealedBlock(
-                    sd.series.id,
-                    start_ms,
-                    end_ms,
-                    int(hi - lo),
-                    int(w_ts[0]),
-                    int(w_ts[-1]),
-                    encode_block(w_ts, w_vals),
-                )
-            )
-        m = rollup_raw(ts, vals, start_ms, end_ms, MINUTE_MS, max_gap_ms)
-        if len(m):
-            minutes.append(RollupRows(sd.series.id, m))
-            hours.append(RollupRows(sd.series.id, rollup_rollup(m, HOUR_MS)))
-    return blocks, minutes, hours
+            out.append(RollupRows(sid, Rollup(*(c[lo:hi] for c in cols))))
+    return out
+
+
+def compute_window(
+    data: Sequence[SeriesData] | RawWindow, start_ms: int, end_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS
+) -> tuple[list[SealedBlock], list[RollupRows], list[RollupRows]]:
+    """Blocks, 1m rows and 1h rows of one window from its raw samples (CPU only, pure),
+    every series in one pass (``storage.rollup.rollup_raw_many``, ``storage.blocks.encode_blocks``);
+    per series what ``rollup_raw``, ``rollup_rollup`` and ``encode_block`` give."""
+    w = data if isinstance(data, RawWindow) else RawWindow.of(data)
+    ts, vals, bounds = w.timestamps, w.values, w.bounds
+    # The samples inside the window, per series, make its block.
+    inside = (ts >= start_ms) & (ts < end_ms)
+    owner = np.repeat(np.arange(w.ids.shape[0]), np.diff(bounds))
+    counts = np.bincount(owner[inside], minlength=w.ids.shape[0])
+    has = np.flatnonzero(counts)
+    b_bounds = np.zeros(has.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts[has], out=b_bounds[1:])
+    b_ts, b_vals = ts[inside], vals[inside]
+    datas = encode_blocks(b_ts, b_vals, b_bounds)
+    firsts, lasts = b_ts[b_bounds[:-1]].tolist(), b_ts[b_bounds[1:] - 1].tolist()
+    blocks = [
+        SealedBlock(sid, start_ms, end_ms, n, first, last, d)
+        for sid, n, first, last, d in zip(
+            w.ids[has].tolist(), counts[has].tolist(), firsts, lasts, datas, strict=True
+        )
+    ]
+    m, m_bounds = rollup_raw_many(ts, vals, bounds, start_ms, end_ms, MINUTE_MS, max_gap_ms)
+    h, h_bounds = rollup_rollup_many(m, m_bounds, HOUR_MS)
+    return blocks, _rollup_rows(w.ids, m, m_bounds), _rollup_rows(w.ids, h, h_bounds)
 
 
 def compute_minutes(
-    data: Sequence[SeriesData], start_ms: int, end_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS
+    data: Sequence[SeriesData] | RawWindow, start_ms: int, end_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS
 ) -> list[RollupRows]:
     """1m rows of [start_ms, end_ms) from raw samples read from ``start_ms - max_gap_ms``:
     the buckets ``compute_window`` computes for those minutes (CPU only, pure)."""
-    out = []
-    for sd in sorted(data, key=lambda d: d.series.id):
-        ts, vals = _time_ordered(sd)
-        m = rollup_raw(ts, vals, start_ms, end_ms, MINUTE_MS, max_gap_ms)
-        if len(m):
-            out.append(RollupRows(sd.series.id, m))
-    return out
+    w = data if isinstance(data, RawWindow) else RawWindow.of(data)
+    m, m_bounds = rollup_raw_many(w.timestamps, w.values, w.bounds, start_ms, end_ms, MINUTE_MS, max_gap_ms)
+    return _rollup_rows(w.ids, m, m_bounds)
 
 
 def window_floor(ts_ms: int, window_ms: int) -> int:
