@@ -99,7 +99,10 @@ def window_parts_grid(
     windows are then column slices of (series, bucket) arrays. None when a correction is not
     finite (not known, or a drop from +Inf): ``window_parts`` handles those."""
     correction = agg["correction"].reshape(n_series, nb)
-    if not np.isfinite(correction).all():
+    # No correction in any bucket (every bit zero) and no drop across a bucket edge, the
+    # usual counter: the joined corrections below are all +0.0 and adding them is adding 0.0.
+    no_resets = not correction.view(np.int64).any()
+    if not no_resets and not np.isfinite(correction).all():
         return None
     first, last = agg["first"].reshape(n_series, nb), agg["last"].reshape(n_series, nb)
     okw = hi > lo
@@ -111,7 +114,9 @@ def window_parts_grid(
     ok = okw[None, :] & (n >= 2)
     fv = columns_at(first, a)
     result = columns_at(last, z) - fv
-    if is_counter:
+    if is_counter and no_resets and not (first[:, 1:] < last[:, :-1]).any():
+        result = result + 0.0  # (what adding the all-zero corrections gives: -0.0 becomes 0.0)
+    elif is_counter:
         joined = correction.copy()
         joined[:, 1:] += np.where(first[:, 1:] < last[:, :-1], last[:, :-1], 0.0)
         if not np.isfinite(joined).all():
