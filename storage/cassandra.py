@@ -55,13 +55,13 @@ from cassandra.query import BatchStatement, BatchType, PreparedStatement, tuple_
 from storage import schema as sch
 from storage.base import Resolution, SeriesData, Storage, StorageError
 from storage.cassandra_frames import (
-    LAYOUT_REWRITE_MS,
-    FrameChains,
+    EncodedFrame,
+    FrameEncoder,
     frame_samples,
     key_span_start,
     split_frames,
 )
-from storage.frames import FRAME_MIN_SAMPLES, decode_layout, encode_delta, encode_layout, layout_id
+from storage.frames import FRAME_MIN_SAMPLES, decode_layout, encode_layout, layout_id
 from storage.matchers import Matcher, MatchOp, match_all
 from storage.model import METRIC_NAME, SampleBatch, Series
 
@@ -264,8 +264,7 @@ class CassandraStorage(Storage):
         self._series_info: LRUCache[int, SeriesInfo] = LRUCache(maxsize=1_000_000)
         self._late_marked: LRUCache[int, int] = LRUCache(maxsize=10_000)  # hour -> when this process last marked it late
         self._renewals: dict[int, asyncio.Future] = {}  # id(session) -> pool renewal under way
-        self._chains = FrameChains()  # the previous stored frame per target (storage.cassandra_frames)
-        self._layouts_written: dict[tuple[str, int], int] = {}  # (target, layout id) -> when written
+        self._frames = FrameEncoder()  # chains and layout rows of direct writes (storage.cassandra_frames)
         self._layouts: LRUCache[tuple[str, int], np.ndarray] = LRUCache(maxsize=100_000)
         # (target, layout id, index buckets) whose series a stored write indexed: a frame of
         # it skips the per-series index check (SQLite's writer does the same)
@@ -539,7 +538,8 @@ class CassandraStorage(Storage):
             return
         ids_arr = np.asarray(series_ids, dtype=np.int64)
         vals_arr = np.asarray(values, dtype=np.float64)
-        frames, rest = split_frames(ids_arr, ts_arr, vals_arr, self.now_ms() - self.late_after_ms, self.frame_min_samples)
+        now = self.now_ms()
+        frames, rest = split_frames(ids_arr, ts_arr, vals_arr, now - self.late_after_ms, self.frame_min_samples)
         indexed_key = None
         if len(frames) == 1 and not rest.any():
             indexed_key = (target, layout_id(frames[0].ids),
@@ -550,50 +550,65 @@ class CassandraStorage(Storage):
                 series_defs = list(series_defs)
                 if {d.id for d in series_defs} != set(frames[0].ids.tolist()):
                     indexed_key = None  # only a write that indexes every series of the layout marks it
-        index_stmts, marks = self._index_statements(target, series_defs, ts_arr, ids_arr)
-        late_stmts, late_marks = self._late_statements(ts_arr)
-        frame_stmts, stored, layouts = self._frame_statements(target, frames)
-        if frames and rest.any():
+        series_defs = list(series_defs)
+        encoded = self._frames.encode(target, frames, now, with_ids=bool(series_defs))
+        if frames:
             ids_arr, ts_arr, vals_arr = ids_arr[rest], ts_arr[rest], vals_arr[rest]
-        rows = self._raw_batches(target, ids_arr, ts_arr, vals_arr) if not frames or rest.any() else []
+        try:
+            await self.write_frames(target, encoded, ids_arr, ts_arr, vals_arr, series_defs)
+        except BaseException:
+            self._frames.forget(target)
+            raise
+        self._frames.remember(target, frames, encoded, now)
+        if indexed_key is not None:
+            self._layouts_indexed[indexed_key] = True
+
+    async def write_frames(
+        self,
+        target: str,
+        frames: Sequence[EncodedFrame],
+        series_ids: np.ndarray,
+        timestamps: np.ndarray,
+        values: np.ndarray,
+        series_defs: Sequence[Series] = (),
+    ) -> None:
+        """Write encoded frames (``storage.cassandra_frames``; a layout they carry is written
+        too) and samples given as columns, as rows. The writer's spool records exactly this,
+        so a replay writes it as recorded. Idempotent."""
+        ts_all = timestamps
+        if frames:
+            ts_all = np.concatenate([timestamps, np.fromiter((f.ts for f in frames), np.int64, len(frames))])
+        if ts_all.size == 0:
+            return
+        which: tuple[np.ndarray, np.ndarray] | None = (series_ids, timestamps)  # series per bucket
+        if frames and series_defs:
+            if all(f.ids is not None for f in frames):
+                which = (np.concatenate([series_ids, *(f.ids for f in frames if f.ids is not None)]),
+                         np.concatenate([timestamps, *(np.full(f.width, f.ts, np.int64) for f in frames)]))
+            else:
+                which = None  # not known: every series given is indexed in every bucket of the write
+        index_stmts, marks = self._index_statements(target, series_defs, ts_all, which)
+        late_stmts, late_marks = self._late_statements(ts_all)
+        frame_stmts = self._frame_statements(target, frames)
+        rows = self._raw_batches(target, series_ids, timestamps, values) if timestamps.size else []
         statements = index_stmts + late_stmts + frame_stmts + rows
         results = await _gather_waves([self.execute(s) for s in statements], return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
-            self._chains.forget(target)
             transient = [e for e in errors if isinstance(e, TransientStorageError)]
             raise (transient[0] if transient else errors[0])
-        for f_ts, lid, f_values in stored:
-            self._chains.stored(target, f_ts, lid, f_values)
-        self._layouts_written.update(layouts)
         self._commit_marks(marks)
-        if indexed_key is not None:
-            self._layouts_indexed[indexed_key] = True
         if late_marks:
             self._late_marked.update(late_marks)
 
-    def _frame_statements(self, target: str, frames: list) -> tuple[list, list, dict[tuple[str, int], int]]:
-        """A ``raw_frames`` insert per frame (XOR'd with the target's previous stored frame
-        of its key span, else whole) and a ``raw_layouts`` insert for a layout not written
-        lately; also what to remember once they are stored."""
+    def _frame_statements(self, target: str, frames: Sequence[EncodedFrame]) -> list:
+        """A ``raw_frames`` insert per frame and a ``raw_layouts`` insert per layout carried."""
         stmts: list = []
-        stored: list = []  # (ts, layout id, values) per frame
-        layouts: dict[tuple[str, int], int] = {}
-        now = self.now_ms()
         for f in frames:
-            lid = layout_id(f.ids)
-            last = self._layouts_written.get((target, lid))
-            if (last is None or now - last >= LAYOUT_REWRITE_MS) and (target, lid) not in layouts:
-                stmts.append(self.ps_layout_ins.bind((target, lid, encode_layout(f.ids))))
-                layouts[(target, lid)] = now
-            base = self._chains.base(target, f.ts, lid)
-            if stored and stored[-1][1] == lid and stored[-1][0] // sch.RAW_BUCKET_MS == f.ts // sch.RAW_BUCKET_MS:
-                base = None  # several frames in one write: each whole (none is stored yet)
-            data = encode_delta(f.values, None if base is None else base[1])
-            stmts.append(self.ps_frame_ins.bind(
-                (target, f.ts // sch.RAW_BUCKET_MS, f.ts, None if base is None else base[0], lid, data)))
-            stored.append((f.ts, lid, f.values))
-        return stmts, stored, layouts
+            if f.ids is not None:
+                stmts.append(self.ps_layout_ins.bind((target, f.layout_id, encode_layout(f.ids))))
+            stmts.append(self.ps_frame_ins.bind((target, f.ts // sch.RAW_BUCKET_MS, f.ts, f.base_ts, f.layout_id, f.data)))
+        return stmts
 
     async def _target_layouts(self, target: str, wanted: Collection[int]) -> dict[int, np.ndarray]:
         """The layouts ``wanted`` of a target (cached: a layout id names one series list)."""
@@ -663,10 +678,11 @@ class CassandraStorage(Storage):
         return out
 
     def _index_statements(
-        self, target: str, series_defs: Iterable[Series], ts: np.ndarray, ids: np.ndarray
+        self, target: str, series_defs: Iterable[Series], ts: np.ndarray, which: tuple[np.ndarray, np.ndarray] | None
     ) -> tuple[list[BatchStatement], list]:
         """Index rows for (series, bucket) pairs not yet indexed (or seen under a new target),
-        batched per index partition with pre-serialised values."""
+        batched per index partition with pre-serialised values; ``which`` (series ids, ts)
+        says which series a bucket has when ``ts`` spans buckets."""
         defs = {s.id: s for s in series_defs}
         if not defs:
             return [], []
@@ -680,9 +696,9 @@ class CassandraStorage(Storage):
             ps = self.ps_index[s]
             ps_series, ps_post, ps_lv, ps_ln = ps["series_ins"], ps["post_ins"], ps["lv_ins"], ps["ln_ins"]
             for bucket in range(lo // level.bucket_ms, hi // level.bucket_ms + 1):
-                if lo // level.bucket_ms != hi // level.bucket_ms:
+                if lo // level.bucket_ms != hi // level.bucket_ms and which is not None:
                     # Mixed-bucket batch (rare): only series with samples in this bucket.
-                    in_bucket = set(ids[(ts // level.bucket_ms) == bucket].tolist())
+                    in_bucket = set(which[0][(which[1] // level.bucket_ms) == bucket].tolist())
                 else:
                     in_bucket = None
                 done = self._indexed.get((s, bucket), {})

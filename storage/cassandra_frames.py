@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from storage.frames import FRAME_MIN_SAMPLES, decode_chains, positions
+from storage.frames import FRAME_MIN_SAMPLES, decode_chains, encode_delta, layout_id, positions
 
 KEY_SPAN_MS = 300_000  # a frame chain restarts (a whole frame) at each 5-minute boundary
 LAYOUT_REWRITE_MS = 6 * 3_600_000  # a layout row is re-written this often (it has a TTL)
@@ -83,6 +83,66 @@ class FrameChains:
     def forget(self, target: str) -> None:
         """After a failed write: the next frame of the target is whole."""
         self._last.pop(target, None)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedFrame:
+    """A frame as stored (and as the writer's spool records it): ``data`` is
+    ``encode_delta`` of its ``width`` values, XOR'd with the frame at ``base_ts`` (None:
+    whole); ``ids`` (the layout) is carried when the layout row is due to be (re)written."""
+
+    ts: int
+    base_ts: int | None
+    layout_id: int
+    width: int
+    data: bytes
+    ids: np.ndarray | None = None
+
+
+class FrameEncoder:
+    """Encodes a target's frames against its chain and says when a layout row is due.
+
+    The writer encodes each frame once, before it spools it (``storage.writer``): spool
+    order then guarantees a frame's base is stored no later than after a replay.
+    ``CassandraStorage.write_columns`` (direct writes) uses its own encoder.
+    """
+
+    def __init__(self) -> None:
+        self.chains = FrameChains()
+        self._layouts_sent: dict[tuple[str, int], int] = {}  # (target, layout id) -> when its ids went out
+
+    def encode(self, target: str, frames: list[Frame], now_ms: int, *, with_ids: bool = False) -> list[EncodedFrame]:
+        """``frames`` encoded in order (a frame of a write whose previous one shares its
+        layout and key span is XOR'd with it); ``with_ids``: carry every frame's layout."""
+        out: list[EncodedFrame] = []
+        prev: tuple[int, int, np.ndarray] | None = None  # (ts, layout, values) of this write's last frame
+        for f in frames:
+            lid = layout_id(f.ids)
+            base: tuple[int, np.ndarray] | None
+            if prev is not None and prev[1] == lid and prev[0] // KEY_SPAN_MS == f.ts // KEY_SPAN_MS and prev[0] < f.ts:
+                base = (prev[0], prev[2])
+            else:
+                base = self.chains.base(target, f.ts, lid) if prev is None else None
+            sent = self._layouts_sent.get((target, lid))
+            due = with_ids or sent is None or now_ms - sent >= LAYOUT_REWRITE_MS
+            data = encode_delta(f.values, None if base is None else base[1])
+            out.append(EncodedFrame(f.ts, None if base is None else base[0], lid, int(f.ids.size), data,
+                                    f.ids if due else None))
+            prev = (f.ts, lid, f.values)
+        return out
+
+    def remember(self, target: str, frames: list[Frame], encoded: list[EncodedFrame], now_ms: int) -> None:
+        """``encoded`` (of ``frames``) is stored, or spooled for an ordered replay."""
+        for f, e in zip(frames, encoded, strict=True):
+            self.chains.stored(target, f.ts, e.layout_id, f.values)
+            if e.ids is not None:
+                self._layouts_sent[(target, e.layout_id)] = now_ms
+
+    def forget(self, target: str) -> None:
+        """After a failed or dropped write: the next frame is whole and carries its layout."""
+        self.chains.forget(target)
+        for key in [k for k in self._layouts_sent if k[0] == target]:
+            del self._layouts_sent[key]
 
 
 def key_span_start(ts_ms: int) -> int:

@@ -16,7 +16,11 @@ so a machine crash or power loss loses at most the last interval.
 
 Payload of a batch record (``encode_batch``/``decode_batch``): version byte, target, sample
 columns as little-endian int64 ids, int64 timestamps and float64 bit patterns (NaN payloads
-survive), and the label sets of the series whose index rows may still be missing.
+survive), the label sets of the series whose index rows may still be missing, and (version
+2) the batch's scrape frames exactly as Cassandra stores them (``EncodedFrame``: timestamp,
+base timestamp, layout id, compressed values, the layout's ids when its row is due): a
+scrape is one frame of ~3 bytes per sample on disk instead of 24, encoded once. Version 1
+records (a spool left by an older writer) still replay.
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ import re
 import struct
 import time
 import zlib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from storage.cassandra_frames import EncodedFrame
 from storage.model import Series
 
 log = logging.getLogger(__name__)
@@ -202,7 +208,9 @@ class Spool:
 # -- batch record codec ------------------------------------------------------------------------
 
 _HEAD = struct.Struct("<BHII")  # version, target length, samples, defs json length
-RECORD_VERSION = 1
+_FRAMES = struct.Struct("<I")  # version 2: frames that follow the defs
+_FRAME_HEAD = struct.Struct("<qqqBIII")  # ts, base ts, layout id, has base, width, ids, data length
+RECORD_VERSION = 2
 
 
 @dataclass(slots=True)
@@ -212,31 +220,43 @@ class SpooledBatch:
     timestamps: np.ndarray  # int64 ms
     values: np.ndarray  # float64 (bit patterns preserved)
     series_defs: list[Series]
+    frames: list[EncodedFrame] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.series_ids.shape[0])
 
 
 def encode_batch(
-    target: str, series_ids: np.ndarray, timestamps: np.ndarray, values: np.ndarray, defs: list[Series]
+    target: str,
+    series_ids: np.ndarray,
+    timestamps: np.ndarray,
+    values: np.ndarray,
+    defs: list[Series],
+    frames: Sequence[EncodedFrame] = (),
 ) -> bytes:
     tgt = target.encode()
     defs_json = json.dumps([[s.id, s.labels] for s in defs], separators=(",", ":")).encode() if defs else b""
-    return b"".join(
-        (
-            _HEAD.pack(RECORD_VERSION, len(tgt), series_ids.shape[0], len(defs_json)),
-            tgt,
-            series_ids.astype("<i8", copy=False).tobytes(),
-            timestamps.astype("<i8", copy=False).tobytes(),
-            values.astype("<f8", copy=False).tobytes(),
-            defs_json,
-        )
-    )
+    parts = [
+        _HEAD.pack(RECORD_VERSION, len(tgt), series_ids.shape[0], len(defs_json)),
+        tgt,
+        series_ids.astype("<i8", copy=False).tobytes(),
+        timestamps.astype("<i8", copy=False).tobytes(),
+        values.astype("<f8", copy=False).tobytes(),
+        defs_json,
+        _FRAMES.pack(len(frames)),
+    ]
+    for f in frames:
+        ids = b"" if f.ids is None else f.ids.astype("<i8", copy=False).tobytes()
+        parts.append(_FRAME_HEAD.pack(f.ts, f.base_ts or 0, f.layout_id, f.base_ts is not None, f.width,
+                                      len(ids) // 8, len(f.data)))
+        parts.append(ids)
+        parts.append(f.data)
+    return b"".join(parts)
 
 
 def decode_batch(payload: bytes) -> SpooledBatch:
     version, tlen, n, dlen = _HEAD.unpack_from(payload, 0)
-    if version != RECORD_VERSION:
+    if version not in (1, RECORD_VERSION):
         raise ValueError(f"unknown spool record version {version}")
     off = _HEAD.size
     target = payload[off : off + tlen].decode()
@@ -251,4 +271,18 @@ def decode_batch(payload: bytes) -> SpooledBatch:
     if dlen:
         for sid, labels in json.loads(payload[off : off + dlen]):
             defs.append(Series(int(sid), tuple((k, v) for k, v in labels)))
-    return SpooledBatch(target, ids, ts, vals, defs)
+    off += dlen
+    frames: list[EncodedFrame] = []
+    if version >= 2:
+        (count,) = _FRAMES.unpack_from(payload, off)
+        off += _FRAMES.size
+        for _ in range(count):
+            f_ts, base, lid, has_base, width, n_ids, n_data = _FRAME_HEAD.unpack_from(payload, off)
+            off += _FRAME_HEAD.size
+            f_ids = np.frombuffer(payload, dtype="<i8", count=n_ids, offset=off).astype(np.int64) if n_ids else None
+            off += 8 * n_ids
+            if off + n_data > len(payload) or (f_ids is not None and f_ids.size != width):
+                raise ValueError("spool record: a frame runs past the record")
+            frames.append(EncodedFrame(f_ts, base if has_base else None, lid, width, payload[off : off + n_data], f_ids))
+            off += n_data
+    return SpooledBatch(target, ids, ts, vals, defs, frames)

@@ -3,9 +3,10 @@
 ``BatchingWriter.append(batch)`` first appends the batch to the local spool (write-ahead:
 nothing appended is lost when the process dies), then:
 
-- DIRECT mode: sends it at once as single-partition UNLOGGED batches
-  (``CassandraStorage.write_columns``: one batch per (target, hour) partition, index rows
-  for new series batched per index partition), with at most ``max_in_flight`` appends in
+- DIRECT mode: sends it at once (``CassandraStorage.write_frames``: a scrape is one
+  ``raw_frames`` row, encoded by the writer before it is spooled so the record IS the frame;
+  other samples are single-partition UNLOGGED batches of rows per (target, hour); index
+  rows for new series batched per index partition), with at most ``max_in_flight`` appends in
   flight. When that many are in flight, ``append`` waits: that wait is the backpressure to
   the scraper. A record is acknowledged when Cassandra stored it; a spool segment is deleted
   when all its records are acknowledged.
@@ -36,6 +37,8 @@ import numpy as np
 
 from storage.base import DAY_MS, SampleWriter, StorageError
 from storage.cassandra import CassandraStorage, TransientStorageError
+from storage.cassandra_frames import FrameEncoder, split_frames
+from storage.frames import layout_id
 from storage.model import SampleBatch, Series
 from storage.spool import Position, Spool, SpooledBatch, decode_batch, encode_batch
 
@@ -116,6 +119,8 @@ class BatchingWriter(SampleWriter):
         self._unacked: dict[int, set[int]] = {}  # segment -> offsets of records not yet stored
         self._fully_known: set[int] = {self.spool.active}  # segments whose records are all in _unacked (or acked)
         self._labeled: dict[int, dict[int, str]] = {}  # day -> {series id: target} labeled in the spool
+        self._labeled_layouts: set[tuple[str, int, int]] = set()  # (target, layout id, day) all labeled
+        self._frames = FrameEncoder()  # frames are encoded once, before they are spooled
         self._tasks: set[asyncio.Task] = set()
         self._progress = asyncio.Event()
         self._closed = False
@@ -150,8 +155,20 @@ class BatchingWriter(SampleWriter):
         ids = np.fromiter((s.id for s in batch.series), dtype=np.int64, count=n)
         ts = np.asarray(batch.timestamps, dtype=np.int64)
         vals = np.asarray(batch.values, dtype=np.float64)
-        defs = self._defs_to_spool(batch.target, batch.series, ts)
-        pos = self.spool.append(encode_batch(batch.target, ids, ts, vals, defs))
+        st = self.storage
+        now = st.now_ms()
+        frames, rest = split_frames(ids, ts, vals, now - st.late_after_ms, st.frame_min_samples)
+        layout_day = None
+        if len(frames) == 1 and not rest.any():  # a scrape of a layout whose series are labeled today
+            layout_day = (batch.target, layout_id(frames[0].ids), frames[0].ts // DAY_MS)
+        defs = [] if layout_day in self._labeled_layouts else self._defs_to_spool(batch.target, batch.series, ts)
+        encoded = self._frames.encode(batch.target, frames, now, with_ids=bool(defs))
+        self._frames.remember(batch.target, frames, encoded, now)  # spooled: replay keeps the order
+        if frames:
+            ids, ts, vals = ids[rest], ts[rest], vals[rest]
+        pos = self.spool.append(encode_batch(batch.target, ids, ts, vals, defs, encoded))
+        if layout_day is not None:
+            self._labeled_layouts.add(layout_day)
         self._unacked.setdefault(pos.segment, set()).add(pos.offset)
         self._fully_known.add(pos.segment)
         self.stats.appended_batches += 1
@@ -165,7 +182,7 @@ class BatchingWriter(SampleWriter):
         if self.mode != self.DIRECT:  # switched while we waited
             self._slots.release()
             return
-        self._spawn(self._send(pos, SpooledBatch(batch.target, ids, ts, vals, defs), replay=False))
+        self._spawn(self._send(pos, SpooledBatch(batch.target, ids, ts, vals, defs, encoded), replay=False))
 
     async def flush(self, timeout_s: float = 600.0) -> None:
         """Wait until every record appended so far is stored, or spooled while Cassandra is away."""
@@ -225,6 +242,8 @@ class BatchingWriter(SampleWriter):
         if len(self._labeled) > 3:
             for d in sorted(self._labeled)[:-3]:
                 del self._labeled[d]
+            oldest = min(self._labeled)
+            self._labeled_layouts = {k for k in self._labeled_layouts if k[2] >= oldest}
         return out
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
@@ -235,7 +254,9 @@ class BatchingWriter(SampleWriter):
     async def _send(self, pos: Position, rec: SpooledBatch, replay: bool) -> bool:
         """Store one record; True when stored (or dropped as permanently bad)."""
         try:
-            await self.storage.write_columns(rec.target, rec.series_ids, rec.timestamps, rec.values, rec.series_defs)
+            await self.storage.write_frames(
+                rec.target, rec.frames, rec.series_ids, rec.timestamps, rec.values, rec.series_defs
+            )
         except TransientStorageError as exc:
             self.stats.last_error = str(exc)
             self.stats.failed_writes += 1
@@ -245,6 +266,7 @@ class BatchingWriter(SampleWriter):
             self.stats.last_error = str(exc)
             self.stats.dropped_batches += 1
             log.error("dropping a batch of %d samples of target %s: %s", len(rec), rec.target, exc)
+            self._frames.forget(rec.target)  # later frames of the target must not need this one
             self._ack(pos)
             return True
         finally:

@@ -83,3 +83,20 @@ def test_batch_codec_is_bit_exact() -> None:
     assert [float_bits(float(v)) for v in rec.values] == [float_bits(float(v)) for v in vals]
     assert math.copysign(1.0, rec.values[2]) == -1.0
     assert rec.series_defs == [s1, s2]
+
+
+def test_batch_codec_carries_frames_as_stored_and_reads_version_1_records() -> None:
+    from storage.cassandra_frames import EncodedFrame
+
+    s1 = Series.of(make_labels("m", a="1"))
+    rows = (np.array([s1.id], dtype=np.int64), np.array([5], dtype=np.int64), np.array([1.5]))
+    frames = [EncodedFrame(1000, None, -7, 3, b"\x01\x02", np.array([3, 2, 1], dtype=np.int64)),
+              EncodedFrame(2000, 1000, -7, 3, b"", None)]
+    rec = decode_batch(encode_batch("pool/h:1", *rows, [s1], frames))
+    assert [(f.ts, f.base_ts, f.layout_id, f.width, f.data) for f in rec.frames] == [
+        (1000, None, -7, 3, b"\x01\x02"), (2000, 1000, -7, 3, b"")]
+    assert rec.frames[0].ids is not None and rec.frames[0].ids.tolist() == [3, 2, 1] and rec.frames[1].ids is None
+    assert rec.series_defs == [s1] and rec.values.tolist() == [1.5]
+    old = encode_batch("pool/h:1", *rows, [s1])
+    v1 = decode_batch(b"\x01" + old[1:-4])  # a record of the writer before frames: no frame count
+    assert v1.frames == [] and v1.series_defs == [s1] and v1.timestamps.tolist() == [5]

@@ -31,6 +31,10 @@ async def test_direct_writes_are_stored_and_spool_cleaned(cassandra_storage, tmp
     assert writer.queue_depth() == 0 and writer.mode == writer.DIRECT
     got = await store.select([Matcher("__name__", MatchOp.EQ, "writer_direct")], t0, t0 + 20_000)
     assert len(got) == 50 and all(d.values.tolist() == [float(k) for k in range(20)] for d in got)
+    hours = sorted({t0 // 3_600_000, (t0 + 19_000) // 3_600_000})
+    frames = store.session.execute(
+        f"SELECT count(*) FROM {store.keyspace}.raw_frames WHERE target = 'w/h:1' AND hour IN ({', '.join(map(str, hours))})")
+    assert frames.one()[0] == 20  # a scrape is one frame row
     await writer.close()
     # Every stored segment is gone; at most the last (active) one remains.
     assert len(list((tmp_path / "spool").iterdir())) <= 1
@@ -68,3 +72,45 @@ async def test_backlog_of_a_previous_process_is_replayed_on_start(cassandra_stor
             assert d.values.tolist() == [float(k) for k in range(12)]
     left = [p for p in os.listdir(tmp_path / "spool")]
     assert all(p not in left for p in segs)  # the replayed backlog segments are deleted
+
+
+async def test_a_spool_of_frames_replays_in_order_bit_exact(cassandra_storage, tmp_path) -> None:
+    """A spool whose records are frames (XOR chains across records, a layout change), after a
+    record of the writer before frames (version 1, rows): replayed in order, read bit for bit."""
+    from storage.cassandra_frames import Frame, FrameEncoder
+
+    store = cassandra_storage
+    series = _series("writer_frames", 20)
+    ids = np.array([s.id for s in series], dtype=np.int64)
+    t0 = int(time.time() * 1000) // 300_000 * 300_000 - 300_000  # one key span: frames chain
+    rng = np.random.default_rng(3)
+    spool = Spool(tmp_path / "spool", segment_bytes=4096)
+    old = encode_batch("w/h:3", ids, np.full(20, t0), np.full(20, -1.0), series)
+    spool.append(b"\x01" + old[1:-4])  # version 1: no frame count
+    expected = {s.id: {t0: -1.0} for s in series}
+    encoder = FrameEncoder()
+    empty = np.empty(0, dtype=np.int64)
+    bases = []
+    for k in range(1, 12):
+        lay = ids if k < 8 else ids[:18]  # two series gone: a new layout, its ids in the record
+        vals = rng.random(lay.size).round(2)
+        vals[k % lay.size] = STALE_NAN
+        frames = [Frame(t0 + k * 10_000, lay, vals)]
+        enc = encoder.encode("w/h:3", frames, t0)
+        encoder.remember("w/h:3", frames, enc, t0)
+        bases.append(enc[0].base_ts)
+        spool.append(encode_batch("w/h:3", empty, empty, np.empty(0), [], enc))
+        for sid, v in zip(lay.tolist(), vals.tolist(), strict=True):
+            expected[sid][t0 + k * 10_000] = v
+    spool.close()
+    assert bases.count(None) == 2  # whole at the start and at the layout change, XOR'd otherwise
+    writer = BatchingWriter(store, tmp_path / "spool")
+    assert writer.mode == writer.SPOOLING
+    assert await writer.drain(60)
+    await writer.close()
+    got = await store.select([Matcher("__name__", MatchOp.EQ, "writer_frames")], t0, t0 + 120_000)
+    assert len(got) == 20
+    for d in got:
+        want = expected[d.series.id]
+        assert d.timestamps.tolist() == sorted(want)
+        assert [float_bits(float(v)) for v in d.values] == [float_bits(want[t]) for t in sorted(want)]
