@@ -240,6 +240,85 @@ def read_columns(
     return ts[lo:hi], {n: c[lo:hi] for n, c in cols.items()}
 
 
+def read_many(
+    rows: Sequence[Sequence], start_ms: int, end_ms: int, resolution: Resolution, names: tuple[str, ...]
+) -> dict[int, tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Many series' bucket starts in [start_ms, end_ms] and columns ``names`` (as
+    ``read_columns`` gives each), from stored chunk rows ``(series id, chunk start, record
+    bytes, ts, *names)`` grouped by series, each series' rows in start order. Column-form
+    chunks whose bucket starts ascend (the common case) are joined with one ``bytes.join``
+    per column for all series, and each series' part is a slice of the joined column: a 24 h
+    read of 800 series is 4,800 chunks, and NumPy or dict work per chunk or per series cost
+    it 50 ms. The other series (record bytes, a column missing or of another length,
+    repeated bucket starts) go through ``read_columns``."""
+    if not rows:
+        return {}
+    cols = list(zip(*rows, strict=True))
+    sids, blobs = cols[0], list(cols[3:])
+    slow: set[int] = set()
+    if any(cols[2]):  # record-form chunks (written before column form)
+        slow.update(sid for sid, data in zip(sids, cols[2], strict=True) if data)
+    lens = np.zeros(0, dtype=np.int64)
+    for j, column in enumerate(blobs):
+        if None in column:  # (a column the chunk was written without)
+            slow.update(sid for sid, v in zip(sids, column, strict=True) if v is None)
+            column = blobs[j] = tuple(v or b"" for v in column)
+        got = np.fromiter(map(len, column), dtype=np.int64, count=len(column))
+        bad = got % 8 != 0 if j == 0 else got != lens
+        lens = got if j == 0 else lens
+        if bad.any():
+            slow.update(sids[i] for i in np.flatnonzero(bad).tolist())
+    if slow:
+        return _split_slow(rows, slow, start_ms, end_ms, resolution, names)
+    ts = np.frombuffer(b"".join(blobs[0]), dtype="<i8")
+    at = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lens // 8, out=at[1:])
+    sid_arr = np.fromiter(sids, dtype=np.int64, count=len(sids))
+    heads = np.flatnonzero(sid_arr[1:] != sid_arr[:-1]) + 1
+    first_row = np.concatenate([[0], heads])
+    sb = at[first_row]  # each series' first bucket in the joined columns, and its end
+    se = at[np.concatenate([heads, [len(rows)]])]
+    if ts.size > 1:
+        # A bucket start not above the one before it, other than at a series' first bucket:
+        # its series repeats starts (overlapping provisional chunks): read_columns sorts it out.
+        down = np.flatnonzero(ts[1:] <= ts[:-1]) + 1
+        down = down[~np.isin(down, sb)]
+        if down.size:
+            hit = np.unique(np.searchsorted(sb, down, "right") - 1)
+            slow.update(int(sid_arr[first_row[i]]) for i in hit.tolist())
+            return _split_slow(rows, slow, start_ms, end_ms, resolution, names)
+    below = np.zeros(ts.size + 1, dtype=np.int64)
+    np.cumsum(ts < start_ms, out=below[1:])
+    upto = np.zeros(ts.size + 1, dtype=np.int64)
+    np.cumsum(ts <= end_ms, out=upto[1:])
+    lo = (sb + below[se] - below[sb]).tolist()
+    hi = (sb + upto[se] - upto[sb]).tolist()
+    joined = {n: np.frombuffer(b"".join(blobs[j + 1]), dtype="<f8") for j, n in enumerate(names)}
+    out = {}
+    for i, k in enumerate(first_row.tolist()):
+        a, b = lo[i], hi[i]
+        out[sids[k]] = ts[a:b], {n: c[a:b] for n, c in joined.items()}
+    return out
+
+
+def _split_slow(
+    rows: Sequence[Sequence], slow: set[int], start_ms: int, end_ms: int, resolution: Resolution, names: tuple[str, ...]
+) -> dict[int, tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """``read_many`` with the series ``slow`` read one by one (``read_columns``)."""
+    wanted = ("ts", *names)
+    found: dict[int, list[tuple[int, Payload]]] = {sid: [] for sid in slow}
+    fast = []
+    for r in rows:
+        if r[0] in slow:
+            found[r[0]].append((r[1], payload(r[2], wanted, r[3:])))
+        else:
+            fast.append(r)
+    out = read_many(fast, start_ms, end_ms, resolution, names)
+    for sid, ps in found.items():
+        out[sid] = read_columns(ps, start_ms, end_ms, resolution, names)
+    return out
+
+
 def _ascending_columns(chunks: list[tuple[int, dict[str, bytes]]], names: tuple[str, ...]) -> bool:
     """Whether column-form chunks, in the order given, have strictly ascending bucket starts
     (read from the bytes); ChunkError when a column is missing or of another length."""

@@ -307,8 +307,7 @@ class SQLiteRollupMixin:
         table, span = _table(resolution), chunks.chunk_span(resolution)
         lo = start_ms - span + 1  # the first chunk that can hold a bucket starting at start_ms
         names = aggregate_names(columns)
-        wanted_cols = ("ts", *names)
-        sql_cols = ", ".join(CHUNK_COLUMNS[n] for n in wanted_cols)
+        sql_cols = ", ".join(CHUNK_COLUMNS[n] for n in ("ts", *names))
 
         def run(con: sqlite3.Connection) -> list[SeriesData]:
             metric = metric_name_of(matchers)
@@ -326,7 +325,7 @@ class SQLiteRollupMixin:
                 s = self._series_by_id(con, sid)
                 if s.labels and match_all(matchers, s.labels):
                     wanted[sid] = s
-            parts: dict[int, list[tuple[int, chunks.Payload]]] = {}
+            rows: list[tuple] = []
             found = sorted(wanted)
             for i in range(0, len(found), IN_LIST):
                 part = found[i : i + IN_LIST]
@@ -335,11 +334,9 @@ class SQLiteRollupMixin:
                     f" WHERE series_id IN ({','.join('?' * len(part))})"
                     " AND start_ts BETWEEN ? AND ? ORDER BY series_id, start_ts"
                 )
-                for row in con.execute(q, (*part, lo, end_ms)):
-                    parts.setdefault(row[0], []).append((row[1], chunks.payload(row[2], wanted_cols, row[3:])))
+                rows.extend(con.execute(q, (*part, lo, end_ms)))
             out = []
-            for sid, ps in parts.items():
-                ts, cols = chunks.read_columns(ps, start_ms, end_ms, resolution, names)
+            for sid, (ts, cols) in chunks.read_many(rows, start_ms, end_ms, resolution, names).items():
                 if ts.size:
                     out.append(SeriesData(wanted[sid], ts, bucket_values(cols, ts.size), resolution, cols))
             out.sort(key=lambda d: d.series.labels)

@@ -236,6 +236,45 @@ def test_record_and_column_chunks_read_together_and_provisional_overlap_in_colum
     assert whole.timestamps.size == 380 and whole.last[360 + 7] == new.last[7]
 
 
+def test_read_many_gives_what_read_columns_gives_series_by_series() -> None:
+    """``read_many`` (one join per column for all series) against ``read_columns`` per series:
+    plain column-form series, one in record form, one lacking the rate aggregates (NaN), one
+    whose provisional chunk overlaps, one with a mis-sized column (ChunkError either way)."""
+    a = T0
+    six = 6 * HOUR_MS
+
+    def col(start: int, ts: list[int], seed: int) -> dict[str, bytes]:
+        return chunks.encode_columns(Resolution.MINUTE, start, rollup(ts, seed))
+
+    full = [a + i * MINUTE_MS for i in range(360)]
+    nxt = [a + six + i * MINUTE_MS for i in range(0, 360, 7)]
+    p = a + six + 10 * MINUTE_MS
+    stored: dict[int, list[tuple[int, chunks.Payload]]] = {
+        1: [(a, col(a, full, 1)), (a + six, col(a + six, nxt, 2))],
+        2: [(a, chunks.encode(Resolution.MINUTE, a, rollup(full, 3)))],
+        3: [(a, {k: v for k, v in col(a, full[:50], 4).items() if k not in ("first", "correction")})],
+        4: [(a + six, col(a + six, nxt, 5)), (p, col(p, [p + i * MINUTE_MS for i in range(30)], 6))],
+        5: [(a, col(a, full[:20], 7))],
+        6: [(a + six, col(a + six, [], 8)), (p, col(p, [p], 9))],
+    }
+    for names in (("count", "first", "correction"), AGGREGATES):
+        rows = [
+            (sid, start, c if isinstance(c, bytes) else b"", *(c.get(n) if isinstance(c, dict) else None for n in ("ts", *names)))
+            for sid, cs in stored.items() for start, c in cs
+        ]
+        for lo, hi in ((a, a + DAY_MS), (a + 5 * MINUTE_MS, a + six + 20 * MINUTE_MS), (a + DAY_MS, a + 2 * DAY_MS)):
+            got = chunks.read_many(rows, lo, hi, Resolution.MINUTE, names)
+            assert set(got) == set(stored)
+            for sid, cs in stored.items():
+                ts, cols = chunks.read_columns(cs, lo, hi, Resolution.MINUTE, names)
+                assert got[sid][0].tolist() == ts.tolist(), sid
+                for n in names:
+                    assert got[sid][1][n].tobytes() == cols[n].tobytes(), (sid, n)
+    short = [(7, a, b"", *(v[:-8] if k == "last" else v for k, v in col(a, full, 10).items()))]
+    with pytest.raises(chunks.ChunkError, match="column last"):
+        chunks.read_many(short, a, a + DAY_MS, Resolution.MINUTE, AGGREGATES)
+
+
 async def test_sqlite_store_reads_and_rewrites_record_form_chunks_of_an_older_database(tmp_path) -> None:
     """A database whose chunk tables predate column form: the columns are added on open,
     its record-form chunks are read, and a write merges into one in column form."""

@@ -5,6 +5,7 @@ column slices."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -92,11 +93,15 @@ class DenseGrid:
     bucket index range [lo, hi) of its window (the same for every series). ``full`` when
     every series has every bucket (the common case): the flat column is then the grid."""
 
-    def __init__(
-        self, rv: RangeVector, col: np.ndarray, nb: int, lo: np.ndarray, hi: np.ndarray, full: bool
-    ) -> None:
-        self.rv, self.col, self.nb, self.lo, self.hi, self.full = rv, col, nb, lo, hi, full
+    def __init__(self, rv: RangeVector, g0: int, nb: int, lo: np.ndarray, hi: np.ndarray, full: bool) -> None:
+        self.rv, self.g0, self.nb, self.lo, self.hi, self.full = rv, g0, nb, lo, hi, full
         self.n = len(rv.labels)
+
+    @functools.cached_property
+    def col(self) -> np.ndarray:
+        """Each row's bucket index on the grid (only a grid that is not full needs it)."""
+        res = self.rv.resolution_ms
+        return (self.rv.ts_flat - (res - 1)) // res - self.g0
 
     def presence(self) -> np.ndarray:
         """(series, steps): whether the window holds at least one bucket of the series."""
@@ -154,17 +159,24 @@ def dense_rollup_windows(rv: RangeVector) -> tuple[DenseGrid, None] | None:
     res = rv.resolution_ms
     if res <= 0 or rv.agg_flat is None or len(rv.ts_flat) == 0:
         return None
-    bucket = (rv.ts_flat - (res - 1)) // res
-    g0 = int(bucket.min())
-    nb = int(bucket.max()) - g0 + 1
+    counts = np.diff(rv.offsets)
+    has = counts > 0
+    # A series' buckets ascend: its first and last rows hold its lowest and highest bucket.
+    first = (rv.ts_flat[rv.offsets[:-1][has]] - (res - 1)) // res
+    last = (rv.ts_flat[rv.offsets[1:][has] - 1] - (res - 1)) // res
+    g0 = int(first.min())
+    nb = int(last.max()) - g0 + 1
     n = len(rv.labels)
     if n * (nb + 1) > _DENSE_MAX_CELLS:
         return None
-    col = bucket - g0
-    counts = np.diff(rv.offsets)
-    full = bool((counts == nb).all()) and bool((col[rv.offsets[:-1]] == 0).all())
+    full = bool((counts == nb).all()) and bool((first == g0).all())
+    if not full:  # (the grid's extent from every row, as the cells are filled from them)
+        bucket = (rv.ts_flat - (res - 1)) // res
+        g0, nb = int(bucket.min()), int(bucket.max()) - int(bucket.min()) + 1
+        if n * (nb + 1) > _DENSE_MAX_CELLS:
+            return None
     grid_end = (g0 + np.arange(nb, dtype=np.int64)) * res + (res - 1)
     lo = np.searchsorted(grid_end, rv.ends - rv.range_ms, "right")
     hi = np.searchsorted(grid_end, rv.ends, "right")
-    return DenseGrid(rv, col, nb, lo, hi, full), None
+    return DenseGrid(rv, g0, nb, lo, hi, full), None
 
