@@ -450,17 +450,21 @@ def _encode_rows(ts: np.ndarray, values: np.ndarray) -> list[bytes]:
     """``encode_block`` of every row of (rows, n >= 2) matrices of timestamps and values."""
     rows, n = values.shape
     # Timestamp sections and headers: once per distinct timestamp row.
-    uniq, which = np.unique(ts, axis=0, return_inverse=True)
-    which = which.reshape(-1)
+    ts_bytes, row_len = ts.tobytes(), 8 * n
+    heads_of: dict[bytes, tuple[bytes, bytes]] = {}
     heads: list[tuple[bytes, bytes]] = []
-    for row in uniq:
-        parts: list[bytes] = []
-        step = _encode_timestamps(row, parts)
-        header = bytearray((VERSION, 1))
-        put_uvarint(header, n)
-        put_uvarint(header, _zigzag_int(int(row[0])))
-        put_uvarint(header, _zigzag_int(step))
-        heads.append((bytes(header), b"".join(parts)))
+    for r in range(rows):
+        key = ts_bytes[r * row_len : (r + 1) * row_len]
+        known = heads_of.get(key)
+        if known is None:
+            parts: list[bytes] = []
+            step = _encode_timestamps(ts[r], parts)
+            header = bytearray((VERSION, 1))
+            put_uvarint(header, n)
+            put_uvarint(header, _zigzag_int(int(ts[r, 0])))
+            put_uvarint(header, _zigzag_int(step))
+            known = heads_of[key] = (bytes(header), b"".join(parts))
+        heads.append(known)
     k, m, exc, use = _choose_decimals_rows(values)
     # Decimal rows: zigzagged deltas of m in byte planes.
     d = np.empty_like(m)
@@ -478,8 +482,7 @@ def _encode_rows(ts: np.ndarray, values: np.ndarray) -> list[bytes]:
     packed = np.packbits(exc, axis=1)
     out: list[bytes] = []
     k_list, use_list, exc_list = k.tolist(), use.tolist(), has_exc.tolist()
-    for r, w in enumerate(which.tolist()):
-        head, ts_part = heads[w]
+    for r, (head, ts_part) in enumerate(heads):
         at = r * stride
         if use_list[r]:
             col = [bytes((MODE_DECIMAL, k_list[r], widths[r])), dec_planes[at : at + widths[r] * n]]

@@ -400,3 +400,53 @@ def merge(old: Rollup, new: Rollup) -> Rollup:
     return Rollup(
         ts[keep], *(np.concatenate([getattr(new, n), getattr(old, n)])[pick] for n in AGGREGATES)
     )
+
+
+# -- many series at once (the rollup job's writes) ------------------------------------------
+
+Piece = tuple[int, int, int, dict[str, bytes]]  # (index of the rollup, chunk start, last bucket, columns)
+
+
+def encode_columns_many(resolution: Resolution, rollups: Sequence[Rollup]) -> list[Piece]:
+    """``encode_columns`` of every (rollup, chunk) that ``split`` gives, in that order, with
+    NumPy calls per column rather than per chunk: each column of all rollups is laid out
+    once and every chunk's value is a slice of it."""
+    if not rollups:
+        return []
+    span = chunk_span(resolution)
+    sizes = np.fromiter((len(r) for r in rollups), dtype=np.int64, count=len(rollups))
+    ts = np.concatenate([np.asarray(r.timestamps, dtype="<i8") for r in rollups])
+    if not ts.size:
+        return []
+    owner = np.repeat(np.arange(len(rollups)), sizes)
+    same = owner[1:] == owner[:-1]
+    if bool(np.any(same & (ts[1:] <= ts[:-1]))):
+        raise ValueError("bucket starts must be strictly ascending")
+    keys = ts // span
+    cut = np.flatnonzero(~same | (keys[1:] != keys[:-1])) + 1
+    lo = np.concatenate(([0], cut)).tolist()
+    hi = [*lo[1:], int(ts.size)]
+    data = {"ts": ts.tobytes()}
+    for name in AGGREGATES:
+        data[name] = np.concatenate([np.asarray(getattr(r, name), dtype="<f8") for r in rollups]).tobytes()
+    items = list(data.items())
+    return [
+        (o, k * span, t, {name: col[a * 8 : b * 8] for name, col in items})
+        for o, k, t, a, b in zip(owner[lo].tolist(), keys[lo].tolist(), ts[np.array(hi) - 1].tolist(), lo, hi, strict=True)
+    ]
+
+
+def append_columns(old: Payload, new: dict[str, bytes]) -> dict[str, bytes] | None:
+    """``merge`` of a stored chunk and newer buckets, as column-form values, when the newer
+    buckets all start after the stored ones (a window after the previous one): each
+    column's bytes joined. None when that does not hold (then decode and ``merge``)."""
+    if not isinstance(old, dict) or any(name not in old for name in COLUMNS):
+        return None
+    old_ts, new_ts = old["ts"], new["ts"]
+    if not old_ts:
+        return new
+    if len(old_ts) % 8 or any(len(old[name]) != len(old_ts) for name in AGGREGATES):
+        return None
+    if new_ts and int.from_bytes(new_ts[:8], "little", signed=True) <= int.from_bytes(old_ts[-8:], "little", signed=True):
+        return None
+    return {name: old[name] + new[name] for name in COLUMNS}

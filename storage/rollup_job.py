@@ -140,6 +140,16 @@ class RollupStore(Protocol):
     # FreshMinutes (the fresh pass), RetentionByDeletion (stores without TTLs).
 
 
+@runtime_checkable
+class RawWindowArrays(Protocol):
+    """Optional for a ``RollupStore``: its raw window as one set of arrays, without a
+    ``Series`` per series (the job needs only ids); else the job joins ``read_raw_window``."""
+
+    async def read_raw_window_arrays(self, shard: int, shards: int, start_ms: int, end_ms: int) -> RawWindow:
+        """What ``read_raw_window`` gives, as a ``RawWindow``."""
+        ...
+
+
 class RollupMetrics:
     """The job's own metrics, in a registry the process serves on /metrics."""
 
@@ -416,7 +426,7 @@ class RollupJob:
         """Seal and roll up one shard window (idempotent)."""
         end_ms = start_ms + self.window_ms
         t0 = time.monotonic()
-        data = await self.store.read_raw_window(shard, self.shards, start_ms - self.max_gap_ms, end_ms)
+        data = await self._read_window(shard, start_ms - self.max_gap_ms, end_ms)
         loop = asyncio.get_running_loop()
         blocks, minutes, hours = await loop.run_in_executor(
             None, compute_window, data, start_ms, end_ms, self.max_gap_ms
@@ -445,6 +455,11 @@ class RollupJob:
         m.rollup_points.labels("1h").inc(res.hour_points)
         m.window_seconds.observe(time.monotonic() - t0)
         return res
+
+    async def _read_window(self, shard: int, start_ms: int, end_ms: int) -> Sequence[SeriesData] | RawWindow:
+        if isinstance(self.store, RawWindowArrays):
+            return await self.store.read_raw_window_arrays(shard, self.shards, start_ms, end_ms)
+        return await self.store.read_raw_window(shard, self.shards, start_ms, end_ms)
 
     async def run_once(self, initial_start_ms: int | None = None) -> list[WindowResult]:
         """One pass over all shards: catch up every shard this copy can lease, then (under the
@@ -604,7 +619,7 @@ class RollupJob:
             return None
         t0 = time.monotonic()
         try:
-            data = await self.store.read_raw_window(shard, self.shards, start - self.max_gap_ms, until)
+            data = await self._read_window(shard, start - self.max_gap_ms, until)
             loop = asyncio.get_running_loop()
             rows = await loop.run_in_executor(None, compute_minutes, data, start, until, self.max_gap_ms)
             if rows:

@@ -36,7 +36,7 @@ from storage.blocks import decode_block
 from storage.matchers import Matcher, match_all, metric_name_of
 from storage.model import Series
 from storage.rollup import Rollup
-from storage.rollup_job import RollupRows, SealedBlock
+from storage.rollup_job import RawWindow, RollupRows, SealedBlock
 from storage.schema import DEFAULT_TTLS_S
 from storage.sqlite import IN_LIST, SQLiteStorage, series_from_row
 
@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS raw_blocks (
     data      BLOB NOT NULL,
     PRIMARY KEY (series_id, start_ts)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS raw_blocks_ts ON raw_blocks (start_ts);
 CREATE INDEX IF NOT EXISTS series_metric ON series (metric);
 CREATE TABLE IF NOT EXISTS rollup_checkpoints (
     job        TEXT NOT NULL,
@@ -89,6 +90,11 @@ _INSERT_CHUNK = (
     "INSERT OR REPLACE INTO {table} (series_id, start_ts, data, " + _CHUNK_COLS + ") VALUES (?,?,?"
     + ",?" * len(CHUNK_COLUMNS) + ")"
 )
+
+
+# ``series_id % shards == shard`` as Python computes it for negative ids (params: shards, shards, shards, shard).
+_IN_SHARD = "((series_id % ?) + ?) % ? = ?"
+_NONE = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
 
 
 def _chunk_params(series_id: int, start: int, cols: dict[str, bytes]) -> tuple:
@@ -139,48 +145,74 @@ class SQLiteRollupMixin:
     # -- RollupStore ------------------------------------------------------------------------
 
     async def read_raw_window(self, shard: int, shards: int, start_ms: int, end_ms: int) -> list[SeriesData]:
-        await self._ensure_rollup_schema()
+        w = await self.read_raw_window_arrays(shard, shards, start_ms, end_ms)
 
         def run(con: sqlite3.Connection) -> list[SeriesData]:
+            b = w.bounds.tolist()
+            return [
+                SeriesData(self._series_by_id(con, sid), w.timestamps[b[i] : b[i + 1]], w.values[b[i] : b[i + 1]], Resolution.RAW)
+                for i, sid in enumerate(w.ids.tolist())
+            ]
+
+        return await self.run_read(run)
+
+    async def read_raw_window_arrays(self, shard: int, shards: int, start_ms: int, end_ms: int) -> RawWindow:
+        """``read_raw_window`` as one set of arrays (the job's input, ``RawWindowArrays``):
+        the shard's series with samples in [start_ms, end_ms) from the day index and the
+        blocks, their raw rows (chunks and frames) merged with the blocks, rows winning."""
+        await self._ensure_rollup_schema()
+
+        def run(con: sqlite3.Connection) -> RawWindow:
             d0, d1 = start_ms // DAY_MS, (end_ms - 1) // DAY_MS
             ids = {
                 sid
                 for (sid,) in con.execute(
-                    "SELECT DISTINCT series_id FROM series_day WHERE day BETWEEN ? AND ?", (d0, d1)
+                    f"SELECT DISTINCT series_id FROM series_day WHERE day BETWEEN ? AND ? AND {_IN_SHARD}",
+                    (d0, d1, shards, shards, shards, shard),
                 )
-                if sid % shards == shard
             }
-            ids |= {
-                sid
-                for (sid,) in con.execute(
-                    "SELECT DISTINCT series_id FROM raw_blocks WHERE start_ts < ? AND end_ts > ?",
-                    (end_ms, start_ms),
-                )
-                if sid % shards == shard
-            }
-            out = []
-            samples = self.raw_samples(con, sorted(ids), start_ms, end_ms)  # type: ignore[attr-defined]
-            none = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
-            for sid in sorted(ids):
-                ts, vals = samples.get(sid, none)
-                blocks = con.execute(
-                    "SELECT data FROM raw_blocks WHERE series_id = ? AND start_ts < ? AND end_ts > ? ORDER BY start_ts",
-                    (sid, end_ms, start_ms),
-                ).fetchall()
-                if blocks:
-                    parts = [decode_block(b) for (b,) in blocks]
+            # A block holds one window of at most a day: its start is less than a day before start_ms.
+            blocks: dict[int, list[bytes]] = {}
+            for sid, data in con.execute(
+                "SELECT series_id, data FROM raw_blocks WHERE start_ts > ? AND start_ts < ? AND end_ts > ?"
+                f" AND {_IN_SHARD} ORDER BY series_id, start_ts",
+                (start_ms - DAY_MS, end_ms, start_ms, shards, shards, shards, shard),
+            ):
+                blocks.setdefault(sid, []).append(data)
+            order = sorted(ids | blocks.keys())
+            samples = self.raw_samples(con, order, start_ms, end_ms)  # type: ignore[attr-defined]
+            kept: list[int] = []
+            ts_parts: list[np.ndarray] = []
+            val_parts: list[np.ndarray] = []
+            for sid in order:
+                got = samples.get(sid)
+                found = blocks.get(sid)
+                if found:
+                    ts, vals = got if got is not None else _NONE
+                    parts = [decode_block(b) for b in found]
                     # Rows first: on equal timestamps the stable sort keeps the row's value.
                     ts = np.concatenate([ts] + [p[0] for p in parts])
                     vals = np.concatenate([vals] + [p[1] for p in parts])
-                    order = np.argsort(ts, kind="stable")
-                    ts, vals = ts[order], vals[order]
+                    order_ts = np.argsort(ts, kind="stable")
+                    ts, vals = ts[order_ts], vals[order_ts]
                     keep = np.ones(ts.shape[0], dtype=bool)
                     keep[1:] = ts[1:] != ts[:-1]
-                    inside = (ts >= start_ms) & (ts < end_ms)
-                    ts, vals = ts[keep & inside], vals[keep & inside]
-                if ts.size:
-                    out.append(SeriesData(self._series_by_id(con, sid), ts, vals, Resolution.RAW))
-            return out
+                    keep &= (ts >= start_ms) & (ts < end_ms)
+                    got = ts[keep], vals[keep]
+                if got is not None and got[0].size:
+                    kept.append(sid)
+                    ts_parts.append(got[0])
+                    val_parts.append(got[1])
+            bounds = np.zeros(len(kept) + 1, dtype=np.int64)
+            np.cumsum([p.size for p in ts_parts], out=bounds[1:])
+            if not kept:
+                return RawWindow(np.zeros(0, dtype=np.int64), bounds, *_NONE)
+            return RawWindow(
+                np.array(kept, dtype=np.int64),
+                bounds,
+                np.concatenate(ts_parts).astype(np.int64, copy=False),
+                np.concatenate(val_parts).astype(np.float64, copy=False),
+            )
 
         return await self.run_read(run)
 
@@ -216,8 +248,11 @@ class SQLiteRollupMixin:
         def run(con: sqlite3.Connection) -> None:
             with con:
                 con.execute("BEGIN")
-                for r in rows:
-                    _put_chunks(con, table, resolution, r.series_id, r.rollup)
+                if len({r.series_id for r in rows}) == len(rows):
+                    _put_chunks_many(con, table, resolution, rows)
+                else:  # a series twice: each write merges into what the one before left
+                    for r in rows:
+                        _put_chunks(con, table, resolution, r.series_id, r.rollup)
 
         await self.run_write(run)
 
@@ -417,6 +452,44 @@ def _put_chunks(con: sqlite3.Connection, table: str, resolution: Resolution, ser
                 f"DELETE FROM {table} WHERE series_id = ? AND start_ts > ? AND start_ts <= ?",
                 (series_id, start, int(part.timestamps[-1])),
             )
+
+
+def _put_chunks_many(con: sqlite3.Connection, table: str, resolution: Resolution, rows: Sequence[RollupRows]) -> None:
+    """``_put_chunks`` of many series (each once), with a statement per group of chunks
+    rather than three per chunk: the stored chunks they fall in are read per chunk start
+    and group of series, the new buckets appended to them (or merged, when they do not
+    all follow the stored ones), every chunk written by one ``executemany``."""
+    pieces = chunks.encode_columns_many(resolution, [r.rollup for r in rows])
+    sids = [rows[p[0]].series_id for p in pieces]
+    by_start: dict[int, list[int]] = {}
+    for sid, p in zip(sids, pieces, strict=True):
+        by_start.setdefault(p[1], []).append(sid)
+    stored: dict[tuple[int, int], chunks.Payload] = {}
+    for start, ids in by_start.items():
+        for i in range(0, len(ids), IN_LIST):
+            part = ids[i : i + IN_LIST]
+            q = (
+                f"SELECT series_id, data, {_CHUNK_COLS} FROM {table}"
+                f" WHERE start_ts = ? AND series_id IN ({','.join('?' * len(part))})"
+            )
+            for row in con.execute(q, (start, *part)):
+                stored[(row[0], start)] = chunks.payload(row[1], chunks.COLUMNS, row[2:])
+    params = []
+    for sid, (_, start, _, cols) in zip(sids, pieces, strict=True):
+        old = stored.get((sid, start))
+        if old is not None:
+            joined = chunks.append_columns(old, cols)
+            if joined is None:
+                merged = chunks.merge(chunks.decode_payload(start, old), chunks.decode_payload(start, cols))
+                joined = chunks.encode_columns(resolution, start, merged)
+            cols = joined
+        params.append(_chunk_params(sid, start, cols))
+    con.executemany(_INSERT_CHUNK.format(table=table), params)
+    if resolution is Resolution.MINUTE:  # the provisional chunks these final buckets replace
+        con.executemany(
+            f"DELETE FROM {table} WHERE series_id = ? AND start_ts > ? AND start_ts <= ?",
+            [(sid, p[1], p[2]) for sid, p in zip(sids, pieces, strict=True)],
+        )
 
 
 def _convert_row_tables(con: sqlite3.Connection) -> None:
