@@ -274,30 +274,28 @@ def read_many(
     at = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(lens // 8, out=at[1:])
     sid_arr = np.fromiter(sids, dtype=np.int64, count=len(sids))
-    heads = np.flatnonzero(sid_arr[1:] != sid_arr[:-1]) + 1
-    first_row = np.concatenate([[0], heads])
-    sb = at[first_row]  # each series' first bucket in the joined columns, and its end
-    se = at[np.concatenate([heads, [len(rows)]])]
-    if ts.size > 1:
-        # A bucket start not above the one before it, other than at a series' first bucket:
-        # its series repeats starts (overlapping provisional chunks): read_columns sorts it out.
-        down = np.flatnonzero(ts[1:] <= ts[:-1]) + 1
-        down = down[~np.isin(down, sb)]
+    new_series = np.ones(len(rows), dtype=bool)
+    new_series[1:] = sid_arr[1:] != sid_arr[:-1]
+    # A chunk's own bucket starts ascend (encode_columns checks): a series' ascend unless a
+    # chunk's first is not above the last of the series' chunk before it (overlapping
+    # provisional chunks): that series goes through read_columns, which sorts it out.
+    full = np.flatnonzero(lens)
+    if full.size > 1:
+        prev_last, first = ts[at[full[:-1] + 1] - 1], ts[at[full[1:]]]
+        down = full[1:][(first <= prev_last) & (sid_arr[full[1:]] == sid_arr[full[:-1]])]
         if down.size:
-            hit = np.unique(np.searchsorted(sb, down, "right") - 1)
-            slow.update(int(sid_arr[first_row[i]]) for i in hit.tolist())
+            slow.update(sid_arr[down].tolist())
             return _split_slow(rows, slow, start_ms, end_ms, resolution, names)
-    below = np.zeros(ts.size + 1, dtype=np.int64)
-    np.cumsum(ts < start_ms, out=below[1:])
-    upto = np.zeros(ts.size + 1, dtype=np.int64)
-    np.cumsum(ts <= end_ms, out=upto[1:])
-    lo = (sb + below[se] - below[sb]).tolist()
-    hi = (sb + upto[se] - upto[sb]).tolist()
-    joined = {n: np.frombuffer(b"".join(blobs[j + 1]), dtype="<f8") for j, n in enumerate(names)}
+    heads = np.flatnonzero(new_series)
+    bounds = at[np.append(heads, len(rows))].tolist()
+    joined = [np.frombuffer(b"".join(blobs[j + 1]), dtype="<f8") for j in range(len(names))]
     out = {}
-    for i, k in enumerate(first_row.tolist()):
-        a, b = lo[i], hi[i]
-        out[sids[k]] = ts[a:b], {n: c[a:b] for n, c in joined.items()}
+    for i, k in enumerate(heads.tolist()):
+        a, b = bounds[i], bounds[i + 1]
+        part = ts[a:b]
+        if a < b and (part[0] < start_ms or part[-1] > end_ms):
+            a, b = a + int(part.searchsorted(start_ms, "left")), a + int(part.searchsorted(end_ms, "right"))
+        out[sids[k]] = ts[a:b], dict(zip(names, [c[a:b] for c in joined], strict=True))
     return out
 
 
