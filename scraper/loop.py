@@ -17,6 +17,7 @@ from collections import deque
 
 import aiohttp
 from prometheus_client import Counter
+from yarl import URL
 
 from discovery.target import Target
 from scraper.bounds import drop_out_of_bounds
@@ -24,6 +25,7 @@ from scraper.config import ScrapeConfig
 from scraper.exposition import ACCEPT_HEADER, ParseError, content_format
 from scraper.fastpath import ScrapeCache, ScrapeError, ScrapeOutcome
 from scraper.health import DOWN, UP, TargetHealth
+from scraper.httpclient import LeanGet, size_exceeded
 from scraper.metadata import MetadataCache
 from scraper.selfmetrics import ScraperMetrics, scraper_metrics
 from scraper.targetlabels import ResolvedTarget, discovered_labels, resolve_target
@@ -98,6 +100,7 @@ class ScrapeLoop:
             "User-Agent": USER_AGENT,
             "X-Prometheus-Scrape-Timeout-Seconds": f"{self.timeout_s:g}",
         }
+        self.lean = LeanGet(self.url, self.headers) if LeanGet.carries(URL(self.url)) else None
         # recent scrape start times (unix s), for tests and pages
         self.scrape_times: deque[float] = deque(maxlen=SCRAPE_TIMES_KEPT)
         self._task: asyncio.Task | None = None
@@ -121,6 +124,8 @@ class ScrapeLoop:
                 await task
             except asyncio.CancelledError:
                 pass
+        if self.lean is not None:
+            self.lean.close()
         if mark_stale:
             stale = self.cache.failed() + self.synthetic
             batch = SampleBatch(self.target.key)
@@ -154,35 +159,42 @@ class ScrapeLoop:
     # ------------------------------------------------------------------ one scrape
 
     async def fetch(self) -> tuple[bytes, str]:
-        """GET the target within the timeout and body size limit; returns (body, format)."""
+        """GET the target within the timeout and body size limit; returns (body, format).
+
+        The lean client (``scraper.httpclient``) makes the request; whatever is not its
+        ordinary case goes to aiohttp within the same timeout."""
         limit = self.config.body_size_limit
         try:
             async with asyncio.timeout(self.timeout_s):
-                async with self.session.get(self.url, headers=self.headers) as resp:
-                    if resp.status != 200:
-                        raise ScrapeError("http_status", f"server returned HTTP status {resp.status} {resp.reason}")
-                    fmt = content_format(resp.headers.get("Content-Type"))
-                    if not limit:
-                        return await resp.read(), fmt
-                    if resp.content_length is not None and resp.content_length > limit and not resp.headers.get(
-                        "Content-Encoding"
-                    ):
-                        raise ScrapeError(
-                            "body_size_limit",
-                            f"body size limit exceeded: Content-Length {resp.content_length} > {limit} bytes",
-                        )
-                    chunks = []
-                    total = 0
-                    async for chunk in resp.content.iter_any():
-                        total += len(chunk)
-                        if total > limit:
-                            raise ScrapeError("body_size_limit", f"body size limit exceeded: more than {limit} bytes")
-                        chunks.append(chunk)
-                    return b"".join(chunks), fmt
+                if self.lean is not None:
+                    got = await self.lean.get(limit)
+                    if got is not None:
+                        return got[0], content_format(got[1])
+                return await self._fetch_aiohttp(limit)
         except TimeoutError:
             raise ScrapeError("timeout", f"scrape timed out after {self.timeout_s:g}s") from None
         except aiohttp.ClientError as exc:
             raise ScrapeError("connection", f"{type(exc).__name__}: {exc}") from None
+
+    async def _fetch_aiohttp(self, limit: int) -> tuple[bytes, str]:
+        async with self.session.get(self.url, headers=self.headers) as resp:
+            if resp.status != 200:
+                raise ScrapeError("http_status", f"server returned HTTP status {resp.status} {resp.reason}")
+            fmt = content_format(resp.headers.get("Content-Type"))
+            if not limit:
+                return await resp.read(), fmt
+            if resp.content_length is not None and resp.content_length > limit and not resp.headers.get(
+                "Content-Encoding"
+            ):
+                raise size_exceeded(limit, resp.content_length)
+            chunks = []
+            total = 0
+            async for chunk in resp.content.iter_any():
+                total += len(chunk)
+                if total > limit:
+                    raise size_exceeded(limit)
+                chunks.append(chunk)
+            return b"".join(chunks), fmt
 
     def _count_dropped(self, counts: dict[str, int]) -> None:
         totals = self.health.samples_dropped
