@@ -83,7 +83,7 @@ class LoopWatchdog:
     ``keep`` stalls (newest last); ``on_stall`` runs in the watchdog thread for each."""
 
     threshold_s: float = 0.05
-    tick_s: float = 0.01
+    tick_s: float = 0.025  # beats and looks per second cost CPU in every process: 40 of each
     keep: int = 32
     on_stall: Callable[[Stall], None] | None = None
     stalls: list[Stall] = field(default_factory=list)

@@ -234,6 +234,7 @@ class ScrapeCache:
         self._meta: LRUCache[bytes, tuple[str, str, str] | None] = LRUCache(maxsize=META_CACHE_SIZE)
         self._aliased = False  # the last check found one series under two texts
         self._plan: LayoutPlan | None = None
+        self._plans_made = 0
         self._plan_misses = 0
         self._scrapes = 0
         self._join_quoted = False  # a body had label values over line breaks: join before parsing
@@ -279,8 +280,15 @@ class ScrapeCache:
         self._scrapes += 1
         if self._plan_misses < 3 or self._scrapes % 16 == 0:  # targets whose layout churns: try rarely
             self._plan = self._make_plan(lines, fmt, out)
+            self._plans_made += 1
         self.last_series = out.series
         return out
+
+    @property
+    def layout(self) -> int | None:
+        """After a scrape: a number that stays the same while bodies keep the comment and
+        sample lines (values aside) of this one, None when not known (no layout plan)."""
+        return self._plans_made if self._plan is not None else None
 
     def _make_plan(self, lines: list[bytes], fmt: str, out: ScrapeOutcome) -> LayoutPlan | None:
         """Record the line layout of a clean scrape so an identical layout skips the per-line work."""

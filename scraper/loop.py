@@ -248,7 +248,7 @@ class ScrapeLoop:
             for idx, explicit in out.explicit_ts:
                 timestamps[idx] = explicit
             batch.timestamps = timestamps
-            self.metadata.update(body, fmt, start)
+            self.metadata.update(body, fmt, start, self.cache.layout)
             self.health.health = UP
             self.health.last_error = ""
             self.health.samples_scraped = out.samples_scraped

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 
 import pytest
@@ -256,3 +257,26 @@ async def test_sync_with_changed_pool_config_restarts_only_that_pool(exporter):
         assert b.key not in pool.loops and b.key in pool.dropped
     finally:
         await pool.stop()
+
+
+def test_metadata_not_read_again_while_the_layout_holds():
+    from scraper.fastpath import ScrapeCache
+    from scraper.metadata import MetadataCache
+
+    def scrape(cache: ScrapeCache, body: bytes) -> None:
+        gen = cache.process(body, "text")
+        with contextlib.suppress(StopIteration):
+            while True:
+                next(gen)
+
+    cache, md = ScrapeCache({"job": "j"}), MetadataCache(refresh_s=0)
+    bodies = [b"# HELP m The m.\n# TYPE m gauge\nm %d\n" % i for i in range(3)]
+    scrape(cache, bodies[0])
+    md.update(bodies[0], "text", 1.0, cache.layout)
+    for t, body in enumerate(bodies[1:], 2):  # new values, the same lines: the metadata stands
+        scrape(cache, body)
+        assert cache.layout is not None and md.update(body, "text", float(t), cache.layout)["m"].help == "The m."
+        assert md.read_at == 1.0
+    changed = b"# HELP m Another m.\n# TYPE m gauge\nm 4\n"
+    scrape(cache, changed)
+    assert md.update(changed, "text", 9.0, cache.layout)["m"].help == "Another m." and md.read_at == 9.0
