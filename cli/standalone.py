@@ -48,6 +48,7 @@ class Standalone:
     cfg: RingmonConfig
     storage: Storage | None = None
     writer: SampleWriter | None = None
+    scrape_writer: SampleWriter | None = None  # the scrape pool's (grouped) writer
     agents: list[AgentServer] = field(default_factory=list)
     static: StaticDiscovery | None = None
     pool: ScrapePool | None = None
@@ -71,8 +72,9 @@ class Standalone:
                 raise UserError(str(exc)) from None
         self.storage = await make_storage(cfg.storage)
         self.writer = await make_writer(cfg.storage, self.storage)
+        self.scrape_writer = await make_writer(cfg.storage, self.storage, scrapes=True)
         default_cfg, pool_cfgs = cfg.scrape.engine_configs()
-        self.pool = ScrapePool(self.writer, name="standalone", default_config=default_cfg, configs=pool_cfgs)
+        self.pool = ScrapePool(self.scrape_writer, name="standalone", default_config=default_cfg, configs=pool_cfgs)
         await self.pool.sync(self.targets())
         self.engine = Engine(self.storage, limits=cfg.query.limits(), isolate=cfg.query.isolate)
         self.journal = NotificationJournal.in_data_dir(cfg.data_dir)
@@ -239,6 +241,8 @@ class Standalone:
             await self.pool.stop()
         for a in self.agents:
             await a.stop()
+        if self.scrape_writer is not None:
+            await self.scrape_writer.close()
         if self.writer is not None:
             await self.writer.close()
         if self.storage is not None:

@@ -13,7 +13,7 @@ from cli.config import StorageConfig
 from cli.errors import UserError
 from common.gc_tuning import freeze_startup_heap
 from common.loop_watchdog import LoopWatchdog
-from storage.base import DirectWriter, SampleWriter, Storage
+from storage.base import DirectWriter, GroupingWriter, GroupWrites, SampleWriter, Storage
 
 log = logging.getLogger("ringmon.wiring")
 
@@ -31,9 +31,12 @@ async def make_storage(cfg: StorageConfig) -> Storage:
     return await CassandraRollupStorage.connect(hosts=c.hosts, port=c.port, keyspace=c.keyspace)
 
 
-async def make_writer(cfg: StorageConfig, storage: Storage) -> SampleWriter:
-    """Scrapers write through this: direct for SQLite, batched with a disk spool for Cassandra."""
+async def make_writer(cfg: StorageConfig, storage: Storage, *, scrapes: bool = False) -> SampleWriter:
+    """Scrapers write through this: direct for SQLite (for ``scrapes``, the many scrape loops:
+    grouped, one transaction per ~0.1 s), batched with a disk spool for Cassandra."""
     if cfg.backend == "sqlite":
+        if scrapes and isinstance(storage, GroupWrites):
+            return GroupingWriter(storage)
         return DirectWriter(storage)
     from storage.cassandra import CassandraStorage
     from storage.writer import BatchingWriter

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -189,6 +191,77 @@ class SampleWriter(abc.ABC):
 
     def queue_depth(self) -> int:
         return 0
+
+
+@runtime_checkable
+class GroupWrites(Protocol):
+    """A store that takes many batches in one call (SQLite: one transaction); the error of
+    each batch, None where it was stored."""
+
+    async def write_many(self, batches: Sequence[SampleBatch]) -> list[Exception | None]: ...
+
+
+class GroupingWriter(SampleWriter):
+    """The scrape loops' writer on an embedded store: the batches appended within
+    ``gather_s`` of the first waiting one are stored together (``GroupWrites.write_many``:
+    one hop to the store's writer thread and one transaction instead of one per scrape).
+    ``append`` still returns once its batch is stored, or raises that batch's error; the
+    wait is the backpressure, as with ``DirectWriter``."""
+
+    def __init__(self, storage: GroupWrites, gather_s: float = 0.1) -> None:
+        self.storage = storage
+        self.gather_s = gather_s
+        self._pending: list[tuple[SampleBatch, asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._hurry = asyncio.Event()
+
+    async def append(self, batch: SampleBatch) -> None:
+        if not len(batch):
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((batch, fut))
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="grouped writes")
+        await fut
+
+    async def _run(self) -> None:
+        try:
+            while self._pending:
+                if not self._hurry.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.gather_s):
+                            await self._hurry.wait()
+                group, self._pending = self._pending, []
+                try:
+                    errors = await self.storage.write_many([b for b, _ in group])
+                except Exception as exc:  # noqa: BLE001 - every batch of the group gets it
+                    errors = [exc] * len(group)
+                except asyncio.CancelledError:
+                    for _, fut in group:
+                        fut.cancel()
+                    raise
+                for (_, fut), err in zip(group, errors, strict=True):
+                    if fut.done():
+                        continue
+                    if err is None:
+                        fut.set_result(None)
+                    else:
+                        fut.set_exception(err)
+        finally:
+            self._task = None
+
+    async def flush(self) -> None:
+        task = self._task
+        if task is None:
+            return
+        self._hurry.set()
+        try:
+            await asyncio.shield(task)
+        finally:
+            self._hurry.clear()
+
+    def queue_depth(self) -> int:
+        return len(self._pending)
 
 
 class DirectWriter(SampleWriter):

@@ -360,36 +360,50 @@ class SQLiteStorage(Storage):
         if len(batch):
             await self._run(self._writer, self._write_sync, batch)
 
+    async def write_many(self, batches: Sequence[SampleBatch]) -> list[Exception | None]:
+        """Store ``batches`` in one transaction on the writer thread (one hop for all: see
+        ``storage.base.GroupingWriter``); when that fails, each in its own transaction, so
+        only the batches that fail get their error (None for each stored or empty one)."""
+        return await self._run(self._writer, self._write_many_sync, list(batches))
+
+    def _write_many_sync(self, batches: list[SampleBatch]) -> list[Exception | None]:
+        out: list[Exception | None] = [None] * len(batches)
+        todo = [k for k, b in enumerate(batches) if len(b)]
+        if not todo:
+            return out
+        try:
+            self._write_group([batches[k] for k in todo])
+            return out
+        except Exception as exc:  # noqa: BLE001 - handed to the batch's writer
+            if len(todo) == 1:
+                out[todo[0]] = self._error(exc)
+                return out
+        for k in todo:
+            try:
+                self._write_group([batches[k]])
+            except Exception as exc:  # noqa: BLE001 - handed to the batch's writer
+                out[k] = self._error(exc)
+        return out
+
+    def _error(self, exc: Exception) -> Exception:
+        """An error as ``_run`` raises it: SQLite's wrapped in StorageError."""
+        if isinstance(exc, sqlite3.Error):
+            wrapped = StorageError(f"sqlite {self.path}: {exc}")
+            wrapped.__cause__ = exc
+            return wrapped
+        return exc
+
     def _write_sync(self, batch: SampleBatch) -> None:
+        self._write_group([batch])
+
+    def _write_group(self, batches: Sequence[SampleBatch]) -> None:
+        """Batches in one transaction, each as ``write`` stores it, in order."""
         con = self._con()
         now = self.now_ms()
-        ids = [s.id for s in batch.series]
-        frames, rest = self._plan_frames(batch.target, ids, batch.timestamps, now - self.late_after_ms)
-        new_series, new_days = self._index_rows(batch, rest, frames)
         cutoff = now - self.late_after_ms
-        late = sorted({ts // HOUR_MS for ts in batch.timestamps if ts < cutoff}) if min(batch.timestamps) < cutoff else []
         con.execute("BEGIN")
         try:
-            if new_series:
-                con.executemany(
-                    "INSERT OR IGNORE INTO series (series_id, metric, labels, target) VALUES (?,?,?,?)",
-                    new_series,
-                )
-            if new_days:
-                con.executemany(
-                    "INSERT OR IGNORE INTO series_day (day, metric, series_id) VALUES (?,?,?)", new_days
-                )
-            frames = self._check_layouts(con, batch.target, frames, rest, now)
-            if rest:
-                self._append_rest(con, batch, ids, rest)
-            for f in frames:
-                self._put_frame(con, batch, f)
-            if late:
-                con.executemany(
-                    "INSERT INTO raw_late (hour, written_at) VALUES (?, ?) ON CONFLICT (hour)"
-                    " DO UPDATE SET written_at = max(written_at, excluded.written_at)",
-                    [(int(h), now) for h in late],
-                )
+            written = [self._write_in(con, batch, now, cutoff) for batch in batches]
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -397,11 +411,40 @@ class SQLiteStorage(Storage):
             self._known_days.clear()
             self._layouts.clear()
             raise
-        for f in frames:
-            assert f.state is not None
-            f.state.day = f.ts // DAY_MS
-        self._frames_written |= bool(frames)
+        for frames in written:
+            for f in frames:
+                assert f.state is not None
+                f.state.day = f.ts // DAY_MS
+            self._frames_written |= bool(frames)
         self._maybe_transpose(now)
+
+    def _write_in(self, con: sqlite3.Connection, batch: SampleBatch, now: int, cutoff: int) -> list[_Frame]:
+        """One batch inside the caller's transaction; returns the frames it wrote."""
+        ids = [s.id for s in batch.series]
+        frames, rest = self._plan_frames(batch.target, ids, batch.timestamps, cutoff)
+        new_series, new_days = self._index_rows(batch, rest, frames)
+        late = sorted({ts // HOUR_MS for ts in batch.timestamps if ts < cutoff}) if min(batch.timestamps) < cutoff else []
+        if new_series:
+            con.executemany(
+                "INSERT OR IGNORE INTO series (series_id, metric, labels, target) VALUES (?,?,?,?)",
+                new_series,
+            )
+        if new_days:
+            con.executemany(
+                "INSERT OR IGNORE INTO series_day (day, metric, series_id) VALUES (?,?,?)", new_days
+            )
+        frames = self._check_layouts(con, batch.target, frames, rest, now)
+        if rest:
+            self._append_rest(con, batch, ids, rest)
+        for f in frames:
+            self._put_frame(con, batch, f)
+        if late:
+            con.executemany(
+                "INSERT INTO raw_late (hour, written_at) VALUES (?, ?) ON CONFLICT (hour)"
+                " DO UPDATE SET written_at = max(written_at, excluded.written_at)",
+                [(int(h), now) for h in late],
+            )
+        return frames
 
     def _plan_frames(
         self, target: str, ids: list[int], timestamps: list[int], cutoff: int
