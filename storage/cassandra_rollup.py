@@ -106,6 +106,9 @@ class CassandraRollupMixin:
     """
 
     recent_raw_keep_ms: int = DEFAULT_TTLS_S["raw_recent"] * 1000
+    # How long written raw samples wait unsealed before they expire (the frames' TTL): the
+    # rollup job logs an error once it is half that far behind (``storage.rollup_job``).
+    raw_expiry_ms: int = DEFAULT_TTLS_S["raw_frames"] * 1000
     # A block is trusted for an hour only if written this long after the hour's newest late
     # write: covers that write's time in flight, the seal's own read-to-write time and skew.
     late_seal_margin_ms: int = DEFAULT_LATE_SETTLE_MS

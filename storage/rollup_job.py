@@ -518,6 +518,11 @@ class RollupJob:
         self.metrics.shards_held.set(held)
         # A copy holding no shard this pass is behind on nothing (a stale lag would keep alerting).
         self.metrics.lag.set(max(0.0, (closed - oldest) / 1000.0) if oldest is not None else 0.0)
+        expiry = getattr(self.store, "raw_expiry_ms", None)  # raw input that expires unsealed (frames)
+        if expiry and oldest is not None and closed - oldest > expiry // 2:
+            log.error("rollup %.1f h behind: raw samples expire %.1f h after they are written, sealed or not;"
+                      " run more copies of the job (shards are leased) before then", (closed - oldest) / HOUR_MS,
+                      expiry / HOUR_MS)
         if late is not None:
             self.metrics.late_backlog.set(late.pending)
         return done

@@ -14,7 +14,8 @@ Buckets (all integers derived from the sample timestamp in ms):
 - ``raw_frames`` (version 6): partition ``(target, hour)``, one row per scrape clustered by
   ``ts``: the values in layout order (``storage.frames.encode_delta``, XOR'd with the frame at
   ``base_ts``, null = whole); ``raw_layouts``: partition ``target``, the series ids of each
-  ``layout_id``. Both expire after a day (TTL, no deletes): the rollup job seals them first;
+  ``layout_id``. Both expire with the raw retention (TTL, no deletes; the rollup job seals them
+  long before);
 - ``raw_late``: partition ``day``, one row per hour that got a late write (samples older
   than ``CassandraStorage.late_after_ms`` when written, e.g. a spool replay) and when: a
   sealed block older than that write may miss samples, so reads merge that hour's rows in;
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from storage.base import DAY_MS, HOUR_MS
+from storage.cassandra_frames import LAYOUT_REWRITE_MS
 from storage.rollup_chunks import STORED as STORED_CHUNK_COLUMNS
 from storage.rollup_upgrade import ROW_TABLES_BEFORE_CHUNKS, convert_row_table
 
@@ -76,7 +78,9 @@ DAY_S = 86_400
 DEFAULT_TTLS_S: dict[str, int] = {
     "raw_recent": 8 * DAY_S,
     "raw_blocks": 8 * DAY_S,
-    "raw_frames": 26 * 3600,  # frames and their layouts: the rollup job seals them within this
+    # frames and their layouts live as long as raw rows: a rollup job down for less than the raw
+    # retention loses nothing (a shorter TTL saves disk and relies on RingmonRollupLag)
+    "raw_frames": 8 * DAY_S,
     "rollup_1m": 32 * DAY_S,
     "rollup_1h": 370 * DAY_S,
     "index_day": 32 * DAY_S,  # covers raw and 1 m ranges
@@ -179,7 +183,9 @@ def table_statements(spec: SchemaSpec) -> list[tuple[str, str]]:
         (
             "raw_layouts",
             f"CREATE TABLE IF NOT EXISTS {ks}.raw_layouts (target text, layout_id bigint, series_ids blob, "
-            "PRIMARY KEY ((target), layout_id)) WITH " + _options(t["raw_frames"], "layout_id ASC"),
+            "PRIMARY KEY ((target), layout_id)) WITH "
+            # a layout row is rewritten every LAYOUT_REWRITE_MS: it outlives the frames naming it
+            + _options(t["raw_frames"] + LAYOUT_REWRITE_MS // 1000, "layout_id ASC"),
         ),
         (
             "raw_late",

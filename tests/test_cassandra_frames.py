@@ -146,3 +146,8 @@ def test_storage_init_adds_the_frame_tables_to_a_version_5_keyspace(cassandra) -
         assert sorted(sch.create_schema(store.session, sch.SchemaSpec(keyspace=ks))) == ["raw_frames", "raw_layouts"]
         assert sch.schema_version(store.session, ks) == sch.SCHEMA_VERSION == 6
         CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks).shutdown()
+        ttl = {r[0]: r[1] for r in store.session.execute(
+            "SELECT table_name, default_time_to_live FROM system_schema.tables WHERE keyspace_name = %s", (ks,))}
+        # frames live as long as raw rows (an outage of the rollup job shorter than that loses
+        # nothing); a layout outlives the frames naming it
+        assert ttl["raw_frames"] == ttl["raw_recent"] < ttl["raw_layouts"]

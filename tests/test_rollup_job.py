@@ -394,3 +394,17 @@ async def test_sqlite_retention_matches_the_cassandra_ttls(tmp_path) -> None:
         assert await job.apply_retention() == {"raw_chunks": 0, "raw_blocks": 0, "rollup_1m": 0, "rollup_1h": 0}
     finally:
         await st.close()
+
+
+async def test_a_job_half_the_raw_expiry_behind_logs_an_error(store, tmp_path, caplog):
+    """Raw samples that expire unsealed (Cassandra's frames) would be lost silently: a copy of
+    the job that far behind says so, with the hours left, on every pass."""
+    job = make_job(store, tmp_path / "locks", max_windows_per_pass=1)
+    lag_ms = T_END - T0 - WINDOW
+    store.raw_expiry_ms = 2 * lag_ms + 2  # not yet half behind
+    await job.run_once(initial_start_ms=T0)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    store.raw_expiry_ms = 2 * lag_ms - 2 * WINDOW - 2  # after the next window, more than half behind
+    await job.run_once()
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "behind: raw samples expire" in errors[0]
