@@ -949,10 +949,28 @@ class CassandraStorage(Storage):
     async def read_raw(
         self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int, hours: Sequence[int] | None = None
     ) -> list[SeriesData]:
-        """Raw samples of known series in [start_ms, end_ms] from ``raw_recent``.
+        """Raw samples of known series in [start_ms, end_ms] from ``raw_recent`` and ``raw_frames``.
 
         ``hours`` limits the read to those hour partitions (default: every hour of the range).
         """
+        sid, ts, val = await self.read_columns(infos, start_ms, end_ms, hours)
+        if not sid.size:
+            return []
+        cuts = np.nonzero(sid[1:] != sid[:-1])[0] + 1
+        info_by_id = {i.series.id: i for i in infos}
+        out = []
+        for s_ids, s_ts, s_val in zip(np.split(sid, cuts), np.split(ts, cuts), np.split(val, cuts), strict=True):
+            found = info_by_id.get(int(s_ids[0]))
+            if found is not None:
+                out.append(SeriesData(found.series, s_ts.copy(), s_val.copy()))
+        out.sort(key=lambda d: d.series.labels)
+        return out
+
+    async def read_columns(
+        self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int, hours: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``read_raw`` as three columns (series id, ts, value), sorted by series then time."""
+        empty = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
         by_target: dict[str, list[int]] = {}
         for info in infos:
             for t in info.targets:
@@ -961,7 +979,7 @@ class CassandraStorage(Storage):
             hours = range(start_ms // sch.RAW_BUCKET_MS, end_ms // sch.RAW_BUCKET_MS + 1)
         hours = sorted(hours)
         if not hours:
-            return []
+            return empty
         tasks = []
         singles: list[int | None] = []  # the series id of a one-series read (rows are ts, value)
         for target, ids in by_target.items():
@@ -1000,7 +1018,7 @@ class CassandraStorage(Storage):
                     parts_val.append(val)
                     parts_prio.append(np.zeros(ts.size, dtype=np.int8))
         if not parts_ts:
-            return []
+            return empty
         sid = np.concatenate(parts_sid)
         ts = np.concatenate(parts_ts)
         val = np.concatenate(parts_val)
@@ -1013,15 +1031,7 @@ class CassandraStorage(Storage):
             keep = np.ones(sid.size, dtype=bool)
             keep[1:] = (sid[1:] != sid[:-1]) | (ts[1:] != ts[:-1])
             sid, ts, val = sid[keep], ts[keep], val[keep]
-        cuts = np.nonzero(sid[1:] != sid[:-1])[0] + 1
-        info_by_id = {i.series.id: i for i in infos}
-        out = []
-        for s_ids, s_ts, s_val in zip(np.split(sid, cuts), np.split(ts, cuts), np.split(val, cuts), strict=True):
-            found = info_by_id.get(int(s_ids[0]))
-            if found is not None:
-                out.append(SeriesData(found.series, s_ts.copy(), s_val.copy()))
-        out.sort(key=lambda d: d.series.labels)
-        return out
+        return sid, ts, val
 
 
 async def _gather_waves(coros: list, limit: int = MAX_CONCURRENT_REQUESTS, return_exceptions: bool = False) -> list:

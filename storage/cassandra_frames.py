@@ -174,10 +174,10 @@ def frame_samples(
         times, matrix = decode_chains([g[0] for g in group], [g[1] for g in group], [g[2] for g in group], layout.size)
         inside = (times >= start_ms) & (times <= end_ms)
         times, matrix = times[inside], matrix[inside][:, cols]
-        for j, sid in enumerate(sids):
-            parts[0].append(np.full(times.size, sid, dtype=np.int64))
-            parts[1].append(times)
-            parts[2].append(matrix[:, j])
+        # column-major: each wanted series' samples in time order, one series after another
+        parts[0].append(np.repeat(np.asarray(sids, dtype=np.int64), times.size))
+        parts[1].append(np.tile(times, len(sids)))
+        parts[2].append(np.ascontiguousarray(matrix.T).reshape(-1))
     if not parts[0]:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty, np.empty(0, dtype=np.float64)

@@ -30,10 +30,10 @@ read from rows, concurrently with the blocks, and any hour without a block (not 
 a gap, a window larger than ``BLOCK_LOOKBACK_MS``) falls back to rows, so a read is never
 less complete than the rows alone.
 
-``read_raw_window`` (the rollup job's input) reads rows, and blocks only for ranges older
-than ``recent_raw_keep_ms``, through ``select_rows`` (all series of the window, filtered by
-shard): correct for every shard count, but each shard reads the whole window. A backend
-that can list one shard's series from its index should override it.
+``read_raw_window`` (the rollup job's input) reads rows and frames, and blocks only for
+ranges older than ``recent_raw_keep_ms``, of the shard's series (from the index of the
+window): its rows, and its columns out of each target's frames (a frame holds every shard's
+series, so each shard decodes every frame of the window).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ from storage.rollup_job import (
     DEFAULT_GRACE_MS,
     DEFAULT_LATE_SETTLE_MS,
     DEFAULT_WINDOW_MS,
+    RawWindow,
     RollupRows,
     SealedBlock,
 )
@@ -127,6 +128,8 @@ class CassandraRollupMixin:
         async def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Series]: ...
         async def read_raw(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
                            hours: Sequence[int] | None = None) -> list[SeriesData]: ...
+        async def read_columns(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
+                               hours: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
     _rollup_ps: dict | None = None
     _chunk_reads: dict | None = None  # (resolution, aggregates) -> prepared chunk read
@@ -162,19 +165,21 @@ class CassandraRollupMixin:
                         f"INSERT INTO {ks}.rollup_1m_chunks (series_id, day, start_ts, data, {_CHUNK_COLS})"
                         f" VALUES (?, ?, ?, ?{_MARKS}) USING TTL ?"
                     ),
-                    "1m_chunk_get": p(
-                        f"SELECT data, {_CHUNK_COLS} FROM {ks}.rollup_1m_chunks"
-                        " WHERE series_id = ? AND day = ? AND start_ts = ?"
+                    "1m_chunks_get": p(
+                        f"SELECT series_id, data, {_CHUNK_COLS} FROM {ks}.rollup_1m_chunks"
+                        " WHERE series_id IN ? AND day = ? AND start_ts = ?"
                     ),
-                    "1h_chunk_get": p(
-                        f"SELECT data, {_CHUNK_COLS} FROM {ks}.rollup_1h_chunks"
-                        " WHERE series_id = ? AND bucket = ? AND start_ts = ?"
+                    "1h_chunks_get": p(
+                        f"SELECT series_id, data, {_CHUNK_COLS} FROM {ks}.rollup_1h_chunks"
+                        " WHERE series_id IN ? AND bucket = ? AND start_ts = ?"
                     ),
                     "meta_get": p(f"SELECT value FROM {ks}.meta WHERE key = ?"),
                     "meta_set": p(f"INSERT INTO {ks}.meta (key, value) VALUES (?, ?)"),
                 }
                 out["blocks_read"].fetch_size = None  # bounded by BLOCK_READ_SERIES_CHUNK
-                for name in ("1m_chunk_get", "1h_chunk_get", "1m_chunk_ins", "1h_chunk_ins"):
+                for name in ("1m_chunks_get", "1h_chunks_get"):
+                    out[name].fetch_size = None  # bounded by CHUNK_READ_SERIES
+                for name in ("1m_chunks_get", "1h_chunks_get", "1m_chunk_ins", "1h_chunk_ins"):
                     # A window's merge reads what the previous window wrote: quorum reads and
                     # writes overlap in a replica whatever the replication factor.
                     out[name].consistency_level = ConsistencyLevel.LOCAL_QUORUM
@@ -227,10 +232,24 @@ class CassandraRollupMixin:
 
     # -- RollupStore ------------------------------------------------------------------------
 
-    async def read_raw_window(self, shard: int, shards: int, start_ms: int, end_ms: int) -> list[SeriesData]:
+    async def _shard_infos(self, shard: int, shards: int, start_ms: int, end_ms: int) -> list[SeriesInfo]:
+        """The shard's series of [start_ms, end_ms) from the index: only those are read (a
+        target's frames are decoded whole, but only the shard's columns become samples)."""
         every = [Matcher(METRIC_NAME, MatchOp.RE, ".+")]
-        data = await self.select_rows(every, start_ms, end_ms - 1)
-        return [d for d in data if d.series.id % shards == shard]
+        return [i for i in await self._select_series(every, start_ms, end_ms - 1) if i.series.id % shards == shard]
+
+    async def read_raw_window(self, shard: int, shards: int, start_ms: int, end_ms: int) -> list[SeriesData]:
+        return await self.rows_and_blocks(await self._shard_infos(shard, shards, start_ms, end_ms), start_ms, end_ms - 1)
+
+    async def read_raw_window_arrays(self, shard: int, shards: int, start_ms: int, end_ms: int) -> RawWindow:
+        """``read_raw_window`` as one ``RawWindow``: the columns of rows and frames merged
+        (``read_columns``) go to the job as they are, no per-series objects on the way."""
+        infos = await self._shard_infos(shard, shards, start_ms, end_ms)
+        if start_ms < self.now_ms() - self.recent_raw_keep_ms:  # sealed blocks too: the general path
+            return RawWindow.of(await self.rows_and_blocks(infos, start_ms, end_ms - 1))
+        sid, ts, val = await self.read_columns(infos, start_ms, end_ms - 1) if infos else (_NO_IDS, _NO_IDS, _NO_VALUES)
+        ids, firsts = np.unique(sid, return_index=True)
+        return RawWindow(ids, np.append(firsts, sid.size).astype(np.int64), ts, val)
 
     async def write_blocks(self, blocks: Sequence[SealedBlock]) -> None:
         ps = (await self._ps())["block_ins"]
@@ -248,25 +267,37 @@ class CassandraRollupMixin:
         """Each row's buckets into their chunks, merged with what the chunks hold (newer wins)."""
         ps = await self._ps()
         key = "1m" if resolution is Resolution.MINUTE else "1h"
-        get, ins = ps[f"{key}_chunk_get"], ps[f"{key}_chunk_ins"]
+        get, ins = ps[f"{key}_chunks_get"], ps[f"{key}_chunk_ins"]
         merged: dict[tuple[int, int], Rollup] = {}
         for r in rows:  # (a series twice in ``rows``: the later rows win, as for upserts)
             for start, part in chunks.split(resolution, r.rollup):
                 k = (r.series_id, start)
                 merged[k] = chunks.merge(merged[k], part) if k in merged else part
 
-        def merge_write(sid: int, start: int, part: Rollup) -> Callable[[], Awaitable[None]]:
+        # What the chunks hold: one read per chunk start and CHUNK_READ_SERIES series (not one
+        # per series: the seal's requests are its cost), then one write per chunk.
+        by_start: dict[int, list[int]] = {}
+        for sid, start in merged:
+            by_start.setdefault(start, []).append(sid)
+        there: dict[tuple[int, int], Rollup] = {}
+
+        def read(start: int, sids: list[int]) -> Callable[[], Awaitable[None]]:
             async def run() -> None:
-                params = (sid, _partition(resolution, start), start)
-                pages = await self.execute(get, params)
-                there = [chunks.payload(row[0], chunks.COLUMNS, row[1:]) for page in pages for row in page]
-                data = chunks.merge(chunks.decode_payload(start, there[0]), part) if there else part
-                cols = chunks.encode_columns(resolution, start, data)
-                await self.execute(ins, (*params, b"", *(cols[c] for c in chunks.COLUMNS)))
+                for page in await self.execute(get, (sids, _partition(resolution, start), start)):
+                    for row in page:
+                        payload = chunks.payload(row[1], chunks.COLUMNS, row[2:])
+                        there[(row[0], start)] = chunks.decode_payload(start, payload)
 
             return run
 
-        await self._bounded_steps([merge_write(sid, start, part) for (sid, start), part in merged.items()])
+        await self._bounded_steps([read(start, sids[i : i + CHUNK_READ_SERIES])
+                                   for start, sids in by_start.items() for i in range(0, len(sids), CHUNK_READ_SERIES)])
+        writes = []
+        for (sid, start), part in merged.items():
+            old = there.get((sid, start))
+            cols = chunks.encode_columns(resolution, start, chunks.merge(old, part) if old is not None else part)
+            writes.append((ins, (sid, _partition(resolution, start), start, b"", *(cols[c] for c in chunks.COLUMNS))))
+        await self._bounded(writes)
 
     async def write_fresh_minutes(self, rows: Sequence[RollupRows]) -> None:
         """Provisional 1m buckets of an open window (the job's fresh pass): a chunk per series
@@ -414,12 +445,16 @@ class CassandraRollupMixin:
         """Raw samples from ``raw_recent`` rows, merged with sealed blocks only when the range
         reaches back past ``recent_raw_keep_ms`` (the rollup job's input: a rerun of a window
         reseals from its rows while they exist)."""
-        recent = await CassandraStorage.select(self, matchers, start_ms, end_ms)  # type: ignore[arg-type]
+        return await self.rows_and_blocks(await self._select_series(matchers, start_ms, end_ms), start_ms, end_ms)
+
+    async def rows_and_blocks(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int) -> list[SeriesData]:
+        """``select_rows`` of known series."""
+        recent = await self.read_raw(infos, start_ms, end_ms) if infos else []
         horizon = self.now_ms() - self.recent_raw_keep_ms
         if start_ms >= horizon:
             return recent
         # Older part: sealed blocks, for every matching series (some may have no rows left).
-        found = await self.series(matchers, start_ms, end_ms)
+        found = sorted((i.series for i in infos), key=lambda s: s.labels)
         sealed = await asyncio.gather(*(self.read_blocks(s.id, start_ms, end_ms + 1) for s in found))
         by_id = {d.series.id: d for d in recent}
         out = []
@@ -515,6 +550,10 @@ class CassandraRollupMixin:
 
 class CassandraRollupStorage(CassandraRollupMixin, CassandraStorage):
     """Cassandra storage with the rollup store."""
+
+
+_NO_IDS = np.empty(0, dtype=np.int64)
+_NO_VALUES = np.empty(0, dtype=np.float64)
 
 
 async def _no_rows() -> list[SeriesData]:

@@ -94,7 +94,7 @@ async def test_the_rollup_job_seals_frames_into_blocks_bit_exact(cassandra, tmp_
 
     from storage.base import HOUR_MS
     from storage.cassandra_rollup import CassandraRollupStorage
-    from storage.rollup_job import RollupJob
+    from storage.rollup_job import RawWindow, RollupJob
     from storage.rollup_lease import LocalShardLease
 
     window = 2 * HOUR_MS
@@ -112,6 +112,13 @@ async def test_the_rollup_job_seals_frames_into_blocks_bit_exact(cassandra, tmp_
                                    for k, t in enumerate(ts.tolist()) if lo <= k < lo + 25))
         frames = await store.execute(f"SELECT count(*) FROM {store.keyspace}.raw_frames")
         assert frames[0][0][0] == ts.size
+        for shard in range(2):  # the job's input as arrays: what the per-series read gives
+            arrays = await store.read_raw_window_arrays(shard, 2, start, start + window)
+            want = RawWindow.of(await store.read_raw_window(shard, 2, start, start + window))
+            assert arrays.ids.tolist() == want.ids.tolist() and arrays.bounds.tolist() == want.bounds.tolist()
+            assert arrays.timestamps.tolist() == want.timestamps.tolist()
+            assert arrays.values.view(np.int64).tolist() == want.values.view(np.int64).tolist()
+            assert arrays.ids.size == sum(1 for s in series if s.id % 2 == shard)
         job = RollupJob(store, LocalShardLease(tmp_path / "locks"), window_ms=window, shards=2, now_ms=lambda: now)
         await job.backfill(start - window, now)
         sealed_until = job.closed_until()
