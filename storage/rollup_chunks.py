@@ -258,16 +258,18 @@ def read_many(
     slow: set[int] = set()
     if any(cols[2]):  # record-form chunks (written before column form)
         slow.update(sid for sid, data in zip(sids, cols[2], strict=True) if data)
-    lens = np.zeros(0, dtype=np.int64)
+    sizes: list[int] = []
     for j, column in enumerate(blobs):
         if None in column:  # (a column the chunk was written without)
             slow.update(sid for sid, v in zip(sids, column, strict=True) if v is None)
             column = blobs[j] = tuple(v or b"" for v in column)
-        got = np.fromiter(map(len, column), dtype=np.int64, count=len(column))
-        bad = got % 8 != 0 if j == 0 else got != lens
-        lens = got if j == 0 else lens
-        if bad.any():
-            slow.update(sids[i] for i in np.flatnonzero(bad).tolist())
+        got = list(map(len, column))
+        if j == 0:
+            sizes = got
+            slow.update(sid for sid, n in zip(sids, got, strict=True) if n % 8)
+        elif got != sizes:
+            slow.update(sid for sid, n, want in zip(sids, got, sizes, strict=True) if n != want)
+    lens = np.array(sizes, dtype=np.int64)
     if slow:
         return _split_slow(rows, slow, start_ms, end_ms, resolution, names)
     ts = np.frombuffer(b"".join(blobs[0]), dtype="<i8")
