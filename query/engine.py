@@ -237,7 +237,7 @@ def _edge_samples(plan: FetchPlan) -> bool:
             return False
         starts = np.concatenate([d.timestamps for d in parts])
         first = np.concatenate([d.agg["first_ts"] for d in parts])  # type: ignore[index]
-    s = starts[~(first != starts)]  # (NaN: not known)
+    s = starts[first == starts]  # (a NaN first sample time: not on the edge)
     for t0, t1, step, rng in plan.edge_grids:
         rel = s[(s >= t0 - rng) & (s <= t1)] - t0
         on = (rel % step == 0) | ((rel + rng) % step == 0) if step else (rel == 0) | (rel == -rng)
