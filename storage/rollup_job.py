@@ -143,10 +143,20 @@ class RollupStore(Protocol):
 @runtime_checkable
 class RawWindowArrays(Protocol):
     """Optional for a ``RollupStore``: its raw window as one set of arrays, without a
-    ``Series`` per series (the job needs only ids); else the job joins ``read_raw_window``."""
+    ``Series`` per series (the job needs only ids; else the job joins ``read_raw_window``),
+    and the raw rows a seal made redundant dropped (a store whose reads take sealed blocks
+    for what they hold: SQLite; Cassandra's raw rows expire by TTL)."""
 
-    async def read_raw_window_arrays(self, shard: int, shards: int, start_ms: int, end_ms: int) -> RawWindow:
-        """What ``read_raw_window`` gives, as a ``RawWindow``."""
+    async def read_raw_window_arrays(
+        self, shard: int, shards: int, start_ms: int, end_ms: int, seal_from_ms: int | None = None
+    ) -> RawWindow:
+        """What ``read_raw_window`` gives, as a ``RawWindow``; with ``seal_from_ms`` (a seal of
+        [seal_from_ms, end_ms)) its ``sealed_rows`` are the raw rows of that window read."""
+        ...
+
+    async def drop_sealed_raw(self, rows: Sequence[tuple[int, int, int]]) -> int:
+        """Delete the ``sealed_rows`` of a window whose blocks are written, unless written to
+        since they were read; returns how many went."""
         ...
 
 
@@ -258,6 +268,8 @@ class RawWindow:
     bounds: np.ndarray  # int64, len(ids) + 1
     timestamps: np.ndarray  # int64 ms
     values: np.ndarray  # float64, bit-exact
+    # the raw rows a seal read that its blocks hold, as the store recorded them (``RawWindowArrays``)
+    sealed_rows: Sequence[tuple[int, int, int]] = ()
 
     @classmethod
     def of(cls, data: Sequence[SeriesData]) -> RawWindow:
@@ -426,7 +438,7 @@ class RollupJob:
         """Seal and roll up one shard window (idempotent)."""
         end_ms = start_ms + self.window_ms
         t0 = time.monotonic()
-        data = await self._read_window(shard, start_ms - self.max_gap_ms, end_ms)
+        data = await self._read_window(shard, start_ms - self.max_gap_ms, end_ms, seal_from_ms=start_ms)
         loop = asyncio.get_running_loop()
         blocks, minutes, hours = await loop.run_in_executor(
             None, compute_window, data, start_ms, end_ms, self.max_gap_ms
@@ -436,6 +448,8 @@ class RollupJob:
         if minutes:
             await self.store.write_rollups(Resolution.MINUTE, minutes)
             await self.store.write_rollups(Resolution.HOUR, hours)
+        if isinstance(data, RawWindow) and data.sealed_rows and isinstance(self.store, RawWindowArrays):
+            await self.store.drop_sealed_raw(data.sealed_rows)  # its blocks hold them now
         res = WindowResult(
             shard,
             start_ms,
@@ -456,9 +470,11 @@ class RollupJob:
         m.window_seconds.observe(time.monotonic() - t0)
         return res
 
-    async def _read_window(self, shard: int, start_ms: int, end_ms: int) -> Sequence[SeriesData] | RawWindow:
+    async def _read_window(
+        self, shard: int, start_ms: int, end_ms: int, seal_from_ms: int | None = None
+    ) -> Sequence[SeriesData] | RawWindow:
         if isinstance(self.store, RawWindowArrays):
-            return await self.store.read_raw_window_arrays(shard, self.shards, start_ms, end_ms)
+            return await self.store.read_raw_window_arrays(shard, self.shards, start_ms, end_ms, seal_from_ms)
         return await self.store.read_raw_window(shard, self.shards, start_ms, end_ms)
 
     async def run_once(self, initial_start_ms: int | None = None) -> list[WindowResult]:

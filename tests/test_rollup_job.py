@@ -408,3 +408,66 @@ async def test_a_job_half_the_raw_expiry_behind_logs_an_error(store, tmp_path, c
     await job.run_once()
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "behind: raw samples expire" in errors[0]
+
+
+async def test_seal_drops_its_raw_rows_and_reads_take_the_blocks(store, data, tmp_path):
+    """After the seal a window's raw chunk rows are gone (its blocks hold them): selects give
+    the same samples bit for bit, a late sample written after the seal is read at once, and
+    a row written between a seal's read and its drop stays."""
+    everything = [Matcher("__name__", MatchOp.RE, "gen_.*")]
+    before = {d.series.id: (d.timestamps, d.values.view(np.int64)) for d in await store.select(everything, T0 - HOUR_MS, T_END + HOUR_MS)}
+
+    def rows_in(lo: int, hi: int) -> int:
+        con = sqlite3.connect(tmp_path / "ringmon.db")
+        try:
+            return int(con.execute("SELECT count(*) FROM raw_chunks WHERE start_ts >= ? AND start_ts < ?", (lo, hi)).fetchone()[0])
+        finally:
+            con.close()
+
+    assert rows_in(T0, T_END) > 0
+    await make_job(store, tmp_path / "locks").run_once(initial_start_ms=T0)
+    assert rows_in(T0, T_END) == 0 and rows_in(T0 - HOUR_MS, T0) > 0  # before the first window: not sealed
+    after = {d.series.id: (d.timestamps, d.values.view(np.int64)) for d in await store.select(everything, T0 - HOUR_MS, T_END + HOUR_MS)}
+    assert after.keys() == before.keys()
+    for sid, (ts, bits) in before.items():
+        np.testing.assert_array_equal(after[sid][0], ts)
+        np.testing.assert_array_equal(after[sid][1], bits)
+    s, (ts, _, target) = next(iter(data.items()))
+    late_ts = int(ts[(ts >= T0) & (ts < T_END)][10])
+    await store.write(SampleBatch(target, [s], [late_ts], [4242.5]))  # a new value for a sealed sample
+    got = (await store.select([Matcher("__name__", MatchOp.EQ, s.metric), *[Matcher(k, MatchOp.EQ, v) for k, v in s.labels if k != "__name__"]], late_ts, late_ts))[0]
+    assert got.values.tolist() == [4242.5]
+    # A seal's read, then a write to one of the rows it read, then its drop: that row stays.
+    window = await store.read_raw_window_arrays(0, 1, T0 - 5 * MINUTE_MS, T0 + WINDOW, seal_from_ms=T0)
+    assert any(r[0] == s.id for r in window.sealed_rows)
+    await store.write(SampleBatch(target, [s], [late_ts + 1], [1.0]))
+    assert await store.drop_sealed_raw(window.sealed_rows) == len(window.sealed_rows) - 1
+    assert rows_in(T0, T0 + WINDOW) == 1
+
+
+async def test_blocks_table_of_an_older_database_becomes_a_rowid_table(tmp_path):
+    """raw_blocks was a WITHOUT ROWID table (a 1 KB block overflowed into a page of its own):
+    opening the file rebuilds it as a rowid table with its rows."""
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)
+    con.execute(
+        "CREATE TABLE raw_blocks (series_id INTEGER NOT NULL, start_ts INTEGER NOT NULL, end_ts INTEGER NOT NULL,"
+        " count INTEGER NOT NULL, first_ts INTEGER NOT NULL, last_ts INTEGER NOT NULL, data BLOB NOT NULL,"
+        " PRIMARY KEY (series_id, start_ts)) WITHOUT ROWID"
+    )
+    con.execute("INSERT INTO raw_blocks VALUES (-5, ?, ?, 1, ?, ?, x'0102')", (T0, T0 + WINDOW, T0 + 1, T0 + 1))
+    con.commit()
+    con.close()
+    store = await SQLiteRollupStorage.open(path)
+    try:
+        assert await store.get_checkpoint("rollup", 0) is None  # opens the rollup tables
+    finally:
+        await store.close()
+    con = sqlite3.connect(path)
+    try:
+        sql = con.execute("SELECT sql FROM sqlite_master WHERE name = 'raw_blocks'").fetchone()[0]
+        assert "WITHOUT ROWID" not in sql.upper()
+        assert con.execute("SELECT * FROM raw_blocks").fetchall() == [(-5, T0, T0 + WINDOW, 1, T0 + 1, T0 + 1, b"\x01\x02")]
+        assert con.execute("SELECT 1 FROM sqlite_master WHERE name = 'raw_blocks_ts'").fetchone() is not None
+    finally:
+        con.close()
