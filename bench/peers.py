@@ -27,9 +27,11 @@ after ``--warmup`` seconds (the cluster: ``--cluster-warmup``) it is measured fo
 * bytes on disk per stored sample: ``du`` of the data dir after the system stopped, over the
   samples it stored since start. For Ringmon the rollup job first seals the window holding the
   data (``RollupJob.run_once`` with its clock moved past the window's end plus grace, in a child
-  process whose CPU - plus Cassandra's during the seal - is reported as its own row); the raw
-  rows stay beside the sealed blocks until ``raw_recent`` retention, as in production
-  (Cassandra: after ``nodetool flush``, the keyspace's directory);
+  process whose CPU - plus Cassandra's during the seal - is reported as its own row; on
+  SQLite the seal drops the raw rows it sealed, on Cassandra they stay until the
+  ``raw_recent`` TTL, as in production; Cassandra: after ``nodetool flush``, the keyspace's
+  directory); and raw bytes per sample after sealing: Ringmon's raw tables with their indexes
+  (SQLite: their pages by ``dbstat``; Cassandra: their table directories), a peer's data dir;
 * the median wall time of ``sum by (mode)(rate(node_cpu_seconds_total[1m]))`` over the
   window (step = interval) through each system's /api/v1/query_range, 5 runs after one
   unmeasured run.
@@ -484,6 +486,7 @@ class RingmonCluster:
                 extra["seal_cassandra_cpu_s"] = proc_cpu_s(node.pid) - c0
                 extra["seal_cpu_s"] += extra["seal_cassandra_cpu_s"]
                 node.nodetool("flush", "ringmon", timeout_s=300)
+                extra["raw_disk_bytes"] = float(cassandra_raw_bytes(self.data_dir()))
         finally:
             if self.node is not None:
                 self.node.stop()
@@ -526,8 +529,35 @@ async def seal_child(cfg_path: str) -> dict[str, float]:
     finally:
         await store.close()
     sealed = sum(getattr(w, "samples", 0) for w in done)
-    return {"seal_cpu_s": cpu, "seal_windows": float(len(done)),
-            "samples_sealed": float(sealed), "block_bytes": float(sum(getattr(w, "block_bytes", 0) for w in done))}
+    out = {"seal_cpu_s": cpu, "seal_windows": float(len(done)),
+           "samples_sealed": float(sealed), "block_bytes": float(sum(getattr(w, "block_bytes", 0) for w in done))}
+    if cfg.storage.backend == "sqlite":
+        out["raw_disk_bytes"] = float(sqlite_raw_bytes(Path(cfg.storage.sqlite.path)))
+    return out
+
+
+RAW_TABLES = ("raw_chunks", "raw_frames", "raw_layouts", "raw_blocks", "raw_late", "raw_recent")
+
+
+def sqlite_raw_bytes(path: Path) -> int:
+    """Pages of the raw tables and their indexes in a SQLite file (``dbstat``): what raw samples
+    take on disk. Pages the seal freed by dropping sealed raw rows are not counted: the file keeps
+    them and the next writes reuse them."""
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    try:
+        marks = ",".join("?" * len(RAW_TABLES))
+        row = con.execute(f"SELECT sum(s.pgsize) FROM dbstat s JOIN sqlite_master m ON m.name = s.name"
+                          f" WHERE m.tbl_name IN ({marks})", RAW_TABLES).fetchone()
+        return int(row[0] or 0)
+    finally:
+        con.close()
+
+
+def cassandra_raw_bytes(keyspace_dir: Path) -> int:
+    """Bytes of the raw tables' directories of a flushed Cassandra keyspace (``<table>-<id>``)."""
+    return sum(du_bytes(d) for d in keyspace_dir.glob("*-*") if d.name.rsplit("-", 1)[0] in RAW_TABLES)
 
 
 SYSTEMS: dict[str, Callable[[], System]] = {
@@ -588,6 +618,12 @@ class Figures:
         return self.disk_bytes / self.stored_total if self.stored_total else math.nan
 
     @property
+    def raw_bytes_per_sample(self) -> float:
+        """Raw samples' bytes on disk (Ringmon: its raw tables after the seal; a peer: its data dir)."""
+        raw = self.extra.get("raw_disk_bytes", float(self.disk_bytes))
+        return raw / self.stored_total if self.stored_total else math.nan
+
+    @property
     def query_median_ms(self) -> float:
         return statistics.median(self.query_ms) if self.query_ms else math.nan
 
@@ -608,6 +644,7 @@ ROWS: list[tuple[str, Callable[[Figures], float], str]] = [
     ("peak RSS per series, KiB", lambda f: f.rss_kib_per_series, "{:.2f}"),
     ("  scraper peak RSS per series, KiB (cluster)", lambda f: f.role_rss_kib_per_series("scraper"), "{:.2f}"),
     ("bytes on disk per sample", lambda f: f.bytes_per_sample, "{:.1f}"),
+    ("raw bytes on disk per sample after sealing", lambda f: f.raw_bytes_per_sample, "{:.2f}"),
     ("range query median, ms", lambda f: f.query_median_ms, "{:.0f}"),
     ("rollup seal CPU per sample, us", lambda f: f.seal_us_per_sample, "{:.2f}"),
 ]
@@ -686,7 +723,8 @@ def measure(system: System, tmp: Path, ports: list[int], control: int, args: arg
           f"{fig.disk_bytes / 2**20:.1f} MiB on disk for {fig.stored_total:,.0f} samples; "
           f"query {fig.query_median_ms:.0f} ms ({fig.query_series} series)"
           + (f"; seal {extra['seal_cpu_s']:.1f}s CPU, {extra['samples_sealed']:,.0f} samples sealed, "
-             f"{extra['block_bytes'] / max(extra['samples_sealed'], 1):.2f} bytes/sample in blocks"
+             f"{extra['block_bytes'] / max(extra['samples_sealed'], 1):.2f} bytes/sample in blocks, "
+             f"{fig.raw_bytes_per_sample:.2f} raw bytes/sample on disk"
              if "seal_cpu_s" in extra else ""), flush=True)
     return fig
 
