@@ -11,6 +11,12 @@ writer queue, samples appended per second and the write lag (age of the newest s
 sample, read back from Cassandra through the query engine); at the end the figures the
 sizing note (docs/SIZING.md) is derived from: samples/s per scraper process, scraper CPU
 microseconds per sample, memory growth, write lag p50/max. Prints figures, asserts nothing.
+
+Take-over (issue #20), ``--scrapers 3 --kill-after 240``: three scrapers share the targets;
+after ``--kill-after`` seconds the second is SIGKILLed and its targets move to the others.
+Every 5 s it prints the survivors' CPU against their steady CPU (the minute before the
+kill); at the end the peak ratio, how long it stayed over 2x, and the survivors' failed
+(timed-out) scrapes after the kill.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -59,6 +66,32 @@ def scraper_metrics(listen: str) -> dict[str, float]:
             return parse_metrics(r.read().decode())
     except OSError:
         return {}
+
+
+def scrape_counts(listen: str) -> tuple[float, float, float] | None:
+    """(scrapes, failed scrapes, timed-out scrapes) of a scraper so far; None when it does not answer."""
+    from scraper.exposition import ParseError, parse
+
+    try:
+        with urllib.request.urlopen(f"http://{listen}/metrics", timeout=20) as r:  # noqa: S310 - 127.0.0.1
+            text = r.read()
+    except OSError:
+        return None
+    scrapes = failed = timeouts = 0.0
+    for line in text.splitlines():
+        if not line.startswith(b"ringmon_scraper_scrape"):
+            continue
+        try:
+            samples = parse(line + b"\n")
+        except ParseError:
+            continue
+        for smp in samples:
+            if smp.name == "ringmon_scraper_scrapes_total":
+                scrapes += smp.value
+            elif smp.name == "ringmon_scraper_scrape_failures_total":
+                failed += smp.value
+                timeouts += smp.value if dict(smp.labels).get("reason") == "timeout" else 0.0
+    return scrapes, failed, timeouts
 
 
 # -- the synthetic targets (a child process) ---------------------------------------------------
@@ -170,15 +203,22 @@ def run(args: argparse.Namespace) -> int:
         for p in ports:
             reg.register_host("load", f"127.0.0.1:{p}")
         reg.stop()
-        listen = f"127.0.0.1:{args.scraper_port}"
-        slog = open(base / "scraper.log", "ab")
-        scraper = subprocess.Popen([sys.executable, "-m", "cli.main", "scraper", "--config", str(cfg_path), "--id",
-                                    "load-1", "--listen", listen], cwd=REPO, stdout=slog, stderr=subprocess.STDOUT)
-        procs.append(scraper)
+        listens = [f"127.0.0.1:{args.scraper_port + i}" for i in range(args.scrapers)]
+        scrapers = []
+        for i, listen in enumerate(listens):
+            slog = open(base / f"scraper-{i + 1}.log", "ab")
+            scrapers.append(subprocess.Popen(
+                [sys.executable, "-m", "cli.main", "scraper", "--config", str(cfg_path), "--id", f"load-{i + 1}",
+                 "--listen", listen], cwd=REPO, stdout=slog, stderr=subprocess.STDOUT))
+        procs.extend(scrapers)
         print(f"{args.targets} targets x {args.series} series = {args.targets * args.series:,} active series every "
-              f"{args.interval:g}s -> {args.targets * args.series / args.interval:,.0f} samples/s, one scraper "
-              f"(pid {scraper.pid}), {args.minutes:g} min", flush=True)
-        appended = asyncio.run(measure(args, scraper.pid, node.pid or 0, listen, config_from_dict(cfg)))
+              f"{args.interval:g}s -> {args.targets * args.series / args.interval:,.0f} samples/s, "
+              f"{args.scrapers} scraper(s) (pids {', '.join(str(p.pid) for p in scrapers)}), {args.minutes:g} min",
+              flush=True)
+        if args.kill_after:
+            takeover(args, scrapers, listens)
+            return 0
+        appended = asyncio.run(measure(args, scrapers[0].pid, node.pid or 0, listens[0], config_from_dict(cfg)))
         disk_figures(node, appended)
     except NodeError as exc:
         print(f"load: Cassandra: {exc}", file=sys.stderr)
@@ -212,6 +252,66 @@ def disk_figures(node: CassandraNode, appended: float) -> None:
           f"= {total / max(appended, 1):.1f} bytes/sample (one replica, incl. index)")
     for table, size in sorted(sizes.items(), key=lambda kv: -kv[1])[:6]:
         print(f"    {table:<28} {size / 2**20:8.1f} MiB  {size / max(appended, 1):6.2f} bytes/sample")
+
+
+def takeover(args: argparse.Namespace, scrapers: list[subprocess.Popen], listens: list[str]) -> None:
+    """SIGKILL the second scraper after ``--kill-after`` s; the survivors' CPU every 5 s against
+    their steady CPU (the minute before the kill), then the take-over figures."""
+    step = 5.0
+    victim = 1 if len(scrapers) > 1 else 0
+    survivors = [i for i in range(len(scrapers)) if i != victim]
+    t0 = time.monotonic()
+    end = t0 + args.minutes * 60
+    kill_at = t0 + args.kill_after
+    killed = False
+    cpu_prev = sum(proc_cpu_s(scrapers[i].pid) for i in survivors)
+    t_prev = t0
+    windows: list[tuple[float, float]] = []  # (seconds since start at the window's end, survivors' CPU %)
+    before: list[tuple[float, float, float] | None] = []
+    print(f"{'t':>5} {'survivors CPU%':>15} {'x steady':>9}", flush=True)
+    steady = float("nan")
+    while time.monotonic() < end:
+        time.sleep(max(0.0, t_prev + step - time.monotonic()))
+        if not killed and time.monotonic() >= kill_at:
+            before = [scrape_counts(listens[i]) for i in survivors]
+            pre = [pct for t, pct in windows if t >= args.kill_after - 60]
+            steady = statistics.mean(pre) if pre else float("nan")
+            scrapers[victim].send_signal(signal.SIGKILL)
+            killed = True
+            kill_t = time.monotonic() - t0
+            print(f"{kill_t:5.0f} SIGKILL load-{victim + 1}; survivors' steady CPU {steady:.1f}% (the minute before)",
+                  flush=True)
+        now = time.monotonic()
+        cpu = sum(proc_cpu_s(scrapers[i].pid) for i in survivors)
+        pct = 100 * (cpu - cpu_prev) / (now - t_prev)
+        cpu_prev, t_prev = cpu, now
+        windows.append((now - t0, pct))
+        ratio = pct / steady if killed and steady > 0 else float("nan")
+        print(f"{now - t0:5.0f} {pct:15.1f} {ratio:9.2f}", flush=True)
+    if not killed:
+        print("run ended before the kill: no take-over figures")
+        return
+    after = [scrape_counts(listens[i]) for i in survivors]
+    post = [(t, pct) for t, pct in windows if t > args.kill_after]
+    over = [t for t, pct in post if pct > 2 * steady]
+    tail = [pct for t, pct in post if t >= args.minutes * 60 - 60]
+    print()
+    print(f"take-over figures ({args.targets * args.series:,} series on {len(scrapers)} scrapers, load-{victim + 1} "
+          f"SIGKILLed at {args.kill_after:g} s, {os.cpu_count()} cores shared):")
+    print(f"  survivors' steady CPU (minute before)    {steady:.1f}% of a core")
+    print(f"  peak 5 s window after the kill           {max(p for _, p in post):.1f}% = "
+          f"{max(p for _, p in post) / steady:.2f}x steady")
+    print(f"  time over 2x steady after the kill       {(max(over) - args.kill_after) if over else 0:.0f} s "
+          f"({len(over)} of {len(post)} windows of {step:g} s; issue #20's goal: <= 30 s)")
+    if tail:
+        print(f"  survivors' CPU, last minute              {statistics.mean(tail):.1f}% = "
+              f"{statistics.mean(tail) / steady:.2f}x (they now own the victim's targets too)")
+    if all(b is not None for b in before) and all(a is not None for a in after):
+        d = [sum(a[k] - b[k] for a, b in zip(after, before, strict=True) if a and b) for k in range(3)]
+        print(f"  survivors' scrapes after the kill        {d[0]:.0f}, failed {d[1]:.0f}, timed out {d[2]:.0f} "
+              f"(goal: none timed out)")
+    else:
+        print("  survivors' scrape counts: a scraper's /metrics did not answer")
 
 
 @dataclass
@@ -291,6 +391,9 @@ async def measure(args: argparse.Namespace, scraper_pid: int, cassandra_pid: int
           f"{c_pct / 100 / max(rate, 1) * 1e6:.1f} us per sample")
     print(f"  scraper RSS first/last/max               {rss[0]:.0f} / {rss[-1]:.0f} / {max(rss):.0f} MiB "
           f"(growth after warm-up {steady[-1].s_rss - steady[0].s_rss:+.0f} MiB)")
+    series = args.targets * args.series
+    print(f"  scraper RSS per active series, last/max  {rss[-1] * 1024 / series:.2f} / {max(rss) * 1024 / series:.2f} KiB "
+          f"(issue #20's goal: <= 1 KiB)")
     print(f"  Cassandra RSS last                       {rows[-1].c_rss:.0f} MiB")
     print(f"  writer queue max                         {max(r.queue for r in rows):.0f} batches")
     print(f"  failed scrapes (timeouts etc.)           {rows[-1].failures:.0f} of {rows[-1].scrapes:.0f}")
@@ -315,7 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--zookeeper-port", type=int, default=12183)
     p.add_argument("--cassandra-port", type=int, default=19544)
     p.add_argument("--cassandra-heap", default="1g")
-    p.add_argument("--scraper-port", type=int, default=19501)
+    p.add_argument("--scraper-port", type=int, default=19501, help="the first scraper's; the others' follow")
+    p.add_argument("--scrapers", type=int, default=1)
+    p.add_argument("--kill-after", type=float, default=0.0, metavar="SECONDS",
+                   help="take-over run: SIGKILL the second scraper this long after the start")
     args = p.parse_args(argv)
     if args.cmd == "targets":
         asyncio.run(serve_targets(args.count, args.series, args.ports_file))

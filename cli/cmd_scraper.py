@@ -43,6 +43,7 @@ from prometheus_client import (
 )
 
 from cli.errors import UserError
+from cli.malloc_tuning import trim_periodically
 from cli.zookeeper_args import add_zookeeper_override_args, zookeeper_address
 from discovery.balance import DEFAULT_CAP_FACTOR
 from discovery.registry import Registry, RegistryError
@@ -297,6 +298,7 @@ async def run_scraper(args: argparse.Namespace) -> int:
     writer = await make_writer(cfg.storage, storage)
     process = ScraperProcess(opts, writer)
     watchdog = None
+    trimmer = asyncio.create_task(trim_periodically(), name="malloc-trim")
     try:
         await process.start()
         watchdog = watch_process(process.metrics_registry)
@@ -305,6 +307,7 @@ async def run_scraper(args: argparse.Namespace) -> int:
     finally:
         if watchdog is not None:
             watchdog.stop()
+        trimmer.cancel()
         with contextlib.suppress(Exception):
             await process.stop()
         await writer.close()
@@ -326,4 +329,4 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"(default {DEFAULT_CAP_FACTOR}; the leader's value is used)")
     p.add_argument("--connect-timeout", type=float, default=15.0, metavar="SECONDS",
                    help="give up at start when ZooKeeper cannot be reached this long (default: %(default)s)")
-    p.set_defaults(func=lambda args: asyncio.run(run_scraper(args)))
+    p.set_defaults(func=lambda args: asyncio.run(run_scraper(args)), malloc_tuning=False)

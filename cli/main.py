@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_logging(args.log_level, args.log_format)
-    tune_malloc()
+    if getattr(args, "malloc_tuning", True):  # ringmon scraper trims instead (cli/malloc_tuning.py)
+        tune_malloc()
     return exit_status(lambda: int(args.func(args) or 0), UserError, f"ringmon {args.command}")
 
 

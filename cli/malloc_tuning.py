@@ -10,12 +10,21 @@ our 2-core VM that was a fifth of a 24 h panel's time (measured 125-150 ms again
 
 ``RINGMON_MALLOC_TUNING=off`` leaves glibc's defaults; on a libc without ``mallopt`` (musl,
 macOS) nothing changes.
+
+A scraper is the other way round: it answers no queries, and a warm-up or take-over (the
+first scrapes of many targets: full parses, series index writes) frees hundreds of megabytes
+it will not need again. Kept, that was most of its RSS (``bench/load.py``: ~700 MiB for 100k
+series where its live objects were ~100 MiB). ``ringmon scraper`` skips the thresholds and
+runs ``trim_periodically``: ``malloc_trim(0)`` gives free pages back, from the middle of
+the heaps too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
+import functools
 import os
 
 M_TRIM_THRESHOLD = -1
@@ -24,17 +33,44 @@ MMAP_THRESHOLD_BYTES = 256 << 20
 TRIM_THRESHOLD_BYTES = 512 << 20
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
 def tune_malloc() -> bool:
     """Apply the thresholds (once per process is enough); whether they were applied."""
     if os.environ.get("RINGMON_MALLOC_TUNING", "").lower() in ("off", "0", "false", "no"):
         return False
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+
+
+def trim_malloc() -> bool:
+    """Give the free memory of glibc's heaps back to the system (``malloc_trim(0)``); whether
+    any was released. It holds each arena's lock while it walks it, not the GIL."""
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is None:
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return bool(trim(0))
+
+
+async def trim_periodically(interval_s: float = 30.0) -> None:
+    """``trim_malloc`` every ``interval_s`` in an executor thread, until cancelled."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(interval_s)
+        await loop.run_in_executor(None, trim_malloc)

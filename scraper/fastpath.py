@@ -173,6 +173,26 @@ class LayoutPlan:
     segments: list[_PlanSegment]
     series: list[Series]
     samples_scraped: int
+    # the metadata context and family of each kept sample line (as ``series``) and of each
+    # dropped one: with the prefixes they rebuild the cache entries the plan stands for
+    contexts: list[int] = field(default_factory=list)
+    families: list[str] = field(default_factory=list)
+    dropped_contexts: list[int] = field(default_factory=list)
+    dropped_families: list[str] = field(default_factory=list)
+
+    def entries(self, gen: int) -> dict[bytes, list]:
+        """The cache entries of the plan's sample lines, stamped ``gen`` as the scrape that made
+        the plan left them (``ScrapeCache`` forgets its entries while a plan stands for them)."""
+        out: dict[bytes, list] = {}
+        kept = [p for seg in self.segments for p in seg.prefixes]
+        for prefix, series, ctx, family in zip(kept, self.series, self.contexts, self.families, strict=True):
+            key = prefix[:-1]
+            out[key] = [ctx, series, gen, family, False, key]
+        dropped = [p for seg in self.segments for p in seg.dropped_prefixes]
+        for prefix, ctx, family in zip(dropped, self.dropped_contexts, self.dropped_families, strict=True):
+            key = prefix[:-1]
+            out[key] = [ctx, None, gen, family, False, key]
+        return out
 
     def apply(self, lines: list[bytes]) -> Generator[None, None, ScrapeOutcome | None]:
         """The outcome for ``lines``, or None when the layout differs or a value is not a float."""
@@ -235,6 +255,7 @@ class ScrapeCache:
         self._aliased = False  # the last check found one series under two texts
         self._plan: LayoutPlan | None = None
         self._plans_made = 0
+        self._released = False  # ``entries`` forgotten: the plan stands for them (``_drop_plan``)
         self._plan_misses = 0
         self._scrapes = 0
         self._join_quoted = False  # a body had label values over line breaks: join before parsing
@@ -260,7 +281,7 @@ class ScrapeCache:
                     self._plan_misses = 0
                     return fast  # same lines as the scrape the plan came from: stamps stay valid
                 self._plan_misses += 1
-            self._plan = None
+            self._drop_plan()
             try:
                 out = yield from self._run(lines, fmt, gen)
             except ParseError:
@@ -273,7 +294,7 @@ class ScrapeCache:
                 lines = joined
                 out = yield from self._run(lines, fmt, gen)
         except BaseException:
-            self._plan = None
+            self._drop_plan()
             self.gen = gen + 2  # nothing carries this generation's "previous" stamp
             raise
         self.gen = gen + 1
@@ -281,6 +302,11 @@ class ScrapeCache:
         if self._plan_misses < 3 or self._scrapes % 16 == 0:  # targets whose layout churns: try rarely
             self._plan = self._make_plan(lines, fmt, out)
             self._plans_made += 1
+            if self._plan is not None:
+                # the plan holds each line's prefix, series, context and family: the per-line
+                # entries (a key, a list and a dict slot per series) go until it misses
+                self.entries = {}
+                self._released = True
         self.last_series = out.series
         return out
 
@@ -290,6 +316,13 @@ class ScrapeCache:
         sample lines (values aside) of this one, None when not known (no layout plan)."""
         return self._plans_made if self._plan is not None else None
 
+    def _drop_plan(self) -> None:
+        """Forget the plan; the entries it stood for come back, stamped by the scrape that made it."""
+        plan, self._plan = self._plan, None
+        if plan is not None and self._released:
+            self.entries = plan.entries(self.gen - 1)
+        self._released = False
+
     def _make_plan(self, lines: list[bytes], fmt: str, out: ScrapeOutcome) -> LayoutPlan | None:
         """Record the line layout of a clean scrape so an identical layout skips the per-line work."""
         if out.duplicates or out.explicit_ts or self._aliased:
@@ -297,6 +330,10 @@ class ScrapeCache:
         get = self.entries.get
         segments: list[_PlanSegment] = []
         series: list[Series] = []
+        contexts: list[int] = []
+        families: list[str] = []
+        dropped_contexts: list[int] = []
+        dropped_families: list[str] = []
         n_samples = 0
         for start in range(0, len(lines), PLAN_SLICE_LINES):
             other_idx: list[int] = []
@@ -318,10 +355,14 @@ class ScrapeCache:
                 elif e[1] is None:
                     dropped_idx.append(i)
                     dropped_prefixes.append(e[5] + b" ")
+                    dropped_contexts.append(e[0])
+                    dropped_families.append(e[3])
                 else:
                     sample_idx.append(i)
                     prefixes.append(e[5] + b" ")
                     series.append(e[1])
+                    contexts.append(e[0])
+                    families.append(e[3])
             n_samples += len(sample_idx) + len(dropped_idx)
             segments.append(_PlanSegment(
                 start, start + len(chunk), _getter(other_idx), tuple(other_lines), _getter(sample_idx),
@@ -329,14 +370,15 @@ class ScrapeCache:
             ))
         if series != out.series:
             return None
-        return LayoutPlan(fmt, len(lines), segments, series, n_samples)
+        return LayoutPlan(fmt, len(lines), segments, out.series, n_samples, contexts, families,
+                          dropped_contexts, dropped_families)
 
     def failed(self) -> list[Series]:
         """The target is down: forget the last scrape; returns the series to mark stale."""
         stale = self.last_series
         self.last_series = []
         self.prev_count = 0
-        self._plan = None
+        self._drop_plan()
         return stale
 
     # ------------------------------------------------------------------ internals

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Coroutine
@@ -43,6 +44,7 @@ from storage.model import SampleBatch, Series
 from storage.spool import Position, Spool, SpooledBatch, decode_batch, encode_batch
 
 log = logging.getLogger(__name__)
+INDEXING_IN_FLIGHT = 4  # records carrying series to index, sent at once
 
 
 @dataclass
@@ -116,6 +118,7 @@ class BatchingWriter(SampleWriter):
         self.max_spool_bytes = max_spool_bytes
         self.stats = WriterStats()
         self._slots = _Slots(max_in_flight)
+        self._indexing = asyncio.Semaphore(INDEXING_IN_FLIGHT)
         self._unacked: dict[int, set[int]] = {}  # segment -> offsets of records not yet stored
         self._fully_known: set[int] = {self.spool.active}  # segments whose records are all in _unacked (or acked)
         self._labeled: dict[int, dict[int, str]] = {}  # day -> {series id: target} labeled in the spool
@@ -254,9 +257,12 @@ class BatchingWriter(SampleWriter):
     async def _send(self, pos: Position, rec: SpooledBatch, replay: bool) -> bool:
         """Store one record; True when stored (or dropped as permanently bad)."""
         try:
-            await self.storage.write_frames(
-                rec.target, rec.frames, rec.series_ids, rec.timestamps, rec.values, rec.series_defs
-            )
+            # A record that indexes series (warm-up, take-over) builds thousands of index rows:
+            # a few such at a time keep the heap's peak, which the process keeps, bounded.
+            async with self._indexing if rec.series_defs else contextlib.nullcontext():
+                await self.storage.write_frames(
+                    rec.target, rec.frames, rec.series_ids, rec.timestamps, rec.values, rec.series_defs
+                )
         except TransientStorageError as exc:
             self.stats.last_error = str(exc)
             self.stats.failed_writes += 1

@@ -21,3 +21,29 @@ def run(env_value: str | None) -> str:
 def test_thresholds_applied_on_glibc_and_left_out_when_asked() -> None:
     assert run(None) == "True"  # Debian's glibc has mallopt
     assert run("off") == "False"
+
+
+TRIM = """
+from cli.malloc_tuning import trim_malloc, tune_malloc
+def rss_kb():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS"))
+tune_malloc()  # freed heap stays with the process
+blocks = [b"x" * (1 << 20) for _ in range(64)]  # touched pages (bytes(n) would calloc)
+before = rss_kb()
+del blocks
+kept = rss_kb()
+print(trim_malloc(), before - kept, kept - rss_kb())
+"""
+
+
+def test_the_scraper_trims_instead_of_keeping_freed_memory() -> None:
+    """``ringmon scraper`` skips the query thresholds; ``trim_malloc`` gives freed heap back."""
+    from cli.main import build_parser
+
+    assert build_parser().parse_args(["scraper", "--config", "x.yaml"]).malloc_tuning is False
+    assert getattr(build_parser().parse_args(["web", "--config", "x.yaml"]), "malloc_tuning", True) is True
+    out = subprocess.run([sys.executable, "-c", TRIM], capture_output=True, text=True, check=True, timeout=60)
+    released, freed_kb, trimmed_kb = out.stdout.split()
+    assert released == "True"
+    assert int(freed_kb) < 16 << 10  # the thresholds kept the 64 MiB freed...
+    assert int(trimmed_kb) > 48 << 10  # ...and the trim gave them back
