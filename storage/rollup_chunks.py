@@ -407,15 +407,23 @@ def merge(old: Rollup, new: Rollup) -> Rollup:
 Piece = tuple[int, int, int, dict[str, bytes]]  # (index of the rollup, chunk start, last bucket, columns)
 
 
-def encode_columns_many(resolution: Resolution, rollups: Sequence[Rollup]) -> list[Piece]:
+def encode_columns_many(
+    resolution: Resolution, rollups: Sequence[Rollup], joined: tuple[Rollup, np.ndarray] | None = None
+) -> list[Piece]:
     """``encode_columns`` of every (rollup, chunk) that ``split`` gives, in that order, with
     NumPy calls per column rather than per chunk: each column of all rollups is laid out
-    once and every chunk's value is a slice of it."""
+    once and every chunk's value is a slice of it. ``joined``: the rollups already as one
+    (all their buckets, and offsets: rollup ``i`` is rows ``bounds[i]:bounds[i + 1]``)."""
     if not rollups:
         return []
     span = chunk_span(resolution)
-    sizes = np.fromiter((len(r) for r in rollups), dtype=np.int64, count=len(rollups))
-    ts = np.concatenate([np.asarray(r.timestamps, dtype="<i8") for r in rollups])
+    if joined is not None:
+        flat, bounds = joined
+        sizes = np.diff(bounds)
+        ts = np.ascontiguousarray(flat.timestamps, dtype="<i8")
+    else:
+        sizes = np.fromiter((len(r) for r in rollups), dtype=np.int64, count=len(rollups))
+        ts = np.concatenate([np.asarray(r.timestamps, dtype="<i8") for r in rollups])
     if not ts.size:
         return []
     owner = np.repeat(np.arange(len(rollups)), sizes)
@@ -428,7 +436,10 @@ def encode_columns_many(resolution: Resolution, rollups: Sequence[Rollup]) -> li
     hi = [*lo[1:], int(ts.size)]
     data = {"ts": ts.tobytes()}
     for name in AGGREGATES:
-        data[name] = np.concatenate([np.asarray(getattr(r, name), dtype="<f8") for r in rollups]).tobytes()
+        if joined is not None:
+            data[name] = np.ascontiguousarray(getattr(joined[0], name), dtype="<f8").tobytes()
+        else:
+            data[name] = np.concatenate([np.asarray(getattr(r, name), dtype="<f8") for r in rollups]).tobytes()
     items = list(data.items())
     return [
         (o, k * span, t, {name: col[a * 8 : b * 8] for name, col in items})

@@ -300,15 +300,27 @@ def _time_ordered(ts: np.ndarray, vals: np.ndarray, bounds: np.ndarray) -> tuple
     return ts, vals
 
 
-def _rollup_rows(ids: np.ndarray, rollup: Rollup, bounds: np.ndarray) -> list[RollupRows]:
+class RollupRowsList(list[RollupRows]):
+    """``RollupRows`` of many series that also keeps their buckets as the one Rollup they are
+    slices of (``flat``; item ``i`` is rows ``bounds[i]:bounds[i + 1]``), so a store writes
+    them without joining them again (``storage.rollup_chunks.encode_columns_many``)."""
+
+    flat: Rollup
+    bounds: np.ndarray
+
+
+def _rollup_rows(ids: np.ndarray, rollup: Rollup, bounds: np.ndarray) -> RollupRowsList:
     """Per series (those with buckets) its slice of many series' buckets."""
-    out = []
+    out = RollupRowsList()
     cols = [rollup.timestamps, *(getattr(rollup, n) for n in AGGREGATES)]
     b = bounds.tolist()
     for i, sid in enumerate(ids.tolist()):
         lo, hi = b[i], b[i + 1]
         if hi > lo:
             out.append(RollupRows(sid, Rollup(*(c[lo:hi] for c in cols))))
+    has = np.flatnonzero(np.diff(bounds))
+    out.flat = rollup
+    out.bounds = np.append(bounds[has], bounds[-1]) if has.size else np.zeros(1, dtype=np.int64)
     return out
 
 

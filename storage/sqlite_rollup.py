@@ -40,7 +40,7 @@ from storage.blocks import decode_block
 from storage.matchers import Matcher, match_all, metric_name_of
 from storage.model import Series
 from storage.rollup import Rollup
-from storage.rollup_job import RawWindow, RollupRows, SealedBlock
+from storage.rollup_job import RawWindow, RollupRows, RollupRowsList, SealedBlock
 from storage.schema import DEFAULT_TTLS_S
 from storage.sqlite import IN_LIST, SQLiteStorage, series_from_row
 
@@ -582,7 +582,8 @@ def _put_chunks_many(con: sqlite3.Connection, table: str, resolution: Resolution
     rather than three per chunk: the stored chunks they fall in are read per chunk start
     and group of series, the new buckets appended to them (or merged, when they do not
     all follow the stored ones), every chunk written by one ``executemany``."""
-    pieces = chunks.encode_columns_many(resolution, [r.rollup for r in rows])
+    flat = (rows.flat, rows.bounds) if isinstance(rows, RollupRowsList) else None
+    pieces = chunks.encode_columns_many(resolution, [r.rollup for r in rows], flat)
     sids = [rows[p[0]].series_id for p in pieces]
     by_start: dict[int, list[int]] = {}
     for sid, p in zip(sids, pieces, strict=True):

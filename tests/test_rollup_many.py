@@ -12,11 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.rollup import node_exporter_host
-from storage.base import HOUR_MS, MINUTE_MS, SeriesData
+from storage.base import HOUR_MS, MINUTE_MS, Resolution, SeriesData
 from storage.blocks import encode_block, encode_blocks
 from storage.model import STALE_NAN, Series
 from storage.rollup import Rollup, rollup_raw, rollup_rollup
-from storage.rollup_job import RawWindow, compute_minutes, compute_window
+from storage.rollup_chunks import encode_columns_many
+from storage.rollup_job import RawWindow, RollupRowsList, compute_minutes, compute_window
 
 START, END = 2 * HOUR_MS, 4 * HOUR_MS
 SPECIAL = [STALE_NAN, float("nan"), -0.0, 0.0, float("inf"), float("-inf"), 5e-324, 1.5, 0.25]
@@ -53,6 +54,10 @@ def check(data: list[SeriesData], start: int = START, end: int = END) -> None:
         assert [r.series_id for r in got] == sorted(want)
         for r in got:
             assert r.rollup.bit_equal(want[r.series_id]), r.series_id
+    for res, got in ((Resolution.MINUTE, minutes), (Resolution.HOUR, hours)):
+        assert isinstance(got, RollupRowsList)
+        rollups = [r.rollup for r in got]
+        assert encode_columns_many(res, rollups, (got.flat, got.bounds)) == encode_columns_many(res, rollups)
     fresh = compute_minutes(data, start, end)
     assert [r.series_id for r in fresh] == sorted(want_m)
     assert all(r.rollup.bit_equal(want_m[r.series_id]) for r in fresh)
