@@ -10,6 +10,7 @@ load averages with 2 decimals, millisecond io-time counters, and full-precision 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
@@ -185,8 +186,17 @@ async def _bench_sqlite(n_hosts: int, hours: int, tmp: str) -> None:
     sealed = sum(r.samples for r in done)
     print(
         f"  {len(done)} shard windows, {sealed:,} samples: {sealed / wall:,.0f} samples/s wall, "
-        f"{sealed / cpu:,.0f} samples/s per core (CPU time, incl. SQLite reads/writes)"
+        f"{sealed / cpu:,.0f} samples/s per core (CPU time, incl. SQLite reads/writes), "
+        f"{cpu / sealed * 1e6:.2f} us CPU per sample"
     )
+    from bench.peers import sqlite_raw_bytes
+
+    await store.close()
+    raw = sqlite_raw_bytes(Path(f"{tmp}/bench.db"))
+    blocks = sum(r.block_bytes for r in done)
+    print(f"  raw on disk after sealing: {raw / total:.2f} bytes/sample (raw tables and their indexes; "
+          f"the blocks' bytes alone {blocks / sealed:.2f})")
+    store = await SQLiteRollupStorage.open(f"{tmp}/bench.db")
 
     # Read latency of one series: 30 d of 1m and 1 y of 1h rows.
     sid = 4242
@@ -386,7 +396,6 @@ def main(argv: list[str] | None = None) -> int:
     import asyncio
     import sys
     import tempfile
-    from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
