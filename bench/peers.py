@@ -530,6 +530,7 @@ async def seal_child(cfg_path: str) -> dict[str, float]:
         await store.close()
     sealed = sum(getattr(w, "samples", 0) for w in done)
     out = {"seal_cpu_s": cpu, "seal_windows": float(len(done)),
+           "series_sealed": float(sum(getattr(w, "series", 0) for w in done)),
            "samples_sealed": float(sealed), "block_bytes": float(sum(getattr(w, "block_bytes", 0) for w in done))}
     if cfg.storage.backend == "sqlite":
         out["raw_disk_bytes"] = float(sqlite_raw_bytes(Path(cfg.storage.sqlite.path)))
@@ -723,6 +724,7 @@ def measure(system: System, tmp: Path, ports: list[int], control: int, args: arg
           f"{fig.disk_bytes / 2**20:.1f} MiB on disk for {fig.stored_total:,.0f} samples; "
           f"query {fig.query_median_ms:.0f} ms ({fig.query_series} series)"
           + (f"; seal {extra['seal_cpu_s']:.1f}s CPU, {extra['samples_sealed']:,.0f} samples sealed, "
+             f"{extra['samples_sealed'] / max(extra.get('series_sealed', 0), 1):.0f} per series, "
              f"{extra['block_bytes'] / max(extra['samples_sealed'], 1):.2f} bytes/sample in blocks, "
              f"{fig.raw_bytes_per_sample:.2f} raw bytes/sample on disk"
              if "seal_cpu_s" in extra else ""), flush=True)

@@ -287,7 +287,7 @@ class SQLiteRollupMixin:
             out: dict[int, tuple[np.ndarray, np.ndarray]] = super().raw_samples(  # type: ignore[misc]
                 con, series_ids, start_ms, end_ms
             )
-            if series_ids and self._has_blocks(con):
+            if series_ids and self._has_blocks(con) and _any_block(con, start_ms, end_ms):
                 _merge_blocks(con, series_ids, start_ms, end_ms, out)
         finally:
             if own:
@@ -536,6 +536,16 @@ def _put_chunks(con: sqlite3.Connection, table: str, resolution: Resolution, ser
                 f"DELETE FROM {table} WHERE series_id = ? AND start_ts > ? AND start_ts <= ?",
                 (series_id, start, int(part.timestamps[-1])),
             )
+
+
+def _any_block(con: sqlite3.Connection, start_ms: int, end_ms: int) -> bool:
+    """Whether any block overlaps [start_ms, end_ms) (one probe of ``raw_blocks_ts``): a read of
+    the open window's recent minutes then skips a probe per series."""
+    found = con.execute(
+        "SELECT 1 FROM raw_blocks WHERE start_ts > ? AND start_ts < ? AND end_ts > ? LIMIT 1",
+        (start_ms - DAY_MS, end_ms, start_ms),
+    ).fetchone()
+    return found is not None
 
 
 def _merge_blocks(
