@@ -173,8 +173,9 @@ async def test_failed_scrape_marks_down_with_reason_and_stale(exporter):
 def test_offset_is_stable_and_spread():
     a = scrape_offset_s("web/h1:9100", 10)
     assert a == scrape_offset_s("web/h1:9100", 10)
-    offsets = {round(scrape_offset_s(f"web/h{i}:9100", 10), 1) for i in range(200)}
-    assert len(offsets) > 50  # spread over the interval, not bunched
+    offsets = {scrape_offset_s(f"web/h{i}:9100", 10) for i in range(200)}
+    assert offsets == {k * 0.5 for k in range(20)}  # spread over every slot of the interval
+    assert {scrape_offset_s(f"web/h{i}:9100", 1) for i in range(200)} == {k / 10 for k in range(10)}
     assert all(0 <= scrape_offset_s(f"web/h{i}:9100", 10) < 10 for i in range(200))
     slot = next_slot(1000.3, 10, a)
     assert slot >= 1000.3 and math.isclose((slot - a) % 10, 0, abs_tol=1e-6)
