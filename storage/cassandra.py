@@ -72,6 +72,8 @@ MAX_ROWS_PER_BATCH = 1000  # rows of one partition per UNLOGGED batch
 SERIES_LOOKUP_CHUNK = 100  # ids per `series_id IN ?` lookup
 RAW_READ_SERIES_CHUNK = 100
 POSTING_PROBE_ROWS = 20_000  # a label value's postings read unpaged up to this many series
+STORED_INDEX_PROBE_MIN = 64  # series to index in one write from which their rows are looked up first
+STORED_INDEX_PROBE_IN = 100  # series ids per lookup
 # Series x hour partitions per raw read request; requests are unpaged, so this bounds a
 # response: 128 series-hours = 46k rows at a 10 s interval (~1.6 MB), 461k at 1 s (~16 MB).
 RAW_REQUEST_SERIES_HOURS = 128
@@ -263,6 +265,7 @@ class CassandraStorage(Storage):
         self.consistency = consistency
         self._now_ms = now_ms
         self.index_reads: Counter[tuple[str, int]] = Counter()  # (table, bucket) -> partitions read
+        self.index_found_stored = 0  # series a write did not index: another process had (_skip_stored_index)
         # (level, bucket) -> {series id: target it was indexed under}
         self._indexed: dict[tuple[str, int], dict[int, str]] = {}
         self._label_values_done: set[tuple[str, int, str, str]] = set()
@@ -594,16 +597,19 @@ class CassandraStorage(Storage):
                          np.concatenate([timestamps, *(np.full(f.width, f.ts, np.int64) for f in frames)]))
             else:
                 which = None  # not known: every series given is indexed in every bucket of the write
-        index_stmts, marks = self._index_statements(target, series_defs, ts_all, which)
+        if len(series_defs) >= STORED_INDEX_PROBE_MIN:
+            series_defs = await self._skip_stored_index(target, series_defs, ts_all)
+        index_stmts, series_rows, marks = self._index_statements(target, series_defs, ts_all, which)
         late_stmts, late_marks = self._late_statements(ts_all)
         frame_stmts = self._frame_statements(target, frames)
         rows = self._raw_batches(target, series_ids, timestamps, values) if timestamps.size else []
-        statements = index_stmts + late_stmts + frame_stmts + rows
-        results = await _gather_waves([self.execute(s) for s in statements], return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            transient = [e for e in errors if isinstance(e, TransientStorageError)]
-            raise (transient[0] if transient else errors[0])
+        # a series' own row goes last: stored, it vouches for its postings and label values
+        for statements in (index_stmts + late_stmts + frame_stmts + rows, series_rows):
+            results = await _gather_waves([self.execute(s) for s in statements], return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                transient = [e for e in errors if isinstance(e, TransientStorageError)]
+                raise (transient[0] if transient else errors[0])
         self._commit_marks(marks)
         if late_marks:
             self._late_marked.update(late_marks)
@@ -684,15 +690,51 @@ class CassandraStorage(Storage):
                 out.append(b)
         return out
 
+    async def _skip_stored_index(self, target: str, series_defs: Sequence[Series], ts: np.ndarray) -> Sequence[Series]:
+        """``series_defs`` without the series whose index rows under ``target`` are stored for
+        every bucket of ``ts`` already (a take-over: the target's previous scraper indexed
+        them), found by looking up their ``series_<level>`` rows (written last, so a stored one
+        vouches for its postings and label values) and remembered as indexed."""
+        lo, hi = int(ts.min()), int(ts.max())
+        buckets = [(lv.suffix, lo // lv.bucket_ms) for lv in sch.INDEX_LEVELS]
+        if any(lo // lv.bucket_ms != hi // lv.bucket_ms for lv in sch.INDEX_LEVELS):
+            return series_defs
+        ask = [d for d in series_defs if not all(self._indexed.get(k, {}).get(d.id) == target for k in buckets)]
+        if len(ask) < STORED_INDEX_PROBE_MIN:
+            return series_defs
+        found: set[int] = set()
+        try:
+            for suffix, bucket in buckets:  # a series not in the day level is not looked up in the month's
+                groups: dict[tuple[str, int], list[int]] = {}
+                for d in ask:
+                    groups.setdefault((d.metric, shard_of(d.id)), []).append(d.id)
+                ps = self.ps_index[suffix]["series_lookup"]
+                lookups = [self._rows(ps, (metric, bucket, shard, ids[i : i + STORED_INDEX_PROBE_IN]))
+                           for (metric, shard), ids in groups.items() for i in range(0, len(ids), STORED_INDEX_PROBE_IN)]
+                found = {r[0] for rows in await _gather_waves(lookups) for r in rows if r[2] and target in r[2]}
+                ask = [d for d in ask if d.id in found]
+                if not ask:
+                    return series_defs
+        except StorageError as exc:  # not known: index them all, as without the lookup
+            log.debug("index lookup for %s failed: %s", target, exc)
+            return series_defs
+        for key in buckets:
+            done = self._indexed.setdefault(key, {})
+            for sid in found:
+                done[sid] = target
+        self.index_found_stored += len(found)
+        return [d for d in series_defs if d.id not in found]
+
     def _index_statements(
         self, target: str, series_defs: Iterable[Series], ts: np.ndarray, which: tuple[np.ndarray, np.ndarray] | None
-    ) -> tuple[list[BatchStatement], list]:
+    ) -> tuple[list[BatchStatement], list[BatchStatement], list]:
         """Index rows for (series, bucket) pairs not yet indexed (or seen under a new target),
         batched per index partition with pre-serialised values; ``which`` (series ids, ts)
-        says which series a bucket has when ``ts`` spans buckets."""
+        says which series a bucket has when ``ts`` spans buckets. Returns the postings and
+        label rows, the ``series_<level>`` rows apart (written after the others), the marks."""
         defs = {s.id: s for s in series_defs}
         if not defs:
-            return [], []
+            return [], [], []
         lo, hi = int(ts.min()), int(ts.max())
         groups: dict[tuple, tuple[PreparedStatement, list[tuple]]] = {}
         marks: list = []
@@ -742,8 +784,9 @@ class CassandraStorage(Storage):
                             groups[key][1].append((bucket, name))
                             marks.append(("ln", ln_key))
                     marks.append(("ix", (s, bucket), sid, target))
-        stmts = []
-        for ps, rows in groups.values():
+        stmts: list[BatchStatement] = []
+        series_rows: list[BatchStatement] = []
+        for key, (ps, rows) in groups.items():
             rows = list(dict.fromkeys(rows))  # the same label value twice in one call
             enc = _ENCODERS[ps.query_id]
             for lo_i in range(0, len(rows), MAX_ROWS_PER_BATCH):
@@ -754,8 +797,8 @@ class CassandraStorage(Storage):
                 qid = ps.query_id
                 for row in chunk[1:]:
                     out.append((True, qid, enc(row)))
-                stmts.append(b)
-        return stmts, marks
+                (series_rows if key[0] == "s" else stmts).append(b)
+        return stmts, series_rows, marks
 
     def _commit_marks(self, marks: list) -> None:
         for m in marks:
