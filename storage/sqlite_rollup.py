@@ -205,11 +205,14 @@ class SQLiteRollupMixin:
                 await self.transpose_frames(end_ms)  # type: ignore[attr-defined]
 
         def run(con: sqlite3.Connection) -> RawWindow:
-            con.execute("BEGIN")  # one snapshot for the samples and the rows recorded
+            own = not con.in_transaction
+            if own:
+                con.execute("BEGIN")  # one snapshot for the samples and the rows recorded
             try:
                 return read(con)
             finally:
-                con.execute("COMMIT")
+                if own:
+                    con.execute("COMMIT")
 
         def read(con: sqlite3.Connection) -> RawWindow:
             d0, d1 = start_ms // DAY_MS, (end_ms - 1) // DAY_MS
