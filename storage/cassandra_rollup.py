@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from cassandra import ConsistencyLevel
-from cassandra.query import PreparedStatement
+from cassandra.query import BatchStatement, BatchType, BoundStatement, PreparedStatement
 
 from common.retry import backoff_delays, retry_async
 from storage import rollup_chunks as chunks
@@ -78,6 +78,10 @@ RECENT_RAW_MS = DEFAULT_WINDOW_MS + DEFAULT_GRACE_MS
 BLOCK_LOOKBACK_MS = 6 * HOUR_MS  # blocks starting this long before a read's start are found
 BLOCK_READ_SERIES_CHUNK = 16  # series per block request (unpaged: <= 16 x 24 blocks)
 CHUNK_READ_SERIES = 16  # series per rollup chunk request (unpaged: <= 16 x 4 chunks, ~1.2 MB)
+# A write batch of the seal: under Cassandra's default warnings (an unlogged batch over 10
+# partitions, a batch over 5 KiB), which the driver would log for every batch.
+WRITE_BATCH_ROWS = 10
+WRITE_BATCH_BYTES = 3072  # of blobs; keys and cells add ~50 B a row
 # Chunk requests in flight at once: a node answers them from a 64 MiB network buffer pool;
 # 100 answers of 1.2 MB at once exhausted it and stalled the node (measured, 800 series x 24 h).
 CHUNK_READS_IN_FLIGHT = 8
@@ -209,14 +213,36 @@ class CassandraRollupMixin:
             cache[key] = ps
         return cache[key]
 
-    async def _bounded(self, calls: list) -> None:
-        """Run idempotent upserts ``(statement, params)``, at most MAX_IN_FLIGHT at once,
-        retrying timeouts with backoff."""
+    async def _bounded(self, calls: Sequence[tuple[PreparedStatement, Sequence]]) -> None:
+        """Run idempotent upserts ``(statement, params)``, at most MAX_IN_FLIGHT requests at
+        once, retrying timeouts with backoff. Upserts whose partitions have the same replicas
+        go together as UNLOGGED batches (the seal writes a row per series and its cost was the
+        requests): at most WRITE_BATCH_ROWS partitions and WRITE_BATCH_BYTES, under the
+        node's batch warning thresholds, so each lands on its replicas without fan-out."""
+        meta = self.session.cluster.metadata
+        groups: dict[tuple, list[tuple[BoundStatement, int]]] = {}
+        for stmt, params in calls:
+            bound = stmt.bind(params)
+            replicas = meta.get_replicas(self.keyspace, bound.routing_key)
+            key = (id(stmt), tuple(sorted(str(h.endpoint) for h in replicas)))
+            groups.setdefault(key, []).append((bound, sum(len(v) for v in params if isinstance(v, bytes))))
+        requests: list[BoundStatement | BatchStatement] = []
+        for group in groups.values():
+            batch: list[BoundStatement] = []
+            size = 0
+            for bound, n in group:
+                if batch and (len(batch) >= WRITE_BATCH_ROWS or size + n > WRITE_BATCH_BYTES):
+                    requests.append(_unlogged(batch))
+                    batch, size = [], 0
+                batch.append(bound)
+                size += n
+            if batch:
+                requests.append(_unlogged(batch))
 
-        def upsert(stmt: object, params: Sequence) -> Callable[[], Awaitable[object]]:
-            return lambda: self.execute(stmt, params)
+        def upsert(request: BoundStatement | BatchStatement) -> Callable[[], Awaitable[object]]:
+            return lambda: self.execute(request)
 
-        await self._bounded_steps([upsert(stmt, params) for stmt, params in calls])
+        await self._bounded_steps([upsert(r) for r in requests])
 
     async def _bounded_steps(self, steps: list[Callable[[], Awaitable[object]]]) -> None:
         """Run idempotent steps, at most MAX_IN_FLIGHT at once; a step that times out is
@@ -550,6 +576,16 @@ class CassandraRollupMixin:
 
 class CassandraRollupStorage(CassandraRollupMixin, CassandraStorage):
     """Cassandra storage with the rollup store."""
+
+
+def _unlogged(rows: list[BoundStatement]) -> BoundStatement | BatchStatement:
+    """One upsert alone, or several as an UNLOGGED batch at their statement's consistency."""
+    if len(rows) == 1:
+        return rows[0]
+    batch = BatchStatement(BatchType.UNLOGGED, consistency_level=rows[0].consistency_level)
+    for r in rows:
+        batch.add(r)
+    return batch
 
 
 _NO_IDS = np.empty(0, dtype=np.int64)
