@@ -309,6 +309,11 @@ class RollupRowsList(list[RollupRows]):
     bounds: np.ndarray
 
 
+def _points(rows: Sequence[RollupRows]) -> int:
+    """The buckets of ``rows`` (of a ``RollupRowsList``: its one Rollup's length)."""
+    return len(rows.flat) if isinstance(rows, RollupRowsList) else sum(len(r.rollup) for r in rows)
+
+
 def _rollup_rows(ids: np.ndarray, rollup: Rollup, bounds: np.ndarray) -> RollupRowsList:
     """Per series (those with buckets) its slice of many series' buckets."""
     out = RollupRowsList()
@@ -469,8 +474,8 @@ class RollupJob:
             series=len(minutes),
             samples=sum(b.count for b in blocks),
             block_bytes=sum(len(b.data) for b in blocks),
-            minute_points=sum(len(r.rollup) for r in minutes),
-            hour_points=sum(len(r.rollup) for r in hours),
+            minute_points=_points(minutes),
+            hour_points=_points(hours),
             mode=mode,
         )
         m = self.metrics

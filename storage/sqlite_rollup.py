@@ -335,7 +335,8 @@ class SQLiteRollupMixin:
         def run(con: sqlite3.Connection) -> None:
             with con:
                 con.execute("BEGIN")
-                if len({r.series_id for r in rows}) == len(rows):
+                # a RollupRowsList holds each series once (the job's rows of one window)
+                if isinstance(rows, RollupRowsList) or len({r.series_id for r in rows}) == len(rows):
                     _put_chunks_many(con, table, resolution, rows)
                 else:  # a series twice: each write merges into what the one before left
                     for r in rows:
