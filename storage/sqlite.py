@@ -302,6 +302,9 @@ class SQLiteStorage(Storage):
         self._series_target: dict[int, str] = {}  # for reads of frames
         self._layouts: dict[tuple[str, int], _LayoutState] = {}  # the writer's
         self._layout_ids: dict[tuple[str, int], np.ndarray] = {}
+        # per target, the series list of its last batch with their ids and the whole batch's
+        # layout (ids as an array, layout id): a scrape repeats its target's series list
+        self._last_series: dict[str, tuple[list[Series], list[int], np.ndarray, int]] = {}
         self._transposed_at = 0
         self._frames_written = False
         self._closed = False
@@ -423,8 +426,17 @@ class SQLiteStorage(Storage):
 
     def _write_in(self, con: sqlite3.Connection, batch: SampleBatch, now: int, cutoff: int) -> list[_Frame]:
         """One batch inside the caller's transaction; returns the frames it wrote."""
-        ids = [s.id for s in batch.series]
-        frames, rest = self._plan_frames(batch.target, ids, batch.timestamps, cutoff)
+        last = self._last_series.get(batch.target)
+        if last is not None and last[0] == batch.series:  # the same objects: a C-speed identity walk
+            ids, whole = last[1], (last[2], last[3])
+        else:
+            ids = [s.id for s in batch.series]
+            gids = np.array(ids, dtype=np.int64)
+            whole = (gids, frames_codec.layout_id(gids))
+            if len(self._last_series) >= CACHE_LIMIT:
+                self._last_series.clear()
+            self._last_series[batch.target] = (list(batch.series), ids, *whole)  # a copy: callers may reuse theirs
+        frames, rest = self._plan_frames(batch.target, ids, batch.timestamps, cutoff, whole)
         new_series, new_days = self._index_rows(batch, rest, frames)
         late = sorted({ts // HOUR_MS for ts in batch.timestamps if ts < cutoff}) if min(batch.timestamps) < cutoff else []
         if new_series:
@@ -450,10 +462,12 @@ class SQLiteStorage(Storage):
         return frames
 
     def _plan_frames(
-        self, target: str, ids: list[int], timestamps: list[int], cutoff: int
+        self, target: str, ids: list[int], timestamps: list[int], cutoff: int,
+        whole: tuple[np.ndarray, int] | None = None,
     ) -> tuple[list[_Frame], list[int]]:
         """The batch's timestamp groups that become frames, and the positions of the rest
-        (small groups, late samples, layouts known not to fit) for the per-series path."""
+        (small groups, late samples, layouts known not to fit) for the per-series path.
+        ``whole``: the ids array and layout id of the whole batch, when known."""
         frames: list[_Frame] = []
         rest: list[int] = []
         for ts, rows in _ts_groups(timestamps).items():
@@ -461,8 +475,11 @@ class SQLiteStorage(Storage):
             if size < self.frame_min_samples or ts < cutoff:
                 rest.extend(range(size) if rows is None else rows)
                 continue
-            gids = np.array(ids if rows is None else [ids[k] for k in rows], dtype=np.int64)
-            lid = frames_codec.layout_id(gids)
+            if rows is None and whole is not None:
+                gids, lid = whole
+            else:
+                gids = np.array(ids if rows is None else [ids[k] for k in rows], dtype=np.int64)
+                lid = frames_codec.layout_id(gids)
             state = self._layouts.get((target, lid))
             if state is not None and not state.ok:
                 rest.extend(range(size) if rows is None else rows)

@@ -92,3 +92,21 @@ async def test_an_empty_append_returns_at_once(tmp_path: Path):
         assert writer.queue_depth() == 0
     finally:
         await store.close()
+
+
+async def test_a_series_list_changed_in_place_is_not_taken_for_the_last_one(tmp_path: Path):
+    """The writer remembers each target's last series list (and its ids): a caller that
+    reuses its list object with other series in it gets them stored as they are now."""
+    store = await SQLiteStorage.open(tmp_path / "r.db", now_ms=lambda: T0 + 5_000)
+    try:
+        b = batch(5)
+        await store.write(b)
+        b.series[3] = Series.of(make_labels("gw_metric", instance="h5", k="new"))
+        b.timestamps = [T0 + 10] * len(b.series)
+        b.values = [-1.0] * len(b.series)
+        await store.write(b)
+        data = await store.select([Matcher("__name__", MatchOp.EQ, "gw_metric")], T0 - 1, T0 + 1000)
+        got = {d.series.get("k"): d.values.tolist() for d in data}
+        assert got["new"] == [-1.0] and got["3"] == [503.0] and got["4"] == [504.0, -1.0]
+    finally:
+        await store.close()
