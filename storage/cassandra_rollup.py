@@ -268,15 +268,21 @@ class CassandraRollupMixin:
     async def read_raw_window(self, shard: int, shards: int, start_ms: int, end_ms: int) -> list[SeriesData]:
         return await self.rows_and_blocks(await self._shard_infos(shard, shards, start_ms, end_ms), start_ms, end_ms - 1)
 
-    async def read_raw_window_arrays(self, shard: int, shards: int, start_ms: int, end_ms: int) -> RawWindow:
+    async def read_raw_window_arrays(
+        self, shard: int, shards: int, start_ms: int, end_ms: int, seal_from_ms: int | None = None
+    ) -> RawWindow:
         """``read_raw_window`` as one ``RawWindow``: the columns of rows and frames merged
-        (``read_columns``) go to the job as they are, no per-series objects on the way."""
+        (``read_columns``) go to the job as they are, no per-series objects on the way. No
+        ``sealed_rows``: raw rows and frames expire by TTL, a seal drops nothing."""
         infos = await self._shard_infos(shard, shards, start_ms, end_ms)
         if start_ms < self.now_ms() - self.recent_raw_keep_ms:  # sealed blocks too: the general path
             return RawWindow.of(await self.rows_and_blocks(infos, start_ms, end_ms - 1))
         sid, ts, val = await self.read_columns(infos, start_ms, end_ms - 1) if infos else (_NO_IDS, _NO_IDS, _NO_VALUES)
         ids, firsts = np.unique(sid, return_index=True)
         return RawWindow(ids, np.append(firsts, sid.size).astype(np.int64), ts, val)
+
+    async def drop_sealed_raw(self, rows: Sequence[tuple[int, int, int]]) -> int:
+        return 0  # never asked: read_raw_window_arrays names no sealed rows (they expire by TTL)
 
     async def write_blocks(self, blocks: Sequence[SealedBlock]) -> None:
         ps = (await self._ps())["block_ins"]

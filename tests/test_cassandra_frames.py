@@ -94,7 +94,7 @@ async def test_the_rollup_job_seals_frames_into_blocks_bit_exact(cassandra, tmp_
 
     from storage.base import HOUR_MS
     from storage.cassandra_rollup import CassandraRollupStorage
-    from storage.rollup_job import RawWindow, RollupJob
+    from storage.rollup_job import RawWindow, RawWindowArrays, RollupJob
     from storage.rollup_lease import LocalShardLease
 
     window = 2 * HOUR_MS
@@ -112,6 +112,7 @@ async def test_the_rollup_job_seals_frames_into_blocks_bit_exact(cassandra, tmp_
                                    for k, t in enumerate(ts.tolist()) if lo <= k < lo + 25))
         frames = await store.execute(f"SELECT count(*) FROM {store.keyspace}.raw_frames")
         assert frames[0][0][0] == ts.size
+        assert isinstance(store, RawWindowArrays)  # the job takes the arrays path
         for shard in range(2):  # the job's input as arrays: what the per-series read gives
             arrays = await store.read_raw_window_arrays(shard, 2, start, start + window)
             want = RawWindow.of(await store.read_raw_window(shard, 2, start, start + window))
