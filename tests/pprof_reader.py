@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """A varint decoded here, not by ``common.varint`` (which writes the profile): the reader
+    is the tests' independent oracle of the encoding."""
     result = shift = 0
     while True:
         b = buf[pos]

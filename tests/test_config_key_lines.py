@@ -46,15 +46,21 @@ CASES: list[tuple[str, Callable[[Path], Any], str, str, int]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("kind, load, text, dotted, line", CASES, ids=[c[0] for c in CASES])
-def test_unknown_key_names_file_line_and_dotted_key(
-    tmp_path: Path, kind: str, load: Callable[[Path], Any], text: str, dotted: str, line: int
-) -> None:
+def load_error(tmp_path: Path, load: Callable[[Path], Any], text: str) -> tuple[Path, str]:
+    """The file ``text`` was written to and the message of the error ``load`` raises on it."""
     f = tmp_path / "conf.yaml"
     f.write_text(text)
     with pytest.raises(Exception) as err:  # noqa: PT011 - each loader raises its own error type
         load(f)
-    assert str(err.value).startswith(f"{f}:{line}: {dotted}: unknown key (known keys here: "), str(err.value)
+    return f, str(err.value)
+
+
+@pytest.mark.parametrize("kind, load, text, dotted, line", CASES, ids=[c[0] for c in CASES])
+def test_unknown_key_names_file_line_and_dotted_key(
+    tmp_path: Path, kind: str, load: Callable[[Path], Any], text: str, dotted: str, line: int
+) -> None:
+    f, message = load_error(tmp_path, load, text)
+    assert message.startswith(f"{f}:{line}: {dotted}: unknown key (known keys here: "), message
 
 
 def test_a_channel_value_of_the_wrong_type_names_file_line_and_key(tmp_path: Path) -> None:
@@ -142,11 +148,8 @@ VALUE_CASES: list[tuple[str, Callable[[Path], Any], str, str, int, str]] = [
 def test_a_wrong_value_names_file_line_and_dotted_key(
     tmp_path: Path, kind: str, load: Callable[[Path], Any], text: str, dotted: str, line: int, problem: str
 ) -> None:
-    f = tmp_path / "conf.yaml"
-    f.write_text(text)
-    with pytest.raises(Exception) as err:  # noqa: PT011 - each loader raises its own error type
-        load(f)
-    assert str(err.value).startswith(f"{f}:{line}: {dotted}: {problem}"), str(err.value)
+    f, message = load_error(tmp_path, load, text)
+    assert message.startswith(f"{f}:{line}: {dotted}: {problem}"), message
 
 
 def test_a_command_line_override_has_no_line(tmp_path: Path) -> None:
