@@ -58,13 +58,7 @@ async def cluster(request, tmp_path: Path, zookeeper, zk_root):
         "  - alert: FleetTargetDown\n    expr: up{job=\"fleet\"} == 0\n    labels: {severity: page}\n"
         "  - record: job:up:sum\n    expr: sum by (job) (up)\n"
     )
-    alerting = tmp_path / "alerting.yaml"
-    alerting.write_text(json.dumps({
-        "alerter": {"listen": f"127.0.0.1:{free_port()}", "state_db": str(tmp_path / "state.db"),
-                    "rule_files": [str(rules)], "evaluation_interval": "1s", "watch_interval": "1h"},
-        "route": {"receiver": "am", "group_wait": "1h"},
-        "receivers": [{"name": "am", "alertmanager_configs": [{"url": "http://127.0.0.1:1"}]}],
-    }))
+    alerting = tmp_path / "alerting.yaml"  # written once the scraper listens (below)
     cfg = config_from_dict({
         "storage": _storage_doc(request.param, tmp_path, request),
         "discovery": {"zookeeper": {"hosts": zookeeper.hosts, "session_timeout": "4s"}},
@@ -74,20 +68,32 @@ async def cluster(request, tmp_path: Path, zookeeper, zk_root):
         "web": {"pprof_max_seconds": "1s"},
     })
     storage, writer, scraper = await cluster_scraper(cfg, zookeeper.hosts, zk_root)
-    settings, ncfg = load_alerting_file(str(alerting))
-    alerter = AlerterService(settings, ncfg, storage, writer, alerting_config_path=str(alerting))
-    web_port = free_port()
-    server = ClusterWeb(cfg, WebOptions(listen=f"127.0.0.1:{web_port}", zookeeper=zookeeper.hosts,
-                                        zookeeper_root=zk_root, session_timeout=4.0, health_cache_s=0.2,
-                                        alerting_file=str(alerting)))
+    alerter: AlerterService | None = None
+    server: ClusterWeb | None = None
     try:
+        # The scraper binds its port first: free_port() only names a port that is free now,
+        # and the scraper's own bind could otherwise take the one picked for the alerter.
         await scraper.start()
+        alerting.write_text(json.dumps({
+            "alerter": {"listen": f"127.0.0.1:{free_port()}", "state_db": str(tmp_path / "state.db"),
+                        "rule_files": [str(rules)], "evaluation_interval": "1s", "watch_interval": "1h"},
+            "route": {"receiver": "am", "group_wait": "1h"},
+            "receivers": [{"name": "am", "alertmanager_configs": [{"url": "http://127.0.0.1:1"}]}],
+        }))
+        settings, ncfg = load_alerting_file(str(alerting))
+        alerter = AlerterService(settings, ncfg, storage, writer, alerting_config_path=str(alerting))
+        web_port = free_port()
+        server = ClusterWeb(cfg, WebOptions(listen=f"127.0.0.1:{web_port}", zookeeper=zookeeper.hosts,
+                                            zookeeper_root=zk_root, session_timeout=4.0, health_cache_s=0.2,
+                                            alerting_file=str(alerting)))
         await alerter.start(serve_http=True)
         await server.start()
         yield f"http://127.0.0.1:{web_port}", agent.address, dead
     finally:
-        await server.stop()
-        await alerter.stop()
+        if server is not None:
+            await server.stop()
+        if alerter is not None:
+            await alerter.stop()
         await scraper.stop()
         await writer.close()
         await storage.close()
