@@ -11,12 +11,13 @@ load averages with 2 decimals, millisecond io-time counters, and full-precision 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
 if TYPE_CHECKING:
     from services.cassandra.cassandra_node import CassandraNode
+    from storage.cassandra_rollup import CassandraRollupStorage
 
 STEP_MS = 10_000
 LATENESS_MS = np.array([0, 1, 2, 3, 4, 5, 15, 20])
@@ -225,7 +226,101 @@ def _space_used(node: CassandraNode, keyspace: str, table: str) -> int:
     raise RuntimeError(f"no 'Space used (live)' in tablestats of {keyspace}.{table}")
 
 
-def bench_cassandra(n_hosts: int, hours: int, node_dir: str, tmp: str) -> None:
+class FramesSeal(TypedDict):
+    """What ``_seal_frames`` measured (CPU seconds)."""
+
+    hosts: int
+    shards: int
+    series: int
+    samples: int
+    job_cpu: float
+    decode_cpu: float
+    node_cpu: float
+    wall: float
+
+
+async def _seal_frames(
+    store: CassandraRollupStorage, node: CassandraNode, n_hosts: int, minutes: int, shards: int, tmp: str
+) -> FramesSeal:
+    """The rollup job's seal of scrape frames, as cluster mode stores them: ``n_hosts``
+    node_exporter-like targets written one frame per scrape for ``minutes`` of a 2 h window
+    (plus the 5 minutes before it the window's counters look back at), then one pass of the
+    job over ``shards`` shards with its clock past the window's close. Measures the job's
+    process CPU, the part of it spent decoding frames (``frame_samples``, on its thread) and
+    the node's CPU during the pass."""
+    import asyncio
+    import time
+
+    import storage.cassandra as cassandra_mod
+    from bench.procfs import proc_cpu_s
+    from storage.base import DAY_MS, HOUR_MS
+    from storage.model import SampleBatch, Series, make_labels
+    from storage.rollup_job import RollupJob
+    from storage.rollup_lease import LocalShardLease
+
+    window = 2 * HOUR_MS
+    base = 1_700_000_000_000 // DAY_MS * DAY_MS + 10 * DAY_MS
+    clock = [base - 300_000]
+    store._now_ms = lambda: clock[0]
+    store.recent_raw_keep_ms = 100 * 365 * DAY_MS  # the data lies in the past: read frames, not blocks
+    rng = np.random.default_rng(12)
+    n_scrapes = (minutes * 60_000 + 300_000) // STEP_MS
+    hosts = [node_exporter_host(rng, n_scrapes, base - 300_000, late=True) for _ in range(n_hosts)]
+    series = [[Series.of(make_labels("bench_frames", h=str(h), i=str(i))) for i in range(len(host))]
+              for h, host in enumerate(hosts)]
+    values = [np.array([v for _, v in host]) for host in hosts]
+    for j in range(n_scrapes):  # one frame per target and scrape, as the scrapers write them
+        writes = []
+        for h, host in enumerate(hosts):
+            ts = int(host[0][0][j])
+            clock[0] = max(clock[0], ts)
+            writes.append(store.write(SampleBatch(f"bench/frames{h}:9100", series[h], [ts] * len(series[h]),
+                                                  values[h][:, j].tolist())))
+        await asyncio.gather(*writes)
+    closed = base + window + 300_000 + 1
+    clock[0] = closed
+    job = RollupJob(store, LocalShardLease(f"{tmp}/locks-frames"), shards=shards, now_ms=lambda: closed)
+    decode = [0.0]
+    hooks = vars(cassandra_mod)  # the name storage.cassandra calls
+    plain = hooks["frame_samples"]
+
+    def timed(*args: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        c = time.thread_time()
+        try:
+            out: tuple[np.ndarray, np.ndarray, np.ndarray] = plain(*args)
+            return out
+        finally:
+            decode[0] += time.thread_time() - c
+
+    hooks["frame_samples"] = timed
+    try:
+        assert node.pid is not None
+        n0, c0, w0 = proc_cpu_s(node.pid), time.process_time(), time.perf_counter()
+        done = await job.run_once(initial_start_ms=base)
+        assert len(done) == shards, f"{len(done)} shard windows sealed, not {shards}"
+        c1, w1, n1 = time.process_time(), time.perf_counter(), proc_cpu_s(node.pid)
+    finally:
+        hooks["frame_samples"] = plain
+    return FramesSeal(hosts=n_hosts, shards=shards, series=sum(r.series for r in done),
+                      samples=sum(r.samples for r in done), job_cpu=c1 - c0, decode_cpu=decode[0],
+                      node_cpu=n1 - n0, wall=w1 - w0)
+
+
+def _print_frames_seal(f: FramesSeal) -> None:
+    n = max(f["samples"], 1)
+    print(
+        f"  RollupJob seal of scrape frames ({f['hosts']} targets, {f['shards']} shards): {f['samples']:,} samples, "
+        f"{f['samples'] / max(f['series'], 1):.0f} per series; CPU per sample: job {f['job_cpu'] / n * 1e6:.2f} us "
+        f"(frame decode {f['decode_cpu'] / n * 1e6:.2f}, the rest {(f['job_cpu'] - f['decode_cpu']) / n * 1e6:.2f}), "
+        f"Cassandra {f['node_cpu'] / n * 1e6:.2f}, job + Cassandra {(f['job_cpu'] + f['node_cpu']) / n * 1e6:.2f} us; "
+        f"{f['wall']:.1f} s wall"
+    )
+
+
+def bench_cassandra(
+    n_hosts: int, hours: int, node_dir: str, tmp: str, *, frames_only: bool = False, frame_hosts: int = 20,
+    frame_minutes: int = 20, shards: int = 16,
+) -> None:
     import asyncio
     import time
     from pathlib import Path
@@ -342,6 +437,9 @@ def bench_cassandra(n_hosts: int, hours: int, node_dir: str, tmp: str) -> None:
         return lat_m[len(ids) :], lat_h[len(ids) :]
 
     try:
+        if frames_only:
+            _print_frames_seal(asyncio.run(_seal_frames(store, node, frame_hosts, frame_minutes, shards, tmp)))
+            return
         sealed, minutes, hours_n, cpu, wall = asyncio.run(seal_bulk())
         print(f"  sealed {sealed:,} samples into blocks, wrote {minutes:,} 1m + {hours_n:,} 1h rollup rows:")
         print(
@@ -373,6 +471,7 @@ def bench_cassandra(n_hosts: int, hours: int, node_dir: str, tmp: str) -> None:
             f"  RollupJob end to end (raw_recent read + seal + rollup + writes): {n:,} samples, "
             f"{n / e2e_cpu:,.0f} samples/s per core (CPU), {n / e2e_wall:,.0f} samples/s wall"
         )
+        _print_frames_seal(asyncio.run(_seal_frames(store, node, frame_hosts, frame_minutes, shards, tmp)))
         lat_m, lat_h = asyncio.run(reads())
         print(
             f"  read one series, 30 d of 1m (43,200 points): p50 {np.median(lat_m) * 1000:.1f} ms, "
@@ -407,6 +506,11 @@ def main(argv: list[str] | None = None) -> int:
         "--cassandra-dir", default="", help="reuse a node started with services/cassandra/cassandra_node.py"
     )
     p.add_argument("--only-cassandra", action="store_true", help="skip the codec and SQLite figures")
+    p.add_argument("--frames-only", action="store_true",
+                   help="of the Cassandra legs only the job's seal of scrape frames (cluster mode's raw data)")
+    p.add_argument("--frame-hosts", type=int, default=20, help="targets (~600 series each) of the frames leg")
+    p.add_argument("--frame-minutes", type=int, default=20, help="minutes of scrapes (10 s) the frames leg seals")
+    p.add_argument("--shards", type=int, default=16, help="rollup shards of the frames leg")
     args = p.parse_args(argv)
     if not args.only_cassandra:
         bench_codec(args.hosts)
@@ -415,7 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.only_cassandra:
             asyncio.run(_bench_sqlite(max(1, args.hosts // 2), args.sqlite_hours, tmp))
         if args.cassandra or args.only_cassandra:
-            bench_cassandra(args.hosts, args.cassandra_hours, args.cassandra_dir, tmp)
+            bench_cassandra(args.hosts, args.cassandra_hours, args.cassandra_dir, tmp, frames_only=args.frames_only,
+                            frame_hosts=args.frame_hosts, frame_minutes=args.frame_minutes, shards=args.shards)
     return 0
 
 
