@@ -11,6 +11,7 @@ import numpy as np
 
 from query.aggregations import quantile_of
 from query.errors import QueryError
+from query.functions import lockstep
 from query.functions.args import kahan
 from query.functions.range import BatchedCompute, RangeCompute, RangeFunc
 from query.functions.windows import DenseGrid, loop_windows, segmented_window_sums, window_reduce, window_sums
@@ -82,6 +83,9 @@ def _over_time(kind: str) -> RangeCompute:
         if kind == "avg":
             return _avg_windows(v, lo, hi, ok), ok
         if kind in ("stddev", "stdvar"):
+            if lockstep.worth_it(lo, hi, ok):
+                var = lockstep.variances(v, lo, hi, ok)
+                return (np.sqrt(var) if kind == "stddev" else var), ok
             f = _stddev if kind == "stddev" else _stdvar
             return loop_windows(v, lo, hi, ok, f), ok
         if kind == "mad":
@@ -94,6 +98,10 @@ def _over_time(kind: str) -> RangeCompute:
             return out, ok
         if kind in ("ts_of_max", "ts_of_min", "ts_of_last", "ts_of_first"):
             ts = rv.ts[i]
+            if kind in ("ts_of_last", "ts_of_first"):
+                return ts[np.where(ok, hi - 1 if kind == "ts_of_last" else lo, 0)] / 1000.0, ok
+            if lockstep.worth_it(lo, hi, ok):
+                return ts[lockstep.extreme_positions(v, lo, hi, ok, kind == "ts_of_max")] / 1000.0, ok
             out = np.zeros(len(lo))
             for t in np.nonzero(ok)[0].tolist():
                 out[t] = ts[lo[t] + _ts_of_index(kind, v[lo[t] : hi[t]])] / 1000.0
@@ -104,13 +112,9 @@ def _over_time(kind: str) -> RangeCompute:
 
 
 def _ts_of_index(kind: str, w: np.ndarray) -> int:
-    """Which sample of the window ``ts_of_<kind>_over_time`` gives the time of (the last of
+    """Which sample of the window ``ts_of_max/min_over_time`` gives the time of (the last of
     equal extremes; NaN loses to any number)."""
-    if kind == "ts_of_last":
-        return len(w) - 1
     j = 0
-    if kind == "ts_of_first":
-        return j
     for k in range(1, len(w)):
         better = w[k] >= w[j] if kind == "ts_of_max" else w[k] <= w[j]
         if better or math.isnan(w[j]):
@@ -122,6 +126,8 @@ def _avg_windows(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, ok: np.ndarray) 
     n = np.where(ok, hi - lo, 1).astype(np.float64)
     if np.isfinite(v).all() and np.abs(v).max(initial=0.0) < 1e300:
         return window_sums(v, lo, hi, ok) / n
+    if lockstep.worth_it(lo, hi, ok):
+        return lockstep.averages(v, lo, hi, ok)
 
     def avg(w: list[float]) -> float:
         s, count, mean, c, incremental = w[0], 1.0, 0.0, 0.0, False

@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from query.errors import QueryError
+from query.functions import lockstep
 from query.functions.args import kahan
 from query.functions.range import RangeFunc
 from query.values import RangeVector
@@ -46,6 +47,8 @@ def linear_regression(ts: list[int], vs: list[float], intercept_time: int) -> tu
 def _deriv(rv: RangeVector, i: int, lo: np.ndarray, hi: np.ndarray, extra: list) -> tuple[np.ndarray, np.ndarray]:
     ts, v = rv.ts[i], rv.vals[i]
     ok = (hi - lo) >= 2
+    if lockstep.worth_it(lo, hi, ok):
+        return lockstep.regressions(ts, v, lo, hi, ok, ts[np.where(ok, lo, 0)])[0], ok
     out = np.zeros(len(lo))
     for t in np.nonzero(ok)[0].tolist():
         a, b = lo[t], hi[t]
@@ -59,8 +62,11 @@ def _predict_linear(rv: RangeVector, i: int, lo: np.ndarray, hi: np.ndarray, ext
     ts, v = rv.ts[i], rv.vals[i]
     dur = extra[0]
     ok = (hi - lo) >= 2
-    out = np.zeros(len(lo))
     base = rv.eval_times
+    if lockstep.worth_it(lo, hi, ok):
+        slopes, icpts = lockstep.regressions(ts, v, lo, hi, ok, np.asarray(base, dtype=np.int64))
+        return icpts + slopes * np.asarray(dur, dtype=np.float64), ok
+    out = np.zeros(len(lo))
     for t in np.nonzero(ok)[0].tolist():
         a, b = lo[t], hi[t]
         slope, icpt = linear_regression(ts[a:b].tolist(), v[a:b].tolist(), int(base[t]))

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from query.functions import lockstep
 from query.functions.args import kahan
 from query.values import RangeVector
 
@@ -34,6 +35,9 @@ def window_sums(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, ok: np.ndarray) -
         exact = ok & (bound > 1e-10 * np.abs(est))
     else:
         exact = ok.copy()
+    if lockstep.worth_it(lo, hi, exact):
+        out[exact] = lockstep.kahan_sums(v, lo, hi, exact)[exact]
+        return out
     for t in np.nonzero(exact)[0].tolist():
         s = c = 0.0
         for x in v[lo[t] : hi[t]].tolist():
