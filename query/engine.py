@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib
+import re
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from query.rollup_tail import (
 from query.rollup_tail import bucketize as bucketize  # re-exported: the bench and tests import it from here
 from query.values import (
     InstantVector,
+    Labels,
     RangeVector,
     Scalar,
     String,
@@ -66,6 +68,8 @@ from storage.base import (
     bucket_values,
 )
 from storage.base import aggregate_names as column_names
+from storage.matchers import Matcher, MatchOp
+from storage.model import METRIC_NAME
 from storage.rollup import DEFAULT_MAX_GAP_MS, QUERY_RAW_HORIZON_MS
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
@@ -105,6 +109,15 @@ class FetchPlan:
     # Evaluation grids (first time, last time, step, range) of uses whose rollup answer is exact
     # unless a sample sits exactly on a window's edge (SelectorUse.on_edges): read raw then.
     edge_grids: list[tuple[int, int, int, int]] = field(default_factory=list)
+    # Whether every use of the plan is a function that evaluates raw samples of some series
+    # beside rollup buckets of the others (EDGE_SPLIT_FUNCTIONS): then only the series with a
+    # sample on a window's edge are read raw (``edge_raw``), not the whole selector.
+    edge_split: bool = False
+    edge_raw: list[SeriesData] | None = None
+    # Rows built from raw samples of buckets ending after ``end_ms`` (in no window, so not in
+    # ``flat``: a full grid of buckets stays full), kept for the edge check: their first
+    # samples may sit on the last window's edge.
+    beyond: Rows | None = None
 
     @property
     def bucket_ms(self) -> int:
@@ -218,32 +231,96 @@ def _flat_parts(
     return FlatSeries([e[0] for e in ordered], ts, bucket_values(agg, len(ts)), offsets, agg)
 
 
-def _edge_samples(plan: FetchPlan) -> bool:
-    """Whether a plan's rollup rows have a sample exactly on the edge of a window of one of its
-    ``edge_grids`` (a bucket starting at ``t`` or ``t - range`` whose first sample is at its
-    start; or not known: written before the buckets kept first sample times)."""
+def _split_beyond(built: Rows, end_ms: int, step_ms: int) -> tuple[Rows, Rows | None]:
+    """Rows of buckets ending by ``end_ms``, and those ending after it (None: none)."""
+    over = built.ts > end_ms - (step_ms - 1)
+    if not len(built) or not over.any():
+        return built, None
+    return built.keep(~over), built.keep(over)
+
+
+def _flat_raw(data: list[SeriesData], labels: list[Labels], counts_list: list[int], drop_stale: bool) -> FlatSeries:
+    """Raw samples of series ``labels`` (``counts_list`` samples each, in ``data``'s parts) flat."""
+    if not data:
+        return FlatSeries([], np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(1, dtype=np.int64), None)
+    ts = np.concatenate([d.timestamps for d in data])
+    vals = np.concatenate([d.values for d in data])
+    counts = np.array(counts_list, dtype=np.int64)
+    if drop_stale:
+        st = stale_mask(vals)
+        if st.any():
+            sidx = np.repeat(np.arange(len(labels)), counts)
+            keep = ~st
+            ts, vals = ts[keep], vals[keep]
+            counts = np.bincount(sidx[keep], minlength=len(labels)).astype(np.int64)
+    offsets = np.zeros(len(labels) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(counts)
+    return FlatSeries(labels, ts, vals, offsets, None)
+
+
+def _edge_series(plan: FetchPlan) -> set[Labels] | None:
+    """The series (labels) of a plan's rollup rows with a sample exactly on the edge of a window
+    of one of its ``edge_grids`` (a bucket starting at ``t`` or ``t - range`` whose first sample
+    is at its start); None when not known (rows written before the buckets kept first sample
+    times): every series is then read raw."""
     if not plan.edge_grids:
-        return False
+        return set()
     if plan.flat is not None:
         agg = plan.flat.agg
         if agg is None or "first_ts" not in agg.keys():
-            return True
+            return None
         starts, first = plan.flat.ts - (plan.bucket_ms - 1), agg["first_ts"]
+        offsets, labels = plan.flat.offsets, plan.flat.labels
+        if plan.beyond is not None and len(plan.beyond):
+            b = plan.beyond
+            starts = np.concatenate([starts, b.ts])
+            first = np.concatenate([first, b.cols["first_ts"]])
+            offsets = np.concatenate([offsets, offsets[-1] + np.arange(1, len(b) + 1)])
+            labels = [*labels, *(b.series[i].labels for i in b.sidx.tolist())]
     else:
         parts = [d for d in plan.data if len(d)]
         if any(d.agg is None or "first_ts" not in d.agg for d in parts):
-            return True
+            return None
         if not parts:
-            return False
+            return set()
         starts = np.concatenate([d.timestamps for d in parts])
         first = np.concatenate([d.agg["first_ts"] for d in parts])  # type: ignore[index]
-    s = starts[first == starts]  # (a NaN first sample time: not on the edge)
+        offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+        np.cumsum([len(d) for d in parts], out=offsets[1:])
+        labels = [d.series.labels for d in parts]
+    at = np.flatnonzero(first == starts)  # (a NaN first sample time: not on the edge)
+    s = starts[at]
+    out: set[Labels] = set()
     for t0, t1, step, rng in plan.edge_grids:
-        rel = s[(s >= t0 - rng) & (s <= t1)] - t0
+        rel = s - t0
         on = (rel % step == 0) | ((rel + rng) % step == 0) if step else (rel == 0) | (rel == -rng)
+        on &= (s >= t0 - rng) & (s <= t1)
         if on.any():
-            return True
-    return False
+            rows = np.searchsorted(offsets, at[on], "right") - 1
+            out.update(labels[i] for i in np.unique(rows).tolist())
+    return out
+
+
+def _edge_matcher(labels: list[Labels], edge: set[Labels]) -> Matcher | None:
+    """A matcher on one label that, beside a plan's own matchers, selects the series ``edge``
+    of the plan's series ``labels`` and few others (the label whose edge values the fewest
+    series share): at most half of all; None when no label does (read all raw then)."""
+    names = {k for lab in edge for k, _ in lab} - {METRIC_NAME}
+    best: tuple[int, str, list[str]] | None = None
+    for name in sorted(names):
+        values = {dict(lab).get(name, "") for lab in edge}
+        hits = sum(1 for lab in labels if dict(lab).get(name, "") in values)
+        if best is None or hits < best[0]:
+            best = (hits, name, sorted(values))
+    if best is None or 2 * best[0] > len(labels):
+        return None
+    return Matcher(best[1], MatchOp.RE, "|".join(re.escape(v) for v in best[2]))
+
+
+def _labels_of(plan: FetchPlan) -> list[Labels]:
+    if plan.flat is not None:
+        return plan.flat.labels
+    return [d.series.labels for d in plan.data if len(d)]
 
 
 def _lacks_rate_aggregates(plan: FetchPlan) -> bool:
@@ -401,21 +478,27 @@ class Evaluator:
             offsets[1:] = np.cumsum(counts_list)
             flat = FlatSeries(labels, ts, bucket_values(agg, len(ts)), offsets, agg)
         else:
-            ts = np.concatenate([d.timestamps for d in data])
-            vals = np.concatenate([d.values for d in data])
-            counts = np.array(counts_list, dtype=np.int64)
-            if drop_stale:
-                st = stale_mask(vals)
-                if st.any():
-                    sidx = np.repeat(np.arange(len(labels)), counts)
-                    keep = ~st
-                    ts, vals = ts[keep], vals[keep]
-                    counts = np.bincount(sidx[keep], minlength=len(labels)).astype(np.int64)
-            offsets = np.zeros(len(labels) + 1, dtype=np.int64)
-            offsets[1:] = np.cumsum(counts)
-            flat = FlatSeries(labels, ts, vals, offsets, None)
+            flat = _flat_raw(data, labels, counts_list, drop_stale)
         self._flat[key] = flat
         return flat
+
+    def edge_raw_vector(self, node: P.MatrixSel, times: np.ndarray) -> RangeVector | None:
+        """The raw samples of the series a range selector over rollups reads raw
+        (``FetchPlan.edge_raw``), as its RangeVector; None when it reads none."""
+        plan = self.plan_of(node.vector)
+        if plan is None or not plan.edge_raw:
+            return None
+        data = [d for d in plan.edge_raw if len(d)]
+        labels: list[Labels] = []
+        counts: list[int] = []
+        for d in data:  # (one part per series: _select_raw joins a series' pieces)
+            labels.append(d.series.labels)
+            counts.append(len(d))
+        flat = _flat_raw(data, labels, counts, True) if data else _flat_raw([], [], [], True)
+        at = self.at_ms(node.vector.at)
+        ends = (np.full(len(times), at, dtype=np.int64) if at is not None else times) - node.vector.offset_ms
+        self.reserve(len(flat.ts), "range selector samples: ")
+        return RangeVector(flat.labels, flat.ts, flat.vals, flat.offsets, ends, node.range_ms, times, None, 0)
 
     # ------------------------------------------------------------------ eval
     def eval(self, node: P.Node, times: np.ndarray) -> Value:
@@ -557,6 +640,9 @@ def value_points(value: Value) -> int:
 # rate/increase read the rate aggregates only where rollups serve them exactly (_plan_fetches),
 # else the increases (query.functions.rate).
 COUNTER_RATES = frozenset({"rate", "increase"})
+# Functions whose range selector over rollups may read some series raw (FetchPlan.edge_raw):
+# their raw and rollup forms are batched (query.functions.range.eval_range_function).
+EDGE_SPLIT_FUNCTIONS = frozenset({"rate", "increase", "delta"})
 ROLLUP_COLUMNS: dict[str, frozenset[str]] = {
     # (``increase``: the approximation for buckets written before the rate aggregates)
     "rate": frozenset({*RATE_AGGREGATES, "increase"}),
@@ -642,9 +728,11 @@ def _plan_fetches(
         cols = _rollup_columns(func, window_ms, res, note, kept)
         key = (sel.key, res)
         plan = out.get(key)
+        split = func in EDGE_SPLIT_FUNCTIONS and window_ms is not None
         if plan is None:
-            plan = out[key] = FetchPlan(sel.matchers, lo, hi, res, cols)
+            plan = out[key] = FetchPlan(sel.matchers, lo, hi, res, cols, edge_split=split)
         else:
+            plan.edge_split = plan.edge_split and split
             plan.start_ms = min(plan.start_ms, lo)
             plan.end_ms = max(plan.end_ms, hi)
             plan.columns = None if plan.columns is None or cols is None else plan.columns | cols
@@ -895,6 +983,14 @@ class Engine:
         result.stats = stats
         return result
 
+    async def _select_edge_raw(
+        self, plan: FetchPlan, narrow: Matcher, edge: set[Labels], loaded: list[int]
+    ) -> list[SeriesData]:
+        """Raw samples of the series ``edge`` of a plan (read with its matchers and ``narrow``),
+        in label order."""
+        sub = dataclasses.replace(plan, matchers=(*plan.matchers, narrow), data=[], flat=None, edge_raw=None)
+        return [d for d in await self._select_raw(sub, loaded) if d.series.labels in edge]
+
     async def _select_raw(self, plan: FetchPlan, loaded: list[int]) -> list[SeriesData]:
         """Raw samples of a plan; long ranges are read in pieces so that a query over the
         sample limit stops after one piece instead of loading everything first."""
@@ -946,14 +1042,20 @@ class Engine:
             if time.monotonic() >= self._rollups_unavailable_until:
                 try:
                     await self._fetch_rollup(plan)
-                    if not _edge_samples(plan):
+                    edge = _edge_series(plan)
+                    narrow = _edge_matcher(_labels_of(plan), edge) if edge and plan.edge_split else None
+                    if edge and narrow is not None:
+                        # A few series have a sample on a window's edge: only those read raw.
+                        plan.edge_raw = await self._select_edge_raw(plan, narrow, edge, loaded)
+                        edge = set()
+                    if edge is not None and not edge:
                         if not _lacks_rate_aggregates(plan):
                             return
                         if not plan.raw_unless_rate_known:
                             plan.notes = {n for n in plan.notes if not n.startswith(INFO_PREFIX)}
                             plan.notes.add(plan.unknown_rate_note or "")
                             return
-                    plan.flat = None  # (read raw below: the rollups answer only approximately)
+                    plan.flat, plan.edge_raw = None, None  # (read raw below: the rollups answer only approximately)
                 except StorageError:
                     # The store keeps no rollups: read raw samples (and stop asking for a while).
                     self._rollups_unavailable_until = time.monotonic() + 60.0
@@ -992,6 +1094,7 @@ class Engine:
             # Recent windows only (a cache refresh): build the buckets from raw samples,
             # which gives the rollup job's rows exactly, with one read.
             built = await self._rows_from_raw(matchers, lo, plan.end_ms + 1, step, now)
+            built, plan.beyond = _split_beyond(built, plan.end_ms, step)
             plan.flat = _flat_rows(built, res, column_names(plan.columns))
             return
         guess = max(tail, lo, raw_floor)
@@ -1043,6 +1146,7 @@ class Engine:
         names = column_names(plan.columns)
         if first is None or (first.agg is not None and all(k in first.agg for k in names)):
             # (a store returns the asked aggregate columns of every series, or none)
+            built, plan.beyond = _split_beyond(built, plan.end_ms, step)
             plan.flat = _flat_parts(cut, built, res, names)
             return
         # One series may come in two parts (stored rows, then rows built from raw); flat_of

@@ -73,11 +73,14 @@ CREATE TABLE IF NOT EXISTS raw_blocks (
     data      BLOB NOT NULL,
     PRIMARY KEY (series_id, start_ts)
 )"""
-_BLOCKS_INDEX = "CREATE INDEX IF NOT EXISTS raw_blocks_ts ON raw_blocks (start_ts)"
+# (start_ts, end_ts): the probe whether any block overlaps a range (``_any_block``) reads the
+# index alone, not a table page per block (a day's 9,600 blocks of 800 series: 5 ms a read).
+_BLOCKS_INDEX = "CREATE INDEX IF NOT EXISTS raw_blocks_span ON raw_blocks (start_ts, end_ts)"
 ROLLUP_SCHEMA = (
     _BLOCKS_TABLE
     + ";\n"
     + _BLOCKS_INDEX
+    + ";\nDROP INDEX IF EXISTS raw_blocks_ts"  # (the index on start_ts alone, before)
     + """;
 CREATE INDEX IF NOT EXISTS series_metric ON series (metric);
 CREATE TABLE IF NOT EXISTS rollup_checkpoints (
@@ -543,7 +546,7 @@ def _put_chunks(con: sqlite3.Connection, table: str, resolution: Resolution, ser
 
 
 def _any_block(con: sqlite3.Connection, start_ms: int, end_ms: int) -> bool:
-    """Whether any block overlaps [start_ms, end_ms) (one probe of ``raw_blocks_ts``): a read of
+    """Whether any block overlaps [start_ms, end_ms) (one probe of ``raw_blocks_span``): a read of
     the open window's recent minutes then skips a probe per series."""
     found = con.execute(
         "SELECT 1 FROM raw_blocks WHERE start_ts > ? AND start_ts < ? AND end_ts > ? LIMIT 1",

@@ -464,3 +464,44 @@ async def test_panel_grid_windows_from_rollups_unless_a_sample_sits_on_an_edge(s
             assert _close(_as_dict(res), want, 1e-9, 1e-9) is None, expr
     finally:
         del store.select
+
+
+async def test_a_series_with_an_edge_sample_reads_raw_alone(store, tmp_path) -> None:
+    """Of a panel's series, only those with a sample on a window's edge are read raw (one
+    select narrowed to them); the others stay with the rollups, and the answer equals the raw
+    one bit for bit (rate, increase, delta, and a sum over them)."""
+    ts = T0 + 2 * HOUR_MS + 7_123 + np.arange(0, 3 * HOUR_MS, 15_000, dtype=np.int64)  # never on a minute
+    edge = T0 + 3 * HOUR_MS + 5 * MINUTE_MS
+    data = {}
+    for host in ("a", "b", "c"):
+        t = np.sort(np.append(ts, edge)) if host == "b" else ts  # host b: a sample on a window's edge
+        data[Series.of(make_labels(C, instance=f"{host}:9100"))] = (t, np.cumsum(t % 7_919 / 1e3), f"web/{host}:9100")
+        data[Series.of(make_labels(G, instance=f"{host}:9100"))] = (t, np.sin(t / 1e6) * 100, f"web/{host}:9100")
+    await (getattr(store, "load", None) or load_sqlite)(store, data)
+    job = RollupJob(store, LocalShardLease(tmp_path / "locks"), window_ms=WINDOW, shards=SHARDS, now_ms=lambda: IN)
+    assert await job.run_once(initial_start_ms=T0)
+    mem = MemoryStorage()
+    for s, (t, v, _) in data.items():
+        mem.add_series(s, t, v)
+    raw_ref = Engine(mem, downsample=False, isolate=False)
+    reads: list[tuple[Resolution, list[str]]] = []
+    select = store.select
+
+    async def spy(matchers, start_ms, end_ms, resolution=Resolution.RAW, *, columns=None):
+        got = await select(matchers, start_ms, end_ms, resolution, columns=columns)
+        reads.append((resolution, sorted(d.series.get("instance") for d in got)))
+        return got
+
+    store.select = spy
+    try:
+        eng = Engine(store, now_ms=Clock(IN), isolate=False)
+        start, end = T0 + 2 * HOUR_MS + 30 * MINUTE_MS, T0 + 4 * HOUR_MS
+        for expr in (f"rate({C}[5m])", f"increase({C}[10m])", f"delta({G}[5m])", f"sum(rate({C}[5m]))"):
+            reads.clear()
+            res = await eng.range_query(expr, start, end, MINUTE_MS)
+            assert reads == [(Resolution.MINUTE, ["a:9100", "b:9100", "c:9100"]), (Resolution.RAW, ["b:9100"])], expr
+            assert res.warnings and res.warnings[0].startswith(INFO_PREFIX), (expr, res.warnings)
+            want = _as_dict(await raw_ref.range_query(expr, start, end, MINUTE_MS))
+            assert want and _close(_as_dict(res), want, 0.0, 0.0) is None, expr
+    finally:
+        del store.select

@@ -62,12 +62,22 @@ class _SeriesLists:
 
 def eval_range_function(ev: "Evaluator", node: P.Call, times: np.ndarray, fn: RangeFunc) -> InstantVector:
     batched = fn.batched
-    if fn.rollup is not None and _is_rollup_arg(ev, node.args[fn.range_index]):
+    arg = node.args[fn.range_index]
+    if fn.rollup is not None and _is_rollup_arg(ev, arg):
         batched = fn.rollup
-    rv = range_arg(ev, node.args[fn.range_index], times, node.name)
+    rv = range_arg(ev, arg, times, node.name)
     extra = [scalar_arg(ev, node.args[i], times, node.name) for i in fn.scalar_args]
     if batched is not None:
-        return _batched(rv, batched, extra, len(times), fn.keep_name)
+        vals, ok = _compute(rv, batched, extra)
+        raw = ev.edge_raw_vector(arg, times) if batched is fn.rollup and isinstance(arg, P.MatrixSel) else None
+        if raw is not None and fn.batched is not None and len(raw.labels):
+            # The series with a sample on a window's edge: their raw samples' answer instead.
+            row = {lab: i for i, lab in enumerate(rv.labels)}
+            at = [row[lab] for lab in raw.labels]
+            shape = (len(rv.labels), len(times))
+            vals, ok = np.array(np.broadcast_to(vals, shape)), np.array(np.broadcast_to(ok, shape))
+            vals[at], ok[at] = _compute(raw, fn.batched, extra)
+        return _finish(rv.labels, vals, ok, len(times), fn.keep_name)
     assert fn.per_series is not None, node.name
     lists = _SeriesLists(rv)
     labels, values, present = [], [], []
@@ -83,19 +93,22 @@ def eval_range_function(ev: "Evaluator", node: P.Call, times: np.ndarray, fn: Ra
     return finish(labels, values, present, len(times), drop=not fn.keep_name)
 
 
-def _batched(rv: RangeVector, batched: BatchedCompute, extra: list, steps: int, keep_name: bool) -> InstantVector:
+def _compute(rv: RangeVector, batched: BatchedCompute, extra: list) -> tuple[np.ndarray, np.ndarray]:
+    """(values, present), (series, steps), of a batched compute over every window of ``rv``."""
     dense = dense_rollup_windows(rv) if getattr(batched, "dense", False) else None
     if dense is not None:
-        vals, ok = batched(rv, dense[0], dense[1], extra)
-    else:
-        lo, hi = rv.windows_all()
-        vals, ok = batched(rv, lo, hi, extra)
-    rows = np.nonzero(ok.any(axis=1))[0] if len(rv.labels) else np.zeros(0, dtype=np.int64)
+        return batched(rv, dense[0], dense[1], extra)
+    lo, hi = rv.windows_all()
+    return batched(rv, lo, hi, extra)
+
+
+def _finish(labels: list, vals: np.ndarray, ok: np.ndarray, steps: int, keep_name: bool) -> InstantVector:
+    rows = np.nonzero(ok.any(axis=1))[0] if len(labels) else np.zeros(0, dtype=np.int64)
     if len(rows) == 0:
         return InstantVector.empty(steps)
-    if len(rows) < len(rv.labels):
+    if len(rows) < len(labels):
         ok, vals = ok[rows], vals[rows]
-    out = InstantVector([rv.labels[i] for i in rows], np.where(ok, vals, 0.0), ok)
+    out = InstantVector([labels[i] for i in rows], np.where(ok, vals, 0.0), ok)
     return out.with_drop(not keep_name)
 
 
