@@ -10,6 +10,7 @@ load averages with 2 decimals, millisecond io-time counters, and full-precision 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -235,6 +236,7 @@ class FramesSeal(TypedDict):
     samples: int
     job_cpu: float
     decode_cpu: float
+    compute_cpu: float
     node_cpu: float
     wall: float
 
@@ -246,12 +248,14 @@ async def _seal_frames(
     node_exporter-like targets written one frame per scrape for ``minutes`` of a 2 h window
     (plus the 5 minutes before it the window's counters look back at), then one pass of the
     job over ``shards`` shards with its clock past the window's close. Measures the job's
-    process CPU, the part of it spent decoding frames (``frame_samples``, on its thread) and
-    the node's CPU during the pass."""
+    process CPU, the parts of it spent decoding frames (``frame_samples``) and computing
+    blocks and rollups (``compute_window``), each on the thread it ran on, and the node's CPU
+    during the pass."""
     import asyncio
     import time
 
     import storage.cassandra as cassandra_mod
+    import storage.rollup_job as rollup_job_mod
     from bench.procfs import proc_cpu_s
     from storage.base import DAY_MS, HOUR_MS
     from storage.model import SampleBatch, Series, make_labels
@@ -280,19 +284,24 @@ async def _seal_frames(
     closed = base + window + 300_000 + 1
     clock[0] = closed
     job = RollupJob(store, LocalShardLease(f"{tmp}/locks-frames"), shards=shards, now_ms=lambda: closed)
-    decode = [0.0]
-    hooks = vars(cassandra_mod)  # the name storage.cassandra calls
-    plain = hooks["frame_samples"]
+    spent = {"frame_samples": 0.0, "compute_window": 0.0}  # CPU of each, on the thread it ran on
+    hooks = [vars(cassandra_mod), vars(rollup_job_mod)]  # the names storage.cassandra and the job call
+    plain = [names[name] for names in hooks for name in spent if name in names]
 
-    def timed(*args: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        c = time.thread_time()
-        try:
-            out: tuple[np.ndarray, np.ndarray, np.ndarray] = plain(*args)
-            return out
-        finally:
-            decode[0] += time.thread_time() - c
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
+            c = time.thread_time()
+            try:
+                return fn(*args)
+            finally:
+                spent[name] += time.thread_time() - c
 
-    hooks["frame_samples"] = timed
+        return run
+
+    for names in hooks:
+        for name in spent:
+            if name in names:
+                names[name] = timed(name, names[name])
     try:
         assert node.pid is not None
         n0, c0, w0 = proc_cpu_s(node.pid), time.process_time(), time.perf_counter()
@@ -300,9 +309,14 @@ async def _seal_frames(
         assert len(done) == shards, f"{len(done)} shard windows sealed, not {shards}"
         c1, w1, n1 = time.process_time(), time.perf_counter(), proc_cpu_s(node.pid)
     finally:
-        hooks["frame_samples"] = plain
+        fns = iter(plain)
+        for names in hooks:
+            for name in spent:
+                if name in names:
+                    names[name] = next(fns)
     return FramesSeal(hosts=n_hosts, shards=shards, series=sum(r.series for r in done),
-                      samples=sum(r.samples for r in done), job_cpu=c1 - c0, decode_cpu=decode[0],
+                      samples=sum(r.samples for r in done), job_cpu=c1 - c0, decode_cpu=spent["frame_samples"],
+                      compute_cpu=spent["compute_window"],
                       node_cpu=n1 - n0, wall=w1 - w0)
 
 
@@ -311,7 +325,8 @@ def _print_frames_seal(f: FramesSeal) -> None:
     print(
         f"  RollupJob seal of scrape frames ({f['hosts']} targets, {f['shards']} shards): {f['samples']:,} samples, "
         f"{f['samples'] / max(f['series'], 1):.0f} per series; CPU per sample: job {f['job_cpu'] / n * 1e6:.2f} us "
-        f"(frame decode {f['decode_cpu'] / n * 1e6:.2f}, the rest {(f['job_cpu'] - f['decode_cpu']) / n * 1e6:.2f}), "
+        f"(frame decode {f['decode_cpu'] / n * 1e6:.2f}, blocks + rollup math {f['compute_cpu'] / n * 1e6:.2f}, "
+        f"the rest - index, reads, writes - {(f['job_cpu'] - f['decode_cpu'] - f['compute_cpu']) / n * 1e6:.2f}), "
         f"Cassandra {f['node_cpu'] / n * 1e6:.2f}, job + Cassandra {(f['job_cpu'] + f['node_cpu']) / n * 1e6:.2f} us; "
         f"{f['wall']:.1f} s wall"
     )

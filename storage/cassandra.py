@@ -1069,19 +1069,38 @@ class CassandraStorage(Storage):
                     parts_prio.append(np.zeros(ts.size, dtype=np.int8))
         if not parts_ts:
             return empty
-        sid = np.concatenate(parts_sid)
-        ts = np.concatenate(parts_ts)
-        val = np.concatenate(parts_val)
-        prio = np.concatenate(parts_prio)
-        sorted_already = (sid[0] == sid[-1] and bool((sid == sid[0]).all()) and bool((ts[1:] > ts[:-1]).all()))
-        if not sorted_already:  # one series of one target read in hour order needs nothing
-            order = np.lexsort((prio, ts, sid))
-            sid, ts, val = sid[order], ts[order], val[order]
-            # Drop duplicate (series, ts) pairs (a series seen under two targets in one hour).
-            keep = np.ones(sid.size, dtype=bool)
-            keep[1:] = (sid[1:] != sid[:-1]) | (ts[1:] != ts[:-1])
-            sid, ts, val = sid[keep], ts[keep], val[keep]
-        return sid, ts, val
+        return series_major(parts_sid, parts_ts, parts_val, parts_prio)
+
+
+def series_major(
+    parts_sid: list[np.ndarray], parts_ts: list[np.ndarray], parts_val: list[np.ndarray], parts_prio: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parts of (series id, ts, value) columns as one, sorted by series then time; of equal
+    (series, ts) the sample of the lowest ``prio`` stays. Usually each series is one run in
+    time order in one part (a target's frames give its series one after another): then the
+    runs are only put in series order (a gather), not sorted sample by sample."""
+    sid = np.concatenate(parts_sid)
+    ts = np.concatenate(parts_ts)
+    val = np.concatenate(parts_val)
+    cuts = np.cumsum([p.size for p in parts_sid])[:-1]
+    starts = np.union1d(np.flatnonzero(sid[1:] != sid[:-1]) + 1, cuts[cuts < sid.size])
+    starts = np.concatenate([[0], starts[starts > 0]]).astype(np.int64)
+    rising = ts[1:] > ts[:-1]
+    rising[starts[1:] - 1] = True  # a run may start below the previous run's end
+    run_sid = sid[starts]
+    order = np.argsort(run_sid, kind="stable")
+    if bool(rising.all()) and not bool((run_sid[order][1:] == run_sid[order][:-1]).any()):
+        if starts.size == 1 or bool((order[1:] > order[:-1]).all()):
+            return sid, ts, val  # already in order
+        lens = np.diff(np.append(starts, sid.size))[order]
+        at = np.repeat(starts[order] - (np.cumsum(lens) - lens), lens) + np.arange(sid.size)
+        return sid[at], ts[at], val[at]
+    order = np.lexsort((np.concatenate(parts_prio), ts, sid))
+    sid, ts, val = sid[order], ts[order], val[order]
+    # Drop duplicate (series, ts) pairs (a series seen under two targets in one hour).
+    keep = np.ones(sid.size, dtype=bool)
+    keep[1:] = (sid[1:] != sid[:-1]) | (ts[1:] != ts[:-1])
+    return sid[keep], ts[keep], val[keep]
 
 
 async def _gather_waves(coros: list, limit: int = MAX_CONCURRENT_REQUESTS, return_exceptions: bool = False) -> list:

@@ -32,8 +32,10 @@ less complete than the rows alone.
 
 ``read_raw_window`` (the rollup job's input) reads rows and frames, and blocks only for
 ranges older than ``recent_raw_keep_ms``, of the shard's series (from the index of the
-window): its rows, and its columns out of each target's frames (a frame holds every shard's
-series, so each shard decodes every frame of the window).
+window): its rows, and its columns out of each target's frames. A frame holds every shard's
+series, so the job reads the window of all the shards it holds at once
+(``read_raw_window_group``): the index is read and each frame decoded once per window, not
+once per shard.
 """
 
 from __future__ import annotations
@@ -259,14 +261,18 @@ class CassandraRollupMixin:
 
     # -- RollupStore ------------------------------------------------------------------------
 
-    async def _shard_infos(self, shard: int, shards: int, start_ms: int, end_ms: int) -> list[SeriesInfo]:
-        """The shard's series of [start_ms, end_ms) from the index: only those are read (a
-        target's frames are decoded whole, but only the shard's columns become samples)."""
+    async def _shard_infos(self, group: Collection[int], shards: int, start_ms: int, end_ms: int) -> list[SeriesInfo]:
+        """The series of the shards of ``group`` in [start_ms, end_ms) from the index: only
+        those are read (a target's frames are decoded whole, but only the group's columns
+        become samples)."""
         every = [Matcher(METRIC_NAME, MatchOp.RE, ".+")]
-        return [i for i in await self._select_series(every, start_ms, end_ms - 1) if i.series.id % shards == shard]
+        found = await self._select_series(every, start_ms, end_ms - 1)
+        if len(group) == shards:
+            return found
+        return [i for i in found if i.series.id % shards in group]
 
     async def read_raw_window(self, shard: int, shards: int, start_ms: int, end_ms: int) -> list[SeriesData]:
-        return await self.rows_and_blocks(await self._shard_infos(shard, shards, start_ms, end_ms), start_ms, end_ms - 1)
+        return await self.rows_and_blocks(await self._shard_infos({shard}, shards, start_ms, end_ms), start_ms, end_ms - 1)
 
     async def read_raw_window_arrays(
         self, shard: int, shards: int, start_ms: int, end_ms: int, seal_from_ms: int | None = None
@@ -274,7 +280,12 @@ class CassandraRollupMixin:
         """``read_raw_window`` as one ``RawWindow``: the columns of rows and frames merged
         (``read_columns``) go to the job as they are, no per-series objects on the way. No
         ``sealed_rows``: raw rows and frames expire by TTL, a seal drops nothing."""
-        infos = await self._shard_infos(shard, shards, start_ms, end_ms)
+        return await self.read_raw_window_group((shard,), shards, start_ms, end_ms)
+
+    async def read_raw_window_group(self, group: Sequence[int], shards: int, start_ms: int, end_ms: int) -> RawWindow:
+        """``read_raw_window_arrays`` of several shards at once (``RawWindowGroups``): the
+        index is read once and each frame decoded once for all of them."""
+        infos = await self._shard_infos(set(group), shards, start_ms, end_ms)
         if start_ms < self.now_ms() - self.recent_raw_keep_ms:  # sealed blocks too: the general path
             return RawWindow.of(await self.rows_and_blocks(infos, start_ms, end_ms - 1))
         sid, ts, val = await self.read_columns(infos, start_ms, end_ms - 1) if infos else (_NO_IDS, _NO_IDS, _NO_VALUES)

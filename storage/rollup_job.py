@@ -15,6 +15,11 @@ default 2 h), series into ``shards`` by ``series_id % shards``. For one (shard, 
 A window is closed once ``now >= end + grace_ms``. Copies of the job take shards with a
 ``ShardLease`` (ZooKeeper or local locks); a copy only works shards it holds, and since
 every step is idempotent a lease lost mid-window costs duplicate work, never wrong rows.
+With a store that reads several shards' windows at once (``RawWindowGroups``: Cassandra,
+whose scrape frames hold every shard's series) a copy leases up to ``shards_at_once``
+shards (default: all it can) and works the shards at the same checkpoint together - one
+read, one computation, one set of writes per window, a checkpoint and a result per shard;
+else one shard at a time.
 ``backfill(from, to)`` redoes every window of a range for every shard without touching
 checkpoints. The job's own metrics live in its ``CollectorRegistry``.
 
@@ -38,8 +43,8 @@ raw exactly as the window's seal will compute them and written as provisional ch
 and builds the rest from raw samples; with them it reads raw samples for the last few
 minutes only. The seal replaces them with the final buckets (equal unless samples arrived
 later than the grace). Cost: each fresh pass reads the shard's raw samples since the last
-one plus the 5-minute counter lookback, through ``read_raw_window`` (which on Cassandra
-reads every series of the range for each shard), so at large scale raise ``fresh_every_ms``.
+one plus the 5-minute counter lookback, through ``read_raw_window`` (shards leased together
+at once), so at large scale raise ``fresh_every_ms``.
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO, runtime_checkable
 
@@ -157,6 +163,21 @@ class RawWindowArrays(Protocol):
     async def drop_sealed_raw(self, rows: Sequence[tuple[int, int, int]]) -> int:
         """Delete the ``sealed_rows`` of a window whose blocks are written, unless written to
         since they were read; returns how many went."""
+        ...
+
+
+@runtime_checkable
+class RawWindowGroups(Protocol):
+    """Optional for a ``RollupStore``: the raw window of several shards read at once, cheaper
+    than shard by shard (Cassandra: a scrape frame holds every shard's series, so a group's
+    read decodes each frame once instead of once per shard, and reads the index once). With
+    it, the job works a window of every shard it holds at once (``RollupJob.shards_at_once``)."""
+
+    async def read_raw_window_group(
+        self, group: Sequence[int], shards: int, start_ms: int, end_ms: int
+    ) -> RawWindow:
+        """What ``read_raw_window_arrays`` gives for each shard of ``group``, as one
+        ``RawWindow`` (no ``sealed_rows``)."""
         ...
 
 
@@ -426,6 +447,9 @@ class RollupJob:
     late_settle_ms: int = DEFAULT_LATE_SETTLE_MS
     fresh_minutes: bool = True  # the fresh pass (module docstring)
     fresh_every_ms: int = MINUTE_MS  # a shard's fresh pass waits until this many new minutes
+    # With a store that reads shards' windows at once (``RawWindowGroups``): how many shards a
+    # copy leases and works together (0: every shard it can lease); else one at a time.
+    shards_at_once: int = 0
     metrics: RollupMetrics = field(default_factory=RollupMetrics)
     now_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     _fresh_until: dict[int, int] = field(default_factory=dict, init=False, repr=False)
@@ -443,6 +467,8 @@ class RollupJob:
             raise ValueError("rollup grace, late settle time and max gap must not be negative")
         if self.late_windows_per_pass < 1:
             raise ValueError("rollup late windows per pass must be at least 1")
+        if self.shards_at_once < 0:
+            raise ValueError("rollup shards at once must not be negative (0: every shard leased)")
         if self.fresh_every_ms < MINUTE_MS or self.fresh_every_ms > self.window_ms:
             raise ValueError("rollup fresh pass interval must be between 1 minute and the window length")
 
@@ -453,9 +479,14 @@ class RollupJob:
 
     async def process_window(self, shard: int, start_ms: int, mode: str = "live") -> WindowResult:
         """Seal and roll up one shard window (idempotent)."""
+        return (await self.process_windows([shard], start_ms, mode))[0]
+
+    async def process_windows(self, group: Sequence[int], start_ms: int, mode: str = "live") -> list[WindowResult]:
+        """Seal and roll up one window of the shards of ``group`` at once (idempotent): one
+        read, one computation and one set of writes for all of them; a result per shard."""
         end_ms = start_ms + self.window_ms
         t0 = time.monotonic()
-        data = await self._read_window(shard, start_ms - self.max_gap_ms, end_ms, seal_from_ms=start_ms)
+        data = await self._read_window(group, start_ms - self.max_gap_ms, end_ms, seal_from_ms=start_ms)
         loop = asyncio.get_running_loop()
         blocks, minutes, hours = await loop.run_in_executor(
             None, compute_window, data, start_ms, end_ms, self.max_gap_ms
@@ -467,32 +498,66 @@ class RollupJob:
             await self.store.write_rollups(Resolution.HOUR, hours)
         if isinstance(data, RawWindow) and data.sealed_rows and isinstance(self.store, RawWindowArrays):
             await self.store.drop_sealed_raw(data.sealed_rows)  # its blocks hold them now
-        res = WindowResult(
-            shard,
-            start_ms,
-            end_ms,
-            series=len(minutes),
-            samples=sum(b.count for b in blocks),
-            block_bytes=sum(len(b.data) for b in blocks),
-            minute_points=_points(minutes),
-            hour_points=_points(hours),
-            mode=mode,
-        )
+        results = {k: WindowResult(k, start_ms, end_ms, mode=mode) for k in group}
+        if len(group) == 1:
+            res = results[group[0]]
+            res.series, res.minute_points, res.hour_points = len(minutes), _points(minutes), _points(hours)
+            res.samples, res.block_bytes = sum(b.count for b in blocks), sum(len(b.data) for b in blocks)
+        else:
+            for b in blocks:
+                res = results[b.series_id % self.shards]
+                res.samples += b.count
+                res.block_bytes += len(b.data)
+            for r in minutes:
+                res = results[r.series_id % self.shards]
+                res.series += 1
+                res.minute_points += len(r.rollup)
+            for r in hours:
+                results[r.series_id % self.shards].hour_points += len(r.rollup)
         m = self.metrics
-        m.windows_done.labels(mode).inc()
-        m.samples_sealed.inc(res.samples)
-        m.block_bytes.inc(res.block_bytes)
-        m.rollup_points.labels("1m").inc(res.minute_points)
-        m.rollup_points.labels("1h").inc(res.hour_points)
+        m.windows_done.labels(mode).inc(len(group))
+        m.samples_sealed.inc(sum(b.count for b in blocks))
+        m.block_bytes.inc(sum(len(b.data) for b in blocks))
+        m.rollup_points.labels("1m").inc(_points(minutes))
+        m.rollup_points.labels("1h").inc(_points(hours))
         m.window_seconds.observe(time.monotonic() - t0)
-        return res
+        return [results[k] for k in group]
 
     async def _read_window(
-        self, shard: int, start_ms: int, end_ms: int, seal_from_ms: int | None = None
+        self, group: Sequence[int], start_ms: int, end_ms: int, seal_from_ms: int | None = None
     ) -> Sequence[SeriesData] | RawWindow:
+        if len(group) > 1:
+            if not isinstance(self.store, RawWindowGroups):
+                raise TypeError("a store without group reads works one shard at a time")
+            return await self.store.read_raw_window_group(group, self.shards, start_ms, end_ms)
         if isinstance(self.store, RawWindowArrays):
-            return await self.store.read_raw_window_arrays(shard, self.shards, start_ms, end_ms, seal_from_ms)
-        return await self.store.read_raw_window(shard, self.shards, start_ms, end_ms)
+            return await self.store.read_raw_window_arrays(group[0], self.shards, start_ms, end_ms, seal_from_ms)
+        return await self.store.read_raw_window(group[0], self.shards, start_ms, end_ms)
+
+    def _group_size(self) -> int:
+        """Shards leased and worked at once: several only with a store that reads them at once."""
+        if not isinstance(self.store, RawWindowGroups):
+            return 1
+        return self.shards_at_once or self.shards
+
+    async def _lease_groups(self, order: Sequence[int]) -> AsyncGenerator[list[int], None]:
+        """Groups of up to ``_group_size`` shards of ``order`` this copy could lease, each
+        released once the caller is done with it (the shards the copy could not take skipped)."""
+        size = self._group_size()
+        pending = list(order)
+        while pending:
+            group: list[int] = []
+            while pending and len(group) < size:
+                shard = pending.pop(0)
+                if await self.lease.try_acquire(shard):
+                    group.append(shard)
+            if not group:
+                continue
+            try:
+                yield group
+            finally:
+                for shard in group:
+                    await self.lease.release(shard)
 
     async def run_once(self, initial_start_ms: int | None = None) -> list[WindowResult]:
         """One pass over all shards: catch up every shard this copy can lease, then (under the
@@ -508,46 +573,33 @@ class RollupJob:
         self.fresh_done = []
         oldest: int | None = None
         held = 0
-        for shard in self._shard_order():
-            if not await self.lease.try_acquire(shard):
-                continue
-            held += 1
-            try:
-                ckpt = await self.store.get_checkpoint(self.job, shard)
-                if ckpt is None:
-                    ckpt = (
-                        window_floor(initial_start_ms, self.window_ms)
-                        if initial_start_ms is not None
-                        else max(closed - self.window_ms, 0)
-                    )
-                    # Record where this shard starts, so a failure of its first window
-                    # is retried from here rather than from a later default.
-                    await self.store.set_checkpoint(self.job, shard, ckpt)
-                sealed_before = ckpt
-                n = 0
-                while ckpt + self.window_ms <= closed and n < self.max_windows_per_pass:
-                    if not self.lease.held(shard):
-                        log.warning("rollup lease on shard %d lost; leaving it to another copy", shard)
-                        break
-                    try:
-                        done.append(await self.process_window(shard, ckpt))
-                    except Exception:
-                        self.metrics.errors.inc()
-                        log.exception("rollup of shard %d window %d failed; will retry", shard, ckpt)
-                        break
-                    ckpt += self.window_ms
-                    await self.store.set_checkpoint(self.job, shard, ckpt)
-                    n += 1
-                oldest = ckpt if oldest is None else min(oldest, ckpt)
-                if late is not None:
-                    # Windows sealed in this pass read the rows of every settled late write.
-                    await self._late_for_shard(shard, sealed_before, late, done)
-                if self.fresh_minutes and ckpt >= closed and self.lease.held(shard):
-                    fresh = await self._fresh_for_shard(shard, ckpt)
-                    if fresh is not None:
-                        self.fresh_done.append(fresh)
-            finally:
-                await self.lease.release(shard)
+        async with aclosing(self._lease_groups(self._shard_order())) as groups:
+            async for group in groups:
+                held += len(group)
+                ckpts: dict[int, int] = {}
+                for shard in group:
+                    ckpt = await self.store.get_checkpoint(self.job, shard)
+                    if ckpt is None:
+                        ckpt = (
+                            window_floor(initial_start_ms, self.window_ms)
+                            if initial_start_ms is not None
+                            else max(closed - self.window_ms, 0)
+                        )
+                        # Record where this shard starts, so a failure of its first window
+                        # is retried from here rather than from a later default.
+                        await self.store.set_checkpoint(self.job, shard, ckpt)
+                    ckpts[shard] = ckpt
+                sealed_before = dict(ckpts)
+                await self._catch_up(ckpts, closed, done)
+                for shard in group:
+                    ckpt = ckpts[shard]
+                    oldest = ckpt if oldest is None else min(oldest, ckpt)
+                    if late is not None:
+                        # Windows sealed in this pass read the rows of every settled late write.
+                        await self._late_for_shard(shard, sealed_before[shard], late, done)
+                if self.fresh_minutes:
+                    caught_up = {k: ckpts[k] for k in group if ckpts[k] >= closed and self.lease.held(k)}
+                    self.fresh_done += await self._fresh_for_shards(caught_up)
         self.metrics.shards_held.set(held)
         # A copy holding no shard this pass is behind on nothing (a stale lag would keep alerting).
         self.metrics.lag.set(max(0.0, (closed - oldest) / 1000.0) if oldest is not None else 0.0)
@@ -559,6 +611,39 @@ class RollupJob:
         if late is not None:
             self.metrics.late_backlog.set(late.pending)
         return done
+
+    async def _catch_up(self, ckpts: dict[int, int], closed: int, done: list[WindowResult]) -> None:
+        """Seal the closed windows of leased shards (shard -> checkpoint, advanced in place),
+        at most ``max_windows_per_pass`` per shard: the shards at the oldest checkpoint
+        together, window after window. A failed window stops its shards for this pass
+        (checkpoints stay contiguous); a lost lease stops its shard."""
+        count = dict.fromkeys(ckpts, 0)
+        active = set(ckpts)
+        while True:
+            due = [k for k in active if ckpts[k] + self.window_ms <= closed and count[k] < self.max_windows_per_pass]
+            if not due:
+                return
+            start = min(ckpts[k] for k in due)
+            group = []
+            for k in sorted(k for k in due if ckpts[k] == start):
+                if self.lease.held(k):
+                    group.append(k)
+                else:
+                    log.warning("rollup lease on shard %d lost; leaving it to another copy", k)
+                    active.discard(k)
+            if not group:
+                continue
+            try:
+                done += await self.process_windows(group, start)
+            except Exception:
+                self.metrics.errors.inc()
+                log.exception("rollup of shard(s) %s window %d failed; will retry", ",".join(map(str, group)), start)
+                active.difference_update(group)
+                continue
+            for k in group:
+                ckpts[k] += self.window_ms
+                count[k] += 1
+                await self.store.set_checkpoint(self.job, k, ckpts[k])
 
     @property
     def late_cursor_job(self) -> str:
@@ -646,32 +731,50 @@ class RollupJob:
             handled = mark
         return handled
 
-    async def _fresh_for_shard(self, shard: int, window_start: int) -> WindowResult | None:
-        """The fresh pass of one caught-up shard (module docstring); errors are logged."""
-        if not isinstance(self.store, FreshMinutes):
-            return None
-        write = self.store.write_fresh_minutes
-        until = min((self.now_ms() - self.grace_ms) // MINUTE_MS * MINUTE_MS, window_start + self.window_ms)
-        start = max(window_start, self._fresh_until.get(shard, window_start))
-        if until - start < max(MINUTE_MS, self.fresh_every_ms):
-            return None
+    async def _fresh_for_shards(self, window_starts: dict[int, int]) -> list[WindowResult]:
+        """The fresh pass of caught-up leased shards (shard -> its open window's start; module
+        docstring): shards whose fresh minutes span the same minutes are read and computed
+        together; errors are logged."""
+        if not isinstance(self.store, FreshMinutes) or not window_starts:
+            return []
+        now_minute = (self.now_ms() - self.grace_ms) // MINUTE_MS * MINUTE_MS
+        spans: dict[tuple[int, int], list[int]] = {}
+        for k, window_start in window_starts.items():
+            until = min(now_minute, window_start + self.window_ms)
+            start = max(window_start, self._fresh_until.get(k, window_start))
+            if until - start >= max(MINUTE_MS, self.fresh_every_ms):
+                spans.setdefault((start, until), []).append(k)
+        size = self._group_size()
+        out = []
+        for (start, until), ready in sorted(spans.items()):
+            for i in range(0, len(ready), size):
+                out += await self._fresh_minutes(ready[i : i + size], start, until)
+        return out
+
+    async def _fresh_minutes(self, group: Sequence[int], start: int, until: int) -> list[WindowResult]:
+        assert isinstance(self.store, FreshMinutes)
         t0 = time.monotonic()
         try:
-            data = await self._read_window(shard, start - self.max_gap_ms, until)
+            data = await self._read_window(group, start - self.max_gap_ms, until)
             loop = asyncio.get_running_loop()
             rows = await loop.run_in_executor(None, compute_minutes, data, start, until, self.max_gap_ms)
             if rows:
-                await write(rows)
+                await self.store.write_fresh_minutes(rows)
         except Exception:
             self.metrics.errors.inc()
-            log.exception("fresh minutes of shard %d from %d failed; will retry", shard, start)
-            return None
-        self._fresh_until[shard] = until
-        points = sum(len(r.rollup) for r in rows)
-        self.metrics.windows_done.labels("fresh").inc()
-        self.metrics.rollup_points.labels("1m_fresh").inc(points)
+            log.exception("fresh minutes of shard(s) %s from %d failed; will retry", ",".join(map(str, group)), start)
+            return []
+        results = {k: WindowResult(k, start, until, mode="fresh") for k in group}
+        for r in rows:
+            res = results[r.series_id % self.shards]
+            res.series += 1
+            res.minute_points += len(r.rollup)
+        for k in group:
+            self._fresh_until[k] = until
+        self.metrics.windows_done.labels("fresh").inc(len(group))
+        self.metrics.rollup_points.labels("1m_fresh").inc(sum(len(r.rollup) for r in rows))
         self.metrics.window_seconds.observe(time.monotonic() - t0)
-        return WindowResult(shard, start, until, series=len(rows), minute_points=points, mode="fresh")
+        return [results[k] for k in group]
 
     def _shard_order(self) -> list[int]:
         # Start at a different shard on every pass so copies spread over the shards.
@@ -726,17 +829,22 @@ class RollupJob:
         if progress is not None:
             progress.total = len(starts) * self.shards
         done: list[WindowResult] = []
-        for shard in range(self.shards):
-            deadline = time.monotonic() + lease_wait_s
-            while not await self.lease.try_acquire(shard):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"shard {shard} stayed leased by another copy for {lease_wait_s:g}s")
-                await asyncio.sleep(0.5)
+        size = self._group_size()
+        for first_shard in range(0, self.shards, size):
+            group: list[int] = []
             try:
+                for shard in range(first_shard, min(first_shard + size, self.shards)):
+                    deadline = time.monotonic() + lease_wait_s
+                    while not await self.lease.try_acquire(shard):
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(f"shard {shard} stayed leased by another copy for {lease_wait_s:g}s")
+                        await asyncio.sleep(0.5)
+                    group.append(shard)
                 for start in starts:
-                    done.append(await self.process_window(shard, start, mode="backfill"))
+                    done += await self.process_windows(group, start, mode="backfill")
                     if progress is not None:
-                        progress.update()
+                        progress.update(len(group))
             finally:
-                await self.lease.release(shard)
+                for shard in group:
+                    await self.lease.release(shard)
         return done

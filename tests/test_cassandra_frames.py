@@ -9,12 +9,57 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from storage.cassandra import series_major
 from storage.cassandra_frames import KEY_SPAN_MS, FrameChains, frame_samples, split_frames
 from storage.frames import encode_delta, layout_id
 from storage.matchers import Matcher, MatchOp
 from storage.model import STALE_NAN, SampleBatch, Series, make_labels
 
+
+def _lexsorted(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> list[list]:
+    """The reference merge: every sample sorted by (series, ts, prio, part), the first of each (series, ts)."""
+    rows = sorted((int(s), int(t), int(p), k, i, int(v)) for k, (sid, ts, val, prio) in enumerate(parts)
+                  for i, (s, t, v, p) in enumerate(zip(sid, ts, val.view(np.int64), prio, strict=True)))
+    out: list[list] = [[], [], []]
+    for s, t, _, _, _, v in rows:
+        if out[0] and out[0][-1] == s and out[1][-1] == t:
+            continue
+        out[0].append(s)
+        out[1].append(t)
+        out[2].append(v)
+    return out
+
+
+@given(st.lists(st.tuples(st.lists(st.integers(-3, 3), min_size=1, max_size=4, unique=True),  # series of a part
+                          st.integers(1, 4), st.booleans(), st.integers(0, 1)), min_size=1, max_size=5),
+       st.booleans())
+def test_series_major_merges_read_parts_as_a_full_sort_does(specs, shuffle) -> None:
+    """A read's parts (a target's frames, rows) put in series then time order: usually by
+    moving whole runs, else sorted sample by sample, a row winning an equal (series, ts)."""
+    rng = np.random.default_rng(len(specs))
+    parts = []
+    for k, (ids, n, offset, prio) in enumerate(specs):
+        times = (np.arange(n) * 10 + (5 if offset else 0) + k * 1000 * (not shuffle)).astype(np.int64)
+        sid = np.repeat(np.array(sorted(ids), dtype=np.int64), n)
+        ts = np.tile(times, len(ids))
+        if shuffle and k == 0:
+            perm = rng.permutation(sid.size)
+            sid, ts = sid[perm], ts[perm]
+        val = rng.random(sid.size)
+        parts.append((sid, ts, val, np.full(sid.size, prio, dtype=np.int8)))
+    got = series_major(*(list(col) for col in zip(*parts, strict=True)))
+    assert [got[0].tolist(), got[1].tolist(), got[2].view(np.int64).tolist()] == _lexsorted(parts)
+
+
+def test_series_major_moves_whole_runs_of_disjoint_series() -> None:
+    a = (np.array([5, 5, 9, 9]), np.array([1, 2, 1, 2]), np.array([1.0, 2.0, 3.0, 4.0]), np.ones(4, np.int8))
+    b = (np.array([7, 7]), np.array([1, 3]), np.array([5.0, 6.0]), np.zeros(2, np.int8))
+    sid, ts, val = series_major(*(list(col) for col in zip(a, b, strict=True)))
+    assert sid.tolist() == [5, 5, 7, 7, 9, 9] and ts.tolist() == [1, 2, 1, 3, 1, 2]
+    assert val.tolist() == [1.0, 2.0, 5.0, 6.0, 3.0, 4.0]
 
 def test_frame_samples_follow_base_chains_and_skip_a_frame_whose_base_is_gone() -> None:
     ids = np.array([7, 3, 9], dtype=np.int64)
@@ -92,7 +137,7 @@ async def test_the_rollup_job_seals_frames_into_blocks_bit_exact(cassandra, tmp_
     blocks hold every frame's values bit for bit, and reads agree."""
     from fixtures_cassandra import keyspace_store
 
-    from storage.base import HOUR_MS
+    from storage.base import HOUR_MS, Resolution
     from storage.cassandra_rollup import CassandraRollupStorage
     from storage.rollup_job import RawWindow, RawWindowArrays, RollupJob
     from storage.rollup_lease import LocalShardLease
@@ -120,6 +165,17 @@ async def test_the_rollup_job_seals_frames_into_blocks_bit_exact(cassandra, tmp_
             assert arrays.timestamps.tolist() == want.timestamps.tolist()
             assert arrays.values.view(np.int64).tolist() == want.values.view(np.int64).tolist()
             assert arrays.ids.size == sum(1 for s in series if s.id % 2 == shard)
+        # Both shards at once (each frame decoded once): each series as its shard's read gives it.
+        group = await store.read_raw_window_group([0, 1], 2, start, start + window)
+        alone = {shard: await store.read_raw_window_arrays(shard, 2, start, start + window) for shard in range(2)}
+        assert sorted(group.ids.tolist()) == group.ids.tolist() == sorted(s.id for s in series)
+        for i, sid in enumerate(group.ids.tolist()):
+            one = alone[sid % 2]
+            k = one.ids.tolist().index(sid)
+            lo, hi = one.bounds[k], one.bounds[k + 1]
+            assert group.timestamps[group.bounds[i]:group.bounds[i + 1]].tolist() == one.timestamps[lo:hi].tolist()
+            got_vals = group.values[group.bounds[i]:group.bounds[i + 1]].view(np.int64).tolist()
+            assert got_vals == one.values[lo:hi].view(np.int64).tolist()
         job = RollupJob(store, LocalShardLease(tmp_path / "locks"), window_ms=window, shards=2, now_ms=lambda: now)
         await job.backfill(start - window, now)
         sealed_until = job.closed_until()
@@ -129,6 +185,16 @@ async def test_the_rollup_job_seals_frames_into_blocks_bit_exact(cassandra, tmp_
             inside = ts < sealed_until
             assert b_ts.tolist() == ts[inside].tolist()
             assert b_vals.view(np.int64).tolist() == vals[inside, j].view(np.int64).tolist()
+        # The shards sealed together wrote what they write one at a time, bit for bit.
+        rollups = {(s.id, res): await store.read_rollup(res, s.id, start - window, now)
+                   for s in series for res in (Resolution.MINUTE, Resolution.HOUR)}
+        assert all(len(r) for r in rollups.values())
+        one_by_one = RollupJob(store, LocalShardLease(tmp_path / "locks"), window_ms=window, shards=2,
+                               now_ms=lambda: now, shards_at_once=1)
+        done = await one_by_one.backfill(start - window, now)
+        assert sorted({r.shard for r in done}) == [0, 1] and sum(r.samples for r in done) == ts[ts < sealed_until].size * 10
+        for (sid, res), want in rollups.items():
+            assert (await store.read_rollup(res, sid, start - window, now)).bit_equal(want)
         got = await store.select([Matcher("__name__", MatchOp.EQ, "frame_seal")], start, now)
         for d in got:
             j = next(i for i, s in enumerate(series) if s.id == d.series.id)
