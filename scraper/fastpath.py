@@ -16,7 +16,8 @@ On top of that, a clean scrape leaves a ``LayoutPlan``: when the next body has t
 lines except for the sample values (the usual case), its values are read with C-level
 ``map`` calls and the series list of the planned scrape is reused as is.
 
-Both cached paths read values with C-speed ``float()`` and keep only those ``scraper.gofloat``
+Both cached paths read values with C-speed ``float()`` (the plan: a segment's values in one
+call of ``scraper.gofloat.json_decimals`` when it can) and keep only those ``scraper.gofloat``
 vouches for as what Prometheus reads (plain ASCII decimals that do not overflow, its Inf/NaN
 spellings); any other line (``1_0``, ``1\r`` of a CRLF body, a trailing tab in OpenMetrics)
 goes to the full parser, so a body gets the same verdict and samples whatever the target's
@@ -47,7 +48,7 @@ from scraper.exposition import (
     parse,
     split_body,
 )
-from scraper.gofloat import special_ok, vouched
+from scraper.gofloat import json_decimals, special_ok, vouched
 from scraper.lenient import FMT_OPENMETRICS, LenientState
 from scraper.relabel import relabel
 from storage.model import METRIC_NAME, METRIC_NAME_RE, Series
@@ -134,6 +135,18 @@ def _drop_repeated_series(out: ScrapeOutcome) -> bool:
     return True
 
 
+def _read_values(raws: list[bytes]) -> list[float] | None:
+    """The values Prometheus reads from ``raws``, or None when one is not what ``float()`` reads
+    (ValueError when ``float()`` refuses one): the whole list in one C call when they are all
+    decimals JSON spells alike, else ``float()`` each and ``vouched``."""
+    got = json_decimals(raws)
+    if got is None:
+        got = list(map(float, raws))
+        if not vouched(raws, got):
+            return None
+    return got
+
+
 def _getter(idx: list[int]) -> Callable[[Sequence[bytes]], tuple[bytes, ...]]:
     """``itemgetter`` that always returns a tuple (also for 0 or 1 index)."""
     if not idx:
@@ -156,6 +169,8 @@ class _PlanSegment:
     prefixes: tuple[bytes, ...]  # series text + " " of each kept sample line
     dropped: Callable[[Sequence[bytes]], tuple[bytes, ...]]
     dropped_prefixes: tuple[bytes, ...]
+    prefixes_len: int = 0  # the bytes of ``prefixes``
+    dropped_prefixes_len: int = 0
 
 
 @dataclass(slots=True)
@@ -196,7 +211,6 @@ class LayoutPlan:
 
     def apply(self, lines: list[bytes]) -> Generator[None, None, ScrapeOutcome | None]:
         """The outcome for ``lines``, or None when the layout differs or a value is not a float."""
-        startswith = bytes.startswith
         removeprefix = bytes.removeprefix
         om = self.fmt == FMT_OPENMETRICS
         values: list[float] = []
@@ -208,22 +222,24 @@ class LayoutPlan:
                 if seg.other(chunk) != seg.other_lines:
                     return None
                 kept = seg.samples(chunk)
-                if not all(map(startswith, kept, seg.prefixes)):
-                    return None
                 vals = list(map(removeprefix, kept, seg.prefixes))
+                # removeprefix leaves a line that does not start with its prefix whole (prefixes are
+                # never empty): the lengths say whether every line had its own, at C speed
+                if sum(map(len, kept)) - sum(map(len, vals)) != seg.prefixes_len:
+                    return None
                 dropped = seg.dropped(chunk)
                 if dropped:
-                    if not all(map(startswith, dropped, seg.dropped_prefixes)):
-                        return None
                     dvals = list(map(removeprefix, dropped, seg.dropped_prefixes))
-                    if not vouched(dvals, list(map(float, dvals))):
+                    if sum(map(len, dropped)) - sum(map(len, dvals)) != seg.dropped_prefixes_len:
                         return None
                     if om and any(map(bytes.__contains__, dvals, repeat(b" "))):
                         return None
+                    if _read_values(dvals) is None:
+                        return None
                 if om and any(map(bytes.__contains__, vals, repeat(b" "))):
                     return None  # OpenMetrics allows exactly one space before the value
-                seg_values = list(map(float, vals))
-                if not vouched(vals, seg_values):
+                seg_values = _read_values(vals)
+                if seg_values is None:
                     return None  # a value float() takes and Prometheus does not: the line parser says why
                 values.extend(seg_values)
                 if clock() - last_yield >= YIELD_AFTER_S:
@@ -367,6 +383,7 @@ class ScrapeCache:
             segments.append(_PlanSegment(
                 start, start + len(chunk), _getter(other_idx), tuple(other_lines), _getter(sample_idx),
                 tuple(prefixes), _getter(dropped_idx), tuple(dropped_prefixes),
+                sum(map(len, prefixes)), sum(map(len, dropped_prefixes)),
             ))
         if series != out.series:
             return None

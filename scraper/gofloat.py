@@ -9,14 +9,19 @@ any letter case (NaN without a sign); a decimal that rounds past the largest flo
 ``float()`` also takes blanks around the number, ``_`` digit groups, signed NaN and
 non-ASCII digits, and turns an overflow into infinity: none of which Prometheus accepts.
 
-``parse_value`` is the exact rule for one token; ``plain_decimal``/``special_ok`` let the
-scrape cache keep C-speed ``float()`` and send only what it cannot vouch for to the parser.
+``parse_value`` is the exact rule for one token; ``special_ok``/``vouched`` let the scrape
+cache keep C-speed ``float()`` and send only what it cannot vouch for to the parser, and
+``json_decimals`` reads a whole segment's values in one C call (msgspec's JSON decoder,
+about 4x ``float()`` per value: float() spent ~0.17 us of a sample's ~2 us in standalone
+mode) when they are all decimals JSON spells the same way.
 """
 
 from __future__ import annotations
 
 import math
 import re
+
+import msgspec
 
 # What strconv.ParseFloat reads as a decimal: sign, digits with an optional point, exponent.
 _DECIMAL_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
@@ -28,6 +33,8 @@ _SPECIALS: dict[str, float] = {
 _SPECIAL_BYTES = frozenset(k.encode() for k in _SPECIALS)
 # The bytes a plain decimal is made of (``bytes.translate(None, DECIMAL_BYTES)`` leaves nothing).
 DECIMAL_BYTES = b"0123456789.eE+-"
+_DECIMAL_LIST_BYTES = DECIMAL_BYTES + b","
+_JSON_FLOATS = msgspec.json.Decoder(list[float])
 
 
 def parse_value(tok: str) -> float:
@@ -63,3 +70,28 @@ def vouched(raws: list[bytes], values: list[float]) -> bool:
     if math.inf in values or -math.inf in values:
         return all(not math.isinf(v) or strip(r, None, DECIMAL_BYTES) for r, v in zip(raws, values, strict=True))
     return True
+
+
+def json_decimals(raws: list[bytes]) -> list[float] | None:
+    """``float(raw)`` of each of ``raws`` - what Prometheus reads from it - when every one is a
+    decimal in JSON's spelling (no ``+`` sign, leading zero, bare point, ``_``, Inf or NaN) that
+    does not overflow; None otherwise (the caller reads them one by one).
+
+    JSON's numbers are a subset of what Go's ``ParseFloat`` and ``float()`` read, and msgspec
+    rounds them correctly as both do; it reads an integer token as an int converted exactly, so
+    only ``-0`` (an int zero: no sign) is left to the caller. A raw holding a comma or nothing
+    changes the count of numbers and is refused too.
+    """
+    joined = b",".join(raws)
+    if joined.translate(None, _DECIMAL_LIST_BYTES):
+        return None  # a letter (Inf, NaN, hex), a blank, "_": not a JSON number
+    doc = b"[" + joined + b"]"
+    if b"-0," in doc or b"-0]" in doc:
+        return None  # "-0" (or an exponent "-0"): JSON's int zero has no sign, float's has
+    try:
+        values = _JSON_FLOATS.decode(doc)
+    except msgspec.DecodeError:  # not JSON's spelling ("+1", "01", "1.", ".5"), or out of range
+        return None
+    if len(values) != len(raws) or math.inf in values or -math.inf in values:
+        return None  # an overflow is Prometheus's error (msgspec refuses one too: kept as a guard)
+    return values

@@ -94,7 +94,8 @@ def test_mutated_seeds_same_verdict_and_samples(data):
 
 # Value edits on a clean seed: the mutation the layout plan sees (same lines, other value bytes).
 VALUE_TOKENS = [b"1", b"-0", b"1e309", b"-1e999", b"1_0", b"+NaN", b"-nan", b"NaN", b"Inf", b"+infinity",
-                b"0x1p3", b"1\r", b"1\t", b" 1", b"\xd9\xa1", b"1.5e-400", b".5", b"5.", b"1e", b"infin"]
+                b"0x1p3", b"1\r", b"1\t", b" 1", b"\xd9\xa1", b"1.5e-400", b".5", b"5.", b"1e", b"infin",
+                b"-0.0", b"-0e5", b"+1", b"00012", b"1,2", b"18446744073709551616", b"1.23457e+07"]
 
 
 @fuzz_settings(300)

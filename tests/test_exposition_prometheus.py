@@ -11,11 +11,14 @@ from __future__ import annotations
 import math
 
 import pytest
+from fuzz_harness import fuzz_settings
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bench.scrape import run_cache
 from scraper.exposition import FMT_OPENMETRICS, FMT_TEXT, ParseError, parse
 from scraper.fastpath import ScrapeCache
-from scraper.gofloat import parse_value
+from scraper.gofloat import json_decimals, parse_value
 from scraper.lenient import format_om_float
 
 # strconv.ParseFloat(s, 64) after Prometheus's "no p, P or _" rule (go1.22 on this machine)
@@ -29,16 +32,64 @@ GO_REJECTS = ["1_0", "1e309", "+NaN", "-nan", "infin", ".", "1e", "1e+", "0x10",
               "1e99999999999", " 1", "1 ", "\u0661", "Infinityx", "-.e1", "1\r", "1\t", "\uff11", ""]
 
 
+def _same(got: float, want: float) -> bool:
+    return (math.isnan(got) and math.isnan(want)) or (got == want and math.copysign(1, got) == math.copysign(1, want))
+
+
 @pytest.mark.parametrize("tok,want", GO_ACCEPTS.items())
 def test_values_go_accepts(tok, want):
-    got = parse_value(tok)
-    assert (math.isnan(got) and math.isnan(want)) or (got == want and math.copysign(1, got) == math.copysign(1, want))
+    assert _same(parse_value(tok), want)
 
 
 @pytest.mark.parametrize("tok", GO_REJECTS)
 def test_values_go_rejects(tok):
     with pytest.raises(ValueError):
         parse_value(tok)
+
+
+# Decimals in every spelling (JSON's and Go's others), near the float64 limits and with more digits than it holds.
+_DIGITS = st.text("0123456789", min_size=1, max_size=30)
+DECIMALS = st.builds(
+    lambda sign, whole, frac, exp: f"{sign}{whole}{frac}{exp}",
+    st.sampled_from(["", "-", "+"]), st.one_of(_DIGITS, st.just("")),
+    st.one_of(st.just(""), st.just("."), _DIGITS.map(lambda d: "." + d)),
+    st.one_of(st.just(""), st.builds(lambda e, sign, n: f"{e}{sign}{n}", st.sampled_from("eE"),
+                                     st.sampled_from(["", "+", "-"]), st.integers(0, 400))),
+)
+JSON_DECIMALS = st.builds(  # JSON's own spelling: the lists the one-call read takes
+    lambda sign, whole, frac, exp: f"{sign}{whole}{frac}{exp}",
+    st.sampled_from(["", "-"]), st.one_of(st.just("0"), st.from_regex(r"[1-9][0-9]{0,25}", fullmatch=True)),
+    st.one_of(st.just(""), _DIGITS.map(lambda d: "." + d)),
+    st.one_of(st.just(""), st.builds(lambda e, sign, n: f"{e}{sign}{n}", st.sampled_from("eE"),
+                                     st.sampled_from(["", "+", "-"]), st.integers(0, 330))),
+)
+VALUE_TOKENS = st.one_of(DECIMALS, JSON_DECIMALS,
+                         st.sampled_from([*GO_ACCEPTS, *GO_REJECTS, "1,2", "-0", "-0.0", "-0e5", "1e-0"]))
+
+
+@fuzz_settings(300)
+@given(st.one_of(st.lists(JSON_DECIMALS, min_size=1, max_size=20), st.lists(VALUE_TOKENS, min_size=1, max_size=20)))
+def test_json_decimals_read_what_go_reads(toks):
+    """The plan's one-call read of a segment's values gives Prometheus's value for every token,
+    bit for bit, or hands the lot back (None): never another value, never a token Go refuses."""
+    raws = [t.encode() for t in toks]
+    got = json_decimals(raws)
+    if got is None:
+        return
+    assert len(got) == len(raws)
+    for tok, v in zip(toks, got, strict=True):
+        assert _same(v, parse_value(tok)), (tok, v)
+
+
+def test_json_decimals_take_plain_scrapes_whole():
+    """Bodies as exporters write them (ints, fixed and exponent forms, negatives) go in one call;
+    spellings JSON has not (Inf, NaN, "-0", "+1", "1.") are handed back."""
+    raws = [b"0", b"12345", b"-2.5", b"1.23457e+07", b"4.9e-324", b"1e-400", b"18446744073709551616", b"-0.0"]
+    got = json_decimals(raws)
+    assert got is not None
+    assert all(_same(v, float(r)) for r, v in zip(raws, got, strict=True))
+    for odd in (b"NaN", b"+Inf", b"-0", b"+1", b"1.", b".5", b"00012", b"1e309", b"1,2", b"", b"1\t"):
+        assert json_decimals([b"1", odd]) is None, odd
 
 
 # labels.FormatOpenMetricsFloat of strconv.ParseFloat(s), printed by Go
