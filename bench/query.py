@@ -17,7 +17,8 @@ minutes). ``--no-fresh`` leaves that pass out: the newest rows are then up to 2 
 (the last closed window) and a cold panel builds the rest from raw samples.
 
 Run: ``.venv/bin/python bench/query.py [--hosts 100] [--runs 15] [--sqlite | --cassandra [--no-fresh]]``. Goals: 24 h <= 100 ms p50
-cold, any cached refresh <= 20 ms. A refresh k minutes after the first answer recomputes
+cold, any cached refresh <= 20 ms. The last column digests the answers (a cold one, the last
+refresh): a change that must not alter answers keeps it. A refresh k minutes after the first answer recomputes
 the steps of the last 5 minutes (RangeQueryCache.recent_ms) and takes the rest from the cache;
 with 1 h and 8 h steps most refreshes recompute nothing, so p99 is the recomputing refresh.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import re
 import sys
@@ -155,6 +157,17 @@ def calibrate() -> float:
     return best
 
 
+def answer_hash(res: Any, origin: int) -> str:
+    """A digest of an answer's labels, steps (from ``origin``, so that runs at other times
+    compare) and value bits: equal answers, equal digests."""
+    h = hashlib.blake2b(digest_size=6)
+    for s in sorted(res.series, key=lambda s: sorted(s.labels.items())):
+        h.update(repr(sorted(s.labels.items())).encode())
+        h.update((np.asarray(s.timestamps, dtype=np.int64) - origin).tobytes())
+        h.update(np.asarray(s.values, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
 def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs) * 1000, q))
 
@@ -186,6 +199,7 @@ async def measure(st: Storage, data_end: int, runs: int, downsample: bool) -> li
             cold_cpu.append(time.process_time() - c)
             selects = {r for r, _, _ in log} if log is not None else {"?"}
         points = sum(len(s.values) for s in res.series)
+        cold_hash = answer_hash(res, end0)
         eng = Engine(st, now_ms=clock, downsample=downsample, isolate=ISOLATE)
         cache = RangeQueryCache(eng, now_ms=clock)
         await cache.range_query(expr, end0 - window, end0, step, SOURCE)
@@ -195,7 +209,7 @@ async def measure(st: Storage, data_end: int, runs: int, downsample: bool) -> li
             clock.now = end0 + k * MINUTE_MS
             end = clock.now // step * step
             t, c = time.perf_counter(), time.process_time()
-            await cache.range_query(expr, end - window, end, step, SOURCE)
+            refreshed = await cache.range_query(expr, end - window, end, step, SOURCE)
             cached.append(time.perf_counter() - t)
             cached_cpu.append(time.process_time() - c)
         # The same refreshes answered as the HTTP API does (JSON body, chunks kept as text).
@@ -224,6 +238,7 @@ async def measure(st: Storage, data_end: int, runs: int, downsample: bool) -> li
                 "cached_cpu": pct(cached_cpu, 50),
                 "json_p50": pct(as_json, 50),
                 "json_p99": pct(as_json, 99),
+                "hash": f"{cold_hash}/{answer_hash(refreshed, end)}",
             }
         )
     return rows
@@ -351,13 +366,13 @@ def main() -> int:
         print("json: the cached refresh answered as the HTTP API's JSON body (RangeQueryCache.range_query_json)")
         print(
             f"{'panel':<6} {'step':>6} {'read':>8} {'points':>7} {'cold p50':>9} {'cold p99':>9} {'cold cpu':>9}"
-            f" {'cached p50':>11} {'cached p99':>11} {'cached cpu':>11} {'json p50':>9} {'json p99':>9}"
+            f" {'cached p50':>11} {'cached p99':>11} {'cached cpu':>11} {'json p50':>9} {'json p99':>9}  answer (cold/refresh)"
         )
         for r in rows:
             print(
                 f"{r['panel']:<6} {r['step']:>6} {r['read']:>8} {r['points']:>7} {r['cold_p50']:>7.1f}ms {r['cold_p99']:>7.1f}ms"
                 f" {r['cold_cpu']:>7.1f}ms {r['cached_p50']:>9.1f}ms {r['cached_p99']:>9.1f}ms {r['cached_cpu']:>9.1f}ms"
-                f" {r['json_p50']:>7.1f}ms {r['json_p99']:>7.1f}ms"
+                f" {r['json_p50']:>7.1f}ms {r['json_p99']:>7.1f}ms  {r['hash']}"
             )
     return 0
 
