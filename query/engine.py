@@ -306,12 +306,20 @@ def _edge_matcher(labels: list[Labels], edge: set[Labels]) -> Matcher | None:
     of the plan's series ``labels`` and few others (the label whose edge values the fewest
     series share): at most half of all; None when no label does (read all raw then)."""
     names = {k for lab in edge for k, _ in lab} - {METRIC_NAME}
+    want = {name: {dict(lab).get(name, "") for lab in edge} for name in names}
+    hits = dict.fromkeys(names, 0)
+    for lab in labels:  # (one pass over the series' label pairs)
+        for k, v in lab:
+            vs = want.get(k)
+            if vs is not None and v in vs:
+                hits[k] += 1
+    for name in names:
+        if "" in want[name]:  # (an edge series without the label: so do the others without it)
+            hits[name] += sum(1 for lab in labels if all(k != name for k, _ in lab))
     best: tuple[int, str, list[str]] | None = None
     for name in sorted(names):
-        values = {dict(lab).get(name, "") for lab in edge}
-        hits = sum(1 for lab in labels if dict(lab).get(name, "") in values)
-        if best is None or hits < best[0]:
-            best = (hits, name, sorted(values))
+        if best is None or hits[name] < best[0]:
+            best = (hits[name], name, sorted(want[name]))
     if best is None or 2 * best[0] > len(labels):
         return None
     return Matcher(best[1], MatchOp.RE, "|".join(re.escape(v) for v in best[2]))
