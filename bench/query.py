@@ -115,11 +115,19 @@ async def copy_store(mem: MemoryStorage, st: RollupStorage) -> RollupStorage:
     from storage.matchers import Matcher, MatchOp
 
     name = [Matcher("__name__", MatchOp.EQ, "node_cpu_seconds_total")]
+    by_host: dict[str, list[SeriesData]] = {}
     for d in await mem.select(name, 0, 2**62):
-        host = d.series.get("instance")
-        for i in range(0, len(d.timestamps), 20_000):
-            ts, vals = d.timestamps[i : i + 20_000], d.values[i : i + 20_000]
-            await st.write(SampleBatch(f"node/{host}", [d.series] * len(ts), ts.tolist(), vals.tolist()))
+        by_host.setdefault(d.series.get("instance") or "", []).append(d)
+    for host, ds in by_host.items():
+        # As the scraper writes them: a host's series of one scrape together, so the stores
+        # keep them as scrape frames (storage.frames), as in production.
+        ts = ds[0].timestamps
+        assert all(np.array_equal(d.timestamps, ts) for d in ds), "a host's series share its scrapes"
+        vals = np.stack([d.values for d in ds], axis=1)
+        for i in range(0, len(ts), 2_500):
+            t, v = ts[i : i + 2_500], vals[i : i + 2_500]
+            series = [d.series for d in ds] * len(t)
+            await st.write(SampleBatch(f"node/{host}", series, np.repeat(t, len(ds)).tolist(), v.ravel().tolist()))
     rows = []
     for d in await mem.select(name, 0, 2**62, Resolution.HOUR):
         assert d.agg is not None, "a select of 1 h rows has their aggregate columns"
