@@ -298,6 +298,10 @@ class SQLiteStorage(Storage):
         self._cons: list[sqlite3.Connection] = []  # every thread's connection, closed by close()
         self._cons_lock = threading.Lock()
         self._known_days: set[tuple[int, int]] = set()  # (series_id, day) already indexed
+        # bumped after each transaction that added ``series_day`` rows (committed or not): the
+        # rollup reads keep the index's series per shard while it stays (``SQLiteRollupMixin``)
+        self.index_version = 0
+        self._index_grew = False
         self._series_cache: dict[int, Series] = {}
         self._series_target: dict[int, str] = {}  # for reads of frames
         self._layouts: dict[tuple[str, int], _LayoutState] = {}  # the writer's
@@ -417,6 +421,10 @@ class SQLiteStorage(Storage):
             self._known_days.clear()
             self._layouts.clear()
             raise
+        finally:
+            if self._index_grew:  # after the commit: a reader that saw the old version reads again
+                self.index_version += 1
+                self._index_grew = False
         for frames in written:
             for f in frames:
                 assert f.state is not None
@@ -445,6 +453,7 @@ class SQLiteStorage(Storage):
                 new_series,
             )
         if new_days:
+            self._index_grew = True
             con.executemany(
                 "INSERT OR IGNORE INTO series_day (day, metric, series_id) VALUES (?,?,?)", new_days
             )

@@ -28,6 +28,7 @@ dropped is still re-derivable from its block.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -111,6 +112,9 @@ _INSERT_CHUNK = (
 # ``series_id % shards == shard`` as Python computes it for negative ids (params: shards, shards, shards, shard).
 _IN_SHARD = "((series_id % ?) + ?) % ? = ?"
 _NONE = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
+# How long one scan of the series index serves the window reads of every shard (see
+# ``SQLiteRollupMixin._index_series``), unless this store adds index rows meanwhile.
+INDEX_SERIES_TTL_S = 120.0
 
 
 def _chunk_params(series_id: int, start: int, cols: dict[str, bytes]) -> tuple:
@@ -157,8 +161,12 @@ class SQLiteRollupMixin:
 
     _rollup_schema_ready: bool = False
     _blocks_exist: bool = False
+    # (days, shards, index version, monotonic time of the scan, each shard's series ids)
+    _index_series_memo: tuple[tuple[int, int, int], int, float, dict[int, np.ndarray]] | None = None
 
     if TYPE_CHECKING:  # SQLiteStorage's, the class this mixin is combined with
+
+        index_version: int
 
         async def run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
         async def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
@@ -219,13 +227,7 @@ class SQLiteRollupMixin:
 
         def read(con: sqlite3.Connection) -> RawWindow:
             d0, d1 = start_ms // DAY_MS, (end_ms - 1) // DAY_MS
-            ids = {
-                sid
-                for (sid,) in con.execute(
-                    f"SELECT DISTINCT series_id FROM series_day WHERE day BETWEEN ? AND ? AND {_IN_SHARD}",
-                    (d0, d1, shards, shards, shards, shard),
-                )
-            }
+            ids = set(self._index_series(con, d0, d1, shards).get(shard, _NONE[0]).tolist())
             # Series whose rows retention dropped with their day index still have blocks.
             ids.update(
                 sid
@@ -259,6 +261,36 @@ class SQLiteRollupMixin:
             )
 
         return await self.run_read(run)
+
+    def _index_series(self, con: sqlite3.Connection, d0: int, d1: int, shards: int) -> dict[int, np.ndarray]:
+        """Per shard, the series with index rows (``series_day``) in days ``d0``..``d1``.
+
+        The job reads the same days for each shard one after another (the fresh pass every
+        minute, the seal every window), and a scan with the shard as a filter steps over every
+        row of those days as a whole scan does (issue #20: 16 scans a minute, ~10 ms each, were
+        most of the standalone process's rollup reads). So one scan serves every shard, pass
+        after pass, while this store added no index rows (``index_version``: bumped after the
+        commit), for at most INDEX_SERIES_TTL_S: that bounds how long another process's new
+        series could be missed, less than the job's grace (5 min; it reads windows that ended
+        that long ago, whose series were indexed as their samples were written; late writes
+        are redone after their 15-minute settle time)."""
+        key = (d0, d1, shards)
+        version = self.index_version  # before the scan: rows committed during it bump it after
+        memo = self._index_series_memo
+        now = time.monotonic()
+        if memo is not None and memo[0] == key and memo[1] == version and now - memo[2] <= INDEX_SERIES_TTL_S:
+            return memo[3]
+        rows = con.execute("SELECT series_id FROM series_day WHERE day BETWEEN ? AND ?", (d0, d1)).fetchall()
+        ids = np.unique(np.array(rows, dtype=np.int64).reshape(-1))
+        shard_of = ids % shards  # NumPy's modulo is Python's (a negative id's shard is not negative)
+        order = np.argsort(shard_of, kind="stable")
+        bounds = np.zeros(shards + 1, dtype=np.int64)
+        np.cumsum(np.bincount(shard_of, minlength=shards), out=bounds[1:])
+        ordered = ids[order]
+        b = bounds.tolist()
+        by_shard = {k: ordered[b[k] : b[k + 1]] for k in range(shards) if b[k + 1] > b[k]}
+        self._index_series_memo = (key, version, now, by_shard)
+        return by_shard
 
     async def drop_sealed_raw(self, rows: Sequence[tuple[int, int, int]]) -> int:
         """Delete raw chunk rows a seal read, now in its blocks: ``(series id, span start,

@@ -471,3 +471,19 @@ async def test_blocks_table_of_an_older_database_becomes_a_rowid_table(tmp_path)
         assert con.execute("SELECT 1 FROM sqlite_master WHERE name = 'raw_blocks_span'").fetchone() is not None
     finally:
         con.close()
+
+
+async def test_window_reads_per_shard_and_series_written_since(store, data):
+    """Each shard's window read holds exactly its series (one scan of the index serves every
+    shard's read), negative ids by Python's modulo; a series written after a read is in the
+    next read at once."""
+    assert any(s.id < 0 for s in data) and any(s.id > 0 for s in data)
+    got = {k: (await store.read_raw_window_arrays(k, SHARDS, T0, T0 + WINDOW)).ids.tolist() for k in range(SHARDS)}
+    assert all(sid % SHARDS == k for k, ids in got.items() for sid in ids)
+    assert sorted(sid for ids in got.values() for sid in ids) == sorted(s.id for s in data)
+    new = Series.of(make_labels("added_later_total", k="x"))
+    batch = SampleBatch("web/h9:9100")
+    batch.add(new, T0 + MINUTE_MS, 1.0)
+    await store.write(batch)
+    again = await store.read_raw_window_arrays(new.id % SHARDS, SHARDS, T0, T0 + WINDOW)
+    assert sorted(again.ids.tolist()) == sorted([*got[new.id % SHARDS], new.id])
