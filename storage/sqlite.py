@@ -32,6 +32,7 @@ second reader measured no faster: the reads' NumPy work holds the GIL).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import sqlite3
@@ -40,6 +41,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Self, TypeVar
 
@@ -776,13 +778,17 @@ class SQLiteStorage(Storage):
         of its frames, a column per series asked for (a few are sliced out of each frame, so
         one series of a wide target costs its frames' rows, not their width)."""
         out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for target, sids in self._targets_of(con, series_ids).items():
+        by_target = self._targets_of(con, series_ids)
+        targets = sorted(by_target)
+        for i in range(0, len(targets), IN_LIST):  # (a statement per group of targets, not per target)
+            part = targets[i : i + IN_LIST]
             rows = con.execute(
-                "SELECT ts, layout_id, data FROM raw_frames WHERE target = ? AND ts >= ? AND ts < ? ORDER BY ts",
-                (target, start_ms, end_ms),
+                f"SELECT target, ts, layout_id, data FROM raw_frames WHERE target IN ({','.join('?' * len(part))})"
+                " AND ts >= ? AND ts < ? ORDER BY target, ts",
+                (*part, start_ms, end_ms),
             ).fetchall()
-            if rows:
-                self._columns_of(con, target, sids, rows, out)
+            for target, group in itertools.groupby(rows, key=itemgetter(0)):
+                self._columns_of(con, target, by_target[target], [r[1:] for r in group], out)
         return out
 
     def _columns_of(
