@@ -115,13 +115,15 @@ def _positions(gid: np.ndarray, ngroups: int) -> np.ndarray:
 def _well_conditioned(vec: InstantVector) -> bool:
     """True when plain (pairwise) summation is as good as compensated summation here:
     finite values of similar magnitude, so no cancellation can cost more than ~1e-12."""
-    v = vec.values[vec.present]
-    if len(v) == 0 or not np.isfinite(v).all():
+    v = vec.values if vec.present.all() else vec.values[vec.present]
+    if len(v) == 0:
         return False
     a = np.abs(v)
-    top = float(a.max())
-    nonzero = a[a > 0]
-    return top < 1e15 and (len(nonzero) == 0 or top / float(nonzero.min()) < 1e6)
+    top = float(a.max())  # (NaN when one is NaN, +Inf when one is infinite: not finite)
+    if not np.isfinite(top):
+        return False
+    low = float(np.min(a, where=a > 0, initial=np.inf))  # (+Inf: no nonzero value)
+    return top < 1e15 and (low == np.inf or top / low < 1e6)
 
 
 def _fast_sums(op: str, vec: InstantVector, gid: np.ndarray, keys: list[Labels]) -> InstantVector:
@@ -130,13 +132,19 @@ def _fast_sums(op: str, vec: InstantVector, gid: np.ndarray, keys: list[Labels])
     g_sorted = gid[order]
     starts = np.concatenate([[0], np.nonzero(np.diff(g_sorted))[0] + 1])
     present = vec.present[order]
-    cnt = np.add.reduceat(present.astype(np.float64), starts, axis=0)
+    everywhere = bool(present.all())  # (then the counts are the group sizes, no value masked)
+    if everywhere:
+        sizes = np.diff(np.append(starts, len(order))).astype(np.float64)
+        cnt = np.repeat(sizes[:, None], present.shape[1], axis=1)
+    else:
+        cnt = np.add.reduceat(present.astype(np.float64), starts, axis=0)
     if op == "count":
         values = cnt
     elif op == "group":
         values = np.ones_like(cnt)
     else:
-        total = np.add.reduceat(np.where(present, vec.values[order], 0.0), starts, axis=0)
+        rows = vec.values[order]
+        total = np.add.reduceat(rows if everywhere else np.where(present, rows, 0.0), starts, axis=0)
         values = total if op == "sum" else total / np.where(cnt > 0, cnt, 1.0)
     labels = [keys[g] for g in g_sorted[starts].tolist()]
     return InstantVector(labels, values, cnt > 0)
