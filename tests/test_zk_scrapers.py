@@ -5,7 +5,7 @@ steady state (every target owned and scraped by exactly one scraper, as the stor
 overrides and the ring say), SIGKILL of one scraper (its targets taken over by the others,
 no survivor's target moved, not even in the interim before the leader's new plan; the
 takeover time is printed), a scraper joining (the moved fraction is printed), and ZooKeeper
-stopped for ``RINGMON_TEST_ZK_OUTAGE_S`` seconds (default 30): every target keeps being
+stopped for ``RINGMON_TEST_ZK_OUTAGE_S`` seconds (default 12, three session timeouts): every target keeps being
 scraped, and the ephemeral nodes of the scrapers and of the targets' registrations are
 there after it returns.
 
@@ -39,7 +39,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 N_TARGETS = 60
 INTERVAL_S = 1.0
 SESSION_TIMEOUT_S = 4.0
-OUTAGE_S = float(os.environ.get("RINGMON_TEST_ZK_OUTAGE_S", "30"))
+OUTAGE_S = float(os.environ.get("RINGMON_TEST_ZK_OUTAGE_S", "12"))
 
 
 class Targets:
