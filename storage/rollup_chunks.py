@@ -414,8 +414,25 @@ def encode_columns_many(
     NumPy calls per column rather than per chunk: each column of all rollups is laid out
     once and every chunk's value is a slice of it. ``joined``: the rollups already as one
     (all their buckets, and offsets: rollup ``i`` is rows ``bounds[i]:bounds[i + 1]``)."""
-    if not rollups:
+    table = encode_columns_table(resolution, rollups, joined)
+    if table is None:
         return []
+    owners, starts, _firsts, lasts, columns = table
+    return [
+        (o, k, t, dict(zip(COLUMNS, values, strict=True)))
+        for o, k, t, *values in zip(owners, starts, lasts, *columns, strict=True)
+    ]
+
+
+def encode_columns_table(
+    resolution: Resolution, rollups: Sequence[Rollup], joined: tuple[Rollup, np.ndarray] | None = None
+) -> tuple[list[int], list[int], list[int], list[int], list[list[bytes]]] | None:
+    """What ``encode_columns_many`` gives, as columns: each (rollup, chunk) piece's rollup
+    index, chunk start, first and last bucket, and per column of ``COLUMNS`` the pieces'
+    values (a store writing a row per piece zips them without a dict per piece); None
+    when there are no buckets."""
+    if not rollups:
+        return None
     span = chunk_span(resolution)
     if joined is not None:
         flat, bounds = joined
@@ -425,26 +442,24 @@ def encode_columns_many(
         sizes = np.fromiter((len(r) for r in rollups), dtype=np.int64, count=len(rollups))
         ts = np.concatenate([np.asarray(r.timestamps, dtype="<i8") for r in rollups])
     if not ts.size:
-        return []
+        return None
     owner = np.repeat(np.arange(len(rollups)), sizes)
     same = owner[1:] == owner[:-1]
     if bool(np.any(same & (ts[1:] <= ts[:-1]))):
         raise ValueError("bucket starts must be strictly ascending")
     keys = ts // span
     cut = np.flatnonzero(~same | (keys[1:] != keys[:-1])) + 1
-    lo = np.concatenate(([0], cut)).tolist()
-    hi = [*lo[1:], int(ts.size)]
-    data = {"ts": ts.tobytes()}
+    lo = np.concatenate(([0], cut))
+    hi = np.append(lo[1:], ts.size)
+    data = [ts.tobytes()]
     for name in AGGREGATES:
         if joined is not None:
-            data[name] = np.ascontiguousarray(getattr(joined[0], name), dtype="<f8").tobytes()
+            data.append(np.ascontiguousarray(getattr(joined[0], name), dtype="<f8").tobytes())
         else:
-            data[name] = np.concatenate([np.asarray(getattr(r, name), dtype="<f8") for r in rollups]).tobytes()
-    items = list(data.items())
-    return [
-        (o, k * span, t, {name: col[a * 8 : b * 8] for name, col in items})
-        for o, k, t, a, b in zip(owner[lo].tolist(), keys[lo].tolist(), ts[np.array(hi) - 1].tolist(), lo, hi, strict=True)
-    ]
+            data.append(np.concatenate([np.asarray(getattr(r, name), dtype="<f8") for r in rollups]).tobytes())
+    spans = list(zip((lo * 8).tolist(), (hi * 8).tolist(), strict=True))
+    columns = [[col[a:b] for a, b in spans] for col in data]
+    return owner[lo].tolist(), (keys[lo] * span).tolist(), ts[lo].tolist(), ts[hi - 1].tolist(), columns
 
 
 def append_columns(old: Payload, new: dict[str, bytes]) -> dict[str, bytes] | None:

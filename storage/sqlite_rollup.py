@@ -27,6 +27,7 @@ dropped is still re-derivable from its block.
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -117,8 +118,11 @@ _NONE = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
 INDEX_SERIES_TTL_S = 120.0
 
 
+_COLUMN_VALUES = operator.itemgetter(*CHUNK_COLUMNS)  # a chunk's column values in the tables' order
+
+
 def _chunk_params(series_id: int, start: int, cols: dict[str, bytes]) -> tuple:
-    return (series_id, start, b"", *(cols[n] for n in CHUNK_COLUMNS))
+    return (series_id, start, b"", *_COLUMN_VALUES(cols))
 
 
 def _blocks_with_rowid(con: sqlite3.Connection) -> None:
@@ -388,7 +392,10 @@ class SQLiteRollupMixin:
         def run(con: sqlite3.Connection) -> None:
             with con:
                 con.execute("BEGIN")
-                for r in rows:
+                if isinstance(rows, RollupRowsList) or len({r.series_id for r in rows}) == len(rows):
+                    _put_fresh_many(con, table, rows)
+                    return
+                for r in rows:  # a series twice: each write goes over what the one before left
                     for aligned, part in chunks.split(Resolution.MINUTE, r.rollup):
                         first = int(part.timestamps[0])
                         if first == aligned:  # the span's own chunk: merge as a final write would
@@ -663,6 +670,34 @@ def _put_chunks_many(con: sqlite3.Connection, table: str, resolution: Resolution
             f"DELETE FROM {table} WHERE series_id = ? AND start_ts > ? AND start_ts <= ?",
             [(sid, p[1], p[2]) for sid, p in zip(sids, pieces, strict=True)],
         )
+
+
+def _put_fresh_many(con: sqlite3.Connection, table: str, rows: Sequence[RollupRows]) -> None:
+    """``write_fresh_minutes`` of many series (each once) with NumPy calls per column and one
+    statement for all provisional chunks, not a few NumPy calls and statements per series
+    (issue #20: a standalone process's fresh pass writes every series every minute): a chunk
+    whose first bucket starts its span merges as a final write would (``_put_chunks_many``),
+    any other is the provisional chunk keyed by its first bucket."""
+    flat = (rows.flat, rows.bounds) if isinstance(rows, RollupRowsList) else None
+    got = chunks.encode_columns_table(Resolution.MINUTE, [r.rollup for r in rows], flat)
+    if got is None:
+        return
+    owners, starts, firsts, _lasts, columns = got
+    sids = [rows[o].series_id for o in owners]
+    pieces = zip(sids, firsts, [b""] * len(sids), *columns, strict=True)
+    if any(map(operator.eq, starts, firsts)):  # a piece starts its chunk span: merged
+        aligned: list[RollupRows] = []
+        params = []
+        for start, piece in zip(starts, pieces, strict=True):
+            if piece[1] == start:
+                cols = dict(zip(chunks.COLUMNS, piece[3:], strict=True))
+                aligned.append(RollupRows(piece[0], chunks.decode_payload(start, cols)))
+            else:
+                params.append(piece)
+        _put_chunks_many(con, table, Resolution.MINUTE, aligned)
+    else:
+        params = list(pieces)
+    con.executemany(_INSERT_CHUNK.format(table=table), params)
 
 
 def _convert_row_tables(con: sqlite3.Connection) -> None:
