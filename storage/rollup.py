@@ -341,10 +341,23 @@ def _segment_min_max(a: np.ndarray, starts: np.ndarray, seg: np.ndarray, fn: np.
     NaN - what the sort in ``_extreme`` picks (-0.0 and 0.0 compare equal: the first wins)."""
     n = a.shape[0]
     best = fn.reduceat(a, starts)
-    pos = np.where(a == best[seg], np.arange(n), n)
-    first = np.minimum.reduceat(pos, starts)
-    first = np.where(first == n, starts, first)
-    return a[first]
+    # Only an extreme of 0 (-0.0 and 0.0 tie) or NaN (all NaN) can differ in bits from the
+    # first element equal to it: only those segments' rows are looked at again.
+    odd = (best == 0) | np.isnan(best)
+    if not odd.any():
+        return best
+    rows = np.flatnonzero(odd[seg])
+    if rows.size == n:
+        pos = np.where(a == best[seg], np.arange(n), n)
+        first = np.minimum.reduceat(pos, starts)
+        return a[np.where(first == n, starts, first)]
+    sub_seg = seg[rows]
+    sub_starts = np.flatnonzero(np.concatenate([[True], sub_seg[1:] != sub_seg[:-1]]))
+    first = np.minimum.reduceat(np.where(a[rows] == best[sub_seg], rows, n), sub_starts)
+    segs = sub_seg[sub_starts]
+    out = best.copy()
+    out[segs] = a[np.where(first == n, starts[segs], first)]
+    return out
 
 
 def _bounds_of(owner: np.ndarray, groups: int) -> np.ndarray:

@@ -17,7 +17,13 @@ from storage.blocks import encode_block, encode_blocks
 from storage.model import STALE_NAN, Series
 from storage.rollup import Rollup, rollup_raw, rollup_rollup
 from storage.rollup_chunks import encode_columns_many
-from storage.rollup_job import RawWindow, RollupRowsList, compute_minutes, compute_window
+from storage.rollup_job import (
+    RawWindow,
+    RollupRowsList,
+    compute_minutes,
+    compute_window,
+    compute_window_sliced,
+)
 
 START, END = 2 * HOUR_MS, 4 * HOUR_MS
 SPECIAL = [STALE_NAN, float("nan"), -0.0, 0.0, float("inf"), float("-inf"), 5e-324, 1.5, 0.25]
@@ -58,6 +64,14 @@ def check(data: list[SeriesData], start: int = START, end: int = END) -> None:
         assert isinstance(got, RollupRowsList)
         rollups = [r.rollup for r in got]
         assert encode_columns_many(res, rollups, (got.flat, got.bounds)) == encode_columns_many(res, rollups)
+    # In slices of a few series (the job's cache-sized pieces of a big window): the same output.
+    s_blocks, s_minutes, s_hours = compute_window_sliced(data, start, end, slice_samples=7)
+    assert s_blocks == blocks
+    for got, sliced in ((minutes, s_minutes), (hours, s_hours)):
+        assert isinstance(sliced, RollupRowsList) and isinstance(got, RollupRowsList)
+        assert [r.series_id for r in sliced] == [r.series_id for r in got]
+        assert all(a.rollup.bit_equal(b.rollup) for a, b in zip(got, sliced, strict=True))
+        assert sliced.flat.bit_equal(got.flat) and sliced.bounds.tolist() == got.bounds.tolist()
     fresh = compute_minutes(data, start, end)
     assert [r.series_id for r in fresh] == sorted(want_m)
     assert all(r.rollup.bit_equal(want_m[r.series_id]) for r in fresh)
