@@ -683,7 +683,7 @@ def _put_fresh_many(con: sqlite3.Connection, table: str, rows: Sequence[RollupRo
     if got is None:
         return
     owners, starts, firsts, _lasts, columns = got
-    sids = [rows[o].series_id for o in owners]
+    sids = rows.ids[owners].tolist() if isinstance(rows, RollupRowsList) else [rows[o].series_id for o in owners]
     pieces = zip(sids, firsts, [b""] * len(sids), *columns, strict=True)
     if any(map(operator.eq, starts, firsts)):  # a piece starts its chunk span: merged
         aligned: list[RollupRows] = []

@@ -83,6 +83,10 @@ async def test_fresh_minutes_follow_the_open_window_and_the_seal_replaces_them(s
     got, want = await minutes_of(store, data, OPEN, OPEN + WINDOW), expected(data, OPEN, until)
     assert all(got[sid].bit_equal(want[sid]) for sid in want)
     assert sum(len(r) for r in want.values()) > 0
+    done = {r.shard: r for r in job.fresh_done}  # each shard's counts are its own series' minutes
+    for k in range(SHARDS):
+        mine = [len(want[s.id]) for s in data if s.id % SHARDS == k and len(want[s.id])]
+        assert (done[k].series, done[k].minute_points) == (len(mine), sum(mine))
 
     clock.now += 10 * MINUTE_MS  # the next pass goes on from where this one stopped
     await job.run_once()
