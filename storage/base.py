@@ -78,7 +78,7 @@ class SeriesData:
     agg: dict[str, np.ndarray] | None = field(default=None)
 
     def __len__(self) -> int:
-        return int(self.timestamps.shape[0])
+        return len(self.timestamps)  # (called per series and query a few times: the cheapest form)
 
 
 class StorageError(Exception):

@@ -49,7 +49,7 @@ import numpy as np
 
 from storage import frames as frames_codec
 from storage.base import DAY_MS, HOUR_MS, Resolution, RollupReader, SeriesData, Storage, StorageError
-from storage.matchers import Matcher, match_all, metric_name_of
+from storage.matchers import Matcher, MatchOp, match_all, metric_name_of
 from storage.model import SampleBatch, Series
 
 T = TypeVar("T")
@@ -723,9 +723,12 @@ class SQLiteStorage(Storage):
             q = f"SELECT series_id, labels FROM series WHERE series_id IN ({','.join('?' * len(part))})"
             for sid, labels in con.execute(q, part):
                 self._series_cache[sid] = series_from_row(sid, labels)
+        # (the metric's own matcher holds for every series the day index gave for the metric)
+        own = Matcher("__name__", MatchOp.EQ, metric) if metric is not None else None
+        rest = [m for m in matchers if m != own]
         for (sid,) in ids:
             s = self._series_cache.get(sid)
-            if s is not None and match_all(matchers, s.labels):
+            if s is not None and (not rest or match_all(rest, s.labels)):
                 out.append(s)
         out.sort(key=lambda s: s.labels)
         return out
