@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from storage.cassandra import series_major
-from storage.cassandra_frames import KEY_SPAN_MS, FrameChains, frame_samples, split_frames
+from storage.cassandra_frames import KEY_SPAN_MS, FrameChains, frame_samples, has_repeats, split_frames
 from storage.frames import encode_delta, layout_id
 from storage.matchers import Matcher, MatchOp
 from storage.model import STALE_NAN, SampleBatch, Series, make_labels
@@ -94,6 +94,11 @@ def test_split_frames_keeps_small_late_and_duplicated_groups_for_rows() -> None:
     assert [f.ts for f in frames] == [100] and rest.tolist() == [False] * 10 + [True] * 20
     frames, _ = split_frames(ids, ts, vals, cutoff_ms=0)
     assert [f.ts for f in frames] == [100]  # ts=50 names a series twice, ts=200 is small
+
+
+@given(st.lists(st.integers(-(2**63), 2**63 - 1) | st.integers(-3, 3), max_size=40))
+def test_has_repeats_is_a_set_check(ids: list[int]) -> None:
+    assert has_repeats(np.array(ids, dtype=np.int64)) == (len(set(ids)) != len(ids))
 
 
 @pytest.mark.cassandra
