@@ -707,7 +707,14 @@ class SQLiteStorage(Storage):
     def _lookup_series(self, con: sqlite3.Connection, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Series]:
         d0, d1 = start_ms // DAY_MS, end_ms // DAY_MS
         metric = metric_name_of(matchers)
-        if metric is not None:
+        if metric is not None and d1 - d0 < IN_LIST:
+            # (day IN (...): the primary key's (day, metric) prefix per day; a day range read
+            # every metric's rows of those days: 100,000 for a 6,400-series metric, 3x the time)
+            ids = con.execute(
+                f"SELECT DISTINCT series_id FROM series_day WHERE day IN ({','.join('?' * (d1 - d0 + 1))}) AND metric = ?",
+                (*range(d0, d1 + 1), metric),
+            ).fetchall()
+        elif metric is not None:
             ids = con.execute(
                 "SELECT DISTINCT series_id FROM series_day WHERE day BETWEEN ? AND ? AND metric = ?",
                 (d0, d1, metric),
