@@ -1020,7 +1020,28 @@ class CassandraStorage(Storage):
         self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int, hours: Sequence[int] | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``read_raw`` as three columns (series id, ts, value), sorted by series then time."""
-        empty = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
+        parts = await self._read_parts(infos, start_ms, end_ms, hours)
+        if not parts[0]:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        return series_major(*parts)
+
+    async def read_column_runs(
+        self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``read_columns`` as (series ids, bounds, ts, values) (``series_runs``): a big read
+        (the rollup job's window) without an id per sample."""
+        parts = await self._read_parts(infos, start_ms, end_ms, None)
+        if not parts[0]:
+            return np.empty(0, dtype=np.int64), np.zeros(1, dtype=np.int64), np.empty(0, dtype=np.int64), \
+                np.empty(0, dtype=np.float64)
+        return series_runs(*parts)
+
+    async def _read_parts(
+        self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int, hours: Sequence[int] | None
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """The (series ids, ts, values, priorities) parts a read gets: each target's frames and
+        each ``raw_recent`` request's rows (priority 0: a row wins an equal (series, ts))."""
+        empty: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [], [])
         by_target: dict[str, list[int]] = {}
         for info in infos:
             for t in info.targets:
@@ -1067,40 +1088,74 @@ class CassandraStorage(Storage):
                     parts_ts.append(ts)
                     parts_val.append(val)
                     parts_prio.append(np.zeros(ts.size, dtype=np.int8))
-        if not parts_ts:
-            return empty
-        return series_major(parts_sid, parts_ts, parts_val, parts_prio)
+        return parts_sid, parts_ts, parts_val, parts_prio
 
 
 def series_major(
     parts_sid: list[np.ndarray], parts_ts: list[np.ndarray], parts_val: list[np.ndarray], parts_prio: list[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Parts of (series id, ts, value) columns as one, sorted by series then time; of equal
-    (series, ts) the sample of the lowest ``prio`` stays. Usually each series is one run in
-    time order in one part (a target's frames give its series one after another): then the
-    runs are only put in series order (a gather), not sorted sample by sample."""
+    (series, ts) the sample of the lowest ``prio`` stays (``series_runs`` with the ids repeated)."""
+    ids, bounds, ts, val = series_runs(parts_sid, parts_ts, parts_val, parts_prio)
+    return np.repeat(ids, np.diff(bounds)), ts, val
+
+
+def series_runs(
+    parts_sid: list[np.ndarray], parts_ts: list[np.ndarray], parts_val: list[np.ndarray], parts_prio: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Parts of (series id, ts, value) columns as (ids ascending, bounds, ts, values): series
+    ``ids[i]`` is rows ``bounds[i]:bounds[i + 1]``, in time order; of equal (series, ts) the
+    sample of the lowest ``prio`` stays. Usually each series is one run in time order in one
+    part (a target's frames give its series one after another): then the runs are only
+    copied in series order, not sorted sample by sample, and no array of the whole read but
+    the results is made (a window of all shards is ~10 M samples)."""
+    run_sid, run_part, run_start, run_end = [], [], [], []
+    for k, (sid, ts) in enumerate(zip(parts_sid, parts_ts, strict=True)):
+        starts = np.flatnonzero(sid[1:] != sid[:-1]) + 1
+        rising = ts[1:] > ts[:-1]
+        rising[starts - 1] = True  # a run may start below the previous run's end
+        if not bool(rising.all()):
+            return _series_runs_sorted(parts_sid, parts_ts, parts_val, parts_prio)
+        starts = np.concatenate([[0], starts]).astype(np.int64)
+        run_sid.append(sid[starts])
+        run_part.append(np.full(starts.size, k, dtype=np.int64))
+        run_start.append(starts)
+        run_end.append(np.append(starts[1:], sid.size))
+    ids = np.concatenate(run_sid)
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    if bool((ids[1:] == ids[:-1]).any()):  # a series in two parts (two targets, rows and frames)
+        return _series_runs_sorted(parts_sid, parts_ts, parts_val, parts_prio)
+    parts = np.concatenate(run_part)[order].tolist()
+    lo = np.concatenate(run_start)[order]
+    hi = np.concatenate(run_end)[order]
+    bounds = np.zeros(ids.size + 1, dtype=np.int64)
+    np.cumsum(hi - lo, out=bounds[1:])
+    if len(parts_ts) == 1 and bool((order[1:] > order[:-1]).all()):
+        return ids, bounds, parts_ts[0], parts_val[0]  # already in order
+    spans = list(zip(parts, lo.tolist(), hi.tolist(), strict=True))
+    ts_out = np.concatenate([parts_ts[k][a:b] for k, a, b in spans])
+    val_out = np.concatenate([parts_val[k][a:b] for k, a, b in spans])
+    return ids, bounds, ts_out, val_out
+
+
+def _series_runs_sorted(
+    parts_sid: list[np.ndarray], parts_ts: list[np.ndarray], parts_val: list[np.ndarray], parts_prio: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``series_runs`` by a sort of every sample (series out of time order, or in two parts)."""
     sid = np.concatenate(parts_sid)
     ts = np.concatenate(parts_ts)
     val = np.concatenate(parts_val)
-    cuts = np.cumsum([p.size for p in parts_sid])[:-1]
-    starts = np.union1d(np.flatnonzero(sid[1:] != sid[:-1]) + 1, cuts[cuts < sid.size])
-    starts = np.concatenate([[0], starts[starts > 0]]).astype(np.int64)
-    rising = ts[1:] > ts[:-1]
-    rising[starts[1:] - 1] = True  # a run may start below the previous run's end
-    run_sid = sid[starts]
-    order = np.argsort(run_sid, kind="stable")
-    if bool(rising.all()) and not bool((run_sid[order][1:] == run_sid[order][:-1]).any()):
-        if starts.size == 1 or bool((order[1:] > order[:-1]).all()):
-            return sid, ts, val  # already in order
-        lens = np.diff(np.append(starts, sid.size))[order]
-        at = np.repeat(starts[order] - (np.cumsum(lens) - lens), lens) + np.arange(sid.size)
-        return sid[at], ts[at], val[at]
-    order = np.lexsort((np.concatenate(parts_prio), ts, sid))
-    sid, ts, val = sid[order], ts[order], val[order]
+    ordered = (sid[1:] > sid[:-1]) | ((sid[1:] == sid[:-1]) & (ts[1:] > ts[:-1]))
+    if not bool(ordered.all()):  # (one series' hours read in order need no sort)
+        order = np.lexsort((np.concatenate(parts_prio), ts, sid))
+        sid, ts, val = sid[order], ts[order], val[order]
     # Drop duplicate (series, ts) pairs (a series seen under two targets in one hour).
     keep = np.ones(sid.size, dtype=bool)
     keep[1:] = (sid[1:] != sid[:-1]) | (ts[1:] != ts[:-1])
-    return sid[keep], ts[keep], val[keep]
+    sid, ts, val = sid[keep], ts[keep], val[keep]
+    starts = np.concatenate([[0], np.flatnonzero(sid[1:] != sid[:-1]) + 1]).astype(np.int64)
+    return sid[starts], np.append(starts, sid.size), ts, val
 
 
 async def _gather_waves(coros: list, limit: int = MAX_CONCURRENT_REQUESTS, return_exceptions: bool = False) -> list:

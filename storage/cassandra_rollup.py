@@ -137,6 +137,8 @@ class CassandraRollupMixin:
                            hours: Sequence[int] | None = None) -> list[SeriesData]: ...
         async def read_columns(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
                                hours: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+        async def read_column_runs(self, infos: Sequence[SeriesInfo], start_ms: int,
+                                   end_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
 
     _rollup_ps: dict | None = None
     _chunk_reads: dict | None = None  # (resolution, aggregates) -> prepared chunk read
@@ -288,9 +290,9 @@ class CassandraRollupMixin:
         infos = await self._shard_infos(set(group), shards, start_ms, end_ms)
         if start_ms < self.now_ms() - self.recent_raw_keep_ms:  # sealed blocks too: the general path
             return RawWindow.of(await self.rows_and_blocks(infos, start_ms, end_ms - 1))
-        sid, ts, val = await self.read_columns(infos, start_ms, end_ms - 1) if infos else (_NO_IDS, _NO_IDS, _NO_VALUES)
-        ids, firsts = np.unique(sid, return_index=True)
-        return RawWindow(ids, np.append(firsts, sid.size).astype(np.int64), ts, val)
+        if not infos:
+            return RawWindow(_NO_IDS, np.zeros(1, dtype=np.int64), _NO_IDS, _NO_VALUES)
+        return RawWindow(*await self.read_column_runs(infos, start_ms, end_ms - 1))
 
     async def drop_sealed_raw(self, rows: Sequence[tuple[int, int, int]]) -> int:
         return 0  # never asked: read_raw_window_arrays names no sealed rows (they expire by TTL)
