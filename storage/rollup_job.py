@@ -43,8 +43,10 @@ raw exactly as the window's seal will compute them and written as provisional ch
 and builds the rest from raw samples; with them it reads raw samples for the last few
 minutes only. The seal replaces them with the final buckets (equal unless samples arrived
 later than the grace). Cost: each fresh pass reads the shard's raw samples since the last
-one plus the 5-minute counter lookback, through ``read_raw_window`` (shards leased together
-at once), so at large scale raise ``fresh_every_ms``.
+one, through ``read_raw_window`` (shards leased together at once), so at large scale raise
+``fresh_every_ms``; the 5-minute counter lookback only on a copy's first pass of a group of
+shards: after it, each series' last sample before the pass's start comes from the pass
+before (``fresh_carry``: the same minutes unless samples arrived later than the grace).
 """
 
 from __future__ import annotations
@@ -449,6 +451,44 @@ def compute_minutes(
     return _rollup_rows(w.ids, m, m_bounds)
 
 
+def fresh_carry(w: RawWindow, until_ms: int, max_gap_ms: int) -> RawWindow:
+    """What a fresh pass starting at ``until_ms`` needs from before its start, out of ``w``: each
+    series' last finite sample in [until_ms - max_gap_ms, until_ms), the counter value its first
+    increase is taken from (``rollup_raw_many``'s chain skips stale markers and NaN alike)."""
+    owner = np.repeat(np.arange(w.ids.shape[0]), np.diff(w.bounds))
+    ts, vals = w.timestamps, w.values
+    ok = np.flatnonzero(np.isfinite(vals) & (ts >= until_ms - max_gap_ms) & (ts < until_ms))
+    own = owner[ok]
+    last = ok[np.append(own[1:] != own[:-1], True)] if ok.size else ok
+    return RawWindow(w.ids[owner[last]], np.arange(last.size + 1, dtype=np.int64), ts[last], vals[last])
+
+
+def with_carry(carry: RawWindow, w: RawWindow) -> RawWindow:
+    """``w`` (samples from a fresh pass's start on) with ``carry``'s samples (older: from before
+    that start) in front of each series' own."""
+    if not carry.ids.size:
+        return w
+    sids = np.concatenate([np.repeat(carry.ids, np.diff(carry.bounds)), np.repeat(w.ids, np.diff(w.bounds))])
+    order = np.argsort(sids, kind="stable")  # the carry's sample first within a series
+    sids = sids[order]
+    ts = np.concatenate([carry.timestamps, w.timestamps])[order]
+    vals = np.concatenate([carry.values, w.values])[order]
+    starts = np.flatnonzero(np.append(True, sids[1:] != sids[:-1]))
+    return RawWindow(sids[starts], np.append(starts, sids.size).astype(np.int64), ts, vals)
+
+
+def _fresh_compute(
+    data: Sequence[SeriesData] | RawWindow, carry: RawWindow | None, start_ms: int, end_ms: int, max_gap_ms: int
+) -> tuple[list[RollupRows], RawWindow]:
+    """A fresh pass's minutes (``compute_minutes``) from ``data`` read from ``start_ms`` with the
+    last pass's ``carry`` (None: ``data`` was read from ``start_ms - max_gap_ms``), and the carry
+    for the pass after it."""
+    w = data if isinstance(data, RawWindow) else RawWindow.of(data)
+    if carry is not None:
+        w = with_carry(carry, w)
+    return compute_minutes(w, start_ms, end_ms, max_gap_ms), fresh_carry(w, end_ms, max_gap_ms)
+
+
 def window_floor(ts_ms: int, window_ms: int) -> int:
     return ts_ms // window_ms * window_ms
 
@@ -513,6 +553,9 @@ class RollupJob:
     metrics: RollupMetrics = field(default_factory=RollupMetrics)
     now_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     _fresh_until: dict[int, int] = field(default_factory=dict, init=False, repr=False)
+    # per group of shards: where its last fresh pass stopped and each series' last sample before
+    # that (``fresh_carry``), so the next pass reads from its start, not max_gap_ms before it
+    _fresh_carry: dict[tuple[int, ...], tuple[int, RawWindow]] = field(default_factory=dict, init=False, repr=False)
     fresh_done: list[WindowResult] = field(default_factory=list, init=False, repr=False)  # last run_once's
     _retention_at: int = field(default=-(2**62), init=False, repr=False)
 
@@ -814,16 +857,24 @@ class RollupJob:
     async def _fresh_minutes(self, group: Sequence[int], start: int, until: int) -> list[WindowResult]:
         assert isinstance(self.store, FreshMinutes)
         t0 = time.monotonic()
+        key = tuple(group)
+        kept = self._fresh_carry.pop(key, None)
+        for other in [g for g in self._fresh_carry if set(g) & set(group)]:
+            del self._fresh_carry[other]  # these shards grouped otherwise before: not this group's carry
+        carry = kept[1] if kept is not None and kept[0] == start else None
         try:
-            data = await self._read_window(group, start - self.max_gap_ms, until)
+            data = await self._read_window(group, start if carry is not None else start - self.max_gap_ms, until)
             loop = asyncio.get_running_loop()
-            rows = await loop.run_in_executor(None, compute_minutes, data, start, until, self.max_gap_ms)
+            rows, after = await loop.run_in_executor(
+                None, _fresh_compute, data, carry, start, until, self.max_gap_ms
+            )
             if rows:
                 await self.store.write_fresh_minutes(rows)
         except Exception:
             self.metrics.errors.inc()
             log.exception("fresh minutes of shard(s) %s from %d failed; will retry", ",".join(map(str, group)), start)
             return []
+        self._fresh_carry[key] = (until, after)
         results = {k: WindowResult(k, start, until, mode="fresh") for k in group}
         series, points = _shard_counts(rows, self.shards)
         for k in group:

@@ -89,7 +89,19 @@ async def test_fresh_minutes_follow_the_open_window_and_the_seal_replaces_them(s
         assert (done[k].series, done[k].minute_points) == (len(mine), sum(mine))
 
     clock.now += 10 * MINUTE_MS  # the next pass goes on from where this one stopped
-    await job.run_once()
+    starts: list[int] = []  # and reads from there: the samples before come from the pass before
+    for name in ("read_raw_window_arrays", "read_raw_window_group"):
+        if hasattr(store, name):
+            def spy(*args, _read=getattr(store, name), **kw):
+                starts.append(args[2])
+                return _read(*args, **kw)
+            setattr(store, name, spy)
+    try:
+        await job.run_once()
+    finally:
+        for name in ("read_raw_window_arrays", "read_raw_window_group"):
+            store.__dict__.pop(name, None)
+    assert starts and set(starts) == {until}
     assert {(r.start_ms, r.end_ms) for r in job.fresh_done} == {(until, until + 10 * MINUTE_MS)}
     got, want = await minutes_of(store, data, OPEN, OPEN + WINDOW), expected(data, OPEN, until + 10 * MINUTE_MS)
     assert all(got[sid].bit_equal(want[sid]) for sid in want)

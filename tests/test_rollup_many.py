@@ -23,6 +23,8 @@ from storage.rollup_job import (
     compute_minutes,
     compute_window,
     compute_window_sliced,
+    fresh_carry,
+    with_carry,
 )
 
 START, END = 2 * HOUR_MS, 4 * HOUR_MS
@@ -113,6 +115,42 @@ def series_set(draw: st.DrawFn) -> list[SeriesData]:
 @given(data=series_set())
 def test_any_series_equal_the_per_series_results(data: list[SeriesData]) -> None:
     check(data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=series_set(), first=st.integers(0, 90), lengths=st.lists(st.integers(1, 12), min_size=1, max_size=4))
+def test_fresh_passes_with_a_carry_equal_full_reads(data: list[SeriesData], first: int, lengths: list[int]) -> None:
+    """A fresh pass reads from its start and takes what came before from the pass before it
+    (``fresh_carry``, passes shorter and longer than the gap): its minutes are those of a read
+    from ``max_gap_ms`` before its start."""
+    gap = 5 * MINUTE_MS
+
+    def part(lo: int, hi: int) -> RawWindow:
+        cut = [(d, (d.timestamps >= lo) & (d.timestamps < hi)) for d in data]
+        return RawWindow.of([SeriesData(d.series, d.timestamps[m], d.values[m]) for d, m in cut])
+
+    lo = START + first * MINUTE_MS
+    carry = fresh_carry(part(lo - gap, lo), lo, gap)
+    for n in lengths:
+        hi = lo + n * MINUTE_MS
+        read = with_carry(carry, part(lo, hi))
+        got, want = compute_minutes(read, lo, hi, gap), compute_minutes(part(lo - gap, hi), lo, hi, gap)
+        assert [r.series_id for r in got] == [r.series_id for r in want]
+        assert all(a.rollup.bit_equal(b.rollup) for a, b in zip(got, want, strict=True))
+        carry, lo = fresh_carry(read, hi, gap), hi
+
+
+def test_fresh_carry_skips_what_the_counter_chain_skips() -> None:
+    """The carried sample is the last finite one: Inf, NaN and stale markers after it do not
+    take its place, so the next pass's increase is 5 - 1, as a full read gives."""
+    lo, gap = START, 5 * MINUTE_MS
+    ts = lo - np.array([240_000, 180_000, 120_000, 60_000], dtype=np.int64)
+    before = RawWindow(np.array([7]), np.array([0, 4]), ts, np.array([1.0, float("inf"), float("nan"), STALE_NAN]))
+    carry = fresh_carry(before, lo, gap)
+    assert carry.values.tolist() == [1.0]
+    after = RawWindow(np.array([7]), np.array([0, 1]), np.array([lo + 30_000]), np.array([5.0]))
+    (row,) = compute_minutes(with_carry(carry, after), lo, lo + MINUTE_MS, gap)
+    assert row.rollup.increase.tolist() == [4.0]
 
 
 def test_blocks_of_equal_and_mixed_lengths() -> None:
