@@ -226,11 +226,16 @@ class CassandraRollupMixin:
         node's batch warning thresholds, so each lands on its replicas without fan-out."""
         meta = self.session.cluster.metadata
         groups: dict[tuple, list[tuple[BoundStatement, int]]] = {}
+        # The driver answers a token range's replicas with one list: its endpoints named once per list.
+        named: dict[int, tuple[list, tuple[str, ...]]] = {}
         for stmt, params in calls:
             bound = stmt.bind(params)
             replicas = meta.get_replicas(self.keyspace, bound.routing_key)
-            key = (id(stmt), tuple(sorted(str(h.endpoint) for h in replicas)))
-            groups.setdefault(key, []).append((bound, sum(len(v) for v in params if isinstance(v, bytes))))
+            seen = named.get(id(replicas))
+            if seen is None:  # (the list is kept: its id is not reused meanwhile)
+                seen = named[id(replicas)] = (replicas, tuple(sorted(str(h.endpoint) for h in replicas)))
+            size = sum([len(v) for v in params if type(v) is bytes])
+            groups.setdefault((id(stmt), seen[1]), []).append((bound, size))
         requests: list[BoundStatement | BatchStatement] = []
         for group in groups.values():
             batch: list[BoundStatement] = []
@@ -325,14 +330,13 @@ class CassandraRollupMixin:
         by_start: dict[int, list[int]] = {}
         for sid, start in merged:
             by_start.setdefault(start, []).append(sid)
-        there: dict[tuple[int, int], Rollup] = {}
+        there: dict[tuple[int, int], chunks.Payload] = {}
 
         def read(start: int, sids: list[int]) -> Callable[[], Awaitable[None]]:
             async def run() -> None:
                 for page in await self.execute(get, (sids, _partition(resolution, start), start)):
                     for row in page:
-                        payload = chunks.payload(row[1], chunks.COLUMNS, row[2:])
-                        there[(row[0], start)] = chunks.decode_payload(start, payload)
+                        there[(row[0], start)] = chunks.payload(row[1], chunks.COLUMNS, row[2:])
 
             return run
 
@@ -341,7 +345,12 @@ class CassandraRollupMixin:
         writes = []
         for (sid, start), part in merged.items():
             old = there.get((sid, start))
-            cols = chunks.encode_columns(resolution, start, chunks.merge(old, part) if old is not None else part)
+            cols = chunks.encode_columns(resolution, start, part)
+            if old is not None:  # the window after the stored buckets joins their bytes (as on SQLite)
+                joined = chunks.append_columns(old, cols)
+                if joined is None:  # buckets among the stored ones (a rerun, late samples)
+                    joined = chunks.encode_columns(resolution, start, chunks.merge(chunks.decode_payload(start, old), part))
+                cols = joined
             writes.append((ins, (sid, _partition(resolution, start), start, b"", *(cols[c] for c in chunks.COLUMNS))))
         await self._bounded(writes)
 

@@ -62,6 +62,10 @@ def split(resolution: Resolution, rollup: Rollup) -> Iterator[tuple[int, Rollup]
     if not len(rollup):
         return
     span = chunk_span(resolution)
+    first = int(rollup.timestamps[0]) // span
+    if first == int(rollup.timestamps[-1]) // span:  # (a window's buckets: usually one chunk)
+        yield first * span, rollup
+        return
     keys = rollup.timestamps // span
     cuts = np.flatnonzero(keys[1:] != keys[:-1]) + 1
     bounds = [0, *cuts.tolist(), len(rollup)]
