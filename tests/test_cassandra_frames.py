@@ -105,10 +105,12 @@ def test_has_repeats_is_a_set_check(ids: list[int]) -> None:
 async def test_scrapes_stored_as_frames_read_back_bit_exact_and_rows_win(cassandra_storage) -> None:
     store = cassandra_storage
     series = [Series.of(make_labels("frame_check", job="f", instance="h:1", n=str(i))) for i in range(12)]
+    # (a second target: a read of both takes their frames with one request, FRAME_READ_TARGETS)
+    other = [Series.of(make_labels("frame_check", job="f", instance="h:2", n=str(i))) for i in range(9)]
     now = int(time.time() * 1000)
     t0 = now - 30_000
     rng = np.random.default_rng(1)
-    expected: dict[int, dict[int, float]] = {s.id: {} for s in series}
+    expected: dict[int, dict[int, float]] = {s.id: {} for s in series + other}
     for k in range(6):
         ts = t0 + k * 5000
         layout = series if k < 4 else series[:10]  # the target lost two series: a new layout
@@ -118,6 +120,10 @@ async def test_scrapes_stored_as_frames_read_back_bit_exact_and_rows_win(cassand
         await store.write(SampleBatch("f/h:1", layout, [ts] * len(layout), vals.tolist()))
         for s, v in zip(layout, vals.tolist(), strict=True):
             expected[s.id][ts] = v
+        vals = rng.random(len(other)).round(3)
+        await store.write(SampleBatch("f/h:2", other, [ts + 1] * len(other), vals.tolist()))
+        for s, v in zip(other, vals.tolist(), strict=True):
+            expected[s.id][ts + 1] = v
     read = store.session.prepare(f"SELECT ts, base_ts FROM {store.keyspace}.raw_frames WHERE target = ? AND hour = ?")
     frames = [r for h in {t0 // 3_600_000, (t0 + 30_000) // 3_600_000} for r in store.session.execute(read, ("f/h:1", h))]
     assert len(frames) == 6 and any(b is not None for _, b in frames)
@@ -129,7 +135,7 @@ async def test_scrapes_stored_as_frames_read_back_bit_exact_and_rows_win(cassand
     await store.write(one)
     expected[series[1].id][t0 + 5000] = -1.0
     got = await store.select([Matcher("__name__", MatchOp.EQ, "frame_check")], t0, now)
-    assert {d.series.id for d in got} == {s.id for s in series}
+    assert {d.series.id for d in got} == {s.id for s in series + other}
     for d in got:
         want = expected[d.series.id]
         assert d.timestamps.tolist() == sorted(want)
