@@ -249,7 +249,9 @@ async def _seal_frames(
     node_exporter-like targets written one frame per scrape for ``minutes`` of a 2 h window
     (plus the 5 minutes before it the window's counters look back at), then passes of the
     job over ``shards`` shards with its clock past the window's close (``repeats``, each a job
-    of its own name, so the later passes merge into the chunks the first wrote). Measures the job's
+    of its own name: the first writes new chunks, the later ones rerun the window - they read
+    the chunks back and merge the same buckets, a late pass's work; a live window after the
+    stored ones joins bytes, between the two). Measures the job's
     process CPU, the parts of it spent decoding frames (``frame_samples``) and computing
     blocks and rollups (``compute_window``), each on the thread it ran on, and the node's CPU
     during the pass."""
@@ -537,7 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frame-hosts", type=int, default=20, help="targets (~600 series each) of the frames leg")
     p.add_argument("--frame-minutes", type=int, default=20, help="minutes of scrapes (10 s) the frames leg seals")
     p.add_argument("--shards", type=int, default=16, help="rollup shards of the frames leg")
-    p.add_argument("--seal-passes", type=int, default=3, help="passes of the job over the frames leg's window")
+    p.add_argument("--seal-passes", type=int, default=3,
+                   help="passes of the job over the frames leg's window (the first writes new chunks, the rest rerun it)")
     args = p.parse_args(argv)
     if not args.only_cassandra:
         bench_codec(args.hosts)
