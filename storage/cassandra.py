@@ -445,7 +445,11 @@ class CassandraStorage(Storage):
             f"SELECT ts, value FROM {ks}.raw_recent WHERE target = ? AND hour IN ? "
             "AND series_id = ? AND ts >= ? AND ts <= ?"
         )
-        for ps in (self.ps_read_raw, self.ps_read_raw_one):
+        self.ps_read_raw_many = p(
+            f"SELECT series_id, ts, value FROM {ks}.raw_recent WHERE target IN ? AND hour IN ? "
+            "AND series_id IN ? AND ts >= ? AND ts <= ?"
+        )
+        for ps in (self.ps_read_raw, self.ps_read_raw_one, self.ps_read_raw_many):
             ps.fetch_size = None  # unpaged: requests are bounded by RAW_REQUEST_SERIES_HOURS
             ps.consistency_level = self.consistency
 
@@ -1082,7 +1086,19 @@ class CassandraStorage(Storage):
             return empty
         tasks = []
         singles: list[int | None] = []  # the series id of a one-series read (rows are ts, value)
-        for target, ids in by_target.items():
+        by_target_rows = by_target
+        if end_ms - start_ms <= FRAME_READ_SPAN_MS and len(hours) <= 2 and len(by_target) > 1:
+            # A short range (a refresh's newest minutes): the rows of several targets per request,
+            # as long as their series fit one; a target alone keeps its own request (below).
+            by_target_rows = {}
+            for names, ids in _target_groups(by_target):
+                if len(names) == 1:
+                    by_target_rows[names[0]] = ids
+                else:
+                    many = (names, list(hours), sorted(set(ids)), start_ms, end_ms)
+                    tasks.append(self.execute_columnar(self.ps_read_raw_many, many))
+                    singles.append(None)
+        for target, ids in by_target_rows.items():
             ids.sort()
             for i in range(0, len(ids), RAW_READ_SERIES_CHUNK):
                 chunk = ids[i : i + RAW_READ_SERIES_CHUNK]
@@ -1191,6 +1207,20 @@ def _series_runs_sorted(
     sid, ts, val = sid[keep], ts[keep], val[keep]
     starts = np.concatenate([[0], np.flatnonzero(sid[1:] != sid[:-1]) + 1]).astype(np.int64)
     return sid[starts], np.append(starts, sid.size), ts, val
+
+
+def _target_groups(by_target: dict[str, list[int]]) -> list[tuple[list[str], list[int]]]:
+    """Targets in groups of at most FRAME_READ_TARGETS whose series number at most
+    RAW_READ_SERIES_CHUNK together (one rows request each), in order."""
+    groups: list[tuple[list[str], list[int]]] = []
+    for target, ids in by_target.items():
+        last = groups[-1] if groups else None
+        if last is not None and len(last[0]) < FRAME_READ_TARGETS and len(last[1]) + len(ids) <= RAW_READ_SERIES_CHUNK:
+            last[0].append(target)
+            last[1].extend(ids)
+        else:
+            groups.append(([target], list(ids)))
+    return groups
 
 
 async def _gather_waves(coros: list, limit: int = MAX_CONCURRENT_REQUESTS, return_exceptions: bool = False) -> list:
