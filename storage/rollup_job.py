@@ -220,7 +220,7 @@ class RollupMetrics:
         )
         self.window_seconds = Histogram(
             "ringmon_rollup_window_duration_seconds",
-            "Time to seal and roll up one shard window",
+            "Time to seal and roll up one window of one shard, or of the shards worked together",
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
             registry=r,
         )

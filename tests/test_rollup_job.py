@@ -16,7 +16,7 @@ from storage.blocks import decode_block
 from storage.matchers import Matcher, MatchOp
 from storage.model import STALE_NAN, SampleBatch, Series, make_labels
 from storage.rollup import Rollup, rollup_raw, rollup_rollup
-from storage.rollup_job import ProgressBar, RollupJob, RollupRows, SealedBlock, compute_window
+from storage.rollup_job import ProgressBar, RawWindow, RollupJob, RollupRows, SealedBlock, compute_window
 from storage.rollup_lease import LocalShardLease, ZooKeeperShardLease
 from storage.sqlite_rollup import SQLiteRollupStorage
 
@@ -195,6 +195,52 @@ async def test_two_copies_at_once_equal_one(data, tmp_path):
     assert len(keys) == len(set(keys)) == SHARDS * HOURS * HOUR_MS // WINDOW
     assert dump(tmp_path / "pair.db") == dump(tmp_path / "single.db")
 
+
+
+class GroupReads:
+    """A SQLite store that also reads several shards' windows at once (as Cassandra does, whose
+    frames hold every shard's series): the job then works the shards it holds together."""
+
+    def __init__(self, inner: SQLiteRollupStorage) -> None:
+        self.inner = inner
+        self.groups: list[list[int]] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    async def read_raw_window_group(self, group, shards, start_ms, end_ms) -> RawWindow:
+        self.groups.append(sorted(group))
+        return RawWindow.of([d for k in group for d in await self.inner.read_raw_window(k, shards, start_ms, end_ms)])
+
+
+async def test_shards_worked_together_equal_one_at_a_time(data, tmp_path):
+    one = await SQLiteRollupStorage.open(tmp_path / "one.db")
+    await load(one, data)
+    await make_job(one, tmp_path / "l1").run_once(initial_start_ms=T0)
+    await one.close()
+
+    inner = await SQLiteRollupStorage.open(tmp_path / "together.db")
+    await load(inner, data)
+    # Shard 2 is a window ahead (sealed alone while another copy held the rest) ...
+    other = LocalShardLease(tmp_path / "l2")
+    for k in (0, 1, 3):
+        assert await other.try_acquire(k)
+    ahead = await make_job(inner, tmp_path / "l2", max_windows_per_pass=1).run_once(initial_start_ms=T0)
+    assert [(r.shard, r.start_ms) for r in ahead] == [(2, T0)]
+    await other.close()
+    # ... and joins the others once they reach its checkpoint.
+    store = GroupReads(inner)
+    job = make_job(store, tmp_path / "l2")
+    done = await job.run_once(initial_start_ms=T0)
+    # two windows of all four, then their fresh minutes of the open window: one read each
+    assert store.groups == [[0, 1, 3], [0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3]]
+    assert sorted(r.shard for r in job.fresh_done) == list(range(SHARDS))
+    assert sorted((r.shard, r.start_ms) for r in done) == sorted(
+        [(k, T0) for k in (0, 1, 3)] + [(k, w) for k in range(SHARDS) for w in (T0 + WINDOW, T0 + 2 * WINDOW)])
+    assert all(r.samples and r.series and r.minute_points and r.hour_points for r in done)
+    assert [await inner.get_checkpoint("rollup", k) for k in range(SHARDS)] == [T_END] * SHARDS
+    await inner.close()
+    assert dump(tmp_path / "together.db") == dump(tmp_path / "one.db")
 
 async def test_failed_window_is_retried_and_metrics(store, tmp_path):
     class Flaky:
