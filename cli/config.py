@@ -213,6 +213,13 @@ class RollupConfig:
     """The rollup job: in-process in standalone, ``ringmon rollup`` in a cluster."""
 
     interval: Duration = Duration(60.0)  # pause between passes (the first runs at start)
+    # spacing of the fresh pass (storage.rollup_job): each writes a provisional chunk row per
+    # series and reads the minutes since the last one; raise it to spend less CPU at large scale
+    fresh_every: Duration = Duration(60.0)
+
+    def validate(self, where: str) -> None:
+        if not 60.0 <= float(self.fresh_every) <= 7200.0:
+            raise ValueError(f"{where}.fresh_every: must be between 1m and the 2h rollup window, got {self.fresh_every!r}")
 
 
 @dataclass

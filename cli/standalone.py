@@ -196,7 +196,10 @@ class Standalone:
         from storage.rollup_lease import LocalShardLease
 
         lease = LocalShardLease(Path(self.cfg.data_dir) / "rollup-locks")
-        job = RollupJob(self.storage, lease, metrics=RollupMetrics(self.metrics_registry))  # type: ignore[arg-type]
+        job = RollupJob(
+            self.storage, lease, metrics=RollupMetrics(self.metrics_registry),  # type: ignore[arg-type]
+            fresh_every_ms=int(float(self.cfg.rollup.fresh_every) * 1000),
+        )
         await job.run_forever(self._stopping, interval_s=float(self.cfg.rollup.interval))
 
     async def targets_health(self) -> list[dict]:

@@ -163,3 +163,12 @@ def test_scraper_ring_cap_factor_from_config_and_flag(tmp_path: Path) -> None:
         options_from(argparse.Namespace(**flags, ring_cap_factor=0.5), cfg)
     f.write_text("discovery:\n  zookeeper: {hosts: '127.0.0.1:1'}\n")
     assert options_from(argparse.Namespace(**flags, ring_cap_factor=None), load_config(f)).cap_factor == DEFAULT_CAP_FACTOR
+
+
+def test_rollup_fresh_every(tmp_path: Path) -> None:
+    f = tmp_path / "rollup.yaml"
+    f.write_text("rollup:\n  fresh_every: 5m\n")
+    assert load_config(f).rollup.fresh_every == 300.0
+    f.write_text("rollup:\n  interval: 1m\n  fresh_every: 30s\n")
+    with pytest.raises(ConfigError, match=r"rollup\.yaml:3: rollup\.fresh_every: must be between 1m"):
+        load_config(f)
