@@ -1231,7 +1231,15 @@ class Engine:
             if plan is None:
                 return 0, 0
             if plan.flat is not None:
-                return len(plan.flat.labels), len(plan.flat.ts)
+                series, samples = len(plan.flat.labels), len(plan.flat.ts)
+                if plan.beyond is not None and len(plan.beyond):
+                    # (series whose rows all end after the plan's end are held too, as rows)
+                    flat = set(plan.flat.labels)
+                    more = {plan.beyond.series[i].labels for i in np.unique(plan.beyond.sidx).tolist()}
+                    series, samples = series + len(more - flat), samples + len(plan.beyond)
+                if plan.edge_raw:
+                    samples += sum(len(d) for d in plan.edge_raw)
+                return series, samples
             return len(plan.data), sum(len(d) for d in plan.data)
 
         est = estimate_points(

@@ -43,6 +43,28 @@ async def test_huge_subquery_is_refused_before_evaluating() -> None:
     assert eng.storage.select_calls == before
 
 
+async def test_huge_subquery_over_rollups_of_fresh_data_is_refused(tmp_path) -> None:
+    """Beyond raw retention the subquery's selector reads 1 h rollups; on fresh data every row
+    is of the newest, unfinished bucket (ending after the query's time): those series count in
+    the estimate too (they were left out of it once, and the 1 s grid over 365 d was evaluated)."""
+    from storage.model import SampleBatch
+    from storage.sqlite_rollup import SQLiteRollupStorage
+
+    st = await SQLiteRollupStorage.open(tmp_path / "db")
+    now = NOW // 3_600_000 * 3_600_000 - 30 * 60_000 + 7_000  # mid-hour: every row in one unfinished bucket
+    try:
+        for i in range(5):
+            s = Series.of(make_labels("up", instance=f"h{i}", job="j"))
+            for t in range(now - 120_000, now, 2_000):
+                await st.write(SampleBatch(f"j/h{i}", [s], [t], [1.0]))
+        eng = Engine(st, now_ms=lambda: now, isolate=False)
+        # 150 d at 1 s is 12.96 M steps: over the limit of 50 M for 5 series, not for none
+        with pytest.raises(QueryLimitError, match="too many samples into memory in query execution.*estimated"):
+            await eng.instant_query("max_over_time(up[150d:1s])", now)
+    finally:
+        await st.close()
+
+
 async def test_memory_budget_is_estimated_too() -> None:
     eng = Engine(_storage(), limits=QueryLimits(max_memory_bytes=16 << 20), now_ms=lambda: NOW)
     with pytest.raises(QueryMemoryError, match="memory budget"):
