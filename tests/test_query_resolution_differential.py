@@ -245,15 +245,21 @@ def _widened(expr: str, w: str | None, rng_ms: int) -> str:
     return re.sub(rf"\[{w}(?=[:\]])", f"[{rng_ms // 1000}s", expr, count=1)
 
 
-async def test_answers_do_not_depend_on_the_resolution(store, tmp_path) -> None:
-    data = generate(seed=17) | _mid_window_counter()
+async def _sealed(store, tmp_path, data) -> tuple[MemoryStorage, Engine]:
+    """``data`` written to the store and sealed by the real job; the same samples in memory,
+    and an engine over them without rollups (the raw reference)."""
     await (getattr(store, "load", None) or load_sqlite)(store, data)
     job = RollupJob(store, LocalShardLease(tmp_path / "locks"), window_ms=WINDOW, shards=SHARDS, now_ms=lambda: IN)
     assert await job.run_once(initial_start_ms=T0)
-    mem = MemoryStorage()  # the same raw samples, for the reference answers
-    for s, (ts, v, _) in data.items():
-        mem.add_series(s, ts, v)
-    raw_ref = Engine(mem, downsample=False, isolate=False)
+    mem = MemoryStorage()
+    for s, (t, v, _) in data.items():
+        mem.add_series(s, t, v)
+    return mem, Engine(mem, downsample=False, isolate=False)
+
+
+async def test_answers_do_not_depend_on_the_resolution(store, tmp_path) -> None:
+    data = generate(seed=17) | _mid_window_counter()
+    _, raw_ref = await _sealed(store, tmp_path, data)
     last_refs = {b: _last_value_store(data, b) for b in (MINUTE_MS, HOUR_MS)}
     refs = REFERENCES
     refs.bind(data)
@@ -469,13 +475,7 @@ async def test_panel_grid_windows_from_rollups_unless_a_sample_sits_on_an_edge(s
     data = _mid_window_counter()
     ts = T0 + 2 * HOUR_MS + 7_123 + np.arange(0, 3 * HOUR_MS, 15_000, dtype=np.int64)  # never on a minute
     data[Series.of(make_labels(G, instance="mid:9100", k="g"))] = (ts, np.sin(ts / 1e6) * 100, "web/mid:9100")
-    await (getattr(store, "load", None) or load_sqlite)(store, data)
-    job = RollupJob(store, LocalShardLease(tmp_path / "locks"), window_ms=WINDOW, shards=SHARDS, now_ms=lambda: IN)
-    assert await job.run_once(initial_start_ms=T0)
-    mem = MemoryStorage()
-    for s, (t, v, _) in data.items():
-        mem.add_series(s, t, v)
-    raw_ref = Engine(mem, downsample=False, isolate=False)
+    mem, raw_ref = await _sealed(store, tmp_path, data)
     reads: list[Resolution] = []
     select = store.select
 
@@ -524,13 +524,7 @@ async def test_a_series_with_an_edge_sample_reads_raw_alone(store, tmp_path) -> 
         t = np.sort(np.append(ts, edge)) if host == "b" else ts  # host b: a sample on a window's edge
         data[Series.of(make_labels(C, instance=f"{host}:9100"))] = (t, np.cumsum(t % 7_919 / 1e3), f"web/{host}:9100")
         data[Series.of(make_labels(G, instance=f"{host}:9100"))] = (t, np.sin(t / 1e6) * 100, f"web/{host}:9100")
-    await (getattr(store, "load", None) or load_sqlite)(store, data)
-    job = RollupJob(store, LocalShardLease(tmp_path / "locks"), window_ms=WINDOW, shards=SHARDS, now_ms=lambda: IN)
-    assert await job.run_once(initial_start_ms=T0)
-    mem = MemoryStorage()
-    for s, (t, v, _) in data.items():
-        mem.add_series(s, t, v)
-    raw_ref = Engine(mem, downsample=False, isolate=False)
+    mem, raw_ref = await _sealed(store, tmp_path, data)
     reads: list[tuple[Resolution, list[str]]] = []
     select = store.select
 
