@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,11 +176,18 @@ async def test_resumes_from_checkpoints(store, data, tmp_path):
     assert dump(tmp_path / "ringmon.db") == dump(tmp_path / "fresh.db")
 
 
+async def sealed_by_one_copy(data, db: Path, locks: Path) -> None:
+    """The reference database: ``data`` loaded into ``db`` and sealed by one copy of the job."""
+    store = await SQLiteRollupStorage.open(db)
+    try:
+        await load(store, data)
+        await make_job(store, locks).run_once(initial_start_ms=T0)
+    finally:
+        await store.close()
+
+
 async def test_two_copies_at_once_equal_one(data, tmp_path):
-    single = await SQLiteRollupStorage.open(tmp_path / "single.db")
-    await load(single, data)
-    await make_job(single, tmp_path / "l1").run_once(initial_start_ms=T0)
-    await single.close()
+    await sealed_by_one_copy(data, tmp_path / "single.db", tmp_path / "l1")
 
     a = await SQLiteRollupStorage.open(tmp_path / "pair.db")
     await load(a, data)
@@ -194,7 +202,6 @@ async def test_two_copies_at_once_equal_one(data, tmp_path):
     keys = [(r.shard, r.start_ms) for r in ra + rb]
     assert len(keys) == len(set(keys)) == SHARDS * HOURS * HOUR_MS // WINDOW
     assert dump(tmp_path / "pair.db") == dump(tmp_path / "single.db")
-
 
 
 class GroupReads:
@@ -214,10 +221,7 @@ class GroupReads:
 
 
 async def test_shards_worked_together_equal_one_at_a_time(data, tmp_path):
-    one = await SQLiteRollupStorage.open(tmp_path / "one.db")
-    await load(one, data)
-    await make_job(one, tmp_path / "l1").run_once(initial_start_ms=T0)
-    await one.close()
+    await sealed_by_one_copy(data, tmp_path / "one.db", tmp_path / "l1")
 
     inner = await SQLiteRollupStorage.open(tmp_path / "together.db")
     await load(inner, data)
