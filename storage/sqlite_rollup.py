@@ -39,6 +39,7 @@ from storage import frames as frames_codec
 from storage import rollup_chunks as chunks
 from storage.base import DAY_MS, HOUR_MS, Resolution, SeriesData, aggregate_names, bucket_values
 from storage.blocks import decode_block
+from storage.chunk_cache import DEFAULT_MAX_BYTES, ChunkCache
 from storage.matchers import Matcher, match_all, metric_name_of
 from storage.model import Series
 from storage.rollup import Rollup
@@ -167,6 +168,8 @@ class SQLiteRollupMixin:
     _blocks_exist: bool = False
     # (days, shards, index version, monotonic time of the scan, each shard's series ids)
     _index_series_memo: tuple[tuple[int, int, int], int, float, dict[int, np.ndarray]] | None = None
+    # Bytes of rollup chunks kept between reads (``storage.chunk_cache``; 0: none kept).
+    rollup_cache_bytes: int = DEFAULT_MAX_BYTES
 
     if TYPE_CHECKING:  # SQLiteStorage's, the class this mixin is combined with
 
@@ -490,16 +493,19 @@ class SQLiteRollupMixin:
                 s = self._series_by_id(con, sid)
                 if s.labels and match_all(matchers, s.labels):
                     wanted[sid] = s
-            rows: list[tuple] = []
             found = sorted(wanted)
-            for i in range(0, len(found), IN_LIST):
-                part = found[i : i + IN_LIST]
-                q = (
-                    f"SELECT series_id, start_ts, data, {sql_cols} FROM {table}"
-                    f" WHERE series_id IN ({','.join('?' * len(part))})"
-                    " AND start_ts BETWEEN ? AND ? ORDER BY series_id, start_ts"
-                )
-                rows.extend(con.execute(q, (*part, lo, end_ms)))
+            if self.rollup_cache_bytes > 0:
+                rows = self._cached_chunk_rows(con, resolution, found, lo, end_ms, ("ts", *names), sql_cols)
+            else:
+                rows = []
+                for i in range(0, len(found), IN_LIST):
+                    part = found[i : i + IN_LIST]
+                    q = (
+                        f"SELECT series_id, start_ts, data, {sql_cols} FROM {table}"
+                        f" WHERE series_id IN ({','.join('?' * len(part))})"
+                        " AND start_ts BETWEEN ? AND ? ORDER BY series_id, start_ts"
+                    )
+                    rows.extend(con.execute(q, (*part, lo, end_ms)))
             out = []
             for sid, (ts, cols) in chunks.read_many(rows, start_ms, end_ms, resolution, names).items():
                 if ts.size:
@@ -508,6 +514,54 @@ class SQLiteRollupMixin:
             return out
 
         return await self.run_read(run)
+
+    def _cached_chunk_rows(
+        self,
+        con: sqlite3.Connection,
+        resolution: Resolution,
+        ids: list[int],
+        lo: int,
+        hi: int,
+        names: tuple[str, ...],
+        sql_cols: str,
+    ) -> list[tuple]:
+        """The chunk rows ``(series id, start, data, *names)`` of series ``ids`` starting in
+        [lo, hi], in (series, start) order, through the store's chunk cache
+        (``storage.chunk_cache``): the keys and row versions come from the primary key's
+        index, only the chunks not kept at that version are read (both in one read
+        transaction, so no write between them goes unseen)."""
+        table = _table(resolution)
+        caches: dict[Resolution, ChunkCache] = self.__dict__.setdefault("_chunk_caches", {})
+        cache = caches.get(resolution)
+        if cache is None or cache.max_bytes != self.rollup_cache_bytes:
+            cache = caches[resolution] = ChunkCache(self.rollup_cache_bytes)
+        own = not con.in_transaction
+        if own:
+            con.execute("BEGIN")
+        try:
+            keys: list[tuple[int, int, int]] = []
+            for i in range(0, len(ids), IN_LIST):
+                part = ids[i : i + IN_LIST]
+                q = (
+                    f"SELECT series_id, start_ts, rowid FROM {table} WHERE series_id IN ({','.join('?' * len(part))})"
+                    " AND start_ts BETWEEN ? AND ? ORDER BY series_id, start_ts"
+                )
+                keys.extend(con.execute(q, (*part, lo, hi)))
+            rows, missing = cache.lookup(keys, names)
+            at = {keys[i][2]: i for i in missing}
+            rowids = list(at)
+            for i in range(0, len(rowids), IN_LIST):
+                part = rowids[i : i + IN_LIST]
+                q = f"SELECT rowid, series_id, start_ts, data, {sql_cols} FROM {table} WHERE rowid IN ({','.join('?' * len(part))})"
+                for rowid, *row in con.execute(q, part):
+                    rows[at[rowid]] = got = tuple(row)
+                    # (final chunks only: a provisional one is rewritten every minute)
+                    if not got[2] and not chunks.is_provisional(resolution, got[1]):
+                        cache.store(rowid, names, got)
+        finally:
+            if own:
+                con.execute("COMMIT")
+        return rows
 
     async def delete_rollups_before(self, resolution: Resolution, ts_ms: int) -> int:
         """Retention of a rollup table (SQLite has no TTLs): drops the buckets starting

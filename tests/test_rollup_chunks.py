@@ -307,3 +307,65 @@ async def test_sqlite_store_reads_and_rewrites_record_form_chunks_of_an_older_da
         assert data == b"" and len(inc) == 320 * 8
     finally:
         await st.close()
+
+
+async def test_sqlite_store_keeps_read_chunks_and_sees_every_rewrite(tmp_path) -> None:
+    """Selects go through the store's chunk cache (``storage.chunk_cache``): a second read
+    takes the kept chunks and answers the same bits; a rewritten chunk (through this store or
+    another connection to the file) is read again, as is one kept with other columns."""
+    st = await SQLiteRollupStorage.open(tmp_path / "db")
+    other = None
+    try:
+        ss = [Series.of(make_labels("m", instance=i)) for i in ("a", "b")]
+        await st.write(SampleBatch("t", ss, [T0, T0], [1.0, 2.0]))
+        old = [rollup([T0 + i * MINUTE_MS for i in range(500)], seed=30 + k) for k in range(2)]
+        await st.write_rollups(Resolution.MINUTE, [RollupRows(s.id, r) for s, r in zip(ss, old, strict=True)])
+        name = [Matcher("__name__", MatchOp.EQ, "m")]
+
+        async def sel() -> dict[str, Rollup]:
+            got = await st.select(name, T0 + MINUTE_MS, T0 + DAY_MS, Resolution.MINUTE)
+            return {d.series.get("instance") or "": Rollup.from_columns(d.timestamps, d.agg) for d in got}
+
+        first = await sel()
+        cache = st._chunk_caches[Resolution.MINUTE]
+        assert cache.hits == 0 and len(cache) == 4  # (2 series x 2 chunks)
+        again = await sel()
+        assert cache.hits == 4 and all(again[k].bit_equal(first[k]) for k in first)
+        assert first["a"].bit_equal(Rollup.from_columns(old[0].timestamps[1:], {n: getattr(old[0], n)[1:] for n in AGGREGATES}))
+        # A late bucket rewrites a's first chunk: read again, b's chunks still kept.
+        late = rollup([T0 + 7 * MINUTE_MS], seed=40)
+        await st.write_rollups(Resolution.MINUTE, [RollupRows(ss[0].id, late)])
+        now = await sel()
+        assert cache.hits == 7 and now["a"].last[6] == late.last[0] and now["b"].bit_equal(first["b"])
+        # A write through another connection to the same file.
+        other = await SQLiteRollupStorage.open(tmp_path / "db")
+        later = rollup([T0 + 500 * MINUTE_MS], seed=41)
+        await other.write_rollups(Resolution.MINUTE, [RollupRows(ss[1].id, later)])
+        now = await sel()
+        assert now["b"].last[-1] == later.last[0] and now["a"].bit_equal((await sel())["a"])
+        # Other columns: read and kept as asked.
+        inc = await st.select(name, T0 + MINUTE_MS, T0 + DAY_MS, Resolution.MINUTE, columns=["increase"])
+        assert set(inc[1].agg) == {"increase"} and np.array_equal(inc[1].agg["increase"], now["b"].increase)
+        # A cache too small for a chunk keeps none and answers the same.
+        st.rollup_cache_bytes = 100
+        small = await sel()
+        assert all(small[k].bit_equal(now[k]) for k in now) and st._chunk_caches[Resolution.MINUTE].nbytes == 0
+    finally:
+        await st.close()
+        if other is not None:
+            await other.close()
+
+
+def test_chunk_cache_drops_the_least_recently_used_beyond_its_bytes() -> None:
+    from storage.chunk_cache import ChunkCache
+
+    cache = ChunkCache(max_bytes=250)
+    names = ("ts",)
+    for k in range(3):
+        cache.store(version=k, names=names, row=(1, k, b"", b"x" * 100))
+    assert len(cache) == 2 and cache.nbytes == 200
+    rows, missing = cache.lookup([(1, 0, 0), (1, 1, 1), (1, 2, 2), (1, 2, 9)], names)
+    assert missing == [0, 3] and rows[1] == (1, 1, b"", b"x" * 100)
+    cache.store(version=5, names=names, row=(1, 5, b"", b"y" * 100))  # drops (1, 1): (1, 2) was used last
+    assert cache.lookup([(1, 1, 1), (1, 2, 2)], names)[1] == [0]
+    assert cache.lookup([(1, 2, 2)], ("ts", "count"))[1] == [0]  # other columns: not kept

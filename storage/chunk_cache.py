@@ -1,0 +1,86 @@
+"""Recently read rollup chunks, kept with the row version they were read at.
+
+A cold 24 h dashboard panel over 800 series reads 4,000 1-minute chunks of 7 columns (64 MB)
+through SQLite, and a third of its time was SQLite assembling those blobs from their
+overflow pages. A chunk of a closed window does not change (the rollup job rewrites it
+only for late samples), so a store keeps the chunks it read here and asks SQLite only for
+each chunk's key and row version (its ``rowid``: ``INSERT OR REPLACE`` gives a rewritten
+chunk a new one, larger than every rowid in the table), which a covering index answers
+without touching the blobs. A chunk whose version differs, or that was not kept, is read
+again. Writers in other processes need no signal: the version check sees their writes.
+
+The cache keeps at most ``max_bytes`` of chunk values, least recently used dropped first.
+Entries are kept as the row tuples ``storage.rollup_chunks.read_many`` takes, for the
+columns one read asked for; a read of other columns replaces them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+# Rollup chunk values a store keeps by default (a 24 h rate panel over 800 series: 64 MB).
+DEFAULT_MAX_BYTES = 128 << 20
+
+Key = tuple[int, int]  # (series id, chunk start)
+
+
+class ChunkCache:
+    """Chunk rows ``(series id, start, data, *columns)`` by (series id, start), each with its
+    row version and the column names it holds."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Key, tuple[int, tuple[str, ...], tuple, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def lookup(self, keys: Sequence[tuple[int, int, int]], names: tuple[str, ...]) -> tuple[list, list[int]]:
+        """For ``(series id, start, version)`` keys: the kept rows (None where not kept at
+        that version with the columns ``names``) and the indexes of those not kept."""
+        rows: list = []
+        missing: list[int] = []
+        with self._lock:
+            get, touch = self._entries.get, self._entries.move_to_end
+            for i, (sid, start, version) in enumerate(keys):
+                e = get((sid, start))
+                if e is None or e[0] != version or e[1] != names:
+                    missing.append(i)
+                    rows.append(None)
+                    continue
+                touch((sid, start))
+                rows.append(e[2])
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        return rows, missing
+
+    def store(self, version: int, names: tuple[str, ...], row: tuple) -> None:
+        """Keep ``row`` (``(series id, start, data, *columns names)``) read at ``version``."""
+        size = sum(len(v) for v in row[2:] if v is not None)
+        if size > self.max_bytes:
+            return
+        key = (row[0], row[1])
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[3]
+            self._entries[key] = (version, names, row, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= dropped[3]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
