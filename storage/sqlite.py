@@ -38,6 +38,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ from storage.model import SampleBatch, Series
 
 T = TypeVar("T")
 log = logging.getLogger("ringmon.storage.sqlite")
+LOOKUP_MEMO_ENTRIES = 64  # series lookups kept (``SQLiteStorage._lookup_series``)
 IN_LIST = 500  # ids per ``IN (...)`` (SQLite's default limit on host parameters is 999)
 MMAP_BYTES = 1 << 30
 RAW_CHUNK_MS = 5 * 60_000
@@ -305,6 +307,8 @@ class SQLiteStorage(Storage):
         self.index_version = 0
         self._index_grew = False
         self._series_cache: dict[int, Series] = {}
+        # (ids the series index gave, matchers) -> the matching series by labels (_lookup_series)
+        self._lookup_memo: OrderedDict[tuple, tuple[Series, ...]] = OrderedDict()
         self._series_target: dict[int, str] = {}  # for reads of frames
         self._layouts: dict[tuple[str, int], _LayoutState] = {}  # the writer's
         self._layout_ids: dict[tuple[str, int], np.ndarray] = {}
@@ -723,6 +727,18 @@ class SQLiteStorage(Storage):
             ids = con.execute(
                 "SELECT DISTINCT series_id FROM series_day WHERE day BETWEEN ? AND ?", (d0, d1)
             ).fetchall()
+        # (the metric's own matcher holds for every series the day index gave for the metric)
+        own = Matcher("__name__", MatchOp.EQ, metric) if metric is not None else None
+        rest = [m for m in matchers if m != own]
+        # The answer depends only on the ids and the matchers (a series id is its labels'
+        # hash): a dashboard refresh asks the same again, and matching and sorting 800 series
+        # by labels cost it 2-4 ms a read.
+        key = (tuple(ids), tuple(rest))
+        with self._cons_lock:
+            memo = self._lookup_memo.get(key)
+            if memo is not None:
+                self._lookup_memo.move_to_end(key)
+                return list(memo)
         out = []
         missing = [i for (i,) in ids if i not in self._series_cache]
         for chunk in range(0, len(missing), IN_LIST):
@@ -730,14 +746,19 @@ class SQLiteStorage(Storage):
             q = f"SELECT series_id, labels FROM series WHERE series_id IN ({','.join('?' * len(part))})"
             for sid, labels in con.execute(q, part):
                 self._series_cache[sid] = series_from_row(sid, labels)
-        # (the metric's own matcher holds for every series the day index gave for the metric)
-        own = Matcher("__name__", MatchOp.EQ, metric) if metric is not None else None
-        rest = [m for m in matchers if m != own]
+        complete = True
         for (sid,) in ids:
             s = self._series_cache.get(sid)
-            if s is not None and (not rest or match_all(rest, s.labels)):
+            if s is None:
+                complete = False  # (an index row whose series row this read does not see)
+            elif not rest or match_all(rest, s.labels):
                 out.append(s)
         out.sort(key=lambda s: s.labels)
+        if complete:
+            with self._cons_lock:
+                self._lookup_memo[key] = tuple(out)
+                while len(self._lookup_memo) > LOOKUP_MEMO_ENTRIES:
+                    self._lookup_memo.popitem(last=False)
         return out
 
     def _select_sync(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:

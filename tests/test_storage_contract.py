@@ -149,6 +149,17 @@ async def test_many_series_in_one_scrape(store: Storage) -> None:
     assert all(d.values.tolist() == [float(d.series.get("idx"))] * 3 for d in got)
 
 
+async def test_a_repeated_select_sees_series_written_since(store: Storage) -> None:
+    """(The SQLite store keeps its series lookups: a new series is a new lookup.)"""
+    ms = [Matcher("__name__", MatchOp.EQ, "contract_new"), Matcher("job", MatchOp.RE, "n.*")]
+    a, b = _series("contract_new", instance="h8:1", job="new"), _series("contract_new", instance="h8:2", job="new")
+    await store.write(_scrape("new/h8:1", T0, [(a, 1.0)]))
+    for _ in range(2):
+        assert [d.series.get("instance") for d in await store.select(ms, T0 - 1, T0 + 1)] == ["h8:1"]
+    await store.write(_scrape("new/h8:2", T0, [(b, 2.0)]))
+    assert [d.series.get("instance") for d in await store.select(ms, T0 - 1, T0 + 1)] == ["h8:1", "h8:2"]
+
+
 async def test_sqlite_survives_reopen(tmp_path) -> None:
     path = tmp_path / "reopen.db"
     s = _series("contract_reopen", instance="h7:1", job="x")
