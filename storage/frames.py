@@ -93,12 +93,31 @@ def frame_matrix(datas: Sequence[bytes], width: int) -> np.ndarray:
 
 
 def positions(layout: np.ndarray, wanted: np.ndarray) -> tuple[list[int], list[int]]:
-    """The series of ``wanted`` that ``layout`` holds, and their columns in it."""
-    order = np.argsort(layout, kind="stable")
-    ranked = layout[order]
-    at = np.minimum(np.searchsorted(ranked, wanted), ranked.size - 1)
-    hit = ranked[at] == wanted
-    return wanted[hit].tolist(), order[at[hit]].tolist()
+    """The series of ``wanted`` that ``layout`` holds, and their columns in it (column order)."""
+    found, cols = LayoutIndex(layout).positions(wanted)
+    return found.tolist(), cols.tolist()
+
+
+class LayoutIndex:
+    """A layout's series ids sorted once, for the ``positions`` of many reads."""
+
+    __slots__ = ("ids", "_order", "_ranked")
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = ids
+        self._order = np.argsort(ids, kind="stable")
+        self._ranked = ids[self._order]
+
+    def positions(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The series of ``wanted`` this layout holds and their columns, in column order."""
+        if not self.ids.size or not wanted.size:
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty
+        at = np.minimum(np.searchsorted(self._ranked, wanted), self._ranked.size - 1)
+        hit = self._ranked[at] == wanted
+        cols = self._order[at[hit]]
+        k = np.argsort(cols, kind="stable")
+        return wanted[hit][k], cols[k]
 
 
 def frame_columns(datas: Sequence[bytes], width: int, cols: Sequence[int]) -> np.ndarray:
