@@ -735,16 +735,19 @@ class SQLiteStorage(Storage):
     def _lookup_series(self, con: sqlite3.Connection, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Series]:
         """The series matching ``matchers`` with index rows in the days of [start_ms, end_ms],
         in label order; a repeated lookup (a dashboard's refresh: 25 ms for 6,400 of 100,000
-        series) is answered from ``_lookups`` while this store indexed nothing new."""
+        series, most of it the index read that ``_lookup_memo`` still needs) is answered from
+        ``_lookups`` while this store indexed nothing new."""
         d0, d1 = start_ms // DAY_MS, end_ms // DAY_MS
         key = (tuple(matchers), d0, d1)
         version = self.index_version  # before the read: rows committed during it bump it after
         now = time.monotonic()
-        hit = self._lookups.get(key)
+        with self._cons_lock:
+            hit = self._lookups.get(key)
         if hit is not None and hit[0] == version and now - hit[1] <= LOOKUP_TTL_S:
             return list(hit[2])
         out = self._lookup_series_uncached(con, matchers, d0, d1)
-        self._lookups[key] = (version, now, out)
+        with self._cons_lock:
+            self._lookups[key] = (version, now, out)
         return list(out)
 
     def _lookup_series_uncached(self, con: sqlite3.Connection, matchers: Sequence[Matcher], d0: int, d1: int) -> list[Series]:
