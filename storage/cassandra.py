@@ -62,6 +62,7 @@ from storage.cassandra_frames import (
     split_frames,
 )
 from storage.frames import FRAME_MIN_SAMPLES, decode_layout, encode_layout, layout_id
+from storage.idsets import TargetIds
 from storage.matchers import Matcher, MatchOp, match_all
 from storage.model import METRIC_NAME, SampleBatch, Series
 
@@ -271,8 +272,8 @@ class CassandraStorage(Storage):
         self._now_ms = now_ms
         self.index_reads: Counter[tuple[str, int]] = Counter()  # (table, bucket) -> partitions read
         self.index_found_stored = 0  # series a write did not index: another process had (_skip_stored_index)
-        # (level, bucket) -> {series id: target it was indexed under}
-        self._indexed: dict[tuple[str, int], dict[int, str]] = {}
+        # (level, bucket) -> the series ids indexed under each target
+        self._indexed: dict[tuple[str, int], TargetIds] = {}
         self._label_values_done: set[tuple[str, int, str, str]] = set()
         self._label_names_done: set[tuple[str, int, str]] = set()
         self._series_info: LRUCache[int, SeriesInfo] = LRUCache(maxsize=1_000_000)
@@ -732,7 +733,12 @@ class CassandraStorage(Storage):
         buckets = [(lv.suffix, lo // lv.bucket_ms) for lv in sch.INDEX_LEVELS]
         if any(lo // lv.bucket_ms != hi // lv.bucket_ms for lv in sch.INDEX_LEVELS):
             return series_defs
-        ask = [d for d in series_defs if not all(self._indexed.get(k, {}).get(d.id) == target for k in buckets)]
+        done = np.ones(len(series_defs), dtype=bool)
+        def_ids = np.fromiter((d.id for d in series_defs), dtype=np.int64, count=len(series_defs))
+        for k in buckets:
+            marked = self._indexed.get(k)
+            done &= marked.contains(target, def_ids) if marked is not None else False
+        ask = [d for d, known in zip(series_defs, done.tolist(), strict=True) if not known]
         if len(ask) < STORED_INDEX_PROBE_MIN:
             return series_defs
         found: set[int] = set()
@@ -752,9 +758,7 @@ class CassandraStorage(Storage):
             log.debug("index lookup for %s failed: %s", target, exc)
             return series_defs
         for key in buckets:
-            done = self._indexed.setdefault(key, {})
-            for sid in found:
-                done[sid] = target
+            self._indexed.setdefault(key, TargetIds()).add(target, found)
         self.index_found_stored += len(found)
         return [d for d in series_defs if d.id not in found]
 
@@ -768,6 +772,7 @@ class CassandraStorage(Storage):
         defs = {s.id: s for s in series_defs}
         if not defs:
             return [], [], []
+        def_ids = np.fromiter(defs, dtype=np.int64, count=len(defs))
         lo, hi = int(ts.min()), int(ts.max())
         groups: dict[tuple, tuple[PreparedStatement, list[tuple]]] = {}
         marks: list = []
@@ -783,9 +788,10 @@ class CassandraStorage(Storage):
                     in_bucket = set(which[0][(which[1] // level.bucket_ms) == bucket].tolist())
                 else:
                     in_bucket = None
-                done = self._indexed.get((s, bucket), {})
+                marked = self._indexed.get((s, bucket))
+                done = set() if marked is None else set(def_ids[marked.contains(target, def_ids)].tolist())
                 for sid, series in defs.items():
-                    if done.get(sid) == target or (in_bucket is not None and sid not in in_bucket):
+                    if sid in done or (in_bucket is not None and sid not in in_bucket):
                         continue
                     metric = series.metric
                     shard = shard_of(sid)
@@ -834,13 +840,16 @@ class CassandraStorage(Storage):
         return stmts, series_rows, marks
 
     def _commit_marks(self, marks: list) -> None:
+        indexed: dict[tuple[tuple[str, int], str], list[int]] = {}
         for m in marks:
             if m[0] == "ix":
-                self._indexed.setdefault(m[1], {})[m[2]] = m[3]
+                indexed.setdefault((m[1], m[3]), []).append(m[2])
             elif m[0] == "lv":
                 self._label_values_done.add(m[1])
             else:
                 self._label_names_done.add(m[1])
+        for (key, target), sids in indexed.items():
+            self._indexed.setdefault(key, TargetIds()).add(target, sids)
         if len(self._indexed) > 8:  # forget old buckets (keep the newest few per level)
             for level in sch.INDEX_LEVELS:
                 keys = sorted(k for k in self._indexed if k[0] == level.suffix)
@@ -852,10 +861,17 @@ class CassandraStorage(Storage):
 
     def is_indexed(self, series_id: int, ts_ms: int, target: str) -> bool:
         """True when this process stored the index rows of ``series_id`` (under ``target``) for ``ts_ms``."""
-        return all(
-            self._indexed.get((lv.suffix, ts_ms // lv.bucket_ms), {}).get(series_id) == target
-            for lv in sch.INDEX_LEVELS
-        )
+        return bool(self.indexed_mask(np.array([series_id], dtype=np.int64), ts_ms, target)[0])
+
+    def indexed_mask(self, series_ids: np.ndarray, ts_ms: int, target: str) -> np.ndarray:
+        """``is_indexed`` of each of ``series_ids`` (all at ``ts_ms``), as one bool array."""
+        done = np.ones(series_ids.size, dtype=bool)
+        for lv in sch.INDEX_LEVELS:
+            marked = self._indexed.get((lv.suffix, ts_ms // lv.bucket_ms))
+            if marked is None:
+                return np.zeros(series_ids.size, dtype=bool)
+            done &= marked.contains(target, series_ids)
+        return done
 
     # -- index reads ------------------------------------------------------------------------
 

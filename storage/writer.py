@@ -41,6 +41,7 @@ from storage.base import DAY_MS, SampleWriter, StorageError
 from storage.cassandra import CassandraStorage, TransientStorageError
 from storage.cassandra_frames import FrameEncoder, split_frames
 from storage.frames import layout_id
+from storage.idsets import TargetIds
 from storage.model import SampleBatch, Series
 from storage.spool import Position, Spool, SpooledBatch, decode_batch, encode_batch
 
@@ -123,7 +124,7 @@ class BatchingWriter(SampleWriter):
         self._indexing = asyncio.Semaphore(INDEXING_IN_FLIGHT)
         self._unacked: dict[int, set[int]] = {}  # segment -> offsets of records not yet stored
         self._fully_known: set[int] = {self.spool.active}  # segments whose records are all in _unacked (or acked)
-        self._labeled: dict[int, dict[int, str]] = {}  # day -> {series id: target} labeled in the spool
+        self._labeled: dict[int, TargetIds] = {}  # day -> the series ids labeled in the spool, per target
         self._labeled_layouts: set[tuple[str, int, int]] = set()  # (target, layout id, day) all labeled
         self._frames = FrameEncoder()  # frames are encoded once, before they are spooled
         self._tasks: set[asyncio.Task] = set()
@@ -170,7 +171,7 @@ class BatchingWriter(SampleWriter):
         layout_day = None
         if len(frames) == 1 and not rest.any():  # a scrape of a layout whose series are labeled today
             layout_day = (batch.target, layout_id(frames[0].ids), frames[0].ts // DAY_MS)
-        defs = [] if layout_day in self._labeled_layouts else self._defs_to_spool(batch.target, batch.series, ts)
+        defs = [] if layout_day in self._labeled_layouts else self._defs_to_spool(batch.target, batch.series, ids, ts)
         encoded = self._frames.encode(batch.target, frames, now, with_ids=bool(defs))
         self._frames.remember(batch.target, frames, encoded, now)  # spooled: replay keeps the order
         if frames:
@@ -226,7 +227,7 @@ class BatchingWriter(SampleWriter):
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _defs_to_spool(self, target: str, series: list[Series], ts: np.ndarray) -> list[Series]:
+    def _defs_to_spool(self, target: str, series: list[Series], ids: np.ndarray, ts: np.ndarray) -> list[Series]:
         """Series whose index rows may be missing for their day: their labels go in the record.
 
         Once a record carrying a series' labels for a day (and target) is in the spool, later
@@ -234,20 +235,27 @@ class BatchingWriter(SampleWriter):
         record was stored, index rows included.
         """
         days = ts // DAY_MS
-        one_day = bool(days.size) and days.min() == days.max()
-        day_list = None if one_day else days.tolist()
-        day = int(days[0]) if days.size else 0
-        labeled = self._labeled.setdefault(day, {})
-        out = []
-        for i, s in enumerate(series):
-            if day_list is not None:
-                day = day_list[i]
-                labeled = self._labeled.setdefault(day, {})
-            if labeled.get(s.id) == target:
+        if not days.size:
+            return []
+        groups: list[tuple[int, np.ndarray | None]]
+        if days[0] == days[-1] and bool((days == days[0]).all()):
+            groups = [(int(days[0]), None)]
+        else:
+            groups = [(int(d), np.flatnonzero(days == d)) for d in np.unique(days)]
+        wanted = np.zeros(ids.size, dtype=bool)
+        for day, rows in groups:
+            day_ids = ids if rows is None else ids[rows]
+            labeled = self._labeled.setdefault(day, TargetIds())
+            need = ~labeled.contains(target, day_ids)
+            if not need.any():
                 continue
-            labeled[s.id] = target
-            if not self.storage.is_indexed(s.id, day * DAY_MS, target):
-                out.append(s)
+            labeled.add(target, day_ids[need])
+            need &= ~self.storage.indexed_mask(day_ids, day * DAY_MS, target)
+            if rows is None:
+                wanted |= need
+            else:
+                wanted[rows[need]] = True
+        out = [series[i] for i in np.flatnonzero(wanted).tolist()]
         if len(self._labeled) > 3:
             for d in sorted(self._labeled)[:-3]:
                 del self._labeled[d]
