@@ -31,6 +31,7 @@ from query.engine import Engine
 from query.promjson import annotations_json, labels_json
 from query.resolution import SourceResolution
 from query.result import QueryResult, ResultSeries
+from storage.base import HOUR_MS, Resolution
 
 Labels = tuple[tuple[str, str], ...]
 _RANGE_DEPENDENT_FUNCS = {"start", "end", "range", "step"}
@@ -161,6 +162,10 @@ class RangeQueryCache:
         now = self.now_ms()
         # Steps up to here are settled: their results may be kept.
         settled = now - self.recent_ms
+        if any(r == Resolution.HOUR.value for _, r in reads):
+            # Over 1h rollups a step in the open hour reads its newest samples from finer rows
+            # (Engine._fetch_rollup) only while that hour is open: not kept.
+            settled = min(settled, now // HOUR_MS * HOUR_MS - 1)
         wall = time.monotonic()
         parts: dict[int, _Chunk] = {}
         todo: list[tuple[int, int]] = []  # (chunk, first step to compute)

@@ -11,7 +11,7 @@ import dataclasses
 import importlib
 import re
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,6 +118,9 @@ class FetchPlan:
     # ``flat``: a full grid of buckets stays full), kept for the edge check: their first
     # samples may sit on the last window's edge.
     beyond: Rows | None = None
+    # False when the newest rows are finer than the plan's buckets or sit at their last
+    # sample (Engine._fetch_rollup): windows are then found row by row, not on the bucket grid.
+    on_grid: bool = True
 
     @property
     def bucket_ms(self) -> int:
@@ -258,6 +261,32 @@ def _flat_raw(data: list[SeriesData], labels: list[Labels], counts_list: list[in
     return FlatSeries(labels, ts, vals, offsets, None)
 
 
+def _flat_data(data: list[SeriesData], columns: frozenset[str] | None, drop_stale: bool) -> FlatSeries:
+    """A plan's ``data`` (raw samples or rollup rows, a series possibly in consecutive parts)
+    as flat arrays; rollup buckets at their last millisecond, their ``last`` as the value."""
+    data = [d for d in data if d.timestamps.shape[0]]
+    labels, counts_list = [], []
+    prev = None
+    for d in data:  # consecutive parts of one series form one run
+        n = d.timestamps.shape[0]
+        if prev is not None and (d.series is prev or d.series.labels == prev.labels):
+            counts_list[-1] += n
+        else:
+            labels.append(d.series.labels)
+            counts_list.append(n)
+        prev = d.series
+    if not data:
+        return FlatSeries([], np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(1, dtype=np.int64), None)
+    if data[0].resolution is not Resolution.RAW and data[0].agg is not None:
+        shift = data[0].resolution.step_ms - 1
+        agg = LazyColumns(data, column_names(columns) if columns else None)
+        ts = np.concatenate([d.timestamps for d in data]) + shift
+        offsets = np.zeros(len(labels) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum(counts_list)
+        return FlatSeries(labels, ts, bucket_values(agg, len(ts)), offsets, agg)
+    return _flat_raw(data, labels, counts_list, drop_stale)
+
+
 def _edge_series(plan: FetchPlan) -> set[Labels] | None:
     """The series (labels) of a plan's rollup rows with a sample exactly on the edge of a window
     of one of its ``edge_grids`` (a bucket starting at ``t`` or ``t - range`` whose first sample
@@ -368,6 +397,45 @@ def _flat_rows(rows: Rows, resolution: Resolution, names: tuple[str, ...] = AGGR
     return FlatSeries([rows.series[i].labels for i in present], ts, bucket_values(agg, len(ts)), offsets, agg)
 
 
+class _JoinedColumns(_ColumnsOnRead):
+    """Aggregate columns ``names`` of several flat parts, reordered by ``order``, each built
+    only when first read."""
+
+    def __init__(self, aggs: list[Mapping[str, np.ndarray]], order: np.ndarray, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self._aggs, self._order, self._names = aggs, order, names
+
+    def _column(self, name: str) -> np.ndarray:
+        joined: np.ndarray = np.concatenate([a[name] for a in self._aggs])[self._order]
+        return joined
+
+
+def _join_flats(parts: list[FlatSeries], names: tuple[str, ...]) -> FlatSeries:
+    """Rollup rows of several flat parts as one, per series (by labels) the rows of the first
+    part, then the second's, ... (each part's rows newer than the previous part's)."""
+    labels = sorted({lab for f in parts for lab in f.labels})
+    index = {lab: i for i, lab in enumerate(labels)}
+    owner = np.concatenate([
+        np.repeat(np.array([index[lab] for lab in f.labels], dtype=np.int64), np.diff(f.offsets)) for f in parts
+    ])
+    order = np.argsort(owner, kind="stable")
+    ts = np.concatenate([f.ts for f in parts])[order]
+    offsets = np.zeros(len(labels) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(np.bincount(owner, minlength=len(labels)))
+    agg = _JoinedColumns([f.agg for f in parts if f.agg is not None], order, names)
+    return FlatSeries(labels, ts, bucket_values(agg, len(ts)), offsets, agg)
+
+
+def _at_last_sample(rows: Rows, resolution: Resolution, names: tuple[str, ...]) -> FlatSeries:
+    """Rows of partial buckets (built from the raw samples up to the query's end) as flat
+    series placed at their last sample's time, not at their bucket's end: every window
+    ending at or after that sample holds them whole."""
+    flat = _flat_rows(rows, resolution, names)
+    last_ts = rows.cols["last_ts"]
+    flat.ts = np.where(np.isfinite(last_ts), last_ts, flat.ts).astype(np.int64)
+    return flat
+
+
 @dataclass
 class QueryStats:
     """What one query did (for logs, tests and benchmarks)."""
@@ -465,28 +533,7 @@ class Evaluator:
             return hit
         if plan is not None and plan.flat is not None:
             return plan.flat
-        data = [d for d in (plan.data if plan is not None else []) if d.timestamps.shape[0]]
-        labels, counts_list = [], []
-        prev = None
-        for d in data:  # consecutive parts of one series form one run
-            n = d.timestamps.shape[0]
-            if prev is not None and (d.series is prev or d.series.labels == prev.labels):
-                counts_list[-1] += n
-            else:
-                labels.append(d.series.labels)
-                counts_list.append(n)
-            prev = d.series
-        if not data:
-            flat = FlatSeries([], np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(1, dtype=np.int64), None)
-        elif data[0].resolution is not Resolution.RAW and data[0].agg is not None:
-            shift = data[0].resolution.step_ms - 1
-            agg = LazyColumns(data, column_names(plan.columns) if plan is not None and plan.columns else None)
-            ts = np.concatenate([d.timestamps for d in data]) + shift
-            offsets = np.zeros(len(labels) + 1, dtype=np.int64)
-            offsets[1:] = np.cumsum(counts_list)
-            flat = FlatSeries(labels, ts, bucket_values(agg, len(ts)), offsets, agg)
-        else:
-            flat = _flat_raw(data, labels, counts_list, drop_stale)
+        flat = _flat_data(plan.data if plan is not None else [], plan.columns if plan is not None else None, drop_stale)
         self._flat[key] = flat
         return flat
 
@@ -596,7 +643,8 @@ class Evaluator:
         flat = self.flat_of(node.vector, True)
         self.reserve(len(flat.ts), "range selector samples: ")
         return RangeVector(
-            flat.labels, flat.ts, flat.vals, flat.offsets, ends, range_ms, times, flat.agg, bucket
+            flat.labels, flat.ts, flat.vals, flat.offsets, ends, range_ms, times, flat.agg,
+            bucket if plan is None or plan.on_grid else 0,
         )
 
     def subquery_grid(self, node: P.Subquery, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1087,7 +1135,50 @@ class Engine:
                 f"({stats.samples} samples > limit of {self.max_samples})"
             )
 
-    async def _fetch_rollup(self, plan: FetchPlan) -> None:
+    async def _fetch_rollup(self, plan: FetchPlan, open_only: bool = True) -> None:
+        """Rollup rows for the plan (``_fetch_buckets``). When its end falls inside the newest
+        bucket, still open (a query at "now"), that bucket's samples up to the end come from
+        finer rows: an hour's from minute rows (built from raw samples as the rollup job
+        builds them: ``_fetch_buckets``), the newest, partial minute as one row at its last
+        sample's time. So a window ending at the plan's end holds every sample up to it (a
+        series younger than a bucket has data), not just the whole buckets before it; a window
+        ending earlier in that hour, the minutes whole by its end. Not for plans whose
+        exactness hinges on samples at bucket edges (``edge_grids``), nor for buckets already
+        closed (the answer at a time must not depend on the query's end: the range cache keeps
+        steps of closed buckets, ``query.cache``); ``open_only`` False: a partial minute of the
+        open hour too (the cache keeps no step of it)."""
+        res = plan.resolution
+        step = res.step_ms
+        edge = plan.end_ms // step * step  # the start of the bucket holding the plan's end
+        now = self.now_ms()
+        if plan.edge_grids or plan.end_ms - edge == step - 1 or (open_only and edge + step <= now):
+            await self._fetch_buckets(plan)
+            return
+        names = column_names(plan.columns)
+        parts: list[FlatSeries] = []
+        if res is Resolution.HOUR:
+            if edge > plan.start_ms // step * step:
+                whole = dataclasses.replace(plan, end_ms=edge - 1, data=[], flat=None, beyond=None)
+                await self._fetch_buckets(whole)
+                parts.append(whole.flat if whole.flat is not None else _flat_data(whole.data, plan.columns, False))
+            fine = FetchPlan(plan.matchers, edge, plan.end_ms, Resolution.MINUTE, plan.columns)
+            await self._fetch_rollup(fine, open_only=False)
+            parts.append(fine.flat if fine.flat is not None else _flat_data(fine.data, plan.columns, False))
+        else:
+            await self._fetch_buckets(plan)
+            if plan.flat is None or plan.beyond is None or not len(plan.beyond):
+                return
+            parts = [plan.flat, _at_last_sample(plan.beyond, res, names)]
+        if any(f.agg is None for f in parts if len(f.ts)):
+            # (a store without the aggregate columns: the whole buckets alone, as before)
+            plan.data, plan.flat, plan.beyond = [], None, None
+            await self._fetch_buckets(plan)
+            return
+        parts = [f for f in parts if len(f.ts)]
+        plan.flat = _join_flats(parts, names) if parts else _flat_rows(Rows.empty(), res, names)
+        plan.data, plan.beyond, plan.on_grid = [], None, False
+
+    async def _fetch_buckets(self, plan: FetchPlan) -> None:
         """Rollup rows for the plan; the newest buckets (which the rollup job may not have
         written yet) are computed from raw samples."""
         res = plan.resolution

@@ -2,7 +2,8 @@
 
 Each fresh pass writes the open window's minutes up to now - grace, bit for bit what the
 seal will write; the seal's final buckets win (a late sample changes them); a query then
-reads raw samples only for the newest minutes.
+reads raw samples only for the newest minutes, and one beyond raw retention at now holds the
+open hour's newest samples (issue #17).
 """
 
 from __future__ import annotations
@@ -149,8 +150,12 @@ async def test_a_new_copy_of_the_job_starts_the_fresh_pass_at_the_window_start(s
     data = generate(seed=22)
     await load(store, data)
     clock = Clock(OPEN + 40 * MINUTE_MS)
+    ours = old_and_young(clock.now + 7_000)
+    await load_sqlite(store, ours)  # (one write per target: on Cassandra, few round trips)
+    data.update(ours)
     first = RollupJob(store, LocalShardLease(tmp_path / "a"), window_ms=WINDOW, shards=SHARDS, now_ms=clock)
     await first.run_once(initial_start_ms=T0)
+    await beyond_raw_retention_has_the_newest_samples(store, clock.now + 7_000, ours)
     clock.now += 20 * MINUTE_MS
     second = RollupJob(store, LocalShardLease(tmp_path / "b"), window_ms=WINDOW, shards=SHARDS, now_ms=clock)
     await second.run_once()
@@ -169,3 +174,55 @@ async def test_fresh_pass_can_be_turned_off(store, tmp_path) -> None:
     assert job.fresh_done == []
     got = await minutes_of(store, data, OPEN, OPEN + WINDOW)
     assert all(len(r) == 0 for r in got.values())
+
+
+
+def old_and_young(now: int) -> dict:
+    """Two counters up to ``now``: one since T0 (where the job's rows begin) with a reset, one
+    30 minutes old (younger than the open hour)."""
+    from storage.model import Series, make_labels
+
+    old_ts = np.arange(T0, now + 1, 2 * MINUTE_MS, dtype=np.int64)
+    old_v = np.cumsum(np.arange(len(old_ts)) % 5).astype(np.float64)
+    old_v[len(old_v) // 2 :] -= old_v[len(old_v) // 2] - 1  # a counter reset
+    young_ts = np.arange(now - 30 * MINUTE_MS, now + 1, 15_000, dtype=np.int64)
+    young_v = np.cumsum(np.arange(len(young_ts)) % 3).astype(np.float64)
+    old, young = (Series.of(make_labels("up", instance=i, job="ours")) for i in ("old", "young"))
+    return {old: (old_ts, old_v, "ours/h:9100"), young: (young_ts, young_v, "ours/h:9100")}
+
+
+async def beyond_raw_retention_has_the_newest_samples(store, now: int, ours: dict) -> None:
+    """Issue #17: beyond raw retention a query at ``now`` answers from 1h rollups (the sealed
+    windows' rows here), yet the open hour's samples up to ``now`` are in it (minute rows, the
+    newest partial minute): a series younger than an hour has an answer, exact for
+    count/sum/min/max/last/increase over windows holding all its samples, with the warning
+    naming the function."""
+    (old_ts, old_v, _), (young_ts, young_v, _) = ours.values()
+    eng = Engine(store, now_ms=lambda: now)
+
+    def increase(v: np.ndarray) -> float:
+        d = np.diff(v)
+        return float(np.where(d >= 0, d, v[1:]).sum())
+
+    want = {
+        "count_over_time": lambda v: float(len(v)), "sum_over_time": lambda v: float(v.sum()),
+        "min_over_time": lambda v: float(v.min()), "max_over_time": lambda v: float(v.max()),
+        "last_over_time": lambda v: float(v[-1]), "increase": increase,
+    }  # fmt: skip
+    for func, f in want.items():
+        res = await eng.instant_query(f'{func}(up{{job="ours"}}[150d])', now)
+        got = {s.labels["instance"]: float(s.values[0]) for s in res.series}
+        assert got == {"old": f(old_v), "young": f(young_v)}, func
+        assert res.warnings == [f"{func}() answered from 1h rollups (raw samples are kept 7 days): the result is approximate"]
+    # Minute rows asked for (20 d): the newest, partial minute is in the answer too.
+    res = await eng.instant_query('count_over_time(up{job="ours"}[20d])', now, source=SourceResolution.MINUTE)
+    assert {s.labels["instance"]: s.values[0] for s in res.series} == {"old": len(old_v), "young": len(young_v)}
+    # A range query: a step earlier in the open hour holds the minutes whole by then.
+    young = 'up{job="ours", instance="young"}'
+    res = await eng.range_query(f"count_over_time({young}[150d])", now - 20 * MINUTE_MS, now, 10 * MINUTE_MS)
+    counts = [float((young_ts < t // MINUTE_MS * MINUTE_MS).sum()) for t in (now - 20 * MINUTE_MS, now - 10 * MINUTE_MS)]
+    assert [s.values.tolist() for s in res.series] == [[*counts, float(len(young_v))]]
+    # A subquery over 1h rollups: its inner selector at each minute reads the minutes whole by then.
+    res = await eng.instant_query(f"max_over_time({young}[30d:1m])", now)
+    assert [s.values[0] for s in res.series] == [young_v[young_ts < now // MINUTE_MS * MINUTE_MS][-1]]
+    assert res.warnings and "1h rollups" in res.warnings[0]
