@@ -55,6 +55,7 @@ from storage.base import AGGREGATES, DAY_MS, HOUR_MS, Resolution, SeriesData, ag
 from storage.blocks import VERSION as BLOCK_VERSION
 from storage.blocks import decode_block
 from storage.cassandra import CassandraStorage, SeriesInfo, TransientStorageError
+from storage.chunk_cache import DEFAULT_MAX_BYTES, cache_of
 from storage.matchers import Matcher, MatchOp
 from storage.model import METRIC_NAME
 from storage.rollup import Rollup
@@ -81,6 +82,7 @@ RECENT_RAW_MS = DEFAULT_WINDOW_MS + DEFAULT_GRACE_MS
 BLOCK_LOOKBACK_MS = 6 * HOUR_MS  # blocks starting this long before a read's start are found
 BLOCK_READ_SERIES_CHUNK = 16  # series per block request (unpaged: <= 16 x 24 blocks)
 CHUNK_READ_SERIES = 16  # series per rollup chunk request (unpaged: <= 16 x 4 chunks, ~1.2 MB)
+CHUNK_VERSION_SERIES = 100  # series per request of chunk keys and versions (~24 B a chunk)
 # A write batch of the seal: under Cassandra's default warnings (an unlogged batch over 10
 # partitions, a batch over 5 KiB), which the driver would log for every batch.
 WRITE_BATCH_ROWS = 10
@@ -131,6 +133,7 @@ class CassandraRollupMixin:
         async def execute(self, statement: object, params: Sequence | None = None, *, session: Session | None = None,
                           renew: bool = True) -> list: ...
         async def late_hours(self, start_ms: int, end_ms: int) -> dict[int, int]: ...
+        async def execute_columnar(self, statement: object, params: Sequence) -> list: ...
         async def _select_series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesInfo]: ...
         async def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Series]: ...
         async def read_raw(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
@@ -142,6 +145,8 @@ class CassandraRollupMixin:
 
     _rollup_ps: dict | None = None
     _chunk_reads: dict | None = None  # (resolution, aggregates) -> prepared chunk read
+    # Bytes of rollup chunks kept between reads (``storage.chunk_cache``; 0: none kept).
+    rollup_cache_bytes: int = DEFAULT_MAX_BYTES
 
     async def _ps(self) -> dict:
         if self._rollup_ps is None:
@@ -198,18 +203,23 @@ class CassandraRollupMixin:
             self._rollup_ps = await loop.run_in_executor(None, prepare)
         return self._rollup_ps
 
-    async def _chunk_read_ps(self, resolution: Resolution, names: tuple[str, ...]) -> PreparedStatement:
-        """The chunk read of ``names`` (and ``ts``, and ``data`` for record-form chunks)."""
-        key = (resolution, names)
+    async def _chunk_read_ps(
+        self, resolution: Resolution, names: tuple[str, ...] | None, versioned: bool = False
+    ) -> PreparedStatement:
+        """The chunk read of ``names`` (and ``ts``, and ``data`` for record-form chunks); with
+        ``versioned`` each chunk's ``writetime(c_ts)`` after its key; ``names`` None: the key
+        and that version only (``storage.chunk_cache``)."""
+        key = (resolution, names, versioned)
         if self._chunk_reads is None:
             self._chunk_reads = {}
         cache = self._chunk_reads
         if key not in cache:
             ks = self.keyspace
             table, part = ("rollup_1m_chunks", "day") if resolution is Resolution.MINUTE else ("rollup_1h_chunks", "bucket")
-            cols = ", ".join(chunks.STORED[n] for n in ("ts", *names))
+            cols = "" if names is None else ", data, " + ", ".join(chunks.STORED[n] for n in ("ts", *names))
+            version = f", writetime({chunks.STORED['ts']})" if versioned or names is None else ""
             cql = (
-                f"SELECT series_id, start_ts, data, {cols} FROM {ks}.{table}"
+                f"SELECT series_id, start_ts{version}{cols} FROM {ks}.{table}"
                 f" WHERE series_id IN ? AND {part} = ? AND start_ts >= ? AND start_ts <= ?"
             )
             loop = asyncio.get_running_loop()
@@ -594,13 +604,75 @@ class CassandraRollupMixin:
             async with sem:
                 return await self.execute(ps, params)
 
-        calls = []
-        for p in range(_partition(resolution, lo), _partition(resolution, end_ms) + 1):
-            for i in range(0, len(ids), CHUNK_READ_SERIES):
-                calls.append(one((ids[i : i + CHUNK_READ_SERIES], p, lo, end_ms)))
-        rows = [row for pages in await asyncio.gather(*calls) for page in pages for row in page]
+        parts = range(_partition(resolution, lo), _partition(resolution, end_ms) + 1)
+        if self.rollup_cache_bytes > 0:
+            rows = await self._cached_chunk_rows(resolution, ids, parts, lo, end_ms, names, one)
+        else:
+            calls = []
+            for p in parts:
+                for i in range(0, len(ids), CHUNK_READ_SERIES):
+                    calls.append(one((ids[i : i + CHUNK_READ_SERIES], p, lo, end_ms)))
+            rows = [row for pages in await asyncio.gather(*calls) for page in pages for row in page]
         rows.sort(key=itemgetter(0, 1))  # (read_many: each series' chunks together, in start order)
         return chunks.read_many(rows, start_ms, end_ms, resolution, names)
+
+    async def _cached_chunk_rows(
+        self,
+        resolution: Resolution,
+        ids: list[int],
+        parts: range,
+        lo: int,
+        hi: int,
+        names: tuple[str, ...],
+        one: Callable[[tuple], Awaitable[list]],
+    ) -> list[tuple]:
+        """The chunk rows ``(series id, start, data, ts, *names)`` of series ``ids`` starting in
+        [lo, hi] through the store's chunk cache (``storage.chunk_cache``): each chunk's key
+        and ``writetime(c_ts)`` (bigint columns: decoded as arrays), then the chunks not kept
+        at that version, read with their own writetime and kept (final chunks in column form)."""
+        cache = cache_of(self, resolution, self.rollup_cache_bytes)
+        versions_ps = await self._chunk_read_ps(resolution, None)
+        calls = [
+            self.execute_columnar(versions_ps, (ids[i : i + CHUNK_VERSION_SERIES], p, lo, hi))
+            for p in parts
+            for i in range(0, len(ids), CHUNK_VERSION_SERIES)
+        ]
+        keys: list[tuple[int, int, int]] = []
+        for pages in await asyncio.gather(*calls):
+            for page in pages:
+                if isinstance(page, dict):  # (no null writetime: every chunk in column form)
+                    keys.extend(zip(*(page[k].tolist() for k in list(page)[:3]), strict=True))
+                else:
+                    keys.extend((r[0], r[1], -1 if r[2] is None else r[2]) for r in page)
+        wanted = ("ts", *names)
+        rows, missing = cache.lookup(keys, wanted)
+        found = [r for r in rows if r is not None]
+        if not missing:
+            return found
+        by_part: dict[int, dict[int, list[int]]] = {}
+        for k in missing:
+            sid, start, _ = keys[k]
+            by_part.setdefault(_partition(resolution, start), {}).setdefault(sid, []).append(start)
+        ps = await self._chunk_read_ps(resolution, names, versioned=True)
+        calls = []
+        for p, per_series in by_part.items():
+            sids = sorted(per_series)
+            for i in range(0, len(sids), CHUNK_READ_SERIES):
+                group = sids[i : i + CHUNK_READ_SERIES]
+                first = min(min(per_series[s]) for s in group)
+                last = max(max(per_series[s]) for s in group)
+                calls.append(self.execute(ps, (group, p, first, last)))
+        want = {(keys[k][0], keys[k][1]) for k in missing}
+        for pages in await asyncio.gather(*calls):
+            for page in pages:
+                for sid, start, version, *row in page:
+                    if (sid, start) not in want:
+                        continue  # (kept: in ``found`` already)
+                    got = (sid, start, *row)
+                    found.append(got)
+                    if version is not None and not got[2] and not chunks.is_provisional(resolution, start):
+                        cache.store(version, wanted, got)
+        return found
 
 
 class CassandraRollupStorage(CassandraRollupMixin, CassandraStorage):

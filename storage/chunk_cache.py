@@ -8,6 +8,9 @@ each chunk's key and row version (its ``rowid``: ``INSERT OR REPLACE`` gives a r
 chunk a new one, larger than every rowid in the table), which a covering index answers
 without touching the blobs. A chunk whose version differs, or that was not kept, is read
 again. Writers in other processes need no signal: the version check sees their writes.
+Cassandra's version is the chunk's ``writetime(c_ts)`` (every chunk write is an ``INSERT`` of
+all its columns); the chunks not kept are read with their writetime, so a replica behind
+another cannot leave an older chunk kept under a newer version.
 
 The cache keeps at most ``max_bytes`` of chunk values, least recently used dropped first.
 Entries are kept as the row tuples ``storage.rollup_chunks.read_many`` takes, for the
@@ -19,6 +22,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 # Rollup chunk values a store keeps by default (a 24 h rate panel over 800 series: 64 MB).
 DEFAULT_MAX_BYTES = 128 << 20
@@ -84,3 +88,13 @@ class ChunkCache:
         with self._lock:
             self._entries.clear()
             self._bytes = 0
+
+
+def cache_of(owner: Any, key: Any, max_bytes: int) -> ChunkCache:
+    """The ``ChunkCache`` a store (``owner``) keeps for ``key`` (a resolution: one per chunk
+    table), made on first use or when ``max_bytes`` changed."""
+    caches: dict[Any, ChunkCache] = owner.__dict__.setdefault("_chunk_caches", {})
+    cache = caches.get(key)
+    if cache is None or cache.max_bytes != max_bytes:
+        cache = caches[key] = ChunkCache(max_bytes)
+    return cache

@@ -39,7 +39,7 @@ from storage import frames as frames_codec
 from storage import rollup_chunks as chunks
 from storage.base import DAY_MS, HOUR_MS, Resolution, SeriesData, aggregate_names, bucket_values
 from storage.blocks import decode_block
-from storage.chunk_cache import DEFAULT_MAX_BYTES, ChunkCache
+from storage.chunk_cache import DEFAULT_MAX_BYTES, cache_of
 from storage.matchers import Matcher, match_all, metric_name_of
 from storage.model import Series
 from storage.rollup import Rollup
@@ -531,10 +531,7 @@ class SQLiteRollupMixin:
         index, only the chunks not kept at that version are read (both in one read
         transaction, so no write between them goes unseen)."""
         table = _table(resolution)
-        caches: dict[Resolution, ChunkCache] = self.__dict__.setdefault("_chunk_caches", {})
-        cache = caches.get(resolution)
-        if cache is None or cache.max_bytes != self.rollup_cache_bytes:
-            cache = caches[resolution] = ChunkCache(self.rollup_cache_bytes)
+        cache = cache_of(self, resolution, self.rollup_cache_bytes)
         own = not con.in_transaction
         if own:
             con.execute("BEGIN")

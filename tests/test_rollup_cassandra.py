@@ -212,3 +212,41 @@ async def test_select_takes_sealed_windows_from_blocks_and_late_writes_from_rows
         store._now_ms = None
         vars(store).pop("late_after_ms", None)
         vars(store).pop("late_seal_margin_ms", None)
+
+
+async def test_rollup_selects_keep_chunks_and_read_rewritten_ones_again(cassandra_rollup):
+    """Selects go through the chunk cache (``storage.chunk_cache``, versions by writetime): a
+    second read takes kept chunks and answers the same bits; a rewritten chunk is read again."""
+    from storage.model import SampleBatch, Series, make_labels
+    from storage.rollup import Rollup
+    from storage.rollup_job import RollupRows
+
+    store = cassandra_rollup
+    t0 = T0 // (6 * HOUR_MS) * (6 * HOUR_MS)
+    ss = [Series.of(make_labels("cache_m", instance=i)) for i in ("a", "b")]
+    await store.write(SampleBatch("cache/t", ss, [t0, t0], [1.0, 2.0]))
+    rng = np.random.default_rng(3)
+
+    def rollup(ts: list[int]) -> Rollup:
+        n = len(ts)
+        cols = {k: rng.random(n) * 100 for k in ("count", "sum", "min", "max", "last", "increase", "first", "correction")}
+        cols["first_ts"] = cols["last_ts"] = np.asarray(ts, dtype=np.float64) + 1000
+        return Rollup.from_columns(np.asarray(ts, dtype=np.int64), cols)
+
+    await store.write_rollups(Resolution.MINUTE, [RollupRows(s.id, rollup([t0 + i * MINUTE_MS for i in range(500)])) for s in ss])
+    name = [Matcher("__name__", MatchOp.EQ, "cache_m")]
+
+    async def sel() -> dict:
+        got = await store.select_rollup(name, t0 + MINUTE_MS, t0 + 12 * HOUR_MS, Resolution.MINUTE)
+        return {d.series.get("instance"): Rollup.from_columns(d.timestamps, d.agg) for d in got}
+
+    first = await sel()
+    cache = store._chunk_caches[Resolution.MINUTE]
+    hits = cache.hits
+    again = await sel()
+    assert cache.hits == hits + 4 and all(again[k].bit_equal(first[k]) for k in first)
+    late = rollup([t0 + 7 * MINUTE_MS])
+    await store.write_rollups(Resolution.MINUTE, [RollupRows(ss[0].id, late)])
+    now = await sel()
+    assert cache.hits == hits + 7 and now["a"].last[6] == late.last[0] and now["b"].bit_equal(first["b"])
+    assert len(now["a"]) == 499 and now["a"].last[7] == first["a"].last[7]
