@@ -7,7 +7,13 @@ only for late samples), so a store keeps the chunks it read here and asks SQLite
 each chunk's key and row version (its ``rowid``: ``INSERT OR REPLACE`` gives a rewritten
 chunk a new one, larger than every rowid in the table), which a covering index answers
 without touching the blobs. A chunk whose version differs, or that was not kept, is read
-again. Writers in other processes need no signal: the version check sees their writes.
+again. A rowid comes back only after a ``DELETE`` (SQLite then gives the next row
+max(rowid) + 1, which a deleted row may have held), so every statement that deletes or
+updates final chunks in place bumps a generation in the database, in its transaction
+(``sqlite_rollup.chunk_rows_changed``), and a read that finds another generation drops what
+the cache holds (``ChunkCache.generation``). Provisional chunks (not aligned to their span)
+are never kept: their ``DELETE`` at a seal needs no bump. Writers in other processes need
+no other signal: the version and generation checks see their writes.
 Cassandra's version is the chunk's ``writetime(c_ts)`` (every chunk write is an ``INSERT`` of
 all its columns); the chunks not kept are read with their writetime, so a replica behind
 another cannot leave an older chunk kept under a newer version.
@@ -41,6 +47,8 @@ class ChunkCache:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        # The store's chunk generation the entries were read at (None: not known yet).
+        self.generation: object = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -88,6 +96,12 @@ class ChunkCache:
         with self._lock:
             self._entries.clear()
             self._bytes = 0
+
+    def at_generation(self, generation: object) -> None:
+        """Drop every entry unless they were read at ``generation`` (then keep them)."""
+        if generation != self.generation:
+            self.clear()
+            self.generation = generation
 
 
 def cache_of(owner: Any, key: Any, max_bytes: int) -> ChunkCache:

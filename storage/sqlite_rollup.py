@@ -528,14 +528,17 @@ class SQLiteRollupMixin:
         """The chunk rows ``(series id, start, data, *names)`` of series ``ids`` starting in
         [lo, hi], in (series, start) order, through the store's chunk cache
         (``storage.chunk_cache``): the keys and row versions come from the primary key's
-        index, only the chunks not kept at that version are read (both in one read
-        transaction, so no write between them goes unseen)."""
+        index, only the chunks not kept at that version are read; the cache is dropped when
+        the chunk generation moved (``chunk_rows_changed``). All in one read transaction, so
+        no write between them goes unseen."""
         table = _table(resolution)
         cache = cache_of(self, resolution, self.rollup_cache_bytes)
         own = not con.in_transaction
         if own:
             con.execute("BEGIN")
         try:
+            found = con.execute("SELECT value FROM meta WHERE key = ?", (CHUNK_GENERATION_KEY,)).fetchone()
+            cache.at_generation(found[0] if found is not None else None)
             keys: list[tuple[int, int, int]] = []
             for i in range(0, len(ids), IN_LIST):
                 part = ids[i : i + IN_LIST]
@@ -575,6 +578,7 @@ class SQLiteRollupMixin:
                 for t, data, ts in con.execute(old, (ts_ms - span,)):
                     deleted += chunks.bucket_count(t, chunks.payload(data, ("ts",), (ts,)))
                 con.execute(f"DELETE FROM {table} WHERE start_ts <= ?", (ts_ms - span,))
+                chunk_rows_changed(con)
                 straddling = con.execute(
                     f"SELECT series_id, start_ts, data, {_CHUNK_COLS} FROM {table} WHERE start_ts > ? AND start_ts < ?",
                     (ts_ms - span, ts_ms),
@@ -615,6 +619,20 @@ class SQLiteRollupMixin:
         )
 
 
+CHUNK_GENERATION_KEY = "rollup_chunk_generation"  # (in ``meta``)
+
+
+def chunk_rows_changed(con: sqlite3.Connection) -> None:
+    """Bump the chunk generation (``storage.chunk_cache``), in the transaction of a statement
+    that deletes or updates final chunk rows in place (``INSERT OR REPLACE`` needs none: it
+    gives a row a rowid above every other). A ``DELETE`` of provisional chunks only needs none."""
+    con.execute(
+        "INSERT INTO meta (key, value) VALUES (?, '1')"
+        " ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+        (CHUNK_GENERATION_KEY,),
+    )
+
+
 def _put_chunks(con: sqlite3.Connection, table: str, resolution: Resolution, series_id: int, rollup: Rollup) -> None:
     """Write ``rollup``'s buckets into their chunks, merged with what the chunks hold, and
     drop the provisional chunks (the fresh pass's) these final buckets replace."""
@@ -628,7 +646,7 @@ def _put_chunks(con: sqlite3.Connection, table: str, resolution: Resolution, ser
             _INSERT_CHUNK.format(table=table),
             _chunk_params(series_id, start, chunks.encode_columns(resolution, start, part)),
         )
-        if resolution is Resolution.MINUTE:
+        if resolution is Resolution.MINUTE:  # (provisional chunks only: no chunk_rows_changed)
             con.execute(
                 f"DELETE FROM {table} WHERE series_id = ? AND start_ts > ? AND start_ts <= ?",
                 (series_id, start, int(part.timestamps[-1])),
@@ -716,7 +734,8 @@ def _put_chunks_many(con: sqlite3.Connection, table: str, resolution: Resolution
             cols = joined
         params.append(_chunk_params(sid, start, cols))
     con.executemany(_INSERT_CHUNK.format(table=table), params)
-    if resolution is Resolution.MINUTE:  # the provisional chunks these final buckets replace
+    if resolution is Resolution.MINUTE:  # the provisional chunks these final buckets replace (no chunk_rows_changed:
+        # start_ts > the span's aligned start, inside the span: never a final chunk)
         con.executemany(
             f"DELETE FROM {table} WHERE series_id = ? AND start_ts > ? AND start_ts <= ?",
             [(sid, p[1], p[2]) for sid, p in zip(sids, pieces, strict=True)],

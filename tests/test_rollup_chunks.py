@@ -369,3 +369,36 @@ def test_chunk_cache_drops_the_least_recently_used_beyond_its_bytes() -> None:
     cache.store(version=5, names=names, row=(1, 5, b"", b"y" * 100))  # drops (1, 1): (1, 2) was used last
     assert cache.lookup([(1, 1, 1), (1, 2, 2)], names)[1] == [0]
     assert cache.lookup([(1, 2, 2)], ("ts", "count"))[1] == [0]  # other columns: not kept
+
+
+async def test_sqlite_chunk_cache_is_not_fooled_by_a_reused_rowid(tmp_path) -> None:
+    """SQLite gives a row inserted after the DELETE of the max-rowid row that same rowid: a
+    chunk deleted by retention and written again has its old rowid back, so deletes bump the
+    chunk generation and a read at another generation drops the kept chunks (in this store
+    and when another connection deleted)."""
+    st = await SQLiteRollupStorage.open(tmp_path / "db")
+    other = await SQLiteRollupStorage.open(tmp_path / "db")
+    try:
+        s = Series.of(make_labels("m", instance="a"))
+        await st.write(SampleBatch("t", [s], [T0], [1.0]))
+        name = [Matcher("__name__", MatchOp.EQ, "m")]
+        rowid = "SELECT rowid FROM rollup_1m_chunks WHERE start_ts = ?"
+        filler = Series.of(make_labels("f"))
+        for k, writer in enumerate((st, other)):
+            # (a chunk retention keeps, then ours: the max rowid, deleted and written again)
+            later = rollup([T0 + (10 + k) * DAY_MS], seed=70 + k)
+            await writer.write_rollups(Resolution.MINUTE, [RollupRows(filler.id, later)])
+            old = rollup([T0 + i * MINUTE_MS for i in range(10)], seed=50 + k)
+            await writer.write_rollups(Resolution.MINUTE, [RollupRows(s.id, old)])
+            before = (await st.run_read(lambda c: c.execute(rowid, (T0,)).fetchone()))[0]
+            got = await st.select(name, T0, T0 + DAY_MS, Resolution.MINUTE)
+            assert got[0].values.tolist() == old.last.tolist()
+            await writer.delete_rollups_before(Resolution.MINUTE, T0 + DAY_MS)
+            new = rollup([T0 + i * MINUTE_MS for i in range(10)], seed=60 + k)
+            await writer.write_rollups(Resolution.MINUTE, [RollupRows(s.id, new)])
+            assert (await st.run_read(lambda c: c.execute(rowid, (T0,)).fetchone()))[0] == before  # (reused)
+            got = await st.select(name, T0, T0 + DAY_MS, Resolution.MINUTE)
+            assert got[0].values.tolist() == new.last.tolist()
+    finally:
+        await st.close()
+        await other.close()
