@@ -52,12 +52,12 @@ def group_key_fn(node: P.Aggregate) -> Callable[[Labels], Labels]:
         skip = set(node.grouping) | {"__name__"}
 
         def key(lab: Labels) -> Labels:
-            return tuple(p for p in lab if p[0] not in skip)
+            return tuple([p for p in lab if p[0] not in skip])  # (a list: faster than a generator)
     else:
         keep = set(node.grouping)
 
         def key(lab: Labels) -> Labels:
-            return tuple(p for p in lab if p[0] in keep)
+            return tuple([p for p in lab if p[0] in keep])
     return key
 
 
@@ -71,14 +71,15 @@ def eval_aggregate(ev: "Evaluator", node: P.Aggregate, times: np.ndarray) -> Val
     keyf = group_key_fn(node)
     keys: list[Labels] = []
     key_index: dict[Labels, int] = {}
-    gid = np.empty(len(vec), dtype=np.int64)
-    for i, lab in enumerate(vec.labels):
+    gids: list[int] = []
+    for lab in vec.labels:
         k = keyf(lab)
         g = key_index.get(k)
         if g is None:
             g = key_index[k] = len(keys)
             keys.append(k)
-        gid[i] = g
+        gids.append(g)
+    gid = np.array(gids, dtype=np.int64)
     if op in ("topk", "bottomk", "limitk", "limit_ratio"):
         return _select_k(op, vec, gid, len(keys), param, steps, ev.check_deadline)
     group_drop = np.zeros(len(keys), dtype=bool)

@@ -66,6 +66,7 @@ from storage.base import (
     Storage,
     StorageError,
     bucket_values,
+    samples_of,
 )
 from storage.base import aggregate_names as column_names
 from storage.matchers import Matcher, MatchOp
@@ -265,16 +266,21 @@ def _flat_data(data: list[SeriesData], columns: frozenset[str] | None, drop_stal
     """A plan's ``data`` (raw samples or rollup rows, a series possibly in consecutive parts)
     as flat arrays; rollup buckets at their last millisecond, their ``last`` as the value."""
     data = [d for d in data if d.timestamps.shape[0]]
-    labels, counts_list = [], []
-    prev = None
-    for d in data:  # consecutive parts of one series form one run
-        n = d.timestamps.shape[0]
-        if prev is not None and (d.series is prev or d.series.labels == prev.labels):
-            counts_list[-1] += n
-        else:
-            labels.append(d.series.labels)
-            counts_list.append(n)
-        prev = d.series
+    ids = np.fromiter((d.series.id for d in data), dtype=np.int64, count=len(data))
+    if not (ids[1:] == ids[:-1]).any():  # (equal labels, equal ids) a part per series: one pass each
+        labels = [d.series.labels for d in data]
+        counts_list = [d.timestamps.shape[0] for d in data]
+    else:
+        labels, counts_list = [], []
+        prev = None
+        for d in data:  # consecutive parts of one series form one run
+            n = d.timestamps.shape[0]
+            if prev is not None and (d.series is prev or d.series.labels == prev.labels):
+                counts_list[-1] += n
+            else:
+                labels.append(d.series.labels)
+                counts_list.append(n)
+            prev = d.series
     if not data:
         return FlatSeries([], np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(1, dtype=np.int64), None)
     if data[0].resolution is not Resolution.RAW and data[0].agg is not None:
@@ -1054,7 +1060,7 @@ class Engine:
         span = plan.end_ms - plan.start_ms
         if span <= RAW_FETCH_PIECE_MS:
             data = await self.storage.select(matchers, plan.start_ms, plan.end_ms)
-            loaded[0] += sum(len(d) for d in data)
+            loaded[0] += samples_of(data)
             self._check_loaded(loaded[0])
             return data
         pieces: dict[int, list[SeriesData]] = {}
@@ -1127,7 +1133,7 @@ class Engine:
         except StorageError as exc:
             raise QueryError(f"storage error: {exc}") from exc
         stats.selects = len(plans)
-        stats.samples = sum(len(d) for p in plans.values() for d in p.data)
+        stats.samples = sum(samples_of(p.data) for p in plans.values())
         stats.samples += sum(len(p.flat.ts) for p in plans.values() if p.flat is not None)
         if stats.samples > self.max_samples:
             raise QueryLimitError(
@@ -1329,9 +1335,9 @@ class Engine:
                     more = {plan.beyond.series[i].labels for i in np.unique(plan.beyond.sidx).tolist()}
                     series, samples = series + len(more - flat), samples + len(plan.beyond)
                 if plan.edge_raw:
-                    samples += sum(len(d) for d in plan.edge_raw)
+                    samples += samples_of(plan.edge_raw)
                 return series, samples
-            return len(plan.data), sum(len(d) for d in plan.data)
+            return len(plan.data), samples_of(plan.data)
 
         est = estimate_points(
             node, int(times[0]), int(times[-1]), len(times),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -79,6 +79,12 @@ class SeriesData:
 
     def __len__(self) -> int:
         return len(self.timestamps)  # (called per series and query a few times: the cheapest form)
+
+
+def samples_of(data: Iterable[SeriesData]) -> int:
+    """The samples in some series' data (an attribute walk: a Python ``__len__`` call per
+    series cost a 6,400-series query 1-2 ms each time it counted)."""
+    return sum([d.timestamps.shape[0] for d in data])
 
 
 class StorageError(Exception):

@@ -42,7 +42,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from operator import itemgetter
 from pathlib import Path
 from typing import Self, TypeVar
 
@@ -271,6 +270,7 @@ class _FrameCut:
     first: int
     length: int
     cols: dict[int, tuple[np.ndarray, np.ndarray]]
+    widths: dict[int, int]  # per known layout, the bytes of the cut of one of its frames
 
 
 @dataclass(slots=True)
@@ -331,6 +331,8 @@ class SQLiteStorage(Storage):
         self._lookup_memo: OrderedDict[tuple, tuple[Series, ...]] = OrderedDict()
         self._series_target: dict[int, str] = {}  # for reads of frames
         self._read_layouts: dict[str, dict[int, frames_codec.LayoutIndex]] = {}  # the reader's, per target
+        self._cuts: dict[str, tuple[tuple[int, ...], _FrameCut]] = {}  # the reader's last cut per target
+        self._groupings: LRUCache[tuple[int, ...], dict[str, list[int]]] = LRUCache(maxsize=16)  # _targets_of's
         # (matchers, first day, last day) -> (index_version, monotonic time, series): the reader's
         self._lookups: LRUCache[tuple, tuple[int, float, list[Series]]] = LRUCache(maxsize=LOOKUP_CACHE)
         self._layouts: dict[tuple[str, int], _LayoutState] = {}  # the writer's
@@ -806,7 +808,8 @@ class SQLiteStorage(Storage):
         con = self._con()
         found = self._lookup_series(con, matchers, start_ms, end_ms)
         samples = self.raw_samples(con, [s.id for s in found], start_ms, end_ms + 1)
-        return [SeriesData(s, *samples[s.id], Resolution.RAW) for s in found if s.id in samples]
+        raw = Resolution.RAW
+        return [SeriesData(s, p[0], p[1], raw) for s in found if (p := samples.get(s.id)) is not None]
 
     def raw_samples(
         self, con: sqlite3.Connection, series_ids: Sequence[int], start_ms: int, end_ms: int
@@ -821,7 +824,10 @@ class SQLiteStorage(Storage):
             out = raw_samples_of(con, series_ids, start_ms, end_ms)
             head = con.execute("SELECT 1 FROM raw_frames WHERE ts >= ? AND ts < ? LIMIT 1", (start_ms, end_ms))
             if series_ids and head.fetchone() is not None:
-                for sid, (ts, vals) in self._frame_samples(con, series_ids, start_ms, end_ms).items():
+                framed = self._frame_samples(con, series_ids, start_ms, end_ms)
+                if not out:  # (all of it in frames: a recent range)
+                    return framed
+                for sid, (ts, vals) in framed.items():
                     old = out.get(sid)
                     out[sid] = (ts, vals) if old is None else frames_codec.merge_newer(*old, ts, vals)
         finally:
@@ -830,7 +836,13 @@ class SQLiteStorage(Storage):
         return out
 
     def _targets_of(self, con: sqlite3.Connection, series_ids: Sequence[int]) -> dict[str, list[int]]:
-        """The series grouped by their target (the ``series`` table's, cached)."""
+        """The series grouped by their target (the ``series`` table's, cached; a series'
+        target never changes, so the last few groupings are kept whole: a refresh asks the same)."""
+        key = tuple(series_ids)
+        with self._cons_lock:
+            hit = self._groupings.get(key)
+        if hit is not None:
+            return hit
         missing = [i for i in series_ids if i not in self._series_target]
         for chunk in range(0, len(missing), IN_LIST):
             part = missing[chunk : chunk + IN_LIST]
@@ -841,6 +853,9 @@ class SQLiteStorage(Storage):
             target = self._series_target.get(sid)
             if target is not None:
                 out.setdefault(target, []).append(sid)
+        if sum(map(len, out.values())) == len(key):  # (every series' row seen)
+            with self._cons_lock:
+                self._groupings[key] = out
         return out
 
     def _frame_samples(
@@ -865,26 +880,81 @@ class SQLiteStorage(Storage):
                 " JOIN raw_frames f ON f.target = w.target WHERE f.ts >= ? AND f.ts < ?",
                 (*(x for t in part for x in (t, 8 * plans[t].first + 1, plans[t].length)), start_ms, end_ms),
             ).fetchall()
-            per_target: dict[str, list[tuple[int, int, bytes]]] = {}
-            for target, group in itertools.groupby(rows, key=itemgetter(0)):
-                per_target.setdefault(target, []).extend(r[1:] for r in group)
-            for target, trows in per_target.items():
-                self._columns_of(con, target, plans[target], trows, out)
+            if rows:
+                self._cut_columns(con, rows, plans, out)
         return out
 
+    def _cut_columns(
+        self,
+        con: sqlite3.Connection,
+        rows: list[tuple[str, int, int, bytes]],
+        cuts: dict[str, _FrameCut],
+        out: dict[int, tuple[np.ndarray, np.ndarray]],
+    ) -> None:
+        """The columns of a frame read's rows: each target whose frames in the range all have
+        one known layout, in time order (the usual case), through one matrix per piece width
+        for all of them; any other target through ``_columns_of``."""
+        n = len(rows)
+        names = [r[0] for r in rows]
+        ts_all = np.fromiter((r[1] for r in rows), dtype=np.int64, count=n)
+        lids = np.fromiter((r[2] for r in rows), dtype=np.int64, count=n)
+        edges = [0, *(k for k in range(1, n) if names[k] != names[k - 1]), n]
+        ordered = np.ones(n, dtype=bool)
+        ordered[1:] = ts_all[1:] > ts_all[:-1]
+        same = np.ones(n, dtype=bool)
+        same[1:] = lids[1:] == lids[:-1]
+        fine = ordered & same
+        by_width: dict[int, list[tuple[int, int, tuple[np.ndarray, np.ndarray], int]]] = {}
+        others: dict[str, list[tuple[int, int, bytes]]] = {}
+        for a, b in zip(edges[:-1], edges[1:], strict=False):
+            cut = cuts[names[a]]
+            lid = int(lids[a])
+            got = cut.cols.get(lid)
+            if got is not None and cut.length != WHOLE_FRAME and fine[a + 1 : b].all():
+                if got[1].size:
+                    by_width.setdefault(cut.widths[lid], []).append((a, b, got, cut.first))
+            else:
+                others.setdefault(names[a], []).extend(r[1:] for r in rows[a:b])
+        for width, runs in by_width.items():
+            joined = b"".join([r[3] for a, b, _, _ in runs for r in rows[a:b]])
+            total = sum(b - a for a, b, _, _ in runs)
+            if width <= 0 or len(joined) != total * width:  # (a frame shorter than its layout says)
+                for a, b, _, _ in runs:
+                    others.setdefault(names[a], []).extend(r[1:] for r in rows[a:b])
+                continue
+            matrix = np.frombuffer(joined, dtype="<i8").reshape(total, width // 8)
+            at = 0
+            for a, b, (found, cols), first in runs:
+                bits = matrix[at : at + b - a][:, cols - first].T.copy().view(np.float64)
+                out.update(zip(found.tolist(), zip(itertools.repeat(ts_all[a:b]), bits), strict=False))
+                at += b - a
+        for target, trows in others.items():
+            self._columns_of(con, target, cuts[target], trows, out)
+
     def _frame_cut(self, target: str, sids: list[int]) -> _FrameCut:
-        """Which bytes of ``target``'s frames a read of ``sids`` takes (see ``_frame_samples``)."""
+        """Which bytes of ``target``'s frames a read of ``sids`` takes (see ``_frame_samples``);
+        the last one per target is kept (a refresh asks the same) until it learns a layout."""
+        key = tuple(sids)
+        last = self._cuts.get(target)
+        if last is not None and last[0] == key:
+            return last[1]
         wanted = np.asarray(sids, dtype=np.int64)
         known = self._read_layouts.get(target)
         if not known:
-            return _FrameCut(wanted, 0, WHOLE_FRAME, {})
+            return _FrameCut(wanted, 0, WHOLE_FRAME, {}, {})
         cols = {lid: lay.positions(wanted) for lid, lay in known.items()}
         hit = [c for _, c in cols.values() if c.size]
         if not hit:  # none of them in the known layouts: read as little as possible
-            return _FrameCut(wanted, 0, 0, cols)
-        first = min(int(c[0]) for c in hit)
-        last = max(int(c[-1]) for c in hit)
-        return _FrameCut(wanted, first, 8 * (last + 1 - first), cols)
+            cut = _FrameCut(wanted, 0, 0, cols, dict.fromkeys(cols, 0))
+        else:
+            first = min(int(c[0]) for c in hit)
+            length = 8 * (max(int(c[-1]) for c in hit) + 1 - first)
+            widths = {lid: max(0, min(length, 8 * (lay.ids.size - first))) for lid, lay in known.items()}
+            cut = _FrameCut(wanted, first, length, cols, widths)
+        if len(self._cuts) >= CACHE_LIMIT:
+            self._cuts.clear()
+        self._cuts[target] = (key, cut)
+        return cut
 
     def _columns_of(
         self,
@@ -946,6 +1016,7 @@ class SQLiteStorage(Storage):
         lay = frames_codec.LayoutIndex(self._layout(con, target, lid))
         known = self._read_layouts.setdefault(target, {})
         known[lid] = lay
+        self._cuts.pop(target, None)
         while len(known) > READ_LAYOUTS:
             del known[next(iter(known))]
         if len(self._read_layouts) > CACHE_LIMIT:
