@@ -238,6 +238,8 @@ class FramesSeal(TypedDict):
     decode_cpu: float
     compute_cpu: float
     node_cpu: float
+    node_threads: dict[str, float]  # the node's CPU during the pass by thread group
+    requests: int  # requests the job sent to the node
     wall: float
 
 
@@ -260,7 +262,7 @@ async def _seal_frames(
 
     import storage.cassandra as cassandra_mod
     import storage.rollup_job as rollup_job_mod
-    from bench.procfs import proc_cpu_s
+    from bench.procfs import proc_cpu_s, thread_cpu_s
     from storage.base import DAY_MS, HOUR_MS
     from storage.model import SampleBatch, Series, make_labels
     from storage.rollup_job import RollupJob
@@ -306,27 +308,44 @@ async def _seal_frames(
             if name in names:
                 names[name] = timed(name, names[name])
     out: list[FramesSeal] = []
+    sent = [0]
+    plain_execute = store.execute
+
+    async def counted(*args: Any, **kw: Any) -> list:
+        sent[0] += 1
+        return await plain_execute(*args, **kw)
+
+    store.execute = counted  # type: ignore[method-assign]
     try:
         assert node.pid is not None
         for rep in range(repeats):  # each pass a job of its own name: its own checkpoints, the same work
             job = RollupJob(store, LocalShardLease(f"{tmp}/locks-frames"), shards=shards, now_ms=lambda: closed,
                             job=f"bench{rep}")
             spent.update(dict.fromkeys(spent, 0.0))
+            t0, sent[0] = thread_cpu_s(node.pid), 0
             n0, c0, w0 = proc_cpu_s(node.pid), time.process_time(), time.perf_counter()
             done = await job.run_once(initial_start_ms=base)
             c1, w1, n1 = time.process_time(), time.perf_counter(), proc_cpu_s(node.pid)
+            t1 = thread_cpu_s(node.pid)
             assert len(done) == shards, f"{len(done)} shard windows sealed, not {shards}"
             out.append(FramesSeal(hosts=n_hosts, shards=shards, series=sum(r.series for r in done),
                                   samples=sum(r.samples for r in done), job_cpu=c1 - c0,
                                   decode_cpu=spent["frame_samples"], compute_cpu=spent["compute_window"],
-                                  node_cpu=n1 - n0, wall=w1 - w0))
+                                  node_cpu=n1 - n0, node_threads={k: v - t0.get(k, 0.0) for k, v in t1.items()},
+                                  requests=sent[0],
+                                  wall=w1 - w0))
     finally:
+        del store.execute
         fns = iter(plain)
         for names in hooks:
             for name in spent:
                 if name in names:
                     names[name] = next(fns)
     return out
+
+
+# Cassandra's request stages share one pool of threads, each named by the stage it works for
+_REQUEST_STAGES = ("Native-Transpor", "MutationStage", "ReadStage", "RequestResponse", "CounterMutation")
 
 
 def _print_frames_seal(runs: list[FramesSeal]) -> None:
@@ -341,6 +360,12 @@ def _print_frames_seal(runs: list[FramesSeal]) -> None:
             f"{(f['job_cpu'] - f['decode_cpu'] - f['compute_cpu']) / n * 1e6:.2f}), Cassandra {f['node_cpu'] / n * 1e6:.2f},"
             f" job + Cassandra {(f['job_cpu'] + f['node_cpu']) / n * 1e6:.2f} us; {f['wall']:.1f} s wall"
         )
+        groups: dict[str, float] = {}
+        for name, cpu in f["node_threads"].items():  # a pool's workers rename themselves by stage
+            name = "request stages" if name.startswith(_REQUEST_STAGES) else name
+            groups[name] = groups.get(name, 0.0) + cpu
+        top = sorted(groups.items(), key=lambda kv: -kv[1])[:6]
+        print(f"      {f['requests']:,} requests; Cassandra by thread: " + ", ".join(f"{k} {v / n * 1e6:.2f}" for k, v in top))
     total = sorted((f["job_cpu"] + f["node_cpu"]) / max(f["samples"], 1) * 1e6 for f in runs)
     print(f"  seal of frames, job + Cassandra CPU per sample: median {total[len(total) // 2]:.2f} us of {len(total)} passes")
 
