@@ -16,7 +16,7 @@ from storage.matchers import Matcher
 from storage.model import SampleBatch, Series
 
 if TYPE_CHECKING:
-    from storage.rollup_job import RollupRows
+    from storage.rollup_job import RollupRows, SealedBlock
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -165,6 +165,17 @@ class FreshMinutes(Protocol):
     """A store that takes provisional minute buckets of the open rollup window (the fresh pass)."""
 
     async def write_fresh_minutes(self, rows: Sequence[RollupRows]) -> None: ...
+
+
+@runtime_checkable
+class SealWrites(Protocol):
+    """A store that writes a window's blocks and 1m and 1h rollups in one go, cheaper than
+    ``write_blocks`` and two ``write_rollups`` apart (Cassandra: a series' block and its 1m
+    chunk share a partition key, so they go as one request)."""
+
+    async def write_seal(
+        self, blocks: Sequence[SealedBlock], minutes: Sequence[RollupRows], hours: Sequence[RollupRows]
+    ) -> None: ...
 
 
 @runtime_checkable

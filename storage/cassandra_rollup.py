@@ -228,12 +228,18 @@ class CassandraRollupMixin:
             cache[key] = ps
         return cache[key]
 
-    async def _bounded(self, calls: Sequence[tuple[PreparedStatement, Sequence]]) -> None:
+    async def _bounded(
+        self, calls: Sequence[tuple[PreparedStatement, Sequence]],
+        together: Sequence[Sequence[tuple[PreparedStatement, Sequence]]] = (),
+    ) -> None:
         """Run idempotent upserts ``(statement, params)``, at most MAX_IN_FLIGHT requests at
         once, retrying timeouts with backoff. Upserts whose partitions have the same replicas
         go together as UNLOGGED batches (the seal writes a row per series and its cost was the
         requests): at most WRITE_BATCH_ROWS partitions and WRITE_BATCH_BYTES, under the
-        node's batch warning thresholds, so each lands on its replicas without fan-out."""
+        node's batch warning thresholds, so each lands on its replicas without fan-out. Each
+        group of ``together`` shares one partition key (in tables of one keyspace): it goes
+        as one UNLOGGED batch, a single mutation on the node, which no batch threshold
+        concerns (the first upsert's consistency level holds for all)."""
         meta = self.session.cluster.metadata
         groups: dict[tuple, list[tuple[BoundStatement, int]]] = {}
         # The driver answers a token range's replicas with one list: its endpoints named once per list.
@@ -246,7 +252,7 @@ class CassandraRollupMixin:
                 seen = named[id(replicas)] = (replicas, tuple(sorted(str(h.endpoint) for h in replicas)))
             size = sum([len(v) for v in params if type(v) is bytes])
             groups.setdefault((id(stmt), seen[1]), []).append((bound, size))
-        requests: list[BoundStatement | BatchStatement] = []
+        requests = [_unlogged([stmt.bind(params) for stmt, params in group]) for group in together]
         for group in groups.values():
             batch: list[BoundStatement] = []
             size = 0
@@ -313,19 +319,50 @@ class CassandraRollupMixin:
         return 0  # never asked: read_raw_window_arrays names no sealed rows (they expire by TTL)
 
     async def write_blocks(self, blocks: Sequence[SealedBlock]) -> None:
+        await self._bounded(await self._block_calls(blocks))
+
+    async def _block_calls(self, blocks: Sequence[SealedBlock]) -> list[tuple[PreparedStatement, tuple]]:
         ps = (await self._ps())["block_ins"]
-        await self._bounded(
-            [
-                (
-                    ps,
-                    (b.series_id, b.start_ms // DAY_MS, b.start_ms, b.end_ms, b.count, BLOCK_VERSION, b.data),
-                )
-                for b in blocks
-            ]
-        )
+        return [(ps, (b.series_id, b.start_ms // DAY_MS, b.start_ms, b.end_ms, b.count, BLOCK_VERSION, b.data))
+                for b in blocks]
 
     async def write_rollups(self, resolution: Resolution, rows: Sequence[RollupRows]) -> None:
         """Each row's buckets into their chunks, merged with what the chunks hold (newer wins)."""
+        await self._bounded(await self._rollup_calls(resolution, rows))
+
+    async def write_seal(
+        self, blocks: Sequence[SealedBlock], minutes: Sequence[RollupRows], hours: Sequence[RollupRows]
+    ) -> None:
+        """``write_blocks`` and ``write_rollups`` of a window's 1m and 1h rows in one go. A
+        series' block and its 1m chunk of the same day share the partition key ``(series_id,
+        day)``: they go as one request (``_bounded``'s ``together``), not two; the rest as
+        those methods send them. All the writes run at once: a failure leaves the window to
+        be done again whole (the job moves its checkpoint after), every write an upsert."""
+        block_calls, minute_calls, hour_calls = await asyncio.gather(
+            self._block_calls(blocks),
+            self._rollup_calls(Resolution.MINUTE, minutes),
+            self._rollup_calls(Resolution.HOUR, hours),
+        )
+        chunk_of: dict[tuple[int, int], list[tuple[PreparedStatement, tuple]]] = {}
+        for call in minute_calls:  # (a series' window may touch two chunks of a day)
+            chunk_of.setdefault((call[1][0], call[1][1]), []).append(call)
+        pairs, rest = [], list(hour_calls)
+        for call in block_calls:
+            mates = chunk_of.get((call[1][0], call[1][1]))
+            if mates:  # the chunk first: its consistency level (LOCAL_QUORUM) is the batch's
+                pairs.append((mates.pop(), call))
+            else:
+                rest.append(call)
+        rest += [call for mates in chunk_of.values() for call in mates]
+        await self._bounded(rest, together=pairs)
+
+    async def _rollup_calls(
+        self, resolution: Resolution, rows: Sequence[RollupRows]
+    ) -> list[tuple[PreparedStatement, tuple]]:
+        """The chunk upserts writing ``rows`` (``write_rollups``): reads the chunks they fall
+        in and merges them."""
+        if not rows:
+            return []
         ps = await self._ps()
         key = "1m" if resolution is Resolution.MINUTE else "1h"
         get, ins = ps[f"{key}_chunks_get"], ps[f"{key}_chunk_ins"]
@@ -362,7 +399,7 @@ class CassandraRollupMixin:
                     joined = chunks.encode_columns(resolution, start, chunks.merge(chunks.decode_payload(start, old), part))
                 cols = joined
             writes.append((ins, (sid, _partition(resolution, start), start, b"", *(cols[c] for c in chunks.COLUMNS))))
-        await self._bounded(writes)
+        return writes
 
     async def write_fresh_minutes(self, rows: Sequence[RollupRows]) -> None:
         """Provisional 1m buckets of an open window (the job's fresh pass): a chunk per series

@@ -72,6 +72,7 @@ from storage.base import (
     LateMarks,
     Resolution,
     RetentionByDeletion,
+    SealWrites,
     SeriesData,
 )
 from storage.blocks import encode_blocks
@@ -145,7 +146,8 @@ class RollupStore(Protocol):
 
     # Optional, each a Protocol of storage.base: LateMarks (without it the job makes no late
     # pass; it keeps its cursor per shard with get/set_checkpoint under job ``<job>:late``),
-    # FreshMinutes (the fresh pass), RetentionByDeletion (stores without TTLs).
+    # FreshMinutes (the fresh pass), RetentionByDeletion (stores without TTLs), SealWrites (a
+    # window's blocks and rollups written in one go).
 
 
 @runtime_checkable
@@ -594,11 +596,15 @@ class RollupJob:
         blocks, minutes, hours = await loop.run_in_executor(
             None, compute_window_sliced, data, start_ms, end_ms, self.max_gap_ms
         )
-        if blocks:
-            await self.store.write_blocks(blocks)
-        if minutes:
-            await self.store.write_rollups(Resolution.MINUTE, minutes)
-            await self.store.write_rollups(Resolution.HOUR, hours)
+        if isinstance(self.store, SealWrites):
+            if blocks or minutes:
+                await self.store.write_seal(blocks, minutes, hours)
+        else:
+            if blocks:
+                await self.store.write_blocks(blocks)
+            if minutes:
+                await self.store.write_rollups(Resolution.MINUTE, minutes)
+                await self.store.write_rollups(Resolution.HOUR, hours)
         if isinstance(data, RawWindow) and data.sealed_rows and isinstance(self.store, RawWindowArrays):
             await self.store.drop_sealed_raw(data.sealed_rows)  # its blocks hold them now
         results = {k: WindowResult(k, start_ms, end_ms, mode=mode) for k in group}

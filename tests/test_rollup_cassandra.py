@@ -250,3 +250,24 @@ async def test_rollup_selects_keep_chunks_and_read_rewritten_ones_again(cassandr
     now = await sel()
     assert cache.hits == hits + 7 and now["a"].last[6] == late.last[0] and now["b"].bit_equal(first["b"])
     assert len(now["a"]) == 499 and now["a"].last[7] == first["a"].last[7]
+
+
+async def test_write_seal_of_a_window_across_two_minute_chunks(cassandra_rollup):
+    """``write_seal`` sends a series' block with one of its 1m chunks of that day (one
+    partition key) and the other chunk alone: blocks and rollups read back as computed."""
+    from storage.rollup_job import RawWindow, compute_window
+
+    store = cassandra_rollup
+    start, end = T0 + 2 * HOUR_MS, T0 + 6 * HOUR_MS  # 4 h from 04:00: 1m chunks [00:00, 06:00) and [06:00, 12:00)
+    ts = np.arange(start, end, 15_000, dtype=np.int64)
+    ids = np.array([7_000_001, 7_000_002], dtype=np.int64)
+    vals = np.concatenate([np.cumsum(np.ones(ts.size)), np.sin(np.arange(ts.size))])
+    window = RawWindow(ids, np.array([0, ts.size, 2 * ts.size]), np.concatenate([ts, ts]), vals)
+    blocks, minutes, hours = compute_window(window, start, end)
+    await store.write_seal(blocks, minutes, hours)
+    for i, sid in enumerate(ids.tolist()):
+        b_ts, b_vals = await store.read_blocks(sid, start, end)
+        np.testing.assert_array_equal(b_ts, ts)
+        np.testing.assert_array_equal(b_vals.view(np.uint64), vals[i * ts.size : (i + 1) * ts.size].view(np.uint64))
+        assert (await store.read_rollup(Resolution.MINUTE, sid, start, end)).bit_equal(minutes[i].rollup)
+        assert (await store.read_rollup(Resolution.HOUR, sid, start, end)).bit_equal(hours[i].rollup)
