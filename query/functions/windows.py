@@ -83,12 +83,47 @@ def loop_windows(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, ok: np.ndarray, 
 def segmented_window_sums(
     v: np.ndarray, offsets: np.ndarray, lo: np.ndarray, hi: np.ndarray, ok: np.ndarray
 ) -> np.ndarray:
-    """Kahan-accurate window sums for (series, steps) windows of flat per-series arrays."""
+    """Kahan-accurate window sums for (series, steps) windows of flat per-series arrays: each
+    series' as ``window_sums`` gives it, bit for bit (its prefix sums, its rounding bound). The
+    prefix sums of every series at once when they fit a (series x longest) array (rollup rows
+    off their bucket grid: ``DenseGrid`` does not apply); the loop over series otherwise."""
+    n = len(offsets) - 1
+    counts = np.diff(offsets)
+    width = int(counts.max(initial=0))
+    if n > 1 and n * (width + 1) <= _SEGMENT_CELLS and np.isfinite(v).all():
+        return _segment_sums_at_once(v, offsets, counts, lo, hi, ok)
     out = np.zeros(lo.shape)
     for i in range(len(offsets) - 1):
         a, b = int(offsets[i]), int(offsets[i + 1])
         if b > a and ok[i].any():
             out[i] = window_sums(v[a:b], lo[i] - a, hi[i] - a, ok[i])
+    return out
+
+
+_SEGMENT_CELLS = 20_000_000
+
+
+def _segment_sums_at_once(
+    v: np.ndarray, offsets: np.ndarray, counts: np.ndarray, lo: np.ndarray, hi: np.ndarray, ok: np.ndarray
+) -> np.ndarray:
+    n, width = len(counts), int(counts.max(initial=0))
+    row = np.repeat(np.arange(n), counts)
+    col = np.arange(len(v)) - np.repeat(offsets[:-1], counts) + 1
+    cs = np.zeros((n, width + 1), dtype=LD)
+    cs[row, col] = v
+    acs = np.abs(cs)
+    np.cumsum(cs, axis=1, out=cs)
+    np.cumsum(acs, axis=1, out=acs)
+    base = offsets[:-1, None]
+    a = np.where(ok, lo - base, 0)
+    z = np.where(ok, hi - base, 0)
+    est = (np.take_along_axis(cs, z, axis=1) - np.take_along_axis(cs, a, axis=1)).astype(np.float64)
+    bound = (np.take_along_axis(acs, z, axis=1) * (counts[:, None] * 2 * _LD_EPS).astype(LD)).astype(np.float64)
+    out = np.where(ok, est, 0.0)
+    exact = ok & (bound > 1e-10 * np.abs(est))
+    for i in np.flatnonzero(exact.any(axis=1)).tolist():  # (cancellation: summed exactly)
+        s, e = int(offsets[i]), int(offsets[i + 1])
+        out[i, exact[i]] = window_sums(v[s:e], lo[i] - s, hi[i] - s, exact[i])[exact[i]]
     return out
 
 
