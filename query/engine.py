@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from common.gc_tuning import gc_paused
 from query import parse as P
 from query.budget import (
     BYTES_PER_POINT,
@@ -1024,7 +1025,8 @@ class Engine:
         self._estimate(ev, node, times, fetched=False)  # steps alone can be too many: before reading
         stats = QueryStats()
         t0 = time.monotonic()
-        await self._fetch(plans, deadline, stats)
+        with gc_paused():  # (see common.gc_tuning: reads and evaluation make many short-lived objects)
+            await self._fetch(plans, deadline, stats)
         stats.fetch_s = time.monotonic() - t0
         ev.fetched = plans
         ev.notes = sorted({n for p in plans.values() for n in p.notes})
@@ -1037,9 +1039,11 @@ class Engine:
             result = await self.isolator.run(lambda: self._evaluate(ev, node, times, instant, encode), deadline)
         elif stats.samples >= self.thread_threshold or est.cost >= THREAD_POINTS:
             # Keep the event loop responsive while a big query computes.
-            result = await asyncio.to_thread(self._evaluate, ev, node, times, instant, encode)
+            with gc_paused():
+                result = await asyncio.to_thread(self._evaluate, ev, node, times, instant, encode)
         else:
-            result = self._evaluate(ev, node, times, instant, encode)
+            with gc_paused():
+                result = self._evaluate(ev, node, times, instant, encode)
         stats.eval_s = time.monotonic() - t1
         self.last_stats = stats
         result.stats = stats

@@ -1,4 +1,4 @@
-"""The event-loop watchdog (common/loop_watchdog.py) and the startup-heap freeze (common/gc_tuning.py)."""
+"""The event-loop watchdog (common/loop_watchdog.py) and the garbage collector settings (common/gc_tuning.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 from prometheus_client import CollectorRegistry
 
-from common.gc_tuning import freeze_startup_heap
+from common.gc_tuning import freeze_startup_heap, gc_paused
 from common.loop_watchdog import LoopWatchdog, Stall
 
 
@@ -57,3 +57,23 @@ def test_freeze_keeps_the_startup_heap_out_of_collections() -> None:
         assert len(gc.get_objects()) < frozen  # what full collections still traverse
     finally:
         gc.unfreeze()
+
+
+def test_gc_paused_counts_overlapping_blocks_and_keeps_a_collector_turned_off_off() -> None:
+    assert gc.isenabled()
+    outer = gc_paused()
+    outer.__enter__()
+    inner = gc_paused()
+    inner.__enter__()
+    assert not gc.isenabled()
+    outer.__exit__(None, None, None)  # (overlapping, not nested: another query ended first)
+    assert not gc.isenabled()
+    inner.__exit__(None, None, None)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # whoever turned it off turns it on
+    finally:
+        gc.enable()
