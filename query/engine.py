@@ -1025,25 +1025,29 @@ class Engine:
         self._estimate(ev, node, times, fetched=False)  # steps alone can be too many: before reading
         stats = QueryStats()
         t0 = time.monotonic()
-        with gc_paused():  # (see common.gc_tuning: reads and evaluation make many short-lived objects)
+        pause = gc_paused()  # (common.gc_tuning: reads and evaluation make many short-lived objects)
+        with pause:
             await self._fetch(plans, deadline, stats)
-        stats.fetch_s = time.monotonic() - t0
-        ev.fetched = plans
-        ev.notes = sorted({n for p in plans.values() for n in p.notes})
-        est = self._estimate(ev, node, times)
-        t1 = time.monotonic()
-        if self.isolator is not None and est.cost > self.limits.isolate_points and ev.hist_lookup is None:
+            stats.fetch_s = time.monotonic() - t0
+            ev.fetched = plans
+            ev.notes = sorted({n for p in plans.values() for n in p.notes})
+            est = self._estimate(ev, node, times)
+            t1 = time.monotonic()
+            isolated = self.isolator is not None and est.cost > self.limits.isolate_points and ev.hist_lookup is None
+            if not isolated:
+                if stats.samples >= self.thread_threshold or est.cost >= THREAD_POINTS:
+                    # Keep the event loop responsive while a big query computes.
+                    result = await asyncio.to_thread(self._evaluate, ev, node, times, instant, encode)
+                else:
+                    result = self._evaluate(ev, node, times, instant, encode)
+                plans.clear()  # (the data read is freed here, before a collection could traverse it)
+                ev.fetched = plans
+        if isolated:
+            assert self.isolator is not None
             # Big or Python-loop heavy: a worker process that the deadline kills and whose
-            # memory is capped; the event loop only waits for its answer.
+            # memory is capped; the event loop only waits for its answer (collecting meanwhile).
             stats.isolated = True
             result = await self.isolator.run(lambda: self._evaluate(ev, node, times, instant, encode), deadline)
-        elif stats.samples >= self.thread_threshold or est.cost >= THREAD_POINTS:
-            # Keep the event loop responsive while a big query computes.
-            with gc_paused():
-                result = await asyncio.to_thread(self._evaluate, ev, node, times, instant, encode)
-        else:
-            with gc_paused():
-                result = self._evaluate(ev, node, times, instant, encode)
         stats.eval_s = time.monotonic() - t1
         self.last_stats = stats
         result.stats = stats
