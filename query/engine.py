@@ -405,32 +405,44 @@ def _flat_rows(rows: Rows, resolution: Resolution, names: tuple[str, ...] = AGGR
 
 
 class _JoinedColumns(_ColumnsOnRead):
-    """Aggregate columns ``names`` of several flat parts, reordered by ``order``, each built
-    only when first read."""
+    """Aggregate columns ``names`` of several flat parts, each part's rows placed at ``dest``,
+    each column built only when first read."""
 
-    def __init__(self, aggs: list[Mapping[str, np.ndarray]], order: np.ndarray, names: tuple[str, ...]) -> None:
+    def __init__(self, parts: list[tuple[Mapping[str, np.ndarray], np.ndarray]], n: int, names: tuple[str, ...]) -> None:
         super().__init__()
-        self._aggs, self._order, self._names = aggs, order, names
+        self._parts, self._n, self._names = parts, n, names
 
     def _column(self, name: str) -> np.ndarray:
-        joined: np.ndarray = np.concatenate([a[name] for a in self._aggs])[self._order]
-        return joined
+        out = np.empty(self._n)
+        for agg, dest in self._parts:
+            out[dest] = agg[name]
+        return out
 
 
 def _join_flats(parts: list[FlatSeries], names: tuple[str, ...]) -> FlatSeries:
     """Rollup rows of several flat parts as one, per series (by labels) the rows of the first
-    part, then the second's, ... (each part's rows newer than the previous part's)."""
+    part, then the second's, ... (each part's rows newer than the previous part's). Every row
+    is placed directly (no sort)."""
     labels = sorted({lab for f in parts for lab in f.labels})
     index = {lab: i for i, lab in enumerate(labels)}
-    owner = np.concatenate([
-        np.repeat(np.array([index[lab] for lab in f.labels], dtype=np.int64), np.diff(f.offsets)) for f in parts
-    ])
-    order = np.argsort(owner, kind="stable")
-    ts = np.concatenate([f.ts for f in parts])[order]
+    owners = [np.array([index[lab] for lab in f.labels], dtype=np.int64) for f in parts]
+    total = np.zeros(len(labels), dtype=np.int64)
+    for f, u in zip(parts, owners, strict=True):
+        total[u] += np.diff(f.offsets)
     offsets = np.zeros(len(labels) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum(np.bincount(owner, minlength=len(labels)))
-    agg = _JoinedColumns([f.agg for f in parts if f.agg is not None], order, names)
-    return FlatSeries(labels, ts, bucket_values(agg, len(ts)), offsets, agg)
+    np.cumsum(total, out=offsets[1:])
+    cursor = offsets[:-1].copy()
+    n = int(offsets[-1])
+    ts = np.empty(n, dtype=np.int64)
+    placed: list[tuple[Mapping[str, np.ndarray], np.ndarray]] = []
+    for f, u in zip(parts, owners, strict=True):
+        counts = np.diff(f.offsets)
+        dest = np.repeat(cursor[u] - f.offsets[:-1], counts) + np.arange(len(f.ts))
+        cursor[u] += counts
+        ts[dest] = f.ts
+        placed.append((f.agg if f.agg is not None else {}, dest))
+    agg = _JoinedColumns(placed, n, names)
+    return FlatSeries(labels, ts, bucket_values(agg, n), offsets, agg)
 
 
 def _at_last_sample(rows: Rows, resolution: Resolution, names: tuple[str, ...]) -> FlatSeries:
