@@ -65,6 +65,7 @@ from storage.rollup_job import (
     DEFAULT_WINDOW_MS,
     RawWindow,
     RollupRows,
+    RollupRowsList,
     SealedBlock,
 )
 from storage.schema import DEFAULT_TTLS_S, RAW_BUCKET_MS
@@ -82,6 +83,8 @@ RECENT_RAW_MS = DEFAULT_WINDOW_MS + DEFAULT_GRACE_MS
 BLOCK_LOOKBACK_MS = 6 * HOUR_MS  # blocks starting this long before a read's start are found
 BLOCK_READ_SERIES_CHUNK = 16  # series per block request (unpaged: <= 16 x 24 blocks)
 CHUNK_READ_SERIES = 16  # series per rollup chunk request (unpaged: <= 16 x 4 chunks, ~1.2 MB)
+# series per read of the chunks a seal merges into (one chunk each, unpaged: <= 64 x ~32 KB)
+SEAL_READ_SERIES = 64
 CHUNK_VERSION_SERIES = 100  # series per request of chunk keys and versions (~24 B a chunk)
 # A write batch of the seal: under Cassandra's default warnings (an unlogged batch over 10
 # partitions, a batch over 5 KiB), which the driver would log for every batch.
@@ -192,7 +195,7 @@ class CassandraRollupMixin:
                 }
                 out["blocks_read"].fetch_size = None  # bounded by BLOCK_READ_SERIES_CHUNK
                 for name in ("1m_chunks_get", "1h_chunks_get"):
-                    out[name].fetch_size = None  # bounded by CHUNK_READ_SERIES
+                    out[name].fetch_size = None  # bounded by SEAL_READ_SERIES
                 for name in ("1m_chunks_get", "1h_chunks_get", "1m_chunk_ins", "1h_chunk_ins"):
                     # A window's merge reads what the previous window wrote: quorum reads and
                     # writes overlap in a replica whatever the replication factor.
@@ -270,10 +273,10 @@ class CassandraRollupMixin:
 
         await self._bounded_steps([upsert(r) for r in requests])
 
-    async def _bounded_steps(self, steps: list[Callable[[], Awaitable[object]]]) -> None:
-        """Run idempotent steps, at most MAX_IN_FLIGHT at once; a step that times out is
+    async def _bounded_steps(self, steps: list[Callable[[], Awaitable[object]]], in_flight: int = MAX_IN_FLIGHT) -> None:
+        """Run idempotent steps, at most ``in_flight`` at once; a step that times out is
         run again from its start, with backoff."""
-        sem = asyncio.Semaphore(MAX_IN_FLIGHT)
+        sem = asyncio.Semaphore(in_flight)
 
         async def one(step: Callable[[], Awaitable[object]]) -> None:
             async with sem:
@@ -366,16 +369,25 @@ class CassandraRollupMixin:
         ps = await self._ps()
         key = "1m" if resolution is Resolution.MINUTE else "1h"
         get, ins = ps[f"{key}_chunks_get"], ps[f"{key}_chunk_ins"]
-        merged: dict[tuple[int, int], Rollup] = {}
-        for r in rows:  # (a series twice in ``rows``: the later rows win, as for upserts)
-            for start, part in chunks.split(resolution, r.rollup):
-                k = (r.series_id, start)
-                merged[k] = chunks.merge(merged[k], part) if k in merged else part
+        ids = [r.series_id for r in rows]
+        pieces: list[tuple[tuple[int, int], dict[str, bytes]]]
+        if len(set(ids)) == len(ids):  # (the job's rows: each series once) every chunk's columns at once
+            flat = (rows.flat, rows.bounds) if isinstance(rows, RollupRowsList) else None
+            pieces = [((ids[o], start), cols)
+                      for o, start, _, cols in chunks.encode_columns_many(resolution, [r.rollup for r in rows], flat)]
+        else:
+            merged: dict[tuple[int, int], Rollup] = {}
+            for r in rows:  # (a series twice in ``rows``: the later rows win, as for upserts)
+                for start, part in chunks.split(resolution, r.rollup):
+                    k = (r.series_id, start)
+                    merged[k] = chunks.merge(merged[k], part) if k in merged else part
+            pieces = [(k, chunks.encode_columns(resolution, k[1], part)) for k, part in merged.items()]
 
-        # What the chunks hold: one read per chunk start and CHUNK_READ_SERIES series (not one
-        # per series: the seal's requests are its cost), then one write per chunk.
+        # What the chunks hold: one read per chunk start and SEAL_READ_SERIES series (not one
+        # per series: the seal's requests are its cost; CHUNK_READS_IN_FLIGHT at once, for
+        # the node's buffers), then one write per chunk.
         by_start: dict[int, list[int]] = {}
-        for sid, start in merged:
+        for (sid, start), _ in pieces:
             by_start.setdefault(start, []).append(sid)
         there: dict[tuple[int, int], chunks.Payload] = {}
 
@@ -387,16 +399,17 @@ class CassandraRollupMixin:
 
             return run
 
-        await self._bounded_steps([read(start, sids[i : i + CHUNK_READ_SERIES])
-                                   for start, sids in by_start.items() for i in range(0, len(sids), CHUNK_READ_SERIES)])
+        await self._bounded_steps([read(start, sids[i : i + SEAL_READ_SERIES])
+                                   for start, sids in by_start.items() for i in range(0, len(sids), SEAL_READ_SERIES)],
+                                  CHUNK_READS_IN_FLIGHT)
         writes = []
-        for (sid, start), part in merged.items():
+        for (sid, start), cols in pieces:
             old = there.get((sid, start))
-            cols = chunks.encode_columns(resolution, start, part)
-            if old is not None:  # the window after the stored buckets joins their bytes (as on SQLite)
-                joined = chunks.append_columns(old, cols)
-                if joined is None:  # buckets among the stored ones (a rerun, late samples)
-                    joined = chunks.encode_columns(resolution, start, chunks.merge(chunks.decode_payload(start, old), part))
+            if old is not None:  # a window after, between or over the stored buckets splices their bytes
+                joined = chunks.splice_columns(old, cols)
+                if joined is None:  # stored buckets among the new ones (late samples): merged
+                    merged_part = chunks.merge(chunks.decode_payload(start, old), chunks.decode_payload(start, cols))
+                    joined = chunks.encode_columns(resolution, start, merged_part)
                 cols = joined
             writes.append((ins, (sid, _partition(resolution, start), start, b"", *(cols[c] for c in chunks.COLUMNS))))
         return writes

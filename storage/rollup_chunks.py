@@ -480,3 +480,28 @@ def append_columns(old: Payload, new: dict[str, bytes]) -> dict[str, bytes] | No
     if new_ts and int.from_bytes(new_ts[:8], "little", signed=True) <= int.from_bytes(old_ts[-8:], "little", signed=True):
         return None
     return {name: old[name] + new[name] for name in COLUMNS}
+
+
+def splice_columns(old: Payload, new: dict[str, bytes]) -> dict[str, bytes] | None:
+    """``merge`` of a stored chunk and newer buckets as column-form values, when every
+    stored bucket from the first to the last newer one is among the newer ones (a window
+    after or between the stored ones, or a rerun of one): the stored bytes before and after
+    them around the newer ones, column by column. None otherwise (then decode and ``merge``)."""
+    if not isinstance(old, dict) or any(name not in old for name in COLUMNS):
+        return None
+    old_raw, new_raw = old["ts"], new["ts"]
+    if not old_raw or not new_raw:
+        return new if not old_raw else None
+    if len(old_raw) % 8 or any(len(old[name]) != len(old_raw) for name in AGGREGATES):
+        return None
+    old_ts, new_ts = np.frombuffer(old_raw, dtype="<i8"), np.frombuffer(new_raw, dtype="<i8")
+    lo, hi = np.searchsorted(old_ts, [new_ts[0], new_ts[-1]], side="left").tolist()
+    if hi < old_ts.size and old_ts[hi] == new_ts[-1]:
+        hi += 1
+    inside = old_ts[lo:hi]
+    if inside.size and not (inside.size == new_ts.size and inside.tobytes() == new_raw) and not bool(
+        np.isin(inside, new_ts, assume_unique=True).all()
+    ):
+        return None
+    a, b = lo * 8, hi * 8
+    return {name: old[name][:a] + new[name] + old[name][b:] for name in COLUMNS}

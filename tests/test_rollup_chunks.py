@@ -71,6 +71,26 @@ def test_merge_keeps_both_and_the_newer_bucket_wins() -> None:
     assert m.last.tolist() == [old.last[0], new.last[0], new.last[1], old.last[2]]
 
 
+def test_splice_columns_is_merge_when_it_answers() -> None:
+    """A window after, between or over (a rerun) the stored buckets is spliced into their
+    bytes; stored buckets the newer range skips make it decline; what it gives is merge's."""
+    m = Resolution.MINUTE
+    stored = [T0 + i * MINUTE_MS for i in (0, 1, 2, 5, 6, 9)]
+    cases = {  # newer bucket minutes -> splices?
+        (10, 11): True, (3, 4): True, (5, 6): True, (4, 5, 6, 7): True, (0, 1, 2, 5, 6, 9): True,
+        (8,): True, (5, 7): False, (0, 2): False, (1, 5, 6): False,
+    }
+    old_cols = chunks.encode_columns(m, T0, rollup(stored, seed=1))
+    for minutes, splices in cases.items():
+        new = rollup([T0 + i * MINUTE_MS for i in minutes], seed=2)
+        got = chunks.splice_columns(old_cols, chunks.encode_columns(m, T0, new))
+        assert (got is not None) == splices, minutes
+        if got is not None:
+            assert got == chunks.encode_columns(m, T0, chunks.merge(rollup(stored, seed=1), new))
+    assert chunks.splice_columns({"ts": b""}, old_cols) is None  # not every column stored: decline
+    assert chunks.splice_columns(chunks.encode_columns(m, T0, Rollup.empty()), old_cols) == old_cols
+
+
 def test_read_series_joins_chunks_and_cuts_to_the_asked_range() -> None:
     a = rollup([T0 + i * MINUTE_MS for i in range(5)])
     b = rollup([T0 + 6 * HOUR_MS + i * MINUTE_MS for i in range(5)], seed=3)
