@@ -108,7 +108,8 @@ def _finish(labels: list, vals: np.ndarray, ok: np.ndarray, steps: int, keep_nam
         return InstantVector.empty(steps)
     if len(rows) < len(labels):
         ok, vals = ok[rows], vals[rows]
-    out = InstantVector([labels[i] for i in rows], np.where(ok, vals, 0.0), ok)
+        labels = [labels[i] for i in rows.tolist()]
+    out = InstantVector(list(labels), np.where(ok, vals, 0.0), ok)
     return out.with_drop(not keep_name)
 
 
