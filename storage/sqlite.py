@@ -906,11 +906,13 @@ class SQLiteStorage(Storage):
         fine = ordered & same
         by_width: dict[int, list[tuple[int, int, tuple[np.ndarray, np.ndarray], int]]] = {}
         others: dict[str, list[tuple[int, int, bytes]]] = {}
+        starts = [names[a] for a in edges[:-1]]
+        split = len(set(starts)) < len(starts)  # (a target's rows not in one run: never seen, but whole)
         for a, b in zip(edges[:-1], edges[1:], strict=False):
             cut = cuts[names[a]]
             lid = int(lids[a])
             got = cut.cols.get(lid)
-            if got is not None and cut.length != WHOLE_FRAME and fine[a + 1 : b].all():
+            if got is not None and cut.length != WHOLE_FRAME and not split and fine[a + 1 : b].all():
                 if got[1].size:
                     by_width.setdefault(cut.widths[lid], []).append((a, b, got, cut.first))
             else:
