@@ -19,7 +19,9 @@ after ``--warmup`` seconds (the cluster: ``--cluster-warmup``) it is measured fo
   (``prometheus_tsdb_head_samples_appended_total``, ``vm_rows_added_to_storage_total``,
   ``ringmon_scraper_samples_appended_total``: SQLite's writer stores before the next scrape,
   the cluster's batching writer stores or spools). Cluster mode: scraper and Cassandra
-  separately, and summed;
+  separately, and summed; Cassandra also net of its idle CPU rate, measured for
+  ``--cluster-idle`` seconds before any target (node up, schema made), and its CPU by JVM
+  thread group (``bench.procfs.thread_cpu_s``) in the window beside the idle rate;
 * samples served of those due in the window (every target scraped every interval: below 1,
   the system's scrapes fall behind) and samples stored of those served (below 1: it drops
   what it scraped; above 1 by the synthetic ``up``-style series each system adds per scrape);
@@ -65,7 +67,7 @@ from typing import TYPE_CHECKING, Protocol
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.procfs import proc_cpu_s, proc_status_kb  # noqa: E402 - after the path insert
+from bench.procfs import proc_cpu_s, proc_status_kb, thread_cpu_s  # noqa: E402 - after the path insert
 from common.entrypoint import stop_event  # noqa: E402
 from services.proc import free_port  # noqa: E402
 
@@ -281,6 +283,11 @@ class System(Protocol):
     def data_dir(self) -> Path: ...
 
 
+def thread_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds by thread group between two ``thread_cpu_s`` readings (threads started meanwhile count whole)."""
+    return {k: v - before.get(k, 0.0) for k, v in after.items()}
+
+
 def write_scrape_config(path: Path, ports: list[int], interval: float) -> None:
     """A Prometheus-format scrape config for the local targets (Prometheus and VictoriaMetrics read it)."""
     targets = ", ".join(f"'127.0.0.1:{p}'" for p in ports)
@@ -407,6 +414,9 @@ class RingmonCluster:
     zk: ZooKeeperServer | None = None
     node: CassandraNode | None = None
     scraper_url: str = ""
+    idle_s: float = 60.0  # the node's idle CPU is measured this long (schema made, no targets yet)
+    idle_cpu_s: float = math.nan
+    idle_threads: dict[str, float] = field(default_factory=dict)  # CPU seconds by thread group, idle
 
     def start(self, tmp: Path, ports: list[int], interval: float) -> None:
         import yaml
@@ -425,6 +435,11 @@ class RingmonCluster:
         node.wait_ready(400)
         subprocess.run([sys.executable, "-m", "cli.main", "storage", "init", "--port", str(cport)],
                        cwd=ROOT, check=True, capture_output=True, timeout=400)
+        if self.idle_s > 0 and node.pid is not None:  # the node's fixed CPU: up, schema made, no writes
+            c0, th0 = proc_cpu_s(node.pid), thread_cpu_s(node.pid)
+            time.sleep(self.idle_s)
+            self.idle_cpu_s = proc_cpu_s(node.pid) - c0
+            self.idle_threads = thread_delta(th0, thread_cpu_s(node.pid))
         self.cfg_path = tmp / "ringmon.yaml"
         self.cfg_path.write_text(yaml.safe_dump({
             "data_dir": str(tmp / "data"),
@@ -587,12 +602,17 @@ class Figures:
     query_ms: list[float]
     query_series: int
     extra: dict[str, float] = field(default_factory=dict)
+    window_s: float = 0.0
 
     @property
     def cpu_us_per_sample(self) -> float:
         return sum(self.cpu_s.values()) / self.stored * 1e6 if self.stored else math.nan
 
     def role_us_per_sample(self, role: str) -> float:
+        """A role's CPU per stored sample; ``cassandra_net``: Cassandra's net of its idle CPU rate."""
+        if role == "cassandra_net" and "cassandra_idle_cpu_per_s" in self.extra and self.window_s:
+            net = self.cpu_s["cassandra"] - self.extra["cassandra_idle_cpu_per_s"] * self.window_s
+            return net / self.stored * 1e6 if self.stored else math.nan
         return self.cpu_s[role] / self.stored * 1e6 if role in self.cpu_s and self.stored else math.nan
 
     def role_rss_kib_per_series(self, role: str) -> float:
@@ -639,6 +659,7 @@ ROWS: list[tuple[str, Callable[[Figures], float], str]] = [
     ("CPU per stored sample, us", lambda f: f.cpu_us_per_sample, "{:.2f}"),
     ("  of which scraper (cluster)", lambda f: f.role_us_per_sample("scraper"), "{:.2f}"),
     ("  of which Cassandra (cluster)", lambda f: f.role_us_per_sample("cassandra"), "{:.2f}"),
+    ("    Cassandra net of its idle CPU (cluster)", lambda f: f.role_us_per_sample("cassandra_net"), "{:.2f}"),
     ("samples served of those due (scrapes kept up)", lambda f: f.served_of_due, "{:.3f}"),
     ("samples stored of those served", lambda f: f.stored_of_served, "{:.3f}"),
     ("peak RSS, MiB", lambda f: f.rss_mib, "{:.0f}"),
@@ -695,17 +716,21 @@ def served_samples(control: int) -> float:
 
 def measure(system: System, tmp: Path, ports: list[int], control: int, args: argparse.Namespace) -> Figures:
     print(f"-- {system.name}: starting in {tmp}", flush=True)
+    if isinstance(system, RingmonCluster):
+        system.idle_s = args.cluster_idle
     try:
         system.start(tmp, ports, args.interval)
         wait_until(lambda: system.samples_stored() > 0, 60 + 3 * args.interval, f"{system.name}: first samples")
         time.sleep(args.cluster_warmup if isinstance(system, RingmonCluster) else args.warmup)
         pids = system.pids()
         cpu0 = {r: proc_cpu_s(p) for r, p in pids.items()}
+        th0 = thread_cpu_s(pids["cassandra"]) if "cassandra" in pids else {}
         stored0, served0, t0 = system.samples_stored(), served_samples(control), time.time()
         print(f"   warm; measuring {args.window:g}s", flush=True)
         time.sleep(args.window)
         cpu1 = {r: proc_cpu_s(p) for r, p in pids.items()}
         stored1, served1, t1 = system.samples_stored(), served_samples(control), time.time()
+        threads = thread_delta(th0, thread_cpu_s(pids["cassandra"])) if "cassandra" in pids else {}
         rss = {r: proc_status_kb("VmHWM", str(p)) for r, p in pids.items()}
         if hasattr(system, "before_query"):
             system.before_query()
@@ -718,7 +743,7 @@ def measure(system: System, tmp: Path, ports: list[int], control: int, args: arg
                   cpu_s={r: cpu1[r] - cpu0[r] for r in pids}, stored=stored1 - stored0, served=served1 - served0,
                   due=len(ports) * args.series * (t1 - t0) / args.interval,
                   stored_total=stored_total, peak_rss_kb=rss, disk_bytes=du_bytes(system.data_dir()),
-                  query_ms=[ms for ms, _ in runs], query_series=runs[-1][1], extra=extra)
+                  query_ms=[ms for ms, _ in runs], query_series=runs[-1][1], extra=extra, window_s=t1 - t0)
     print(f"   CPU {sum(fig.cpu_s.values()):.1f}s for {fig.stored:,.0f} samples stored of {fig.served:,.0f} served "
           f"({fig.cpu_us_per_sample:.2f} us/sample); peak RSS {fig.rss_mib:.0f} MiB; "
           f"{fig.disk_bytes / 2**20:.1f} MiB on disk for {fig.stored_total:,.0f} samples; "
@@ -728,7 +753,24 @@ def measure(system: System, tmp: Path, ports: list[int], control: int, args: arg
              f"{extra['block_bytes'] / max(extra['samples_sealed'], 1):.2f} bytes/sample in blocks, "
              f"{fig.raw_bytes_per_sample:.2f} raw bytes/sample on disk"
              if "seal_cpu_s" in extra else ""), flush=True)
+    if isinstance(system, RingmonCluster) and not math.isnan(system.idle_cpu_s):
+        fig.extra["cassandra_idle_cpu_per_s"] = idle = system.idle_cpu_s / system.idle_s
+        print(cassandra_split(fig, idle, t1 - t0, threads, system.idle_threads, system.idle_s), flush=True)
     return fig
+
+
+def cassandra_split(fig: Figures, idle_per_s: float, window_s: float, threads: dict[str, float],
+                    idle_threads: dict[str, float], idle_s: float, top: int = 10) -> str:
+    """The Cassandra node's CPU per sample, gross and net of its idle rate, and its thread groups' CPU
+    per second in the window beside their idle rate: the node's fixed CPU against its work per write."""
+    lines = [f"   Cassandra: {fig.role_us_per_sample('cassandra'):.2f} us/sample gross; idle {idle_per_s:.3f} CPU-s/s "
+             f"(over {idle_s:g}s, schema made, no targets) -> {fig.role_us_per_sample('cassandra_net'):.2f} "
+             f"us/sample net of idle",
+             "   Cassandra CPU by thread group, CPU-ms per second: window | idle"]
+    for name in sorted(threads, key=lambda k: -threads[k])[:top]:
+        lines.append(f"     {name:<32} {threads[name] / window_s * 1e3:8.1f} | "
+                     f"{idle_threads.get(name, 0.0) / idle_s * 1e3:8.1f}")
+    return "\n".join(lines)
 
 
 def load_text() -> str:
@@ -787,6 +829,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cluster-warmup", type=float, default=240.0,
                    help="seconds before the cluster's window: a scraper's first minutes write every new series' "
                         "index rows (bench/load.py: 4 min at 10,000 samples/s)")
+    p.add_argument("--cluster-idle", type=float, default=60.0,
+                   help="seconds the Cassandra node's idle CPU is measured (up, schema made, no targets; 0: not)")
     p.add_argument("--systems", default="prometheus,victoriametrics,ringmon,ringmon-cluster",
                    help="comma-separated, run in this order: " + ", ".join(SYSTEMS))
     args = p.parse_args(argv)

@@ -17,12 +17,14 @@ from pathlib import Path
 from bench.peers import (
     Figures,
     TargetBody,
+    cassandra_split,
     du_bytes,
     metric_sum,
     node_series,
     ratio,
     stop_process,
     table,
+    thread_delta,
 )
 from bench.procfs import proc_cpu_s, proc_status_kb
 from scraper.exposition import parse
@@ -100,6 +102,20 @@ def test_table_prints_each_figure_and_the_ratio_to_prometheus() -> None:
     # Prometheus has no seal: its cell and the ratio are "-"
     assert rows["rollup seal CPU per sample, us"].endswith("| - | 1.00 | - |")
     assert math.isnan(ratio(1.0, 0.0)) and math.isnan(ratio(math.nan, 1.0))
+
+
+def test_cassandra_figure_net_of_its_idle_rate_and_by_thread_group() -> None:
+    fig = Figures(system="Ringmon cluster", series=1000, cpu_s={"scraper": 1.0, "cassandra": 3.0}, stored=1e6,
+                  served=1e6, due=1e6, stored_total=1e6, peak_rss_kb={}, disk_bytes=0, query_ms=[], query_series=0,
+                  extra={"cassandra_idle_cpu_per_s": 0.01}, window_s=100.0)
+    assert fig.role_us_per_sample("cassandra") == 3.0
+    assert math.isclose(fig.role_us_per_sample("cassandra_net"), 2.0)  # 3 s less 100 s at 10 ms/s
+    assert thread_delta({"GC Thread": 1.0}, {"GC Thread": 1.5, "ReadStage": 0.2}) == {"GC Thread": 0.5, "ReadStage": 0.2}
+    out = cassandra_split(fig, 0.01, 100.0, {"Native-Transport-Requests": 2.0, "GC Thread": 1.0}, {"GC Thread": 0.5}, 50.0)
+    assert "3.00 us/sample gross" in out and "2.00 us/sample net of idle" in out
+    lines = out.splitlines()
+    assert "Native-Transport-Requests" in lines[2] and lines[2].rstrip().endswith("20.0 |      0.0")
+    assert lines[3].rstrip().endswith("10.0 |     10.0")
 
 
 def test_target_server_serves_bodies_and_counts_samples() -> None:
