@@ -136,24 +136,62 @@ def _text_set(values: frozenset[str]) -> bytes:
     return b"".join(parts)
 
 
-# CQL encodings of index rows (values in the order of the statement's bind markers).
-def _enc_series(r: tuple) -> list[bytes]:
-    return [r[0].encode(), _text_set(r[1]), r[2].encode(), _I4.pack(r[3]), _I2.pack(r[4]), _I8.pack(r[5])]
+class _RowEncoder:
+    """CQL encodings of index rows (values in the order of the statement's bind markers), each
+    distinct text or number encoded once per ``_index_statements`` call: a warm-up write's rows
+    repeat their metric, bucket, label names and values and series ids, and six new bytes
+    objects per posting row were most of a scraper's heap peak while it indexed (#20)."""
+
+    __slots__ = ("_text", "_i2", "_i4", "_i8", "_sets")
+
+    def __init__(self) -> None:
+        self._text: dict[str, bytes] = {}
+        self._i2: dict[int, bytes] = {}
+        self._i4: dict[int, bytes] = {}
+        self._i8: dict[int, bytes] = {}
+        self._sets: dict[frozenset[str], bytes] = {}
+
+    def text(self, v: str) -> bytes:
+        b = self._text.get(v)
+        if b is None:
+            b = self._text[v] = v.encode()
+        return b
+
+    def i2(self, v: int) -> bytes:
+        b = self._i2.get(v)
+        if b is None:
+            b = self._i2[v] = _I2.pack(v)
+        return b
+
+    def i4(self, v: int) -> bytes:
+        b = self._i4.get(v)
+        if b is None:
+            b = self._i4[v] = _I4.pack(v)
+        return b
+
+    def i8(self, v: int) -> bytes:
+        b = self._i8.get(v)
+        if b is None:
+            b = self._i8[v] = _I8.pack(v)
+        return b
+
+    def series(self, r: tuple) -> list[bytes]:
+        ts = self._sets.get(r[1])
+        if ts is None:
+            ts = self._sets[r[1]] = _text_set(r[1])
+        return [r[0].encode(), ts, self.text(r[2]), self.i4(r[3]), self.i2(r[4]), self.i8(r[5])]
+
+    def posting(self, r: tuple) -> list[bytes]:
+        return [self.text(r[0]), self.i4(r[1]), self.text(r[2]), self.i2(r[3]), self.text(r[4]), self.i8(r[5])]
+
+    def label_value(self, r: tuple) -> list[bytes]:
+        return [self.i4(r[0]), self.text(r[1]), self.i2(r[2]), self.text(r[3])]
+
+    def label_name(self, r: tuple) -> list[bytes]:
+        return [self.i4(r[0]), self.text(r[1])]
 
 
-def _enc_posting(r: tuple) -> list[bytes]:
-    return [r[0].encode(), _I4.pack(r[1]), r[2].encode(), _I2.pack(r[3]), r[4].encode(), _I8.pack(r[5])]
-
-
-def _enc_label_value(r: tuple) -> list[bytes]:
-    return [_I4.pack(r[0]), r[1].encode(), _I2.pack(r[2]), r[3].encode()]
-
-
-def _enc_label_name(r: tuple) -> list[bytes]:
-    return [_I4.pack(r[0]), r[1].encode()]
-
-
-_ENCODERS: dict[bytes, Callable[[tuple], list[bytes]]] = {}  # prepared query id -> encoder, filled by _prepare
+_ENCODERS: dict[bytes, str] = {}  # prepared query id -> its _RowEncoder method, filled by _prepare
 
 
 # -- columnar result decoding ------------------------------------------------------------------
@@ -427,10 +465,10 @@ class CassandraStorage(Storage):
         for ps in self.ps_index.values():
             ps["post_eq_probe"].fetch_size = None  # bounded by its LIMIT: see _posting_ids
             for key, enc in (
-                ("series_ins", _enc_series),
-                ("post_ins", _enc_posting),
-                ("lv_ins", _enc_label_value),
-                ("ln_ins", _enc_label_name),
+                ("series_ins", "series"),
+                ("post_ins", "posting"),
+                ("lv_ins", "label_value"),
+                ("ln_ins", "label_name"),
             ):
                 _ENCODERS[ps[key].query_id] = enc
         self.ps_insert_raw.consistency_level = self.consistency
@@ -790,6 +828,7 @@ class CassandraStorage(Storage):
                     in_bucket = None
                 marked = self._indexed.get((s, bucket))
                 done = set() if marked is None else set(def_ids[marked.contains(target, def_ids)].tolist())
+                ix_ids: list[int] = []
                 for sid, series in defs.items():
                     if sid in done or (in_bucket is not None and sid not in in_bucket):
                         continue
@@ -822,12 +861,23 @@ class CassandraStorage(Storage):
                                 groups[key] = (ps_ln, [])
                             groups[key][1].append((bucket, name))
                             marks.append(("ln", ln_key))
-                    marks.append(("ix", (s, bucket), sid, target))
+                    ix_ids.append(sid)
+                if ix_ids:
+                    marks.append(("ix", (s, bucket), target, ix_ids))
+        stmts, series_rows = self._index_batches(groups)
+        return stmts, series_rows, marks
+
+    def _index_batches(
+        self, groups: dict[tuple, tuple[PreparedStatement, list[tuple]]]
+    ) -> tuple[list[BatchStatement], list[BatchStatement]]:
+        """The index rows of each partition in unlogged batches, values pre-serialised; the
+        ``series_<level>`` rows (groups keyed "s") apart."""
         stmts: list[BatchStatement] = []
         series_rows: list[BatchStatement] = []
+        encoder = _RowEncoder()
         for key, (ps, rows) in groups.items():
             rows = list(dict.fromkeys(rows))  # the same label value twice in one call
-            enc = _ENCODERS[ps.query_id]
+            enc = getattr(encoder, _ENCODERS[ps.query_id])
             for lo_i in range(0, len(rows), MAX_ROWS_PER_BATCH):
                 chunk = rows[lo_i : lo_i + MAX_ROWS_PER_BATCH]
                 b = BatchStatement(BatchType.UNLOGGED, consistency_level=self.consistency)
@@ -837,13 +887,13 @@ class CassandraStorage(Storage):
                 for row in chunk[1:]:
                     out.append((True, qid, enc(row)))
                 (series_rows if key[0] == "s" else stmts).append(b)
-        return stmts, series_rows, marks
+        return stmts, series_rows
 
     def _commit_marks(self, marks: list) -> None:
         indexed: dict[tuple[tuple[str, int], str], list[int]] = {}
         for m in marks:
             if m[0] == "ix":
-                indexed.setdefault((m[1], m[3]), []).append(m[2])
+                indexed.setdefault((m[1], m[2]), []).extend(m[3])
             elif m[0] == "lv":
                 self._label_values_done.add(m[1])
             else:
