@@ -89,6 +89,9 @@ DEFAULT_GRACE_MS = 5 * MINUTE_MS
 # trusting a block over a late hour's rows, so a resealed block is trusted by reads.
 DEFAULT_LATE_SETTLE_MS = 15 * MINUTE_MS
 JOB_NAME = "rollup"
+# The longest span a fresh pass reads for several shards at once through ``FreshGroups``
+# (unless ``fresh_every_ms`` is longer): at 100,000 series every 5 s, 10 minutes are 12 M samples.
+FRESH_GROUP_SPAN_MS = 10 * MINUTE_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +183,21 @@ class RawWindowGroups(Protocol):
     async def read_raw_window_group(
         self, group: Sequence[int], shards: int, start_ms: int, end_ms: int
     ) -> RawWindow:
+        """What ``read_raw_window_arrays`` gives for each shard of ``group``, as one
+        ``RawWindow`` (no ``sealed_rows``)."""
+        ...
+
+
+@runtime_checkable
+class FreshGroups(Protocol):
+    """Optional for a ``RollupStore`` without ``RawWindowGroups``: the *fresh pass* of several
+    shards read at once, while seals stay one shard at a time (SQLite: a scrape frame holds
+    every shard's series of its target, so one read decodes each frame once and one write
+    transaction takes every shard's minutes, not 16 of each a minute - issue #20; a seal names
+    the raw rows it drops, and a window of every shard at once would be held in memory).
+    With it the job leases up to ``shards_at_once`` shards together, as with group reads."""
+
+    async def read_fresh_group(self, group: Sequence[int], shards: int, start_ms: int, end_ms: int) -> RawWindow:
         """What ``read_raw_window_arrays`` gives for each shard of ``group``, as one
         ``RawWindow`` (no ``sealed_rows``)."""
         ...
@@ -636,18 +654,27 @@ class RollupJob:
         self, group: Sequence[int], start_ms: int, end_ms: int, seal_from_ms: int | None = None
     ) -> Sequence[SeriesData] | RawWindow:
         if len(group) > 1:
-            if not isinstance(self.store, RawWindowGroups):
-                raise TypeError("a store without group reads works one shard at a time")
-            return await self.store.read_raw_window_group(group, self.shards, start_ms, end_ms)
+            if isinstance(self.store, RawWindowGroups):
+                return await self.store.read_raw_window_group(group, self.shards, start_ms, end_ms)
+            if seal_from_ms is None and isinstance(self.store, FreshGroups):
+                return await self.store.read_fresh_group(group, self.shards, start_ms, end_ms)
+            raise TypeError("a store without group reads works one shard at a time")
         if isinstance(self.store, RawWindowArrays):
             return await self.store.read_raw_window_arrays(group[0], self.shards, start_ms, end_ms, seal_from_ms)
         return await self.store.read_raw_window(group[0], self.shards, start_ms, end_ms)
 
     def _group_size(self) -> int:
         """Shards leased and worked at once: several only with a store that reads them at once."""
-        if not isinstance(self.store, RawWindowGroups):
+        if not isinstance(self.store, (RawWindowGroups, FreshGroups)):
             return 1
         return self.shards_at_once or self.shards
+
+    def _seal_groups(self, group: Sequence[int]) -> list[list[int]]:
+        """``group`` as the groups sealed at once: one, or one per shard for a store whose group
+        reads serve the fresh pass only (``FreshGroups``)."""
+        if len(group) > 1 and not isinstance(self.store, RawWindowGroups):
+            return [[k] for k in group]
+        return [list(group)]
 
     async def _lease_groups(self, order: Sequence[int]) -> AsyncGenerator[list[int], None]:
         """Groups of up to ``_group_size`` shards of ``order`` this copy could lease, each
@@ -742,17 +769,18 @@ class RollupJob:
                     active.discard(k)
             if not group:
                 continue
-            try:
-                done += await self.process_windows(group, start)
-            except Exception:
-                self.metrics.errors.inc()
-                log.exception("rollup of shard(s) %s window %d failed; will retry", ",".join(map(str, group)), start)
-                active.difference_update(group)
-                continue
-            for k in group:
-                ckpts[k] += self.window_ms
-                count[k] += 1
-                await self.store.set_checkpoint(self.job, k, ckpts[k])
+            for sealed in self._seal_groups(group):
+                try:
+                    done += await self.process_windows(sealed, start)
+                except Exception:
+                    self.metrics.errors.inc()
+                    log.exception("rollup of shard(s) %s window %d failed; will retry", ",".join(map(str, sealed)), start)
+                    active.difference_update(sealed)
+                    continue
+                for k in sealed:
+                    ckpts[k] += self.window_ms
+                    count[k] += 1
+                    await self.store.set_checkpoint(self.job, k, ckpts[k])
 
     @property
     def late_cursor_job(self) -> str:
@@ -856,8 +884,13 @@ class RollupJob:
         size = self._group_size()
         out = []
         for (start, until), ready in sorted(spans.items()):
-            for i in range(0, len(ready), size):
-                out += await self._fresh_minutes(ready[i : i + size], start, until)
+            # With group reads for the fresh pass only (``FreshGroups``), a long span (a first
+            # pass after a start: up to a window) goes shard by shard, not every shard's samples
+            # in memory at once.
+            long = until - start > max(self.fresh_every_ms, FRESH_GROUP_SPAN_MS)
+            step = 1 if long and not isinstance(self.store, RawWindowGroups) else size
+            for i in range(0, len(ready), step):
+                out += await self._fresh_minutes(ready[i : i + step], start, until)
         return out
 
     async def _fresh_minutes(self, group: Sequence[int], start: int, until: int) -> list[WindowResult]:
@@ -865,8 +898,14 @@ class RollupJob:
         t0 = time.monotonic()
         key = tuple(group)
         kept = self._fresh_carry.pop(key, None)
-        for other in [g for g in self._fresh_carry if set(g) & set(group)]:
-            del self._fresh_carry[other]  # these shards grouped otherwise before: not this group's carry
+        others = [g for g in self._fresh_carry if set(g) & set(group)]
+        parts = [self._fresh_carry.pop(g) for g in others]  # these shards grouped otherwise before
+        if kept is None and parts and all(u == start for u, _ in parts) and set().union(*others) == set(group):
+            # (shard by shard after a start, together since: their carries joined are the group's)
+            joined = parts[0][1]
+            for _, w in parts[1:]:
+                joined = with_carry(w, joined)
+            kept = (start, joined)
         carry = kept[1] if kept is not None and kept[0] == start else None
         try:
             data = await self._read_window(group, start if carry is not None else start - self.max_gap_ms, until)
@@ -956,9 +995,10 @@ class RollupJob:
                         await asyncio.sleep(0.5)
                     group.append(shard)
                 for start in starts:
-                    done += await self.process_windows(group, start, mode="backfill")
-                    if progress is not None:
-                        progress.update(len(group))
+                    for sealed in self._seal_groups(group):
+                        done += await self.process_windows(sealed, start, mode="backfill")
+                        if progress is not None:
+                            progress.update(len(sealed))
             finally:
                 for shard in group:
                     await self.lease.release(shard)

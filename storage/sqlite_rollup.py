@@ -111,8 +111,8 @@ _INSERT_CHUNK = (
 )
 
 
-# ``series_id % shards == shard`` as Python computes it for negative ids (params: shards, shards, shards, shard).
-_IN_SHARD = "((series_id % ?) + ?) % ? = ?"
+# ``series_id % shards`` as Python computes it for negative ids (params: shards, shards, shards).
+_SHARD_OF = "((series_id % ?) + ?) % ?"
 _NONE = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
 # How long one scan of the series index serves the window reads of every shard (see
 # ``SQLiteRollupMixin._index_series``), unless this store adds index rows meanwhile.
@@ -222,52 +222,70 @@ class SQLiteRollupMixin:
             if head is not None:
                 await self.transpose_frames(end_ms)  # type: ignore[attr-defined]
 
-        def run(con: sqlite3.Connection) -> RawWindow:
-            own = not con.in_transaction
+        return await self.run_read(
+            lambda con: self._read_window_sync(con, (shard,), shards, start_ms, end_ms, seal_from_ms)
+        )
+
+    async def read_fresh_group(self, group: Sequence[int], shards: int, start_ms: int, end_ms: int) -> RawWindow:
+        """``read_raw_window_arrays`` of several shards at once (``storage.rollup_job.FreshGroups``):
+        the fresh pass reads each target's frames once for all of them, not once per shard."""
+        await self._ensure_rollup_schema()
+        return await self.run_read(lambda con: self._read_window_sync(con, group, shards, start_ms, end_ms, None))
+
+    def _read_window_sync(
+        self, con: sqlite3.Connection, group: Sequence[int], shards: int, start_ms: int, end_ms: int,
+        seal_from_ms: int | None,
+    ) -> RawWindow:
+        """The window of the shards of ``group`` in one read transaction (one snapshot for the
+        samples and the raw rows a seal records)."""
+        own = not con.in_transaction
+        if own:
+            con.execute("BEGIN")
+        try:
+            return self._read_window_in(con, group, shards, start_ms, end_ms, seal_from_ms)
+        finally:
             if own:
-                con.execute("BEGIN")  # one snapshot for the samples and the rows recorded
-            try:
-                return read(con)
-            finally:
-                if own:
-                    con.execute("COMMIT")
+                con.execute("COMMIT")
 
-        def read(con: sqlite3.Connection) -> RawWindow:
-            d0, d1 = start_ms // DAY_MS, (end_ms - 1) // DAY_MS
-            ids = set(self._index_series(con, d0, d1, shards).get(shard, _NONE[0]).tolist())
-            # Series whose rows retention dropped with their day index still have blocks.
-            ids.update(
-                sid
-                for (sid,) in con.execute(
-                    f"SELECT series_id FROM raw_blocks WHERE start_ts > ? AND start_ts < ? AND {_IN_SHARD}",
-                    (start_ms - DAY_MS, end_ms, shards, shards, shards, shard),
-                )
+    def _read_window_in(
+        self, con: sqlite3.Connection, group: Sequence[int], shards: int, start_ms: int, end_ms: int,
+        seal_from_ms: int | None,
+    ) -> RawWindow:
+        d0, d1 = start_ms // DAY_MS, (end_ms - 1) // DAY_MS
+        by_shard = self._index_series(con, d0, d1, shards)
+        ids = {sid for shard in group for sid in by_shard.get(shard, _NONE[0]).tolist()}
+        # Series whose rows retention dropped with their day index still have blocks.
+        ids.update(
+            sid
+            for (sid,) in con.execute(
+                f"SELECT series_id FROM raw_blocks WHERE start_ts > ? AND start_ts < ?"
+                f" AND {_SHARD_OF} IN ({','.join('?' * len(group))})",
+                (start_ms - DAY_MS, end_ms, shards, shards, shards, *group),
             )
-            order = sorted(ids)
-            samples = self.raw_samples(con, order, start_ms, end_ms)
-            sealed: list[tuple[int, int, int]] = []
-            if seal_from_ms is not None:
-                for i in range(0, len(order), IN_LIST):
-                    part = order[i : i + IN_LIST]
-                    sealed += con.execute(
-                        "SELECT series_id, start_ts, length(data) FROM raw_chunks"
-                        f" WHERE series_id IN ({','.join('?' * len(part))}) AND start_ts >= ? AND start_ts < ?",
-                        (*part, seal_from_ms, end_ms),
-                    ).fetchall()
-            kept = [sid for sid in order if sid in samples]
-            bounds = np.zeros(len(kept) + 1, dtype=np.int64)
-            np.cumsum([samples[sid][0].size for sid in kept], out=bounds[1:])
-            if not kept:
-                return RawWindow(np.zeros(0, dtype=np.int64), bounds, *_NONE, sealed_rows=sealed)
-            return RawWindow(
-                np.array(kept, dtype=np.int64),
-                bounds,
-                np.concatenate([samples[sid][0] for sid in kept]).astype(np.int64, copy=False),
-                np.concatenate([samples[sid][1] for sid in kept]).astype(np.float64, copy=False),
-                sealed_rows=sealed,
-            )
-
-        return await self.run_read(run)
+        )
+        order = sorted(ids)
+        samples = self.raw_samples(con, order, start_ms, end_ms)
+        sealed: list[tuple[int, int, int]] = []
+        if seal_from_ms is not None:
+            for i in range(0, len(order), IN_LIST):
+                part = order[i : i + IN_LIST]
+                sealed += con.execute(
+                    "SELECT series_id, start_ts, length(data) FROM raw_chunks"
+                    f" WHERE series_id IN ({','.join('?' * len(part))}) AND start_ts >= ? AND start_ts < ?",
+                    (*part, seal_from_ms, end_ms),
+                ).fetchall()
+        kept = [sid for sid in order if sid in samples]
+        bounds = np.zeros(len(kept) + 1, dtype=np.int64)
+        np.cumsum([samples[sid][0].size for sid in kept], out=bounds[1:])
+        if not kept:
+            return RawWindow(np.zeros(0, dtype=np.int64), bounds, *_NONE, sealed_rows=sealed)
+        return RawWindow(
+            np.array(kept, dtype=np.int64),
+            bounds,
+            np.concatenate([samples[sid][0] for sid in kept]).astype(np.int64, copy=False),
+            np.concatenate([samples[sid][1] for sid in kept]).astype(np.float64, copy=False),
+            sealed_rows=sealed,
+        )
 
     def _index_series(self, con: sqlite3.Connection, d0: int, d1: int, shards: int) -> dict[int, np.ndarray]:
         """Per shard, the series with index rows (``series_day``) in days ``d0``..``d1``.

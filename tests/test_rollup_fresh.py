@@ -91,7 +91,7 @@ async def test_fresh_minutes_follow_the_open_window_and_the_seal_replaces_them(s
 
     clock.now += 10 * MINUTE_MS  # the next pass goes on from where this one stopped
     starts: list[int] = []  # and reads from there: the samples before come from the pass before
-    for name in ("read_raw_window_arrays", "read_raw_window_group"):
+    for name in ("read_raw_window_arrays", "read_raw_window_group", "read_fresh_group"):
         if hasattr(store, name):
             def spy(*args, _read=getattr(store, name), **kw):
                 starts.append(args[2])
@@ -100,7 +100,7 @@ async def test_fresh_minutes_follow_the_open_window_and_the_seal_replaces_them(s
     try:
         await job.run_once()
     finally:
-        for name in ("read_raw_window_arrays", "read_raw_window_group"):
+        for name in ("read_raw_window_arrays", "read_raw_window_group", "read_fresh_group"):
             store.__dict__.pop(name, None)
     assert starts and set(starts) == {until}
     assert {(r.start_ms, r.end_ms) for r in job.fresh_done} == {(until, until + 10 * MINUTE_MS)}
