@@ -43,7 +43,8 @@ raw exactly as the window's seal will compute them and written as provisional ch
 and builds the rest from raw samples; with them it reads raw samples for the last few
 minutes only. The seal replaces them with the final buckets (equal unless samples arrived
 later than the grace). Cost: each fresh pass reads the shard's raw samples since the last
-one, through ``read_raw_window`` (shards leased together at once), so at large scale raise
+one, through ``read_raw_window`` (shards leased together at once; with ``FreshGroups``,
+SQLite, the fresh pass alone, up to ``FRESH_GROUP_SPAN_MS`` at once), so at large scale raise
 ``fresh_every_ms``; the 5-minute counter lookback only on a copy's first pass of a group of
 shards: after it, each series' last sample before the pass's start comes from the pass
 before (``fresh_carry``: the same minutes unless samples arrived later than the grace).
@@ -55,10 +56,10 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Protocol, TextIO, cast, runtime_checkable
+from typing import Any, Protocol, TextIO, cast, runtime_checkable
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -346,11 +347,36 @@ def _time_ordered(ts: np.ndarray, vals: np.ndarray, bounds: np.ndarray) -> tuple
 class RollupRowsList(list[RollupRows]):
     """``RollupRows`` of many series that also keeps their buckets as the one Rollup they are
     slices of (``flat``; item ``i`` is rows ``bounds[i]:bounds[i + 1]``), so a store writes
-    them without joining them again (``storage.rollup_chunks.encode_columns_many``)."""
+    them without joining them again (``storage.rollup_chunks.encode_columns_many``).
+
+    A *lazy* one (``_rollup_rows(lazy=True)``, the fresh pass's) makes its items on the first
+    iteration or indexing: a store that takes ``flat`` (SQLite) never needs them, and making
+    one per series was most of a 100,000-series fresh pass's computation (issue #20)."""
 
     flat: Rollup
     bounds: np.ndarray
     ids: np.ndarray  # item ``i``'s series id
+    _lazy: bool = False
+
+    def _make_items(self) -> None:
+        if self._lazy:
+            self._lazy = False
+            cols = [self.flat.timestamps, *(getattr(self.flat, n) for n in AGGREGATES)]
+            b = self.bounds.tolist()
+            super().extend(
+                RollupRows(sid, Rollup(*(c[b[i] : b[i + 1]] for c in cols))) for i, sid in enumerate(self.ids.tolist())
+            )
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0]) if self._lazy else super().__len__()
+
+    def __iter__(self) -> Iterator[RollupRows]:
+        self._make_items()
+        return super().__iter__()
+
+    def __getitem__(self, i: Any) -> Any:
+        self._make_items()
+        return super().__getitem__(i)
 
 
 def _shard_counts(rows: Sequence[RollupRows], shards: int) -> tuple[list[int], list[int]]:
@@ -372,19 +398,17 @@ def _points(rows: Sequence[RollupRows]) -> int:
     return len(rows.flat) if isinstance(rows, RollupRowsList) else sum(len(r.rollup) for r in rows)
 
 
-def _rollup_rows(ids: np.ndarray, rollup: Rollup, bounds: np.ndarray) -> RollupRowsList:
-    """Per series (those with buckets) its slice of many series' buckets."""
+def _rollup_rows(ids: np.ndarray, rollup: Rollup, bounds: np.ndarray, lazy: bool = False) -> RollupRowsList:
+    """Per series (those with buckets) its slice of many series' buckets (``lazy``: made when
+    first asked for, ``RollupRowsList``)."""
     out = RollupRowsList()
-    cols = [rollup.timestamps, *(getattr(rollup, n) for n in AGGREGATES)]
-    b = bounds.tolist()
-    for i, sid in enumerate(ids.tolist()):
-        lo, hi = b[i], b[i + 1]
-        if hi > lo:
-            out.append(RollupRows(sid, Rollup(*(c[lo:hi] for c in cols))))
     has = np.flatnonzero(np.diff(bounds))
     out.flat = rollup
     out.bounds = np.append(bounds[has], bounds[-1]) if has.size else np.zeros(1, dtype=np.int64)
     out.ids = ids[has]
+    out._lazy = True
+    if not lazy:
+        out._make_items()
     return out
 
 
@@ -462,13 +486,15 @@ def _join_rows(parts: Sequence[RollupRowsList]) -> RollupRowsList:
 
 
 def compute_minutes(
-    data: Sequence[SeriesData] | RawWindow, start_ms: int, end_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS
+    data: Sequence[SeriesData] | RawWindow, start_ms: int, end_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS,
+    lazy: bool = False,
 ) -> list[RollupRows]:
     """1m rows of [start_ms, end_ms) from raw samples read from ``start_ms - max_gap_ms``:
-    the buckets ``compute_window`` computes for those minutes (CPU only, pure)."""
+    the buckets ``compute_window`` computes for those minutes (CPU only, pure; ``lazy``: a
+    ``RollupRowsList`` that makes its items when first asked for)."""
     w = data if isinstance(data, RawWindow) else RawWindow.of(data)
     m, m_bounds = rollup_raw_many(w.timestamps, w.values, w.bounds, start_ms, end_ms, MINUTE_MS, max_gap_ms)
-    return _rollup_rows(w.ids, m, m_bounds)
+    return _rollup_rows(w.ids, m, m_bounds, lazy)
 
 
 def fresh_carry(w: RawWindow, until_ms: int, max_gap_ms: int) -> RawWindow:
@@ -506,7 +532,7 @@ def _fresh_compute(
     w = data if isinstance(data, RawWindow) else RawWindow.of(data)
     if carry is not None:
         w = with_carry(carry, w)
-    return compute_minutes(w, start_ms, end_ms, max_gap_ms), fresh_carry(w, end_ms, max_gap_ms)
+    return compute_minutes(w, start_ms, end_ms, max_gap_ms, lazy=True), fresh_carry(w, end_ms, max_gap_ms)
 
 
 def window_floor(ts_ms: int, window_ms: int) -> int:
