@@ -226,3 +226,41 @@ async def beyond_raw_retention_has_the_newest_samples(store, now: int, ours: dic
     res = await eng.instant_query(f"max_over_time({young}[30d:1m])", now)
     assert [s.values[0] for s in res.series] == [young_v[young_ts < now // MINUTE_MS * MINUTE_MS][-1]]
     assert res.warnings and "1h rollups" in res.warnings[0]
+
+
+async def test_sqlite_fresh_pass_reads_and_writes_every_shard_at_once(tmp_path) -> None:
+    """Issue #20: on SQLite a minute's fresh pass of every shard is one read (each frame decoded
+    once) and one write transaction, not one of each per shard; seals stay one shard at a time
+    (each drops the raw rows it sealed); the answers are the per-shard ones."""
+    from storage.sqlite_rollup import SQLiteRollupStorage
+
+    st = await SQLiteRollupStorage.open(tmp_path / "db")
+    st.late_after_ms = 2**62
+    try:
+        data = generate(seed=24)
+        await load(st, data)
+        calls: list[tuple[str, tuple]] = []
+        for name in ("read_raw_window_arrays", "read_fresh_group", "write_fresh_minutes"):
+            def spy(*args, _read=getattr(st, name), _name=name, **kw):
+                calls.append((_name, tuple(args[0]) if _name == "read_fresh_group" else args[:1]))
+                return _read(*args, **kw)
+            setattr(st, name, spy)
+        clock = Clock(OPEN + 70 * MINUTE_MS)
+        job = RollupJob(st, LocalShardLease(tmp_path / "locks"), window_ms=WINDOW, shards=SHARDS, now_ms=clock)
+        await job.run_once(initial_start_ms=T0)  # seals shard by shard; the long first fresh pass too
+        reads = [k for name, (k,) in calls if name == "read_raw_window_arrays"]
+        assert sorted(reads) == sorted(list(range(SHARDS)) * 3)  # two windows and the open one's minutes
+        assert "read_fresh_group" not in {name for name, _ in calls}
+        calls.clear()
+        for _ in range(3):  # then a minute's pass of every shard: one read, one write
+            clock.now += MINUTE_MS
+            await job.run_once()
+            assert [c[0] for c in calls] == ["read_fresh_group", "write_fresh_minutes"]
+            assert sorted(calls[0][1]) == list(range(SHARDS))
+            calls.clear()
+        until = clock.now - DEFAULT_GRACE_MS
+        got, want = await minutes_of(st, data, OPEN, OPEN + WINDOW), expected(data, OPEN, until)
+        assert all(got[sid].bit_equal(want[sid]) for sid in want)
+        assert sum(len(r) for r in want.values()) > 0
+    finally:
+        await st.close()
