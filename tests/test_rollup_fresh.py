@@ -19,7 +19,7 @@ from storage import rollup_chunks as chunks
 from storage.base import MINUTE_MS, Resolution
 from storage.model import SampleBatch
 from storage.rollup import rollup_raw
-from storage.rollup_job import DEFAULT_GRACE_MS, RollupJob
+from storage.rollup_job import DEFAULT_GRACE_MS, FRESH_GROUP_SHARDS, RollupJob
 from storage.rollup_lease import LocalShardLease
 
 OPEN = T0 + 2 * WINDOW  # the window left open: [OPEN, OPEN + WINDOW)
@@ -228,9 +228,9 @@ async def beyond_raw_retention_has_the_newest_samples(store, now: int, ours: dic
     assert res.warnings and "1h rollups" in res.warnings[0]
 
 
-async def test_sqlite_fresh_pass_reads_and_writes_every_shard_at_once(tmp_path) -> None:
-    """Issue #20: on SQLite a minute's fresh pass of every shard is one read (each frame decoded
-    once) and one write transaction, not one of each per shard; seals stay one shard at a time
+async def test_sqlite_fresh_pass_reads_and_writes_shards_in_groups(tmp_path) -> None:
+    """Issue #20: on SQLite a minute's fresh pass is one read (each frame decoded once) and one
+    write transaction per FRESH_GROUP_SHARDS shards, not one of each per shard; seals stay one shard at a time
     (each drops the raw rows it sealed); the answers are the per-shard ones."""
     from storage.sqlite_rollup import SQLiteRollupStorage
 
@@ -246,17 +246,20 @@ async def test_sqlite_fresh_pass_reads_and_writes_every_shard_at_once(tmp_path) 
                 return _read(*args, **kw)
             setattr(st, name, spy)
         clock = Clock(OPEN + 70 * MINUTE_MS)
-        job = RollupJob(st, LocalShardLease(tmp_path / "locks"), window_ms=WINDOW, shards=SHARDS, now_ms=clock)
+        shards = 2 * FRESH_GROUP_SHARDS  # (more shards than a pass reads at once)
+        job = RollupJob(st, LocalShardLease(tmp_path / "locks"), window_ms=WINDOW, shards=shards, now_ms=clock)
         await job.run_once(initial_start_ms=T0)  # seals shard by shard; the long first fresh pass too
         reads = [k for name, (k,) in calls if name == "read_raw_window_arrays"]
-        assert sorted(reads) == sorted(list(range(SHARDS)) * 3)  # two windows and the open one's minutes
+        assert sorted(reads) == sorted(list(range(shards)) * 3)  # two windows and the open one's minutes
         assert "read_fresh_group" not in {name for name, _ in calls}
         calls.clear()
-        for _ in range(3):  # then a minute's pass of every shard: one read, one write
+        for _ in range(3):  # then a minute's pass: one read and one write per FRESH_GROUP_SHARDS shards
             clock.now += MINUTE_MS
             await job.run_once()
-            assert [c[0] for c in calls] == ["read_fresh_group", "write_fresh_minutes"]
-            assert sorted(calls[0][1]) == list(range(SHARDS))
+            assert [c[0] for c in calls] == ["read_fresh_group", "write_fresh_minutes"] * 2
+            groups = [c[1] for c in calls[::2]]
+            assert all(len(g) == FRESH_GROUP_SHARDS for g in groups)
+            assert sorted(k for g in groups for k in g) == list(range(shards))
             calls.clear()
         until = clock.now - DEFAULT_GRACE_MS
         got, want = await minutes_of(st, data, OPEN, OPEN + WINDOW), expected(data, OPEN, until)
