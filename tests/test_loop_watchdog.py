@@ -77,3 +77,29 @@ def test_gc_paused_counts_overlapping_blocks_and_keeps_a_collector_turned_off_of
         assert not gc.isenabled()  # whoever turned it off turns it on
     finally:
         gc.enable()
+
+
+def test_a_chain_of_overlapping_gc_pauses_still_collects(monkeypatch) -> None:
+    """Queries that overlap back to back never let the pause count reach zero: a block ending
+    after MAX_PAUSE_S of pause collects the cyclic garbage meanwhile (set to 0 here, no clock)."""
+    import weakref
+
+    from common import gc_tuning
+
+    class Node:
+        pass
+
+    monkeypatch.setattr(gc_tuning, "MAX_PAUSE_S", 0.0)
+    outer = gc_paused()
+    outer.__enter__()
+    try:
+        node = Node()
+        node.self = node  # type: ignore[attr-defined]  # a cycle: only the collector frees it
+        alive = weakref.ref(node)
+        del node
+        with gc_paused():  # another query, inside the first one's pause
+            pass
+        assert alive() is None and not gc.isenabled()
+    finally:
+        outer.__exit__(None, None, None)
+    assert gc.isenabled()
