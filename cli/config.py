@@ -63,10 +63,13 @@ class StorageConfig:
     backend: str = "sqlite"  # sqlite | cassandra
     sqlite: SQLiteConfig = field(default_factory=SQLiteConfig)
     cassandra: CassandraConfig = field(default_factory=CassandraConfig)
+    rollup_cache_mb: int = 128  # rollup chunks a process keeps after reading them, per resolution; 0: off
 
     def validate(self, where: str) -> None:
         if self.backend not in ("sqlite", "cassandra"):
             raise ValueError(f"{where}.backend: expected 'sqlite' or 'cassandra', got {self.backend!r}")
+        if self.rollup_cache_mb < 0:
+            raise ValueError(f"{where}.rollup_cache_mb: must be 0 (off) or more, got {self.rollup_cache_mb!r}")
 
 
 @dataclass

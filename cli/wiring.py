@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -15,20 +16,28 @@ from common.gc_tuning import freeze_startup_heap
 from common.loop_watchdog import LoopWatchdog
 from storage.base import DirectWriter, GroupingWriter, GroupWrites, SampleWriter, Storage
 
+if TYPE_CHECKING:
+    from storage.cassandra_rollup import CassandraRollupStorage
+    from storage.sqlite_rollup import SQLiteRollupStorage
+
 log = logging.getLogger("ringmon.wiring")
 
 
 async def make_storage(cfg: StorageConfig) -> Storage:
     """Open the configured backend (SQLite file or Cassandra cluster), rollup tables included,
     so every process reads raw, 1-minute and 1-hour data through the same object."""
+    store: SQLiteRollupStorage | CassandraRollupStorage
     if cfg.backend == "sqlite":
         from storage.sqlite_rollup import SQLiteRollupStorage
 
-        return await SQLiteRollupStorage.open(cfg.sqlite.path)
-    from storage.cassandra_rollup import CassandraRollupStorage  # imported late: the driver is heavy
+        store = await SQLiteRollupStorage.open(cfg.sqlite.path)
+    else:
+        from storage.cassandra_rollup import CassandraRollupStorage  # imported late: the driver is heavy
 
-    c = cfg.cassandra
-    return await CassandraRollupStorage.connect(hosts=c.hosts, port=c.port, keyspace=c.keyspace)
+        c = cfg.cassandra
+        store = await CassandraRollupStorage.connect(hosts=c.hosts, port=c.port, keyspace=c.keyspace)
+    store.rollup_cache_bytes = cfg.rollup_cache_mb << 20  # (storage.chunk_cache)
+    return store
 
 
 async def make_writer(cfg: StorageConfig, storage: Storage, *, scrapes: bool = False) -> SampleWriter:

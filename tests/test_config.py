@@ -172,3 +172,18 @@ def test_rollup_fresh_every(tmp_path: Path) -> None:
     f.write_text("rollup:\n  interval: 1m\n  fresh_every: 30s\n")
     with pytest.raises(ConfigError, match=r"rollup\.yaml:3: rollup\.fresh_every: must be between 1m"):
         load_config(f)
+
+
+async def test_storage_rollup_cache_mb_sizes_the_stores_chunk_cache(tmp_path: Path) -> None:
+    from cli.wiring import make_storage
+
+    f = tmp_path / "cache.yaml"
+    f.write_text(f"storage:\n  sqlite: {{path: {tmp_path / 'db'}}}\n  rollup_cache_mb: 3\n")
+    store = await make_storage(load_config(f).storage)
+    try:
+        assert store.rollup_cache_bytes == 3 << 20  # type: ignore[attr-defined]
+    finally:
+        await store.close()
+    f.write_text("storage:\n  rollup_cache_mb: -1\n")
+    with pytest.raises(ConfigError, match=r"storage\.rollup_cache_mb: must be 0 \(off\) or more"):
+        load_config(f)
