@@ -38,7 +38,6 @@ import logging
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -328,7 +327,7 @@ class SQLiteStorage(Storage):
         self._index_grew = False
         self._series_cache: dict[int, Series] = {}
         # (ids the series index gave, matchers) -> the matching series by labels (_lookup_series)
-        self._lookup_memo: OrderedDict[tuple, tuple[Series, ...]] = OrderedDict()
+        self._lookup_memo: LRUCache[tuple, tuple[Series, ...]] = LRUCache(maxsize=LOOKUP_MEMO_ENTRIES)
         self._series_target: dict[int, str] = {}  # for reads of frames
         self._read_layouts: dict[str, dict[int, frames_codec.LayoutIndex]] = {}  # the reader's, per target
         self._cuts: dict[str, tuple[tuple[int, ...], _FrameCut]] = {}  # the reader's last cut per target
@@ -779,9 +778,8 @@ class SQLiteStorage(Storage):
         key = (tuple(ids), tuple(rest))
         with self._cons_lock:
             memo = self._lookup_memo.get(key)
-            if memo is not None:
-                self._lookup_memo.move_to_end(key)
-                return list(memo)
+        if memo is not None:
+            return list(memo)
         out = []
         missing = [i for (i,) in ids if i not in self._series_cache]
         for chunk in range(0, len(missing), IN_LIST):
@@ -800,8 +798,6 @@ class SQLiteStorage(Storage):
         if complete:
             with self._cons_lock:
                 self._lookup_memo[key] = tuple(out)
-                while len(self._lookup_memo) > LOOKUP_MEMO_ENTRIES:
-                    self._lookup_memo.popitem(last=False)
         return out
 
     def _select_sync(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesData]:
