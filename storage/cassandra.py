@@ -136,59 +136,46 @@ def _text_set(values: frozenset[str]) -> bytes:
     return b"".join(parts)
 
 
+class _Encoded(dict):
+    """Values' CQL encodings by value, each made once (``encode`` on first use)."""
+
+    __slots__ = ("_encode",)
+
+    def __init__(self, encode: Callable[[Any], bytes]) -> None:
+        super().__init__()
+        self._encode = encode
+
+    def __missing__(self, v: Any) -> bytes:
+        b = self[v] = self._encode(v)
+        return b
+
+
 class _RowEncoder:
     """CQL encodings of index rows (values in the order of the statement's bind markers), each
     distinct text or number encoded once per ``_index_statements`` call: a warm-up write's rows
     repeat their metric, bucket, label names and values and series ids, and six new bytes
     objects per posting row were most of a scraper's heap peak while it indexed (#20)."""
 
-    __slots__ = ("_text", "_i2", "_i4", "_i8", "_sets")
+    __slots__ = ("text", "i2", "i4", "i8", "sets")
 
     def __init__(self) -> None:
-        self._text: dict[str, bytes] = {}
-        self._i2: dict[int, bytes] = {}
-        self._i4: dict[int, bytes] = {}
-        self._i8: dict[int, bytes] = {}
-        self._sets: dict[frozenset[str], bytes] = {}
-
-    def text(self, v: str) -> bytes:
-        b = self._text.get(v)
-        if b is None:
-            b = self._text[v] = v.encode()
-        return b
-
-    def i2(self, v: int) -> bytes:
-        b = self._i2.get(v)
-        if b is None:
-            b = self._i2[v] = _I2.pack(v)
-        return b
-
-    def i4(self, v: int) -> bytes:
-        b = self._i4.get(v)
-        if b is None:
-            b = self._i4[v] = _I4.pack(v)
-        return b
-
-    def i8(self, v: int) -> bytes:
-        b = self._i8.get(v)
-        if b is None:
-            b = self._i8[v] = _I8.pack(v)
-        return b
+        self.text = _Encoded(str.encode)
+        self.i2 = _Encoded(_I2.pack)
+        self.i4 = _Encoded(_I4.pack)
+        self.i8 = _Encoded(_I8.pack)
+        self.sets = _Encoded(_text_set)
 
     def series(self, r: tuple) -> list[bytes]:
-        ts = self._sets.get(r[1])
-        if ts is None:
-            ts = self._sets[r[1]] = _text_set(r[1])
-        return [r[0].encode(), ts, self.text(r[2]), self.i4(r[3]), self.i2(r[4]), self.i8(r[5])]
+        return [r[0].encode(), self.sets[r[1]], self.text[r[2]], self.i4[r[3]], self.i2[r[4]], self.i8[r[5]]]
 
     def posting(self, r: tuple) -> list[bytes]:
-        return [self.text(r[0]), self.i4(r[1]), self.text(r[2]), self.i2(r[3]), self.text(r[4]), self.i8(r[5])]
+        return [self.text[r[0]], self.i4[r[1]], self.text[r[2]], self.i2[r[3]], self.text[r[4]], self.i8[r[5]]]
 
     def label_value(self, r: tuple) -> list[bytes]:
-        return [self.i4(r[0]), self.text(r[1]), self.i2(r[2]), self.text(r[3])]
+        return [self.i4[r[0]], self.text[r[1]], self.i2[r[2]], self.text[r[3]]]
 
     def label_name(self, r: tuple) -> list[bytes]:
-        return [self.i4(r[0]), self.text(r[1])]
+        return [self.i4[r[0]], self.text[r[1]]]
 
 
 _ENCODERS: dict[bytes, str] = {}  # prepared query id -> its _RowEncoder method, filled by _prepare
