@@ -51,6 +51,7 @@ from storage import frames as frames_codec
 from storage.base import DAY_MS, HOUR_MS, Resolution, RollupReader, SeriesData, Storage, StorageError
 from storage.matchers import Matcher, MatchOp, match_all, metric_name_of
 from storage.model import SampleBatch, Series
+from storage.sqlite_generations import INDEX_GENERATION_KEY, bump_generation, read_generation
 
 T = TypeVar("T")
 log = logging.getLogger("ringmon.storage.sqlite")
@@ -109,13 +110,12 @@ SCHEMA_VERSION = 2
 FOREVER_MS = 2**62
 LAYOUT_REASSERT_MS = 3_600_000  # a writer re-dates the layouts it uses this often (retention keeps them)
 CACHE_LIMIT = 20_000  # layouts cached per store before the caches start over
-# Series lookups (matchers, days) kept while this store adds no index rows (``index_version``),
-# for at most LOOKUP_TTL_S: that bounds how long another process's new series go unseen.
+# Series lookups (matchers, days) kept while the index's generation in ``meta`` stays
+# (``storage.sqlite_generations``: any process that adds or drops index rows bumps it).
 LOOKUP_CACHE = 256
 FRAME_TARGETS = 300  # targets per frame read (3 parameters each, under SQLite's 999)
 WHOLE_FRAME = 1 << 30  # substr()'s length for a whole frame
 READ_LAYOUTS = 4  # layouts per target a read cuts frames by (a target's frames change layout rarely)
-LOOKUP_TTL_S = 30.0
 # Chunk appends a transposition gathers and sorts by (series, span) before writing them: in
 # key order the chunk table's B-tree pages are visited once each (~10 MB of rows at a time).
 TRANSPOSE_ROWS = 10_000
@@ -321,10 +321,7 @@ class SQLiteStorage(Storage):
         self._cons: list[sqlite3.Connection] = []  # every thread's connection, closed by close()
         self._cons_lock = threading.Lock()
         self._known_days: set[tuple[int, int]] = set()  # (series_id, day) already indexed
-        # bumped after each transaction that added ``series_day`` rows (committed or not): the
-        # rollup reads keep the index's series per shard while it stays (``SQLiteRollupMixin``)
-        self.index_version = 0
-        self._index_grew = False
+        self._index_grew = False  # this transaction added ``series_day`` rows: bump their generation
         self._series_cache: dict[int, Series] = {}
         # (ids the series index gave, matchers) -> the matching series by labels (_lookup_series)
         self._lookup_memo: LRUCache[tuple, tuple[Series, ...]] = LRUCache(maxsize=LOOKUP_MEMO_ENTRIES)
@@ -332,8 +329,8 @@ class SQLiteStorage(Storage):
         self._read_layouts: dict[str, dict[int, frames_codec.LayoutIndex]] = {}  # the reader's, per target
         self._cuts: dict[str, tuple[tuple[int, ...], _FrameCut]] = {}  # the reader's last cut per target
         self._groupings: LRUCache[tuple[int, ...], dict[str, list[int]]] = LRUCache(maxsize=16)  # _targets_of's
-        # (matchers, first day, last day) -> (index_version, monotonic time, series): the reader's
-        self._lookups: LRUCache[tuple, tuple[int, float, list[Series]]] = LRUCache(maxsize=LOOKUP_CACHE)
+        # (matchers, first day, last day) -> (index generation, series): the reader's
+        self._lookups: LRUCache[tuple, tuple[str | None, list[Series]]] = LRUCache(maxsize=LOOKUP_CACHE)
         self._layouts: dict[tuple[str, int], _LayoutState] = {}  # the writer's
         self._layout_ids: dict[tuple[str, int], np.ndarray] = {}
         # per target, the series list of its last batch with their ids and the whole batch's
@@ -444,6 +441,8 @@ class SQLiteStorage(Storage):
         con.execute("BEGIN")
         try:
             written = [self._write_in(con, batch, now, cutoff) for batch in batches]
+            if self._index_grew:  # every process's lookups read the index again
+                bump_generation(con, INDEX_GENERATION_KEY)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -452,9 +451,7 @@ class SQLiteStorage(Storage):
             self._layouts.clear()
             raise
         finally:
-            if self._index_grew:  # after the commit: a reader that saw the old version reads again
-                self.index_version += 1
-                self._index_grew = False
+            self._index_grew = False
         for frames in written:
             for f in frames:
                 assert f.state is not None
@@ -723,7 +720,7 @@ class SQLiteStorage(Storage):
                 (min(ts_ms, self.now_ms() - DAY_MS),),
             )
             con.execute("DELETE FROM series_day WHERE day < ?", (day,))
-            self.index_version += 1  # (committed: autocommit) the index lost days, lookups read it again
+            bump_generation(con, INDEX_GENERATION_KEY)  # the index lost days: lookups read it again
             con.execute("DELETE FROM raw_late WHERE hour < ?", (day * DAY_MS // HOUR_MS,))
             self._known_days = {k for k in self._known_days if k[1] >= day}
             self._layouts.clear()
@@ -740,15 +737,14 @@ class SQLiteStorage(Storage):
         ``_lookups`` while this store indexed nothing new."""
         d0, d1 = start_ms // DAY_MS, end_ms // DAY_MS
         key = (tuple(matchers), d0, d1)
-        version = self.index_version  # before the read: rows committed during it bump it after
-        now = time.monotonic()
+        generation = read_generation(con, INDEX_GENERATION_KEY)  # before the read: a later commit moves it
         with self._cons_lock:
             hit = self._lookups.get(key)
-        if hit is not None and hit[0] == version and now - hit[1] <= LOOKUP_TTL_S:
-            return list(hit[2])
+        if hit is not None and hit[0] == generation:
+            return list(hit[1])
         out = self._lookup_series_uncached(con, matchers, d0, d1)
         with self._cons_lock:
-            self._lookups[key] = (version, now, out)
+            self._lookups[key] = (generation, out)
         return list(out)
 
     def _lookup_series_uncached(self, con: sqlite3.Connection, matchers: Sequence[Matcher], d0: int, d1: int) -> list[Series]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import operator
 import sqlite3
-import time
 from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -46,6 +45,12 @@ from storage.rollup import Rollup
 from storage.rollup_job import RawWindow, RollupRows, RollupRowsList, SealedBlock
 from storage.schema import DEFAULT_TTLS_S
 from storage.sqlite import IN_LIST, SQLiteStorage, series_from_row
+from storage.sqlite_generations import (
+    CHUNK_GENERATION_KEY,
+    INDEX_GENERATION_KEY,
+    bump_generation,
+    read_generation,
+)
 
 T = TypeVar("T")
 
@@ -114,9 +119,6 @@ _INSERT_CHUNK = (
 # ``series_id % shards`` as Python computes it for negative ids (params: shards, shards, shards).
 _SHARD_OF = "((series_id % ?) + ?) % ?"
 _NONE = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
-# How long one scan of the series index serves the window reads of every shard (see
-# ``SQLiteRollupMixin._index_series``), unless this store adds index rows meanwhile.
-INDEX_SERIES_TTL_S = 120.0
 
 
 _COLUMN_VALUES = operator.itemgetter(*CHUNK_COLUMNS)  # a chunk's column values in the tables' order
@@ -166,14 +168,12 @@ class SQLiteRollupMixin:
 
     _rollup_schema_ready: bool = False
     _blocks_exist: bool = False
-    # (days, shards, index version, monotonic time of the scan, each shard's series ids)
-    _index_series_memo: tuple[tuple[int, int, int], int, float, dict[int, np.ndarray]] | None = None
+    # (days, shards), the index generation the scan saw, each shard's series ids
+    _index_series_memo: tuple[tuple[int, int, int], str | None, dict[int, np.ndarray]] | None = None
     # Bytes of rollup chunks kept between reads (``storage.chunk_cache``; 0: none kept).
     rollup_cache_bytes: int = DEFAULT_MAX_BYTES
 
     if TYPE_CHECKING:  # SQLiteStorage's, the class this mixin is combined with
-
-        index_version: int
 
         async def run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
         async def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
@@ -294,17 +294,13 @@ class SQLiteRollupMixin:
         minute, the seal every window), and a scan with the shard as a filter steps over every
         row of those days as a whole scan does (issue #20: 16 scans a minute, ~10 ms each, were
         most of the standalone process's rollup reads). So one scan serves every shard, pass
-        after pass, while this store added no index rows (``index_version``: bumped after the
-        commit), for at most INDEX_SERIES_TTL_S: that bounds how long another process's new
-        series could be missed, less than the job's grace (5 min; it reads windows that ended
-        that long ago, whose series were indexed as their samples were written; late writes
-        are redone after their 15-minute settle time)."""
+        after pass, while the index's generation (``INDEX_GENERATION_KEY``, bumped by any
+        process's transaction that adds or drops index rows) stays."""
         key = (d0, d1, shards)
-        version = self.index_version  # before the scan: rows committed during it bump it after
+        generation = read_generation(con, INDEX_GENERATION_KEY)  # before the scan: a later commit moves it
         memo = self._index_series_memo
-        now = time.monotonic()
-        if memo is not None and memo[0] == key and memo[1] == version and now - memo[2] <= INDEX_SERIES_TTL_S:
-            return memo[3]
+        if memo is not None and memo[0] == key and memo[1] == generation:
+            return memo[2]
         rows = con.execute("SELECT series_id FROM series_day WHERE day BETWEEN ? AND ?", (d0, d1)).fetchall()
         ids = np.unique(np.array(rows, dtype=np.int64).reshape(-1))
         shard_of = ids % shards  # NumPy's modulo is Python's (a negative id's shard is not negative)
@@ -314,7 +310,7 @@ class SQLiteRollupMixin:
         ordered = ids[order]
         b = bounds.tolist()
         by_shard = {k: ordered[b[k] : b[k + 1]] for k in range(shards) if b[k + 1] > b[k]}
-        self._index_series_memo = (key, version, now, by_shard)
+        self._index_series_memo = (key, generation, by_shard)
         return by_shard
 
     async def drop_sealed_raw(self, rows: Sequence[tuple[int, int, int]]) -> int:
@@ -555,8 +551,7 @@ class SQLiteRollupMixin:
         if own:
             con.execute("BEGIN")
         try:
-            found = con.execute("SELECT value FROM meta WHERE key = ?", (CHUNK_GENERATION_KEY,)).fetchone()
-            cache.at_generation(found[0] if found is not None else None)
+            cache.at_generation(read_generation(con, CHUNK_GENERATION_KEY))
             keys: list[tuple[int, int, int]] = []
             for i in range(0, len(ids), IN_LIST):
                 part = ids[i : i + IN_LIST]
@@ -637,18 +632,11 @@ class SQLiteRollupMixin:
         )
 
 
-CHUNK_GENERATION_KEY = "rollup_chunk_generation"  # (in ``meta``)
-
-
 def chunk_rows_changed(con: sqlite3.Connection) -> None:
     """Bump the chunk generation (``storage.chunk_cache``), in the transaction of a statement
     that deletes or updates final chunk rows in place (``INSERT OR REPLACE`` needs none: it
     gives a row a rowid above every other). A ``DELETE`` of provisional chunks only needs none."""
-    con.execute(
-        "INSERT INTO meta (key, value) VALUES (?, '1')"
-        " ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
-        (CHUNK_GENERATION_KEY,),
-    )
+    bump_generation(con, CHUNK_GENERATION_KEY)
 
 
 def _put_chunks(con: sqlite3.Connection, table: str, resolution: Resolution, series_id: int, rollup: Rollup) -> None:

@@ -160,6 +160,25 @@ async def test_a_repeated_select_sees_series_written_since(store: Storage) -> No
     assert [d.series.get("instance") for d in await store.select(ms, T0 - 1, T0 + 1)] == ["h8:1", "h8:2"]
 
 
+async def test_a_sqlite_reader_sees_another_writers_new_series_at_once(tmp_path) -> None:
+    """Two stores on one file, as the alerter or ``ringmon web`` beside the scraping process:
+    the reader keeps its series lookups, and a series the writer adds is in its next select
+    (the index generation in ``meta`` moved), with no time-to-live to wait out."""
+    path = tmp_path / "shared.db"
+    writer, reader = await SQLiteStorage.open(path), await SQLiteStorage.open(path)
+    try:
+        ms = [Matcher("__name__", MatchOp.EQ, "contract_shared")]
+        a, b = _series("contract_shared", instance="h9:1", job="s"), _series("contract_shared", instance="h9:2", job="s")
+        await writer.write(_scrape("s/h9:1", T0, [(a, 1.0)]))
+        for _ in range(2):
+            assert [d.series.get("instance") for d in await reader.select(ms, T0 - 1, T0 + 1)] == ["h9:1"]
+        await writer.write(_scrape("s/h9:2", T0, [(b, 2.0)]))
+        assert [d.series.get("instance") for d in await reader.select(ms, T0 - 1, T0 + 1)] == ["h9:1", "h9:2"]
+    finally:
+        await writer.close()
+        await reader.close()
+
+
 async def test_sqlite_survives_reopen(tmp_path) -> None:
     path = tmp_path / "reopen.db"
     s = _series("contract_reopen", instance="h7:1", job="x")
