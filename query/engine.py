@@ -41,6 +41,7 @@ from query.rollup_tail import (
     TailMemo,
     chain_ends,
     combine,
+    combine_pieces,
     concat,
     fine_rows,
     fine_step,
@@ -59,6 +60,8 @@ from query.values import (
 )
 from storage.base import (
     AGGREGATES,
+    DAY_MS,
+    HOUR_MS,
     MINUTE_MS,
     RATE_AGGREGATES,
     HistogramSamples,
@@ -72,7 +75,7 @@ from storage.base import (
 from storage.base import aggregate_names as column_names
 from storage.matchers import Matcher, MatchOp
 from storage.model import METRIC_NAME
-from storage.rollup import DEFAULT_MAX_GAP_MS, QUERY_RAW_HORIZON_MS
+from storage.rollup import DEFAULT_MAX_GAP_MS, MINUTE_RETENTION_MS, QUERY_RAW_HORIZON_MS
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
 Encoder = Callable[[QueryResult], bytes]
@@ -84,6 +87,19 @@ RECENT_FROM_RAW_MS = 2 * 3_600_000
 # Stored rollup rows of a series ending this much before the newest series' belong to a
 # series that stopped, not to a rollup shard that is behind (see Engine._fetch_rollup).
 TAIL_SKEW_MS = 15 * 60_000
+# Closed hours a plan over 1h rollups reads as minute rows (windows starting or ending inside
+# them: Engine._hours_with_pieces) are read in spans: hours this close join one span, and the
+# gap doubles until there are at most MAX_FINER_SPANS spans (one select each).
+FINER_SPAN_GAP_MS = 6 * HOUR_MS
+MAX_FINER_SPANS = 32
+
+
+def minutes_kept_from(now_ms: int) -> int:
+    """The first hour a plan over 1h rollups reads as minute rows where a window ends or starts
+    inside it: the first day whose minute rows are all kept (30 d, ``MINUTE_RETENTION_MS``;
+    the stores keep them 32). A day, not an hour, so the range cache, which keys its chunks by
+    it (``Engine.planned_resolutions``), recomputes them once a day, not every hour."""
+    return -(-(now_ms - MINUTE_RETENTION_MS) // DAY_MS) * DAY_MS
 
 
 @dataclass
@@ -123,6 +139,12 @@ class FetchPlan:
     # False when the newest rows are finer than the plan's buckets or sit at their last
     # sample (Engine._fetch_rollup): windows are then found row by row, not on the bucket grid.
     on_grid: bool = True
+    # Evaluation grids (first time, last time, step, window; 0: a plain selector) of the plan's
+    # uses over rollups: a window ending or starting inside a closed hour reads the minutes
+    # before that time (Engine._hours_with_pieces).
+    grids: list[tuple[int, int, int, int]] = field(default_factory=list)
+    # Finer rows read to build the plan's rows (counted in the query's samples).
+    finer_rows: int = 0
 
     @property
     def bucket_ms(self) -> int:
@@ -455,6 +477,100 @@ def _at_last_sample(rows: Rows, resolution: Resolution, names: tuple[str, ...]) 
     return flat
 
 
+def _flat_keep(flat: FlatSeries, mask: np.ndarray) -> FlatSeries:
+    """The rows of rollup ``flat`` where ``mask`` is true (series left without rows dropped)."""
+    if mask.all():
+        return flat
+    n = len(flat.labels)
+    sidx = np.repeat(np.arange(n), np.diff(flat.offsets))
+    counts = np.bincount(sidx[mask], minlength=n)
+    present = np.flatnonzero(counts)
+    offsets = np.zeros(len(present) + 1, dtype=np.int64)
+    np.cumsum(counts[present], out=offsets[1:])
+    agg = {k: flat.agg[k][mask] for k in flat.agg.keys()} if flat.agg is not None else None
+    ts = flat.ts[mask]
+    vals = bucket_values(agg, len(ts)) if agg is not None else flat.vals[mask]
+    return FlatSeries([flat.labels[i] for i in present.tolist()], ts, vals, offsets, agg)
+
+
+def _inner_cuts(grids: list[tuple[int, int, int, int]], lo: int, hi: int) -> np.ndarray:
+    """The minute boundaries in ``[lo, hi)`` (``lo`` on an hour), not on an hour, where a window
+    of the plan's uses (``FetchPlan.grids``) ends (at ``t``: the minutes whole by ``t`` end
+    there, ``(t + 1)`` down to the minute) or starts (``t - range``), ascending. At most one a
+    minute: a grid finer than a minute cuts every minute it spans."""
+    out = [np.zeros(0, dtype=np.int64)]
+    for first, last, step, wide in grids:
+        for shift in {0, wide}:
+            a, z = first - shift, last - shift
+            if 0 < step < MINUTE_MS:
+                c0 = max((a + 1) // MINUTE_MS, lo // MINUTE_MS)
+                c1 = min((z + 1) // MINUTE_MS, (hi - 1) // MINUTE_MS)
+                out.append(np.arange(c0, c1 + 1, dtype=np.int64) * MINUTE_MS)
+                continue
+            if step == 0:
+                xs = np.array([a], dtype=np.int64)
+            else:  # (only the times cutting inside [lo, hi): x + 1 >= lo and x + 1 < hi)
+                k0 = max(0, -(-(lo - 1 - a) // step))
+                k1 = min((z - a) // step, (hi - 2 - a) // step)
+                xs = a + step * np.arange(k0, k1 + 1, dtype=np.int64)
+            out.append((xs + 1) // MINUTE_MS * MINUTE_MS)
+    cuts = np.unique(np.concatenate(out))
+    inside: np.ndarray = cuts[(cuts >= lo) & (cuts < hi) & (cuts % HOUR_MS != 0)]
+    return inside
+
+
+def _finer_spans(hours: np.ndarray) -> list[tuple[int, int]]:
+    """The hours (starts, ascending) as spans ``[start, end)`` to read as minute rows: hours at
+    most FINER_SPAN_GAP_MS apart in one span (the gap doubled until at most MAX_FINER_SPANS)."""
+    gap = FINER_SPAN_GAP_MS
+    while True:
+        new = np.diff(hours) > gap + HOUR_MS
+        starts = hours[np.concatenate(([True], new))]
+        ends = hours[np.concatenate((new, [True]))] + HOUR_MS
+        if len(starts) <= MAX_FINER_SPANS:
+            return list(zip(starts.tolist(), ends.tolist(), strict=True))
+        gap *= 2
+
+
+def _pieces(minutes: FlatSeries, hours: FlatSeries, a: int, z: int, cuts: np.ndarray) -> FlatSeries:
+    """The hours ``[a, z)`` as pieces between consecutive ``cuts`` (and hours), each the minute
+    rows ``minutes`` of that piece added up (``combine_pieces``) and placed at its last
+    millisecond: a window ending at a cut's time holds the minutes whole by then, one ending at
+    an hour's end the whole hour. A series without minute rows in an hour (not kept, or not
+    written) keeps that hour's row of ``hours`` (at the hour's end, as before)."""
+    bounds = np.union1d(np.arange(a, z + 1, HOUR_MS), cuts[(cuts > a) & (cuts < z)])
+    h_start = hours.ts - (HOUR_MS - 1)
+    span = _flat_keep(hours, (h_start >= a) & (h_start < z))
+    labels = sorted(set(minutes.labels) | set(span.labels))
+    index = {lab: i for i, lab in enumerate(labels)}
+
+    def owner(f: FlatSeries) -> np.ndarray:
+        return np.repeat(np.array([index[lab] for lab in f.labels], dtype=np.int64), np.diff(f.offsets))
+
+    assert minutes.agg is not None
+    names = [k for k in minutes.agg.keys()]
+    own, start = owner(minutes), minutes.ts - (MINUTE_MS - 1)
+    cols = {k: np.asarray(minutes.agg[k]) for k in names}
+    if len(span.ts) and span.agg is not None:
+        nh = (z - a) // HOUR_MS
+        h_own, h_start = owner(span), span.ts - (HOUR_MS - 1)
+        lack = ~np.isin(h_own * nh + (h_start - a) // HOUR_MS, own * nh + (start - a) // HOUR_MS)
+        if lack.any():  # (at the hour's last millisecond: in its last piece, like the hour row)
+            own = np.concatenate((own, h_own[lack]))
+            start = np.concatenate((start, span.ts[lack]))
+            names = [k for k in names if k in span.agg.keys()]
+            cols = {k: np.concatenate((cols[k], span.agg[k][lack])) for k in names}
+            order = np.lexsort((start, own))
+            own, start, cols = own[order], start[order], {k: v[order] for k, v in cols.items()}
+    sidx, piece, agg = combine_pieces(own, start, cols, bounds)
+    counts = np.bincount(sidx, minlength=len(labels))
+    present = np.flatnonzero(counts)
+    offsets = np.zeros(len(present) + 1, dtype=np.int64)
+    np.cumsum(counts[present], out=offsets[1:])
+    ts = bounds[piece + 1] - 1
+    return FlatSeries([labels[i] for i in present.tolist()], ts, bucket_values(agg, len(ts)), offsets, agg)
+
+
 @dataclass
 class QueryStats:
     """What one query did (for logs, tests and benchmarks)."""
@@ -768,6 +884,17 @@ def _note_checks(plan: FetchPlan, use: SelectorUse, res: Resolution, note: str |
             )
 
 
+def _note_grid(plan: FetchPlan, use: SelectorUse, res: Resolution, ev: Evaluator, span_ms: int, wide_ms: int) -> None:
+    """Note the times ``use`` is evaluated at over rollups ``res`` (its first time, ``span_ms``
+    on at its step) and its window (``wide_ms``, as widened to a bucket; 0: a plain selector)
+    in ``plan.grids``; only for ``max_source_resolution=auto`` (a resolution asked for is read
+    as asked)."""
+    if res is Resolution.RAW or ev.source is not SourceResolution.AUTO:
+        return
+    last = use.first_ms + (span_ms // use.step_ms * use.step_ms if use.step_ms else 0)
+    plan.grids.append((use.first_ms, last, use.step_ms, wide_ms))
+
+
 def _plan_fetches(
     node: P.Node,
     tmin: int,
@@ -815,6 +942,7 @@ def _plan_fetches(
             plan.notes.add(note)
         if use is not None:
             _note_checks(plan, use, res, note, hi, kept)
+            _note_grid(plan, use, res, ev, tmax - tmin, ev.sel_range.get(id(sel), 0) if window_ms is not None else 0)
 
     if isinstance(node, P.VectorSel):
         at = ev.at_ms(node.at)
@@ -962,8 +1090,8 @@ class Engine:
     def planned_resolutions(
         self, expr: str, start_ms: int, end_ms: int, step_ms: int, source: SourceResolution = SourceResolution.AUTO
     ) -> tuple[tuple, list[str]]:
-        """((selector, resolution) pairs a range query would read, the warnings about them),
-        without reading (the range cache keeps parts of queries reading different resolutions
+        """((selector, resolution) pairs a range query would read, and over 1h rollups where
+        minute rows are read from, ``minutes_kept_from``; the warnings about them), without reading (the range cache keeps parts of queries reading different resolutions
         apart, and repeats the warnings on answers taken from its chunks)."""
         if not self.downsample or step_ms <= 0 or end_ms < start_ms:
             return (), []
@@ -974,7 +1102,10 @@ class Engine:
         _plan_fetches(node, start_ms, start_ms + (end_ms - start_ms) // step_ms * step_ms, ev, plans, step_ms)
         rollups = time.monotonic() >= self._rollups_unavailable_until  # (else reads fall back to raw)
         notes = {n for p in plans.values() if rollups or p.resolution is Resolution.RAW for n in p.notes}
-        return tuple(sorted((repr(key[0]), key[1].value) for key in plans)), sorted(notes)
+        reads = sorted((repr(key[0]), key[1].value) for key in plans)
+        if any(key[1] is Resolution.HOUR for key in plans):  # (which hours read minute rows: _fetch_rollup)
+            reads.append(("minutes kept from", str(minutes_kept_from(ev.now_ms))))
+        return tuple(reads), sorted(notes)
 
     def parse(self, expr: str) -> P.Node:
         return P.parse(expr)
@@ -1155,6 +1286,7 @@ class Engine:
         stats.selects = len(plans)
         stats.samples = sum(samples_of(p.data) for p in plans.values())
         stats.samples += sum(len(p.flat.ts) for p in plans.values() if p.flat is not None)
+        stats.samples += sum(p.finer_rows for p in plans.values())  # (minute rows read for pieces)
         if stats.samples > self.max_samples:
             raise QueryLimitError(
                 f"query processing would load too many samples into memory in query execution "
@@ -1162,34 +1294,46 @@ class Engine:
             )
 
     async def _fetch_rollup(self, plan: FetchPlan, open_only: bool = True) -> None:
-        """Rollup rows for the plan (``_fetch_buckets``). When its end falls inside the newest
-        bucket, still open (a query at "now"), that bucket's samples up to the end come from
-        finer rows: an hour's from minute rows (built from raw samples as the rollup job
-        builds them: ``_fetch_buckets``), the newest, partial minute as one row at its last
-        sample's time. So a window ending at the plan's end holds every sample up to it (a
-        series younger than a bucket has data), not just the whole buckets before it; a window
-        ending earlier in that hour, the minutes whole by its end. Not for plans whose
-        exactness hinges on samples at bucket edges (``edge_grids``), nor for buckets already
-        closed (the answer at a time must not depend on the query's end: the range cache keeps
-        steps of closed buckets, ``query.cache``); ``open_only`` False: a partial minute of the
-        open hour too (the cache keeps no step of it)."""
+        """Rollup rows for the plan (``_fetch_buckets``), with finer rows where a window ends or
+        starts inside a bucket (not for plans whose exactness hinges on samples at bucket edges,
+        ``edge_grids``):
+        - when its end falls inside the newest bucket, still open (a query at "now"), that
+          bucket's samples up to the end: an hour's from minute rows (built from raw samples as
+          the rollup job builds them: ``_fetch_buckets``), the newest, partial minute as one row
+          at its last sample's time. So a window ending at the plan's end holds every sample up
+          to it (a series younger than a bucket has data); one ending earlier in that hour, the
+          minutes whole by its end. ``open_only`` False: a partial minute of the open hour too
+          (the range cache keeps no step of it);
+        - over 1h rows, the closed hours in which a window of the plan's uses ends or starts at a
+          time ``t``, while their minute rows are kept (30 d): as pieces of minute rows cut at
+          every such ``t`` (``_hours_with_pieces``), so a window holds the minutes whole by its
+          end, from the minute holding its start. Such a piece depends on ``t`` alone, never on
+          the query's end or on minutes not closed by then, so the range cache may keep it."""
         res = plan.resolution
         step = res.step_ms
         edge = plan.end_ms // step * step  # the start of the bucket holding the plan's end
         now = self.now_ms()
-        if plan.edge_grids or plan.end_ms - edge == step - 1 or (open_only and edge + step <= now):
+        open_tail = not (plan.edge_grids or plan.end_ms - edge == step - 1 or (open_only and edge + step <= now))
+        lo = plan.start_ms // step * step
+        stop = edge if open_tail else plan.end_ms + 1  # hours (whole or in pieces) before this
+        cuts = np.zeros(0, dtype=np.int64)
+        if res is Resolution.HOUR and not plan.edge_grids:
+            cuts = _inner_cuts(plan.grids, max(lo, minutes_kept_from(now)), stop)
+        if not open_tail and not len(cuts):
             await self._fetch_buckets(plan)
             return
         names = column_names(plan.columns)
         parts: list[FlatSeries] = []
         if res is Resolution.HOUR:
-            if edge > plan.start_ms // step * step:
-                whole = dataclasses.replace(plan, end_ms=edge - 1, data=[], flat=None, beyond=None)
+            if stop > lo:
+                whole = dataclasses.replace(plan, end_ms=stop - 1, data=[], flat=None, beyond=None)
                 await self._fetch_buckets(whole)
-                parts.append(whole.flat if whole.flat is not None else _flat_data(whole.data, plan.columns, False))
-            fine = FetchPlan(plan.matchers, edge, plan.end_ms, Resolution.MINUTE, plan.columns)
-            await self._fetch_rollup(fine, open_only=False)
-            parts.append(fine.flat if fine.flat is not None else _flat_data(fine.data, plan.columns, False))
+                hours = whole.flat if whole.flat is not None else _flat_data(whole.data, plan.columns, False)
+                parts.extend(await self._hours_with_pieces(plan, hours, cuts))
+            if open_tail:
+                fine = FetchPlan(plan.matchers, edge, plan.end_ms, Resolution.MINUTE, plan.columns)
+                await self._fetch_rollup(fine, open_only=False)
+                parts.append(fine.flat if fine.flat is not None else _flat_data(fine.data, plan.columns, False))
         else:
             await self._fetch_buckets(plan)
             if plan.flat is None or plan.beyond is None or not len(plan.beyond):
@@ -1197,12 +1341,39 @@ class Engine:
             parts = [plan.flat, _at_last_sample(plan.beyond, res, names)]
         if any(f.agg is None for f in parts if len(f.ts)):
             # (a store without the aggregate columns: the whole buckets alone, as before)
-            plan.data, plan.flat, plan.beyond = [], None, None
+            plan.data, plan.flat, plan.beyond, plan.finer_rows = [], None, None, 0
             await self._fetch_buckets(plan)
             return
         parts = [f for f in parts if len(f.ts)]
         plan.flat = _join_flats(parts, names) if parts else _flat_rows(Rows.empty(), res, names)
         plan.data, plan.beyond, plan.on_grid = [], None, False
+
+    async def _hours_with_pieces(self, plan: FetchPlan, hours: FlatSeries, cuts: np.ndarray) -> list[FlatSeries]:
+        """``hours`` (the plan's 1h rows) in time order, the hours holding ``cuts`` (minute
+        boundaries inside closed hours, ``_inner_cuts``) replaced by pieces of their minute rows
+        (``_pieces``): read in spans (``_finer_spans``) and counted in ``plan.finer_rows``. When
+        those minutes would take the query past its sample limit, or the store gives no
+        aggregate columns, the hours stay whole (the approximation, as before)."""
+        if not len(cuts) or hours.agg is None:
+            return [hours]
+        spans = _finer_spans(np.unique(cuts // HOUR_MS * HOUR_MS))
+        minutes = sum(z - a for a, z in spans) // MINUTE_MS
+        if len(hours.ts) + len(hours.labels) * minutes > self.max_samples:
+            return [hours]
+        reads = [FetchPlan(plan.matchers, a, z - 1, Resolution.MINUTE, plan.columns) for a, z in spans]
+        await asyncio.gather(*(self._fetch_buckets(p) for p in reads))
+        fine = [p.flat if p.flat is not None else _flat_data(p.data, plan.columns, False) for p in reads]
+        if any(f.agg is None for f in fine if len(f.ts)):
+            return [hours]
+        plan.finer_rows += sum(len(f.ts) for f in fine)
+        h_start = hours.ts - (HOUR_MS - 1)
+        out, after = [], np.iinfo(np.int64).min
+        for (a, z), f in zip(spans, fine, strict=True):
+            out.append(_flat_keep(hours, (h_start >= after) & (h_start < a)))
+            out.append(_pieces(f, hours, a, z, cuts))
+            after = z
+        out.append(_flat_keep(hours, h_start >= after))
+        return [f for f in out if len(f.ts)]
 
     async def _fetch_buckets(self, plan: FetchPlan) -> None:
         """Rollup rows for the plan; the newest buckets (which the rollup job may not have

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -215,21 +216,56 @@ def combine(rows: Rows, start_ms: int, step_ms: int) -> Rows:
     if not len(rows):
         return rows
     b = (rows.ts - start_ms) // step_ms
-    change = (b[1:] != b[:-1]) | (rows.sidx[1:] != rows.sidx[:-1])
-    cut = np.concatenate(([0], np.flatnonzero(change) + 1))
-    ends = np.append(cut[1:], len(b))
-    local = _segment_ids(len(b), cut)
-    c = rows.cols
-    cols = {
-        "count": np.bincount(local, weights=c["count"], minlength=len(cut)),
-        "sum": np.bincount(local, weights=c["sum"], minlength=len(cut)),
-        "min": np.fmin.reduceat(c["min"], cut),
-        "max": np.fmax.reduceat(c["max"], cut),
-        "last": c["last"][ends - 1],
-        "increase": np.bincount(local, weights=c["increase"], minlength=len(cut)),
-        **combine_rate_parts(c["first"], c["first_ts"], c["last"], c["last_ts"], c["correction"], cut, ends, local),
-    }
+    cut, cols = _combine_groups(rows.sidx, b, rows.cols)
     return Rows(rows.series, rows.sidx[cut], start_ms + b[cut] * step_ms, cols)
+
+
+def combine_pieces(
+    sidx: np.ndarray, starts: np.ndarray, cols: Mapping[str, np.ndarray], cuts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Finer rows (series index ``sidx``, bucket ``starts``, any of the aggregate columns
+    ``cols``; grouped by series, then in time order) added up as ``combine`` adds them into
+    the pieces between consecutive ``cuts`` (ascending, holding every start): per piece with
+    rows, its series index, its number (piece ``k`` is ``[cuts[k], cuts[k + 1])``) and columns."""
+    piece = np.searchsorted(cuts, starts, "right") - 1
+    if not len(piece):
+        return sidx, piece, {k: np.zeros(0) for k in AGG_NAMES if k in cols.keys()}
+    cut, out = _combine_groups(sidx, piece, cols)
+    return sidx[cut], piece[cut], out
+
+
+def _combine_groups(
+    sidx: np.ndarray, group: np.ndarray, c: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The first row of each run of rows of one series and ``group``, and the runs' aggregates
+    (those of ``c``'s columns; a correction needs all five rate columns, else it is NaN)."""
+    change = (group[1:] != group[:-1]) | (sidx[1:] != sidx[:-1])
+    cut = np.concatenate(([0], np.flatnonzero(change) + 1))
+    ends = np.append(cut[1:], len(group))
+    local = _segment_ids(len(group), cut)
+    have = set(c.keys())
+    cols: dict[str, np.ndarray] = {}
+    for name in ("count", "sum", "increase"):
+        if name in have:
+            cols[name] = np.bincount(local, weights=c[name], minlength=len(cut))
+    if "min" in have:
+        cols["min"] = np.fmin.reduceat(c["min"], cut)
+    if "max" in have:
+        cols["max"] = np.fmax.reduceat(c["max"], cut)
+    if "last" in have:
+        cols["last"] = c["last"][ends - 1]
+    rate = ("first", "first_ts", "last", "last_ts", "correction")
+    if have.issuperset(rate):
+        cols.update(
+            combine_rate_parts(c["first"], c["first_ts"], c["last"], c["last_ts"], c["correction"], cut, ends, local)
+        )
+    else:  # (the correction is then not known: NaN, as in rows written before it was kept)
+        cols.update((k, c[k][cut]) for k in ("first", "first_ts") if k in have)
+        if "last_ts" in have:
+            cols["last_ts"] = c["last_ts"][ends - 1]
+        if "correction" in have:
+            cols["correction"] = np.full(len(cut), np.nan)
+    return cut, {k: cols[k] for k in AGG_NAMES if k in cols}
 
 
 def concat(older: Rows, newer: Rows) -> Rows:
