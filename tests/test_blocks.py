@@ -43,7 +43,7 @@ decimals = st.integers(-(10**12), 10**12).flatmap(lambda m: st.sampled_from([m /
 value = st.one_of(any_float_bits, special, decimals, st.floats(allow_nan=True, allow_infinity=True))
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 @given(
     ts=hnp.arrays(np.int64, st.integers(0, 300), elements=st.integers(-(2**63), 2**63 - 1)),
     data=st.data(),
@@ -53,7 +53,7 @@ def test_any_timestamps_and_values_roundtrip(ts, data):
     assert_roundtrip(ts, vals)
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(
     start=st.integers(0, 2**45),
     step=st.sampled_from([1000, 10_000, 15_000, 60_000]),

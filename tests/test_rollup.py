@@ -135,7 +135,7 @@ def counter_like(draw):
     return np.array(ts, dtype=np.int64), np.array(vals, dtype=np.float64)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(series=counter_like(), window=st.integers(0, 3))
 def test_minute_rollup_equals_brute_force(series, window):
     ts, vals = series
@@ -145,7 +145,7 @@ def test_minute_rollup_equals_brute_force(series, window):
     assert_equal_rollups(as_dict(got), brute_force(ts, vals, start, end, MINUTE_MS))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(series=counter_like(), perm_seed=st.integers(0, 2**32 - 1))
 def test_input_order_does_not_matter(series, perm_seed):
     ts, vals = series
@@ -155,7 +155,7 @@ def test_input_order_does_not_matter(series, perm_seed):
     assert a.bit_equal(b)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(series=counter_like())
 def test_hour_from_minutes_equals_hour_from_raw(series):
     ts, vals = series
@@ -167,7 +167,7 @@ def test_hour_from_minutes_equals_hour_from_raw(series):
     assert_equal_rollups(as_dict(from_raw), brute_force(ts, vals, start, end, HOUR_MS))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(series=counter_like())
 def test_increases_of_adjacent_windows_add_up(series):
     """Splitting a range into windows neither loses nor double-counts an increment."""
