@@ -92,6 +92,12 @@ TAIL_SKEW_MS = 15 * 60_000
 # gap doubles until there are at most MAX_FINER_SPANS spans (one select each).
 FINER_SPAN_GAP_MS = 6 * HOUR_MS
 MAX_FINER_SPANS = 32
+# Grids of at least this step (or of one time) cut a minute at a window's edge from raw
+# samples (one select per run of adjacent minutes: at most 2 per step); finer grids cut at
+# the minute (a 1 m grid over 7 d would read every raw sample, one minute at a time).
+RAW_CUT_MIN_STEP_MS = HOUR_MS
+# Selects of raw minutes run this many at a time.
+RAW_CUT_CONCURRENCY = 8
 
 
 def minutes_kept_from(now_ms: int) -> int:
@@ -100,6 +106,12 @@ def minutes_kept_from(now_ms: int) -> int:
     the stores keep them 32). A day, not an hour, so the range cache, which keys its chunks by
     it (``Engine.planned_resolutions``), recomputes them once a day, not every hour."""
     return -(-(now_ms - MINUTE_RETENTION_MS) // DAY_MS) * DAY_MS
+
+
+def raw_kept_from(now_ms: int) -> int:
+    """Where such a plan cuts a minute at a window's edge from raw samples (``minutes_kept_from``
+    for raw samples, kept 7 d)."""
+    return -(-(now_ms - QUERY_RAW_HORIZON_MS) // DAY_MS) * DAY_MS
 
 
 @dataclass
@@ -494,10 +506,13 @@ def _flat_keep(flat: FlatSeries, mask: np.ndarray) -> FlatSeries:
 
 
 def _inner_cuts(grids: list[tuple[int, int, int, int]], lo: int, hi: int) -> np.ndarray:
-    """The minute boundaries in ``[lo, hi)`` (``lo`` on an hour), not on an hour, where a window
-    of the plan's uses (``FetchPlan.grids``) ends (at ``t``: the minutes whole by ``t`` end
-    there, ``(t + 1)`` down to the minute) or starts (``t - range``), ascending. At most one a
-    minute: a grid finer than a minute cuts every minute it spans."""
+    """Where a window of the plan's uses (``FetchPlan.grids``) ends (at ``t``: cut at ``t + 1``)
+    or starts (``t - range``: cut at ``t - range + 1``), for the cuts whose minute is in
+    ``[lo, hi)`` (``lo`` on an hour) and that are not on an hour, ascending. A grid of a step
+    under RAW_CUT_MIN_STEP_MS cuts at the minute's start instead (the minutes whole by ``t``;
+    a grid finer than a minute cuts every minute it spans), and so does a time on a minute
+    (``hh:mm:00.000``: only a sample exactly there is in the minute after; a dashboard's
+    grid on the hour cuts no hour)."""
     out = [np.zeros(0, dtype=np.int64)]
     for first, last, step, wide in grids:
         for shift in {0, wide}:
@@ -509,13 +524,15 @@ def _inner_cuts(grids: list[tuple[int, int, int, int]], lo: int, hi: int) -> np.
                 continue
             if step == 0:
                 xs = np.array([a], dtype=np.int64)
-            else:  # (only the times cutting inside [lo, hi): x + 1 >= lo and x + 1 < hi)
+            else:  # (only the times cutting inside [lo, hi): x + 1 >= lo and x < hi)
                 k0 = max(0, -(-(lo - 1 - a) // step))
-                k1 = min((z - a) // step, (hi - 2 - a) // step)
+                k1 = min((z - a) // step, (hi - 1 - a) // step)
                 xs = a + step * np.arange(k0, k1 + 1, dtype=np.int64)
-            out.append((xs + 1) // MINUTE_MS * MINUTE_MS)
+            exact = (step == 0 or step >= RAW_CUT_MIN_STEP_MS) & (xs % MINUTE_MS != 0)
+            out.append(np.where(exact, xs + 1, (xs + 1) // MINUTE_MS * MINUTE_MS))
     cuts = np.unique(np.concatenate(out))
-    inside: np.ndarray = cuts[(cuts >= lo) & (cuts < hi) & (cuts % HOUR_MS != 0)]
+    minute = cuts // MINUTE_MS * MINUTE_MS
+    inside: np.ndarray = cuts[(minute >= lo) & (minute < hi) & (cuts % HOUR_MS != 0)]
     return inside
 
 
@@ -532,36 +549,74 @@ def _finer_spans(hours: np.ndarray) -> list[tuple[int, int]]:
         gap *= 2
 
 
-def _pieces(minutes: FlatSeries, hours: FlatSeries, a: int, z: int, cuts: np.ndarray) -> FlatSeries:
-    """The hours ``[a, z)`` as pieces between consecutive ``cuts`` (and hours), each the minute
-    rows ``minutes`` of that piece added up (``combine_pieces``) and placed at its last
+def _lead_increase(s_key: np.ndarray, s_inc: np.ndarray, m_key: np.ndarray, m_inc: np.ndarray) -> np.ndarray:
+    """The increases of rows cut from a minute's raw samples alone (``s_key``: series and
+    minute, ascending) with what they lack, the increase from the sample before the minute,
+    added to each minute's first row: the minute row's increase (``m_key``, ascending) less
+    theirs."""
+    keys, first, inv = np.unique(s_key, return_index=True, return_inverse=True)
+    have = np.bincount(inv, weights=s_inc, minlength=len(keys))
+    at = np.minimum(np.searchsorted(m_key, keys), max(len(m_key) - 1, 0))
+    found = (m_key[at] == keys) if len(m_key) else np.zeros(len(keys), dtype=bool)
+    out = s_inc.astype(np.float64, copy=True)
+    out[first[found]] += np.asarray(m_inc)[at[found]] - have[found]
+    return out
+
+
+def _pieces(
+    minutes: FlatSeries, hours: FlatSeries, a: int, z: int, bounds: np.ndarray, subs: FlatSeries | None, names: tuple[str, ...]
+) -> FlatSeries:
+    """The hours ``[a, z)`` as pieces between consecutive ``bounds`` (cuts and hours), each the
+    minute rows ``minutes`` of that piece added up (``combine_pieces``) and placed at its last
     millisecond: a window ending at a cut's time holds the minutes whole by then, one ending at
-    an hour's end the whole hour. A series without minute rows in an hour (not kept, or not
-    written) keeps that hour's row of ``hours`` (at the hour's end, as before)."""
-    bounds = np.union1d(np.arange(a, z + 1, HOUR_MS), cuts[(cuts > a) & (cuts < z)])
+    an hour's end the whole hour. ``subs``: rows of minutes cut inside (built from raw samples,
+    each at its first millisecond), which replace those minutes' rows; a minute cut inside
+    without them keeps its row, at its last millisecond (in no window ending inside it). A
+    series without minute rows in an hour (not kept, or not written) keeps that hour's row of
+    ``hours``, likewise at its end. ``names``: the aggregate columns (the plan's)."""
     h_start = hours.ts - (HOUR_MS - 1)
     span = _flat_keep(hours, (h_start >= a) & (h_start < z))
-    labels = sorted(set(minutes.labels) | set(span.labels))
+    labels = sorted(set(minutes.labels) | set(span.labels) | set(subs.labels if subs is not None else ()))
     index = {lab: i for i, lab in enumerate(labels)}
 
     def owner(f: FlatSeries) -> np.ndarray:
         return np.repeat(np.array([index[lab] for lab in f.labels], dtype=np.int64), np.diff(f.offsets))
 
-    assert minutes.agg is not None
-    names = [k for k in minutes.agg.keys()]
     own, start = owner(minutes), minutes.ts - (MINUTE_MS - 1)
-    cols = {k: np.asarray(minutes.agg[k]) for k in names}
+    m_agg = minutes.agg if minutes.agg is not None and len(minutes.ts) else None
+    cols = {k: np.asarray(m_agg[k]) if m_agg is not None else np.zeros(0) for k in names}
+    extra: list[tuple[np.ndarray, np.ndarray, Mapping[str, np.ndarray]]] = []
+    if subs is not None and len(subs.ts) and subs.agg is not None:
+        nm = (z - a) // MINUTE_MS
+        s_own, s_start = owner(subs), subs.ts - (MINUTE_MS - 1)
+        inner = bounds[bounds % MINUTE_MS != 0] // MINUTE_MS * MINUTE_MS  # the minutes cut inside
+        m_key = own * nm + (start - a) // MINUTE_MS
+        s_key = s_own * nm + (s_start - a) // MINUTE_MS
+        s_agg: Mapping[str, np.ndarray] = subs.agg
+        if "increase" in names and "increase" in s_agg.keys():
+            s_agg = {k: s_agg[k] for k in s_agg.keys()}
+            s_agg["increase"] = _lead_increase(s_key, np.asarray(s_agg["increase"]), m_key, cols["increase"])
+        keep = ~np.isin(m_key, s_key)
+        late = np.isin(start, inner) & keep  # (cut inside, no rows from raw: at its end)
+        start = np.where(late, start + (MINUTE_MS - 1), start)
+        own, start, cols = own[keep], start[keep], {k: v[keep] for k, v in cols.items()}
+        extra.append((s_own, s_start, s_agg))
     if len(span.ts) and span.agg is not None:
         nh = (z - a) // HOUR_MS
-        h_own, h_start = owner(span), span.ts - (HOUR_MS - 1)
-        lack = ~np.isin(h_own * nh + (h_start - a) // HOUR_MS, own * nh + (start - a) // HOUR_MS)
+        h_own, h_begin = owner(span), span.ts - (HOUR_MS - 1)
+        m_hours = np.concatenate([own] + [e[0] for e in extra]) * nh + (
+            np.concatenate([start] + [e[1] for e in extra]) - a
+        ) // HOUR_MS
+        lack = ~np.isin(h_own * nh + (h_begin - a) // HOUR_MS, m_hours)
         if lack.any():  # (at the hour's last millisecond: in its last piece, like the hour row)
-            own = np.concatenate((own, h_own[lack]))
-            start = np.concatenate((start, span.ts[lack]))
-            names = [k for k in names if k in span.agg.keys()]
-            cols = {k: np.concatenate((cols[k], span.agg[k][lack])) for k in names}
-            order = np.lexsort((start, own))
-            own, start, cols = own[order], start[order], {k: v[order] for k, v in cols.items()}
+            extra.append((h_own[lack], span.ts[lack], {k: span.agg[k][lack] for k in span.agg.keys()}))
+    if extra:
+        names = tuple(k for k in names if all(k in e[2].keys() for e in extra))
+        own = np.concatenate([own] + [e[0] for e in extra])
+        start = np.concatenate([start] + [e[1] for e in extra])
+        cols = {k: np.concatenate([cols[k]] + [np.asarray(e[2][k]) for e in extra]) for k in names}
+        order = np.lexsort((start, own))
+        own, start, cols = own[order], start[order], {k: v[order] for k, v in cols.items()}
     sidx, piece, agg = combine_pieces(own, start, cols, bounds)
     counts = np.bincount(sidx, minlength=len(labels))
     present = np.flatnonzero(counts)
@@ -1104,7 +1159,7 @@ class Engine:
         notes = {n for p in plans.values() if rollups or p.resolution is Resolution.RAW for n in p.notes}
         reads = sorted((repr(key[0]), key[1].value) for key in plans)
         if any(key[1] is Resolution.HOUR for key in plans):  # (which hours read minute rows: _fetch_rollup)
-            reads.append(("minutes kept from", str(minutes_kept_from(ev.now_ms))))
+            reads.append(("finer rows kept from", f"{minutes_kept_from(ev.now_ms)} {raw_kept_from(ev.now_ms)}"))
         return tuple(reads), sorted(notes)
 
     def parse(self, expr: str) -> P.Node:
@@ -1349,31 +1404,68 @@ class Engine:
         plan.data, plan.beyond, plan.on_grid = [], None, False
 
     async def _hours_with_pieces(self, plan: FetchPlan, hours: FlatSeries, cuts: np.ndarray) -> list[FlatSeries]:
-        """``hours`` (the plan's 1h rows) in time order, the hours holding ``cuts`` (minute
-        boundaries inside closed hours, ``_inner_cuts``) replaced by pieces of their minute rows
-        (``_pieces``): read in spans (``_finer_spans``) and counted in ``plan.finer_rows``. When
-        those minutes would take the query past its sample limit, or the store gives no
-        aggregate columns, the hours stay whole (the approximation, as before)."""
+        """``hours`` (the plan's 1h rows) in time order, the hours holding ``cuts`` (window edges
+        inside closed hours, ``_inner_cuts``) replaced by pieces of their minute rows
+        (``_pieces``): read in spans (``_finer_spans``) and counted in ``plan.finer_rows``. A cut
+        inside a minute while raw samples are kept (``raw_kept_from``) cuts that minute from
+        them (``_cut_minutes``); else it is moved to the minute's start. When the minutes would
+        take the query past its sample limit, or the store gives no aggregate columns, the
+        hours stay whole (the approximation, as before)."""
         if not len(cuts) or hours.agg is None:
             return [hours]
         spans = _finer_spans(np.unique(cuts // HOUR_MS * HOUR_MS))
         minutes = sum(z - a for a, z in spans) // MINUTE_MS
         if len(hours.ts) + len(hours.labels) * minutes > self.max_samples:
             return [hours]
+        inner = (cuts % MINUTE_MS != 0) & (cuts >= raw_kept_from(self.now_ms()))
+        exact = cuts[inner]
+        bounds_all = np.unique(np.where(inner, cuts, cuts // MINUTE_MS * MINUTE_MS))
         reads = [FetchPlan(plan.matchers, a, z - 1, Resolution.MINUTE, plan.columns) for a, z in spans]
-        await asyncio.gather(*(self._fetch_buckets(p) for p in reads))
-        fine = [p.flat if p.flat is not None else _flat_data(p.data, plan.columns, False) for p in reads]
-        if any(f.agg is None for f in fine if len(f.ts)):
+        fine, subs = await asyncio.gather(
+            asyncio.gather(*(self._fetch_buckets(p) for p in reads)), self._cut_minutes(plan, exact)
+        )
+        flats = [p.flat if p.flat is not None else _flat_data(p.data, plan.columns, False) for p in reads]
+        if any(f.agg is None for f in flats if len(f.ts)):
             return [hours]
-        plan.finer_rows += sum(len(f.ts) for f in fine)
+        plan.finer_rows += sum(len(f.ts) for f in flats)
         h_start = hours.ts - (HOUR_MS - 1)
         out, after = [], np.iinfo(np.int64).min
-        for (a, z), f in zip(spans, fine, strict=True):
+        for (a, z), f in zip(spans, flats, strict=True):
             out.append(_flat_keep(hours, (h_start >= after) & (h_start < a)))
-            out.append(_pieces(f, hours, a, z, cuts))
+            bounds = np.union1d(np.arange(a, z + 1, HOUR_MS), bounds_all[(bounds_all > a) & (bounds_all < z)])
+            mine = None
+            if subs is not None:
+                s_start = subs.ts - (MINUTE_MS - 1)
+                mine = _flat_keep(subs, (s_start >= a) & (s_start < z))
+            out.append(_pieces(f, hours, a, z, bounds, mine, column_names(plan.columns)))
             after = z
         out.append(_flat_keep(hours, h_start >= after))
         return [f for f in out if len(f.ts)]
+
+    async def _cut_minutes(self, plan: FetchPlan, cuts: np.ndarray) -> FlatSeries | None:
+        """Rows of the minutes holding ``cuts`` (inside them), between the cuts, built from raw
+        samples as the rollup job builds minute rows (``fine_rows``; one select per run of
+        adjacent minutes, the samples read counted in ``plan.finer_rows``), as flat series at
+        their first millisecond + a minute - 1 (``_pieces`` reads them so). The first row of
+        a minute lacks the counter increase from the sample before it: ``_pieces`` adds it."""
+        if not len(cuts):
+            return None
+        first = np.unique(cuts // MINUTE_MS * MINUTE_MS)
+        new = np.diff(first) > MINUTE_MS
+        runs = zip(first[np.concatenate(([True], new))].tolist(), (first[np.concatenate((new, [True]))] + MINUTE_MS).tolist(), strict=True)
+        names = column_names(plan.columns)
+
+        async def run(a: int, z: int) -> FlatSeries:
+            raw = RawFlat.of(await self.storage.select(list(plan.matchers), a, z - 1))
+            plan.finer_rows += len(raw.ts)
+            bounds = np.union1d(np.arange(a, z, MINUTE_MS), cuts[(cuts > a) & (cuts < z)])
+            return _flat_rows(fine_rows(raw, a, z, MINUTE_MS, cuts=bounds).by_labels(), Resolution.MINUTE, names)
+
+        todo, made = list(runs), []
+        for k in range(0, len(todo), RAW_CUT_CONCURRENCY):
+            made.extend(await asyncio.gather(*(run(a, z) for a, z in todo[k : k + RAW_CUT_CONCURRENCY])))
+        parts = [f for f in made if len(f.ts)]
+        return _join_flats(parts, names) if parts else None
 
     async def _fetch_buckets(self, plan: FetchPlan) -> None:
         """Rollup rows for the plan; the newest buckets (which the rollup job may not have

@@ -124,12 +124,15 @@ def fine_rows(
     step_ms: int,
     max_gap_ms: int = DEFAULT_MAX_GAP_MS,
     chain: ChainEnds | None = None,
+    cuts: np.ndarray | None = None,
 ) -> Rows:
     """Rows of ``step_ms`` buckets over [start_ms, end_ms) from raw samples, with the rollup
     job's semantics: stale markers dropped, the counter increase of each pair of finite
     samples at most ``max_gap_ms`` apart goes to the later sample's bucket, sums added left
     to right. Samples before ``start_ms`` only serve as the previous value; so do the
-    ``chain`` ends, which lead their series' samples (read from ``chain.before_ms``)."""
+    ``chain`` ends, which lead their series' samples (read from ``chain.before_ms``).
+    ``cuts`` (ascending, from ``start_ms``): buckets between consecutive cuts instead (the
+    last one up to ``end_ms``), each row at its bucket's first cut."""
     flat = RawFlat.of(data)
     parts = flat.parts
     if not parts or end_ms <= start_ms:
@@ -158,7 +161,7 @@ def fine_rows(
     heads = np.unique(heads[(heads > 0) & (heads < n)])  # first sample of each series but the first
     inc = _increases(ts, vals, offsets, heads, max_gap_ms)
     # Rows per (series, bucket); bucket -1 collects the samples before the window.
-    b = (ts - start_ms) // step_ms
+    b = (ts - start_ms) // step_ms if cuts is None else np.searchsorted(cuts, ts, "right") - 1
     np.maximum(b, -1, out=b)
     change = b[1:] != b[:-1]
     change[heads - 1] = True
@@ -182,7 +185,7 @@ def fine_rows(
     if not inside.all():
         rb, sidx = rb[inside], sidx[inside]
         cols = {k: v[inside] for k, v in cols.items()}
-    return Rows([d.series for d in parts], sidx, start_ms + rb * step_ms, cols)
+    return Rows([d.series for d in parts], sidx, start_ms + rb * step_ms if cuts is None else cuts[rb], cols)
 
 
 def _increases(ts: np.ndarray, vals: np.ndarray, offsets: np.ndarray, heads: np.ndarray, max_gap_ms: int) -> np.ndarray:

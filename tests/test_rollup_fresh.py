@@ -222,11 +222,12 @@ async def beyond_raw_retention_has_the_newest_samples(store, now: int, ours: dic
     res = await eng.range_query(f"count_over_time({young}[150d])", now - 20 * MINUTE_MS, now, 10 * MINUTE_MS)
     counts = [float((young_ts < t // MINUTE_MS * MINUTE_MS).sum()) for t in (now - 20 * MINUTE_MS, now - 10 * MINUTE_MS)]
     assert [s.values.tolist() for s in res.series] == [[*counts, float(len(young_v))]]
-    # Issue #17: steps inside hours already closed (an unaligned 1 h step) hold the minutes
-    # whole by then too, not only the hours (the old series' samples sit on even minutes, so
-    # those minutes are all its samples up to each step; the last step is in the open hour).
+    # Issue #17: steps inside hours already closed (an unaligned 1 h step) hold every sample
+    # up to them too, not only the hours: the minutes whole by then, and the one holding the
+    # step cut there from raw samples (the old series' samples sit on even minutes: one 30 s
+    # before each step). The last step, the query's end, is in the open hour.
     old = 'up{job="ours", instance="old"}'
-    times = [T0 + h * 3_600_000 + 25 * MINUTE_MS + 30_000 for h in (1, 2, 3, 4)]
+    times = [T0 + h * 3_600_000 + 24 * MINUTE_MS + 30_000 for h in (1, 2, 3, 4)]
     upto = [old_v[old_ts <= t] for t in times]
     assert [len(v) for v in upto] == [43, 73, 103, 133]  # (the hours alone: 30, 60, 90, 120)
     for func, f in want.items():
