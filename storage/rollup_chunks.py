@@ -434,20 +434,21 @@ def encode_columns_table(
     """What ``encode_columns_many`` gives, as columns: each (rollup, chunk) piece's rollup
     index, chunk start, first and last bucket, and per column of ``COLUMNS`` the pieces'
     values (a store writing a row per piece zips them without a dict per piece); None
-    when there are no buckets."""
-    if not rollups:
-        return None
+    when there are no buckets. With ``joined``, ``rollups`` is not read (a lazy
+    ``RollupRowsList`` need not make its items: pass ``()``)."""
     span = chunk_span(resolution)
     if joined is not None:
         flat, bounds = joined
         sizes = np.diff(bounds)
         ts = np.ascontiguousarray(flat.timestamps, dtype="<i8")
+    elif not rollups:
+        return None
     else:
         sizes = np.fromiter((len(r) for r in rollups), dtype=np.int64, count=len(rollups))
         ts = np.concatenate([np.asarray(r.timestamps, dtype="<i8") for r in rollups])
     if not ts.size:
         return None
-    owner = np.repeat(np.arange(len(rollups)), sizes)
+    owner = np.repeat(np.arange(sizes.size), sizes)
     same = owner[1:] == owner[:-1]
     if bool(np.any(same & (ts[1:] <= ts[:-1]))):
         raise ValueError("bucket starts must be strictly ascending")

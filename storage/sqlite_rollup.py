@@ -755,7 +755,7 @@ def _put_fresh_many(con: sqlite3.Connection, table: str, rows: Sequence[RollupRo
     whose first bucket starts its span merges as a final write would (``_put_chunks_many``),
     any other is the provisional chunk keyed by its first bucket."""
     flat = (rows.flat, rows.bounds) if isinstance(rows, RollupRowsList) else None
-    got = chunks.encode_columns_table(Resolution.MINUTE, [r.rollup for r in rows], flat)
+    got = chunks.encode_columns_table(Resolution.MINUTE, [r.rollup for r in rows] if flat is None else (), flat)
     if got is None:
         return
     owners, starts, firsts, _lasts, columns = got
