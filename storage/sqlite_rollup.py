@@ -44,7 +44,7 @@ from storage.model import Series
 from storage.rollup import Rollup
 from storage.rollup_job import RawWindow, RollupRows, RollupRowsList, SealedBlock
 from storage.schema import DEFAULT_TTLS_S
-from storage.sqlite import IN_LIST, SQLiteStorage, series_from_row
+from storage.sqlite import IN_LIST, SQLiteStorage, rebuild_with_rowid, series_from_row
 from storage.sqlite_generations import (
     CHUNK_GENERATION_KEY,
     INDEX_GENERATION_KEY,
@@ -128,21 +128,6 @@ def _chunk_params(series_id: int, start: int, cols: dict[str, bytes]) -> tuple:
     return (series_id, start, b"", *_COLUMN_VALUES(cols))
 
 
-def _blocks_with_rowid(con: sqlite3.Connection) -> None:
-    """Rebuild a ``raw_blocks`` written as a WITHOUT ROWID table as a rowid table (see
-    ``_BLOCKS_TABLE``), once, in one write transaction."""
-    with con:
-        con.execute("BEGIN IMMEDIATE")
-        row = con.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'raw_blocks'").fetchone()
-        if row is None or "WITHOUT ROWID" not in row[0].upper():
-            return
-        con.execute("ALTER TABLE raw_blocks RENAME TO raw_blocks_before")
-        con.execute(_BLOCKS_TABLE)
-        con.execute("INSERT INTO raw_blocks SELECT * FROM raw_blocks_before ORDER BY start_ts, series_id")
-        con.execute("DROP TABLE raw_blocks_before")  # and its index
-        con.execute(_BLOCKS_INDEX)
-
-
 def _add_chunk_columns(con: sqlite3.Connection) -> None:
     """Give chunk tables of an older database the column-form columns (its chunks stay in
     record form until rewritten: reads take both). In one write transaction, so two
@@ -183,7 +168,7 @@ class SQLiteRollupMixin:
 
             def run(con: sqlite3.Connection) -> None:
                 con.executescript(ROLLUP_SCHEMA)
-                _blocks_with_rowid(con)
+                rebuild_with_rowid(con, "raw_blocks", [_BLOCKS_TABLE, _BLOCKS_INDEX], "start_ts, series_id")
                 _add_chunk_columns(con)
                 _convert_row_tables(con)
 

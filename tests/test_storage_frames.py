@@ -287,6 +287,8 @@ async def test_a_database_from_before_frames_opens_and_keeps_its_data(tmp_path: 
         await plain.close()
     con = sqlite3.connect(path)
     assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    # raw_chunks, a WITHOUT ROWID table then, is rebuilt as a rowid table (its rows kept: the reads above)
+    assert "WITHOUT ROWID" not in con.execute("SELECT sql FROM sqlite_master WHERE name = 'raw_chunks'").fetchone()[0]
     con.close()
 
 
