@@ -41,7 +41,7 @@ from query.rollup_tail import (
     TailMemo,
     chain_ends,
     combine,
-    combine_pieces,
+    combine_runs,
     concat,
     fine_rows,
     fine_step,
@@ -549,12 +549,23 @@ def _finer_spans(hours: np.ndarray) -> list[tuple[int, int]]:
         gap *= 2
 
 
+def _in_sorted(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Which of ``x`` are in ``ys`` (ascending), without sorting ``x``."""
+    if not len(ys):
+        return np.zeros(len(x), dtype=bool)
+    at = np.minimum(np.searchsorted(ys, x), len(ys) - 1)
+    found: np.ndarray = ys[at] == x
+    return found
+
+
 def _lead_increase(s_key: np.ndarray, s_inc: np.ndarray, m_key: np.ndarray, m_inc: np.ndarray) -> np.ndarray:
     """The increases of rows cut from a minute's raw samples alone (``s_key``: series and
     minute, ascending) with what they lack, the increase from the sample before the minute,
     added to each minute's first row: the minute row's increase (``m_key``, ascending) less
     theirs."""
-    keys, first, inv = np.unique(s_key, return_index=True, return_inverse=True)
+    new = np.concatenate(([True], s_key[1:] != s_key[:-1]))
+    first = np.flatnonzero(new)
+    keys, inv = s_key[first], np.cumsum(new) - 1
     have = np.bincount(inv, weights=s_inc, minlength=len(keys))
     at = np.minimum(np.searchsorted(m_key, keys), max(len(m_key) - 1, 0))
     found = (m_key[at] == keys) if len(m_key) else np.zeros(len(keys), dtype=bool)
@@ -563,17 +574,37 @@ def _lead_increase(s_key: np.ndarray, s_inc: np.ndarray, m_key: np.ndarray, m_in
     return out
 
 
+def _cut_minute_rows(
+    m_key: np.ndarray, m_cols: Mapping[str, np.ndarray], s_key: np.ndarray, s_cols: Mapping[str, np.ndarray], names: tuple[str, ...]
+) -> tuple[Mapping[str, np.ndarray], np.ndarray]:
+    """For minute rows (``m_key``: series and minute, ascending; columns ``m_cols``) and rows
+    cut from some of those minutes' raw samples (``s_key``, ascending; ``s_cols``): the cut
+    rows' columns with the increase from the sample before each minute (``_lead_increase``)
+    and which minute rows they replace."""
+    if "increase" in names and "increase" in s_cols.keys() and "increase" in m_cols.keys():
+        s_cols = {k: s_cols[k] for k in s_cols.keys()}
+        s_cols["increase"] = _lead_increase(s_key, np.asarray(s_cols["increase"]), m_key, np.asarray(m_cols["increase"]))
+    replaced = np.zeros(len(m_key), dtype=bool)
+    if len(m_key):
+        s_u = np.unique(s_key)
+        at = np.minimum(np.searchsorted(m_key, s_u), len(m_key) - 1)
+        replaced[at[m_key[at] == s_u]] = True
+    return s_cols, replaced
+
+
 def _pieces(
     minutes: FlatSeries, hours: FlatSeries, a: int, z: int, bounds: np.ndarray, subs: FlatSeries | None, names: tuple[str, ...]
 ) -> FlatSeries:
     """The hours ``[a, z)`` as pieces between consecutive ``bounds`` (cuts and hours), each the
-    minute rows ``minutes`` of that piece added up (``combine_pieces``) and placed at its last
-    millisecond: a window ending at a cut's time holds the minutes whole by then, one ending at
-    an hour's end the whole hour. ``subs``: rows of minutes cut inside (built from raw samples,
-    each at its first millisecond), which replace those minutes' rows; a minute cut inside
-    without them keeps its row, at its last millisecond (in no window ending inside it). A
-    series without minute rows in an hour (not kept, or not written) keeps that hour's row of
-    ``hours``, likewise at its end. ``names``: the aggregate columns (the plan's)."""
+    minute rows ``minutes`` of that piece added up (``combine_runs``, as the job adds minutes
+    into hours) and placed at its last millisecond: a window ending at a cut's time holds the
+    minutes whole by then, one ending at an hour's end the whole hour. ``subs``: rows of
+    minutes cut inside (built from raw samples, each at its first millisecond), which replace
+    those minutes' rows; a minute cut inside without them keeps its row, at its last
+    millisecond (in no window ending inside it). A series without minute rows in an hour (not
+    kept, or not written) keeps that hour's row of ``hours``, likewise at its end. ``names``:
+    the aggregate columns (the plan's). Each source is added up into pieces on its own (no
+    copy of the minute columns but their reduction), then the few pieces two sources share."""
     h_start = hours.ts - (HOUR_MS - 1)
     span = _flat_keep(hours, (h_start >= a) & (h_start < z))
     labels = sorted(set(minutes.labels) | set(span.labels) | set(subs.labels if subs is not None else ()))
@@ -582,48 +613,63 @@ def _pieces(
     def owner(f: FlatSeries) -> np.ndarray:
         return np.repeat(np.array([index[lab] for lab in f.labels], dtype=np.int64), np.diff(f.offsets))
 
+    def piece_of(ts: np.ndarray) -> np.ndarray:
+        found: np.ndarray = np.searchsorted(bounds, ts, "right") - 1
+        return found
+
+    # (series, piece, first start, columns) of each source's pieces
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, Mapping[str, np.ndarray]]] = []
+
+    def add(own: np.ndarray, piece: np.ndarray, start: np.ndarray, cols: Mapping[str, np.ndarray]) -> None:
+        cut, agg = combine_runs(own, piece, {k: np.asarray(cols[k]) for k in names if k in cols.keys()})
+        parts.append((own[cut], piece[cut], start[cut], agg))
+
     own, start = owner(minutes), minutes.ts - (MINUTE_MS - 1)
-    m_agg = minutes.agg if minutes.agg is not None and len(minutes.ts) else None
-    cols = {k: np.asarray(m_agg[k]) if m_agg is not None else np.zeros(0) for k in names}
-    extra: list[tuple[np.ndarray, np.ndarray, Mapping[str, np.ndarray]]] = []
+    m_cols: Mapping[str, np.ndarray] = minutes.agg if minutes.agg is not None and len(minutes.ts) else {
+        k: np.zeros(0) for k in names
+    }
+    nm = (z - a) // MINUTE_MS
+    m_idx = (start - a) // MINUTE_MS  # (minute rows: each minute's piece looked up, not searched)
+    piece = piece_of(a + np.arange(nm, dtype=np.int64) * MINUTE_MS)[m_idx]
+    present = [(own, start)]
     if subs is not None and len(subs.ts) and subs.agg is not None:
-        nm = (z - a) // MINUTE_MS
         s_own, s_start = owner(subs), subs.ts - (MINUTE_MS - 1)
-        inner = bounds[bounds % MINUTE_MS != 0] // MINUTE_MS * MINUTE_MS  # the minutes cut inside
-        m_key = own * nm + (start - a) // MINUTE_MS
-        s_key = s_own * nm + (s_start - a) // MINUTE_MS
-        s_agg: Mapping[str, np.ndarray] = subs.agg
-        if "increase" in names and "increase" in s_agg.keys():
-            s_agg = {k: s_agg[k] for k in s_agg.keys()}
-            s_agg["increase"] = _lead_increase(s_key, np.asarray(s_agg["increase"]), m_key, cols["increase"])
-        keep = ~np.isin(m_key, s_key)
-        late = np.isin(start, inner) & keep  # (cut inside, no rows from raw: at its end)
-        start = np.where(late, start + (MINUTE_MS - 1), start)
-        own, start, cols = own[keep], start[keep], {k: v[keep] for k, v in cols.items()}
-        extra.append((s_own, s_start, s_agg))
+        s_agg, replaced = _cut_minute_rows(own * nm + m_idx, m_cols, s_own * nm + (s_start - a) // MINUTE_MS, subs.agg, names)
+        inner = np.zeros(nm, dtype=bool)  # the minutes cut inside
+        inner[(bounds[bounds % MINUTE_MS != 0] - a) // MINUTE_MS] = True
+        late = inner[m_idx] & ~replaced  # (cut inside, no rows from raw: at its end)
+        piece[late] = piece_of(start[late] + (MINUTE_MS - 1))
+        piece[replaced] = -1  # (left out below)
+        add(s_own, piece_of(s_start), s_start, s_agg)
+        present.append((s_own, s_start))
+    add(own, piece, start, m_cols)
     if len(span.ts) and span.agg is not None:
         nh = (z - a) // HOUR_MS
-        h_own, h_begin = owner(span), span.ts - (HOUR_MS - 1)
-        m_hours = np.concatenate([own] + [e[0] for e in extra]) * nh + (
-            np.concatenate([start] + [e[1] for e in extra]) - a
-        ) // HOUR_MS
-        lack = ~np.isin(h_own * nh + (h_begin - a) // HOUR_MS, m_hours)
+        h_own = owner(span)
+        h_key = h_own * nh + (span.ts - (HOUR_MS - 1) - a) // HOUR_MS
+        lack = np.ones(len(h_key), dtype=bool)
+        for o, st in present:  # (each in (series, time) order)
+            lack &= ~_in_sorted(h_key, o * nh + (st - a) // HOUR_MS)
         if lack.any():  # (at the hour's last millisecond: in its last piece, like the hour row)
-            extra.append((h_own[lack], span.ts[lack], {k: span.agg[k][lack] for k in span.agg.keys()}))
-    if extra:
-        names = tuple(k for k in names if all(k in e[2].keys() for e in extra))
-        own = np.concatenate([own] + [e[0] for e in extra])
-        start = np.concatenate([start] + [e[1] for e in extra])
-        cols = {k: np.concatenate([cols[k]] + [np.asarray(e[2][k]) for e in extra]) for k in names}
-        order = np.lexsort((start, own))
-        own, start, cols = own[order], start[order], {k: v[order] for k, v in cols.items()}
-    sidx, piece, agg = combine_pieces(own, start, cols, bounds)
-    counts = np.bincount(sidx, minlength=len(labels))
-    present = np.flatnonzero(counts)
-    offsets = np.zeros(len(present) + 1, dtype=np.int64)
-    np.cumsum(counts[present], out=offsets[1:])
+            at = span.ts[lack]
+            parts.append((h_own[lack], piece_of(at), at, {k: span.agg[k][lack] for k in names if k in span.agg.keys()}))
+    names = tuple(k for k in names if all(k in p[3].keys() for p in parts))
+    own, piece, first = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    agg = {k: np.concatenate([np.asarray(p[3][k]) for p in parts]) for k in names}
+    if len(parts) > 1:  # (pieces two sources share: added up again, in time order)
+        order = np.lexsort((first, piece, own))
+        own, piece = own[order], piece[order]
+        cut, agg = combine_runs(own, piece, {k: v[order] for k, v in agg.items()})
+        own, piece = own[cut], piece[cut]
+    if (piece < 0).any():
+        keep = piece >= 0
+        own, piece, agg = own[keep], piece[keep], {k: v[keep] for k, v in agg.items()}
+    counts = np.bincount(own, minlength=len(labels))
+    present_i = np.flatnonzero(counts)
+    offsets = np.zeros(len(present_i) + 1, dtype=np.int64)
+    np.cumsum(counts[present_i], out=offsets[1:])
     ts = bounds[piece + 1] - 1
-    return FlatSeries([labels[i] for i in present.tolist()], ts, bucket_values(agg, len(ts)), offsets, agg)
+    return FlatSeries([labels[i] for i in present_i.tolist()], ts, bucket_values(agg, len(ts)), offsets, agg)
 
 
 @dataclass

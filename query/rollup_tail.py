@@ -219,29 +219,19 @@ def combine(rows: Rows, start_ms: int, step_ms: int) -> Rows:
     if not len(rows):
         return rows
     b = (rows.ts - start_ms) // step_ms
-    cut, cols = _combine_groups(rows.sidx, b, rows.cols)
+    cut, cols = combine_runs(rows.sidx, b, rows.cols)
     return Rows(rows.series, rows.sidx[cut], start_ms + b[cut] * step_ms, cols)
 
 
-def combine_pieces(
-    sidx: np.ndarray, starts: np.ndarray, cols: Mapping[str, np.ndarray], cuts: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Finer rows (series index ``sidx``, bucket ``starts``, any of the aggregate columns
-    ``cols``; grouped by series, then in time order) added up as ``combine`` adds them into
-    the pieces between consecutive ``cuts`` (ascending, holding every start): per piece with
-    rows, its series index, its number (piece ``k`` is ``[cuts[k], cuts[k + 1])``) and columns."""
-    piece = np.searchsorted(cuts, starts, "right") - 1
-    if not len(piece):
-        return sidx, piece, {k: np.zeros(0) for k in AGG_NAMES if k in cols.keys()}
-    cut, out = _combine_groups(sidx, piece, cols)
-    return sidx[cut], piece[cut], out
-
-
-def _combine_groups(
+def combine_runs(
     sidx: np.ndarray, group: np.ndarray, c: Mapping[str, np.ndarray]
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The first row of each run of rows of one series and ``group``, and the runs' aggregates
-    (those of ``c``'s columns; a correction needs all five rate columns, else it is NaN)."""
+    """The first row of each run of rows of one series and ``group`` (rows in time order, or
+    aggregates of consecutive spans: they join as rows do), and the runs' aggregates, as
+    ``rollup_rollup`` makes them (those of ``c``'s columns; a correction needs all five rate
+    columns, else it is NaN)."""
+    if not len(group):
+        return np.zeros(0, dtype=np.int64), {k: np.zeros(0) for k in AGG_NAMES if k in c.keys()}
     change = (group[1:] != group[:-1]) | (sidx[1:] != sidx[:-1])
     cut = np.concatenate(([0], np.flatnonzero(change) + 1))
     ends = np.append(cut[1:], len(group))

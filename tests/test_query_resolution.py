@@ -354,3 +354,35 @@ async def test_dashboard_panel_shows_an_approximate_answer_as_a_warning(data, tm
     assert re.search(r'<p class="warning">[^<]*irate\(\) answered from 1m rollups', panels["Rate"])
     assert 'class="error"' not in panels["Rate"] and '<path class="line"' in panels["Rate"]
     assert re.search(r'<p class="error">[^<]*', panels["Broken"]) and 'class="warning"' not in panels["Broken"]
+
+
+async def test_steps_inside_closed_hours_read_minutes_and_raw() -> None:
+    """Issue #17: over 1h rows beyond raw retention, a step inside a closed hour holds that
+    hour's samples up to it: the minutes whole by then (from the 1m rows), and while raw
+    samples are kept the step's own minute too (cut at the step); a series without 1m rows
+    keeps the whole hours (its hour rows, never lost)."""
+    from query.engine import raw_kept_from
+
+    (g, (ts, vals)) = next((s, v) for s, v in _raw().items() if s.metric == "g")
+    g2 = Series.of(make_labels("g2", s="b"))
+    st = MemoryStorage()
+    st.add_series(g, ts, vals)
+    for res in (Resolution.MINUTE, Resolution.HOUR):
+        r = _rollup(ts, vals, res.step_ms, NOW - HOUR_MS)
+        agg = {k: r[k] for k in r if k != "ts"}
+        st.put_rollup(SeriesData(g, r["ts"], r["last"], res, agg))
+        if res is Resolution.HOUR:  # (no raw samples, no 1m rows: the hours alone)
+            st.put_rollup(SeriesData(g2, r["ts"], r["last"], res, agg))
+    eng = Engine(st, now_ms=lambda: NOW)
+    start = NOW - 8 * DAY + 24 * MINUTE_MS + 30_000  # scrapes 13 s into each minute: one 17 s before each step
+    res = await eng.range_query('count_over_time({__name__=~"g2?"}[40d])', start, start + 2 * DAY, HOUR_MS)
+    assert res.warnings and "1h rollups" in res.warnings[0]
+    times = np.arange(start, start + 2 * DAY + 1, HOUR_MS)
+    kept = raw_kept_from(NOW)
+    assert times[0] < kept < times[-1]
+    upto = np.where(times >= kept, times + 1, times // MINUTE_MS * MINUTE_MS)  # (the step's minute from raw)
+    want = {"a": np.searchsorted(ts, upto), "b": np.searchsorted(ts, times // HOUR_MS * HOUR_MS)}
+    got = {s.labels["s"]: s.values for s in res.series}
+    assert got.keys() == want.keys()
+    for name, w in want.items():
+        np.testing.assert_array_equal(got[name], w.astype(np.float64), err_msg=name)
