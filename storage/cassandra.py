@@ -4,7 +4,9 @@ Prepared statements only. Every driver call is ``execute_async`` bridged to an a
 (the driver's own I/O thread completes it; the event loop never blocks). Writes are grouped
 per partition: one scrape of one target (same hour) is one UNLOGGED single-partition batch
 of ``raw_recent`` rows; index rows for series first seen in a time bucket are batched per
-index partition.
+index partition. The writer's frames of a moment, many targets' scrapes, go together
+(``write_frame_sets``: UNLOGGED batches per replica set, ``replica_batches``): the node's CPU
+is per request more than per byte.
 
 Raw reads: one request per (target, series chunk, hour chunk), all concurrent, each small
 enough (``RAW_REQUEST_SERIES_HOURS``) to run unpaged - a paged multi-partition ``IN`` makes
@@ -48,9 +50,10 @@ from cassandra.cluster import (
 )
 from cassandra.connection import ConnectionException
 from cassandra.cqltypes import DoubleType, Int32Type, LongType
+from cassandra.metadata import Metadata
 from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.protocol import ProtocolHandler, ResultMessage, read_int
-from cassandra.query import BatchStatement, BatchType, PreparedStatement, tuple_factory
+from cassandra.query import BatchStatement, BatchType, BoundStatement, PreparedStatement, tuple_factory
 
 from storage import schema as sch
 from storage.base import Resolution, SeriesData, Storage, StorageError
@@ -84,6 +87,14 @@ RAW_REQUEST_SERIES_HOURS = 128
 FRAME_READ_SPAN_MS = 15 * 60_000
 FRAME_READ_TARGETS = 16
 MAX_CONCURRENT_REQUESTS = 512  # per write_columns / read call
+# Frames of several targets per request (``write_frame_sets``): a node spends ~3-7 ms of CPU per
+# write request at a few dozen requests/s whatever its size (its request and mutation workers
+# wake, spin and park), so the writer's frames of a moment go as few UNLOGGED batches (one per
+# replica set), each under the node's batch_size_warn_threshold (services/cassandra: 256 KiB;
+# a stock node fails batches over 50 KiB: the writer then halves ``frame_batch_bytes``).
+FRAME_BATCH_ROWS = 256
+FRAME_BATCH_BYTES = 192 << 10
+FRAME_ROW_BYTES = 48  # a frame row's keys and cells beside its blob and target, for the size bound
 # Bytes per socket read of a driver connection (the driver's default is 4 KiB: a 24 h panel's
 # ~60 MB of rollup chunks took ~15,000 reads, each a Python loop turn and a buffer write; with
 # 256 KiB the cold 24 h panel of bench/query.py --cassandra took ~9% less CPU, 270 against 297 ms).
@@ -281,6 +292,7 @@ class CassandraStorage(Storage):
     late_after_ms: int = 60_000
     frame_min_samples: int = FRAME_MIN_SAMPLES  # a smaller timestamp group of a target is written as rows
     LATE_REMARK_MS = 60_000  # re-mark an hour at most this often (marks carry the write time)
+    frame_batch_bytes: int = FRAME_BATCH_BYTES  # of frame rows per batch of ``write_frame_sets``
 
     def __init__(
         self,
@@ -651,6 +663,33 @@ class CassandraStorage(Storage):
                 transient = [e for e in errors if isinstance(e, TransientStorageError)]
                 raise (transient[0] if transient else errors[0])
         self._commit_marks(marks)
+        if late_marks:
+            self._late_marked.update(late_marks)
+
+    async def write_frame_sets(self, sets: Sequence[tuple[str, Sequence[EncodedFrame]]]) -> None:
+        """Write the encoded frames of several targets ``(target, frames)`` (a writer's records
+        of a moment: no rows, no series to index) in few requests: ``replica_batches`` of
+        their rows, the layouts they carry apart, late marks as ``write_frames`` makes them.
+        Idempotent; on an error some batches may be stored: the caller sends all again."""
+        rows: list[tuple[BoundStatement, int]] = []
+        for target, frames in sets:
+            for f in frames:
+                stmts = self._frame_statements(target, (f,))  # [its layout's row,] its row
+                if f.ids is not None:
+                    rows.append((stmts[0], FRAME_ROW_BYTES + len(target) + 8 * f.width))
+                rows.append((stmts[-1], FRAME_ROW_BYTES + len(target) + len(f.data)))
+        if not rows:
+            return
+        ts = np.fromiter((f.ts for _t, frames in sets for f in frames), np.int64)
+        late_stmts, late_marks = self._late_statements(ts)
+        requests = late_stmts + replica_batches(
+            self.cluster.metadata, self.keyspace, rows, FRAME_BATCH_ROWS, self.frame_batch_bytes
+        )
+        results = await _gather_waves([self.execute(r) for r in requests], return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            transient = [e for e in errors if isinstance(e, TransientStorageError)]
+            raise (transient[0] if transient else errors[0])
         if late_marks:
             self._late_marked.update(late_marks)
 
@@ -1260,6 +1299,47 @@ def _series_runs_sorted(
     sid, ts, val = sid[keep], ts[keep], val[keep]
     starts = np.concatenate([[0], np.flatnonzero(sid[1:] != sid[:-1]) + 1]).astype(np.int64)
     return sid[starts], np.append(starts, sid.size), ts, val
+
+
+def unlogged(rows: list[BoundStatement]) -> BoundStatement | BatchStatement:
+    """One upsert alone, or several as an UNLOGGED batch at their statement's consistency."""
+    if len(rows) == 1:
+        return rows[0]
+    batch = BatchStatement(BatchType.UNLOGGED, consistency_level=rows[0].consistency_level)
+    for r in rows:
+        batch.add(r)
+    return batch
+
+
+def replica_batches(
+    meta: Metadata, keyspace: str, rows: Iterable[tuple[BoundStatement, int]], max_rows: int, max_bytes: int
+) -> list[BoundStatement | BatchStatement]:
+    """Upserts ``(bound statement, blob bytes)`` as requests: those of one statement whose
+    partitions have the same replicas go together as UNLOGGED batches of at most ``max_rows``
+    rows and ``max_bytes`` blob bytes, so each batch lands on its replicas without fan-out and
+    costs the node one request instead of one per row."""
+    groups: dict[tuple, list[tuple[BoundStatement, int]]] = {}
+    # The driver answers a token range's replicas with one list: its endpoints named once per list.
+    named: dict[int, tuple[list, tuple[str, ...]]] = {}
+    for bound, size in rows:
+        replicas = meta.get_replicas(keyspace, bound.routing_key)
+        seen = named.get(id(replicas))
+        if seen is None:  # (the list is kept: its id is not reused meanwhile)
+            seen = named[id(replicas)] = (replicas, tuple(sorted(str(h.endpoint) for h in replicas)))
+        groups.setdefault((id(bound.prepared_statement), seen[1]), []).append((bound, size))
+    requests: list[BoundStatement | BatchStatement] = []
+    for group in groups.values():
+        batch: list[BoundStatement] = []
+        total = 0
+        for bound, n in group:
+            if batch and (len(batch) >= max_rows or total + n > max_bytes):
+                requests.append(unlogged(batch))
+                batch, total = [], 0
+            batch.append(bound)
+            total += n
+        if batch:
+            requests.append(unlogged(batch))
+    return requests
 
 
 def _target_groups(by_target: dict[str, list[int]]) -> list[tuple[list[str], list[int]]]:

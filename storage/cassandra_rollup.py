@@ -47,14 +47,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from cassandra import ConsistencyLevel
-from cassandra.query import BatchStatement, BatchType, BoundStatement, PreparedStatement
+from cassandra.query import BatchStatement, BoundStatement, PreparedStatement
 
 from common.retry import backoff_delays, retry_async
 from storage import rollup_chunks as chunks
 from storage.base import AGGREGATES, DAY_MS, HOUR_MS, Resolution, SeriesData, aggregate_names, bucket_values
 from storage.blocks import VERSION as BLOCK_VERSION
 from storage.blocks import decode_block
-from storage.cassandra import CassandraStorage, SeriesInfo, TransientStorageError
+from storage.cassandra import CassandraStorage, SeriesInfo, TransientStorageError, replica_batches, unlogged
 from storage.chunk_cache import DEFAULT_MAX_BYTES, cache_of
 from storage.matchers import Matcher, MatchOp
 from storage.model import METRIC_NAME
@@ -243,30 +243,9 @@ class CassandraRollupMixin:
         group of ``together`` shares one partition key (in tables of one keyspace): it goes
         as one UNLOGGED batch, a single mutation on the node, which no batch threshold
         concerns (the first upsert's consistency level holds for all)."""
-        meta = self.session.cluster.metadata
-        groups: dict[tuple, list[tuple[BoundStatement, int]]] = {}
-        # The driver answers a token range's replicas with one list: its endpoints named once per list.
-        named: dict[int, tuple[list, tuple[str, ...]]] = {}
-        for stmt, params in calls:
-            bound = stmt.bind(params)
-            replicas = meta.get_replicas(self.keyspace, bound.routing_key)
-            seen = named.get(id(replicas))
-            if seen is None:  # (the list is kept: its id is not reused meanwhile)
-                seen = named[id(replicas)] = (replicas, tuple(sorted(str(h.endpoint) for h in replicas)))
-            size = sum([len(v) for v in params if type(v) is bytes])
-            groups.setdefault((id(stmt), seen[1]), []).append((bound, size))
-        requests = [_unlogged([stmt.bind(params) for stmt, params in group]) for group in together]
-        for group in groups.values():
-            batch: list[BoundStatement] = []
-            size = 0
-            for bound, n in group:
-                if batch and (len(batch) >= WRITE_BATCH_ROWS or size + n > WRITE_BATCH_BYTES):
-                    requests.append(_unlogged(batch))
-                    batch, size = [], 0
-                batch.append(bound)
-                size += n
-            if batch:
-                requests.append(_unlogged(batch))
+        rows = [(stmt.bind(params), sum([len(v) for v in params if type(v) is bytes])) for stmt, params in calls]
+        requests = [unlogged([stmt.bind(params) for stmt, params in group]) for group in together]
+        requests += replica_batches(self.session.cluster.metadata, self.keyspace, rows, WRITE_BATCH_ROWS, WRITE_BATCH_BYTES)
 
         def upsert(request: BoundStatement | BatchStatement) -> Callable[[], Awaitable[object]]:
             return lambda: self.execute(request)
@@ -727,16 +706,6 @@ class CassandraRollupMixin:
 
 class CassandraRollupStorage(CassandraRollupMixin, CassandraStorage):
     """Cassandra storage with the rollup store."""
-
-
-def _unlogged(rows: list[BoundStatement]) -> BoundStatement | BatchStatement:
-    """One upsert alone, or several as an UNLOGGED batch at their statement's consistency."""
-    if len(rows) == 1:
-        return rows[0]
-    batch = BatchStatement(BatchType.UNLOGGED, consistency_level=rows[0].consistency_level)
-    for r in rows:
-        batch.add(r)
-    return batch
 
 
 _NO_IDS = np.empty(0, dtype=np.int64)

@@ -3,13 +3,17 @@
 ``BatchingWriter.append(batch)`` first appends the batch to the local spool (write-ahead:
 nothing appended is lost when the process dies), then:
 
-- DIRECT mode: sends it at once (``CassandraStorage.write_frames``: a scrape is one
-  ``raw_frames`` row, encoded by the writer before it is spooled so the record IS the frame;
-  other samples are single-partition UNLOGGED batches of rows per (target, hour); index
-  rows for new series batched per index partition), with at most ``max_in_flight`` appends in
-  flight. When that many are in flight, ``append`` waits: that wait is the backpressure to
-  the scraper. A record is acknowledged when Cassandra stored it; a spool segment is deleted
-  when all its records are acknowledged.
+- DIRECT mode: sends it (``CassandraStorage.write_frames``: a scrape is one ``raw_frames``
+  row, encoded by the writer before it is spooled so the record IS the frame; other samples
+  are single-partition UNLOGGED batches of rows per (target, hour); index rows for new series
+  batched per index partition), with at most ``max_in_flight`` requests in flight. A record of
+  frames only (a scrape of known series) waits up to ``group_s`` for the others of that moment:
+  they go together (``CassandraStorage.write_frame_sets``: a few UNLOGGED batches instead of a
+  request per scrape; the node's CPU is per request). When ``max_in_flight`` requests are in
+  flight, ``append`` waits: that wait is the backpressure to the scraper. A record is
+  acknowledged when Cassandra stored it (a group's records when all of the group is stored;
+  on a failure every one of them is replayed); a spool segment is deleted when all its
+  records are acknowledged.
 - SPOOLING mode (entered when a write fails because Cassandra is down or times out, when a
   free slot takes longer than ``slow_after_s``, or at start when the spool holds a backlog):
   ``append`` only writes to disk and returns. A replay task reads the spool in order from the
@@ -47,6 +51,8 @@ from storage.spool import Position, Spool, SpooledBatch, decode_batch, encode_ba
 
 log = logging.getLogger(__name__)
 INDEXING_IN_FLIGHT = 4  # records carrying series to index, sent at once
+GROUP_S = 1.0  # a frames-only record waits at most this long for others to go with (0: alone)
+GROUP_MAX_RECORDS = 512  # records per group; a full group goes at once
 _SERIES_ID = operator.attrgetter("id")  # map() of it walks a batch's series at C speed
 
 
@@ -112,6 +118,7 @@ class BatchingWriter(SampleWriter):
         fsync_interval_s: float = 1.0,
         segment_bytes: int = 64 << 20,
         max_spool_bytes: int = 20 << 30,
+        group_s: float = GROUP_S,
     ) -> None:
         self.storage = storage
         self.spool = Spool(spool_dir, segment_bytes=segment_bytes, fsync_interval_s=fsync_interval_s)
@@ -119,6 +126,7 @@ class BatchingWriter(SampleWriter):
         self.slow_after_s = slow_after_s
         self.retry_interval_s = retry_interval_s
         self.max_spool_bytes = max_spool_bytes
+        self.group_s = group_s
         self.stats = WriterStats()
         self._slots = _Slots(max_in_flight)
         self._indexing = asyncio.Semaphore(INDEXING_IN_FLIGHT)
@@ -127,6 +135,8 @@ class BatchingWriter(SampleWriter):
         self._labeled: dict[int, TargetIds] = {}  # day -> the series ids labeled in the spool, per target
         self._labeled_layouts: set[tuple[str, int, int]] = set()  # (target, layout id, day) all labeled
         self._frames = FrameEncoder()  # frames are encoded once, before they are spooled
+        self._group: list[tuple[Position, SpooledBatch]] | None = None  # frames-only records to send together
+        self._group_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._progress = asyncio.Event()
         self._closed = False
@@ -186,16 +196,30 @@ class BatchingWriter(SampleWriter):
         self._maybe_sync()
         if self.mode != self.DIRECT:
             return
+        rec = SpooledBatch(batch.target, ids, ts, vals, defs, encoded)
+        grouped = self.group_s > 0 and encoded and not defs and not ids.size
+        if grouped and self._group is not None:
+            self._join_group(pos, rec)
+            return
         if not await self._slots.acquire(self.slow_after_s):
             self._enter_spooling(pos, "Cassandra slow: no free write slot")
             return
         if self.mode != self.DIRECT:  # switched while we waited
             self._slots.release()
             return
-        self._spawn(self._send(pos, SpooledBatch(batch.target, ids, ts, vals, defs, encoded), replay=False))
+        if not grouped:
+            self._spawn(self._send(pos, rec, replay=False))
+        elif self._group is not None:  # another append opened a group while we waited
+            self._slots.release()
+            self._join_group(pos, rec)
+        else:  # a new group, holding the slot
+            self._group = []
+            self._group_timer = asyncio.get_running_loop().call_later(self.group_s, self._send_group)
+            self._join_group(pos, rec)
 
     async def flush(self, timeout_s: float = 600.0) -> None:
         """Wait until every record appended so far is stored, or spooled while Cassandra is away."""
+        self._send_group()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.queue_depth() == 0 or self.mode == self.SPOOLING:
@@ -204,6 +228,7 @@ class BatchingWriter(SampleWriter):
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until the spool is fully replayed and stored; False on timeout."""
+        self._send_group()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.queue_depth() == 0 and self.mode == self.DIRECT:
@@ -217,6 +242,8 @@ class BatchingWriter(SampleWriter):
             return
         await self.flush(timeout_s=10.0)  # whatever is not stored by then stays in the spool
         self._closed = True
+        if self._group_timer is not None:
+            self._group_timer.cancel()
         if self._replayer:
             self._replayer.cancel()
         for t in list(self._tasks):
@@ -262,6 +289,53 @@ class BatchingWriter(SampleWriter):
             oldest = min(self._labeled)
             self._labeled_layouts = {k for k in self._labeled_layouts if k[2] >= oldest}
         return out
+
+    def _join_group(self, pos: Position, rec: SpooledBatch) -> None:
+        assert self._group is not None
+        self._group.append((pos, rec))
+        if len(self._group) >= GROUP_MAX_RECORDS:
+            self._send_group()
+
+    def _send_group(self) -> None:
+        """Send the open group (its time is up, it is full, or a flush wants it out)."""
+        group, self._group = self._group, None
+        if self._group_timer is not None:
+            self._group_timer.cancel()
+            self._group_timer = None
+        if group is None:
+            return
+        if len(group) == 1:
+            self._spawn(self._send(*group[0], replay=False))
+        else:
+            self._spawn(self._send_set(group))
+
+    async def _send_set(self, group: list[tuple[Position, SpooledBatch]]) -> None:
+        """Store a group of frames-only records with one ``write_frame_sets`` (holding one slot)."""
+        try:
+            await self.storage.write_frame_sets([(rec.target, rec.frames) for _pos, rec in group])
+        except TransientStorageError as exc:
+            self.stats.last_error = str(exc)
+            self.stats.failed_writes += 1
+            self._enter_spooling(min(pos for pos, _rec in group), str(exc))  # all of them are replayed
+            return
+        except StorageError as exc:
+            # Which record is bad is not known: each goes alone, where a bad one is dropped.
+            self.stats.last_error = str(exc)
+            st = self.storage
+            if "too large" in str(exc).lower() and st.frame_batch_bytes > 8 << 10:
+                st.frame_batch_bytes //= 2  # a node with a lower batch_size_fail_threshold
+            log.warning("a group of %d records failed (%s): sending them one by one; frame batches "
+                        "now at most %d bytes", len(group), exc, st.frame_batch_bytes)
+            for pos, rec in group:
+                await self._slots.acquire()
+                self._spawn(self._send(pos, rec, replay=False))
+            return
+        finally:
+            self._slots.release()
+            self._progress.set()
+        self.stats.stored_batches += len(group)
+        for pos, _rec in group:
+            self._ack(pos)
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         t = asyncio.get_running_loop().create_task(coro)

@@ -114,3 +114,39 @@ async def test_a_spool_of_frames_replays_in_order_bit_exact(cassandra_storage, t
         want = expected[d.series.id]
         assert d.timestamps.tolist() == sorted(want)
         assert [float_bits(float(v)) for v in d.values] == [float_bits(want[t]) for t in sorted(want)]
+
+
+async def test_frames_of_a_moment_go_together_and_a_rejected_group_record_by_record(
+    cassandra_storage, tmp_path, monkeypatch
+) -> None:
+    """Frames-only records appended within ``group_s`` are one ``write_frame_sets``; a group the
+    node rejects (here: over its 1 MiB batch_size_fail_threshold) is sent record by record,
+    every frame stored, and later groups are smaller."""
+    store = cassandra_storage
+    n = 40_000  # random values: a frame of ~320 KB whatever the codec
+    series = _series("writer_grouped", n)
+    # Our own store's index check, not Cassandra: these series count as indexed (no index rows to write).
+    monkeypatch.setattr(store, "indexed_mask", lambda ids, _ms, _target: np.ones(len(ids), dtype=bool))
+    monkeypatch.setattr(store, "frame_batch_bytes", 4 << 20)  # above the node's fail threshold
+    calls: list[int] = []
+    sets = store.write_frame_sets
+
+    async def counted(frame_sets):  # type: ignore[no-untyped-def]
+        calls.append(len(frame_sets))
+        await sets(frame_sets)
+
+    monkeypatch.setattr(store, "write_frame_sets", counted)
+    writer = BatchingWriter(store, tmp_path / "spool", group_s=30.0)
+    t0 = int(time.time() * 1000) // 1000 * 1000
+    rng = np.random.default_rng(5)
+    for k in range(4):
+        await writer.append(SampleBatch(f"w/g:{k}", series, [t0] * n, rng.random(n).tolist()))
+    assert writer.queue_depth() == 4 and not calls  # waiting for its group's time
+    assert await writer.drain(60)
+    assert calls == [4] and writer.stats.stored_batches == 4 and writer.stats.dropped_batches == 0
+    assert store.frame_batch_bytes == 2 << 20
+    stored = store.session.execute(
+        f"SELECT count(*) FROM {store.keyspace}.raw_frames WHERE target IN ('w/g:0', 'w/g:1', 'w/g:2', 'w/g:3') "
+        f"AND hour = {t0 // 3_600_000}")
+    assert stored.one()[0] == 4
+    await writer.close()
