@@ -16,7 +16,9 @@ newest 1-minute rows are 5 minutes old, as with a running job (in memory they la
 minutes). ``--no-fresh`` leaves that pass out: the newest rows are then up to 2 h 5 min old
 (the last closed window) and a cold panel builds the rest from raw samples.
 
-Run: ``.venv/bin/python bench/query.py [--hosts 100] [--runs 15] [--sqlite | --cassandra [--no-fresh]]``. Goals: 24 h <= 100 ms p50
+Run: ``.venv/bin/python bench/query.py [--hosts 100] [--runs 15] [--sqlite [--db DIR] | --cassandra [--no-fresh]]
+[--panel "24 h"]``; ``--db`` keeps the SQLite database (and the clock it was built at) for the next run, so
+two versions of the code can be measured alternately on the same data. Goals: 24 h <= 100 ms p50
 cold, any cached refresh <= 20 ms. The last column digests the answers (a cold one, the last
 refresh: ``--runs`` minutes on, so runs with the same ``--runs`` compare): a change that must not
 alter answers keeps it (30 d and 1 y: their synthetic 1 h rows sit on the clock's hours, so those
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import os
 import re
 import sys
@@ -261,8 +264,9 @@ def _fresh_note(job: RollupJob) -> str:
 
 
 async def _measure_sqlite(
-    mem: MemoryStorage, path: str, now: int, runs: int, downsample: bool, fresh: bool
+    mem: MemoryStorage | None, path: str, now: int, runs: int, downsample: bool, fresh: bool
 ) -> list[dict]:
+    """Measure through SQLite at ``path``; ``mem`` None: the database is there already (``--db``)."""
     from pathlib import Path
 
     from storage.rollup_job import RollupJob
@@ -271,13 +275,14 @@ async def _measure_sqlite(
 
     t = time.perf_counter()
     st = await SQLiteRollupStorage.open(path)
-    st.late_after_ms = 2**62  # these writes stand for live scrapes, not a replay (no late marks)
-    await copy_store(mem, st)
-    job = RollupJob(st, LocalShardLease(Path(path).parent / "locks"), shards=4, fresh_minutes=fresh)
-    done = await job.backfill(now - 25 * HOUR_MS, now)
-    await job.run_once()
-    print(f"sqlite: raw and 1 h rows written, {len(done)} windows sealed by the rollup job (blocks and 1 m rows), "
-          f"{_fresh_note(job)} in {time.perf_counter() - t:.1f}s, {os.path.getsize(path) / 2**20:.0f} MiB", flush=True)
+    if mem is not None:
+        st.late_after_ms = 2**62  # these writes stand for live scrapes, not a replay (no late marks)
+        await copy_store(mem, st)
+        job = RollupJob(st, LocalShardLease(Path(path).parent / "locks"), shards=4, fresh_minutes=fresh)
+        done = await job.backfill(now - 25 * HOUR_MS, now)
+        await job.run_once()
+        print(f"sqlite: raw and 1 h rows written, {len(done)} windows sealed by the rollup job (blocks and 1 m rows), "
+              f"{_fresh_note(job)} in {time.perf_counter() - t:.1f}s, {os.path.getsize(path) / 2**20:.0f} MiB", flush=True)
     try:
         return await measure(st, now, runs, downsample)
     finally:
@@ -336,6 +341,7 @@ def _measure_cassandra(mem: MemoryStorage, tmp: str, now: int, runs: int, downsa
 
 
 def main() -> int:
+    global SOURCE, ISOLATE, PANELS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, default=100)
     ap.add_argument("--runs", type=int, default=15)
@@ -346,29 +352,56 @@ def main() -> int:
                     help="max_source_resolution of every query (default auto)")
     ap.add_argument("--no-isolate", action="store_true", help="evaluate big queries in this process (cpu columns count them)")
     ap.add_argument("--no-fresh", action="store_true", help="(--sqlite/--cassandra) no fresh pass of the rollup job")
+    ap.add_argument("--db", metavar="DIR", help="(--sqlite) keep the database in DIR and measure the one there if "
+                    "there is one (its clock, hosts and fresh pass as built): A/B runs of two versions of the code "
+                    "on the same data, without rebuilding it")
+    ap.add_argument("--panel", action="append", choices=[p[0] for p in PANELS],
+                    help="measure only this panel (repeatable; default all)")
     args = ap.parse_args()
-    global SOURCE, ISOLATE
     SOURCE, ISOLATE = SourceResolution(args.source), not args.no_isolate
+    if args.panel:
+        PANELS = [p for p in PANELS if p[0] in args.panel]
+    if args.db and not args.sqlite:
+        ap.error("--db needs --sqlite")
     tuned = tune_malloc()  # as every ``ringmon`` process does (cli/malloc_tuning.py)
     now = int(time.time() * 1000) // MINUTE_MS * MINUTE_MS
     print(f"machine: {calibrate():.1f} ms for a fixed NumPy+Python workload (best of 5); "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
           f"malloc thresholds {'raised as in ringmon' if tuned else 'glibc defaults'}")
-    t = time.perf_counter()
-    st = build(args.hosts, now)
-    print(f"data: {args.hosts * len(MODES)} series, built in {time.perf_counter() - t:.1f}s", flush=True)
+    saved = os.path.join(args.db, "bench.json") if args.db else ""
+    st: MemoryStorage | None = None
+    if saved and os.path.exists(saved):
+        with open(saved) as f:
+            meta = json.load(f)
+        now = meta["now"]
+        print(f"data: the database in {args.db} ({meta['hosts'] * len(MODES)} series, built "
+              f"{(time.time() * 1000 - now) / 60_000:.0f} min ago, fresh pass {meta['fresh']}; its clock)", flush=True)
+    else:
+        if saved and os.path.exists(os.path.join(args.db, "ringmon.db")):
+            ap.error(f"{args.db} holds a database without bench.json (an interrupted build?): remove it")
+        t = time.perf_counter()
+        st = build(args.hosts, now)
+        print(f"data: {args.hosts * len(MODES)} series, built in {time.perf_counter() - t:.1f}s", flush=True)
     modes = [True, False] if args.raw_only else [True]
-    tmp = tempfile.TemporaryDirectory(prefix="ringmon-bench-query-") if args.sqlite or args.cassandra else None
-    tmp_dir = tmp.name if tmp is not None else ""
+    tmp = tempfile.TemporaryDirectory(prefix="ringmon-bench-query-") if (args.sqlite and not args.db) or args.cassandra else None
+    tmp_dir = args.db or (tmp.name if tmp is not None else "")
     store_name = "SQLite (standalone)" if args.sqlite else "Cassandra (cluster)" if args.cassandra else "MemoryStorage"
     for downsample in modes:
         if args.sqlite:
+            if saved:
+                os.makedirs(args.db, exist_ok=True)
             rows = asyncio.run(
                 _measure_sqlite(st, f"{tmp_dir}/ringmon.db", now, args.runs, downsample, not args.no_fresh)
             )
+            if saved and st is not None:
+                with open(saved, "w") as f:
+                    json.dump({"now": now, "hosts": args.hosts, "fresh": not args.no_fresh}, f)
+                st = None  # (a --raw-only second pass measures the database just written)
         elif args.cassandra:
+            assert st is not None, "built above: --db needs --sqlite"
             rows = _measure_cassandra(st, tmp_dir, now, args.runs, downsample, not args.no_fresh)
         else:
+            assert st is not None, "built above: --db needs --sqlite"
             rows = asyncio.run(measure(st, now, args.runs, downsample))
         print(f"\nstore: {store_name}")
         print(f"sum by (mode) (rate(node_cpu_seconds_total[max(5m, step)])), downsample={downsample}, max_source_resolution={SOURCE.value}, isolate={ISOLATE}")
