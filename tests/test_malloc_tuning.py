@@ -36,6 +36,37 @@ print(trim_malloc(), before - kept, kept - rss_kb())
 """
 
 
+IN_THREAD = """
+import sys, threading
+from cli.malloc_tuning import tune_malloc
+def rss_kb():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS"))
+if sys.argv[1] == "tuned":
+    tune_malloc()
+got = []
+def work():  # as SQLite's reader thread joins a query's chunks: blocks made and freed off the main thread
+    blocks = [b"x" * (16 << 20) for _ in range(6)]
+    before = rss_kb()
+    del blocks
+    got.append(before - rss_kb())
+t = threading.Thread(target=work)
+t.start()
+t.join()
+print(got[0])
+"""
+
+
+def test_threads_keep_freed_memory_too() -> None:
+    """Blocks a thread frees stay with the process (one arena, the tuned thresholds) instead
+    of being unmapped and faulted in again by the next query."""
+    def freed_kb(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", IN_THREAD, mode], capture_output=True, text=True, check=True, timeout=60)
+        return int(out.stdout)
+
+    assert freed_kb("default") > 48 << 10  # glibc's thread arena unmaps them
+    assert freed_kb("tuned") < 16 << 10
+
+
 def test_the_scraper_trims_instead_of_keeping_freed_memory() -> None:
     """``ringmon scraper`` skips the query thresholds; ``trim_malloc`` gives freed heap back."""
     from cli.main import build_parser
