@@ -339,36 +339,40 @@ def _edge_series(plan: FetchPlan) -> set[Labels] | None:
         agg = plan.flat.agg
         if agg is None or "first_ts" not in agg.keys():
             return None
-        starts, first = plan.flat.ts - (plan.bucket_ms - 1), agg["first_ts"]
         offsets, labels = plan.flat.offsets, plan.flat.labels
+        out = _edge_rows(plan.edge_grids, plan.flat.ts - (plan.bucket_ms - 1), agg["first_ts"])
+        found = {labels[i] for i in np.unique(np.searchsorted(offsets, out, "right") - 1).tolist()}
         if plan.beyond is not None and len(plan.beyond):
+            # (apart from the flat rows: joining them would copy two columns of every bucket)
             b = plan.beyond
-            starts = np.concatenate([starts, b.ts])
-            first = np.concatenate([first, b.cols["first_ts"]])
-            offsets = np.concatenate([offsets, offsets[-1] + np.arange(1, len(b) + 1)])
-            labels = [*labels, *(b.series[i].labels for i in b.sidx.tolist())]
-    else:
-        parts = [d for d in plan.data if len(d)]
-        if any(d.agg is None or "first_ts" not in d.agg for d in parts):
-            return None
-        if not parts:
-            return set()
-        starts = np.concatenate([d.timestamps for d in parts])
-        first = np.concatenate([d.agg["first_ts"] for d in parts])  # type: ignore[index]
-        offsets = np.zeros(len(parts) + 1, dtype=np.int64)
-        np.cumsum([len(d) for d in parts], out=offsets[1:])
-        labels = [d.series.labels for d in parts]
+            rows = _edge_rows(plan.edge_grids, b.ts, b.cols["first_ts"])
+            found.update(b.series[i].labels for i in np.unique(b.sidx[rows]).tolist())
+        return found
+    parts = [d for d in plan.data if len(d)]
+    if any(d.agg is None or "first_ts" not in d.agg for d in parts):
+        return None
+    if not parts:
+        return set()
+    starts = np.concatenate([d.timestamps for d in parts])
+    first = np.concatenate([d.agg["first_ts"] for d in parts])  # type: ignore[index]
+    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum([len(d) for d in parts], out=offsets[1:])
+    rows = _edge_rows(plan.edge_grids, starts, first)
+    return {parts[i].series.labels for i in np.unique(np.searchsorted(offsets, rows, "right") - 1).tolist()}
+
+
+def _edge_rows(grids: list[tuple[int, int, int, int]], starts: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """The rows (bucket ``starts``, their first sample times ``first``) whose first sample
+    sits exactly on the edge of a window of one of ``grids``."""
     at = np.flatnonzero(first == starts)  # (a NaN first sample time: not on the edge)
     s = starts[at]
-    out: set[Labels] = set()
-    for t0, t1, step, rng in plan.edge_grids:
+    on_any = np.zeros(len(at), dtype=bool)
+    for t0, t1, step, rng in grids:
         rel = s - t0
         on = (rel % step == 0) | ((rel + rng) % step == 0) if step else (rel == 0) | (rel == -rng)
         on &= (s >= t0 - rng) & (s <= t1)
-        if on.any():
-            rows = np.searchsorted(offsets, at[on], "right") - 1
-            out.update(labels[i] for i in np.unique(rows).tolist())
-    return out
+        on_any |= on
+    return at[on_any]
 
 
 def _edge_matcher(labels: list[Labels], edge: set[Labels]) -> Matcher | None:

@@ -39,7 +39,7 @@ from storage import rollup_chunks as chunks
 from storage.base import DAY_MS, HOUR_MS, Resolution, SeriesData, aggregate_names, bucket_values
 from storage.blocks import decode_block
 from storage.chunk_cache import DEFAULT_MAX_BYTES, cache_of
-from storage.matchers import Matcher, match_all, metric_name_of
+from storage.matchers import Matcher, MatchOp, match_all, metric_name_of
 from storage.model import Series
 from storage.rollup import Rollup
 from storage.rollup_job import RawWindow, RollupRows, RollupRowsList, SealedBlock
@@ -487,10 +487,12 @@ class SQLiteRollupMixin:
                         f"SELECT DISTINCT series_id FROM {table} WHERE start_ts BETWEEN ? AND ?", (lo, end_ms)
                     )
                 ]
+            # (the series of ``metric`` match its name: only the other matchers are asked)
+            rest = [m for m in matchers if not (m.name == "__name__" and m.op is MatchOp.EQ and m.value == metric)]
             wanted: dict[int, Series] = {}
             for sid in ids:
                 s = self._series_by_id(con, sid)
-                if s.labels and match_all(matchers, s.labels):
+                if s.labels and (not rest or match_all(rest, s.labels)):
                     wanted[sid] = s
             found = sorted(wanted)
             if self.rollup_cache_bytes > 0:
