@@ -56,6 +56,7 @@ class CassandraConfig:
     replication_factor: int = 1
     spool_dir: str = ""  # default: <data_dir>/spool
     max_in_flight: int = 256
+    write_group: Duration = Duration(1.0)  # a scrape's frame waits this long for others to go with (0: alone)
 
 
 @dataclass

@@ -51,7 +51,8 @@ async def make_writer(cfg: StorageConfig, storage: Storage, *, scrapes: bool = F
     from storage.writer import BatchingWriter
 
     assert isinstance(storage, CassandraStorage), "backend cassandra opens a CassandraStorage"
-    w = BatchingWriter(storage, spool_dir=Path(cfg.cassandra.spool_dir), max_in_flight=cfg.cassandra.max_in_flight)
+    c = cfg.cassandra
+    w = BatchingWriter(storage, spool_dir=Path(c.spool_dir), max_in_flight=c.max_in_flight, group_s=c.write_group)
     return w  # it starts its spool replay by itself
 
 
