@@ -311,6 +311,7 @@ class BatchingWriter(SampleWriter):
 
     async def _send_set(self, group: list[tuple[Position, SpooledBatch]]) -> None:
         """Store a group of frames-only records with one ``write_frame_sets`` (holding one slot)."""
+        held = True
         try:
             await self.storage.write_frame_sets([(rec.target, rec.frames) for _pos, rec in group])
         except TransientStorageError as exc:
@@ -319,19 +320,22 @@ class BatchingWriter(SampleWriter):
             self._enter_spooling(min(pos for pos, _rec in group), str(exc))  # all of them are replayed
             return
         except StorageError as exc:
-            # Which record is bad is not known: each goes alone, where a bad one is dropped.
             self.stats.last_error = str(exc)
             st = self.storage
             if "too large" in str(exc).lower() and st.frame_batch_bytes > 8 << 10:
                 st.frame_batch_bytes //= 2  # a node with a lower batch_size_fail_threshold
             log.warning("a group of %d records failed (%s): sending them one by one; frame batches "
                         "now at most %d bytes", len(group), exc, st.frame_batch_bytes)
+            held = False
+            self._slots.release()  # before taking one per record: max_in_flight may be 1
+            # Which record is bad is not known: each goes alone, where a bad one is dropped.
             for pos, rec in group:
                 await self._slots.acquire()
                 self._spawn(self._send(pos, rec, replay=False))
             return
         finally:
-            self._slots.release()
+            if held:
+                self._slots.release()
             self._progress.set()
         self.stats.stored_batches += len(group)
         for pos, _rec in group:

@@ -136,7 +136,7 @@ async def test_frames_of_a_moment_go_together_and_a_rejected_group_record_by_rec
         await sets(frame_sets)
 
     monkeypatch.setattr(store, "write_frame_sets", counted)
-    writer = BatchingWriter(store, tmp_path / "spool", group_s=30.0)
+    writer = BatchingWriter(store, tmp_path / "spool", group_s=30.0, max_in_flight=1)  # the group holds the one slot
     t0 = int(time.time() * 1000) // 1000 * 1000
     rng = np.random.default_rng(5)
     for k in range(4):
