@@ -17,7 +17,8 @@ nothing appended is lost when the process dies), then:
 - SPOOLING mode (entered when a write fails because Cassandra is down or times out, when a
   free slot takes longer than ``slow_after_s``, or at start when the spool holds a backlog):
   ``append`` only writes to disk and returns. A replay task reads the spool in order from the
-  oldest unacknowledged record and sends it (bounded in flight, retrying every
+  oldest unacknowledged record and sends it (consecutive frames-only records of a segment
+  as one group; bounded in flight, retrying every
   ``retry_interval_s`` while Cassandra is unreachable); once it has caught up with the end
   of the spool the writer goes back to DIRECT, in the same event-loop step, so no record is
   skipped. Writes are idempotent upserts, so a record sent twice (replay after a partial
@@ -197,7 +198,7 @@ class BatchingWriter(SampleWriter):
         if self.mode != self.DIRECT:
             return
         rec = SpooledBatch(batch.target, ids, ts, vals, defs, encoded)
-        grouped = self.group_s > 0 and encoded and not defs and not ids.size
+        grouped = self._groups(rec)
         if grouped and self._group is not None:
             self._join_group(pos, rec)
             return
@@ -309,8 +310,9 @@ class BatchingWriter(SampleWriter):
         else:
             self._spawn(self._send_set(group))
 
-    async def _send_set(self, group: list[tuple[Position, SpooledBatch]]) -> None:
-        """Store a group of frames-only records with one ``write_frame_sets`` (holding one slot)."""
+    async def _send_set(self, group: list[tuple[Position, SpooledBatch]], replay: bool = False) -> bool:
+        """Store a group of frames-only records with one ``write_frame_sets`` (holding one slot);
+        True when stored (or handed to ``_send`` record by record after a permanent error)."""
         held = True
         try:
             await self.storage.write_frame_sets([(rec.target, rec.frames) for _pos, rec in group])
@@ -318,7 +320,7 @@ class BatchingWriter(SampleWriter):
             self.stats.last_error = str(exc)
             self.stats.failed_writes += 1
             self._enter_spooling(min(pos for pos, _rec in group), str(exc))  # all of them are replayed
-            return
+            return False
         except StorageError as exc:
             self.stats.last_error = str(exc)
             st = self.storage
@@ -331,15 +333,18 @@ class BatchingWriter(SampleWriter):
             # Which record is bad is not known: each goes alone, where a bad one is dropped.
             for pos, rec in group:
                 await self._slots.acquire()
-                self._spawn(self._send(pos, rec, replay=False))
-            return
+                self._spawn(self._send(pos, rec, replay=replay))
+            return True
         finally:
             if held:
                 self._slots.release()
             self._progress.set()
+        if replay:
+            self.stats.replayed_batches += len(group)
         self.stats.stored_batches += len(group)
         for pos, _rec in group:
             self._ack(pos)
+        return True
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         t = asyncio.get_running_loop().create_task(coro)
@@ -464,12 +469,40 @@ class BatchingWriter(SampleWriter):
                 self._ack(cur)
                 self._cursor = after
                 continue
+            group = [(cur, rec)]
+            if self._groups(rec):
+                group, after = self._read_group(group, after)
             await self._slots.acquire()
             if self._cursor != cur:  # rewound by a failure meanwhile
                 self._slots.release()
                 continue
             self._cursor = after
-            pending.add(asyncio.get_running_loop().create_task(self._send(cur, rec, replay=True)))
+            send = self._send(cur, rec, replay=True) if len(group) == 1 else self._send_set(group, replay=True)
+            pending.add(asyncio.get_running_loop().create_task(send))
+
+    def _groups(self, rec: SpooledBatch) -> bool:
+        """Whether a record may go in a group: frames only (no rows, no series to index)."""
+        return self.group_s > 0 and bool(rec.frames) and not rec.series_defs and not rec.series_ids.size
+
+    def _read_group(
+        self, group: list[tuple[Position, SpooledBatch]], pos: Position
+    ) -> tuple[list[tuple[Position, SpooledBatch]], Position]:
+        """``group`` (a frames-only record) and the frames-only records from ``pos`` on in its
+        segment, which a replay sends together; and the position after the last one."""
+        while len(group) < GROUP_MAX_RECORDS:
+            item = self.spool.read(pos)
+            if item is None:
+                break
+            try:
+                nxt = decode_batch(item[0])
+            except (ValueError, UnicodeDecodeError):
+                break  # the replay loop skips it with a log
+            if not self._groups(nxt):
+                break
+            self._unacked.setdefault(pos.segment, set()).add(pos.offset)
+            group.append((pos, nxt))
+            pos = item[1]
+        return group, pos
 
     def _maybe_sync(self) -> None:
         if self.spool.sync_due() and not self._syncing:

@@ -74,9 +74,10 @@ async def test_backlog_of_a_previous_process_is_replayed_on_start(cassandra_stor
     assert all(p not in left for p in segs)  # the replayed backlog segments are deleted
 
 
-async def test_a_spool_of_frames_replays_in_order_bit_exact(cassandra_storage, tmp_path) -> None:
+async def test_a_spool_of_frames_replays_in_order_bit_exact(cassandra_storage, tmp_path, monkeypatch) -> None:
     """A spool whose records are frames (XOR chains across records, a layout change), after a
-    record of the writer before frames (version 1, rows): replayed in order, read bit for bit."""
+    record of the writer before frames (version 1, rows): replayed in order, the frames-only
+    records in groups (``write_frame_sets``), read bit for bit."""
     from storage.cassandra_frames import Frame, FrameEncoder
 
     store = cassandra_storage
@@ -104,10 +105,19 @@ async def test_a_spool_of_frames_replays_in_order_bit_exact(cassandra_storage, t
             expected[sid][t0 + k * 10_000] = v
     spool.close()
     assert bases.count(None) == 2  # whole at the start and at the layout change, XOR'd otherwise
+    calls: list[int] = []
+    sets = store.write_frame_sets
+
+    async def counted(frame_sets):  # type: ignore[no-untyped-def]
+        calls.append(len(frame_sets))
+        await sets(frame_sets)
+
+    monkeypatch.setattr(store, "write_frame_sets", counted)
     writer = BatchingWriter(store, tmp_path / "spool")
     assert writer.mode == writer.SPOOLING
     assert await writer.drain(60)
     await writer.close()
+    assert sum(calls) == 11 and len(calls) < 11  # the 11 frames-only records went in groups
     got = await store.select([Matcher("__name__", MatchOp.EQ, "writer_frames")], t0, t0 + 120_000)
     assert len(got) == 20
     for d in got:
