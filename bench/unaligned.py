@@ -5,7 +5,9 @@
 Fills a ``SQLiteRollupStorage`` (what ``ringmon standalone`` opens) with ``--series`` counters
 sampled every 30 s (10 series a target, written as scrape frames): raw samples for the last
 7 d and 2 h, 1m rows for the last 30 d and 1h rows for 150 d, the rows computed as the rollup
-job computes them (``bucketize``). ``--db FILE`` keeps the filled store and reuses it. Then
+job computes them (``bucketize``); ``--seal``: the raw samples then sealed into blocks by the
+rollup job, as a running job leaves all but the newest 2 h (a query's minute of raw samples
+then decodes its series' 2 h blocks). ``--db FILE`` keeps the filled store and reuses it. Then
 each query, over 1h rows (``auto``), with its start on the hour (a dashboard's grid: whole
 hours) and at ``:24:30`` (every step inside an hour: the hour's minutes and the step's minute
 from raw samples): process CPU ms per query (median of ``--runs``, after one unmeasured run),
@@ -107,6 +109,7 @@ async def main() -> None:
     ap.add_argument("--series", type=int, default=40)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--db", help="keep the filled store here (and reuse it)")
+    ap.add_argument("--seal", action="store_true", help="seal the raw samples into blocks (the rollup job)")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="ringmon-unaligned-")
     path = args.db or os.path.join(tmp, "db")
@@ -117,7 +120,14 @@ async def main() -> None:
         if not existed:
             t = time.perf_counter()
             await fill(st, args.series)
-            print(f"filled {args.series} series in {time.perf_counter() - t:.1f}s, {os.path.getsize(path) / 2**20:.0f} MiB")
+            if args.seal:
+                from storage.rollup_job import RollupJob
+                from storage.rollup_lease import LocalShardLease
+
+                job = RollupJob(st, LocalShardLease(os.path.join(tmp, "locks")), shards=4, now_ms=lambda: NOW, fresh_minutes=False)
+                await job.backfill(NOW - 7 * DAY_MS - 2 * HOUR_MS, NOW)
+            print(f"filled {args.series} series{' (sealed)' if args.seal else ''} in {time.perf_counter() - t:.1f}s, "
+                  f"{os.path.getsize(path) / 2**20:.0f} MiB")
         await measure(st, args.runs)
     finally:
         await st.close()
