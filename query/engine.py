@@ -76,6 +76,7 @@ from storage.base import aggregate_names as column_names
 from storage.matchers import Matcher, MatchOp
 from storage.model import METRIC_NAME
 from storage.rollup import DEFAULT_MAX_GAP_MS, MINUTE_RETENTION_MS, QUERY_RAW_HORIZON_MS
+from storage.rollup_job import DEFAULT_WINDOW_MS
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
 Encoder = Callable[[QueryResult], bytes]
@@ -93,7 +94,7 @@ TAIL_SKEW_MS = 15 * 60_000
 FINER_SPAN_GAP_MS = 6 * HOUR_MS
 MAX_FINER_SPANS = 32
 # Grids of at least this step (or of one time) cut a minute at a window's edge from raw
-# samples (one select per run of adjacent minutes: at most 2 per step); finer grids cut at
+# samples (one select per rollup window holding such minutes); finer grids cut at
 # the minute (a 1 m grid over 7 d would read every raw sample, one minute at a time).
 RAW_CUT_MIN_STEP_MS = HOUR_MS
 # Selects of raw minutes run this many at a time.
@@ -1494,14 +1495,17 @@ class Engine:
 
     async def _cut_minutes(self, plan: FetchPlan, cuts: np.ndarray) -> FlatSeries | None:
         """Rows of the minutes holding ``cuts`` (inside them), between the cuts, built from raw
-        samples as the rollup job builds minute rows (``fine_rows``; one select per run of
-        adjacent minutes, the samples read counted in ``plan.finer_rows``), as flat series at
-        their first millisecond + a minute - 1 (``_pieces`` reads them so). The first row of
-        a minute lacks the counter increase from the sample before it: ``_pieces`` adds it."""
+        samples as the rollup job builds minute rows (``fine_rows``), as flat series at their
+        first millisecond + a minute - 1 (``_pieces`` reads them so). One select per rollup
+        window (2 h, ``DEFAULT_WINDOW_MS``) holding cuts, from its first cut minute to its last:
+        a sealed window's samples are one block per series, decoded once (the minutes between
+        are built too, and replace their minute rows); the samples read count in
+        ``plan.finer_rows``. The first row of a run lacks the counter increase from the sample
+        before it: ``_pieces`` adds it."""
         if not len(cuts):
             return None
         first = np.unique(cuts // MINUTE_MS * MINUTE_MS)
-        new = np.diff(first) > MINUTE_MS
+        new = np.diff(first // DEFAULT_WINDOW_MS) != 0
         runs = zip(first[np.concatenate(([True], new))].tolist(), (first[np.concatenate((new, [True]))] + MINUTE_MS).tolist(), strict=True)
         names = column_names(plan.columns)
 
