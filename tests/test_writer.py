@@ -74,6 +74,19 @@ async def test_backlog_of_a_previous_process_is_replayed_on_start(cassandra_stor
     assert all(p not in left for p in segs)  # the replayed backlog segments are deleted
 
 
+def _count_frame_sets(store, monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
+    """The sizes of the store's ``write_frame_sets`` calls from now on (each still writes)."""
+    calls: list[int] = []
+    sets = store.write_frame_sets
+
+    async def counted(frame_sets):  # type: ignore[no-untyped-def]
+        calls.append(len(frame_sets))
+        await sets(frame_sets)
+
+    monkeypatch.setattr(store, "write_frame_sets", counted)
+    return calls
+
+
 async def test_a_spool_of_frames_replays_in_order_bit_exact(cassandra_storage, tmp_path, monkeypatch) -> None:
     """A spool whose records are frames (XOR chains across records, a layout change), after a
     record of the writer before frames (version 1, rows): replayed in order, the frames-only
@@ -105,14 +118,7 @@ async def test_a_spool_of_frames_replays_in_order_bit_exact(cassandra_storage, t
             expected[sid][t0 + k * 10_000] = v
     spool.close()
     assert bases.count(None) == 2  # whole at the start and at the layout change, XOR'd otherwise
-    calls: list[int] = []
-    sets = store.write_frame_sets
-
-    async def counted(frame_sets):  # type: ignore[no-untyped-def]
-        calls.append(len(frame_sets))
-        await sets(frame_sets)
-
-    monkeypatch.setattr(store, "write_frame_sets", counted)
+    calls = _count_frame_sets(store, monkeypatch)
     writer = BatchingWriter(store, tmp_path / "spool")
     assert writer.mode == writer.SPOOLING
     assert await writer.drain(60)
@@ -138,14 +144,7 @@ async def test_frames_of_a_moment_go_together_and_a_rejected_group_record_by_rec
     # Our own store's index check, not Cassandra: these series count as indexed (no index rows to write).
     monkeypatch.setattr(store, "indexed_mask", lambda ids, _ms, _target: np.ones(len(ids), dtype=bool))
     monkeypatch.setattr(store, "frame_batch_bytes", 4 << 20)  # above the node's fail threshold
-    calls: list[int] = []
-    sets = store.write_frame_sets
-
-    async def counted(frame_sets):  # type: ignore[no-untyped-def]
-        calls.append(len(frame_sets))
-        await sets(frame_sets)
-
-    monkeypatch.setattr(store, "write_frame_sets", counted)
+    calls = _count_frame_sets(store, monkeypatch)
     writer = BatchingWriter(store, tmp_path / "spool", group_s=30.0, max_in_flight=1)  # the group holds the one slot
     t0 = int(time.time() * 1000) // 1000 * 1000
     rng = np.random.default_rng(5)
