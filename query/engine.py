@@ -1196,9 +1196,10 @@ class Engine:
     def planned_resolutions(
         self, expr: str, start_ms: int, end_ms: int, step_ms: int, source: SourceResolution = SourceResolution.AUTO
     ) -> tuple[tuple, list[str]]:
-        """((selector, resolution) pairs a range query would read, and over 1h rollups where
-        minute rows are read from, ``minutes_kept_from``; the warnings about them), without reading (the range cache keeps parts of queries reading different resolutions
-        apart, and repeats the warnings on answers taken from its chunks)."""
+        """((selector, resolution) pairs a range query would read, plus, over 1h rollups, where
+        finer rows are read from (``minutes_kept_from``, ``raw_kept_from``); the warnings about
+        them), without reading: the range cache keeps parts of queries reading different
+        resolutions apart, and repeats the warnings on answers taken from its chunks."""
         if not self.downsample or step_ms <= 0 or end_ms < start_ms:
             return (), []
         node = P.parse(expr)

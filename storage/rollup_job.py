@@ -124,7 +124,7 @@ class RollupRows:
 class RollupStore(Protocol):
     """What the rollup job needs of a backend (additive to ``storage.base.Storage``).
 
-    See /work/helper-notes/rollup-store-contract.md (mirrored in docs by the lead).
+    The data flow it serves: docs/ARCHITECTURE.md, "The job (storage/rollup_job.py)".
     """
 
     async def read_raw_window(self, shard: int, shards: int, start_ms: int, end_ms: int) -> list[SeriesData]:
