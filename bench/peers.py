@@ -30,10 +30,12 @@ after ``--warmup`` seconds (the cluster: ``--cluster-warmup``) it is measured fo
   samples it stored since start. For Ringmon the rollup job first seals the window holding the
   data (``RollupJob.run_once`` with its clock moved past the window's end plus grace, in a child
   process whose CPU - plus Cassandra's during the seal - is reported as its own row; on
-  SQLite the seal drops the raw rows it sealed, on Cassandra they stay until the
-  ``raw_recent`` TTL, as in production; Cassandra: after ``nodetool flush``, the keyspace's
-  directory); and raw bytes per sample after sealing: Ringmon's raw tables with their indexes
-  (SQLite: their pages by ``dbstat``; Cassandra: their table directories), a peer's data dir;
+  SQLite the seal drops the raw rows it sealed; on Cassandra the job drops the raw partitions
+  of sealed hours later, once query reads take them from blocks: ``drop_sealed_raw`` with its
+  clock moved on by that, then ``nodetool flush`` and a compaction of the raw tables, which
+  meets the tombstones with their data; the keyspace's directory); and raw bytes per sample
+  after sealing: Ringmon's raw tables with their indexes (SQLite: their pages by ``dbstat``;
+  Cassandra: their table directories), a peer's data dir;
 * the median wall time of ``sum by (mode)(rate(node_cpu_seconds_total[1m]))`` over the
   window (step = interval) through each system's /api/v1/query_range, 5 runs after one
   unmeasured run.
@@ -501,6 +503,9 @@ class RingmonCluster:
                 extra["seal_cassandra_cpu_s"] = proc_cpu_s(node.pid) - c0
                 extra["seal_cpu_s"] += extra["seal_cassandra_cpu_s"]
                 node.nodetool("flush", "ringmon", timeout_s=300)
+                extra["raw_disk_bytes_flushed"] = float(cassandra_raw_bytes(self.data_dir()))
+                # the tombstones of the dropped raw partitions meet their data in a compaction
+                node.nodetool("compact", "ringmon", *RAW_TABLES_CASSANDRA, timeout_s=600)
                 extra["raw_disk_bytes"] = float(cassandra_raw_bytes(self.data_dir()))
         finally:
             if self.node is not None:
@@ -528,7 +533,7 @@ async def seal_child(cfg_path: str) -> dict[str, float]:
     job does to this data once the window closes. Prints CPU seconds and samples sealed."""
     from cli.config import load_config
     from cli.wiring import make_storage
-    from storage.rollup_job import RollupJob, RollupStore, window_floor
+    from storage.rollup_job import RollupJob, RollupStore, SealedRawDrop, window_floor
     from storage.rollup_lease import LocalShardLease
 
     cfg = load_config(cfg_path, {})
@@ -541,10 +546,20 @@ async def seal_child(cfg_path: str) -> dict[str, float]:
         cpu0 = time.process_time()
         done = await job.run_once()
         cpu = time.process_time() - cpu0
+        dropped, drop_cpu = 0, 0.0
+        if isinstance(store, SealedRawDrop):
+            # Later, once query reads take the window from blocks, the job drops its raw input
+            # (the scraper stopped before the seal: no write in flight to spare).
+            store.raw_drop_skew_ms = 0
+            later = RollupJob(store, probe.lease, now_ms=lambda: future + store.raw_hot_ms)
+            cpu0 = time.process_time()
+            dropped = await later.drop_sealed_raw()
+            drop_cpu = time.process_time() - cpu0
     finally:
         await store.close()
     sealed = sum(getattr(w, "samples", 0) for w in done)
-    out = {"seal_cpu_s": cpu, "seal_windows": float(len(done)),
+    out = {"seal_cpu_s": cpu, "seal_windows": float(len(done)), "raw_partitions_dropped": float(dropped),
+           "drop_cpu_s": drop_cpu,
            "series_sealed": float(sum(getattr(w, "series", 0) for w in done)),
            "samples_sealed": float(sealed), "block_bytes": float(sum(getattr(w, "block_bytes", 0) for w in done))}
     if cfg.storage.backend == "sqlite":
@@ -553,6 +568,7 @@ async def seal_child(cfg_path: str) -> dict[str, float]:
 
 
 RAW_TABLES = ("raw_chunks", "raw_frames", "raw_layouts", "raw_blocks", "raw_late", "raw_recent")
+RAW_TABLES_CASSANDRA = ("raw_frames", "raw_layouts", "raw_blocks", "raw_late", "raw_recent")
 
 
 def sqlite_raw_bytes(path: Path) -> int:
@@ -753,6 +769,11 @@ def measure(system: System, tmp: Path, ports: list[int], control: int, args: arg
              f"{extra['block_bytes'] / max(extra['samples_sealed'], 1):.2f} bytes/sample in blocks, "
              f"{fig.raw_bytes_per_sample:.2f} raw bytes/sample on disk"
              if "seal_cpu_s" in extra else ""), flush=True)
+    if "raw_disk_bytes_flushed" in extra and fig.stored_total:
+        print(f"   raw bytes/sample: {extra['raw_disk_bytes_flushed'] / fig.stored_total:.2f} after the seal, the drop "
+              f"of {extra.get('raw_partitions_dropped', 0):,.0f} sealed raw partitions "
+              f"({extra.get('drop_cpu_s', 0.0):.2f}s CPU) and a flush; {fig.raw_bytes_per_sample:.2f} after a "
+              "compaction of the raw tables", flush=True)
     if isinstance(system, RingmonCluster) and not math.isnan(system.idle_cpu_s):
         fig.extra["cassandra_idle_cpu_per_s"] = idle = system.idle_cpu_s / system.idle_s
         print(cassandra_split(fig, idle, t1 - t0, threads, system.idle_threads, system.idle_s), flush=True)

@@ -35,12 +35,15 @@ ranges older than ``recent_raw_keep_ms``, of the shard's series (from the index 
 window): its rows, and its columns out of each target's frames. A frame holds every shard's
 series, so the job reads the window of all the shards it holds at once
 (``read_raw_window_group``): the index is read and each frame decoded once per window, not
-once per shard.
+once per shard. Once every shard sealed an hour (and it is out of the reads' raw-only span)
+the job drops its raw partitions (``drop_raw_hours``: ``raw_dropped:<hour>`` marks in ``meta``,
+then partition tombstones); window reads then add the blocks of the hours marked dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING
@@ -54,7 +57,14 @@ from storage import rollup_chunks as chunks
 from storage.base import AGGREGATES, DAY_MS, HOUR_MS, Resolution, SeriesData, aggregate_names, bucket_values
 from storage.blocks import VERSION as BLOCK_VERSION
 from storage.blocks import decode_block
-from storage.cassandra import CassandraStorage, SeriesInfo, TransientStorageError, replica_batches, unlogged
+from storage.cassandra import (
+    CassandraStorage,
+    SeriesInfo,
+    TransientStorageError,
+    replica_batches,
+    series_runs,
+    unlogged,
+)
 from storage.chunk_cache import DEFAULT_MAX_BYTES, cache_of
 from storage.matchers import Matcher, MatchOp
 from storage.model import METRIC_NAME
@@ -96,6 +106,13 @@ CHUNK_READS_IN_FLIGHT = 8
 # Provisional (fresh) 1m chunks expire after 2 days: well after the seal of the longest
 # window (24 h); a job stopped longer leaves gaps in them until it seals those windows.
 FRESH_TTL_S = 2 * 86_400
+# The raw input of sealed hours is dropped once query reads take those hours from blocks
+# (older than RECENT_RAW_MS) plus this margin for reads under way (``drop_raw_hours``).
+RAW_DROP_MARGIN_MS = 15 * 60_000
+# A drop deletes raw input written up to this long before it starts (writers' clock skew and
+# writes in flight): later writes, whose late marks it may not have seen, stay.
+RAW_DROP_SKEW_MS = 2 * 60_000
+_DROPPED_HOUR = "raw_dropped:"  # meta key prefix of an hour whose raw partitions were dropped
 
 
 _CHUNK_COLS = ", ".join(chunks.STORED.values())
@@ -127,6 +144,9 @@ class CassandraRollupMixin:
     late_seal_margin_ms: int = DEFAULT_LATE_SETTLE_MS
     # Late marks are looked for in the days of samples up to this old (1m rollups live 32 d).
     late_marks_lookback_ms: int = DEFAULT_TTLS_S["rollup_1m"] * 1000 + DAY_MS
+    # Raw partitions of sealed hours are dropped once this old (``drop_raw_hours``).
+    raw_hot_ms: int = RECENT_RAW_MS + RAW_DROP_MARGIN_MS
+    raw_drop_skew_ms: int = RAW_DROP_SKEW_MS
 
     if TYPE_CHECKING:  # CassandraStorage's, the class this mixin is combined with
         session: Session
@@ -143,6 +163,9 @@ class CassandraRollupMixin:
                            hours: Sequence[int] | None = None) -> list[SeriesData]: ...
         async def read_columns(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
                                hours: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+        async def _read_parts(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
+                              hours: Sequence[int] | None) -> tuple[list[np.ndarray], list[np.ndarray],
+                                                                    list[np.ndarray], list[np.ndarray]]: ...
         async def read_column_runs(self, infos: Sequence[SeriesInfo], start_ms: int,
                                    end_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
 
@@ -191,14 +214,20 @@ class CassandraRollupMixin:
                         " WHERE series_id IN ? AND bucket = ? AND start_ts = ?"
                     ),
                     "meta_get": p(f"SELECT value FROM {ks}.meta WHERE key = ?"),
+                    "meta_keys": p(f"SELECT key FROM {ks}.meta WHERE key IN ?"),
+                    "meta_set_ttl": p(f"INSERT INTO {ks}.meta (key, value) VALUES (?, ?) USING TTL ?"),
+                    "frames_drop": p(f"DELETE FROM {ks}.raw_frames USING TIMESTAMP ? WHERE target = ? AND hour = ?"),
+                    "recent_drop": p(f"DELETE FROM {ks}.raw_recent USING TIMESTAMP ? WHERE target = ? AND hour = ?"),
                     "meta_set": p(f"INSERT INTO {ks}.meta (key, value) VALUES (?, ?)"),
                 }
                 out["blocks_read"].fetch_size = None  # bounded by BLOCK_READ_SERIES_CHUNK
                 for name in ("1m_chunks_get", "1h_chunks_get"):
                     out[name].fetch_size = None  # bounded by SEAL_READ_SERIES
-                for name in ("1m_chunks_get", "1h_chunks_get", "1m_chunk_ins", "1h_chunk_ins"):
-                    # A window's merge reads what the previous window wrote: quorum reads and
-                    # writes overlap in a replica whatever the replication factor.
+                for name in ("1m_chunks_get", "1h_chunks_get", "1m_chunk_ins", "1h_chunk_ins", "meta_keys",
+                             "meta_set_ttl", "frames_drop", "recent_drop"):
+                    # A window's merge reads what the previous window wrote, a window read the
+                    # drop marks a drop wrote before its tombstones: quorum reads and writes
+                    # overlap in a replica whatever the replication factor.
                     out[name].consistency_level = ConsistencyLevel.LOCAL_QUORUM
                 return out
 
@@ -289,16 +318,74 @@ class CassandraRollupMixin:
 
     async def read_raw_window_group(self, group: Sequence[int], shards: int, start_ms: int, end_ms: int) -> RawWindow:
         """``read_raw_window_arrays`` of several shards at once (``RawWindowGroups``): the
-        index is read once and each frame decoded once for all of them."""
+        index is read once and each frame decoded once for all of them. Hours whose raw
+        partitions were dropped (``drop_raw_hours``: a reseal, a window's counter carry from
+        the one before) add their blocks, below the rows and frames written since."""
         infos = await self._shard_infos(set(group), shards, start_ms, end_ms)
         if start_ms < self.now_ms() - self.recent_raw_keep_ms:  # sealed blocks too: the general path
             return RawWindow.of(await self.rows_and_blocks(infos, start_ms, end_ms - 1))
         if not infos:
             return RawWindow(_NO_IDS, np.zeros(1, dtype=np.int64), _NO_IDS, _NO_VALUES)
-        return RawWindow(*await self.read_column_runs(infos, start_ms, end_ms - 1))
+        parts = await self._read_parts(infos, start_ms, end_ms - 1, None)
+        dropped = await self.dropped_hours(start_ms, end_ms - 1)  # after the raw read: see drop_raw_hours
+        if dropped:
+            lo, hi = max(start_ms, min(dropped) * HOUR_MS), min(end_ms - 1, (max(dropped) + 1) * HOUR_MS - 1)
+            blocks = await self.read_blocks_of([i.series.id for i in infos], lo, hi)
+            for sid, found in blocks.items():
+                for _, _, _, data in found:
+                    b_ts, b_vals = decode_block(data)
+                    keep = (b_ts >= lo) & (b_ts <= hi)
+                    if keep.any():
+                        parts[0].append(np.full(int(keep.sum()), sid, dtype=np.int64))
+                        parts[1].append(b_ts[keep])
+                        parts[2].append(b_vals[keep])
+                        parts[3].append(np.full(parts[0][-1].size, 2, dtype=np.int8))  # rows, frames win
+        if not parts[0]:
+            return RawWindow(_NO_IDS, np.zeros(1, dtype=np.int64), _NO_IDS, _NO_VALUES)
+        return RawWindow(*series_runs(*parts))
 
     async def drop_sealed_raw(self, rows: Sequence[tuple[int, int, int]]) -> int:
-        return 0  # never asked: read_raw_window_arrays names no sealed rows (they expire by TTL)
+        return 0  # never asked: read_raw_window_arrays names no sealed rows (drop_raw_hours drops them)
+
+    # -- dropping the raw input of sealed hours (``storage.rollup_job.SealedRawDrop``) ---------
+
+    def can_drop_raw(self, window_ms: int) -> bool:
+        return window_ms <= BLOCK_LOOKBACK_MS  # query reads find blocks starting that far back
+
+    def raw_drop_stamp_us(self) -> int:
+        # The writers' clock (the driver's client timestamps) less their skew and time in flight.
+        return time.time_ns() // 1000 - self.raw_drop_skew_ms * 1000
+
+    async def dropped_hours(self, start_ms: int, end_ms: int) -> set[int]:
+        """The hours (ms // 1 h) in [start_ms, end_ms] whose raw partitions were dropped."""
+        hours = range(start_ms // HOUR_MS, end_ms // HOUR_MS + 1)
+        keys = [f"{_DROPPED_HOUR}{h}" for h in hours]
+        found: set[int] = set()
+        for i in range(0, len(keys), 100):
+            for page in await self.execute((await self._ps())["meta_keys"], (keys[i : i + 100],)):
+                found.update(int(r[0][len(_DROPPED_HOUR):]) for r in page)
+        return found
+
+    async def drop_raw_hours(self, start_ms: int, end_ms: int, written_before_us: int) -> int:
+        """Partition tombstones on ``raw_frames`` and ``raw_recent`` for every target (of the
+        index) and hour of [start_ms, end_ms), deleting what was written up to
+        ``written_before_us`` (later writes stay: late samples, marked). Each hour is marked
+        dropped first (``dropped_hours``, a quorum write): a window read that reads raw
+        partitions and then those marks sees a mark whenever a tombstone can have hit its
+        raw read, and adds the hour's blocks. Returns the partitions dropped."""
+        hours = list(range(start_ms // HOUR_MS, -(-end_ms // HOUR_MS)))
+        if not hours:
+            return 0
+        ps = await self._ps()
+        ttl = DEFAULT_TTLS_S["raw_frames"] + 86_400  # outlives the raw input it speaks of
+        await self._bounded([(ps["meta_set_ttl"], (f"{_DROPPED_HOUR}{h}", "1", ttl)) for h in hours])
+        every = [Matcher(METRIC_NAME, MatchOp.RE, ".+")]
+        infos = await self._select_series(every, hours[0] * HOUR_MS, (hours[-1] + 1) * HOUR_MS - 1)
+        targets = sorted({t for i in infos for t in i.targets})
+        calls = [(ps[name], (written_before_us, t, h)) for t in targets for h in hours
+                 for name in ("frames_drop", "recent_drop")]
+        await self._bounded(calls)
+        return len(calls)
 
     async def write_blocks(self, blocks: Sequence[SealedBlock]) -> None:
         await self._bounded(await self._block_calls(blocks))
@@ -542,10 +629,10 @@ class CassandraRollupMixin:
         return await self.rows_and_blocks(await self._select_series(matchers, start_ms, end_ms), start_ms, end_ms)
 
     async def rows_and_blocks(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int) -> list[SeriesData]:
-        """``select_rows`` of known series."""
+        """``select_rows`` of known series (blocks too for hours whose raw input was dropped)."""
         recent = await self.read_raw(infos, start_ms, end_ms) if infos else []
         horizon = self.now_ms() - self.recent_raw_keep_ms
-        if start_ms >= horizon:
+        if start_ms >= horizon and not await self.dropped_hours(start_ms, end_ms):
             return recent
         # Older part: sealed blocks, for every matching series (some may have no rows left).
         found = sorted((i.series for i in infos), key=lambda s: s.labels)

@@ -34,6 +34,11 @@ the shard's checkpoint; windows not sealed yet will read the rows anyway. At mos
 ``late_windows_per_pass`` windows per shard and pass; the cursor advances over marks fully
 handled only, so the rest follows in the next pass and a failed window is retried.
 
+Dropping sealed raw input (``SealedRawDrop``: Cassandra, whose frames hold every shard's
+series and would stay until their TTL): after each pass, the raw partitions of hours every
+shard has sealed, and whose late marks every shard handled, once the store's query reads take
+them from blocks (``drop_sealed_raw``); the store's window reads then add those hours' blocks.
+
 Fresh minutes: a shard that is caught up (its checkpoint is the start of the open window)
 then gets a *fresh pass*: the 1-minute buckets of the open window from where the last
 fresh pass of this copy stopped up to ``now - grace_ms`` (a minute boundary), computed from
@@ -179,6 +184,33 @@ class RawWindowArrays(Protocol):
 
 
 @runtime_checkable
+class SealedRawDrop(Protocol):
+    """Optional for a ``RollupStore`` whose raw input would otherwise stay until its TTL after
+    the seal (Cassandra: scrape frames and raw rows): the raw partitions of hours that every
+    shard has sealed are dropped, the job deciding when (``RollupJob.drop_sealed_raw``).
+    After a drop, the store's window reads take those hours from the sealed blocks plus
+    whatever raw input arrived since (a late write), and its query reads take them from
+    blocks (hours older than ``raw_hot_ms``)."""
+
+    raw_hot_ms: int  # the store's query reads take the newest this-many ms from raw input only
+    raw_drop_skew_ms: int  # raw input written this long before a drop starts survives it (clock skew, in flight)
+
+    def can_drop_raw(self, window_ms: int) -> bool:
+        """Whether reads find the blocks of windows this long (else nothing is dropped)."""
+        ...
+
+    def raw_drop_stamp_us(self) -> int:
+        """The write time (us, the writers' clock) up to which raw input a drop starting now
+        may delete: input written later survives it (its late mark is read after this)."""
+        ...
+
+    async def drop_raw_hours(self, start_ms: int, end_ms: int, written_before_us: int) -> int:
+        """Drop the raw input of the hours of [start_ms, end_ms) written up to
+        ``written_before_us``; returns the partitions dropped."""
+        ...
+
+
+@runtime_checkable
 class RawWindowGroups(Protocol):
     """Optional for a ``RollupStore``: the raw window of several shards read at once, cheaper
     than shard by shard (Cassandra: a scrape frame holds every shard's series, so a group's
@@ -242,6 +274,11 @@ class RollupMetrics:
         )
         self.shards_held = Gauge(
             "ringmon_rollup_shards_held", "Shards this copy held in its last pass", registry=r
+        )
+        self.raw_dropped = Counter(
+            "ringmon_rollup_raw_partitions_dropped_total",
+            "Raw partitions (target, hour) of sealed hours dropped (stores whose raw input has a TTL)",
+            registry=r,
         )
         self.window_seconds = Histogram(
             "ringmon_rollup_window_duration_seconds",
@@ -766,6 +803,12 @@ class RollupJob:
                 if self.fresh_minutes:
                     caught_up = {k: ckpts[k] for k in group if ckpts[k] >= closed and self.lease.held(k)}
                     self.fresh_done += await self._fresh_for_shards(caught_up)
+        if held:
+            try:
+                await self.drop_sealed_raw(late)
+            except Exception:
+                self.metrics.errors.inc()
+                log.exception("dropping the raw input of sealed hours failed; will retry")
         self.metrics.shards_held.set(held)
         # A copy holding no shard this pass is behind on nothing (a stale lag would keep alerting).
         self.metrics.lag.set(max(0.0, (closed - oldest) / 1000.0) if oldest is not None else 0.0)
@@ -897,6 +940,69 @@ class RollupJob:
                 redone.add(start)
             handled = mark
         return handled
+
+    @property
+    def drop_cursor_job(self) -> str:
+        """The checkpoint name (shard 0) of where raw drops stopped (``drop_sealed_raw``); its
+        late marks re-dropped are under ``<job>:drop-late`` (a packed late cursor)."""
+        return f"{self.job}:drop"
+
+    async def drop_sealed_raw(self, late: _LatePass | None = None) -> int:
+        """Drop the raw input of sealed hours (``SealedRawDrop`` stores; ``run_once`` calls it):
+        from where the last drop stopped up to the oldest checkpoint of all the job's shards,
+        never hours the store's query reads take from raw input (``raw_hot_ms``), and never an
+        hour with a late mark that some shard's late pass has not handled yet (its late
+        samples may not be in the blocks). Input written after the drop started survives it
+        (a late write marks its hour: the late pass reseals from the blocks and it); once
+        every shard handled such a mark of an hour dropped before, the hour is dropped again.
+        The first call only records where drops start: older raw input expires by TTL (it
+        may predate the job's first checkpoint, unsealed). ``late``: the pass's late marks
+        (read once for the late pass and this). Returns the partitions dropped."""
+        store = self.store
+        if not isinstance(store, SealedRawDrop) or not store.can_drop_raw(self.window_ms):
+            return 0
+        stamp = store.raw_drop_stamp_us()  # before the late marks are read
+        horizon = (self.now_ms() - store.raw_hot_ms) // HOUR_MS * HOUR_MS
+        ckpts = [await store.get_checkpoint(self.job, k) for k in range(self.shards)]
+        if any(c is None for c in ckpts):
+            return 0
+        until = min(horizon, *cast(list[int], ckpts))
+        done = await store.get_checkpoint(self.drop_cursor_job, 0)
+        if done is None:
+            await store.set_checkpoint(self.drop_cursor_job, 0, until)
+            return 0
+        dropped = 0
+        late = late or self._late_state()
+        if late is not None:
+            late_job = f"{self.drop_cursor_job}-late"
+            stored = [await store.get_checkpoint(self.late_cursor_job, k) for k in range(self.shards)]
+            cursors = [unpack_late_cursor(c) if c is not None else (-1, -1) for c in stored]
+            redone = await store.get_checkpoint(late_job, 0)
+            redo_cursor = start_cursor = unpack_late_cursor(redone) if redone is not None else (-1, -1)
+            marks = await late.marks_after(min(redo_cursor, *cursors))
+            redo: set[int] = set()
+            blocked = False  # the cursor stops at the first mark some shard has not handled
+            for mark in marks:
+                if mark <= redo_cursor:
+                    continue
+                if any(mark > c for c in cursors):  # its samples are not in every shard's blocks yet
+                    if mark[1] >= done:
+                        until = min(until, mark[1])
+                    blocked = True
+                elif not blocked:
+                    if mark[1] < done:
+                        redo.add(mark[1])  # (input written after its hour's drop, now folded in)
+                    redo_cursor = mark
+            for hour in sorted(redo):
+                dropped += await store.drop_raw_hours(hour, hour + HOUR_MS, stamp)
+            if redo_cursor > start_cursor:
+                await store.set_checkpoint(late_job, 0, pack_late_cursor(*redo_cursor))
+        for start in range(done, until, self.window_ms)[: self.max_windows_per_pass]:
+            end = min(start + self.window_ms, until)
+            dropped += await store.drop_raw_hours(start, end, stamp)
+            await store.set_checkpoint(self.drop_cursor_job, 0, end)
+        self.metrics.raw_dropped.inc(dropped)
+        return dropped
 
     async def _fresh_for_shards(self, window_starts: dict[int, int]) -> list[WindowResult]:
         """The fresh pass of caught-up leased shards (shard -> its open window's start; module

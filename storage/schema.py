@@ -14,8 +14,9 @@ Buckets (all integers derived from the sample timestamp in ms):
 - ``raw_frames`` (version 6): partition ``(target, hour)``, one row per scrape clustered by
   ``ts``: the values in layout order (``storage.frames.encode_delta``, XOR'd with the frame at
   ``base_ts``, null = whole); ``raw_layouts``: partition ``target``, the series ids of each
-  ``layout_id``. Both expire with the raw retention (TTL, no deletes; the rollup job seals them
-  long before);
+  ``layout_id``. Both expire with the raw retention (TTL); the rollup job seals frames long
+  before and then drops the partitions of sealed hours of ``raw_frames`` and ``raw_recent``
+  (partition tombstones, ``RollupJob.drop_sealed_raw``);
 - ``raw_late``: partition ``day``, one row per hour that got a late write (samples older
   than ``CassandraStorage.late_after_ms`` when written, e.g. a spool replay) and when: a
   sealed block older than that write may miss samples, so reads merge that hour's rows in;

@@ -449,3 +449,102 @@ async def test_late_samples_merge_with_blocks_on_cassandra(cassandra_store, cloc
         cassandra_store.recent_raw_keep_ms = HOUR_MS
 
     await run_retention_scenario(cassandra_store, clock, tmp_path / "locks", drop)
+
+
+async def raw_hours(store) -> dict[str, set[int]]:
+    """Per raw table, the hours (ms) that have rows (tombstoned partitions read as none)."""
+    out: dict[str, set[int]] = {}
+    for table in ("raw_frames", "raw_recent"):
+        pages = await store.execute(f"SELECT DISTINCT target, hour FROM {store.keyspace}.{table}")
+        out[table] = {int(r[1]) * HOUR_MS for page in pages for r in page}
+    return out
+
+
+async def raw_answer(store, series, start: int, end: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """What a raw query of every series answers in [start, end]: id -> (ts, value bits)."""
+    from storage.matchers import Matcher, MatchOp
+
+    got = await store.select([Matcher("__name__", MatchOp.RE, "gen_.*")], start, end)
+    assert {d.series.id for d in got} == {s.id for s in series}
+    return {d.series.id: (np.asarray(d.timestamps), np.asarray(d.values).view(np.uint64)) for d in got}
+
+
+def expected_answer(data, start: int, end: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    out = {}
+    for s, (ts, v, _) in data.items():
+        inside = (ts >= start) & (ts <= end)
+        out[s.id] = (ts[inside], v[inside].view(np.uint64))
+    return out
+
+
+def assert_same_answer(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    for k, (ts, bits) in want.items():
+        np.testing.assert_array_equal(got[k][0], ts)
+        np.testing.assert_array_equal(got[k][1], bits)
+
+
+@pytest.mark.cassandra
+async def test_sealed_raw_is_dropped_on_cassandra(cassandra_store, clock, tmp_path):
+    """Once every shard sealed an hour and reads take it from blocks, its raw partitions
+    (frames and rows) are tombstoned: raw answers and rollups stay the same, late samples
+    written after the drop are folded in from blocks plus the late rows, and an hour whose
+    late mark is not handled yet keeps its raw input until its reseal."""
+    store = cassandra_store
+    store.raw_drop_skew_ms = 0  # (writes here are awaited: nothing in flight)
+    data = generate(seed=11)
+    on_time, late = split_late(data)
+    third = T0 + 2 * WINDOW  # the last window: late samples before its drop
+    for i, (s, (ts, v, target)) in enumerate(list(on_time.items())):
+        if i % 3 == 0:
+            held = (ts >= third + 10 * MINUTE_MS) & (ts < third + 30 * MINUTE_MS)
+            late[s] = tuple(np.concatenate([a, b[held]]) for a, b in zip(late[s][:2], (ts, v), strict=True)) + (target,)
+            on_time[s] = (ts[~held], v[~held], target)
+    everything = merged(on_time, late)
+    clock.now = WRITE_ON_TIME
+    await write(store, on_time)
+    assert T0 + HOUR_MS in (await raw_hours(store))["raw_frames"]
+    truth = await raw_answer(store, data, T0, T_END - 1)  # every hour from raw input
+    assert_same_answer(truth, expected_answer(on_time, T0, T_END - 1))
+    await store.set_checkpoint("rollup:drop", 0, T0)  # (the job's first call would record where it stood)
+
+    # Sealed at T_END + 1 h; the hours older than raw_hot_ms go: windows 1 and 2.
+    clock.now = FIRST_RUN
+    job = RollupJob(store, LocalShardLease(tmp_path / "locks"), window_ms=WINDOW, shards=SHARDS, now_ms=clock)
+    done = await job.run_once(initial_start_ms=T0)
+    assert len(done) == SHARDS * 3
+    dropped_until = (FIRST_RUN - store.raw_hot_ms) // HOUR_MS * HOUR_MS
+    assert dropped_until == third and await store.get_checkpoint("rollup:drop", 0) == third
+    left = await raw_hours(store)
+    for table in ("raw_frames", "raw_recent"):
+        assert not {h for h in left[table] if T0 <= h < third}, table
+    assert {third, third + HOUR_MS} <= left["raw_frames"]
+    assert_brute_force(await snapshot(store, data), on_time)
+    assert_same_answer(await raw_answer(store, data, T0, T_END - 1), truth)
+    assert_same_answer(await raw_answer(store, data, T0 + 30 * MINUTE_MS, T0 + 90 * MINUTE_MS),
+                       expected_answer(on_time, T0 + 30 * MINUTE_MS, T0 + 90 * MINUTE_MS))
+
+    # Late samples into dropped hours and into the last window, whose drop is due meanwhile:
+    # the unhandled late mark holds its raw input back.
+    clock.now = T_END + store.raw_hot_ms + 5 * MINUTE_MS
+    late_written = clock.now
+    await write(store, late)
+    clock.now += MINUTE_MS
+    done = await job.run_once()  # not settled: no reseal, and no drop of the last window
+    assert {r.mode for r in done} == {"live"}
+    assert await store.get_checkpoint("rollup:drop", 0) == third
+    assert {third, third + HOUR_MS} <= (await raw_hours(store))["raw_frames"]
+
+    # Settled: the late pass reseals windows 2 and 3 (2 from blocks + late rows), then the
+    # last window's raw input goes too.
+    clock.now = late_written + DEFAULT_LATE_SETTLE_MS + MINUTE_MS
+    done = await job.run_once()
+    assert sorted((r.shard, r.start_ms) for r in done) == sorted(
+        (s, w) for s in range(SHARDS) for w in (LATE_WINDOW, third)
+    )
+    assert await store.get_checkpoint("rollup:drop", 0) == T_END
+    left = await raw_hours(store)
+    assert not {h for t in left.values() for h in t if T0 <= h < T_END}
+    assert_brute_force(await snapshot(store, data), everything)
+    assert_same_answer(await raw_answer(store, data, T0, T_END - 1), expected_answer(everything, T0, T_END - 1))
+    assert job.metrics.registry.get_sample_value("ringmon_rollup_raw_partitions_dropped_total") > 0
