@@ -19,6 +19,7 @@ import numpy as np
 if TYPE_CHECKING:
     from services.cassandra.cassandra_node import CassandraNode
     from storage.cassandra_rollup import CassandraRollupStorage
+    from storage.rollup_job import RollupJob
 
 STEP_MS = 10_000
 LATENESS_MS = np.array([0, 1, 2, 3, 4, 5, 15, 20])
@@ -341,7 +342,40 @@ async def _seal_frames(
             for name in spent:
                 if name in names:
                     names[name] = next(fns)
+    written = sum(v.size for v in values)
+    await _raw_bytes_after_drop(store, node, RollupJob(store, LocalShardLease(f"{tmp}/locks-frames"), shards=shards,
+                                                       now_ms=lambda: closed + store.raw_hot_ms, job="bench0"),
+                                base, written)
     return out
+
+
+async def _raw_bytes_after_drop(store: CassandraRollupStorage, node: CassandraNode, job: RollupJob, base: int,
+                                written: int) -> None:
+    """Raw tables' bytes per written sample after ``nodetool flush`` + ``compact`` of them, before
+    and after ``job`` (whose shards sealed the window from ``base``) drops the raw partitions of
+    its sealed hours. The 5 minutes of scrapes before ``base`` stay: their window is not sealed."""
+    import asyncio
+    import time
+
+    raw = ("raw_frames", "raw_recent", "raw_layouts", "raw_late", "raw_blocks")
+    loop = asyncio.get_running_loop()
+
+    def on_disk() -> dict[str, int]:
+        node.nodetool("flush", store.keyspace, *raw)
+        node.nodetool("compact", store.keyspace, *raw, timeout_s=900)
+        return {t: _space_used(node, store.keyspace, t) for t in raw}
+
+    before = await loop.run_in_executor(None, on_disk)
+    await store.set_checkpoint(job.drop_cursor_job, 0, base)  # (a job's first pass records where it starts)
+    store.raw_drop_skew_ms = 0  # every write is done
+    c = time.process_time()
+    dropped = await job.drop_sealed_raw()
+    cpu = time.process_time() - c
+    after = await loop.run_in_executor(None, on_disk)
+    for label, got in (("before the drop", before), ("after the drop", after)):
+        print(f"  raw tables on disk {label} (flush + compaction): {sum(got.values()) / written:.2f} bytes per written "
+              "sample (" + ", ".join(f"{t} {b / written:.2f}" for t, b in got.items()) + ")")
+    print(f"  the drop: {dropped:,} partitions tombstoned, {cpu * 1e3:.0f} ms CPU")
 
 
 # Cassandra's request stages share one pool of threads, each named by the stage it works for

@@ -140,8 +140,16 @@ def twcs_window(ttl_s: int) -> tuple[str, int]:
     return "HOURS", hours
 
 
-def _options(ttl_s: int, order: str = "") -> str:
-    unit, size = twcs_window(ttl_s)
+# The raw tables whose sealed hours the rollup job tombstones (``RollupJob.drop_sealed_raw``),
+# 4-5 h after the data: a tombstone purges its data when a compaction meets both, i.e. when it
+# is flushed into the data's TWCS window (merged whole once closed). In 8-hour windows half the
+# frames' tombstones landed in a later window, which never compacts with the data's (those
+# frames stayed to their TTL); in 1-day windows 1 in 6.
+DROPPED_RAW_TWCS = ("DAYS", 1)
+
+
+def _options(ttl_s: int, order: str = "", window: tuple[str, int] | None = None) -> str:
+    unit, size = window or twcs_window(ttl_s)
     opts = [
         f"default_time_to_live = {ttl_s}",
         "compaction = {'class': 'TimeWindowCompactionStrategy', "
@@ -167,7 +175,7 @@ def table_statements(spec: SchemaSpec) -> list[tuple[str, str]]:
             "raw_recent",
             f"CREATE TABLE IF NOT EXISTS {ks}.raw_recent (target text, hour int, series_id bigint, "
             "ts bigint, value double, PRIMARY KEY ((target, hour), series_id, ts)) WITH "
-            + _options(t["raw_recent"], "series_id ASC, ts ASC"),
+            + _options(t["raw_recent"], "series_id ASC, ts ASC", DROPPED_RAW_TWCS),
         ),
         (
             "raw_blocks",
@@ -179,7 +187,7 @@ def table_statements(spec: SchemaSpec) -> list[tuple[str, str]]:
             "raw_frames",
             f"CREATE TABLE IF NOT EXISTS {ks}.raw_frames (target text, hour int, ts bigint, base_ts bigint, "
             "layout_id bigint, data blob, PRIMARY KEY ((target, hour), ts)) WITH "
-            + _options(t["raw_frames"], "ts ASC"),
+            + _options(t["raw_frames"], "ts ASC", DROPPED_RAW_TWCS),
         ),
         (
             "raw_layouts",

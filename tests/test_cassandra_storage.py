@@ -38,7 +38,7 @@ def test_schema_is_idempotent_and_versioned(cassandra_storage) -> None:
         ttl, compaction = tables[name]
         assert ttl == sch.DEFAULT_TTLS_S[ttl_key]
         assert compaction["class"].endswith("TimeWindowCompactionStrategy")
-        unit, size = sch.twcs_window(ttl)
+        unit, size = sch.DROPPED_RAW_TWCS if name == "raw_recent" else sch.twcs_window(ttl)
         assert compaction["compaction_window_unit"] == unit and int(compaction["compaction_window_size"]) == size
     assert tables["postings_day"][0] == sch.DEFAULT_TTLS_S["index_day"]
 
