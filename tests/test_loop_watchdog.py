@@ -50,6 +50,31 @@ async def test_a_blocked_loop_is_reported_with_its_stack_gc_time_and_metric() ->
     assert dog._gc_timer not in gc.callbacks  # stop() removed its collection timer
 
 
+async def test_an_idle_loop_is_not_woken_and_gets_its_selector_back() -> None:
+    loop = asyncio.get_running_loop()
+    inner = loop._selector  # type: ignore[attr-defined]
+    real = inner.select
+    calls = 0
+
+    def counting(timeout: float | None = None) -> list:
+        nonlocal calls
+        calls += 1
+        return real(timeout)
+
+    inner.select = counting  # the loop's own selector, counting the loop's wake-ups
+    try:
+        dog = LoopWatchdog().start()
+        assert loop._selector is not inner  # type: ignore[attr-defined] # wrapped: it stamps steps
+        calls = 0
+        await asyncio.sleep(0.5)  # idle: a heartbeat every tick_s would wake the loop ~10 times
+        idle_calls = calls
+        dog.stop()
+    finally:
+        del inner.select
+    assert idle_calls <= 3
+    assert loop._selector is inner  # type: ignore[attr-defined]
+
+
 def test_freeze_keeps_the_startup_heap_out_of_collections() -> None:
     try:
         frozen = freeze_startup_heap()
