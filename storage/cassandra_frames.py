@@ -24,18 +24,32 @@ LAYOUT_REWRITE_MS = 6 * 3_600_000  # a layout row is re-written this often (it h
 
 @dataclass(frozen=True)
 class Frame:
-    """One scrape of one target: the values of ``ids`` (distinct, scrape order) at ``ts``."""
+    """One scrape of one target: the values of ``ids`` (distinct, scrape order) at ``ts``;
+    ``known_layout``: ``layout_id(ids)`` when the caller knows it (None: computed on use)."""
 
     ts: int
     ids: np.ndarray
     values: np.ndarray
+    known_layout: int | None = None
+
+    @property
+    def layout(self) -> int:
+        return layout_id(self.ids) if self.known_layout is None else self.known_layout
 
 
 def split_frames(
-    ids: np.ndarray, ts: np.ndarray, vals: np.ndarray, cutoff_ms: int, min_samples: int = FRAME_MIN_SAMPLES
+    ids: np.ndarray, ts: np.ndarray, vals: np.ndarray, cutoff_ms: int, min_samples: int = FRAME_MIN_SAMPLES,
+    known_layout: int | None = None,
 ) -> tuple[list[Frame], np.ndarray]:
     """The frames of a target's samples, and a mask of the samples left for rows (groups
-    under ``min_samples``, groups older than ``cutoff_ms``, groups naming a series twice)."""
+    under ``min_samples``, groups older than ``cutoff_ms``, groups naming a series twice).
+
+    ``known_layout``: the caller knows ``ids`` distinct, of that layout id (a scrape of the
+    target's last layout): a scrape that is one timestamp group is then one frame of those
+    very arrays, with no sort, hash or copy."""
+    if known_layout is not None and ts.size >= min_samples and ts[0] == ts[-1] and ts[0] >= cutoff_ms \
+            and bool((ts == ts[0]).all()):
+        return [Frame(int(ts[0]), ids, vals, known_layout)], np.zeros(ts.size, dtype=bool)
     rest = np.ones(ts.size, dtype=bool)
     if ts.size < min_samples:
         return [], rest
@@ -124,7 +138,7 @@ class FrameEncoder:
         out: list[EncodedFrame] = []
         prev: tuple[int, int, np.ndarray] | None = None  # (ts, layout, values) of this write's last frame
         for f in frames:
-            lid = layout_id(f.ids)
+            lid = f.layout
             base: tuple[int, np.ndarray] | None
             if prev is not None and prev[1] == lid and prev[0] // KEY_SPAN_MS == f.ts // KEY_SPAN_MS and prev[0] < f.ts:
                 base = (prev[0], prev[2])

@@ -45,7 +45,6 @@ import numpy as np
 from storage.base import DAY_MS, SampleWriter, StorageError
 from storage.cassandra import CassandraStorage, TransientStorageError
 from storage.cassandra_frames import FrameEncoder, split_frames
-from storage.frames import layout_id
 from storage.idsets import TargetIds
 from storage.model import SampleBatch, Series
 from storage.spool import Position, Spool, SpooledBatch, decode_batch, encode_batch
@@ -54,6 +53,7 @@ log = logging.getLogger(__name__)
 INDEXING_IN_FLIGHT = 4  # records carrying series to index, sent at once
 GROUP_S = 1.0  # a frames-only record waits at most this long for others to go with (0: alone)
 GROUP_MAX_RECORDS = 512  # records per group; a full group goes at once
+LAST_LAYOUT_KEEP_MS = 600_000  # a target not appended to for this long: its last layout is forgotten
 _SERIES_ID = operator.attrgetter("id")  # map() of it walks a batch's series at C speed
 
 
@@ -69,6 +69,17 @@ class WriterStats:
     dropped_batches: int = 0  # permanent errors (bad data); logged with the reason
     mode_changes: list[tuple[float, str]] = field(default_factory=list)
     last_error: str = ""
+
+
+@dataclass(slots=True)
+class _LastLayout:
+    """A target's last scrape that was one frame: its series (the scrape loop's list, shared),
+    their ids (distinct) and layout id."""
+
+    series: list[Series]
+    ids: np.ndarray
+    layout: int
+    used_ms: int  # when a batch last matched it
 
 
 class _Slots:
@@ -136,6 +147,8 @@ class BatchingWriter(SampleWriter):
         self._labeled: dict[int, TargetIds] = {}  # day -> the series ids labeled in the spool, per target
         self._labeled_layouts: set[tuple[str, int, int]] = set()  # (target, layout id, day) all labeled
         self._frames = FrameEncoder()  # frames are encoded once, before they are spooled
+        self._last_layout: dict[str, _LastLayout] = {}  # target -> its last scrape's series, as one frame
+        self._last_layout_swept = 0
         self._group: list[tuple[Position, SpooledBatch]] | None = None  # frames-only records to send together
         self._group_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -169,19 +182,21 @@ class BatchingWriter(SampleWriter):
         while self.spool.total_bytes() > self.max_spool_bytes:
             # Lossless backpressure: the disk budget is full, wait for replay to free it.
             await self._wait_progress(self.retry_interval_s)
-        ids = np.fromiter(map(_SERIES_ID, batch.series), dtype=np.int64, count=n)
+        st = self.storage
+        now = st.now_ms()
+        ids, known = self._series_ids(batch, now)
         stamps = batch.timestamps
         if len(stamps) == n and stamps.count(stamps[0]) == n:  # a scrape's samples share its time
             ts = np.full(n, stamps[0], dtype=np.int64)
         else:
             ts = np.asarray(stamps, dtype=np.int64)
         vals = np.asarray(batch.values, dtype=np.float64)
-        st = self.storage
-        now = st.now_ms()
-        frames, rest = split_frames(ids, ts, vals, now - st.late_after_ms, st.frame_min_samples)
+        frames, rest = split_frames(ids, ts, vals, now - st.late_after_ms, st.frame_min_samples, known)
         layout_day = None
         if len(frames) == 1 and not rest.any():  # a scrape of a layout whose series are labeled today
-            layout_day = (batch.target, layout_id(frames[0].ids), frames[0].ts // DAY_MS)
+            if known is None and frames[0].ids.size == n:  # a new layout of the target, all one frame
+                self._last_layout[batch.target] = _LastLayout(batch.series, ids, frames[0].layout, now)
+            layout_day = (batch.target, frames[0].layout, frames[0].ts // DAY_MS)
         defs = [] if layout_day in self._labeled_layouts else self._defs_to_spool(batch.target, batch.series, ids, ts)
         encoded = self._frames.encode(batch.target, frames, now, with_ids=bool(defs))
         self._frames.remember(batch.target, frames, encoded, now)  # spooled: replay keeps the order
@@ -254,6 +269,22 @@ class BatchingWriter(SampleWriter):
         await asyncio.get_running_loop().run_in_executor(None, self.spool.close)
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _series_ids(self, batch: SampleBatch, now_ms: int) -> tuple[np.ndarray, int | None]:
+        """The batch's series ids, and their layout id when they are the target's last layout
+        (a scrape of the same series as its last one: the usual case). The list comparison is
+        C pointer compares when the scrape loop hands the same ``Series`` objects again.
+        Targets not appended to for ``LAST_LAYOUT_KEEP_MS`` (gone to another scraper) are
+        forgotten, with the ``Series`` their entry holds."""
+        if now_ms - self._last_layout_swept >= LAST_LAYOUT_KEEP_MS:
+            self._last_layout_swept = now_ms
+            old = now_ms - LAST_LAYOUT_KEEP_MS
+            self._last_layout = {t: v for t, v in self._last_layout.items() if v.used_ms >= old}
+        last = self._last_layout.get(batch.target)
+        if last is not None and last.series == batch.series:
+            last.used_ms = now_ms
+            return last.ids, last.layout
+        return np.fromiter(map(_SERIES_ID, batch.series), dtype=np.int64, count=len(batch.series)), None
 
     def _defs_to_spool(self, target: str, series: list[Series], ids: np.ndarray, ts: np.ndarray) -> list[Series]:
         """Series whose index rows may be missing for their day: their labels go in the record.

@@ -40,6 +40,26 @@ async def test_direct_writes_are_stored_and_spool_cleaned(cassandra_storage, tmp
     assert len(list((tmp_path / "spool").iterdir())) <= 1
 
 
+async def test_a_target_whose_series_change_between_scrapes_stores_each_scrape_as_it_was(
+    cassandra_storage, tmp_path
+) -> None:
+    store = cassandra_storage
+    writer = BatchingWriter(store, tmp_path / "spool")
+    series = _series("writer_layouts", 40)
+    t0 = int(time.time() * 1000)
+    # the writer reuses the ids of a target's last series list; every change must be seen
+    lists = [series, series, series[::-1], list(series[::-1]), series[:30], series[:30] + series[35:], series]
+    for k, lst in enumerate(lists):
+        await writer.append(SampleBatch("w/h:layouts", lst, [t0 + k * 1000] * len(lst),
+                                        [k * 1000.0 + int(s.get("idx")) for s in lst]))
+    assert await writer.drain(60)
+    got = await store.select([Matcher("__name__", MatchOp.EQ, "writer_layouts")], t0, t0 + 10_000)
+    want = {s.id: [(t0 + k * 1000, k * 1000.0 + int(s.get("idx"))) for k, lst in enumerate(lists) if s in lst]
+            for s in series}
+    assert {d.series.id: list(zip(d.timestamps.tolist(), d.values.tolist(), strict=True)) for d in got} == want
+    await writer.close()
+
+
 async def test_backlog_of_a_previous_process_is_replayed_on_start(cassandra_storage, tmp_path) -> None:
     store = cassandra_storage
     series = _series("writer_backlog", 30)
