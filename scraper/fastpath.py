@@ -61,6 +61,19 @@ META_CACHE_MAX_LINE = 4096
 _MISSING = object()
 META_CACHE_SIZE = 100_000  # comment lines (HELP/TYPE/UNIT) remembered per format, least recently used forgotten
 
+# Per format: comment line -> its parsed syntax (None for an ordinary comment). A line's syntax
+# depends on the line and the format only, so every target's scrape cache shares these: the
+# targets of one exporter repeat the same HELP and TYPE lines (one copy, not one per target).
+_METAS: dict[str, LRUCache[bytes, tuple[str, str, str] | None]] = {}
+
+
+def meta_cache(fmt: str) -> LRUCache[bytes, tuple[str, str, str] | None]:
+    """The shared comment-line cache of a format."""
+    metas = _METAS.get(fmt)
+    if metas is None:
+        metas = _METAS[fmt] = LRUCache(maxsize=META_CACHE_SIZE)
+    return metas
+
 # Label pairs shared by every series that has them ("job", "mode"="user", ...): one tuple each.
 _PAIRS: dict[tuple[str, str], tuple[str, str]] = {}
 _PAIRS_MAX = 2_000_000
@@ -265,9 +278,7 @@ class ScrapeCache:
         self._ctx = 0
         self._fam: str | None = None
         self._fmt = ""
-        # per format: comment line -> its parsed syntax (None for an ordinary comment)
-        self._metas: dict[str, LRUCache[bytes, tuple[str, str, str] | None]] = {}
-        self._meta: LRUCache[bytes, tuple[str, str, str] | None] = LRUCache(maxsize=META_CACHE_SIZE)
+        self._meta = meta_cache("")  # the format's shared comment-line cache, set per scrape
         self._aliased = False  # the last check found one series under two texts
         self._plan: LayoutPlan | None = None
         self._plans_made = 0
@@ -412,10 +423,7 @@ class ScrapeCache:
         slow = self._slow
         self._state = LenientState(fmt)
         self._fmt = fmt
-        metas = self._metas.get(fmt)
-        if metas is None:
-            metas = self._metas[fmt] = LRUCache(maxsize=META_CACHE_SIZE)
-        self._meta = metas
+        self._meta = meta_cache(fmt)
         self._ctx = ctx = 0
         self._fam = fam = None
         # slow-path entries seen, series added, duplicates, slow entries not in the previous scrape,

@@ -69,6 +69,21 @@ class MetadataCache:
         return self.current
 
 
+# One instance of each family's metadata for all targets (the targets of one exporter say the
+# same): a scraper keeps a copy per family, not per family and target. Forgets all when full.
+_SHARED: dict[MetricMetadata, MetricMetadata] = {}
+_SHARED_MAX = 200_000
+
+
+def _shared(meta: MetricMetadata) -> MetricMetadata:
+    got = _SHARED.get(meta)
+    if got is None:
+        if len(_SHARED) >= _SHARED_MAX:
+            _SHARED.clear()
+        _SHARED[meta] = got = meta
+    return got
+
+
 def extract_metadata(body: bytes, fmt: str) -> dict[str, MetricMetadata]:
     """Metric family -> its metadata, in order of appearance."""
     found: dict[str, dict[str, str]] = {}
@@ -80,7 +95,11 @@ def extract_metadata(body: bytes, fmt: str) -> dict[str, MetricMetadata]:
             entry["type"] = "unknown" if text == "untyped" else text
         else:
             entry["unit"] = text
-    return {name: MetricMetadata(name, **entry) for name, entry in found.items()}
+    out = {}
+    for name, entry in found.items():
+        meta = _shared(MetricMetadata(name, **entry))
+        out[meta.metric] = meta
+    return out
 
 
 __all__ = ["MetadataCache", "MetricMetadata", "extract_metadata"]

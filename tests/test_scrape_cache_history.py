@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scraper.config import ScrapeConfig
-from scraper.fastpath import ScrapeCache
+from scraper.fastpath import ScrapeCache, meta_cache
+from scraper.metadata import extract_metadata
 from scraper.relabel import parse_relabel_configs
 
 # lines a body is drawn from (in this order): families with metadata, a series relabelling
@@ -63,3 +64,16 @@ def test_the_plan_changes_no_outcome(steps):
                 step += 1
                 body = render(picks, step)
                 assert outcome(planned, body) == outcome(lines_only, body), (step, body)
+
+
+def test_targets_share_one_parsed_copy_of_their_comment_lines_and_metadata() -> None:
+    """Comment lines parse the same whatever the target: the targets of one exporter keep one
+    copy of each line's syntax and of each family's metadata, and each still gets its own outcome."""
+    body = render(list(range(len(LINES))), 1)
+    first, second = ScrapeCache({"job": "j", "instance": "i:1"}), ScrapeCache({"job": "j", "instance": "i:2"})
+    got = outcome(first, body), outcome(second, body)
+    assert got[0][1:] == got[1][1:] and got[0][0] != got[1][0]  # same values, each its own instance label
+    shared = meta_cache("text")
+    assert shared[b"# TYPE g gauge"] == ("TYPE", "g", "gauge") and first._meta is second._meta is shared
+    one, other = extract_metadata(body, "text"), extract_metadata(body, "text")
+    assert one == other and all(one[k] is other[k] for k in one) and one["a_total"].help == "A counter."
