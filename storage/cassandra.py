@@ -1342,6 +1342,54 @@ def replica_batches(
     return requests
 
 
+def partition_batches(
+    meta: Metadata, keyspace: str, units: Iterable[tuple[list[BoundStatement], int]], max_units: int, max_bytes: int
+) -> list[BoundStatement | BatchStatement]:
+    """Upserts in ``units`` (the statements of one partition, their bytes) as requests: units
+    whose partitions have the same replicas go together as UNLOGGED batches of at most
+    ``max_units`` partitions and ``max_bytes`` (a unit alone may be larger), at the highest
+    consistency level of their statements; a unit is never split (one mutation on the node)."""
+    groups: dict[tuple[str, ...], list[tuple[list[BoundStatement], int]]] = {}
+    named: dict[int, tuple[list, tuple[str, ...]]] = {}  # (as in replica_batches)
+    for stmts, size in units:
+        replicas = meta.get_replicas(keyspace, stmts[0].routing_key)
+        seen = named.get(id(replicas))
+        if seen is None:
+            seen = named[id(replicas)] = (replicas, tuple(sorted(str(h.endpoint) for h in replicas)))
+        groups.setdefault(seen[1], []).append((stmts, size))
+    requests: list[BoundStatement | BatchStatement] = []
+
+    def flush(batch: list[BoundStatement]) -> None:
+        if len(batch) == 1:
+            requests.append(batch[0])
+            return
+        levels = {b.consistency_level for b in batch} - {None}
+        level = max(levels, key=_LEVEL_RANK.index) if levels <= set(_LEVEL_RANK) and levels else batch[0].consistency_level
+        out = BatchStatement(BatchType.UNLOGGED, consistency_level=level)
+        for b in batch:
+            out.add(b)
+        requests.append(out)
+
+    for group in groups.values():
+        batch: list[BoundStatement] = []
+        count = total = 0
+        for stmts, n in group:
+            if batch and (count >= max_units or total + n > max_bytes):
+                flush(batch)
+                batch, count, total = [], 0, 0
+            batch += stmts
+            count += 1
+            total += n
+        if batch:
+            flush(batch)
+    return requests
+
+
+# Consistency levels a batch of mixed statements may take, weakest first (the batch takes the strongest).
+_LEVEL_RANK = (ConsistencyLevel.ANY, ConsistencyLevel.ONE, ConsistencyLevel.LOCAL_ONE, ConsistencyLevel.LOCAL_QUORUM,
+               ConsistencyLevel.QUORUM, ConsistencyLevel.EACH_QUORUM, ConsistencyLevel.ALL)
+
+
 def _target_groups(by_target: dict[str, list[int]]) -> list[tuple[list[str], list[int]]]:
     """Targets in groups of at most FRAME_READ_TARGETS whose series number at most
     RAW_READ_SERIES_CHUNK together (one rows request each), in order."""

@@ -43,6 +43,7 @@ then partition tombstones); window reads then add the blocks of the hours marked
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from operator import itemgetter
@@ -61,9 +62,8 @@ from storage.cassandra import (
     CassandraStorage,
     SeriesInfo,
     TransientStorageError,
-    replica_batches,
+    partition_batches,
     series_runs,
-    unlogged,
 )
 from storage.chunk_cache import DEFAULT_MAX_BYTES, cache_of
 from storage.matchers import Matcher, MatchOp
@@ -85,6 +85,8 @@ if TYPE_CHECKING:
 
     from storage.model import Series
 
+log = logging.getLogger(__name__)
+
 ROLLUP_1H_BUCKET_MS = 32 * DAY_MS
 MAX_IN_FLIGHT = 48
 WRITE_ATTEMPTS = 5  # upserts are idempotent: a timed-out write is safe to repeat
@@ -97,9 +99,13 @@ CHUNK_READ_SERIES = 16  # series per rollup chunk request (unpaged: <= 16 x 4 ch
 SEAL_READ_SERIES = 64
 CHUNK_VERSION_SERIES = 100  # series per request of chunk keys and versions (~24 B a chunk)
 # A write batch of the seal: under Cassandra's default warnings (an unlogged batch over 10
-# partitions, a batch over 5 KiB), which the driver would log for every batch.
+# partitions, a batch over 5 KiB), which the driver would log for every batch; up to
+# SEAL_BATCH_MAX_* under a node's higher thresholds (``_batch_limits``: Ringmon's node config).
 WRITE_BATCH_ROWS = 10
-WRITE_BATCH_BYTES = 3072  # of blobs; keys and cells add ~50 B a row
+WRITE_BATCH_BYTES = 3072
+SEAL_BATCH_MAX_ROWS = 64
+SEAL_BATCH_MAX_BYTES = 128 << 10
+ROW_BYTES = 64  # a row's keys and cells beside its blobs, for the batch size
 # Chunk requests in flight at once: a node answers them from a 64 MiB network buffer pool;
 # 100 answers of 1.2 MB at once exhausted it and stalled the node (measured, 800 series x 24 h).
 CHUNK_READS_IN_FLIGHT = 8
@@ -117,6 +123,19 @@ _DROPPED_HOUR = "raw_dropped:"  # meta key prefix of an hour whose raw partition
 
 _CHUNK_COLS = ", ".join(chunks.STORED.values())
 _MARKS = ", ?" * len(chunks.COLUMNS)
+
+
+def _row_bytes(params: Sequence) -> int:
+    return ROW_BYTES + sum([len(v) for v in params if type(v) is bytes])
+
+
+def _setting_bytes(value: object) -> int | None:
+    """Bytes of a size setting of ``system_views.settings`` ("5KiB", "1MiB"; a bare number: KiB)."""
+    text = str(value or "").strip()
+    for unit, scale in (("KiB", 1 << 10), ("MiB", 1 << 20), ("B", 1)):
+        if text.endswith(unit) and text[: -len(unit)].isdigit():
+            return int(text[: -len(unit)]) * scale
+    return int(text) << 10 if text.isdigit() else None
 
 
 def _partition(resolution: Resolution, ts_ms: int) -> int:
@@ -170,6 +189,7 @@ class CassandraRollupMixin:
                                    end_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
 
     _rollup_ps: dict | None = None
+    _write_limits: tuple[int, int] | None = None  # (partitions, bytes) per write batch
     _chunk_reads: dict | None = None  # (resolution, aggregates) -> prepared chunk read
     # Bytes of rollup chunks kept between reads (``storage.chunk_cache``; 0: none kept).
     rollup_cache_bytes: int = DEFAULT_MAX_BYTES
@@ -266,20 +286,41 @@ class CassandraRollupMixin:
     ) -> None:
         """Run idempotent upserts ``(statement, params)``, at most MAX_IN_FLIGHT requests at
         once, retrying timeouts with backoff. Upserts whose partitions have the same replicas
-        go together as UNLOGGED batches (the seal writes a row per series and its cost was the
-        requests): at most WRITE_BATCH_ROWS partitions and WRITE_BATCH_BYTES, under the
-        node's batch warning thresholds, so each lands on its replicas without fan-out. Each
-        group of ``together`` shares one partition key (in tables of one keyspace): it goes
-        as one UNLOGGED batch, a single mutation on the node, which no batch threshold
-        concerns (the first upsert's consistency level holds for all)."""
-        rows = [(stmt.bind(params), sum([len(v) for v in params if type(v) is bytes])) for stmt, params in calls]
-        requests = [unlogged([stmt.bind(params) for stmt, params in group]) for group in together]
-        requests += replica_batches(self.session.cluster.metadata, self.keyspace, rows, WRITE_BATCH_ROWS, WRITE_BATCH_BYTES)
+        go together as UNLOGGED batches (the seal writes a row or two per series and its cost
+        was the requests): at most ``_batch_limits`` partitions and bytes, under the node's
+        batch warning thresholds, so each lands on its replicas without fan-out. Each group of
+        ``together`` shares one partition key (in tables of one keyspace): it stays in one
+        batch, a single mutation on the node."""
+        units = [([stmt.bind(params)], _row_bytes(params)) for stmt, params in calls]
+        units += [([stmt.bind(params) for stmt, params in group], sum(_row_bytes(p) for _, p in group))
+                  for group in together]
+        max_units, max_bytes = await self._batch_limits()
+        requests = partition_batches(self.session.cluster.metadata, self.keyspace, units, max_units, max_bytes)
 
         def upsert(request: BoundStatement | BatchStatement) -> Callable[[], Awaitable[object]]:
             return lambda: self.execute(request)
 
         await self._bounded_steps([upsert(r) for r in requests])
+
+    async def _batch_limits(self) -> tuple[int, int]:
+        """Partitions and bytes per write batch: half the node's warning thresholds
+        (``system_views.settings``; a stock node's 10 partitions / 5 KiB, Ringmon's node
+        config 256 / 256 KiB), at most SEAL_BATCH_MAX_*; the defaults when unreadable."""
+        if self._write_limits is None:
+            limits = (WRITE_BATCH_ROWS, WRITE_BATCH_BYTES)
+            try:
+                pages = await self.execute("SELECT name, value FROM system_views.settings")
+                got = {r[0]: r[1] for page in pages for r in page}
+                warn = _setting_bytes(got.get("batch_size_warn_threshold"))
+                fail = _setting_bytes(got.get("batch_size_fail_threshold"))
+                parts = got.get("unlogged_batch_across_partitions_warn_threshold")
+                if warn and fail and parts and str(parts).isdigit():
+                    limits = (max(WRITE_BATCH_ROWS, min(int(parts) // 2, SEAL_BATCH_MAX_ROWS)),
+                              max(WRITE_BATCH_BYTES, min(warn // 2, fail // 4, SEAL_BATCH_MAX_BYTES)))
+            except Exception:  # noqa: BLE001 - a hint only: the defaults hold everywhere
+                log.info("node batch thresholds unreadable; seal batches of %d rows / %d bytes", *limits)
+            self._write_limits = limits
+        return self._write_limits
 
     async def _bounded_steps(self, steps: list[Callable[[], Awaitable[object]]], in_flight: int = MAX_IN_FLIGHT) -> None:
         """Run idempotent steps, at most ``in_flight`` at once; a step that times out is
