@@ -33,6 +33,7 @@ for an equal bucket start.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -448,14 +449,7 @@ def encode_columns_table(
         ts = np.concatenate([np.asarray(r.timestamps, dtype="<i8") for r in rollups])
     if not ts.size:
         return None
-    owner = np.repeat(np.arange(sizes.size), sizes)
-    same = owner[1:] == owner[:-1]
-    if bool(np.any(same & (ts[1:] <= ts[:-1]))):
-        raise ValueError("bucket starts must be strictly ascending")
-    keys = ts // span
-    cut = np.flatnonzero(~same | (keys[1:] != keys[:-1])) + 1
-    lo = np.concatenate(([0], cut))
-    hi = np.append(lo[1:], ts.size)
+    owner, keys, lo, hi = _pieces(span, sizes, ts)
     data = [ts.tobytes()]
     for name in AGGREGATES:
         if joined is not None:
@@ -465,6 +459,58 @@ def encode_columns_table(
     spans = list(zip((lo * 8).tolist(), (hi * 8).tolist(), strict=True))
     columns = [[col[a:b] for a, b in spans] for col in data]
     return owner[lo].tolist(), (keys[lo] * span).tolist(), ts[lo].tolist(), ts[hi - 1].tolist(), columns
+
+
+def _pieces(span: int, sizes: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each bucket's rollup index and chunk number, and the (rollup, chunk) pieces' first and
+    end bucket rows, of rollups joined (``sizes`` buckets each, bucket starts ``ts``)."""
+    owner = np.repeat(np.arange(sizes.size), sizes)
+    same = owner[1:] == owner[:-1]
+    if bool(np.any(same & (ts[1:] <= ts[:-1]))):
+        raise ValueError("bucket starts must be strictly ascending")
+    keys = ts // span
+    cut = np.flatnonzero(~same | (keys[1:] != keys[:-1])) + 1
+    lo = np.concatenate(([0], cut))
+    hi = np.append(lo[1:], ts.size)
+    return owner, keys, lo, hi
+
+
+@dataclass(frozen=True, slots=True)
+class PieceGroup:
+    """(Rollup, chunk) pieces of one bucket count: per piece its rollup index, chunk start
+    and first bucket, and its column-form values as one row of ``values`` (``COLUMNS``
+    one after the other, ``buckets`` 64-bit patterns each): ``values[i].tobytes()`` sliced
+    every ``8 * buckets`` bytes is what ``encode_columns`` gives piece ``i``."""
+
+    owners: np.ndarray
+    starts: np.ndarray
+    firsts: np.ndarray
+    buckets: int
+    values: np.ndarray  # int64, (pieces, len(COLUMNS) * buckets)
+
+
+def encode_column_groups(resolution: Resolution, joined: Rollup, bounds: np.ndarray) -> list[PieceGroup]:
+    """``encode_columns_table`` of rollups joined (``joined``'s buckets, rollup ``i`` being rows
+    ``bounds[i]:bounds[i + 1]``) as ``PieceGroup``s, one per bucket count: a store writes a
+    group's rows with one statement, slicing the columns out of one blob (a fresh pass's
+    pieces all have the same count but at a series' start or end)."""
+    ts = np.ascontiguousarray(joined.timestamps, dtype="<i8")
+    if not ts.size:
+        return []
+    span = chunk_span(resolution)
+    owner, keys, lo, hi = _pieces(span, np.diff(bounds), ts)
+    matrix = np.empty((len(COLUMNS), ts.size), dtype="<i8")
+    matrix[0] = ts
+    for k, name in enumerate(AGGREGATES, start=1):
+        matrix[k] = np.ascontiguousarray(getattr(joined, name), dtype="<f8").view("<i8")
+    counts = hi - lo
+    out = []
+    for n in np.unique(counts).tolist():
+        sel = np.flatnonzero(counts == n)
+        rows = lo[sel][:, None] + np.arange(n)
+        values = matrix[:, rows].transpose(1, 0, 2).reshape(sel.size, len(COLUMNS) * n)
+        out.append(PieceGroup(owner[lo[sel]], keys[lo[sel]] * span, ts[lo[sel]], n, values))
+    return out
 
 
 def append_columns(old: Payload, new: dict[str, bytes]) -> dict[str, bytes] | None:

@@ -41,7 +41,8 @@ them from blocks (``drop_sealed_raw``); the store's window reads then add those 
 
 Fresh minutes: a shard that is caught up (its checkpoint is the start of the open window)
 then gets a *fresh pass*: the 1-minute buckets of the open window from where the last
-fresh pass of this copy stopped up to ``now - grace_ms`` (a minute boundary), computed from
+fresh pass of this copy stopped up to ``now - grace_ms`` (a minute boundary, down to a whole
+number of ``fresh_every_ms`` from the window's start: raw chunk spans), computed from
 raw exactly as the window's seal will compute them and written as provisional chunks
 (``write_fresh_minutes``, optional for a backend; ``storage.rollup_chunks``), at most every
 ``fresh_every_ms``. Without them a query reads the newest rollup rows up to 2 h 5 min old
@@ -1014,6 +1015,11 @@ class RollupJob:
         spans: dict[tuple[int, int], list[int]] = {}
         for k, window_start in window_starts.items():
             until = min(now_minute, window_start + self.window_ms)
+            if until < window_start + self.window_ms:
+                # whole steps of fresh_every_ms from the window's start: a pass of 5 minutes is
+                # then one raw chunk span, whose chunk rows it reads alone (a pass straddling two
+                # spans, as a late loop left it, read twice the rows: issue #20)
+                until = window_start + (until - window_start) // self.fresh_every_ms * self.fresh_every_ms
             start = max(window_start, self._fresh_until.get(k, window_start))
             if until - start >= max(MINUTE_MS, self.fresh_every_ms):
                 spans.setdefault((start, until), []).append(k)

@@ -243,6 +243,31 @@ async def beyond_raw_retention_has_the_newest_samples(store, now: int, ours: dic
     assert res.warnings and "1h rollups" in res.warnings[0]
 
 
+async def test_a_longer_fresh_every_steps_whole_spans_from_the_window_start(tmp_path) -> None:
+    """Issue #20: with ``fresh_every_ms`` of 5 minutes a fresh pass ends a whole number of them
+    after the open window's start (one raw chunk span per series read), however late it runs."""
+    from storage.sqlite_rollup import SQLiteRollupStorage
+
+    st = await SQLiteRollupStorage.open(tmp_path / "db")
+    st.late_after_ms = 2**62
+    try:
+        data = generate(seed=25)
+        await load_sqlite(st, data)
+        clock = Clock(OPEN + DEFAULT_GRACE_MS + 12 * MINUTE_MS + 30_000)
+        job = RollupJob(st, LocalShardLease(tmp_path / "locks"), window_ms=WINDOW, shards=SHARDS, now_ms=clock,
+                        fresh_every_ms=5 * MINUTE_MS)
+        await job.run_once(initial_start_ms=T0)
+        assert {(r.start_ms, r.end_ms) for r in job.fresh_done} == {(OPEN, OPEN + 10 * MINUTE_MS)}
+        clock.now += 4 * MINUTE_MS  # 16.5 minutes into the window (after the grace): one more step
+        await job.run_once()
+        assert {(r.start_ms, r.end_ms) for r in job.fresh_done} == {(OPEN + 10 * MINUTE_MS, OPEN + 15 * MINUTE_MS)}
+        got, want = await minutes_of(st, data, OPEN, OPEN + WINDOW), expected(data, OPEN, OPEN + 15 * MINUTE_MS)
+        assert all(got[sid].bit_equal(want[sid]) for sid in want)
+        assert sum(len(r) for r in want.values()) > 0
+    finally:
+        await st.close()
+
+
 async def test_sqlite_fresh_pass_reads_and_writes_shards_in_groups(tmp_path) -> None:
     """Issue #20: on SQLite a minute's fresh pass is one read (each frame decoded once) and one
     write transaction per FRESH_GROUP_SHARDS shards, not one of each per shard; seals stay one shard at a time
