@@ -62,26 +62,66 @@ def decode_delta(data: bytes, width: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8).reshape(8, width).T.copy().view("<u8").reshape(width)
 
 
-def decode_chains(
-    ts: Sequence[int], bases: Sequence[int | None], datas: Sequence[bytes], width: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Frames of one layout in time order, each whole or XOR'd with the frame at its base
-    timestamp, as (timestamps, frames x series float64); a frame whose base is missing
-    (expired, never written) is left out."""
-    done: dict[int, np.ndarray] = {}
-    kept: list[int] = []
-    for t, base, data in zip(ts, bases, datas, strict=True):
-        delta = decode_delta(data, width)
-        if base is None:
-            done[t] = delta
-        elif base in done:
-            done[t] = done[base] ^ delta
-        else:
+def decode_deltas(datas: Sequence[bytes], width: int) -> np.ndarray:
+    """``decode_delta`` of many frames of ``width`` values at once: frames x series uint64
+    (one byte-plane transposition for all, not six NumPy calls per frame: a refresh of a
+    panel over 100 targets decodes ~4,000 frames)."""
+    raws = [zlib.decompress(d) for d in datas]
+    for raw in raws:
+        if len(raw) != 8 * width:
+            raise ValueError(f"a frame of {len(raw)} bytes does not hold {width} values")
+    planes = np.frombuffer(b"".join(raws), dtype=np.uint8).reshape(len(raws), 8, width)
+    return np.ascontiguousarray(planes.transpose(0, 2, 1)).view("<u8").reshape(len(raws), width)
+
+
+def resolve_chains(
+    ts: Sequence[int], bases: Sequence[int | None], deltas: np.ndarray, bounds: Sequence[int]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Chains of frames decoded (``decode_deltas``), one per run ``bounds[i]:bounds[i+1]``
+    (a layout of a target, in time order), each frame whole or XOR'd with the frame of its
+    run at its base timestamp: per run (timestamps, frames x series float64), a frame whose
+    base is missing (expired, never written) left out. A run whose frames are each whole or
+    XOR'd with the one before it (as the writer chains them) is resolved by one cumulative
+    XOR over all runs; another, frame by frame."""
+    n = len(ts)
+    ts_arr = np.asarray(ts, dtype=np.int64)
+    whole = np.fromiter((b is None for b in bases), dtype=bool, count=n)
+    base_arr = np.fromiter((t if b is None else b for t, b in zip(ts, bases, strict=True)), dtype=np.int64, count=n)
+    heads = np.asarray(bounds[:-1], dtype=np.int64)
+    chained = np.zeros(n, dtype=bool)
+    chained[1:] = base_arr[1:] == ts_arr[:-1]
+    chained[heads] = False  # (a run's first frame has no frame before it)
+    fast = np.logical_and.reduceat(whole | chained, heads).tolist() if n else []
+    values = np.empty((0, deltas.shape[1]), dtype=np.uint64)
+    if any(fast):
+        acc = np.bitwise_xor.accumulate(deltas, axis=0)
+        # Each frame: the XOR of the deltas from its chain's whole frame on (in its own run).
+        start = np.maximum.accumulate(np.where(whole, np.arange(n), 0))
+        before = np.zeros_like(deltas)
+        before[1:] = acc[:-1]
+        values = acc ^ before[start]
+    out = []
+    for i, ok in enumerate(fast):
+        a, b = bounds[i], bounds[i + 1]
+        if ok:
+            out.append((ts_arr[a:b], values[a:b].view(np.float64)))
             continue
-        kept.append(t)
-    if not kept:
-        return np.empty(0, dtype=np.int64), np.empty((0, width), dtype=np.float64)
-    return np.array(kept, dtype=np.int64), np.stack([done[t] for t in kept]).view(np.float64)
+        done: dict[int, np.ndarray] = {}
+        kept: list[int] = []
+        for k in range(a, b):
+            t, base = ts[k], bases[k]
+            if base is None:
+                done[t] = deltas[k]
+            elif base in done:
+                done[t] = done[base] ^ deltas[k]
+            else:
+                continue
+            kept.append(t)
+        if kept:
+            out.append((np.array(kept, dtype=np.int64), np.stack([done[t] for t in kept]).view(np.float64)))
+        else:
+            out.append((np.empty(0, dtype=np.int64), np.empty((0, deltas.shape[1]), dtype=np.float64)))
+    return out
 
 
 def frame_matrix(datas: Sequence[bytes], width: int) -> np.ndarray:

@@ -13,7 +13,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from storage.cassandra import series_major
-from storage.cassandra_frames import KEY_SPAN_MS, FrameChains, frame_samples, has_repeats, split_frames
+from storage.cassandra_frames import (
+    KEY_SPAN_MS,
+    FrameChains,
+    FrameRows,
+    frame_samples,
+    frame_samples_many,
+    has_repeats,
+    split_frames,
+)
 from storage.frames import encode_delta, layout_id
 from storage.matchers import Matcher, MatchOp
 from storage.model import STALE_NAN, SampleBatch, Series, make_labels
@@ -72,6 +80,39 @@ def test_frame_samples_follow_base_chains_and_skip_a_frame_whose_base_is_gone() 
     assert sid.tolist() == [3, 3, 9, 9] and ts.tolist() == [2000, 3000, 2000, 3000]
     assert val.view(np.int64).tolist() == np.array([STALE_NAN, 2.5, 3.0, np.nan]).view(np.int64).tolist()
     assert frame_samples(rows[1:], {lid: ids}, np.array([3]), 0, 9999)[1].size == 0  # base 1000 not read
+
+
+def test_frame_samples_many_decodes_targets_together_as_each_alone() -> None:
+    rng = np.random.default_rng(3)
+    narrow, wide = np.array([4, 1], dtype=np.int64), np.array([8, 2, 6], dtype=np.int64)
+    vals = rng.random((6, 3))
+
+    def chain(ids: np.ndarray, bases: list[int | None]) -> list[tuple[int, int | None, int, bytes]]:
+        w, lid = ids.size, layout_id(ids)
+        by_ts = {1000 * (i + 1): vals[i, :w] for i in range(len(bases))}
+        return [(t, b, lid, encode_delta(by_ts[t], None if b is None else by_ts[b])) for t, b in zip(by_ts, bases, strict=True)]
+
+    targets = [
+        (chain(wide, [None, 1000, 2000, None, 4000]), {layout_id(wide): wide}, np.array([2, 6, 8])),  # two chains
+        (chain(narrow, [None, 1000, 1000, 3000]), {layout_id(narrow): narrow}, np.array([1, 4])),  # a base further back
+        (chain(narrow, [2000, 2000, 3000]), {layout_id(narrow): narrow}, np.array([1])),  # base never read
+        ([chain(narrow, [None])[0], chain(wide, [None, None])[1], chain(narrow, [None, 1000, 1000])[2]],
+         {layout_id(narrow): narrow, layout_id(wide): wide}, np.array([1, 2, 4, 6, 8])),  # two layouts
+    ]
+    tagged = [(k, *r) for k, (rows, _, _) in enumerate(targets) for r in rows]
+    tagged = [tagged[i] for i in rng.permutation(len(tagged))]  # (rows come in any order)
+    frames = FrameRows.of([r[0] for r in tagged], [r[1:] for r in tagged])
+    many = frame_samples_many([(layouts, wanted) for _, layouts, wanted in targets], frames, 1500, 4500)
+    for (rows, layouts, wanted), got in zip(targets, many, strict=True):
+        alone = frame_samples(rows, layouts, wanted, 1500, 4500)
+        assert [a.tolist() for a in got] == [a.tolist() for a in alone]
+    sid, ts, val = many[0]
+    assert sid.tolist() == [8, 8, 8, 2, 2, 2, 6, 6, 6] and ts.tolist() == [2000, 3000, 4000] * 3
+    assert val.tolist() == vals[1:4, :3].T.reshape(-1).tolist()
+    assert many[1][0].tolist() == [4] * 3 + [1] * 3
+    assert many[1][2].tolist() == vals[1:4, 0].tolist() + vals[1:4, 1].tolist()
+    assert many[2][0].size == 0 and frame_samples([], {}, np.array([1]), 0, 9999)[0].size == 0
+    assert many[3][0].tolist() == [4, 1, 8, 2, 6] and many[3][1].tolist() == [3000, 3000, 2000, 2000, 2000]
 
 
 def test_chains_restart_whole_at_a_key_span_a_layout_change_and_after_a_failure() -> None:
