@@ -46,18 +46,10 @@ class Frame:
 
 
 def split_frames(
-    ids: np.ndarray, ts: np.ndarray, vals: np.ndarray, cutoff_ms: int, min_samples: int = FRAME_MIN_SAMPLES,
-    known_layout: int | None = None,
+    ids: np.ndarray, ts: np.ndarray, vals: np.ndarray, cutoff_ms: int, min_samples: int = FRAME_MIN_SAMPLES
 ) -> tuple[list[Frame], np.ndarray]:
     """The frames of a target's samples, and a mask of the samples left for rows (groups
-    under ``min_samples``, groups older than ``cutoff_ms``, groups naming a series twice).
-
-    ``known_layout``: the caller knows ``ids`` distinct, of that layout id (a scrape of the
-    target's last layout): a scrape that is one timestamp group is then one frame of those
-    very arrays, with no sort, hash or copy."""
-    if known_layout is not None and ts.size >= min_samples and ts[0] == ts[-1] and ts[0] >= cutoff_ms \
-            and bool((ts == ts[0]).all()):
-        return [Frame(int(ts[0]), ids, vals, known_layout)], np.zeros(ts.size, dtype=bool)
+    under ``min_samples``, groups older than ``cutoff_ms``, groups naming a series twice)."""
     rest = np.ones(ts.size, dtype=bool)
     if ts.size < min_samples:
         return [], rest

@@ -44,7 +44,7 @@ import numpy as np
 
 from storage.base import DAY_MS, SampleWriter, StorageError
 from storage.cassandra import CassandraStorage, TransientStorageError
-from storage.cassandra_frames import FrameEncoder, split_frames
+from storage.cassandra_frames import Frame, FrameEncoder, split_frames
 from storage.idsets import TargetIds
 from storage.model import SampleBatch, Series
 from storage.spool import Position, Spool, SpooledBatch, decode_batch, encode_batch
@@ -54,6 +54,9 @@ INDEXING_IN_FLIGHT = 4  # records carrying series to index, sent at once
 GROUP_S = 1.0  # a frames-only record waits at most this long for others to go with (0: alone)
 GROUP_MAX_RECORDS = 512  # records per group; a full group goes at once
 LAST_LAYOUT_KEEP_MS = 600_000  # a target not appended to for this long: its last layout is forgotten
+_NO_IDS = np.empty(0, dtype=np.int64)  # the rows of a scrape that is all one frame (never written to)
+_NO_VALUES = np.empty(0, dtype=np.float64)
+_NO_IDS.flags.writeable = _NO_VALUES.flags.writeable = False
 _SERIES_ID = operator.attrgetter("id")  # map() of it walks a batch's series at C speed
 
 
@@ -184,24 +187,9 @@ class BatchingWriter(SampleWriter):
             await self._wait_progress(self.retry_interval_s)
         st = self.storage
         now = st.now_ms()
-        ids, known = self._series_ids(batch, now)
-        stamps = batch.timestamps
-        if len(stamps) == n and stamps.count(stamps[0]) == n:  # a scrape's samples share its time
-            ts = np.full(n, stamps[0], dtype=np.int64)
-        else:
-            ts = np.asarray(stamps, dtype=np.int64)
-        vals = np.asarray(batch.values, dtype=np.float64)
-        frames, rest = split_frames(ids, ts, vals, now - st.late_after_ms, st.frame_min_samples, known)
-        layout_day = None
-        if len(frames) == 1 and not rest.any():  # a scrape of a layout whose series are labeled today
-            if known is None and frames[0].ids.size == n:  # a new layout of the target, all one frame
-                self._last_layout[batch.target] = _LastLayout(batch.series, ids, frames[0].layout, now)
-            layout_day = (batch.target, frames[0].layout, frames[0].ts // DAY_MS)
-        defs = [] if layout_day in self._labeled_layouts else self._defs_to_spool(batch.target, batch.series, ids, ts)
+        frames, ids, ts, vals, defs, layout_day = self._split(batch, now)
         encoded = self._frames.encode(batch.target, frames, now, with_ids=bool(defs))
         self._frames.remember(batch.target, frames, encoded, now)  # spooled: replay keeps the order
-        if frames:
-            ids, ts, vals = ids[rest], ts[rest], vals[rest]
         pos = self.spool.append(encode_batch(batch.target, ids, ts, vals, defs, encoded))
         if layout_day is not None:
             self._labeled_layouts.add(layout_day)
@@ -269,6 +257,41 @@ class BatchingWriter(SampleWriter):
         await asyncio.get_running_loop().run_in_executor(None, self.spool.close)
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _split(
+        self, batch: SampleBatch, now: int
+    ) -> tuple[list[Frame], np.ndarray, np.ndarray, np.ndarray, list[Series], tuple[str, int, int] | None]:
+        """A batch as frames and the (ids, ts, values) rows left, the series whose labels its
+        record carries, and (target, layout, day) when it is one frame of a whole layout."""
+        st = self.storage
+        n = len(batch)
+        ids, known = self._series_ids(batch, now)
+        stamps = batch.timestamps
+        one_ts = len(stamps) == n and stamps.count(stamps[0]) == n  # a scrape's samples share its time
+        vals = np.asarray(batch.values, dtype=np.float64)
+        rest: np.ndarray | None = None
+        if known is not None and one_ts and n >= st.frame_min_samples and stamps[0] >= now - st.late_after_ms:
+            # the target's last layout at one timestamp, not late: one frame of these very arrays
+            frames = [Frame(int(stamps[0]), ids, vals, known)]
+            layout_day: tuple[str, int, int] | None = (batch.target, known, frames[0].ts // DAY_MS)
+        else:
+            ts = np.full(n, stamps[0], dtype=np.int64) if one_ts else np.asarray(stamps, dtype=np.int64)
+            frames, rest = split_frames(ids, ts, vals, now - st.late_after_ms, st.frame_min_samples)
+            layout_day = None
+            if len(frames) == 1 and not rest.any():  # a scrape of a layout whose series are labeled today
+                if frames[0].ids.size == n:  # a new layout of the target, all one frame
+                    self._last_layout[batch.target] = _LastLayout(batch.series, ids, frames[0].layout, now)
+                layout_day = (batch.target, frames[0].layout, frames[0].ts // DAY_MS)
+        if layout_day in self._labeled_layouts:
+            defs: list[Series] = []
+        else:
+            ts_all = np.full(n, stamps[0], dtype=np.int64) if rest is None else ts
+            defs = self._defs_to_spool(batch.target, batch.series, ids, ts_all)
+        if rest is None:
+            return frames, _NO_IDS, _NO_IDS, _NO_VALUES, defs, layout_day
+        if frames:
+            return frames, ids[rest], ts[rest], vals[rest], defs, layout_day
+        return frames, ids, ts, vals, defs, layout_day
 
     def _series_ids(self, batch: SampleBatch, now_ms: int) -> tuple[np.ndarray, int | None]:
         """The batch's series ids, and their layout id when they are the target's last layout

@@ -137,19 +137,6 @@ def test_split_frames_keeps_small_late_and_duplicated_groups_for_rows() -> None:
     assert [f.ts for f in frames] == [100]  # ts=50 names a series twice, ts=200 is small
 
 
-def test_split_frames_of_a_known_layout_is_the_arrays_themselves_unless_it_splits() -> None:
-    ids = np.arange(20, dtype=np.int64)
-    vals = np.arange(20, dtype=np.float64)
-    ts = np.full(20, 100, dtype=np.int64)
-    [frame], rest = split_frames(ids, ts, vals, cutoff_ms=60, known_layout=layout_id(ids))
-    assert frame.ids is ids and frame.values is vals and frame.layout == layout_id(ids) and not rest.any()
-    ts[:5] = 50  # two timestamps, one group late: the known layout says nothing of the parts
-    frames, rest = split_frames(ids, ts, vals, cutoff_ms=60, known_layout=layout_id(ids))
-    assert [(f.ts, f.layout) for f in frames] == [(100, layout_id(ids[5:]))] and rest.tolist() == [True] * 5 + [False] * 15
-    frames, rest = split_frames(ids, np.full(20, 50, dtype=np.int64), vals, cutoff_ms=60, known_layout=layout_id(ids))
-    assert frames == [] and rest.all()  # late: rows
-
-
 @given(st.lists(st.integers(-(2**63), 2**63 - 1) | st.integers(-3, 3), max_size=40))
 def test_has_repeats_is_a_set_check(ids: list[int]) -> None:
     assert has_repeats(np.array(ids, dtype=np.int64)) == (len(set(ids)) != len(ids))

@@ -49,12 +49,15 @@ async def test_a_target_whose_series_change_between_scrapes_stores_each_scrape_a
     t0 = int(time.time() * 1000)
     # the writer reuses the ids of a target's last series list; every change must be seen
     lists = [series, series, series[::-1], list(series[::-1]), series[:30], series[:30] + series[35:], series]
+    # (offset of the scrape's time from t0; a late one, older than late_after_ms, goes to rows)
+    offsets = [k * 1000 for k in range(len(lists) - 1)] + [-2 * store.late_after_ms]
     for k, lst in enumerate(lists):
-        await writer.append(SampleBatch("w/h:layouts", lst, [t0 + k * 1000] * len(lst),
+        await writer.append(SampleBatch("w/h:layouts", lst, [t0 + offsets[k]] * len(lst),
                                         [k * 1000.0 + int(s.get("idx")) for s in lst]))
     assert await writer.drain(60)
-    got = await store.select([Matcher("__name__", MatchOp.EQ, "writer_layouts")], t0, t0 + 10_000)
-    want = {s.id: [(t0 + k * 1000, k * 1000.0 + int(s.get("idx"))) for k, lst in enumerate(lists) if s in lst]
+    got = await store.select([Matcher("__name__", MatchOp.EQ, "writer_layouts")], t0 - 3 * store.late_after_ms,
+                             t0 + 10_000)
+    want = {s.id: sorted((t0 + offsets[k], k * 1000.0 + int(s.get("idx"))) for k, lst in enumerate(lists) if s in lst)
             for s in series}
     assert {d.series.id: list(zip(d.timestamps.tolist(), d.values.tolist(), strict=True)) for d in got} == want
     await writer.close()
