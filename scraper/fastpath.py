@@ -88,6 +88,41 @@ def intern_pair(pair: tuple[str, str]) -> tuple[str, str]:
         _PAIRS[pair] = got = pair
     return got
 
+# Line texts the layout plans keep (a sample line's text up to its value, a comment line): the
+# targets of one exporter print the same texts (the target's labels are added after), so every
+# plan shares one copy of each. When the table is full, the texts no plan holds any more go.
+_TEXTS: dict[bytes, bytes] = {}
+_TEXTS_MAX = 1_000_000
+
+
+def _refcounts(table: dict[bytes, bytes]) -> list[tuple[bytes, int]]:
+    return [(k, sys.getrefcount(k)) for k in table]
+
+
+def _unused_refs() -> int:
+    """The reference count ``_refcounts`` sees of a text only its table holds."""
+    probe: dict[bytes, bytes] = {}
+    text = b"%d" % id(probe) + b" probe"
+    probe[text] = text
+    del text
+    return _refcounts(probe)[0][1]
+
+
+def intern_text(text: bytes) -> bytes:
+    """The one shared instance of a line text (bounded: see ``_TEXTS``)."""
+    got = _TEXTS.get(text)
+    if got is None:
+        if len(_TEXTS) >= _TEXTS_MAX:
+            unused = _unused_refs()
+            for k, refs in _refcounts(_TEXTS):
+                if refs <= unused:
+                    del _TEXTS[k]
+            if len(_TEXTS) >= _TEXTS_MAX // 2:
+                _TEXTS.clear()  # mostly in use: start afresh rather than sweep again soon
+        _TEXTS[text] = got = text
+    return got
+
+
 # entry slots
 _CTX, _SERIES, _GEN, _FAMILY, _EXPLICIT_TS, _KEY = range(6)
 PLAN_SLICE_LINES = 20_000  # lines per step of the layout check (a yield may follow each)
@@ -378,15 +413,15 @@ class ScrapeCache:
                     if head and head != b"#":
                         return None  # a sample line the layout cannot carry (timestamp, exemplar, spacing)
                     other_idx.append(i)
-                    other_lines.append(line)
+                    other_lines.append(intern_text(line))
                 elif e[1] is None:
                     dropped_idx.append(i)
-                    dropped_prefixes.append(e[5] + b" ")
+                    dropped_prefixes.append(intern_text(e[5] + b" "))
                     dropped_contexts.append(e[0])
                     dropped_families.append(e[3])
                 else:
                     sample_idx.append(i)
-                    prefixes.append(e[5] + b" ")
+                    prefixes.append(intern_text(e[5] + b" "))
                     series.append(e[1])
                     contexts.append(e[0])
                     families.append(e[3])

@@ -12,6 +12,7 @@ from fuzz_harness import fuzz_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
+from scraper import fastpath
 from scraper.config import ScrapeConfig
 from scraper.fastpath import ScrapeCache, meta_cache
 from scraper.metadata import extract_metadata
@@ -77,3 +78,26 @@ def test_targets_share_one_parsed_copy_of_their_comment_lines_and_metadata() -> 
     assert shared[b"# TYPE g gauge"] == ("TYPE", "g", "gauge") and first._meta is second._meta is shared
     one, other = extract_metadata(body, "text"), extract_metadata(body, "text")
     assert one == other and all(one[k] is other[k] for k in one) and one["a_total"].help == "A counter."
+
+
+def test_plans_share_their_line_texts_and_a_full_table_keeps_only_texts_in_use(monkeypatch) -> None:
+    picks = [i for i in range(len(LINES)) if i != 5]  # not the series written two ways: a plan is made
+    body = render(picks, 3)
+    first, second = ScrapeCache({"job": "j", "instance": "i:1"}), ScrapeCache({"job": "j", "instance": "i:2"})
+    for cache in (first, second):
+        for step in (1, 2):  # a clean scrape of a layout leaves a plan
+            outcome(cache, render(picks, step))
+    assert first._plan is not None and second._plan is not None
+    one, other = first._plan.segments[0], second._plan.segments[0]
+    assert one.prefixes == other.prefixes and all(a is b for a, b in zip(one.prefixes, other.prefixes, strict=True))
+    assert all(a is b for a, b in zip(one.other_lines, other.other_lines, strict=True))
+    planned, fresh = outcome(first, body), outcome(ScrapeCache({"job": "j", "instance": "i:1"}), body)
+    assert planned[:3] == fresh[:3] and planned[4:] == fresh[4:]  # all but series added: the same
+    monkeypatch.setattr(fastpath, "_TEXTS", {})
+    monkeypatch.setattr(fastpath, "_TEXTS_MAX", 8)
+    held = [fastpath.intern_text(b"held %d" % i) for i in range(2)]
+    for i in range(6):
+        fastpath.intern_text(b"dropped %d" % i)
+    fastpath.intern_text(b"one more")  # full: the texts nobody holds go
+    assert sorted(fastpath._TEXTS) == [b"held 0", b"held 1", b"one more"]
+    assert fastpath.intern_text(b"held %d" % 0) is held[0]
