@@ -13,13 +13,15 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.errors import UserError
 from common.config_keys import check_keys, in_file, with_line
 from common.durations import DurationError, parse_duration_ms
 from common.yamlfile import YamlFileError, YamlMap, load_yaml_file
-from query.budget import QueryLimits
+
+if TYPE_CHECKING:
+    from query.budget import QueryLimits  # the query packages load only where queries run
 
 
 class ConfigError(UserError):
@@ -198,6 +200,8 @@ class QueryConfig:
                 raise ValueError(f"{where}.{key}: must be positive, got {getattr(self, key)!r}")
 
     def limits(self) -> QueryLimits:
+        from query.budget import QueryLimits
+
         return QueryLimits(
             max_samples=self.max_samples,
             max_memory_bytes=self.max_memory_mb << 20,
