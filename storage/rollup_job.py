@@ -574,7 +574,44 @@ def _fresh_compute(
     w = data if isinstance(data, RawWindow) else RawWindow.of(data)
     if carry is not None:
         w = with_carry(carry, w)
-    return compute_minutes(w, start_ms, end_ms, max_gap_ms, lazy=True), fresh_carry(w, end_ms, max_gap_ms)
+    parts = [compute_minutes(part, start_ms, end_ms, max_gap_ms, lazy=True) for part in _slices(w, FRESH_SLICE_SAMPLES)]
+    return _join_lazy(parts), fresh_carry(w, end_ms, max_gap_ms)
+
+
+# A fresh pass computes its minutes in slices of whole series of about this many samples: the
+# temporaries (a few MB) are reused from the heap and stay in the caches. A group of 4 shards
+# in one piece (~1.5 M samples at 100,000 series every 5 s, 5 minutes) cost 0.09-1.1 s against
+# 0.07 in slices (issue #20; the first touch of fresh 12 MB arrays is page faults).
+FRESH_SLICE_SAMPLES = 1 << 17
+
+
+def _slices(w: RawWindow, samples: int) -> list[RawWindow]:
+    """``w`` cut between series into parts of about ``samples`` samples (one: ``w`` itself)."""
+    total = int(w.bounds[-1])
+    if total <= samples:
+        return [w]
+    cuts = np.searchsorted(w.bounds, np.arange(samples, total, samples))
+    edges = [0, *sorted({int(c) for c in cuts if 0 < c < w.ids.shape[0]}), int(w.ids.shape[0])]
+    out = []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        lo, hi = int(w.bounds[a]), int(w.bounds[b])
+        out.append(RawWindow(w.ids[a:b], w.bounds[a : b + 1] - lo, w.timestamps[lo:hi], w.values[lo:hi]))
+    return out
+
+
+def _join_lazy(parts: Sequence[RollupRowsList]) -> RollupRowsList:
+    """Lazy ``RollupRowsList``s of consecutive series as one lazy list (``_join_rows`` makes items)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = RollupRowsList()
+    cols = ("timestamps", *AGGREGATES)
+    out.flat = Rollup(*(np.concatenate([getattr(p.flat, c) for p in parts]) for c in cols))
+    offsets = np.cumsum([0] + [int(p.bounds[-1]) for p in parts[:-1]])
+    out.bounds = np.concatenate([np.zeros(1, dtype=np.int64), *(p.bounds[1:] + o for p, o in zip(parts, offsets,
+                                                                                              strict=True))])
+    out.ids = np.concatenate([p.ids for p in parts])
+    out._lazy = True
+    return out
 
 
 def window_floor(ts_ms: int, window_ms: int) -> int:
