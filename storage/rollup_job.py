@@ -530,7 +530,7 @@ def _join_rows(parts: Sequence[RollupRowsList]) -> RollupRowsList:
 def compute_minutes(
     data: Sequence[SeriesData] | RawWindow, start_ms: int, end_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS,
     lazy: bool = False,
-) -> list[RollupRows]:
+) -> RollupRowsList:
     """1m rows of [start_ms, end_ms) from raw samples read from ``start_ms - max_gap_ms``:
     the buckets ``compute_window`` computes for those minutes (CPU only, pure; ``lazy``: a
     ``RollupRowsList`` that makes its items when first asked for)."""
