@@ -397,6 +397,8 @@ def _edge_matcher(labels: list[Labels], edge: set[Labels]) -> Matcher | None:
             best = (hits[name], name, sorted(want[name]))
     if best is None or 2 * best[0] > len(labels):
         return None
+    if len(best[2]) == 1:  # (one value: a store reads its postings alone, not the label's)
+        return Matcher(best[1], MatchOp.EQ, best[2][0])
     return Matcher(best[1], MatchOp.RE, "|".join(re.escape(v) for v in best[2]))
 
 

@@ -87,7 +87,13 @@ RAW_REQUEST_SERIES_HOURS = 128
 # FRAME_READ_TARGETS targets per request (unpaged: with the chain's lead, 20 min of 5 s scrapes of
 # 16 targets is 3,840 rows), not a request per target.
 FRAME_READ_SPAN_MS = 15 * 60_000
-FRAME_READ_TARGETS = 16
+FRAME_READ_TARGETS = 16  # (and the rows of as many targets per request: ``_target_groups``)
+# The frames of targets holding FRAME_GROUP_SERIES series together (at most FRAME_GROUP_TARGETS
+# targets) per request: ~3 bytes per sample on disk, 20 min of 5 s scrapes is ~0.7 KB per
+# series, ~1.5 MB a response; 100 node_exporter-like targets of 8 series are one request and
+# one decode (``frame_samples_many``), not seven (issue #17: a refresh's CPU is per request).
+FRAME_GROUP_SERIES = 2048
+FRAME_GROUP_TARGETS = 128
 MAX_CONCURRENT_REQUESTS = 512  # per write_columns / read call
 # Frames of several targets per request (``write_frame_sets``): a node spends ~3-7 ms of CPU per
 # write request at a few dozen requests/s whatever its size (its request and mutation workers
@@ -426,7 +432,7 @@ class CassandraStorage(Storage):
         for ps in (self.ps_frame_ins, self.ps_layout_ins):
             ps.consistency_level = self.consistency
         self.ps_frames_read.fetch_size = None  # unpaged: one target's frames of a range (TTL-bounded)
-        self.ps_frames_read_many.fetch_size = None  # (FRAME_READ_TARGETS targets, FRAME_READ_SPAN_MS at most)
+        self.ps_frames_read_many.fetch_size = None  # (FRAME_GROUP_SERIES series, FRAME_READ_SPAN_MS at most)
         self.ps_late_read = p(f"SELECT hour, written_at FROM {ks}.raw_late WHERE day = ?")
         self.ps_index: dict[str, dict[str, PreparedStatement]] = {}
         for level in sch.INDEX_LEVELS:
@@ -1213,9 +1219,9 @@ class CassandraStorage(Storage):
                         tasks.append(self.execute_columnar(self.ps_read_raw, (target, hs, chunk, start_ms, end_ms)))
                         singles.append(None)
         if end_ms - start_ms <= FRAME_READ_SPAN_MS and len(by_target) > 1:
-            names = list(by_target)
-            groups = [{t: by_target[t] for t in names[i : i + FRAME_READ_TARGETS]} for i in range(0, len(names), FRAME_READ_TARGETS)]
-            got = await _gather_waves([self._frame_columns_many(g, list(hours), start_ms, end_ms) for g in groups])
+            got = await _gather_waves(
+                [self._frame_columns_many(g, list(hours), start_ms, end_ms) for g in _frame_groups(by_target)]
+            )
             framed = [part for parts in got for part in parts]
         else:
             framed = await _gather_waves([self._frame_columns(t, ids, list(hours), start_ms, end_ms) for t, ids in by_target.items()])
@@ -1396,6 +1402,20 @@ def partition_batches(
 # Consistency levels a batch of mixed statements may take, weakest first (the batch takes the strongest).
 _LEVEL_RANK = (ConsistencyLevel.ANY, ConsistencyLevel.ONE, ConsistencyLevel.LOCAL_ONE, ConsistencyLevel.LOCAL_QUORUM,
                ConsistencyLevel.QUORUM, ConsistencyLevel.EACH_QUORUM, ConsistencyLevel.ALL)
+
+
+def _frame_groups(by_target: dict[str, list[int]]) -> list[dict[str, list[int]]]:
+    """Targets in groups of at most FRAME_GROUP_TARGETS whose series number at most
+    FRAME_GROUP_SERIES together (a target with more alone), in order: one frames request each."""
+    groups: list[dict[str, list[int]]] = []
+    size = 0
+    for target, ids in by_target.items():
+        if not groups or len(groups[-1]) >= FRAME_GROUP_TARGETS or size + len(ids) > FRAME_GROUP_SERIES:
+            groups.append({})
+            size = 0
+        groups[-1][target] = ids
+        size += len(ids)
+    return groups
 
 
 def _target_groups(by_target: dict[str, list[int]]) -> list[tuple[list[str], list[int]]]:

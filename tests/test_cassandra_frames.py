@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from storage.cassandra import series_major
+from storage.cassandra import FRAME_GROUP_SERIES, FRAME_GROUP_TARGETS, _frame_groups, series_major
 from storage.cassandra_frames import (
     KEY_SPAN_MS,
     FrameChains,
@@ -137,6 +137,14 @@ def test_split_frames_keeps_small_late_and_duplicated_groups_for_rows() -> None:
     assert [f.ts for f in frames] == [100]  # ts=50 names a series twice, ts=200 is small
 
 
+def test_frame_groups_hold_up_to_a_budget_of_series_and_targets() -> None:
+    sizes = {"a": 1500, "b": 600, "c": 3000, "d": 8, **{f"t{i}": 1 for i in range(200)}}
+    groups = _frame_groups({t: list(range(n)) for t, n in sizes.items()})
+    assert [list(g) for g in groups[:3]] == [["a"], ["b"], ["c"]]  # (a target over the budget alone)
+    assert [len(g) for g in groups[3:]] == [FRAME_GROUP_TARGETS, 201 - FRAME_GROUP_TARGETS]
+    assert all(sum(map(len, g.values())) <= FRAME_GROUP_SERIES for g in groups if len(g) > 1)
+
+
 @given(st.lists(st.integers(-(2**63), 2**63 - 1) | st.integers(-3, 3), max_size=40))
 def test_has_repeats_is_a_set_check(ids: list[int]) -> None:
     assert has_repeats(np.array(ids, dtype=np.int64)) == (len(set(ids)) != len(ids))
@@ -146,7 +154,7 @@ def test_has_repeats_is_a_set_check(ids: list[int]) -> None:
 async def test_scrapes_stored_as_frames_read_back_bit_exact_and_rows_win(cassandra_storage) -> None:
     store = cassandra_storage
     series = [Series.of(make_labels("frame_check", job="f", instance="h:1", n=str(i))) for i in range(12)]
-    # (a second target: a read of both takes their frames with one request, FRAME_READ_TARGETS)
+    # (a second target: a read of both takes their frames with one request, _frame_groups)
     other = [Series.of(make_labels("frame_check", job="f", instance="h:2", n=str(i))) for i in range(9)]
     now = int(time.time() * 1000)
     t0 = now - 30_000
