@@ -750,8 +750,7 @@ class CassandraStorage(Storage):
             lids_of.setdefault(t, set()).add(layout)
         layouts = [await self._target_layouts(t, lids_of[t]) if t in lids_of else {} for t in names]
         wanted = [np.array(sorted(by_target[t]), dtype=np.int64) for t in names]
-        got = frame_samples_many(list(zip(layouts, wanted, strict=True)), frames, start_ms, end_ms)
-        return [part for part in got if part[0].size]
+        return frame_samples_many(list(zip(layouts, wanted, strict=True)), frames, start_ms, end_ms)
 
     def _late_statements(self, ts: np.ndarray) -> tuple[list, dict[int, int]]:
         """``raw_late`` upserts for the hours of samples older than ``late_after_ms``."""

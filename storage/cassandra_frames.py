@@ -181,8 +181,13 @@ def frame_samples(
     """(series ids, ts, values) of the ``wanted`` series in [start_ms, end_ms] from a target's
     frame rows ``(ts, base_ts, layout_id, data)`` (a layout not in ``layouts``, expired, is
     skipped)."""
-    frames = FrameRows.of([0] * len(rows), rows)
-    return frame_samples_many([(layouts, wanted)], frames, start_ms, end_ms)[0]
+    parts = frame_samples_many([(layouts, wanted)], FrameRows.of([0] * len(rows), rows), start_ms, end_ms)
+    if not parts:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.empty(0, dtype=np.float64)
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(np.concatenate(col) for col in zip(*parts, strict=True))  # type: ignore[return-value]
 
 
 @dataclass
@@ -210,14 +215,15 @@ class FrameRows:
 def frame_samples_many(
     targets: Sequence[tuple[dict[int, np.ndarray], np.ndarray]], frames: FrameRows, start_ms: int, end_ms: int
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """``frame_samples`` of several targets ((layouts, wanted) each) from their ``frames``:
-    the frames of one width decoded together (``decode_deltas``: a refresh of a panel over
-    100 targets decodes ~4,000 frames), every chain the writer made frame after frame
-    resolved at once (``resolve_chains``)."""
+    """The samples of the wanted series of several targets ((layouts, wanted) each) in
+    [start_ms, end_ms] from their ``frames``, as parts (series ids, ts, values): a part holds
+    whole series, each one's samples in time order, one series after another. The frames of
+    one width are decoded together (``decode_deltas``: a refresh of a panel over 100 targets
+    decodes ~4,000 frames), every chain the writer made frame after frame resolved at once
+    (``resolve_chains``), and targets scraped alike come out as one part (``_as_one_part``)."""
     n = len(frames.data)
     if not n:
-        empty = np.empty(0, dtype=np.int64)
-        return [(empty, empty, np.empty(0, dtype=np.float64)) for _ in targets]
+        return []
     order = np.lexsort((frames.ts, frames.target))  # each target's frames in time order
     code, lid = frames.target[order], frames.layout[order]
     new = np.ones(n, dtype=bool)
@@ -242,26 +248,58 @@ def frame_samples_many(
         if sids:
             by_width.setdefault(int(layout.size), []).append(len(runs))
             runs.append((k, sids, cols, a, b))
-    chains: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for width, members in by_width.items():
         rows = order[np.concatenate([np.arange(runs[r][3], runs[r][4]) for r in members])].tolist()
         bounds = np.cumsum([0, *(runs[r][4] - runs[r][3] for r in members)]).tolist()
         deltas = decode_deltas([frames.data[i] for i in rows], width)
-        chains.update(zip(members, resolve_chains(frames.ts[rows].tolist(), [frames.base[i] for i in rows], deltas, bounds), strict=True))
-    parts: list[tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]] = [([], [], []) for _ in targets]
-    for r, (k, sids, cols, _, _) in enumerate(runs):
-        times, matrix = chains[r]
-        inside = (times >= start_ms) & (times <= end_ms)
-        times, matrix = times[inside], matrix[inside][:, cols]
-        # column-major: each wanted series' samples in time order, one series after another
-        parts[k][0].append(np.repeat(np.asarray(sids, dtype=np.int64), times.size))
-        parts[k][1].append(np.tile(times, len(sids)))
-        parts[k][2].append(np.ascontiguousarray(matrix.T).reshape(-1))
-    out = []
-    for sid_parts, ts_parts, val_parts in parts:
-        if not sid_parts:
-            empty = np.empty(0, dtype=np.int64)
-            out.append((empty, empty, np.empty(0, dtype=np.float64)))
-        else:
-            out.append((np.concatenate(sid_parts), np.concatenate(ts_parts), np.concatenate(val_parts)))
-    return out
+        resolved = resolve_chains(frames.ts[rows].tolist(), [frames.base[i] for i in rows], deltas, bounds)
+        whole = _as_one_part(width, [runs[r] for r in members], resolved, bounds, start_ms, end_ms)
+        if whole is not None:
+            out.append(whole)
+            continue
+        for r, (times, matrix) in zip(members, resolved, strict=True):
+            sids, cols = runs[r][1], runs[r][2]
+            inside = (times >= start_ms) & (times <= end_ms)
+            times, matrix = times[inside], matrix[inside][:, cols]
+            # column-major: each wanted series' samples in time order, one series after another
+            out.append((np.repeat(np.asarray(sids, dtype=np.int64), times.size), np.tile(times, len(sids)),
+                        np.ascontiguousarray(matrix.T).reshape(-1)))
+    return [part for part in out if part[0].size]
+
+
+def _as_one_part(
+    width: int,
+    runs: list[tuple[int, list[int], list[int], int, int]],
+    resolved: list[tuple[np.ndarray, np.ndarray]],
+    bounds: list[int],
+    start_ms: int,
+    end_ms: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The samples of runs of one ``width`` (every frame resolved and every series wanted:
+    targets scraped whole) as one part, placed with a few NumPy calls for all runs instead of
+    a few per run; None when they are not so."""
+    if any(len(sids) != width for _, sids, _, _, _ in runs):
+        return None
+    if any(t.size != z - a for (t, _), a, z in zip(resolved, bounds[:-1], bounds[1:], strict=True)):
+        return None
+    times = np.concatenate([t for t, _ in resolved])
+    inside = (times >= start_ms) & (times <= end_ms)
+    run = np.repeat(np.arange(len(runs)), np.diff(bounds))[inside]  # each kept frame's run
+    count = np.bincount(run, minlength=len(runs))  # frames kept per run
+    first = np.zeros(len(runs) + 1, dtype=np.int64)
+    np.cumsum(count, out=first[1:])
+    matrix = np.concatenate([m for _, m in resolved])[inside]
+    cols = np.array([c for _, _, c, _, _ in runs], dtype=np.int64)
+    if not (cols == np.arange(width)).all():
+        matrix = np.take_along_axis(matrix, cols[run], axis=1)
+    # Column-major per run: each series' samples in time order, one series after another:
+    # frame i of run r, column j goes to first[r] * width + j * count[r] + (i - first[r]).
+    row = np.arange(run.size)
+    dest = (first[run] * (width - 1) + row)[:, None] + np.arange(width)[None, :] * count[run][:, None]
+    values = np.empty(matrix.size)
+    values[dest.reshape(-1)] = matrix.reshape(-1)
+    ts = np.empty(matrix.size, dtype=np.int64)
+    ts[dest.reshape(-1)] = np.repeat(times[inside], width)
+    sids = np.array([s for _, s, _, _, _ in runs], dtype=np.int64)
+    return np.repeat(sids.reshape(-1), np.repeat(count, width)), ts, values

@@ -84,7 +84,6 @@ def test_frame_samples_follow_base_chains_and_skip_a_frame_whose_base_is_gone() 
 
 def test_frame_samples_many_decodes_targets_together_as_each_alone() -> None:
     rng = np.random.default_rng(3)
-    narrow, wide = np.array([4, 1], dtype=np.int64), np.array([8, 2, 6], dtype=np.int64)
     vals = rng.random((6, 3))
 
     def chain(ids: np.ndarray, bases: list[int | None]) -> list[tuple[int, int | None, int, bytes]]:
@@ -92,27 +91,50 @@ def test_frame_samples_many_decodes_targets_together_as_each_alone() -> None:
         by_ts = {1000 * (i + 1): vals[i, :w] for i in range(len(bases))}
         return [(t, b, lid, encode_delta(by_ts[t], None if b is None else by_ts[b])) for t, b in zip(by_ts, bases, strict=True)]
 
+    def target(k: int, parts: list[tuple[list[int], list[int | None], int]], wanted: list[int]) -> tuple:
+        """Target k's frames: for each (layout ids, bases, which frames), ids offset by 100 k."""
+        rows, layouts = [], {}
+        for ids, bases, pick in parts:
+            lay = np.array(ids, dtype=np.int64) + 100 * k
+            layouts[layout_id(lay)] = lay
+            rows += chain(lay, bases)[pick : pick + 1] if pick >= 0 else chain(lay, bases)
+        return rows, layouts, np.array(wanted, dtype=np.int64) + 100 * k
+
+    narrow, wide = [4, 1], [8, 2, 6]
     targets = [
-        (chain(wide, [None, 1000, 2000, None, 4000]), {layout_id(wide): wide}, np.array([2, 6, 8])),  # two chains
-        (chain(narrow, [None, 1000, 1000, 3000]), {layout_id(narrow): narrow}, np.array([1, 4])),  # a base further back
-        (chain(narrow, [2000, 2000, 3000]), {layout_id(narrow): narrow}, np.array([1])),  # base never read
-        ([chain(narrow, [None])[0], chain(wide, [None, None])[1], chain(narrow, [None, 1000, 1000])[2]],
-         {layout_id(narrow): narrow, layout_id(wide): wide}, np.array([1, 2, 4, 6, 8])),  # two layouts
+        target(0, [(wide, [None, 1000, 2000, None, 4000], -1)], [2, 6, 8]),  # two chains
+        target(1, [(narrow, [None, 1000, 1000, 3000], -1)], [1, 4]),  # a base further back
+        target(2, [(narrow, [2000, 2000, 3000], -1)], [1]),  # base never read
+        target(3, [(narrow, [None], 0), (wide, [None, None], 1), (narrow, [None, 1000, 1000], 2)], [1, 2, 4, 6, 8]),
+        target(4, [(wide, [None, 1000, 2000, 3000], -1)], [2, 6, 8]),  # scraped alike: one part
+        target(5, [(wide, [None, 1000, 2000, 3000], -1)], [2, 6, 8]),
     ]
+    alone = [frame_samples(rows, layouts, wanted, 1500, 4500) for rows, layouts, wanted in targets]
+    sid, ts, val = alone[0]
+    assert sid.tolist() == [8, 8, 8, 2, 2, 2, 6, 6, 6] and ts.tolist() == [2000, 3000, 4000] * 3
+    assert val.tolist() == vals[1:4, :3].T.reshape(-1).tolist()
+    assert alone[1][0].tolist() == [104] * 3 + [101] * 3
+    assert alone[1][2].tolist() == vals[1:4, 0].tolist() + vals[1:4, 1].tolist()
+    assert alone[2][0].size == 0 and frame_samples([], {}, np.array([1]), 0, 9999)[0].size == 0
+    assert alone[3][0].tolist() == [304, 301, 308, 302, 306] and alone[3][1].tolist() == [3000, 3000, 2000, 2000, 2000]
     tagged = [(k, *r) for k, (rows, _, _) in enumerate(targets) for r in rows]
     tagged = [tagged[i] for i in rng.permutation(len(tagged))]  # (rows come in any order)
     frames = FrameRows.of([r[0] for r in tagged], [r[1:] for r in tagged])
-    many = frame_samples_many([(layouts, wanted) for _, layouts, wanted in targets], frames, 1500, 4500)
-    for (rows, layouts, wanted), got in zip(targets, many, strict=True):
-        alone = frame_samples(rows, layouts, wanted, 1500, 4500)
-        assert [a.tolist() for a in got] == [a.tolist() for a in alone]
-    sid, ts, val = many[0]
-    assert sid.tolist() == [8, 8, 8, 2, 2, 2, 6, 6, 6] and ts.tolist() == [2000, 3000, 4000] * 3
-    assert val.tolist() == vals[1:4, :3].T.reshape(-1).tolist()
-    assert many[1][0].tolist() == [4] * 3 + [1] * 3
-    assert many[1][2].tolist() == vals[1:4, 0].tolist() + vals[1:4, 1].tolist()
-    assert many[2][0].size == 0 and frame_samples([], {}, np.array([1]), 0, 9999)[0].size == 0
-    assert many[3][0].tolist() == [4, 1, 8, 2, 6] and many[3][1].tolist() == [3000, 3000, 2000, 2000, 2000]
+    parts = frame_samples_many([(layouts, wanted) for _, layouts, wanted in targets], frames, 1500, 4500)
+
+    def samples(parts: list) -> dict[int, list[tuple[int, int]]]:
+        out: dict[int, list[tuple[int, int]]] = {}
+        for sids, times, values in parts:
+            for s_, t, v in zip(sids.tolist(), times.tolist(), values.view(np.int64).tolist(), strict=True):
+                out.setdefault(s_, []).append((t, v))
+        return out
+
+    assert samples(parts) == samples(alone)
+    alike = [r for r in tagged if r[0] in (0, 4, 5)]  # (the same width, frames in the range, all series wanted)
+    parts = frame_samples_many([targets[k][1:] for k in range(6)], FrameRows.of([r[0] for r in alike], [r[1:] for r in alike]), 1500, 4500)
+    assert len(parts) == 1 and samples(parts) == samples([alone[0], alone[4], alone[5]])
+    ragged = frame_samples_many([targets[k][1:] for k in range(6)], FrameRows.of([r[0] for r in alike], [r[1:] for r in alike]), 1500, 5000)
+    assert len(ragged) == 1 and samples(ragged) == samples([frame_samples(*targets[k], 1500, 5000) for k in (0, 4, 5)])
 
 
 def test_chains_restart_whole_at_a_key_span_a_layout_change_and_after_a_failure() -> None:
