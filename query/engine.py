@@ -76,6 +76,7 @@ from storage.base import aggregate_names as column_names
 from storage.matchers import Matcher, MatchOp
 from storage.model import METRIC_NAME
 from storage.rollup import DEFAULT_MAX_GAP_MS, MINUTE_RETENTION_MS, QUERY_RAW_HORIZON_MS
+from storage.rollup_chunks import ChunkColumns, join_columns
 from storage.rollup_job import DEFAULT_WINDOW_MS
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
@@ -203,6 +204,8 @@ class LazyColumns(_ColumnsOnRead):
         self._names = names
 
     def _column(self, name: str) -> np.ndarray:
+        if any(isinstance(d.agg, ChunkColumns) for d in self._data):
+            return join_columns(name, [(d.agg, None) for d in self._data])  # (one copy from the chunks)
         return np.concatenate([d.agg[name] for d in self._data])  # type: ignore[index]
 
 
@@ -229,6 +232,10 @@ class PieceColumns(_ColumnsOnRead):
 
     def _column(self, name: str) -> np.ndarray:
         made = self._built.cols[name]
+        if any(isinstance(p[0], ChunkColumns) for p in self._pieces):
+            # (stored parts straight from their chunks' values: one copy, ``join_columns``)
+            made_bytes = np.ascontiguousarray(made, dtype=np.float64).data.cast("B")
+            return join_columns(name, [(agg, made_bytes[8 * a : 8 * b] if b > a else None) for agg, a, b in self._pieces])
         arrays = []
         for agg, a, b in self._pieces:
             if agg is not None:
@@ -264,7 +271,8 @@ def _flat_parts(
             ts_parts.append(e[1].timestamps)
         if e[3] > e[2]:
             ts_parts.append(built.ts[e[2] : e[3]])
-    ts = (np.concatenate(ts_parts) if ts_parts else np.zeros(0, dtype=np.int64)) + (resolution.step_ms - 1)
+    ts = np.concatenate(ts_parts) if ts_parts else np.zeros(0, dtype=np.int64)
+    ts += resolution.step_ms - 1  # (in place: a 24 h panel's 1.15 M bucket ends)
     offsets = np.zeros(len(ordered) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(counts)
     agg = PieceColumns(pieces, built, names)
@@ -322,7 +330,8 @@ def _flat_data(data: list[SeriesData], columns: frozenset[str] | None, drop_stal
     if data[0].resolution is not Resolution.RAW and data[0].agg is not None:
         shift = data[0].resolution.step_ms - 1
         agg = LazyColumns(data, column_names(columns) if columns else None)
-        ts = np.concatenate([d.timestamps for d in data]) + shift
+        ts = np.concatenate([d.timestamps for d in data])
+        ts += shift
         offsets = np.zeros(len(labels) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum(counts_list)
         return FlatSeries(labels, ts, bucket_values(agg, len(ts)), offsets, agg)

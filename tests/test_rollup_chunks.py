@@ -290,6 +290,13 @@ def test_read_many_gives_what_read_columns_gives_series_by_series() -> None:
                 assert got[sid][0].tolist() == ts.tolist(), sid
                 for n in names:
                     assert got[sid][1][n].tobytes() == cols[n].tobytes(), (sid, n)
+            # join_columns: series in any order, each then a piece made elsewhere, one array
+            extra = np.array([1.5, -2.0])
+            fresh = chunks.read_many(rows, lo, hi, Resolution.MINUTE, names)  # (no column read yet)
+            for n in names:
+                want = np.concatenate([x for sid in sorted(stored, reverse=True) for x in (got[sid][1][n], extra)])
+                parts = [(fresh[sid][1], extra.data.cast("B")) for sid in sorted(stored, reverse=True)]
+                assert chunks.join_columns(n, parts).tobytes() == want.tobytes(), n
     short = [(7, a, b"", *(v[:-8] if k == "last" else v for k, v in col(a, full, 10).items()))]
     with pytest.raises(chunks.ChunkError, match="column last"):
         chunks.read_many(short, a, a + DAY_MS, Resolution.MINUTE, AGGREGATES)
