@@ -1082,7 +1082,8 @@ class CassandraStorage(Storage):
         level, found = await self._select_ids(matchers, start_ms, end_ms)
         infos = await self._infos(level, found)
         # Exactness net: the index narrows, the labels decide (hash collisions, label edits).
-        return [i for i in infos.values() if match_all(list(matchers), i.series.labels)]
+        wanted = list(matchers)
+        return [i for i in infos.values() if match_all(wanted, i.series.labels)]
 
     # -- reads ------------------------------------------------------------------------------
 
