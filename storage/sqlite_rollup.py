@@ -161,6 +161,7 @@ class SQLiteRollupMixin:
     if TYPE_CHECKING:  # SQLiteStorage's, the class this mixin is combined with
 
         async def run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+        async def run_read_unmapped(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
         async def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
     async def _ensure_rollup_schema(self) -> None:
@@ -207,7 +208,7 @@ class SQLiteRollupMixin:
             if head is not None:
                 await self.transpose_frames(end_ms)  # type: ignore[attr-defined]
 
-        return await self.run_read(
+        return await self.run_read_unmapped(
             lambda con: self._read_window_sync(con, (shard,), shards, start_ms, end_ms, seal_from_ms)
         )
 
@@ -215,7 +216,9 @@ class SQLiteRollupMixin:
         """``read_raw_window_arrays`` of several shards at once (``storage.rollup_job.FreshGroups``):
         the fresh pass reads each target's frames once for all of them, not once per shard."""
         await self._ensure_rollup_schema()
-        return await self.run_read(lambda con: self._read_window_sync(con, group, shards, start_ms, end_ms, None))
+        return await self.run_read_unmapped(
+            lambda con: self._read_window_sync(con, group, shards, start_ms, end_ms, None)
+        )
 
     def _read_window_sync(
         self, con: sqlite3.Connection, group: Sequence[int], shards: int, start_ms: int, end_ms: int,
