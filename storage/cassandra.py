@@ -1081,8 +1081,12 @@ class CassandraStorage(Storage):
     async def _select_series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesInfo]:
         level, found = await self._select_ids(matchers, start_ms, end_ms)
         infos = await self._infos(level, found)
-        # Exactness net: the index narrows, the labels decide (hash collisions, label edits).
-        wanted = list(matchers)
+        # Exactness net: the index narrows, the labels decide (hash collisions, label edits);
+        # the series of a metric's index rows have its name (as SQLite's rollup select).
+        metrics = {metric for metric, _ in found}
+        wanted = [m for m in matchers if not (m.name == METRIC_NAME and m.op is MatchOp.EQ and metrics <= {m.value})]
+        if not wanted:
+            return list(infos.values())
         return [i for i in infos.values() if match_all(wanted, i.series.labels)]
 
     # -- reads ------------------------------------------------------------------------------

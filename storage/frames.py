@@ -67,9 +67,9 @@ def decode_deltas(datas: Sequence[bytes], width: int) -> np.ndarray:
     (one byte-plane transposition for all, not six NumPy calls per frame: a refresh of a
     panel over 100 targets decodes ~4,000 frames)."""
     raws = [zlib.decompress(d) for d in datas]
-    for raw in raws:
-        if len(raw) != 8 * width:
-            raise ValueError(f"a frame of {len(raw)} bytes does not hold {width} values")
+    if raws and set(map(len, raws)) != {8 * width}:
+        bad = next(len(raw) for raw in raws if len(raw) != 8 * width)
+        raise ValueError(f"a frame of {bad} bytes does not hold {width} values")
     planes = np.frombuffer(b"".join(raws), dtype=np.uint8).reshape(len(raws), 8, width)
     return np.ascontiguousarray(planes.transpose(0, 2, 1)).view("<u8").reshape(len(raws), width)
 
@@ -85,8 +85,10 @@ def resolve_chains(
     XOR over all runs; another, frame by frame."""
     n = len(ts)
     ts_arr = np.asarray(ts, dtype=np.int64)
-    whole = np.fromiter((b is None for b in bases), dtype=bool, count=n)
-    base_arr = np.fromiter((t if b is None else b for t, b in zip(ts, bases, strict=True)), dtype=np.int64, count=n)
+    # (None as NaN: a timestamp in ms is exact in a float64, and NumPy converts the list in C)
+    base_f = np.array(bases, dtype=np.float64) if n else np.zeros(0)
+    whole = np.isnan(base_f)
+    base_arr = np.where(whole, ts_arr, base_f).astype(np.int64)
     heads = np.asarray(bounds[:-1], dtype=np.int64)
     chained = np.zeros(n, dtype=bool)
     chained[1:] = base_arr[1:] == ts_arr[:-1]
