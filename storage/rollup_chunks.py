@@ -32,7 +32,6 @@ for an equal bucket start.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -301,13 +300,26 @@ def read_many(
     # ``last`` (a rollup read's sample values, ``storage.base.bucket_values``) joined for all
     # series at once; the other columns when a reader asks (``ChunkColumns``, ``join_columns``).
     last = np.frombuffer(b"".join(source.blobs["last"]), dtype="<f8") if "last" in names else None
-    out: dict[int, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
-    for i, k in enumerate(heads.tolist()):
+    cut: list[tuple[int, int]] = []
+    for i in range(len(heads)):
         a, b = bounds[i], bounds[i + 1]
         part = ts[a:b]
         if a < b and (part[0] < start_ms or part[-1] > end_ms):
             a, b = a + int(part.searchsorted(start_ms, "left")), a + int(part.searchsorted(end_ms, "right"))
-        series_cols = ChunkColumns(source, a, b, names)
+        cut.append((a, b))
+    # Each series' chunk rows r0:r1 holding its buckets a:b, the bytes cut from the first
+    # row's values and the last row's length (-1: whole), for all series at once.
+    ab = np.array(cut, dtype=np.int64).reshape(-1, 2)
+    r0 = np.searchsorted(at, ab[:, 0], "right") - 1
+    r1 = np.maximum(np.searchsorted(at, ab[:, 1], "left"), r0)
+    some = r1 > r0
+    head = np.where(some, 8 * (ab[:, 0] - at[r0]), 0)
+    tail = np.where(some & (at[r1] > ab[:, 1]), 8 * (ab[:, 1] - at[np.maximum(r1 - 1, 0)]), -1)
+    out: dict[int, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
+    for k, (a, b), rows_from, rows_to, h, t in zip(
+        heads.tolist(), cut, r0.tolist(), r1.tolist(), head.tolist(), tail.tolist(), strict=True
+    ):
+        series_cols = ChunkColumns(source, rows_from, rows_to, h, None if t < 0 else t, names)
         if last is not None:
             dict.__setitem__(series_cols, "last", last[a:b])
         out[sids[k]] = ts[a:b], series_cols
@@ -332,15 +344,10 @@ class ChunkColumns(dict[str, np.ndarray]):
 
     __slots__ = ("source", "rows", "head", "tail", "names")
 
-    def __init__(self, source: ChunkRows, a: int, b: int, names: tuple[str, ...]) -> None:
+    def __init__(self, source: ChunkRows, r0: int, r1: int, head: int, tail: int | None, names: tuple[str, ...]) -> None:
         super().__init__()
-        at = source.at
-        r0 = bisect_right(at, a) - 1
-        r1 = max(bisect_left(at, b), r0)
-        self.source, self.rows, self.names = source, (r0, r1), names
-        # bytes cut from the first row's value, and the last row's length (None: whole)
-        self.head = 8 * (a - at[r0]) if r1 > r0 else 0
-        self.tail = 8 * (b - at[r1 - 1]) if r1 > r0 and at[r1] > b else None
+        # rows r0:r1; bytes cut from the first row's values, the last row's length (None: whole)
+        self.source, self.rows, self.head, self.tail, self.names = source, (r0, r1), head, tail, names
 
     def extend_buffers(self, name: str, out: list) -> None:
         """Append column ``name``'s values to ``out`` as buffers (the chunks' values, the
