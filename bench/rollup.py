@@ -601,6 +601,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seal-passes", type=int, default=3,
                    help="passes of the job over the frames leg's window (the first writes new chunks, the rest rerun it)")
     args = p.parse_args(argv)
+    from cli.malloc_tuning import tune_malloc
+
+    # As ``ringmon rollup`` runs (cli/main.py): with glibc's defaults every window's arrays are
+    # fresh mappings, a page fault per 4 KiB touched (series_runs of a 16-shard window: ~1 s).
+    print(f"malloc thresholds {'raised as in ringmon' if tune_malloc() else 'glibc defaults'}")
     if not args.only_cassandra:
         bench_codec(args.hosts)
         bench_seal_and_rollup(args.hosts)

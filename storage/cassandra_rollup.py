@@ -126,7 +126,11 @@ _MARKS = ", ?" * len(chunks.COLUMNS)
 
 
 def _row_bytes(params: Sequence) -> int:
-    return ROW_BYTES + sum([len(v) for v in params if type(v) is bytes])
+    n = ROW_BYTES
+    for v in params:
+        if type(v) is bytes:
+            n += len(v)
+    return n
 
 
 def _setting_bytes(value: object) -> int | None:
