@@ -217,8 +217,6 @@ class _PlanSegment:
     prefixes: tuple[bytes, ...]  # series text + " " of each kept sample line
     dropped: Callable[[Sequence[bytes]], tuple[bytes, ...]]
     dropped_prefixes: tuple[bytes, ...]
-    prefixes_len: int = 0  # the bytes of ``prefixes``
-    dropped_prefixes_len: int = 0
 
 
 @dataclass(slots=True)
@@ -260,6 +258,7 @@ class LayoutPlan:
     def apply(self, lines: list[bytes]) -> Generator[None, None, ScrapeOutcome | None]:
         """The outcome for ``lines``, or None when the layout differs or a value is not a float."""
         removeprefix = bytes.removeprefix
+        is_ = operator.is_
         om = self.fmt == FMT_OPENMETRICS
         values: list[float] = []
         clock = time.perf_counter
@@ -271,14 +270,15 @@ class LayoutPlan:
                     return None
                 kept = seg.samples(chunk)
                 vals = list(map(removeprefix, kept, seg.prefixes))
-                # removeprefix leaves a line that does not start with its prefix whole (prefixes are
-                # never empty): the lengths say whether every line had its own, at C speed
-                if sum(map(len, kept)) - sum(map(len, vals)) != seg.prefixes_len:
+                # removeprefix returns a line that does not start with its prefix itself (prefixes
+                # are never empty; a match is a new object): one C pass of ``is`` says whether
+                # every line had its own
+                if any(map(is_, vals, kept)):
                     return None
                 dropped = seg.dropped(chunk)
                 if dropped:
                     dvals = list(map(removeprefix, dropped, seg.dropped_prefixes))
-                    if sum(map(len, dropped)) - sum(map(len, dvals)) != seg.dropped_prefixes_len:
+                    if any(map(is_, dvals, dropped)):
                         return None
                     if om and any(map(bytes.__contains__, dvals, repeat(b" "))):
                         return None
@@ -429,7 +429,6 @@ class ScrapeCache:
             segments.append(_PlanSegment(
                 start, start + len(chunk), _getter(other_idx), tuple(other_lines), _getter(sample_idx),
                 tuple(prefixes), _getter(dropped_idx), tuple(dropped_prefixes),
-                sum(map(len, prefixes)), sum(map(len, dropped_prefixes)),
             ))
         if series != out.series:
             return None
