@@ -195,8 +195,21 @@ def _read_values(raws: list[bytes]) -> list[float] | None:
     return got
 
 
+_INDICES: list[int] = []  # 0, 1, 2, ...: one int object per line index for every plan's getters
+
+
+def _shared_indices(idx: list[int]) -> list[int]:
+    """``idx`` (line indices) as the shared int objects: the plans of targets with the same
+    layout hold one set of them, not an int per line each (ints above 256 are objects)."""
+    top = max(idx, default=-1)
+    if top >= len(_INDICES):
+        _INDICES.extend(range(len(_INDICES), top + 1))
+    return [_INDICES[i] for i in idx]
+
+
 def _getter(idx: list[int]) -> Callable[[Sequence[bytes]], tuple[bytes, ...]]:
     """``itemgetter`` that always returns a tuple (also for 0 or 1 index)."""
+    idx = _shared_indices(idx)
     if not idx:
         return lambda _seq: ()
     if len(idx) == 1:

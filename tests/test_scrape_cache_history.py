@@ -91,6 +91,7 @@ def test_plans_share_their_line_texts_and_a_full_table_keeps_only_texts_in_use(m
     one, other = first._plan.segments[0], second._plan.segments[0]
     assert one.prefixes == other.prefixes and all(a is b for a, b in zip(one.prefixes, other.prefixes, strict=True))
     assert all(a is b for a, b in zip(one.other_lines, other.other_lines, strict=True))
+    assert fastpath._shared_indices([300, 7])[0] is fastpath._shared_indices([int("300")])[0]  # one int per index
     planned, fresh = outcome(first, body), outcome(ScrapeCache({"job": "j", "instance": "i:1"}), body)
     assert planned[:3] == fresh[:3] and planned[4:] == fresh[4:]  # all but series added: the same
     monkeypatch.setattr(fastpath, "_TEXTS", {})
