@@ -36,6 +36,7 @@ from typing import cast
 
 from cachetools import LRUCache
 
+from common.interning import InternTable
 from scraper.config import ScrapeConfig
 from scraper.exposition import (
     TEXT_PLAIN_COMMENT_RE,
@@ -75,18 +76,7 @@ def meta_cache(fmt: str) -> LRUCache[bytes, tuple[str, str, str] | None]:
     return metas
 
 # Label pairs shared by every series that has them ("job", "mode"="user", ...): one tuple each.
-_PAIRS: dict[tuple[str, str], tuple[str, str]] = {}
-_PAIRS_MAX = 2_000_000
-
-
-def intern_pair(pair: tuple[str, str]) -> tuple[str, str]:
-    """The one shared instance of a (name, value) pair (bounded: forgets all when too big)."""
-    got = _PAIRS.get(pair)
-    if got is None:
-        if len(_PAIRS) >= _PAIRS_MAX:
-            _PAIRS.clear()
-        _PAIRS[pair] = got = pair
-    return got
+intern_pair: InternTable[tuple[str, str]] = InternTable(2_000_000)
 
 # Line texts the layout plans keep (a sample line's text up to its value, a comment line): the
 # targets of one exporter print the same texts (the target's labels are added after), so every

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.interning import InternTable
 from scraper.lenient import LenientState, LineError
 
 
@@ -71,17 +72,7 @@ class MetadataCache:
 
 # One instance of each family's metadata for all targets (the targets of one exporter say the
 # same): a scraper keeps a copy per family, not per family and target. Forgets all when full.
-_SHARED: dict[MetricMetadata, MetricMetadata] = {}
-_SHARED_MAX = 200_000
-
-
-def _shared(meta: MetricMetadata) -> MetricMetadata:
-    got = _SHARED.get(meta)
-    if got is None:
-        if len(_SHARED) >= _SHARED_MAX:
-            _SHARED.clear()
-        _SHARED[meta] = got = meta
-    return got
+_shared: InternTable[MetricMetadata] = InternTable(200_000)
 
 
 def extract_metadata(body: bytes, fmt: str) -> dict[str, MetricMetadata]:
