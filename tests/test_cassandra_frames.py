@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from storage.cassandra_frames import (
     has_repeats,
     split_frames,
 )
-from storage.frames import encode_delta, layout_id
+from storage.frames import ZSTD_MAGIC, decode_delta, decode_deltas, encode_delta, layout_id
 from storage.matchers import Matcher, MatchOp
 from storage.model import STALE_NAN, SampleBatch, Series, make_labels
 
@@ -80,6 +81,31 @@ def test_frame_samples_follow_base_chains_and_skip_a_frame_whose_base_is_gone() 
     assert sid.tolist() == [3, 3, 9, 9] and ts.tolist() == [2000, 3000, 2000, 3000]
     assert val.view(np.int64).tolist() == np.array([STALE_NAN, 2.5, 3.0, np.nan]).view(np.int64).tolist()
     assert frame_samples(rows[1:], {lid: ids}, np.array([3]), 0, 9999)[1].size == 0  # base 1000 not read
+
+
+def _zlib_delta(values: np.ndarray, base: np.ndarray | None) -> bytes:
+    """A payload as written before Zstandard: the same byte planes, zlib level 1."""
+    bits = values.view(np.uint64) if base is None else values.view(np.uint64) ^ base.view(np.uint64)
+    return zlib.compress(bits.view(np.uint8).reshape(-1, 8).T.tobytes(), 1)
+
+
+def test_frames_written_with_zlib_still_read_in_a_chain_with_zstandard_ones() -> None:
+    """Keyspaces and spools hold zlib payloads from before: a chain may mix both codecs (a
+    zlib whole frame, a Zstandard delta on it), each read by its first bytes."""
+    ids = np.array([7, 3, 9, 4, 1, 8, 2, 6, 5], dtype=np.int64)
+    rng = np.random.default_rng(5)
+    values = np.cumsum(rng.random((4, ids.size)), axis=0)
+    lid = layout_id(ids)
+    new = encode_delta(values[1], values[0])
+    assert new[:4] == ZSTD_MAGIC and _zlib_delta(values[0], None)[:1] == b"\x78"
+    rows = [(1000, None, lid, _zlib_delta(values[0], None)), (2000, 1000, lid, new),
+            (3000, 2000, lid, _zlib_delta(values[2], values[1])), (4000, 3000, lid, encode_delta(values[3], values[2]))]
+    sid, ts, val = frame_samples(rows, {lid: ids}, ids, 0, 9999)
+    want = {(int(s), t): v for t, row in zip((1000, 2000, 3000, 4000), values, strict=True) for s, v in zip(ids, row, strict=True)}
+    assert sorted(zip(sid.tolist(), ts.tolist(), val.tolist(), strict=True)) == sorted((s, t, v) for (s, t), v in want.items())
+    assert decode_deltas([rows[0][3], encode_delta(values[0], None)], ids.size).tolist() == [values[0].view(np.uint64).tolist()] * 2
+    with pytest.raises(ValueError, match="does not decompress"):
+        decode_delta(new[:-3], ids.size)
 
 
 def test_frame_samples_many_decodes_targets_together_as_each_alone() -> None:
