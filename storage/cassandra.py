@@ -73,6 +73,7 @@ from storage.model import METRIC_NAME, SampleBatch, Series
 
 log = logging.getLogger(__name__)
 
+WRITER_FLOOR_KEY = "raw_writer_floor:"  # meta key prefix of a writer's raw floor (``publish_raw_floor``)
 POOL_SHUT = "Pool is shutdown"  # the driver's error for a session whose host pool it closed
 MAX_ROWS_PER_BATCH = 1000  # rows of one partition per UNLOGGED batch
 SERIES_LOOKUP_CHUNK = 100  # ids per `series_id IN ?` lookup
@@ -429,8 +430,12 @@ class CassandraStorage(Storage):
             "AND ts >= ? AND ts <= ?"
         )
         self.ps_layouts_read = p(f"SELECT layout_id, series_ids FROM {ks}.raw_layouts WHERE target = ?")
+        self.ps_floor_set = p(f"INSERT INTO {ks}.meta (key, value) VALUES (?, ?) USING TTL ?")
+        self.ps_floor_del = p(f"DELETE FROM {ks}.meta WHERE key = ?")
         for ps in (self.ps_frame_ins, self.ps_layout_ins):
             ps.consistency_level = self.consistency
+        for ps in (self.ps_floor_set, self.ps_floor_del):
+            ps.consistency_level = ConsistencyLevel.LOCAL_QUORUM  # the job reads them at quorum
         self.ps_frames_read.fetch_size = None  # unpaged: one target's frames of a range (TTL-bounded)
         self.ps_frames_read_many.fetch_size = None  # (FRAME_GROUP_SERIES series, FRAME_READ_SPAN_MS at most)
         self.ps_late_read = p(f"SELECT hour, written_at FROM {ks}.raw_late WHERE day = ?")
@@ -557,6 +562,18 @@ class CassandraStorage(Storage):
             task = asyncio.ensure_future(asyncio.wait(futures, timeout=10.0) if futures else asyncio.sleep(0))
             self._renewals[id(session)] = task
         await asyncio.shield(task)
+
+    async def publish_raw_floor(self, writer: str, floor_ms: int) -> None:
+        """Record that ``writer`` (a ``BatchingWriter``) may still store frames XOR'd with
+        stored frames from ``floor_ms`` on: the rollup job drops no raw hour at or after it
+        (``CassandraRollupMixin.raw_writers_floor_ms``). It lives as long as raw input (TTL):
+        a writer that never comes back holds drops no longer than its frames would live."""
+        await self.execute(self.ps_floor_set, (f"{WRITER_FLOOR_KEY}{writer}", str(floor_ms),
+                                               sch.DEFAULT_TTLS_S["raw_frames"]))
+
+    async def clear_raw_floor(self, writer: str) -> None:
+        """``writer`` closed with nothing left to store: it holds no drop back."""
+        await self.execute(self.ps_floor_del, (f"{WRITER_FLOOR_KEY}{writer}",))
 
     async def execute_columnar(self, statement: object, params: Sequence) -> list:
         """``execute`` on the columnar session (pages of bigint/double columns are dicts of arrays).

@@ -130,6 +130,9 @@ class FrameEncoder:
 
     def __init__(self) -> None:
         self.chains = FrameChains()
+        # True: no frame is XOR'd with a frame of an earlier write (the writer, until its
+        # first raw floor is published: ``storage.writer``).
+        self.whole_only = False
         self._layouts_sent: dict[tuple[str, int], int] = {}  # (target, layout id) -> when its ids went out
 
     def encode(self, target: str, frames: list[Frame], now_ms: int, *, with_ids: bool = False) -> list[EncodedFrame]:
@@ -143,7 +146,7 @@ class FrameEncoder:
             if prev is not None and prev[1] == lid and prev[0] // KEY_SPAN_MS == f.ts // KEY_SPAN_MS and prev[0] < f.ts:
                 base = (prev[0], prev[2])
             else:
-                base = self.chains.base(target, f.ts, lid) if prev is None else None
+                base = None if prev is not None or self.whole_only else self.chains.base(target, f.ts, lid)
             sent = self._layouts_sent.get((target, lid))
             due = with_ids or sent is None or now_ms - sent >= LAYOUT_REWRITE_MS
             data = encode_delta(f.values, None if base is None else base[1])

@@ -59,6 +59,7 @@ from storage.base import AGGREGATES, DAY_MS, HOUR_MS, Resolution, SeriesData, ag
 from storage.blocks import VERSION as BLOCK_VERSION
 from storage.blocks import decode_block
 from storage.cassandra import (
+    WRITER_FLOOR_KEY,
     CassandraStorage,
     SeriesInfo,
     TransientStorageError,
@@ -243,12 +244,13 @@ class CassandraRollupMixin:
                     "frames_drop": p(f"DELETE FROM {ks}.raw_frames USING TIMESTAMP ? WHERE target = ? AND hour = ?"),
                     "recent_drop": p(f"DELETE FROM {ks}.raw_recent USING TIMESTAMP ? WHERE target = ? AND hour = ?"),
                     "meta_set": p(f"INSERT INTO {ks}.meta (key, value) VALUES (?, ?)"),
+                    "meta_all": p(f"SELECT key, value FROM {ks}.meta"),
                 }
                 out["blocks_read"].fetch_size = None  # bounded by BLOCK_READ_SERIES_CHUNK
                 for name in ("1m_chunks_get", "1h_chunks_get"):
                     out[name].fetch_size = None  # bounded by SEAL_READ_SERIES
                 for name in ("1m_chunks_get", "1h_chunks_get", "1m_chunk_ins", "1h_chunk_ins", "meta_keys",
-                             "meta_set_ttl", "frames_drop", "recent_drop"):
+                             "meta_set_ttl", "frames_drop", "recent_drop", "meta_all"):
                     # A window's merge reads what the previous window wrote, a window read the
                     # drop marks a drop wrote before its tombstones: quorum reads and writes
                     # overlap in a replica whatever the replication factor.
@@ -400,6 +402,13 @@ class CassandraRollupMixin:
     def raw_drop_stamp_us(self) -> int:
         # The writers' clock (the driver's client timestamps) less their skew and time in flight.
         return time.time_ns() // 1000 - self.raw_drop_skew_ms * 1000
+
+    async def raw_writers_floor_ms(self) -> int | None:
+        """The lowest floor any writer published (``CassandraStorage.publish_raw_floor``), None if none did:
+        ``meta`` is a small table (checkpoints, drop marks, one row per writer), read whole."""
+        floors = [int(value) for page in await self.execute((await self._ps())["meta_all"])
+                  for key, value in page if key.startswith(WRITER_FLOOR_KEY)]
+        return min(floors) if floors else None
 
     async def dropped_hours(self, start_ms: int, end_ms: int) -> set[int]:
         """The hours (ms // 1 h) in [start_ms, end_ms] whose raw partitions were dropped."""

@@ -210,6 +210,12 @@ class SealedRawDrop(Protocol):
         ``written_before_us``; returns the partitions dropped."""
         ...
 
+    async def raw_writers_floor_ms(self) -> int | None:
+        """The oldest time from which some writer may still store raw input that needs raw
+        input already stored (a spooled frame XOR'd with a stored one: ``storage.writer``);
+        no hour at or after it is dropped. None: no writer holds one."""
+        ...
+
 
 @runtime_checkable
 class RawWindowGroups(Protocol):
@@ -990,7 +996,9 @@ class RollupJob:
         from where the last drop stopped up to the oldest checkpoint of all the job's shards,
         never hours the store's query reads take from raw input (``raw_hot_ms``), and never an
         hour with a late mark that some shard's late pass has not handled yet (its late
-        samples may not be in the blocks). Input written after the drop started survives it
+        samples may not be in the blocks), nor one at or after the floor a writer published
+        (``raw_writers_floor_ms``: its spool may hold frames XOR'd with frames of that hour,
+        which a replay after the drop could not resolve). Input written after the drop started survives it
         (a late write marks its hour: the late pass reseals from the blocks and it); once
         every shard handled such a mark of an hour dropped before, the hour is dropped again.
         The first call only records where drops start: older raw input expires by TTL (it
@@ -1005,6 +1013,9 @@ class RollupJob:
         if any(c is None for c in ckpts):
             return 0
         until = min(horizon, *cast(list[int], ckpts))
+        floor = await store.raw_writers_floor_ms()
+        if floor is not None:  # a writer cut off from the store holds the hours of its spool
+            until = min(until, max(0, floor) // HOUR_MS * HOUR_MS)
         done = await store.get_checkpoint(self.drop_cursor_job, 0)
         if done is None:
             await store.set_checkpoint(self.drop_cursor_job, 0, until)

@@ -24,6 +24,16 @@ nothing appended is lost when the process dies), then:
   skipped. Writes are idempotent upserts, so a record sent twice (replay after a partial
   failure or a restart) is stored once.
 
+A spooled frame may be XOR'd with a frame already stored (its chain's base, ``storage.
+cassandra_frames``); the rollup job drops the raw input of sealed hours, and a replay after
+such a drop could not resolve the frame. So the writer publishes a *raw floor* every
+``FLOOR_EVERY_S`` (``CassandraStorage.publish_raw_floor``, under an id kept in the spool
+directory): no frame it has yet to store needs a base older than that, and the job drops no
+hour at or after it (``RollupJob.drop_sealed_raw``). A writer cut off from Cassandra cannot
+move its floor on, so the hours of its spool stay. Until its first floor is published every
+frame is whole; a spool left by an earlier run holds the floor at 0 until it is replayed; a
+writer that closes with nothing left to store clears its floor.
+
 ``queue_depth()`` is the number of appended records not yet stored in Cassandra.
 """
 
@@ -35,6 +45,7 @@ import contextlib
 import logging
 import operator
 import time
+import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +55,7 @@ import numpy as np
 
 from storage.base import DAY_MS, SampleWriter, StorageError
 from storage.cassandra import CassandraStorage, TransientStorageError
-from storage.cassandra_frames import Frame, FrameEncoder, split_frames
+from storage.cassandra_frames import KEY_SPAN_MS, Frame, FrameEncoder, split_frames
 from storage.idsets import TargetIds
 from storage.model import SampleBatch, Series
 from storage.spool import Position, Spool, SpooledBatch, decode_batch, encode_batch
@@ -53,6 +64,8 @@ log = logging.getLogger(__name__)
 INDEXING_IN_FLIGHT = 4  # records carrying series to index, sent at once
 GROUP_S = 1.0  # a frames-only record waits at most this long for others to go with (0: alone)
 GROUP_MAX_RECORDS = 512  # records per group; a full group goes at once
+FLOOR_EVERY_S = 60.0  # how often the writer publishes its raw floor (module docstring)
+WRITER_ID_FILE = "writer-id"  # in the spool directory: the writer's id for its raw floor
 LAST_LAYOUT_KEEP_MS = 600_000  # a target not appended to for this long: its last layout is forgotten
 _NO_IDS = np.empty(0, dtype=np.int64)  # the rows of a scrape that is all one frame (never written to)
 _NO_VALUES = np.empty(0, dtype=np.float64)
@@ -150,6 +163,10 @@ class BatchingWriter(SampleWriter):
         self._labeled: dict[int, TargetIds] = {}  # day -> the series ids labeled in the spool, per target
         self._labeled_layouts: set[tuple[str, int, int]] = set()  # (target, layout id, day) all labeled
         self._frames = FrameEncoder()  # frames are encoded once, before they are spooled
+        self._frames.whole_only = True  # until the first raw floor is published
+        self.writer_id = _writer_id(Path(spool_dir))
+        self._segment_first_ms: dict[int, int] = {}  # segment -> when this run first appended to it
+        self._floor_task: asyncio.Task | None = None
         self._last_layout: dict[str, _LastLayout] = {}  # target -> its last scrape's series, as one frame
         self._last_layout_swept = 0
         self._group: list[tuple[Position, SpooledBatch]] | None = None  # frames-only records to send together
@@ -187,6 +204,8 @@ class BatchingWriter(SampleWriter):
             await self._wait_progress(self.retry_interval_s)
         st = self.storage
         now = st.now_ms()
+        if self._floor_task is None:
+            self._floor_task = asyncio.get_running_loop().create_task(self._publish_floors())
         frames, ids, ts, vals, defs, layout_day = self._split(batch, now)
         encoded = self._frames.encode(batch.target, frames, now, with_ids=bool(defs))
         self._frames.remember(batch.target, frames, encoded, now)  # spooled: replay keeps the order
@@ -195,6 +214,7 @@ class BatchingWriter(SampleWriter):
             self._labeled_layouts.add(layout_day)
         self._unacked.setdefault(pos.segment, set()).add(pos.offset)
         self._fully_known.add(pos.segment)
+        self._segment_first_ms.setdefault(pos.segment, now)
         self.stats.appended_batches += 1
         self.stats.appended_samples += n
         self._maybe_sync()
@@ -248,15 +268,52 @@ class BatchingWriter(SampleWriter):
         self._closed = True
         if self._group_timer is not None:
             self._group_timer.cancel()
-        if self._replayer:
-            self._replayer.cancel()
-        for t in list(self._tasks):
+        extra = [t for t in (self._replayer, self._floor_task) if t is not None]
+        for t in [*self._tasks, *extra]:
             t.cancel()
-        await asyncio.gather(*self._tasks, *([self._replayer] if self._replayer else []), return_exceptions=True)
+        await asyncio.gather(*self._tasks, *extra, return_exceptions=True)
         self._delete_done_segments()
+        if self._floor_task is not None and self.queue_depth() == 0 and self.mode == self.DIRECT:
+            try:  # nothing left to store: this writer holds no raw drop back
+                await asyncio.wait_for(self.storage.clear_raw_floor(self.writer_id), self.slow_after_s)
+            except (TimeoutError, StorageError) as exc:
+                log.info("writer %s: raw floor not cleared (%s); it expires with the raw TTL", self.writer_id, exc)
         await asyncio.get_running_loop().run_in_executor(None, self.spool.close)
 
+    def raw_floor_ms(self) -> int:
+        """The oldest base a frame this writer has yet to store may need (module docstring):
+        a frame is at most ``late_after_ms`` older than its append (else it is rows) and its
+        base at most a key span older than it; 0 while a spool of an earlier run is pending."""
+        now = self.storage.now_ms()
+        oldest = now
+        for seg in self.spool.segments():
+            if seg in self._fully_known and not self._unacked.get(seg):
+                continue
+            first = self._segment_first_ms.get(seg)
+            if first is None:
+                return 0  # an earlier run's records: their times are not known here
+            oldest = min(oldest, first)
+        return max(0, oldest - self.storage.late_after_ms - KEY_SPAN_MS)
+
+    async def publish_floor(self) -> int:
+        """Publish ``raw_floor_ms``; from then on frames may be XOR'd with stored ones."""
+        floor = self.raw_floor_ms()
+        await self.storage.publish_raw_floor(self.writer_id, floor)
+        self._frames.whole_only = False
+        return floor
+
     # -- internals ----------------------------------------------------------------------------
+
+    async def _publish_floors(self) -> None:
+        """``publish_floor`` every ``FLOOR_EVERY_S`` (every retry interval until one lands)."""
+        published = False
+        while not self._closed:
+            try:
+                await self.publish_floor()
+                published = True
+            except StorageError as exc:
+                log.debug("writer %s: raw floor not published: %s", self.writer_id, exc)
+            await asyncio.sleep(FLOOR_EVERY_S if published else self.retry_interval_s)
 
     def _split(
         self, batch: SampleBatch, now: int
@@ -448,6 +505,7 @@ class BatchingWriter(SampleWriter):
             if self._cursor is not None and self._cursor.segment <= seg:
                 continue  # the replayer has yet to read past it
             del self._unacked[seg]
+            self._segment_first_ms.pop(seg, None)
             self.spool.delete(seg)
 
     def _enter_spooling(self, pos: Position, why: str) -> None:
@@ -570,3 +628,19 @@ class BatchingWriter(SampleWriter):
             await asyncio.wait_for(self._progress.wait(), timeout_s)
         except TimeoutError:
             pass
+
+
+def _writer_id(spool_dir: Path) -> str:
+    """The writer's id, kept in its spool directory: a restart with the same spool (whose
+    records the floor protects) is the same writer."""
+    path = spool_dir / WRITER_ID_FILE
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        text = ""
+    if not text:
+        text = uuid.uuid4().hex
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text + "\n")
+        tmp.replace(path)
+    return text

@@ -550,3 +550,92 @@ async def test_sealed_raw_is_dropped_on_cassandra(cassandra_store, clock, tmp_pa
     assert job.metrics.registry.get_sample_value("ringmon_rollup_raw_partitions_dropped_total") > 0
     # (the seal's write batches were sized by this node's batch thresholds: 256 KiB, 256 partitions)
     assert await store._batch_limits() == (64, 128 << 10)
+
+
+def spooled_frames(spool) -> list:
+    """Every frame of the records in ``spool``, in spool order."""
+    from storage.spool import Position, decode_batch
+
+    out = []
+    for seg in spool.segments():
+        pos = Position(seg, 0)
+        while (item := spool.read(pos)) is not None:
+            record, pos = item
+            out += decode_batch(record).frames
+    return out
+
+
+@pytest.mark.cassandra
+async def test_a_cut_off_writer_holds_the_drop_of_its_spooled_hour(cassandra, cassandra_store, clock, tmp_path):
+    """A writer stores frames of an hour, then loses its path to Cassandra and spools the
+    rest of the chain (XOR'd with a stored frame). The job seals that hour meanwhile; the
+    writer's raw floor holds its drop back. Once the writer is back and has replayed, the
+    late pass reseals the hour and the drop goes ahead: every sample reads back bit for bit."""
+    from tcp_relay import TcpRelay
+    from waiting import wait_for
+
+    from storage.cassandra import CassandraStorage
+    from storage.matchers import Matcher, MatchOp
+    from storage.writer import BatchingWriter
+
+    store = cassandra_store
+    store.raw_drop_skew_ms = 0  # (the job's writes are awaited; the writer's are done before it)
+    relay = await TcpRelay(cassandra.host, cassandra.port).start()
+    path = await CassandraStorage.connect(["127.0.0.1"], relay.port, store.keyspace)
+    path._now_ms = clock
+    writer = BatchingWriter(path, tmp_path / "spool", retry_interval_s=0.2, slow_after_s=1.0, group_s=0)
+    series = [Series.of(make_labels("cutoff_gauge", instance="h1:9100", idx=str(i))) for i in range(20)]
+    t0 = T0 + 10 * MINUTE_MS  # ten scrapes in one key span (5 min) of the hour T0
+    stamps = [t0 + k * 10_000 for k in range(10)]
+
+    def value(k: int, i: int) -> float:
+        return 1000.0 * k + i + 0.25
+
+    async def scrape(k: int) -> None:
+        clock.now = stamps[k]
+        batch = SampleBatch("pool/h1:9100")
+        for i, s in enumerate(series):
+            batch.add(s, stamps[k], value(k, i))
+        await writer.append(batch)
+
+    try:
+        clock.now = t0
+        floor = await writer.publish_floor()
+        assert T0 <= floor < t0
+        for k in range(5):
+            await scrape(k)
+        await writer.flush()
+        assert writer.queue_depth() == 0 and writer.mode == writer.DIRECT
+
+        await relay.cut()
+        for k in range(5, 10):
+            await scrape(k)
+        await wait_for(lambda: asyncio.sleep(0, writer.mode == writer.SPOOLING), "the writer spooling")
+        chained = [f for f in spooled_frames(writer.spool) if f.ts == stamps[5]]
+        assert chained and chained[0].base_ts == stamps[4]  # XOR'd with a frame stored before the cut
+
+        # The hour is sealed and old enough to drop: the cut-off writer's floor holds it.
+        await store.set_checkpoint("rollup:drop", 0, T0)
+        clock.now = T0 + HOUR_MS + store.raw_hot_ms + MINUTE_MS
+        job = RollupJob(store, LocalShardLease(tmp_path / "locks"), window_ms=HOUR_MS, shards=1, now_ms=clock)
+        assert T0 in {r.start_ms for r in await job.run_once(initial_start_ms=T0)}
+        assert await store.get_checkpoint("rollup:drop", 0) == T0
+        assert T0 in (await raw_hours(store))["raw_frames"]
+
+        # Back: the spool replays (late writes), the floor moves on, the hour is resealed and dropped.
+        await relay.restore()
+        assert await writer.drain(120)
+        assert await writer.publish_floor() > T0 + HOUR_MS
+        clock.now += DEFAULT_LATE_SETTLE_MS + MINUTE_MS
+        assert T0 in {r.start_ms for r in await job.run_once()}  # the late pass
+        assert await store.get_checkpoint("rollup:drop", 0) == T0 + HOUR_MS
+        assert T0 not in (await raw_hours(store))["raw_frames"]
+        got = await store.select([Matcher("__name__", MatchOp.EQ, "cutoff_gauge")], T0, T0 + HOUR_MS - 1)
+        by_id = {d.series.id: d for d in got}
+        for i, s in enumerate(series):
+            assert by_id[s.id].timestamps.tolist() == stamps
+            assert by_id[s.id].values.tolist() == [value(k, i) for k in range(10)]
+    finally:
+        await writer.close()
+        await path.close()
+        await relay.cut()
