@@ -6,10 +6,10 @@ Decoding returns exactly what was encoded, bit for bit: NaN payloads (stale mark
 -0.0, infinities and subnormals included. Everything is vectorised with NumPy: there is
 no Python loop per sample, only per column and per candidate decimal scale.
 
-Layout (version 1)::
+Layout (version 2; version 1, still read, compressed the same payload with raw DEFLATE)::
 
     header   u8 version | u8 ncols | varint count | zigzag-varint first_ts | zigzag-varint step
-    payload  raw DEFLATE (zlib, wbits=-15) of:
+    payload  Zstandard level 1, magicless frame without content size or checksum, of:
              timestamps (count >= 2): u8 mode, then for i in 1..count-1
                mode 0 (delta): planes(zigzag(delta_i - step))
                mode 1 (grid):  planes(zigzag(k_i - k_(i-1) - 1)), planes(zigzag(offset_i))
@@ -29,23 +29,31 @@ not (stale markers, NaN, -0.0, full-precision floats) are exceptions stored raw.
 where decimals do not pay off falls back to XOR against the previous value's bits.
 ``planes(u)`` is: u8 width w (bytes needed by the largest value), then the w low byte
 planes of the uint64 array, each contiguous - the high planes of small numbers are zeros
-together, which DEFLATE squeezes to almost nothing.
+together, which the compressor squeezes to almost nothing.
+
+Zstandard against DEFLATE level 6 (version 1) on 12,000 node_exporter-shaped series of 720
+samples (``bench/rollup.py``'s generator): 1.068 against 1.071 bytes per sample, encoding
+0.010 against 0.063 us per sample (the rollup job's seal) and decoding 4.7 against 16.5 ns
+per sample (every raw read of a sealed hour).
 """
 
 from __future__ import annotations
 
+import threading
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import zstandard
 
 from common.varint import VarintError, get_uvarint, put_uvarint
 
-VERSION = 1
+VERSION = 2  # written; VERSION_DEFLATE blocks are read too
+VERSION_DEFLATE = 1
+ZSTD_LEVEL = 1
 MAX_DECIMALS = 12  # largest k tried for value = m / 10**k
 MAX_EXACT_INT = float(2**53)
-COMPRESS_LEVEL = 6
 MODE_XOR = 0
 MODE_DECIMAL = 1
 TS_DELTA = 0
@@ -72,6 +80,43 @@ class Block:
 
     def __len__(self) -> int:
         return int(self.timestamps.shape[0])
+
+
+# -- the payload's compression ----------------------------------------------------------------
+
+_codecs = threading.local()  # a thread's Zstandard contexts (one may not serve two threads at once)
+
+
+def _zstd() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
+    got: tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor] | None = getattr(_codecs, "zstd", None)
+    if got is None:
+        params = zstandard.ZstdCompressionParameters.from_level(
+            ZSTD_LEVEL, format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_content_size=False,
+            write_checksum=False, write_dict_id=False)
+        got = _codecs.zstd = (zstandard.ZstdCompressor(compression_params=params),
+                              zstandard.ZstdDecompressor(format=zstandard.FORMAT_ZSTD1_MAGICLESS))
+    return got
+
+
+def _compress(payload: bytes) -> bytes:
+    return _zstd()[0].compress(payload)
+
+
+def _decompress(version: int, data: memoryview, limit: int) -> bytes:
+    """A block's payload; ``limit`` bounds what a corrupt block can make us allocate."""
+    if version == VERSION_DEFLATE:
+        try:
+            d = zlib.decompressobj(-15)
+            payload = d.decompress(data, limit)
+        except zlib.error as exc:
+            raise BlockError(f"corrupt block payload: {exc}") from exc
+        if not d.eof:
+            raise BlockError("truncated block payload")
+        return payload
+    try:
+        return _zstd()[1].decompress(data, max_output_size=limit)
+    except zstandard.ZstdError as exc:
+        raise BlockError(f"corrupt or truncated block payload: {exc}") from exc
 
 
 # -- scalar varints (a handful per block) ---------------------------------------------------
@@ -300,8 +345,7 @@ def encode_columns(
     put_uvarint(header, n)
     put_uvarint(header, _zigzag_int(first))
     put_uvarint(header, _zigzag_int(step))
-    comp = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, -15)
-    return bytes(header) + comp.compress(b"".join(parts)) + comp.flush()
+    return bytes(header) + _compress(b"".join(parts))
 
 
 def encode_block(timestamps: np.ndarray | Sequence[int], values: np.ndarray | Sequence[float]) -> bytes:
@@ -319,8 +363,8 @@ def _parse_header(buf: memoryview) -> tuple[int, int, int, int, int, int]:
     if len(buf) < 2:
         raise BlockError("truncated block header")
     version, ncols = buf[0], buf[1]
-    if version != VERSION:
-        raise BlockError(f"block version {version} is not supported (this code reads {VERSION})")
+    if version not in (VERSION, VERSION_DEFLATE):
+        raise BlockError(f"block version {version} is not supported (this code reads {VERSION_DEFLATE}-{VERSION})")
     count, pos = _get_varint(buf, 2)
     first_z, pos = _get_varint(buf, pos)
     step_z, pos = _get_varint(buf, pos)
@@ -333,16 +377,10 @@ def _parse_header(buf: memoryview) -> tuple[int, int, int, int, int, int]:
 def decode_columns(data: bytes) -> Block:
     """Decode a block into timestamps and its columns, bit for bit as encoded."""
     buf = memoryview(data)
-    _v, ncols, n, first, step, pos = _parse_header(buf)
+    version, ncols, n, first, step, pos = _parse_header(buf)
     if n > 1 << 31:
         raise BlockError(f"corrupt block: count {n}")
-    try:
-        d = zlib.decompressobj(-15)
-        payload = memoryview(d.decompress(buf[pos:], (ncols * 17 + 17) * max(n, 1) + 64 * (ncols + 1)))
-    except zlib.error as exc:
-        raise BlockError(f"corrupt block payload: {exc}") from exc
-    if not d.eof:
-        raise BlockError("truncated block payload")
+    payload = memoryview(_decompress(version, buf[pos:], (ncols * 17 + 17) * max(n, 1) + 64 * (ncols + 1)))
     ts = np.empty(n, dtype=np.int64)
     p = 0
     if n:
@@ -492,8 +530,7 @@ def _encode_rows(ts: np.ndarray, values: np.ndarray) -> list[bytes]:
                 col.append(b"\x00")
         else:
             col = [bytes((MODE_XOR,)), xor_planes[at : at + stride]]
-        comp = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, -15)
-        out.append(head + comp.compress(b"".join([ts_part, *col])) + comp.flush())
+        out.append(head + _compress(b"".join([ts_part, *col])))
     return out
 
 

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import struct
+import zlib
 
 import numpy as np
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from bench.rollup import node_exporter_host
 from storage.blocks import (
+    VERSION,
+    VERSION_DEFLATE,
     BlockError,
+    _parse_header,
     block_header,
     decode_block,
     decode_columns,
@@ -128,7 +133,29 @@ def test_constant_series_costs_almost_nothing():
 def test_header_fields():
     ts = np.array([1_700_000_000_123, 1_700_000_010_123], dtype=np.int64)
     data = encode_block(ts, [1.0, 2.0])
-    assert block_header(data) == (1, 1, 2, 1_700_000_000_123)
+    assert block_header(data) == (VERSION, 1, 2, 1_700_000_000_123)
+
+
+def test_version_1_blocks_of_deflate_still_decode():
+    """Blocks written before Zstandard (version 1: the same payload, raw DEFLATE) read bit
+    for bit; every block written now is version 2."""
+    rng = np.random.default_rng(5)
+    ts = 1_700_000_000_000 + np.cumsum(rng.integers(9_990, 10_011, 300))
+    vals = np.round(np.cumsum(rng.random(300)), 2)
+    vals[7] = STALE_NAN
+    new = encode_block(ts, vals)
+    *_, pos = _parse_header(memoryview(new))
+    payload = zstandard.ZstdDecompressor(format=zstandard.FORMAT_ZSTD1_MAGICLESS).decompress(
+        new[pos:], max_output_size=1 << 20)
+    comp = zlib.compressobj(6, zlib.DEFLATED, -15)
+    old = bytes((VERSION_DEFLATE,)) + new[1:pos] + comp.compress(payload) + comp.flush()
+    assert new[0] == VERSION == 2
+    for data in (new, old):
+        got_ts, got = decode_block(data)
+        np.testing.assert_array_equal(got_ts, ts)
+        np.testing.assert_array_equal(got.view(np.uint64), vals.view(np.uint64))
+    with pytest.raises(BlockError):
+        decode_block(old[:-2])
 
 
 def test_empty_and_single_sample():
@@ -157,10 +184,10 @@ def test_unknown_version_is_rejected():
 
 
 @settings(max_examples=200)
-@given(garbage=st.binary(max_size=200))
-def test_garbage_never_crashes_with_anything_but_block_error(garbage):
+@given(version=st.sampled_from([VERSION_DEFLATE, VERSION]), garbage=st.binary(max_size=200))
+def test_garbage_never_crashes_with_anything_but_block_error(version, garbage):
     try:
-        decode_columns(b"\x01\x01" + garbage)
+        decode_columns(bytes((version, 1)) + garbage)
     except BlockError:
         pass
 
