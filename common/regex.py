@@ -18,11 +18,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, Any, cast
 
-import re2
 from cachetools import LRUCache
-from re2 import _re2  # type: ignore[attr-defined]  # the C++ binding (Match returns spans), which the stubs omit
+
+if TYPE_CHECKING:
+    import re2
+    from re2 import _re2  # type: ignore[attr-defined]  # the C++ binding (Match returns spans), which the stubs omit
 
 # RE2's max_mem: the compiled program plus its DFA caches. 8 MiB is RE2's own default; Go has
 # no such option but refuses about the same patterns through its repeat and nesting limits.
@@ -36,7 +38,7 @@ CACHE_MAX_PROGRAM = 4096
 MEMO_SIZE = 2048
 MEMO_MAX_TEXT = 128
 
-_ANCHOR = _re2.RE2.Anchor
+_ANCHOR: Any = None  # _re2.RE2.Anchor, once a regex is compiled
 _NO_SPAN = (-1, -1)
 _META = frozenset("\\.+*?()|[]{}^$")
 
@@ -49,7 +51,21 @@ class RegexBudgetError(ValueError):
     """A replacement whose output would exceed its size budget."""
 
 
+@functools.cache
+def _binding() -> Any:
+    """RE2's C++ binding, imported at the first compile: a process that compiles no regex (a
+    scraper without relabelling) does without the module and the C++ libraries it loads
+    (~2.8 MiB of RSS)."""
+    global _ANCHOR
+    from re2 import _re2  # type: ignore[attr-defined]  # noqa: PLC0415 - see the docstring
+
+    _ANCHOR = _re2.RE2.Anchor
+    return _re2
+
+
 def _options() -> re2.Options:
+    import re2  # noqa: PLC0415 - imported with the binding (_binding)
+
     o = re2.Options()
     o.log_errors = False
     o.max_mem = MAX_PROGRAM_MEMORY
@@ -297,7 +313,7 @@ def compile_regex(pattern: str, *, anchored: bool = True) -> Regex:
             _cache.move_to_end(key)
             return rx
     text = f"^(?s:{pattern})$" if anchored else pattern
-    prog = _re2.RE2(_encode(text), _options())
+    prog = _binding().RE2(_encode(text), _options())
     if not prog.ok():
         reason = _decode(prog.error())
         raise RegexError(f"error parsing regexp: {reason}{_hint(reason)}: `{pattern}`")

@@ -124,3 +124,20 @@ def test_matchers_pickle_and_compare() -> None:
     assert back == m and back.matches_value("web") and not back.matches_value("db")
     with pytest.raises(ValueError, match="invalid regex for label 'job'.*lookahead"):
         Matcher("job", MatchOp.RE, "(?!x)")
+
+
+def test_re2_loaded_at_the_first_compile() -> None:
+    """A process that compiles no regex (a scraper without relabelling) never loads RE2 and
+    the C++ libraries it brings; the first compile does."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import scraper.loop, storage.cassandra, storage.matchers\n"
+        "from common.regex import compile_regex\n"
+        "print('re2' in sys.modules)\n"
+        "print(compile_regex('a|b').matches('b'), 're2' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.split() == ["False", "True", "True"]
