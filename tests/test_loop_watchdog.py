@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import linecache
 import time
 
 from prometheus_client import CollectorRegistry
@@ -33,11 +34,14 @@ async def test_a_blocked_loop_is_reported_with_its_stack_gc_time_and_metric() ->
     dog.register(registry)
     try:
         await asyncio.sleep(0.05)  # the watchdog beats
+        linecache.cache.pop(__file__, None)
         blocking_handler()  # on the loop: nothing else runs for >= 1 s
         await asyncio.wait_for(reported.wait(), 30)
     finally:
         dog.stop()
     stall = next(s for s in seen if "blocking_handler" in s.loop_stack)  # the stack names the culprit
+    assert "time.sleep(1.0)" in stall.loop_stack  # with its source line
+    assert len(linecache.cache.get(__file__, ())) != 4  # read from the file, not kept in linecache
     assert stall.seconds >= 0.9  # the loop truly did not beat for 1 s (a lower bound: load only adds)
     assert stall.gc_s > 0  # the collection ran inside the stall
     if stall.ran_s is not None:  # Linux: the thread slept, so the stall is time it was blocked
