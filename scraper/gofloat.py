@@ -35,6 +35,8 @@ _SPECIAL_BYTES = frozenset(k.encode() for k in _SPECIALS)
 DECIMAL_BYTES = b"0123456789.eE+-"
 _DECIMAL_LIST_BYTES = DECIMAL_BYTES + b","
 _JSON_FLOATS = msgspec.json.Decoder(list[float])
+# A token ending in "-0" (one regex pass, ~5x cheaper than two ``in`` searches of a segment).
+_MINUS_ZERO_END = re.compile(rb"-0[,\]]")
 
 
 def parse_value(tok: str) -> float:
@@ -86,7 +88,7 @@ def json_decimals(raws: list[bytes]) -> list[float] | None:
     if joined.translate(None, _DECIMAL_LIST_BYTES):
         return None  # a letter (Inf, NaN, hex), a blank, "_": not a JSON number
     doc = b"[" + joined + b"]"
-    if b"-0," in doc or b"-0]" in doc:
+    if b"-" in joined and _MINUS_ZERO_END.search(doc):  # (a memchr first: most bodies have no "-")
         return None  # "-0" (or an exponent "-0"): JSON's int zero has no sign, float's has
     try:
         values = _JSON_FLOATS.decode(doc)

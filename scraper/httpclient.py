@@ -48,6 +48,13 @@ class _Head:
     body_at: int  # offset of the body in the buffer
 
 
+def _copy(buf: bytearray, start: int, stop: int) -> bytes:
+    """``buf[start:stop]`` as bytes in one copy (``bytes(buf[a:b])`` copies twice: a body is
+    ~40 KB); the view is released before the buffer is cut."""
+    with memoryview(buf) as view, view[start:stop] as part:
+        return bytes(part)
+
+
 def _parse_head(buf: bytearray, end: int) -> _Head:
     lines = bytes(buf[:end]).split(b"\r\n")
     status_line = lines[0]
@@ -167,13 +174,13 @@ class _Protocol(asyncio.Protocol):
                 raise _Unusual
         elif self._need >= 0:
             if len(buf) >= self._need:
-                self._finish(head, bytes(buf[head.body_at:self._need]), len(buf) == self._need)
+                self._finish(head, _copy(buf, head.body_at, self._need), len(buf) == self._need)
             elif eof:
                 raise _Unusual
         else:  # the body runs to the close
             self._check_size(head, len(buf) - head.body_at)
             if eof:
-                self._finish(head, bytes(buf[head.body_at:]), True)
+                self._finish(head, _copy(buf, head.body_at, len(buf)), True)
 
     def _check_size(self, head: _Head, size: int) -> None:
         """Refuse a body before it is buffered whole: an identity body over the limit is the
@@ -220,7 +227,7 @@ class _Protocol(asyncio.Protocol):
                 return False
             if buf[stop:stop + 2] != b"\r\n":
                 raise _Unusual
-            self._chunks.append(bytes(buf[start:stop]))
+            self._chunks.append(_copy(buf, start, stop))
             self._chunked_size += size
             pos = stop + 2
 

@@ -90,6 +90,8 @@ def test_json_decimals_take_plain_scrapes_whole():
     assert all(_same(v, float(r)) for r, v in zip(raws, got, strict=True))
     for odd in (b"NaN", b"+Inf", b"-0", b"+1", b"1.", b".5", b"00012", b"1e309", b"1,2", b"", b"1\t"):
         assert json_decimals([b"1", odd]) is None, odd
+        assert json_decimals([odd, b"1"]) is None, odd  # (first: "-0" before a comma)
+    assert json_decimals([b"-0", b"-1e-05"]) is None and json_decimals([b"-10", b"-1e-05"]) == [-10.0, -1e-05]
 
 
 # labels.FormatOpenMetricsFloat of strconv.ParseFloat(s), printed by Go
