@@ -29,6 +29,7 @@ from __future__ import annotations
 import operator
 import sys
 import time
+from array import array
 from collections.abc import Callable, Container, Generator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -238,23 +239,26 @@ class LayoutPlan:
     series: list[Series]
     samples_scraped: int
     # the metadata context and family of each kept sample line (as ``series``) and of each
-    # dropped one: with the prefixes they rebuild the cache entries the plan stands for
-    contexts: list[int] = field(default_factory=list)
-    families: list[str] = field(default_factory=list)
-    dropped_contexts: list[int] = field(default_factory=list)
-    dropped_families: list[str] = field(default_factory=list)
+    # dropped one, as an index into ``kinds`` (the distinct pairs: 2 bytes a line where a list
+    # took 8): with the prefixes they rebuild the cache entries the plan stands for
+    kinds: list[tuple[int, str]] = field(default_factory=list)
+    codes: array[int] = field(default_factory=lambda: array("H"))
+    dropped_codes: array[int] = field(default_factory=lambda: array("H"))
 
     def entries(self, gen: int) -> dict[bytes, list]:
         """The cache entries of the plan's sample lines, stamped ``gen`` as the scrape that made
         the plan left them (``ScrapeCache`` forgets its entries while a plan stands for them)."""
         out: dict[bytes, list] = {}
+        kinds = self.kinds
         kept = [p for seg in self.segments for p in seg.prefixes]
-        for prefix, series, ctx, family in zip(kept, self.series, self.contexts, self.families, strict=True):
+        for prefix, series, code in zip(kept, self.series, self.codes, strict=True):
             key = prefix[:-1]
+            ctx, family = kinds[code]
             out[key] = [ctx, series, gen, family, False, key]
         dropped = [p for seg in self.segments for p in seg.dropped_prefixes]
-        for prefix, ctx, family in zip(dropped, self.dropped_contexts, self.dropped_families, strict=True):
+        for prefix, code in zip(dropped, self.dropped_codes, strict=True):
             key = prefix[:-1]
+            ctx, family = kinds[code]
             out[key] = [ctx, None, gen, family, False, key]
         return out
 
@@ -395,10 +399,9 @@ class ScrapeCache:
         get = self.entries.get
         segments: list[_PlanSegment] = []
         series: list[Series] = []
-        contexts: list[int] = []
-        families: list[str] = []
-        dropped_contexts: list[int] = []
-        dropped_families: list[str] = []
+        kind_codes: dict[tuple[int, str], int] = {}
+        codes: list[int] = []
+        dropped_codes: list[int] = []
         n_samples = 0
         for start in range(0, len(lines), PLAN_SLICE_LINES):
             other_idx: list[int] = []
@@ -420,14 +423,12 @@ class ScrapeCache:
                 elif e[1] is None:
                     dropped_idx.append(i)
                     dropped_prefixes.append(intern_text(e[5] + b" "))
-                    dropped_contexts.append(e[0])
-                    dropped_families.append(e[3])
+                    dropped_codes.append(kind_codes.setdefault((e[0], e[3]), len(kind_codes)))
                 else:
                     sample_idx.append(i)
                     prefixes.append(intern_text(e[5] + b" "))
                     series.append(e[1])
-                    contexts.append(e[0])
-                    families.append(e[3])
+                    codes.append(kind_codes.setdefault((e[0], e[3]), len(kind_codes)))
             n_samples += len(sample_idx) + len(dropped_idx)
             segments.append(_PlanSegment(
                 start, start + len(chunk), _getter(other_idx), tuple(other_lines), _getter(sample_idx),
@@ -435,8 +436,9 @@ class ScrapeCache:
             ))
         if series != out.series:
             return None
-        return LayoutPlan(fmt, len(lines), segments, out.series, n_samples, contexts, families,
-                          dropped_contexts, dropped_families)
+        typecode = "H" if len(kind_codes) <= 0xFFFF else "I"
+        return LayoutPlan(fmt, len(lines), segments, out.series, n_samples, list(kind_codes),
+                          array(typecode, codes), array(typecode, dropped_codes))
 
     def failed(self) -> list[Series]:
         """The target is down: forget the last scrape; returns the series to mark stale."""
