@@ -509,20 +509,20 @@ class CassandraRollupMixin:
         by_start: dict[int, list[int]] = {}
         for (sid, start), _ in pieces:
             by_start.setdefault(start, []).append(sid)
-        there: dict[tuple[int, int], chunks.Payload] = {}
+        stored: list[tuple] = []
 
         def read(start: int, sids: list[int]) -> Callable[[], Awaitable[None]]:
             async def run() -> None:
                 for page in await self.execute(get, (sids, _partition(resolution, start), start)):
-                    for row in page:
-                        there[(row[0], start)] = chunks.payload(row[1], chunks.COLUMNS, row[2:])
+                    stored.extend((start, *row) for row in page)
 
             return run
 
         await self._bounded_steps([read(start, sids[i : i + SEAL_READ_SERIES])
                                    for start, sids in by_start.items() for i in range(0, len(sids), SEAL_READ_SERIES)],
                                   CHUNK_READS_IN_FLIGHT)
-        writes = []
+        there = {(r[1], r[0]): p for r, p in zip(stored, chunks.payloads(stored, 2), strict=True)}
+        final = []
         for (sid, start), cols in pieces:
             old = there.get((sid, start))
             if old is not None:  # a window after, between or over the stored buckets splices their bytes
@@ -531,25 +531,27 @@ class CassandraRollupMixin:
                     merged_part = chunks.merge(chunks.decode_payload(start, old), chunks.decode_payload(start, cols))
                     joined = chunks.encode_columns(resolution, start, merged_part)
                 cols = joined
-            writes.append((ins, (sid, _partition(resolution, start), start, b"", *(cols[c] for c in chunks.COLUMNS))))
-        return writes
+            final.append(cols)
+        # Written in compact form (``rollup_chunks.compact_columns``): the seal's cost was its bytes.
+        return [(ins, (sid, _partition(resolution, start), start, b"", *(cols[c] for c in chunks.COLUMNS)))
+                for ((sid, start), _), cols in zip(pieces, chunks.compact_dicts(final), strict=True)]
 
     async def write_fresh_minutes(self, rows: Sequence[RollupRows]) -> None:
         """Provisional 1m buckets of an open window (the job's fresh pass): a chunk per series
         keyed by its first bucket, with a TTL of FRESH_TTL_S (reads prefer the final chunk
         the window's seal writes; an aligned first bucket merges into that chunk instead)."""
         ps = (await self._ps())["1m_fresh_ins"]
-        calls, aligned_rows = [], []
+        keys, fresh, aligned_rows = [], [], []
         for r in rows:
             for aligned, part in chunks.split(Resolution.MINUTE, r.rollup):
                 first = int(part.timestamps[0])
                 if first == aligned:
                     aligned_rows.append(RollupRows(r.series_id, part))
                     continue
-                cols = chunks.encode_columns(Resolution.MINUTE, first, part)
-                values = (b"", *(cols[c] for c in chunks.COLUMNS))
-                calls.append((ps, (r.series_id, first // DAY_MS, first, *values, FRESH_TTL_S)))
-        await self._bounded(calls)
+                keys.append((r.series_id, first))
+                fresh.append(chunks.encode_columns(Resolution.MINUTE, first, part))
+        await self._bounded([(ps, (sid, first // DAY_MS, first, b"", *(cols[c] for c in chunks.COLUMNS), FRESH_TTL_S))
+                             for (sid, first), cols in zip(keys, chunks.compact_dicts(fresh), strict=True)])
         if aligned_rows:
             await self.write_rollups(Resolution.MINUTE, aligned_rows)
 
@@ -833,15 +835,19 @@ class CassandraRollupMixin:
                 last = max(max(per_series[s]) for s in group)
                 calls.append(self.execute(ps, (group, p, first, last)))
         want = {(keys[k][0], keys[k][1]) for k in missing}
+        read, versions = [], []
         for pages in await asyncio.gather(*calls):
             for page in pages:
                 for sid, start, version, *row in page:
                     if (sid, start) not in want:
                         continue  # (kept: in ``found`` already)
-                    got = (sid, start, *row)
-                    found.append(got)
-                    if version is not None and not got[2] and not chunks.is_provisional(resolution, start):
-                        cache.store(version, wanted, got)
+                    read.append((sid, start, *row))
+                    versions.append(version)
+        # Compact values (the rollup job's, ``rollup_chunks.compact_columns``) made plain once, as kept.
+        for got, version in zip(chunks.plain_rows(read, 3, wanted), versions, strict=True):
+            found.append(got)
+            if version is not None and not got[2] and not chunks.is_provisional(resolution, got[1]):
+                cache.store(version, wanted, got)
         return found
 
 

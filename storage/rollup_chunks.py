@@ -24,16 +24,22 @@ wins, then the provisional chunk with the later start. Usually no start repeats 
 window's chunk follows the final ones): the chunks are then joined as stored, which a
 24 h read of 800 series needs (sorting out overlaps record by record cost it 100 ms).
 
-Chunks are not compressed: they are read far more often than written, and zlib would cost
-more time than it saves here (measured: 38 us per 6 h chunk against 1 us). Writing a
-bucket into a chunk that already holds others merges them (``merge``): the newer row wins
-for an equal bucket start.
+Chunks are not compressed with a general codec: they are read far more often than written,
+and zlib would cost more time than it saves here (measured: 38 us per 6 h chunk against 1 us).
+A column's value may instead be in a *compact form* (``compact_columns``, below: regular
+bucket starts, a constant, small integers, sample times a few ms after the bucket start -
+most of a 1m chunk's columns), which readers make plain again with NumPy calls per column
+and form for all chunks of a read at once (``expand_columns``); the Cassandra store writes
+them (the rollup job's chunk writes were most of its cost). Writing a bucket into a chunk
+that already holds others merges them (``merge``): the newer row wins for an equal bucket start.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -152,7 +158,34 @@ def payload(data: bytes | None, names: Sequence[str], values: Sequence[bytes | N
     of its columns ``names`` as a store returned them."""
     if data:
         return data
+    if any(v is not None and len(v) % 8 for v in values):  # compact values (see below): made plain
+        got = expand_columns(names, [[v] for v in values])
+        return {k: bytes(v[0]) for k, v in zip(names, got, strict=True) if v[0] is not None}
     return {k: v for k, v in zip(names, values, strict=True) if v is not None}
+
+
+def payloads(rows: Sequence[Sequence], at: int) -> list[Payload]:
+    """``payload`` of many stored rows (``row[at]`` the record bytes, then the values of
+    ``COLUMNS``), compact values made plain for all rows at once."""
+    if not rows:
+        return []
+    columns = [[r[at + 1 + k] for r in rows] for k in range(len(COLUMNS))]
+    if _any_compact(columns):
+        columns = expand_columns(COLUMNS, columns, as_bytes=True)
+    return [r[at] or {k: v for k, v in zip(COLUMNS, values, strict=True) if v is not None}
+            for r, values in zip(rows, zip(*columns, strict=True), strict=True)]
+
+
+def plain_rows(rows: list[tuple], at: int, names: Sequence[str]) -> list[tuple]:
+    """Stored rows whose values of columns ``names`` (``names[0]`` ``ts``) start at ``row[at]``,
+    with compact values made plain bytes (for all rows at once); ``rows`` itself when none is."""
+    if not rows:
+        return rows
+    columns = [[r[at + k] for r in rows] for k in range(len(names))]
+    if not _any_compact(columns):
+        return rows
+    columns = expand_columns(names, columns, as_bytes=True)
+    return [(*r[:at], *values) for r, values in zip(rows, zip(*columns, strict=True), strict=True)]
 
 
 def bucket_count(start_ms: int, chunk: Payload) -> int:
@@ -259,7 +292,9 @@ def read_many(
     if not rows:
         return {}
     cols = list(zip(*rows, strict=True))
-    sids, blobs = cols[0], list(cols[3:])
+    sids, blobs = cols[0], [list(c) for c in cols[3:]]
+    if _any_compact(blobs):  # compact values (see below): made plain for all rows at once
+        blobs = expand_columns(("ts", *names), blobs)
     slow: set[int] = set()
     if any(cols[2]):  # record-form chunks (written before column form)
         slow.update(sid for sid, data in zip(sids, cols[2], strict=True) if data)
@@ -267,7 +302,7 @@ def read_many(
     for j, column in enumerate(blobs):
         if None in column:  # (a column the chunk was written without)
             slow.update(sid for sid, v in zip(sids, column, strict=True) if v is None)
-            column = blobs[j] = tuple(v or b"" for v in column)
+            column = blobs[j] = [v or b"" for v in column]
         got = list(map(len, column))
         if j == 0:
             sizes = got
@@ -431,6 +466,17 @@ def join_columns(name: str, parts: Sequence[tuple[Mapping[str, np.ndarray] | Non
             append(extra)
     joined = bytearray().join(buffers)
     return np.frombuffer(joined, dtype="<f8") if joined else np.zeros(0)
+
+
+def _any_compact(columns: Sequence[Sequence[Any]]) -> bool:
+    for column in columns:
+        try:
+            lens = np.fromiter(map(len, column), dtype=np.int64, count=len(column))
+        except TypeError:  # (None: a column a chunk was written without)
+            lens = np.fromiter((len(v) if v is not None else 0 for v in column), dtype=np.int64, count=len(column))
+        if bool((lens & 7).any()):
+            return True
+    return False
 
 
 def _split_slow(
@@ -679,3 +725,299 @@ def splice_columns(old: Payload, new: dict[str, bytes]) -> dict[str, bytes] | No
         return None
     a, b = lo * 8, hi * 8
     return {name: old[name][:a] + new[name] + old[name][b:] for name in COLUMNS}
+
+
+# -- compact column values ------------------------------------------------------------------
+#
+# A column value whose length is a multiple of 8 is the plain form above (64-bit patterns).
+# Any other length is a *compact* form, its first byte the form (the rollup job writes them on
+# Cassandra: a window's 1m chunks were ~11 KB of plain columns per series, most of them
+# regular - bucket starts a minute apart, counts, sample times a few ms after the bucket
+# start, integer values). Every compact form stands for exactly the plain bytes it was made
+# from: the writer keeps a column plain unless decoding its compact form gives those bytes
+# back bit for bit. A body whose length would be a multiple of 8 gets one padding byte.
+#
+#   REPEAT    1, one 64-bit pattern: every bucket holds it
+#   LINEAR    2, first, step (int64), n (uint32): n values first + i * step in int64
+#             arithmetic (the bucket starts ``ts``; the other columns take n from them)
+#   BASE_UINT 3, base (int64), width (1, 2 or 4), n unsigned integers u: float64(base + u)
+#   TS_UINT   4, width, n unsigned integers u: float64(ts + u) (first_ts, last_ts)
+#   TS_CONST  5, offset (int64): float64(ts + offset)
+#   DECIMAL   6, k (1-3), base (int64), width, n unsigned integers u: float64(base + u) / 10^k
+#             (decimals as exporters print them: CPU seconds, load averages)
+
+REPEAT, LINEAR, BASE_UINT, TS_UINT, TS_CONST, DECIMAL = 1, 2, 3, 4, 5, 6
+_POW10 = np.array([1.0, 10.0, 100.0, 1000.0])  # (DECIMAL's k: 1-3)
+TIME_COLUMNS = frozenset(("first_ts", "last_ts"))
+_EXACT_INT = float(2**53)
+_WIDTHS = ((1, np.dtype("<u1")), (2, np.dtype("<u2")), (4, np.dtype("<u4")))
+_UINT = {w: dt for w, dt in _WIDTHS}
+
+
+def is_compact(value: bytes | memoryview | None) -> bool:
+    return value is not None and len(value) % 8 != 0
+
+
+_LINEAR_REC = np.dtype([("tag", "u1"), ("first", "<i8"), ("step", "<i8"), ("n", "<u4")])  # packed: 21 bytes
+_WORD_REC = np.dtype([("tag", "u1"), ("value", "<i8")])  # REPEAT, TS_CONST: 9 bytes
+
+
+def _piece_bounds(sizes: np.ndarray) -> np.ndarray:
+    at = np.zeros(sizes.size + 1, dtype=np.int64)
+    np.cumsum(sizes, out=at[1:])
+    return at
+
+
+def _width(span: np.ndarray) -> np.ndarray:
+    """The narrowest width (1, 2, 4) holding unsigned values up to ``span``; 0: none."""
+    out: np.ndarray = np.select([span < 2**8, span < 2**16, span < 2**32], [1, 2, 4], 0)
+    return out
+
+
+def _lens(column: Sequence[Any]) -> np.ndarray:
+    """Each value's length (0 for None)."""
+    try:
+        return np.fromiter(map(len, column), dtype=np.int64, count=len(column))
+    except TypeError:  # (None: a column a chunk was written without)
+        return np.fromiter((0 if v is None else len(v) for v in column), dtype=np.int64, count=len(column))
+
+
+def _scatter(col: list[Any], rows: Sequence[int], blob: bytes, size: int) -> None:
+    """Rows ``rows`` of ``col`` become consecutive ``size``-byte slices of ``blob``."""
+    for j, i in enumerate(rows):
+        col[i] = blob[j * size : (j + 1) * size]
+
+
+def _word_rows(col: list[Any], rows: Sequence[int], tag: int, values: np.ndarray) -> None:
+    rec = np.empty(len(rows), dtype=_WORD_REC)
+    rec["tag"] = tag
+    rec["value"] = values
+    _scatter(col, rows, rec.tobytes(), _WORD_REC.itemsize)
+
+
+def _uint_rows(col: list[Any], rows: Sequence[int], header: np.ndarray, body: np.ndarray) -> None:
+    """Rows ``rows`` of ``col``: each its ``header`` bytes (a row of a uint8 matrix) then its
+    row of ``body`` (unsigned integers), a padding byte where the length is a multiple of 8."""
+    g, h = header.shape
+    size = h + body.shape[1] * body.itemsize
+    mat = np.zeros((g, size + (0 if size % 8 else 1)), dtype=np.uint8)
+    mat[:, :h] = header
+    mat[:, h:size] = np.ascontiguousarray(body).view(np.uint8).reshape(g, size - h)
+    _scatter(col, rows, mat.tobytes(), mat.shape[1])
+
+
+def compact_columns(names: Sequence[str], columns: Sequence[Sequence[bytes]]) -> list[list[bytes]]:
+    """The values of ``columns`` (``names[0]`` the bucket starts ``ts``, then float64
+    columns; ``columns[k][i]`` piece ``i``'s plain value of column ``k``) with each in its
+    smallest compact form that gives its bytes back (else as it was): NumPy calls per column
+    and bucket count, not per piece (the seal writes ~12,000 chunks of a bucket count)."""
+    count = len(columns[0])
+    out = [list(c) for c in columns]
+    if not count:
+        return out
+    sizes = _lens(columns[0]) // 8
+    at = _piece_bounds(sizes)
+    ts = np.frombuffer(b"".join(columns[0]), dtype="<i8")
+    xs = []
+    for k in range(1, len(columns)):
+        x = np.frombuffer(b"".join(columns[k]), dtype="<i8")
+        if x.size != ts.size:
+            raise ValueError(f"column {names[k]} is not as long as the bucket starts")
+        xs.append(x)
+    for n in np.unique(sizes[sizes > 0]).tolist():
+        idx = np.flatnonzero(sizes == n)
+        if idx.size == count:  # (one bucket count: the pieces' values are rows of a matrix as they lie)
+            mats = [x.reshape(count, n) for x in (ts, *xs)]
+        else:
+            pos = at[idx][:, None] + np.arange(n)
+            mats = [x[pos] for x in (ts, *xs)]
+        _compact_group(names, out, idx.tolist(), n, mats)
+    return out
+
+
+def _compact_group(names: Sequence[str], out: list[list[bytes]], idx: list[int], n: int, mats: list[np.ndarray]) -> None:
+    """``compact_columns`` of pieces ``idx`` of ``n`` buckets each (``mats``: per column, the
+    pieces' values as rows)."""
+    t = mats[0]
+    linear = (np.diff(t, axis=1) == (t[:, 1:2] - t[:, :1])).all(axis=1) if n > 2 else np.ones(len(idx), dtype=bool)
+    rows = np.flatnonzero(linear)
+    if rows.size:
+        rec = np.empty(rows.size, dtype=_LINEAR_REC)
+        rec["tag"], rec["first"], rec["n"] = LINEAR, t[rows, 0], n
+        rec["step"] = t[rows, 1] - t[rows, 0] if n > 1 else 0
+        _scatter(out[0], [idx[r] for r in rows.tolist()], rec.tobytes(), _LINEAR_REC.itemsize)
+    for k in range(1, len(mats)):
+        m, col = mats[k], out[k]
+        rep = (m == m[:, :1]).all(axis=1)
+        if rep.any():
+            sel = np.flatnonzero(rep)
+            _word_rows(col, [idx[r] for r in sel.tolist()], REPEAT, m[sel, 0])
+            if sel.size == len(idx):
+                continue
+        rest = np.flatnonzero(~rep)
+        r = m[rest]
+        f = r.view("<f8")
+        with np.errstate(invalid="ignore"):
+            whole = np.isfinite(f) & (np.abs(f) < _EXACT_INT)
+            cand_f = np.where(whole, f, 0.0)
+        whole &= np.floor(cand_f) == cand_f
+        cand = cand_f.astype(np.int64)
+        whole &= cand.astype("<f8").view("<i8") == r  # (not -0.0)
+        exact = whole.all(axis=1)
+        if names[k] in TIME_COLUMNS:
+            off = cand - t[rest]
+            const = exact & (off == off[:, :1]).all(axis=1)
+            if const.any():
+                sel = np.flatnonzero(const)
+                _word_rows(col, [idx[i] for i in rest[sel].tolist()], TS_CONST, off[sel, 0])
+            width = np.where(exact & ~const & (off.min(axis=1) >= 0), _width(off.max(axis=1)), 0)
+            for w, dt in _WIDTHS:
+                sel = np.flatnonzero(width == w)
+                if sel.size:
+                    header = np.array([[TS_UINT, w]], dtype=np.uint8).repeat(sel.size, axis=0)
+                    _uint_rows(col, [idx[i] for i in rest[sel].tolist()], header, off[sel].astype(dt))
+            exact &= ~const & (width == 0)
+        done = ~exact
+        if exact.any():
+            done = _base_rows(col, [idx[i] for i in rest.tolist()], exact, cand, BASE_UINT, 0)
+        left = np.flatnonzero(~done)
+        for k in (1, 2, 3):  # decimals of k digits
+            if not left.size:
+                break
+            scale = _POW10[k]
+            with np.errstate(invalid="ignore", over="ignore"):
+                g = f[left] * scale
+                ok = np.isfinite(g) & (np.abs(g) < _EXACT_INT)
+                m = np.rint(np.where(ok, g, 0.0)).astype(np.int64)
+            ok &= (m.astype("<f8") / scale).view("<i8") == r[left]
+            rows_ok = ok.all(axis=1)
+            if rows_ok.any():
+                done = _base_rows(col, [idx[i] for i in rest[left].tolist()], rows_ok, m, DECIMAL, k)
+                left = left[~done]
+
+
+def _base_rows(col: list[bytes], rows: list[int], ok: np.ndarray, m: np.ndarray, tag: int, k: int) -> np.ndarray:
+    """BASE_UINT (``k`` 0) or DECIMAL rows for the pieces ``rows`` whose integers ``m`` (a row
+    each) are ``ok`` and span at most 32 bits; which were written."""
+    lo = m.min(axis=1)
+    width = np.where(ok, _width(m.max(axis=1) - lo), 0)
+    head = 10 if tag == BASE_UINT else 11
+    for w, dt in _WIDTHS:
+        sel = np.flatnonzero(width == w)
+        if sel.size:
+            header = np.empty((sel.size, head), dtype=np.uint8)
+            header[:, 0], header[:, head - 1] = tag, w
+            if tag == DECIMAL:
+                header[:, 1] = k
+            header[:, head - 9 : head - 1] = lo[sel].astype("<i8").view(np.uint8).reshape(sel.size, 8)
+            _uint_rows(col, [rows[i] for i in sel.tolist()], header, (m[sel] - lo[sel, None]).astype(dt))
+    written: np.ndarray = width > 0
+    return written
+
+
+def compact_dicts(pieces: Sequence[Mapping[str, bytes]]) -> list[dict[str, bytes]]:
+    """``compact_columns`` of column-form chunks (plain values of every name in ``COLUMNS``)."""
+    got = compact_columns(COLUMNS, [[p[n] for p in pieces] for n in COLUMNS])
+    return [dict(zip(COLUMNS, values, strict=True)) for values in zip(*got, strict=True)]
+
+
+def expand_columns(names: Sequence[str], columns: Sequence[Sequence[Any]], as_bytes: bool = False) -> list[list[Any]]:
+    """``columns`` (``names[0]`` the bucket starts ``ts``; ``columns[k][i]``: row ``i``'s value
+    of column ``k`` as stored, None for a column a row lacks) with every compact value
+    replaced by its plain bytes (a ``memoryview``; ``as_bytes``: ``bytes``), NumPy calls per
+    column and form rather than per value; ChunkError for a value that does not decode."""
+    out: list[list[Any]] = [list(c) for c in columns]
+    if not out or not out[0]:
+        return out
+    ts_col = out[0]
+    lens = _lens(ts_col)
+    sizes = lens // 8
+    comp = np.flatnonzero(lens % 8)
+    # each row's bucket starts as first + i * step where LINEAR (most rows), else its plain bytes
+    linear = np.zeros(len(ts_col), dtype=bool)
+    firsts = np.zeros(len(ts_col), dtype=np.int64)
+    steps = np.zeros(len(ts_col), dtype=np.int64)
+    if comp.size:
+        if bool((lens[comp] != _LINEAR_REC.itemsize).any()):
+            raise ChunkError("rollup chunk: bucket starts of an unknown form")
+        rec = np.frombuffer(b"".join(ts_col[i] for i in comp.tolist()), dtype=_LINEAR_REC)
+        if bool((rec["tag"] != LINEAR).any()):
+            raise ChunkError("rollup chunk: bucket starts of an unknown form")
+        sizes[comp], linear[comp], firsts[comp], steps[comp] = rec["n"], True, rec["first"], rec["step"]
+    plain: list[np.ndarray] = []
+
+    def ts_rows(rows: np.ndarray, n: int) -> np.ndarray:
+        """The bucket starts of rows ``rows`` (``n`` each) as rows of a matrix."""
+        got: np.ndarray = firsts[rows][:, None] + np.arange(n, dtype=np.int64) * steps[rows][:, None]
+        odd = np.flatnonzero(~linear[rows])
+        if odd.size:
+            if not plain:
+                plain.append(_piece_bounds(np.where(linear, 0, sizes)))
+                plain.append(np.frombuffer(b"".join(b"" if linear[i] else v for i, v in enumerate(ts_col)), dtype="<i8"))
+            got[odd] = plain[1][plain[0][rows[odd]][:, None] + np.arange(n)]
+        return got
+
+    for k in range(1, len(out)):
+        col = out[k]
+        lens = _lens(col)
+        comp = np.flatnonzero(lens % 8)
+        if not comp.size:
+            continue
+        rows_all = comp.tolist()
+        heads = np.frombuffer(bytes(col[i][0] for i in rows_all), dtype=np.uint8)
+        keys = (heads.astype(np.int64) << 48) | (lens[comp] << 24) | sizes[comp]
+        for key in np.unique(keys).tolist():
+            sel = comp if keys.size == 1 or bool((keys == key).all()) else comp[keys == key]
+            tag, size, n = key >> 48, (key >> 24) & 0xFFFFFF, key & 0xFFFFFF
+            rows = sel.tolist()
+            b = np.frombuffer(b"".join(col[i] for i in rows), dtype=np.uint8).reshape(len(rows), size)
+            _place(col, rows, _decode_form(names[k], tag, b, n, partial(ts_rows, sel, n)), as_bytes)
+    lin = np.flatnonzero(linear)
+    for n in np.unique(sizes[lin]).tolist():
+        sel = lin[sizes[lin] == n]
+        _place(ts_col, sel.tolist(), ts_rows(sel, n), as_bytes)
+    return out
+
+
+def _decode_form(name: str, tag: int, b: np.ndarray, n: int, ts_rows: Callable[[], np.ndarray]) -> np.ndarray:
+    """The 64-bit patterns (a row per value) of compact values of one form ``tag`` and length
+    (``b``: their bytes as rows) with ``n`` buckets each; ``ts_rows``: their bucket starts."""
+    g, size = b.shape
+    if tag in (REPEAT, TS_CONST):
+        if size != _WORD_REC.itemsize:
+            raise ChunkError(f"rollup chunk: column {name} of a wrong length")
+        word = b[:, 1:9].copy().view("<i8")
+        got: np.ndarray = np.broadcast_to(word, (g, n)) if tag == REPEAT else (word + ts_rows()).astype("<f8").view("<i8")
+        return got
+    head = {BASE_UINT: 10, TS_UINT: 2, DECIMAL: 11}.get(tag)
+    if head is None:
+        raise ChunkError(f"rollup chunk: column {name} of unknown form {tag}")
+    w = int(b[0, head - 1])
+    dt = _UINT.get(w)
+    if dt is None or bool((b[:, head - 1] != w).any()) or size - head - w * n not in (0, 1):
+        raise ChunkError(f"rollup chunk: column {name} of an unknown form")
+    u = b[:, head : head + w * n].copy().view(dt).astype(np.int64)
+    if tag == TS_UINT:
+        u += ts_rows()
+        out: np.ndarray = u.astype("<f8").view("<i8")
+        return out
+    u += b[:, head - 9 : head - 1].copy().view("<i8")
+    if tag == BASE_UINT:
+        return u.astype("<f8").view("<i8")
+    k = b[:, 1].astype(np.int64)
+    if bool(((k < 1) | (k > 3)).any()):
+        raise ChunkError(f"rollup chunk: column {name} of an unknown form")
+    return (u.astype("<f8") / _POW10[k][:, None]).view("<i8")  # type: ignore[no-any-return]
+
+
+def _place(col: list[Any], rows: Sequence[int], values: np.ndarray, as_bytes: bool) -> None:
+    """Rows ``rows`` of ``col`` become their rows of ``values`` (64-bit patterns) as views
+    (``as_bytes``: as bytes)."""
+    flat = np.ascontiguousarray(values, dtype="<i8").reshape(-1)
+    if as_bytes:
+        _scatter(col, rows, flat.tobytes(), values.shape[1] * 8)
+        return
+    n = values.shape[1] * 8
+    view = flat.view(np.uint8).data
+    for j, i in enumerate(rows):
+        col[i] = view[j * n : (j + 1) * n]

@@ -11,7 +11,8 @@ from fixtures_cassandra import keyspace_store
 from test_rollup import assert_equal_rollups, brute_force
 from test_rollup_job import HOURS, SHARDS, T0, T_END, WINDOW, generate
 
-from storage.base import HOUR_MS, MINUTE_MS, Resolution
+from storage import rollup_chunks
+from storage.base import DAY_MS, HOUR_MS, MINUTE_MS, Resolution
 from storage.cassandra_rollup import RECENT_RAW_MS, CassandraRollupMixin
 from storage.matchers import Matcher, MatchOp
 from storage.rollup import rollup_raw, rollup_rollup
@@ -271,3 +272,8 @@ async def test_write_seal_of_a_window_across_two_minute_chunks(cassandra_rollup)
         np.testing.assert_array_equal(b_vals.view(np.uint64), vals[i * ts.size : (i + 1) * ts.size].view(np.uint64))
         assert (await store.read_rollup(Resolution.MINUTE, sid, start, end)).bit_equal(minutes[i].rollup)
         assert (await store.read_rollup(Resolution.HOUR, sid, start, end)).bit_equal(hours[i].rollup)
+    # stored compact (``rollup_chunks.compact_columns``): bucket starts a minute apart, a count of 4 a minute
+    got = await store.execute(f"SELECT c_ts, c_count FROM {store.keyspace}.rollup_1m_chunks WHERE series_id = %s"
+                              " AND day = %s", (int(ids[0]), start // DAY_MS))
+    assert [(len(ts_v), ts_v[0], count_v[0]) for page in got for ts_v, count_v in page] == [
+        (21, rollup_chunks.LINEAR, rollup_chunks.REPEAT)] * 2

@@ -277,9 +277,17 @@ def test_read_many_gives_what_read_columns_gives_series_by_series() -> None:
         5: [(a, col(a, full[:20], 7))],
         6: [(a + six, col(a + six, [], 8)), (p, col(p, [p], 9))],
     }
-    for names in (("count", "first", "correction"), AGGREGATES):
+    # the same chunks with their values in compact form where one fits (a chunk lacking columns: as it is)
+    whole = [(sid, start, c) for sid, cs in stored.items() for start, c in cs
+             if isinstance(c, dict) and all(n in c for n in chunks.COLUMNS)]
+    compact = dict(zip([(sid, start) for sid, start, _ in whole], chunks.compact_dicts([c for *_, c in whole]),
+                       strict=True))
+    assert any(chunks.is_compact(v) for c in compact.values() for v in c.values())
+    for names, form in [(n, f) for n in (("count", "first", "correction"), AGGREGATES) for f in ("plain", "compact")]:
         rows = [
-            (sid, start, c if isinstance(c, bytes) else b"", *(c.get(n) if isinstance(c, dict) else None for n in ("ts", *names)))
+            (sid, start, c if isinstance(c, bytes) else b"",
+             *((compact.get((sid, start), c) if form == "compact" else c).get(n) if isinstance(c, dict) else None
+               for n in ("ts", *names)))
             for sid, cs in stored.items() for start, c in cs
         ]
         for lo, hi in ((a, a + DAY_MS), (a + 5 * MINUTE_MS, a + six + 20 * MINUTE_MS), (a + DAY_MS, a + 2 * DAY_MS)):
@@ -300,6 +308,69 @@ def test_read_many_gives_what_read_columns_gives_series_by_series() -> None:
     short = [(7, a, b"", *(v[:-8] if k == "last" else v for k, v in col(a, full, 10).items()))]
     with pytest.raises(chunks.ChunkError, match="column last"):
         chunks.read_many(short, a, a + DAY_MS, Resolution.MINUTE, AGGREGATES)
+
+
+def _column_of_kind(rng: np.random.Generator, kind: int, ts: np.ndarray, nan_payload: float) -> np.ndarray:
+    n, tsf = ts.size, ts.astype(np.float64)
+    if kind == 0:
+        return np.full(n, rng.choice([0.0, -0.0, 6.0, np.inf, nan_payload, 2.0**60]))
+    if kind in (1, 2):
+        return rng.integers(0, 2**33 if kind == 1 else 200, n).astype(np.float64)
+    if kind == 3:
+        return tsf + rng.integers(0, MINUTE_MS, n)
+    if kind == 4:
+        return tsf - rng.integers(0, 70_000, n)
+    if kind == 5:
+        return tsf + 1234.0
+    if kind == 6:
+        return rng.random(n) * 1e9
+    if kind == 7:
+        return 2.0**53 + rng.integers(0, 4, n) * 2.0
+    if kind == 8:
+        return np.where(rng.random(n) < 0.3, nan_payload, rng.integers(0, 9, n).astype(np.float64))
+    return np.round(rng.random(n) * 10 ** rng.integers(1, 8), int(rng.integers(1, 5)))
+
+
+def test_compact_values_give_back_every_bit() -> None:
+    """``compact_columns`` on pieces of every kind a column meets (constant, regular bucket
+    starts, small or large integers, decimals of 1-4 digits, sample times after the bucket
+    start or before it, NaN payloads, -0.0, infinities, integers beyond 2^53, int64
+    wrap-around, 1-2 buckets):
+    ``expand_columns`` (all rows at once), ``payloads`` and ``payload`` give the plain bytes
+    back, and a value that does not decode is a ChunkError."""
+    rng = np.random.default_rng(5)
+    nan_payload = np.array([0x7FF8_0000_0000_0ABC], dtype=np.int64).view(np.float64)[0]
+    pieces = []
+    for i in range(400):
+        n = int(rng.choice([1, 2, 3, 120, 360, int(rng.integers(1, 400))]))
+        ts = T0 + np.arange(n, dtype=np.int64) * MINUTE_MS
+        if i % 5 == 1:
+            ts = np.sort(rng.choice(10**6, n, replace=False)).astype(np.int64) * MINUTE_MS + T0
+        elif i % 5 == 2:
+            ts = np.int64(2**63 - 1) - np.arange(n, dtype=np.int64)[::-1] * MINUTE_MS  # (steps near the wrap)
+        piece = {"ts": ts.astype("<i8").tobytes()}
+        for k, name in enumerate(AGGREGATES):
+            kind = (i + k) % 10
+            v = _column_of_kind(rng, kind, ts, nan_payload)
+            if n > 1 and kind in (1, 2, 3) and i % 7 == 0:
+                v[int(rng.integers(0, n))] = -0.0
+            piece[name] = np.asarray(v, dtype="<f8").tobytes()
+        pieces.append(piece)
+    pieces.append({name: b"" for name in chunks.COLUMNS})  # (an empty chunk)
+    packed = chunks.compact_dicts(pieces)
+    forms = {v[0] for c in packed for v in c.values() if chunks.is_compact(v)}
+    assert forms == {chunks.REPEAT, chunks.LINEAR, chunks.BASE_UINT, chunks.TS_UINT, chunks.TS_CONST, chunks.DECIMAL}
+    assert sum(len(v) for c in packed for v in c.values()) < 0.8 * sum(len(v) for c in pieces for v in c.values())
+    columns = chunks.expand_columns(chunks.COLUMNS, [[c[n] for c in packed] for n in chunks.COLUMNS])
+    for k, name in enumerate(chunks.COLUMNS):
+        assert [bytes(v) for v in columns[k]] == [c[name] for c in pieces], name
+    rows = [(i, T0, b"", *(c[n] for n in chunks.COLUMNS)) for i, c in enumerate(packed)]
+    assert chunks.payloads(rows, 2) == pieces
+    assert [chunks.payload(b"", chunks.COLUMNS, r[3:]) for r in rows[:20]] == pieces[:20]
+    bad = dict(packed[3])
+    bad["count"] = b"\x09" + bytes(8)
+    with pytest.raises(chunks.ChunkError, match="column count"):
+        chunks.payload(b"", chunks.COLUMNS, [bad[n] for n in chunks.COLUMNS])
 
 
 async def test_sqlite_store_reads_and_rewrites_record_form_chunks_of_an_older_database(tmp_path) -> None:
