@@ -1395,8 +1395,12 @@ class Engine:
             plan.data = await self._select_raw(plan, loaded)
 
         remaining = deadline - time.monotonic()
+        reads = asyncio.gather(*(one(p) for p in plans.values()))
+        # A gather cancelled from outside (the query timed out, or its client went away) ends
+        # with a CancelledError *set* that nobody reads: asyncio would log it at collection.
+        reads.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
-            await asyncio.wait_for(asyncio.gather(*(one(p) for p in plans.values())), timeout=max(remaining, 0.001))
+            await asyncio.wait_for(reads, timeout=max(remaining, 0.001))
         except TimeoutError:
             raise QueryTimeoutError(f"query timed out after {self.timeout_s:g}s while reading series") from None
         except StorageError as exc:

@@ -190,3 +190,37 @@ def test_estimate_weighs_python_loops_and_counts_subquery_grids() -> None:
     # A subquery evaluates its expression on its own grid: 1 d at 1 s for an instant query.
     sub = est("max_over_time(x[1d:1s])", steps=1)
     assert sub.points >= 2 * 10 * 86_400
+
+
+async def test_a_query_cancelled_while_reading_leaves_no_unread_error_behind() -> None:
+    """A query whose caller goes away (the client closed the connection) while its selects
+    wait on the store: the reads are cancelled, and asyncio has no never-retrieved exception
+    of theirs to log (it did, as a traceback in the process's log)."""
+    import gc
+
+    class SlowStorage(MemoryStorage):
+        async def select(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            reading.set()
+            await asyncio.sleep(60)
+            return await super().select(*args, **kwargs)
+
+    reading = asyncio.Event()
+    st = SlowStorage()
+    ts = np.arange(NOW - 600_000, NOW + 1, 15_000)
+    for i in range(2):
+        st.add_series(Series.of(make_labels(f"m{i}", job="j")), ts, np.ones(len(ts)))
+    unread: list[dict] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: unread.append(context))
+    try:
+        query = asyncio.create_task(Engine(st, now_ms=lambda: NOW).instant_query("m0 + m1", NOW))
+        await reading.wait()
+        query.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await query
+        del query
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert unread == []
