@@ -846,61 +846,81 @@ def _compact_group(names: Sequence[str], out: list[list[bytes]], idx: list[int],
         rec["tag"], rec["first"], rec["n"] = LINEAR, t[rows, 0], n
         rec["step"] = t[rows, 1] - t[rows, 0] if n > 1 else 0
         _scatter(out[0], [idx[r] for r in rows.tolist()], rec.tobytes(), _LINEAR_REC.itemsize)
-    for k in range(1, len(mats)):
-        m, col = mats[k], out[k]
-        rep = (m == m[:, :1]).all(axis=1)
-        if rep.any():
-            sel = np.flatnonzero(rep)
-            _word_rows(col, [idx[r] for r in sel.tolist()], REPEAT, m[sel, 0])
-            if sel.size == len(idx):
-                continue
-        rest = np.flatnonzero(~rep)
-        r = m[rest]
-        f = r.view("<f8")
-        with np.errstate(invalid="ignore"):
-            whole = np.isfinite(f) & (np.abs(f) < _EXACT_INT)
-            cand_f = np.where(whole, f, 0.0)
-        whole &= np.floor(cand_f) == cand_f
-        cand = cand_f.astype(np.int64)
-        whole &= cand.astype("<f8").view("<i8") == r  # (not -0.0)
-        exact = whole.all(axis=1)
-        if names[k] in TIME_COLUMNS:
-            off = cand - t[rest]
-            const = exact & (off == off[:, :1]).all(axis=1)
-            if const.any():
-                sel = np.flatnonzero(const)
-                _word_rows(col, [idx[i] for i in rest[sel].tolist()], TS_CONST, off[sel, 0])
-            width = np.where(exact & ~const & (off.min(axis=1) >= 0), _width(off.max(axis=1)), 0)
-            for w, dt in _WIDTHS:
-                sel = np.flatnonzero(width == w)
-                if sel.size:
-                    header = np.array([[TS_UINT, w]], dtype=np.uint8).repeat(sel.size, axis=0)
-                    _uint_rows(col, [idx[i] for i in rest[sel].tolist()], header, off[sel].astype(dt))
-            exact &= ~const & (width == 0)
-        done = ~exact
-        if exact.any():
-            done = _base_rows(col, [idx[i] for i in rest.tolist()], exact, cand, BASE_UINT, 0)
-        left = np.flatnonzero(~done)
-        for k in (1, 2, 3):  # decimals of k digits
-            if not left.size:
-                break
-            scale = _POW10[k]
-            with np.errstate(invalid="ignore", over="ignore"):
-                g = f[left] * scale
-                ok = np.isfinite(g) & (np.abs(g) < _EXACT_INT)
-                m = np.rint(np.where(ok, g, 0.0)).astype(np.int64)
-            ok &= (m.astype("<f8") / scale).view("<i8") == r[left]
-            rows_ok = ok.all(axis=1)
-            if rows_ok.any():
-                done = _base_rows(col, [idx[i] for i in rest[left].tolist()], rows_ok, m, DECIMAL, k)
-                left = left[~done]
+    for j in range(1, len(mats)):
+        _compact_column(names[j] in TIME_COLUMNS, out[j], idx, mats[j], t)
 
 
-def _base_rows(col: list[bytes], rows: list[int], ok: np.ndarray, m: np.ndarray, tag: int, k: int) -> np.ndarray:
-    """BASE_UINT (``k`` 0) or DECIMAL rows for the pieces ``rows`` whose integers ``m`` (a row
-    each) are ``ok`` and span at most 32 bits; which were written."""
+_PROBE = 4  # values of each piece tried first: the others are tried only where these fit
+
+
+def _scaled(bits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The integers ``m`` with ``float64(m) / 10^k`` (``k`` 0: ``float64(m)``) equal to the
+    float64 patterns ``bits``, and where they are (within 53 bits; not NaN, infinities, -0.0)."""
+    f = bits.view("<f8")
+    with np.errstate(invalid="ignore", over="ignore"):
+        g = f * _POW10[k] if k else f
+        ok = np.isfinite(g) & (np.abs(g) < _EXACT_INT)
+        m = np.rint(np.where(ok, g, 0.0)).astype(np.int64)
+    back = m.astype("<f8")
+    ok &= (back / _POW10[k] if k else back).view("<i8") == bits
+    return m, ok
+
+
+def _compact_column(time_column: bool, col: list[bytes], idx: list[int], m: np.ndarray, t: np.ndarray) -> None:
+    """``compact_columns`` of one float64 column of pieces ``idx`` (``m``: their values as rows
+    of 64-bit patterns; ``t`` their bucket starts): each form is tried on a piece's first
+    ``_PROBE`` values first, and on all its values only where those fit."""
+    head = m[:, :_PROBE]
+    maybe = np.flatnonzero((head == head[:, :1]).all(axis=1))
+    rep = np.zeros(len(idx), dtype=bool)
+    rep[maybe] = (m[maybe] == m[maybe, :1]).all(axis=1)
+    if rep.any():
+        sel = np.flatnonzero(rep)
+        _word_rows(col, [idx[r] for r in sel.tolist()], REPEAT, m[sel, 0])
+    left = np.flatnonzero(~rep)  # pieces not written compact yet
+    for k in (0, 1, 2, 3):  # integers, then decimals of k digits
+        if not left.size:
+            return
+        maybe = left[_scaled(m[left, :_PROBE], k)[1].all(axis=1)]
+        if not maybe.size:
+            continue
+        ints, ok = _scaled(m[maybe], k)
+        fits = ok.all(axis=1)
+        maybe, ints = maybe[fits], ints[fits]
+        if not maybe.size:
+            continue
+        written = np.zeros(maybe.size, dtype=bool)
+        if time_column and not k:
+            written = _offset_rows(col, [idx[i] for i in maybe.tolist()], ints - t[maybe])
+        if not written.all():
+            rest = np.flatnonzero(~written)
+            written[rest] = _base_rows(col, [idx[i] for i in maybe[rest].tolist()], ints[rest],
+                                       BASE_UINT if not k else DECIMAL, k)
+        left = np.setdiff1d(left, maybe[written], assume_unique=True)
+
+
+def _offset_rows(col: list[bytes], rows: list[int], off: np.ndarray) -> np.ndarray:
+    """TS_CONST or TS_UINT values for the pieces ``rows`` whose sample times are ``off`` (a row
+    each) after their bucket starts, where one fits; which were written."""
+    const = (off == off[:, :1]).all(axis=1)
+    if const.any():
+        sel = np.flatnonzero(const)
+        _word_rows(col, [rows[i] for i in sel.tolist()], TS_CONST, off[sel, 0])
+    width = np.where(~const & (off.min(axis=1) >= 0), _width(off.max(axis=1)), 0)
+    for w, dt in _WIDTHS:
+        sel = np.flatnonzero(width == w)
+        if sel.size:
+            header = np.array([[TS_UINT, w]], dtype=np.uint8).repeat(sel.size, axis=0)
+            _uint_rows(col, [rows[i] for i in sel.tolist()], header, off[sel].astype(dt))
+    written: np.ndarray = const | (width > 0)
+    return written
+
+
+def _base_rows(col: list[bytes], rows: list[int], m: np.ndarray, tag: int, k: int) -> np.ndarray:
+    """BASE_UINT (``k`` 0) or DECIMAL values for the pieces ``rows`` whose integers ``m`` (a
+    row each) span at most 32 bits; which were written."""
     lo = m.min(axis=1)
-    width = np.where(ok, _width(m.max(axis=1) - lo), 0)
+    width = _width(m.max(axis=1) - lo)
     head = 10 if tag == BASE_UINT else 11
     for w, dt in _WIDTHS:
         sel = np.flatnonzero(width == w)
