@@ -17,6 +17,14 @@ a digest of the answer (a change that must not alter answers keeps it). ``--prof
 writes a cProfile of the measured runs. ``--db FILE`` keeps a copy of the filled store there
 (SQLite's backup, frames untransposed, as the query found it) and reuses it when it exists
 with the same shape, so later runs skip the filling (minutes of CPU). Prints figures, asserts nothing.
+
+``--cassandra DIR``: the same data in a ``CassandraRollupStorage`` (what ``ringmon web`` opens in
+cluster mode) on a local node kept in DIR (``services/cassandra``; started unless it runs there
+already), written as the scrapers write it (one frame per scrape, ``write_columns``; the first
+scrape of a target indexes its series), queried as ``bench/peers.py --systems ringmon-cluster``
+queries ``ringmon web``. The keyspace is reused when DIR holds one of the same shape;
+``--keep-node`` leaves the node running for the next run (stop it with ``python -m
+services.cassandra.cassandra_node stop --dir DIR``).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from aiohttp.test_utils import TestClient, TestServer
@@ -48,6 +57,10 @@ from scraper.exposition import parse  # noqa: E402
 from scraper.loop import SYNTHETIC, scrape_offset_s  # noqa: E402
 from storage.model import SampleBatch, Series, make_labels  # noqa: E402
 from storage.sqlite_rollup import SQLiteRollupStorage  # noqa: E402
+
+if TYPE_CHECKING:
+    from storage.base import Storage
+    from storage.cassandra_rollup import CassandraRollupStorage
 
 SLOT_MS = 100  # GroupingWriter's gather time: the batches of one slot share a transaction
 
@@ -94,7 +107,41 @@ async def fill(store: SQLiteRollupStorage, clock: list[int], args: argparse.Name
     return written
 
 
-async def query_runs(store: SQLiteRollupStorage, args: argparse.Namespace, end_ms: int) -> None:
+async def fill_cassandra(store: CassandraRollupStorage, clock: list[int], args: argparse.Namespace, t0: int) -> int:
+    """``fill`` as the cluster's scrapers write: each scrape one ``write_columns`` of its target
+    (a frame; the first one of a target carries its series to index), a slot's scrapes at once."""
+    layout = node_series(args.series)
+    bodies = [TargetBody(t, layout) for t in range(args.targets)]
+    interval_ms = int(args.interval * 1000)
+    keys, series, ids, phases = [], [], [], []
+    for t, body in enumerate(bodies):
+        key, ser = target_series(t, body.render())
+        keys.append(key)
+        series.append(ser)
+        ids.append(np.array([s.id for s in ser], dtype=np.int64))
+        phases.append(round(scrape_offset_s(key, args.interval) * 1000))
+    order = sorted(range(args.targets), key=lambda t: phases[t])
+    scrapes = int(args.minutes * 60_000 // interval_ms)
+    written = 0
+    for k in range(scrapes):
+        base = t0 + k * interval_ms
+        writes = []
+        for t in order:
+            ts = base + phases[t]
+            values = [s.value for s in parse(bodies[t].render())]
+            values += [1.0, 0.05, float(len(values)), float(len(values)), 0.0]
+            clock[0] = max(clock[0], ts + 50)
+            writes.append(store.write_columns(keys[t], ids[t], np.full(len(values), ts, dtype=np.int64),
+                                              np.array(values), series[t] if k == 0 else ()))
+            written += len(values)
+        # the first scrapes index 100k series: a few targets at a time, as the writer's INDEXING_IN_FLIGHT
+        step = 8 if k == 0 else len(writes)
+        for i in range(0, len(writes), step):
+            await asyncio.gather(*writes[i : i + step])
+    return written
+
+
+async def query_runs(store: Storage, args: argparse.Namespace, end_ms: int) -> None:
     # the standalone's defaults (isolation of big queries on), its clock at the data's end
     engine = Engine(store, now_ms=lambda: end_ms + 2_000)
     start_ms = end_ms - int(args.window * 1000)
@@ -143,6 +190,57 @@ def backup(con: sqlite3.Connection, path: Path) -> None:
 
 def shape(args: argparse.Namespace) -> dict[str, float]:
     return {"targets": args.targets, "series": args.series, "interval": args.interval, "minutes": args.minutes}
+
+
+async def run_cassandra(args: argparse.Namespace) -> None:
+    from services.cassandra.cassandra_node import CassandraNode, NodeError
+    from services.proc import free_port
+    from storage.cassandra_rollup import CassandraRollupStorage
+
+    interval_ms = int(args.interval * 1000)
+    d = Path(args.cassandra)
+    d.mkdir(parents=True, exist_ok=True)
+    try:
+        node = CassandraNode.load(d)
+    except NodeError:
+        node = CassandraNode(d, native_port=free_port(), heap="1g")
+    started = not node.is_running()
+    node.start(timeout_s=300)
+    meta = d / "bench_range.json"
+    kept = json.loads(meta.read_text()) if meta.exists() else {}
+    reuse = kept.get("shape") == shape(args)
+    t0 = int(kept["t0"]) if reuse else (int(time.time() * 1000) // 300_000 - 2) * 300_000 + 120_000
+    clock = [t0]
+    loop = asyncio.get_running_loop()
+    store = await loop.run_in_executor(None, lambda: CassandraRollupStorage.connect_sync(
+        ["127.0.0.1"], node.port, "bench_range", create_schema=not reuse))
+    store._now_ms = lambda: clock[0]
+    try:
+        if reuse:
+            print(f"reusing keyspace bench_range in {d} (filled {time.ctime(t0 / 1000)})")
+        else:
+            c0, w0 = time.process_time(), time.perf_counter()
+            n = await fill_cassandra(store, clock, args, t0)
+            await loop.run_in_executor(None, node.nodetool, "flush", "bench_range")
+            meta.write_text(json.dumps({"shape": shape(args), "t0": t0}))
+            print(f"filled {n:,} samples ({args.targets} targets x {args.series} series, {args.minutes:g} min "
+                  f"at {args.interval:g}s) in {time.perf_counter() - w0:.1f}s wall, "
+                  f"{time.process_time() - c0:.1f}s CPU; flushed")
+        end_ms = t0 + int(args.minutes * 60_000) - interval_ms
+        clock[0] = end_ms + 2_000
+        # as `ringmon web` opens it: a new connection, nothing cached from the writes
+        reader = await loop.run_in_executor(None, lambda: CassandraRollupStorage.connect_sync(
+            ["127.0.0.1"], node.port, "bench_range"))
+        reader._now_ms = lambda: clock[0]
+        try:
+            await query_runs(reader, args, end_ms)
+        finally:
+            reader.shutdown()
+    finally:
+        store.shutdown()
+        if started and not args.keep_node:
+            node.stop()
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -197,9 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=15)
     p.add_argument("--profile", default="", help="write a cProfile of the measured runs here")
     p.add_argument("--db", default="", help="keep the filled store in this file and reuse it when it exists")
+    p.add_argument("--cassandra", default="", metavar="DIR",
+                   help="measure through a local Cassandra node kept in DIR (its keyspace reused when of the same shape)")
+    p.add_argument("--keep-node", action="store_true", help="(--cassandra) leave the node running")
     args = p.parse_args(argv)
     np.seterr(all="ignore")
-    asyncio.run(run(args))
+    asyncio.run(run_cassandra(args) if args.cassandra else run(args))
     return 0
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from storage.frames import (
     FRAME_MIN_SAMPLES,
+    decode_delta_columns,
     decode_deltas,
     encode_delta,
     layout_id,
@@ -255,14 +256,22 @@ def frame_samples_many(
     for width, members in by_width.items():
         rows = order[np.concatenate([np.arange(runs[r][3], runs[r][4]) for r in members])].tolist()
         bounds = np.cumsum([0, *(runs[r][4] - runs[r][3] for r in members)]).tolist()
-        deltas = decode_deltas([frames.data[i] for i in rows], width)
+        datas = [frames.data[i] for i in rows]
+        group = [runs[r] for r in members]
+        used = np.unique(np.concatenate([np.asarray(run[2], dtype=np.int64) for run in group]))
+        if used.size < width:
+            # Only the columns some run wants are transposed and XOR'd (a query of 32 of a
+            # target's 505 series); the runs' columns then index that narrower matrix.
+            deltas = decode_delta_columns(datas, width, used)
+            group = [(k, sids, np.searchsorted(used, cols).tolist(), a, b) for k, sids, cols, a, b in group]
+        else:
+            deltas = decode_deltas(datas, width)
         resolved = resolve_chains(frames.ts[rows].tolist(), [frames.base[i] for i in rows], deltas, bounds)
-        whole = _as_one_part(width, [runs[r] for r in members], resolved, bounds, start_ms, end_ms)
+        whole = _as_one_part(int(used.size), group, resolved, bounds, start_ms, end_ms)
         if whole is not None:
             out.append(whole)
             continue
-        for r, (times, matrix) in zip(members, resolved, strict=True):
-            sids, cols = runs[r][1], runs[r][2]
+        for (_, sids, cols, _, _), (times, matrix) in zip(group, resolved, strict=True):
             inside = (times >= start_ms) & (times <= end_ms)
             times, matrix = times[inside], matrix[inside][:, cols]
             # column-major: each wanted series' samples in time order, one series after another
