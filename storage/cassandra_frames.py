@@ -12,13 +12,15 @@ target's frames per layout and keep the wanted columns (``frame_samples``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from storage.frames import (
     FRAME_MIN_SAMPLES,
+    LayoutIndex,
     decode_delta_columns,
     decode_deltas,
     encode_delta,
@@ -204,6 +206,7 @@ class FrameRows:
     base: list[int | None]
     layout: np.ndarray
     data: list[bytes]
+    version: np.ndarray | None = None  # each row's write time, when read
 
     @classmethod
     def of(cls, target: Sequence[int], rows: Sequence[Sequence]) -> FrameRows:
@@ -216,15 +219,26 @@ class FrameRows:
                    np.array(layout, dtype=np.int64), list(data))
 
 
+Keep = Callable[[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None], None]
+
+
 def frame_samples_many(
-    targets: Sequence[tuple[dict[int, np.ndarray], np.ndarray]], frames: FrameRows, start_ms: int, end_ms: int
+    targets: Sequence[tuple[dict[int, np.ndarray], np.ndarray]],
+    frames: FrameRows,
+    start_ms: int,
+    end_ms: int,
+    keep: Keep | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The samples of the wanted series of several targets ((layouts, wanted) each) in
     [start_ms, end_ms] from their ``frames``, as parts (series ids, ts, values): a part holds
     whole series, each one's samples in time order, one series after another. The frames of
     one width are decoded together (``decode_deltas``: a refresh of a panel over 100 targets
     decodes ~4,000 frames), every chain the writer made frame after frame resolved at once
-    (``resolve_chains``), and targets scraped alike come out as one part (``_as_one_part``)."""
+    (``resolve_chains``), and targets scraped alike come out as one part (``_as_one_part``).
+    ``keep(target, layout id, layout columns, ts, bits, versions)`` is given each run's
+    resolved frames (all read, not only those in the range; bits of the columns decoded;
+    the versions of the run's frames when every one was resolved and ``frames`` has them,
+    else None)."""
     n = len(frames.data)
     if not n:
         return []
@@ -267,6 +281,12 @@ def frame_samples_many(
         else:
             deltas = decode_deltas(datas, width)
         resolved = resolve_chains(frames.ts[rows].tolist(), [frames.base[i] for i in rows], deltas, bounds)
+        if keep is not None:
+            for r, (times, matrix), a, z in zip(members, resolved, bounds[:-1], bounds[1:], strict=True):
+                k, _, _, head, _ = runs[r]
+                whole_run = times.size == z - a and frames.version is not None
+                ver = frames.version[rows[a:z]] if whole_run and frames.version is not None else None
+                keep(k, int(lid[head]), used, times, matrix.view(np.uint64), ver)
         whole = _as_one_part(int(used.size), group, resolved, bounds, start_ms, end_ms)
         if whole is not None:
             out.append(whole)
@@ -315,3 +335,160 @@ def _as_one_part(
     ts[dest.reshape(-1)] = np.repeat(times[inside], width)
     sids = np.array([s for _, s, _, _, _ in runs], dtype=np.int64)
     return np.repeat(sids.reshape(-1), np.repeat(count, width)), ts, values
+
+
+# -- frames a reader keeps ----------------------------------------------------------------------
+
+FRAME_CACHE_BYTES = 64 << 20  # resolved frame columns a store keeps (issue #20's query: ~2.5 MB)
+FRAME_CACHE_KEEP_MS = 20 * 60_000  # a target's frames kept behind the newest it holds complete
+
+
+@dataclass(frozen=True)
+class CachedFrames:
+    """A target's frames as a reader resolved them: every frame of the target with a timestamp
+    in [lo, hi] that was stored when the reader read (at ``read_at``, the store's clock), as
+    the bits of the layout columns ``cols``, and frames after ``hi`` (not known complete),
+    each with its version (the cell's write time: a frame stored again is read again)."""
+
+    layout: int
+    width: int
+    cols: np.ndarray  # layout positions held, ascending
+    ts: np.ndarray  # frame timestamps, ascending
+    bits: np.ndarray  # len(ts) x len(cols) uint64: resolved values' bit patterns
+    versions: np.ndarray  # len(ts) write times
+    lo: int
+    hi: int
+    read_at: int
+    # wanted series -> ``columns_of`` (the layout and columns stay with every extension)
+    memo: dict[bytes, tuple[np.ndarray, np.ndarray] | None] = field(default_factory=dict, compare=False)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.bits.nbytes + self.ts.nbytes + self.versions.nbytes)
+
+    def columns_of(self, layout: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(series of ``wanted`` the layout holds, their columns in ``bits``), None when some
+        of them are not held."""
+        key = wanted.tobytes()
+        if key in self.memo:
+            return self.memo[key]
+        sids, cols = LayoutIndex(layout).positions(wanted)
+        got: tuple[np.ndarray, np.ndarray] | None = (sids, cols)
+        if cols.size:
+            at = np.searchsorted(self.cols, cols)
+            bad = bool((at >= self.cols.size).any()) or bool((self.cols[np.minimum(at, self.cols.size - 1)] != cols).any())
+            got = None if bad else (sids, at)
+        if len(self.memo) >= 16:
+            self.memo.clear()
+        self.memo[key] = got
+        return got
+
+    def samples(self, sids: np.ndarray, at: np.ndarray, start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(series ids, ts, values) of ``sids`` (columns ``at``) in [start_ms, end_ms], series-major."""
+        a = int(np.searchsorted(self.ts, start_ms, side="left"))
+        b = int(np.searchsorted(self.ts, end_ms, side="right"))
+        times = self.ts[a:b]
+        values = np.ascontiguousarray(self.bits[a:b][:, at].T).reshape(-1).view(np.float64)
+        return np.repeat(sids, times.size), np.tile(times, sids.size), values
+
+    def unchanged(self, ts: np.ndarray, versions: np.ndarray) -> np.ndarray:
+        """Which of the frames ``(ts, versions)`` stored after ``hi`` are held at that version."""
+        at = np.minimum(np.searchsorted(self.ts, ts), max(self.ts.size - 1, 0))
+        if not self.ts.size:
+            return np.zeros(ts.size, dtype=bool)
+        same: np.ndarray = (self.ts[at] == ts) & (self.versions[at] == versions) & (ts > self.hi)
+        return same
+
+    def extended(self, rows: FrameRows, held: np.ndarray, hi: int, read_at: int) -> CachedFrames | None:
+        """These frames up to ``self.hi``, those after it at ``held`` (stored and unchanged),
+        and the frames ``rows`` (of this target, after ``self.hi``, not held), complete up to
+        ``hi``; None when one of ``rows`` has another layout or names a base that is neither
+        among them nor held (the caller reads the target whole)."""
+        if rows.layout.size and bool((rows.layout != self.layout).any()):
+            return None
+        n_tail = self.ts.size - int(np.searchsorted(self.ts, self.hi, side="right"))
+        if held.size == n_tail:  # (held are of the tail: every one of it is unchanged)
+            old_ts, old_bits, old_ver = self.ts, self.bits, self.versions
+        else:
+            keep = (self.ts <= self.hi) | np.isin(self.ts, held)
+            old_ts, old_bits, old_ver = self.ts[keep], self.bits[keep], self.versions[keep]
+        if rows.data:
+            order = np.argsort(rows.ts, kind="stable").tolist()
+            new_ts = rows.ts[order]
+            new_bases = [rows.base[i] for i in order]
+            named = sorted({b for b in new_bases if b is not None} - set(new_ts.tolist()))
+            at = np.searchsorted(old_ts, named) if named else np.empty(0, dtype=np.int64)
+            if named and (bool((at >= old_ts.size).any())
+                          or bool((old_ts[np.minimum(at, old_ts.size - 1)] != named).any())):
+                return None
+            datas = [rows.data[i] for i in order]
+            deltas = decode_delta_columns(datas, self.width, self.cols) if self.cols.size < self.width \
+                else decode_deltas(datas, self.width)
+            # The bases the new frames name go first, as whole frames: one run in time order.
+            times = np.concatenate([np.asarray(named, dtype=np.int64), new_ts])
+            run_order = np.argsort(times, kind="stable")
+            all_bases: list[int | None] = [None] * len(named) + new_bases
+            all_deltas = np.concatenate([old_bits[at], deltas])[run_order]
+            got_ts, got = resolve_chains(times[run_order].tolist(), [all_bases[i] for i in run_order.tolist()],
+                                         all_deltas, [0, int(times.size)])[0]
+            if got_ts.size != times.size:
+                return None
+            fresh = np.isin(got_ts, new_ts)
+            new_ver = rows.version[order] if rows.version is not None else np.full(new_ts.size, -1, dtype=np.int64)
+            ts = np.concatenate([old_ts, got_ts[fresh]])
+            merged = np.argsort(ts, kind="stable")
+            ts = ts[merged]
+            bits = np.concatenate([old_bits, got.view(np.uint64)[fresh]])[merged]
+            ver = np.concatenate([old_ver, new_ver])[merged]
+        else:
+            ts, bits, ver = old_ts, old_bits, old_ver
+        lo = self.lo
+        cut = max(self.hi, hi) - FRAME_CACHE_KEEP_MS
+        if cut > lo:
+            first = int(np.searchsorted(ts, cut, side="left"))
+            ts, bits, ver, lo = ts[first:], bits[first:], ver[first:], cut
+        return replace(self, ts=ts, bits=bits, versions=ver, lo=lo, hi=max(self.hi, hi), read_at=read_at)
+
+
+class FrameCache:
+    """Resolved frames per target (``CachedFrames``), least recently used dropped first
+    beyond ``max_bytes``. Single-threaded (the event loop's)."""
+
+    def __init__(self, max_bytes: int = FRAME_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, CachedFrames] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0  # targets read from the cache (and their newest frames only)
+        self.misses = 0  # targets read whole
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def get(self, target: str) -> CachedFrames | None:
+        e = self._entries.get(target)
+        if e is not None:
+            self._entries.move_to_end(target)
+        return e
+
+    def put(self, target: str, entry: CachedFrames) -> None:
+        self.drop(target)
+        if entry.nbytes > self.max_bytes:
+            return
+        self._entries[target] = entry
+        self._bytes += entry.nbytes
+        while self._bytes > self.max_bytes:
+            _, old = self._entries.popitem(last=False)
+            self._bytes -= old.nbytes
+
+    def drop(self, target: str) -> None:
+        old = self._entries.pop(target, None)
+        if old is not None:
+            self._bytes -= old.nbytes
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0

@@ -184,12 +184,13 @@ class CassandraRollupMixin:
         async def _select_series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesInfo]: ...
         async def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Series]: ...
         async def read_raw(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
-                           hours: Sequence[int] | None = None) -> list[SeriesData]: ...
+                           hours: Sequence[int] | None = None, *, kept: bool = False) -> list[SeriesData]: ...
         async def read_columns(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
-                               hours: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+                               hours: Sequence[int] | None = None, *,
+                               kept: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
         async def _read_parts(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
-                              hours: Sequence[int] | None) -> tuple[list[np.ndarray], list[np.ndarray],
-                                                                    list[np.ndarray], list[np.ndarray]]: ...
+                              hours: Sequence[int] | None, *, kept: bool = False) -> tuple[
+                                  list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]: ...
         async def read_column_runs(self, infos: Sequence[SeriesInfo], start_ms: int,
                                    end_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
 
@@ -601,12 +602,12 @@ class CassandraRollupMixin:
         cold = [h for h in hours if h < first_hot]
         hot = [h for h in hours if h >= first_hot]
         if not cold:
-            return await self.read_raw(infos, start_ms, end_ms, hot)
+            return await self.read_raw(infos, start_ms, end_ms, hot, kept=True)
         cold_end = min(end_ms, first_hot * HOUR_MS - 1)
         blocks, late, hot_rows = await asyncio.gather(
             self.read_blocks_of([i.series.id for i in infos], start_ms, cold_end),
             self.late_hours(start_ms, cold_end),
-            self.read_raw(infos, start_ms, end_ms, hot) if hot else _no_rows(),
+            self.read_raw(infos, start_ms, end_ms, hot, kept=True) if hot else _no_rows(),
         )
         # Per series: the cold hours whose rows must be read too (no trusted block covers them).
         need_by_hours: dict[tuple[int, ...], list[SeriesInfo]] = {}

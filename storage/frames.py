@@ -108,7 +108,7 @@ def decode_delta_columns(datas: Sequence[bytes], width: int, cols: np.ndarray) -
     """``decode_deltas`` of the columns ``cols`` only: frames x len(cols) uint64. Each frame is
     still inflated whole, but only the wanted columns of its byte planes are gathered and
     transposed (a range query wanting 32 of a target's 505 series moved every column before)."""
-    raws = [zlib.decompress(d) for d in datas]
+    raws = list(map(_inflate, datas))
     if raws and set(map(len, raws)) != {8 * width}:
         bad = next(len(raw) for raw in raws if len(raw) != 8 * width)
         raise ValueError(f"a frame of {bad} bytes does not hold {width} values")

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from storage.cassandra import FRAME_GROUP_SERIES, FRAME_GROUP_TARGETS, _frame_groups, series_major
 from storage.cassandra_frames import (
     KEY_SPAN_MS,
+    EncodedFrame,
     FrameChains,
     FrameRows,
     frame_samples,
@@ -237,6 +238,75 @@ async def test_scrapes_stored_as_frames_read_back_bit_exact_and_rows_win(cassand
         want = expected[d.series.id]
         assert d.timestamps.tolist() == sorted(want)
         assert d.values.view(np.int64).tolist() == np.array([want[t] for t in sorted(want)]).view(np.int64).tolist()
+
+
+@pytest.mark.cassandra
+async def test_short_reads_keep_frames_read_only_newer_ones_and_a_late_frame_drops_them(cassandra_storage) -> None:
+    """A short read keeps the targets' resolved frames (``frame_cache``); a later read asks
+    Cassandra only for frames after where the kept ones are complete and answers as a read
+    without the cache; a frame written late (a spool replay) into the kept range marks its
+    hour late, so the next read reads the targets whole again and has it."""
+    store = cassandra_storage
+    targets = {f"k/h:{i}": [Series.of(make_labels("keep_check", job="k", instance=f"h:{i}", n=str(j)))
+                            for j in range(10 + i)] for i in range(2)}
+    clock = [0]
+    t0 = (int(time.time() * 1000) // KEY_SPAN_MS - 2) * KEY_SPAN_MS  # a key span's start, 10-15 min ago
+    rng = np.random.default_rng(7)
+    store._now_ms = lambda: clock[0]
+    matchers = [Matcher("__name__", MatchOp.EQ, "keep_check")]
+
+    async def scrape(k: int) -> None:
+        for i, (t, series) in enumerate(targets.items()):
+            ts = t0 + k * 5000 + i
+            clock[0] = ts + 100  # written on time: no late mark
+            await store.write(SampleBatch(t, series, [ts] * len(series), rng.random(len(series)).round(3).tolist()))
+
+    async def both(lo: int, hi: int) -> list:
+        got = await store.select(matchers, lo, hi)
+        cache, store.frame_cache = store.frame_cache, None
+        try:
+            plain = await store.select(matchers, lo, hi)
+        finally:
+            store.frame_cache = cache
+        assert [(d.series.id, d.timestamps.tolist(), d.values.view(np.int64).tolist()) for d in got] == \
+            [(d.series.id, d.timestamps.tolist(), d.values.view(np.int64).tolist()) for d in plain]
+        return got
+
+    try:
+        for k in range(30):
+            await scrape(k)
+        cache = store.frame_cache
+        assert cache is not None
+        cache.clear()
+        clock[0] = t0 + 150_000
+        got = await both(t0 + 60_000, t0 + 145_001)
+        assert len(cache) == 2 and all(len(d) == 18 for d in got)
+        for k in range(30, 36):
+            await scrape(k)
+        clock[0] = t0 + 181_000
+        hits = cache.hits
+        got = await both(t0 + 90_000, t0 + 176_000)
+        assert cache.hits == hits + 2 and all(len(d) == 18 for d in got)  # kept, extended
+        # A replayed frame of target 0 at a time inside what is kept, written 90 s late.
+        late_ts = t0 + 100_500  # (kept complete up to t0 + 106 s)
+        series = targets["k/h:0"]
+        ids = np.array([s.id for s in series], dtype=np.int64)
+        clock[0] = late_ts + 90_000
+        frame = EncodedFrame(late_ts, None, layout_id(ids), ids.size, encode_delta(np.full(ids.size, 0.25), None))
+        empty = np.empty(0, dtype=np.int64)
+        # (another process's write, as a scraper's: the reader learns of it by the late mark)
+        writer = await type(store).connect(["127.0.0.1"], store.cluster.port, store.keyspace)
+        writer._now_ms = lambda: clock[0]
+        try:
+            await writer.write_frames("k/h:0", [frame], empty, empty, np.empty(0))
+        finally:
+            await writer.close()
+        clock[0] = t0 + 211_000
+        got = await both(t0 + 90_000, t0 + 176_000)
+        assert all(len(d) == (19 if d.series.id in set(ids.tolist()) else 18) for d in got)
+        assert cache.misses >= 2
+    finally:
+        store._now_ms = None
 
 
 @pytest.mark.cassandra
