@@ -17,8 +17,9 @@ minutes). ``--no-fresh`` leaves that pass out: the newest rows are then up to 2 
 (the last closed window) and a cold panel builds the rest from raw samples.
 
 Run: ``.venv/bin/python bench/query.py [--hosts 100] [--runs 15] [--sqlite [--db DIR] | --cassandra [--no-fresh]]
-[--panel "24 h"]``; ``--db`` keeps the SQLite database (and the clock it was built at) for the next run, so
-two versions of the code can be measured alternately on the same data. Goals: 24 h <= 100 ms p50
+[--panel "24 h"]``; ``--db`` keeps the SQLite database or the Cassandra node (left running; stop it with ``python -m
+services.cassandra.cassandra_node stop --dir DIR/cassandra``) and the clock it was built at for the
+next run, so two versions of the code can be measured alternately on the same data. Goals: 24 h <= 100 ms p50
 cold, any cached refresh <= 20 ms. The last column digests the answers (a cold one, the last
 refresh: ``--runs`` minutes on, so runs with the same ``--runs`` compare): a change that must not
 alter answers keeps it (30 d and 1 y: their synthetic 1 h rows sit on the clock's hours, so those
@@ -289,23 +290,32 @@ async def _measure_sqlite(
         await st.close()
 
 
-def _measure_cassandra(mem: MemoryStorage, tmp: str, now: int, runs: int, downsample: bool, fresh: bool) -> list[dict]:
+def _measure_cassandra(
+    mem: MemoryStorage | None, tmp: str, now: int, runs: int, downsample: bool, fresh: bool, keep: bool = False
+) -> list[dict]:
+    """Measure through a Cassandra node in ``tmp`` (``mem`` None: its keyspace holds the data
+    already, ``--node``); ``keep``: leave the node running."""
     from pathlib import Path
 
-    from services.cassandra.cassandra_node import CassandraNode
+    from services.cassandra.cassandra_node import CassandraNode, NodeError
     from services.proc import free_port
     from storage.cassandra_rollup import CassandraRollupStorage
     from storage.rollup_job import RollupJob
     from storage.rollup_lease import LocalShardLease
 
-    node = CassandraNode(Path(tmp) / "cassandra", native_port=free_port(), heap="1g")
+    try:
+        node = CassandraNode.load(Path(tmp) / "cassandra")
+    except NodeError:
+        node = CassandraNode(Path(tmp) / "cassandra", native_port=free_port(), heap="1g")
     t = time.perf_counter()
     node.start(timeout_s=300)
     print(f"cassandra: started in {time.perf_counter() - t:.1f}s on port {node.port}", flush=True)
-    st = CassandraRollupStorage.connect_sync(["127.0.0.1"], node.port, "bench_query", create_schema=True)
+    st = CassandraRollupStorage.connect_sync(["127.0.0.1"], node.port, "bench_query", create_schema=mem is not None)
     st.late_after_ms = 2**62  # these writes stand for live scrapes, not a replay (no late marks)
 
     async def run() -> list[dict]:
+        if mem is None:
+            return await measure(st, now, runs, downsample)
         t = time.perf_counter()
         await copy_store(mem, st)
         job = RollupJob(st, LocalShardLease(Path(tmp) / "locks"), shards=4, fresh_minutes=fresh)
@@ -337,7 +347,8 @@ def _measure_cassandra(mem: MemoryStorage, tmp: str, now: int, runs: int, downsa
         return asyncio.run(run())
     finally:
         st.shutdown()
-        node.stop()
+        if not keep:
+            node.stop()
 
 
 def main() -> int:
@@ -352,17 +363,17 @@ def main() -> int:
                     help="max_source_resolution of every query (default auto)")
     ap.add_argument("--no-isolate", action="store_true", help="evaluate big queries in this process (cpu columns count them)")
     ap.add_argument("--no-fresh", action="store_true", help="(--sqlite/--cassandra) no fresh pass of the rollup job")
-    ap.add_argument("--db", metavar="DIR", help="(--sqlite) keep the database in DIR and measure the one there if "
-                    "there is one (its clock, hosts and fresh pass as built): A/B runs of two versions of the code "
-                    "on the same data, without rebuilding it")
+    ap.add_argument("--db", metavar="DIR", help="(--sqlite, --cassandra) keep the database (the Cassandra node, left "
+                    "running) in DIR and measure the one there if there is one (its clock, hosts and fresh pass as "
+                    "built): A/B runs of two versions of the code on the same data, without rebuilding it")
     ap.add_argument("--panel", action="append", choices=[p[0] for p in PANELS],
                     help="measure only this panel (repeatable; default all)")
     args = ap.parse_args()
     SOURCE, ISOLATE = SourceResolution(args.source), not args.no_isolate
     if args.panel:
         PANELS = [p for p in PANELS if p[0] in args.panel]
-    if args.db and not args.sqlite:
-        ap.error("--db needs --sqlite")
+    if args.db and not (args.sqlite or args.cassandra):
+        ap.error("--db needs --sqlite or --cassandra")
     tuned = tune_malloc()  # as every ``ringmon`` process does (cli/malloc_tuning.py)
     now = int(time.time() * 1000) // MINUTE_MS * MINUTE_MS
     print(f"machine: {calibrate():.1f} ms for a fixed NumPy+Python workload (best of 5); "
@@ -398,8 +409,13 @@ def main() -> int:
                     json.dump({"now": now, "hosts": args.hosts, "fresh": not args.no_fresh}, f)
                 st = None  # (a --raw-only second pass measures the database just written)
         elif args.cassandra:
-            assert st is not None, "built above: --db needs --sqlite"
-            rows = _measure_cassandra(st, tmp_dir, now, args.runs, downsample, not args.no_fresh)
+            if saved:
+                os.makedirs(args.db, exist_ok=True)
+            rows = _measure_cassandra(st, tmp_dir, now, args.runs, downsample, not args.no_fresh, keep=bool(saved))
+            if saved and st is not None:
+                with open(saved, "w") as f:
+                    json.dump({"now": now, "hosts": args.hosts, "fresh": not args.no_fresh}, f)
+                st = None
         else:
             assert st is not None, "built above: --db needs --sqlite"
             rows = asyncio.run(measure(st, now, args.runs, downsample))
