@@ -105,8 +105,8 @@ ROWS_GROUP_TARGETS = 64
 # one decode (``frame_samples_many``), not seven (issue #17: a refresh's CPU is per request).
 FRAME_GROUP_SERIES = 2048
 FRAME_GROUP_TARGETS = 128
-# ``series_runs`` gathers the runs of a read of up to this many samples with one index (the
-# parts joined once more: up to 64 MB), a bigger read (the rollup job's window) run by run.
+# ``series_runs`` joins the parts of a read of up to this many samples and gathers its runs
+# with one index (up to ~100 MB more), a bigger read (the rollup job's window) run by run.
 RUNS_GATHER_SAMPLES = 4_000_000
 MAX_CONCURRENT_REQUESTS = 512  # per write_columns / read call
 # Frames of several targets per request (``write_frame_sets``): a node spends ~3-7 ms of CPU per
@@ -339,6 +339,10 @@ class CassandraStorage(Storage):
         self._label_values_done: set[tuple[str, int, str, str]] = set()
         self._label_names_done: set[tuple[str, int, str]] = set()
         self._series_info: LRUCache[int, SeriesInfo] = LRUCache(maxsize=1_000_000)
+        # (level, metric, bucket) -> the series ids an index read found there and their infos
+        # (``_infos``: a query repeated over 6,400 series spent ~10 ms in the LRU's per-id gets)
+        self._found_infos: LRUCache[tuple[str, str, int], tuple[frozenset[int], dict[int, SeriesInfo]]] = \
+            LRUCache(maxsize=2_000_000, getsizeof=lambda e: len(e[1]) + 1)
         self._late_marked: LRUCache[int, int] = LRUCache(maxsize=10_000)  # hour -> when this process last marked it late
         self._renewals: dict[int, asyncio.Future] = {}  # id(session) -> pool renewal under way
         self._frames = FrameEncoder()  # chains and layout rows of direct writes (storage.cassandra_frames)
@@ -1247,7 +1251,13 @@ class CassandraStorage(Storage):
         out: dict[int, SeriesInfo] = {}
         lookups = []
         ps = self.ps_index[level.suffix]["series_lookup"]
+        fresh = []
         for (metric, bucket), ids in found.items():
+            memo = self._found_infos.get((level.suffix, metric, bucket))
+            if memo is not None and memo[0] == ids:  # (the same series as last time: no lookup per id)
+                out.update(memo[1])
+                continue
+            fresh.append((metric, bucket, ids))
             by_shard: dict[int, list[int]] = {}
             for sid in ids:
                 if sid in out:
@@ -1271,6 +1281,9 @@ class CassandraStorage(Storage):
                 info = SeriesInfo(series, frozenset(targets))
                 out[sid] = info
                 self._series_info[sid] = info
+        for metric, bucket, ids in fresh:
+            if all(sid in out for sid in ids):
+                self._found_infos[(level.suffix, metric, bucket)] = (frozenset(ids), {sid: out[sid] for sid in ids})
         return out
 
     async def _select_series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesInfo]:
@@ -1478,6 +1491,8 @@ def series_runs(
     part (a target's frames give its series one after another): then the runs are only
     copied in series order, not sorted sample by sample, and no array of the whole read but
     the results is made (a window of all shards is ~10 M samples)."""
+    if len(parts_sid) > 8 and sum(p.size for p in parts_sid) <= RUNS_GATHER_SAMPLES:
+        return _series_runs_joined(parts_sid, parts_ts, parts_val, parts_prio)
     run_sid, run_part, run_start, run_end = [], [], [], []
     for k, (sid, ts) in enumerate(zip(parts_sid, parts_ts, strict=True)):
         starts = np.flatnonzero(sid[1:] != sid[:-1]) + 1
@@ -1495,26 +1510,47 @@ def series_runs(
     ids = ids[order]
     if bool((ids[1:] == ids[:-1]).any()):  # a series in two parts (two targets, rows and frames)
         return _series_runs_sorted(parts_sid, parts_ts, parts_val, parts_prio)
-    parts = np.concatenate(run_part)[order]
+    parts = np.concatenate(run_part)[order].tolist()
     lo = np.concatenate(run_start)[order]
     hi = np.concatenate(run_end)[order]
     bounds = np.zeros(ids.size + 1, dtype=np.int64)
     np.cumsum(hi - lo, out=bounds[1:])
     if len(parts_ts) == 1 and bool((order[1:] > order[:-1]).all()):
         return ids, bounds, parts_ts[0], parts_val[0]  # already in order
-    total = int(bounds[-1])
-    if ids.size > 256 and total <= RUNS_GATHER_SAMPLES:
-        # Many runs of a modest read (a query's thousands of series): one gather of all parts
-        # joined, not two slices per run (6,400 series: ~13,000 slices).
-        sizes = np.fromiter((p.size for p in parts_ts), dtype=np.int64, count=len(parts_ts))
-        first = np.zeros(sizes.size, dtype=np.int64)
-        np.cumsum(sizes[:-1], out=first[1:])
-        at = np.repeat(first[parts] + lo - bounds[:-1], hi - lo) + np.arange(total, dtype=np.int64)
-        return ids, bounds, np.concatenate(parts_ts)[at], np.concatenate(parts_val)[at]
-    spans = list(zip(parts.tolist(), lo.tolist(), hi.tolist(), strict=True))
+    spans = list(zip(parts, lo.tolist(), hi.tolist(), strict=True))
     ts_out = np.concatenate([parts_ts[k][a:b] for k, a, b in spans])
     val_out = np.concatenate([parts_val[k][a:b] for k, a, b in spans])
     return ids, bounds, ts_out, val_out
+
+
+def _series_runs_joined(
+    parts_sid: list[np.ndarray], parts_ts: list[np.ndarray], parts_val: list[np.ndarray], parts_prio: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``series_runs`` of many parts of a modest read (a query's thousands of series in a
+    part per target): the parts joined once, the runs found and gathered with a few NumPy
+    calls for all, not a few per part and two slices per run."""
+    sizes = np.fromiter((p.size for p in parts_sid), dtype=np.int64, count=len(parts_sid))
+    sid, ts = np.concatenate(parts_sid), np.concatenate(parts_ts)
+    n = sid.size
+    part = np.repeat(np.arange(sizes.size), sizes)
+    cut = np.ones(n, dtype=bool)
+    cut[1:] = (sid[1:] != sid[:-1]) | (part[1:] != part[:-1])
+    if not bool((ts[1:] > ts[:-1])[~cut[1:]].all()):
+        return _series_runs_sorted(parts_sid, parts_ts, parts_val, parts_prio)
+    starts = np.flatnonzero(cut)
+    ends = np.append(starts[1:], n)
+    ids = sid[starts]
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    if bool((ids[1:] == ids[:-1]).any()):  # a series in two parts (two targets, rows and frames)
+        return _series_runs_sorted(parts_sid, parts_ts, parts_val, parts_prio)
+    lo, hi = starts[order], ends[order]
+    bounds = np.zeros(ids.size + 1, dtype=np.int64)
+    np.cumsum(hi - lo, out=bounds[1:])
+    if bool((order[1:] > order[:-1]).all()):
+        return ids, bounds, ts, np.concatenate(parts_val)  # already in order
+    at = np.repeat(lo - bounds[:-1], hi - lo) + np.arange(n, dtype=np.int64)
+    return ids, bounds, ts[at], np.concatenate(parts_val)[at]
 
 
 def _series_runs_sorted(
