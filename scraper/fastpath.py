@@ -223,6 +223,48 @@ class _PlanSegment:
     dropped_prefixes: tuple[bytes, ...]
 
 
+# Plan segments by content (start, line kinds, texts): the targets of one exporter with the same
+# layout share one segment (its texts tuples and getters: ~24 bytes a line) instead of one each.
+# When the table holds more than _SEGMENTS_MAX_LINES lines, the segments no plan holds go.
+_SEGMENTS: dict[tuple, _PlanSegment] = {}
+_SEGMENTS_MAX_LINES = 2_000_000
+_segment_lines = 0
+
+
+def _segment_refs(table: dict) -> list[tuple[tuple, int]]:
+    return [(k, sys.getrefcount(v)) for k, v in table.items()]
+
+
+def _sweep_segments() -> None:
+    global _segment_lines
+    probe = {(): _PlanSegment(0, 0, _getter([]), (), _getter([]), (), _getter([]), ())}
+    unused = _segment_refs(probe)[0][1]  # the count ``_segment_refs`` sees of a segment only its table holds
+    for k, refs in _segment_refs(_SEGMENTS):
+        if refs <= unused:
+            del _SEGMENTS[k]
+    if len(_SEGMENTS) and sum(v.end - v.start for v in _SEGMENTS.values()) >= _SEGMENTS_MAX_LINES // 2:
+        _SEGMENTS.clear()  # mostly in use: start afresh rather than sweep again soon
+    _segment_lines = sum(v.end - v.start for v in _SEGMENTS.values())
+
+
+def _shared_segment(
+    start: int, kinds: bytes, other_idx: list[int], other_lines: tuple[bytes, ...], sample_idx: list[int],
+    prefixes: tuple[bytes, ...], dropped_idx: list[int], dropped_prefixes: tuple[bytes, ...],
+) -> _PlanSegment:
+    """The one segment of these lines (``kinds``: per line 0 other, 1 sample, 2 dropped)."""
+    global _segment_lines
+    key = (start, kinds, other_lines, prefixes, dropped_prefixes)
+    seg = _SEGMENTS.get(key)
+    if seg is None:
+        if _segment_lines + len(kinds) > _SEGMENTS_MAX_LINES:
+            _sweep_segments()
+        seg = _PlanSegment(start, start + len(kinds), _getter(other_idx), other_lines, _getter(sample_idx),
+                           prefixes, _getter(dropped_idx), dropped_prefixes)
+        _SEGMENTS[key] = seg
+        _segment_lines += len(kinds)
+    return seg
+
+
 @dataclass(slots=True)
 class LayoutPlan:
     """A clean scrape's line layout: the full text of the lines that are not samples (comments,
@@ -430,9 +472,14 @@ class ScrapeCache:
                     series.append(e[1])
                     codes.append(kind_codes.setdefault((e[0], e[3]), len(kind_codes)))
             n_samples += len(sample_idx) + len(dropped_idx)
-            segments.append(_PlanSegment(
-                start, start + len(chunk), _getter(other_idx), tuple(other_lines), _getter(sample_idx),
-                tuple(prefixes), _getter(dropped_idx), tuple(dropped_prefixes),
+            kinds = bytearray(len(chunk))
+            for i in sample_idx:
+                kinds[i] = 1
+            for i in dropped_idx:
+                kinds[i] = 2
+            segments.append(_shared_segment(
+                start, bytes(kinds), other_idx, tuple(other_lines), sample_idx, tuple(prefixes), dropped_idx,
+                tuple(dropped_prefixes),
             ))
         if series != out.series:
             return None

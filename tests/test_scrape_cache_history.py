@@ -89,6 +89,7 @@ def test_plans_share_their_line_texts_and_a_full_table_keeps_only_texts_in_use(m
             outcome(cache, render(picks, step))
     assert first._plan is not None and second._plan is not None
     one, other = first._plan.segments[0], second._plan.segments[0]
+    assert one is other  # the same layout: one segment (texts, getters) for both plans
     assert one.prefixes == other.prefixes and all(a is b for a, b in zip(one.prefixes, other.prefixes, strict=True))
     assert all(a is b for a, b in zip(one.other_lines, other.other_lines, strict=True))
     assert fastpath._shared_indices([300, 7])[0] is fastpath._shared_indices([int("300")])[0]  # one int per index
@@ -102,3 +103,25 @@ def test_plans_share_their_line_texts_and_a_full_table_keeps_only_texts_in_use(m
     fastpath.intern_text(b"one more")  # full: the texts nobody holds go
     assert sorted(fastpath._TEXTS) == [b"held 0", b"held 1", b"one more"]
     assert fastpath.intern_text(b"held %d" % 0) is held[0]
+    # a full segment table keeps only the segments plans hold
+    monkeypatch.setattr(fastpath, "_SEGMENTS", {})
+    monkeypatch.setattr(fastpath, "_segment_lines", 0)
+    monkeypatch.setattr(fastpath, "_SEGMENTS_MAX_LINES", 2 * len(LINES))
+
+    def planned_cache(instance: str, layout: list[int]) -> ScrapeCache:
+        cache = ScrapeCache({"job": "j", "instance": instance})
+        for step in (1, 2):
+            outcome(cache, render(layout, step))
+        assert cache._plan is not None
+        return cache
+
+    kept = planned_cache("i:3", [i for i in picks if i != 3])
+    gone = planned_cache("i:4", picks)
+    assert len(fastpath._SEGMENTS) == 2
+    del gone
+    last = planned_cache("i:5", [i for i in picks if i not in (3, 4)])  # full: the segment no plan holds goes
+    assert kept._plan is not None and last._plan is not None
+    assert list(fastpath._SEGMENTS.values()) == [kept._plan.segments[0], last._plan.segments[0]]
+    other_body = render([i for i in picks if i != 3], 3)
+    planned, fresh = outcome(kept, other_body), outcome(ScrapeCache({"job": "j", "instance": "i:3"}), other_body)
+    assert planned[:3] == fresh[:3] and planned[4:] == fresh[4:]  # all but series added: the same
