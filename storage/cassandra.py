@@ -756,9 +756,9 @@ class CassandraStorage(Storage):
         ``frame_cache`` holds complete of them goes (its own writes need no late mark)."""
         cache = self.frame_cache
         if cache is not None:
-            e = cache.get(target)
-            if e is not None and first_ts <= e.hi:
-                cache.drop(target)
+            for e in cache.of(target):
+                if first_ts <= e.hi:
+                    cache.drop(target, e)
 
     def _frame_statements(self, target: str, frames: Sequence[EncodedFrame]) -> list:
         """A ``raw_frames`` insert per frame and a ``raw_layouts`` insert per layout carried."""
@@ -818,31 +818,48 @@ class CassandraStorage(Storage):
                 keep(names[k], *run)
         return frame_samples_many(list(zip(layouts, wanted, strict=True)), frames, start_ms, end_ms, named)
 
-    async def _kept_frames(self, cache: FrameCache, targets: Iterable[str], start_ms: int) -> dict[str, CachedFrames]:
-        """The cache's frames of ``targets`` complete from ``start_ms`` on, less those of hours
-        with a late mark newer than their read (``_frames_recent``)."""
+    async def _kept_frames(
+        self, cache: FrameCache, by_target: dict[str, list[int]], start_ms: int
+    ) -> tuple[dict[str, CachedFrames], dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """The cache's frames of the targets holding their wanted series complete from
+        ``start_ms`` on, less those of hours with a late mark newer than their read
+        (``_frames_recent``), and per target the series and their columns there."""
         entries: dict[str, CachedFrames] = {}
-        for t in targets:
-            e = cache.get(t)
-            # (read after e.hi: never more than a whole read, from the key span's start)
-            if e is not None and e.lo <= start_ms and e.hi >= key_span_start(start_ms) - 1:
-                entries[t] = e
+        cols_of: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for t, ids in by_target.items():
+            wanted = None
+            for e in cache.of(t):
+                # (read after e.hi: never more than a whole read, from the key span's start)
+                if e.lo > start_ms or e.hi < key_span_start(start_ms) - 1:
+                    continue
+                layout = self._layouts.get((t, e.layout))
+                if layout is None:
+                    continue
+                if wanted is None:
+                    wanted = np.array(sorted(ids), dtype=np.int64)
+                cols = e.columns_of(layout, wanted)
+                if cols is not None:
+                    entries[t], cols_of[t] = e, cols
+                    break
         if entries:
             marks = await self.late_hours(min(e.lo for e in entries.values()), max(e.hi for e in entries.values()))
             margin = self.LATE_REMARK_MS + self.frame_settle_ms - self.late_after_ms
             for t, e in list(entries.items()):
                 if any(e.lo // sch.RAW_BUCKET_MS <= h <= e.hi // sch.RAW_BUCKET_MS and m >= e.read_at - margin
                        for h, m in marks.items()):
-                    cache.drop(t)
-                    del entries[t]
-        return entries
+                    cache.drop(t, e)
+                    del entries[t], cols_of[t]
+        return entries, cols_of
 
     async def _extend_kept(
-        self, cache: FrameCache, names: list[str], hi: int, hours: list[int], end_ms: int, complete_to: int, now: int
-    ) -> list[str]:
-        """The frames of ``names`` after ``hi`` (where their kept frames are complete) up to
-        ``end_ms`` added to what the cache keeps: their keys (ts, version) first, then only
-        the frames not held at that version. The targets that must be read whole instead."""
+        self, cache: FrameCache, entries: dict[str, CachedFrames], hi: int, hours: list[int], end_ms: int,
+        complete_to: int, now: int,
+    ) -> dict[str, CachedFrames | None]:
+        """The frames of the targets of ``entries`` after ``hi`` (where those kept frames are
+        complete) up to ``end_ms`` added to them: their keys (ts, version) first, then only
+        the frames not held at that version. The new entries (kept too), None for a target
+        that must be read whole instead."""
+        names = sorted(entries)
         hs = [h for h in hours if h >= (hi + 1) // sch.RAW_BUCKET_MS]
         index = {t: k for k, t in enumerate(names)}
         rows = [r for page in await self.execute(self.ps_frame_keys_many, (names, hs, hi + 1, end_ms)) for r in page] \
@@ -857,8 +874,7 @@ class CassandraStorage(Storage):
         need_from: dict[str, int] = {}
         for k, t in enumerate(names):
             t_ts, t_ver = k_ts[cuts[k] : cuts[k + 1]], k_ver[cuts[k] : cuts[k + 1]]
-            e = cache.get(t)
-            same = e.unchanged(t_ts, t_ver) if e is not None else np.zeros(t_ts.size, dtype=bool)
+            same = entries[t].unchanged(t_ts, t_ver)
             held[t] = t_ts[same]
             if not bool(same.all()):
                 need_from[t] = int(t_ts[~same].min())
@@ -871,21 +887,20 @@ class CassandraStorage(Storage):
                 for r in page:
                     if r[1] >= need_from[r[0]] and r[1] not in skip[r[0]]:
                         rows_of[r[0]].append(r[1:])
-        lost = []
+        out: dict[str, CachedFrames | None] = {}
         nothing = FrameRows.of([], [])
         for t in names:
-            e = cache.get(t)
+            e = entries[t]
             got = nothing
             if rows_of[t]:
                 got = FrameRows.of([0] * len(rows_of[t]), [r[:4] for r in rows_of[t]])
                 got.version = np.array([-1 if r[4] is None else r[4] for r in rows_of[t]], dtype=np.int64)
-            new = e.extended(got, held[t], complete_to, now) if e is not None else None
+            out[t] = new = e.extended(got, held[t], complete_to, now)
             if new is None:
-                cache.drop(t)
-                lost.append(t)
+                cache.drop(t, e)
             else:
                 cache.put(t, new)
-        return lost
+        return out
 
     async def _frames_recent(
         self, by_target: dict[str, list[int]], hours: list[int], start_ms: int, end_ms: int, kept: bool = True
@@ -904,27 +919,23 @@ class CassandraStorage(Storage):
             return [part for parts in got for part in parts]
         now = self.now_ms()
         complete_to = min(end_ms, now - self.frame_settle_ms)
-        entries = await self._kept_frames(cache, by_target, start_ms)
-        served: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        entries, served = await self._kept_frames(cache, by_target, start_ms)
         after: dict[int, dict[str, list[int]]] = {}  # entry.hi -> targets to read after it
-        whole: dict[str, list[int]] = {}
-        for t, ids in by_target.items():
-            e = entries.get(t)
-            layout = self._layouts.get((t, e.layout)) if e is not None else None
-            cols = e.columns_of(layout, np.array(sorted(ids), dtype=np.int64)) if e is not None and layout is not None else None
-            if e is None or cols is None:
-                whole[t] = ids
-                continue
-            served[t] = cols
+        whole: dict[str, list[int]] = {t: ids for t, ids in by_target.items() if t not in entries}
+        for t, e in entries.items():
             if e.hi < end_ms:
-                after.setdefault(e.hi, {})[t] = ids
+                after.setdefault(e.hi, {})[t] = by_target[t]
         out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-
-        for lost in await _gather_waves([self._extend_kept(cache, sorted(g), hi, hours, end_ms, complete_to, now)
-                                         for hi, group in after.items() for g in _frame_groups(group)]):
-            for t in lost:  # (read whole below)
-                served.pop(t, None)
-                whole[t] = by_target[t]
+        for extended in await _gather_waves([
+            self._extend_kept(cache, {t: entries[t] for t in g}, hi, hours, end_ms, complete_to, now)
+            for hi, group in after.items() for g in _frame_groups(group)
+        ]):
+            for t, new in extended.items():
+                if new is None:  # (read whole below)
+                    del entries[t], served[t]
+                    whole[t] = by_target[t]
+                else:
+                    entries[t] = new
         if whole:
             cache.misses += len(whole)
             lo = key_span_start(start_ms)
@@ -946,9 +957,8 @@ class CassandraStorage(Storage):
                         cache.put(t, CachedFrames(lid, int(layout.size), used, ts, bits.copy(), ver, lo, complete_to, now))
         cache.hits += len(served)
         for t, (sids, at) in served.items():
-            e = cache.get(t)
-            if e is not None and sids.size:
-                out.append(e.samples(sids, at, start_ms, end_ms))
+            if sids.size:
+                out.append(entries[t].samples(sids, at, start_ms, end_ms))
         return [part for part in out if part[0].size]
 
     def _late_statements(self, ts: np.ndarray) -> tuple[list, dict[int, int]]:

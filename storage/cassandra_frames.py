@@ -451,12 +451,14 @@ class CachedFrames:
 
 
 class FrameCache:
-    """Resolved frames per target (``CachedFrames``), least recently used dropped first
-    beyond ``max_bytes``. Single-threaded (the event loop's)."""
+    """Resolved frames per target and column set (``CachedFrames``: a dashboard's panels over
+    the same targets keep one each), least recently used dropped first beyond ``max_bytes``.
+    Single-threaded (the event loop's)."""
 
     def __init__(self, max_bytes: int = FRAME_CACHE_BYTES) -> None:
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, CachedFrames] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, bytes], CachedFrames] = OrderedDict()
+        self._keys: dict[str, set[bytes]] = {}  # target -> the column sets kept of it
         self._bytes = 0
         self.hits = 0  # targets read from the cache (and their newest frames only)
         self.misses = 0  # targets read whole
@@ -468,27 +470,44 @@ class FrameCache:
     def nbytes(self) -> int:
         return self._bytes
 
-    def get(self, target: str) -> CachedFrames | None:
-        e = self._entries.get(target)
-        if e is not None:
-            self._entries.move_to_end(target)
-        return e
+    def of(self, target: str) -> list[CachedFrames]:
+        """What is kept of ``target`` (most recently used first)."""
+        out = []
+        for cols in self._keys.get(target, ()):
+            self._entries.move_to_end((target, cols))
+            out.append(self._entries[(target, cols)])
+        return out
 
     def put(self, target: str, entry: CachedFrames) -> None:
-        self.drop(target)
+        """Keep ``entry`` (in place of what was kept of the target for its columns)."""
+        self.drop(target, entry)
         if entry.nbytes > self.max_bytes:
             return
-        self._entries[target] = entry
+        cols = entry.cols.tobytes()
+        self._entries[(target, cols)] = entry
+        self._keys.setdefault(target, set()).add(cols)
         self._bytes += entry.nbytes
         while self._bytes > self.max_bytes:
-            _, old = self._entries.popitem(last=False)
-            self._bytes -= old.nbytes
+            (t, c), old = self._entries.popitem(last=False)
+            self._forget(t, c, old)
 
-    def drop(self, target: str) -> None:
-        old = self._entries.pop(target, None)
-        if old is not None:
-            self._bytes -= old.nbytes
+    def drop(self, target: str, entry: CachedFrames | None = None) -> None:
+        """Forget what is kept of ``target`` (only for the columns of ``entry``, if given)."""
+        keys = [entry.cols.tobytes()] if entry is not None else list(self._keys.get(target, ()))
+        for cols in keys:
+            old = self._entries.pop((target, cols), None)
+            if old is not None:
+                self._forget(target, cols, old)
+
+    def _forget(self, target: str, cols: bytes, old: CachedFrames) -> None:
+        self._bytes -= old.nbytes
+        kept = self._keys.get(target)
+        if kept is not None:
+            kept.discard(cols)
+            if not kept:
+                del self._keys[target]
 
     def clear(self) -> None:
         self._entries.clear()
+        self._keys.clear()
         self._bytes = 0

@@ -261,7 +261,7 @@ async def test_short_reads_keep_frames_read_only_newer_ones_and_a_late_frame_dro
             clock[0] = ts + 100  # written on time: no late mark
             await store.write(SampleBatch(t, series, [ts] * len(series), rng.random(len(series)).round(3).tolist()))
 
-    async def both(lo: int, hi: int) -> list:
+    async def both(lo: int, hi: int, matchers: list[Matcher] = matchers) -> list:
         got = await store.select(matchers, lo, hi)
         cache, store.frame_cache = store.frame_cache, None
         try:
@@ -279,14 +279,18 @@ async def test_short_reads_keep_frames_read_only_newer_ones_and_a_late_frame_dro
         assert cache is not None
         cache.clear()
         clock[0] = t0 + 150_000
+        one = [*matchers, Matcher("n", MatchOp.EQ, "3")]
+        await both(t0 + 60_000, t0 + 145_001, one)  # (one column of each target kept)
         got = await both(t0 + 60_000, t0 + 145_001)
-        assert len(cache) == 2 and all(len(d) == 18 for d in got)
+        assert len(cache) == 4 and all(len(d) == 18 for d in got)  # (and every column, beside it)
         for k in range(30, 36):
             await scrape(k)
         clock[0] = t0 + 181_000
         hits = cache.hits
         got = await both(t0 + 90_000, t0 + 176_000)
         assert cache.hits == hits + 2 and all(len(d) == 18 for d in got)  # kept, extended
+        got = await both(t0 + 90_000, t0 + 176_000, one)
+        assert cache.hits == hits + 4 and len(got) == 2
         # A replayed frame of target 0 at a time inside what is kept, written 90 s late.
         late_ts = t0 + 100_500  # (kept complete up to t0 + 106 s)
         series = targets["k/h:0"]
