@@ -108,6 +108,9 @@ FRAME_GROUP_TARGETS = 128
 # ``series_runs`` joins the parts of a read of up to this many samples and gathers its runs
 # with one index (up to ~100 MB more), a bigger read (the rollup job's window) run by run.
 RUNS_GATHER_SAMPLES = 4_000_000
+# Clock skew between writers and readers and writes in flight, allowed for by the frames a
+# query read keeps (``CassandraStorage.frame_settle_ms``, ``_kept_frames``).
+FRAME_SETTLE_SKEW_MS = 15_000
 MAX_CONCURRENT_REQUESTS = 512  # per write_columns / read call
 # Frames of several targets per request (``write_frame_sets``): a node spends ~3-7 ms of CPU per
 # write request at a few dozen requests/s whatever its size (its request and mutation workers
@@ -316,8 +319,8 @@ class CassandraStorage(Storage):
     LATE_REMARK_MS = 60_000  # re-mark an hour at most this often (marks carry the write time)
     frame_batch_bytes: int = FRAME_BATCH_BYTES  # of frame rows per batch of ``write_frame_sets``
     # Frames older than this (reader's clock) are taken as complete (``_frames_recent``):
-    # writers' late_after_ms plus 15 s for clock skew and writes in flight.
-    frame_settle_ms: int = 75_000
+    # writers' late_after_ms (the default above) plus FRAME_SETTLE_SKEW_MS.
+    frame_settle_ms: int = 60_000 + FRAME_SETTLE_SKEW_MS
 
     def __init__(
         self,
@@ -843,7 +846,7 @@ class CassandraStorage(Storage):
                     break
         if entries:
             marks = await self.late_hours(min(e.lo for e in entries.values()), max(e.hi for e in entries.values()))
-            margin = self.LATE_REMARK_MS + self.frame_settle_ms - self.late_after_ms
+            margin = self.LATE_REMARK_MS + FRAME_SETTLE_SKEW_MS
             for t, e in list(entries.items()):
                 if any(e.lo // sch.RAW_BUCKET_MS <= h <= e.hi // sch.RAW_BUCKET_MS and m >= e.read_at - margin
                        for h, m in marks.items()):
