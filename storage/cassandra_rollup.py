@@ -491,24 +491,30 @@ class CassandraRollupMixin:
         key = "1m" if resolution is Resolution.MINUTE else "1h"
         get, ins = ps[f"{key}_chunks_get"], ps[f"{key}_chunk_ins"]
         ids = [r.series_id for r in rows]
-        pieces: list[tuple[tuple[int, int], dict[str, bytes]]]
+        keys: list[tuple[int, int]]  # (series id, chunk start) of each chunk written
+        columns: list[list[bytes]]  # per name of ``chunks.COLUMNS``, each chunk's plain value
         if len(set(ids)) == len(ids):  # (the job's rows: each series once) every chunk's columns at once
             flat = (rows.flat, rows.bounds) if isinstance(rows, RollupRowsList) else None
-            pieces = [((ids[o], start), cols)
-                      for o, start, _, cols in chunks.encode_columns_many(resolution, [r.rollup for r in rows], flat)]
+            table = chunks.encode_columns_table(resolution, [r.rollup for r in rows] if flat is None else (), flat)
+            if table is None:
+                return []
+            owners, starts, _, _, columns = table
+            keys = [(ids[o], start) for o, start in zip(owners, starts, strict=True)]
         else:
             merged: dict[tuple[int, int], Rollup] = {}
             for r in rows:  # (a series twice in ``rows``: the later rows win, as for upserts)
                 for start, part in chunks.split(resolution, r.rollup):
                     k = (r.series_id, start)
                     merged[k] = chunks.merge(merged[k], part) if k in merged else part
-            pieces = [(k, chunks.encode_columns(resolution, k[1], part)) for k, part in merged.items()]
+            keys = list(merged)
+            encoded = [chunks.encode_columns(resolution, k[1], part) for k, part in merged.items()]
+            columns = [[c[name] for c in encoded] for name in chunks.COLUMNS]
 
         # What the chunks hold: one read per chunk start and SEAL_READ_SERIES series (not one
         # per series: the seal's requests are its cost; CHUNK_READS_IN_FLIGHT at once, for
         # the node's buffers), then one write per chunk.
         by_start: dict[int, list[int]] = {}
-        for (sid, start), _ in pieces:
+        for sid, start in keys:
             by_start.setdefault(start, []).append(sid)
         stored: list[tuple] = []
 
@@ -522,20 +528,25 @@ class CassandraRollupMixin:
         await self._bounded_steps([read(start, sids[i : i + SEAL_READ_SERIES])
                                    for start, sids in by_start.items() for i in range(0, len(sids), SEAL_READ_SERIES)],
                                   CHUNK_READS_IN_FLIGHT)
-        there = {(r[1], r[0]): p for r, p in zip(stored, chunks.payloads(stored, 2), strict=True)}
-        final = []
-        for (sid, start), cols in pieces:
-            old = there.get((sid, start))
-            if old is not None:  # a window after, between or over the stored buckets splices their bytes
+        if stored:
+            at = {k: i for i, k in enumerate(keys)}
+            for row, old in zip(stored, chunks.payloads(stored, 2), strict=True):
+                start = row[0]
+                i = at.get((row[1], start))
+                if i is None:
+                    continue
+                cols = {name: columns[j][i] for j, name in enumerate(chunks.COLUMNS)}
+                # a window after, between or over the stored buckets splices their bytes
                 joined = chunks.splice_columns(old, cols)
                 if joined is None:  # stored buckets among the new ones (late samples): merged
                     merged_part = chunks.merge(chunks.decode_payload(start, old), chunks.decode_payload(start, cols))
                     joined = chunks.encode_columns(resolution, start, merged_part)
-                cols = joined
-            final.append(cols)
+                for j, name in enumerate(chunks.COLUMNS):
+                    columns[j][i] = joined[name]
         # Written in compact form (``rollup_chunks.compact_columns``): the seal's cost was its bytes.
-        return [(ins, (sid, _partition(resolution, start), start, b"", *(cols[c] for c in chunks.COLUMNS)))
-                for ((sid, start), _), cols in zip(pieces, chunks.compact_dicts(final), strict=True)]
+        values = chunks.compact_columns(chunks.COLUMNS, columns)
+        return [(ins, (sid, _partition(resolution, start), start, b"", *cols))
+                for (sid, start), *cols in zip(keys, *values, strict=True)]
 
     async def write_fresh_minutes(self, rows: Sequence[RollupRows]) -> None:
         """Provisional 1m buckets of an open window (the job's fresh pass): a chunk per series
