@@ -108,6 +108,10 @@ FRAME_GROUP_TARGETS = 128
 # ``series_runs`` joins the parts of a read of up to this many samples and gathers its runs
 # with one index (up to ~100 MB more), a bigger read (the rollup job's window) run by run.
 RUNS_GATHER_SAMPLES = 4_000_000
+# Targets of fewer series than this are not kept in ``frame_cache``: a cached refresh of the
+# 24 h panel over 100 targets of 8 series took 38 -> 44-47 ms CPU and 48-74 -> 114-128 ms wall
+# with them kept (bench/query.py --cassandra --db, 22:56 UTC, load 1.5); issue #20's 505.
+FRAME_CACHE_MIN_WIDTH = 64
 # Clock skew between writers and readers and writes in flight, allowed for by the frames a
 # query read keeps (``CassandraStorage.frame_settle_ms``, ``_kept_frames``).
 FRAME_SETTLE_SKEW_MS = 15_000
@@ -956,7 +960,9 @@ class CassandraStorage(Storage):
                         continue  # (several layouts, or a frame without its base: not kept)
                     lid, used, ts, bits, ver = runs[0]
                     layout = self._layouts.get((t, lid))
-                    if layout is not None:
+                    # (a narrow target's frames decode for less than keeping them costs: the
+                    # marks and keys round trips, ~50 us of Python per target and read)
+                    if layout is not None and layout.size >= FRAME_CACHE_MIN_WIDTH:
                         cache.put(t, CachedFrames(lid, int(layout.size), used, ts, bits.copy(), ver, lo, complete_to, now))
         cache.hits += len(served)
         for t, (sids, at) in served.items():

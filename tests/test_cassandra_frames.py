@@ -248,7 +248,7 @@ async def test_short_reads_keep_frames_read_only_newer_ones_and_a_late_frame_dro
     hour late, so the next read reads the targets whole again and has it."""
     store = cassandra_storage
     targets = {f"k/h:{i}": [Series.of(make_labels("keep_check", job="k", instance=f"h:{i}", n=str(j)))
-                            for j in range(10 + i)] for i in range(2)}
+                            for j in range(64 + i)] for i in range(2)}
     clock = [0]
     t0 = (int(time.time() * 1000) // KEY_SPAN_MS - 2) * KEY_SPAN_MS  # a key span's start, 10-15 min ago
     rng = np.random.default_rng(7)
