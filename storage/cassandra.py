@@ -85,6 +85,7 @@ RAW_READ_SERIES_CHUNK = 100
 POSTING_PROBE_ROWS = 20_000  # a label value's postings read unpaged up to this many series
 STORED_INDEX_PROBE_MIN = 64  # series to index in one write from which their rows are looked up first
 STORED_INDEX_PROBE_IN = 100  # series ids per lookup
+INDEX_CHUNK_SERIES = 256  # series whose index rows are built and stored at a time (write_frames)
 # Series x hour partitions per raw read request; requests are unpaged, so this bounds a
 # response: 128 series-hours = 46k rows at a 10 s interval (~1.6 MB), 461k at 1 s (~16 MB).
 RAW_REQUEST_SERIES_HOURS = 128
@@ -714,20 +715,38 @@ class CassandraStorage(Storage):
                 which = None  # not known: every series given is indexed in every bucket of the write
         if len(series_defs) >= STORED_INDEX_PROBE_MIN:
             series_defs = await self._skip_stored_index(target, series_defs, ts_all)
-        index_stmts, series_rows, marks = self._index_statements(target, series_defs, ts_all, which)
+        defs = list(series_defs)
+        for lo in range(0, len(defs), INDEX_CHUNK_SERIES):
+            await self._write_index(target, defs[lo : lo + INDEX_CHUNK_SERIES], ts_all, which)
         late_stmts, late_marks = self._late_statements(ts_all)
         frame_stmts = self._frame_statements(target, frames)
         rows = self._raw_batches(target, series_ids, timestamps, values) if timestamps.size else []
-        # a series' own row goes last: stored, it vouches for its postings and label values
-        for statements in (index_stmts + late_stmts + frame_stmts + rows, series_rows):
-            results = await _gather_waves([self.execute(s) for s in statements], return_exceptions=True)
-            errors = [r for r in results if isinstance(r, BaseException)]
-            if errors:
-                transient = [e for e in errors if isinstance(e, TransientStorageError)]
-                raise (transient[0] if transient else errors[0])
-        self._commit_marks(marks)
+        await self._execute_all(late_stmts + frame_stmts + rows)
         if late_marks:
             self._late_marked.update(late_marks)
+
+    async def _write_index(
+        self, target: str, series_defs: Sequence[Series], ts: np.ndarray, which: tuple[np.ndarray, np.ndarray] | None
+    ) -> None:
+        """Store the index rows of ``series_defs`` (those not marked yet), then mark them.
+
+        ``write_frames`` gives at most ``INDEX_CHUNK_SERIES`` series at a time: a chunk's rows
+        (tens of small objects per series) live until Cassandra answers, and the series the
+        scrape loops make meanwhile land between them; when the rows go, their holes stay in
+        the heap for good (a warm-up of 100k series left ~20 MiB of them, #20)."""
+        index_stmts, series_rows, marks = self._index_statements(target, series_defs, ts, which)
+        # a series' own row goes last: stored, it vouches for its postings and label values
+        await self._execute_all(index_stmts)
+        await self._execute_all(series_rows)
+        self._commit_marks(marks)
+
+    async def _execute_all(self, statements: list) -> None:
+        """Run ``statements`` (in waves); the first transient error, else the first error, raised."""
+        results = await _gather_waves([self.execute(s) for s in statements], return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            transient = [e for e in errors if isinstance(e, TransientStorageError)]
+            raise (transient[0] if transient else errors[0])
 
     async def write_frame_sets(self, sets: Sequence[tuple[str, Sequence[EncodedFrame]]]) -> None:
         """Write the encoded frames of several targets ``(target, frames)`` (a writer's records
