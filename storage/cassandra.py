@@ -96,9 +96,10 @@ FRAME_READ_SPAN_MS = 15 * 60_000
 # the series of up to ROWS_GROUP_TARGETS targets, up to ROWS_GROUP_SERIES together, per request
 # (``_target_groups``). Issue #20's range query over 200 targets' 6,400 series made 67 requests
 # of 16 targets and 100 series: ~26 ms of the reader's CPU and 34-80 ms of the node's, against
-# 9 and 14 ms as 7 requests (a response of rows is bounded by the span: 1,024 series x 15 min
-# at 1 s is 0.9 M rows, at 10 s 92 k).
-ROWS_GROUP_SERIES = 1024
+# 9 and 14 ms as 7 requests of 1,024; but a request's series are one IN the node reads in turn,
+# and bench/query.py's cached 24 h refresh (100 targets x 8 series) took 110-135 ms wall in 2
+# requests of 1,024, 70-90 in 9 of 100 and 48-75 in 4 of 256 (23:09-23:10 UTC, load 0.4-1.7).
+ROWS_GROUP_SERIES = 256
 ROWS_GROUP_TARGETS = 64
 # The frames of targets holding FRAME_GROUP_SERIES series together (at most FRAME_GROUP_TARGETS
 # targets) per request: ~3 bytes per sample on disk, 20 min of 5 s scrapes is ~0.7 KB per
