@@ -41,6 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,17 +75,39 @@ def target_series(t: int, body: bytes) -> tuple[str, list[Series]]:
     return f"node/{inst}", series
 
 
+@dataclass
+class Targets:
+    """The bench's targets: bodies, keys, series in scrape order, scrape phases (ms into the
+    interval) and the targets in phase order."""
+
+    bodies: list[TargetBody]
+    keys: list[str]
+    series: list[list[Series]]
+    phases: list[int]
+    order: list[int]
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> Targets:
+        layout = node_series(args.series)
+        bodies = [TargetBody(t, layout) for t in range(args.targets)]
+        keys, series, phases = [], [], []
+        for t, body in enumerate(bodies):
+            key, ser = target_series(t, body.render())
+            keys.append(key)
+            series.append(ser)
+            phases.append(round(scrape_offset_s(key, args.interval) * 1000))
+        return cls(bodies, keys, series, phases, sorted(range(args.targets), key=lambda t: phases[t]))
+
+    def values(self, t: int) -> list[float]:
+        """A scrape of target ``t``: its body's values, then the loop's synthetic series."""
+        values = [s.value for s in parse(self.bodies[t].render())]
+        return values + [1.0, 0.05, float(len(values)), float(len(values)), 0.0]
+
+
 async def fill(store: SQLiteRollupStorage, clock: list[int], args: argparse.Namespace, t0: int) -> int:
-    layout = node_series(args.series)
-    bodies = [TargetBody(t, layout) for t in range(args.targets)]
+    tg = Targets.of(args)
+    keys, series, phases, order = tg.keys, tg.series, tg.phases, tg.order
     interval_ms = int(args.interval * 1000)
-    keys, series, phases = [], [], []
-    for t, body in enumerate(bodies):
-        key, ser = target_series(t, body.render())
-        keys.append(key)
-        series.append(ser)
-        phases.append(round(scrape_offset_s(key, args.interval) * 1000))
-    order = sorted(range(args.targets), key=lambda t: phases[t])
     scrapes = int(args.minutes * 60_000 // interval_ms)
     written = 0
     for k in range(scrapes):
@@ -92,8 +115,7 @@ async def fill(store: SQLiteRollupStorage, clock: list[int], args: argparse.Name
         slot: list[SampleBatch] = []
         for i, t in enumerate(order):
             ts = base + phases[t]
-            values = [s.value for s in parse(bodies[t].render())]
-            values += [1.0, 0.05, float(len(values)), float(len(values)), 0.0]
+            values = tg.values(t)
             b = SampleBatch(keys[t], series[t], [ts] * len(series[t]), values)
             slot.append(b)
             last = i + 1 == len(order) or base + phases[order[i + 1]] >= (ts // SLOT_MS + 1) * SLOT_MS
@@ -110,17 +132,10 @@ async def fill(store: SQLiteRollupStorage, clock: list[int], args: argparse.Name
 async def fill_cassandra(store: CassandraRollupStorage, clock: list[int], args: argparse.Namespace, t0: int) -> int:
     """``fill`` as the cluster's scrapers write: each scrape one ``write_columns`` of its target
     (a frame; the first one of a target carries its series to index), a slot's scrapes at once."""
-    layout = node_series(args.series)
-    bodies = [TargetBody(t, layout) for t in range(args.targets)]
+    tg = Targets.of(args)
+    keys, series, phases, order = tg.keys, tg.series, tg.phases, tg.order
+    ids = [np.array([s.id for s in ser], dtype=np.int64) for ser in series]
     interval_ms = int(args.interval * 1000)
-    keys, series, ids, phases = [], [], [], []
-    for t, body in enumerate(bodies):
-        key, ser = target_series(t, body.render())
-        keys.append(key)
-        series.append(ser)
-        ids.append(np.array([s.id for s in ser], dtype=np.int64))
-        phases.append(round(scrape_offset_s(key, args.interval) * 1000))
-    order = sorted(range(args.targets), key=lambda t: phases[t])
     scrapes = int(args.minutes * 60_000 // interval_ms)
     written = 0
     for k in range(scrapes):
@@ -128,8 +143,7 @@ async def fill_cassandra(store: CassandraRollupStorage, clock: list[int], args: 
         writes = []
         for t in order:
             ts = base + phases[t]
-            values = [s.value for s in parse(bodies[t].render())]
-            values += [1.0, 0.05, float(len(values)), float(len(values)), 0.0]
+            values = tg.values(t)
             clock[0] = max(clock[0], ts + 50)
             writes.append(store.write_columns(keys[t], ids[t], np.full(len(values), ts, dtype=np.int64),
                                               np.array(values), series[t] if k == 0 else ()))
