@@ -86,6 +86,9 @@ POSTING_PROBE_ROWS = 20_000  # a label value's postings read unpaged up to this 
 STORED_INDEX_PROBE_MIN = 64  # series to index in one write from which their rows are looked up first
 STORED_INDEX_PROBE_IN = 100  # series ids per lookup
 INDEX_CHUNK_SERIES = 256  # series whose index rows are built and stored at a time (write_frames)
+# ... in at most this many chunks: a chunk costs about one request per index partition it
+# touches, whatever its size, so a huge write (a 5,000-series target) is not 20x the requests
+INDEX_CHUNKS_MAX = 4
 # Series x hour partitions per raw read request; requests are unpaged, so this bounds a
 # response: 128 series-hours = 46k rows at a 10 s interval (~1.6 MB), 461k at 1 s (~16 MB).
 RAW_REQUEST_SERIES_HOURS = 128
@@ -717,8 +720,9 @@ class CassandraStorage(Storage):
         if len(series_defs) >= STORED_INDEX_PROBE_MIN:
             series_defs = await self._skip_stored_index(target, series_defs, ts_all)
         defs = list(series_defs)
-        for lo in range(0, len(defs), INDEX_CHUNK_SERIES):
-            await self._write_index(target, defs[lo : lo + INDEX_CHUNK_SERIES], ts_all, which)
+        step = max(INDEX_CHUNK_SERIES, -(-len(defs) // INDEX_CHUNKS_MAX))
+        for lo in range(0, len(defs), step):
+            await self._write_index(target, defs[lo : lo + step], ts_all, which)
         late_stmts, late_marks = self._late_statements(ts_all)
         frame_stmts = self._frame_statements(target, frames)
         rows = self._raw_batches(target, series_ids, timestamps, values) if timestamps.size else []
@@ -731,7 +735,9 @@ class CassandraStorage(Storage):
     ) -> None:
         """Store the index rows of ``series_defs`` (those not marked yet), then mark them.
 
-        ``write_frames`` gives at most ``INDEX_CHUNK_SERIES`` series at a time: a chunk's rows
+        ``write_frames`` gives ``INDEX_CHUNK_SERIES`` series at a time (more for a write of
+        over ``INDEX_CHUNKS_MAX`` chunks: each chunk costs a request per index partition it
+        touches, and its rows are few per partition): a chunk's rows
         (tens of small objects per series) live until Cassandra answers, and the series the
         scrape loops make meanwhile land between them; when the rows go, their holes stay in
         the heap for good (a warm-up of 100k series left ~20 MiB of them, #20)."""
