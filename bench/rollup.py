@@ -174,10 +174,11 @@ async def _bench_sqlite(n_hosts: int, hours: int, tmp: str) -> None:
     rng = np.random.default_rng(2)
     total = 0
     for h in range(n_hosts):
-        batch = SampleBatch(f"bench/h{h}:9100")
+        series: list[Series] = []
+        batch = SampleBatch(f"bench/h{h}:9100", series)
         for i, (ts, v) in enumerate(node_exporter_host(rng, hours * 360, t0, jitter_ms=0)):
             s = Series.of(make_labels("bench_metric", instance=f"h{h}:9100", i=str(i)))
-            batch.series.extend([s] * len(ts))
+            series.extend([s] * len(ts))
             batch.timestamps.extend(ts.tolist())
             batch.values.extend(v.tolist())
             total += len(ts)

@@ -26,6 +26,7 @@ history (``tests/test_exposition_differential.py``).
 
 from __future__ import annotations
 
+import functools
 import operator
 import sys
 import time
@@ -53,7 +54,7 @@ from scraper.exposition import (
 from scraper.gofloat import json_decimals, special_ok, vouched
 from scraper.lenient import FMT_OPENMETRICS, LenientState
 from scraper.relabel import relabel
-from storage.model import METRIC_NAME, METRIC_NAME_RE, Series
+from storage.model import METRIC_NAME, METRIC_NAME_RE, LayoutSeries, Series
 
 SLICE_LINES = 1000  # lines between looks at the clock
 YIELD_AFTER_S = 0.005  # give the event loop a turn at least this often
@@ -131,7 +132,7 @@ class ScrapeError(Exception):
 class ScrapeOutcome:
     """What one body turned into."""
 
-    series: list[Series] = field(default_factory=list)
+    series: list[Series] | LayoutSeries = field(default_factory=list)  # a LayoutSeries: a plan's
     values: list[float] = field(default_factory=list)
     explicit_ts: list[tuple[int, int]] = field(default_factory=list)  # (index, ms) overrides
     stale: list[Series] = field(default_factory=list)
@@ -139,6 +140,9 @@ class ScrapeOutcome:
     series_added: int = 0
     added: list[int] = field(default_factory=list)  # indices of the samples of series new this scrape
     duplicates: int = 0
+    # when ``series`` is the LayoutSeries of a plan this scrape made: its Series, made by this
+    # scrape (``LayoutSeries.lent`` hands them to the writer, which indexes them)
+    made: list[Series] | None = None
 
     def drop(self, rows: Container[int]) -> None:
         """Remove the samples at ``rows`` (indices into ``series``), keeping the explicit
@@ -221,6 +225,14 @@ class _PlanSegment:
     prefixes: tuple[bytes, ...]  # series text + " " of each kept sample line
     dropped: Callable[[Sequence[bytes]], tuple[bytes, ...]]
     dropped_prefixes: tuple[bytes, ...]
+    kinds: bytes  # per line: 0 other, 1 sample, 2 dropped sample (the segment table's key has it anyway)
+
+    def lines(self) -> list[bytes]:
+        """The segment's lines with every sample value 0 (what ``_remake`` parses again)."""
+        other = iter(self.other_lines)
+        kept = iter(self.prefixes)
+        dropped = iter(self.dropped_prefixes)
+        return [next(other) if k == 0 else next(kept if k == 1 else dropped) + b"0" for k in self.kinds]
 
 
 # Plan segments by content (start, line kinds, texts): the targets of one exporter with the same
@@ -237,7 +249,7 @@ def _segment_refs(table: dict) -> list[tuple[tuple, int]]:
 
 def _sweep_segments() -> None:
     global _segment_lines
-    probe = {(): _PlanSegment(0, 0, _getter([]), (), _getter([]), (), _getter([]), ())}
+    probe = {(): _PlanSegment(0, 0, _getter([]), (), _getter([]), (), _getter([]), (), b"")}
     unused = _segment_refs(probe)[0][1]  # the count ``_segment_refs`` sees of a segment only its table holds
     for k, refs in _segment_refs(_SEGMENTS):
         if refs <= unused:
@@ -259,7 +271,7 @@ def _shared_segment(
         if _segment_lines + len(kinds) > _SEGMENTS_MAX_LINES:
             _sweep_segments()
         seg = _PlanSegment(start, start + len(kinds), _getter(other_idx), other_lines, _getter(sample_idx),
-                           prefixes, _getter(dropped_idx), dropped_prefixes)
+                           prefixes, _getter(dropped_idx), dropped_prefixes, kinds)
         _SEGMENTS[key] = seg
         _segment_lines += len(kinds)
     return seg
@@ -268,41 +280,33 @@ def _shared_segment(
 @dataclass(slots=True)
 class LayoutPlan:
     """A clean scrape's line layout: the full text of the lines that are not samples (comments,
-    blank lines) and, for each sample line, its text up to the value and its series.
+    blank lines) and, for each sample line, its text up to the value; its series as ids.
 
     A body equal to it everywhere but in the sample values is the same scrape with new values:
     its series, their order, its validity and staleness (none) are the planned scrape's, and
     only the values need reading, which C-level ``map`` calls do without a per-line Python loop.
+
+    The plan keeps no ``Series`` (issue #20 memory): ``series`` is a ``LayoutSeries`` of their
+    ids, and whoever needs the ``Series`` themselves (a writer indexing them on a new day,
+    stale markers, the cache entries when the plan goes) gets them by ``_remake``: the
+    plan's lines, values set to 0, parsed again as the scrape that made the plan parsed them.
     """
 
     fmt: str
     n_lines: int
     segments: list[_PlanSegment]
-    series: list[Series]
+    series: LayoutSeries
     samples_scraped: int
-    # the metadata context and family of each kept sample line (as ``series``) and of each
-    # dropped one, as an index into ``kinds`` (the distinct pairs: 2 bytes a line where a list
-    # took 8): with the prefixes they rebuild the cache entries the plan stands for
-    kinds: list[tuple[int, str]] = field(default_factory=list)
-    codes: array[int] = field(default_factory=lambda: array("H"))
-    dropped_codes: array[int] = field(default_factory=lambda: array("H"))
+    target_labels: dict[str, str]
+    config: ScrapeConfig
 
     def entries(self, gen: int) -> dict[bytes, list]:
         """The cache entries of the plan's sample lines, stamped ``gen`` as the scrape that made
         the plan left them (``ScrapeCache`` forgets its entries while a plan stands for them)."""
-        out: dict[bytes, list] = {}
-        kinds = self.kinds
-        kept = [p for seg in self.segments for p in seg.prefixes]
-        for prefix, series, code in zip(kept, self.series, self.codes, strict=True):
-            key = prefix[:-1]
-            ctx, family = kinds[code]
-            out[key] = [ctx, series, gen, family, False, key]
-        dropped = [p for seg in self.segments for p in seg.dropped_prefixes]
-        for prefix, code in zip(dropped, self.dropped_codes, strict=True):
-            key = prefix[:-1]
-            ctx, family = kinds[code]
-            out[key] = [ctx, None, gen, family, False, key]
-        return out
+        entries, _series = _remake(self.fmt, self.segments, self.target_labels, self.config)
+        for e in entries.values():
+            e[2] = gen
+        return entries
 
     def apply(self, lines: list[bytes]) -> Generator[None, None, ScrapeOutcome | None]:
         """The outcome for ``lines``, or None when the layout differs or a value is not a float."""
@@ -356,7 +360,7 @@ class ScrapeCache:
         self.entries: dict[bytes, list] = {}
         self.gen = 1
         self.prev_count = 0  # entries seen by the last successful scrape
-        self.last_series: list[Series] = []  # series of the last successful scrape
+        self.last_series: list[Series] | LayoutSeries = []  # series of the last successful scrape
         # per-scrape state used by the slow path
         self._state = LenientState()
         self._ctx = 0
@@ -414,11 +418,17 @@ class ScrapeCache:
             self._plan = self._make_plan(lines, fmt, out)
             self._plans_made += 1
             if self._plan is not None:
-                # the plan holds each line's prefix, series, context and family: the per-line
-                # entries (a key, a list and a dict slot per series) go until it misses
+                # the plan stands for the per-line entries (a key, a list and a dict slot per
+                # series) and their series: they go until it misses (``_drop_plan``)
                 self.entries = {}
                 self._released = True
-        self.last_series = out.series
+        if self._plan is not None:
+            # the scrape's series as the plan's: nothing but this outcome keeps them (#20: a
+            # warm-up's Series, kept until the next scrape, left ~13 MiB of holes per 100k)
+            out.made = cast("list[Series]", out.series)
+            out.series = self.last_series = self._plan.series
+        else:
+            self.last_series = out.series
         return out
 
     @property
@@ -441,9 +451,6 @@ class ScrapeCache:
         get = self.entries.get
         segments: list[_PlanSegment] = []
         series: list[Series] = []
-        kind_codes: dict[tuple[int, str], int] = {}
-        codes: list[int] = []
-        dropped_codes: list[int] = []
         n_samples = 0
         for start in range(0, len(lines), PLAN_SLICE_LINES):
             other_idx: list[int] = []
@@ -465,12 +472,10 @@ class ScrapeCache:
                 elif e[1] is None:
                     dropped_idx.append(i)
                     dropped_prefixes.append(intern_text(e[5] + b" "))
-                    dropped_codes.append(kind_codes.setdefault((e[0], e[3]), len(kind_codes)))
                 else:
                     sample_idx.append(i)
                     prefixes.append(intern_text(e[5] + b" "))
                     series.append(e[1])
-                    codes.append(kind_codes.setdefault((e[0], e[3]), len(kind_codes)))
             n_samples += len(sample_idx) + len(dropped_idx)
             kinds = bytearray(len(chunk))
             for i in sample_idx:
@@ -483,13 +488,15 @@ class ScrapeCache:
             ))
         if series != out.series:
             return None
-        typecode = "H" if len(kind_codes) <= 0xFFFF else "I"
-        return LayoutPlan(fmt, len(lines), segments, out.series, n_samples, list(kind_codes),
-                          array(typecode, codes), array(typecode, dropped_codes))
+        ids = array("q", [s.id for s in series])
+        remade = functools.partial(_remade_series, fmt, segments, self.target_labels, self.config)
+        return LayoutPlan(fmt, len(lines), segments, LayoutSeries(ids, remade), n_samples, self.target_labels,
+                          self.config)
 
     def failed(self) -> list[Series]:
         """The target is down: forget the last scrape; returns the series to mark stale."""
-        stale = self.last_series
+        last = self.last_series
+        stale = last.build() if isinstance(last, LayoutSeries) else last
         self.last_series = []
         self.prev_count = 0
         self._drop_plan()
@@ -499,8 +506,8 @@ class ScrapeCache:
 
     def _run(self, lines: list[bytes], fmt: str, gen: int) -> Generator[None, None, ScrapeOutcome]:  # noqa: PLR0915 - the scrape hot loop: locals bound once and steps inlined on purpose (a call per line costs)
         prev = gen - 1
-        out = ScrapeOutcome()
-        out_series = out.series
+        out_series: list[Series] = []
+        out = ScrapeOutcome(series=out_series)
         out_values = out.values
         out_added = out.added
         sa = out_series.append
@@ -586,7 +593,7 @@ class ScrapeCache:
             self._aliased = _drop_repeated_series(out)
         out.series_added = len(out.added)
         if seen - (nonprev + counts[3]) < self.prev_count or len(self.entries) > 2 * seen + 1000:
-            out.stale = self._sweep(gen, prev, out.series)
+            out.stale = self._sweep(gen, prev, cast("list[Series]", out.series))
         self.prev_count = seen
         return out
 
@@ -667,7 +674,7 @@ class ScrapeCache:
         e[2] = gen
         e[4] = explicit
         if e[1] is not None:
-            out.series.append(e[1])
+            cast("list[Series]", out.series).append(e[1])  # the slow path's outcome: a list
             out.values.append(p.value)
             if explicit and p.timestamp_ms is not None:  # explicit implies it; says so to mypy
                 out.explicit_ts.append((len(out.series) - 1, p.timestamp_ms))
@@ -717,3 +724,28 @@ class ScrapeCache:
                         f"{len(v)} characters, limit {cfg.label_value_length_limit})",
                     )
         return Series.of(final)
+
+
+def _remake(
+    fmt: str, segments: list[_PlanSegment], target_labels: dict[str, str], config: ScrapeConfig
+) -> tuple[dict[bytes, list], list[Series]]:
+    """The entries and series of a layout plan's scrape, made again: its lines (values 0) parsed
+    by a fresh cache of the same target labels and config, as the scrape that made the plan
+    parsed them (same lines in the same order: same contexts, families and series)."""
+    scratch = ScrapeCache(target_labels, config)
+    lines = [line for seg in segments for line in seg.lines()]
+    run = scratch._run(lines, fmt, scratch.gen)
+    try:
+        while True:
+            next(run)
+    except StopIteration as stop:
+        out: ScrapeOutcome = stop.value
+    assert isinstance(out.series, list)
+    return scratch.entries, out.series
+
+
+def _remade_series(
+    fmt: str, segments: list[_PlanSegment], target_labels: dict[str, str], config: ScrapeConfig
+) -> list[Series]:
+    """A layout plan's series made again (its ``LayoutSeries``' maker)."""
+    return _remake(fmt, segments, target_labels, config)[1]

@@ -30,7 +30,7 @@ from scraper.metadata import MetadataCache
 from scraper.selfmetrics import ScraperMetrics, scraper_metrics
 from scraper.targetlabels import ResolvedTarget, discovered_labels, resolve_target
 from storage.base import SampleWriter
-from storage.model import METRIC_NAME, STALE_NAN, SampleBatch, Series
+from storage.model import METRIC_NAME, STALE_NAN, LayoutSeries, SampleBatch, Series
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ class ScrapeLoop:
         # recent scrape start times (unix s), for tests and pages
         self.scrape_times: deque[float] = deque(maxlen=SCRAPE_TIMES_KEPT)
         self._task: asyncio.Task | None = None
+        self._layout_batch: tuple[LayoutSeries, LayoutSeries] | None = None  # a plan's series -> with the synthetic
         self._m_failures: dict[str, Counter] = {}
         self._m_scrapes = self.metrics.scrapes.labels(pool_name)
         self._m_duration = self.metrics.duration.labels(pool_name)
@@ -202,6 +203,21 @@ class ScrapeLoop:
                 chunks.append(chunk)
             return b"".join(chunks), fmt
 
+    def _batch_series(self, out: ScrapeOutcome) -> list[Series] | LayoutSeries:
+        """The series of a scrape's batch: its samples', its stale markers', the synthetic. A
+        layout plan's scrape (no stale markers) gives the same ``LayoutSeries`` each time, so the
+        writer knows the layout without a look at each series, and no list is made per scrape."""
+        series = out.series
+        if isinstance(series, LayoutSeries):
+            if not out.stale:
+                made = self._layout_batch
+                if made is None or made[0] is not series:
+                    made = self._layout_batch = (series, series.with_tail(self.synthetic))
+                return made[1]
+            series = out.made if out.made is not None else series.build()
+        self._layout_batch = None
+        return series + out.stale + self.synthetic
+
     def _count_dropped(self, counts: dict[str, int]) -> None:
         totals = self.health.samples_dropped
         for reason, k in counts.items():
@@ -245,7 +261,7 @@ class ScrapeLoop:
                 self._count_dropped(dropped.counts)
                 self.health.last_drop = dropped.describe()
                 self.health.last_drop_at = start
-            batch.series = out.series + out.stale + self.synthetic
+            batch.series = self._batch_series(out)
             values = out.values
             values.extend([STALE_NAN] * len(out.stale))
             values.extend((1.0, duration, float(out.samples_scraped), float(n), float(out.series_added)))
@@ -272,7 +288,13 @@ class ScrapeLoop:
             m.inc()
         self.health.last_scrape = start
         self.health.last_duration_s = duration
-        await self.writer.append(batch)
+        if out is not None and out.made is not None and isinstance(batch.series, LayoutSeries):
+            # the scrape that made the layout: the writer picks the Series it indexes from these,
+            # which go with the outcome
+            with batch.series.lent(out.made + self.synthetic):
+                await self.writer.append(batch)
+        else:
+            await self.writer.append(batch)
         self._m_samples.inc(len(batch))
         self._m_duration.observe(time.time() - start)
         return out

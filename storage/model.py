@@ -6,7 +6,11 @@ import hashlib
 import math
 import re
 import struct
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import overload
 
 # A label set: (name, value) pairs sorted by name, including ("__name__", metric).
 Labels = tuple[tuple[str, str], ...]
@@ -82,6 +86,99 @@ class Series:
         return dict(self.labels)
 
 
+class LayoutSeries(Sequence[Series]):
+    """The series of a target's known layout, kept as their ids (8 bytes each) and made as
+    ``Series`` only when asked for (issue #20 memory: a ``Series``, its id and its labels
+    tuple took ~170 bytes a series for as long as a layout stood).
+
+    ``make`` builds the whole list again (the scraper parses its layout plan's line texts);
+    a writer that needs only ids reads ``ids``, and ``build``/``pick`` make ``Series`` without
+    keeping them. Iterating or indexing keeps the list made (consumers that walk ``Series``
+    each write, such as SQLite's, pay for it once). The ids and the series never change, so
+    the same object is the same layout: writers compare it by identity.
+    """
+
+    __slots__ = ("ids", "_make", "_made")
+
+    def __init__(self, ids: array[int], make: Callable[[], list[Series]], made: list[Series] | None = None) -> None:
+        self.ids = ids  # typecode "q": np.frombuffer(ids, np.int64) reads them without a copy
+        self._make = make
+        self._made = made
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def build(self) -> list[Series]:
+        """The series, made afresh unless kept (the caller's list: not kept here)."""
+        if self._made is not None:
+            return list(self._made)
+        out = self._make()
+        if len(out) != len(self.ids) or any(s.id != i for s, i in zip(out, self.ids, strict=True)):
+            raise RuntimeError("a layout's series made again differ from its ids")
+        return out
+
+    @contextmanager
+    def lent(self, made: list[Series]) -> Iterator[None]:
+        """Within the block the series are ``made`` (the scrape that made the layout has them:
+        its writer picks what it indexes from them instead of making them again); after it
+        they go, unless kept before."""
+        kept = self._made
+        self._made = made
+        try:
+            yield
+        finally:
+            self._made = kept
+
+    def pick(self, rows: Sequence[int]) -> list[Series]:
+        """The series at ``rows``, made without keeping the others (none made for no rows)."""
+        if not rows:
+            return []
+        made = self._made if self._made is not None else self.build()
+        return [made[i] for i in rows]
+
+    def with_tail(self, tail: Sequence[Series]) -> LayoutSeries:
+        """These series followed by ``tail`` (a scrape's synthetic series), as one layout."""
+        tail = list(tail)
+
+        def make() -> list[Series]:
+            return self.build() + tail
+
+        ids = array("q", self.ids)
+        ids.extend(s.id for s in tail)
+        return LayoutSeries(ids, make)
+
+    def _list(self) -> list[Series]:
+        if self._made is None:
+            self._made = self.build()
+        return self._made
+
+    @overload
+    def __getitem__(self, i: int) -> Series: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Series]: ...
+
+    def __getitem__(self, i: int | slice) -> Series | list[Series]:
+        return self._list()[i]
+
+    def __iter__(self) -> Iterator[Series]:
+        return iter(self._list())
+
+    def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
+        if isinstance(other, LayoutSeries):
+            return self.ids == other.ids and self._list() == other._list()
+        if isinstance(other, list):
+            return self._list() == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # a sequence, compared by its items
+
+    def __repr__(self) -> str:
+        return f"LayoutSeries({len(self.ids)} series)"
+
+
 @dataclass(slots=True)
 class SampleBatch:
     """Samples to write together; from one scrape they share ``target`` and usually a timestamp.
@@ -91,11 +188,13 @@ class SampleBatch:
     """
 
     target: str
-    series: list[Series] = field(default_factory=list)
+    series: list[Series] | LayoutSeries = field(default_factory=list)
     timestamps: list[int] = field(default_factory=list)  # milliseconds since epoch
     values: list[float] = field(default_factory=list)
 
     def add(self, series: Series, ts_ms: int, value: float) -> None:
+        if not isinstance(self.series, list):
+            self.series = list(self.series)
         self.series.append(series)
         self.timestamps.append(ts_ms)
         self.values.append(value)

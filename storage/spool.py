@@ -221,6 +221,10 @@ class SpooledBatch:
     values: np.ndarray  # float64 (bit patterns preserved)
     series_defs: list[Series]
     frames: list[EncodedFrame] = field(default_factory=list)
+    # a record sent as appended whose series_defs are left in its payload (its spool record)
+    # until it is sent: a warm-up's records wait for index writes, and their Series with them
+    # kept the heap's peak (issue #20)
+    defs_payload: bytes = b""
 
     def __len__(self) -> int:
         return int(self.series_ids.shape[0])
@@ -254,6 +258,20 @@ def encode_batch(
     return b"".join(parts)
 
 
+def _defs(payload: bytes, off: int, dlen: int) -> list[Series]:
+    if not dlen:
+        return []
+    return [Series(int(sid), tuple((k, v) for k, v in labels)) for sid, labels in json.loads(payload[off : off + dlen])]
+
+
+def decode_defs(payload: bytes) -> list[Series]:
+    """The ``series_defs`` of a record alone (``decode_batch(payload).series_defs``)."""
+    version, tlen, n, dlen = _HEAD.unpack_from(payload, 0)
+    if version not in (1, RECORD_VERSION):
+        raise ValueError(f"unknown spool record version {version}")
+    return _defs(payload, _HEAD.size + tlen + 24 * n, dlen)
+
+
 def decode_batch(payload: bytes) -> SpooledBatch:
     version, tlen, n, dlen = _HEAD.unpack_from(payload, 0)
     if version not in (1, RECORD_VERSION):
@@ -267,10 +285,7 @@ def decode_batch(payload: bytes) -> SpooledBatch:
     off += 8 * n
     vals = np.frombuffer(payload, dtype="<f8", count=n, offset=off).astype(np.float64)
     off += 8 * n
-    defs: list[Series] = []
-    if dlen:
-        for sid, labels in json.loads(payload[off : off + dlen]):
-            defs.append(Series(int(sid), tuple((k, v) for k, v in labels)))
+    defs = _defs(payload, off, dlen)
     off += dlen
     frames: list[EncodedFrame] = []
     if version >= 2:

@@ -50,7 +50,7 @@ from cachetools import LRUCache
 from storage import frames as frames_codec
 from storage.base import DAY_MS, HOUR_MS, Resolution, RollupReader, SeriesData, Storage, StorageError
 from storage.matchers import Matcher, MatchOp, match_all, metric_name_of
-from storage.model import SampleBatch, Series
+from storage.model import LayoutSeries, SampleBatch, Series
 from storage.sqlite_generations import INDEX_GENERATION_KEY, bump_generation, read_generation
 
 T = TypeVar("T")
@@ -433,7 +433,7 @@ class SQLiteStorage(Storage):
         self._layout_ids: dict[tuple[str, int], np.ndarray] = {}
         # per target, the series list of its last batch with their ids and the whole batch's
         # layout (ids as an array, layout id): a scrape repeats its target's series list
-        self._last_series: dict[str, tuple[list[Series], list[int], np.ndarray, int]] = {}
+        self._last_series: dict[str, tuple[list[Series] | LayoutSeries, list[int], np.ndarray, int]] = {}
         self._transposed_at = 0
         self._frames_written = False
         self._closed = False
@@ -581,15 +581,21 @@ class SQLiteStorage(Storage):
     def _write_in(self, con: sqlite3.Connection, batch: SampleBatch, now: int, cutoff: int) -> list[_Frame]:
         """One batch inside the caller's transaction; returns the frames it wrote."""
         last = self._last_series.get(batch.target)
-        if last is not None and last[0] == batch.series:  # the same objects: a C-speed identity walk
+        series = batch.series
+        if last is not None and (
+            last[0] is series or (isinstance(series, list) and isinstance(last[0], list) and last[0] == series)
+        ):  # the same LayoutSeries, or a list of the same objects: a C-speed identity walk
             ids, whole = last[1], (last[2], last[3])
         else:
-            ids = [s.id for s in batch.series]
+            # a scrape of a layout plan: its ids, no Series made
+            ids = series.ids.tolist() if isinstance(series, LayoutSeries) else [s.id for s in series]
             gids = np.array(ids, dtype=np.int64)
             whole = (gids, frames_codec.layout_id(gids))
             if len(self._last_series) >= CACHE_LIMIT:
                 self._last_series.clear()
-            self._last_series[batch.target] = (list(batch.series), ids, *whole)  # a copy: callers may reuse theirs
+            # a list is copied (callers may reuse theirs); a LayoutSeries never changes
+            kept = series if isinstance(series, LayoutSeries) else list(series)
+            self._last_series[batch.target] = (kept, ids, *whole)
         frames, rest = self._plan_frames(batch.target, ids, batch.timestamps, cutoff, whole)
         new_series, new_days = self._index_rows(batch, rest, frames)
         late = sorted({ts // HOUR_MS for ts in batch.timestamps if ts < cutoff}) if min(batch.timestamps) < cutoff else []
@@ -657,11 +663,15 @@ class SQLiteStorage(Storage):
             return [], []
         new_series = []
         new_days = []
+        series = batch.series
+        ids = series.ids if isinstance(series, LayoutSeries) else None
         for k in positions:
-            s = batch.series[k]
             day = batch.timestamps[k] // DAY_MS
-            key = (s.id, day)
+            key = (series[k].id if ids is None else ids[k], day)
             if key not in self._known_days:
+                if isinstance(series, LayoutSeries):  # made once for the batch, not kept by it
+                    series = series.build()
+                s = series[k]
                 self._known_days.add(key)
                 if s.id not in self._series_cache:
                     self._series_cache[s.id] = s

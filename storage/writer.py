@@ -57,8 +57,8 @@ from storage.base import DAY_MS, SampleWriter, StorageError
 from storage.cassandra import CassandraStorage, TransientStorageError
 from storage.cassandra_frames import KEY_SPAN_MS, Frame, FrameEncoder, split_frames
 from storage.idsets import TargetIds
-from storage.model import SampleBatch, Series
-from storage.spool import Position, Spool, SpooledBatch, decode_batch, encode_batch
+from storage.model import LayoutSeries, SampleBatch, Series
+from storage.spool import Position, Spool, SpooledBatch, decode_batch, decode_defs, encode_batch
 
 log = logging.getLogger(__name__)
 INDEXING_IN_FLIGHT = 4  # records carrying series to index, sent at once
@@ -92,7 +92,7 @@ class _LastLayout:
     """A target's last scrape that was one frame: its series (the scrape loop's list, shared),
     their ids (distinct) and layout id."""
 
-    series: list[Series]
+    series: list[Series] | LayoutSeries
     ids: np.ndarray
     layout: int
     used_ms: int  # when a batch last matched it
@@ -209,7 +209,8 @@ class BatchingWriter(SampleWriter):
         frames, ids, ts, vals, defs, layout_day = self._split(batch, now)
         encoded = self._frames.encode(batch.target, frames, now, with_ids=bool(defs))
         self._frames.remember(batch.target, frames, encoded, now)  # spooled: replay keeps the order
-        pos = self.spool.append(encode_batch(batch.target, ids, ts, vals, defs, encoded))
+        payload = encode_batch(batch.target, ids, ts, vals, defs, encoded)
+        pos = self.spool.append(payload)
         if layout_day is not None:
             self._labeled_layouts.add(layout_day)
         self._unacked.setdefault(pos.segment, set()).add(pos.offset)
@@ -220,7 +221,9 @@ class BatchingWriter(SampleWriter):
         self._maybe_sync()
         if self.mode != self.DIRECT:
             return
-        rec = SpooledBatch(batch.target, ids, ts, vals, defs, encoded)
+        # the series to index stay encoded in the payload until the record is sent
+        rec = SpooledBatch(batch.target, ids, ts, vals, [], encoded, payload if defs else b"")
+        del defs
         grouped = self._groups(rec)
         if grouped and self._group is not None:
             self._join_group(pos, rec)
@@ -361,12 +364,22 @@ class BatchingWriter(SampleWriter):
             old = now_ms - LAST_LAYOUT_KEEP_MS
             self._last_layout = {t: v for t, v in self._last_layout.items() if v.used_ms >= old}
         last = self._last_layout.get(batch.target)
-        if last is not None and last.series == batch.series:
+        series = batch.series
+        if last is not None and (
+            last.series is series
+            or (isinstance(series, list) and isinstance(last.series, list) and last.series == series)
+        ):
             last.used_ms = now_ms
             return last.ids, last.layout
-        return np.fromiter(map(_SERIES_ID, batch.series), dtype=np.int64, count=len(batch.series)), None
+        if isinstance(series, LayoutSeries):  # a scrape of a layout plan: its ids, no Series made
+            ids = np.frombuffer(series.ids, dtype=np.int64)
+            ids.flags.writeable = False
+            return ids, None
+        return np.fromiter(map(_SERIES_ID, series), dtype=np.int64, count=len(series)), None
 
-    def _defs_to_spool(self, target: str, series: list[Series], ids: np.ndarray, ts: np.ndarray) -> list[Series]:
+    def _defs_to_spool(
+        self, target: str, series: list[Series] | LayoutSeries, ids: np.ndarray, ts: np.ndarray
+    ) -> list[Series]:
         """Series whose index rows may be missing for their day: their labels go in the record.
 
         Once a record carrying a series' labels for a day (and target) is in the spool, later
@@ -394,7 +407,9 @@ class BatchingWriter(SampleWriter):
                 wanted |= need
             else:
                 wanted[rows[need]] = True
-        out = [series[i] for i in np.flatnonzero(wanted).tolist()]
+        picked = np.flatnonzero(wanted).tolist()
+        # a LayoutSeries makes the Series it is asked for (a new day, a take-over) and keeps none
+        out = series.pick(picked) if isinstance(series, LayoutSeries) else [series[i] for i in picked]
         if len(self._labeled) > 3:
             for d in sorted(self._labeled)[:-3]:
                 del self._labeled[d]
@@ -467,10 +482,12 @@ class BatchingWriter(SampleWriter):
         try:
             # A record that indexes series (warm-up, take-over) builds thousands of index rows:
             # a few such at a time keep the heap's peak, which the process keeps, bounded.
-            async with self._indexing if rec.series_defs else contextlib.nullcontext():
+            async with self._indexing if rec.series_defs or rec.defs_payload else contextlib.nullcontext():
+                defs = decode_defs(rec.defs_payload) if rec.defs_payload else rec.series_defs
                 await self.storage.write_frames(
-                    rec.target, rec.frames, rec.series_ids, rec.timestamps, rec.values, rec.series_defs
+                    rec.target, rec.frames, rec.series_ids, rec.timestamps, rec.values, defs
                 )
+                del defs
         except TransientStorageError as exc:
             self.stats.last_error = str(exc)
             self.stats.failed_writes += 1
@@ -594,7 +611,8 @@ class BatchingWriter(SampleWriter):
 
     def _groups(self, rec: SpooledBatch) -> bool:
         """Whether a record may go in a group: frames only (no rows, no series to index)."""
-        return self.group_s > 0 and bool(rec.frames) and not rec.series_defs and not rec.series_ids.size
+        return (self.group_s > 0 and bool(rec.frames) and not rec.series_defs and not rec.defs_payload
+                and not rec.series_ids.size)
 
     def _read_group(
         self, group: list[tuple[Position, SpooledBatch]], pos: Position

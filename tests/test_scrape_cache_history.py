@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from scraper import fastpath
 from scraper.config import ScrapeConfig
-from scraper.fastpath import ScrapeCache, meta_cache
+from scraper.fastpath import ScrapeCache, ScrapeOutcome, meta_cache
 from scraper.metadata import extract_metadata
 from scraper.relabel import parse_relabel_configs
+from storage.model import LayoutSeries
 
 # lines a body is drawn from (in this order): families with metadata, a series relabelling
 # drops, one series text whose label order differs (two texts, one series)
@@ -125,3 +126,31 @@ def test_plans_share_their_line_texts_and_a_full_table_keeps_only_texts_in_use(m
     other_body = render([i for i in picks if i != 3], 3)
     planned, fresh = outcome(kept, other_body), outcome(ScrapeCache({"job": "j", "instance": "i:3"}), other_body)
     assert planned[:3] == fresh[:3] and planned[4:] == fresh[4:]  # all but series added: the same
+
+
+def test_a_plan_keeps_its_series_as_ids_and_makes_them_again_when_asked() -> None:
+    """Issue #20 memory: a plan's scrape hands its Series over (``made``) and keeps ids alone;
+    the writer, stale markers and the entries get them made again from the plan's texts."""
+    cfg = ScrapeConfig(metric_relabel_configs=DROP)
+    cache = ScrapeCache({"job": "j", "instance": "i:1"}, cfg)
+    picks = [i for i in range(len(LINES)) if i != 5]  # no aliased text: the body gets a plan
+
+    def run(step: int) -> ScrapeOutcome:
+        proc = cache.process(render(picks, step), "text")
+        try:
+            while True:
+                next(proc)
+        except StopIteration as stop:
+            return stop.value
+
+    first = run(0)
+    assert isinstance(first.series, LayoutSeries) and first.made is not None
+    assert list(first.series.ids) == [s.id for s in first.made]
+    second = run(1)
+    assert second.series is first.series and second.made is None  # the plan's: no Series kept
+    assert first.series._made is None and first.series.build() == first.made  # made again, equal
+    with first.series.lent(first.made):  # the scrape that made them lends them: none made again
+        assert all(a is b for a, b in zip(first.series.pick(range(len(first.made))), first.made, strict=True))
+    assert first.series._made is None
+    stale = cache.failed()  # stale markers for every series of the plan, made again
+    assert stale == first.made and cache._plan is None and len(cache.entries) == 9  # sample lines

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import time
+from array import array
 
 import numpy as np
 import pytest
 
 from storage.matchers import Matcher, MatchOp
-from storage.model import STALE_NAN, SampleBatch, Series, float_bits, make_labels
+from storage.model import STALE_NAN, LayoutSeries, SampleBatch, Series, float_bits, make_labels
 from storage.spool import Spool, encode_batch
 from storage.writer import BatchingWriter
 
@@ -45,20 +46,31 @@ async def test_a_target_whose_series_change_between_scrapes_stores_each_scrape_a
 ) -> None:
     store = cassandra_storage
     writer = BatchingWriter(store, tmp_path / "spool")
-    series = _series("writer_layouts", 40)
+    more = _series("writer_layouts", 45)  # 40-44 come only in LayoutSeries: indexed from what they make
+    series = more[:40]
     t0 = int(time.time() * 1000)
+    made: list[int] = []
+
+    def layout(of: list[Series]) -> LayoutSeries:  # a scrape loop's layout plan: ids, Series made when asked
+        return LayoutSeries(array("q", [s.id for s in of]), lambda: made.append(len(of)) or list(of))
+
+    lazy = layout(more)
     # the writer reuses the ids of a target's last series list; every change must be seen
-    lists = [series, series, series[::-1], list(series[::-1]), series[:30], series[:30] + series[35:], series]
+    lists = [series, series, lazy, lazy, layout(more), series[::-1], list(series[::-1]), layout(series[:30]),
+             series[:30] + series[35:], series]
+    members = [list(lst) if isinstance(lst, list) else more if lst.ids == lazy.ids else series[:30] for lst in lists]
     # (offset of the scrape's time from t0; a late one, older than late_after_ms, goes to rows)
     offsets = [k * 1000 for k in range(len(lists) - 1)] + [-2 * store.late_after_ms]
     for k, lst in enumerate(lists):
         await writer.append(SampleBatch("w/h:layouts", lst, [t0 + offsets[k]] * len(lst),
-                                        [k * 1000.0 + int(s.get("idx")) for s in lst]))
+                                        [k * 1000.0 + int(s.get("idx")) for s in members[k]]))
     assert await writer.drain(60)
+    assert made == [45]  # the first LayoutSeries of ids not labeled yet: made for the series it indexes
+    assert all(lst._made is None for lst in lists if isinstance(lst, LayoutSeries))  # and kept none
     got = await store.select([Matcher("__name__", MatchOp.EQ, "writer_layouts")], t0 - 3 * store.late_after_ms,
                              t0 + 10_000)
-    want = {s.id: sorted((t0 + offsets[k], k * 1000.0 + int(s.get("idx"))) for k, lst in enumerate(lists) if s in lst)
-            for s in series}
+    want = {s.id: sorted((t0 + offsets[k], k * 1000.0 + int(s.get("idx"))) for k, m in enumerate(members) if s in m)
+            for s in more}
     assert {d.series.id: list(zip(d.timestamps.tolist(), d.values.tolist(), strict=True)) for d in got} == want
     await writer.close()
 
