@@ -6,23 +6,36 @@ Decoding returns exactly what was encoded, bit for bit: NaN payloads (stale mark
 -0.0, infinities and subnormals included. Everything is vectorised with NumPy: there is
 no Python loop per sample, only per column and per candidate decimal scale.
 
-Layout (version 2; version 1, still read, compressed the same payload with raw DEFLATE)::
+Layout (version 3; versions 1 and 2, still read, are described below it)::
 
     header   u8 version | u8 ncols | varint count | zigzag-varint first_ts | zigzag-varint step
-    payload  Zstandard level 6, magicless frame without content size or checksum, of:
-             timestamps (count >= 2): u8 mode, then for i in 1..count-1
+    count >= 2: varint length of the timestamp frame, then that frame: Zstandard level 16
+             (magicless, without content size or checksum) of the timestamp section:
+               u8 mode, then for i in 1..count-1
                mode 0 (delta): planes(zigzag(delta_i - step))
-               mode 1 (grid):  planes(zigzag(k_i - k_(i-1) - 1)), planes(zigzag(offset_i))
-                               where ts_i = ts_0 + k_i * step + offset_i (k_0 = 0)
-             per column: u8 mode, then
+               mode 2 (grid):  zigzag-varint o, planes(zigzag(k_i - k_(i-1) - 1)), planes(offset_i - o)
+                               where ts_i = ts_0 + k_i * step + offset_i (k_0 = 0), o = min(offset)
+    payload  Zstandard level 6 (the same frame form) of, per column: u8 mode, then
                mode 0 (xor):     8 byte planes of bits_i XOR bits_{i-1}
-               mode 1 (decimal): u8 k, planes(zigzag(m_i - m_{i-1})) where value = m / 10**k,
+               mode 3 (decimal): u8 k, zigzag-varint m_0, zigzag-varint d, planes(zigzag(m_i - m_{i-1} - d))
+                                 (i >= 1) where value = m / 10**k and d is the median of m_i - m_{i-1},
                                  u8 has_exceptions [, packbits(mask), raw bits of exceptions]
+
+Version 2 had no timestamp frame: one Zstandard level 6 frame held the timestamp section
+(modes 0, and 1 (grid): planes(zigzag(k_i - k_(i-1) - 1)), planes(zigzag(offset_i))) and
+the columns (modes 0, and 1 (decimal): u8 k, planes(zigzag(m_i - m_{i-1})) with m_(-1) = 0,
+then the exceptions as above). Version 1 was version 2's payload in raw DEFLATE.
 
 ``step`` is the block's median interval, so at a steady scrape interval every encoded
 timestamp is 0 (delta-of-delta against the steady interval) in either mode; the grid mode
 keeps a missed scrape to one small number and a scraper's wake-up lateness (0-2 ms, always
-late) to its own size rather than the difference of two; the cheaper mode is chosen per block.
+late) to its own size rather than the difference of two, counted from the block's least late
+scrape (not its first, whose own lateness would push the others below zero); the cheaper mode
+is chosen per block. The timestamp section has a frame of its own at a slow, tight level: the
+series of a target share their scrapes' timestamps, so the rollup job's seal
+(``encode_blocks``) encodes it once per target and window, not once per series.
+A decimal column stores its first integer apart and its deltas from their median, so that a
+steadily growing counter's deltas are small numbers of either sign.
 Values that are decimals with few digits (counters of bytes, CPU seconds with 2 decimals,
 gauges such as load averages) are turned into integers and delta-encoded; values that are
 not (stale markers, NaN, -0.0, full-precision floats) are exceptions stored raw. A column
@@ -31,7 +44,11 @@ where decimals do not pay off falls back to XOR against the previous value's bit
 planes of the uint64 array, each contiguous - the high planes of small numbers are zeros
 together, which the compressor squeezes to almost nothing.
 
-Zstandard level 6 against DEFLATE level 6 (version 1) on 12,000 node_exporter-shaped series
+Version 3 against version 2 on 12,000 node_exporter-shaped series of 720 samples
+(``bench/rollup.py``'s generator; a scraper's lateness / aligned timestamps): 1.240 / 1.004
+against 1.385 / 1.058 bytes per sample (the lateness' timestamps 0.26 against 0.33), at the
+same encoding CPU (``encode_blocks``) and decoding as fast. Version 2's Zstandard level 6
+against DEFLATE level 6 (version 1) on 12,000 node_exporter-shaped series
 of 720 samples (``bench/rollup.py``'s generator; aligned timestamps / a scraper's lateness):
 1.063 / 1.383 against 1.071 / 1.394 bytes per sample, encoding 0.023 / 0.040 against 0.063 /
 0.097 us per sample (the rollup job's seal) and decoding 4.5 / 7.6 against 16.5 / 16.7 ns
@@ -51,15 +68,19 @@ import zstandard
 
 from common.varint import VarintError, get_uvarint, put_uvarint
 
-VERSION = 2  # written; VERSION_DEFLATE blocks are read too
+VERSION = 3  # written; VERSION_ONE_FRAME and VERSION_DEFLATE blocks are read too
+VERSION_ONE_FRAME = 2
 VERSION_DEFLATE = 1
 ZSTD_LEVEL = 6
+ZSTD_LEVEL_TIMESTAMPS = 16  # btopt: ~20% smaller than 6 on a scraper's lateness, ~25 us a section
 MAX_DECIMALS = 12  # largest k tried for value = m / 10**k
 MAX_EXACT_INT = float(2**53)
 MODE_XOR = 0
-MODE_DECIMAL = 1
+MODE_DECIMAL = 1  # version 2 (m_(-1) = 0, no median)
+MODE_DECIMAL_MEDIAN = 3
 TS_DELTA = 0
-TS_GRID = 1
+TS_GRID = 1  # version 2 (offsets from the first timestamp's slot, zigzagged)
+TS_GRID_MIN = 2
 
 _POW10 = [10.0**k for k in range(MAX_DECIMALS + 1)]
 
@@ -88,20 +109,33 @@ class Block:
 
 _codecs = threading.local()  # a thread's Zstandard contexts (one may not serve two threads at once)
 
+_Codecs = tuple[zstandard.ZstdCompressor, zstandard.ZstdCompressor, zstandard.ZstdDecompressor]
 
-def _zstd() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
-    got: tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor] | None = getattr(_codecs, "zstd", None)
+
+def _zstd() -> _Codecs:
+    """This thread's (values' compressor, timestamps' compressor, decompressor)."""
+    got: _Codecs | None = getattr(_codecs, "zstd", None)
     if got is None:
-        params = zstandard.ZstdCompressionParameters.from_level(
-            ZSTD_LEVEL, format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_content_size=False,
-            write_checksum=False, write_dict_id=False)
-        got = _codecs.zstd = (zstandard.ZstdCompressor(compression_params=params),
-                              zstandard.ZstdDecompressor(format=zstandard.FORMAT_ZSTD1_MAGICLESS))
+        def compressor(level: int) -> zstandard.ZstdCompressor:
+            params = zstandard.ZstdCompressionParameters.from_level(
+                level, format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_content_size=False,
+                write_checksum=False, write_dict_id=False)
+            return zstandard.ZstdCompressor(compression_params=params)
+
+        got = _codecs.zstd = (compressor(ZSTD_LEVEL), compressor(ZSTD_LEVEL_TIMESTAMPS),
+                              # our frames declare windows of at most 2**22; a corrupt header's
+                              # larger one is an error, not an allocation (a MemoryError before)
+                              zstandard.ZstdDecompressor(format=zstandard.FORMAT_ZSTD1_MAGICLESS,
+                                                         max_window_size=1 << 23))
     return got
 
 
 def _compress(payload: bytes) -> bytes:
     return _zstd()[0].compress(payload)
+
+
+def _compress_timestamps(section: bytes) -> bytes:
+    return _zstd()[1].compress(section)
 
 
 def _decompress(version: int, data: memoryview, limit: int) -> bytes:
@@ -115,8 +149,12 @@ def _decompress(version: int, data: memoryview, limit: int) -> bytes:
         if not d.eof:
             raise BlockError("truncated block payload")
         return payload
+    if data and data[0] & 0xE0:
+        # our frames carry no content size (nor the single-segment flag that implies one); a
+        # corrupt one's would make the decompressor allocate that size whatever ``limit`` says
+        raise BlockError("corrupt block payload: a frame with a content size")
     try:
-        return _zstd()[1].decompress(data, max_output_size=limit)
+        return _zstd()[2].decompress(data, max_output_size=limit)
     except zstandard.ZstdError as exc:
         raise BlockError(f"corrupt or truncated block payload: {exc}") from exc
 
@@ -216,14 +254,15 @@ def _choose_decimals(values: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] |
     return k, m, ~ok
 
 
-def _encode_timestamps(ts: np.ndarray, out: list[bytes]) -> int:
-    """Append the timestamp section (n >= 2); returns the block's step (median interval).
+def _encode_timestamps(ts: np.ndarray) -> tuple[int, bytes]:
+    """The block's step (median interval) and timestamp section (n >= 2).
 
-    Mode 0 stores ``delta_i - step``. Mode 1 stores each timestamp as a slot number on the
+    Mode 0 stores ``delta_i - step``. Mode 2 stores each timestamp as a slot number on the
     grid ``ts_0 + k * step`` (as ``k_i - k_(i-1) - 1``: 0 at a steady interval, 1 for a
-    missed scrape) plus its offset from that slot (a scraper's wake-up lateness). The mode
-    with the smaller sum of zigzagged numbers is kept. All arithmetic wraps modulo 2**64
-    exactly as the decoder's, so any int64 timestamps round-trip.
+    missed scrape) plus its offset from that slot, less the least offset (a scraper's
+    wake-up lateness, counted from its least late scrape). The mode with the smaller sum of
+    the numbers it stores is kept. All arithmetic wraps modulo 2**64 exactly as the
+    decoder's, so any int64 timestamps round-trip.
     """
     deltas = np.diff(ts)
     step = int(np.partition(deltas, deltas.shape[0] // 2)[deltas.shape[0] // 2])
@@ -237,22 +276,55 @@ def _encode_timestamps(ts: np.ndarray, out: list[bytes]) -> int:
             dk[0] = k[0]  # the slot before k[0] is ts_0 own slot 0; "- 1" is applied below
             np.subtract(k[1:], k[:-1], out=dk[1:])
             dk -= 1
-        zk, zo = _zigzag(dk), _zigzag(off)
-        if float(zk.sum(dtype=np.float64)) + float(zo.sum(dtype=np.float64)) < float(
-            zd.sum(dtype=np.float64)
-        ):
-            out.append(bytes((TS_GRID,)))
+            least = int(off.min())
+            u = (off - np.int64(least)).view(np.uint64)
+        zk = _zigzag(dk)
+        if float(zk.sum(dtype=np.float64)) + float(u.sum(dtype=np.float64)) < float(zd.sum(dtype=np.float64)):
+            head = bytearray((TS_GRID_MIN,))
+            put_uvarint(head, _zigzag_int(least))
+            out = [bytes(head)]
             _planes(zk, out)
-            _planes(zo, out)
-            return step
-    out.append(bytes((TS_DELTA,)))
+            _planes(u, out)
+            return step, b"".join(out)
+    out = [bytes((TS_DELTA,))]
     _planes(zd, out)
-    return step
+    return step, b"".join(out)
+
+
+def _median_int(d: np.ndarray) -> np.ndarray:
+    """Per row of an int64 matrix (rows, m >= 1), the element at ``(m - 1) // 2`` of its sorted
+    values (a median that is one of the numbers)."""
+    at = (d.shape[1] - 1) // 2
+    return np.partition(d, at, axis=1)[:, at]
+
+
+def _decimal_head(k: int, m0: int, med: int) -> bytes:
+    head = bytearray((MODE_DECIMAL_MEDIAN, k))
+    put_uvarint(head, _zigzag_int(m0))
+    put_uvarint(head, _zigzag_int(med))
+    return bytes(head)
+
+
+def _decimal_pays(width: int | np.ndarray, exceptions: int | np.ndarray, n: int) -> bool | np.ndarray:
+    """Whether a decimal column (deltas ``width`` bytes wide, ``exceptions`` values raw) is
+    smaller before compression than XOR's 8 bytes a sample: a column of full-precision floats
+    that half fit a scale, as wide integers, would cost more (issue #20)."""
+    mask = np.where(exceptions > 0, (n + 7) // 8 + 8 * exceptions, 0)
+    pays: bool | np.ndarray = width * (n - 1) + mask < 8 * n
+    return pays
 
 
 def _encode_column(values: np.ndarray, out: list[bytes]) -> None:
     values = np.ascontiguousarray(values, dtype=np.float64)
     dec = _choose_decimals(values) if values.size else None
+    if dec is not None:
+        k, m, exc = dec
+        d = np.diff(m)
+        med = int(_median_int(d[None, :])[0]) if d.size else 0
+        zz = _zigzag(d - np.int64(med))
+        width = (int(zz.max()).bit_length() + 7) // 8 if zz.size else 0
+        if not _decimal_pays(width, int(np.count_nonzero(exc)), values.shape[0]):
+            dec = None
     if dec is None:
         bits = values.view(np.uint64)
         x = bits.copy()
@@ -263,12 +335,8 @@ def _encode_column(values: np.ndarray, out: list[bytes]) -> None:
                 np.ascontiguousarray(x.astype("<u8", copy=False).view(np.uint8).reshape(-1, 8).T).tobytes()
             )
         return
-    k, m, exc = dec
-    out.append(bytes((MODE_DECIMAL, k)))
-    d = np.empty_like(m)
-    d[0] = m[0]
-    np.subtract(m[1:], m[:-1], out=d[1:])
-    _planes(_zigzag(d), out)
+    out.append(_decimal_head(k, int(m[0]), med))
+    _planes(zz, out)
     if exc.any():
         out.append(b"\x01")
         out.append(np.packbits(exc).tobytes())
@@ -289,7 +357,7 @@ def _decode_column(buf: memoryview, pos: int, n: int) -> tuple[np.ndarray, int]:
         x = np.ascontiguousarray(np.frombuffer(buf[pos:end], dtype=np.uint8).reshape(8, n).T)
         bits = np.bitwise_xor.accumulate(x.view("<u8").reshape(n).astype(np.uint64))
         return bits.view(np.float64), end
-    if mode != MODE_DECIMAL:
+    if mode not in (MODE_DECIMAL, MODE_DECIMAL_MEDIAN):
         raise BlockError(f"corrupt block: column mode {mode}")
     if pos >= len(buf):
         raise BlockError("truncated block payload")
@@ -297,8 +365,21 @@ def _decode_column(buf: memoryview, pos: int, n: int) -> tuple[np.ndarray, int]:
     pos += 1
     if k > MAX_DECIMALS:
         raise BlockError(f"corrupt block: decimal scale {k}")
-    zz, pos = _read_planes(buf, pos, n)
-    m = np.cumsum(_unzigzag(zz), dtype=np.int64)
+    if mode == MODE_DECIMAL:
+        zz, pos = _read_planes(buf, pos, n)
+        m = np.cumsum(_unzigzag(zz), dtype=np.int64)
+    else:
+        m0, pos = _get_varint(buf, pos)
+        med, pos = _get_varint(buf, pos)
+        m0, med = _unzigzag_int(m0), _unzigzag_int(med)
+        if not (-(2**63) <= m0 < 2**63 and -(2**63) <= med < 2**63):
+            raise BlockError("corrupt block: decimal column")
+        zz, pos = _read_planes(buf, pos, n - 1)
+        m = np.empty(n, dtype=np.int64)
+        m[0] = m0
+        with np.errstate(over="ignore"):
+            m[1:] = _unzigzag(zz) + np.int64(med)
+            np.cumsum(m, out=m)
     values = m.astype(np.float64) / _POW10[k] if k else m.astype(np.float64)
     if pos >= len(buf):
         raise BlockError("truncated block payload")
@@ -336,18 +417,25 @@ def encode_columns(
     for i, a in enumerate(arrays):
         if a.ndim != 1 or a.shape[0] != n:
             raise ValueError(f"column {i} has shape {a.shape}, timestamps have {n} samples")
-    first = int(ts[0]) if n else 0
-    step = 0
     parts: list[bytes] = []
-    if n > 1:
-        step = _encode_timestamps(ts, parts)
     for a in arrays:
         _encode_column(a, parts)
-    header = bytearray((VERSION, len(arrays)))
+    return _block_head(ts, len(arrays)) + _compress(b"".join(parts))
+
+
+def _block_head(ts: np.ndarray, ncols: int) -> bytes:
+    """A block's header and timestamp frame."""
+    n = int(ts.shape[0])
+    step, section = _encode_timestamps(ts) if n > 1 else (0, b"")
+    header = bytearray((VERSION, ncols))
     put_uvarint(header, n)
-    put_uvarint(header, _zigzag_int(first))
+    put_uvarint(header, _zigzag_int(int(ts[0]) if n else 0))
     put_uvarint(header, _zigzag_int(step))
-    return bytes(header) + _compress(b"".join(parts))
+    if n > 1:
+        frame = _compress_timestamps(section)
+        put_uvarint(header, len(frame))
+        header += frame
+    return bytes(header)
 
 
 def encode_block(timestamps: np.ndarray | Sequence[int], values: np.ndarray | Sequence[float]) -> bytes:
@@ -365,7 +453,7 @@ def _parse_header(buf: memoryview) -> tuple[int, int, int, int, int, int]:
     if len(buf) < 2:
         raise BlockError("truncated block header")
     version, ncols = buf[0], buf[1]
-    if version not in (VERSION, VERSION_DEFLATE):
+    if version not in (VERSION, VERSION_ONE_FRAME, VERSION_DEFLATE):
         raise BlockError(f"block version {version} is not supported (this code reads {VERSION_DEFLATE}-{VERSION})")
     count, pos = _get_varint(buf, 2)
     first_z, pos = _get_varint(buf, pos)
@@ -382,27 +470,22 @@ def decode_columns(data: bytes) -> Block:
     version, ncols, n, first, step, pos = _parse_header(buf)
     if n > 1 << 31:
         raise BlockError(f"corrupt block: count {n}")
-    payload = memoryview(_decompress(version, buf[pos:], (ncols * 17 + 17) * max(n, 1) + 64 * (ncols + 1)))
     ts = np.empty(n, dtype=np.int64)
-    p = 0
     if n:
         ts[0] = first
-    if n > 1:
-        if not payload:
-            raise BlockError("truncated block payload")
-        ts_mode = payload[0]
-        with np.errstate(over="ignore"):
-            if ts_mode == TS_DELTA:
-                zz, p = _read_planes(payload, 1, n - 1)
-                ts[1:] = _unzigzag(zz) + np.int64(step)
-                np.cumsum(ts, out=ts)
-            elif ts_mode == TS_GRID:
-                zk, p = _read_planes(payload, 1, n - 1)
-                zo, p = _read_planes(payload, p, n - 1)
-                k = np.cumsum(_unzigzag(zk) + np.int64(1), dtype=np.int64)
-                ts[1:] = k * np.int64(step) + _unzigzag(zo) + np.int64(first)
-            else:
-                raise BlockError(f"corrupt block: timestamp mode {ts_mode}")
+    limit = (ncols * 17 + 17) * max(n, 1) + 64 * (ncols + 1)
+    if version == VERSION and n > 1:
+        size, pos = _get_varint(buf, pos)
+        if pos + size > len(buf):
+            raise BlockError("truncated block timestamps")
+        section = memoryview(_decompress(version, buf[pos : pos + size], 17 * n + 64))
+        pos += size
+        if _decode_timestamps(section, ts, step) != len(section):
+            raise BlockError("corrupt block: bytes left over after the timestamps")
+    payload = memoryview(_decompress(version, buf[pos:], limit))
+    p = 0
+    if version != VERSION and n > 1:
+        p = _decode_timestamps(payload, ts, step)
     cols = []
     for _ in range(ncols):
         if n:
@@ -413,6 +496,40 @@ def decode_columns(data: bytes) -> Block:
     if p != len(payload):
         raise BlockError(f"corrupt block: {len(payload) - p} bytes left over after {ncols} columns")
     return Block(ts, cols)
+
+
+def _decode_timestamps(payload: memoryview, ts: np.ndarray, step: int) -> int:
+    """Fill ``ts[1:]`` (``ts[0]`` set) from a timestamp section; returns the position after it."""
+    n = ts.shape[0]
+    if not payload:
+        raise BlockError("truncated block payload")
+    ts_mode = payload[0]
+    first = int(ts[0])
+    with np.errstate(over="ignore"):
+        if ts_mode == TS_DELTA:
+            zz, p = _read_planes(payload, 1, n - 1)
+            ts[1:] = _unzigzag(zz) + np.int64(step)
+            np.cumsum(ts, out=ts)
+        elif ts_mode in (TS_GRID, TS_GRID_MIN):
+            least, p = 0, 1
+            if ts_mode == TS_GRID_MIN:
+                least_z, p = _get_varint(payload, 1)
+                least = _unzigzag_int(least_z)
+                if not -(2**63) <= least < 2**63:
+                    raise BlockError("corrupt block: timestamp offset")
+            steady = p < len(payload) and payload[p] == 0  # no missed scrape: k_i = i
+            zk, p = _read_planes(payload, p, n - 1)
+            zo, p = _read_planes(payload, p, n - 1)
+            off = zo.view(np.int64) + np.int64(least) if ts_mode == TS_GRID_MIN else _unzigzag(zo)
+            if steady and -(2**62) < first < 2**62 and 0 < step and n * step < 2**62:
+                ts[1:] = np.arange(first + step, first + n * step, step, dtype=np.int64)[: n - 1]
+            else:
+                k = np.cumsum(_unzigzag(zk) + np.int64(1), dtype=np.int64)
+                ts[1:] = k * np.int64(step) + np.int64(first)
+            ts[1:] += off
+        else:
+            raise BlockError(f"corrupt block: timestamp mode {ts_mode}")
+    return p
 
 
 def decode_block(data: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -449,18 +566,50 @@ def _plane_rows(u: np.ndarray) -> tuple[bytes, int]:
     return planes.tobytes(), 8 * n
 
 
+_HEAD = 16  # values of a row whose scales guess the row's (``_choose_decimals_rows``)
+
+
 def _choose_decimals_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``_choose_decimals`` of every row of a (rows, n) matrix: per row the scale k (-1 where
-    the row goes XOR), the integers m (exceptions forward-filled), and the exception mask."""
+    the row goes XOR), the integers m (exceptions forward-filled), the exception mask and
+    whether the row goes decimal.
+
+    First a guess per row: the largest of the least scales its first ``_HEAD`` values need.
+    A row whose every value fits that scale takes it - the scan below would too: a smaller
+    scale misses at least the value that needed this one, and the scan keeps the first
+    scale that fits every value. The other rows (exceptions, full-precision floats) are
+    scanned scale by scale, as ``_choose_decimals`` does."""
     rows, n = values.shape
     bits = values.view(np.int64)
     best_k = np.full(rows, -1, dtype=np.int64)
     best_ok_n = np.zeros(rows, dtype=np.int64)
     best_m = np.zeros((rows, n), dtype=np.float64)
     best_ok = np.zeros((rows, n), dtype=bool)
-    active = np.arange(rows)
     with np.errstate(invalid="ignore", over="ignore"):
         finite = np.isfinite(values)
+        head, head_bits, head_fin = values[:, :_HEAD], bits[:, :_HEAD], finite[:, :_HEAD]
+        least = np.full(head.shape, MAX_DECIMALS + 1, dtype=np.int64)
+        for k in range(MAX_DECIMALS + 1):
+            p = _POW10[k]
+            m = (np.rint(head * p) if k else np.rint(head)) + 0.0
+            ok = head_fin & (np.abs(m) < MAX_EXACT_INT)
+            ok &= (np.where(ok, m, 0.0) / p).view(np.int64) == head_bits
+            least[ok & (least > k)] = k
+        guess = least.max(axis=1)
+        tried = np.flatnonzero(guess <= MAX_DECIMALS)
+        if tried.size:
+            p_rows = np.array(_POW10)[guess[tried]][:, None]
+            v = values[tried]
+            m = np.rint(v * p_rows) + 0.0
+            ok = finite[tried] & (np.abs(m) < MAX_EXACT_INT)
+            ok &= (np.where(ok, m, 0.0) / p_rows).view(np.int64) == bits[tried]
+            fits = ok.all(axis=1)
+            done = tried[fits]
+            best_k[done] = guess[done]
+            best_ok_n[done] = n
+            best_m[done] = m[fits]
+            best_ok[done] = True
+        active = np.flatnonzero(best_ok_n < n) if n else np.empty(0, dtype=np.int64)
         for k in range(MAX_DECIMALS + 1):
             if not active.size:
                 break
@@ -480,59 +629,64 @@ def _choose_decimals_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     use = (best_k >= 0) & (best_ok_n * 2 >= n)
     best_k[~use] = -1
     m_int = np.where(best_ok, best_m, 0.0).astype(np.int64)
-    idx = np.where(best_ok, np.arange(n), -1)
-    np.maximum.accumulate(idx, axis=1, out=idx)
-    m_int = np.where(idx >= 0, np.take_along_axis(m_int, np.maximum(idx, 0), axis=1), 0)
+    gaps = np.flatnonzero(best_ok_n < n)  # rows with exceptions: forward-fill them
+    if gaps.size:
+        ok_g = best_ok[gaps]
+        idx = np.where(ok_g, np.arange(n), -1)
+        np.maximum.accumulate(idx, axis=1, out=idx)
+        m_int[gaps] = np.where(idx >= 0, np.take_along_axis(m_int[gaps], np.maximum(idx, 0), axis=1), 0)
     return best_k, m_int, ~best_ok, use
 
 
 def _encode_rows(ts: np.ndarray, values: np.ndarray) -> list[bytes]:
     """``encode_block`` of every row of (rows, n >= 2) matrices of timestamps and values."""
     rows, n = values.shape
-    # Timestamp sections and headers: once per distinct timestamp row.
+    # Headers and timestamp frames: once per distinct timestamp row.
     ts_bytes, row_len = ts.tobytes(), 8 * n
-    heads_of: dict[bytes, tuple[bytes, bytes]] = {}
-    heads: list[tuple[bytes, bytes]] = []
+    heads_of: dict[bytes, bytes] = {}
+    heads: list[bytes] = []
     for r in range(rows):
         key = ts_bytes[r * row_len : (r + 1) * row_len]
         known = heads_of.get(key)
         if known is None:
-            parts: list[bytes] = []
-            step = _encode_timestamps(ts[r], parts)
-            header = bytearray((VERSION, 1))
-            put_uvarint(header, n)
-            put_uvarint(header, _zigzag_int(int(ts[r, 0])))
-            put_uvarint(header, _zigzag_int(step))
-            known = heads_of[key] = (bytes(header), b"".join(parts))
+            known = heads_of[key] = _block_head(ts[r], 1)
         heads.append(known)
     k, m, exc, use = _choose_decimals_rows(values)
-    # Decimal rows: zigzagged deltas of m in byte planes.
-    d = np.empty_like(m)
-    d[:, 0] = m[:, 0]
-    np.subtract(m[:, 1:], m[:, :-1], out=d[:, 1:])
-    zz = _zigzag(d)
-    widths = _widths(zz).tolist()
+    # Decimal rows: zigzagged deltas of m less their median, in byte planes.
+    d = m[:, 1:] - m[:, :-1]
+    med = _median_int(d)
+    zz = _zigzag(d - med[:, None])
+    width_of = _widths(zz)
+    use &= _decimal_pays(width_of, np.count_nonzero(exc, axis=1), n)
+    widths = width_of.tolist()
     dec_planes, stride = _plane_rows(zz)
-    # XOR rows: every byte plane of bits_i XOR bits_(i-1).
-    bits = values.view(np.uint64)
+    # XOR rows (only those): every byte plane of bits_i XOR bits_(i-1).
+    xor_rows = np.flatnonzero(~use)
+    xor_at = np.zeros(rows, dtype=np.int64)
+    xor_at[xor_rows] = np.arange(xor_rows.shape[0])
+    bits = values[xor_rows].view(np.uint64)
     x = bits.copy()
     x[:, 1:] ^= bits[:, :-1]
-    xor_planes, _ = _plane_rows(x)
+    xor_planes, xor_stride = _plane_rows(x)
+    xor_list = xor_at.tolist()
     has_exc = (exc & use[:, None]).any(axis=1)
     packed = np.packbits(exc, axis=1)
     out: list[bytes] = []
     k_list, use_list, exc_list = k.tolist(), use.tolist(), has_exc.tolist()
-    for r, (head, ts_part) in enumerate(heads):
-        at = r * stride
+    m0_list, med_list = m[:, 0].tolist(), med.tolist()
+    for r, head in enumerate(heads):
         if use_list[r]:
-            col = [bytes((MODE_DECIMAL, k_list[r], widths[r])), dec_planes[at : at + widths[r] * n]]
+            at = r * stride
+            col = [_decimal_head(k_list[r], m0_list[r], med_list[r]), bytes((widths[r],)),
+                   dec_planes[at : at + widths[r] * (n - 1)]]
             if exc_list[r]:
                 col += [b"\x01", packed[r].tobytes(), values[r].view("<u8")[exc[r]].tobytes()]
             else:
                 col.append(b"\x00")
         else:
-            col = [bytes((MODE_XOR,)), xor_planes[at : at + stride]]
-        out.append(head + _compress(b"".join([ts_part, *col])))
+            at = xor_list[r] * xor_stride
+            col = [bytes((MODE_XOR,)), xor_planes[at : at + xor_stride]]
+        out.append(head + _compress(b"".join(col)))
     return out
 
 

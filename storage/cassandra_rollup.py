@@ -490,7 +490,7 @@ class CassandraRollupMixin:
         ps = await self._ps()
         key = "1m" if resolution is Resolution.MINUTE else "1h"
         get, ins = ps[f"{key}_chunks_get"], ps[f"{key}_chunk_ins"]
-        ids = [r.series_id for r in rows]
+        ids: list[int] = rows.ids.tolist() if isinstance(rows, RollupRowsList) else [r.series_id for r in rows]
         keys: list[tuple[int, int]]  # (series id, chunk start) of each chunk written
         columns: list[list[bytes]]  # per name of ``chunks.COLUMNS``, each chunk's plain value
         if len(set(ids)) == len(ids):  # (the job's rows: each series once) every chunk's columns at once

@@ -397,18 +397,20 @@ def rollup_raw_many(
         raise ValueError("timestamps, values and bounds do not match")
     owner = _owners(bounds)
     keep = (ts < end_ms) & ~stale_mask(vals)
-    ts, vals, owner = ts[keep], vals[keep], owner[keep]
+    if not keep.all():  # (a window's read: all before its end, stale markers rare)
+        ts, vals, owner = ts[keep], vals[keep], owner[keep]
     inside = ts >= start_ms
 
     # Counter chain: finite values; a pair is two consecutive chain samples of one series.
-    chain = np.flatnonzero(np.isfinite(vals))
+    finite = np.isfinite(vals)
+    chain = None if finite.all() else np.flatnonzero(finite)  # None: every sample
     # each inside sample's index among the inside samples (its bucket is found through it)
     inside_idx = np.cumsum(inside) - 1
-    cts, cv, cown = ts[chain], vals[chain], owner[chain]
+    cts, cv, cown = (ts, vals, owner) if chain is None else (ts[chain], vals[chain], owner[chain])
     pair = (cown[1:] == cown[:-1]) & (cts[1:] >= start_ms) & (cts[1:] - cts[:-1] <= max_gap_ms)
     prev_v, cur_v = cv[:-1][pair], cv[1:][pair]
     inc = np.where(cur_v >= prev_v, cur_v - prev_v, cur_v)
-    inc_sample = inside_idx[chain[1:][pair]]
+    inc_sample = inside_idx[1:][pair] if chain is None else inside_idx[chain[1:][pair]]
 
     ts, vals, owner = ts[inside], vals[inside], owner[inside]
     if ts.size == 0:

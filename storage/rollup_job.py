@@ -486,7 +486,8 @@ def compute_window(
     ]
     m, m_bounds = rollup_raw_many(ts, vals, bounds, start_ms, end_ms, MINUTE_MS, max_gap_ms)
     h, h_bounds = rollup_rollup_many(m, m_bounds, HOUR_MS)
-    return blocks, _rollup_rows(w.ids, m, m_bounds), _rollup_rows(w.ids, h, h_bounds)
+    # lazy: the stores write ``flat``; a RollupRows per series cost ~13% of this function
+    return blocks, _rollup_rows(w.ids, m, m_bounds, lazy=True), _rollup_rows(w.ids, h, h_bounds, lazy=True)
 
 
 # A window of many series is computed in slices of about this many samples: arrays of a few
@@ -517,20 +518,7 @@ def compute_window_sliced(
         blocks += bl
         minutes.append(cast(RollupRowsList, m))
         hours.append(cast(RollupRowsList, h))
-    return blocks, _join_rows(minutes), _join_rows(hours)
-
-
-def _join_rows(parts: Sequence[RollupRowsList]) -> RollupRowsList:
-    """``RollupRowsList``s of consecutive series as one."""
-    out = RollupRowsList()
-    for p in parts:
-        out.extend(p)
-    cols = ("timestamps", *AGGREGATES)
-    out.flat = Rollup(*(np.concatenate([getattr(p.flat, c) for p in parts]) for c in cols))
-    offsets = np.cumsum([0] + [int(p.bounds[-1]) for p in parts[:-1]])
-    out.bounds = np.concatenate([np.zeros(1, dtype=np.int64), *(p.bounds[1:] + o for p, o in zip(parts, offsets,
-                                                                                              strict=True))])
-    return out
+    return blocks, _join_lazy(minutes), _join_lazy(hours)
 
 
 def compute_minutes(
@@ -606,7 +594,7 @@ def _slices(w: RawWindow, samples: int) -> list[RawWindow]:
 
 
 def _join_lazy(parts: Sequence[RollupRowsList]) -> RollupRowsList:
-    """Lazy ``RollupRowsList``s of consecutive series as one lazy list (``_join_rows`` makes items)."""
+    """Lazy ``RollupRowsList``s of consecutive series as one lazy list."""
     if len(parts) == 1:
         return parts[0]
     out = RollupRowsList()
@@ -746,12 +734,9 @@ class RollupJob:
                 res = results[b.series_id % self.shards]
                 res.samples += b.count
                 res.block_bytes += len(b.data)
-            for r in minutes:
-                res = results[r.series_id % self.shards]
-                res.series += 1
-                res.minute_points += len(r.rollup)
-            for r in hours:
-                results[r.series_id % self.shards].hour_points += len(r.rollup)
+            (series, m_points), (_, h_points) = _shard_counts(minutes, self.shards), _shard_counts(hours, self.shards)
+            for k, res in results.items():
+                res.series, res.minute_points, res.hour_points = series[k], m_points[k], h_points[k]
         m = self.metrics
         m.windows_done.labels(mode).inc(len(group))
         m.samples_sealed.inc(sum(b.count for b in blocks))

@@ -136,26 +136,55 @@ def test_header_fields():
     assert block_header(data) == (VERSION, 1, 2, 1_700_000_000_123)
 
 
-def test_version_1_blocks_of_deflate_still_decode():
-    """Blocks written before Zstandard (version 1: the same payload, raw DEFLATE) read bit
-    for bit; every block written now is version 2."""
+# Version 2 blocks as the code of 2026-12-06 wrote them (``_old_block_samples``' series):
+# one Zstandard frame of timestamps and columns. A: grid timestamps (offsets from the first
+# timestamp's slot), a decimal column (no median) with a stale marker as its exception;
+# B: delta timestamps, an XOR column.
+V2_BLOCK_A = bytes.fromhex(
+    "02013c84a0abfef962a09c010000dd0300a2071b23a0ab31ff8f97ecd759bf5ceedefb8d7c9e985822c9b2ace57b78608d32b16096644a0194104992b15d3067f84026b7b1041a0b7449aae829062f9a50814ac171b160dad471578203f0b02645dea1651ad4830f416048acca6affafdf9b64699ff75d9bf4dddabed9de2f1b0400086ec2a90b21d5e30ac0"
+)
+V2_BLOCK_B = bytes.fromhex(
+    "020128f2c4acfef962b288020000cd0c006418010100000200020001000201010000000101010002000002cccc776b53"
+    "e3d6b9d6fc374a27677486b9fbc1d8715ec5f73360b8c4ed9aaa50c6b49520ad1cc30f0f1d11413d0e29393e1925221f"
+    "05230135240737073e3c1c2f26073f402f211e3f2b3607281a0019c085e717ffe11ecb002e22381572d53ca5501413e6"
+    "abfcbf48c145075cf255f412480a9c1d9c23f096e930ee27f26f92017e2bbb58341a63db24e36a6f946b2d5f349c4126"
+    "9051a35f544ff24830e11e16e16154fa459695cefbc24dc080cca0a6571d6009d07d2217c0a2f5a281f611e7762a6a1c"
+    "453f0b6c49a83bd896d5aa2bbbdddf2acbb62cc9e10dc0d783fabd2f1a4d87ccbdc722e07c68ea859c4b7c62573e2ccf"
+    "00ece2bee62b414dad1ae215d889bdac82a7cc6b7bf35cf384da440e67e9709070dd4d480293f00d4e5ab016f8391b24"
+    "525d47cf7b2c8ef388a20ed4c9b9efe44c04f06e4ab74b633bb13d33c9ee1f7803720278097a7c70790b08060091d327"
+    "0f0623256f0e7b0e037d0f07767f717d65623f00010000000006003427e01a78c35b797416ab79d1025d"
+)
+
+
+def _old_block_samples() -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(5)
-    ts = 1_700_000_000_000 + np.cumsum(rng.integers(9_990, 10_011, 300))
-    vals = np.round(np.cumsum(rng.random(300)), 2)
+    n = 60
+    ts = 1_700_000_000_000 + np.arange(n) * 10_000 + rng.choice([0, 0, 1, 2, 15], n)
+    vals = np.round(np.cumsum(rng.random(n)), 2)
     vals[7] = STALE_NAN
-    new = encode_block(ts, vals)
-    *_, pos = _parse_header(memoryview(new))
-    payload = zstandard.ZstdDecompressor(format=zstandard.FORMAT_ZSTD1_MAGICLESS).decompress(
-        new[pos:], max_output_size=1 << 20)
-    comp = zlib.compressobj(6, zlib.DEFLATED, -15)
-    old = bytes((VERSION_DEFLATE,)) + new[1:pos] + comp.compress(payload) + comp.flush()
-    assert new[0] == VERSION == 2
-    for data in (new, old):
-        got_ts, got = decode_block(data)
-        np.testing.assert_array_equal(got_ts, ts)
-        np.testing.assert_array_equal(got.view(np.uint64), vals.view(np.uint64))
-    with pytest.raises(BlockError):
-        decode_block(old[:-2])
+    ts2 = 1_700_000_000_000 + np.cumsum(rng.integers(1, 30_000, 40))
+    return [(ts, vals), (ts2, rng.random(40) * 1e-3)]
+
+
+def test_version_1_and_2_blocks_still_decode():
+    """Blocks written before version 3 read bit for bit: version 2 (one Zstandard frame) and
+    version 1 (the same payload in raw DEFLATE); every block written now is version 3 (smaller
+    on A's late scrapes and decimals; B's random timestamps and floats gain nothing)."""
+    for old, (ts, vals) in zip((V2_BLOCK_A, V2_BLOCK_B), _old_block_samples(), strict=True):
+        *_, pos = _parse_header(memoryview(old))
+        payload = zstandard.ZstdDecompressor(format=zstandard.FORMAT_ZSTD1_MAGICLESS).decompress(
+            old[pos:], max_output_size=1 << 20)
+        comp = zlib.compressobj(6, zlib.DEFLATED, -15)
+        deflated = bytes((VERSION_DEFLATE,)) + old[1:pos] + comp.compress(payload) + comp.flush()
+        new = encode_block(ts, vals)
+        assert old[0] == 2 and new[0] == VERSION == 3
+        assert len(new) < len(old) or old is V2_BLOCK_B
+        for data in (old, deflated, new):
+            got_ts, got = decode_block(data)
+            np.testing.assert_array_equal(got_ts, ts)
+            np.testing.assert_array_equal(got.view(np.uint64), vals.view(np.uint64))
+        with pytest.raises(BlockError):
+            decode_block(deflated[:-2])
 
 
 def test_empty_and_single_sample():
@@ -184,7 +213,7 @@ def test_unknown_version_is_rejected():
 
 
 @settings(max_examples=200)
-@given(version=st.sampled_from([VERSION_DEFLATE, VERSION]), garbage=st.binary(max_size=200))
+@given(version=st.sampled_from([VERSION_DEFLATE, 2, VERSION]), garbage=st.binary(max_size=200))
 def test_garbage_never_crashes_with_anything_but_block_error(version, garbage):
     try:
         decode_columns(bytes((version, 1)) + garbage)
