@@ -236,6 +236,7 @@ class FramesSeal(TypedDict):
     shards: int
     series: int
     samples: int
+    block_bytes: int  # the sealed blocks' own bytes (``WindowResult.block_bytes``)
     job_cpu: float
     decode_cpu: float
     compute_cpu: float
@@ -243,11 +244,12 @@ class FramesSeal(TypedDict):
     node_threads: dict[str, float]  # the node's CPU during the pass by thread group
     requests: int  # requests the job sent to the node
     wall: float
+    warm: bool  # a warm-up pass (over the window before), not counted
 
 
 async def _seal_frames(
     store: CassandraRollupStorage, node: CassandraNode, n_hosts: int, minutes: int, shards: int, tmp: str,
-    repeats: int = 3,
+    repeats: int = 3, warm_minutes: int = 20, warm_passes: int = 12,
 ) -> list[FramesSeal]:
     """The rollup job's seal of scrape frames, as cluster mode stores them: ``n_hosts``
     node_exporter-like targets written one frame per scrape for ``minutes`` of a 2 h window
@@ -258,7 +260,21 @@ async def _seal_frames(
     stored ones joins bytes, between the two). Measures the job's
     process CPU, the parts of it spent decoding frames (``frame_samples``) and computing
     blocks and rollups (``compute_window``), each on the thread it ran on, and the node's CPU
-    during the pass."""
+    during the pass.
+
+    The window before (the 5 minutes of lookback and ``warm_minutes`` of scrapes before them)
+    is sealed by jobs of their own: with ``warm_minutes``, before the measured passes, so that
+    they meet a warm node, and in any case before the raw bytes are measured, so that every
+    sample written is sealed and the bytes left beside the blocks are what the drop leaves
+    (tombstones, layouts), not the 5 minutes of lookback no pass seals. A freshly started
+    node's JIT compilers work for minutes: in the first passes over a window they took
+    0.25-0.43 us per sample, still 0.23 in a sixth pass (74 s of compilation by then,
+    ``jstat -compiler``, 16,500 methods and counting); a production node that has run for
+    hours compiles next to nothing. Twelve warm-up passes took them from 1.6-1.8 to 0.2-0.3
+    us per warm-up sample (2026-12-07 00:41-00:47 UTC).
+    So warm-up passes (each a job of its own name over the window before) repeat, up to
+    ``warm_passes``, until the node's compiler threads took under a tenth of its CPU in one;
+    they are returned too (``warm``)."""
     import asyncio
     import time
 
@@ -272,12 +288,13 @@ async def _seal_frames(
 
     window = 2 * HOUR_MS
     base = 1_700_000_000_000 // DAY_MS * DAY_MS + 10 * DAY_MS
-    clock = [base - 300_000]
+    clock = [base - 300_000 - warm_minutes * 60_000]
     store._now_ms = lambda: clock[0]
     store.recent_raw_keep_ms = 100 * 365 * DAY_MS  # the data lies in the past: read frames, not blocks
     rng = np.random.default_rng(12)
-    n_scrapes = (minutes * 60_000 + 300_000) // STEP_MS
-    hosts = [node_exporter_host(rng, n_scrapes, base - 300_000, late=True) for _ in range(n_hosts)]
+    first_ms = base - 300_000 - warm_minutes * 60_000
+    n_scrapes = (base + minutes * 60_000 - first_ms) // STEP_MS
+    hosts = [node_exporter_host(rng, n_scrapes, first_ms, late=True) for _ in range(n_hosts)]
     series = [[Series.of(make_labels("bench_frames", h=str(h), i=str(i))) for i in range(len(host))]
               for h, host in enumerate(hosts)]
     values = [np.array([v for _, v in host]) for host in hosts]
@@ -311,6 +328,10 @@ async def _seal_frames(
                 names[name] = timed(name, names[name])
     out: list[FramesSeal] = []
     sent = [0]
+    lease = LocalShardLease(f"{tmp}/locks-frames")
+
+    def warm_job(now_ms: int, k: int = 0) -> RollupJob:  # a job that seals the window before (not the next one's minutes)
+        return RollupJob(store, lease, shards=shards, now_ms=lambda: now_ms, job=f"warm{k}", fresh_minutes=False)
     plain_execute = store.execute
 
     async def counted(*args: Any, **kw: Any) -> list:
@@ -320,22 +341,32 @@ async def _seal_frames(
     store.execute = counted  # type: ignore[method-assign]
     try:
         assert node.pid is not None
-        for rep in range(repeats):  # each pass a job of its own name: its own checkpoints, the same work
-            job = RollupJob(store, LocalShardLease(f"{tmp}/locks-frames"), shards=shards, now_ms=lambda: closed,
-                            job=f"bench{rep}")
+        passes = [warm_job(base + 300_000 + 1, k) for k in range(warm_passes if warm_minutes else 0)] + [
+            # each pass a job of its own name: its own checkpoints, the same work
+            RollupJob(store, lease, shards=shards, now_ms=lambda: closed, job=f"bench{rep}") for rep in range(repeats)]
+        warming = bool(warm_minutes)
+        for job in passes:
+            warm = job.job.startswith("warm")
+            if warm and not warming:
+                continue
+            start_ms = base - window if warm else base
             spent.update(dict.fromkeys(spent, 0.0))
             t0, sent[0] = thread_cpu_s(node.pid), 0
             n0, c0, w0 = proc_cpu_s(node.pid), time.process_time(), time.perf_counter()
-            done = await job.run_once(initial_start_ms=base)
+            done = await job.run_once(initial_start_ms=start_ms)
             c1, w1, n1 = time.process_time(), time.perf_counter(), proc_cpu_s(node.pid)
             t1 = thread_cpu_s(node.pid)
             assert len(done) == shards, f"{len(done)} shard windows sealed, not {shards}"
             out.append(FramesSeal(hosts=n_hosts, shards=shards, series=sum(r.series for r in done),
-                                  samples=sum(r.samples for r in done), job_cpu=c1 - c0,
+                                  samples=sum(r.samples for r in done),
+                                  block_bytes=sum(r.block_bytes for r in done), job_cpu=c1 - c0,
                                   decode_cpu=spent["frame_samples"], compute_cpu=spent["compute_window"],
                                   node_cpu=n1 - n0, node_threads={k: v - t0.get(k, 0.0) for k, v in t1.items()},
                                   requests=sent[0],
-                                  wall=w1 - w0))
+                                  wall=w1 - w0, warm=warm))
+            if warm:
+                jit = sum(v for k, v in out[-1]["node_threads"].items() if k.startswith(_COMPILER_THREADS))
+                warming = jit >= 0.1 * (n1 - n0)
     finally:
         del store.execute
         fns = iter(plain)
@@ -343,10 +374,11 @@ async def _seal_frames(
             for name in spent:
                 if name in names:
                     names[name] = next(fns)
+    if not warm_minutes:
+        assert len(await warm_job(base + 300_000 + 1).run_once(initial_start_ms=base - window)) == shards
+    assert len(await warm_job(closed).run_once(initial_start_ms=base - window)) == shards  # (the job that drops)
     written = sum(v.size for v in values)
-    await _raw_bytes_after_drop(store, node, RollupJob(store, LocalShardLease(f"{tmp}/locks-frames"), shards=shards,
-                                                       now_ms=lambda: closed + store.raw_hot_ms, job="bench0"),
-                                base, written)
+    await _raw_bytes_after_drop(store, node, warm_job(closed + store.raw_hot_ms), base - window, written)
     return out
 
 
@@ -354,7 +386,7 @@ async def _raw_bytes_after_drop(store: CassandraRollupStorage, node: CassandraNo
                                 written: int) -> None:
     """Raw tables' bytes per written sample after ``nodetool flush`` + ``compact`` of them, before
     and after ``job`` (whose shards sealed the window from ``base``) drops the raw partitions of
-    its sealed hours. The 5 minutes of scrapes before ``base`` stay: their window is not sealed."""
+    its sealed hours."""
     import asyncio
     import time
 
@@ -381,14 +413,24 @@ async def _raw_bytes_after_drop(store: CassandraRollupStorage, node: CassandraNo
 
 # Cassandra's request stages share one pool of threads, each named by the stage it works for
 _REQUEST_STAGES = ("Native-Transpor", "MutationStage", "ReadStage", "RequestResponse", "CounterMutation")
+_COMPILER_THREADS = ("C1 CompilerThre", "C2 CompilerThre")  # the JVM's JIT compilers (names cut at 15)
 
 
-def _print_frames_seal(runs: list[FramesSeal]) -> None:
-    for k, f in enumerate(runs):
+def _print_frames_seal(every: list[FramesSeal]) -> None:
+    warm = [f for f in every if f["warm"]]
+    runs = [f for f in every if not f["warm"]]
+    if warm:
+        print(f"  {len(warm)} warm-up passes over the window before ({warm[0]['samples']:,} samples each; not counted "
+              "below), job + Cassandra (of it the JIT compilers) per sample: " + ", ".join(
+                  f"{(f['job_cpu'] + f['node_cpu']) / max(f['samples'], 1) * 1e6:.2f} "
+                  f"({sum(v for k, v in f['node_threads'].items() if k.startswith(_COMPILER_THREADS)) / max(f['samples'], 1) * 1e6:.2f})"
+                  for f in warm) + " us")
+    for f in runs:
         n = max(f["samples"], 1)
-        if not k:
+        if f is runs[0]:
             print(f"  RollupJob seal of scrape frames ({f['hosts']} targets, {f['shards']} shards): {f['samples']:,} "
-                  f"samples, {f['samples'] / max(f['series'], 1):.0f} per series; CPU per sample, pass by pass:")
+                  f"samples, {f['samples'] / max(f['series'], 1):.0f} per series, blocks {f['block_bytes'] / n:.3f} "
+                  f"bytes per sample; CPU per sample, pass by pass{' on a warm node' if warm else ''}:")
         print(
             f"    job {f['job_cpu'] / n * 1e6:.2f} us (frame decode {f['decode_cpu'] / n * 1e6:.2f}, blocks + rollup math "
             f"{f['compute_cpu'] / n * 1e6:.2f}, the rest - index, reads, writes - "
@@ -407,7 +449,7 @@ def _print_frames_seal(runs: list[FramesSeal]) -> None:
 
 def bench_cassandra(
     n_hosts: int, hours: int, node_dir: str, tmp: str, *, frames_only: bool = False, frame_hosts: int = 20,
-    frame_minutes: int = 20, shards: int = 16, repeats: int = 3,
+    frame_minutes: int = 20, shards: int = 16, repeats: int = 3, warm_minutes: int = 20, warm_passes: int = 12,
 ) -> None:
     import asyncio
     import time
@@ -526,7 +568,8 @@ def bench_cassandra(
 
     try:
         if frames_only:
-            _print_frames_seal(asyncio.run(_seal_frames(store, node, frame_hosts, frame_minutes, shards, tmp, repeats)))
+            _print_frames_seal(asyncio.run(_seal_frames(store, node, frame_hosts, frame_minutes, shards, tmp, repeats,
+                                                        warm_minutes, warm_passes)))
             return
         sealed, minutes, hours_n, cpu, wall = asyncio.run(seal_bulk())
         print(f"  sealed {sealed:,} samples into blocks, wrote {minutes:,} 1m + {hours_n:,} 1h rollup rows:")
@@ -559,7 +602,8 @@ def bench_cassandra(
             f"  RollupJob end to end (raw_recent read + seal + rollup + writes): {n:,} samples, "
             f"{n / e2e_cpu:,.0f} samples/s per core (CPU), {n / e2e_wall:,.0f} samples/s wall"
         )
-        _print_frames_seal(asyncio.run(_seal_frames(store, node, frame_hosts, frame_minutes, shards, tmp, repeats)))
+        _print_frames_seal(asyncio.run(_seal_frames(store, node, frame_hosts, frame_minutes, shards, tmp, repeats,
+                                                    warm_minutes, warm_passes)))
         lat_m, lat_h = asyncio.run(reads())
         print(
             f"  read one series, 30 d of 1m (43,200 points): p50 {np.median(lat_m) * 1000:.1f} ms, "
@@ -601,6 +645,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shards", type=int, default=16, help="rollup shards of the frames leg")
     p.add_argument("--seal-passes", type=int, default=3,
                    help="passes of the job over the frames leg's window (the first writes new chunks, the rest rerun it)")
+    p.add_argument("--warm-minutes", type=int, default=20,
+                   help="minutes of scrapes in the window before the frames leg's, sealed before the measured passes "
+                        "(a warm node, as in production); 0: the passes meet a freshly started node")
+    p.add_argument("--warm-passes", type=int, default=12,
+                   help="at most this many warm-up passes (they stop once the node's JIT compilers took under a tenth "
+                        "of its CPU in one)")
     args = p.parse_args(argv)
     from cli.malloc_tuning import tune_malloc
 
@@ -616,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cassandra or args.only_cassandra:
             bench_cassandra(args.hosts, args.cassandra_hours, args.cassandra_dir, tmp, frames_only=args.frames_only,
                             frame_hosts=args.frame_hosts, frame_minutes=args.frame_minutes, shards=args.shards,
-                            repeats=args.seal_passes)
+                            repeats=args.seal_passes, warm_minutes=args.warm_minutes, warm_passes=args.warm_passes)
     return 0
 
 
