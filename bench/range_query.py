@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.peers import QUERY, TargetBody, node_series  # noqa: E402 - after the path insert
+from bench.procfs import proc_cpu_s  # noqa: E402
 from query.api import make_app  # noqa: E402
 from query.engine import Engine  # noqa: E402
 from scraper.exposition import parse  # noqa: E402
@@ -155,7 +156,9 @@ async def fill_cassandra(store: CassandraRollupStorage, clock: list[int], args: 
     return written
 
 
-async def query_runs(store: Storage, args: argparse.Namespace, end_ms: int) -> None:
+async def query_runs(store: Storage, args: argparse.Namespace, end_ms: int, node_pid: int | None = None) -> None:
+    """``args.runs`` measured queries after one unmeasured; ``node_pid``: also the CPU of the
+    Cassandra node's process per query (its idle CPU, a few ms per second, included)."""
     # the standalone's defaults (isolation of big queries on), its clock at the data's end
     engine = Engine(store, now_ms=lambda: end_ms + 2_000)
     start_ms = end_ms - int(args.window * 1000)
@@ -172,8 +175,9 @@ async def query_runs(store: Storage, args: argparse.Namespace, end_ms: int) -> N
 
         first = await once()  # unmeasured: caches, page-ins
         prof = cProfile.Profile() if args.profile else None
-        cpu, wall = [], []
+        cpu, wall, node_cpu = [], [], []
         for _ in range(args.runs):
+            n0 = proc_cpu_s(node_pid) if node_pid else 0.0
             c0, w0 = time.process_time(), time.perf_counter()
             if prof is not None:
                 prof.enable()
@@ -182,6 +186,8 @@ async def query_runs(store: Storage, args: argparse.Namespace, end_ms: int) -> N
                 prof.disable()
             cpu.append((time.process_time() - c0) * 1000)
             wall.append((time.perf_counter() - w0) * 1000)
+            if node_pid:
+                node_cpu.append((proc_cpu_s(node_pid) - n0) * 1000)
             if body != first:
                 raise RuntimeError("the answer changed between runs")
         if prof is not None:
@@ -190,6 +196,10 @@ async def query_runs(store: Storage, args: argparse.Namespace, end_ms: int) -> N
     print(f"query: {QUERY} over {args.window:g}s, step {args.interval:g}s ({args.runs} runs)")
     print(f"  CPU ms per query: median {statistics.median(cpu):.1f}, min {min(cpu):.1f}, max {max(cpu):.1f}")
     print(f"  wall ms per query: median {statistics.median(wall):.1f}, min {min(wall):.1f}")
+    if node_cpu:
+        # (/proc counts in 10 ms ticks: the mean over the runs is the figure)
+        print(f"  Cassandra node CPU ms per query: mean {statistics.mean(node_cpu):.1f}, min {min(node_cpu):.0f}, "
+              f"max {max(node_cpu):.0f}")
     print(f"  samples read {st.samples:,}, fetch {st.fetch_s * 1000:.1f} ms, eval {st.eval_s * 1000:.1f} ms, "
           f"isolated {st.isolated}; answer {len(first):,} bytes, digest {hashlib.sha256(first).hexdigest()[:12]}")
 
@@ -247,7 +257,7 @@ async def run_cassandra(args: argparse.Namespace) -> None:
             ["127.0.0.1"], node.port, "bench_range"))
         reader._now_ms = lambda: clock[0]
         try:
-            await query_runs(reader, args, end_ms)
+            await query_runs(reader, args, end_ms, node.pid or None)
         finally:
             reader.shutdown()
     finally:

@@ -31,6 +31,7 @@ import json
 import logging
 import struct
 import sys
+import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -120,6 +121,16 @@ FRAME_CACHE_MIN_WIDTH = 64
 # Clock skew between writers and readers and writes in flight, allowed for by the frames a
 # query read keeps (``CassandraStorage.frame_settle_ms``, ``_kept_frames``).
 FRAME_SETTLE_SKEW_MS = 15_000
+# The series index's change stamps: per (metric, bucket) of a level, one row in partition
+# (metric, bucket, INDEX_STAMP_SHARD) of ``series_<level>`` (never a series' shard: reads of
+# the series' 32 shards do not see it), rewritten after every write of series rows there
+# (new series, a series under a new target); its write time is when the index of that metric
+# and bucket last changed. A query keeps what it found in the index (``_select_ids``) and
+# trusts it again while the stamp is older than its read (less FRAME_SETTLE_SKEW_MS) and
+# for at most INDEX_CACHE_MAX_AGE_MS (a writer of older code writes no stamp).
+INDEX_STAMP_SHARD = -1
+INDEX_STAMP_ID = 0
+INDEX_CACHE_MAX_AGE_MS = 60_000
 MAX_CONCURRENT_REQUESTS = 512  # per write_columns / read call
 # Frames of several targets per request (``write_frame_sets``): a node spends ~3-7 ms of CPU per
 # write request at a few dozen requests/s whatever its size (its request and mutation workers
@@ -330,6 +341,9 @@ class CassandraStorage(Storage):
     # Frames older than this (reader's clock) are taken as complete (``_frames_recent``):
     # writers' late_after_ms (the default above) plus FRAME_SETTLE_SKEW_MS.
     frame_settle_ms: int = 60_000 + FRAME_SETTLE_SKEW_MS
+    # Writers' and readers' clock skew and index writes in flight, allowed for by the index a
+    # query keeps (``_kept_ids``): a stamp this close to a kept read makes it be read again.
+    index_skew_ms: int = FRAME_SETTLE_SKEW_MS
 
     def __init__(
         self,
@@ -355,6 +369,11 @@ class CassandraStorage(Storage):
         # (``_infos``: a query repeated over 6,400 series spent ~10 ms in the LRU's per-id gets)
         self._found_infos: LRUCache[tuple[str, str, int], tuple[frozenset[int], dict[int, SeriesInfo]]] = \
             LRUCache(maxsize=2_000_000, getsizeof=lambda e: len(e[1]) + 1)
+        # (level, metric, bucket, matchers) -> when a query's index read started (us) and the
+        # ids it found (``_select_ids``; each entry's ids counted against the size)
+        self._index_kept: LRUCache[tuple, tuple[int, frozenset[int]]] = \
+            LRUCache(maxsize=2_000_000, getsizeof=lambda e: len(e[1]) + 1)
+        self.index_kept_hits = 0  # (metric, bucket)s whose kept index a query took again
         self._late_marked: LRUCache[int, int] = LRUCache(maxsize=10_000)  # hour -> when this process last marked it late
         self._renewals: dict[int, asyncio.Future] = {}  # id(session) -> pool renewal under way
         self._frames = FrameEncoder()  # chains and layout rows of direct writes (storage.cassandra_frames)
@@ -492,6 +511,14 @@ class CassandraStorage(Storage):
                 "series_lookup": p(
                     f"SELECT series_id, labels, targets FROM {ks}.series_{s} "
                     "WHERE metric = ? AND bucket = ? AND shard = ? AND series_id IN ?"
+                ),
+                "stamp_ins": p(
+                    f"UPDATE {ks}.series_{s} SET labels = '' WHERE metric = ? AND bucket = ? AND shard = ? "
+                    "AND series_id = ?"
+                ),
+                "stamp_read": p(
+                    f"SELECT metric, bucket, writetime(labels) FROM {ks}.series_{s} "
+                    "WHERE metric IN ? AND bucket IN ? AND shard = ? AND series_id = ?"
                 ),
                 "post_ins": p(
                     f"INSERT INTO {ks}.postings_{s} (metric, bucket, name, shard, value, series_id) VALUES (?, ?, ?, ?, ?, ?)"
@@ -639,8 +666,6 @@ class CassandraStorage(Storage):
     def now_ms(self) -> int:
         if self._now_ms is not None:
             return int(self._now_ms())
-        import time
-
         return int(time.time() * 1000)
 
     async def write(self, batch: SampleBatch) -> None:
@@ -720,9 +745,20 @@ class CassandraStorage(Storage):
         if len(series_defs) >= STORED_INDEX_PROBE_MIN:
             series_defs = await self._skip_stored_index(target, series_defs, ts_all)
         defs = list(series_defs)
-        step = max(INDEX_CHUNK_SERIES, -(-len(defs) // INDEX_CHUNKS_MAX))
-        for lo in range(0, len(defs), step):
-            await self._write_index(target, defs[lo : lo + step], ts_all, which)
+        if defs:
+            marks: list = []
+            changed: set[tuple[str, str, int]] = set()
+            step = max(INDEX_CHUNK_SERIES, -(-len(defs) // INDEX_CHUNKS_MAX))
+            for lo in range(0, len(defs), step):
+                await self._write_index(target, defs[lo : lo + step], ts_all, which, marks, changed)
+            # then the stamps of the (level, metric, bucket)s whose series rows it wrote: a
+            # reader that kept their index reads it again (INDEX_STAMP_SHARD); only then are
+            # the series marked indexed (a failed write is retried whole, stamps too) and the
+            # write's samples stored
+            await self._execute_all([self.ps_index[suffix]["stamp_ins"].bind((metric, bucket, INDEX_STAMP_SHARD,
+                                                                              INDEX_STAMP_ID))
+                                     for suffix, metric, bucket in sorted(changed)])
+            self._commit_marks(marks)
         late_stmts, late_marks = self._late_statements(ts_all)
         frame_stmts = self._frame_statements(target, frames)
         rows = self._raw_batches(target, series_ids, timestamps, values) if timestamps.size else []
@@ -731,9 +767,12 @@ class CassandraStorage(Storage):
             self._late_marked.update(late_marks)
 
     async def _write_index(
-        self, target: str, series_defs: Sequence[Series], ts: np.ndarray, which: tuple[np.ndarray, np.ndarray] | None
+        self, target: str, series_defs: Sequence[Series], ts: np.ndarray, which: tuple[np.ndarray, np.ndarray] | None,
+        marks: list, changed: set[tuple[str, str, int]],
     ) -> None:
-        """Store the index rows of ``series_defs`` (those not marked yet), then mark them.
+        """Store the index rows of ``series_defs`` (those not marked yet); their marks (for
+        ``_commit_marks``) and the (level, metric, bucket)s of their series rows (stamps due)
+        are added to ``marks`` and ``changed``.
 
         ``write_frames`` gives ``INDEX_CHUNK_SERIES`` series at a time (more for a write of
         over ``INDEX_CHUNKS_MAX`` chunks: each chunk costs a request per index partition it
@@ -741,11 +780,12 @@ class CassandraStorage(Storage):
         (tens of small objects per series) live until Cassandra answers, and the series the
         scrape loops make meanwhile land between them; when the rows go, their holes stay in
         the heap for good (a warm-up of 100k series left ~20 MiB of them, #20)."""
-        index_stmts, series_rows, marks = self._index_statements(target, series_defs, ts, which)
+        index_stmts, series_rows, chunk_marks, chunk_changed = self._index_statements(target, series_defs, ts, which)
         # a series' own row goes last: stored, it vouches for its postings and label values
         await self._execute_all(index_stmts)
         await self._execute_all(series_rows)
-        self._commit_marks(marks)
+        marks.extend(chunk_marks)
+        changed.update(chunk_changed)
 
     async def _execute_all(self, statements: list) -> None:
         """Run ``statements`` (in waves); the first transient error, else the first error, raised."""
@@ -1082,14 +1122,15 @@ class CassandraStorage(Storage):
 
     def _index_statements(
         self, target: str, series_defs: Iterable[Series], ts: np.ndarray, which: tuple[np.ndarray, np.ndarray] | None
-    ) -> tuple[list[BatchStatement], list[BatchStatement], list]:
+    ) -> tuple[list[BatchStatement], list[BatchStatement], list, set[tuple[str, str, int]]]:
         """Index rows for (series, bucket) pairs not yet indexed (or seen under a new target),
         batched per index partition with pre-serialised values; ``which`` (series ids, ts)
         says which series a bucket has when ``ts`` spans buckets. Returns the postings and
-        label rows, the ``series_<level>`` rows apart (written after the others), the marks."""
+        label rows, the ``series_<level>`` rows apart (written after the others), the marks
+        and the (level, metric, bucket)s whose series rows they write (their stamps are due)."""
         defs = {s.id: s for s in series_defs}
         if not defs:
-            return [], [], []
+            return [], [], [], set()
         def_ids = np.fromiter(defs, dtype=np.int64, count=len(defs))
         lo, hi = int(ts.min()), int(ts.max())
         groups: dict[tuple, tuple[PreparedStatement, list[tuple]]] = {}
@@ -1145,7 +1186,8 @@ class CassandraStorage(Storage):
                 if ix_ids:
                     marks.append(("ix", (s, bucket), target, ix_ids))
         stmts, series_rows = self._index_batches(groups)
-        return stmts, series_rows, marks
+        changed = {(k[1], k[2], k[3]) for k in groups if k[0] == "s"}
+        return stmts, series_rows, marks, changed
 
     def _index_batches(
         self, groups: dict[tuple, tuple[PreparedStatement, list[tuple]]]
@@ -1279,17 +1321,52 @@ class CassandraStorage(Storage):
         return current or set()
 
     async def _select_ids(
-        self, matchers: Sequence[Matcher], start_ms: int, end_ms: int
+        self, matchers: Sequence[Matcher], start_ms: int, end_ms: int, *, cached: bool = False
     ) -> tuple[sch.IndexLevel, dict[tuple[str, int], set[int]]]:
-        """Matching series ids per (metric, bucket) of the index level that covers the range."""
+        """Matching series ids per (metric, bucket) of the index level that covers the range;
+        ``cached``: what an earlier read found is taken again while its stamps allow
+        (``_kept_ids``: query reads; the rollup job and the raw drop read the index)."""
         level = self._level_for(start_ms, end_ms)
         if end_ms < start_ms:
             return level, {}
         buckets = range(start_ms // level.bucket_ms, end_ms // level.bucket_ms + 1)
         metrics = await self._metric_names(level, buckets, matchers)
         keys = [(metric, b) for metric in metrics for b in buckets]
-        parts = await _gather_waves([self._ids_in_bucket(level.suffix, m, b, matchers) for m, b in keys])
-        return level, {k: p for k, p in zip(keys, parts, strict=True) if p}
+        kept = await self._kept_ids(level.suffix, keys, matchers) if cached else {}
+        todo = [k for k in keys if k not in kept]
+        read_us = time.time_ns() // 1000
+        parts = await _gather_waves([self._ids_in_bucket(level.suffix, m, b, matchers) for m, b in todo])
+        found = dict(kept)
+        for (metric, b), ids in zip(todo, parts, strict=True):
+            found[(metric, b)] = ids
+            if cached:
+                self._index_kept[(level.suffix, metric, b, tuple(matchers))] = (read_us, frozenset(ids))
+        return level, {k: p for k in keys if (p := found[k])}
+
+    async def _kept_ids(
+        self, suffix: str, keys: list[tuple[str, int]], matchers: Sequence[Matcher]
+    ) -> dict[tuple[str, int], set[int]]:
+        """The series ids an earlier read of ``matchers`` found at the (metric, bucket)s
+        ``keys`` that still hold: read at most INDEX_CACHE_MAX_AGE_MS ago, and the index
+        there not changed since (its stamp, INDEX_STAMP_SHARD, older than the read less
+        ``index_skew_ms``; no stamp: not known)."""
+        now_us = time.time_ns() // 1000
+        held: dict[tuple[str, int], tuple[int, frozenset[int]]] = {}
+        for metric, b in keys:
+            e = self._index_kept.get((suffix, metric, b, tuple(matchers)))
+            if e is not None and now_us - e[0] <= INDEX_CACHE_MAX_AGE_MS * 1000:
+                held[(metric, b)] = e
+        if not held:
+            return {}
+        params = (sorted({m for m, _ in held}), sorted({b for _, b in held}), INDEX_STAMP_SHARD, INDEX_STAMP_ID)
+        stamps = {(m, b): w for m, b, w in await self._rows(self.ps_index[suffix]["stamp_read"], params)}
+        out = {}
+        for k, (read_us, ids) in held.items():
+            stamp = stamps.get(k)
+            if stamp is not None and stamp < read_us - self.index_skew_ms * 1000:
+                out[k] = set(ids)
+        self.index_kept_hits += len(out)
+        return out
 
     async def _infos(self, level: sch.IndexLevel, found: dict[tuple[str, int], set[int]]) -> dict[int, SeriesInfo]:
         """Labels and targets of the found series: from the cache, else from ``series_<level>``."""
@@ -1331,8 +1408,10 @@ class CassandraStorage(Storage):
                 self._found_infos[(level.suffix, metric, bucket)] = (frozenset(ids), {sid: out[sid] for sid in ids})
         return out
 
-    async def _select_series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesInfo]:
-        level, found = await self._select_ids(matchers, start_ms, end_ms)
+    async def _select_series(
+        self, matchers: Sequence[Matcher], start_ms: int, end_ms: int, *, cached: bool = False
+    ) -> list[SeriesInfo]:
+        level, found = await self._select_ids(matchers, start_ms, end_ms, cached=cached)
         infos = await self._infos(level, found)
         # Exactness net: the index narrows, the labels decide (hash collisions, label edits);
         # the series of a metric's index rows have its name (as SQLite's rollup select).
@@ -1345,7 +1424,7 @@ class CassandraStorage(Storage):
     # -- reads ------------------------------------------------------------------------------
 
     async def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Series]:
-        infos = await self._select_series(matchers, start_ms, end_ms)
+        infos = await self._select_series(matchers, start_ms, end_ms, cached=True)
         return sorted((i.series for i in infos), key=lambda s: s.labels)
 
     async def label_names(self, start_ms: int, end_ms: int, matchers: Sequence[Matcher] = ()) -> list[str]:
@@ -1384,7 +1463,7 @@ class CassandraStorage(Storage):
     ) -> list[SeriesData]:
         if resolution is not Resolution.RAW:
             raise StorageError(f"reading {resolution.value} rollups from Cassandra comes with the rollup job")
-        infos = await self._select_series(matchers, start_ms, end_ms)
+        infos = await self._select_series(matchers, start_ms, end_ms, cached=True)
         if not infos:
             return []
         return await self.read_raw(infos, start_ms, end_ms, kept=True)

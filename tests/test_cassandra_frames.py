@@ -309,6 +309,25 @@ async def test_short_reads_keep_frames_read_only_newer_ones_and_a_late_frame_dro
         got = await both(t0 + 90_000, t0 + 176_000)
         assert all(len(d) == (19 if d.series.id in set(ids.tolist()) else 18) for d in got)
         assert cache.misses >= 2
+        # The series a query found in the index are kept while the index's stamp of their
+        # metric and bucket is older than that read (the skew set to 0: the writes above are
+        # before the reads below), and read again once another process indexed new series.
+        store.index_skew_ms = 0
+        await both(t0 + 90_000, t0 + 176_000)
+        found = store.index_kept_hits
+        await both(t0 + 90_000, t0 + 176_000)
+        assert store.index_kept_hits == found + 2  # (both reads of it)
+        new = [Series.of(make_labels("keep_check", job="k", instance="h:2", n=str(j))) for j in range(64)]
+        clock[0] = t0 + 170_100
+        writer = await type(store).connect(["127.0.0.1"], store.cluster.port, store.keyspace)
+        writer._now_ms = lambda: clock[0]
+        try:
+            await writer.write(SampleBatch("k/h:2", new, [t0 + 170_000] * len(new), [1.0] * len(new)))
+        finally:
+            await writer.close()
+        clock[0] = t0 + 211_000
+        got = await both(t0 + 90_000, t0 + 176_000)
+        assert {d.series.id for d in got} == {s.id for s in [*targets["k/h:0"], *targets["k/h:1"], *new]}
     finally:
         store._now_ms = None
 
