@@ -43,7 +43,7 @@ from prometheus_client import (
 )
 
 from cli.errors import UserError
-from cli.malloc_tuning import trim_periodically
+from cli.malloc_tuning import one_arena, trim_periodically
 from cli.zookeeper_args import add_zookeeper_override_args, zookeeper_address
 from discovery.balance import DEFAULT_CAP_FACTOR
 from discovery.registry import Registry, RegistryError
@@ -294,6 +294,7 @@ async def run_scraper(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    one_arena()  # before the driver's and ZooKeeper's threads start
     storage = await make_storage(cfg.storage)
     writer = await make_writer(cfg.storage, storage)
     process = ScraperProcess(opts, writer)

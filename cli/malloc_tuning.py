@@ -68,6 +68,21 @@ def tune_malloc() -> bool:
     )
 
 
+def one_arena() -> bool:
+    """Keep every thread on the main heap (``M_ARENA_MAX`` 1) and glibc's other defaults: the
+    scraper's (issue #20 memory). Its driver, ZooKeeper and executor threads otherwise get
+    arenas of their own, each a heap that ``malloc_trim`` gives back only in part. Applies to
+    arenas made after the call: call it before the threads start. Whether it was applied."""
+    if os.environ.get("RINGMON_MALLOC_TUNING", "").lower() in ("off", "0", "false", "no"):
+        return False
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is None:
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_ARENA_MAX, 1))
+
+
 def trim_malloc() -> bool:
     """Give the free memory of glibc's heaps back to the system (``malloc_trim(0)``); whether
     any was released. It holds each arena's lock while it walks it, not the GIL."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-CHECK = "from cli.malloc_tuning import tune_malloc; print(tune_malloc())"
+CHECK = "from cli.malloc_tuning import one_arena, tune_malloc; print(tune_malloc(), one_arena())"
 
 
 def run(env_value: str | None) -> str:
@@ -19,8 +19,8 @@ def run(env_value: str | None) -> str:
 
 
 def test_thresholds_applied_on_glibc_and_left_out_when_asked() -> None:
-    assert run(None) == "True"  # Debian's glibc has mallopt
-    assert run("off") == "False"
+    assert run(None) == "True True"  # Debian's glibc has mallopt (the scraper's one arena too)
+    assert run("off") == "False False"
 
 
 TRIM = """
