@@ -428,6 +428,16 @@ def _lacks_rate_aggregates(plan: FetchPlan) -> bool:
     return any(d.agg is not None and "correction" in d.agg and bool(np.isnan(d.agg["correction"]).any()) for d in plan.data)
 
 
+def _tail_gap_ms(columns: frozenset[str] | None) -> int:
+    """How far before its first bucket a plan's rows built from raw samples read them: the
+    counter gap, for the ``increase`` of a bucket's first sample (from the sample before it,
+    ``rollup_tail.fine_rows``); none for a plan that reads no ``increase``: every other
+    aggregate is of the bucket's own samples (``count``, ``sum``, ``min``, ``max``, ``last``
+    and the rate aggregates, ``storage.rollup.rate_parts``). A 24 h rate panel's raw tail
+    (the newest ~5 minutes from raw samples) read 10 minutes of frames for 5 minutes of rows."""
+    return DEFAULT_MAX_GAP_MS if columns is None or "increase" in columns else 0
+
+
 def _rows_before(rows: list[SeriesData], split: dict[int, int], default: int, res: Resolution) -> list[SeriesData]:
     """Each series' rows with bucket starts before its split (``default`` without one)."""
     cut = []
@@ -1547,11 +1557,12 @@ class Engine:
         # Buckets that ended more than rollup_lag_ms ago are complete: read them where written.
         tail = ((now - self.rollup_lag_ms) // step) * step
         matchers = list(plan.matchers)
+        gap = _tail_gap_ms(plan.columns)
         raw_floor = ((now - QUERY_RAW_HORIZON_MS) // step + 1) * step
         if lo >= now - RECENT_FROM_RAW_MS and lo >= raw_floor:
             # Recent windows only (a cache refresh): build the buckets from raw samples,
             # which gives the rollup job's rows exactly, with one read.
-            built = await self._rows_from_raw(matchers, lo, plan.end_ms + 1, step, now)
+            built = await self._rows_from_raw(matchers, lo, plan.end_ms + 1, step, now, gap_ms=gap)
             built, plan.beyond = _split_beyond(built, plan.end_ms, step)
             plan.flat = _flat_rows(built, res, column_names(plan.columns))
             return
@@ -1560,10 +1571,8 @@ class Engine:
         raw_task = None
         raw_from = guess
         if plan.end_ms >= guess:
-            raw_from = self._memo_reach(matchers, guess, step) or guess
-            raw_task = asyncio.ensure_future(
-                self.storage.select(matchers, raw_from - DEFAULT_MAX_GAP_MS, plan.end_ms)
-            )
+            raw_from = self._memo_reach(matchers, guess, step, gap) or guess
+            raw_task = asyncio.ensure_future(self.storage.select(matchers, raw_from - gap, plan.end_ms))
         try:
             # Rows from ``guess`` on are never used (the tail starts at or before it).
             rows = await self.storage.select(matchers, lo, min(plan.end_ms, guess - 1), res, columns=plan.columns)
@@ -1593,7 +1602,7 @@ class Engine:
             prefetched = (raw_from, await raw_task)
         elif raw_task is not None:
             raw_task.cancel()
-        built = await self._rows_from_raw(matchers, tail, plan.end_ms + 1, step, now, prefetched)
+        built = await self._rows_from_raw(matchers, tail, plan.end_ms + 1, step, now, prefetched, gap)
         # Series i: stored rows before split_i, rows built from raw from split_i on.
         split = {sid: min(max(e, tail), guess) for sid, e in ends.items()}
         if len(built) and any(v != tail for v in split.values()):
@@ -1615,11 +1624,11 @@ class Engine:
         ordered = sorted(parts.values(), key=lambda ps: ps[0].series.labels)
         plan.data = [p for ps in ordered for p in ps]
 
-    def _memo_reach(self, matchers: list, start_ms: int, step_ms: int) -> int | None:
+    def _memo_reach(self, matchers: list, start_ms: int, step_ms: int, gap_ms: int) -> int | None:
         if self.tail_memo is None:
             return None
         fine = fine_step(start_ms, step_ms)
-        return self.tail_memo.reach((tuple(matchers), fine, step_ms, DEFAULT_MAX_GAP_MS), start_ms)
+        return self.tail_memo.reach((tuple(matchers), fine, step_ms, gap_ms), start_ms)
 
     async def _rows_from_raw(
         self,
@@ -1629,14 +1638,18 @@ class Engine:
         step_ms: int,
         now: int,
         prefetched: tuple[int, list[SeriesData]] | None = None,
+        gap_ms: int = DEFAULT_MAX_GAP_MS,
     ) -> Rows:
         """Rollup rows of [start_ms, end_ms) built from raw samples as the rollup job builds
         them (series sorted by labels). The rows of complete minutes are kept in the tail memo (the
         last bucket possibly in part) and taken from it, so raw samples are read only from
         where the memo ends (with the memo's chain ends in place of the counter gap before).
-        ``prefetched``: raw samples already read from (that time - the counter gap) on."""
+        ``prefetched``: raw samples already read from (that time - ``gap_ms``) on. ``gap_ms``:
+        how far before ``start_ms`` (or where the memo ends) raw samples are read, for the
+        counter increase of the first samples (``_tail_gap_ms``); the memo keeps the rows of
+        each gap apart (rows built without it lack the first samples' increases)."""
         fine = fine_step(start_ms, step_ms)
-        key = (tuple(matchers), fine, step_ms, DEFAULT_MAX_GAP_MS)
+        key = (tuple(matchers), fine, step_ms, gap_ms)
         whole = end_ms // fine * fine  # fine buckets before this hold every sample they will get
         hit = self.tail_memo.lookup(key, start_ms, whole) if self.tail_memo is not None else None
         kept, need_from, chain = hit if hit is not None else (Rows.empty(), start_ms, None)
@@ -1651,7 +1664,7 @@ class Engine:
                 raw = await self.storage.select(matchers, need_from, end_ms - 1)
                 lead = chain
             else:
-                raw = await self.storage.select(matchers, need_from - DEFAULT_MAX_GAP_MS, end_ms - 1)
+                raw = await self.storage.select(matchers, need_from - gap_ms, end_ms - 1)
             raw = RawFlat.of(raw)
             fresh = fine_rows(raw, need_from, end_ms, fine, chain=lead)
         complete = min((now - self.rollup_lag_ms) // fine * fine, whole)
@@ -1663,7 +1676,9 @@ class Engine:
                 kept = combine(kept, start_ms, step_ms)
             fresh = fresh.between(complete, end_ms)
             if self.tail_memo is not None:
-                self.tail_memo.store(key, kept, start_ms, complete, chain_ends(raw, complete, carried=chain))
+                # (rows read without the gap need no counter chain ends either: ``_tail_gap_ms``)
+                ends = chain_ends(raw, complete, carried=chain) if gap_ms else None
+                self.tail_memo.store(key, kept, start_ms, complete, ends)
         built = concat(kept, fresh)
         if fine != step_ms:
             built = combine(built, start_ms, step_ms)

@@ -386,6 +386,50 @@ async def test_refresh_reads_raw_from_the_kept_rows_with_counter_chain_ends(lag:
     assert spans and max(spans) <= lag + 2 * MIN, [s / MIN for s in spans]
 
 
+async def test_rows_built_from_raw_read_the_counter_gap_only_for_increase(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The newest buckets of a plan, built from raw samples (the rollup job 10 minutes
+    behind), read the 5-minute counter gap before them only when the plan reads ``increase``
+    (a bucket's first increase pairs with the sample before it): rate() served from the rate
+    aggregates and max_over_time() read from where their buckets start, with the answers of
+    an engine that reads the gap for every plan (``query.engine._tail_gap_ms``). Samples off
+    the minute (no window edge holds one), a counter reset in the tail."""
+    import query.engine as qe
+    from storage.rollup import DEFAULT_MAX_GAP_MS
+
+    clock = Clock(NOW)
+    st = MemoryStorage()
+    rng = np.random.default_rng(3)
+    ts = np.arange(NOW - 2 * DAY + 7_000, NOW + 1, 15_000, dtype=np.int64)
+    for h in range(3):
+        vals = np.cumsum(rng.random(len(ts)) * 7.3)
+        if h == 1:
+            vals[-30:] -= vals[-30]  # a counter reset 7.5 minutes ago
+        st.add_series(Series.of(make_labels("cpu_total", host=f"h{h}")), ts, vals)
+    st.build_rollups(Resolution.MINUTE, NOW - 10 * MIN)
+    end = NOW // MIN * MIN
+    for expr, source, gap in [
+        ("rate(cpu_total[5m])", SourceResolution.AUTO, 0),
+        ("max_over_time(cpu_total[5m])", SourceResolution.AUTO, 0),
+        ("increase(cpu_total[5m])", SourceResolution.MINUTE, DEFAULT_MAX_GAP_MS),
+    ]:
+        st.select_log.clear()
+        got = await Engine(st, now_ms=clock).range_query(expr, end - DAY, end, MIN, source=source)
+        assert {r for r, _, _ in st.select_log} == {"1m", "raw"}, expr
+        assert min(a for r, a, _ in st.select_log if r == "raw") == NOW - 10 * MIN - gap, expr
+        with monkeypatch.context() as m:
+            m.setattr(qe, "_tail_gap_ms", lambda columns: DEFAULT_MAX_GAP_MS)
+            want = await Engine(st, now_ms=clock).range_query(expr, end - DAY, end, MIN, source=source)
+        assert got.series and len(got.series) == 3, expr
+        _same(got, want)
+    # Refreshes: the kept rows (read without the gap) and no counter chain, as an uncached engine.
+    cache = RangeQueryCache(Engine(st, now_ms=clock), now_ms=clock)
+    for k in range(6):
+        clock.now = NOW - 8 * MIN + k * MIN
+        e = clock.now // MIN * MIN
+        got = await cache.range_query("rate(cpu_total[5m])", e - DAY, e, MIN, SourceResolution.AUTO)
+        _same(got, await Engine(st, now_ms=clock, tail_memo=False).range_query("rate(cpu_total[5m])", e - DAY, e, MIN))
+
+
 @pytest.mark.parametrize("behind", [MIN, 12 * MIN])
 async def test_series_of_a_lagging_rollup_shard_keep_their_newest_buckets(behind: int) -> None:
     """The rollup job writes shard by shard: some series' stored rows end a fresh pass (a
