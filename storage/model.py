@@ -100,8 +100,11 @@ class LayoutSeries(Sequence[Series]):
 
     __slots__ = ("ids", "_make", "_made")
 
-    def __init__(self, ids: array[int], make: Callable[[], list[Series]], made: list[Series] | None = None) -> None:
-        self.ids = ids  # typecode "q": np.frombuffer(ids, np.int64) reads them without a copy
+    def __init__(
+        self, ids: array[int] | memoryview, make: Callable[[], list[Series]], made: list[Series] | None = None
+    ) -> None:
+        # int64s (an array "q" or a view of one): np.frombuffer(ids, np.int64) reads them without a copy
+        self.ids = ids
         self._make = make
         self._made = made
 
@@ -145,6 +148,7 @@ class LayoutSeries(Sequence[Series]):
 
         ids = array("q", self.ids)
         ids.extend(s.id for s in tail)
+        self.ids = memoryview(ids)[: len(self.ids)]  # one copy of the ids: these are its head
         return LayoutSeries(ids, make)
 
     def _list(self) -> list[Series]:

@@ -17,7 +17,7 @@ from scraper.config import ScrapeConfig
 from scraper.fastpath import ScrapeCache, ScrapeOutcome, meta_cache
 from scraper.metadata import extract_metadata
 from scraper.relabel import parse_relabel_configs
-from storage.model import LayoutSeries
+from storage.model import LayoutSeries, Series, make_labels
 
 # lines a body is drawn from (in this order): families with metadata, a series relabelling
 # drops, one series text whose label order differs (two texts, one series)
@@ -152,5 +152,9 @@ def test_a_plan_keeps_its_series_as_ids_and_makes_them_again_when_asked() -> Non
     with first.series.lent(first.made):  # the scrape that made them lends them: none made again
         assert all(a is b for a, b in zip(first.series.pick(range(len(first.made))), first.made, strict=True))
     assert first.series._made is None
+    tail = [Series.of(make_labels("up", job="j", instance="i:1"))]  # as the scrape loop adds its synthetic series
+    both = first.series.with_tail(tail)
+    assert isinstance(first.series.ids, memoryview) and first.series.ids.obj is both.ids  # one copy of the ids
+    assert list(both.ids) == [s.id for s in first.made + tail] and both.build() == first.made + tail
     stale = cache.failed()  # stale markers for every series of the plan, made again
     assert stale == first.made and cache._plan is None and len(cache.entries) == 9  # sample lines
