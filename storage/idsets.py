@@ -5,14 +5,32 @@ index bucket) and which it has labeled in the spool (``BatchingWriter``, per day
 under the target that wrote them. As ``{series id: target}`` dicts those maps took ~50
 bytes per series each (a dict slot, its share of the table, the int key): 15.7 MB of a
 100k-series scraper. ``TargetIds`` keeps one sorted ``int64`` array per target instead and
-answers for a whole scrape's ids at once (``np.searchsorted``).
+answers for a whole scrape's ids at once (``np.searchsorted``). The marks of one target are
+usually the same set in each of them (the writer's day, the index's day and month): equal
+arrays are kept once (``_shared``), read-only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import weakref
 from collections.abc import Iterable
 
 import numpy as np
+
+# sorted id arrays by a digest of their bytes: one array for equal sets, alive while a set holds it
+_SHARED: weakref.WeakValueDictionary[bytes, np.ndarray] = weakref.WeakValueDictionary()
+
+
+def _shared(ids: np.ndarray) -> np.ndarray:
+    """The one kept array equal to ``ids`` (read-only; ``ids`` itself the first time)."""
+    key = hashlib.blake2b(ids.data, digest_size=16).digest()
+    got = _SHARED.get(key)
+    if got is not None and np.array_equal(got, ids):
+        return got
+    ids.flags.writeable = False
+    _SHARED[key] = ids
+    return ids
 
 
 def _as_ids(ids: Iterable[int] | np.ndarray) -> np.ndarray:
@@ -57,8 +75,8 @@ class TargetIds:
             return
         have = self._ids.get(target)
         if have is None:
-            self._ids[target] = new
+            self._ids[target] = _shared(new)
             return
         new = new[~self.contains(target, new)]
         if new.size:
-            self._ids[target] = np.insert(have, np.searchsorted(have, new), new)
+            self._ids[target] = _shared(np.insert(have, np.searchsorted(have, new), new))

@@ -30,3 +30,15 @@ def test_an_id_costs_eight_bytes() -> None:
     assert t.nbytes() == 8 * len(np.unique(ids))
     assert bool(t.contains("pool/host:1", ids).all())
     assert not t.contains("pool/host:1", np.setdiff1d(ids ^ 1, ids)).any()
+
+
+def test_equal_sets_share_one_array() -> None:
+    """A target's series marked by the writer (its day) and the index (day and month) are one
+    array, not three (issue #20 memory); a set that grows gets its own again."""
+    day, month = TargetIds(), TargetIds()
+    day.add("t", [3, 1, 2])
+    for chunk in ([2], [1, 3]):  # marked a chunk at a time, as index writes do
+        month.add("t", chunk)
+    assert day._ids["t"] is month._ids["t"] and not day._ids["t"].flags.writeable
+    month.add("t", [9])
+    assert month.contains("t", [1, 9, 4]).tolist() == [True, True, False] and day.contains("t", [9]).tolist() == [False]
