@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import numpy as np
 
 from storage.cassandra_frames import EncodedFrame
@@ -258,10 +259,18 @@ def encode_batch(
     return b"".join(parts)
 
 
+# a record's defs, [[id, [[name, value], ...]], ...], read straight into tuples: ~2x json.loads
+# and a tuple per pair (a writer decodes them for every record that indexes series, issue #20)
+_DEFS = msgspec.json.Decoder(list[tuple[int, tuple[tuple[str, str], ...]]])
+
+
 def _defs(payload: bytes, off: int, dlen: int) -> list[Series]:
     if not dlen:
         return []
-    return [Series(int(sid), tuple((k, v) for k, v in labels)) for sid, labels in json.loads(payload[off : off + dlen])]
+    try:
+        return [Series(sid, labels) for sid, labels in _DEFS.decode(payload[off : off + dlen])]
+    except msgspec.DecodeError as exc:  # (ValidationError too) the unreadable record's error
+        raise ValueError(f"spool record: series defs unreadable: {exc}") from None
 
 
 def decode_defs(payload: bytes) -> list[Series]:
