@@ -77,7 +77,6 @@ class ScrapeLoop:
         pool_name: str = "scraper",
         metrics: ScraperMetrics | None = None,
         resolved: ResolvedTarget | None = None,
-        parse_lock: asyncio.Lock | None = None,
     ) -> None:
         self.target = target
         self.config = config or ScrapeConfig()
@@ -85,10 +84,6 @@ class ScrapeLoop:
         self.session = session
         self.pool_name = pool_name
         self.metrics = metrics or scraper_metrics()
-        # the pool's loops parse one body at a time (``ScrapePool``): a first scrape's parse
-        # makes a target's worth of entries and Series, and first scrapes that interleaved (a
-        # parse yields every YIELD_AFTER_S) each held theirs at once; the heap kept the holes (#20)
-        self.parse_lock = parse_lock or asyncio.Lock()
         res = resolved or resolve_target(target, self.config)
         if res is None:
             raise ValueError(f"target {target.key} is dropped by relabel_configs")
@@ -240,14 +235,13 @@ class ScrapeLoop:
         reason = ""
         try:
             body, fmt = await self.fetch()
-            async with self.parse_lock:
-                proc = self.cache.process(body, fmt)
-                try:
-                    while True:
-                        next(proc)
-                        await asyncio.sleep(0)
-                except StopIteration as stop:
-                    out = stop.value
+            proc = self.cache.process(body, fmt)
+            try:
+                while True:
+                    next(proc)
+                    await asyncio.sleep(0)
+            except StopIteration as stop:
+                out = stop.value
         except ScrapeError as exc:
             error, reason = str(exc), exc.reason
         except ParseError as exc:

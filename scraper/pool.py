@@ -42,7 +42,6 @@ class ScrapePool:
         self.dropped: dict[str, Target] = {}  # targets relabel_configs dropped
         self._session: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
-        self._parse_lock = asyncio.Lock()  # one body parsed at a time (ScrapeLoop.parse_lock)
         self.metrics.queue_depth.labels(name).set_function(writer.queue_depth)
 
     def config_for(self, pool: str) -> ScrapeConfig:
@@ -88,7 +87,7 @@ class ScrapePool:
                     self.dropped[key] = target
                     continue
                 loop = ScrapeLoop(target, self.writer, session, config=config, pool_name=self.name,
-                                  metrics=self.metrics, resolved=resolved, parse_lock=self._parse_lock)
+                                  metrics=self.metrics, resolved=resolved)
                 self.loops[key] = loop
                 loop.start()
             self.metrics.targets.labels(self.name).set(len(self.loops))
