@@ -183,6 +183,15 @@ class LayoutSeries(Sequence[Series]):
         return f"LayoutSeries({len(self.ids)} series)"
 
 
+def same_series(kept: list[Series] | LayoutSeries, series: list[Series] | LayoutSeries) -> bool:
+    """Whether a batch's ``series`` are the ``kept`` ones of an earlier batch of its target: the
+    same ``LayoutSeries`` (a layout plan's, which never changes), or a list of the same
+    ``Series`` (a C-speed identity walk). A ``LayoutSeries`` is never compared item by item."""
+    if kept is series:
+        return True
+    return isinstance(series, list) and isinstance(kept, list) and kept == series
+
+
 @dataclass(slots=True)
 class SampleBatch:
     """Samples to write together; from one scrape they share ``target`` and usually a timestamp.

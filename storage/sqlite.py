@@ -50,7 +50,7 @@ from cachetools import LRUCache
 from storage import frames as frames_codec
 from storage.base import DAY_MS, HOUR_MS, Resolution, RollupReader, SeriesData, Storage, StorageError
 from storage.matchers import Matcher, MatchOp, match_all, metric_name_of
-from storage.model import LayoutSeries, SampleBatch, Series
+from storage.model import LayoutSeries, SampleBatch, Series, same_series
 from storage.sqlite_generations import INDEX_GENERATION_KEY, bump_generation, read_generation
 
 T = TypeVar("T")
@@ -582,9 +582,7 @@ class SQLiteStorage(Storage):
         """One batch inside the caller's transaction; returns the frames it wrote."""
         last = self._last_series.get(batch.target)
         series = batch.series
-        if last is not None and (
-            last[0] is series or (isinstance(series, list) and isinstance(last[0], list) and last[0] == series)
-        ):  # the same LayoutSeries, or a list of the same objects: a C-speed identity walk
+        if last is not None and same_series(last[0], series):
             ids, whole = last[1], (last[2], last[3])
         else:
             # a scrape of a layout plan: its ids, no Series made

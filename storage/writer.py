@@ -57,7 +57,7 @@ from storage.base import DAY_MS, SampleWriter, StorageError
 from storage.cassandra import CassandraStorage, TransientStorageError
 from storage.cassandra_frames import KEY_SPAN_MS, Frame, FrameEncoder, split_frames
 from storage.idsets import TargetIds
-from storage.model import LayoutSeries, SampleBatch, Series
+from storage.model import LayoutSeries, SampleBatch, Series, same_series
 from storage.spool import Position, Spool, SpooledBatch, decode_batch, decode_defs, encode_batch
 
 log = logging.getLogger(__name__)
@@ -365,10 +365,7 @@ class BatchingWriter(SampleWriter):
             self._last_layout = {t: v for t, v in self._last_layout.items() if v.used_ms >= old}
         last = self._last_layout.get(batch.target)
         series = batch.series
-        if last is not None and (
-            last.series is series
-            or (isinstance(series, list) and isinstance(last.series, list) and last.series == series)
-        ):
+        if last is not None and same_series(last.series, series):
             last.used_ms = now_ms
             return last.ids, last.layout
         if isinstance(series, LayoutSeries):  # a scrape of a layout plan: its ids, no Series made
