@@ -1,7 +1,7 @@
 """Issue #20's range query on a standalone SQLite store, without ``bench/peers.py``'s processes.
 
     .venv/bin/python -m bench.range_query [--targets 200] [--series 500] [--interval 5]
-        [--minutes 4] [--window 120] [--runs 15] [--profile OUT.prof] [--db FILE]
+        [--minutes 4] [--window 120] [--runs 15] [--profile OUT.prof] [--db FILE] [--range-cache]
 
 Fills a ``SQLiteRollupStorage`` (what ``ringmon standalone`` opens) through the scrapers'
 write path: ``peers.py``'s node_exporter-shaped bodies parsed by the scraper's parser, one
@@ -12,7 +12,8 @@ scrapes so its writer transposes closed 5-minute spans of frames into chunks by 
 Then ``peers.py``'s query, ``sum by (mode)(rate(node_cpu_seconds_total[1m]))`` over the
 last ``--window`` seconds with step = interval, through the Prometheus API over HTTP on
 127.0.0.1 (``query.api``; an ``Engine`` with the standalone's defaults), one unmeasured run
-then ``--runs`` measured: process CPU ms per query (robust to other load) and wall ms, with
+then ``--runs`` measured (``--range-cache``: through ``query.cache.RangeQueryCache``, as
+``ringmon web`` answers): process CPU ms per query (robust to other load) and wall ms, with
 a digest of the answer (a change that must not alter answers keeps it). ``--profile``
 writes a cProfile of the measured runs. ``--db FILE`` keeps a copy of the filled store there
 (SQLite's backup, frames untransposed, as the query found it) and reuses it when it exists
@@ -54,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 from bench.peers import QUERY, TargetBody, node_series  # noqa: E402 - after the path insert
 from bench.procfs import proc_cpu_s  # noqa: E402
 from query.api import make_app  # noqa: E402
+from query.cache import RangeQueryCache  # noqa: E402
 from query.engine import Engine  # noqa: E402
 from scraper.exposition import parse  # noqa: E402
 from scraper.loop import SYNTHETIC, scrape_offset_s  # noqa: E402
@@ -164,7 +166,11 @@ async def query_runs(store: Storage, args: argparse.Namespace, end_ms: int, node
     start_ms = end_ms - int(args.window * 1000)
     params = {"query": QUERY, "start": f"{start_ms / 1000:.3f}", "end": f"{end_ms / 1000:.3f}",
               "step": f"{args.interval:g}"}
-    async with TestClient(TestServer(make_app(engine, store))) as client:
+    cache = RangeQueryCache(engine) if args.range_cache else None
+    if cache is not None:
+        first_chunk = start_ms - (start_ms - start_ms % int(args.interval * 1000)) % (cache.chunk_steps * int(args.interval * 1000))
+        print(f"range cache on: the query's first chunk starts {(start_ms - first_chunk) / 1000:g}s before it")
+    async with TestClient(TestServer(make_app(engine, store, cache))) as client:
 
         async def once() -> bytes:
             resp = await client.get("/api/v1/query_range", params=params)
@@ -322,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cassandra", default="", metavar="DIR",
                    help="measure through a local Cassandra node kept in DIR (its keyspace reused when of the same shape)")
     p.add_argument("--keep-node", action="store_true", help="(--cassandra) leave the node running")
+    p.add_argument("--range-cache", action="store_true",
+                   help="answer through the range cache, as `ringmon web` and `ringmon standalone` do")
     args = p.parse_args(argv)
     np.seterr(all="ignore")
     asyncio.run(run_cassandra(args) if args.cassandra else run(args))

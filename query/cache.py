@@ -9,7 +9,9 @@ Queries whose value depends on the query range (``@ start()``/``@ end()``, ``sta
 ``end()``, ``range()``, ``step()``) bypass the cache. Chunks are also keyed by the
 resolutions (raw/1m/1h) the whole request reads, and computed reading those
 (``Engine.range_query(resolution_start_ms=...)``), so a refresh answers what an uncached
-query would.
+query would. A chunk's steps before the request's start are computed only when some of them
+are settled (they are computed to be kept): a query of the last minutes reads and evaluates
+its own range, not the whole chunk's.
 
 ``range_query_json`` answers with the Prometheus API body directly: each chunk keeps its
 points formatted as JSON text (made once, when first asked for), so a refresh formats only
@@ -180,9 +182,15 @@ class RangeQueryCache:
                     self.stats.hits += 1
                     continue
                 # A chunk kept in part (its newest steps were recent): compute the rest.
-                todo.append((k, chunk.upto + step_ms))
+                first = chunk.upto + step_ms
             else:
-                todo.append((k, c_first))
+                first = c_first
+            if settled < first < start_ms:
+                # Steps before the request's start are computed only to be kept; these would
+                # not be (too recent): from the start (issue #20's query of the last 2
+                # minutes read and evaluated up to 155 s more for nothing).
+                first = start_ms
+            todo.append((k, first))
         warnings: list[str] = []
         for run in _runs(todo, phase, chunk_len):
             q_start = run[0][1]

@@ -103,6 +103,26 @@ async def test_refresh_reuses_chunks() -> None:
     assert st.select_calls == 0
 
 
+async def test_recent_query_reads_only_its_range() -> None:
+    """A query of the last minutes (nothing settled) computes from its own start, not from
+    its first chunk's (32 steps of 5 s: up to 155 s earlier), and answers as uncached."""
+    clock = Clock(NOW)
+    st = _storage(NOW)
+    eng = Engine(st, now_ms=clock)
+    cache = RangeQueryCache(eng, now_ms=clock)
+    q = "sum by (mode) (rate(cpu_total[1m]))"
+    start, end, step = NOW - 2 * MIN, NOW, 5_000
+    assert (start - start % step) % (32 * step) != 0  # (the first chunk starts before the query)
+    want = await eng.range_query(q, start, end, step)
+    st.selected_samples = 0
+    await eng.range_query(q, start, end, step)
+    alone = st.selected_samples
+    st.selected_samples = 0
+    _same(await cache.range_query(q, start, end, step), want)
+    assert st.selected_samples == alone
+    assert len(cache) == 0  # (nothing of it settled: nothing kept)
+
+
 async def test_range_dependent_queries_bypass() -> None:
     clock = Clock(NOW)
     st = _storage(NOW)
