@@ -151,6 +151,9 @@ def flat_windows(
             lo[i] = np.searchsorted(run, lo_edges, "right") + a
             hi[i] = np.searchsorted(run, hi_edges, "right") + a
         return lo, hi
+    edges = np.unique(np.concatenate([lo_edges, hi_edges]))
+    if n * (edges.size + 1) <= 2 * len(ts_flat):
+        return _counted_windows(ts_flat, offsets, edges, lo_edges, hi_edges)
     base = min(int(ts_flat.min()), int(lo_edges.min()))
     top = max(int(ts_flat.max()), int(hi_edges.max()))
     span = top - base + 2
@@ -159,6 +162,28 @@ def flat_windows(
     rows = np.arange(n, dtype=np.int64)[:, None] * span
     lo = np.searchsorted(key, (rows + (lo_edges - base)[None, :]).ravel(), "right").reshape(n, steps)
     hi = np.searchsorted(key, (rows + (hi_edges - base)[None, :]).ravel(), "right").reshape(n, steps)
+    return lo, hi
+
+
+def _counted_windows(
+    ts_flat: np.ndarray, offsets: np.ndarray, edges: np.ndarray, lo_edges: np.ndarray, hi_edges: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``flat_windows`` when the steps' distinct edges are few beside the samples (a range
+    query of short series: issue #20's 6,400 series x 25 steps): each sample's place among
+    the edges (one search in a small array), counted per series and made cumulative, gives
+    every series' samples up to each edge - where a search per window cost ~4x as much."""
+    n, m = len(offsets) - 1, edges.size
+    sidx = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+    slot = np.searchsorted(edges, ts_flat, "left")  # edges below each sample: ts <= edges[k] from k = slot on
+    sidx *= m + 1
+    sidx += slot
+    # (counted over all series at once: every sample before series i is counted, so each
+    # count is already the flat index - plus where the arrays start, offsets[0])
+    upto = np.bincount(sidx, minlength=n * (m + 1)).cumsum().reshape(n, m + 1)
+    if offsets[0]:
+        upto += offsets[0]
+    lo = upto[:, np.searchsorted(edges, lo_edges)]
+    hi = upto[:, np.searchsorted(edges, hi_edges)]
     return lo, hi
 
 

@@ -110,3 +110,27 @@ def test_an_engine_loads_its_evaluation_modules_at_start() -> None:
             "'query.aggregations', 'query.histogram', 'query.extended', 'numpy.ma')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_flat_windows_counted_and_searched_agree() -> None:
+    """``flat_windows`` counts samples among few edges or searches per window (many edges):
+    both give each window's bounds as a search of its own series would."""
+    from query import values as V
+
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        n = int(rng.integers(1, 12))
+        counts = rng.integers(0, 30, n)
+        ts = np.concatenate([np.sort(rng.choice(np.arange(-40, 400), size=c, replace=False)) for c in counts])
+        ts = ts.astype(np.int64)
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum(counts)
+        steps = int(rng.integers(1, 60))  # (few steps count, many search)
+        hi_e = np.sort(rng.integers(-50, 420, steps)).astype(np.int64)
+        lo_e = hi_e - int(rng.integers(0, 150))
+        lo, hi = V.flat_windows(ts, offsets, lo_e, hi_e)
+        runs = list(zip(offsets[:-1], offsets[1:], strict=True))
+        want_lo = np.array([np.searchsorted(ts[a:b], lo_e, "right") + a for a, b in runs])
+        want_hi = np.array([np.searchsorted(ts[a:b], hi_e, "right") + a for a, b in runs])
+        np.testing.assert_array_equal(lo, want_lo.reshape(n, steps))
+        np.testing.assert_array_equal(hi, want_hi.reshape(n, steps))
