@@ -64,6 +64,8 @@ from storage.base import (
     HOUR_MS,
     MINUTE_MS,
     RATE_AGGREGATES,
+    FlatRawReader,
+    FlatSamples,
     HistogramSamples,
     Resolution,
     SeriesData,
@@ -128,6 +130,8 @@ class FetchPlan:
     # buckets' last values): a 24 h rate() panel needs only ``increase``.
     columns: frozenset[str] | None = None
     data: list[SeriesData] = field(default_factory=list)
+    # A raw plan's samples as the store's flat columns (``FlatRawReader``), instead of ``data``.
+    raw: FlatSamples | None = None
     # The selector's series already in flat arrays (instead of ``data``), when the fetch
     # assembled them so (rollup rows built from raw samples).
     flat: "FlatSeries | None" = None
@@ -303,6 +307,21 @@ def _flat_raw(data: list[SeriesData], labels: list[Labels], counts_list: list[in
             counts = np.bincount(sidx[keep], minlength=len(labels)).astype(np.int64)
     offsets = np.zeros(len(labels) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(counts)
+    return FlatSeries(labels, ts, vals, offsets, None)
+
+
+def _flat_samples(raw: FlatSamples, drop_stale: bool) -> FlatSeries:
+    """A store's flat raw columns (``FlatRawReader``) as a selector's ``FlatSeries`` (stale
+    markers dropped for a range selector), as ``_flat_raw`` makes them of its series."""
+    labels = [s.labels for s in raw.series]
+    ts, vals, offsets = raw.timestamps, raw.values, raw.offsets
+    if drop_stale and len(vals):
+        keep = ~stale_mask(vals)
+        if not keep.all():
+            sidx = np.repeat(np.arange(len(labels)), np.diff(offsets))
+            ts, vals = ts[keep], vals[keep]
+            offsets = np.zeros(len(labels) + 1, dtype=np.int64)
+            offsets[1:] = np.cumsum(np.bincount(sidx[keep], minlength=len(labels)))
     return FlatSeries(labels, ts, vals, offsets, None)
 
 
@@ -795,7 +814,11 @@ class Evaluator:
             return hit
         if plan is not None and plan.flat is not None:
             return plan.flat
-        flat = _flat_data(plan.data if plan is not None else [], plan.columns if plan is not None else None, drop_stale)
+        if plan is not None and plan.raw is not None:
+            flat = _flat_samples(plan.raw, drop_stale)
+        else:
+            flat = _flat_data(plan.data if plan is not None else [], plan.columns if plan is not None else None,
+                              drop_stale)
         self._flat[key] = flat
         return flat
 
@@ -1366,6 +1389,16 @@ class Engine:
         out.sort(key=lambda d: d.series.labels)
         return out
 
+    async def _fetch_raw(self, plan: FetchPlan, loaded: list[int]) -> None:
+        """A raw plan's samples: a range read at once from a store that gives flat columns
+        (``FlatRawReader``) as those (``plan.raw``), else ``_select_raw``'s series."""
+        if isinstance(self.storage, FlatRawReader) and plan.end_ms - plan.start_ms <= RAW_FETCH_PIECE_MS:
+            plan.raw = await self.storage.select_flat(list(plan.matchers), plan.start_ms, plan.end_ms)
+            loaded[0] += plan.raw.timestamps.shape[0]
+            self._check_loaded(loaded[0])
+            return
+        plan.data = await self._select_raw(plan, loaded)
+
     def _check_loaded(self, samples: int) -> None:
         if samples > self.max_samples:
             raise QueryLimitError(
@@ -1378,7 +1411,7 @@ class Engine:
 
         async def one(plan: FetchPlan) -> None:
             if plan.resolution is Resolution.RAW:
-                plan.data = await self._select_raw(plan, loaded)
+                await self._fetch_raw(plan, loaded)
                 return
             if time.monotonic() >= self._rollups_unavailable_until:
                 try:
@@ -1417,6 +1450,7 @@ class Engine:
             raise QueryError(f"storage error: {exc}") from exc
         stats.selects = len(plans)
         stats.samples = sum(samples_of(p.data) for p in plans.values())
+        stats.samples += sum(p.raw.timestamps.shape[0] for p in plans.values() if p.raw is not None)
         stats.samples += sum(len(p.flat.ts) for p in plans.values() if p.flat is not None)
         stats.samples += sum(p.finer_rows for p in plans.values())  # (minute rows read for pieces)
         if stats.samples > self.max_samples:
@@ -1705,6 +1739,8 @@ class Engine:
                 if plan.edge_raw:
                     samples += samples_of(plan.edge_raw)
                 return series, samples
+            if plan.raw is not None:
+                return len(plan.raw.series), plan.raw.timestamps.shape[0]
             return len(plan.data), samples_of(plan.data)
 
         est = estimate_points(

@@ -81,6 +81,35 @@ class SeriesData:
         return len(self.timestamps)  # (called per series and query a few times: the cheapest form)
 
 
+@dataclass(slots=True)
+class FlatSamples:
+    """Raw samples of many series in flat NumPy columns (``FlatRawReader.select_flat``):
+    series ``series[i]`` (in label order, only series with samples) is rows
+    ``offsets[i]:offsets[i + 1]`` of ``timestamps`` / ``values``, in time order."""
+
+    series: list[Series]
+    offsets: np.ndarray  # int64, len(series) + 1, from 0
+    timestamps: np.ndarray  # int64 milliseconds
+    values: np.ndarray  # float64, bit-exact (stale NaNs preserved)
+
+    @classmethod
+    def of(cls, data: Sequence[SeriesData]) -> FlatSamples:
+        """From ``select``'s answer (raw, one part per series, in label order)."""
+        data = [d for d in data if d.timestamps.shape[0]]
+        offsets = np.zeros(len(data) + 1, dtype=np.int64)
+        if not data:
+            return cls([], offsets, np.zeros(0, dtype=np.int64), np.zeros(0))
+        np.cumsum([d.timestamps.shape[0] for d in data], out=offsets[1:])
+        return cls([d.series for d in data], offsets, np.concatenate([d.timestamps for d in data]),
+                   np.concatenate([d.values for d in data]))
+
+    def as_data(self) -> list[SeriesData]:
+        """As ``select`` answers (a ``SeriesData`` per series)."""
+        o = self.offsets.tolist()
+        return [SeriesData(s, self.timestamps[a:b], self.values[a:b])
+                for s, a, b in zip(self.series, o[:-1], o[1:], strict=True)]
+
+
 def samples_of(data: Iterable[SeriesData]) -> int:
     """The samples in some series' data (an attribute walk: a Python ``__len__`` call per
     series cost a 6,400-series query 1-2 ms each time it counted)."""
@@ -158,6 +187,16 @@ class LateMarks(Protocol):
     pass: ``(hour start ms, written at ms)`` per hour written after ``cursor_ms``."""
 
     async def late_marks_since(self, cursor_ms: int) -> list[tuple[int, int]]: ...
+
+
+@runtime_checkable
+class FlatRawReader(Protocol):
+    """A store that answers a raw ``select`` as flat columns without an object per series
+    (Cassandra: a read's samples arrive as columns; issue #20's range query over 6,400
+    series made a ``SeriesData`` of each that the engine joined back into flat arrays).
+    The same samples as ``select(matchers, start_ms, end_ms)``."""
+
+    async def select_flat(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> FlatSamples: ...
 
 
 @runtime_checkable

@@ -55,7 +55,16 @@ from cassandra.query import BatchStatement, BoundStatement, PreparedStatement
 
 from common.retry import backoff_delays, retry_async
 from storage import rollup_chunks as chunks
-from storage.base import AGGREGATES, DAY_MS, HOUR_MS, Resolution, SeriesData, aggregate_names, bucket_values
+from storage.base import (
+    AGGREGATES,
+    DAY_MS,
+    HOUR_MS,
+    FlatSamples,
+    Resolution,
+    SeriesData,
+    aggregate_names,
+    bucket_values,
+)
 from storage.blocks import VERSION as BLOCK_VERSION
 from storage.blocks import decode_block
 from storage.cassandra import (
@@ -186,6 +195,8 @@ class CassandraRollupMixin:
         async def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Series]: ...
         async def read_raw(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
                            hours: Sequence[int] | None = None, *, kept: bool = False) -> list[SeriesData]: ...
+        async def read_raw_flat(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
+                                hours: Sequence[int] | None = None, *, kept: bool = False) -> FlatSamples: ...
         async def read_columns(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
                                hours: Sequence[int] | None = None, *,
                                kept: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
@@ -606,16 +617,31 @@ class CassandraRollupMixin:
             return []
         return await self.read_sealed_and_rows(infos, start_ms, end_ms)
 
+    async def select_flat(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> FlatSamples:
+        """``select``'s raw samples as flat columns (``storage.base.FlatRawReader``): a read of
+        the hours always read from rows and frames without an object per series."""
+        infos = await self._select_series(matchers, start_ms, end_ms, cached=True) if end_ms >= start_ms else []
+        if not infos:
+            return FlatSamples.of([])
+        cold, hot = self._cold_and_hot(start_ms, end_ms)
+        if not cold:
+            return await self.read_raw_flat(infos, start_ms, end_ms, hot, kept=True)
+        return FlatSamples.of(await self.read_sealed_and_rows(infos, start_ms, end_ms))
+
+    def _cold_and_hot(self, start_ms: int, end_ms: int) -> tuple[list[int], list[int]]:
+        """The hours of [start_ms, end_ms] that may be sealed (cold) and those always read
+        from rows and frames (hot: the last ``RECENT_RAW_MS``)."""
+        hours = range(start_ms // HOUR_MS, end_ms // HOUR_MS + 1)
+        first_hot = (self.now_ms() - RECENT_RAW_MS) // HOUR_MS
+        return [h for h in hours if h < first_hot], [h for h in hours if h >= first_hot]
+
     async def read_sealed_and_rows(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int) -> list[SeriesData]:
         """Raw samples of known series in [start_ms, end_ms]: sealed blocks where they can be
         trusted, ``raw_recent`` rows for everything else (see the module docstring)."""
-        hours = range(start_ms // HOUR_MS, end_ms // HOUR_MS + 1)
-        first_hot = (self.now_ms() - RECENT_RAW_MS) // HOUR_MS
-        cold = [h for h in hours if h < first_hot]
-        hot = [h for h in hours if h >= first_hot]
+        cold, hot = self._cold_and_hot(start_ms, end_ms)
         if not cold:
             return await self.read_raw(infos, start_ms, end_ms, hot, kept=True)
-        cold_end = min(end_ms, first_hot * HOUR_MS - 1)
+        cold_end = min(end_ms, (cold[-1] + 1) * HOUR_MS - 1)
         blocks, late, hot_rows = await asyncio.gather(
             self.read_blocks_of([i.series.id for i in infos], start_ms, cold_end),
             self.late_hours(start_ms, cold_end),

@@ -177,6 +177,11 @@ async def test_select_takes_sealed_windows_from_blocks_and_late_writes_from_rows
         await job.backfill(start - WINDOW, now)
         sealed_until = job.closed_until()
         _expect(await store.select(ms, start, now), data)
+        # (the query engine's flat read: the same, sealed hours or only the newest ones)
+        _expect((await store.select_flat(ms, start, now)).as_data(), data)
+        recent = now - 20 * 60_000
+        _expect((await store.select_flat(ms, recent, now)).as_data(),
+                {sid: (t[t >= recent], v[t >= recent]) for sid, (t, v) in data.items()})
 
         # Sealed hours no longer need their rows: blocks answer them.
         first_hot = (now - RECENT_RAW_MS) // HOUR_MS
