@@ -78,15 +78,18 @@ def _extrapolated(is_counter: bool, is_rate: bool) -> BatchedCompute:
         ok = n >= 2
         if not ok.any():
             return np.zeros(lo.shape), ok
-        first = np.where(ok, lo, 0)
-        last = np.where(ok, hi - 1, 0)
+        if ok.all():  # (every window holds two samples: the bounds as they are)
+            first, last = lo, hi - 1
+        else:
+            first = np.where(ok, lo, 0)
+            last = np.where(ok, hi - 1, 0)
         fv, lv = v[first], v[last]
         ft, lt = ts[first], ts[last]
         result = lv - fv
         if is_counter and len(v) > 1:
             pairs = np.zeros(len(v))
             pairs[1:] = np.where(v[1:] < v[:-1], v[:-1], 0.0)
-            pairs[_series_starts_mask(rv)] = 0.0
+            pairs[rv.offsets[:-1][np.diff(rv.offsets) > 0]] = 0.0  # (no pair across series)
             if pairs.any():
                 cc = np.cumsum(pairs)
                 result = result + (cc[last] - cc[first])
