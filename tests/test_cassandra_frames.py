@@ -13,7 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from storage.cassandra import FRAME_GROUP_SERIES, FRAME_GROUP_TARGETS, _frame_groups, series_major
+from storage.cassandra import (
+    FRAME_GROUP_SERIES,
+    FRAME_GROUP_TARGETS,
+    _frame_groups,
+    series_major,
+    series_spans,
+)
 from storage.cassandra_frames import (
     KEY_SPAN_MS,
     EncodedFrame,
@@ -44,7 +50,7 @@ def _lexsorted(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @given(st.lists(st.tuples(st.lists(st.integers(-3, 3), min_size=1, max_size=4, unique=True),  # series of a part
-                          st.integers(1, 4), st.booleans(), st.integers(0, 1)), min_size=1, max_size=5),
+                          st.integers(1, 4), st.booleans(), st.integers(0, 1)), min_size=1, max_size=12),
        st.booleans())
 def test_series_major_merges_read_parts_as_a_full_sort_does(specs, shuffle) -> None:
     """A read's parts (a target's frames, rows) put in series then time order: usually by
@@ -62,6 +68,10 @@ def test_series_major_merges_read_parts_as_a_full_sort_does(specs, shuffle) -> N
         parts.append((sid, ts, val, np.full(sid.size, prio, dtype=np.int8)))
     got = series_major(*(list(col) for col in zip(*parts, strict=True)))
     assert [got[0].tolist(), got[1].tolist(), got[2].view(np.int64).tolist()] == _lexsorted(parts)
+    # (more than 8 parts: joined at once) the runs where they lie, as a query's read takes them
+    ids, lo, hi, ts, val = series_spans(*(list(col) for col in zip(*parts, strict=True)))
+    rows = np.concatenate([np.arange(a, b) for a, b in zip(lo.tolist(), hi.tolist(), strict=True)])
+    assert [np.repeat(ids, hi - lo).tolist(), ts[rows].tolist(), val[rows].view(np.int64).tolist()] == _lexsorted(parts)
 
 
 def test_series_major_moves_whole_runs_of_disjoint_series() -> None:
