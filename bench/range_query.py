@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.peers import QUERY, TargetBody, node_series  # noqa: E402 - after the path insert
 from bench.procfs import proc_cpu_s  # noqa: E402
+from cli.malloc_tuning import tune_malloc  # noqa: E402
 from query.api import make_app  # noqa: E402
 from query.cache import RangeQueryCache  # noqa: E402
 from query.engine import Engine  # noqa: E402
@@ -332,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="answer through the range cache, as `ringmon web` and `ringmon standalone` do")
     args = p.parse_args(argv)
     np.seterr(all="ignore")
+    tuned = tune_malloc()  # as every ``ringmon`` process does (cli/malloc_tuning.py)
+    print(f"malloc thresholds {'raised as in ringmon' if tuned else 'glibc defaults'}")
     asyncio.run(run_cassandra(args) if args.cassandra else run(args))
     return 0
 
