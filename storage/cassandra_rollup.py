@@ -883,9 +883,11 @@ class CassandraRollupMixin:
                     read.append((sid, start, *row))
                     versions.append(version)
         # Compact values (the rollup job's, ``rollup_chunks.compact_columns``) made plain once, as kept.
+        # Provisional chunks (the fresh pass's) are kept too: each is one insert, never rewritten
+        # under its writetime, and one that expired (TTL) is no longer among the keys read.
         for got, version in zip(chunks.plain_rows(read, 3, wanted), versions, strict=True):
             found.append(got)
-            if version is not None and not got[2] and not chunks.is_provisional(resolution, got[1]):
+            if version is not None and not got[2]:
                 cache.store(version, wanted, got)
         return found
 

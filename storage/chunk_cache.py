@@ -11,12 +11,14 @@ again. A rowid comes back only after a ``DELETE`` (SQLite then gives the next ro
 max(rowid) + 1, which a deleted row may have held), so every statement that deletes or
 updates final chunks in place bumps a generation in the database, in its transaction
 (``sqlite_rollup.chunk_rows_changed``), and a read that finds another generation drops what
-the cache holds (``ChunkCache.generation``). Provisional chunks (not aligned to their span)
-are never kept: their ``DELETE`` at a seal needs no bump. Writers in other processes need
-no other signal: the version and generation checks see their writes.
+the cache holds (``ChunkCache.generation``). SQLite never keeps provisional chunks (not
+aligned to their span): their ``DELETE`` at a seal needs no bump. Writers in other processes
+need no other signal: the version and generation checks see their writes.
 Cassandra's version is the chunk's ``writetime(c_ts)`` (every chunk write is an ``INSERT`` of
 all its columns); the chunks not kept are read with their writetime, so a replica behind
-another cannot leave an older chunk kept under a newer version.
+another cannot leave an older chunk kept under a newer version. There provisional chunks are
+kept too: the fresh pass inserts each once, and they expire (TTL) rather than being deleted,
+so one that is gone is no longer among the keys a read asks for.
 
 The cache keeps at most ``max_bytes`` of chunk values, least recently used dropped first.
 Entries are kept as the row tuples ``storage.rollup_chunks.read_many`` takes, for the

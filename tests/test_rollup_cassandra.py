@@ -256,6 +256,14 @@ async def test_rollup_selects_keep_chunks_and_read_rewritten_ones_again(cassandr
     now = await sel()
     assert cache.hits == hits + 7 and now["a"].last[6] == late.last[0] and now["b"].bit_equal(first["b"])
     assert len(now["a"]) == 499 and now["a"].last[7] == first["a"].last[7]
+    # The fresh pass's provisional chunks are kept too (one insert each, under its writetime).
+    fresh = rollup([t0 + i * MINUTE_MS for i in range(500, 520)])
+    await store.write_fresh_minutes([RollupRows(s.id, fresh) for s in ss])
+    read = await sel()
+    hits = cache.hits
+    again = await sel()
+    assert cache.hits == hits + 6 and all(again[k].bit_equal(read[k]) for k in read)
+    assert len(again["a"]) == 519 and again["b"].last[-1] == fresh.last[-1]
 
 
 async def test_write_seal_of_a_window_across_two_minute_chunks(cassandra_rollup):
