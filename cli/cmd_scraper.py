@@ -295,7 +295,7 @@ async def run_scraper(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     one_arena()  # before the driver's and ZooKeeper's threads start
-    storage = await make_storage(cfg.storage)
+    storage = await make_storage(cfg.storage, rollups=False)  # it only writes
     writer = await make_writer(cfg.storage, storage)
     process = ScraperProcess(opts, writer)
     watchdog = None

@@ -23,14 +23,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("ringmon.wiring")
 
 
-async def make_storage(cfg: StorageConfig) -> Storage:
+async def make_storage(cfg: StorageConfig, *, rollups: bool = True) -> Storage:
     """Open the configured backend (SQLite file or Cassandra cluster), rollup tables included,
-    so every process reads raw, 1-minute and 1-hour data through the same object."""
+    so every process reads raw, 1-minute and 1-hour data through the same object.
+
+    ``rollups=False`` (``ringmon scraper``, which only writes): on Cassandra the plain
+    ``CassandraStorage``, without the rollup store's modules (blocks, chunk cache, rollup job:
+    ~1 MiB of the scraper's memory, issue #20); SQLite is opened as always."""
     store: SQLiteRollupStorage | CassandraRollupStorage
     if cfg.backend == "sqlite":
         from storage.sqlite_rollup import SQLiteRollupStorage
 
         store = await SQLiteRollupStorage.open(cfg.sqlite.path)
+    elif not rollups:
+        from storage.cassandra import CassandraStorage  # imported late: the driver is heavy
+
+        c = cfg.cassandra
+        return await CassandraStorage.connect(hosts=c.hosts, port=c.port, keyspace=c.keyspace)
     else:
         from storage.cassandra_rollup import CassandraRollupStorage  # imported late: the driver is heavy
 

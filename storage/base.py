@@ -37,6 +37,11 @@ class Resolution(str, Enum):
 
 # Rollup aggregate columns kept per (series, minute|hour) bucket.
 AGGREGATES = ("count", "sum", "min", "max", "last", "increase", "first", "first_ts", "last_ts", "correction")
+# A rollup chunk's columns (``storage.rollup_chunks``) and each one's name in the stores' chunk
+# tables (SQLite and Cassandra alike); here so that the schema needs no chunk codec (the
+# scraper's imports, issue #20 memory).
+CHUNK_COLUMNS = ("ts", *AGGREGATES)
+STORED_CHUNK_COLUMNS = {name: f"c_{name}" for name in CHUNK_COLUMNS}
 # The aggregates rate/increase/delta read to answer as Prometheus does (``storage.rollup``).
 RATE_AGGREGATES = ("count", "first", "first_ts", "last", "last_ts", "correction")
 # Those of them added in schema version 5: buckets written before lack them and read NaN there

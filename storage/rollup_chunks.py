@@ -43,7 +43,15 @@ from typing import Any
 
 import numpy as np
 
-from storage.base import ADDED_IN_V5, AGGREGATES, DAY_MS, HOUR_MS, Resolution
+from storage.base import (
+    ADDED_IN_V5,
+    AGGREGATES,
+    CHUNK_COLUMNS,
+    DAY_MS,
+    HOUR_MS,
+    STORED_CHUNK_COLUMNS,
+    Resolution,
+)
 from storage.rollup import Rollup
 
 VERSION = 1
@@ -138,9 +146,9 @@ def is_provisional(resolution: Resolution, start_ms: int) -> bool:
 # bytes per bucket. A stored chunk is then ``Payload``: the record bytes above (version 1,
 # written before column form and still read) or a dict of column name -> bytes.
 
-COLUMNS = ("ts", *AGGREGATES)
+COLUMNS = CHUNK_COLUMNS
 # Each column's name in the stores' chunk tables (SQLite and Cassandra alike).
-STORED = {name: f"c_{name}" for name in COLUMNS}
+STORED = STORED_CHUNK_COLUMNS
 Payload = bytes | dict[str, bytes]
 
 

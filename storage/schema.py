@@ -39,10 +39,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from storage.base import DAY_MS, HOUR_MS
+from storage.base import DAY_MS, HOUR_MS, STORED_CHUNK_COLUMNS
 from storage.cassandra_frames import LAYOUT_REWRITE_MS
-from storage.rollup_chunks import STORED as STORED_CHUNK_COLUMNS
-from storage.rollup_upgrade import ROW_TABLES_BEFORE_CHUNKS, convert_row_table
 
 if TYPE_CHECKING:
     from cassandra.cluster import Session
@@ -282,9 +280,11 @@ def create_schema(session: Session, spec: SchemaSpec) -> list[str]:
             for col in CHUNK_COLUMNS:
                 if col not in have:
                     session.execute(f"ALTER TABLE {spec.keyspace}.{table} ADD {col} blob", timeout=60)
-    for old in ROW_TABLES_BEFORE_CHUNKS:
+    from storage import rollup_upgrade  # the chunk codec, imported by init only (not by the scraper)
+
+    for old in rollup_upgrade.ROW_TABLES_BEFORE_CHUNKS:
         if old in existing:
-            convert_row_table(session, spec.keyspace, old, spec.ttls_s[old])
+            rollup_upgrade.convert_row_table(session, spec.keyspace, old, spec.ttls_s[old])
     row = session.execute(
         f"SELECT value FROM {spec.keyspace}.meta WHERE key = 'schema_version'"
     ).one()
