@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import operator
 import time
@@ -61,7 +60,7 @@ from storage.model import LayoutSeries, SampleBatch, Series, same_series
 from storage.spool import Position, Spool, SpooledBatch, decode_batch, decode_defs, encode_batch
 
 log = logging.getLogger(__name__)
-INDEXING_IN_FLIGHT = 4  # records carrying series to index, sent at once
+INDEXING_IN_FLIGHT = 1  # records carrying series to index, sent at once (issue #20 memory)
 GROUP_S = 1.0  # a frames-only record waits at most this long for others to go with (0: alone)
 GROUP_MAX_RECORDS = 512  # records per group; a full group goes at once
 FLOOR_EVERY_S = 60.0  # how often the writer publishes its raw floor (module docstring)
@@ -475,16 +474,27 @@ class BatchingWriter(SampleWriter):
         t.add_done_callback(self._tasks.discard)
 
     async def _send(self, pos: Position, rec: SpooledBatch, replay: bool) -> bool:
-        """Store one record; True when stored (or dropped as permanently bad)."""
+        """Store one record (its caller holds a write slot for it); True when stored (or
+        dropped as permanently bad)."""
+        held = True  # the write slot
         try:
-            # A record that indexes series (warm-up, take-over) builds thousands of index rows:
-            # a few such at a time keep the heap's peak, which the process keeps, bounded.
-            async with self._indexing if rec.series_defs or rec.defs_payload else contextlib.nullcontext():
-                defs = decode_defs(rec.defs_payload) if rec.defs_payload else rec.series_defs
-                await self.storage.write_frames(
-                    rec.target, rec.frames, rec.series_ids, rec.timestamps, rec.values, defs
-                )
-                del defs
+            if rec.series_defs or rec.defs_payload:
+                # A record that indexes series (warm-up, take-over) builds thousands of index
+                # rows, alive until Cassandra answers: one such record at a time keeps the
+                # heap's peak, which the process keeps, low (module docstring). Its wait for
+                # that turn holds no write slot, so frames-only records keep going meanwhile.
+                self._slots.release()
+                held = False
+                async with self._indexing:
+                    await self._slots.acquire()
+                    held = True
+                    defs = decode_defs(rec.defs_payload) if rec.defs_payload else rec.series_defs
+                    await self.storage.write_frames(
+                        rec.target, rec.frames, rec.series_ids, rec.timestamps, rec.values, defs
+                    )
+                    del defs
+            else:
+                await self.storage.write_frames(rec.target, rec.frames, rec.series_ids, rec.timestamps, rec.values)
         except TransientStorageError as exc:
             self.stats.last_error = str(exc)
             self.stats.failed_writes += 1
@@ -498,7 +508,8 @@ class BatchingWriter(SampleWriter):
             self._ack(pos)
             return True
         finally:
-            self._slots.release()
+            if held:
+                self._slots.release()
             self._progress.set()
         if replay:
             self.stats.replayed_batches += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from array import array
@@ -193,4 +194,53 @@ async def test_frames_of_a_moment_go_together_and_a_rejected_group_record_by_rec
         f"SELECT count(*) FROM {store.keyspace}.raw_frames WHERE target IN ('w/g:0', 'w/g:1', 'w/g:2', 'w/g:3') "
         f"AND hour = {t0 // 3_600_000}")
     assert stored.one()[0] == 4
+    await writer.close()
+
+
+async def test_one_record_indexes_at_a_time_and_its_turn_holds_no_write_slot(
+    cassandra_storage, tmp_path, monkeypatch
+) -> None:
+    """Records that carry series to index are sent one at a time (``INDEXING_IN_FLIGHT``: the
+    heap's peak stays, #20); one waiting for its turn gives its write slot back, so a
+    frames-only record does not wait for the indexing (nor turns the writer to spooling)."""
+    store = cassandra_storage
+    real = store.write_frames
+    gate = asyncio.Event()
+    indexing: list[str] = []
+    active = peak = 0
+
+    async def gated(target, frames, ids, ts, vals, series_defs=()):  # noqa: ANN001, ANN202 - a wrapper
+        nonlocal active, peak
+        if not series_defs:
+            return await real(target, frames, ids, ts, vals)
+        active += 1
+        peak = max(peak, active)
+        indexing.append(target)
+        try:
+            await gate.wait()
+            return await real(target, frames, ids, ts, vals, series_defs)
+        finally:
+            active -= 1
+
+    monkeypatch.setattr(store, "write_frames", gated)
+    writer = BatchingWriter(store, tmp_path / "spool", max_in_flight=2, group_s=0)
+    a, b = _series("writer_turn_a", 20), _series("writer_turn_b", 20)
+    t0 = int(time.time() * 1000)
+    await writer.append(SampleBatch("w/a:1", a, [t0] * 20, [1.0] * 20))  # indexes (held at the gate)
+    await writer.append(SampleBatch("w/b:1", b, [t0] * 20, [1.0] * 20))  # waits for its turn
+    for _ in range(1000):
+        if indexing:
+            break
+        await asyncio.sleep(0.01)
+    assert indexing == ["w/a:1"]
+    # a frames-only scrape gets the slot b gave back at once: without it, it would wait the
+    # writer's slow_after_s and turn it to spooling
+    await asyncio.wait_for(writer.append(SampleBatch("w/a:1", a, [t0 + 1000] * 20, [2.0] * 20)), 60)
+    assert writer.mode == writer.DIRECT
+    gate.set()
+    assert await writer.drain(60)
+    assert indexing == ["w/a:1", "w/b:1"] and peak == 1
+    assert writer.mode == writer.DIRECT and writer.stats.stored_batches == 3
+    got = await store.select([Matcher("__name__", MatchOp.EQ, "writer_turn_a")], t0, t0 + 1000)
+    assert len(got) == 20 and all(d.values.tolist() == [1.0, 2.0] for d in got)
     await writer.close()
