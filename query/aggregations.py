@@ -2,7 +2,9 @@
 quantile, count_values, limitk, limit_ratio) with by/without, vectorised over steps.
 
 Sums use Kahan/Neumaier compensation and ``avg`` switches to an incremental mean on
-overflow, as upstream Prometheus does, so results agree to the last bits.
+overflow, as upstream Prometheus does; a step whose values are finite and of similar
+magnitude is summed plainly instead (one reduceat), exact to ~1e-12 relative, which can
+differ from upstream in the last bits (README, "Differences from Prometheus").
 """
 
 from __future__ import annotations
@@ -132,18 +134,19 @@ def _positions(gid: np.ndarray, ngroups: int) -> np.ndarray:
     return idx
 
 
-def _well_conditioned(vec: InstantVector) -> bool:
-    """True when plain (pairwise) summation is as good as compensated summation here:
-    finite values of similar magnitude, so no cancellation can cost more than ~1e-12."""
-    v = vec.values if vec.present.all() else vec.values[vec.present]
-    if len(v) == 0:
-        return False
-    a = np.abs(v)
-    top = float(a.max())  # (NaN when one is NaN, +Inf when one is infinite: not finite)
-    if not np.isfinite(top):
-        return False
-    low = float(np.min(a, where=a > 0, initial=np.inf))  # (+Inf: no nonzero value)
-    return top < 1e15 and (low == np.inf or top / low < 1e6)
+def _well_conditioned_steps(vec: InstantVector) -> np.ndarray:
+    """Per step: True when plain summation is as good as compensated summation there
+    (finite values of similar magnitude, so no cancellation can cost more than ~1e-12).
+
+    Decided step by step, so a step's answer depends only on its own values: the same
+    whether it is computed alone, with other steps, or in a range-cache chunk."""
+    a = np.abs(vec.values)
+    # (NaN when one is NaN, +Inf when one is infinite: not finite)
+    top = np.max(a, axis=0, where=vec.present, initial=0.0)
+    low = np.min(a, axis=0, where=vec.present & (a > 0), initial=np.inf)  # (+Inf: no nonzero)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ok = np.isfinite(top) & (top < 1e15) & ((low == np.inf) | (top / low < 1e6))
+    return np.asarray(ok, dtype=bool)
 
 
 def _fast_sums(op: str, vec: InstantVector, gid: np.ndarray, keys: list[Labels]) -> InstantVector:
@@ -170,10 +173,35 @@ def _fast_sums(op: str, vec: InstantVector, gid: np.ndarray, keys: list[Labels])
     return InstantVector(labels, values, cnt > 0)
 
 
-def _simple(op: str, vec: InstantVector, gid: np.ndarray, keys: list[Labels], steps: int) -> InstantVector:  # noqa: PLR0915 - one vectorised branch per aggregation operator
-    G = len(keys)
-    if op in ("count", "group") or (op in ("sum", "avg") and _well_conditioned(vec)):
+def _simple(op: str, vec: InstantVector, gid: np.ndarray, keys: list[Labels], steps: int) -> InstantVector:
+    if op in ("count", "group"):
         return _fast_sums(op, vec, gid, keys)
+    if op not in ("sum", "avg"):
+        return _stepwise(op, vec, gid, keys, steps)
+    plain = _well_conditioned_steps(vec)
+    if plain.all():
+        return _fast_sums(op, vec, gid, keys)
+    if not plain.any():
+        return _stepwise(op, vec, gid, keys, steps)
+    # Some steps plain, the others compensated. Both ways give every group in gid order
+    # (each gid in 0..len(keys)-1 occurs), present where a series of the group is.
+    hard = ~plain
+    fast = _fast_sums(op, _steps_of(vec, plain), gid, keys)
+    exact = _stepwise(op, _steps_of(vec, hard), gid, keys, int(hard.sum()))
+    values = np.empty((len(keys), steps))
+    present = np.empty((len(keys), steps), dtype=bool)
+    values[:, plain], present[:, plain] = fast.values, fast.present
+    values[:, hard], present[:, hard] = exact.values, exact.present
+    return InstantVector(fast.labels, values, present)
+
+
+def _steps_of(vec: InstantVector, cols: np.ndarray) -> InstantVector:
+    return InstantVector(vec.labels, vec.values[:, cols], vec.present[:, cols])
+
+
+def _stepwise(op: str, vec: InstantVector, gid: np.ndarray, keys: list[Labels], steps: int) -> InstantVector:  # noqa: PLR0915 - one vectorised branch per aggregation operator
+    """Any simple aggregation, series by series into every step at once (Kahan sums)."""
+    G = len(keys)
     idx = _positions(gid, G)
     shape = (G, steps)
     cnt = np.zeros(shape)

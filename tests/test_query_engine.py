@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -134,3 +136,33 @@ def test_flat_windows_counted_and_searched_agree() -> None:
         want_hi = np.array([np.searchsorted(ts[a:b], hi_e, "right") + a for a, b in runs])
         np.testing.assert_array_equal(lo, want_lo.reshape(n, steps))
         np.testing.assert_array_equal(hi, want_hi.reshape(n, steps))
+
+
+async def test_a_steps_sum_does_not_depend_on_the_steps_computed_with_it() -> None:
+    """``sum``/``avg`` add a step plainly or compensated by that step's own values, so a
+    step's answer in a range query (or a range-cache chunk) is bit for bit its instant
+    answer, and steps of cancelling magnitudes get Prometheus's compensated sum."""
+    st = MemoryStorage()
+    rng = np.random.default_rng(11)
+    ts = np.arange(0, 600_000, 15_000)
+    stored: dict[str, np.ndarray] = {}
+    for i in range(12):
+        vals = rng.normal(size=len(ts)) * 10 + 0.1 * i
+        if i in (5, 9):  # (+1e20 and -1e20 at steps 10-15: a plain sum loses what lies between)
+            vals[10:16] = 1e20 if i == 5 else -1e20
+        stored[str(i)] = vals
+        st.add_series(Series.of(make_labels("m", i=str(i), g=str(i % 3))), ts, vals)
+    eng = Engine(st)
+    for q in ("sum by (g) (m)", "avg by (g) (m)", "sum(m)", "avg(m)"):
+        r = await eng.range_query(q, 0, 585_000, 15_000)
+        by_step = {
+            tuple(sorted(s.labels.items())): dict(zip(s.timestamps.tolist(), s.values.tolist(), strict=True))
+            for s in r.series
+        }
+        for t in range(0, 600_000, 15_000):
+            for s in (await eng.instant_query(q, t)).series:
+                assert by_step[tuple(sorted(s.labels.items()))][t] == float(s.values[0]), (q, t)
+    # Where the big values cancel, the small ones survive, as in a compensated sum.
+    r = await eng.instant_query("sum(m)", 150_000)
+    exact = math.fsum(float(v[10]) for v in stored.values())
+    assert abs(float(r.series[0].values[0]) - exact) <= 1e-9 * abs(exact)
