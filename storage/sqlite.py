@@ -557,7 +557,11 @@ class SQLiteStorage(Storage):
         con = self._con()
         now = self.now_ms()
         cutoff = now - self.late_after_ms
-        con.execute("BEGIN")
+        # IMMEDIATE: the write lock first, waiting out another process's write (the connection's
+        # timeout). A deferred BEGIN reads first, and its first write then fails at once
+        # ("database is locked") if another process committed meanwhile (an alerter or a web
+        # process on the same file).
+        con.execute("BEGIN IMMEDIATE")
         try:
             written = [self._write_in(con, batch, now, cutoff) for batch in batches]
             if self._index_grew:  # every process's lookups read the index again
