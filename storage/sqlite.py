@@ -26,7 +26,11 @@ It keeps the logical schema of the Cassandra backend at small scale:
 Floats are stored as their 64-bit patterns, so NaN payloads such as stale markers survive
 bit for bit (SQLite itself would turn NaN into NULL). All SQL runs on
 dedicated threads - one writer, one reader - over a WAL database, never on the loop (a
-second reader measured no faster: the reads' NumPy work holds the GIL).
+second reader measured no faster: the reads' NumPy work holds the GIL). Every write
+transaction (here and in ``sqlite_rollup``) begins ``IMMEDIATE``: it takes the write lock
+first and waits out another process's write (the connection's timeout). A deferred
+``BEGIN`` reads first, and in WAL mode its first write then fails at once ("database is
+locked") if another process on the file (an alerter, a web process) committed meanwhile.
 """
 
 from __future__ import annotations
@@ -264,7 +268,7 @@ def _convert_raw_samples(con: sqlite3.Connection) -> None:
     if con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'raw_samples'").fetchone() is None:
         return
     started = time.monotonic()
-    con.execute("BEGIN")
+    con.execute("BEGIN IMMEDIATE")
     try:
         ids = [sid for (sid,) in con.execute("SELECT DISTINCT series_id FROM raw_samples")]
         log.info("converting the raw samples of %d series to raw chunks (once, in one transaction)", len(ids))
@@ -557,11 +561,7 @@ class SQLiteStorage(Storage):
         con = self._con()
         now = self.now_ms()
         cutoff = now - self.late_after_ms
-        # IMMEDIATE: the write lock first, waiting out another process's write (the connection's
-        # timeout). A deferred BEGIN reads first, and its first write then fails at once
-        # ("database is locked") if another process committed meanwhile (an alerter or a web
-        # process on the same file).
-        con.execute("BEGIN IMMEDIATE")
+        con.execute("BEGIN IMMEDIATE")  # (every write transaction: see the module docstring)
         try:
             written = [self._write_in(con, batch, now, cutoff) for batch in batches]
             if self._index_grew:  # every process's lookups read the index again

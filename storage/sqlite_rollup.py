@@ -311,7 +311,7 @@ class SQLiteRollupMixin:
 
         def run(con: sqlite3.Connection) -> int:
             with con:
-                con.execute("BEGIN")
+                con.execute("BEGIN IMMEDIATE")
                 before = con.total_changes
                 con.executemany(
                     "DELETE FROM raw_chunks WHERE series_id = ? AND start_ts = ? AND length(data) = ?", rows
@@ -363,7 +363,7 @@ class SQLiteRollupMixin:
 
         def run(con: sqlite3.Connection) -> None:
             with con:
-                con.execute("BEGIN")
+                con.execute("BEGIN IMMEDIATE")
                 con.executemany(
                     "INSERT OR REPLACE INTO raw_blocks (series_id, start_ts, end_ts, count, first_ts, last_ts, data)"
                     " VALUES (?,?,?,?,?,?,?)",
@@ -378,7 +378,7 @@ class SQLiteRollupMixin:
 
         def run(con: sqlite3.Connection) -> None:
             with con:
-                con.execute("BEGIN")
+                con.execute("BEGIN IMMEDIATE")
                 # a RollupRowsList holds each series once (the job's rows of one window)
                 if isinstance(rows, RollupRowsList) or len({r.series_id for r in rows}) == len(rows):
                     _put_chunks_many(con, table, resolution, rows)
@@ -396,7 +396,7 @@ class SQLiteRollupMixin:
 
         def run(con: sqlite3.Connection) -> None:
             with con:
-                con.execute("BEGIN")
+                con.execute("BEGIN IMMEDIATE")
                 if isinstance(rows, RollupRowsList) or len({r.series_id for r in rows}) == len(rows):
                     _put_fresh_many(con, table, rows)
                     return
@@ -576,7 +576,7 @@ class SQLiteRollupMixin:
         def run(con: sqlite3.Connection) -> int:
             deleted = 0
             with con:
-                con.execute("BEGIN")
+                con.execute("BEGIN IMMEDIATE")
                 old = f"SELECT start_ts, data, c_ts FROM {table} WHERE start_ts <= ?"
                 for t, data, ts in con.execute(old, (ts_ms - span,)):
                     deleted += chunks.bucket_count(t, chunks.payload(data, ("ts",), (ts,)))
@@ -811,7 +811,7 @@ def _convert_row_tables(con: sqlite3.Connection) -> None:
         if old not in present:
             continue
         with con:
-            con.execute("BEGIN")
+            con.execute("BEGIN IMMEDIATE")
             ids = [sid for (sid,) in con.execute(f"SELECT DISTINCT series_id FROM {old}")]
             for sid in ids:
                 rows = con.execute(

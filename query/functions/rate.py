@@ -17,11 +17,9 @@ from query.functions.windows import DenseGrid
 from query.values import RangeVector
 
 
-def _series_starts_mask(rv: RangeVector) -> np.ndarray:
-    starts = np.zeros(len(rv.vals_flat), dtype=bool)
-    first = rv.offsets[:-1][np.diff(rv.offsets) > 0]
-    starts[first] = True
-    return starts
+def _series_starts(rv: RangeVector) -> np.ndarray:
+    """The flat index of each non-empty series' first sample (no pair spans two series)."""
+    return rv.offsets[:-1][np.diff(rv.offsets) > 0]
 
 
 def _seconds(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -89,7 +87,7 @@ def _extrapolated(is_counter: bool, is_rate: bool) -> BatchedCompute:
         if is_counter and len(v) > 1:
             pairs = np.zeros(len(v))
             pairs[1:] = np.where(v[1:] < v[:-1], v[:-1], 0.0)
-            pairs[rv.offsets[:-1][np.diff(rv.offsets) > 0]] = 0.0  # (no pair across series)
+            pairs[_series_starts(rv)] = 0.0
             if pairs.any():
                 cc = np.cumsum(pairs)
                 result = result + (cc[last] - cc[first])
@@ -186,7 +184,7 @@ def _changes_like(kind: str) -> BatchedCompute:
                 ind[1:] = ~((a == b) | (np.isnan(a) & np.isnan(b)))
             else:
                 ind[1:] = b < a
-            ind[_series_starts_mask(rv)] = 0.0
+            ind[_series_starts(rv)] = 0.0
         cc = np.concatenate([[0.0], np.cumsum(ind)])
         first = np.where(ok, lo, 0)
         last = np.where(ok, hi, 0)
