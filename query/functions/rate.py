@@ -32,25 +32,26 @@ def _seconds(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _extrapolate(
     result: np.ndarray, ok: np.ndarray, n: np.ndarray, ft: np.ndarray, lt: np.ndarray, fv: np.ndarray,
-    ends: np.ndarray, range_ms: int, is_counter: bool, is_rate: bool,
+    ends: np.ndarray, range_ms: int, is_counter: bool, is_rate: bool, out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Prometheus' extrapolation of rate/increase/delta to the range edges (``extrapolatedRate``):
     extend by the gap to each edge unless it exceeds 1.1x the average sample interval (then by
     half an interval), never below a counter's zero point; per second for ``rate``. (Each
     element gets Prometheus's operations in its order; the arrays are reused in place, which
-    spares a dozen passes over a dashboard's million windows.)"""
+    spares a dozen passes over a dashboard's million windows; ``out``: where the values go.)"""
     to_start = _seconds(ft, ends - range_ms)
     to_end = _seconds(ends, lt)
     sampled = _seconds(lt, ft)
     avg = np.empty(np.broadcast_shapes(np.shape(n), np.shape(ok), sampled.shape))
     np.subtract(n, 1, out=avg)
-    np.copyto(avg, 1.0, where=~ok)
+    if not ok.all():
+        np.copyto(avg, 1.0, where=~ok)
     np.divide(sampled, avg, out=avg)
     threshold = avg * 1.1
     half = avg
     half /= 2
     np.copyto(to_start, half, where=to_start >= threshold)
-    if is_counter:
+    if is_counter and not _never_to_zero(result, fv, sampled):
         zero_ok = result > 0
         zero_ok &= fv >= 0
         to_zero = np.where(result != 0, result, 1.0)
@@ -59,7 +60,7 @@ def _extrapolate(
         zero_ok &= to_zero < to_start  # (where not zero_ok, to_zero would be +Inf: never below)
         np.copyto(to_start, to_zero, where=zero_ok)
     np.copyto(to_end, half, where=to_end >= threshold)
-    factor = sampled + to_start
+    factor = np.add(sampled, to_start, out=out)
     factor += to_end
     np.copyto(sampled, np.nan, where=sampled == 0)
     factor /= sampled
@@ -67,6 +68,16 @@ def _extrapolate(
         factor /= range_ms / 1000.0
     factor *= result
     return factor, ok
+
+
+def _never_to_zero(result: np.ndarray, fv: np.ndarray, sampled: np.ndarray) -> bool:
+    """Whether no window's counter extrapolates to its zero point: every first value is at
+    least 1.2x the window's increase (the usual counter, far from zero) and no sampled
+    interval is negative or NaN. Then ``fv / result * sampled`` is at least ~1.2x ``sampled``,
+    above the start gap (less than 1.1x the average interval, ``sampled / (n - 1)``, or half
+    of it) whatever the rounding: a check of two passes instead of the eight that find it."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool((fv >= result * 1.2).all()) and bool((sampled >= 0).all())
 
 
 def _extrapolated(is_counter: bool, is_rate: bool) -> BatchedCompute:
@@ -144,14 +155,16 @@ def _grid_blocks(
     steps = len(grid.lo)
     vals, ok = np.empty((n, steps)), np.empty((n, steps), dtype=bool)
     per = max(1, GRID_BLOCK_CELLS // max(nb, 1))
-    ends = rv.ends[None, :]
+    # (as floats once: the bucket times are floats, and a mixed subtraction casts every cell;
+    # window ends are far below 2**53, so the values are the same)
+    ends = rv.ends[None, :].astype(np.float64)
     for r0 in range(0, n, per):
         r1 = min(n, r0 + per)
         part = {k: agg[k][r0 * nb : r1 * nb] for k in ("count", "first", "first_ts", "last", "last_ts", "correction")}
         w = window_parts_grid(part, r1 - r0, nb, grid.lo, grid.hi, is_counter)
         if w is None:
             return None
-        vals[r0:r1], ok[r0:r1] = _extrapolate(w.result, w.ok, w.n, w.ft, w.lt, w.fv, ends, rv.range_ms, is_counter, is_rate)
+        _, ok[r0:r1] = _extrapolate(w.result, w.ok, w.n, w.ft, w.lt, w.fv, ends, rv.range_ms, is_counter, is_rate, vals[r0:r1])
     return vals, ok
 
 

@@ -108,14 +108,15 @@ def window_parts_grid(
     okw = hi > lo
     a = np.minimum(lo, nb - 1)
     z = np.maximum(hi - 1, 0)
-    cs = np.zeros((n_series, nb + 1))
+    cs = np.empty((n_series, nb + 1))
+    cs[:, 0] = 0.0
     np.cumsum(agg["count"].reshape(n_series, nb), axis=1, out=cs[:, 1:])
     n = columns_at(cs, hi) - columns_at(cs, lo)
     ok = okw[None, :] & (n >= 2)
     fv = columns_at(first, a)
     result = columns_at(last, z) - fv
     if is_counter and no_resets and not (first[:, 1:] < last[:, :-1]).any():
-        result = result + 0.0  # (what adding the all-zero corrections gives: -0.0 becomes 0.0)
+        result += 0.0  # (what adding the all-zero corrections gives: -0.0 becomes 0.0; a new array)
     elif is_counter:
         joined = correction.copy()
         joined[:, 1:] += np.where(first[:, 1:] < last[:, :-1], last[:, :-1], 0.0)
