@@ -62,10 +62,12 @@ from storage.cassandra_frames import (
     FRAME_CACHE_BYTES,
     CachedFrames,
     EncodedFrame,
+    FrameBlock,
     FrameCache,
     FrameEncoder,
     FrameRows,
     Keep,
+    blocks_in_order,
     frame_samples,
     frame_samples_many,
     key_span_start,
@@ -325,6 +327,16 @@ class SeriesInfo:
     targets: frozenset[str]
 
 
+class SeriesInfos(list[SeriesInfo]):
+    """A query's series as ``_select_series`` found them: the same object again while the
+    index gives the same ids (``CassandraStorage._selected``), so what a read derives of it
+    is made once (issue #20's range query over 6,400 series: the ids per target and the
+    label order, ~5 ms a query). Never changed once made."""
+
+    by_target: dict[str, list[int]] | None = None  # target -> its series ids (``_read_parts``)
+    label_order: tuple[np.ndarray, list[Series]] | None = None  # (``_in_label_order``)
+
+
 class CassandraStorage(Storage):
     """Storage on a Cassandra keyspace created by ``storage.schema.create_schema``.
 
@@ -381,6 +393,10 @@ class CassandraStorage(Storage):
         # series ids in label order by their set (``_in_label_order``), at most 32 MB of them
         self._label_orders: LRUCache[bytes, tuple[np.ndarray, list[Series]]] = \
             LRUCache(maxsize=32 << 20, getsizeof=lambda e: 2 * e[0].nbytes)
+        # (level, matchers) -> the ids a query read found per (metric, bucket) and the series
+        # it answered (``_select_series``), at most 2 M series
+        self._selected: LRUCache[tuple, tuple[dict[tuple[str, int], set[int]], SeriesInfos]] = \
+            LRUCache(maxsize=2_000_000, getsizeof=lambda e: len(e[1]) + 1)
         # resolved frames of short reads (``_frames_recent``; None: every read asks Cassandra)
         self.frame_cache: FrameCache | None = FrameCache(FRAME_CACHE_BYTES)
         # (target, layout id, index buckets) whose series a stored write indexed: a frame of
@@ -984,7 +1000,8 @@ class CassandraStorage(Storage):
         return out
 
     async def _frames_recent(
-        self, by_target: dict[str, list[int]], hours: list[int], start_ms: int, end_ms: int, kept: bool = True
+        self, by_target: dict[str, list[int]], hours: list[int], start_ms: int, end_ms: int, kept: bool = True,
+        blocks: list[FrameBlock] | None = None,
     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """The frames of a short range (``_frame_columns_many`` per ``_frame_groups``) through
         the store's ``frame_cache``: a target whose frames the cache holds complete from before
@@ -992,7 +1009,8 @@ class CassandraStorage(Storage):
         the others are read whole and kept. Frames count as complete up to ``frame_settle_ms``
         before the reader's clock: a frame written later than ``late_after_ms`` after its
         scrape marks its hour late (``_late_statements``), and a mark newer than the kept read
-        (less ``LATE_REMARK_MS`` and the skew) drops what is kept of its hours."""
+        (less ``LATE_REMARK_MS`` and the skew) drops what is kept of its hours. ``blocks``:
+        the kept targets' samples go there as they are kept (``FrameBlock``), not as parts."""
         cache = self.frame_cache if kept else None
         if cache is None:
             got = await _gather_waves([self._frame_columns_many(g, hours, start_ms, end_ms)
@@ -1041,7 +1059,11 @@ class CassandraStorage(Storage):
         cache.hits += len(served)
         for t, (sids, at) in served.items():
             if sids.size:
-                out.append(entries[t].samples(sids, at, start_ms, end_ms))
+                block = entries[t].block(sids, at, start_ms, end_ms)
+                if blocks is not None:
+                    blocks.append(block)
+                else:
+                    out.append(block.samples())
         return [part for part in out if part[0].size]
 
     def _late_statements(self, ts: np.ndarray) -> tuple[list, dict[int, int]]:
@@ -1419,15 +1441,24 @@ class CassandraStorage(Storage):
     async def _select_series(
         self, matchers: Sequence[Matcher], start_ms: int, end_ms: int, *, cached: bool = False
     ) -> list[SeriesInfo]:
+        """The series of ``matchers`` in the range; ``cached`` (query reads): the same
+        ``SeriesInfos`` as the last read of ``matchers`` when the index gave the same ids."""
         level, found = await self._select_ids(matchers, start_ms, end_ms, cached=cached)
+        key = (level.suffix, tuple(matchers))
+        if cached:
+            memo = self._selected.get(key)
+            if memo is not None and memo[0] == found:
+                return memo[1]
         infos = await self._infos(level, found)
         # Exactness net: the index narrows, the labels decide (hash collisions, label edits);
         # the series of a metric's index rows have its name (as SQLite's rollup select).
         metrics = {metric for metric, _ in found}
         wanted = [m for m in matchers if not (m.name == METRIC_NAME and m.op is MatchOp.EQ and metrics <= {m.value})]
-        if not wanted:
-            return list(infos.values())
-        return [i for i in infos.values() if match_all(wanted, i.series.labels)]
+        got = SeriesInfos(infos.values() if not wanted else (i for i in infos.values() if match_all(wanted, i.series.labels)))
+        # (kept only when every id found has its labels: a lookup that missed some is made again)
+        if cached and all(sid in infos for ids in found.values() for sid in ids):
+            self._selected[key] = (found, got)
+        return got
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -1500,8 +1531,23 @@ class CassandraStorage(Storage):
         *, kept: bool = False,
     ) -> FlatSamples:
         """``read_raw`` as flat columns, the series in label order: the runs of the read placed
-        with one gather, no object per series."""
-        parts = await self._read_parts(infos, start_ms, end_ms, hours, kept=kept)
+        with one gather, no object per series (a read of kept frames only: straight from them,
+        ``blocks_in_order``)."""
+        blocks: list[FrameBlock] = []
+        parts = await self._read_parts(infos, start_ms, end_ms, hours, kept=kept, blocks=blocks)
+        if blocks:
+            order, series = self._in_label_order(infos)
+            got = blocks_in_order(blocks, order)
+            if got is not None:
+                found, offsets, ts, val = got
+                named = series if found.size == len(series) else [series[i] for i in found.tolist()]
+                return FlatSamples(list(named), offsets, ts, val)
+            for block in blocks:  # (a series in two targets: merged as parts)
+                sid, ts, val = block.samples()
+                parts[0].append(sid)
+                parts[1].append(ts)
+                parts[2].append(val)
+                parts[3].append(np.ones(ts.size, dtype=np.int8))
         if not parts[0]:
             return FlatSamples.of([])
         run_ids, lo, hi, ts, val = series_spans(*parts)  # (ids ascending, one run each)
@@ -1522,6 +1568,8 @@ class CassandraStorage(Storage):
         set of ids (``_label_orders``): the sort of 6,400 label tuples cost a repeated range
         query ~20-40 ms each time, and a dict of its infos by id ~2 ms. (An id names one label
         set, so an order found once holds.)"""
+        if isinstance(infos, SeriesInfos) and infos.label_order is not None:
+            return infos.label_order
         ids = np.fromiter((i.series.id for i in infos), dtype=np.int64, count=len(infos))
         key = np.unique(ids).tobytes()
         got = self._label_orders.get(key)
@@ -1529,6 +1577,8 @@ class CassandraStorage(Storage):
             ranked = sorted({i.series.id: i.series for i in infos}.values(), key=lambda s: s.labels)
             got = self._label_orders[key] = (np.fromiter((s.id for s in ranked), dtype=np.int64, count=len(ranked)),
                                              ranked)
+        if isinstance(infos, SeriesInfos):
+            infos.label_order = got
         return got
 
     async def read_columns(
@@ -1553,12 +1603,13 @@ class CassandraStorage(Storage):
         return series_runs(*parts)
 
     async def _frames_of(
-        self, by_target: dict[str, list[int]], hours: list[int], start_ms: int, end_ms: int, kept: bool
+        self, by_target: dict[str, list[int]], hours: list[int], start_ms: int, end_ms: int, kept: bool,
+        blocks: list[FrameBlock] | None = None,
     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """The frames' parts of a read (``_read_parts``): a short range's several targets per
-        request (``_frames_recent``), a longer one's a request per target."""
+        request (``_frames_recent``; ``blocks`` as its), a longer one's a request per target."""
         if end_ms - start_ms <= FRAME_READ_SPAN_MS and len(by_target) > 1:
-            return await self._frames_recent(by_target, hours, start_ms, end_ms, kept)
+            return await self._frames_recent(by_target, hours, start_ms, end_ms, kept, blocks)
         return await _gather_waves([self._frame_columns(t, ids, hours, start_ms, end_ms) for t, ids in by_target.items()])
 
     async def _short_rows(
@@ -1614,15 +1665,21 @@ class CassandraStorage(Storage):
 
     async def _read_parts(
         self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int, hours: Sequence[int] | None,
-        *, kept: bool = False,
+        *, kept: bool = False, blocks: list[FrameBlock] | None = None,
     ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
         """The (series ids, ts, values, priorities) parts a read gets: each target's frames and
-        each ``raw_recent`` request's rows (priority 0: a row wins an equal (series, ts))."""
+        each ``raw_recent`` request's rows (priority 0: a row wins an equal (series, ts)).
+        ``blocks``: when the read's samples are all of kept frames, they are left there
+        (``_frames_recent``) and no part is made."""
         empty: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [], [])
-        by_target: dict[str, list[int]] = {}
-        for info in infos:
-            for t in info.targets:
-                by_target.setdefault(t, []).append(info.series.id)
+        by_target = infos.by_target if isinstance(infos, SeriesInfos) else None
+        if by_target is None:
+            by_target = {}
+            for info in infos:
+                for t in info.targets:
+                    by_target.setdefault(t, []).append(info.series.id)
+            if isinstance(infos, SeriesInfos):
+                infos.by_target = by_target
         if hours is None:
             hours = range(start_ms // sch.RAW_BUCKET_MS, end_ms // sch.RAW_BUCKET_MS + 1)
         hours = sorted(hours)
@@ -1639,7 +1696,7 @@ class CassandraStorage(Storage):
         # mostly empty partitions, ~15 ms of wall after the frames). The job reads them after.
         rows_read: asyncio.Future | None = asyncio.ensure_future(rows_of()) if kept else None
         try:
-            framed = await self._frames_of(by_target, list(hours), start_ms, end_ms, kept)
+            framed = await self._frames_of(by_target, list(hours), start_ms, end_ms, kept, blocks)
         except BaseException:
             if rows_read is not None:
                 rows_read.cancel()
@@ -1654,6 +1711,16 @@ class CassandraStorage(Storage):
                 parts_val.append(val)
                 parts_prio.append(np.ones(ts.size, dtype=np.int8))
         rows = await rows_read if rows_read is not None else await rows_of()
+        if blocks and (parts_sid or any(len(page) for _, pages in rows for page in pages)):
+            # (not all of kept frames: the blocks as parts, after the other frames, as read)
+            for block in blocks:
+                sid, ts, val = block.samples()
+                if ts.size:
+                    parts_sid.append(sid)
+                    parts_ts.append(ts)
+                    parts_val.append(val)
+                    parts_prio.append(np.ones(ts.size, dtype=np.int8))
+            blocks.clear()
         for single, pages in rows:
             for page in pages:
                 if single is not None:

@@ -385,11 +385,14 @@ class CachedFrames:
 
     def samples(self, sids: np.ndarray, at: np.ndarray, start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(series ids, ts, values) of ``sids`` (columns ``at``) in [start_ms, end_ms], series-major."""
+        return self.block(sids, at, start_ms, end_ms).samples()
+
+    def block(self, sids: np.ndarray, at: np.ndarray, start_ms: int, end_ms: int) -> FrameBlock:
+        """The frames of [start_ms, end_ms] as they are kept, for ``sids`` at columns ``at``."""
         a = int(np.searchsorted(self.ts, start_ms, side="left"))
         b = int(np.searchsorted(self.ts, end_ms, side="right"))
-        times = self.ts[a:b]
-        values = np.ascontiguousarray(self.bits[a:b][:, at].T).reshape(-1).view(np.float64)
-        return np.repeat(sids, times.size), np.tile(times, sids.size), values
+        return FrameBlock(sids, at, self.ts[a:b], self.bits[a:b])
+
 
     def unchanged(self, ts: np.ndarray, versions: np.ndarray) -> np.ndarray:
         """Which of the frames ``(ts, versions)`` stored after ``hi`` are held at that version."""
@@ -448,6 +451,65 @@ class CachedFrames:
             first = int(np.searchsorted(ts, cut, side="left"))
             ts, bits, ver, lo = ts[first:], bits[first:], ver[first:], cut
         return replace(self, ts=ts, bits=bits, versions=ver, lo=lo, hi=max(self.hi, hi), read_at=read_at)
+
+
+@dataclass(frozen=True, slots=True)
+class FrameBlock:
+    """Some series of one target's kept frames: series ``sids[j]`` is column ``at[j]`` of
+    ``bits`` (frames x kept columns, uint64 bit patterns), one row per time of ``times``."""
+
+    sids: np.ndarray
+    at: np.ndarray
+    times: np.ndarray
+    bits: np.ndarray
+
+    def samples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(series ids, ts, values), series-major."""
+        values = np.ascontiguousarray(self.bits[:, self.at].T).reshape(-1).view(np.float64)
+        return np.repeat(self.sids, self.times.size), np.tile(self.times, self.sids.size), values
+
+
+def blocks_in_order(
+    blocks: Sequence[FrameBlock], order: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The samples of ``blocks`` as flat columns with the series in ``order`` (ids; those of
+    no block, or with no sample in range, left out): (positions in ``order`` of the series
+    kept, offsets, ts, values). Every sample placed by one gather from the blocks' rows, no
+    per-target part made and joined again (issue #20's range query: ~10 ms a query over 200
+    targets). None when a series is in two blocks (the caller merges parts)."""
+    sids = np.concatenate([b.sids for b in blocks])
+    rank = np.argsort(sids, kind="stable")
+    ranked = sids[rank]
+    if bool((ranked[1:] == ranked[:-1]).any()):
+        return None
+    n = np.array([b.times.shape[0] for b in blocks], dtype=np.int64)  # frames per block
+    width = np.array([b.bits.shape[1] for b in blocks], dtype=np.int64)
+    m = np.array([b.sids.shape[0] for b in blocks], dtype=np.int64)  # series per block
+    block = np.repeat(np.arange(len(blocks)), m)  # of each series (in ``sids``' order)
+    col = np.concatenate([b.at for b in blocks]).astype(np.int64, copy=False)
+    at = np.minimum(np.searchsorted(ranked, order), max(ranked.size - 1, 0))
+    found = np.flatnonzero(ranked[at] == order) if ranked.size else np.empty(0, dtype=np.int64)
+    s = rank[at[found]]  # each kept series' index in ``sids``
+    k = block[s]
+    counts = n[k]
+    if not bool(counts.all()):
+        has = counts > 0
+        found, s, k, counts = found[has], s[has], k[has], counts[has]
+    offsets = np.zeros(found.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    total = int(offsets[-1])
+    row_base = np.zeros(len(blocks), dtype=np.int64)
+    np.cumsum((n * width)[:-1], out=row_base[1:])
+    time_base = np.zeros(len(blocks), dtype=np.int64)
+    np.cumsum(n[:-1], out=time_base[1:])
+    within = np.arange(total, dtype=np.int64)
+    within -= np.repeat(offsets[:-1], counts)  # each sample's index in its series
+    where = np.repeat(row_base[k] + col[s], counts)
+    where += within * np.repeat(width[k], counts)
+    values = np.concatenate([b.bits.reshape(-1) for b in blocks])[where].view(np.float64)
+    within += np.repeat(time_base[k], counts)
+    ts = np.concatenate([b.times for b in blocks])[within]
+    return found, offsets, ts, values
 
 
 class FrameCache:

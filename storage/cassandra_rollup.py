@@ -93,6 +93,7 @@ from storage.schema import DEFAULT_TTLS_S, RAW_BUCKET_MS
 if TYPE_CHECKING:
     from cassandra.cluster import Session
 
+    from storage.cassandra_frames import FrameBlock
     from storage.model import Series
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,8 @@ class CassandraRollupMixin:
                                hours: Sequence[int] | None = None, *,
                                kept: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
         async def _read_parts(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
-                              hours: Sequence[int] | None, *, kept: bool = False) -> tuple[
+                              hours: Sequence[int] | None, *, kept: bool = False,
+                              blocks: list[FrameBlock] | None = None) -> tuple[
                                   list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]: ...
         async def read_column_runs(self, infos: Sequence[SeriesInfo], start_ms: int,
                                    end_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...

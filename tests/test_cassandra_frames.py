@@ -23,8 +23,10 @@ from storage.cassandra import (
 from storage.cassandra_frames import (
     KEY_SPAN_MS,
     EncodedFrame,
+    FrameBlock,
     FrameChains,
     FrameRows,
+    blocks_in_order,
     frame_samples,
     frame_samples_many,
     has_repeats,
@@ -72,6 +74,40 @@ def test_series_major_merges_read_parts_as_a_full_sort_does(specs, shuffle) -> N
     ids, lo, hi, ts, val = series_spans(*(list(col) for col in zip(*parts, strict=True)))
     rows = np.concatenate([np.arange(a, b) for a, b in zip(lo.tolist(), hi.tolist(), strict=True)])
     assert [np.repeat(ids, hi - lo).tolist(), ts[rows].tolist(), val[rows].view(np.int64).tolist()] == _lexsorted(parts)
+
+
+@given(st.lists(st.tuples(st.lists(st.integers(0, 40), max_size=5, unique=True), st.integers(0, 4), st.integers(0, 3)),
+                min_size=1, max_size=6), st.lists(st.integers(0, 45), max_size=30, unique=True))
+def test_blocks_in_order_place_kept_frames_as_their_parts_would_be(specs, order) -> None:
+    """A read of kept frames only (``FrameBlock`` per target: some columns of the kept rows)
+    placed straight in the label order the read answers in: each series of ``order`` held by a
+    block, with samples, its samples in time order, as the blocks' parts give them; None when
+    a series is in two blocks."""
+    rng = np.random.default_rng(len(specs))
+    blocks = []
+    for k, (ids, n, extra) in enumerate(specs):
+        width = len(ids) + extra
+        at = rng.permutation(width)[: len(ids)].astype(np.int64)
+        times = np.arange(n, dtype=np.int64) * 10 + k
+        bits = rng.integers(0, 2**63, size=(n, width), dtype=np.int64).view(np.uint64)
+        blocks.append(FrameBlock(np.array(ids, dtype=np.int64), at, times, bits))
+    order_ids = np.array(order, dtype=np.int64)
+    got = blocks_in_order(blocks, order_ids)
+    every = [i for ids, _, _ in specs for i in ids]
+    if len(set(every)) < len(every):
+        assert got is None
+        return
+    assert got is not None
+    runs = {}
+    for b in blocks:
+        sid, ts, val = b.samples()
+        for i in np.unique(sid).tolist():
+            mine = sid == i
+            runs[i] = (ts[mine].tolist(), val[mine].view(np.int64).tolist())
+    want = [(p, *runs[i]) for p, i in enumerate(order) if i in runs and runs[i][0]]
+    found, offsets, ts, val = got
+    assert [(p, ts[a:b].tolist(), val[a:b].view(np.int64).tolist())
+            for p, a, b in zip(found.tolist(), offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)] == want
 
 
 def test_series_major_moves_whole_runs_of_disjoint_series() -> None:
