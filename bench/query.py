@@ -14,10 +14,13 @@ figures are the engine's (planning, resolution choice, evaluation), not a databa
 read, then one ``run_once`` pass whose fresh pass writes the open window's minutes: the
 newest 1-minute rows are 5 minutes old, as with a running job (in memory they lag 2
 minutes). ``--no-fresh`` leaves that pass out: the newest rows are then up to 2 h 5 min old
-(the last closed window) and a cold panel builds the rest from raw samples.
+(the last closed window) and a cold panel builds the rest from raw samples. ``--fresh-minutes
+N`` seals only up to N minutes ago, then runs the job as a node does for those N minutes
+(``run_once`` a minute, its clock stepped: a fresh pass each minute, each window sealed as it
+closes), so the store holds what N minutes of provisional chunks leave (at most 24 h).
 
-Run: ``.venv/bin/python bench/query.py [--hosts 100] [--runs 15] [--sqlite [--db DIR] | --cassandra [--no-fresh]]
-[--panel "24 h"]``; ``--db`` keeps the SQLite database or the Cassandra node (left running; stop it with ``python -m
+Run: ``.venv/bin/python bench/query.py [--hosts 100] [--runs 15] [--sqlite [--db DIR] | --cassandra [--no-fresh |
+--fresh-minutes N]] [--panel "24 h"]``; ``--db`` keeps the SQLite database or the Cassandra node (left running; stop it with ``python -m
 services.cassandra.cassandra_node stop --dir DIR/cassandra``) and the clock it was built at for the
 next run, so two versions of the code can be measured alternately on the same data. Goals: 24 h <= 100 ms p50
 cold, any cached refresh <= 20 ms. The last column digests the answers (a cold one, the last
@@ -264,8 +267,25 @@ def _fresh_note(job: RollupJob) -> str:
     return f"fresh 1 m rows up to {(job.now_ms() - job.fresh_done[0].end_ms) / 60_000:.0f} min ago"
 
 
+async def run_job(job: RollupJob, clock: Clock, now: int, fresh_minutes: int) -> int:
+    """The rollup job's work on the store up to ``now``: the last 25 h sealed, then one
+    ``run_once`` (the fresh pass); with ``fresh_minutes``, sealed up to that many minutes
+    before ``now`` and then a ``run_once`` a minute of the job's clock up to ``now`` (a
+    node's minutes). Returns the windows sealed."""
+    clock.now = now - fresh_minutes * MINUTE_MS
+    done = len(await job.backfill(now - 25 * HOUR_MS, clock.now))
+    t = time.perf_counter()
+    while True:
+        done += len(await job.run_once())
+        if clock.now >= now:
+            return done
+        clock.now += MINUTE_MS
+        if fresh_minutes and (now - clock.now) % (60 * MINUTE_MS) == 0:
+            print(f"  job at {(now - clock.now) // MINUTE_MS} min before now, {time.perf_counter() - t:.0f}s", flush=True)
+
+
 async def _measure_sqlite(
-    mem: MemoryStorage | None, path: str, now: int, runs: int, downsample: bool, fresh: bool
+    mem: MemoryStorage | None, path: str, now: int, runs: int, downsample: bool, fresh: bool, fresh_minutes: int = 0
 ) -> list[dict]:
     """Measure through SQLite at ``path``; ``mem`` None: the database is there already (``--db``)."""
     from pathlib import Path
@@ -279,10 +299,10 @@ async def _measure_sqlite(
     if mem is not None:
         st.late_after_ms = 2**62  # these writes stand for live scrapes, not a replay (no late marks)
         await copy_store(mem, st)
-        job = RollupJob(st, LocalShardLease(Path(path).parent / "locks"), shards=4, fresh_minutes=fresh)
-        done = await job.backfill(now - 25 * HOUR_MS, now)
-        await job.run_once()
-        print(f"sqlite: raw and 1 h rows written, {len(done)} windows sealed by the rollup job (blocks and 1 m rows), "
+        clock = Clock(now)
+        job = RollupJob(st, LocalShardLease(Path(path).parent / "locks"), shards=4, fresh_minutes=fresh, now_ms=clock)
+        done = await run_job(job, clock, now, fresh_minutes)
+        print(f"sqlite: raw and 1 h rows written, {done} windows sealed by the rollup job (blocks and 1 m rows), "
               f"{_fresh_note(job)} in {time.perf_counter() - t:.1f}s, {os.path.getsize(path) / 2**20:.0f} MiB", flush=True)
     try:
         return await measure(st, now, runs, downsample)
@@ -291,7 +311,8 @@ async def _measure_sqlite(
 
 
 def _measure_cassandra(
-    mem: MemoryStorage | None, tmp: str, now: int, runs: int, downsample: bool, fresh: bool, keep: bool = False
+    mem: MemoryStorage | None, tmp: str, now: int, runs: int, downsample: bool, fresh: bool, keep: bool = False,
+    fresh_minutes: int = 0,
 ) -> list[dict]:
     """Measure through a Cassandra node in ``tmp`` (``mem`` None: its keyspace holds the data
     already, ``--node``); ``keep``: leave the node running."""
@@ -318,12 +339,12 @@ def _measure_cassandra(
             return await measure(st, now, runs, downsample)
         t = time.perf_counter()
         await copy_store(mem, st)
-        job = RollupJob(st, LocalShardLease(Path(tmp) / "locks"), shards=4, fresh_minutes=fresh)
-        done = await job.backfill(now - 25 * HOUR_MS, now)
-        await job.run_once()
+        clock = Clock(now)
+        job = RollupJob(st, LocalShardLease(Path(tmp) / "locks"), shards=4, fresh_minutes=fresh, now_ms=clock)
+        done = await run_job(job, clock, now, fresh_minutes)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, node.nodetool, "flush", st.keyspace)
-        print(f"cassandra: raw and 1 h rows written, {len(done)} windows sealed by the rollup job (blocks and "
+        print(f"cassandra: raw and 1 h rows written, {done} windows sealed by the rollup job (blocks and "
               f"1 m rows), {_fresh_note(job)}, memtables flushed, in {time.perf_counter() - t:.1f}s", flush=True)
         t, settled = time.perf_counter(), False
         for _ in range(60):  # bounded: let the compactions the load started finish (at most ~5 min)
@@ -363,6 +384,8 @@ def main() -> int:
                     help="max_source_resolution of every query (default auto)")
     ap.add_argument("--no-isolate", action="store_true", help="evaluate big queries in this process (cpu columns count them)")
     ap.add_argument("--no-fresh", action="store_true", help="(--sqlite/--cassandra) no fresh pass of the rollup job")
+    ap.add_argument("--fresh-minutes", type=int, default=0, metavar="N",
+                    help="(--sqlite/--cassandra) seal up to N minutes ago, then run the job a pass a minute up to now")
     ap.add_argument("--db", metavar="DIR", help="(--sqlite, --cassandra) keep the database (the Cassandra node, left "
                     "running) in DIR and measure the one there if there is one (its clock, hosts and fresh pass as "
                     "built): A/B runs of two versions of the code on the same data, without rebuilding it")
@@ -374,6 +397,8 @@ def main() -> int:
         PANELS = [p for p in PANELS if p[0] in args.panel]
     if args.db and not (args.sqlite or args.cassandra):
         ap.error("--db needs --sqlite or --cassandra")
+    if not 0 <= args.fresh_minutes <= 24 * 60 or (args.fresh_minutes and args.no_fresh):
+        ap.error("--fresh-minutes: 0 to 1440, without --no-fresh")
     tuned = tune_malloc()  # as every ``ringmon`` process does (cli/malloc_tuning.py)
     now = int(time.time() * 1000) // MINUTE_MS * MINUTE_MS
     print(f"machine: {calibrate():.1f} ms for a fixed NumPy+Python workload (best of 5); "
@@ -386,7 +411,8 @@ def main() -> int:
             meta = json.load(f)
         now = meta["now"]
         print(f"data: the database in {args.db} ({meta['hosts'] * len(MODES)} series, built "
-              f"{(time.time() * 1000 - now) / 60_000:.0f} min ago, fresh pass {meta['fresh']}; its clock)", flush=True)
+              f"{(time.time() * 1000 - now) / 60_000:.0f} min ago, fresh pass {meta['fresh']}, "
+              f"{meta.get('fresh_minutes', 0)} minutes of job passes; its clock)", flush=True)
     else:
         if saved and os.path.exists(os.path.join(args.db, "ringmon.db")):
             ap.error(f"{args.db} holds a database without bench.json (an interrupted build?): remove it")
@@ -402,19 +428,23 @@ def main() -> int:
             if saved:
                 os.makedirs(args.db, exist_ok=True)
             rows = asyncio.run(
-                _measure_sqlite(st, f"{tmp_dir}/ringmon.db", now, args.runs, downsample, not args.no_fresh)
+                _measure_sqlite(st, f"{tmp_dir}/ringmon.db", now, args.runs, downsample, not args.no_fresh,
+                                args.fresh_minutes)
             )
             if saved and st is not None:
                 with open(saved, "w") as f:
-                    json.dump({"now": now, "hosts": args.hosts, "fresh": not args.no_fresh}, f)
+                    json.dump({"now": now, "hosts": args.hosts, "fresh": not args.no_fresh,
+                               "fresh_minutes": args.fresh_minutes}, f)
                 st = None  # (a --raw-only second pass measures the database just written)
         elif args.cassandra:
             if saved:
                 os.makedirs(args.db, exist_ok=True)
-            rows = _measure_cassandra(st, tmp_dir, now, args.runs, downsample, not args.no_fresh, keep=bool(saved))
+            rows = _measure_cassandra(st, tmp_dir, now, args.runs, downsample, not args.no_fresh, keep=bool(saved),
+                                      fresh_minutes=args.fresh_minutes)
             if saved and st is not None:
                 with open(saved, "w") as f:
-                    json.dump({"now": now, "hosts": args.hosts, "fresh": not args.no_fresh}, f)
+                    json.dump({"now": now, "hosts": args.hosts, "fresh": not args.no_fresh,
+                               "fresh_minutes": args.fresh_minutes}, f)
                 st = None
         else:
             assert st is not None, "built above: --db needs --sqlite"
