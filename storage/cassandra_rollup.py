@@ -13,7 +13,10 @@ writes the tables ``storage.schema`` creates:
   only for the aggregates its query needs. Writing a window reads the chunks it falls
   in and writes them back merged (the rollup job is the only writer of a series' rollups:
   its shard lease); a 24 h read of 800 series is about 4,000 chunks instead of 1.15
-  million rows;
+  million rows. The fresh pass's provisional 1m chunks (``write_fresh_minutes``: one per
+  series, pass and hour) are deleted by their window's seal, in the same single-partition
+  request as the final chunks that replace them (``write_seal``), so reads list only the
+  open window's;
 - checkpoints as ``meta`` rows keyed ``rollup:<job>:<shard>`` (the late pass's cursors are
   checkpoints of job ``<job>:late``: ``rollup:<job>:late:<shard>``).
 
@@ -45,7 +48,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
@@ -120,8 +123,9 @@ ROW_BYTES = 64  # a row's keys and cells beside its blobs, for the batch size
 # Chunk requests in flight at once: a node answers them from a 64 MiB network buffer pool;
 # 100 answers of 1.2 MB at once exhausted it and stalled the node (measured, 800 series x 24 h).
 CHUNK_READS_IN_FLIGHT = 8
-# Provisional (fresh) 1m chunks expire after 2 days: well after the seal of the longest
-# window (24 h); a job stopped longer leaves gaps in them until it seals those windows.
+# Provisional (fresh) 1m chunks expire after 2 days, if their window's seal has not deleted
+# them before (``write_seal``): well after the seal of the longest window (24 h); a job
+# stopped longer leaves gaps in them until it seals those windows.
 FRESH_TTL_S = 2 * 86_400
 # The raw input of sealed hours is dropped once query reads take those hours from blocks
 # (older than RECENT_RAW_MS) plus this margin for reads under way (``drop_raw_hours``).
@@ -151,6 +155,33 @@ def _setting_bytes(value: object) -> int | None:
         if text.endswith(unit) and text[: -len(unit)].isdigit():
             return int(text[: -len(unit)]) * scale
     return int(text) << 10 if text.isdigit() else None
+
+
+def _hour_pieces(rollup: Rollup) -> Iterator[tuple[int, Rollup]]:
+    """``(first bucket start, buckets)`` of ``rollup`` (ascending) cut at every hour."""
+    ts = rollup.timestamps
+    first = int(ts[0])
+    if first // HOUR_MS == int(ts[-1]) // HOUR_MS:  # (a minute's fresh pass: one hour)
+        yield first, rollup
+        return
+    cuts = np.flatnonzero(ts[1:] // HOUR_MS != ts[:-1] // HOUR_MS) + 1
+    bounds = [0, *cuts.tolist(), len(rollup)]
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        yield int(ts[lo]), Rollup(ts[lo:hi], *(getattr(rollup, n)[lo:hi] for n in AGGREGATES))
+
+
+def _fresh_drops(window_start: int, window_end: int, chunk_starts: Collection[int]) -> list[tuple[int, int]]:
+    """The ``[lo, hi)`` ranges of 1m chunk keys that a seal of [window_start, window_end)
+    writing the final chunks ``chunk_starts`` deletes: every provisional key of the window
+    inside those chunks' spans, none of the (span-aligned) final keys. A provisional chunk
+    holds buckets of one hour (``write_fresh_minutes``), so of this window only."""
+    span = chunks.chunk_span(Resolution.MINUTE)
+    out = []
+    for c in sorted(set(chunk_starts)):
+        lo, hi = max(window_start, c + 1), min(window_end, c + span)
+        if lo < hi:
+            out.append((lo, hi))
+    return out
 
 
 def _partition(resolution: Resolution, ts_ms: int) -> int:
@@ -245,6 +276,10 @@ class CassandraRollupMixin:
                         f"INSERT INTO {ks}.rollup_1m_chunks (series_id, day, start_ts, data, {_CHUNK_COLS})"
                         f" VALUES (?, ?, ?, ?{_MARKS}) USING TTL ?"
                     ),
+                    "1m_fresh_drop": p(
+                        f"DELETE FROM {ks}.rollup_1m_chunks WHERE series_id = ? AND day = ?"
+                        " AND start_ts >= ? AND start_ts < ?"
+                    ),
                     "1m_chunks_get": p(
                         f"SELECT series_id, data, {_CHUNK_COLS} FROM {ks}.rollup_1m_chunks"
                         " WHERE series_id IN ? AND day = ? AND start_ts = ?"
@@ -264,7 +299,7 @@ class CassandraRollupMixin:
                 out["blocks_read"].fetch_size = None  # bounded by BLOCK_READ_SERIES_CHUNK
                 for name in ("1m_chunks_get", "1h_chunks_get"):
                     out[name].fetch_size = None  # bounded by SEAL_READ_SERIES
-                for name in ("1m_chunks_get", "1h_chunks_get", "1m_chunk_ins", "1h_chunk_ins", "meta_keys",
+                for name in ("1m_chunks_get", "1h_chunks_get", "1m_chunk_ins", "1h_chunk_ins", "1m_fresh_drop", "meta_keys",
                              "meta_set_ttl", "frames_drop", "recent_drop", "meta_all"):
                     # A window's merge reads what the previous window wrote, a window read the
                     # drop marks a drop wrote before its tombstones: quorum reads and writes
@@ -472,27 +507,35 @@ class CassandraRollupMixin:
         self, blocks: Sequence[SealedBlock], minutes: Sequence[RollupRows], hours: Sequence[RollupRows]
     ) -> None:
         """``write_blocks`` and ``write_rollups`` of a window's 1m and 1h rows in one go. A
-        series' block and its 1m chunk of the same day share the partition key ``(series_id,
-        day)``: they go as one request (``_bounded``'s ``together``), not two; the rest as
-        those methods send them. All the writes run at once: a failure leaves the window to
-        be done again whole (the job moves its checkpoint after), every write an upsert."""
+        series' block and its 1m chunks of the window share the partition key ``(series_id,
+        day)`` (a window lies within a day): they go as one request (``_bounded``'s
+        ``together``), not two, with the range deletes of the fresh pass's provisional chunks
+        those final chunks replace (``_fresh_drops``): one mutation of the partition, so a
+        read sees the provisional chunks or the final ones, never neither. The rest as those
+        methods send them. All the writes run at once: a failure leaves the window to be done
+        again whole (the job moves its checkpoint after), every write an upsert or a delete
+        of what the final chunks hold."""
         block_calls, minute_calls, hour_calls = await asyncio.gather(
             self._block_calls(blocks),
             self._rollup_calls(Resolution.MINUTE, minutes),
             self._rollup_calls(Resolution.HOUR, hours),
         )
+        drop = (await self._ps())["1m_fresh_drop"]
         chunk_of: dict[tuple[int, int], list[tuple[PreparedStatement, tuple]]] = {}
-        for call in minute_calls:  # (a series' window may touch two chunks of a day)
+        for call in minute_calls:  # (a series' window may touch several chunks of its day)
             chunk_of.setdefault((call[1][0], call[1][1]), []).append(call)
-        pairs, rest = [], list(hour_calls)
+        together, rest = [], list(hour_calls)
         for call in block_calls:
-            mates = chunk_of.get((call[1][0], call[1][1]))
-            if mates:  # the chunk first: its consistency level (LOCAL_QUORUM) is the batch's
-                pairs.append((mates.pop(), call))
+            sid, day, window_start, window_end = call[1][:4]
+            mates = chunk_of.pop((sid, day), None)
+            if mates:  # the chunks first: their consistency level (LOCAL_QUORUM) is the batch's
+                drops = [(drop, (sid, day, lo, hi)) for lo, hi in _fresh_drops(
+                    window_start, window_end, [c[1][2] for c in mates])]
+                together.append([*mates, call, *drops])
             else:
                 rest.append(call)
         rest += [call for mates in chunk_of.values() for call in mates]
-        await self._bounded(rest, together=pairs)
+        await self._bounded(rest, together=together)
 
     async def _rollup_calls(
         self, resolution: Resolution, rows: Sequence[RollupRows]
@@ -564,18 +607,21 @@ class CassandraRollupMixin:
 
     async def write_fresh_minutes(self, rows: Sequence[RollupRows]) -> None:
         """Provisional 1m buckets of an open window (the job's fresh pass): a chunk per series
-        keyed by its first bucket, with a TTL of FRESH_TTL_S (reads prefer the final chunk
-        the window's seal writes; an aligned first bucket merges into that chunk instead)."""
+        and hour keyed by its first bucket, with a TTL of FRESH_TTL_S (reads prefer the final
+        chunk the window's seal writes; an aligned first bucket merges into that chunk
+        instead). The window's seal deletes them (``write_seal``): cut at every hour, a
+        provisional chunk lies inside one window whatever the job's window length (whole
+        hours), so that delete never takes a bucket of the window after."""
         ps = (await self._ps())["1m_fresh_ins"]
         keys, fresh, aligned_rows = [], [], []
         for r in rows:
             for aligned, part in chunks.split(Resolution.MINUTE, r.rollup):
-                first = int(part.timestamps[0])
-                if first == aligned:
-                    aligned_rows.append(RollupRows(r.series_id, part))
-                    continue
-                keys.append((r.series_id, first))
-                fresh.append(chunks.encode_columns(Resolution.MINUTE, first, part))
+                for first, piece in _hour_pieces(part):
+                    if first == aligned:
+                        aligned_rows.append(RollupRows(r.series_id, piece))
+                        continue
+                    keys.append((r.series_id, first))
+                    fresh.append(chunks.encode_columns(Resolution.MINUTE, first, piece))
         await self._bounded([(ps, (sid, first // DAY_MS, first, b"", *(cols[c] for c in chunks.COLUMNS), FRESH_TTL_S))
                              for (sid, first), cols in zip(keys, chunks.compact_dicts(fresh), strict=True)])
         if aligned_rows:

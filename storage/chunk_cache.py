@@ -17,8 +17,9 @@ need no other signal: the version and generation checks see their writes.
 Cassandra's version is the chunk's ``writetime(c_ts)`` (every chunk write is an ``INSERT`` of
 all its columns); the chunks not kept are read with their writetime, so a replica behind
 another cannot leave an older chunk kept under a newer version. There provisional chunks are
-kept too: the fresh pass inserts each once, and they expire (TTL) rather than being deleted,
-so one that is gone is no longer among the keys a read asks for.
+kept too: the fresh pass inserts each once, never rewrites it, and the window's seal deletes
+it (or its TTL expires it), so one that is gone is no longer among the keys a read asks for
+(its entry, never asked for again, leaves by LRU).
 
 The cache keeps at most ``max_bytes`` of chunk values, least recently used dropped first.
 Entries are kept as the row tuples ``storage.rollup_chunks.read_many`` takes, for the

@@ -12,7 +12,7 @@ from test_rollup import assert_equal_rollups, brute_force
 from test_rollup_job import HOURS, SHARDS, T0, T_END, WINDOW, generate
 
 from storage import rollup_chunks
-from storage.base import DAY_MS, HOUR_MS, MINUTE_MS, Resolution
+from storage.base import AGGREGATES, DAY_MS, HOUR_MS, MINUTE_MS, Resolution
 from storage.cassandra_rollup import RECENT_RAW_MS, CassandraRollupMixin
 from storage.matchers import Matcher, MatchOp
 from storage.rollup import rollup_raw, rollup_rollup
@@ -267,9 +267,12 @@ async def test_rollup_selects_keep_chunks_and_read_rewritten_ones_again(cassandr
 
 
 async def test_write_seal_of_a_window_across_two_minute_chunks(cassandra_rollup):
-    """``write_seal`` sends a series' block with one of its 1m chunks of that day (one
-    partition key) and the other chunk alone: blocks and rollups read back as computed."""
-    from storage.rollup_job import RawWindow, compute_window
+    """``write_seal`` sends a series' block with its 1m chunks of that day (one partition
+    key) and the deletes of the fresh pass's provisional chunks of the window in one
+    request: blocks and rollups read back as computed, the window's provisional chunks are
+    gone, the next window's stay."""
+    from storage.rollup import Rollup
+    from storage.rollup_job import RawWindow, RollupRows, compute_window
 
     store = cassandra_rollup
     start, end = T0 + 2 * HOUR_MS, T0 + 6 * HOUR_MS  # 4 h from 04:00: 1m chunks [00:00, 06:00) and [06:00, 12:00)
@@ -278,7 +281,21 @@ async def test_write_seal_of_a_window_across_two_minute_chunks(cassandra_rollup)
     vals = np.concatenate([np.cumsum(np.ones(ts.size)), np.sin(np.arange(ts.size))])
     window = RawWindow(ids, np.array([0, ts.size, 2 * ts.size]), np.concatenate([ts, ts]), vals)
     blocks, minutes, hours = compute_window(window, start, end)
+    # Fresh passes over 05:10-06:50 (cut at each hour: 05:10, and 06:00 merged into its span's
+    # chunk) and 06:50-07:20 (06:50, 07:00), and one of the next window (08:03).
+    nxt = [Rollup(r.timestamps + end + 3 * MINUTE_MS - start, *(getattr(r, n) for n in AGGREGATES))
+           for r in (m.rollup.slice(start, start + 5 * MINUTE_MS) for m in minutes)]
+    for lo, hi in ((70, 170), (170, 200)):
+        await store.write_fresh_minutes(
+            [RollupRows(m.series_id, m.rollup.slice(start + lo * MINUTE_MS, start + hi * MINUTE_MS)) for m in minutes])
+    await store.write_fresh_minutes([RollupRows(m.series_id, r) for m, r in zip(minutes, nxt, strict=True)])
+    keyed = {start + m * MINUTE_MS for m in (70, 170, 180)}
+    assert await provisional_keys(store, ids, start // DAY_MS) == {(sid, t) for sid in ids.tolist()
+                                                                   for t in (*keyed, end + 3 * MINUTE_MS)}
     await store.write_seal(blocks, minutes, hours)
+    assert await provisional_keys(store, ids, start // DAY_MS) == {(sid, end + 3 * MINUTE_MS) for sid in ids.tolist()}
+    for m, r in zip(minutes, nxt, strict=True):
+        assert (await store.read_rollup(Resolution.MINUTE, m.series_id, end, end + HOUR_MS)).bit_equal(r)
     for i, sid in enumerate(ids.tolist()):
         b_ts, b_vals = await store.read_blocks(sid, start, end)
         np.testing.assert_array_equal(b_ts, ts)
@@ -286,7 +303,17 @@ async def test_write_seal_of_a_window_across_two_minute_chunks(cassandra_rollup)
         assert (await store.read_rollup(Resolution.MINUTE, sid, start, end)).bit_equal(minutes[i].rollup)
         assert (await store.read_rollup(Resolution.HOUR, sid, start, end)).bit_equal(hours[i].rollup)
     # stored compact (``rollup_chunks.compact_columns``): bucket starts a minute apart, a count of 4 a minute
-    got = await store.execute(f"SELECT c_ts, c_count FROM {store.keyspace}.rollup_1m_chunks WHERE series_id = %s"
-                              " AND day = %s", (int(ids[0]), start // DAY_MS))
-    assert [(len(ts_v), ts_v[0], count_v[0]) for page in got for ts_v, count_v in page] == [
+    got = await store.execute(f"SELECT start_ts, c_ts, c_count FROM {store.keyspace}.rollup_1m_chunks WHERE"
+                              " series_id = %s AND day = %s AND start_ts < %s", (int(ids[0]), start // DAY_MS, end))
+    assert [(len(ts_v), ts_v[0], count_v[0]) for page in got for _, ts_v, count_v in page] == [
         (21, rollup_chunks.LINEAR, rollup_chunks.REPEAT)] * 2
+
+
+async def provisional_keys(store, ids, day: int) -> set[tuple[int, int]]:
+    """(series id, key) of the provisional 1m chunks of ``ids`` in partition ``day``."""
+    out = set()
+    for sid in ids.tolist():
+        got = await store.execute(f"SELECT start_ts FROM {store.keyspace}.rollup_1m_chunks"
+                                  " WHERE series_id = %s AND day = %s", (sid, day))
+        out |= {(sid, t) for page in got for (t,) in page if rollup_chunks.is_provisional(Resolution.MINUTE, t)}
+    return out
