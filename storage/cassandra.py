@@ -67,6 +67,7 @@ from storage.cassandra_frames import (
     FrameEncoder,
     FrameRows,
     Keep,
+    Placement,
     blocks_in_order,
     frame_samples,
     frame_samples_many,
@@ -327,13 +328,36 @@ class SeriesInfo:
     targets: frozenset[str]
 
 
+class TargetSeries(dict[str, list[int]]):
+    """A read's series ids per target, and each target's as a sorted array once asked for
+    (``wanted``; kept with a ``SeriesInfos``: a repeated query's 200 targets made them each
+    time, ~1 ms). Never changed once made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def wanted(self, target: str) -> np.ndarray:
+        got = self._arrays.get(target)
+        if got is None:
+            got = self._arrays[target] = np.array(sorted(self[target]), dtype=np.int64)
+        return got
+
+
+def _wanted(by_target: dict[str, list[int]], target: str) -> np.ndarray:
+    """The series ids of ``target`` in ``by_target``, sorted, as an array."""
+    if isinstance(by_target, TargetSeries):
+        return by_target.wanted(target)
+    return np.array(sorted(by_target[target]), dtype=np.int64)
+
+
 class SeriesInfos(list[SeriesInfo]):
     """A query's series as ``_select_series`` found them: the same object again while the
     index gives the same ids (``CassandraStorage._selected``), so what a read derives of it
     is made once (issue #20's range query over 6,400 series: the ids per target and the
     label order, ~5 ms a query). Never changed once made."""
 
-    by_target: dict[str, list[int]] | None = None  # target -> its series ids (``_read_parts``)
+    by_target: TargetSeries | None = None  # target -> its series ids (``_read_parts``)
     label_order: tuple[np.ndarray, list[Series]] | None = None  # (``_in_label_order``)
 
 
@@ -397,6 +421,9 @@ class CassandraStorage(Storage):
         # it answered (``_select_series``), at most 2 M series
         self._selected: LRUCache[tuple, tuple[dict[tuple[str, int], set[int]], SeriesInfos]] = \
             LRUCache(maxsize=2_000_000, getsizeof=lambda e: len(e[1]) + 1)
+        # where a read of kept frames of a shape placed its samples (``blocks_in_order``), 32 MB
+        self._placements: LRUCache[bytes, Placement | None] = \
+            LRUCache(maxsize=32 << 20, getsizeof=lambda e: 1 + (sum(a.nbytes for a in e) if e is not None else 0))
         # resolved frames of short reads (``_frames_recent``; None: every read asks Cassandra)
         self.frame_cache: FrameCache | None = FrameCache(FRAME_CACHE_BYTES)
         # (target, layout id, index buckets) whose series a stored write indexed: a frame of
@@ -908,7 +935,7 @@ class CassandraStorage(Storage):
         for t, layout in set(zip(names_col, lid, strict=True)):
             lids_of.setdefault(t, set()).add(layout)
         layouts = [await self._target_layouts(t, lids_of[t]) if t in lids_of else {} for t in names]
-        wanted = [np.array(sorted(by_target[t]), dtype=np.int64) for t in names]
+        wanted = [_wanted(by_target, t) for t in names]
         named: Keep | None = None
         if keep is not None:
             def named(k: int, *run: Any) -> None:
@@ -923,7 +950,7 @@ class CassandraStorage(Storage):
         (``_frames_recent``), and per target the series and their columns there."""
         entries: dict[str, CachedFrames] = {}
         cols_of: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for t, ids in by_target.items():
+        for t in by_target:
             wanted = None
             for e in cache.of(t):
                 # (read after e.hi: never more than a whole read, from the key span's start)
@@ -933,7 +960,7 @@ class CassandraStorage(Storage):
                 if layout is None:
                     continue
                 if wanted is None:
-                    wanted = np.array(sorted(ids), dtype=np.int64)
+                    wanted = _wanted(by_target, t)
                 cols = e.columns_of(layout, wanted)
                 if cols is not None:
                     entries[t], cols_of[t] = e, cols
@@ -969,12 +996,17 @@ class CassandraStorage(Storage):
         cuts = np.searchsorted(k_t, np.arange(len(names) + 1)).tolist()
         held: dict[str, np.ndarray] = {}
         need_from: dict[str, int] = {}
-        for k, t in enumerate(names):
-            t_ts, t_ver = k_ts[cuts[k] : cuts[k + 1]], k_ver[cuts[k] : cuts[k + 1]]
-            same = entries[t].unchanged(t_ts, t_ver)
-            held[t] = t_ts[same]
-            if not bool(same.all()):
-                need_from[t] = int(t_ts[~same].min())
+        tails = [entries[t].tail() for t in names]
+        if _same_keys(tails, cuts, k_ts, k_ver):
+            # (usual: every frame after where they are complete stored as held, none new)
+            held = {t: tail[0] for t, tail in zip(names, tails, strict=True)}
+        else:
+            for k, t in enumerate(names):
+                t_ts, t_ver = k_ts[cuts[k] : cuts[k + 1]], k_ver[cuts[k] : cuts[k + 1]]
+                same = entries[t].unchanged(t_ts, t_ver)
+                held[t] = t_ts[same]
+                if not bool(same.all()):
+                    need_from[t] = int(t_ts[~same].min())
         rows_of: dict[str, list] = {t: [] for t in names}
         if need_from:
             first = min(need_from.values())
@@ -1537,7 +1569,7 @@ class CassandraStorage(Storage):
         parts = await self._read_parts(infos, start_ms, end_ms, hours, kept=kept, blocks=blocks)
         if blocks:
             order, series = self._in_label_order(infos)
-            got = blocks_in_order(blocks, order)
+            got = blocks_in_order(blocks, order, self._placements)
             if got is not None:
                 found, offsets, ts, val = got
                 named = series if found.size == len(series) else [series[i] for i in found.tolist()]
@@ -1674,7 +1706,7 @@ class CassandraStorage(Storage):
         empty: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [], [])
         by_target = infos.by_target if isinstance(infos, SeriesInfos) else None
         if by_target is None:
-            by_target = {}
+            by_target = TargetSeries()
             for info in infos:
                 for t in info.targets:
                     by_target.setdefault(t, []).append(info.series.id)
@@ -1734,6 +1766,18 @@ class CassandraStorage(Storage):
                     parts_val.append(val)
                     parts_prio.append(np.zeros(ts.size, dtype=np.int8))
         return parts_sid, parts_ts, parts_val, parts_prio
+
+
+def _same_keys(tails: list[tuple[np.ndarray, np.ndarray]], cuts: list[int], ts: np.ndarray, versions: np.ndarray) -> bool:
+    """Whether the keys (ts, versions) read of targets' frames (by target, then time; target
+    k's at ``cuts[k]:cuts[k + 1]``) are, target by target, exactly the frames kept after
+    where each is complete (``tails``)."""
+    if [t.size for t, _ in tails] != [b - a for a, b in zip(cuts[:-1], cuts[1:], strict=True)]:
+        return False
+    if not ts.size:
+        return True
+    return bool(np.array_equal(np.concatenate([t for t, _ in tails]), ts)) and \
+        bool(np.array_equal(np.concatenate([v for _, v in tails]), versions))
 
 
 def _partitions(pages: list) -> set[str]:

@@ -13,7 +13,7 @@ target's frames per layout and keep the wanted columns (``frame_samples``).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -394,6 +394,11 @@ class CachedFrames:
         return FrameBlock(sids, at, self.ts[a:b], self.bits[a:b])
 
 
+    def tail(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ts, versions) of the frames held after ``hi``."""
+        a = int(np.searchsorted(self.ts, self.hi, side="right"))
+        return self.ts[a:], self.versions[a:]
+
     def unchanged(self, ts: np.ndarray, versions: np.ndarray) -> np.ndarray:
         """Which of the frames ``(ts, versions)`` stored after ``hi`` are held at that version."""
         at = np.minimum(np.searchsorted(self.ts, ts), max(self.ts.size - 1, 0))
@@ -469,24 +474,50 @@ class FrameBlock:
         return np.repeat(self.sids, self.times.size), np.tile(self.times, self.sids.size), values
 
 
+# Where a read of kept frames places its samples (``blocks_in_order``), by the blocks' shape
+Placement = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # (found, offsets, rows, times)
+
+
 def blocks_in_order(
-    blocks: Sequence[FrameBlock], order: np.ndarray
+    blocks: Sequence[FrameBlock], order: np.ndarray, memo: MutableMapping[bytes, Placement | None] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """The samples of ``blocks`` as flat columns with the series in ``order`` (ids; those of
     no block, or with no sample in range, left out): (positions in ``order`` of the series
     kept, offsets, ts, values). Every sample placed by one gather from the blocks' rows, no
     per-target part made and joined again (issue #20's range query: ~10 ms a query over 200
-    targets). None when a series is in two blocks (the caller merges parts)."""
+    targets). None when a series is in two blocks (the caller merges parts). ``memo``: where
+    blocks of the same shape (series, columns, frames) placed their samples, kept by it (a
+    repeated query's blocks differ in their values only)."""
     sids = np.concatenate([b.sids for b in blocks])
+    col = np.concatenate([b.at for b in blocks]).astype(np.int64, copy=False)
+    n = np.array([b.times.shape[0] for b in blocks], dtype=np.int64)  # frames per block
+    width = np.array([b.bits.shape[1] for b in blocks], dtype=np.int64)
+    key = b"".join((sids.tobytes(), col.tobytes(), n.tobytes(), width.tobytes(), order.tobytes()))
+    if memo is not None and key in memo:
+        placed = memo[key]
+    else:
+        placed = _placement(blocks, sids, col, n, width, order)
+        if memo is not None:
+            memo[key] = placed
+    if placed is None:
+        return None
+    found, offsets, where, when = placed
+    values = np.concatenate([b.bits.reshape(-1) for b in blocks])[where].view(np.float64)
+    ts = np.concatenate([b.times for b in blocks])[when]
+    return found, offsets, ts, values
+
+
+def _placement(
+    blocks: Sequence[FrameBlock], sids: np.ndarray, col: np.ndarray, n: np.ndarray, width: np.ndarray, order: np.ndarray
+) -> Placement | None:
+    """``blocks_in_order``'s placement: the series of ``order`` found, their offsets, and
+    each sample's index in the blocks' rows and in their times, one after another."""
     rank = np.argsort(sids, kind="stable")
     ranked = sids[rank]
     if bool((ranked[1:] == ranked[:-1]).any()):
         return None
-    n = np.array([b.times.shape[0] for b in blocks], dtype=np.int64)  # frames per block
-    width = np.array([b.bits.shape[1] for b in blocks], dtype=np.int64)
     m = np.array([b.sids.shape[0] for b in blocks], dtype=np.int64)  # series per block
     block = np.repeat(np.arange(len(blocks)), m)  # of each series (in ``sids``' order)
-    col = np.concatenate([b.at for b in blocks]).astype(np.int64, copy=False)
     at = np.minimum(np.searchsorted(ranked, order), max(ranked.size - 1, 0))
     found = np.flatnonzero(ranked[at] == order) if ranked.size else np.empty(0, dtype=np.int64)
     s = rank[at[found]]  # each kept series' index in ``sids``
@@ -506,10 +537,8 @@ def blocks_in_order(
     within -= np.repeat(offsets[:-1], counts)  # each sample's index in its series
     where = np.repeat(row_base[k] + col[s], counts)
     where += within * np.repeat(width[k], counts)
-    values = np.concatenate([b.bits.reshape(-1) for b in blocks])[where].view(np.float64)
     within += np.repeat(time_base[k], counts)
-    ts = np.concatenate([b.times for b in blocks])[within]
-    return found, offsets, ts, values
+    return found, offsets, where, within
 
 
 class FrameCache:

@@ -82,32 +82,36 @@ def test_blocks_in_order_place_kept_frames_as_their_parts_would_be(specs, order)
     """A read of kept frames only (``FrameBlock`` per target: some columns of the kept rows)
     placed straight in the label order the read answers in: each series of ``order`` held by a
     block, with samples, its samples in time order, as the blocks' parts give them; None when
-    a series is in two blocks."""
+    a series is in two blocks. Blocks of the same shape again (another read's values) take
+    the placement kept in ``memo``."""
     rng = np.random.default_rng(len(specs))
-    blocks = []
-    for k, (ids, n, extra) in enumerate(specs):
-        width = len(ids) + extra
-        at = rng.permutation(width)[: len(ids)].astype(np.int64)
-        times = np.arange(n, dtype=np.int64) * 10 + k
-        bits = rng.integers(0, 2**63, size=(n, width), dtype=np.int64).view(np.uint64)
-        blocks.append(FrameBlock(np.array(ids, dtype=np.int64), at, times, bits))
     order_ids = np.array(order, dtype=np.int64)
-    got = blocks_in_order(blocks, order_ids)
     every = [i for ids, _, _ in specs for i in ids]
-    if len(set(every)) < len(every):
-        assert got is None
-        return
-    assert got is not None
-    runs = {}
-    for b in blocks:
-        sid, ts, val = b.samples()
-        for i in np.unique(sid).tolist():
-            mine = sid == i
-            runs[i] = (ts[mine].tolist(), val[mine].view(np.int64).tolist())
-    want = [(p, *runs[i]) for p, i in enumerate(order) if i in runs and runs[i][0]]
-    found, offsets, ts, val = got
-    assert [(p, ts[a:b].tolist(), val[a:b].view(np.int64).tolist())
-            for p, a, b in zip(found.tolist(), offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)] == want
+    memo: dict = {}
+    for again in range(2):
+        blocks = []
+        for k, (ids, n, extra) in enumerate(specs):
+            width = len(ids) + extra
+            at = np.random.default_rng(k).permutation(width)[: len(ids)].astype(np.int64)
+            times = np.arange(n, dtype=np.int64) * 10 + k + again
+            bits = rng.integers(0, 2**63, size=(n, width), dtype=np.int64).view(np.uint64)
+            blocks.append(FrameBlock(np.array(ids, dtype=np.int64), at, times, bits))
+        got = blocks_in_order(blocks, order_ids, memo)
+        assert len(memo) == 1
+        if len(set(every)) < len(every):
+            assert got is None
+            continue
+        assert got is not None
+        runs = {}
+        for b in blocks:
+            sid, ts, val = b.samples()
+            for i in np.unique(sid).tolist():
+                mine = sid == i
+                runs[i] = (ts[mine].tolist(), val[mine].view(np.int64).tolist())
+        want = [(p, *runs[i]) for p, i in enumerate(order) if i in runs and runs[i][0]]
+        found, offsets, ts, val = got
+        assert [(p, ts[a:b].tolist(), val[a:b].view(np.int64).tolist())
+                for p, a, b in zip(found.tolist(), offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)] == want
 
 
 def test_series_major_moves_whole_runs_of_disjoint_series() -> None:
