@@ -78,7 +78,7 @@ from storage.base import aggregate_names as column_names
 from storage.matchers import Matcher, MatchOp
 from storage.model import METRIC_NAME
 from storage.rollup import DEFAULT_MAX_GAP_MS, MINUTE_RETENTION_MS, QUERY_RAW_HORIZON_MS
-from storage.rollup_chunks import ChunkColumns, join_columns
+from storage.rollup_chunks import ChunkColumns, JoinPlan, join_columns, join_plan, join_planned
 from storage.rollup_job import DEFAULT_WINDOW_MS
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
@@ -233,9 +233,16 @@ class PieceColumns(_ColumnsOnRead):
         self._pieces = pieces
         self._built = built
         self._names = names
+        self._plan: JoinPlan | None | bool = False  # (False: not made yet)
 
     def _column(self, name: str) -> np.ndarray:
         made = self._built.cols[name]
+        if self._plan is False:
+            self._plan = join_plan(self._pieces)
+        plan = self._plan
+        if isinstance(plan, JoinPlan) and plan.source is not None and name in plan.source.blobs:
+            # (the parts' chunk rows and cuts found once for all columns: ``join_plan``)
+            return join_planned(plan, name, made)
         if any(isinstance(p[0], ChunkColumns) for p in self._pieces):
             # (stored parts straight from their chunks' values: one copy, ``join_columns``)
             made_bytes = np.ascontiguousarray(made, dtype=np.float64).data.cast("B")
@@ -443,8 +450,13 @@ def _lacks_rate_aggregates(plan: FetchPlan) -> bool:
         return False
     if plan.flat is not None:
         agg = plan.flat.agg
-        return agg is not None and "correction" in agg.keys() and bool(np.isnan(agg["correction"]).any())
-    return any(d.agg is not None and "correction" in d.agg and bool(np.isnan(d.agg["correction"]).any()) for d in plan.data)
+        return agg is not None and "correction" in agg.keys() and _any_nan(agg["correction"])
+    return any(d.agg is not None and "correction" in d.agg and _any_nan(d.agg["correction"]) for d in plan.data)
+
+
+def _any_nan(x: np.ndarray) -> bool:
+    """Whether ``x`` holds a NaN: its maximum is NaN then (one reduction, no mask array)."""
+    return x.size > 0 and bool(np.isnan(np.max(x)))
 
 
 def _tail_gap_ms(columns: frozenset[str] | None) -> int:

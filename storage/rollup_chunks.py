@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -301,23 +302,25 @@ def read_many(
         return {}
     cols = list(zip(*rows, strict=True))
     sids, blobs = cols[0], [list(c) for c in cols[3:]]
-    if _any_compact(blobs):  # compact values (see below): made plain for all rows at once
-        blobs = expand_columns(("ts", *names), blobs)
     slow: set[int] = set()
     if any(cols[2]):  # record-form chunks (written before column form)
         slow.update(sid for sid, data in zip(sids, cols[2], strict=True) if data)
-    sizes: list[int] = []
-    for j, column in enumerate(blobs):
-        if None in column:  # (a column the chunk was written without)
-            slow.update(sid for sid, v in zip(sids, column, strict=True) if v is None)
-            column = blobs[j] = [v or b"" for v in column]
-        got = list(map(len, column))
-        if j == 0:
-            sizes = got
-            slow.update(sid for sid, n in zip(sids, got, strict=True) if n % 8)
-        elif got != sizes:
-            slow.update(sid for sid, n, want in zip(sids, got, sizes, strict=True) if n != want)
-    lens = np.array(sizes, dtype=np.int64)
+    lens = _plain_lengths(blobs)
+    if lens is None:  # (else plain values of equal lengths, the usual case: nothing to sort out)
+        if _any_compact(blobs):  # compact values (see below): made plain for all rows at once
+            blobs = expand_columns(("ts", *names), blobs)
+        sizes: list[int] = []
+        for j, column in enumerate(blobs):
+            if None in column:  # (a column the chunk was written without)
+                slow.update(sid for sid, v in zip(sids, column, strict=True) if v is None)
+                column = blobs[j] = [v or b"" for v in column]
+            got = list(map(len, column))
+            if j == 0:
+                sizes = got
+                slow.update(sid for sid, n in zip(sids, got, strict=True) if n % 8)
+            elif got != sizes:
+                slow.update(sid for sid, n, want in zip(sids, got, sizes, strict=True) if n != want)
+        lens = np.array(sizes, dtype=np.int64)
     if slow:
         return _split_slow(rows, slow, start_ms, end_ms, resolution, names)
     ts = np.frombuffer(b"".join(blobs[0]), dtype="<i8")
@@ -474,6 +477,97 @@ def join_columns(name: str, parts: Sequence[tuple[Mapping[str, np.ndarray] | Non
             append(extra)
     joined = bytearray().join(buffers)
     return np.frombuffer(joined, dtype="<f8") if joined else np.zeros(0)
+
+
+@dataclass(frozen=True, slots=True)
+class JoinPlan:
+    """How series one after another, each its stored columns (``ChunkColumns`` of one read)
+    then rows made elsewhere, join column by column (``join_plan``, ``join_planned``): the
+    buffers ``pick`` takes, in order, from a list of the read's chunk values of the column
+    followed by the chunk values cut to a series' buckets (``cuts``: row, first byte, end
+    byte or None) and the made rows (``made``: byte ranges)."""
+
+    source: ChunkRows | None
+    pick: Callable[[Sequence[Any]], tuple]
+    cuts: list[tuple[int, int, int | None]]
+    made: list[tuple[int, int]]
+
+
+def join_plan(parts: Sequence[tuple[Mapping[str, np.ndarray] | None, int, int]]) -> JoinPlan | None:
+    """The ``JoinPlan`` of ``parts`` (``(cols, a, b)``: a series' stored columns or None, then
+    its made rows ``a:b``), found once for all the columns a reader joins; None when a part
+    is not a ``ChunkColumns`` or the parts are of several reads."""
+    source = None
+    for cols, _, _ in parts:
+        if cols is not None:
+            if type(cols) is not ChunkColumns or (source is not None and cols.source is not source):
+                return None
+            source = cols.source
+    cuts: list[tuple[int, int, int | None]] = []
+    made: list[tuple[int, int]] = []
+    order: list[tuple[int, int]] = []  # (0: a chunk row, 1: a cut value, 2: made rows; index)
+    for cols, a, b in parts:
+        if cols is not None:
+            r0, r1 = cols.rows  # type: ignore[attr-defined]
+            head, tail = cols.head, cols.tail  # type: ignore[attr-defined]
+            if r1 - r0 == 1:
+                if head or tail is not None:
+                    order.append((1, len(cuts)))
+                    cuts.append((r0, head, tail))
+                else:
+                    order.append((0, r0))
+            elif r1 > r0:
+                if head:
+                    order.append((1, len(cuts)))
+                    cuts.append((r0, head, None))
+                else:
+                    order.append((0, r0))
+                order.extend((0, r) for r in range(r0 + 1, r1 - 1))
+                if tail is not None:
+                    order.append((1, len(cuts)))
+                    cuts.append((r1 - 1, 0, tail))
+                else:
+                    order.append((0, r1 - 1))
+        if b > a:
+            order.append((2, len(made)))
+            made.append((8 * a, 8 * b))
+    rows = len(source.at) - 1 if source is not None else 0
+    base = (0, rows, rows + len(cuts))
+    fixed = [base[kind] + k for kind, k in order]
+    pick: Callable[[Sequence[Any]], tuple] = (
+        itemgetter(*fixed) if len(fixed) > 1 else lambda seq: tuple(seq[i] for i in fixed)
+    )
+    return JoinPlan(source, pick, cuts, made)
+
+
+def join_planned(plan: JoinPlan, name: str, made: np.ndarray) -> np.ndarray:
+    """Column ``name`` of ``plan``'s parts (the made rows from ``made``), as ``join_columns``
+    gives it: one copy, the list of buffers made with a few C-level calls, not per part."""
+    values: list[Any] = list(plan.source.blobs[name]) if plan.source is not None else []
+    values.extend([memoryview(values[r])[head:tail] for r, head, tail in plan.cuts])
+    made_bytes = np.ascontiguousarray(made, dtype="<f8").data.cast("B")
+    values.extend([made_bytes[a:b] for a, b in plan.made])
+    joined = bytearray().join(plan.pick(values))
+    return np.frombuffer(joined, dtype="<f8") if joined else np.zeros(0)
+
+
+def _plain_lengths(columns: Sequence[Sequence[Any]]) -> np.ndarray | None:
+    """The values' byte lengths when each row's values in every column have one length, a
+    multiple of 8 (plain values, none missing: 8 x the row's buckets); else None. One
+    ``len`` pass per column, where the compact check and the length checks took two."""
+    first: np.ndarray | None = None
+    for column in columns:
+        try:
+            lens = np.fromiter(map(len, column), dtype=np.int64, count=len(column))
+        except TypeError:  # (None: a column a chunk was written without)
+            return None
+        if first is None:
+            if (lens & 7).any():
+                return None
+            first = lens
+        elif not np.array_equal(lens, first):
+            return None
+    return first
 
 
 def _any_compact(columns: Sequence[Sequence[Any]]) -> bool:

@@ -305,6 +305,19 @@ def test_read_many_gives_what_read_columns_gives_series_by_series() -> None:
                 want = np.concatenate([x for sid in sorted(stored, reverse=True) for x in (got[sid][1][n], extra)])
                 parts = [(fresh[sid][1], extra.data.cast("B")) for sid in sorted(stored, reverse=True)]
                 assert chunks.join_columns(n, parts).tobytes() == want.tobytes(), n
+            # join_plan / join_planned: the same join, planned once for all columns (the series
+            # read_many joined, cut to [lo, hi] where a chunk crosses it; made rows, a series
+            # with none of its own), and no plan when a part is not of that read
+            fast = [sid for sid in sorted(stored, reverse=True) if type(fresh[sid][1]) is chunks.ChunkColumns]
+            assert len(fast) >= 3
+            made = np.array([0.5, np.nan, -0.0, 7.25, 1e300, 3.0, 2.5, -1.0])
+            planned = [(fresh[sid][1], k, k + k % 3) for k, sid in enumerate(fast)] + [(None, 6, 8)]
+            plan = chunks.join_plan(planned)
+            assert plan is not None
+            assert chunks.join_plan([*planned, ({n: np.zeros(1) for n in names}, 0, 0)]) is None
+            for n in names:
+                want = np.concatenate([x for p, i, j in planned for x in ((p[n] if p is not None else made[:0]), made[i:j])])
+                assert chunks.join_planned(plan, n, made).tobytes() == want.tobytes(), n
     short = [(7, a, b"", *(v[:-8] if k == "last" else v for k, v in col(a, full, 10).items()))]
     with pytest.raises(chunks.ChunkError, match="column last"):
         chunks.read_many(short, a, a + DAY_MS, Resolution.MINUTE, AGGREGATES)
