@@ -38,6 +38,7 @@ from bench.hostile import (
     cadence_problems,
     describe,
     hostile_requests,
+    judged_cadence,
     run_hostile,
     start,
     wait_warm,
@@ -84,13 +85,20 @@ async def check_hostile(http: aiohttp.ClientSession, base: str, pid: int, reqs: 
             assert "exceeded maximum resolution of 11,000 points per timeseries" in a.error
     four = [h for h in reqs if h.name in FOUR_AT_ONCE]
     assert len(four) == 4
-    baseline = await run_hostile(http, base, pid, [], BASELINE_S)
-    run = await run_hostile(http, base, pid, four)
-    print(f"\nbaseline (nothing sent): {describe(baseline)}\nfour hostile queries at once: {describe(run)}; "
-          f"load {os.getloadavg()[0]:.1f}")
-    _check_answers(run)
-    problems = cadence_problems("four hostile queries at once", run, baseline, SCRAPE_S, EVAL_S)
+    runs: list[Run] = []
+
+    async def attempt() -> tuple[list[str], float | None]:
+        baseline = await run_hostile(http, base, pid, [], BASELINE_S)
+        run = await run_hostile(http, base, pid, four)
+        print(f"\nbaseline (nothing sent): {describe(baseline)}\nfour hostile queries at once: {describe(run)}; "
+              f"load {os.getloadavg()[0]:.1f}")
+        _check_answers(run)
+        runs.append(run)
+        return cadence_problems("four hostile queries at once", run, baseline, SCRAPE_S, EVAL_S), run.cpu_pressure
+
+    problems = await judged_cadence(attempt)
     assert not problems, "\n".join(problems)
+    run = runs[-1]
     # The serving process did not take the queries' memory (their workers did, capped).
     assert run.rss_main_mb < 1024, f"serving process grew to {run.rss_main_mb:.0f} MB"
     async with http.get(base + "/-/healthy") as r:
