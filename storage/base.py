@@ -212,6 +212,21 @@ class FreshMinutes(Protocol):
 
 
 @runtime_checkable
+class FreshBlocks(Protocol):
+    """A ``FreshMinutes`` store whose provisional chunks each hold a series' buckets of one
+    *block* of the open window, keyed by the first: the fresh pass then writes each block's
+    buckets from the block's start (those of its earlier passes again, kept by the job), so
+    the chunk of each series and block is rewritten in place, and a read lists a chunk per
+    block instead of one per pass (Cassandra: a 24 h read listed and joined up to ~120 per
+    series and open window with a pass a minute)."""
+
+    def fresh_block_start(self, ts_ms: int) -> int:
+        """Where the chunk of the block holding bucket ``ts_ms`` starts: the job sends the
+        buckets its passes wrote from there on again with each pass of that block."""
+        ...
+
+
+@runtime_checkable
 class SealWrites(Protocol):
     """A store that writes a window's blocks and 1m and 1h rollups in one go, cheaper than
     ``write_blocks`` and two ``write_rollups`` apart (Cassandra: a series' block and its 1m

@@ -14,9 +14,9 @@ writes the tables ``storage.schema`` creates:
   in and writes them back merged (the rollup job is the only writer of a series' rollups:
   its shard lease); a 24 h read of 800 series is about 4,000 chunks instead of 1.15
   million rows. The fresh pass's provisional 1m chunks (``write_fresh_minutes``: one per
-  series, pass and hour) are deleted by their window's seal, in the same single-partition
-  request as the final chunks that replace them (``write_seal``), so reads list only the
-  open window's;
+  series and 10-minute block, rewritten by each pass in the block) are deleted by their
+  window's seal, in the same single-partition request as the final chunks that replace
+  them (``write_seal``), so reads list only the open window's, about a dozen per series;
 - checkpoints as ``meta`` rows keyed ``rollup:<job>:<shard>`` (the late pass's cursors are
   checkpoints of job ``<job>:late``: ``rollup:<job>:late:<shard>``).
 
@@ -123,6 +123,10 @@ ROW_BYTES = 64  # a row's keys and cells beside its blobs, for the batch size
 # Chunk requests in flight at once: a node answers them from a 64 MiB network buffer pool;
 # 100 answers of 1.2 MB at once exhausted it and stalled the node (measured, 800 series x 24 h).
 CHUNK_READS_IN_FLIGHT = 8
+# A provisional 1m chunk holds a series' buckets of one block of this length (whole blocks in an
+# hour, so in a window): the fresh pass rewrites it each pass until the block is done
+# (``FreshBlocks``), so a read of the open window lists at most a chunk per series and block.
+FRESH_BLOCK_MS = 10 * 60_000
 # Provisional (fresh) 1m chunks expire after 2 days, if their window's seal has not deleted
 # them before (``write_seal``): well after the seal of the longest window (24 h); a job
 # stopped longer leaves gaps in them until it seals those windows.
@@ -157,14 +161,14 @@ def _setting_bytes(value: object) -> int | None:
     return int(text) << 10 if text.isdigit() else None
 
 
-def _hour_pieces(rollup: Rollup) -> Iterator[tuple[int, Rollup]]:
-    """``(first bucket start, buckets)`` of ``rollup`` (ascending) cut at every hour."""
+def _block_pieces(rollup: Rollup) -> Iterator[tuple[int, Rollup]]:
+    """``(first bucket start, buckets)`` of ``rollup`` (ascending) cut at every FRESH_BLOCK_MS."""
     ts = rollup.timestamps
     first = int(ts[0])
-    if first // HOUR_MS == int(ts[-1]) // HOUR_MS:  # (a minute's fresh pass: one hour)
+    if first // FRESH_BLOCK_MS == int(ts[-1]) // FRESH_BLOCK_MS:  # (a minute's fresh pass: one block)
         yield first, rollup
         return
-    cuts = np.flatnonzero(ts[1:] // HOUR_MS != ts[:-1] // HOUR_MS) + 1
+    cuts = np.flatnonzero(ts[1:] // FRESH_BLOCK_MS != ts[:-1] // FRESH_BLOCK_MS) + 1
     bounds = [0, *cuts.tolist(), len(rollup)]
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         yield int(ts[lo]), Rollup(ts[lo:hi], *(getattr(rollup, n)[lo:hi] for n in AGGREGATES))
@@ -174,7 +178,7 @@ def _fresh_drops(window_start: int, window_end: int, chunk_starts: Collection[in
     """The ``[lo, hi)`` ranges of 1m chunk keys that a seal of [window_start, window_end)
     writing the final chunks ``chunk_starts`` deletes: every provisional key of the window
     inside those chunks' spans, none of the (span-aligned) final keys. A provisional chunk
-    holds buckets of one hour (``write_fresh_minutes``), so of this window only."""
+    holds buckets of one block (``write_fresh_minutes``), so of this window only."""
     span = chunks.chunk_span(Resolution.MINUTE)
     out = []
     for c in sorted(set(chunk_starts)):
@@ -605,21 +609,35 @@ class CassandraRollupMixin:
         return [(ins, (sid, _partition(resolution, start), start, b"", *cols))
                 for (sid, start), *cols in zip(keys, *values, strict=True)]
 
+    def fresh_block_start(self, ts_ms: int) -> int:
+        """``FreshBlocks``: the start of the FRESH_BLOCK_MS block holding ``ts_ms``; of the
+        block that starts a chunk span, the ms after (its aligned first minute goes into the
+        span's final chunk, merged, once: ``write_fresh_minutes``)."""
+        block = ts_ms - ts_ms % FRESH_BLOCK_MS
+        return block + 1 if block % chunks.chunk_span(Resolution.MINUTE) == 0 else block
+
     async def write_fresh_minutes(self, rows: Sequence[RollupRows]) -> None:
         """Provisional 1m buckets of an open window (the job's fresh pass): a chunk per series
-        and hour keyed by its first bucket, with a TTL of FRESH_TTL_S (reads prefer the final
-        chunk the window's seal writes; an aligned first bucket merges into that chunk
-        instead). The window's seal deletes them (``write_seal``): cut at every hour, a
-        provisional chunk lies inside one window whatever the job's window length (whole
-        hours), so that delete never takes a bucket of the window after."""
+        and FRESH_BLOCK_MS block keyed by its first bucket, with a TTL of FRESH_TTL_S (reads
+        prefer the final chunk the window's seal writes; an aligned first bucket merges into
+        that chunk instead). The job sends each block's buckets from the block's start
+        (``fresh_block_start``), so each pass rewrites the block's chunk in place (a span's
+        first minute goes into the span's chunk, the rest of its block is keyed by the next
+        bucket). The
+        window's seal deletes them (``write_seal``): cut at every block, a provisional chunk
+        lies inside one window whatever the job's window length (whole hours), so that
+        delete never takes a bucket of the window after."""
         ps = (await self._ps())["1m_fresh_ins"]
         keys, fresh, aligned_rows = [], [], []
         for r in rows:
             for aligned, part in chunks.split(Resolution.MINUTE, r.rollup):
-                for first, piece in _hour_pieces(part):
-                    if first == aligned:
-                        aligned_rows.append(RollupRows(r.series_id, piece))
-                        continue
+                for first, piece in _block_pieces(part):
+                    if first == aligned:  # the span's first minute: into its final chunk
+                        aligned_rows.append(RollupRows(r.series_id, piece.slice(first, first + 1)))
+                        if len(piece) == 1:
+                            continue
+                        piece = piece.slice(first + 1, first + FRESH_BLOCK_MS)
+                        first = int(piece.timestamps[0])
                     keys.append((r.series_id, first))
                     fresh.append(chunks.encode_columns(Resolution.MINUTE, first, piece))
         await self._bounded([(ps, (sid, first // DAY_MS, first, b"", *(cols[c] for c in chunks.COLUMNS), FRESH_TTL_S))

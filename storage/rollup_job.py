@@ -54,6 +54,10 @@ SQLite, the fresh pass alone: ``FRESH_GROUP_SHARDS`` shards and up to ``FRESH_GR
 ``fresh_every_ms``; the 5-minute counter lookback only on a copy's first pass of a group of
 shards: after it, each series' last sample before the pass's start comes from the pass
 before (``fresh_carry``: the same minutes unless samples arrived later than the grace).
+With a ``FreshBlocks`` store (Cassandra) the job keeps the minutes its passes wrote of the
+current block (10 minutes there) and each pass writes the block's minutes from its start
+(``join_fresh``), so the store rewrites one provisional chunk per series and block instead
+of adding one per pass.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ from storage.base import (
     DAY_MS,
     HOUR_MS,
     MINUTE_MS,
+    FreshBlocks,
     FreshMinutes,
     LateMarks,
     Resolution,
@@ -559,9 +564,35 @@ def with_carry(carry: RawWindow, w: RawWindow) -> RawWindow:
     return RawWindow(sids[starts], np.append(starts, sids.size).astype(np.int64), ts, vals)
 
 
+def join_fresh(earlier: RollupRowsList, later: RollupRowsList) -> RollupRowsList:
+    """Each series' buckets of both lists (``earlier``'s before ``later``'s), as a lazy list."""
+    if not len(later.flat):
+        return earlier
+    if not len(earlier.flat):
+        return later
+    sid = np.concatenate([np.repeat(earlier.ids, np.diff(earlier.bounds)), np.repeat(later.ids, np.diff(later.bounds))])
+    order = np.argsort(sid, kind="stable")  # a series' earlier buckets first, each part in time order
+    sid = sid[order]
+    flat = Rollup(*(np.concatenate([getattr(earlier.flat, c), getattr(later.flat, c)])[order]
+                    for c in ("timestamps", *AGGREGATES)))
+    starts = np.flatnonzero(np.append(True, sid[1:] != sid[:-1]))
+    return _rollup_rows(sid[starts], flat, np.append(starts, sid.size).astype(np.int64), lazy=True)
+
+
+def fresh_since(rows: RollupRowsList, start_ms: int) -> RollupRowsList:
+    """The buckets of ``rows`` starting at ``start_ms`` or later, as a lazy list."""
+    keep = rows.flat.timestamps >= start_ms
+    if bool(keep.all()):
+        return rows
+    sid = np.repeat(rows.ids, np.diff(rows.bounds))[keep]
+    flat = Rollup(*(getattr(rows.flat, c)[keep] for c in ("timestamps", *AGGREGATES)))
+    starts = np.flatnonzero(np.append(True, sid[1:] != sid[:-1])) if sid.size else np.zeros(0, dtype=np.int64)
+    return _rollup_rows(sid[starts], flat, np.append(starts, sid.size).astype(np.int64), lazy=True)
+
+
 def _fresh_compute(
     data: Sequence[SeriesData] | RawWindow, carry: RawWindow | None, start_ms: int, end_ms: int, max_gap_ms: int
-) -> tuple[list[RollupRows], RawWindow]:
+) -> tuple[RollupRowsList, RawWindow]:
     """A fresh pass's minutes (``compute_minutes``) from ``data`` read from ``start_ms`` with the
     last pass's ``carry`` (None: ``data`` was read from ``start_ms - max_gap_ms``), and the carry
     for the pass after it."""
@@ -675,6 +706,10 @@ class RollupJob:
     # per group of shards: where its last fresh pass stopped and each series' last sample before
     # that (``fresh_carry``), so the next pass reads from its start, not max_gap_ms before it
     _fresh_carry: dict[tuple[int, ...], tuple[int, RawWindow]] = field(default_factory=dict, init=False, repr=False)
+    # per group of shards (a ``FreshBlocks`` store): where its last fresh pass stopped and the
+    # buckets it wrote of the block holding that minute, which the next pass writes again
+    _fresh_blocks: dict[tuple[int, ...], tuple[int, RollupRowsList]] = field(default_factory=dict, init=False,
+                                                                               repr=False)
     fresh_done: list[WindowResult] = field(default_factory=list, init=False, repr=False)  # last run_once's
     _retention_at: int = field(default=-(2**62), init=False, repr=False)
 
@@ -1071,6 +1106,24 @@ class RollupJob:
                 out += await self._fresh_minutes(ready[i : i + step], start, until)
         return out
 
+    def _with_block(self, key: tuple[int, ...], start: int, rows: RollupRowsList) -> RollupRowsList:
+        """``rows`` (a fresh pass from ``start``) with the buckets the passes before it wrote
+        of its block in front, for a ``FreshBlocks`` store (rewriting each series' chunk of the
+        block); else ``rows``."""
+        kept = self._fresh_blocks.pop(key, None)
+        if kept is None or kept[0] != start:
+            return rows
+        return join_fresh(kept[1], rows)
+
+    def _keep_block(self, key: tuple[int, ...], until: int, written: RollupRowsList) -> None:
+        """Keep the buckets of the block the next pass (from ``until``) writes into, when that
+        pass does not start it (``FreshBlocks``)."""
+        if not isinstance(self.store, FreshBlocks):
+            return
+        block = self.store.fresh_block_start(until)
+        if block < until:
+            self._fresh_blocks[key] = (until, fresh_since(written, block))
+
     async def _fresh_minutes(self, group: Sequence[int], start: int, until: int) -> list[WindowResult]:
         assert isinstance(self.store, FreshMinutes)
         t0 = time.monotonic()
@@ -1091,13 +1144,15 @@ class RollupJob:
             rows, after = await loop.run_in_executor(
                 None, _fresh_compute, data, carry, start, until, self.max_gap_ms
             )
+            written = self._with_block(key, start, rows)
             if rows:
-                await self.store.write_fresh_minutes(rows)
+                await self.store.write_fresh_minutes(written)
         except Exception:
             self.metrics.errors.inc()
             log.exception("fresh minutes of shard(s) %s from %d failed; will retry", ",".join(map(str, group)), start)
             return []
         self._fresh_carry[key] = (until, after)
+        self._keep_block(key, until, written)
         results = {k: WindowResult(k, start, until, mode="fresh") for k in group}
         series, points = _shard_counts(rows, self.shards)
         for k in group:

@@ -256,13 +256,14 @@ async def test_rollup_selects_keep_chunks_and_read_rewritten_ones_again(cassandr
     now = await sel()
     assert cache.hits == hits + 7 and now["a"].last[6] == late.last[0] and now["b"].bit_equal(first["b"])
     assert len(now["a"]) == 499 and now["a"].last[7] == first["a"].last[7]
-    # The fresh pass's provisional chunks are kept too (one insert each, under its writetime).
+    # The fresh pass's provisional chunks are kept too (under their writetime): two 10-minute
+    # blocks' each.
     fresh = rollup([t0 + i * MINUTE_MS for i in range(500, 520)])
     await store.write_fresh_minutes([RollupRows(s.id, fresh) for s in ss])
     read = await sel()
     hits = cache.hits
     again = await sel()
-    assert cache.hits == hits + 6 and all(again[k].bit_equal(read[k]) for k in read)
+    assert cache.hits == hits + 8 and all(again[k].bit_equal(read[k]) for k in read)
     assert len(again["a"]) == 519 and again["b"].last[-1] == fresh.last[-1]
 
 
@@ -281,15 +282,16 @@ async def test_write_seal_of_a_window_across_two_minute_chunks(cassandra_rollup)
     vals = np.concatenate([np.cumsum(np.ones(ts.size)), np.sin(np.arange(ts.size))])
     window = RawWindow(ids, np.array([0, ts.size, 2 * ts.size]), np.concatenate([ts, ts]), vals)
     blocks, minutes, hours = compute_window(window, start, end)
-    # Fresh passes over 05:10-06:50 (cut at each hour: 05:10, and 06:00 merged into its span's
-    # chunk) and 06:50-07:20 (06:50, 07:00), and one of the next window (08:03).
+    # Fresh passes over 05:10-06:50 (cut at each 10-minute block: 05:10 ... 06:40; the span's
+    # first minute, 06:00, merged into its chunk, the rest of its block keyed 06:01) and
+    # 06:50-07:20 (06:50, 07:00, 07:10), and one of the next window (08:03).
     nxt = [Rollup(r.timestamps + end + 3 * MINUTE_MS - start, *(getattr(r, n) for n in AGGREGATES))
            for r in (m.rollup.slice(start, start + 5 * MINUTE_MS) for m in minutes)]
     for lo, hi in ((70, 170), (170, 200)):
         await store.write_fresh_minutes(
             [RollupRows(m.series_id, m.rollup.slice(start + lo * MINUTE_MS, start + hi * MINUTE_MS)) for m in minutes])
     await store.write_fresh_minutes([RollupRows(m.series_id, r) for m, r in zip(minutes, nxt, strict=True)])
-    keyed = {start + m * MINUTE_MS for m in (70, 170, 180)}
+    keyed = {start + (m + (m == 120)) * MINUTE_MS for m in range(70, 200, 10)}
     assert await provisional_keys(store, ids, start // DAY_MS) == {(sid, t) for sid in ids.tolist()
                                                                    for t in (*keyed, end + 3 * MINUTE_MS)}
     await store.write_seal(blocks, minutes, hours)

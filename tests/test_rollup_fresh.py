@@ -16,7 +16,7 @@ from test_rollup_job import load as load_sqlite
 from query.engine import Engine
 from query.resolution import SourceResolution
 from storage import rollup_chunks as chunks
-from storage.base import MINUTE_MS, Resolution
+from storage.base import AGGREGATES, MINUTE_MS, Resolution
 from storage.model import SampleBatch
 from storage.rollup import rollup_raw
 from storage.rollup_job import DEFAULT_GRACE_MS, FRESH_GROUP_SHARDS, RollupJob
@@ -127,13 +127,19 @@ async def test_fresh_minutes_follow_the_open_window_and_the_seal_replaces_them(s
         del store.select
     assert res.series and raw_reads and min(raw_reads) >= clock.now - 15 * MINUTE_MS
 
-    # Provisional chunks of the open window (the first pass's first hour merged into the
-    # span's own chunk), each inside one hour: none can reach into the window after.
+    # Provisional chunks of the open window. SQLite: one per pass (the first pass's merged
+    # into the span's own chunk). Cassandra (``FreshBlocks``): one per 10-minute block, each
+    # pass rewriting its block's chunk from the block's start (the span's first minute merged
+    # into the span's chunk, the rest of its block keyed by the next), so each lies inside
+    # one block: none can reach into the window after.
     before = await provisional_chunks(store, data, OPEN, OPEN + WINDOW)
-    assert until in {t for _, t in before}
+    block = 10 * MINUTE_MS
     if hasattr(store, "session"):
-        assert OPEN + 60 * MINUTE_MS in {t for _, t in before}
-    assert all(int(ts[0]) == t and int(ts[-1]) // 3_600_000 == t // 3_600_000 for (_, t), ts in before.items())
+        assert {t for _, t in before} == {OPEN + MINUTE_MS, *(OPEN + k * block for k in range(1, 8))}
+        assert all(int(ts[0]) == t and int(ts[-1]) // block == t // block for (_, t), ts in before.items())
+        assert max(len(ts) for (_, t), ts in before.items() if t == OPEN + 6 * block) == 10  # (both passes' minutes)
+    else:
+        assert {t for _, t in before} == {until}
 
     # A sample arrives late inside the open window; the seal's final buckets include it.
     s, (ts, v, target) = next(iter(data.items()))
@@ -336,3 +342,27 @@ async def test_sqlite_fresh_pass_reads_and_writes_shards_in_groups(tmp_path) -> 
         assert sum(len(r) for r in want.values()) > 0
     finally:
         await st.close()
+
+
+def test_join_fresh_and_fresh_since_keep_each_series_buckets_in_order() -> None:
+    """The job's block rows (``FreshBlocks``): two passes' rows joined per series, then cut."""
+    from storage.rollup import Rollup
+    from storage.rollup_job import RollupRowsList, fresh_since, join_fresh
+
+    def rows(per_series: dict[int, list[int]]) -> RollupRowsList:
+        out = RollupRowsList()  # (lazy: its items made from flat when first asked for)
+        ts = np.array([t for ts in per_series.values() for t in ts], dtype=np.int64)
+        out.flat = Rollup(ts, *(ts / MINUTE_MS for _ in AGGREGATES))
+        out.bounds = np.cumsum([0, *map(len, per_series.values())]).astype(np.int64)
+        out.ids = np.array(list(per_series), dtype=np.int64)
+        out._lazy = True
+        return out
+
+    m = MINUTE_MS
+    joined = join_fresh(rows({5: [m, 2 * m], 3: [2 * m]}), rows({3: [3 * m, 4 * m], 9: [4 * m], 5: [3 * m]}))
+    got = {r.series_id: r.rollup.timestamps.tolist() for r in joined}
+    assert got == {3: [2 * m, 3 * m, 4 * m], 5: [m, 2 * m, 3 * m], 9: [4 * m]}
+    assert all((r.rollup.count == r.rollup.timestamps / m).all() for r in joined)
+    cut = {r.series_id: r.rollup.timestamps.tolist() for r in fresh_since(joined, 3 * m)}
+    assert cut == {3: [3 * m, 4 * m], 5: [3 * m], 9: [4 * m]}
+    assert len(fresh_since(joined, 5 * m)) == 0
