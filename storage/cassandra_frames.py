@@ -393,7 +393,6 @@ class CachedFrames:
         b = int(np.searchsorted(self.ts, end_ms, side="right"))
         return FrameBlock(sids, at, self.ts[a:b], self.bits[a:b])
 
-
     def tail(self) -> tuple[np.ndarray, np.ndarray]:
         """(ts, versions) of the frames held after ``hi``."""
         a = int(np.searchsorted(self.ts, self.hi, side="right"))
