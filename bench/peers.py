@@ -507,6 +507,8 @@ class RingmonCluster:
                 # the tombstones of the dropped raw partitions meet their data in a compaction
                 node.nodetool("compact", "ringmon", *RAW_TABLES_CASSANDRA, timeout_s=600)
                 extra["raw_disk_bytes"] = float(cassandra_raw_bytes(self.data_dir()))
+                for table, size in cassandra_raw_bytes_by_table(self.data_dir()).items():
+                    extra[f"raw_disk_bytes:{table}"] = float(size)
         finally:
             if self.node is not None:
                 self.node.stop()
@@ -587,9 +589,19 @@ def sqlite_raw_bytes(path: Path) -> int:
         con.close()
 
 
+def cassandra_raw_bytes_by_table(keyspace_dir: Path) -> dict[str, int]:
+    """Bytes of each raw table's directory of a flushed Cassandra keyspace (``<table>-<id>``)."""
+    out: dict[str, int] = {}
+    for d in keyspace_dir.glob("*-*"):
+        table = d.name.rsplit("-", 1)[0]
+        if table in RAW_TABLES:
+            out[table] = out.get(table, 0) + du_bytes(d)
+    return out
+
+
 def cassandra_raw_bytes(keyspace_dir: Path) -> int:
-    """Bytes of the raw tables' directories of a flushed Cassandra keyspace (``<table>-<id>``)."""
-    return sum(du_bytes(d) for d in keyspace_dir.glob("*-*") if d.name.rsplit("-", 1)[0] in RAW_TABLES)
+    """Bytes of the raw tables' directories of a flushed Cassandra keyspace."""
+    return sum(cassandra_raw_bytes_by_table(keyspace_dir).values())
 
 
 SYSTEMS: dict[str, Callable[[], System]] = {
@@ -774,6 +786,9 @@ def measure(system: System, tmp: Path, ports: list[int], control: int, args: arg
               f"of {extra.get('raw_partitions_dropped', 0):,.0f} sealed raw partitions "
               f"({extra.get('drop_cpu_s', 0.0):.2f}s CPU) and a flush; {fig.raw_bytes_per_sample:.2f} after a "
               "compaction of the raw tables", flush=True)
+        tables = {k.split(":", 1)[1]: v for k, v in extra.items() if k.startswith("raw_disk_bytes:")}
+        print("   of which, bytes/sample: " + ", ".join(
+            f"{t} {v / fig.stored_total:.3f}" for t, v in sorted(tables.items(), key=lambda kv: -kv[1])), flush=True)
     if isinstance(system, RingmonCluster) and not math.isnan(system.idle_cpu_s):
         fig.extra["cassandra_idle_cpu_per_s"] = idle = system.idle_cpu_s / system.idle_s
         print(cassandra_split(fig, idle, t1 - t0, threads, system.idle_threads, system.idle_s), flush=True)
