@@ -570,7 +570,7 @@ async def seal_child(cfg_path: str) -> dict[str, float]:
 
 
 RAW_TABLES = ("raw_chunks", "raw_frames", "raw_layouts", "raw_blocks", "raw_late", "raw_recent")
-RAW_TABLES_CASSANDRA = ("raw_frames", "raw_layouts", "raw_blocks", "raw_late", "raw_recent")
+RAW_TABLES_CASSANDRA = ("raw_frames", "raw_layouts", "raw_blocks", "raw_late", "raw_late_frames", "raw_recent")
 
 
 def sqlite_raw_bytes(path: Path) -> int:

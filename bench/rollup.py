@@ -390,7 +390,7 @@ async def _raw_bytes_after_drop(store: CassandraRollupStorage, node: CassandraNo
     import asyncio
     import time
 
-    raw = ("raw_frames", "raw_recent", "raw_layouts", "raw_late", "raw_blocks")
+    raw = ("raw_frames", "raw_recent", "raw_layouts", "raw_late", "raw_late_frames", "raw_blocks")
     loop = asyncio.get_running_loop()
 
     def on_disk() -> dict[str, int]:

@@ -124,6 +124,17 @@ FRAME_CACHE_MIN_WIDTH = 64
 # Clock skew between writers and readers and writes in flight, allowed for by the frames a
 # query read keeps (``CassandraStorage.frame_settle_ms``, ``_kept_frames``).
 FRAME_SETTLE_SKEW_MS = 15_000
+# A frame stored later than this after its scrape marks its target and hour in
+# ``raw_late_frames`` (``CassandraStorage.settle_after_ms``, ``_mark_late_frames``): a scrape
+# takes at most its timeout (5 s by default, at most the interval; 10 s in many Prometheus
+# configurations), the writer groups a moment's frames for up to ``storage.writer.GROUP_S``
+# (1 s) and its request takes milliseconds, so a target answering within its timeout is not
+# marked (a slower one is: its kept frames are read again, nothing is wrong). Readers take
+# frames older than this plus FRAME_CLOCK_SKEW_MS as complete unless so marked.
+FRAME_SETTLE_AFTER_MS = 15_000
+# Clock skew between writers and readers allowed for by that (writes in flight need none: a
+# frame found late once stored is marked then, ``_mark_late_frames``).
+FRAME_CLOCK_SKEW_MS = 5_000
 # The series index's change stamps: per (metric, bucket) of a level, one row in partition
 # (metric, bucket, INDEX_STAMP_SHARD) of ``series_<level>`` (never a series' shard: reads of
 # the series' 32 shards do not see it), rewritten after every write of series rows there
@@ -374,9 +385,15 @@ class CassandraStorage(Storage):
     frame_min_samples: int = FRAME_MIN_SAMPLES  # a smaller timestamp group of a target is written as rows
     LATE_REMARK_MS = 60_000  # re-mark an hour at most this often (marks carry the write time)
     frame_batch_bytes: int = FRAME_BATCH_BYTES  # of frame rows per batch of ``write_frame_sets``
+    # A frame stored later than this after its scrape (writer's clock) first marks its target
+    # and hour in ``raw_late_frames`` (``_late_frame_statements``), at most once a
+    # LATE_FRAME_REMARK_MS per (target, hour) and process.
+    settle_after_ms: int = FRAME_SETTLE_AFTER_MS
+    LATE_FRAME_REMARK_MS = 30_000
     # Frames older than this (reader's clock) are taken as complete (``_frames_recent``):
-    # writers' late_after_ms (the default above) plus FRAME_SETTLE_SKEW_MS.
-    frame_settle_ms: int = 60_000 + FRAME_SETTLE_SKEW_MS
+    # writers' settle_after_ms (the default above) plus FRAME_CLOCK_SKEW_MS. (A mark newer
+    # than a kept read less LATE_FRAME_REMARK_MS and FRAME_SETTLE_SKEW_MS drops it.)
+    frame_settle_ms: int = FRAME_SETTLE_AFTER_MS + FRAME_CLOCK_SKEW_MS
     # Writers' and readers' clock skew and index writes in flight, allowed for by the index a
     # query keeps (``_kept_ids``): a stamp this close to a kept read makes it be read again.
     index_skew_ms: int = FRAME_SETTLE_SKEW_MS
@@ -411,6 +428,8 @@ class CassandraStorage(Storage):
             LRUCache(maxsize=2_000_000, getsizeof=lambda e: len(e[1]) + 1)
         self.index_kept_hits = 0  # (metric, bucket)s whose kept index a query took again
         self._late_marked: LRUCache[int, int] = LRUCache(maxsize=10_000)  # hour -> when this process last marked it late
+        # (target, hour) -> when this process last marked a late frame of them (raw_late_frames)
+        self._late_frames_marked: LRUCache[tuple[str, int], int] = LRUCache(maxsize=100_000)
         self._renewals: dict[int, asyncio.Future] = {}  # id(session) -> pool renewal under way
         self._frames = FrameEncoder()  # chains and layout rows of direct writes (storage.cassandra_frames)
         self._layouts: LRUCache[tuple[str, int], np.ndarray] = LRUCache(maxsize=100_000)
@@ -516,6 +535,10 @@ class CassandraStorage(Storage):
             f"INSERT INTO {ks}.raw_recent (target, hour, series_id, ts, value) VALUES (?, ?, ?, ?, ?)"
         )
         self.ps_late_ins = p(f"INSERT INTO {ks}.raw_late (day, hour, written_at) VALUES (?, ?, ?)")
+        self.ps_late_frame_ins = p(f"INSERT INTO {ks}.raw_late_frames (hour, target, written_at) VALUES (?, ?, ?)")
+        self.ps_late_frame_ins.consistency_level = self.consistency
+        self.ps_late_frames_read = p(f"SELECT hour, target, written_at FROM {ks}.raw_late_frames WHERE hour IN ?")
+        self.ps_late_frames_read.fetch_size = None
         self.ps_frame_ins = p(
             f"INSERT INTO {ks}.raw_frames (target, hour, ts, base_ts, layout_id, data) VALUES (?, ?, ?, ?, ?, ?)"
         )
@@ -810,10 +833,14 @@ class CassandraStorage(Storage):
                                                                               INDEX_STAMP_ID))
                                      for suffix, metric, bucket in sorted(changed)])
             self._commit_marks(marks)
+        if frames:
+            await self._mark_late_frames(((target, frames),))
         late_stmts, late_marks = self._late_statements(ts_all)
         frame_stmts = self._frame_statements(target, frames)
         rows = self._raw_batches(target, series_ids, timestamps, values) if timestamps.size else []
         await self._execute_all(late_stmts + frame_stmts + rows)
+        if frames:
+            await self._mark_late_frames(((target, frames),))  # (late once stored: a slow write)
         if late_marks:
             self._late_marked.update(late_marks)
 
@@ -863,6 +890,8 @@ class CassandraStorage(Storage):
         if not rows:
             return
         ts = np.fromiter((f.ts for _t, frames in sets for f in frames), np.int64)
+        if int(ts.min()) < self.now_ms() - self.settle_after_ms:
+            await self._mark_late_frames(sets)
         late_stmts, late_marks = self._late_statements(ts)
         requests = late_stmts + replica_batches(
             self.cluster.metadata, self.keyspace, rows, FRAME_BATCH_ROWS, self.frame_batch_bytes
@@ -874,6 +903,50 @@ class CassandraStorage(Storage):
             raise (transient[0] if transient else errors[0])
         if late_marks:
             self._late_marked.update(late_marks)
+        if int(ts.min()) < self.now_ms() - self.settle_after_ms:
+            await self._mark_late_frames(sets)  # (late once stored: a slow write)
+
+    async def _mark_late_frames(self, sets: Iterable[tuple[str, Sequence[EncodedFrame]]]) -> None:
+        """Store the ``raw_late_frames`` marks of the frames of ``sets`` ``(target, frames)``
+        older than ``settle_after_ms`` (a slow scrape, a spool replay, a backfill, a frame
+        stored again). Writers call it before they send the frames: a reader that kept a
+        target's frames as complete (``_kept_frames``) reads the marks before the frames, so
+        it never keeps "no frame at ts" past a frame stored there without seeing its mark;
+        and again once they are stored (a frame whose write took long is late by then: its
+        mark, newer than any read that missed it, drops what such a read kept; a failure
+        fails the write, which is sent again). A (target, hour) is marked at most once a
+        ``LATE_FRAME_REMARK_MS`` by this process (readers allow for it)."""
+        now = self.now_ms()
+        cutoff = now - self.settle_after_ms
+        by_hour: dict[int, list[BoundStatement]] = {}
+        marks: dict[tuple[str, int], int] = {}
+        for target, frames in sets:
+            for f in frames:
+                if f.ts >= cutoff:
+                    continue
+                key = (target, f.ts // sch.RAW_BUCKET_MS)
+                if key in marks:
+                    continue
+                last = self._late_frames_marked.get(key)
+                if last is not None and 0 <= now - last < self.LATE_FRAME_REMARK_MS:
+                    continue
+                marks[key] = now
+                by_hour.setdefault(key[1], []).append(self.ps_late_frame_ins.bind((key[1], target, now)))
+        if not marks:
+            return
+        stmts: list = []
+        for rows in by_hour.values():  # (one partition per hour: an UNLOGGED batch of its marks)
+            for lo in range(0, len(rows), FRAME_BATCH_ROWS):
+                part = rows[lo : lo + FRAME_BATCH_ROWS]
+                if len(part) == 1:
+                    stmts.append(part[0])
+                    continue
+                b = BatchStatement(BatchType.UNLOGGED, consistency_level=self.consistency)
+                for r in part:
+                    b.add(r)
+                stmts.append(b)
+        await self._execute_all(stmts)
+        self._late_frames_marked.update(marks)
 
     def _written_frames(self, target: str, first_ts: int) -> None:
         """This process writes frames of ``target`` from ``first_ts`` on: what its
@@ -943,11 +1016,13 @@ class CassandraStorage(Storage):
         return frame_samples_many(list(zip(layouts, wanted, strict=True)), frames, start_ms, end_ms, named)
 
     async def _kept_frames(
-        self, cache: FrameCache, by_target: dict[str, list[int]], start_ms: int
+        self, cache: FrameCache, by_target: dict[str, list[int]], start_ms: int, now: int
     ) -> tuple[dict[str, CachedFrames], dict[str, tuple[np.ndarray, np.ndarray]]]:
         """The cache's frames of the targets holding their wanted series complete from
-        ``start_ms`` on, less those of hours with a late mark newer than their read
-        (``_frames_recent``), and per target the series and their columns there."""
+        ``start_ms`` on, less those with a late mark newer than their read (their target and
+        hour in ``raw_late_frames``, or their hour in ``raw_late``: ``_frames_recent``) or
+        read too long ago for the marks to be kept, and per target the series and their
+        columns there."""
         entries: dict[str, CachedFrames] = {}
         cols_of: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for t in by_target:
@@ -966,11 +1041,20 @@ class CassandraStorage(Storage):
                     entries[t], cols_of[t] = e, cols
                     break
         if entries:
-            marks = await self.late_hours(min(e.lo for e in entries.values()), max(e.hi for e in entries.values()))
+            hours = sorted({h for e in entries.values()
+                            for h in range(e.lo // sch.RAW_BUCKET_MS, e.hi // sch.RAW_BUCKET_MS + 1)})
+            # (the hour marks too: a writer of older code marks only those, > late_after_ms)
+            marks, frame_marks = await asyncio.gather(
+                self.late_hours(min(e.lo for e in entries.values()), max(e.hi for e in entries.values())),
+                self.late_frames(hours))
             margin = self.LATE_REMARK_MS + FRAME_SETTLE_SKEW_MS
+            frame_margin = self.LATE_FRAME_REMARK_MS + FRAME_SETTLE_SKEW_MS
+            oldest = now - sch.LATE_FRAMES_TTL_S * 1000 // 2
+            never = -(2**62)
             for t, e in list(entries.items()):
-                if any(e.lo // sch.RAW_BUCKET_MS <= h <= e.hi // sch.RAW_BUCKET_MS and m >= e.read_at - margin
-                       for h, m in marks.items()):
+                hs = range(e.lo // sch.RAW_BUCKET_MS, e.hi // sch.RAW_BUCKET_MS + 1)
+                if e.read_at < oldest or any(marks.get(h, never) >= e.read_at - margin
+                                             or frame_marks.get((t, h), never) >= e.read_at - frame_margin for h in hs):
                     cache.drop(t, e)
                     del entries[t], cols_of[t]
         return entries, cols_of
@@ -1039,9 +1123,10 @@ class CassandraStorage(Storage):
         the store's ``frame_cache``: a target whose frames the cache holds complete from before
         ``start_ms`` is read only after where they are complete (``CachedFrames.extended``);
         the others are read whole and kept. Frames count as complete up to ``frame_settle_ms``
-        before the reader's clock: a frame written later than ``late_after_ms`` after its
-        scrape marks its hour late (``_late_statements``), and a mark newer than the kept read
-        (less ``LATE_REMARK_MS`` and the skew) drops what is kept of its hours. ``blocks``:
+        before the reader's clock: a frame written later than ``settle_after_ms`` after its
+        scrape first marks its target and hour (``_mark_late_frames``), and a mark newer than
+        the kept read (less ``LATE_FRAME_REMARK_MS`` and the skew) drops what is kept of the
+        target (so does an hour's ``raw_late`` mark, as before: ``_kept_frames``). ``blocks``:
         the kept targets' samples go there as they are kept (``FrameBlock``), not as parts."""
         cache = self.frame_cache if kept else None
         if cache is None:
@@ -1050,7 +1135,7 @@ class CassandraStorage(Storage):
             return [part for parts in got for part in parts]
         now = self.now_ms()
         complete_to = min(end_ms, now - self.frame_settle_ms)
-        entries, served = await self._kept_frames(cache, by_target, start_ms)
+        entries, served = await self._kept_frames(cache, by_target, start_ms, now)
         after: dict[int, dict[str, list[int]]] = {}  # entry.hi -> targets to read after it
         whole: dict[str, list[int]] = {t: ids for t, ids in by_target.items() if t not in entries}
         for t, e in entries.items():
@@ -1112,6 +1197,16 @@ class CassandraStorage(Storage):
             stmts.append(self.ps_late_ins.bind((hour * sch.RAW_BUCKET_MS // sch.BLOCK_BUCKET_MS, hour, now)))
             marks[hour] = now
         return stmts, marks
+
+    async def late_frames(self, hours: Sequence[int]) -> dict[tuple[str, int], int]:
+        """(target, hour) of ``hours`` that got frames stored late (``raw_late_frames``) ->
+        time of the newest such write (ms), as far as marked (``_mark_late_frames``)."""
+        out: dict[tuple[str, int], int] = {}
+        for lo in range(0, len(hours), 100):
+            for page in await self.execute(self.ps_late_frames_read, (list(hours[lo : lo + 100]),)):
+                for h, t, w in page:
+                    out[(t, h)] = w
+        return out
 
     async def late_hours(self, start_ms: int, end_ms: int) -> dict[int, int]:
         """Hours in [start_ms, end_ms] that got late writes -> time of the newest such write (ms)."""

@@ -20,6 +20,11 @@ Buckets (all integers derived from the sample timestamp in ms):
 - ``raw_late``: partition ``day``, one row per hour that got a late write (samples older
   than ``CassandraStorage.late_after_ms`` when written, e.g. a spool replay) and when: a
   sealed block older than that write may miss samples, so reads merge that hour's rows in;
+- ``raw_late_frames`` (version 7): partition ``hour``, one row per target that got a frame
+  stored more than ``CassandraStorage.settle_after_ms`` (15 s) after its scrape, and when:
+  a reader's kept frames (``CassandraStorage.frame_cache``) of that target and hour older
+  than that write are read again. Only readers use it (the rollup job goes by ``raw_late``);
+  its rows live ``LATE_FRAMES_TTL_S``;
 - ``rollup_1m_chunks``: partition ``(series_id, day)``, one row per 6-hour chunk;
   ``rollup_1h_chunks``: partition ``(series_id, bucket)`` with bucket = ts // 32 days, one
   row per 8-day chunk; a chunk packs a series' buckets (``storage.rollup_chunks``), one
@@ -49,8 +54,9 @@ if TYPE_CHECKING:
 # (``ringmon storage init`` packs a version-2 keyspace's rollup rows into them); 4: rollup
 # chunks in column form (init adds the ``c_<column>`` blobs to the chunk tables); 5: the rate
 # aggregates' blobs (``storage.base.ADDED_IN_V5``; init adds them, older chunks read NaN there);
-# 6: scrape frames (``raw_frames``, ``raw_layouts``; init adds them, ``raw_recent`` rows stay).
-SCHEMA_VERSION = 6
+# 6: scrape frames (``raw_frames``, ``raw_layouts``; init adds them, ``raw_recent`` rows stay);
+# 7: ``raw_late_frames`` (init adds it).
+SCHEMA_VERSION = 7
 CHUNK_TABLES = ("rollup_1m_chunks", "rollup_1h_chunks")
 CHUNK_COLUMNS = tuple(STORED_CHUNK_COLUMNS.values())
 _CHUNK_DDL = "".join(f"{c} blob, " for c in CHUNK_COLUMNS)
@@ -85,6 +91,10 @@ DEFAULT_TTLS_S: dict[str, int] = {
     "index_day": 32 * DAY_S,  # covers raw and 1 m ranges
     "index_month": 400 * DAY_S,  # covers 1 h ranges
 }
+
+# ``raw_late_frames`` rows: a reader's kept frames read longer ago than this (less a margin)
+# are read again (``CassandraStorage._kept_frames``), not trusted on marks that may be gone.
+LATE_FRAMES_TTL_S = DAY_S
 
 INDEX_LEVELS = (
     IndexLevel("day", DAY_MS, DEFAULT_TTLS_S["index_day"]),
@@ -198,6 +208,11 @@ def table_statements(spec: SchemaSpec) -> list[tuple[str, str]]:
             "raw_late",
             f"CREATE TABLE IF NOT EXISTS {ks}.raw_late (day int, hour int, written_at bigint, "
             "PRIMARY KEY ((day), hour)) WITH " + _options(t["raw_recent"], "hour ASC"),
+        ),
+        (
+            "raw_late_frames",
+            f"CREATE TABLE IF NOT EXISTS {ks}.raw_late_frames (hour int, target text, written_at bigint, "
+            "PRIMARY KEY ((hour), target)) WITH " + _options(LATE_FRAMES_TTL_S, "target ASC"),
         ),
         (
             "rollup_1m_chunks",

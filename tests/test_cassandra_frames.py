@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from storage.base import HOUR_MS
 from storage.cassandra import (
     FRAME_GROUP_SERIES,
     FRAME_GROUP_TARGETS,
@@ -294,8 +295,10 @@ async def test_scrapes_stored_as_frames_read_back_bit_exact_and_rows_win(cassand
 async def test_short_reads_keep_frames_read_only_newer_ones_and_a_late_frame_drops_them(cassandra_storage) -> None:
     """A short read keeps the targets' resolved frames (``frame_cache``); a later read asks
     Cassandra only for frames after where the kept ones are complete and answers as a read
-    without the cache; a frame written late (a spool replay) into the kept range marks its
-    hour late, so the next read reads the targets whole again and has it."""
+    without the cache; a frame stored later than ``settle_after_ms`` after its time (a slow
+    scrape, a spool replay) into the kept range marks its target (``raw_late_frames``; one
+    older than ``late_after_ms`` its hour too), so the next read reads that target whole
+    again and has it."""
     store = cassandra_storage
     targets = {f"k/h:{i}": [Series.of(make_labels("keep_check", job="k", instance=f"h:{i}", n=str(j)))
                             for j in range(64 + i)] for i in range(2)}
@@ -342,24 +345,39 @@ async def test_short_reads_keep_frames_read_only_newer_ones_and_a_late_frame_dro
         assert cache.hits == hits + 2 and all(len(d) == 18 for d in got)  # kept, extended
         got = await both(t0 + 90_000, t0 + 176_000, one)
         assert cache.hits == hits + 4 and len(got) == 2
-        # A replayed frame of target 0 at a time inside what is kept, written 90 s late.
-        late_ts = t0 + 100_500  # (kept complete up to t0 + 106 s)
-        series = targets["k/h:0"]
-        ids = np.array([s.id for s in series], dtype=np.int64)
-        clock[0] = late_ts + 90_000
-        frame = EncodedFrame(late_ts, None, layout_id(ids), ids.size, encode_delta(np.full(ids.size, 0.25), None))
         empty = np.empty(0, dtype=np.int64)
-        # (another process's write, as a scraper's: the reader learns of it by the late mark)
-        writer = await type(store).connect(["127.0.0.1"], store.cluster.port, store.keyspace)
-        writer._now_ms = lambda: clock[0]
-        try:
-            await writer.write_frames("k/h:0", [frame], empty, empty, np.empty(0))
-        finally:
-            await writer.close()
+
+        async def late_frame(target: str, ts: int, written_at: int) -> set[int]:
+            # (another process's write, as a scraper's: the reader learns of it by the marks)
+            ids = np.array([s.id for s in targets[target]], dtype=np.int64)
+            frame = EncodedFrame(ts, None, layout_id(ids), ids.size, encode_delta(np.full(ids.size, 0.25), None))
+            writer = await type(store).connect(["127.0.0.1"], store.cluster.port, store.keyspace)
+            clock[0] = written_at
+            writer._now_ms = lambda: clock[0]
+            try:
+                await writer.write_frames(target, [frame], empty, empty, np.empty(0))
+            finally:
+                await writer.close()
+            return set(ids.tolist())
+
+        # A frame of target 1 at a time the kept frames hold complete (up to t0 + 161 s: the
+        # read's clock less frame_settle_ms), stored 30 s after it: later than settle_after_ms,
+        # not than late_after_ms (no hour mark). The next read reads target 1 whole again.
+        assert store.frame_settle_ms <= 20_000 and store.settle_after_ms < 30_000 < store.late_after_ms
+        late1 = await late_frame("k/h:1", t0 + 150_500, t0 + 180_500)
+        assert await store.late_hours(t0, t0 + 200_000) == {}
+        assert await store.late_frames([(t0 + 150_500) // HOUR_MS]) == {("k/h:1", (t0 + 150_500) // HOUR_MS): t0 + 180_500}
+        clock[0] = t0 + 186_000
+        hits, misses = cache.hits, cache.misses
+        got = await both(t0 + 90_000, t0 + 176_000)
+        assert all(len(d) == (19 if d.series.id in late1 else 18) for d in got)
+        assert (cache.hits, cache.misses) == (hits + 1, misses + 1)  # (target 0 still kept)
+        # A replayed frame of target 0 at a time inside what is kept, written 90 s late.
+        late0 = await late_frame("k/h:0", t0 + 100_500, t0 + 190_500)
         clock[0] = t0 + 211_000
         got = await both(t0 + 90_000, t0 + 176_000)
-        assert all(len(d) == (19 if d.series.id in set(ids.tolist()) else 18) for d in got)
-        assert cache.misses >= 2
+        assert all(len(d) == 19 for d in got) and {d.series.id for d in got} == late0 | late1
+        assert cache.misses >= misses + 3
         # The series a query found in the index are kept while the index's stamp of their
         # metric and bucket is older than that read (the skew set to 0: the writes above are
         # before the reads below), and read again once another process indexed new series.
@@ -389,7 +407,7 @@ async def test_the_rollup_job_seals_frames_into_blocks_bit_exact(cassandra, tmp_
     blocks hold every frame's values bit for bit, and reads agree."""
     from fixtures_cassandra import keyspace_store
 
-    from storage.base import HOUR_MS, Resolution
+    from storage.base import Resolution
     from storage.cassandra_rollup import CassandraRollupStorage
     from storage.rollup_job import RawWindow, RawWindowArrays, RollupJob
     from storage.rollup_lease import LocalShardLease
@@ -464,13 +482,14 @@ def test_storage_init_adds_the_frame_tables_to_a_version_5_keyspace(cassandra) -
 
     with keyspace_store(cassandra, "frames_init") as store:
         ks = store.keyspace
-        for table in ("raw_frames", "raw_layouts"):
+        for table in ("raw_frames", "raw_layouts", "raw_late_frames"):  # (the last one: version 7)
             store.session.execute(f"DROP TABLE {ks}.{table}", timeout=60)
         store.session.execute(f"INSERT INTO {ks}.meta (key, value) VALUES ('schema_version', '5')")
         with pytest.raises(StorageError, match="schema version 5.*ringmon storage init"):
             CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks)
-        assert sorted(sch.create_schema(store.session, sch.SchemaSpec(keyspace=ks))) == ["raw_frames", "raw_layouts"]
-        assert sch.schema_version(store.session, ks) == sch.SCHEMA_VERSION == 6
+        assert sorted(sch.create_schema(store.session, sch.SchemaSpec(keyspace=ks))) == \
+            ["raw_frames", "raw_late_frames", "raw_layouts"]
+        assert sch.schema_version(store.session, ks) == sch.SCHEMA_VERSION == 7
         CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks).shutdown()
         ttl = {r[0]: r[1] for r in store.session.execute(
             "SELECT table_name, default_time_to_live FROM system_schema.tables WHERE keyspace_name = %s", (ks,))}
