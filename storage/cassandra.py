@@ -117,10 +117,6 @@ FRAME_GROUP_TARGETS = 128
 # ``series_runs`` joins the parts of a read of up to this many samples and gathers its runs
 # with one index (up to ~100 MB more), a bigger read (the rollup job's window) run by run.
 RUNS_GATHER_SAMPLES = 4_000_000
-# Targets of fewer series than this are not kept in ``frame_cache``: a cached refresh of the
-# 24 h panel over 100 targets of 8 series took 38 -> 44-47 ms CPU and 48-74 -> 114-128 ms wall
-# with them kept (bench/query.py --cassandra --db, 22:56 UTC, load 1.5); issue #20's 505.
-FRAME_CACHE_MIN_WIDTH = 64
 # Clock skew between writers and readers and writes in flight, allowed for by the frames a
 # query read keeps (``CassandraStorage.frame_settle_ms``, ``_kept_frames``).
 FRAME_SETTLE_SKEW_MS = 15_000
@@ -1169,9 +1165,10 @@ class CassandraStorage(Storage):
                         continue  # (several layouts, or a frame without its base: not kept)
                     lid, used, ts, bits, ver = runs[0]
                     layout = self._layouts.get((t, lid))
-                    # (a narrow target's frames decode for less than keeping them costs: the
-                    # marks and keys round trips, ~50 us of Python per target and read)
-                    if layout is not None and layout.size >= FRAME_CACHE_MIN_WIDTH:
+                    # (narrow targets too: a cached refresh of bench/query.py's 24 h panel over
+                    # 100 targets of 8 series decoded ~3,500 frames each time, 19-25 ms CPU
+                    # where keeping them takes 12-15)
+                    if layout is not None:
                         cache.put(t, CachedFrames(lid, int(layout.size), used, ts, bits.copy(), ver, lo, complete_to, now))
         cache.hits += len(served)
         for t, (sids, at) in served.items():
@@ -1733,9 +1730,11 @@ class CassandraStorage(Storage):
         self, by_target: dict[str, list[int]], hours: list[int], start_ms: int, end_ms: int, kept: bool,
         blocks: list[FrameBlock] | None = None,
     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """The frames' parts of a read (``_read_parts``): a short range's several targets per
-        request (``_frames_recent``; ``blocks`` as its), a longer one's a request per target."""
-        if end_ms - start_ms <= FRAME_READ_SPAN_MS and len(by_target) > 1:
+        """The frames' parts of a read (``_read_parts``): a short range's through
+        ``_frames_recent`` (several targets per request, kept frames; ``blocks`` as its), even
+        of one target (a panel's few series on a window's edge, read again each refresh), a
+        longer one's a request per target."""
+        if end_ms - start_ms <= FRAME_READ_SPAN_MS:
             return await self._frames_recent(by_target, hours, start_ms, end_ms, kept, blocks)
         return await _gather_waves([self._frame_columns(t, ids, hours, start_ms, end_ms) for t, ids in by_target.items()])
 

@@ -293,15 +293,18 @@ async def test_scrapes_stored_as_frames_read_back_bit_exact_and_rows_win(cassand
 
 @pytest.mark.cassandra
 async def test_short_reads_keep_frames_read_only_newer_ones_and_a_late_frame_drops_them(cassandra_storage) -> None:
-    """A short read keeps the targets' resolved frames (``frame_cache``); a later read asks
-    Cassandra only for frames after where the kept ones are complete and answers as a read
-    without the cache; a frame stored later than ``settle_after_ms`` after its time (a slow
+    """A short read keeps the targets' resolved frames (``frame_cache``), narrow targets'
+    too, and a read of one target; a later read asks Cassandra only for frames after where
+    the kept ones are complete and answers as a read without the cache; a frame stored later than ``settle_after_ms`` after its time (a slow
     scrape, a spool replay) into the kept range marks its target (``raw_late_frames``; one
     older than ``late_after_ms`` its hour too), so the next read reads that target whole
     again and has it."""
     store = cassandra_storage
     targets = {f"k/h:{i}": [Series.of(make_labels("keep_check", job="k", instance=f"h:{i}", n=str(j)))
                             for j in range(64 + i)] for i in range(2)}
+    # (a narrow target: a node exporter's 8 CPU modes, bench/query.py's panel)
+    targets["k/n:0"] = [Series.of(make_labels("keep_check", job="k", instance="n:0", n=str(j))) for j in range(8)]
+    narrow = [Matcher("__name__", MatchOp.EQ, "keep_check"), Matcher("instance", MatchOp.EQ, "n:0")]
     clock = [0]
     t0 = (int(time.time() * 1000) // KEY_SPAN_MS - 2) * KEY_SPAN_MS  # a key span's start, 10-15 min ago
     rng = np.random.default_rng(7)
@@ -310,7 +313,7 @@ async def test_short_reads_keep_frames_read_only_newer_ones_and_a_late_frame_dro
 
     async def scrape(k: int) -> None:
         for i, (t, series) in enumerate(targets.items()):
-            ts = t0 + k * 5000 + i
+            ts = t0 + k * 5000 + min(i, 1)  # (the narrow target at the second one's times)
             clock[0] = ts + 100  # written on time: no late mark
             await store.write(SampleBatch(t, series, [ts] * len(series), rng.random(len(series)).round(3).tolist()))
 
@@ -336,15 +339,17 @@ async def test_short_reads_keep_frames_read_only_newer_ones_and_a_late_frame_dro
         one = [*matchers, Matcher("n", MatchOp.EQ, "3")]
         await both(t0 + 60_000, t0 + 145_001, one)  # (one column of each target kept)
         got = await both(t0 + 60_000, t0 + 145_001)
-        assert len(cache) == 4 and all(len(d) == 18 for d in got)  # (and every column, beside it)
+        assert len(cache) == 6 and all(len(d) == 18 for d in got)  # (and every column, beside it)
         for k in range(30, 36):
             await scrape(k)
         clock[0] = t0 + 181_000
         hits = cache.hits
         got = await both(t0 + 90_000, t0 + 176_000)
-        assert cache.hits == hits + 2 and all(len(d) == 18 for d in got)  # kept, extended
+        assert cache.hits == hits + 3 and all(len(d) == 18 for d in got)  # kept, extended
         got = await both(t0 + 90_000, t0 + 176_000, one)
-        assert cache.hits == hits + 4 and len(got) == 2
+        assert cache.hits == hits + 6 and len(got) == 3
+        got = await both(t0 + 90_000, t0 + 176_000, narrow)  # (one target's read: kept too)
+        assert cache.hits == hits + 7 and len(got) == 8
         empty = np.empty(0, dtype=np.int64)
 
         async def late_frame(target: str, ts: int, written_at: int) -> set[int]:
@@ -371,13 +376,17 @@ async def test_short_reads_keep_frames_read_only_newer_ones_and_a_late_frame_dro
         hits, misses = cache.hits, cache.misses
         got = await both(t0 + 90_000, t0 + 176_000)
         assert all(len(d) == (19 if d.series.id in late1 else 18) for d in got)
-        assert (cache.hits, cache.misses) == (hits + 1, misses + 1)  # (target 0 still kept)
-        # A replayed frame of target 0 at a time inside what is kept, written 90 s late.
+        assert (cache.hits, cache.misses) == (hits + 2, misses + 1)  # (target 0 and the narrow one still kept)
+        # Replayed frames of target 0 and the narrow one at a time inside what is kept,
+        # written 90 s late.
         late0 = await late_frame("k/h:0", t0 + 100_500, t0 + 190_500)
+        late0 |= await late_frame("k/n:0", t0 + 100_500, t0 + 190_500)
         clock[0] = t0 + 211_000
         got = await both(t0 + 90_000, t0 + 176_000)
         assert all(len(d) == 19 for d in got) and {d.series.id for d in got} == late0 | late1
-        assert cache.misses >= misses + 3
+        assert cache.misses >= misses + 4
+        got = await both(t0 + 90_000, t0 + 176_000, narrow)
+        assert len(got) == 8 and all(len(d) == 19 for d in got)
         # The series a query found in the index are kept while the index's stamp of their
         # metric and bucket is older than that read (the skew set to 0: the writes above are
         # before the reads below), and read again once another process indexed new series.
@@ -396,7 +405,7 @@ async def test_short_reads_keep_frames_read_only_newer_ones_and_a_late_frame_dro
             await writer.close()
         clock[0] = t0 + 211_000
         got = await both(t0 + 90_000, t0 + 176_000)
-        assert {d.series.id for d in got} == {s.id for s in [*targets["k/h:0"], *targets["k/h:1"], *new]}
+        assert {d.series.id for d in got} == {s.id for s in [*targets["k/h:0"], *targets["k/h:1"], *targets["k/n:0"], *new]}
     finally:
         store._now_ms = None
 
