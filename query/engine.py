@@ -1582,7 +1582,7 @@ class Engine:
         names = column_names(plan.columns)
 
         async def run(a: int, z: int) -> FlatSeries:
-            raw = RawFlat.of(await self.storage.select(list(plan.matchers), a, z - 1))
+            raw = RawFlat.of(await self._select_tail(list(plan.matchers), a, z - 1))
             plan.finer_rows += len(raw.ts)
             bounds = np.union1d(np.arange(a, z, MINUTE_MS), cuts[(cuts > a) & (cuts < z)])
             return _flat_rows(fine_rows(raw, a, z, MINUTE_MS, cuts=bounds).by_labels(), Resolution.MINUTE, names)
@@ -1618,7 +1618,7 @@ class Engine:
         raw_from = guess
         if plan.end_ms >= guess:
             raw_from = self._memo_reach(matchers, guess, step, gap) or guess
-            raw_task = asyncio.ensure_future(self.storage.select(matchers, raw_from - gap, plan.end_ms))
+            raw_task = asyncio.ensure_future(self._select_tail(matchers, raw_from - gap, plan.end_ms))
         try:
             # Rows from ``guess`` on are never used (the tail starts at or before it).
             rows = await self.storage.select(matchers, lo, min(plan.end_ms, guess - 1), res, columns=plan.columns)
@@ -1670,6 +1670,14 @@ class Engine:
         ordered = sorted(parts.values(), key=lambda ps: ps[0].series.labels)
         plan.data = [p for ps in ordered for p in ps]
 
+    async def _select_tail(self, matchers: list, start_ms: int, end_ms: int) -> list[SeriesData] | FlatSamples:
+        """Raw samples that rows are built from (``fine_rows``): a store's flat columns where
+        it gives them (``FlatRawReader``: a panel's raw tail of 800 series made a ``SeriesData``
+        of each that ``RawFlat`` joined back), else ``select``'s series."""
+        if isinstance(self.storage, FlatRawReader) and end_ms - start_ms <= RAW_FETCH_PIECE_MS:
+            return await self.storage.select_flat(matchers, start_ms, end_ms)
+        return await self.storage.select(matchers, start_ms, end_ms)
+
     def _memo_reach(self, matchers: list, start_ms: int, step_ms: int, gap_ms: int) -> int | None:
         if self.tail_memo is None:
             return None
@@ -1683,7 +1691,7 @@ class Engine:
         end_ms: int,
         step_ms: int,
         now: int,
-        prefetched: tuple[int, list[SeriesData]] | None = None,
+        prefetched: tuple[int, list[SeriesData] | FlatSamples] | None = None,
         gap_ms: int = DEFAULT_MAX_GAP_MS,
     ) -> Rows:
         """Rollup rows of [start_ms, end_ms) built from raw samples as the rollup job builds
@@ -1700,17 +1708,17 @@ class Engine:
         hit = self.tail_memo.lookup(key, start_ms, whole) if self.tail_memo is not None else None
         kept, need_from, chain = hit if hit is not None else (Rows.empty(), start_ms, None)
         fresh = Rows.empty()
-        raw: list[SeriesData] | RawFlat = []
+        raw: list[SeriesData] | FlatSamples | RawFlat = []
         if need_from < end_ms:
             lead = None
             if prefetched is not None and prefetched[0] <= need_from:
                 raw = prefetched[1]
             elif chain is not None and chain.before_ms == need_from:
                 # The kept chain ends stand for the counter gap before need_from.
-                raw = await self.storage.select(matchers, need_from, end_ms - 1)
+                raw = await self._select_tail(matchers, need_from, end_ms - 1)
                 lead = chain
             else:
-                raw = await self.storage.select(matchers, need_from - gap_ms, end_ms - 1)
+                raw = await self._select_tail(matchers, need_from - gap_ms, end_ms - 1)
             raw = RawFlat.of(raw)
             fresh = fine_rows(raw, need_from, end_ms, fine, chain=lead)
         complete = min((now - self.rollup_lag_ms) // fine * fine, whole)

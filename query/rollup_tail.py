@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from query.values import stale_mask
-from storage.base import AGGREGATES, MINUTE_MS, Resolution, SeriesData
+from storage.base import AGGREGATES, MINUTE_MS, FlatSamples, Resolution, SeriesData
 from storage.model import Series
 from storage.rollup import DEFAULT_MAX_GAP_MS, combine_rate_parts, rate_parts
 
@@ -96,29 +96,37 @@ class Rows:
 
 @dataclass
 class RawFlat:
-    """Raw samples of many series joined once: ``parts`` (the series with samples), their
+    """Raw samples of many series joined once: ``series`` (those with samples), their
     sample ``counts`` and the joined ``ts`` / ``vals`` (``fine_rows`` and ``chain_ends``
     both read them)."""
 
-    parts: list[SeriesData]
+    series: list[Series]
     counts: np.ndarray
     ts: np.ndarray
     vals: np.ndarray
 
     @classmethod
-    def of(cls, data: "list[SeriesData] | RawFlat") -> "RawFlat":
+    def of(cls, data: "list[SeriesData] | FlatSamples | RawFlat") -> "RawFlat":
+        """From ``select``'s series, or a store's flat columns as they are (``select_flat``:
+        a panel's raw tail of 800 series without a ``SeriesData`` each, joined again)."""
         if isinstance(data, RawFlat):
             return data
+        if isinstance(data, FlatSamples):
+            counts = np.diff(data.offsets)
+            if bool((counts > 0).all()):
+                return cls(list(data.series), counts, data.timestamps, data.values)
+            data = data.as_data()
         sizes = [d.timestamps.shape[0] for d in data]
         parts = [d for d, n in zip(data, sizes, strict=True) if n]
         counts = np.fromiter((n for n in sizes if n), dtype=np.int64, count=len(parts))
         if not parts:
             return cls([], counts, np.zeros(0, dtype=np.int64), np.zeros(0))
-        return cls(parts, counts, np.concatenate([d.timestamps for d in parts]), np.concatenate([d.values for d in parts]))
+        return cls([d.series for d in parts], counts, np.concatenate([d.timestamps for d in parts]),
+                   np.concatenate([d.values for d in parts]))
 
 
 def fine_rows(
-    data: "list[SeriesData] | RawFlat",
+    data: "list[SeriesData] | FlatSamples | RawFlat",
     start_ms: int,
     end_ms: int,
     step_ms: int,
@@ -134,13 +142,13 @@ def fine_rows(
     ``cuts`` (ascending, from ``start_ms``): buckets between consecutive cuts instead (the
     last one up to ``end_ms``), each row at its bucket's first cut."""
     flat = RawFlat.of(data)
-    parts = flat.parts
-    if not parts or end_ms <= start_ms:
+    series = flat.series
+    if not series or end_ms <= start_ms:
         return Rows.empty()
     counts, ts, vals = flat.counts, flat.ts, flat.vals
     if chain is not None and chain.samples:
         # Insert each series' chain end before its first sample, in the flat arrays.
-        led = [(k, chain.samples[d.series.id]) for k, d in enumerate(parts) if d.series.id in chain.samples]
+        led = [(k, chain.samples[s.id]) for k, s in enumerate(series) if s.id in chain.samples]
         if led:
             at = (np.cumsum(counts) - counts)[[k for k, _ in led]]
             ts = np.insert(ts, at, [e[0] for _, e in led])
@@ -185,7 +193,7 @@ def fine_rows(
     if not inside.all():
         rb, sidx = rb[inside], sidx[inside]
         cols = {k: v[inside] for k, v in cols.items()}
-    return Rows([d.series for d in parts], sidx, start_ms + rb * step_ms if cuts is None else cuts[rb], cols)
+    return Rows(list(series), sidx, start_ms + rb * step_ms if cuts is None else cuts[rb], cols)
 
 
 def _increases(ts: np.ndarray, vals: np.ndarray, offsets: np.ndarray, heads: np.ndarray, max_gap_ms: int) -> np.ndarray:
@@ -343,7 +351,7 @@ class ChainEnds:
 
 
 def chain_ends(
-    data: "list[SeriesData] | RawFlat",
+    data: "list[SeriesData] | FlatSamples | RawFlat",
     before_ms: int,
     max_gap_ms: int = DEFAULT_MAX_GAP_MS,
     carried: ChainEnds | None = None,
@@ -355,15 +363,15 @@ def chain_ends(
     if carried is not None:
         samples = {sid: e for sid, e in carried.samples.items() if e[0] >= before_ms - max_gap_ms}
     flat = RawFlat.of(data)
-    parts = flat.parts
-    if not parts:
+    series = flat.series
+    if not series:
         return ChainEnds(before_ms, samples)
     counts, ts, vals = flat.counts, flat.ts, flat.vals
     ok = np.isfinite(vals) & (ts < before_ms) & (ts >= before_ms - max_gap_ms)
     last = np.maximum.reduceat(np.where(ok, np.arange(ts.shape[0]), -1), np.cumsum(counts) - counts)
     for i, j in enumerate(last.tolist()):
         if j >= 0:
-            samples[parts[i].series.id] = (int(ts[j]), float(vals[j]))
+            samples[series[i].id] = (int(ts[j]), float(vals[j]))
     return ChainEnds(before_ms, samples)
 
 

@@ -110,21 +110,28 @@ async def test_fresh_minutes_follow_the_open_window_and_the_seal_replaces_them(s
     # A query over the last day reading 1m rows (asked for: ``auto`` reads rate() raw) reads rollup rows up to the fresh minutes and raw samples
     # only for the newest minutes (without the fresh pass: from the open window's start).
     raw_reads: list[int] = []
-    select = store.select
+    select, select_flat = store.select, getattr(store, "select_flat", None)
 
     async def spy(matchers, start_ms, end_ms, resolution=Resolution.RAW, *, columns=None):
         if resolution is Resolution.RAW:
             raw_reads.append(start_ms)
         return await select(matchers, start_ms, end_ms, resolution, columns=columns)
 
+    async def spy_flat(matchers, start_ms, end_ms):  # (a store's flat raw columns: Cassandra's)
+        raw_reads.append(start_ms)
+        return await select_flat(matchers, start_ms, end_ms)
+
     store.select = spy
+    if select_flat is not None:
+        store.select_flat = spy_flat
     try:
         end = clock.now // MINUTE_MS * MINUTE_MS
         res = await Engine(store, now_ms=clock).range_query(
             "sum(rate(gen_metric_total[5m]))", end - 6 * 3_600_000, end, 60_000, source=SourceResolution.MINUTE
         )
     finally:
-        del store.select
+        store.__dict__.pop("select", None)
+        store.__dict__.pop("select_flat", None)
     assert res.series and raw_reads and min(raw_reads) >= clock.now - 15 * MINUTE_MS
 
     # Provisional chunks of the open window. SQLite: one per pass (the first pass's merged
