@@ -10,6 +10,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/python -m query.kernels  # (compiles the query kernels into numba's cache once: query/kernels.py)
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -49,6 +49,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cli.malloc_tuning import tune_malloc  # noqa: E402
+from query import kernels  # noqa: E402
 from query.cache import RangeQueryCache  # noqa: E402
 from query.engine import Engine, bucketize  # noqa: E402
 from query.memory import MemoryStorage  # noqa: E402
@@ -400,6 +401,9 @@ def main() -> int:
     if not 0 <= args.fresh_minutes <= 24 * 60 or (args.fresh_minutes and args.no_fresh):
         ap.error("--fresh-minutes: 0 to 1440, without --no-fresh")
     tuned = tune_malloc()  # as every ``ringmon`` process does (cli/malloc_tuning.py)
+    # A serving process loads the compiled kernels at its first big query (query.kernels); the
+    # figures are those of one that has (RINGMON_KERNELS=numpy: the NumPy forms).
+    print(f"query kernels: {'compiled (numba)' if kernels.load() is not None else 'NumPy'}")
     now = int(time.time() * 1000) // MINUTE_MS * MINUTE_MS
     print(f"machine: {calibrate():.1f} ms for a fixed NumPy+Python workload (best of 5); "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "

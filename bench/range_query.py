@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 from bench.peers import QUERY, TargetBody, node_series  # noqa: E402 - after the path insert
 from bench.procfs import proc_cpu_s  # noqa: E402
 from cli.malloc_tuning import tune_malloc  # noqa: E402
+from query import kernels  # noqa: E402
 from query.api import make_app  # noqa: E402
 from query.cache import RangeQueryCache  # noqa: E402
 from query.engine import Engine  # noqa: E402
@@ -334,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     np.seterr(all="ignore")
     tuned = tune_malloc()  # as every ``ringmon`` process does (cli/malloc_tuning.py)
+    # A serving process loads the compiled kernels at its first big query (query.kernels); the
+    # figures are those of one that has (RINGMON_KERNELS=numpy: the NumPy forms).
+    print(f"query kernels: {'compiled (numba)' if kernels.load() is not None else 'NumPy'}")
     print(f"malloc thresholds {'raised as in ringmon' if tuned else 'glibc defaults'}")
     asyncio.run(run_cassandra(args) if args.cassandra else run(args))
     return 0

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from query import kernels
 from query import parse as P
 from query.errors import QueryError
 from query.values import InstantVector, Labels, Scalar, String, Value, merge_same_labels
@@ -178,6 +180,11 @@ def _simple(op: str, vec: InstantVector, gid: np.ndarray, keys: list[Labels], st
         return _fast_sums(op, vec, gid, keys)
     if op not in ("sum", "avg"):
         return _stepwise(op, vec, gid, keys, steps)
+    compiled = kernels.loaded()
+    if compiled is not None:
+        got = _compiled_sums(compiled, op, vec, gid, keys)
+        if got is not None:
+            return got
     plain = _well_conditioned_steps(vec)
     if plain.all():
         return _fast_sums(op, vec, gid, keys)
@@ -193,6 +200,20 @@ def _simple(op: str, vec: InstantVector, gid: np.ndarray, keys: list[Labels], st
     values[:, plain], present[:, plain] = fast.values, fast.present
     values[:, hard], present[:, hard] = exact.values, exact.present
     return InstantVector(fast.labels, values, present)
+
+
+def _compiled_sums(compiled: ModuleType, op: str, vec: InstantVector, gid: np.ndarray, keys: list[Labels]) -> InstantVector | None:
+    """``_fast_sums``' sum/avg in one pass (``kernels_numba.group_sums``: the same additions in
+    the same order), None when a step is not well conditioned (``_well_conditioned_steps``)."""
+    shape = (len(keys), vec.values.shape[1])
+    total, cnt = np.empty(shape), np.empty(shape)
+    values = np.ascontiguousarray(vec.values, dtype=np.float64)
+    present = np.ascontiguousarray(vec.present, dtype=bool)
+    if not compiled.group_sums(values, present, np.ascontiguousarray(gid, dtype=np.int64), total, cnt):
+        return None
+    if op == "avg":
+        total /= np.where(cnt > 0, cnt, 1.0)
+    return InstantVector(list(keys), total, cnt > 0)
 
 
 def _steps_of(vec: InstantVector, cols: np.ndarray) -> InstantVector:

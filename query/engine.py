@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from common.gc_tuning import gc_paused
+from query import kernels
 from query import parse as P
 from query.budget import (
     BYTES_PER_POINT,
@@ -1338,6 +1339,8 @@ class Engine:
             ev.fetched = plans
             ev.notes = sorted({n for p in plans.values() for n in p.notes})
             est = self._estimate(ev, node, times)
+            if est.points >= THREAD_POINTS:
+                kernels.prefetch()  # (a big query: the compiled kernels serve the next ones)
             t1 = time.monotonic()
             isolated = self.isolator is not None and est.cost > self.limits.isolate_points and ev.hist_lookup is None
             if not isolated:

@@ -326,6 +326,7 @@ def test_rate_over_a_full_grid_in_blocks_equals_one_pass(monkeypatch):
     form gives for the series without resets."""
     from types import SimpleNamespace
 
+    from query import kernels
     from query.functions import rate
     from query.functions.rollup_rate import window_parts, window_parts_grid
 
@@ -344,6 +345,7 @@ def test_rate_over_a_full_grid_in_blocks_equals_one_pass(monkeypatch):
     rv = SimpleNamespace(ends=(hi * MINUTE_MS - 1).astype(np.int64), range_ms=5 * MINUTE_MS)
     grid = SimpleNamespace(n=n, nb=nb, lo=lo, hi=hi, full=True)
     for is_counter, is_rate in ((True, True), (True, False), (False, False)):
+        monkeypatch.setattr(kernels, "_module", None)  # (the NumPy form)
         monkeypatch.setattr(rate, "GRID_BLOCK_CELLS", 10**9)
         one = rate._grid_blocks(rv, cols, grid, is_counter, is_rate)
         monkeypatch.setattr(rate, "GRID_BLOCK_CELLS", 2 * nb)
@@ -356,3 +358,62 @@ def test_rate_over_a_full_grid_in_blocks_equals_one_pass(monkeypatch):
         offsets = np.arange(0, 5 * nb, nb, dtype=np.int64)
         f = window_parts(part, offsets, offsets[:-1, None] + lo[None, :], offsets[:-1, None] + hi[None, :], is_counter)
         assert g is not None and g.result.tobytes() == np.ascontiguousarray(f.result).tobytes()
+
+
+def test_rate_over_a_full_grid_compiled_equals_numpy(monkeypatch):
+    """The compiled kernel (``query.kernels_numba.grid_rate``) gives, bit for bit, the NumPy
+    form's values and presence: counters with resets inside buckets and across their edges,
+    -0.0 and non-whole counts, gauges, windows moving by one bucket, by three, and irregularly,
+    windows of one bucket (none holds two samples: absent), a NaN or infinite correction and
+    a drop from +Inf (both forms decline: the flat form answers)."""
+    from types import SimpleNamespace
+
+    from query import kernels
+    from query.functions import rate
+
+    compiled = kernels.load()
+    assert compiled is not None
+    rng = np.random.default_rng(17)
+    nb, n = 50, 6
+    rows = []
+    for i in range(n):
+        ts = np.arange(2_000 + i * 1_500, nb * MINUTE_MS, 15_000, dtype=np.int64)
+        v = np.cumsum(rng.integers(0, 20, ts.size)).astype(np.float64) / 8
+        if i in (1, 4):
+            for r in rng.integers(1, ts.size, 3):
+                v[r:] -= v[r] - rng.integers(0, 3)  # resets inside minutes and on their edges
+        if i == 5:
+            v = 100 + rng.normal(0, 30, ts.size)  # a gauge: drops everywhere
+        rows.append(rollup_raw(ts, v, 0, nb * MINUTE_MS, MINUTE_MS))
+    base = {k: np.concatenate([r.columns()[k] for r in rows]) for k in rows[0].columns()}
+    odd = dict(base, correction=base["correction"].copy(), count=base["count"].copy())
+    odd["correction"][3] = -0.0
+    odd["count"][7] += 0.5
+    cases = [base, odd]
+    for bad in (np.nan, np.inf):
+        c = dict(base, correction=base["correction"].copy())
+        c["correction"][nb + 9] = bad
+        cases.append(c)
+    c = dict(base, last=base["last"].copy())
+    c["last"][2 * nb + 9] = np.inf  # (a drop from +Inf across the edge: the joined correction is +Inf)
+    cases.append(c)
+    windows = []
+    for width, stride in ((5, 1), (5, 3), (1, 1), (12, 2)):
+        lo = np.arange(0, nb - width + 1, stride)
+        windows.append((lo, lo + width))
+    lo = np.sort(rng.integers(0, nb - 4, 30))
+    windows.append((lo, lo + rng.integers(1, 5, lo.size)))
+    for cols in cases:
+        for lo, hi in windows:
+            rv = SimpleNamespace(ends=(hi * MINUTE_MS - 1).astype(np.int64), range_ms=5 * MINUTE_MS)
+            grid = SimpleNamespace(n=n, nb=nb, lo=lo, hi=hi, full=True)
+            for is_counter, is_rate in ((True, True), (True, False), (False, False)):
+                monkeypatch.setattr(kernels, "_module", None)
+                with np.errstate(all="ignore"):
+                    want = rate._grid_blocks(rv, cols, grid, is_counter, is_rate)
+                monkeypatch.setattr(kernels, "_module", compiled)
+                got = rate._grid_blocks(rv, cols, grid, is_counter, is_rate)
+                assert (got is None) == (want is None)
+                if want is not None and got is not None:
+                    assert np.array_equal(got[1], want[1])
+                    assert np.where(got[1], got[0], 0.0).tobytes() == np.where(want[1], want[0], 0.0).tobytes()

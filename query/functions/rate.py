@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from query import kernels
 from query.functions.over_time import rollup_sum
 from query.functions.range import BatchedCompute, RangeFunc
 from query.functions.rollup_rate import window_parts, window_parts_grid
@@ -143,6 +144,7 @@ def _rollup_extrapolated(is_counter: bool, is_rate: bool) -> BatchedCompute:
 # column, so the two dozen temporaries of a block's arithmetic stay in a core's L2 cache
 # instead of streaming 9 MiB arrays through memory (a 24 h panel of 800 series: ~2x faster).
 GRID_BLOCK_CELLS = 40_000
+RATE_COLUMNS = ("count", "first", "first_ts", "last", "last_ts", "correction")
 
 
 def _grid_blocks(
@@ -154,13 +156,21 @@ def _grid_blocks(
     n, nb = grid.n, grid.nb
     steps = len(grid.lo)
     vals, ok = np.empty((n, steps)), np.empty((n, steps), dtype=bool)
+    compiled = kernels.loaded()
+    if compiled is not None:  # (one fused loop: the same operations, ~2x less CPU)
+        cols = [np.ascontiguousarray(agg[k], dtype=np.float64) for k in RATE_COLUMNS]
+        done = compiled.grid_rate(
+            *cols, cols[-1].view(np.int64), n, nb, np.ascontiguousarray(grid.lo, dtype=np.int64), np.ascontiguousarray(grid.hi, dtype=np.int64),
+            rv.ends.astype(np.float64), int(rv.range_ms), is_counter, is_rate, vals, ok,
+        )
+        return (vals, ok) if done else None
     per = max(1, GRID_BLOCK_CELLS // max(nb, 1))
     # (as floats once: the bucket times are floats, and a mixed subtraction casts every cell;
     # window ends are far below 2**53, so the values are the same)
     ends = rv.ends[None, :].astype(np.float64)
     for r0 in range(0, n, per):
         r1 = min(n, r0 + per)
-        part = {k: agg[k][r0 * nb : r1 * nb] for k in ("count", "first", "first_ts", "last", "last_ts", "correction")}
+        part = {k: agg[k][r0 * nb : r1 * nb] for k in RATE_COLUMNS}
         w = window_parts_grid(part, r1 - r0, nb, grid.lo, grid.hi, is_counter)
         if w is None:
             return None

@@ -1,0 +1,327 @@
+"""numba kernels of the query engine's hot passes; imported only through ``query.kernels``.
+
+Each kernel does, element by element, the float operations of the NumPy form it replaces, in
+the same order (no fastmath, no contraction into fused multiply-adds: LLVM keeps IEEE
+semantics unless told otherwise; ``error_model="numpy"``: a division by zero gives IEEE's
+answer, not an exception), so the answers are bit for bit the same. Signatures are eager
+(compiled, or read from numba's cache beside this file, at import: no type dispatch per call)
+and every kernel releases the GIL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+
+def _kernel(signature: str | list[str]) -> Any:
+    """numba's ``njit`` with the kernels' options (the cache beside this file, IEEE division)."""
+    return njit(signature, cache=True, error_model="numpy", nogil=True)
+
+# Integral counts up to this add up exactly in any order (far below 2**53 for any sum of them).
+_EXACT_COUNT = float(2**40)
+
+_ROW = (
+    "void(float64{0}, float64{0}, float64{0}, float64{0}, float64{0}, float64{0}, float64{0}, float64{0}, float64{0},"
+    " float64[::1], float64[::1], float64, boolean, boolean, boolean, float64[::1], boolean[::1])"
+)
+
+
+@_kernel([_ROW.format("[::1]"), _ROW.format("[:]")])
+def _rate_row(
+    cs_hi: np.ndarray, cs_lo: np.ndarray, first_a: np.ndarray, last_z: np.ndarray, corr_a: np.ndarray,
+    cj_hi: np.ndarray, cj_b: np.ndarray, first_ts_a: np.ndarray, last_ts_z: np.ndarray, starts: np.ndarray,
+    ends: np.ndarray, range_s: float, is_counter: bool, resets: bool, is_rate: bool, out: np.ndarray,
+    ok_out: np.ndarray,
+) -> None:
+    """One series' windows: ``window_parts_grid``'s parts (``*_a``/``*_z``/``*_hi``/``*_lo``/
+    ``*_b``: the columns at each window's first, last, end, start and second bucket) then
+    ``rate._extrapolate``, into ``out`` and ``ok_out``. ``resets``: the series has a
+    correction or a drop across a bucket edge (else its joined corrections are all +0.0 and
+    adding them adds 0.0). Branch-free inside, so LLVM vectorises it. (The NumPy form skips
+    the counter's zero-point clamp when no window of a block can reach it, ``_never_to_zero``;
+    here every window takes it, which changes none of them.)"""
+    for j in range(out.shape[0]):
+        c = cs_hi[j] - cs_lo[j]
+        ok = c >= 2
+        ok_out[j] = ok
+        f = first_a[j]
+        r = last_z[j] - f
+        if is_counter:
+            if resets:
+                r = r + (corr_a[j] + (cj_hi[j] - cj_b[j]))
+            else:
+                r = r + 0.0
+        t0 = first_ts_a[j]
+        t1 = last_ts_z[j]
+        to_start = (t0 - starts[j]) / 1000.0
+        to_end = (ends[j] - t1) / 1000.0
+        sampled = (t1 - t0) / 1000.0
+        avg = sampled / (c - 1 if ok else 1.0)
+        threshold = avg * 1.1
+        half = avg / 2
+        to_start = half if to_start >= threshold else to_start
+        to_zero = f / (r if r != 0 else 1.0) * sampled
+        zero_ok = is_counter & (r > 0) & (f >= 0) & (to_zero < to_start)
+        to_start = to_zero if zero_ok else to_start
+        to_end = half if to_end >= threshold else to_end
+        factor = sampled + to_start
+        factor += to_end
+        factor /= sampled if sampled != 0 else np.nan
+        if is_rate:
+            factor /= range_s
+        factor *= r
+        out[j] = factor
+
+
+@_kernel("int64(int64[::1], int64[::1], int64, float64[::1], int64, int64[::1], int64[::1], int64[::1], float64[::1])")
+def _window_rows(
+    lo: np.ndarray, hi: np.ndarray, nb: int, ends: np.ndarray, range_ms: int, a_at: np.ndarray, z_at: np.ndarray,
+    b_at: np.ndarray, starts: np.ndarray,
+) -> int:
+    """Per step, the bucket of its window's first value (``a_at``), last value (``z_at``) and
+    second bucket (``b_at``), as ``window_parts_grid`` clamps them, and its start as a float;
+    returns d > 0 when every one of them moves by d buckets a step (a panel whose step is d
+    buckets: the columns are then read at arithmetic progressions, views), else 0."""
+    steps = lo.shape[0]
+    for j in range(steps):
+        w0 = lo[j]
+        w1 = hi[j]
+        a_at[j] = w0 if w0 < nb - 1 else nb - 1
+        z_at[j] = w1 - 1 if w1 - 1 > 0 else 0
+        b_at[j] = w0 + 1 if w0 + 1 < w1 else w1
+        starts[j] = ends[j] - float(range_ms)
+    d = lo[1] - lo[0] if steps > 1 else 1
+    if d <= 0:
+        return 0
+    for j in range(1, steps):
+        if (
+            lo[j] - lo[j - 1] != d or hi[j] - hi[j - 1] != d or a_at[j] - a_at[j - 1] != d
+            or z_at[j] - z_at[j - 1] != d or b_at[j] - b_at[j - 1] != d
+        ):
+            return 0
+    return d
+
+
+@_kernel(
+    "boolean(float64[::1], float64[::1], float64[::1], float64[::1], float64[::1], float64[::1], int64[::1],"
+    " int64, int64, int64[::1], int64[::1], float64[::1], int64, boolean, boolean, float64[:, ::1], boolean[:, ::1])"
+)
+def grid_rate(  # noqa: PLR0915 - one fused loop on purpose: a kernel called per series is ~25% slower (not inlined)
+    count: np.ndarray, first: np.ndarray, first_ts: np.ndarray, last: np.ndarray, last_ts: np.ndarray,
+    correction: np.ndarray, correction_bits: np.ndarray, n: int, nb: int, lo: np.ndarray, hi: np.ndarray,
+    ends: np.ndarray, range_ms: int, is_counter: bool, is_rate: bool, vals: np.ndarray, ok: np.ndarray,
+) -> bool:
+    """rate/increase/delta over a full grid of rollup buckets (series ``i`` is rows ``i*nb ..
+    i*nb+nb-1`` of the flat columns; step ``j``'s window is buckets ``[lo[j], hi[j])``): what
+    ``rollup_rate.window_parts_grid`` then ``rate._extrapolate`` give, into ``vals`` and ``ok``
+    (series, steps). ``correction_bits``: the correction column viewed as int64. False (what
+    was written does not count) where those return None: a correction that is not finite, or
+    for a counter a joined correction that is not.
+
+    The prefix sums are np.cumsum's (left to right, the first element as it is): the counts'
+    in int64 when every count of the series is a whole number below 2**40 (the float sums
+    are then exact, so equal), the joined corrections' only for a counter with a correction
+    or a drop across a bucket edge (else they are all +0.0, and adding them adds 0.0)."""
+    steps = lo.shape[0]
+    if steps == 0 or nb == 0:
+        return True
+    range_s = range_ms / 1000.0
+    a_at = np.empty(steps, dtype=np.int64)
+    z_at = np.empty(steps, dtype=np.int64)
+    b_at = np.empty(steps, dtype=np.int64)
+    starts = np.empty(steps)
+    d = _window_rows(lo, hi, nb, ends, range_ms, a_at, z_at, b_at, starts)
+    a0, z0, b0, l0, h0 = a_at[0], z_at[0], b_at[0], lo[0], hi[0]
+    span = (steps - 1) * d + 1
+    cs = np.empty(nb + 1)
+    cj = np.zeros(nb + 1)
+    gathered = np.empty((9, 0 if d else steps))
+    for i in range(n):
+        base = i * nb
+        integral = True
+        resets = False
+        bad = False
+        for k in range(nb):
+            c = count[base + k]
+            integral &= (c >= 0) & (c <= _EXACT_COUNT) & (np.floor(c) == c)
+            ck = correction[base + k]
+            bad |= ck - ck != 0.0  # (NaN or infinite)
+            resets |= correction_bits[base + k] != 0
+        if bad:
+            return False
+        for k in range(1, nb):
+            resets |= first[base + k] < last[base + k - 1]
+        cs[0] = 0.0
+        if integral:
+            acc = np.int64(0)
+            for k in range(nb):
+                acc += np.int64(count[base + k])
+                cs[k + 1] = float(acc)
+        else:
+            s = count[base]
+            cs[1] = s
+            for k in range(1, nb):
+                s = s + count[base + k]
+                cs[k + 1] = s
+        resets &= is_counter
+        if resets:
+            # joined[k]: bucket k's correction plus, on a drop across its left edge, the last value before it.
+            sj = correction[base]
+            cj[1] = sj
+            for k in range(1, nb):
+                prev = last[base + k - 1]
+                joined = correction[base + k] + (prev if first[base + k] < prev else 0.0)
+                if joined - joined != 0.0:
+                    return False
+                sj = sj + joined
+                cj[k + 1] = sj
+        fr = first[base : base + nb]
+        la = last[base : base + nb]
+        co = correction[base : base + nb]
+        fts = first_ts[base : base + nb]
+        lts = last_ts[base : base + nb]
+        if d == 1:
+            _rate_row(
+                cs[h0 : h0 + span], cs[l0 : l0 + span], fr[a0 : a0 + span], la[z0 : z0 + span],
+                co[a0 : a0 + span], cj[h0 : h0 + span], cj[b0 : b0 + span], fts[a0 : a0 + span],
+                lts[z0 : z0 + span], starts, ends, range_s, is_counter, resets, is_rate, vals[i], ok[i],
+            )
+        elif d > 1:
+            _rate_row(
+                cs[h0 : h0 + span : d], cs[l0 : l0 + span : d], fr[a0 : a0 + span : d], la[z0 : z0 + span : d],
+                co[a0 : a0 + span : d], cj[h0 : h0 + span : d], cj[b0 : b0 + span : d], fts[a0 : a0 + span : d],
+                lts[z0 : z0 + span : d], starts, ends, range_s, is_counter, resets, is_rate, vals[i], ok[i],
+            )
+        else:
+            for j in range(steps):
+                a = a_at[j]
+                z = z_at[j]
+                gathered[0, j] = cs[hi[j]]
+                gathered[1, j] = cs[lo[j]]
+                gathered[2, j] = fr[a]
+                gathered[3, j] = la[z]
+                gathered[4, j] = co[a]
+                gathered[5, j] = cj[hi[j]]
+                gathered[6, j] = cj[b_at[j]]
+                gathered[7, j] = fts[a]
+                gathered[8, j] = lts[z]
+            _rate_row(
+                gathered[0], gathered[1], gathered[2], gathered[3], gathered[4], gathered[5], gathered[6],
+                gathered[7], gathered[8], starts, ends, range_s, is_counter, resets, is_rate, vals[i], ok[i],
+            )
+    return True
+
+
+@_kernel("void(float64[:, ::1], boolean[:, ::1], int64[::1], int64, int64, float64[::1], float64[:, ::1])")
+def _pairwise_rows(
+    values: np.ndarray, present: np.ndarray, rows: np.ndarray, s: int, n: int, res: np.ndarray, acc: np.ndarray
+) -> None:
+    """Per column, NumPy's pairwise sum (``pairwise_sum`` of its float add loop, which
+    ``np.add.reduceat`` runs down each column after a segment's first row) of the rows
+    ``rows[s:s+n]`` of ``values`` (0.0 where not ``present``), into ``res``; ``acc``: (8,
+    columns) scratch. Under 8 rows: from -0.0 one by one; up to 128: eight running sums, joined
+    as a tree, then the rest one by one; more: the two halves' (cut at a multiple of 8) sums."""
+    steps = res.shape[0]
+    if n < 8:
+        res[:] = -0.0
+        for i in range(s, s + n):
+            v = values[rows[i]]
+            p = present[rows[i]]
+            for j in range(steps):
+                res[j] += v[j] if p[j] else 0.0
+    elif n <= 128:
+        for t in range(8):
+            v = values[rows[s + t]]
+            p = present[rows[s + t]]
+            a = acc[t]
+            for j in range(steps):
+                a[j] = v[j] if p[j] else 0.0
+        i = 8
+        while i < n - (n % 8):
+            for t in range(8):
+                v = values[rows[s + i + t]]
+                p = present[rows[s + i + t]]
+                a = acc[t]
+                for j in range(steps):
+                    a[j] += v[j] if p[j] else 0.0
+            i += 8
+        for j in range(steps):
+            res[j] = ((acc[0, j] + acc[1, j]) + (acc[2, j] + acc[3, j])) + ((acc[4, j] + acc[5, j]) + (acc[6, j] + acc[7, j]))
+        for k in range(i, n):
+            v = values[rows[s + k]]
+            p = present[rows[s + k]]
+            for j in range(steps):
+                res[j] += v[j] if p[j] else 0.0
+    else:
+        n2 = n // 2
+        n2 -= n2 % 8
+        left = np.empty(steps)
+        _pairwise_rows(values, present, rows, s, n2, left, acc)
+        _pairwise_rows(values, present, rows, s + n2, n - n2, res, acc)
+        for j in range(steps):
+            res[j] = left[j] + res[j]
+
+
+@_kernel("boolean(float64[:, ::1], boolean[:, ::1], int64[::1], float64[:, ::1], float64[:, ::1])")
+def group_sums(values: np.ndarray, present: np.ndarray, gid: np.ndarray, total: np.ndarray, count: np.ndarray) -> bool:
+    """``sum``/``avg``'s parts of series grouped by ``gid`` (groups numbered 0.. in order of
+    first appearance), as ``aggregations._fast_sums`` makes them with ``np.add.reduceat`` over
+    the rows sorted stably by group: per (group, step) its first row's value plus the pairwise
+    sum of its other rows' (0.0 where absent), into ``total``, and the number present into
+    ``count``. Returns ``aggregations._well_conditioned_steps(...).all()``: when False, those
+    parts are not the answer (the compensated sums are)."""
+    n, steps = values.shape
+    groups = total.shape[0]
+    top = np.zeros(steps)
+    low = np.full(steps, np.inf)
+    for i in range(n):
+        v = values[i]
+        p = present[i]
+        for j in range(steps):
+            a = abs(v[j])
+            if p[j]:
+                top[j] = a if (a > top[j]) | (a != a) else top[j]  # (NaN once seen stays, as np.max)
+                low[j] = a if (a > 0) & (a < low[j]) else low[j]
+    for j in range(steps):
+        t = top[j]
+        if not ((t - t == 0.0) & (t < 1e15) & ((low[j] == np.inf) | (t / low[j] < 1e6))):
+            return False
+    # The rows of each group in order (a stable counting sort).
+    sizes = np.zeros(groups + 1, dtype=np.int64)
+    for i in range(n):
+        sizes[gid[i] + 1] += 1
+    for g in range(groups):
+        sizes[g + 1] += sizes[g]
+    rows = np.empty(n, dtype=np.int64)
+    fill = sizes[:groups].copy()
+    for i in range(n):
+        rows[fill[gid[i]]] = i
+        fill[gid[i]] += 1
+    acc = np.empty((8, steps))
+    for g in range(groups):
+        s0 = sizes[g]
+        size = sizes[g + 1] - s0
+        t_row = total[g]
+        c_row = count[g]
+        for j in range(steps):
+            c_row[j] = 0.0
+        for k in range(s0, s0 + size):
+            p = present[rows[k]]
+            for j in range(steps):
+                c_row[j] += 1.0 if p[j] else 0.0
+        if size == 0:
+            t_row[:] = 0.0
+            continue
+        if size > 1:
+            _pairwise_rows(values, present, rows, s0 + 1, size - 1, t_row, acc)
+        else:
+            t_row[:] = 0.0
+        v = values[rows[s0]]
+        p = present[rows[s0]]
+        for j in range(steps):
+            first = v[j] if p[j] else 0.0
+            t_row[j] = first + t_row[j] if size > 1 else first
+    return True
