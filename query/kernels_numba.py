@@ -325,3 +325,89 @@ def group_sums(values: np.ndarray, present: np.ndarray, gid: np.ndarray, total: 
             first = v[j] if p[j] else 0.0
             t_row[j] = first + t_row[j] if size > 1 else first
     return True
+
+
+@_kernel(
+    "boolean(int64[::1], float64[::1], int64[::1], int64[::1], int64, boolean, boolean, float64[:, ::1], boolean[:, ::1])"
+)
+def raw_rate(
+    ts: np.ndarray, v: np.ndarray, offsets: np.ndarray, ends: np.ndarray, range_ms: int, is_counter: bool,
+    is_rate: bool, vals: np.ndarray, ok: np.ndarray,
+) -> bool:
+    """rate/increase/delta over raw samples (series ``i`` is ``offsets[i]:offsets[i+1]`` of
+    ``ts``/``v``, ascending in time; window ``j`` holds the samples with ``ends[j] - range_ms <
+    ts <= ends[j]``): what ``RangeVector.windows_all`` then ``rate._extrapolated`` give, into
+    ``vals`` and ``ok`` (series, steps); each series' windows found by one walk over its
+    samples. False (nothing that counts written) when ``ends`` do not ascend.
+
+    The counter corrections are the NumPy form's: the previous value at every drop within a
+    series, in one running sum over all samples (np.cumsum's, left to right), differenced per
+    window, and added only when some drop exists at all."""
+    steps = ends.shape[0]
+    for j in range(1, steps):
+        if ends[j] < ends[j - 1]:
+            return False
+    total = v.shape[0]
+    series = offsets.shape[0] - 1
+    cc = np.zeros(total)
+    drops = False
+    if is_counter and total > 1:
+        for k in range(1, total):
+            cc[k] = v[k - 1] if v[k] < v[k - 1] else 0.0
+        for i in range(series):
+            if offsets[i + 1] > offsets[i]:
+                cc[offsets[i]] = 0.0  # (no drop across series)
+        for k in range(total):
+            drops |= cc[k] != 0.0
+        for k in range(1, total):
+            cc[k] = cc[k - 1] + cc[k]
+    range_s = range_ms / 1000.0
+    for i in range(series):
+        a = offsets[i]
+        b = offsets[i + 1]
+        lo = a
+        hi = a
+        out = vals[i]
+        ok_row = ok[i]
+        for j in range(steps):
+            e = ends[j]
+            start = e - range_ms
+            while lo < b and ts[lo] <= start:
+                lo += 1
+            if hi < lo:
+                hi = lo
+            while hi < b and ts[hi] <= e:
+                hi += 1
+            cnt = hi - lo
+            good = cnt >= 2
+            ok_row[j] = good
+            if not good:
+                out[j] = 0.0
+                continue
+            first = lo
+            last = hi - 1
+            f = v[first]
+            r = v[last] - f
+            if drops:
+                r = r + (cc[last] - cc[first])
+            t0 = ts[first]
+            t1 = ts[last]
+            to_start = float(t0 - start) / 1000.0
+            to_end = float(e - t1) / 1000.0
+            sampled = float(t1 - t0) / 1000.0
+            avg = sampled / float(cnt - 1)
+            threshold = avg * 1.1
+            half = avg / 2
+            to_start = half if to_start >= threshold else to_start
+            to_zero = f / (r if r != 0 else 1.0) * sampled
+            zero_ok = is_counter & (r > 0) & (f >= 0) & (to_zero < to_start)
+            to_start = to_zero if zero_ok else to_start
+            to_end = half if to_end >= threshold else to_end
+            factor = sampled + to_start
+            factor += to_end
+            factor /= sampled if sampled != 0 else np.nan
+            if is_rate:
+                factor /= range_s
+            factor *= r
+            out[j] = factor
+    return True

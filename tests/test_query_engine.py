@@ -205,3 +205,51 @@ def test_compiled_group_sums_equal_numpy(monkeypatch) -> None:
                 got = aggregations._simple(op, vec, gid, keys, steps)
             assert got.labels == want.labels and np.array_equal(got.present, want.present)
             assert np.where(got.present, got.values, 0.0).tobytes() == np.where(want.present, want.values, 0.0).tobytes()
+
+
+def test_compiled_raw_rate_equals_numpy(monkeypatch) -> None:
+    """rate/increase/delta over raw samples through the compiled kernel (windows found by a
+    walk over each series, ``kernels_numba.raw_rate``) give bit for bit the NumPy form's
+    values and presence (``windows_all`` then the batched compute): irregular samples, resets
+    (none, one, at a series' first sample), NaN and +Inf values, empty and one-sample series,
+    windows shorter and longer than the scrape interval, one step and many."""
+    from query import kernels
+    from query.functions import range as R
+    from query.functions.rate import RANGE_FUNCS
+    from query.values import RangeVector
+
+    compiled = kernels.load()
+    assert compiled is not None
+    rng = np.random.default_rng(7)
+    ts_list, v_list = [], []
+    for i in range(30):
+        count = 0 if i == 3 else 1 if i == 4 else int(rng.integers(2, 80))
+        ts = np.sort(rng.choice(np.arange(0, 900_000, 1_000), count, replace=False)).astype(np.int64)
+        v = np.cumsum(rng.random(count) * 9) + 1e13 * (i % 3)  # (drops across series: big)
+        if i % 5 == 1 and count > 10:
+            v[count // 2 :] -= v[count // 2] - 1  # a reset
+        if i == 28:
+            v[5] = np.nan
+        if i == 29:  # (last: the drop after it makes every later window's correction NaN, in both forms)
+            v[6] = np.inf
+        ts_list.append(ts)
+        v_list.append(v)
+    for drops in (True, False):
+        vs = v_list if drops else [np.maximum.accumulate(np.nan_to_num(v)) for v in v_list]
+        for range_ms, ends in (
+            (60_000, np.arange(100_000, 900_000, 15_000)),
+            (5_000, np.arange(0, 910_000, 7_000)),
+            (300_000, np.array([600_000])),
+        ):
+            rv = RangeVector.from_lists([str(i) for i in range(len(ts_list))], ts_list, vs, ends.astype(np.int64),
+                                        range_ms, ends.astype(np.int64))
+            for name in ("rate", "increase", "delta"):
+                fn = RANGE_FUNCS[name].batched
+                assert fn is not None
+                with np.errstate(all="ignore"):
+                    monkeypatch.setattr(kernels, "_module", None)
+                    want = R._compute(rv, fn, [])
+                    monkeypatch.setattr(kernels, "_module", compiled)
+                    got = R._compute(rv, fn, [])
+                assert np.array_equal(got[1], want[1]), (name, range_ms)
+                assert np.where(got[1], got[0], 0.0).tobytes() == np.where(want[1], want[0], 0.0).tobytes(), (name, range_ms)

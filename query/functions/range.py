@@ -103,6 +103,11 @@ def _compute(rv: RangeVector, batched: BatchedCompute, extra: list) -> tuple[np.
     dense = dense_rollup_windows(rv) if getattr(batched, "dense", False) else None
     if dense is not None:
         return batched(rv, dense[0], dense[1], extra)
+    compiled = getattr(batched, "compiled", None)  # (the windows found in the compute's kernel)
+    if compiled is not None:
+        got: tuple[np.ndarray, np.ndarray] | None = compiled(rv)
+        if got is not None:
+            return got
     lo, hi = rv.windows_all()
     return batched(rv, lo, hi, extra)
 

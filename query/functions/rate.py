@@ -105,6 +105,22 @@ def _extrapolated(is_counter: bool, is_rate: bool) -> BatchedCompute:
                 result = result + (cc[last] - cc[first])
         return _extrapolate(result, ok, n, ft, lt, fv, rv.ends[None, :], rv.range_ms, is_counter, is_rate)
 
+    def compiled(rv: RangeVector) -> tuple[np.ndarray, np.ndarray] | None:
+        """The windows and this compute in one kernel (``kernels_numba.raw_rate``: the same
+        values); None without the kernels (or steps that do not ascend)."""
+        k = kernels.loaded()
+        if k is None:
+            return None
+        shape = (len(rv.offsets) - 1, len(rv.ends))
+        vals, ok = np.empty(shape), np.empty(shape, dtype=bool)
+        done = k.raw_rate(
+            np.ascontiguousarray(rv.ts_flat, dtype=np.int64), np.ascontiguousarray(rv.vals_flat, dtype=np.float64),
+            np.ascontiguousarray(rv.offsets, dtype=np.int64), np.ascontiguousarray(rv.ends, dtype=np.int64),
+            int(rv.range_ms), is_counter, is_rate, vals, ok,
+        )
+        return (vals, ok) if done else None
+
+    compute.compiled = compiled  # type: ignore[attr-defined]
     return compute
 
 
