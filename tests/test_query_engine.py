@@ -102,16 +102,25 @@ async def test_sample_limit_stops_long_reads_early() -> None:
 
 
 def test_an_engine_loads_its_evaluation_modules_at_start() -> None:
-    """Not in the first query, on a server's event loop (query.engine._load_evaluators)."""
+    """Not in the first query, on a server's event loop (query.engine._load_evaluators); the
+    compiled kernels (numba: ~150 MB of RSS) neither at start nor for a small query, but in
+    the background after the first big one (query.kernels), which later queries then use."""
     import subprocess
     import sys
 
-    code = ("import sys; from query.memory import MemoryStorage; from query.engine import Engine; "
-            "before = 'query.functions' in sys.modules; Engine(MemoryStorage()); "
+    code = ("import asyncio, sys, numpy as np; from query.memory import MemoryStorage; from query.engine import Engine; "
+            "from query import kernels; from storage.model import Series, make_labels; "
+            "before = 'query.functions' in sys.modules; st = MemoryStorage(); eng = Engine(st); "
             "print(before, all(m in sys.modules for m in ('query.functions', 'query.operators', "
-            "'query.aggregations', 'query.histogram', 'query.extended', 'numpy.ma')))")
+            "'query.aggregations', 'query.histogram', 'query.extended', 'numpy.ma'))); "
+            "ts = np.arange(0, 3_600_000, 15_000); "
+            "[st.add_series(Series.of(make_labels('m', i=str(i))), ts, ts / 1e3) for i in range(100)]; "
+            "asyncio.run(eng.range_query('rate(m[1m])', 0, 600_000, 15_000)); print('numba' in sys.modules); "
+            "asyncio.run(eng.range_query('rate(m[1m])', 0, 3_600_000, 1_000)); "
+            "[t.join() for t in __import__('threading').enumerate() if t.name == 'ringmon-query-kernels']; "
+            "print(kernels.loaded() is not None)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert out.stdout.split() == ["False", "True"]
+    assert out.stdout.split() == ["False", "True", "False", "True"]
 
 
 def test_flat_windows_counted_and_searched_agree() -> None:
