@@ -327,6 +327,39 @@ def group_sums(values: np.ndarray, present: np.ndarray, gid: np.ndarray, total: 
     return True
 
 
+@_kernel("Tuple((int64, int64[::1]))(float64[::1], int64[::1], boolean, float64[::1])")
+def _raw_corrections(v: np.ndarray, offsets: np.ndarray, is_counter: bool, cc: np.ndarray) -> tuple[int, np.ndarray]:
+    """``raw_rate``'s counter corrections: into ``cc`` the running sum (np.cumsum's, left to
+    right) of the previous value at every drop within a series, and the running count of those
+    from +Inf (counted apart, not in ``cc``). Returns 0 (no drop at all: nothing to add), 1
+    (drops) or 2 (one from +Inf), and that count (empty but for 2)."""
+    total = v.shape[0]
+    ci = np.zeros(0, dtype=np.int64)
+    if not is_counter or total < 2:
+        return 0, ci
+    drops = False
+    infs = False
+    for k in range(1, total):
+        cc[k] = v[k - 1] if v[k] < v[k - 1] else 0.0
+    for i in range(offsets.shape[0] - 1):
+        if offsets[i + 1] > offsets[i]:
+            cc[offsets[i]] = 0.0  # (no drop across series)
+    for k in range(total):
+        drops |= cc[k] != 0.0
+        infs |= cc[k] == np.inf
+    if infs:  # (only the windows holding one get +Inf)
+        ci = np.zeros(total, dtype=np.int64)
+        for k in range(total):
+            if cc[k] == np.inf:
+                cc[k] = 0.0
+                ci[k] = 1
+        for k in range(1, total):
+            ci[k] = ci[k - 1] + ci[k]
+    for k in range(1, total):
+        cc[k] = cc[k - 1] + cc[k]
+    return (2 if infs else 1 if drops else 0), ci
+
+
 @_kernel(
     "boolean(int64[::1], float64[::1], int64[::1], int64[::1], int64, boolean, boolean, float64[:, ::1], boolean[:, ::1])"
 )
@@ -341,8 +374,8 @@ def raw_rate(
     samples. False (nothing that counts written) when ``ends`` do not ascend.
 
     The counter corrections are the NumPy form's: the previous value at every drop within a
-    series, in one running sum over all samples (np.cumsum's, left to right), differenced per
-    window, and added only when some drop exists at all."""
+    series, in one running sum over all samples (np.cumsum's, left to right; drops from +Inf
+    counted apart), differenced per window, and added only when some drop exists at all."""
     steps = ends.shape[0]
     for j in range(1, steps):
         if ends[j] < ends[j - 1]:
@@ -350,17 +383,9 @@ def raw_rate(
     total = v.shape[0]
     series = offsets.shape[0] - 1
     cc = np.zeros(total)
-    drops = False
-    if is_counter and total > 1:
-        for k in range(1, total):
-            cc[k] = v[k - 1] if v[k] < v[k - 1] else 0.0
-        for i in range(series):
-            if offsets[i + 1] > offsets[i]:
-                cc[offsets[i]] = 0.0  # (no drop across series)
-        for k in range(total):
-            drops |= cc[k] != 0.0
-        for k in range(1, total):
-            cc[k] = cc[k - 1] + cc[k]
+    found, ci = _raw_corrections(v, offsets, is_counter, cc)
+    drops = found > 0
+    infs = found > 1
     range_s = range_ms / 1000.0
     for i in range(series):
         a = offsets[i]
@@ -389,7 +414,10 @@ def raw_rate(
             f = v[first]
             r = v[last] - f
             if drops:
-                r = r + (cc[last] - cc[first])
+                corr = cc[last] - cc[first]
+                if infs and ci[last] - ci[first] > 0:
+                    corr = np.inf
+                r = r + corr
             t0 = ts[first]
             t1 = ts[last]
             to_start = float(t0 - start) / 1000.0

@@ -220,7 +220,8 @@ def test_compiled_raw_rate_equals_numpy(monkeypatch) -> None:
     """rate/increase/delta over raw samples through the compiled kernel (windows found by a
     walk over each series, ``kernels_numba.raw_rate``) give bit for bit the NumPy form's
     values and presence (``windows_all`` then the batched compute): irregular samples, resets
-    (none, one, at a series' first sample), NaN and +Inf values, empty and one-sample series,
+    (none, one, at a series' first sample), NaN and +Inf values (a drop from +Inf makes its
+    own windows' increase infinite, not every later series' NaN), empty and one-sample series,
     windows shorter and longer than the scrape interval, one step and many."""
     from query import kernels
     from query.functions import range as R
@@ -239,8 +240,8 @@ def test_compiled_raw_rate_equals_numpy(monkeypatch) -> None:
             v[count // 2 :] -= v[count // 2] - 1  # a reset
         if i == 28:
             v[5] = np.nan
-        if i == 29:  # (last: the drop after it makes every later window's correction NaN, in both forms)
-            v[6] = np.inf
+        if i == 12:
+            v[6] = np.inf  # (then a drop from +Inf: +Inf in its windows only, no NaN in later series')
         ts_list.append(ts)
         v_list.append(v)
     for drops in (True, False):
@@ -262,3 +263,4 @@ def test_compiled_raw_rate_equals_numpy(monkeypatch) -> None:
                     got = R._compute(rv, fn, [])
                 assert np.array_equal(got[1], want[1]), (name, range_ms)
                 assert np.where(got[1], got[0], 0.0).tobytes() == np.where(want[1], want[0], 0.0).tobytes(), (name, range_ms)
+                assert not np.isnan(want[0][13:28][want[1][13:28]]).any()

@@ -101,8 +101,17 @@ def _extrapolated(is_counter: bool, is_rate: bool) -> BatchedCompute:
             pairs[1:] = np.where(v[1:] < v[:-1], v[:-1], 0.0)
             pairs[_series_starts(rv)] = 0.0
             if pairs.any():
+                # (a drop from +Inf: counted apart, so that the running sum stays finite and
+                # only the windows holding it get +Inf, not every later series' NaN)
+                inf = pairs == np.inf
+                if inf.any():
+                    pairs[inf] = 0.0
                 cc = np.cumsum(pairs)
-                result = result + (cc[last] - cc[first])
+                corr = cc[last] - cc[first]
+                if inf.any():
+                    ci = np.cumsum(inf)
+                    corr = np.where(ci[last] - ci[first] > 0, np.inf, corr)
+                result = result + corr
         return _extrapolate(result, ok, n, ft, lt, fv, rv.ends[None, :], rv.range_ms, is_counter, is_rate)
 
     def compiled(rv: RangeVector) -> tuple[np.ndarray, np.ndarray] | None:
