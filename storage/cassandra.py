@@ -69,6 +69,7 @@ from storage.cassandra_frames import (
     Keep,
     Placement,
     blocks_in_order,
+    extend_many,
     frame_samples,
     frame_samples_many,
     key_span_start,
@@ -1098,15 +1099,18 @@ class CassandraStorage(Storage):
                         rows_of[r[0]].append(r[1:])
         out: dict[str, CachedFrames | None] = {}
         nothing = FrameRows.of([], [])
+        items = []
         for t in names:
-            e = entries[t]
             got = nothing
             if rows_of[t]:
                 got = FrameRows.of([0] * len(rows_of[t]), [r[:4] for r in rows_of[t]])
                 got.version = np.array([-1 if r[4] is None else r[4] for r in rows_of[t]], dtype=np.int64)
-            out[t] = new = e.extended(got, held[t], complete_to, now)
+            items.append((entries[t], got, held[t]))
+        # (the targets' new frames decoded together: ``extend_many``)
+        for t, new in zip(names, extend_many(items, complete_to, now), strict=True):
+            out[t] = new
             if new is None:
-                cache.drop(t, e)
+                cache.drop(t, entries[t])
             else:
                 cache.put(t, new)
         return out

@@ -23,11 +23,13 @@ from storage.cassandra import (
 )
 from storage.cassandra_frames import (
     KEY_SPAN_MS,
+    CachedFrames,
     EncodedFrame,
     FrameBlock,
     FrameChains,
     FrameRows,
     blocks_in_order,
+    extend_many,
     frame_samples,
     frame_samples_many,
     has_repeats,
@@ -213,6 +215,67 @@ def test_frame_samples_many_decodes_targets_together_as_each_alone() -> None:
     assert len(parts) == 1 and samples(parts) == samples([alone[0], alone[4], alone[5]])
     ragged = frame_samples_many([targets[k][1:] for k in range(6)], FrameRows.of([r[0] for r in alike], [r[1:] for r in alike]), 1500, 5000)
     assert len(ragged) == 1 and samples(ragged) == samples([frame_samples(*targets[k], 1500, 5000) for k in (0, 4, 5)])
+
+
+def test_kept_frames_of_many_targets_extend_at_once_as_each_alone() -> None:
+    """``extend_many`` (a refresh's kept targets: their new frames decoded together) keeps
+    each target's frames as its values are, new frames chained on held ones, out of order,
+    inserted among the held ones or of a narrower column set; None for a new frame of
+    another layout or one whose base is not held; as ``extended`` gives each alone."""
+    rng = np.random.default_rng(11)
+
+    def entry(k: int, width: int, cols: list[int], kept: int, held_tail: int = 2) -> tuple:
+        """Target k: 10 frames at 1000 ms steps, the first ``kept`` held (complete up to the
+        one ``held_tail`` before the last of them), each XOR'd with the one before."""
+        ids = np.arange(width, dtype=np.int64) + 100 * k
+        vals = rng.random((10, width))
+        vals[3, 0] = STALE_NAN
+        ts = np.arange(1, 11, dtype=np.int64) * 1000
+        c = np.array(cols, dtype=np.int64)
+        e = CachedFrames(layout_id(ids), width, c, ts[:kept], np.ascontiguousarray(vals[:kept][:, c]).view(np.uint64),
+                         np.arange(kept, dtype=np.int64), 0, int(ts[kept - 1 - held_tail]), 0)
+        frames = [(int(ts[i]), None if i == 0 else int(ts[i - 1]), layout_id(ids),
+                   encode_delta(vals[i], None if i == 0 else vals[i - 1])) for i in range(10)]
+        return e, vals, frames
+
+    def rows(frames: list, versions: list[int]) -> FrameRows:
+        got = FrameRows.of([0] * len(frames), frames)
+        got.version = np.array(versions, dtype=np.int64)
+        return got
+
+    a, a_vals, a_frames = entry(0, 8, list(range(8)), 6)
+    b, b_vals, b_frames = entry(1, 8, list(range(8)), 5)
+    c, c_vals, _ = entry(2, 8, list(range(8)), 6)
+    d, _, _ = entry(3, 8, list(range(8)), 6)
+    f, f_vals, f_frames = entry(5, 16, [1, 4, 7], 4)
+    g, g_vals, g_frames = entry(6, 8, list(range(8)), 8)
+    other = (7000, None, layout_id(np.arange(3, dtype=np.int64)), encode_delta(np.zeros(3), None))
+    inserted = (7500, None, g.layout, encode_delta(g_vals[6] + 1, None))  # (a late frame among the held ones)
+    items = [
+        (a, rows(a_frames[6:9], [60, 70, 80]), a.ts[-2:]),  # chained on the newest held frame
+        (b, rows(b_frames[5:8][::-1], [7, 6, 5]), b.ts[-2:]),  # read out of order
+        (c, rows([], []), c.ts[-2:-1]),  # nothing new; the newest kept frame was stored again
+        (d, rows([other], [1]), d.ts[-2:]),  # another layout
+        (c, rows(a_frames[8:9], [1]), c.ts[-2:]),  # its base (8000) is not held
+        (f, rows(f_frames[4:7], [4, 5, 6]), f.ts[-2:]),  # a narrower column set, of another width
+        (g, rows([inserted, g_frames[8]], [75, 8]), g.ts[-2:]),  # among the held ones; the base 8000 held
+    ]
+    got = extend_many(items, 20_000, 99)
+    assert got[3] is None and got[4] is None
+    want = {0: (a_vals[:9], [0, 1, 2, 3, 4, 5, 60, 70, 80]), 1: (b_vals[:8], [0, 1, 2, 3, 4, 5, 6, 7]),
+            2: (c_vals[:5], [0, 1, 2, 3, 4]), 5: (f_vals[:7][:, [1, 4, 7]], [0, 1, 2, 3, 4, 5, 6])}
+    for k, (vals, versions) in want.items():
+        e = got[k]
+        assert e is not None and (e.hi, e.read_at, e.lo) == (20_000, 99, 0)
+        assert e.ts.tolist() == [1000 * (i + 1) for i in range(len(vals))] and e.versions.tolist() == versions
+        assert e.bits.tolist() == np.ascontiguousarray(vals).view(np.uint64).tolist()
+    e = got[6]
+    assert e is not None and e.ts.tolist() == [1000, 2000, 3000, 4000, 5000, 6000, 7000, 7500, 8000, 9000]
+    assert e.bits.tolist() == np.vstack([g_vals[:7], g_vals[6] + 1, g_vals[7:9]]).view(np.uint64).tolist()
+    assert e.versions.tolist() == [0, 1, 2, 3, 4, 5, 6, 75, 7, 8]
+    alone = [x.extended(r, h, 20_000, 99) for x, r, h in items]
+    assert [None if x is None else (x.ts.tolist(), x.bits.tolist(), x.versions.tolist()) for x in alone] == \
+        [None if x is None else (x.ts.tolist(), x.bits.tolist(), x.versions.tolist()) for x in got]
 
 
 def test_chains_restart_whole_at_a_key_span_a_layout_change_and_after_a_failure() -> None:
