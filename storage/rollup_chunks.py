@@ -340,22 +340,20 @@ def read_many(
             slow.update(sid_arr[down].tolist())
             return _split_slow(rows, slow, start_ms, end_ms, resolution, names)
     heads = np.flatnonzero(new_series)
-    bounds = at[np.append(heads, len(rows))].tolist()
     at_list = at.tolist()
     source = ChunkRows(dict(zip(names, blobs[1:], strict=True)), at_list)
     # ``last`` (a rollup read's sample values, ``storage.base.bucket_values``) joined for all
     # series at once; the other columns when a reader asks (``ChunkColumns``, ``join_columns``).
     last = np.frombuffer(b"".join(source.blobs["last"]), dtype="<f8") if "last" in names else None
-    cut: list[tuple[int, int]] = []
-    for i in range(len(heads)):
-        a, b = bounds[i], bounds[i + 1]
-        part = ts[a:b]
-        if a < b and (part[0] < start_ms or part[-1] > end_ms):
-            a, b = a + int(part.searchsorted(start_ms, "left")), a + int(part.searchsorted(end_ms, "right"))
-        cut.append((a, b))
+    # Each series' buckets a:b in [start_ms, end_ms]: its first bucket, plus those of its rows
+    # before start_ms (``_rows_before``), and so for end_ms: for all series at once.
+    first_at = at[heads]
+    ab = np.stack([first_at + np.add.reduceat(_rows_before(ts, at, start_ms, resolution.step_ms, False), heads),
+                   first_at + np.add.reduceat(_rows_before(ts, at, end_ms, resolution.step_ms, True), heads)],
+                  axis=1) if heads.size else np.zeros((0, 2), dtype=np.int64)
+    cut: list[tuple[int, int]] = ab.tolist()
     # Each series' chunk rows r0:r1 holding its buckets a:b, the bytes cut from the first
     # row's values and the last row's length (-1: whole), for all series at once.
-    ab = np.array(cut, dtype=np.int64).reshape(-1, 2)
     r0 = np.searchsorted(at, ab[:, 0], "right") - 1
     r1 = np.maximum(np.searchsorted(at, ab[:, 1], "left"), r0)
     some = r1 > r0
@@ -369,6 +367,25 @@ def read_many(
         if last is not None:
             dict.__setitem__(series_cols, "last", last[a:b])
         out[sids[k]] = ts[a:b], series_cols
+    return out
+
+
+def _rows_before(ts: np.ndarray, at: np.ndarray, t: int, step: int, inclusive: bool) -> np.ndarray:
+    """Per chunk row (its bucket starts ``ts[at[r]:at[r + 1]]``, ascending): how many are
+    before ``t`` (``inclusive``: at or before it). A row of buckets one ``step`` apart (the
+    usual) that ``t`` falls inside is counted by arithmetic, another by a search."""
+    n = np.diff(at)
+    full = n > 0
+    first = np.where(full, ts[np.minimum(at[:-1], max(ts.size - 1, 0))], 0) if ts.size else np.zeros(n.size, dtype=np.int64)
+    last = np.where(full, ts[np.maximum(at[1:] - 1, 0)], 0) if ts.size else np.zeros(n.size, dtype=np.int64)
+    bound = t + 1 if inclusive else t  # (count the buckets before ``bound``)
+    out = np.where(last < bound, n, 0)
+    inside = np.flatnonzero(full & (first < bound) & (last >= bound))
+    if inside.size:
+        regular = last[inside] - first[inside] == (n[inside] - 1) * step
+        out[inside] = np.where(regular, -((first[inside] - bound) // step), 0)
+        for r in inside[~regular].tolist():
+            out[r] = int(np.searchsorted(ts[at[r] : at[r + 1]], bound, "left"))
     return out
 
 
