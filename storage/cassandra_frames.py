@@ -456,8 +456,11 @@ def extend_many(
     target); None for a target whose new frames have another layout or name a base that is
     neither among them nor held."""
     out: list[CachedFrames | None] = [None] * len(items)
+    done = _appended(items, hi, read_at, out)
     groups: dict[tuple[int, bytes], list[_Extension]] = {}
     for k, (e, rows, held) in enumerate(items):
+        if k in done:
+            continue
         x = _extension(k, e, rows, held)
         if isinstance(x, _Extension):
             groups.setdefault((e.width, e.cols.tobytes() if e.cols.size < e.width else b""), []).append(x)
@@ -468,6 +471,68 @@ def extend_many(
             if got is not None:
                 out[x.k] = x.entry._with(*got, hi, read_at)
     return out
+
+
+def _appended(
+    items: Sequence[tuple[CachedFrames, FrameRows, np.ndarray]], hi: int, read_at: int, out: list[CachedFrames | None]
+) -> set[int]:
+    """``extend_many``'s usual case, checked and resolved for all its targets at once: every
+    kept frame after ``hi`` still held, new frames of the kept layout after the newest kept
+    one, in time order, each whole or XOR'd with the frame before it (the first: with the
+    newest kept). Their entries go to ``out``; returns their indexes (the others: per target)."""
+    by_key: dict[tuple[int, bytes], list[int]] = {}
+    for k, (e, rows, held) in enumerate(items):
+        if rows.data and e.ts.size and held.size == e.ts.size - int(np.searchsorted(e.ts, e.hi, side="right")):
+            by_key.setdefault((e.width, e.cols.tobytes() if e.cols.size < e.width else b""), []).append(k)
+    done: set[int] = set()
+    for (width, narrowed), ks in by_key.items():
+        entries = [items[k][0] for k in ks]
+        frames = [items[k][1] for k in ks]
+        lens = np.fromiter((len(r.data) for r in frames), dtype=np.int64, count=len(ks))
+        starts = np.zeros(len(ks) + 1, dtype=np.int64)
+        np.cumsum(lens, out=starts[1:])
+        owner = np.repeat(np.arange(len(ks)), lens)
+        new_ts = np.concatenate([r.ts for r in frames])
+        base = np.array([b for r in frames for b in r.base], dtype=np.float64)  # (None: NaN, whole)
+        newest = np.fromiter((int(e.ts[-1]) for e in entries), dtype=np.int64, count=len(ks))
+        prev = np.empty_like(new_ts)
+        prev[1:] = new_ts[:-1]
+        prev[starts[:-1]] = newest  # (each target's first new frame follows its newest kept one)
+        layout = np.fromiter((e.layout for e in entries), dtype=np.int64, count=len(ks))
+        fits = (np.concatenate([r.layout for r in frames]) == layout[owner]) & (new_ts > prev)
+        fits &= np.isnan(base) | (base == prev)
+        good = np.logical_and.reduceat(fits, starts[:-1])
+        sel = np.flatnonzero(good)
+        if not sel.size:
+            continue
+        mine = good[owner]
+        datas = [d for i in sel.tolist() for d in frames[i].data]
+        deltas = decode_delta_columns(datas, width, entries[sel[0]].cols) if narrowed else decode_deltas(datas, width)
+        # One run per target: its newest kept frame (whole), then its new frames.
+        run = np.zeros(sel.size + 1, dtype=np.int64)
+        np.cumsum(lens[sel] + 1, out=run[1:])
+        head = np.zeros(int(run[-1]), dtype=bool)
+        head[run[:-1]] = True
+        rest = np.flatnonzero(~head)
+        run_ts = np.empty(head.size, dtype=np.int64)
+        run_ts[run[:-1]] = newest[sel]
+        run_ts[rest] = new_ts[mine]
+        run_deltas = np.empty((head.size, deltas.shape[1]), dtype=np.uint64)
+        run_deltas[run[:-1]] = np.stack([entries[i].bits[-1] for i in sel.tolist()])
+        run_deltas[rest] = deltas
+        run_base = np.full(head.size, np.nan)
+        run_base[rest] = base[mine]
+        bases = [None if b != b else int(b) for b in run_base.tolist()]
+        resolved = resolve_chains(run_ts.tolist(), bases, run_deltas, run.tolist())
+        for i, (got_ts, got) in zip(sel.tolist(), resolved, strict=True):
+            e, rows, k = entries[i], frames[i], ks[i]
+            if got_ts.size != len(rows.data) + 1:
+                continue  # (not resolved whole: the general path decides)
+            version = rows.version if rows.version is not None else np.full(len(rows.data), -1, dtype=np.int64)
+            out[k] = e._with(np.concatenate([e.ts, got_ts[1:]]), np.concatenate([e.bits, got.view(np.uint64)[1:]]),
+                             np.concatenate([e.versions, version]), hi, read_at)
+            done.add(k)
+    return done
 
 
 def _held(e: CachedFrames, held: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -249,6 +249,8 @@ def test_kept_frames_of_many_targets_extend_at_once_as_each_alone() -> None:
     d, _, _ = entry(3, 8, list(range(8)), 6)
     f, f_vals, f_frames = entry(5, 16, [1, 4, 7], 4)
     g, g_vals, g_frames = entry(6, 8, list(range(8)), 8)
+    h, h_vals, h_frames = entry(7, 8, list(range(8)), 6)
+    restart = (7000, None, h.layout, encode_delta(h_vals[6], None))  # (a chain's whole first frame: a new key span)
     other = (7000, None, layout_id(np.arange(3, dtype=np.int64)), encode_delta(np.zeros(3), None))
     inserted = (7500, None, g.layout, encode_delta(g_vals[6] + 1, None))  # (a late frame among the held ones)
     items = [
@@ -259,11 +261,13 @@ def test_kept_frames_of_many_targets_extend_at_once_as_each_alone() -> None:
         (c, rows(a_frames[8:9], [1]), c.ts[-2:]),  # its base (8000) is not held
         (f, rows(f_frames[4:7], [4, 5, 6]), f.ts[-2:]),  # a narrower column set, of another width
         (g, rows([inserted, g_frames[8]], [75, 8]), g.ts[-2:]),  # among the held ones; the base 8000 held
+        (h, rows([restart, h_frames[7]], [6, 7]), h.ts[-2:]),  # whole, then XOR'd with it
     ]
     got = extend_many(items, 20_000, 99)
     assert got[3] is None and got[4] is None
     want = {0: (a_vals[:9], [0, 1, 2, 3, 4, 5, 60, 70, 80]), 1: (b_vals[:8], [0, 1, 2, 3, 4, 5, 6, 7]),
-            2: (c_vals[:5], [0, 1, 2, 3, 4]), 5: (f_vals[:7][:, [1, 4, 7]], [0, 1, 2, 3, 4, 5, 6])}
+            2: (c_vals[:5], [0, 1, 2, 3, 4]), 5: (f_vals[:7][:, [1, 4, 7]], [0, 1, 2, 3, 4, 5, 6]),
+            7: (h_vals[:8], [0, 1, 2, 3, 4, 5, 6, 7])}
     for k, (vals, versions) in want.items():
         e = got[k]
         assert e is not None and (e.hi, e.read_at, e.lo) == (20_000, 99, 0)
