@@ -23,6 +23,33 @@ def _kernel(signature: str | list[str]) -> Any:
 # Integral counts up to this add up exactly in any order (far below 2**53 for any sum of them).
 _EXACT_COUNT = float(2**40)
 
+@njit(inline="always", error_model="numpy")
+def _extrapolated(
+    f: float, r: float, to_start: float, to_end: float, sampled: float, intervals: float, is_counter: bool,
+    is_rate: bool, range_s: float,
+) -> float:
+    """``rate._extrapolate`` of one window holding at least two samples (inlined where called):
+    ``f`` its first value, ``r`` its change, the gaps to its edges and the sampled span in
+    seconds, ``intervals`` its samples less one. (The NumPy form skips the counter's zero-point
+    clamp when no window of a block can reach it, ``_never_to_zero``; here every window takes
+    it, which changes none of them.)"""
+    avg = sampled / intervals
+    threshold = avg * 1.1
+    half = avg / 2
+    to_start = half if to_start >= threshold else to_start
+    to_zero = f / (r if r != 0 else 1.0) * sampled
+    zero_ok = is_counter & (r > 0) & (f >= 0) & (to_zero < to_start)
+    to_start = to_zero if zero_ok else to_start
+    to_end = half if to_end >= threshold else to_end
+    factor = sampled + to_start
+    factor += to_end
+    factor /= sampled if sampled != 0 else np.nan
+    if is_rate:
+        factor /= range_s
+    factor *= r
+    return factor
+
+
 _ROW = (
     "void(float64{0}, float64{0}, float64{0}, float64{0}, float64{0}, float64{0}, float64{0}, float64{0}, float64{0},"
     " float64[::1], float64[::1], float64, boolean, boolean, boolean, float64[::1], boolean[::1])"
@@ -423,19 +450,132 @@ def raw_rate(
             to_start = float(t0 - start) / 1000.0
             to_end = float(e - t1) / 1000.0
             sampled = float(t1 - t0) / 1000.0
-            avg = sampled / float(cnt - 1)
-            threshold = avg * 1.1
-            half = avg / 2
-            to_start = half if to_start >= threshold else to_start
-            to_zero = f / (r if r != 0 else 1.0) * sampled
-            zero_ok = is_counter & (r > 0) & (f >= 0) & (to_zero < to_start)
-            to_start = to_zero if zero_ok else to_start
-            to_end = half if to_end >= threshold else to_end
-            factor = sampled + to_start
-            factor += to_end
-            factor /= sampled if sampled != 0 else np.nan
-            if is_rate:
-                factor /= range_s
-            factor *= r
-            out[j] = factor
+            out[j] = _extrapolated(f, r, to_start, to_end, sampled, float(cnt - 1), is_counter, is_rate, range_s)
+    return True
+
+
+@_kernel(
+    "void(float64[::1], float64[::1], float64[::1], float64[::1], int64, int64, boolean, float64[::1], float64[:, ::1])"
+)
+def _flat_prefixes(
+    count: np.ndarray, first: np.ndarray, last: np.ndarray, correction: np.ndarray, r0: int, r1: int,
+    is_counter: bool, acc: np.ndarray, out: np.ndarray,
+) -> None:
+    """``rollup_rate.window_parts``' prefix sums over all the flat rows (np.cumsum's: left to
+    right, the first element as it is, after a leading 0.0), for rows ``r0:r1`` (a series;
+    ``r0`` its first row, no drop across its left edge), carried on from the rows before in
+    ``acc``: into ``out[:, t]`` the sums up to row ``r0 + t`` (excluded) of the counts, the
+    buckets without the rate aggregates (a NaN correction) and, for a counter, the joined
+    corrections (a bucket's correction plus, on a drop across its left edge, the last value
+    before it) that are finite and that are +Inf."""
+    out[0, 0] = acc[0]
+    out[1, 0] = acc[1]
+    out[2, 0] = acc[2]
+    out[3, 0] = acc[3]
+    for k in range(r0, r1):
+        c = correction[k]
+        joined = c
+        if k > r0:
+            prev = last[k - 1]
+            joined = c + (prev if first[k] < prev else 0.0)
+        elif k > 0:
+            joined = c + 0.0
+        t = k - r0 + 1
+        if k == 0:
+            acc[0] = count[0]
+            acc[1] = 1.0 if c != c else 0.0
+        else:
+            acc[0] = acc[0] + count[k]
+            acc[1] = acc[1] + (1.0 if c != c else 0.0)
+        if is_counter:
+            fin = joined if joined - joined == 0.0 else 0.0
+            inf = 1.0 if joined == np.inf else 0.0
+            if k == 0:
+                acc[2] = fin
+                acc[3] = inf
+            else:
+                acc[2] = acc[2] + fin
+                acc[3] = acc[3] + inf
+        out[0, t] = acc[0]
+        out[1, t] = acc[1]
+        out[2, t] = acc[2]
+        out[3, t] = acc[3]
+
+
+@_kernel(
+    "boolean(float64[::1], float64[::1], float64[::1], float64[::1], float64[::1], float64[::1], int64[::1],"
+    " int64[::1], int64[::1], int64, boolean, boolean, float64[:, ::1], boolean[:, ::1], boolean[:, ::1])"
+)
+def flat_rate(
+    count: np.ndarray, first: np.ndarray, first_ts: np.ndarray, last: np.ndarray, last_ts: np.ndarray,
+    correction: np.ndarray, ts: np.ndarray, offsets: np.ndarray, ends: np.ndarray, range_ms: int, is_counter: bool,
+    is_rate: bool, vals: np.ndarray, ok: np.ndarray, known: np.ndarray,
+) -> bool:
+    """rate/increase/delta over rollup buckets off a full grid (series ``i`` is rows
+    ``offsets[i]:offsets[i+1]``, ``ts`` their bucket ends, ascending; window ``j`` holds the
+    buckets ending in ``(ends[j] - range_ms, ends[j]]``): what ``RangeVector.windows_all``,
+    ``rollup_rate.window_parts`` and ``rate._extrapolate`` give, into ``vals``, ``ok`` and
+    ``known`` (series, steps). The prefix sums over all rows are made a series at a time
+    (``_flat_prefixes``), so they stay in cache. False (nothing that counts written) when
+    ``ends`` do not ascend or the series are not one after another from row 0."""
+    steps = ends.shape[0]
+    series = offsets.shape[0] - 1
+    for j in range(1, steps):
+        if ends[j] < ends[j - 1]:
+            return False
+    if offsets[0] != 0:
+        return False
+    longest = 0
+    for i in range(series):
+        if offsets[i + 1] < offsets[i]:
+            return False
+        longest = max(longest, offsets[i + 1] - offsets[i])
+    acc = np.zeros(4)
+    pre = np.empty((4, longest + 1))
+    range_s = range_ms / 1000.0
+    for i in range(series):
+        s0 = offsets[i]
+        s1 = offsets[i + 1]
+        _flat_prefixes(count, first, last, correction, s0, s1, is_counter, acc, pre)
+        cs = pre[0]
+        bad = pre[1]
+        cf = pre[2]
+        ci = pre[3]
+        lo = s0
+        hi = s0
+        out = vals[i]
+        ok_row = ok[i]
+        known_row = known[i]
+        for j in range(steps):
+            e = ends[j]
+            start = e - range_ms
+            while lo < s1 and ts[lo] <= start:
+                lo += 1
+            if hi < lo:
+                hi = lo
+            while hi < s1 and ts[hi] <= e:
+                hi += 1
+            a = lo - s0  # (local: the prefix sums of this series' rows)
+            h = hi - s0
+            n = cs[h] - cs[a] if hi > lo else 0.0
+            good = (hi > lo) & (n >= 2)
+            ok_row[j] = good
+            known_row[j] = (not good) or (bad[h] - bad[a] == 0)
+            if not good:
+                out[j] = 0.0
+                continue
+            f = first[lo]
+            r = last[hi - 1] - f
+            if is_counter:
+                b = a + 1 if a + 1 < h else h
+                corr = cf[h] - cf[b]
+                if ci[h] - ci[b] > 0:
+                    corr = np.inf
+                r = r + (correction[lo] + corr)
+            t0 = first_ts[lo]
+            t1 = last_ts[hi - 1]
+            to_start = (t0 - float(start)) / 1000.0
+            to_end = (float(e) - t1) / 1000.0
+            sampled = (t1 - t0) / 1000.0
+            out[j] = _extrapolated(f, r, to_start, to_end, sampled, n - 1, is_counter, is_rate, range_s)
     return True

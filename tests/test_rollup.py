@@ -417,3 +417,57 @@ def test_rate_over_a_full_grid_compiled_equals_numpy(monkeypatch):
                 if want is not None and got is not None:
                     assert np.array_equal(got[1], want[1])
                     assert np.where(got[1], got[0], 0.0).tobytes() == np.where(want[1], want[0], 0.0).tobytes()
+
+
+def test_rate_over_rollups_off_the_grid_compiled_equals_numpy(monkeypatch):
+    """rate/increase/delta over rollup buckets that are not a full grid (series missing
+    buckets, one with none, others starting late), through the compiled kernel
+    (``kernels_numba.flat_rate``: the windows and ``window_parts`` in one walk per series)
+    give bit for bit the NumPy form's values and presence: resets, a drop from +Inf, a bucket
+    written before the rate aggregates (its windows: the increases' approximation)."""
+    from query import kernels
+    from query.functions import range as R
+    from query.functions.rate import RANGE_FUNCS
+    from query.values import RangeVector
+
+    compiled = kernels.load()
+    assert compiled is not None
+    rng = np.random.default_rng(23)
+    nb, res = 60, MINUTE_MS
+    labels, ts_list, cols_list = [], [], []
+    for i in range(8):
+        ts = np.arange(2_000 + i * 1_300, nb * res, 15_000, dtype=np.int64)
+        v = np.cumsum(rng.random(ts.size) * 7) + 1e9 * (i % 2)
+        if i in (1, 5):
+            v[ts.size // 2 :] -= v[ts.size // 2] - 1.5  # a reset
+        if i == 3:
+            v[40] = np.inf  # (then a drop from +Inf)
+        r = rollup_raw(ts, v, 0, nb * res, res)
+        keep = np.ones(len(r), dtype=bool)
+        keep[rng.integers(0, len(r), 4)] = False  # missing buckets
+        if i == 6:
+            keep[:25] = False  # starts late
+        if i == 7:
+            keep[:] = False  # none at all
+        c = {k: x[keep] for k, x in r.columns().items()}
+        if i == 2:
+            c["correction"] = c["correction"].copy()
+            c["correction"][10] = np.nan  # written before the rate aggregates
+        labels.append(f"s{i}")
+        ts_list.append(r.timestamps[keep] + res - 1)
+        cols_list.append(c)
+    agg = {k: np.concatenate([c[k] for c in cols_list]) for k in cols_list[0]}
+    for range_ms, step in ((5 * res, res), (10 * res, 3 * res), (2 * res, 45_000)):
+        ends = np.arange(10 * res, nb * res, step, dtype=np.int64)
+        rv = RangeVector.from_lists(labels, ts_list, [c["last"] for c in cols_list], ends, range_ms, ends)
+        rv.agg_flat, rv.resolution_ms = agg, res
+        for name in ("rate", "increase", "delta"):
+            fn = RANGE_FUNCS[name].rollup
+            assert fn is not None
+            with np.errstate(all="ignore"):
+                monkeypatch.setattr(kernels, "_module", None)
+                want = R._compute(rv, fn, [])
+                monkeypatch.setattr(kernels, "_module", compiled)
+                got = R._compute(rv, fn, [])
+            assert np.array_equal(got[1], want[1]), (name, range_ms)
+            assert np.where(got[1], got[0], 0.0).tobytes() == np.where(want[1], want[0], 0.0).tobytes(), (name, range_ms)

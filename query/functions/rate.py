@@ -145,23 +145,50 @@ def _rollup_extrapolated(is_counter: bool, is_rate: bool) -> BatchedCompute:
         agg = rv.agg_flat or {}
         if is_counter and "correction" not in agg.keys():  # (not served exactly: the increases)
             return approx(rv, lo, hi, extra)
-        w = None
         if isinstance(lo, DenseGrid):
             grid = lo
             got = _grid_blocks(rv, agg, grid, is_counter, is_rate) if grid.full else None
             if got is not None:
                 return got
-            lo, hi = rv.windows_all()
-        if w is None:
+            lo = hi = None  # (found below, if needed)
+        flat = _flat_compiled(rv, agg, is_counter, is_rate)
+        if flat is not None:
+            vals, ok, known = flat
+        else:
+            if lo is None:
+                lo, hi = rv.windows_all()
             w = window_parts(agg, rv.offsets, lo, hi, is_counter)
-        vals, ok = _extrapolate(w.result, w.ok, w.n, w.ft, w.lt, w.fv, rv.ends[None, :], rv.range_ms, is_counter, is_rate)
-        if not w.known.all():
+            vals, ok = _extrapolate(w.result, w.ok, w.n, w.ft, w.lt, w.fv, rv.ends[None, :], rv.range_ms, is_counter, is_rate)
+            known = w.known
+        if not known.all():
+            if lo is None:
+                lo, hi = rv.windows_all()
             old, old_ok = approx(rv, lo, hi, extra)
-            vals, ok = np.where(w.known, vals, old), np.where(w.known, ok, old_ok)
+            vals, ok = np.where(known, vals, old), np.where(known, ok, old_ok)
         return vals, ok
 
     compute.dense = True  # type: ignore[attr-defined]
     return compute
+
+
+def _flat_compiled(
+    rv: RangeVector, agg: Any, is_counter: bool, is_rate: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """rate/increase/delta over rollup buckets off a full grid (a series missing a bucket, a
+    plan off the grid) in one kernel (``kernels_numba.flat_rate``: the windows, then what
+    ``window_parts`` and ``_extrapolate`` give): values, presence and ``known``; None without
+    the kernels (or without buckets, or steps that do not ascend)."""
+    k = kernels.loaded()
+    if k is None or not len(rv.ts_flat):
+        return None
+    shape = (len(rv.offsets) - 1, len(rv.ends))
+    vals, ok, known = np.empty(shape), np.empty(shape, dtype=bool), np.empty(shape, dtype=bool)
+    cols = [np.ascontiguousarray(agg[name], dtype=np.float64) for name in RATE_COLUMNS]
+    done = k.flat_rate(
+        *cols, np.ascontiguousarray(rv.ts_flat, dtype=np.int64), np.ascontiguousarray(rv.offsets, dtype=np.int64),
+        np.ascontiguousarray(rv.ends, dtype=np.int64), int(rv.range_ms), is_counter, is_rate, vals, ok, known,
+    )
+    return (vals, ok, known) if done else None
 
 
 
