@@ -109,6 +109,11 @@ FRAME_READ_SPAN_MS = 15 * 60_000
 # requests of 1,024, 70-90 in 9 of 100 and 48-75 in 4 of 256 (23:09-23:10 UTC, load 0.4-1.7).
 ROWS_GROUP_SERIES = 256
 ROWS_GROUP_TARGETS = 64
+# Which (target, hour) partitions of raw_recent hold rows (``_short_rows``): up to this many
+# targets per request, in at least two (one request walks its partitions in turn: 200 targets
+# took ~47 ms wall in one, ~6.5 in 2 or 4); the node's CPU is per request more than per
+# partition (issue #20's 200 targets after 30 ms idle: 5.9 ms in 2, 8.5 in 4, 8.9 in 8).
+PROBE_GROUP_TARGETS = 128
 # The frames of targets holding FRAME_GROUP_SERIES series together (at most FRAME_GROUP_TARGETS
 # targets) per request: ~3 bytes per sample on disk, 20 min of 5 s scrapes is ~0.7 KB per
 # series, ~1.5 MB a response; 100 node_exporter-like targets of 8 series are one request and
@@ -1078,16 +1083,19 @@ class CassandraStorage(Storage):
         held: dict[str, np.ndarray] = {}
         need_from: dict[str, int] = {}
         tails = [entries[t].tail() for t in names]
+        out: dict[str, CachedFrames | None] = {}
         if _same_keys(tails, cuts, k_ts, k_ver):
             # (usual: every frame after where they are complete stored as held, none new)
-            held = {t: tail[0] for t, tail in zip(names, tails, strict=True)}
-        else:
-            for k, t in enumerate(names):
-                t_ts, t_ver = k_ts[cuts[k] : cuts[k + 1]], k_ver[cuts[k] : cuts[k + 1]]
-                same = entries[t].unchanged(t_ts, t_ver)
-                held[t] = t_ts[same]
-                if not bool(same.all()):
-                    need_from[t] = int(t_ts[~same].min())
+            for t in names:
+                out[t] = settled = entries[t].settled(complete_to, now)
+                cache.put(t, settled)
+            return out
+        for k, t in enumerate(names):
+            t_ts, t_ver = k_ts[cuts[k] : cuts[k + 1]], k_ver[cuts[k] : cuts[k + 1]]
+            same = entries[t].unchanged(t_ts, t_ver)
+            held[t] = t_ts[same]
+            if not bool(same.all()):
+                need_from[t] = int(t_ts[~same].min())
         rows_of: dict[str, list] = {t: [] for t in names}
         if need_from:
             first = min(need_from.values())
@@ -1097,7 +1105,6 @@ class CassandraStorage(Storage):
                 for r in page:
                     if r[1] >= need_from[r[0]] and r[1] not in skip[r[0]]:
                         rows_of[r[0]].append(r[1:])
-        out: dict[str, CachedFrames | None] = {}
         nothing = FrameRows.of([], [])
         items = []
         for t in names:
@@ -1746,13 +1753,15 @@ class CassandraStorage(Storage):
         self, by_target: dict[str, list[int]], hours: list[int], start_ms: int, end_ms: int
     ) -> list[tuple[int | None, list]]:
         """``_rows_of`` a short range of several targets: first which of their (target, hour)
-        partitions hold rows at all (``SELECT DISTINCT``, ROWS_GROUP_TARGETS targets a
-        request), then the rows of those targets only. Usually none: a scrape of >= 8 series
-        is a frame (issue #20's range query over 200 targets: 4 requests where the rows took
-        25, ~1 ms of the reader's CPU and 2-3 of the node's against ~8.5 and ~9)."""
+        partitions hold rows at all (``SELECT DISTINCT``, up to PROBE_GROUP_TARGETS targets a
+        request, two at least), then the rows of those targets only. Usually none: a scrape
+        of >= 8 series is a frame (issue #20's range query over 200 targets: 4 requests where
+        the rows took 25, ~1 ms of the reader's CPU and 2-3 of the node's against ~8.5 and
+        ~9; 2 since)."""
         names = sorted(by_target)
-        found = await _gather_waves([self.execute(self.ps_rows_written, (names[i : i + ROWS_GROUP_TARGETS], hours))
-                                     for i in range(0, len(names), ROWS_GROUP_TARGETS)])
+        step = max(1, min(PROBE_GROUP_TARGETS, -(-len(names) // 2)))
+        found = await _gather_waves([self.execute(self.ps_rows_written, (names[i : i + step], hours))
+                                     for i in range(0, len(names), step)])
         written = set().union(*map(_partitions, found))
         if not written:
             return []
