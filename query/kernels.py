@@ -10,11 +10,12 @@ Loading numba costs ~0.4 s of CPU and ~150 MB of RSS (LLVM's library: ~120 MB of
 file-backed pages), so nothing loads it before a query needs it: ``prefetch`` (the engine
 calls it for a query estimated big, in the serving process, before evaluating) starts the
 import in a background thread and returns; ``loaded`` is what the evaluation asks, and is
-None until the import is done, so no query waits for it. A worker process forked by the
+None until the import is done, so no evaluation waits for it. A worker process forked by the
 isolator inherits the kernels when they were loaded before the fork, and never starts a load
-of its own. ``load`` imports synchronously (``make venv`` compiles them into numba's cache
-beside the module, the test session loads them once). The scraper never imports this module's
-kernels: only the query engine calls ``prefetch``.
+of its own (a fork waits for a load under way to end, at most once per process, so that no
+child holds a module numba's import left half done). ``load`` imports synchronously (``make
+venv`` compiles the kernels into numba's cache beside the module, the test session loads them
+once). The scraper never imports numba: only the query engine calls ``prefetch``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,17 @@ def load() -> ModuleType | None:
                 return None
             _module = mod
     return _module
+
+
+def _hold_while_forking() -> None:
+    _lock.acquire()  # (a load under way ends first: no half-imported module in a forked child)
+
+
+def _release_after_fork() -> None:
+    _lock.release()
+
+
+os.register_at_fork(before=_hold_while_forking, after_in_parent=_release_after_fork, after_in_child=_release_after_fork)
 
 
 def prefetch() -> None:
