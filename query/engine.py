@@ -1339,8 +1339,6 @@ class Engine:
             ev.fetched = plans
             ev.notes = sorted({n for p in plans.values() for n in p.notes})
             est = self._estimate(ev, node, times)
-            if est.points >= THREAD_POINTS:
-                kernels.prefetch()  # (a big query: the compiled kernels serve the next ones)
             t1 = time.monotonic()
             isolated = self.isolator is not None and est.cost > self.limits.isolate_points and ev.hist_lookup is None
             if not isolated:
@@ -1358,6 +1356,10 @@ class Engine:
             stats.isolated = True
             result = await self.isolator.run(lambda: self._evaluate(ev, node, times, instant, encode), deadline)
         stats.eval_s = time.monotonic() - t1
+        if est.points >= THREAD_POINTS:
+            # A big query: the compiled kernels serve the next ones (loaded in the background
+            # from now: not before this one's fork, which would wait for the load).
+            kernels.prefetch()
         self.last_stats = stats
         result.stats = stats
         return result

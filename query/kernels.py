@@ -8,8 +8,8 @@ until the kernels are loaded, or when numba is missing or ``RINGMON_KERNELS=nump
 
 Loading numba costs ~0.4 s of CPU and ~150 MB of RSS (LLVM's library: ~120 MB of it shared,
 file-backed pages), so nothing loads it before a query needs it: ``prefetch`` (the engine
-calls it for a query estimated big, in the serving process, before evaluating) starts the
-import in a background thread and returns; ``loaded`` is what the evaluation asks, and is
+calls it in the serving process when a query estimated big has been answered, for the next
+ones) starts the import in a background thread and returns; ``loaded`` is what the evaluation asks, and is
 None until the import is done, so no evaluation waits for it. A worker process forked by the
 isolator inherits the kernels when they were loaded before the fork, and never starts a load
 of its own (a fork waits for a load under way to end, at most once per process, so that no
