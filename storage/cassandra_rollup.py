@@ -916,16 +916,17 @@ class CassandraRollupMixin:
                 return await self.execute(ps, params)
 
         parts = range(_partition(resolution, lo), _partition(resolution, end_ms) + 1)
+        buckets = None
         if self.rollup_cache_bytes > 0:
-            rows = await self._cached_chunk_rows(resolution, ids, parts, lo, end_ms, names, one)
+            rows, buckets = await self._cached_chunk_rows(resolution, ids, parts, lo, end_ms, names, one)
         else:
             calls = []
             for p in parts:
                 for i in range(0, len(ids), CHUNK_READ_SERIES):
                     calls.append(one((ids[i : i + CHUNK_READ_SERIES], p, lo, end_ms)))
             rows = [row for pages in await asyncio.gather(*calls) for page in pages for row in page]
-        rows.sort(key=itemgetter(0, 1))  # (read_many: each series' chunks together, in start order)
-        return chunks.read_many(rows, start_ms, end_ms, resolution, names)
+            rows.sort(key=itemgetter(0, 1))  # (read_many: each series' chunks together, in start order)
+        return chunks.read_many(rows, start_ms, end_ms, resolution, names, buckets)
 
     async def _cached_chunk_rows(
         self,
@@ -936,11 +937,13 @@ class CassandraRollupMixin:
         hi: int,
         names: tuple[str, ...],
         one: Callable[[tuple], Awaitable[list]],
-    ) -> list[tuple]:
+    ) -> tuple[list[tuple], np.ndarray | None]:
         """The chunk rows ``(series id, start, data, ts, *names)`` of series ``ids`` starting in
-        [lo, hi] through the store's chunk cache (``storage.chunk_cache``): each chunk's key
-        and ``writetime(c_ts)`` (bigint columns: decoded as arrays), then the chunks not kept
-        at that version, read with their own writetime and kept (final chunks in column form)."""
+        [lo, hi], by series then start, through the store's chunk cache
+        (``storage.chunk_cache``): each chunk's key and ``writetime(c_ts)`` (bigint columns:
+        decoded as arrays, put in that order at once), then the chunks not kept at that
+        version, read with their own writetime and kept (final chunks in column form). With
+        the rows, when all were kept: their bucket counts (``ChunkCache.lookup``), else None."""
         cache = cache_of(self, resolution, self.rollup_cache_bytes)
         versions_ps = await self._chunk_read_ps(resolution, None)
         calls = [
@@ -948,18 +951,29 @@ class CassandraRollupMixin:
             for p in parts
             for i in range(0, len(ids), CHUNK_VERSION_SERIES)
         ]
-        keys: list[tuple[int, int, int]] = []
+        found_cols: list[list[np.ndarray]] = [[], [], []]
         for pages in await asyncio.gather(*calls):
             for page in pages:
                 if isinstance(page, dict):  # (no null writetime: every chunk in column form)
-                    keys.extend(zip(*(page[k].tolist() for k in list(page)[:3]), strict=True))
+                    key_cols = [np.asarray(page[k], dtype=np.int64) for k in list(page)[:3]]
+                elif page:
+                    key_cols = [np.array([r[0] for r in page], dtype=np.int64), np.array([r[1] for r in page], dtype=np.int64),
+                                np.array([-1 if r[2] is None else r[2] for r in page], dtype=np.int64)]
                 else:
-                    keys.extend((r[0], r[1], -1 if r[2] is None else r[2]) for r in page)
+                    continue
+                for col, part in zip(found_cols, key_cols, strict=True):
+                    col.append(part)
+        keys: list[tuple[int, int, int]] = []
+        if found_cols[0]:
+            k_sid, k_start, k_ver = (np.concatenate(c) for c in found_cols)
+            order = np.lexsort((k_start, k_sid))  # (read_many: each series' chunks together, in start order)
+            keys = list(zip(k_sid[order].tolist(), k_start[order].tolist(), k_ver[order].tolist(), strict=True))
         wanted = ("ts", *names)
-        rows, missing = cache.lookup(keys, wanted)
-        found = [r for r in rows if r is not None]
+        buckets: list[int] = []
+        rows, missing = cache.lookup(keys, wanted, buckets)
         if not missing:
-            return found
+            return rows, np.array(buckets, dtype=np.int64)
+        found = [r for r in rows if r is not None]
         by_part: dict[int, dict[int, list[int]]] = {}
         for k in missing:
             sid, start, _ = keys[k]
@@ -989,7 +1003,8 @@ class CassandraRollupMixin:
             found.append(got)
             if version is not None and not got[2]:
                 cache.store(version, wanted, got)
-        return found
+        found.sort(key=itemgetter(0, 1))
+        return found, None
 
 
 class CassandraRollupStorage(CassandraRollupMixin, CassandraStorage):

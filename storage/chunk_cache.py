@@ -45,7 +45,8 @@ class ChunkCache:
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[Key, tuple[int, tuple[str, ...], tuple, int]] = OrderedDict()
+        # (version, column names, row, bytes, buckets: when every value is plain and of one length, else -1)
+        self._entries: OrderedDict[Key, tuple[int, tuple[str, ...], tuple, int, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
@@ -60,21 +61,27 @@ class ChunkCache:
     def nbytes(self) -> int:
         return self._bytes
 
-    def lookup(self, keys: Sequence[tuple[int, int, int]], names: tuple[str, ...]) -> tuple[list, list[int]]:
+    def lookup(
+        self, keys: Sequence[tuple[int, int, int]], names: tuple[str, ...], buckets: list[int] | None = None
+    ) -> tuple[list, list[int]]:
         """For ``(series id, start, version)`` keys: the kept rows (None where not kept at
-        that version with the columns ``names``) and the indexes of those not kept."""
+        that version with the columns ``names``) and the indexes of those not kept.
+        ``buckets``: each kept row's bucket count appended, when its values are all plain and
+        of one length (else -1; ``rollup_chunks.read_many`` then need not check them)."""
         rows: list = []
         missing: list[int] = []
         with self._lock:
             get, touch = self._entries.get, self._entries.move_to_end
             for i, (sid, start, version) in enumerate(keys):
                 e = get((sid, start))
-                if e is None or e[0] != version or e[1] != names:
+                if e is None or e[0] != version or (e[1] is not names and e[1] != names):
                     missing.append(i)
                     rows.append(None)
                     continue
                 touch((sid, start))
                 rows.append(e[2])
+                if buckets is not None:
+                    buckets.append(e[4])
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         return rows, missing
@@ -85,11 +92,13 @@ class ChunkCache:
         if size > self.max_bytes:
             return
         key = (row[0], row[1])
+        n = len(row[3]) if not row[2] and row[3] is not None else -1
+        buckets = n // 8 if n >= 0 and n % 8 == 0 and all(v is not None and len(v) == n for v in row[4:]) else -1
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
                 self._bytes -= old[3]
-            self._entries[key] = (version, names, row, size)
+            self._entries[key] = (version, names, row, size, buckets)
             self._bytes += size
             while self._bytes > self.max_bytes:
                 _, dropped = self._entries.popitem(last=False)

@@ -288,7 +288,8 @@ def read_columns(
 
 
 def read_many(
-    rows: Sequence[Sequence], start_ms: int, end_ms: int, resolution: Resolution, names: tuple[str, ...]
+    rows: Sequence[Sequence], start_ms: int, end_ms: int, resolution: Resolution, names: tuple[str, ...],
+    buckets: np.ndarray | None = None,
 ) -> dict[int, tuple[np.ndarray, dict[str, np.ndarray]]]:
     """Many series' bucket starts in [start_ms, end_ms] and columns ``names`` (as
     ``read_columns`` gives each), from stored chunk rows ``(series id, chunk start, record
@@ -297,7 +298,9 @@ def read_many(
     per column for all series, and each series' part is a slice of the joined column: a 24 h
     read of 800 series is 4,800 chunks, and NumPy or dict work per chunk or per series cost
     it 50 ms. The other series (record bytes, a column missing or of another length,
-    repeated bucket starts) go through ``read_columns``."""
+    repeated bucket starts) go through ``read_columns``. ``buckets``: each row's bucket count
+    when known that its values are all plain and of that length (a chunk cache's rows: -1
+    where not), so they need not be checked."""
     if not rows:
         return {}
     cols = list(zip(*rows, strict=True))
@@ -305,7 +308,8 @@ def read_many(
     slow: set[int] = set()
     if any(cols[2]):  # record-form chunks (written before column form)
         slow.update(sid for sid, data in zip(sids, cols[2], strict=True) if data)
-    lens = _plain_lengths(blobs)
+    known = buckets is not None and buckets.size == len(rows) and bool((buckets >= 0).all())
+    lens = 8 * buckets if known and buckets is not None else _plain_lengths(blobs)
     if lens is None:  # (else plain values of equal lengths, the usual case: nothing to sort out)
         if _any_compact(blobs):  # compact values (see below): made plain for all rows at once
             blobs = expand_columns(("ts", *names), blobs)

@@ -290,9 +290,19 @@ def test_read_many_gives_what_read_columns_gives_series_by_series() -> None:
                for n in ("ts", *names)))
             for sid, cs in stored.items() for start, c in cs
         ]
+        # (each row's bucket count where its values are plain and of one length: a chunk cache's)
+        buckets = np.array([len(r[3]) // 8 if not r[2] and r[3] is not None and len(r[3]) % 8 == 0
+                            and all(v is not None and len(v) == len(r[3]) for v in r[4:]) else -1 for r in rows])
         for lo, hi in ((a, a + DAY_MS), (a + 5 * MINUTE_MS, a + six + 20 * MINUTE_MS), (a + DAY_MS, a + 2 * DAY_MS)):
             got = chunks.read_many(rows, lo, hi, Resolution.MINUTE, names)
             assert set(got) == set(stored)
+            whole = {r[0] for r in rows} - {r[0] for r, n in zip(rows, buckets.tolist(), strict=True) if n < 0}
+            plain = [k for k, r in enumerate(rows) if r[0] in whole]  # (the series all of whose rows are plain)
+            assert form == "compact" or len(whole) >= 4
+            known = chunks.read_many([rows[k] for k in plain], lo, hi, Resolution.MINUTE, names, buckets[plain])
+            for sid in {rows[k][0] for k in plain}:
+                assert known[sid][0].tolist() == got[sid][0].tolist()
+                assert all(known[sid][1][n].tobytes() == got[sid][1][n].tobytes() for n in names), sid
             for sid, cs in stored.items():
                 ts, cols = chunks.read_columns(cs, lo, hi, Resolution.MINUTE, names)
                 assert got[sid][0].tolist() == ts.tolist(), sid
@@ -480,6 +490,14 @@ def test_chunk_cache_drops_the_least_recently_used_beyond_its_bytes() -> None:
     cache.store(version=5, names=names, row=(1, 5, b"", b"y" * 100))  # drops (1, 1): (1, 2) was used last
     assert cache.lookup([(1, 1, 1), (1, 2, 2)], names)[1] == [0]
     assert cache.lookup([(1, 2, 2)], ("ts", "count"))[1] == [0]  # other columns: not kept
+    # Each kept row's bucket count, when its values are all plain and of one length (read_many's check)
+    two = ("ts", "count")
+    cache.store(version=1, names=two, row=(2, 0, b"", b"t" * 16, b"c" * 16))
+    cache.store(version=1, names=two, row=(2, 1, b"", b"t" * 16, b"c" * 8))  # (of two lengths)
+    cache.store(version=1, names=two, row=(2, 2, b"", b"t" * 13, b"c" * 13))  # (a compact value)
+    buckets: list[int] = []
+    assert cache.lookup([(2, 0, 1), (2, 1, 1), (2, 2, 1), (2, 3, 1)], two, buckets)[1] == [3]
+    assert buckets == [2, -1, -1]
 
 
 async def test_sqlite_chunk_cache_is_not_fooled_by_a_reused_rowid(tmp_path) -> None:
