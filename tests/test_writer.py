@@ -126,7 +126,8 @@ def _count_frame_sets(store, monkeypatch) -> list[int]:  # type: ignore[no-untyp
 async def test_a_spool_of_frames_replays_in_order_bit_exact(cassandra_storage, tmp_path, monkeypatch) -> None:
     """A spool whose records are frames (XOR chains across records, a layout change), after a
     record of the writer before frames (version 1, rows): replayed in order, the frames-only
-    records in groups (``write_frame_sets``), read bit for bit."""
+    records in groups (``write_frame_sets``), read bit for bit, their target marked late
+    (``raw_late_frames``)."""
     from storage.cassandra_frames import Frame, FrameEncoder
 
     store = cassandra_storage
@@ -160,6 +161,9 @@ async def test_a_spool_of_frames_replays_in_order_bit_exact(cassandra_storage, t
     assert await writer.drain(60)
     await writer.close()
     assert sum(calls) == 11 and len(calls) < 11  # the 11 frames-only records went in groups
+    # (replayed minutes after their scrapes: each hour of them marked for readers' kept frames)
+    hours = sorted({(t0 + k * 10_000) // 3_600_000 for k in range(1, 12)})
+    assert {("w/h:3", h) for h in hours} <= set(await store.late_frames(hours))
     got = await store.select([Matcher("__name__", MatchOp.EQ, "writer_frames")], t0, t0 + 120_000)
     assert len(got) == 20
     for d in got:
