@@ -86,14 +86,19 @@ class ChunkCache:
         self.misses += len(missing)
         return rows, missing
 
-    def store(self, version: int, names: tuple[str, ...], row: tuple) -> None:
-        """Keep ``row`` (``(series id, start, data, *columns names)``) read at ``version``."""
-        size = sum(len(v) for v in row[2:] if v is not None)
+    def store(self, version: int, names: tuple[str, ...], row: tuple, nbytes: int | None = None) -> None:
+        """Keep ``row`` (``(series id, start, data, *columns names)``) read at ``version``.
+        ``nbytes``: the row's size, for a row of other values (a decoded block's arrays:
+        ``sqlite_rollup``); its bucket count is then not known (-1)."""
+        size = sum(len(v) for v in row[2:] if v is not None) if nbytes is None else nbytes
         if size > self.max_bytes:
             return
         key = (row[0], row[1])
-        n = len(row[3]) if not row[2] and row[3] is not None else -1
-        buckets = n // 8 if n >= 0 and n % 8 == 0 and all(v is not None and len(v) == n for v in row[4:]) else -1
+        if nbytes is None:
+            n = len(row[3]) if not row[2] and row[3] is not None else -1
+            buckets = n // 8 if n >= 0 and n % 8 == 0 and all(v is not None and len(v) == n for v in row[4:]) else -1
+        else:
+            buckets = -1
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:

@@ -12,6 +12,8 @@ import sqlite3
 
 # Bumped when final rollup chunk rows are deleted or updated in place (``storage.chunk_cache``).
 CHUNK_GENERATION_KEY = "rollup_chunk_generation"
+# Bumped when sealed block rows are deleted or rebuilt (the decoded blocks ``sqlite_rollup`` keeps).
+BLOCK_GENERATION_KEY = "raw_block_generation"
 # Bumped when the series index (``series_day``) gains or loses rows.
 INDEX_GENERATION_KEY = "series_index_generation"
 
