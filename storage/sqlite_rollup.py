@@ -58,6 +58,7 @@ T = TypeVar("T")
 # ~7.7 KB decoded, so 800 series' blocks of four windows (the windows dashboard refreshes read).
 BLOCK_CACHE_BYTES = 32 << 20
 _BLOCK_ENTRY = ("block",)  # (the cache's column names of a decoded block)
+_SERIES_START = operator.itemgetter(0, 1)
 
 # A chunk table per resolution: ``data`` (record form, empty since column form) and the
 # column-form blobs (``storage.rollup_chunks.STORED``).
@@ -89,10 +90,17 @@ CREATE TABLE IF NOT EXISTS raw_blocks (
 # (start_ts, end_ts): the probe whether any block overlaps a range (``_any_block``) reads the
 # index alone, not a table page per block (a day's 9,600 blocks of 800 series: 5 ms a read).
 _BLOCKS_INDEX = "CREATE INDEX IF NOT EXISTS raw_blocks_span ON raw_blocks (start_ts, end_ts)"
+# (series_id, end_ts, start_ts): a series' blocks that end after a read's start, straight from
+# the index with their rowids (``_merge_blocks``). Through the primary key a read stepped
+# over a day of each series' blocks (``start_ts`` from a day before), each a table row to
+# check ``end_ts``: 8 ms for a 5-minute read of 500 series, with this index 0.4 ms.
+_BLOCKS_END_INDEX = "CREATE INDEX IF NOT EXISTS raw_blocks_end ON raw_blocks (series_id, end_ts, start_ts)"
 ROLLUP_SCHEMA = (
     _BLOCKS_TABLE
     + ";\n"
     + _BLOCKS_INDEX
+    + ";\n"
+    + _BLOCKS_END_INDEX
     + ";\nDROP INDEX IF EXISTS raw_blocks_ts"  # (the index on start_ts alone, before)
     + """;
 CREATE INDEX IF NOT EXISTS series_metric ON series (metric);
@@ -159,6 +167,7 @@ class SQLiteRollupMixin:
     _rollup_schema_ready: bool = False
     _blocks_exist: bool = False
     _blocks_versioned: bool = False  # (a rowid table: a block's rowid is its version)
+    _blocks_by_end: bool = False  # (the ``raw_blocks_end`` index is there)
     # (days, shards), the index generation the scan saw, each shard's series ids
     _index_series_memo: tuple[tuple[int, int, int], str | None, dict[int, np.ndarray]] | None = None
     # Bytes of rollup chunks kept between reads (``storage.chunk_cache``; 0: none kept).
@@ -178,7 +187,9 @@ class SQLiteRollupMixin:
             def run(con: sqlite3.Connection) -> None:
                 con.executescript(ROLLUP_SCHEMA)
                 # (no block generation bump: a WITHOUT ROWID table gave no versions to keep blocks by)
-                rebuild_with_rowid(con, "raw_blocks", [_BLOCKS_TABLE, _BLOCKS_INDEX], "start_ts, series_id")
+                rebuild_with_rowid(
+                    con, "raw_blocks", [_BLOCKS_TABLE, _BLOCKS_INDEX, _BLOCKS_END_INDEX], "start_ts, series_id"
+                )
                 _add_chunk_columns(con)
                 _convert_row_tables(con)
 
@@ -349,7 +360,7 @@ class SQLiteRollupMixin:
                 if keep_blocks and self._blocks_versioned and self.block_cache_bytes > 0:
                     cache = cache_of(self, "raw_blocks", self.block_cache_bytes)
                     cache.at_generation(read_generation(con, BLOCK_GENERATION_KEY))
-                _merge_blocks(con, series_ids, start_ms, end_ms, out, cache)
+                _merge_blocks(con, series_ids, start_ms, end_ms, out, cache, self._blocks_by_end)
         finally:
             if own:
                 con.execute("COMMIT")
@@ -361,6 +372,9 @@ class SQLiteRollupMixin:
             self._blocks_exist = found is not None
             # (a database of an earlier version, not converted yet, has no rowids there)
             self._blocks_versioned = found is not None and "WITHOUT ROWID" not in str(found[0]).upper()
+        if self._blocks_exist and not self._blocks_by_end:  # (made by the rollup schema of this version)
+            end = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'raw_blocks_end'").fetchone()
+            self._blocks_by_end = end is not None
         return self._blocks_exist
 
     def _series_by_id(self, con: sqlite3.Connection, sid: int) -> Series:
@@ -689,6 +703,7 @@ def _merge_blocks(
     end_ms: int,
     out: dict[int, tuple[np.ndarray, np.ndarray]],
     cache: ChunkCache | None = None,
+    by_end: bool = False,
 ) -> None:
     """Merge the samples in [start_ms, end_ms) of the blocks of ``series_ids`` into ``out``
     (rows' samples win on equal timestamps). A block holds one window of at most a day.
@@ -698,21 +713,25 @@ def _merge_blocks(
     gives a resealed block a rowid above every other; a ``DELETE`` bumps the generation): the
     keys come from the primary key's index, only blocks not kept are read and decoded. A
     dashboard refresh reads a few minutes of each series from the same 2 h blocks every time,
-    and decoding 800 of them whole was ~30 ms of its ~40."""
+    and decoding 800 of them whole was ~30 ms of its ~40. ``by_end``: the ``raw_blocks_end``
+    index is there (the blocks are found by it, else by the primary key)."""
     ids = list(series_ids)
     for i in range(0, len(ids), IN_LIST):
         part = ids[i : i + IN_LIST]
-        where = (
-            f" FROM raw_blocks WHERE series_id IN ({','.join('?' * len(part))})"
-            " AND start_ts > ? AND start_ts < ? AND end_ts > ? ORDER BY series_id, start_ts"
-        )
-        params = (*part, start_ms - DAY_MS, end_ms, start_ms)
+        marks = ",".join("?" * len(part))
+        if by_end:  # (rows in index order, sorted below)
+            where = f" FROM raw_blocks INDEXED BY raw_blocks_end WHERE series_id IN ({marks}) AND end_ts > ? AND start_ts < ?"
+            params: tuple[int, ...] = (*part, start_ms, end_ms)
+        else:
+            where = f" FROM raw_blocks WHERE series_id IN ({marks}) AND start_ts > ? AND start_ts < ? AND end_ts > ?"
+            params = (*part, start_ms - DAY_MS, end_ms, start_ms)
         blocks: list  # (series id, start, timestamps, values) in (series, start) order
         if cache is None:
-            q = "SELECT series_id, start_ts, data" + where
-            blocks = [(sid, start, *decode_block(data)) for sid, start, data in con.execute(q, params)]
+            got = sorted(con.execute("SELECT series_id, start_ts, data" + where, params), key=_SERIES_START)
+            blocks = [(sid, start, *decode_block(data)) for sid, start, data in got]
         else:
             keys = con.execute("SELECT series_id, start_ts, rowid" + where, params).fetchall()
+            keys.sort()
             blocks, missing = cache.lookup(keys, _BLOCK_ENTRY)
             at = {keys[k][2]: k for k in missing}
             rowids = list(at)

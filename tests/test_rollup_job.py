@@ -519,6 +519,7 @@ async def test_blocks_table_of_an_older_database_becomes_a_rowid_table(tmp_path)
         assert "WITHOUT ROWID" not in sql.upper()
         assert con.execute("SELECT * FROM raw_blocks").fetchall() == [(-5, T0, T0 + WINDOW, 1, T0 + 1, T0 + 1, b"\x01\x02")]
         assert con.execute("SELECT 1 FROM sqlite_master WHERE name = 'raw_blocks_span'").fetchone() is not None
+        assert con.execute("SELECT 1 FROM sqlite_master WHERE name = 'raw_blocks_end'").fetchone() is not None
     finally:
         con.close()
 
