@@ -748,12 +748,20 @@ def _merge_blocks(
         for sid, _, b_ts, b_vals in blocks:  # (every key's block read: one read transaction)
             found.setdefault(sid, []).append((b_ts, b_vals))
         for sid, parts in found.items():
-            b_ts = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
-            b_vals = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts])
-            lo, hi = np.searchsorted(b_ts, [start_ms, end_ms])
-            b_ts, b_vals = b_ts[lo:hi], b_vals[lo:hi]
-            if not b_ts.size:
+            # Each block cut to the range before any join: a read at a window's edge (a
+            # panel's step on it) touches the next block for a sample or none, and joining
+            # whole blocks first copied both (~4 ms of a 10-minute read of 800 series).
+            pieces = []
+            for p_ts, p_vals in parts:
+                lo, hi = int(p_ts.searchsorted(start_ms)), int(p_ts.searchsorted(end_ms))
+                if hi > lo:
+                    pieces.append((p_ts[lo:hi], p_vals[lo:hi]))
+            if not pieces:
                 continue
+            if len(pieces) == 1:
+                b_ts, b_vals = pieces[0]
+            else:
+                b_ts, b_vals = np.concatenate([p[0] for p in pieces]), np.concatenate([p[1] for p in pieces])
             rows_of = out.get(sid)
             if rows_of is None or not rows_of[0].size:
                 out[sid] = (b_ts, b_vals)
