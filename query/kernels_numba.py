@@ -67,9 +67,8 @@ def _rate_row(
     ``*_b``: the columns at each window's first, last, end, start and second bucket) then
     ``rate._extrapolate``, into ``out`` and ``ok_out``. ``resets``: the series has a
     correction or a drop across a bucket edge (else its joined corrections are all +0.0 and
-    adding them adds 0.0). Branch-free inside, so LLVM vectorises it. (The NumPy form skips
-    the counter's zero-point clamp when no window of a block can reach it, ``_never_to_zero``;
-    here every window takes it, which changes none of them.)"""
+    adding them adds 0.0). Branch-free inside (``_extrapolated`` is inlined), so LLVM
+    vectorises it."""
     for j in range(out.shape[0]):
         c = cs_hi[j] - cs_lo[j]
         ok = c >= 2
@@ -86,21 +85,7 @@ def _rate_row(
         to_start = (t0 - starts[j]) / 1000.0
         to_end = (ends[j] - t1) / 1000.0
         sampled = (t1 - t0) / 1000.0
-        avg = sampled / (c - 1 if ok else 1.0)
-        threshold = avg * 1.1
-        half = avg / 2
-        to_start = half if to_start >= threshold else to_start
-        to_zero = f / (r if r != 0 else 1.0) * sampled
-        zero_ok = is_counter & (r > 0) & (f >= 0) & (to_zero < to_start)
-        to_start = to_zero if zero_ok else to_start
-        to_end = half if to_end >= threshold else to_end
-        factor = sampled + to_start
-        factor += to_end
-        factor /= sampled if sampled != 0 else np.nan
-        if is_rate:
-            factor /= range_s
-        factor *= r
-        out[j] = factor
+        out[j] = _extrapolated(f, r, to_start, to_end, sampled, c - 1 if ok else 1.0, is_counter, is_rate, range_s)
 
 
 @_kernel("int64(int64[::1], int64[::1], int64, float64[::1], int64, int64[::1], int64[::1], int64[::1], float64[::1])")
