@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import operator
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
@@ -582,15 +582,11 @@ class SQLiteRollupMixin:
                 keys.extend(con.execute(q, (*part, lo, hi)))
             rows, missing = cache.lookup(keys, names)
             at = {keys[i][2]: i for i in missing}
-            rowids = list(at)
-            for i in range(0, len(rowids), IN_LIST):
-                part = rowids[i : i + IN_LIST]
-                q = f"SELECT rowid, series_id, start_ts, data, {sql_cols} FROM {table} WHERE rowid IN ({','.join('?' * len(part))})"
-                for rowid, *row in con.execute(q, part):
-                    rows[at[rowid]] = got = tuple(row)
-                    # (final chunks only: a provisional one is rewritten every minute)
-                    if not got[2] and not chunks.is_provisional(resolution, got[1]):
-                        cache.store(rowid, names, got)
+            for rowid, *row in _rows_by_rowid(con, table, f"series_id, start_ts, data, {sql_cols}", list(at)):
+                rows[at[rowid]] = got = tuple(row)
+                # (final chunks only: a provisional one is rewritten every minute)
+                if not got[2] and not chunks.is_provisional(resolution, got[1]):
+                    cache.store(rowid, names, got)
         finally:
             if own:
                 con.execute("COMMIT")
@@ -686,6 +682,14 @@ def _put_chunks(con: sqlite3.Connection, table: str, resolution: Resolution, ser
             )
 
 
+def _rows_by_rowid(con: sqlite3.Connection, table: str, columns: str, rowids: list[int]) -> Iterator[tuple]:
+    """``(rowid, *columns)`` of the rows of ``table`` with these rowids (rows a ``ChunkCache``
+    lookup missed), ``IN_LIST`` ids a statement."""
+    for i in range(0, len(rowids), IN_LIST):
+        part = rowids[i : i + IN_LIST]
+        yield from con.execute(f"SELECT rowid, {columns} FROM {table} WHERE rowid IN ({','.join('?' * len(part))})", part)
+
+
 def _any_block(con: sqlite3.Connection, start_ms: int, end_ms: int) -> bool:
     """Whether any block overlaps [start_ms, end_ms) (one probe of ``raw_blocks_span``): a read of
     the open window's recent minutes then skips a probe per series."""
@@ -734,16 +738,12 @@ def _merge_blocks(
             keys.sort()
             blocks, missing = cache.lookup(keys, _BLOCK_ENTRY)
             at = {keys[k][2]: k for k in missing}
-            rowids = list(at)
-            for j in range(0, len(rowids), IN_LIST):
-                some = rowids[j : j + IN_LIST]
-                q = f"SELECT rowid, data FROM raw_blocks WHERE rowid IN ({','.join('?' * len(some))})"
-                for rowid, data in con.execute(q, some):
-                    ts, vals = decode_block(data)
-                    ts.flags.writeable = vals.flags.writeable = False  # (shared by the reads that find it)
-                    k = at[rowid]
-                    blocks[k] = entry = (keys[k][0], keys[k][1], ts, vals)
-                    cache.store(rowid, _BLOCK_ENTRY, entry, ts.nbytes + vals.nbytes)
+            for rowid, data in _rows_by_rowid(con, "raw_blocks", "data", list(at)):
+                ts, vals = decode_block(data)
+                ts.flags.writeable = vals.flags.writeable = False  # (shared by the reads that find it)
+                k = at[rowid]
+                blocks[k] = entry = (keys[k][0], keys[k][1], ts, vals)
+                cache.store(rowid, _BLOCK_ENTRY, entry, ts.nbytes + vals.nbytes)
         found: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
         for sid, _, b_ts, b_vals in blocks:  # (every key's block read: one read transaction)
             found.setdefault(sid, []).append((b_ts, b_vals))
