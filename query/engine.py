@@ -37,6 +37,7 @@ from query.resolution import RATE_FUNCTIONS, TWO_POINT_FUNCTIONS, SelectorUse, S
 from query.resolution import choose as choose_source
 from query.result import QueryResult, ResultSeries
 from query.rollup_tail import (
+    ChainEnds,
     RawFlat,
     Rows,
     TailMemo,
@@ -728,6 +729,23 @@ def _pieces(
     np.cumsum(counts[present_i], out=offsets[1:])
     ts = bounds[piece + 1] - 1
     return FlatSeries([labels[i] for i in present_i.tolist()], ts, bucket_values(agg, len(ts)), offsets, agg)
+
+
+@dataclass
+class _EdgeRead:
+    """The raw read of a plan's tail over 1h rollups whose end lies in the open hour
+    (``Engine._fetch_rollup``), shared by its two parts: the hour part's read (from where its
+    unwritten hours' rows are built) is made to reach ``upto``, the plan's end, and the open
+    hour's minute rows are built from the same samples instead of a second read of the
+    newest minutes (a 30 d or 1 y panel's refresh read the 800 series' last 5 to 10 minutes
+    twice). ``data`` holds the samples of [``start_ms`` - the counter gap, ``upto``], or of
+    [``start_ms``, ``upto``] led by ``lead`` (the chain ends at ``start_ms``): rows of
+    any buckets from ``start_ms`` on up to ``upto`` can be built from it."""
+
+    upto: int
+    start_ms: int = 0
+    data: RawFlat | None = None
+    lead: ChainEnds | None = None
 
 
 @dataclass
@@ -1476,7 +1494,7 @@ class Engine:
                 f"({stats.samples} samples > limit of {self.max_samples})"
             )
 
-    async def _fetch_rollup(self, plan: FetchPlan, open_only: bool = True) -> None:
+    async def _fetch_rollup(self, plan: FetchPlan, open_only: bool = True, shared: _EdgeRead | None = None) -> None:
         """Rollup rows for the plan (``_fetch_buckets``), with finer rows where a window ends or
         starts inside a bucket (not for plans whose exactness hinges on samples at bucket edges,
         ``edge_grids``):
@@ -1491,7 +1509,9 @@ class Engine:
           time ``t``, while their minute rows are kept (30 d): as pieces of minute rows cut at
           every such ``t`` (``_hours_with_pieces``), so a window holds the minutes whole by its
           end, from the minute holding its start. Such a piece depends on ``t`` alone, never on
-          the query's end or on minutes not closed by then, so the range cache may keep it."""
+          the query's end or on minutes not closed by then, so the range cache may keep it.
+        The hours' raw tail and the open hour's minutes come from one read (``_EdgeRead``);
+        ``shared``: that read, for the open hour's part."""
         res = plan.resolution
         step = res.step_ms
         edge = plan.end_ms // step * step  # the start of the bucket holding the plan's end
@@ -1508,17 +1528,18 @@ class Engine:
         names = column_names(plan.columns)
         parts: list[FlatSeries] = []
         if res is Resolution.HOUR:
+            shared = _EdgeRead(plan.end_ms) if open_tail else None  # (made by the hours' part)
             if stop > lo:
                 whole = dataclasses.replace(plan, end_ms=stop - 1, data=[], flat=None, beyond=None)
-                await self._fetch_buckets(whole)
+                await self._fetch_buckets(whole, shared)
                 hours = whole.flat if whole.flat is not None else _flat_data(whole.data, plan.columns, False)
                 parts.extend(await self._hours_with_pieces(plan, hours, cuts))
             if open_tail:
                 fine = FetchPlan(plan.matchers, edge, plan.end_ms, Resolution.MINUTE, plan.columns)
-                await self._fetch_rollup(fine, open_only=False)
+                await self._fetch_rollup(fine, open_only=False, shared=shared)
                 parts.append(fine.flat if fine.flat is not None else _flat_data(fine.data, plan.columns, False))
         else:
-            await self._fetch_buckets(plan)
+            await self._fetch_buckets(plan, shared)
             if plan.flat is None or plan.beyond is None or not len(plan.beyond):
                 return
             parts = [plan.flat, _at_last_sample(plan.beyond, res, names)]
@@ -1598,9 +1619,10 @@ class Engine:
         parts = [f for f in made if len(f.ts)]
         return _join_flats(parts, names) if parts else None
 
-    async def _fetch_buckets(self, plan: FetchPlan) -> None:
+    async def _fetch_buckets(self, plan: FetchPlan, edge: _EdgeRead | None = None) -> None:
         """Rollup rows for the plan; the newest buckets (which the rollup job may not have
-        written yet) are computed from raw samples."""
+        written yet) are computed from raw samples (``edge``: the read shared with the open
+        hour's part of a plan, ``_EdgeRead``)."""
         res = plan.resolution
         step = res.step_ms
         lo = (plan.start_ms // step) * step
@@ -1613,7 +1635,7 @@ class Engine:
         if lo >= now - RECENT_FROM_RAW_MS and lo >= raw_floor:
             # Recent windows only (a cache refresh): build the buckets from raw samples,
             # which gives the rollup job's rows exactly, with one read.
-            built = await self._rows_from_raw(matchers, lo, plan.end_ms + 1, step, now, gap_ms=gap)
+            built = await self._rows_from_raw(matchers, lo, plan.end_ms + 1, step, now, gap_ms=gap, edge=edge)
             built, plan.beyond = _split_beyond(built, plan.end_ms, step)
             plan.flat = _flat_rows(built, res, column_names(plan.columns))
             return
@@ -1623,7 +1645,8 @@ class Engine:
         raw_from = guess
         if plan.end_ms >= guess:
             raw_from = self._memo_reach(matchers, guess, step, gap) or guess
-            raw_task = asyncio.ensure_future(self._select_tail(matchers, raw_from - gap, plan.end_ms))
+            upto = plan.end_ms if edge is None else max(plan.end_ms, edge.upto)
+            raw_task = asyncio.ensure_future(self._select_tail(matchers, raw_from - gap, upto))
         try:
             # Rows from ``guess`` on are never used (the tail starts at or before it).
             rows = await self.storage.select(matchers, lo, min(plan.end_ms, guess - 1), res, columns=plan.columns)
@@ -1653,7 +1676,7 @@ class Engine:
             prefetched = (raw_from, await raw_task)
         elif raw_task is not None:
             raw_task.cancel()
-        built = await self._rows_from_raw(matchers, tail, plan.end_ms + 1, step, now, prefetched, gap)
+        built = await self._rows_from_raw(matchers, tail, plan.end_ms + 1, step, now, prefetched, gap, edge)
         # Series i: stored rows before split_i, rows built from raw from split_i on.
         split = {sid: min(max(e, tail), guess) for sid, e in ends.items()}
         if len(built) and any(v != tail for v in split.values()):
@@ -1698,6 +1721,7 @@ class Engine:
         now: int,
         prefetched: tuple[int, list[SeriesData] | FlatSamples] | None = None,
         gap_ms: int = DEFAULT_MAX_GAP_MS,
+        edge: _EdgeRead | None = None,
     ) -> Rows:
         """Rollup rows of [start_ms, end_ms) built from raw samples as the rollup job builds
         them (series sorted by labels). The rows of complete minutes are kept in the tail memo (the
@@ -1706,7 +1730,10 @@ class Engine:
         ``prefetched``: raw samples already read from (that time - ``gap_ms``) on. ``gap_ms``:
         how far before ``start_ms`` (or where the memo ends) raw samples are read, for the
         counter increase of the first samples (``_tail_gap_ms``); the memo keeps the rows of
-        each gap apart (rows built without it lack the first samples' increases)."""
+        each gap apart (rows built without it lack the first samples' increases). ``edge``
+        (``_EdgeRead``): a read made here reaches ``edge.upto`` and is kept there; one kept
+        there that holds the samples needed is used instead of reading (``prefetched`` then
+        read up to ``edge.upto`` too)."""
         fine = fine_step(start_ms, step_ms)
         key = (tuple(matchers), fine, step_ms, gap_ms)
         whole = end_ms // fine * fine  # fine buckets before this hold every sample they will get
@@ -1714,17 +1741,24 @@ class Engine:
         kept, need_from, chain = hit if hit is not None else (Rows.empty(), start_ms, None)
         fresh = Rows.empty()
         raw: list[SeriesData] | FlatSamples | RawFlat = []
+        lead = None
         if need_from < end_ms:
-            lead = None
-            if prefetched is not None and prefetched[0] <= need_from:
-                raw = prefetched[1]
+            upto = end_ms - 1 if edge is None else max(end_ms - 1, edge.upto)
+            read_from = need_from
+            if edge is not None and edge.data is not None and edge.start_ms <= need_from and edge.upto >= end_ms - 1:
+                # (the samples the hours' part of the plan read: ``_EdgeRead``)
+                raw, lead, edge = edge.data, edge.lead, None
+            elif prefetched is not None and prefetched[0] <= need_from:
+                raw, read_from = prefetched[1], prefetched[0]
             elif chain is not None and chain.before_ms == need_from:
                 # The kept chain ends stand for the counter gap before need_from.
-                raw = await self._select_tail(matchers, need_from, end_ms - 1)
+                raw = await self._select_tail(matchers, need_from, upto)
                 lead = chain
             else:
-                raw = await self._select_tail(matchers, need_from - gap_ms, end_ms - 1)
+                raw = await self._select_tail(matchers, need_from - gap_ms, upto)
             raw = RawFlat.of(raw)
+            if edge is not None and edge.data is None:
+                edge.start_ms, edge.data, edge.lead = read_from, raw, lead
             fresh = fine_rows(raw, need_from, end_ms, fine, chain=lead)
         complete = min((now - self.rollup_lag_ms) // fine * fine, whole)
         if complete > need_from:
@@ -1736,7 +1770,7 @@ class Engine:
             fresh = fresh.between(complete, end_ms)
             if self.tail_memo is not None:
                 # (rows read without the gap need no counter chain ends either: ``_tail_gap_ms``)
-                ends = chain_ends(raw, complete, carried=chain) if gap_ms else None
+                ends = chain_ends(raw, complete, carried=lead or chain) if gap_ms else None
                 self.tail_memo.store(key, kept, start_ms, complete, ends)
         built = concat(kept, fresh)
         if fine != step_ms:
