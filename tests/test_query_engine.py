@@ -177,6 +177,30 @@ async def test_a_steps_sum_does_not_depend_on_the_steps_computed_with_it() -> No
     assert abs(float(r.series[0].values[0]) - exact) <= 1e-9 * abs(exact)
 
 
+def test_group_ids_are_remembered_for_the_same_label_objects_only() -> None:
+    """``group_ids`` keeps the groups of the label list grouped last (a refresh groups the very
+    same label objects): the same objects again give the kept ids; equal labels made anew, or
+    one label set changed, are grouped again, and the answer follows the labels."""
+    from query import aggregations
+    from query import parse as P
+
+    node = P.parse("sum by (g) (m)")
+    assert isinstance(node, P.Aggregate)
+    labels = [(("__name__", "m"), ("g", str(i % 5)), ("i", str(i))) for i in range(300)]
+    keys, gid = aggregations.group_ids(node, labels)
+    assert keys == [(("g", str(g)),) for g in range(5)] and gid.tolist() == [i % 5 for i in range(300)]
+    assert not gid.flags.writeable  # (kept: never changed in place)
+    again_keys, again = aggregations.group_ids(node, list(labels))
+    assert again is gid and again_keys == keys and again_keys is not keys
+    copied = [tuple((k, v) for k, v in lab) for lab in labels]  # (equal, other objects)
+    _, regrouped = aggregations.group_ids(node, copied)
+    assert regrouped is not gid and regrouped.tolist() == gid.tolist()
+    changed = list(copied)
+    changed[0] = (("__name__", "m"), ("g", "new"), ("i", "0"))
+    keys2, gid2 = aggregations.group_ids(node, changed)
+    assert keys2[0] == (("g", "new"),) and gid2.tolist() == [0] + [i % 5 or 5 for i in range(1, 300)]
+
+
 def test_compiled_group_sums_equal_numpy(monkeypatch) -> None:
     """``sum``/``avg`` by groups through the compiled kernel (``kernels_numba.group_sums``) give
     bit for bit the NumPy form's values, presence and labels: groups interleaved, values absent
