@@ -196,7 +196,7 @@ class RangeQueryCache:
             q_start = run[0][1]
             q_end = min(phase + (run[-1][0] + 1) * chunk_len - step_ms, end_ms)
             res = await self.engine.range_query(
-                expr, q_start, q_end, step_ms, resolution_start_ms=start_ms, source=source
+                expr, q_start, q_end, step_ms, resolution_start_ms=start_ms, source=source, keep_rows=True
             )
             warnings.extend(res.warnings)
             ks = [k for k, _ in run]

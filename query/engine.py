@@ -165,6 +165,9 @@ class FetchPlan:
     grids: list[tuple[int, int, int, int]] = field(default_factory=list)
     # Finer rows read to build the plan's rows (counted in the query's samples).
     finer_rows: int = 0
+    # A range cache's query (``Engine.range_query(keep_rows=True)``): stored rows of complete
+    # buckets are kept for its next refresh (``Engine._stored_rows``).
+    keep_rows: bool = False
 
     @property
     def bucket_ms(self) -> int:
@@ -1254,9 +1257,12 @@ class Engine:
         resolution_start_ms: int | None = None,
         source: SourceResolution = SourceResolution.AUTO,
         encode: Encoder | None = None,
+        keep_rows: bool = False,
     ) -> QueryResult:
         """``encode``: as for ``instant_query``. ``resolution_start_ms``: choose each selector's resolution as if the query started
-        there (the range cache passes the start of the request it computes a part of)."""
+        there (the range cache passes the start of the request it computes a part of). ``keep_rows``:
+        keep the stored rollup rows of complete buckets read for the next refresh (the range
+        cache, which keeps settled steps likewise: ``_stored_rows``)."""
         start_ms, end_ms, step_ms = int(start_ms), int(end_ms), int(step_ms)
         if step_ms <= 0:
             raise QueryError("zero or negative query resolution step widths are not accepted")
@@ -1264,7 +1270,7 @@ class Engine:
             raise QueryError("end timestamp must not be before start time")
         run = self._run(
             expr, start_ms, end_ms, step_ms, instant=False, timeout_s=timeout_s,
-            resolution_start_ms=resolution_start_ms, source=source, encode=encode,
+            resolution_start_ms=resolution_start_ms, source=source, encode=encode, keep_rows=keep_rows,
         )
         return await _nesting_guard(run)
 
@@ -1323,6 +1329,7 @@ class Engine:
         resolution_start_ms: int | None = None,
         source: SourceResolution = SourceResolution.AUTO,
         encode: Encoder | None = None,
+        keep_rows: bool = False,
     ) -> QueryResult:
         node = P.parse(expr)
         P.bind_step(node, step)  # durations written with step() (0 for an instant query)
@@ -1347,6 +1354,8 @@ class Engine:
             ev.hist_lookup = self.storage.histogram  # type: ignore[attr-defined]
         plans: dict[tuple, FetchPlan] = {}
         _plan_fetches(node, int(times[0]), int(times[-1]), ev, plans, 0 if instant else step)
+        for plan in plans.values():
+            plan.keep_rows = keep_rows
         self._estimate(ev, node, times, fetched=False)  # steps alone can be too many: before reading
         stats = QueryStats()
         t0 = time.monotonic()
@@ -1569,7 +1578,7 @@ class Engine:
         inner = (cuts % MINUTE_MS != 0) & (cuts >= raw_kept_from(self.now_ms()))
         exact = cuts[inner]
         bounds_all = np.unique(np.where(inner, cuts, cuts // MINUTE_MS * MINUTE_MS))
-        reads = [FetchPlan(plan.matchers, a, z - 1, Resolution.MINUTE, plan.columns) for a, z in spans]
+        reads = [FetchPlan(plan.matchers, a, z - 1, Resolution.MINUTE, plan.columns, keep_rows=plan.keep_rows) for a, z in spans]
         fine, subs = await asyncio.gather(
             asyncio.gather(*(self._fetch_buckets(p) for p in reads)), self._cut_minutes(plan, exact)
         )
@@ -1649,7 +1658,7 @@ class Engine:
             raw_task = asyncio.ensure_future(self._select_tail(matchers, raw_from - gap, upto))
         try:
             # Rows from ``guess`` on are never used (the tail starts at or before it).
-            rows = await self.storage.select(matchers, lo, min(plan.end_ms, guess - 1), res, columns=plan.columns)
+            rows = await self._stored_rows(plan, lo, min(plan.end_ms, guess - 1))
         except BaseException:
             if raw_task is not None:
                 raw_task.cancel()
@@ -1697,6 +1706,21 @@ class Engine:
             parts.setdefault(d.series.id, []).append(d)
         ordered = sorted(parts.values(), key=lambda ps: ps[0].series.labels)
         plan.data = [p for ps in ordered for p in ps]
+
+    async def _stored_rows(self, plan: FetchPlan, start_ms: int, end_ms: int) -> list[SeriesData]:
+        """The plan's stored rollup rows of buckets starting in [start_ms, end_ms], all complete
+        (they end by now - rollup lag: ``_fetch_buckets`` reads no newer ones); for a range
+        cache's query (``plan.keep_rows``) kept in the tail memo (``TailMemo.stored``) for its
+        next refresh's same select (a 1 y panel's newest step reads the same 7 hours each minute)."""
+        matchers, res, columns = list(plan.matchers), plan.resolution, plan.columns
+        if self.tail_memo is None or not plan.keep_rows or end_ms < start_ms:
+            return await self.storage.select(matchers, start_ms, end_ms, res, columns=columns)
+        key = (tuple(plan.matchers), res, columns, start_ms, end_ms)
+        rows = self.tail_memo.stored(key)
+        if rows is None:
+            rows = await self.storage.select(matchers, start_ms, end_ms, res, columns=columns)
+            self.tail_memo.keep_stored(key, rows)
+        return rows
 
     async def _select_tail(self, matchers: list, start_ms: int, end_ms: int) -> list[SeriesData] | FlatSamples:
         """Raw samples that rows are built from (``fine_rows``): a store's flat columns where

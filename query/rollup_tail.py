@@ -392,14 +392,53 @@ class TailMemo:
     Complete means older than the engine's rollup lag, the same assumption the rollup job
     and the range cache make about late samples; ``ttl_s`` bounds how long a backfill can go
     unseen. At most ``max_rows`` rows are kept (least recently used dropped first).
+
+    Also the stored rows of complete buckets a select read (``stored``/``keep_stored``, keyed
+    by the select: matchers, resolution, columns, range), up to ``max_stored_rows``: a 1 y
+    panel's refresh recomputes its newest step, whose window reads the same 7 stored hours
+    of 800 series each minute (Cassandra: 50 requests, ~12 ms here and ~50 ms of the node's
+    CPU). Rows the job writes later for buckets a kept read lacked are built from raw samples
+    instead, equal bit for bit; a late pass's rewrite of complete buckets goes unseen up to
+    ``ttl_s``, as the range cache keeps settled steps (an hour).
     """
 
-    def __init__(self, max_rows: int = 1_000_000, ttl_s: float = 600.0) -> None:
+    def __init__(self, max_rows: int = 1_000_000, ttl_s: float = 600.0, max_stored_rows: int = 200_000) -> None:
         self.max_rows = max_rows
         self.ttl_s = ttl_s
+        self.max_stored_rows = max_stored_rows
         self._entries: OrderedDict[tuple, list[_Memo]] = OrderedDict()
         self._rows = 0
+        self._stored: OrderedDict[tuple, tuple[list[SeriesData], int, float]] = OrderedDict()
+        self._stored_rows = 0
         self.hits = 0
+        self.stored_hits = 0
+
+    def stored(self, key: tuple) -> list[SeriesData] | None:
+        """A kept select's rows (None: not kept, or kept longer than ``ttl_s``)."""
+        got = self._stored.get(key)
+        if got is None:
+            return None
+        if time.monotonic() - got[2] > self.ttl_s:
+            del self._stored[key]
+            self._stored_rows -= got[1]
+            return None
+        self._stored.move_to_end(key)
+        self.stored_hits += 1
+        return got[0]
+
+    def keep_stored(self, key: tuple, rows: list[SeriesData]) -> None:
+        """Keep a select's rows of complete buckets (not when over ``max_stored_rows``)."""
+        n = sum(d.timestamps.shape[0] for d in rows)
+        if n > self.max_stored_rows:
+            return
+        old = self._stored.pop(key, None)
+        if old is not None:
+            self._stored_rows -= old[1]
+        self._stored[key] = (rows, n, time.monotonic())
+        self._stored_rows += n
+        while self._stored_rows > self.max_stored_rows and self._stored:
+            _, dropped = self._stored.popitem(last=False)
+            self._stored_rows -= dropped[1]
 
     def _best(self, key: tuple, start_ms: int) -> _Memo | None:
         wall = time.monotonic()
@@ -445,3 +484,5 @@ class TailMemo:
     def clear(self) -> None:
         self._entries.clear()
         self._rows = 0
+        self._stored.clear()
+        self._stored_rows = 0

@@ -457,6 +457,54 @@ async def test_rows_built_from_raw_read_the_counter_gap_only_for_increase(monkey
         _same(got, await Engine(st, now_ms=clock, tail_memo=False).range_query("rate(cpu_total[5m])", e - DAY, e, MIN))
 
 
+async def test_refreshes_keep_the_stored_rows_their_newest_step_reads() -> None:
+    """A 1 y-like panel (8 h steps over 1h rows) recomputes its newest step each refresh: the
+    stored hours of that step's window are read once and kept (``TailMemo.stored``), the open
+    hour's samples, arriving meanwhile, read each time; every answer equals an uncached one.
+    Kept longer than ``ttl_s``, they are read again: a rewrite of a closed hour (the rollup
+    job's late pass) shows then. The engine alone (no range cache) keeps nothing."""
+    end = (NOW // (8 * HOUR) + 2) * 8 * HOUR  # the newest step: an 8 h boundary
+    clock = Clock(end)
+    st = _rollup_store(end - HOUR)
+    expr, window, step = "sum by (mode) (rate(cpu_total[8h]))", 39 * DAY, 8 * HOUR
+    eng = Engine(st, now_ms=clock)
+    cache = RangeQueryCache(eng, now_ms=clock)
+    series = st.all_series()
+    last = {s.id: float(st._series[s.id].arrays()[1][-1]) for s in series}
+    written = end - HOUR
+    hour_reads = []
+    for minute in range(4):
+        clock.now = end + minute * MIN + 30_000
+        landed = clock.now - 20_000
+        for t in range(written + 15_000, landed + 1, 15_000):
+            for s in series:
+                last[s.id] += 3.5
+                st.add_sample(s, t, last[s.id])
+            written = t
+        if minute == 0:
+            _run_rollup_job(st, end)  # the hours up to the newest step written
+        if minute == 3:
+            # A late sample in a closed hour of the newest step's window, the hour rewritten
+            # (the late pass): seen once the kept rows are older than ttl_s.
+            late = Series.of(make_labels("cpu_total", host="late", mode="idle"))
+            st.add_series(late, np.array([end - 3 * HOUR + 7_000, end - 3 * HOUR + 22_000]), np.array([1.0, 5e6]))
+            _run_rollup_job(st, end)
+            assert eng.tail_memo is not None
+            eng.tail_memo.ttl_s = -1.0
+        st.select_log.clear()
+        got = await cache.range_query(expr, end - window, end, step, SourceResolution.AUTO)
+        hour_reads.append(sum(r == "1h" for r, _, _ in st.select_log))
+        _same(got, await Engine(st, now_ms=clock, tail_memo=False).range_query(expr, end - window, end, step), rtol=1e-12)
+    # The first query reads all 39 days; the first refresh the newest step's hours, kept for
+    # the next; past ttl_s read again (without keeping them: a read every refresh).
+    assert hour_reads == [1, 1, 0, 1], hour_reads
+    assert got.series[0].values[-1] > 1e6 / 8 / 3600  # the late sample's increase in the newest step
+    st.select_log.clear()
+    await eng.range_query(expr, end - window, end, step)
+    await eng.range_query(expr, end - window, end, step)
+    assert sum(r == "1h" for r, _, _ in st.select_log) == 2
+
+
 @pytest.mark.parametrize("behind", [MIN, 12 * MIN])
 async def test_series_of_a_lagging_rollup_shard_keep_their_newest_buckets(behind: int) -> None:
     """The rollup job writes shard by shard: some series' stored rows end a fresh pass (a
