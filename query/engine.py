@@ -1652,10 +1652,13 @@ class Engine:
         # Read the raw tail where the rollup job usually is, alongside the rollup rows.
         raw_task = None
         raw_from = guess
+        led = False  # (read from raw_from: the kept chain ends there stand for the counter gap)
         if plan.end_ms >= guess:
-            raw_from = self._memo_reach(matchers, guess, step, gap) or guess
+            reach = self._memo_reach(matchers, guess, step, gap)
+            if reach is not None:
+                raw_from, led = reach
             upto = plan.end_ms if edge is None else max(plan.end_ms, edge.upto)
-            raw_task = asyncio.ensure_future(self._select_tail(matchers, raw_from - gap, upto))
+            raw_task = asyncio.ensure_future(self._select_tail(matchers, raw_from - (0 if led else gap), upto))
         try:
             # Rows from ``guess`` on are never used (the tail starts at or before it).
             rows = await self._stored_rows(plan, lo, min(plan.end_ms, guess - 1))
@@ -1682,7 +1685,7 @@ class Engine:
             return
         prefetched = None
         if raw_task is not None and tail >= guess:
-            prefetched = (raw_from, await raw_task)
+            prefetched = (raw_from, await raw_task, led)
         elif raw_task is not None:
             raw_task.cancel()
         built = await self._rows_from_raw(matchers, tail, plan.end_ms + 1, step, now, prefetched, gap, edge)
@@ -1730,7 +1733,7 @@ class Engine:
             return await self.storage.select_flat(matchers, start_ms, end_ms)
         return await self.storage.select(matchers, start_ms, end_ms)
 
-    def _memo_reach(self, matchers: list, start_ms: int, step_ms: int, gap_ms: int) -> int | None:
+    def _memo_reach(self, matchers: list, start_ms: int, step_ms: int, gap_ms: int) -> tuple[int, bool] | None:
         if self.tail_memo is None:
             return None
         fine = fine_step(start_ms, step_ms)
@@ -1743,7 +1746,7 @@ class Engine:
         end_ms: int,
         step_ms: int,
         now: int,
-        prefetched: tuple[int, list[SeriesData] | FlatSamples] | None = None,
+        prefetched: tuple[int, list[SeriesData] | FlatSamples, bool] | None = None,
         gap_ms: int = DEFAULT_MAX_GAP_MS,
         edge: _EdgeRead | None = None,
     ) -> Rows:
@@ -1751,7 +1754,8 @@ class Engine:
         them (series sorted by labels). The rows of complete minutes are kept in the tail memo (the
         last bucket possibly in part) and taken from it, so raw samples are read only from
         where the memo ends (with the memo's chain ends in place of the counter gap before).
-        ``prefetched``: raw samples already read from (that time - ``gap_ms``) on. ``gap_ms``:
+        ``prefetched``: raw samples already read from (that time - ``gap_ms``) on, or from
+        that time on (its flag: the memo's chain ends there stand for the gap). ``gap_ms``:
         how far before ``start_ms`` (or where the memo ends) raw samples are read, for the
         counter increase of the first samples (``_tail_gap_ms``); the memo keeps the rows of
         each gap apart (rows built without it lack the first samples' increases). ``edge``
@@ -1772,8 +1776,12 @@ class Engine:
             if edge is not None and edge.data is not None and edge.start_ms <= need_from and edge.upto >= end_ms - 1:
                 # (the samples the hours' part of the plan read: ``_EdgeRead``)
                 raw, lead, edge = edge.data, edge.lead, None
-            elif prefetched is not None and prefetched[0] <= need_from:
+            elif prefetched is not None and (
+                prefetched[0] == need_from and chain is not None and chain.before_ms == need_from
+                if prefetched[2] else prefetched[0] <= need_from
+            ):
                 raw, read_from = prefetched[1], prefetched[0]
+                lead = chain if prefetched[2] else None
             elif chain is not None and chain.before_ms == need_from:
                 # The kept chain ends stand for the counter gap before need_from.
                 raw = await self._select_tail(matchers, need_from, upto)

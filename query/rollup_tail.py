@@ -449,10 +449,11 @@ class TailMemo:
                     best = m
         return best
 
-    def reach(self, key: tuple, start_ms: int) -> int | None:
-        """Where the kept rows from ``start_ms`` on end (None: none kept)."""
+    def reach(self, key: tuple, start_ms: int) -> tuple[int, bool] | None:
+        """Where the kept rows from ``start_ms`` on end, and whether the raw samples' chain
+        ends there are kept too (None: no rows kept)."""
         best = self._best(key, start_ms)
-        return None if best is None else best.end_ms
+        return None if best is None else (best.end_ms, best.chain is not None)
 
     def lookup(self, key: tuple, start_ms: int, end_ms: int) -> tuple[Rows, int, ChainEnds | None] | None:
         """Kept rows from ``start_ms`` (a bucket start) up to where they end, that end, and the

@@ -460,7 +460,8 @@ async def test_rows_built_from_raw_read_the_counter_gap_only_for_increase(monkey
 async def test_refreshes_keep_the_stored_rows_their_newest_step_reads() -> None:
     """A 1 y-like panel (8 h steps over 1h rows) recomputes its newest step each refresh: the
     stored hours of that step's window are read once and kept (``TailMemo.stored``), the open
-    hour's samples, arriving meanwhile, read each time; every answer equals an uncached one.
+    hour's samples, arriving meanwhile, read each time from where the kept rows built from
+    raw end; every answer equals an uncached one.
     Kept longer than ``ttl_s``, they are read again: a rewrite of a closed hour (the rollup
     job's late pass) shows then. The engine alone (no range cache) keeps nothing."""
     end = (NOW // (8 * HOUR) + 2) * 8 * HOUR  # the newest step: an 8 h boundary
@@ -472,7 +473,7 @@ async def test_refreshes_keep_the_stored_rows_their_newest_step_reads() -> None:
     series = st.all_series()
     last = {s.id: float(st._series[s.id].arrays()[1][-1]) for s in series}
     written = end - HOUR
-    hour_reads = []
+    hour_reads, raw_spans = [], []
     for minute in range(4):
         clock.now = end + minute * MIN + 30_000
         landed = clock.now - 20_000
@@ -494,10 +495,14 @@ async def test_refreshes_keep_the_stored_rows_their_newest_step_reads() -> None:
         st.select_log.clear()
         got = await cache.range_query(expr, end - window, end, step, SourceResolution.AUTO)
         hour_reads.append(sum(r == "1h" for r, _, _ in st.select_log))
+        raw_spans.append(max(b - a for r, a, b in st.select_log if r == "raw"))
         _same(got, await Engine(st, now_ms=clock, tail_memo=False).range_query(expr, end - window, end, step), rtol=1e-12)
     # The first query reads all 39 days; the first refresh the newest step's hours, kept for
     # the next; past ttl_s read again (without keeping them: a read every refresh).
     assert hour_reads == [1, 1, 0, 1], hour_reads
+    # Raw samples read from where the kept rows end (5, 4 minutes before), with the kept counter
+    # chain ends, not the 5-minute counter gap before that too.
+    assert max(raw_spans[1:3]) <= 5 * MIN, [x / MIN for x in raw_spans]  # (10 and 9 with the gap)
     assert got.series[0].values[-1] > 1e6 / 8 / 3600  # the late sample's increase in the newest step
     st.select_log.clear()
     await eng.range_query(expr, end - window, end, step)
