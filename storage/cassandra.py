@@ -124,7 +124,7 @@ FRAME_GROUP_TARGETS = 128
 # with one index (up to ~100 MB more), a bigger read (the rollup job's window) run by run.
 RUNS_GATHER_SAMPLES = 4_000_000
 # Clock skew between writers and readers and writes in flight, allowed for by the frames a
-# query read keeps (``CassandraStorage.frame_settle_ms``, ``_kept_frames``).
+# query read keeps (``CassandraStorage.frame_settle_ms``, ``_drop_marked``).
 FRAME_SETTLE_SKEW_MS = 15_000
 # A frame stored later than this after its scrape marks its target and hour in
 # ``raw_late_frames`` (``CassandraStorage.settle_after_ms``, ``_mark_late_frames``): a scrape
@@ -912,7 +912,9 @@ class CassandraStorage(Storage):
         """Store the ``raw_late_frames`` marks of the frames of ``sets`` ``(target, frames)``
         older than ``settle_after_ms`` (a slow scrape, a spool replay, a backfill, a frame
         stored again). Writers call it before they send the frames: a reader that kept a
-        target's frames as complete (``_kept_frames``) reads the marks before the frames, so
+        target's frames as complete (``_frames_recent``) takes its clock before it reads the
+        marks and the frames' keys, so a frame its read missed was stored after that clock
+        and its mark (written before the frame) drops at the next read what this one kept:
         it never keeps "no frame at ts" past a frame stored there without seeing its mark;
         and again once they are stored (a frame whose write took long is late by then: its
         mark, newer than any read that missed it, drops what such a read kept; a failure
@@ -1017,14 +1019,12 @@ class CassandraStorage(Storage):
                 keep(names[k], *run)
         return frame_samples_many(list(zip(layouts, wanted, strict=True)), frames, start_ms, end_ms, named)
 
-    async def _kept_frames(
-        self, cache: FrameCache, by_target: dict[str, list[int]], start_ms: int, now: int
+    def _kept_candidates(
+        self, cache: FrameCache, by_target: dict[str, list[int]], start_ms: int
     ) -> tuple[dict[str, CachedFrames], dict[str, tuple[np.ndarray, np.ndarray]]]:
         """The cache's frames of the targets holding their wanted series complete from
-        ``start_ms`` on, less those with a late mark newer than their read (their target and
-        hour in ``raw_late_frames``, or their hour in ``raw_late``: ``_frames_recent``) or
-        read too long ago for the marks to be kept, and per target the series and their
-        columns there."""
+        ``start_ms`` on, and per target the series and their columns there (before the late
+        marks: ``_drop_marked``)."""
         entries: dict[str, CachedFrames] = {}
         cols_of: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for t in by_target:
@@ -1042,38 +1042,50 @@ class CassandraStorage(Storage):
                 if cols is not None:
                     entries[t], cols_of[t] = e, cols
                     break
-        if entries:
-            hours = sorted({h for e in entries.values()
-                            for h in range(e.lo // sch.RAW_BUCKET_MS, e.hi // sch.RAW_BUCKET_MS + 1)})
-            # (the hour marks too: a writer of older code marks only those, > late_after_ms)
-            marks, frame_marks = await asyncio.gather(
-                self.late_hours(min(e.lo for e in entries.values()), max(e.hi for e in entries.values())),
-                self.late_frames(hours))
-            margin = self.LATE_REMARK_MS + FRAME_SETTLE_SKEW_MS
-            frame_margin = self.LATE_FRAME_REMARK_MS + FRAME_SETTLE_SKEW_MS
-            oldest = now - sch.LATE_FRAMES_TTL_S * 1000 // 2
-            never = -(2**62)
-            for t, e in list(entries.items()):
-                hs = range(e.lo // sch.RAW_BUCKET_MS, e.hi // sch.RAW_BUCKET_MS + 1)
-                if e.read_at < oldest or any(marks.get(h, never) >= e.read_at - margin
-                                             or frame_marks.get((t, h), never) >= e.read_at - frame_margin for h in hs):
-                    cache.drop(t, e)
-                    del entries[t], cols_of[t]
         return entries, cols_of
 
+    async def _drop_marked(
+        self, cache: FrameCache, entries: dict[str, CachedFrames], cols_of: dict[str, tuple[np.ndarray, np.ndarray]],
+        now: int,
+    ) -> None:
+        """``entries`` less those with a late mark newer than their read (their target and
+        hour in ``raw_late_frames``, or their hour in ``raw_late``: ``_frames_recent``) or
+        read too long ago for the marks to be kept (dropped from ``cache`` too)."""
+        if not entries:
+            return
+        hours = sorted({h for e in entries.values() for h in range(e.lo // sch.RAW_BUCKET_MS, e.hi // sch.RAW_BUCKET_MS + 1)})
+        # (the hour marks too: a writer of older code marks only those, > late_after_ms)
+        marks, frame_marks = await asyncio.gather(
+            self.late_hours(min(e.lo for e in entries.values()), max(e.hi for e in entries.values())),
+            self.late_frames(hours))
+        margin = self.LATE_REMARK_MS + FRAME_SETTLE_SKEW_MS
+        frame_margin = self.LATE_FRAME_REMARK_MS + FRAME_SETTLE_SKEW_MS
+        oldest = now - sch.LATE_FRAMES_TTL_S * 1000 // 2
+        never = -(2**62)
+        for t, e in list(entries.items()):
+            hs = range(e.lo // sch.RAW_BUCKET_MS, e.hi // sch.RAW_BUCKET_MS + 1)
+            if e.read_at < oldest or any(marks.get(h, never) >= e.read_at - margin
+                                         or frame_marks.get((t, h), never) >= e.read_at - frame_margin for h in hs):
+                cache.drop(t, e)
+                del entries[t], cols_of[t]
+
+    async def _frame_keys(self, names: list[str], hours: list[int], hi: int, end_ms: int) -> list:
+        """The keys (target, ts, version) of the frames of ``names`` in (hi, end_ms]."""
+        hs = [h for h in hours if h >= (hi + 1) // sch.RAW_BUCKET_MS]
+        return [r for page in await self.execute(self.ps_frame_keys_many, (names, hs, hi + 1, end_ms)) for r in page] \
+            if hs else []
+
     async def _extend_kept(
-        self, cache: FrameCache, entries: dict[str, CachedFrames], hi: int, hours: list[int], end_ms: int,
+        self, cache: FrameCache, entries: dict[str, CachedFrames], rows: list, hours: list[int], end_ms: int,
         complete_to: int, now: int,
     ) -> dict[str, CachedFrames | None]:
-        """The frames of the targets of ``entries`` after ``hi`` (where those kept frames are
-        complete) up to ``end_ms`` added to them: their keys (ts, version) first, then only
-        the frames not held at that version. The new entries (kept too), None for a target
-        that must be read whole instead."""
+        """The frames of the targets of ``entries`` after their ``hi`` (where those kept frames
+        are complete, the same for all) up to ``end_ms`` added to them: ``rows``, the keys
+        (target, ts, version) of their frames there (``_frame_keys``), then only the frames
+        not held at that version. The new entries (kept too), None for a target that must be
+        read whole instead."""
         names = sorted(entries)
-        hs = [h for h in hours if h >= (hi + 1) // sch.RAW_BUCKET_MS]
         index = {t: k for k, t in enumerate(names)}
-        rows = [r for page in await self.execute(self.ps_frame_keys_many, (names, hs, hi + 1, end_ms)) for r in page] \
-            if hs else []
         k_t = np.fromiter((index[r[0]] for r in rows), dtype=np.int64, count=len(rows))
         k_ts = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
         k_ver = np.fromiter((-1 if r[2] is None else r[2] for r in rows), dtype=np.int64, count=len(rows))
@@ -1122,6 +1134,43 @@ class CassandraStorage(Storage):
                 cache.put(t, new)
         return out
 
+    async def _kept_and_keys(
+        self, cache: FrameCache, by_target: dict[str, list[int]], hours: list[int], start_ms: int, end_ms: int,
+        now: int,
+    ) -> tuple[dict[str, CachedFrames], dict[str, tuple[np.ndarray, np.ndarray]], list[tuple[dict[str, CachedFrames], list]]]:
+        """``_kept_candidates`` less ``_drop_marked``'s, their series and columns, and the
+        keys of their frames after where they are complete (``_frame_keys``: a request per
+        ``_frame_groups`` of the targets complete up to the same time) with those targets."""
+        entries, served = self._kept_candidates(cache, by_target, start_ms)
+        after: dict[int, dict[str, list[int]]] = {}  # entry.hi -> targets to read after it
+        for t, e in entries.items():
+            if e.hi < end_ms:
+                after.setdefault(e.hi, {})[t] = by_target[t]
+        groups = [(hi, sorted(g)) for hi, group in after.items() for g in _frame_groups(group)]
+        # The keys asked for with the late marks, not after them: one burst of requests (the
+        # node's cost is per burst; issue #20's query: 2 round trips -> 1). A target a mark
+        # drops is read whole; its keys go unused. (Either order is safe: a frame these keys
+        # miss was stored after ``now``, so its mark, written before it and again at least
+        # every LATE_FRAME_REMARK_MS, is newer than this read less the margin, and drops at
+        # the next read what this one keeps: ``_mark_late_frames``.)
+        keys_read = [asyncio.ensure_future(self._frame_keys(names, hours, hi, end_ms)) for hi, names in groups]
+        try:
+            await self._drop_marked(cache, entries, served, now)
+            keys = await asyncio.gather(*keys_read)
+        except BaseException:
+            for f in keys_read:
+                f.cancel()
+                f.add_done_callback(lambda f: f.cancelled() or f.exception())  # (never logged)
+            raise
+        keyed = []
+        for (_, names), rows in zip(groups, keys, strict=True):
+            held = {t: entries[t] for t in names if t in entries}
+            if len(held) < len(names):  # (a mark dropped some: their keys go)
+                rows = [r for r in rows if r[0] in held]
+            if held:
+                keyed.append((held, rows))
+        return entries, served, keyed
+
     async def _frames_recent(
         self, by_target: dict[str, list[int]], hours: list[int], start_ms: int, end_ms: int, kept: bool = True,
         blocks: list[FrameBlock] | None = None,
@@ -1133,7 +1182,7 @@ class CassandraStorage(Storage):
         before the reader's clock: a frame written later than ``settle_after_ms`` after its
         scrape first marks its target and hour (``_mark_late_frames``), and a mark newer than
         the kept read (less ``LATE_FRAME_REMARK_MS`` and the skew) drops what is kept of the
-        target (so does an hour's ``raw_late`` mark, as before: ``_kept_frames``). ``blocks``:
+        target (so does an hour's ``raw_late`` mark, as before: ``_drop_marked``). ``blocks``:
         the kept targets' samples go there as they are kept (``FrameBlock``), not as parts."""
         cache = self.frame_cache if kept else None
         if cache is None:
@@ -1142,17 +1191,11 @@ class CassandraStorage(Storage):
             return [part for parts in got for part in parts]
         now = self.now_ms()
         complete_to = min(end_ms, now - self.frame_settle_ms)
-        entries, served = await self._kept_frames(cache, by_target, start_ms, now)
-        after: dict[int, dict[str, list[int]]] = {}  # entry.hi -> targets to read after it
+        entries, served, keyed = await self._kept_and_keys(cache, by_target, hours, start_ms, end_ms, now)
         whole: dict[str, list[int]] = {t: ids for t, ids in by_target.items() if t not in entries}
-        for t, e in entries.items():
-            if e.hi < end_ms:
-                after.setdefault(e.hi, {})[t] = by_target[t]
         out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        for extended in await _gather_waves([
-            self._extend_kept(cache, {t: entries[t] for t in g}, hi, hours, end_ms, complete_to, now)
-            for hi, group in after.items() for g in _frame_groups(group)
-        ]):
+        for extended in await _gather_waves([self._extend_kept(cache, held, rows, hours, end_ms, complete_to, now)
+                                             for held, rows in keyed]):
             for t, new in extended.items():
                 if new is None:  # (read whole below)
                     del entries[t], served[t]
@@ -1656,10 +1699,39 @@ class CassandraStorage(Storage):
 
     async def select_flat(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> FlatSamples:
         """``select``'s raw samples as flat columns (``storage.base.FlatRawReader``)."""
-        infos = await self._select_series(matchers, start_ms, end_ms, cached=True)
+        return await self._select_read_flat(matchers, start_ms, end_ms, None)
+
+    async def _select_read_flat(
+        self, matchers: Sequence[Matcher], start_ms: int, end_ms: int, hours: Sequence[int] | None
+    ) -> FlatSamples:
+        """``_select_series`` (cached) of ``matchers``, then ``read_raw_flat`` of what it
+        found (``kept``). When an earlier read of ``matchers`` found series, their read starts
+        with the index's check instead of after it, and serves when the check gives the same
+        series (the usual: a refresh): one burst of requests, not two (the node's cost is
+        per burst, and a round trip less; issue #20's query). Otherwise it is dropped and
+        what the check found is read."""
+        memo = self._selected.get((self._level_for(start_ms, end_ms).suffix, tuple(matchers)))
+        guess = memo[1] if memo is not None and end_ms >= start_ms else None
+        read: asyncio.Future[FlatSamples] | None = None
+        if guess:
+            read = asyncio.ensure_future(self.read_raw_flat(guess, start_ms, end_ms, hours, kept=True))
+        try:
+            if read is not None:
+                # (the read's own work before its requests first - which kept frames it
+                # extends - so that its requests leave with the check's, not ms after it)
+                await asyncio.sleep(0)
+            infos = await self._select_series(matchers, start_ms, end_ms, cached=True)
+        except BaseException:
+            if read is not None:
+                _abandon(read)
+            raise
+        if read is not None:
+            if infos is guess:
+                return await read
+            _abandon(read)
         if not infos:
             return FlatSamples.of([])
-        return await self.read_raw_flat(infos, start_ms, end_ms, kept=True)
+        return await self.read_raw_flat(infos, start_ms, end_ms, hours, kept=True)
 
     async def read_raw_flat(
         self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int, hours: Sequence[int] | None = None,
@@ -2146,6 +2218,12 @@ async def _gather_waves(coros: list, limit: int = MAX_CONCURRENT_REQUESTS, retur
         for c in coros[len(out) + limit :]:
             c.close()  # a wave failed: the rest never starts
     return out
+
+
+def _abandon(fut: asyncio.Future) -> None:
+    """Cancel ``fut``, whose result is not wanted, its failure never logged."""
+    fut.cancel()
+    fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 def _release(rf: ResponseFuture) -> None:

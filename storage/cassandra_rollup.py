@@ -239,6 +239,8 @@ class CassandraRollupMixin:
                            hours: Sequence[int] | None = None, *, kept: bool = False) -> list[SeriesData]: ...
         async def read_raw_flat(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
                                 hours: Sequence[int] | None = None, *, kept: bool = False) -> FlatSamples: ...
+        async def _select_read_flat(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int,
+                                    hours: Sequence[int] | None) -> FlatSamples: ...
         async def read_columns(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
                                hours: Sequence[int] | None = None, *,
                                kept: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
@@ -695,12 +697,14 @@ class CassandraRollupMixin:
     async def select_flat(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> FlatSamples:
         """``select``'s raw samples as flat columns (``storage.base.FlatRawReader``): a read of
         the hours always read from rows and frames without an object per series."""
-        infos = await self._select_series(matchers, start_ms, end_ms, cached=True) if end_ms >= start_ms else []
-        if not infos:
+        if end_ms < start_ms:
             return FlatSamples.of([])
         cold, hot = self._cold_and_hot(start_ms, end_ms)
         if not cold:
-            return await self.read_raw_flat(infos, start_ms, end_ms, hot, kept=True)
+            return await self._select_read_flat(matchers, start_ms, end_ms, hot)
+        infos = await self._select_series(matchers, start_ms, end_ms, cached=True)
+        if not infos:
+            return FlatSamples.of([])
         return FlatSamples.of(await self.read_sealed_and_rows(infos, start_ms, end_ms))
 
     def _cold_and_hot(self, start_ms: int, end_ms: int) -> tuple[list[int], list[int]]:

@@ -93,7 +93,7 @@ DEFAULT_TTLS_S: dict[str, int] = {
 }
 
 # ``raw_late_frames`` rows: a reader's kept frames read longer ago than this (less a margin)
-# are read again (``CassandraStorage._kept_frames``), not trusted on marks that may be gone.
+# are read again (``CassandraStorage._drop_marked``), not trusted on marks that may be gone.
 LATE_FRAMES_TTL_S = DAY_S
 
 INDEX_LEVELS = (
