@@ -426,11 +426,19 @@ class TailMemo:
         self.stored_hits += 1
         return got[0]
 
-    def keep_stored(self, key: tuple, rows: list[SeriesData]) -> None:
-        """Keep a select's rows of complete buckets (not when over ``max_stored_rows``)."""
+    def keep_stored(self, key: tuple, rows: list[SeriesData]) -> list[SeriesData]:
+        """Keep a select's rows of complete buckets (not when over ``max_stored_rows``), as
+        compact copies (a store's rows are views of the chunks it read, a series' 32 days of
+        hours for a few of them: kept as they are, they would keep every chunk alive); returns
+        the rows to use."""
         n = sum(d.timestamps.shape[0] for d in rows)
         if n > self.max_stored_rows:
-            return
+            return rows
+        rows = [
+            SeriesData(d.series, np.array(d.timestamps), np.array(d.values), d.resolution,
+                       None if d.agg is None else {k: np.array(v) for k, v in d.agg.items()})
+            for d in rows
+        ]
         old = self._stored.pop(key, None)
         if old is not None:
             self._stored_rows -= old[1]
@@ -439,6 +447,7 @@ class TailMemo:
         while self._stored_rows > self.max_stored_rows and self._stored:
             _, dropped = self._stored.popitem(last=False)
             self._stored_rows -= dropped[1]
+        return rows
 
     def _best(self, key: tuple, start_ms: int) -> _Memo | None:
         wall = time.monotonic()
