@@ -1027,18 +1027,24 @@ class CassandraStorage(Storage):
         marks: ``_drop_marked``)."""
         entries: dict[str, CachedFrames] = {}
         cols_of: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        span = key_span_start(start_ms) - 1
         for t in by_target:
             wanted = None
             for e in cache.of(t):
                 # (read after e.hi: never more than a whole read, from the key span's start)
-                if e.lo > start_ms or e.hi < key_span_start(start_ms) - 1:
-                    continue
-                layout = self._layouts.get((t, e.layout))
-                if layout is None:
+                if e.lo > start_ms or e.hi < span:
                     continue
                 if wanted is None:
                     wanted = _wanted(by_target, t)
-                cols = e.columns_of(layout, wanted)
+                # (the entry's columns of these series as found before: no layout needed)
+                key = wanted.tobytes()
+                if key in e.memo:
+                    cols = e.memo[key]
+                else:
+                    layout = self._layouts.get((t, e.layout))
+                    if layout is None:
+                        continue
+                    cols = e.columns_of(layout, wanted)
                 if cols is not None:
                     entries[t], cols_of[t] = e, cols
                     break

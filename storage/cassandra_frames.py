@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -365,8 +366,8 @@ class CachedFrames:
     # wanted series -> ``columns_of`` (the layout and columns stay with every extension)
     memo: dict[bytes, tuple[np.ndarray, np.ndarray] | None] = field(default_factory=dict, compare=False)
 
-    @property
-    def nbytes(self) -> int:
+    @cached_property
+    def nbytes(self) -> int:  # (asked for 3 times a put: once)
         return int(self.bits.nbytes + self.ts.nbytes + self.versions.nbytes) + FRAME_CACHE_ENTRY_BYTES
 
     def columns_of(self, layout: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -378,7 +379,7 @@ class CachedFrames:
         sids, cols = LayoutIndex(layout).positions(wanted)
         got: tuple[np.ndarray, np.ndarray] | None = (sids, cols)
         if cols.size:
-            at = np.searchsorted(self.cols, cols)
+            at = self.cols.searchsorted(cols)
             bad = bool((at >= self.cols.size).any()) or bool((self.cols[np.minimum(at, self.cols.size - 1)] != cols).any())
             got = None if bad else (sids, at)
         if len(self.memo) >= 16:
@@ -392,18 +393,18 @@ class CachedFrames:
 
     def block(self, sids: np.ndarray, at: np.ndarray, start_ms: int, end_ms: int) -> FrameBlock:
         """The frames of [start_ms, end_ms] as they are kept, for ``sids`` at columns ``at``."""
-        a = int(np.searchsorted(self.ts, start_ms, side="left"))
-        b = int(np.searchsorted(self.ts, end_ms, side="right"))
+        a = int(self.ts.searchsorted(start_ms, side="left"))
+        b = int(self.ts.searchsorted(end_ms, side="right"))
         return FrameBlock(sids, at, self.ts[a:b], self.bits[a:b])
 
     def tail(self) -> tuple[np.ndarray, np.ndarray]:
         """(ts, versions) of the frames held after ``hi``."""
-        a = int(np.searchsorted(self.ts, self.hi, side="right"))
+        a = int(self.ts.searchsorted(self.hi, side="right"))
         return self.ts[a:], self.versions[a:]
 
     def unchanged(self, ts: np.ndarray, versions: np.ndarray) -> np.ndarray:
         """Which of the frames ``(ts, versions)`` stored after ``hi`` are held at that version."""
-        at = np.minimum(np.searchsorted(self.ts, ts), max(self.ts.size - 1, 0))
+        at = np.minimum(self.ts.searchsorted(ts), max(self.ts.size - 1, 0))
         if not self.ts.size:
             return np.zeros(ts.size, dtype=bool)
         same: np.ndarray = (self.ts[at] == ts) & (self.versions[at] == versions) & (ts > self.hi)
@@ -417,7 +418,7 @@ class CachedFrames:
         ts, bits, ver, lo = self.ts, self.bits, self.versions, self.lo
         cut = new_hi - FRAME_CACHE_KEEP_MS
         if cut > lo:
-            first = int(np.searchsorted(ts, cut, side="left"))
+            first = int(ts.searchsorted(cut, side="left"))
             ts, bits, ver, lo = ts[first:], bits[first:], ver[first:], cut
         return CachedFrames(self.layout, self.width, self.cols, ts, bits, ver, lo, new_hi, read_at, self.memo)
 
@@ -434,7 +435,7 @@ class CachedFrames:
         lo, hi = self.lo, max(self.hi, hi)
         cut = hi - FRAME_CACHE_KEEP_MS
         if cut > lo:
-            first = int(np.searchsorted(ts, cut, side="left"))
+            first = int(ts.searchsorted(cut, side="left"))
             ts, bits, versions, lo = ts[first:], bits[first:], versions[first:], cut
         return CachedFrames(self.layout, self.width, self.cols, ts, bits, versions, lo, hi, read_at, self.memo)
 
@@ -494,7 +495,7 @@ def _appended(
     newest kept). Their entries go to ``out``; returns their indexes (the others: per target)."""
     by_key: dict[tuple[int, bytes], list[int]] = {}
     for k, (e, rows, held) in enumerate(items):
-        if rows.data and e.ts.size and held.size == e.ts.size - int(np.searchsorted(e.ts, e.hi, side="right")):
+        if rows.data and e.ts.size and held.size == e.ts.size - int(e.ts.searchsorted(e.hi, side="right")):
             by_key.setdefault((e.width, e.cols.tobytes() if e.cols.size < e.width else b""), []).append(k)
     done: set[int] = set()
     for (width, narrowed), ks in by_key.items():
@@ -549,7 +550,7 @@ def _appended(
 
 def _held(e: CachedFrames, held: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ts, bits, versions) of ``e``'s frames up to its ``hi`` and those after it at ``held``."""
-    n_tail = e.ts.size - int(np.searchsorted(e.ts, e.hi, side="right"))
+    n_tail = e.ts.size - int(e.ts.searchsorted(e.hi, side="right"))
     if held.size == n_tail:  # (held are of the tail: every one of it is unchanged)
         return e.ts, e.bits, e.versions
     keep = (e.ts <= e.hi) | np.isin(e.ts, held)
@@ -573,7 +574,7 @@ def _extension(k: int, e: CachedFrames, rows: FrameRows, held: np.ndarray) -> _E
         new_bases = [rows.base[i] for i in order.tolist()]
         datas = [rows.data[i] for i in order.tolist()]
     named = sorted({b for b in new_bases if b is not None} - set(new_ts.tolist()))
-    at = np.searchsorted(old_ts, named) if named else np.empty(0, dtype=np.int64)
+    at = old_ts.searchsorted(named) if named else np.empty(0, dtype=np.int64)
     if named and (bool((at >= old_ts.size).any())
                   or bool((old_ts[np.minimum(at, old_ts.size - 1)] != named).any())):
         return None
