@@ -25,10 +25,13 @@ after ``--warmup`` seconds (the cluster: ``--cluster-warmup``) it is measured fo
 * samples served of those due in the window (every target scraped every interval: below 1,
   the system's scrapes fall behind) and samples stored of those served (below 1: it drops
   what it scraped; above 1 by the synthetic ``up``-style series each system adds per scrape);
-* peak RSS (VmHWM) and peak RSS per served series;
+* peak RSS (VmHWM, the warm-up included) and peak RSS per served series; and the steady RSS
+  per served series: the highest RSS sampled every 2 s in the window (the cluster's scraper apart);
 * bytes on disk per stored sample: ``du`` of the data dir after the system stopped, over the
   samples it stored since start. For Ringmon the rollup job first seals the window holding the
-  data (``RollupJob.run_once`` with its clock moved past the window's end plus grace, in a child
+  data (Ringmon standalone first scrapes on after its queries, unmeasured, until
+  ``--standalone-run`` seconds after its first samples: by default as long as the cluster
+  runs, so that both stores' blocks hold about as many samples per series; ``RollupJob.run_once`` with its clock moved past the window's end plus grace, in a child
   process whose CPU - plus Cassandra's during the seal - is reported as its own row; on
   SQLite the seal drops the raw rows it sealed; on Cassandra the job drops the raw partitions
   of sealed hours later, once query reads take them from blocks: ``drop_sealed_raw`` with its
@@ -81,6 +84,7 @@ QUERY = "sum by (mode)(rate(node_cpu_seconds_total[1m]))"
 QUERY_RUNS = 5
 WARM_AFTER_FIRST_QUERY_S = 3.0
 STOP_WAIT_S = 30.0
+RSS_EVERY_S = 2.0  # the window's RSS samples
 
 # ---------------------------------------------------------------------------- synthetic targets
 
@@ -566,28 +570,43 @@ async def seal_child(cfg_path: str) -> dict[str, float]:
            "series_sealed": float(sum(getattr(w, "series", 0) for w in done)),
            "samples_sealed": float(sealed), "block_bytes": float(sum(getattr(w, "block_bytes", 0) for w in done))}
     if cfg.storage.backend == "sqlite":
-        out["raw_disk_bytes"] = float(sqlite_raw_bytes(Path(cfg.storage.sqlite.path)))
+        by_name, free, blobs = sqlite_raw_bytes_by_name(Path(cfg.storage.sqlite.path))
+        out["raw_disk_bytes"] = float(sum(by_name.values()))
+        out["sqlite_freelist_bytes"], out["raw_blocks_data_bytes"] = float(free), float(blobs)
+        for name, size in by_name.items():
+            out[f"raw_disk_bytes:{name}"] = float(size)
     return out
 
 
-RAW_TABLES = ("raw_chunks", "raw_frames", "raw_layouts", "raw_blocks", "raw_late", "raw_recent")
-RAW_TABLES_CASSANDRA = ("raw_frames", "raw_layouts", "raw_blocks", "raw_late", "raw_late_frames", "raw_recent")
+RAW_TABLES = ("raw_chunks", "raw_frames", "raw_layouts", "raw_blocks", "raw_block_times", "raw_late", "raw_recent")
+RAW_TABLES_CASSANDRA = ("raw_frames", "raw_layouts", "raw_blocks", "raw_block_times", "raw_late", "raw_late_frames",
+                        "raw_recent")
 
 
-def sqlite_raw_bytes(path: Path) -> int:
-    """Pages of the raw tables and their indexes in a SQLite file (``dbstat``): what raw samples
-    take on disk. Pages the seal freed by dropping sealed raw rows are not counted: the file keeps
-    them and the next writes reuse them."""
+def sqlite_raw_bytes_by_name(path: Path) -> tuple[dict[str, int], int, int]:
+    """Pages of each raw table and index in a SQLite file (``dbstat``, whole pages with their
+    unused bytes): what raw samples take on disk; and, apart, the bytes of the file's freelist
+    and of the blocks themselves (``raw_blocks.data``, within the table's pages). Pages the
+    seal freed by dropping sealed raw rows are not counted: they are on the freelist, and the
+    next writes reuse them."""
     import sqlite3
 
     con = sqlite3.connect(path)
     try:
         marks = ",".join("?" * len(RAW_TABLES))
-        row = con.execute(f"SELECT sum(s.pgsize) FROM dbstat s JOIN sqlite_master m ON m.name = s.name"
-                          f" WHERE m.tbl_name IN ({marks})", RAW_TABLES).fetchone()
-        return int(row[0] or 0)
+        rows = con.execute(f"SELECT s.name, sum(s.pgsize) FROM dbstat s JOIN sqlite_master m ON m.name = s.name"
+                           f" WHERE m.tbl_name IN ({marks}) GROUP BY s.name", RAW_TABLES).fetchall()
+        page = int(con.execute("PRAGMA page_size").fetchone()[0])
+        free = int(con.execute("PRAGMA freelist_count").fetchone()[0]) * page
+        blobs = int(con.execute("SELECT coalesce(sum(length(data)), 0) FROM raw_blocks").fetchone()[0])
     finally:
         con.close()
+    return {str(name): int(size) for name, size in rows}, free, blobs
+
+
+def sqlite_raw_bytes(path: Path) -> int:
+    """Pages of the raw tables and their indexes in a SQLite file (``sqlite_raw_bytes_by_name``)."""
+    return sum(sqlite_raw_bytes_by_name(path)[0].values())
 
 
 def cassandra_raw_bytes_by_table(keyspace_dir: Path) -> dict[str, int]:
@@ -632,6 +651,8 @@ class Figures:
     query_series: int
     extra: dict[str, float] = field(default_factory=dict)
     window_s: float = 0.0
+    # the highest RSS sampled in the window: steady (VmHWM holds the warm-up's)
+    window_rss_kb: dict[str, int] = field(default_factory=dict)
 
     @property
     def cpu_us_per_sample(self) -> float:
@@ -644,8 +665,10 @@ class Figures:
             return net / self.stored * 1e6 if self.stored else math.nan
         return self.cpu_s[role] / self.stored * 1e6 if role in self.cpu_s and self.stored else math.nan
 
-    def role_rss_kib_per_series(self, role: str) -> float:
-        return self.peak_rss_kb[role] / self.series if role in self.peak_rss_kb and self.series else math.nan
+    def role_rss_kib_per_series(self, role: str, *, window: bool = False) -> float:
+        """A role's peak RSS per served series (``window``: its highest RSS sampled in the window)."""
+        kb = self.window_rss_kb if window else self.peak_rss_kb
+        return kb[role] / self.series if role in kb and self.series else math.nan
 
     @property
     def served_of_due(self) -> float:
@@ -662,6 +685,10 @@ class Figures:
     @property
     def rss_kib_per_series(self) -> float:
         return sum(self.peak_rss_kb.values()) / self.series if self.series else math.nan
+
+    @property
+    def window_rss_kib_per_series(self) -> float:
+        return sum(self.window_rss_kb.values()) / self.series if self.series else math.nan
 
     @property
     def bytes_per_sample(self) -> float:
@@ -694,6 +721,9 @@ ROWS: list[tuple[str, Callable[[Figures], float], str]] = [
     ("peak RSS, MiB", lambda f: f.rss_mib, "{:.0f}"),
     ("peak RSS per series, KiB", lambda f: f.rss_kib_per_series, "{:.2f}"),
     ("  scraper peak RSS per series, KiB (cluster)", lambda f: f.role_rss_kib_per_series("scraper"), "{:.2f}"),
+    ("steady RSS per series (highest in the window), KiB", lambda f: f.window_rss_kib_per_series, "{:.2f}"),
+    ("  scraper steady RSS per series, KiB (cluster)", lambda f: f.role_rss_kib_per_series("scraper", window=True),
+     "{:.2f}"),
     ("bytes on disk per sample", lambda f: f.bytes_per_sample, "{:.1f}"),
     ("raw bytes on disk per sample after sealing", lambda f: f.raw_bytes_per_sample, "{:.2f}"),
     ("range query median, ms", lambda f: f.query_median_ms, "{:.0f}"),
@@ -739,6 +769,19 @@ def range_query(api: str, start: float, end: float, step: float) -> tuple[float,
     return ms, len(doc["data"]["result"])
 
 
+def window_rss_kb(pids: dict[str, int], until: float) -> dict[str, int]:
+    """Sleep until ``until`` (``time.time()``), sampling each process's RSS every
+    ``RSS_EVERY_S``; the highest of each: its steady peak, the warm-up left out."""
+    high = {r: 0 for r in pids}
+    while True:
+        for r, p in pids.items():
+            high[r] = max(high[r], proc_status_kb("VmRSS", str(p)))
+        left = until - time.time()
+        if left <= 0:
+            return high
+        time.sleep(min(RSS_EVERY_S, left))
+
+
 def served_samples(control: int) -> float:
     return float(json.loads(http_get(f"http://127.0.0.1:{control}/stats"))["samples"])
 
@@ -750,13 +793,14 @@ def measure(system: System, tmp: Path, ports: list[int], control: int, args: arg
     try:
         system.start(tmp, ports, args.interval)
         wait_until(lambda: system.samples_stored() > 0, 60 + 3 * args.interval, f"{system.name}: first samples")
+        first_samples = time.time()
         time.sleep(args.cluster_warmup if isinstance(system, RingmonCluster) else args.warmup)
         pids = system.pids()
         cpu0 = {r: proc_cpu_s(p) for r, p in pids.items()}
         th0 = thread_cpu_s(pids["cassandra"]) if "cassandra" in pids else {}
         stored0, served0, t0 = system.samples_stored(), served_samples(control), time.time()
         print(f"   warm; measuring {args.window:g}s", flush=True)
-        time.sleep(args.window)
+        rss_window = window_rss_kb(pids, t0 + args.window)
         cpu1 = {r: proc_cpu_s(p) for r, p in pids.items()}
         stored1, served1, t1 = system.samples_stored(), served_samples(control), time.time()
         threads = thread_delta(th0, thread_cpu_s(pids["cassandra"])) if "cassandra" in pids else {}
@@ -769,13 +813,20 @@ def measure(system: System, tmp: Path, ports: list[int], control: int, args: arg
         # runs are those of a server that has answered queries before, as a dashboard's has.
         time.sleep(WARM_AFTER_FIRST_QUERY_S)
         runs = [range_query(system.api, t0, t1, args.interval) for _ in range(QUERY_RUNS)]
+        if isinstance(system, RingmonStandalone) and args.standalone_run > 0:
+            # scrape on, so that its seal holds about as many samples per series as the cluster's
+            # (a block's fixed bytes over 33 samples are not those over 109)
+            more = first_samples + args.standalone_run - time.time()
+            if more > 0:
+                print(f"   scraping {more:.0f}s more before the seal (--standalone-run)", flush=True)
+                time.sleep(more)
         stored_total = system.samples_stored()
     finally:
         extra = system.finish()
     fig = Figures(system=system.name, series=len(ports) * args.series,
                   cpu_s={r: cpu1[r] - cpu0[r] for r in pids}, stored=stored1 - stored0, served=served1 - served0,
                   due=len(ports) * args.series * (t1 - t0) / args.interval,
-                  stored_total=stored_total, peak_rss_kb=rss, disk_bytes=du_bytes(system.data_dir()),
+                  stored_total=stored_total, peak_rss_kb=rss, window_rss_kb=rss_window, disk_bytes=du_bytes(system.data_dir()),
                   query_ms=[ms for ms, _ in runs], query_series=runs[-1][1], extra=extra, window_s=t1 - t0)
     print(f"   CPU {sum(fig.cpu_s.values()):.1f}s for {fig.stored:,.0f} samples stored of {fig.served:,.0f} served "
           f"({fig.cpu_us_per_sample:.2f} us/sample); peak RSS {fig.rss_mib:.0f} MiB; "
@@ -791,9 +842,14 @@ def measure(system: System, tmp: Path, ports: list[int], control: int, args: arg
               f"of {extra.get('raw_partitions_dropped', 0):,.0f} sealed raw partitions "
               f"({extra.get('drop_cpu_s', 0.0):.2f}s CPU) and a flush; {fig.raw_bytes_per_sample:.2f} after a "
               "compaction of the raw tables", flush=True)
-        tables = {k.split(":", 1)[1]: v for k, v in extra.items() if k.startswith("raw_disk_bytes:")}
-        print("   of which, bytes/sample: " + ", ".join(
+    tables = {k.split(":", 1)[1]: v for k, v in extra.items() if k.startswith("raw_disk_bytes:")}
+    if tables and fig.stored_total:
+        print("   raw bytes/sample by table" + (" and index" if "raw_blocks_data_bytes" in extra else "") + ": " + ", ".join(
             f"{t} {v / fig.stored_total:.3f}" for t, v in sorted(tables.items(), key=lambda kv: -kv[1])), flush=True)
+    if "raw_blocks_data_bytes" in extra and fig.stored_total:
+        print(f"   SQLite: the blocks' own bytes {extra['raw_blocks_data_bytes'] / fig.stored_total:.3f} B/sample "
+              f"(in raw_blocks' pages); freelist {extra['sqlite_freelist_bytes'] / 2**20:.1f} MiB (not counted: "
+              "the pages the drop freed, reused by the next writes)", flush=True)
     if isinstance(system, RingmonCluster) and not math.isnan(system.idle_cpu_s):
         fig.extra["cassandra_idle_cpu_per_s"] = idle = system.idle_cpu_s / system.idle_s
         print(cassandra_split(fig, idle, t1 - t0, threads, system.idle_threads, system.idle_s), flush=True)
@@ -870,11 +926,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cluster-warmup", type=float, default=240.0,
                    help="seconds before the cluster's window: a scraper's first minutes write every new series' "
                         "index rows (bench/load.py: 4 min at 10,000 samples/s)")
+    p.add_argument("--standalone-run", type=float, default=None,
+                   help="seconds from Ringmon standalone's first samples to its seal: it scrapes on after its "
+                        "window and queries (not measured) so that its sealed blocks hold as many samples per "
+                        "series as the cluster's (default --cluster-warmup + --window; 0: seal after the queries)")
     p.add_argument("--cluster-idle", type=float, default=60.0,
                    help="seconds the Cassandra node's idle CPU is measured (up, schema made, no targets; 0: not)")
     p.add_argument("--systems", default="prometheus,victoriametrics,ringmon,ringmon-cluster",
                    help="comma-separated, run in this order: " + ", ".join(SYSTEMS))
     args = p.parse_args(argv)
+    if args.cmd is None and args.standalone_run is None:
+        args.standalone_run = args.cluster_warmup + args.window
     if args.cmd == "targets":
         asyncio.run(serve_targets(args.count, args.series))
         return 0

@@ -25,6 +25,7 @@ from bench.peers import (
     stop_process,
     table,
     thread_delta,
+    window_rss_kb,
 )
 from bench.procfs import proc_cpu_s, proc_status_kb
 from scraper.exposition import parse
@@ -68,6 +69,11 @@ def test_proc_figures_of_a_running_process() -> None:
     assert proc_status_kb("VmHWM", str(os.getpid())) >= proc_status_kb("VmRSS", str(os.getpid())) > 0
 
 
+def test_window_rss_is_the_highest_sampled_until_the_end() -> None:
+    got = window_rss_kb({"me": os.getpid()}, time.time())  # (the end now: one sample)
+    assert 0 < got["me"] <= proc_status_kb("VmHWM")
+
+
 def test_metric_sum_adds_label_sets_and_says_absent() -> None:
     text = ('# TYPE a counter\na{x="1"} 2\na{x="2 }"} 3.5\nab 100\n'
             'prometheus_tsdb_head_samples_appended_total 12\n')
@@ -85,7 +91,8 @@ def test_du_bytes_counts_files_below(tmp_path: Path) -> None:
 def _fig(system: str, cpu: float, stored: float, disk: int, query: list[float], **extra: float) -> Figures:
     return Figures(system=system, series=1000, cpu_s={"p": cpu}, stored=stored, served=stored, due=stored,
                    stored_total=stored,
-                   peak_rss_kb={"p": 2048}, disk_bytes=disk, query_ms=query, query_series=8, extra=dict(extra))
+                   peak_rss_kb={"p": 2048}, disk_bytes=disk, query_ms=query, query_series=8, extra=dict(extra),
+                   window_rss_kb={"p": 1024})
 
 
 def test_table_prints_each_figure_and_the_ratio_to_prometheus() -> None:
@@ -99,6 +106,7 @@ def test_table_prints_each_figure_and_the_ratio_to_prometheus() -> None:
     assert rows["bytes on disk per sample"].endswith("| 4.0 | 2.0 | 0.50 |")
     assert rows["range query median, ms"].endswith("| 20 | 50 | 2.50 |")
     assert rows["peak RSS per series, KiB"].endswith("| 2.05 | 2.05 | 1.00 |")
+    assert rows["steady RSS per series (highest in the window), KiB"].endswith("| 1.02 | 1.02 | 1.00 |")
     # Prometheus has no seal: its cell and the ratio are "-"
     assert rows["rollup seal CPU per sample, us"].endswith("| - | 1.00 | - |")
     assert math.isnan(ratio(1.0, 0.0)) and math.isnan(ratio(math.nan, 1.0))
