@@ -158,7 +158,7 @@ def bench_seal_and_rollup(n_hosts: int) -> None:
     )
 
 
-async def _bench_sqlite(n_hosts: int, hours: int, tmp: str) -> None:
+async def _bench_sqlite(n_hosts: int, hours: int, tmp: str, late: bool = False) -> None:
     import time
 
     from storage.base import AGGREGATES, HOUR_MS, MINUTE_MS, Resolution
@@ -168,7 +168,8 @@ async def _bench_sqlite(n_hosts: int, hours: int, tmp: str) -> None:
     from storage.rollup_lease import LocalShardLease
     from storage.sqlite_rollup import SQLiteRollupStorage
 
-    print(f"\n== RollupJob on SQLite: {n_hosts} hosts x {hours} h at 10 s ==")
+    print(f"\n== RollupJob on SQLite: {n_hosts} hosts x {hours} h at 10 s"
+          f"{', a scraper lateness' if late else ', aligned timestamps'} ==")
     t0 = 1_700_000_000_000 // 86_400_000 * 86_400_000
     store = await SQLiteRollupStorage.open(f"{tmp}/bench.db")
     rng = np.random.default_rng(2)
@@ -176,7 +177,7 @@ async def _bench_sqlite(n_hosts: int, hours: int, tmp: str) -> None:
     for h in range(n_hosts):
         series: list[Series] = []
         batch = SampleBatch(f"bench/h{h}:9100", series)
-        for i, (ts, v) in enumerate(node_exporter_host(rng, hours * 360, t0, jitter_ms=0)):
+        for i, (ts, v) in enumerate(node_exporter_host(rng, hours * 360, t0, jitter_ms=0, late=late)):
             s = Series.of(make_labels("bench_metric", instance=f"h{h}:9100", i=str(i)))
             series.extend([s] * len(ts))
             batch.timestamps.extend(ts.tolist())
@@ -193,13 +194,15 @@ async def _bench_sqlite(n_hosts: int, hours: int, tmp: str) -> None:
         f"{sealed / cpu:,.0f} samples/s per core (CPU time, incl. SQLite reads/writes), "
         f"{cpu / sealed * 1e6:.2f} us CPU per sample"
     )
-    from bench.peers import sqlite_raw_bytes
+    from bench.peers import sqlite_raw_bytes_by_name
 
     await store.close()
-    raw = sqlite_raw_bytes(Path(f"{tmp}/bench.db"))
+    by_name, _, blobs = sqlite_raw_bytes_by_name(Path(f"{tmp}/bench.db"))
+    raw, times = sum(by_name.values()), by_name.get("raw_block_times", 0)
     blocks = sum(r.block_bytes for r in done)
-    print(f"  raw on disk after sealing: {raw / total:.2f} bytes/sample (raw tables and their indexes; "
-          f"the blocks' bytes alone {blocks / sealed:.2f})")
+    print(f"  raw on disk after sealing: {raw / total:.3f} bytes/sample (raw tables and their indexes; "
+          f"the blocks' bytes alone {blocks / sealed:.3f} as sealed, {blobs / sealed:.3f} as stored with "
+          f"{times / sealed:.3f} of timestamp frames apart)")
     store = await SQLiteRollupStorage.open(f"{tmp}/bench.db")
 
     # Read latency of one series: 30 d of 1m and 1 y of 1h rows.
@@ -390,7 +393,8 @@ async def _raw_bytes_after_drop(store: CassandraRollupStorage, node: CassandraNo
     import asyncio
     import time
 
-    raw = ("raw_frames", "raw_recent", "raw_layouts", "raw_late", "raw_late_frames", "raw_blocks")
+    raw = ("raw_frames", "raw_recent", "raw_layouts", "raw_late", "raw_late_frames", "raw_blocks",
+           "raw_block_times")
     loop = asyncio.get_running_loop()
 
     def on_disk() -> dict[str, int]:
@@ -632,6 +636,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hosts", type=int, default=10, help="node_exporter-like hosts (~600 series each)")
     p.add_argument("--sqlite-hours", type=int, default=4, help="hours of raw data for the SQLite job run")
+    p.add_argument("--sqlite-late", action="store_true",
+                   help="the SQLite job run's timestamps with a scraper's lateness, as Ringmon's scraper stamps "
+                        "them (else aligned)")
     p.add_argument("--cassandra", action="store_true", help="also measure on a local Cassandra node")
     p.add_argument("--cassandra-hours", type=int, default=24, help="hours of data sealed into Cassandra")
     p.add_argument(
@@ -662,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_seal_and_rollup(args.hosts)
     with tempfile.TemporaryDirectory() as tmp:
         if not args.only_cassandra:
-            asyncio.run(_bench_sqlite(max(1, args.hosts // 2), args.sqlite_hours, tmp))
+            asyncio.run(_bench_sqlite(max(1, args.hosts // 2), args.sqlite_hours, tmp, args.sqlite_late))
         if args.cassandra or args.only_cassandra:
             bench_cassandra(args.hosts, args.cassandra_hours, args.cassandra_dir, tmp, frames_only=args.frames_only,
                             frame_hosts=args.frame_hosts, frame_minutes=args.frame_minutes, shards=args.shards,

@@ -69,8 +69,7 @@ from storage.base import (
     aggregate_names,
     bucket_values,
 )
-from storage.blocks import VERSION as BLOCK_VERSION
-from storage.blocks import decode_block
+from storage.blocks import TIMES, VERSION_SHARED_TIMES, decode_block, inline_times, share_times, times_key
 from storage.cassandra import (
     WRITER_FLOOR_KEY,
     CassandraStorage,
@@ -109,6 +108,7 @@ WRITE_ATTEMPTS = 5  # upserts are idempotent: a timed-out write is safe to repea
 RECENT_RAW_MS = DEFAULT_WINDOW_MS + DEFAULT_GRACE_MS
 BLOCK_LOOKBACK_MS = 6 * HOUR_MS  # blocks starting this long before a read's start are found
 BLOCK_READ_SERIES_CHUNK = 16  # series per block request (unpaged: <= 16 x 24 blocks)
+TIMES_READ_KEYS = 256  # timestamp frames per request (unpaged: <= 256 x ~200 B at a 2 h window of 10 s)
 CHUNK_READ_SERIES = 16  # series per rollup chunk request (unpaged: <= 16 x 4 chunks, ~1.2 MB)
 # series per read of the chunks a seal merges into (one chunk each, unpaged: <= 64 x ~32 KB)
 SEAL_READ_SERIES = 64
@@ -275,6 +275,8 @@ class CassandraRollupMixin:
                         f"SELECT start_ts, data FROM {ks}.raw_blocks WHERE series_id = ? AND day = ?"
                         " AND start_ts >= ? AND start_ts < ?"
                     ),
+                    "times_ins": p(f"INSERT INTO {ks}.raw_block_times (start_ts, key, data) VALUES (?, ?, ?)"),
+                    "times_read": p(f"SELECT key, data FROM {ks}.raw_block_times WHERE start_ts = ? AND key IN ?"),
                     "blocks_read": p(
                         f"SELECT series_id, start_ts, end_ts, WRITETIME(data), data FROM {ks}.raw_blocks"
                         " WHERE series_id IN ? AND day = ? AND start_ts >= ? AND start_ts <= ?"
@@ -510,9 +512,51 @@ class CassandraRollupMixin:
         await self._bounded(await self._block_calls(blocks))
 
     async def _block_calls(self, blocks: Sequence[SealedBlock]) -> list[tuple[PreparedStatement, tuple]]:
+        """The block inserts of ``blocks``, once the timestamp frames they share are stored
+        (``_share_times``)."""
+        datas = await self._share_times(blocks)
         ps = (await self._ps())["block_ins"]
-        return [(ps, (b.series_id, b.start_ms // DAY_MS, b.start_ms, b.end_ms, b.count, BLOCK_VERSION, b.data))
-                for b in blocks]
+        return [(ps, (b.series_id, b.start_ms // DAY_MS, b.start_ms, b.end_ms, b.count, d[0], d))
+                for b, d in zip(blocks, datas, strict=True)]
+
+    async def _share_times(self, blocks: Sequence[SealedBlock]) -> list[bytes]:
+        """The blocks' bytes, those of a window's target sharing a timestamp frame as version 4
+        (``storage.blocks.share_times``), after their frames are in ``raw_block_times``."""
+        datas, frames = share_times([b.data for b in blocks])
+        if frames:
+            starts = {times_key(d): b.start_ms for b, d in zip(blocks, datas, strict=True)
+                      if d[0] == VERSION_SHARED_TIMES}
+            ins = (await self._ps())["times_ins"]
+            await self._bounded([(ins, (starts[key], key, frame)) for key, frame in frames.items()])
+            TIMES.add(frames.items())
+        return datas
+
+    async def _inline_times(self, blocks: Sequence[tuple[int, bytes]]) -> list[bytes]:
+        """``(window start, data)`` of blocks as blocks that decode on their own: a version-4
+        block's timestamp frame (kept by the process, ``TIMES``, else read from
+        ``raw_block_times``) put back in place (``storage.blocks.inline_times``). A frame not
+        found leaves its block as it is (decoding it says so)."""
+        wanted = {times_key(d): start for start, d in blocks if d and d[0] == VERSION_SHARED_TIMES}
+        if not wanted:
+            return [d for _, d in blocks]
+        frames = TIMES.frames(wanted)
+        by_start: dict[int, list[int]] = {}
+        for key, start in wanted.items():
+            if key not in frames:
+                by_start.setdefault(start, []).append(key)
+        if by_start:
+            ps = (await self._ps())["times_read"]
+            results = await asyncio.gather(*(
+                self.execute(ps, (start, keys[i : i + TIMES_READ_KEYS]))
+                for start, keys in by_start.items() for i in range(0, len(keys), TIMES_READ_KEYS)))
+            got = [(key, data) for pages in results for page in pages for key, data in page]
+            TIMES.add(got)
+            frames.update(got)
+        out = []
+        for _, d in blocks:
+            frame = frames.get(times_key(d)) if d and d[0] == VERSION_SHARED_TIMES else None
+            out.append(d if frame is None else inline_times(d, frame))
+        return out
 
     async def write_rollups(self, resolution: Resolution, rows: Sequence[RollupRows]) -> None:
         """Each row's buckets into their chunks, merged with what the chunks hold (newer wins)."""
@@ -811,12 +855,12 @@ class CassandraRollupMixin:
             hi = min((d + 1) * DAY_MS - 1, end_ms)
             for i in range(0, len(ids), BLOCK_READ_SERIES_CHUNK):
                 calls.append(self.execute(ps, (ids[i : i + BLOCK_READ_SERIES_CHUNK], d, lo, hi)))
+        rows = [row for pages in await asyncio.gather(*calls) for page in pages for row in page
+                if row[2] > start_ms and row[4]]
+        datas = await self._inline_times([(row[1], row[4]) for row in rows])
         out: dict[int, list[tuple[int, int, int, bytes]]] = {}
-        for pages in await asyncio.gather(*calls):
-            for page in pages:
-                for sid, b_start, b_end, written_us, data in page:
-                    if b_end > start_ms and data:
-                        out.setdefault(sid, []).append((b_start, b_end, written_us or 0, data))
+        for (sid, b_start, b_end, written_us, _), data in zip(rows, datas, strict=True):
+            out.setdefault(sid, []).append((b_start, b_end, written_us or 0, data))
         for blocks in out.values():
             blocks.sort(key=lambda b: b[0])
         return out
@@ -867,7 +911,8 @@ class CassandraRollupMixin:
         pages = await asyncio.gather(
             *(self.execute(ps, (series_id, d, d * DAY_MS, min(end_ms, (d + 1) * DAY_MS))) for d in days)
         )
-        blocks = [decode_block(row[1]) for day_pages in pages for page in day_pages for row in page]
+        rows = [(row[0], row[1]) for day_pages in pages for page in day_pages for row in page]
+        blocks = [decode_block(data) for data in await self._inline_times(rows)]
         if not blocks:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
         ts = np.concatenate([b[0] for b in blocks])

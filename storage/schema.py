@@ -11,6 +11,9 @@ Buckets (all integers derived from the sample timestamp in ms):
 - ``raw_recent``: partition ``(target, hour)`` where hour = ts // 1 h, clustered by
   ``(series_id, ts)``: one scrape of one target is one single-partition batch;
 - ``raw_blocks``: sealed compressed blocks, partition ``(series_id, day)`` (rollup job);
+  ``raw_block_times`` (version 8): partition ``start_ts`` (the window's), the timestamp
+  frames the blocks of a window's target share, by key (``storage.blocks.share_times``:
+  a version-4 block names its frame there instead of carrying it);
 - ``raw_frames`` (version 6): partition ``(target, hour)``, one row per scrape clustered by
   ``ts``: the values in layout order (``storage.frames.encode_delta``, XOR'd with the frame at
   ``base_ts``, null = whole); ``raw_layouts``: partition ``target``, the series ids of each
@@ -55,8 +58,9 @@ if TYPE_CHECKING:
 # chunks in column form (init adds the ``c_<column>`` blobs to the chunk tables); 5: the rate
 # aggregates' blobs (``storage.base.ADDED_IN_V5``; init adds them, older chunks read NaN there);
 # 6: scrape frames (``raw_frames``, ``raw_layouts``; init adds them, ``raw_recent`` rows stay);
-# 7: ``raw_late_frames`` (init adds it).
-SCHEMA_VERSION = 7
+# 7: ``raw_late_frames`` (init adds it); 8: ``raw_block_times`` (init adds it; blocks of
+# version 4 name their timestamp frame there, older blocks carry theirs).
+SCHEMA_VERSION = 8
 CHUNK_TABLES = ("rollup_1m_chunks", "rollup_1h_chunks")
 CHUNK_COLUMNS = tuple(STORED_CHUNK_COLUMNS.values())
 _CHUNK_DDL = "".join(f"{c} blob, " for c in CHUNK_COLUMNS)
@@ -190,6 +194,11 @@ def table_statements(spec: SchemaSpec) -> list[tuple[str, str]]:
             f"CREATE TABLE IF NOT EXISTS {ks}.raw_blocks (series_id bigint, day int, start_ts bigint, "
             "end_ts bigint, count int, codec tinyint, data blob, "
             "PRIMARY KEY ((series_id, day), start_ts)) WITH " + _options(t["raw_blocks"], "start_ts ASC"),
+        ),
+        (
+            "raw_block_times",
+            f"CREATE TABLE IF NOT EXISTS {ks}.raw_block_times (start_ts bigint, key bigint, data blob, "
+            "PRIMARY KEY ((start_ts), key)) WITH " + _options(t["raw_blocks"], "key ASC"),
         ),
         (
             "raw_frames",

@@ -14,15 +14,23 @@ from hypothesis.extra import numpy as hnp
 
 from bench.rollup import node_exporter_host
 from storage.blocks import (
+    TIMES,
     VERSION,
     VERSION_DEFLATE,
+    VERSION_SHARED_TIMES,
     BlockError,
+    MissingTimes,
     _parse_header,
     block_header,
     decode_block,
     decode_columns,
     encode_block,
+    encode_blocks,
     encode_columns,
+    inline_times,
+    share_times,
+    times_key,
+    times_keys,
 )
 from storage.model import STALE_NAN, STALE_NAN_BITS
 
@@ -134,6 +142,39 @@ def test_header_fields():
     ts = np.array([1_700_000_000_123, 1_700_000_010_123], dtype=np.int64)
     data = encode_block(ts, [1.0, 2.0])
     assert block_header(data) == (VERSION, 1, 2, 1_700_000_000_123)
+
+
+def test_blocks_sharing_timestamps_keep_their_frame_once_and_decode_bit_for_bit():
+    """A window's blocks of one target (same timestamps) become version 4, naming their
+    shared times (header fields and timestamp frame) by key; a block alone keeps them
+    (version 3). Version 4 decodes to the same samples given the times (or from ``TIMES``),
+    says which it lacks without them, and turns back into the version-3 block byte for byte."""
+    rng = np.random.default_rng(7)
+    ts = 1_700_000_000_000 + np.arange(109, dtype=np.int64) * 5000 + rng.integers(0, 3, 109)
+    vals = np.round(rng.normal(size=(20, 109)).cumsum(axis=1), 2)
+    vals[3, 5] = STALE_NAN
+    datas = encode_blocks(np.tile(ts, 20), vals.ravel(), np.arange(0, 20 * 109 + 1, 109))
+    datas.append(encode_block(ts[:40] + 1, np.arange(40.0)))  # other timestamps, alone
+    shared, frames = share_times(datas)
+    assert len(frames) == 1 and times_keys(shared) == set(frames)
+    assert [d[0] for d in shared] == [VERSION_SHARED_TIMES] * 20 + [VERSION] and shared[-1] == datas[-1]
+    times = next(iter(frames.values()))  # (the count, first timestamp, step and timestamp frame)
+    assert all(len(new) == len(old) - len(times) + 8 for old, new in zip(datas[:20], shared, strict=False))
+    with pytest.raises(BlockError, match="version 4"):
+        block_header(shared[0])
+    TIMES.clear()
+    with pytest.raises(MissingTimes):
+        decode_block(shared[0])
+    for old, new in zip(datas, shared, strict=True):
+        want_ts, want_vals = decode_block(old)
+        got_ts, got_vals = decode_block(new, frames)
+        np.testing.assert_array_equal(got_ts, want_ts)
+        np.testing.assert_array_equal(bits(got_vals), bits(want_vals))
+        if new[0] == VERSION_SHARED_TIMES:
+            assert inline_times(new, frames[times_key(new)]) == old
+    TIMES.add(frames.items())
+    np.testing.assert_array_equal(decode_block(shared[0])[0], ts)
+    assert share_times(shared) == (shared, {})  # (version 4 stays as it is)
 
 
 # Version 2 blocks as the code of 2026-12-06 wrote them (``_old_block_samples``' series):

@@ -559,14 +559,14 @@ def test_storage_init_adds_the_frame_tables_to_a_version_5_keyspace(cassandra) -
 
     with keyspace_store(cassandra, "frames_init") as store:
         ks = store.keyspace
-        for table in ("raw_frames", "raw_layouts", "raw_late_frames"):  # (the last one: version 7)
+        for table in ("raw_frames", "raw_layouts", "raw_late_frames", "raw_block_times"):  # (versions 7, 8)
             store.session.execute(f"DROP TABLE {ks}.{table}", timeout=60)
         store.session.execute(f"INSERT INTO {ks}.meta (key, value) VALUES ('schema_version', '5')")
         with pytest.raises(StorageError, match="schema version 5.*ringmon storage init"):
             CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks)
         assert sorted(sch.create_schema(store.session, sch.SchemaSpec(keyspace=ks))) == \
-            ["raw_frames", "raw_late_frames", "raw_layouts"]
-        assert sch.schema_version(store.session, ks) == sch.SCHEMA_VERSION == 7
+            ["raw_block_times", "raw_frames", "raw_late_frames", "raw_layouts"]
+        assert sch.schema_version(store.session, ks) == sch.SCHEMA_VERSION == 8
         CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks).shutdown()
         ttl = {r[0]: r[1] for r in store.session.execute(
             "SELECT table_name, default_time_to_live FROM system_schema.tables WHERE keyspace_name = %s", (ks,))}

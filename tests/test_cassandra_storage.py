@@ -57,7 +57,7 @@ def test_older_schema_version_asks_for_storage_init_which_upgrades_it(cassandra)
         with pytest.raises(StorageError, match=f"schema version 1.*ringmon storage init --keyspace {ks}"):
             CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks)
         assert sch.create_schema(store.session, sch.SchemaSpec(keyspace=ks)) == ["raw_late"]
-        assert sch.schema_version(store.session, ks) == sch.SCHEMA_VERSION == 7
+        assert sch.schema_version(store.session, ks) == sch.SCHEMA_VERSION == 8
         CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks).shutdown()
     finally:
         store.drop_keyspace_sync()

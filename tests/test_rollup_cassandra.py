@@ -13,6 +13,7 @@ from test_rollup_job import HOURS, SHARDS, T0, T_END, WINDOW, generate
 
 from storage import rollup_chunks
 from storage.base import AGGREGATES, DAY_MS, HOUR_MS, MINUTE_MS, Resolution
+from storage.blocks import TIMES, VERSION_SHARED_TIMES, inline_times, times_key
 from storage.cassandra_rollup import RECENT_RAW_MS, CassandraRollupMixin
 from storage.matchers import Matcher, MatchOp
 from storage.rollup import rollup_raw, rollup_rollup
@@ -126,6 +127,23 @@ async def test_raw_reads_come_from_blocks_once_recent_rows_are_gone(cassandra_ro
     try:
         check(await store.select(every, T0, T_END - 1))
         await store.execute(f"TRUNCATE {store.keyspace}.raw_recent")
+        check(await store.select(every, T0, T_END - 1))
+        # The blocks of a target's window name their shared timestamp frame (version 4): read
+        # from raw_block_times when the process keeps none; blocks of version 3 (written
+        # before) read the same beside them.
+        ks = store.keyspace
+        blocks = [r for page in await store.execute(f"SELECT series_id, day, start_ts, data FROM {ks}.raw_blocks")
+                  for r in page]
+        frames = {k: d for page in await store.execute(f"SELECT key, data FROM {ks}.raw_block_times") for k, d in page}
+        assert VERSION_SHARED_TIMES in {r[3][0] for r in blocks} and frames
+        TIMES.clear()
+        check(await store.select(every, T0, T_END - 1))
+        old = [(inline_times(d, frames[times_key(d)]), sid, day, start) for sid, day, start, d in blocks[::2]
+               if d[0] == VERSION_SHARED_TIMES]
+        update = f"UPDATE {ks}.raw_blocks SET data = ? WHERE series_id = ? AND day = ? AND start_ts = ?"
+        ps = store.session.prepare(update)
+        await asyncio.gather(*(store.execute(ps, params) for params in old))
+        TIMES.clear()
         check(await store.select(every, T0, T_END - 1))
         # A rerun now works from the blocks alone and still writes identical rows.
         await job.backfill(T0, T_END)

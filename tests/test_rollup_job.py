@@ -13,7 +13,7 @@ from test_rollup import assert_equal_rollups, brute_force
 
 from storage import rollup_chunks
 from storage.base import AGGREGATES, HOUR_MS, MINUTE_MS, Resolution
-from storage.blocks import decode_block
+from storage.blocks import TIMES, VERSION, VERSION_SHARED_TIMES, decode_block, inline_times, times_key
 from storage.matchers import Matcher, MatchOp
 from storage.model import STALE_NAN, SampleBatch, Series, make_labels
 from storage.rollup import Rollup, rollup_raw, rollup_rollup
@@ -78,10 +78,16 @@ async def load(store: SQLiteRollupStorage, data) -> None:
 
 
 def dump(path) -> dict[str, list[tuple]]:
-    """Every stored block, and every rollup bucket as (series id, start, six aggregates' bits)."""
+    """Every stored block (its samples' timestamps and value bits: whether a block keeps its
+    timestamp frame apart depends on the blocks written with it), and every rollup bucket as
+    (series id, start, six aggregates' bits)."""
     con = sqlite3.connect(path)
     try:
-        out = {"raw_blocks": con.execute("SELECT * FROM raw_blocks ORDER BY 1, 2").fetchall()}
+        times = dict(con.execute("SELECT key, data FROM raw_block_times").fetchall())
+        out = {"raw_blocks": [
+            (*row[:-1], *(a.view(np.int64).tolist() for a in decode_block(row[-1], times)))
+            for row in con.execute("SELECT * FROM raw_blocks ORDER BY 1, 2")
+        ]}
         for name in ("rollup_1m", "rollup_1h"):
             rows = []
             cols = ", ".join(f"c_{c}" for c in rollup_chunks.COLUMNS)
@@ -135,19 +141,39 @@ async def test_job_output_equals_brute_force(store, data, tmp_path):
             for i, t in enumerate(hours.timestamps)
         }
         assert_equal_rollups(hour_raw, brute_force(ts, v, T0, T_END, HOUR_MS), exact_sums=False)
-    # Blocks decode to exactly the raw samples of their window.
+    # Blocks decode to exactly the raw samples of their window; those of a target's series that
+    # share a shard name their timestamp frame in raw_block_times (block version 4).
     con = sqlite3.connect(tmp_path / "ringmon.db")
     blocks = con.execute("SELECT series_id, start_ts, end_ts, count, data FROM raw_blocks").fetchall()
+    times = dict(con.execute("SELECT key, data FROM raw_block_times").fetchall())
     con.close()
     by_id = {s.id: d for s, d in data.items()}
     assert len(blocks) == len(data) * HOURS * HOUR_MS // WINDOW
+    assert {b[4][0] for b in blocks} == {VERSION, VERSION_SHARED_TIMES} and times
     for sid, start, end, count, blob in blocks:
         ts, v, _ = by_id[sid]
         inside = (ts >= start) & (ts < end)
-        got_ts, got_v = decode_block(blob)
+        got_ts, got_v = decode_block(blob, times)
         assert count == int(inside.sum())
         np.testing.assert_array_equal(got_ts, ts[inside])
         np.testing.assert_array_equal(got_v.view(np.uint64), v[inside].view(np.uint64))
+    # Reads find the frames in the store (none kept by the process), and blocks of version 3
+    # (written before) read the same beside them.
+    every = [Matcher("__name__", MatchOp.RE, ".+")]
+
+    async def read_all() -> dict[int, tuple[list[int], list[int]]]:
+        TIMES.clear()
+        got = await store.select(every, T0, T_END - 1)
+        return {d.series.id: (d.timestamps.tolist(), d.values.view(np.int64).tolist()) for d in got}
+
+    want = {s.id: (ts[(ts >= T0) & (ts < T_END)].tolist(), v[(ts >= T0) & (ts < T_END)].view(np.int64).tolist())
+            for s, (ts, v, _) in data.items()}
+    assert await read_all() == want
+    old = [(inline_times(blob, times[times_key(blob)]), sid, start) for sid, start, _, _, blob in blocks[::2]
+           if blob[0] == VERSION_SHARED_TIMES]
+    await store.run_write(lambda con: con.executemany(
+        "UPDATE raw_blocks SET data = ? WHERE series_id = ? AND start_ts = ?", old))
+    assert old and await read_all() == want
 
 
 async def test_rerun_changes_nothing(store, tmp_path):

@@ -29,7 +29,7 @@ from storage.rollup_job import (
     unpack_late_cursor,
 )
 from storage.rollup_lease import LocalShardLease
-from storage.sqlite_rollup import SQLiteRollupStorage
+from storage.sqlite_rollup import SQLiteRollupStorage, block_times
 
 LATE_WINDOW = T0 + WINDOW  # the middle window gets late samples
 NEXT_WINDOW = T0 + 2 * WINDOW  # fed by the late samples just before its start (counter carry)
@@ -82,12 +82,14 @@ async def blocks_of(store, series_id: int) -> tuple[np.ndarray, np.ndarray]:
         return await store.read_blocks(series_id, T0, T_END)
 
     def run(con: sqlite3.Connection):
-        return con.execute(
+        datas = [b for (b,) in con.execute(
             "SELECT data FROM raw_blocks WHERE series_id = ? AND start_ts >= ? AND start_ts < ? ORDER BY start_ts",
             (series_id, T0, T_END),
-        ).fetchall()
+        )]
+        return datas, block_times(con, datas)
 
-    parts = [decode_block(b) for (b,) in await store.run_read(run)]
+    datas, times = await store.run_read(run)
+    parts = [decode_block(b, times) for b in datas]
     if not parts:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
