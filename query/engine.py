@@ -1721,7 +1721,8 @@ class Engine:
         key = (tuple(plan.matchers), res, columns, start_ms, end_ms)
         rows = self.tail_memo.stored(key)
         if rows is None:
-            rows = self.tail_memo.keep_stored(key, await self.storage.select(matchers, start_ms, end_ms, res, columns=columns))
+            rows = await self.storage.select(matchers, start_ms, end_ms, res, columns=columns)
+            rows = self.tail_memo.keep_stored(key, rows, column_names(columns) if columns is not None else None)
         return rows
 
     async def _select_tail(self, matchers: list, start_ms: int, end_ms: int) -> list[SeriesData] | FlatSamples:
