@@ -268,8 +268,8 @@ class CassandraRollupMixin:
             def prepare() -> dict:
                 out = {
                     "block_ins": p(
-                        f"INSERT INTO {ks}.raw_blocks (series_id, day, start_ts, end_ts, count, codec, data)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                        # (count and codec, in the block's header, are no longer written: ~9 B a row)
+                        f"INSERT INTO {ks}.raw_blocks (series_id, day, start_ts, end_ts, data) VALUES (?, ?, ?, ?, ?)"
                     ),
                     "block_read": p(
                         f"SELECT start_ts, data FROM {ks}.raw_blocks WHERE series_id = ? AND day = ?"
@@ -516,7 +516,7 @@ class CassandraRollupMixin:
         (``_share_times``)."""
         datas = await self._share_times(blocks)
         ps = (await self._ps())["block_ins"]
-        return [(ps, (b.series_id, b.start_ms // DAY_MS, b.start_ms, b.end_ms, b.count, d[0], d))
+        return [(ps, (b.series_id, b.start_ms // DAY_MS, b.start_ms, b.end_ms, d))
                 for b, d in zip(blocks, datas, strict=True)]
 
     async def _share_times(self, blocks: Sequence[SealedBlock]) -> list[bytes]:

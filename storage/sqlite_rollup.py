@@ -401,10 +401,9 @@ class SQLiteRollupMixin:
         await self._ensure_rollup_schema()
         # a window's blocks of one target share their timestamp frame: kept once, by key
         datas, frames = share_times([b.data for b in blocks])
-        rows = [
-            (b.series_id, b.start_ms, b.end_ms, b.count, b.first_ts, b.last_ts, d)
-            for b, d in zip(blocks, datas, strict=True)
-        ]
+        # (first_ts and last_ts, never read - a block's header has its first timestamp - are 0:
+        # SQLite stores a 0 in no bytes, 14 fewer a row)
+        rows = [(b.series_id, b.start_ms, b.end_ms, b.count, 0, 0, d) for b, d in zip(blocks, datas, strict=True)]
         starts = {times_key(d): b.start_ms for b, d in zip(blocks, datas, strict=True) if d[0] == VERSION_SHARED_TIMES}
         times = [(key, starts[key], frame) for key, frame in frames.items()]
 
