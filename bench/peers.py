@@ -514,6 +514,9 @@ class RingmonCluster:
                 extra["raw_disk_bytes"] = float(cassandra_raw_bytes(self.data_dir()))
                 for table, size in cassandra_raw_bytes_by_table(self.data_dir()).items():
                     extra[f"raw_disk_bytes:{table}"] = float(size)
+                for line in node.nodetool("tablestats", "ringmon.raw_blocks", timeout_s=120).splitlines():
+                    if "SSTable Compression Ratio:" in line:  # (the table compressor's, over the blocks' bytes)
+                        extra["raw_blocks_compression_ratio"] = float(line.split(":")[1])
         finally:
             if self.node is not None:
                 self.node.stop()
@@ -846,6 +849,9 @@ def measure(system: System, tmp: Path, ports: list[int], control: int, args: arg
     if tables and fig.stored_total:
         print("   raw bytes/sample by table" + (" and index" if "raw_blocks_data_bytes" in extra else "") + ": " + ", ".join(
             f"{t} {v / fig.stored_total:.3f}" for t, v in sorted(tables.items(), key=lambda kv: -kv[1])), flush=True)
+    if "raw_blocks_compression_ratio" in extra:
+        print(f"   raw_blocks: SSTable compression ratio {extra['raw_blocks_compression_ratio']:.3f} (the table "
+              "compressor's, over rows holding the blocks)", flush=True)
     if "raw_blocks_data_bytes" in extra and fig.stored_total:
         print(f"   SQLite: the blocks' own bytes {extra['raw_blocks_data_bytes'] / fig.stored_total:.3f} B/sample "
               f"(in raw_blocks' pages); freelist {extra['sqlite_freelist_bytes'] / 2**20:.1f} MiB (not counted: "

@@ -41,6 +41,10 @@ def test_schema_is_idempotent_and_versioned(cassandra_storage) -> None:
         unit, size = sch.DROPPED_RAW_TWCS if name == "raw_recent" else sch.twcs_window(ttl)
         assert compaction["compaction_window_unit"] == unit and int(compaction["compaction_window_size"]) == size
     assert tables["postings_day"][0] == sch.DEFAULT_TTLS_S["index_day"]
+    compression = {r[0]: r[1] for r in _rows(
+        store, "SELECT table_name, compression FROM system_schema.tables WHERE keyspace_name = %s", (store.keyspace,))}
+    assert compression["raw_blocks"]["class"].endswith("ZstdCompressor")  # (its blocks are Zstd frames already)
+    assert compression["raw_recent"]["class"].endswith("LZ4Compressor")
 
 
 def test_older_schema_version_asks_for_storage_init_which_upgrades_it(cassandra) -> None:
@@ -53,10 +57,15 @@ def test_older_schema_version_asks_for_storage_init_which_upgrades_it(cassandra)
     store = CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks, create_schema=True)
     try:
         store.session.execute(f"DROP TABLE {ks}.raw_late", timeout=60)
+        store.session.execute(f"ALTER TABLE {ks}.raw_blocks WITH compression = {sch.LZ4_16K}", timeout=60)
         store.session.execute(f"INSERT INTO {ks}.meta (key, value) VALUES ('schema_version', '1')")
         with pytest.raises(StorageError, match=f"schema version 1.*ringmon storage init --keyspace {ks}"):
             CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks)
         assert sch.create_schema(store.session, sch.SchemaSpec(keyspace=ks)) == ["raw_late"]
+        compression = store.session.execute(
+            "SELECT compression FROM system_schema.tables WHERE keyspace_name = %s AND table_name = 'raw_blocks'", (ks,)
+        ).one()[0]
+        assert compression["class"].endswith("ZstdCompressor")  # (set on a keyspace made before)
         assert sch.schema_version(store.session, ks) == sch.SCHEMA_VERSION == 8
         CassandraStorage.connect_sync([cassandra.host], cassandra.port, ks).shutdown()
     finally:
