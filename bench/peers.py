@@ -79,6 +79,7 @@ from services.proc import free_port  # noqa: E402
 if TYPE_CHECKING:
     from services.cassandra.cassandra_node import CassandraNode
     from services.zookeeper.zkserver import ZooKeeperServer
+    from storage.rollup_job import WindowResult
 
 QUERY = "sum by (mode)(rate(node_cpu_seconds_total[1m]))"
 QUERY_RUNS = 5
@@ -565,19 +566,55 @@ async def seal_child(cfg_path: str) -> dict[str, float]:
             cpu0 = time.process_time()
             dropped = await later.drop_sealed_raw()
             drop_cpu = time.process_time() - cpu0
+        try:
+            reads = await one_series_reads(store, done)
+        except Exception as exc:  # noqa: BLE001 - a figure beside the seal's: the seal's figures still count
+            print(f"one-series reads not measured: {exc!r}", file=sys.stderr)
+            reads = {}
     finally:
         await store.close()
     sealed = sum(getattr(w, "samples", 0) for w in done)
     out = {"seal_cpu_s": cpu, "seal_windows": float(len(done)), "raw_partitions_dropped": float(dropped),
            "drop_cpu_s": drop_cpu,
            "series_sealed": float(sum(getattr(w, "series", 0) for w in done)),
-           "samples_sealed": float(sealed), "block_bytes": float(sum(getattr(w, "block_bytes", 0) for w in done))}
+           "samples_sealed": float(sealed), "block_bytes": float(sum(getattr(w, "block_bytes", 0) for w in done)),
+           **reads}
     if cfg.storage.backend == "sqlite":
         by_name, free, blobs = sqlite_raw_bytes_by_name(Path(cfg.storage.sqlite.path))
         out["raw_disk_bytes"] = float(sum(by_name.values()))
         out["sqlite_freelist_bytes"], out["raw_blocks_data_bytes"] = float(free), float(blobs)
         for name, size in by_name.items():
             out[f"raw_disk_bytes:{name}"] = float(size)
+    return out
+
+
+ONE_SERIES_READS = 7
+
+
+async def one_series_reads(store: object, done: Sequence[WindowResult]) -> dict[str, float]:
+    """Cassandra: the median wall ms of a read of one series' sealed blocks (``read_blocks``; a
+    series of a 500-series target) with its blocks' shared timestamps (block version 4) read
+    from the store each time, and kept by the process (``storage.blocks.TIMES``)."""
+    from storage.blocks import TIMES
+    from storage.cassandra_rollup import CassandraRollupStorage
+
+    if not isinstance(store, CassandraRollupStorage) or not done:
+        return {}
+    rows = [r for page in await store.execute(f"SELECT series_id FROM {store.keyspace}.raw_blocks LIMIT 1")
+            for r in page]
+    if not rows:
+        return {}
+    sid, start, end = rows[0][0], min(w.start_ms for w in done), max(w.end_ms for w in done)
+    out: dict[str, float] = {}
+    for label, clear in (("one_series_read_ms_times_read", True), ("one_series_read_ms_times_kept", False)):
+        ms = []
+        for _ in range(ONE_SERIES_READS):
+            if clear:
+                TIMES.clear()
+            t = time.perf_counter()
+            await store.read_blocks(sid, start, end)
+            ms.append((time.perf_counter() - t) * 1e3)
+        out[label] = statistics.median(ms)
     return out
 
 
@@ -849,6 +886,10 @@ def measure(system: System, tmp: Path, ports: list[int], control: int, args: arg
     if tables and fig.stored_total:
         print("   raw bytes/sample by table" + (" and index" if "raw_blocks_data_bytes" in extra else "") + ": " + ", ".join(
             f"{t} {v / fig.stored_total:.3f}" for t, v in sorted(tables.items(), key=lambda kv: -kv[1])), flush=True)
+    if "one_series_read_ms_times_read" in extra:
+        print(f"   one series' sealed blocks read: {extra['one_series_read_ms_times_read']:.2f} ms wall with their "
+              f"shared timestamps read from the store, {extra['one_series_read_ms_times_kept']:.2f} ms with them kept "
+              f"(median of {ONE_SERIES_READS})", flush=True)
     if "raw_blocks_compression_ratio" in extra:
         print(f"   raw_blocks: SSTable compression ratio {extra['raw_blocks_compression_ratio']:.3f} (the table "
               "compressor's, over rows holding the blocks)", flush=True)
