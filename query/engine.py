@@ -487,6 +487,30 @@ def _rows_before(rows: list[SeriesData], split: dict[int, int], default: int, re
     return cut
 
 
+def _compact_rows(rows: list[SeriesData], names: tuple[str, ...] | None) -> list[SeriesData]:
+    """A select's rollup rows as views of one array per column, the aggregate columns ``names``
+    (None: all it gave) copied once for all series (``join_columns``: straight from the chunks'
+    values), for ``TailMemo.stored``: a store's rows are views of the chunks it read."""
+    aggs = [d.agg for d in rows]
+    if not rows or any(a is None for a in aggs):
+        return rows
+    have = tuple(aggs[0].keys())  # type: ignore[union-attr]
+    names = have if names is None else tuple(k for k in names if k in have)
+    at = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum([d.timestamps.shape[0] for d in rows], out=at[1:])
+    ts = np.concatenate([d.timestamps for d in rows])
+    vals = np.concatenate([d.values for d in rows])
+    try:
+        cols = {k: join_columns(k, [(a, None) for a in aggs]) for k in names}
+    except KeyError:  # (series with other columns: kept as read)
+        return rows
+    bounds = at.tolist()
+    return [
+        SeriesData(d.series, ts[a:b], vals[a:b], d.resolution, {k: c[a:b] for k, c in cols.items()})
+        for d, a, b in zip(rows, bounds[:-1], bounds[1:], strict=True)
+    ]
+
+
 def _flat_rows(rows: Rows, resolution: Resolution, names: tuple[str, ...] = AGGREGATES) -> FlatSeries:
     """Rollup rows as a selector's flat series (buckets at their last millisecond) with the
     aggregate columns ``names`` (what a stored read of the plan gives: functions choose their
@@ -1722,7 +1746,9 @@ class Engine:
         rows = self.tail_memo.stored(key)
         if rows is None:
             rows = await self.storage.select(matchers, start_ms, end_ms, res, columns=columns)
-            rows = self.tail_memo.keep_stored(key, rows, column_names(columns) if columns is not None else None)
+            if self.tail_memo.keeps(rows):
+                rows = _compact_rows(rows, column_names(columns) if columns is not None else None)
+                self.tail_memo.keep_stored(key, rows)
         return rows
 
     async def _select_tail(self, matchers: list, start_ms: int, end_ms: int) -> list[SeriesData] | FlatSamples:

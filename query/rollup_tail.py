@@ -375,29 +375,6 @@ def chain_ends(
     return ChainEnds(before_ms, samples)
 
 
-def _compact(rows: list[SeriesData], names: tuple[str, ...] | None) -> list[SeriesData]:
-    """The rows as views of one array per column (copied once, all series together): of the
-    aggregate columns ``names`` (None: all a select gave)."""
-    aggs = [d.agg for d in rows]
-    if not rows or any(a is None for a in aggs):
-        return rows
-    have = tuple(aggs[0].keys())  # type: ignore[union-attr]
-    names = have if names is None else tuple(k for k in names if k in have)
-    at = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum([d.timestamps.shape[0] for d in rows], out=at[1:])
-    ts = np.concatenate([d.timestamps for d in rows])
-    vals = np.concatenate([d.values for d in rows])
-    try:
-        cols = {k: np.concatenate([np.asarray(a[k]) for a in aggs]) for k in names}  # type: ignore[index]
-    except KeyError:  # (series with other columns: kept as read)
-        return rows
-    bounds = at.tolist()
-    return [
-        SeriesData(d.series, ts[a:b], vals[a:b], d.resolution, {k: c[a:b] for k, c in cols.items()})
-        for d, a, b in zip(rows, bounds[:-1], bounds[1:], strict=True)
-    ]
-
-
 @dataclass
 class _Memo:
     rows: Rows
@@ -449,15 +426,17 @@ class TailMemo:
         self.stored_hits += 1
         return got[0]
 
-    def keep_stored(self, key: tuple, rows: list[SeriesData], names: tuple[str, ...] | None = None) -> list[SeriesData]:
-        """Keep a select's rows of complete buckets (not when over ``max_stored_rows``), as
-        compact copies of the aggregate columns ``names`` (None: all it has; a store's rows
-        are views of the chunks it read, a series' 32 days of hours for a few of them: kept
-        as they are, they would keep every chunk alive); returns the rows to use."""
+    def keeps(self, rows: list[SeriesData]) -> bool:
+        """Whether a select's rows are few enough to keep (``max_stored_rows``)."""
+        return bool(sum(d.timestamps.shape[0] for d in rows) <= self.max_stored_rows)
+
+    def keep_stored(self, key: tuple, rows: list[SeriesData]) -> None:
+        """Keep a select's rows of complete buckets (copied compact by the caller: a store's
+        rows are views of the chunks it read, a series' 32 days of hours for a few of them,
+        which they would keep alive)."""
         n = sum(d.timestamps.shape[0] for d in rows)
         if n > self.max_stored_rows:
-            return rows
-        rows = _compact(rows, names)
+            return
         old = self._stored.pop(key, None)
         if old is not None:
             self._stored_rows -= old[1]
@@ -466,7 +445,6 @@ class TailMemo:
         while self._stored_rows > self.max_stored_rows and self._stored:
             _, dropped = self._stored.popitem(last=False)
             self._stored_rows -= dropped[1]
-        return rows
 
     def _best(self, key: tuple, start_ms: int) -> _Memo | None:
         wall = time.monotonic()
