@@ -209,7 +209,9 @@ def table_statements(spec: SchemaSpec) -> list[tuple[str, str]]:
         (
             "raw_block_times",
             f"CREATE TABLE IF NOT EXISTS {ks}.raw_block_times (start_ts bigint, key bigint, data blob, "
-            "PRIMARY KEY ((start_ts), key)) WITH " + _options(t["raw_blocks"], "key ASC"),
+            # (a day longer than the blocks naming them: written just before them, they must
+            # not expire first, nor before a reseal rewrites them)
+            "PRIMARY KEY ((start_ts), key)) WITH " + _options(t["raw_blocks"] + DAY_S, "key ASC"),
         ),
         (
             "raw_frames",

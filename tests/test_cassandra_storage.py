@@ -41,6 +41,8 @@ def test_schema_is_idempotent_and_versioned(cassandra_storage) -> None:
         unit, size = sch.DROPPED_RAW_TWCS if name == "raw_recent" else sch.twcs_window(ttl)
         assert compaction["compaction_window_unit"] == unit and int(compaction["compaction_window_size"]) == size
     assert tables["postings_day"][0] == sch.DEFAULT_TTLS_S["index_day"]
+    # a block's shared timestamp frame outlives the block (written before it, same TTL would expire first)
+    assert tables["raw_block_times"][0] > tables["raw_blocks"][0]
     compression = {r[0]: r[1] for r in _rows(
         store, "SELECT table_name, compression FROM system_schema.tables WHERE keyspace_name = %s", (store.keyspace,))}
     assert compression["raw_blocks"]["class"].endswith("ZstdCompressor")  # (its blocks are Zstd frames already)
