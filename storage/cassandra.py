@@ -1165,8 +1165,7 @@ class CassandraStorage(Storage):
             keys = await asyncio.gather(*keys_read)
         except BaseException:
             for f in keys_read:
-                f.cancel()
-                f.add_done_callback(lambda f: f.cancelled() or f.exception())  # (never logged)
+                _abandon(f)
             raise
         keyed = []
         for (_, names), rows in zip(groups, keys, strict=True):
