@@ -68,6 +68,7 @@ def test_agent_registers_serves_and_leaves_on_sigterm(zookeeper, zk_root):
             wait_for(lambda: watcher.view.members.get("web") == (), timeout=60, what="member removed")
         finally:
             code, err = finish(proc)
+            sys.stderr.write(err)  # (the agent's log, shown by pytest when a wait above fails)
         assert code == 0, err
         assert "agent stopping" in err
     finally:
