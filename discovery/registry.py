@@ -303,6 +303,7 @@ class Registry:
         with self._lock:
             owned, self._owned = list(self._owned), []
         for o in owned:
+            o.dropped = True  # (a re-creation running now leaves it)
             try:
                 if o.path:
                     self.zk.delete(o.path)
@@ -434,14 +435,18 @@ class Registry:
             owned = list(self._owned)
         for o in owned:
             try:
-                self._create_owned(o)
-                log.info("ephemeral node re-created", extra={"path": o.path})
+                before = (o.path, o.session)
+                self._create_owned(o, again=True)
+                if (o.path, o.session) != before:
+                    log.info("ephemeral node re-created", extra={"path": o.path})
             except Exception as exc:  # noqa: BLE001 - logged; retried on the next new session
                 log.error("could not re-create ephemeral node", extra={"base": o.base, "error": str(exc)})
 
-    def _create_owned(self, o: EphemeralNode) -> None:
+    def _create_owned(self, o: EphemeralNode, again: bool = False) -> None:
+        """Make ``o`` in this session; ``again`` (a new session): unless a status write made it
+        already or it was removed meanwhile (``EphemeralNode.ensure``)."""
         try:
-            o.create(self.zk)
+            o.ensure(self.zk) if again else o.create(self.zk)
         except NodeHeldError as exc:
             raise RegistryError(str(exc)) from None
 

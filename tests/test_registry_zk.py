@@ -186,6 +186,16 @@ def test_ephemeral_nodes_come_back_after_session_expiry(registries, zookeeper, c
     assert "zookeeper session re-established (new session)" in messages
     assert any(m == "ephemeral node re-created" for m in messages)
 
+    # A status written as the session goes (the agent's STOPPING on SIGTERM, just after a
+    # ZooKeeper restart expired its session) is not lost with the old session's node: the
+    # node is made again in the new session with that status, once.
+    old_path = reg.path
+    expire_session(zookeeper.hosts, agent.zk)
+    reg.set_status(STOPPING)
+    wait_for(lambda: [(m.status, m.ephemeral) for m in watcher.view.members.get("web", ())] == [(STOPPING, True)],
+             what="the STOPPING status written across the session loss")
+    assert reg.path != old_path and [m.node for m in watcher.members("web")] == [reg.path.rsplit("/", 1)[1]]
+
 
 def test_view_is_kept_while_zookeeper_is_down(registries, zookeeper, caplog):
     caplog.set_level(logging.INFO, logger="ringmon.discovery.registry")

@@ -62,9 +62,11 @@ def test_agent_registers_serves_and_leaves_on_sigterm(zookeeper, zk_root):
             wait_for(lambda: watcher.view.connected and [m.address for m in watcher.members("web")] == [address],
                      timeout=30, what="registration back after the outage")
 
+            # every view the watcher publishes, not a poll of the latest: STOPPING lasts --stop-grace
+            statuses: list[list[str]] = []
+            watcher.add_listener(lambda view: statuses.append([m.status for m in view.members.get("web", ())]))
             proc.send_signal(signal.SIGTERM)
-            wait_for(lambda: [m.status for m in watcher.view.members.get("web", ())] == [STOPPING],
-                     timeout=60, what="STOPPING seen")
+            wait_for(lambda: [STOPPING] in statuses, timeout=60, what="STOPPING seen")
             wait_for(lambda: watcher.view.members.get("web") == (), timeout=60, what="member removed")
         finally:
             code, err = finish(proc)
