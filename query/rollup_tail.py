@@ -14,6 +14,8 @@ the job would.
 
 from __future__ import annotations
 
+import itertools
+import operator
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -27,6 +29,12 @@ from storage.model import Series
 from storage.rollup import DEFAULT_MAX_GAP_MS, combine_rate_parts, rate_parts
 
 AGG_NAMES = AGGREGATES
+
+
+def in_label_order(labels: list[tuple]) -> bool:
+    """Whether ``labels`` are strictly ascending (one comparison each, no sort: a refresh
+    asked it of 800 series several times, ~0.4 ms a sort by key)."""
+    return all(map(operator.lt, labels, itertools.islice(labels, 1, None)))
 
 
 def _segment_ids(n: int, starts: np.ndarray) -> np.ndarray:
@@ -70,6 +78,8 @@ class Rows:
 
     def by_labels(self) -> "Rows":
         """The same rows with the series ordered by their labels."""
+        if in_label_order([s.labels for s in self.series]):  # (the usual: a store's label order)
+            return self
         order = sorted(range(len(self.series)), key=lambda i: self.series[i].labels)
         if order == list(range(len(self.series))):
             return self

@@ -52,7 +52,16 @@ import numpy as np
 from cachetools import LRUCache
 
 from storage import frames as frames_codec
-from storage.base import DAY_MS, HOUR_MS, Resolution, RollupReader, SeriesData, Storage, StorageError
+from storage.base import (
+    DAY_MS,
+    HOUR_MS,
+    FlatSamples,
+    Resolution,
+    RollupReader,
+    SeriesData,
+    Storage,
+    StorageError,
+)
 from storage.matchers import Matcher, MatchOp, match_all, metric_name_of
 from storage.model import LayoutSeries, SampleBatch, Series, same_series
 from storage.sqlite_generations import INDEX_GENERATION_KEY, bump_generation, read_generation
@@ -935,6 +944,23 @@ class SQLiteStorage(Storage):
         raw = Resolution.RAW
         return [SeriesData(s, p[0], p[1], raw) for s in found if (p := samples.get(s.id)) is not None]
 
+    def _select_flat_sync(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> FlatSamples:
+        con = self._con()
+        found = self._lookup_series(con, matchers, start_ms, end_ms)
+        samples = self.raw_samples(con, [s.id for s in found], start_ms, end_ms + 1)
+        series, ts_parts, val_parts = [], [], []
+        for s in found:
+            p = samples.get(s.id)
+            if p is not None and p[0].shape[0]:
+                series.append(s)
+                ts_parts.append(p[0])
+                val_parts.append(p[1])
+        if not series:
+            return FlatSamples.of([])
+        offsets = np.zeros(len(series) + 1, dtype=np.int64)
+        np.cumsum([t.shape[0] for t in ts_parts], out=offsets[1:])
+        return FlatSamples(series, offsets, np.concatenate(ts_parts), np.concatenate(val_parts))
+
     def raw_samples(
         self, con: sqlite3.Connection, series_ids: Sequence[int], start_ms: int, end_ms: int
     ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -1172,6 +1198,14 @@ class SQLiteStorage(Storage):
                 raise StorageError(f"resolution {resolution.value} is not available in this store")
             return await self.select_rollup(matchers, start_ms, end_ms, resolution, columns)
         return await self._run(self._reader, self._select_sync, matchers, start_ms, end_ms)
+
+    async def select_flat(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> FlatSamples:
+        """``select``'s raw samples as flat columns (``storage.base.FlatRawReader``), the series'
+        samples joined once in label order: a panel's refresh reads 800 series' last minutes,
+        and a ``SeriesData`` of each that the engine joined back into flat arrays cost it ~1.5 ms."""
+        if end_ms < start_ms:
+            return FlatSamples.of([])
+        return await self._run(self._reader, self._select_flat_sync, matchers, start_ms, end_ms)
 
     async def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Series]:
         return await self._run(

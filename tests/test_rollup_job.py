@@ -508,6 +508,21 @@ async def test_seal_drops_its_raw_rows_and_reads_take_the_blocks(store, data, tm
     for sid, (ts, bits) in before.items():
         np.testing.assert_array_equal(after[sid][0], ts)
         np.testing.assert_array_equal(after[sid][1], bits)
+    # The flat read (``FlatRawReader``, as queries read) of the blocks gives the samples the
+    # rows gave before the seal, the series in label order, for ranges across and on the
+    # windows' edges (a block holding only the range's last millisecond, or none of it) and
+    # inside one window.
+    edge = T0 + WINDOW
+    for lo, hi in [(T0 - HOUR_MS, T_END + HOUR_MS), (edge - 5 * MINUTE_MS, edge), (edge - 5 * MINUTE_MS, edge - 1),
+                   (edge, edge + 5 * MINUTE_MS), (edge - 1, edge + 1), (T0 + 5 * MINUTE_MS, T0 + 20 * MINUTE_MS)]:
+        flat = await store.select_flat(everything, lo, hi)
+        assert [s.labels for s in flat.series] == sorted(s.labels for s in flat.series)
+        want = {sid: (ts[(ts >= lo) & (ts <= hi)], bits[(ts >= lo) & (ts <= hi)]) for sid, (ts, bits) in before.items()}
+        assert [s.id for s in flat.series] == sorted((sid for sid, (ts, _) in want.items() if ts.size),
+                                                     key=lambda sid: next(s.labels for s in data if s.id == sid))
+        for s, got in zip(flat.series, flat.as_data(), strict=True):
+            np.testing.assert_array_equal(got.timestamps, want[s.id][0])
+            np.testing.assert_array_equal(got.values.view(np.int64), want[s.id][1])
     s, (ts, _, target) = next(iter(data.items()))
     late_ts = int(ts[(ts >= T0) & (ts < T_END)][10])
     await store.write(SampleBatch(target, [s], [late_ts], [4242.5]))  # a new value for a sealed sample
