@@ -140,12 +140,13 @@ async def api(http: aiohttp.ClientSession, base: str, path: str, **params: str) 
         return body["data"]
 
 
-async def wait_warm(http: aiohttp.ClientSession, base: str, timeout_s: float = 180.0) -> int:
-    """Until every target has 5 stored scrapes and the rule group recorded: the target count."""
+async def wait_warm(http: aiohttp.ClientSession, base: str, timeout_s: float = 180.0, scrapes: int = 5) -> int:
+    """Until every target has ``scrapes`` stored scrapes and the rule group recorded: the target count."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            res = (await api(http, base, "/api/v1/query", query="count(count_over_time(up[30s]) >= 5)"))["result"]
+            res = (await api(http, base, "/api/v1/query",
+                             query=f"count(count_over_time(up[30s]) >= {scrapes})"))["result"]
             rec = (await api(http, base, "/api/v1/query", query=RECORD))["result"]
             targets = (await api(http, base, "/api/v1/query", query="count(up)"))["result"]
             if res and rec and targets and res[0]["value"][1] == targets[0]["value"][1] == rec[0]["value"][1]:
@@ -153,7 +154,7 @@ async def wait_warm(http: aiohttp.ClientSession, base: str, timeout_s: float = 1
         except (aiohttp.ClientError, AssertionError):
             pass
         if time.monotonic() > deadline:
-            raise AssertionError("standalone never had every target scraped 5 times and the rule recorded")
+            raise AssertionError(f"standalone never had every target scraped {scrapes} times and the rule recorded")
         await asyncio.sleep(0.5)
 
 
