@@ -618,7 +618,8 @@ async def one_series_reads(store: object, done: Sequence[WindowResult]) -> dict[
     return out
 
 
-RAW_TABLES = ("raw_chunks", "raw_frames", "raw_layouts", "raw_blocks", "raw_block_times", "raw_late", "raw_recent")
+RAW_TABLES = ("raw_chunks", "raw_frames", "raw_layouts", "raw_blocks", "raw_groups", "raw_block_times", "raw_late",
+              "raw_recent")
 RAW_TABLES_CASSANDRA = ("raw_frames", "raw_layouts", "raw_blocks", "raw_block_times", "raw_late", "raw_late_frames",
                         "raw_recent")
 
@@ -626,7 +627,7 @@ RAW_TABLES_CASSANDRA = ("raw_frames", "raw_layouts", "raw_blocks", "raw_block_ti
 def sqlite_raw_bytes_by_name(path: Path) -> tuple[dict[str, int], int, int]:
     """Pages of each raw table and index in a SQLite file (``dbstat``, whole pages with their
     unused bytes): what raw samples take on disk; and, apart, the bytes of the file's freelist
-    and of the blocks themselves (``raw_blocks.data``, within the table's pages). Pages the
+    and of the blocks themselves (``raw_blocks.data``, ``raw_groups.data`` and ``.ids``, within the tables' pages). Pages the
     seal freed by dropping sealed raw rows are not counted: they are on the freelist, and the
     next writes reuse them."""
     import sqlite3
@@ -639,6 +640,8 @@ def sqlite_raw_bytes_by_name(path: Path) -> tuple[dict[str, int], int, int]:
         page = int(con.execute("PRAGMA page_size").fetchone()[0])
         free = int(con.execute("PRAGMA freelist_count").fetchone()[0]) * page
         blobs = int(con.execute("SELECT coalesce(sum(length(data)), 0) FROM raw_blocks").fetchone()[0])
+        if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'raw_groups'").fetchone() is not None:
+            blobs += int(con.execute("SELECT coalesce(sum(length(data) + length(ids)), 0) FROM raw_groups").fetchone()[0])
     finally:
         con.close()
     return {str(name): int(size) for name, size in rows}, free, blobs

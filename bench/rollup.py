@@ -224,6 +224,103 @@ async def _bench_sqlite(n_hosts: int, hours: int, tmp: str, late: bool = False) 
     await store.close()
 
 
+async def _bench_sqlite_short(n_hosts: int, minutes: int, step_s: int, tmp: str, reads: int = 7, keep: str = "") -> None:
+    """``bench/peers.py``'s standalone seal, cheaply: ``n_hosts`` node_exporter-like targets
+    written one batch per scrape (``step_s``, a scraper's lateness) for ``minutes`` at the
+    store's clock (so in frames, with their layouts, as the scraper writes them), sealed by
+    the rollup job once its window closed (one window: ~108 samples per series at 9 minutes of
+    5 s scrapes, as in ``bench/peers.py``'s window). Prints raw bytes on disk per sample by
+    table and index, the seal's CPU, and reads of sealed blocks: one series, one metric of
+    every target, every series (CPU ms, median of ``reads``; cold: the store's kept blocks
+    and times dropped before each)."""
+    import hashlib
+    import shutil
+    import sqlite3
+    import statistics
+    import time
+
+    from bench.peers import sqlite_raw_bytes_by_name
+    from storage.base import DAY_MS, HOUR_MS, MINUTE_MS
+    from storage.blocks import TIMES
+    from storage.matchers import Matcher, MatchOp
+    from storage.model import SampleBatch, Series, make_labels
+    from storage.rollup_job import RollupJob
+    from storage.rollup_lease import LocalShardLease
+    from storage.sqlite_rollup import SQLiteRollupStorage
+
+    print(f"\n== RollupJob on SQLite, a short window: {n_hosts} targets x {minutes} min at {step_s} s, "
+          "a scraper's lateness, written as scrapes ==")
+    base = 1_700_000_000_000 // DAY_MS * DAY_MS + 10 * DAY_MS + 30 * MINUTE_MS
+    clock = [base]
+    path = f"{tmp}/short.db"
+    store = await SQLiteRollupStorage.open(path, now_ms=lambda: clock[0])
+    rng = np.random.default_rng(7)
+    n = minutes * 60 // step_s
+    hosts = [node_exporter_host(rng, n, base, step_ms=step_s * 1000, late=True) for _ in range(n_hosts)]
+    series = [[Series.of(make_labels(f"bench_m{i % 40}", instance=f"h{h}:9100", i=str(i))) for i in range(len(host))]
+              for h, host in enumerate(hosts)]
+    values = [np.array([v for _, v in host]) for host in hosts]
+    for j in range(n):
+        for h, host in enumerate(hosts):
+            ts = int(host[0][0][j])
+            clock[0] = max(clock[0], ts)
+            await store.write(SampleBatch(f"bench/h{h}:9100", series[h], [ts] * len(series[h]), values[h][:, j].tolist()))
+    total = sum(v.size for v in values)
+    window = 2 * HOUR_MS
+    start = base // window * window
+    clock[0] = start + window + 5 * MINUTE_MS + 1
+    job = RollupJob(store, LocalShardLease(f"{tmp}/locks-short"), now_ms=lambda: clock[0], fresh_minutes=False)
+    cpu = time.process_time()
+    done = await job.run_once(initial_start_ms=start)
+    cpu = time.process_time() - cpu
+    sealed = sum(r.samples for r in done)
+    print(f"  sealed {sealed:,} of {total:,} samples written ({sealed / max(1, sum(r.series for r in done)):.0f} per series) "
+          f"in {len(done)} shard windows: {cpu / max(sealed, 1) * 1e6:.2f} us CPU per sample")
+    await store.close()
+    by_name, free, blobs = sqlite_raw_bytes_by_name(Path(path))
+    print(f"  raw on disk after sealing: {sum(by_name.values()) / total:.3f} bytes/sample ("
+          + ", ".join(f"{k} {v / total:.3f}" for k, v in sorted(by_name.items(), key=lambda kv: -kv[1]) if v)
+          + f"); the blocks' bytes as sealed {sum(r.block_bytes for r in done) / max(sealed, 1):.3f}")
+    con = sqlite3.connect(path)
+    try:
+        for name, pages, unused, payload in con.execute(
+            "SELECT name, count(*), sum(unused), sum(payload) FROM dbstat WHERE name IN ('raw_blocks', 'raw_groups')"
+            " GROUP BY name"
+        ):
+            if pages > 1:
+                print(f"  {name}: {pages:,} pages, payload {payload / total:.3f} and unused {unused / total:.3f} B/sample")
+    finally:
+        con.close()
+    if keep:
+        shutil.copy(path, keep)
+    store = await SQLiteRollupStorage.open(path, now_ms=lambda: clock[0])
+    try:
+        one = [Matcher("__name__", MatchOp.EQ, "bench_m3"), Matcher("instance", MatchOp.EQ, "h0:9100"),
+               Matcher("i", MatchOp.EQ, "3")]
+        cases = (("one series", one), ("one metric of every target", [Matcher("__name__", MatchOp.EQ, "bench_m3")]),
+                 ("every series", [Matcher("__name__", MatchOp.RE, "bench_m.*")]))
+        digest = hashlib.blake2b(digest_size=6)
+        for label, matchers in cases:
+            out = []
+            for cold in (True, False):
+                cpus = []
+                for _ in range(reads):
+                    if cold:
+                        store.__dict__.pop("_chunk_caches", None)
+                        TIMES.clear()
+                    c = time.process_time()
+                    got = await store.select(matchers, start, start + window)
+                    cpus.append((time.process_time() - c) * 1e3)
+                out.append(statistics.median(cpus))
+            n_got = sum(len(d.timestamps) for d in got)
+            for d in sorted(got, key=lambda d: d.series.id):
+                digest.update(d.series.id.to_bytes(8, "little", signed=True) + d.timestamps.tobytes() + d.values.tobytes())
+            print(f"  read {label} ({len(got)} series, {n_got:,} samples): CPU ms p50 cold {out[0]:.2f}, kept {out[1]:.2f}")
+        print(f"  digest of the reads {digest.hexdigest()}")
+    finally:
+        await store.close()
+
+
 def _space_used(node: CassandraNode, keyspace: str, table: str) -> int:
     out = node.nodetool("tablestats", f"{keyspace}.{table}")
     for line in out.splitlines():
@@ -639,6 +736,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sqlite-late", action="store_true",
                    help="the SQLite job run's timestamps with a scraper's lateness, as Ringmon's scraper stamps "
                         "them (else aligned)")
+    p.add_argument("--sqlite-short", action="store_true",
+                   help="only the SQLite seal of a short window as bench/peers.py's standalone run has (its bytes "
+                        "per sample by table, seal CPU, reads of the sealed blocks)")
+    p.add_argument("--short-minutes", type=int, default=9, help="minutes of scrapes of --sqlite-short")
+    p.add_argument("--short-step", type=int, default=5, help="scrape interval (s) of --sqlite-short")
+    p.add_argument("--short-keep", default="", help="copy --sqlite-short's sealed database to this path")
     p.add_argument("--cassandra", action="store_true", help="also measure on a local Cassandra node")
     p.add_argument("--cassandra-hours", type=int, default=24, help="hours of data sealed into Cassandra")
     p.add_argument(
@@ -664,6 +767,10 @@ def main(argv: list[str] | None = None) -> int:
     # As ``ringmon rollup`` runs (cli/main.py): with glibc's defaults every window's arrays are
     # fresh mappings, a page fault per 4 KiB touched (series_runs of a 16-shard window: ~1 s).
     print(f"malloc thresholds {'raised as in ringmon' if tune_malloc() else 'glibc defaults'}")
+    if args.sqlite_short:
+        with tempfile.TemporaryDirectory() as tmp:
+            asyncio.run(_bench_sqlite_short(args.hosts, args.short_minutes, args.short_step, tmp, keep=args.short_keep))
+        return 0
     if not args.only_cassandra:
         bench_codec(args.hosts)
         bench_seal_and_rollup(args.hosts)

@@ -246,6 +246,16 @@ class SealWrites(Protocol):
 
 
 @runtime_checkable
+class GroupedBlocks(Protocol):
+    """A store that keeps a window's blocks of many series compressed together (SQLite: per
+    target and part, ``storage.blocks.encode_group``): the seal hands it *plain* blocks
+    (``storage.blocks.VERSION_PLAIN``: not compressed one by one, which would be work thrown
+    away); returns the bytes it stored."""
+
+    async def write_plain_blocks(self, blocks: Sequence[SealedBlock]) -> int: ...
+
+
+@runtime_checkable
 class RetentionByDeletion(Protocol):
     """A store without TTLs (SQLite): the rollup job applies its retention hourly; what was
     deleted per table."""

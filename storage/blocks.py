@@ -30,6 +30,10 @@ target share - are kept apart by the store (``raw_block_times``), by key::
 ``inline_times`` makes the version-3 block again; ``decode_columns`` takes the times from
 its ``times`` argument or the process's ``TIMES``.
 
+Version 5 (``encode_group``, at the end of this module) holds the blocks of many series of
+one window in one value; version 6 (``VERSION_PLAIN``) is a version-3 block whose columns are
+not compressed, the form the seal hands a store that groups them (never stored).
+
 Version 2 had no timestamp frame: one Zstandard level 6 frame held the timestamp section
 (modes 0, and 1 (grid): planes(zigzag(k_i - k_(i-1) - 1)), planes(zigzag(offset_i))) and
 the columns (modes 0, and 1 (decimal): u8 k, planes(zigzag(m_i - m_{i-1})) with m_(-1) = 0,
@@ -71,7 +75,7 @@ import hashlib
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +89,11 @@ VERSION = 3  # written; VERSION_ONE_FRAME and VERSION_DEFLATE blocks are read to
 VERSION_SHARED_TIMES = 4
 VERSION_ONE_FRAME = 2
 VERSION_DEFLATE = 1
+# A window's blocks of a target's series, grouped and compressed together (``encode_group``)
+VERSION_GROUP = 5
+# A version-3 block whose columns are not compressed: what the seal hands a store that groups
+# blocks (``encode_group``); never stored as it is
+VERSION_PLAIN = 6
 ZSTD_LEVEL = 6
 ZSTD_LEVEL_TIMESTAMPS = 16  # btopt: ~20% smaller than 6 on a scraper's lateness, ~25 us a section
 MAX_DECIMALS = 12  # largest k tried for value = m / 10**k
@@ -419,9 +428,11 @@ def _decode_column(buf: memoryview, pos: int, n: int) -> tuple[np.ndarray, int]:
 
 
 def encode_columns(
-    timestamps: np.ndarray | Sequence[int], columns: Sequence[np.ndarray] | Mapping[str, np.ndarray]
+    timestamps: np.ndarray | Sequence[int], columns: Sequence[np.ndarray] | Mapping[str, np.ndarray],
+    plain: bool = False,
 ) -> bytes:
-    """Encode timestamps and float64 columns of the same length into one block."""
+    """Encode timestamps and float64 columns of the same length into one block (``plain``:
+    the columns not compressed, ``VERSION_PLAIN``, for ``encode_group``)."""
     ts = np.ascontiguousarray(timestamps, dtype=np.int64)
     cols = list(columns.values()) if isinstance(columns, Mapping) else list(columns)
     n = int(ts.shape[0])
@@ -434,14 +445,16 @@ def encode_columns(
     parts: list[bytes] = []
     for a in arrays:
         _encode_column(a, parts)
+    if plain:
+        return _block_head(ts, len(arrays), VERSION_PLAIN) + b"".join(parts)
     return _block_head(ts, len(arrays)) + _compress(b"".join(parts))
 
 
-def _block_head(ts: np.ndarray, ncols: int) -> bytes:
+def _block_head(ts: np.ndarray, ncols: int, version: int = VERSION) -> bytes:
     """A block's header and timestamp frame."""
     n = int(ts.shape[0])
     step, section = _encode_timestamps(ts) if n > 1 else (0, b"")
-    header = bytearray((VERSION, ncols))
+    header = bytearray((version, ncols))
     put_uvarint(header, n)
     put_uvarint(header, _zigzag_int(int(ts[0]) if n else 0))
     put_uvarint(header, _zigzag_int(step))
@@ -452,9 +465,11 @@ def _block_head(ts: np.ndarray, ncols: int) -> bytes:
     return bytes(header)
 
 
-def encode_block(timestamps: np.ndarray | Sequence[int], values: np.ndarray | Sequence[float]) -> bytes:
-    """Encode one series' raw samples (timestamps in ms, float64 values)."""
-    return encode_columns(timestamps, [np.asarray(values, dtype=np.float64)])
+def encode_block(
+    timestamps: np.ndarray | Sequence[int], values: np.ndarray | Sequence[float], plain: bool = False
+) -> bytes:
+    """Encode one series' raw samples (timestamps in ms, float64 values; ``plain``: see ``encode_columns``)."""
+    return encode_columns(timestamps, [np.asarray(values, dtype=np.float64)], plain)
 
 
 def block_header(data: bytes) -> tuple[int, int, int, int]:
@@ -467,7 +482,7 @@ def _parse_header(buf: memoryview) -> tuple[int, int, int, int, int, int]:
     if len(buf) < 2:
         raise BlockError("truncated block header")
     version, ncols = buf[0], buf[1]
-    if version not in (VERSION, VERSION_ONE_FRAME, VERSION_DEFLATE):
+    if version not in (VERSION, VERSION_ONE_FRAME, VERSION_DEFLATE, VERSION_PLAIN):
         if version == VERSION_SHARED_TIMES:
             raise BlockError("a block of version 4 has its header with its timestamp frame (inline_times)")
         raise BlockError(
@@ -497,7 +512,7 @@ def decode_columns(data: bytes, times: Mapping[int, bytes] | None = None) -> Blo
     if n:
         ts[0] = first
     limit = (ncols * 17 + 17) * max(n, 1) + 64 * (ncols + 1)
-    if version == VERSION and n > 1:
+    if version in (VERSION, VERSION_PLAIN) and n > 1:
         size, pos = _get_varint(buf, pos)
         if pos + size > len(buf):
             raise BlockError("truncated block timestamps")
@@ -505,9 +520,9 @@ def decode_columns(data: bytes, times: Mapping[int, bytes] | None = None) -> Blo
         pos += size
         if _decode_timestamps(section, ts, step) != len(section):
             raise BlockError("corrupt block: bytes left over after the timestamps")
-    payload = memoryview(_decompress(version, buf[pos:], limit))
+    payload = buf[pos:] if version == VERSION_PLAIN else memoryview(_decompress(version, buf[pos:], limit))
     p = 0
-    if version != VERSION and n > 1:
+    if version not in (VERSION, VERSION_PLAIN) and n > 1:
         p = _decode_timestamps(payload, ts, step)
     cols = []
     for _ in range(ncols):
@@ -792,7 +807,7 @@ def _choose_decimals_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return best_k, m_int, ~best_ok, use
 
 
-def _encode_rows(ts: np.ndarray, values: np.ndarray) -> list[bytes]:
+def _encode_rows(ts: np.ndarray, values: np.ndarray, plain: bool = False) -> list[bytes]:
     """``encode_block`` of every row of (rows, n >= 2) matrices of timestamps and values."""
     rows, n = values.shape
     # Headers and timestamp frames: once per distinct timestamp row.
@@ -803,7 +818,7 @@ def _encode_rows(ts: np.ndarray, values: np.ndarray) -> list[bytes]:
         key = ts_bytes[r * row_len : (r + 1) * row_len]
         known = heads_of.get(key)
         if known is None:
-            known = heads_of[key] = _block_head(ts[r], 1)
+            known = heads_of[key] = _block_head(ts[r], 1, VERSION_PLAIN if plain else VERSION)
         heads.append(known)
     k, m, exc, use = _choose_decimals_rows(values)
     # Decimal rows: zigzagged deltas of m less their median, in byte planes.
@@ -840,14 +855,14 @@ def _encode_rows(ts: np.ndarray, values: np.ndarray) -> list[bytes]:
         else:
             at = xor_list[r] * xor_stride
             col = [bytes((MODE_XOR,)), xor_planes[at : at + xor_stride]]
-        out.append(head + _compress(b"".join(col)))
+        out.append(head + (b"".join(col) if plain else _compress(b"".join(col))))
     return out
 
 
-def encode_blocks(timestamps: np.ndarray, values: np.ndarray, bounds: np.ndarray) -> list[bytes]:
+def encode_blocks(timestamps: np.ndarray, values: np.ndarray, bounds: np.ndarray, plain: bool = False) -> list[bytes]:
     """``encode_block`` of many series at once: block ``i`` holds rows ``bounds[i]:bounds[i + 1]``
     of ``timestamps`` (int64 ms) and ``values`` (float64); each block byte for byte as
-    ``encode_block`` makes it."""
+    ``encode_block`` makes it (``plain``: as ``encode_block(..., plain=True)``)."""
     ts = np.ascontiguousarray(timestamps, dtype=np.int64)
     vals = np.ascontiguousarray(values, dtype=np.float64)
     bounds = np.asarray(bounds, dtype=np.int64)
@@ -857,9 +872,207 @@ def encode_blocks(timestamps: np.ndarray, values: np.ndarray, bounds: np.ndarray
         idx = np.flatnonzero(counts == n)
         if n < 2:
             for i in idx.tolist():
-                out[i] = encode_block(ts[bounds[i] : bounds[i + 1]], vals[bounds[i] : bounds[i + 1]])
+                out[i] = encode_block(ts[bounds[i] : bounds[i + 1]], vals[bounds[i] : bounds[i + 1]], plain)
             continue
         at = bounds[idx][:, None] + np.arange(n)
-        for i, block in zip(idx.tolist(), _encode_rows(ts[at], vals[at]), strict=True):
+        for i, block in zip(idx.tolist(), _encode_rows(ts[at], vals[at], plain), strict=True):
             out[i] = block
     return out  # type: ignore[return-value]  # every slot filled above
+
+
+# -- a window's blocks of many series in one value (version 5) --------------------------------
+#
+# At a short window a block is small (~140 bytes at 108 samples), and what each block carries
+# on its own - its Zstandard frame's header and tables, its header, a store's row and index
+# entries - is a large share of it. ``encode_group`` joins the plain blocks (``VERSION_PLAIN``)
+# of many series of one window into one value: their times (a target's series share them)
+# once each, their columns compressed together in frames of ``GROUP_FRAME_SERIES`` series, so
+# a read of one series decompresses its frame only::
+#
+#     u8 5 | u8 ncols | varint n | varint n_times | varint n_frames
+#     n_times x (varint length, times: a version-3 header's varints from count on, and when
+#                count >= 2 the timestamp frame's length and the frame)
+#     n_frames x (varint series, varint bytes, varint bytes decompressed)
+#     the frames: each Zstandard (``GROUP_ZSTD_LEVEL``, the blocks' frame form) of, per series
+#                 of the frame, varint times index and varint payload length, then the payloads
+#                 (the columns, as a version-3 block's payload holds them)
+#
+# The series ids are not in the value: the store keeps them beside it (``group_members``'s
+# order, int64 each), so that it reads who is in a group without the group.
+
+GROUP_FRAME_SERIES = 8
+GROUP_ZSTD_LEVEL = 6
+
+
+def _plain_parts(data: bytes) -> tuple[int, bytes, memoryview]:
+    """(ncols, times, payload) of a plain block."""
+    buf = memoryview(data)
+    if len(buf) < 2 or buf[0] != VERSION_PLAIN:
+        raise BlockError("not a plain block")
+    _, ncols, n, _, _, pos = _parse_header(buf)
+    end = pos
+    if n > 1:
+        size, at = _get_varint(buf, pos)
+        end = at + size
+    return ncols, bytes(buf[2:end]), buf[end:]
+
+
+def encode_group(ids: Sequence[int], datas: Sequence[bytes]) -> tuple[np.ndarray, bytes]:
+    """One value of the plain blocks ``datas`` of series ``ids`` (of one window, one column
+    count): (the ids in the value's order, the value). Series of equal times sit together."""
+    if len(ids) != len(datas) or not datas:
+        raise ValueError("a group holds one plain block per series, at least one")
+    parts = [_plain_parts(d) for d in datas]
+    ncols = parts[0][0]
+    if any(p[0] != ncols for p in parts):
+        raise ValueError("a group's blocks have one column count")
+    index: dict[bytes, int] = {}
+    for p in parts:
+        index.setdefault(p[1], len(index))
+    order = sorted(range(len(parts)), key=lambda i: index[parts[i][1]])  # (stable: the caller's order within)
+    head = bytearray((VERSION_GROUP, ncols))
+    put_uvarint(head, len(parts))
+    put_uvarint(head, len(index))
+    frames: list[bytes] = []
+    sizes: list[tuple[int, int]] = []
+    for a in range(0, len(order), GROUP_FRAME_SERIES):
+        members = order[a : a + GROUP_FRAME_SERIES]
+        inner = bytearray()
+        for i in members:
+            put_uvarint(inner, index[parts[i][1]])
+            put_uvarint(inner, len(parts[i][2]))
+        raw = bytes(inner) + b"".join(parts[i][2] for i in members)
+        frames.append(_group_zstd().compress(raw))
+        sizes.append((len(members), len(raw)))
+    put_uvarint(head, len(frames))
+    for times in index:
+        put_uvarint(head, len(times))
+        head += times
+    for (count, raw_size), frame in zip(sizes, frames, strict=True):
+        put_uvarint(head, count)
+        put_uvarint(head, len(frame))
+        put_uvarint(head, raw_size)
+    return np.array([ids[i] for i in order], dtype=np.int64), bytes(head) + b"".join(frames)
+
+
+def _group_zstd() -> zstandard.ZstdCompressor:
+    got: zstandard.ZstdCompressor | None = getattr(_codecs, "group", None)
+    if got is None:
+        params = zstandard.ZstdCompressionParameters.from_level(
+            GROUP_ZSTD_LEVEL, format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_content_size=False,
+            write_checksum=False, write_dict_id=False)
+        got = _codecs.group = zstandard.ZstdCompressor(compression_params=params)
+    return got
+
+
+def group_members(ids_blob: bytes) -> np.ndarray:
+    """The series ids a store keeps beside a group (int64, little-endian, in its order)."""
+    if len(ids_blob) % 8:
+        raise BlockError("corrupt group members")
+    return np.frombuffer(ids_blob, dtype="<i8").astype(np.int64, copy=False)
+
+
+def decode_group(data: bytes, ids: np.ndarray, wanted: Collection[int] | None = None) -> dict[int, Block]:
+    """The blocks of series ``wanted`` (None: all) of a group value whose members are ``ids``
+    (``encode_group``'s order), each bit for bit as encoded; only their frames are decompressed."""
+    buf = memoryview(data)
+    if len(buf) < 2 or buf[0] != VERSION_GROUP:
+        raise BlockError(f"not a group (version {buf[0] if len(buf) else None})")
+    ncols = buf[1]
+    n, pos = _get_varint(buf, 2)
+    n_times, pos = _get_varint(buf, pos)
+    n_frames, pos = _get_varint(buf, pos)
+    if n != ids.shape[0] or n_times > n or n_frames > n:
+        raise BlockError("corrupt group header")
+    times: list[memoryview] = []
+    for _ in range(n_times):
+        size, pos = _get_varint(buf, pos)
+        if pos + size > len(buf):
+            raise BlockError("truncated group times")
+        times.append(buf[pos : pos + size])
+        pos += size
+    frames: list[tuple[int, int, int, int]] = []  # (first member, members, size, size decompressed)
+    first = 0
+    for _ in range(n_frames):
+        count, pos = _get_varint(buf, pos)
+        size, pos = _get_varint(buf, pos)
+        raw_size, pos = _get_varint(buf, pos)
+        frames.append((first, count, size, raw_size))
+        first += count
+    if first != n:
+        raise BlockError("corrupt group frames")
+    id_list = ids.tolist()
+    if wanted is None:
+        want = [True] * n
+    else:
+        asked = wanted if isinstance(wanted, (set, frozenset, dict)) else set(wanted)
+        want = [m in asked for m in id_list]
+    decoded_times: dict[int, np.ndarray] = {}
+    out: dict[int, Block] = {}
+    for a, count, size, raw_size in frames:
+        if pos + size > len(buf):
+            raise BlockError("truncated group frame")
+        if any(want[a : a + count]):
+            raw = memoryview(_decompress(VERSION, buf[pos : pos + size], raw_size))
+            if len(raw) != raw_size:
+                raise BlockError("corrupt group frame: its size")
+            heads = []
+            p = 0
+            for _ in range(count):
+                t, p = _get_varint(raw, p)
+                length, p = _get_varint(raw, p)
+                heads.append((t, length))
+            for k, (t, length) in enumerate(heads):
+                if p + length > len(raw) or t >= n_times:
+                    raise BlockError("corrupt group frame")
+                if want[a + k]:
+                    ts = decoded_times.get(t)
+                    if ts is None:
+                        ts = decoded_times[t] = _group_times(times[t])
+                    out[id_list[a + k]] = _group_columns(raw[p : p + length], ts, ncols)
+                p += length
+            if p != len(raw):
+                raise BlockError("corrupt group frame: bytes left over")
+        pos += size
+    if pos != len(buf):
+        raise BlockError("corrupt group: bytes left over")
+    return out
+
+
+def _group_times(times: memoryview) -> np.ndarray:
+    """The timestamps of a group's times entry (read-only: the group's series share them)."""
+    n, pos = _get_varint(times, 0)
+    first_z, pos = _get_varint(times, pos)
+    step_z, pos = _get_varint(times, pos)
+    first, step = _unzigzag_int(first_z), _unzigzag_int(step_z)
+    if n > 1 << 31 or not (-(2**63) <= first < 2**63 and -(2**63) <= step < 2**63):
+        raise BlockError("corrupt group times")
+    ts = np.empty(n, dtype=np.int64)
+    if n:
+        ts[0] = first
+    if n > 1:
+        size, pos = _get_varint(times, pos)
+        if pos + size != len(times):
+            raise BlockError("corrupt group times")
+        section = memoryview(_decompress(VERSION, times[pos:], 17 * n + 64))
+        if _decode_timestamps(section, ts, step) != len(section):
+            raise BlockError("corrupt block: bytes left over after the timestamps")
+    elif pos != len(times):
+        raise BlockError("corrupt group times")
+    ts.flags.writeable = False
+    return ts
+
+
+def _group_columns(payload: memoryview, ts: np.ndarray, ncols: int) -> Block:
+    n = ts.shape[0]
+    cols = []
+    p = 0
+    for _ in range(ncols):
+        if n:
+            col, p = _decode_column(payload, p, n)
+        else:
+            col, p = np.empty(0, dtype=np.float64), p + 1
+        cols.append(col)
+    if p != len(payload):
+        raise BlockError(f"corrupt block: {len(payload) - p} bytes left over after {ncols} columns")
+    return Block(ts, cols)

@@ -81,6 +81,7 @@ from storage.base import (
     MINUTE_MS,
     FreshBlocks,
     FreshMinutes,
+    GroupedBlocks,
     LateMarks,
     Resolution,
     RetentionByDeletion,
@@ -466,11 +467,13 @@ def _rollup_rows(ids: np.ndarray, rollup: Rollup, bounds: np.ndarray, lazy: bool
 
 
 def compute_window(
-    data: Sequence[SeriesData] | RawWindow, start_ms: int, end_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS
+    data: Sequence[SeriesData] | RawWindow, start_ms: int, end_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS,
+    plain: bool = False,
 ) -> tuple[list[SealedBlock], list[RollupRows], list[RollupRows]]:
     """Blocks, 1m rows and 1h rows of one window from its raw samples (CPU only, pure),
     every series in one pass (``storage.rollup.rollup_raw_many``, ``storage.blocks.encode_blocks``);
-    per series what ``rollup_raw``, ``rollup_rollup`` and ``encode_block`` give."""
+    per series what ``rollup_raw``, ``rollup_rollup`` and ``encode_block`` give (``plain``:
+    blocks whose columns are not compressed, for a ``GroupedBlocks`` store)."""
     w = data if isinstance(data, RawWindow) else RawWindow.of(data)
     ts, vals, bounds = w.timestamps, w.values, w.bounds
     # The samples inside the window, per series, make its block.
@@ -481,7 +484,7 @@ def compute_window(
     b_bounds = np.zeros(has.shape[0] + 1, dtype=np.int64)
     np.cumsum(counts[has], out=b_bounds[1:])
     b_ts, b_vals = ts[inside], vals[inside]
-    datas = encode_blocks(b_ts, b_vals, b_bounds)
+    datas = encode_blocks(b_ts, b_vals, b_bounds, plain)
     firsts, lasts = b_ts[b_bounds[:-1]].tolist(), b_ts[b_bounds[1:] - 1].tolist()
     blocks = [
         SealedBlock(sid, start_ms, end_ms, n, first, last, d)
@@ -503,14 +506,14 @@ SLICE_SAMPLES = 1 << 19
 
 def compute_window_sliced(
     data: Sequence[SeriesData] | RawWindow, start_ms: int, end_ms: int, max_gap_ms: int = DEFAULT_MAX_GAP_MS,
-    slice_samples: int = SLICE_SAMPLES,
+    slice_samples: int = SLICE_SAMPLES, plain: bool = False,
 ) -> tuple[list[SealedBlock], list[RollupRows], list[RollupRows]]:
     """``compute_window`` of slices of whole series (about ``slice_samples`` each), joined:
     the same output."""
     w = data if isinstance(data, RawWindow) else RawWindow.of(data)
     total = int(w.bounds[-1])
     if total <= slice_samples:
-        return compute_window(w, start_ms, end_ms, max_gap_ms)
+        return compute_window(w, start_ms, end_ms, max_gap_ms, plain)
     cuts = np.searchsorted(w.bounds, np.arange(slice_samples, total, slice_samples))
     edges = [0, *sorted({int(c) for c in cuts if 0 < c < w.ids.shape[0]}), int(w.ids.shape[0])]
     blocks: list[SealedBlock] = []
@@ -519,7 +522,7 @@ def compute_window_sliced(
     for a, b in zip(edges[:-1], edges[1:], strict=True):
         lo, hi = int(w.bounds[a]), int(w.bounds[b])
         part = RawWindow(w.ids[a:b], w.bounds[a : b + 1] - lo, w.timestamps[lo:hi], w.values[lo:hi])
-        bl, m, h = compute_window(part, start_ms, end_ms, max_gap_ms)
+        bl, m, h = compute_window(part, start_ms, end_ms, max_gap_ms, plain)
         blocks += bl
         minutes.append(cast(RollupRowsList, m))
         hours.append(cast(RollupRowsList, h))
@@ -745,10 +748,18 @@ class RollupJob:
         t0 = time.monotonic()
         data = await self._read_window(group, start_ms - self.max_gap_ms, end_ms, seal_from_ms=start_ms)
         loop = asyncio.get_running_loop()
+        grouped = isinstance(self.store, GroupedBlocks)
         blocks, minutes, hours = await loop.run_in_executor(
-            None, compute_window_sliced, data, start_ms, end_ms, self.max_gap_ms
+            None, compute_window_sliced, data, start_ms, end_ms, self.max_gap_ms, SLICE_SAMPLES, grouped
         )
-        if isinstance(self.store, SealWrites):
+        stored: int | None = None  # (the bytes a grouping store kept: its blocks are plain until then)
+        if isinstance(self.store, GroupedBlocks):
+            if blocks:
+                stored = await self.store.write_plain_blocks(blocks)
+            if minutes:
+                await self.store.write_rollups(Resolution.MINUTE, minutes)
+                await self.store.write_rollups(Resolution.HOUR, hours)
+        elif isinstance(self.store, SealWrites):
             if blocks or minutes:
                 await self.store.write_seal(blocks, minutes, hours)
         else:
@@ -760,10 +771,11 @@ class RollupJob:
         if isinstance(data, RawWindow) and data.sealed_rows and isinstance(self.store, RawWindowArrays):
             await self.store.drop_sealed_raw(data.sealed_rows)  # its blocks hold them now
         results = {k: WindowResult(k, start_ms, end_ms, mode=mode) for k in group}
+        block_bytes = sum(len(b.data) for b in blocks) if stored is None else stored
         if len(group) == 1:
             res = results[group[0]]
             res.series, res.minute_points, res.hour_points = len(minutes), _points(minutes), _points(hours)
-            res.samples, res.block_bytes = sum(b.count for b in blocks), sum(len(b.data) for b in blocks)
+            res.samples, res.block_bytes = sum(b.count for b in blocks), block_bytes
         else:
             for b in blocks:
                 res = results[b.series_id % self.shards]
@@ -775,7 +787,7 @@ class RollupJob:
         m = self.metrics
         m.windows_done.labels(mode).inc(len(group))
         m.samples_sealed.inc(sum(b.count for b in blocks))
-        m.block_bytes.inc(sum(len(b.data) for b in blocks))
+        m.block_bytes.inc(block_bytes)
         m.rollup_points.labels("1m").inc(_points(minutes))
         m.rollup_points.labels("1h").inc(_points(hours))
         m.window_seconds.observe(time.monotonic() - t0)

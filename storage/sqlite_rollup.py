@@ -4,7 +4,11 @@
 ``select_rollup`` to ``storage.sqlite.SQLiteStorage``; ``SQLiteRollupStorage`` is the
 combined class. Tables (created on first use, ``IF NOT EXISTS``):
 
-- ``raw_blocks``: one row per (series, window start) with the block bytes;
+- ``raw_groups``: one row per (target, part of its series, window start): the window's blocks
+  of those series in one value (``storage.blocks.encode_group``, block version 5), what the
+  seal writes (``write_plain_blocks``); a read finds a series' groups by its target and part;
+- ``raw_blocks``: one row per (series, window start) with the block bytes, as the seal wrote
+  them before groups (still read beside them; ``write_blocks`` writes there);
 - ``rollup_1m_chunks`` / ``rollup_1h_chunks``: one row per (series, chunk start) holding
   the series' buckets of 6 hours (1m) or 8 days (1h) in column form (``c_ts`` and one
   ``c_<aggregate>`` blob each, ``storage.rollup_chunks``; 64-bit patterns, so NaN survives:
@@ -27,6 +31,7 @@ dropped is still re-derivable from its block.
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import sqlite3
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -37,7 +42,18 @@ import numpy as np
 from storage import frames as frames_codec
 from storage import rollup_chunks as chunks
 from storage.base import DAY_MS, HOUR_MS, Resolution, SeriesData, aggregate_names, bucket_values
-from storage.blocks import TIMES, VERSION_SHARED_TIMES, decode_block, share_times, times_key, times_keys
+from storage.blocks import (
+    TIMES,
+    VERSION_SHARED_TIMES,
+    decode_block,
+    decode_group,
+    encode_blocks,
+    encode_group,
+    group_members,
+    share_times,
+    times_key,
+    times_keys,
+)
 from storage.chunk_cache import DEFAULT_MAX_BYTES, ChunkCache, cache_of
 from storage.matchers import Matcher, MatchOp, match_all, metric_name_of
 from storage.model import Series
@@ -103,8 +119,40 @@ CREATE TABLE IF NOT EXISTS raw_block_times (
     start_ts  INTEGER NOT NULL,
     data      BLOB NOT NULL
 ) WITHOUT ROWID"""
+# A window's blocks of a target's series, one row per part of them (``GROUP_PARTS``), grouped
+# and compressed together (``storage.blocks.encode_group``): what the rollup job's seal writes
+# since issue #20's short-window bytes (``write_plain_blocks``). ``ids``: the members (int64
+# each, the value's order), before ``data`` so that reading them leaves the value's overflow
+# pages unread. AUTOINCREMENT: a row id is never given twice, so decoded blocks are kept by it
+# (``_group_blocks``) with no generation to bump when rows go.
+_GROUPS_TABLE = """
+CREATE TABLE IF NOT EXISTS raw_groups (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    target   TEXT NOT NULL,
+    part     INTEGER NOT NULL,
+    start_ts INTEGER NOT NULL,
+    end_ts   INTEGER NOT NULL,
+    ids      BLOB NOT NULL,
+    data     BLOB NOT NULL
+)"""
+# (target, end_ts, start_ts, part): a read's groups of its series' targets that end after its
+# start, with their ids, from the index alone.
+_GROUPS_END_INDEX = "CREATE INDEX IF NOT EXISTS raw_groups_end ON raw_groups (target, end_ts, start_ts, part)"
+# (start_ts, end_ts, target, part): the probe whether any group overlaps a range, a window's
+# groups (its seal, the job's window read) and retention.
+_GROUPS_SPAN_INDEX = "CREATE INDEX IF NOT EXISTS raw_groups_span ON raw_groups (start_ts, end_ts, target, part)"
+# Parts of a target's series a window's groups are cut into (``series_id % GROUP_PARTS``): the
+# rollup job's default 16 shards seal one part each, so a seal writes whole groups; a read of
+# one series decodes a frame of its part's group (``blocks.GROUP_FRAME_SERIES`` series).
+GROUP_PARTS = 16
 ROLLUP_SCHEMA = (
-    _BLOCK_TIMES_TABLE
+    _GROUPS_TABLE
+    + ";\n"
+    + _GROUPS_END_INDEX
+    + ";\n"
+    + _GROUPS_SPAN_INDEX
+    + ";\n"
+    + _BLOCK_TIMES_TABLE
     + ";\n"
     + _BLOCKS_TABLE
     + ";\n"
@@ -178,6 +226,7 @@ class SQLiteRollupMixin:
     _blocks_exist: bool = False
     _blocks_versioned: bool = False  # (a rowid table: a block's rowid is its version)
     _blocks_by_end: bool = False  # (the ``raw_blocks_end`` index is there)
+    _groups_exist: bool = False  # (the ``raw_groups`` table is there)
     # (days, shards), the index generation the scan saw, each shard's series ids
     _index_series_memo: tuple[tuple[int, int, int], str | None, dict[int, np.ndarray]] | None = None
     # Bytes of rollup chunks kept between reads (``storage.chunk_cache``; 0: none kept).
@@ -281,6 +330,13 @@ class SQLiteRollupMixin:
                 (start_ms - DAY_MS, end_ms, shards, shards, shards, *group),
             )
         )
+        if self._has_groups(con):
+            for (blob,) in con.execute(
+                "SELECT ids FROM raw_groups WHERE start_ts > ? AND start_ts < ? AND end_ts > ?",
+                (start_ms - DAY_MS, end_ms, start_ms),
+            ):
+                members = group_members(blob)
+                ids.update(members[np.isin(members % shards, list(group))].tolist())
         order = sorted(ids)
         samples = self.raw_samples(con, order, start_ms, end_ms, keep_blocks=False)  # (read once, not kept)
         sealed: list[tuple[int, int, int]] = []
@@ -365,12 +421,24 @@ class SQLiteRollupMixin:
             out: dict[int, tuple[np.ndarray, np.ndarray]] = super().raw_samples(  # type: ignore[misc]
                 con, series_ids, start_ms, end_ms
             )
-            if series_ids and self._has_blocks(con) and _any_block(con, start_ms, end_ms):
-                cache = None
-                if keep_blocks and self._blocks_versioned and self.block_cache_bytes > 0:
-                    cache = cache_of(self, "raw_blocks", self.block_cache_bytes)
-                    cache.at_generation(read_generation(con, BLOCK_GENERATION_KEY))
-                _merge_blocks(con, series_ids, start_ms, end_ms, out, cache, self._blocks_by_end)
+            if series_ids and self._has_blocks(con):
+                grouped: list[tuple[int, int, np.ndarray, np.ndarray, int, int]] = []
+                if self._has_groups(con) and _any_group(con, start_ms, end_ms):
+                    g_cache = None
+                    if keep_blocks and self.block_cache_bytes > 0:
+                        g_cache = cache_of(self, "raw_groups", self.block_cache_bytes)
+                    grouped = _group_blocks(
+                        con, series_ids, start_ms, end_ms, self._group_targets(con, series_ids), g_cache
+                    )
+                single = _any_block(con, start_ms, end_ms)
+                if single or grouped:
+                    cache = None
+                    if single and keep_blocks and self._blocks_versioned and self.block_cache_bytes > 0:
+                        cache = cache_of(self, "raw_blocks", self.block_cache_bytes)
+                        cache.at_generation(read_generation(con, BLOCK_GENERATION_KEY))
+                    _merge_blocks(
+                        con, series_ids if single else (), start_ms, end_ms, out, cache, self._blocks_by_end, grouped
+                    )
         finally:
             if own:
                 con.execute("COMMIT")
@@ -386,6 +454,12 @@ class SQLiteRollupMixin:
             end = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'raw_blocks_end'").fetchone()
             self._blocks_by_end = end is not None
         return self._blocks_exist
+
+    def _has_groups(self, con: sqlite3.Connection) -> bool:
+        if not self._groups_exist:  # (made by the rollup schema of this version)
+            found = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'raw_groups'").fetchone()
+            self._groups_exist = found is not None
+        return self._groups_exist
 
     def _series_by_id(self, con: sqlite3.Connection, sid: int) -> Series:
         cache: dict[int, Series] = self._series_cache  # type: ignore[attr-defined]
@@ -419,6 +493,39 @@ class SQLiteRollupMixin:
 
         await self.run_write(run)
         TIMES.add(frames.items())  # (this process's reads of them need no lookup)
+
+    async def write_plain_blocks(self, blocks: Sequence[SealedBlock]) -> int:
+        """``write_blocks`` of plain blocks (``storage.blocks.VERSION_PLAIN``, the seal's for this
+        store): grouped per (series' target, ``series_id % GROUP_PARTS``, window) and compressed
+        together (``encode_group``), each group a row of ``raw_groups`` in place of what those
+        series had in that window (their group's row, their rows of ``raw_blocks``). A group
+        row of the window with other series too (a seal of other shards than ``GROUP_PARTS``
+        cuts) keeps them: they join the new group. Returns the bytes stored."""
+        if not blocks:
+            return 0
+        await self._ensure_rollup_schema()
+        ids = sorted({b.series_id for b in blocks})
+        targets = await self.run_read(lambda con: self._group_targets(con, ids))
+        keyed: dict[tuple[str, int, int, int], list[SealedBlock]] = {}
+        for b in blocks:
+            keyed.setdefault((targets[b.series_id], b.series_id % GROUP_PARTS, b.start_ms, b.end_ms), []).append(b)
+        loop = asyncio.get_running_loop()
+        groups = await loop.run_in_executor(None, _encode_groups, keyed)
+
+        def run(con: sqlite3.Connection) -> int:
+            with con:
+                con.execute("BEGIN IMMEDIATE")
+                return _put_groups(con, keyed, groups)
+
+        return await self.run_write(run)
+
+    def _group_targets(self, con: sqlite3.Connection, series_ids: Sequence[int]) -> dict[int, str]:
+        """Each series' target, the key of its groups ('' for a series without a ``series`` row)."""
+        out = dict.fromkeys(series_ids, "")
+        for target, sids in self._targets_of(con, series_ids).items():  # type: ignore[attr-defined]
+            for sid in sids:
+                out[sid] = target
+        return out
 
     async def write_rollups(self, resolution: Resolution, rows: Sequence[RollupRows]) -> None:
         await self._ensure_rollup_schema()
@@ -666,6 +773,9 @@ class SQLiteRollupMixin:
             with con:
                 con.execute("BEGIN IMMEDIATE")
                 deleted: int = con.execute("DELETE FROM raw_blocks WHERE end_ts <= ?", (ts_ms,)).rowcount
+                grouped = "FROM raw_groups WHERE start_ts < ? AND end_ts <= ?"  # (a block's start is before its end)
+                deleted += int(con.execute(f"SELECT coalesce(sum(length(ids)), 0) / 8 {grouped}", (ts_ms, ts_ms)).fetchone()[0])
+                con.execute(f"DELETE {grouped}", (ts_ms, ts_ms))
                 # (a window is at most a day: a frame of one starting a day before serves no block left)
                 con.execute("DELETE FROM raw_block_times WHERE start_ts <= ?", (ts_ms - DAY_MS,))
                 if deleted:  # (a rowid may come back after a DELETE: decoded blocks kept are dropped)
@@ -746,9 +856,12 @@ def _merge_blocks(
     out: dict[int, tuple[np.ndarray, np.ndarray]],
     cache: ChunkCache | None = None,
     by_end: bool = False,
+    grouped: Sequence[tuple[int, int, np.ndarray, np.ndarray, int, int]] = (),
 ) -> None:
-    """Merge the samples in [start_ms, end_ms) of the blocks of ``series_ids`` into ``out``
-    (rows' samples win on equal timestamps). A block holds one window of at most a day.
+    """Merge the samples in [start_ms, end_ms) of the blocks of ``series_ids`` (in
+    ``raw_blocks``) and of ``grouped`` (``(series id, window start, timestamps, values, first
+    ts, last ts)``, from ``raw_groups``: ``_group_blocks``) into ``out`` (rows' samples win on
+    equal timestamps). A block holds one window of at most a day.
 
     With ``cache`` (a ``storage.chunk_cache.ChunkCache`` at the block generation), blocks are
     kept decoded by (series, window start) with their rowid as version (``INSERT OR REPLACE``
@@ -758,6 +871,7 @@ def _merge_blocks(
     and decoding 800 of them whole was ~30 ms of its ~40. ``by_end``: the ``raw_blocks_end``
     index is there (the blocks are found by it, else by the primary key)."""
     ids = list(series_ids)
+    blocks: list = list(grouped)  # (series id, start, timestamps, values, first ts, last ts)
     for i in range(0, len(ids), IN_LIST):
         part = ids[i : i + IN_LIST]
         marks = ",".join("?" * len(part))
@@ -767,15 +881,13 @@ def _merge_blocks(
         else:
             where = f" FROM raw_blocks WHERE series_id IN ({marks}) AND start_ts > ? AND start_ts < ? AND end_ts > ?"
             params = (*part, start_ms - DAY_MS, end_ms, start_ms)
-        blocks: list  # (series id, start, timestamps, values, first ts, last ts) in (series, start) order
         if cache is None:
-            got = sorted(con.execute("SELECT series_id, start_ts, data" + where, params), key=_SERIES_START)
+            got = con.execute("SELECT series_id, start_ts, data" + where, params).fetchall()
             times = block_times(con, [data for _, _, data in got])
-            blocks = [(sid, start, *_decoded(data, times)) for sid, start, data in got]
+            blocks += [(sid, start, *_decoded(data, times)) for sid, start, data in got]
         else:
             keys = con.execute("SELECT series_id, start_ts, rowid" + where, params).fetchall()
-            keys.sort()
-            blocks, missing = cache.lookup(keys, _BLOCK_ENTRY)
+            kept, missing = cache.lookup(keys, _BLOCK_ENTRY)
             at = {keys[k][2]: k for k in missing}
             datas = list(_rows_by_rowid(con, "raw_blocks", "data", list(at)))
             times = block_times(con, [data for _, data in datas])
@@ -783,32 +895,34 @@ def _merge_blocks(
                 entry_cols = _decoded(data, times)
                 entry_cols[0].flags.writeable = entry_cols[1].flags.writeable = False  # (shared by the reads that find it)
                 k = at[rowid]
-                blocks[k] = entry = (keys[k][0], keys[k][1], *entry_cols)
+                kept[k] = entry = (keys[k][0], keys[k][1], *entry_cols)
                 cache.store(rowid, _BLOCK_ENTRY, entry, entry_cols[0].nbytes + entry_cols[1].nbytes)
-        # Each block cut to the range before any join: a read at a window's edge (a panel's
-        # step on it) touches the next block for a sample or none, and joining whole blocks
-        # first copied both (~4 ms of a 10-minute read of 800 series). A block is cut by its
-        # first and last timestamps where they tell (it lies outside the range, or the range
-        # holds its start or its end): a refresh's read of 800 series' last minutes up to a
-        # step on a window's edge took 4 searches a series, ~2 ms of its ~6.
-        sid_at = 0  # (the series whose pieces are gathered: any until the first block)
-        pieces: list[tuple[np.ndarray, np.ndarray]] = []
-        for sid, _, b_ts, b_vals, first, last in blocks:  # (every key's block read: one read transaction)
-            if sid != sid_at:
-                if pieces:
-                    _merge_pieces(sid_at, pieces, out)
-                sid_at, pieces = sid, []
-            if first >= end_ms or last < start_ms:
-                continue
-            lo = 0 if first >= start_ms else int(b_ts.searchsorted(start_ms))
-            if last < end_ms:
-                pieces.append((b_ts[lo:], b_vals[lo:]) if lo else (b_ts, b_vals))
-            else:
-                hi = int(b_ts.searchsorted(end_ms))
-                if hi > lo:
-                    pieces.append((b_ts[lo:hi], b_vals[lo:hi]))
-        if pieces:
-            _merge_pieces(sid_at, pieces, out)
+            blocks += kept  # (every key's block read: one read transaction)
+    blocks.sort(key=_SERIES_START)
+    # Each block cut to the range before any join: a read at a window's edge (a panel's
+    # step on it) touches the next block for a sample or none, and joining whole blocks
+    # first copied both (~4 ms of a 10-minute read of 800 series). A block is cut by its
+    # first and last timestamps where they tell (it lies outside the range, or the range
+    # holds its start or its end): a refresh's read of 800 series' last minutes up to a
+    # step on a window's edge took 4 searches a series, ~2 ms of its ~6.
+    sid_at = 0  # (the series whose pieces are gathered: any until the first block)
+    pieces: list[tuple[np.ndarray, np.ndarray]] = []
+    for sid, _, b_ts, b_vals, first, last in blocks:
+        if sid != sid_at:
+            if pieces:
+                _merge_pieces(sid_at, pieces, out)
+            sid_at, pieces = sid, []
+        if first >= end_ms or last < start_ms:
+            continue
+        lo = 0 if first >= start_ms else int(b_ts.searchsorted(start_ms))
+        if last < end_ms:
+            pieces.append((b_ts[lo:], b_vals[lo:]) if lo else (b_ts, b_vals))
+        else:
+            hi = int(b_ts.searchsorted(end_ms))
+            if hi > lo:
+                pieces.append((b_ts[lo:hi], b_vals[lo:hi]))
+    if pieces:
+        _merge_pieces(sid_at, pieces, out)
 
 
 def _decoded(data: bytes, times: dict[int, bytes]) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -837,6 +951,169 @@ def _merge_pieces(sid: int, pieces: list[tuple[np.ndarray, np.ndarray]], out: di
         out[sid] = (np.concatenate([b_ts, r_ts]), np.concatenate([b_vals, r_vals]))
         return
     out[sid] = frames_codec.merge_newer(b_ts, b_vals, r_ts, r_vals)
+
+
+_NO_SAMPLES = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
+_NO_SPAN = (2**63 - 1, -(2**63))  # (an empty block's first and last: after and before any range)
+for _a in _NO_SAMPLES:
+    _a.flags.writeable = False
+
+
+def _group_blocks(
+    con: sqlite3.Connection,
+    series_ids: Sequence[int],
+    start_ms: int,
+    end_ms: int,
+    targets: dict[int, str],
+    cache: ChunkCache | None = None,
+) -> list[tuple[int, int, np.ndarray, np.ndarray, int, int]]:
+    """``(series id, window start, timestamps, values, first ts, last ts)`` of the grouped blocks (``raw_groups``)
+    of ``series_ids`` that overlap [start_ms, end_ms): the groups of their targets' parts found
+    by ``raw_groups_end`` alone, each group read once and only the frames holding the series
+    asked for decompressed (``storage.blocks.decode_group``). With ``cache``, each series' block
+    is kept decoded by (series, window start) with its group's id as version (ids are never
+    given twice), a series a group does not hold as an empty entry, so a refresh reads no
+    group again."""
+    wanted: dict[tuple[str, int], list[int]] = {}
+    for sid in series_ids:
+        wanted.setdefault((targets[sid], sid % GROUP_PARTS), []).append(sid)
+    names = sorted({t for t, _ in wanted})
+    rows: list[tuple[int, str, int, int]] = []
+    for i in range(0, len(names), IN_LIST):
+        part = names[i : i + IN_LIST]
+        rows += con.execute(
+            "SELECT id, target, part, start_ts FROM raw_groups INDEXED BY raw_groups_end"
+            f" WHERE target IN ({','.join('?' * len(part))}) AND end_ts > ? AND start_ts < ?",
+            (*part, start_ms, end_ms),
+        ).fetchall()
+    keys = [(sid, start, gid) for gid, target, part_of, start in rows for sid in wanted.get((target, part_of), ())]
+    if cache is None:
+        got: list = [None] * len(keys)
+        missing: Sequence[int] = range(len(keys))
+    else:
+        got, missing = cache.lookup(keys, _BLOCK_ENTRY)
+    need: dict[int, list[int]] = {}
+    for k in missing:
+        need.setdefault(keys[k][2], []).append(k)
+    for gid, ids_blob, data in _rows_by_rowid(con, "raw_groups", "ids, data", list(need)):
+        ks = need[gid]
+        decoded = decode_group(data, group_members(ids_blob), [keys[k][0] for k in ks])
+        for k in ks:
+            sid, start, _ = keys[k]
+            b = decoded.get(sid)
+            ts, vals = _NO_SAMPLES if b is None else (b.timestamps, b.values)
+            vals.flags.writeable = False  # (shared by the reads that find it)
+            got[k] = entry = (sid, start, ts, vals, *((int(ts[0]), int(ts[-1])) if ts.size else _NO_SPAN))
+            if cache is not None:
+                cache.store(gid, _BLOCK_ENTRY, entry, ts.nbytes + vals.nbytes + 64)
+    return [g for g in got if g is not None and g[2].size]
+
+
+def _any_group(con: sqlite3.Connection, start_ms: int, end_ms: int) -> bool:
+    """Whether any group overlaps [start_ms, end_ms) (one probe of ``raw_groups_span``)."""
+    found = con.execute(
+        "SELECT 1 FROM raw_groups WHERE start_ts > ? AND start_ts < ? AND end_ts > ? LIMIT 1",
+        (start_ms - DAY_MS, end_ms, start_ms),
+    ).fetchone()
+    return found is not None
+
+
+def _encode_groups(keyed: dict[tuple[str, int, int, int], list[SealedBlock]]) -> dict[tuple[str, int, int, int], tuple[np.ndarray, bytes]]:
+    """Each key's plain blocks as one group (``encode_group``: members in its order, value)."""
+    return {key: encode_group([b.series_id for b in bs], [b.data for b in bs]) for key, bs in keyed.items()}
+
+
+def _put_groups(
+    con: sqlite3.Connection,
+    keyed: dict[tuple[str, int, int, int], list[SealedBlock]],
+    groups: dict[tuple[str, int, int, int], tuple[np.ndarray, bytes]],
+) -> int:
+    """``write_plain_blocks``' transaction: the encoded ``groups`` of ``keyed`` (target, part,
+    window start, end) in place of those series' blocks in those windows. Returns the bytes stored."""
+    for start in sorted({k[2] for k in keyed}):
+        keys = {(k[0], k[1]): k for k in keyed if k[2] == start}
+        if con.execute("SELECT 1 FROM raw_blocks WHERE start_ts = ? LIMIT 1", (start,)).fetchone() is not None:
+            before = con.total_changes  # (per-series blocks, written before groups)
+            con.executemany(
+                "DELETE FROM raw_blocks WHERE series_id = ? AND start_ts = ?",
+                [(b.series_id, start) for k in keys.values() for b in keyed[k]],
+            )
+            if con.total_changes != before:  # (a rowid may come back after a DELETE)
+                bump_generation(con, BLOCK_GENERATION_KEY)
+        targets = sorted({t for t, _ in keys})
+        old: list[tuple[int, str, int, bytes]] = []
+        for i in range(0, len(targets), IN_LIST):
+            part = targets[i : i + IN_LIST]
+            old += con.execute(
+                f"SELECT id, target, part, ids FROM raw_groups WHERE start_ts = ? AND target IN ({','.join('?' * len(part))})",
+                (start, *part),
+            ).fetchall()
+        gone = []
+        for gid, target, part_of, ids_blob in old:
+            key = keys.get((target, part_of))
+            if key is None:
+                continue
+            gone.append((gid,))
+            members = group_members(ids_blob)
+            new = {b.series_id for b in keyed[key]}
+            extra = [m for m in members.tolist() if m not in new]
+            if extra:  # series another seal wrote: they stay, in the new group
+                data = con.execute("SELECT data FROM raw_groups WHERE id = ?", (gid,)).fetchone()[0]
+                kept = decode_group(data, members, extra)
+                ts = np.concatenate([kept[m].timestamps for m in extra])
+                vals = np.concatenate([kept[m].values for m in extra])
+                bounds = np.cumsum([0, *(len(kept[m]) for m in extra)])
+                plain = encode_blocks(ts, vals, bounds, plain=True)
+                keyed[key] = joined = keyed[key] + [
+                    SealedBlock(m, start, key[3], len(kept[m]), 0, 0, d) for m, d in zip(extra, plain, strict=True)
+                ]
+                groups[key] = encode_group([b.series_id for b in joined], [b.data for b in joined])
+        con.executemany("DELETE FROM raw_groups WHERE id = ?", gone)
+    rows = [(k[0], k[1], k[2], k[3], ids.astype("<i8").tobytes(), data) for k, (ids, data) in groups.items()]
+    page = int(con.execute("PRAGMA page_size").fetchone()[0])
+    con.executemany(
+        "INSERT INTO raw_groups (target, part, start_ts, end_ts, ids, data) VALUES (?,?,?,?,?,?)", _leaf_order(rows, page)
+    )
+    return sum(len(r[4]) + len(r[5]) for r in rows)
+
+
+# Open pages ``_leaf_order`` tries a row on (first fit among them): bounds its work at many groups.
+_LEAF_ORDER_PAGES = 64
+
+
+def _leaf_order(rows: list[tuple[str, int, int, int, bytes, bytes]], page: int) -> list[tuple[str, int, int, int, bytes, bytes]]:
+    """``rows`` of ``raw_groups`` in an order that fills the table's leaf pages. A row longer
+    than a page keeps only part of it in its leaf page (SQLite: the rest in overflow pages of
+    its own, full but the last one's remainder, which it keeps in the leaf when that fits):
+    a part of 0.5 to 4 KB at a 4 KB page. Rows come in id order (AUTOINCREMENT), and SQLite
+    starts a new page when the next row's part does not fit the last one, so in the seal's
+    order a leaf page held 1.7 parts of ~1.8 KB on average, 40% of it unused (0.16 bytes per
+    sample at ``bench/peers.py``'s window). In first-fit-decreasing order of those parts the
+    pages are nearly full."""
+    usable = page - 8  # (a leaf page's header)
+    limit, least = page - 35, (page - 12) * 32 // 255 - 23  # SQLite's largest and least local part
+
+    def cell(row: tuple[str, int, int, int, bytes, bytes]) -> int:
+        size = len(row[0].encode()) + len(row[4]) + len(row[5]) + 25  # (the record: header, keys, values)
+        if size <= limit:
+            return size + 8  # (its length and rowid varints, its pointer)
+        local = least + (size - least) % (page - 4)
+        return (local if local <= limit else least) + 12  # (and the first overflow page's number)
+
+    sizes = [cell(r) for r in rows]
+    pages: list[list[int]] = []
+    free: list[int] = []
+    for i in sorted(range(len(rows)), key=lambda i: -sizes[i]):
+        first = max(0, len(pages) - _LEAF_ORDER_PAGES)
+        for k in range(first, len(pages)):
+            if sizes[i] <= free[k]:
+                pages[k].append(i)
+                free[k] -= sizes[i]
+                break
+        else:
+            pages.append([i])
+            free.append(usable - sizes[i])
+    return [rows[i] for p in pages for i in p]
 
 
 def _put_chunks_many(con: sqlite3.Connection, table: str, resolution: Resolution, rows: Sequence[RollupRows]) -> None:
@@ -973,3 +1250,18 @@ def _rollup_from_rows(rows: list[tuple[int, ...]]) -> Rollup:
 
 class SQLiteRollupStorage(SQLiteRollupMixin, SQLiteStorage):
     """SQLite storage with the rollup store (blocks, 1m/1h rows, checkpoints)."""
+
+
+def sealed_blocks(con: sqlite3.Connection) -> list[tuple[int, int, int, np.ndarray, np.ndarray]]:
+    """Every sealed block in a SQLite file as ``(series id, window start, end, timestamps,
+    values)`` in (series, start) order: the rows of ``raw_blocks`` and the members of the
+    groups of ``raw_groups`` (for tests and tools; a store reads them through ``raw_samples``)."""
+    out: list[tuple[int, int, int, np.ndarray, np.ndarray]] = []
+    singles = con.execute("SELECT series_id, start_ts, end_ts, data FROM raw_blocks").fetchall()
+    times = block_times(con, [row[3] for row in singles])
+    out += [(sid, start, end, *decode_block(data, times)) for sid, start, end, data in singles]
+    for start, end, ids_blob, data in con.execute("SELECT start_ts, end_ts, ids, data FROM raw_groups"):
+        for sid, b in decode_group(data, group_members(ids_blob)).items():
+            out.append((sid, start, end, b.timestamps, b.values))
+    out.sort(key=operator.itemgetter(0, 1))
+    return out

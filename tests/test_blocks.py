@@ -24,9 +24,12 @@ from storage.blocks import (
     block_header,
     decode_block,
     decode_columns,
+    decode_group,
     encode_block,
     encode_blocks,
     encode_columns,
+    encode_group,
+    group_members,
     inline_times,
     share_times,
     times_key,
@@ -236,6 +239,36 @@ def test_empty_and_single_sample():
 def test_mismatched_lengths_are_rejected():
     with pytest.raises(ValueError, match="column 0 has shape"):
         encode_block([1, 2, 3], [1.0])
+
+
+def test_a_group_of_plain_blocks_decodes_each_series_bit_for_bit():
+    """A window's plain blocks of many series (some sharing timestamps, some not, one with a
+    single sample) as one group value: each series decodes to its samples bit for bit, alone
+    or with others, a series it does not hold to nothing; every truncation is a BlockError."""
+    rng = np.random.default_rng(11)
+    ts = 1_700_000_000_000 + np.arange(109, dtype=np.int64) * 5000 + rng.integers(0, 3, 109)
+    series = [(ts, np.round(rng.normal(size=109).cumsum(), 2)) for _ in range(19)]
+    series[3][1][5] = STALE_NAN
+    series += [(ts[:40] + 1, rng.random(40)), (ts[:1], np.array([-0.0])), (ts, np.full(109, 7.0))]
+    ids = [int(x) for x in rng.integers(-(2**63), 2**63 - 1, len(series))]
+    plain = [encode_block(t, v, plain=True) for t, v in series]
+    assert plain[0][0] == 6 and decode_block(plain[0])[1].tobytes() == series[0][1].tobytes()
+    order, value = encode_group(ids, plain)
+    assert sorted(order.tolist()) == sorted(ids) and group_members(order.astype("<i8").tobytes()).tolist() == order.tolist()
+    by_id = dict(zip(ids, series, strict=True))
+    every = decode_group(value, order)
+    assert every.keys() == set(ids)
+    for sid, b in every.items():
+        assert b.timestamps.tolist() == by_id[sid][0].tolist()
+        assert b.values.view(np.int64).tolist() == by_id[sid][1].view(np.int64).tolist()
+    some = decode_group(value, order, [ids[3], ids[20], 42])
+    assert some.keys() == {ids[3], ids[20]} and some[ids[3]].values.tobytes() == series[3][1].tobytes()
+    assert len(value) < sum(len(encode_block(t, v)) for t, v in series)  # (compressed together)
+    for cut in (0, 1, 5, len(value) // 2, len(value) - 1):
+        with pytest.raises(BlockError):
+            decode_group(value[:cut], order)
+    with pytest.raises(BlockError):
+        decode_group(value, order[:-1])
 
 
 @pytest.mark.parametrize("cut", [0, 1, 3, 8, -1])

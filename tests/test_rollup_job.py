@@ -13,13 +13,21 @@ from test_rollup import assert_equal_rollups, brute_force
 
 from storage import rollup_chunks
 from storage.base import AGGREGATES, HOUR_MS, MINUTE_MS, Resolution
-from storage.blocks import TIMES, VERSION, VERSION_SHARED_TIMES, decode_block, inline_times, times_key
+from storage.blocks import (
+    TIMES,
+    VERSION,
+    VERSION_SHARED_TIMES,
+    decode_group,
+    encode_block,
+    encode_group,
+    group_members,
+)
 from storage.matchers import Matcher, MatchOp
 from storage.model import STALE_NAN, SampleBatch, Series, make_labels
 from storage.rollup import Rollup, rollup_raw, rollup_rollup
 from storage.rollup_job import ProgressBar, RawWindow, RollupJob, RollupRows, SealedBlock, compute_window
 from storage.rollup_lease import LocalShardLease, ZooKeeperShardLease
-from storage.sqlite_rollup import SQLiteRollupStorage
+from storage.sqlite_rollup import SQLiteRollupStorage, sealed_blocks
 
 DAY0 = 1_699_920_000_000  # a day boundary (ms)
 T0 = DAY0 + 2 * HOUR_MS
@@ -83,10 +91,9 @@ def dump(path) -> dict[str, list[tuple]]:
     (series id, start, six aggregates' bits)."""
     con = sqlite3.connect(path)
     try:
-        times = dict(con.execute("SELECT key, data FROM raw_block_times").fetchall())
         out = {"raw_blocks": [
-            (*row[:-1], *(a.view(np.int64).tolist() for a in decode_block(row[-1], times)))
-            for row in con.execute("SELECT * FROM raw_blocks ORDER BY 1, 2")
+            (sid, start, end, len(ts), ts.tolist(), v.view(np.int64).tolist())
+            for sid, start, end, ts, v in sealed_blocks(con)
         ]}
         for name in ("rollup_1m", "rollup_1h"):
             rows = []
@@ -141,24 +148,24 @@ async def test_job_output_equals_brute_force(store, data, tmp_path):
             for i, t in enumerate(hours.timestamps)
         }
         assert_equal_rollups(hour_raw, brute_force(ts, v, T0, T_END, HOUR_MS), exact_sums=False)
-    # Blocks decode to exactly the raw samples of their window; those of a target's series that
-    # share a shard name their timestamp frame in raw_block_times (block version 4).
+    # Blocks decode to exactly the raw samples of their window: grouped per target, part and
+    # window (block version 5, raw_groups), none of them per series.
     con = sqlite3.connect(tmp_path / "ringmon.db")
-    blocks = con.execute("SELECT series_id, start_ts, end_ts, count, data FROM raw_blocks").fetchall()
-    times = dict(con.execute("SELECT key, data FROM raw_block_times").fetchall())
+    blocks = sealed_blocks(con)
+    groups = con.execute("SELECT target, part, start_ts, length(ids) / 8 FROM raw_groups").fetchall()
+    assert con.execute("SELECT count(*) FROM raw_blocks").fetchone()[0] == 0
     con.close()
     by_id = {s.id: d for s, d in data.items()}
     assert len(blocks) == len(data) * HOURS * HOUR_MS // WINDOW
-    assert {b[4][0] for b in blocks} == {VERSION, VERSION_SHARED_TIMES} and times
-    for sid, start, end, count, blob in blocks:
-        ts, v, _ = by_id[sid]
+    assert sum(g[3] for g in groups) == len(blocks) and {g[0] for g in groups} == {d[2] for d in data.values()}
+    assert len({g[:3] for g in groups}) == len(groups) and any(g[3] > 1 for g in groups)
+    for sid, start, end, got_ts, got_v in blocks:
+        ts, v, target = by_id[sid]
         inside = (ts >= start) & (ts < end)
-        got_ts, got_v = decode_block(blob, times)
-        assert count == int(inside.sum())
         np.testing.assert_array_equal(got_ts, ts[inside])
         np.testing.assert_array_equal(got_v.view(np.uint64), v[inside].view(np.uint64))
-    # Reads find the frames in the store (none kept by the process), and blocks of version 3
-    # (written before) read the same beside them.
+    # Reads find the groups (none kept by the process); blocks written before groups (per series,
+    # versions 3 and 4, their times in raw_block_times) read the same beside them.
     every = [Matcher("__name__", MatchOp.RE, ".+")]
 
     async def read_all() -> dict[int, tuple[list[int], list[int]]]:
@@ -169,11 +176,43 @@ async def test_job_output_equals_brute_force(store, data, tmp_path):
     want = {s.id: (ts[(ts >= T0) & (ts < T_END)].tolist(), v[(ts >= T0) & (ts < T_END)].view(np.int64).tolist())
             for s, (ts, v, _) in data.items()}
     assert await read_all() == want
-    old = [(inline_times(blob, times[times_key(blob)]), sid, start) for sid, start, _, _, blob in blocks[::2]
-           if blob[0] == VERSION_SHARED_TIMES]
-    await store.run_write(lambda con: con.executemany(
-        "UPDATE raw_blocks SET data = ? WHERE series_id = ? AND start_ts = ?", old))
-    assert old and await read_all() == want
+    # Half the series' blocks as the code before groups wrote them: per series, version 4 where a
+    # window's blocks of a target shared their times, else 3 (their groups without them).
+    old = [b for b in blocks if b[0] % 2]
+    singles = [SealedBlock(sid, start, end, len(ts), int(ts[0]), int(ts[-1]), encode_block(ts, v))
+               for sid, start, end, ts, v in old]
+    await store.write_blocks(singles[:-3])  # (a write's blocks share their times: version 4)
+    for b in singles[-3:]:
+        await store.write_blocks([b])  # (alone: version 3)
+    await store.run_write(lambda con: _drop_from_groups(con, {b[0] for b in old}))
+    con = sqlite3.connect(tmp_path / "ringmon.db")
+    versions = {d[0] for (d,) in con.execute("SELECT data FROM raw_blocks")}
+    con.close()
+    assert versions == {VERSION, VERSION_SHARED_TIMES}
+    store.__dict__.pop("_chunk_caches", None)
+    assert await read_all() == want
+    # A seal again (a late pass, a backfill) puts those series back into their groups.
+    await job.backfill(T0, T_END)
+    con = sqlite3.connect(tmp_path / "ringmon.db")
+    assert con.execute("SELECT count(*) FROM raw_blocks").fetchone()[0] == 0
+    assert [b[:3] for b in sealed_blocks(con)] == [b[:3] for b in blocks]
+    con.close()
+    assert await read_all() == want
+
+
+def _drop_from_groups(con: sqlite3.Connection, series: set[int]) -> None:
+    """Rewrite every group of ``raw_groups`` without ``series`` (as groups of the code after
+    per-series blocks had them)."""
+    for gid, ids_blob, data in con.execute("SELECT id, ids, data FROM raw_groups").fetchall():
+        members = group_members(ids_blob)
+        keep = [m for m in members.tolist() if m not in series]
+        if not keep:
+            con.execute("DELETE FROM raw_groups WHERE id = ?", (gid,))
+            continue
+        got = decode_group(data, members, keep)
+        ids, value = encode_group(keep, [encode_block(got[m].timestamps, got[m].values, plain=True) for m in keep])
+        con.execute("UPDATE raw_groups SET ids = ?, data = ? WHERE id = ?", (ids.tobytes(), value, gid))
+    con.commit()
 
 
 async def test_rerun_changes_nothing(store, tmp_path):

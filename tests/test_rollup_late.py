@@ -19,7 +19,6 @@ from test_rollup import assert_equal_rollups, brute_force
 from test_rollup_job import SHARDS, T0, T_END, WINDOW, batches, generate
 
 from storage.base import HOUR_MS, MINUTE_MS, Resolution
-from storage.blocks import decode_block
 from storage.model import SampleBatch, Series, make_labels
 from storage.rollup import rollup_raw, rollup_rollup
 from storage.rollup_job import (
@@ -29,7 +28,7 @@ from storage.rollup_job import (
     unpack_late_cursor,
 )
 from storage.rollup_lease import LocalShardLease
-from storage.sqlite_rollup import SQLiteRollupStorage, block_times
+from storage.sqlite_rollup import SQLiteRollupStorage, sealed_blocks
 
 LATE_WINDOW = T0 + WINDOW  # the middle window gets late samples
 NEXT_WINDOW = T0 + 2 * WINDOW  # fed by the late samples just before its start (counter carry)
@@ -82,14 +81,9 @@ async def blocks_of(store, series_id: int) -> tuple[np.ndarray, np.ndarray]:
         return await store.read_blocks(series_id, T0, T_END)
 
     def run(con: sqlite3.Connection):
-        datas = [b for (b,) in con.execute(
-            "SELECT data FROM raw_blocks WHERE series_id = ? AND start_ts >= ? AND start_ts < ? ORDER BY start_ts",
-            (series_id, T0, T_END),
-        )]
-        return datas, block_times(con, datas)
+        return [(ts, v) for sid, start, _, ts, v in sealed_blocks(con) if sid == series_id and T0 <= start < T_END]
 
-    datas, times = await store.run_read(run)
-    parts = [decode_block(b, times) for b in datas]
+    parts = await store.run_read(run)
     if not parts:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -258,11 +252,11 @@ class FailingOnce(SQLiteRollupStorage):
             raise OSError("database is locked")
         return await super().late_marks_since(cursor_ms)
 
-    async def write_blocks(self, blocks):
+    async def write_plain_blocks(self, blocks):
         if self.fail_window is not None and any(b.start_ms == self.fail_window for b in blocks):
             self.fail_window = None
             raise OSError("disk hiccup")
-        await super().write_blocks(blocks)
+        return await super().write_plain_blocks(blocks)
 
 
 async def test_late_pass_retries_failures_and_leased_shards(clock, tmp_path):
