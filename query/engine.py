@@ -268,32 +268,41 @@ def _flat_parts(
     """Stored rollup rows, then rows built from raw samples, per series (by labels), flat."""
     entries: dict[int, list] = {}
     for d in stored:
-        if len(d):
+        if d.timestamps.shape[0]:
             entries[d.series.id] = [d.series.labels, d, 0, 0]
-    bounds = built.bounds() if len(built) else [0] * (len(built.series) + 1)
-    for k, series in enumerate(built.series):
-        a, b = bounds[k], bounds[k + 1]
+    if len(built):
+        bounds = built.bounds()
+        for k, series in enumerate(built.series):
+            a, b = bounds[k], bounds[k + 1]
+            if b > a:
+                e = entries.get(series.id)
+                if e is None:
+                    entries[series.id] = [series.labels, None, a, b]
+                else:
+                    e[2], e[3] = a, b
+    ordered = list(entries.values())
+    labels = [e[0] for e in ordered]
+    if not in_label_order(labels):  # (usually they are: stored rows come in label order, built ones too)
+        ordered.sort(key=lambda e: e[0])
+        labels = [e[0] for e in ordered]
+    pieces, counts, ts_parts = [], [], []
+    built_ts = built.ts
+    for _, d, a, b in ordered:  # (one pass: 800 series a refresh)
+        if d is not None:
+            pieces.append((d.agg, a, b))
+            ts_parts.append(d.timestamps)
+            counts.append(d.timestamps.shape[0] + b - a)
+        else:
+            pieces.append((None, a, b))
+            counts.append(b - a)
         if b > a:
-            e = entries.get(series.id)
-            if e is None:
-                entries[series.id] = [series.labels, None, a, b]
-            else:
-                e[2], e[3] = a, b
-    ordered = sorted(entries.values(), key=lambda e: e[0])
-    pieces = [(e[1].agg if e[1] is not None else None, e[2], e[3]) for e in ordered]
-    counts = [(len(e[1]) if e[1] is not None else 0) + e[3] - e[2] for e in ordered]
-    ts_parts = []
-    for e in ordered:
-        if e[1] is not None:
-            ts_parts.append(e[1].timestamps)
-        if e[3] > e[2]:
-            ts_parts.append(built.ts[e[2] : e[3]])
+            ts_parts.append(built_ts[a:b])
     ts = np.concatenate(ts_parts) if ts_parts else np.zeros(0, dtype=np.int64)
     ts += resolution.step_ms - 1  # (in place: a 24 h panel's 1.15 M bucket ends)
     offsets = np.zeros(len(ordered) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(counts)
     agg = PieceColumns(pieces, built, names)
-    return FlatSeries([e[0] for e in ordered], ts, bucket_values(agg, len(ts)), offsets, agg)
+    return FlatSeries(labels, ts, bucket_values(agg, len(ts)), offsets, agg)
 
 
 def _split_beyond(built: Rows, end_ms: int, step_ms: int) -> tuple[Rows, Rows | None]:
@@ -480,7 +489,7 @@ def _rows_before(rows: list[SeriesData], split: dict[int, int], default: int, re
     cut = []
     for d in rows:
         at = split.get(d.series.id, default)
-        if len(d) and int(d.timestamps[-1]) >= at:
+        if d.timestamps.shape[0] and int(d.timestamps[-1]) >= at:
             n = int(np.searchsorted(d.timestamps, at, "left"))
             agg = {k: v[:n] for k, v in (d.agg or {}).items()}
             d = SeriesData(d.series, d.timestamps[:n], d.values[:n], res, agg)
@@ -1704,7 +1713,7 @@ class Engine:
         # another's: every series takes its own rows up to its own end and rows built from
         # raw samples after it. Series whose rows end more than TAIL_SKEW_MS before the
         # newest have stopped reporting (their rows are all there is), not fallen behind.
-        ends = {d.series.id: int(d.timestamps[-1]) + step for d in rows if len(d)}
+        ends = {d.series.id: int(d.timestamps[-1]) + step for d in rows if d.timestamps.shape[0]}
         if ends:
             newest = max(ends.values())
             tail = min(tail, min(e for e in ends.values() if e >= newest - TAIL_SKEW_MS))

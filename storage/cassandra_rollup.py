@@ -250,14 +250,15 @@ class CassandraRollupMixin:
                                   list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]: ...
         async def read_column_runs(self, infos: Sequence[SeriesInfo], start_ms: int,
                                    end_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
+        def _in_label_order(self, infos: Sequence[SeriesInfo]) -> tuple[np.ndarray, list[Series]]: ...
 
     _rollup_ps: dict | None = None
     _write_limits: tuple[int, int] | None = None  # (partitions, bytes) per write batch
     _chunk_reads: dict | None = None  # (resolution, aggregates) -> prepared chunk read
     # Bytes of rollup chunks kept between reads (``storage.chunk_cache``; 0: none kept).
     rollup_cache_bytes: int = DEFAULT_MAX_BYTES
-    # (series id, window start) -> (write time us, bytes, ts, values) of decoded blocks, LRU
-    _blocks_decoded: OrderedDict[tuple[int, int], tuple[int, int, np.ndarray, np.ndarray]] | None = None
+    # (series id, window start) -> (write time us, bytes, ts, values, first ts, last ts) of decoded blocks, LRU
+    _blocks_decoded: OrderedDict[tuple[int, int], tuple[int, int, np.ndarray, np.ndarray, int, int]] | None = None
     _blocks_decoded_bytes: int = 0
 
     async def _ps(self) -> dict:
@@ -749,7 +750,12 @@ class CassandraRollupMixin:
         infos = await self._select_series(matchers, start_ms, end_ms, cached=True)
         if not infos:
             return FlatSamples.of([])
-        return FlatSamples.of(await self.read_sealed_and_rows(infos, start_ms, end_ms))
+        series, ts_parts, val_parts = await self._sealed_and_rows(infos, start_ms, end_ms)
+        if not series:
+            return FlatSamples.of([])
+        offsets = np.zeros(len(series) + 1, dtype=np.int64)
+        np.cumsum([t.shape[0] for t in ts_parts], out=offsets[1:])
+        return FlatSamples(series, offsets, np.concatenate(ts_parts), np.concatenate(val_parts))
 
     def _cold_and_hot(self, start_ms: int, end_ms: int) -> tuple[list[int], list[int]]:
         """The hours of [start_ms, end_ms] that may be sealed (cold) and those always read
@@ -764,6 +770,19 @@ class CassandraRollupMixin:
         cold, hot = self._cold_and_hot(start_ms, end_ms)
         if not cold:
             return await self.read_raw(infos, start_ms, end_ms, hot, kept=True)
+        series, ts_parts, val_parts = await self._sealed_and_rows(infos, start_ms, end_ms)
+        raw = Resolution.RAW
+        return [SeriesData(s, ts, vals, raw) for s, ts, vals in zip(series, ts_parts, val_parts, strict=True)]
+
+    async def _sealed_and_rows(
+        self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int
+    ) -> tuple[list[Series], list[np.ndarray], list[np.ndarray]]:
+        """``read_sealed_and_rows`` of a range reaching into the cold hours, as (series in label
+        order, their timestamps, their values), series without samples left out. A kept block
+        carries its first and last timestamps, so it is skipped when outside the range and cut
+        with at most one search (a 1 y panel's refresh reads 800 series' last minutes up to
+        its step, on a window's edge: the next window's blocks hold nothing of it)."""
+        cold, hot = self._cold_and_hot(start_ms, end_ms)
         cold_end = min(end_ms, (cold[-1] + 1) * HOUR_MS - 1)
         blocks, late, hot_rows = await asyncio.gather(
             self.read_blocks_of([i.series.id for i in infos], start_ms, cold_end),
@@ -789,58 +808,73 @@ class CassandraRollupMixin:
         for part in (hot_rows, *cold_rows):
             for d in part:
                 rows_by_id.setdefault(d.series.id, []).append(d)
-        out = []
-        for info in infos:
-            sid = info.series.id
-            parts = [(d.timestamps, d.values) for d in rows_by_id.get(sid, ())]  # rows first: they win ties
-            for b_start, _, written_us, data in blocks.get(sid, ()):
-                b_ts, b_vals = self._decoded_block(sid, b_start, written_us, data)
-                lo = np.searchsorted(b_ts, start_ms, side="left")
-                hi = np.searchsorted(b_ts, cold_end, side="right")
-                parts.append((b_ts[lo:hi], b_vals[lo:hi]))
-            parts = [p for p in parts if p[0].size]
+        series: list[Series] = []
+        ts_out: list[np.ndarray] = []
+        vals_out: list[np.ndarray] = []
+        no_blocks: list = []
+        for s in self._in_label_order(infos)[1]:
+            sid = s.id
+            got = rows_by_id.get(sid)
+            parts = [] if got is None else [(d.timestamps, d.values) for d in got]  # rows first: they win ties
+            for b_start, _, written_us, data in blocks.get(sid, no_blocks):
+                b_ts, b_vals, first, last = self._decoded_block(sid, b_start, written_us, data)
+                if first > cold_end or last < start_ms:
+                    continue
+                lo = 0 if first >= start_ms else int(b_ts.searchsorted(start_ms))
+                if last <= cold_end:
+                    parts.append((b_ts[lo:], b_vals[lo:]) if lo else (b_ts, b_vals))
+                else:
+                    hi = int(b_ts.searchsorted(cold_end, "right"))
+                    parts.append((b_ts[lo:hi], b_vals[lo:hi]))
+            parts = [p for p in parts if p[0].shape[0]]
             if not parts:
                 continue
-            # Usually the parts do not overlap: in order of their first sample they join sorted.
-            joined = sorted(parts, key=lambda p: int(p[0][0]))
-            ts = np.concatenate([p[0] for p in joined])
-            vals = np.concatenate([p[1] for p in joined])
-            if ts.size > 1 and not bool((ts[1:] > ts[:-1]).all()):
-                ts = np.concatenate([p[0] for p in parts])
-                vals = np.concatenate([p[1] for p in parts])
-                order = np.argsort(ts, kind="stable")
-                ts, vals = ts[order], vals[order]
-                keep = np.ones(ts.size, dtype=bool)
-                keep[1:] = ts[1:] != ts[:-1]
-                ts, vals = ts[keep], vals[keep]
-            out.append(SeriesData(info.series, ts, vals, Resolution.RAW))
-        out.sort(key=lambda d: d.series.labels)
-        return out
+            if len(parts) == 1:  # (a block's samples, or a read's rows: in order, one per timestamp)
+                ts, vals = parts[0]
+            else:
+                # Usually the parts do not overlap: in order of their first sample they join sorted.
+                joined = sorted(parts, key=lambda p: int(p[0][0]))
+                ts = np.concatenate([p[0] for p in joined])
+                vals = np.concatenate([p[1] for p in joined])
+                if not bool((ts[1:] > ts[:-1]).all()):
+                    ts = np.concatenate([p[0] for p in parts])
+                    vals = np.concatenate([p[1] for p in parts])
+                    order = np.argsort(ts, kind="stable")
+                    ts, vals = ts[order], vals[order]
+                    keep = np.ones(ts.size, dtype=bool)
+                    keep[1:] = ts[1:] != ts[:-1]
+                    ts, vals = ts[keep], vals[keep]
+            series.append(s)
+            ts_out.append(ts)
+            vals_out.append(vals)
+        return series, ts_out, vals_out
 
-    def _decoded_block(self, sid: int, start: int, written_us: int, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    def _decoded_block(self, sid: int, start: int, written_us: int, data: bytes) -> tuple[np.ndarray, np.ndarray, int, int]:
         """``decode_block`` of a series' sealed block (window ``start``, written at
         ``written_us``), kept decoded while that is its write time (a reseal writes it again,
-        later) and the cache holds it (BLOCK_CACHE_BYTES, least recently used dropped first)."""
+        later) and the cache holds it (BLOCK_CACHE_BYTES, least recently used dropped first);
+        with its first and last timestamps (an empty block: a first after any range)."""
         if self._blocks_decoded is None:
             self._blocks_decoded = OrderedDict()
         cache, key = self._blocks_decoded, (sid, start)
         got = cache.get(key)
         if got is not None and got[0] == written_us and got[1] == len(data):
             cache.move_to_end(key)
-            return got[2], got[3]
+            return got[2], got[3], got[4], got[5]
         ts, vals = decode_block(data)
+        first, last = (int(ts[0]), int(ts[-1])) if ts.size else (2**63 - 1, -(2**63))
         if not written_us:  # (no write time read: not kept)
-            return ts, vals
+            return ts, vals, first, last
         ts.flags.writeable = vals.flags.writeable = False  # (shared by the reads that find it)
         old = cache.pop(key, None)
         if old is not None:
             self._blocks_decoded_bytes -= old[2].nbytes + old[3].nbytes
-        cache[key] = (written_us, len(data), ts, vals)
+        cache[key] = (written_us, len(data), ts, vals, first, last)
         self._blocks_decoded_bytes += ts.nbytes + vals.nbytes
         while self._blocks_decoded_bytes > BLOCK_CACHE_BYTES and cache:
             _, dropped = cache.popitem(last=False)
             self._blocks_decoded_bytes -= dropped[2].nbytes + dropped[3].nbytes
-        return ts, vals
+        return ts, vals, first, last
 
     async def read_blocks_of(
         self, series_ids: Sequence[int], start_ms: int, end_ms: int

@@ -210,6 +210,15 @@ async def test_select_takes_sealed_windows_from_blocks_and_late_writes_from_rows
             if h not in late_window:
                 await store.execute(f"DELETE FROM {store.keyspace}.raw_recent WHERE target = %s AND hour = %s", (target, h))
         _expect(await store.select(ms, start, now), data)
+        # The flat read of cold ranges on a window's edge (the next window's block holds the
+        # range's last millisecond at most; blocks cut by their first and last timestamps),
+        # in a window, and across the cold and hot hours.
+        edge = (start // WINDOW + 2) * WINDOW
+        for lo, hi in [(edge - 300_000, edge), (edge - 300_000, edge - 1), (edge, edge + 300_000), (edge - 1, edge + 1),
+                       (edge + 60_000, edge + 600_000), (edge - 300_000, now)]:
+            assert hi < first_hot * HOUR_MS or lo < first_hot * HOUR_MS <= hi
+            _expect((await store.select_flat(ms, lo, hi)).as_data(),
+                    {sid: (t[(t >= lo) & (t <= hi)], v[(t >= lo) & (t <= hi)]) for sid, (t, v) in data.items()})
 
         # A late write into a sealed hour (a spool replay): marked, read from rows and merged.
         del store.late_after_ms  # back to the class default
