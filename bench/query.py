@@ -351,6 +351,11 @@ def _measure_cassandra(
     print(f"cassandra: started in {time.perf_counter() - t:.1f}s on port {node.port}", flush=True)
     st = CassandraRollupStorage.connect_sync(["127.0.0.1"], node.port, "bench_query", create_schema=mem is not None)
     st.late_after_ms = 2**62  # these writes stand for live scrapes, not a replay (no late marks)
+    # ... nor slow ones: frames stored later than settle_after_ms after their scrape mark their
+    # target and hour (``raw_late_frames``, at the wall clock of the build), and a mark newer
+    # than a kept read drops the frames it kept: the panels, read by their own clock (before
+    # the build's), then read every target's frames whole at each refresh.
+    st.settle_after_ms = 2**62
 
     async def run() -> list[dict]:
         if mem is None:
