@@ -991,6 +991,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve_targets(args.count, args.series))
         return 0
     if args.cmd == "seal":
+        from cli.malloc_tuning import tune_malloc
+
+        tune_malloc()  # as ``ringmon rollup`` runs (cli/main.py: every command but the scraper)
         print(json.dumps(asyncio.run(seal_child(args.config))))
         return 0
     try:
