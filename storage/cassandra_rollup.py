@@ -235,6 +235,7 @@ class CassandraRollupMixin:
         async def _select_series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int, *,
                                  cached: bool = False) -> list[SeriesInfo]: ...
         async def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Series]: ...
+        async def _index_targets(self, start_ms: int, end_ms: int, *, kept: bool = False) -> list[SeriesInfo]: ...
         async def read_raw(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
                            hours: Sequence[int] | None = None, *, kept: bool = False) -> list[SeriesData]: ...
         async def read_raw_flat(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
@@ -429,16 +430,24 @@ class CassandraRollupMixin:
         """``read_raw_window`` as one ``RawWindow``: the columns of rows and frames merged
         (``read_columns``) go to the job as they are, no per-series objects on the way. No
         ``sealed_rows``: raw rows and frames expire by TTL, a seal drops nothing."""
-        return await self.read_raw_window_group((shard,), shards, start_ms, end_ms)
+        return await self.read_raw_window_group((shard,), shards, start_ms, end_ms, kept_index=seal_from_ms is None)
 
-    async def read_raw_window_group(self, group: Sequence[int], shards: int, start_ms: int, end_ms: int) -> RawWindow:
+    async def read_raw_window_group(
+        self, group: Sequence[int], shards: int, start_ms: int, end_ms: int, *, kept_index: bool = False
+    ) -> RawWindow:
         """``read_raw_window_arrays`` of several shards at once (``RawWindowGroups``): the
         index is read once and each frame decoded once for all of them. Hours whose raw
         partitions were dropped (``drop_raw_hours``: a reseal, a window's counter carry from
-        the one before) add their blocks, below the rows and frames written since."""
-        infos = await self._shard_infos(set(group), shards, start_ms, end_ms)
+        the one before) add their blocks, below the rows and frames written since.
+        ``kept_index`` (a fresh pass): the index's ids and targets as a recent read found them
+        while its stamps allow (``_index_targets``); a seal reads them, so that no series
+        written meanwhile is left out of its blocks whatever the writers' clocks."""
         if start_ms < self.now_ms() - self.recent_raw_keep_ms:  # sealed blocks too: the general path
+            infos = await self._shard_infos(set(group), shards, start_ms, end_ms)
             return RawWindow.of(await self.rows_and_blocks(infos, start_ms, end_ms - 1))
+        # (ids and targets only: rows and frames become columns by series id, no labels read)
+        infos = [i for i in await self._index_targets(start_ms, end_ms - 1, kept=kept_index)
+                 if i.series.id % shards in group]
         if not infos:
             return RawWindow(_NO_IDS, np.zeros(1, dtype=np.int64), _NO_IDS, _NO_VALUES)
         parts = await self._read_parts(infos, start_ms, end_ms - 1, None)
@@ -501,8 +510,8 @@ class CassandraRollupMixin:
         ps = await self._ps()
         ttl = DEFAULT_TTLS_S["raw_frames"] + 86_400  # outlives the raw input it speaks of
         await self._bounded([(ps["meta_set_ttl"], (f"{_DROPPED_HOUR}{h}", "1", ttl)) for h in hours])
-        every = [Matcher(METRIC_NAME, MatchOp.RE, ".+")]
-        infos = await self._select_series(every, hours[0] * HOUR_MS, (hours[-1] + 1) * HOUR_MS - 1)
+        # (a target a kept read missed, for a writer's clock skew, keeps its partitions to their TTL)
+        infos = await self._index_targets(hours[0] * HOUR_MS, (hours[-1] + 1) * HOUR_MS - 1, kept=True)
         targets = sorted({t for i in infos for t in i.targets})
         calls = [(ps[name], (written_before_us, t, h)) for t in targets for h in hours
                  for name in ("frames_drop", "recent_drop")]

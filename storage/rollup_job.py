@@ -231,10 +231,11 @@ class RawWindowGroups(Protocol):
     it, the job works a window of every shard it holds at once (``RollupJob.shards_at_once``)."""
 
     async def read_raw_window_group(
-        self, group: Sequence[int], shards: int, start_ms: int, end_ms: int
+        self, group: Sequence[int], shards: int, start_ms: int, end_ms: int, *, kept_index: bool = False
     ) -> RawWindow:
         """What ``read_raw_window_arrays`` gives for each shard of ``group``, as one
-        ``RawWindow`` (no ``sealed_rows``)."""
+        ``RawWindow`` (no ``sealed_rows``). ``kept_index``: the series index may be taken from
+        a recent read while unchanged (a fresh pass; a seal reads it)."""
         ...
 
 
@@ -798,7 +799,8 @@ class RollupJob:
     ) -> Sequence[SeriesData] | RawWindow:
         if len(group) > 1:
             if isinstance(self.store, RawWindowGroups):
-                return await self.store.read_raw_window_group(group, self.shards, start_ms, end_ms)
+                return await self.store.read_raw_window_group(group, self.shards, start_ms, end_ms,
+                                                              kept_index=seal_from_ms is None)
             if seal_from_ms is None and isinstance(self.store, FreshGroups):
                 return await self.store.read_fresh_group(group, self.shards, start_ms, end_ms)
             raise TypeError("a store without group reads works one shard at a time")

@@ -280,7 +280,7 @@ class GroupReads:
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
-    async def read_raw_window_group(self, group, shards, start_ms, end_ms) -> RawWindow:
+    async def read_raw_window_group(self, group, shards, start_ms, end_ms, *, kept_index=False) -> RawWindow:
         self.groups.append(sorted(group))
         return RawWindow.of([d for k in group for d in await self.inner.read_raw_window(k, shards, start_ms, end_ms)])
 
