@@ -139,6 +139,10 @@ RAW_DROP_MARGIN_MS = 15 * 60_000
 # writes in flight): later writes, whose late marks it may not have seen, stay.
 RAW_DROP_SKEW_MS = 2 * 60_000
 _DROPPED_HOUR = "raw_dropped:"  # meta key prefix of an hour whose raw partitions were dropped
+# meta key prefix of a FRESH_BLOCK_MS block some fresh pass wrote provisional 1m chunks into
+# (``write_fresh_minutes``, before the chunks; TTL FRESH_TTL_S): a seal of a window with none
+# has none to delete (``write_seal``)
+_FRESH_BLOCK = "fresh_block:"
 
 
 # Sealed raw blocks a query read, kept decoded (``_decoded_block``) by series and window with
@@ -584,10 +588,11 @@ class CassandraRollupMixin:
         methods send them. All the writes run at once: a failure leaves the window to be done
         again whole (the job moves its checkpoint after), every write an upsert or a delete
         of what the final chunks hold."""
-        block_calls, minute_calls, hour_calls = await asyncio.gather(
+        block_calls, minute_calls, hour_calls, fresh = await asyncio.gather(
             self._block_calls(blocks),
             self._rollup_calls(Resolution.MINUTE, minutes),
             self._rollup_calls(Resolution.HOUR, hours),
+            self._fresh_windows({(b.start_ms, b.end_ms) for b in blocks}),
         )
         drop = (await self._ps())["1m_fresh_drop"]
         chunk_of: dict[tuple[int, int], list[tuple[PreparedStatement, tuple]]] = {}
@@ -599,12 +604,31 @@ class CassandraRollupMixin:
             mates = chunk_of.pop((sid, day), None)
             if mates:  # the chunks first: their consistency level (LOCAL_QUORUM) is the batch's
                 drops = [(drop, (sid, day, lo, hi)) for lo, hi in _fresh_drops(
-                    window_start, window_end, [c[1][2] for c in mates])]
+                    window_start, window_end, [c[1][2] for c in mates])] if (window_start, window_end) in fresh else []
                 together.append([*mates, call, *drops])
             else:
                 rest.append(call)
         rest += [call for mates in chunk_of.values() for call in mates]
         await self._bounded(rest, together=together)
+
+    async def _fresh_windows(self, windows: Collection[tuple[int, int]]) -> set[tuple[int, int]]:
+        """Of ``windows`` ([start, end) in ms), those with a block some fresh pass wrote
+        provisional chunks into (its ``_FRESH_BLOCK`` mark): only their seals delete provisional
+        keys. A window no fresh pass touched (a job run with ``--no-fresh``, a backfill, issue
+        #20's one seal) so writes no range tombstone per series, a quarter of the seal's
+        statements. (A fresh pass of a copy that lost its lease, whose mark and chunks land
+        after this read, leaves its chunks to their TTL: reads take a final bucket over a
+        provisional one.)"""
+        keyed: dict[str, tuple[int, int]] = {}
+        for start, end in windows:
+            for block in range(start - start % FRESH_BLOCK_MS, end, FRESH_BLOCK_MS):
+                keyed[f"{_FRESH_BLOCK}{block}"] = (start, end)
+        if not keyed:
+            return set()
+        ps = (await self._ps())["meta_keys"]
+        keys = list(keyed)
+        pages = await asyncio.gather(*(self.execute(ps, (keys[i : i + 100],)) for i in range(0, len(keys), 100)))
+        return {keyed[r[0]] for found in pages for page in found for r in page}
 
     async def _rollup_calls(
         self, resolution: Resolution, rows: Sequence[RollupRows]
@@ -705,6 +729,10 @@ class CassandraRollupMixin:
                         first = int(piece.timestamps[0])
                     keys.append((r.series_id, first))
                     fresh.append(chunks.encode_columns(Resolution.MINUTE, first, piece))
+        if keys:  # marked before the chunks: a seal that finds no mark has no chunk of its window to delete
+            mark = (await self._ps())["meta_set_ttl"]
+            await self._bounded([(mark, (f"{_FRESH_BLOCK}{block}", "1", FRESH_TTL_S))
+                                 for block in sorted({first - first % FRESH_BLOCK_MS for _, first in keys})])
         await self._bounded([(ps, (sid, first // DAY_MS, first, b"", *(cols[c] for c in chunks.COLUMNS), FRESH_TTL_S))
                              for (sid, first), cols in zip(keys, chunks.compact_dicts(fresh), strict=True)])
         if aligned_rows:
