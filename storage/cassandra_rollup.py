@@ -75,6 +75,7 @@ from storage.cassandra import (
     CassandraStorage,
     SeriesInfo,
     TransientStorageError,
+    bind_fast,
     partition_batches,
     series_runs,
 )
@@ -370,8 +371,8 @@ class CassandraRollupMixin:
         batch warning thresholds, so each lands on its replicas without fan-out. Each group of
         ``together`` shares one partition key (in tables of one keyspace): it stays in one
         batch, a single mutation on the node."""
-        units = [([stmt.bind(params)], _row_bytes(params)) for stmt, params in calls]
-        units += [([stmt.bind(params) for stmt, params in group], sum(_row_bytes(p) for _, p in group))
+        units = [([bind_fast(stmt, params)], _row_bytes(params)) for stmt, params in calls]
+        units += [([bind_fast(stmt, params) for stmt, params in group], sum(_row_bytes(p) for _, p in group))
                   for group in together]
         max_units, max_bytes = await self._batch_limits()
         requests = partition_batches(self.session.cluster.metadata, self.keyspace, units, max_units, max_bytes)
