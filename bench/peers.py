@@ -86,6 +86,7 @@ QUERY_RUNS = 5
 WARM_AFTER_FIRST_QUERY_S = 3.0
 STOP_WAIT_S = 30.0
 RSS_EVERY_S = 2.0  # the window's RSS samples
+JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")  # a JVM's JIT compiler threads (names cut at 15)
 
 # ---------------------------------------------------------------------------- synthetic targets
 
@@ -504,10 +505,13 @@ class RingmonCluster:
                     stop_process(p)
             node = self.node
             if self.scraper is not None and node is not None and node.is_running() and node.pid is not None:
-                c0 = proc_cpu_s(node.pid)
+                c0, th0 = proc_cpu_s(node.pid), thread_cpu_s(node.pid)
                 extra = seal(self.cfg_path)
                 extra["seal_cassandra_cpu_s"] = proc_cpu_s(node.pid) - c0
                 extra["seal_cpu_s"] += extra["seal_cassandra_cpu_s"]
+                # of it the JVM's JIT compilers (a node that ran for hours compiles next to nothing)
+                extra["seal_cassandra_jit_cpu_s"] = sum(
+                    v for k, v in thread_delta(th0, thread_cpu_s(node.pid)).items() if k.startswith(JIT_THREADS))
                 node.nodetool("flush", "ringmon", timeout_s=300)
                 extra["raw_disk_bytes_flushed"] = float(cassandra_raw_bytes(self.data_dir()))
                 # the tombstones of the dropped raw partitions meet their data in a compaction
@@ -875,7 +879,9 @@ def measure(system: System, tmp: Path, ports: list[int], control: int, args: arg
           f"({fig.cpu_us_per_sample:.2f} us/sample); peak RSS {fig.rss_mib:.0f} MiB; "
           f"{fig.disk_bytes / 2**20:.1f} MiB on disk for {fig.stored_total:,.0f} samples; "
           f"query {fig.query_median_ms:.0f} ms ({fig.query_series} series)"
-          + (f"; seal {extra['seal_cpu_s']:.1f}s CPU, {extra['samples_sealed']:,.0f} samples sealed, "
+          + (f"; seal {extra['seal_cpu_s']:.1f}s CPU (the job {extra['seal_cpu_s'] - extra.get('seal_cassandra_cpu_s', 0):.1f}"
+             f", Cassandra {extra.get('seal_cassandra_cpu_s', 0):.1f} of which its JIT compilers "
+             f"{extra.get('seal_cassandra_jit_cpu_s', 0):.1f}), {extra['samples_sealed']:,.0f} samples sealed, "
              f"{extra['samples_sealed'] / max(extra.get('series_sealed', 0), 1):.0f} per series, "
              f"{extra['block_bytes'] / max(extra['samples_sealed'], 1):.2f} bytes/sample in blocks, "
              f"{fig.raw_bytes_per_sample:.2f} raw bytes/sample on disk"
