@@ -974,14 +974,14 @@ def group_members(ids_blob: bytes) -> np.ndarray:
 
 def decode_group(data: bytes, ids: np.ndarray, wanted: Collection[int] | None = None) -> dict[int, Block]:
     """The blocks of series ``wanted`` (None: all) of a group value whose members are ``ids``
-    (``encode_group``'s order), each bit for bit as encoded; only their frames are decompressed."""
+    (``encode_group``'s order), each bit for bit as encoded; only their frames are decompressed.
+    The timestamps of a times entry are shared by its series (read-only arrays) and kept by
+    the process (``GROUP_TIMES``: a target's groups of a window share them)."""
     buf = memoryview(data)
     if len(buf) < 2 or buf[0] != VERSION_GROUP:
         raise BlockError(f"not a group (version {buf[0] if len(buf) else None})")
     ncols = buf[1]
-    n, pos = _get_varint(buf, 2)
-    n_times, pos = _get_varint(buf, pos)
-    n_frames, pos = _get_varint(buf, pos)
+    (n, n_times, n_frames), pos = _read_varints(buf, 2, 3)
     if n != ids.shape[0] or n_times > n or n_frames > n:
         raise BlockError("corrupt group header")
     times: list[memoryview] = []
@@ -991,15 +991,8 @@ def decode_group(data: bytes, ids: np.ndarray, wanted: Collection[int] | None = 
             raise BlockError("truncated group times")
         times.append(buf[pos : pos + size])
         pos += size
-    frames: list[tuple[int, int, int, int]] = []  # (first member, members, size, size decompressed)
-    first = 0
-    for _ in range(n_frames):
-        count, pos = _get_varint(buf, pos)
-        size, pos = _get_varint(buf, pos)
-        raw_size, pos = _get_varint(buf, pos)
-        frames.append((first, count, size, raw_size))
-        first += count
-    if first != n:
+    table, pos = _read_varints(buf, pos, 3 * n_frames)  # (members, size, size decompressed) a frame
+    if sum(table[0::3]) != n:
         raise BlockError("corrupt group frames")
     id_list = ids.tolist()
     if wanted is None:
@@ -1009,34 +1002,90 @@ def decode_group(data: bytes, ids: np.ndarray, wanted: Collection[int] | None = 
         want = [m in asked for m in id_list]
     decoded_times: dict[int, np.ndarray] = {}
     out: dict[int, Block] = {}
-    for a, count, size, raw_size in frames:
+    a = 0
+    for f in range(n_frames):
+        count, size, raw_size = table[3 * f : 3 * f + 3]
         if pos + size > len(buf):
             raise BlockError("truncated group frame")
         if any(want[a : a + count]):
             raw = memoryview(_decompress(VERSION, buf[pos : pos + size], raw_size))
             if len(raw) != raw_size:
                 raise BlockError("corrupt group frame: its size")
-            heads = []
-            p = 0
-            for _ in range(count):
-                t, p = _get_varint(raw, p)
-                length, p = _get_varint(raw, p)
-                heads.append((t, length))
-            for k, (t, length) in enumerate(heads):
-                if p + length > len(raw) or t >= n_times:
+            heads, p = _read_varints(raw, 0, 2 * count)  # (times index, payload length) a series
+            for k in range(count):
+                t, length = heads[2 * k], heads[2 * k + 1]
+                if p + length > raw_size or t >= n_times:
                     raise BlockError("corrupt group frame")
                 if want[a + k]:
                     ts = decoded_times.get(t)
                     if ts is None:
-                        ts = decoded_times[t] = _group_times(times[t])
+                        ts = decoded_times[t] = GROUP_TIMES.decoded(times[t])
                     out[id_list[a + k]] = _group_columns(raw[p : p + length], ts, ncols)
                 p += length
-            if p != len(raw):
+            if p != raw_size:
                 raise BlockError("corrupt group frame: bytes left over")
         pos += size
+        a += count
     if pos != len(buf):
         raise BlockError("corrupt group: bytes left over")
     return out
+
+
+def _read_varints(buf: memoryview, pos: int, count: int) -> tuple[list[int], int]:
+    """``count`` varints from ``buf[pos]`` (one-byte ones without a call) and the position after."""
+    out: list[int] = []
+    end = len(buf)
+    for _ in range(count):
+        if pos >= end:
+            raise BlockError("truncated group")
+        b = buf[pos]
+        if b < 0x80:
+            out.append(b)
+            pos += 1
+        else:
+            v, pos = _get_varint(buf, pos)
+            out.append(v)
+    return out, pos
+
+
+GROUP_TIMES_BYTES = 16 << 20  # decoded timestamps of group times entries a process keeps
+
+
+class GroupTimes:
+    """Decoded timestamps of groups' times entries by their bytes (content: never stale),
+    least recently used dropped first: the groups of a target's parts of a window share them,
+    and a read of a target's series in several parts decoded them once per group."""
+
+    def __init__(self, max_bytes: int = GROUP_TIMES_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._kept: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def decoded(self, times: memoryview | bytes) -> np.ndarray:
+        key = bytes(times)
+        with self._lock:
+            got = self._kept.get(key)
+            if got is not None:
+                self._kept.move_to_end(key)
+                return got
+        ts = _group_times(memoryview(key))
+        with self._lock:
+            if key not in self._kept:
+                self._kept[key] = ts
+                self._bytes += ts.nbytes + len(key)
+                while self._bytes > self.max_bytes and len(self._kept) > 1:
+                    k, dropped = self._kept.popitem(last=False)
+                    self._bytes -= dropped.nbytes + len(k)
+        return ts
+
+    def clear(self) -> None:
+        with self._lock:
+            self._kept.clear()
+            self._bytes = 0
+
+
+GROUP_TIMES = GroupTimes()
 
 
 def _group_times(times: memoryview) -> np.ndarray:

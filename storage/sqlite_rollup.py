@@ -520,12 +520,16 @@ class SQLiteRollupMixin:
         return await self.run_write(run)
 
     def _group_targets(self, con: sqlite3.Connection, series_ids: Sequence[int]) -> dict[int, str]:
-        """Each series' target, the key of its groups ('' for a series without a ``series`` row)."""
-        out = dict.fromkeys(series_ids, "")
-        for target, sids in self._targets_of(con, series_ids).items():  # type: ignore[attr-defined]
-            for sid in sids:
-                out[sid] = target
-        return out
+        """Each series' target, the key of its groups ('' for a series without a ``series``
+        row), from the targets the store keeps (``SQLiteStorage._series_target``: a series'
+        target never changes), the missing ones read."""
+        known: dict[int, str] = self._series_target  # type: ignore[attr-defined]
+        missing = [sid for sid in series_ids if sid not in known]
+        for i in range(0, len(missing), IN_LIST):
+            part = missing[i : i + IN_LIST]
+            q = f"SELECT series_id, target FROM series WHERE series_id IN ({','.join('?' * len(part))})"
+            known.update(con.execute(q, part).fetchall())
+        return {sid: known.get(sid, "") for sid in series_ids}
 
     async def write_rollups(self, resolution: Resolution, rows: Sequence[RollupRows]) -> None:
         await self._ensure_rollup_schema()

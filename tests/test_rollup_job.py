@@ -225,6 +225,16 @@ async def test_rerun_changes_nothing(store, tmp_path):
     assert f"{SHARDS * HOURS // 2}/{SHARDS * HOURS // 2}" in out.getvalue()
     # Nothing new is closed: a further pass does nothing.
     assert await job.run_once() == []
+    # A job of 32 shards seals half a group's part at a time: each seal keeps the other
+    # half's series in the group it writes; the same blocks, one group per target and part.
+    other = RollupJob(store, LocalShardLease(tmp_path / "locks32"), window_ms=WINDOW, shards=32,
+                      now_ms=lambda: T_END + HOUR_MS)
+    await other.backfill(T0, T_END)
+    assert dump(tmp_path / "ringmon.db") == before
+    con = sqlite3.connect(tmp_path / "ringmon.db")
+    keys = con.execute("SELECT target, part, start_ts FROM raw_groups").fetchall()
+    con.close()
+    assert len(keys) == len(set(keys))
 
 
 async def test_resumes_from_checkpoints(store, data, tmp_path):
