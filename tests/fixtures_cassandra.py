@@ -7,6 +7,10 @@ module a ``CassandraStorage`` on a fresh keyspace; ``keyspace_store`` makes one 
 ``CassandraStorage`` class) for a test. Tests using either fixture get the ``cassandra``
 marker, so ``-m "not cassandra"`` skips them.
 
+When the run holds a test marked ``cassandra``, the node's start (~10 s of a JVM booting, a
+test's setup before) begins in a thread as soon as collection ends, so that it passes under
+the tests before the first user; that test's setup only waits for what is left of it.
+
 For a quick edit-test loop, ``RINGMON_TEST_CASSANDRA_DIR=<dir>`` reuses a node started with
 ``python services/cassandra/cassandra_node.py start --dir <dir> ...`` instead of starting one.
 """
@@ -17,6 +21,7 @@ import contextlib
 import os
 import re
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
@@ -31,15 +36,8 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.cassandra)
 
 
-@pytest.fixture(scope="session")
-def cassandra(tmp_path_factory):
-    reuse = os.environ.get("RINGMON_TEST_CASSANDRA_DIR")
-    if reuse:
-        node = CassandraNode.load(reuse)
-        node.start(timeout_s=240)
-        yield node
-        return
-    node = CassandraNode(
+def _new_node(tmp_path_factory: pytest.TempPathFactory) -> CassandraNode:
+    return CassandraNode(
         tmp_path_factory.mktemp("cassandra"),
         native_port=free_port(),
         heap="1g",
@@ -49,11 +47,53 @@ def cassandra(tmp_path_factory):
         # waited for a CPU for 85% of its stalls while the node served the hostile reads).
         nice=10,
     )
-    node.start(timeout_s=240)
+
+
+_early: list[tuple[CassandraNode, Future[None]]] = []  # the node whose start began at collection's end
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Begin the node's start in a thread now when a test of this run will use it."""
+    if (session.config.option.collectonly or os.environ.get("RINGMON_TEST_CASSANDRA_DIR")
+            or not any(item.get_closest_marker("cassandra") for item in session.items)):
+        return
+    node = _new_node(session.config._tmp_path_factory)  # noqa: SLF001 - the tmp_path_factory fixture's object
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cassandra-start")
+    _early.append((node, pool.submit(node.start, timeout_s=240)))
+    pool.shutdown(wait=False)  # (the thread ends with the start)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A node started early that no test took (a run stopped by ``-x``) is stopped here."""
+    while _early:
+        node, future = _early.pop()
+        with contextlib.suppress(Exception):  # its own start failed: stopped below all the same
+            future.result(timeout=300)
+        node.stop(kill=True)
+
+
+@pytest.fixture(scope="session")
+def cassandra(tmp_path_factory):
+    reuse = os.environ.get("RINGMON_TEST_CASSANDRA_DIR")
+    if reuse:
+        node = CassandraNode.load(reuse)
+        node.start(timeout_s=240)
+        yield node
+        return
+    if _early:
+        node, future = _early.pop()
+        try:
+            future.result(timeout=300)  # (its start failure is raised here)
+        except BaseException:
+            node.stop(kill=True)
+            raise
+    else:
+        node = _new_node(tmp_path_factory)
+        node.start(timeout_s=240)
     try:
         yield node
     finally:
-        node.stop()
+        node.stop(kill=True)  # (its data goes with the session's temp dir: nothing to drain)
 
 
 def fresh_keyspace(prefix: str) -> str:

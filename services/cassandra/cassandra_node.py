@@ -310,12 +310,14 @@ class CassandraNode:
             time.sleep(0.5)
         raise NodeError(f"Cassandra not ready on {self.host}:{self.native_port} after {timeout_s:.0f}s")
 
-    def stop(self, timeout_s: float = 60.0) -> None:
-        """Stop by PID: SIGTERM, then SIGKILL after ``timeout_s``."""
+    def stop(self, timeout_s: float = 60.0, kill: bool = False) -> None:
+        """Stop by PID: SIGTERM, then SIGKILL after ``timeout_s``; ``kill``: SIGKILL at once (a
+        node whose data is thrown away: no drain, no flush)."""
         pid = self.pid or self._read_pid()
         if not pid:
             return
-        for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
+        signals = ((signal.SIGKILL, 10.0),) if kill else ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0))
+        for sig, wait_s in signals:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
