@@ -94,6 +94,7 @@ async def _scenario(cassandra, store: CassandraStorage, spool: Path, child_dir: 
     child = _spawn_child(cassandra.port, store.keyspace, child_dir / "child_spool", child_log, "append")
     events: dict[str, float] = {}
     spooled_seen = False
+    direct_ticks = 0  # ticks whose batches the writer took in DIRECT mode (before / after the outage)
 
     def child_lines(mode: str = "") -> int:
         try:
@@ -107,8 +108,11 @@ async def _scenario(cassandra, store: CassandraStorage, spool: Path, child_dir: 
             await asyncio.sleep(0.2)
 
     async def outage() -> None:
-        await asyncio.sleep(5)
-        await wait_child("direct", 5)  # the child process writes directly before the outage
+        # both writers write directly before the outage: this one 3 ticks, the child 5 batches
+        deadline = time.monotonic() + 90
+        while direct_ticks < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await wait_child("direct", 5)
         await loop.run_in_executor(None, cassandra.stop)
         events["down"] = time.monotonic()
         await asyncio.sleep(OUTAGE_S / 2)
@@ -122,7 +126,7 @@ async def _scenario(cassandra, store: CassandraStorage, spool: Path, child_dir: 
 
     outage_task = asyncio.create_task(outage())
     tick = int(time.time())
-    done_after: float | None = None
+    done_after: tuple[int, float] | None = None
     while True:
         tick += 1
         delay = tick - time.time()
@@ -137,10 +141,13 @@ async def _scenario(cassandra, store: CassandraStorage, spool: Path, child_dir: 
                 expected[s.id].append((ts, v))
             await writer.append(b)
         spooled_seen = spooled_seen or writer.mode == writer.SPOOLING
+        if writer.mode == writer.DIRECT:
+            direct_ticks += 1
         if outage_task.done() and done_after is None:
             outage_task.result()
-            done_after = time.monotonic() + 5
-        if done_after is not None and time.monotonic() >= done_after:
+            # Cassandra is back: 2 more ticks written directly (bounded; drain() below judges)
+            done_after = (direct_ticks + 2, time.monotonic() + 180)
+        if done_after is not None and (direct_ticks >= done_after[0] or time.monotonic() > done_after[1]):
             break
     drained = await writer.drain(180)
     diag = f"mode={writer.mode} depth={writer.queue_depth()} cursor={writer._cursor} stats={writer.stats}"
