@@ -33,7 +33,7 @@ AGG_NAMES = AGGREGATES
 
 def in_label_order(labels: list[tuple]) -> bool:
     """Whether ``labels`` are strictly ascending (one comparison each, no sort: a refresh
-    asked it of 800 series several times, ~0.4 ms a sort by key)."""
+    asked it of 800 series several times, a sort by key ~0.12 ms against ~0.09 for this check)."""
     return all(map(operator.lt, labels, itertools.islice(labels, 1, None)))
 
 
