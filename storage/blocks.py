@@ -524,16 +524,7 @@ def decode_columns(data: bytes, times: Mapping[int, bytes] | None = None) -> Blo
     p = 0
     if version not in (VERSION, VERSION_PLAIN) and n > 1:
         p = _decode_timestamps(payload, ts, step)
-    cols = []
-    for _ in range(ncols):
-        if n:
-            col, p = _decode_column(payload, p, n)
-        else:
-            col, p = np.empty(0, dtype=np.float64), p + 1
-        cols.append(col)
-    if p != len(payload):
-        raise BlockError(f"corrupt block: {len(payload) - p} bytes left over after {ncols} columns")
-    return Block(ts, cols)
+    return _group_columns(payload, ts, ncols, p)
 
 
 def _decode_timestamps(payload: memoryview, ts: np.ndarray, step: int) -> int:
@@ -1112,10 +1103,10 @@ def _group_times(times: memoryview) -> np.ndarray:
     return ts
 
 
-def _group_columns(payload: memoryview, ts: np.ndarray, ncols: int) -> Block:
+def _group_columns(payload: memoryview, ts: np.ndarray, ncols: int, p: int = 0) -> Block:
+    """A block of ``ts`` and the ``ncols`` value columns ``payload`` holds from ``p`` to its end."""
     n = ts.shape[0]
     cols = []
-    p = 0
     for _ in range(ncols):
         if n:
             col, p = _decode_column(payload, p, n)

@@ -36,7 +36,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Self, cast
+from typing import Any, Self, TypeVar, cast
 
 import numpy as np
 from cachetools import LRUCache
@@ -82,6 +82,7 @@ from storage.matchers import Matcher, MatchOp, match_all
 from storage.model import METRIC_NAME, SampleBatch, Series
 
 log = logging.getLogger(__name__)
+_Kept = TypeVar("_Kept")  # what a kept index read found (``_unchanged_since``)
 
 WRITER_FLOOR_KEY = "raw_writer_floor:"  # meta key prefix of a writer's raw floor (``publish_raw_floor``)
 POOL_SHUT = "Pool is shutdown"  # the driver's error for a session whose host pool it closed
@@ -1580,16 +1581,23 @@ class CassandraStorage(Storage):
             e = self._index_kept.get((suffix, metric, b, tuple(matchers)))
             if e is not None and now_us - e[0] <= INDEX_CACHE_MAX_AGE_MS * 1000:
                 held[(metric, b)] = e
+        out = {k: set(ids) for k, ids in (await self._unchanged_since(suffix, held)).items()}
+        self.index_kept_hits += len(out)
+        return out
+
+    async def _unchanged_since(self, suffix: str, held: dict[tuple[str, int], tuple[int, _Kept]]) -> dict[tuple[str, int], _Kept]:
+        """Of ``held`` ((metric, bucket) -> (read time in us, what that read found)), what the
+        index there has not changed since: its stamp (INDEX_STAMP_SHARD) older than the read
+        less ``index_skew_ms``; no stamp: not known. One request for all of them."""
         if not held:
             return {}
         params = (sorted({m for m, _ in held}), sorted({b for _, b in held}), INDEX_STAMP_SHARD, INDEX_STAMP_ID)
         stamps = {(m, b): w for m, b, w in await self._rows(self.ps_index[suffix]["stamp_read"], params)}
         out = {}
-        for k, (read_us, ids) in held.items():
+        for k, (read_us, found) in held.items():
             stamp = stamps.get(k)
             if stamp is not None and stamp < read_us - self.index_skew_ms * 1000:
-                out[k] = set(ids)
-        self.index_kept_hits += len(out)
+                out[k] = found
         return out
 
     async def _infos(self, level: sch.IndexLevel, found: dict[tuple[str, int], set[int]]) -> dict[int, SeriesInfo]:
@@ -1701,16 +1709,7 @@ class CassandraStorage(Storage):
             e = self._targets_kept.get((suffix, metric, b))
             if e is not None and now_us - e[0] <= INDEX_CACHE_MAX_AGE_MS * 1000:
                 held[(metric, b)] = e
-        if not held:
-            return {}
-        params = (sorted({m for m, _ in held}), sorted({b for _, b in held}), INDEX_STAMP_SHARD, INDEX_STAMP_ID)
-        stamps = {(m, b): w for m, b, w in await self._rows(self.ps_index[suffix]["stamp_read"], params)}
-        out = {}
-        for k, (read_us, kept) in held.items():
-            stamp = stamps.get(k)
-            if stamp is not None and stamp < read_us - self.index_skew_ms * 1000:
-                out[k] = kept
-        return out
+        return await self._unchanged_since(suffix, held)
 
     # -- reads ------------------------------------------------------------------------------
 
