@@ -985,6 +985,15 @@ class SQLiteStorage(Storage):
                 con.execute("COMMIT")
         return out
 
+    def _learn_targets(self, con: sqlite3.Connection, series_ids: Sequence[int]) -> None:
+        """Read into ``_series_target`` the targets of ``series_ids`` it does not hold yet (a
+        series' target never changes; a series without a ``series`` row stays out)."""
+        missing = [i for i in series_ids if i not in self._series_target]
+        for chunk in range(0, len(missing), IN_LIST):
+            part = missing[chunk : chunk + IN_LIST]
+            q = f"SELECT series_id, target FROM series WHERE series_id IN ({','.join('?' * len(part))})"
+            self._series_target.update(con.execute(q, part).fetchall())
+
     def _targets_of(self, con: sqlite3.Connection, series_ids: Sequence[int]) -> dict[str, list[int]]:
         """The series grouped by their target (the ``series`` table's, cached; a series'
         target never changes, so the last few groupings are kept whole: a refresh asks the same)."""
@@ -993,11 +1002,7 @@ class SQLiteStorage(Storage):
             hit = self._groupings.get(key)
         if hit is not None:
             return hit
-        missing = [i for i in series_ids if i not in self._series_target]
-        for chunk in range(0, len(missing), IN_LIST):
-            part = missing[chunk : chunk + IN_LIST]
-            q = f"SELECT series_id, target FROM series WHERE series_id IN ({','.join('?' * len(part))})"
-            self._series_target.update(con.execute(q, part).fetchall())
+        self._learn_targets(con, series_ids)
         out: dict[str, list[int]] = {}
         for sid in series_ids:
             target = self._series_target.get(sid)

@@ -523,12 +523,8 @@ class SQLiteRollupMixin:
         """Each series' target, the key of its groups ('' for a series without a ``series``
         row), from the targets the store keeps (``SQLiteStorage._series_target``: a series'
         target never changes), the missing ones read."""
+        self._learn_targets(con, series_ids)  # type: ignore[attr-defined]  # (SQLiteStorage's, beside this mixin)
         known: dict[int, str] = self._series_target  # type: ignore[attr-defined]
-        missing = [sid for sid in series_ids if sid not in known]
-        for i in range(0, len(missing), IN_LIST):
-            part = missing[i : i + IN_LIST]
-            q = f"SELECT series_id, target FROM series WHERE series_id IN ({','.join('?' * len(part))})"
-            known.update(con.execute(q, part).fetchall())
         return {sid: known.get(sid, "") for sid in series_ids}
 
     async def write_rollups(self, resolution: Resolution, rows: Sequence[RollupRows]) -> None:
