@@ -19,9 +19,12 @@ minutes). ``--no-fresh`` leaves that pass out: the newest rows are then up to 2 
 N`` seals only up to N minutes ago, then runs the job as a node does for those N minutes
 (``run_once`` a minute, its clock stepped: a fresh pass each minute, each window sealed as it
 closes), so the store holds what N minutes of provisional chunks leave (at most 24 h).
+``--store-hours H`` (Cassandra) has the store read as H hours after the data set's end rather
+than by the panels' clock: a panel's newest minutes then come from sealed blocks, as for a
+dashboard left open while its step is hours old.
 
 Run: ``.venv/bin/python bench/query.py [--hosts 100] [--runs 15] [--sqlite [--db DIR] | --cassandra [--no-fresh |
---fresh-minutes N]] [--panel "24 h"]``; ``--db`` keeps the SQLite database or the Cassandra node (left running; stop it with ``python -m
+--fresh-minutes N] [--store-hours H]] [--panel "24 h"]``; ``--db`` keeps the SQLite database or the Cassandra node (left running; stop it with ``python -m
 services.cassandra.cassandra_node stop --dir DIR/cassandra``) and the clock it was built at for the
 next run, so two versions of the code can be measured alternately on the same data. Goals: 24 h <= 100 ms p50
 cold, any cached refresh <= 20 ms. The last column digests the answers (a cold one, the last
@@ -201,19 +204,25 @@ class Clock:
 
 
 async def measure(
-    st: Storage, data_end: int, runs: int, downsample: bool, store_clock: bool = False, node_pid: int | None = None
+    st: Storage, data_end: int, runs: int, downsample: bool, store_clock: bool = False, node_pid: int | None = None,
+    store_hours: float | None = None,
 ) -> list[dict[str, Any]]:
     """``node_pid``: the Cassandra node's process, whose CPU per query is given too (mean of
     the cold queries, of the refreshes). ``store_clock``: the store reads by the panels' clock too (Cassandra: which hours it reads
     from ``raw_recent`` rows and frames rather than sealed blocks goes by its clock; by the wall
     clock, a data set kept with ``--db`` moved into the sealed-block path as it aged, and a
-    refresh's newest minutes cost several times what they cost when just written)."""
+    refresh's newest minutes cost several times what they cost when just written).
+    ``store_hours``: the store's clock is that many hours after the data set's end instead,
+    moving on with the panels' (``--store-hours``: a dashboard left open, its step hours old)."""
     rows = []
     for name, window, step in PANELS:
         expr = expr_for(step)
         end0 = (data_end - 10 * MINUTE_MS) // step * step
         clock = Clock(end0)
-        if store_clock:
+        if store_hours is not None:
+            ahead = data_end + round(store_hours * HOUR_MS) - end0
+            st._now_ms = lambda clock=clock, ahead=ahead: clock.now + ahead  # type: ignore[attr-defined]
+        elif store_clock:
             st._now_ms = clock  # type: ignore[attr-defined]
         cold, cold_cpu = [], []
         selects: set[str] = set()
@@ -330,10 +339,10 @@ async def _measure_sqlite(
 
 def _measure_cassandra(
     mem: MemoryStorage | None, tmp: str, now: int, runs: int, downsample: bool, fresh: bool, keep: bool = False,
-    fresh_minutes: int = 0,
+    fresh_minutes: int = 0, store_hours: float | None = None,
 ) -> list[dict]:
     """Measure through a Cassandra node in ``tmp`` (``mem`` None: its keyspace holds the data
-    already, ``--node``); ``keep``: leave the node running."""
+    already, ``--node``); ``keep``: leave the node running; ``store_hours``: ``measure``'s."""
     from pathlib import Path
 
     from services.cassandra.cassandra_node import CassandraNode, NodeError
@@ -359,7 +368,7 @@ def _measure_cassandra(
 
     async def run() -> list[dict]:
         if mem is None:
-            return await measure(st, now, runs, downsample, store_clock=True, node_pid=node.pid)
+            return await measure(st, now, runs, downsample, store_clock=True, node_pid=node.pid, store_hours=store_hours)
         t = time.perf_counter()
         await copy_store(mem, st)
         clock = Clock(now)
@@ -385,7 +394,7 @@ def _measure_cassandra(
             await asyncio.sleep(5)
         print(f"cassandra: measuring after {time.perf_counter() - t:.0f}s more, load average "
               f"{os.getloadavg()[0]:.1f}", flush=True)
-        return await measure(st, now, runs, downsample, store_clock=True, node_pid=node.pid)
+        return await measure(st, now, runs, downsample, store_clock=True, node_pid=node.pid, store_hours=store_hours)
 
     try:
         return asyncio.run(run())
@@ -412,6 +421,10 @@ def main() -> int:
     ap.add_argument("--db", metavar="DIR", help="(--sqlite, --cassandra) keep the database (the Cassandra node, left "
                     "running) in DIR and measure the one there if there is one (its clock, hosts and fresh pass as "
                     "built): A/B runs of two versions of the code on the same data, without rebuilding it")
+    ap.add_argument("--store-hours", type=float, metavar="H",
+                    help="(--cassandra) the store reads as H hours after the data set's end (its clock moving on "
+                    "with the refreshes), not by the panels' clock: with H >= 2.5 the panels' newest minutes come "
+                    "from sealed blocks, as for a dashboard left open for hours")
     ap.add_argument("--panel", action="append", choices=[p[0] for p in PANELS],
                     help="measure only this panel (repeatable; default all)")
     args = ap.parse_args()
@@ -420,6 +433,8 @@ def main() -> int:
         PANELS = [p for p in PANELS if p[0] in args.panel]
     if args.db and not (args.sqlite or args.cassandra):
         ap.error("--db needs --sqlite or --cassandra")
+    if args.store_hours is not None and not args.cassandra:
+        ap.error("--store-hours needs --cassandra")
     if not 0 <= args.fresh_minutes <= 24 * 60 or (args.fresh_minutes and args.no_fresh):
         ap.error("--fresh-minutes: 0 to 1440, without --no-fresh")
     tuned = tune_malloc()  # as every ``ringmon`` process does (cli/malloc_tuning.py)
@@ -466,7 +481,7 @@ def main() -> int:
             if saved:
                 os.makedirs(args.db, exist_ok=True)
             rows = _measure_cassandra(st, tmp_dir, now, args.runs, downsample, not args.no_fresh, keep=bool(saved),
-                                      fresh_minutes=args.fresh_minutes)
+                                      fresh_minutes=args.fresh_minutes, store_hours=args.store_hours)
             if saved and st is not None:
                 with open(saved, "w") as f:
                     json.dump({"now": now, "hosts": args.hosts, "fresh": not args.no_fresh,
@@ -477,6 +492,8 @@ def main() -> int:
             rows = asyncio.run(measure(st, now, args.runs, downsample))
         print(f"\nstore: {store_name}")
         print(f"sum by (mode) (rate(node_cpu_seconds_total[max(5m, step)])), downsample={downsample}, max_source_resolution={SOURCE.value}, isolate={ISOLATE}")
+        if args.store_hours is not None:
+            print(f"the store's clock: {args.store_hours:g} h after the data set's end (--store-hours), not the panels'")
         print("wall-clock p50/p99, and p50 of this process's CPU time (what the figures would be on an idle core);")
         print("json: the cached refresh answered as the HTTP API's JSON body (RangeQueryCache.range_query_json)")
         print(
