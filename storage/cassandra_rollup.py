@@ -109,6 +109,7 @@ WRITE_ATTEMPTS = 5  # upserts are idempotent: a timed-out write is safe to repea
 RECENT_RAW_MS = DEFAULT_WINDOW_MS + DEFAULT_GRACE_MS
 BLOCK_LOOKBACK_MS = 6 * HOUR_MS  # blocks starting this long before a read's start are found
 BLOCK_READ_SERIES_CHUNK = 16  # series per block request (unpaged: <= 16 x 24 blocks)
+BLOCK_KEY_SERIES = 100  # series per request of block keys and write times (~40 B a block)
 TIMES_READ_KEYS = 256  # timestamp frames per request (unpaged: <= 256 x ~200 B at a 2 h window of 10 s)
 CHUNK_READ_SERIES = 16  # series per rollup chunk request (unpaged: <= 16 x 4 chunks, ~1.2 MB)
 # series per read of the chunks a seal merges into (one chunk each, unpaged: <= 64 x ~32 KB)
@@ -149,6 +150,8 @@ _FRESH_BLOCK = "fresh_block:"
 # Sealed raw blocks a query read, kept decoded (``_decoded_block``) by series and window with
 # their write time: a panel's series with a sample on a window's edge are read raw for 24 h,
 # ~11 blocks each, and decoding them was ~4 ms of each cold 24 h panel (8 series; ~45 us a block).
+# A read asks for the blocks' keys and write times first and fetches the bytes of those not
+# kept at that write time only (``_blocks_decoded_of``).
 BLOCK_CACHE_BYTES = 16 << 20
 
 _CHUNK_COLS = ", ".join(chunks.STORED.values())
@@ -263,9 +266,10 @@ class CassandraRollupMixin:
     _chunk_reads: dict | None = None  # (resolution, aggregates) -> prepared chunk read
     # Bytes of rollup chunks kept between reads (``storage.chunk_cache``; 0: none kept).
     rollup_cache_bytes: int = DEFAULT_MAX_BYTES
-    # (series id, window start) -> (write time us, bytes, ts, values, first ts, last ts) of decoded blocks, LRU
-    _blocks_decoded: OrderedDict[tuple[int, int], tuple[int, int, np.ndarray, np.ndarray, int, int]] | None = None
+    # (series id, window start) -> (write time us, ts, values, first ts, last ts) of decoded blocks, LRU
+    _blocks_decoded: OrderedDict[tuple[int, int], tuple[int, np.ndarray, np.ndarray, int, int]] | None = None
     _blocks_decoded_bytes: int = 0
+    blocks_fetched: int = 0  # blocks whose bytes reads fetched (``_blocks_decoded_of``: those not kept)
 
     async def _ps(self) -> dict:
         if self._rollup_ps is None:
@@ -286,6 +290,10 @@ class CassandraRollupMixin:
                     "times_read": p(f"SELECT key, data FROM {ks}.raw_block_times WHERE start_ts = ? AND key IN ?"),
                     "blocks_read": p(
                         f"SELECT series_id, start_ts, end_ts, WRITETIME(data), data FROM {ks}.raw_blocks"
+                        " WHERE series_id IN ? AND day = ? AND start_ts >= ? AND start_ts <= ?"
+                    ),
+                    "block_keys": p(
+                        f"SELECT series_id, start_ts, end_ts, WRITETIME(data) FROM {ks}.raw_blocks"
                         " WHERE series_id IN ? AND day = ? AND start_ts >= ? AND start_ts <= ?"
                     ),
                     "1m_chunk_ins": p(
@@ -321,6 +329,7 @@ class CassandraRollupMixin:
                     "meta_all": p(f"SELECT key, value FROM {ks}.meta"),
                 }
                 out["blocks_read"].fetch_size = None  # bounded by BLOCK_READ_SERIES_CHUNK
+                out["block_keys"].fetch_size = None  # bounded by BLOCK_KEY_SERIES
                 for name in ("1m_chunks_get", "1h_chunks_get"):
                     out[name].fetch_size = None  # bounded by SEAL_READ_SERIES
                 for name in ("1m_chunks_get", "1h_chunks_get", "1m_chunk_ins", "1h_chunk_ins", "1m_fresh_drop", "meta_keys",
@@ -823,7 +832,7 @@ class CassandraRollupMixin:
         cold, hot = self._cold_and_hot(start_ms, end_ms)
         cold_end = min(end_ms, (cold[-1] + 1) * HOUR_MS - 1)
         blocks, late, hot_rows = await asyncio.gather(
-            self.read_blocks_of([i.series.id for i in infos], start_ms, cold_end),
+            self._blocks_decoded_of([i.series.id for i in infos], start_ms, cold_end),
             self.late_hours(start_ms, cold_end),
             self.read_raw(infos, start_ms, end_ms, hot, kept=True) if hot else _no_rows(),
         )
@@ -831,7 +840,7 @@ class CassandraRollupMixin:
         need_by_hours: dict[tuple[int, ...], list[SeriesInfo]] = {}
         for info in infos:
             trusted: set[int] = set()
-            for b_start, b_end, written_us, _ in blocks.get(info.series.id, ()):
+            for b_start, b_end, written_us, *_ in blocks.get(info.series.id, ()):
                 for h in range(b_start // HOUR_MS, -(-b_end // HOUR_MS)):
                     mark = late.get(h)
                     if mark is None or written_us // 1000 >= mark + self.late_seal_margin_ms:
@@ -854,8 +863,7 @@ class CassandraRollupMixin:
             sid = s.id
             got = rows_by_id.get(sid)
             parts = [] if got is None else [(d.timestamps, d.values) for d in got]  # rows first: they win ties
-            for b_start, _, written_us, data in blocks.get(sid, no_blocks):
-                b_ts, b_vals, first, last = self._decoded_block(sid, b_start, written_us, data)
+            for _, _, _, b_ts, b_vals, first, last in blocks.get(sid, no_blocks):
                 if first > cold_end or last < start_ms:
                     continue
                 lo = 0 if first >= start_ms else int(b_ts.searchsorted(start_ms))
@@ -889,16 +897,13 @@ class CassandraRollupMixin:
 
     def _decoded_block(self, sid: int, start: int, written_us: int, data: bytes) -> tuple[np.ndarray, np.ndarray, int, int]:
         """``decode_block`` of a series' sealed block (window ``start``, written at
-        ``written_us``), kept decoded while that is its write time (a reseal writes it again,
-        later) and the cache holds it (BLOCK_CACHE_BYTES, least recently used dropped first);
-        with its first and last timestamps (an empty block: a first after any range)."""
+        ``written_us``), kept decoded under that write time (a reseal writes it again, later:
+        ``_blocks_decoded_of`` then fetches it again) while the cache holds it
+        (BLOCK_CACHE_BYTES, least recently used dropped first); with its first and last
+        timestamps (an empty block: a first after any range)."""
         if self._blocks_decoded is None:
             self._blocks_decoded = OrderedDict()
         cache, key = self._blocks_decoded, (sid, start)
-        got = cache.get(key)
-        if got is not None and got[0] == written_us and got[1] == len(data):
-            cache.move_to_end(key)
-            return got[2], got[3], got[4], got[5]
         ts, vals = decode_block(data)
         first, last = (int(ts[0]), int(ts[-1])) if ts.size else (2**63 - 1, -(2**63))
         if not written_us:  # (no write time read: not kept)
@@ -906,13 +911,73 @@ class CassandraRollupMixin:
         ts.flags.writeable = vals.flags.writeable = False  # (shared by the reads that find it)
         old = cache.pop(key, None)
         if old is not None:
-            self._blocks_decoded_bytes -= old[2].nbytes + old[3].nbytes
-        cache[key] = (written_us, len(data), ts, vals, first, last)
+            self._blocks_decoded_bytes -= old[1].nbytes + old[2].nbytes
+        cache[key] = (written_us, ts, vals, first, last)
         self._blocks_decoded_bytes += ts.nbytes + vals.nbytes
         while self._blocks_decoded_bytes > BLOCK_CACHE_BYTES and cache:
             _, dropped = cache.popitem(last=False)
-            self._blocks_decoded_bytes -= dropped[2].nbytes + dropped[3].nbytes
+            self._blocks_decoded_bytes -= dropped[1].nbytes + dropped[2].nbytes
         return ts, vals, first, last
+
+    async def _blocks_decoded_of(
+        self, series_ids: Sequence[int], start_ms: int, end_ms: int
+    ) -> dict[int, list[tuple[int, int, int, np.ndarray, np.ndarray, int, int]]]:
+        """``read_blocks_of``'s blocks decoded, through the kept decoded blocks: series id ->
+        [(window start, window end, write time in us, ts, values, first ts, last ts)] by start.
+        Each block's key and ``WRITETIME(data)`` come first (bigint columns, BLOCK_KEY_SERIES
+        series a request); only the bytes of blocks not kept at that write time are fetched
+        (``blocks_fetched`` counts them) and kept decoded. A write time names one write of a
+        block: a reseal (or any rewrite) gives a later one, a deleted or expired block is not
+        among the keys. (A refresh of a 1 y panel whose step is hours old read the bytes of
+        its ~1,600 blocks again each time.)"""
+        ps = await self._ps()
+        ids = sorted(set(series_ids))
+        days = [(d, max(d * DAY_MS, start_ms - BLOCK_LOOKBACK_MS), min((d + 1) * DAY_MS - 1, end_ms))
+                for d in range(start_ms // DAY_MS, end_ms // DAY_MS + 1)]
+        pages = await asyncio.gather(*(
+            self.execute_columnar(ps["block_keys"], (ids[i : i + BLOCK_KEY_SERIES], d, lo, hi))
+            for d, lo, hi in days for i in range(0, len(ids), BLOCK_KEY_SERIES)))
+        if self._blocks_decoded is None:
+            self._blocks_decoded = OrderedDict()
+        cache = self._blocks_decoded
+        out: dict[int, list[tuple[int, int, int, np.ndarray, np.ndarray, int, int]]] = {}
+        missing: dict[int, dict[int, list[int]]] = {}  # day -> series id -> window starts not kept
+        for request in pages:
+            for page in request:
+                if isinstance(page, dict):  # (no null write time: every block has its bytes)
+                    rows: Iterator = zip(*(np.asarray(c, dtype=np.int64).tolist() for c in page.values()), strict=True)
+                else:
+                    rows = (r for r in page if r[3] is not None)
+                for sid, b_start, b_end, written_us in rows:
+                    if b_end <= start_ms:
+                        continue
+                    key = (sid, b_start)
+                    got = cache.get(key)
+                    if got is not None and got[0] == written_us:
+                        cache.move_to_end(key)
+                        out.setdefault(sid, []).append((b_start, b_end, written_us, *got[1:]))
+                    else:
+                        missing.setdefault(b_start // DAY_MS, {}).setdefault(sid, []).append(b_start)
+        if missing:
+            calls = []
+            for d, per_series in missing.items():
+                sids = sorted(per_series)
+                for i in range(0, len(sids), BLOCK_READ_SERIES_CHUNK):
+                    group = sids[i : i + BLOCK_READ_SERIES_CHUNK]
+                    first = min(min(per_series[s]) for s in group)
+                    last = max(max(per_series[s]) for s in group)
+                    calls.append(self.execute(ps["blocks_read"], (group, d, first, last)))
+            want = {(sid, b) for per_series in missing.values() for sid, starts in per_series.items() for b in starts}
+            rows_read = [row for pages_read in await asyncio.gather(*calls) for page in pages_read for row in page
+                         if (row[0], row[1]) in want and row[4]]
+            self.blocks_fetched += len(rows_read)
+            datas = await self._inline_times([(row[1], row[4]) for row in rows_read])
+            for (sid, b_start, b_end, written_us, _), data in zip(rows_read, datas, strict=True):
+                decoded = self._decoded_block(sid, b_start, written_us or 0, data)
+                out.setdefault(sid, []).append((b_start, b_end, written_us or 0, *decoded))
+            for blocks in out.values():
+                blocks.sort(key=itemgetter(0))
+        return out
 
     async def read_blocks_of(
         self, series_ids: Sequence[int], start_ms: int, end_ms: int

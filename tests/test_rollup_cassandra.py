@@ -247,6 +247,83 @@ async def test_select_takes_sealed_windows_from_blocks_and_late_writes_from_rows
         vars(store).pop("late_seal_margin_ms", None)
 
 
+async def test_sealed_reads_fetch_only_blocks_not_kept_and_follow_reseals(cassandra_rollup, tmp_path):
+    """A read of sealed hours reads the blocks' keys and write times, and fetches the bytes of
+    those it does not keep decoded at that write time only: a second read fetches none and
+    answers the same bits; after a late write and its window's reseal (the rows gone, so the
+    new blocks alone hold the late sample) the next read fetches that window's blocks and
+    answers with it; a deleted block is not answered from what was kept."""
+    from storage.model import Series, make_labels
+
+    store = cassandra_rollup
+    now = int(time.time() * 1000)
+    start = (now - 9 * HOUR_MS) // 10_000 * 10_000
+    target = "kept/h1:9100"
+    series = [Series.of(make_labels("kept_read", instance="h1:9100", idx=str(i))) for i in range(3)]
+    ts = np.arange(start, now + 1, 10_000, dtype=np.int64)
+    data = {s.id: (ts, i * 1000 + np.arange(ts.size) * 0.5) for i, s in enumerate(series)}
+    ms = [Matcher("__name__", MatchOp.EQ, "kept_read")]
+    ks = store.keyspace
+    store._now_ms = lambda: now
+    store.late_after_ms = 100 * 365 * 24 * HOUR_MS  # loaded in a burst, but as if scraped live
+    try:
+        await store.write_columns(target, np.repeat([s.id for s in series], ts.size), np.tile(ts, len(series)),
+                                  np.concatenate([data[s.id][1] for s in series]), series)
+        job = RollupJob(store, LocalShardLease(tmp_path / "locks"), window_ms=WINDOW, shards=2, now_ms=lambda: now)
+        await job.backfill(start - WINDOW, now)
+        first_hot = (now - RECENT_RAW_MS) // HOUR_MS
+        late_window = (start // WINDOW + 2) * WINDOW  # a sealed window inside the range read
+        window_hours = range(late_window // HOUR_MS, (late_window + WINDOW) // HOUR_MS)
+        for h in range(start // HOUR_MS, first_hot):  # the sealed hours' rows gone: blocks alone answer them
+            if h not in window_hours:  # (a reseal reads its window's rows while they are kept)
+                await store.execute(f"DELETE FROM {ks}.raw_recent WHERE target = %s AND hour = %s", (target, h))
+        lo, hi = late_window - WINDOW - 30 * MINUTE_MS, first_hot * HOUR_MS - 1
+        assert late_window + WINDOW <= job.closed_until() and late_window + WINDOW <= hi
+
+        def expect(want: dict) -> dict:
+            return {sid: (t[(t >= lo) & (t <= hi)], v[(t >= lo) & (t <= hi)]) for sid, (t, v) in want.items()}
+
+        fetched = store.blocks_fetched
+        first = await store.select_flat(ms, lo, hi)
+        _expect(first.as_data(), expect(data))
+        assert store.blocks_fetched > fetched
+        fetched = store.blocks_fetched
+        again = await store.select_flat(ms, lo, hi)
+        assert store.blocks_fetched == fetched  # every block kept at its write time
+        _expect(again.as_data(), expect(data))
+
+        # A late write into the window, resealed (trusted at once), then its rows deleted.
+        del store.late_after_ms  # back to the class default: the write is marked late
+        late_ts = late_window + HOUR_MS + 5_003
+        s0 = series[0]
+        await store.write_columns(target, [s0.id], [late_ts], [42.5], [s0])
+        store.late_seal_margin_ms = 0
+        await job.backfill(late_window, late_window + 1)
+        for h in window_hours:
+            await store.execute(f"DELETE FROM {ks}.raw_recent WHERE target = %s AND hour = %s", (target, h))
+        t0, v0 = data[s0.id]
+        at = int(np.searchsorted(t0, late_ts))
+        data[s0.id] = (np.insert(t0, at, late_ts), np.insert(v0, at, 42.5))
+        _expect((await store.select_flat(ms, lo, hi)).as_data(), expect(data))
+        assert store.blocks_fetched == fetched + len(series)  # the resealed window's blocks only
+        fetched = store.blocks_fetched
+        _expect((await store.select_flat(ms, lo, hi)).as_data(), expect(data))
+        assert store.blocks_fetched == fetched
+
+        # A block deleted: its samples are gone from the answer (no rows left either).
+        s1 = series[1]
+        await store.execute(f"DELETE FROM {ks}.raw_blocks WHERE series_id = %s AND day = %s AND start_ts = %s",
+                            (s1.id, late_window // DAY_MS, late_window))
+        t1, v1 = data[s1.id]
+        gone = (t1 >= late_window) & (t1 < late_window + WINDOW)
+        data[s1.id] = (t1[~gone], v1[~gone])
+        _expect((await store.select_flat(ms, lo, hi)).as_data(), expect(data))
+    finally:
+        store._now_ms = None
+        vars(store).pop("late_after_ms", None)
+        vars(store).pop("late_seal_margin_ms", None)
+
+
 async def test_rollup_selects_keep_chunks_and_read_rewritten_ones_again(cassandra_rollup):
     """Selects go through the chunk cache (``storage.chunk_cache``, versions by writetime): a
     second read takes kept chunks and answers the same bits; a rewritten chunk is read again."""
