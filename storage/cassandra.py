@@ -66,8 +66,11 @@ from storage.cassandra_frames import (
     FrameBlock,
     FrameCache,
     FrameEncoder,
+    FrameGroup,
     FrameRows,
+    GroupBlock,
     Keep,
+    KeptBlock,
     Placement,
     blocks_in_order,
     extend_many,
@@ -354,12 +357,22 @@ class TargetSeries(dict[str, list[int]]):
     def __init__(self) -> None:
         super().__init__()
         self._arrays: dict[str, np.ndarray] = {}
+        self._key: bytes | None = None
 
     def wanted(self, target: str) -> np.ndarray:
         got = self._arrays.get(target)
         if got is None:
             got = self._arrays[target] = np.array(sorted(self[target]), dtype=np.int64)
         return got
+
+    def key(self) -> bytes:
+        """The targets in order and each one's series, as bytes (made once: ``FrameCache.group``'s key)."""
+        if self._key is None:
+            names = list(self)
+            lens = np.array([len(self[t]) for t in names], dtype=np.int64)
+            ids = np.concatenate([self.wanted(t) for t in names]) if names else lens
+            self._key = b"\0".join(t.encode() for t in names) + b"\1" + lens.tobytes() + ids.tobytes()
+        return self._key
 
 
 def _wanted(by_target: dict[str, list[int]], target: str) -> np.ndarray:
@@ -967,11 +980,8 @@ class CassandraStorage(Storage):
     def _written_frames(self, target: str, first_ts: int) -> None:
         """This process writes frames of ``target`` from ``first_ts`` on: what its
         ``frame_cache`` holds complete of them goes (its own writes need no late mark)."""
-        cache = self.frame_cache
-        if cache is not None:
-            for e in cache.of(target):
-                if first_ts <= e.hi:
-                    cache.drop(target, e)
+        if self.frame_cache is not None:
+            self.frame_cache.written(target, first_ts)
 
     def _frame_statements(self, target: str, frames: Sequence[EncodedFrame]) -> list:
         """A ``raw_frames`` insert per frame and a ``raw_layouts`` insert per layout carried."""
@@ -1096,12 +1106,12 @@ class CassandraStorage(Storage):
     async def _extend_kept(
         self, cache: FrameCache, entries: dict[str, CachedFrames], rows: list, hours: list[int], end_ms: int,
         complete_to: int, now: int,
-    ) -> dict[str, CachedFrames | None]:
+    ) -> tuple[dict[str, CachedFrames | None], bool]:
         """The frames of the targets of ``entries`` after their ``hi`` (where those kept frames
         are complete, the same for all) up to ``end_ms`` added to them: ``rows``, the keys
         (target, ts, version) of their frames there (``_frame_keys``), then only the frames
         not held at that version. The new entries (kept too), None for a target that must be
-        read whole instead."""
+        read whole instead; and whether no frame was new (every key one held)."""
         names = sorted(entries)
         index = {t: k for k, t in enumerate(names)}
         k_t = np.fromiter((index[r[0]] for r in rows), dtype=np.int64, count=len(rows))
@@ -1119,7 +1129,7 @@ class CassandraStorage(Storage):
             for t in names:
                 out[t] = settled = entries[t].settled(complete_to, now)
                 cache.put(t, settled)
-            return out
+            return out, True
         for k, t in enumerate(names):
             t_ts, t_ver = k_ts[cuts[k] : cuts[k + 1]], k_ver[cuts[k] : cuts[k + 1]]
             same = entries[t].unchanged(t_ts, t_ver)
@@ -1150,7 +1160,7 @@ class CassandraStorage(Storage):
                 cache.drop(t, entries[t])
             else:
                 cache.put(t, new)
-        return out
+        return out, False
 
     async def _kept_and_keys(
         self, cache: FrameCache, by_target: dict[str, list[int]], hours: list[int], start_ms: int, end_ms: int,
@@ -1190,7 +1200,7 @@ class CassandraStorage(Storage):
 
     async def _frames_recent(
         self, by_target: dict[str, list[int]], hours: list[int], start_ms: int, end_ms: int, kept: bool = True,
-        blocks: list[FrameBlock] | None = None,
+        blocks: list[KeptBlock] | None = None,
     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """The frames of a short range (``_frame_columns_many`` per ``_frame_groups``) through
         the store's ``frame_cache``: a target whose frames the cache holds complete from before
@@ -1199,8 +1209,11 @@ class CassandraStorage(Storage):
         before the reader's clock: a frame written later than ``settle_after_ms`` after its
         scrape first marks its target and hour (``_mark_late_frames``), and a mark newer than
         the kept read (less ``LATE_FRAME_REMARK_MS`` and the skew) drops what is kept of the
-        target (so does an hour's ``raw_late`` mark, as before: ``_drop_marked``). ``blocks``:
-        the kept targets' samples go there as they are kept (``FrameBlock``), not as parts."""
+        target (so does an hour's ``raw_late`` mark, as before: ``_drop_marked``). A read of the
+        same targets and series as one that found all of them kept and no frame new goes
+        through their ``FrameGroup`` (``_group_read``) when the cache still holds it.
+        ``blocks``: the kept targets' samples go there as they are kept (``FrameBlock``, or one
+        ``GroupBlock``), not as parts."""
         cache = self.frame_cache if kept else None
         if cache is None:
             got = await _gather_waves([self._frame_columns_many(g, hours, start_ms, end_ms)
@@ -1208,11 +1221,24 @@ class CassandraStorage(Storage):
             return [part for parts in got for part in parts]
         now = self.now_ms()
         complete_to = min(end_ms, now - self.frame_settle_ms)
+        key = by_target.key() if isinstance(by_target, TargetSeries) else None
+        if key is not None and (group := cache.group(key)) is not None:
+            got_block = await self._group_read(cache, key, group, by_target, hours, start_ms, end_ms, complete_to, now)
+            if got_block is not None:
+                cache.hits += len(group.names)
+                cache.group_reads += 1
+                if blocks is not None:
+                    blocks.append(got_block)
+                    return []
+                part = got_block.samples()
+                return [part] if part[0].size else []
         entries, served, keyed = await self._kept_and_keys(cache, by_target, hours, start_ms, end_ms, now)
         whole: dict[str, list[int]] = {t: ids for t, ids in by_target.items() if t not in entries}
         out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        for extended in await _gather_waves([self._extend_kept(cache, held, rows, hours, end_ms, complete_to, now)
-                                             for held, rows in keyed]):
+        no_new = True  # (every kept target's frames after where they were complete held)
+        for extended, same in await _gather_waves([self._extend_kept(cache, held, rows, hours, end_ms, complete_to, now)
+                                                   for held, rows in keyed]):
+            no_new &= same
             for t, new in extended.items():
                 if new is None:  # (read whole below)
                     del entries[t], served[t]
@@ -1241,6 +1267,11 @@ class CassandraStorage(Storage):
                     # where keeping them takes 12-15)
                     if layout is not None:
                         cache.put(t, CachedFrames(lid, int(layout.size), used, ts, bits.copy(), ver, lo, complete_to, now))
+        elif key is not None and no_new and entries and len(served) == len(by_target):
+            # Every target kept and none with a new frame (a repeated query's refresh): the
+            # next such read goes through the targets' entries as one.
+            cache.put_group(key, FrameGroup(list(by_target), [entries[t] for t in by_target],
+                                            [served[t] for t in by_target]))
         cache.hits += len(served)
         for t, (sids, at) in served.items():
             if sids.size:
@@ -1250,6 +1281,55 @@ class CassandraStorage(Storage):
                 else:
                     out.append(block.samples())
         return [part for part in out if part[0].size]
+
+    async def _group_read(
+        self, cache: FrameCache, key: bytes, group: FrameGroup, by_target: dict[str, list[int]], hours: list[int],
+        start_ms: int, end_ms: int, complete_to: int, now: int,
+    ) -> GroupBlock | None:
+        """``_frames_recent``'s read of kept targets through their ``FrameGroup``: one burst of
+        requests (the late marks of its hours, ``_drop_marked``'s, and the keys of its frames
+        after its ``hi``, ``_frame_keys``'s per ``_frame_groups``), checked for all targets at
+        once; when no mark is newer than the group's read (less the margins), the group was
+        read within half the marks' TTL and the keys are the frames it holds, its block of
+        [start_ms, end_ms] (the group settled at ``complete_to`` and ``now``, as
+        ``CachedFrames.settled``). Otherwise None, and the group goes (the read goes through
+        the targets' entries, which lag the group: they drop at every mark it would)."""
+        if group.lo > start_ms or group.hi < key_span_start(start_ms) - 1:
+            return None
+        if group.requests is None:  # (the keys' requests' targets, as _kept_and_keys groups them)
+            group.requests = [sorted(g) for g in _frame_groups(by_target)]
+        hs = list(range(group.first // sch.RAW_BUCKET_MS, group.hi // sch.RAW_BUCKET_MS + 1))
+        keyed = group.hi < end_ms
+        reads = [asyncio.ensure_future(self.late_hours(group.first, group.hi)),
+                 asyncio.ensure_future(self.late_frames(hs))]
+        if keyed:
+            reads += [asyncio.ensure_future(self._frame_keys(names, hours, group.hi, end_ms)) for names in group.requests]
+        try:
+            got = await asyncio.gather(*reads)
+            marks = cast(dict[int, int], got[0])
+            frame_marks = cast(dict[tuple[str, int], int], got[1])
+            keys = cast(list[list], got[2:])
+        except BaseException:
+            for f in reads:
+                _abandon(f)
+            raise
+        never = -(2**62)
+        fresh = group.read_at >= now - sch.LATE_FRAMES_TTL_S * 1000 // 2
+        if fresh:
+            since = group.read_at - self.LATE_REMARK_MS - FRAME_SETTLE_SKEW_MS
+            fresh = all(marks.get(h, never) < since for h in hs)
+        if fresh:
+            since = group.read_at - self.LATE_FRAME_REMARK_MS - FRAME_SETTLE_SKEW_MS
+            first_h, last_h = hs[0], hs[-1]
+            fresh = not any(w >= since and first_h <= h <= last_h and t in group.index for (t, h), w in frame_marks.items())
+        if fresh and keyed:
+            fresh = group.same_keys([r for rows in keys for r in rows])
+            if fresh:
+                group.settle(complete_to, now)
+        if not fresh:
+            cache.drop_group(key)
+            return None
+        return group.block(start_ms, end_ms)
 
     def _late_statements(self, ts: np.ndarray) -> tuple[list, dict[int, int]]:
         """``raw_late`` upserts for the hours of samples older than ``late_after_ms``."""
@@ -1813,11 +1893,14 @@ class CassandraStorage(Storage):
         """``read_raw`` as flat columns, the series in label order: the runs of the read placed
         with one gather, no object per series (a read of kept frames only: straight from them,
         ``blocks_in_order``)."""
-        blocks: list[FrameBlock] = []
+        blocks: list[KeptBlock] = []
         parts = await self._read_parts(infos, start_ms, end_ms, hours, kept=kept, blocks=blocks)
         if blocks:
             order, series = self._in_label_order(infos)
-            got = blocks_in_order(blocks, order, self._placements)
+            if isinstance(blocks[0], GroupBlock):  # (then the only one)
+                got = blocks[0].in_order(order)
+            else:
+                got = blocks_in_order(cast(list[FrameBlock], blocks), order, self._placements)
             if got is not None:
                 found, offsets, ts, val = got
                 named = series if found.size == len(series) else [series[i] for i in found.tolist()]
@@ -1884,7 +1967,7 @@ class CassandraStorage(Storage):
 
     async def _frames_of(
         self, by_target: dict[str, list[int]], hours: list[int], start_ms: int, end_ms: int, kept: bool,
-        blocks: list[FrameBlock] | None = None,
+        blocks: list[KeptBlock] | None = None,
     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """The frames' parts of a read (``_read_parts``): a short range's through
         ``_frames_recent`` (several targets per request, kept frames; ``blocks`` as its), even
@@ -1949,7 +2032,7 @@ class CassandraStorage(Storage):
 
     async def _read_parts(
         self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int, hours: Sequence[int] | None,
-        *, kept: bool = False, blocks: list[FrameBlock] | None = None,
+        *, kept: bool = False, blocks: list[KeptBlock] | None = None,
     ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
         """The (series ids, ts, values, priorities) parts a read gets: each target's frames and
         each ``raw_recent`` request's rows (priority 0: a row wins an equal (series, ts)).

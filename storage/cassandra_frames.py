@@ -679,7 +679,12 @@ def blocks_in_order(
     if memo is not None and key in memo:
         placed = memo[key]
     else:
-        placed = _placement(blocks, sids, col, n, width, order)
+        m = np.array([b.sids.shape[0] for b in blocks], dtype=np.int64)  # series per block
+        row_base = np.zeros(len(blocks), dtype=np.int64)
+        np.cumsum((n * width)[:-1], out=row_base[1:])
+        time_base = np.zeros(len(blocks), dtype=np.int64)
+        np.cumsum(n[:-1], out=time_base[1:])
+        placed = _placement(sids, col, m, n, width, row_base, time_base, order)
         if memo is not None:
             memo[key] = placed
     if placed is None:
@@ -691,16 +696,19 @@ def blocks_in_order(
 
 
 def _placement(
-    blocks: Sequence[FrameBlock], sids: np.ndarray, col: np.ndarray, n: np.ndarray, width: np.ndarray, order: np.ndarray
+    sids: np.ndarray, col: np.ndarray, m: np.ndarray, n: np.ndarray, width: np.ndarray, row_base: np.ndarray,
+    time_base: np.ndarray, order: np.ndarray,
 ) -> Placement | None:
-    """``blocks_in_order``'s placement: the series of ``order`` found, their offsets, and
-    each sample's index in the blocks' rows and in their times, one after another."""
+    """Where the samples of blocks (``m`` series each, ``sids`` at columns ``col`` of rows of
+    ``width``; ``n`` frames in range each, its first row at ``row_base`` of the joined rows
+    and its first time at ``time_base`` of the joined times) go in ``order``: the series of
+    ``order`` found, their offsets, and each sample's index in the rows and in the times, one
+    after another; None when a series is in two blocks."""
     rank = np.argsort(sids, kind="stable")
     ranked = sids[rank]
     if bool((ranked[1:] == ranked[:-1]).any()):
         return None
-    m = np.array([b.sids.shape[0] for b in blocks], dtype=np.int64)  # series per block
-    block = np.repeat(np.arange(len(blocks)), m)  # of each series (in ``sids``' order)
+    block = np.repeat(np.arange(m.size), m)  # of each series (in ``sids``' order)
     at = np.minimum(np.searchsorted(ranked, order), max(ranked.size - 1, 0))
     found = np.flatnonzero(ranked[at] == order) if ranked.size else np.empty(0, dtype=np.int64)
     s = rank[at[found]]  # each kept series' index in ``sids``
@@ -712,16 +720,138 @@ def _placement(
     offsets = np.zeros(found.size + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     total = int(offsets[-1])
-    row_base = np.zeros(len(blocks), dtype=np.int64)
-    np.cumsum((n * width)[:-1], out=row_base[1:])
-    time_base = np.zeros(len(blocks), dtype=np.int64)
-    np.cumsum(n[:-1], out=time_base[1:])
     within = np.arange(total, dtype=np.int64)
     within -= np.repeat(offsets[:-1], counts)  # each sample's index in its series
     where = np.repeat(row_base[k] + col[s], counts)
     where += within * np.repeat(width[k], counts)
     within += np.repeat(time_base[k], counts)
     return found, offsets, where, within
+
+
+FRAME_GROUP_MEMO = 8  # placements a ``FrameGroup`` keeps (ranges and label orders of its reads)
+
+
+class FrameGroup:
+    """The kept frames of a read's targets as one (``FrameCache.group``): a repeated read of
+    the same targets and series (issue #20's range query: 200 targets) checks the late marks
+    and the newer frames' keys and places its samples for all targets at once, not with tens
+    of us of Python and NumPy calls per target. Made from the targets' ``CachedFrames``
+    (``entries``, in the read's order, with the series it serves of each and their columns);
+    valid while the cache keeps those very entries. ``settle`` moves ``hi``/``read_at`` on after a re-check that found
+    every frame after ``hi`` held at its version; the entries' own stay behind, which is safe:
+    a read through an entry then re-reads more keys and drops at more marks."""
+
+    def __init__(self, names: list[str], entries: list[CachedFrames], served: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        self.names = names
+        self.index = {t: k for k, t in enumerate(names)}
+        self.entries = entries
+        self.cols = [e.cols.tobytes() for e in entries]  # (each entry's key in the cache)
+        self.served = served
+        # (complete up to the least of the entries' hi as of the oldest of their reads: a target
+        # complete further re-checks more of its frames' keys, an older read drops at more marks)
+        self.hi = min(e.hi for e in entries)
+        self.read_at = min(e.read_at for e in entries)
+        self.lo = max(e.lo for e in entries)  # (complete from here on for every target)
+        self.first = min(e.lo for e in entries)
+        self.n = np.array([e.ts.size for e in entries], dtype=np.int64)  # frames per target
+        self.ts_base = np.zeros(len(entries), dtype=np.int64)
+        np.cumsum(self.n[:-1], out=self.ts_base[1:])
+        self.ts = np.concatenate([e.ts for e in entries])
+        self.versions = np.concatenate([e.versions for e in entries])
+        self.owner = np.repeat(np.arange(len(entries)), self.n)
+        self.width = np.array([e.bits.shape[1] for e in entries], dtype=np.int64)
+        self.row_base = np.zeros(len(entries), dtype=np.int64)
+        np.cumsum((self.n * self.width)[:-1], out=self.row_base[1:])
+        self.bits = np.concatenate([e.bits.reshape(-1) for e in entries])
+        self.m = np.array([sids.size for sids, _ in served], dtype=np.int64)  # series served per target
+        self.sids = np.concatenate([sids for sids, _ in served]).astype(np.int64, copy=False)
+        self.col = np.concatenate([at for _, at in served]).astype(np.int64, copy=False)
+        self.nbytes = int(self.bits.nbytes + 4 * self.ts.nbytes + 2 * self.sids.nbytes) + FRAME_CACHE_ENTRY_BYTES
+        self._placements: OrderedDict[tuple[int, int, bytes], Placement | None] = OrderedDict()
+        self.requests: list[list[str]] | None = None  # (the targets of each keys request: its reader's)
+        self._tail()
+
+    def _tail(self) -> None:
+        after = self.ts > self.hi
+        self.tail_owner, self.tail_ts, self.tail_versions = self.owner[after], self.ts[after], self.versions[after]
+
+    def settle(self, hi: int, read_at: int) -> None:
+        """Every frame held after ``hi`` was found stored at its version, and no other, at ``read_at``."""
+        if hi > self.hi:
+            self.hi = hi
+            self._tail()
+        self.read_at = read_at
+
+    def same_keys(self, rows: Sequence[Sequence]) -> bool:
+        """Whether the keys ``rows`` (target, ts, version) read of the targets' frames after
+        ``hi`` are exactly the frames held there (``CachedFrames``' re-check, for all at once)."""
+        if len(rows) != self.tail_ts.size:
+            return False
+        if not rows:
+            return True
+        index = self.index
+        owner = np.fromiter((index.get(r[0], -1) for r in rows), dtype=np.int64, count=len(rows))
+        ts = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        ver = np.fromiter((-1 if r[2] is None else r[2] for r in rows), dtype=np.int64, count=len(rows))
+        order = np.lexsort((ts, owner))
+        return bool(np.array_equal(owner[order], self.tail_owner)) and bool(np.array_equal(ts[order], self.tail_ts)) \
+            and bool(np.array_equal(ver[order], self.tail_versions))
+
+    def block(self, start_ms: int, end_ms: int) -> GroupBlock:
+        """The kept frames of [start_ms, end_ms] of every target, for the series it serves."""
+        return GroupBlock(self, start_ms, end_ms)
+
+    def placement(self, start_ms: int, end_ms: int, order: np.ndarray) -> Placement | None:
+        """``_placement`` of the frames in [start_ms, end_ms] in ``order``, kept per range and order."""
+        key = (start_ms, end_ms, order.tobytes())
+        if key in self._placements:
+            self._placements.move_to_end(key)
+            return self._placements[key]
+        k = len(self.entries)
+        below = np.bincount(self.owner[self.ts < start_ms], minlength=k)  # frames before the range
+        inside = np.bincount(self.owner[(self.ts >= start_ms) & (self.ts <= end_ms)], minlength=k)
+        placed = _placement(self.sids, self.col, self.m, inside, self.width, self.row_base + below * self.width,
+                            self.ts_base + below, order)
+        self._placements[key] = placed
+        if len(self._placements) > FRAME_GROUP_MEMO:
+            self._placements.popitem(last=False)
+        return placed
+
+
+@dataclass(frozen=True, slots=True)
+class GroupBlock:
+    """A ``FrameGroup``'s frames of [start_ms, end_ms]: what a ``FrameBlock`` per target would be."""
+
+    group: FrameGroup
+    start_ms: int
+    end_ms: int
+
+    def blocks(self) -> list[FrameBlock]:
+        """A ``FrameBlock`` per target serving series."""
+        out = []
+        for e, (sids, at) in zip(self.group.entries, self.group.served, strict=True):
+            if sids.size:
+                out.append(e.block(sids, at, self.start_ms, self.end_ms))
+        return out
+
+    def samples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(series ids, ts, values), series-major: the targets' blocks' samples one after another."""
+        parts = [b.samples() for b in self.blocks()]
+        if not parts:
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty, np.empty(0, dtype=np.float64)
+        return tuple(np.concatenate(col) for col in zip(*parts, strict=True))  # type: ignore[return-value]
+
+    def in_order(self, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """``blocks_in_order`` of ``blocks()``: one gather from the group's rows."""
+        placed = self.group.placement(self.start_ms, self.end_ms, order)
+        if placed is None:
+            return None
+        found, offsets, where, when = placed
+        return found, offsets, self.group.ts[when], self.group.bits[where].view(np.float64)
+
+
+KeptBlock = FrameBlock | GroupBlock  # what a read of kept frames leaves (``read_raw_flat`` places them)
 
 
 class FrameCache:
@@ -734,8 +864,13 @@ class FrameCache:
         self._entries: OrderedDict[tuple[str, bytes], CachedFrames] = OrderedDict()
         self._keys: dict[str, set[bytes]] = {}  # target -> the column sets kept of it
         self._bytes = 0
+        # read's targets and series -> their entries as one (``FrameGroup``), LRU, at most a
+        # quarter of ``max_bytes`` (their frames' copies)
+        self._groups: OrderedDict[bytes, FrameGroup] = OrderedDict()
+        self._group_bytes = 0
         self.hits = 0  # targets read from the cache (and their newest frames only)
         self.misses = 0  # targets read whole
+        self.group_reads = 0  # reads served through a ``FrameGroup``
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -751,6 +886,47 @@ class FrameCache:
             self._entries.move_to_end((target, cols))
             out.append(self._entries[(target, cols)])
         return out
+
+    def group(self, key: bytes) -> FrameGroup | None:
+        """The ``FrameGroup`` kept as ``key`` while the cache keeps every entry it was made of
+        (their use counts as theirs); None otherwise."""
+        g = self._groups.get(key)
+        if g is None:
+            return None
+        entries = self._entries
+        for t, c, e in zip(g.names, g.cols, g.entries, strict=True):
+            if entries.get((t, c)) is not e:
+                self.drop_group(key)
+                return None
+        for t, c in zip(g.names, g.cols, strict=True):
+            entries.move_to_end((t, c))
+        self._groups.move_to_end(key)
+        return g
+
+    def put_group(self, key: bytes, group: FrameGroup) -> None:
+        """Keep ``group`` as ``key`` (least recently used groups go beyond a quarter of ``max_bytes``)."""
+        self.drop_group(key)
+        if group.nbytes > self.max_bytes // 4:
+            return
+        self._groups[key] = group
+        self._group_bytes += group.nbytes
+        while self._group_bytes > self.max_bytes // 4:
+            _, old = self._groups.popitem(last=False)
+            self._group_bytes -= old.nbytes
+
+    def drop_group(self, key: bytes) -> None:
+        old = self._groups.pop(key, None)
+        if old is not None:
+            self._group_bytes -= old.nbytes
+
+    def written(self, target: str, first_ts: int) -> None:
+        """Frames of ``target`` from ``first_ts`` on are being written: what is kept complete
+        of them goes (entries, and groups holding the target complete there)."""
+        for e in self.of(target):
+            if first_ts <= e.hi:
+                self.drop(target, e)
+        for key in [k for k, g in self._groups.items() if target in g.index and first_ts <= g.hi]:
+            self.drop_group(key)
 
     def put(self, target: str, entry: CachedFrames) -> None:
         """Keep ``entry`` (in place of what was kept of the target for its columns)."""
@@ -795,3 +971,5 @@ class FrameCache:
         self._entries.clear()
         self._keys.clear()
         self._bytes = 0
+        self._groups.clear()
+        self._group_bytes = 0

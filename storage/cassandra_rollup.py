@@ -97,7 +97,7 @@ from storage.schema import DEFAULT_TTLS_S, RAW_BUCKET_MS
 if TYPE_CHECKING:
     from cassandra.cluster import Session
 
-    from storage.cassandra_frames import FrameBlock
+    from storage.cassandra_frames import KeptBlock
     from storage.model import Series
 
 log = logging.getLogger(__name__)
@@ -255,7 +255,7 @@ class CassandraRollupMixin:
                                kept: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
         async def _read_parts(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
                               hours: Sequence[int] | None, *, kept: bool = False,
-                              blocks: list[FrameBlock] | None = None) -> tuple[
+                              blocks: list[KeptBlock] | None = None) -> tuple[
                                   list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]: ...
         async def read_column_runs(self, infos: Sequence[SeriesInfo], start_ms: int,
                                    end_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...

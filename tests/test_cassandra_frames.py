@@ -478,6 +478,143 @@ async def test_short_reads_keep_frames_read_only_newer_ones_and_a_late_frame_dro
         store._now_ms = None
 
 
+async def _kept_and_plain(store, matchers: list[Matcher], lo: int, hi: int) -> list:
+    """The query engine's read (flat columns, through ``frame_cache``), asserted equal to a
+    read without the cache; its series."""
+    got = (await store.select_flat(matchers, lo, hi)).as_data()
+    cache, store.frame_cache = store.frame_cache, None
+    try:
+        plain = await store.select(matchers, lo, hi)
+    finally:
+        store.frame_cache = cache
+    assert [(d.series.id, d.timestamps.tolist(), d.values.view(np.int64).tolist()) for d in got] == \
+        [(d.series.id, d.timestamps.tolist(), d.values.view(np.int64).tolist()) for d in plain]
+    return got
+
+
+@pytest.mark.cassandra
+async def test_a_repeated_read_goes_through_its_targets_kept_as_one_group_until_something_changes(
+    cassandra_storage,
+) -> None:
+    """A read that found every target kept and no frame new keeps its targets' entries as one
+    ``FrameGroup``; the same read again (same targets and series) goes through it: answers as
+    a read without the cache, and the group moves where it is complete on with the clock. It
+    goes, and the read answers through the targets' entries (read whole where needed), at: the
+    store's own write of a frame inside what the group holds complete (beyond its entries'),
+    another process's late frame (a mark), new frames after where it is complete (a later end),
+    a new target (another set of targets: another group), and a target's new layout (a series
+    the query does not want: that target is read whole while its range holds two layouts)."""
+    store = cassandra_storage
+    targets = {f"g/h:{i}": [Series.of(make_labels("group_check", job="g", instance=f"h:{i}", n=str(j)))
+                            for j in range(16 + i)] for i in range(3)}
+    clock = [0]
+    # (hours ago, in an hour of its own: the module's other tests' late marks are not in it)
+    t0 = (int(time.time() * 1000) // HOUR_MS - 3) * HOUR_MS + 2 * KEY_SPAN_MS
+    rng = np.random.default_rng(11)
+    store._now_ms = lambda: clock[0]
+    store.index_skew_ms = 0  # (the index's writes below are before the reads that must see them)
+    matchers = [Matcher("__name__", MatchOp.EQ, "group_check"), Matcher("n", MatchOp.RE, "[0-9]|1[0-5]")]
+
+    async def write(target: str, series: list[Series], ts: int) -> None:
+        clock[0] = ts + 100  # written on time: no late mark
+        await store.write(SampleBatch(target, series, [ts] * len(series), rng.random(len(series)).round(3).tolist()))
+
+    async def scrape(k: int) -> None:
+        for i, (t, series) in enumerate(targets.items()):
+            await write(t, series, t0 + k * 5000 + i)
+
+    try:
+        for k in range(30):
+            await scrape(k)
+        cache = store.frame_cache
+        assert cache is not None
+        cache.clear()
+        lo, hi = t0 + 60_000, t0 + 145_002
+        clock[0] = t0 + 150_000  # (complete up to t0 + 130 s: the keys after it are read)
+        await _kept_and_plain(store, matchers, lo, hi)  # (read whole)
+        assert cache.group_reads == 0
+        got = await _kept_and_plain(store, matchers, lo, hi)  # (kept, none new: the group is made)
+        assert cache.group_reads == 0 and len(got) == 48 and all(len(d) == 18 for d in got)
+        hits = cache.hits
+        await _kept_and_plain(store, matchers, lo, hi)
+        assert cache.group_reads == 1 and cache.hits == hits + 3
+        clock[0] = t0 + 160_000  # (the group complete up to t0 + 140 s, its entries still to 130 s)
+        await _kept_and_plain(store, matchers, lo, hi)
+        assert cache.group_reads == 2
+
+        # The store's own write of a frame of target 0 at t0 + 137.5 s: its entry (complete
+        # to 130 s) would not go, the group (to 140 s) does.
+        await write("g/h:0", targets["g/h:0"], t0 + 137_500)
+        clock[0] = t0 + 165_000
+        got = await _kept_and_plain(store, matchers, lo, hi)
+        assert cache.group_reads == 2
+        assert {len(d) for d in got if d.series.id in {s.id for s in targets["g/h:0"]}} == {19}
+        await _kept_and_plain(store, matchers, lo, hi)  # (made again)
+        await _kept_and_plain(store, matchers, lo, hi)
+        assert cache.group_reads == 3
+
+        # Another process's frame of target 1 at t0 + 120.5 s, stored 30 s after it: marked.
+        ids = np.array([s.id for s in targets["g/h:1"]], dtype=np.int64)
+        late = EncodedFrame(t0 + 120_500, None, layout_id(ids), ids.size, encode_delta(np.full(ids.size, 0.25), None))
+        writer = await type(store).connect(["127.0.0.1"], store.cluster.port, store.keyspace)
+        clock[0] = t0 + 150_500
+        writer._now_ms = lambda: clock[0]
+        empty = np.empty(0, dtype=np.int64)
+        try:
+            await writer.write_frames("g/h:1", [late], empty, empty, np.empty(0))
+        finally:
+            await writer.close()
+        clock[0] = t0 + 166_000
+        got = await _kept_and_plain(store, matchers, lo, hi)
+        assert cache.group_reads == 3
+        assert {len(d) for d in got if d.series.id in set(ids.tolist())} == {19}
+
+        # New frames after where the group is complete: a later end.
+        for k in range(30, 36):
+            await scrape(k)
+        clock[0] = t0 + 200_000
+        got = await _kept_and_plain(store, matchers, lo, t0 + 175_002)
+        assert cache.group_reads == 3
+        await _kept_and_plain(store, matchers, lo, t0 + 175_002)
+        got = await _kept_and_plain(store, matchers, lo, t0 + 175_002)
+        assert cache.group_reads == 4 and all(len(d) in (24, 25) for d in got)
+
+        # A new target (another process indexes it): the read's targets differ, another group.
+        new = [Series.of(make_labels("group_check", job="g", instance="h:3", n=str(j))) for j in range(16)]
+        writer = await type(store).connect(["127.0.0.1"], store.cluster.port, store.keyspace)
+        clock[0] = t0 + 170_100
+        writer._now_ms = lambda: clock[0]
+        try:
+            await writer.write(SampleBatch("g/h:3", new, [t0 + 170_000] * len(new), [1.0] * len(new)))
+        finally:
+            await writer.close()
+        clock[0] = t0 + 201_000
+        # (the read of the series found before, begun beside the index's check, may go
+        # through the old group: it is dropped once the check found other series)
+        got = await _kept_and_plain(store, matchers, lo, t0 + 175_002)
+        assert {s.id for s in new} <= {d.series.id for d in got}
+        await _kept_and_plain(store, matchers, lo, t0 + 175_002)
+        reads = cache.group_reads
+        got = await _kept_and_plain(store, matchers, lo, t0 + 175_002)
+        assert cache.group_reads == reads + 1 and len(got) == 64
+
+        # Target 2 gains a series the query does not want: its frames' layout changes.
+        targets["g/h:2"].append(Series.of(make_labels("group_check", job="g", instance="h:2", n="x")))
+        for k in range(36, 38):
+            await scrape(k)
+        clock[0] = t0 + 210_000
+        got = await _kept_and_plain(store, matchers, lo, t0 + 185_002)
+        assert cache.group_reads == reads + 1
+        assert all(len(d) in (26, 27) for d in got if d.series.id not in {s.id for s in new})
+        # (a target with frames of two layouts in the range is not kept: no group while they are)
+        misses = cache.misses
+        await _kept_and_plain(store, matchers, lo, t0 + 185_002)
+        assert cache.group_reads == reads + 1 and cache.misses == misses + 1
+    finally:
+        store._now_ms = None
+        store.index_skew_ms = type(store).index_skew_ms
+
+
 @pytest.mark.cassandra
 async def test_the_rollup_job_seals_frames_into_blocks_bit_exact(cassandra, tmp_path) -> None:
     """Frames written as if scraped live over 5 hours, sealed by the rollup job: the sealed
