@@ -360,8 +360,9 @@ async def _seal_frames(
     (plus the 5 minutes before it the window's counters look back at), then passes of the
     job over ``shards`` shards with its clock past the window's close (``repeats``, each a job
     of its own name: the first writes new chunks, the later ones rerun the window - they read
-    the chunks back and merge the same buckets, a late pass's work; a live window after the
-    stored ones joins bytes, between the two). Measures the job's
+    the 1h chunks back and merge the same buckets, a late pass's work; a live window after the
+    stored ones joins bytes, between the two; the window starts a 1m chunk, which a live seal
+    writes without reading it). Measures the job's
     process CPU, the parts of it spent decoding frames (``frame_samples``) and computing
     blocks and rollups (``compute_window``), each on the thread it ran on, and the node's CPU
     during the pass.

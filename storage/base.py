@@ -241,8 +241,12 @@ class SealWrites(Protocol):
     chunk share a partition key, so they go as one request)."""
 
     async def write_seal(
-        self, blocks: Sequence[SealedBlock], minutes: Sequence[RollupRows], hours: Sequence[RollupRows]
-    ) -> None: ...
+        self, blocks: Sequence[SealedBlock], minutes: Sequence[RollupRows], hours: Sequence[RollupRows], *,
+        new_from_ms: int | None = None,
+    ) -> None:
+        """``new_from_ms`` (a live seal: its window's start): rollup chunks starting there or
+        later hold nothing the seal must keep, so they are written without being read first."""
+        ...
 
 
 @runtime_checkable

@@ -2299,60 +2299,99 @@ def _packer(cql_type: Any, protocol_version: int) -> Callable[[Any], bytes]:
     return lambda v: cql_type.serialize(v, protocol_version)
 
 
-def bind_fast(stmt: PreparedStatement, params: Sequence) -> BoundStatement:
-    """``stmt.bind(params)`` for bulk writes (the rollup job's seal binds ~3 rows per series:
-    ~300,000 for 100,000 series): every value given, each serialized by a packer picked once
-    per statement for its column's type (bigint, int, blob, text) instead of the driver's
-    checks and dispatch per value: ~2 against ~9 us for a 13-column chunk row. The same
-    bytes as ``bind``; ``None`` is a null."""
+def pack_values(stmt: PreparedStatement, params: Sequence) -> list[bytes | None]:
+    """The bytes ``stmt.bind(params)`` gives its values, for bulk writes (the rollup job's seal
+    packs ~3 rows per series: ~300,000 for 100,000 series): every value given, each serialized
+    by a packer picked once per statement for its column's type (bigint, int, blob, text)
+    instead of the driver's checks and dispatch per value (~2 against ~9 us for a 13-column
+    chunk row); ``None`` is a null."""
     packers = stmt.__dict__.get("_ringmon_packers")
     if packers is None:
         packers = stmt.__dict__["_ringmon_packers"] = [
             _packer(c.type, stmt.protocol_version) for c in stmt.column_metadata]
     if len(params) != len(packers):
-        return stmt.bind(params)  # (the driver's errors, or its unset trailing values)
-    bound = BoundStatement(stmt)
-    bound.raw_values = params
-    bound.values = [None if v is None else pack(v) for v, pack in zip(params, packers, strict=True)]
-    return bound
+        raise ValueError(f"{len(params)} values for {len(packers)} bind markers")
+    return [None if v is None else pack(v) for v, pack in zip(params, packers, strict=True)]
+
+
+_KEY_PART_LEN = struct.Struct(">H")
+
+
+def routing_key(stmt: PreparedStatement, values: Sequence[bytes | None]) -> bytes | None:
+    """The partition key of packed ``values`` of ``stmt`` as the driver's
+    ``BoundStatement.routing_key`` makes it (one column's bytes, or each column's length,
+    bytes and a zero byte)."""
+    idx = stmt.routing_key_indexes
+    if not idx:
+        return None
+    if len(idx) == 1:
+        return cast("bytes | None", values[idx[0]])
+    return b"".join(_KEY_PART_LEN.pack(len(v)) + v + b"\x00" for v in (values[i] or b"" for i in idx))
+
+
+def _single_replica_set(meta: Metadata, keyspace: str) -> bool:
+    """Whether every token of ``keyspace`` has the same replicas (one node, or a replication
+    factor equal to the nodes): then no upsert needs its own replica look-up."""
+    tm = meta.token_map
+    if not tm:
+        return False
+    if tm.tokens_to_hosts_by_ks.get(keyspace) is None:
+        tm.rebuild_keyspace(keyspace, build_if_absent=True)
+    ranges = tm.tokens_to_hosts_by_ks.get(keyspace) or {}
+    return len({tuple(sorted(str(h.endpoint) for h in hosts)) for hosts in ranges.values()}) == 1
+
+
+Packed = tuple[PreparedStatement, list[bytes | None]]  # a statement and its values' bytes (``pack_values``)
 
 
 def partition_batches(
-    meta: Metadata, keyspace: str, units: Iterable[tuple[list[BoundStatement], int]], max_units: int, max_bytes: int
+    meta: Metadata, keyspace: str, units: Iterable[tuple[list[Packed], int]], max_units: int, max_bytes: int
 ) -> list[BoundStatement | BatchStatement]:
-    """Upserts in ``units`` (the statements of one partition, their bytes) as requests: units
-    whose partitions have the same replicas go together as UNLOGGED batches of at most
+    """Upserts in ``units`` (the packed statements of one partition, their bytes) as requests:
+    units whose partitions have the same replicas go together as UNLOGGED batches of at most
     ``max_units`` partitions and ``max_bytes`` (a unit alone may be larger), at the highest
-    consistency level of their statements; a unit is never split (one mutation on the node)."""
-    groups: dict[tuple[str, ...], list[tuple[list[BoundStatement], int]]] = {}
-    named: dict[int, tuple[list, tuple[str, ...]]] = {}  # (as in replica_batches)
-    for stmts, size in units:
-        replicas = meta.get_replicas(keyspace, stmts[0].routing_key)
-        seen = named.get(id(replicas))
-        if seen is None:
-            seen = named[id(replicas)] = (replicas, tuple(sorted(str(h.endpoint) for h in replicas)))
-        groups.setdefault(seen[1], []).append((stmts, size))
+    consistency level of their statements; a unit is never split (one mutation on the node).
+    A batch is made as the driver's ``BatchStatement.add`` of bound statements makes it
+    (each statement's query id and values; the first one's routing key and keyspace), without
+    a ``BoundStatement`` per row; one replica look-up per unit only when the keyspace's
+    tokens have several replica sets."""
+    groups: dict[tuple[str, ...], list[tuple[list[Packed], int]]] = {}
+    if _single_replica_set(meta, keyspace):
+        groups[()] = list(units)
+    else:
+        named: dict[int, tuple[list, tuple[str, ...]]] = {}  # (as in replica_batches)
+        for packed, size in units:
+            stmt, values = packed[0]
+            replicas = meta.get_replicas(keyspace, routing_key(stmt, values))
+            seen = named.get(id(replicas))
+            if seen is None:
+                seen = named[id(replicas)] = (replicas, tuple(sorted(str(h.endpoint) for h in replicas)))
+            groups.setdefault(seen[1], []).append((packed, size))
     requests: list[BoundStatement | BatchStatement] = []
 
-    def flush(batch: list[BoundStatement]) -> None:
+    def flush(batch: list[Packed]) -> None:
+        first, values = batch[0]
         if len(batch) == 1:
-            requests.append(batch[0])
+            bound = BoundStatement(first)
+            bound.values = values
+            requests.append(bound)
             return
-        levels = {b.consistency_level for b in batch} - {None}
-        level = max(levels, key=_LEVEL_RANK.index) if levels <= set(_LEVEL_RANK) and levels else batch[0].consistency_level
+        levels = {stmt.consistency_level for stmt, _ in batch} - {None}
+        level = max(levels, key=_LEVEL_RANK.index) if levels <= set(_LEVEL_RANK) and levels else first.consistency_level
         out = BatchStatement(BatchType.UNLOGGED, consistency_level=level)
-        for b in batch:
-            out.add(b)
+        out.routing_key = routing_key(first, values)
+        out.keyspace = first.column_metadata[0].keyspace_name if first.column_metadata else None  # (BoundStatement's)
+        out._statements_and_parameters = [(True, stmt.query_id, vals) for stmt, vals in batch]
         requests.append(out)
 
     for group in groups.values():
-        batch: list[BoundStatement] = []
+        batch: list[Packed] = []
         count = total = 0
-        for stmts, n in group:
+        for packed, n in group:
             if batch and (count >= max_units or total + n > max_bytes):
                 flush(batch)
                 batch, count, total = [], 0, 0
-            batch += stmts
+            batch += packed
             count += 1
             total += n
         if batch:

@@ -762,7 +762,9 @@ class RollupJob:
                 await self.store.write_rollups(Resolution.HOUR, hours)
         elif isinstance(self.store, SealWrites):
             if blocks or minutes:
-                await self.store.write_seal(blocks, minutes, hours)
+                # A live seal is its window's first (the checkpoint is there; late and backfill
+                # passes redo windows): chunks starting in or after it hold nothing to keep.
+                await self.store.write_seal(blocks, minutes, hours, new_from_ms=start_ms if mode == "live" else None)
         else:
             if blocks:
                 await self.store.write_blocks(blocks)

@@ -423,3 +423,83 @@ async def provisional_keys(store, ids, day: int) -> set[tuple[int, int]]:
                                   " WHERE series_id = %s AND day = %s", (sid, day))
         out |= {(sid, t) for page in got for (t,) in page if rollup_chunks.is_provisional(Resolution.MINUTE, t)}
     return out
+
+
+async def test_seal_batches_are_the_drivers(cassandra_rollup):
+    """``partition_batches`` of packed rows (``pack_values``) makes the batches the driver's
+    ``BatchStatement.add`` of bound statements makes: each statement's query id and values,
+    the first one's routing key and keyspace, the strongest consistency level."""
+    from cassandra.query import BatchStatement, BatchType, BoundStatement
+
+    from storage.cassandra import pack_values, partition_batches
+
+    store = cassandra_rollup
+    ps = await store._ps()
+    rng = np.random.default_rng(5)
+    units = []
+    for k in range(150):
+        sid, day = int(rng.integers(-(2**63), 2**63 - 1)), 20_000 + k % 3
+        chunk = (ps["1m_chunk_ins"], (sid, day, day * DAY_MS, b"", *(rng.bytes(k % 40) for _ in rollup_chunks.COLUMNS)))
+        block = (ps["block_ins"], (sid, day, day * DAY_MS, day * DAY_MS + HOUR_MS, rng.bytes(100)))
+        units.append([chunk, block] if k % 2 else [block])
+    meta = store.session.cluster.metadata
+    got = partition_batches(meta, store.keyspace, [([(s, pack_values(s, p)) for s, p in u], 100) for u in units], 64, 1 << 20)
+    assert [len(r) if isinstance(r, BatchStatement) else 1 for r in got] == [96, 96, 33]  # (statements: 64, 64, 22 units)
+    it = iter(units)
+    for request in got:
+        want = BatchStatement(BatchType.UNLOGGED, consistency_level=request.consistency_level)
+        count = 0
+        while count < 64:
+            u = next(it, None)
+            if u is None:
+                break
+            for s, p in u:
+                want.add(s.bind(p))
+            count += 1
+        assert isinstance(request, BatchStatement) and not isinstance(request, BoundStatement)
+        assert request._statements_and_parameters == want._statements_and_parameters
+        assert (request.routing_key, request.keyspace) == (want.routing_key, want.keyspace)
+        assert request.consistency_level == ps["1m_chunk_ins"].consistency_level
+    # one unit alone: a bound statement as the driver binds it
+    [one] = partition_batches(meta, store.keyspace, [([(units[0][0][0], pack_values(*units[0][0]))], 100)], 64, 1 << 20)
+    bound = units[0][0][0].bind(units[0][0][1])
+    assert isinstance(one, BoundStatement) and (one.values, one.routing_key) == (bound.values, bound.routing_key)
+
+
+async def test_live_seal_reads_only_chunks_started_before_its_window(cassandra_rollup):
+    """A live seal (``new_from_ms``: its window's start) writes the chunks starting in its
+    window without reading them; the chunks it merges into (started before) are read and
+    merged as before. A seal without it reads every chunk."""
+    from storage.rollup_job import RawWindow, compute_window
+
+    store = cassandra_rollup
+    start = T0 + 4 * HOUR_MS  # a 1m chunk starts here (6 h spans)
+    assert start % rollup_chunks.chunk_span(Resolution.MINUTE) == 0
+    hour_chunk_before = start % rollup_chunks.chunk_span(Resolution.HOUR) != 0
+    end = start + 2 * HOUR_MS
+    ts = np.arange(start - 5 * MINUTE_MS, end, 10_000, dtype=np.int64)
+    ids = np.array([7_100_001, 7_100_002], dtype=np.int64)
+    window = RawWindow(ids, np.array([0, ts.size, 2 * ts.size]), np.concatenate([ts, ts]),
+                       np.concatenate([np.cumsum(np.ones(ts.size)), np.cos(np.arange(ts.size))]))
+    blocks, minutes, hours = compute_window(window, start, end)
+    reads: list[str] = []
+    plain = store.execute
+
+    async def counted(statement, *args, **kw):
+        query = getattr(statement, "query_string", "")
+        if "chunks" in query and query.startswith("SELECT"):
+            reads.append(query)
+        return await plain(statement, *args, **kw)
+
+    store.execute = counted
+    try:
+        await store.write_seal(blocks, minutes, hours, new_from_ms=start)
+        assert all("rollup_1h_chunks" in q for q in reads) and bool(reads) == hour_chunk_before
+        reads.clear()
+        await store.write_seal(blocks, minutes, hours)
+        assert any("rollup_1m_chunks" in q for q in reads) and any("rollup_1h_chunks" in q for q in reads)
+    finally:
+        del store.execute
+    for i, sid in enumerate(ids.tolist()):
+        assert (await store.read_rollup(Resolution.MINUTE, sid, start, end)).bit_equal(minutes[i].rollup)
+        assert (await store.read_rollup(Resolution.HOUR, sid, start, end)).bit_equal(hours[i].rollup)
