@@ -272,7 +272,7 @@ async def test_sealed_reads_fetch_only_blocks_not_kept_and_follow_reseals(cassan
         job = RollupJob(store, LocalShardLease(tmp_path / "locks"), window_ms=WINDOW, shards=2, now_ms=lambda: now)
         await job.backfill(start - WINDOW, now)
         first_hot = (now - RECENT_RAW_MS) // HOUR_MS
-        late_window = (start // WINDOW + 2) * WINDOW  # a sealed window inside the range read
+        late_window = (start // WINDOW + 1) * WINDOW  # a sealed window inside the range read
         window_hours = range(late_window // HOUR_MS, (late_window + WINDOW) // HOUR_MS)
         for h in range(start // HOUR_MS, first_hot):  # the sealed hours' rows gone: blocks alone answer them
             if h not in window_hours:  # (a reseal reads its window's rows while they are kept)
