@@ -1296,8 +1296,8 @@ class CassandraStorage(Storage):
         the targets' entries, which lag the group: they drop at every mark it would)."""
         if group.lo > start_ms or group.hi < key_span_start(start_ms) - 1:
             return None
-        if group.requests is None:  # (the keys' requests' targets, as _kept_and_keys groups them)
-            group.requests = [sorted(g) for g in _frame_groups(by_target)]
+        if group.requests is None:  # (keys are small: two requests, as the rows' probe; 4 before)
+            group.requests = _probe_groups(group.names)
         hs = list(range(group.first // sch.RAW_BUCKET_MS, group.hi // sch.RAW_BUCKET_MS + 1))
         keyed = group.hi < end_ms
         reads = [asyncio.ensure_future(self.late_hours(group.first, group.hi)),
@@ -1986,10 +1986,8 @@ class CassandraStorage(Storage):
         of >= 8 series is a frame (issue #20's range query over 200 targets: 4 requests where
         the rows took 25, ~1 ms of the reader's CPU and 2-3 of the node's against ~8.5 and
         ~9; 2 since)."""
-        names = sorted(by_target)
-        step = max(1, min(PROBE_GROUP_TARGETS, -(-len(names) // 2)))
-        found = await _gather_waves([self.execute(self.ps_rows_written, (names[i : i + step], hours))
-                                     for i in range(0, len(names), step)])
+        found = await _gather_waves([self.execute(self.ps_rows_written, (names, hours))
+                                     for names in _probe_groups(by_target)])
         written = set().union(*map(_partitions, found))
         if not written:
             return []
@@ -2416,6 +2414,15 @@ def _frame_groups(by_target: dict[str, list[int]]) -> list[dict[str, list[int]]]
         groups[-1][target] = ids
         size += len(ids)
     return groups
+
+
+def _probe_groups(names: Iterable[str]) -> list[list[str]]:
+    """``names`` sorted, in requests of up to PROBE_GROUP_TARGETS, two at least: the targets of
+    each request of small answers about many targets' partitions (which hold rows, the keys of
+    their newest frames)."""
+    ranked = sorted(names)
+    step = max(1, min(PROBE_GROUP_TARGETS, -(-len(ranked) // 2)))
+    return [ranked[i : i + step] for i in range(0, len(ranked), step)]
 
 
 def _target_groups(by_target: dict[str, list[int]]) -> list[tuple[list[str], list[int]]]:

@@ -769,6 +769,7 @@ class FrameGroup:
         self.nbytes = int(self.bits.nbytes + 4 * self.ts.nbytes + 2 * self.sids.nbytes) + FRAME_CACHE_ENTRY_BYTES
         self._placements: OrderedDict[tuple[int, int, bytes], Placement | None] = OrderedDict()
         self.requests: list[list[str]] | None = None  # (the targets of each keys request: its reader's)
+        self.checked = -1  # (``FrameCache._changes`` when its entries were last found kept)
         self._tail()
 
     def _tail(self) -> None:
@@ -868,6 +869,7 @@ class FrameCache:
         # quarter of ``max_bytes`` (their frames' copies)
         self._groups: OrderedDict[bytes, FrameGroup] = OrderedDict()
         self._group_bytes = 0
+        self._changes = 0  # entries put or dropped so far (a group checked since none needs no check)
         self.hits = 0  # targets read from the cache (and their newest frames only)
         self.misses = 0  # targets read whole
         self.group_reads = 0  # reads served through a ``FrameGroup``
@@ -889,17 +891,21 @@ class FrameCache:
 
     def group(self, key: bytes) -> FrameGroup | None:
         """The ``FrameGroup`` kept as ``key`` while the cache keeps every entry it was made of
-        (their use counts as theirs); None otherwise."""
+        (checked, and the entries made most recently used, only when some entry was put or
+        dropped since the group's last check: a refresh of 200 targets made 400 dict calls);
+        None otherwise."""
         g = self._groups.get(key)
         if g is None:
             return None
-        entries = self._entries
-        for t, c, e in zip(g.names, g.cols, g.entries, strict=True):
-            if entries.get((t, c)) is not e:
-                self.drop_group(key)
-                return None
-        for t, c in zip(g.names, g.cols, strict=True):
-            entries.move_to_end((t, c))
+        if g.checked != self._changes:  # (else no entry was put or dropped since its last check)
+            entries = self._entries
+            for t, c, e in zip(g.names, g.cols, g.entries, strict=True):
+                if entries.get((t, c)) is not e:
+                    self.drop_group(key)
+                    return None
+            for t, c in zip(g.names, g.cols, strict=True):
+                entries.move_to_end((t, c))
+            g.checked = self._changes
         self._groups.move_to_end(key)
         return g
 
@@ -930,6 +936,7 @@ class FrameCache:
 
     def put(self, target: str, entry: CachedFrames) -> None:
         """Keep ``entry`` (in place of what was kept of the target for its columns)."""
+        self._changes += 1
         cols = entry.cols.tobytes()
         old = self._entries.get((target, cols))
         if old is not None and entry.nbytes <= self.max_bytes:  # (the usual: an entry extended)
@@ -960,6 +967,7 @@ class FrameCache:
                 self._forget(target, cols, old)
 
     def _forget(self, target: str, cols: bytes, old: CachedFrames) -> None:
+        self._changes += 1
         self._bytes -= old.nbytes
         kept = self._keys.get(target)
         if kept is not None:
@@ -973,3 +981,4 @@ class FrameCache:
         self._bytes = 0
         self._groups.clear()
         self._group_bytes = 0
+        self._changes += 1
