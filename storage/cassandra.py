@@ -1288,8 +1288,8 @@ class CassandraStorage(Storage):
     ) -> GroupBlock | None:
         """``_frames_recent``'s read of kept targets through their ``FrameGroup``: one burst of
         requests (the late marks of its hours, ``_drop_marked``'s, and the keys of its frames
-        after its ``hi``, ``_frame_keys``'s per ``_frame_groups``), checked for all targets at
-        once; when no mark is newer than the group's read (less the margins), the group was
+        after its ``hi``, ``_frame_keys``'s, in two requests: ``_probe_groups``), checked for
+        all targets at once; when no mark is newer than the group's read (less the margins), the group was
         read within half the marks' TTL and the keys are the frames it holds, its block of
         [start_ms, end_ms] (the group settled at ``complete_to`` and ``now``, as
         ``CachedFrames.settled``). Otherwise None, and the group goes (the read goes through
