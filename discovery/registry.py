@@ -198,6 +198,7 @@ class _PoolWatch:
 
     members_watched: bool = False
     nodes: set[str] = field(default_factory=set)
+    czxid: int | None = None  # the incarnation this watch saw first (its creating transaction)
 
 
 # -- the registry ------------------------------------------------------------------------------
@@ -503,6 +504,23 @@ class Registry:
                     self._forget_pool(pool)
             if stat is None:
                 self._publish(pool)
+                return False
+            with self._lock:
+                if not self._current(pool, w):
+                    return False
+                if w.czxid is None:
+                    w.czxid = stat.czxid
+                recreated = stat.czxid != w.czxid
+                if recreated:
+                    # Deleted and created again between two reads of this watch: its members
+                    # watch may have stopped on the deleted members node (kazoo ends a children
+                    # watch silently on NoNode), so the new incarnation is watched afresh.
+                    self._forget_pool(pool)
+                    fresh = _PoolWatch()
+                    self._pool_watches[pool] = fresh
+            if recreated:
+                self._publish(pool)
+                DataWatch(self.zk, path, self._pool_data_watcher(pool, fresh))
                 return False
             try:
                 settings = settings_from_json(json.loads(data.decode())) if data else ScrapeSettings()

@@ -251,6 +251,33 @@ def test_a_pool_deleted_and_created_again_is_watched_again(registries):
         wait_for(lambda: "again" not in watcher.view.pools and not watcher.view.targets(), what="pool gone")
 
 
+def test_a_pool_recreated_between_two_reads_of_its_watch_is_watched_again(registries):
+    """One transaction deletes a pool with its members and creates the pool again without its
+    members node: the pool's data watch reads the new incarnation at once, while the members
+    watch found its node gone and stopped. The new incarnation's members must still be seen,
+    and the old ones must not stay in the view."""
+    watcher = registries()
+    writer = registries(watch=False)
+    writer.create_pool("twice", ScrapeSettings(interval_s=1.0, timeout_s=1.0))
+    writer.register_hosts("twice", ["10.8.0.1:80", "10.8.0.2:80"])
+    wait_for(lambda: len(watcher.view.targets()) == 2, what="first incarnation's members")
+
+    members = writer.zk.get_children(writer.members_path("twice"))
+    tx = writer.zk.transaction()
+    for node in members:
+        tx.delete(f"{writer.members_path('twice')}/{node}")
+    tx.delete(writer.members_path("twice"))
+    tx.delete(writer.pool_path("twice"))
+    tx.create(writer.pool_path("twice"), json.dumps(ScrapeSettings(interval_s=2.0, timeout_s=1.0).to_dict()).encode())
+    assert not any(isinstance(r, Exception) for r in tx.commit())
+    wait_for(lambda: "twice" in watcher.view.pools and watcher.view.pools["twice"].interval_s == 2.0,
+             what="the new incarnation's settings")
+
+    writer.register_host("twice", "10.8.1.1:80")
+    wait_for(lambda: [t.key for t in watcher.view.targets()] == ["twice/10.8.1.1:80"], timeout=30.0,
+             what="only the new incarnation's member")
+
+
 def test_a_burst_of_registrations_coalesces_into_few_complete_rebuilds(registries):
     """The map's promise: a burst of watch events coalesces into few view rebuilds. After a
     rebuild the next one waits ``publish_delay_s`` for more events, so while a burst lasts there
