@@ -385,16 +385,7 @@ async def test_short_reads_keep_frames_read_only_newer_ones_and_a_late_frame_dro
             await store.write(SampleBatch(t, series, [ts] * len(series), rng.random(len(series)).round(3).tolist()))
 
     async def both(lo: int, hi: int, matchers: list[Matcher] = matchers) -> list:
-        # (the query engine's read: flat columns, as ``select`` answers without the cache)
-        got = (await store.select_flat(matchers, lo, hi)).as_data()
-        cache, store.frame_cache = store.frame_cache, None
-        try:
-            plain = await store.select(matchers, lo, hi)
-        finally:
-            store.frame_cache = cache
-        assert [(d.series.id, d.timestamps.tolist(), d.values.view(np.int64).tolist()) for d in got] == \
-            [(d.series.id, d.timestamps.tolist(), d.values.view(np.int64).tolist()) for d in plain]
-        return got
+        return await _kept_and_plain(store, matchers, lo, hi)
 
     try:
         for k in range(30):
