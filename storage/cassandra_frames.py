@@ -340,7 +340,9 @@ def _as_one_part(
 
 # -- frames a reader keeps ----------------------------------------------------------------------
 
-FRAME_CACHE_BYTES = 64 << 20  # resolved frame columns a store keeps (issue #20's query: ~2.5 MB)
+# resolved frame columns a store keeps (issue #20's query: ~2.5 MB); its ``FrameGroup``s, copies
+# of entries' frames, take up to a quarter of this more (``FrameCache.put_group``)
+FRAME_CACHE_BYTES = 64 << 20
 FRAME_CACHE_KEEP_MS = 20 * 60_000  # a target's frames kept behind the newest it holds complete
 # What an entry costs beside its arrays' data (the entry, its arrays' headers, the cache's keys):
 # ~1.3 KB measured, a fifth of a narrow target's (8 series, 20 minutes of 15 s frames).
