@@ -426,23 +426,18 @@ def test_windows_fed_by_an_hour(tmp_path):
 @pytest.fixture
 async def cassandra_store(cassandra, clock):
     """A fresh keyspace per test, the store on the fake clock."""
-    from fixtures_cassandra import fresh_keyspace
+    from fixtures_cassandra import keyspace_store
 
     from storage.cassandra_rollup import CassandraRollupStorage
 
     loop = asyncio.get_running_loop()
-    store = await loop.run_in_executor(
-        None,
-        lambda: CassandraRollupStorage.connect_sync(
-            [cassandra.host], cassandra.port, fresh_keyspace("late"), create_schema=True
-        ),
-    )
+    ctx = keyspace_store(cassandra, "late", CassandraRollupStorage)
+    store = await loop.run_in_executor(None, ctx.__enter__)
     store._now_ms = clock
     try:
         yield store
     finally:
-        await loop.run_in_executor(None, store.drop_keyspace_sync)
-        await store.close()
+        await loop.run_in_executor(None, ctx.__exit__, None, None, None)
 
 
 @pytest.mark.cassandra

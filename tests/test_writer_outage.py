@@ -1,8 +1,10 @@
-"""Losslessness of the batching writer with a real Cassandra that goes away for 30 s.
+"""Losslessness of the batching writer with a real Cassandra that goes away for 15 s.
 
 One scenario (module fixture) drives 20 targets scraped every second into a
-``BatchingWriter``; Cassandra is stopped, kept down for 30 s (``RINGMON_TEST_OUTAGE_S``;
-``make drills`` keeps it down 60 s) and started again. Meanwhile a
+``BatchingWriter``; Cassandra is stopped, kept down for 15 s (``RINGMON_TEST_OUTAGE_S``;
+``make drills`` keeps it down 60 s) and started again. 15 s outlast every timer the writer and
+its store have: the writer's slow_after_s (1 s) and retry interval (0.5 s), the driver's
+reconnection (every 1 s), request timeout (10 s) and heartbeat (5 s, 5 s to answer). Meanwhile a
 second writer *process* appends while spooling, is SIGKILLed, and is restarted once
 Cassandra is back. Afterwards every sample of both must be stored exactly once with the
 same value bits. This module is also the child process's program (``python <file> child``).
@@ -36,7 +38,7 @@ pytestmark = [pytest.mark.cassandra, pytest.mark.slow]
 
 TARGETS = 20
 SERIES_PER_TARGET = 25
-OUTAGE_S = float(os.environ.get("RINGMON_TEST_OUTAGE_S", "30"))  # long past the writer's slow_after_s
+OUTAGE_S = float(os.environ.get("RINGMON_TEST_OUTAGE_S", "15"))  # past every timer of the writer and its store
 CHILD_SERIES = 10
 CHILD_INTERVAL_S = 0.2
 
@@ -186,8 +188,9 @@ async def _scenario(cassandra, store: CassandraStorage, spool: Path, child_dir: 
 
 @pytest.fixture(scope="module")
 def outage_run(cassandra, tmp_path_factory):
-    from fixtures_cassandra import fresh_keyspace
+    from fixtures_cassandra import fresh_keyspace, settle_keyspaces
 
+    settle_keyspaces(cassandra)  # (no schema change of the keyspace pool under way when the node stops)
     store = CassandraStorage.connect_sync([cassandra.host], cassandra.port, fresh_keyspace("outage"), create_schema=True)
     base = tmp_path_factory.mktemp("outage")
     try:
