@@ -661,6 +661,23 @@ def inline_times(data: bytes, times: bytes) -> bytes:
     return bytes((VERSION, data[1])) + times + data[2 + TIMES_KEY_BYTES :]
 
 
+_SHARE_PROBE = 16  # a block's first bytes that ``share_times`` looks its header up by
+
+
+def _times_span(d: bytes) -> tuple[tuple[bytes, int] | None, int]:
+    """A version-3 block's (times, end of the times) when they may be shared (two samples or
+    more, a timestamp frame of SHARE_MIN_FRAME bytes at least), else None; and how many of
+    its first bytes decided it."""
+    buf = memoryview(d)
+    _, _, n, _, _, pos = _parse_header(buf)
+    if n < 2:
+        return None, pos
+    size, at = _get_varint(buf, pos)
+    if size < SHARE_MIN_FRAME:  # (aligned scrapes: a frame of a few bytes)
+        return None, at
+    return (d[2 : at + size], at + size), at + size  # count, first, step, the frame's length and the frame
+
+
 def share_times(datas: Sequence[bytes], min_share: int = 2) -> tuple[list[bytes], dict[int, bytes]]:
     """``datas`` with each version-3 block whose times (a timestamp frame of
     ``SHARE_MIN_FRAME`` bytes at least) at least ``min_share`` of them have rewritten as
@@ -668,22 +685,22 @@ def share_times(datas: Sequence[bytes], min_share: int = 2) -> tuple[list[bytes]
     pass them to ``decode_columns`` or ``TIMES.add`` them. Other blocks are returned as they are."""
     spans: list[tuple[bytes, int] | None] = []
     uses: dict[bytes, int] = {}
+    # A block that starts with the bytes another one's header was read from (up to its times'
+    # end) has that header and times: a target's blocks are parsed once, not one by one.
+    seen: dict[bytes, tuple[bytes, tuple[bytes, int] | None]] = {}  # first bytes -> (bytes read, span)
     for d in datas:
         if len(d) < 2 or d[0] != VERSION:
             spans.append(None)
             continue
-        buf = memoryview(d)
-        _, _, n, _, _, pos = _parse_header(buf)
-        if n < 2:
-            spans.append(None)
-            continue
-        size, at = _get_varint(buf, pos)
-        if size < SHARE_MIN_FRAME:  # (aligned scrapes: a frame of a few bytes)
-            spans.append(None)
-            continue
-        times = d[2 : at + size]  # count, first, step, the frame's length and the frame
-        spans.append((times, at + size))
-        uses[times] = uses.get(times, 0) + 1
+        known = seen.get(d[:_SHARE_PROBE])
+        if known is not None and d.startswith(known[0]):
+            span = known[1]
+        else:
+            span, read = _times_span(d)
+            seen[d[:_SHARE_PROBE]] = (d[:read], span)
+        spans.append(span)
+        if span is not None:
+            uses[span[0]] = uses.get(span[0], 0) + 1
     keys: dict[bytes, bytes] = {}
     frames: dict[int, bytes] = {}
     out: list[bytes] = []

@@ -92,7 +92,7 @@ POOL_SHUT = "Pool is shutdown"  # the driver's error for a session whose host po
 MAX_ROWS_PER_BATCH = 1000  # rows of one partition per UNLOGGED batch
 SERIES_LOOKUP_CHUNK = 100  # ids per `series_id IN ?` lookup
 # index partitions (shards of a metric and bucket) per read of their series' targets
-# (``_index_targets``): all 32 at once, paged, timed out on a freshly started node under load
+# (``_index_target_sets``): all 32 at once, paged, timed out on a freshly started node under load
 TARGETS_READ_SHARDS = 8
 RAW_READ_SERIES_CHUNK = 100
 POSTING_PROBE_ROWS = 20_000  # a label value's postings read unpaged up to this many series
@@ -447,7 +447,7 @@ class CassandraStorage(Storage):
         self._index_kept: LRUCache[tuple, tuple[int, frozenset[int]]] = \
             LRUCache(maxsize=2_000_000, getsizeof=lambda e: len(e[1]) + 1)
         self.index_kept_hits = 0  # (metric, bucket)s whose kept index a query took again
-        # (level, metric, bucket) -> when an ``_index_targets`` read of it started (us) and what
+        # (level, metric, bucket) -> when an ``_index_target_sets`` read of it started (us) and what
         # it found: series id -> targets (taken again while the index stamp allows, as _index_kept)
         self._targets_kept: LRUCache[tuple[str, str, int], tuple[int, dict[int, frozenset[str]]]] = \
             LRUCache(maxsize=2_000_000, getsizeof=lambda e: len(e[1]) + 1)
@@ -1742,20 +1742,20 @@ class CassandraStorage(Storage):
             self._selected[key] = (found, got)
         return got
 
-    async def _index_targets(self, start_ms: int, end_ms: int, *, kept: bool = False) -> list[SeriesInfo]:
-        """Every series of the index in the range with its targets, its labels not read: each
-        ``Series`` has no labels (``Series(id, ())``). For the rollup job's window reads and the
+    async def _index_target_sets(self, start_ms: int, end_ms: int, *, kept: bool = False) -> dict[int, frozenset[str]]:
+        """Every series id of the index in the range with its targets (the series of a set of
+        targets share one frozenset), its labels not read. For the rollup job's window reads and the
         raw drop, which need ids and targets only: a request per metric, bucket and 8 shards (the rows
         ``_select_series`` of ``__name__=~".+"`` reads, with their targets), not its lookups of
         every series' labels, ~1,000 requests for 100,000 series a fresh process made (issue
         #20's seal: ~11 s of the node's CPU and ~3.7 s of the job's of its ~70 s). With ``kept``
         what a read found of a metric and bucket is taken again while the index's stamp there is
         older than that read (``_targets_kept``, at most INDEX_CACHE_MAX_AGE_MS: the drop after a
-        seal, the fresh pass after the one before); its label-less ``Series`` never reach the
-        caches of query reads."""
+        seal, the fresh pass after the one before). No object per series is made: a seal of
+        100,000 series made a ``SeriesInfo`` and a ``Series`` each, ~0.4 s of its CPU."""
         level = self._level_for(start_ms, end_ms)
         if end_ms < start_ms:
-            return []
+            return {}
         buckets = range(start_ms // level.bucket_ms, end_ms // level.bucket_ms + 1)
         metrics = await self._metric_names(level, buckets, [Matcher(METRIC_NAME, MatchOp.RE, ".+")])
         keys = [(metric, b) for metric in metrics for b in buckets]
@@ -1766,21 +1766,31 @@ class CassandraStorage(Storage):
         pages = await _gather_waves([
             self._index_rows(level.suffix, "series_targets", (metric, b, shards), b, len(shards))
             for metric, b in todo for shards in groups])
+        # (a target's series share one frozenset of its name: one per distinct set, not per series)
+        interned: dict[frozenset[str], frozenset[str]] = {}
         for i, (metric, b) in enumerate(todo):
-            got: dict[int, set[str]] = {}
+            got: dict[int, frozenset[str]] = {}
             for rows in pages[i * len(groups) : (i + 1) * len(groups)]:
                 for sid, names in rows:
-                    got.setdefault(sid, set()).update(names or ())
-            found[(metric, b)] = part = {sid: frozenset(names) for sid, names in got.items()}
-            self._targets_kept[(level.suffix, metric, b)] = (read_us, part)
-        targets: dict[int, set[str]] = {}
+                    names = frozenset(names or ())
+                    had = got.get(sid)
+                    if had is not None:
+                        names |= had
+                    got[sid] = interned.setdefault(names, names)
+            found[(metric, b)] = got
+            self._targets_kept[(level.suffix, metric, b)] = (read_us, got)
+        targets: dict[int, frozenset[str]] = {}
         for each in found.values():
+            if targets.keys().isdisjoint(each):  # (a series is of one metric: buckets alone overlap)
+                targets.update(each)
+                continue
             for sid, names in each.items():
-                targets.setdefault(sid, set()).update(names)
-        return [SeriesInfo(Series(sid, ()), frozenset(names)) for sid, names in targets.items()]
+                had = targets.get(sid)
+                targets[sid] = names if had is None or had == names else had | names
+        return targets
 
     async def _kept_targets(self, suffix: str, keys: list[tuple[str, int]]) -> dict[tuple[str, int], dict[int, frozenset[str]]]:
-        """What ``_index_targets`` read of the (metric, bucket)s ``keys`` that still holds: read
+        """What ``_index_target_sets`` read of the (metric, bucket)s ``keys`` that still holds: read
         at most INDEX_CACHE_MAX_AGE_MS ago and the index there not changed since (its stamp
         older than the read less ``index_skew_ms``; no stamp: not known), as ``_kept_ids``."""
         now_us = time.time_ns() // 1000
@@ -2030,12 +2040,15 @@ class CassandraStorage(Storage):
 
     async def _read_parts(
         self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int, hours: Sequence[int] | None,
-        *, kept: bool = False, blocks: list[KeptBlock] | None = None,
+        *, kept: bool = False, blocks: list[KeptBlock] | None = None, probe_rows: bool = False,
     ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
         """The (series ids, ts, values, priorities) parts a read gets: each target's frames and
         each ``raw_recent`` request's rows (priority 0: a row wins an equal (series, ts)).
         ``blocks``: when the read's samples are all of kept frames, they are left there
-        (``_frames_recent``) and no part is made."""
+        (``_frames_recent``) and no part is made. ``probe_rows`` (the rollup job's window
+        reads): the rows of the targets whose partitions hold any (``_short_rows``) at any
+        range, not a request per target, hour and RAW_READ_SERIES_CHUNK series (issue #20's
+        seal: 3,006 of its 8,166 requests, for 100,200 series in frames)."""
         empty: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [], [])
         by_target = infos.by_target if isinstance(infos, SeriesInfos) else None
         if by_target is None:
@@ -2052,7 +2065,7 @@ class CassandraStorage(Storage):
             return empty
 
         def rows_of() -> Coroutine[Any, Any, list[tuple[int | None, list]]]:
-            if end_ms - start_ms <= FRAME_READ_SPAN_MS and len(hours) <= 2 and len(by_target) > 1:
+            if len(by_target) > 1 and (probe_rows or (end_ms - start_ms <= FRAME_READ_SPAN_MS and len(hours) <= 2)):
                 return self._short_rows(by_target, hours, start_ms, end_ms)
             return self._rows_of(by_target, hours, start_ms, end_ms)
 
@@ -2297,16 +2310,24 @@ def _packer(cql_type: Any, protocol_version: int) -> Callable[[Any], bytes]:
     return lambda v: cql_type.serialize(v, protocol_version)
 
 
+def packers_of(stmt: PreparedStatement) -> list[Callable[[Any], bytes]]:
+    """Per bind marker of ``stmt``, the packer ``pack_values`` serializes its values with
+    (picked once per statement; a caller packing many rows of one statement packs their key
+    columns with them and passes blobs as they are)."""
+    packers: list[Callable[[Any], bytes]] | None = stmt.__dict__.get("_ringmon_packers")
+    if packers is None:
+        packers = stmt.__dict__["_ringmon_packers"] = [
+            _packer(c.type, stmt.protocol_version) for c in stmt.column_metadata]
+    return packers
+
+
 def pack_values(stmt: PreparedStatement, params: Sequence) -> list[bytes | None]:
     """The bytes ``stmt.bind(params)`` gives its values, for bulk writes (the rollup job's seal
     packs ~3 rows per series: ~300,000 for 100,000 series): every value given, each serialized
     by a packer picked once per statement for its column's type (bigint, int, blob, text)
     instead of the driver's checks and dispatch per value (~2 against ~9 us for a 13-column
     chunk row); ``None`` is a null."""
-    packers = stmt.__dict__.get("_ringmon_packers")
-    if packers is None:
-        packers = stmt.__dict__["_ringmon_packers"] = [
-            _packer(c.type, stmt.protocol_version) for c in stmt.column_metadata]
+    packers = packers_of(stmt)
     if len(params) != len(packers):
         raise ValueError(f"{len(params)} values for {len(packers)} bind markers")
     return [None if v is None else pack(v) for v, pack in zip(params, packers, strict=True)]

@@ -73,9 +73,13 @@ from storage.blocks import TIMES, VERSION_SHARED_TIMES, decode_block, inline_tim
 from storage.cassandra import (
     WRITER_FLOOR_KEY,
     CassandraStorage,
+    Packed,
     SeriesInfo,
+    SeriesInfos,
+    TargetSeries,
     TransientStorageError,
     pack_values,
+    packers_of,
     partition_batches,
     series_runs,
 )
@@ -112,15 +116,15 @@ BLOCK_READ_SERIES_CHUNK = 16  # series per block request (unpaged: <= 16 x 24 bl
 BLOCK_KEY_SERIES = 100  # series per request of block keys and write times (~40 B a block)
 TIMES_READ_KEYS = 256  # timestamp frames per request (unpaged: <= 256 x ~200 B at a 2 h window of 10 s)
 CHUNK_READ_SERIES = 16  # series per rollup chunk request (unpaged: <= 16 x 4 chunks, ~1.2 MB)
-# series per read of the chunks a seal merges into (one chunk each, unpaged: <= 64 x ~32 KB)
-SEAL_READ_SERIES = 64
+# series per read of the chunks a seal merges into (one chunk each, unpaged: <= 128 x ~32 KB)
+SEAL_READ_SERIES = 128
 CHUNK_VERSION_SERIES = 100  # series per request of chunk keys and versions (~24 B a chunk)
 # A write batch of the seal: under Cassandra's default warnings (an unlogged batch over 10
 # partitions, a batch over 5 KiB), which the driver would log for every batch; up to
 # SEAL_BATCH_MAX_* under a node's higher thresholds (``_batch_limits``: Ringmon's node config).
 WRITE_BATCH_ROWS = 10
 WRITE_BATCH_BYTES = 3072
-SEAL_BATCH_MAX_ROWS = 64
+SEAL_BATCH_MAX_ROWS = 128
 SEAL_BATCH_MAX_BYTES = 128 << 10
 ROW_BYTES = 64  # a row's keys and cells beside its blobs, for the batch size
 # Chunk requests in flight at once: a node answers them from a 64 MiB network buffer pool;
@@ -156,6 +160,22 @@ BLOCK_CACHE_BYTES = 16 << 20
 
 _CHUNK_COLS = ", ".join(chunks.STORED.values())
 _MARKS = ", ?" * len(chunks.COLUMNS)
+
+
+# A seal's packed row: its series and partition (day or 1h bucket), the packed upsert
+# (``storage.cassandra.pack_values``' bytes) and its bytes for the batch limit (``_row_bytes``).
+SealRow = tuple[int, int, Packed, int]
+
+
+def _packed_ids(ids: list[int]) -> list[bytes]:
+    """Each series id as a bigint value's bytes (``pack_values``' form), made by NumPy."""
+    packed: list[bytes] = np.asarray(ids, dtype=">i8").view("V8").tolist()
+    return packed
+
+
+def _unpack_start(packed: Packed) -> int:
+    """The chunk start of a packed chunk upsert (its third value, a bigint)."""
+    return int.from_bytes(packed[1][2] or b"", "big", signed=True)
 
 
 def _row_bytes(params: Sequence) -> int:
@@ -243,7 +263,8 @@ class CassandraRollupMixin:
         async def _select_series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int, *,
                                  cached: bool = False) -> list[SeriesInfo]: ...
         async def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Series]: ...
-        async def _index_targets(self, start_ms: int, end_ms: int, *, kept: bool = False) -> list[SeriesInfo]: ...
+        async def _index_target_sets(self, start_ms: int, end_ms: int, *,
+                                     kept: bool = False) -> dict[int, frozenset[str]]: ...
         async def read_raw(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
                            hours: Sequence[int] | None = None, *, kept: bool = False) -> list[SeriesData]: ...
         async def read_raw_flat(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
@@ -255,7 +276,7 @@ class CassandraRollupMixin:
                                kept: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
         async def _read_parts(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int,
                               hours: Sequence[int] | None, *, kept: bool = False,
-                              blocks: list[KeptBlock] | None = None) -> tuple[
+                              blocks: list[KeptBlock] | None = None, probe_rows: bool = False) -> tuple[
                                   list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]: ...
         async def read_column_runs(self, infos: Sequence[SeriesInfo], start_ms: int,
                                    end_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
@@ -383,6 +404,11 @@ class CassandraRollupMixin:
         units = [([(stmt, pack_values(stmt, params))], _row_bytes(params)) for stmt, params in calls]
         units += [([(stmt, pack_values(stmt, params)) for stmt, params in group], sum(_row_bytes(p) for _, p in group))
                   for group in together]
+        await self._send_units(units)
+
+    async def _send_units(self, units: Sequence[tuple[list[Packed], int]]) -> None:
+        """``_bounded`` of upserts already packed: each unit the packed rows of one partition
+        (one mutation) and their bytes."""
         max_units, max_bytes = await self._batch_limits()
         requests = partition_batches(self.session.cluster.metadata, self.keyspace, units, max_units, max_bytes)
 
@@ -454,21 +480,34 @@ class CassandraRollupMixin:
         partitions were dropped (``drop_raw_hours``: a reseal, a window's counter carry from
         the one before) add their blocks, below the rows and frames written since.
         ``kept_index`` (a fresh pass): the index's ids and targets as a recent read found them
-        while its stamps allow (``_index_targets``); a seal reads them, so that no series
+        while its stamps allow (``_index_target_sets``); a seal reads them, so that no series
         written meanwhile is left out of its blocks whatever the writers' clocks."""
         if start_ms < self.now_ms() - self.recent_raw_keep_ms:  # sealed blocks too: the general path
             infos = await self._shard_infos(set(group), shards, start_ms, end_ms)
             return RawWindow.of(await self.rows_and_blocks(infos, start_ms, end_ms - 1))
-        # (ids and targets only: rows and frames become columns by series id, no labels read)
-        infos = [i for i in await self._index_targets(start_ms, end_ms - 1, kept=kept_index)
-                 if i.series.id % shards in group]
-        if not infos:
+        # (ids and targets only: rows and frames become columns by series id, no labels read,
+        # no object per series: the read takes the ids by target)
+        indexed = await self._index_target_sets(start_ms, end_ms - 1, kept=kept_index)
+        every = len(set(group)) == shards
+        by_names: dict[frozenset[str], list[int]] = {}  # (a target's series share their frozenset)
+        for sid, names in indexed.items():
+            if every or sid % shards in group:
+                by_names.setdefault(names, []).append(sid)
+        if not by_names:
             return RawWindow(_NO_IDS, np.zeros(1, dtype=np.int64), _NO_IDS, _NO_VALUES)
-        parts = await self._read_parts(infos, start_ms, end_ms - 1, None)
+        infos = SeriesInfos()  # (empty: ``_read_parts`` reads ``by_target``)
+        infos.by_target = by_target = TargetSeries()
+        for names, sids in by_names.items():
+            for t in names:
+                if t in by_target:
+                    by_target[t] += sids
+                else:
+                    by_target[t] = list(sids)
+        parts = await self._read_parts(infos, start_ms, end_ms - 1, None, probe_rows=True)
         dropped = await self.dropped_hours(start_ms, end_ms - 1)  # after the raw read: see drop_raw_hours
         if dropped:
             lo, hi = max(start_ms, min(dropped) * HOUR_MS), min(end_ms - 1, (max(dropped) + 1) * HOUR_MS - 1)
-            blocks = await self.read_blocks_of([i.series.id for i in infos], lo, hi)
+            blocks = await self.read_blocks_of([sid for sids in by_names.values() for sid in sids], lo, hi)
             for sid, found in blocks.items():
                 for _, _, _, data in found:
                     b_ts, b_vals = decode_block(data)
@@ -525,23 +564,32 @@ class CassandraRollupMixin:
         ttl = DEFAULT_TTLS_S["raw_frames"] + 86_400  # outlives the raw input it speaks of
         await self._bounded([(ps["meta_set_ttl"], (f"{_DROPPED_HOUR}{h}", "1", ttl)) for h in hours])
         # (a target a kept read missed, for a writer's clock skew, keeps its partitions to their TTL)
-        infos = await self._index_targets(hours[0] * HOUR_MS, (hours[-1] + 1) * HOUR_MS - 1, kept=True)
-        targets = sorted({t for i in infos for t in i.targets})
+        indexed = await self._index_target_sets(hours[0] * HOUR_MS, (hours[-1] + 1) * HOUR_MS - 1, kept=True)
+        targets = sorted(frozenset().union(*set(indexed.values())))  # (a target's series share their set)
         calls = [(ps[name], (written_before_us, t, h)) for t in targets for h in hours
                  for name in ("frames_drop", "recent_drop")]
         await self._bounded(calls)
         return len(calls)
 
     async def write_blocks(self, blocks: Sequence[SealedBlock]) -> None:
-        await self._bounded(await self._block_calls(blocks))
+        await self._send_units([([packed], n) for _, _, packed, n in await self._block_rows(blocks)])
 
-    async def _block_calls(self, blocks: Sequence[SealedBlock]) -> list[tuple[PreparedStatement, tuple]]:
-        """The block inserts of ``blocks``, once the timestamp frames they share are stored
-        (``_share_times``)."""
+    async def _block_rows(self, blocks: Sequence[SealedBlock]) -> list[SealRow]:
+        """The block inserts of ``blocks`` (in that order), packed, once the timestamp frames
+        they share are stored (``_share_times``)."""
         datas = await self._share_times(blocks)
         ps = (await self._ps())["block_ins"]
-        return [(ps, (b.series_id, b.start_ms // DAY_MS, b.start_ms, b.end_ms, d))
-                for b, d in zip(blocks, datas, strict=True)]
+        _, p_day, p_start, p_end, _ = packers_of(ps)
+        windows: dict[tuple[int, int], tuple[int, bytes, bytes, bytes]] = {}  # (a seal's blocks share one window)
+        sids = [b.series_id for b in blocks]
+        out: list[SealRow] = []
+        for b, sid, packed_sid, d in zip(blocks, sids, _packed_ids(sids), datas, strict=True):
+            w = windows.get((b.start_ms, b.end_ms))
+            if w is None:
+                day = b.start_ms // DAY_MS
+                w = windows[(b.start_ms, b.end_ms)] = (day, p_day(day), p_start(b.start_ms), p_end(b.end_ms))
+            out.append((sid, w[0], (ps, [packed_sid, w[1], w[2], w[3], d]), ROW_BYTES + len(d)))
+        return out
 
     async def _share_times(self, blocks: Sequence[SealedBlock]) -> list[bytes]:
         """The blocks' bytes, those of a window's target sharing a timestamp frame as version 4
@@ -584,7 +632,7 @@ class CassandraRollupMixin:
 
     async def write_rollups(self, resolution: Resolution, rows: Sequence[RollupRows]) -> None:
         """Each row's buckets into their chunks, merged with what the chunks hold (newer wins)."""
-        await self._bounded(await self._rollup_calls(resolution, rows))
+        await self._send_units([([packed], n) for _, _, packed, n in await self._rollup_rows(resolution, rows)])
 
     async def write_seal(
         self, blocks: Sequence[SealedBlock], minutes: Sequence[RollupRows], hours: Sequence[RollupRows], *,
@@ -601,35 +649,41 @@ class CassandraRollupMixin:
         of what the final chunks hold.
 
         ``new_from_ms`` (a live seal, the job's first of its window: the window's start):
-        chunks starting there or later are written without reading them first (``_rollup_calls``).
+        chunks starting there or later are written without reading them first (``_rollup_rows``).
         What such a chunk may hold lies in this window or after it: an earlier try of this
         seal or the fresh pass's first minute of a span (this seal's buckets hold every sample
         those had), or a later window a backfill sealed ahead of the job's checkpoint, which
         the job seals again after this one, merging it back. With a 2 h window and 6 h chunks
         that is a third of the seal's 1m chunk reads (issue #20's one seal: all of them, when
         its window starts a span)."""
-        block_calls, minute_calls, hour_calls, fresh = await asyncio.gather(
-            self._block_calls(blocks),
-            self._rollup_calls(Resolution.MINUTE, minutes, new_from_ms),
-            self._rollup_calls(Resolution.HOUR, hours, new_from_ms),
+        block_rows, minute_rows, hour_rows, fresh = await asyncio.gather(
+            self._block_rows(blocks),
+            self._rollup_rows(Resolution.MINUTE, minutes, new_from_ms),
+            self._rollup_rows(Resolution.HOUR, hours, new_from_ms),
             self._fresh_windows({(b.start_ms, b.end_ms) for b in blocks}),
         )
         drop = (await self._ps())["1m_fresh_drop"]
-        chunk_of: dict[tuple[int, int], list[tuple[PreparedStatement, tuple]]] = {}
-        for call in minute_calls:  # (a series' window may touch several chunks of its day)
-            chunk_of.setdefault((call[1][0], call[1][1]), []).append(call)
-        together, rest = [], list(hour_calls)
-        for call in block_calls:
-            sid, day, window_start, window_end = call[1][:4]
+        chunk_of: dict[tuple[int, int], list[SealRow]] = {}
+        for row in minute_rows:  # (a series' window may touch several chunks of its day)
+            chunk_of.setdefault((row[0], row[1]), []).append(row)
+        together: list[tuple[list[Packed], int]] = []
+        rest: list[tuple[list[Packed], int]] = [([packed], n) for _, _, packed, n in hour_rows]
+        for b, (sid, day, packed, n) in zip(blocks, block_rows, strict=True):
             mates = chunk_of.pop((sid, day), None)
             if mates:  # the chunks first: their consistency level (LOCAL_QUORUM) is the batch's
-                drops = [(drop, (sid, day, lo, hi)) for lo, hi in _fresh_drops(
-                    window_start, window_end, [c[1][2] for c in mates])] if (window_start, window_end) in fresh else []
-                together.append([*mates, call, *drops])
+                unit = [m[2] for m in mates]
+                unit.append(packed)
+                n += sum(m[3] for m in mates)
+                if (b.start_ms, b.end_ms) in fresh:
+                    for lo, hi in _fresh_drops(b.start_ms, b.end_ms, [_unpack_start(m[2]) for m in mates]):
+                        params = (sid, day, lo, hi)
+                        unit.append((drop, pack_values(drop, params)))
+                        n += _row_bytes(params)
+                together.append((unit, n))
             else:
-                rest.append(call)
-        rest += [call for mates in chunk_of.values() for call in mates]
-        await self._bounded(rest, together=together)
+                rest.append(([packed], n))
+        rest += [([m[2]], m[3]) for mates in chunk_of.values() for m in mates]
+        await self._send_units(rest + together)
 
     async def _fresh_windows(self, windows: Collection[tuple[int, int]]) -> set[tuple[int, int]]:
         """Of ``windows`` ([start, end) in ms), those with a block some fresh pass wrote
@@ -650,19 +704,20 @@ class CassandraRollupMixin:
         pages = await asyncio.gather(*(self.execute(ps, (keys[i : i + 100],)) for i in range(0, len(keys), 100)))
         return {keyed[r[0]] for found in pages for page in found for r in page}
 
-    async def _rollup_calls(
+    async def _rollup_rows(
         self, resolution: Resolution, rows: Sequence[RollupRows], new_from_ms: int | None = None
-    ) -> list[tuple[PreparedStatement, tuple]]:
-        """The chunk upserts writing ``rows`` (``write_rollups``): reads the chunks they fall
-        in and merges them; chunks starting at ``new_from_ms`` or later are not read (a live
-        seal's: ``write_seal``)."""
+    ) -> list[SealRow]:
+        """The chunk upserts writing ``rows`` (``write_rollups``), packed: reads the chunks they
+        fall in and merges them; chunks starting at ``new_from_ms`` or later are not read (a
+        live seal's: ``write_seal``)."""
         if not rows:
             return []
         ps = await self._ps()
         key = "1m" if resolution is Resolution.MINUTE else "1h"
         get, ins = ps[f"{key}_chunks_get"], ps[f"{key}_chunk_ins"]
         ids: list[int] = rows.ids.tolist() if isinstance(rows, RollupRowsList) else [r.series_id for r in rows]
-        keys: list[tuple[int, int]]  # (series id, chunk start) of each chunk written
+        sids: list[int]  # series id of each chunk written
+        starts: list[int]  # its start
         columns: list[list[bytes]]  # per name of ``chunks.COLUMNS``, each chunk's plain value
         if len(set(ids)) == len(ids):  # (the job's rows: each series once) every chunk's columns at once
             flat = (rows.flat, rows.bounds) if isinstance(rows, RollupRowsList) else None
@@ -670,38 +725,38 @@ class CassandraRollupMixin:
             if table is None:
                 return []
             owners, starts, _, _, columns = table
-            keys = [(ids[o], start) for o, start in zip(owners, starts, strict=True)]
+            sids = np.asarray(ids, dtype=np.int64)[np.asarray(owners, dtype=np.int64)].tolist()
         else:
             merged: dict[tuple[int, int], Rollup] = {}
             for r in rows:  # (a series twice in ``rows``: the later rows win, as for upserts)
                 for start, part in chunks.split(resolution, r.rollup):
                     k = (r.series_id, start)
                     merged[k] = chunks.merge(merged[k], part) if k in merged else part
-            keys = list(merged)
+            sids, starts = [k[0] for k in merged], [k[1] for k in merged]
             encoded = [chunks.encode_columns(resolution, k[1], part) for k, part in merged.items()]
             columns = [[c[name] for c in encoded] for name in chunks.COLUMNS]
 
         # What the chunks hold: one read per chunk start and SEAL_READ_SERIES series (not one
         # per series: the seal's requests are its cost; CHUNK_READS_IN_FLIGHT at once, for
         # the node's buffers), then one write per chunk.
-        by_start: dict[int, list[int]] = {}
-        for sid, start in keys:
-            if new_from_ms is None or start < new_from_ms:
-                by_start.setdefault(start, []).append(sid)
+        at_start = np.asarray(starts, dtype=np.int64)
+        read = at_start < new_from_ms if new_from_ms is not None else np.ones(at_start.size, dtype=bool)
+        by_start = {start: np.asarray(sids, dtype=np.int64)[read & (at_start == start)].tolist()
+                    for start in np.unique(at_start[read]).tolist()}
         stored: list[tuple] = []
 
-        def read(start: int, sids: list[int]) -> Callable[[], Awaitable[None]]:
+        def read_step(start: int, some: list[int]) -> Callable[[], Awaitable[None]]:
             async def run() -> None:
-                for page in await self.execute(get, (sids, _partition(resolution, start), start)):
+                for page in await self.execute(get, (some, _partition(resolution, start), start)):
                     stored.extend((start, *row) for row in page)
 
             return run
 
-        await self._bounded_steps([read(start, sids[i : i + SEAL_READ_SERIES])
-                                   for start, sids in by_start.items() for i in range(0, len(sids), SEAL_READ_SERIES)],
+        await self._bounded_steps([read_step(start, got[i : i + SEAL_READ_SERIES])
+                                   for start, got in by_start.items() for i in range(0, len(got), SEAL_READ_SERIES)],
                                   CHUNK_READS_IN_FLIGHT)
         if stored:
-            at = {k: i for i, k in enumerate(keys)}
+            at = {k: i for i, k in enumerate(zip(sids, starts, strict=True))}
             for row, old in zip(stored, chunks.payloads(stored, 2), strict=True):
                 start = row[0]
                 i = at.get((row[1], start))
@@ -717,8 +772,20 @@ class CassandraRollupMixin:
                     columns[j][i] = joined[name]
         # Written in compact form (``rollup_chunks.compact_columns``): the seal's cost was its bytes.
         values = chunks.compact_columns(chunks.COLUMNS, columns)
-        return [(ins, (sid, _partition(resolution, start), start, b"", *cols))
-                for (sid, start), *cols in zip(keys, *values, strict=True)]
+        # Packed here (``pack_values``' bytes: the key columns by their packers, the blobs as
+        # they are; the series ids by NumPy, each chunk start's keys once): ~3 rows per series
+        # are the seal's writes.
+        p_part, p_start = packers_of(ins)[1:3]
+        heads: dict[int, tuple[int, bytes, bytes]] = {}
+        for start in set(starts):
+            pkey = _partition(resolution, start)
+            heads[start] = (pkey, p_part(pkey), p_start(start))
+        sizes = np.full(len(sids), ROW_BYTES, dtype=np.int64)
+        for v in values:
+            sizes += chunks.value_lengths(v)
+        return [(sid, head[0], (ins, [packed_sid, head[1], head[2], b"", *blobs]), size)
+                for sid, packed_sid, head, size, *blobs in zip(
+                    sids, _packed_ids(sids), map(heads.__getitem__, starts), sizes.tolist(), *values, strict=True)]
 
     def fresh_block_start(self, ts_ms: int) -> int:
         """``FreshBlocks``: the start of the FRESH_BLOCK_MS block holding ``ts_ms``; of the

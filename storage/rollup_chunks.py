@@ -36,6 +36,7 @@ that already holds others merges them (``merge``): the newer row wins for an equ
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -897,7 +898,7 @@ def _width(span: np.ndarray) -> np.ndarray:
     return out
 
 
-def _lens(column: Sequence[Any]) -> np.ndarray:
+def value_lengths(column: Sequence[Any]) -> np.ndarray:
     """Each value's length (0 for None)."""
     try:
         return np.fromiter(map(len, column), dtype=np.int64, count=len(column))
@@ -906,9 +907,16 @@ def _lens(column: Sequence[Any]) -> np.ndarray:
 
 
 def _scatter(col: list[Any], rows: Sequence[int], blob: bytes, size: int) -> None:
-    """Rows ``rows`` of ``col`` become consecutive ``size``-byte slices of ``blob``."""
-    for j, i in enumerate(rows):
-        col[i] = blob[j * size : (j + 1) * size]
+    """Rows ``rows`` of ``col`` become consecutive ``size``-byte slices of ``blob`` (made by
+    NumPy as bytes objects and placed by ``map``: no Python step per row; the seal places
+    ~2 M of them)."""
+    if not rows:
+        return
+    if size == 0:
+        pieces: list[bytes] = [b""] * len(rows)
+    else:
+        pieces = np.frombuffer(blob, dtype=f"V{size}", count=len(rows)).tolist()
+    deque(map(col.__setitem__, rows, pieces), maxlen=0)
 
 
 def _word_rows(col: list[Any], rows: Sequence[int], tag: int, values: np.ndarray) -> None:
@@ -938,7 +946,7 @@ def compact_columns(names: Sequence[str], columns: Sequence[Sequence[bytes]]) ->
     out = [list(c) for c in columns]
     if not count:
         return out
-    sizes = _lens(columns[0]) // 8
+    sizes = value_lengths(columns[0]) // 8
     at = _piece_bounds(sizes)
     ts = np.frombuffer(b"".join(columns[0]), dtype="<i8")
     xs = []
@@ -1073,7 +1081,7 @@ def expand_columns(names: Sequence[str], columns: Sequence[Sequence[Any]], as_by
     if not out or not out[0]:
         return out
     ts_col = out[0]
-    lens = _lens(ts_col)
+    lens = value_lengths(ts_col)
     sizes = lens // 8
     comp = np.flatnonzero(lens % 8)
     # each row's bucket starts as first + i * step where LINEAR (most rows), else its plain bytes
@@ -1102,7 +1110,7 @@ def expand_columns(names: Sequence[str], columns: Sequence[Sequence[Any]], as_by
 
     for k in range(1, len(out)):
         col = out[k]
-        lens = _lens(col)
+        lens = value_lengths(col)
         comp = np.flatnonzero(lens % 8)
         if not comp.size:
             continue

@@ -554,7 +554,7 @@ async def test_sealed_raw_is_dropped_on_cassandra(cassandra_store, clock, tmp_pa
     assert_same_answer(await raw_answer(store, data, T0, T_END - 1), expected_answer(everything, T0, T_END - 1))
     assert job.metrics.registry.get_sample_value("ringmon_rollup_raw_partitions_dropped_total") > 0
     # (the seal's write batches were sized by this node's batch thresholds: 256 KiB, 256 partitions)
-    assert await store._batch_limits() == (64, 128 << 10)
+    assert await store._batch_limits() == (128, 128 << 10)  # (half of each)
 
 
 def spooled_frames(spool) -> list:
