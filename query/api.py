@@ -76,10 +76,26 @@ class ApiError(Exception):
 
 
 # ----------------------------------------------------------------- formatting
+# From this many values on, ``format_values`` looks for repeats: a series' values often are a
+# few distinct ones (a gauge that holds still, a counter between scrapes, the steps of a range
+# query that all see the same last sample), each then written once.
+REPEATS_MIN = 64
+
+
 def format_values(values: np.ndarray) -> list[str]:
     """``format_value`` of every element, vectorised: Python's shortest repr is what Go
-    writes for finite values outside exponent range, less a trailing ".0"."""
-    vals = np.asarray(values, dtype=np.float64)
+    writes for finite values outside exponent range, less a trailing ".0". Values that
+    repeat (the same bits: -0 apart from 0, every NaN as it is) are formatted once."""
+    vals = np.ascontiguousarray(values, dtype=np.float64)
+    if vals.size >= REPEATS_MIN:
+        bits, where = np.unique(vals.reshape(-1).view(np.int64), return_inverse=True)
+        if bits.size * 4 <= vals.size:
+            distinct = _format_values(bits.view(np.float64))
+            return list(map(distinct.__getitem__, where.tolist()))
+    return _format_values(vals)
+
+
+def _format_values(vals: np.ndarray) -> list[str]:
     out = list(map(float.__repr__, vals.tolist()))
     with np.errstate(invalid="ignore"):
         mag = np.abs(vals)
@@ -155,10 +171,17 @@ def result_text(res: QueryResult, stats: dict[str, Any] | None = None) -> str:
         ) + "]"
     else:
         parts = []
+        heads: dict[bytes, list[str]] = {}  # '[<t>,"' per timestamp, per distinct timestamps (the steps)
         for s in res.series:
-            points = ",".join(
-                f'[{t},"{v}"]' for t, v in zip(format_timestamps(s.timestamps), format_values(s.values), strict=True)
-            )
+            key = np.ascontiguousarray(s.timestamps, dtype=np.int64).tobytes()
+            head = heads.get(key)
+            if head is None:
+                head = heads[key] = [f'[{t},"' for t in format_timestamps(s.timestamps)]
+            # '[t0,"v0' '"],' '[t1,"v1' ... '"]': each point as f'[{t},"{v}"]', comma-separated
+            values = format_values(s.values)
+            if len(values) != len(head):
+                raise ValueError(f"{len(head)} timestamps, {len(values)} values")
+            points = '"],'.join(map(str.__add__, head, values)) + '"]' if values else ""
             parts.append(f'{{"metric":{labels_json(s.labels)},"values":[{points}]}}')
         result = "[" + ",".join(parts) + "]"
     tail = f',"stats":{dumps(stats)}' if stats is not None else ""
