@@ -127,6 +127,7 @@ class KeyspacePool:
         self._cluster: Any = None
         self._session: Any = None
         self._next: Future[str] | None = None
+        self._closed = False
 
     def _session_(self) -> Any:
         if self._session is None:
@@ -155,7 +156,8 @@ class KeyspacePool:
         try:
             self._session_().execute(f"DROP KEYSPACE IF EXISTS {name}", timeout=60)
         except Exception as exc:  # noqa: BLE001 - only tidiness: the node's data goes at the session's end
-            log.warning("keyspace %s not dropped: %s", name, exc)
+            if not self._closed:
+                log.warning("keyspace %s not dropped: %s", name, exc)
 
     def take(self) -> str:
         """A keyspace of its own for the caller (made ahead when it could be); the next one
@@ -182,6 +184,8 @@ class KeyspacePool:
         self._thread.submit(lambda: None).result(timeout=300)
 
     def close(self) -> None:
+        """Stop (the node is stopped next: a drop under way fails quietly)."""
+        self._closed = True
         self._thread.shutdown(wait=False, cancel_futures=True)
         if self._cluster is not None:
             self._cluster.shutdown()
