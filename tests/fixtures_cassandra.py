@@ -131,11 +131,13 @@ class KeyspacePool:
 
     def _session_(self) -> Any:
         if self._session is None:
-            from cassandra.cluster import Cluster
-            from cassandra.policies import ConstantReconnectionPolicy
+            from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+            from cassandra.policies import ConstantReconnectionPolicy, RoundRobinPolicy
 
             # (back within a second of a node restarted by an outage test, as the stores are)
             self._cluster = Cluster([self.node.host], port=self.node.port, protocol_version=4,
+                                    execution_profiles={EXEC_PROFILE_DEFAULT: ExecutionProfile(
+                                        load_balancing_policy=RoundRobinPolicy())},
                                     reconnection_policy=ConstantReconnectionPolicy(1.0, max_attempts=None))
             self._session = self._cluster.connect()
         return self._session
