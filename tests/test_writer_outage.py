@@ -188,16 +188,12 @@ async def _scenario(cassandra, store: CassandraStorage, spool: Path, child_dir: 
 
 @pytest.fixture(scope="module")
 def outage_run(cassandra, tmp_path_factory):
-    from fixtures_cassandra import fresh_keyspace, settle_keyspaces
+    from fixtures_cassandra import keyspace_store, settle_keyspaces
 
-    settle_keyspaces(cassandra)  # (no schema change of the keyspace pool under way when the node stops)
-    store = CassandraStorage.connect_sync([cassandra.host], cassandra.port, fresh_keyspace("outage"), create_schema=True)
     base = tmp_path_factory.mktemp("outage")
-    try:
+    with keyspace_store(cassandra, "outage") as store:  # (dropped afterwards by the pool's thread)
+        settle_keyspaces(cassandra)  # (no schema change of the keyspace pool under way when the node stops)
         yield store, asyncio.run(_scenario(cassandra, store, base / "writer_spool", base))
-    finally:
-        store.drop_keyspace_sync()
-        store.shutdown()
 
 
 def test_outage_stores_every_sample_exactly_once(outage_run) -> None:
