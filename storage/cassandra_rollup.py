@@ -581,15 +581,12 @@ class CassandraRollupMixin:
         ps = (await self._ps())["block_ins"]
         _, p_day, p_start, p_end, _ = packers_of(ps)
         windows: dict[tuple[int, int], tuple[int, bytes, bytes, bytes]] = {}  # (a seal's blocks share one window)
+        for start, end in {(b.start_ms, b.end_ms) for b in blocks}:
+            windows[(start, end)] = (start // DAY_MS, p_day(start // DAY_MS), p_start(start), p_end(end))
         sids = [b.series_id for b in blocks]
-        out: list[SealRow] = []
-        for b, sid, packed_sid, d in zip(blocks, sids, _packed_ids(sids), datas, strict=True):
-            w = windows.get((b.start_ms, b.end_ms))
-            if w is None:
-                day = b.start_ms // DAY_MS
-                w = windows[(b.start_ms, b.end_ms)] = (day, p_day(day), p_start(b.start_ms), p_end(b.end_ms))
-            out.append((sid, w[0], (ps, [packed_sid, w[1], w[2], w[3], d]), ROW_BYTES + len(d)))
-        return out
+        return [(sid, w[0], (ps, [packed_sid, w[1], w[2], w[3], d]), ROW_BYTES + len(d))
+                for sid, w, packed_sid, d in zip(
+                    sids, [windows[(b.start_ms, b.end_ms)] for b in blocks], _packed_ids(sids), datas, strict=True)]
 
     async def _share_times(self, blocks: Sequence[SealedBlock]) -> list[bytes]:
         """The blocks' bytes, those of a window's target sharing a timestamp frame as version 4

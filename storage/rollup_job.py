@@ -74,6 +74,7 @@ from typing import Any, Protocol, TextIO, cast, runtime_checkable
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from common.gc_tuning import gc_paused
 from storage.base import (
     AGGREGATES,
     DAY_MS,
@@ -744,7 +745,16 @@ class RollupJob:
 
     async def process_windows(self, group: Sequence[int], start_ms: int, mode: str = "live") -> list[WindowResult]:
         """Seal and roll up one window of the shards of ``group`` at once (idempotent): one
-        read, one computation and one set of writes for all of them; a result per shard."""
+        read, one computation and one set of writes for all of them; a result per shard.
+        Cyclic garbage collection is off meanwhile (``gc_paused``): a window of 100,000 series
+        makes a few containers per series and row to write (~1.5 M), which reference counting
+        frees, and the collections they set off traversed them and the heap for nothing
+        (``bench/seal_ab.py``'s seal: 0.86-0.99 -> 0.70-0.87 us of the job's CPU per sample
+        with the block rows made in one pass)."""
+        with gc_paused():
+            return await self._process_windows(group, start_ms, mode)
+
+    async def _process_windows(self, group: Sequence[int], start_ms: int, mode: str) -> list[WindowResult]:
         end_ms = start_ms + self.window_ms
         t0 = time.monotonic()
         data = await self._read_window(group, start_ms - self.max_gap_ms, end_ms, seal_from_ms=start_ms)
