@@ -7,12 +7,12 @@ module a ``CassandraStorage`` on a fresh keyspace; ``keyspace_store`` makes one 
 ``CassandraStorage`` class) for a test. Tests using either fixture get the ``cassandra``
 marker, so ``-m "not cassandra"`` skips them.
 
-The schema changes behind those fresh keyspaces are the node's, not the test's: a keyspace
-with the schema is made ahead (while the test before runs) and a used one is dropped after
-the test, both by one thread of the session (``KeyspacePool``), so that a test's setup and
-teardown do not wait for them (about 0.5 s of the node's CPU to create a keyspace's tables
-and 0.7 s to drop them, on an idle machine; 2-4 s at load 5). A test that stops the node
-calls ``settle_keyspaces`` first, so that none of them is under way meanwhile.
+The schema changes behind those fresh keyspaces are the node's, not the test's: when a test
+hands its keyspace back, one thread of the session (``KeyspacePool``) drops it and makes the
+next one, under the tests that follow, so that a test's setup and teardown do not wait for
+them (about 0.5 s of the node's CPU to create a keyspace's tables and 0.7 s to drop them, on
+an idle machine; 2-4 s at load 5). A test that takes a keyspace waits until none of them is
+under way (none runs beside it); a test that stops the node calls ``settle_keyspaces`` first.
 
 When the run holds a test marked ``cassandra``, the node's start (~10 s of a JVM booting, a
 test's setup before) begins in a thread as soon as collection ends, so that it passes under
@@ -134,11 +134,15 @@ class KeyspacePool:
             from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
             from cassandra.policies import ConstantReconnectionPolicy, RoundRobinPolicy
 
-            # (back within a second of a node restarted by an outage test, as the stores are)
+            # (back within a second of a node restarted by an outage test, as the stores are;
+            # no metadata refresh on the node's events: the driver schedules those with the global
+            # ``random``, and a Hypothesis test running meanwhile warns when that state moves)
             self._cluster = Cluster([self.node.host], port=self.node.port, protocol_version=4,
                                     execution_profiles={EXEC_PROFILE_DEFAULT: ExecutionProfile(
                                         load_balancing_policy=RoundRobinPolicy())},
-                                    reconnection_policy=ConstantReconnectionPolicy(1.0, max_attempts=None))
+                                    reconnection_policy=ConstantReconnectionPolicy(1.0, max_attempts=None),
+                                    schema_event_refresh_window=-1, topology_event_refresh_window=-1,
+                                    status_event_refresh_window=-1)
             self._session = self._cluster.connect()
         return self._session
 
@@ -162,8 +166,10 @@ class KeyspacePool:
                 log.warning("keyspace %s not dropped: %s", name, exc)
 
     def take(self) -> str:
-        """A keyspace of its own for the caller (made ahead when it could be); the next one
-        is begun at once."""
+        """A keyspace of its own for the caller: the one made after the last was handed back
+        (else one made now). Returns once nothing of the pool's is under way, so that no
+        schema change of its own runs beside the caller's test (its stores' CREATE TABLEs
+        wait behind the node's other schema changes, within their 10 s request timeout)."""
         ahead, self._next = self._next, None
         name = None
         if ahead is not None:
@@ -171,15 +177,18 @@ class KeyspacePool:
                 name = ahead.result(timeout=300)
             except Exception as exc:  # noqa: BLE001 - e.g. the node was stopped meanwhile: made again
                 log.warning("keyspace made ahead failed (%s); making another", exc)
+        self.settle()
         if name is None:
             self._thread.submit(self._reconnect).result(timeout=60)
             name = self._thread.submit(self._create).result(timeout=300)
-        self._next = self._thread.submit(self._create)
         return name
 
     def give_back(self, name: str) -> None:
-        """Drop ``name`` (in the pool's thread; the caller has shut its store down)."""
+        """Drop ``name`` and make the next keyspace, in the pool's thread (the caller has shut
+        its store down): they run under the tests that follow, until the next ``take``."""
         self._thread.submit(self._drop, name)
+        if self._next is None:
+            self._next = self._thread.submit(self._create)
 
     def settle(self) -> None:
         """Until nothing the pool began is under way (the keyspace made ahead is kept)."""
