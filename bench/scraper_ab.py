@@ -11,9 +11,11 @@ the whole run, and one real ``ringmon scraper`` process per ``--code`` tree (``p
 cli.main scraper`` with that tree as its working directory, so its modules are the ones
 imported; the venv is this one), each on a ZooKeeper root of its own whose pool ``node``
 lists every target (ALIVE: scraped). All scrape for ``--index-warmup`` seconds at once (their index rows),
-then every pool's members are set STOPPED, and each round gives each tree its turn, in the same order: its
-targets ALIVE, ``--warmup`` seconds (first scrapes, layout plans), then its CPU (utime + stime
-of its pid, /proc) over ``--window`` seconds and the samples it appended to its writer in that
+then every pool's members are set STOPPED, and each round gives each tree its turn, every
+other round in the reverse order (in two runs of ``--rounds 2`` on 2026-12-07, 22:20 and 22:42
+UTC, the tree going first in a round did better by 1-18%, whichever it was): its targets
+ALIVE, ``--warmup`` seconds (first scrapes, layout plans), then its CPU (utime + stime of its
+pid, /proc) over ``--window`` seconds and the samples it appended to its writer in that
 window (``ringmon_scraper_samples_appended_total``, as bench/peers.py counts them), then its
 targets STOPPED again. ``--profile N`` adds, before the rounds, one window of each of the first
 N trees under ``py-spy record --nonblocking --gil`` at 250 Hz (when installed beside the
@@ -192,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  profiled {code}: {r['start']} UTC {r['us']:.3f} us/sample (not counted)", flush=True)
             time.sleep(5)
         for rnd in range(args.rounds):
-            for i, code in enumerate(codes):
+            order = list(enumerate(codes))
+            for i, code in order if rnd % 2 == 0 else order[::-1]:
                 set_targets(zk.hosts, f"/ab{i}", ports, args.interval, on=True)
                 time.sleep(args.warmup)
                 r = measure(*procs[i], args, f"{rnd}-{i}")
