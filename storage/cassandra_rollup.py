@@ -50,6 +50,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
@@ -113,7 +114,9 @@ WRITE_ATTEMPTS = 5  # upserts are idempotent: a timed-out write is safe to repea
 RECENT_RAW_MS = DEFAULT_WINDOW_MS + DEFAULT_GRACE_MS
 BLOCK_LOOKBACK_MS = 6 * HOUR_MS  # blocks starting this long before a read's start are found
 BLOCK_READ_SERIES_CHUNK = 16  # series per block request (unpaged: <= 16 x 24 blocks)
-BLOCK_KEY_SERIES = 100  # series per request of block keys and write times (~40 B a block)
+# series per request of block keys and write times (~40 B a block, ~4 blocks a series: ~64 KB):
+# a request costs the reader more than its rows (800 series: 8 requests 13-16 ms, 2 requests 10-12)
+BLOCK_KEY_SERIES = 400
 TIMES_READ_KEYS = 256  # timestamp frames per request (unpaged: <= 256 x ~200 B at a 2 h window of 10 s)
 CHUNK_READ_SERIES = 16  # series per rollup chunk request (unpaged: <= 16 x 4 chunks, ~1.2 MB)
 # series per read of the chunks a seal merges into (one chunk each, unpaged: <= 128 x ~32 KB)
@@ -873,12 +876,7 @@ class CassandraRollupMixin:
         infos = await self._select_series(matchers, start_ms, end_ms, cached=True)
         if not infos:
             return FlatSamples.of([])
-        series, ts_parts, val_parts = await self._sealed_and_rows(infos, start_ms, end_ms)
-        if not series:
-            return FlatSamples.of([])
-        offsets = np.zeros(len(series) + 1, dtype=np.int64)
-        np.cumsum([t.shape[0] for t in ts_parts], out=offsets[1:])
-        return FlatSamples(series, offsets, np.concatenate(ts_parts), np.concatenate(val_parts))
+        return await self._sealed_and_rows(infos, start_ms, end_ms)
 
     def _cold_and_hot(self, start_ms: int, end_ms: int) -> tuple[list[int], list[int]]:
         """The hours of [start_ms, end_ms] that may be sealed (cold) and those always read
@@ -893,40 +891,44 @@ class CassandraRollupMixin:
         cold, hot = self._cold_and_hot(start_ms, end_ms)
         if not cold:
             return await self.read_raw(infos, start_ms, end_ms, hot, kept=True)
-        series, ts_parts, val_parts = await self._sealed_and_rows(infos, start_ms, end_ms)
-        raw = Resolution.RAW
-        return [SeriesData(s, ts, vals, raw) for s, ts, vals in zip(series, ts_parts, val_parts, strict=True)]
+        return (await self._sealed_and_rows(infos, start_ms, end_ms)).as_data()
 
-    async def _sealed_and_rows(
-        self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int
-    ) -> tuple[list[Series], list[np.ndarray], list[np.ndarray]]:
-        """``read_sealed_and_rows`` of a range reaching into the cold hours, as (series in label
-        order, their timestamps, their values), series without samples left out. A kept block
-        carries its first and last timestamps, so it is skipped when outside the range and cut
-        with at most one search (a 1 y panel's refresh reads 800 series' last minutes up to
-        its step, on a window's edge: the next window's blocks hold nothing of it)."""
+    async def _sealed_and_rows(self, infos: Sequence[SeriesInfo], start_ms: int, end_ms: int) -> FlatSamples:
+        """``read_sealed_and_rows`` of a range reaching into the cold hours, as flat columns
+        (series in label order, those without samples left out). The blocks come in label
+        order (``_blocks_decoded_of``); which series need rows for which cold hours is found
+        on their key columns at once (``_SealedBlocks.untrusted``), and the series whose
+        samples are their blocks' alone (usually all of a read in the sealed hours) are cut
+        and joined without a loop per series: a kept block is skipped when outside the range
+        and cut with at most one search (a 1 y panel's refresh whose step is hours old reads
+        800 series' last minutes up to its step, on a window's edge: the next window's blocks
+        hold nothing of it). A series with rows too, or whose blocks overlap, is merged on
+        its own (rows win on equal timestamps)."""
         cold, hot = self._cold_and_hot(start_ms, end_ms)
         cold_end = min(end_ms, (cold[-1] + 1) * HOUR_MS - 1)
+        order_ids, ranked = self._in_label_order(infos)
         blocks, late, hot_rows = await asyncio.gather(
-            self._blocks_decoded_of([i.series.id for i in infos], start_ms, cold_end),
+            self._blocks_decoded_of(order_ids, start_ms, cold_end),
             self.late_hours(start_ms, cold_end),
             self.read_raw(infos, start_ms, end_ms, hot, kept=True) if hot else _no_rows(),
         )
-        # Per series: the cold hours whose rows must be read too (no trusted block covers them).
-        need_by_hours: dict[tuple[int, ...], list[SeriesInfo]] = {}
-        for info in infos:
-            trusted: set[int] = set()
-            for b_start, b_end, written_us, *_ in blocks.get(info.series.id, ()):
-                for h in range(b_start // HOUR_MS, -(-b_end // HOUR_MS)):
-                    mark = late.get(h)
-                    if mark is None or written_us // 1000 >= mark + self.late_seal_margin_ms:
-                        trusted.add(h)
-            need = tuple(h for h in cold if h not in trusted)
-            if need:
-                need_by_hours.setdefault(need, []).append(info)
-        cold_rows = await asyncio.gather(
-            *(self.read_raw(group, start_ms, cold_end, list(need)) for need, group in need_by_hours.items())
-        )
+        need_by_hours = blocks.untrusted(len(ranked), late, self.late_seal_margin_ms, cold[0], cold[-1] + 1)
+        cold_rows: list[list[SeriesData]] = []
+        if need_by_hours:
+            by_rank: dict[int, list[SeriesInfo]] = {}
+            rank_of = {sid: r for r, sid in enumerate(order_ids.tolist())}
+            for info in infos:  # (a series under two targets: both read)
+                by_rank.setdefault(rank_of[info.series.id], []).append(info)
+            cold_rows = await asyncio.gather(*(
+                self.read_raw([i for r in ranks for i in by_rank[r]], start_ms, cold_end, list(need))
+                for need, ranks in need_by_hours.items()))
+        b_ts, b_vals, b_bounds, unsorted = blocks.cut(len(ranked), start_ms, cold_end)
+        if not hot_rows and not any(cold_rows) and not unsorted:
+            counts = np.diff(b_bounds)
+            have = np.flatnonzero(counts)
+            offsets = np.zeros(have.size + 1, dtype=np.int64)
+            np.cumsum(counts[have], out=offsets[1:])
+            return FlatSamples([ranked[r] for r in have.tolist()], offsets, b_ts, b_vals)
         rows_by_id: dict[int, list[SeriesData]] = {}
         for part in (hot_rows, *cold_rows):
             for d in part:
@@ -934,42 +936,29 @@ class CassandraRollupMixin:
         series: list[Series] = []
         ts_out: list[np.ndarray] = []
         vals_out: list[np.ndarray] = []
-        no_blocks: list = []
-        for s in self._in_label_order(infos)[1]:
-            sid = s.id
-            got = rows_by_id.get(sid)
-            parts = [] if got is None else [(d.timestamps, d.values) for d in got]  # rows first: they win ties
-            for _, _, _, b_ts, b_vals, first, last in blocks.get(sid, no_blocks):
-                if first > cold_end or last < start_ms:
-                    continue
-                lo = 0 if first >= start_ms else int(b_ts.searchsorted(start_ms))
-                if last <= cold_end:
-                    parts.append((b_ts[lo:], b_vals[lo:]) if lo else (b_ts, b_vals))
-                else:
-                    hi = int(b_ts.searchsorted(cold_end, "right"))
-                    parts.append((b_ts[lo:hi], b_vals[lo:hi]))
-            parts = [p for p in parts if p[0].shape[0]]
-            if not parts:
+        bounds = b_bounds.tolist()
+        for r, s in enumerate(ranked):
+            a, z = bounds[r], bounds[r + 1]
+            got = rows_by_id.get(s.id)
+            if got is None and r not in unsorted:
+                if z > a:
+                    series.append(s)
+                    ts_out.append(b_ts[a:z])
+                    vals_out.append(b_vals[a:z])
                 continue
-            if len(parts) == 1:  # (a block's samples, or a read's rows: in order, one per timestamp)
-                ts, vals = parts[0]
-            else:
-                # Usually the parts do not overlap: in order of their first sample they join sorted.
-                joined = sorted(parts, key=lambda p: int(p[0][0]))
-                ts = np.concatenate([p[0] for p in joined])
-                vals = np.concatenate([p[1] for p in joined])
-                if not bool((ts[1:] > ts[:-1]).all()):
-                    ts = np.concatenate([p[0] for p in parts])
-                    vals = np.concatenate([p[1] for p in parts])
-                    order = np.argsort(ts, kind="stable")
-                    ts, vals = ts[order], vals[order]
-                    keep = np.ones(ts.size, dtype=bool)
-                    keep[1:] = ts[1:] != ts[:-1]
-                    ts, vals = ts[keep], vals[keep]
-            series.append(s)
-            ts_out.append(ts)
-            vals_out.append(vals)
-        return series, ts_out, vals_out
+            parts = [] if got is None else [(d.timestamps, d.values) for d in got]  # rows first: they win ties
+            parts.append((b_ts[a:z], b_vals[a:z]))
+            parts = [p for p in parts if p[0].shape[0]]
+            if parts:
+                ts, vals = _joined(parts)
+                series.append(s)
+                ts_out.append(ts)
+                vals_out.append(vals)
+        offsets = np.zeros(len(series) + 1, dtype=np.int64)
+        np.cumsum([t.shape[0] for t in ts_out], out=offsets[1:])
+        if not series:
+            return FlatSamples.of([])
+        return FlatSamples(series, offsets, np.concatenate(ts_out), np.concatenate(vals_out))
 
     def _decoded_block(self, sid: int, start: int, written_us: int, data: bytes) -> tuple[np.ndarray, np.ndarray, int, int]:
         """``decode_block`` of a series' sealed block (window ``start``, written at
@@ -995,45 +984,56 @@ class CassandraRollupMixin:
             self._blocks_decoded_bytes -= dropped[1].nbytes + dropped[2].nbytes
         return ts, vals, first, last
 
-    async def _blocks_decoded_of(
-        self, series_ids: Sequence[int], start_ms: int, end_ms: int
-    ) -> dict[int, list[tuple[int, int, int, np.ndarray, np.ndarray, int, int]]]:
-        """``read_blocks_of``'s blocks decoded, through the kept decoded blocks: series id ->
-        [(window start, window end, write time in us, ts, values, first ts, last ts)] by start.
-        Each block's key and ``WRITETIME(data)`` come first (bigint columns, BLOCK_KEY_SERIES
-        series a request); only the bytes of blocks not kept at that write time are fetched
+    async def _blocks_decoded_of(self, order_ids: np.ndarray, start_ms: int, end_ms: int) -> _SealedBlocks:
+        """The sealed blocks of the series ``order_ids`` (distinct, in label order) that end
+        after ``start_ms`` and start by ``end_ms`` (those starting up to BLOCK_LOOKBACK_MS
+        before it are asked for), decoded, through the kept decoded blocks, in label order then
+        window start. Each block's key and ``WRITETIME(data)`` come first (bigint columns,
+        BLOCK_KEY_SERIES series a request; the blocks ending by ``start_ms`` are dropped on
+        the columns); only the bytes of blocks not kept at that write time are fetched
         (``blocks_fetched`` counts them) and kept decoded. A write time names one write of a
         block: a reseal (or any rewrite) gives a later one, a deleted or expired block is not
         among the keys. (A refresh of a 1 y panel whose step is hours old read the bytes of
         its ~1,600 blocks again each time.)"""
         ps = await self._ps()
-        ids = sorted(set(series_ids))
+        ids = np.unique(order_ids).tolist()
         days = [(d, max(d * DAY_MS, start_ms - BLOCK_LOOKBACK_MS), min((d + 1) * DAY_MS - 1, end_ms))
                 for d in range(start_ms // DAY_MS, end_ms // DAY_MS + 1)]
         pages = await asyncio.gather(*(
             self.execute_columnar(ps["block_keys"], (ids[i : i + BLOCK_KEY_SERIES], d, lo, hi))
             for d, lo, hi in days for i in range(0, len(ids), BLOCK_KEY_SERIES)))
-        if self._blocks_decoded is None:
-            self._blocks_decoded = OrderedDict()
-        cache = self._blocks_decoded
-        out: dict[int, list[tuple[int, int, int, np.ndarray, np.ndarray, int, int]]] = {}
-        missing: dict[int, dict[int, list[int]]] = {}  # day -> series id -> window starts not kept
+        cols: list[list[np.ndarray]] = [[], [], [], []]  # series id, window start, window end, write time
         for request in pages:
             for page in request:
                 if isinstance(page, dict):  # (no null write time: every block has its bytes)
-                    rows: Iterator = zip(*(np.asarray(c, dtype=np.int64).tolist() for c in page.values()), strict=True)
+                    parts = [np.asarray(c, dtype=np.int64) for c in page.values()]
                 else:
-                    rows = (r for r in page if r[3] is not None)
-                for sid, b_start, b_end, written_us in rows:
-                    if b_end <= start_ms:
-                        continue
-                    key = (sid, b_start)
-                    got = cache.get(key)
-                    if got is not None and got[0] == written_us:
-                        cache.move_to_end(key)
-                        out.setdefault(sid, []).append((b_start, b_end, written_us, *got[1:]))
-                    else:
-                        missing.setdefault(b_start // DAY_MS, {}).setdefault(sid, []).append(b_start)
+                    rows = [r for r in page if r[3] is not None]
+                    parts = list(np.array(rows, dtype=np.int64).reshape(-1, 4).T)
+                for col, part in zip(cols, parts, strict=True):
+                    col.append(part)
+        sid, b_start, b_end, written = (np.concatenate(c) if c else _NO_IDS for c in cols)
+        after = np.flatnonzero(b_end > start_ms)
+        sorter = np.argsort(order_ids)
+        rank = sorter[np.searchsorted(order_ids, sid[after], sorter=sorter)]
+        order = np.lexsort((b_start[after], rank))
+        rank, pick = rank[order], after[order]
+        sid, b_start, b_end, written = sid[pick], b_start[pick], b_end[pick], written[pick]
+        if self._blocks_decoded is None:
+            self._blocks_decoded = OrderedDict()
+        cache = self._blocks_decoded
+        found: list[tuple[int, np.ndarray, np.ndarray, int, int] | None] = [None] * sid.size
+        missing: dict[int, dict[int, list[int]]] = {}  # day -> series id -> window starts not kept
+        at: dict[tuple[int, int], int] = {}  # (series id, window start) -> its place, of those not kept
+        for k, (s, b, w) in enumerate(zip(sid.tolist(), b_start.tolist(), written.tolist(), strict=True)):
+            key = (s, b)
+            got = cache.get(key)
+            if got is not None and got[0] == w:
+                cache.move_to_end(key)
+                found[k] = got
+            else:
+                at[key] = k
+                missing.setdefault(b // DAY_MS, {}).setdefault(s, []).append(b)
         if missing:
             calls = []
             for d, per_series in missing.items():
@@ -1043,17 +1043,25 @@ class CassandraRollupMixin:
                     first = min(min(per_series[s]) for s in group)
                     last = max(max(per_series[s]) for s in group)
                     calls.append(self.execute(ps["blocks_read"], (group, d, first, last)))
-            want = {(sid, b) for per_series in missing.values() for sid, starts in per_series.items() for b in starts}
             rows_read = [row for pages_read in await asyncio.gather(*calls) for page in pages_read for row in page
-                         if (row[0], row[1]) in want and row[4]]
+                         if (row[0], row[1]) in at and row[4]]
             self.blocks_fetched += len(rows_read)
             datas = await self._inline_times([(row[1], row[4]) for row in rows_read])
-            for (sid, b_start, b_end, written_us, _), data in zip(rows_read, datas, strict=True):
-                decoded = self._decoded_block(sid, b_start, written_us or 0, data)
-                out.setdefault(sid, []).append((b_start, b_end, written_us or 0, *decoded))
-            for blocks in out.values():
-                blocks.sort(key=itemgetter(0))
-        return out
+            for (row_sid, row_start, row_end, written_us, _), data in zip(rows_read, datas, strict=True):
+                k = at[(row_sid, row_start)]  # (as read now: a reseal since the keys' read writes it later)
+                b_end[k], written[k] = row_end, written_us or 0
+                found[k] = (written_us or 0, *self._decoded_block(row_sid, row_start, written_us or 0, data))
+            if None in found:  # (a block deleted since its key was read, or without bytes)
+                keep = np.fromiter((f is not None for f in found), dtype=bool, count=len(found))
+                rank, b_start, b_end, written = rank[keep], b_start[keep], b_end[keep], written[keep]
+                found = [f for f in found if f is not None]
+        kept = [f for f in found if f is not None]  # (all of them by now)
+        return _SealedBlocks(
+            rank, b_start, b_end, written,
+            np.fromiter((f[3] for f in kept), dtype=np.int64, count=len(kept)),
+            np.fromiter((f[4] for f in kept), dtype=np.int64, count=len(kept)),
+            [f[1] for f in kept], [f[2] for f in kept],
+        )
 
     async def read_blocks_of(
         self, series_ids: Sequence[int], start_ms: int, end_ms: int
@@ -1275,6 +1283,100 @@ class CassandraRollupStorage(CassandraRollupMixin, CassandraStorage):
 
 _NO_IDS = np.empty(0, dtype=np.int64)
 _NO_VALUES = np.empty(0, dtype=np.float64)
+
+
+@dataclass
+class _SealedBlocks:
+    """Sealed blocks a read found (``_blocks_decoded_of``), decoded, as columns in the order of
+    their series' labels, then of their windows' starts."""
+
+    rank: np.ndarray  # int64: the series' place in label order
+    start: np.ndarray  # int64: window start (ms)
+    end: np.ndarray  # int64: window end (ms)
+    written: np.ndarray  # int64: the block's write time (us)
+    first: np.ndarray  # int64: its first sample's timestamp (an empty block: after any range)
+    last: np.ndarray  # int64: its last sample's timestamp
+    ts: list[np.ndarray]
+    values: list[np.ndarray]
+
+    def untrusted(
+        self, n: int, late: dict[int, int], margin_ms: int, first_hour: int, end_hour: int
+    ) -> dict[tuple[int, ...], list[int]]:
+        """Of ``n`` series (by rank), those with hours in [first_hour, end_hour) that no
+        trusted block covers, grouped by those hours: their rows must be read too. A block is
+        trusted for an hour without a late mark (``late``: hour -> the newest late write's
+        time, ms), or written at least ``margin_ms`` after that mark. Counted on the columns,
+        per series and hour, without a loop per block."""
+        span = end_hour - first_hour
+        covered = np.zeros((n, span + 1), dtype=np.int32)  # blocks starting minus ending, per hour
+        h0 = self.start // HOUR_MS
+        h1 = -(-self.end // HOUR_MS)
+        np.add.at(covered, (self.rank, np.clip(h0 - first_hour, 0, span)), 1)
+        np.add.at(covered, (self.rank, np.clip(h1 - first_hour, 0, span)), -1)
+        covered = np.cumsum(covered[:, :span], axis=1)
+        for h, mark in late.items():
+            if first_hour <= h < end_hour:
+                trusted = (h0 <= h) & (h < h1) & (self.written // 1000 >= mark + margin_ms)
+                covered[:, h - first_hour] = 0
+                covered[self.rank[trusted], h - first_hour] = 1
+        need = covered <= 0
+        out: dict[tuple[int, ...], list[int]] = {}
+        for r in np.flatnonzero(need.any(axis=1)).tolist():
+            out.setdefault(tuple((first_hour + np.flatnonzero(need[r])).tolist()), []).append(r)
+        return out
+
+    def cut(self, n: int, start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, set[int]]:
+        """The blocks' samples in [start_ms, end_ms] as (timestamps, values, bounds, unsorted):
+        series ``r`` (of ``n``, by rank) is ``bounds[r]:bounds[r + 1]``, its blocks' samples
+        one after another; ``unsorted``: the series whose blocks overlap or come out of order
+        there (to be merged). A block outside the range is skipped, one inside it taken whole,
+        one across an end cut with one search."""
+        useful = np.flatnonzero((self.first <= end_ms) & (self.last >= start_ms))
+        lo_cut = (self.first[useful] < start_ms).tolist()
+        hi_cut = (self.last[useful] > end_ms).tolist()
+        ts_parts: list[np.ndarray] = []
+        val_parts: list[np.ndarray] = []
+        sizes = np.zeros(useful.size, dtype=np.int64)
+        for j, k in enumerate(useful.tolist()):
+            b_ts, b_vals = self.ts[k], self.values[k]
+            if lo_cut[j] or hi_cut[j]:
+                lo = int(b_ts.searchsorted(start_ms)) if lo_cut[j] else 0
+                hi = int(b_ts.searchsorted(end_ms, "right")) if hi_cut[j] else b_ts.shape[0]
+                b_ts, b_vals = b_ts[lo:hi], b_vals[lo:hi]
+            ts_parts.append(b_ts)
+            val_parts.append(b_vals)
+            sizes[j] = b_ts.shape[0]
+        bounds = np.zeros(n + 1, dtype=np.int64)
+        if not ts_parts:
+            return _NO_IDS, _NO_VALUES, bounds, set()
+        rank = self.rank[useful]
+        np.cumsum(np.bincount(rank, weights=sizes, minlength=n).astype(np.int64), out=bounds[1:])
+        ts = np.concatenate(ts_parts)
+        vals = np.concatenate(val_parts)
+        # Where a series' block follows another of its blocks: its first sample must come after.
+        starts = np.cumsum(sizes) - sizes
+        follows = np.flatnonzero((rank[1:] == rank[:-1]) & (sizes[1:] > 0)) + 1
+        follows = follows[starts[follows] > 0]
+        bad = follows[ts[starts[follows]] <= ts[starts[follows] - 1]]
+        return ts, vals, bounds, set(rank[bad].tolist())
+
+
+def _joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """A series' parts (rows first, then its blocks; none empty) as one run by timestamp:
+    usually they do not overlap and join sorted in order of their first samples; else merged,
+    the first part's sample kept on an equal timestamp (rows win)."""
+    joined = sorted(parts, key=lambda p: int(p[0][0]))
+    ts = np.concatenate([p[0] for p in joined])
+    vals = np.concatenate([p[1] for p in joined])
+    if bool((ts[1:] > ts[:-1]).all()):
+        return ts, vals
+    ts = np.concatenate([p[0] for p in parts])
+    vals = np.concatenate([p[1] for p in parts])
+    order = np.argsort(ts, kind="stable")
+    ts, vals = ts[order], vals[order]
+    keep = np.ones(ts.size, dtype=bool)
+    keep[1:] = ts[1:] != ts[:-1]
+    return ts[keep], vals[keep]
 
 
 async def _no_rows() -> list[SeriesData]:
