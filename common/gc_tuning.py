@@ -7,7 +7,7 @@ Cassandra driver's schema metadata, the app's routes), which alone cost a full c
 34 ms of CPU on our 2-core VM, with nothing to free among them. ``freeze_startup_heap``,
 called once the process has started, moves them to the permanent generation (``gc.freeze``):
 later collections traverse only what came after. ``gc_paused`` keeps collections out of a
-query's evaluation.
+query's evaluation and of the rollup job's seal of a window.
 """
 
 from __future__ import annotations
