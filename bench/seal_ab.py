@@ -16,7 +16,7 @@ with ``--digest``, a SHA-256 of the sealed tables' rows (their cells, not their 
 two trees that write the same rows give the same digest.
 
     python bench/seal_ab.py prep --dir /tmp/seal-ab --targets 167
-    flock /work/bench.lock python bench/seal_ab.py ab --dir /tmp/seal-ab --tree A=/old/tree --tree B=. --rounds 3
+    python bench/seal_ab.py ab --dir /tmp/seal-ab --tree A=/old/tree --tree B=. --rounds 3
     python bench/seal_ab.py stop --dir /tmp/seal-ab
 
 Prints figures, asserts nothing but that each pass sealed every shard.
