@@ -16,6 +16,8 @@ from typing import Any
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import BytesPayload
 
+from common.sequences import slices
+
 PIECE_BYTES = 1 << 20
 
 
@@ -34,8 +36,8 @@ class PiecewiseBytesPayload(BytesPayload):
         view = memoryview(self._value).cast("B")
         if content_length is not None:
             view = view[:content_length]
-        for start in range(0, len(view), PIECE_BYTES):
-            await writer.write(view[start : start + PIECE_BYTES])
+        for piece in slices(view, PIECE_BYTES):
+            await writer.write(piece)
 
 
 def piecewise(body: bytes | bytearray | memoryview, **kwargs: Any) -> BytesPayload:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from common.gc_tuning import gc_paused
+from common.sequences import slices
 from query import kernels
 from query import parse as P
 from query.budget import (
@@ -1665,8 +1666,8 @@ class Engine:
             return _flat_rows(fine_rows(raw, a, z, MINUTE_MS, cuts=bounds).by_labels(), Resolution.MINUTE, names)
 
         todo, made = list(runs), []
-        for k in range(0, len(todo), RAW_CUT_CONCURRENCY):
-            made.extend(await asyncio.gather(*(run(a, z) for a, z in todo[k : k + RAW_CUT_CONCURRENCY])))
+        for wave in slices(todo, RAW_CUT_CONCURRENCY):
+            made.extend(await asyncio.gather(*(run(a, z) for a, z in wave)))
         parts = [f for f in made if len(f.ts)]
         return _join_flats(parts, names) if parts else None
 

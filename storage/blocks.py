@@ -81,6 +81,7 @@ from dataclasses import dataclass
 import numpy as np
 import zstandard
 
+from common.sequences import slices
 from common.varint import VarintError, get_uvarint, put_uvarint
 
 VERSION = 3  # written; VERSION_ONE_FRAME and VERSION_DEFLATE blocks are read too
@@ -943,8 +944,7 @@ def encode_group(ids: Sequence[int], datas: Sequence[bytes]) -> tuple[np.ndarray
     put_uvarint(head, len(index))
     frames: list[bytes] = []
     sizes: list[tuple[int, int]] = []
-    for a in range(0, len(order), GROUP_FRAME_SERIES):
-        members = order[a : a + GROUP_FRAME_SERIES]
+    for members in slices(order, GROUP_FRAME_SERIES):
         inner = bytearray()
         for i in members:
             put_uvarint(inner, index[parts[i][1]])

@@ -57,6 +57,7 @@ from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPoli
 from cassandra.protocol import ProtocolHandler, ResultMessage, read_int
 from cassandra.query import BatchStatement, BatchType, BoundStatement, PreparedStatement, tuple_factory
 
+from common.sequences import slices
 from storage import schema as sch
 from storage.base import FlatSamples, Resolution, SeriesData, Storage, StorageError
 from storage.cassandra_frames import (
@@ -850,8 +851,8 @@ class CassandraStorage(Storage):
             marks: list = []
             changed: set[tuple[str, str, int]] = set()
             step = max(INDEX_CHUNK_SERIES, -(-len(defs) // INDEX_CHUNKS_MAX))
-            for lo in range(0, len(defs), step):
-                await self._write_index(target, defs[lo : lo + step], ts_all, which, marks, changed)
+            for part in slices(defs, step):
+                await self._write_index(target, part, ts_all, which, marks, changed)
             # then the stamps of the (level, metric, bucket)s whose series rows it wrote: a
             # reader that kept their index reads it again (INDEX_STAMP_SHARD); only then are
             # the series marked indexed (a failed write is retried whole, stamps too) and the
@@ -965,8 +966,7 @@ class CassandraStorage(Storage):
             return
         stmts: list = []
         for rows in by_hour.values():  # (one partition per hour: an UNLOGGED batch of its marks)
-            for lo in range(0, len(rows), FRAME_BATCH_ROWS):
-                part = rows[lo : lo + FRAME_BATCH_ROWS]
+            for part in slices(rows, FRAME_BATCH_ROWS):
                 if len(part) == 1:
                     stmts.append(part[0])
                     continue
@@ -1350,8 +1350,8 @@ class CassandraStorage(Storage):
         """(target, hour) of ``hours`` that got frames stored late (``raw_late_frames``) ->
         time of the newest such write (ms), as far as marked (``_mark_late_frames``)."""
         out: dict[tuple[str, int], int] = {}
-        for lo in range(0, len(hours), 100):
-            for page in await self.execute(self.ps_late_frames_read, (list(hours[lo : lo + 100]),)):
+        for part in slices(hours, 100):
+            for page in await self.execute(self.ps_late_frames_read, (list(part),)):
                 for h, t, w in page:
                     out[(t, h)] = w
         return out
@@ -1411,8 +1411,8 @@ class CassandraStorage(Storage):
                 for d in ask:
                     groups.setdefault((d.metric, shard_of(d.id)), []).append(d.id)
                 ps = self.ps_index[suffix]["series_lookup"]
-                lookups = [self._rows(ps, (metric, bucket, shard, ids[i : i + STORED_INDEX_PROBE_IN]))
-                           for (metric, shard), ids in groups.items() for i in range(0, len(ids), STORED_INDEX_PROBE_IN)]
+                lookups = [self._rows(ps, (metric, bucket, shard, part))
+                           for (metric, shard), ids in groups.items() for part in slices(ids, STORED_INDEX_PROBE_IN)]
                 found = {r[0] for rows in await _gather_waves(lookups) for r in rows if r[2] and target in r[2]}
                 ask = [d for d in ask if d.id in found]
                 if not ask:
@@ -1505,8 +1505,7 @@ class CassandraStorage(Storage):
         for key, (ps, rows) in groups.items():
             rows = list(dict.fromkeys(rows))  # the same label value twice in one call
             enc = getattr(encoder, _ENCODERS[ps.query_id])
-            for lo_i in range(0, len(rows), MAX_ROWS_PER_BATCH):
-                chunk = rows[lo_i : lo_i + MAX_ROWS_PER_BATCH]
+            for chunk in slices(rows, MAX_ROWS_PER_BATCH):
                 b = BatchStatement(BatchType.UNLOGGED, consistency_level=self.consistency)
                 b.add(ps, chunk[0])  # bound normally once: sets the routing key
                 out = b._statements_and_parameters
@@ -1702,8 +1701,8 @@ class CassandraStorage(Storage):
                 else:
                     by_shard.setdefault(shard_of(sid), []).append(sid)
             for shard, sids in by_shard.items():
-                for i in range(0, len(sids), SERIES_LOOKUP_CHUNK):
-                    lookups.append(self._rows(ps, (metric, bucket, shard, sids[i : i + SERIES_LOOKUP_CHUNK])))
+                for part in slices(sids, SERIES_LOOKUP_CHUNK):
+                    lookups.append(self._rows(ps, (metric, bucket, shard, part)))
         if lookups:
             merged: dict[int, tuple[Series, set[str]]] = {}
             for rows in await _gather_waves(lookups):
@@ -1761,7 +1760,7 @@ class CassandraStorage(Storage):
         keys = [(metric, b) for metric in metrics for b in buckets]
         found = await self._kept_targets(level.suffix, keys) if kept else {}
         todo = [k for k in keys if k not in found]
-        groups = [ALL_SHARDS[i : i + TARGETS_READ_SHARDS] for i in range(0, len(ALL_SHARDS), TARGETS_READ_SHARDS)]
+        groups = list(slices(ALL_SHARDS, TARGETS_READ_SHARDS))
         read_us = time.time_ns() // 1000
         pages = await _gather_waves([
             self._index_rows(level.suffix, "series_targets", (metric, b, shards), b, len(shards))
@@ -2024,11 +2023,9 @@ class CassandraStorage(Storage):
                     singles.append(None)
         for target, ids in by_target_rows.items():
             ids = sorted(ids)
-            for i in range(0, len(ids), RAW_READ_SERIES_CHUNK):
-                chunk = ids[i : i + RAW_READ_SERIES_CHUNK]
+            for chunk in slices(ids, RAW_READ_SERIES_CHUNK):
                 per = max(1, RAW_REQUEST_SERIES_HOURS // len(chunk))
-                for h in range(0, len(hours), per):
-                    hs = hours[h : h + per]
+                for hs in slices(hours, per):
                     if len(chunk) == 1:
                         params = (target, hs, chunk[0], start_ms, end_ms)
                         tasks.append(self.execute_columnar(self.ps_read_raw_one, params))
@@ -2443,7 +2440,7 @@ def _probe_groups(names: Iterable[str]) -> list[list[str]]:
     their newest frames)."""
     ranked = sorted(names)
     step = max(1, min(PROBE_GROUP_TARGETS, -(-len(ranked) // 2)))
-    return [ranked[i : i + step] for i in range(0, len(ranked), step)]
+    return list(slices(ranked, step))
 
 
 def _target_groups(by_target: dict[str, list[int]]) -> list[tuple[list[str], list[int]]]:
@@ -2466,8 +2463,8 @@ async def _gather_waves(coros: list, limit: int = MAX_CONCURRENT_REQUESTS, retur
         return await asyncio.gather(*coros, return_exceptions=return_exceptions)
     out: list = []
     try:
-        for i in range(0, len(coros), limit):
-            out += await asyncio.gather(*coros[i : i + limit], return_exceptions=return_exceptions)
+        for wave in slices(coros, limit):
+            out += await asyncio.gather(*wave, return_exceptions=return_exceptions)
     finally:
         for c in coros[len(out) + limit :]:
             c.close()  # a wave failed: the rest never starts

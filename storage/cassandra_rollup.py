@@ -59,6 +59,7 @@ from cassandra import ConsistencyLevel
 from cassandra.query import BatchStatement, BoundStatement, PreparedStatement
 
 from common.retry import backoff_delays, retry_async
+from common.sequences import slices
 from storage import rollup_chunks as chunks
 from storage.base import (
     AGGREGATES,
@@ -548,8 +549,8 @@ class CassandraRollupMixin:
         hours = range(start_ms // HOUR_MS, end_ms // HOUR_MS + 1)
         keys = [f"{_DROPPED_HOUR}{h}" for h in hours]
         found: set[int] = set()
-        for i in range(0, len(keys), 100):
-            for page in await self.execute((await self._ps())["meta_keys"], (keys[i : i + 100],)):
+        for part in slices(keys, 100):
+            for page in await self.execute((await self._ps())["meta_keys"], (part,)):
                 found.update(int(r[0][len(_DROPPED_HOUR):]) for r in page)
         return found
 
@@ -619,8 +620,8 @@ class CassandraRollupMixin:
         if by_start:
             ps = (await self._ps())["times_read"]
             results = await asyncio.gather(*(
-                self.execute(ps, (start, keys[i : i + TIMES_READ_KEYS]))
-                for start, keys in by_start.items() for i in range(0, len(keys), TIMES_READ_KEYS)))
+                self.execute(ps, (start, part))
+                for start, keys in by_start.items() for part in slices(keys, TIMES_READ_KEYS)))
             got = [(key, data) for pages in results for page in pages for key, data in page]
             TIMES.add(got)
             frames.update(got)
@@ -701,7 +702,7 @@ class CassandraRollupMixin:
             return set()
         ps = (await self._ps())["meta_keys"]
         keys = list(keyed)
-        pages = await asyncio.gather(*(self.execute(ps, (keys[i : i + 100],)) for i in range(0, len(keys), 100)))
+        pages = await asyncio.gather(*(self.execute(ps, (part,)) for part in slices(keys, 100)))
         return {keyed[r[0]] for found in pages for page in found for r in page}
 
     async def _rollup_rows(
@@ -752,8 +753,8 @@ class CassandraRollupMixin:
 
             return run
 
-        await self._bounded_steps([read_step(start, got[i : i + SEAL_READ_SERIES])
-                                   for start, got in by_start.items() for i in range(0, len(got), SEAL_READ_SERIES)],
+        await self._bounded_steps([read_step(start, part)
+                                   for start, got in by_start.items() for part in slices(got, SEAL_READ_SERIES)],
                                   CHUNK_READS_IN_FLIGHT)
         if stored:
             at = {k: i for i, k in enumerate(zip(sids, starts, strict=True))}
@@ -1000,8 +1001,8 @@ class CassandraRollupMixin:
         days = [(d, max(d * DAY_MS, start_ms - BLOCK_LOOKBACK_MS), min((d + 1) * DAY_MS - 1, end_ms))
                 for d in range(start_ms // DAY_MS, end_ms // DAY_MS + 1)]
         pages = await asyncio.gather(*(
-            self.execute_columnar(ps["block_keys"], (ids[i : i + BLOCK_KEY_SERIES], d, lo, hi))
-            for d, lo, hi in days for i in range(0, len(ids), BLOCK_KEY_SERIES)))
+            self.execute_columnar(ps["block_keys"], (part, d, lo, hi))
+            for d, lo, hi in days for part in slices(ids, BLOCK_KEY_SERIES)))
         cols: list[list[np.ndarray]] = [[], [], [], []]  # series id, window start, window end, write time
         for request in pages:
             for page in request:
@@ -1038,8 +1039,7 @@ class CassandraRollupMixin:
             calls = []
             for d, per_series in missing.items():
                 sids = sorted(per_series)
-                for i in range(0, len(sids), BLOCK_READ_SERIES_CHUNK):
-                    group = sids[i : i + BLOCK_READ_SERIES_CHUNK]
+                for group in slices(sids, BLOCK_READ_SERIES_CHUNK):
                     first = min(min(per_series[s]) for s in group)
                     last = max(max(per_series[s]) for s in group)
                     calls.append(self.execute(ps["blocks_read"], (group, d, first, last)))
@@ -1074,8 +1074,8 @@ class CassandraRollupMixin:
         for d in range(start_ms // DAY_MS, end_ms // DAY_MS + 1):
             lo = max(d * DAY_MS, start_ms - BLOCK_LOOKBACK_MS)
             hi = min((d + 1) * DAY_MS - 1, end_ms)
-            for i in range(0, len(ids), BLOCK_READ_SERIES_CHUNK):
-                calls.append(self.execute(ps, (ids[i : i + BLOCK_READ_SERIES_CHUNK], d, lo, hi)))
+            for part in slices(ids, BLOCK_READ_SERIES_CHUNK):
+                calls.append(self.execute(ps, (part, d, lo, hi)))
         rows = [row for pages in await asyncio.gather(*calls) for page in pages for row in page
                 if row[2] > start_ms and row[4]]
         datas = await self._inline_times([(row[1], row[4]) for row in rows])
@@ -1192,8 +1192,8 @@ class CassandraRollupMixin:
         else:
             calls = []
             for p in parts:
-                for i in range(0, len(ids), CHUNK_READ_SERIES):
-                    calls.append(one((ids[i : i + CHUNK_READ_SERIES], p, lo, end_ms)))
+                for part in slices(ids, CHUNK_READ_SERIES):
+                    calls.append(one((part, p, lo, end_ms)))
             rows = [row for pages in await asyncio.gather(*calls) for page in pages for row in page]
             rows.sort(key=itemgetter(0, 1))  # (read_many: each series' chunks together, in start order)
         return chunks.read_many(rows, start_ms, end_ms, resolution, names, buckets)
@@ -1217,9 +1217,9 @@ class CassandraRollupMixin:
         cache = cache_of(self, resolution, self.rollup_cache_bytes)
         versions_ps = await self._chunk_read_ps(resolution, None)
         calls = [
-            self.execute_columnar(versions_ps, (ids[i : i + CHUNK_VERSION_SERIES], p, lo, hi))
+            self.execute_columnar(versions_ps, (part, p, lo, hi))
             for p in parts
-            for i in range(0, len(ids), CHUNK_VERSION_SERIES)
+            for part in slices(ids, CHUNK_VERSION_SERIES)
         ]
         found_cols: list[list[np.ndarray]] = [[], [], []]
         for pages in await asyncio.gather(*calls):
@@ -1252,8 +1252,7 @@ class CassandraRollupMixin:
         calls = []
         for p, per_series in by_part.items():
             sids = sorted(per_series)
-            for i in range(0, len(sids), CHUNK_READ_SERIES):
-                group = sids[i : i + CHUNK_READ_SERIES]
+            for group in slices(sids, CHUNK_READ_SERIES):
                 first = min(min(per_series[s]) for s in group)
                 last = max(max(per_series[s]) for s in group)
                 calls.append(self.execute(ps, (group, p, first, last)))

@@ -75,6 +75,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.gc_tuning import gc_paused
+from common.sequences import slices
 from storage.base import (
     AGGREGATES,
     DAY_MS,
@@ -1128,8 +1129,8 @@ class RollupJob:
                 step = size
             else:
                 step = 1 if long else min(size, FRESH_GROUP_SHARDS)
-            for i in range(0, len(ready), step):
-                out += await self._fresh_minutes(ready[i : i + step], start, until)
+            for part in slices(ready, step):
+                out += await self._fresh_minutes(part, start, until)
         return out
 
     def _with_block(self, key: tuple[int, ...], start: int, rows: RollupRowsList) -> RollupRowsList:

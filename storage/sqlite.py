@@ -51,6 +51,7 @@ from typing import Self, TypeVar
 import numpy as np
 from cachetools import LRUCache
 
+from common.sequences import slices
 from storage import frames as frames_codec
 from storage.base import (
     DAY_MS,
@@ -216,8 +217,7 @@ def raw_samples_of(
     ``samples_of`` on its own."""
     out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     ids = list(series_ids)
-    for i in range(0, len(ids), IN_LIST):
-        part = ids[i : i + IN_LIST]
+    for part in slices(ids, IN_LIST):
         q = (
             f"SELECT series_id, data FROM raw_chunks WHERE series_id IN ({','.join('?' * len(part))})"
             " AND start_ts > ? AND start_ts < ? ORDER BY series_id, start_ts"
@@ -717,8 +717,7 @@ class SQLiteStorage(Storage):
             return False
         found = 0
         as_list = ids.tolist()
-        for i in range(0, len(as_list), IN_LIST):
-            part = as_list[i : i + IN_LIST]
+        for part in slices(as_list, IN_LIST):
             q = f"SELECT count(*) FROM series WHERE target = ? AND series_id IN ({','.join('?' * len(part))})"
             found += con.execute(q, (target, *part)).fetchone()[0]
         return found == ids.size
@@ -919,8 +918,7 @@ class SQLiteStorage(Storage):
             return list(memo)
         out = []
         missing = [i for (i,) in ids if i not in self._series_cache]
-        for chunk in range(0, len(missing), IN_LIST):
-            part = missing[chunk : chunk + IN_LIST]
+        for part in slices(missing, IN_LIST):
             q = f"SELECT series_id, labels FROM series WHERE series_id IN ({','.join('?' * len(part))})"
             for sid, labels in con.execute(q, part):
                 self._series_cache[sid] = series_from_row(sid, labels)
@@ -989,8 +987,7 @@ class SQLiteStorage(Storage):
         """Read into ``_series_target`` the targets of ``series_ids`` it does not hold yet (a
         series' target never changes; a series without a ``series`` row stays out)."""
         missing = [i for i in series_ids if i not in self._series_target]
-        for chunk in range(0, len(missing), IN_LIST):
-            part = missing[chunk : chunk + IN_LIST]
+        for part in slices(missing, IN_LIST):
             q = f"SELECT series_id, target FROM series WHERE series_id IN ({','.join('?' * len(part))})"
             self._series_target.update(con.execute(q, part).fetchall())
 
@@ -1024,8 +1021,7 @@ class SQLiteStorage(Storage):
         out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         by_target = self._targets_of(con, series_ids)
         targets = sorted(by_target)
-        for i in range(0, len(targets), FRAME_TARGETS):  # (a statement per group of targets, not per target)
-            part = targets[i : i + FRAME_TARGETS]
+        for part in slices(targets, FRAME_TARGETS):  # (a statement per group of targets, not per target)
             plans = {t: self._frame_cut(t, by_target[t]) for t in part}
             # (no ORDER BY: SQLite would sort every row before the first; the primary key
             # gives each target's rows in time order, and _columns_of sorts any that are not)

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from common.sequences import slices
 from storage import frames as frames_codec
 from storage import rollup_chunks as chunks
 from storage.base import DAY_MS, HOUR_MS, Resolution, SeriesData, aggregate_names, bucket_values
@@ -341,8 +342,7 @@ class SQLiteRollupMixin:
         samples = self.raw_samples(con, order, start_ms, end_ms, keep_blocks=False)  # (read once, not kept)
         sealed: list[tuple[int, int, int]] = []
         if seal_from_ms is not None:
-            for i in range(0, len(order), IN_LIST):
-                part = order[i : i + IN_LIST]
+            for part in slices(order, IN_LIST):
                 sealed += con.execute(
                     "SELECT series_id, start_ts, length(data) FROM raw_chunks"
                     f" WHERE series_id IN ({','.join('?' * len(part))}) AND start_ts >= ? AND start_ts < ?",
@@ -657,8 +657,7 @@ class SQLiteRollupMixin:
                 rows = self._cached_chunk_rows(con, resolution, found, lo, end_ms, ("ts", *names), sql_cols)
             else:
                 rows = []
-                for i in range(0, len(found), IN_LIST):
-                    part = found[i : i + IN_LIST]
+                for part in slices(found, IN_LIST):
                     q = (
                         f"SELECT series_id, start_ts, data, {sql_cols} FROM {table}"
                         f" WHERE series_id IN ({','.join('?' * len(part))})"
@@ -698,8 +697,7 @@ class SQLiteRollupMixin:
         try:
             cache.at_generation(read_generation(con, CHUNK_GENERATION_KEY))
             keys: list[tuple[int, int, int]] = []
-            for i in range(0, len(ids), IN_LIST):
-                part = ids[i : i + IN_LIST]
+            for part in slices(ids, IN_LIST):
                 q = (
                     f"SELECT series_id, start_ts, rowid FROM {table} WHERE series_id IN ({','.join('?' * len(part))})"
                     " AND start_ts BETWEEN ? AND ? ORDER BY series_id, start_ts"
@@ -815,8 +813,7 @@ def _put_chunks(con: sqlite3.Connection, table: str, resolution: Resolution, ser
 def _rows_by_rowid(con: sqlite3.Connection, table: str, columns: str, rowids: list[int]) -> Iterator[tuple]:
     """``(rowid, *columns)`` of the rows of ``table`` with these rowids (rows a ``ChunkCache``
     lookup missed), ``IN_LIST`` ids a statement."""
-    for i in range(0, len(rowids), IN_LIST):
-        part = rowids[i : i + IN_LIST]
+    for part in slices(rowids, IN_LIST):
         yield from con.execute(f"SELECT rowid, {columns} FROM {table} WHERE rowid IN ({','.join('?' * len(part))})", part)
 
 
@@ -838,8 +835,7 @@ def block_times(con: sqlite3.Connection, datas: Sequence[bytes]) -> dict[int, by
         return {}
     out = TIMES.frames(keys)
     wanted = [k for k in keys if k not in out]
-    for i in range(0, len(wanted), IN_LIST):
-        part = wanted[i : i + IN_LIST]
+    for part in slices(wanted, IN_LIST):
         got = con.execute(
             f"SELECT key, data FROM raw_block_times WHERE key IN ({','.join('?' * len(part))})", part
         ).fetchall()
@@ -872,8 +868,7 @@ def _merge_blocks(
     index is there (the blocks are found by it, else by the primary key)."""
     ids = list(series_ids)
     blocks: list = list(grouped)  # (series id, start, timestamps, values, first ts, last ts)
-    for i in range(0, len(ids), IN_LIST):
-        part = ids[i : i + IN_LIST]
+    for part in slices(ids, IN_LIST):
         marks = ",".join("?" * len(part))
         if by_end:  # (rows in index order, sorted below)
             where = f" FROM raw_blocks INDEXED BY raw_blocks_end WHERE series_id IN ({marks}) AND end_ts > ? AND start_ts < ?"
@@ -979,8 +974,7 @@ def _group_blocks(
         wanted.setdefault((targets[sid], sid % GROUP_PARTS), []).append(sid)
     names = sorted({t for t, _ in wanted})
     rows: list[tuple[int, str, int, int]] = []
-    for i in range(0, len(names), IN_LIST):
-        part = names[i : i + IN_LIST]
+    for part in slices(names, IN_LIST):
         rows += con.execute(
             "SELECT id, target, part, start_ts FROM raw_groups INDEXED BY raw_groups_end"
             f" WHERE target IN ({','.join('?' * len(part))}) AND end_ts > ? AND start_ts < ?",
@@ -1042,8 +1036,7 @@ def _put_groups(
                 bump_generation(con, BLOCK_GENERATION_KEY)
         targets = sorted({t for t, _ in keys})
         old: list[tuple[int, str, int, bytes]] = []
-        for i in range(0, len(targets), IN_LIST):
-            part = targets[i : i + IN_LIST]
+        for part in slices(targets, IN_LIST):
             old += con.execute(
                 f"SELECT id, target, part, ids FROM raw_groups WHERE start_ts = ? AND target IN ({','.join('?' * len(part))})",
                 (start, *part),
@@ -1129,8 +1122,7 @@ def _put_chunks_many(con: sqlite3.Connection, table: str, resolution: Resolution
         by_start.setdefault(p[1], []).append(sid)
     stored: dict[tuple[int, int], chunks.Payload] = {}
     for start, ids in by_start.items():
-        for i in range(0, len(ids), IN_LIST):
-            part = ids[i : i + IN_LIST]
+        for part in slices(ids, IN_LIST):
             q = (
                 f"SELECT series_id, data, {_CHUNK_COLS} FROM {table}"
                 f" WHERE start_ts = ? AND series_id IN ({','.join('?' * len(part))})"
