@@ -166,20 +166,16 @@ _CHUNK_COLS = ", ".join(chunks.STORED.values())
 _MARKS = ", ?" * len(chunks.COLUMNS)
 
 
-# A seal's packed row: its series and partition (day or 1h bucket), the packed upsert
-# (``storage.cassandra.pack_values``' bytes) and its bytes for the batch limit (``_row_bytes``).
-SealRow = tuple[int, int, Packed, int]
+# A seal's packed row: its series, partition (day or 1h bucket) and start (ms: of its block or
+# chunk), the packed upsert (``storage.cassandra.pack_values``' bytes) and its bytes for the
+# batch limit (``_row_bytes``).
+SealRow = tuple[int, int, int, Packed, int]
 
 
 def _packed_ids(ids: list[int]) -> list[bytes]:
     """Each series id as a bigint value's bytes (``pack_values``' form), made by NumPy."""
     packed: list[bytes] = np.asarray(ids, dtype=">i8").view("V8").tolist()
     return packed
-
-
-def _unpack_start(packed: Packed) -> int:
-    """The chunk start of a packed chunk upsert (its third value, a bigint)."""
-    return int.from_bytes(packed[1][2] or b"", "big", signed=True)
 
 
 def _row_bytes(params: Sequence) -> int:
@@ -576,7 +572,7 @@ class CassandraRollupMixin:
         return len(calls)
 
     async def write_blocks(self, blocks: Sequence[SealedBlock]) -> None:
-        await self._send_units([([packed], n) for _, _, packed, n in await self._block_rows(blocks)])
+        await self._send_units([([packed], n) for _, _, _, packed, n in await self._block_rows(blocks)])
 
     async def _block_rows(self, blocks: Sequence[SealedBlock]) -> list[SealRow]:
         """The block inserts of ``blocks`` (in that order), packed, once the timestamp frames
@@ -584,11 +580,11 @@ class CassandraRollupMixin:
         datas = await self._share_times(blocks)
         ps = (await self._ps())["block_ins"]
         _, p_day, p_start, p_end, _ = packers_of(ps)
-        windows: dict[tuple[int, int], tuple[int, bytes, bytes, bytes]] = {}  # (a seal's blocks share one window)
+        windows: dict[tuple[int, int], tuple[int, int, bytes, bytes, bytes]] = {}  # (a seal's blocks share one window)
         for start, end in {(b.start_ms, b.end_ms) for b in blocks}:
-            windows[(start, end)] = (start // DAY_MS, p_day(start // DAY_MS), p_start(start), p_end(end))
+            windows[(start, end)] = (start // DAY_MS, start, p_day(start // DAY_MS), p_start(start), p_end(end))
         sids = [b.series_id for b in blocks]
-        return [(sid, w[0], (ps, [packed_sid, w[1], w[2], w[3], d]), ROW_BYTES + len(d))
+        return [(sid, w[0], w[1], (ps, [packed_sid, w[2], w[3], w[4], d]), ROW_BYTES + len(d))
                 for sid, w, packed_sid, d in zip(
                     sids, [windows[(b.start_ms, b.end_ms)] for b in blocks], _packed_ids(sids), datas, strict=True)]
 
@@ -633,7 +629,7 @@ class CassandraRollupMixin:
 
     async def write_rollups(self, resolution: Resolution, rows: Sequence[RollupRows]) -> None:
         """Each row's buckets into their chunks, merged with what the chunks hold (newer wins)."""
-        await self._send_units([([packed], n) for _, _, packed, n in await self._rollup_rows(resolution, rows)])
+        await self._send_units([([packed], n) for _, _, _, packed, n in await self._rollup_rows(resolution, rows)])
 
     async def write_seal(
         self, blocks: Sequence[SealedBlock], minutes: Sequence[RollupRows], hours: Sequence[RollupRows], *,
@@ -668,22 +664,22 @@ class CassandraRollupMixin:
         for row in minute_rows:  # (a series' window may touch several chunks of its day)
             chunk_of.setdefault((row[0], row[1]), []).append(row)
         together: list[tuple[list[Packed], int]] = []
-        rest: list[tuple[list[Packed], int]] = [([packed], n) for _, _, packed, n in hour_rows]
-        for b, (sid, day, packed, n) in zip(blocks, block_rows, strict=True):
+        rest: list[tuple[list[Packed], int]] = [([packed], n) for _, _, _, packed, n in hour_rows]
+        for b, (sid, day, _, packed, n) in zip(blocks, block_rows, strict=True):
             mates = chunk_of.pop((sid, day), None)
             if mates:  # the chunks first: their consistency level (LOCAL_QUORUM) is the batch's
-                unit = [m[2] for m in mates]
-                unit.append(packed)
-                n += sum(m[3] for m in mates)
+                _, _, starts, upserts, sizes = zip(*mates, strict=True)
+                unit = [*upserts, packed]
+                n += sum(sizes)
                 if (b.start_ms, b.end_ms) in fresh:
-                    for lo, hi in _fresh_drops(b.start_ms, b.end_ms, [_unpack_start(m[2]) for m in mates]):
+                    for lo, hi in _fresh_drops(b.start_ms, b.end_ms, starts):
                         params = (sid, day, lo, hi)
                         unit.append((drop, pack_values(drop, params)))
                         n += _row_bytes(params)
                 together.append((unit, n))
             else:
                 rest.append(([packed], n))
-        rest += [([m[2]], m[3]) for mates in chunk_of.values() for m in mates]
+        rest += [([packed], n) for mates in chunk_of.values() for _, _, _, packed, n in mates]
         await self._send_units(rest + together)
 
     async def _fresh_windows(self, windows: Collection[tuple[int, int]]) -> set[tuple[int, int]]:
@@ -784,9 +780,10 @@ class CassandraRollupMixin:
         sizes = np.full(len(sids), ROW_BYTES, dtype=np.int64)
         for v in values:
             sizes += chunks.value_lengths(v)
-        return [(sid, head[0], (ins, [packed_sid, head[1], head[2], b"", *blobs]), size)
-                for sid, packed_sid, head, size, *blobs in zip(
-                    sids, _packed_ids(sids), map(heads.__getitem__, starts), sizes.tolist(), *values, strict=True)]
+        return [(sid, head[0], start, (ins, [packed_sid, head[1], head[2], b"", *blobs]), size)
+                for sid, start, packed_sid, head, size, *blobs in zip(
+                    sids, starts, _packed_ids(sids), map(heads.__getitem__, starts), sizes.tolist(), *values,
+                    strict=True)]
 
     def fresh_block_start(self, ts_ms: int) -> int:
         """``FreshBlocks``: the start of the FRESH_BLOCK_MS block holding ``ts_ms``; of the

@@ -503,3 +503,30 @@ async def test_live_seal_reads_only_chunks_started_before_its_window(cassandra_r
     for i, sid in enumerate(ids.tolist()):
         assert (await store.read_rollup(Resolution.MINUTE, sid, start, end)).bit_equal(minutes[i].rollup)
         assert (await store.read_rollup(Resolution.HOUR, sid, start, end)).bit_equal(hours[i].rollup)
+
+
+async def test_seal_rows_carry_the_start_their_upsert_writes(cassandra_rollup):
+    """Each packed row of a seal carries its block's or chunk's start beside the upsert (what
+    ``write_seal`` hands ``_fresh_drops``): it is the start the upsert's third value writes, a
+    block's window start, and every 1m and 1h chunk the window's rows touch."""
+    from storage.rollup_job import RawWindow, compute_window
+
+    store = cassandra_rollup
+    start, end = T0 + 2 * HOUR_MS, T0 + 6 * HOUR_MS  # 1m chunks from 00:00 and 06:00 of the day
+    ts = np.arange(start, end, 30_000, dtype=np.int64)
+    ids = np.array([7_200_001, 7_200_002, 7_200_003], dtype=np.int64)
+    window = RawWindow(ids, np.arange(0, 4 * ts.size, ts.size), np.tile(ts, 3), np.arange(3 * ts.size, dtype=np.float64))
+    blocks, minutes, hours = compute_window(window, start, end)
+
+    def written_start(row) -> int:
+        return int.from_bytes(row[3][1][2], "big", signed=True)
+
+    block_rows = await store._block_rows(blocks)
+    assert [(r[0], r[2]) for r in block_rows] == [(b.series_id, start) for b in blocks]
+    assert all(written_start(r) == r[2] for r in block_rows)
+    for resolution, rows in ((Resolution.MINUTE, minutes), (Resolution.HOUR, hours)):
+        span = rollup_chunks.chunk_span(resolution)
+        sealed = await store._rollup_rows(resolution, rows)
+        assert all(written_start(r) == r[2] for r in sealed)
+        assert sorted((r[0], r[2]) for r in sealed) == sorted(
+            (sid, c) for sid in ids.tolist() for c in range(start - start % span, end, span))
