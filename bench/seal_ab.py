@@ -8,12 +8,16 @@ fresh pass on, as ``ringmon rollup``) in a child process per pass, each pass wit
 code of a given tree (``--tree``, first on ``sys.path``), so that the code before a change and
 after it take turns on the same data and node (``ab``). Before each pass the sealed tables
 (``raw_blocks``, ``raw_block_times``, ``rollup_1m_chunks``, ``rollup_1h_chunks``) are
-truncated, so every pass is the window's first seal, as in ``bench/peers.py``.
+truncated, so every pass is the window's first seal, as in ``bench/peers.py``. With
+``--hour-history`` each pass then writes (and flushes) a 1h chunk of the span's hours before the
+window for every series, so the seal merges into real chunks, as a running job's seals do.
 
 A pass prints the job process's CPU for ``run_once`` (and its split by ``--profile``), the
 node's CPU meanwhile, the job's requests (``execute`` calls; the statements in them) and,
 with ``--digest``, a SHA-256 of the sealed tables' rows (their cells, not their write times):
-two trees that write the same rows give the same digest.
+two trees that write the same rows give the same digest; with ``--answers K``, a SHA-256 of the
+1m and 1h rollup reads of every K-th sealed series, each tree reading with its own code: trees
+whose stored form differs by design (e.g. 1h pieces) give the same one when they answer alike.
 
     python bench/seal_ab.py prep --dir /tmp/seal-ab --targets 167
     python bench/seal_ab.py ab --dir /tmp/seal-ab --tree A=/old/tree --tree B=. --rounds 3
@@ -113,6 +117,66 @@ def _digest(store: Any) -> str:
     return h.hexdigest()[:16]
 
 
+def _hour_history(store: Any, meta: dict[str, Any], dir_: Path) -> None:
+    """A 1h chunk holding every hour from its span's start to the window's for every series of
+    the window (as a seal later in a span than its first finds), flushed to an SSTable: the
+    seal then merges into a real chunk, as a running job's do, not into truncated tables."""
+    import asyncio
+
+    import numpy as np
+
+    from services.cassandra.cassandra_node import CassandraNode
+    from storage import rollup_chunks as chunks
+    from storage.base import AGGREGATES, HOUR_MS, Resolution
+    from storage.rollup import Rollup
+    from storage.rollup_job import RollupRows
+
+    start = meta["window_start"]
+    ts = np.arange(start - start % chunks.chunk_span(Resolution.HOUR), start, HOUR_MS, dtype=np.int64)
+    rng = np.random.default_rng(5)
+    regular = {"count": np.full(ts.size, 720.0), "first_ts": (ts + 1234).astype(np.float64),
+               "last_ts": (ts + HOUR_MS - 3766).astype(np.float64), "correction": np.zeros(ts.size)}
+
+    async def write() -> None:
+        ids = sorted(i.series.id for i in await store._shard_infos(range(16), 16, start, meta["closed"]))
+        for k in range(0, len(ids), 2000):
+            await store.write_rollups(Resolution.HOUR, [
+                RollupRows(sid, Rollup(ts, *(regular[a] if a in regular else rng.random(ts.size) for a in AGGREGATES)))
+                for sid in ids[k : k + 2000]])
+
+    asyncio.run(write())
+    CassandraNode.load(dir_ / "cassandra").nodetool("flush", meta["keyspace"], "rollup_1h_chunks")
+
+
+def _answers(store: Any, window_start: int, closed: int, every: int) -> str:
+    """A SHA-256 of the 1m and 1h rollup reads (every aggregate, by the tree's own reader) of
+    every ``every``-th sealed series by id, over the sealed window's day and 1h span: two trees
+    whose stored form differs (a format change) give the same digest when they answer alike."""
+    import asyncio
+    import hashlib
+
+    from storage.base import AGGREGATES, DAY_MS, Resolution
+
+    ids = sorted({r[0] for r in store.session.execute(f"SELECT DISTINCT series_id, day FROM {store.keyspace}.raw_blocks")})
+    some = ids[::every]
+    h = hashlib.sha256()
+
+    async def read() -> None:
+        for resolution, lo in ((Resolution.MINUTE, window_start - window_start % DAY_MS),
+                               (Resolution.HOUR, window_start - 8 * DAY_MS)):
+            got = await store._read_chunks(resolution, some, lo, closed, AGGREGATES)
+            for sid in some:
+                ts, cols = got.get(sid, (None, {}))
+                h.update(f"{resolution.value}:{sid}:".encode())
+                if ts is not None:
+                    h.update(ts.tobytes())
+                    for name in AGGREGATES:
+                        h.update(cols[name].tobytes())
+
+    asyncio.run(read())
+    return f"{h.hexdigest()[:16]} ({len(some):,} series)"
+
+
 def _query_of(store: Any, statement: Any) -> str:
     """A short name of a statement (or a prepared statement's id) for the request counts."""
     import re
@@ -165,6 +229,8 @@ def seal_child(args: argparse.Namespace) -> None:
     store = CassandraRollupStorage.connect_sync([meta["host"]], meta["port"], meta["keyspace"])
     for table in SEALED:
         store.session.execute(f"TRUNCATE {meta['keyspace']}.{table}")
+    if args.hour_history:
+        _hour_history(store, meta, Path(args.dir))
     closed = meta["closed"]
     store._now_ms = lambda: closed
     store.recent_raw_keep_ms = 100 * 365 * DAY_MS
@@ -223,12 +289,19 @@ def seal_child(args: argparse.Namespace) -> None:
         prof.dump_stats(args.profile)
     if args.digest:
         out["digest"] = _digest(store)
+    if args.answers:
+        out["answers"] = _answers(store, meta["window_start"], closed, args.answers)
     store.shutdown()
     print(json.dumps(out))
 
 
-def _pass(dir_: str, tree: str, job: str, profile: str = "", digest: bool = False, kinds: bool = False) -> dict[str, Any]:
+def _pass(dir_: str, tree: str, job: str, profile: str = "", digest: bool = False, kinds: bool = False,
+          answers: int = 0, hour_history: bool = False) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "seal", "--dir", dir_, "--tree", tree, "--job", job]
+    if hour_history:
+        cmd.append("--hour-history")
+    if answers:
+        cmd += ["--answers", str(answers)]
     if profile:
         cmd += ["--profile", profile]
     if digest:
@@ -253,12 +326,14 @@ def ab(args: argparse.Namespace) -> None:
     for r in range(args.rounds):
         for name, tree in trees:
             k += 1
-            f = _pass(args.dir, tree, f"ab{int(time.time())}x{k}", digest=args.digest)
+            f = _pass(args.dir, tree, f"ab{int(time.time())}x{k}", digest=args.digest, answers=args.answers,
+                      hour_history=args.hour_history)
             n = max(f["samples"], 1)
             print(f"round {r} {name}: job {f['job_cpu_s'] / n * 1e6:.3f} us/sample ({f['job_cpu_s']:.2f} s), node "
                   f"{f['node_cpu_s'] / n * 1e6:.3f} (JIT {f['jit_cpu_s'] / n * 1e6:.3f}), wall {f['wall_s']:.1f} s, "
                   f"{f['requests']:,} requests / {f['statements']:,} statements for {f['series']:,} series, "
                   f"{f['samples']:,} samples" + (f", digest {f['digest']}" if "digest" in f else "")
+                  + (f", answers {f['answers']}" if "answers" in f else "")
                   + "; threads " + ", ".join(f"{k} {v:.2f}" for k, v in f["threads"].items() if v >= 0.05), flush=True)
     print(f"{time.strftime('%H:%M:%S', time.gmtime())} UTC, load {os.getloadavg()[0]:.1f}")
 
@@ -286,11 +361,18 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--profile", default="")
     s.add_argument("--digest", action="store_true")
     s.add_argument("--kinds", action="store_true")
+    s.add_argument("--answers", type=int, default=0)
+    s.add_argument("--hour-history", action="store_true")
     s = sub.add_parser("ab", help="passes of each --tree NAME=PATH in turns")
     s.add_argument("--dir", required=True)
     s.add_argument("--tree", action="append", required=True)
     s.add_argument("--rounds", type=int, default=3)
     s.add_argument("--digest", action="store_true")
+    s.add_argument("--answers", type=int, default=0, metavar="K",
+                   help="also a digest of the rollup reads of every K-th sealed series (compares trees whose "
+                        "stored form differs)")
+    s.add_argument("--hour-history", action="store_true",
+                   help="before each pass, a flushed 1h chunk of the span's hours before the window for every series")
     s = sub.add_parser("one", help="one pass of --tree (with --profile FILE: cProfile of run_once)")
     s.add_argument("--dir", required=True)
     s.add_argument("--tree", default=str(ROOT))

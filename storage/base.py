@@ -242,10 +242,13 @@ class SealWrites(Protocol):
 
     async def write_seal(
         self, blocks: Sequence[SealedBlock], minutes: Sequence[RollupRows], hours: Sequence[RollupRows], *,
-        new_from_ms: int | None = None,
+        new_from_ms: int | None = None, window_end_ms: int | None = None,
     ) -> None:
         """``new_from_ms`` (a live seal: its window's start): rollup chunks starting there or
-        later hold nothing the seal must keep, so they are written without being read first."""
+        later hold nothing the seal must keep, so they are written without being read first.
+        ``window_end_ms`` (a live seal's window end): a store may write the window's rollups
+        of chunks started before it apart, unread, and merge them later (Cassandra's 1h
+        pieces, merged every 6 h)."""
         ...
 
 

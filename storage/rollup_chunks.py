@@ -23,6 +23,10 @@ span. Reading joins them with the final chunks; for an equal bucket start the fi
 wins, then the provisional chunk with the later start. Usually no start repeats (the open
 window's chunk follows the final ones): the chunks are then joined as stored, which a
 24 h read of 800 series needs (sorting out overlaps record by record cost it 100 ms).
+*Pieces* are 1-hour chunks keyed by their first bucket's start inside a span: a window's
+buckets the Cassandra store writes apart from the span's chunk, unread, until a later write
+merges them into it (``storage.cassandra_rollup``). They are newer than the chunk: for an
+equal bucket start of 1-hour chunks the later key wins (usually none repeats: joined as stored).
 
 Chunks are not compressed with a general codec: they are read far more often than written,
 and zlib would cost more time than it saves here (measured: 38 us per 6 h chunk against 1 us).
@@ -245,7 +249,8 @@ def read_columns(
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """One series' bucket starts in [start_ms, end_ms] and its columns ``names``, from its
     stored chunks in ``start`` order (either form); provisional chunks add the buckets the
-    final ones lack."""
+    final ones lack. Of 1h chunks and pieces (keys not aligned to the span, written apart by
+    the Cassandra rollup job's live seals), the later key wins an equal bucket start."""
     if all(isinstance(c, dict) for _, c in chunks) and _ascending_columns(chunks, names):  # type: ignore[arg-type]
         # The common case: column-form chunks, no bucket start repeating (provisional chunks
         # included: the open window's follows the final ones). One join per column: a 1 y
@@ -281,7 +286,10 @@ def read_columns(
                 at += t.size
             return out
 
-        rec = _with_provisional(records([v for v in views if not v[0] % span]), records([v for v in views if v[0] % span]))
+        if resolution is Resolution.HOUR:  # 1h pieces: the later key wins, the chunk's own included
+            rec = _with_provisional(records([]), records(views))
+        else:
+            rec = _with_provisional(records([v for v in views if not v[0] % span]), records([v for v in views if v[0] % span]))
         ts, cols = rec["ts"], {n: rec[n] for n in names}
     lo = int(np.searchsorted(ts, start_ms, "left"))
     hi = int(np.searchsorted(ts, end_ms, "right"))

@@ -775,7 +775,9 @@ class RollupJob:
             if blocks or minutes:
                 # A live seal is its window's first (the checkpoint is there; late and backfill
                 # passes redo windows): chunks starting in or after it hold nothing to keep.
-                await self.store.write_seal(blocks, minutes, hours, new_from_ms=start_ms if mode == "live" else None)
+                live = mode == "live"
+                await self.store.write_seal(blocks, minutes, hours, new_from_ms=start_ms if live else None,
+                                            window_end_ms=end_ms if live else None)
         else:
             if blocks:
                 await self.store.write_blocks(blocks)

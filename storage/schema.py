@@ -30,12 +30,14 @@ Buckets (all integers derived from the sample timestamp in ms):
   its rows live ``LATE_FRAMES_TTL_S``;
 - ``rollup_1m_chunks``: partition ``(series_id, day)``, one row per 6-hour chunk;
   ``rollup_1h_chunks``: partition ``(series_id, bucket)`` with bucket = ts // 32 days, one
-  row per 8-day chunk; a chunk packs a series' buckets (``storage.rollup_chunks``), one
-  ``c_<column>`` blob per column since version 4 (``data`` holds the record form of version
-  3, empty in column form). Version 2 kept one row per bucket in ``rollup_1m`` /
-  ``rollup_1h``: ``create_schema`` (``ringmon storage init``) packs those rows into chunks
-  and drops the old tables (``storage.rollup_upgrade``); on a version-3 keyspace it adds the
-  column blobs (chunks already written stay in record form, which reads still take);
+  row per 8-day chunk, plus *pieces* of it keyed by their first bucket, which live seals
+  write unread and a later write merges into the chunk; a chunk packs a series'
+  buckets (``storage.rollup_chunks``), one ``c_<column>`` blob per column since version 4
+  (``data`` holds the record form of version 3, empty in column form). Version 2 kept one
+  row per bucket in ``rollup_1m`` / ``rollup_1h``: ``create_schema`` (``ringmon storage
+  init``) packs those rows into chunks and drops the old tables (``storage.rollup_upgrade``);
+  on a version-3 keyspace it adds the column blobs (chunks already written stay in record
+  form, which reads still take);
 - index (two levels, same shape): ``series_day`` (series of a metric with their labels and
   targets), ``postings_day`` (label -> series), ``label_values_day``, ``label_names_day``
   bucketed by day, and ``..._month`` bucketed by 32-day periods for long ranges.
@@ -59,7 +61,11 @@ if TYPE_CHECKING:
 # aggregates' blobs (``storage.base.ADDED_IN_V5``; init adds them, older chunks read NaN there);
 # 6: scrape frames (``raw_frames``, ``raw_layouts``; init adds them, ``raw_recent`` rows stay);
 # 7: ``raw_late_frames`` (init adds it); 8: ``raw_block_times`` (init adds it; blocks of
-# version 4 name their timestamp frame there, older blocks carry theirs).
+# version 4 name their timestamp frame there, older blocks carry theirs). The 1h chunk pieces
+# (rows of ``rollup_1h_chunks`` keyed inside their span, ``storage.cassandra_rollup``) change no
+# table: a version-8 keyspace holds chunks only, which this Ringmon reads and merges into as
+# before, and readers before the pieces join them with their chunk too. A rollup job before them
+# would merge a chunk without its pieces: stop older rollup jobs before starting this one.
 SCHEMA_VERSION = 8
 CHUNK_TABLES = ("rollup_1m_chunks", "rollup_1h_chunks")
 CHUNK_COLUMNS = tuple(STORED_CHUNK_COLUMNS.values())

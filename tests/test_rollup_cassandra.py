@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fixtures_cassandra import keyspace_store
 from test_rollup import assert_equal_rollups, brute_force
-from test_rollup_job import HOURS, SHARDS, T0, T_END, WINDOW, generate
+from test_rollup_job import DAY0, HOURS, SHARDS, T0, T_END, WINDOW, generate
 
 from storage import rollup_chunks
 from storage.base import AGGREGATES, DAY_MS, HOUR_MS, MINUTE_MS, Resolution
@@ -530,3 +530,104 @@ async def test_seal_rows_carry_the_start_their_upsert_writes(cassandra_rollup):
         assert all(written_start(r) == r[2] for r in sealed)
         assert sorted((r[0], r[2]) for r in sealed) == sorted(
             (sid, c) for sid in ids.tolist() for c in range(start - start % span, end, span))
+
+
+async def hour_keys(store, sid: int, bucket: int) -> list[int]:
+    """The keys of series ``sid``'s rows (chunks and pieces) in 1h partition ``bucket``."""
+    got = await store.execute(f"SELECT start_ts FROM {store.keyspace}.rollup_1h_chunks"
+                              " WHERE series_id = %s AND bucket = %s", (sid, bucket))
+    return [t for page in got for (t,) in page]
+
+
+async def test_live_seals_write_hour_pieces_that_a_later_window_merges(cassandra_rollup):
+    """A live seal (``write_seal`` with its window) writes its 1h buckets of a chunk begun
+    before the window as a piece keyed by its first bucket, without reading the chunk; a
+    window ending a multiple of HOUR_PIECES_MERGE_MS reads the chunk with its pieces and
+    writes it back merged, the pieces deleted. A reseal (late samples) over a piece merges the same way, and a live seal
+    over buckets a backfill wrote into the chunk before wins with its piece. After every step
+    1h reads equal the brute-force rollup of the samples."""
+    from storage.cassandra_rollup import HOUR_PIECES_MERGE_MS, ROLLUP_1H_BUCKET_MS
+    from storage.rollup_job import RawWindow, compute_window
+    from storage.schema import DEFAULT_TTLS_S
+
+    store = cassandra_rollup
+    day = DAY0 + 3 * DAY_MS  # (its 8-day 1h span began 6 days before, the next day is in it too)
+    span = rollup_chunks.chunk_span(Resolution.HOUR)
+    chunk = day - day % span
+    assert chunk < day and (day + DAY_MS) // span == day // span
+    bucket = chunk // ROLLUP_1H_BUCKET_MS
+    ids = [7_300_001, 7_300_002]
+    first, last = day + 14 * HOUR_MS, day + DAY_MS + 4 * HOUR_MS  # windows 14:00 ... 02:00 the next day
+    ts = np.arange(first - 10 * MINUTE_MS, last, 20_000, dtype=np.int64)
+    values = {ids[0]: np.cumsum(np.ones(ts.size)), ids[1]: np.sin(np.arange(ts.size) / 7.0)}
+
+    def window_of(start: int, end: int) -> RawWindow:
+        keep = ts < end
+        n = int(keep.sum())
+        return RawWindow(np.array(ids, dtype=np.int64), np.array([0, n, 2 * n]), np.concatenate([ts[keep], ts[keep]]),
+                         np.concatenate([values[ids[0]][keep], values[ids[1]][keep]]))
+
+    async def expect_brute_force(until: int) -> None:
+        for sid in ids:
+            want = rollup_rollup(rollup_raw(ts, values[sid], first, until, MINUTE_MS), HOUR_MS)
+            got = await store.read_rollup(Resolution.HOUR, sid, chunk, chunk + span - 1)
+            assert got.bit_equal(want), (sid, until)
+
+    reads: list[str] = []
+    plain = store.execute
+
+    async def counted(statement, *args, **kw):
+        query = getattr(statement, "query_string", "")
+        if "rollup_1h_chunks" in query and query.startswith("SELECT"):
+            reads.append(query)
+        return await plain(statement, *args, **kw)
+
+    store.execute = counted
+    try:
+        for start in range(first, last, 2 * HOUR_MS):
+            end = start + 2 * HOUR_MS
+            blocks, minutes, hours = compute_window(window_of(start, end), start, end)
+            reads.clear()
+            await store.write_seal(blocks, minutes, hours, new_from_ms=start, window_end_ms=end)
+            keys = {sid: await hour_keys(store, sid, bucket) for sid in ids}
+            merged = end - end % HOUR_PIECES_MERGE_MS  # (the last merge's window end)
+            if end == merged:  # chunk and pieces read, merged into the chunk
+                assert reads and keys == {sid: [chunk] for sid in ids}
+            else:  # the pieces since the last merge, after the chunk once one wrote it
+                assert not reads and keys == {
+                    sid: [*([chunk] if merged > first else []), *range(max(merged, first), end, 2 * HOUR_MS)] for sid in ids}
+            await expect_brute_force(end)
+    finally:
+        del store.execute
+    # Pieces live as long as chunks (the table's TTL, the 1h retention), counted from their write.
+    got = await store.execute(f"SELECT start_ts, TTL(c_ts) FROM {store.keyspace}.rollup_1h_chunks"
+                              " WHERE series_id = %s AND bucket = %s", (ids[0], bucket))
+    ttls = {t: ttl for page in got for t, ttl in page}
+    assert len(ttls) == 3 and all(0 <= DEFAULT_TTLS_S["rollup_1h"] - ttl < 600 for ttl in ttls.values()), ttls
+
+    # Late samples in 00:00-02:00 of the next day (a piece): the reseal merges chunk and pieces.
+    late = (ts >= day + DAY_MS + 30 * MINUTE_MS) & (ts < day + DAY_MS + 40 * MINUTE_MS)
+    values[ids[1]][late] += 100.0
+    start, end = day + DAY_MS, day + DAY_MS + 2 * HOUR_MS
+    blocks, minutes, hours = compute_window(window_of(start, end), start, end)
+    await store.write_seal(blocks, minutes, hours)
+    assert {sid: await hour_keys(store, sid, bucket) for sid in ids} == {sid: [chunk] for sid in ids}
+    await expect_brute_force(last)
+
+    # A backfill ahead of the job wrote 06:00-08:00 into the chunk with values since changed;
+    # the job's live seal of that window writes a piece, which reads take over the chunk's buckets.
+    start, end = last + 2 * HOUR_MS, last + 4 * HOUR_MS
+    assert end % HOUR_PIECES_MERGE_MS
+    ts = np.concatenate([ts, np.arange(start, end, 20_000, dtype=np.int64)])
+    values = {sid: np.concatenate([v, np.full(ts.size - v.size, float(k + 1))]) for k, (sid, v) in enumerate(values.items())}
+    stale = {sid: v.copy() for sid, v in values.items()}
+    for v in stale.values():
+        v[ts >= start] = -5.0
+    fresh, values = values, stale
+    blocks, minutes, hours = compute_window(window_of(start, end), start, end)
+    await store.write_rollups(Resolution.HOUR, hours)
+    values = fresh
+    blocks, minutes, hours = compute_window(window_of(start, end), start, end)
+    await store.write_seal(blocks, minutes, hours, new_from_ms=start, window_end_ms=end)
+    assert {sid: await hour_keys(store, sid, bucket) for sid in ids} == {sid: [chunk, start] for sid in ids}
+    await expect_brute_force(end)

@@ -182,6 +182,30 @@ def test_read_series_prefers_final_buckets_then_the_later_provisional_chunk() ->
     assert got.last.tolist() == want
 
 
+def test_hour_pieces_win_over_their_chunk_and_later_pieces_over_earlier() -> None:
+    """1h pieces (keys inside the span, the Cassandra job's live seals) hold newer buckets
+    than their chunk: for an equal bucket start the later key wins, the chunk's included;
+    pieces after the chunk's buckets join as they are, in column form too."""
+    a = T0 - T0 % chunks.chunk_span(Resolution.HOUR)
+    chunk = rollup([a + i * HOUR_MS for i in range(30)], seed=21)
+    p1, p2 = a + 28 * HOUR_MS, a + 29 * HOUR_MS  # (over the chunk's last two hours, then over p1's last)
+    piece1, piece2 = rollup([p1, p1 + HOUR_MS, p1 + 2 * HOUR_MS], seed=22), rollup([p2 + HOUR_MS, p2 + 2 * HOUR_MS], seed=23)
+    for encode in (chunks.encode, chunks.encode_columns):
+        stored = [(a, encode(Resolution.HOUR, a, chunk)), (p1, encode(Resolution.HOUR, p1, piece1)),
+                  (p2, encode(Resolution.HOUR, p2, piece2))]
+        got = chunks.read_series(stored, a, a + 4 * DAY_MS, Resolution.HOUR)
+        assert got.timestamps.tolist() == [a + i * HOUR_MS for i in range(32)]
+        assert got.last.tolist() == [*chunk.last[:28], piece1.last[0], piece1.last[1], *piece2.last]
+        # the same rows as MINUTE chunks would be provisional ones: the aligned chunk wins
+        assert chunks.read_series(stored, a, a + 4 * DAY_MS, Resolution.MINUTE).last[28] == chunk.last[28]
+    apart = [(a, chunks.encode_columns(Resolution.HOUR, a, chunk)),
+             (a + 30 * HOUR_MS, chunks.encode_columns(Resolution.HOUR, a + 30 * HOUR_MS,
+                                                       rollup([a + 30 * HOUR_MS, a + 31 * HOUR_MS], seed=24)))]
+    rows = [(5, start, b"", c["ts"], c["last"]) for start, c in apart]
+    [(ts, cols)] = chunks.read_many(rows, a, a + DAY_MS * 2, Resolution.HOUR, ("last",)).values()
+    assert ts.tolist() == [a + i * HOUR_MS for i in range(32)] and cols["last"][:30].tolist() == chunk.last.tolist()
+
+
 def test_read_series_joins_a_following_provisional_chunk_as_it_is() -> None:
     # The usual layout: final chunks, then the open window's provisional chunk after them.
     a = T0
