@@ -316,9 +316,10 @@ class LayoutPlan:
         values: list[float] = []
         clock = time.perf_counter
         last_yield = clock()
+        whole = len(self.segments) == 1  # (the caller checked ``n_lines``): no copy of the lines
         try:
             for seg in self.segments:
-                chunk = lines[seg.start:seg.end]
+                chunk = lines if whole else lines[seg.start:seg.end]
                 if seg.other(chunk) != seg.other_lines:
                     return None
                 kept = seg.samples(chunk)
@@ -342,7 +343,10 @@ class LayoutPlan:
                 seg_values = _read_values(vals)
                 if seg_values is None:
                     return None  # a value float() takes and Prometheus does not: the line parser says why
-                values.extend(seg_values)
+                if whole:
+                    values = seg_values
+                else:
+                    values.extend(seg_values)
                 if clock() - last_yield >= YIELD_AFTER_S:
                     yield
                     last_yield = clock()

@@ -48,14 +48,14 @@ class _Head:
     body_at: int  # offset of the body in the buffer
 
 
-def _copy(buf: bytearray, start: int, stop: int) -> bytes:
-    """``buf[start:stop]`` as bytes in one copy (``bytes(buf[a:b])`` copies twice: a body is
-    ~40 KB); the view is released before the buffer is cut."""
+def _copy(buf: bytes | bytearray, start: int, stop: int) -> bytes:
+    """``buf[start:stop]`` as bytes in one copy (``bytes(buf[a:b])`` of a bytearray copies
+    twice: a body is ~40 KB); the view is released before the buffer is cut."""
     with memoryview(buf) as view, view[start:stop] as part:
         return bytes(part)
 
 
-def _parse_head(buf: bytearray, end: int) -> _Head:
+def _parse_head(buf: bytes | bytearray, end: int) -> _Head:
     lines = bytes(buf[:end]).split(b"\r\n")
     status_line = lines[0]
     if not status_line.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")) or len(status_line) < 12:
@@ -80,7 +80,9 @@ class _Protocol(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
+        # what arrived of the answer: the first read's bytes as they came (an answer usually
+        # comes in one read: no copy into a buffer), a bytearray once a second read adds to it
+        self.buf: bytes | bytearray = b""
         self.waiter: asyncio.Future[tuple[_Head, bytes]] | None = None
         self.closed = False
         self.limit = 0
@@ -100,7 +102,12 @@ class _Protocol(asyncio.Protocol):
             self._fail(_Unusual())
 
     def data_received(self, data: bytes) -> None:
-        self.buf += data
+        if not self.buf:
+            self.buf = data
+        elif isinstance(self.buf, bytearray):
+            self.buf += data
+        else:
+            self.buf = bytearray(self.buf) + data
         if self._need >= 0:
             if len(self.buf) >= self._need:
                 self._step(eof=False)
@@ -244,7 +251,7 @@ class _Protocol(asyncio.Protocol):
             if not d.eof or d.unused_data:
                 raise _Unusual
             body = out
-        del self.buf[:]
+        self.buf = b""
         if not exact or head.headers.get(b"connection", b"").lower() == b"close":
             self.closed = True  # out of step or told so: the next request opens a new one
             if self.transport is not None:

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import math
 import time
+import weakref
 from collections import deque
 
 import aiohttp
@@ -62,6 +63,43 @@ def next_slot(now: float, interval_s: float, offset_s: float) -> float:
     """The first time >= now that is ``offset_s`` past a multiple of the interval."""
     base = math.floor((now - offset_s) / interval_s) * interval_s + offset_s
     return base if base >= now else base + interval_s
+
+
+class SlotWakeUps:
+    """Wakes the scrape loops waiting for one moment (a slot's start: its targets share it) with
+    one timer of the event loop, not a timer each: a timer is an object and two pushes on the
+    loop's heap whose comparisons are Python calls (~5 us of a scrape's ~550 us)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[float, list[asyncio.Future[None]]] = {}
+
+    async def until(self, when: float) -> None:
+        """Return at ``when`` (unix s), as ``asyncio.sleep(when - time.time())`` would."""
+        loop = asyncio.get_running_loop()
+        waiters = self._waiting.get(when)
+        if waiters is None:
+            waiters = self._waiting[when] = []
+            loop.call_later(when - time.time(), self._wake, when)
+        fut: asyncio.Future[None] = loop.create_future()
+        waiters.append(fut)
+        await fut  # a cancelled waiter's future is cancelled: ``_wake`` passes it by
+
+    def _wake(self, when: float) -> None:
+        for fut in self._waiting.pop(when, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+
+_wake_ups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SlotWakeUps] = weakref.WeakKeyDictionary()
+
+
+def slot_wake_ups() -> SlotWakeUps:
+    """The running event loop's ``SlotWakeUps`` (made at its first use)."""
+    loop = asyncio.get_running_loop()
+    got = _wake_ups.get(loop)
+    if got is None:
+        got = _wake_ups[loop] = SlotWakeUps()
+    return got
 
 
 class ScrapeLoop:
@@ -147,11 +185,11 @@ class ScrapeLoop:
                 log.warning("stale markers for %s not written: %s", self.target.key, exc)
 
     async def _run(self) -> None:
+        wake_ups = slot_wake_ups()
         next_t = next_slot(time.time(), self.interval_s, self.offset_s)
         while True:
-            delay = next_t - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if next_t > time.time():
+                await wake_ups.until(next_t)
             try:
                 await self.scrape_once()
             except asyncio.CancelledError:
@@ -263,7 +301,8 @@ class ScrapeLoop:
                 self.health.last_drop_at = start
             batch.series = self._batch_series(out)
             values = out.values
-            values.extend([STALE_NAN] * len(out.stale))
+            if out.stale:
+                values.extend([STALE_NAN] * len(out.stale))
             values.extend((1.0, duration, float(out.samples_scraped), float(n), float(out.series_added)))
             batch.values = values
             timestamps = [ts_ms] * len(batch.series)

@@ -231,6 +231,11 @@ class SpooledBatch:
         return int(self.series_ids.shape[0])
 
 
+def _column(col: np.ndarray, dtype: str) -> bytes:
+    """A sample column's little-endian bytes (a scrape that is one frame has none: no NumPy call)."""
+    return col.astype(dtype, copy=False).tobytes() if col.size else b""
+
+
 def encode_batch(
     target: str,
     series_ids: np.ndarray,
@@ -244,9 +249,9 @@ def encode_batch(
     parts = [
         _HEAD.pack(RECORD_VERSION, len(tgt), series_ids.shape[0], len(defs_json)),
         tgt,
-        series_ids.astype("<i8", copy=False).tobytes(),
-        timestamps.astype("<i8", copy=False).tobytes(),
-        values.astype("<f8", copy=False).tobytes(),
+        _column(series_ids, "<i8"),
+        _column(timestamps, "<i8"),
+        _column(values, "<f8"),
         defs_json,
         _FRAMES.pack(len(frames)),
     ]

@@ -327,7 +327,7 @@ class BatchingWriter(SampleWriter):
         ids, known = self._series_ids(batch, now)
         stamps = batch.timestamps
         one_ts = len(stamps) == n and stamps.count(stamps[0]) == n  # a scrape's samples share its time
-        vals = np.asarray(batch.values, dtype=np.float64)
+        vals = np.fromiter(batch.values, dtype=np.float64, count=n)  # (a list: ~15% less than asarray)
         rest: np.ndarray | None = None
         if known is not None and one_ts and n >= st.frame_min_samples and stamps[0] >= now - st.late_after_ms:
             # the target's last layout at one timestamp, not late: one frame of these very arrays

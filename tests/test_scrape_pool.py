@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from discovery.target import ScrapeSettings, Target
-from scraper.loop import SYNTHETIC, ScrapeLoop, next_slot, scrape_offset_s
+from scraper.loop import SYNTHETIC, ScrapeLoop, SlotWakeUps, next_slot, scrape_offset_s
 from scraper.memwriter import MemoryWriter
 from scraper.pool import ScrapePool
 from storage.model import is_stale
@@ -179,6 +179,29 @@ def test_offset_is_stable_and_spread():
     assert all(0 <= scrape_offset_s(f"web/h{i}:9100", 10) < 10 for i in range(200))
     slot = next_slot(1000.3, 10, a)
     assert slot >= 1000.3 and math.isclose((slot - a) % 10, 0, abs_tol=1e-6)
+
+
+async def test_slot_wake_ups_share_one_timer_and_pass_a_cancelled_waiter_by():
+    import time
+
+    loop = asyncio.get_running_loop()
+    wake_ups = SlotWakeUps()
+    when = time.time() + 0.05
+    timers_before = len(loop._scheduled)  # asyncio's timer heap (no public count)
+    woken: list[int] = []
+
+    async def wait(i: int) -> None:
+        await wake_ups.until(when)
+        woken.append(i)
+
+    tasks = [asyncio.create_task(wait(i)) for i in range(5)]
+    await asyncio.sleep(0)  # every waiter registered
+    assert len(loop._scheduled) == timers_before + 1  # one timer for the five
+    tasks[2].cancel()
+    await asyncio.wait(tasks)
+    assert sorted(woken) == [0, 1, 3, 4]
+    assert tasks[2].cancelled()
+    assert not wake_ups._waiting  # the moment's list went with its timer
 
 
 async def test_accept_header_openmetrics_by_content_type_and_gzip():
