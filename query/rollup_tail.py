@@ -379,9 +379,10 @@ def chain_ends(
     counts, ts, vals = flat.counts, flat.ts, flat.vals
     ok = np.isfinite(vals) & (ts < before_ms) & (ts >= before_ms - max_gap_ms)
     last = np.maximum.reduceat(np.where(ok, np.arange(ts.shape[0]), -1), np.cumsum(counts) - counts)
-    for i, j in enumerate(last.tolist()):
-        if j >= 0:
-            samples[series[i].id] = (int(ts[j]), float(vals[j]))
+    have = np.flatnonzero(last >= 0)
+    at = last[have]  # (each series' end taken at once: no NumPy scalar per series)
+    samples.update(zip([series[i].id for i in have.tolist()], zip(ts[at].tolist(), vals[at].tolist(), strict=True),
+                       strict=True))
     return ChainEnds(before_ms, samples)
 
 

@@ -54,6 +54,7 @@ then partition tombstones); window reads then add the blocks of the hours marked
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -175,6 +176,11 @@ _FRESH_BLOCK = "fresh_block:"
 # A read asks for the blocks' keys and write times first and fetches the bytes of those not
 # kept at that write time only (``_blocks_decoded_of``).
 BLOCK_CACHE_BYTES = 16 << 20
+# A set of sealed blocks read again (the same keys and write times: a panel's refreshes reading
+# its newest minutes from the same ~1,600 blocks) is kept joined in one array (``_JoinedBlocks``),
+# cut for any range with one search for all its blocks; up to this many bytes of such sets.
+JOINED_BLOCKS_BYTES = 32 << 20
+JOINED_SEEN = 64  # key sets of the last reads remembered: a set is joined when read a second time
 
 _CHUNK_COLS = ", ".join(chunks.STORED.values())
 _MARKS = ", ?" * len(chunks.COLUMNS)
@@ -370,6 +376,11 @@ class CassandraRollupMixin:
     _blocks_decoded: OrderedDict[tuple[int, int], tuple[int, np.ndarray, np.ndarray, int, int]] | None = None
     _blocks_decoded_bytes: int = 0
     blocks_fetched: int = 0  # blocks whose bytes reads fetched (``_blocks_decoded_of``: those not kept)
+    # a read's block keys (``_block_set_key``) -> those blocks joined (``_JoinedBlocks``), LRU
+    _blocks_joined: OrderedDict[bytes, _JoinedBlocks] | None = None
+    _blocks_joined_bytes: int = 0
+    _blocks_seen: OrderedDict[bytes, None] | None = None  # digests of key sets read (the last JOINED_SEEN)
+    blocks_joined_hits: int = 0  # reads whose blocks came joined (``_blocks_decoded_of``)
 
     async def _ps(self) -> dict:
         if self._rollup_ps is None:
@@ -1086,31 +1097,18 @@ class CassandraRollupMixin:
         (``blocks_fetched`` counts them) and kept decoded. A write time names one write of a
         block: a reseal (or any rewrite) gives a later one, a deleted or expired block is not
         among the keys. (A refresh of a 1 y panel whose step is hours old read the bytes of
-        its ~1,600 blocks again each time.)"""
+        its ~1,600 blocks again each time.) A set of blocks read before at the same write
+        times comes joined (``_keep_joined``), with no look-up per block."""
         ps = await self._ps()
-        ids = np.unique(order_ids).tolist()
-        days = [(d, max(d * DAY_MS, start_ms - BLOCK_LOOKBACK_MS), min((d + 1) * DAY_MS - 1, end_ms))
-                for d in range(start_ms // DAY_MS, end_ms // DAY_MS + 1)]
-        pages = await asyncio.gather(*(
-            self.execute_columnar(ps["block_keys"], (part, d, lo, hi))
-            for d, lo, hi in days for part in slices(ids, BLOCK_KEY_SERIES)))
-        cols: list[list[np.ndarray]] = [[], [], [], []]  # series id, window start, window end, write time
-        for request in pages:
-            for page in request:
-                if isinstance(page, dict):  # (no null write time: every block has its bytes)
-                    parts = [np.asarray(c, dtype=np.int64) for c in page.values()]
-                else:
-                    rows = [r for r in page if r[3] is not None]
-                    parts = list(np.array(rows, dtype=np.int64).reshape(-1, 4).T)
-                for col, part in zip(cols, parts, strict=True):
-                    col.append(part)
-        sid, b_start, b_end, written = (np.concatenate(c) if c else _NO_IDS for c in cols)
-        after = np.flatnonzero(b_end > start_ms)
-        sorter = np.argsort(order_ids)
-        rank = sorter[np.searchsorted(order_ids, sid[after], sorter=sorter)]
-        order = np.lexsort((b_start[after], rank))
-        rank, pick = rank[order], after[order]
-        sid, b_start, b_end, written = sid[pick], b_start[pick], b_end[pick], written[pick]
+        rank, sid, b_start, b_end, written = await self._block_keys(order_ids, start_ms, end_ms)
+        if self._blocks_joined is None:
+            self._blocks_joined, self._blocks_seen = OrderedDict(), OrderedDict()
+        set_key = _block_set_key(rank, sid, b_start, b_end, written)
+        joined = self._blocks_joined.get(set_key)
+        if joined is not None:  # (the same blocks at the same write times: the same samples)
+            self._blocks_joined.move_to_end(set_key)
+            self.blocks_joined_hits += 1
+            return _SealedBlocks(rank, b_start, b_end, written, joined.first, joined.last, [], [], joined)
         if self._blocks_decoded is None:
             self._blocks_decoded = OrderedDict()
         cache = self._blocks_decoded
@@ -1144,15 +1142,76 @@ class CassandraRollupMixin:
                 found[k] = (written_us or 0, *self._decoded_block(row_sid, row_start, written_us or 0, data))
             if None in found:  # (a block deleted since its key was read, or without bytes)
                 keep = np.fromiter((f is not None for f in found), dtype=bool, count=len(found))
-                rank, b_start, b_end, written = rank[keep], b_start[keep], b_end[keep], written[keep]
+                rank, sid, b_start, b_end, written = rank[keep], sid[keep], b_start[keep], b_end[keep], written[keep]
                 found = [f for f in found if f is not None]
         kept = [f for f in found if f is not None]  # (all of them by now)
-        return _SealedBlocks(
+        blocks = _SealedBlocks(
             rank, b_start, b_end, written,
             np.fromiter((f[3] for f in kept), dtype=np.int64, count=len(kept)),
             np.fromiter((f[4] for f in kept), dtype=np.int64, count=len(kept)),
             [f[1] for f in kept], [f[2] for f in kept],
         )
+        if missing:  # (as fetched: the key of what is kept)
+            set_key = _block_set_key(rank, sid, b_start, b_end, written)
+        self._keep_joined(set_key, blocks)
+        return blocks
+
+    async def _block_keys(
+        self, order_ids: np.ndarray, start_ms: int, end_ms: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``_blocks_decoded_of``'s keys: (series rank in ``order_ids``, series id, window start,
+        window end, write time) of the blocks ending after ``start_ms``, by rank then start."""
+        ps = await self._ps()
+        ids = np.unique(order_ids).tolist()
+        days = [(d, max(d * DAY_MS, start_ms - BLOCK_LOOKBACK_MS), min((d + 1) * DAY_MS - 1, end_ms))
+                for d in range(start_ms // DAY_MS, end_ms // DAY_MS + 1)]
+        pages = await asyncio.gather(*(
+            self.execute_columnar(ps["block_keys"], (part, d, lo, hi))
+            for d, lo, hi in days for part in slices(ids, BLOCK_KEY_SERIES)))
+        cols: list[list[np.ndarray]] = [[], [], [], []]  # series id, window start, window end, write time
+        for request in pages:
+            for page in request:
+                if isinstance(page, dict):  # (no null write time: every block has its bytes)
+                    parts = [np.asarray(c, dtype=np.int64) for c in page.values()]
+                else:
+                    rows = [r for r in page if r[3] is not None]
+                    parts = list(np.array(rows, dtype=np.int64).reshape(-1, 4).T)
+                for col, part in zip(cols, parts, strict=True):
+                    col.append(part)
+        sid, b_start, b_end, written = (np.concatenate(c) if c else _NO_IDS for c in cols)
+        after = np.flatnonzero(b_end > start_ms)
+        sorter = np.argsort(order_ids)
+        rank = sorter[np.searchsorted(order_ids, sid[after], sorter=sorter)]
+        order = np.lexsort((b_start[after], rank))
+        rank, pick = rank[order], after[order]
+        sid, b_start, b_end, written = sid[pick], b_start[pick], b_end[pick], written[pick]
+        return rank, sid, b_start, b_end, written
+
+    def _keep_joined(self, set_key: bytes, blocks: _SealedBlocks) -> None:
+        """Join ``blocks`` (a read's, decoded) under their key set when that set was read
+        before (``_blocks_seen``: a one-off read joins nothing), within JOINED_BLOCKS_BYTES
+        (least recently used dropped first); blocks without a write time are never joined."""
+        seen, kept = self._blocks_seen, self._blocks_joined
+        assert seen is not None and kept is not None, "made by _blocks_decoded_of"
+        digest = hashlib.blake2b(set_key, digest_size=16).digest()  # (a match only decides to join)
+        if digest not in seen:
+            seen[digest] = None
+            while len(seen) > JOINED_SEEN:
+                seen.popitem(last=False)
+            return
+        if not blocks.written.size or not bool((blocks.written > 0).all()):
+            return
+        joined = _JoinedBlocks.of(blocks)
+        if joined is None or joined.nbytes > JOINED_BLOCKS_BYTES:
+            return
+        old = kept.pop(set_key, None)
+        if old is not None:
+            self._blocks_joined_bytes -= old.nbytes
+        kept[set_key] = joined
+        self._blocks_joined_bytes += joined.nbytes
+        while self._blocks_joined_bytes > JOINED_BLOCKS_BYTES and kept:
+            _, dropped = kept.popitem(last=False)
+            self._blocks_joined_bytes -= dropped.nbytes
 
     async def read_blocks_of(
         self, series_ids: Sequence[int], start_ms: int, end_ms: int
@@ -1386,8 +1445,9 @@ class _SealedBlocks:
     written: np.ndarray  # int64: the block's write time (us)
     first: np.ndarray  # int64: its first sample's timestamp (an empty block: after any range)
     last: np.ndarray  # int64: its last sample's timestamp
-    ts: list[np.ndarray]
+    ts: list[np.ndarray]  # (empty when ``joined`` holds them)
     values: list[np.ndarray]
+    joined: _JoinedBlocks | None = None  # the same blocks joined (a set read before: ``_keep_joined``)
 
     def untrusted(
         self, n: int, late: dict[int, int], margin_ms: int, first_hour: int, end_hour: int
@@ -1420,7 +1480,9 @@ class _SealedBlocks:
         series ``r`` (of ``n``, by rank) is ``bounds[r]:bounds[r + 1]``, its blocks' samples
         one after another; ``unsorted``: the series whose blocks overlap or come out of order
         there (to be merged). A block outside the range is skipped, one inside it taken whole,
-        one across an end cut with one search."""
+        one across an end cut with one search (joined blocks: one search for them all)."""
+        if self.joined is not None:
+            return self._cut_joined(self.joined, n, start_ms, end_ms)
         useful = np.flatnonzero((self.first <= end_ms) & (self.last >= start_ms))
         lo_cut = (self.first[useful] < start_ms).tolist()
         hi_cut = (self.last[useful] > end_ms).tolist()
@@ -1449,6 +1511,95 @@ class _SealedBlocks:
         follows = follows[starts[follows] > 0]
         bad = follows[ts[starts[follows]] <= ts[starts[follows] - 1]]
         return ts, vals, bounds, set(rank[bad].tolist())
+
+    def _cut_joined(
+        self, joined: _JoinedBlocks, n: int, start_ms: int, end_ms: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, set[int]]:
+        """``cut`` of blocks kept joined: every block's first and last sample in the range
+        found by one search each in the joined order (``_JoinedBlocks.keyed``), the samples
+        taken at once. The same columns as ``cut`` (an empty block adds nothing)."""
+        lo, hi = joined.bounds(start_ms, end_ms)
+        sizes = hi - lo
+        bounds = np.zeros(n + 1, dtype=np.int64)
+        total = int(sizes.sum())
+        if not total:
+            return _NO_IDS, _NO_VALUES, bounds, set()
+        np.cumsum(np.bincount(self.rank, weights=sizes, minlength=n).astype(np.int64), out=bounds[1:])
+        starts = np.cumsum(sizes) - sizes
+        at = np.repeat(lo - starts, sizes) + np.arange(total, dtype=np.int64)
+        ts, vals = joined.timestamps(at), joined.values[at]
+        # Where a series' (non-empty) block follows another of its blocks: its first sample must come after.
+        some = np.flatnonzero(sizes)
+        rank, first = self.rank[some], starts[some]
+        follows = np.flatnonzero(rank[1:] == rank[:-1]) + 1
+        bad = follows[ts[first[follows]] <= ts[first[follows] - 1]]
+        return ts, vals, bounds, set(rank[bad].tolist())
+
+
+# ``_JoinedBlocks.keyed``: a block's place in its set above these bits, a sample's time since the
+# set's first below (a set of up to 2**20 blocks whose samples span less than 2**42 ms, ~139 years)
+_KEY_SHIFT = 43
+_KEY_SPAN = 1 << 42
+_KEY_MAX_BLOCKS = 1 << 20
+
+
+def _block_set_key(*columns: np.ndarray) -> bytes:
+    """A read's blocks (their ranks, series ids, windows and write times, in order) as one key:
+    equal keys, the same blocks as written at the same times, so the same samples."""
+    return b"".join(np.ascontiguousarray(c, dtype=np.int64).tobytes() for c in columns)
+
+
+@dataclass
+class _JoinedBlocks:
+    """The decoded samples of one read's set of sealed blocks, joined in that set's order:
+    ``keyed`` holds each sample's block place and time (``_KEY_SHIFT``), so that it ascends
+    over the whole set and one ``searchsorted`` finds every block's cut of a range."""
+
+    keyed: np.ndarray  # int64: (block place << _KEY_SHIFT) + (timestamp - base)
+    values: np.ndarray  # float64
+    offsets: np.ndarray  # int64: block j's samples are offsets[j]:offsets[j + 1]
+    base: int  # the set's first timestamp (ms)
+    first: np.ndarray  # int64: each block's first timestamp (``_SealedBlocks.first``)
+    last: np.ndarray  # int64: its last
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.keyed.nbytes + self.values.nbytes + self.offsets.nbytes)
+
+    @classmethod
+    def of(cls, blocks: _SealedBlocks) -> _JoinedBlocks | None:
+        """``blocks``' samples joined (None: too many blocks, or samples too far apart, for ``keyed``)."""
+        count = len(blocks.ts)
+        if not count or count >= _KEY_MAX_BLOCKS:
+            return None
+        sizes = np.fromiter((t.shape[0] for t in blocks.ts), dtype=np.int64, count=count)
+        offsets = np.zeros(count + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        ts = np.concatenate(blocks.ts)
+        if not ts.size:
+            return None
+        base = int(ts.min())
+        if int(ts.max()) - base >= _KEY_SPAN:
+            return None
+        keyed = ts - base
+        keyed += np.repeat(np.arange(count, dtype=np.int64) << _KEY_SHIFT, sizes)
+        keyed.flags.writeable = False
+        values = np.concatenate(blocks.values)
+        values.flags.writeable = False
+        return cls(keyed, values, offsets, base, blocks.first, blocks.last)
+
+    def bounds(self, start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each block's samples in [start_ms, end_ms] as ``keyed`` positions [lo, hi)."""
+        place = np.arange(self.offsets.size - 1, dtype=np.int64) << _KEY_SHIFT
+        lo = self.keyed.searchsorted(place + min(max(start_ms - self.base, 0), _KEY_SPAN))
+        hi = self.keyed.searchsorted(place + min(max(end_ms - self.base, -1), _KEY_SPAN), "right")
+        return lo, np.maximum(hi, lo)
+
+    def timestamps(self, at: np.ndarray) -> np.ndarray:
+        """The timestamps of the samples at positions ``at``."""
+        got: np.ndarray = self.keyed[at] & ((1 << _KEY_SHIFT) - 1)
+        got += self.base
+        return got
 
 
 def _joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

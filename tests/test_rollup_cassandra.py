@@ -280,17 +280,33 @@ async def test_sealed_reads_fetch_only_blocks_not_kept_and_follow_reseals(cassan
         lo, hi = late_window - WINDOW - 30 * MINUTE_MS, first_hot * HOUR_MS - 1
         assert late_window + WINDOW <= job.closed_until() and late_window + WINDOW <= hi
 
-        def expect(want: dict) -> dict:
-            return {sid: (t[(t >= lo) & (t <= hi)], v[(t >= lo) & (t <= hi)]) for sid, (t, v) in want.items()}
+        def expect(want: dict, a: int = lo, z: int = hi) -> dict:  # (series without samples there left out)
+            return {sid: (t[(t >= a) & (t <= z)], v[(t >= a) & (t <= z)]) for sid, (t, v) in want.items()
+                    if ((t >= a) & (t <= z)).any()}
 
         fetched = store.blocks_fetched
         first = await store.select_flat(ms, lo, hi)
         _expect(first.as_data(), expect(data))
         assert store.blocks_fetched > fetched
         fetched = store.blocks_fetched
+        hits = store.blocks_joined_hits
         again = await store.select_flat(ms, lo, hi)
         assert store.blocks_fetched == fetched  # every block kept at its write time
         _expect(again.as_data(), expect(data))
+        assert store.blocks_joined_hits == hits  # (a set read twice is joined for the next reads)
+        # The same blocks read again, for ranges cut inside blocks, on samples and between them
+        # (the keys' set unchanged: the first block still ends after each start, the last
+        # starts by each end): cut joined. Ranges of other sets: read block by block.
+        a_on = int(ts[np.searchsorted(ts, lo + 7 * MINUTE_MS)])
+        z_on = int(ts[np.searchsorted(ts, hi - 13 * MINUTE_MS) - 1])
+        for a, z in ((lo, hi), (lo + 7 * MINUTE_MS + 1, hi - 13 * MINUTE_MS), (a_on, z_on), (a_on + 1, z_on - 1),
+                     (a_on - 1, z_on + 1)):
+            _expect((await store.select_flat(ms, a, z)).as_data(), expect(data, a, z))
+        assert store.blocks_joined_hits == hits + 5
+        for a, z in ((a_on, a_on), (late_window - 1, late_window + WINDOW // 2), (hi - 1, hi), (hi - 10_000, hi)):
+            _expect((await store.select_flat(ms, a, z)).as_data(), expect(data, a, z))
+        assert store.blocks_joined_hits == hits + 5
+        assert store.blocks_fetched == fetched
 
         # A late write into the window, resealed (trusted at once), then its rows deleted.
         del store.late_after_ms  # back to the class default: the write is marked late
@@ -304,11 +320,16 @@ async def test_sealed_reads_fetch_only_blocks_not_kept_and_follow_reseals(cassan
         t0, v0 = data[s0.id]
         at = int(np.searchsorted(t0, late_ts))
         data[s0.id] = (np.insert(t0, at, late_ts), np.insert(v0, at, 42.5))
+        hits = store.blocks_joined_hits
         _expect((await store.select_flat(ms, lo, hi)).as_data(), expect(data))
         assert store.blocks_fetched == fetched + len(series)  # the resealed window's blocks only
+        assert store.blocks_joined_hits == hits  # (the joined set was of the blocks before the reseal)
         fetched = store.blocks_fetched
-        _expect((await store.select_flat(ms, lo, hi)).as_data(), expect(data))
+        for _ in range(3):  # (read, joined, then answered joined: with the late sample)
+            _expect((await store.select_flat(ms, lo, hi)).as_data(), expect(data))
+        _expect((await store.select_flat(ms, late_ts, late_ts)).as_data(), expect(data, late_ts, late_ts))
         assert store.blocks_fetched == fetched
+        assert store.blocks_joined_hits == hits + 2
 
         # A block deleted: its samples are gone from the answer (no rows left either).
         s1 = series[1]
