@@ -67,6 +67,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--window", default="2h", help="window length: whole hours dividing a day (default 2h)")
     p.add_argument("--shards", type=int, default=16, help="series shards leased separately (default 16)")
+    p.add_argument(
+        "--shards-at-once",
+        type=int,
+        default=0,
+        help="shards a copy leases and seals together (default 0: every shard it can lease). Its "
+        "memory is about those shards' series x a window of samples x 16 bytes: bound it at large scale",
+    )
     p.add_argument("--grace", default="5m", help="wait this long after a window ends before sealing it")
     p.add_argument("--interval", help="pause between passes (default: rollup.interval of the config, 1m)")
     p.add_argument(
@@ -162,6 +169,7 @@ async def _main(
         job = RollupJob(
             store, lease, window_ms=window_ms, shards=args.shards, grace_ms=grace_ms,
             fresh_minutes=not args.no_fresh, fresh_every_ms=args.fresh_every_ms,
+            shards_at_once=args.shards_at_once,
         )
     except ValueError as exc:
         await store.close()

@@ -66,6 +66,21 @@ def test_once_pass_runs(config, capsys):
     assert "shard windows done" in capsys.readouterr().out
 
 
+def test_shards_at_once_seals_the_same(config, tmp_path):
+    """``--shards-at-once 1`` (a copy's memory bounded to one shard's window) writes what a copy
+    working every shard together writes."""
+    cfg, db = config
+    other = tmp_path / "copy.db"
+    other.write_bytes(db.read_bytes())
+    other_cfg = tmp_path / "copy.yaml"
+    other_cfg.write_text(cfg.read_text().replace(str(db), str(other)))
+    base = ["rollup", "--shards", "4", "--metrics-listen", "", "--backfill", iso(T0), iso(T_END)]
+    assert main([*base, "--config", str(cfg)]) == 0
+    assert main([*base, "--config", str(other_cfg), "--shards-at-once", "1"]) == 0
+    together, one_by_one = dump(db), dump(other)
+    assert together["rollup_1h"] and together == one_by_one
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -73,6 +88,7 @@ def test_once_pass_runs(config, capsys):
         (["--backfill", "2026-01-02", "2026-01-01"], "FROM must be before TO"),
         (["--window", "5h", "--once"], "whole number of hours dividing a day"),
         (["--grace", "soon", "--once"], "--grace: not a duration"),
+        (["--shards-at-once", "-1", "--once"], "shards at once must not be negative"),
     ],
 )
 def test_bad_input_is_one_line(config, capsys, extra, message):
