@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -29,6 +31,25 @@ def cassandra_rollup(cassandra):
 
     with keyspace_store(cassandra, "rollup", CassandraRollupStorage) as store:
         yield store
+
+
+@contextmanager
+def chunk_reads(store, table: str) -> Iterator[list[str]]:
+    """The SELECTs naming ``table`` that ``store`` sends to the real node while inside, in order."""
+    reads: list[str] = []
+    plain = store.execute
+
+    async def counted(statement, *args, **kw):
+        query = getattr(statement, "query_string", "")
+        if table in query and query.startswith("SELECT"):
+            reads.append(query)
+        return await plain(statement, *args, **kw)
+
+    store.execute = counted
+    try:
+        yield reads
+    finally:
+        del store.execute
 
 
 async def load(store, data) -> None:
@@ -503,24 +524,12 @@ async def test_live_seal_reads_only_chunks_started_before_its_window(cassandra_r
     window = RawWindow(ids, np.array([0, ts.size, 2 * ts.size]), np.concatenate([ts, ts]),
                        np.concatenate([np.cumsum(np.ones(ts.size)), np.cos(np.arange(ts.size))]))
     blocks, minutes, hours = compute_window(window, start, end)
-    reads: list[str] = []
-    plain = store.execute
-
-    async def counted(statement, *args, **kw):
-        query = getattr(statement, "query_string", "")
-        if "chunks" in query and query.startswith("SELECT"):
-            reads.append(query)
-        return await plain(statement, *args, **kw)
-
-    store.execute = counted
-    try:
+    with chunk_reads(store, "chunks") as reads:
         await store.write_seal(blocks, minutes, hours, new_from_ms=start)
         assert all("rollup_1h_chunks" in q for q in reads) and bool(reads) == hour_chunk_before
         reads.clear()
         await store.write_seal(blocks, minutes, hours)
         assert any("rollup_1m_chunks" in q for q in reads) and any("rollup_1h_chunks" in q for q in reads)
-    finally:
-        del store.execute
     for i, sid in enumerate(ids.tolist()):
         assert (await store.read_rollup(Resolution.MINUTE, sid, start, end)).bit_equal(minutes[i].rollup)
         assert (await store.read_rollup(Resolution.HOUR, sid, start, end)).bit_equal(hours[i].rollup)
@@ -594,17 +603,7 @@ async def test_live_seals_write_hour_pieces_that_a_later_window_merges(cassandra
             got = await store.read_rollup(Resolution.HOUR, sid, chunk, chunk + span - 1)
             assert got.bit_equal(want), (sid, until)
 
-    reads: list[str] = []
-    plain = store.execute
-
-    async def counted(statement, *args, **kw):
-        query = getattr(statement, "query_string", "")
-        if "rollup_1h_chunks" in query and query.startswith("SELECT"):
-            reads.append(query)
-        return await plain(statement, *args, **kw)
-
-    store.execute = counted
-    try:
+    with chunk_reads(store, "rollup_1h_chunks") as reads:
         for start in range(first, last, 2 * HOUR_MS):
             end = start + 2 * HOUR_MS
             blocks, minutes, hours = compute_window(window_of(start, end), start, end)
@@ -618,8 +617,6 @@ async def test_live_seals_write_hour_pieces_that_a_later_window_merges(cassandra
                 assert not reads and keys == {
                     sid: [*([chunk] if merged > first else []), *range(max(merged, first), end, 2 * HOUR_MS)] for sid in ids}
             await expect_brute_force(end)
-    finally:
-        del store.execute
     # Pieces live as long as chunks (the table's TTL, the 1h retention), counted from their write.
     got = await store.execute(f"SELECT start_ts, TTL(c_ts) FROM {store.keyspace}.rollup_1h_chunks"
                               " WHERE series_id = %s AND bucket = %s", (ids[0], bucket))
